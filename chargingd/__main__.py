@@ -1,0 +1,3 @@
+from chargingd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Money at the edges: decimal strings in, integer micro-units inside (DESIGN invariant 1)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+MICROS_PER_UNIT = 1_000_000
+_MAX_DECIMALS = 6
+
+
+class AmountError(ValueError):
+    """An amount that is not a decimal string with at most 6 decimals."""
+
+
+def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> int:
+    """Parse a decimal amount ("12.50") into integer micro-units, exactly.
+
+    Floats are refused on purpose: 0.1 has no exact binary value.
+    """
+    if isinstance(text, bool) or isinstance(text, float):
+        raise AmountError(f"amount must be a decimal string, not {type(text).__name__}")
+    try:
+        value = Decimal(text.strip()) if isinstance(text, str) else Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise AmountError(f"not a decimal amount: {text!r}") from None
+    if not value.is_finite():
+        raise AmountError(f"not a finite amount: {text!r}")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if exponent < -_MAX_DECIMALS and value != value.quantize(Decimal(1).scaleb(-_MAX_DECIMALS)):
+        raise AmountError(f"amount {text!r} has more than {_MAX_DECIMALS} decimals")
+    if value < 0 and not allow_negative:
+        raise AmountError(f"amount must not be negative: {text!r}")
+    return int(value * MICROS_PER_UNIT)
+
+
+def format_amount(micros: int, decimals: int = 6) -> str:
+    """Render micro-units as a decimal string; `decimals` below 6 only trims zeros."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    frac_text = f"{frac:06d}"
+    keep = max(decimals, len(frac_text.rstrip("0")))
+    frac_text = frac_text[:keep]
+    return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"
+
+
+def micros_to_decimal(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-_MAX_DECIMALS)
