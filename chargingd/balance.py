@@ -142,8 +142,14 @@ class Ledger:
     Redis replication and tests stay deterministic.
     """
 
-    def __init__(self, redis: object, *, clock_ms: object = None, audit_max_entries: int = 100_000,
-                 txn_ttl_s: int = 90 * 86400) -> None:
+    def __init__(
+        self,
+        redis: object,
+        *,
+        clock_ms: object = None,
+        audit_max_entries: int = 100_000,
+        txn_ttl_s: int = 90 * 86400,
+    ) -> None:
         raise NotImplementedError
 
     async def load_scripts(self) -> None:
@@ -151,18 +157,36 @@ class Ledger:
         raise NotImplementedError
 
     # -- accounts ---------------------------------------------------------------
-    async def create_account(self, account_id: str, *, mode: Mode, currency: str,
-                             balance_micros: int = 0, credit_limit_micros: int = 0,
-                             tariff: str = "", max_calls: int = 0,
-                             identities: tuple[str, ...] = (), who: str, why: str = "") -> Account:
+    async def create_account(
+        self,
+        account_id: str,
+        *,
+        mode: Mode,
+        currency: str,
+        balance_micros: int = 0,
+        credit_limit_micros: int = 0,
+        tariff: str = "",
+        max_calls: int = 0,
+        identities: tuple[str, ...] = (),
+        who: str,
+        why: str = "",
+    ) -> Account:
         """Raise AccountExists if present; identities must be free (else InvalidRequest)."""
         raise NotImplementedError
 
-    async def update_account(self, account_id: str, *, who: str, why: str = "",
-                             credit_limit_micros: int | None = None, tariff: str | None = None,
-                             max_calls: int | None = None, currency: str | None = None,
-                             identities: tuple[str, ...] | None = None,
-                             mode: Mode | None = None) -> Account:
+    async def update_account(
+        self,
+        account_id: str,
+        *,
+        who: str,
+        why: str = "",
+        credit_limit_micros: int | None = None,
+        tariff: str | None = None,
+        max_calls: int | None = None,
+        currency: str | None = None,
+        identities: tuple[str, ...] | None = None,
+        mode: Mode | None = None,
+    ) -> Account:
         raise NotImplementedError
 
     async def get_account(self, account_id: str) -> Account:
@@ -173,26 +197,54 @@ class Ledger:
         """Account id for an identity such as "user:alice" or "ani:+4930123456"."""
         raise NotImplementedError
 
-    async def list_accounts(self, *, cursor: int = 0, count: int = 100) -> tuple[int, list[Account]]:
+    async def list_accounts(
+        self, *, cursor: int = 0, count: int = 100
+    ) -> tuple[int, list[Account]]:
         raise NotImplementedError
 
-    async def set_status(self, account_id: str, status: Status, *, who: str, why: str = "") -> Account:
+    async def set_status(
+        self, account_id: str, status: Status, *, who: str, why: str = ""
+    ) -> Account:
         """Operator suspend/resume/block/close; status_reason becomes "operator"."""
         raise NotImplementedError
 
     # -- money --------------------------------------------------------------------
-    async def topup(self, account_id: str, amount_micros: int, *, txn_id: str, who: str,
-                    why: str = "", currency: str | None = None) -> Account:
+    async def topup(
+        self,
+        account_id: str,
+        amount_micros: int,
+        *,
+        txn_id: str,
+        who: str,
+        why: str = "",
+        currency: str | None = None,
+    ) -> Account:
         """amount > 0; same txn_id twice applies once; reactivates a credit-suspended postpaid."""
         raise NotImplementedError
 
-    async def adjust(self, account_id: str, amount_micros: int, *, txn_id: str, who: str,
-                     why: str, currency: str | None = None) -> Account:
+    async def adjust(
+        self,
+        account_id: str,
+        amount_micros: int,
+        *,
+        txn_id: str,
+        who: str,
+        why: str,
+        currency: str | None = None,
+    ) -> Account:
         """Signed adjustment; idempotent on txn_id."""
         raise NotImplementedError
 
-    async def reserve(self, account_id: str, session_id: str, amount_micros: int, *,
-                      lease_ms: int, partial: bool | None = None, new_session: bool = True) -> Grant:
+    async def reserve(
+        self,
+        account_id: str,
+        session_id: str,
+        amount_micros: int,
+        *,
+        lease_ms: int,
+        partial: bool | None = None,
+        new_session: bool = True,
+    ) -> Grant:
         """Set this session's hold to ``amount`` (renewal replaces the previous hold).
 
         Refusals are returned (not raised) as Grant.reason. Reclaims the account's
@@ -200,12 +252,15 @@ class Ledger:
         """
         raise NotImplementedError
 
-    async def commit(self, account_id: str, session_id: str, cumulative_cost_micros: int) -> CommitResult:
+    async def commit(
+        self, account_id: str, session_id: str, cumulative_cost_micros: int
+    ) -> CommitResult:
         """Debit cumulative cost minus what this session already debited (never negative)."""
         raise NotImplementedError
 
-    async def release(self, account_id: str, session_id: str,
-                      final_cost_micros: int | None = None) -> CommitResult:
+    async def release(
+        self, account_id: str, session_id: str, final_cost_micros: int | None = None
+    ) -> CommitResult:
         """Session end: commit the final cost if given, drop what is left of the hold.
 
         Idempotent: a closed session is remembered (tombstone) so a replayed stop
@@ -217,6 +272,8 @@ class Ledger:
         """Reclaim expired holds on every account; returns how many were reclaimed."""
         raise NotImplementedError
 
-    async def audit(self, account_id: str, *, count: int = 100, before_id: str = "+") -> list[AuditEntry]:
+    async def audit(
+        self, account_id: str, *, count: int = 100, before_id: str = "+"
+    ) -> list[AuditEntry]:
         """Newest first."""
         raise NotImplementedError

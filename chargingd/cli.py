@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _version() -> str:
-    from chargingd import __version__  # noqa: PLC0415
+    from chargingd import __version__
 
     return f"chargingd {__version__}"
 

@@ -179,35 +179,43 @@ def _build(cls: type[T], table: dict[str, Any], source: str, prefix: str) -> T:
 
 def _coerce(hint: Any, value: Any, source: str, where: str) -> Any:
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {where} must be an array")
-        item = args[0]
+        item = typing.get_args(hint)[0]
         return tuple(_coerce(item, v, source, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {where} must be a table")
-        return {str(k): _coerce(args[1], v, source, f"{where}.{k}") for k, v in value.items()}
+        item = typing.get_args(hint)[1]
+        return {str(k): _coerce(item, v, source, f"{where}.{k}") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
-        for arg in args:
-            try:
-                return _coerce(arg, value, source, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{source}: {where} has the wrong type ({type(value).__name__})")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        return _coerce_union(typing.get_args(hint), value, source, where)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where} must be a table")
+        return _build(hint, value, source, where)
+    return _coerce_scalar(hint, value, source, where)
+
+
+def _coerce_union(args: tuple[Any, ...], value: Any, source: str, where: str) -> Any:
+    for arg in args:
+        try:
+            return _coerce(arg, value, source, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{source}: {where} has the wrong type ({type(value).__name__})")
+
+
+def _coerce_scalar(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint is type(None) and value is None:
         return None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if hint in (str, int, float, bool):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
         raise ConfigError(
             f"{source}: {where} must be {hint.__name__}, not {type(value).__name__} ({value!r})"
         )
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {where} must be a table")
-        return _build(hint, value, source, where)
     raise ConfigError(f"{source}: {where}: unsupported option type {hint!r}")

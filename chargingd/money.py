@@ -17,7 +17,7 @@ def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> i
 
     Floats are refused on purpose: 0.1 has no exact binary value.
     """
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, (bool, float)):
         raise AmountError(f"amount must be a decimal string, not {type(text).__name__}")
     try:
         value = Decimal(text.strip()) if isinstance(text, str) else Decimal(text)

@@ -42,7 +42,7 @@ def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> N
 def test_bad_toml_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "c.toml"
     bad.write_text("[server\n")
-    with pytest.raises(ConfigError, match="c.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
         load_config(bad)
 
 

@@ -1,0 +1,94 @@
+"""The internal credit-control API between protocol frontends and sessions.py.
+
+Frontends (aaa.py for RADIUS, diameter.py later) translate packets into these
+requests and answers; they hold no business rules (DESIGN: "frontends translate,
+sessions.py decides"). This file is the contract both sides code against.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class RefusalCode(enum.StrEnum):
+    """Why a call is refused; each frontend maps these to its own codes (configurable)."""
+
+    UNKNOWN_ACCOUNT = "unknown_account"
+    SUSPENDED = "suspended"
+    INSUFFICIENT_CREDIT = "insufficient_credit"
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"
+    TOO_MANY_CALLS = "too_many_calls"
+    SYSTEM_ERROR = "system_error"  # Redis unreachable under fail-closed, etc.
+
+
+class UsageKind(enum.StrEnum):
+    START = "start"
+    INTERIM = "interim"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who calls whom through which gateway, as the frontend saw it (raw numbers)."""
+
+    session_id: str  # Acct-Session-Id (RADIUS) / Session-Id (Diameter)
+    user_name: str  # User-Name, may be ""
+    calling: str  # Calling-Station-Id, raw
+    called: str  # Called-Station-Id, raw
+    gateway: str  # NAS-IP-Address (or the packet's source address)
+    client: str  # the configured client's name
+    default_account: str = ""  # per-client default account (wholesale trunks)
+    conf_id: str = ""  # h323-conf-id when present
+    # Identity lookup order for this client, e.g. ("user", "ani", "default").
+    lookup: tuple[str, ...] = ("user", "ani", "default")
+
+
+@dataclass(frozen=True)
+class Authorized:
+    account_id: str
+    session_timeout_s: int  # the longest the available money pays for right now
+    interim_interval_s: int
+    credit_micros: int  # available money at authorize time (h323-credit-amount)
+    currency: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: RefusalCode
+    message: str  # for Reply-Message; never contains secrets
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """An Accounting-Request (Start / Interim-Update / Stop) or a Diameter CCR-U/T."""
+
+    call: CallInfo
+    kind: UsageKind
+    usage_s: int  # cumulative Acct-Session-Time
+    event_ms: int  # when it happened at the gateway (Event-Timestamp - Acct-Delay-Time)
+    disconnect_cause: int = 0  # Q.850 (h323-disconnect-cause is hex on Cisco)
+    terminate_cause: str = ""  # Acct-Terminate-Cause name
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """What a frontend needs to address a live call at its gateway (RFC 5176 §3)."""
+
+    session_id: str
+    user_name: str
+    gateway: str  # NAS-IP-Address: where Disconnect-Request / CoA goes
+    client: str
+
+
+class CallCutter(Protocol):
+    """Implemented by the frontend: tear down or re-time a live call at its gateway."""
+
+    async def disconnect(self, ref: SessionRef, reason: str) -> bool:
+        """True when the gateway confirmed (ACK, or NAK 503 session not found)."""
+        ...
+
+    async def change_timeout(self, ref: SessionRef, session_timeout_s: int) -> bool:
+        """CoA-Request with a new Session-Timeout; False if unsupported or refused."""
+        ...
