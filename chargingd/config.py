@@ -9,13 +9,17 @@ impossible, and a field on ``Config``; the loader does the rest.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from chargingd.mediation.sources import MediationConfig
 
 
 class ConfigError(ValueError):
@@ -98,9 +102,251 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    # Acct-Interim-Interval sent to gateways (RFC 2869 §5.16), seconds.
+    interim_interval_s: int = 60
+    # A grant lasts this much past the next interim update (network delay, jitter).
+    grant_margin_s: int = 15
+    # First grant: 0 means interim_interval_s + grant_margin_s.
+    first_grant_s: int = 0
+    # Grants grow with the call's age up to this size (never beyond available money).
+    max_grant_s: int = 600
+    # Session-Timeout is capped here even when the money would pay for longer.
+    max_session_s: int = 10800
+    # A session whose gateway is silent for stale_factor x interim_interval_s is reaped.
+    stale_factor: int = 3
+    reaper_interval_s: float = 10.0
+    cutter_interval_s: float = 1.0
+    # Disconnect-Request attempts per cut (exponential back-off between them).
+    disconnect_retries: int = 5
+    disconnect_backoff_s: float = 1.0
+    # Redis unreachable at authorize: "fail_closed" refuses, "fail_open" accepts
+    # with fail_open_timeout_s and spools what could not be written.
+    redis_failure_policy: str = "fail_closed"
+    fail_open_timeout_s: int = 300
+    # Spool of accounting that could not be written (bounded, under data_dir).
+    spool_max_entries: int = 100_000
+    # Country whose dialling rules apply to numbers without "+" (ISO 3166 alpha-2),
+    # overridable per RADIUS client name in client_countries.
+    default_country: str = "DE"
+    client_countries: dict[str, str] = field(default_factory=dict)
+    # Session records are kept this long after authorize (live) or close (replays).
+    session_ttl_s: int = 86400
+    closed_ttl_s: int = 172800
+
+    def validate(self) -> None:
+        self._validate_grants()
+        if self.stale_factor < 2:
+            raise ValueError("stale_factor must be at least 2")
+        if self.reaper_interval_s <= 0 or self.cutter_interval_s <= 0:
+            raise ValueError("reaper_interval_s and cutter_interval_s must be positive")
+        if not 1 <= self.disconnect_retries <= 100 or self.disconnect_backoff_s <= 0:
+            raise ValueError("disconnect_retries must be 1..100, disconnect_backoff_s > 0")
+        if self.redis_failure_policy not in ("fail_closed", "fail_open"):
+            raise ValueError("redis_failure_policy must be fail_closed or fail_open")
+        if self.spool_max_entries < 1:
+            raise ValueError("spool_max_entries must be >= 1")
+        for name, country in {"": self.default_country, **self.client_countries}.items():
+            if len(country) != 2 or not country.isalpha():
+                raise ValueError(f"country {country!r} {name} is not an ISO 3166 code".strip())
+
+    def _validate_grants(self) -> None:
+        if not 10 <= self.interim_interval_s <= 86400:
+            raise ValueError("interim_interval_s must be between 10 and 86400")
+        if self.grant_margin_s < 0 or self.first_grant_s < 0:
+            raise ValueError("grant_margin_s and first_grant_s must be >= 0")
+        if self.max_grant_s < self.interim_interval_s + self.grant_margin_s:
+            raise ValueError("max_grant_s must be >= interim_interval_s + grant_margin_s")
+        if self.max_session_s <= 0 or self.fail_open_timeout_s <= 0:
+            raise ValueError("max_session_s and fail_open_timeout_s must be positive")
+        if self.session_ttl_s < self.max_session_s or self.closed_ttl_s < 3600:
+            raise ValueError("session_ttl_s must be >= max_session_s, closed_ttl_s >= 3600")
+
+    @property
+    def first_grant(self) -> int:
+        return self.first_grant_s or self.interim_interval_s + self.grant_margin_s
+
+    def country_of(self, client: str) -> str:
+        return self.client_countries.get(client, self.default_country)
+
+
+@dataclass(frozen=True)
+class RatingConfig:
+    # Tariff file for accounts whose tariff is empty; empty = none (such calls are refused).
+    default_plan: str = ""
+    # Plan id (Account.tariff) -> tariff file path, loaded at start.
+    plans: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for plan_id, path in self.plans.items():
+            if not plan_id or not path:
+                raise ValueError('plans entries must be id = "path" with both non-empty')
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    # PostgreSQL URL (postgresql://user:pass@host/db); empty = an embedded PostgreSQL
+    # (the pgserver package) under embedded_dir.
+    db_url: str = field(default="", repr=False)  # may carry a password: never in a repr
+    # Data directory of the embedded PostgreSQL; empty = <data_dir>/pg.
+    embedded_dir: str = ""
+    # Database created and used on the embedded server.
+    embedded_database: str = "chargingd"
+    connect_timeout_s: float = 5.0
+
+    def validate(self) -> None:
+        if self.db_url and not self.db_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("db_url must start with postgresql:// or postgres://")
+        if not self.embedded_database.replace("_", "").isalnum():
+            raise ValueError("embedded_database must be letters, digits and _")
+        if self.connect_timeout_s <= 0:
+            raise ValueError("connect_timeout_s must be positive")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    # Run the CDR exporter (cdr:stream -> PostgreSQL) inside `chargingd serve`.
+    run_in_serve: bool = True
+    # CDRs read (and written in one transaction) per batch.
+    batch_size: int = 500
+    # How long one XREADGROUP waits for new CDRs.
+    block_ms: int = 1000
+    # Redis consumer group and this exporter's consumer name (empty = host name).
+    group: str = "exporter"
+    consumer: str = ""
+    # Entries pending this long at a dead consumer are claimed (XAUTOCLAIM).
+    claim_idle_ms: int = 60_000
+    # Undecodable CDRs go here with their reason, then are acknowledged.
+    dead_letter_stream: str = "cdr:dead"
+    # Trim stream entries that every consumer group has acknowledged (XTRIM MINID).
+    trim_stream: bool = True
+    # Also write rotated CSV files here; empty = off.
+    csv_dir: str = ""
+    # Close the current CSV file after this many rows or seconds (0 = no limit).
+    csv_rotate_rows: int = 100_000
+    csv_rotate_s: int = 3600
+
+    def validate(self) -> None:
+        if not 1 <= self.batch_size <= 100_000:
+            raise ValueError("batch_size must be between 1 and 100000")
+        if not 1 <= self.block_ms <= 60_000:
+            raise ValueError("block_ms must be between 1 and 60000")
+        if not self.group:
+            raise ValueError("group must not be empty")
+        if self.claim_idle_ms < 1000:
+            raise ValueError("claim_idle_ms must be at least 1000")
+        if not self.dead_letter_stream:
+            raise ValueError("dead_letter_stream must not be empty")
+        if self.csv_rotate_rows < 0 or self.csv_rotate_s < 0:
+            raise ValueError("csv_rotate_rows and csv_rotate_s must be >= 0")
+        if self.csv_dir and not (self.csv_rotate_rows or self.csv_rotate_s):
+            raise ValueError("csv export needs csv_rotate_rows or csv_rotate_s")
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     # Create a few demo accounts at start if they do not exist (make run).
     accounts: bool = False
+
+
+# Cisco IVR h323-return-code values (Cisco's debit-card TCL IVR table): 1 invalid account,
+# 3 call limit exceeded, 4 zero balance, 7 user denied/suspended, 8 service not
+# available, 9 called number blocked. Vendors differ, so [radius.h323_return_codes]
+# overrides any of these by refusal reason.
+DEFAULT_H323_RETURN_CODES: dict[str, int] = {
+    "unknown_account": 1,
+    "suspended": 7,
+    "insufficient_credit": 4,
+    "destination_not_allowed": 9,
+    "too_many_calls": 3,
+    "system_error": 8,
+}
+
+_LOOKUPS = ("user", "ani", "default")
+
+
+@dataclass(frozen=True)
+class RadiusClientConfig:
+    """One RADIUS client (gateway or SBC), by IP address or CIDR block."""
+
+    name: str = ""
+    address: str = ""
+    secret: str = field(default="", repr=False)  # never in a repr, hence never in a log
+    default_account: str = ""
+    # Identity lookup order: "user" (User-Name), "ani" (Calling-Station-Id), "default".
+    lookup: tuple[str, ...] = _LOOKUPS
+    # RFC 5176 Dynamic Authorization port on the gateway; 0 = no Disconnect/CoA.
+    coa_port: int = 3799
+    # "cisco" adds the h323-* VSAs (vendor 9) to replies; "generic" sends RFC attributes only.
+    flavour: str = "cisco"
+    # Cisco gateways account each call leg apart, all legs sharing h323-conf-id (the
+    # session id of "cisco" clients). Which legs' accounting is charged, by
+    # h323-call-origin: "originate" (the outgoing leg), "answer" or "all".
+    cisco_leg: str = "originate"
+    # None: use [radius] require_message_authenticator.
+    require_message_authenticator: bool | None = None
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("a client needs a name")
+        try:
+            ipaddress.ip_network(self.address, strict=False)
+        except ValueError:
+            raise ValueError(f"client {self.name!r}: address must be an IP or CIDR") from None
+        if not self.secret:
+            raise ValueError(f"client {self.name!r}: secret must not be empty")
+        if not self.lookup or any(item not in _LOOKUPS for item in self.lookup):
+            raise ValueError(f"client {self.name!r}: lookup items must be user, ani or default")
+        if not 0 <= self.coa_port <= 65535:
+            raise ValueError(f"client {self.name!r}: coa_port must be 0..65535")
+        if self.flavour not in ("cisco", "generic"):
+            raise ValueError(f"client {self.name!r}: flavour must be cisco or generic")
+        if self.cisco_leg not in ("originate", "answer", "all"):
+            raise ValueError(f"client {self.name!r}: cisco_leg must be originate, answer or all")
+
+
+@dataclass(frozen=True)
+class RadiusConfig:
+    bind: str = "0.0.0.0"
+    auth_port: int = 1812
+    acct_port: int = 1813
+    # Packets waiting for a worker task; beyond this they are dropped and counted.
+    queue_size: int = 4096
+    worker_tasks: int = 64
+    # RFC 5080 §2.2.2 duplicate detection: replies kept this long, at most this many.
+    duplicate_cache_ttl_s: float = 30.0
+    duplicate_cache_size: int = 65536
+    require_message_authenticator: bool = True
+    # Acct-Interim-Interval sent when sessions does not set one.
+    interim_interval_s: int = 60
+    # Disconnect-Request / CoA-Request (RFC 5176): first wait, then doubled per retry.
+    coa_timeout_s: float = 1.0
+    coa_retries: int = 3
+    h323_return_codes: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_H323_RETURN_CODES)
+    )
+    clients: tuple[RadiusClientConfig, ...] = ()
+
+    def validate(self) -> None:
+        for port in (self.auth_port, self.acct_port):
+            if not 0 <= port <= 65535:
+                raise ValueError("ports must be 0..65535")
+        if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
+            raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
+        if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
+            raise ValueError("duplicate_cache_ttl_s and coa_timeout_s must be positive")
+        if self.interim_interval_s < 1 or self.coa_retries < 0:
+            raise ValueError("interim_interval_s must be >= 1 and coa_retries >= 0")
+        unknown = set(self.h323_return_codes) - set(DEFAULT_H323_RETURN_CODES)
+        if unknown:
+            raise ValueError(f"h323_return_codes: unknown reasons {sorted(unknown)}")
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError("client names must be unique")
+
+    def return_code(self, reason: str) -> int:
+        """The h323-return-code for a refusal reason (configured, else the default)."""
+        return self.h323_return_codes.get(reason, DEFAULT_H323_RETURN_CODES[reason])
 
 
 @dataclass(frozen=True)
@@ -109,7 +355,13 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    rating: RatingConfig = field(default_factory=RatingConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    mediation: MediationConfig = field(default_factory=MediationConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
     source: str = "<defaults>"
 
     @property
@@ -124,10 +376,35 @@ class Config:
 T = TypeVar("T")
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate a config file; None gives the defaults."""
-    if path is None:
-        return Config()
+REDIS_URL_ENV = "CHARGINGD_REDIS_URL"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load and validate a config file; None gives the defaults.
+
+    The environment variable CHARGINGD_REDIS_URL, when set and not empty, overrides
+    [redis] url (containers); it is validated like the file's value.
+    """
+    cfg = Config() if path is None else _load_file(path)
+    return apply_env(cfg, os.environ if environ is None else environ)
+
+
+def apply_env(cfg: Config, environ: Mapping[str, str]) -> Config:
+    """Apply the environment overrides (only CHARGINGD_REDIS_URL today)."""
+    url = environ.get(REDIS_URL_ENV, "")
+    if not url:
+        return cfg
+    redis = dataclasses.replace(cfg.redis, url=url, cluster_nodes=())
+    try:
+        redis.validate()
+    except ValueError as exc:
+        raise ConfigError(f"environment {REDIS_URL_ENV}: [redis] {exc}") from None
+    return dataclasses.replace(cfg, redis=redis)
+
+
+def _load_file(path: str | os.PathLike[str]) -> Config:
     source = str(path)
     try:
         with open(path, "rb") as fh:

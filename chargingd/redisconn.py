@@ -54,6 +54,7 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         args = [
             redis_server_binary(),
             "--port",
@@ -99,6 +100,25 @@ class EmbeddedRedis:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("embedded redis-server did not become ready")
+
+    def _stop_orphan(self) -> None:
+        """Stop a redis-server left running on this dir by a daemon that was killed.
+
+        It runs in its own session (so Ctrl-C reaches chargingd first) and outlives a
+        SIGKILLed daemon; the caller has already made sure no live daemon owns the dir.
+        """
+        try:
+            pid = int((self.dir / "redis.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" not in cmdline or str(self.dir).encode() not in cmdline:
+            return
+        log.warning("stopping orphaned embedded redis-server pid %d on %s", pid, self.dir)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -1,9 +1,15 @@
-"""Shared fixtures: a real redis-server per test session, flushed per test."""
+"""Shared fixtures: a real redis-server per test session, flushed per test; a real
+PostgreSQL (pgserver) per test session, a fresh database per test."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,3 +32,79 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """A real PostgreSQL (the pgserver package) for the whole test session: its URL.
+
+    Not under pytest's tmp dir: a concurrent pytest run resets that to mode 0700, and
+    the server runs as another user (pgserver) when tests run as root. pgserver stops
+    it and deletes its data when the test process exits.
+    """
+    import psycopg
+
+    from chargingd.billingdb import start_embedded
+
+    base = Path(tempfile.mkdtemp(prefix="chargingd-test-pg-"))
+    # atexit runs last-in first-out: pgserver stops and deletes the server first.
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    url = start_embedded(base / "data", "postgres", delete_at_exit=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Throw-away data: no fsync makes CREATE DATABASE per test cheap.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
+    return url
+
+
+def _database_url(server_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def pg_billing_db(pg_server: str) -> str:
+    """One database for the session, with the billing schema applied once."""
+    import asyncio
+
+    import psycopg
+
+    from chargingd.billingdb import BillingDB
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute('CREATE DATABASE "chargingd_test"')
+    url = _database_url(pg_server, "chargingd_test")
+
+    async def migrate() -> None:
+        await (await BillingDB.open(url)).close()
+
+    asyncio.run(migrate())
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_billing_db: str) -> str:
+    """The session's billing database with every table emptied (fast; schema applied)."""
+    import psycopg
+
+    with psycopg.connect(pg_billing_db, autocommit=True) as conn:
+        cur = conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        tables = ", ".join(row[0] for row in cur.fetchall())
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    return pg_billing_db
+
+
+@pytest.fixture
+def pg_empty_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database (no schema) on the session's PostgreSQL, dropped after."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _database_url(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

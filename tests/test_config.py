@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,12 @@ def test_example_file_equals_defaults() -> None:
     assert cfg.server == Config().server
     assert cfg.redis == Config().redis
     assert cfg.ledger == Config().ledger
+    assert cfg.sessions == Config().sessions
+    assert cfg.rating == Config().rating
+    assert cfg.billing == Config().billing
+    assert cfg.export == Config().export
+    assert cfg.mediation == Config().mediation
+    assert cfg.radius == Config().radius
 
 
 @pytest.mark.parametrize(
@@ -49,3 +56,60 @@ def test_bad_toml_names_file(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_radius_clients_are_a_list_of_tables() -> None:
+    """[[radius.clients]]: tuple[RadiusClientConfig, ...] built table by table."""
+    cfg = config_from_dict(
+        {
+            "radius": {
+                "clients": [
+                    {"name": "gw1", "address": "192.0.2.1", "secret": "k9-sekr1t"},
+                    {"name": "net", "address": "10.0.0.0/24", "secret": "s2", "lookup": ["ani"],
+                     "flavour": "generic", "coa_port": 0, "require_message_authenticator": False},
+                ],
+                "h323_return_codes": {"insufficient_credit": 12},
+            }
+        }
+    )  # fmt: skip
+    gw1, net = cfg.radius.clients
+    assert (gw1.name, gw1.lookup, gw1.flavour, gw1.coa_port) == (
+        "gw1",
+        ("user", "ani", "default"),
+        "cisco",
+        3799,
+    )
+    assert gw1.require_message_authenticator is None
+    assert (net.lookup, net.flavour, net.coa_port, net.require_message_authenticator) == (
+        ("ani",),
+        "generic",
+        0,
+        False,
+    )
+    assert cfg.radius.return_code("insufficient_credit") == 12
+    assert cfg.radius.return_code("suspended") == 7
+    assert "k9-sekr1t" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ({"name": "a", "address": "300.1.1.1", "secret": "s"}, "address must be an IP or CIDR"),
+        ({"name": "a", "address": "10.0.0.1", "secret": ""}, "secret must not be empty"),
+        ({"name": "a", "address": "10.0.0.1", "secret": "s", "lookup": ["x"]}, "lookup items"),
+        ({"name": "a", "address": "10.0.0.1", "secret": "s", "flavour": "nokia"}, "flavour"),
+        (
+            {"name": "a", "address": "10.0.0.1", "secret": "s", "sekret": "s"},
+            "unknown key radius.clients[0].sekret",
+        ),
+        ({"address": "10.0.0.1", "secret": "s"}, "needs a name"),
+    ],
+)
+def test_bad_radius_client(client: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"radius": {"clients": [client]}}, "my.toml")
+
+
+def test_bad_radius_return_code_reason() -> None:
+    with pytest.raises(ConfigError, match="unknown reasons"):
+        config_from_dict({"radius": {"h323_return_codes": {"broke": 1}}})

@@ -1,0 +1,128 @@
+"""Readable tables (rich) for `chargingd ctl`: one renderer per JSON-RPC method."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def make_console() -> Console:
+    """Stdout console; wide enough off a terminal that pipes and logs are not truncated."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(file=sys.stdout, width=max(shutil.get_terminal_size().columns, 160))
+
+
+def _ts(ms: Any) -> str:
+    if not isinstance(ms, int) or ms <= 0:
+        return ""
+    when = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_account(console: Console, acc: dict[str, Any]) -> None:
+    table = Table(title=f"account {acc['id']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    cur = acc["currency"]
+    status = acc["status"] + (f" ({acc['status_reason']})" if acc.get("status_reason") else "")
+    rows = [
+        ("mode", acc["mode"]),
+        ("status", status),
+        ("currency", cur),
+        ("balance", f"{acc['balance']} {cur}"),
+        ("reserved", f"{acc['reserved']} {cur}"),
+        ("available", f"{acc['available']} {cur}"),
+        ("credit limit", f"{acc['credit_limit']} {cur}"),
+        ("tariff", acc["tariff"] or "-"),
+        ("max calls", str(acc["max_calls"] or "unlimited")),
+        ("live sessions", str(acc["live_sessions"])),
+        ("identities", ", ".join(acc["identities"]) or "-"),
+        ("top-ups, ever", f"{acc['topups']} {cur}"),
+        ("debits, ever", f"{acc['debits']} {cur}"),
+        ("created", _ts(acc["created_ms"])),
+        ("updated", _ts(acc["updated_ms"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def render_list(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title="accounts")
+    for col in ("id", "mode", "status", "currency", "balance", "reserved", "available"):
+        table.add_column(
+            col, justify="right" if col in ("balance", "reserved", "available") else "left"
+        )
+    table.add_column("credit limit", justify="right")
+    table.add_column("identities")
+    for acc in result["accounts"]:
+        table.add_row(
+            acc["id"],
+            acc["mode"],
+            acc["status"],
+            acc["currency"],
+            acc["balance"],
+            acc["reserved"],
+            acc["available"],
+            acc["credit_limit"],
+            ", ".join(acc["identities"]),
+        )
+    console.print(table)
+    if result.get("cursor"):
+        console.print(f"more accounts: --cursor {result['cursor']}")
+
+
+def _change(entry: dict[str, Any]) -> str:
+    before, after = entry.get("before") or {}, entry.get("after") or {}
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            parts.append(f"{key}: {before.get(key) or '-'} -> {after.get(key) or '-'}")
+    details = entry.get("details") or {}
+    parts += [f"{k}={v}".replace("\n", ", ") for k, v in sorted(details.items()) if v != ""]
+    return "; ".join(parts)
+
+
+def render_history(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title="history, newest first")
+    for col in ("time (UTC)", "who", "what", "why", "change"):
+        table.add_column(col)
+    for entry in result["entries"]:
+        table.add_row(
+            _ts(entry["ts_ms"]), entry["who"], entry["what"], entry["why"], _change(entry)
+        )
+    console.print(table)
+    if result.get("next_before"):
+        console.print(f"older entries: --before {result['next_before']}")
+
+
+def render_status(console: Console, status: dict[str, Any]) -> None:
+    table = Table(title="chargingd", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("version", "pid", "uptime_s", "config", "admin_socket"):
+        table.add_row(key, str(status.get(key, "")))
+    for key, value in sorted((status.get("redis") or {}).items()):
+        table.add_row(f"redis {key}", str(value))
+    for comp, counters in sorted((status.get("components") or {}).items()):
+        text = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
+        table.add_row(comp, text)
+    console.print(table)
+
+
+RENDERERS: dict[str, Callable[[Console, Any], None]] = {
+    "account.list": render_list,
+    "account.history": render_history,
+    "server.status": render_status,
+    **{
+        f"account.{m}": render_account
+        for m in ("get", "create", "update", "topup", "adjust", "suspend", "resume")
+    },
+}

@@ -1,0 +1,64 @@
+-- Shared prelude, prepended by balance.py to every ledger script (not a script itself).
+-- Redis Lua numbers are doubles: amounts stay below 2^53 (checked in Python) and are
+-- always written with %d, because tostring() switches to exponent form above 1e14.
+local function s(n) return string.format('%d', n) end
+local function num(v) if v then return tonumber(v) or 0 end return 0 end
+
+-- Account fields every before/after snapshot carries.
+local SNAP = {'balance', 'reserved', 'status', 'status_reason'}
+
+local function snapshot(acct)
+  local v = redis.call('HMGET', acct, unpack(SNAP))
+  return {balance = v[1], reserved = v[2], status = v[3], status_reason = v[4]}
+end
+
+-- A before/after snapshot as one stream field: "balance,reserved,status,status_reason".
+local function snap_text(t)
+  return (t.balance or '') .. ',' .. (t.reserved or '') .. ',' .. (t.status or '') .. ','
+         .. (t.status_reason or '')
+end
+
+-- Append one audit entry: who/what/why/when, before/after snapshots, extra details
+-- (fields x.NAME). Few fields keep XADD cheap and let the stream share field names.
+local function audit(stream, maxlen, now, who, what, why, before, after, extra)
+  local args = {stream}
+  if tonumber(maxlen) > 0 then
+    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = maxlen
+  end
+  local fields = {'*', 'ts', s(now), 'who', who, 'what', what, 'why', why,
+                  'b', snap_text(before), 'a', snap_text(after)}
+  for i = 1, #fields do args[#args + 1] = fields[i] end
+  for i = 1, #extra, 2 do
+    args[#args + 1] = 'x.' .. extra[i]; args[#args + 1] = extra[i + 1]
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- Postpaid credit rule: suspend ("credit") at balance <= -credit_limit; lift only a
+-- credit suspension once the balance is above the floor again. Returns status, reason.
+local function credit_rule(mode, status, reason, balance, credit_limit)
+  local at_floor = mode == 'postpaid' and balance <= -credit_limit
+  if status == 'active' and at_floor then return 'suspended', 'credit' end
+  if status == 'suspended' and reason == 'credit' and not at_floor then return 'active', '' end
+  return status, reason
+end
+
+-- Reclaim up to `limit` expired holds (lease expiry <= now) of one account.
+-- Returns how many were reclaimed and the new reserved total.
+local function reclaim(acct, holds, leases, stream, maxlen, now, who, limit, reserved)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+  for i = 1, #expired do
+    local sid = expired[i]
+    local hold = num(redis.call('HGET', holds, sid))
+    local before = snapshot(acct)
+    reserved = reserved - hold
+    redis.call('HDEL', holds, sid)
+    redis.call('ZREM', leases, sid)
+    redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now))
+    local after = {balance = before.balance, reserved = s(reserved),
+                   status = before.status, status_reason = before.status_reason}
+    audit(stream, maxlen, now, who, 'reclaim', 'lease expired', before, after,
+          {'session', sid, 'amount', s(hold)})
+  end
+  return #expired, reserved
+end

@@ -1,0 +1,50 @@
+-- release: end a session; commit its final cost if given, drop the rest of its hold,
+-- and leave a tombstone (closed=1, with a TTL) so replays never charge again.
+-- KEYS[1] acct hash   KEYS[2] holds hash   KEYS[3] leases zset   KEYS[4] audit stream
+-- KEYS[5] session hash (debited, closed)
+-- ARGV[1] session id  ARGV[2] final cumulative cost micros, or '' for none
+-- ARGV[3] now ms  ARGV[4] who  ARGV[5] audit max entries  ARGV[6] session key ttl ms
+-- ARGV[7] max expired holds of the account to reclaim first
+-- Returns {'ok'|'closed', debited, total_debited, balance, overrun 0|1} | {'unknown'}
+local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sid, now, who, maxlen = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+
+local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance',
+                     'credit_limit', 'reserved', 'debits')
+if not a[1] then return {'unknown'} end
+local balance = num(a[4])
+local st = redis.call('HMGET', sess, 'debited', 'closed')
+local done = num(st[1])
+if st[2] == '1' then return {'closed', 0, done, balance, 0} end
+
+local debit = 0
+if ARGV[2] ~= '' and tonumber(ARGV[2]) > done then
+  debit = tonumber(ARGV[2]) - done
+  done = done + debit
+end
+local _, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who, tonumber(ARGV[7]),
+                            num(a[6]))
+local before = {balance = a[4], reserved = s(reserved), status = a[2], status_reason = a[3]}
+local hold = num(redis.call('HGET', holds, sid))
+local rest = hold - debit
+if rest < 0 then rest = 0 end
+reserved = reserved - hold
+local credit_limit = num(a[5])
+local floor = 0
+if a[1] == 'postpaid' then floor = -credit_limit end
+balance = balance - debit
+local overrun = 0
+if debit > 0 and balance < floor then overrun = 1 end
+local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
+redis.call('HDEL', holds, sid)
+redis.call('ZREM', leases, sid)
+redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
+           'debits', s(num(a[7]) + debit), 'status', status, 'status_reason', reason,
+           'updated_ms', s(now))
+redis.call('HSET', sess, 'debited', s(done), 'closed', '1')
+redis.call('PEXPIRE', sess, ARGV[6])
+audit(stream, maxlen, now, who, 'release', '', before,
+      {balance = s(balance), reserved = s(reserved), status = status, status_reason = reason},
+      {'session', sid, 'amount', s(debit), 'cumulative', s(done), 'released', s(rest),
+       'overrun', s(overrun)})
+return {'ok', debit, done, balance, overrun}

@@ -1,0 +1,49 @@
+-- reserve: set one session's hold (a lease) to what the account can give.
+-- KEYS[1] acct hash   KEYS[2] holds hash (session -> micros)
+-- KEYS[3] leases zset (session -> expiry ms)   KEYS[4] audit stream   KEYS[5] session hash
+-- ARGV[1] session id  ARGV[2] amount micros  ARGV[3] now ms  ARGV[4] lease ms
+-- ARGV[5] partial 0|1 ARGV[6] new_session 0|1 ARGV[7] who  ARGV[8] audit max entries
+-- ARGV[9] max expired holds to reclaim first  ARGV[10] audit this hold 0|1
+-- Returns {'ok', granted, available_after, reclaimed}
+--       | {'refused', reason, available, reclaimed} | {'closed'}
+local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sid, amount, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local partial, new_session, who, maxlen = ARGV[5] == '1', ARGV[6] == '1', ARGV[7], ARGV[8]
+
+local a = redis.call('HMGET', acct, 'mode', 'status', 'balance', 'credit_limit', 'reserved',
+                     'max_calls')
+if not a[1] then return {'refused', 'unknown_account', 0, 0} end
+if redis.call('HGET', sess, 'closed') == '1' then return {'closed'} end
+
+local reclaimed, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who,
+                                    tonumber(ARGV[9]), num(a[5]))
+local balance = num(a[3])
+local floor = 0
+if a[1] == 'postpaid' then floor = -num(a[4]) end
+local own = num(redis.call('HGET', holds, sid))
+local available = balance - (reserved - own) - floor
+if available < 0 then available = 0 end
+
+if a[2] ~= 'active' then return {'refused', 'suspended', available, reclaimed} end
+local max_calls = num(a[6])
+if new_session and max_calls > 0 and not redis.call('ZSCORE', leases, sid)
+   and redis.call('ZCARD', leases) >= max_calls then
+  return {'refused', 'too_many_calls', available, reclaimed}
+end
+if available <= 0 or (available < amount and not partial) then
+  return {'refused', 'insufficient_credit', available, reclaimed}
+end
+
+local granted = amount
+if granted > available then granted = available end
+local before = {balance = a[3], reserved = s(reserved), status = a[2]}
+reserved = reserved - own + granted
+redis.call('HSET', holds, sid, s(granted))
+redis.call('ZADD', leases, s(now + lease_ms), sid)
+redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now))
+if ARGV[10] == '1' then
+  audit(stream, maxlen, now, who, 'reserve', '', before,
+        {balance = a[3], reserved = s(reserved), status = a[2]},
+        {'session', sid, 'amount', s(granted), 'asked', s(amount)})
+end
+return {'ok', granted, available - granted, reclaimed}
