@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("chargingd.ctl", "talk to a running daemon over its admin socket"),
     "rate": ("chargingd.ratecli", "price one call with a tariff plan"),
     "max-usage": ("chargingd.ratecli", "the longest usage an amount pays for"),
-    "export": ("chargingd.exporter", "drain the CDR stream to the billing database"),
+    "export": ("chargingd.exportcli", "drain the CDR stream to the billing database"),
     "mediate": ("chargingd.mediation", "read, normalise, rate and store switch CDR files"),
     "rerate": ("chargingd.rerate", "re-price stored CDRs with the current tariff"),
 }
