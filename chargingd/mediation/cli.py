@@ -1,0 +1,129 @@
+"""The body of ``chargingd mediate``: wire config, ledger, rater and store, then run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chargingd.config import Config, ConfigError, load_config
+from chargingd.mediation.payers import AccountLookup, Payers
+from chargingd.mediation.pipeline import Mediator, MemoryStore, Progress, Store, Summary
+from chargingd.mediation.rate import Rater
+from chargingd.mediation.sources import SourceConfig
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Mediate args.files for args.source; print the summary; exit code."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"chargingd mediate: {exc}", file=sys.stderr)
+        return 2
+    source = cfg.mediation.sources.get(args.source)
+    if source is None:
+        known = ", ".join(sorted(cfg.mediation.sources)) or "none configured"
+        print(f"chargingd mediate: no source {args.source!r} ({known})", file=sys.stderr)
+        return 2
+    paths = [Path(f) for f in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"chargingd mediate: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rejects_dir = args.rejects or cfg.mediation.rejects_dir
+    async with _ledger(cfg, source) as ledger, _store(cfg, args.dry_run) as store:
+        mediator = Mediator(
+            args.source,
+            source,
+            payers=Payers(source, ledger),
+            rater=Rater(source, plans=cfg.rating.plans, default_plan=cfg.rating.default_plan),
+            store=store,
+            batch_size=cfg.mediation.batch_size,
+        )
+        total = Summary()
+        show = not args.quiet and sys.stderr.isatty()
+        for path in paths:
+            with _progress(path, show) as advance:
+                summary = await mediator.run_file(path, rejects_dir, advance)
+            total.add(summary)
+            if summary.reject_file:
+                print(f"{path}: {summary.rejected} rejected -> {summary.reject_file}")
+    prefix = "dry run: " if args.dry_run else ""
+    print(f"{prefix}{total.line()}")
+    return 0
+
+
+def needs_ledger(source: SourceConfig) -> bool:
+    """The ledger is needed to find accounts (ani) or their tariff (no source plan)."""
+    return source.account_rule == "ani" or not source.plan
+
+
+@contextlib.asynccontextmanager
+async def _ledger(cfg: Config, source: SourceConfig) -> AsyncIterator[AccountLookup | None]:
+    if not needs_ledger(source):
+        yield None
+        return
+    from chargingd.balance import Ledger
+    from chargingd.redisconn import EmbeddedRedis, connect, wait_ready
+
+    started: EmbeddedRedis | None = None
+    url = None
+    if not cfg.redis.url and not cfg.redis.cluster_nodes:
+        embedded = EmbeddedRedis(cfg.data_path)
+        url = embedded.url
+        if not embedded.socket_path.exists():
+            embedded.start()  # the daemon is not running: open its data ourselves
+            started = embedded
+    client = connect(cfg.redis, url)
+    try:
+        await wait_ready(client)
+        ledger = Ledger(
+            client,
+            audit_max_entries=cfg.ledger.audit_max_entries,
+            txn_ttl_s=cfg.ledger.txn_ttl_s,
+        )
+        await ledger.load_scripts()
+        yield ledger
+    finally:
+        await client.aclose()
+        if started is not None:
+            started.stop()
+
+
+@contextlib.asynccontextmanager
+async def _store(cfg: Config, dry_run: bool) -> AsyncIterator[Store]:
+    if dry_run:
+        yield MemoryStore()
+        return
+    from chargingd.billingdb import BillingDB
+
+    db = await BillingDB.from_config(cfg)
+    try:
+        yield db.store_cdrs
+    finally:
+        await db.close()
+
+
+@contextlib.contextmanager
+def _progress(path: Path, show: bool) -> Iterator[Progress | None]:
+    """A rich progress bar over the file's size when stderr is a terminal."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    bar: RichProgress
+    with RichProgress(console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(path.name, total=path.stat().st_size)
+
+        def advance(chars: int) -> None:
+            bar.advance(task, chars)
+
+        yield advance

@@ -1,0 +1,102 @@
+"""Cisco Unified Communications Manager CDR flat files.
+
+Line 1 names the fields, line 2 gives their SQL types (INTEGER, VARCHAR(n),
+UNIQUEIDENTIFIER ...), then one quoted record per line (CUCM CDR Analysis and Reporting
+guide, "CDR field descriptions"). Only cdrRecordType 1 rows are call records (0 is a
+start record, 2 a CMR). Times are epoch seconds UTC, dateTimeConnect is 0 for an
+unanswered call; *IpAddr fields are signed 32-bit integers of the address's
+little-endian octets; origCause_value / destCause_value are Q.850 causes.
+"""
+
+from __future__ import annotations
+
+import csv
+import struct
+from collections.abc import Iterable, Iterator
+
+from chargingd.mediation.records import Parsed, RawCall, Reject, RowError, int_field
+
+REQUIRED = (
+    "cdrRecordType",
+    "globalCallID_callManagerId",
+    "globalCallID_callId",
+    "dateTimeOrigination",
+    "dateTimeConnect",
+    "dateTimeDisconnect",
+    "callingPartyNumber",
+    "finalCalledPartyNumber",
+    "origCause_value",
+    "destCause_value",
+    "duration",
+)
+_END_OF_CALL = "1"
+
+
+def ip_from_int(value: int) -> str:
+    """Dotted quad of a CUCM address: a signed int whose little-endian bytes are the octets."""
+    if not -(2**31) <= value < 2**31:
+        raise RowError(f"IP address integer out of range: {value}")
+    return ".".join(str(b) for b in struct.pack("<i", value))
+
+
+def parse(lines: Iterable[str]) -> Iterator[Parsed]:
+    """Yield the end-of-call records of a CUCM CDR flat file."""
+    # Comment lines become empty rows so reader.line_num stays the physical line number.
+    reader = csv.reader("\n" if line.startswith("#") else line for line in lines)
+    header: list[str] = []
+    for row in reader:
+        if not row:
+            continue
+        if not header:
+            header = row
+            missing = [name for name in REQUIRED if name not in header]
+            if missing:
+                yield reader.line_num, Reject(f"header lacks {', '.join(missing)}", ",".join(row))
+                return
+            continue
+        if not row[0].isdigit() and row[0].startswith(("INTEGER", "VARCHAR", "UNIQUE")):
+            continue  # the types line
+        try:
+            call = _call(header, row)
+        except RowError as exc:
+            yield reader.line_num, Reject(str(exc), ",".join(row))
+            continue
+        if call is not None:
+            yield reader.line_num, call
+
+
+def _call(header: list[str], row: list[str]) -> RawCall | None:
+    if len(row) > len(header):
+        raise RowError(f"{len(row)} columns; the header has {len(header)}")
+    rec = dict(zip(header, row, strict=False))  # trailing empty columns may be cut
+    if rec.get("cdrRecordType") != _END_OF_CALL:
+        return None
+    if len(row) < len(REQUIRED) or any(name not in rec for name in REQUIRED):
+        raise RowError(f"{len(row)} columns; too short for a CDR")
+    connect_s = int_field(rec["dateTimeConnect"], "dateTimeConnect")
+    orig_cause = int_field(rec["origCause_value"], "origCause_value")
+    dest_cause = int_field(rec["destCause_value"], "destCause_value")
+    extra = {
+        k: rec[k]
+        for k in ("pkid", "origDeviceName", "destDeviceName", "originalCalledPartyNumber")
+        if rec.get(k)
+    }
+    if rec.get("origIpAddr"):
+        extra["orig_ip"] = ip_from_int(int_field(rec["origIpAddr"], "origIpAddr"))
+    gateway = ""
+    if rec.get("destIpAddr"):
+        gateway = ip_from_int(int_field(rec["destIpAddr"], "destIpAddr"))
+    return RawCall(
+        # globalCallID_callId is unique per CUCM node only: qualify it with the node id.
+        call_id=f"{rec['globalCallID_callManagerId']}-{rec['globalCallID_callId']}",
+        caller=rec["callingPartyNumber"],
+        callee=rec["finalCalledPartyNumber"],
+        start=int_field(rec["dateTimeOrigination"], "dateTimeOrigination") * 1000,
+        answer=connect_s * 1000 if connect_s else None,
+        end=int_field(rec["dateTimeDisconnect"], "dateTimeDisconnect") * 1000,
+        talk_s=int_field(rec["duration"], "duration"),
+        # The party that cleared carries the cause; the other side reports 0.
+        q850=orig_cause or dest_cause,
+        gateway=gateway,
+        extra=extra,
+    )

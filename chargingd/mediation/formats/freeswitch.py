@@ -1,0 +1,138 @@
+"""FreeSWITCH mod_cdr_csv files.
+
+A cdr_csv template is a line of quoted ``${variable}`` references; the file holds one
+such line per call. ``EXAMPLE`` is the ``example`` template of the vanilla
+autoload_configs/cdr_csv.conf.xml, ``SQL`` its ``sql`` template (an INSERT statement
+per call, without the codecs). A source may give its own template as ``fields``.
+Times are local ``${start_stamp}`` style ("YYYY-MM-DD HH:MM:SS") or ``*_epoch`` /
+``*_uepoch`` integers; an unanswered call has an empty answer_stamp.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator
+
+from chargingd.mediation.causes import FREESWITCH_CAUSES
+from chargingd.mediation.records import (
+    Parsed,
+    RawCall,
+    RawTime,
+    Reject,
+    RowError,
+    int_field,
+    opt_int,
+    parse_stamp,
+)
+
+EXAMPLE = (
+    "caller_id_name",
+    "caller_id_number",
+    "destination_number",
+    "context",
+    "start_stamp",
+    "answer_stamp",
+    "end_stamp",
+    "duration",
+    "billsec",
+    "hangup_cause",
+    "uuid",
+    "bleg_uuid",
+    "accountcode",
+    "read_codec",
+    "write_codec",
+)
+SQL = EXAMPLE[:13]
+_SQL_HEAD = "INSERT INTO "
+
+
+class _Template:
+    """Column positions of one template, resolved once (not per row)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.width = len(names)
+        at = {name: i for i, name in enumerate(names)}
+        self.at = at
+        self.times = tuple(_time_reader(at, stem) for stem in ("start", "answer", "end"))
+        self.extra: tuple[tuple[str, int], ...] = tuple(
+            (k, at[k]) for k in ("caller_id_name", "bleg_uuid", "context") if k in at
+        )
+
+    def get(self, values: list[str], name: str) -> str:
+        i = self.at.get(name)
+        return values[i] if i is not None else ""
+
+    def call(self, values: list[str]) -> RawCall:
+        get = self.get
+        cause = get(values, "hangup_cause")
+        q850 = opt_int(get(values, "hangup_cause_q850"), "hangup_cause_q850")
+        if q850 is None:
+            q850 = FREESWITCH_CAUSES.get(cause)
+        billsec = get(values, "billsec")
+        extra: dict[str, str] = {k: values[i] for k, i in self.extra if values[i]}
+        if cause:
+            extra["hangup_cause"] = cause
+        start, answer, end = (read(values) for read in self.times)
+        return RawCall(
+            call_id=get(values, "uuid") or get(values, "call_uuid"),
+            caller=get(values, "caller_id_number"),
+            callee=get(values, "destination_number"),
+            start=start,
+            answer=answer,
+            end=end,
+            talk_s=int_field(billsec, "billsec") if billsec else None,
+            q850=q850,
+            sip_code=opt_int(get(values, "sip_term_status"), "sip_term_status"),
+            cause_text=cause,
+            account=get(values, "accountcode"),
+            gateway=get(values, "sip_network_ip") or get(values, "network_addr"),
+            extra=extra,
+        )
+
+
+def _time_reader(at: dict[str, int], stem: str) -> Callable[[list[str]], RawTime]:
+    """``<stem>_stamp`` (local), else ``<stem>_uepoch`` / ``<stem>_epoch`` (UTC)."""
+    if f"{stem}_stamp" in at:
+        i, name = at[f"{stem}_stamp"], f"{stem}_stamp"
+        return lambda values: parse_stamp(values[i], name)
+    if f"{stem}_uepoch" in at:
+        j, uname = at[f"{stem}_uepoch"], f"{stem}_uepoch"
+        return lambda values: (opt_int(values[j], uname) or 0) // 1000 or None
+    if f"{stem}_epoch" in at:
+        k, ename = at[f"{stem}_epoch"], f"{stem}_epoch"
+        return lambda values: (opt_int(values[k], ename) or 0) * 1000 or None
+    return lambda values: None
+
+
+def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed]:
+    """Yield the calls of a cdr_csv file written with ``fields`` (default: example)."""
+    template = _Template(fields or EXAMPLE)
+    sql = _Template(SQL) if not fields else template
+    for line_no, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            used, values = _split(text, template, sql)
+            yield line_no, used.call(values)
+        except RowError as exc:
+            yield line_no, Reject(str(exc), text)
+
+
+def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, list[str]]:
+    used = template
+    if text.startswith(_SQL_HEAD):
+        # sql template: INSERT INTO cdr VALUES ("...","...", "...");
+        open_at = text.find("(")
+        if open_at < 0 or not text.endswith(");"):
+            raise RowError("INSERT statement without a VALUES (...) list")
+        text = text[open_at + 1 : -2]
+        used = sql
+    try:
+        values = next(csv.reader((text,), skipinitialspace=True))
+    except csv.Error as exc:
+        raise RowError(f"unreadable CSV: {exc}") from None
+    if len(values) != used.width:
+        raise RowError(f"{len(values)} columns; the template has {used.width}")
+    return used, values

@@ -1,0 +1,122 @@
+"""Any CSV file, through the source's ``mapping`` (field -> column name or index).
+
+Times are read with the source's ``time_format`` (strptime), or as epoch seconds when
+``time_format = "epoch"``; ``duration``/``billsec`` are whole seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+
+from chargingd.mediation.records import (
+    Parsed,
+    RawCall,
+    RawTime,
+    Reject,
+    RowError,
+    opt_int,
+    parse_stamp,
+)
+from chargingd.mediation.sources import SourceConfig
+
+_ISO_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class _Columns:
+    """Resolves the mapping to column indexes once the header (if any) is read."""
+
+    def __init__(self, source: SourceConfig, header: list[str] | None) -> None:
+        self.index: dict[str, int] = {}
+        for name, column in source.mapping.items():
+            if isinstance(column, int):
+                self.index[name] = column
+            elif header is not None and column in header:
+                self.index[name] = header.index(column)
+            else:
+                raise RowError(f"mapping {name} = {column!r}: no such column in the header")
+        self.width = max(self.index.values()) + 1
+
+    def get(self, row: list[str], name: str) -> str:
+        at = self.index.get(name)
+        return row[at].strip() if at is not None else ""
+
+
+def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
+    """Yield the calls of a CSV file read through the source's mapping."""
+    reader = csv.reader(lines, delimiter=source.delimiter)
+    columns: _Columns | None = None
+    if not source.header:
+        columns = _Columns(source, None)
+    for row in reader:
+        if not row:
+            continue
+        if columns is None:
+            try:
+                columns = _Columns(source, [c.strip() for c in row])
+            except RowError as exc:
+                yield reader.line_num, Reject(str(exc), ",".join(row))
+                return
+            continue
+        try:
+            yield reader.line_num, _call(columns, row, source.time_format)
+        except RowError as exc:
+            yield reader.line_num, Reject(str(exc), source.delimiter.join(row))
+
+
+def _time(text: str, name: str, time_format: str) -> RawTime:
+    if not text or text == "0":
+        return None
+    if time_format == "epoch":
+        try:
+            return int(float(text) * 1000)
+        except ValueError:
+            raise RowError(f"{name} is not an epoch time: {text!r}") from None
+    if time_format == _ISO_FORMAT:
+        return parse_stamp(text, name)
+    try:
+        return datetime.strptime(text, time_format)
+    except ValueError:
+        raise RowError(f"{name} {text!r} does not match {time_format!r}") from None
+
+
+def _call(columns: _Columns, row: list[str], time_format: str) -> RawCall:
+    if len(row) < columns.width:
+        raise RowError(f"{len(row)} columns; the mapping needs {columns.width}")
+    get = columns.get
+    cause = get(row, "cause")
+    q850 = int(cause) if cause.isdigit() else None
+    billsec = opt_int(get(row, "billsec"), "billsec")
+    if billsec is not None and billsec < 0:
+        raise RowError(f"negative talk time {billsec}")
+    answer = _time(get(row, "answer"), "answer", time_format)
+    end = _time(get(row, "end"), "end", time_format)
+    start = _time(get(row, "start"), "start", time_format)
+    if answer is None and "answer" not in columns.index and billsec:
+        answer = _minus(end, billsec)  # no answer column: talk time ends at the end
+    if start is None and "start" not in columns.index:
+        start = _minus(end, opt_int(get(row, "duration"), "duration") or billsec or 0)
+    call_id = get(row, "call_id") or f"{get(row, 'caller')}>{get(row, 'callee')}@{start}"
+    return RawCall(
+        call_id=call_id,
+        caller=get(row, "caller"),
+        callee=get(row, "callee"),
+        start=start,
+        answer=answer,
+        end=end,
+        talk_s=billsec,
+        q850=q850,
+        sip_code=opt_int(get(row, "sip_code"), "sip_code"),
+        cause_text=cause if q850 is None else "",
+        account=get(row, "account"),
+        gateway=get(row, "gateway"),
+    )
+
+
+def _minus(when: RawTime, seconds: int) -> RawTime:
+    if when is None:
+        return None
+    if isinstance(when, int):
+        return when - seconds * 1000
+    return when - timedelta(seconds=seconds)

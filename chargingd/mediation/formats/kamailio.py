@@ -1,0 +1,186 @@
+"""Kamailio acc module records: syslog lines and acc table rows (CSV export).
+
+The acc module writes one record per transaction, not per call (acc.c
+acc_log_request): the INVITE's 200 OK ("transaction answered") and later the BYE.
+A call is its INVITE paired with its BYE by Call-ID and the dialog tags (a BYE from
+the callee has From/To tags swapped, RFC 3261 §12.2.1.1); duration = BYE time -
+INVITE time. A failed INVITE ("call missed", code >= 300) is an unanswered call.
+An INVITE still without its BYE at the end of the file is rejected as incomplete.
+
+Syslog: ``ACC: transaction answered: timestamp=<epoch>;method=INVITE;from_tag=..;
+to_tag=..;call_id=..;code=200;reason=OK`` then the ``log_extra`` pairs
+(src_user, dst_user). DB rows: id, method, from_tag, to_tag, callid, sip_code,
+sip_reason, time (local "YYYY-MM-DD HH:MM:SS") and the db_extra columns.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from chargingd.mediation.records import (
+    Parsed,
+    RawCall,
+    RawTime,
+    Reject,
+    RowError,
+    int_field,
+    parse_stamp,
+)
+
+_MARKER = "ACC: "
+# acc_log_request(): "ACC: <text>: " then key=value pairs joined by ";" (the
+# log_extra values may themselves hold ";" only if unescaped, which acc does not do).
+
+
+@dataclass(slots=True)
+class _Event:
+    line_no: int
+    method: str
+    from_tag: str
+    to_tag: str
+    call_id: str
+    code: int
+    when: RawTime
+    pairs: dict[str, str]
+    raw: str
+
+
+class _Pairer:
+    """Matches INVITEs with their BYEs; yields calls, unanswered calls and rejects."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, _Event] = {}
+
+    def feed(self, ev: _Event) -> Iterator[Parsed]:
+        if ev.method == "INVITE":
+            if ev.code >= 300:
+                yield ev.line_no, _call(ev, None)
+            elif ev.call_id in self.open:
+                pass  # a re-INVITE within the open dialog (RFC 3261 §14): same call
+            else:
+                self.open[ev.call_id] = ev
+        elif ev.method == "BYE":
+            invite = self.open.get(ev.call_id)
+            if invite is None:
+                yield ev.line_no, Reject("BYE without an answered INVITE", ev.raw)
+            elif {ev.from_tag, ev.to_tag} != {invite.from_tag, invite.to_tag}:
+                yield ev.line_no, Reject("BYE tags do not match the INVITE dialog", ev.raw)
+            else:
+                del self.open[ev.call_id]
+                yield invite.line_no, _call(invite, ev)
+        # Other methods (ACK, CANCEL, re-INVITE within the dialog...) carry no call.
+
+    def finish(self) -> Iterator[Parsed]:
+        for ev in self.open.values():
+            yield ev.line_no, Reject("incomplete: INVITE without BYE at end of file", ev.raw)
+        self.open.clear()
+
+
+def _call(invite: _Event, bye: _Event | None) -> RawCall:
+    pairs = invite.pairs
+    extra = {"from_tag": invite.from_tag, "to_tag": invite.to_tag}
+    if bye is not None:
+        extra["bye_line"] = str(bye.line_no)
+    return RawCall(
+        call_id=invite.call_id,
+        caller=pairs.get("src_user", ""),
+        callee=pairs.get("dst_user", ""),
+        start=invite.when,
+        answer=invite.when if bye is not None else None,
+        end=bye.when if bye is not None else invite.when,
+        sip_code=invite.code if bye is None else 200,
+        cause_text=pairs.get("reason", ""),
+        gateway=pairs.get("src_ip", ""),
+        extra=extra,
+    )
+
+
+def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
+    """Yield the calls of acc syslog lines (other log lines are skipped)."""
+    pairer = _Pairer()
+    for line_no, line in enumerate(lines, start=1):
+        at = line.find(_MARKER)
+        if at < 0:
+            continue
+        text = line.rstrip("\r\n")
+        try:
+            ev = _syslog_event(line_no, text, at)
+        except RowError as exc:
+            yield line_no, Reject(str(exc), text)
+            continue
+        yield from pairer.feed(ev)
+    yield from pairer.finish()
+
+
+def _syslog_event(line_no: int, text: str, at: int) -> _Event:
+    body = text[at + len(_MARKER) :]
+    _, sep, kv = body.partition(": ")
+    if not sep:
+        raise RowError("ACC line without key=value pairs")
+    pairs: dict[str, str] = {}
+    for item in kv.split(";"):
+        key, eq, value = item.partition("=")
+        if eq:
+            pairs[key.strip()] = value
+    stamp = pairs.get("timestamp")
+    if not stamp:
+        raise RowError("ACC line without timestamp (acc_time_mode=0 writes one)")
+    when = int(float(stamp) * 1000) if _is_number(stamp) else None
+    if when is None:
+        raise RowError(f"timestamp is not an epoch: {stamp!r}")
+    return _event(line_no, pairs, when, text, "call_id", "code")
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(".", "", 1).isdigit()
+
+
+def _event(
+    line_no: int, pairs: dict[str, str], when: RawTime, raw: str, id_key: str, code_key: str
+) -> _Event:
+    call_id = pairs.get(id_key, "")
+    if not call_id:
+        raise RowError(f"no {id_key}")
+    return _Event(
+        line_no=line_no,
+        method=pairs.get("method", "").upper(),
+        from_tag=pairs.get("from_tag", ""),
+        to_tag=pairs.get("to_tag", ""),
+        call_id=call_id,
+        code=int_field(pairs.get(code_key, ""), code_key),
+        when=when,
+        pairs=pairs,
+        raw=raw,
+    )
+
+
+def parse_db(lines: Iterable[str]) -> Iterator[Parsed]:
+    """Yield the calls of an acc table exported as CSV with a header row."""
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    pairer = _Pairer()
+    for row in reader:
+        if not row:
+            continue
+        if header is None:
+            header = [name.strip() for name in row]
+            continue
+        line_no = reader.line_num
+        raw = ",".join(row)
+        if len(row) != len(header):
+            yield line_no, Reject(f"{len(row)} columns; the header has {len(header)}", raw)
+            continue
+        pairs = dict(zip(header, row, strict=True))
+        pairs["reason"] = pairs.get("sip_reason", "")
+        try:
+            when = parse_stamp(pairs.get("time", ""), "time")
+            if when is None:
+                raise RowError("no time")
+            ev = _event(line_no, pairs, when, raw, "callid", "sip_code")
+        except RowError as exc:
+            yield line_no, Reject(str(exc), raw)
+            continue
+        yield from pairer.feed(ev)
+    yield from pairer.finish()

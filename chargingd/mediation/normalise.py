@@ -1,0 +1,210 @@
+"""Raw switch calls -> one normalised call: E.164 numbers, UTC epoch ms, Q.850 causes.
+
+Pure: no I/O, no clock. One Normaliser per source holds its caches (the same numbers
+and the same hours come back on every row of a file).
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import phonenumbers
+
+from chargingd.mediation.causes import sip_to_q850
+from chargingd.mediation.records import RawCall, RawTime, RowError
+from chargingd.mediation.sources import SourceConfig
+
+_E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits including the country code
+_SEPARATORS = re.compile(r"[\s\-./()]")
+_NUMBER_CACHE_MAX = 500_000
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Call:
+    """A normalised, not yet rated call."""
+
+    source: str
+    call_id: str
+    caller: str  # E.164 "+4930123456", "" when the switch gave none (anonymous)
+    callee: str
+    start_ms: int
+    answer_ms: int  # 0 when unanswered
+    end_ms: int
+    duration_s: int  # talk time; 0 when unanswered
+    cause: int  # Q.850, 0 unknown
+    gateway: str
+    account: str  # the row's account code ("" when none)
+    status: str  # "normal" or "unanswered"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def strip_uri(raw: str) -> str:
+    """The user part of a SIP/tel URI or a display form ("sip:+4930@gw;user=phone" -> "+4930")."""
+    text = raw.strip()
+    if "<" in text and text.endswith(">"):
+        text = text[text.index("<") + 1 : -1]
+    for scheme in ("sip:", "sips:", "tel:"):
+        if text[:5].lower().startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    return text.split("@", 1)[0].split(";", 1)[0]
+
+
+class Normaliser:
+    """Normalises the raw calls of one source (its zone, country and prefixes)."""
+
+    def __init__(self, name: str, source: SourceConfig) -> None:
+        self.name = name
+        self.source = source
+        self.zone = zoneinfo.ZoneInfo(source.time_zone)
+        self._utc = source.time_zone in ("UTC", "Etc/UTC", "GMT")
+        self._country_code = ""
+        if source.default_country:
+            code = phonenumbers.country_code_for_region(source.default_country.upper())
+            if not code:
+                raise ValueError(f"unknown default_country {source.default_country!r}")
+            self._country_code = str(code)
+        self._numbers: dict[str, str] = {}
+        self._possible: dict[tuple[str, int], bool] = {}
+        self._offsets: dict[tuple[int, int, int, int], timedelta] = {}
+
+    def call(self, raw: RawCall) -> Call:
+        """The normalised call; RowError (the reject reason) when it cannot be."""
+        if not raw.call_id:
+            raise RowError("no call id")
+        end_ms = self.time_ms(raw.end)
+        if not end_ms:
+            raise RowError("no end time")
+        answer_ms = self.time_ms(raw.answer)
+        start_ms = self.time_ms(raw.start) or answer_ms or end_ms
+        if end_ms < start_ms:
+            raise RowError("end time before start time")
+        if answer_ms and not start_ms <= answer_ms <= end_ms:
+            raise RowError("answer time outside start..end")
+        duration_s = self._talk_s(raw, answer_ms, end_ms)
+        return Call(
+            source=self.name,
+            call_id=raw.call_id,
+            caller=self.number(raw.caller, "caller") if raw.caller else "",
+            callee=self.number(raw.callee, "callee"),
+            start_ms=start_ms,
+            answer_ms=answer_ms,
+            end_ms=end_ms,
+            duration_s=duration_s,
+            cause=self.cause(raw),
+            gateway=raw.gateway or self.source.gateway,
+            account=raw.account,
+            status="normal" if answer_ms else "unanswered",
+            extra=raw.extra,
+        )
+
+    @staticmethod
+    def _talk_s(raw: RawCall, answer_ms: int, end_ms: int) -> int:
+        if not answer_ms:
+            return 0  # unanswered: nothing billable, whatever the switch counted
+        if raw.talk_s is not None:
+            if raw.talk_s < 0:
+                raise RowError(f"negative talk time {raw.talk_s}")
+            return raw.talk_s
+        return (end_ms - answer_ms + 500) // 1000
+
+    def cause(self, raw: RawCall) -> int:
+        """Q.850 cause: the source's cause_map, the switch's own value, then its SIP code."""
+        if raw.cause_text and raw.cause_text in self.source.cause_map:
+            return self.source.cause_map[raw.cause_text]
+        if raw.q850 is not None:
+            return raw.q850
+        if raw.sip_code is not None:
+            return sip_to_q850(raw.sip_code)
+        return 0
+
+    def time_ms(self, value: RawTime) -> int:
+        """UTC epoch ms of a raw time; naive datetimes are in the source's zone."""
+        if value is None:
+            return 0
+        if isinstance(value, int):
+            return value
+        if value.tzinfo is not None:
+            delta = value - _EPOCH_UTC
+        else:
+            delta = value - _EPOCH - self._offset(value)
+        return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+    def _offset(self, local: datetime) -> timedelta:
+        # UTC offsets change on the hour at most: cache them per local hour. An ambiguous
+        # hour (DST fall-back) takes fold=0, the first occurrence (PEP 495).
+        key = (local.year, local.month, local.day, local.hour)
+        offset = self._offsets.get(key)
+        if offset is None:
+            if self._utc:
+                offset = timedelta(0)
+            else:
+                aware = local.replace(minute=0, second=0, microsecond=0, tzinfo=self.zone)
+                offset = aware.utcoffset() or timedelta(0)
+            self._offsets[key] = offset
+        return offset
+
+    def number(self, raw: str, what: str) -> str:
+        """E.164 ("+4930123456") of a number as the switch's users dialled it."""
+        cached = self._numbers.get(raw)
+        if cached is not None:
+            return cached
+        result = self._e164(raw, what)
+        if len(self._numbers) >= _NUMBER_CACHE_MAX:
+            self._numbers.clear()
+        self._numbers[raw] = result
+        return result
+
+    def _e164(self, raw: str, what: str) -> str:
+        text = _SEPARATORS.sub("", strip_uri(raw))
+        digits = self._international_digits(text, raw, what)
+        if not (digits.isascii() and digits.isdigit()) or not 2 <= len(digits) <= _E164_MAX_DIGITS:
+            raise RowError(f"{what} {raw!r} is not a telephone number")
+        # ITU-T E.164 country codes are prefix-free: the first known 1-3 digit head is it.
+        for cc_len in (1, 2, 3):
+            if int(digits[:cc_len]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                break
+        else:
+            raise RowError(f"{what} {raw!r} is not a telephone number (no country code)")
+        # Whether a number is possible depends only on its country code and length
+        # (phonenumbers' _test_number_length): ask phonenumbers once per pair.
+        key = (digits[:cc_len], len(digits) - cc_len)
+        possible = self._possible.get(key)
+        if possible is None:
+            possible = self._possible[key] = _is_possible("+" + digits)
+        if not possible:
+            raise RowError(f"{what} {raw!r} is not a possible E.164 number")
+        return "+" + digits
+
+    def _international_digits(self, text: str, raw: str, what: str) -> str:
+        src = self.source
+        if text.startswith("+"):
+            return text[1:]
+        # The international prefix ("00") first: it starts with the trunk prefix ("0").
+        if src.international_prefix and text.startswith(src.international_prefix):
+            return text[len(src.international_prefix) :]
+        if src.trunk_prefix and text.startswith(src.trunk_prefix):
+            if not self._country_code:
+                raise RowError(f"{what} {raw!r} is national but the source has no default_country")
+            return self._country_code + text[len(src.trunk_prefix) :]
+        if src.unprefixed == "national":
+            return self._country_code + text
+        return text
+
+
+def _is_possible(e164: str) -> bool:
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_possible_number(parsed))
+
+
+def utc_datetime(ms: int) -> datetime:
+    """An aware UTC datetime for epoch ms (what the rating engine takes)."""
+    return _EPOCH_UTC + timedelta(milliseconds=ms)

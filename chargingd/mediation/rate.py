@@ -1,0 +1,117 @@
+"""Price a normalised call with its payer's tariff plan and make the rated CDR.
+
+The plan is the source's ``plan`` file when set, else the plan of the account's
+tariff id ([rating] plans), else [rating] default_plan. Plans load once per run.
+Unanswered calls are not priced: they are kept with zero billed time and cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from chargingd.cdr import CDR
+from chargingd.mediation.normalise import Call, utc_datetime
+from chargingd.mediation.payers import Payer
+from chargingd.mediation.records import RowError
+from chargingd.mediation.sources import SourceConfig
+
+if TYPE_CHECKING:
+    from chargingd.rating import TariffPlan
+
+_NS = 1_000_000_000
+PlanLoader = Callable[[str], "TariffPlan"]
+
+
+def _default_loader(path: str) -> TariffPlan:
+    from chargingd.tariffs import load_plan
+
+    return load_plan(path)
+
+
+class Rater:
+    """Rates the calls of one source (rate = false: stores them unrated, cost 0)."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        *,
+        plans: Mapping[str, str] | None = None,
+        default_plan: str = "",
+        loader: PlanLoader = _default_loader,
+    ) -> None:
+        self.source = source
+        self.plan_paths = dict(plans or {})
+        self.default_plan = default_plan
+        self.loader = loader
+        self._loaded: dict[str, TariffPlan] = {}
+
+    def plan_path(self, tariff: str) -> str:
+        """The plan file for an account's tariff id; RowError when none applies."""
+        path = self.source.plan or self.plan_paths.get(tariff) or self.default_plan
+        if not path:
+            raise RowError(f"no tariff plan for tariff {tariff!r}")
+        return path
+
+    def plan(self, path: str) -> TariffPlan:
+        plan = self._loaded.get(path)
+        if plan is None:
+            plan = self._loaded[path] = self.loader(path)  # errors stop the run: config
+        return plan
+
+    def cdr(self, call: Call, payer: Payer) -> CDR:
+        """The rated CDR of ``call``; RowError (the reject reason) when it cannot be priced."""
+        if call.status == "unanswered" or not self.source.rate:
+            return _make(call, payer, payer.currency, payer.tariff, "", 0, 0)
+        plan = self.plan(self.plan_path(payer.tariff))
+        try:
+            cost = plan.rate(
+                subject=payer.account_id,
+                destination=call.callee.lstrip("+"),
+                start=utc_datetime(call.answer_ms),
+                usage_ns=call.duration_s * _NS,
+                tenant=self.source.tenant,
+                category=self.source.category,
+            )
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            if not isinstance(code, str):
+                raise  # not a rating refusal: a bug, let it show
+            raise RowError(f"rating failed ({code}): {exc}") from None
+        billed_s = -(-cost.billed_ns // _NS)  # whole seconds, rounded up
+        # A ledger account's money is in its own currency; otherwise the plan says.
+        currency = payer.currency if payer.from_ledger else plan.currency or payer.currency
+        return _make(
+            call, payer, currency, cost.plan_id, cost.destination_id, billed_s, cost.cost_micros
+        )
+
+
+def _make(
+    call: Call,
+    payer: Payer,
+    currency: str,
+    tariff: str,
+    destination: str,
+    billed_s: int,
+    cost_micros: int,
+) -> CDR:
+    return CDR(
+        source=call.source,
+        call_id=call.call_id,
+        account_id=payer.account_id,
+        caller=call.caller,
+        callee=call.callee,
+        destination=destination,
+        start_ms=call.start_ms,
+        answer_ms=call.answer_ms,
+        end_ms=call.end_ms,
+        duration_s=call.duration_s,
+        billed_s=billed_s,
+        cost_micros=cost_micros,
+        currency=currency,
+        tariff=tariff,
+        gateway=call.gateway,
+        disconnect_cause=call.cause,
+        status=call.status,
+        extra=call.extra,
+    )

@@ -1,0 +1,122 @@
+"""Per-source mediation settings: ``[mediation.sources.NAME]`` tables of the TOML config.
+
+One source is one switch (or one family of switches writing the same file format):
+its format, its clock's time zone, how its numbers are dialled and which account and
+tariff its calls are charged to. Loaded by chargingd.config; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass, field
+
+FORMATS = (
+    "freeswitch",  # mod_cdr_csv, `example`/`sql` templates or a custom field list
+    "asterisk",  # cdr_csv Master.csv
+    "kamailio",  # acc module syslog lines (ACC: transaction answered: ...)
+    "kamailio_db",  # acc table exported as CSV with a header row
+    "cucm",  # Cisco Unified CM CDR flat file
+    "cisco_radius",  # Cisco IOS gateway RADIUS accounting, FreeRADIUS detail file
+    "csv",  # any CSV with a configured column mapping
+)
+ACCOUNT_RULES = ("ani", "accountcode", "fixed")
+UNPREFIXED = ("international", "national")
+# Fields a generic CSV mapping may fill (see docs/mediation.md).
+MAPPABLE = (
+    "call_id",
+    "caller",
+    "callee",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "cause",
+    "sip_code",
+    "account",
+    "gateway",
+)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    format: str = "csv"
+    # IANA zone of the switch clock for local timestamps (epoch times are UTC anyway).
+    time_zone: str = "UTC"
+    # ISO 3166 region the switch dials from; empty means every number is international.
+    default_country: str = ""
+    trunk_prefix: str = "0"
+    international_prefix: str = "00"
+    # Digits with neither prefix: "international" (country code included, "4930...")
+    # or "national" (national significant number: the country code is prepended).
+    unprefixed: str = "international"
+    # Gateway name for rows that carry none.
+    gateway: str = ""
+    # Whose money pays: "ani" (ledger identity ani:+E164 of the caller), "accountcode"
+    # (the row's account column, through account_map), "fixed" (the `account` below).
+    account_rule: str = "ani"
+    account: str = ""
+    account_map: dict[str, str] = field(default_factory=dict)
+    # Tariff plan file for every call of this source; empty: the account's tariff.
+    plan: str = ""
+    # Price the calls; false stores them unrated (cost 0) for a later `chargingd rerate`.
+    rate: bool = True
+    currency: str = "EUR"
+    tenant: str = ""
+    category: str = "call"
+    # Source-specific cause text -> Q.850 cause (Asterisk dispositions, vendor strings).
+    cause_map: dict[str, int] = field(default_factory=dict)
+    # FreeSWITCH custom template: the ${variable} names in column order.
+    fields: tuple[str, ...] = ()
+    # Generic CSV: field -> column name (with header) or 0-based column index.
+    mapping: dict[str, str | int] = field(default_factory=dict)
+    time_format: str = "%Y-%m-%d %H:%M:%S"
+    delimiter: str = ","
+    header: bool = True
+    # Cisco h323-disconnect-cause radix: 16 (Cisco IOS) or 10 (AudioCodes and others).
+    radius_cause_radix: int = 16
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        try:
+            zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"time_zone {self.time_zone!r} is not an IANA zone") from None
+        if self.account_rule not in ACCOUNT_RULES:
+            raise ValueError(f"account_rule must be one of {', '.join(ACCOUNT_RULES)}")
+        if self.account_rule == "fixed" and not self.account:
+            raise ValueError("account_rule 'fixed' needs account")
+        if self.unprefixed not in UNPREFIXED:
+            raise ValueError("unprefixed must be international or national")
+        if self.unprefixed == "national" and not self.default_country:
+            raise ValueError("unprefixed = 'national' needs default_country")
+        if self.radius_cause_radix not in (10, 16):
+            raise ValueError("radius_cause_radix must be 10 or 16")
+        if len(self.delimiter) != 1:
+            raise ValueError("delimiter must be one character")
+        self._validate_mapping()
+
+    def _validate_mapping(self) -> None:
+        unknown = sorted(set(self.mapping) - set(MAPPABLE))
+        if unknown:
+            raise ValueError(f"mapping has unknown fields {unknown}; known: {', '.join(MAPPABLE)}")
+        if self.format == "csv":
+            missing = [f for f in ("callee", "end") if f not in self.mapping]
+            if missing:
+                raise ValueError(f"format 'csv' needs mapping for {', '.join(missing)}")
+            if not self.header and any(isinstance(v, str) for v in self.mapping.values()):
+                raise ValueError("header = false needs column indexes in mapping")
+
+
+@dataclass(frozen=True)
+class MediationConfig:
+    # Where reject files go; empty: FILE.rejects.csv next to each input file.
+    rejects_dir: str = ""
+    # CDRs rated and stored per database round trip.
+    batch_size: int = 1000
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not 1 <= self.batch_size <= 100_000:
+            raise ValueError("batch_size must be between 1 and 100000")
