@@ -67,7 +67,9 @@ class UsageReport:
     call: CallInfo
     kind: UsageKind
     usage_s: int  # cumulative Acct-Session-Time
-    event_ms: int  # when it happened at the gateway (Event-Timestamp - Acct-Delay-Time)
+    # When it happened at the gateway: Event-Timestamp (RFC 2869 §5.3), else the
+    # arrival time minus Acct-Delay-Time (RFC 2866 §5.2).
+    event_ms: int
     disconnect_cause: int = 0  # Q.850 (h323-disconnect-cause is hex on Cisco)
     terminate_cause: str = ""  # Acct-Terminate-Cause name
 
@@ -91,4 +93,20 @@ class CallCutter(Protocol):
 
     async def change_timeout(self, ref: SessionRef, session_timeout_s: int) -> bool:
         """CoA-Request with a new Session-Timeout; False if unsupported or refused."""
+        ...
+
+
+class CreditControl(Protocol):
+    """Implemented by sessions.py: what a frontend asks for each request it has decoded."""
+
+    async def authorize(self, call: CallInfo) -> Authorized | Refused:
+        """Decide an Access-Request / CCR-I: a first grant or a refusal."""
+        ...
+
+    async def account(self, report: UsageReport) -> None:
+        """Record a Start / Interim-Update / Stop; returns once it is safe to acknowledge."""
+        ...
+
+    async def gateway_restarted(self, gateway: str, client: str) -> None:
+        """Accounting-On/Off (RFC 2866 §5.1): the gateway lost its calls; close them."""
         ...

@@ -1,0 +1,26 @@
+-- session_touch: note an accounting packet on a session record (sessionstore.py).
+-- KEYS[1] = {a:ACC}:s:SID        the session record hash
+-- ARGV[1] = usage_s               cumulative usage reported by the packet
+-- ARGV[2] = now_ms                when it was seen
+-- ARGV[3] = answer_ms             answer time implied by the packet (0 = unknown)
+-- Returns {state, last_usage_s, HGETALL of the record after the update};
+-- usage never moves backwards (reordered packets), a closed record is not changed.
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return {'missing', 0, {}}
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_usage_s') or '0')
+if state ~= 'live' then
+  return {state, last, {}}
+end
+local usage = tonumber(ARGV[1])
+if usage > last then
+  redis.call('HSET', KEYS[1], 'last_usage_s', usage)
+  last = usage
+end
+redis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[2])
+local answer = tonumber(ARGV[3])
+if answer > 0 and tonumber(redis.call('HGET', KEYS[1], 'answer_ms') or '0') == 0 then
+  redis.call('HSET', KEYS[1], 'answer_ms', answer)
+end
+return {state, last, redis.call('HGETALL', KEYS[1])}

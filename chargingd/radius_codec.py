@@ -1,0 +1,451 @@
+"""RADIUS wire format: bytes in, bytes out, no I/O (the hot path of aaa.py).
+
+Decodes only the attributes a charging decision needs, verifies authenticators
+with `hmac.compare_digest`, and builds replies from pre-encoded pieces. pyrad is
+used for dictionaries and by the tests as an independent encoder, never here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+
+# Packet codes: RFC 2865 §3, RFC 2866 §4, RFC 5176 §2.3.
+ACCESS_REQUEST = 1
+ACCESS_ACCEPT = 2
+ACCESS_REJECT = 3
+ACCOUNTING_REQUEST = 4
+ACCOUNTING_RESPONSE = 5
+STATUS_SERVER = 12  # RFC 5997
+DISCONNECT_REQUEST = 40
+DISCONNECT_ACK = 41
+DISCONNECT_NAK = 42
+COA_REQUEST = 43
+COA_ACK = 44
+COA_NAK = 45
+
+# Attribute types: RFC 2865 §5, RFC 2866 §5, RFC 2869 §5, RFC 5176 §3.
+USER_NAME = 1
+USER_PASSWORD = 2
+NAS_IP_ADDRESS = 4
+REPLY_MESSAGE = 18
+VENDOR_SPECIFIC = 26
+SESSION_TIMEOUT = 27
+CALLED_STATION_ID = 30
+PROXY_STATE = 33
+CALLING_STATION_ID = 31
+ACCT_STATUS_TYPE = 40
+ACCT_DELAY_TIME = 41
+ACCT_SESSION_ID = 44
+ACCT_SESSION_TIME = 46
+ACCT_TERMINATE_CAUSE = 49
+EVENT_TIMESTAMP = 55
+MESSAGE_AUTHENTICATOR = 80
+ACCT_INTERIM_INTERVAL = 85
+ERROR_CAUSE = 101
+
+# Acct-Status-Type values (RFC 2866 §5.1).
+STATUS_START = 1
+STATUS_STOP = 2
+STATUS_INTERIM = 3
+STATUS_ACCOUNTING_ON = 7
+STATUS_ACCOUNTING_OFF = 8
+
+# Error-Cause (RFC 5176 §3.5): the gateway has no such session, i.e. it already ended.
+ERROR_SESSION_CONTEXT_NOT_FOUND = 503
+
+# Cisco, vendor 9: the h323-* VSAs carry "name=value" strings.
+CISCO_VENDOR = 9
+H323_CONF_ID = 24
+H323_CALL_ORIGIN = 26
+H323_DISCONNECT_CAUSE = 30
+H323_CREDIT_AMOUNT = 101
+H323_CREDIT_TIME = 102
+H323_RETURN_CODE = 103
+H323_BILLING_MODEL = 109
+H323_CURRENCY = 110
+
+# Acct-Terminate-Cause names (RFC 2866 §5.10).
+TERMINATE_CAUSES = {
+    1: "User-Request",
+    2: "Lost-Carrier",
+    3: "Lost-Service",
+    4: "Idle-Timeout",
+    5: "Session-Timeout",
+    6: "Admin-Reset",
+    7: "Admin-Reboot",
+    8: "Port-Error",
+    9: "NAS-Error",
+    10: "NAS-Request",
+    11: "NAS-Reboot",
+    12: "Port-Unneeded",
+    13: "Port-Preempted",
+    14: "Port-Suspended",
+    15: "Service-Unavailable",
+    16: "Callback",
+    17: "User-Error",
+    18: "Host-Request",
+}
+
+HEADER_LEN = 20
+MAX_PACKET_LEN = 4096  # RFC 2865 §3
+ZERO16 = bytes(16)
+_HDR = struct.Struct("!BBH")
+_U32 = struct.Struct("!I")
+_ATTR_U32 = struct.Struct("!BBI")
+_VSA_HDR = struct.Struct("!BBIBB")
+_MA_ZERO_ATTR = bytes((MESSAGE_AUTHENTICATOR, 18)) + ZERO16
+_MA_HDR = bytes((MESSAGE_AUTHENTICATOR, 18))
+
+
+class MalformedPacket(ValueError):
+    """The datagram is not a well-formed RADIUS packet (RFC 2865 §3: silently discarded)."""
+
+
+@dataclass(slots=True)
+class Packet:
+    """A decoded packet: header, first value of each attribute, Cisco VSAs by sub-type."""
+
+    code: int
+    identifier: int
+    authenticator: bytes
+    raw: bytes  # the packet up to its Length field; trailing padding dropped
+    attrs: dict[int, bytes] = field(default_factory=dict)
+    cisco: dict[int, bytes] = field(default_factory=dict)
+    ma_offset: int = -1  # offset of the Message-Authenticator value, -1 if absent
+    # RFC 2865 §5.33: every Proxy-State, encoded, in order; echoed in the reply.
+    proxy_state: bytes = b""
+
+    def text(self, attr_type: int) -> str:
+        """An attribute as text ("" when absent); invalid UTF-8 is replaced, never fatal."""
+        value = self.attrs.get(attr_type)
+        return value.decode("utf-8", "replace") if value else ""
+
+    def integer(self, attr_type: int, default: int = 0) -> int:
+        """A 4-octet integer attribute; MalformedPacket when it is not 4 octets."""
+        value = self.attrs.get(attr_type)
+        if value is None:
+            return default
+        if len(value) != 4:
+            raise MalformedPacket(f"attribute {attr_type} must be 4 octets")
+        result: int = _U32.unpack(value)[0]
+        return result
+
+    def cisco_value(self, sub_type: int) -> str:
+        """A Cisco h323-* VSA value without its "name=" prefix ("" when absent)."""
+        value = self.cisco.get(sub_type)
+        if not value:
+            return ""
+        text = value.decode("utf-8", "replace")
+        return text.partition("=")[2] if "=" in text else text
+
+
+def decode(data: bytes) -> Packet:
+    """Decode a datagram; MalformedPacket for a bad header or attribute length."""
+    size = len(data)
+    if size < HEADER_LEN:
+        raise MalformedPacket("shorter than a RADIUS header")
+    code, identifier, length = _HDR.unpack_from(data)
+    if length < HEADER_LEN or length > MAX_PACKET_LEN:
+        raise MalformedPacket(f"bad Length {length}")
+    if length > size:
+        raise MalformedPacket(f"truncated: Length {length}, {size} octets received")
+    # RFC 2865 §3: octets beyond Length are padding and ignored.
+    raw = data if length == size else data[:length]
+    packet = Packet(code, identifier, raw[4:20], raw)
+    _decode_attributes(raw, length, packet)
+    return packet
+
+
+def _decode_attributes(raw: bytes, length: int, packet: Packet) -> None:
+    attrs = packet.attrs
+    pos = HEADER_LEN
+    while pos < length:
+        if pos + 2 > length:
+            raise MalformedPacket("attribute header past the end")
+        attr_type = raw[pos]
+        attr_len = raw[pos + 1]
+        end = pos + attr_len
+        if attr_len < 2 or end > length:
+            raise MalformedPacket(f"attribute {attr_type} has a bad length {attr_len}")
+        if attr_type == VENDOR_SPECIFIC:
+            _decode_vsa(raw, pos, end, packet.cisco)
+        elif attr_type == MESSAGE_AUTHENTICATOR:
+            # RFC 3579 §3.2: exactly 16 octets, at most one.
+            if attr_len != 18 or packet.ma_offset >= 0:
+                raise MalformedPacket("bad or repeated Message-Authenticator")
+            packet.ma_offset = pos + 2
+            attrs[attr_type] = raw[pos + 2 : end]
+        elif attr_type == PROXY_STATE:
+            packet.proxy_state += raw[pos:end]
+        elif attr_type not in attrs:
+            attrs[attr_type] = raw[pos + 2 : end]
+        pos = end
+
+
+def _decode_vsa(raw: bytes, pos: int, end: int, cisco: dict[int, bytes]) -> None:
+    # RFC 2865 §5.26: Vendor-Id then (for Cisco) type/length/value sub-attributes.
+    if end - pos < 6:
+        raise MalformedPacket("Vendor-Specific shorter than its Vendor-Id")
+    if _U32.unpack_from(raw, pos + 2)[0] != CISCO_VENDOR:
+        return  # other vendors: not needed for a decision
+    sub = pos + 6
+    while sub < end:
+        if sub + 2 > end:
+            raise MalformedPacket("Cisco VSA header past the end")
+        sub_type = raw[sub]
+        sub_end = sub + raw[sub + 1]
+        if sub_end - sub < 2 or sub_end > end:
+            raise MalformedPacket(f"Cisco VSA {sub_type} has a bad length")
+        if sub_type not in cisco:
+            cisco[sub_type] = raw[sub + 2 : sub_end]
+        sub = sub_end
+
+
+def verify_message_authenticator(packet: Packet, secret: bytes, vector: bytes) -> bool:
+    """Check Message-Authenticator (RFC 2869 §5.14, RFC 3579 §3.2) with `vector` as
+    the authenticator field: the packet's own for Access-Request, 16 zeros for
+    Accounting/Disconnect/CoA requests (RFC 5176 §3.3), the request's for replies."""
+    off = packet.ma_offset
+    if off < 0:
+        return False
+    raw = packet.raw
+    msg = b"".join((raw[:4], vector, raw[20:off], ZERO16, raw[off + 16 :]))
+    return hmac.compare_digest(hmac.digest(secret, msg, "md5"), raw[off : off + 16])
+
+
+def verify_request_authenticator(packet: Packet, secret: bytes) -> bool:
+    """RFC 2866 §3 (and RFC 5176 §3.3): MD5(Code+Id+Length+16 zeros+Attributes+secret)."""
+    raw = packet.raw
+    expected = hashlib.md5(raw[:4] + ZERO16 + raw[20:] + secret).digest()
+    return hmac.compare_digest(expected, raw[4:20])
+
+
+def verify_response_authenticator(packet: Packet, secret: bytes, request_auth: bytes) -> bool:
+    """RFC 2865 §3: MD5(Code+Id+Length+Request Authenticator+Attributes+secret)."""
+    raw = packet.raw
+    expected = hashlib.md5(raw[:4] + request_auth + raw[20:] + secret).digest()
+    return hmac.compare_digest(expected, raw[4:20])
+
+
+def decrypt_password(value: bytes, secret: bytes, request_auth: bytes) -> bytes:
+    """User-Password (RFC 2865 §5.2): XOR with chained MD5(secret + previous block)."""
+    if not value or len(value) % 16 or len(value) > 128:
+        raise MalformedPacket("User-Password must be 16 to 128 octets, a multiple of 16")
+    out = []
+    previous = request_auth
+    for start in range(0, len(value), 16):
+        block = value[start : start + 16]
+        pad = hashlib.md5(secret + previous).digest()
+        plain = int.from_bytes(block, "big") ^ int.from_bytes(pad, "big")
+        out.append(plain.to_bytes(16, "big"))
+        previous = block
+    return b"".join(out).rstrip(b"\x00")
+
+
+# -- encoding ---------------------------------------------------------------------
+
+
+def attr_u32(attr_type: int, value: int) -> bytes:
+    """A 4-octet integer attribute (values outside 0..2**32-1 are clamped)."""
+    return _ATTR_U32.pack(attr_type, 6, min(max(value, 0), 0xFFFFFFFF))
+
+
+def attr_bytes(attr_type: int, value: bytes) -> bytes:
+    """A string/octets attribute, cut to the 253 octets an attribute can carry."""
+    value = value[:253]
+    return bytes((attr_type, len(value) + 2)) + value
+
+
+def attr_ipv4(attr_type: int, address: str) -> bytes:
+    """An ipaddr attribute; ValueError when `address` is not IPv4."""
+    return bytes((attr_type, 6)) + ipaddress.IPv4Address(address).packed
+
+
+def cisco_vsa(sub_type: int, value: bytes) -> bytes:
+    """A Cisco (vendor 9) VSA; `value` is the full "h323-name=value" string."""
+    value = value[:247]
+    return _VSA_HDR.pack(
+        VENDOR_SPECIFIC, len(value) + 8, CISCO_VENDOR, sub_type, len(value) + 2
+    ) + (value)
+
+
+def encode_reply(
+    code: int, identifier: int, request_auth: bytes, attrs: bytes, secret: bytes
+) -> bytes:
+    """A reply with Message-Authenticator first (BlastRADIUS, CVE-2024-3596), then the
+    Response Authenticator (RFC 2865 §3) computed over the signed packet."""
+    length = HEADER_LEN + 18 + len(attrs)
+    if length > MAX_PACKET_LEN:
+        raise ValueError("reply longer than 4096 octets")
+    header = _HDR.pack(code, identifier, length)
+    mac = hmac.digest(secret, b"".join((header, request_auth, _MA_ZERO_ATTR, attrs)), "md5")
+    body = b"".join((_MA_HDR, mac, attrs))
+    response_auth = hashlib.md5(b"".join((header, request_auth, body, secret))).digest()
+    return b"".join((header, response_auth, body))
+
+
+def encode_accounting_response(
+    identifier: int, request_auth: bytes, secret: bytes, attrs: bytes = b""
+) -> bytes:
+    """An Accounting-Response (RFC 2866 §4.2), normally without attributes (only the
+    echoed Proxy-State), with its Response Authenticator."""
+    header = _HDR.pack(ACCOUNTING_RESPONSE, identifier, HEADER_LEN + len(attrs))
+    return b"".join((header, hashlib.md5(header + request_auth + attrs + secret).digest(), attrs))
+
+
+def encode_request(code: int, identifier: int, attrs: bytes, secret: bytes) -> bytes:
+    """An Accounting/Disconnect/CoA request: Message-Authenticator first, computed with a
+    zero authenticator, then the Request Authenticator over it (RFC 5176 §3.3)."""
+    length = HEADER_LEN + 18 + len(attrs)
+    if length > MAX_PACKET_LEN:
+        raise ValueError("request longer than 4096 octets")
+    header = _HDR.pack(code, identifier, length)
+    mac = hmac.digest(secret, b"".join((header, ZERO16, _MA_ZERO_ATTR, attrs)), "md5")
+    body = b"".join((_MA_HDR, mac, attrs))
+    request_auth = hashlib.md5(b"".join((header, ZERO16, body, secret))).digest()
+    return b"".join((header, request_auth, body))
+
+
+def encode_access_request(
+    identifier: int, authenticator: bytes, attrs: bytes, secret: bytes
+) -> bytes:
+    """An Access-Request with a random `authenticator` (RFC 2865 §3) and the
+    Message-Authenticator first, computed over it (RFC 3579 §3.2)."""
+    length = HEADER_LEN + 18 + len(attrs)
+    if length > MAX_PACKET_LEN or len(authenticator) != 16:
+        raise ValueError("request longer than 4096 octets or authenticator not 16 octets")
+    header = _HDR.pack(ACCESS_REQUEST, identifier, length)
+    mac = hmac.digest(secret, b"".join((header, authenticator, _MA_ZERO_ATTR, attrs)), "md5")
+    return b"".join((header, authenticator, _MA_HDR, mac, attrs))
+
+
+# Pre-encoded "name=" prefixes of the Cisco reply VSAs.
+_CREDIT_AMOUNT = b"h323-credit-amount="
+_CREDIT_TIME = b"h323-credit-time="
+_RETURN_CODE = b"h323-return-code="
+_BILLING_MODEL = b"h323-billing-model="
+_CURRENCY = b"h323-currency="
+_TIMERS = struct.Struct("!BBIBBI")
+
+
+def format_credit_amount(credit_micros: int) -> bytes:
+    """Micro-units as a decimal with 2 places, rounded down (never shows more than there is)."""
+    whole, frac = divmod(credit_micros, 1_000_000)
+    if whole < 0:
+        return b"0.00"
+    return b"%d.%02d" % (whole, frac // 10_000)
+
+
+# Constant reply pieces, encoded once (the reply templates of the hot path).
+_RETURN_CODE_OK = cisco_vsa(H323_RETURN_CODE, _RETURN_CODE + b"0")
+_BILLING_MODELS: dict[int, bytes] = {}
+_CURRENCIES: dict[str, bytes] = {}
+
+
+def _billing_model_vsa(billing_model: int) -> bytes:
+    vsa = _BILLING_MODELS.get(billing_model)
+    if vsa is None:
+        vsa = cisco_vsa(H323_BILLING_MODEL, _BILLING_MODEL + b"%d" % billing_model)
+        _BILLING_MODELS[billing_model] = vsa
+    return vsa
+
+
+def _currency_vsa(currency: str) -> bytes:
+    vsa = _CURRENCIES.get(currency)
+    if vsa is None:
+        vsa = cisco_vsa(H323_CURRENCY, _CURRENCY + currency.encode("ascii", "replace"))
+        if len(_CURRENCIES) < 1000:  # ISO 4217 codes: a handful in practice
+            _CURRENCIES[currency] = vsa
+    return vsa
+
+
+def accept_attributes(
+    session_timeout_s: int,
+    interim_interval_s: int,
+    cisco: bool,
+    credit_micros: int = 0,
+    currency: str = "",
+    billing_model: int = 1,
+) -> bytes:
+    """Access-Accept attributes: Session-Timeout, Acct-Interim-Interval and, for Cisco
+    gateways, h323-credit-amount/-time, h323-return-code=0, -billing-model, -currency."""
+    timers = _TIMERS.pack(
+        SESSION_TIMEOUT,
+        6,
+        min(max(session_timeout_s, 0), 0xFFFFFFFF),
+        ACCT_INTERIM_INTERVAL,
+        6,
+        min(max(interim_interval_s, 0), 0xFFFFFFFF),
+    )
+    if not cisco:
+        return timers
+    amount = _CREDIT_AMOUNT + format_credit_amount(credit_micros)
+    seconds = _CREDIT_TIME + b"%d" % max(session_timeout_s, 0)
+    return b"".join(
+        (
+            timers,
+            _VSA_HDR.pack(VENDOR_SPECIFIC, len(amount) + 8, CISCO_VENDOR, H323_CREDIT_AMOUNT,
+                          len(amount) + 2),
+            amount,
+            _VSA_HDR.pack(VENDOR_SPECIFIC, len(seconds) + 8, CISCO_VENDOR, H323_CREDIT_TIME,
+                          len(seconds) + 2),
+            seconds,
+            _RETURN_CODE_OK,
+            _billing_model_vsa(billing_model),
+            _currency_vsa(currency) if currency else b"",
+        )
+    )  # fmt: skip
+
+
+def reject_attributes(message: str, return_code: int | None) -> bytes:
+    """Access-Reject attributes: Reply-Message and, for Cisco, h323-return-code."""
+    parts = []
+    if message:
+        parts.append(attr_bytes(REPLY_MESSAGE, message.encode("utf-8")))
+    if return_code is not None:
+        parts.append(cisco_vsa(H323_RETURN_CODE, _RETURN_CODE + b"%d" % return_code))
+    return b"".join(parts)
+
+
+def dm_attributes(
+    session_id: str, user_name: str, nas_ip: str, event_timestamp: int, session_timeout_s: int = -1
+) -> bytes:
+    """Disconnect/CoA identification attributes (RFC 5176 §3): Acct-Session-Id,
+    User-Name, NAS-IP-Address (when IPv4), Event-Timestamp, optional Session-Timeout."""
+    parts = [attr_bytes(ACCT_SESSION_ID, session_id.encode("utf-8"))]
+    if user_name:
+        parts.append(attr_bytes(USER_NAME, user_name.encode("utf-8")))
+    # A NAS address that is not IPv4 is left out: session id and user identify the call.
+    with contextlib.suppress(ValueError):
+        parts.append(attr_ipv4(NAS_IP_ADDRESS, nas_ip))
+    parts.append(attr_u32(EVENT_TIMESTAMP, event_timestamp))
+    if session_timeout_s >= 0:
+        parts.append(attr_u32(SESSION_TIMEOUT, session_timeout_s))
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class DmAnswer:
+    """A verified Disconnect/CoA ACK or NAK (RFC 5176 §2.3)."""
+
+    code: int
+    identifier: int
+    error_cause: int  # 0 when absent
+
+
+def decode_dm_answer(data: bytes, secret: bytes, request_auth: bytes) -> DmAnswer:
+    """Decode and verify an ACK/NAK against its request; MalformedPacket when it is
+    malformed, not an answer, or its authenticators do not match."""
+    packet = decode(data)
+    if packet.code not in (DISCONNECT_ACK, DISCONNECT_NAK, COA_ACK, COA_NAK):
+        raise MalformedPacket(f"code {packet.code} is not a Disconnect/CoA answer")
+    if not verify_response_authenticator(packet, secret, request_auth):
+        raise MalformedPacket("bad Response Authenticator")
+    if packet.ma_offset >= 0 and not verify_message_authenticator(packet, secret, request_auth):
+        raise MalformedPacket("bad Message-Authenticator")
+    return DmAnswer(packet.code, packet.identifier, packet.integer(ERROR_CAUSE))

@@ -1,0 +1,463 @@
+"""The credit-control state machine: authorize, Start/Interim/Stop, close, re-grant.
+
+Frontends (aaa.py, diameter.py) only translate packets into ccapi requests; every
+rule lives here (DESIGN "Grants, holds and cuts"). Money moves only through the
+Ledger (balance.py); session metadata lives in Redis through SessionStore, so any
+daemon can serve any packet of any call. The cutter (cutter.py) and the reaper
+(reaper.py) are the two background tasks; ``run`` drives both.
+
+Idempotency (DESIGN invariant 3): an interim commits the rated cost of the
+*cumulative* usage (the ledger debits only the difference), a Stop releases once
+(the ledger keeps a tombstone) and the record is marked closed after the CDR is
+written, so retransmitted or reordered accounting never charges twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from chargingd.balance import (
+    Account,
+    Grant,
+    InvalidRequest,
+    Ledger,
+    LedgerError,
+    RefusalReason,
+    SessionClosed,
+    Status,
+    UnknownAccount,
+)
+from chargingd.ccapi import (
+    Authorized,
+    CallCutter,
+    CallInfo,
+    RefusalCode,
+    Refused,
+    UsageKind,
+    UsageReport,
+)
+from chargingd.config import Config, SessionsConfig
+from chargingd.cutter import KILLED, Cutter
+from chargingd.grants import Grants
+from chargingd.numbers import NumberError, normalize_or_raw, to_e164
+from chargingd.reaper import Reaper
+from chargingd.sessionclose import GATEWAY_RESTART, NORMAL, SessionCloser
+from chargingd.sessionrating import Pricer, RatingError, load_pricer
+from chargingd.sessionspool import (
+    Spool,
+    SpoolFull,
+    entry_to_report,
+    orphan_fields,
+    report_to_entry,
+)
+from chargingd.sessionstore import LIVE, SessionRecord, SessionStore
+
+log = logging.getLogger("chargingd.sessions")
+
+# What "Redis unreachable" looks like from redis-py (the policy applies to these only).
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+MAX_SESSION_ID = 256
+
+_REFUSALS = {
+    RefusalReason.UNKNOWN_ACCOUNT: RefusalCode.UNKNOWN_ACCOUNT,
+    RefusalReason.SUSPENDED: RefusalCode.SUSPENDED,
+    RefusalReason.INSUFFICIENT_CREDIT: RefusalCode.INSUFFICIENT_CREDIT,
+    RefusalReason.TOO_MANY_CALLS: RefusalCode.TOO_MANY_CALLS,
+}
+
+
+class Sessions:
+    """Implements ccapi.CreditControl; one per daemon process, state in Redis."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        ledger: Ledger,
+        pricer: Pricer,
+        cfg: SessionsConfig,
+        clock_ms: Callable[[], int],
+        data_dir: Path,
+        call_cutter: CallCutter | None = None,
+        source: str = "radius",
+    ) -> None:
+        self.redis = redis
+        self.ledger = ledger
+        self.pricer = pricer
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+        self.source = source
+        self.store = SessionStore(
+            redis, session_ttl_s=cfg.session_ttl_s, closed_ttl_s=cfg.closed_ttl_s
+        )
+        self.grants = Grants(
+            store=self.store, ledger=ledger, pricer=pricer, cfg=cfg, clock_ms=clock_ms
+        )
+        self.closer = SessionCloser(
+            store=self.store, ledger=ledger, price=self.grants.price, source=source
+        )
+        self.close_session = self.closer.close
+        self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
+        self.cutter = Cutter(
+            store=self.store,
+            frontend=call_cutter,
+            clock_ms=clock_ms,
+            retries=cfg.disconnect_retries,
+            backoff_ms=int(cfg.disconnect_backoff_s * 1000),
+            recheck=self.grants.refresh,
+        )
+        self.reaper = Reaper(
+            store=self.store,
+            close=self.close_session,
+            clock_ms=clock_ms,
+            stale_ms=cfg.stale_factor * cfg.interim_interval_s * 1000,
+            spool=self.spool,
+            replay=self.replay_entry,
+        )
+
+    def attach_call_cutter(self, call_cutter: CallCutter) -> None:
+        """The frontend that sends Disconnect/CoA (built after this object)."""
+        self.cutter.frontend = call_cutter
+
+    # -- authorize ------------------------------------------------------------------
+    async def authorize(self, call: CallInfo) -> Authorized | Refused:
+        """Decide an Access-Request: reserve the first grant or refuse with a code."""
+        try:
+            return await self._authorize(call)
+        except REDIS_DOWN as exc:
+            return self._authorize_without_redis(call, exc)
+        except UnknownAccount:
+            return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
+        except SessionClosed:
+            # RFC 2866 §5.5: Acct-Session-Id is unique; a reused one is a gateway bug.
+            return Refused(RefusalCode.SYSTEM_ERROR, "session id already used")
+        except LedgerError as exc:
+            log.error("authorize %r refused by the ledger: %s", call.session_id, exc)
+            return Refused(RefusalCode.SYSTEM_ERROR, f"request refused ({exc.code})")
+
+    async def _authorize(self, call: CallInfo) -> Authorized | Refused:
+        if not valid_session_id(call.session_id):
+            return Refused(RefusalCode.SYSTEM_ERROR, "invalid session id")
+        account = await self._find_account(call)
+        if account is None:
+            return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
+        if account.status is not Status.ACTIVE:
+            if account.status_reason == "credit":  # postpaid at its credit limit
+                return Refused(RefusalCode.INSUFFICIENT_CREDIT, "credit limit reached")
+            return Refused(RefusalCode.SUSPENDED, f"account {account.status.value}")
+        now_ms = self.clock_ms()
+        rec = self._new_record(call, account, now_ms)
+        if isinstance(rec, Refused):
+            return rec
+        grant_s = self.cfg.first_grant
+        want = self.grants.price(rec, grant_s).cost_micros
+        # new_session: the ledger counts a session once (a replay holds no second call).
+        grant = await self.ledger.reserve(
+            account.id,
+            call.session_id,
+            max(want, 1),
+            lease_ms=self.grants.lease_ms(grant_s),
+            partial=True,
+            new_session=True,
+        )
+        if not grant.ok:
+            code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
+            return Refused(code, code.value.replace("_", " "))
+        return await self._grant_first(rec, grant, want)
+
+    async def _grant_first(
+        self, rec: SessionRecord, grant: Grant, want: int
+    ) -> Authorized | Refused:
+        paid_s = self.grants.paid_s(rec, grant.granted_micros)
+        if paid_s <= 0:
+            await self.ledger.release(rec.account_id, rec.session_id, 0)
+            return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
+        credit = grant.granted_micros + grant.available_micros
+        timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
+        limited = int(grant.granted_micros < want)
+        rec = _replace(rec, held_micros=grant.granted_micros, paid_usage_s=paid_s, limited=limited)
+        await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
+        log.info(
+            "authorize %s account=%s dest=%s timeout=%ss held=%s",
+            rec.session_id,
+            rec.account_id,
+            rec.destination,
+            timeout_s,
+            grant.granted_micros,
+        )
+        return Authorized(
+            account_id=rec.account_id,
+            session_timeout_s=timeout_s,
+            interim_interval_s=self.cfg.interim_interval_s,
+            credit_micros=credit,
+            currency=rec.currency,
+        )
+
+    def _authorize_without_redis(self, call: CallInfo, exc: BaseException) -> Refused | Authorized:
+        log.error("redis unreachable at authorize %s: %s", call.session_id, exc)
+        if self.cfg.redis_failure_policy != "fail_open":
+            return Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+        try:
+            self.spool.append({"type": "authorize", "call": dataclasses.asdict(call)})
+        except (SpoolFull, OSError) as spool_exc:
+            log.error("cannot spool fail-open authorize: %s", spool_exc)
+            return Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+        return Authorized(
+            account_id="",
+            session_timeout_s=self.cfg.fail_open_timeout_s,
+            interim_interval_s=self.cfg.interim_interval_s,
+            credit_micros=0,
+            currency="",
+        )
+
+    async def _find_account(self, call: CallInfo) -> Account | None:
+        """The caller's account, by the client's lookup order (user, ani, default)."""
+        for method in call.lookup:
+            account_id = await self._lookup(method, call)
+            if account_id is None:
+                continue
+            try:
+                return await self.ledger.get_account(account_id)
+            except (UnknownAccount, InvalidRequest):
+                continue
+        return None
+
+    async def _lookup(self, method: str, call: CallInfo) -> str | None:
+        if method == "user" and call.user_name:
+            return await self.ledger.find_account(f"user:{call.user_name}")
+        if method == "ani" and call.calling:
+            try:
+                ani = to_e164(call.calling, country=self.cfg.country_of(call.client))
+            except NumberError:
+                return None
+            return await self.ledger.find_account(f"ani:{ani}")
+        if method == "default" and call.default_account:
+            return call.default_account
+        return None
+
+    def _new_record(self, call: CallInfo, account: Account, now_ms: int) -> SessionRecord | Refused:
+        """A live record for this call, or why its destination cannot be rated."""
+        plan_id = self.pricer.plan_id_for(account.tariff)
+        if plan_id is None:
+            log.error("account %s names tariff %r, not loaded", account.id, account.tariff)
+            return Refused(RefusalCode.SYSTEM_ERROR, "tariff not available")
+        if self.pricer.currency_of(plan_id) not in ("", account.currency):
+            log.error(
+                "account %s (%s) rated by a tariff in another currency",
+                account.id,
+                account.currency,
+            )
+            return Refused(RefusalCode.SYSTEM_ERROR, "tariff currency mismatch")
+        country = self.cfg.country_of(call.client)
+        try:
+            callee = to_e164(call.called, country=country)
+        except NumberError:
+            return Refused(RefusalCode.DESTINATION_NOT_ALLOWED, "invalid called number")
+        rec = SessionRecord(
+            session_id=call.session_id,
+            account_id=account.id,
+            user_name=call.user_name,
+            caller=normalize_or_raw(call.calling, country=country),
+            callee=callee,
+            destination="",
+            plan=plan_id,
+            currency=account.currency,
+            gateway=call.gateway,
+            client=call.client,
+            auth_ms=now_ms,
+            last_seen_ms=now_ms,
+        )
+        try:
+            priced = self.grants.price(rec, 0)
+        except RatingError as exc:
+            return Refused(
+                RefusalCode.DESTINATION_NOT_ALLOWED, f"destination not allowed ({exc.code})"
+            )
+        return _replace(rec, destination=priced.destination_id)
+
+    # -- accounting -------------------------------------------------------------------
+    async def account(self, report: UsageReport) -> None:
+        """Record a Start / Interim-Update / Stop; spooled when Redis is unreachable."""
+        try:
+            await self._account(report)
+        except REDIS_DOWN as exc:
+            log.error("redis unreachable at accounting %s: %s", report.call.session_id, exc)
+            self.spool.append(report_to_entry(report))  # SpoolFull propagates: no ack
+        except (LedgerError, RatingError) as exc:
+            # Retransmission would fail the same way: keep the report, never lose it.
+            log.error("accounting %r not chargeable: %s", report.call.session_id, exc)
+            await self._orphan(report, exc.code)
+
+    async def _account(self, report: UsageReport) -> None:
+        session_id = report.call.session_id
+        if not valid_session_id(session_id):
+            await self._orphan(report, "invalid_session_id")
+            return
+        account_id = await self.store.locate(session_id)
+        if account_id is None:
+            adopted = await self._adopt(report)
+            if adopted is None:
+                return
+            account_id = adopted.account_id
+        answered = report.kind is UsageKind.START or report.usage_s > 0
+        state, usage_s, rec = await self.store.touch(
+            account_id,
+            session_id,
+            usage_s=report.usage_s,
+            now_ms=self.clock_ms(),
+            answer_ms=report.event_ms - report.usage_s * 1000 if answered else 0,
+        )
+        if rec is None:
+            if state == "missing":  # the record expired but its locator did not
+                await self.store.forget_locator(session_id)
+                await self._account(report)
+            return  # closed: a replayed Stop, a late Interim
+        if report.kind is UsageKind.STOP:
+            await self._stop(rec, usage_s, report)
+        elif report.usage_s >= usage_s:  # else older than what we know (reordered)
+            await self._update(rec, usage_s, report)
+
+    async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
+        """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
+        if report.kind is UsageKind.START and usage_s == 0:
+            if rec.limited and not rec.deadline_ms:
+                await self.store.set_deadline(rec, self.grants.deadline_ms(rec, rec.paid_usage_s))
+            return
+        await self.grants.charge(rec, usage_s)
+
+    async def _stop(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
+        await self.close_session(
+            rec,
+            usage_s=usage_s,
+            end_ms=report.event_ms,
+            status=NORMAL,
+            disconnect_cause=report.disconnect_cause,
+            extra={"terminate_cause": report.terminate_cause} if report.terminate_cause else None,
+        )
+
+    async def _adopt(self, report: UsageReport) -> SessionRecord | None:
+        """Accounting without our authorize: charge the account found by identity, or orphan it."""
+        call = report.call
+        account = await self._find_account(call)
+        if account is None:
+            await self._orphan(report, "unknown_account")
+            return None
+        start_ms = report.event_ms - report.usage_s * 1000
+        rec = self._new_record(call, account, start_ms)
+        if isinstance(rec, Refused):
+            await self._orphan(report, rec.code.value)
+            return None
+        rec = _replace(rec, adopted=1, answer_ms=start_ms if report.usage_s else 0)
+        if not await self.store.create(rec):
+            return await self.store.get(account.id, call.session_id)  # adopted concurrently
+        log.warning(
+            "adopted session %s of account %s without authorize", rec.session_id, account.id
+        )
+        return rec
+
+    async def _orphan(self, report: UsageReport, reason: str) -> None:
+        log.warning("orphan accounting %s: %s", report.call.session_id, reason)
+        await self.store.record_orphan(orphan_fields(report, reason, self.source))
+
+    async def gateway_restarted(self, gateway: str, client: str) -> None:
+        """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone."""
+        now_ms = self.clock_ms()
+        closed = 0
+        for rec in await self.store.live_of_gateway(gateway):
+            cdr = await self.close_session(
+                rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=GATEWAY_RESTART
+            )
+            closed += cdr is not None
+        log.warning("gateway %s (client %s) restarted: closed %d sessions", gateway, client, closed)
+
+    # -- grants, deadlines, operator actions --------------------------------------------
+    async def on_topup(self, account_id: str) -> int:
+        """Money arrived: move the deadlines of the account's limited sessions."""
+        moved = 0
+        for rec in await self.store.live_of_account(account_id):
+            if not rec.limited or rec.cut_reason:
+                continue
+            old_deadline = rec.deadline_ms
+            deadline_ms, timeout_s = await self.grants.refresh(rec)
+            if deadline_ms != old_deadline:
+                moved += 1
+                await self.cutter.change_timeout(rec, timeout_s)
+        return moved
+
+    async def kill_session(self, session_id: str) -> bool:
+        """Operator kill (admin session.kill): Disconnect-Request now, CDR status "killed"."""
+        rec = await self.store.find(session_id)
+        if rec is None or rec.state != LIVE:
+            return False
+        return await self.cutter.cut(rec, KILLED)
+
+    async def cut_account(self, account_id: str) -> int:
+        """Cut every live call of an account (suspension, fraud block); returns how many."""
+        live = await self.store.live_of_account(account_id)
+        await asyncio.gather(*(self.cutter.cut(rec, KILLED) for rec in live))
+        return len(live)
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        """Live sessions for the admin socket."""
+        return await self.store.all_live()
+
+    async def replay_entry(self, entry: dict[str, Any]) -> None:
+        """One spooled event, back from the spool once Redis answers again."""
+        if entry.get("type") == "usage":
+            await self._account(entry_to_report(entry))
+            return
+        fields = {f"call.{k}": str(v) for k, v in entry.get("call", {}).items()}
+        await self.store.record_orphan(
+            fields | {"source": self.source, "reason": "fail_open_authorize"}
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drive the cutter and the reaper until ``stop`` is set."""
+        await asyncio.gather(
+            self.cutter.run(stop, interval_s=self.cfg.cutter_interval_s),
+            self.reaper.run(stop, interval_s=self.cfg.reaper_interval_s),
+        )
+
+
+def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:
+    return dataclasses.replace(rec, **changes)
+
+
+def build_sessions(
+    cfg: Config,
+    *,
+    redis: Redis,
+    ledger: Ledger,
+    clock_ms: Callable[[], int],
+    call_cutter: CallCutter | None = None,
+    source: str = "radius",
+) -> Sessions:
+    """Sessions for a daemon: loads the [rating] plans (a bad file raises TariffLoadError)."""
+    return Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=load_pricer(cfg.rating),
+        cfg=cfg.sessions,
+        clock_ms=clock_ms,
+        data_dir=cfg.data_path,
+        call_cutter=call_cutter,
+        source=source,
+    )
+
+
+def valid_session_id(session_id: str) -> bool:
+    """What the ledger accepts as a session id: 1-256 printable characters."""
+    return 0 < len(session_id) <= MAX_SESSION_ID and session_id.isprintable()

@@ -1,0 +1,240 @@
+"""Shared pieces of the credit-control tests: a real tariff, a real Ledger on a real
+Redis, a movable clock and a recording CallCutter (real asyncio, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chargingd.balance import Ledger, Mode
+from chargingd.ccapi import Authorized, CallInfo, SessionRef, UsageKind, UsageReport
+from chargingd.cdr import CDR, CDR_STREAM
+from chargingd.config import SessionsConfig
+from chargingd.durations import NS_PER_S
+from chargingd.rating import (
+    ANY_SUBJECT,
+    DestinationRate,
+    PlanEntry,
+    PrefixIndex,
+    Rate,
+    RateSlot,
+    RatingActivation,
+    RatingPlan,
+    RatingProfile,
+    TariffPlan,
+)
+from chargingd.sessionrating import Pricer
+from chargingd.sessions import Sessions
+
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+EUR = 1_000_000
+BERLIN = "030123456"  # 0.60 EUR/min per second  -> +4930123456
+MUNICH = "089123456"  # 1.20 EUR/min per minute + 0.10 connect fee
+
+
+def make_plan() -> TariffPlan:
+    """A small real tariff: Berlin per second, the rest of Germany per minute."""
+    idx = PrefixIndex()
+    idx.add("4930", "DE_BERLIN")
+    idx.add("49", "DE")
+    per_second = Rate("R_SEC", (RateSlot(0, Decimal("0.60"), 60 * NS_PER_S, NS_PER_S),))
+    per_minute = Rate(
+        "R_MIN",
+        (RateSlot(0, Decimal("1.20"), 60 * NS_PER_S, 60 * NS_PER_S),),
+        connect_fee=Decimal("0.10"),
+    )
+    plan = RatingPlan.build(
+        "RP_RETAIL",
+        [
+            PlanEntry(DestinationRate("DE_BERLIN", per_second)),
+            PlanEntry(DestinationRate("DE", per_minute)),
+        ],
+    )
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    profile = RatingProfile("", "call", ANY_SUBJECT, (RatingActivation(since, plan),))
+    return TariffPlan("retail", idx, [profile], currency="EUR")
+
+
+class Clock:
+    """Injected epoch-ms clock that tests move by hand."""
+
+    def __init__(self, now_ms: int = T0_MS) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, seconds: float) -> int:
+        self.now_ms += int(seconds * 1000)
+        return self.now_ms
+
+
+@dataclass
+class RecordingCutter:
+    """A ccapi.CallCutter that records what it was asked; fails on demand."""
+
+    fail_next: int = 0  # answer False this many times
+    coa: bool = True
+    disconnects: list[tuple[SessionRef, str]] = field(default_factory=list)
+    timeouts: list[tuple[SessionRef, int]] = field(default_factory=list)
+
+    async def disconnect(self, ref: SessionRef, reason: str) -> bool:
+        await asyncio.sleep(0)
+        self.disconnects.append((ref, reason))
+        if self.fail_next:
+            self.fail_next -= 1
+            return False
+        return True
+
+    async def change_timeout(self, ref: SessionRef, session_timeout_s: int) -> bool:
+        await asyncio.sleep(0)
+        self.timeouts.append((ref, session_timeout_s))
+        return self.coa
+
+
+def session_config(**overrides: Any) -> SessionsConfig:
+    values: dict[str, Any] = {"interim_interval_s": 60, "grant_margin_s": 15}
+    values.update(overrides)
+    return SessionsConfig(**values)
+
+
+async def make_ledger(redis: aioredis.Redis, clock: Clock) -> Ledger:
+    ledger = Ledger(redis, clock_ms=clock)
+    await ledger.load_scripts()
+    return ledger
+
+
+def make_sessions(
+    redis: aioredis.Redis,
+    ledger: Ledger,
+    clock: Clock,
+    data_dir: Path,
+    cutter: RecordingCutter | None = None,
+    **cfg: Any,
+) -> Sessions:
+    plan = make_plan()
+    return Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=Pricer({"retail": plan}, default=plan),
+        cfg=session_config(**cfg),
+        clock_ms=clock,
+        data_dir=data_dir,
+        call_cutter=cutter,
+    )
+
+
+async def add_account(
+    ledger: Ledger,
+    account_id: str = "acc1",
+    *,
+    balance_micros: int = 10 * EUR,
+    identities: tuple[str, ...] = ("user:alice",),
+    mode: Mode = Mode.PREPAID,
+    tariff: str = "retail",
+    max_calls: int = 0,
+    currency: str = "EUR",
+) -> None:
+    await ledger.create_account(
+        account_id,
+        mode=mode,
+        currency=currency,
+        balance_micros=balance_micros,
+        tariff=tariff,
+        max_calls=max_calls,
+        identities=identities,
+        who="test",
+    )
+
+
+def call(
+    session_id: str,
+    *,
+    user: str = "alice",
+    called: str = BERLIN,
+    calling: str = "",
+    gateway: str = "10.0.0.1",
+    client: str = "gw1",
+    default_account: str = "",
+    lookup: tuple[str, ...] = ("user", "ani", "default"),
+) -> CallInfo:
+    return CallInfo(
+        session_id=session_id,
+        user_name=user,
+        calling=calling,
+        called=called,
+        gateway=gateway,
+        client=client,
+        default_account=default_account,
+        lookup=lookup,
+    )
+
+
+def usage(info: CallInfo, kind: UsageKind, usage_s: int, event_ms: int, **kw: Any) -> UsageReport:
+    return UsageReport(call=info, kind=kind, usage_s=usage_s, event_ms=event_ms, **kw)
+
+
+async def read_cdrs(redis: aioredis.Redis) -> list[CDR]:
+    entries = await redis.xrange(CDR_STREAM)
+    return [CDR.unpack(fields[b"cdr"]) for _, fields in entries]
+
+
+def call_worker(url: str, worker: int, calls: int, data_dir: str, out: Any) -> None:
+    """One daemon process: its own loop, Ledger and Sessions, ``calls`` calls at once.
+
+    Puts (worker, authorized session ids, refused count, lowest balance seen) on ``out``.
+    """
+    out.put(asyncio.run(_worker_calls(url, worker, calls, Path(data_dir))))
+
+
+async def _worker_calls(
+    url: str, worker: int, calls: int, data_dir: Path
+) -> tuple[int, list[str], int, int]:
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=20)
+    client = aioredis.Redis(connection_pool=pool)
+    clock = Clock()
+    ledger = await make_ledger(client, clock)
+    sessions = make_sessions(client, ledger, clock, data_dir, RecordingCutter())
+    lowest = [10**18]
+    try:
+        results = await asyncio.gather(
+            *(_one_call(sessions, ledger, f"w{worker}-c{i}", i, lowest) for i in range(calls))
+        )
+    finally:
+        await client.aclose()
+    authorized = [sid for sid in results if sid]
+    return worker, authorized, calls - len(authorized), lowest[0]
+
+
+async def _one_call(
+    sessions: Sessions, ledger: Ledger, sid: str, index: int, lowest: list[int]
+) -> str:
+    """A gateway that honours its grants: it stops where the money held for it ends."""
+    info = call(sid, user="shared")
+    answer = await sessions.authorize(info)
+    if not isinstance(answer, Authorized):
+        return ""
+    await sessions.account(usage(info, UsageKind.START, 0, T0_MS))
+    desired_s = 30 + (index * 7) % 120
+    rec = await sessions.store.find(sid)
+    assert rec is not None
+    paid_s = rec.paid_usage_s
+    if desired_s > 60 and paid_s >= 60:
+        interim = usage(info, UsageKind.INTERIM, 60, T0_MS + 60_000)
+        await sessions.account(interim)
+        await sessions.account(interim)  # retransmission
+        rec = await sessions.store.find(sid)
+        assert rec is not None
+        paid_s = rec.paid_usage_s
+    final_s = min(desired_s, paid_s)
+    stop = usage(info, UsageKind.STOP, final_s, T0_MS + final_s * 1000)
+    await asyncio.gather(sessions.account(stop), sessions.account(stop))  # duplicate Stop
+    account = await ledger.get_account("shared")
+    lowest[0] = min(lowest[0], account.balance_micros)
+    return sid
