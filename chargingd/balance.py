@@ -10,7 +10,6 @@ are re-exported here.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -307,13 +306,21 @@ class Ledger:
         who: str,
         why: str,
         currency: str | None = None,
+        allow_debt: bool = False,
     ) -> Account:
-        """Signed adjustment; idempotent on txn_id."""
+        """Signed adjustment; idempotent on txn_id.
+
+        A negative one larger than what is available (balance - holds - floor; floor 0
+        prepaid, -credit_limit postpaid) raises InsufficientCredit unless ``allow_debt``
+        (real usage, e.g. a rerate); nothing changes then.
+        """
         K.check_amount(amount_micros, "adjustment amount")
         if amount_micros == 0:
             raise InvalidRequest("an adjustment must not be zero")
         K.check_text(why, "why", required=True)
-        return await self._money("adjust", account_id, amount_micros, txn_id, who, why, currency)
+        return await self._money(
+            "adjust", account_id, amount_micros, txn_id, who, why, currency, allow_debt
+        )
 
     async def _money(
         self,
@@ -324,6 +331,7 @@ class Ledger:
         who: str,
         why: str,
         currency: str | None,
+        allow_debt: bool = False,
     ) -> Account:
         K.check_account_id(account_id)
         K.check_token(txn_id, "transaction id", 128)
@@ -338,18 +346,9 @@ class Ledger:
             K.leases_key(account_id),
         ]
         args = [kind, amount_micros, currency or "", self.clock_ms(), who, why, txn_id]
-        res = await self._run("topup", keys, [*args, self.audit_max, self.txn_ttl_ms])
-        status = C.s(res[0])
-        if status in ("ok", "replay"):
-            flat, live = json.loads(C.s(res[1]))
-            return C.decode_account(flat, live)
-        if status == "duplicate":
-            raise DuplicateTransaction(f"transaction {txn_id!r} was used for something else")
-        if status == "currency":
-            raise CurrencyMismatch(f"account {account_id!r} is in {C.s(res[1])}, not {currency}")
-        if status == "closed":
-            raise AccountNotActive(f"account {account_id!r} is closed")
-        raise UnknownAccount(f"no account {account_id!r}")
+        args += [self.audit_max, self.txn_ttl_ms, int(allow_debt)]
+        res = await self._run("topup", keys, args)
+        return C.money_result(res, account_id, txn_id, currency, f"{kind} of {amount_micros}")
 
     async def reserve(
         self,

@@ -5,6 +5,7 @@ Kept apart from chargingd.balance so the Ledger class reads as its API.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -13,8 +14,12 @@ from typing import Any
 from chargingd import ledger_keys as K
 from chargingd.ledger_types import (
     Account,
+    AccountNotActive,
     AuditEntry,
     CommitResult,
+    CurrencyMismatch,
+    DuplicateTransaction,
+    InsufficientCredit,
     InvalidRequest,
     Mode,
     Status,
@@ -135,3 +140,27 @@ def check_update_status(status: str, account_id: str) -> None:
         raise InvalidRequest(f"identities of {account_id!r} changed meanwhile; retry")
     if status == "currency_in_use":
         raise InvalidRequest(f"currency of {account_id!r} can change only at zero balance")
+
+
+def money_result(
+    res: Sequence[Any], account_id: str, txn_id: str, currency: str | None, what: str
+) -> Account:
+    """The account after topup.lua, or its refusal as a typed error (nothing changed)."""
+    status = s(res[0])
+    if status in ("ok", "replay"):
+        flat, live = json.loads(s(res[1]))
+        return decode_account(flat, live)
+    if status == "debt":
+        raise InsufficientCredit(
+            f"{what} exceeds what {account_id!r} has available ({int(res[1])});"
+            " allow_debt is needed to leave a debt"
+        )
+    if status == "range":
+        raise InvalidRequest(f"{what} takes {account_id!r} out of the ledger's range")
+    if status == "duplicate":
+        raise DuplicateTransaction(f"transaction {txn_id!r} was used for something else")
+    if status == "currency":
+        raise CurrencyMismatch(f"account {account_id!r} is in {s(res[1])}, not {currency}")
+    if status == "closed":
+        raise AccountNotActive(f"account {account_id!r} is closed")
+    raise UnknownAccount(f"no account {account_id!r}")

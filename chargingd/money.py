@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 MICROS_PER_UNIT = 1_000_000
 _MAX_DECIMALS = 6
+# Beyond any real amount, and small enough that Decimal's 28 digits keep it exact.
+MAX_ABS_UNITS = 10**15
+# Plain ASCII decimal, optional short exponent ("1e3" is exact); no "_", no
+# non-ASCII digits (Decimal accepts both), no hex, no NaN/Infinity.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
 class AmountError(ValueError):
@@ -19,12 +25,16 @@ def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> i
     """
     if isinstance(text, (bool, float)):
         raise AmountError(f"amount must be a decimal string, not {type(text).__name__}")
+    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
+        raise AmountError(f"not a decimal amount: {text!r}")
     try:
         value = Decimal(text.strip()) if isinstance(text, str) else Decimal(text)
-    except (InvalidOperation, ValueError):
+    except (ArithmeticError, ValueError):
         raise AmountError(f"not a decimal amount: {text!r}") from None
     if not value.is_finite():
         raise AmountError(f"not a finite amount: {text!r}")
+    if abs(value) >= MAX_ABS_UNITS:
+        raise AmountError(f"amount {text!r} is out of range (below {MAX_ABS_UNITS:.0e} units)")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     if exponent < -_MAX_DECIMALS and value != value.quantize(Decimal(1).scaleb(-_MAX_DECIMALS)):

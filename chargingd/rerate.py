@@ -302,6 +302,7 @@ async def post_pending(db: BillingDB, ledger: Ledger, *, who: str) -> list[Adjus
             who=who,
             why=why,
             currency=adj.currency,
+            allow_debt=True,  # re-rated real usage: may leave a debt like a commit does
         )
 
         async def mark(conn: Conn, txn_id: str = adj.txn_id) -> None:

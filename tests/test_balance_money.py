@@ -138,7 +138,7 @@ async def test_adjust_below_floor_suspends_postpaid_and_topup_reactivates(ledger
 
 
 async def test_topup_not_reaching_above_floor_keeps_suspension(ledger: Ledger) -> None:
-    await ledger.adjust("post", -1_500, txn_id="a1", who="op", why="x")
+    await ledger.adjust("post", -1_500, txn_id="a1", who="op", why="x", allow_debt=True)
     acc = await ledger.topup("post", 500, txn_id="t1", who="shop")
     assert (acc.balance_micros, acc.status) == (-1_000, Status.SUSPENDED)
 

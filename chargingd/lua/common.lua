@@ -3,6 +3,8 @@
 -- always written with %d, because tostring() switches to exponent form above 1e14.
 local function s(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) or 0 end return 0 end
+-- Largest balance / lifetime total a top-up or adjustment may produce (4e15 < 2^53).
+local RANGE = 4000000000000000
 
 -- Account fields every before/after snapshot carries.
 local SNAP = {'balance', 'reserved', 'status', 'status_reason'}

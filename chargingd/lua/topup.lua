@@ -3,12 +3,15 @@
 -- KEYS[3] audit stream   KEYS[4] leases zset
 -- ARGV[1] kind topup|adjust  ARGV[2] amount micros  ARGV[3] currency or ''  ARGV[4] now ms
 -- ARGV[5] who  ARGV[6] why  ARGV[7] txn id  ARGV[8] audit max entries  ARGV[9] txn ttl ms
+-- ARGV[10] allow_debt 0|1: a negative adjustment may take more than is available
+-- (balance - live holds - floor; floor 0 prepaid, -credit_limit postpaid) only with it:
+-- holds stay backed, and a debt comes from real usage only.
 -- Returns {'ok'|'replay', result json} | {'unknown'} | {'duplicate'} | {'currency', cur}
---       | {'closed'}
+--       | {'closed'} | {'debt', available} | {'range'}
 local acct, txn, stream, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local kind, amount, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance',
-                     'credit_limit', 'currency', 'topups', 'debits')
+                     'credit_limit', 'currency', 'topups', 'debits', 'reserved')
 if not a[1] then return {'unknown'} end
 local prev = redis.call('HMGET', txn, 'kind', 'amount', 'result')
 if prev[1] then
@@ -18,11 +21,20 @@ end
 if ARGV[3] ~= '' and ARGV[3] ~= a[6] then return {'currency', a[6]} end
 if a[2] == 'closed' then return {'closed'} end
 
-local before = snapshot(acct)
 local balance = num(a[4]) + amount
-local status, reason = credit_rule(a[1], a[2], a[3], balance, num(a[5]))
+local floor = 0
+if a[1] == 'postpaid' then floor = -num(a[5]) end
+local available = num(a[4]) - num(a[9]) - floor
+if amount < 0 and -amount > available and ARGV[10] ~= '1' then
+  if available < 0 then available = 0 end
+  return {'debt', available}
+end
 local topups, debits = num(a[7]), num(a[8])
 if amount > 0 then topups = topups + amount else debits = debits - amount end
+-- Lua numbers are doubles: keep balance and lifetime totals exact (well below 2^53).
+if math.abs(balance) > RANGE or topups > RANGE or debits > RANGE then return {'range'} end
+local before = snapshot(acct)
+local status, reason = credit_rule(a[1], a[2], a[3], balance, num(a[5]))
 redis.call('HSET', acct, 'balance', s(balance), 'topups', s(topups), 'debits', s(debits),
            'status', status, 'status_reason', reason, 'updated_ms', s(now))
 audit(stream, ARGV[8], now, ARGV[5], kind, ARGV[6], before, snapshot(acct),
