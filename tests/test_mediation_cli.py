@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from chargingd.balance import Ledger, Mode
 from chargingd.billingdb import BillingDB
 from chargingd.cli import main
+from chargingd.mediation.cli import EXIT_REJECTS
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
 from chargingd.mediation.sources import SourceConfig
@@ -51,11 +52,11 @@ def test_mediate_command_twice(
     cdr_file = tmp_path / "Master.csv"
     cdr_file.write_bytes((FIXTURES / "asterisk_Master.csv").read_bytes())
     argv = ["mediate", str(cdr_file), "--source", "pbx1", "--config", str(config), "--quiet"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # EXIT_REJECTS: the run completed, 4 rows were rejected
     out = capsys.readouterr().out
     assert "read 9, stored 5, duplicates 0, rejected 4, unanswered 2" in out
     assert f"4 rejected -> {cdr_file}.rejects.csv" in out
-    assert main([*argv, "--rejects", str(tmp_path / "rej")]) == 0
+    assert main([*argv, "--rejects", str(tmp_path / "rej")]) == 1
     out = capsys.readouterr().out
     assert "read 9, stored 0, duplicates 5, rejected 4, unanswered 2" in out
     assert (tmp_path / "rej" / "Master.csv.rejects.csv").exists()
@@ -77,8 +78,29 @@ def test_dry_run_stores_nothing(
     argv = ["mediate", str(FIXTURES / "asterisk_Master.csv"), "--source", "pbx1"]
     rejects = tmp_path / "rej"
     argv += ["--config", str(config), "--dry-run", "--quiet", "--rejects", str(rejects)]
-    assert main(argv) == 0
+    assert main(argv) == 1  # the fixture holds 4 bad rows
     assert "dry run: read 9, stored 5, duplicates 0" in capsys.readouterr().out
+
+
+def test_exit_status_tells_rejects_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0: every row stored; 1 (EXIT_REJECTS): the run completed with rejected rows."""
+    config = write_config(tmp_path, "postgresql://127.0.0.1:1/none")  # dry run: never opened
+    good = tmp_path / "good.csv"
+    bad = tmp_path / "bad.csv"
+    rows = (FIXTURES / "asterisk_Master.csv").read_text().splitlines(keepends=True)
+    good_rows = [r for r in rows if r.count(",") >= 15 and "ANSWERED" in r][:1]
+    assert good_rows
+    good.write_text("".join(good_rows))
+    bad.write_text("".join(good_rows) + "not,a,cdr\n")
+    argv = ["--source", "pbx1", "--config", str(config), "--dry-run", "--quiet"]
+    argv += ["--rejects", str(tmp_path / "rej")]
+    assert main(["mediate", str(good), *argv]) == 0
+    assert "rejected 0" in capsys.readouterr().out
+    assert main(["mediate", str(bad), *argv]) == EXIT_REJECTS == 1
+    assert "stored 1, duplicates 0, rejected 1" in capsys.readouterr().out
+    assert main(["mediate", str(good), str(bad), *argv]) == 1  # any file with rejects
 
 
 @pytest.mark.parametrize(
@@ -185,7 +207,7 @@ tenant = "chargingd.test"
     )
     argv = ["mediate", str(FIXTURES / "kamailio_acc.log"), "--source", "sbc"]
     argv += ["--config", str(config), "--dry-run", "--quiet", "--rejects", str(tmp_path)]
-    assert main(argv) == 0
+    assert main(argv) == 1
     assert "read 7, stored 1, duplicates 0, rejected 6, unanswered 0" in capsys.readouterr().out
     rejects = (tmp_path / "kamailio_acc.log.rejects.csv").read_text()
     assert "no account with identity ani:+4930222333" in rejects

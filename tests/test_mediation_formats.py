@@ -195,6 +195,27 @@ def test_kamailio_syslog_pairs_invite_and_bye() -> None:
     }
 
 
+def test_kamailio_failed_reinvite_is_not_a_second_call() -> None:
+    """A 491 re-INVITE of an open dialog is logged as "call missed" (with failed-
+    transaction accounting on in-dialog requests); it must not become an unanswered
+    call with the same Call-ID, which would make the real call a duplicate."""
+    head = "Jul  1 08:00:07 sbc kamailio[1]: NOTICE: acc: ACC: "
+    tail = "src_user=493012345678;dst_user=498912345678"
+    lines = [
+        f"{head}transaction answered: timestamp=1782892807;method=INVITE;from_tag=a;"
+        f"to_tag=b;call_id=re1;code=200;reason=OK;{tail}\n",
+        f"{head}call missed: timestamp=1782892867;method=INVITE;from_tag=b;"
+        f"to_tag=a;call_id=re1;code=491;reason=Request Pending;{tail}\n",
+        f"{head}transaction answered: timestamp=1782892927;method=BYE;from_tag=a;"
+        f"to_tag=b;call_id=re1;code=200;reason=OK;{tail}\n",
+    ]
+    items = list(normalised(lines, "sbc", SourceConfig(format="kamailio")))
+    assert [(n, type(i).__name__) for n, i in items] == [(1, "Call")]
+    call = items[0][1]
+    assert isinstance(call, Call)
+    assert (call.status, call.duration_s, call.cause) == ("normal", 120, 16)
+
+
 def test_kamailio_acc_table_rows() -> None:
     source = de(format="kamailio_db")
     calls, rejects = mediate("kamailio_acc_db.csv", source)

@@ -59,6 +59,37 @@ def test_bad_numbers(raw: str, reason: str) -> None:
         Normaliser("s", SourceConfig(default_country="DE")).number(raw, "callee")
 
 
+@pytest.mark.parametrize(
+    ("rule", "raw", "caller", "caller_raw"),
+    [
+        ("fixed", "anonymous", "", None),
+        ("fixed", "sip:Anonymous@anonymous.invalid", "", None),  # RFC 3323 §4.1.1.3
+        ("accountcode", "0000000000", "", None),  # FreeSWITCH's default caller id
+        ("fixed", "1001", "", "1001"),  # a PBX extension: kept, the call is billable
+        ("accountcode", "Reception", "", "Reception"),
+        ("fixed", "03012345678", "+493012345678", None),
+        ("ani", "anonymous", "", None),  # no caller: Payers rejects it (nobody to charge)
+    ],
+)
+def test_withheld_or_internal_caller_keeps_the_call(
+    rule: str, raw: str, caller: str, caller_raw: str | None
+) -> None:
+    source = SourceConfig(default_country="DE", account_rule=rule, account="acme")
+    call = Normaliser("s", source).call(
+        RawCall(call_id="c", caller=raw, callee="0891234567", start=1000, answer=2000, end=9000)
+    )
+    assert call.caller == caller
+    assert call.extra.get("caller_raw") == caller_raw
+    assert call.callee == "+49891234567" and call.duration_s == 7
+
+
+def test_ani_rule_rejects_a_caller_that_is_no_number() -> None:
+    source = SourceConfig(default_country="DE", account_rule="ani")
+    raw = RawCall(call_id="c", caller="1001", callee="0891234567", start=1, answer=2, end=9)
+    with pytest.raises(RowError, match=r"caller '1001' is not a possible E\.164 number"):
+        Normaliser("s", source).call(raw)
+
+
 def test_national_number_needs_a_country() -> None:
     with pytest.raises(RowError, match="no default_country"):
         Normaliser("s", SourceConfig()).number("03012345678", "caller")
@@ -166,6 +197,14 @@ def test_sources_table_in_config() -> None:
         ({"format": "csv", "mapping": {"callee": 1, "end": 2, "who": 3}}, "unknown fields"),
         ({"cause_map": {"BUSY": "17"}}, "cause_map.BUSY must be int"),
         ({"radius_cause_radix": 8}, "radix must be 10 or 16"),
+        (
+            {"format": "freeswitch", "fields": ["caller_id_number", "destination_number"]},
+            "fields (a custom template) needs one of uuid, call_uuid",
+        ),
+        (
+            {"format": "freeswitch", "fields": ["uuid", "destination_number", "start_stamp"]},
+            "needs one of end_stamp, end_epoch, end_uepoch",
+        ),
     ],
 )
 def test_bad_source_config_names_the_key(table: dict[str, object], message: str) -> None:

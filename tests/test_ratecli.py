@@ -114,3 +114,29 @@ def test_rounding_decimals_flag_sets_cgrates_span_rounding(
     # At 2 decimals one second costs 0.1/60 = 0.0017 -> 0.00: the per-second part is free.
     code, body = _run(capsys, "rate", *args, "--rounding-decimals", "2")
     assert code == 0 and body["cost"] == "0.6000"
+
+
+def test_readme_examples_run_as_written(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Price a call without a daemon": each command, run from the repository
+    root exactly as written, succeeds and prints the value its trailing comment says."""
+    import re
+    import shlex
+
+    root = Path(__file__).parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = text.split("Price a call without a daemon", 1)[1].split("```sh", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    monkeypatch.chdir(root)
+    for line in commands:
+        command, _, comment = line.partition("#")
+        argv = shlex.split(command)
+        assert argv[0] == ".venv/bin/chargingd"
+        code, body = _run(capsys, *argv[1:])
+        assert code == 0, body
+        expected = re.fullmatch(r'\s*"(\w+)": "([^"]*)"\s*', comment)
+        assert expected is not None, comment
+        assert body[expected[1]] == expected[2]

@@ -28,7 +28,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    """Run the mediation; 0 when every file was read, 2 on a usage or config error."""
+    """Run the mediation: 0 all rows stored, 1 some rejected, 2 usage or config error."""
     import asyncio
 
     from chargingd.mediation.cli import main

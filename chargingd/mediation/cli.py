@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
 
+EXIT_REJECTS = 1  # the run completed, but some rows went to a rejects file
+
+
 async def main(args: argparse.Namespace) -> int:
-    """Mediate args.files for args.source; print the summary; exit code."""
+    """Mediate args.files for args.source; print the summary; exit code (0, 1, 2)."""
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -56,7 +59,8 @@ async def main(args: argparse.Namespace) -> int:
                 print(f"{path}: {summary.rejected} rejected -> {summary.reject_file}")
     prefix = "dry run: " if args.dry_run else ""
     print(f"{prefix}{total.line()}")
-    return 0
+    # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
+    return EXIT_REJECTS if total.rejected else 0
 
 
 def needs_ledger(source: SourceConfig) -> bool:

@@ -22,6 +22,11 @@ _SEPARATORS = re.compile(r"[\s\-./()]")
 _NUMBER_CACHE_MAX = 500_000
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+# Caller IDs switches log for a withheld or missing CLI (RFC 3323 "anonymous" URIs,
+# FreeSWITCH's 0000000000 default): the call has no caller number.
+WITHHELD_CALLERS = frozenset(
+    ("anonymous", "restricted", "private", "unknown", "unavailable", "withheld", "0000000000")
+)
 
 
 @dataclass(slots=True)
@@ -90,7 +95,7 @@ class Normaliser:
         return Call(
             source=self.name,
             call_id=raw.call_id,
-            caller=self.number(raw.caller, "caller") if raw.caller else "",
+            caller=self.caller(raw),
             callee=self.number(raw.callee, "callee"),
             start_ms=start_ms,
             answer_ms=answer_ms,
@@ -102,6 +107,20 @@ class Normaliser:
             status="normal" if answer_ms else "unanswered",
             extra=raw.extra,
         )
+
+    def caller(self, raw: RawCall) -> str:
+        """E.164 caller, "" when withheld. Under the ``ani`` rule the caller is who pays,
+        so a caller that is no number is a reject; otherwise (a PBX extension, a name)
+        the call is kept and the switch's text goes to extra ``caller_raw``."""
+        if not raw.caller or strip_uri(raw.caller).lower() in WITHHELD_CALLERS:
+            return ""
+        try:
+            return self.number(raw.caller, "caller")
+        except RowError:
+            if self.source.account_rule == "ani":
+                raise
+            raw.extra["caller_raw"] = raw.caller
+            return ""
 
     @staticmethod
     def _talk_s(raw: RawCall, answer_ms: int, end_ms: int) -> int:

@@ -95,7 +95,17 @@ class SourceConfig:
             raise ValueError("radius_cause_radix must be 10 or 16")
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be one character")
+        self._validate_fields()
         self._validate_mapping()
+
+    def _validate_fields(self) -> None:
+        """A custom FreeSWITCH template must name a call id, a callee and an end time
+        (without them every row would be rejected at run time)."""
+        if self.format != "freeswitch" or not self.fields:
+            return
+        for needed in _FREESWITCH_NEEDS:
+            if not set(needed) & set(self.fields):
+                raise ValueError(f"fields (a custom template) needs one of {', '.join(needed)}")
 
     def _validate_mapping(self) -> None:
         unknown = sorted(set(self.mapping) - set(MAPPABLE))
@@ -107,6 +117,13 @@ class SourceConfig:
                 raise ValueError(f"format 'csv' needs mapping for {', '.join(missing)}")
             if not self.header and any(isinstance(v, str) for v in self.mapping.values()):
                 raise ValueError("header = false needs column indexes in mapping")
+
+
+_FREESWITCH_NEEDS = (
+    ("uuid", "call_uuid"),
+    ("destination_number",),
+    ("end_stamp", "end_epoch", "end_uepoch"),
+)
 
 
 @dataclass(frozen=True)

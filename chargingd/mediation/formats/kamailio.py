@@ -55,10 +55,12 @@ class _Pairer:
 
     def feed(self, ev: _Event) -> Iterator[Parsed]:
         if ev.method == "INVITE":
-            if ev.code >= 300:
+            if ev.call_id in self.open:
+                # A re-INVITE within the open dialog (RFC 3261 §14), answered or failed
+                # (491, 488: the dialog lives on, §14.1): part of the same call.
+                pass
+            elif ev.code >= 300:
                 yield ev.line_no, _call(ev, None)
-            elif ev.call_id in self.open:
-                pass  # a re-INVITE within the open dialog (RFC 3261 §14): same call
             else:
                 self.open[ev.call_id] = ev
         elif ev.method == "BYE":
