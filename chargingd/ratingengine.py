@@ -176,6 +176,13 @@ class Engine:
                 dest: tuple(self._entry(e, compiled) for e in entries)
                 for dest, entries in plan.entries.items()
             }
+        # Destinations (their bindings in a plan) with an always-active binding.
+        self.always_bound = {
+            id(bound)
+            for dests in self.plans.values()
+            for bound in dests.values()
+            if any(e.period.always for e in bound)
+        }
         self._day_cache: dict[tuple[int, date], tuple[list[int], list[_Entry | None]]] = {}
         self._last_day: tuple[date, int, int] = (date(1970, 1, 1), 0, 0)
         # Profile activation times (epoch ns): a call crossing one is re-resolved there.
@@ -219,9 +226,26 @@ class Engine:
     # -- resolution ---------------------------------------------------------------
 
     def resolve(
-        self, tenant: str, category: str, subject: str, number: str, when: datetime
+        self,
+        tenant: str,
+        category: str,
+        subject: str,
+        number: str,
+        when: datetime,
+        call_start_ns: int | None = None,
+        when_ns: int | None = None,
     ) -> _Match:
-        """Profile -> activation -> plan -> longest matching destination, with fallbacks."""
+        """Profile -> activation -> plan -> longest matching destination, with fallbacks.
+
+        A destination counts only if one of its timings is active when checked: at
+        `when` (`when_ns`: the same instant in epoch ns, if known), or (CGRateS) at
+        `call_start_ns` for the subject's own profile.
+        """
+        if when_ns is None:
+            when_ns = epoch_ns(when)
+        own_ns = when_ns
+        if call_start_ns is not None and self.mode is PricingMode.CGRATES:
+            own_ns = call_start_ns  # ratingprofile.go checks cd.TimeStart for each activation
         queue, seen, any_profile = [subject], set(), False
         index = 0
         while index < len(queue) or ANY_SUBJECT not in seen:
@@ -236,8 +260,11 @@ class Engine:
             activation = profile.active_at(when) if profile else None
             if activation is None:
                 continue
+            direct = index == 1 or not any_profile  # not reached through a fallback
             any_profile = True
-            found = self._match_plan(activation.plan, number, candidate)
+            found = self._match_plan(
+                activation.plan, number, candidate, own_ns if direct else when_ns
+            )
             if found is not None:
                 return found
             queue.extend(activation.fallback_subjects)
@@ -245,20 +272,45 @@ class Engine:
             raise UnknownSubject(f"no rating profile for {tenant}/{category}/{subject} at {when}")
         raise UnknownDestination(f"no rate for destination {number!r} (subject {subject})")
 
-    def _match_plan(self, plan: RatingPlan, number: str, subject: str) -> _Match | None:
+    def _match_plan(self, plan: RatingPlan, number: str, subject: str, at_ns: int) -> _Match | None:
+        """The plan's destination for number: longest prefix, active timing, then *any.
+
+        CGRateS (engine/ratingprofile.go GetRatingPlansForPrefix): per prefix, longest
+        first, of the destinations bound in the plan only those with a timing active at
+        the check instant count; of these the highest weight (RateIntervalList.GetWeight:
+        the max over ALL its bindings, floored at 0) wins, ties the first. None active:
+        the next shorter prefix, then *any (not time-checked).
+        """
         entries = self.plans[id(plan)]
-        hit = self.tariff.destinations.longest_in(number, entries)
-        if hit is not None:
-            prefix, found = hit
-            # CGRateS (ratingprofile.go): of the destinations sharing the longest
-            # prefix, the one whose bindings weigh most; ties: the first defined.
-            dest_id = found[0]
-            if len(found) > 1:
-                dest_id = max(found, key=lambda d: max(e.weight for e in entries[d]))
-            return _Match(plan, dest_id, prefix, subject, entries[dest_id])
+        for prefix, ids in self.tariff.destinations.matches(number):
+            best: str | None = None
+            best_weight = 0.0
+            for dest_id in ids:
+                bound = entries.get(dest_id)
+                if bound is None or not self._active(bound, at_ns):
+                    continue
+                weight = self._dest_weight(bound)
+                if best is None or weight > best_weight:
+                    best, best_weight = dest_id, weight
+            if best is not None:
+                return _Match(plan, best, prefix, subject, entries[best])
         if ANY_DESTINATION in entries:
             return _Match(plan, ANY_DESTINATION, "", subject, entries[ANY_DESTINATION])
         return None
+
+    def _dest_weight(self, bound: tuple[_Entry, ...]) -> float:
+        """A destination's weight in a plan: its heaviest binding (CGRateS: at least 0)."""
+        weight = max(e.weight for e in bound)
+        return max(weight, 0.0) if self.mode is PricingMode.CGRATES else weight
+
+    def _active(self, bound: tuple[_Entry, ...], at_ns: int) -> bool:
+        """Whether one of the bindings' periods covers the instant (RITiming.IsActiveAt)."""
+        if id(bound) in self.always_bound:
+            return True
+        day, first_ns, _ = self._local_day(at_ns)
+        ends, winners = self._segments(bound, day, first_ns)
+        index = min(bisect.bisect_right(ends, at_ns), len(ends) - 1)
+        return winners[index] is not None
 
     # -- periods --------------------------------------------------------------------
 
@@ -325,7 +377,7 @@ class Engine:
         start_ns: int,
         target_ns: int | None,
         limit_ns: int,
-        rematch: Callable[[int], _Match | None] | None = None,
+        rematch: Callable[[int, int], _Match | None] | None = None,
     ) -> Iterator[_Piece]:
         """Yield the spans of a call from start_ns; target None walks until limit_ns.
 
@@ -339,7 +391,7 @@ class Engine:
             now = start_ns + offset
             while switch < len(self.switches) and self.switches[switch] <= now:
                 switch += 1
-                found = rematch(now) if rematch is not None else None
+                found = rematch(now, start_ns) if rematch is not None else None
                 match = found or match
             entry, boundary = self.at(match.entries, now)
             if switch < len(self.switches):
@@ -356,13 +408,13 @@ class Engine:
 
     def rematcher(
         self, tenant: str, category: str, subject: str, number: str
-    ) -> Callable[[int], _Match | None]:
-        """Resolution at a later instant of the call; None (keep the plan) if it fails."""
+    ) -> Callable[[int, int], _Match | None]:
+        """Resolution at a later instant of a call started at start_ns; None: keep the plan."""
 
-        def rematch(at_ns: int) -> _Match | None:
+        def rematch(at_ns: int, start_ns: int) -> _Match | None:
             when = _EPOCH + timedelta(microseconds=at_ns // 1000)
             try:
-                return self.resolve(tenant, category, subject, number, when)
+                return self.resolve(tenant, category, subject, number, when, start_ns, at_ns)
             except RatingError:
                 return None
 

@@ -42,7 +42,7 @@ def price_call(
     if usage_ns < 0:
         raise InvalidUsage(f"usage must not be negative: {usage_ns}")
     start_ns = epoch_ns(start)
-    match = engine.resolve(tenant, category, subject, number, start)
+    match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
     common = {
         "destination_id": match.destination_id,
         "plan_id": match.plan.id,
@@ -132,7 +132,7 @@ def max_usage(
 ) -> int:
     """The longest usage whose price is at most amount_micros, walking increments."""
     start_ns = epoch_ns(start)
-    match = engine.resolve(tenant, category, subject, number, start)
+    match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
     if limit_ns <= 0 or amount_micros < 0:
         return 0
     first, _ = engine.at(match.entries, start_ns)

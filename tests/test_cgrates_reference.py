@@ -353,6 +353,16 @@ def test_tutorial2_plan() -> None:
     assert cost("1002", "voicemail", monday, 60) == 0
     # RPF_SPECIAL_BLC, RT_10C_CN: connect fee 0.1, rate 0 with RateUnit "0" (read as 1s)
     assert cost("RPF_SPECIAL_BLC", "1002", monday, 300) == 100_000
+    # 2010: prefix 20 is DST_20 (DR_20_60C, NEW_YEAR only, weight 20) and DST_2030
+    # (DR_2030_120C, *any, weight 10). CGRateS skips destinations with no timing active
+    # at the call start (ratingprofile.go GetRatingPlansForPrefix, timeChecker):
+    # 2024-01-08 -> DST_2030, RT_120C 60s: 0.2 + 1.2 = 1.4
+    assert cost("1001", "2010", _t(2024, 1, 8, 10, 0), 60) == 1_400_000
+    # New Year's Day -> DST_20, RT_60C: 0.1 + 60 * 0.01 = 0.7
+    assert cost("1001", "2010", _t(2024, 1, 1, 10, 0), 60) == 700_000
+    # from 23:59 on Dec 31 into New Year's Day: DST_2030 for the whole call (no
+    # re-match): 0.2 + 1.2 (first 1m increment) + 60s * 0.02 = 2.6
+    assert cost("1001", "2010", _t(2023, 12, 31, 23, 59), 120) == 2_600_000
 
     def units(category: str, dest: str, usage: int) -> int:
         return plan.rate(
