@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from chargingd import balance
+from chargingd import adminsessions, balance
 from chargingd.balance import Account, AuditEntry, Ledger, LedgerError, Mode, Status
 from chargingd.money import AmountError, format_amount, parse_amount
 
@@ -45,7 +45,9 @@ REDIS_UNAVAILABLE = -32010
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 _HISTORY_MAX = 1000
-_READ_ONLY = frozenset({"account.get", "account.list", "account.history", "server.status"})
+_READ_ONLY = frozenset(
+    {"account.get", "account.list", "account.history", "server.status", "session.list"}
+)
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -176,6 +178,13 @@ class Params:
             raise RpcError(INVALID_PARAMS, f"{name} must be between {lo} and {hi}")
         return value
 
+    def flag(self, name: str) -> bool:
+        """An optional JSON boolean, false when absent."""
+        value = self.raw.get(name, False)
+        if not isinstance(value, bool):
+            raise RpcError(INVALID_PARAMS, f"{name} must be true or false")
+        return value
+
     def amount(self, name: str, default: str | None = None, *, negative: bool = False) -> int:
         """A decimal string in micro-units; floats are refused (0.1 is not exact)."""
         value = self.raw.get(name, default)
@@ -243,20 +252,31 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     ),
     "account.list": ("account_list", frozenset({"cursor", "count"})),
     "account.topup": ("account_topup", _WRITE | {"id", "amount", "txn_id", "currency"}),
-    "account.adjust": ("account_adjust", _WRITE | {"id", "amount", "txn_id", "currency"}),
+    "account.adjust": (
+        "account_adjust",
+        _WRITE | {"id", "amount", "txn_id", "currency", "allow_debt"},
+    ),
     "account.suspend": ("account_suspend", _WRITE | {"id"}),
     "account.resume": ("account_resume", _WRITE | {"id"}),
     "account.history": ("account_history", frozenset({"id", "count", "before"})),
     "server.status": ("server_status", frozenset()),
+    "session.list": ("session_list", frozenset({"account"})),
+    "session.kill": ("session_kill", _WRITE | {"id"}),
 }
 
 
 class AdminMethods:
     """The method handlers; ``dispatch`` is the error boundary of one request."""
 
-    def __init__(self, ledger: Ledger, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        status: StatusProvider,
+        sessions: adminsessions.SessionOps | None = None,
+    ) -> None:
         self.ledger = ledger
         self.status = status
+        self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
 
     async def dispatch(self, request: Any, peer: Peer) -> dict[str, Any] | None:
         """Validate and run one request object; always an outcome, never an exception."""
@@ -366,6 +386,7 @@ class AdminMethods:
             why=p.text("reason", ""),
             currency=p.currency() if p.has("currency") else None,
         )
+        await self.sessions.after_topup(account_id)
         return render_account(acc)
 
     async def account_adjust(self, p: Params, who: str) -> Any:
@@ -382,14 +403,17 @@ class AdminMethods:
             who=who,
             why=reason,
             currency=p.currency() if p.has("currency") else None,
+            allow_debt=p.flag("allow_debt"),
         )
+        if amount > 0:
+            await self.sessions.after_topup(account_id)
         return render_account(acc)
 
     async def account_suspend(self, p: Params, who: str) -> Any:
         account_id, why = p.ident(), p.text("reason", "")
-        return render_account(
-            await self.ledger.set_status(account_id, Status.SUSPENDED, who=who, why=why)
-        )
+        acc = await self.ledger.set_status(account_id, Status.SUSPENDED, who=who, why=why)
+        self.sessions.after_block(account_id)  # Disconnect-Requests, in the background
+        return render_account(acc)
 
     async def account_resume(self, p: Params, who: str) -> Any:
         account_id, why = p.ident(), p.text("reason", "")
@@ -410,6 +434,24 @@ class AdminMethods:
 
     async def server_status(self, p: Params, who: str) -> Any:
         return await self.status()
+
+    # -- sessions (adminsessions.py) ----------------------------------------------------
+    def _sessions(self) -> adminsessions.SessionOps:
+        if self.sessions.sessions is None:
+            raise RpcError(INVALID_REQUEST, "no sessions here: [radius] enabled = false")
+        return self.sessions.sessions
+
+    async def session_list(self, p: Params, who: str) -> Any:
+        account_id = p.ident("account") if p.has("account") else None
+        return await self.sessions.list_live(self._sessions(), account_id)
+
+    async def session_kill(self, p: Params, who: str) -> Any:
+        session_id = p.text("id")
+        result = await self.sessions.kill(self._sessions(), session_id)
+        if result is None:
+            raise RpcError(INVALID_PARAMS, f"no live session {session_id!r}")
+        log.info("session %s killed by %s: %s", session_id, who, result)
+        return result
 
 
 def _log_outcome(request: Any, peer: Peer, response: dict[str, Any], elapsed_s: float) -> None:

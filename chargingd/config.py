@@ -307,6 +307,8 @@ class RadiusClientConfig:
 
 @dataclass(frozen=True)
 class RadiusConfig:
+    # Run the RADIUS frontend and the session loops (cutter, reaper) in `chargingd serve`.
+    enabled: bool = True
     bind: str = "0.0.0.0"
     auth_port: int = 1812
     acct_port: int = 1813

@@ -110,6 +110,8 @@ def req_adjust(args: argparse.Namespace) -> Request:
     params: dict[str, Any] = {"id": args.id, "amount": amount, "txn_id": _txn_id(args)}
     if args.currency:
         params["currency"] = args.currency
+    if args.allow_debt:
+        params["allow_debt"] = True
     return "account.adjust", _with_common(args, params)
 
 
@@ -130,6 +132,25 @@ def req_history(args: argparse.Namespace) -> Request:
 
 def req_status(args: argparse.Namespace) -> Request:
     return "server.status", {}
+
+
+def req_session_list(args: argparse.Namespace) -> Request:
+    return "session.list", ({"account": args.account} if args.account else {})
+
+
+def req_session_kill(args: argparse.Namespace) -> Request:
+    return "session.kill", _with_common(args, {"id": args.session_id})
+
+
+def _session_parsers(session: argparse.ArgumentParser) -> None:
+    sub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    p = sub.add_parser("list", help="live calls")
+    p.add_argument("--account", help="only this account's calls")
+    p.set_defaults(build=req_session_list)
+    p = sub.add_parser("kill", help="cut a call now (Disconnect-Request to its gateway)")
+    p.add_argument("session_id")
+    p.add_argument("--reason", help="why, for the log")
+    p.set_defaults(build=req_session_kill)
 
 
 def _account_options(p: argparse.ArgumentParser, *, create: bool) -> None:
@@ -170,6 +191,12 @@ def _account_parsers(account: argparse.ArgumentParser) -> None:
         p.add_argument("--txn-id", help="transaction id; default: a new one, printed")
         p.add_argument("--reason", required=action == "adjust", help="why, for the audit trail")
         p.add_argument("--currency", help="refuse unless the account has this currency")
+        if action == "adjust":
+            p.add_argument(
+                "--allow-debt",
+                action="store_true",
+                help="let a negative adjustment exceed what is available (leaves a debt)",
+            )
         p.set_defaults(build=build)
     for action, build, help_text in (
         ("suspend", req_suspend, "refuse new calls"),
@@ -197,6 +224,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     _account_parsers(sub.add_parser("account", help="accounts and money"))
     p = sub.add_parser("status", help="uptime, counters, Redis summary")
     p.set_defaults(build=req_status)
+    _session_parsers(sub.add_parser("session", help="live calls"))
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

@@ -114,13 +114,44 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
     for comp, counters in sorted((status.get("components") or {}).items()):
         text = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
         table.add_row(comp, text)
+    for proc in (status.get("radius") or {}).get("processes", []):
+        front = proc.get("frontend", {})
+        text = ", ".join(f"{k}={front.get(k, 0)}" for k in ("received", "accepted", "accounted"))
+        table.add_row(f"radius {proc.get('role', '')} pid {proc.get('pid', '')}", text)
     console.print(table)
+
+
+def render_sessions(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title="live sessions")
+    for col in ("session", "account", "caller", "callee", "since", "usage_s", "debited", "cut"):
+        table.add_column(col)
+    for s in result.get("sessions", []):
+        table.add_row(
+            s["session_id"],
+            s["account"],
+            s["caller"],
+            s["callee"],
+            _ts(s.get("answer_ms") or s.get("auth_ms")),
+            str(s["usage_s"]),
+            s["debited"],
+            s["cut_reason"],
+        )
+    console.print(table)
+
+
+def render_kill(console: Console, result: dict[str, Any]) -> None:
+    if result.get("disconnected"):
+        console.print(f"session {result['session_id']}: disconnected")
+    else:
+        console.print(f"session {result['session_id']}: gateway did not confirm; retrying")
 
 
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {
     "account.list": render_list,
     "account.history": render_history,
     "server.status": render_status,
+    "session.list": render_sessions,
+    "session.kill": render_kill,
     **{
         f"account.{m}": render_account
         for m in ("get", "create", "update", "topup", "adjust", "suspend", "resume")

@@ -16,8 +16,8 @@ import logging
 import signal
 import sys
 import urllib.parse
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import uvloop
@@ -31,6 +31,7 @@ from chargingd.demo import create_demo_accounts
 from chargingd.logsetup import setup_logging
 from chargingd.redisconn import EmbeddedRedis, RedisClient, connect, wait_ready
 from chargingd.status import ComponentStats, StatusRegistry, redis_info_summary
+from chargingd.tariffs import TariffLoadError
 
 log = logging.getLogger("chargingd.server")
 
@@ -57,12 +58,23 @@ class Runtime:
     redis_label: str
     ledger: Ledger
     registry: StatusRegistry
+    # Where workers reach this daemon's Redis ("" = the configured [redis]).
+    redis_url: str = ""
+    # Set by build_radius (sessions.Sessions): the admin socket's session methods use it.
+    sessions: Any = None
+    # Extra sections of server.status, computed when asked (name -> async provider).
+    probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
     async def status(self) -> dict[str, Any]:
         """The `server.status` answer: uptime, counters, Redis INFO summary."""
         snap = self.registry.snapshot()
         snap["config"] = self.cfg.source
         snap["admin_socket"] = str(self.cfg.admin_socket)
+        for name, probe in self.probes.items():
+            try:
+                snap[name] = await probe()
+            except (RedisError, OSError) as exc:
+                snap[name] = {"error": str(exc)}
         redis: dict[str, Any] = {"url": self.redis_label}
         try:
             redis.update(redis_info_summary(await self.redis.info()))
@@ -125,7 +137,7 @@ def build_sweeper(rt: Runtime) -> Component:
 
 
 def build_admin(rt: Runtime) -> Component:
-    methods = AdminMethods(rt.ledger, rt.status)
+    methods = AdminMethods(rt.ledger, rt.status, sessions=rt.sessions)
     return AdminServer(
         methods,
         rt.cfg.admin_socket,
@@ -142,9 +154,63 @@ def build_exporter(rt: Runtime) -> Component:
     return factory(rt)
 
 
+class Disabled:
+    """A component turned off by configuration: starts and stops nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        log.debug("%s disabled", self.name)
+
+    async def stop(self) -> None:
+        return None
+
+
+def build_radius(rt: Runtime) -> Component:
+    """RADIUS frontend + sessions (cutter, reaper), unless [radius] enabled = false."""
+    if not rt.cfg.radius.enabled:
+        return Disabled("radius")
+    from chargingd.radiuscomponent import build_radius_component, radius_processes
+
+    component = build_radius_component(rt.cfg, rt.redis, rt.ledger, role="main")
+    rt.sessions = component.sessions
+
+    async def probe() -> Any:
+        return {"local": component.counters(), "processes": await radius_processes(rt.redis)}
+
+    rt.probes["radius"] = probe
+    return component
+
+
+def build_workers(rt: Runtime) -> Component:
+    """The N-1 extra RADIUS worker processes of [server] workers = N."""
+    extra = rt.cfg.server.workers - 1
+    if extra < 1 or not rt.cfg.radius.enabled:
+        return Disabled("workers")
+    from chargingd.workers import WorkerSupervisor
+
+    source = rt.cfg.source if rt.cfg.source != "<defaults>" else None
+    stats = rt.registry.component("workers")
+    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, rt.redis)
+
+    async def probe() -> Any:
+        return {"pids": supervisor.pids()}
+
+    rt.probes["workers"] = probe
+    return supervisor
+
+
 # Started in this order, stopped in reverse. The admin socket comes last so that
-# "ready" means every component answers, and it stops first on shutdown.
-COMPONENTS: list[ComponentFactory] = [build_sweeper, build_exporter, build_admin]
+# "ready" means every component answers, and it stops first on shutdown; RADIUS
+# stops after it (answering queued packets) and before Redis closes.
+COMPONENTS: list[ComponentFactory] = [
+    build_sweeper,
+    build_exporter,
+    build_radius,
+    build_workers,
+    build_admin,
+]
 
 
 def redact_url(url: str) -> str:
@@ -171,7 +237,7 @@ class Daemon:
         # Before touching the data dir: refuse if a live daemon owns the admin socket.
         claim_socket_path(self.cfg.admin_socket)
         async with contextlib.AsyncExitStack() as stack:
-            redis, label = await self._open_redis(stack)
+            redis, label, url = await self._open_redis(stack)
             ledger = Ledger(
                 redis,
                 audit_max_entries=self.cfg.ledger.audit_max_entries,
@@ -180,7 +246,7 @@ class Daemon:
             await ledger.load_scripts()
             if self.cfg.demo.accounts:
                 await create_demo_accounts(ledger)
-            rt = Runtime(self.cfg, redis, label, ledger, self.registry)
+            rt = Runtime(self.cfg, redis, label, ledger, self.registry, redis_url=url)
             stack.push_async_callback(self._stop_components)
             for factory in self.factories:
                 component = factory(rt)
@@ -199,7 +265,7 @@ class Daemon:
                 log.exception("component %s failed to stop cleanly", component.name)
         self.components.clear()
 
-    async def _open_redis(self, stack: contextlib.AsyncExitStack) -> tuple[RedisClient, str]:
+    async def _open_redis(self, stack: contextlib.AsyncExitStack) -> tuple[RedisClient, str, str]:
         cfg = self.cfg.redis
         url: str | None = None
         if not cfg.url and not cfg.cluster_nodes:
@@ -215,7 +281,7 @@ class Daemon:
         client = connect(cfg, url)
         stack.push_async_callback(client.aclose)
         await wait_ready(client, REDIS_READY_TIMEOUT_S)
-        return client, label
+        return client, label, url or cfg.url
 
 
 async def serve(cfg: Config) -> None:
@@ -235,6 +301,13 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="TOML config file (default: built-in defaults)"
     )
+    parser.add_argument(
+        "--worker-of",
+        metavar="PID",
+        type=int,
+        help="internal: run as a RADIUS worker of the main process PID "
+        "(Redis URL from CHARGINGD_REDIS_URL)",
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -246,8 +319,20 @@ def run(name: str, args: argparse.Namespace) -> int:
         return 2
     setup_logging(cfg.server.log_level)
     try:
-        uvloop.run(serve(cfg))
-    except (AdminSocketInUse, LedgerError, RedisError, OSError, RuntimeError) as exc:
+        if args.worker_of:
+            from chargingd.workers import serve_worker
+
+            uvloop.run(serve_worker(cfg, args.worker_of))
+        else:
+            uvloop.run(serve(cfg))
+    except (
+        AdminSocketInUse,
+        LedgerError,
+        RedisError,
+        OSError,
+        RuntimeError,
+        TariffLoadError,
+    ) as exc:
         log.error("chargingd cannot run: %s", exc)
         return 1
     return 0

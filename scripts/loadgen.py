@@ -27,15 +27,17 @@ from chargingd import radius_codec as rc
 Step = tuple[int, bytes]  # (0 = auth port | 1 = acct port, packet)
 
 
-def _call_attrs(n: int) -> bytes:
+def _call_attrs(n: int, user: bytes = b"", called: bytes = b"") -> bytes:
+    # Session ids carry the pid: runs after one another never reuse a closed id.
+    pid = os.getpid()
     return b"".join(
         (
-            rc.attr_bytes(rc.USER_NAME, b"load%d" % (n % 1000)),
+            rc.attr_bytes(rc.USER_NAME, user or b"load%d" % (n % 1000)),
             rc.attr_bytes(rc.CALLING_STATION_ID, b"+4930%07d" % (n % 10_000_000)),
-            rc.attr_bytes(rc.CALLED_STATION_ID, b"0044207946%04d" % (n % 10000)),
+            rc.attr_bytes(rc.CALLED_STATION_ID, called or b"0044207946%04d" % (n % 10000)),
             rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1"),
-            rc.attr_bytes(rc.ACCT_SESSION_ID, b"lg-%d-%d" % (os.getpid(), n)),
-            rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=%032X" % n),
+            rc.attr_bytes(rc.ACCT_SESSION_ID, b"lg-%d-%d" % (pid, n)),
+            rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=%08X%024X" % (pid, n)),
         )
     )
 
@@ -45,9 +47,11 @@ def _acct(ident: int, attrs: bytes, status: int, usage_s: int, secret: bytes) ->
     return rc.encode_request(rc.ACCOUNTING_REQUEST, ident, attrs + extra, secret)
 
 
-def build_steps(mode: str, ident: int, n: int, secret: bytes) -> list[Step]:
+def build_steps(
+    mode: str, ident: int, n: int, secret: bytes, user: bytes = b"", called: bytes = b""
+) -> list[Step]:
     """The packets of one unit of work: 1 for auth/acct, 5 for a call."""
-    attrs = _call_attrs(n)
+    attrs = _call_attrs(n, user, called)
     if mode == "auth":
         return [(0, rc.encode_access_request(ident, os.urandom(16), attrs, secret))]
     if mode == "acct":
@@ -125,6 +129,7 @@ async def _run(args: argparse.Namespace, proc: int, barrier: object) -> Result:
     host = args.host
     run = _Run(((host, args.auth_port), (host, args.acct_port)))
     secret = args.secret.encode()
+    user, called = args.user.encode(), args.called.encode()
     units_per_slot = max(1, args.pool // args.inflight)
     loop = asyncio.get_running_loop()
     sockets: list[_Socket] = []
@@ -141,7 +146,9 @@ async def _run(args: argparse.Namespace, proc: int, barrier: object) -> Result:
         ) -> list[Step]:
             # Small refills during the run: a long one would stall every slot.
             numbers = [next(counter) for _ in range(units)]
-            return [s for n in numbers for s in build_steps(args.mode, ident, n, secret)]
+            return [
+                s for n in numbers for s in build_steps(args.mode, ident, n, secret, user, called)
+            ]
 
         sock.slots[ident] = Slot(ident, rebuild(units=units_per_slot), rebuild)
     if barrier is not None:
@@ -198,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth-port", type=int, default=1812)
     p.add_argument("--acct-port", type=int, default=1813)
     p.add_argument("--secret", default="testing123")
+    p.add_argument("--user", default="", help="User-Name of every call (default: load0..999)")
+    p.add_argument("--called", default="", help="Called-Station-Id (default: 0044207946NNNN)")
     p.add_argument("--procs", type=int, default=1)
     p.add_argument("--inflight", type=int, default=32, help="outstanding requests per process")
     p.add_argument("--sockets", type=int, default=8, help="UDP sockets per process")

@@ -1,0 +1,285 @@
+"""The real `chargingd serve` with RADIUS, as a subprocess: config, packets, a gateway.
+
+Shared by test_radius_e2e.py and test_workers_e2e.py. The daemon runs its embedded
+Redis under tmp_path; the test reads the ledger and cdr:stream from that Redis and
+operates the daemon over its admin socket, like an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis as syncredis
+
+from chargingd import radius_codec as rc
+from chargingd.admin import AdminClient, AdminUnreachable
+from chargingd.adminmethods import RpcError
+from chargingd.cdr import CDR, CDR_STREAM
+from chargingd.redisconn import pid_alive
+
+BIN = Path(sys.executable).parent / "chargingd"
+SECRET = b"e2e-secret"
+READY_TIMEOUT_S = 30.0
+
+# A flat tariff: 0.01 per second (0.60 per minute, 1 s increments) to +44, so a
+# call's cost is usage_s x 10_000 micros whatever the time of day.
+TARIFF = """
+[tariff]
+id = "e2e"
+currency = "EUR"
+timezone = "UTC"
+decimals = 4
+
+[destinations]
+UK = ["44"]
+
+[rates.FLAT]
+connect_fee = "0"
+rate = "0.60"
+unit = "60s"
+increment = "1s"
+
+[plans.FLAT]
+[[plans.FLAT.rates]]
+destinations = ["UK"]
+rate = "FLAT"
+
+[[profiles]]
+subject = "*any"
+plan = "FLAT"
+from = 2020-01-01T00:00:00Z
+"""
+MICROS_PER_S = 10_000  # what one second costs under TARIFF
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (bound, read, released)."""
+    socks = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Setup:
+    config: Path
+    data: Path
+    auth_port: int
+    acct_port: int
+    coa_port: int
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.data / "chargingd.sock"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data / "redis" / "redis.sock"
+
+
+def write_setup(tmp_path: Path, *, workers: int = 1, radius: bool = True, extra: str = "") -> Setup:
+    """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1)."""
+    auth_port, acct_port, coa_port = free_udp_ports(3)
+    tariff = tmp_path / "tariff.toml"
+    tariff.write_text(TARIFF)
+    data = tmp_path / "data"
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f"""
+[server]
+data_dir = "{data}"
+workers = {workers}
+
+[export]
+run_in_serve = false
+
+[rating]
+default_plan = "{tariff}"
+
+[sessions]
+cutter_interval_s = 0.2
+disconnect_backoff_s = 0.2
+
+[radius]
+enabled = {str(radius).lower()}
+bind = "127.0.0.1"
+auth_port = {auth_port}
+acct_port = {acct_port}
+coa_timeout_s = 0.5
+coa_retries = 1
+
+[[radius.clients]]
+name = "gw"
+address = "127.0.0.1"
+secret = "{SECRET.decode()}"
+coa_port = {coa_port}
+{extra}
+"""
+    )
+    return Setup(config, data, auth_port, acct_port, coa_port)
+
+
+class Daemon:
+    """One `chargingd serve` subprocess; `log()` is printed by the fixture on teardown."""
+
+    def __init__(self, setup: Setup, log_path: Path) -> None:
+        self.setup = setup
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN), "serve", "--config", str(self.setup.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Poll server.status until it answers (never a fixed sleep)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}")
+            try:
+                return self.call("server.status")  # type: ignore[no-any-return]
+            except (AdminUnreachable, RpcError):
+                time.sleep(0.05)
+        raise AssertionError("daemon not ready in time")
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with AdminClient(self.setup.admin_socket, timeout_s=10.0) as client:
+            return client.call(method, params or {})
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        pidfile = self.setup.data / "redis" / "redis.pid"
+        if pidfile.exists():  # never leave an embedded redis-server behind
+            pid = int(pidfile.read_text())
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def redis(self) -> syncredis.Redis:
+        return syncredis.Redis(unix_socket_path=str(self.setup.redis_socket))
+
+    def cdrs(self) -> list[CDR]:
+        with self.redis() as r:
+            return [CDR.unpack(f[b"cdr"]) for _, f in r.xrange(CDR_STREAM)]
+
+    def create_account(self, account_id: str, balance: str, **more: Any) -> dict[str, Any]:
+        params = {
+            "id": account_id,
+            "mode": "prepaid",
+            "currency": "EUR",
+            "balance": balance,
+            "identities": [f"user:{account_id}"],
+        }
+        return self.call("account.create", params | more)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Call:
+    """The packets of one call from a Cisco-like gateway (codec-built, secret SECRET)."""
+
+    session_id: str
+    user: str
+    called: str = "00442079460000"
+    calling: str = "+4930111111"
+    ident: int = 0
+    attrs: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attrs = b"".join(
+            (
+                rc.attr_bytes(rc.USER_NAME, self.user.encode()),
+                rc.attr_bytes(rc.CALLING_STATION_ID, self.calling.encode()),
+                rc.attr_bytes(rc.CALLED_STATION_ID, self.called.encode()),
+                rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1"),
+                rc.attr_bytes(rc.ACCT_SESSION_ID, self.session_id.encode()),
+                rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=" + self.session_id.encode()),
+            )
+        )
+
+    def _next(self) -> int:
+        self.ident = (self.ident + 1) % 256
+        return self.ident
+
+    def access_request(self) -> bytes:
+        return rc.encode_access_request(self._next(), os.urandom(16), self.attrs, SECRET)
+
+    def accounting(self, status: int, usage_s: int) -> bytes:
+        extra = rc.attr_u32(rc.ACCT_STATUS_TYPE, status)
+        extra += rc.attr_u32(rc.ACCT_SESSION_TIME, usage_s)
+        return rc.encode_request(rc.ACCOUNTING_REQUEST, self._next(), self.attrs + extra, SECRET)
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.inbox.put_nowait(data)
+
+
+class GatewaySocket:
+    """One UDP socket of the gateway: request, wait for the answer, retransmit on loss."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, proto: _Client) -> None:
+        self.transport = transport
+        self.proto = proto
+
+    @classmethod
+    async def open(cls) -> GatewaySocket:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(_Client, local_addr=("127.0.0.1", 0))
+        return cls(transport, proto)
+
+    async def ask(self, packet: bytes, port: int, *, timeout_s: float = 2.0) -> rc.Packet:
+        """Send and wait for the answer; retransmits the same bytes (RFC 5080) on loss."""
+        for _ in range(5):
+            self.transport.sendto(packet, ("127.0.0.1", port))
+            try:
+                data = await asyncio.wait_for(self.proto.inbox.get(), timeout_s)
+            except TimeoutError:
+                continue
+            return rc.decode(data)
+        raise AssertionError(f"no answer from 127.0.0.1:{port}")
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def radius_processes(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-process RADIUS counters of a server.status answer."""
+    procs: list[dict[str, Any]] = status["radius"]["processes"]
+    return procs
