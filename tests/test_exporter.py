@@ -281,6 +281,7 @@ async def test_exporter_runs_inside_the_daemon(
             "redis": {"url": redis_server.url},
             "billing": {"db_url": pg_url},
             "export": {"block_ms": 100, "consumer": "daemon"},
+            "radius": {"enabled": False},  # never bind the real 1812/1813 in tests
         }
     )
     daemon = Daemon(cfg)

@@ -125,6 +125,10 @@ sweep_interval_s = 0.2
 
 [demo]
 accounts = true
+
+[radius]
+# Never bind the real 1812/1813 in tests.
+enabled = false
 """
     )
     return config

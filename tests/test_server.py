@@ -54,6 +54,7 @@ async def test_daemon_starts_components_in_order_and_stops_in_reverse(
             "server": {"data_dir": str(tmp_path)},
             "redis": {"url": redis_server.url},
             "demo": {"accounts": True},
+            "radius": {"enabled": False},  # never bind the real 1812/1813 in tests
         }
     )
     events: list[str] = []
