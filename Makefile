@@ -27,5 +27,13 @@ lint: $(STAMP)
 
 check: lint test
 
+# Benchmarks print figures (rates, p50/p99); they are not tests and take minutes.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_ledger.py
+	$(BIN)/python scripts/bench_rating.py
+	$(BIN)/python scripts/bench_sessions.py
+	$(BIN)/python scripts/bench_exporter.py
+	$(BIN)/python scripts/bench_mediation.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
