@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chargingd.balance import Ledger, SessionClosed
+from chargingd.balance import Grant, Ledger, SessionClosed
 from chargingd.config import SessionsConfig
+from chargingd.ledger_fused import grant_of
+from chargingd.sessionfast import FastPath
 from chargingd.sessionrating import Priced, Pricer
 from chargingd.sessionstore import SessionRecord, SessionStore
 
@@ -28,7 +30,10 @@ class Grants:
         pricer: Pricer,
         cfg: SessionsConfig,
         clock_ms: Callable[[], int],
+        fast: FastPath | None = None,
     ) -> None:
+        """``fast``: the fused scripts (one round trip per interim); None step by step."""
+        self.fast = fast
         self.store = store
         self.ledger = ledger
         self.pricer = pricer
@@ -36,10 +41,35 @@ class Grants:
         self.clock_ms = clock_ms
 
     async def charge(self, rec: SessionRecord, usage_s: int) -> None:
+        """Commit the cost of the cumulative usage, renew the hold for the next grant."""
         cost = self.price(rec, usage_s).cost_micros
+        if self.fast is not None:
+            await self._charge_fused(self.fast, rec, usage_s, cost)
+            return
         result = await self.ledger.commit(rec.account_id, rec.session_id, cost)
         held = max(0, rec.held_micros - result.debited_micros)
         await self.renew(rec, usage_s, result.total_debited_micros, held)
+
+    async def _charge_fused(
+        self, fast: FastPath, rec: SessionRecord, usage_s: int, cost: int
+    ) -> None:
+        """charge() in one script; the script finishes alone when the grant is full."""
+        grant_s = self.grant_size(usage_s)
+        next_cost = self.price(rec, usage_s + grant_s).cost_micros
+        paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
+        done = await fast.renew(
+            rec, cost, next_cost, lease_ms=self.lease_ms(grant_s), paid_usage_s=paid_s
+        )
+        if done.applied or done.grant_reply is None:
+            return
+        result = done.commit
+        try:
+            grant = grant_of(done.grant_reply, rec.account_id, rec.session_id)
+        except SessionClosed:
+            return  # a Stop closed it meanwhile (another daemon): nothing to hold
+        debited = result.total_debited_micros
+        held = max(0, rec.held_micros - result.debited_micros)
+        await self._apply(rec, grant, debited, held, next_cost - debited)
 
     async def renew(self, rec: SessionRecord, usage_s: int, debited: int, held: int) -> int:
         """Hold money for the next grant; set or clear the deadline. Returns it (0: none)."""
@@ -56,6 +86,12 @@ class Grants:
             )
         except SessionClosed:
             return 0  # a Stop closed it meanwhile (another daemon): nothing to hold
+        return await self._apply(rec, grant, debited, held, want)
+
+    async def _apply(
+        self, rec: SessionRecord, grant: Grant, debited: int, held: int, want: int
+    ) -> int:
+        """Write a renewal's outcome on the record: grant fields, deadline set or cleared."""
         if grant.reason is None:
             held = grant.granted_micros
         paid_s = self.paid_s(rec, debited + held)
@@ -66,13 +102,13 @@ class Grants:
             "paid_usage_s": paid_s,
             "limited": int(limited),
         }
-        await self.store.update(rec, **fields)
         if limited:
             deadline_ms = self.deadline_ms(rec, paid_s)
-            await self.store.set_deadline(rec, deadline_ms)
+            await self.store.set_grant(rec, fields, deadline_ms=deadline_ms)
             return deadline_ms
-        if rec.limited or rec.deadline_ms:
-            await self.store.clear_deadline(rec)
+        await self.store.set_grant(
+            rec, fields, deadline_ms=0 if rec.limited or rec.deadline_ms else None
+        )
         return 0
 
     async def refresh(self, rec: SessionRecord) -> tuple[int, int]:

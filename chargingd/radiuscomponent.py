@@ -61,6 +61,9 @@ class RadiusComponent:
 
     async def start(self) -> None:
         """Bind the ports, attach the cutter, start the cutter/reaper and stats loops."""
+        # Register the session scripts before the first packet (else the first
+        # requests of a burst would all pay for a NOSCRIPT reload).
+        await self.sessions.store.load_scripts()
         self.frontend, self.cutter = await start_radius(self.cfg.radius, self.sessions)
         self.sessions.attach_call_cutter(self.cutter)
         self._tasks = [

@@ -11,9 +11,10 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from chargingd.balance import Ledger
+from chargingd.balance import CommitResult, Ledger
 from chargingd.cdr import CDR
 from chargingd.cutter import CREDIT_CUT, KILLED
+from chargingd.sessionfast import FastPath
 from chargingd.sessionrating import Priced
 from chargingd.sessionstore import LIVE, SessionRecord, SessionStore
 
@@ -21,6 +22,7 @@ log = logging.getLogger("chargingd.sessions")
 
 NORMAL, GATEWAY_RESTART = "normal", "gateway_restart"
 UNANSWERED, OVERRUN = "unanswered", "overrun"
+FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a close
 
 
 class SessionCloser:
@@ -33,7 +35,10 @@ class SessionCloser:
         ledger: Ledger,
         price: Callable[[SessionRecord, int], Priced],
         source: str,
+        fast: FastPath | None = None,
     ) -> None:
+        """``fast``: the fused close script (lease + release in one round trip)."""
+        self.fast = fast
         self.store = store
         self.ledger = ledger
         self.price = price
@@ -54,15 +59,50 @@ class SessionCloser:
         Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
         between XADD and mark may write the CDR twice; the exporter dedupes on
         (source, call_id). Returns None when another closer has it or it is closed.
+        On a single Redis the lease and the release are one script (sessionfast.py),
+        and the XADD and the closed mark one pipeline (in that order).
         """
-        if not await self.store.acquire_close(rec, uuid.uuid4().hex):
+        end = (end_ms, status, disconnect_cause, extra)
+        token = uuid.uuid4().hex
+        for _ in range(FUSED_ATTEMPTS if self.fast is not None else 0):
+            assert self.fast is not None
+            usage = max(usage_s, rec.last_usage_s)
+            priced = self._price(rec, usage)
+            done = await self.fast.close(rec, token, usage, priced.cost_micros)
+            if done.status == "stale":  # a packet moved usage or answer time: re-rate
+                rec = dataclasses.replace(
+                    rec, last_usage_s=done.last_usage_s, answer_ms=done.answer_ms
+                )
+                continue
+            if done.release is None or done.record is None:
+                return None  # "busy" (another closer) or "gone" (closed)
+            return await self._finish(done.record, usage, priced, done.release, *end)
+        if not await self.store.acquire_close(rec, token):
             return None
         current = await self.store.get(rec.account_id, rec.session_id)
         if current is None or current.state != LIVE:
             return None
         usage_s = max(usage_s, current.last_usage_s)
-        priced = self.price(current, usage_s) if usage_s > 0 else Priced(0, 0, current.destination)
+        priced = self._price(current, usage_s)
         result = await self.ledger.release(rec.account_id, rec.session_id, priced.cost_micros)
+        return await self._finish(current, usage_s, priced, result, *end)
+
+    def _price(self, rec: SessionRecord, usage_s: int) -> Priced:
+        return self.price(rec, usage_s) if usage_s > 0 else Priced(0, 0, rec.destination)
+
+    async def _finish(
+        self,
+        current: SessionRecord,
+        usage_s: int,
+        priced: Priced,
+        result: CommitResult,
+        end_ms: int,
+        status: str,
+        disconnect_cause: int,
+        extra: dict[str, str] | None,
+    ) -> CDR:
+        """After the release: the rated CDR, then the closed mark (one round trip)."""
+        rec = current
         cost = max(result.total_debited_micros, priced.cost_micros)
         # Past what was granted (adopted sessions had no grant: only real debt counts).
         granted = current.debited_micros + current.held_micros
@@ -73,8 +113,9 @@ class SessionCloser:
         if cost != priced.cost_micros:
             cdr.extra["rated_cost_micros"] = str(priced.cost_micros)
         cdr = dataclasses.replace(cdr, cost_micros=cost)
-        await self.store.append_cdr(cdr)
-        await self.store.mark_closed(current, last_usage_s=usage_s, status=final, cost_micros=cost)
+        await self.store.append_cdr_and_close(
+            cdr, current, last_usage_s=usage_s, status=final, cost_micros=cost
+        )
         log.info(
             "closed %s account=%s usage=%ss cost=%s status=%s",
             rec.session_id,

@@ -25,14 +25,9 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from chargingd.balance import (
-    Account,
-    Grant,
-    InvalidRequest,
     Ledger,
     LedgerError,
-    RefusalReason,
     SessionClosed,
-    Status,
     UnknownAccount,
 )
 from chargingd.ccapi import (
@@ -47,9 +42,11 @@ from chargingd.ccapi import (
 from chargingd.config import Config, SessionsConfig
 from chargingd.cutter import KILLED, Cutter
 from chargingd.grants import Grants
-from chargingd.numbers import NumberError, normalize_or_raw, to_e164
+from chargingd.ledger_fused import batcher_of
 from chargingd.reaper import Reaper
+from chargingd.sessionauth import Authorizer, Profile
 from chargingd.sessionclose import GATEWAY_RESTART, NORMAL, SessionCloser
+from chargingd.sessionfast import FastPath
 from chargingd.sessionrating import Pricer, RatingError, load_pricer
 from chargingd.sessionspool import (
     Spool,
@@ -70,13 +67,6 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 MAX_SESSION_ID = 256
-
-_REFUSALS = {
-    RefusalReason.UNKNOWN_ACCOUNT: RefusalCode.UNKNOWN_ACCOUNT,
-    RefusalReason.SUSPENDED: RefusalCode.SUSPENDED,
-    RefusalReason.INSUFFICIENT_CREDIT: RefusalCode.INSUFFICIENT_CREDIT,
-    RefusalReason.TOO_MANY_CALLS: RefusalCode.TOO_MANY_CALLS,
-}
 
 
 class Sessions:
@@ -101,13 +91,36 @@ class Sessions:
         self.clock_ms = clock_ms
         self.source = source
         self.store = SessionStore(
-            redis, session_ttl_s=cfg.session_ttl_s, closed_ttl_s=cfg.closed_ttl_s
+            redis,
+            session_ttl_s=cfg.session_ttl_s,
+            closed_ttl_s=cfg.closed_ttl_s,
+            batcher=batcher_of(ledger),  # one pipeline per loop tick for both
         )
+        # One round trip per step on a single Redis; step by step on a cluster.
+        self.fast = FastPath(self.store, ledger) if self.store.batched else None
         self.grants = Grants(
-            store=self.store, ledger=ledger, pricer=pricer, cfg=cfg, clock_ms=clock_ms
+            store=self.store,
+            ledger=ledger,
+            pricer=pricer,
+            cfg=cfg,
+            clock_ms=clock_ms,
+            fast=self.fast,
         )
         self.closer = SessionCloser(
-            store=self.store, ledger=ledger, price=self.grants.price, source=source
+            store=self.store,
+            ledger=ledger,
+            price=self.grants.price,
+            source=source,
+            fast=self.fast,
+        )
+        self.authorizer = Authorizer(
+            store=self.store,
+            ledger=ledger,
+            pricer=pricer,
+            grants=self.grants,
+            cfg=cfg,
+            clock_ms=clock_ms,
+            fast=self.fast,
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
@@ -127,6 +140,11 @@ class Sessions:
             spool=self.spool,
             replay=self.replay_entry,
         )
+
+    def step_by_step(self) -> None:
+        """Take the Redis-Cluster path (no fused scripts) on a single Redis too; for
+        side-by-side benchmarks and the tests that compare both paths."""
+        self.fast = self.grants.fast = self.closer.fast = self.authorizer.fast = None
 
     def attach_call_cutter(self, call_cutter: CallCutter) -> None:
         """The frontend that sends Disconnect/CoA (built after this object)."""
@@ -151,60 +169,7 @@ class Sessions:
     async def _authorize(self, call: CallInfo) -> Authorized | Refused:
         if not valid_session_id(call.session_id):
             return Refused(RefusalCode.SYSTEM_ERROR, "invalid session id")
-        account = await self._find_account(call)
-        if account is None:
-            return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
-        if account.status is not Status.ACTIVE:
-            if account.status_reason == "credit":  # postpaid at its credit limit
-                return Refused(RefusalCode.INSUFFICIENT_CREDIT, "credit limit reached")
-            return Refused(RefusalCode.SUSPENDED, f"account {account.status.value}")
-        now_ms = self.clock_ms()
-        rec = self._new_record(call, account, now_ms)
-        if isinstance(rec, Refused):
-            return rec
-        grant_s = self.cfg.first_grant
-        want = self.grants.price(rec, grant_s).cost_micros
-        # new_session: the ledger counts a session once (a replay holds no second call).
-        grant = await self.ledger.reserve(
-            account.id,
-            call.session_id,
-            max(want, 1),
-            lease_ms=self.grants.lease_ms(grant_s),
-            partial=True,
-            new_session=True,
-        )
-        if not grant.ok:
-            code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
-            return Refused(code, code.value.replace("_", " "))
-        return await self._grant_first(rec, grant, want)
-
-    async def _grant_first(
-        self, rec: SessionRecord, grant: Grant, want: int
-    ) -> Authorized | Refused:
-        paid_s = self.grants.paid_s(rec, grant.granted_micros)
-        if paid_s <= 0:
-            await self.ledger.release(rec.account_id, rec.session_id, 0)
-            return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
-        credit = grant.granted_micros + grant.available_micros
-        timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
-        limited = int(grant.granted_micros < want)
-        rec = _replace(rec, held_micros=grant.granted_micros, paid_usage_s=paid_s, limited=limited)
-        await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
-        log.info(
-            "authorize %s account=%s dest=%s timeout=%ss held=%s",
-            rec.session_id,
-            rec.account_id,
-            rec.destination,
-            timeout_s,
-            grant.granted_micros,
-        )
-        return Authorized(
-            account_id=rec.account_id,
-            session_timeout_s=timeout_s,
-            interim_interval_s=self.cfg.interim_interval_s,
-            credit_micros=credit,
-            currency=rec.currency,
-        )
+        return await self.authorizer.authorize(call)
 
     def _authorize_without_redis(self, call: CallInfo, exc: BaseException) -> Refused | Authorized:
         log.error("redis unreachable at authorize %s: %s", call.session_id, exc)
@@ -222,71 +187,6 @@ class Sessions:
             credit_micros=0,
             currency="",
         )
-
-    async def _find_account(self, call: CallInfo) -> Account | None:
-        """The caller's account, by the client's lookup order (user, ani, default)."""
-        for method in call.lookup:
-            account_id = await self._lookup(method, call)
-            if account_id is None:
-                continue
-            try:
-                return await self.ledger.get_account(account_id)
-            except (UnknownAccount, InvalidRequest):
-                continue
-        return None
-
-    async def _lookup(self, method: str, call: CallInfo) -> str | None:
-        if method == "user" and call.user_name:
-            return await self.ledger.find_account(f"user:{call.user_name}")
-        if method == "ani" and call.calling:
-            try:
-                ani = to_e164(call.calling, country=self.cfg.country_of(call.client))
-            except NumberError:
-                return None
-            return await self.ledger.find_account(f"ani:{ani}")
-        if method == "default" and call.default_account:
-            return call.default_account
-        return None
-
-    def _new_record(self, call: CallInfo, account: Account, now_ms: int) -> SessionRecord | Refused:
-        """A live record for this call, or why its destination cannot be rated."""
-        plan_id = self.pricer.plan_id_for(account.tariff)
-        if plan_id is None:
-            log.error("account %s names tariff %r, not loaded", account.id, account.tariff)
-            return Refused(RefusalCode.SYSTEM_ERROR, "tariff not available")
-        if self.pricer.currency_of(plan_id) not in ("", account.currency):
-            log.error(
-                "account %s (%s) rated by a tariff in another currency",
-                account.id,
-                account.currency,
-            )
-            return Refused(RefusalCode.SYSTEM_ERROR, "tariff currency mismatch")
-        country = self.cfg.country_of(call.client)
-        try:
-            callee = to_e164(call.called, country=country)
-        except NumberError:
-            return Refused(RefusalCode.DESTINATION_NOT_ALLOWED, "invalid called number")
-        rec = SessionRecord(
-            session_id=call.session_id,
-            account_id=account.id,
-            user_name=call.user_name,
-            caller=normalize_or_raw(call.calling, country=country),
-            callee=callee,
-            destination="",
-            plan=plan_id,
-            currency=account.currency,
-            gateway=call.gateway,
-            client=call.client,
-            auth_ms=now_ms,
-            last_seen_ms=now_ms,
-        )
-        try:
-            priced = self.grants.price(rec, 0)
-        except RatingError as exc:
-            return Refused(
-                RefusalCode.DESTINATION_NOT_ALLOWED, f"destination not allowed ({exc.code})"
-            )
-        return _replace(rec, destination=priced.destination_id)
 
     # -- accounting -------------------------------------------------------------------
     async def account(self, report: UsageReport) -> None:
@@ -324,6 +224,8 @@ class Sessions:
             if state == "missing":  # the record expired but its locator did not
                 await self.store.forget_locator(session_id)
                 await self._account(report)
+            elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
+                await self._account(report)  # a reused session id, now another account's
             return  # closed: a replayed Stop, a late Interim
         if report.kind is UsageKind.STOP:
             await self._stop(rec, usage_s, report)
@@ -351,16 +253,17 @@ class Sessions:
     async def _adopt(self, report: UsageReport) -> SessionRecord | None:
         """Accounting without our authorize: charge the account found by identity, or orphan it."""
         call = report.call
-        account = await self._find_account(call)
+        account = await self.authorizer.find_account(call)
         if account is None:
             await self._orphan(report, "unknown_account")
             return None
         start_ms = report.event_ms - report.usage_s * 1000
-        rec = self._new_record(call, account, start_ms)
-        if isinstance(rec, Refused):
-            await self._orphan(report, rec.code.value)
+        profile = Profile(account.id, account.tariff, account.currency)
+        made = self.authorizer.new_record(call, profile, start_ms)
+        if isinstance(made, Refused):
+            await self._orphan(report, made.code.value)
             return None
-        rec = _replace(rec, adopted=1, answer_ms=start_ms if report.usage_s else 0)
+        rec = _replace(made[0], adopted=1, answer_ms=start_ms if report.usage_s else 0)
         if not await self.store.create(rec):
             return await self.store.get(account.id, call.session_id)  # adopted concurrently
         log.warning(

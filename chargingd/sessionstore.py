@@ -108,6 +108,16 @@ class SessionRecord:
         # Not dataclasses.asdict: it deep-copies and costs ~100 us on the hot path.
         return {name: getattr(self, name) for name, _, _ in _FIELDS}
 
+    def sparse_pairs(self) -> list[str | int]:
+        """Field, value pairs of the fields that differ from their defaults (and state):
+        from_raw reads a missing field as its default, and a new record stays small."""
+        pairs: list[str | int] = []
+        for name, _, _ in _FIELDS:
+            value = getattr(self, name)
+            if name == "state" or value != _DEFAULTS.get(name):
+                pairs += [name, value]
+        return pairs
+
     @classmethod
     def from_raw(cls, raw: dict[bytes, bytes]) -> SessionRecord:
         """Decode a HGETALL reply; unknown fields (newer versions) are ignored."""
@@ -123,6 +133,11 @@ class SessionRecord:
 _FIELDS: tuple[tuple[str, bytes, bool], ...] = tuple(
     (f.name, f.name.encode(), f.type in ("int", int)) for f in dataclasses.fields(SessionRecord)
 )
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(SessionRecord)
+    if f.default is not dataclasses.MISSING
+}
 
 
 class SessionStore:
@@ -135,9 +150,11 @@ class SessionStore:
         session_ttl_s: int,
         closed_ttl_s: int,
         batch_commands: bool | None = None,
+        batcher: CommandBatcher | None = None,
     ) -> None:
         """``batch_commands``: send the hot-path commands of one loop tick as one
-        pipeline (ledger_batch.CommandBatcher); default on unless Redis Cluster."""
+        pipeline (ledger_batch.CommandBatcher); default on unless Redis Cluster.
+        ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
         self.session_ttl_s = session_ttl_s
@@ -145,19 +162,35 @@ class SessionStore:
         lua = resources.files("chargingd").joinpath("lua")
         self._touch = redis.register_script(lua.joinpath("session_touch.lua").read_text())
         self._create = redis.register_script(lua.joinpath("session_create.lua").read_text())
+        self.scripts: list[Any] = [self._touch, self._create]  # reloaded on NOSCRIPT
+        self._loading: asyncio.Future[None] | None = None
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
-        self._batcher = CommandBatcher(redis) if batch_commands else None
+        if batch_commands and batcher is None:
+            batcher = CommandBatcher(redis)
+        self._batcher = batcher if batch_commands else None
+        # session id -> account id: fixed for a session's life; a stale entry is noticed
+        # (touch finds no record) and dropped. Saves the locator GET per accounting packet.
+        self._located: dict[str, str] = {}
+
+    @property
+    def batched(self) -> bool:
+        """True on a single Redis: one pipeline per tick, fused cross-slot scripts allowed."""
+        return self._batcher is not None
+
+    def remember_locator(self, session_id: str, account_id: str) -> None:
+        if len(self._located) >= 100_000:
+            self._located.clear()
+        self._located[session_id] = account_id
 
     async def create(self, rec: SessionRecord) -> bool:
         """Write a new live record; False when one exists already (replayed authorize).
 
         One round trip: the record script and the global indexes together.
         """
-        args: list[str | int] = [self.session_ttl_s, rec.session_id]
-        for name, value in rec.to_mapping().items():
-            args += [name, value]
+        args: list[str | int] = [self.session_ttl_s, rec.session_id, *rec.sparse_pairs()]
         keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
+        self.remember_locator(rec.session_id, rec.account_id)
         created, *_ = await self._send(
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
@@ -167,6 +200,10 @@ class SessionStore:
             ]
         )
         return bool(created)
+
+    async def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip, in order (see _send)."""
+        return await self._send(commands)
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Idempotent commands in one round trip, in order; scripts reloaded on NOSCRIPT.
@@ -199,16 +236,40 @@ class SessionStore:
 
         return again
 
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every session script (at start; NOSCRIPT reloads them anyway)."""
+        await self._load_scripts()
+
     async def _load_scripts(self) -> None:
-        for script in (self._touch, self._create):
+        """One load at a time: the many requests that meet NOSCRIPT together (a restarted
+        or flushed Redis) wait for the same load instead of each loading every script."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load_all())
+        await asyncio.shield(self._loading)
+
+    async def _load_all(self) -> None:
+        for script in self.scripts:
             await self.redis.script_load(script.script)
 
-    async def locate(self, session_id: str) -> str | None:
+    async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
+        """The account of a session: remembered by this process, or (``fresh``) read."""
+        known = None if fresh else self._located.get(session_id)
+        if known is not None:
+            return known
         (raw,) = await self._send([("GET", loc_key(session_id))])
-        return raw.decode() if raw is not None else None
+        if raw is None:
+            return None
+        account_id: str = raw.decode()
+        self.remember_locator(session_id, account_id)
+        return account_id
 
     async def forget_locator(self, session_id: str) -> None:
+        """Drop a locator whose record is gone (and this process's copy of it)."""
+        self._located.pop(session_id, None)
         await self.redis.delete(loc_key(session_id))
+
+    def forget_cached_locator(self, session_id: str) -> None:
+        self._located.pop(session_id, None)
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raw = await self.redis.hgetall(record_key(account_id, session_id))
@@ -217,7 +278,7 @@ class SessionStore:
         return SessionRecord.from_raw(raw)
 
     async def find(self, session_id: str) -> SessionRecord | None:
-        account_id = await self.locate(session_id)
+        account_id = await self.locate(session_id, fresh=True)
         return None if account_id is None else await self.get(account_id, session_id)
 
     async def touch(
@@ -244,6 +305,25 @@ class SessionStore:
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
         """Overwrite some fields of a live record (grant, deadline, cut state)."""
         await self.redis.hset(record_key(rec.account_id, rec.session_id), mapping=fields)
+
+    async def set_grant(
+        self, rec: SessionRecord, fields: dict[str, int], *, deadline_ms: int | None
+    ) -> None:
+        """Grant fields and the deadline in one round trip: ``deadline_ms`` > 0 sets it,
+        0 clears it (and ``limited``), None leaves it."""
+        key = record_key(rec.account_id, rec.session_id)
+        fields = dict(fields)
+        if deadline_ms is not None:
+            fields["deadline_ms"] = deadline_ms
+        if deadline_ms == 0:
+            fields["limited"] = 0
+        pairs = [x for name, value in fields.items() for x in (name, value)]
+        commands: list[tuple[Any, ...]] = [("HSET", key, *pairs)]
+        if deadline_ms:
+            commands.append(("ZADD", DEADLINES, deadline_ms, rec.member))
+        elif deadline_ms == 0:
+            commands.append(("ZREM", DEADLINES, rec.member))
+        await self._send(commands)
 
     async def set_deadline(self, rec: SessionRecord, deadline_ms: int) -> None:
         await self.update(rec, deadline_ms=deadline_ms)
@@ -274,17 +354,33 @@ class SessionStore:
 
     async def mark_closed(self, rec: SessionRecord, **fields: str | int) -> None:
         """Close the record (kept closed_ttl_s so replays find it) and drop it from indexes."""
+        await self._send(self._closing(rec, fields))
+
+    async def append_cdr_and_close(self, cdr: CDR, rec: SessionRecord, **fields: str | int) -> None:
+        """XADD the CDR, then mark the record closed: one round trip on a single Redis
+        (sent in this order on one connection, so the crash window stays the documented
+        one); two steps on Redis Cluster, where a pipeline is split by node."""
+        if self._batcher is None:
+            await self.append_cdr(cdr)
+            await self.mark_closed(rec, **fields)
+            return
+        xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
+        await self._send([xadd, *self._closing(rec, fields)])
+
+    def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
+        self._located.pop(rec.session_id, None)
         key = record_key(rec.account_id, rec.session_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={**fields, "state": CLOSED})
-        pipe.expire(key, self.closed_ttl_s)
-        pipe.srem(live_key(rec.account_id), rec.session_id)
-        pipe.expire(loc_key(rec.session_id), self.closed_ttl_s)
-        pipe.zrem(DEADLINES, rec.member)
-        pipe.zrem(LASTSEEN, rec.member)
-        pipe.srem(gateway_key(rec.gateway), rec.member)
-        pipe.delete(fin_key(rec.account_id, rec.session_id))
-        await pipe.execute()
+        pairs = [x for name, value in {**fields, "state": CLOSED}.items() for x in (name, value)]
+        return [
+            ("HSET", key, *pairs),
+            ("EXPIRE", key, self.closed_ttl_s),
+            ("SREM", live_key(rec.account_id), rec.session_id),
+            ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
+            ("ZREM", DEADLINES, rec.member),
+            ("ZREM", LASTSEEN, rec.member),
+            ("SREM", gateway_key(rec.gateway), rec.member),
+            ("DEL", fin_key(rec.account_id, rec.session_id)),
+        ]
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
         ids = await self.redis.smembers(live_key(account_id))
