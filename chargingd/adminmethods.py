@@ -273,9 +273,11 @@ class AdminMethods:
         ledger: Ledger,
         status: StatusProvider,
         sessions: adminsessions.SessionOps | None = None,
+        tariffs: frozenset[str] | None = None,
     ) -> None:
         self.ledger = ledger
         self.status = status
+        self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
 
     async def dispatch(self, request: Any, peer: Peer) -> dict[str, Any] | None:
@@ -334,13 +336,20 @@ class AdminMethods:
             currency=p.currency(),
             balance_micros=p.amount("balance", "0", negative=True),
             credit_limit_micros=p.amount("credit_limit", "0"),
-            tariff=p.text("tariff", ""),
+            tariff=self._tariff(p.text("tariff", "")),
             max_calls=p.integer("max_calls", 0),
             identities=p.identities(),
             who=who,
             why=p.text("reason", ""),
         )
         return render_account(acc)
+
+    def _tariff(self, tariff: str) -> str:
+        """A tariff no loaded plan answers to would refuse every call of the account."""
+        if tariff and self.tariffs is not None and tariff not in self.tariffs:
+            known = ", ".join(sorted(self.tariffs)) or "none"
+            raise RpcError(INVALID_PARAMS, f"unknown tariff {tariff!r} (loaded plans: {known})")
+        return tariff
 
     async def account_get(self, p: Params, who: str) -> Any:
         return render_account(await self.ledger.get_account(p.ident()))
@@ -350,7 +359,7 @@ class AdminMethods:
         if p.has("credit_limit"):
             changes["credit_limit_micros"] = p.amount("credit_limit")
         if p.has("tariff"):
-            changes["tariff"] = p.text("tariff")
+            changes["tariff"] = self._tariff(p.text("tariff"))
         if p.has("max_calls"):
             changes["max_calls"] = p.integer("max_calls")
         if p.has("currency"):

@@ -14,6 +14,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,11 @@ class RedisConfig:
             raise ValueError("set either url or cluster_nodes, not both")
         if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("url must start with redis://, rediss:// or unix://")
+        try:
+            urllib.parse.urlsplit(self.url).port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            # Never echo the URL: it may carry a password.
+            raise ValueError("url has an invalid port (must be 0..65535)") from None
         for node in self.cluster_nodes:
             host, _, port = node.rpartition(":")
             if not host or not port.isdigit():
@@ -486,6 +492,9 @@ def _coerce_union(args: tuple[Any, ...], value: Any, source: str, where: str) ->
     raise ConfigError(f"{source}: {where} has the wrong type ({type(value).__name__})")
 
 
+_SECRET_KEY_WORDS = frozenset({"secret", "password", "passwd", "token"})
+
+
 def _coerce_scalar(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint is type(None) and value is None:
         return None
@@ -494,7 +503,13 @@ def _coerce_scalar(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint in (str, int, float, bool):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
+        # Never echo a secret (a mistyped RADIUS secret or password) into logs.
+        shown = (
+            ""
+            if _SECRET_KEY_WORDS.intersection(where.lower().split(".")[-1].split("_"))
+            else f" ({value!r})"
+        )
         raise ConfigError(
-            f"{source}: {where} must be {hint.__name__}, not {type(value).__name__} ({value!r})"
+            f"{source}: {where} must be {hint.__name__}, not {type(value).__name__}{shown}"
         )
     raise ConfigError(f"{source}: {where}: unsupported option type {hint!r}")

@@ -23,7 +23,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chargingd.aaa import RadiusFrontend, start_radius
+from chargingd.aaa import RadiusFrontend, ensure_ports_free, start_radius
 from chargingd.balance import Ledger
 from chargingd.config import Config
 from chargingd.radius_dm import DynamicAuthClient
@@ -64,6 +64,9 @@ class RadiusComponent:
         # Register the session scripts before the first packet (else the first
         # requests of a burst would all pay for a NOSCRIPT reload).
         await self.sessions.store.load_scripts()
+        if self.role == "main":  # workers join the main process's ports on purpose
+            radius = self.cfg.radius
+            await ensure_ports_free(radius.bind, (radius.auth_port, radius.acct_port))
         self.frontend, self.cutter = await start_radius(self.cfg.radius, self.sessions)
         self.sessions.attach_call_cutter(self.cutter)
         self._tasks = [

@@ -30,6 +30,7 @@ from chargingd.config import Config, ConfigError, load_config
 from chargingd.demo import create_demo_accounts
 from chargingd.logsetup import setup_logging
 from chargingd.redisconn import EmbeddedRedis, RedisClient, connect, wait_ready
+from chargingd.sessionrating import DEFAULT_PLAN
 from chargingd.status import ComponentStats, StatusRegistry, redis_info_summary
 from chargingd.tariffs import TariffLoadError
 
@@ -137,7 +138,13 @@ def build_sweeper(rt: Runtime) -> Component:
 
 
 def build_admin(rt: Runtime) -> Component:
-    methods = AdminMethods(rt.ledger, rt.status, sessions=rt.sessions)
+    rating = rt.cfg.rating
+    # Plan ids an account's tariff may name ("" = the default plan); unchecked when
+    # this daemon rates nothing (a ledger-only daemon).
+    tariffs = set(rating.plans) | ({DEFAULT_PLAN} if rating.default_plan else set())
+    methods = AdminMethods(
+        rt.ledger, rt.status, sessions=rt.sessions, tariffs=frozenset(tariffs) or None
+    )
     return AdminServer(
         methods,
         rt.cfg.admin_socket,
