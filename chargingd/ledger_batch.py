@@ -13,11 +13,13 @@ are read in order (redis-py's own Pipeline packs in pure Python).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:  # hiredis packs a command in C; redis-py's asyncio packer is pure Python (~15 us)
     from hiredis import pack_command as _pack
@@ -100,9 +102,20 @@ class CommandBatcher:
             await conn.send_packed_command(b"".join(_pack(c) for c, _, _ in batch))
         else:
             await conn.send_packed_command([p for c, _, _ in batch for p in conn.pack_command(*c)])
+        # One deadline (the socket timeout) for the whole batch: redis-py's own, per
+        # reply, costs a timeout context per command.
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                await self._read_replies(conn, batch)
+        except TimeoutError as exc:
+            raise RedisTimeoutError("Timeout reading the replies of a pipeline") from exc
+
+    async def _read_replies(
+        self, conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]]
+    ) -> None:
         for _, future, retry in batch:
             try:
-                result = await conn.read_response()
+                result = await conn.read_response(timeout=math.inf)  # inf: no own deadline
             except NoScriptError as exc:
                 if retry is not None:
                     self._retry(future, retry)

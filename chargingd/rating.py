@@ -330,10 +330,18 @@ class TariffPlan:
         usage_ns: int,
         tenant: str = "",
         category: str = "call",
+        breakdown: bool = True,
     ) -> CallCost:
-        """Price a call of `usage_ns` starting at `start` (timezone-aware)."""
+        """Price a call of `usage_ns` starting at `start` (timezone-aware); without
+        `breakdown` the spans are left out (credit control needs the total only)."""
         result: CallCost = self._engine.rate(
-            tenant or self.default_tenant, category, subject, destination, start, usage_ns
+            tenant or self.default_tenant,
+            category,
+            subject,
+            destination,
+            start,
+            usage_ns,
+            breakdown=breakdown,
         )
         return result
 

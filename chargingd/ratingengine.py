@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from chargingd.durations import NS_PER_S
 from chargingd.periods import SECONDS_PER_DAY, TimePeriod
 from chargingd.prefixes import ANY_DESTINATION
+from chargingd.ratingresolve import ResolveCache
 
 if TYPE_CHECKING:
     from chargingd.rating import (
@@ -185,10 +186,17 @@ class Engine:
         }
         self._day_cache: dict[tuple[int, date], tuple[list[int], list[_Entry | None]]] = {}
         self._last_day: tuple[date, int, int] = (date(1970, 1, 1), 0, 0)
+        # Plans whose every destination has an always-active binding (ratingresolve.py).
+        self._timeless = {
+            key
+            for key, dests in self.plans.items()
+            if all(id(bound) in self.always_bound for bound in dests.values())
+        }
         # Profile activation times (epoch ns): a call crossing one is re-resolved there.
         self.switches = sorted(
             {epoch_ns(a.activation_time) for p in self.profiles.values() for a in p.activations}
         )
+        self._resolved: ResolveCache[_Match] = ResolveCache(self.switches)
 
     @staticmethod
     def _exps(drs: list[DestinationRate]) -> Iterator[int]:
@@ -246,7 +254,25 @@ class Engine:
         own_ns = when_ns
         if call_start_ns is not None and self.mode is PricingMode.CGRATES:
             own_ns = call_start_ns  # ratingprofile.go checks cd.TimeStart for each activation
-        queue, seen, any_profile = [subject], set(), False
+        span_key, key = self._resolved.keys(tenant, category, subject, number, when_ns, own_ns)
+        found = self._resolved.get(span_key, key)
+        if found is None:
+            found, timed = self._resolve(tenant, category, subject, number, when, when_ns, own_ns)
+            self._resolved.put(span_key, key, found, timed=timed)
+        return found
+
+    def _resolve(
+        self,
+        tenant: str,
+        category: str,
+        subject: str,
+        number: str,
+        when: datetime,
+        when_ns: int,
+        own_ns: int,
+    ) -> tuple[_Match, bool]:
+        """resolve(), and whether a plan with period-bound destinations was consulted."""
+        queue, seen, any_profile, timed = [subject], set(), False, False
         index = 0
         while index < len(queue) or ANY_SUBJECT not in seen:
             if index >= len(queue):
@@ -262,11 +288,12 @@ class Engine:
                 continue
             direct = index == 1 or not any_profile  # not reached through a fallback
             any_profile = True
+            timed = timed or id(activation.plan) not in self._timeless
             found = self._match_plan(
                 activation.plan, number, candidate, own_ns if direct else when_ns
             )
             if found is not None:
-                return found
+                return found, timed
             queue.extend(activation.fallback_subjects)
         if not any_profile:
             raise UnknownSubject(f"no rating profile for {tenant}/{category}/{subject} at {when}")
@@ -407,9 +434,12 @@ class Engine:
             offset += increments * slot.increment_ns
 
     def rematcher(
-        self, tenant: str, category: str, subject: str, number: str
-    ) -> Callable[[int, int], _Match | None]:
-        """Resolution at a later instant of a call started at start_ns; None: keep the plan."""
+        self, tenant: str, category: str, subject: str, number: str, start_ns: int
+    ) -> Callable[[int, int], _Match | None] | None:
+        """Resolution at a later instant of a call started at start_ns; None: keep the plan.
+        None instead of a rematcher when no activation follows start_ns (none to cross)."""
+        if not self.switches or self.switches[-1] <= start_ns:
+            return None
 
         def rematch(at_ns: int, start_ns: int) -> _Match | None:
             when = _EPOCH + timedelta(microseconds=at_ns // 1000)
@@ -441,10 +471,20 @@ class Engine:
     # -- public operations ----------------------------------------------------------
 
     def rate(
-        self, tenant: str, category: str, subject: str, number: str, start: datetime, usage_ns: int
+        self,
+        tenant: str,
+        category: str,
+        subject: str,
+        number: str,
+        start: datetime,
+        usage_ns: int,
+        *,
+        breakdown: bool = True,
     ) -> CallCost:
         """Price a call (see ratingprice.price_call)."""
-        cost: CallCost = _ops().price_call(self, tenant, category, subject, number, start, usage_ns)
+        cost: CallCost = _ops().price_call(
+            self, tenant, category, subject, number, start, usage_ns, breakdown=breakdown
+        )
         return cost
 
     def max_usage(

@@ -37,8 +37,11 @@ def price_call(
     number: str,
     start: datetime,
     usage_ns: int,
+    *,
+    breakdown: bool = True,
 ) -> CallCost:
-    """Price one call: walk its spans, sum, round once, apply the *free max cost."""
+    """Price one call: walk its spans, sum, round once, apply the *free max cost.
+    Without `breakdown` the result carries no spans (the same total, cheaper)."""
     if usage_ns < 0:
         raise InvalidUsage(f"usage must not be negative: {usage_ns}")
     start_ns = epoch_ns(start)
@@ -60,12 +63,13 @@ def price_call(
     decimals, method = -1, RoundingMethod.HALF_UP
     spans: list[CostSpan] = []
     billed_end = 0
-    rematch = engine.rematcher(tenant, category, subject, number)
+    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
     for piece in engine.pieces(match, start_ns, target, target, rematch):
         units, increment_q = engine.span_units(piece.slot, piece.increments)
         total += units
         decimals, method = _rounding(piece, decimals, method)
-        spans.append(_span(engine, start, piece, units, increment_q, usage_ns, not spans))
+        if breakdown:
+            spans.append(_span(engine, start, piece, units, increment_q, usage_ns, not spans))
         billed_end = piece.offset_ns + piece.increments * piece.slot.increment_ns
     micros = engine.final_micros(total, decimals, method)
     capped = False
@@ -147,7 +151,7 @@ def max_usage(
     decimals, method = -1, RoundingMethod.HALF_UP
     ceiling = -1
     result = limit_ns
-    rematch = engine.rematcher(tenant, category, subject, number)
+    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
     for piece in engine.pieces(match, start_ns, None, limit_ns, rematch):
         if piece.entry.dr.src.rounding_decimals > decimals:
             decimals, method = _rounding(piece, decimals, method)
@@ -161,7 +165,7 @@ def max_usage(
     min_ns = first.dr.src.min_duration_ns
     if 0 < result < min_ns:
         # Any usage up to min_ns is billed as min_ns: affordable only if that is.
-        cost = price_call(engine, tenant, category, subject, number, start, result)
+        cost = price_call(engine, tenant, category, subject, number, start, result, breakdown=False)
         return result if cost.cost_micros <= budget else 0
     return result
 

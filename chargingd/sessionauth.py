@@ -91,7 +91,7 @@ class Authorizer:
         if account.status is not Status.ACTIVE:
             return _inactive(account.status.value, account.status_reason)
         profile = Profile(account.id, account.tariff, account.currency)
-        made = self.new_record(call, profile, self.clock_ms(), self.cfg.first_grant)
+        made = self._first(call, profile)
         if isinstance(made, Refused):
             return made
         _remember(self._profiles, account.id, profile)
@@ -105,7 +105,7 @@ class Authorizer:
         if known is None:
             return None
         profile, identity = known
-        made = self.new_record(call, profile, self.clock_ms(), self.cfg.first_grant)
+        made = self._first(call, profile)
         if isinstance(made, Refused):
             return None  # the full path refuses in its own order (status first)
         check = Check(profile.tariff, profile.currency, identity)
@@ -138,10 +138,9 @@ class Authorizer:
         want = priced.cost_micros
         amount = max(want, 1)
         lease_ms = self.grants.lease_ms(self.cfg.first_grant)
-        full_paid_s = self.grants.paid_s(rec, amount) if self.fast is not None else 0
-        if self.fast is not None and full_paid_s > 0:
-            # One script: the hold and, when granted in full, the record with it.
-            rec = dataclasses.replace(rec, held_micros=amount, paid_usage_s=full_paid_s)
+        if self.fast is not None and rec.paid_usage_s > 0:
+            # One script: the hold and, when granted in full, the record with it (which
+            # _first wrote with the full hold and the usage it pays for).
             out = await self.fast.authorize(rec, amount, lease_ms=lease_ms, check=check)
             if out.grant is None:  # checked and found changed (stale) or not active
                 return _inactive(out.status, out.reason) if out.status else None
@@ -236,11 +235,19 @@ class Authorizer:
         except (UnknownAccount, InvalidRequest):
             return None
 
+    def _first(self, call: CallInfo, profile: Profile) -> tuple[SessionRecord, Priced] | Refused:
+        """new_record for an authorize: the first grant priced and, for the fused
+        script, its full hold and the usage that pays for written on the record."""
+        return self.new_record(
+            call, profile, self.clock_ms(), self.cfg.first_grant, hold=self.fast is not None
+        )
+
     def new_record(
-        self, call: CallInfo, account: Profile, now_ms: int, usage_s: int = 0
+        self, call: CallInfo, account: Profile, now_ms: int, usage_s: int = 0, *, hold: bool = False
     ) -> tuple[SessionRecord, Priced] | Refused:
         """A live record for this call and the price of ``usage_s`` seconds on it, or
-        why its destination cannot be rated."""
+        why its destination cannot be rated. ``hold``: the record holds that price
+        (held_micros, paid_usage_s), as _reserve_first asks the fused script to."""
         plan_id = self.pricer.plan_id_for(account.tariff)
         if plan_id is None:
             log.error("account %s names tariff %r, not loaded", account.account_id, account.tariff)
@@ -257,27 +264,42 @@ class Authorizer:
             callee = to_e164(call.called, country=country)
         except NumberError:
             return Refused(RefusalCode.DESTINATION_NOT_ALLOWED, "invalid called number")
+        try:  # Grants.price of the record below (not answered: rated from auth_ms)
+            priced = self.pricer.price(
+                plan_id, subject=account.account_id, number=callee, start_ms=now_ms, usage_s=usage_s
+            )
+        except RatingError as exc:
+            return Refused(
+                RefusalCode.DESTINATION_NOT_ALLOWED, f"destination not allowed ({exc.code})"
+            )
+        held = max(priced.cost_micros, 1) if hold else 0
+        paid_s = self._paid_s(plan_id, account.account_id, callee, now_ms, held)
         rec = SessionRecord(
             session_id=call.session_id,
             account_id=account.account_id,
             user_name=call.user_name,
             caller=normalize_or_raw(call.calling, country=country),
             callee=callee,
-            destination="",
+            destination=priced.destination_id,
             plan=plan_id,
             currency=account.currency,
             gateway=call.gateway,
             client=call.client,
             auth_ms=now_ms,
             last_seen_ms=now_ms,
+            held_micros=held if paid_s > 0 else 0,
+            paid_usage_s=paid_s,
         )
-        try:
-            priced = self.grants.price(rec, usage_s)
-        except RatingError as exc:
-            return Refused(
-                RefusalCode.DESTINATION_NOT_ALLOWED, f"destination not allowed ({exc.code})"
-            )
-        return dataclasses.replace(rec, destination=priced.destination_id), priced
+        return rec, priced
+
+    def _paid_s(self, plan_id: str, account_id: str, callee: str, now_ms: int, held: int) -> int:
+        """Grants.paid_s of the record new_record builds (0 for no money)."""
+        if held <= 0:
+            return 0
+        paid = self.pricer.paid_s(
+            plan_id, subject=account_id, number=callee, start_ms=now_ms, amount_micros=held
+        )
+        return min(paid, self.cfg.session_ttl_s)
 
 
 def _inactive(status: str, reason: str) -> Refused:

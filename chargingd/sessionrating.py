@@ -7,6 +7,7 @@ is the one place that converts, so a change of the rating API touches one file.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ class Pricer:
             destination=number.lstrip("+"),
             start=_when(start_ms),
             usage_ns=usage_s * NS_PER_S,
+            breakdown=False,
         )
         billed_s = -(-cost.billed_ns // NS_PER_S)
         return Priced(cost.cost_micros, billed_s, cost.destination_id)
@@ -74,7 +76,9 @@ class Pricer:
         return int(usage_ns // NS_PER_S)
 
 
+@functools.lru_cache(maxsize=4096)
 def _when(ms: int) -> datetime:
+    # A call is priced at the same start (auth or answer time) many times: cached.
     seconds, rest_ms = divmod(ms, 1000)
     return datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=rest_ms)
 

@@ -207,19 +207,16 @@ class Sessions:
             await self._orphan(report, "invalid_session_id")
             return
         account_id = await self.store.locate(session_id)
+        rec: SessionRecord | None = None
         if account_id is None:
-            adopted = await self._adopt(report)
+            adopted, created = await self._adopt(report)
             if adopted is None:
                 return
             account_id = adopted.account_id
-        answered = report.kind is UsageKind.START or report.usage_s > 0
-        state, usage_s, rec = await self.store.touch(
-            account_id,
-            session_id,
-            usage_s=report.usage_s,
-            now_ms=self.clock_ms(),
-            answer_ms=report.event_ms - report.usage_s * 1000 if answered else 0,
-        )
+            if created:  # written already as touch() would leave it: no second trip
+                rec, state, usage_s = adopted, LIVE, adopted.last_usage_s
+        if rec is None:
+            state, usage_s, rec = await self._touch(account_id, report)
         if rec is None:
             if state == "missing":  # the record expired but its locator did not
                 await self.store.forget_locator(session_id)
@@ -231,6 +228,17 @@ class Sessions:
             await self._stop(rec, usage_s, report)
         elif report.usage_s >= usage_s:  # else older than what we know (reordered)
             await self._update(rec, usage_s, report)
+
+    async def _touch(
+        self, account_id: str, report: UsageReport
+    ) -> tuple[str, int, SessionRecord | None]:
+        return await self.store.touch(
+            account_id,
+            report.call.session_id,
+            usage_s=report.usage_s,
+            now_ms=self.clock_ms(),
+            answer_ms=_answer_ms(report),
+        )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
@@ -250,26 +258,34 @@ class Sessions:
             extra={"terminate_cause": report.terminate_cause} if report.terminate_cause else None,
         )
 
-    async def _adopt(self, report: UsageReport) -> SessionRecord | None:
-        """Accounting without our authorize: charge the account found by identity, or orphan it."""
+    async def _adopt(self, report: UsageReport) -> tuple[SessionRecord | None, bool]:
+        """Accounting without our authorize: charge the account found by identity, or
+        orphan it. True with a record this call wrote, already touched by ``report``."""
         call = report.call
         account = await self.authorizer.find_account(call)
         if account is None:
             await self._orphan(report, "unknown_account")
-            return None
+            return None, False
         start_ms = report.event_ms - report.usage_s * 1000
         profile = Profile(account.id, account.tariff, account.currency)
         made = self.authorizer.new_record(call, profile, start_ms)
         if isinstance(made, Refused):
             await self._orphan(report, made.code.value)
-            return None
-        rec = _replace(made[0], adopted=1, answer_ms=start_ms if report.usage_s else 0)
+            return None, False
+        # The fields session_touch.lua would set for this packet, written at creation.
+        rec = _replace(
+            made[0],
+            adopted=1,
+            answer_ms=_answer_ms(report),
+            last_usage_s=report.usage_s,
+            last_seen_ms=self.clock_ms(),
+        )
         if not await self.store.create(rec):
-            return await self.store.get(account.id, call.session_id)  # adopted concurrently
+            return await self.store.get(account.id, call.session_id), False  # concurrently
         log.warning(
             "adopted session %s of account %s without authorize", rec.session_id, account.id
         )
-        return rec
+        return rec, True
 
     async def _orphan(self, report: UsageReport, reason: str) -> None:
         log.warning("orphan accounting %s: %s", report.call.session_id, reason)
@@ -333,6 +349,12 @@ class Sessions:
             self.cutter.run(stop, interval_s=self.cfg.cutter_interval_s),
             self.reaper.run(stop, interval_s=self.cfg.reaper_interval_s),
         )
+
+
+def _answer_ms(report: UsageReport) -> int:
+    """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
+    answered = report.kind is UsageKind.START or report.usage_s > 0
+    return report.event_ms - report.usage_s * 1000 if answered else 0
 
 
 def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:

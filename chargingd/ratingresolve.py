@@ -1,0 +1,50 @@
+"""Memory of Engine.resolve answers (ratingengine.py); safe as plans are immutable.
+
+An answer depends on the instant only through the profile activations in force
+(constant between two activation times, Engine.switches) and, in plans where some
+destination is bound to periods only, through those periods. So an answer is kept by
+activation span when no such plan was consulted ("timeless"), else by exact instant.
+A call rates and sizes its grants from one start many times; calls to the same
+numbers share the span answers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Generic, TypeVar
+
+M = TypeVar("M")
+Key = tuple[str, str, str, str, int, int]  # tenant, category, subject, number, 2 instants
+MAX_KEPT = 4096  # answers kept per kind (cleared when full)
+
+
+class ResolveCache(Generic[M]):
+    """resolve() answers by activation span (timeless) or by exact instants."""
+
+    def __init__(self, switches: list[int]) -> None:
+        self.switches = switches  # sorted activation times, epoch ns
+        self._exact: dict[Key, M] = {}
+        self._by_span: dict[Key, M] = {}
+
+    def keys(
+        self, tenant: str, category: str, subject: str, number: str, when_ns: int, own_ns: int
+    ) -> tuple[Key, Key]:
+        """The span key and the exact key of a question (own_ns: CGRateS' call start)."""
+        spans = bisect.bisect_right(self.switches, when_ns)
+        own_spans = bisect.bisect_right(self.switches, own_ns)
+        return (
+            (tenant, category, subject, number, spans, own_spans),
+            (tenant, category, subject, number, when_ns, own_ns),
+        )
+
+    def get(self, span_key: Key, key: Key) -> M | None:
+        """The remembered answer, or None."""
+        found = self._by_span.get(span_key)
+        return found if found is not None else self._exact.get(key)
+
+    def put(self, span_key: Key, key: Key, found: M, *, timed: bool) -> None:
+        """Remember an answer; ``timed``: a plan with period-bound destinations decided."""
+        cache, kept = (self._exact, key) if timed else (self._by_span, span_key)
+        if len(cache) >= MAX_KEPT:
+            cache.clear()
+        cache[kept] = found
