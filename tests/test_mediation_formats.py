@@ -381,6 +381,8 @@ def test_generic_csv_by_index_with_epoch_times_and_no_answer_column() -> None:
         ("4930123456,,1552294930,125,200\n", "callee '' is not a telephone number"),
         ("4930123456,4989987654,,125,200\n", "no end time"),
         ("4930123456,4989987654,1552294930,-5,200\n", "negative talk time -5"),
+        ("4930123456,4989987654,inf,125,200\n", "end is not an epoch time: 'inf'"),
+        ("4930123456,4989987654,1e999,125,200\n", "end is not an epoch time: '1e999'"),
     ],
 )
 def test_generic_csv_bad_rows(row: str, reason: str) -> None:

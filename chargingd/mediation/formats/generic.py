@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from chargingd.mediation.records import (
     Parsed,
@@ -65,14 +66,22 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
             yield reader.line_num, Reject(str(exc), source.delimiter.join(row))
 
 
+# Year 3000: anything later is a corrupt field, not a call.
+_EPOCH_MS_MAX = 32_503_680_000_000
+
+
 def _time(text: str, name: str, time_format: str) -> RawTime:
     if not text or text == "0":
         return None
     if time_format == "epoch":
         try:
-            return int(float(text) * 1000)
-        except ValueError:
+            # Decimal, not float: exact to the millisecond whatever the digits.
+            epoch_ms = int(Decimal(text.strip()) * 1000)
+        except (InvalidOperation, ValueError, OverflowError):
             raise RowError(f"{name} is not an epoch time: {text!r}") from None
+        if not 0 < epoch_ms < _EPOCH_MS_MAX:
+            raise RowError(f"{name} is not an epoch time: {text!r}")
+        return epoch_ms
     if time_format == _ISO_FORMAT:
         return parse_stamp(text, name)
     try:

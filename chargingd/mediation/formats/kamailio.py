@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 from chargingd.mediation.records import (
     Parsed,
@@ -129,8 +130,9 @@ def _syslog_event(line_no: int, text: str, at: int) -> _Event:
     stamp = pairs.get("timestamp")
     if not stamp:
         raise RowError("ACC line without timestamp (acc_time_mode=0 writes one)")
-    when = int(float(stamp) * 1000) if _is_number(stamp) else None
-    if when is None:
+    # Decimal, not float: float epoch seconds lose the millisecond (….123 -> ….122).
+    when = int(Decimal(stamp) * 1000) if _is_number(stamp) else None
+    if when is None or not 0 < when < 32_503_680_000_000:  # year 3000: corrupt field
         raise RowError(f"timestamp is not an epoch: {stamp!r}")
     return _event(line_no, pairs, when, text, "call_id", "code")
 
