@@ -399,6 +399,7 @@ class RadiusFrontend:
                 client.cisco,
                 decision.credit_micros,
                 decision.currency,
+                billing_model=0 if decision.postpaid else 1,  # Cisco: 0 credit, 1 debit
             )
             code = rc.ACCESS_ACCEPT
         else:

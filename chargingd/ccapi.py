@@ -52,6 +52,7 @@ class Authorized:
     interim_interval_s: int
     credit_micros: int  # available money at authorize time (h323-credit-amount)
     currency: str
+    postpaid: bool = False  # Cisco h323-billing-model: 0 credit (postpaid), 1 debit
 
 
 @dataclass(frozen=True)

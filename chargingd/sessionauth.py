@@ -53,6 +53,7 @@ class Profile:
     account_id: str
     tariff: str
     currency: str
+    mode: str = "prepaid"  # h323-billing-model in the Accept; re-checked like the rest
 
 
 class Authorizer:
@@ -90,12 +91,12 @@ class Authorizer:
             return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
         if account.status is not Status.ACTIVE:
             return _inactive(account.status.value, account.status_reason)
-        profile = Profile(account.id, account.tariff, account.currency)
+        profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
         made = self._first(call, profile)
         if isinstance(made, Refused):
             return made
         _remember(self._profiles, account.id, profile)
-        answer = await self._reserve_first(*made, check=None)
+        answer = await self._reserve_first(*made, check=None, mode=profile.mode)
         assert answer is not None  # only a checked reserve can find the account changed
         return answer
 
@@ -108,8 +109,8 @@ class Authorizer:
         made = self._first(call, profile)
         if isinstance(made, Refused):
             return None  # the full path refuses in its own order (status first)
-        check = Check(profile.tariff, profile.currency, identity)
-        answer = await self._reserve_first(*made, check=check)
+        check = Check(profile.tariff, profile.currency, identity, profile.mode)
+        answer = await self._reserve_first(*made, check=check, mode=profile.mode)
         if answer is None:  # the account changed: forget what we knew of it
             self._profiles.pop(profile.account_id, None)
             self._identities.pop(identity, None)
@@ -132,7 +133,7 @@ class Authorizer:
         return None
 
     async def _reserve_first(
-        self, rec: SessionRecord, priced: Priced, *, check: Check | None
+        self, rec: SessionRecord, priced: Priced, *, check: Check | None, mode: str
     ) -> Authorized | Refused | None:
         """Reserve the first grant; with ``check``, None when the account changed."""
         want = priced.cost_micros
@@ -146,7 +147,7 @@ class Authorizer:
                 return _inactive(out.status, out.reason) if out.status else None
             grant = out.grant
             if grant.ok and out.created >= 0:
-                return self._authorized(rec, grant)
+                return self._authorized(rec, grant, mode)
         else:
             # new_session: the ledger counts a session once (a replay holds no second call).
             grant = await self.ledger.reserve(
@@ -160,10 +161,10 @@ class Authorizer:
         if not grant.ok:
             code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
             return Refused(code, code.value.replace("_", " "))
-        return await self._grant_first(rec, grant, want)
+        return await self._grant_first(rec, grant, want, mode)
 
     async def _grant_first(
-        self, rec: SessionRecord, grant: Grant, want: int
+        self, rec: SessionRecord, grant: Grant, want: int, mode: str
     ) -> Authorized | Refused:
         paid_s = self.grants.paid_s(rec, grant.granted_micros)
         if paid_s <= 0:
@@ -174,9 +175,9 @@ class Authorizer:
             rec, held_micros=grant.granted_micros, paid_usage_s=paid_s, limited=limited
         )
         await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
-        return self._authorized(rec, grant)
+        return self._authorized(rec, grant, mode)
 
-    def _authorized(self, rec: SessionRecord, grant: Grant) -> Authorized:
+    def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
         credit = grant.granted_micros + grant.available_micros
         timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
         log.info(
@@ -193,6 +194,7 @@ class Authorizer:
             interim_interval_s=self.cfg.interim_interval_s,
             credit_micros=credit,
             currency=rec.currency,
+            postpaid=mode == "postpaid",
         )
 
     # -- finding the account -------------------------------------------------------

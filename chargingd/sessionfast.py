@@ -36,6 +36,7 @@ class Check:
     tariff: str
     currency: str
     identity: str  # "" for a per-client default account (no identity to check)
+    mode: str = ""  # prepaid | postpaid: the Accept's billing model depends on it
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,9 @@ class FastPath:
         keys += [loc_key(sid), LASTSEEN, gateway_key(rec.gateway)]
         args += [self.store.session_ttl_s, acc, rec.member, rec.last_seen_ms or rec.auth_ms]
         if check is None:
-            args += [0, "", "", ""]
+            args += [0, "", "", "", ""]
         else:
-            args += [1, check.tariff, check.currency, check.identity]
+            args += [1, check.tariff, check.currency, check.identity, check.mode]
         args += rec.sparse_pairs()
         reply, created = await self._send_with_index(
             self._authorize.sha, keys, args, acc, now_ms + lease_ms

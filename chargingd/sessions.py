@@ -267,7 +267,7 @@ class Sessions:
             await self._orphan(report, "unknown_account")
             return None, False
         start_ms = report.event_ms - report.usage_s * 1000
-        profile = Profile(account.id, account.tariff, account.currency)
+        profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
         made = self.authorizer.new_record(call, profile, start_ms)
         if isinstance(made, Refused):
             await self._orphan(report, made.code.value)

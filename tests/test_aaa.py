@@ -156,6 +156,19 @@ async def test_accept_with_cisco_vsas(h: Harness) -> None:
     assert h.counters.accepted == 1
 
 
+@pytest.mark.parametrize(("postpaid", "model"), [(False, 1), (True, 0)])
+async def test_accept_billing_model_follows_the_account_mode(postpaid: bool, model: int) -> None:
+    """Cisco h323-billing-model: 0 credit (postpaid), 1 debit (prepaid)."""
+    decision = Authorized("acc-1", 360, 60, 12_500_000, "EUR", postpaid=postpaid)
+    h = await start(RecordingCredit(lambda call: decision))
+    try:
+        req = access_request(Acct_Session_Id="leg-1")
+        reply = verified(req, await h.auth(req.RequestPacket()))
+        assert reply["h323-billing-model"] == [f"h323-billing-model={model}"]
+    finally:
+        await stop(h)
+
+
 def _refuse(code: RefusalCode) -> RecordingCredit:
     return RecordingCredit(lambda call: Refused(code, f"refused: {code.value}"))
 

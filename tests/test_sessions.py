@@ -284,6 +284,22 @@ async def test_postpaid_uses_credit_limit(sessions: Sessions, ledger: Ledger) ->
     answer = await sessions.authorize(call("p1", user="bob"))
     assert isinstance(answer, Authorized)
     assert answer.session_timeout_s == 200 and answer.credit_micros == 2 * EUR
+    assert answer.postpaid  # the Accept says "credit" (h323-billing-model=0)
+
+
+async def test_mode_change_is_seen_by_the_next_authorize(
+    sessions: Sessions, ledger: Ledger
+) -> None:
+    """The second authorize takes the cached (fused) path; a mode change must reach it."""
+    await add_account(ledger)
+    first = await sessions.authorize(call("m1"))
+    assert isinstance(first, Authorized) and not first.postpaid
+    await ledger.update_account("acc1", mode=Mode.POSTPAID, credit_limit_micros=EUR, who="t")
+    second = await sessions.authorize(call("m2"))
+    assert isinstance(second, Authorized) and second.postpaid
+    await ledger.update_account("acc1", mode=Mode.PREPAID, who="t")
+    third = await sessions.authorize(call("m3"))
+    assert isinstance(third, Authorized) and not third.postpaid
 
 
 async def test_replayed_access_request_holds_once(sessions: Sessions, ledger: Ledger) -> None:

@@ -6,17 +6,19 @@
 -- KEYS[8] sess:loc:SID   KEYS[9] sess:lastseen   KEYS[10] sess:gw:GATEWAY
 -- ARGV[1..10] reserve.lua's ARGV (ARGV[2]: the amount asked)   ARGV[11] record ttl_s
 -- ARGV[12] account id   ARGV[13] index member "ACC\0SID"   ARGV[14] last seen ms
--- ARGV[15] '1': check ARGV[16..18] first: the account's tariff, currency, and an
---   identity it must still list ('' none): what the caller rated with and found it by
--- ARGV[19..] field, value pairs of the record (held_micros = the amount asked)
+-- ARGV[15] '1': check ARGV[16..19] first: the account's tariff, currency, an
+--   identity it must still list ('' none), and its mode ('' any): what the caller
+--   rated with, found it by, and answers the gateway with (billing model)
+-- ARGV[20..] field, value pairs of the record (held_micros = the amount asked)
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it); -1 not written (refused or partial: sessions.py decides).
 if ARGV[15] == '1' then
   local a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'status_reason',
-                       'identities')
+                       'identities', 'mode')
   if a[1] ~= ARGV[16] or a[2] ~= ARGV[17] then return {'stale', {}} end
+  if ARGV[19] ~= '' and a[6] ~= ARGV[19] then return {'stale', {}} end
   if ARGV[18] ~= '' and not string.find('\n' .. (a[5] or '') .. '\n', '\n' .. ARGV[18] .. '\n', 1, true)
   then
     return {'stale', {}}
@@ -27,7 +29,7 @@ local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 10)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {res, 0} end
-redis.call('HSET', KEYS[6], unpack(ARGV, 19))
+redis.call('HSET', KEYS[6], unpack(ARGV, 20))
 redis.call('EXPIRE', KEYS[6], ARGV[11])
 redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('EXPIRE', KEYS[7], ARGV[11])
