@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from chargingd.aaa import RadiusFrontend, ensure_ports_free, start_radius
 from chargingd.balance import Ledger
 from chargingd.config import Config
+from chargingd.loops import wait_or_stop
 from chargingd.radius_dm import DynamicAuthClient
 from chargingd.redisconn import RedisClient
 from chargingd.sessions import Sessions, build_sessions
@@ -118,8 +119,8 @@ class RadiusComponent:
                 await self.publish()
             except (RedisError, OSError) as exc:
                 log.debug("cannot publish RADIUS stats: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), PUBLISH_INTERVAL_S)
+            if await wait_or_stop(self._stop, PUBLISH_INTERVAL_S):
+                return
 
 
 async def radius_processes(redis: RedisClient) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from chargingd.balance import Ledger, LedgerError
 from chargingd.config import Config, ConfigError, load_config
 from chargingd.demo import create_demo_accounts
 from chargingd.logsetup import setup_logging
+from chargingd.loops import run_every
 from chargingd.redisconn import EmbeddedRedis, RedisClient, connect, wait_ready
 from chargingd.sessionrating import DEFAULT_PLAN
 from chargingd.status import ComponentStats, StatusRegistry, redis_info_summary
@@ -126,10 +127,7 @@ class HoldSweeper:
             log.info("hold sweep reclaimed %d expired holds", reclaimed)
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            await self.sweep_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+        await run_every(self._stop, self.interval_s, self.sweep_once, log=log, what="hold sweep")
 
 
 def build_sweeper(rt: Runtime) -> Component:

@@ -1,0 +1,36 @@
+"""Background loops: run a pass every interval until a stop event, never dying of an error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+
+async def wait_or_stop(stop: asyncio.Event, timeout_s: float) -> bool:
+    """Sleep up to ``timeout_s``; True as soon as ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=timeout_s)
+    return stop.is_set()
+
+
+async def run_every(
+    stop: asyncio.Event,
+    interval_s: float,
+    one_pass: Callable[[], Awaitable[object]],
+    *,
+    log: logging.Logger,
+    what: str,
+) -> None:
+    """Call ``one_pass`` every ``interval_s`` until ``stop``; a failed pass is logged,
+    the loop goes on (a background task must not die silently)."""
+    while not stop.is_set():
+        try:
+            await one_pass()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s pass failed", what)
+        if await wait_or_stop(stop, interval_s):
+            return
