@@ -1,7 +1,7 @@
 """The call cutter: fires due deadlines (credit gone) and operator/fraud kills.
 
-Any daemon may run it: each due entry of the deadline zset is claimed with ZREM,
-and only the daemon whose ZREM returned 1 acts on it. A credit deadline is first
+Any daemon may run it: each due entry of the deadline zset is claimed by moving it,
+and only the daemon whose claim moved it acts on it. A credit deadline is first
 re-checked (a top-up on another daemon may have paid for more); then the frontend
 sends a Disconnect-Request (RFC 5176 §3). A failed disconnect is retried with
 exponential back-off, a bounded number of times, by putting the entry back.
@@ -57,12 +57,16 @@ class Cutter:
         """Act on every deadline due now; returns how many entries this daemon claimed."""
         now_ms = self.clock_ms()
         claimed = 0
+        retry_ms = now_ms + max(self.backoff_ms, 1000)
         for raw in await self.store.due(DEADLINES, now_ms, limit=limit):
-            if not await self.store.claim(DEADLINES, raw):
+            # Claimed by moving it to retry_ms (not ZREM): a daemon that dies before
+            # the cut leaves it to be fired again, by any daemon.
+            if not await self.store.claim_until(DEADLINES, raw, now_ms, retry_ms):
                 continue  # another daemon has it
             claimed += 1
             rec = await self.store.get(*split_member(raw))
             if rec is None or rec.state != LIVE:
+                await self.store.redis.zrem(DEADLINES, raw)
                 continue
             await self._due(rec, now_ms)
         return claimed
@@ -99,6 +103,7 @@ class Cutter:
             retry_ms = now_ms + self.backoff_ms * 2 ** (attempts - 1)
             await self.store.set_deadline(rec, retry_ms)
         else:
+            await self.store.redis.zrem(DEADLINES, rec.member)
             log.error(
                 "giving up cutting %s at %s after %d attempts (Session-Timeout or reaper ends it)",
                 rec.session_id,

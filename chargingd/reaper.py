@@ -3,7 +3,8 @@
 A gateway that falls silent (crash, lost Stop) would leave a session holding money
 for ever. A session not heard from for stale_factor x interim interval is closed
 like a Stop at its last reported usage, with CDR status "stale" (DESIGN invariant
-4: no call is lost). Entries are claimed with ZREM so exactly one daemon reaps.
+4: no call is lost). Entries are claimed by moving their score to now (one daemon
+wins; a daemon that dies mid-close leaves the session to the next window).
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ class Reaper:
         cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
         reaped = 0
         for raw in await self.store.due(LASTSEEN, cutoff_ms, limit=limit):
-            if not await self.store.claim(LASTSEEN, raw):
+            # Claimed by moving it to now: if this daemon dies mid-close (after the
+            # release, before the CDR) the session is retried a window later.
+            if not await self.store.claim_until(LASTSEEN, raw, cutoff_ms, now_ms):
                 continue
             rec = await self.store.get(*split_member(raw))
             if rec is None or rec.state != LIVE:
+                await self.store.redis.zrem(LASTSEEN, raw)
                 continue
             if rec.last_seen_ms > cutoff_ms:
                 # A packet arrived between the scan and the claim: put it back.
@@ -73,16 +77,16 @@ class Reaper:
             except Exception:
                 # One session the ledger refuses must not stop the pass; retried later.
                 log.exception("cannot reap %s of %s", rec.session_id, rec.account_id)
-                await self.store.redis.zadd(LASTSEEN, {raw: now_ms})  # next window
-                continue
-            if cdr is not None:
-                log.warning(
-                    "reaped stale session %s of %s (silent since %s)",
-                    rec.session_id,
-                    rec.account_id,
-                    rec.last_seen_ms,
-                )
-                reaped += 1
+                continue  # its entry was moved to now: retried a window later
+            if cdr is None:
+                continue  # another closer holds the lease: retried a window later
+            log.warning(
+                "reaped stale session %s of %s (silent since %s)",
+                rec.session_id,
+                rec.account_id,
+                rec.last_seen_ms,
+            )
+            reaped += 1
         self.reaped += reaped
         return reaped
 

@@ -19,6 +19,10 @@ from chargingd.rating import RatingError, TariffPlan
 DEFAULT_PLAN = "default"
 
 
+class UnknownPlan(RatingError):
+    code = "unknown_plan"
+
+
 @dataclass(frozen=True)
 class Priced:
     """What a usage costs under a plan, in the units sessions.py keeps."""
@@ -37,6 +41,14 @@ class Pricer:
             self.plans.setdefault(DEFAULT_PLAN, default)
         self.has_default = default is not None
 
+    def _plan(self, plan_id: str) -> TariffPlan:
+        """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
+        (a restart with other [rating] plans): its accounting is orphaned, not crashed."""
+        plan = self.plans.get(plan_id)
+        if plan is None:
+            raise UnknownPlan(f"tariff plan {plan_id!r} is not loaded")
+        return plan
+
     def plan_id_for(self, tariff: str) -> str | None:
         """The plan rating an account whose ``tariff`` is given; None when not loaded."""
         if not tariff:
@@ -51,7 +63,7 @@ class Pricer:
         self, plan_id: str, *, subject: str, number: str, start_ms: int, usage_s: int
     ) -> Priced:
         """Rate ``usage_s`` seconds to ``number`` (E.164); raises rating.RatingError."""
-        cost = self.plans[plan_id].rate(
+        cost = self._plan(plan_id).rate(
             subject=subject,
             destination=number.lstrip("+"),
             start=_when(start_ms),
@@ -67,7 +79,7 @@ class Pricer:
         """Whole seconds ``amount_micros`` pays for on this call (rounded down)."""
         if amount_micros <= 0:
             return 0
-        usage_ns = self.plans[plan_id].max_usage(
+        usage_ns = self._plan(plan_id).max_usage(
             subject=subject,
             destination=number.lstrip("+"),
             start=_when(start_ms),

@@ -55,7 +55,7 @@ from chargingd.sessionspool import (
     orphan_fields,
     report_to_entry,
 )
-from chargingd.sessionstore import LIVE, SessionRecord, SessionStore
+from chargingd.sessionstore import INVALID, LIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -206,6 +206,11 @@ class Sessions:
         if not valid_session_id(session_id):
             await self._orphan(report, "invalid_session_id")
             return
+        if not 0 <= report.usage_s <= self.cfg.session_ttl_s:
+            # Acct-Session-Time is Unsigned32 (RFC 2866 §5.7): 2^32-1 would be charged
+            # as 136 years of debt. No record lives longer than session_ttl_s.
+            await self._orphan(report, "invalid_usage")
+            return
         account_id = await self.store.locate(session_id)
         rec: SessionRecord | None = None
         if account_id is None:
@@ -218,16 +223,24 @@ class Sessions:
         if rec is None:
             state, usage_s, rec = await self._touch(account_id, report)
         if rec is None:
-            if state == "missing":  # the record expired but its locator did not
-                await self.store.forget_locator(session_id)
-                await self._account(report)
-            elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
-                await self._account(report)  # a reused session id, now another account's
-            return  # closed: a replayed Stop, a late Interim
+            await self._not_live(account_id, state, report)
+            return
         if report.kind is UsageKind.STOP:
             await self._stop(rec, usage_s, report)
         elif report.usage_s >= usage_s:  # else older than what we know (reordered)
             await self._update(rec, usage_s, report)
+
+    async def _not_live(self, account_id: str, state: str, report: UsageReport) -> None:
+        """Touch found no live record: a bad usage, an expired record, a reused id, or a
+        closed session (a replayed Stop, a late Interim: nothing to do)."""
+        session_id = report.call.session_id
+        if state == INVALID:
+            await self._orphan(report, "invalid_usage")
+        elif state == "missing":  # the record expired but its locator did not
+            await self.store.forget_locator(session_id)
+            await self._account(report)
+        elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
+            await self._account(report)  # a reused session id, now another account's
 
     async def _touch(
         self, account_id: str, report: UsageReport
@@ -336,7 +349,13 @@ class Sessions:
     async def replay_entry(self, entry: dict[str, Any]) -> None:
         """One spooled event, back from the spool once Redis answers again."""
         if entry.get("type") == "usage":
-            await self._account(entry_to_report(entry))
+            report = entry_to_report(entry)
+            try:
+                await self._account(report)
+            except (LedgerError, RatingError) as exc:
+                # As account() does: an entry no replay can charge must not block the
+                # spool behind it for ever; it is kept as an orphan with its reason.
+                await self._orphan(report, exc.code)
             return
         fields = {f"call.{k}": str(v) for k, v in entry.get("call", {}).items()}
         await self.store.record_orphan(

@@ -113,6 +113,12 @@ class Spool:
             pid_text = path.stem.removeprefix("sessions-")
             if path == self.path or (pid_text.isdigit() and not pid_alive(int(pid_text))):
                 out.append(path)
+        # A file a replayer took and died with (killed mid-replay): its entries are
+        # still owed; replaying them again is harmless (cumulative usage, tombstones).
+        for path in sorted(self.directory.glob("sessions-*.jsonl.replay-*")):
+            pid_text = path.name.rpartition(".replay-")[2]
+            if pid_text.isdigit() and not pid_alive(int(pid_text)):
+                out.append(path)
         return out
 
     async def replay(self, handler: Callable[[Entry], Awaitable[None]]) -> int:
@@ -129,6 +135,16 @@ class Spool:
             done += await self._replay_file(taken, handler)
         return done
 
+    def _keep(self, lines: list[str]) -> None:
+        """Put unreplayed lines back in this process's spool (past its bound: they were
+        accepted already), in one fsync'd write."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._count = None
+
     async def _replay_file(self, taken: Path, handler: Callable[[Entry], Awaitable[None]]) -> int:
         lines = taken.read_text(encoding="utf-8").splitlines()
         done = 0
@@ -140,12 +156,15 @@ class Spool:
                 continue
             try:
                 await handler(entry)
-            except Exception:
-                # Redis went away again (or a bug): keep this and the rest for later.
+            except BaseException as exc:
+                # Redis went away again, a bug, or shutdown (cancelled): keep this and
+                # the rest for later, in this process's own spool.
                 log.warning("spool replay stopped at entry %d of %s", index + 1, taken)
-                for rest in lines[index:]:
-                    self.append(json.loads(rest))
-                break
+                self._keep(lines[index:])
+                taken.unlink()
+                if not isinstance(exc, Exception):
+                    raise
+                return done
             done += 1
         taken.unlink()
         return done

@@ -36,6 +36,9 @@ ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
 LIVE = "live"
+INVALID = "invalid"  # touch refused a usage longer than the time since authorize
+# How far a reported usage may run ahead of (now - authorize): clock skew, delays.
+USAGE_SLACK_S = 300
 CLOSED = "closed"
 
 
@@ -138,6 +141,15 @@ _DEFAULTS: dict[str, Any] = {
     for f in dataclasses.fields(SessionRecord)
     if f.default is not dataclasses.MISSING
 }
+
+
+# Move a due member (score <= ARGV[2]) to ARGV[3]; 1 when this caller moved it.
+_CLAIM_UNTIL = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
 
 
 class SessionStore:
@@ -288,11 +300,13 @@ class SessionStore:
 
         Returns (state, last_usage_s, the live record after the update or None); one
         script so concurrent or reordered packets cannot move the usage backwards.
+        State INVALID (nothing changed): ``usage_s`` exceeds the time since authorize
+        plus USAGE_SLACK_S, a broken or lying gateway.
         """
         key = record_key(account_id, session_id)
         (state, usage, flat), _ = await self._send(
             [
-                ("EVALSHA", self._touch.sha, 1, key, usage_s, now_ms, answer_ms),
+                ("EVALSHA", self._touch.sha, 1, key, usage_s, now_ms, answer_ms, USAGE_SLACK_S),
                 # XX: no-op once closed (or claimed by the reaper).
                 ("ZADD", LASTSEEN, "XX", now_ms, member(account_id, session_id)),
             ]
@@ -343,6 +357,11 @@ class SessionStore:
     async def claim(self, index: str, raw_member: bytes) -> bool:
         """Take one due entry: exactly one caller across all daemons gets True (ZREM)."""
         return bool(await self.redis.zrem(index, raw_member))
+
+    async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
+        """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets
+        True): unlike ZREM, a claimer that dies leaves the entry to be retried then."""
+        return bool(await self.redis.eval(_CLAIM_UNTIL, 1, index, raw_member, due_ms, retry_ms))
 
     async def acquire_close(self, rec: SessionRecord, token: str, *, lease_s: int = 30) -> bool:
         """The right to close (write the CDR of) a session; a crashed closer's lease expires."""

@@ -384,13 +384,16 @@ async def test_adopted_stop_is_not_an_overrun(
     assert (cdr.status, cdr.cost_micros, cdr.extra["adopted"]) == ("normal", 30 * PER_S, "1")
 
 
-async def test_grants_grow_with_the_calls_age(sessions: Sessions, ledger: Ledger) -> None:
+async def test_grants_grow_with_the_calls_age(
+    sessions: Sessions, ledger: Ledger, clock: Clock
+) -> None:
     await add_account(ledger, balance_micros=100 * EUR)
     info = call("long")
     await sessions.authorize(info)
     await sessions.account(usage(info, UsageKind.START, 0, T0_MS))
     held = []
     for usage_s in (60, 600, 1800):
+        clock.now_ms = T0_MS + usage_s * 1000  # usage never runs ahead of the clock
         await sessions.account(usage(info, UsageKind.INTERIM, usage_s, T0_MS + usage_s * 1000))
         held.append((await ledger.get_account("acc1")).reserved_micros)
     # first grant 75 s, then half the call's age (300 s), capped at max_grant_s (600 s)

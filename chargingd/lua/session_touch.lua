@@ -3,8 +3,11 @@
 -- ARGV[1] = usage_s               cumulative usage reported by the packet
 -- ARGV[2] = now_ms                when it was seen
 -- ARGV[3] = answer_ms             answer time implied by the packet (0 = unknown)
+-- ARGV[4] = slack_s               how far usage may run ahead of our clock since
+--                                 authorize (gateway clock skew, Acct-Delay-Time)
 -- Returns {state, last_usage_s, HGETALL of the record after the update};
--- usage never moves backwards (reordered packets), a closed record is not changed.
+-- usage never moves backwards (reordered packets), a closed record is not changed;
+-- {'invalid', last_usage_s, {}}: more usage than time since authorize, nothing changed.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return {'missing', 0, {}}
@@ -14,6 +17,10 @@ if state ~= 'live' then
   return {state, last, {}}
 end
 local usage = tonumber(ARGV[1])
+local auth = tonumber(redis.call('HGET', KEYS[1], 'auth_ms') or '0')
+if usage * 1000 > tonumber(ARGV[2]) - auth + tonumber(ARGV[4]) * 1000 then
+  return {'invalid', last, {}}
+end
 if usage > last then
   redis.call('HSET', KEYS[1], 'last_usage_s', usage)
   last = usage
