@@ -10,11 +10,11 @@ exponential back-off, a bounded number of times, by putting the entry back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from chargingd.ccapi import CallCutter, SessionRef
+from chargingd.loops import run_every
 from chargingd.sessionstore import DEADLINES, LIVE, SessionRecord, SessionStore, split_member
 
 log = logging.getLogger("chargingd.cutter")
@@ -139,12 +139,4 @@ class Cutter:
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Fire due deadlines every ``interval_s`` until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("cutter pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await run_every(stop, interval_s, self.run_once, log=log, what="cutter")

@@ -10,12 +10,12 @@ wins; a daemon that dies mid-close leaves the session to the next window).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from chargingd.cdr import CDR
+from chargingd.loops import run_every
 from chargingd.sessionspool import Spool
 from chargingd.sessionstore import LASTSEEN, LIVE, SessionRecord, SessionStore, split_member
 
@@ -92,12 +92,4 @@ class Reaper:
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Reap every ``interval_s`` until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reaper pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await run_every(stop, interval_s, self.run_once, log=log, what="reaper")
