@@ -1,3 +1,3 @@
-from chargingd.cli import main
+from chargingd.app.cli import main
 
 raise SystemExit(main())

@@ -29,11 +29,11 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cdr_factory import make_cdr
 
-from chargingd.billingdb import BillingDB, start_embedded
-from chargingd.cdr import CDR, CDR_STREAM
-from chargingd.config import config_from_dict
-from chargingd.exporter import Exporter
-from chargingd.redisconn import EmbeddedRedis
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.billing.db import BillingDB, start_embedded
+from chargingd.billing.exporter import Exporter
+from chargingd.core.config import config_from_dict
+from chargingd.core.redisconn import EmbeddedRedis
 
 
 async def _fresh_db(admin_url: str, name: str) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the ledger hot path against Redis's own EVALSHA ceiling, side by side.
 
-Starts its own embedded redis-server (chargingd.redisconn.EmbeddedRedis, in a temp dir),
+Starts its own embedded redis-server (chargingd.core.redisconn.EmbeddedRedis, in a temp dir),
 runs reserve + commit + release cycles from N concurrent asyncio tasks for a few
 seconds and prints cycles/s, script calls/s and p50/p99 latencies; then runs
 redis-benchmark on the same server for ``EVALSHA`` of a trivial script (``return 1``)
@@ -28,8 +28,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chargingd.balance import Ledger, Mode
-from chargingd.redisconn import EmbeddedRedis, redis_server_binary
+from chargingd.core.redisconn import EmbeddedRedis, redis_server_binary
+from chargingd.ledger.ledger import Ledger, Mode
 
 BALANCE_MICROS = 10**14  # never refused: the benchmark measures the granted path
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from chargingd.cdr import CDR
+from chargingd.billing.cdr import CDR
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.pipeline import Mediator, normalised
@@ -173,7 +173,7 @@ def mediate_db(
     mediate: Callable[[Callable[[Sequence[CDR]], object]], Callable[[], None]], db_url: str
 ) -> Callable[[], None]:
     def run() -> None:
-        from chargingd.billingdb import BillingDB
+        from chargingd.billing.db import BillingDB
 
         async def opened() -> BillingDB:
             return await BillingDB.open(db_url)
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", help="where the generated files go (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.pg_dir and not args.db_url:
-        from chargingd.billingdb import start_embedded
+        from chargingd.billing.db import start_embedded
 
         args.db_url = start_embedded(Path(args.pg_dir), "bench")
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,9 +23,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from chargingd.periods import ANY_PERIOD, TimePeriod
-from chargingd.prefixes import PrefixIndex
-from chargingd.rating import (
+from chargingd.rating.loaders import load_plan
+from chargingd.rating.model import (
     CallCost,
     DestinationRate,
     PlanEntry,
@@ -37,7 +36,8 @@ from chargingd.rating import (
     RatingProfile,
     TariffPlan,
 )
-from chargingd.tariffs import load_plan
+from chargingd.rating.periods import ANY_PERIOD, TimePeriod
+from chargingd.rating.prefixes import PrefixIndex
 
 S = 1_000_000_000
 PEAK = TimePeriod("PEAK", week_days=frozenset({1, 2, 3, 4, 5}), start_s=8 * 3600, end_s=19 * 3600)

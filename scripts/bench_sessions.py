@@ -23,13 +23,13 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.asyncio.connection import AbstractConnection
 
-from chargingd.balance import Ledger, Mode
-from chargingd.ccapi import Authorized, CallInfo, UsageKind, UsageReport
-from chargingd.config import SessionsConfig
-from chargingd.redisconn import EmbeddedRedis
-from chargingd.sessionrating import Pricer
-from chargingd.sessions import Sessions
-from chargingd.tariffs import load_plan
+from chargingd.core.config import SessionsConfig
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.rating.loaders import load_plan
+from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
+from chargingd.sessions.pricing import Pricer
+from chargingd.sessions.service import Sessions
 
 TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
 

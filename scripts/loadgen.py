@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chargingd import radius_codec as rc
+from chargingd.radius import codec as rc
 
 Step = tuple[int, bytes]  # (0 = auth port | 1 = acct port, packet)
 

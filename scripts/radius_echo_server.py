@@ -18,9 +18,9 @@ import signal
 import sys
 import time
 
-from chargingd.aaa import RadiusFrontend
-from chargingd.ccapi import Authorized, CallInfo, Refused, UsageReport
-from chargingd.config import config_from_dict
+from chargingd.core.config import config_from_dict
+from chargingd.radius.server import RadiusFrontend
+from chargingd.sessions.ccapi import Authorized, CallInfo, Refused, UsageReport
 
 GRANT = Authorized("echo", 3600, 60, 10_000_000, "EUR")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from chargingd.admin import AdminServer
-from chargingd.adminmethods import AdminMethods
-from chargingd.balance import Ledger
-from chargingd.config import Config
-from chargingd.server import Runtime
-from chargingd.status import StatusRegistry
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.server import AdminServer
+from chargingd.app.serve import Runtime
+from chargingd.core.config import Config
+from chargingd.core.status import StatusRegistry
+from chargingd.ledger.ledger import Ledger
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chargingd.cdr import CDR
+from chargingd.billing.cdr import CDR
 
 # 2026-11-04 10:00:00 UTC
 BASE_MS = 1_793_786_400_000

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis.asyncio as aioredis
 
-from chargingd.redisconn import EmbeddedRedis
+from chargingd.core.redisconn import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def pg_server() -> str:
     """
     import psycopg
 
-    from chargingd.billingdb import start_embedded
+    from chargingd.billing.db import start_embedded
 
     base = Path(tempfile.mkdtemp(prefix="chargingd-test-pg-"))
     # atexit runs last-in first-out: pgserver stops and deletes the server first.
@@ -69,7 +69,7 @@ def pg_billing_db(pg_server: str) -> str:
 
     import psycopg
 
-    from chargingd.billingdb import BillingDB
+    from chargingd.billing.db import BillingDB
 
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute('CREATE DATABASE "chargingd_test"')

@@ -20,11 +20,11 @@ from typing import Any
 
 import redis as syncredis
 
-from chargingd import radius_codec as rc
-from chargingd.admin import AdminClient, AdminUnreachable
-from chargingd.adminmethods import RpcError
-from chargingd.cdr import CDR, CDR_STREAM
-from chargingd.redisconn import pid_alive
+from chargingd.admin.methods import RpcError
+from chargingd.admin.server import AdminClient, AdminUnreachable
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.core.redisconn import pid_alive
+from chargingd.radius import codec as rc
 
 BIN = Path(sys.executable).parent / "chargingd"
 SECRET = b"e2e-secret"

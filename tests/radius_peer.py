@@ -10,7 +10,7 @@ from pathlib import Path
 from pyrad.dictionary import Dictionary
 from pyrad.packet import CoAPacket
 
-from chargingd.ccapi import Authorized, CallInfo, Refused, UsageReport
+from chargingd.sessions.ccapi import Authorized, CallInfo, Refused, UsageReport
 
 DICT = Dictionary(str(Path(__file__).parent.parent / "config" / "dictionary"))
 

@@ -12,12 +12,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chargingd.balance import Ledger, Mode
-from chargingd.ccapi import Authorized, CallInfo, SessionRef, UsageKind, UsageReport
-from chargingd.cdr import CDR, CDR_STREAM
-from chargingd.config import SessionsConfig
-from chargingd.durations import NS_PER_S
-from chargingd.rating import (
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.core.config import SessionsConfig
+from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.rating.durations import NS_PER_S
+from chargingd.rating.model import (
     ANY_SUBJECT,
     DestinationRate,
     PlanEntry,
@@ -29,8 +28,9 @@ from chargingd.rating import (
     RatingProfile,
     TariffPlan,
 )
-from chargingd.sessionrating import Pricer
-from chargingd.sessions import Sessions
+from chargingd.sessions.ccapi import Authorized, CallInfo, SessionRef, UsageKind, UsageReport
+from chargingd.sessions.pricing import Pricer
+from chargingd.sessions.service import Sessions
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EUR = 1_000_000

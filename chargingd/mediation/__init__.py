@@ -4,7 +4,7 @@
 
 The source (``[mediation.sources.NAME]``) says the file format and how to read its
 numbers, times and accounts. Re-running a file stores nothing twice: storage is
-idempotent on (source, call_id). Imports are lazy: chargingd.config imports
+idempotent on (source, call_id). Imports are lazy: chargingd.core.config imports
 chargingd.mediation.sources at load time.
 """
 

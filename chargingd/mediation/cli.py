@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chargingd.config import Config, ConfigError, load_config
+from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.mediation.payers import AccountLookup, Payers
 from chargingd.mediation.pipeline import Mediator, MemoryStore, Progress, Store, Summary
 from chargingd.mediation.rate import Rater
@@ -73,8 +73,8 @@ async def _ledger(cfg: Config, source: SourceConfig) -> AsyncIterator[AccountLoo
     if not needs_ledger(source):
         yield None
         return
-    from chargingd.balance import Ledger
-    from chargingd.redisconn import EmbeddedRedis, connect, wait_ready
+    from chargingd.core.redisconn import EmbeddedRedis, connect, wait_ready
+    from chargingd.ledger.ledger import Ledger
 
     started: EmbeddedRedis | None = None
     url = None
@@ -105,7 +105,7 @@ async def _store(cfg: Config, dry_run: bool) -> AsyncIterator[Store]:
     if dry_run:
         yield MemoryStore()
         return
-    from chargingd.billingdb import BillingDB
+    from chargingd.billing.db import BillingDB
 
     db = await BillingDB.from_config(cfg)
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chargingd.cdr import CDR
+from chargingd.billing.cdr import CDR
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
 from chargingd.mediation.payers import Payers

@@ -10,21 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from chargingd.cdr import CDR
+from chargingd.billing.cdr import CDR
 from chargingd.mediation.normalise import Call, utc_datetime
 from chargingd.mediation.payers import Payer
 from chargingd.mediation.records import RowError
 from chargingd.mediation.sources import SourceConfig
 
 if TYPE_CHECKING:
-    from chargingd.rating import TariffPlan
+    from chargingd.rating.model import TariffPlan
 
 _NS = 1_000_000_000
 PlanLoader = Callable[[str], "TariffPlan"]
 
 
 def _default_loader(path: str) -> TariffPlan:
-    from chargingd.tariffs import load_plan
+    from chargingd.rating.loaders import load_plan
 
     return load_plan(path)
 

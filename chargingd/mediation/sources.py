@@ -2,7 +2,7 @@
 
 One source is one switch (or one family of switches writing the same file format):
 its format, its clock's time zone, how its numbers are dialled and which account and
-tariff its calls are charged to. Loaded by chargingd.config; nothing here does I/O.
+tariff its calls are charged to. Loaded by chargingd.core.config; nothing here does I/O.
 """
 
 from __future__ import annotations

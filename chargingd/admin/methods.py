@@ -1,0 +1,506 @@
+"""JSON-RPC 2.0 methods of the admin socket: request validation, ledger calls, rendering.
+
+Pure request-in / response-out (no socket code). Amounts travel as decimal strings
+("12.50", at most 6 decimals); a float, a bad amount or an unknown parameter is
+-32602 and changes nothing. Ledger errors map by their stable ``code``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from chargingd.admin import sessions as adminsessions
+from chargingd.core.money import AmountError, format_amount, parse_amount
+from chargingd.ledger import ledger as balance
+from chargingd.ledger.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
+
+log = logging.getLogger("chargingd.admin")
+
+# JSON-RPC 2.0 §5.1 standard codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Application codes (-32000..-32099), one per ledger error code.
+LEDGER_CODES: dict[str, int] = {
+    balance.LedgerError.code: -32000,
+    balance.UnknownAccount.code: -32001,
+    balance.AccountExists.code: -32002,
+    balance.AccountNotActive.code: -32003,
+    balance.InsufficientCredit.code: -32004,
+    balance.TooManyCalls.code: -32005,
+    balance.CurrencyMismatch.code: -32006,
+    balance.InvalidRequest.code: -32007,
+    balance.DuplicateTransaction.code: -32008,
+}
+REDIS_UNAVAILABLE = -32010
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
+_HISTORY_MAX = 1000
+_READ_ONLY = frozenset(
+    {"account.get", "account.list", "account.history", "server.status", "session.list"}
+)
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class RpcError(Exception):
+    """A JSON-RPC error: raised by handlers, and by the clients on an error response."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The connected process, from SO_PEERCRED."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def error_response(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": req_id, "error": error}
+
+
+def render_account(acc: Account) -> dict[str, Any]:
+    """An account as JSON: amounts as decimal strings with at least 2 decimals."""
+
+    def amt(micros: int) -> str:
+        return format_amount(micros, 2)
+
+    return {
+        "id": acc.id,
+        "mode": str(acc.mode),
+        "currency": acc.currency,
+        "status": str(acc.status),
+        "status_reason": acc.status_reason,
+        "balance": amt(acc.balance_micros),
+        "reserved": amt(acc.reserved_micros),
+        "available": amt(acc.available_micros),
+        "credit_limit": amt(acc.credit_limit_micros),
+        "tariff": acc.tariff,
+        "max_calls": acc.max_calls,
+        "live_sessions": acc.live_sessions,
+        "identities": list(acc.identities),
+        "initial_balance": amt(acc.initial_balance_micros),
+        "topups": amt(acc.topups_micros),
+        "debits": amt(acc.debits_micros),
+        "created_ms": acc.created_ms,
+        "updated_ms": acc.updated_ms,
+    }
+
+
+# Audit fields that hold micro-units; rendered as decimal strings like every amount.
+AUDIT_AMOUNT_KEYS = frozenset(
+    {"balance", "reserved", "amount", "asked", "cumulative", "released", "credit_limit"}
+    | {"old.credit_limit"}
+)
+_INT = re.compile(r"^-?[0-9]+$")
+
+
+def _audit_fields(fields: dict[str, str]) -> dict[str, str]:
+    return {
+        k: format_amount(int(v), 2) if k in AUDIT_AMOUNT_KEYS and _INT.match(v) else v
+        for k, v in fields.items()
+    }
+
+
+def render_audit(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as JSON; amounts in before/after/details as decimal strings."""
+    return {
+        "id": entry.id,
+        "ts_ms": entry.ts_ms,
+        "who": entry.who,
+        "what": entry.what,
+        "why": entry.why,
+        "before": _audit_fields(entry.before),
+        "after": _audit_fields(entry.after),
+        "details": _audit_fields(entry.details),
+    }
+
+
+class Params:
+    """By-name parameters of one call; every getter raises -32602 with a clear message."""
+
+    def __init__(self, raw: Any, allowed: frozenset[str]) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise RpcError(INVALID_PARAMS, "params must be an object (by-name parameters)")
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            hint = ", ".join(sorted(allowed)) or "none"
+            raise RpcError(INVALID_PARAMS, f"unknown parameter {unknown[0]!r} (allowed: {hint})")
+        self.raw: dict[str, Any] = raw
+
+    def has(self, name: str) -> bool:
+        return self.raw.get(name) is not None
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.raw.get(name, default)
+        if value is None:
+            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
+        if not isinstance(value, str):
+            raise RpcError(INVALID_PARAMS, f"{name} must be a string")
+        return value
+
+    def ident(self, name: str = "id") -> str:
+        value = self.text(name)
+        if not value.strip() or len(value) > 128 or any(c.isspace() for c in value):
+            raise RpcError(INVALID_PARAMS, f"{name} must be 1-128 characters without spaces")
+        return value
+
+    def integer(
+        self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 1 << 31
+    ) -> int:
+        value = self.raw.get(name, default)
+        if value is None:
+            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RpcError(INVALID_PARAMS, f"{name} must be an integer")
+        if not lo <= value <= hi:
+            raise RpcError(INVALID_PARAMS, f"{name} must be between {lo} and {hi}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        """An optional JSON boolean, false when absent."""
+        value = self.raw.get(name, False)
+        if not isinstance(value, bool):
+            raise RpcError(INVALID_PARAMS, f"{name} must be true or false")
+        return value
+
+    def amount(self, name: str, default: str | None = None, *, negative: bool = False) -> int:
+        """A decimal string in micro-units; floats are refused (0.1 is not exact)."""
+        value = self.raw.get(name, default)
+        if value is None:
+            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
+        if not isinstance(value, str):
+            kind = type(value).__name__
+            raise RpcError(
+                INVALID_PARAMS, f'{name} must be a decimal string such as "12.50", not {kind}'
+            )
+        try:
+            return parse_amount(value, allow_negative=negative)
+        except AmountError as exc:
+            message = str(exc) if name == "amount" else f"{name}: {exc}"
+            raise RpcError(INVALID_PARAMS, message) from None
+
+    def currency(self, name: str = "currency") -> str:
+        value = self.text(name)
+        if not _CURRENCY.match(value):
+            raise RpcError(INVALID_PARAMS, f"{name} must be a 3-letter ISO 4217 code such as EUR")
+        return value
+
+    def mode(self, name: str = "mode") -> Mode:
+        value = self.text(name)
+        try:
+            return Mode(value)
+        except ValueError:
+            raise RpcError(
+                INVALID_PARAMS, f"{name} must be prepaid or postpaid, not {value!r}"
+            ) from None
+
+    def identities(self, name: str = "identities") -> tuple[str, ...]:
+        value = self.raw.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RpcError(
+                INVALID_PARAMS, f'{name} must be a list of strings such as ["user:alice"]'
+            )
+        for item in value:
+            kind, _, ref = item.partition(":")
+            if not kind or not ref or any(c.isspace() for c in item):
+                raise RpcError(INVALID_PARAMS, f"identity {item!r} is not KIND:VALUE (user:alice)")
+        return tuple(value)
+
+
+_WRITE = frozenset({"operator", "reason"})
+METHODS: dict[str, tuple[str, frozenset[str]]] = {
+    "account.create": (
+        "account_create",
+        _WRITE
+        | {
+            "id",
+            "mode",
+            "currency",
+            "balance",
+            "credit_limit",
+            "tariff",
+            "max_calls",
+            "identities",
+        },
+    ),
+    "account.get": ("account_get", frozenset({"id"})),
+    "account.update": (
+        "account_update",
+        _WRITE | {"id", "mode", "currency", "credit_limit", "tariff", "max_calls", "identities"},
+    ),
+    "account.list": ("account_list", frozenset({"cursor", "count"})),
+    "account.topup": ("account_topup", _WRITE | {"id", "amount", "txn_id", "currency"}),
+    "account.adjust": (
+        "account_adjust",
+        _WRITE | {"id", "amount", "txn_id", "currency", "allow_debt"},
+    ),
+    "account.suspend": ("account_suspend", _WRITE | {"id"}),
+    "account.resume": ("account_resume", _WRITE | {"id"}),
+    "account.history": ("account_history", frozenset({"id", "count", "before"})),
+    "server.status": ("server_status", frozenset()),
+    "session.list": ("session_list", frozenset({"account"})),
+    "session.kill": ("session_kill", _WRITE | {"id"}),
+}
+
+
+class AdminMethods:
+    """The method handlers; ``dispatch`` is the error boundary of one request."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        status: StatusProvider,
+        sessions: adminsessions.SessionOps | None = None,
+        tariffs: frozenset[str] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.status = status
+        self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
+        self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
+
+    async def dispatch(self, request: Any, peer: Peer) -> dict[str, Any] | None:
+        """Validate and run one request object; always an outcome, never an exception."""
+        req_id = request.get("id") if isinstance(request, dict) else None
+        if not _valid_id(req_id):
+            req_id = None
+        notification = isinstance(request, dict) and "id" not in request
+        started = time.perf_counter()
+        try:
+            result = await self._call(request, peer)
+        except RpcError as exc:
+            response = error_response(req_id, exc.code, exc.message, exc.data)
+        except LedgerError as exc:
+            code = LEDGER_CODES.get(exc.code, LEDGER_CODES["ledger_error"])
+            message = str(exc) or exc.code.replace("_", " ")
+            response = error_response(req_id, code, message, {"code": exc.code})
+        except RedisError as exc:
+            log.error("admin request failed, Redis unavailable: %s", exc)
+            response = error_response(req_id, REDIS_UNAVAILABLE, f"Redis unavailable: {exc}")
+        except Exception:  # the boundary: log it, answer, keep serving
+            log.exception("admin request failed: %.200r", request)
+            response = error_response(req_id, INTERNAL_ERROR, "internal error; see the daemon log")
+        else:
+            response = {"jsonrpc": "2.0", "id": req_id, "result": result}
+        _log_outcome(request, peer, response, time.perf_counter() - started)
+        return None if notification else response
+
+    async def _call(self, request: Any, peer: Peer) -> Any:
+        if (
+            not isinstance(request, dict)
+            or request.get("jsonrpc") != "2.0"
+            or not isinstance(request.get("method"), str)
+            or not _valid_id(request.get("id"))
+        ):
+            raise RpcError(
+                INVALID_REQUEST,
+                'invalid request: expected {"jsonrpc": "2.0", "id": ..., "method": "...", '
+                '"params": {...}}',
+            )
+        method = request["method"]
+        entry = METHODS.get(method)
+        if entry is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {method!r}")
+        attr, allowed = entry
+        params = Params(request.get("params"), allowed)
+        handler: Callable[[Params, str], Awaitable[Any]] = getattr(self, attr)
+        return await handler(params, _who(params, peer))
+
+    # -- accounts -----------------------------------------------------------------
+    async def account_create(self, p: Params, who: str) -> Any:
+        mode = p.mode()
+        acc = await self.ledger.create_account(
+            p.ident(),
+            mode=mode,
+            currency=p.currency(),
+            balance_micros=p.amount("balance", "0", negative=True),
+            credit_limit_micros=p.amount("credit_limit", "0"),
+            tariff=self._tariff(p.text("tariff", "")),
+            max_calls=p.integer("max_calls", 0),
+            identities=p.identities(),
+            who=who,
+            why=p.text("reason", ""),
+        )
+        return render_account(acc)
+
+    def _tariff(self, tariff: str) -> str:
+        """A tariff no loaded plan answers to would refuse every call of the account."""
+        if tariff and self.tariffs is not None and tariff not in self.tariffs:
+            known = ", ".join(sorted(self.tariffs)) or "none"
+            raise RpcError(INVALID_PARAMS, f"unknown tariff {tariff!r} (loaded plans: {known})")
+        return tariff
+
+    async def account_get(self, p: Params, who: str) -> Any:
+        return render_account(await self.ledger.get_account(p.ident()))
+
+    async def account_update(self, p: Params, who: str) -> Any:
+        changes: dict[str, Any] = {}
+        if p.has("credit_limit"):
+            changes["credit_limit_micros"] = p.amount("credit_limit")
+        if p.has("tariff"):
+            changes["tariff"] = self._tariff(p.text("tariff"))
+        if p.has("max_calls"):
+            changes["max_calls"] = p.integer("max_calls")
+        if p.has("currency"):
+            changes["currency"] = p.currency()
+        if p.has("identities"):
+            changes["identities"] = p.identities()
+        if p.has("mode"):
+            changes["mode"] = p.mode()
+        account_id = p.ident()
+        if not changes:
+            raise RpcError(INVALID_PARAMS, "nothing to update: give at least one field")
+        acc = await self.ledger.update_account(
+            account_id, who=who, why=p.text("reason", ""), **changes
+        )
+        return render_account(acc)
+
+    async def account_list(self, p: Params, who: str) -> Any:
+        cursor, accounts = await self.ledger.list_accounts(
+            cursor=p.integer("cursor", 0, hi=1 << 62),
+            count=p.integer("count", 100, lo=1, hi=10_000),
+        )
+        return {"cursor": cursor, "accounts": [render_account(a) for a in accounts]}
+
+    async def account_topup(self, p: Params, who: str) -> Any:
+        account_id, amount = p.ident(), p.amount("amount")
+        if amount <= 0:
+            raise RpcError(INVALID_PARAMS, "amount of a top-up must be positive")
+        acc = await self.ledger.topup(
+            account_id,
+            amount,
+            txn_id=p.ident("txn_id"),
+            who=who,
+            why=p.text("reason", ""),
+            currency=p.currency() if p.has("currency") else None,
+        )
+        await self.sessions.after_topup(account_id)
+        return render_account(acc)
+
+    async def account_adjust(self, p: Params, who: str) -> Any:
+        account_id, amount = p.ident(), p.amount("amount", negative=True)
+        if amount == 0:
+            raise RpcError(INVALID_PARAMS, "amount of an adjustment must not be zero")
+        reason = p.text("reason")
+        if not reason.strip():
+            raise RpcError(INVALID_PARAMS, "an adjustment needs a reason")
+        acc = await self.ledger.adjust(
+            account_id,
+            amount,
+            txn_id=p.ident("txn_id"),
+            who=who,
+            why=reason,
+            currency=p.currency() if p.has("currency") else None,
+            allow_debt=p.flag("allow_debt"),
+        )
+        if amount > 0:
+            await self.sessions.after_topup(account_id)
+        return render_account(acc)
+
+    async def account_suspend(self, p: Params, who: str) -> Any:
+        account_id, why = p.ident(), p.text("reason", "")
+        acc = await self.ledger.set_status(account_id, Status.SUSPENDED, who=who, why=why)
+        self.sessions.after_block(account_id)  # Disconnect-Requests, in the background
+        return render_account(acc)
+
+    async def account_resume(self, p: Params, who: str) -> Any:
+        account_id, why = p.ident(), p.text("reason", "")
+        return render_account(
+            await self.ledger.set_status(account_id, Status.ACTIVE, who=who, why=why)
+        )
+
+    async def account_history(self, p: Params, who: str) -> Any:
+        account_id = p.ident()
+        count = p.integer("count", 20, lo=1, hi=_HISTORY_MAX)
+        before = p.text("before", "+")
+        # An unknown account has no history; say so rather than answer an empty list.
+        await self.ledger.get_account(account_id)
+        entries = await self.ledger.audit(account_id, count=count, before_id=before)
+        rendered = [render_audit(e) for e in entries]
+        more = len(entries) == count
+        return {"entries": rendered, "next_before": rendered[-1]["id"] if more else None}
+
+    async def server_status(self, p: Params, who: str) -> Any:
+        return await self.status()
+
+    # -- sessions (adminsessions.py) ----------------------------------------------------
+    def _sessions(self) -> adminsessions.SessionOps:
+        if self.sessions.sessions is None:
+            raise RpcError(INVALID_REQUEST, "no sessions here: [radius] enabled = false")
+        return self.sessions.sessions
+
+    async def session_list(self, p: Params, who: str) -> Any:
+        account_id = p.ident("account") if p.has("account") else None
+        return await self.sessions.list_live(self._sessions(), account_id)
+
+    async def session_kill(self, p: Params, who: str) -> Any:
+        session_id = p.text("id")
+        result = await self.sessions.kill(self._sessions(), session_id)
+        if result is None:
+            raise RpcError(INVALID_PARAMS, f"no live session {session_id!r}")
+        log.info("session %s killed by %s: %s", session_id, who, result)
+        return result
+
+
+def _log_outcome(request: Any, peer: Peer, response: dict[str, Any], elapsed_s: float) -> None:
+    """One line per request: method, account, peer, outcome, elapsed (changes at INFO)."""
+    method = request.get("method") if isinstance(request, dict) else None
+    params = request.get("params") if isinstance(request, dict) else None
+    account = params.get("id") if isinstance(params, dict) else None
+    operator = params.get("operator") if isinstance(params, dict) else None
+    outcome = f"error {response['error']['code']}" if "error" in response else "ok"
+    level = logging.DEBUG
+    if method in METHODS and method not in _READ_ONLY:
+        level = logging.INFO
+    log.log(
+        level,
+        "admin %.40s id=%.40s operator=%.64s uid=%d pid=%d: %s in %.1f ms",
+        method,
+        account,
+        operator,
+        peer.uid,
+        peer.pid,
+        outcome,
+        elapsed_s * 1e3,
+    )
+
+
+def _valid_id(value: Any) -> bool:
+    # JSON-RPC 2.0 §4: id is a string, a number or null (fractions discouraged).
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    )
+
+
+def _who(p: Params, peer: Peer) -> str:
+    """Audit-trail actor: a named operator, else the peer's uid (SO_PEERCRED)."""
+    operator = p.raw.get("operator")
+    if operator is None:
+        return f"admin:{peer.uid}"
+    if not isinstance(operator, str) or not _NAME.match(operator):
+        raise RpcError(INVALID_PARAMS, "operator must be 1-64 letters, digits or _.@:+-")
+    return f"admin:{operator}"

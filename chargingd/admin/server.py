@@ -1,0 +1,357 @@
+"""The admin socket: JSON-RPC 2.0 over a Unix stream socket, one request per line.
+
+Operators (``chargingd ctl``, scripts, socat) send newline-delimited JSON-RPC 2.0
+requests; every request runs inside an error boundary and gets exactly one response
+line (none for a notification). Methods are by-name only. The method handlers live
+in chargingd/adminmethods.py; this module is the socket lifecycle and the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chargingd.admin.methods import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    AdminMethods,
+    Peer,
+    RpcError,
+    error_response,
+)
+from chargingd.core.status import ComponentStats
+
+log = logging.getLogger("chargingd.admin")
+
+MAX_LINE_BYTES = 1 << 20  # one request line; longer lines are refused
+
+
+class AdminSocketInUse(RuntimeError):
+    """Another live daemon answers on the admin socket."""
+
+
+class AdminUnreachable(ConnectionError):
+    """No daemon answers on the admin socket."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot reach chargingd at {path}: {reason}")
+        self.path = path
+
+
+def _peer(writer: asyncio.StreamWriter) -> Peer:
+    """The connecting process's pid/uid/gid from SO_PEERCRED (Linux unix(7))."""
+    sock = writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+    except (OSError, AttributeError):
+        return Peer(pid=-1, uid=-1, gid=-1)
+    return Peer(pid=pid, uid=uid, gid=gid)
+
+
+def claim_socket_path(path: Path) -> None:
+    """Remove a stale socket file; refuse when a live daemon still answers on it."""
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise AdminSocketInUse(f"admin socket path {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale admin socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    except OSError as exc:
+        raise AdminSocketInUse(f"admin socket {path} is not usable: {exc}") from None
+    finally:
+        probe.close()
+    raise AdminSocketInUse(f"another chargingd is running: it answers on {path}")
+
+
+@dataclass(eq=False)
+class _Conn:
+    task: asyncio.Task[None]
+    busy: bool = False
+
+
+class AdminServer:
+    """The admin socket as a daemon component (``async start()`` / ``async stop()``)."""
+
+    name = "admin"
+
+    def __init__(
+        self,
+        methods: AdminMethods,
+        path: Path,
+        *,
+        mode: int = 0o660,
+        stats: ComponentStats | None = None,
+        grace_s: float = 5.0,
+    ) -> None:
+        self.methods = methods
+        self.path = Path(path)
+        self.mode = mode
+        self.stats = stats or ComponentStats()
+        self.grace_s = grace_s
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[_Conn] = set()
+        self._stopping = False
+        self._inode: int | None = None
+
+    async def start(self) -> None:
+        """Bind the socket with the configured file mode and start accepting."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        claim_socket_path(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bind under a tight umask so the socket is never wider than 0600, then chmod.
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise AdminSocketInUse(f"cannot bind admin socket {self.path}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, self.mode)
+        self._inode = os.stat(self.path).st_ino
+        self._server = await asyncio.start_unix_server(
+            self._on_client, sock=sock, limit=MAX_LINE_BYTES
+        )
+        log.info("admin socket listening on %s mode %04o", self.path, self.mode)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within the grace period."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            if not conn.busy:
+                conn.task.cancel()
+        tasks = [c.task for c in self._conns]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        self._unlink_own_socket()
+
+    def _unlink_own_socket(self) -> None:
+        # Only remove the file we created (a new daemon may have replaced it).
+        with contextlib.suppress(OSError):
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        conn = _Conn(task=task)
+        self._conns.add(conn)
+        self.stats.inc("connections")
+        peer = _peer(writer)
+        try:
+            await self._serve(conn, reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(
+        self,
+        conn: _Conn,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
+    ) -> None:
+        while not self._stopping:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than MAX_LINE_BYTES
+                self.stats.inc("errors")
+                msg = f"request line longer than {MAX_LINE_BYTES} bytes"
+                writer.write(_encode(error_response(None, INVALID_REQUEST, msg)))
+                await writer.drain()
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            conn.busy = True
+            try:
+                out = await self.handle_line(line, peer)
+                if out is not None:
+                    writer.write(out)
+                    await writer.drain()
+            finally:
+                conn.busy = False
+
+    async def handle_line(self, line: bytes, peer: Peer) -> bytes | None:
+        """One request line in, one response line out (None for notifications)."""
+        self.stats.inc("requests")
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.stats.inc("errors")
+            return _encode(error_response(None, PARSE_ERROR, f"parse error: {exc}"))
+        if isinstance(request, list):
+            response: Any = await self._batch(request, peer)
+        else:
+            response = await self.methods.dispatch(request, peer)
+            self._count(response)
+        return None if response is None else _encode(response)
+
+    async def _batch(self, requests: list[Any], peer: Peer) -> Any:
+        # JSON-RPC 2.0 §6: an empty batch is one Invalid Request error.
+        if not requests:
+            return error_response(None, INVALID_REQUEST, "invalid request: empty batch")
+        out = []
+        for request in requests:
+            response = await self.methods.dispatch(request, peer)
+            self._count(response)
+            if response is not None:
+                out.append(response)
+        return out or None
+
+    def _count(self, response: dict[str, Any] | None) -> None:
+        if response is not None and "error" in response:
+            self.stats.inc("errors")
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _unwrap(response: Any, method: str) -> Any:
+    if not isinstance(response, dict):
+        raise RpcError(INVALID_REQUEST, f"malformed response to {method}")
+    if "error" in response:
+        err = response["error"]
+        raise RpcError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
+    return response.get("result")
+
+
+class AdminClient:
+    """A blocking client (used by `chargingd ctl`): ``call(method, params) -> result``.
+
+    Raises RpcError for an error response and AdminUnreachable when no daemon answers.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 10.0) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._next_id = 0
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.connect(self.path)
+            except OSError as exc:
+                sock.close()
+                raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
+            self._sock = sock
+        return self._sock
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        sock = self._connect()
+        self._next_id += 1
+        request = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        request["params"] = params or {}
+        try:
+            sock.sendall(_encode(request))
+            while b"\n" not in self._buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AdminUnreachable(self.path, "connection closed by the daemon")
+                self._buf += chunk
+        except TimeoutError:
+            raise AdminUnreachable(self.path, f"no answer within {self.timeout_s} s") from None
+        except OSError as exc:
+            raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
+        line, _, self._buf = self._buf.partition(b"\n")
+        return _unwrap(json.loads(line), method)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncAdminClient:
+    """The asyncio twin of AdminClient (tests, scripts, other components)."""
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 10.0) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 0
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        line = await self.raw(
+            _encode(
+                {
+                    "jsonrpc": "2.0",
+                    "id": self._next_id + 1,
+                    "method": method,
+                    "params": params or {},
+                }
+            )
+        )
+        return _unwrap(json.loads(line), method)
+
+    async def raw(self, data: bytes) -> bytes:
+        """Send raw bytes (one line), return the raw response line."""
+        if self._writer is None:
+            try:
+                self._reader, self._writer = await asyncio.open_unix_connection(
+                    self.path, limit=MAX_LINE_BYTES
+                )
+            except OSError as exc:
+                raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
+        assert self._reader is not None
+        self._next_id += 1
+        self._writer.write(data)
+        await self._writer.drain()
+        line = await asyncio.wait_for(self._reader.readline(), self.timeout_s)
+        if not line:
+            raise AdminUnreachable(self.path, "connection closed by the daemon")
+        return line
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+            self._writer = self._reader = None
+
+    async def __aenter__(self) -> AsyncAdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,343 @@
+"""`chargingd serve`: the daemon lifecycle.
+
+Start order: config -> Redis (embedded or configured) -> ledger scripts -> demo
+accounts -> components (each ``async start()``) -> "chargingd ready". SIGTERM/SIGINT
+set an event; components stop in reverse order (the admin socket first: it stops
+accepting and drains in-flight requests), then Redis closes and the embedded
+server stops. Add a component by appending a factory to ``COMPONENTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import uvloop
+from redis.exceptions import RedisError
+
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_path
+from chargingd.app.demo import create_demo_accounts
+from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.logs import setup_logging
+from chargingd.core.loops import run_every
+from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, wait_ready
+from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
+from chargingd.ledger.ledger import Ledger, LedgerError
+from chargingd.rating.loaders import TariffLoadError
+from chargingd.sessions.pricing import DEFAULT_PLAN
+
+log = logging.getLogger("chargingd.server")
+
+SHUTDOWN_GRACE_S = 5.0  # in-flight admin requests get this long to finish
+REDIS_READY_TIMEOUT_S = 10.0
+
+
+class Component(Protocol):
+    """A long-running part of the daemon (admin socket, sweeper, RADIUS front, exporter)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """What a component factory may use; passed in, never a module-level singleton."""
+
+    cfg: Config
+    redis: RedisClient
+    redis_label: str
+    ledger: Ledger
+    registry: StatusRegistry
+    # Where workers reach this daemon's Redis ("" = the configured [redis]).
+    redis_url: str = ""
+    # Set by build_radius (sessions.Sessions): the admin socket's session methods use it.
+    sessions: Any = None
+    # Extra sections of server.status, computed when asked (name -> async provider).
+    probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
+
+    async def status(self) -> dict[str, Any]:
+        """The `server.status` answer: uptime, counters, Redis INFO summary."""
+        snap = self.registry.snapshot()
+        snap["config"] = self.cfg.source
+        snap["admin_socket"] = str(self.cfg.admin_socket)
+        for name, probe in self.probes.items():
+            try:
+                snap[name] = await probe()
+            except (RedisError, OSError) as exc:
+                snap[name] = {"error": str(exc)}
+        redis: dict[str, Any] = {"url": self.redis_label}
+        try:
+            redis.update(redis_info_summary(await self.redis.info()))
+        except (RedisError, OSError) as exc:
+            redis["error"] = str(exc)
+        snap["redis"] = redis
+        return snap
+
+
+ComponentFactory = Callable[[Runtime], Component]
+
+
+class HoldSweeper:
+    """Reclaims expired holds every ledger.sweep_interval_s; errors are logged, never fatal."""
+
+    name = "sweeper"
+
+    def __init__(self, ledger: Ledger, interval_s: float, stats: ComponentStats) -> None:
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self.stats = stats
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hold-sweeper")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                log.warning("hold sweeper did not stop in time; cancelled")
+
+    async def sweep_once(self) -> None:
+        try:
+            reclaimed = await self.ledger.sweep_expired()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.inc("errors")
+            log.error("hold sweep failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.stats.inc("runs")
+        self.stats.inc("holds_reclaimed", reclaimed)
+        if reclaimed:
+            log.info("hold sweep reclaimed %d expired holds", reclaimed)
+
+    async def _run(self) -> None:
+        await run_every(self._stop, self.interval_s, self.sweep_once, log=log, what="hold sweep")
+
+
+def build_sweeper(rt: Runtime) -> Component:
+    stats = rt.registry.component("sweeper")
+    return HoldSweeper(rt.ledger, rt.cfg.ledger.sweep_interval_s, stats)
+
+
+def build_admin(rt: Runtime) -> Component:
+    rating = rt.cfg.rating
+    # Plan ids an account's tariff may name ("" = the default plan); unchecked when
+    # this daemon rates nothing (a ledger-only daemon).
+    tariffs = set(rating.plans) | ({DEFAULT_PLAN} if rating.default_plan else set())
+    methods = AdminMethods(
+        rt.ledger, rt.status, sessions=rt.sessions, tariffs=frozenset(tariffs) or None
+    )
+    return AdminServer(
+        methods,
+        rt.cfg.admin_socket,
+        mode=int(rt.cfg.admin.socket_mode, 8),
+        stats=rt.registry.component("admin"),
+        grace_s=SHUTDOWN_GRACE_S,
+    )
+
+
+def build_exporter(rt: Runtime) -> Component:
+    """The CDR exporter (cdr:stream -> PostgreSQL), unless [export] run_in_serve = false."""
+    from chargingd.billing.exporter import build_exporter as factory  # psycopg only when used
+
+    return factory(rt)
+
+
+class Disabled:
+    """A component turned off by configuration: starts and stops nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        log.debug("%s disabled", self.name)
+
+    async def stop(self) -> None:
+        return None
+
+
+def build_radius(rt: Runtime) -> Component:
+    """RADIUS frontend + sessions (cutter, reaper), unless [radius] enabled = false."""
+    if not rt.cfg.radius.enabled:
+        return Disabled("radius")
+    from chargingd.app.radius import build_radius_component, radius_processes
+
+    component = build_radius_component(rt.cfg, rt.redis, rt.ledger, role="main")
+    rt.sessions = component.sessions
+
+    async def probe() -> Any:
+        return {"local": component.counters(), "processes": await radius_processes(rt.redis)}
+
+    rt.probes["radius"] = probe
+    return component
+
+
+def build_workers(rt: Runtime) -> Component:
+    """The N-1 extra RADIUS worker processes of [server] workers = N."""
+    extra = rt.cfg.server.workers - 1
+    if extra < 1 or not rt.cfg.radius.enabled:
+        return Disabled("workers")
+    from chargingd.app.workers import WorkerSupervisor
+
+    source = rt.cfg.source if rt.cfg.source != "<defaults>" else None
+    stats = rt.registry.component("workers")
+    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, rt.redis)
+
+    async def probe() -> Any:
+        return {"pids": supervisor.pids()}
+
+    rt.probes["workers"] = probe
+    return supervisor
+
+
+# Started in this order, stopped in reverse. The admin socket comes last so that
+# "ready" means every component answers, and it stops first on shutdown; RADIUS
+# stops after it (answering queued packets) and before Redis closes.
+COMPONENTS: list[ComponentFactory] = [
+    build_sweeper,
+    build_exporter,
+    build_radius,
+    build_workers,
+    build_admin,
+]
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs: the password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class Daemon:
+    """One chargingd process: owns Redis, the ledger and the components."""
+
+    def __init__(self, cfg: Config, factories: Sequence[ComponentFactory] | None = None) -> None:
+        self.cfg = cfg
+        self.factories = list(COMPONENTS if factories is None else factories)
+        self.registry = StatusRegistry()
+        self.components: list[Component] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, serve until `stop` is set, then shut down in order."""
+        # Before touching the data dir: refuse if a live daemon owns the admin socket.
+        claim_socket_path(self.cfg.admin_socket)
+        async with contextlib.AsyncExitStack() as stack:
+            redis, label, url = await self._open_redis(stack)
+            ledger = Ledger(
+                redis,
+                audit_max_entries=self.cfg.ledger.audit_max_entries,
+                txn_ttl_s=self.cfg.ledger.txn_ttl_s,
+            )
+            await ledger.load_scripts()
+            if self.cfg.demo.accounts:
+                await create_demo_accounts(ledger)
+            rt = Runtime(self.cfg, redis, label, ledger, self.registry, redis_url=url)
+            stack.push_async_callback(self._stop_components)
+            for factory in self.factories:
+                component = factory(rt)
+                await component.start()
+                self.components.append(component)
+            log.info("chargingd ready admin=%s redis=%s", self.cfg.admin_socket, label)
+            await stop.wait()
+            log.info("chargingd stopping")
+        log.info("chargingd stopped")
+
+    async def _stop_components(self) -> None:
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("component %s failed to stop cleanly", component.name)
+        self.components.clear()
+
+    async def _open_redis(self, stack: contextlib.AsyncExitStack) -> tuple[RedisClient, str, str]:
+        cfg = self.cfg.redis
+        url: str | None = None
+        if not cfg.url and not cfg.cluster_nodes:
+            embedded = EmbeddedRedis(
+                self.cfg.data_path, port=cfg.embedded_port, appendfsync=cfg.embedded_appendfsync
+            )
+            await asyncio.to_thread(embedded.start)
+            stack.callback(embedded.stop)
+            url = embedded.url
+            label = f"embedded:{embedded.url}"
+        else:
+            label = redact_url(cfg.url) if cfg.url else "cluster:" + ",".join(cfg.cluster_nodes)
+        client = connect(cfg, url)
+        stack.push_async_callback(client.aclose)
+        await wait_ready(client, REDIS_READY_TIMEOUT_S)
+        return client, label, url or cfg.url
+
+
+async def serve(cfg: Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Daemon(cfg).run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="PATH", help="TOML config file (default: built-in defaults)"
+    )
+    parser.add_argument(
+        "--worker-of",
+        metavar="PID",
+        type=int,
+        help="internal: run as a RADIUS worker of the main process PID "
+        "(Redis URL from CHARGINGD_REDIS_URL)",
+    )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    """Entry point of `chargingd serve`: 0 after a clean stop, 1 on failure, 2 bad config."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"chargingd serve: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.server.log_level)
+    try:
+        if args.worker_of:
+            from chargingd.app.workers import serve_worker
+
+            uvloop.run(serve_worker(cfg, args.worker_of))
+        else:
+            uvloop.run(serve(cfg))
+    except (
+        AdminSocketInUse,
+        LedgerError,
+        RedisError,
+        OSError,
+        RuntimeError,
+        TariffLoadError,
+    ) as exc:
+        log.error("chargingd cannot run: %s", exc)
+        return 1
+    return 0

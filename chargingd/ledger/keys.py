@@ -1,0 +1,136 @@
+"""Every Redis key name of the ledger (the one place they are built) and input checks.
+
+Per-account keys carry the hash tag ``{a:ID}`` so that every ledger script touches one
+Redis Cluster hash slot (DESIGN invariant 5). The three global indexes live in other
+slots and are only ever touched by their own one-key scripts or plain commands.
+
+  {a:ID}:acct        hash    the account (fields: see balance._decode_account)
+  {a:ID}:holds       hash    session id -> held micros (live holds only)
+  {a:ID}:leases      zset    session id -> lease expiry ms (live holds only)
+  {a:ID}:audit       stream  audit trail, trimmed to audit_max_entries
+  {a:ID}:ls:SID      hash    ledger session: debited micros, closed flag (TTL)
+  {a:ID}:txn:TXN     hash    a top-up/adjustment: kind, amount, result (TTL txn_ttl_s)
+  ledger:accounts    set     every account id (list_accounts pages it with SSCAN)
+  ledger:identities  hash    "user:NAME" / "ani:+E164" -> account id
+  ledger:holdidx     zset    account id -> when the sweeper should visit it (ms)
+"""
+
+from __future__ import annotations
+
+import re
+
+from chargingd.ledger.types import InvalidRequest
+
+ACCOUNTS_KEY = "ledger:accounts"
+IDENTITIES_KEY = "ledger:identities"
+HOLD_INDEX_KEY = "ledger:holdidx"
+
+# Lua numbers are doubles: keep every amount (and every sum of them) well below 2**53.
+MAX_AMOUNT_MICROS = 10**15
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}")
+_CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217 alphabetic code
+_USER = re.compile(r"user:[^\s\x00-\x1f\x7f]{1,253}")
+_ANI = re.compile(r"ani:\+[1-9][0-9]{1,14}")  # ITU-T E.164: at most 15 digits
+_AUDIT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def _tag(account_id: str) -> str:
+    return f"{{a:{account_id}}}"
+
+
+def acct_key(account_id: str) -> str:
+    return f"{_tag(account_id)}:acct"
+
+
+def holds_key(account_id: str) -> str:
+    return f"{_tag(account_id)}:holds"
+
+
+def leases_key(account_id: str) -> str:
+    return f"{_tag(account_id)}:leases"
+
+
+def audit_key(account_id: str) -> str:
+    return f"{_tag(account_id)}:audit"
+
+
+def session_key(account_id: str, session_id: str) -> str:
+    return f"{_tag(account_id)}:ls:{session_id}"
+
+
+def txn_key(account_id: str, txn_id: str) -> str:
+    return f"{_tag(account_id)}:txn:{txn_id}"
+
+
+def session_keys(account_id: str, session_id: str) -> list[str]:
+    """KEYS of reserve, commit and release, in the order the scripts name them."""
+    tag = _tag(account_id)
+    return [
+        f"{tag}:acct",
+        f"{tag}:holds",
+        f"{tag}:leases",
+        f"{tag}:audit",
+        f"{tag}:ls:{session_id}",
+    ]
+
+
+# -- input checks: bad input is a typed error and changes nothing --------------------
+
+
+def check_account_id(account_id: str) -> str:
+    """Letters, digits and ._:@+- (no braces: they would break the hash tag)."""
+    if not isinstance(account_id, str) or not _ACCOUNT_ID.fullmatch(account_id):
+        raise InvalidRequest(f"bad account id {account_id!r}: 1-64 of A-Z a-z 0-9 . _ : @ + -")
+    return account_id
+
+
+def check_token(value: str, what: str, max_len: int = 256) -> str:
+    """A session or transaction id: non-empty, printable, bounded."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_len or not value.isprintable():
+        raise InvalidRequest(f"bad {what} {value!r}: 1-{max_len} printable characters")
+    return value
+
+
+def check_text(value: str, what: str, *, required: bool = False, max_len: int = 1000) -> str:
+    if not isinstance(value, str) or len(value) > max_len or (required and not value.strip()):
+        raise InvalidRequest(f"bad {what}: {'non-empty ' if required else ''}text up to {max_len}")
+    return value
+
+
+def check_currency(currency: str) -> str:
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise InvalidRequest(f"bad currency {currency!r}: an ISO 4217 code such as EUR")
+    return currency
+
+
+def check_amount(amount_micros: int, what: str, *, lo: int = -MAX_AMOUNT_MICROS) -> int:
+    """An integer count of micro-units within the ledger's range (never a float)."""
+    if isinstance(amount_micros, bool) or not isinstance(amount_micros, int):
+        raise InvalidRequest(f"{what} must be an integer number of micro-units")
+    if not lo <= amount_micros <= MAX_AMOUNT_MICROS:
+        raise InvalidRequest(f"{what} {amount_micros} is out of range [{lo}, {MAX_AMOUNT_MICROS}]")
+    return amount_micros
+
+
+def check_int(value: int, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidRequest(f"{what} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def check_identities(identities: tuple[str, ...]) -> tuple[str, ...]:
+    """ "user:NAME" (RADIUS User-Name) or "ani:+E164" (caller ANI); duplicates dropped."""
+    if isinstance(identities, str) or not isinstance(identities, (tuple, list)):
+        raise InvalidRequest("identities must be a list such as ['user:alice', 'ani:+4930123']")
+    for ident in identities:
+        if not isinstance(ident, str) or not (_USER.fullmatch(ident) or _ANI.fullmatch(ident)):
+            raise InvalidRequest(f"bad identity {ident!r}: want user:NAME or ani:+E164")
+    return tuple(dict.fromkeys(identities))
+
+
+def check_audit_id(before_id: str) -> str:
+    """ "+" (newest) or a stream entry id such as "1700000000000-0"."""
+    if before_id != "+" and not (isinstance(before_id, str) and _AUDIT_ID.fullmatch(before_id)):
+        raise InvalidRequest(f"bad audit entry id {before_id!r}")
+    return before_id

@@ -1,0 +1,139 @@
+"""The ledger's public types: account modes and statuses, typed errors, results.
+
+Re-exported by chargingd.ledger.ledger (import them from there). Errors carry a stable
+``code`` that each frontend maps to its own answer; never compare error strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Mode(enum.StrEnum):
+    PREPAID = "prepaid"
+    POSTPAID = "postpaid"
+
+
+class Status(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    BLOCKED = "blocked"
+    CLOSED = "closed"
+
+
+class LedgerError(Exception):
+    """Base of typed ledger errors; ``code`` is stable and mapped by each frontend."""
+
+    code = "ledger_error"
+
+
+class UnknownAccount(LedgerError):
+    code = "unknown_account"
+
+
+class AccountExists(LedgerError):
+    code = "account_exists"
+
+
+class AccountNotActive(LedgerError):
+    """Suspended, blocked or closed."""
+
+    code = "account_not_active"
+
+
+class InsufficientCredit(LedgerError):
+    code = "insufficient_credit"
+
+
+class TooManyCalls(LedgerError):
+    code = "too_many_calls"
+
+
+class CurrencyMismatch(LedgerError):
+    code = "currency_mismatch"
+
+
+class InvalidRequest(LedgerError):
+    code = "invalid_request"
+
+
+class DuplicateTransaction(LedgerError):
+    """Same transaction id with different content: refused, nothing changed."""
+
+    code = "duplicate_transaction"
+
+
+class SessionClosed(LedgerError):
+    """reserve on a session that was already released (its tombstone is still there)."""
+
+    code = "session_closed"
+
+
+class RefusalReason(enum.StrEnum):
+    UNKNOWN_ACCOUNT = "unknown_account"
+    SUSPENDED = "suspended"  # any non-active status
+    INSUFFICIENT_CREDIT = "insufficient_credit"
+    TOO_MANY_CALLS = "too_many_calls"
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    mode: Mode
+    currency: str
+    balance_micros: int
+    credit_limit_micros: int
+    reserved_micros: int
+    status: Status
+    tariff: str
+    max_calls: int  # 0 = unlimited
+    identities: tuple[str, ...] = ()  # "user:alice", "ani:+4930123456"
+    status_reason: str = ""  # "credit" when suspended automatically, "operator" otherwise
+    topups_micros: int = 0  # sum of top-ups and positive adjustments, ever
+    debits_micros: int = 0  # sum of committed call debits and negative adjustments, ever
+    initial_balance_micros: int = 0
+    live_sessions: int = 0
+    created_ms: int = 0
+    updated_ms: int = 0
+
+    @property
+    def available_micros(self) -> int:
+        """What a new reservation could get right now."""
+        floor = -self.credit_limit_micros if self.mode is Mode.POSTPAID else 0
+        return max(0, self.balance_micros - self.reserved_micros - floor)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Outcome of reserve: granted > 0, or a refusal with its reason."""
+
+    granted_micros: int
+    reason: RefusalReason | None = None
+    available_micros: int = 0  # what the account could still give after this grant
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.granted_micros > 0
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    debited_micros: int  # debited by this call (0 for a replay or an older usage)
+    total_debited_micros: int  # cumulative debit of the session
+    balance_micros: int
+    overrun: bool  # the debit took the balance below its floor (debt)
+    duplicate: bool  # nothing new to debit
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    ts_ms: int
+    who: str
+    what: str
+    why: str
+    before: dict[str, str] = field(default_factory=dict)
+    after: dict[str, str] = field(default_factory=dict)
+    # What the change was about: session, amount, txn, overrun, changed fields...
+    details: dict[str, str] = field(default_factory=dict)

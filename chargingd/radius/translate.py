@@ -1,0 +1,78 @@
+"""RADIUS packet -> ccapi translation: who is calling, which session, what usage.
+
+Pure functions over a decoded radius_codec.Packet (no I/O), used by aaa.py. They
+translate; they decide nothing (DESIGN: frontends translate, sessions decides).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from chargingd.radius import codec as rc
+from chargingd.radius.clients import RadiusClient
+from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport
+
+
+def gateway_of(packet: rc.Packet, source_ip: str) -> str:
+    """NAS-IP-Address when present and well-formed, else the packet's source address."""
+    nas = packet.attrs.get(rc.NAS_IP_ADDRESS)
+    if nas is not None and len(nas) == 4:
+        return socket.inet_ntoa(nas)
+    return source_ip
+
+
+def charged_leg(packet: rc.Packet, client: RadiusClient) -> bool:
+    """False for a Cisco leg whose accounting the client's `cisco_leg` excludes."""
+    if not client.cisco or client.cisco_leg == "all":
+        return True
+    origin = packet.cisco_value(rc.H323_CALL_ORIGIN)
+    return not origin or origin == client.cisco_leg
+
+
+def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallInfo:
+    """The ccapi view of a call: raw numbers and a session id. Cisco's Access-Request
+    has no Acct-Session-Id and each leg has its own, so "cisco" clients use the
+    h323-conf-id the legs share; others use Acct-Session-Id (else h323-conf-id)."""
+    conf_id = packet.cisco_value(rc.H323_CONF_ID)
+    acct_session_id = packet.text(rc.ACCT_SESSION_ID)
+    return CallInfo(
+        session_id=(conf_id or acct_session_id) if client.cisco else (acct_session_id or conf_id),
+        user_name=packet.text(rc.USER_NAME),
+        calling=packet.text(rc.CALLING_STATION_ID),
+        called=packet.text(rc.CALLED_STATION_ID),
+        gateway=gateway_of(packet, source_ip),
+        client=client.name,
+        default_account=client.default_account,
+        conf_id=conf_id,
+        lookup=client.lookup,
+    )
+
+
+def usage_report(
+    packet: rc.Packet, client: RadiusClient, source_ip: str, kind: UsageKind, now_s: float
+) -> UsageReport:
+    """Start/Interim/Stop as a UsageReport. The event time is Event-Timestamp, the
+    time of the event at the NAS (RFC 2869 §5.3), stable across retransmissions;
+    without it, the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
+    event_s = packet.integer(rc.EVENT_TIMESTAMP)
+    if event_s:
+        event_ms = event_s * 1000
+    else:
+        event_ms = int(now_s * 1000) - packet.integer(rc.ACCT_DELAY_TIME) * 1000
+    terminate = packet.integer(rc.ACCT_TERMINATE_CAUSE)
+    return UsageReport(
+        call=call_info(packet, client, source_ip),
+        kind=kind,
+        usage_s=packet.integer(rc.ACCT_SESSION_TIME),
+        event_ms=event_ms,
+        disconnect_cause=_q850(packet.cisco_value(rc.H323_DISCONNECT_CAUSE)),
+        terminate_cause=rc.TERMINATE_CAUSES.get(terminate, str(terminate) if terminate else ""),
+    )
+
+
+def _q850(text: str) -> int:
+    # Cisco's h323-disconnect-cause is the Q.850 cause in hex ("10" = 16, normal clearing).
+    try:
+        return int(text, 16) if text else 0
+    except ValueError:
+        return 0

@@ -1,0 +1,237 @@
+"""Pricing a call and inverse rating (max usage) on top of the engine's walk (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from chargingd.rating.engine import Engine, _Piece, display_cost, epoch_ns, pow10
+from chargingd.rating.model import (
+    CallCost,
+    CostSpan,
+    MaxCostStrategy,
+    PricingMode,
+    RatingError,
+    RoundingMethod,
+)
+
+
+class InvalidUsage(RatingError):
+    code = "invalid_usage"
+
+
+def _rounding(piece: _Piece, decimals: int, method: RoundingMethod) -> tuple[int, RoundingMethod]:
+    """CGRateS GetLongestRounding: the largest decimals of any span, with its method."""
+    src = piece.entry.dr.src
+    if src.rounding_decimals > decimals:
+        return src.rounding_decimals, src.rounding_method
+    return decimals, method
+
+
+def price_call(
+    engine: Engine,
+    tenant: str,
+    category: str,
+    subject: str,
+    number: str,
+    start: datetime,
+    usage_ns: int,
+    *,
+    breakdown: bool = True,
+) -> CallCost:
+    """Price one call: walk its spans, sum, round once, apply the *free max cost.
+    Without `breakdown` the result carries no spans (the same total, cheaper)."""
+    if usage_ns < 0:
+        raise InvalidUsage(f"usage must not be negative: {usage_ns}")
+    start_ns = epoch_ns(start)
+    match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
+    common = {
+        "destination_id": match.destination_id,
+        "plan_id": match.plan.id,
+        "matched_prefix": match.prefix,
+        "subject": match.subject,
+        "tariff_id": engine.tariff.id,
+        "mode": engine.mode,
+    }
+    first, _ = engine.at(match.entries, start_ns)
+    if usage_ns == 0:  # unanswered: no connect fee, no minimum duration
+        decimals = first.dr.src.rounding_decimals
+        return CallCost(0, 0, 0, spans=(), decimals=decimals, **common)  # type: ignore[arg-type]
+    target = max(usage_ns, first.dr.src.min_duration_ns)
+    total = first.dr.connect
+    decimals, method = -1, RoundingMethod.HALF_UP
+    spans: list[CostSpan] = []
+    billed_end = 0
+    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
+    for piece in engine.pieces(match, start_ns, target, target, rematch):
+        units, increment_q = engine.span_units(piece.slot, piece.increments)
+        total += units
+        decimals, method = _rounding(piece, decimals, method)
+        if breakdown:
+            spans.append(_span(engine, start, piece, units, increment_q, usage_ns, not spans))
+        billed_end = piece.offset_ns + piece.increments * piece.slot.increment_ns
+    micros = engine.final_micros(total, decimals, method)
+    capped = False
+    max_cost = first.dr.max_cost_micros
+    if (
+        max_cost is not None
+        and first.dr.src.max_cost_strategy is MaxCostStrategy.FREE
+        and micros > max_cost
+    ):
+        micros, capped = max_cost, True
+    return CallCost(
+        micros,
+        usage_ns,
+        billed_end,
+        spans=tuple(spans),
+        decimals=decimals,
+        capped=capped,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def _span(
+    engine: Engine,
+    start: datetime,
+    piece: _Piece,
+    units: int,
+    increment_q: int | None,
+    usage_ns: int,
+    first: bool,
+) -> CostSpan:
+    slot, dr = piece.slot, piece.entry.dr
+    real = max(0, min(piece.offset_ns + piece.usage_ns, usage_ns) - piece.offset_ns)
+    increment_cost = None
+    if increment_q is not None:
+        increment_cost = display_cost(increment_q, pow10(engine.tariff.rounding_decimals))
+    return CostSpan(
+        start=(start + timedelta(microseconds=piece.offset_ns // 1000)).astimezone(engine.tz),
+        offset_ns=piece.offset_ns,
+        usage_ns=real,
+        billed_ns=piece.increments * slot.increment_ns,
+        rate_id=dr.src.rate.id,
+        period_id=piece.entry.period.id,
+        destination_rate_id=dr.src.id,
+        rate=slot.rate,
+        rate_unit_ns=slot.unit_ns,
+        increment_ns=slot.increment_ns,
+        increments=piece.increments,
+        connect_fee=dr.src.rate.connect_fee if first else Decimal(0),
+        cost=display_cost(units, engine.denominator),
+        increment_cost=increment_cost,
+        plan_id=piece.plan_id,
+    )
+
+
+def max_usage(
+    engine: Engine,
+    tenant: str,
+    category: str,
+    subject: str,
+    number: str,
+    start: datetime,
+    amount_micros: int,
+    limit_ns: int,
+) -> int:
+    """The longest usage whose price is at most amount_micros, walking increments."""
+    start_ns = epoch_ns(start)
+    match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
+    if limit_ns <= 0 or amount_micros < 0:
+        return 0
+    first, _ = engine.at(match.entries, start_ns)
+    budget = amount_micros
+    max_cost = first.dr.max_cost_micros
+    if max_cost is not None:
+        if first.dr.src.max_cost_strategy is MaxCostStrategy.FREE and budget >= max_cost:
+            return limit_ns  # the cost never grows past max_cost: free from there on
+        if first.dr.src.max_cost_strategy is MaxCostStrategy.DISCONNECT:
+            budget = min(budget, max_cost)
+    acc = first.dr.connect
+    decimals, method = -1, RoundingMethod.HALF_UP
+    ceiling = -1
+    result = limit_ns
+    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
+    for piece in engine.pieces(match, start_ns, None, limit_ns, rematch):
+        if piece.entry.dr.src.rounding_decimals > decimals:
+            decimals, method = _rounding(piece, decimals, method)
+            ceiling = _ceiling(engine, budget, decimals, method)
+        fits = _fit(engine, piece, ceiling - acc)
+        if fits < piece.increments:
+            result = piece.offset_ns + fits * piece.slot.increment_ns
+            break
+        acc += engine.span_units(piece.slot, piece.increments)[0]
+    result = min(result, limit_ns)
+    min_ns = first.dr.src.min_duration_ns
+    if 0 < result < min_ns:
+        # Any usage up to min_ns is billed as min_ns: affordable only if that is.
+        cost = price_call(engine, tenant, category, subject, number, start, result, breakdown=False)
+        return result if cost.cost_micros <= budget else 0
+    return result
+
+
+def _most(bound: int, den: int, mul: int, method: RoundingMethod) -> int:
+    """The largest integer x >= -1 with round_div(x * mul, den, method) <= bound."""
+    if bound < 0:
+        return -1
+    if method is RoundingMethod.DOWN:
+        return ((bound + 1) * den - 1) // mul
+    if method is RoundingMethod.UP:
+        return (bound * den) // mul
+    return ((2 * bound + 1) * den - 1) // (2 * mul)
+
+
+def _ceiling(engine: Engine, budget: int, decimals: int, method: RoundingMethod) -> int:
+    """The largest total (1/L units) whose final rounded cost is <= budget micro-units."""
+    if decimals > 6:
+        # Two roundings: to `decimals`, then to micro-units (Engine.final_micros).
+        units_max = _most(budget, pow10(decimals - 6), 1, method)
+    else:
+        units_max = budget // pow10(6 - decimals)
+    return _most(units_max, engine.denominator, pow10(decimals), method)
+
+
+def _fit(engine: Engine, piece: _Piece, room: int) -> int:
+    """The most increments of this span (0..piece.increments) costing at most `room` units."""
+    slot, top = piece.slot, piece.increments
+    if room < 0:
+        return 0
+    per_increment = slot.increment_ns * slot.per_ns
+    if engine.mode is PricingMode.EXACT:
+        return top if per_increment == 0 else min(top, room // per_increment)
+
+    def ok(n: int) -> bool:
+        return engine.span_units(slot, n)[0] <= room
+
+    if ok(top):
+        return top
+    lo, hi = 0, top  # ok(lo), not ok(hi)
+    if per_increment > 0 and top > 1:
+        lo, hi = _gallop(ok, min(max(room // per_increment, 1), top - 1), lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _gallop(ok: Callable[[int], bool], guess: int, lo: int, hi: int) -> tuple[int, int]:
+    """Narrow [lo, hi) around a guess by doubling steps."""
+    step = 1
+    if ok(guess):
+        lo = guess
+        while lo + step < hi:
+            if not ok(lo + step):
+                return lo, lo + step
+            lo += step
+            step *= 2
+        return lo, hi
+    hi = guess
+    while hi - step > lo:
+        if ok(hi - step):
+            return hi - step, hi
+        hi -= step
+        step *= 2
+    return lo, hi

@@ -1,0 +1,316 @@
+"""Authorize (sessions.py): find the account, rate the first grant, reserve it, write the record.
+
+On a single Redis a known caller costs one round trip: this process remembers which
+account an identity names and the account's tariff and currency, and the fused script
+(lua/session_authorize.lua) checks them against the account hash before it reserves;
+anything changed ("stale") drops the remembered values and takes the full path
+(account read, then reserve + record). Balances are never cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from chargingd.core.config import SessionsConfig
+from chargingd.core.numbers import NumberError, normalize_or_raw, to_e164
+from chargingd.ledger.keys import IDENTITIES_KEY
+from chargingd.ledger.ledger import (
+    Account,
+    Grant,
+    InvalidRequest,
+    Ledger,
+    RefusalReason,
+    Status,
+    UnknownAccount,
+)
+from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
+from chargingd.sessions.fused import Check, FastPath
+from chargingd.sessions.grants import Grants
+from chargingd.sessions.pricing import Priced, Pricer, RatingError
+from chargingd.sessions.store import SessionRecord, SessionStore
+
+log = logging.getLogger("chargingd.sessions")
+
+V = TypeVar("V")
+CACHE_MAX = 100_000  # remembered identities / account profiles (cleared when full)
+
+_REFUSALS = {
+    RefusalReason.UNKNOWN_ACCOUNT: RefusalCode.UNKNOWN_ACCOUNT,
+    RefusalReason.SUSPENDED: RefusalCode.SUSPENDED,
+    RefusalReason.INSUFFICIENT_CREDIT: RefusalCode.INSUFFICIENT_CREDIT,
+    RefusalReason.TOO_MANY_CALLS: RefusalCode.TOO_MANY_CALLS,
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What rating needs of an account; re-checked by the fused script on every use."""
+
+    account_id: str
+    tariff: str
+    currency: str
+    mode: str = "prepaid"  # h323-billing-model in the Accept; re-checked like the rest
+
+
+class Authorizer:
+    """The authorize half of sessions.Sessions (which maps Redis/ledger errors)."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        ledger: Ledger,
+        pricer: Pricer,
+        grants: Grants,
+        cfg: SessionsConfig,
+        clock_ms: Callable[[], int],
+        fast: FastPath | None,
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.pricer = pricer
+        self.grants = grants
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+        self.fast = fast
+        self._identities: dict[str, str] = {}  # "user:alice" -> account id
+        self._profiles: dict[str, Profile] = {}  # account id -> tariff, currency
+
+    async def authorize(self, call: CallInfo) -> Authorized | Refused:
+        """Decide an Access-Request (the session id is already checked)."""
+        if self.fast is not None:
+            answer = await self._authorize_known(self.fast, call)
+            if answer is not None:
+                return answer
+        account = await self.find_account(call)
+        if account is None:
+            return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
+        if account.status is not Status.ACTIVE:
+            return _inactive(account.status.value, account.status_reason)
+        profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
+        made = self._first(call, profile)
+        if isinstance(made, Refused):
+            return made
+        _remember(self._profiles, account.id, profile)
+        answer = await self._reserve_first(*made, check=None, mode=profile.mode)
+        assert answer is not None  # only a checked reserve can find the account changed
+        return answer
+
+    async def _authorize_known(self, fast: FastPath, call: CallInfo) -> Authorized | Refused | None:
+        """One round trip for a caller seen before; None: take the full path."""
+        known = self._known(call)
+        if known is None:
+            return None
+        profile, identity = known
+        made = self._first(call, profile)
+        if isinstance(made, Refused):
+            return None  # the full path refuses in its own order (status first)
+        check = Check(profile.tariff, profile.currency, identity, profile.mode)
+        answer = await self._reserve_first(*made, check=check, mode=profile.mode)
+        if answer is None:  # the account changed: forget what we knew of it
+            self._profiles.pop(profile.account_id, None)
+            self._identities.pop(identity, None)
+        return answer
+
+    def _known(self, call: CallInfo) -> tuple[Profile, str] | None:
+        """The remembered account of the first lookup method that names one."""
+        for method in call.lookup:
+            if method == "default":
+                if not call.default_account:
+                    continue
+                profile = self._profiles.get(call.default_account)
+                return None if profile is None else (profile, "")
+            identity = self._identity(method, call)
+            if identity is None:
+                continue
+            account_id = self._identities.get(identity)
+            profile = self._profiles.get(account_id) if account_id is not None else None
+            return None if profile is None else (profile, identity)
+        return None
+
+    async def _reserve_first(
+        self, rec: SessionRecord, priced: Priced, *, check: Check | None, mode: str
+    ) -> Authorized | Refused | None:
+        """Reserve the first grant; with ``check``, None when the account changed."""
+        want = priced.cost_micros
+        amount = max(want, 1)
+        lease_ms = self.grants.lease_ms(self.cfg.first_grant)
+        if self.fast is not None and rec.paid_usage_s > 0:
+            # One script: the hold and, when granted in full, the record with it (which
+            # _first wrote with the full hold and the usage it pays for).
+            out = await self.fast.authorize(rec, amount, lease_ms=lease_ms, check=check)
+            if out.grant is None:  # checked and found changed (stale) or not active
+                return _inactive(out.status, out.reason) if out.status else None
+            grant = out.grant
+            if grant.ok and out.created >= 0:
+                return self._authorized(rec, grant, mode)
+        else:
+            # new_session: the ledger counts a session once (a replay holds no second call).
+            grant = await self.ledger.reserve(
+                rec.account_id,
+                rec.session_id,
+                amount,
+                lease_ms=lease_ms,
+                partial=True,
+                new_session=True,
+            )
+        if not grant.ok:
+            code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
+            return Refused(code, code.value.replace("_", " "))
+        return await self._grant_first(rec, grant, want, mode)
+
+    async def _grant_first(
+        self, rec: SessionRecord, grant: Grant, want: int, mode: str
+    ) -> Authorized | Refused:
+        paid_s = self.grants.paid_s(rec, grant.granted_micros)
+        if paid_s <= 0:
+            await self.ledger.release(rec.account_id, rec.session_id, 0)
+            return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
+        limited = int(grant.granted_micros < want)
+        rec = dataclasses.replace(
+            rec, held_micros=grant.granted_micros, paid_usage_s=paid_s, limited=limited
+        )
+        await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
+        return self._authorized(rec, grant, mode)
+
+    def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
+        credit = grant.granted_micros + grant.available_micros
+        timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
+        log.info(
+            "authorize %s account=%s dest=%s timeout=%ss held=%s",
+            rec.session_id,
+            rec.account_id,
+            rec.destination,
+            timeout_s,
+            grant.granted_micros,
+        )
+        return Authorized(
+            account_id=rec.account_id,
+            session_timeout_s=timeout_s,
+            interim_interval_s=self.cfg.interim_interval_s,
+            credit_micros=credit,
+            currency=rec.currency,
+            postpaid=mode == "postpaid",
+        )
+
+    # -- finding the account -------------------------------------------------------
+    async def find_account(self, call: CallInfo) -> Account | None:
+        """The caller's account, by the client's lookup order (user, ani, default)."""
+        for method in call.lookup:
+            if method == "default":
+                account = await self._get(call.default_account) if call.default_account else None
+            else:
+                account = await self._by_identity(self._identity(method, call))
+            if account is not None:
+                return account
+        return None
+
+    def _identity(self, method: str, call: CallInfo) -> str | None:
+        if method == "user" and call.user_name:
+            return f"user:{call.user_name}"
+        if method == "ani" and call.calling:
+            try:
+                return "ani:" + to_e164(call.calling, country=self.cfg.country_of(call.client))
+            except NumberError:
+                return None
+        return None
+
+    async def _by_identity(self, identity: str | None) -> Account | None:
+        """The account an identity names (remembered only while the account lists it)."""
+        if identity is None:
+            return None
+        (raw,) = await self.store.send([("HGET", IDENTITIES_KEY, identity)])
+        if raw is None:
+            return None
+        account = await self._get(raw.decode())
+        if account is not None and identity in account.identities:
+            _remember(self._identities, identity, account.id)
+        return account
+
+    async def _get(self, account_id: str) -> Account | None:
+        try:
+            return await self.ledger.get_account(account_id)
+        except (UnknownAccount, InvalidRequest):
+            return None
+
+    def _first(self, call: CallInfo, profile: Profile) -> tuple[SessionRecord, Priced] | Refused:
+        """new_record for an authorize: the first grant priced and, for the fused
+        script, its full hold and the usage that pays for written on the record."""
+        return self.new_record(
+            call, profile, self.clock_ms(), self.cfg.first_grant, hold=self.fast is not None
+        )
+
+    def new_record(
+        self, call: CallInfo, account: Profile, now_ms: int, usage_s: int = 0, *, hold: bool = False
+    ) -> tuple[SessionRecord, Priced] | Refused:
+        """A live record for this call and the price of ``usage_s`` seconds on it, or
+        why its destination cannot be rated. ``hold``: the record holds that price
+        (held_micros, paid_usage_s), as _reserve_first asks the fused script to."""
+        plan_id = self.pricer.plan_id_for(account.tariff)
+        if plan_id is None:
+            log.error("account %s names tariff %r, not loaded", account.account_id, account.tariff)
+            return Refused(RefusalCode.SYSTEM_ERROR, "tariff not available")
+        if self.pricer.currency_of(plan_id) not in ("", account.currency):
+            log.error(
+                "account %s (%s) rated by a tariff in another currency",
+                account.account_id,
+                account.currency,
+            )
+            return Refused(RefusalCode.SYSTEM_ERROR, "tariff currency mismatch")
+        country = self.cfg.country_of(call.client)
+        try:
+            callee = to_e164(call.called, country=country)
+        except NumberError:
+            return Refused(RefusalCode.DESTINATION_NOT_ALLOWED, "invalid called number")
+        try:  # Grants.price of the record below (not answered: rated from auth_ms)
+            priced = self.pricer.price(
+                plan_id, subject=account.account_id, number=callee, start_ms=now_ms, usage_s=usage_s
+            )
+        except RatingError as exc:
+            return Refused(
+                RefusalCode.DESTINATION_NOT_ALLOWED, f"destination not allowed ({exc.code})"
+            )
+        held = max(priced.cost_micros, 1) if hold else 0
+        paid_s = self._paid_s(plan_id, account.account_id, callee, now_ms, held)
+        rec = SessionRecord(
+            session_id=call.session_id,
+            account_id=account.account_id,
+            user_name=call.user_name,
+            caller=normalize_or_raw(call.calling, country=country),
+            callee=callee,
+            destination=priced.destination_id,
+            plan=plan_id,
+            currency=account.currency,
+            gateway=call.gateway,
+            client=call.client,
+            auth_ms=now_ms,
+            last_seen_ms=now_ms,
+            held_micros=held if paid_s > 0 else 0,
+            paid_usage_s=paid_s,
+        )
+        return rec, priced
+
+    def _paid_s(self, plan_id: str, account_id: str, callee: str, now_ms: int, held: int) -> int:
+        """Grants.paid_s of the record new_record builds (0 for no money)."""
+        if held <= 0:
+            return 0
+        paid = self.pricer.paid_s(
+            plan_id, subject=account_id, number=callee, start_ms=now_ms, amount_micros=held
+        )
+        return min(paid, self.cfg.session_ttl_s)
+
+
+def _inactive(status: str, reason: str) -> Refused:
+    if reason == "credit":  # postpaid at its credit limit
+        return Refused(RefusalCode.INSUFFICIENT_CREDIT, "credit limit reached")
+    return Refused(RefusalCode.SUSPENDED, f"account {status}")
+
+
+def _remember(cache: dict[str, V], key: str, value: V) -> None:
+    if len(cache) >= CACHE_MAX:
+        cache.clear()
+    cache[key] = value

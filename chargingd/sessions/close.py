@@ -1,0 +1,172 @@
+"""Closing a session: final cost, hold release, exactly one rated CDR, closed mark.
+
+Shared by Stop, the reaper ("stale"), Accounting-On/Off ("gateway_restart") and
+fed by the cutter's cut reason ("credit_cut", "killed").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable
+
+from chargingd.billing.cdr import CDR
+from chargingd.ledger.ledger import CommitResult, Ledger
+from chargingd.sessions.cutter import CREDIT_CUT, KILLED
+from chargingd.sessions.fused import FastPath
+from chargingd.sessions.pricing import Priced
+from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
+
+log = logging.getLogger("chargingd.sessions")
+
+NORMAL, GATEWAY_RESTART = "normal", "gateway_restart"
+UNANSWERED, OVERRUN = "unanswered", "overrun"
+FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a close
+
+
+class SessionCloser:
+    """Ends sessions for sessions.py; ``price(rec, usage_s)`` rates a usage."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        ledger: Ledger,
+        price: Callable[[SessionRecord, int], Priced],
+        source: str,
+        fast: FastPath | None = None,
+    ) -> None:
+        """``fast``: the fused close script (lease + release in one round trip)."""
+        self.fast = fast
+        self.store = store
+        self.ledger = ledger
+        self.price = price
+        self.source = source
+
+    async def close(
+        self,
+        rec: SessionRecord,
+        *,
+        usage_s: int,
+        end_ms: int,
+        status: str,
+        disconnect_cause: int = 0,
+        extra: dict[str, str] | None = None,
+    ) -> CDR | None:
+        """Release the money (final cost on the total usage), write one CDR, mark closed.
+
+        Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
+        between XADD and mark may write the CDR twice; the exporter dedupes on
+        (source, call_id). Returns None when another closer has it or it is closed.
+        On a single Redis the lease and the release are one script (sessionfast.py),
+        and the XADD and the closed mark one pipeline (in that order).
+        """
+        end = (end_ms, status, disconnect_cause, extra)
+        token = uuid.uuid4().hex
+        for _ in range(FUSED_ATTEMPTS if self.fast is not None else 0):
+            assert self.fast is not None
+            usage = max(usage_s, rec.last_usage_s)
+            priced = self._price(rec, usage)
+            done = await self.fast.close(rec, token, usage, priced.cost_micros)
+            if done.status == "stale":  # a packet moved usage or answer time: re-rate
+                rec = dataclasses.replace(
+                    rec, last_usage_s=done.last_usage_s, answer_ms=done.answer_ms
+                )
+                continue
+            if done.release is None or done.record is None:
+                return None  # "busy" (another closer) or "gone" (closed)
+            return await self._finish(done.record, usage, priced, done.release, *end)
+        if not await self.store.acquire_close(rec, token):
+            return None
+        current = await self.store.get(rec.account_id, rec.session_id)
+        if current is None or current.state != LIVE:
+            return None
+        usage_s = max(usage_s, current.last_usage_s)
+        priced = self._price(current, usage_s)
+        result = await self.ledger.release(rec.account_id, rec.session_id, priced.cost_micros)
+        return await self._finish(current, usage_s, priced, result, *end)
+
+    def _price(self, rec: SessionRecord, usage_s: int) -> Priced:
+        return self.price(rec, usage_s) if usage_s > 0 else Priced(0, 0, rec.destination)
+
+    async def _finish(
+        self,
+        current: SessionRecord,
+        usage_s: int,
+        priced: Priced,
+        result: CommitResult,
+        end_ms: int,
+        status: str,
+        disconnect_cause: int,
+        extra: dict[str, str] | None,
+    ) -> CDR:
+        """After the release: the rated CDR, then the closed mark (one round trip)."""
+        rec = current
+        cost = max(result.total_debited_micros, priced.cost_micros)
+        # Past what was granted (adopted sessions had no grant: only real debt counts).
+        granted = current.debited_micros + current.held_micros
+        overrun = result.overrun or (not current.adopted and priced.cost_micros > granted)
+        final = _final_status(status, current, usage_s, overrun)
+        cdr = self._cdr(current, priced, usage_s, end_ms, final, disconnect_cause)
+        cdr.extra.update(extra or {})
+        if cost != priced.cost_micros:
+            cdr.extra["rated_cost_micros"] = str(priced.cost_micros)
+        cdr = dataclasses.replace(cdr, cost_micros=cost)
+        await self.store.append_cdr_and_close(
+            cdr, current, last_usage_s=usage_s, status=final, cost_micros=cost
+        )
+        log.info(
+            "closed %s account=%s usage=%ss cost=%s status=%s",
+            rec.session_id,
+            rec.account_id,
+            usage_s,
+            cost,
+            final,
+        )
+        return cdr
+
+    def _cdr(
+        self,
+        rec: SessionRecord,
+        priced: Priced,
+        usage_s: int,
+        end_ms: int,
+        status: str,
+        cause: int,
+    ) -> CDR:
+        extra = {"client": rec.client, "user_name": rec.user_name}
+        if rec.cut_reason:
+            extra["cut_reason"] = rec.cut_reason
+        if rec.adopted:
+            extra["adopted"] = "1"
+        return CDR(
+            source=self.source,
+            call_id=rec.session_id,
+            account_id=rec.account_id,
+            caller=rec.caller,
+            callee=rec.callee,
+            destination=priced.destination_id or rec.destination,
+            start_ms=rec.auth_ms,
+            answer_ms=rec.answer_ms if usage_s else 0,
+            end_ms=end_ms,
+            duration_s=usage_s,
+            billed_s=priced.billed_s,
+            cost_micros=priced.cost_micros,
+            currency=rec.currency,
+            tariff=rec.plan,
+            gateway=rec.gateway,
+            disconnect_cause=cause,
+            status=status,
+            extra=extra,
+        )
+
+
+def _final_status(status: str, rec: SessionRecord, usage_s: int, overrun: bool) -> str:
+    if overrun:
+        return OVERRUN
+    if status == NORMAL and rec.cut_reason in (CREDIT_CUT, KILLED):
+        return rec.cut_reason
+    if status == NORMAL and usage_s == 0:
+        return UNANSWERED
+    return status

@@ -1,0 +1,142 @@
+"""The call cutter: fires due deadlines (credit gone) and operator/fraud kills.
+
+Any daemon may run it: each due entry of the deadline zset is claimed by moving it,
+and only the daemon whose claim moved it acts on it. A credit deadline is first
+re-checked (a top-up on another daemon may have paid for more); then the frontend
+sends a Disconnect-Request (RFC 5176 §3). A failed disconnect is retried with
+exponential back-off, a bounded number of times, by putting the entry back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from chargingd.core.loops import run_every
+from chargingd.sessions.ccapi import CallCutter, SessionRef
+from chargingd.sessions.store import DEADLINES, LIVE, SessionRecord, SessionStore, split_member
+
+log = logging.getLogger("chargingd.cutter")
+
+CREDIT_CUT = "credit_cut"
+KILLED = "killed"
+
+# refresh(rec) -> (new deadline ms or 0 when paid again, Session-Timeout to announce)
+Recheck = Callable[[SessionRecord], Awaitable[tuple[int, int]]]
+
+
+def ref_of(rec: SessionRecord) -> SessionRef:
+    """How a frontend addresses this call at its gateway (RFC 5176 §3)."""
+    return SessionRef(rec.session_id, rec.user_name, rec.gateway, rec.client)
+
+
+class Cutter:
+    """Claims due deadlines and cuts calls through the injected ccapi.CallCutter."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        frontend: CallCutter | None,
+        clock_ms: Callable[[], int],
+        retries: int,
+        backoff_ms: int,
+        recheck: Recheck,
+    ) -> None:
+        self.store = store
+        self.frontend = frontend
+        self.clock_ms = clock_ms
+        self.retries = retries
+        self.backoff_ms = backoff_ms
+        self.recheck = recheck
+        self.disconnects_sent = 0
+        self.disconnects_failed = 0
+
+    async def run_once(self, *, limit: int = 100) -> int:
+        """Act on every deadline due now; returns how many entries this daemon claimed."""
+        now_ms = self.clock_ms()
+        claimed = 0
+        retry_ms = now_ms + max(self.backoff_ms, 1000)
+        for raw in await self.store.due(DEADLINES, now_ms, limit=limit):
+            # Claimed by moving it to retry_ms (not ZREM): a daemon that dies before
+            # the cut leaves it to be fired again, by any daemon.
+            if not await self.store.claim_until(DEADLINES, raw, now_ms, retry_ms):
+                continue  # another daemon has it
+            claimed += 1
+            rec = await self.store.get(*split_member(raw))
+            if rec is None or rec.state != LIVE:
+                await self.store.redis.zrem(DEADLINES, raw)
+                continue
+            await self._due(rec, now_ms)
+        return claimed
+
+    async def _due(self, rec: SessionRecord, now_ms: int) -> None:
+        if not rec.cut_reason:
+            # A credit deadline: money may have arrived since it was set.
+            deadline_ms, _ = await self.recheck(rec)
+            if deadline_ms == 0 or deadline_ms > now_ms:
+                log.info("deadline of %s moved to %s", rec.session_id, deadline_ms)
+                return
+            fresh = await self.store.get(rec.account_id, rec.session_id)
+            rec = fresh or rec
+        await self.cut(rec, rec.cut_reason or CREDIT_CUT)
+
+    async def cut(self, rec: SessionRecord, reason: str) -> bool:
+        """Send one Disconnect-Request; on failure schedule a retry (bounded back-off).
+
+        The reason is stored before sending, so the Stop the gateway sends back is
+        closed with CDR status ``reason``.
+        """
+        now_ms = self.clock_ms()
+        attempts = rec.cut_attempts + 1
+        await self.store.update(
+            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=rec.cut_ms or now_ms
+        )
+        ok = await self._disconnect(rec, reason)
+        if ok:
+            await self.store.update(rec, cut_ok=1)
+            await self.store.clear_deadline(rec)
+            return True
+        self.disconnects_failed += 1
+        if attempts < self.retries:
+            retry_ms = now_ms + self.backoff_ms * 2 ** (attempts - 1)
+            await self.store.set_deadline(rec, retry_ms)
+        else:
+            await self.store.redis.zrem(DEADLINES, rec.member)
+            log.error(
+                "giving up cutting %s at %s after %d attempts (Session-Timeout or reaper ends it)",
+                rec.session_id,
+                rec.gateway,
+                attempts,
+            )
+        return False
+
+    async def _disconnect(self, rec: SessionRecord, reason: str) -> bool:
+        if self.frontend is None:
+            log.error("no call cutter attached: cannot cut %s", rec.session_id)
+            return False
+        self.disconnects_sent += 1
+        try:
+            return await self.frontend.disconnect(ref_of(rec), reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("disconnect of %s at %s failed", rec.session_id, rec.gateway)
+            return False
+
+    async def change_timeout(self, rec: SessionRecord, session_timeout_s: int) -> bool:
+        """Tell the gateway the new Session-Timeout (CoA, RFC 5176 §3.2), when it can."""
+        if self.frontend is None:
+            return False
+        try:
+            return await self.frontend.change_timeout(ref_of(rec), session_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("change_timeout of %s at %s failed", rec.session_id, rec.gateway)
+            return False
+
+    async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
+        """Fire due deadlines every ``interval_s`` until ``stop`` is set."""
+        await run_every(stop, interval_s, self.run_once, log=log, what="cutter")

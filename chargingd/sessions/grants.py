@@ -1,0 +1,159 @@
+"""Grants, holds and deadlines (DESIGN "Grants, holds and cuts").
+
+Each renewal holds money for the next grant of usage, sized with the call's age
+(Sippy-style adaptive grants) but never beyond what the ledger can give. When a
+renewal is not granted in full the session gets a deadline: the moment the money
+debited plus held runs out. Rating is done on the TOTAL usage every time, so
+connect fees and billing increments apply once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chargingd.core.config import SessionsConfig
+from chargingd.ledger.ledger import Grant, Ledger, SessionClosed
+from chargingd.ledger.steps import grant_of
+from chargingd.sessions.fused import FastPath
+from chargingd.sessions.pricing import Priced, Pricer
+from chargingd.sessions.store import SessionRecord, SessionStore
+
+
+class Grants:
+    """Prices usages of a session, renews its hold, keeps its deadline in step."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        ledger: Ledger,
+        pricer: Pricer,
+        cfg: SessionsConfig,
+        clock_ms: Callable[[], int],
+        fast: FastPath | None = None,
+    ) -> None:
+        """``fast``: the fused scripts (one round trip per interim); None step by step."""
+        self.fast = fast
+        self.store = store
+        self.ledger = ledger
+        self.pricer = pricer
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+
+    async def charge(self, rec: SessionRecord, usage_s: int) -> None:
+        """Commit the cost of the cumulative usage, renew the hold for the next grant."""
+        cost = self.price(rec, usage_s).cost_micros
+        if self.fast is not None:
+            await self._charge_fused(self.fast, rec, usage_s, cost)
+            return
+        result = await self.ledger.commit(rec.account_id, rec.session_id, cost)
+        held = max(0, rec.held_micros - result.debited_micros)
+        await self.renew(rec, usage_s, result.total_debited_micros, held)
+
+    async def _charge_fused(
+        self, fast: FastPath, rec: SessionRecord, usage_s: int, cost: int
+    ) -> None:
+        """charge() in one script; the script finishes alone when the grant is full."""
+        grant_s = self.grant_size(usage_s)
+        next_cost = self.price(rec, usage_s + grant_s).cost_micros
+        paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
+        done = await fast.renew(
+            rec, cost, next_cost, lease_ms=self.lease_ms(grant_s), paid_usage_s=paid_s
+        )
+        if done.applied or done.grant_reply is None:
+            return
+        result = done.commit
+        try:
+            grant = grant_of(done.grant_reply, rec.account_id, rec.session_id)
+        except SessionClosed:
+            return  # a Stop closed it meanwhile (another daemon): nothing to hold
+        debited = result.total_debited_micros
+        held = max(0, rec.held_micros - result.debited_micros)
+        await self._apply(rec, grant, debited, held, next_cost - debited)
+
+    async def renew(self, rec: SessionRecord, usage_s: int, debited: int, held: int) -> int:
+        """Hold money for the next grant; set or clear the deadline. Returns it (0: none)."""
+        grant_s = self.grant_size(usage_s)
+        want = self.price(rec, usage_s + grant_s).cost_micros - debited
+        try:
+            grant = await self.ledger.reserve(
+                rec.account_id,
+                rec.session_id,
+                max(want, 1),
+                lease_ms=self.lease_ms(grant_s),
+                partial=True,
+                new_session=False,
+            )
+        except SessionClosed:
+            return 0  # a Stop closed it meanwhile (another daemon): nothing to hold
+        return await self._apply(rec, grant, debited, held, want)
+
+    async def _apply(
+        self, rec: SessionRecord, grant: Grant, debited: int, held: int, want: int
+    ) -> int:
+        """Write a renewal's outcome on the record: grant fields, deadline set or cleared."""
+        if grant.reason is None:
+            held = grant.granted_micros
+        paid_s = self.paid_s(rec, debited + held)
+        limited = grant.reason is not None or held < want
+        fields: dict[str, int] = {
+            "debited_micros": debited,
+            "held_micros": held,
+            "paid_usage_s": paid_s,
+            "limited": int(limited),
+        }
+        if limited:
+            deadline_ms = self.deadline_ms(rec, paid_s)
+            await self.store.set_grant(rec, fields, deadline_ms=deadline_ms)
+            return deadline_ms
+        await self.store.set_grant(
+            rec, fields, deadline_ms=0 if rec.limited or rec.deadline_ms else None
+        )
+        return 0
+
+    async def refresh(self, rec: SessionRecord) -> tuple[int, int]:
+        """Try to renew a limited session's hold now (top-up, money freed).
+
+        Returns (deadline_ms or 0 when no longer limited, Session-Timeout to announce).
+        """
+        now_ms = self.clock_ms()
+        base_ms = rec.answer_ms or rec.auth_ms
+        usage_s = max(rec.last_usage_s, (now_ms - base_ms) // 1000) if rec.answer_ms else 0
+        deadline_ms = await self.renew(rec, usage_s, rec.debited_micros, rec.held_micros)
+        fresh = await self.store.get(rec.account_id, rec.session_id)
+        paid_s = fresh.paid_usage_s if fresh else 0
+        if deadline_ms:
+            return deadline_ms, paid_s
+        account = await self.ledger.get_account(rec.account_id)
+        total = rec.debited_micros + (fresh.held_micros if fresh else 0) + account.available_micros
+        return 0, min(self.paid_s(rec, total), self.cfg.max_session_s)
+
+    def price(self, rec: SessionRecord, usage_s: int) -> Priced:
+        return self.pricer.price(
+            rec.plan,
+            subject=rec.account_id,
+            number=rec.callee,
+            start_ms=rec.answer_ms or rec.auth_ms,
+            usage_s=usage_s,
+        )
+
+    def paid_s(self, rec: SessionRecord, amount_micros: int) -> int:
+        paid = self.pricer.paid_s(
+            rec.plan,
+            subject=rec.account_id,
+            number=rec.callee,
+            start_ms=rec.answer_ms or rec.auth_ms,
+            amount_micros=amount_micros,
+        )
+        return min(paid, self.cfg.session_ttl_s)
+
+    def grant_size(self, usage_s: int) -> int:
+        """Grants grow with the call's age (half of it), between first and max grant."""
+        return max(self.cfg.first_grant, min(self.cfg.max_grant_s, usage_s // 2))
+
+    def lease_ms(self, grant_s: int) -> int:
+        # The hold outlives the reaper's window so a silent call is charged against it.
+        return (grant_s + self.cfg.stale_factor * self.cfg.interim_interval_s) * 1000
+
+    def deadline_ms(self, rec: SessionRecord, paid_s: int) -> int:
+        return (rec.answer_ms or rec.auth_ms) + paid_s * 1000

@@ -1,0 +1,107 @@
+"""The tariff plans sessions.py prices with, and its seconds/ms view of rating.py.
+
+rating.py works in nanoseconds and timezone-aware datetimes; credit control works in
+whole seconds (RADIUS Acct-Session-Time, Session-Timeout) and epoch ms. This module
+is the one place that converts, so a change of the rating API touches one file.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from chargingd.core.config import RatingConfig
+from chargingd.rating.durations import NS_PER_S
+from chargingd.rating.model import RatingError, TariffPlan
+
+DEFAULT_PLAN = "default"
+
+
+class UnknownPlan(RatingError):
+    code = "unknown_plan"
+
+
+@dataclass(frozen=True)
+class Priced:
+    """What a usage costs under a plan, in the units sessions.py keeps."""
+
+    cost_micros: int
+    billed_s: int
+    destination_id: str
+
+
+class Pricer:
+    """Plan id -> loaded TariffPlan, plus the default plan for accounts naming none."""
+
+    def __init__(self, plans: Mapping[str, TariffPlan], default: TariffPlan | None = None) -> None:
+        self.plans = dict(plans)
+        if default is not None:
+            self.plans.setdefault(DEFAULT_PLAN, default)
+        self.has_default = default is not None
+
+    def _plan(self, plan_id: str) -> TariffPlan:
+        """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
+        (a restart with other [rating] plans): its accounting is orphaned, not crashed."""
+        plan = self.plans.get(plan_id)
+        if plan is None:
+            raise UnknownPlan(f"tariff plan {plan_id!r} is not loaded")
+        return plan
+
+    def plan_id_for(self, tariff: str) -> str | None:
+        """The plan rating an account whose ``tariff`` is given; None when not loaded."""
+        if not tariff:
+            return DEFAULT_PLAN if self.has_default else None
+        return tariff if tariff in self.plans else None
+
+    def currency_of(self, plan_id: str) -> str:
+        """The plan's currency ("" when the tariff does not say)."""
+        return self.plans[plan_id].currency
+
+    def price(
+        self, plan_id: str, *, subject: str, number: str, start_ms: int, usage_s: int
+    ) -> Priced:
+        """Rate ``usage_s`` seconds to ``number`` (E.164); raises rating.RatingError."""
+        cost = self._plan(plan_id).rate(
+            subject=subject,
+            destination=number.lstrip("+"),
+            start=_when(start_ms),
+            usage_ns=usage_s * NS_PER_S,
+            breakdown=False,
+        )
+        billed_s = -(-cost.billed_ns // NS_PER_S)
+        return Priced(cost.cost_micros, billed_s, cost.destination_id)
+
+    def paid_s(
+        self, plan_id: str, *, subject: str, number: str, start_ms: int, amount_micros: int
+    ) -> int:
+        """Whole seconds ``amount_micros`` pays for on this call (rounded down)."""
+        if amount_micros <= 0:
+            return 0
+        usage_ns = self._plan(plan_id).max_usage(
+            subject=subject,
+            destination=number.lstrip("+"),
+            start=_when(start_ms),
+            amount_micros=amount_micros,
+        )
+        return int(usage_ns // NS_PER_S)
+
+
+@functools.lru_cache(maxsize=4096)
+def _when(ms: int) -> datetime:
+    # A call is priced at the same start (auth or answer time) many times: cached.
+    seconds, rest_ms = divmod(ms, 1000)
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=rest_ms)
+
+
+def load_pricer(cfg: RatingConfig) -> Pricer:
+    """Load every configured plan at start; a bad file stops the daemon (TariffLoadError)."""
+    from chargingd.rating.loaders import load_plan
+
+    plans = {plan_id: load_plan(path) for plan_id, path in cfg.plans.items()}
+    default = load_plan(cfg.default_plan) if cfg.default_plan else None
+    return Pricer(plans, default)
+
+
+__all__ = ["DEFAULT_PLAN", "Priced", "Pricer", "RatingError", "load_pricer"]

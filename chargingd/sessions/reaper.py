@@ -1,0 +1,95 @@
+"""The stale-session reaper, and the spool replay that runs beside it.
+
+A gateway that falls silent (crash, lost Stop) would leave a session holding money
+for ever. A session not heard from for stale_factor x interim interval is closed
+like a Stop at its last reported usage, with CDR status "stale" (DESIGN invariant
+4: no call is lost). Entries are claimed by moving their score to now (one daemon
+wins; a daemon that dies mid-close leaves the session to the next window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from chargingd.billing.cdr import CDR
+from chargingd.core.loops import run_every
+from chargingd.sessions.spool import Spool
+from chargingd.sessions.store import LASTSEEN, LIVE, SessionRecord, SessionStore, split_member
+
+log = logging.getLogger("chargingd.reaper")
+
+STALE = "stale"
+
+
+class Closer(Protocol):
+    async def __call__(
+        self, rec: SessionRecord, *, usage_s: int, end_ms: int, status: str
+    ) -> CDR | None: ...
+
+
+class Reaper:
+    """Closes silent sessions; replays the spool first when Redis answers again."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        close: Closer,
+        clock_ms: Callable[[], int],
+        stale_ms: int,
+        spool: Spool,
+        replay: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.close = close
+        self.clock_ms = clock_ms
+        self.stale_ms = stale_ms
+        self.spool = spool
+        self.replay = replay
+        self.reaped = 0
+
+    async def run_once(self, *, limit: int = 100) -> int:
+        """Replay the spool, then close sessions silent for too long; returns how many."""
+        await self.spool.replay(self.replay)
+        now_ms = self.clock_ms()
+        cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
+        reaped = 0
+        for raw in await self.store.due(LASTSEEN, cutoff_ms, limit=limit):
+            # Claimed by moving it to now: if this daemon dies mid-close (after the
+            # release, before the CDR) the session is retried a window later.
+            if not await self.store.claim_until(LASTSEEN, raw, cutoff_ms, now_ms):
+                continue
+            rec = await self.store.get(*split_member(raw))
+            if rec is None or rec.state != LIVE:
+                await self.store.redis.zrem(LASTSEEN, raw)
+                continue
+            if rec.last_seen_ms > cutoff_ms:
+                # A packet arrived between the scan and the claim: put it back.
+                await self.store.redis.zadd(LASTSEEN, {raw: rec.last_seen_ms})
+                continue
+            try:
+                cdr = await self.close(rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=STALE)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # One session the ledger refuses must not stop the pass; retried later.
+                log.exception("cannot reap %s of %s", rec.session_id, rec.account_id)
+                continue  # its entry was moved to now: retried a window later
+            if cdr is None:
+                continue  # another closer holds the lease: retried a window later
+            log.warning(
+                "reaped stale session %s of %s (silent since %s)",
+                rec.session_id,
+                rec.account_id,
+                rec.last_seen_ms,
+            )
+            reaped += 1
+        self.reaped += reaped
+        return reaped
+
+    async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
+        """Reap every ``interval_s`` until ``stop`` is set."""
+        await run_every(stop, interval_s, self.run_once, log=log, what="reaper")

@@ -1,0 +1,441 @@
+"""Redis keys of live credit-control sessions (records, deadlines, staleness).
+
+balance.py owns money; this module owns session metadata. Per-account keys carry the
+``{a:ACCOUNT}`` hash tag (DESIGN invariant 5) so a future cluster-safe script can
+touch a session and its account together; the global indexes (deadline zset,
+last-seen zset, per-gateway sets, session locator) are separate keys.
+
+Keys:
+  {a:ACC}:s:SID        hash   the session record (fields: see SessionRecord)
+  {a:ACC}:s:SID:fin    string closing lease (one closer writes the CDR)
+  {a:ACC}:live         set    live session ids of the account
+  sess:loc:SID         string account id of a session (accounting finds the record)
+  sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
+  sess:lastseen        zset   "ACC\\0SID" -> ms of the last packet seen
+  sess:gw:GATEWAY      set    "ACC\\0SID" of the gateway's live sessions
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.ledger.batch import CommandBatcher
+
+DEADLINES = "sess:deadlines"
+LASTSEEN = "sess:lastseen"
+ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
+ORPHANS_MAXLEN = 1_000_000
+
+LIVE = "live"
+INVALID = "invalid"  # touch refused a usage longer than the time since authorize
+# How far a reported usage may run ahead of (now - authorize): clock skew, delays.
+USAGE_SLACK_S = 300
+CLOSED = "closed"
+
+
+def record_key(account_id: str, session_id: str) -> str:
+    return f"{{a:{account_id}}}:s:{session_id}"
+
+
+def fin_key(account_id: str, session_id: str) -> str:
+    return f"{{a:{account_id}}}:s:{session_id}:fin"
+
+
+def live_key(account_id: str) -> str:
+    return f"{{a:{account_id}}}:live"
+
+
+def loc_key(session_id: str) -> str:
+    return f"sess:loc:{session_id}"
+
+
+def gateway_key(gateway: str) -> str:
+    return f"sess:gw:{gateway}"
+
+
+def member(account_id: str, session_id: str) -> bytes:
+    """Index member naming one session; account ids never contain NUL."""
+    return f"{account_id}\0{session_id}".encode()
+
+
+def split_member(raw: bytes | str) -> tuple[str, str]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    account_id, _, session_id = text.partition("\0")
+    return account_id, session_id
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One call as sessions.py knows it; integers carry their unit in the name."""
+
+    session_id: str
+    account_id: str
+    user_name: str
+    caller: str  # E.164 where it could be normalised
+    callee: str
+    destination: str  # matched destination id
+    plan: str  # tariff plan id
+    currency: str
+    gateway: str
+    client: str
+    auth_ms: int
+    answer_ms: int = 0
+    last_seen_ms: int = 0
+    last_usage_s: int = 0
+    debited_micros: int = 0  # cumulative cost committed so far
+    held_micros: int = 0  # current hold (the grant beyond the debited cost)
+    paid_usage_s: int = 0  # usage that debited + held money pays for
+    limited: int = 0  # 1 when the last grant was partial (the session has a deadline)
+    deadline_ms: int = 0
+    cut_reason: str = ""  # "credit_cut" | "killed" | "" (why the cutter cut it)
+    cut_attempts: int = 0
+    cut_ms: int = 0  # when the first Disconnect-Request went out
+    cut_ok: int = 0  # 1 once the gateway confirmed it
+    adopted: int = 0  # 1 when accounting arrived without our authorize
+    state: str = LIVE
+
+    @property
+    def member(self) -> bytes:
+        return member(self.account_id, self.session_id)
+
+    def to_mapping(self) -> dict[str, str | int]:
+        # Not dataclasses.asdict: it deep-copies and costs ~100 us on the hot path.
+        return {name: getattr(self, name) for name, _, _ in _FIELDS}
+
+    def sparse_pairs(self) -> list[str | int]:
+        """Field, value pairs of the fields that differ from their defaults (and state):
+        from_raw reads a missing field as its default, and a new record stays small."""
+        pairs: list[str | int] = []
+        for name, _, _ in _FIELDS:
+            value = getattr(self, name)
+            if name == "state" or value != _DEFAULTS.get(name):
+                pairs += [name, value]
+        return pairs
+
+    @classmethod
+    def from_raw(cls, raw: dict[bytes, bytes]) -> SessionRecord:
+        """Decode a HGETALL reply; unknown fields (newer versions) are ignored."""
+        values: dict[str, Any] = {}
+        for name, key, is_int in _FIELDS:
+            data = raw.get(key)
+            if data is not None:
+                values[name] = int(data) if is_int else data.decode()
+        return cls(**values)
+
+
+# (field name, its hash field as bytes, is an integer), in declaration order.
+_FIELDS: tuple[tuple[str, bytes, bool], ...] = tuple(
+    (f.name, f.name.encode(), f.type in ("int", int)) for f in dataclasses.fields(SessionRecord)
+)
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(SessionRecord)
+    if f.default is not dataclasses.MISSING
+}
+
+
+# Move a due member (score <= ARGV[2]) to ARGV[3]; 1 when this caller moved it.
+_CLAIM_UNTIL = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+class SessionStore:
+    """Typed access to the session keys; callers never build keys."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        session_ttl_s: int,
+        closed_ttl_s: int,
+        batch_commands: bool | None = None,
+        batcher: CommandBatcher | None = None,
+    ) -> None:
+        """``batch_commands``: send the hot-path commands of one loop tick as one
+        pipeline (ledger_batch.CommandBatcher); default on unless Redis Cluster.
+        ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
+        # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
+        self.redis: Any = redis
+        self.session_ttl_s = session_ttl_s
+        self.closed_ttl_s = closed_ttl_s
+        lua = resources.files("chargingd.sessions").joinpath("lua")
+        self._touch = redis.register_script(lua.joinpath("session_touch.lua").read_text())
+        self._create = redis.register_script(lua.joinpath("session_create.lua").read_text())
+        self.scripts: list[Any] = [self._touch, self._create]  # reloaded on NOSCRIPT
+        self._loading: asyncio.Future[None] | None = None
+        if batch_commands is None:
+            batch_commands = isinstance(redis, Redis)
+        if batch_commands and batcher is None:
+            batcher = CommandBatcher(redis)
+        self._batcher = batcher if batch_commands else None
+        # session id -> account id: fixed for a session's life; a stale entry is noticed
+        # (touch finds no record) and dropped. Saves the locator GET per accounting packet.
+        self._located: dict[str, str] = {}
+
+    @property
+    def batched(self) -> bool:
+        """True on a single Redis: one pipeline per tick, fused cross-slot scripts allowed."""
+        return self._batcher is not None
+
+    def remember_locator(self, session_id: str, account_id: str) -> None:
+        if len(self._located) >= 100_000:
+            self._located.clear()
+        self._located[session_id] = account_id
+
+    async def create(self, rec: SessionRecord) -> bool:
+        """Write a new live record; False when one exists already (replayed authorize).
+
+        One round trip: the record script and the global indexes together.
+        """
+        args: list[str | int] = [self.session_ttl_s, rec.session_id, *rec.sparse_pairs()]
+        keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
+        self.remember_locator(rec.session_id, rec.account_id)
+        created, *_ = await self._send(
+            [
+                ("EVALSHA", self._create.sha, len(keys), *keys, *args),
+                ("SET", loc_key(rec.session_id), rec.account_id, "EX", self.session_ttl_s),
+                ("ZADD", LASTSEEN, rec.last_seen_ms or rec.auth_ms, rec.member),
+                ("SADD", gateway_key(rec.gateway), rec.member),
+            ]
+        )
+        return bool(created)
+
+    async def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip, in order (see _send)."""
+        return await self._send(commands)
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Idempotent commands in one round trip, in order; scripts reloaded on NOSCRIPT.
+
+        (redis-py's Script in a Pipeline costs a SCRIPT EXISTS round trip every time.)
+        """
+        if self._batcher is not None:
+            futures = self._batcher.submit_many([(c, self._retry(c)) for c in commands])
+            return list(await asyncio.gather(*futures))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                result: list[Any] = await pipe.execute()
+                return result
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self._load_scripts()
+        raise AssertionError("unreachable")
+
+    def _retry(self, command: tuple[Any, ...]) -> Callable[[], Awaitable[Any]] | None:
+        if command[0] != "EVALSHA":
+            return None
+
+        async def again() -> Any:
+            await self._load_scripts()
+            return await self.redis.execute_command(*command)
+
+        return again
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every session script (at start; NOSCRIPT reloads them anyway)."""
+        await self._load_scripts()
+
+    async def _load_scripts(self) -> None:
+        """One load at a time: the many requests that meet NOSCRIPT together (a restarted
+        or flushed Redis) wait for the same load instead of each loading every script."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load_all())
+        await asyncio.shield(self._loading)
+
+    async def _load_all(self) -> None:
+        for script in self.scripts:
+            await self.redis.script_load(script.script)
+
+    async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
+        """The account of a session: remembered by this process, or (``fresh``) read."""
+        known = None if fresh else self._located.get(session_id)
+        if known is not None:
+            return known
+        (raw,) = await self._send([("GET", loc_key(session_id))])
+        if raw is None:
+            return None
+        account_id: str = raw.decode()
+        self.remember_locator(session_id, account_id)
+        return account_id
+
+    async def forget_locator(self, session_id: str) -> None:
+        """Drop a locator whose record is gone (and this process's copy of it)."""
+        self._located.pop(session_id, None)
+        await self.redis.delete(loc_key(session_id))
+
+    def forget_cached_locator(self, session_id: str) -> None:
+        self._located.pop(session_id, None)
+
+    async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
+        raw = await self.redis.hgetall(record_key(account_id, session_id))
+        if not raw or b"account_id" not in raw:
+            return None
+        return SessionRecord.from_raw(raw)
+
+    async def find(self, session_id: str) -> SessionRecord | None:
+        account_id = await self.locate(session_id, fresh=True)
+        return None if account_id is None else await self.get(account_id, session_id)
+
+    async def touch(
+        self, account_id: str, session_id: str, *, usage_s: int, now_ms: int, answer_ms: int = 0
+    ) -> tuple[str, int, SessionRecord | None]:
+        """Raise last_usage_s to ``usage_s`` (never lower it), note the packet time.
+
+        Returns (state, last_usage_s, the live record after the update or None); one
+        script so concurrent or reordered packets cannot move the usage backwards.
+        State INVALID (nothing changed): ``usage_s`` exceeds the time since authorize
+        plus USAGE_SLACK_S, a broken or lying gateway.
+        """
+        key = record_key(account_id, session_id)
+        (state, usage, flat), _ = await self._send(
+            [
+                ("EVALSHA", self._touch.sha, 1, key, usage_s, now_ms, answer_ms, USAGE_SLACK_S),
+                # XX: no-op once closed (or claimed by the reaper).
+                ("ZADD", LASTSEEN, "XX", now_ms, member(account_id, session_id)),
+            ]
+        )
+        if state != LIVE.encode():
+            return state.decode(), int(usage), None
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return LIVE, int(usage), SessionRecord.from_raw(raw)
+
+    async def update(self, rec: SessionRecord, **fields: str | int) -> None:
+        """Overwrite some fields of a live record (grant, deadline, cut state)."""
+        await self.redis.hset(record_key(rec.account_id, rec.session_id), mapping=fields)
+
+    async def set_grant(
+        self, rec: SessionRecord, fields: dict[str, int], *, deadline_ms: int | None
+    ) -> None:
+        """Grant fields and the deadline in one round trip: ``deadline_ms`` > 0 sets it,
+        0 clears it (and ``limited``), None leaves it."""
+        key = record_key(rec.account_id, rec.session_id)
+        fields = dict(fields)
+        if deadline_ms is not None:
+            fields["deadline_ms"] = deadline_ms
+        if deadline_ms == 0:
+            fields["limited"] = 0
+        pairs = [x for name, value in fields.items() for x in (name, value)]
+        commands: list[tuple[Any, ...]] = [("HSET", key, *pairs)]
+        if deadline_ms:
+            commands.append(("ZADD", DEADLINES, deadline_ms, rec.member))
+        elif deadline_ms == 0:
+            commands.append(("ZREM", DEADLINES, rec.member))
+        await self._send(commands)
+
+    async def set_deadline(self, rec: SessionRecord, deadline_ms: int) -> None:
+        await self.update(rec, deadline_ms=deadline_ms)
+        await self.redis.zadd(DEADLINES, {rec.member: deadline_ms})
+
+    async def clear_deadline(self, rec: SessionRecord) -> None:
+        await self.update(rec, deadline_ms=0, limited=0)
+        await self.redis.zrem(DEADLINES, rec.member)
+
+    async def due(self, index: str, until_ms: int, *, limit: int = 100) -> list[bytes]:
+        """Members of ``index`` whose score is at most ``until_ms``, oldest first."""
+        members: list[bytes] = await self.redis.zrangebyscore(
+            index, "-inf", until_ms, start=0, num=limit
+        )
+        return members
+
+    async def claim(self, index: str, raw_member: bytes) -> bool:
+        """Take one due entry: exactly one caller across all daemons gets True (ZREM)."""
+        return bool(await self.redis.zrem(index, raw_member))
+
+    async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
+        """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets
+        True): unlike ZREM, a claimer that dies leaves the entry to be retried then."""
+        return bool(await self.redis.eval(_CLAIM_UNTIL, 1, index, raw_member, due_ms, retry_ms))
+
+    async def acquire_close(self, rec: SessionRecord, token: str, *, lease_s: int = 30) -> bool:
+        """The right to close (write the CDR of) a session; a crashed closer's lease expires."""
+        return bool(
+            await self.redis.set(
+                fin_key(rec.account_id, rec.session_id), token, nx=True, ex=lease_s
+            )
+        )
+
+    async def mark_closed(self, rec: SessionRecord, **fields: str | int) -> None:
+        """Close the record (kept closed_ttl_s so replays find it) and drop it from indexes."""
+        await self._send(self._closing(rec, fields))
+
+    async def append_cdr_and_close(self, cdr: CDR, rec: SessionRecord, **fields: str | int) -> None:
+        """XADD the CDR, then mark the record closed: one round trip on a single Redis
+        (sent in this order on one connection, so the crash window stays the documented
+        one); two steps on Redis Cluster, where a pipeline is split by node."""
+        if self._batcher is None:
+            await self.append_cdr(cdr)
+            await self.mark_closed(rec, **fields)
+            return
+        xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
+        await self._send([xadd, *self._closing(rec, fields)])
+
+    def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
+        self._located.pop(rec.session_id, None)
+        key = record_key(rec.account_id, rec.session_id)
+        pairs = [x for name, value in {**fields, "state": CLOSED}.items() for x in (name, value)]
+        return [
+            ("HSET", key, *pairs),
+            ("EXPIRE", key, self.closed_ttl_s),
+            ("SREM", live_key(rec.account_id), rec.session_id),
+            ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
+            ("ZREM", DEADLINES, rec.member),
+            ("ZREM", LASTSEEN, rec.member),
+            ("SREM", gateway_key(rec.gateway), rec.member),
+            ("DEL", fin_key(rec.account_id, rec.session_id)),
+        ]
+
+    async def live_of_account(self, account_id: str) -> list[SessionRecord]:
+        ids = await self.redis.smembers(live_key(account_id))
+        out = []
+        for sid in sorted(ids):
+            rec = await self.get(account_id, sid.decode())
+            if rec is not None and rec.state == LIVE:
+                out.append(rec)
+        return out
+
+    async def live_of_gateway(self, gateway: str) -> list[SessionRecord]:
+        members = await self.redis.smembers(gateway_key(gateway))
+        out = []
+        for raw in sorted(members):
+            rec = await self.get(*split_member(raw))
+            if rec is not None and rec.state == LIVE:
+                out.append(rec)
+            elif rec is None:
+                await self.redis.srem(gateway_key(gateway), raw)
+        return out
+
+    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
+        """Every live session (via the last-seen index), for the admin socket."""
+        members = await self.redis.zrange(LASTSEEN, 0, limit - 1)
+        out = []
+        for raw in members:
+            rec = await self.get(*split_member(raw))
+            if rec is not None and rec.state == LIVE:
+                out.append(rec)
+        return out
+
+    async def append_cdr(self, cdr: CDR) -> bytes:
+        """XADD the rated CDR to the stream the exporter drains (field "cdr", msgpack)."""
+        entry_id: bytes = await self.redis.xadd(CDR_STREAM, {"cdr": cdr.pack()})
+        return entry_id
+
+    async def record_orphan(self, fields: dict[str, str]) -> None:
+        """Accounting that matches no account: kept in a stream with its reason."""
+        await self.redis.xadd(ORPHANS, fields, maxlen=ORPHANS_MAXLEN, approximate=True)

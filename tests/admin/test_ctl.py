@@ -1,0 +1,166 @@
+"""`chargingd ctl` through chargingd.app.cli.main against an in-process admin server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from admin_harness import Harness, running_admin
+
+from chargingd.app.cli import main
+
+
+@pytest.fixture
+async def admin(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_admin(redis, tmp_path) as harness:
+        yield harness
+
+
+class Ctl:
+    """Runs `chargingd ctl --socket S ...` in a thread (the server runs on this loop)."""
+
+    def __init__(self, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.path = path
+        self.capsys = capsys
+
+    async def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = await asyncio.to_thread(main, ["ctl", "--socket", str(self.path), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    async def json(self, *args: str) -> Any:
+        code, out, err = await self("--json", *args)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def ctl(admin: Harness, capsys: pytest.CaptureFixture[str]) -> Ctl:
+    return Ctl(admin.path, capsys)
+
+
+CREATE = (
+    "account", "create", "carol", "--mode", "prepaid", "--currency", "EUR",
+    "--balance", "3.50", "--identity", "user:carol", "--identity", "ani:+4930444444",
+)  # fmt: skip
+
+
+async def test_create_and_get_as_table_and_json(ctl: Ctl) -> None:
+    code, out, err = await ctl(*CREATE)
+    assert code == 0, err
+    assert "account carol" in out
+    assert "3.50 EUR" in out
+    assert "user:carol, ani:+4930444444" in out
+    acc = await ctl.json("account", "get", "carol")
+    assert acc["balance"] == "3.50"
+    assert acc["identities"] == ["user:carol", "ani:+4930444444"]
+    code, out, _ = await ctl("account", "get", "carol")
+    assert code == 0 and "available" in out and "prepaid" in out
+
+
+async def test_topup_generates_a_txn_id_and_retry_applies_once(ctl: Ctl) -> None:
+    await ctl(*CREATE)
+    code, out, err = await ctl("account", "topup", "carol", "1.50", "--reason", "voucher")
+    assert code == 0, err
+    assert "5.00 EUR" in out
+    txn_id = err.split()[1]
+    assert txn_id.startswith("ctl-")
+    for _ in range(2):
+        acc = await ctl.json("account", "topup", "carol", "1.50", "--txn-id", txn_id)
+        assert acc["balance"] == "5.00"
+
+
+async def test_adjust_suspend_resume_history(ctl: Ctl) -> None:
+    await ctl(*CREATE)
+    acc = await ctl.json(
+        "--operator", "jo", "account", "adjust", "carol", "-0.75", "--reason", "goodwill"
+    )
+    assert acc["balance"] == "2.75"
+    assert (await ctl.json("account", "suspend", "carol", "--reason", "abuse"))[
+        "status"
+    ] == "suspended"
+    assert (await ctl.json("account", "resume", "carol"))["status"] == "active"
+    hist = await ctl.json("account", "history", "carol", "--count", "3")
+    assert [e["why"] for e in hist["entries"]][2] == "goodwill"
+    assert hist["entries"][2]["who"] == "admin:jo"
+    assert hist["entries"][0]["who"] == f"admin:{os.getuid()}"
+    code, out, _ = await ctl("account", "history", "carol")
+    assert code == 0
+    assert "goodwill" in out and "admin:jo" in out and "newest first" in out
+
+
+async def test_update_and_list(ctl: Ctl) -> None:
+    await ctl(*CREATE)
+    code, _, err = await ctl(
+        "account", "create", "acme", "--mode", "postpaid", "--currency", "EUR",
+        "--credit-limit", "500",
+    )  # fmt: skip
+    assert code == 0, err
+    acc = await ctl.json("account", "update", "carol", "--tariff", "gold", "--max-calls", "2")
+    assert acc["tariff"] == "gold" and acc["max_calls"] == 2
+    listed = await ctl.json("account", "list")
+    assert sorted(a["id"] for a in listed["accounts"]) == ["acme", "carol"]
+    code, out, _ = await ctl("account", "list")
+    assert code == 0
+    assert "acme" in out and "carol" in out and "500.00" in out and "postpaid" in out
+
+
+async def test_status_table(ctl: Ctl) -> None:
+    code, out, err = await ctl("status")
+    assert code == 0, err
+    assert "uptime_s" in out and "redis version" in out and "redis aof_enabled" in out
+    status = await ctl.json("status")
+    assert status["components"]["admin"]["requests"] >= 1
+
+
+async def test_refusals_exit_1_with_message(ctl: Ctl) -> None:
+    await ctl(*CREATE)
+    code, out, err = await ctl("account", "get", "nobody")
+    assert code == 1 and out == ""
+    assert err.startswith("chargingd ctl: ") and "nobody" in err
+    code, _, err = await ctl(*CREATE)
+    assert code == 1 and "carol" in err
+    code, _, err = await ctl("account", "topup", "carol", "1", "--currency", "USD")
+    assert code == 1
+    assert (await ctl.json("account", "get", "carol"))["balance"] == "3.50"
+
+
+async def test_usage_errors_exit_2(ctl: Ctl) -> None:
+    await ctl(*CREATE)
+    code, _, err = await ctl("account", "topup", "carol", "1.1234567")
+    assert code == 2 and "more than 6 decimals" in err
+    code, _, err = await ctl("account", "topup", "carol", "-1")
+    assert code == 2 and "negative" in err
+    code, _, err = await ctl("account", "update", "carol")
+    assert code == 2 and "nothing to update" in err
+    with pytest.raises(SystemExit) as exit_info:
+        await ctl("account", "create", "dave", "--mode", "prepay", "--currency", "EUR")
+    assert exit_info.value.code == 2
+    assert (await ctl.json("account", "get", "carol"))["balance"] == "3.50"
+
+
+async def test_unreachable_daemon_exits_3_with_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "none.sock"
+    code = main(["ctl", "--socket", str(path), "status"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert f"is chargingd serve running? socket {path}" in err
+
+
+async def test_socket_from_config(
+    admin: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[admin]\nsocket_path = "{admin.path}"\n')
+    code = await asyncio.to_thread(main, ["ctl", "--config", str(cfg), "--json", "status"])
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out)["pid"] == os.getpid()

@@ -1,0 +1,162 @@
+"""End to end: `[server] workers = 2` - two processes share the RADIUS ports.
+
+The real daemon as a subprocess; calls come from many UDP sockets, so SO_REUSEPORT
+spreads them over the main process and the worker, which share only Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from radius_e2e_harness import MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
+
+from chargingd.core.money import format_amount, parse_amount
+from chargingd.radius import codec as rc
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+GRANT_MICROS = 75 * MICROS_PER_S  # first grant: interim 60 s + margin 15 s
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(write_setup(tmp_path, workers=2), tmp_path / "daemon.log")
+    d.start()
+    try:
+        status = d.wait_ready()
+        assert len(status["workers"]["pids"]) == 1
+        yield d
+    finally:
+        d.kill()
+        print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
+
+
+async def wait_processes(daemon: Daemon, check: Any, timeout_s: float = 10.0) -> list[Any]:
+    """Poll server.status until check(radius processes) holds; returns them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await asyncio.to_thread(daemon.call, "server.status")
+        procs = status["radius"]["processes"]
+        if check(procs):
+            return list(procs)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"RADIUS processes never matched: {procs}")
+        await asyncio.sleep(0.2)
+
+
+async def authorize(daemon: Daemon, sock: GatewaySocket, call: Call) -> bool:
+    answer = await sock.ask(call.access_request(), daemon.setup.auth_port, timeout_s=5.0)
+    if answer.code == rc.ACCESS_REJECT:
+        assert answer.cisco_value(rc.H323_RETURN_CODE) == "4"  # insufficient credit
+        return False
+    assert answer.code == rc.ACCESS_ACCEPT
+    return True
+
+
+async def talk(daemon: Daemon, sock: GatewaySocket, call: Call, usage_s: int) -> None:
+    """Start, two Interim-Updates, Stop at usage_s (within the first grant)."""
+    port = daemon.setup.acct_port
+    for status, usage in (
+        (rc.STATUS_START, 0),
+        (rc.STATUS_INTERIM, usage_s // 3),
+        (rc.STATUS_INTERIM, 2 * usage_s // 3),
+        (rc.STATUS_STOP, usage_s),
+    ):
+        answer = await sock.ask(call.accounting(status, usage), port, timeout_s=5.0)
+        assert answer.code == rc.ACCOUNTING_RESPONSE
+
+
+async def sample_balance(daemon: Daemon, account_id: str, stop: asyncio.Event) -> list[int]:
+    seen = []
+    while not stop.is_set():
+        acc = await asyncio.to_thread(daemon.call, "account.get", {"id": account_id})
+        seen.append(parse_amount(acc["balance"]))
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def test_200_simultaneous_calls_on_one_prepaid_account(daemon: Daemon) -> None:
+    funded = 30  # the balance pays exactly 30 first grants: the other 170 are refused
+    daemon.create_account("hot", format_amount(funded * GRANT_MICROS))
+    calls = [Call(f"hot-{i}", "hot") for i in range(200)]
+    socks = [await GatewaySocket.open() for _ in calls]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_balance(daemon, "hot", stop))
+    try:
+        granted = await asyncio.gather(
+            *(authorize(daemon, s, c) for s, c in zip(socks, calls, strict=True))
+        )
+        live = [(s, c) for s, c, ok in zip(socks, calls, granted, strict=True) if ok]
+        assert len(live) == funded
+        usage = {c.session_id: 9 + i % 6 for i, (_, c) in enumerate(live)}
+        await asyncio.gather(*(talk(daemon, s, c, usage[c.session_id]) for s, c in live))
+    finally:
+        stop.set()
+        balances = await sampler
+        for s in socks:
+            s.close()
+    assert balances and min(balances) >= 0
+    for _ in range(100):
+        cdrs = [c for c in daemon.cdrs() if c.account_id == "hot"]
+        if len(cdrs) >= funded:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(c.call_id for c in cdrs) == sorted(usage)  # exactly one CDR per call
+    assert all(c.cost_micros == usage[c.call_id] * MICROS_PER_S for c in cdrs)
+    acc = daemon.call("account.get", {"id": "hot"})
+    total = sum(c.cost_micros for c in cdrs)
+    assert parse_amount(acc["debits"]) == total
+    assert parse_amount(acc["balance"]) == funded * GRANT_MICROS - total >= 0
+    assert parse_amount(acc["reserved"]) == 0 and acc["live_sessions"] == 0
+    # Both processes served packets (counters published to Redis every second).
+    procs = await wait_processes(
+        daemon, lambda ps: len(ps) == 2 and all(p["frontend"]["accounted"] for p in ps)
+    )
+    assert sorted(p["role"] for p in procs) == ["main", "worker"]
+    assert sum(p["frontend"]["received"] for p in procs) >= 200 + 4 * funded
+
+
+async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon) -> None:
+    daemon.create_account("kate", "100.00")
+    (old,) = daemon.call("server.status")["workers"]["pids"]
+    await wait_processes(daemon, lambda ps: old in [p["pid"] for p in ps])
+    os.kill(old, signal.SIGKILL)
+    new = None
+    for _ in range(200):
+        pids = daemon.call("server.status")["workers"]["pids"]
+        if pids and pids[0] != old:
+            new = pids[0]
+            break
+        await asyncio.sleep(0.05)
+    assert new is not None, "worker not restarted"
+    await wait_processes(daemon, lambda ps: new in [p["pid"] for p in ps])  # serving
+    calls = [Call(f"kate-{i}", "kate") for i in range(40)]
+    socks = [await GatewaySocket.open() for _ in calls]
+    try:
+        assert all(
+            await asyncio.gather(
+                *(authorize(daemon, s, c) for s, c in zip(socks, calls, strict=True))
+            )
+        )
+        await asyncio.gather(*(talk(daemon, s, c, 6) for s, c in zip(socks, calls, strict=True)))
+    finally:
+        for s in socks:
+            s.close()
+    await wait_processes(
+        daemon,
+        lambda ps: any(p["pid"] == new and p["frontend"]["received"] for p in ps),
+    )
+    acc = daemon.call("account.get", {"id": "kate"})
+    assert parse_amount(acc["debits"]) == 40 * 6 * MICROS_PER_S
+    assert f"pid={old} exited with -9; restarting" in daemon.log()
+    assert daemon.call("server.status")["components"]["workers"]["restarts"] == 1
+    # SIGTERM stops the main process and its worker; exit code 0.
+    assert daemon.terminate() == 0
+    assert f"chargingd worker stopped pid={new}" in daemon.log()

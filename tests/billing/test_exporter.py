@@ -1,0 +1,410 @@
+"""The CDR exporter against a real Redis and a real PostgreSQL (pgserver)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+from cdr_factory import make_cdr
+
+from chargingd.billing.cdr import CDR_STREAM
+from chargingd.billing.csvspool import CsvSpool
+from chargingd.billing.db import BillingDB
+from chargingd.billing.exporter import EXIT_AFTER_COMMIT_CODE, EXIT_AFTER_COMMIT_ENV, Exporter
+from chargingd.core.config import Config, config_from_dict
+from chargingd.core.redisconn import EmbeddedRedis
+
+GROUP = "exporter"
+
+
+def _cfg(pg_url: str, **export: Any) -> Config:
+    return config_from_dict({"billing": {"db_url": pg_url}, "export": export}, "<test>")
+
+
+@pytest.fixture
+async def db(pg_url: str) -> AsyncIterator[BillingDB]:
+    database = await BillingDB.open(pg_url)
+    yield database
+    await database.close()
+
+
+async def _xadd(redis: aioredis.Redis, payloads: list[bytes]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for raw in payloads:
+        pipe.xadd(CDR_STREAM, {"cdr": raw})
+    await pipe.execute()
+
+
+async def _pending(redis: aioredis.Redis) -> int:
+    summary: Any = await redis.xpending(CDR_STREAM, GROUP)
+    return int(summary["pending"])
+
+
+async def _keys(db: BillingDB) -> list[tuple[str, str]]:
+    async def work(conn: Any) -> list[tuple[str, str]]:
+        cur = await conn.execute("SELECT source, call_id FROM cdrs ORDER BY source, call_id")
+        return list(await cur.fetchall())
+
+    rows: list[tuple[str, str]] = await db.run(work)
+    return rows
+
+
+async def test_drain_stores_every_cdr_once_and_acks(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    cdrs = [make_cdr(i) for i in range(300)]
+    # A live session that crashed re-sends two CDRs: stored once.
+    await _xadd(redis, [c.pack() for c in cdrs] + [cdrs[5].pack(), cdrs[77].pack()])
+    exporter = Exporter(redis, _cfg(pg_url, batch_size=64, consumer="t1"), db=db)
+    handled = await exporter.drain()
+    assert handled == 302
+    assert len(await _keys(db)) == 300
+    assert sorted(await _keys(db)) == sorted((c.source, c.call_id) for c in cdrs)
+    assert await _pending(redis) == 0
+    status = await exporter.status()
+    assert status["exported"] == 300
+    assert status["duplicates"] == 2
+    assert status["pending"] == 0 and status["undelivered"] == 0
+    assert status["behind_s"] == 0.0
+    assert status["last_exported_id"]
+    # Running again finds nothing.
+    assert await exporter.drain() == 0
+
+
+async def test_runs_as_a_component(redis: aioredis.Redis, db: BillingDB, pg_url: str) -> None:
+    exporter = Exporter(redis, _cfg(pg_url, batch_size=50, block_ms=100, consumer="t2"), db=db)
+    await exporter.start()
+    try:
+        await _xadd(redis, [make_cdr(i).pack() for i in range(120)])
+        deadline = time.monotonic() + 10
+        while await db.count_cdrs() < 120 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await db.count_cdrs() == 120
+        status = await exporter.status()
+        assert status["running"] is True
+    finally:
+        await exporter.stop()
+    assert await _pending(redis) == 0
+
+
+async def test_lag_is_visible(redis: aioredis.Redis, db: BillingDB, pg_url: str) -> None:
+    exporter = Exporter(redis, _cfg(pg_url, consumer="t3"), db=db, clock_s=lambda: time.time() + 30)
+    await exporter.drain()  # creates the group on an empty stream
+    await _xadd(redis, [make_cdr(i).pack() for i in range(10)])
+    status = await exporter.status()
+    assert status["undelivered"] == 10
+    assert status["pending"] == 0
+    assert 29 <= status["behind_s"] <= 40
+
+
+async def test_undecodable_cdrs_go_to_dead_letters(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    bad = [
+        b"\xc1 not msgpack",
+        msgpack.packb({"source": "radius", "call_id": "x"}),  # missing fields
+        msgpack.packb({**make_cdr(1).__dict__, "bogus": 1}),  # unknown field
+        make_cdr(2, cost_micros="12").pack(),  # wrong type
+        make_cdr(3, call_id="nul\x00byte").pack(),  # PostgreSQL text refuses NUL
+    ]
+    await _xadd(redis, [make_cdr(10).pack(), *bad, make_cdr(11).pack()])
+    await redis.xadd(CDR_STREAM, {"other": b"field"})
+    exporter = Exporter(redis, _cfg(pg_url, consumer="t4"), db=db)
+    assert await exporter.drain() == 8
+    assert await _keys(db) == [("radius", "call-10"), ("radius", "call-11")]
+    dead: Any = await redis.xrange("cdr:dead")
+    assert len(dead) == 6
+    reasons = [fields[b"reason"].decode() for _id, fields in dead]
+    assert any("unknown fields" in r for r in reasons)
+    assert any("cost_micros must be an integer" in r for r in reasons)
+    assert any("no 'cdr' field" in r for r in reasons)
+    assert any("NUL" in r or "0x00" in r for r in reasons)
+    assert all(fields[b"id"] for _id, fields in dead)
+    assert (await exporter.status())["dead_letters"] == 6
+    assert await _pending(redis) == 0
+
+
+async def test_claims_entries_of_a_dead_consumer(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    await redis.xgroup_create(CDR_STREAM, GROUP, id="0", mkstream=True)
+    await _xadd(redis, [make_cdr(i).pack() for i in range(40)])
+    got: Any = await redis.xreadgroup(GROUP, "dead-host", {CDR_STREAM: ">"}, count=25)
+    ids = [entry_id for entry_id, _ in got[0][1]]
+    # The dead consumer has been silent for two minutes (XCLAIM ... IDLE).
+    await redis.xclaim(CDR_STREAM, GROUP, "dead-host", 0, ids, idle=120_000)
+    exporter = Exporter(redis, _cfg(pg_url, consumer="alive", claim_idle_ms=60_000), db=db)
+    await exporter.drain()
+    assert await db.count_cdrs() == 40
+    assert await _pending(redis) == 0
+    assert (await exporter.status())["claimed"] == 25
+
+
+async def test_database_down_keeps_entries_and_recovers(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    await _xadd(redis, [make_cdr(i).pack() for i in range(30)])
+    broken = BillingDB("postgresql://nobody@127.0.0.1:9/none", connect_timeout_s=1)
+    exporter = Exporter(redis, _cfg(pg_url, consumer="t5", block_ms=50), db=broken)
+    await exporter.start()
+    deadline = time.monotonic() + 10
+    while exporter.stats.get("errors") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert exporter.stats.get("errors") >= 1
+    assert "DatabaseUnavailable" in exporter.last_error
+    exporter.db = db  # the database is back
+    while await db.count_cdrs() < 30 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await exporter.stop()
+    assert await db.count_cdrs() == 30
+    assert await _pending(redis) == 0
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_config(tmp_path: Path, redis_url: str, pg_url: str, csv_dir: Path) -> Path:
+    path = tmp_path / "export.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\nlog_level = "warning"\n'
+        f'[redis]\nurl = "{redis_url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n'
+        f'[export]\nbatch_size = 50\nconsumer = "crashy"\ncsv_dir = "{csv_dir}"\n'
+        "csv_rotate_rows = 80\n"
+    )
+    return path
+
+
+def _export_once(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "chargingd", "export", "--config", str(config), "--once"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+async def test_crash_between_commit_and_ack_loses_and_doubles_nothing(
+    redis: aioredis.Redis,
+    redis_server: EmbeddedRedis,
+    db: BillingDB,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    cdrs = [make_cdr(i) for i in range(200)]
+    await _xadd(redis, [c.pack() for c in cdrs])
+    csv_dir = tmp_path / "csv"
+    config = _write_config(tmp_path, redis_server.url, pg_url, csv_dir)
+    env = {k: v for k, v in os.environ.items() if k != EXIT_AFTER_COMMIT_ENV}
+
+    # The exporter dies (os._exit) right after its 2nd COMMIT, before that XACK.
+    crashed = _export_once(config, {**env, EXIT_AFTER_COMMIT_ENV: "2"})
+    assert crashed.returncode == EXIT_AFTER_COMMIT_CODE, crashed.stderr
+    assert await db.count_cdrs() == 100
+    assert await _pending(redis) == 50  # committed but never acknowledged
+    assert list(csv_dir.glob(".cdrs-crashy.csv.tmp"))  # the file in progress survives
+
+    done = _export_once(config, env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(await _keys(db)) == sorted((c.source, c.call_id) for c in cdrs)
+    assert await _pending(redis) == 0
+    usage = [u for a in range(3) for u in await db.usage(f"acct-{a}")]
+    assert sum(u.calls for u in usage) == 200
+    assert sum(u.cost_micros for u in usage) == sum(c.cost_micros for c in cdrs)
+    # The CSV files hold every CDR exactly once too, and no file is left half-written.
+    rows = [r for f in sorted(csv_dir.glob("cdrs-*.csv")) for r in _csv_rows(f)]
+    assert sorted(r["call_id"] for r in rows) == sorted(c.call_id for c in cdrs)
+    assert not list(csv_dir.glob("*.tmp"))
+
+
+def test_csv_rotates_by_rows_and_time(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    spool = CsvSpool(tmp_path, name="x", rotate_rows=3, rotate_s=60, clock_s=lambda: now[0])
+    spool.write([make_cdr(i) for i in range(3)])
+    assert spool.due()
+    first = spool.rotate()
+    assert first is not None and first.name.startswith("cdrs-x-")
+    spool.write([make_cdr(3)])
+    assert not spool.due()
+    now[0] += 61
+    assert spool.due()
+    second = spool.rotate()
+    assert second is not None and second != first
+    assert spool.rotate() is None  # nothing new: no empty file
+    spool.close()
+    files = sorted(tmp_path.glob("cdrs-*.csv"))
+    assert files == sorted([first, second])
+    rows = [_csv_rows(f) for f in files]
+    assert [len(r) for r in rows] == [3, 1] or [len(r) for r in rows] == [1, 3]
+    row = next(r for rs in rows for r in rs if r["call_id"] == "call-0")
+    assert row["cost"] == "0.600000"
+    assert row["start_utc"] == "2026-11-04T10:00:00.000Z"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_csv_continues_a_file_left_by_a_crash(tmp_path: Path) -> None:
+    spool = CsvSpool(tmp_path, name="x", rotate_rows=100, rotate_s=0)
+    spool.write([make_cdr(i) for i in range(5)])
+    # Crash: the process dies without close() (the OS closes its file), and the last
+    # write was cut mid-line.
+    assert spool._fh is not None
+    spool._fh.close()
+    with open(spool.tmp_path, "a") as fh:
+        fh.write("radius,call-99,acct-0,+49")
+    again = CsvSpool(tmp_path, name="x", rotate_rows=100, rotate_s=0)
+    again.write([make_cdr(i) for i in range(3, 8)])  # 3 and 4 are redelivered
+    published = again.rotate()
+    assert published is not None
+    ids = [r["call_id"] for r in _csv_rows(published)]
+    assert ids == [f"call-{i}" for i in range(8)]
+
+
+async def test_exporter_runs_inside_the_daemon(
+    redis_server: EmbeddedRedis, redis: aioredis.Redis, db: BillingDB, pg_url: str, tmp_path: Path
+) -> None:
+    """`chargingd serve` runs the exporter: CDRs reach PostgreSQL, counters in status."""
+    from chargingd.admin.server import AsyncAdminClient
+    from chargingd.app.serve import Daemon
+
+    cfg = config_from_dict(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "redis": {"url": redis_server.url},
+            "billing": {"db_url": pg_url},
+            "export": {"block_ms": 100, "consumer": "daemon"},
+            "radius": {"enabled": False},  # never bind the real 1812/1813 in tests
+        }
+    )
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await _xadd(redis, [make_cdr(i).pack() for i in range(25)])
+        deadline = time.monotonic() + 10
+        while await db.count_cdrs() < 25 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await db.count_cdrs() == 25
+        async with AsyncAdminClient(cfg.admin_socket) as client:
+            status = await client.call("server.status", {})
+        assert status["components"]["exporter"]["exported"] == 25
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert await _pending(redis) == 0
+
+
+def test_exporter_can_stay_out_of_serve() -> None:
+    from chargingd.billing.exporter import build_exporter
+
+    cfg = config_from_dict({"export": {"run_in_serve": False}})
+
+    class Rt:
+        pass
+
+    rt = Rt()
+    rt.cfg = cfg  # type: ignore[attr-defined]
+    component = build_exporter(rt)
+    assert not isinstance(component, Exporter)
+
+
+async def test_recreates_the_group_when_the_stream_is_deleted(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    exporter = Exporter(redis, _cfg(pg_url, block_ms=50, consumer="t6"), db=db)
+    await exporter.start()
+    try:
+        await _xadd(redis, [make_cdr(1).pack()])
+        deadline = time.monotonic() + 10
+        while await db.count_cdrs() < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await redis.delete(CDR_STREAM)  # an operator deleted the stream: NOGROUP
+        await asyncio.sleep(0.2)
+        await _xadd(redis, [make_cdr(2).pack()])
+        while await db.count_cdrs() < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await db.count_cdrs() == 2
+    finally:
+        await exporter.stop()
+
+
+async def test_drain_stops_at_the_end_of_a_busy_stream(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    await _xadd(redis, [make_cdr(i).pack() for i in range(100)])
+    producing = asyncio.Event()
+
+    async def produce() -> None:
+        i = 100
+        while not producing.is_set():
+            await _xadd(redis, [make_cdr(k).pack() for k in range(i, i + 20)])
+            i += 20
+            await asyncio.sleep(0)
+
+    producer = asyncio.create_task(produce())
+    try:
+        exporter = Exporter(redis, _cfg(pg_url, batch_size=10, consumer="t7"), db=db)
+        handled = await asyncio.wait_for(exporter.drain(), 20)
+    finally:
+        producing.set()
+        await producer
+    assert handled >= 100
+    assert await db.count_cdrs() == handled
+
+
+async def test_trims_what_every_group_has_acknowledged(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    await _xadd(redis, [make_cdr(i).pack() for i in range(300)])
+    # Another consumer group (fraud monitoring, say) has read only the first 50.
+    await redis.xgroup_create(CDR_STREAM, "fraud", id="0")
+    got: Any = await redis.xreadgroup("fraud", "f1", {CDR_STREAM: ">"}, count=50)
+    await redis.xack(CDR_STREAM, "fraud", *[entry_id for entry_id, _ in got[0][1]])
+    exporter = Exporter(redis, _cfg(pg_url, consumer="t8"), db=db)
+    await exporter.drain()
+    assert await db.count_cdrs() == 300
+    fraud_last = got[0][1][-1][0].decode()
+    unread: Any = await redis.xrange(CDR_STREAM, min=f"({fraud_last}", max="+")
+    assert len(unread) == 250  # nothing "fraud" still needs is gone
+    assert await redis.xlen(CDR_STREAM) <= 300
+    # Once "fraud" has read everything too, the stream can be trimmed down.
+    await redis.xreadgroup("fraud", "f1", {CDR_STREAM: ">"}, count=1000)
+    await redis.xgroup_destroy(CDR_STREAM, "fraud")
+    assert await exporter.trim() > 0
+    assert await redis.xlen(CDR_STREAM) < 50  # approximate (~): whole stream nodes
+
+
+@pytest.mark.slow
+async def test_export_command_runs_until_sigterm(
+    redis: aioredis.Redis,
+    redis_server: EmbeddedRedis,
+    db: BillingDB,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    config = _write_config(tmp_path, redis_server.url, pg_url, tmp_path / "csv")
+    cmd = [sys.executable, "-m", "chargingd", "export", "--config", str(config)]
+    env = {k: v for k, v in os.environ.items() if k != EXIT_AFTER_COMMIT_ENV}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        await _xadd(redis, [make_cdr(i).pack() for i in range(60)])
+        deadline = time.monotonic() + 20
+        while await db.count_cdrs() < 60 and time.monotonic() < deadline:
+            assert proc.poll() is None
+            await asyncio.sleep(0.05)
+        assert await db.count_cdrs() == 60
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    # A clean stop publishes the CSV file in progress.
+    assert not list((tmp_path / "csv").glob("*.tmp"))
+    assert sum(len(_csv_rows(f)) for f in (tmp_path / "csv").glob("cdrs-*.csv")) == 60

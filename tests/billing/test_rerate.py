@@ -1,0 +1,215 @@
+"""Rerating stored CDRs: report, apply once, resume; real PostgreSQL, Redis and ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from cdr_factory import make_cdr
+
+from chargingd.billing.db import BillingDB
+from chargingd.billing.rerate import (
+    RerateError,
+    compute,
+    make_plan_resolver,
+    parse_when,
+    pending_adjustments,
+    post_pending,
+    record,
+)
+from chargingd.core.config import config_from_dict
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger.ledger import Ledger, Mode
+
+PLAN = """
+[tariff]
+id = "{id}"
+currency = "EUR"
+timezone = "UTC"
+decimals = 6
+
+[destinations]
+DE = ["49"]
+
+[rates.R]
+rate = "{per_minute}"
+unit = "60s"
+increment = "1s"
+
+[plans.P]
+[[plans.P.rates]]
+destinations = ["DE"]
+rate = "R"
+
+[[profiles]]
+subject = "*any"
+plan = "P"
+from = 2026-01-01T00:00:00Z
+"""
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 12, 1, tzinfo=UTC)
+N = 60  # CDRs, 20 per account; stored at 0.60/minute (10_000 micros per second)
+
+
+def _plan(tmp_path: Path, name: str, per_minute: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(PLAN.format(id=name, per_minute=per_minute))
+    return path
+
+
+@pytest.fixture
+async def db(pg_url: str) -> AsyncIterator[BillingDB]:
+    database = await BillingDB.open(pg_url)
+    await database.store_cdrs([make_cdr(i) for i in range(N)])
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis) -> Ledger:
+    led = Ledger(redis)
+    await led.load_scripts()
+    for a, tariff in enumerate(["", "gold", "gold"]):
+        await led.create_account(
+            f"acct-{a}", mode=Mode.POSTPAID, currency="EUR", tariff=tariff, who="test"
+        )
+    return led
+
+
+def _durations(account: int) -> list[int]:
+    return [make_cdr(i).duration_s for i in range(N) if i % 3 == account]
+
+
+async def test_report_prices_with_the_given_plan_and_changes_nothing(
+    db: BillingDB, tmp_path: Path
+) -> None:
+    cfg = config_from_dict({})
+    plan_for = make_plan_resolver(cfg, None, str(_plan(tmp_path, "cheap", "0.012")))
+    report = await compute(db, plan_for, start=START, end=END)
+    for a in range(3):
+        diff = report.accounts[(f"acct-{a}", "EUR")]
+        assert diff.cdrs == 20
+        assert diff.old_micros == sum(d * 10_000 for d in _durations(a))
+        assert diff.new_micros == sum(d * 200 for d in _durations(a))  # 0.012/60 s
+    assert len(report.changes) == N
+    usage = await db.usage("acct-0")
+    assert usage[0].cost_micros == sum(d * 10_000 for d in _durations(0))  # unchanged
+
+
+async def test_account_tariffs_and_unpriced_cdrs(
+    db: BillingDB, ledger: Ledger, tmp_path: Path
+) -> None:
+    gold = _plan(tmp_path, "gold", "0.60")  # the stored price: no change
+    cfg = config_from_dict({"rating": {"plans": {"gold": str(gold)}}})
+    # acct-0 has no tariff and there is no default plan: its CDRs are left alone.
+    report = await compute(db, make_plan_resolver(cfg, ledger, None), start=START, end=END)
+    assert report.accounts[("acct-0", "EUR")].unrated == 20
+    assert report.errors == {"no tariff plan": 20}
+    assert report.accounts[("acct-1", "EUR")].diff_micros == 0
+    assert report.changes == []
+    assert await record(db, report, who="t", reason="t") is None
+
+
+async def test_apply_once_then_resume_is_a_no_op(
+    db: BillingDB, ledger: Ledger, tmp_path: Path
+) -> None:
+    cfg = config_from_dict({})
+    plan_for = make_plan_resolver(cfg, ledger, str(_plan(tmp_path, "cheap", "0.012")))
+    report = await compute(db, plan_for, start=START, end=END, account_id="acct-1")
+    assert list(report.accounts) == [("acct-1", "EUR")]
+    run_id = await record(db, report, who="t", reason="price cut")
+    assert run_id is not None and run_id == report.run_id()
+    pending = await pending_adjustments(db)
+    assert [(p.account_id, p.txn_id) for p in pending] == [("acct-1", f"{run_id}:acct-1:EUR")]
+    old = sum(d * 10_000 for d in _durations(1))
+    new = sum(d * 200 for d in _durations(1))
+    assert pending[0].amount_micros == old - new  # a price cut credits the account
+
+    # Crash after the ledger applied it but before the DB noted it: posting again
+    # uses the same transaction id, so the ledger applies it once.
+    adj = pending[0]
+    why = f"rerate {run_id}: 20 CDRs, {old / 1e6:.6f} -> {new / 1e6:.6f} EUR"
+    await ledger.adjust("acct-1", adj.amount_micros, txn_id=adj.txn_id, who="t", why=why,
+                        currency="EUR")  # fmt: skip
+    posted = await post_pending(db, ledger, who="t")
+    assert len(posted) == 1
+    assert (await ledger.get_account("acct-1")).balance_micros == old - new
+    assert await post_pending(db, ledger, who="t") == []
+    # The DB now holds the new costs, the first cost, and the usage follows.
+    usage = await db.usage("acct-1")
+    assert usage[0].cost_micros == new
+    again = await compute(db, plan_for, start=START, end=END, account_id="acct-1")
+    assert again.changes == []
+
+    async def firsts(conn: Any) -> list[tuple[Any, ...]]:
+        cur = await conn.execute(
+            "SELECT sum(original_cost_micros), count(DISTINCT rerate_run_id) FROM cdrs"
+            " WHERE account_id = 'acct-1'"
+        )
+        return list(await cur.fetchall())
+
+    assert await db.run(firsts) == [(old, 1)]
+
+
+def test_dates() -> None:
+    assert parse_when("2026-11-01") == START
+    assert parse_when("2026-11-30", end=True) == END
+    assert parse_when("2026-11-01T12:00:00+01:00").hour == 12
+    with pytest.raises(RerateError):
+        parse_when("1 Nov")
+
+
+def _cli(config: Path, *args: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "chargingd", "rerate", "--config", str(config), "--json"]
+    done = subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.slow
+async def test_cli_report_apply_and_reapply(
+    db: BillingDB,
+    ledger: Ledger,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    cheap = _plan(tmp_path, "cheap", "0.012")
+    dear = _plan(tmp_path, "dear", "0.90")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n'
+        f'[rating]\ndefault_plan = "{cheap}"\nplans = {{ gold = "{dear}" }}\n'
+    )
+    report = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert report["run_id"] is None and report["changed_cdrs"] == N
+    by_account = {a["account_id"]: a for a in report["accounts"]}
+    old1 = sum(d * 10_000 for d in _durations(1))
+    assert by_account["acct-1"]["difference"] == f"{old1 // 2 / 1e6:.6f}"  # 0.90 vs 0.60
+    assert (await ledger.get_account("acct-1")).balance_micros == 0  # report only
+
+    applied = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30", "--apply")
+    assert applied["run_id"].startswith("rr-")
+    assert sorted(a["account_id"] for a in applied["applied"]) == ["acct-0", "acct-1", "acct-2"]
+    balance = {a: (await ledger.get_account(f"acct-{a}")).balance_micros for a in range(3)}
+    assert balance[1] == -(old1 // 2)  # a price rise debits the difference
+    assert balance[0] == sum(d * 10_000 - d * 200 for d in _durations(0))
+    audits = {a: len(await ledger.audit(f"acct-{a}")) for a in range(3)}
+
+    again = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30", "--apply")
+    assert again["changed_cdrs"] == 0 and again["applied"] == [] and again["run_id"] is None
+    assert {a: (await ledger.get_account(f"acct-{a}")).balance_micros for a in range(3)} == balance
+    assert {a: len(await ledger.audit(f"acct-{a}")) for a in range(3)} == audits

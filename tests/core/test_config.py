@@ -1,0 +1,116 @@
+import re
+from pathlib import Path
+
+import pytest
+from paths import REPO
+
+from chargingd.core.config import Config, ConfigError, config_from_dict, load_config
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.redis.url == ""
+    assert str(cfg.admin_socket).endswith("chargingd.sock")
+
+
+def test_example_file_equals_defaults() -> None:
+    """config/chargingd.toml documents every option with its default."""
+    example = REPO / "config" / "chargingd.toml"
+    cfg = load_config(example)
+    assert cfg.server == Config().server
+    assert cfg.redis == Config().redis
+    assert cfg.ledger == Config().ledger
+    assert cfg.sessions == Config().sessions
+    assert cfg.rating == Config().rating
+    assert cfg.billing == Config().billing
+    assert cfg.export == Config().export
+    assert cfg.mediation == Config().mediation
+    assert cfg.radius == Config().radius
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"server": {"wrkers": 2}}, "unknown key server.wrkers"),
+        ({"server": {"workers": "2"}}, "server.workers must be int"),
+        ({"server": {"workers": 0}}, "workers must be between"),
+        ({"nosuch": {}}, "unknown section [nosuch]"),
+        ({"redis": {"url": "http://x"}}, "url must start with"),
+        ({"ledger": {"partial_grants": 1}}, "ledger.partial_grants must be bool"),
+    ],
+)
+def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, "my.toml")  # type: ignore[arg-type]
+    assert "my.toml" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_bad_toml_names_file(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+        load_config(bad)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_radius_clients_are_a_list_of_tables() -> None:
+    """[[radius.clients]]: tuple[RadiusClientConfig, ...] built table by table."""
+    cfg = config_from_dict(
+        {
+            "radius": {
+                "clients": [
+                    {"name": "gw1", "address": "192.0.2.1", "secret": "k9-sekr1t"},
+                    {"name": "net", "address": "10.0.0.0/24", "secret": "s2", "lookup": ["ani"],
+                     "flavour": "generic", "coa_port": 0, "require_message_authenticator": False},
+                ],
+                "h323_return_codes": {"insufficient_credit": 12},
+            }
+        }
+    )  # fmt: skip
+    gw1, net = cfg.radius.clients
+    assert (gw1.name, gw1.lookup, gw1.flavour, gw1.coa_port) == (
+        "gw1",
+        ("user", "ani", "default"),
+        "cisco",
+        3799,
+    )
+    assert gw1.require_message_authenticator is None
+    assert (net.lookup, net.flavour, net.coa_port, net.require_message_authenticator) == (
+        ("ani",),
+        "generic",
+        0,
+        False,
+    )
+    assert cfg.radius.return_code("insufficient_credit") == 12
+    assert cfg.radius.return_code("suspended") == 7
+    assert "k9-sekr1t" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ({"name": "a", "address": "300.1.1.1", "secret": "s"}, "address must be an IP or CIDR"),
+        ({"name": "a", "address": "10.0.0.1", "secret": ""}, "secret must not be empty"),
+        ({"name": "a", "address": "10.0.0.1", "secret": "s", "lookup": ["x"]}, "lookup items"),
+        ({"name": "a", "address": "10.0.0.1", "secret": "s", "flavour": "nokia"}, "flavour"),
+        (
+            {"name": "a", "address": "10.0.0.1", "secret": "s", "sekret": "s"},
+            "unknown key radius.clients[0].sekret",
+        ),
+        ({"address": "10.0.0.1", "secret": "s"}, "needs a name"),
+    ],
+)
+def test_bad_radius_client(client: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"radius": {"clients": [client]}}, "my.toml")
+
+
+def test_bad_radius_return_code_reason() -> None:
+    with pytest.raises(ConfigError, match="unknown reasons"):
+        config_from_dict({"radius": {"h323_return_codes": {"broke": 1}}})

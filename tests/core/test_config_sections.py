@@ -1,0 +1,105 @@
+"""[sessions] and [rating] configuration sections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from paths import REPO
+from sessions_harness import (
+    T0_MS,
+    Clock,
+    add_account,
+    call,
+    make_ledger,
+    make_plan,
+    read_cdrs,
+    usage,
+)
+
+from chargingd.core.config import ConfigError, config_from_dict
+from chargingd.rating.durations import NS_PER_S
+from chargingd.rating.loaders import load_plan
+from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused, UsageKind
+from chargingd.sessions.pricing import Pricer
+from chargingd.sessions.service import build_sessions
+
+
+def test_sessions_defaults_and_derived_values() -> None:
+    cfg = config_from_dict({"sessions": {"client_countries": {"us-trunk": "US"}}})
+    assert cfg.sessions.first_grant == 75  # interim 60 + margin 15
+    assert cfg.sessions.country_of("us-trunk") == "US"
+    assert cfg.sessions.country_of("other") == "DE"
+    assert cfg.sessions.redis_failure_policy == "fail_closed"
+    assert cfg.rating.plans == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"sessions": {"redis_failure_policy": "maybe"}}, "fail_closed or fail_open"),
+        ({"sessions": {"interim_interval_s": 5}}, "interim_interval_s"),
+        ({"sessions": {"max_grant_s": 30}}, "max_grant_s"),
+        ({"sessions": {"stale_factor": 1}}, "stale_factor"),
+        ({"sessions": {"default_country": "Germany"}}, "ISO 3166"),
+        ({"sessions": {"client_countries": {"gw": "X1"}}}, "ISO 3166"),
+        ({"sessions": {"disconnect_retries": 0}}, "disconnect_retries"),
+        ({"sessions": {"max_session_s": "3h"}}, "sessions.max_session_s must be int"),
+        ({"rating": {"plans": {"gold": ""}}}, "plans entries"),
+        ({"rating": {"plans": {"gold": 3}}}, "rating.plans.gold must be str"),
+    ],
+)
+def test_bad_values_are_named(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, "c.toml")  # type: ignore[arg-type]
+    assert "c.toml" in str(err.value) and message in str(err.value)
+
+
+SAMPLE_TARIFF = REPO / "config" / "tariffs" / "sample.toml"
+
+
+async def test_build_sessions_from_config_rates_with_the_configured_plan(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    cfg = config_from_dict(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "rating": {"plans": {"retail": str(SAMPLE_TARIFF)}},
+        }
+    )
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    sessions = build_sessions(cfg, redis=redis, ledger=ledger, clock_ms=clock)
+    await add_account(ledger, tariff="retail")
+    await add_account(ledger, "usd", identities=("user:sam",), tariff="", currency="USD")
+    info = call("s1")
+    assert isinstance(await sessions.authorize(info), Authorized)
+    await sessions.account(usage(info, UsageKind.STOP, 61, T0_MS + 61_000))
+    (cdr,) = await read_cdrs(redis)
+    plan = load_plan(SAMPLE_TARIFF)
+    expected = plan.rate(
+        subject="acc1",
+        destination="4930123456",
+        start=datetime.fromtimestamp(T0_MS // 1000, UTC),
+        usage_ns=61 * NS_PER_S,
+    )
+    assert (cdr.cost_micros, cdr.destination, cdr.billed_s) == (
+        expected.cost_micros,
+        expected.destination_id,
+        expected.billed_ns // NS_PER_S,
+    )
+    # No default plan configured: an account without tariff is refused, not guessed.
+    answer = await sessions.authorize(call("s2", user="sam"))
+    assert answer == Refused(RefusalCode.SYSTEM_ERROR, "tariff not available")
+    # A USD account on the EUR tariff: refused, never charged in the wrong currency.
+    await add_account(ledger, "usd2", identities=("user:uma",), tariff="retail", currency="USD")
+    answer = await sessions.authorize(call("s3", user="uma"))
+    assert answer == Refused(RefusalCode.SYSTEM_ERROR, "tariff currency mismatch")
+
+
+def test_pricer_plan_lookup() -> None:
+    pricer = Pricer({"retail": make_plan()})
+    assert pricer.currency_of("retail") == "EUR"
+    assert pricer.plan_id_for("") is None and pricer.plan_id_for("retail") == "retail"

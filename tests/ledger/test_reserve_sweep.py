@@ -1,0 +1,235 @@
+"""reserve.lua and sweep.lua on a real Redis: every refusal reason, partial vs
+all-or-nothing grants, renewals, leases, expiry and the sweeper."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from chargingd.ledger import keys as K
+from chargingd.ledger.ledger import (
+    Grant,
+    InvalidRequest,
+    Ledger,
+    Mode,
+    RefusalReason,
+    SessionClosed,
+    Status,
+)
+
+LEASE_MS = 60_000
+
+
+class Clock:
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=[True, False], ids=["batched", "unbatched"])
+async def ledger(redis: aioredis.Redis, clock: Clock, request: pytest.FixtureRequest) -> Ledger:
+    led = Ledger(redis, clock_ms=clock, batch_commands=request.param)
+    await led.load_scripts()
+    await led.create_account(
+        "pre", mode=Mode.PREPAID, currency="EUR", balance_micros=1_000, max_calls=2, who="o"
+    )
+    await led.create_account(
+        "post",
+        mode=Mode.POSTPAID,
+        currency="EUR",
+        balance_micros=100,
+        credit_limit_micros=500,
+        who="o",
+    )
+    return led
+
+
+async def test_grant_in_full(ledger: Ledger) -> None:
+    grant = await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
+    assert grant == Grant(300, None, 700)
+    assert grant.ok
+    acc = await ledger.get_account("pre")
+    assert (acc.reserved_micros, acc.live_sessions, acc.balance_micros) == (300, 1, 1_000)
+    entry = (await ledger.audit("pre", count=1))[0]
+    assert (entry.what, entry.details["session"], entry.details["amount"]) == (
+        "reserve",
+        "s1",
+        "300",
+    )
+    assert (entry.before["reserved"], entry.after["reserved"]) == ("0", "300")
+
+
+async def test_postpaid_available_includes_credit_limit(ledger: Ledger) -> None:
+    assert await ledger.reserve("post", "s1", 550, lease_ms=LEASE_MS) == Grant(550, None, 50)
+    assert await ledger.reserve("post", "s2", 600, lease_ms=LEASE_MS, partial=True) == Grant(
+        50, None, 0
+    )
+
+
+async def test_unknown_account(ledger: Ledger) -> None:
+    grant = await ledger.reserve("nobody", "s1", 300, lease_ms=LEASE_MS)
+    assert grant == Grant(0, RefusalReason.UNKNOWN_ACCOUNT, 0)
+    assert not grant.ok
+
+
+@pytest.mark.parametrize("status", [Status.SUSPENDED, Status.BLOCKED, Status.CLOSED])
+async def test_not_active_is_refused(ledger: Ledger, status: Status) -> None:
+    await ledger.set_status("pre", status, who="op")
+    grant = await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
+    assert (grant.granted_micros, grant.reason) == (0, RefusalReason.SUSPENDED)
+    assert (await ledger.get_account("pre")).reserved_micros == 0
+
+
+async def test_partial_grant_when_allowed(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 800, lease_ms=LEASE_MS)
+    assert await ledger.reserve("pre", "s2", 500, lease_ms=LEASE_MS, partial=True) == Grant(
+        200, None, 0
+    )
+    assert (await ledger.get_account("pre")).reserved_micros == 1_000
+
+
+async def test_all_or_nothing_refuses_and_changes_nothing(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 800, lease_ms=LEASE_MS)
+    grant = await ledger.reserve("pre", "s2", 500, lease_ms=LEASE_MS, partial=False)
+    assert grant == Grant(0, RefusalReason.INSUFFICIENT_CREDIT, 200)
+    acc = await ledger.get_account("pre")
+    assert (acc.reserved_micros, acc.live_sessions) == (800, 1)
+
+
+async def test_default_policy_comes_from_the_ledger(redis: aioredis.Redis, clock: Clock) -> None:
+    strict = Ledger(redis, clock_ms=clock, partial_grants=False)
+    await strict.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=10, who="o")
+    grant = await strict.reserve("a", "s1", 11, lease_ms=LEASE_MS)
+    assert grant.reason is RefusalReason.INSUFFICIENT_CREDIT
+    assert (
+        await strict.reserve("a", "s1", 11, lease_ms=LEASE_MS, partial=True)
+    ).granted_micros == 10
+
+
+async def test_nothing_available_is_refused_even_with_partial(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 1_000, lease_ms=LEASE_MS)
+    grant = await ledger.reserve("pre", "s2", 1, lease_ms=LEASE_MS, partial=True)
+    assert grant == Grant(0, RefusalReason.INSUFFICIENT_CREDIT, 0)
+
+
+async def test_concurrent_call_limit(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 10, lease_ms=LEASE_MS)
+    await ledger.reserve("pre", "s2", 10, lease_ms=LEASE_MS)
+    grant = await ledger.reserve("pre", "s3", 10, lease_ms=LEASE_MS)
+    assert (grant.granted_micros, grant.reason) == (0, RefusalReason.TOO_MANY_CALLS)
+    # A renewal of a live session is not a new call.
+    assert (await ledger.reserve("pre", "s2", 20, lease_ms=LEASE_MS)).granted_micros == 20
+    # new_session=False skips the limit (a renewal whose hold was already reclaimed).
+    assert (await ledger.reserve("pre", "s3", 10, lease_ms=LEASE_MS, new_session=False)).ok
+    await ledger.release("pre", "s1")
+    await ledger.release("pre", "s2")
+    assert (await ledger.reserve("pre", "s4", 10, lease_ms=LEASE_MS)).ok
+
+
+async def test_renewal_replaces_the_hold(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 600, lease_ms=LEASE_MS)
+    # Own hold counts as available to its renewal.
+    assert await ledger.reserve("pre", "s1", 900, lease_ms=LEASE_MS) == Grant(900, None, 100)
+    assert await ledger.reserve("pre", "s1", 100, lease_ms=LEASE_MS) == Grant(100, None, 900)
+    acc = await ledger.get_account("pre")
+    assert (acc.reserved_micros, acc.live_sessions) == (100, 1)
+
+
+async def test_refused_renewal_keeps_the_previous_hold(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 600, lease_ms=LEASE_MS)
+    grant = await ledger.reserve("pre", "s1", 5_000, lease_ms=LEASE_MS, partial=False)
+    assert grant.reason is RefusalReason.INSUFFICIENT_CREDIT
+    assert (await ledger.get_account("pre")).reserved_micros == 600
+
+
+async def test_reserve_after_release_raises_session_closed(ledger: Ledger) -> None:
+    await ledger.reserve("pre", "s1", 100, lease_ms=LEASE_MS)
+    await ledger.release("pre", "s1", 10)
+    with pytest.raises(SessionClosed):
+        await ledger.reserve("pre", "s1", 100, lease_ms=LEASE_MS)
+    assert (await ledger.get_account("pre")).reserved_micros == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "lease_ms", "session"),
+    [(0, LEASE_MS, "s"), (-1, LEASE_MS, "s"), (10, 0, "s"), (10, LEASE_MS, ""), (1.0, 5, "s")],
+)
+async def test_reserve_validation(ledger: Ledger, amount: int, lease_ms: int, session: str) -> None:
+    with pytest.raises(InvalidRequest):
+        await ledger.reserve("pre", session, amount, lease_ms=lease_ms)
+    assert (await ledger.get_account("pre")).reserved_micros == 0
+
+
+async def test_reserve_reclaims_expired_holds_first(ledger: Ledger, clock: Clock) -> None:
+    await ledger.reserve("pre", "old1", 600, lease_ms=1_000)
+    await ledger.reserve("pre", "old2", 400, lease_ms=1_000)
+    clock.now_ms += 1_000  # expiry is inclusive
+    grant = await ledger.reserve("pre", "new", 1_000, lease_ms=LEASE_MS)
+    assert grant == Grant(1_000, None, 0)
+    acc = await ledger.get_account("pre")
+    assert (acc.reserved_micros, acc.live_sessions) == (1_000, 1)
+    entries = await ledger.audit("pre", count=3)
+    assert [e.what for e in entries] == ["reserve", "reclaim", "reclaim"]
+    assert {e.details["session"] for e in entries[1:]} == {"old1", "old2"}
+    assert {e.why for e in entries[1:]} == {"lease expired"}
+
+
+async def test_sweep_reclaims_expired_holds_on_every_account(
+    ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    await ledger.reserve("pre", "s1", 100, lease_ms=1_000)
+    await ledger.reserve("pre", "s2", 100, lease_ms=1_000)
+    await ledger.reserve("post", "s3", 100, lease_ms=1_000)
+    assert await ledger.sweep_expired() == 0  # nothing due yet
+    clock.now_ms += 1_000 + ledger.hold_index_pad_ms
+    assert await ledger.sweep_expired() == 3
+    for account_id in ("pre", "post"):
+        acc = await ledger.get_account(account_id)
+        assert (acc.reserved_micros, acc.live_sessions) == (0, 0)
+        entry = (await ledger.audit(account_id, count=1))[0]
+        assert (entry.what, entry.who) == ("reclaim", "sweeper")
+    assert await ledger.sweep_expired() == 0
+    # Index entries stay for the grace period, then go.
+    assert await redis.zcard(K.HOLD_INDEX_KEY) == 2
+    clock.now_ms += ledger.hold_index_grace_ms
+    assert await ledger.sweep_expired() == 0
+    assert await redis.zcard(K.HOLD_INDEX_KEY) == 0
+
+
+async def test_sweep_keeps_live_holds_and_their_index(
+    ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    await ledger.reserve("pre", "short", 100, lease_ms=1_000)
+    await ledger.reserve("pre", "long", 100, lease_ms=100_000)
+    clock.now_ms += 100_000 + ledger.hold_index_pad_ms - 1
+    assert await ledger.sweep_expired() == 0  # the index waits for the latest lease
+    clock.now_ms += 1
+    assert await ledger.sweep_expired() == 2
+    assert await redis.zcard(K.HOLD_INDEX_KEY) == 1
+
+
+async def test_sweep_respects_limit(ledger: Ledger, clock: Clock) -> None:
+    for i in range(5):
+        await ledger.reserve("post", f"s{i}", 10, lease_ms=1_000, new_session=False)
+    clock.now_ms += 10_000
+    assert await ledger.sweep_expired(limit=2) == 2
+    assert (await ledger.get_account("post")).live_sessions == 3
+    assert await ledger.sweep_expired() == 3
+    assert (await ledger.get_account("post")).reserved_micros == 0
+
+
+async def test_sweep_after_index_written_by_another_ledger(
+    ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    """A hold indexed by one daemon is swept by another (the index lives in Redis)."""
+    other = Ledger(redis, clock_ms=clock)
+    await other.reserve("pre", "s1", 100, lease_ms=1_000)
+    clock.now_ms += 10_000
+    assert await ledger.sweep_expired() == 1

@@ -1,0 +1,212 @@
+"""The mediation run end to end: payer lookup (real ledger on Redis), rating (a real
+CGRateS tariff directory), storage (the real billing database), rejects, re-runs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from paths import FIXTURES as ALL_FIXTURES
+
+from chargingd.billing.db import BillingDB
+from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.mediation.payers import Payers
+from chargingd.mediation.pipeline import Mediator, MemoryStore, Store
+from chargingd.mediation.rate import Rater
+from chargingd.mediation.sources import SourceConfig
+
+FIXTURES = ALL_FIXTURES / "cdr"
+TARIFF = str(FIXTURES / "tariff_tp")
+
+ASTERISK = SourceConfig(
+    format="asterisk",
+    time_zone="Europe/Berlin",
+    default_country="DE",
+    account_rule="fixed",
+    account="pbx-customer",
+    plan=TARIFF,
+    tenant="chargingd.test",
+)
+
+
+def mediator(source: SourceConfig, store: Store, ledger: Ledger | None = None) -> Mediator:
+    return Mediator(
+        "pbx1",
+        source,
+        payers=Payers(source, ledger),
+        rater=Rater(source),
+        store=store,
+        batch_size=2,
+    )
+
+
+def copy_fixture(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    target.write_bytes((FIXTURES / name).read_bytes())
+    return target
+
+
+def read_rejects(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+async def test_rates_stores_and_rerun_adds_nothing(tmp_path: Path) -> None:
+    store = MemoryStore()
+    path = copy_fixture("asterisk_Master.csv", tmp_path)
+    first = await mediator(ASTERISK, store).run_file(path)
+    assert (first.read, first.stored, first.duplicates, first.rejected, first.unanswered) == (
+        9,
+        5,
+        0,
+        4,
+        2,
+    )
+    muc = store.cdrs[("pbx1", "1782892800.11")]
+    # DST_DE_MUC: connect fee 0.05 + 0.03/min per second over 300 s = 0.20.
+    assert (muc.cost_micros, muc.billed_s, muc.destination, muc.tariff) == (
+        200_000,
+        300,
+        "DST_DE_MUC",
+        "RP_STD",
+    )
+    assert (muc.account_id, muc.currency, muc.status) == ("pbx-customer", "EUR", "normal")
+    paris = store.cdrs[("pbx1", "1782900000.21")]
+    assert (paris.cost_micros, paris.destination) == (120_000, "DST_FR")  # 60 s at 0.12/min
+    busy = store.cdrs[("pbx1", "SIP/carol-00000003@2026-01-15 10:00:00")]
+    assert (busy.status, busy.cost_micros, busy.billed_s, busy.disconnect_cause) == (
+        "unanswered",
+        0,
+        0,
+        17,
+    )
+    rejects = read_rejects(tmp_path / "asterisk_Master.csv.rejects.csv")
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        ("6", "11 columns; Master.csv has 16 to 21"),
+        ("7", "start is not a time: '2026-13-01 14:00:00'"),
+        ("8", "callee 'nobody' is not a telephone number"),
+        ("9", "end time before start time"),
+    ]
+    again = await mediator(ASTERISK, store).run_file(path, str(tmp_path / "rej"))
+    assert (again.read, again.stored, again.duplicates, again.rejected) == (9, 0, 5, 4)
+    assert len(store.cdrs) == 5
+    assert (tmp_path / "rej" / "asterisk_Master.csv.rejects.csv").exists()
+
+
+async def test_unratable_call_is_rejected_with_the_rating_code(tmp_path: Path) -> None:
+    path = tmp_path / "gen.csv"
+    path.write_text(
+        "id,from,to,end,talk\n"
+        "g1,+4930123456,+442071234567,1782893107,60\n"
+        "g2,+4930123456,+41441234567,1782893107,61\n"
+    )
+    source = dataclasses.replace(
+        ASTERISK,
+        format="csv",
+        time_format="epoch",
+        mapping={
+            "call_id": "id",
+            "caller": "from",
+            "callee": "to",
+            "end": "end",
+            "billsec": "talk",
+        },
+    )
+    store = MemoryStore()
+    summary = await mediator(source, store).run_file(path)
+    assert (summary.stored, summary.rejected) == (1, 1)
+    (reject,) = read_rejects(tmp_path / "gen.csv.rejects.csv")
+    assert reject["line"] == "2"
+    assert reject["reason"].startswith("rating failed (unknown_destination)")
+    zurich = store.cdrs[("pbx1", "g2")]
+    assert (zurich.billed_s, zurich.cost_micros) == (120, 240_000)  # 60 s increments
+
+
+async def test_unrated_source_keeps_cost_zero(tmp_path: Path) -> None:
+    source = dataclasses.replace(ASTERISK, rate=False, plan="")
+    store = MemoryStore()
+    summary = await mediator(source, store).run_file(copy_fixture("asterisk_Master.csv", tmp_path))
+    assert summary.stored == 5
+    assert {c.cost_micros for c in store.cdrs.values()} == {0}
+    assert store.cdrs[("pbx1", "1782892800.11")].billed_s == 0
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis) -> AsyncIterator[Ledger]:
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "carol",
+        mode=Mode.POSTPAID,
+        currency="CHF",
+        tariff="std",
+        identities=("ani:+493012345678",),
+        who="test",
+    )
+    await led.create_account("eve", mode=Mode.PREPAID, currency="EUR", tariff="std", who="test")
+    yield led
+
+
+async def test_ani_rule_finds_the_ledger_account(ledger: Ledger, tmp_path: Path) -> None:
+    source = dataclasses.replace(ASTERISK, account_rule="ani", account="", plan="")
+    rater = Rater(source, plans={"std": TARIFF})
+    store = MemoryStore()
+    med = Mediator("pbx1", source, payers=Payers(source, ledger), rater=rater, store=store)
+    summary = await med.run_file(copy_fixture("asterisk_Master.csv", tmp_path))
+    # Carol's two calls are hers; Dave's and Eve's callers have no ani identity.
+    assert summary.stored == 2
+    assert {c.account_id for c in store.cdrs.values()} == {"carol"}
+    assert store.cdrs[("pbx1", "1782892800.11")].currency == "CHF"
+    reasons = {r["reason"] for r in read_rejects(tmp_path / "asterisk_Master.csv.rejects.csv")}
+    assert "no account with identity ani:+4930222333" in reasons
+
+
+async def test_accountcode_rule_maps_codes_to_accounts(ledger: Ledger, tmp_path: Path) -> None:
+    source = dataclasses.replace(
+        ASTERISK, account_rule="accountcode", account="", account_map={"acc3": "eve"}
+    )
+    store = MemoryStore()
+    await mediator(source, store, ledger).run_file(copy_fixture("asterisk_Master.csv", tmp_path))
+    assert {c.account_id for c in store.cdrs.values()} == {"eve"}
+    reasons = [r["reason"] for r in read_rejects(tmp_path / "asterisk_Master.csv.rejects.csv")]
+    assert reasons.count("unknown account 'acc1'") == 2
+
+
+async def test_real_database_rerun_stores_nothing_twice(pg_url: str, tmp_path: Path) -> None:
+    db = await BillingDB.open(pg_url)
+    try:
+        for name, source in (
+            ("asterisk_Master.csv", ASTERISK),
+            ("cucm_cdr.csv", dataclasses.replace(ASTERISK, format="cucm", time_zone="UTC")),
+        ):
+            path = copy_fixture(name, tmp_path)
+            first = await mediator(source, db.store_cdrs).run_file(path)
+            again = await mediator(source, db.store_cdrs).run_file(path)
+            assert first.stored > 0
+            assert (again.stored, again.duplicates) == (0, first.stored)
+        assert await db.count_cdrs() == 5 + 3
+    finally:
+        await db.close()
+
+
+async def test_progress_reports_every_character(tmp_path: Path) -> None:
+    path = copy_fixture("asterisk_Master.csv", tmp_path)
+    seen: list[int] = []
+    await mediator(ASTERISK, MemoryStore()).run_file(path, str(tmp_path), seen.append)
+    assert sum(seen) == len(path.read_text())
+
+
+async def test_clean_rerun_removes_a_stale_reject_file(tmp_path: Path) -> None:
+    path = tmp_path / "Master.csv"
+    lines = (FIXTURES / "asterisk_Master.csv").read_text().splitlines(keepends=True)
+    path.write_text("".join(lines))
+    await mediator(ASTERISK, MemoryStore()).run_file(path)
+    assert (tmp_path / "Master.csv.rejects.csv").exists()
+    path.write_text("".join(lines[:5]))  # the operator fixed the file: only good rows
+    summary = await mediator(ASTERISK, MemoryStore()).run_file(path)
+    assert (summary.stored, summary.rejected) == (5, 0)
+    assert not (tmp_path / "Master.csv.rejects.csv").exists()

@@ -1,0 +1,61 @@
+"""radius_translate on decoded packets: no sockets, bytes built by pyrad."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pyrad.packet import AcctPacket
+from radius_peer import DICT
+
+from chargingd.radius import codec as rc
+from chargingd.radius.clients import RadiusClient
+from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
+from chargingd.sessions.ccapi import UsageKind
+
+CISCO = RadiusClient("gw", ipaddress.ip_network("10.0.0.1"), b"s", default_account="d")
+GENERIC = RadiusClient("sbc", ipaddress.ip_network("10.0.0.2"), b"s", cisco=False)
+
+
+def packet(**attrs: object) -> rc.Packet:
+    req = AcctPacket(id=1, secret=b"s", dict=DICT)
+    for key, value in attrs.items():
+        req[key.replace("_", "-")] = value
+    return rc.decode(req.RequestPacket())
+
+
+def test_gateway_is_nas_ip_else_source() -> None:
+    assert gateway_of(packet(NAS_IP_Address="192.0.2.7"), "10.0.0.1") == "192.0.2.7"
+    assert gateway_of(packet(User_Name="x"), "10.0.0.1") == "10.0.0.1"
+
+
+def test_session_id_by_flavour() -> None:
+    p = packet(Acct_Session_Id="leg", h323_conf_id="h323-conf-id=C1")
+    assert call_info(p, CISCO, "10.0.0.1").session_id == "C1"
+    assert call_info(p, GENERIC, "10.0.0.2").session_id == "leg"
+    only_conf = packet(h323_conf_id="h323-conf-id=C2")
+    assert call_info(only_conf, GENERIC, "10.0.0.2").session_id == "C2"
+
+
+def test_usage_report_fields_and_odd_values() -> None:
+    p = packet(
+        Acct_Session_Id="s",
+        Acct_Session_Time=30,
+        Acct_Terminate_Cause=99,
+        h323_disconnect_cause="h323-disconnect-cause=zz",
+    )
+    report = usage_report(p, GENERIC, "10.0.0.2", UsageKind.STOP, 1000.5)
+    assert (report.usage_s, report.event_ms) == (30, 1_000_500)
+    assert report.terminate_cause == "99"  # not in RFC 2866 §5.10: the number as text
+    assert report.disconnect_cause == 0  # not hex: unknown, never a crash
+    assert report.call.lookup == ("user", "ani", "default")
+
+
+def test_charged_leg() -> None:
+    answer = packet(h323_call_origin="h323-call-origin=answer")
+    originate = packet(h323_call_origin="h323-call-origin=originate")
+    assert not charged_leg(answer, CISCO)
+    assert charged_leg(originate, CISCO)
+    assert charged_leg(packet(User_Name="no origin"), CISCO)
+    assert charged_leg(answer, GENERIC)
+    all_legs = RadiusClient("gw", ipaddress.ip_network("10.0.0.1"), b"s", cisco_leg="all")
+    assert charged_leg(answer, all_legs)

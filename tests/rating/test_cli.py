@@ -1,0 +1,143 @@
+"""`chargingd rate` and `chargingd max-usage` through chargingd.app.cli.main."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from paths import REPO
+
+from chargingd.app.cli import main
+
+SAMPLE = str(REPO / "config" / "tariffs" / "sample.toml")
+BASE = ["--plan", SAMPLE, "--subject", "alice", "--start", "2026-03-02T18:58:30Z"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_rate_prints_cost_and_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    code, body = _run(capsys, "rate", *BASE, "--destination", "+447700900123", "--usage", "3m")
+    assert code == 0
+    assert body["cost"] == "0.2750"
+    assert body["destination_id"] == "UK_MOBILE" and body["plan_id"] == "RETAIL_PREPAID"
+    spans = body["spans"]
+    assert isinstance(spans, list)
+    assert [(s["period"], s["billed_s"], s["cost"]) for s in spans] == [
+        ("PEAK", "60", "0.12"),
+        ("PEAK", "30", "0.045"),
+        ("*any", "90", "0.06"),
+    ]
+    assert spans[1]["increment"] == "1s" and spans[1]["increments"] == 30
+
+
+@pytest.mark.parametrize(
+    ("usage", "billed_s"),
+    [("90s", "90"), ("2m10s", "130"), ("1h0m21s", "3621"), ("1.5s", "2"), ("2048ns", "1")],
+)
+def test_rate_parses_go_durations(
+    capsys: pytest.CaptureFixture[str], usage: str, billed_s: str
+) -> None:
+    args = ["--destination", "4930123", "--usage", usage]
+    code, body = _run(capsys, "rate", *BASE, "--subject", "wholesale", *args)
+    assert code == 0
+    assert body["billed_s"] == billed_s
+
+
+def test_max_usage_prints_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    code, body = _run(
+        capsys, "max-usage", *BASE, "--destination", "447700900123", "--amount", "1.50"
+    )
+    # 0.05 + 0.12 + 30 s x 0.09/60 = 0.215; 1.285 / (0.04/60) = 1927.5 s -> 1927 s off-peak.
+    assert code == 0
+    assert body == {"usage_s": "2017", "usage": "33m37s", "usage_ns": 2017 * 10**9}
+
+
+def test_unknown_destination_and_subject_exit_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, body = _run(capsys, "rate", *BASE, "--destination", "999", "--usage", "60s")
+    assert code == 1 and body["error"] == "unknown_destination"
+    code, body = _run(
+        capsys, "max-usage", *BASE, "--destination", "44", "--amount", "1", "--tenant", "other"
+    )
+    assert code == 1 and body["error"] == "unknown_subject"
+    assert "other" in str(body["message"])
+
+
+def test_bad_input_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, body = _run(capsys, "rate", *BASE, "--destination", "44", "--usage", "ten minutes")
+    assert code == 2 and body["error"] == "bad_request"
+    code, body = _run(capsys, "max-usage", *BASE, "--destination", "44", "--amount", "1.5.0")
+    assert code == 2 and body["error"] == "bad_request"
+    start = ["--start", "2026-03-02T10:00:00"]
+    code, body = _run(capsys, "rate", *BASE, *start, "--destination", "44", "--usage", "1s")
+    assert code == 2 and "UTC offset" in str(body["message"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tariff\n")
+    code, body = _run(
+        capsys, "rate", *BASE, "--plan", str(bad), "--destination", "44", "--usage", "1s"
+    )
+    assert code == 2 and body["error"] == "bad_tariff" and "bad.toml:1" in str(body["message"])
+
+
+CGRATES_STYLE = """
+[tariff]
+pricing = "cgrates"
+[destinations]
+UK = ["44"]
+[rates.R]
+connect_fee = 0.4
+slots = [
+  { start = "0s", rate = 0.2, unit = "60s", increment = "60s" },
+  { start = "60s", rate = 0.1, unit = "60s", increment = "1s" },
+]
+[plans.P]
+[[plans.P.rates]]
+destinations = ["UK"]
+rate = "R"
+[[profiles]]
+plan = "P"
+"""
+
+
+def test_rounding_decimals_flag_sets_cgrates_span_rounding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plan = tmp_path / "cgr.toml"
+    plan.write_text(CGRATES_STYLE)
+    args = ["--plan", str(plan), "--subject", "x", "--destination", "4420", "--usage", "2m"]
+    args += ["--start", "2026-03-02T10:00:00+01:00"]
+    code, body = _run(capsys, "rate", *args)
+    assert code == 0 and body["cost"] == "0.7002" and body["mode"] == "cgrates"
+    # At 2 decimals one second costs 0.1/60 = 0.0017 -> 0.00: the per-second part is free.
+    code, body = _run(capsys, "rate", *args, "--rounding-decimals", "2")
+    assert code == 0 and body["cost"] == "0.6000"
+
+
+def test_readme_examples_run_as_written(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Price a call without a daemon": each command, run from the repository
+    root exactly as written, succeeds and prints the value its trailing comment says."""
+    import re
+    import shlex
+
+    root = REPO
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = text.split("Price a call without a daemon", 1)[1].split("```sh", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    monkeypatch.chdir(root)
+    for line in commands:
+        command, _, comment = line.partition("#")
+        argv = shlex.split(command)
+        assert argv[0] == ".venv/bin/chargingd"
+        code, body = _run(capsys, *argv[1:])
+        assert code == 0, body
+        expected = re.fullmatch(r'\s*"(\w+)": "([^"]*)"\s*', comment)
+        assert expected is not None, comment
+        assert body[expected[1]] == expected[2]

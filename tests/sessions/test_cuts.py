@@ -1,0 +1,259 @@
+"""Deadlines, the call cutter, top-ups, operator kills, the reaper, gateway restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from sessions_harness import (
+    EUR,
+    T0_MS,
+    Clock,
+    RecordingCutter,
+    add_account,
+    call,
+    make_ledger,
+    make_sessions,
+    read_cdrs,
+    usage,
+)
+
+from chargingd.ledger.ledger import Ledger
+from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
+from chargingd.sessions.service import Sessions
+from chargingd.sessions.store import DEADLINES, member
+
+PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
+ANSWER_MS = T0_MS + 2_000
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis, clock: Clock) -> Ledger:
+    return await make_ledger(redis, clock)
+
+
+@pytest.fixture
+def cutter() -> RecordingCutter:
+    return RecordingCutter()
+
+
+@pytest.fixture
+def sessions(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path, cutter: RecordingCutter
+) -> Sessions:
+    return make_sessions(
+        redis, ledger, clock, tmp_path, cutter, disconnect_retries=3, disconnect_backoff_s=1.0
+    )
+
+
+async def start_call(
+    sessions: Sessions, clock: Clock, info: CallInfo, *, interim_s: int = 60
+) -> None:
+    """Authorize at T0, answer at ANSWER_MS, one interim ``interim_s`` later."""
+    clock.now_ms = T0_MS
+    assert isinstance(await sessions.authorize(info), Authorized)
+    clock.now_ms = ANSWER_MS
+    await sessions.account(usage(info, UsageKind.START, 0, ANSWER_MS))
+    clock.now_ms = ANSWER_MS + interim_s * 1000
+    await sessions.account(usage(info, UsageKind.INTERIM, interim_s, clock.now_ms))
+
+
+async def limited_call(sessions: Sessions, ledger: Ledger, clock: Clock) -> CallInfo:
+    """1 EUR pays 100 s; the renewal at 60 s gets 0.40 of the 0.75 asked: deadline at 100 s."""
+    await add_account(ledger, balance_micros=1 * EUR)
+    info = call("s1")
+    await start_call(sessions, clock, info)
+    return info
+
+
+async def test_partial_grant_sets_deadline_and_cutter_fires_at_it(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    info = await limited_call(sessions, ledger, clock)
+    rec = await sessions.store.find("s1")
+    assert rec is not None
+    assert (rec.limited, rec.held_micros, rec.paid_usage_s) == (1, 40 * PER_S, 100)
+    assert rec.deadline_ms == ANSWER_MS + 100_000
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) == ANSWER_MS + 100_000
+    clock.now_ms = ANSWER_MS + 99_999
+    assert await sessions.cutter.run_once() == 0
+    assert cutter.disconnects == []
+    clock.now_ms = ANSWER_MS + 100_000
+    assert await sessions.cutter.run_once() == 1
+    assert [(ref.session_id, ref.gateway, reason) for ref, reason in cutter.disconnects] == [
+        ("s1", "10.0.0.1", "credit_cut")
+    ]
+    assert await sessions.cutter.run_once() == 0  # claimed once, fired once
+    await sessions.account(usage(info, UsageKind.STOP, 100, ANSWER_MS + 100_000))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.cost_micros, cdr.duration_s) == ("credit_cut", 1 * EUR, 100)
+    account = await ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (0, 0)
+
+
+async def test_failed_disconnect_is_retried_with_backoff_and_bounded(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    await limited_call(sessions, ledger, clock)
+    cutter.fail_next = 1
+    clock.now_ms = ANSWER_MS + 100_000
+    await sessions.cutter.run_once()
+    assert len(cutter.disconnects) == 1
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) == clock.now_ms + 1000
+    clock.advance(0.999)
+    await sessions.cutter.run_once()
+    assert len(cutter.disconnects) == 1  # not before the back-off
+    clock.advance(0.001)
+    await sessions.cutter.run_once()
+    assert len(cutter.disconnects) == 2  # second attempt confirmed
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) is None
+    rec = await sessions.store.find("s1")
+    assert rec is not None and (rec.cut_attempts, rec.cut_ok) == (2, 1)
+
+
+async def test_disconnect_gives_up_after_configured_attempts(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter
+) -> None:
+    await limited_call(sessions, ledger, clock)
+    cutter.fail_next = 100
+    clock.now_ms = ANSWER_MS + 100_000
+    for _ in range(10):
+        await sessions.cutter.run_once()
+        clock.advance(10)
+    assert len(cutter.disconnects) == 3  # disconnect_retries
+    assert {reason for _, reason in cutter.disconnects} == {"credit_cut"}
+
+
+async def test_topup_clears_the_deadline_and_retimes_the_call(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    await limited_call(sessions, ledger, clock)
+    clock.now_ms = ANSWER_MS + 61_000
+    await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 1
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) is None
+    # 6 EUR in all (0.60 debited + hold + the rest available) pays 600 s.
+    assert [(ref.session_id, t) for ref, t in cutter.timeouts] == [("s1", 600)]
+    clock.now_ms = ANSWER_MS + 100_000
+    await sessions.cutter.run_once()
+    assert cutter.disconnects == []
+
+
+async def test_small_topup_moves_the_deadline(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    await limited_call(sessions, ledger, clock)
+    clock.now_ms = ANSWER_MS + 61_000
+    await ledger.topup("acc1", 30 * PER_S, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 1
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) == ANSWER_MS + 130_000
+    assert [t for _, t in cutter.timeouts] == [130]
+    clock.now_ms = ANSWER_MS + 100_000
+    await sessions.cutter.run_once()
+    assert cutter.disconnects == []
+    clock.now_ms = ANSWER_MS + 130_000
+    await sessions.cutter.run_once()
+    assert [reason for _, reason in cutter.disconnects] == ["credit_cut"]
+
+
+async def test_topup_on_another_daemon_is_seen_at_the_deadline(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    """No on_topup call here: the cutter re-checks the money before cutting."""
+    await limited_call(sessions, ledger, clock)
+    await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    clock.now_ms = ANSWER_MS + 100_000
+    await sessions.cutter.run_once()
+    assert cutter.disconnects == []
+    rec = await sessions.store.find("s1")
+    assert rec is not None and rec.limited == 0
+
+
+async def test_operator_kill(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    await add_account(ledger)
+    info = call("s1")
+    await start_call(sessions, clock, info)
+    assert await sessions.kill_session("nope") is False
+    assert await sessions.kill_session("s1") is True
+    assert [(ref.session_id, reason) for ref, reason in cutter.disconnects] == [("s1", "killed")]
+    await sessions.account(usage(info, UsageKind.STOP, 65, ANSWER_MS + 65_000))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.cost_micros) == ("killed", 65 * PER_S)
+    assert await sessions.kill_session("s1") is False  # closed
+
+
+async def test_cut_account_cuts_every_live_call(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter
+) -> None:
+    await add_account(ledger)
+    for sid in ("a", "b"):
+        await start_call(sessions, clock, call(sid))
+    assert await sessions.cut_account("acc1") == 2
+    assert sorted(ref.session_id for ref, _ in cutter.disconnects) == ["a", "b"]
+    assert len(await sessions.list_sessions()) == 2  # live until their Stop
+
+
+async def test_reaper_closes_silent_session_at_last_usage(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    await add_account(ledger)
+    await start_call(sessions, clock, call("s1"))
+    last_seen = clock.now_ms
+    clock.now_ms = last_seen + 180_000  # stale_factor 3 x 60 s: not yet
+    assert await sessions.reaper.run_once() == 0
+    clock.now_ms = last_seen + 180_001
+    assert await sessions.reaper.run_once() == 1
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("stale", 60, 60 * PER_S)
+    account = await ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 60 * PER_S, 0)
+    assert await sessions.reaper.run_once() == 0
+    assert await sessions.list_sessions() == []
+
+
+async def test_accounting_on_closes_the_gateways_sessions(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    await add_account(ledger)
+    await start_call(sessions, clock, call("a", gateway="10.0.0.1"), interim_s=60)
+    await start_call(sessions, clock, call("b", gateway="10.0.0.1"), interim_s=120)
+    await start_call(sessions, clock, call("c", gateway="10.0.0.2"))
+    await sessions.gateway_restarted("10.0.0.1", "gw1")
+    cdrs = sorted(await read_cdrs(redis), key=lambda c: c.call_id)
+    assert [(c.call_id, c.status, c.cost_micros) for c in cdrs] == [
+        ("a", "gateway_restart", 60 * PER_S),
+        ("b", "gateway_restart", 120 * PER_S),
+    ]
+    assert [r.session_id for r in await sessions.list_sessions()] == ["c"]
+
+
+async def test_background_tasks_run_until_stopped(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path, cutter: RecordingCutter
+) -> None:
+    """Sessions.run drives the cutter and the reaper on their own intervals."""
+    sessions = make_sessions(
+        redis, ledger, clock, tmp_path, cutter, cutter_interval_s=0.01, reaper_interval_s=0.01
+    )
+    await limited_call(sessions, ledger, clock)
+    await add_account(ledger, "acc2", identities=("user:bob",))
+    await start_call(sessions, clock, call("silent", user="bob"))
+    clock.now_ms = ANSWER_MS + 60_000 + 180_001  # past the deadline, and stale
+    stop = asyncio.Event()
+    task = asyncio.create_task(sessions.run(stop))
+    for _ in range(500):
+        if cutter.disconnects and await read_cdrs(redis):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert ("s1", "credit_cut") in [(r.session_id, why) for r, why in cutter.disconnects]
+    assert {c.status for c in await read_cdrs(redis)} == {"stale"}
