@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check chargingd tests scripts
 	$(BIN)/ruff format --check chargingd tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test
 

@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from chargingd.billing.cdr import CDR
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.pipeline import Mediator, normalised
 from chargingd.mediation.rate import Rater
-from chargingd.mediation.sources import SourceConfig
 
 TARIFF = {
     "Destinations.csv": "#Id,Prefix\nDST_DE,49\nDST_DE_MOB,4915\nDST_DE_MOB,4917\n"

@@ -34,9 +34,9 @@ from chargingd.rating.model import (
     RatingActivation,
     RatingPlan,
     RatingProfile,
-    TariffPlan,
 )
 from chargingd.rating.periods import ANY_PERIOD, TimePeriod
+from chargingd.rating.plan import TariffPlan
 from chargingd.rating.prefixes import PrefixIndex
 
 S = 1_000_000_000

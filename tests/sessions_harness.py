@@ -26,8 +26,8 @@ from chargingd.rating.model import (
     RatingActivation,
     RatingPlan,
     RatingProfile,
-    TariffPlan,
 )
+from chargingd.rating.plan import TariffPlan
 from chargingd.sessions.ccapi import Authorized, CallInfo, SessionRef, UsageKind, UsageReport
 from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions

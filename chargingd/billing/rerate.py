@@ -30,7 +30,7 @@ from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.logs import setup_logging
 from chargingd.core.money import format_amount
 from chargingd.ledger.ledger import Ledger, LedgerError
-from chargingd.rating.model import TariffPlan
+from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.rerate")
 

@@ -5,7 +5,7 @@
 The source (``[mediation.sources.NAME]``) says the file format and how to read its
 numbers, times and accounts. Re-running a file stores nothing twice: storage is
 idempotent on (source, call_id). Imports are lazy: chargingd.core.config imports
-chargingd.mediation.sources at load time.
+chargingd.core.config.mediation at load time.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.payers import AccountLookup, Payers
 from chargingd.mediation.pipeline import Mediator, MemoryStore, Progress, Store, Summary
 from chargingd.mediation.rate import Rater
-from chargingd.mediation.sources import SourceConfig
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import sip_to_q850
 from chargingd.mediation.records import RawCall, RawTime, RowError
-from chargingd.mediation.sources import SourceConfig
 
 _E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits including the country code
 _SEPARATORS = re.compile(r"[\s\-./()]")

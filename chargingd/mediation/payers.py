@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.records import RowError
-from chargingd.mediation.sources import SourceConfig
 
 
 @dataclass(frozen=True, slots=True)

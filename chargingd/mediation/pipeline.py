@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from chargingd.billing.cdr import CDR
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import RawCall, Reject, RowError
-from chargingd.mediation.sources import SourceConfig
 
 Store = Callable[[Sequence[CDR]], Awaitable[int]]
 Progress = Callable[[int], None]  # advanced by the characters read

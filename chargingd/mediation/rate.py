@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from chargingd.billing.cdr import CDR
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call, utc_datetime
 from chargingd.mediation.payers import Payer
 from chargingd.mediation.records import RowError
-from chargingd.mediation.sources import SourceConfig
 
 if TYPE_CHECKING:
-    from chargingd.rating.model import TariffPlan
+    from chargingd.rating.plan import TariffPlan
 
 _NS = 1_000_000_000
 PlanLoader = Callable[[str], "TariffPlan"]

@@ -14,7 +14,8 @@ from typing import Any
 from chargingd.core.money import AmountError, parse_amount
 from chargingd.rating.durations import DurationError, format_duration, parse_duration
 from chargingd.rating.loaders import TariffLoadError, load_plan
-from chargingd.rating.model import RatingError, TariffPlan
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
 
 EXIT_RATING_ERROR = 1
 EXIT_BAD_INPUT = 2

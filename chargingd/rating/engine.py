@@ -1,4 +1,4 @@
-"""The rating walk behind TariffPlan.rate and TariffPlan.max_usage (pure, integer maths).
+"""The rating walk behind price.price_call and price.max_usage (pure, integer maths).
 
 Every amount is an integer count of 1/L currency units, L being one common
 denominator for the whole tariff (the lcm of all rate units times a power of
@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import importlib
 import itertools
 import math
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from chargingd.rating.durations import NS_PER_S
@@ -33,12 +30,11 @@ from chargingd.rating.resolve import ResolveCache
 
 if TYPE_CHECKING:
     from chargingd.rating.model import (
-        CallCost,
         DestinationRate,
         PlanEntry,
         RatingPlan,
         RatingProfile,
-        TariffPlan,
+        Tariff,
     )
 
 from chargingd.rating.model import (
@@ -152,7 +148,7 @@ def _winner(entries: list[_Entry], second_of_day: int) -> _Entry | None:
 class Engine:
     """Compiled tariff: profiles by key, entries by plan and destination, one denominator."""
 
-    def __init__(self, tariff: TariffPlan) -> None:
+    def __init__(self, tariff: Tariff) -> None:
         self.tariff = tariff
         self.tz: tzinfo = tariff.timezone
         self.mode = tariff.mode
@@ -467,49 +463,6 @@ class Engine:
         if decimals > _MICRO_SCALE:
             return round_div(units, _POW10[decimals - _MICRO_SCALE], method)
         return units * _POW10[_MICRO_SCALE - decimals]
-
-    # -- public operations ----------------------------------------------------------
-
-    def rate(
-        self,
-        tenant: str,
-        category: str,
-        subject: str,
-        number: str,
-        start: datetime,
-        usage_ns: int,
-        *,
-        breakdown: bool = True,
-    ) -> CallCost:
-        """Price a call (see ratingprice.price_call)."""
-        cost: CallCost = _ops().price_call(
-            self, tenant, category, subject, number, start, usage_ns, breakdown=breakdown
-        )
-        return cost
-
-    def max_usage(
-        self,
-        tenant: str,
-        category: str,
-        subject: str,
-        number: str,
-        start: datetime,
-        amount_micros: int,
-        limit_ns: int,
-    ) -> int:
-        """The longest usage an amount pays for (see ratingprice.max_usage)."""
-        usage: int = _ops().max_usage(
-            self, tenant, category, subject, number, start, amount_micros, limit_ns
-        )
-        return usage
-
-
-def _ops() -> ModuleType:
-    """chargingd.rating.price, which imports this module (so not at import time)."""
-    module = sys.modules.get("chargingd.rating.price")
-    if module is None:
-        module = importlib.import_module("chargingd.rating.price")
-    return module
 
 
 def epoch_ns(when: datetime) -> int:

@@ -6,14 +6,15 @@ start, a price per rate unit and a billing increment), time periods
 (periods.py), rating plans binding destinations to destination-rates per
 period with weights, and rating profiles choosing a plan per
 tenant/category/subject from an activation time. The walk itself lives in
-ratingengine.py; this module holds the data and the `TariffPlan` entry point.
+engine.py, pricing on top of it in price.py, and plan.TariffPlan is the entry point;
+this module holds the data.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -295,11 +296,10 @@ def _plain(value: Decimal) -> str:
 
 
 @dataclass
-class TariffPlan:
-    """A loaded tariff: destinations, plans, profiles and the pricing mode.
+class Tariff:
+    """A loaded tariff's data: destinations, plans, profiles and the pricing mode.
 
-    `rate` prices a call; `max_usage` answers how long an amount lasts. Both are
-    pure and fast (no I/O); build one at start-up and share it.
+    plan.TariffPlan adds the compiled engine and the pricing API on top.
     """
 
     id: str
@@ -311,62 +311,11 @@ class TariffPlan:
     default_tenant: str = ""
     max_call_ns: int = DEFAULT_MAX_CALL_NS  # max_usage never answers more than this
     currency: str = ""
-    _engine: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from chargingd.rating.engine import Engine
-
         self.profiles = tuple(self.profiles)
         if not 0 <= self.rounding_decimals <= 12:
             raise TariffError("rounding_decimals must be 0..12")
-        self._engine = Engine(self)
-
-    def rate(
-        self,
-        *,
-        subject: str,
-        destination: str,
-        start: datetime,
-        usage_ns: int,
-        tenant: str = "",
-        category: str = "call",
-        breakdown: bool = True,
-    ) -> CallCost:
-        """Price a call of `usage_ns` starting at `start` (timezone-aware); without
-        `breakdown` the spans are left out (credit control needs the total only)."""
-        result: CallCost = self._engine.rate(
-            tenant or self.default_tenant,
-            category,
-            subject,
-            destination,
-            start,
-            usage_ns,
-            breakdown=breakdown,
-        )
-        return result
-
-    def max_usage(
-        self,
-        *,
-        subject: str,
-        destination: str,
-        start: datetime,
-        amount_micros: int,
-        tenant: str = "",
-        category: str = "call",
-        limit_ns: int | None = None,
-    ) -> int:
-        """The longest usage (ns) `amount_micros` pays for, capped at `limit_ns`/max_call_ns."""
-        result: int = self._engine.max_usage(
-            tenant or self.default_tenant,
-            category,
-            subject,
-            destination,
-            start,
-            amount_micros,
-            self.max_call_ns if limit_ns is None else limit_ns,
-        )
-        return result
 
 
 __all__ = [
@@ -387,8 +336,8 @@ __all__ = [
     "RatingPlan",
     "RatingProfile",
     "RoundingMethod",
+    "Tariff",
     "TariffError",
-    "TariffPlan",
     "TimePeriod",
     "UnknownDestination",
     "UnknownSubject",

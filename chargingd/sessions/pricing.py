@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from chargingd.core.config import RatingConfig
 from chargingd.rating.durations import NS_PER_S
-from chargingd.rating.model import RatingError, TariffPlan
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
 
 DEFAULT_PLAN = "default"
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from paths import FIXTURES as ALL_FIXTURES
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
 from chargingd.mediation.records import Reject
-from chargingd.mediation.sources import SourceConfig
 
 FIXTURES = ALL_FIXTURES / "cdr"
 

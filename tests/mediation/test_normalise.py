@@ -9,10 +9,10 @@ import pytest
 from paths import REPO
 
 from chargingd.core.config import ConfigError, config_from_dict, load_config
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import sip_to_q850
 from chargingd.mediation.normalise import Normaliser
 from chargingd.mediation.records import RawCall, RowError
-from chargingd.mediation.sources import SourceConfig
 
 
 @pytest.mark.parametrize(

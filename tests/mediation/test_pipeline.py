@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 from paths import FIXTURES as ALL_FIXTURES
 
 from chargingd.billing.db import BillingDB
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.ledger.ledger import Ledger, Mode
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.pipeline import Mediator, MemoryStore, Store
 from chargingd.mediation.rate import Rater
-from chargingd.mediation.sources import SourceConfig
 
 FIXTURES = ALL_FIXTURES / "cdr"
 TARIFF = str(FIXTURES / "tariff_tp")

@@ -23,7 +23,8 @@ from paths import FIXTURES as ALL_FIXTURES
 from chargingd.app.cli import main
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.rating.loaders.cgrates import load_tp_dir
-from chargingd.rating.model import RatingError, TariffPlan
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
 
 FIXTURES = ALL_FIXTURES / "cgrates"
 S = 1_000_000_000

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from paths import FIXTURES
 
 from chargingd.rating.loaders.cgrates import load_tp_dir
-from chargingd.rating.model import TariffPlan
+from chargingd.rating.plan import TariffPlan
 
 FIXTURE = FIXTURES / "cgrates" / "connect_fee_groups"
 S = 1_000_000_000

@@ -18,7 +18,8 @@ import pytest
 from paths import SHARED_DATA
 
 from chargingd.rating.loaders.cgrates import load_tp_dir
-from chargingd.rating.model import RatingError, TariffPlan
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
 
 TP_ROOT = SHARED_DATA / "cgrates_tp"
 pytestmark = pytest.mark.skipif(

@@ -21,7 +21,8 @@ from paths import FIXTURES
 from chargingd.rating.engine import UnratedPeriod
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.loaders.cgrates import load_tp_dir
-from chargingd.rating.model import CallCost, TariffPlan
+from chargingd.rating.model import CallCost
+from chargingd.rating.plan import TariffPlan
 
 FIXTURE = FIXTURES / "cgrates" / "timed_destinations"
 S = 1_000_000_000

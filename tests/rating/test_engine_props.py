@@ -21,9 +21,9 @@ from chargingd.rating.model import (
     RatingPlan,
     RatingProfile,
     RoundingMethod,
-    TariffPlan,
 )
 from chargingd.rating.periods import ANY_PERIOD, TimePeriod
+from chargingd.rating.plan import TariffPlan
 from chargingd.rating.prefixes import PrefixIndex
 
 S = 1_000_000_000

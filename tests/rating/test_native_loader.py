@@ -10,7 +10,8 @@ import pytest
 from paths import FIXTURES, REPO
 
 from chargingd.rating.loaders import TariffLoadError, load_plan
-from chargingd.rating.model import PricingMode, TariffPlan, UnknownDestination
+from chargingd.rating.model import PricingMode, UnknownDestination
+from chargingd.rating.plan import TariffPlan
 
 SAMPLE = REPO / "config" / "tariffs" / "sample.toml"
 CGRATES_FIXTURES = FIXTURES / "cgrates"

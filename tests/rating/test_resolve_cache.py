@@ -15,7 +15,8 @@ from paths import FIXTURES, REPO
 
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.loaders.cgrates import load_tp_dir
-from chargingd.rating.model import RatingError, TariffPlan
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
 
 ROOT = REPO
 SAMPLE = ROOT / "config" / "tariffs" / "sample.toml"

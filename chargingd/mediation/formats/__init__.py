@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from functools import partial
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.records import Parsed, Parser
-from chargingd.mediation.sources import SourceConfig
 
 
 def parser_for(source: SourceConfig) -> Parser:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -20,7 +21,6 @@ from chargingd.mediation.records import (
     opt_int,
     parse_stamp,
 )
-from chargingd.mediation.sources import SourceConfig
 
 _ISO_FORMAT = "%Y-%m-%d %H:%M:%S"
 

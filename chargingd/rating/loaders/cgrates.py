@@ -14,7 +14,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chargingd.rating.durations import NS_PER_S
-from chargingd.rating.loaders import TariffLoadError
 from chargingd.rating.loaders.cgrates_csv import (
     ANY,
     CgrDestinationRate,
@@ -23,6 +22,7 @@ from chargingd.rating.loaders.cgrates_csv import (
     CgrTiming,
     read_tp_dir,
 )
+from chargingd.rating.loaders.errors import TariffLoadError
 from chargingd.rating.model import (
     DestinationRate,
     MaxCostStrategy,
@@ -35,9 +35,9 @@ from chargingd.rating.model import (
     RatingProfile,
     RoundingMethod,
     TariffError,
-    TariffPlan,
 )
 from chargingd.rating.periods import ANY_PERIOD, SECONDS_PER_DAY, TimePeriod, normalize_weekday
+from chargingd.rating.plan import TariffPlan
 from chargingd.rating.prefixes import PrefixError, PrefixIndex
 
 DEFAULT_ROUNDING_DECIMALS = 5  # CGRateS general.rounding_decimals default

@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from chargingd.rating.durations import DurationError, parse_duration
-from chargingd.rating.loaders import TariffLoadError
+from chargingd.rating.loaders.errors import TariffLoadError
 
 ANY = "*any"
 ROUNDING_METHODS = frozenset({"*up", "*middle", "*down"})

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chargingd.rating.durations import DurationError, parse_duration
-from chargingd.rating.loaders import TariffLoadError
+from chargingd.rating.loaders.errors import TariffLoadError
 from chargingd.rating.model import (
     DEFAULT_MAX_CALL_NS,
     DestinationRate,
@@ -32,9 +32,9 @@ from chargingd.rating.model import (
     RatingPlan,
     RatingProfile,
     RoundingMethod,
-    TariffPlan,
 )
 from chargingd.rating.periods import ANY, TimePeriod, normalize_weekday, parse_time_of_day
+from chargingd.rating.plan import TariffPlan
 from chargingd.rating.prefixes import PrefixError, PrefixIndex
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chargingd.mediation.sources import MediationConfig
+from chargingd.core.config.mediation import MediationConfig
 
 
 class ConfigError(ValueError):
