@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from chargingd.core.redisconn import EmbeddedRedis, redis_server_binary
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 
 BALANCE_MICROS = 10**14  # never refused: the benchmark measures the granted path
 

@@ -25,7 +25,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from chargingd.core.config import SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
 from chargingd.sessions.pricing import Pricer

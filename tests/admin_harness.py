@@ -11,10 +11,11 @@ import redis.asyncio as aioredis
 
 from chargingd.admin.methods import AdminMethods
 from chargingd.admin.server import AdminServer
+from chargingd.app.factory import Factory
 from chargingd.app.serve import Runtime
 from chargingd.core.config import Config
 from chargingd.core.status import StatusRegistry
-from chargingd.ledger.ledger import Ledger
+from chargingd.ledger import Ledger
 
 
 @dataclass
@@ -31,7 +32,8 @@ async def running_admin(redis: aioredis.Redis, sock_dir: Path) -> AsyncIterator[
     ledger = Ledger(redis)
     await ledger.load_scripts()
     registry = StatusRegistry()
-    runtime = Runtime(Config(), redis, "test", ledger, registry)
+    cfg = Config()
+    runtime = Runtime(cfg, Factory(cfg), redis, "test", ledger, registry)
     path = sock_dir / "admin.sock"
     server = AdminServer(
         AdminMethods(ledger, runtime.status),

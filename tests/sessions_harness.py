@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.config import SessionsConfig
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 from chargingd.rating.durations import NS_PER_S
 from chargingd.rating.model import (
     ANY_SUBJECT,

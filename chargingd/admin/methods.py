@@ -16,10 +16,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chargingd import ledger as balance
 from chargingd.admin import sessions as adminsessions
 from chargingd.core.money import AmountError, format_amount, parse_amount
-from chargingd.ledger import ledger as balance
-from chargingd.ledger.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
+from chargingd.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
 
 log = logging.getLogger("chargingd.admin")
 

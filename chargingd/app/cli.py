@@ -1,32 +1,45 @@
-"""The `chargingd` command: one subcommand per role, each defined in its own module.
+"""The `chargingd` command: one subcommand per role.
 
-A module listed in COMMANDS provides ``configure_parser(name, parser)`` and
-``run(name, args) -> int``; this file only dispatches.
+Each entry of COMMANDS names the function that adds the command's arguments (in the
+package that owns the command) and the one that runs it (commands that need parts
+built from the config run through chargingd.app.commands); this file only dispatches.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+from collections.abc import Callable, Sequence
 
 from chargingd import __version__, mediation
 from chargingd.admin import ctl
-from chargingd.app import serve
+from chargingd.app import commands, serve
 from chargingd.billing import exportcli, rerate
 from chargingd.rating import cli as ratecli
 
-Command = tuple[ModuleType, str]
+Configure = Callable[[str, argparse.ArgumentParser], None]
+Run = Callable[[str, argparse.Namespace], int]
 
-COMMANDS: dict[str, Command] = {
-    "serve": (serve, "run the daemon (RADIUS, ledger, admin socket)"),
-    "ctl": (ctl, "talk to a running daemon over its admin socket"),
-    "rate": (ratecli, "price one call with a tariff plan"),
-    "max-usage": (ratecli, "the longest usage an amount pays for"),
-    "export": (exportcli, "drain the CDR stream to the billing database"),
-    "mediate": (mediation, "read, normalise, rate and store switch CDR files"),
-    "rerate": (rerate, "re-price stored CDRs with the current tariff"),
+COMMANDS: dict[str, tuple[Configure, Run, str]] = {
+    "serve": (serve.configure_parser, serve.run, "run the daemon (RADIUS, ledger, admin socket)"),
+    "ctl": (ctl.configure_parser, ctl.run, "talk to a running daemon over its admin socket"),
+    "rate": (ratecli.configure_parser, ratecli.run, "price one call with a tariff plan"),
+    "max-usage": (ratecli.configure_parser, ratecli.run, "the longest usage an amount pays for"),
+    "export": (
+        exportcli.configure_parser,
+        commands.run_export,
+        "drain the CDR stream to the billing database",
+    ),
+    "mediate": (
+        mediation.configure_parser,
+        commands.run_mediate,
+        "read, normalise, rate and store switch CDR files",
+    ),
+    "rerate": (
+        rerate.configure_parser,
+        commands.run_rerate,
+        "re-price stored CDRs with the current tariff",
+    ),
 }
 
 
@@ -34,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chargingd", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (configure, _, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(name, sp)
+        configure(name, sp)
     return parser
 
 
@@ -46,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = COMMANDS[args.command][0]
-    result: int = module.run(args.command, args)
-    return result
+    return COMMANDS[args.command][1](args.command, args)
 
 
 def _version() -> str:

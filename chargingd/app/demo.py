@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from chargingd.core.money import parse_amount
-from chargingd.ledger.ledger import AccountExists, Ledger, Mode, Status, UnknownAccount
+from chargingd.ledger import AccountExists, Ledger, Mode, Status, UnknownAccount
 
 log = logging.getLogger("chargingd.demo")
 

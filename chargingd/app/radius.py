@@ -17,19 +17,17 @@ import contextlib
 import json
 import logging
 import os
-import time
-from typing import Any, cast
+from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
 from chargingd.core.loops import wait_or_stop
 from chargingd.core.redisconn import RedisClient
-from chargingd.ledger.ledger import Ledger
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.server import RadiusFrontend, ensure_ports_free, start_radius
-from chargingd.sessions.service import Sessions, build_sessions
+from chargingd.sessions.service import Sessions
 
 log = logging.getLogger("chargingd.radius")
 
@@ -40,17 +38,21 @@ STATS_KEY = "stats:radius"
 STALE_STATS_S = 10.0  # a process that has not published for this long is gone
 
 
-def clock_ms() -> int:
-    """Wall-clock milliseconds (session timestamps are wall-clock)."""
-    return time.time_ns() // 1_000_000
-
-
 class RadiusComponent:
     """RADIUS frontend and the credit-control session loops of one process."""
 
     name = "radius"
 
-    def __init__(self, cfg: Config, redis: RedisClient, sessions: Sessions, *, role: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        redis: RedisClient,
+        sessions: Sessions,
+        *,
+        role: str,
+        clock_ms: ClockMs = wall_ms,
+    ) -> None:
+        self.clock_ms = clock_ms
         self.cfg = cfg
         self.redis = redis
         self.sessions = sessions
@@ -110,7 +112,7 @@ class RadiusComponent:
 
     async def publish(self) -> None:
         """Write this process's counters to ``stats:radius`` (field = pid)."""
-        doc = self.counters() | {"at_ms": clock_ms()}
+        doc = self.counters() | {"at_ms": self.clock_ms()}
         await self.redis.hset(STATS_KEY, str(os.getpid()), json.dumps(doc))
 
     async def _publish_loop(self) -> None:
@@ -123,7 +125,7 @@ class RadiusComponent:
                 return
 
 
-async def radius_processes(redis: RedisClient) -> list[dict[str, Any]]:
+async def radius_processes(redis: RedisClient, clock_ms: ClockMs = wall_ms) -> list[dict[str, Any]]:
     """The published counters of every live RADIUS process; stale entries are removed."""
     raw: dict[Any, Any] = await redis.hgetall(STATS_KEY)
     now_ms = clock_ms()
@@ -142,12 +144,3 @@ async def radius_processes(redis: RedisClient) -> list[dict[str, Any]]:
     if stale:
         await redis.hdel(STATS_KEY, *stale)
     return sorted(live, key=lambda d: (d.get("role") != "main", d.get("pid", 0)))
-
-
-def build_radius_component(
-    cfg: Config, redis: RedisClient, ledger: Ledger, *, role: str
-) -> RadiusComponent:
-    """Sessions for this process (a bad tariff file raises TariffLoadError) + frontend."""
-    # Sessions is typed for redis.asyncio.Redis; a RedisCluster client serves it the same.
-    sessions = build_sessions(cfg, redis=cast(Redis, redis), ledger=ledger, clock_ms=clock_ms)
-    return RadiusComponent(cfg, redis, sessions, role=role)

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import signal
 import sys
-import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,19 +25,21 @@ from redis.exceptions import RedisError
 from chargingd.admin.methods import AdminMethods
 from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_path
 from chargingd.app.demo import create_demo_accounts
+from chargingd.app.factory import Factory
+from chargingd.app.radius import radius_processes
+from chargingd.app.workers import WorkerSupervisor, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.logs import setup_logging
-from chargingd.core.loops import run_every
-from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, wait_ready
+from chargingd.core.loops import Disabled, run_every
+from chargingd.core.redisconn import RedisClient
 from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
-from chargingd.ledger.ledger import Ledger, LedgerError
+from chargingd.ledger import Ledger, LedgerError
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.sessions.pricing import DEFAULT_PLAN
 
 log = logging.getLogger("chargingd.server")
 
 SHUTDOWN_GRACE_S = 5.0  # in-flight admin requests get this long to finish
-REDIS_READY_TIMEOUT_S = 10.0
 
 
 class Component(Protocol):
@@ -56,6 +57,7 @@ class Runtime:
     """What a component factory may use; passed in, never a module-level singleton."""
 
     cfg: Config
+    factory: Factory
     redis: RedisClient
     redis_label: str
     ledger: Ledger
@@ -154,35 +156,21 @@ def build_admin(rt: Runtime) -> Component:
 
 def build_exporter(rt: Runtime) -> Component:
     """The CDR exporter (cdr:stream -> PostgreSQL), unless [export] run_in_serve = false."""
-    from chargingd.billing.exporter import build_exporter as factory  # psycopg only when used
-
-    return factory(rt)
-
-
-class Disabled:
-    """A component turned off by configuration: starts and stops nothing."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def start(self) -> None:
-        log.debug("%s disabled", self.name)
-
-    async def stop(self) -> None:
-        return None
+    if not rt.cfg.export.run_in_serve:
+        return Disabled("exporter", "[export] run_in_serve = false")
+    return rt.factory.exporter(rt.redis, stats=rt.registry.component("exporter"))
 
 
 def build_radius(rt: Runtime) -> Component:
     """RADIUS frontend + sessions (cutter, reaper), unless [radius] enabled = false."""
     if not rt.cfg.radius.enabled:
-        return Disabled("radius")
-    from chargingd.app.radius import build_radius_component, radius_processes
-
-    component = build_radius_component(rt.cfg, rt.redis, rt.ledger, role="main")
+        return Disabled("radius", "[radius] enabled = false")
+    component = rt.factory.radius(rt.redis, rt.ledger, role="main")
     rt.sessions = component.sessions
 
     async def probe() -> Any:
-        return {"local": component.counters(), "processes": await radius_processes(rt.redis)}
+        processes = await radius_processes(rt.redis, rt.factory.clock_ms)
+        return {"local": component.counters(), "processes": processes}
 
     rt.probes["radius"] = probe
     return component
@@ -192,9 +180,7 @@ def build_workers(rt: Runtime) -> Component:
     """The N-1 extra RADIUS worker processes of [server] workers = N."""
     extra = rt.cfg.server.workers - 1
     if extra < 1 or not rt.cfg.radius.enabled:
-        return Disabled("workers")
-    from chargingd.app.workers import WorkerSupervisor
-
+        return Disabled("workers", "[server] workers = 1 or RADIUS off")
     source = rt.cfg.source if rt.cfg.source != "<defaults>" else None
     stats = rt.registry.component("workers")
     supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, rt.redis)
@@ -218,21 +204,12 @@ COMPONENTS: list[ComponentFactory] = [
 ]
 
 
-def redact_url(url: str) -> str:
-    """A Redis URL fit for logs: the password replaced by ***."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 class Daemon:
     """One chargingd process: owns Redis, the ledger and the components."""
 
     def __init__(self, cfg: Config, factories: Sequence[ComponentFactory] | None = None) -> None:
         self.cfg = cfg
+        self.factory = Factory(cfg)
         self.factories = list(COMPONENTS if factories is None else factories)
         self.registry = StatusRegistry()
         self.components: list[Component] = []
@@ -242,22 +219,25 @@ class Daemon:
         # Before touching the data dir: refuse if a live daemon owns the admin socket.
         claim_socket_path(self.cfg.admin_socket)
         async with contextlib.AsyncExitStack() as stack:
-            redis, label, url = await self._open_redis(stack)
-            ledger = Ledger(
-                redis,
-                audit_max_entries=self.cfg.ledger.audit_max_entries,
-                txn_ttl_s=self.cfg.ledger.txn_ttl_s,
-            )
-            await ledger.load_scripts()
+            redis = await self.factory.open_redis(stack, owner=True)
+            ledger = await self.factory.open_ledger(redis.client)
             if self.cfg.demo.accounts:
                 await create_demo_accounts(ledger)
-            rt = Runtime(self.cfg, redis, label, ledger, self.registry, redis_url=url)
+            rt = Runtime(
+                self.cfg,
+                self.factory,
+                redis.client,
+                redis.label,
+                ledger,
+                self.registry,
+                redis_url=redis.url,
+            )
             stack.push_async_callback(self._stop_components)
             for factory in self.factories:
                 component = factory(rt)
                 await component.start()
                 self.components.append(component)
-            log.info("chargingd ready admin=%s redis=%s", self.cfg.admin_socket, label)
+            log.info("chargingd ready admin=%s redis=%s", self.cfg.admin_socket, redis.label)
             await stop.wait()
             log.info("chargingd stopping")
         log.info("chargingd stopped")
@@ -269,24 +249,6 @@ class Daemon:
             except Exception:
                 log.exception("component %s failed to stop cleanly", component.name)
         self.components.clear()
-
-    async def _open_redis(self, stack: contextlib.AsyncExitStack) -> tuple[RedisClient, str, str]:
-        cfg = self.cfg.redis
-        url: str | None = None
-        if not cfg.url and not cfg.cluster_nodes:
-            embedded = EmbeddedRedis(
-                self.cfg.data_path, port=cfg.embedded_port, appendfsync=cfg.embedded_appendfsync
-            )
-            await asyncio.to_thread(embedded.start)
-            stack.callback(embedded.stop)
-            url = embedded.url
-            label = f"embedded:{embedded.url}"
-        else:
-            label = redact_url(cfg.url) if cfg.url else "cluster:" + ",".join(cfg.cluster_nodes)
-        client = connect(cfg, url)
-        stack.push_async_callback(client.aclose)
-        await wait_ready(client, REDIS_READY_TIMEOUT_S)
-        return client, label, url or cfg.url
 
 
 async def serve(cfg: Config) -> None:
@@ -325,8 +287,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     setup_logging(cfg.server.log_level)
     try:
         if args.worker_of:
-            from chargingd.app.workers import serve_worker
-
             uvloop.run(serve_worker(cfg, args.worker_of))
         else:
             uvloop.run(serve(cfg))

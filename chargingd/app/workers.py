@@ -21,11 +21,11 @@ import signal
 import sys
 import time
 
-from chargingd.app.radius import build_radius_component, radius_processes
+from chargingd.app.factory import Factory
+from chargingd.app.radius import radius_processes
 from chargingd.core.config import REDIS_URL_ENV, Config
-from chargingd.core.redisconn import RedisClient, connect, wait_ready
+from chargingd.core.redisconn import RedisClient, wait_ready
 from chargingd.core.status import ComponentStats
-from chargingd.ledger.ledger import Ledger
 
 log = logging.getLogger("chargingd.workers")
 
@@ -178,16 +178,12 @@ async def serve_worker(cfg: Config, parent_pid: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    client = connect(cfg.redis)
+    factory = Factory(cfg)
+    client = factory.redis_client()
     try:
         await wait_ready(client, 10.0)
-        ledger = Ledger(
-            client,
-            audit_max_entries=cfg.ledger.audit_max_entries,
-            txn_ttl_s=cfg.ledger.txn_ttl_s,
-        )
-        await ledger.load_scripts()
-        component = build_radius_component(cfg, client, ledger, role="worker")
+        ledger = await factory.open_ledger(client)
+        component = factory.radius(client, ledger, role="worker")
         await component.start()
         log.info("chargingd worker ready pid=%d main=%d", os.getpid(), parent_pid)
         try:

@@ -411,23 +411,3 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return "" if value is None else str(value)
-
-
-class _Disabled:
-    """Stands in for the exporter when [export] run_in_serve is false."""
-
-    name = "exporter"
-
-    async def start(self) -> None:
-        log.info("exporter not run in serve ([export] run_in_serve = false)")
-
-    async def stop(self) -> None:
-        return None
-
-
-def build_exporter(rt: Any) -> Exporter | _Disabled:
-    """Component factory for chargingd.app.serve (rt: its Runtime)."""
-    cfg: Config = rt.cfg
-    if not cfg.export.run_in_serve:
-        return _Disabled()
-    return Exporter(rt.redis, cfg, stats=rt.registry.component("exporter"))

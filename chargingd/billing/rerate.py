@@ -15,21 +15,16 @@ import contextlib
 import hashlib
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
-import uvloop
-from redis.exceptions import RedisError
-
-from chargingd.billing.db import BillingDB, BillingDBError, Conn
-from chargingd.core.config import Config, ConfigError, load_config
-from chargingd.core.logs import setup_logging
+from chargingd.billing.db import BillingDB, Conn
+from chargingd.core.config import Config
 from chargingd.core.money import format_amount
-from chargingd.ledger.ledger import Ledger, LedgerError
+from chargingd.ledger import Ledger, LedgerError
+from chargingd.rating.loaders import load_plan
 from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.rerate")
@@ -335,53 +330,38 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def run(name: str, args: argparse.Namespace) -> int:
-    """0 done, 1 failure, 2 bad config or arguments."""
-    try:
-        cfg = load_config(args.config)
-        start, end = parse_when(args.start), parse_when(args.end, end=True)
-    except (ConfigError, RerateError) as exc:
-        print(f"chargingd rerate: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("warning" if cfg.server.log_level == "info" else cfg.server.log_level)
-    try:
-        result: int = uvloop.run(_main(cfg, args, start, end))
-    except (RerateError, BillingDBError, LedgerError, RedisError, OSError, psycopg.Error) as exc:
-        print(f"chargingd rerate: {exc}", file=sys.stderr)
-        return 1
-    return result
-
-
-async def _main(cfg: Config, args: argparse.Namespace, start: datetime, end: datetime) -> int:
-    from chargingd.billing.exportcli import open_redis
-
-    async with contextlib.AsyncExitStack() as stack:
-        db = await BillingDB.from_config(cfg)
-        stack.push_async_callback(db.close)
-        ledger: Ledger | None = None
-        if args.apply or not args.plan:
-            redis = await open_redis(cfg, stack)
-            ledger = Ledger(redis, txn_ttl_s=cfg.ledger.txn_ttl_s)
-            await ledger.load_scripts()
-        plan_for = make_plan_resolver(cfg, ledger, args.plan)
-        report = await compute(
-            db, plan_for, start=start, end=end, account_id=args.account,
-            plan_label=args.plan or "", tenant=args.tenant, category=args.category,
-        )  # fmt: skip
-        run_id: str | None = None
-        posted: list[Adjustment] = []
-        if args.apply:
-            assert ledger is not None
-            run_id = await record(db, report, who=args.who, reason=args.reason)
-            posted = await post_pending(db, ledger, who=args.who)
-        _print(report, run_id, posted, as_json=args.json, applied=args.apply)
+async def rerate(
+    cfg: Config,
+    args: argparse.Namespace,
+    db: BillingDB,
+    ledger: Ledger | None,
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Report (and with --apply record and settle) one rerate run; print the report."""
+    plan_for = make_plan_resolver(cfg, ledger, args.plan)
+    report = await compute(
+        db, plan_for, start=start, end=end, account_id=args.account,
+        plan_label=args.plan or "", tenant=args.tenant, category=args.category,
+    )  # fmt: skip
+    run_id: str | None = None
+    posted: list[Adjustment] = []
+    if args.apply:
+        if ledger is None:
+            raise RerateError("--apply needs the ledger")
+        run_id = await record(db, report, who=args.who, reason=args.reason)
+        posted = await post_pending(db, ledger, who=args.who)
+    _print(report, run_id, posted, as_json=args.json, applied=args.apply)
     return 0
+
+
+def needs_ledger(args: argparse.Namespace) -> bool:
+    """The ledger settles differences (--apply) and names each account's tariff."""
+    return bool(args.apply or not args.plan)
 
 
 def make_plan_resolver(cfg: Config, ledger: Ledger | None, plan_path: str | None) -> PlanFor:
     """Plan per account: the given file, else the account's tariff, else the default."""
-    from chargingd.rating.loaders import load_plan
-
     loaded: dict[str, TariffPlan] = {}
     by_account: dict[str, str] = {}
 

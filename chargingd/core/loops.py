@@ -1,4 +1,5 @@
-"""Background loops: run a pass every interval until a stop event, never dying of an error."""
+"""Background loops: run a pass every interval until a stop event, never dying of an error;
+and the one stand-in for a component the configuration turned off."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ async def run_every(
             log.exception("%s pass failed", what)
         if await wait_or_stop(stop, interval_s):
             return
+
+
+class Disabled:
+    """A component turned off by configuration: starts and stops nothing, says why once."""
+
+    def __init__(self, name: str, why: str, *, log: logging.Logger | None = None) -> None:
+        self.name = name
+        self.why = why
+        self._log = log or logging.getLogger("chargingd")
+
+    async def start(self) -> None:
+        self._log.info("%s not started (%s)", self.name, self.why)
+
+    async def stop(self) -> None:
+        return None

@@ -6,7 +6,6 @@ Kept apart from chargingd.ledger.ledger so the Ledger class reads as its API.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -31,10 +30,6 @@ WITH_PRELUDE = frozenset(
     {"reserve", "commit", "release", "sweep", "create", "update", "status", "topup"}
 )
 MAX_CALLS_LIMIT = 1_000_000
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def s(value: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from chargingd.core.clock import wall_ms
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 from chargingd.ledger.batch import CommandBatcher
@@ -104,7 +105,7 @@ class Ledger:
         index pad/grace (see sweep_expired), audit_holds (audit reserve too) and
         batch_commands (pipeline each loop tick's calls; default: on unless a cluster)."""
         self.redis: Redis = redis  # type: ignore[assignment]
-        self.clock_ms = clock_ms or C.wall_clock_ms
+        self.clock_ms = clock_ms or wall_ms
         self.audit_max = str(audit_max_entries)
         self.txn_ttl_ms = str(txn_ttl_s * 1000)
         self.partial_grants = partial_grants

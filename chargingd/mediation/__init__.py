@@ -4,8 +4,8 @@
 
 The source (``[mediation.sources.NAME]``) says the file format and how to read its
 numbers, times and accounts. Re-running a file stores nothing twice: storage is
-idempotent on (source, call_id). Imports are lazy: chargingd.core.config imports
-chargingd.core.config.mediation at load time.
+idempotent on (source, call_id).
+chargingd.app wires the command (it builds the ledger and the store).
 """
 
 from __future__ import annotations
@@ -25,12 +25,3 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         help="read, normalise and rate, but store nothing (duplicates within the files count)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(name: str, args: argparse.Namespace) -> int:
-    """Run the mediation: 0 all rows stored, 1 some rejected, 2 usage or config error."""
-    import asyncio
-
-    from chargingd.mediation.cli import main
-
-    return asyncio.run(main(args))

@@ -1,11 +1,16 @@
-"""The body of ``chargingd mediate``: wire config, ledger, rater and store, then run."""
+"""The body of ``chargingd mediate``: config, source and files checked, then the run.
+
+The ledger (when the source needs one) and the store come from the caller
+(chargingd.app builds them from the config), so this package builds no Redis client.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +27,13 @@ if TYPE_CHECKING:
 EXIT_REJECTS = 1  # the run completed, but some rows went to a rejects file
 
 
-async def main(args: argparse.Namespace) -> int:
+LedgerOpener = Callable[[Config], AbstractAsyncContextManager[AccountLookup]]
+StoreOpener = Callable[[Config], AbstractAsyncContextManager[Store]]
+
+
+async def main(
+    args: argparse.Namespace, *, open_ledger: LedgerOpener, open_store: StoreOpener
+) -> int:
     """Mediate args.files for args.source; print the summary; exit code (0, 1, 2)."""
     try:
         cfg = load_config(args.config)
@@ -40,7 +51,10 @@ async def main(args: argparse.Namespace) -> int:
         print(f"chargingd mediate: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     rejects_dir = args.rejects or cfg.mediation.rejects_dir
-    async with _ledger(cfg, source) as ledger, _store(cfg, args.dry_run) as store:
+    async with (
+        _ledger(cfg, source, open_ledger) as ledger,
+        _store(cfg, args.dry_run, open_store) as store,
+    ):
         mediator = Mediator(
             args.source,
             source,
@@ -69,49 +83,23 @@ def needs_ledger(source: SourceConfig) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _ledger(cfg: Config, source: SourceConfig) -> AsyncIterator[AccountLookup | None]:
+async def _ledger(
+    cfg: Config, source: SourceConfig, open_ledger: LedgerOpener
+) -> AsyncIterator[AccountLookup | None]:
     if not needs_ledger(source):
         yield None
         return
-    from chargingd.core.redisconn import EmbeddedRedis, connect, wait_ready
-    from chargingd.ledger.ledger import Ledger
-
-    started: EmbeddedRedis | None = None
-    url = None
-    if not cfg.redis.url and not cfg.redis.cluster_nodes:
-        embedded = EmbeddedRedis(cfg.data_path)
-        url = embedded.url
-        if not embedded.socket_path.exists():
-            embedded.start()  # the daemon is not running: open its data ourselves
-            started = embedded
-    client = connect(cfg.redis, url)
-    try:
-        await wait_ready(client)
-        ledger = Ledger(
-            client,
-            audit_max_entries=cfg.ledger.audit_max_entries,
-            txn_ttl_s=cfg.ledger.txn_ttl_s,
-        )
-        await ledger.load_scripts()
+    async with open_ledger(cfg) as ledger:
         yield ledger
-    finally:
-        await client.aclose()
-        if started is not None:
-            started.stop()
 
 
 @contextlib.asynccontextmanager
-async def _store(cfg: Config, dry_run: bool) -> AsyncIterator[Store]:
+async def _store(cfg: Config, dry_run: bool, open_store: StoreOpener) -> AsyncIterator[Store]:
     if dry_run:
         yield MemoryStore()
         return
-    from chargingd.billing.db import BillingDB
-
-    db = await BillingDB.from_config(cfg)
-    try:
-        yield db.store_cdrs
-    finally:
-        await db.close()
+    async with open_store(cfg) as store:
+        yield store
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ class Payer:
 
 
 class AccountLookup(Protocol):
-    """The part of chargingd.ledger.ledger.Ledger mediation uses."""
+    """The part of chargingd.ledger.Ledger mediation uses."""
 
     async def find_account(self, identity: str) -> str | None: ...
 
@@ -92,7 +92,7 @@ class Payers:
 
 
 async def _account(ledger: AccountLookup, account_id: str) -> Payer | str:
-    from chargingd.ledger.ledger import UnknownAccount
+    from chargingd.ledger import UnknownAccount
 
     try:
         account = await ledger.get_account(account_id)

@@ -17,8 +17,7 @@ from typing import TypeVar
 
 from chargingd.core.config import SessionsConfig
 from chargingd.core.numbers import NumberError, normalize_or_raw, to_e164
-from chargingd.ledger.keys import IDENTITIES_KEY
-from chargingd.ledger.ledger import (
+from chargingd.ledger import (
     Account,
     Grant,
     InvalidRequest,
@@ -27,6 +26,7 @@ from chargingd.ledger.ledger import (
     Status,
     UnknownAccount,
 )
+from chargingd.ledger.keys import IDENTITIES_KEY
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
 from chargingd.sessions.fused import Check, FastPath
 from chargingd.sessions.grants import Grants

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 
 from chargingd.billing.cdr import CDR
-from chargingd.ledger.ledger import CommitResult, Ledger
+from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.cutter import CREDIT_CUT, KILLED
 from chargingd.sessions.fused import FastPath
 from chargingd.sessions.pricing import Priced

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger import steps as F
-from chargingd.ledger.ledger import CommitResult, Grant, Ledger
 from chargingd.sessions.store import (
     DEADLINES,
     LASTSEEN,

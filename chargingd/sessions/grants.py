@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chargingd.core.config import SessionsConfig
-from chargingd.ledger.ledger import Grant, Ledger, SessionClosed
+from chargingd.ledger import Grant, Ledger, SessionClosed
 from chargingd.ledger.steps import grant_of
 from chargingd.sessions.fused import FastPath
 from chargingd.sessions.pricing import Priced, Pricer

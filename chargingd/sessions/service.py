@@ -25,7 +25,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from chargingd.core.config import Config, SessionsConfig
-from chargingd.ledger.ledger import (
+from chargingd.ledger import (
     Ledger,
     LedgerError,
     SessionClosed,

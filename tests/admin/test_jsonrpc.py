@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 
 from chargingd.admin.methods import AdminMethods, Peer, RpcError
 from chargingd.admin.server import MAX_LINE_BYTES, AdminServer, AdminSocketInUse, AsyncAdminClient
-from chargingd.ledger.ledger import Ledger
+from chargingd.ledger import Ledger
 
 
 @pytest.fixture

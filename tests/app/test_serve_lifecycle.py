@@ -15,12 +15,12 @@ from redis.backoff import NoBackoff
 
 from chargingd.admin.server import AsyncAdminClient
 from chargingd.app.demo import create_demo_accounts
-from chargingd.app.serve import COMPONENTS, Daemon, HoldSweeper, Runtime, redact_url
+from chargingd.app.serve import COMPONENTS, Daemon, HoldSweeper, Runtime
 from chargingd.core.config import Config, config_from_dict
 from chargingd.core.money import parse_amount
-from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.core.redisconn import EmbeddedRedis, redact_url
 from chargingd.core.status import ComponentStats
-from chargingd.ledger.ledger import Ledger, Mode, Status
+from chargingd.ledger import Ledger, Mode, Status
 
 
 async def wait_for(predicate: object, timeout_s: float = 5.0) -> None:

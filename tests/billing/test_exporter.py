@@ -303,17 +303,15 @@ async def test_exporter_runs_inside_the_daemon(
 
 
 def test_exporter_can_stay_out_of_serve() -> None:
-    from chargingd.billing.exporter import build_exporter
+    from types import SimpleNamespace
+
+    from chargingd.app.factory import Factory
+    from chargingd.app.serve import build_exporter
 
     cfg = config_from_dict({"export": {"run_in_serve": False}})
-
-    class Rt:
-        pass
-
-    rt = Rt()
-    rt.cfg = cfg  # type: ignore[attr-defined]
-    component = build_exporter(rt)
+    component = build_exporter(SimpleNamespace(cfg=cfg, factory=Factory(cfg)))  # type: ignore[arg-type]
     assert not isinstance(component, Exporter)
+    assert component.name == "exporter"
 
 
 async def test_recreates_the_group_when_the_stream_is_deleted(

@@ -27,7 +27,7 @@ from chargingd.billing.rerate import (
 )
 from chargingd.core.config import config_from_dict
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 
 PLAN = """
 [tariff]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from chargingd.ledger import keys as K
-from chargingd.ledger.ledger import (
+from chargingd.ledger import (
     AccountExists,
     InvalidRequest,
     Ledger,
@@ -15,6 +14,7 @@ from chargingd.ledger.ledger import (
     Status,
     UnknownAccount,
 )
+from chargingd.ledger import keys as K
 
 
 class Clock:

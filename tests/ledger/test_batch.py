@@ -11,9 +11,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger, Mode
 from chargingd.ledger import keys as K
 from chargingd.ledger.batch import CommandBatcher
-from chargingd.ledger.ledger import Ledger, Mode
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batched", "unbatched"])

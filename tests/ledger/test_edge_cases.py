@@ -23,15 +23,15 @@ from chargingd.admin.methods import RpcError
 from chargingd.admin.server import AsyncAdminClient
 from chargingd.core.money import AmountError, parse_amount
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger import codec as C
-from chargingd.ledger import keys as K
-from chargingd.ledger.ledger import (
+from chargingd.ledger import (
     InsufficientCredit,
     InvalidRequest,
     Ledger,
     Mode,
     SessionClosed,
 )
+from chargingd.ledger import codec as C
+from chargingd.ledger import keys as K
 
 T0 = 1_700_000_000_000
 

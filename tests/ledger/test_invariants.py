@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import CommitResult, Ledger, Mode
 from chargingd.ledger import keys as K
-from chargingd.ledger.ledger import CommitResult, Ledger, Mode
 
 PROCESSES = 4
 TASKS_PER_PROCESS = 8

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from chargingd.ledger import keys as K
-from chargingd.ledger.ledger import (
+from chargingd.ledger import (
     Grant,
     InvalidRequest,
     Ledger,
@@ -16,6 +15,7 @@ from chargingd.ledger.ledger import (
     SessionClosed,
     Status,
 )
+from chargingd.ledger import keys as K
 
 LEASE_MS = 60_000
 

@@ -15,7 +15,7 @@ from chargingd.app.cli import main
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 from chargingd.mediation.cli import EXIT_REJECTS
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised

@@ -14,7 +14,7 @@ from paths import FIXTURES as ALL_FIXTURES
 
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.ledger.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.pipeline import Mediator, MemoryStore, Store
 from chargingd.mediation.rate import Rater

@@ -21,7 +21,7 @@ from sessions_harness import (
     usage,
 )
 
-from chargingd.ledger.ledger import Ledger, Mode, Status
+from chargingd.ledger import Ledger, Mode, Status
 from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused, UsageKind
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import ORPHANS, SessionRecord, SessionStore, record_key

@@ -21,7 +21,7 @@ from sessions_harness import (
     usage,
 )
 
-from chargingd.ledger.ledger import Ledger
+from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.reaper import Reaper
 from chargingd.sessions.service import Sessions

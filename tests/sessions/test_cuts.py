@@ -20,7 +20,7 @@ from sessions_harness import (
     usage,
 )
 
-from chargingd.ledger.ledger import Ledger
+from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import DEADLINES, member

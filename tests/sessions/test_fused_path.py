@@ -22,7 +22,7 @@ from sessions_harness import (
     usage,
 )
 
-from chargingd.ledger.ledger import Status
+from chargingd.ledger import Status
 from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused, UsageKind
 from chargingd.sessions.close import NORMAL
 from chargingd.sessions.service import Sessions

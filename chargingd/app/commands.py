@@ -1,0 +1,113 @@
+"""The commands that need components built from the config (export, rerate, mediate):
+load the config, build through the Factory, hand the parts to the package that runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import psycopg
+import uvloop
+from redis.exceptions import RedisError
+
+from chargingd.app.factory import Factory
+from chargingd.billing import exportcli, rerate
+from chargingd.billing.db import BillingDBError
+from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.logs import setup_logging
+from chargingd.ledger import Ledger, LedgerError
+from chargingd.mediation import cli as mediation_cli
+from chargingd.mediation.pipeline import Store
+
+log = logging.getLogger("chargingd.exporter")
+
+
+def _load(command: str, path: str | None) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"chargingd {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def run_export(name: str, args: argparse.Namespace) -> int:
+    """`chargingd export`: 0 when done (or stopped), 1 on failure, 2 on a bad config."""
+    cfg = _load("export", args.config)
+    if cfg is None:
+        return 2
+    setup_logging(cfg.server.log_level)
+    try:
+        return uvloop.run(_export(Factory(cfg), once=args.once))
+    except (BillingDBError, RedisError, OSError, RuntimeError, psycopg.Error) as exc:
+        log.error("chargingd export failed: %s", exc)
+        return 1
+
+
+async def _export(factory: Factory, *, once: bool) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await factory.open_redis(stack, owner=False)
+        db = await factory.billing_db()
+        stack.push_async_callback(db.close)
+        return await exportcli.export(factory.exporter(redis.client, db=db), once=once)
+
+
+def run_rerate(name: str, args: argparse.Namespace) -> int:
+    """`chargingd rerate`: 0 done, 1 failure, 2 bad config or arguments."""
+    cfg = _load("rerate", args.config)
+    if cfg is None:
+        return 2
+    try:
+        start, end = rerate.parse_when(args.start), rerate.parse_when(args.end, end=True)
+    except rerate.RerateError as exc:
+        print(f"chargingd rerate: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("warning" if cfg.server.log_level == "info" else cfg.server.log_level)
+    failures = (rerate.RerateError, BillingDBError, LedgerError, RedisError, OSError, psycopg.Error)
+    try:
+        result: int = uvloop.run(_rerate(Factory(cfg), args, start, end))
+    except failures as exc:
+        print(f"chargingd rerate: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+async def _rerate(
+    factory: Factory, args: argparse.Namespace, start: datetime, end: datetime
+) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        db = await factory.billing_db()
+        stack.push_async_callback(db.close)
+        ledger: Ledger | None = None
+        if rerate.needs_ledger(args):
+            redis = await factory.open_redis(stack, owner=False)
+            ledger = await factory.open_ledger(redis.client)
+        return await rerate.rerate(factory.cfg, args, db, ledger, start, end)
+
+
+def run_mediate(name: str, args: argparse.Namespace) -> int:
+    """`chargingd mediate`: 0 all rows stored, 1 some rejected, 2 usage or config error."""
+    return asyncio.run(
+        mediation_cli.main(args, open_ledger=_mediation_ledger, open_store=_mediation_store)
+    )
+
+
+@contextlib.asynccontextmanager
+async def _mediation_ledger(cfg: Config) -> AsyncIterator[Ledger]:
+    factory = Factory(cfg)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await factory.open_redis(stack, owner=False)
+        yield await factory.open_ledger(redis.client)
+
+
+@contextlib.asynccontextmanager
+async def _mediation_store(cfg: Config) -> AsyncIterator[Store]:
+    db = await Factory(cfg).billing_db()
+    try:
+        yield db.store_cdrs
+    finally:
+        await db.close()

@@ -1,0 +1,158 @@
+"""One factory: every entry point builds Redis, the Ledger, Sessions, the billing
+database, the exporter and the RADIUS component here, from one Config.
+
+Before this, four entry points built the Ledger and the Redis client by hand and each
+forgot a different option (``[ledger] partial_grants`` never reached the Ledger;
+``rerate`` trimmed audit trails past ``audit_max_entries``). Every option a component
+uses is passed here and nowhere else; tests/app/test_factory.py builds the app from a
+config where every option differs from its default and checks where each one lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from chargingd.app.radius import RadiusComponent
+from chargingd.billing.db import BillingDB
+from chargingd.billing.exporter import Exporter
+from chargingd.core.clock import wall_ms
+from chargingd.core.config import Config
+from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, redact_url, wait_ready
+from chargingd.core.status import ComponentStats
+from chargingd.ledger import Ledger
+from chargingd.sessions.ccapi import CallCutter
+from chargingd.sessions.service import Sessions, build_sessions
+
+log = logging.getLogger("chargingd.factory")
+
+REDIS_READY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class OpenedRedis:
+    """A ready Redis client, a label fit for logs, and where workers reach it."""
+
+    client: RedisClient
+    label: str
+    url: str  # "" = the configured [redis] (workers read it from the config)
+
+
+class Factory:
+    """Builds the components of one process from `cfg`; holds no state of its own."""
+
+    def __init__(self, cfg: Config, *, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+
+    # -- Redis ----------------------------------------------------------------------
+
+    def embedded_redis(self) -> EmbeddedRedis:
+        """The embedded redis-server of this data directory ([redis] embedded_*)."""
+        r = self.cfg.redis
+        return EmbeddedRedis(
+            self.cfg.data_path, port=r.embedded_port, appendfsync=r.embedded_appendfsync
+        )
+
+    def redis_client(self, url: str | None = None) -> RedisClient:
+        """A client for the configured Redis, or for `url` (timeouts from [redis])."""
+        return connect(self.cfg.redis, url)
+
+    async def open_redis(self, stack: contextlib.AsyncExitStack, *, owner: bool) -> OpenedRedis:
+        """A ready client, closed when `stack` unwinds.
+
+        With no URL and no cluster configured, the embedded server: the daemon
+        (`owner`) starts it and stops it at exit; a tool (export, rerate, mediate)
+        uses the running daemon's, and starts it only when no daemon runs.
+        """
+        r = self.cfg.redis
+        url: str | None = None
+        if r.url or r.cluster_nodes:
+            label = redact_url(r.url) if r.url else "cluster:" + ",".join(r.cluster_nodes)
+        else:
+            embedded = self.embedded_redis()
+            url = embedded.url
+            label = f"embedded:{url}"
+            if owner or not embedded.socket_path.exists() or not await _answers(url):
+                await asyncio.to_thread(embedded.start)
+                stack.callback(embedded.stop)
+        client = self.redis_client(url)
+        stack.push_async_callback(client.aclose)
+        await wait_ready(client, REDIS_READY_TIMEOUT_S)
+        return OpenedRedis(client, label, url or r.url)
+
+    # -- money, sessions, billing ---------------------------------------------------
+
+    def ledger(self, redis: RedisClient) -> Ledger:
+        """The Ledger with every [ledger] option it uses (scripts not loaded yet)."""
+        lc = self.cfg.ledger
+        return Ledger(
+            redis,
+            clock_ms=self.clock_ms,
+            audit_max_entries=lc.audit_max_entries,
+            txn_ttl_s=lc.txn_ttl_s,
+            partial_grants=lc.partial_grants,
+        )
+
+    async def open_ledger(self, redis: RedisClient) -> Ledger:
+        """The Ledger with its scripts registered."""
+        ledger = self.ledger(redis)
+        await ledger.load_scripts()
+        return ledger
+
+    def sessions(
+        self,
+        redis: RedisClient,
+        ledger: Ledger,
+        *,
+        call_cutter: CallCutter | None = None,
+        source: str = "radius",
+    ) -> Sessions:
+        """Credit control ([sessions], [rating]); a bad tariff file raises TariffLoadError."""
+        # Sessions is typed for redis.asyncio.Redis; a RedisCluster client serves it the same.
+        return build_sessions(
+            self.cfg,
+            redis=cast(Redis, redis),
+            ledger=ledger,
+            clock_ms=self.clock_ms,
+            call_cutter=call_cutter,
+            source=source,
+        )
+
+    def radius(self, redis: RedisClient, ledger: Ledger, *, role: str) -> RadiusComponent:
+        """Sessions for this process + the RADIUS frontend ([radius]), not started."""
+        sessions = self.sessions(redis, ledger)
+        return RadiusComponent(self.cfg, redis, sessions, role=role, clock_ms=self.clock_ms)
+
+    async def billing_db(self) -> BillingDB:
+        """The billing database ([billing]: a URL, else the embedded PostgreSQL)."""
+        return await BillingDB.from_config(self.cfg)
+
+    def exporter(
+        self,
+        redis: RedisClient,
+        *,
+        db: BillingDB | None = None,
+        stats: ComponentStats | None = None,
+    ) -> Exporter:
+        """The CDR exporter ([export]; its database from [billing] unless `db` is given)."""
+        return Exporter(redis, self.cfg, db=db, stats=stats)
+
+
+async def _answers(url: str) -> bool:
+    """Does a Redis answer at `url` (the daemon's embedded one, if it runs)?"""
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
