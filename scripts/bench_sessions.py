@@ -149,7 +149,7 @@ async def _run(
 def _script_names(ledger: Ledger, sessions: Sessions) -> dict[bytes, str]:
     """SHA1 -> script name, for the per-script figures."""
     names = {s.sha.encode(): name for name, s in ledger._scripts.items()}
-    for owner, prefix in ((sessions.store, "store"), (getattr(sessions, "fast", None), "fused")):
+    for owner, prefix in ((sessions.store, "store"), (getattr(sessions, "fused", None), "fused")):
         for attr in dir(owner):
             script = getattr(owner, attr)
             if hasattr(script, "sha") and hasattr(script, "script"):

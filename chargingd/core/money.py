@@ -7,8 +7,14 @@ from decimal import Decimal
 
 MICROS_PER_UNIT = 1_000_000
 _MAX_DECIMALS = 6
-# Beyond any real amount, and small enough that Decimal's 28 digits keep it exact.
-MAX_ABS_UNITS = 10**15
+# The largest amount (micro-units) anything may move or state: one value for the
+# admin edge, the ledger's checks and its Lua scripts. Redis Lua numbers are doubles,
+# exact to 2**53; balances and lifetime totals may reach MAX_TOTAL_MICROS, which the
+# ledger's scripts are given (ledger/codec.py prelude) rather than a literal of their own.
+MAX_AMOUNT_MICROS = 10**15
+MAX_TOTAL_MICROS = 4 * MAX_AMOUNT_MICROS
+assert MAX_TOTAL_MICROS < 2**53
+MAX_ABS_UNITS = MAX_AMOUNT_MICROS // MICROS_PER_UNIT
 # Plain ASCII decimal, optional short exponent ("1e3" is exact); no "_", no
 # non-ASCII digits (Decimal accepts both), no hex, no NaN/Infinity.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
@@ -33,8 +39,8 @@ def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> i
         raise AmountError(f"not a decimal amount: {text!r}") from None
     if not value.is_finite():
         raise AmountError(f"not a finite amount: {text!r}")
-    if abs(value) >= MAX_ABS_UNITS:
-        raise AmountError(f"amount {text!r} is out of range (below {MAX_ABS_UNITS:.0e} units)")
+    if abs(value) * MICROS_PER_UNIT > MAX_AMOUNT_MICROS:
+        raise AmountError(f"amount {text!r} is out of range (at most {MAX_ABS_UNITS:.0e} units)")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     if exponent < -_MAX_DECIMALS and value != value.quantize(Decimal(1).scaleb(-_MAX_DECIMALS)):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from chargingd.core.money import MAX_TOTAL_MICROS
 from chargingd.ledger import keys as K
 from chargingd.ledger.types import (
     Account,
@@ -36,12 +37,17 @@ def s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def prelude() -> str:
+    """What precedes every money script: the one largest-total value, then common.lua."""
+    common = (resources.files("chargingd.ledger") / "lua" / "common.lua").read_text()
+    return f"local MAX_TOTAL_MICROS = {MAX_TOTAL_MICROS}\n{common}"
+
+
 def load_script_source(name: str) -> str:
     """The Lua source of one ledger script as sent to Redis (prelude included)."""
-    lua = resources.files("chargingd.ledger") / "lua"
-    body = (lua / f"{name}.lua").read_text()
+    body = (resources.files("chargingd.ledger") / "lua" / f"{name}.lua").read_text()
     if name in WITH_PRELUDE:
-        return (lua / "common.lua").read_text() + "\n" + body
+        return prelude() + "\n" + body
     return body
 
 

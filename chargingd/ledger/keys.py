@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from chargingd.core import money
 from chargingd.ledger.types import InvalidRequest
 
 ACCOUNTS_KEY = "ledger:accounts"
@@ -26,7 +27,7 @@ IDENTITIES_KEY = "ledger:identities"
 HOLD_INDEX_KEY = "ledger:holdidx"
 
 # Lua numbers are doubles: keep every amount (and every sum of them) well below 2**53.
-MAX_AMOUNT_MICROS = 10**15
+MAX_AMOUNT_MICROS = money.MAX_AMOUNT_MICROS
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217 alphabetic code
@@ -35,37 +36,39 @@ _ANI = re.compile(r"ani:\+[1-9][0-9]{1,14}")  # ITU-T E.164: at most 15 digits
 _AUDIT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
-def _tag(account_id: str) -> str:
+def account_tag(account_id: str) -> str:
+    """The ``{a:ID}`` hash tag: every key of one account (ledger or session) carries it,
+    so they share one Redis Cluster slot (DESIGN invariant 5). Built here only."""
     return f"{{a:{account_id}}}"
 
 
 def acct_key(account_id: str) -> str:
-    return f"{_tag(account_id)}:acct"
+    return f"{account_tag(account_id)}:acct"
 
 
 def holds_key(account_id: str) -> str:
-    return f"{_tag(account_id)}:holds"
+    return f"{account_tag(account_id)}:holds"
 
 
 def leases_key(account_id: str) -> str:
-    return f"{_tag(account_id)}:leases"
+    return f"{account_tag(account_id)}:leases"
 
 
 def audit_key(account_id: str) -> str:
-    return f"{_tag(account_id)}:audit"
+    return f"{account_tag(account_id)}:audit"
 
 
 def session_key(account_id: str, session_id: str) -> str:
-    return f"{_tag(account_id)}:ls:{session_id}"
+    return f"{account_tag(account_id)}:ls:{session_id}"
 
 
 def txn_key(account_id: str, txn_id: str) -> str:
-    return f"{_tag(account_id)}:txn:{txn_id}"
+    return f"{account_tag(account_id)}:txn:{txn_id}"
 
 
 def session_keys(account_id: str, session_id: str) -> list[str]:
     """KEYS of reserve, commit and release, in the order the scripts name them."""
-    tag = _tag(account_id)
+    tag = account_tag(account_id)
     return [
         f"{tag}:acct",
         f"{tag}:holds",

@@ -20,6 +20,7 @@ from chargingd.core.clock import wall_ms
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 from chargingd.ledger.batch import CommandBatcher
+from chargingd.ledger.steps import StepBuilder
 from chargingd.ledger.types import (
     Account,
     AccountExists,
@@ -75,7 +76,6 @@ _SCRIPTS = (
     "identities_drop",
     "hold_index_drop",
 )
-_MAX_LEASE_MS = 7 * 86400 * 1000
 
 
 class Ledger:
@@ -111,18 +111,31 @@ class Ledger:
         self.partial_grants = partial_grants
         self.session_ttl_ms = str(session_ttl_s * 1000)
         self.reclaim_per_reserve = str(reclaim_per_reserve)
-        # The sweeper visits an account at (latest lease expiry + pad); the pad lets
-        # renewals on a busy account skip re-indexing (see _index_score).
         self.hold_index_pad_ms = hold_index_pad_ms
         self.hold_index_grace_ms = hold_index_grace_ms
-        self._indexed: dict[str, int] = {}
         self.audit_holds = "1" if audit_holds else "0"
+        # The one builder of reserve/commit/release arguments, for this class and for
+        # the fused scripts of sessions/ alike.
+        self.steps = StepBuilder(
+            audit_max=self.audit_max,
+            session_ttl_ms=self.session_ttl_ms,
+            reclaim_per_reserve=self.reclaim_per_reserve,
+            audit_holds=self.audit_holds,
+            partial_grants=partial_grants,
+            hold_index_pad_ms=hold_index_pad_ms,
+        )
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
         self._batcher = CommandBatcher(self.redis) if batch_commands else None
         self._scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(C.load_script_source(name)) for name in _SCRIPTS
         }
+
+    @property
+    def batcher(self) -> CommandBatcher | None:
+        """This tick's pipeline, shared with the session store so one request's commands
+        (ledger and session alike) ride in one round trip; None when not batching."""
+        return self._batcher
 
     async def load_scripts(self) -> None:
         """Register every .lua script once (SCRIPT LOAD); EVALSHA reloads on NOSCRIPT."""
@@ -245,8 +258,12 @@ class Ledger:
         return C.decode_account(res[0], int(res[1]))
 
     async def find_account(self, identity: str) -> str | None:
-        """Account id for an identity such as "user:alice" or "ani:+4930123456"."""
-        found = await self.redis.hget(K.IDENTITIES_KEY, identity)
+        """Account id for an identity such as "user:alice" or "ani:+4930123456" (in this
+        tick's pipeline when batching, so an authorize's lookups share one round trip)."""
+        if self._batcher is not None:
+            found = await self._batcher.submit(("HGET", K.IDENTITIES_KEY, identity))
+        else:
+            found = await self.redis.hget(K.IDENTITIES_KEY, identity)
         return None if found is None else C.s(found)
 
     async def list_accounts(
@@ -368,26 +385,26 @@ class Ledger:
         expired holds first. ``new_session`` applies the concurrent-call limit.
         Raises SessionClosed for a session already released.
         """
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        K.check_amount(amount_micros, "reserve amount", lo=1)
-        K.check_int(lease_ms, "lease_ms", 1, _MAX_LEASE_MS)
-        now = self.clock_ms()
-        allow_partial = self.partial_grants if partial is None else partial
-        args: list[Any] = [session_id, amount_micros, now, lease_ms, int(allow_partial)]
-        args.append(int(new_session))
-        args += [who, self.audit_max, self.reclaim_per_reserve, self.audit_holds]
-        keys = K.session_keys(account_id, session_id)
+        step = self.steps.reserve(
+            account_id,
+            session_id,
+            amount_micros,
+            lease_ms=lease_ms,
+            now_ms=self.clock_ms(),
+            partial=partial,
+            new_session=new_session,
+            who=who,
+        )
+        keys, args = step.keys, step.argv
         # Index first, script second (same pipeline, in order; or awaited in turn): a
         # crash in between leaves a harmless stale entry, never a hold nobody sweeps.
-        score = self._index_score(account_id, now + lease_ms)
-        if score is None:
+        if step.index is None:
             res = await self._call("reserve", keys, args)
         elif self._batcher is not None:
             script = self._scripts["reserve"]
             indexed, reply = self._batcher.submit_many(
                 [
-                    (("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id), None),
+                    (step.index, None),
                     (
                         ("EVALSHA", script.sha, len(keys), *keys, *args),
                         lambda: script(keys=keys, args=args),
@@ -395,34 +412,13 @@ class Ledger:
                 ]
             )
             await indexed
-            self._remember_index(account_id, score)
+            self.steps.indexed(step)
             res = await reply
         else:
-            await self.redis.zadd(K.HOLD_INDEX_KEY, {account_id: score}, gt=True)
-            self._remember_index(account_id, score)
+            await self.redis.zadd(K.HOLD_INDEX_KEY, {account_id: step.index_score}, gt=True)
+            self.steps.indexed(step)
             res = await self._call("reserve", keys, args)
-        status = C.s(res[0])
-        if status == "ok":
-            return Grant(int(res[1]), None, int(res[2]))
-        if status == "closed":
-            raise SessionClosed(f"session {session_id!r} of {account_id!r} was released")
-        return Grant(0, RefusalReason(C.s(res[1])), int(res[2]))
-
-    def _index_score(self, account_id: str, expiry_ms: int) -> int | None:
-        """The hold-index score to write so the sweeper visits after ``expiry_ms``, or None.
-
-        The index score only grows (ZADD GT) until the sweeper drops an account whose
-        holds are all gone, and it drops only entries older than the grace period; so
-        a score this process wrote that already covers the expiry needs no new write.
-        """
-        if self._indexed.get(account_id, 0) >= expiry_ms:
-            return None
-        return expiry_ms + self.hold_index_pad_ms
-
-    def _remember_index(self, account_id: str, score: int) -> None:
-        if len(self._indexed) > 100_000:
-            self._indexed.clear()
-        self._indexed[account_id] = score
+        return self.steps.grant(res, account_id, session_id)
 
     async def commit(
         self,
@@ -433,14 +429,11 @@ class Ledger:
         who: str = "sessions",
     ) -> CommitResult:
         """Debit cumulative cost minus what this session already debited (never negative)."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
-        args = [session_id, cumulative_cost_micros, self.clock_ms(), who, self.audit_max]
-        res = await self._run(
-            "commit", K.session_keys(account_id, session_id), [*args, self.session_ttl_ms]
+        step = self.steps.commit(
+            account_id, session_id, cumulative_cost_micros, now_ms=self.clock_ms(), who=who
         )
-        return C.commit_result(res, account_id)
+        res = await self._run("commit", step.keys, step.argv)
+        return self.steps.commit_result(res, account_id)
 
     async def release(
         self,
@@ -455,15 +448,11 @@ class Ledger:
         Idempotent: a closed session is remembered (tombstone) so a replayed stop
         never charges again.
         """
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        final = ""
-        if final_cost_micros is not None:
-            final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
-        args = [session_id, final, self.clock_ms(), who, self.audit_max, self.session_ttl_ms]
-        args.append(self.reclaim_per_reserve)
-        res = await self._run("release", K.session_keys(account_id, session_id), args)
-        return C.commit_result(res, account_id)
+        step = self.steps.release(
+            account_id, session_id, final_cost_micros, now_ms=self.clock_ms(), who=who
+        )
+        res = await self._run("release", step.keys, step.argv)
+        return self.steps.commit_result(res, account_id)
 
     async def sweep_expired(self, *, limit: int = 1000) -> int:
         """Reclaim expired holds on every account; returns how many were reclaimed.

@@ -1,33 +1,36 @@
-"""Ledger steps run inside a caller's Lua script: one round trip per credit-control request.
+"""Ledger steps: the keys, arguments and reply decoding of reserve, commit and release,
+built in one place for both paths that run them.
 
-sessions.py fuses a money step with its session-record step (authorize = reserve +
-record, interim = commit + renew + record, stop = close lease + release). The money
-logic is NOT copied: the ledger's own reserve/commit/release.lua are wrapped, at load
-time, as Lua functions (``ledger_reserve(KEYS, ARGV)`` ...) ahead of the caller's
-script, so the ledger's scripts stay the only place where money moves (DESIGN
-invariant 2). The arguments are built and checked here exactly as Ledger builds them.
+The Ledger's own calls (step by step; the Redis Cluster path) and the fused scripts of
+sessions/ (one round trip per credit-control request on a single Redis) both take
+their keys and ARGV from a StepBuilder and decode the replies with it. The fused
+scripts do not copy money logic: the ledger's own reserve/commit/release.lua (and
+account_check.lua) are wrapped, at load time, as Lua functions (``ledger_reserve(KEYS,
+ARGV)`` ...) ahead of the caller's script (fused_source), so the ledger's scripts stay
+the only place where money moves (DESIGN invariant 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
-from chargingd.ledger.batch import CommandBatcher
-from chargingd.ledger.ledger import Ledger
-from chargingd.ledger.types import Grant, RefusalReason, SessionClosed
+from chargingd.ledger.types import CommitResult, Grant, RefusalReason, SessionClosed
 
-_MAX_LEASE_MS = 7 * 86400 * 1000
-EMBEDDABLE = ("reserve", "commit", "release")
+MAX_LEASE_MS = 7 * 86400 * 1000
+EMBEDDABLE = ("reserve", "commit", "release", "account_check")
+_INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 
 def fused_source(body: str, embeds: Sequence[str]) -> str:
-    """common.lua, each ledger script of ``embeds`` as ``ledger_NAME(KEYS, ARGV)``, then body."""
+    """The ledger prelude, each ledger script of ``embeds`` as ``ledger_NAME(KEYS, ARGV)``,
+    then ``body`` (a caller's script that calls them)."""
     lua = resources.files("chargingd.ledger") / "lua"
-    parts = [(lua / "common.lua").read_text()]
+    parts = [C.prelude()]
     for name in embeds:
         if name not in EMBEDDABLE:
             raise ValueError(f"ledger script {name!r} cannot be embedded")
@@ -37,77 +40,163 @@ def fused_source(body: str, embeds: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def batcher_of(ledger: Ledger) -> CommandBatcher | None:
-    """The ledger's per-tick pipeline, shared so a request's commands all ride in it."""
-    return ledger._batcher
+@dataclass(frozen=True)
+class Step:
+    """One ledger script call: its KEYS and ARGV."""
+
+    keys: list[str]
+    argv: list[Any]
 
 
-def reserve_argv(
-    ledger: Ledger,
-    account_id: str,
-    session_id: str,
-    amount_micros: int,
-    *,
-    lease_ms: int,
-    now_ms: int,
-    partial: bool = True,
-    new_session: bool,
-    who: str = "sessions",
-) -> list[Any]:
-    """ARGV of reserve.lua, checked as Ledger.reserve checks them (amount may be 1+)."""
-    K.check_account_id(account_id)
-    K.check_token(session_id, "session id")
-    K.check_amount(amount_micros, "reserve amount", lo=1)
-    K.check_int(lease_ms, "lease_ms", 1, _MAX_LEASE_MS)
-    args: list[Any] = [session_id, amount_micros, now_ms, lease_ms, int(partial)]
-    args += [int(new_session), who, ledger.audit_max, ledger.reclaim_per_reserve]
-    args.append(ledger.audit_holds)
-    return args
+@dataclass(frozen=True)
+class ReserveStep(Step):
+    """A reserve, and the hold-index write to send first in the same pipeline (None:
+    this process already indexed the account past the new lease)."""
+
+    index: tuple[Any, ...] | None
+    index_score: int
+    account_id: str
+    session_id: str
 
 
-def hold_index_command(
-    ledger: Ledger, account_id: str, expiry_ms: int
-) -> tuple[tuple[Any, ...], int] | None:
-    """The hold-index ZADD to send first, in the same pipeline as a fused reserve (as
-    Ledger.reserve does), and its score; None when this process already covered it."""
-    score = ledger._index_score(account_id, expiry_ms)
-    if score is None:
-        return None
-    return ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id), score
+@dataclass(frozen=True)
+class AccountCheck:
+    """What a caller decided with: the script goes on only if the account still has it."""
+
+    tariff: str
+    currency: str
+    identity: str  # "" for a per-client default account (no identity to check)
+    mode: str = ""  # prepaid | postpaid ("" any): the caller answers with it
 
 
-def remember_index(ledger: Ledger, account_id: str, score: int) -> None:
-    """Once the ZADD of hold_index_command is known written."""
-    ledger._remember_index(account_id, score)
+class StepBuilder:
+    """Builds and checks the ledger's step arguments; decodes their replies."""
 
+    def __init__(
+        self,
+        *,
+        audit_max: str,
+        session_ttl_ms: str,
+        reclaim_per_reserve: str,
+        audit_holds: str,
+        partial_grants: bool,
+        hold_index_pad_ms: int,
+    ) -> None:
+        self.audit_max = audit_max
+        self.session_ttl_ms = session_ttl_ms
+        self.reclaim_per_reserve = reclaim_per_reserve
+        self.audit_holds = audit_holds
+        self.partial_grants = partial_grants
+        # The sweeper visits an account at (latest lease expiry + pad); the pad lets
+        # renewals on a busy account skip re-indexing (see _index_score).
+        self.hold_index_pad_ms = hold_index_pad_ms
+        self._indexed: dict[str, int] = {}
 
-def commit_argv(
-    ledger: Ledger, session_id: str, cumulative_cost_micros: int, *, now_ms: int
-) -> list[Any]:
-    """ARGV of commit.lua."""
-    K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
-    args = [session_id, cumulative_cost_micros, now_ms, "sessions", ledger.audit_max]
-    return [*args, ledger.session_ttl_ms]
+    def reserve(
+        self,
+        account_id: str,
+        session_id: str,
+        amount_micros: int,
+        *,
+        lease_ms: int,
+        now_ms: int,
+        partial: bool | None = None,
+        new_session: bool = True,
+        who: str = "sessions",
+    ) -> ReserveStep:
+        """reserve.lua's keys and ARGV (checked), with the hold-index write it needs."""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        K.check_amount(amount_micros, "reserve amount", lo=1)
+        K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
+        allow_partial = self.partial_grants if partial is None else partial
+        args: list[Any] = [session_id, amount_micros, now_ms, lease_ms, int(allow_partial)]
+        args += [int(new_session), who, self.audit_max, self.reclaim_per_reserve]
+        args.append(self.audit_holds)
+        score = self._index_score(account_id, now_ms + lease_ms)
+        index = None if score is None else ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id)
+        return ReserveStep(
+            K.session_keys(account_id, session_id),
+            args,
+            index,
+            score or 0,
+            account_id,
+            session_id,
+        )
 
+    def indexed(self, step: ReserveStep) -> None:
+        """Once the step's hold-index write is known written."""
+        if step.index is None:
+            return
+        if len(self._indexed) > _INDEX_MEMORY:
+            self._indexed.clear()
+        self._indexed[step.account_id] = step.index_score
 
-def release_argv(
-    ledger: Ledger, session_id: str, final_cost_micros: int, *, now_ms: int
-) -> list[Any]:
-    """ARGV of release.lua (a final cost is always given on this path)."""
-    final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
-    args = [session_id, final, now_ms, "sessions", ledger.audit_max, ledger.session_ttl_ms]
-    return [*args, ledger.reclaim_per_reserve]
+    def _index_score(self, account_id: str, expiry_ms: int) -> int | None:
+        """The hold-index score to write so the sweeper visits after ``expiry_ms``, or None.
 
+        The index score only grows (ZADD GT) until the sweeper drops an account whose
+        holds are all gone, and it drops only entries older than the grace period; so
+        a score this process wrote that already covers the expiry needs no new write.
+        """
+        if self._indexed.get(account_id, 0) >= expiry_ms:
+            return None
+        return expiry_ms + self.hold_index_pad_ms
 
-def grant_of(res: Sequence[Any], account_id: str, session_id: str) -> Grant:
-    """Decode a reserve.lua reply as Ledger.reserve does (SessionClosed raised)."""
-    status = C.s(res[0])
-    if status == "ok":
-        return Grant(int(res[1]), None, int(res[2]))
-    if status == "closed":
-        raise SessionClosed(f"session {session_id!r} of {account_id!r} was released")
-    return Grant(0, RefusalReason(C.s(res[1])), int(res[2]))
+    def commit(
+        self,
+        account_id: str,
+        session_id: str,
+        cumulative_cost_micros: int,
+        *,
+        now_ms: int,
+        who: str = "sessions",
+    ) -> Step:
+        """commit.lua's keys and ARGV: debit cumulative cost minus what was debited."""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
+        args = [session_id, cumulative_cost_micros, now_ms, who, self.audit_max]
+        return Step(K.session_keys(account_id, session_id), [*args, self.session_ttl_ms])
 
+    def release(
+        self,
+        account_id: str,
+        session_id: str,
+        final_cost_micros: int | None,
+        *,
+        now_ms: int,
+        who: str = "sessions",
+    ) -> Step:
+        """release.lua's keys and ARGV (no final cost: release the hold only)."""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        final = ""
+        if final_cost_micros is not None:
+            final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
+        args = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
+        args.append(self.reclaim_per_reserve)
+        return Step(K.session_keys(account_id, session_id), args)
 
-session_keys = K.session_keys
-commit_result = C.commit_result
+    @staticmethod
+    def account_check(account_id: str, check: AccountCheck | None) -> Step:
+        """account_check.lua's keys and ARGV (check None: nothing is checked)."""
+        keys = [K.acct_key(account_id)]
+        if check is None:
+            return Step(keys, [0, "", "", "", ""])
+        return Step(keys, [1, check.tariff, check.currency, check.identity, check.mode])
+
+    @staticmethod
+    def grant(reply: Sequence[Any], account_id: str, session_id: str) -> Grant:
+        """A reserve.lua reply as a Grant; SessionClosed for a session already released."""
+        status = C.s(reply[0])
+        if status == "ok":
+            return Grant(int(reply[1]), None, int(reply[2]))
+        if status == "closed":
+            raise SessionClosed(f"session {session_id!r} of {account_id!r} was released")
+        return Grant(0, RefusalReason(C.s(reply[1])), int(reply[2]))
+
+    @staticmethod
+    def commit_result(reply: Sequence[Any], account_id: str) -> CommitResult:
+        """A commit.lua or release.lua reply (typed errors raised)."""
+        return C.commit_result(reply, account_id)

@@ -26,9 +26,9 @@ from chargingd.ledger import (
     Status,
     UnknownAccount,
 )
-from chargingd.ledger.keys import IDENTITIES_KEY
+from chargingd.ledger.steps import AccountCheck
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
-from chargingd.sessions.fused import Check, FastPath
+from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
 from chargingd.sessions.store import SessionRecord, SessionStore
@@ -68,7 +68,7 @@ class Authorizer:
         grants: Grants,
         cfg: SessionsConfig,
         clock_ms: Callable[[], int],
-        fast: FastPath | None,
+        fused: FusedPath | None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -76,14 +76,14 @@ class Authorizer:
         self.grants = grants
         self.cfg = cfg
         self.clock_ms = clock_ms
-        self.fast = fast
+        self.fused = fused
         self._identities: dict[str, str] = {}  # "user:alice" -> account id
         self._profiles: dict[str, Profile] = {}  # account id -> tariff, currency
 
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request (the session id is already checked)."""
-        if self.fast is not None:
-            answer = await self._authorize_known(self.fast, call)
+        if self.fused is not None:
+            answer = await self._authorize_known(self.fused, call)
             if answer is not None:
                 return answer
         account = await self.find_account(call)
@@ -100,7 +100,9 @@ class Authorizer:
         assert answer is not None  # only a checked reserve can find the account changed
         return answer
 
-    async def _authorize_known(self, fast: FastPath, call: CallInfo) -> Authorized | Refused | None:
+    async def _authorize_known(
+        self, fused: FusedPath, call: CallInfo
+    ) -> Authorized | Refused | None:
         """One round trip for a caller seen before; None: take the full path."""
         known = self._known(call)
         if known is None:
@@ -109,7 +111,7 @@ class Authorizer:
         made = self._first(call, profile)
         if isinstance(made, Refused):
             return None  # the full path refuses in its own order (status first)
-        check = Check(profile.tariff, profile.currency, identity, profile.mode)
+        check = AccountCheck(profile.tariff, profile.currency, identity, profile.mode)
         answer = await self._reserve_first(*made, check=check, mode=profile.mode)
         if answer is None:  # the account changed: forget what we knew of it
             self._profiles.pop(profile.account_id, None)
@@ -133,16 +135,16 @@ class Authorizer:
         return None
 
     async def _reserve_first(
-        self, rec: SessionRecord, priced: Priced, *, check: Check | None, mode: str
+        self, rec: SessionRecord, priced: Priced, *, check: AccountCheck | None, mode: str
     ) -> Authorized | Refused | None:
         """Reserve the first grant; with ``check``, None when the account changed."""
         want = priced.cost_micros
         amount = max(want, 1)
         lease_ms = self.grants.lease_ms(self.cfg.first_grant)
-        if self.fast is not None and rec.paid_usage_s > 0:
+        if self.fused is not None and rec.paid_usage_s > 0:
             # One script: the hold and, when granted in full, the record with it (which
             # _first wrote with the full hold and the usage it pays for).
-            out = await self.fast.authorize(rec, amount, lease_ms=lease_ms, check=check)
+            out = await self.fused.authorize(rec, amount, lease_ms=lease_ms, check=check)
             if out.grant is None:  # checked and found changed (stale) or not active
                 return _inactive(out.status, out.reason) if out.status else None
             grant = out.grant
@@ -223,10 +225,10 @@ class Authorizer:
         """The account an identity names (remembered only while the account lists it)."""
         if identity is None:
             return None
-        (raw,) = await self.store.send([("HGET", IDENTITIES_KEY, identity)])
-        if raw is None:
+        account_id = await self.ledger.find_account(identity)
+        if account_id is None:
             return None
-        account = await self._get(raw.decode())
+        account = await self._get(account_id)
         if account is not None and identity in account.identities:
             _remember(self._identities, identity, account.id)
         return account
@@ -241,7 +243,7 @@ class Authorizer:
         """new_record for an authorize: the first grant priced and, for the fused
         script, its full hold and the usage that pays for written on the record."""
         return self.new_record(
-            call, profile, self.clock_ms(), self.cfg.first_grant, hold=self.fast is not None
+            call, profile, self.clock_ms(), self.cfg.first_grant, hold=self.fused is not None
         )
 
     def new_record(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from chargingd.billing.cdr import CDR
 from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.cutter import CREDIT_CUT, KILLED
-from chargingd.sessions.fused import FastPath
+from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.pricing import Priced
 from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
@@ -35,10 +35,10 @@ class SessionCloser:
         ledger: Ledger,
         price: Callable[[SessionRecord, int], Priced],
         source: str,
-        fast: FastPath | None = None,
+        fused: FusedPath | None = None,
     ) -> None:
-        """``fast``: the fused close script (lease + release in one round trip)."""
-        self.fast = fast
+        """``fused``: the fused close script (lease + release in one round trip)."""
+        self.fused = fused
         self.store = store
         self.ledger = ledger
         self.price = price
@@ -59,16 +59,16 @@ class SessionCloser:
         Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
         between XADD and mark may write the CDR twice; the exporter dedupes on
         (source, call_id). Returns None when another closer has it or it is closed.
-        On a single Redis the lease and the release are one script (sessionfast.py),
+        On a single Redis the lease and the release are one script (sessions/fused.py),
         and the XADD and the closed mark one pipeline (in that order).
         """
         end = (end_ms, status, disconnect_cause, extra)
         token = uuid.uuid4().hex
-        for _ in range(FUSED_ATTEMPTS if self.fast is not None else 0):
-            assert self.fast is not None
+        for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
+            assert self.fused is not None
             usage = max(usage_s, rec.last_usage_s)
             priced = self._price(rec, usage)
-            done = await self.fast.close(rec, token, usage, priced.cost_micros)
+            done = await self.fused.close(rec, token, usage, priced.cost_micros)
             if done.status == "stale":  # a packet moved usage or answer time: re-rate
                 rec = dataclasses.replace(
                     rec, last_usage_s=done.last_usage_s, answer_ms=done.answer_ms

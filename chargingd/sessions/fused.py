@@ -1,11 +1,13 @@
-"""One round trip per credit-control step on a single Redis (fused Lua scripts).
+"""The fused path: one round trip per credit-control step on a single Redis.
 
-authorize = reserve + live record + its indexes (lua/session_authorize.lua), interim =
-commit + renewed hold + grant fields (lua/session_renew.lua), stop = close lease +
-release (lua/session_close.lua). Each wraps the ledger's own reserve/commit/release
-scripts (ledger_fused.py), so money still moves only through them. Used only when the
-SessionStore batches (a single Redis): the scripts name global keys beside the
-``{a:ACC}`` slot. On Redis Cluster sessions.py takes the step-by-step path.
+authorize = account check + reserve + live record + its indexes
+(lua/session_authorize.lua), interim = commit + renewed hold + grant fields
+(lua/session_renew.lua), stop = close lease + release (lua/session_close.lua). Each
+wraps the ledger's own scripts (chargingd/ledger/steps.py), and the ledger builds
+their keys and arguments and decodes their replies, so money still moves only
+through the ledger. Used only when the SessionStore batches (a single Redis): the
+scripts name global keys beside the ``{a:ACC}`` slot. On Redis Cluster the service
+takes the step-by-step path (Ledger calls, then SessionStore calls).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 from chargingd.ledger import CommitResult, Grant, Ledger
-from chargingd.ledger import steps as F
+from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
 from chargingd.sessions.store import (
     DEADLINES,
     LASTSEEN,
@@ -27,16 +29,6 @@ from chargingd.sessions.store import (
     loc_key,
     record_key,
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """What authorize assumed of the account: the script refuses to go on otherwise."""
-
-    tariff: str
-    currency: str
-    identity: str  # "" for a per-client default account (no identity to check)
-    mode: str = ""  # prepaid | postpaid: the Accept's billing model depends on it
 
 
 @dataclass(frozen=True)
@@ -70,26 +62,27 @@ class Closing:
     answer_ms: int = 0
 
 
-class FastPath:
+class FusedPath:
     """The fused scripts, sent through the store's (shared) per-tick pipeline."""
 
     def __init__(self, store: SessionStore, ledger: Ledger) -> None:
         self.store = store
         self.ledger = ledger
+        self.steps = ledger.steps
         lua = resources.files("chargingd.sessions") / "lua"
 
         def load(name: str, embeds: tuple[str, ...]) -> Any:
             body = (lua / f"{name}.lua").read_text()
-            script = store.redis.register_script(F.fused_source(body, embeds))
+            script = store.redis.register_script(fused_source(body, embeds))
             store.scripts.append(script)
             return script
 
-        self._authorize = load("session_authorize", ("reserve",))
+        self._authorize = load("session_authorize", ("account_check", "reserve"))
         self._renew = load("session_renew", ("commit", "reserve"))
         self._close = load("session_close", ("release",))
 
     async def authorize(
-        self, rec: SessionRecord, amount_micros: int, *, lease_ms: int, check: Check | None
+        self, rec: SessionRecord, amount_micros: int, *, lease_ms: int, check: AccountCheck | None
     ) -> FirstGrant:
         """Reserve ``amount`` for a new session; write ``rec`` when granted in full.
 
@@ -98,26 +91,14 @@ class FastPath:
         """
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
-        args = F.reserve_argv(
-            self.ledger,
-            acc,
-            sid,
-            amount_micros,
-            lease_ms=lease_ms,
-            now_ms=now_ms,
-            new_session=True,
-        )
-        keys = [*F.session_keys(acc, sid), record_key(acc, sid), live_key(acc)]
+        step = self.steps.reserve(acc, sid, amount_micros, lease_ms=lease_ms, now_ms=now_ms)
+        keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         keys += [loc_key(sid), LASTSEEN, gateway_key(rec.gateway)]
-        args += [self.store.session_ttl_s, acc, rec.member, rec.last_seen_ms or rec.auth_ms]
-        if check is None:
-            args += [0, "", "", "", ""]
-        else:
-            args += [1, check.tariff, check.currency, check.identity, check.mode]
+        args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
+        args.append(rec.last_seen_ms or rec.auth_ms)
+        args += self.steps.account_check(acc, check).argv
         args += rec.sparse_pairs()
-        reply, created = await self._send_with_index(
-            self._authorize.sha, keys, args, acc, now_ms + lease_ms
-        )
+        reply, created = await self._send_with_index(self._authorize.sha, keys, args, step)
         if isinstance(reply, bytes):  # b"stale" or b"inactive"
             if reply == b"stale":
                 return FirstGrant(None)
@@ -125,7 +106,7 @@ class FastPath:
             return FirstGrant(None, status=status.decode(), reason=reason.decode())
         if created == 1:
             self.store.remember_locator(sid, acc)
-        return FirstGrant(F.grant_of(reply, acc, sid), int(created))
+        return FirstGrant(self.steps.grant(reply, acc, sid), int(created))
 
     async def renew(
         self,
@@ -139,17 +120,13 @@ class FastPath:
         """Commit ``cost`` (cumulative), hold ``next_cost - debited`` for the next grant."""
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
-        args = F.commit_argv(self.ledger, sid, cost_micros, now_ms=now_ms)
-        args += F.reserve_argv(
-            self.ledger, acc, sid, 1, lease_ms=lease_ms, now_ms=now_ms, new_session=False
-        )
+        commit = self.steps.commit(acc, sid, cost_micros, now_ms=now_ms)
+        step = self.steps.reserve(acc, sid, 1, lease_ms=lease_ms, now_ms=now_ms, new_session=False)
         clear = int(bool(rec.limited or rec.deadline_ms))
-        args += [next_cost_micros, paid_usage_s, rec.member, clear]
-        keys = [*F.session_keys(acc, sid), record_key(acc, sid), DEADLINES]
-        commit, grant, applied = await self._send_with_index(
-            self._renew.sha, keys, args, acc, now_ms + lease_ms
-        )
-        result = F.commit_result(commit, acc)
+        args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, clear]
+        keys = [*step.keys, record_key(acc, sid), DEADLINES]
+        reply, grant, applied = await self._send_with_index(self._renew.sha, keys, args, step)
+        result = self.steps.commit_result(reply, acc)
         return Renewal(result, list(grant) if grant else None, bool(applied))
 
     async def close(
@@ -158,9 +135,9 @@ class FastPath:
         """Take the close lease and release at ``final_cost`` if ``rec`` is still current."""
         acc, sid = rec.account_id, rec.session_id
         now_ms = self.ledger.clock_ms()
-        keys = [*F.session_keys(acc, sid), record_key(acc, sid), fin_key(acc, sid)]
-        args: list[Any] = [token, 30, usage_s, rec.answer_ms]
-        args += F.release_argv(self.ledger, sid, final_cost_micros, now_ms=now_ms)
+        release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms)
+        keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
+        args: list[Any] = [token, 30, usage_s, rec.answer_ms, *release.argv]
         (reply,) = await self.store.send([("EVALSHA", self._close.sha, len(keys), *keys, *args)])
         status = reply[0].decode()
         if status == "stale":
@@ -169,17 +146,16 @@ class FastPath:
             return Closing(status)
         flat = reply[2]
         record = SessionRecord.from_raw(dict(zip(flat[::2], flat[1::2], strict=True)))
-        return Closing(status, F.commit_result(reply[1], acc), record)
+        return Closing(status, self.steps.commit_result(reply[1], acc), record)
 
     async def _send_with_index(
-        self, sha: str, keys: list[str], args: list[Any], account_id: str, expiry_ms: int
+        self, sha: str, keys: list[str], args: list[Any], step: ReserveStep
     ) -> Any:
         """The script, preceded in the same pipeline by the hold-index write it needs."""
         script = ("EVALSHA", sha, len(keys), *keys, *args)
-        index = F.hold_index_command(self.ledger, account_id, expiry_ms)
-        if index is None:
+        if step.index is None:
             (reply,) = await self.store.send([script])
             return reply
-        _, reply = await self.store.send([index[0], script])
-        F.remember_index(self.ledger, account_id, index[1])
+        _, reply = await self.store.send([step.index, script])
+        self.steps.indexed(step)
         return reply

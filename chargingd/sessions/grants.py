@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 from chargingd.core.config import SessionsConfig
 from chargingd.ledger import Grant, Ledger, SessionClosed
-from chargingd.ledger.steps import grant_of
-from chargingd.sessions.fused import FastPath
+from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.pricing import Priced, Pricer
 from chargingd.sessions.store import SessionRecord, SessionStore
 
@@ -30,10 +29,10 @@ class Grants:
         pricer: Pricer,
         cfg: SessionsConfig,
         clock_ms: Callable[[], int],
-        fast: FastPath | None = None,
+        fused: FusedPath | None = None,
     ) -> None:
-        """``fast``: the fused scripts (one round trip per interim); None step by step."""
-        self.fast = fast
+        """``fused``: the fused scripts (one round trip per interim); None step by step."""
+        self.fused = fused
         self.store = store
         self.ledger = ledger
         self.pricer = pricer
@@ -43,28 +42,28 @@ class Grants:
     async def charge(self, rec: SessionRecord, usage_s: int) -> None:
         """Commit the cost of the cumulative usage, renew the hold for the next grant."""
         cost = self.price(rec, usage_s).cost_micros
-        if self.fast is not None:
-            await self._charge_fused(self.fast, rec, usage_s, cost)
+        if self.fused is not None:
+            await self._charge_fused(self.fused, rec, usage_s, cost)
             return
         result = await self.ledger.commit(rec.account_id, rec.session_id, cost)
         held = max(0, rec.held_micros - result.debited_micros)
         await self.renew(rec, usage_s, result.total_debited_micros, held)
 
     async def _charge_fused(
-        self, fast: FastPath, rec: SessionRecord, usage_s: int, cost: int
+        self, fused: FusedPath, rec: SessionRecord, usage_s: int, cost: int
     ) -> None:
         """charge() in one script; the script finishes alone when the grant is full."""
         grant_s = self.grant_size(usage_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
         paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
-        done = await fast.renew(
+        done = await fused.renew(
             rec, cost, next_cost, lease_ms=self.lease_ms(grant_s), paid_usage_s=paid_s
         )
         if done.applied or done.grant_reply is None:
             return
         result = done.commit
         try:
-            grant = grant_of(done.grant_reply, rec.account_id, rec.session_id)
+            grant = self.ledger.steps.grant(done.grant_reply, rec.account_id, rec.session_id)
         except SessionClosed:
             return  # a Stop closed it meanwhile (another daemon): nothing to hold
         debited = result.total_debited_micros

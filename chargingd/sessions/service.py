@@ -31,7 +31,6 @@ from chargingd.ledger import (
     SessionClosed,
     UnknownAccount,
 )
-from chargingd.ledger.steps import batcher_of
 from chargingd.sessions.authorize import Authorizer, Profile
 from chargingd.sessions.ccapi import (
     Authorized,
@@ -44,7 +43,7 @@ from chargingd.sessions.ccapi import (
 )
 from chargingd.sessions.close import GATEWAY_RESTART, NORMAL, SessionCloser
 from chargingd.sessions.cutter import KILLED, Cutter
-from chargingd.sessions.fused import FastPath
+from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.pricing import Pricer, RatingError, load_pricer
 from chargingd.sessions.reaper import Reaper
@@ -94,24 +93,24 @@ class Sessions:
             redis,
             session_ttl_s=cfg.session_ttl_s,
             closed_ttl_s=cfg.closed_ttl_s,
-            batcher=batcher_of(ledger),  # one pipeline per loop tick for both
+            batcher=ledger.batcher,  # one pipeline per loop tick for both
         )
         # One round trip per step on a single Redis; step by step on a cluster.
-        self.fast = FastPath(self.store, ledger) if self.store.batched else None
+        self.fused = FusedPath(self.store, ledger) if self.store.batched else None
         self.grants = Grants(
             store=self.store,
             ledger=ledger,
             pricer=pricer,
             cfg=cfg,
             clock_ms=clock_ms,
-            fast=self.fast,
+            fused=self.fused,
         )
         self.closer = SessionCloser(
             store=self.store,
             ledger=ledger,
             price=self.grants.price,
             source=source,
-            fast=self.fast,
+            fused=self.fused,
         )
         self.authorizer = Authorizer(
             store=self.store,
@@ -120,7 +119,7 @@ class Sessions:
             grants=self.grants,
             cfg=cfg,
             clock_ms=clock_ms,
-            fast=self.fast,
+            fused=self.fused,
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
@@ -144,7 +143,7 @@ class Sessions:
     def step_by_step(self) -> None:
         """Take the Redis-Cluster path (no fused scripts) on a single Redis too; for
         side-by-side benchmarks and the tests that compare both paths."""
-        self.fast = self.grants.fast = self.closer.fast = self.authorizer.fast = None
+        self.fused = self.grants.fused = self.closer.fused = self.authorizer.fused = None
 
     def attach_call_cutter(self, call_cutter: CallCutter) -> None:
         """The frontend that sends Disconnect/CoA (built after this object)."""

@@ -29,6 +29,7 @@ from redis.exceptions import NoScriptError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
+from chargingd.ledger.keys import account_tag
 
 DEADLINES = "sess:deadlines"
 LASTSEEN = "sess:lastseen"
@@ -43,15 +44,15 @@ CLOSED = "closed"
 
 
 def record_key(account_id: str, session_id: str) -> str:
-    return f"{{a:{account_id}}}:s:{session_id}"
+    return f"{account_tag(account_id)}:s:{session_id}"
 
 
 def fin_key(account_id: str, session_id: str) -> str:
-    return f"{{a:{account_id}}}:s:{session_id}:fin"
+    return f"{account_tag(account_id)}:s:{session_id}:fin"
 
 
 def live_key(account_id: str) -> str:
-    return f"{{a:{account_id}}}:live"
+    return f"{account_tag(account_id)}:live"
 
 
 def loc_key(session_id: str) -> str:

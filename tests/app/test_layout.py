@@ -75,3 +75,22 @@ def test_an_import_cycle_inside_a_part_is_refused(tmp_path: Path) -> None:
     result = _lint_copy(tmp_path, {"rating/model.py": "import chargingd.rating.engine  # noqa"})
     assert result.returncode != 0
     assert "No import cycles" in result.stdout and "BROKEN" in result.stdout
+
+
+def test_only_the_ledger_names_ledger_keys_or_reads_an_account_hash() -> None:
+    """Outside chargingd/ledger no code or script builds a ledger key or reads `:acct`
+    (the one hash tag helper, keys.account_tag, is shared with the session store)."""
+    import re
+
+    ledger_keys = re.compile(
+        r"ledger:identities|ledger:holdidx|IDENTITIES_KEY|HOLD_INDEX_KEY|:acct\b|:holds\b"
+        r"|:leases\b|:audit\b|:ls:|:txn:|acct_key|session_keys|HMGET', KEYS\[1\], 'tariff'"
+    )
+    found = []
+    for path in sorted((REPO / "chargingd").rglob("*")):
+        if path.suffix not in (".py", ".lua") or "ledger" in path.relative_to(REPO).parts[1:2]:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if ledger_keys.search(line):
+                found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert found == []

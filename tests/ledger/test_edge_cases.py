@@ -348,7 +348,8 @@ async def test_scripts_touch_only_keys_of_the_account_slot(
         ("-0", 0),
         ("1.0000000", 1_000_000),  # 7 decimals but exact
         (".5", 500_000),
-        ("999999999999999.999999", 999_999_999_999_999_999_999),
+        ("999999999.999999", 999_999_999_999_999),  # the largest amount (MAX_AMOUNT_MICROS - 1)
+        ("1000000000", 10**15),  # MAX_AMOUNT_MICROS itself
     ],
 )
 def test_amounts_accepted(text: str, micros: int) -> None:
@@ -367,6 +368,8 @@ def test_amounts_accepted(text: str, micros: int) -> None:
         "\u0661\u0662",
         "9e999999",  # Decimal Overflow, not an AmountError, before the fix
         "1e15",
+        "1000000000.000001",  # one micro past MAX_AMOUNT_MICROS: the ledger would refuse it
+        "999999999999999.999999",
         "12345678901234567890123456789.0000000",  # InvalidOperation in quantize
         "1234567890123456789012345.123456",  # silently rounded to 28 digits
         "",
@@ -417,3 +420,21 @@ def test_ctl_adjust_passes_allow_debt() -> None:
     assert "allow_debt" not in args.build(args)[1]
     args = parser.parse_args([*base, "--allow-debt"])
     assert args.build(args)[1]["allow_debt"] is True
+
+
+# -- (6) one largest amount ----------------------------------------------------------------
+
+
+async def test_one_largest_amount_for_the_edge_the_ledger_and_lua(redis: aioredis.Redis) -> None:
+    """money.py, the ledger's checks and the Lua scripts share one value (they disagreed)."""
+    from chargingd.core import money
+    from chargingd.ledger import codec
+
+    assert K.MAX_AMOUNT_MICROS == money.MAX_AMOUNT_MICROS
+    assert parse_amount(money.format_amount(money.MAX_AMOUNT_MICROS)) == money.MAX_AMOUNT_MICROS
+    with pytest.raises(AmountError):
+        parse_amount(money.format_amount(money.MAX_AMOUNT_MICROS + 1))
+    lua_total = await redis.eval(codec.prelude() + "\nreturn s(MAX_TOTAL_MICROS)", 0)
+    assert int(lua_total) == money.MAX_TOTAL_MICROS < 2**53
+    common = (Path(codec.__file__).parent / "lua" / "common.lua").read_text()
+    assert str(money.MAX_TOTAL_MICROS) not in common  # given to Lua, not written twice

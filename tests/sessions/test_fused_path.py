@@ -31,7 +31,7 @@ from chargingd.sessions.service import Sessions
 def stepwise(sessions: Sessions) -> Sessions:
     """The same Sessions on the Redis-Cluster path (no fused scripts)."""
     sessions.step_by_step()
-    assert sessions.authorizer.fast is None and sessions.closer.fast is None
+    assert sessions.authorizer.fused is None and sessions.closer.fused is None
     return sessions
 
 
@@ -56,7 +56,7 @@ async def test_fused_and_stepwise_paths_agree(
         clock = Clock()
         ledger = await make_ledger(redis, clock)
         sessions = make_sessions(redis, ledger, clock, tmp_path)
-        assert sessions.fast is not None
+        assert sessions.fused is not None
         if not fused:
             stepwise(sessions)
         await add_account(ledger, balance_micros=10 * EUR)

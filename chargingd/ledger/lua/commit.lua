@@ -24,8 +24,7 @@ if take > hold then take = hold end
 if take > 0 then redis.call('HSET', holds, sid, s(hold - take)) end
 local reserved = num(a[6]) - take
 local credit_limit = num(a[5])
-local floor = 0
-if a[1] == 'postpaid' then floor = -credit_limit end
+local floor = credit_floor(a[1], credit_limit)
 local before = {balance = a[4], reserved = a[6], status = a[2], status_reason = a[3]}
 balance = balance - debit
 local overrun = 0

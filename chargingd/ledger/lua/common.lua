@@ -3,8 +3,8 @@
 -- always written with %d, because tostring() switches to exponent form above 1e14.
 local function s(n) return string.format('%d', n) end
 local function num(v) if v then return tonumber(v) or 0 end return 0 end
--- Largest balance / lifetime total a top-up or adjustment may produce (4e15 < 2^53).
-local RANGE = 4000000000000000
+-- MAX_TOTAL_MICROS (the largest balance or lifetime total, < 2^53) is defined above
+-- this file by the ledger at load time, from chargingd.core.money (one value).
 
 -- Account fields every before/after snapshot carries.
 local SNAP = {'balance', 'reserved', 'status', 'status_reason'}
@@ -34,6 +34,12 @@ local function audit(stream, maxlen, now, who, what, why, before, after, extra)
     args[#args + 1] = 'x.' .. extra[i]; args[#args + 1] = extra[i + 1]
   end
   redis.call('XADD', unpack(args))
+end
+
+-- The lowest balance an account may spend down to: 0 prepaid, -credit_limit postpaid.
+local function credit_floor(mode, credit_limit)
+  if mode == 'postpaid' then return -credit_limit end
+  return 0
 end
 
 -- Postpaid credit rule: suspend ("credit") at balance <= -credit_limit; lift only a

@@ -30,8 +30,7 @@ local rest = hold - debit
 if rest < 0 then rest = 0 end
 reserved = reserved - hold
 local credit_limit = num(a[5])
-local floor = 0
-if a[1] == 'postpaid' then floor = -credit_limit end
+local floor = credit_floor(a[1], credit_limit)
 balance = balance - debit
 local overrun = 0
 if debit > 0 and balance < floor then overrun = 1 end

@@ -18,8 +18,7 @@ if redis.call('HGET', sess, 'closed') == '1' then return {'closed'} end
 local reclaimed, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who,
                                     tonumber(ARGV[9]), num(a[5]))
 local balance = num(a[3])
-local floor = 0
-if a[1] == 'postpaid' then floor = -num(a[4]) end
+local floor = credit_floor(a[1], num(a[4]))
 local own = num(redis.call('HGET', holds, sid))
 local available = balance - (reserved - own) - floor
 if available < 0 then available = 0 end

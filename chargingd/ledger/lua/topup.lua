@@ -22,8 +22,7 @@ if ARGV[3] ~= '' and ARGV[3] ~= a[6] then return {'currency', a[6]} end
 if a[2] == 'closed' then return {'closed'} end
 
 local balance = num(a[4]) + amount
-local floor = 0
-if a[1] == 'postpaid' then floor = -num(a[5]) end
+local floor = credit_floor(a[1], num(a[5]))
 local available = num(a[4]) - num(a[9]) - floor
 if amount < 0 and -amount > available and ARGV[10] ~= '1' then
   if available < 0 then available = 0 end
@@ -32,7 +31,10 @@ end
 local topups, debits = num(a[7]), num(a[8])
 if amount > 0 then topups = topups + amount else debits = debits - amount end
 -- Lua numbers are doubles: keep balance and lifetime totals exact (well below 2^53).
-if math.abs(balance) > RANGE or topups > RANGE or debits > RANGE then return {'range'} end
+if math.abs(balance) > MAX_TOTAL_MICROS or topups > MAX_TOTAL_MICROS
+   or debits > MAX_TOTAL_MICROS then
+  return {'range'}
+end
 local before = snapshot(acct)
 local status, reason = credit_rule(a[1], a[2], a[3], balance, num(a[5]))
 redis.call('HSET', acct, 'balance', s(balance), 'topups', s(topups), 'debits', s(debits),

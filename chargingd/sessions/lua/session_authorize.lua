@@ -1,30 +1,22 @@
 -- session_authorize: the first grant of a call and, when granted in full, its live
--- record with its indexes, in one script (sessionfast.py; single Redis only: KEYS 8-10
+-- record with its indexes, in one script (sessions/fused.py; single Redis only: KEYS 8-10
 -- are global keys, so Redis Cluster uses Ledger.reserve + SessionStore.create).
--- ledger_reserve is reserve.lua itself, wrapped as a function (ledger_fused.py).
+-- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
+-- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:s:SID record   KEYS[7] {a:ACC}:live
 -- KEYS[8] sess:loc:SID   KEYS[9] sess:lastseen   KEYS[10] sess:gw:GATEWAY
 -- ARGV[1..10] reserve.lua's ARGV (ARGV[2]: the amount asked)   ARGV[11] record ttl_s
 -- ARGV[12] account id   ARGV[13] index member "ACC\0SID"   ARGV[14] last seen ms
--- ARGV[15] '1': check ARGV[16..19] first: the account's tariff, currency, an
---   identity it must still list ('' none), and its mode ('' any): what the caller
---   rated with, found it by, and answers the gateway with (billing model)
+-- ARGV[15..19] account_check.lua's ARGV (built by the ledger): '1' to check that the
+--   account still has the tariff, currency, identity and mode the caller decided with
 -- ARGV[20..] field, value pairs of the record (held_micros = the amount asked)
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it); -1 not written (refused or partial: sessions.py decides).
-if ARGV[15] == '1' then
-  local a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'status_reason',
-                       'identities', 'mode')
-  if a[1] ~= ARGV[16] or a[2] ~= ARGV[17] then return {'stale', {}} end
-  if ARGV[19] ~= '' and a[6] ~= ARGV[19] then return {'stale', {}} end
-  if ARGV[18] ~= '' and not string.find('\n' .. (a[5] or '') .. '\n', '\n' .. ARGV[18] .. '\n', 1, true)
-  then
-    return {'stale', {}}
-  end
-  if a[3] ~= 'active' then return {'inactive', {a[3], a[4] or ''}} end
-end
+local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 15, 19)})
+if chk[1] == 'stale' then return {'stale', {}} end
+if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
 local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 10)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end

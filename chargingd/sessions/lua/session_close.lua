@@ -1,6 +1,6 @@
 -- session_close: take the close lease of a live session and release its money at the
--- final cost, in one script (sessionfast.py). All keys are in the {a:ACC} slot.
--- ledger_release is release.lua itself, wrapped as a function (ledger_fused.py).
+-- final cost, in one script (sessions/fused.py). All keys are in the {a:ACC} slot.
+-- ledger_release is release.lua itself, wrapped as a function (chargingd/ledger/steps.py).
 -- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:s:SID record
 -- KEYS[7] {a:ACC}:s:SID:fin close lease
 -- ARGV[1] lease token   ARGV[2] lease_s   ARGV[3] usage_s the cost was rated on

@@ -1,7 +1,7 @@
 -- session_renew: an interim's commit of the cumulative cost, the renewed hold for the
--- next grant and the record's grant fields, in one script (sessionfast.py; single
+-- next grant and the record's grant fields, in one script (sessions/fused.py; single
 -- Redis only: KEYS[7] is global). ledger_commit / ledger_reserve are commit.lua and
--- reserve.lua themselves, wrapped as functions (ledger_fused.py).
+-- reserve.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:s:SID record
 -- KEYS[7] sess:deadlines
 -- ARGV[1..6] commit.lua's ARGV (ARGV[2]: the cumulative cost of this usage)
