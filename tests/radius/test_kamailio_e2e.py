@@ -1,0 +1,134 @@
+"""End to end with a real switch: Kamailio 5.6 (radcli) in front of `chargingd serve`.
+
+Two SIP phones (tests/sipua.py) call through the repository's own kamailio.cfg, the
+one docs/kamailio.md documents: misc_radius authorizes each INVITE (Acct-Session-Id =
+Call-ID), the dialog module enforces Session-Timeout, acc_radius accounts Start, Stop
+and Failed. One daemon for the module, a fresh Kamailio and phones per test, an account
+per test. The client is exempted from Message-Authenticator: radcli 1.2 (Debian 12)
+never sends one (test_kamailio_message_authenticator.py shows what happens otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kamailio_harness import Switch, missing_reason
+from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
+
+from chargingd.billing.cdr import CDR
+from chargingd.core.money import parse_amount
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason())),
+]
+
+KAMAILIO_CLIENT = """
+flavour = "generic"
+# radcli < 1.5 sends no Message-Authenticator (docs/kamailio.md).
+require_message_authenticator = false
+"""
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("kamailio-e2e")
+    daemon = Daemon(write_setup(tmp, extra=KAMAILIO_CLIENT), tmp / "daemon.log")
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.kill()
+
+
+@pytest.fixture
+def daemon(shared: Daemon) -> Iterator[Daemon]:
+    yield shared
+    print(f"---- daemon log ----\n{shared.log()}")  # shown only when the test fails
+
+
+@pytest.fixture
+async def switch(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Switch]:
+    setup = daemon.setup
+    sw = await Switch.open(
+        tmp_path, auth_port=setup.auth_port, acct_port=setup.acct_port, secret=SECRET.decode()
+    )
+    try:
+        yield sw
+    finally:
+        sw.close()
+        print(f"---- kamailio log ----\n{sw.kamailio.log()}")
+
+
+async def wait_cdr(daemon: Daemon, call_id: str, timeout_s: float = 10.0) -> CDR:
+    """The CDR of one call, once the daemon wrote it (polled, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [c for c in daemon.cdrs() if c.call_id == call_id]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no CDR for {call_id}")
+
+
+def account(daemon: Daemon, account_id: str) -> dict[str, Any]:
+    return daemon.call("account.get", {"id": account_id})  # type: ignore[no-any-return]
+
+
+async def test_normal_call_is_charged_exactly(daemon: Daemon, switch: Switch) -> None:
+    daemon.create_account("kam-normal", "10.00")
+    dialog = await switch.call("kam-normal")
+    assert dialog.final_status == 200, dialog.final_reason
+    await asyncio.sleep(2.3)  # the conversation
+    bye = await switch.caller.hangup(dialog)
+    assert bye is not None and bye.status == 200
+    talked_s = dialog.ended_at - dialog.answered_at
+
+    cdr = await wait_cdr(daemon, dialog.call_id)
+    assert cdr.status == "normal"
+    assert cdr.extra["terminate_cause"] == "User-Request"
+    # Kamailio measures answer to BYE itself (kamailio.cfg, Acct-Session-Time rounded).
+    assert abs(cdr.duration_s - talked_s) <= 0.6, (cdr.duration_s, talked_s)
+    assert cdr.cost_micros == cdr.duration_s * MICROS_PER_S
+    acc = account(daemon, "kam-normal")
+    assert parse_amount(acc["balance"]) == 10_000_000 - cdr.cost_micros
+    assert acc["reserved"] == "0.00" and acc["live_sessions"] == 0
+
+
+async def test_unknown_caller_is_rejected_with_the_reason(daemon: Daemon, switch: Switch) -> None:
+    dialog = await switch.call("kam-nobody")
+    assert (dialog.final_status, dialog.final_reason) == (403, "unknown account")
+    assert switch.gateway.dialogs == {}  # never reached the far end
+    await asyncio.sleep(0.3)  # nothing may follow: no accounting for a refused call
+    assert [c for c in daemon.cdrs() if c.call_id == dialog.call_id] == []
+    sessions = daemon.call("session.list")["sessions"]
+    assert all(s["session_id"] != dialog.call_id for s in sessions)
+
+
+async def test_session_timeout_is_enforced_and_its_bye_accounted(
+    daemon: Daemon, switch: Switch
+) -> None:
+    daemon.create_account("kam-timeout", "0.04")  # 4 s at 0.01/s
+    dialog = await switch.call("kam-timeout")
+    assert dialog.final_status == 200
+    await asyncio.wait_for(dialog.ended.wait(), 15)
+    # Kamailio's dialog timer ticks once a second: the BYE comes within about a second
+    # of the granted 4 s, from Kamailio, to both phones.
+    assert dialog.ended_by == "remote"
+    assert 3.0 <= dialog.ended_at - dialog.answered_at <= 5.5
+    far_end = switch.gateway.dialogs[dialog.call_id]
+    await asyncio.wait_for(far_end.ended.wait(), 5)
+
+    cdr = await wait_cdr(daemon, dialog.call_id)
+    assert cdr.extra["terminate_cause"] == "Session-Timeout"  # the Stop Kamailio sent itself
+    assert cdr.duration_s in (3, 4, 5)
+    acc = account(daemon, "kam-timeout")
+    assert acc["reserved"] == "0.00" and acc["live_sessions"] == 0
