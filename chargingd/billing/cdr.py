@@ -2,6 +2,18 @@
 
 Live sessions append it msgpack-encoded to the Redis stream ``cdr:stream`` (field
 ``cdr``); the exporter writes it to PostgreSQL, idempotent on (source, call_id).
+
+``cost_micros`` is what the call costs under its tariff; ``charged_micros`` is what
+the ledger actually moved for it (DESIGN invariant 7), and ``charge`` says how:
+
+- ``live``: debited by the credit-control session (commit/release in the ledger);
+- ``mediated_debit``: a mediated call posted to the ledger as one idempotent debit;
+- ``recorded_only``: a mediated call chargingd already charged live (its live CDR
+  carries the money), or a source that only records: the ledger never moves;
+- ``none``: nothing was charged (unrated, or a source that does not charge).
+
+``charge_reason`` says why ``charged_micros`` differs from ``cost_micros`` when it
+does (``capped``, ``debt``, ``rerate``, ``unmatched``, ...); empty otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +25,16 @@ from typing import Any
 import msgpack
 
 CDR_STREAM = "cdr:stream"
+
+CHARGE_LIVE = "live"
+CHARGE_MEDIATED = "mediated_debit"
+CHARGE_RECORDED = "recorded_only"
+CHARGE_NONE = "none"
+CHARGES = (CHARGE_LIVE, CHARGE_MEDIATED, CHARGE_RECORDED, CHARGE_NONE)
+# Charges whose charged_micros is money the ledger moved (rerating settles them).
+LEDGER_CHARGES = (CHARGE_LIVE, CHARGE_MEDIATED)
+# Sources whose CDRs come from live credit control (CDRs older than charged_micros).
+LIVE_SOURCES = ("radius", "diameter")
 
 
 @dataclass(frozen=True)
@@ -35,15 +57,27 @@ class CDR:
     disconnect_cause: int  # Q.850 cause, 0 unknown
     status: str  # "normal", "credit_cut", "killed", "stale", "unanswered", "overrun"
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    charged_micros: int = 0  # what the ledger moved for this call (never negative)
+    charge: str = CHARGE_NONE  # one of CHARGES
+    charge_reason: str = ""  # why charged differs from cost ("" when it does not)
 
     def pack(self) -> bytes:
         return msgpack.packb(dataclasses.asdict(self), use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def unpack(cls, raw: bytes) -> CDR:
+        """Decode a packed CDR; one written before ``charged_micros`` existed gets the
+        value it had: a live CDR's cost was what its session debited, any other moved
+        nothing. Unknown fields are refused (the exporter dead-letters the entry)."""
         data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+        if not isinstance(data, dict):
+            raise ValueError("CDR is not a map")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"CDR has unknown fields: {sorted(unknown)}")
+        if "charged_micros" not in data and "charge" not in data:
+            live = data.get("source") in LIVE_SOURCES
+            data["charge"] = CHARGE_LIVE if live else CHARGE_NONE
+            data["charged_micros"] = data.get("cost_micros", 0) if live else 0
         return cls(**data)

@@ -27,7 +27,7 @@ log = logging.getLogger("chargingd.cdrcsv")
 COLUMNS = (
     "source", "call_id", "account_id", "caller", "callee", "destination", "start_utc",
     "answer_utc", "end_utc", "duration_s", "billed_s", "cost", "currency", "tariff",
-    "gateway", "disconnect_cause", "status", "extra",
+    "gateway", "disconnect_cause", "status", "extra", "charged", "charge", "charge_reason",
 )  # fmt: skip
 
 
@@ -39,12 +39,16 @@ def _iso(ms: int) -> str:
 
 
 def csv_row(c: CDR) -> list[str]:
-    """One CDR as CSV fields: UTC ISO times, cost as a decimal string (money at the edge)."""
+    """One CDR as CSV fields: UTC ISO times, money as decimal strings (at the edge).
+
+    ``charged`` (what the ledger moved), ``charge`` and ``charge_reason`` come last so
+    readers of the older column set keep their positions."""
     return [
         c.source, c.call_id, c.account_id, c.caller, c.callee, c.destination,
         _iso(c.start_ms), _iso(c.answer_ms), _iso(c.end_ms), str(c.duration_s),
         str(c.billed_s), format_amount(c.cost_micros), c.currency, c.tariff, c.gateway,
         str(c.disconnect_cause), c.status, json.dumps(c.extra, sort_keys=True),
+        format_amount(c.charged_micros), c.charge, c.charge_reason,
     ]  # fmt: skip
 
 
@@ -93,7 +97,13 @@ class CsvSpool:
             with open(self.tmp_path, "r+b") as fh:
                 fh.truncate(cut)
         lines = data[:cut].decode("utf-8").splitlines()
-        rows = list(csv.reader(lines))[1:]
+        parsed = list(csv.reader(lines))
+        if parsed and tuple(parsed[0]) != COLUMNS:
+            # Written by a version with other columns: publish it as it is, start anew.
+            self.rows = max(1, len(parsed) - 1)
+            self._publish()
+            return
+        rows = parsed[1:]
         self._keys = {(r[0], r[1]) for r in rows if len(r) >= 2}
         self.rows = len(rows)
         self.opened_s = self.tmp_path.stat().st_mtime if self.rows else self.clock_s()
@@ -130,6 +140,10 @@ class CsvSpool:
         os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
+        return self._publish()
+
+    def _publish(self) -> Path:
+        """Rename the .tmp file to its final name (fsync of the directory after)."""
         stamp = datetime.fromtimestamp(self.clock_s(), UTC).strftime("%Y%m%dT%H%M%S")
         final = self.dir / f"cdrs-{self.name}-{stamp}-{self.published:06d}.csv"
         while final.exists():

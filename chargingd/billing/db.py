@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from chargingd.billing.cdr import CDR
+from chargingd.billing.cdr import CDR, CHARGE_NONE, CHARGE_RECORDED, CHARGES
 from chargingd.core.config import Config
 
 log = logging.getLogger("chargingd.billingdb")
@@ -228,7 +228,7 @@ async def database_url(cfg: Config) -> str:
 _STAGE_COLUMNS = (
     "seq, source, call_id, account_id, caller, callee, destination, start_ms, answer_ms,"
     " end_ms, duration_s, billed_s, cost_micros, currency, tariff, gateway,"
-    " disconnect_cause, status, extra"
+    " disconnect_cause, status, extra, charged_micros, charge, charge_reason"
 )
 
 _CREATE_STAGE = """
@@ -236,18 +236,20 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     seq INTEGER, source TEXT, call_id TEXT, account_id TEXT, caller TEXT, callee TEXT,
     destination TEXT, start_ms BIGINT, answer_ms BIGINT, end_ms BIGINT, duration_s INTEGER,
     billed_s INTEGER, cost_micros BIGINT, currency TEXT, tariff TEXT, gateway TEXT,
-    disconnect_cause INTEGER, status TEXT, extra JSONB
+    disconnect_cause INTEGER, status TEXT, extra JSONB, charged_micros BIGINT, charge TEXT,
+    charge_reason TEXT
 ) ON COMMIT DELETE ROWS
 """
 
 # One statement: insert the new CDRs (first of duplicates within the batch, in key
 # order so concurrent writers lock in the same order), then fold exactly those rows
-# into usage_periods (UTC month of the start).
+# into usage_periods (UTC month of the start). A recorded_only CDR is a second
+# record of a call another CDR already counts: stored, but not added to usage.
 _INSERT_FROM_STAGE = """
 WITH ins AS (
     INSERT INTO cdrs (source, call_id, account_id, caller, callee, destination, start_time,
         answer_time, end_time, duration_s, billed_s, cost_micros, currency, tariff, gateway,
-        disconnect_cause, status, extra)
+        disconnect_cause, status, extra, charged_micros, charge, charge_reason)
     SELECT DISTINCT ON (source, call_id) source, call_id, account_id, caller, callee,
         destination,
         timestamptz 'epoch' + start_ms * interval '1 millisecond',
@@ -255,22 +257,23 @@ WITH ins AS (
              ELSE timestamptz 'epoch' + answer_ms * interval '1 millisecond' END,
         timestamptz 'epoch' + end_ms * interval '1 millisecond',
         duration_s, billed_s, cost_micros, currency, tariff, gateway, disconnect_cause,
-        status, extra
+        status, extra, charged_micros, charge, charge_reason
     FROM cdr_stage ORDER BY source, call_id, seq
     ON CONFLICT (source, call_id) DO NOTHING
     RETURNING source, call_id, account_id, start_time, currency, duration_s, billed_s,
-        cost_micros
+        cost_micros, charged_micros, charge
 ), usage AS (
     INSERT INTO usage_periods AS u (account_id, period, currency, calls, duration_s,
-        billed_s, cost_micros)
+        billed_s, cost_micros, charged_micros)
     SELECT account_id, to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM'), currency,
-        count(*), sum(duration_s), sum(billed_s), sum(cost_micros)
-    FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        count(*), sum(duration_s), sum(billed_s), sum(cost_micros), sum(charged_micros)
+    FROM ins WHERE charge <> 'recorded_only' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (account_id, period, currency) DO UPDATE SET
         calls = u.calls + EXCLUDED.calls,
         duration_s = u.duration_s + EXCLUDED.duration_s,
         billed_s = u.billed_s + EXCLUDED.billed_s,
         cost_micros = u.cost_micros + EXCLUDED.cost_micros,
+        charged_micros = u.charged_micros + EXCLUDED.charged_micros,
         updated_at = now()
 )
 SELECT source, call_id FROM ins
@@ -282,7 +285,8 @@ def _stage_row(seq: int, c: CDR) -> tuple[Any, ...]:
         seq, c.source, c.call_id, c.account_id, c.caller, c.callee, c.destination,
         c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.billed_s, c.cost_micros,
         c.currency, c.tariff, c.gateway, c.disconnect_cause, c.status,
-        json.dumps(c.extra, separators=(",", ":")),
+        json.dumps(c.extra, separators=(",", ":")), c.charged_micros, c.charge,
+        c.charge_reason,
     )  # fmt: skip
 
 
@@ -292,12 +296,16 @@ def validate_cdr(c: CDR) -> None:
         value = getattr(c, name)
         if not isinstance(value, str) or not value:
             raise InvalidCDR(f"CDR {name} must be a non-empty string")
-    for name in ("start_ms", "answer_ms", "end_ms", "duration_s", "billed_s", "cost_micros"):
+    for name in (
+        "start_ms", "answer_ms", "end_ms", "duration_s", "billed_s", "cost_micros",
+        "charged_micros",
+    ):  # fmt: skip
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidCDR(f"CDR {name} must be an integer")
     if min(c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.billed_s) < 0:
         raise InvalidCDR("CDR times and durations must not be negative")
+    _validate_charge(c)
     for name in ("caller", "callee", "destination", "tariff", "gateway"):
         if not isinstance(getattr(c, name), str):
             raise InvalidCDR(f"CDR {name} must be a string")
@@ -305,6 +313,17 @@ def validate_cdr(c: CDR) -> None:
         raise InvalidCDR("CDR disconnect_cause must be an integer and extra a table")
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in c.extra.items()):
         raise InvalidCDR("CDR extra must map strings to strings")
+
+
+def _validate_charge(c: CDR) -> None:
+    if c.charge not in CHARGES:
+        raise InvalidCDR(f"CDR charge must be one of {', '.join(CHARGES)}, not {c.charge!r}")
+    if c.charged_micros < 0:
+        raise InvalidCDR("CDR charged_micros must not be negative")
+    if c.charge in (CHARGE_RECORDED, CHARGE_NONE) and c.charged_micros:
+        raise InvalidCDR(f"a {c.charge} CDR moved no money: charged_micros must be 0")
+    if not isinstance(c.charge_reason, str):
+        raise InvalidCDR("CDR charge_reason must be a string")
 
 
 @dataclass(frozen=True)
@@ -316,6 +335,7 @@ class UsagePeriod:
     duration_s: int
     billed_s: int
     cost_micros: int
+    charged_micros: int = 0  # what the ledger moved for these calls (invariant 7)
 
 
 BeforeCommit = Callable[[list[CDR]], None]
@@ -433,8 +453,9 @@ class BillingDB:
 
         async def work(conn: Conn) -> list[UsagePeriod]:
             cur = await conn.execute(
-                "SELECT account_id, period, currency, calls, duration_s, billed_s, cost_micros"
-                " FROM usage_periods WHERE account_id = %s AND (%s::text IS NULL OR period = %s)"
+                "SELECT account_id, period, currency, calls, duration_s, billed_s, cost_micros,"
+                " charged_micros FROM usage_periods"
+                " WHERE account_id = %s AND (%s::text IS NULL OR period = %s)"
                 " ORDER BY period DESC, currency",
                 (account_id, period, period),
             )
@@ -450,8 +471,9 @@ class BillingDB:
 
         async def work(conn: Conn) -> list[UsagePeriod]:
             cur = await conn.execute(
-                "SELECT account_id, period, currency, calls, duration_s, billed_s, cost_micros"
-                " FROM usage_periods WHERE period = %s ORDER BY account_id, currency",
+                "SELECT account_id, period, currency, calls, duration_s, billed_s, cost_micros,"
+                " charged_micros FROM usage_periods WHERE period = %s"
+                " ORDER BY account_id, currency",
                 (period,),
             )
             return [UsagePeriod(*row) for row in await cur.fetchall()]

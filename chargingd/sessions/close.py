@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from chargingd.billing.cdr import CDR
+from chargingd.billing.cdr import CDR, CHARGE_LIVE
 from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.cutter import CREDIT_CUT, KILLED
 from chargingd.sessions.fused import FusedPath
@@ -112,7 +112,11 @@ class SessionCloser:
         cdr.extra.update(extra or {})
         if cost != priced.cost_micros:
             cdr.extra["rated_cost_micros"] = str(priced.cost_micros)
-        cdr = dataclasses.replace(cdr, cost_micros=cost)
+        # What the ledger moved for this call: the session's cumulative debit as the
+        # release left it (DESIGN invariant 7).
+        cdr = dataclasses.replace(
+            cdr, cost_micros=cost, charged_micros=result.total_debited_micros, charge=CHARGE_LIVE
+        )
         await self.store.append_cdr_and_close(
             cdr, current, last_usage_s=usage_s, status=final, cost_micros=cost
         )
