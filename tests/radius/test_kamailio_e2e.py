@@ -95,8 +95,10 @@ async def test_normal_call_is_charged_exactly(daemon: Daemon, switch: Switch) ->
     cdr = await wait_cdr(daemon, dialog.call_id)
     assert cdr.status == "normal"
     assert cdr.extra["terminate_cause"] == "User-Request"
-    # Kamailio measures answer to BYE itself (kamailio.cfg, Acct-Session-Time rounded).
-    assert abs(cdr.duration_s - talked_s) <= 0.6, (cdr.duration_s, talked_s)
+    # Kamailio measures answer to BYE itself (kamailio.cfg, Acct-Session-Time rounded):
+    # from the 200 it relayed to the BYE it received, so never less than the phone saw,
+    # and more only by the relay delays of a loaded machine.
+    assert round(talked_s) <= cdr.duration_s <= round(talked_s + 1.0), (cdr, talked_s)
     assert cdr.cost_micros == cdr.duration_s * MICROS_PER_S
     acc = account(daemon, "kam-normal")
     assert parse_amount(acc["balance"]) == 10_000_000 - cdr.cost_micros
