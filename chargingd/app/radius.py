@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
-from chargingd.core.loops import wait_or_stop
+from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.server import RadiusFrontend, ensure_ports_free, start_radius
@@ -115,14 +115,16 @@ class RadiusComponent:
         doc = self.counters() | {"at_ms": self.clock_ms()}
         await self.redis.hset(STATS_KEY, str(os.getpid()), json.dumps(doc))
 
+    async def _publish_quietly(self) -> None:
+        try:
+            await self.publish()
+        except (RedisError, OSError) as exc:  # Redis away: the next pass tries again
+            log.debug("cannot publish RADIUS stats: %s", exc)
+
     async def _publish_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.publish()
-            except (RedisError, OSError) as exc:
-                log.debug("cannot publish RADIUS stats: %s", exc)
-            if await wait_or_stop(self._stop, PUBLISH_INTERVAL_S):
-                return
+        await run_every(
+            self._stop, PUBLISH_INTERVAL_S, self._publish_quietly, log=log, what="radius stats"
+        )
 
 
 async def radius_processes(redis: RedisClient, clock_ms: ClockMs = wall_ms) -> list[dict[str, Any]]:

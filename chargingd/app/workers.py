@@ -24,6 +24,7 @@ import time
 from chargingd.app.factory import Factory
 from chargingd.app.radius import radius_processes
 from chargingd.core.config import REDIS_URL_ENV, Config
+from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient, wait_ready
 from chargingd.core.status import ComponentStats
 
@@ -163,13 +164,13 @@ class WorkerSupervisor:
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     """Stop when the main process is gone (it cannot SIGTERM us if it was killed)."""
-    while not stop.is_set():
+
+    async def check() -> None:
         if os.getppid() != parent_pid:
             log.error("main process %d is gone; worker stopping", parent_pid)
             stop.set()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PARENT_CHECK_S)
+
+    await run_every(stop, PARENT_CHECK_S, check, log=log, what="parent watch")
 
 
 async def serve_worker(cfg: Config, parent_pid: int) -> None:

@@ -19,6 +19,7 @@ does (``capped``, ``debt``, ``rerate``, ``unmatched``, ...); empty otherwise.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,18 @@ CHARGES = (CHARGE_LIVE, CHARGE_MEDIATED, CHARGE_RECORDED, CHARGE_NONE)
 LEDGER_CHARGES = (CHARGE_LIVE, CHARGE_MEDIATED)
 # Sources whose CDRs come from live credit control (CDRs older than charged_micros).
 LIVE_SOURCES = ("radius", "diameter")
+
+
+class CdrStatus(enum.StrEnum):
+    """How a call ended, as its CDR records it (stored as the plain string)."""
+
+    NORMAL = "normal"  # answered and stopped by the gateway
+    UNANSWERED = "unanswered"  # no talk time: nothing charged
+    CREDIT_CUT = "credit_cut"  # the cutter ended it: the money ran out (cut confirmed)
+    KILLED = "killed"  # an operator (or a fraud rule) ended it (cut confirmed)
+    STALE = "stale"  # reaped: its gateway went silent (charged provisionally)
+    GATEWAY_RESTART = "gateway_restart"  # closed because its gateway restarted
+    OVERRUN = "overrun"  # the gateway ran past what was paid: the debt is committed
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ class CDR:
     tariff: str
     gateway: str  # NAS-IP-Address / switch name
     disconnect_cause: int  # Q.850 cause, 0 unknown
-    status: str  # "normal", "credit_cut", "killed", "stale", "unanswered", "overrun"
+    status: str  # a CdrStatus value
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
     charged_micros: int = 0  # what the ledger moved for this call (never negative)
     charge: str = CHARGE_NONE  # one of CHARGES
@@ -66,18 +79,20 @@ class CDR:
 
     @classmethod
     def unpack(cls, raw: bytes) -> CDR:
-        """Decode a packed CDR; one written before ``charged_micros`` existed gets the
-        value it had: a live CDR's cost was what its session debited, any other moved
-        nothing. Unknown fields are refused (the exporter dead-letters the entry)."""
+        """Decode a packed CDR. Forward compatible: a field this version does not know
+        (written by a newer exporter during a rolling upgrade) is dropped, not fatal; a
+        missing required field still raises (TypeError). One written before
+        ``charged_micros`` existed gets the value it had: a live CDR's cost was what its
+        session debited, any other moved nothing."""
         data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
         if not isinstance(data, dict):
             raise ValueError("CDR is not a map")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"CDR has unknown fields: {sorted(unknown)}")
-        if "charged_micros" not in data and "charge" not in data:
-            live = data.get("source") in LIVE_SOURCES
-            data["charge"] = CHARGE_LIVE if live else CHARGE_NONE
-            data["charged_micros"] = data.get("cost_micros", 0) if live else 0
-        return cls(**data)
+        known = {k: v for k, v in data.items() if k in _FIELDS}
+        if "charged_micros" not in known and "charge" not in known:
+            live = known.get("source") in LIVE_SOURCES
+            known["charge"] = CHARGE_LIVE if live else CHARGE_NONE
+            known["charged_micros"] = known.get("cost_micros", 0) if live else 0
+        return cls(**known)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(CDR))

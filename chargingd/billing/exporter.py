@@ -12,9 +12,7 @@ or as ``chargingd export`` (chargingd.billing.exportcli).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -29,15 +27,12 @@ from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.billing.csvspool import CsvSpool
 from chargingd.billing.db import BillingDB, validate_cdr
 from chargingd.core.config import Config
+from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient
 from chargingd.core.status import ComponentStats
 
 log = logging.getLogger("chargingd.exporter")
 
-# Test hook: exit the process (os._exit, no cleanup) right after the Nth COMMIT and
-# before its XACK, to prove that a crash there neither loses nor doubles a CDR.
-EXIT_AFTER_COMMIT_ENV = "CHARGINGD_TEST_EXPORTER_EXIT_AFTER_COMMIT"
-EXIT_AFTER_COMMIT_CODE = 75
 CLAIM_INTERVAL_S = 5.0
 LAG_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 10.0
@@ -131,8 +126,6 @@ class Exporter:
         self._last_claim_s = 0.0
         self._last_lag_s = 0.0
         self._lag: dict[str, Any] = {}
-        self._commits = 0
-        self._exit_after = int(os.environ.get(EXIT_AFTER_COMMIT_ENV, "0") or 0)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -160,22 +153,24 @@ class Exporter:
             self.db = None
 
     async def _run(self) -> None:
-        backoff_s = 0.5
-        while not self._stop.is_set():
-            try:
-                await self.step(block=True)
-                backoff_s = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep exporting whatever one batch did
-                self.stats.inc("errors")
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._recovering = True
-                self._group_ready = False  # the stream may have been deleted (NOGROUP)
-                log.error("exporter: %s; retrying in %.1f s", self.last_error, backoff_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff_s)
-                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+        # XREADGROUP blocks up to block_ms, so the next pass follows at once; after a
+        # failure the loop waits 0.5 s, doubling up to MAX_BACKOFF_S.
+        await run_every(
+            self._stop, 0, self._pass, log=log, what="exporter",
+            retry_s=0.5, retry_max_s=MAX_BACKOFF_S,
+        )  # fmt: skip
+
+    async def _pass(self) -> None:
+        try:
+            await self.step(block=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep exporting whatever one batch did
+            self.stats.inc("errors")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._recovering = True
+            self._group_ready = False  # the stream may have been deleted (NOGROUP)
+            raise
 
     # -- one step -------------------------------------------------------------------
     async def _prepare(self) -> BillingDB:
@@ -319,9 +314,6 @@ class Exporter:
         for entry_id, fields in entries:
             batch.add(entry_id, fields)
         inserted = await self._store(db, batch)
-        self._commits += 1
-        if self._exit_after and self._commits >= self._exit_after:
-            os._exit(EXIT_AFTER_COMMIT_CODE)  # test hook: committed, not acknowledged
         pipe = self.redis.pipeline(transaction=True)
         for entry_id, raw, reason in batch.dead:
             pipe.xadd(

@@ -24,12 +24,12 @@ from chargingd.billing.db import BillingDB, Conn
 from chargingd.core.config import Config
 from chargingd.core.money import format_amount
 from chargingd.ledger import Ledger, LedgerError
+from chargingd.rating.durations import billed_seconds, seconds_to_ns
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.rerate")
 
-_NS = 1_000_000_000
 PlanFor = Callable[[str], Awaitable[TariffPlan | None]]
 
 
@@ -150,7 +150,7 @@ async def compute(
                 subject=acct,
                 destination=callee.lstrip("+"),
                 start=answer,
-                usage_ns=duration_s * _NS,
+                usage_ns=seconds_to_ns(duration_s),
                 tenant=tenant,
                 category=category,
             )
@@ -163,7 +163,7 @@ async def compute(
         diff.old_micros += cost
         diff.new_micros += price.cost_micros
         if price.cost_micros != cost:
-            billed_s = -(-price.billed_ns // _NS)
+            billed_s = billed_seconds(price.billed_ns)
             report.changes.append(Change(cdr_id, acct, currency, cost, price.cost_micros, billed_s))
     return report
 

@@ -23,17 +23,30 @@ async def run_every(
     *,
     log: logging.Logger,
     what: str,
+    retry_s: float | None = None,
+    retry_max_s: float | None = None,
 ) -> None:
     """Call ``one_pass`` every ``interval_s`` until ``stop``; a failed pass is logged,
-    the loop goes on (a background task must not die silently)."""
+    the loop goes on (a background task must not die silently).
+
+    With ``retry_s``, the wait after a failed pass is ``retry_s``, doubling after each
+    further failure up to ``retry_max_s`` (a dependency that is down is not hammered).
+    The one background-loop helper: every periodic task of the daemon runs on it.
+    """
+    backoff_s = retry_s
     while not stop.is_set():
+        wait_s = interval_s
         try:
             await one_pass()
+            backoff_s = retry_s
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s pass failed", what)
-        if await wait_or_stop(stop, interval_s):
+            if backoff_s is not None:
+                wait_s = backoff_s
+                backoff_s = min(backoff_s * 2, retry_max_s or backoff_s)
+        if await wait_or_stop(stop, wait_s):
             return
 
 

@@ -58,7 +58,3 @@ def format_amount(micros: int, decimals: int = 6) -> str:
     keep = max(decimals, len(frac_text.rstrip("0")))
     frac_text = frac_text[:keep]
     return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"
-
-
-def micros_to_decimal(micros: int) -> Decimal:
-    return Decimal(micros).scaleb(-_MAX_DECIMALS)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 
+from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import sip_to_q850
 from chargingd.mediation.records import RawCall, RawTime, RowError
@@ -44,7 +45,7 @@ class Call:
     cause: int  # Q.850, 0 unknown
     gateway: str
     account: str  # the row's account code ("" when none)
-    status: str  # "normal" or "unanswered"
+    status: str  # CdrStatus.NORMAL or CdrStatus.UNANSWERED
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,7 +105,7 @@ class Normaliser:
             cause=self.cause(raw),
             gateway=raw.gateway or self.source.gateway,
             account=raw.account,
-            status="normal" if answer_ms else "unanswered",
+            status=CdrStatus.NORMAL if answer_ms else CdrStatus.UNANSWERED,
             extra=raw.extra,
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.ledger import UnknownAccount
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.records import RowError
 
@@ -92,8 +93,6 @@ class Payers:
 
 
 async def _account(ledger: AccountLookup, account_id: str) -> Payer | str:
-    from chargingd.ledger import UnknownAccount
-
     try:
         account = await ledger.get_account(account_id)
     except UnknownAccount:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chargingd.billing.cdr import CDR
+from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
@@ -179,7 +179,7 @@ class Mediator:
         inserted = await self.store(batch)
         summary.stored += inserted
         summary.duplicates += len(batch) - inserted
-        summary.unanswered += sum(1 for c in batch if c.status == "unanswered")
+        summary.unanswered += sum(1 for c in batch if c.status == CdrStatus.UNANSWERED)
         batch.clear()
 
     async def run_file(

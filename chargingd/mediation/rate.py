@@ -8,24 +8,20 @@ Unanswered calls are not priced: they are kept with zero billed time and cost.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
-from chargingd.billing.cdr import CDR
+from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call, utc_datetime
 from chargingd.mediation.payers import Payer
 from chargingd.mediation.records import RowError
+from chargingd.rating.durations import billed_seconds, seconds_to_ns
+from chargingd.rating.loaders import load_plan
+from chargingd.rating.plan import TariffPlan
 
-if TYPE_CHECKING:
-    from chargingd.rating.plan import TariffPlan
-
-_NS = 1_000_000_000
-PlanLoader = Callable[[str], "TariffPlan"]
+PlanLoader = Callable[[str], TariffPlan]
 
 
 def _default_loader(path: str) -> TariffPlan:
-    from chargingd.rating.loaders import load_plan
-
     return load_plan(path)
 
 
@@ -61,7 +57,7 @@ class Rater:
 
     def cdr(self, call: Call, payer: Payer) -> CDR:
         """The rated CDR of ``call``; RowError (the reject reason) when it cannot be priced."""
-        if call.status == "unanswered" or not self.source.rate:
+        if call.status == CdrStatus.UNANSWERED or not self.source.rate:
             return _make(call, payer, payer.currency, payer.tariff, "", 0, 0)
         plan = self.plan(self.plan_path(payer.tariff))
         try:
@@ -69,7 +65,7 @@ class Rater:
                 subject=payer.account_id,
                 destination=call.callee.lstrip("+"),
                 start=utc_datetime(call.answer_ms),
-                usage_ns=call.duration_s * _NS,
+                usage_ns=seconds_to_ns(call.duration_s),
                 tenant=self.source.tenant,
                 category=self.source.category,
             )
@@ -78,7 +74,7 @@ class Rater:
             if not isinstance(code, str):
                 raise  # not a rating refusal: a bug, let it show
             raise RowError(f"rating failed ({code}): {exc}") from None
-        billed_s = -(-cost.billed_ns // _NS)  # whole seconds, rounded up
+        billed_s = billed_seconds(cost.billed_ns)
         # A ledger account's money is in its own currency; otherwise the plan says.
         currency = payer.currency if payer.from_ledger else plan.currency or payer.currency
         return _make(

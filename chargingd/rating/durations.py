@@ -11,6 +11,22 @@ from decimal import Decimal, InvalidOperation
 
 NS_PER_S = 1_000_000_000
 
+
+def seconds_to_ns(seconds: int) -> int:
+    """Whole seconds of usage as the nanoseconds rating takes."""
+    return seconds * NS_PER_S
+
+
+def billed_seconds(billed_ns: int) -> int:
+    """Billed time in whole seconds, rounded up (what a CDR's billed_s records)."""
+    return -(-billed_ns // NS_PER_S)
+
+
+def whole_seconds(ns: int) -> int:
+    """Nanoseconds as whole seconds, rounded down (usage that is fully paid for)."""
+    return ns // NS_PER_S
+
+
 _UNIT_NS: dict[str, int] = {
     "ns": 1,
     "us": 1_000,

@@ -21,31 +21,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from chargingd.rating.durations import NS_PER_S
-from chargingd.rating.periods import SECONDS_PER_DAY, TimePeriod
-from chargingd.rating.prefixes import ANY_DESTINATION
-from chargingd.rating.resolve import ResolveCache
-
-if TYPE_CHECKING:
-    from chargingd.rating.model import (
-        DestinationRate,
-        PlanEntry,
-        RatingPlan,
-        RatingProfile,
-        Tariff,
-    )
-
 from chargingd.rating.model import (
     ANY_SUBJECT,
+    DestinationRate,
+    PlanEntry,
     PricingMode,
     RatingError,
+    RatingPlan,
+    RatingProfile,
     RoundingMethod,
+    Tariff,
     TariffError,
     UnknownDestination,
     UnknownSubject,
 )
+from chargingd.rating.periods import SECONDS_PER_DAY, TimePeriod
+from chargingd.rating.prefixes import ANY_DESTINATION
+from chargingd.rating.resolve import ResolveCache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO_SCALE = 6

@@ -11,17 +11,14 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from chargingd.billing.cdr import CDR, CHARGE_LIVE
+from chargingd.billing.cdr import CDR, CHARGE_LIVE, CdrStatus
 from chargingd.ledger import CommitResult, Ledger
-from chargingd.sessions.cutter import CREDIT_CUT, KILLED
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.pricing import Priced
 from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
-NORMAL, GATEWAY_RESTART = "normal", "gateway_restart"
-UNANSWERED, OVERRUN = "unanswered", "overrun"
 FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a close
 
 
@@ -168,9 +165,9 @@ class SessionCloser:
 
 def _final_status(status: str, rec: SessionRecord, usage_s: int, overrun: bool) -> str:
     if overrun:
-        return OVERRUN
-    if status == NORMAL and rec.cut_reason in (CREDIT_CUT, KILLED):
+        return CdrStatus.OVERRUN
+    if status == CdrStatus.NORMAL and rec.cut_reason in (CdrStatus.CREDIT_CUT, CdrStatus.KILLED):
         return rec.cut_reason
-    if status == NORMAL and usage_s == 0:
-        return UNANSWERED
+    if status == CdrStatus.NORMAL and usage_s == 0:
+        return CdrStatus.UNANSWERED
     return status

@@ -13,14 +13,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from chargingd.billing.cdr import CdrStatus
 from chargingd.core.loops import run_every
 from chargingd.sessions.ccapi import CallCutter, SessionRef
 from chargingd.sessions.store import DEADLINES, LIVE, SessionRecord, SessionStore, split_member
 
 log = logging.getLogger("chargingd.cutter")
 
-CREDIT_CUT = "credit_cut"
-KILLED = "killed"
 
 # refresh(rec) -> (new deadline ms or 0 when paid again, Session-Timeout to announce)
 Recheck = Callable[[SessionRecord], Awaitable[tuple[int, int]]]
@@ -80,7 +79,7 @@ class Cutter:
                 return
             fresh = await self.store.get(rec.account_id, rec.session_id)
             rec = fresh or rec
-        await self.cut(rec, rec.cut_reason or CREDIT_CUT)
+        await self.cut(rec, rec.cut_reason or CdrStatus.CREDIT_CUT)
 
     async def cut(self, rec: SessionRecord, reason: str) -> bool:
         """Send one Disconnect-Request; on failure schedule a retry (bounded back-off).

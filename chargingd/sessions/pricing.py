@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from chargingd.core.config import RatingConfig
-from chargingd.rating.durations import NS_PER_S
+from chargingd.rating.durations import billed_seconds, seconds_to_ns, whole_seconds
+from chargingd.rating.loaders import load_plan
 from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
@@ -68,10 +69,10 @@ class Pricer:
             subject=subject,
             destination=number.lstrip("+"),
             start=_when(start_ms),
-            usage_ns=usage_s * NS_PER_S,
+            usage_ns=seconds_to_ns(usage_s),
             breakdown=False,
         )
-        billed_s = -(-cost.billed_ns // NS_PER_S)
+        billed_s = billed_seconds(cost.billed_ns)
         return Priced(cost.cost_micros, billed_s, cost.destination_id)
 
     def paid_s(
@@ -86,7 +87,7 @@ class Pricer:
             start=_when(start_ms),
             amount_micros=amount_micros,
         )
-        return int(usage_ns // NS_PER_S)
+        return whole_seconds(usage_ns)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -98,8 +99,6 @@ def _when(ms: int) -> datetime:
 
 def load_pricer(cfg: RatingConfig) -> Pricer:
     """Load every configured plan at start; a bad file stops the daemon (TariffLoadError)."""
-    from chargingd.rating.loaders import load_plan
-
     plans = {plan_id: load_plan(path) for plan_id, path in cfg.plans.items()}
     default = load_plan(cfg.default_plan) if cfg.default_plan else None
     return Pricer(plans, default)

@@ -14,14 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from chargingd.billing.cdr import CDR
+from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.loops import run_every
 from chargingd.sessions.spool import Spool
 from chargingd.sessions.store import LASTSEEN, LIVE, SessionRecord, SessionStore, split_member
 
 log = logging.getLogger("chargingd.reaper")
-
-STALE = "stale"
 
 
 class Closer(Protocol):
@@ -71,7 +69,9 @@ class Reaper:
                 await self.store.redis.zadd(LASTSEEN, {raw: rec.last_seen_ms})
                 continue
             try:
-                cdr = await self.close(rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=STALE)
+                cdr = await self.close(
+                    rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=CdrStatus.STALE
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:

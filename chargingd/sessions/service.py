@@ -24,6 +24,7 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis
 
+from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import Config, SessionsConfig
 from chargingd.ledger import (
     Ledger,
@@ -41,8 +42,8 @@ from chargingd.sessions.ccapi import (
     UsageKind,
     UsageReport,
 )
-from chargingd.sessions.close import GATEWAY_RESTART, NORMAL, SessionCloser
-from chargingd.sessions.cutter import KILLED, Cutter
+from chargingd.sessions.close import SessionCloser
+from chargingd.sessions.cutter import Cutter
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.pricing import Pricer, RatingError, load_pricer
@@ -265,7 +266,7 @@ class Sessions:
             rec,
             usage_s=usage_s,
             end_ms=report.event_ms,
-            status=NORMAL,
+            status=CdrStatus.NORMAL,
             disconnect_cause=report.disconnect_cause,
             extra={"terminate_cause": report.terminate_cause} if report.terminate_cause else None,
         )
@@ -309,7 +310,7 @@ class Sessions:
         closed = 0
         for rec in await self.store.live_of_gateway(gateway):
             cdr = await self.close_session(
-                rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=GATEWAY_RESTART
+                rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=CdrStatus.GATEWAY_RESTART
             )
             closed += cdr is not None
         log.warning("gateway %s (client %s) restarted: closed %d sessions", gateway, client, closed)
@@ -333,12 +334,12 @@ class Sessions:
         rec = await self.store.find(session_id)
         if rec is None or rec.state != LIVE:
             return False
-        return await self.cutter.cut(rec, KILLED)
+        return await self.cutter.cut(rec, CdrStatus.KILLED)
 
     async def cut_account(self, account_id: str) -> int:
         """Cut every live call of an account (suspension, fraud block); returns how many."""
         live = await self.store.live_of_account(account_id)
-        await asyncio.gather(*(self.cutter.cut(rec, KILLED) for rec in live))
+        await asyncio.gather(*(self.cutter.cut(rec, CdrStatus.KILLED) for rec in live))
         return len(live)
 
     async def list_sessions(self) -> list[SessionRecord]:

@@ -108,10 +108,6 @@ class SessionRecord:
     def member(self) -> bytes:
         return member(self.account_id, self.session_id)
 
-    def to_mapping(self) -> dict[str, str | int]:
-        # Not dataclasses.asdict: it deep-copies and costs ~100 us on the hot path.
-        return {name: getattr(self, name) for name, _, _ in _FIELDS}
-
     def sparse_pairs(self) -> list[str | int]:
         """Field, value pairs of the fields that differ from their defaults (and state):
         from_raw reads a missing field as its default, and a new record stays small."""
@@ -281,9 +277,6 @@ class SessionStore:
         self._located.pop(session_id, None)
         await self.redis.delete(loc_key(session_id))
 
-    def forget_cached_locator(self, session_id: str) -> None:
-        self._located.pop(session_id, None)
-
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raw = await self.redis.hgetall(record_key(account_id, session_id))
         if not raw or b"account_id" not in raw:
@@ -354,10 +347,6 @@ class SessionStore:
             index, "-inf", until_ms, start=0, num=limit
         )
         return members
-
-    async def claim(self, index: str, raw_member: bytes) -> bool:
-        """Take one due entry: exactly one caller across all daemons gets True (ZREM)."""
-        return bool(await self.redis.zrem(index, raw_member))
 
     async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
         """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets

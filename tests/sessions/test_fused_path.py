@@ -22,9 +22,9 @@ from sessions_harness import (
     usage,
 )
 
+from chargingd.billing.cdr import CdrStatus
 from chargingd.ledger import Status
 from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused, UsageKind
-from chargingd.sessions.close import NORMAL
 from chargingd.sessions.service import Sessions
 
 
@@ -70,7 +70,7 @@ async def test_fused_and_stepwise_paths_agree(
     assert acc_f.balance_micros == acc_s.balance_micros < 10 * EUR
     assert acc_f.reserved_micros == acc_s.reserved_micros == 0
     assert dataclasses.replace(acc_f, updated_ms=0) == dataclasses.replace(acc_s, updated_ms=0)
-    assert cdr_f == cdr_s and cdr_f.status == NORMAL and cdr_f.duration_s == 200
+    assert cdr_f == cdr_s and cdr_f.status == CdrStatus.NORMAL and cdr_f.duration_s == 200
     assert raw_f == raw_s and raw_f[b"state"] == b"closed"
     assert audit_f == audit_s  # same reserve/commit/release entries, same amounts
 
@@ -133,12 +133,16 @@ async def test_close_rerates_when_a_packet_moved_the_usage(
     assert stale is not None
     # Another daemon's interim raised the usage after this closer read the record.
     await sessions.store.touch("acc1", "s1", usage_s=100, now_ms=T0_MS + 100_000)
-    cdr = await sessions.close_session(stale, usage_s=50, end_ms=T0_MS + 100_000, status=NORMAL)
+    cdr = await sessions.close_session(
+        stale, usage_s=50, end_ms=T0_MS + 100_000, status=CdrStatus.NORMAL
+    )
     assert cdr is not None and cdr.duration_s == 100
     assert cdr.cost_micros == 100 * 10_000  # Berlin: per second, rated on 100 s
     account = await ledger.get_account("acc1")
     assert account.balance_micros == 10 * EUR - cdr.cost_micros and account.reserved_micros == 0
-    assert await sessions.close_session(stale, usage_s=50, end_ms=0, status=NORMAL) is None
+    assert (
+        await sessions.close_session(stale, usage_s=50, end_ms=0, status=CdrStatus.NORMAL) is None
+    )
     assert len(await read_cdrs(redis)) == 1
 
 

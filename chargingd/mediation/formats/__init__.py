@@ -10,20 +10,12 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats import asterisk, cisco_radius, cucm, freeswitch, generic, kamailio
 from chargingd.mediation.records import Parsed, Parser
 
 
 def parser_for(source: SourceConfig) -> Parser:
     """The parser of the source's format, bound to its settings."""
-    from chargingd.mediation.formats import (
-        asterisk,
-        cisco_radius,
-        cucm,
-        freeswitch,
-        generic,
-        kamailio,
-    )
-
     parsers: dict[str, Parser] = {
         "asterisk": asterisk.parse,
         "freeswitch": partial(freeswitch.parse, fields=source.fields),
