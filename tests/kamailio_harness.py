@@ -70,7 +70,9 @@ def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
         return port
 
 
-def write_radcli(directory: Path, *, auth_port: int, acct_port: int, secret: str) -> Path:
+def write_radcli(
+    directory: Path, *, auth_port: int, acct_port: int, secret: str, timeout_s: int = 2
+) -> Path:
     """radcli's radiusclient.conf and servers file pointing at chargingd; returns the conf.
 
     IP literals only (radcli resolves host names); nas-ip set so radcli does not look
@@ -88,7 +90,7 @@ def write_radcli(directory: Path, *, auth_port: int, acct_port: int, secret: str
         f"servers\t\t{servers}\n"
         f"dictionary\t{RADCLI_DICTIONARY}\n"
         "default_realm\n"
-        "radius_timeout\t2\n"
+        f"radius_timeout\t{timeout_s}\n"
         "radius_retries\t1\n"
         "bindaddr\t127.0.0.1\n"
     )
@@ -243,11 +245,25 @@ class Switch:
         self.gateway = gateway
 
     @classmethod
-    async def open(cls, directory: Path, *, auth_port: int, acct_port: int, secret: str) -> Switch:
+    async def open(
+        cls,
+        directory: Path,
+        *,
+        auth_port: int,
+        acct_port: int,
+        secret: str,
+        radius_timeout_s: int = 2,
+    ) -> Switch:
+        """Phones, radcli files and Kamailio for one test (radcli tries twice, waiting
+        `radius_timeout_s` each time)."""
         gateway = await SipPhone.open("gw")
         caller = await SipPhone.open("caller")
         radcli = write_radcli(
-            directory / "radcli", auth_port=auth_port, acct_port=acct_port, secret=secret
+            directory / "radcli",
+            auth_port=auth_port,
+            acct_port=acct_port,
+            secret=secret,
+            timeout_s=radius_timeout_s,
         )
         kamailio = Kamailio(
             directory / "kamailio", radcli_conf=radcli, next_hop=("127.0.0.1", gateway.port)

@@ -118,7 +118,46 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
         front = proc.get("frontend", {})
         text = ", ".join(f"{k}={front.get(k, 0)}" for k in ("received", "accepted", "accounted"))
         table.add_row(f"radius {proc.get('role', '')} pid {proc.get('pid', '')}", text)
+        dropped = _drops(front, proc.get("drops_by_client") or {})
+        if dropped:
+            table.add_row("  dropped", dropped)
     console.print(table)
+
+
+# Requests the frontend dropped without an answer: a gateway only sees timeouts.
+_DROP_COUNTERS = (
+    "missing_message_authenticator",
+    "bad_authenticator",
+    "unknown_client",
+    "malformed",
+    "unexpected_code",
+    "dropped_overload",
+)
+_DROP_HINTS = {
+    "missing_message_authenticator": (
+        "a client that cannot send one (radcli < 1.5, Kamailio) needs "
+        "require_message_authenticator = false"
+    ),
+    "bad_authenticator": "shared secret mismatch",
+}
+
+
+def _drops(front: dict[str, Any], by_client: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for reason in _DROP_COUNTERS:
+        count = front.get(reason, 0)
+        if not count:
+            continue
+        clients = ", ".join(
+            f"{name}={reasons[reason]}"
+            for name, reasons in sorted(by_client.items())
+            if reasons.get(reason)
+        )
+        text = f"{reason}={count}" + (f" (client {clients})" if clients else "")
+        if reason in _DROP_HINTS:
+            text += f": {_DROP_HINTS[reason]}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def render_sessions(console: Console, result: dict[str, Any]) -> None:

@@ -101,6 +101,7 @@ class RadiusComponent:
             out["auth_port"] = self.frontend.auth_port
             out["acct_port"] = self.frontend.acct_port
             out["frontend"] = self.frontend.counters.as_dict()
+            out["drops_by_client"] = self.frontend.drops.as_dict()
         if self.cutter is not None:
             out["dynamic_auth"] = self.cutter.counters.as_dict()
         cutter = self.sessions.cutter

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from chargingd.core.config import RadiusConfig
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import ClientTable, RadiusClient
+from chargingd.radius.droplog import BAD_AUTHENTICATOR, MISSING_MESSAGE_AUTHENTICATOR, DropLog
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
 from chargingd.sessions.ccapi import (
@@ -207,6 +208,7 @@ class RadiusFrontend:
         self.credit = credit
         self.clients = clients if clients is not None else ClientTable.from_config(config)
         self.counters = Counters()
+        self.drops = DropLog(monotonic=monotonic)  # per client, and said in the log
         self.cache = DuplicateCache(
             config.duplicate_cache_ttl_s, config.duplicate_cache_size, monotonic
         )
@@ -333,7 +335,7 @@ class RadiusFrontend:
         # answered with Access-Accept (auth port) or Accounting-Response (acct port)
         # and is never cached.
         if not rc.verify_message_authenticator(packet, client.secret, packet.authenticator):
-            self.counters.bad_authenticator += 1
+            self._bad_authenticator(client, addr)
             return
         self.counters.status_server += 1
         code = rc.ACCESS_ACCEPT if port_code == rc.ACCESS_REQUEST else rc.ACCOUNTING_RESPONSE
@@ -349,7 +351,7 @@ class RadiusFrontend:
         if admitted is None:
             return
         client, packet, key = admitted
-        if not self._access_authentic(packet, client):
+        if not self._access_authentic(packet, client, addr):
             return
         try:
             call = call_info(packet, client, addr[0])
@@ -376,17 +378,22 @@ class RadiusFrontend:
         if self._debug:
             log.debug("Access-Request %s from %s: %s", call.session_id, client.name, decision)
 
-    def _access_authentic(self, packet: rc.Packet, client: RadiusClient) -> bool:
+    def _access_authentic(self, packet: rc.Packet, client: RadiusClient, addr: Address) -> bool:
         # RFC 3579 §3.2 / BlastRADIUS: required unless the client is exempted.
         if packet.ma_offset < 0:
             if client.require_message_authenticator:
                 self.counters.missing_message_authenticator += 1
+                self.drops.dropped(client.name, MISSING_MESSAGE_AUTHENTICATOR, addr[0])
                 return False
             return True
         if rc.verify_message_authenticator(packet, client.secret, packet.authenticator):
             return True
-        self.counters.bad_authenticator += 1
+        self._bad_authenticator(client, addr)
         return False
+
+    def _bad_authenticator(self, client: RadiusClient, addr: Address) -> None:
+        self.counters.bad_authenticator += 1
+        self.drops.dropped(client.name, BAD_AUTHENTICATOR, addr[0])
 
     def _auth_reply(
         self, packet: rc.Packet, client: RadiusClient, decision: Authorized | Refused
@@ -425,7 +432,7 @@ class RadiusFrontend:
             packet.ma_offset >= 0
             and not rc.verify_message_authenticator(packet, client.secret, rc.ZERO16)
         ):
-            self.counters.bad_authenticator += 1
+            self._bad_authenticator(client, addr)
             return
         try:
             status = packet.integer(rc.ACCT_STATUS_TYPE)
