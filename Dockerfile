@@ -22,14 +22,14 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY chargingd ./chargingd
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[embedded]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels chargingd && rm -rf /wheels \
+RUN pip install --no-index --find-links /wheels 'chargingd[embedded]' && rm -rf /wheels \
     && useradd --system --user-group --home-dir /var/lib/chargingd chargingd \
     && mkdir -p /var/lib/chargingd /etc/chargingd \
     && chown chargingd:chargingd /var/lib/chargingd

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
+from fakes import Clock
 
 from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger
 
 
 @pytest.fixture(scope="session")
@@ -108,3 +110,18 @@ def pg_empty_url(pg_server: str) -> Iterator[str]:
     yield _database_url(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """An epoch-ms clock the test moves by hand (starts at 2026-01-01T00:00:00Z)."""
+    return Clock()
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis, clock: Clock) -> Ledger:
+    """A Ledger on the test's flushed Redis, on the test clock, scripts loaded; test
+    folders override it where they need accounts or options of their own."""
+    led = Ledger(redis, clock_ms=clock)
+    await led.load_scripts()
+    return led

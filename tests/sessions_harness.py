@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from fakes import T0_MS, Clock
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.config import SessionsConfig
@@ -32,7 +33,6 @@ from chargingd.sessions.ccapi import Authorized, CallInfo, SessionRef, UsageKind
 from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions
 
-T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EUR = 1_000_000
 BERLIN = "030123456"  # 0.60 EUR/min per second  -> +4930123456
 MUNICH = "089123456"  # 1.20 EUR/min per minute + 0.10 connect fee
@@ -59,20 +59,6 @@ def make_plan() -> TariffPlan:
     since = datetime(2000, 1, 1, tzinfo=UTC)
     profile = RatingProfile("", "call", ANY_SUBJECT, (RatingActivation(since, plan),))
     return TariffPlan("retail", idx, [profile], currency="EUR")
-
-
-class Clock:
-    """Injected epoch-ms clock that tests move by hand."""
-
-    def __init__(self, now_ms: int = T0_MS) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, seconds: float) -> int:
-        self.now_ms += int(seconds * 1000)
-        return self.now_ms
 
 
 @dataclass

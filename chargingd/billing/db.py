@@ -163,7 +163,14 @@ def _pgserver() -> Any:
     with warnings.catch_warnings():
         # pgserver warns at import when XDG_RUNTIME_DIR is unset; harmless here.
         warnings.simplefilter("ignore")
-        from pgserver import postgres_server
+        try:
+            from pgserver import postgres_server
+        except ImportError:
+            raise DatabaseUnavailable(
+                "no billing database configured and no embedded one: set [billing] db_url"
+                " (postgresql://...) or install the embedded extra"
+                " (pip install 'chargingd[embedded]')"
+            ) from None
 
     # pgserver logs every command it runs, with output, at INFO: keep only problems.
     logging.getLogger("pgserver").setLevel(logging.WARNING)

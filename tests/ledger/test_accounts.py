@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from fakes import Clock
 
 from chargingd.ledger import (
     AccountExists,
@@ -15,14 +16,6 @@ from chargingd.ledger import (
     UnknownAccount,
 )
 from chargingd.ledger import keys as K
-
-
-class Clock:
-    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from admin_harness import running_admin
+from fakes import Clock
 
 from chargingd.admin import ctl
 from chargingd.admin.methods import RpcError
@@ -34,19 +35,6 @@ from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 
 T0 = 1_700_000_000_000
-
-
-class Clock:
-    def __init__(self, now_ms: int = T0) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from fakes import Clock
 
 from chargingd.ledger import (
     Grant,
@@ -18,19 +19,6 @@ from chargingd.ledger import (
 from chargingd.ledger import keys as K
 
 LEASE_MS = 60_000
-
-
-class Clock:
-    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])

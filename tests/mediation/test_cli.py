@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from paths import FIXTURES as ALL_FIXTURES
-from paths import SHARED_DATA
+from paths import SHARED_DATA, needs_shared
 
 from chargingd.app.cli import main
 from chargingd.billing.db import BillingDB
@@ -133,7 +133,7 @@ C3 = ("+4930555000", "+4989987654", 1552295400000, 0, 1552295420000, 0, 17)
 C4 = ("+4930555000", "+4915123456789", 1552296000000, 0, 1552296030000, 0, 19)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared reference samples not present")
+@needs_shared("cdr-samples")
 @pytest.mark.parametrize(
     ("name", "fmt", "expected"),
     [
@@ -215,7 +215,7 @@ tenant = "chargingd.test"
     assert "no account with identity ani:+4930222333" in rejects
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared reference samples not present")
+@needs_shared("cdr-samples")
 def test_shared_kamailio_acc_cdrs_through_a_csv_mapping() -> None:
     """The dialog module's acc_cdrs table needs no format of its own: a mapping reads it."""
     source = SourceConfig(

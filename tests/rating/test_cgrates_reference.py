@@ -15,16 +15,14 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
-from paths import SHARED_DATA
+from paths import SHARED_DATA, needs_shared
 
 from chargingd.rating.loaders.cgrates import load_tp_dir
 from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
 TP_ROOT = SHARED_DATA / "cgrates_tp"
-pytestmark = pytest.mark.skipif(
-    not TP_ROOT.is_dir(), reason=f"CGRateS reference tariff plans not present at {TP_ROOT}"
-)
+pytestmark = needs_shared("cgrates_tp")
 S = 1_000_000_000
 M = 1_000_000
 

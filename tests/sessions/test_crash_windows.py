@@ -15,7 +15,6 @@ from sessions_harness import (
     RecordingCutter,
     add_account,
     call,
-    make_ledger,
     make_sessions,
     read_cdrs,
     usage,
@@ -30,16 +29,6 @@ from chargingd.sessions.store import DEADLINES, LASTSEEN, ORPHANS, fin_key, memb
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
 ANSWER_MS = T0_MS + 2_000
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def ledger(redis: aioredis.Redis, clock: Clock) -> Ledger:
-    return await make_ledger(redis, clock)
 
 
 @pytest.fixture(params=["fused", "stepwise"])
