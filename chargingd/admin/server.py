@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chargingd.admin.methods import (
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
     AdminMethods,
@@ -33,6 +34,9 @@ from chargingd.core.status import ComponentStats
 log = logging.getLogger("chargingd.admin")
 
 MAX_LINE_BYTES = 1 << 20  # one request line; longer lines are refused
+# Deepest nesting of arrays/objects a request may have. Real requests are 3 deep; a
+# deeper line is refused before anything walks it recursively (json, repr, logging).
+MAX_DEPTH = 32
 
 
 class AdminSocketInUse(RuntimeError):
@@ -202,13 +206,33 @@ class AdminServer:
                 conn.busy = False
 
     async def handle_line(self, line: bytes, peer: Peer) -> bytes | None:
-        """One request line in, one response line out (None for notifications)."""
+        """One request line in, one response line out (None for notifications).
+
+        The error boundary of a line: whatever the line holds, the answer is a
+        response or a JSON-RPC error, never a dropped connection."""
         self.stats.inc("requests")
         try:
+            return await self._handle(line, peer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("admin line failed (%d bytes)", len(line))
+            self.stats.inc("errors")
+            return _encode(error_response(None, INTERNAL_ERROR, "internal error; see the log"))
+
+    async def _handle(self, line: bytes, peer: Peer) -> bytes | None:
+        try:
             request = json.loads(line)
+            too_deep = _too_deep(request)
+        except RecursionError:
+            too_deep = True  # nested beyond what the parser walks
         except (ValueError, UnicodeDecodeError) as exc:
             self.stats.inc("errors")
             return _encode(error_response(None, PARSE_ERROR, f"parse error: {exc}"))
+        if too_deep:
+            self.stats.inc("errors")
+            msg = f"invalid request: nested deeper than {MAX_DEPTH} levels"
+            return _encode(error_response(None, INVALID_REQUEST, msg))
         if isinstance(request, list):
             response: Any = await self._batch(request, peer)
         else:
@@ -231,6 +255,20 @@ class AdminServer:
     def _count(self, response: dict[str, Any] | None) -> None:
         if response is not None and "error" in response:
             self.stats.inc("errors")
+
+
+def _too_deep(value: Any) -> bool:
+    """True when arrays/objects nest deeper than MAX_DEPTH (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _encode(obj: Any) -> bytes:
