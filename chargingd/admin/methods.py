@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from chargingd import ledger as balance
 from chargingd.admin import sessions as adminsessions
 from chargingd.core.money import AmountError, format_amount, parse_amount
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
 
 log = logging.getLogger("chargingd.admin")
@@ -42,6 +43,7 @@ LEDGER_CODES: dict[str, int] = {
     balance.DuplicateTransaction.code: -32008,
 }
 REDIS_UNAVAILABLE = -32010
+_REDIS_DOWN = "admin requests failed, Redis unavailable"
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
@@ -280,6 +282,7 @@ class AdminMethods:
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
+        self.outage = RateLimitedLog(log)  # Redis down: a line per interval, not per request
 
     async def dispatch(self, request: Any, peer: Peer) -> dict[str, Any] | None:
         """Validate and run one request object; always an outcome, never an exception."""
@@ -297,13 +300,14 @@ class AdminMethods:
             message = str(exc) or exc.code.replace("_", " ")
             response = error_response(req_id, code, message, {"code": exc.code})
         except RedisError as exc:
-            log.error("admin request failed, Redis unavailable: %s", exc)
+            self.outage.failure(_REDIS_DOWN, exc)
             response = error_response(req_id, REDIS_UNAVAILABLE, f"Redis unavailable: {exc}")
         except Exception:  # the boundary: log it, answer, keep serving
             log.exception("admin request failed: %.200r", request)
             response = error_response(req_id, INTERNAL_ERROR, "internal error; see the daemon log")
         else:
             response = {"jsonrpc": "2.0", "id": req_id, "result": result}
+            self.outage.recovered(_REDIS_DOWN)
         _log_outcome(request, peer, response, time.perf_counter() - started)
         return None if notification else response
 

@@ -31,6 +31,7 @@ from chargingd.app.workers import WorkerSupervisor, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.logs import setup_logging
 from chargingd.core.loops import Disabled, run_every
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.core.redisconn import RedisClient
 from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
 from chargingd.ledger import Ledger, LedgerError
@@ -102,6 +103,7 @@ class HoldSweeper:
         self.stats = stats
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = RateLimitedLog(log)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hold-sweeper")
@@ -121,8 +123,9 @@ class HoldSweeper:
             raise
         except Exception as exc:
             self.stats.inc("errors")
-            log.error("hold sweep failed: %s: %s", type(exc).__name__, exc)
+            self._failures.failure("hold sweep failed", exc)
             return
+        self._failures.recovered("hold sweep failed")
         self.stats.inc("runs")
         self.stats.inc("holds_reclaimed", reclaimed)
         if reclaimed:

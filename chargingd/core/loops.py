@@ -8,6 +8,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chargingd.core.ratelog import RateLimitedLog
+
+# Failures that say "the server is not there" (their traceback tells nothing).
+UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
 
 async def wait_or_stop(stop: asyncio.Event, timeout_s: float) -> bool:
     """Sleep up to ``timeout_s``; True as soon as ``stop`` is set."""
@@ -31,8 +39,12 @@ async def run_every(
 
     With ``retry_s``, the wait after a failed pass is ``retry_s``, doubling after each
     further failure up to ``retry_max_s`` (a dependency that is down is not hammered).
-    The one background-loop helper: every periodic task of the daemon runs on it.
+    Failures repeating (Redis down) are logged once per ``RateLimitedLog`` interval with
+    a count, the first with its traceback unless Redis is simply unreachable, and once
+    on recovery. The one background-loop helper: every periodic task runs on it.
     """
+    failures = RateLimitedLog(log)
+    kind = f"{what} pass failed"
     backoff_s = retry_s
     while not stop.is_set():
         wait_s = interval_s
@@ -41,11 +53,13 @@ async def run_every(
             backoff_s = retry_s
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s pass failed", what)
+        except Exception as exc:
+            failures.failure(kind, exc, trace=not isinstance(exc, UNREACHABLE))
             if backoff_s is not None:
                 wait_s = backoff_s
                 backoff_s = min(backoff_s * 2, retry_max_s or backoff_s)
+        else:
+            failures.recovered(kind)
         if await wait_or_stop(stop, wait_s):
             return
 

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import Config, SessionsConfig
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.ledger import (
     Ledger,
     LedgerError,
@@ -67,6 +68,8 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 MAX_SESSION_ID = 256
+AUTHORIZE_DOWN = "redis unreachable at authorize"
+ACCOUNTING_DOWN = "redis unreachable at accounting"
 
 
 class Sessions:
@@ -88,6 +91,7 @@ class Sessions:
         self.ledger = ledger
         self.pricer = pricer
         self.cfg = cfg
+        self.outage = RateLimitedLog(log)  # Redis outages: a line per interval, not per call
         self.clock_ms = clock_ms
         self.source = source
         self.store = SessionStore(
@@ -154,7 +158,7 @@ class Sessions:
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request: reserve the first grant or refuse with a code."""
         try:
-            return await self._authorize(call)
+            answer = await self._authorize(call)
         except REDIS_DOWN as exc:
             return self._authorize_without_redis(call, exc)
         except UnknownAccount:
@@ -165,6 +169,9 @@ class Sessions:
         except LedgerError as exc:
             log.error("authorize %r refused by the ledger: %s", call.session_id, exc)
             return Refused(RefusalCode.SYSTEM_ERROR, f"request refused ({exc.code})")
+        if self.outage.failing(AUTHORIZE_DOWN):
+            self.outage.recovered(AUTHORIZE_DOWN)
+        return answer
 
     async def _authorize(self, call: CallInfo) -> Authorized | Refused:
         if not valid_session_id(call.session_id):
@@ -172,7 +179,7 @@ class Sessions:
         return await self.authorizer.authorize(call)
 
     def _authorize_without_redis(self, call: CallInfo, exc: BaseException) -> Refused | Authorized:
-        log.error("redis unreachable at authorize %s: %s", call.session_id, exc)
+        self.outage.failure(AUTHORIZE_DOWN, exc)  # one line per interval, with a count
         if self.cfg.redis_failure_policy != "fail_open":
             return Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
         try:
@@ -194,12 +201,15 @@ class Sessions:
         try:
             await self._account(report)
         except REDIS_DOWN as exc:
-            log.error("redis unreachable at accounting %s: %s", report.call.session_id, exc)
+            self.outage.failure(ACCOUNTING_DOWN, exc)  # one line per interval, with a count
             self.spool.append(report_to_entry(report))  # SpoolFull propagates: no ack
+            return
         except (LedgerError, RatingError) as exc:
             # Retransmission would fail the same way: keep the report, never lose it.
             log.error("accounting %r not chargeable: %s", report.call.session_id, exc)
             await self._orphan(report, exc.code)
+        if self.outage.failing(ACCOUNTING_DOWN):
+            self.outage.recovered(ACCOUNTING_DOWN)
 
     async def _account(self, report: UsageReport) -> None:
         session_id = report.call.session_id

@@ -17,10 +17,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.core.redisconn import pid_alive
 from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport
 
 log = logging.getLogger("chargingd.sessions.spool")
+_REPLAY_STOPPED = "spool replay stopped"
 
 Entry = dict[str, Any]
 
@@ -67,11 +69,14 @@ class Spool:
     """Append-only JSON lines, bounded by entry count, replayed when Redis is back."""
 
     def __init__(self, directory: Path, *, max_entries: int, pid: int | None = None) -> None:
+        """``pid``: the owner of the spool file (default: this process, read at use)."""
         self.directory = directory
         self.max_entries = max_entries
         self._pid = pid
         self._count: int | None = None
         self._count_pid = self.pid
+        # Replay is retried every reaper pass: while Redis is away, a line per interval.
+        self._stops = RateLimitedLog(log, level=logging.WARNING)
 
     @property
     def pid(self) -> int:
@@ -159,7 +164,8 @@ class Spool:
             except BaseException as exc:
                 # Redis went away again, a bug, or shutdown (cancelled): keep this and
                 # the rest for later, in this process's own spool.
-                log.warning("spool replay stopped at entry %d of %s", index + 1, taken)
+                why = f"at entry {index + 1} of {taken.name}: {type(exc).__name__}: {exc}"
+                self._stops.failure(_REPLAY_STOPPED, why)
                 self._keep(lines[index:])
                 taken.unlink()
                 if not isinstance(exc, Exception):
@@ -167,4 +173,5 @@ class Spool:
                 return done
             done += 1
         taken.unlink()
+        self._stops.recovered(_REPLAY_STOPPED)
         return done

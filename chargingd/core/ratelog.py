@@ -1,0 +1,99 @@
+"""Rate-limited failure logs: during an outage, one line per kind per interval.
+
+A Redis outage makes every request, and every pass of every background loop, fail the
+same way. Logging each failure grows the log with the traffic; this logs the first
+failure of a kind at once, then one line per ``interval_s`` with how many failures it
+stood for, and one line when the kind works again (with the outage's count and length).
+
+    outage = RateLimitedLog(log)
+    try:
+        ...
+    except RedisError as exc:
+        outage.failure("redis unreachable at authorize", exc)
+    else:
+        outage.recovered("redis unreachable at authorize")
+
+``recovered`` is a dict lookup when nothing failed: cheap on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DEFAULT_INTERVAL_S = 10.0
+
+
+@dataclass
+class _Episode:
+    """One kind's failures since it last worked."""
+
+    first_s: float
+    last_logged_s: float
+    total: int = 1
+    unlogged: int = 0  # failures since the last line
+
+
+class RateLimitedLog:
+    """Failure lines per kind: the first at once, then one per interval, one on recovery.
+
+    ``trace``: the first line of an episode carries the traceback (for errors nobody
+    expected); repeats never do.
+    """
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        clock_s: Callable[[], float] = time.monotonic,
+        level: int = logging.ERROR,
+    ) -> None:
+        self.log = log
+        self.interval_s = interval_s
+        self.clock_s = clock_s
+        self.level = level
+        self._episodes: dict[str, _Episode] = {}
+
+    def failing(self, kind: str) -> bool:
+        """True while ``kind`` has failed since it last worked."""
+        return kind in self._episodes
+
+    def failure(self, kind: str, exc: BaseException | str, *, trace: bool = False) -> None:
+        """Count one failure of ``kind``; log it if it is the first or the interval passed."""
+        now = self.clock_s()
+        why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        episode = self._episodes.get(kind)
+        if episode is None:
+            self._episodes[kind] = _Episode(first_s=now, last_logged_s=now)
+            exc_info = exc if trace and isinstance(exc, BaseException) else None
+            self.log.log(self.level, "%s: %s", kind, why, exc_info=exc_info)
+            return
+        episode.total += 1
+        episode.unlogged += 1
+        if now - episode.last_logged_s >= self.interval_s:
+            self.log.log(
+                self.level,
+                "%s: %s (%d more in the last %.0f s; %d since %.0f s ago)",
+                kind,
+                why,
+                episode.unlogged,
+                now - episode.last_logged_s,
+                episode.total,
+                now - episode.first_s,
+            )
+            episode.last_logged_s = now
+            episode.unlogged = 0
+
+    def recovered(self, kind: str) -> None:
+        """``kind`` worked: if it was failing, say so once, with the outage's figures."""
+        episode = self._episodes.pop(kind, None)
+        if episode is not None:
+            self.log.warning(
+                "%s: recovered after %d failures in %.1f s",
+                kind,
+                episode.total,
+                self.clock_s() - episode.first_s,
+            )

@@ -1,0 +1,87 @@
+"""RateLimitedLog: the first failure at once, one line per interval with a count, one on
+recovery; and run_every logs a failing loop that way (no traceback per pass)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chargingd.core.loops import run_every
+from chargingd.core.ratelog import RateLimitedLog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_one_line_per_interval_with_counts_and_one_on_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    out = RateLimitedLog(logging.getLogger("t.ratelog"), interval_s=10, clock_s=clock)
+    caplog.set_level(logging.INFO, "t.ratelog")
+    for _ in range(801):  # 80 failures a second for 10 s (0.0125 s: exact in binary)
+        out.failure("redis down at authorize", RedisConnectionError("refused"))
+        out.failure("reaper pass failed", "no Redis")
+        clock.now += 0.0125
+    assert out.failing("redis down at authorize")
+    lines = _lines(caplog)
+    assert lines[:2] == [
+        "redis down at authorize: ConnectionError: refused",
+        "reaper pass failed: no Redis",
+    ]
+    assert len(lines) == 4  # the first of each kind, then one each after 10 s
+    assert lines[2] == (
+        "redis down at authorize: ConnectionError: refused"
+        " (800 more in the last 10 s; 801 since 10 s ago)"
+    )
+    out.recovered("redis down at authorize")
+    out.recovered("redis down at authorize")  # a second success says nothing
+    assert _lines(caplog)[4:] == ["redis down at authorize: recovered after 801 failures in 10.0 s"]
+    assert not out.failing("redis down at authorize") and out.failing("reaper pass failed")
+    out.failure("redis down at authorize", "again")  # a new outage starts a new count
+    assert _lines(caplog)[5] == "redis down at authorize: again"
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_run_every_logs_a_failing_loop_once_then_its_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("t.loop")
+    caplog.set_level(logging.INFO, "t.loop")
+    stop = asyncio.Event()
+    passes = 0
+
+    async def one_pass() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 60:
+            stop.set()
+        if passes <= 30:
+            raise RedisConnectionError("Error 111 connecting. Connection refused.")
+        if 40 <= passes < 50:
+            raise KeyError("bug")
+
+    await asyncio.wait_for(run_every(stop, 0.001, one_pass, log=log, what="cutter"), 30)
+    lines = _lines(caplog)
+    assert lines == [
+        "cutter pass failed: ConnectionError: Error 111 connecting. Connection refused.",
+        lines[1],
+        "cutter pass failed: KeyError: 'bug'",
+        lines[3],
+    ]
+    assert lines[1].startswith("cutter pass failed: recovered after 30 failures in ")
+    assert lines[3].startswith("cutter pass failed: recovered after 10 failures in ")
+    # Redis being away needs no traceback; the unexpected error shows one, once.
+    assert [r.exc_info is not None for r in caplog.records] == [False, False, True, False]
