@@ -15,9 +15,11 @@ MAX_AMOUNT_MICROS = 10**15
 MAX_TOTAL_MICROS = 4 * MAX_AMOUNT_MICROS
 assert MAX_TOTAL_MICROS < 2**53
 MAX_ABS_UNITS = MAX_AMOUNT_MICROS // MICROS_PER_UNIT
-# Plain ASCII decimal, optional short exponent ("1e3" is exact); no "_", no
-# non-ASCII digits (Decimal accepts both), no hex, no NaN/Infinity.
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
+# A plain decimal: ASCII digits, an optional "-", an optional "." with digits after it.
+# No exponent ("1e3"), no "+", no whitespace, no "_" or non-ASCII digits (Decimal takes
+# all of these), no hex, no NaN/Infinity: what an operator types is what is meant.
+PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+PLAIN_HINT = "digits with an optional '-' and '.', such as 12.50"
 
 
 class AmountError(ValueError):
@@ -25,16 +27,17 @@ class AmountError(ValueError):
 
 
 def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> int:
-    """Parse a decimal amount ("12.50") into integer micro-units, exactly.
+    """Parse a plain decimal amount ("12.50") into integer micro-units, exactly.
 
-    Floats are refused on purpose: 0.1 has no exact binary value.
+    Floats are refused on purpose: 0.1 has no exact binary value. So are "1e3",
+    " 1.00" and "+1.00": an amount is written one way only (PLAIN_DECIMAL).
     """
     if isinstance(text, (bool, float)):
         raise AmountError(f"amount must be a decimal string, not {type(text).__name__}")
-    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
-        raise AmountError(f"not a decimal amount: {text!r}")
+    if isinstance(text, str) and not PLAIN_DECIMAL.fullmatch(text):
+        raise AmountError(f"not a plain decimal amount: {text!r} ({PLAIN_HINT})")
     try:
-        value = Decimal(text.strip()) if isinstance(text, str) else Decimal(text)
+        value = Decimal(text)
     except (ArithmeticError, ValueError):
         raise AmountError(f"not a decimal amount: {text!r}") from None
     if not value.is_finite():

@@ -13,6 +13,8 @@ slots and are only ever touched by their own one-key scripts or plain commands.
   ledger:accounts    set     every account id (list_accounts pages it with SSCAN)
   ledger:identities  hash    "user:NAME" / "ani:+E164" -> account id
   ledger:holdidx     zset    account id -> when the sweeper should visit it (ms)
+  ledger:txn:TXN     string  the account a transaction id / payment reference belongs to
+                             (TTL txn_ttl_s): refused on any other account
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ def session_key(account_id: str, session_id: str) -> str:
 
 def txn_key(account_id: str, txn_id: str) -> str:
     return f"{account_tag(account_id)}:txn:{txn_id}"
+
+
+def txn_owner_key(txn_id: str) -> str:
+    """The global claim of a transaction id (its own slot; one-key scripts only)."""
+    return f"ledger:txn:{txn_id}"
 
 
 def session_keys(account_id: str, session_id: str) -> list[str]:

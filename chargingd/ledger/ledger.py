@@ -75,6 +75,8 @@ _SCRIPTS = (
     "identities_claim",
     "identities_drop",
     "hold_index_drop",
+    "txn_claim",
+    "txn_unclaim",
 )
 
 
@@ -365,8 +367,23 @@ class Ledger:
         ]
         args = [kind, amount_micros, currency or "", self.clock_ms(), who, why, txn_id]
         args += [self.audit_max, self.txn_ttl_ms, int(allow_debt)]
+        claimed = await self._claim_txn(account_id, txn_id)
         res = await self._run("topup", keys, args)
+        if claimed == "new" and C.s(res[0]) == "unknown":
+            await self._run("txn_unclaim", [K.txn_owner_key(txn_id)], [account_id])
         return C.money_result(res, account_id, txn_id, currency, f"{kind} of {amount_micros}")
+
+    async def _claim_txn(self, account_id: str, txn_id: str) -> str:
+        """Claim ``txn_id`` for ``account_id`` ("new" or "ok"); DuplicateTransaction when
+        another account has it: a payment reference applies to one account only."""
+        res = await self._run("txn_claim", [K.txn_owner_key(txn_id)], [account_id, self.txn_ttl_ms])
+        status = C.s(res[0])
+        if status == "taken":
+            raise DuplicateTransaction(
+                f"transaction id {txn_id!r} was applied to account {C.s(res[1])!r};"
+                f" it cannot be used for {account_id!r}"
+            )
+        return status
 
     async def reserve(
         self,

@@ -199,7 +199,7 @@ BAD_TOPUPS = [
     ({"amount": "1.1234567", "txn_id": "b1"}, -32602, "more than 6 decimals"),
     ({"amount": "-5.00", "txn_id": "b2"}, -32602, "negative"),
     ({"amount": 5.5, "txn_id": "b3"}, -32602, "decimal string"),
-    ({"amount": "abc", "txn_id": "b4"}, -32602, "not a decimal amount"),
+    ({"amount": "abc", "txn_id": "b4"}, -32602, "not a plain decimal amount"),
     ({"amount": "0", "txn_id": "b5"}, -32602, "positive"),
     ({"amount": "5.00"}, -32602, "txn_id"),
     ({"amount": "5.00", "txn_id": "b6", "currency": "USD"}, -32006, ""),

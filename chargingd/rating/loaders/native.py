@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chargingd.core.money import PLAIN_DECIMAL
 from chargingd.rating.durations import DurationError, parse_duration
 from chargingd.rating.loaders.errors import TariffLoadError
 from chargingd.rating.model import (
@@ -236,8 +237,11 @@ def _period(ctx: _Ctx, name: str, spec: dict[str, Any], key: str) -> TimePeriod:
 def _money(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise ValueError(f'{value!r} is not an amount (write it as 0.05 or "0.05")')
+    if isinstance(value, str) and not PLAIN_DECIMAL.fullmatch(value):
+        # One way to write money (issue 9): no exponent, sign "+" or spaces.
+        raise ValueError(f"{value!r} is not an amount: write it as a plain decimal such as 0.05")
     try:
-        return Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+        return Decimal(value)
     except InvalidOperation:
         raise ValueError(f"{value!r} is not an amount (write it as 0.05)") from None
 
