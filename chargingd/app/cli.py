@@ -8,6 +8,7 @@ built from the config run through chargingd.app.commands); this file only dispat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,8 @@ from chargingd.admin import ctl
 from chargingd.app import commands, serve
 from chargingd.billing import exportcli, rerate
 from chargingd.rating import cli as ratecli
+
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 Configure = Callable[[str, argparse.ArgumentParser], None]
 Run = Callable[[str, argparse.Namespace], int]
@@ -59,7 +62,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return COMMANDS[args.command][1](args.command, args)
+    try:
+        code = COMMANDS[args.command][1](args.command, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``chargingd ctl ... | head``): end quietly.
+
+    Python's own exit would flush stdout again and print a BrokenPipeError traceback;
+    pointing stdout at /dev/null first avoids that. 141 is 128 + SIGPIPE, what a Unix
+    tool killed by the closed pipe reports (only ``set -o pipefail`` sees it).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _version() -> str:

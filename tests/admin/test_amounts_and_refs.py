@@ -122,6 +122,12 @@ from = 2026-01-01T00:00:00Z
         path.write_text(plan.format(rate=rate))
         with pytest.raises(TariffLoadError, match="plain decimal"):
             load_plan(str(path))
+    for number in ("6e-1", "+0.60", "0.6E0"):  # a TOML number, not a string
+        path.write_text(plan.format(rate="0.60").replace('rate = "0.60"', f"rate = {number}"))
+        with pytest.raises(TariffLoadError, match="plain decimal"):
+            load_plan(str(path))
+    path.write_text(plan.format(rate="0.60").replace('rate = "0.60"', "rate = 0.60"))
+    assert load_plan(str(path)).currency == "EUR"
 
 
 async def test_a_payment_reference_belongs_to_the_first_account(admin: Harness) -> None:

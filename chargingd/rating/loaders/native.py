@@ -113,7 +113,9 @@ def load_native(path: str | Path, *, rounding_decimals: int | None = None) -> Ta
     except OSError as exc:
         raise TariffLoadError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text, parse_float=Decimal)
+        data = tomllib.loads(text, parse_float=_plain_float)
+    except _NotPlain as exc:
+        raise TariffLoadError(path, str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         found = _LINE_RE.search(str(exc))
         raise TariffLoadError(path, str(exc), line=int(found.group(1)) if found else None) from None
@@ -232,6 +234,16 @@ def _period(ctx: _Ctx, name: str, spec: dict[str, Any], key: str) -> TimePeriod:
         start_s=parse_time_of_day(ctx.get(spec, "start", str, key, "00:00")),
         end_s=parse_time_of_day(ctx.get(spec, "end", str, key, "24:00")),
     )
+
+
+class _NotPlain(ValueError):
+    """A TOML number written with an exponent or a sign "+" (money is written plainly)."""
+
+
+def _plain_float(text: str) -> Decimal:
+    if not PLAIN_DECIMAL.fullmatch(text.replace("_", "")):
+        raise _NotPlain(f"{text} is not an amount: write it as a plain decimal such as 0.05")
+    return Decimal(text.replace("_", ""))
 
 
 def _money(value: object) -> Decimal:
