@@ -1,4 +1,4 @@
-"""Benchmark the credit-control path (sessions.py) on a real Redis, without RADIUS.
+"""Benchmark the credit-control path (sessions/service.py) on a real Redis, without RADIUS.
 
 Measures authorize (account lookup, rating, reserve, session record) at N requests
 in flight, then whole calls (authorize, Start, Interim, Stop with its CDR). Prints

@@ -449,7 +449,7 @@ class AdminMethods:
     async def server_status(self, p: Params, who: str) -> Any:
         return await self.status()
 
-    # -- sessions (adminsessions.py) ----------------------------------------------------
+    # -- sessions (admin/sessions.py) ----------------------------------------------------
     def _sessions(self) -> adminsessions.SessionOps:
         if self.sessions.sessions is None:
             raise RpcError(INVALID_REQUEST, "no sessions here: [radius] enabled = false")

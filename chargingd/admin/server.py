@@ -3,7 +3,7 @@
 Operators (``chargingd ctl``, scripts, socat) send newline-delimited JSON-RPC 2.0
 requests; every request runs inside an error boundary and gets exactly one response
 line (none for a notification). Methods are by-name only. The method handlers live
-in chargingd/adminmethods.py; this module is the socket lifecycle and the clients.
+in admin/methods.py; this module is the socket lifecycle and the clients.
 """
 
 from __future__ import annotations

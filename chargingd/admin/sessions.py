@@ -1,6 +1,6 @@
 """Admin-socket side of credit control: session.list / session.kill and the hooks
 that money and status changes owe to live calls (a top-up moves deadlines, a
-suspension cuts the account's calls). Used by adminmethods.AdminMethods.
+suspension cuts the account's calls). Used by methods.AdminMethods.
 
 A hook runs after the ledger change succeeded; if it fails the change stands (the
 answer is still the account), the failure is logged and the cutter's own deadline

@@ -1,6 +1,6 @@
 """The RADIUS component of `chargingd serve`: Sessions + frontend + cutter + loops.
 
-Start: build Sessions (loads the [rating] plans), bind the RADIUS ports (aaa.py),
+Start: build Sessions (loads the [rating] plans), bind the RADIUS ports (radius/server.py),
 attach the Disconnect/CoA client as the call cutter, run the cutter and reaper
 loops. Stop: the frontend first (no new packets, queued ones answered within a
 grace period), then the session loops, then the Disconnect/CoA socket.

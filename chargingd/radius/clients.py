@@ -1,7 +1,7 @@
 """RADIUS peers: the configured clients (gateways, SBCs) by address and by name.
 
-Shared by the servers in aaa.py (who sent this packet, with which secret) and the
-Disconnect/CoA client in radius_dm.py (where and how to reach a gateway).
+Shared by the servers in radius/server.py (who sent this packet, with which secret) and the
+Disconnect/CoA client in radius/dynauth.py (where and how to reach a gateway).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RADIUS wire format: bytes in, bytes out, no I/O (the hot path of aaa.py).
+"""RADIUS wire format: bytes in, bytes out, no I/O (the hot path of radius/server.py).
 
 Decodes only the attributes a charging decision needs, verifies authenticators
 with `hmac.compare_digest`, and builds replies from pre-encoded pieces. pyrad is

@@ -1,6 +1,6 @@
 """RFC 5176 Dynamic Authorization client: Disconnect-Request and CoA-Request.
 
-Implements ccapi.CallCutter for sessions.py: tear down a live call at its gateway
+Implements ccapi.CallCutter for sessions/service.py: tear down a live call at its gateway
 (credit gone, operator kill, fraud) or give it a new Session-Timeout (top-up).
 One UDP socket; requests are retransmitted with the same Identifier and doubling
 waits until an answer or the retries run out.

@@ -1,7 +1,7 @@
 """RADIUS frontend: asyncio UDP servers for authentication and accounting.
 
 Translates Access-Request and Accounting-Request packets into ccapi calls on a
-CreditControl (sessions.py) and its answers back into replies; it holds no
+CreditControl (sessions/service.py) and its answers back into replies; it holds no
 business rules. Intake is bounded: `datagram_received` only enqueues, a fixed
 pool of worker tasks drains the queue, a full queue drops and counts.
 """

@@ -1,6 +1,6 @@
 """RADIUS packet -> ccapi translation: who is calling, which session, what usage.
 
-Pure functions over a decoded radius_codec.Packet (no I/O), used by aaa.py. They
+Pure functions over a decoded codec.Packet (no I/O), used by radius/server.py. They
 translate; they decide nothing (DESIGN: frontends translate, sessions decides).
 """
 

@@ -176,7 +176,7 @@ class Engine:
         }
         self._day_cache: dict[tuple[int, date], tuple[list[int], list[_Entry | None]]] = {}
         self._last_day: tuple[date, int, int] = (date(1970, 1, 1), 0, 0)
-        # Plans whose every destination has an always-active binding (ratingresolve.py).
+        # Plans whose every destination has an always-active binding (rating/resolve.py).
         self._timeless = {
             key
             for key, dests in self.plans.items()

@@ -1,9 +1,9 @@
 """Rating: the tariff model and the public pricing API (pure: no I/O, no asyncio).
 
 The model follows CGRateS' tariff plan: destinations (prefix sets, see
-prefixes.py), rates made of slots (connect fee; per slot a group interval
+rating/prefixes.py), rates made of slots (connect fee; per slot a group interval
 start, a price per rate unit and a billing increment), time periods
-(periods.py), rating plans binding destinations to destination-rates per
+(rating/periods.py), rating plans binding destinations to destination-rates per
 period with weights, and rating profiles choosing a plan per
 tenant/category/subject from an activation time. The walk itself lives in
 engine.py, pricing on top of it in price.py, and plan.TariffPlan is the entry point;

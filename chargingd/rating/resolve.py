@@ -1,4 +1,4 @@
-"""Memory of Engine.resolve answers (ratingengine.py); safe as plans are immutable.
+"""Memory of Engine.resolve answers (rating/engine.py); safe as plans are immutable.
 
 An answer depends on the instant only through the profile activations in force
 (constant between two activation times, Engine.switches) and, in plans where some

@@ -1,8 +1,9 @@
-"""Authorize (sessions.py): find the account, rate the first grant, reserve it, write the record.
+"""Authorize: find the account, rate the first grant, reserve it, write the record.
 
 On a single Redis a known caller costs one round trip: this process remembers which
 account an identity names and the account's tariff and currency, and the fused script
-(lua/session_authorize.lua) checks them against the account hash before it reserves;
+(lua/session_authorize.lua) has the ledger's account check confirm them before it
+reserves;
 anything changed ("stale") drops the remembered values and takes the full path
 (account read, then reserve + record). Balances are never cached.
 """

@@ -1,8 +1,8 @@
-"""The internal credit-control API between protocol frontends and sessions.py.
+"""The internal credit-control API between protocol frontends and sessions/service.py.
 
-Frontends (aaa.py for RADIUS, diameter.py later) translate packets into these
+Frontends (radius/server.py for RADIUS, diameter.py later) translate packets into these
 requests and answers; they hold no business rules (DESIGN: "frontends translate,
-sessions.py decides"). This file is the contract both sides code against.
+sessions/service.py decides"). This file is the contract both sides code against.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class CallCutter(Protocol):
 
 
 class CreditControl(Protocol):
-    """Implemented by sessions.py: what a frontend asks for each request it has decoded."""
+    """Implemented by sessions/service.py: what a frontend asks for each request it has decoded."""
 
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request / CCR-I: a first grant or a refusal."""

@@ -23,7 +23,7 @@ FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a clo
 
 
 class SessionCloser:
-    """Ends sessions for sessions.py; ``price(rec, usage_s)`` rates a usage."""
+    """Ends sessions for sessions/service.py; ``price(rec, usage_s)`` rates a usage."""
 
     def __init__(
         self,

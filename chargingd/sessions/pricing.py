@@ -1,6 +1,6 @@
-"""The tariff plans sessions.py prices with, and its seconds/ms view of rating.py.
+"""The tariff plans sessions/service.py prices with, and its seconds/ms view of rating/plan.py.
 
-rating.py works in nanoseconds and timezone-aware datetimes; credit control works in
+rating/plan.py works in nanoseconds and timezone-aware datetimes; credit control works in
 whole seconds (RADIUS Acct-Session-Time, Session-Timeout) and epoch ms. This module
 is the one place that converts, so a change of the rating API touches one file.
 """
@@ -27,7 +27,7 @@ class UnknownPlan(RatingError):
 
 @dataclass(frozen=True)
 class Priced:
-    """What a usage costs under a plan, in the units sessions.py keeps."""
+    """What a usage costs under a plan, in the units sessions/service.py keeps."""
 
     cost_micros: int
     billed_s: int

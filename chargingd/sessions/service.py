@@ -1,10 +1,10 @@
 """The credit-control state machine: authorize, Start/Interim/Stop, close, re-grant.
 
-Frontends (aaa.py, diameter.py) only translate packets into ccapi requests; every
+Frontends (radius/server.py, diameter.py) only translate packets into ccapi requests; every
 rule lives here (DESIGN "Grants, holds and cuts"). Money moves only through the
-Ledger (balance.py); session metadata lives in Redis through SessionStore, so any
-daemon can serve any packet of any call. The cutter (cutter.py) and the reaper
-(reaper.py) are the two background tasks; ``run`` drives both.
+Ledger (ledger/ledger.py); session metadata lives in Redis through SessionStore, so any
+daemon can serve any packet of any call. The cutter (sessions/cutter.py) and the reaper
+(sessions/reaper.py) are the two background tasks; ``run`` drives both.
 
 Idempotency (DESIGN invariant 3): an interim commits the rated cost of the
 *cumulative* usage (the ledger debits only the difference), a Stop releases once

@@ -3,7 +3,7 @@
 Under the fail_open policy a call may be accepted while Redis is unreachable; its
 accounting must not be lost. Each process appends JSON lines to its own file
 ``<data_dir>/spool/sessions-<pid>.jsonl``; replay takes a file by renaming it
-(exactly one process wins the rename) and feeds each entry back to sessions.py.
+(exactly one process wins the rename) and feeds each entry back to sessions/service.py.
 Files of dead processes are replayed by whoever runs next.
 """
 

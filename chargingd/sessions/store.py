@@ -1,6 +1,6 @@
 """Redis keys of live credit-control sessions (records, deadlines, staleness).
 
-balance.py owns money; this module owns session metadata. Per-account keys carry the
+ledger/ledger.py owns money; this module owns session metadata. Per-account keys carry the
 ``{a:ACCOUNT}`` hash tag (DESIGN invariant 5) so a future cluster-safe script can
 touch a session and its account together; the global indexes (deadline zset,
 last-seen zset, per-gateway sets, session locator) are separate keys.
@@ -76,7 +76,7 @@ def split_member(raw: bytes | str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """One call as sessions.py knows it; integers carry their unit in the name."""
+    """One call as sessions/service.py knows it; integers carry their unit in the name."""
 
     session_id: str
     account_id: str
@@ -140,15 +140,6 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-# Move a due member (score <= ARGV[2]) to ARGV[3]; 1 when this caller moved it.
-_CLAIM_UNTIL = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"""
-
-
 class SessionStore:
     """Typed access to the session keys; callers never build keys."""
 
@@ -162,7 +153,7 @@ class SessionStore:
         batcher: CommandBatcher | None = None,
     ) -> None:
         """``batch_commands``: send the hot-path commands of one loop tick as one
-        pipeline (ledger_batch.CommandBatcher); default on unless Redis Cluster.
+        pipeline (ledger.batch.CommandBatcher); default on unless Redis Cluster.
         ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
@@ -171,7 +162,10 @@ class SessionStore:
         lua = resources.files("chargingd.sessions").joinpath("lua")
         self._touch = redis.register_script(lua.joinpath("session_touch.lua").read_text())
         self._create = redis.register_script(lua.joinpath("session_create.lua").read_text())
-        self.scripts: list[Any] = [self._touch, self._create]  # reloaded on NOSCRIPT
+        self._claim_until = redis.register_script(
+            lua.joinpath("session_claim_until.lua").read_text()
+        )
+        self.scripts: list[Any] = [self._touch, self._create, self._claim_until]
         self._loading: asyncio.Future[None] | None = None
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
@@ -351,7 +345,8 @@ class SessionStore:
     async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
         """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets
         True): unlike ZREM, a claimer that dies leaves the entry to be retried then."""
-        return bool(await self.redis.eval(_CLAIM_UNTIL, 1, index, raw_member, due_ms, retry_ms))
+        moved = await self._claim_until(keys=[index], args=[raw_member, due_ms, retry_ms])
+        return bool(moved)
 
     async def acquire_close(self, rec: SessionRecord, token: str, *, lease_s: int = 30) -> bool:
         """The right to close (write the CDR of) a session; a crashed closer's lease expires."""

@@ -1,4 +1,4 @@
--- Shared prelude, prepended by balance.py to every ledger script (not a script itself).
+-- Shared prelude, prepended by ledger/codec.py to every money script (not a script itself).
 -- Redis Lua numbers are doubles: amounts stay below 2^53 (checked in Python) and are
 -- always written with %d, because tostring() switches to exponent form above 1e14.
 local function s(n) return string.format('%d', n) end

@@ -13,7 +13,7 @@
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
---         authorize keeps it); -1 not written (refused or partial: sessions.py decides).
+--         authorize keeps it); -1 not written (refused or partial: sessions/service.py decides).
 local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 15, 19)})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end

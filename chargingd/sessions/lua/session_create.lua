@@ -1,4 +1,4 @@
--- session_create: write a new live session record unless one exists (sessionstore.py).
+-- session_create: write a new live session record unless one exists (sessions/store.py).
 -- KEYS[1] = {a:ACC}:s:SID    the session record hash
 -- KEYS[2] = {a:ACC}:live     live session ids of the account
 -- ARGV[1] = ttl_s             record and live-set TTL

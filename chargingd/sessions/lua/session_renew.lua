@@ -11,7 +11,7 @@
 -- ARGV[18] paid_usage_s of the hold, valid when total debited == ARGV[2]
 -- ARGV[19] deadline index member   ARGV[20] '1': the record had a deadline, clear it
 -- Returns {commit reply, reserve reply ({} if not run), applied}: applied 1 when the
--- grant was full and the record updated; 0 leaves the rest to sessions.py.
+-- grant was full and the record updated; 0 leaves the rest to sessions/service.py.
 local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
 local c = ledger_commit(keys, {unpack(ARGV, 1, 6)})
 if c[1] == 'unknown' then return {c, {}, 0} end

@@ -1,4 +1,4 @@
--- session_touch: note an accounting packet on a session record (sessionstore.py).
+-- session_touch: note an accounting packet on a session record (sessions/store.py).
 -- KEYS[1] = {a:ACC}:s:SID        the session record hash
 -- ARGV[1] = usage_s               cumulative usage reported by the packet
 -- ARGV[2] = now_ms                when it was seen
