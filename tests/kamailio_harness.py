@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,16 @@ class RpcError(Exception):
 class Kamailio:
     """One kamailio process started from the repository's cfg with site values."""
 
-    def __init__(self, directory: Path, *, radcli_conf: Path, next_hop: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        radcli_conf: Path,
+        next_hop: tuple[str, int],
+        cfg: Path = KAMAILIO_CFG,
+    ) -> None:
         self.directory = directory
+        self.cfg = cfg
         self.sip_port = free_port()
         self.rpc_port = free_port(socket.SOCK_STREAM)
         self.radcli_conf = radcli_conf
@@ -141,7 +150,7 @@ class Kamailio:
         substs = [f"--substdef=!{name}!{value}!g" for name, value in values.items()]
         return [
             binary,
-            "-f", str(KAMAILIO_CFG),
+            "-f", str(self.cfg),
             *substs,
             "-DD",  # foreground, no daemon
             "-E",  # log to stderr (the log file)
@@ -253,9 +262,11 @@ class Switch:
         acct_port: int,
         secret: str,
         radius_timeout_s: int = 2,
+        edit_cfg: Callable[[str], str] | None = None,
     ) -> Switch:
         """Phones, radcli files and Kamailio for one test (radcli tries twice, waiting
-        `radius_timeout_s` each time)."""
+        `radius_timeout_s` each time). `edit_cfg` runs Kamailio with a changed copy of
+        the repository's cfg (to show what another config does)."""
         gateway = await SipPhone.open("gw")
         caller = await SipPhone.open("caller")
         radcli = write_radcli(
@@ -265,8 +276,15 @@ class Switch:
             secret=secret,
             timeout_s=radius_timeout_s,
         )
+        cfg = KAMAILIO_CFG
+        if edit_cfg is not None:
+            cfg = directory / "kamailio-edited.cfg"
+            cfg.write_text(edit_cfg(KAMAILIO_CFG.read_text()))
         kamailio = Kamailio(
-            directory / "kamailio", radcli_conf=radcli, next_hop=("127.0.0.1", gateway.port)
+            directory / "kamailio",
+            radcli_conf=radcli,
+            next_hop=("127.0.0.1", gateway.port),
+            cfg=cfg,
         )
         try:
             kamailio.start()

@@ -223,6 +223,7 @@ class SipPhone(asyncio.DatagramProtocol):
     def __init__(self, user: str, answer: AnswerPolicy | None = None) -> None:
         self.user = user
         self.answer = answer or (lambda _msg: Answer())
+        self.bye_answer: tuple[int, str] = (200, "OK")  # how this phone answers a BYE
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.dialogs: dict[str, Dialog] = {}
@@ -491,4 +492,4 @@ class SipPhone(asyncio.DatagramProtocol):
             dialog.ended_by = "remote"
             dialog.bye_headers = list(msg.headers)
             dialog.ended.set()
-        self._send(self._response(msg, 200, "OK"), addr)
+        self._send(self._response(msg, *self.bye_answer), addr)

@@ -47,6 +47,10 @@ EVENT_TIMESTAMP = 55
 MESSAGE_AUTHENTICATOR = 80
 ACCT_INTERIM_INTERVAL = 85
 ERROR_CAUSE = 101
+# Kamailio's acc_radius (draft-sterman-aaa-sip) puts the final SIP response code of the
+# accounted transaction here, a 4-octet integer. RFC 7268 gave 102 to EAP-Key-Name, which
+# no call accounting carries; it is read only from Accounting-Requests, only as 4 octets.
+SIP_RESPONSE_CODE = 102
 
 # Acct-Status-Type values (RFC 2866 §5.1).
 STATUS_START = 1
@@ -54,6 +58,7 @@ STATUS_STOP = 2
 STATUS_INTERIM = 3
 STATUS_ACCOUNTING_ON = 7
 STATUS_ACCOUNTING_OFF = 8
+STATUS_FAILED = 15  # RFC 2866 §5.1 (IANA): the session failed, e.g. a SIP INVITE >= 300
 
 # Error-Cause (RFC 5176 §3.5): the gateway has no such session, i.e. it already ended.
 ERROR_SESSION_CONTEXT_NOT_FOUND = 503

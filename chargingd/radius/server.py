@@ -40,6 +40,7 @@ _USAGE_KINDS = {
     rc.STATUS_START: UsageKind.START,
     rc.STATUS_INTERIM: UsageKind.INTERIM,
     rc.STATUS_STOP: UsageKind.STOP,
+    rc.STATUS_FAILED: UsageKind.FAILED,
 }
 
 

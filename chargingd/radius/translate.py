@@ -51,7 +51,7 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
 def usage_report(
     packet: rc.Packet, client: RadiusClient, source_ip: str, kind: UsageKind, now_s: float
 ) -> UsageReport:
-    """Start/Interim/Stop as a UsageReport. The event time is Event-Timestamp, the
+    """Start/Interim/Stop/Failed as a UsageReport. The event time is Event-Timestamp, the
     time of the event at the NAS (RFC 2869 §5.3), stable across retransmissions;
     without it, the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
     event_s = packet.integer(rc.EVENT_TIMESTAMP)
@@ -67,7 +67,17 @@ def usage_report(
         event_ms=event_ms,
         disconnect_cause=_q850(packet.cisco_value(rc.H323_DISCONNECT_CAUSE)),
         terminate_cause=rc.TERMINATE_CAUSES.get(terminate, str(terminate) if terminate else ""),
+        usage_reported=rc.ACCT_SESSION_TIME in packet.attrs,
+        sip_code=_sip_code(packet),
     )
+
+
+def _sip_code(packet: rc.Packet) -> int:
+    value = packet.attrs.get(rc.SIP_RESPONSE_CODE)
+    if value is None or len(value) != 4:
+        return 0  # absent, or something else than Kamailio's Sip-Response-Code
+    code = int.from_bytes(value, "big")
+    return code if 100 <= code <= 699 else 0
 
 
 def _q850(text: str) -> int:

@@ -27,6 +27,7 @@ class UsageKind(enum.StrEnum):
     START = "start"
     INTERIM = "interim"
     STOP = "stop"
+    FAILED = "failed"  # the call was never set up (RADIUS Acct-Status-Type Failed, 15)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class UsageReport:
     event_ms: int
     disconnect_cause: int = 0  # Q.850 (h323-disconnect-cause is hex on Cisco)
     terminate_cause: str = ""  # Acct-Terminate-Cause name
+    # False when the gateway did not say how long the call lasted (no
+    # Acct-Session-Time: Kamailio's acc accounts events, not durations).
+    usage_reported: bool = True
+    sip_code: int = 0  # final SIP response of the accounted transaction, 0 = not given
 
 
 @dataclass(frozen=True)

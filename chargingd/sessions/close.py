@@ -141,6 +141,10 @@ class SessionCloser:
             extra["cut_reason"] = rec.cut_reason
         if rec.adopted:
             extra["adopted"] = "1"
+        # Start and Stop Event-Timestamps are whole seconds (RFC 2869 §5.3) and our
+        # authorize time is not: a call answered in the second it was authorized would
+        # read as answered before it started. Never earlier than the start, then.
+        answer_ms = max(rec.answer_ms, rec.auth_ms) if usage_s else 0
         return CDR(
             source=self.source,
             call_id=rec.session_id,
@@ -149,8 +153,8 @@ class SessionCloser:
             callee=rec.callee,
             destination=priced.destination_id or rec.destination,
             start_ms=rec.auth_ms,
-            answer_ms=rec.answer_ms if usage_s else 0,
-            end_ms=end_ms,
+            answer_ms=answer_ms,
+            end_ms=max(end_ms, answer_ms or rec.auth_ms),
             duration_s=usage_s,
             billed_s=priced.billed_s,
             cost_micros=priced.cost_micros,

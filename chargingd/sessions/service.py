@@ -56,7 +56,7 @@ from chargingd.sessions.spool import (
     orphan_fields,
     report_to_entry,
 )
-from chargingd.sessions.store import INVALID, LIVE, SessionRecord, SessionStore
+from chargingd.sessions.store import INVALID, LIVE, USAGE_SLACK_S, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -223,6 +223,11 @@ class Sessions:
             return
         account_id = await self.store.locate(session_id)
         rec: SessionRecord | None = None
+        if account_id is None and report.kind is UsageKind.FAILED:
+            # A call that was never set up and never authorized here (a switch that
+            # also accounts the INVITEs chargingd refused): no money, no session.
+            log.debug("failed call %s without a session: nothing to close", session_id)
+            return
         if account_id is None:
             adopted, created = await self._adopt(report)
             if adopted is None:
@@ -235,7 +240,7 @@ class Sessions:
         if rec is None:
             await self._not_live(account_id, state, report)
             return
-        if report.kind is UsageKind.STOP:
+        if report.kind in (UsageKind.STOP, UsageKind.FAILED):
             await self._stop(rec, usage_s, report)
         elif report.usage_s >= usage_s:  # else older than what we know (reordered)
             await self._update(rec, usage_s, report)
@@ -272,13 +277,31 @@ class Sessions:
         await self.grants.charge(rec, usage_s)
 
     async def _stop(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
+        """Stop or Failed: close at once, releasing the hold. A call never answered
+        closes unanswered (a Failed, or a Stop of a SIP INVITE >= 300, has no Start).
+        Without Acct-Session-Time the usage is this event's time minus the answer time
+        (both the gateway's clock), and the CDR says so."""
+        extra: dict[str, str] = {}
+        if report.terminate_cause:
+            extra["terminate_cause"] = report.terminate_cause
+        if report.sip_code:
+            extra["sip_code"] = str(report.sip_code)
+        if not report.usage_reported and rec.answer_ms:
+            derived_s = (report.event_ms - rec.answer_ms + 500) // 1000
+            if derived_s * 1000 > self.clock_ms() - rec.auth_ms + USAGE_SLACK_S * 1000:
+                # Longer than the call has existed here: a broken or lying gateway clock.
+                await self._orphan(report, "invalid_usage")
+                return
+            if derived_s > usage_s:
+                usage_s = derived_s
+                extra["usage_from"] = "event_timestamps"
         await self.close_session(
             rec,
             usage_s=usage_s,
             end_ms=report.event_ms,
             status=CdrStatus.NORMAL,
             disconnect_cause=report.disconnect_cause,
-            extra={"terminate_cause": report.terminate_cause} if report.terminate_cause else None,
+            extra=extra or None,
         )
 
     async def _adopt(self, report: UsageReport) -> tuple[SessionRecord | None, bool]:

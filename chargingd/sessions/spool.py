@@ -48,6 +48,8 @@ def entry_to_report(entry: Entry) -> UsageReport:
         event_ms=int(entry["event_ms"]),
         disconnect_cause=int(entry.get("disconnect_cause", 0)),
         terminate_cause=str(entry.get("terminate_cause", "")),
+        usage_reported=bool(entry.get("usage_reported", True)),
+        sip_code=int(entry.get("sip_code", 0)),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kamailio_harness import Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
+from sipua import Answer
 
 from chargingd.billing.cdr import CDR
 from chargingd.core.money import parse_amount
@@ -100,6 +101,8 @@ async def test_normal_call_is_charged_exactly(daemon: Daemon, switch: Switch) ->
     # and more only by the relay delays of a loaded machine.
     assert round(talked_s) <= cdr.duration_s <= round(talked_s + 1.0), (cdr, talked_s)
     assert cdr.cost_micros == cdr.duration_s * MICROS_PER_S
+    # Whole-second Event-Timestamps never put the answer before the start.
+    assert cdr.start_ms <= cdr.answer_ms <= cdr.end_ms
     acc = account(daemon, "kam-normal")
     assert parse_amount(acc["balance"]) == 10_000_000 - cdr.cost_micros
     assert acc["reserved"] == "0.00" and acc["live_sessions"] == 0
@@ -134,3 +137,80 @@ async def test_session_timeout_is_enforced_and_its_bye_accounted(
     assert cdr.duration_s in (3, 4, 5)
     acc = account(daemon, "kam-timeout")
     assert acc["reserved"] == "0.00" and acc["live_sessions"] == 0
+
+
+async def test_failed_call_releases_its_hold_at_once_and_the_redial_goes_through(
+    daemon: Daemon, switch: Switch
+) -> None:
+    daemon.create_account("kam-busy", "0.50")  # less than a first grant: all of it held
+    switch.gateway.answer = lambda _invite: Answer(486, "Busy Here")
+    busy = await switch.call("kam-busy")
+    assert (busy.final_status, busy.final_reason) == (486, "Busy Here")
+    # acc_radius accounts it as Acct-Status-Type Failed (15), Sip-Response-Code 486.
+    cdr = await wait_cdr(daemon, busy.call_id)
+    assert (cdr.status, cdr.cost_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "486")
+    acc = account(daemon, "kam-busy")
+    assert (acc["balance"], acc["reserved"], acc["live_sessions"]) == ("0.50", "0.00", 0)
+
+    switch.gateway.answer = lambda _invite: Answer()
+    redial = await switch.call("kam-busy")
+    assert redial.final_status == 200, redial.final_reason
+    await asyncio.sleep(1.2)
+    await switch.caller.hangup(redial)
+    assert (await wait_cdr(daemon, redial.call_id)).status == "normal"
+
+
+async def test_stop_without_session_time_is_charged_from_the_event_timestamps(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Kamailio as the issue's operator ran it: acc_radius events, no duration."""
+
+    def events_only(cfg: str) -> str:
+        assert "Acct-Session-Time=$avp(acc_time);" in cfg
+        return cfg.replace("Acct-Session-Time=$avp(acc_time);", "")
+
+    setup = daemon.setup
+    switch = await Switch.open(
+        tmp_path,
+        auth_port=setup.auth_port,
+        acct_port=setup.acct_port,
+        secret=SECRET.decode(),
+        edit_cfg=events_only,
+    )
+    try:
+        daemon.create_account("kam-events", "10.00")
+        dialog = await switch.call("kam-events")
+        assert dialog.final_status == 200
+        await asyncio.sleep(2.3)
+        await switch.caller.hangup(dialog)
+        talked_s = dialog.ended_at - dialog.answered_at
+        cdr = await wait_cdr(daemon, dialog.call_id)
+    finally:
+        switch.close()
+        print(f"---- kamailio log ----\n{switch.kamailio.log()}")
+    assert cdr.status == "normal"
+    assert cdr.extra["usage_from"] == "event_timestamps"
+    # Start and Stop Event-Timestamps are whole seconds: within a second of the talk.
+    assert int(talked_s) <= cdr.duration_s <= int(talked_s) + 2, (cdr, talked_s)
+    assert cdr.cost_micros == cdr.duration_s * MICROS_PER_S
+    acc = account(daemon, "kam-events")
+    assert parse_amount(acc["balance"]) == 10_000_000 - cdr.cost_micros
+    assert acc["reserved"] == "0.00"
+
+
+async def test_bye_answered_481_still_ends_and_charges_the_call(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The far end had already dropped the call: its 481 to the BYE is accounted as
+    the Stop (Sip-Response-Code 481) of an answered call, charged for its talk."""
+    daemon.create_account("kam-481", "10.00")
+    switch.gateway.bye_answer = (481, "Call/Transaction Does Not Exist")
+    dialog = await switch.call("kam-481")
+    assert dialog.final_status == 200
+    await asyncio.sleep(1.2)
+    bye = await switch.caller.hangup(dialog)
+    assert bye is not None and bye.status == 481
+    cdr = await wait_cdr(daemon, dialog.call_id)
+    assert (cdr.status, cdr.extra["sip_code"]) == ("normal", "481")
+    assert cdr.duration_s >= 1 and cdr.cost_micros == cdr.duration_s * MICROS_PER_S
+    assert account(daemon, "kam-481")["reserved"] == "0.00"

@@ -59,3 +59,30 @@ def test_charged_leg() -> None:
     assert charged_leg(answer, GENERIC)
     all_legs = RadiusClient("gw", ipaddress.ip_network("10.0.0.1"), b"s", cisco_leg="all")
     assert charged_leg(answer, all_legs)
+
+
+def kamailio_acct(*attrs: bytes) -> rc.Packet:
+    """An Accounting-Request as Kamailio's acc_radius builds it (codec bytes)."""
+    base = rc.attr_bytes(rc.ACCT_SESSION_ID, b"call-id@10.0.0.2") + rc.attr_u32(
+        rc.EVENT_TIMESTAMP, 1_800_000_000
+    )
+    return rc.decode(rc.encode_request(rc.ACCOUNTING_REQUEST, 1, base + b"".join(attrs), b"s"))
+
+
+def test_usage_reported_only_when_the_gateway_says_how_long() -> None:
+    events_only = usage_report(kamailio_acct(), GENERIC, "10.0.0.2", UsageKind.STOP, 0.0)
+    assert (events_only.usage_s, events_only.usage_reported) == (0, False)
+    zero = kamailio_acct(rc.attr_u32(rc.ACCT_SESSION_TIME, 0))
+    assert usage_report(zero, GENERIC, "10.0.0.2", UsageKind.STOP, 0.0).usage_reported
+
+
+def test_sip_response_code_of_kamailio() -> None:
+    failed = kamailio_acct(rc.attr_u32(rc.ACCT_STATUS_TYPE, rc.STATUS_FAILED))
+    assert usage_report(failed, GENERIC, "10.0.0.2", UsageKind.FAILED, 0.0).sip_code == 0
+    busy = kamailio_acct(rc.attr_u32(rc.SIP_RESPONSE_CODE, 486))
+    assert usage_report(busy, GENERIC, "10.0.0.2", UsageKind.FAILED, 0.0).sip_code == 486
+    # RFC 7268's EAP-Key-Name on the same number, or nonsense: not a SIP code.
+    key_name = kamailio_acct(rc.attr_bytes(rc.SIP_RESPONSE_CODE, b"0123456789"))
+    assert usage_report(key_name, GENERIC, "10.0.0.2", UsageKind.STOP, 0.0).sip_code == 0
+    nonsense = kamailio_acct(rc.attr_u32(rc.SIP_RESPONSE_CODE, 70000))
+    assert usage_report(nonsense, GENERIC, "10.0.0.2", UsageKind.STOP, 0.0).sip_code == 0
