@@ -214,3 +214,19 @@ async def test_bye_answered_481_still_ends_and_charges_the_call(
     assert (cdr.status, cdr.extra["sip_code"]) == ("normal", "481")
     assert cdr.duration_s >= 1 and cdr.cost_micros == cdr.duration_s * MICROS_PER_S
     assert account(daemon, "kam-481")["reserved"] == "0.00"
+
+
+async def test_one_call_at_a_time_keeps_a_prepaid_account_behind_kamailio_whole(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The stopgap docs/kamailio.md gives until a credit mode for gateways without
+    Interims lands: max_calls = 1, so two calls never share the same money."""
+    daemon.create_account("kam-one", "0.20", max_calls=1)
+    first = await switch.call("kam-one")
+    assert first.final_status == 200
+    second = await switch.call("kam-one")
+    assert (second.final_status, second.final_reason) == (403, "too many calls")
+    await asyncio.sleep(1.2)
+    await switch.caller.hangup(first)
+    assert (await wait_cdr(daemon, first.call_id)).status == "normal"
+    assert account(daemon, "kam-one")["reserved"] == "0.00"
