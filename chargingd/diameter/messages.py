@@ -1,0 +1,132 @@
+"""Building Diameter answers and requests, and the checks every request passes.
+
+Answers copy the request's command, Application-Id, Hop-by-Hop and End-to-End
+ids and its P bit (RFC 6733 §6.2); protocol errors (3xxx) carry the E bit and
+the answer-message grammar (§7.2); every error names its AVP in Failed-AVP (§7.5).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+
+from chargingd.diameter import codec as dc
+from chargingd.diameter.dictionary import GROUPED, KNOWN, A, is_protocol_error, key
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this node is on the wire (RFC 6733 §5.3.1)."""
+
+    origin_host: str
+    origin_realm: str
+    host_ip_addresses: tuple[str, ...]
+    product_name: str = "chargingd"
+    vendor_id: int = 0
+    firmware_revision: int = 1
+    # RFC 6733 §8.16: stable for the life of the process, new after a restart.
+    origin_state_id: int = 0
+
+    def origin(self) -> bytes:
+        """Origin-Host + Origin-Realm, pre-encoded."""
+        return dc.utf8(A.ORIGIN_HOST, self.origin_host) + dc.utf8(
+            A.ORIGIN_REALM, self.origin_realm
+        )
+
+
+def new_origin_state_id() -> int:
+    """A value that changes at every start of the process (seconds since the epoch)."""
+    return int(time.time()) & 0xFFFFFFFF
+
+
+class IdAllocator:
+    """Hop-by-Hop ids (per connection, any start) and End-to-End ids (RFC 6733 §3:
+    high 12 bits from the clock at start, low 20 random, then incremented)."""
+
+    def __init__(self) -> None:
+        rng = random.Random(os.urandom(8))
+        self._hbh = rng.getrandbits(32)
+        self._e2e = ((int(time.time()) & 0xFFF) << 20) | rng.getrandbits(20)
+
+    def next_hop_by_hop(self) -> int:
+        self._hbh = (self._hbh + 1) & 0xFFFFFFFF
+        return self._hbh
+
+    def next_end_to_end(self) -> int:
+        self._e2e = (self._e2e + 1) & 0xFFFFFFFF
+        return self._e2e
+
+
+def answer(req: dc.Message, body: bytes, *, error: bool = False) -> bytes:
+    """An answer to ``req`` (same command, application, ids; P bit kept)."""
+    flags = (req.flags & dc.FLAG_P) | (dc.FLAG_E if error else 0)
+    return dc.encode(req.command, flags, req.app_id, req.hop_by_hop, req.end_to_end, body)
+
+
+def error_answer(
+    req: dc.Message,
+    ident: Identity,
+    result_code: int,
+    *,
+    failed_avp: bytes = b"",
+    message: str = "",
+    extra: bytes = b"",
+) -> bytes:
+    """An error answer: Session-Id first when the request had one (RFC 6733 §7.2),
+    Result-Code, Origin-Host/Realm, Error-Message, Failed-AVP; E bit for 3xxx."""
+    sid = req.get(A.SESSION_ID)
+    parts = [
+        dc.avp(A.SESSION_ID, sid.data) if sid is not None else b"",
+        dc.u32(A.RESULT_CODE, result_code),
+        ident.origin(),
+        extra,
+        dc.utf8(A.ERROR_MESSAGE, message, flags=0) if message else b"",
+        dc.grouped(A.FAILED_AVP, failed_avp) if failed_avp else b"",
+    ]
+    return answer(req, b"".join(parts), error=is_protocol_error(result_code))
+
+
+def unsupported_mandatory(avps: list[dc.Avp]) -> dc.Avp | None:
+    """The first AVP with the M bit that chargingd does not know (RFC 6733 §4.1:
+    answered 5001 AVP_UNSUPPORTED with it in Failed-AVP), looking into the known
+    Grouped AVPs too. Malformed propagates (a Grouped AVP that does not parse)."""
+    for a in avps:
+        k = key(a.code, a.vendor)
+        if k not in KNOWN:
+            if a.flags & dc.AVP_M:
+                return a
+            continue
+        if k in GROUPED:
+            inner = unsupported_mandatory(a.group())
+            if inner is not None:
+                return inner
+    return None
+
+
+def request(
+    command: int, app_id: int, hop_by_hop: int, end_to_end: int, body: bytes, *, proxiable: bool
+) -> bytes:
+    """A request message (R bit, P bit when the command is proxiable)."""
+    flags = dc.FLAG_R | (dc.FLAG_P if proxiable else 0)
+    return dc.encode(command, flags, app_id, hop_by_hop, end_to_end, body)
+
+
+def result_code(msg: dc.Message) -> int:
+    """Result-Code, else Experimental-Result-Code, else 0 (no result given)."""
+    rc = msg.get(A.RESULT_CODE)
+    if rc is not None:
+        return rc.u32()
+    exp = msg.get(A.EXPERIMENTAL_RESULT)
+    if exp is not None:
+        inner = dc.find(exp.group(), A.EXPERIMENTAL_RESULT_CODE)
+        if inner is not None:
+            return inner.u32()
+    return 0
+
+
+def text_of(msg: dc.Message, code: int, vendor: int = 0) -> str:
+    """A UTF8String AVP's value, or "" when absent."""
+    a = msg.get(code, vendor)
+    return a.text() if a is not None else ""
