@@ -84,32 +84,44 @@ class Avp:
     def u32(self) -> int:
         """Unsigned32 / Enumerated payload (RFC 6733 §4.2)."""
         if len(self.data) != 4:
-            raise Malformed(f"AVP {self.code}: Unsigned32 of {len(self.data)} bytes",
-                            INVALID_AVP_LENGTH, self.raw())  # fmt: skip
+            raise Malformed(
+                f"AVP {self.code}: Unsigned32 of {len(self.data)} bytes",
+                INVALID_AVP_LENGTH,
+                self.raw(),
+            )
         value: int = _U32.unpack(self.data)[0]
         return value
 
     def u64(self) -> int:
         """Unsigned64 payload."""
         if len(self.data) != 8:
-            raise Malformed(f"AVP {self.code}: Unsigned64 of {len(self.data)} bytes",
-                            INVALID_AVP_LENGTH, self.raw())  # fmt: skip
+            raise Malformed(
+                f"AVP {self.code}: Unsigned64 of {len(self.data)} bytes",
+                INVALID_AVP_LENGTH,
+                self.raw(),
+            )
         value: int = _U64.unpack(self.data)[0]
         return value
 
     def i32(self) -> int:
         """Integer32 payload."""
         if len(self.data) != 4:
-            raise Malformed(f"AVP {self.code}: Integer32 of {len(self.data)} bytes",
-                            INVALID_AVP_LENGTH, self.raw())  # fmt: skip
+            raise Malformed(
+                f"AVP {self.code}: Integer32 of {len(self.data)} bytes",
+                INVALID_AVP_LENGTH,
+                self.raw(),
+            )
         value: int = _I32.unpack(self.data)[0]
         return value
 
     def i64(self) -> int:
         """Integer64 payload."""
         if len(self.data) != 8:
-            raise Malformed(f"AVP {self.code}: Integer64 of {len(self.data)} bytes",
-                            INVALID_AVP_LENGTH, self.raw())  # fmt: skip
+            raise Malformed(
+                f"AVP {self.code}: Integer64 of {len(self.data)} bytes",
+                INVALID_AVP_LENGTH,
+                self.raw(),
+            )
         value: int = _I64.unpack(self.data)[0]
         return value
 
@@ -185,7 +197,7 @@ def find(avps: list[Avp], code: int, vendor: int = 0) -> Avp | None:
 # -- decoding ---------------------------------------------------------------------
 
 
-def message_length(header: bytes) -> int:
+def message_length(header: bytes | bytearray) -> int:
     """The Message Length of a header (its first 4+ bytes), checked for framing.
 
     RFC 6733 §3: version 1; the length counts the header and is a multiple of 4.
@@ -208,8 +220,7 @@ def decode(data: bytes) -> Message:
         raise Malformed("truncated header", INVALID_MESSAGE_LENGTH, fatal=True)
     length = message_length(data)
     if length != len(data):
-        raise Malformed(f"length {length} != {len(data)} bytes", INVALID_MESSAGE_LENGTH,
-                        fatal=True)  # fmt: skip
+        raise Malformed(f"length {length} != {len(data)} bytes", INVALID_MESSAGE_LENGTH, fatal=True)
     _, flags_code, app_id, hbh, e2e = _HDR.unpack_from(data)
     flags = flags_code[0]
     command = int.from_bytes(flags_code[1:4], "big")
@@ -234,11 +245,17 @@ def decode_avps(data: bytes, start: int, end: int) -> list[Avp]:
         length = flags_len & 0xFFFFFF
         head = 12 if flags & AVP_V else 8
         if length < head or pos + length > end:
-            raise Malformed(f"AVP {code} of length {length} overruns its container",
-                            INVALID_AVP_LENGTH, _stub(data, pos, end))  # fmt: skip
+            raise Malformed(
+                f"AVP {code} of length {length} overruns its container",
+                INVALID_AVP_LENGTH,
+                _stub(data, pos, end),
+            )
         if flags & AVP_RESERVED:
-            raise Malformed(f"AVP {code} flags {flags:#x}", INVALID_AVP_BITS,
-                            bytes(data[pos : pos + length]) + _PAD[length & 3])  # fmt: skip
+            raise Malformed(
+                f"AVP {code} flags {flags:#x}",
+                INVALID_AVP_BITS,
+                bytes(data[pos : pos + length]) + _PAD[length & 3],
+            )
         if head == 8:
             vendor = 0
         out.append(Avp(code, flags, vendor, bytes(data[pos + head : pos + length])))
@@ -370,8 +387,7 @@ class Framer:
         while len(buf) - pos >= 4:
             length = message_length(buf[pos : pos + 4])
             if length > self._max:
-                raise Malformed(f"message of {length} bytes", INVALID_MESSAGE_LENGTH,
-                                fatal=True)  # fmt: skip
+                raise Malformed(f"message of {length} bytes", INVALID_MESSAGE_LENGTH, fatal=True)
             if len(buf) - pos < length:
                 break
             out.append(bytes(buf[pos : pos + length]))

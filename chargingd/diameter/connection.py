@@ -175,8 +175,9 @@ class Connection:
             out.close = True  # no answer can be addressed (or no peer yet): close
             return
         out.send.append(
-            error_answer(head, self.ident, exc.result_code, failed_avp=exc.failed_avp,
-                         message=str(exc)[:120])  # fmt: skip
+            error_answer(
+                head, self.ident, exc.result_code, failed_avp=exc.failed_avp, message=str(exc)[:120]
+            )
         )
 
     def _wait_cer(self, msg: dc.Message, out: Outcome) -> None:
@@ -186,8 +187,11 @@ class Connection:
         # RFC 6733 §5.3: nothing but a CER before capabilities are exchanged.
         self.counters.before_cer += 1
         if msg.is_request:
-            out.send.append(error_answer(msg, self.ident, Result.UNKNOWN_PEER,
-                                         message="no CER on this connection"))  # fmt: skip
+            out.send.append(
+                error_answer(
+                    msg, self.ident, Result.UNKNOWN_PEER, message="no CER on this connection"
+                )
+            )
         out.close = True
         self._move(State.CLOSED)
 
@@ -198,13 +202,21 @@ class Connection:
             out.send.append(self._dwa(msg))
         elif command == Cmd.DISCONNECT_PEER:
             self.counters.disconnects += 1
-            out.send.append(answer(msg, dc.u32(A.RESULT_CODE, Result.SUCCESS) + self.ident.origin()))
+            out.send.append(
+                answer(msg, dc.u32(A.RESULT_CODE, Result.SUCCESS) + self.ident.origin())
+            )
             self._move(State.CLOSING)
             out.close = True  # RFC 6733 §5.4: the DPR's sender expects the transport to close
         elif command == Cmd.CAPABILITIES_EXCHANGE:
             # A second CER on an open connection (RFC 6733 §5.6.4: no election here).
-            out.send.append(error_answer(msg, self.ident, Result.UNABLE_TO_COMPLY,
-                                         message="capabilities already exchanged"))  # fmt: skip
+            out.send.append(
+                error_answer(
+                    msg,
+                    self.ident,
+                    Result.UNABLE_TO_COMPLY,
+                    message="capabilities already exchanged",
+                )
+            )
         elif self.state is State.CLOSING:
             out.send.append(error_answer(msg, self.ident, Result.TOO_BUSY))
         else:
@@ -224,13 +236,15 @@ class Connection:
             unknown = unsupported_mandatory(msg.avps)
         except dc.Malformed as exc:
             self.counters.malformed += 1
-            out.send.append(error_answer(msg, self.ident, exc.result_code,
-                                         failed_avp=exc.failed_avp))  # fmt: skip
+            out.send.append(
+                error_answer(msg, self.ident, exc.result_code, failed_avp=exc.failed_avp)
+            )
             return
         if unknown is not None:
             self.counters.unsupported_avp += 1
-            out.send.append(error_answer(msg, self.ident, Result.AVP_UNSUPPORTED,
-                                         failed_avp=unknown.raw()))  # fmt: skip
+            out.send.append(
+                error_answer(msg, self.ident, Result.AVP_UNSUPPORTED, failed_avp=unknown.raw())
+            )
             return
         out.requests.append(msg)
 
@@ -243,8 +257,9 @@ class Connection:
             state_id = msg.get(A.ORIGIN_STATE_ID)
             self.peer_origin_state_id = state_id.u32() if state_id is not None else 0
         except dc.Malformed as exc:
-            out.send.append(error_answer(msg, self.ident, exc.result_code,
-                                         failed_avp=exc.failed_avp))  # fmt: skip
+            out.send.append(
+                error_answer(msg, self.ident, exc.result_code, failed_avp=exc.failed_avp)
+            )
             out.close = True
             self._move(State.CLOSED)
             return
@@ -258,8 +273,12 @@ class Connection:
         self.vsai_vendor = vsai_vendor
         out.send.append(self._cea(msg, Result.SUCCESS, vsai_vendor))
         self._move(State.OPEN)
-        log.info("diameter peer %s (%s) open from %s", self.peer.name if self.peer else "?",
-                 origin_host, self.remote_ip)  # fmt: skip
+        log.info(
+            "diameter peer %s (%s) open from %s",
+            self.peer.name if self.peer else "?",
+            origin_host,
+            self.remote_ip,
+        )
 
     def _cer_result(self, origin_host: str, apps: set[int], security: list[int]) -> int:
         self.peer = self.peers.admit(origin_host, self.remote_ip)
@@ -312,8 +331,14 @@ class Connection:
         """(Hop-by-Hop id, bytes) of a request of ours; Origin-Host/Realm are added."""
         hbh = self.ids.next_hop_by_hop()
         proxiable = command not in (Cmd.DEVICE_WATCHDOG, Cmd.DISCONNECT_PEER)
-        data = request(command, app_id, hbh, self.ids.next_end_to_end(),
-                       body + self.ident.origin(), proxiable=proxiable)  # fmt: skip
+        data = request(
+            command,
+            app_id,
+            hbh,
+            self.ids.next_end_to_end(),
+            body + self.ident.origin(),
+            proxiable=proxiable,
+        )
         return hbh, data
 
     def watchdog(self) -> tuple[int, bytes]:

@@ -31,9 +31,7 @@ class Identity:
 
     def origin(self) -> bytes:
         """Origin-Host + Origin-Realm, pre-encoded."""
-        return dc.utf8(A.ORIGIN_HOST, self.origin_host) + dc.utf8(
-            A.ORIGIN_REALM, self.origin_realm
-        )
+        return dc.utf8(A.ORIGIN_HOST, self.origin_host) + dc.utf8(A.ORIGIN_REALM, self.origin_realm)
 
 
 def new_origin_state_id() -> int:

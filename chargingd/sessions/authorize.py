@@ -198,6 +198,8 @@ class Authorizer:
             credit_micros=credit,
             currency=rec.currency,
             postpaid=mode == "postpaid",
+            grant_s=rec.paid_usage_s,
+            final=bool(rec.limited),
         )
 
     # -- finding the account -------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -54,6 +55,20 @@ class Authorized:
     credit_micros: int  # available money at authorize time (h323-credit-amount)
     currency: str
     postpaid: bool = False  # Cisco h323-billing-model: 0 credit (postpaid), 1 debit
+    # The usage the first hold pays for (Diameter's first Granted-Service-Unit) and
+    # whether it is the last grant the balance allows (Final-Unit-Indication).
+    grant_s: int = 0
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """A live session's grant after a usage report (Diameter answers CCR-U with it)."""
+
+    usage_s: int  # the cumulative usage charged so far
+    paid_usage_s: int  # the usage the debited plus held money pays for
+    final: bool  # the grant is the last the balance allows (the session has a deadline)
+    cut: bool = False  # the cutter is cutting it (credit gone, killed)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,33 @@ class CallCutter(Protocol):
         ...
 
 
+class CallCutterRouter:
+    """A CallCutter that hands each session to the frontend owning its client (RADIUS
+    Disconnect/CoA, Diameter ASR/RAR): the cutter stays protocol-blind."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[Callable[[SessionRef], bool], CallCutter]] = []
+
+    def add(self, owns: Callable[[SessionRef], bool], cutter: CallCutter) -> None:
+        """Route the sessions ``owns`` accepts to ``cutter`` (first match wins)."""
+        self._routes.append((owns, cutter))
+
+    def route(self, ref: SessionRef) -> CallCutter | None:
+        """The frontend that can reach this session's gateway, or None."""
+        for owns, cutter in self._routes:
+            if owns(ref):
+                return cutter
+        return None
+
+    async def disconnect(self, ref: SessionRef, reason: str) -> bool:
+        cutter = self.route(ref)
+        return False if cutter is None else await cutter.disconnect(ref, reason)
+
+    async def change_timeout(self, ref: SessionRef, session_timeout_s: int) -> bool:
+        cutter = self.route(ref)
+        return False if cutter is None else await cutter.change_timeout(ref, session_timeout_s)
+
+
 class CreditControl(Protocol):
     """Implemented by sessions/service.py: what a frontend asks for each request it has decoded."""
 
@@ -115,4 +157,12 @@ class CreditControl(Protocol):
 
     async def gateway_restarted(self, gateway: str, client: str) -> None:
         """Accounting-On/Off (RFC 2866 §5.1): the gateway lost its calls; close them."""
+        ...
+
+
+class QuotaControl(CreditControl, Protocol):
+    """CreditControl plus what a quota-based frontend (Diameter CCR-U) reads back."""
+
+    async def grant_state(self, session_id: str) -> GrantState | None:
+        """The grant of a live session after its last report; None when not live."""
         ...

@@ -38,6 +38,7 @@ from chargingd.sessions.ccapi import (
     Authorized,
     CallCutter,
     CallInfo,
+    GrantState,
     RefusalCode,
     Refused,
     UsageKind,
@@ -374,6 +375,19 @@ class Sessions:
         live = await self.store.live_of_account(account_id)
         await asyncio.gather(*(self.cutter.cut(rec, CdrStatus.KILLED) for rec in live))
         return len(live)
+
+    async def grant_state(self, session_id: str) -> GrantState | None:
+        """The grant of a live session (ccapi.QuotaControl): what Diameter's CCA quotes."""
+        account_id = await self.store.locate(session_id)
+        rec = None if account_id is None else await self.store.get(account_id, session_id)
+        if rec is None or rec.state != LIVE:
+            return None
+        return GrantState(
+            usage_s=rec.last_usage_s,
+            paid_usage_s=rec.paid_usage_s,
+            final=bool(rec.limited),
+            cut=bool(rec.cut_reason),
+        )
 
     async def list_sessions(self) -> list[SessionRecord]:
         """Live sessions for the admin socket."""

@@ -1,0 +1,157 @@
+"""Per-session Credit-Control state the Diameter frontend keeps (not money).
+
+RFC 4006 §5.1: CC-Request-Numbers of a session grow; (Session-Id, CC-Request-Number)
+is the idempotency key, and Used-Service-Unit reports the units used since the
+last report, while sessions/ charges the *cumulative* usage. So per session this
+keeps the last request number, the cumulative usage, what the last request said
+(to tell a retransmission from a changed request) and the answer given to it.
+
+It lives in this process's memory and in Redis (``dia:cc:SESSION``, a hash with a
+TTL), so a peer that fails over to another chargingd process or host finds it.
+Keys are per session, never per account: no money is here (ledger/ owns money).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+KEY_PREFIX = "dia:cc:"
+MEMORY_MAX = 200_000
+
+
+def cc_key(session_id: str) -> str:
+    return KEY_PREFIX + session_id
+
+
+def digest_of(parts: tuple[object, ...]) -> str:
+    """A short stable digest of what a request said (compared, never trusted)."""
+    return hashlib.blake2s(repr(parts).encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class CcSession:
+    """What the frontend remembers of one Credit-Control session."""
+
+    session_id: str
+    number: int  # the last CC-Request-Number answered
+    used_s: int  # cumulative Used-Service-Unit CC-Time reported so far
+    digest: str  # digest of the last request (same number + other digest = refused)
+    answer: bytes  # the body of the answer given to it (resent on a retransmission)
+    ended: bool = False  # a CCR-T was answered
+
+    def to_mapping(self) -> dict[str, str | int | bytes]:
+        return {
+            "n": self.number,
+            "u": self.used_s,
+            "d": self.digest,
+            "a": self.answer,
+            "e": int(self.ended),
+        }
+
+    @classmethod
+    def from_raw(cls, session_id: str, raw: dict[bytes, bytes]) -> CcSession | None:
+        try:
+            return cls(
+                session_id=session_id,
+                number=int(raw[b"n"]),
+                used_s=int(raw[b"u"]),
+                digest=raw[b"d"].decode(),
+                answer=raw[b"a"],
+                ended=raw.get(b"e") == b"1",
+            )
+        except (KeyError, ValueError):
+            return None  # written by another version, or damaged: treat as unknown
+
+
+class CcStore:
+    """Session states by Session-Id: memory first, Redis behind it; one lock per session
+    so the CCRs of a session are worked one at a time in this process (RFC 4006 §5.1:
+    one request in flight per session)."""
+
+    def __init__(self, redis: Any, *, ttl_s: int, ended_ttl_s: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.ended_ttl_s = ended_ttl_s
+        self._memory: OrderedDict[str, CcSession] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, int] = {}
+
+    async def get(self, session_id: str) -> CcSession | None:
+        """The session's state, or None when this frontend never answered its CCR-I."""
+        state = self._memory.get(session_id)
+        if state is not None:
+            return state
+        raw = await self.redis.hgetall(cc_key(session_id))
+        if not raw:
+            return None
+        state = CcSession.from_raw(session_id, raw)
+        if state is not None:
+            self._remember(state)
+        return state
+
+    async def put(self, state: CcSession) -> None:
+        """Remember the answered request, here and in Redis (with its TTL)."""
+        key = cc_key(state.session_id)
+        ttl_s = self.ended_ttl_s if state.ended else self.ttl_s
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=state.to_mapping())
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+        if state.ended:
+            self._memory.pop(state.session_id, None)
+            # The Redis copy answers a retransmitted CCR-T until it expires.
+        else:
+            self._remember(state)
+
+    def _remember(self, state: CcSession) -> None:
+        memory = self._memory
+        memory[state.session_id] = state
+        memory.move_to_end(state.session_id)
+        while len(memory) > MEMORY_MAX:
+            memory.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        """Drop this process's copy (Redis keeps its own until the TTL)."""
+        self._memory.pop(session_id, None)
+
+    def lock(self, session_id: str) -> _SessionLock:
+        """``async with store.lock(sid):`` serialises the requests of one session."""
+        return _SessionLock(self, session_id)
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+
+class _SessionLock:
+    def __init__(self, store: CcStore, session_id: str) -> None:
+        self._store = store
+        self._sid = session_id
+
+    async def __aenter__(self) -> None:
+        store, sid = self._store, self._sid
+        lock = store._locks.get(sid)
+        if lock is None:
+            lock = store._locks[sid] = asyncio.Lock()
+        store._waiters[sid] = store._waiters.get(sid, 0) + 1
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._release_waiter()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._store._locks[self._sid].release()
+        self._release_waiter()
+
+    def _release_waiter(self) -> None:
+        store, sid = self._store, self._sid
+        left = store._waiters[sid] - 1
+        if left:
+            store._waiters[sid] = left
+        else:  # nobody holds or waits: drop the lock (bounded memory)
+            del store._waiters[sid]
+            del store._locks[sid]

@@ -1,0 +1,331 @@
+"""Credit-Control (RFC 4006 / RFC 8506): CCR in, the same ccapi calls as RADIUS, CCA out.
+
+CCR-INITIAL   -> authorize (Access-Request) + account START
+CCR-UPDATE    -> account INTERIM with the cumulative usage, then the grant left
+CCR-TERMINATE -> account STOP with the cumulative usage (the CDR)
+CCR-EVENT     -> authorize + START + STOP of the requested time (direct debiting)
+
+Every rule (grants, deadlines, idempotency, fail policy) is in sessions/; this
+module translates and keeps the request-number discipline of ccstate.py.
+Granted-Service-Unit is the time the money held pays for; Final-Unit-Indication
+TERMINATE marks the last grant the balance allows (sessions' "limited").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chargingd.diameter import codec as dc
+from chargingd.diameter.ccstate import CcSession, CcStore, digest_of
+from chargingd.diameter.dictionary import (
+    ACTION_DIRECT_DEBITING,
+    APP_CREDIT_CONTROL,
+    FUA_TERMINATE,
+    TERMINATION_CAUSES,
+    A,
+    RequestType,
+    Result,
+)
+from chargingd.diameter.messages import Identity, answer, error_answer
+from chargingd.diameter.peers import Peer
+from chargingd.diameter.translate import Ccr, MissingAvp, Service, parse_ccr
+from chargingd.sessions.ccapi import (
+    Authorized,
+    CallInfo,
+    QuotaControl,
+    RefusalCode,
+    Refused,
+    UsageKind,
+    UsageReport,
+)
+
+log = logging.getLogger("chargingd.diameter.cc")
+
+# ccapi refusals as Result-Codes (RFC 4006 §9.1, RFC 6733 §7.1).
+REFUSALS: dict[RefusalCode, int] = {
+    RefusalCode.UNKNOWN_ACCOUNT: Result.USER_UNKNOWN,
+    RefusalCode.SUSPENDED: Result.END_USER_SERVICE_DENIED,
+    RefusalCode.INSUFFICIENT_CREDIT: Result.CREDIT_LIMIT_REACHED,
+    RefusalCode.DESTINATION_NOT_ALLOWED: Result.RATING_FAILED,
+    RefusalCode.TOO_MANY_CALLS: Result.END_USER_SERVICE_DENIED,
+    RefusalCode.SYSTEM_ERROR: Result.UNABLE_TO_COMPLY,
+}
+
+
+@dataclass(frozen=True)
+class CcSettings:
+    """What the CCA advertises, from [diameter]."""
+
+    failure_handling: int | None = None  # Credit-Control-Failure-Handling (None: not sent)
+    # Validity-Time of every grant (RFC 4006 §8.33): the client reports at least this
+    # often, so the reaper never mistakes a quiet call for a dead one. The factory
+    # defaults it to [sessions] interim_interval_s.
+    validity_time_s: int = 0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The quota of one answer (GSU CC-Time, Validity-Time, FUI)."""
+
+    granted_s: int
+    validity_s: int
+    final: bool
+    result: int = Result.SUCCESS
+
+
+class CreditControlApp:
+    """Answers CCRs of open peers (connection.py has checked the base protocol)."""
+
+    def __init__(
+        self,
+        credit: QuotaControl,
+        store: CcStore,
+        ident: Identity,
+        settings: CcSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.credit = credit
+        self.store = store
+        self.ident = ident
+        self.settings = settings
+        self.clock = clock
+        self.errors = 0
+
+    async def handle(self, msg: dc.Message, peer: Peer) -> bytes:
+        """The CCA for one CCR (an error answer when it cannot be worked)."""
+        try:
+            ccr = parse_ccr(msg)
+        except MissingAvp as exc:
+            return error_answer(msg, self.ident, Result.MISSING_AVP, failed_avp=exc.failed_avp())
+        except dc.Malformed as exc:
+            return error_answer(
+                msg, self.ident, exc.result_code, failed_avp=exc.failed_avp, message=str(exc)[:120]
+            )
+        async with self.store.lock(ccr.session_id):
+            try:
+                return await self._dispatch(msg, ccr, peer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nothing is remembered: the client retries (its CCFH) and sessions'
+                # idempotency makes that safe.
+                self.errors += 1
+                log.exception("CCR %s #%d failed", ccr.session_id, ccr.request_number)
+                return self._cca(msg, ccr, Result.UNABLE_TO_COMPLY)
+
+    async def _dispatch(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
+        known = await self.store.get(ccr.session_id)
+        if known is not None:
+            repeated = self._repeated(msg, ccr, known)
+            if repeated is not None:
+                return repeated
+        kind = ccr.request_type
+        if kind == RequestType.INITIAL:
+            if known is not None:
+                return self._refuse_number(msg, ccr)  # a Session-Id used twice
+            return await self._initial(msg, ccr, peer)
+        if kind == RequestType.EVENT:
+            if known is not None:
+                return self._refuse_number(msg, ccr)
+            return await self._event(msg, ccr, peer)
+        if known is None or known.ended:
+            return self._cca(msg, ccr, Result.UNKNOWN_SESSION_ID)
+        if kind == RequestType.UPDATE:
+            return await self._update(msg, ccr, peer, known)
+        return await self._terminate(msg, ccr, peer, known)
+
+    def _repeated(self, msg: dc.Message, ccr: Ccr, known: CcSession) -> bytes | None:
+        """A CC-Request-Number already answered: the same answer again when it is the
+        same request, an error when it says something else (RFC 4006 §5.1); None for
+        a new number."""
+        if ccr.request_number > known.number:
+            return None
+        if ccr.request_number == known.number and digest_of(ccr.digest()) == known.digest:
+            return answer(msg, known.answer)
+        return self._refuse_number(msg, ccr)
+
+    def _refuse_number(self, msg: dc.Message, ccr: Ccr) -> bytes:
+        log.warning(
+            "CCR %s: request number %d refused (used before, or another request)",
+            ccr.session_id,
+            ccr.request_number,
+        )
+        failed = dc.u32(A.CC_REQUEST_NUMBER, ccr.request_number)
+        return error_answer(
+            msg, self.ident, Result.INVALID_AVP_VALUE, failed_avp=failed, extra=self._cc_ids(ccr)
+        )
+
+    # -- the four request types ------------------------------------------------------
+    async def _initial(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
+        call = self._call(ccr, peer)
+        decision = await self.credit.authorize(call)
+        if isinstance(decision, Refused):
+            return self._cca(msg, ccr, REFUSALS[decision.code], message=decision.message)
+        await self.credit.account(self._report(call, ccr, UsageKind.START, 0))
+        grant = self._first_grant(decision)
+        body = self._cca_body(ccr, Result.SUCCESS, grant)
+        await self._remember(ccr, 0, body)
+        return answer(msg, body)
+
+    async def _update(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
+        used_s = known.used_s + ccr.used_s
+        call = self._call(ccr, peer)
+        await self.credit.account(self._report(call, ccr, UsageKind.INTERIM, used_s))
+        state = await self.credit.grant_state(ccr.session_id)
+        if state is None:  # closed meanwhile (reaped, gateway restart): nothing to grant
+            body = self._cca_body(ccr, Result.UNKNOWN_SESSION_ID, None)
+            await self._remember(ccr, used_s, body, ended=True)
+            return answer(msg, body)
+        left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
+        validity_s = self.settings.validity_time_s
+        if state.cut or (state.final and left_s == 0):
+            grant = Grant(0, validity_s, final=True, result=Result.CREDIT_LIMIT_REACHED)
+        else:
+            grant = Grant(left_s, validity_s, final=state.final)
+        body = self._cca_body(ccr, Result.SUCCESS, grant)
+        await self._remember(ccr, used_s, body)
+        return answer(msg, body)
+
+    async def _terminate(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
+        used_s = known.used_s + ccr.used_s
+        call = self._call(ccr, peer)
+        await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
+        body = self._cca_body(ccr, Result.SUCCESS, None)
+        await self._remember(ccr, used_s, body, ended=True)
+        return answer(msg, body)
+
+    async def _event(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
+        """RFC 4006 §6.3 direct debiting of the requested time: all or nothing."""
+        want_s = next((s.requested_s for s in ccr.services if s.requested_s), 0)
+        if ccr.requested_action != ACTION_DIRECT_DEBITING or not want_s:
+            return self._cca(
+                msg,
+                ccr,
+                Result.UNABLE_TO_COMPLY,
+                message="only direct debiting of CC-Time is offered",
+            )
+        call = self._call(ccr, peer)
+        decision = await self.credit.authorize(call)
+        if isinstance(decision, Refused):
+            return self._cca(msg, ccr, REFUSALS[decision.code], message=decision.message)
+        await self.credit.account(self._report(call, ccr, UsageKind.START, 0))
+        enough = decision.session_timeout_s >= want_s
+        used_s = want_s if enough else 0  # not enough: nothing is debited, the hold freed
+        await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
+        if not enough:
+            body = self._cca_body(ccr, Result.CREDIT_LIMIT_REACHED, None)
+        else:
+            body = self._cca_body(ccr, Result.SUCCESS, Grant(want_s, 0, final=False))
+        await self._remember(ccr, used_s, body, ended=True)
+        return answer(msg, body)
+
+    # -- translation helpers ---------------------------------------------------------
+    def _call(self, ccr: Ccr, peer: Peer) -> CallInfo:
+        return CallInfo(
+            session_id=ccr.session_id,
+            user_name=ccr.user_name,
+            calling=ccr.calling,
+            called=ccr.called,
+            gateway=peer.origin_host,
+            client=peer.name,
+            default_account=peer.default_account,
+            lookup=peer.lookup,
+        )
+
+    def _report(self, call: CallInfo, ccr: Ccr, kind: UsageKind, usage_s: int) -> UsageReport:
+        # Event-Timestamp is when the event happened at the client (RFC 6733 §8.21).
+        event_ms = (
+            ccr.event_timestamp_s * 1000 if ccr.event_timestamp_s else int(self.clock() * 1000)
+        )
+        cause = TERMINATION_CAUSES.get(ccr.termination_cause, "") if kind is UsageKind.STOP else ""
+        return UsageReport(
+            call=call, kind=kind, usage_s=usage_s, event_ms=event_ms, terminate_cause=cause
+        )
+
+    def _first_grant(self, decision: Authorized) -> Grant:
+        # A fail-open grant (Redis down) has no hold: its Session-Timeout is the quota.
+        granted_s = decision.grant_s or decision.session_timeout_s
+        validity_s = self.settings.validity_time_s or decision.interim_interval_s
+        return Grant(
+            min(granted_s, decision.session_timeout_s or granted_s),
+            validity_s,
+            final=decision.final,
+        )
+
+    async def _remember(self, ccr: Ccr, used_s: int, body: bytes, *, ended: bool = False) -> None:
+        await self.store.put(
+            CcSession(
+                ccr.session_id,
+                ccr.request_number,
+                used_s,
+                digest_of(ccr.digest()),
+                body,
+                ended=ended,
+            )
+        )
+
+    # -- answers ---------------------------------------------------------------------
+    def _cc_ids(self, ccr: Ccr) -> bytes:
+        return (
+            dc.u32(A.AUTH_APPLICATION_ID, APP_CREDIT_CONTROL)
+            + dc.u32(A.CC_REQUEST_TYPE, ccr.request_type)
+            + dc.u32(A.CC_REQUEST_NUMBER, ccr.request_number)
+        )
+
+    def _cca(self, msg: dc.Message, ccr: Ccr, result: int, *, message: str = "") -> bytes:
+        """A CCA without a grant (a refusal, an unknown session, a failure)."""
+        body = self._cca_body(ccr, result, None, message=message)
+        return answer(msg, body)
+
+    def _cca_body(self, ccr: Ccr, result: int, grant: Grant | None, *, message: str = "") -> bytes:
+        parts = [
+            dc.utf8(A.SESSION_ID, ccr.session_id),
+            dc.u32(A.RESULT_CODE, result),
+            self.ident.origin(),
+            self._cc_ids(ccr),
+        ]
+        if self.settings.failure_handling is not None:
+            parts.append(dc.u32(A.CREDIT_CONTROL_FAILURE_HANDLING, self.settings.failure_handling))
+        if message and result != Result.SUCCESS:
+            parts.append(dc.utf8(A.ERROR_MESSAGE, message[:120], flags=0))
+        if grant is not None or result != Result.SUCCESS:
+            parts += _quota_avps(ccr, result, grant)
+        return b"".join(parts)
+
+
+def _quota_avps(ccr: Ccr, result: int, grant: Grant | None) -> list[bytes]:
+    """The grant, per MSCC when the request used MSCC (its Result-Code, GSU,
+    Validity-Time and FUI inside it), else at the top level (RFC 4006 §8.16)."""
+    services = [s for s in ccr.services if s.mscc]
+    if not services:
+        return _unit_avps(grant) if grant is not None else []
+    out: list[bytes] = []
+    for service in services:
+        inner = list(_service_ids(service))
+        code = grant.result if grant is not None and result == Result.SUCCESS else result
+        if grant is not None and (service.requested or ccr.request_type == RequestType.INITIAL):
+            inner += _unit_avps(grant)
+        inner.append(dc.u32(A.RESULT_CODE, code))
+        out.append(dc.grouped(A.MULTIPLE_SERVICES_CREDIT_CONTROL, *inner))
+    return out
+
+
+def _service_ids(service: Service) -> list[bytes]:
+    ids = [dc.u32(A.SERVICE_IDENTIFIER, sid) for sid in service.service_ids]
+    if service.rating_group is not None:
+        ids.append(dc.u32(A.RATING_GROUP, service.rating_group))
+    return ids
+
+
+def _unit_avps(grant: Grant) -> list[bytes]:
+    out = [dc.grouped(A.GRANTED_SERVICE_UNIT, dc.u32(A.CC_TIME, grant.granted_s))]
+    if grant.validity_s:
+        out.append(dc.u32(A.VALIDITY_TIME, grant.validity_s))
+    if grant.final:
+        out.append(dc.grouped(A.FINAL_UNIT_INDICATION, dc.u32(A.FINAL_UNIT_ACTION, FUA_TERMINATE)))
+    return out

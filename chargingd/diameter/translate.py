@@ -1,0 +1,246 @@
+"""CCR -> ccapi translation: who is calling whom, which session, how much was used.
+
+Pure functions over a decoded codec.Message (no I/O), used by credit.py. They
+translate; they decide nothing (DESIGN: frontends translate, sessions decides).
+
+- Subscription-Id (RFC 4006 §8.46, or RFC 8506's Subscription-Id-Extension):
+  END_USER_E164 is the caller's number (the "ani" lookup); SIP URI, NAI, IMSI and
+  private ids are the "user" identity (User-Name when no Subscription-Id names one).
+- The called party: Called-Station-Id, else 3GPP Service-Information /
+  IMS-Information / Called-Party-Address (TS 32.299), else Requested-Party-Address.
+- Used units: CC-Time of Used-Service-Unit, top level (RFC 4006 single service) or
+  inside Multiple-Services-Credit-Control. One call's time is charged once: when
+  several rating groups report time in one CCR, the longest report counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chargingd.diameter import codec as dc
+from chargingd.diameter.dictionary import VENDOR_3GPP, A, G, RequestType, SubscriptionIdType
+
+# Longest CC-Time accepted in one report: beyond it a client is broken (sessions
+# refuses absurd usages too; this keeps the sum from overflowing a day's worth).
+MAX_REPORT_S = 86_400
+
+
+class MissingAvp(ValueError):
+    """A required AVP is absent: answered 5005 DIAMETER_MISSING_AVP (RFC 6733 §7.1.5)."""
+
+    def __init__(self, code: int, vendor: int = 0) -> None:
+        super().__init__(f"missing AVP {code}")
+        self.code = code
+        self.vendor = vendor
+
+    def failed_avp(self) -> bytes:
+        """RFC 6733 §7.5: an example of the missing AVP, with a zero payload."""
+        return dc.avp(self.code, b"\0\0\0\0", vendor=self.vendor)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One Multiple-Services-Credit-Control of a CCR (or the top level, mscc=False)."""
+
+    mscc: bool
+    rating_group: int | None = None
+    service_ids: tuple[int, ...] = ()
+    requested_s: int | None = None  # Requested-Service-Unit CC-Time (None: not asked)
+    requested: bool = False  # a Requested-Service-Unit was there (possibly empty)
+    used_s: int = 0  # Used-Service-Unit CC-Time summed
+
+
+@dataclass(frozen=True)
+class Ccr:
+    """What chargingd reads of a Credit-Control-Request."""
+
+    session_id: str
+    origin_host: str
+    request_type: int
+    request_number: int
+    user_name: str = ""
+    calling: str = ""
+    called: str = ""
+    event_timestamp_s: int = 0  # Event-Timestamp as Unix seconds (0: absent)
+    termination_cause: int = 0
+    requested_action: int = 0
+    services: tuple[Service, ...] = field(default_factory=tuple)
+
+    @property
+    def used_s(self) -> int:
+        """The call time this CCR reports (longest of its services' reports)."""
+        return max((s.used_s for s in self.services), default=0)
+
+    def digest(self) -> tuple[object, ...]:
+        """What must be equal for a repeated CC-Request-Number to be the same request."""
+        return (
+            self.request_type,
+            self.used_s,
+            tuple((s.rating_group, s.used_s) for s in self.services),
+        )
+
+
+_REQUIRED = (
+    A.SESSION_ID,
+    A.ORIGIN_HOST,
+    A.ORIGIN_REALM,
+    A.DESTINATION_REALM,
+    A.AUTH_APPLICATION_ID,
+    A.SERVICE_CONTEXT_ID,
+    A.CC_REQUEST_TYPE,
+    A.CC_REQUEST_NUMBER,
+)
+_REQUEST_TYPES = frozenset(int(t) for t in RequestType)
+NTP_UNIX_OFFSET_S = 2_208_988_800  # RFC 6733 §4.3.1 Time: seconds since 1900
+
+
+def parse_ccr(msg: dc.Message) -> Ccr:
+    """The CCR's fields; MissingAvp or codec.Malformed (5004/5014) when it is wrong."""
+    for code in _REQUIRED:
+        if msg.get(code) is None:
+            raise MissingAvp(code)
+    type_avp = msg.get(A.CC_REQUEST_TYPE)
+    request_type = type_avp.u32() if type_avp is not None else 0
+    if type_avp is None or request_type not in _REQUEST_TYPES:
+        failed = type_avp.raw() if type_avp is not None else b""
+        raise dc.Malformed(f"CC-Request-Type {request_type}", dc.INVALID_AVP_VALUE, failed)
+    user, calling = _subscriber(msg)
+    return Ccr(
+        session_id=_text(msg, A.SESSION_ID),
+        origin_host=_text(msg, A.ORIGIN_HOST),
+        request_type=request_type,
+        request_number=_u32(msg, A.CC_REQUEST_NUMBER),
+        user_name=user,
+        calling=calling,
+        called=_called(msg),
+        event_timestamp_s=_event_s(msg),
+        termination_cause=_u32(msg, A.TERMINATION_CAUSE),
+        requested_action=_u32(msg, A.REQUESTED_ACTION),
+        services=_services(msg),
+    )
+
+
+def _u32(msg: dc.Message, code: int) -> int:
+    a = msg.get(code)
+    return a.u32() if a is not None else 0
+
+
+def _text(msg: dc.Message, code: int) -> str:
+    a = msg.get(code)
+    return a.text() if a is not None else ""
+
+
+def _event_s(msg: dc.Message) -> int:
+    a = msg.get(A.EVENT_TIMESTAMP)
+    if a is None:
+        return 0
+    return max(a.u32() - NTP_UNIX_OFFSET_S, 0)
+
+
+def _subscriber(msg: dc.Message) -> tuple[str, str]:
+    """(user identity, calling number) from Subscription-Id(s), else User-Name."""
+    user = ""
+    calling = ""
+    for kind, data in _subscription_ids(msg):
+        if kind == SubscriptionIdType.END_USER_E164:
+            calling = calling or data
+        else:
+            user = user or _user_of(kind, data)
+    if not user:
+        user = _text(msg, A.USER_NAME)
+    if not calling:
+        calling = _text(msg, A.CALLING_STATION_ID) or _ims(msg, G.CALLING_PARTY_ADDRESS)
+    return user, calling
+
+
+def _subscription_ids(msg: dc.Message) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for sub in msg.all(A.SUBSCRIPTION_ID):
+        inner = sub.group()
+        kind, data = dc.find(inner, A.SUBSCRIPTION_ID_TYPE), dc.find(inner, A.SUBSCRIPTION_ID_DATA)
+        if kind is None or data is None:
+            raise dc.Malformed(
+                "Subscription-Id without type or data", dc.INVALID_AVP_VALUE, sub.raw()
+            )
+        out.append((kind.u32(), data.text()))
+    # RFC 8506 §8.58: one typed member per Subscription-Id-Extension.
+    typed = {
+        A.SUBSCRIPTION_ID_E164: SubscriptionIdType.END_USER_E164,
+        A.SUBSCRIPTION_ID_IMSI: SubscriptionIdType.END_USER_IMSI,
+        A.SUBSCRIPTION_ID_SIP_URI: SubscriptionIdType.END_USER_SIP_URI,
+        A.SUBSCRIPTION_ID_NAI: SubscriptionIdType.END_USER_NAI,
+        A.SUBSCRIPTION_ID_PRIVATE: SubscriptionIdType.END_USER_PRIVATE,
+    }
+    for ext in msg.all(A.SUBSCRIPTION_ID_EXTENSION):
+        for member in ext.group():
+            kind = typed.get(member.code) if member.vendor == 0 else None  # type: ignore[call-overload]
+            if kind is not None:
+                out.append((int(kind), member.text()))
+    return out
+
+
+def _user_of(kind: int, data: str) -> str:
+    """The "user" identity of a non-E.164 Subscription-Id: a SIP URI without its
+    scheme and parameters ("sip:alice@example.net;x=y" -> "alice@example.net")."""
+    if kind == SubscriptionIdType.END_USER_SIP_URI:
+        text = data.strip().strip("<>")
+        for scheme in ("sips:", "sip:"):
+            if text.lower().startswith(scheme):
+                text = text[len(scheme) :]
+        return text.split(";", 1)[0]
+    return data
+
+
+def _ims(msg: dc.Message, code: int) -> str:
+    """A UTF8String inside Service-Information / IMS-Information (TS 32.299 §7.2)."""
+    si = msg.get(G.SERVICE_INFORMATION, VENDOR_3GPP)
+    if si is None:
+        return ""
+    ims = dc.find(si.group(), G.IMS_INFORMATION, VENDOR_3GPP)
+    if ims is None:
+        return ""
+    inner = ims.group()
+    a = dc.find(inner, code, VENDOR_3GPP)
+    return a.text() if a is not None else ""
+
+
+def _called(msg: dc.Message) -> str:
+    return (
+        _text(msg, A.CALLED_STATION_ID)
+        or _ims(msg, G.CALLED_PARTY_ADDRESS)
+        or _ims(msg, G.REQUESTED_PARTY_ADDRESS)
+    )
+
+
+def _services(msg: dc.Message) -> tuple[Service, ...]:
+    msccs = msg.all(A.MULTIPLE_SERVICES_CREDIT_CONTROL)
+    if msccs:
+        return tuple(_service(m.group(), mscc=True) for m in msccs)
+    return (_service(msg.avps, mscc=False),)
+
+
+def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
+    rsu = dc.find(avps, A.REQUESTED_SERVICE_UNIT)
+    requested_s = _cc_time(rsu) if rsu is not None else None
+    used = sum(_cc_time(a) or 0 for a in avps if a.code == A.USED_SERVICE_UNIT and a.vendor == 0)
+    rg = dc.find(avps, A.RATING_GROUP) if mscc else None
+    return Service(
+        mscc=mscc,
+        rating_group=rg.u32() if rg is not None else None,
+        service_ids=tuple(
+            a.u32() for a in avps if mscc and a.code == A.SERVICE_IDENTIFIER and a.vendor == 0
+        ),
+        requested_s=requested_s,
+        requested=rsu is not None,
+        used_s=used,
+    )
+
+
+def _cc_time(unit: dc.Avp) -> int | None:
+    t = dc.find(unit.group(), A.CC_TIME)
+    if t is None:
+        return None
+    value = t.u32()
+    if value > MAX_REPORT_S:
+        raise dc.Malformed(f"CC-Time {value}", dc.INVALID_AVP_VALUE, unit.raw())
+    return value
