@@ -37,7 +37,7 @@ INVALID_AVP_BITS = 3009
 INVALID_AVP_VALUE = 5004
 
 _HDR = struct.Struct("!I4sIII")  # version+length, flags+code, app id, hop-by-hop, end-to-end
-_AVP = struct.Struct("!III")  # code, flags+length, vendor id
+_AVP = struct.Struct("!II")  # code, flags+length (then the vendor id when V is set)
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _I32 = struct.Struct("!i")
@@ -240,7 +240,7 @@ def decode_avps(data: bytes, start: int, end: int) -> list[Avp]:
     while pos < end:
         if end - pos < 8:
             raise Malformed("truncated AVP header", INVALID_AVP_LENGTH, _stub(data, pos, end))
-        code, flags_len, vendor = unpack(data, pos)
+        code, flags_len = unpack(data, pos)
         flags = flags_len >> 24
         length = flags_len & 0xFFFFFF
         head = 12 if flags & AVP_V else 8
@@ -256,8 +256,7 @@ def decode_avps(data: bytes, start: int, end: int) -> list[Avp]:
                 INVALID_AVP_BITS,
                 bytes(data[pos : pos + length]) + _PAD[length & 3],
             )
-        if head == 8:
-            vendor = 0
+        vendor = _U32.unpack_from(data, pos + 8)[0] if head == 12 else 0
         out.append(Avp(code, flags, vendor, bytes(data[pos + head : pos + length])))
         pos += (length + 3) & ~3
     if pos != end:

@@ -8,8 +8,8 @@ sessions/service.py decides"). This file is the contract both sides code against
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 
