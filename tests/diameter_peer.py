@@ -123,15 +123,24 @@ class ErlangPeer:
             except TimeoutError:
                 continue
 
-    async def connect(self, port: int, *, origin_host: str, realm: str, form: str = "plain",
-                      dest_realm: str = "chargingd.test", watchdog_ms: int = 30000) -> dict[str, Any]:  # fmt: skip
+    async def connect(
+        self,
+        port: int,
+        *,
+        origin_host: str,
+        realm: str,
+        form: str = "plain",
+        dest_realm: str = "chargingd.test",
+        watchdog_ms: int = 30000,
+    ) -> dict[str, Any]:
         await self.send(Atom("start"), origin_host, realm, dest_realm, Atom(form))
         await self.wait_for(lambda e: e.get("event") in ("started", "error"))
         await self.send(Atom("connect"), port, watchdog_ms)
         return await self.wait_for(lambda e: e.get("event") in ("up", "closed", "timeout"))
 
-    async def ccr(self, tag: str, session_id: str, request_type: int, number: int,
-                  **props: Any) -> dict[str, Any]:  # fmt: skip
+    async def ccr(
+        self, tag: str, session_id: str, request_type: int, number: int, **props: Any
+    ) -> dict[str, Any]:
         plist = [(Atom(k), v) for k, v in props.items() if v is not None]
         await self.send(Atom("ccr"), tag, session_id, request_type, number, plist)
         return await self.wait_for(lambda e: e.get("tag") == tag)

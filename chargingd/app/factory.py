@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chargingd.app.diameter import DiameterComponent
 from chargingd.app.radius import RadiusComponent
 from chargingd.billing.db import BillingDB
 from chargingd.billing.exporter import Exporter
@@ -28,6 +29,7 @@ from chargingd.core.clock import wall_ms
 from chargingd.core.config import Config
 from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, redact_url, wait_ready
 from chargingd.core.status import ComponentStats
+from chargingd.diameter.relay import RelayClient
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import CallCutter
 from chargingd.sessions.service import Sessions, build_sessions
@@ -131,6 +133,22 @@ class Factory:
         """Sessions for this process + the RADIUS frontend ([radius]), not started."""
         sessions = self.sessions(redis, ledger)
         return RadiusComponent(self.cfg, redis, sessions, role=role, clock_ms=self.clock_ms)
+
+    def diameter(
+        self, redis: RedisClient, ledger: Ledger, *, sessions: Sessions | None = None
+    ) -> DiameterComponent:
+        """The Diameter frontend ([diameter]) on the process's Sessions (shared with
+        RADIUS when given; else its own, and it runs the session loops), not started."""
+        own = sessions is None
+        if sessions is None:
+            sessions = self.sessions(redis, ledger, source="diameter")
+        return DiameterComponent(self.cfg, redis, sessions, run_loops=own)
+
+    def diameter_relay(self, redis: RedisClient) -> RelayClient:
+        """For a process without the Diameter listener (a RADIUS worker): ASR/RAR of
+        Diameter sessions go through Redis to the process holding the peer's link."""
+        d = self.cfg.diameter
+        return RelayClient(redis, timeout_s=d.request_timeout_s * (d.request_retries + 2))
 
     async def billing_db(self) -> BillingDB:
         """The billing database ([billing]: a URL, else the embedded PostgreSQL)."""

@@ -179,6 +179,21 @@ def build_radius(rt: Runtime) -> Component:
     return component
 
 
+def build_diameter(rt: Runtime) -> Component:
+    """Diameter Credit-Control frontend, when [diameter] enabled = true; it shares the
+    RADIUS component's Sessions (built before it), else builds its own."""
+    if not rt.cfg.diameter.enabled:
+        return Disabled("diameter", "[diameter] enabled = false")
+    component = rt.factory.diameter(rt.redis, rt.ledger, sessions=rt.sessions)
+    rt.sessions = component.sessions
+
+    async def probe() -> Any:
+        return component.counters()
+
+    rt.probes["diameter"] = probe
+    return component
+
+
 def build_workers(rt: Runtime) -> Component:
     """The N-1 extra RADIUS worker processes of [server] workers = N."""
     extra = rt.cfg.server.workers - 1
@@ -202,6 +217,7 @@ COMPONENTS: list[ComponentFactory] = [
     build_sweeper,
     build_exporter,
     build_radius,
+    build_diameter,
     build_workers,
     build_admin,
 ]

@@ -185,6 +185,14 @@ async def serve_worker(cfg: Config, parent_pid: int) -> None:
         await wait_ready(client, 10.0)
         ledger = await factory.open_ledger(client)
         component = factory.radius(client, ledger, role="worker")
+        if cfg.diameter.enabled:
+            # The Diameter listener is the main process's: cuts of its sessions that
+            # this worker's cutter claims are relayed there (diameter/relay.py).
+            names = {p.name for p in cfg.diameter.peers}
+            component.sessions.attach_call_cutter(
+                factory.diameter_relay(client), owns=lambda ref: ref.client in names
+            )
+            component.sessions.name_source(names, "diameter")
         await component.start()
         log.info("chargingd worker ready pid=%d main=%d", os.getpid(), parent_pid)
         try:

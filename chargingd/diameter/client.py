@@ -30,9 +30,7 @@ class ClientIdentity:
     destination_realm: str = "chargingd.local"
 
     def origin(self) -> bytes:
-        return dc.utf8(A.ORIGIN_HOST, self.origin_host) + dc.utf8(
-            A.ORIGIN_REALM, self.origin_realm
-        )
+        return dc.utf8(A.ORIGIN_HOST, self.origin_host) + dc.utf8(A.ORIGIN_REALM, self.origin_realm)
 
 
 def cer(

@@ -306,6 +306,10 @@ class DiameterServer:
             if link in links:
                 links.remove(link)
 
+    def open_peer_names(self) -> list[str]:
+        """The peers with at least one open link to this process."""
+        return [name for name in self._by_peer if self.link_of(name) is not None]
+
     def link_of(self, peer_name: str) -> PeerLink | None:
         """An open link to a peer (the newest), or None."""
         for link in reversed(self._by_peer.get(peer_name, [])):

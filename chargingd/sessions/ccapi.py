@@ -119,21 +119,26 @@ class CallCutter(Protocol):
 
 class CallCutterRouter:
     """A CallCutter that hands each session to the frontend owning its client (RADIUS
-    Disconnect/CoA, Diameter ASR/RAR): the cutter stays protocol-blind."""
+    Disconnect/CoA, Diameter ASR/RAR): the cutter stays protocol-blind. Routes with
+    an ``owns`` test are asked first; the one without (the fallback) takes the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: CallCutter | None = None) -> None:
         self._routes: list[tuple[Callable[[SessionRef], bool], CallCutter]] = []
+        self.fallback = fallback
 
-    def add(self, owns: Callable[[SessionRef], bool], cutter: CallCutter) -> None:
-        """Route the sessions ``owns`` accepts to ``cutter`` (first match wins)."""
-        self._routes.append((owns, cutter))
+    def add(self, cutter: CallCutter, owns: Callable[[SessionRef], bool] | None = None) -> None:
+        """Route the sessions ``owns`` accepts to ``cutter``; no ``owns``: the fallback."""
+        if owns is None:
+            self.fallback = cutter
+        else:
+            self._routes.append((owns, cutter))
 
     def route(self, ref: SessionRef) -> CallCutter | None:
         """The frontend that can reach this session's gateway, or None."""
         for owns, cutter in self._routes:
             if owns(ref):
                 return cutter
-        return None
+        return self.fallback
 
     async def disconnect(self, ref: SessionRef, reason: str) -> bool:
         cutter = self.route(ref)

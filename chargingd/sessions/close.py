@@ -40,6 +40,8 @@ class SessionCloser:
         self.ledger = ledger
         self.price = price
         self.source = source
+        # The CDR source of the clients of another frontend ("diameter" for its peers).
+        self.client_sources: dict[str, str] = {}
 
     async def close(
         self,
@@ -146,7 +148,7 @@ class SessionCloser:
         # read as answered before it started. Never earlier than the start, then.
         answer_ms = max(rec.answer_ms, rec.auth_ms) if usage_s else 0
         return CDR(
-            source=self.source,
+            source=self.client_sources.get(rec.client, self.source),
             call_id=rec.session_id,
             account_id=rec.account_id,
             caller=rec.caller,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,12 @@ from chargingd.sessions.authorize import Authorizer, Profile
 from chargingd.sessions.ccapi import (
     Authorized,
     CallCutter,
+    CallCutterRouter,
     CallInfo,
     GrantState,
     RefusalCode,
     Refused,
+    SessionRef,
     UsageKind,
     UsageReport,
 )
@@ -129,9 +131,10 @@ class Sessions:
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
+        self.cut_router = CallCutterRouter(call_cutter)
         self.cutter = Cutter(
             store=self.store,
-            frontend=call_cutter,
+            frontend=self.cut_router if call_cutter is not None else None,
             clock_ms=clock_ms,
             retries=cfg.disconnect_retries,
             backoff_ms=int(cfg.disconnect_backoff_s * 1000),
@@ -151,9 +154,17 @@ class Sessions:
         side-by-side benchmarks and the tests that compare both paths."""
         self.fused = self.grants.fused = self.closer.fused = self.authorizer.fused = None
 
-    def attach_call_cutter(self, call_cutter: CallCutter) -> None:
-        """The frontend that sends Disconnect/CoA (built after this object)."""
-        self.cutter.frontend = call_cutter
+    def attach_call_cutter(
+        self, call_cutter: CallCutter, owns: Callable[[SessionRef], bool] | None = None
+    ) -> None:
+        """A frontend that sends Disconnect/CoA or ASR/RAR (built after this object):
+        the sessions ``owns`` accepts go to it; without ``owns`` it takes the rest."""
+        self.cut_router.add(call_cutter, owns)
+        self.cutter.frontend = self.cut_router
+
+    def name_source(self, clients: Iterable[str], source: str) -> None:
+        """The CDRs of these clients' calls say ``source`` ("diameter" for its peers)."""
+        self.closer.client_sources.update(dict.fromkeys(clients, source))
 
     # -- authorize ------------------------------------------------------------------
     async def authorize(self, call: CallInfo) -> Authorized | Refused:

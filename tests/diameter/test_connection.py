@@ -187,7 +187,13 @@ def test_requests_of_ours_carry_fresh_ids_and_answers_come_back() -> None:
     hbh2, _ = conn.watchdog()
     assert hbh1 != hbh2
     req = dc.decode(dwr1)
-    dwa = dc.encode(Cmd.DEVICE_WATCHDOG, 0, 0, req.hop_by_hop, req.end_to_end,
-                    dc.u32(A.RESULT_CODE, 2001) + ME.origin())  # fmt: skip
+    dwa = dc.encode(
+        Cmd.DEVICE_WATCHDOG,
+        0,
+        0,
+        req.hop_by_hop,
+        req.end_to_end,
+        dc.u32(A.RESULT_CODE, 2001) + ME.origin(),
+    )
     out = conn.receive(dwa)
     assert [m.hop_by_hop for m in out.answers] == [hbh1]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chargingd.core.config.diameter import DiameterConfig
 from chargingd.core.config.mediation import MediationConfig
 
 
@@ -370,7 +371,15 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     mediation: MediationConfig = field(default_factory=MediationConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
+    diameter: DiameterConfig = field(default_factory=DiameterConfig)
     source: str = "<defaults>"
+
+    def validate(self) -> None:
+        # A session's client name routes its cuts (Disconnect-Request or ASR): one
+        # name must not be both a RADIUS client and a Diameter peer.
+        both = {c.name for c in self.radius.clients} & {p.name for p in self.diameter.peers}
+        if both:
+            raise ValueError(f"names both a RADIUS client and a Diameter peer: {sorted(both)}")
 
     @property
     def data_path(self) -> Path:
@@ -434,7 +443,12 @@ def config_from_dict(raw: dict[str, Any], source: str = "<inline>") -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         sections[name] = _build(hints[name], table, source, name)
-    return Config(**sections, source=source)
+    cfg = Config(**sections, source=source)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
 
 
 def _build(cls: type[T], table: dict[str, Any], source: str, prefix: str) -> T:

@@ -83,7 +83,7 @@ command({start, OriginHost, Realm, DestRealm, Form}) ->
     emit([{event, <<"started">>}]);
 
 command({connect, Port, WatchdogMs}) ->
-    ok = diameter:subscribe(?SVC),
+    true = diameter:subscribe(?SVC),
     {ok, _Ref} = diameter:add_transport(?SVC,
                                         {connect,
                                          [{transport_module, diameter_tcp},
