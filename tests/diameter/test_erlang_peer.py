@@ -6,6 +6,7 @@ own code and dictionaries compiled by diameterc, and answers the server's ASR/RA
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -78,3 +79,83 @@ async def test_full_call_debits_the_rated_cost_and_writes_one_cdr(
         "normal",
     )
     assert cdr.callee == "+4930123456" and cdr.extra["client"] == "ims1"
+
+
+async def _open_call(running: Running, peer: ErlangPeer, sid: str, balance_micros: int) -> dict:  # type: ignore[type-arg]
+    await add_account(running.ledger, balance_micros=balance_micros, identities=(f"ani:{CALLER}",))
+    up = await peer.connect(running.port, origin_host=GW.origin_host, realm=GW.realm, form="vsai")
+    assert up["event"] == "up"
+    return await peer.ccr("i", sid, 1, 0, calling=CALLER, called=BERLIN, requested=60,
+                          rating_group=100)  # fmt: skip
+
+
+async def test_money_running_out_gets_fui_then_an_asr(running: Running, peer: ErlangPeer) -> None:
+    sid = "scscf.ims.test;1;otp-cut"
+    # 0.03 EUR buys 3 s at 0.60 EUR/min: the first grant is the last one.
+    i = await _open_call(running, peer, sid, 30_000)
+    assert (i["result"], i["mscc_result"], i["granted"], i["fui"]) == (2001, 2001, 3, True)
+    # The peer keeps the call up past its quota: the cutter's deadline fires an ASR.
+    asr = await peer.wait_for(lambda e: e.get("event") == "asr", timeout_s=15)
+    assert asr["session"] == sid and asr["answered"] == 2001
+    # The client ends the call on the ASA and reports the 3 s it used (RFC 4006 §5.5).
+    t = await peer.ccr("t", sid, 3, 1, used=3, rating_group=100)
+    assert t["result"] == 2001
+    (cdr,) = await read_cdrs(running.redis)
+    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("credit_cut", 3, 30_000)
+    account = await running.ledger.get_account("acc1")
+    assert account.balance_micros == 0, "a prepaid account that was cut never ends below zero"
+    assert running.frontend.initiated.counters.asr_confirmed == 1
+
+
+async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
+    redis: aioredis.Redis, tmp_path: Path, peer: ErlangPeer
+) -> None:
+    async with running_frontend(redis, tmp_path, disconnect_backoff_s=0.3) as running:
+        sid = "scscf.ims.test;1;otp-retry"
+        await peer.answer_with("asr", 5012)  # UNABLE_TO_COMPLY: not confirmed
+        i = await _open_call(running, peer, sid, 20_000)
+        assert i["fui"]
+        await peer.wait_for(lambda e: e.get("event") == "asr" and e["answered"] == 5012,
+                            timeout_s=15)  # fmt: skip
+        await peer.answer_with("asr", 2001)
+        await peer.wait_for(lambda e: e.get("event") == "asr" and e["answered"] == 2001,
+                            timeout_s=15)  # fmt: skip
+        counters = running.frontend.initiated.counters
+        assert counters.asr_failed >= 1 and counters.asr_confirmed == 1
+        rec = await running.sessions.store.find(sid)
+        assert rec is not None and rec.cut_ok == 1 and rec.cut_attempts >= 2
+
+
+async def test_top_up_sends_a_rar_and_the_next_ccr_u_gets_a_larger_grant(
+    running: Running, peer: ErlangPeer
+) -> None:
+    sid = "scscf.ims.test;1;otp-topup"
+    i = await _open_call(running, peer, sid, 50_000)  # 5 s of money
+    assert i["fui"] and i["granted"] == 5
+    await running.ledger.topup("acc1", 10 * EUR, txn_id="t1", who="test")
+    assert await running.sessions.on_topup("acc1") == 1
+    rar = await peer.wait_for(lambda e: e.get("event") == "rar")
+    assert rar["session"] == sid and rar["answered"] == 2001
+    # RFC 4006 §5.5: after the RAR the client re-authorizes with its next request number.
+    u = await peer.ccr("u", sid, 2, 1, used=1, requested=60, rating_group=100)
+    assert (u["result"], u["mscc_result"], u["fui"]) == (2001, 2001, False)
+    assert u["granted"] > 5
+    assert running.frontend.initiated.counters.rar_confirmed == 1
+    t = await peer.ccr("t", sid, 3, 2, used=2, rating_group=100)
+    assert t["result"] == 2001
+    (cdr,) = await read_cdrs(running.redis)
+    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 3, 30_000)
+
+
+async def test_watchdog_keeps_the_link_up(running: Running, peer: ErlangPeer) -> None:
+    up = await peer.connect(running.port, origin_host=GW.origin_host, realm=GW.realm,
+                            watchdog_ms=6000)  # fmt: skip
+    assert up["event"] == "up"
+    # OTP sends a DWR after Tw (6 s, the RFC 3539 minimum) of silence; we answer DWA.
+    counters = running.frontend.server.counters
+    for _ in range(100):
+        if counters.watchdogs:
+            break
+        await asyncio.sleep(0.1)
+    assert counters.watchdogs >= 1
+    assert not any(e.get("event") == "down" for e in peer.events)

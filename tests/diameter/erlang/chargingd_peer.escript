@@ -61,8 +61,11 @@ command({start, OriginHost, Realm, DestRealm, Form}) ->
     ets:insert(peer_cfg, [{origin, {OriginHost, Realm}}, {dest_realm, DestRealm}]),
     Apps = case Form of
                plain -> [{'Auth-Application-Id', [4]}];
+               %% Capabilities take the record form (RFC 3588 dictionary:
+               %% Vendor-Id is a list there), not a map.
                vsai -> [{'Vendor-Specific-Application-Id',
-                         [#{'Vendor-Id' => 10415, 'Auth-Application-Id' => [4]}]}]
+                         [{'diameter_base_Vendor-Specific-Application-Id',
+                           [10415], [4], []}]}]
            end,
     ok = diameter:start_service(?SVC,
                                 [{'Origin-Host', OriginHost},
