@@ -31,12 +31,17 @@ _PENDING = b""
 
 
 class AnswerCache:
-    """Answers by (Origin-Host, End-to-End id), kept ``ttl_s``, at most ``max_entries``."""
+    """Answers by (Origin-Host, End-to-End id), kept ``ttl_s``, at most ``max_entries``.
+
+    While the first copy is worked on, later copies wait on it (``join``) and get
+    its answer too, each under its own Hop-by-Hop id, on its own connection.
+    """
 
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
+        self._waiting: dict[tuple[str, int], list[tuple[PeerLink, int]]] = {}
 
     def get(self, key: tuple[str, int]) -> bytes | None:
         """The cached answer, b"" while in progress, None when not seen (or expired)."""
@@ -52,15 +57,24 @@ class AnswerCache:
         entries = self._entries
         entries[key] = (time.monotonic() + self._ttl_s, _PENDING)
         while len(entries) > self._max:
-            entries.popitem(last=False)
+            old, _ = entries.popitem(last=False)
+            self._waiting.pop(old, None)
 
-    def finish(self, key: tuple[str, int], data: bytes) -> None:
+    def join(self, key: tuple[str, int], link: PeerLink, hop_by_hop: int) -> None:
+        """A copy that arrived while the first is in progress: answered with it."""
+        self._waiting.setdefault(key, []).append((link, hop_by_hop))
+
+    def finish(self, key: tuple[str, int], data: bytes) -> list[tuple[PeerLink, int]]:
+        """Store the answer; the copies waiting for it."""
         entry = self._entries.get(key)
         if entry is not None:
             self._entries[key] = (entry[0], data)
+        return self._waiting.pop(key, [])
 
-    def forget(self, key: tuple[str, int]) -> None:
+    def forget(self, key: tuple[str, int]) -> list[tuple[PeerLink, int]]:
+        """No answer (cancelled): the waiting copies are dropped with it."""
         self._entries.pop(key, None)
+        return self._waiting.pop(key, [])
 
 
 class PeerLink(asyncio.Protocol):
@@ -140,9 +154,11 @@ class PeerLink(asyncio.Protocol):
         cached = cache.get(key)
         if cached is not None:
             self.frontend.counters.duplicates += 1
-            if cached and self.transport is not None:
-                self.transport.write(_with_hop_by_hop(cached, msg.hop_by_hop))
-            return  # in progress: its answer is on its way
+            if cached:
+                self.send(_with_hop_by_hop(cached, msg.hop_by_hop))
+            else:
+                cache.join(key, self, msg.hop_by_hop)  # answered when the first is
+            return
         cache.start(key)
         task = asyncio.create_task(self._work(msg, conn.peer, key))
         self._tasks.add(task)
@@ -161,7 +177,12 @@ class PeerLink(asyncio.Protocol):
             self.frontend.errors += 1
             log.exception("diameter request from %s failed", peer.name)
             return
-        cache.finish(key, data)
+        for link, hop_by_hop in cache.finish(key, data):
+            link.send(_with_hop_by_hop(data, hop_by_hop))
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Write to the peer unless the link is going down."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chargingd.diameter import client as cl
 from chargingd.diameter import codec as dc
@@ -197,3 +199,34 @@ def test_requests_of_ours_carry_fresh_ids_and_answers_come_back() -> None:
     )
     out = conn.receive(dwa)
     assert [m.hop_by_hop for m in out.answers] == [hbh1]
+
+
+VALID_FRAMES = [cl.ccr(ME, CALL, 1, 0, 5, 5, requested_s=60), cl.dwr(ME, 6, 6), cl.cer(ME, 7, 7)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.binary(max_size=80)
+        | st.builds(
+            lambda f, i, b: f[: i % len(f)] + bytes([b]) + f[i % len(f) + 1 :],
+            st.sampled_from(VALID_FRAMES),
+            st.integers(0, 400),
+            st.integers(0, 255),
+        ),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_any_bytes_to_a_connection_never_raise(chunks: list[bytes], cer_first: bool) -> None:
+    """Fuzz the state machine like the RADIUS codec fuzz: whatever arrives, receive()
+    returns an Outcome (answers that decode, requests that decoded), never raises."""
+    conn = opened() if cer_first else fresh()
+    for chunk in chunks:
+        out = conn.receive(chunk)
+        for data in out.send:
+            assert not dc.decode(data).is_request
+        for req in out.requests:
+            assert req.command == Cmd.CREDIT_CONTROL and conn.state is State.OPEN
+        if out.close:
+            break
