@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from dataclasses import dataclass, field
 
 from chargingd.diameter import client as cl
@@ -53,7 +54,10 @@ class TcpClient:
     answer_rar: int = 2001
     server_requests: list[dc.Message] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    # RFC 6733 §3: End-to-End ids unique per originator, also across restarts.
+    _ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(random.getrandbits(31))
+    )
     _pending: dict[int, asyncio.Future[dc.Message]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 

@@ -73,6 +73,7 @@ class Call:
     calling: str = ""  # Subscription-Id END_USER_E164
     called: str = ""  # IMS-Information / Called-Party-Address
     sip_uri: str = ""  # Subscription-Id END_USER_SIP_URI
+    user_name: str = ""  # User-Name
     rating_group: int | None = 100  # None: no MSCC (RFC 4006 single service)
 
 
@@ -103,6 +104,8 @@ def ccr(
         parts.append(_subscription(SubscriptionIdType.END_USER_E164, call.calling))
     if call.sip_uri:
         parts.append(_subscription(SubscriptionIdType.END_USER_SIP_URI, call.sip_uri))
+    if call.user_name:
+        parts.append(dc.utf8(A.USER_NAME, call.user_name))
     if request_type == RequestType.EVENT:
         parts.append(dc.u32(A.REQUESTED_ACTION, 0))
     parts.append(_units(call, used_s, requested_s))

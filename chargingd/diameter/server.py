@@ -17,10 +17,11 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from chargingd.diameter import codec as dc
 from chargingd.diameter.connection import Connection, Counters, Outcome, State
-from chargingd.diameter.dictionary import DISCONNECT_REBOOTING
+from chargingd.diameter.dictionary import DISCONNECT_REBOOTING, A
 from chargingd.diameter.messages import Identity
 from chargingd.diameter.peers import Peer, PeerTable
 
@@ -31,7 +32,7 @@ _PENDING = b""
 
 
 class AnswerCache:
-    """Answers by (Origin-Host, End-to-End id), kept ``ttl_s``, at most ``max_entries``.
+    """Answers by (Origin-Host, End-to-End id, Session-Id), kept ``ttl_s``, at most ``max_entries``.
 
     While the first copy is worked on, later copies wait on it (``join``) and get
     its answer too, each under its own Hop-by-Hop id, on its own connection.
@@ -40,10 +41,10 @@ class AnswerCache:
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
-        self._entries: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
-        self._waiting: dict[tuple[str, int], list[tuple[PeerLink, int]]] = {}
+        self._entries: OrderedDict[tuple[str, int, bytes], tuple[float, bytes]] = OrderedDict()
+        self._waiting: dict[tuple[str, int, bytes], list[tuple[PeerLink, int]]] = {}
 
-    def get(self, key: tuple[str, int]) -> bytes | None:
+    def get(self, key: tuple[str, int, bytes]) -> bytes | None:
         """The cached answer, b"" while in progress, None when not seen (or expired)."""
         entry = self._entries.get(key)
         if entry is None:
@@ -53,25 +54,25 @@ class AnswerCache:
             return None
         return entry[1]
 
-    def start(self, key: tuple[str, int]) -> None:
+    def start(self, key: tuple[str, int, bytes]) -> None:
         entries = self._entries
         entries[key] = (time.monotonic() + self._ttl_s, _PENDING)
         while len(entries) > self._max:
             old, _ = entries.popitem(last=False)
             self._waiting.pop(old, None)
 
-    def join(self, key: tuple[str, int], link: PeerLink, hop_by_hop: int) -> None:
+    def join(self, key: tuple[str, int, bytes], link: PeerLink, hop_by_hop: int) -> None:
         """A copy that arrived while the first is in progress: answered with it."""
         self._waiting.setdefault(key, []).append((link, hop_by_hop))
 
-    def finish(self, key: tuple[str, int], data: bytes) -> list[tuple[PeerLink, int]]:
+    def finish(self, key: tuple[str, int, bytes], data: bytes) -> list[tuple[PeerLink, int]]:
         """Store the answer; the copies waiting for it."""
         entry = self._entries.get(key)
         if entry is not None:
             self._entries[key] = (entry[0], data)
         return self._waiting.pop(key, [])
 
-    def forget(self, key: tuple[str, int]) -> list[tuple[PeerLink, int]]:
+    def forget(self, key: tuple[str, int, bytes]) -> list[tuple[PeerLink, int]]:
         """No answer (cancelled): the waiting copies are dropped with it."""
         self._entries.pop(key, None)
         return self._waiting.pop(key, [])
@@ -92,8 +93,8 @@ class PeerLink(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass; it has its methods.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         fe = self.frontend
         fe.counters.connections += 1
@@ -149,7 +150,10 @@ class PeerLink(asyncio.Protocol):
         assert conn is not None and conn.peer is not None
         # RFC 6733 §6.2: a request seen before (same Origin-Host and End-to-End id) is
         # answered as the first time, whichever connection it came on.
-        key = (conn.peer_origin_host.lower(), msg.end_to_end)
+        # The Session-Id too: a client that reuses End-to-End ids after a restart (RFC
+        # 6733 §3 says it must not, some do) never gets another session's answer.
+        sid = msg.avps[0].data if msg.avps and msg.avps[0].code == A.SESSION_ID else b""
+        key = (conn.peer_origin_host.lower(), msg.end_to_end, sid)
         cache = self.frontend.cache
         cached = cache.get(key)
         if cached is not None:
@@ -164,7 +168,7 @@ class PeerLink(asyncio.Protocol):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _work(self, msg: dc.Message, peer: Peer, key: tuple[str, int]) -> None:
+    async def _work(self, msg: dc.Message, peer: Peer, key: tuple[str, int, bytes]) -> None:
         cache = self.frontend.cache
         try:
             data = await self.frontend.app(msg, peer)
