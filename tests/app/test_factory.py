@@ -25,6 +25,7 @@ from chargingd.app.factory import Factory
 from chargingd.app.serve import (
     Runtime,
     build_admin,
+    build_diameter,
     build_radius,
     build_sweeper,
     build_workers,
@@ -65,6 +66,18 @@ SPECIAL: dict[str, Any] = {
     "radius.bind": "127.0.0.1",
     "radius.clients": None,  # one client with every field set, below
     "radius.h323_return_codes": {"insufficient_credit": 9},
+    "diameter.bind": "127.0.0.1",
+    "diameter.host_ip_addresses": ["127.0.0.9"],
+    "diameter.credit_control_failure_handling": "continue",
+    "diameter.peers": None,  # one peer with every field set, below
+}
+PEER: dict[str, Any] = {
+    "name": "ims1",
+    "origin_host": "scscf.nd.test",
+    "realm": "nd.test",
+    "addresses": ["127.0.0.3"],
+    "default_account": "acc-nd",
+    "lookup": ["ani", "default"],
 }
 CLIENT_SPECIAL: dict[str, Any] = {
     "name": "gw1",
@@ -130,6 +143,7 @@ def non_default_config(tmp: Path, redis_url: str, pg_url: str) -> tuple[Config, 
     raw["export"]["csv_dir"] = str(tmp / "csv")
     raw["mediation"]["rejects_dir"] = str(tmp / "rejects")
     raw["radius"]["clients"] = [_client()]
+    raw["diameter"]["peers"] = [PEER]
     return config_from_dict(raw), raw
 
 
@@ -178,6 +192,7 @@ WHOLE: dict[str, Check] = {
     "export": lambda b: b.exporter.xcfg,
     "radius": lambda b: b.frontend.config,
     "mediation": lambda b: b.cfg.mediation,  # read by `chargingd mediate` itself
+    "diameter": lambda b: b.diameter.frontend.cfg,
 }
 
 
@@ -214,6 +229,10 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
         b.sweeper = build_sweeper(rt)
         b.admin = build_admin(rt)
         b.radius_enabled = not isinstance(build_radius(rt), Disabled)
+        b.diameter = build_diameter(rt)  # enabled: on the RADIUS component's Sessions
+        peer = b.diameter.frontend.server.peers.by_name("ims1")
+        assert peer is not None and peer.lookup == ("ani", "default")
+        assert b.diameter.sessions is rt.sessions
         # Workers serve RADIUS: they are counted only with RADIUS on.
         radius_on = dataclasses.replace(cfg.radius, enabled=True)
         rt.cfg = dataclasses.replace(cfg, radius=radius_on)
