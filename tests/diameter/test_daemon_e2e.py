@@ -223,6 +223,8 @@ def comparable(cdr: CDR) -> dict[str, Any]:
         "duration_s": cdr.duration_s,
         "billed_s": cdr.billed_s,
         "cost_micros": cdr.cost_micros,
+        "charged_micros": cdr.charged_micros,
+        "charge": cdr.charge,
         "currency": cdr.currency,
         "callee": cdr.callee,
         "caller": cdr.caller,

@@ -7,7 +7,7 @@ own code and dictionaries compiled by diameterc, and answers the server's ASR/RA
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,15 @@ pytestmark = pytest.mark.skipif(bool(erlang_missing()), reason=erlang_missing())
 
 CALLER = "+4930555000"
 BERLIN = "tel:+4930123456"  # 0.60 EUR/min, per second
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for a condition of the server (never a fixed sleep)."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    assert condition()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,7 @@ async def test_money_running_out_gets_fui_then_an_asr(running: Running, peer: Er
     assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("credit_cut", 3, 30_000)
     account = await running.ledger.get_account("acc1")
     assert account.balance_micros == 0, "a prepaid account that was cut never ends below zero"
-    assert running.frontend.initiated.counters.asr_confirmed == 1
+    await until(lambda: running.frontend.initiated.counters.asr_confirmed == 1)
 
 
 async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
@@ -121,7 +130,8 @@ async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
         await peer.wait_for(lambda e: e.get("event") == "asr" and e["answered"] == 2001,
                             timeout_s=15)  # fmt: skip
         counters = running.frontend.initiated.counters
-        assert counters.asr_failed >= 1 and counters.asr_confirmed == 1
+        await until(lambda: counters.asr_confirmed == 1)  # the peer printed it first
+        assert counters.asr_failed >= 1
         rec = await running.sessions.store.find(sid)
         assert rec is not None and rec.cut_ok == 1 and rec.cut_attempts >= 2
 
@@ -140,7 +150,7 @@ async def test_top_up_sends_a_rar_and_the_next_ccr_u_gets_a_larger_grant(
     u = await peer.ccr("u", sid, 2, 1, used=1, requested=60, rating_group=100)
     assert (u["result"], u["mscc_result"], u["fui"]) == (2001, 2001, False)
     assert u["granted"] > 5
-    assert running.frontend.initiated.counters.rar_confirmed == 1
+    await until(lambda: running.frontend.initiated.counters.rar_confirmed == 1)
     t = await peer.ccr("t", sid, 3, 2, used=2, rating_group=100)
     assert t["result"] == 2001
     (cdr,) = await read_cdrs(running.redis)

@@ -51,6 +51,8 @@ async def test_authorize_reserves_first_grant_and_answers_timeout(
         interim_interval_s=60,
         credit_micros=10 * EUR,
         currency="EUR",
+        grant_s=75,  # what the first hold pays for (Diameter's Granted-Service-Unit)
+        final=False,
     )
     account = await ledger.get_account("acc1")
     assert account.reserved_micros == 75 * PER_S  # first grant: interim 60 s + margin 15 s
