@@ -1,0 +1,204 @@
+"""The interop pitfalls other charging systems hit, one test each (issue 16).
+
+Application ids in both CER forms are in test_connection.py (bytes) and
+test_erlang_peer.py (OTP's own CER with Vendor-Specific-Application-Id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from diameter_client import open_client
+from diameter_harness import Running, running_frontend
+from sessions_harness import EUR, add_account
+
+from chargingd.diameter import client as cl
+from chargingd.diameter import codec as dc
+from chargingd.diameter.dictionary import VENDOR_3GPP, A, Cmd, G, Result
+
+CALLER = "+4930555000"
+BERLIN = "tel:+4930123456"  # 10_000 micros a second
+
+
+@pytest.fixture
+async def running(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_frontend(redis, tmp_path) as r:
+        await add_account(r.ledger, balance_micros=10 * EUR, identities=(f"ani:{CALLER}",))
+        yield r
+
+
+async def test_3gpp_vendor_avps_with_m_bit_are_understood(running: Running) -> None:
+    """Service-Information / IMS-Information / Called-Party-Address carry V and M: a
+    server that only knows vendor 0 answers 5001 and the call fails. Here the called
+    party is read from it and rated."""
+    client = await open_client(running.port)
+    c = cl.Call("pit-3gpp", calling=CALLER, called=BERLIN)  # called only inside IMS-Information
+    answer = await client.ccr(c, 1, 0, requested_s=60)
+    assert answer.result == 2001
+    rec = await running.sessions.store.find("pit-3gpp")
+    assert rec is not None and (rec.callee, rec.destination) == ("+4930123456", "DE_BERLIN")
+    # An unknown 3GPP AVP with M set is still refused, with it in Failed-AVP.
+    odd = dc.u32(9999, 1, vendor=VENDOR_3GPP)
+    data = cl.ccr(client.me, cl.Call("pit-3gpp-2", calling=CALLER, called=BERLIN), 1, 0,
+                  *client.next_ids(), requested_s=60, extra=odd)  # fmt: skip
+    refused = await client.ask(data)
+    failed = refused.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+    assert [(a.code, a.vendor) for a in failed] == [(9999, VENDOR_3GPP)]
+    await client.close()
+
+
+async def test_request_number_after_a_rar(running: Running) -> None:
+    """After a RAR the client's re-authorization is its *next* CCR-U number (RFC 4006
+    §5.5); a client that restarts numbering at 0 is refused, nothing moves."""
+    client = await open_client(running.port)
+    c = cl.Call("pit-rar", calling=CALLER, called=BERLIN)
+    assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
+    assert (await client.ccr(c, 2, 1, used_s=20, requested_s=60)).result == 2001
+    rec = await running.sessions.store.find("pit-rar")
+    assert rec is not None
+    from chargingd.sessions.cutter import ref_of
+
+    assert await running.frontend.initiated.change_timeout(ref_of(rec), 0)
+    (rar,) = [m for m in client.server_requests if m.command == Cmd.RE_AUTH]
+    assert rar.get(A.SESSION_ID).text() == "pit-rar"  # type: ignore[union-attr]
+    assert rar.get(A.RE_AUTH_REQUEST_TYPE).u32() == 0  # type: ignore[union-attr]
+    debits = (await running.ledger.get_account("acc1")).debits_micros
+    wrong = await client.ccr(c, 2, 0, used_s=5, requested_s=60)
+    assert wrong.result == Result.INVALID_AVP_VALUE
+    assert (await running.ledger.get_account("acc1")).debits_micros == debits
+    right = await client.ccr(c, 2, 2, used_s=5, requested_s=60)
+    assert right.result == 2001 and right.granted
+    assert (await running.ledger.get_account("acc1")).debits_micros == 25 * 10_000
+    await client.close()
+
+
+async def test_answers_come_well_within_the_clients_tx(running: Running) -> None:
+    """RFC 4006 §13: Tx (10 s by default) then the client fails over or applies CCFH.
+    60 calls' CCR-I, U and T at once on 3 connections all answer in under 2 s."""
+    clients = [await open_client(running.port) for _ in range(3)]
+    await add_account(running.ledger, "big", balance_micros=1000 * EUR,
+                      identities=("ani:+4930999000",))  # fmt: skip
+    slowest = 0.0
+
+    async def one_call(n: int) -> None:
+        nonlocal slowest
+        client = clients[n % 3]
+        c = cl.Call(f"pit-tx-{n}", calling="+4930999000", called=BERLIN)
+        for kind, number, kw in ((1, 0, {"requested_s": 60}), (2, 1, {"used_s": 30}),
+                                 (3, 2, {"used_s": 10})):  # fmt: skip
+            started = time.monotonic()
+            answer = await client.ccr(c, kind, number, **kw)  # type: ignore[arg-type]
+            slowest = max(slowest, time.monotonic() - started)
+            assert answer.result == 2001
+
+    await asyncio.gather(*(one_call(n) for n in range(60)))
+    assert slowest < 2.0, f"slowest answer {slowest:.2f} s"
+    assert running.frontend.late_answers == 0
+    assert (await running.ledger.get_account("big")).debits_micros == 60 * 40 * 10_000
+    for client in clients:
+        await client.close()
+
+
+def _msccs(msg: dc.Message) -> dict[int, list[dc.Avp]]:
+    out = {}
+    for mscc in msg.all(A.MULTIPLE_SERVICES_CREDIT_CONTROL):
+        inner = mscc.group()
+        out[dc.find(inner, A.RATING_GROUP).u32()] = inner  # type: ignore[union-attr]
+    return out
+
+
+async def test_fui_and_result_code_inside_the_right_mscc(running: Running) -> None:
+    """Each MSCC is answered in its own MSCC (its Rating-Group echoed) with its Result-Code,
+    GSU, Validity-Time and FUI inside it, not at the top level (RFC 4006 §8.16)."""
+    await add_account(running.ledger, "poor", balance_micros=50_000,
+                      identities=("ani:+4930777000",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-mscc", calling="+4930777000", called=BERLIN, rating_group=None)
+    two = b"".join(
+        dc.grouped(
+            A.MULTIPLE_SERVICES_CREDIT_CONTROL,
+            dc.grouped(A.REQUESTED_SERVICE_UNIT, dc.u32(A.CC_TIME, 60)),
+            dc.u32(A.RATING_GROUP, rg),
+        )
+        for rg in (10, 20)
+    )
+    answer = (await client.ccr(c, 1, 0, extra=two)).msg
+    assert answer.get(A.RESULT_CODE).u32() == 2001  # type: ignore[union-attr]
+    assert answer.get(A.FINAL_UNIT_INDICATION) is None, "FUI belongs inside the MSCC"
+    assert answer.get(A.GRANTED_SERVICE_UNIT) is None
+    msccs = _msccs(answer)
+    assert set(msccs) == {10, 20}
+    for inner in msccs.values():
+        assert dc.find(inner, A.RESULT_CODE).u32() == 2001  # type: ignore[union-attr]
+        gsu = dc.find(dc.find(inner, A.GRANTED_SERVICE_UNIT).group(), A.CC_TIME)  # type: ignore[union-attr]
+        assert gsu is not None and gsu.u32() == 5  # 0.05 EUR: 5 s, the last grant
+        fui = dc.find(inner, A.FINAL_UNIT_INDICATION)
+        assert fui is not None
+        assert dc.find(fui.group(), A.FINAL_UNIT_ACTION).u32() == 0  # type: ignore[union-attr]  # TERMINATE
+        assert dc.find(inner, A.VALIDITY_TIME) is not None
+    # Used up: the MSCC says 4012 CREDIT_LIMIT_REACHED, the command still 2001.
+    used = dc.grouped(
+        A.MULTIPLE_SERVICES_CREDIT_CONTROL,
+        dc.grouped(A.USED_SERVICE_UNIT, dc.u32(A.CC_TIME, 5)),
+        dc.grouped(A.REQUESTED_SERVICE_UNIT, dc.u32(A.CC_TIME, 60)),
+        dc.u32(A.RATING_GROUP, 10),
+    )
+    update = (await client.ccr(c, 2, 1, extra=used)).msg
+    assert update.get(A.RESULT_CODE).u32() == 2001  # type: ignore[union-attr]
+    inner = _msccs(update)[10]
+    assert dc.find(inner, A.RESULT_CODE).u32() == Result.CREDIT_LIMIT_REACHED  # type: ignore[union-attr]
+    assert dc.find(inner, A.FINAL_UNIT_INDICATION) is not None
+    await client.close()
+
+
+async def test_single_service_fui_at_the_top_level(running: Running) -> None:
+    """RFC 4006 without MSCC: GSU, Validity-Time and FUI at the command level."""
+    await add_account(running.ledger, "poor", balance_micros=50_000,
+                      identities=("ani:+4930777000",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-single", calling="+4930777000", called=BERLIN, rating_group=None)
+    answer = await client.ccr(c, 1, 0, requested_s=60)
+    msg = answer.msg
+    assert msg.get(A.MULTIPLE_SERVICES_CREDIT_CONTROL) is None
+    assert (answer.granted, answer.fui) == (5, True)
+    assert msg.get(A.VALIDITY_TIME) is not None
+    await client.close()
+
+
+async def test_ims_called_party_and_sip_uri_subscriber(running: Running) -> None:
+    """A SIP URI Subscription-Id names the "user" identity (scheme and parameters off)."""
+    await add_account(running.ledger, "alice", balance_micros=EUR,
+                      identities=("user:alice@ims.test",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-sip", sip_uri="sip:alice@ims.test;user=phone", called=BERLIN)
+    assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
+    rec = await running.sessions.store.find("pit-sip")
+    assert rec is not None and rec.account_id == "alice"
+    await client.close()
+
+
+def test_called_party_variants_are_read() -> None:
+    from chargingd.diameter.translate import parse_ccr
+
+    me = cl.ClientIdentity("x.test", "test")
+    v = VENDOR_3GPP
+    requested = dc.grouped(
+        G.SERVICE_INFORMATION,
+        dc.grouped(G.IMS_INFORMATION,
+                   dc.utf8(G.REQUESTED_PARTY_ADDRESS, "sip:+4989123@ims.test", vendor=v),
+                   vendor=v),
+        vendor=v,
+    )  # fmt: skip
+    ccr = parse_ccr(dc.decode(cl.ccr(me, cl.Call("s"), 1, 0, 1, 1, extra=requested)))
+    assert ccr.called == "sip:+4989123@ims.test"
+    station = dc.utf8(A.CALLED_STATION_ID, "004930123")
+    ccr = parse_ccr(dc.decode(cl.ccr(me, cl.Call("s", called=BERLIN), 1, 0, 1, 1, extra=station)))
+    assert ccr.called == "004930123", "Called-Station-Id first"
+    ext = dc.grouped(A.SUBSCRIPTION_ID_EXTENSION, dc.utf8(A.SUBSCRIPTION_ID_E164, "+4930111"))
+    ccr = parse_ccr(dc.decode(cl.ccr(me, cl.Call("s"), 1, 0, 1, 1, extra=ext)))
+    assert ccr.calling == "+4930111", "RFC 8506 Subscription-Id-Extension"
