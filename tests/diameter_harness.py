@@ -80,7 +80,7 @@ async def running_frontend(
     frontend = DiameterFrontend(
         diameter or diameter_config(),
         sessions,
-        redis,
+        sessions.store.send,
         validity_time_s=cfg.interim_interval_s,
         session_ttl_s=cfg.session_ttl_s,
         closed_ttl_s=cfg.closed_ttl_s,

@@ -48,7 +48,7 @@ class DiameterComponent:
         self.frontend = DiameterFrontend(
             cfg.diameter,
             sessions,
-            redis,
+            sessions.store.send,  # one pipeline per loop tick with sessions' commands
             validity_time_s=s.interim_interval_s,
             session_ttl_s=s.session_ttl_s,
             closed_ttl_s=s.closed_ttl_s,

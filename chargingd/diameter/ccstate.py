@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 KEY_PREFIX = "dia:cc:"
+Send = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
 MEMORY_MAX = 200_000
 
 
@@ -67,13 +69,23 @@ class CcSession:
             return None  # written by another version, or damaged: treat as unknown
 
 
+def _as_dict(raw: Any) -> dict[bytes, bytes]:
+    """A raw HGETALL reply (a dict, or a flat list from a pipelined command) as a dict."""
+    if isinstance(raw, dict):
+        return raw
+    items = list(raw or ())
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
 class CcStore:
     """Session states by Session-Id: memory first, Redis behind it; one lock per session
     so the CCRs of a session are worked one at a time in this process (RFC 4006 §5.1:
     one request in flight per session)."""
 
-    def __init__(self, redis: Any, *, ttl_s: int, ended_ttl_s: int) -> None:
-        self.redis = redis
+    def __init__(self, send: Send, *, ttl_s: int, ended_ttl_s: int) -> None:
+        """``send``: commands in one round trip (sessions' store.send: one pipeline per
+        loop tick shared with the session and ledger commands of the same tick)."""
+        self.send = send
         self.ttl_s = ttl_s
         self.ended_ttl_s = ended_ttl_s
         self._memory: OrderedDict[str, CcSession] = OrderedDict()
@@ -85,7 +97,8 @@ class CcStore:
         state = self._memory.get(session_id)
         if state is not None:
             return state
-        raw = await self.redis.hgetall(cc_key(session_id))
+        (flat,) = await self.send([("HGETALL", cc_key(session_id))])
+        raw = _as_dict(flat)
         if not raw:
             return None
         state = CcSession.from_raw(session_id, raw)
@@ -97,10 +110,8 @@ class CcStore:
         """Remember the answered request, here and in Redis (with its TTL)."""
         key = cc_key(state.session_id)
         ttl_s = self.ended_ttl_s if state.ended else self.ttl_s
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=state.to_mapping())
-            pipe.expire(key, ttl_s)
-            await pipe.execute()
+        fields = [item for pair in state.to_mapping().items() for item in pair]
+        await self.send([("HSET", key, *fields), ("EXPIRE", key, ttl_s)])
         if state.ended:
             self._memory.pop(state.session_id, None)
             # The Redis copy answers a retransmitted CCR-T until it expires.

@@ -13,7 +13,7 @@ from typing import Any
 
 from chargingd.core.config.diameter import DiameterConfig
 from chargingd.diameter import codec as dc
-from chargingd.diameter.ccstate import CcStore
+from chargingd.diameter.ccstate import CcStore, Send
 from chargingd.diameter.credit import CcSettings, CreditControlApp
 from chargingd.diameter.dictionary import FAILURE_HANDLING
 from chargingd.diameter.initiated import ServerInitiated
@@ -64,7 +64,7 @@ class DiameterFrontend:
         self,
         cfg: DiameterConfig,
         credit: QuotaControl,
-        redis: Any,
+        send: Send,
         *,
         validity_time_s: int,
         session_ttl_s: int,
@@ -76,7 +76,7 @@ class DiameterFrontend:
         handling = cfg.credit_control_failure_handling
         self.app = CreditControlApp(
             credit,
-            CcStore(redis, ttl_s=session_ttl_s, ended_ttl_s=closed_ttl_s),
+            CcStore(send, ttl_s=session_ttl_s, ended_ttl_s=closed_ttl_s),
             self.ident,
             CcSettings(
                 failure_handling=FAILURE_HANDLING[handling] if handling else None,

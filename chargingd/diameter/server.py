@@ -88,6 +88,7 @@ class PeerLink(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[dc.Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_rx = time.monotonic()
+        self._out: list[bytes] = []
         self._watchdog: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
@@ -186,9 +187,16 @@ class PeerLink(asyncio.Protocol):
         self.send(data)
 
     def send(self, data: bytes) -> None:
-        """Write to the peer unless the link is going down."""
+        """Queue an answer for the peer; the answers of one loop tick leave in one write
+        (one syscall instead of one per answer under load)."""
+        self._out.append(data)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(b"".join(out))
 
     # -- our requests --------------------------------------------------------------
     async def request(self, command: int, app_id: int, body: bytes, timeout_s: float) -> dc.Message:
