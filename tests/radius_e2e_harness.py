@@ -107,6 +107,9 @@ workers = {workers}
 [export]
 run_in_serve = false
 
+[invoicing]
+dunning_in_serve = false
+
 [rating]
 default_plan = "{tariff}"
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from chargingd.admin import ctl_billing
 from chargingd.admin.methods import RpcError
 from chargingd.admin.render import RENDERERS, make_console
 from chargingd.admin.server import AdminClient, AdminUnreachable
@@ -225,6 +226,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", help="uptime, counters, Redis summary")
     p.set_defaults(build=req_status)
     _session_parsers(sub.add_parser("session", help="live calls"))
+    ctl_billing.add_parsers(sub)  # payment, subscription, charge, credit, billing
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -242,7 +244,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     try:
         path = _socket_path(args)
         method, params = args.build(args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, ctl_billing.BillingUsageError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     try:
@@ -257,5 +259,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        RENDERERS[method](make_console(), result)
+        renderer = RENDERERS.get(method) or ctl_billing.RENDERERS[method]
+        renderer(make_console(), result)
     return 0

@@ -18,8 +18,16 @@ from redis.exceptions import RedisError
 
 from chargingd import ledger as balance
 from chargingd.admin import sessions as adminsessions
+from chargingd.admin.billing import (
+    BILLING_METHODS,
+    BILLING_READ_ONLY,
+    BillingMethods,
+    OpenBooks,
+    rpc_code,
+)
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.invoicing import InvoicingError
 from chargingd.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
 
 log = logging.getLogger("chargingd.admin")
@@ -50,6 +58,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 _HISTORY_MAX = 1000
 _READ_ONLY = frozenset(
     {"account.get", "account.list", "account.history", "server.status", "session.list"}
+    | BILLING_READ_ONLY
 )
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -265,10 +274,11 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "server.status": ("server_status", frozenset()),
     "session.list": ("session_list", frozenset({"account"})),
     "session.kill": ("session_kill", _WRITE | {"id"}),
+    **BILLING_METHODS,  # admin/billing.py: profiles, subscriptions, charges, payments
 }
 
 
-class AdminMethods:
+class AdminMethods(BillingMethods):
     """The method handlers; ``dispatch`` is the error boundary of one request."""
 
     def __init__(
@@ -277,8 +287,10 @@ class AdminMethods:
         status: StatusProvider,
         sessions: adminsessions.SessionOps | None = None,
         tariffs: frozenset[str] | None = None,
+        open_books: OpenBooks | None = None,
     ) -> None:
         self.ledger = ledger
+        self.open_books = open_books  # None: no billing database (billing.* refused)
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
@@ -299,6 +311,8 @@ class AdminMethods:
             code = LEDGER_CODES.get(exc.code, LEDGER_CODES["ledger_error"])
             message = str(exc) or exc.code.replace("_", " ")
             response = error_response(req_id, code, message, {"code": exc.code})
+        except InvoicingError as exc:
+            response = error_response(req_id, rpc_code(exc), str(exc), {"code": exc.code})
         except RedisError as exc:
             self.outage.failure(_REDIS_DOWN, exc)
             response = error_response(req_id, REDIS_UNAVAILABLE, f"Redis unavailable: {exc}")

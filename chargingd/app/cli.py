@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from chargingd import __version__, mediation
 from chargingd.admin import ctl
 from chargingd.app import commands, serve
+from chargingd.app import invoicing as invoicing_app
 from chargingd.billing import exportcli, rerate
+from chargingd.invoicing import cli as invoicecli
 from chargingd.rating import cli as ratecli
 
 EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
@@ -43,6 +45,18 @@ COMMANDS: dict[str, tuple[Configure, Run, str]] = {
         commands.run_rerate,
         "re-price stored CDRs with the current tariff",
     ),
+    "invoice": (
+        invoicecli.configure_invoice,
+        invoicing_app.run_command,
+        "invoices, statements and credit notes: run, list, show, pdf, credit-note",
+    ),
+    "report": (
+        invoicecli.configure_report,
+        invoicing_app.run_command,
+        "usage, revenue and savings reports from the CDRs",
+    ),
+    "cdr": (invoicecli.configure_cdr, invoicing_app.run_command, "browse the stored CDRs"),
+    "db": (invoicing_app.configure_db, invoicing_app.run_db, "the billing database: shell, url"),
 }
 
 

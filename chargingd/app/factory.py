@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -30,6 +31,7 @@ from chargingd.core.config import Config
 from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, redact_url, wait_ready
 from chargingd.core.status import ComponentStats
 from chargingd.diameter.relay import RelayClient
+from chargingd.invoicing import Books
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import CallCutter
 from chargingd.sessions.service import Sessions, build_sessions
@@ -153,6 +155,13 @@ class Factory:
     async def billing_db(self) -> BillingDB:
         """The billing database ([billing]: a URL, else the embedded PostgreSQL)."""
         return await BillingDB.from_config(self.cfg)
+
+    def books(self, db: BillingDB, ledger: Ledger | None, *, who: str) -> Books:
+        """Invoicing ([invoicing]) on this database and ledger, on the factory's clock."""
+        return Books(self.cfg.invoicing, db, ledger, clock=self._clock, who=who)
+
+    def _clock(self) -> datetime:
+        return datetime.fromtimestamp(self.clock_ms() / 1000, UTC)
 
     def exporter(
         self,

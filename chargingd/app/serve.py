@@ -26,6 +26,7 @@ from chargingd.admin.methods import AdminMethods
 from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_path
 from chargingd.app.demo import create_demo_accounts
 from chargingd.app.factory import Factory
+from chargingd.app.invoicing import BillingBooks, build_dunning
 from chargingd.app.radius import radius_processes
 from chargingd.app.workers import WorkerSupervisor, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
@@ -67,6 +68,8 @@ class Runtime:
     redis_url: str = ""
     # Set by build_radius (sessions.Sessions): the admin socket's session methods use it.
     sessions: Any = None
+    # Set by build_billing: invoicing on the billing database (admin socket, dunning).
+    billing: BillingBooks | None = None
     # Extra sections of server.status, computed when asked (name -> async provider).
     probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
@@ -146,7 +149,11 @@ def build_admin(rt: Runtime) -> Component:
     # this daemon rates nothing (a ledger-only daemon).
     tariffs = set(rating.plans) | ({DEFAULT_PLAN} if rating.default_plan else set())
     methods = AdminMethods(
-        rt.ledger, rt.status, sessions=rt.sessions, tariffs=frozenset(tariffs) or None
+        rt.ledger,
+        rt.status,
+        sessions=rt.sessions,
+        tariffs=frozenset(tariffs) or None,
+        open_books=rt.billing.opener("admin") if rt.billing else None,
     )
     return AdminServer(
         methods,
@@ -210,6 +217,19 @@ def build_workers(rt: Runtime) -> Component:
     return supervisor
 
 
+def build_billing(rt: Runtime) -> Component:
+    """The billing database for the admin socket and dunning (opened on first use)."""
+    rt.billing = BillingBooks(rt.factory, rt.ledger)
+    return rt.billing
+
+
+def build_dunner(rt: Runtime) -> Component:
+    """Dunning: suspends postpaid accounts with overdue invoices, cutting their calls."""
+    assert rt.billing is not None, "build_billing runs first"
+    cut = rt.sessions.cut_account if rt.sessions is not None else None
+    return build_dunning(rt.cfg, rt.billing, cut, rt.registry.component("dunning"))
+
+
 # Started in this order, stopped in reverse. The admin socket comes last so that
 # "ready" means every component answers, and it stops first on shutdown; RADIUS
 # stops after it (answering queued packets) and before Redis closes.
@@ -219,6 +239,8 @@ COMPONENTS: list[ComponentFactory] = [
     build_radius,
     build_diameter,
     build_workers,
+    build_billing,
+    build_dunner,
     build_admin,
 ]
 

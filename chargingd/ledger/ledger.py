@@ -286,9 +286,21 @@ class Ledger:
             return None  # listed by a create that did not complete
 
     async def set_status(
-        self, account_id: str, status: Status, *, who: str, why: str = ""
+        self,
+        account_id: str,
+        status: Status,
+        *,
+        who: str,
+        why: str = "",
+        reason: str = "operator",
+        only_from: tuple[str, ...] = (),
     ) -> Account:
-        """Operator suspend/resume/block/close; status_reason becomes "operator"."""
+        """Suspend/resume/block/close; a non-active status records ``reason``.
+
+        ``only_from`` ("suspended/dunning", "active/") limits the change to accounts
+        whose current status/reason is listed (else nothing changes): a rule such as
+        dunning never overrides an operator. Returns the account as it is now.
+        """
         K.check_account_id(account_id)
         try:
             status = Status(status)
@@ -296,7 +308,9 @@ class Ledger:
             raise InvalidRequest(f"bad status {status!r}") from None
         K.check_text(who, "who", required=True)
         K.check_text(why, "why")
-        args = [status.value, self.clock_ms(), who, why, self.audit_max]
+        K.check_text(reason, "reason", required=True, max_len=32)
+        expect = ",".join(K.check_text(x, "status/reason", max_len=64) for x in only_from)
+        args = [status.value, self.clock_ms(), who, why, self.audit_max, reason, expect]
         res = await self._run("status", [K.acct_key(account_id), K.audit_key(account_id)], args)
         if C.s(res[0]) == "unknown":
             raise UnknownAccount(f"no account {account_id!r}")

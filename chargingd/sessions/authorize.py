@@ -312,6 +312,8 @@ class Authorizer:
 def _inactive(status: str, reason: str) -> Refused:
     if reason == "credit":  # postpaid at its credit limit
         return Refused(RefusalCode.INSUFFICIENT_CREDIT, "credit limit reached")
+    if reason and reason != "operator":  # a rule's reason (dunning) tells the caller why
+        return Refused(RefusalCode.SUSPENDED, f"account {status}: {reason}")
     return Refused(RefusalCode.SUSPENDED, f"account {status}")
 
 

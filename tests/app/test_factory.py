@@ -70,6 +70,20 @@ SPECIAL: dict[str, Any] = {
     "diameter.host_ip_addresses": ["127.0.0.9"],
     "diameter.credit_control_failure_handling": "continue",
     "diameter.peers": None,  # one peer with every field set, below
+    "invoicing.time_zone": "Europe/Berlin",
+    "invoicing.invoice_series": "F-{year}",
+    "invoicing.credit_note_series": "G-{year}",
+    "invoicing.statement_series": "S-{year}",
+    "invoicing.number_digits": 8,
+    "invoicing.payment_terms_days": 30,
+    "invoicing.dunning_grace_days": 3,
+    "invoicing.minor_unit_decimals": 3,
+    "invoicing.late_usage_periods": 2,
+    "invoicing.batch_size": 50,
+    "invoicing.default_vat_rate": "20",
+    "invoicing.vat_rates": {"DE": "19"},
+    "invoicing.destination_groups": {"Mobile": ["*MOB*"]},
+    "invoicing.issuer": {"name": "nd-issuer", "address": ["1 nd street"]},
 }
 PEER: dict[str, Any] = {
     "name": "ims1",
@@ -193,6 +207,7 @@ WHOLE: dict[str, Check] = {
     "radius": lambda b: b.frontend.config,
     "mediation": lambda b: b.cfg.mediation,  # read by `chargingd mediate` itself
     "diameter": lambda b: b.diameter.frontend.cfg,
+    "invoicing": lambda b: b.books.cfg,  # Books reads it where each step acts
 }
 
 
@@ -225,6 +240,7 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
         b.db = await factory.billing_db()
         stack.push_async_callback(b.db.close)
         b.exporter = factory.exporter(opened.client, db=b.db)
+        b.books = factory.books(b.db, b.ledger, who="test")
         rt = Runtime(cfg, factory, opened.client, opened.label, b.ledger, StatusRegistry())
         b.sweeper = build_sweeper(rt)
         b.admin = build_admin(rt)

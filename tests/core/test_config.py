@@ -27,6 +27,7 @@ def test_example_file_equals_defaults() -> None:
     assert cfg.export == Config().export
     assert cfg.mediation == Config().mediation
     assert cfg.radius == Config().radius
+    assert cfg.invoicing == Config().invoicing
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chargingd.core.config.diameter import DiameterConfig
+from chargingd.core.config.invoicing import InvoicingConfig
 from chargingd.core.config.mediation import MediationConfig
 
 
@@ -372,6 +373,7 @@ class Config:
     mediation: MediationConfig = field(default_factory=MediationConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     diameter: DiameterConfig = field(default_factory=DiameterConfig)
+    invoicing: InvoicingConfig = field(default_factory=InvoicingConfig)
     source: str = "<defaults>"
 
     def validate(self) -> None:

@@ -1,0 +1,162 @@
+"""Browsing CDRs: by account and time, one call by its id, an invoice's call detail.
+
+Listings page by CDR id (``--after``) and always go through the
+``(account_id, start_time)`` or ``start_time`` index.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chargingd.billing.db import BillingDB, Conn
+from chargingd.invoicing.model import money
+
+_COLUMNS = (
+    "id, source, call_id, account_id, caller, callee, destination, start_time, answer_time,"
+    " end_time, duration_s, billed_s, cost_micros, charged_micros, currency, tariff, gateway,"
+    " disconnect_cause, status, extra"
+)
+
+
+@dataclass(frozen=True)
+class CdrRow:
+    id: int
+    source: str
+    call_id: str
+    account_id: str
+    caller: str
+    callee: str
+    destination: str
+    start_time: datetime
+    answer_time: datetime | None
+    end_time: datetime
+    duration_s: int
+    billed_s: int
+    cost_micros: int
+    charged_micros: int
+    currency: str
+    tariff: str
+    gateway: str
+    disconnect_cause: int
+    status: str
+    extra: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "call_id": self.call_id,
+            "account": self.account_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "destination": self.destination,
+            "start": self.start_time.isoformat(),
+            "answer": self.answer_time.isoformat() if self.answer_time else None,
+            "end": self.end_time.isoformat(),
+            "duration_s": self.duration_s,
+            "billed_s": self.billed_s,
+            "cost": money(self.cost_micros, 2),
+            "charged": money(self.charged_micros, 2),
+            "currency": self.currency,
+            "tariff": self.tariff,
+            "gateway": self.gateway,
+            "disconnect_cause": self.disconnect_cause,
+            "status": self.status,
+            "extra": self.extra,
+        }
+
+
+def _row(r: Sequence[Any]) -> CdrRow:
+    return CdrRow(
+        id=int(r[0]), source=r[1], call_id=r[2], account_id=r[3], caller=r[4], callee=r[5],
+        destination=r[6], start_time=r[7], answer_time=r[8], end_time=r[9],
+        duration_s=int(r[10]), billed_s=int(r[11]), cost_micros=int(r[12]),
+        charged_micros=int(r[13]), currency=r[14], tariff=r[15], gateway=r[16],
+        disconnect_cause=int(r[17]), status=r[18], extra=r[19],
+    )  # fmt: skip
+
+
+async def list_cdrs(
+    db: BillingDB,
+    *,
+    account_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[CdrRow]:
+    """CDRs started in [start, end) (of one account), oldest first, after CDR ``after_id``."""
+    params = {"account": account_id, "start": start, "end": end, "after": after_id, "limit": limit}
+
+    async def work(conn: Conn) -> list[CdrRow]:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM cdrs"
+            " WHERE (%(account)s::text IS NULL OR account_id = %(account)s)"
+            " AND (%(start)s::timestamptz IS NULL OR start_time >= %(start)s)"
+            " AND (%(end)s::timestamptz IS NULL OR start_time < %(end)s)"
+            " AND id > %(after)s ORDER BY start_time, id LIMIT %(limit)s",
+            params,
+        )
+        return [_row(r) for r in await cur.fetchall()]
+
+    result: list[CdrRow] = await db.run(work)
+    return result
+
+
+async def find_cdr(db: BillingDB, call_id: str) -> list[CdrRow]:
+    """Every CDR with this call id (one per source that recorded the call)."""
+
+    async def work(conn: Conn) -> list[CdrRow]:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM cdrs WHERE call_id = %s ORDER BY source", (call_id,)
+        )
+        return [_row(r) for r in await cur.fetchall()]
+
+    result: list[CdrRow] = await db.run(work)
+    return result
+
+
+async def call_detail(
+    db: BillingDB, account_id: str, start: datetime, end: datetime, *, limit: int | None = None
+) -> list[CdrRow]:
+    """The calls an invoice's usage lines count (answered or charged), in time order."""
+
+    async def work(conn: Conn) -> list[CdrRow]:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM cdrs WHERE account_id = %s AND start_time >= %s"
+            " AND start_time < %s AND (answer_time IS NOT NULL OR charged_micros <> 0)"
+            " ORDER BY start_time, id LIMIT %s",
+            (account_id, start, end, limit),
+        )
+        return [_row(r) for r in await cur.fetchall()]
+
+    result: list[CdrRow] = await db.run(work)
+    return result
+
+
+CSV_HEADER = (
+    "start", "answer", "end", "caller", "callee", "destination", "duration_s", "billed_s",
+    "charged", "currency", "status", "call_id", "source",
+)  # fmt: skip
+
+
+def calls_csv(rows: Sequence[CdrRow], decimals: int = 6) -> str:
+    """Call detail as CSV (amounts as exact decimal strings)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        writer.writerow(
+            (
+                r.start_time.isoformat(), r.answer_time.isoformat() if r.answer_time else "",
+                r.end_time.isoformat(), r.caller, r.callee, r.destination, r.duration_s,
+                r.billed_s, money(r.charged_micros, decimals), r.currency, r.status, r.call_id,
+                r.source,
+            )
+        )  # fmt: skip
+    return out.getvalue()

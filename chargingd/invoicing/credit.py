@@ -1,0 +1,99 @@
+"""Credit notes: the only way to correct an issued invoice (which never changes).
+
+``amount`` is what the customer gets back, tax included, in whole minor units; it is
+split at the invoice's tax rate: net = amount / (1 + rate) rounded half up to the
+minor unit, tax = amount - net. The credit notes of an invoice never exceed its
+total. A credit note has its own number series and refers to the invoice; for a
+postpaid account it credits the ledger by the same amount.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from chargingd.billing.db import Conn
+from chargingd.invoicing import dunning, issue, postings
+from chargingd.invoicing.context import Books
+from chargingd.invoicing.model import Draft, Invoice, Kind, Line, Refused, money
+from chargingd.invoicing.periods import Period, round_half_up_div
+from chargingd.invoicing.store import fetch
+from chargingd.invoicing.tax import PPM, minor_unit_micros, round_minor
+
+
+def split_gross(gross_micros: int, rate_ppm: int, decimals: int) -> tuple[int, int]:
+    """(net, tax) of a tax-included amount, the net rounded to the minor unit."""
+    net = round_minor(round_half_up_div(gross_micros * PPM, PPM + rate_ppm), decimals)
+    return net, gross_micros - net
+
+
+def _period_of(inv: Invoice) -> Period:
+    return Period(inv.period, inv.period_start.day, inv.period_start, inv.period_end)
+
+
+def credit_draft(inv: Invoice, amount_micros: int, reason: str, decimals: int) -> Draft:
+    net, tax = split_gross(amount_micros, inv.tax.rate_ppm, decimals)
+    line = Line(
+        "credit",
+        f"Credit on invoice {inv.number}: {reason}",
+        Decimal(1),
+        "item",
+        -net,
+        -net,
+        -tax,
+    )
+    return Draft(
+        kind=Kind.CREDIT_NOTE,
+        account_id=inv.account_id,
+        currency=inv.currency,
+        period=_period_of(inv),
+        tax=inv.tax,
+        customer=inv.customer,
+        lines=(line,),
+        refers_to=inv.id,
+        reason=reason,
+        posting_micros=amount_micros,
+    )
+
+
+def _check(inv: Invoice, amount_micros: int, reason: str, decimals: int) -> None:
+    if inv.kind is not Kind.INVOICE:
+        raise Refused(f"{inv.number} is a {inv.kind}; only invoices take credit notes")
+    if not reason.strip() or len(reason) > 300 or not reason.isprintable():
+        raise Refused("a credit note needs a reason (printable, up to 300 characters)")
+    if amount_micros <= 0 or amount_micros % minor_unit_micros(decimals):
+        raise Refused(f"the amount must be positive, in whole units of 0.{'0' * (decimals - 1)}1")
+    room = inv.total_micros - inv.credited_micros
+    if amount_micros > room:
+        raise Refused(
+            f"{inv.number}: at most {money(room, decimals)} {inv.currency} can still be credited"
+            f" (total {money(inv.total_micros, decimals)}, credited"
+            f" {money(inv.credited_micros, decimals)})"
+        )
+
+
+async def credit_note(books: Books, number: str, amount_micros: int, reason: str) -> Invoice:
+    """Issue a credit note against invoice ``number``; the issued credit note."""
+    decimals = books.cfg.minor_unit_decimals
+    issued_at = books.now()
+    series = issue.series_name(books.cfg.credit_note_series, issued_at)
+    numbering = issue.Numbering(series, books.cfg.number_digits)
+
+    async def work(conn: Conn) -> Invoice:
+        last = await issue.lock_series(conn, numbering.series)
+        # Read under the lock: two credit notes at once never exceed the total.
+        inv = await fetch(conn, number, issued_at)
+        _check(inv, amount_micros, reason, decimals)
+        draft = credit_draft(inv, amount_micros, reason, decimals)
+        (issued,) = await issue.write(
+            conn, [draft], numbering=numbering, last_number=last, issued_at=issued_at,
+            issuer=books.issuer(), run_id=f"credit:{number}", who=books.who,
+        )  # fmt: skip
+        return issued
+
+    result: Invoice = await books.db.run(work)
+    if books.ledger is not None:
+        accounts = [result.account_id]
+        await postings.post_pending(books.db, books.ledger, who=books.who, account_ids=accounts)
+        await dunning.settle(books, result.account_id)
+    return replace(result, refers_to=number)

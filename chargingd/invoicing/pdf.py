@@ -1,0 +1,347 @@
+"""Invoices, credit notes and statements as PDF (reportlab, A4).
+
+Issuer at the top, the customer and the document's facts below, then the lines, the
+totals, the tax note and the payment instructions; an optional call-detail appendix
+follows on its own pages. Every page has the issuer's footer and "page x of y".
+Amounts printed are the stored figures (chargingd.invoicing.tax, "the rule").
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_RIGHT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    KeepTogether,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from chargingd.invoicing.cdrs import CdrRow
+from chargingd.invoicing.model import Invoice, Kind
+from chargingd.invoicing.tax import TaxMode, percent
+
+TITLES = {Kind.INVOICE: "INVOICE", Kind.CREDIT_NOTE: "CREDIT NOTE", Kind.STATEMENT: "STATEMENT"}
+INK = colors.HexColor("#1f2933")
+ACCENT = colors.HexColor("#1d4e89")
+RULE = colors.HexColor("#c5ccd3")
+ZEBRA = colors.HexColor("#f3f5f7")
+WIDTH = A4[0] - 36 * mm - 12  # inside the margins and the frame's own 6 pt padding
+
+_base = getSampleStyleSheet()["Normal"]
+NORMAL = ParagraphStyle("n", parent=_base, fontName="Helvetica", fontSize=9, leading=12)
+SMALL = ParagraphStyle("s", parent=NORMAL, fontSize=8, leading=10, textColor=colors.grey)
+LABEL = ParagraphStyle("l", parent=NORMAL, textColor=colors.grey)
+BOLD = ParagraphStyle("b", parent=NORMAL, fontName="Helvetica-Bold")
+RIGHT = ParagraphStyle("r", parent=NORMAL, alignment=TA_RIGHT)
+ISSUER = ParagraphStyle("i", parent=BOLD, fontSize=15, leading=19, textColor=ACCENT)
+TITLE = ParagraphStyle("t", parent=BOLD, fontSize=20, leading=24, alignment=TA_RIGHT)
+HEADING = ParagraphStyle("h", parent=BOLD, fontSize=11, leading=14, spaceBefore=6)
+
+
+def amount(micros: int, decimals: int = 2) -> str:
+    """1234567800 -> "1,234.57" (grouped thousands; micros already rounded)."""
+    unit = 10**6
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), unit)
+    text = f"{whole:,}"
+    if decimals:
+        text += "." + f"{frac:06d}"[:decimals]
+    return sign + text
+
+
+def quantity(value: Decimal, unit: str) -> str:
+    """Minutes with two decimals, other quantities as short as exact ("0.5", "1")."""
+    if unit == "min":
+        return f"{value:,.2f}"
+    return format(value.normalize(), "f")
+
+
+def _p(text: str, style: ParagraphStyle = NORMAL) -> Paragraph:
+    return Paragraph(escape(text).replace("\n", "<br/>"), style)
+
+
+def _day(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%d %b %Y")
+
+
+class _NumberedCanvas(Canvas):  # type: ignore[misc]
+    """Draws "page x of y" and the footer once every page is known."""
+
+    footer = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for state in self._pages:
+            self.__dict__.update(state)
+            self.setFont("Helvetica", 7.5)
+            self.setFillColor(colors.grey)
+            self.setStrokeColor(RULE)
+            left, right = 18 * mm + 6, A4[0] - 18 * mm - 6  # the text's edges
+            self.line(left, 14 * mm, right, 14 * mm)
+            self.drawString(left, 10 * mm, self.footer[:140])
+            self.drawRightString(right, 10 * mm, f"Page {self._pageNumber} of {total}")
+            super().showPage()
+        super().save()
+
+
+def _header(inv: Invoice) -> Table:
+    issuer = inv.issuer
+    left: list[Any] = [_p(issuer.get("name") or "(issuer name not configured)", ISSUER)]
+    lines = list(issuer.get("address", []))
+    contact = " · ".join(x for x in (issuer.get("email"), issuer.get("phone")) if x)
+    if contact:
+        lines.append(contact)
+    if issuer.get("vat_id"):
+        lines.append(f"VAT ID {issuer['vat_id']}")
+    left.append(_p("\n".join(lines), SMALL))
+    right = [_p(TITLES[inv.kind], TITLE), _p(inv.number, RIGHT)]
+    table = Table([[left, right]], colWidths=[WIDTH * 0.6, WIDTH * 0.4])
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *_no_padding()]))
+    return table
+
+
+def _no_padding() -> list[tuple[Any, ...]]:
+    return [("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0)]
+
+
+def _facts(inv: Invoice) -> list[tuple[str, str]]:
+    last_day = inv.period_end - timedelta(days=1)
+    facts = [
+        ("Number", inv.number),
+        ("Issue date", _day(inv.issued_at)),
+        ("Period", f"{_day(inv.period_start)} – {_day(last_day)}"),
+        ("Account", inv.account_id),
+        ("Currency", inv.currency),
+    ]
+    if inv.kind is Kind.INVOICE:
+        facts.insert(2, ("Due date", _day(inv.due_at)))
+    if inv.refers_to:
+        facts.insert(2, ("Corrects invoice", inv.refers_to))
+    return facts
+
+
+def _parties(inv: Invoice) -> Table:
+    c = inv.customer
+    bill_to = [_p("Bill to" if inv.kind is not Kind.STATEMENT else "Statement for", SMALL)]
+    name = c.get("name") or f"Account {inv.account_id}"
+    bill_to.append(_p(name, BOLD))
+    details = list(c.get("address", []))
+    if c.get("country"):
+        details.append(c["country"])
+    if c.get("vat_id"):
+        details.append(f"VAT ID {c['vat_id']}")
+    bill_to.append(_p("\n".join(details)))
+    facts = Table(
+        [[_p(k, LABEL), _p(v, RIGHT)] for k, v in _facts(inv)],
+        colWidths=[WIDTH * 0.17, WIDTH * 0.25],
+    )
+    facts.setStyle(TableStyle([("BOTTOMPADDING", (0, 0), (-1, -1), 1), *_no_padding()]))
+    table = Table([[bill_to, facts]], colWidths=[WIDTH * 0.58, WIDTH * 0.42])
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), *_no_padding()]))
+    return table
+
+
+def _grid(rows: list[list[Any]], widths: Sequence[float], numeric_from: int) -> Table:
+    table = Table(rows, colWidths=[WIDTH * w for w in widths], repeatRows=1)
+    style: list[tuple[Any, ...]] = [
+        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8.5),
+        ("FONT", (0, 1), (-1, -1), "Helvetica", 9),
+        ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
+        ("BACKGROUND", (0, 0), (-1, 0), ACCENT),
+        ("ALIGN", (numeric_from, 0), (-1, -1), "RIGHT"),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("LINEBELOW", (0, -1), (-1, -1), 0.6, RULE),
+        ("TOPPADDING", (0, 0), (-1, -1), 3),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+    ]
+    style += [("BACKGROUND", (0, i), (-1, i), ZEBRA) for i in range(2, len(rows), 2)]
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def _lines(inv: Invoice, decimals: int) -> Table:
+    cur = inv.currency
+    if inv.kind is Kind.STATEMENT:
+        rows: list[list[Any]] = [["Description", "Minutes", f"Amount ({cur})"]]
+        rows += [
+            [_p(ln.description), quantity(ln.quantity, ln.unit), amount(ln.amount_micros, decimals)]
+            for ln in inv.lines
+        ] or [[_p("No calls in this period"), "", ""]]
+        return _grid(rows, (0.62, 0.16, 0.22), 1)
+    rate = f"VAT {percent(inv.tax.rate_ppm)} %"
+    rows = [["Description", "Quantity", "Unit", f"Net ({cur})", rate, f"Total ({cur})"]]
+    for ln in inv.lines:
+        rows.append(
+            [
+                _p(ln.description),
+                quantity(ln.quantity, ln.unit),
+                ln.unit,
+                amount(ln.amount_micros, decimals),
+                amount(ln.tax_micros, decimals),
+                amount(ln.amount_micros + ln.tax_micros, decimals),
+            ]
+        )
+    return _grid(rows, (0.43, 0.1, 0.07, 0.14, 0.12, 0.14), 1)
+
+
+def _totals(inv: Invoice, decimals: int) -> Table:
+    cur = inv.currency
+    vat = "VAT" if inv.tax.mode is TaxMode.STANDARD else "VAT (0 %)"
+    rows = [
+        ["Subtotal", f"{amount(inv.subtotal_micros, decimals)} {cur}"],
+        [f"{vat} {percent(inv.tax.rate_ppm)} %", f"{amount(inv.tax_micros, decimals)} {cur}"],
+        ["Total", f"{amount(inv.total_micros, decimals)} {cur}"],
+    ]
+    if inv.kind is Kind.INVOICE and (inv.paid_micros or inv.credited_micros):
+        rows.append(["Paid", f"-{amount(inv.paid_micros, decimals)} {cur}"])
+        rows.append(["Credited", f"-{amount(inv.credited_micros, decimals)} {cur}"])
+        rows.append(["Amount due", f"{amount(inv.outstanding_micros, decimals)} {cur}"])
+    elif inv.kind is Kind.INVOICE:
+        rows.append(["Amount due", f"{amount(inv.total_micros, decimals)} {cur}"])
+    table = Table(rows, colWidths=[WIDTH * 0.22, WIDTH * 0.2], hAlign="RIGHT")
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "Helvetica", 9.5),
+                ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 11),
+                ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
+                ("TOPPADDING", (0, -1), (-1, -1), 5),
+            ]
+        )
+    )
+    return table
+
+
+def _statement_summary(inv: Invoice) -> Table:
+    s = inv.statement or {}
+    cur = inv.currency
+    rows = [
+        ["Opening balance", s.get("opening_balance", "")],
+        ["Top-ups", s.get("topups", "")],
+        ["Adjustments", s.get("adjustments", "")],
+        ["Calls (debited)", f"-{s.get('call_debits', '')}".replace("--", "")],
+        ["Other", s.get("other", "")],
+        ["Closing balance", s.get("closing_balance", "")],
+    ]
+    rows = [[k, f"{v} {cur}"] for k, v in rows]
+    table = Table(rows, colWidths=[WIDTH * 0.25, WIDTH * 0.2], hAlign="LEFT")
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "Helvetica", 9.5),
+                ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 10.5),
+                ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
+            ]
+        )
+    )
+    return table
+
+
+def _notes(inv: Invoice, decimals: int) -> list[Any]:
+    notes: list[Any] = []
+    tax = inv.tax
+    if tax.mode is TaxMode.REVERSE_CHARGE:
+        notes.append(_p(f"{tax.note} Customer VAT ID: {tax.vat_id}.", BOLD))
+    elif tax.note:
+        notes.append(_p(tax.note, BOLD))
+    if inv.kind is Kind.INVOICE:
+        due = f"{amount(inv.outstanding_micros, decimals)} {inv.currency}"
+        bank = inv.issuer.get("bank")
+        text = f"Please pay {due} by {_day(inv.due_at)}, quoting {inv.number}"
+        notes.append(_p(text + (f", to {bank}." if bank else ".")))
+    if inv.kind is Kind.CREDIT_NOTE:
+        notes.append(_p(f"This credit note corrects invoice {inv.refers_to}: {inv.reason}"))
+    if inv.kind is Kind.STATEMENT and inv.statement:
+        diff = inv.statement.get("boundary_difference", "0")
+        if diff.strip("0.-") != "":
+            notes.append(
+                _p(
+                    f"Calls debited in this period but started in another (or the reverse):"
+                    f" {diff} {inv.currency}.",
+                    SMALL,
+                )
+            )
+    return notes
+
+
+def _appendix(inv: Invoice, calls: Sequence[CdrRow], limit: int, decimals: int) -> list[Any]:
+    story: list[Any] = [PageBreak(), _p(f"Call detail – {inv.number}", HEADING), Spacer(1, 3 * mm)]
+    rows: list[list[Any]] = [["Start (UTC)", "Called number", "Destination", "Seconds", "Amount"]]
+    for c in calls[:limit]:
+        rows.append(
+            [
+                c.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                c.callee,
+                c.destination,
+                str(c.billed_s),
+                amount(c.charged_micros, 6).rstrip("0").rstrip(".") or "0",
+            ]
+        )
+    story.append(_grid(rows, (0.24, 0.26, 0.22, 0.12, 0.16), 3))
+    if len(calls) > limit:
+        story.append(_p(f"First {limit} of {len(calls)} calls; the CSV has them all.", SMALL))
+    return story
+
+
+def render_pdf(
+    inv: Invoice,
+    *,
+    calls: Sequence[CdrRow] | None = None,
+    decimals: int = 2,
+    call_limit: int = 5000,
+) -> bytes:
+    """The document as PDF bytes; ``calls`` adds the call-detail appendix."""
+    out = io.BytesIO()
+    doc = SimpleDocTemplate(
+        out,
+        pagesize=A4,
+        leftMargin=18 * mm,
+        rightMargin=18 * mm,
+        topMargin=16 * mm,
+        bottomMargin=20 * mm,
+        title=f"{TITLES[inv.kind].title()} {inv.number}",
+        author=inv.issuer.get("name", ""),
+    )
+    story: list[Any] = [_header(inv), Spacer(1, 8 * mm), _parties(inv), Spacer(1, 8 * mm)]
+    if inv.kind is Kind.STATEMENT:
+        story += [_p("Balance", HEADING), _statement_summary(inv), Spacer(1, 5 * mm)]
+        story += [_p("Usage by destination", HEADING)]
+    story += [_lines(inv, decimals), Spacer(1, 4 * mm)]
+    if inv.kind is not Kind.STATEMENT:
+        story.append(KeepTogether([_totals(inv, decimals)]))
+    story += [Spacer(1, 6 * mm), *_notes(inv, decimals)]
+    if calls is not None:
+        story += _appendix(inv, calls, call_limit, decimals)
+    footer = inv.issuer.get("footer") or inv.issuer.get("name", "")
+
+    class _Canvas(_NumberedCanvas):
+        pass
+
+    _Canvas.footer = footer
+    doc.build(story, canvasmaker=_Canvas)
+    return out.getvalue()

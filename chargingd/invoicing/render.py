@@ -1,0 +1,103 @@
+"""Invoices and runs as text for the terminal (JSON is ``to_json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chargingd.invoicing.model import Draft, Invoice, Kind, RunResult, money
+from chargingd.invoicing.tax import percent
+
+
+def invoice_text(inv: Invoice, decimals: int = 2) -> str:
+    """One document: header, lines, totals, state."""
+    cur = inv.currency
+    out = [
+        f"{inv.kind.replace('_', ' ')} {inv.number}  account {inv.account_id}  period {inv.period}"
+        f" ({inv.period_start.date()} to {inv.period_end.date()}, end excluded)",
+        f"issued {inv.issued_at:%Y-%m-%d %H:%M %Z}"
+        + (f"  due {inv.due_at:%Y-%m-%d}" if inv.due_at else "")
+        + f"  status {inv.status}",
+    ]
+    if inv.customer.get("name"):
+        out.append(f"customer {inv.customer['name']}")
+    out.append(f"{'':2}{'description':<56} {'qty':>10} {'unit':<6} {'net':>12} {'tax':>10}")
+    for ln in inv.lines:
+        out.append(
+            f"  {ln.description[:56]:<56} {ln.quantity!s:>10} {ln.unit:<6}"
+            f" {money(ln.amount_micros, decimals):>12} {money(ln.tax_micros, decimals):>10}"
+        )
+    rate = percent(inv.tax.rate_ppm)
+    out.append(f"  subtotal {money(inv.subtotal_micros, decimals)} {cur}")
+    out.append(f"  tax ({inv.tax.mode}, {rate} %) {money(inv.tax_micros, decimals)} {cur}")
+    out.append(f"  total {money(inv.total_micros, decimals)} {cur}")
+    if inv.kind is Kind.INVOICE:
+        out.append(
+            f"  paid {money(inv.paid_micros, decimals)}  credited"
+            f" {money(inv.credited_micros, decimals)}  outstanding"
+            f" {money(inv.outstanding_micros, decimals)} {cur}"
+        )
+    if inv.tax.note:
+        out.append(f"  {inv.tax.note}" + (f" (VAT ID {inv.tax.vat_id})" if inv.tax.vat_id else ""))
+    if inv.statement:
+        s = inv.statement
+        out.append(
+            f"  opening {s['opening_balance']}  top-ups {s['topups']}  adjustments"
+            f" {s['adjustments']}  calls -{s['call_debits']}  other {s['other']}"
+            f"  closing {s['closing_balance']} {cur}"
+        )
+    if inv.refers_to:
+        out.append(f"  corrects {inv.refers_to}: {inv.reason}")
+    return "\n".join(out) + "\n"
+
+
+def list_text(invoices: Sequence[Invoice], decimals: int = 2) -> str:
+    if not invoices:
+        return "no invoices\n"
+    out = [f"{'number':<20} {'kind':<12} {'account':<20} {'period':<8} {'total':>14} {'status':<8}"]
+    for inv in invoices:
+        total = f"{money(inv.total_micros, decimals)} {inv.currency}"
+        out.append(
+            f"{inv.number:<20} {inv.kind:<12} {inv.account_id:<20} {inv.period:<8}"
+            f" {total:>14} {inv.status:<8}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def run_text(result: RunResult, decimals: int = 2) -> str:
+    verb = "would issue" if result.dry_run else "issued"
+    out = [
+        f"invoice run {result.run_id} for {result.period}: {verb} {len(result.issued)}"
+        f" documents; {result.cdrs} CDRs aggregated in {result.aggregate_s:.2f} s;"
+        f" run {result.elapsed_s:.2f} s; ledger postings {result.posted}"
+    ]
+    for doc in result.issued:
+        number = doc.number if isinstance(doc, Invoice) else "(draft)"
+        kind = doc.kind
+        total = money(doc.total_micros, decimals)
+        usage = money(doc.usage_micros, decimals)
+        out.append(
+            f"  {number:<20} {kind:<10} {doc.account_id:<20} total {total} {doc.currency}"
+            f" (usage {usage}, {len(doc.lines)} lines)"
+        )
+    for reason, accounts in sorted(result.skipped.items()):
+        shown = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
+        out.append(f"  skipped ({reason}): {len(accounts)}: {shown}")
+    out += [f"  error: {e}" for e in result.errors]
+    return "\n".join(out) + "\n"
+
+
+def draft_json(d: Draft, decimals: int = 2) -> dict[str, object]:
+    """A draft of a dry run as JSON (no number yet)."""
+    return {
+        "number": None,
+        "kind": str(d.kind),
+        "account": d.account_id,
+        "period": d.period.label,
+        "currency": d.currency,
+        "lines": [ln.to_json(decimals) for ln in d.lines],
+        "subtotal": money(d.subtotal_micros, decimals),
+        "tax": money(d.tax_micros, decimals),
+        "total": money(d.total_micros, decimals),
+        "usage": money(d.usage_micros, decimals),
+        "status": "draft",
+    }

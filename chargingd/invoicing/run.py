@@ -1,0 +1,278 @@
+"""`invoice run`: issue a period's invoices (postpaid) and statements (prepaid).
+
+Accounts come from the ledger (mode, currency), billing settings from their profiles.
+Per billing day, the period's usage is aggregated once in PostgreSQL; then accounts
+are issued in batches, one transaction per batch: the series is locked first, so
+what is already issued is known exactly, the documents are built and written, and
+the numbers move in the same transaction. A failed batch leaves nothing behind; a
+re-run issues only what is missing. Ledger postings follow each committed batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from chargingd.billing.db import Conn
+from chargingd.invoicing import charges, issue, postings, statements, tax, usage
+from chargingd.invoicing.build import Correction, Inputs, Rerate, invoice_draft
+from chargingd.invoicing.context import Books
+from chargingd.invoicing.model import (
+    Charge,
+    Draft,
+    Invoice,
+    Kind,
+    Profile,
+    RunResult,
+    Subscription,
+)
+from chargingd.invoicing.periods import Period, PeriodError, check_closed, window
+from chargingd.invoicing.profiles import load_profiles
+from chargingd.ledger import Account, Mode
+
+log = logging.getLogger("chargingd.invoicing")
+
+BeforeCommit = Callable[[list[Invoice]], None]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Accounts of one billing window issued in one transaction."""
+
+    period: Period
+    accounts: Sequence[Account]
+    usage: usage.AccountUsage
+    profiles: dict[str, Profile]
+    summaries: dict[str, statements.LedgerSummary]
+
+
+async def all_accounts(books: Books, account_id: str | None) -> list[Account]:
+    """The accounts to bill: one, or every account of the ledger (by id)."""
+    ledger = books.need_ledger()
+    if account_id is not None:
+        return [await ledger.get_account(account_id)]
+    found: dict[str, Account] = {}
+    cursor = 0
+    while True:
+        cursor, page = await ledger.list_accounts(cursor=cursor, count=1000)
+        found.update((a.id, a) for a in page)
+        if cursor == 0:
+            return [found[k] for k in sorted(found)]
+
+
+async def invoice_run(
+    books: Books,
+    label: str,
+    *,
+    account_id: str | None = None,
+    dry_run: bool = False,
+    before_commit: BeforeCommit | None = None,
+) -> RunResult:
+    """Issue (or with ``dry_run`` only build) the period's documents."""
+    started = time.perf_counter()
+    window(label, 1, books.cfg.time_zone)  # a bad label fails before any work
+    result = RunResult(f"run-{uuid.uuid4().hex[:12]}", label, dry_run)
+    accounts = await all_accounts(books, account_id)
+    ids = [a.id for a in accounts] if account_id else None
+    profiles = await books.db.run(lambda conn: load_profiles(conn, ids))
+    by_day: dict[int, list[Account]] = {}
+    for acc in accounts:
+        day = profiles.get(acc.id, Profile(acc.id)).billing_day
+        by_day.setdefault(day, []).append(acc)
+    for day, group in sorted(by_day.items()):
+        period = window(label, day, books.cfg.time_zone)
+        try:
+            check_closed(period, books.now(), books.cfg.settle_delay_s)
+        except PeriodError:
+            if account_id is not None:
+                raise
+            for acc in group:
+                result.skip("period not over yet", acc.id)
+            continue
+        whole_ledger = account_id is None and len(by_day) == 1
+        await _run_window(books, period, group, profiles, result, whole_ledger, before_commit)
+    if not dry_run:
+        result.posted = await postings.post_pending(
+            books.db, books.need_ledger(), who=books.who, account_ids=ids
+        )
+    result.elapsed_s = time.perf_counter() - started
+    log.info(
+        "invoice run %s %s: %d issued, %d CDRs aggregated in %.1f s (run %.1f s)",
+        result.run_id, label, len(result.issued), result.cdrs, result.aggregate_s,
+        result.elapsed_s,
+    )  # fmt: skip
+    return result
+
+
+async def _run_window(
+    books: Books,
+    period: Period,
+    accounts: list[Account],
+    profiles: dict[str, Profile],
+    result: RunResult,
+    whole_ledger: bool,
+    before_commit: BeforeCommit | None,
+) -> None:
+    started = time.perf_counter()
+    ids = None if whole_ledger else [a.id for a in accounts]
+    groups = books.cfg.destination_groups
+    found = await books.db.run(
+        lambda conn: usage.usage_by_group(conn, period.start, period.end, groups, account_ids=ids)
+    )
+    result.aggregate_s += time.perf_counter() - started
+    result.cdrs += sum(r.cdrs for rows in found.values() for r in rows)
+    known = {a.id: a for a in accounts}
+    for acc_id, currency in sorted(found):
+        acc = known.get(acc_id)
+        if acc is None and whole_ledger:
+            result.skip("CDRs of an account the ledger does not know", acc_id)
+        elif acc is not None and currency != acc.currency:
+            result.errors.append(f"{acc_id}: CDRs in {currency}, account in {acc.currency}")
+    size = books.cfg.batch_size
+    for mode, kind in ((Mode.POSTPAID, Kind.INVOICE), (Mode.PREPAID, Kind.STATEMENT)):
+        chosen = [a for a in accounts if a.mode is mode]
+        for i in range(0, len(chosen), size):
+            part = chosen[i : i + size]
+            summaries = {}
+            if mode is Mode.PREPAID:
+                summaries = await _summaries(books, part, period, result)
+            batch = Batch(period, part, found, profiles, summaries)
+            await _issue_batch(books, kind, batch, result, before_commit)
+
+
+async def _summaries(
+    books: Books, accounts: Sequence[Account], period: Period, result: RunResult
+) -> dict[str, statements.LedgerSummary]:
+    ledger = books.need_ledger()
+    found = {}
+    for acc in accounts:
+        try:
+            found[acc.id] = await statements.summarise(ledger, acc.id, period)
+        except statements.TrailTrimmed as exc:
+            result.errors.append(str(exc))
+            result.skip("ledger audit trail trimmed", acc.id)
+    return found
+
+
+@dataclass
+class Billables:
+    """What a batch's accounts owe besides usage (invoices), and their late usage."""
+
+    subscriptions: dict[str, list[Subscription]] = field(default_factory=dict)
+    charges: dict[str, list[Charge]] = field(default_factory=dict)
+    rerates: dict[str, list[Rerate]] = field(default_factory=dict)
+    corrections: dict[str, list[Correction]] = field(default_factory=dict)
+
+
+def _inputs(books: Books, batch: Batch, acc: Account, billables: Billables) -> Inputs:
+    profile = batch.profiles.get(acc.id, Profile(acc.id))
+    tax_profile = tax.resolve(
+        books.cfg,
+        mode=profile.tax_mode,
+        country=profile.country,
+        rate_ppm=profile.vat_rate_ppm,
+        vat_id=profile.vat_id,
+        note=profile.tax_note,
+    )
+    return Inputs(
+        account_id=acc.id,
+        currency=acc.currency,
+        period=batch.period,
+        profile=profile,
+        tax=tax_profile,
+        usage=batch.usage.get((acc.id, acc.currency), []),
+        subscriptions=billables.subscriptions.get(acc.id, []),
+        charges=billables.charges.get(acc.id, []),
+        rerates=billables.rerates.get(acc.id, []),
+        corrections=billables.corrections.get(acc.id, []),
+    )
+
+
+async def _billables(
+    books: Books, conn: Conn, kind: Kind, period: Period, ids: list[str]
+) -> Billables:
+    found = Billables()
+    if not ids:
+        return found
+    lookback = books.cfg.late_usage_periods
+    if lookback:
+        since = period.earlier(lookback).start
+        found.corrections = await usage.corrections(conn, ids, period.start, since)
+    if kind is Kind.INVOICE:
+        found.subscriptions = await charges.running_subscriptions(conn, ids, period)
+        found.charges = await charges.open_charges(conn, ids, period)
+        found.rerates = await usage.open_rerates(conn, ids, period.end)
+    return found
+
+
+def _draft(books: Books, kind: Kind, batch: Batch, acc: Account, inputs: Inputs) -> Draft | None:
+    decimals = books.cfg.minor_unit_decimals
+    if kind is Kind.STATEMENT:
+        summary = batch.summaries.get(acc.id)
+        if summary is None:
+            return None
+        draft = statements.statement_draft(inputs, summary, decimals)
+        if statements.is_empty(summary, draft) and not books.cfg.empty_statements:
+            return None
+        return draft
+    terms = inputs.profile.payment_terms_days
+    return invoice_draft(inputs, decimals, books.cfg.payment_terms_days if terms is None else terms)
+
+
+def _zero_refused(books: Books, draft: Draft, profile: Profile) -> str | None:
+    """Why an invoice is not issued (nothing billed, or zero), None to issue it."""
+    if draft.kind is not Kind.INVOICE:
+        return None
+    if not draft.lines:
+        return "nothing to bill"
+    if draft.total_micros == 0 and not (books.cfg.zero_amount_invoices or profile.zero_invoices):
+        return "zero amount"
+    return None
+
+
+async def _issue_batch(
+    books: Books,
+    kind: Kind,
+    batch: Batch,
+    result: RunResult,
+    before_commit: BeforeCommit | None,
+) -> None:
+    template = books.cfg.invoice_series if kind is Kind.INVOICE else books.cfg.statement_series
+    issued_at = books.now()
+    numbering = issue.Numbering(issue.series_name(template, issued_at), books.cfg.number_digits)
+    skipped: list[tuple[str, str]] = []
+
+    async def work(conn: Conn) -> list[Invoice] | list[Draft]:
+        skipped.clear()
+        ids = [a.id for a in batch.accounts]
+        last = 0 if result.dry_run else await issue.lock_series(conn, numbering.series)
+        done = await issue.already_issued(conn, kind, batch.period.label, ids)
+        todo = [a for a in batch.accounts if a.id not in done]
+        skipped.extend(("already issued", a) for a in sorted(done))
+        billables = await _billables(books, conn, kind, batch.period, [a.id for a in todo])
+        drafts = []
+        for acc in todo:
+            inputs = _inputs(books, batch, acc, billables)
+            draft = _draft(books, kind, batch, acc, inputs)
+            why = _zero_refused(books, draft, inputs.profile) if draft else "nothing to report"
+            if why is not None or draft is None:
+                skipped.append((why or "nothing to report", acc.id))
+                continue
+            drafts.append(draft)
+        if result.dry_run:
+            return drafts
+        issued = await issue.write(
+            conn, drafts, numbering=numbering, last_number=last, issued_at=issued_at,
+            issuer=books.issuer(), run_id=result.run_id, who=books.who,
+        )  # fmt: skip
+        if before_commit is not None:
+            before_commit(issued)
+        return issued
+
+    documents = await books.db.run(work)
+    result.issued.extend(documents)
+    for why, account_id in skipped:
+        result.skip(why, account_id)

@@ -1,0 +1,160 @@
+"""Reading issued documents, with what was paid and credited on each.
+
+An invoice row never changes; its state is computed when read: ``paid`` once
+payments and credit notes cover the total, else ``overdue`` after the due date,
+else ``open``. Statements and credit notes are ``issued``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from chargingd.billing.db import BillingDB, Conn
+from chargingd.invoicing.model import Invoice, Kind, Line, NotFound
+from chargingd.invoicing.tax import TaxProfile
+
+_SELECT = """
+SELECT i.id, i.number, i.kind, i.account_id, i.period, i.period_start, i.period_end,
+       i.currency, i.issued_at, i.due_at, i.customer, i.issuer, i.tax, i.subtotal_micros,
+       i.tax_micros, i.total_micros, i.usage_micros, i.usage_calls, i.statement,
+       i.call_detail, r.number, i.reason,
+       coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0),
+       coalesce((SELECT -sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0),
+       coalesce((SELECT array_agg(c.number ORDER BY c.id) FROM invoices c
+                 WHERE c.refers_to = i.id), '{}')
+FROM invoices i LEFT JOIN invoices r ON r.id = i.refers_to
+"""
+
+
+def status_of(kind: Kind, total: int, settled: int, due_at: datetime | None, now: datetime) -> str:
+    if kind is not Kind.INVOICE:
+        return "issued"
+    if settled >= total:
+        return "paid"
+    if due_at is not None and now > due_at:
+        return "overdue"
+    return "open"
+
+
+def _invoice(row: Sequence[Any], now: datetime, lines: tuple[Line, ...] = ()) -> Invoice:
+    kind = Kind(row[2])
+    paid, credited = int(row[22]), int(row[23])
+    return Invoice(
+        id=int(row[0]),
+        number=row[1],
+        kind=kind,
+        account_id=row[3],
+        period=row[4],
+        period_start=row[5],
+        period_end=row[6],
+        currency=row[7],
+        issued_at=row[8],
+        due_at=row[9],
+        customer=row[10],
+        issuer=row[11],
+        tax=TaxProfile.from_json(row[12]),
+        subtotal_micros=int(row[13]),
+        tax_micros=int(row[14]),
+        total_micros=int(row[15]),
+        usage_micros=int(row[16]),
+        usage_calls=int(row[17]),
+        statement=row[18],
+        call_detail=bool(row[19]),
+        refers_to=row[20],
+        reason=row[21],
+        paid_micros=paid,
+        credited_micros=credited,
+        status=status_of(kind, int(row[15]), paid + credited, row[9], now),
+        credit_notes=tuple(row[24]),
+        lines=lines,
+    )
+
+
+async def _lines(conn: Conn, invoice_id: int) -> tuple[Line, ...]:
+    cur = await conn.execute(
+        "SELECT kind, description, quantity, unit, exact_micros, amount_micros, tax_micros,"
+        " calls, billed_s FROM invoice_lines WHERE invoice_id = %s ORDER BY line_no",
+        (invoice_id,),
+    )
+    return tuple(
+        Line(r[0], r[1], Decimal(r[2]), r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]), int(r[8]))
+        for r in await cur.fetchall()
+    )
+
+
+async def fetch(conn: Conn, number: str, now: datetime) -> Invoice:
+    """One document with its lines (in the caller's transaction); NotFound."""
+    cur = await conn.execute(_SELECT + " WHERE i.number = %s", (number,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"no invoice {number!r}")
+    return _invoice(row, now, await _lines(conn, int(row[0])))
+
+
+async def get_invoice(db: BillingDB, number: str, now: datetime) -> Invoice:
+    """One document with its lines; NotFound."""
+
+    async def work(conn: Conn) -> Invoice:
+        return await fetch(conn, number, now)
+
+    result: Invoice = await db.run(work)
+    return result
+
+
+async def list_invoices(
+    db: BillingDB,
+    now: datetime,
+    *,
+    period: str | None = None,
+    account_id: str | None = None,
+    kind: Kind | None = None,
+    limit: int = 1000,
+) -> list[Invoice]:
+    """Documents (without lines), newest number first within each period."""
+    where = ["(%(period)s::text IS NULL OR i.period = %(period)s)"]
+    where.append("(%(account)s::text IS NULL OR i.account_id = %(account)s)")
+    where.append("(%(kind)s::text IS NULL OR i.kind = %(kind)s)")
+    params = {"period": period, "account": account_id, "kind": kind and str(kind), "limit": limit}
+
+    async def work(conn: Conn) -> list[Invoice]:
+        cur = await conn.execute(
+            _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY i.id LIMIT %(limit)s", params
+        )
+        return [_invoice(row, now) for row in await cur.fetchall()]
+
+    result: list[Invoice] = await db.run(work)
+    return result
+
+
+_OVERDUE = """
+SELECT i.account_id, i.number, i.due_at,
+       i.total_micros
+         - coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0)
+         + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)
+         AS owed
+FROM invoices i
+WHERE i.kind = 'invoice' AND i.due_at < %(cutoff)s
+  AND (%(account)s::text IS NULL OR i.account_id = %(account)s)
+"""
+
+
+async def overdue(
+    db: BillingDB, cutoff: datetime, account_id: str | None = None
+) -> dict[str, list[tuple[str, datetime, int]]]:
+    """Per account: invoices due before ``cutoff`` still not settled (number, due, owed)."""
+
+    async def work(conn: Conn) -> dict[str, list[tuple[str, datetime, int]]]:
+        cur = await conn.execute(
+            f"SELECT * FROM ({_OVERDUE}) o WHERE o.owed > 0 ORDER BY o.account_id, o.due_at",
+            {"cutoff": cutoff, "account": account_id},
+        )
+        found: dict[str, list[tuple[str, datetime, int]]] = {}
+        for acc, number, due, owed in await cur.fetchall():
+            found.setdefault(acc, []).append((number, due, int(owed)))
+        return found
+
+    result: dict[str, list[tuple[str, datetime, int]]] = await db.run(work)
+    return result

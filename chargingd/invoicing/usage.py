@@ -1,0 +1,151 @@
+"""Usage from the CDRs, aggregated in PostgreSQL (GROUP BY over indexed CDRs).
+
+A destination group is the tariff's destination id the call was rated with (the
+CDR's ``destination``), mapped through ``[invoicing] destination_groups`` (patterns
+with "*", first match wins); an id no pattern matches is its own group and a CDR
+without one is "Other". The mapping is applied in SQL to the per-destination sums.
+Amounts are the CDRs' ``charged_micros``: what the ledger moved for each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from chargingd.billing.db import Conn
+from chargingd.invoicing.build import Correction, Rerate
+from chargingd.invoicing.model import UsageRow
+
+OTHER = "Other"
+
+# Sums per destination first (one pass over the period's CDRs), then per group:
+# the pattern match runs once per distinct destination, not once per call.
+_USAGE = """
+WITH per_destination AS (
+    SELECT account_id, currency, destination,
+           count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls, count(*) AS cdrs,
+           sum(billed_s) AS billed_s, sum(charged_micros) AS charged
+    FROM cdrs
+    WHERE start_time >= %(start)s AND start_time < %(end)s
+      AND (%(accounts)s::text[] IS NULL OR account_id = ANY(%(accounts)s::text[]))
+    GROUP BY account_id, currency, destination
+), patterns AS (
+    SELECT * FROM unnest(%(patterns)s::text[], %(names)s::text[])
+        WITH ORDINALITY AS p(pattern, name, ord)
+)
+SELECT d.account_id, d.currency, coalesce(g.name, nullif(d.destination, ''), %(other)s),
+       sum(d.calls), sum(d.cdrs), sum(d.billed_s), sum(d.charged)
+FROM per_destination d
+LEFT JOIN LATERAL (
+    SELECT p.name FROM patterns p WHERE d.destination LIKE p.pattern ORDER BY p.ord LIMIT 1
+) g ON true
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+
+def like_pattern(glob: str) -> str:
+    """A destination pattern ("DE_MOB*") as a LIKE pattern (only * is special)."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def group_arrays(groups: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
+    """The configured groups as parallel (pattern, name) arrays, in order."""
+    patterns: list[str] = []
+    names: list[str] = []
+    for name, globs in groups.items():
+        for glob in globs:
+            patterns.append(like_pattern(glob))
+            names.append(name)
+    return patterns, names
+
+
+AccountUsage = dict[tuple[str, str], list[UsageRow]]  # (account, currency) -> rows
+
+
+async def usage_by_group(
+    conn: Conn,
+    start: datetime,
+    end: datetime,
+    groups: Mapping[str, Sequence[str]],
+    *,
+    account_ids: Sequence[str] | None = None,
+) -> AccountUsage:
+    """Usage of the CDRs started in [start, end), per account, currency and group."""
+    patterns, names = group_arrays(groups)
+    params: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "accounts": None if account_ids is None else list(account_ids),
+        "patterns": patterns,
+        "names": names,
+        "other": OTHER,
+    }
+    cur = await conn.execute(_USAGE, params)
+    found: AccountUsage = {}
+    for account_id, currency, group, calls, cdrs, billed_s, charged in await cur.fetchall():
+        row = UsageRow(group, int(calls), int(cdrs), int(billed_s), int(charged))
+        found.setdefault((account_id, currency), []).append(row)
+    return found
+
+
+# Earlier periods these accounts were billed for, and what their CDRs hold now.
+_RECOUNT = """
+WITH counted AS (
+    SELECT account_id, period, min(period_start) AS ps, max(period_end) AS pe,
+           sum(calls) AS calls, sum(charged_micros) AS charged
+    FROM invoice_usage
+    WHERE account_id = ANY(%(accounts)s) AND period_end <= %(before)s
+      AND period_end > %(since)s
+    GROUP BY account_id, period
+)
+SELECT c.account_id, c.period, c.ps, c.pe, n.calls - c.calls, n.charged - c.charged
+FROM counted c
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls,
+           coalesce(sum(charged_micros), 0) AS charged
+    FROM cdrs
+    WHERE account_id = c.account_id AND start_time >= c.ps AND start_time < c.pe
+) n
+WHERE n.charged <> c.charged OR n.calls <> c.calls
+ORDER BY 1, 2
+"""
+
+
+async def corrections(
+    conn: Conn, account_ids: Sequence[str], before: datetime, since: datetime
+) -> dict[str, list[Correction]]:
+    """Per account: billed periods ending in (since, before] whose CDRs changed since."""
+    if not account_ids:
+        return {}
+    params = {"accounts": list(account_ids), "before": before, "since": since}
+    cur = await conn.execute(_RECOUNT, params)
+    found: dict[str, list[Correction]] = {}
+    for account_id, period, start, end, calls, charged in await cur.fetchall():
+        found.setdefault(account_id, []).append(
+            Correction(period, start, end, int(calls), int(charged))
+        )
+    return found
+
+
+async def open_rerates(
+    conn: Conn, account_ids: Sequence[str], end: datetime
+) -> dict[str, list[Rerate]]:
+    """Rerate adjustments the ledger applied before ``end`` and no invoice billed yet."""
+    cur = await conn.execute(
+        "SELECT r.run_id, r.account_id, r.currency, r.cdrs, r.amount_micros"
+        " FROM rerate_adjustments r"
+        " WHERE r.account_id = ANY(%s) AND r.applied_at IS NOT NULL AND r.applied_at < %s"
+        " AND NOT EXISTS (SELECT 1 FROM invoiced_rerates i WHERE i.run_id = r.run_id"
+        "   AND i.account_id = r.account_id AND i.currency = r.currency)"
+        " ORDER BY r.run_id",
+        (list(account_ids), end),
+    )
+    found: dict[str, list[Rerate]] = {}
+    for run_id, account_id, currency, cdrs, amount in await cur.fetchall():
+        found.setdefault(account_id, []).append(
+            Rerate(run_id, account_id, currency, int(cdrs), int(amount))
+        )
+    return found
