@@ -16,7 +16,7 @@ from chargingd.ledger import Ledger, Mode
 CDR_COLUMNS = (
     "source, call_id, account_id, caller, callee, destination, start_time, answer_time,"
     " end_time, duration_s, billed_s, cost_micros, currency, tariff, gateway, disconnect_cause,"
-    " status, charged_micros"
+    " status, charged_micros, charge"
 )
 # A moment well after every period the tests bill (periods must be over).
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
@@ -33,6 +33,7 @@ def cdr(
     answered: bool = True,
     currency: str = "EUR",
     source: str = "radius",
+    charge: str = "live",
 ) -> tuple[Any, ...]:
     """One CDR row in CDR_COLUMNS order."""
     answer = start + timedelta(seconds=2) if answered else None
@@ -40,7 +41,7 @@ def cdr(
     return (
         source, f"call-{account_id}-{n}", account_id, "+4930123456", "+4930999999", destination,
         start, answer, end, billed_s, billed_s, charged_micros, currency, "plan", "gw1", 16,
-        "normal" if answered else "unanswered", charged_micros,
+        "normal" if answered else "unanswered", charged_micros, charge,
     )  # fmt: skip
 
 
@@ -48,11 +49,11 @@ async def load_cdrs(url: str, rows: Iterable[tuple[Any, ...]]) -> int:
     """COPY rows into cdrs; how many."""
     count = 0
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        async with conn.cursor() as cur:
-            async with cur.copy(f"COPY cdrs ({CDR_COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    await copy.write_row(row)
-                    count += 1
+        cur = conn.cursor()
+        async with cur.copy(f"COPY cdrs ({CDR_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                await copy.write_row(row)
+                count += 1
         await conn.commit()
     return count
 

@@ -19,7 +19,7 @@ from chargingd.invoicing.model import money
 _COLUMNS = (
     "id, source, call_id, account_id, caller, callee, destination, start_time, answer_time,"
     " end_time, duration_s, billed_s, cost_micros, charged_micros, currency, tariff, gateway,"
-    " disconnect_cause, status, extra"
+    " disconnect_cause, status, extra, charge, charge_reason"
 )
 
 
@@ -45,6 +45,8 @@ class CdrRow:
     disconnect_cause: int
     status: str
     extra: dict[str, Any]
+    charge: str = ""  # live, mediated_debit, recorded_only, none
+    charge_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,8 @@ class CdrRow:
             "gateway": self.gateway,
             "disconnect_cause": self.disconnect_cause,
             "status": self.status,
+            "charge": self.charge,
+            "charge_reason": self.charge_reason,
             "extra": self.extra,
         }
 
@@ -77,7 +81,8 @@ def _row(r: Sequence[Any]) -> CdrRow:
         destination=r[6], start_time=r[7], answer_time=r[8], end_time=r[9],
         duration_s=int(r[10]), billed_s=int(r[11]), cost_micros=int(r[12]),
         charged_micros=int(r[13]), currency=r[14], tariff=r[15], gateway=r[16],
-        disconnect_cause=int(r[17]), status=r[18], extra=r[19],
+        disconnect_cause=int(r[17]), status=r[18], extra=r[19], charge=r[20],
+        charge_reason=r[21],
     )  # fmt: skip
 
 
@@ -130,6 +135,7 @@ async def call_detail(
         cur = await conn.execute(
             f"SELECT {_COLUMNS} FROM cdrs WHERE account_id = %s AND start_time >= %s"
             " AND start_time < %s AND (answer_time IS NOT NULL OR charged_micros <> 0)"
+            " AND charge <> 'recorded_only'"
             " ORDER BY start_time, id LIMIT %s",
             (account_id, start, end, limit),
         )

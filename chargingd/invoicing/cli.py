@@ -185,6 +185,7 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
         calls=rows if appendix else None,
         decimals=decimals,
         call_limit=books.cfg.call_detail_max_rows,
+        groups=books.cfg.destination_groups,
     )
     Path(args.output).write_bytes(data)
     print(f"{inv.number}: {len(data)} bytes written to {args.output}", file=sys.stderr)

@@ -9,7 +9,7 @@ Amounts printed are the stored figures (chargingd.invoicing.tax, "the rule").
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from html import escape
@@ -34,6 +34,7 @@ from reportlab.platypus import (
 from chargingd.invoicing.cdrs import CdrRow
 from chargingd.invoicing.model import Invoice, Kind
 from chargingd.invoicing.tax import TaxMode, percent
+from chargingd.invoicing.usage import group_of
 
 TITLES = {Kind.INVOICE: "INVOICE", Kind.CREDIT_NOTE: "CREDIT NOTE", Kind.STATEMENT: "STATEMENT"}
 INK = colors.HexColor("#1f2933")
@@ -213,7 +214,10 @@ def _totals(inv: Invoice, decimals: int) -> Table:
     rows = [
         ["Subtotal", f"{amount(inv.subtotal_micros, decimals)} {cur}"],
         [f"{vat} {percent(inv.tax.rate_ppm)} %", f"{amount(inv.tax_micros, decimals)} {cur}"],
-        ["Total", f"{amount(inv.total_micros, decimals)} {cur}"],
+        [
+            "Total credited" if inv.kind is Kind.CREDIT_NOTE else "Total",
+            f"{amount(inv.total_micros, decimals)} {cur}",
+        ],
     ]
     if inv.kind is Kind.INVOICE and (inv.paid_micros or inv.credited_micros):
         rows.append(["Paid", f"-{amount(inv.paid_micros, decimals)} {cur}"])
@@ -243,7 +247,7 @@ def _statement_summary(inv: Invoice) -> Table:
         ["Opening balance", s.get("opening_balance", "")],
         ["Top-ups", s.get("topups", "")],
         ["Adjustments", s.get("adjustments", "")],
-        ["Calls (debited)", f"-{s.get('call_debits', '')}".replace("--", "")],
+        ["Calls (debited)", _negated(s.get("call_debits", "0"))],
         ["Other", s.get("other", "")],
         ["Closing balance", s.get("closing_balance", "")],
     ]
@@ -260,6 +264,13 @@ def _statement_summary(inv: Invoice) -> Table:
         )
     )
     return table
+
+
+def _negated(text: str) -> str:
+    """ "4.30" -> "-4.30"; "0.00" stays; "-1.00" -> "1.00" (a refund)."""
+    if text.strip("0.") == "":
+        return text
+    return text[1:] if text.startswith("-") else f"-{text}"
 
 
 def _notes(inv: Invoice, decimals: int) -> list[Any]:
@@ -289,20 +300,31 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
     return notes
 
 
-def _appendix(inv: Invoice, calls: Sequence[CdrRow], limit: int, decimals: int) -> list[Any]:
+def _appendix(
+    inv: Invoice, calls: Sequence[CdrRow], limit: int, groups: Mapping[str, Sequence[str]]
+) -> list[Any]:
+    """Every call (up to ``limit``) with the exact amount the ledger moved for it."""
     story: list[Any] = [PageBreak(), _p(f"Call detail – {inv.number}", HEADING), Spacer(1, 3 * mm)]
-    rows: list[list[Any]] = [["Start (UTC)", "Called number", "Destination", "Seconds", "Amount"]]
+    header = ["Start (UTC)", "Called number", "Destination", "Seconds", f"Amount ({inv.currency})"]
+    rows: list[list[Any]] = [header]
     for c in calls[:limit]:
         rows.append(
             [
                 c.start_time.strftime("%Y-%m-%d %H:%M:%S"),
                 c.callee,
-                c.destination,
+                group_of(c.destination, groups),
                 str(c.billed_s),
-                amount(c.charged_micros, 6).rstrip("0").rstrip(".") or "0",
+                amount(c.charged_micros, 6),
             ]
         )
-    story.append(_grid(rows, (0.24, 0.26, 0.22, 0.12, 0.16), 3))
+    shown = calls[:limit]
+    rows.append(
+        [f"{len(shown)} calls", "", "", str(sum(c.billed_s for c in shown)),
+         amount(sum(c.charged_micros for c in shown), 6)]
+    )  # fmt: skip
+    table = _grid(rows, (0.24, 0.24, 0.22, 0.12, 0.18), 3)
+    table.setStyle(TableStyle([("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 9)]))
+    story.append(table)
     if len(calls) > limit:
         story.append(_p(f"First {limit} of {len(calls)} calls; the CSV has them all.", SMALL))
     return story
@@ -314,6 +336,7 @@ def render_pdf(
     calls: Sequence[CdrRow] | None = None,
     decimals: int = 2,
     call_limit: int = 5000,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> bytes:
     """The document as PDF bytes; ``calls`` adds the call-detail appendix."""
     out = io.BytesIO()
@@ -336,7 +359,7 @@ def render_pdf(
         story.append(KeepTogether([_totals(inv, decimals)]))
     story += [Spacer(1, 6 * mm), *_notes(inv, decimals)]
     if calls is not None:
-        story += _appendix(inv, calls, call_limit, decimals)
+        story += _appendix(inv, calls, call_limit, groups or {})
     footer = inv.issuer.get("footer") or inv.issuer.get("name", "")
 
     class _Canvas(_NumberedCanvas):

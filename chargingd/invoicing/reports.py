@@ -39,7 +39,7 @@ WITH rows AS (
            count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls, count(*) AS cdrs,
            sum(billed_s) AS billed_s, sum(cost_micros) AS cost, sum(charged_micros) AS charged
     FROM cdrs
-    WHERE start_time >= %(start)s AND start_time < %(end)s
+    WHERE start_time >= %(start)s AND start_time < %(end)s AND charge <> 'recorded_only'
       AND (%(account)s::text IS NULL OR account_id = %(account)s)
     GROUP BY 1, 2
 ), patterns AS (

@@ -85,6 +85,7 @@ class Savings:
 _CALLS = """
 SELECT callee, answer_time, duration_s, charged_micros, currency FROM cdrs
 WHERE account_id = %s AND start_time >= %s AND start_time < %s AND answer_time IS NOT NULL
+  AND charge <> 'recorded_only'
 ORDER BY start_time
 """
 

@@ -4,11 +4,14 @@ A destination group is the tariff's destination id the call was rated with (the
 CDR's ``destination``), mapped through ``[invoicing] destination_groups`` (patterns
 with "*", first match wins); an id no pattern matches is its own group and a CDR
 without one is "Other". The mapping is applied in SQL to the per-destination sums.
-Amounts are the CDRs' ``charged_micros``: what the ledger moved for each call.
+Amounts are the CDRs' ``charged_micros``: what the ledger moved for each call. A
+``recorded_only`` CDR is a second record of a call charged live (a mediated echo): it
+is never counted twice.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,7 +30,7 @@ WITH per_destination AS (
            count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls, count(*) AS cdrs,
            sum(billed_s) AS billed_s, sum(charged_micros) AS charged
     FROM cdrs
-    WHERE start_time >= %(start)s AND start_time < %(end)s
+    WHERE start_time >= %(start)s AND start_time < %(end)s AND charge <> 'recorded_only'
       AND (%(accounts)s::text[] IS NULL OR account_id = ANY(%(accounts)s::text[]))
     GROUP BY account_id, currency, destination
 ), patterns AS (
@@ -60,6 +63,15 @@ def group_arrays(groups: Mapping[str, Sequence[str]]) -> tuple[list[str], list[s
             patterns.append(like_pattern(glob))
             names.append(name)
     return patterns, names
+
+
+def group_of(destination: str, groups: Mapping[str, Sequence[str]]) -> str:
+    """The group of one destination id, by the same rule as the SQL (display only)."""
+    for name, globs in groups.items():
+        for glob in globs:
+            if re.fullmatch(".*".join(re.escape(part) for part in glob.split("*")), destination):
+                return name
+    return destination or OTHER
 
 
 AccountUsage = dict[tuple[str, str], list[UsageRow]]  # (account, currency) -> rows
@@ -108,6 +120,7 @@ CROSS JOIN LATERAL (
            coalesce(sum(charged_micros), 0) AS charged
     FROM cdrs
     WHERE account_id = c.account_id AND start_time >= c.ps AND start_time < c.pe
+      AND charge <> 'recorded_only'
 ) n
 WHERE n.charged <> c.charged OR n.calls <> c.calls
 ORDER BY 1, 2

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import date
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
-from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid, query
+from invoicing_harness import (
+    at,
+    cdr,
+    invoicing_config,
+    load_cdrs,
+    make_books,
+    postpaid,
+    query,
+)
 
-from chargingd.invoicing import Books, invoice_run
+from chargingd.invoicing import Books, Invoice, PeriodError, Refused, invoice_run
+from chargingd.invoicing.charges import add_charge, add_subscription, list_charges
 from chargingd.invoicing.model import Kind
+from chargingd.invoicing.profiles import set_profile
+from chargingd.invoicing.tax import TaxMode
 from chargingd.ledger import Ledger
 
 
@@ -70,3 +83,248 @@ async def test_concurrent_runs_neither_duplicate_nor_skip_numbers(
     rows = await query(pg_url, "SELECT account_id, seq FROM invoices ORDER BY seq")
     assert sorted(a for a, _ in rows) == ids
     assert [s for _, s in rows] == list(range(1, len(ids) + 1))
+
+
+async def test_a_failed_run_leaves_no_half_invoice_and_no_gap(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    ids = [f"f{i}" for i in range(7)]
+    for account_id in ids:
+        await postpaid(ledger, account_id)
+    await load_cdrs(pg_url, [cdr(i, a, at(5)) for i, a in enumerate(ids)])
+    books.cfg = invoicing_config(batch_size=3, default_vat_rate="19")
+    batches: list[int] = []
+
+    def crash_in_second_batch(issued: list[Invoice]) -> None:
+        batches.append(len(issued))
+        if len(batches) == 2:  # after its invoices and lines were written, before commit
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        await invoice_run(books, "2026-11", before_commit=crash_in_second_batch)
+    rows = await query(pg_url, "SELECT account_id, seq FROM invoices ORDER BY seq")
+    assert rows == [("f0", 1), ("f1", 2), ("f2", 3)]
+    assert await query(pg_url, "SELECT count(*) FROM invoice_lines") == [(3,)]
+    assert await query(pg_url, "SELECT last_number FROM invoice_series") == [(3,)]
+    again = await invoice_run(books, "2026-11")
+    assert [(i.account_id, i.number) for i in again.issued] == [
+        (f"f{n}", f"INV-2027-00000{n + 1}") for n in range(3, 7)
+    ]
+    assert again.skipped == {"already issued": ["f0", "f1", "f2"]}
+    seqs = await query(pg_url, "SELECT seq FROM invoices ORDER BY seq")
+    assert [s for (s,) in seqs] == list(range(1, 8))
+
+
+async def test_issued_invoices_never_change(books: Books, ledger: Ledger, pg_url: str) -> None:
+    await postpaid(ledger, "imm")
+    await load_cdrs(pg_url, [cdr(1, "imm", at(2))])
+    await invoice_run(books, "2026-11")
+    for sql in (
+        "UPDATE invoices SET total_micros = 0",
+        "DELETE FROM invoices",
+        "UPDATE invoice_lines SET amount_micros = 1",
+        "DELETE FROM invoice_lines",
+        "UPDATE invoice_usage SET charged_micros = 0",
+    ):
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="never change"):
+            await query(pg_url, sql)
+    assert await query(pg_url, "SELECT total_micros FROM invoices") == [(120_000,)]
+
+
+async def test_zero_amount_invoices_only_when_asked(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    for account_id in ("idle", "free", "wants-zero"):
+        await postpaid(ledger, account_id)
+    # Calls that cost nothing (free destination), and an account without any call.
+    await load_cdrs(
+        pg_url,
+        [cdr(1, "free", at(3), charged_micros=0), cdr(2, "wants-zero", at(3), charged_micros=0)],
+    )
+    await set_profile(books.db, "wants-zero", {"zero_invoices": True}, who="t")
+    result = await invoice_run(books, "2026-11")
+    assert [i.account_id for i in result.issued] == ["wants-zero"]
+    assert result.issued[0].total_micros == 0
+    assert result.skipped == {"nothing to bill": ["idle"], "zero amount": ["free"]}
+
+
+async def test_subscriptions_charges_and_credits_on_the_invoice(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    await postpaid(ledger, "subs")
+    db = books.db
+    await add_subscription(
+        db,
+        "subs",
+        description="DID rental",
+        amount_micros=9_900_000,
+        starts_on=date(2026, 11, 16),
+        who="t",
+    )
+    await add_subscription(
+        db,
+        "subs",
+        description="Channels",
+        amount_micros=2_500_000,
+        quantity=4,
+        starts_on=date(2026, 1, 1),
+        ends_on=date(2026, 11, 10),
+        who="t",
+    )
+    await add_subscription(
+        db,
+        "subs",
+        description="Old",
+        amount_micros=1_000_000,
+        starts_on=date(2026, 1, 1),
+        ends_on=date(2026, 10, 31),
+        who="t",
+    )
+    await add_charge(
+        db,
+        "subs",
+        kind="charge",
+        description="Setup fee",
+        amount_micros=49_000_000,
+        charge_date=date(2026, 11, 3),
+        reference="setup-1",
+        who="t",
+    )
+    await add_charge(
+        db,
+        "subs",
+        kind="credit",
+        description="Goodwill",
+        amount_micros=10_000_000,
+        charge_date=date(2026, 11, 20),
+        reference="gw-1",
+        who="t",
+    )
+    await add_charge(
+        db,
+        "subs",
+        kind="charge",
+        description="Next month",
+        amount_micros=1_000_000,
+        charge_date=date(2026, 12, 2),
+        reference="dec-1",
+        who="t",
+    )
+    (inv,) = (await invoice_run(books, "2026-11")).issued
+    got = [(ln.kind, ln.description, ln.amount_micros, ln.tax_micros) for ln in inv.lines]
+    assert got == [
+        ("subscription", "DID rental (15 of 30 days)", 4_950_000, 940_000),
+        ("subscription", "Channels, 4 x 2.50 (10 of 30 days)", 3_330_000, 630_000),
+        ("charge", "Setup fee (2026-11-03)", 49_000_000, 9_310_000),
+        ("credit", "Goodwill (2026-11-20)", -10_000_000, -1_900_000),
+    ]
+    assert inv.subtotal_micros == 47_280_000 and inv.tax_micros == 8_980_000
+    assert inv.total_micros == 56_260_000
+    charges = {c.reference: c.invoice for c in await list_charges(db, "subs")}
+    assert charges == {"setup-1": inv.number, "gw-1": inv.number, "dec-1": None}
+    # The ledger owes what the calls did not debit: the whole invoice here.
+    acc = await ledger.get_account("subs")
+    assert acc.balance_micros == -56_260_000
+
+
+async def test_vat_by_country_reverse_charge_and_exemption(ledger: Ledger, pg_url: str) -> None:
+    books = await make_books(pg_url, ledger, vat_rates={"DE": "19", "FR": "20"})
+    try:
+        for account_id in ("de", "fr", "b2b", "ngo", "own"):
+            await postpaid(ledger, account_id)
+        await load_cdrs(
+            pg_url,
+            [
+                cdr(i, a, at(4), charged_micros=10_000_000)
+                for i, a in enumerate(("de", "fr", "b2b", "ngo", "own"))
+            ],
+        )
+        db = books.db
+        await set_profile(db, "de", {"country": "DE"}, who="t")
+        await set_profile(db, "fr", {"country": "FR"}, who="t")
+        await set_profile(
+            db,
+            "b2b",
+            {"country": "FR", "tax_mode": "reverse_charge", "vat_id": "FR12345678901"},
+            who="t",
+        )
+        await set_profile(
+            db,
+            "ngo",
+            {"country": "DE", "tax_mode": "exempt", "tax_note": "Exempt under §4 UStG"},
+            who="t",
+        )
+        await set_profile(db, "own", {"country": "DE", "vat_rate": "7"}, who="t")
+        with pytest.raises(Refused, match="reverse charge needs"):
+            await set_profile(db, "de", {"tax_mode": "reverse_charge"}, who="t")
+        issued = {i.account_id: i for i in (await invoice_run(books, "2026-11")).issued}
+    finally:
+        await books.db.close()
+    assert {a: (i.tax.rate_ppm, i.tax_micros, i.total_micros) for a, i in issued.items()} == {
+        "de": (190_000, 1_900_000, 11_900_000),
+        "fr": (200_000, 2_000_000, 12_000_000),
+        "b2b": (0, 0, 10_000_000),
+        "ngo": (0, 0, 10_000_000),
+        "own": (70_000, 700_000, 10_700_000),
+    }
+    assert issued["b2b"].tax.mode is TaxMode.REVERSE_CHARGE
+    assert issued["b2b"].tax.vat_id == "FR12345678901"
+    assert "Art. 196" in issued["b2b"].tax.note
+    assert issued["ngo"].tax.note == "Exempt under §4 UStG"
+
+
+async def test_late_calls_and_rerates_are_billed_on_the_next_invoice(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    await postpaid(ledger, "late")
+    await load_cdrs(pg_url, [cdr(1, "late", at(10), charged_micros=1_000_000)])
+    first = (await invoice_run(books, "2026-11")).issued[0]
+    # After November was invoiced: a late November call and a December call arrive,
+    # and a rerate refunded 0.25 of November's calls.
+    await load_cdrs(
+        pg_url,
+        [
+            cdr(2, "late", at(29), charged_micros=2_000_000),
+            cdr(3, "late", at(2, month=12), charged_micros=500_000),
+        ],
+    )
+    await query(
+        pg_url,
+        "INSERT INTO rerate_runs (run_id, from_time, to_time, plan, who, reason, cdrs,"
+        " changed_cdrs) VALUES ('rr-1', now(), now(), '', 't', 't', 1, 1);"
+        "INSERT INTO rerate_adjustments (run_id, account_id, currency, cdrs, old_cost_micros,"
+        " new_cost_micros, amount_micros, txn_id, applied_at) VALUES ('rr-1', 'late', 'EUR', 1,"
+        " 1000000, 750000, 250000, 'rr-1:late', '2026-12-05T10:00:00Z')",
+    )
+    second = (await invoice_run(books, "2026-12")).issued[0]
+    got = [(ln.kind, ln.description, ln.exact_micros) for ln in second.lines]
+    assert got == [
+        ("usage", "Calls to DE_FIX (1 call)", 500_000),
+        ("rerate", "Re-rated calls (1 calls, run rr-1)", -250_000),
+        (
+            "correction",
+            "Usage correction for 2026-11 (+1 calls recorded after it was billed)",
+            2_000_000,
+        ),
+    ]
+    assert first.usage_micros == 1_000_000 and second.usage_micros == 500_000
+    third = await invoice_run(books, "2027-01")
+    assert third.issued == [] and third.skipped == {"nothing to bill": ["late"]}
+
+
+async def test_dry_run_writes_nothing(books: Books, ledger: Ledger, pg_url: str) -> None:
+    await postpaid(ledger, "dry")
+    await load_cdrs(pg_url, [cdr(1, "dry", at(2))])
+    result = await invoice_run(books, "2026-11", dry_run=True)
+    assert [d.total_micros for d in result.issued] == [120_000]  # 0.10 + 0.02 VAT
+    assert await query(pg_url, "SELECT count(*) FROM invoices") == [(0,)]
+    assert await query(pg_url, "SELECT count(*) FROM invoice_series") == [(0,)]
+    assert (await ledger.get_account("dry")).balance_micros == 0
+
+
+async def test_a_period_not_over_is_refused(books: Books, ledger: Ledger) -> None:
+    await postpaid(ledger, "early")
+    with pytest.raises(PeriodError, match="can be invoiced from"):
+        await invoice_run(books, "2027-03", account_id="early")
+    result = await invoice_run(books, "2027-03")
+    assert result.skipped == {"period not over yet": ["early"]}

@@ -1,0 +1,279 @@
+"""The `chargingd invoice|report|cdr|db` commands (cli.main in-process; `db shell` as a
+process), on the session's real PostgreSQL and Redis, a config file pointing at both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as syncredis
+from invoicing_harness import cdr, load_cdrs, postpaid
+
+from chargingd.app.cli import main
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger
+
+BIN = Path(sys.executable).parent / "chargingd"
+
+FLAT = """
+[tariff]
+id = "{id}"
+currency = "EUR"
+timezone = "UTC"
+decimals = 4
+
+[destinations]
+UK = ["44"]
+DE = ["49"]
+
+[rates.FLAT]
+rate = "{rate}"
+unit = "60s"
+increment = "1s"
+
+[plans.ALL]
+[[plans.ALL.rates]]
+destinations = ["UK", "DE"]
+rate = "FLAT"
+
+[[profiles]]
+subject = "*any"
+plan = "ALL"
+from = 2020-01-01T00:00:00Z
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, pg_url: str, redis_server: EmbeddedRedis) -> Path:
+    with syncredis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    for name, rate in (("cheap", "0.30"), ("dear", "1.20")):
+        (tmp_path / f"{name}.toml").write_text(FLAT.format(id=name, rate=rate))
+    path = tmp_path / "chargingd.toml"
+    path.write_text(
+        f"""
+[server]
+data_dir = "{tmp_path / "data"}"
+
+[redis]
+url = "{redis_server.url}"
+
+[billing]
+db_url = "{pg_url}"
+
+[rating]
+plans = {{ cheap = "{tmp_path / "cheap.toml"}", dear = "{tmp_path / "dear.toml"}" }}
+
+[invoicing]
+settle_delay_s = 0
+default_vat_rate = "19"
+destination_groups = {{ "United Kingdom" = ["UK*"] }}
+
+[invoicing.issuer]
+name = "Example Voice Carrier Ltd"
+"""
+    )
+    asyncio.run(_seed(pg_url, redis_server.url))
+    return path
+
+
+async def _seed(pg_url: str, redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        ledger = Ledger(client)
+        await ledger.load_scripts()
+        await postpaid(ledger, "acme", tariff="dear")
+    finally:
+        await client.aclose()
+    nov = [datetime(2026, 11, d, h, tzinfo=UTC) for d in (2, 3) for h in (9, 15)]
+    rows = [
+        cdr(
+            i,
+            "acme",
+            when,
+            billed_s=60 * (i + 1),
+            charged_micros=1_200_000 * (i + 1),
+            destination="UK" if i % 2 else "DE",
+        )
+        for i, when in enumerate(nov)
+    ]
+    # Callee numbers the flat tariffs price.
+    rows = [(*r[:4], "+442079460000" if r[5] == "UK" else "+4930999999", *r[5:]) for r in rows]
+    await load_cdrs(pg_url, rows)
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_json(*argv: str) -> Any:
+    code, out, err = run(*argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_invoice_run_list_show_json(config: Path) -> None:
+    c = str(config)
+    dry = run_json("invoice", "--config", c, "run", "--period", "2026-11", "--dry-run")
+    assert dry["dry_run"] and [d["number"] for d in dry["issued"]] == [None]
+    done = run_json("invoice", "--config", c, "run", "--period", "2026-11")
+    (issued,) = done["issued"]
+    number = issued["number"]
+    assert number.startswith("INV-") and done["cdrs"] == 4
+    listed = run_json("invoice", "--config", c, "list", "--period", "2026-11")
+    assert [(i["number"], i["status"]) for i in listed] == [(number, "open")]
+    shown = run_json("invoice", "--config", c, "show", number)
+    assert {k: shown[k] for k in ("number", "account", "period", "currency", "status")} == {
+        "number": number,
+        "account": "acme",
+        "period": "2026-11",
+        "currency": "EUR",
+        "status": "open",
+    }
+    assert [
+        {k: ln[k] for k in ("description", "quantity", "unit", "amount", "tax")}
+        for ln in shown["lines"]
+    ] == [
+        {
+            "description": "Calls to DE (2 calls)",
+            "quantity": "4.00",
+            "unit": "min",
+            "amount": "4.80",
+            "tax": "0.91",
+        },
+        {
+            "description": "Calls to United Kingdom (2 calls)",
+            "quantity": "6.00",
+            "unit": "min",
+            "amount": "7.20",
+            "tax": "1.37",
+        },
+    ]
+    assert (shown["subtotal"], shown["tax"], shown["total"]) == ("12.00", "2.28", "14.28")
+    code, text, _ = run("invoice", "--config", c, "show", number)
+    assert code == 0 and "total 14.28 EUR" in text
+    again = run_json("invoice", "--config", c, "run", "--period", "2026-11")
+    assert again["issued"] == [] and again["skipped"] == {"already issued": ["acme"]}
+
+
+def test_credit_note_calls_csv_and_errors(config: Path, tmp_path: Path) -> None:
+    c = str(config)
+    number = run_json("invoice", "--config", c, "run", "--period", "2026-11")["issued"][0]["number"]
+    note = run_json(
+        "invoice", "--config", c, "credit-note", number, "--amount", "2.38", "--reason", "goodwill"
+    )
+    assert (note["kind"], note["total"], note["refers_to"]) == ("credit_note", "-2.38", number)
+    csv_path = tmp_path / "calls.csv"
+    code, _, _ = run("invoice", "--config", c, "calls", number, "-o", str(csv_path))
+    lines = csv_path.read_text().splitlines()
+    assert code == 0 and len(lines) == 5 and lines[0].startswith("start,answer,end,caller")
+    assert [ln.split(",")[8] for ln in lines[1:]] == [
+        "1.200000",
+        "2.400000",
+        "3.600000",
+        "4.800000",
+    ]
+    code, _, err = run("invoice", "--config", c, "show", "INV-1999-000001")
+    assert code == 1 and "no invoice 'INV-1999-000001'" in err
+    code, _, err = run(
+        "invoice", "--config", c, "credit-note", number, "--amount", "1e3", "--reason", "x"
+    )
+    assert code == 1 and "not a plain decimal amount" in err
+    code, _, err = run("invoice", "--config", c, "run", "--period", "2026-13")
+    assert code == 1 and "YYYY-MM" in err
+
+
+def test_reports_by_every_key(config: Path) -> None:
+    c = str(config)
+    common = ("--from", "2026-11-01", "--to", "2026-11-30")
+    by_dest = run_json_report("usage", c, "--account", "acme", "--by", "destination", *common)
+    assert [(r["key"], r["calls"], r["charged"]) for r in by_dest] == [
+        ("DE", 2, "4.80"),
+        ("United Kingdom", 2, "7.20"),
+    ]
+    by_day = run_json_report("usage", c, "--account", "acme", "--by", "day", *common)
+    assert [(r["key"], r["calls"]) for r in by_day] == [("2026-11-02", 2), ("2026-11-03", 2)]
+    by_hour = run_json_report("usage", c, "--account", "acme", "--by", "hour", *common)
+    assert [(r["key"], r["calls"]) for r in by_hour] == [("09:00", 2), ("15:00", 2)]
+    by_gw = run_json_report("usage", c, "--account", "acme", "--by", "gateway", *common)
+    assert [(r["key"], r["minutes"]) for r in by_gw] == [("gw1", "10.00")]
+    revenue = run_json_report("revenue", c, "--by", "account", *common)
+    assert [(r["key"], r["charged"], r["rated"]) for r in revenue] == [("acme", "12.00", "12.00")]
+    code, out, _ = run(
+        "report", "--config", c, "usage", "--account", "acme", *common, "--format", "csv"
+    )
+    assert (
+        code == 0
+        and out.splitlines()[0]
+        == "destination,currency,calls,minutes,rated,charged,charged_per_minute"
+    )
+    code, out, _ = run("report", "--config", c, "revenue", *common)
+    assert code == 0 and "4 calls, 10.00 min, 12.00 EUR charged" in out
+
+
+def run_json_report(kind: str, config: str, *args: str) -> list[dict[str, Any]]:
+    code, out, err = run("report", "--config", config, kind, *args, "--format", "json")
+    assert code == 0, err
+    rows: list[dict[str, Any]] = json.loads(out)["rows"]
+    return rows
+
+
+def test_savings_reprices_under_every_plan(config: Path) -> None:
+    found = run_json(
+        "report", "--config", str(config), "savings", "--account", "acme", "--period", "2026-11"
+    )
+    assert (found["calls"], found["charged"], found["current_plan"]) == (4, "12.00", "dear")
+    assert [(p["plan"], p["total"], p["saving"], p["cheaper"]) for p in found["plans"]] == [
+        ("cheap", "3.00", "9.00", True),
+        ("dear", "12.00", "0.00", False),
+    ]
+
+
+def test_cdr_list_and_show(config: Path) -> None:
+    c = str(config)
+    rows = run_json("cdr", "--config", c, "list", "--account", "acme", "--limit", "3")
+    assert [r["call_id"] for r in rows] == ["call-acme-0", "call-acme-1", "call-acme-2"]
+    more = run_json("cdr", "--config", c, "list", "--after", str(rows[-1]["id"]))
+    assert [r["call_id"] for r in more] == ["call-acme-3"]
+    (one,) = run_json("cdr", "--config", c, "show", "call-acme-1")
+    assert (one["charged"], one["charge"], one["destination"]) == ("2.40", "live", "UK")
+    code, _, err = run("cdr", "--config", c, "show", "nope")
+    assert code == 1 and "no CDR" in err
+    code, out, _ = run("cdr", "--config", c, "list", "--from", "2026-11-03", "--to", "2026-11-03")
+    assert code == 0 and "(2 CDRs; continue with --after" in out
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="no psql on PATH (postgresql-client)")
+def test_db_shell_runs_psql_on_the_configured_database(config: Path) -> None:
+    done = subprocess.run(
+        [
+            str(BIN),
+            "db",
+            "--config",
+            str(config),
+            "shell",
+            "--",
+            "-At",
+            "-c",
+            "SELECT count(*) FROM cdrs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"

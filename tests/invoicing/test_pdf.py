@@ -1,0 +1,190 @@
+"""Invoice PDFs read back with poppler-utils (pdftotext, pdftoppm): the figures printed
+are the invoice's own."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid
+
+from chargingd.invoicing import Books, Invoice, invoice_run
+from chargingd.invoicing.cdrs import call_detail
+from chargingd.invoicing.charges import add_charge, add_subscription
+from chargingd.invoicing.credit import credit_note
+from chargingd.invoicing.model import money
+from chargingd.invoicing.pdf import amount, render_pdf
+from chargingd.invoicing.profiles import set_profile
+from chargingd.invoicing.store import get_invoice
+from chargingd.ledger import Ledger
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
+    reason="poppler-utils (pdftotext, pdftoppm) is not installed",
+)
+
+ISSUER = {
+    "name": "Example Voice Carrier Ltd",
+    "address": ["1 Exchange Square", "London EC2A 2BR"],
+    "vat_id": "GB123456789",
+    "bank": "IBAN GB29 NWBK 6016 1331 9268 19",
+    "footer": "Example Voice Carrier Ltd, registered in England No. 01234567",
+}
+
+
+@pytest.fixture
+async def books(pg_url: str, redis: aioredis.Redis) -> AsyncIterator[Books]:
+    ledger = Ledger(redis)
+    await ledger.load_scripts()
+    b = await make_books(pg_url, ledger, default_vat_rate="19", issuer=ISSUER)
+    yield b
+    await b.db.close()
+
+
+def pdf_text(data: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(data)
+    done = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+async def _issue(books: Books, pg_url: str) -> Invoice:
+    assert books.ledger is not None
+    await postpaid(books.ledger, "acme")
+    await set_profile(
+        books.db,
+        "acme",
+        {
+            "customer_name": "ACME Telecom GmbH",
+            "customer_address": ["Hauptstr. 1", "10115 Berlin"],
+            "country": "DE",
+            "call_detail": True,
+        },
+        who="t",
+    )
+    calls = [
+        cdr(
+            i,
+            "acme",
+            at(1 + i % 28, 8 + i % 10),
+            billed_s=30 + i,
+            charged_micros=12_345 * (i + 1),
+            destination=("DE_FIX", "DE_MOB", "UK")[i % 3],
+        )
+        for i in range(60)
+    ]
+    await load_cdrs(pg_url, calls)
+    await add_subscription(
+        books.db,
+        "acme",
+        description="DID rental +49 30 1234 5600",
+        amount_micros=9_900_000,
+        starts_on=date(2026, 11, 16),
+        who="t",
+    )
+    await add_charge(
+        books.db,
+        "acme",
+        kind="credit",
+        description="Outage goodwill",
+        amount_micros=5_000_000,
+        charge_date=date(2026, 11, 12),
+        reference="g",
+        who="t",
+    )
+    (inv,) = (await invoice_run(books, "2026-11")).issued
+    assert isinstance(inv, Invoice)
+    return await get_invoice(books.db, inv.number, books.now())
+
+
+async def test_pdf_prints_the_invoice_figures(books: Books, pg_url: str, tmp_path: Path) -> None:
+    inv = await _issue(books, pg_url)
+    rows = await call_detail(books.db, inv.account_id, inv.period_start, inv.period_end)
+    text = pdf_text(render_pdf(inv, calls=rows), tmp_path)
+    for expected in (
+        "INVOICE",
+        inv.number,
+        "Example Voice Carrier Ltd",
+        "VAT ID GB123456789",
+        "ACME Telecom GmbH",
+        "Hauptstr. 1",
+        "10115 Berlin",
+        "01 Nov 2026 – 30 Nov 2026",
+        "IBAN GB29 NWBK 6016 1331 9268 19",
+        "Page 1 of 3",
+        "Page 3 of 3",
+        f"Call detail – {inv.number}",
+    ):
+        assert expected in text, expected
+    for line in inv.lines:
+        row = next(r for r in text.splitlines() if line.description[:30] in r)
+        net, tax = amount(line.amount_micros), amount(line.tax_micros)
+        assert re.search(rf"{re.escape(net)}\s+{re.escape(tax)}\s+", row), (row, net, tax)
+    totals = {
+        "Subtotal": inv.subtotal_micros,
+        "VAT 19 %": inv.tax_micros,
+        "Total": inv.total_micros,
+        "Amount due": inv.outstanding_micros,
+    }
+    for label, micros in totals.items():
+        assert re.search(rf"{label}\s+{re.escape(amount(micros))} EUR", text), label
+    # Every call of the appendix, with the exact amount it was charged.
+    assert len(rows) == 60
+    for row in rows:
+        charged = money(row.charged_micros, 6)
+        assert re.search(rf"{row.start_time:%Y-%m-%d %H:%M:%S}.*\s{re.escape(charged)}\n", text)
+    total = sum(r.charged_micros for r in rows)
+    assert total == inv.usage_micros
+    assert re.search(rf"60 calls\s+\d+\s+{re.escape(money(total, 6))}\n", text)
+
+
+async def test_reverse_charge_and_credit_note_pdfs(
+    books: Books, pg_url: str, tmp_path: Path
+) -> None:
+    inv = await _issue(books, pg_url)
+    await set_profile(
+        books.db, "acme", {"tax_mode": "reverse_charge", "vat_id": "DE811907980"}, who="t"
+    )
+    note = await credit_note(books, inv.number, 1_190_000, "double-billed DID")
+    note_text = pdf_text(render_pdf(note), tmp_path)
+    for expected in (
+        "CREDIT NOTE",
+        note.number,
+        "-1.19 EUR",
+        f"This credit note corrects invoice {inv.number}: double-billed DID",
+    ):
+        assert expected in note_text, expected
+    assert re.search(rf"Corrects invoice\s+{inv.number}", note_text)
+    assert books.ledger is not None
+    await postpaid(books.ledger, "b2b")
+    await set_profile(
+        books.db, "b2b", {"tax_mode": "reverse_charge", "vat_id": "FR40303265045"}, who="t"
+    )
+    await load_cdrs(pg_url, [cdr(900, "b2b", at(3), charged_micros=10_000_000)])
+    (b2b,) = (await invoice_run(books, "2026-11", account_id="b2b")).issued
+    assert isinstance(b2b, Invoice)
+    text = pdf_text(render_pdf(b2b), tmp_path)
+    flat = " ".join(text.split())  # the note wraps
+    assert "Reverse charge: VAT to be accounted for by the recipient" in flat
+    assert "Customer VAT ID: FR40303265045" in flat
+    assert re.search(r"Total\s+10.00 EUR", text) and "Page 1 of 1" in text
+
+
+async def test_first_page_renders_to_png(books: Books, pg_url: str, tmp_path: Path) -> None:
+    inv = await _issue(books, pg_url)
+    pdf = tmp_path / "inv.pdf"
+    pdf.write_bytes(render_pdf(inv))
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "p")],
+        check=True,
+    )
+    (png,) = tmp_path.glob("p*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
