@@ -91,8 +91,19 @@ class Setup:
         return self.data / "redis" / "redis.sock"
 
 
-def write_setup(tmp_path: Path, *, workers: int = 1, radius: bool = True, extra: str = "") -> Setup:
-    """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1)."""
+def write_setup(
+    tmp_path: Path,
+    *,
+    workers: int = 1,
+    radius: bool = True,
+    extra: str = "",
+    invoicing: str = "dunning_in_serve = false",
+    billing: str = "",
+) -> Setup:
+    """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1).
+
+    ``invoicing`` and ``billing`` are the bodies of those sections (dunning is off by
+    default: it would start an embedded PostgreSQL under tmp_path)."""
     auth_port, acct_port, coa_port = free_udp_ports(3)
     tariff = tmp_path / "tariff.toml"
     tariff.write_text(TARIFF)
@@ -108,7 +119,10 @@ workers = {workers}
 run_in_serve = false
 
 [invoicing]
-dunning_in_serve = false
+{invoicing}
+
+[billing]
+{billing}
 
 [rating]
 default_plan = "{tariff}"

@@ -12,11 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own handling exits 1; `chargingd` (app/cli.py) ends a closed pipe as any
+        # Unix tool does (141), whichever write meets it first.
+        raise BrokenPipeError
+
+
 def make_console() -> Console:
     """Stdout console; wide enough off a terminal that pipes and logs are not truncated."""
     if sys.stdout.isatty():
-        return Console()
-    return Console(file=sys.stdout, width=max(shutil.get_terminal_size().columns, 160))
+        return _Console()
+    return _Console(file=sys.stdout, width=max(shutil.get_terminal_size().columns, 160))
 
 
 def _ts(ms: Any) -> str:

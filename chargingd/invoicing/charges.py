@@ -77,17 +77,21 @@ async def end_subscription(db: BillingDB, subscription_id: int, ends_on: date) -
 
     async def work(conn: Conn) -> Subscription:
         cur = await conn.execute(
-            f"UPDATE subscriptions SET ends_on = %s WHERE id = %s RETURNING {_SUB_COLUMNS}",
-            (ends_on, subscription_id),
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = %s FOR UPDATE",
+            (subscription_id,),
         )
         row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no subscription {subscription_id}")
-        sub = _subscription(row)
-        if ends_on < sub.starts_on:
-            # Raised inside the transaction: the update rolls back.
-            raise Refused(f"subscription {subscription_id} starts {sub.starts_on}, not before")
-        return sub
+        if ends_on < row[5]:
+            raise Refused(f"subscription {subscription_id} starts {row[5]}: it cannot end before")
+        cur = await conn.execute(
+            f"UPDATE subscriptions SET ends_on = %s WHERE id = %s RETURNING {_SUB_COLUMNS}",
+            (ends_on, subscription_id),
+        )
+        updated = await cur.fetchone()
+        assert updated is not None
+        return _subscription(updated)
 
     result: Subscription = await db.run(work)
     return result

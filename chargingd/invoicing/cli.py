@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chargingd.core.money import AmountError, parse_amount
-from chargingd.invoicing import cdrs, credit, pdf, render, reports, savings, store
+from chargingd.invoicing import cdrs, credit, render, reports, savings, store
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Invoice, InvoicingError, Kind, Refused, money
 from chargingd.invoicing.periods import PeriodError, window
@@ -179,6 +179,9 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
         else:
             print(text, end="")
         return 0
+    # reportlab loads only here: every other command (ctl included) starts faster.
+    from chargingd.invoicing import pdf
+
     appendix = args.calls == "yes" or (args.calls == "auto" and inv.call_detail)
     data = pdf.render_pdf(
         inv,
