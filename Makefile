@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_exporter.py
 	$(BIN)/python scripts/bench_mediation.py
 	$(BIN)/python scripts/bench_diameter_codec.py
+	$(BIN)/python scripts/bench_invoicing.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -22,9 +22,10 @@ import psycopg
 import uvloop
 from redis.exceptions import RedisError
 
+from chargingd.app.commands import _load
 from chargingd.app.factory import Factory
 from chargingd.billing.db import BillingDBError, database_url
-from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
 from chargingd.core.loops import Disabled
 from chargingd.invoicing import Books
@@ -37,14 +38,6 @@ from chargingd.rating.plan import TariffPlan
 log = logging.getLogger("chargingd.invoicing")
 
 _FAILURES = (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error, TariffLoadError)
-
-
-def _load(command: str, path: str | None) -> Config | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"chargingd {command}: {exc}", file=sys.stderr)
-        return None
 
 
 def run_command(name: str, args: argparse.Namespace) -> int:

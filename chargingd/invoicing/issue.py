@@ -59,6 +59,17 @@ async def already_issued(
     return {row[0] for row in await cur.fetchall()}
 
 
+async def issued_in(conn: Conn, period: str, accounts: Sequence[Any] | None) -> set[str]:
+    """Accounts (of these, or all) with the period's invoice or statement already."""
+    ids = None if accounts is None else [a.id for a in accounts]
+    cur = await conn.execute(
+        "SELECT account_id FROM invoices WHERE period = %s AND kind <> 'credit_note'"
+        " AND (%s::text[] IS NULL OR account_id = ANY(%s))",
+        (period, ids, ids),
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
 _INVOICE_COLUMNS = (
     "id, number, series, seq, kind, account_id, period, period_start, period_end, currency,"
     " issued_at, due_at, refers_to, reason, customer, issuer, tax, subtotal_micros, tax_micros,"

@@ -116,6 +116,19 @@ async def _run_window(
     whole_ledger: bool,
     before_commit: BeforeCommit | None,
 ) -> None:
+    # A re-run aggregates nothing for accounts already issued (checked again, under
+    # the series lock, when a batch is issued).
+    done = await books.db.run(
+        lambda conn: issue.issued_in(conn, period.label, None if whole_ledger else accounts)
+    )
+    if done:
+        for issued in accounts:
+            if issued.id in done:
+                result.skip("already issued", issued.id)
+        accounts = [a for a in accounts if a.id not in done]
+        whole_ledger = False
+        if not accounts:
+            return
     started = time.perf_counter()
     ids = None if whole_ledger else [a.id for a in accounts]
     groups = books.cfg.destination_groups
@@ -126,11 +139,11 @@ async def _run_window(
     result.cdrs += sum(r.cdrs for rows in found.values() for r in rows)
     known = {a.id: a for a in accounts}
     for acc_id, currency in sorted(found):
-        acc = known.get(acc_id)
-        if acc is None and whole_ledger:
+        owner = known.get(acc_id)
+        if owner is None and whole_ledger:
             result.skip("CDRs of an account the ledger does not know", acc_id)
-        elif acc is not None and currency != acc.currency:
-            result.errors.append(f"{acc_id}: CDRs in {currency}, account in {acc.currency}")
+        elif owner is not None and currency != owner.currency:
+            result.errors.append(f"{acc_id}: CDRs in {currency}, account in {owner.currency}")
     size = books.cfg.batch_size
     for mode, kind in ((Mode.POSTPAID, Kind.INVOICE), (Mode.PREPAID, Kind.STATEMENT)):
         chosen = [a for a in accounts if a.mode is mode]
