@@ -132,9 +132,11 @@ class RelayServer:
                 ok = await self.local.disconnect(ref, str(req["arg"]))
             else:
                 ok = await self.local.change_timeout(ref, int(req["arg"]))
-            await self.redis.rpush(req["reply"], b"1" if ok else b"0")
-            await self.redis.expire(req["reply"], REPLY_TTL_S)
             self.served += 1
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(req["reply"], b"1" if ok else b"0")
+                pipe.expire(req["reply"], REPLY_TTL_S)
+                await pipe.execute()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -261,3 +261,66 @@ async def test_same_call_through_radius_and_diameter_same_money_same_cdrs(
     if radius["accepted"] and steps[-1][0] == "stop":
         (cdr,) = radius["cdrs"]
         assert cdr["cost_micros"] == last * 10_000 and cdr["duration_s"] == last
+
+
+@pytest.fixture(scope="module")
+def daemon_with_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("diameter-workers")
+    port = free_tcp_port()
+    setup = write_setup(
+        tmp,
+        workers=2,
+        extra=f"""
+[diameter]
+enabled = true
+bind = "127.0.0.1"
+port = {port}
+request_timeout_s = 1.0
+
+[[diameter.peers]]
+name = "ims1"
+origin_host = "{PEER_HOST}"
+realm = "{PEER_REALM}"
+addresses = ["127.0.0.1"]
+""",
+    )
+    d = Daemon(setup, tmp / "daemon.log")
+    d.start()
+    try:
+        d.wait_ready()
+        d.diameter_port = port  # type: ignore[attr-defined]
+        yield d
+    finally:
+        d.kill()
+        print(f"---- daemon log ----\n{d.log()}")
+
+
+async def test_cuts_claimed_by_a_worker_reach_the_peer_as_asr(daemon_with_workers: Daemon) -> None:
+    """With workers, any process may claim a deadline; the ASR still leaves on the
+    main process's connection to the peer (relayed through Redis when needed)."""
+    daemon = daemon_with_workers
+    client = await open_client(port_of(daemon))
+    calls = []
+    try:
+        for n in range(6):
+            account = f"cut-w{n}"
+            daemon.create_account(account, "0.03")  # 3 s at 0.01/s
+            c = cl.Call(f"{PEER_HOST};wcut-{n}", called=f"tel:{UK}", user_name=account)
+            answer = await client.ccr(c, 1, 0, requested_s=60)
+            assert (answer.result, answer.granted, answer.fui) == (2001, 3, True)
+            calls.append(c)
+        for _ in range(300):
+            if len(client.server_requests) >= len(calls):
+                break
+            await asyncio.sleep(0.05)
+        aborted = {m.get(263).text() for m in client.server_requests}  # type: ignore[union-attr]
+        assert aborted == {c.session_id for c in calls}
+        for c in calls:
+            assert (await client.ccr(c, 3, 1, used_s=3)).result == 2001
+    finally:
+        await client.close()
+    for n in range(6):
+        (cdr,) = await wait_cdrs(daemon, f"cut-w{n}", 1)
+        assert (cdr.status, cdr.cost_micros) == ("credit_cut", 30_000)
+    status = daemon.call("server.status")
+    print("diameter status:", status["diameter"])
