@@ -166,8 +166,9 @@ class PeerLink(asyncio.Protocol):
             return
         cache.start(key)
         task = asyncio.create_task(self._work(msg, conn.peer, key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for tasks in (self._tasks, self.frontend.in_flight):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _work(self, msg: dc.Message, peer: Peer, key: tuple[str, int, bytes]) -> None:
         cache = self.frontend.cache
@@ -297,6 +298,7 @@ class DiameterServer:
         self.counters = Counters()
         self.errors = 0
         self.links: set[PeerLink] = set()
+        self.in_flight: set[asyncio.Task[None]] = set()  # requests being worked on
         self._by_peer: dict[str, list[PeerLink]] = {}
         self._server: asyncio.Server | None = None
 
