@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,24 @@ class RpcError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class KamailioPorts:
+    """Kamailio's SIP (UDP) and JSON-RPC (HTTP) ports on 127.0.0.1. Reserve them before
+    the daemon starts when its config must name them (a cut backend's RPC URL); every
+    Kamailio of the module then reuses them, one after the other."""
+
+    sip: int
+    rpc: int
+
+    @classmethod
+    def reserve(cls) -> KamailioPorts:
+        return cls(sip=free_port(), rpc=free_port(socket.SOCK_STREAM))
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc}/RPC"
+
+
 class Kamailio:
     """One kamailio process started from the repository's cfg with site values."""
 
@@ -117,11 +136,13 @@ class Kamailio:
         radcli_conf: Path,
         next_hop: tuple[str, int],
         cfg: Path = KAMAILIO_CFG,
+        ports: KamailioPorts | None = None,
     ) -> None:
         self.directory = directory
         self.cfg = cfg
-        self.sip_port = free_port()
-        self.rpc_port = free_port(socket.SOCK_STREAM)
+        self.ports = ports or KamailioPorts.reserve()
+        self.sip_port = self.ports.sip
+        self.rpc_port = self.ports.rpc
         self.radcli_conf = radcli_conf
         self.next_hop = next_hop
         self.proc: subprocess.Popen[bytes] | None = None
@@ -263,6 +284,7 @@ class Switch:
         secret: str,
         radius_timeout_s: int = 2,
         edit_cfg: Callable[[str], str] | None = None,
+        ports: KamailioPorts | None = None,
     ) -> Switch:
         """Phones, radcli files and Kamailio for one test (radcli tries twice, waiting
         `radius_timeout_s` each time). `edit_cfg` runs Kamailio with a changed copy of
@@ -285,6 +307,7 @@ class Switch:
             radcli_conf=radcli,
             next_hop=("127.0.0.1", gateway.port),
             cfg=cfg,
+            ports=ports,
         )
         try:
             kamailio.start()
@@ -305,3 +328,11 @@ class Switch:
         self.caller.close()
         self.gateway.close()
         self.kamailio.stop()
+
+    def report(self) -> str:
+        """Kamailio's log and what each phone received, for a failing test's output."""
+        lines = [f"---- kamailio log ----\n{self.kamailio.log()}"]
+        for phone in (self.caller, self.gateway):
+            lines.append(f"---- {phone.user} (port {phone.port}) received ----")
+            lines += [f"{m.call_id} {m.first_line}" for m in phone.received]
+        return "\n".join(lines)

@@ -99,11 +99,13 @@ def write_setup(
     extra: str = "",
     invoicing: str = "dunning_in_serve = false",
     billing: str = "",
+    sessions: str = "",
 ) -> Setup:
     """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1).
 
-    ``invoicing`` and ``billing`` are the bodies of those sections (dunning is off by
-    default: it would start an embedded PostgreSQL under tmp_path)."""
+    ``extra`` adds keys to that client, ``sessions`` to [sessions]; ``invoicing`` and
+    ``billing`` are the bodies of those sections (dunning is off by default: it would
+    start an embedded PostgreSQL under tmp_path)."""
     auth_port, acct_port, coa_port = free_udp_ports(3)
     tariff = tmp_path / "tariff.toml"
     tariff.write_text(TARIFF)
@@ -130,6 +132,7 @@ default_plan = "{tariff}"
 [sessions]
 cutter_interval_s = 0.2
 disconnect_backoff_s = 0.2
+{sessions}
 
 [radius]
 enabled = {str(radius).lower()}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kamailio_harness import Switch, missing_reason
+from kamailio_harness import KamailioPorts, RpcError, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
 from sipua import Answer
 
@@ -55,17 +55,30 @@ def daemon(shared: Daemon) -> Iterator[Daemon]:
     print(f"---- daemon log ----\n{shared.log()}")  # shown only when the test fails
 
 
+@pytest.fixture(scope="module")
+def kamailio_ports() -> KamailioPorts:
+    """One pair of Kamailio ports for the module, reserved before the daemon starts (a
+    cut backend's config will name the RPC URL); each test's Kamailio reuses them."""
+    return KamailioPorts.reserve()
+
+
 @pytest.fixture
-async def switch(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Switch]:
+async def switch(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> AsyncIterator[Switch]:
     setup = daemon.setup
     sw = await Switch.open(
-        tmp_path, auth_port=setup.auth_port, acct_port=setup.acct_port, secret=SECRET.decode()
+        tmp_path,
+        auth_port=setup.auth_port,
+        acct_port=setup.acct_port,
+        secret=SECRET.decode(),
+        ports=kamailio_ports,
     )
     try:
         yield sw
     finally:
         sw.close()
-        print(f"---- kamailio log ----\n{sw.kamailio.log()}")
+        print(sw.report())
 
 
 async def wait_cdr(daemon: Daemon, call_id: str, timeout_s: float = 10.0) -> CDR:
@@ -130,7 +143,7 @@ async def test_session_timeout_is_enforced_and_its_bye_accounted(
     assert dialog.ended_by == "remote"
     assert 3.0 <= dialog.ended_at - dialog.answered_at <= 5.5
     far_end = switch.gateway.dialogs[dialog.call_id]
-    await asyncio.wait_for(far_end.ended.wait(), 5)
+    await asyncio.wait_for(far_end.ended.wait(), 10)
 
     cdr = await wait_cdr(daemon, dialog.call_id)
     assert cdr.extra["terminate_cause"] == "Session-Timeout"  # the Stop Kamailio sent itself
@@ -161,7 +174,7 @@ async def test_failed_call_releases_its_hold_at_once_and_the_redial_goes_through
 
 
 async def test_stop_without_session_time_is_charged_from_the_event_timestamps(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
 ) -> None:
     """Kamailio as the issue's operator ran it: acc_radius events, no duration."""
 
@@ -176,6 +189,7 @@ async def test_stop_without_session_time_is_charged_from_the_event_timestamps(
         acct_port=setup.acct_port,
         secret=SECRET.decode(),
         edit_cfg=events_only,
+        ports=kamailio_ports,
     )
     try:
         daemon.create_account("kam-events", "10.00")
@@ -187,7 +201,7 @@ async def test_stop_without_session_time_is_charged_from_the_event_timestamps(
         cdr = await wait_cdr(daemon, dialog.call_id)
     finally:
         switch.close()
-        print(f"---- kamailio log ----\n{switch.kamailio.log()}")
+        print(switch.report())
     assert cdr.status == "normal"
     assert cdr.extra["usage_from"] == "event_timestamps"
     # Start and Stop Event-Timestamps are whole seconds: within a second of the talk.
@@ -230,3 +244,31 @@ async def test_one_call_at_a_time_keeps_a_prepaid_account_behind_kamailio_whole(
     await switch.caller.hangup(first)
     assert (await wait_cdr(daemon, first.call_id)).status == "normal"
     assert account(daemon, "kam-one")["reserved"] == "0.00"
+
+
+async def test_a_cut_over_json_rpc_ends_the_call_and_its_stop_is_accounted(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """What a Kamailio cut backend will do: find the dialog by Call-ID, end it over
+    JSON-RPC. Kamailio's BYEs pass no request route; the cfg accounts their Stop."""
+    daemon.create_account("kam-rpc", "10.00")
+    dialog = await switch.call("kam-rpc")
+    assert dialog.final_status == 200
+    await asyncio.sleep(1.2)
+    (found,) = switch.kamailio.rpc("dlg.list_match", "callid", "eq", dialog.call_id)
+    assert found["state"] == 4  # confirmed
+    tags = (found["caller"]["tag"], found["callee"]["tag"])
+    assert tags == (dialog.local_tag, dialog.remote_tag)
+    assert switch.kamailio.rpc("dlg.terminate_dlg", dialog.call_id, *tags) == {}
+    await asyncio.wait_for(dialog.ended.wait(), 10)
+    assert dialog.ended_by == "remote"
+    await asyncio.wait_for(switch.gateway.dialogs[dialog.call_id].ended.wait(), 10)
+
+    cdr = await wait_cdr(daemon, dialog.call_id)
+    assert (cdr.status, cdr.extra["terminate_cause"]) == ("normal", "Admin-Reset")
+    assert cdr.duration_s >= 1 and cdr.cost_micros == cdr.duration_s * MICROS_PER_S
+    assert account(daemon, "kam-rpc")["reserved"] == "0.00"
+    # The dialog is gone: a second cut is refused, which a backend reads as "already ended".
+    with pytest.raises(RpcError) as gone:
+        switch.kamailio.rpc("dlg.terminate_dlg", dialog.call_id, *tags)
+    assert gone.value.status == 500 and "find" in gone.value.message

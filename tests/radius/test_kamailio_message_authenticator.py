@@ -50,7 +50,7 @@ async def switch(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Switch]:
         yield sw
     finally:
         sw.close()
-        print(f"---- kamailio log ----\n{sw.kamailio.log()}")
+        print(sw.report())
 
 
 def drop_warnings(daemon: Daemon) -> list[str]:
