@@ -6,18 +6,32 @@ sometimes wrapped in a SIP or tel URI. The per-client default country tells the
 ``phonenumbers`` library which international prefix (IDD: "00" in Europe, "011" in
 NANP) and which trunk prefix ("0") apply, so the same digits mean the same number
 whichever gateway sent them.
+
+phonenumbers costs ~25-50 us a number and real traffic has far more numbers than
+any cache holds, so plain digit strings take a fast path first (``_fast_e164``): the
+same steps as ``phonenumbers.parse`` (IDD or "+", country code, trunk prefix) from
+the library's own metadata, for the cases where those steps are simple; anything
+else (a country code written without IDD, carrier-code prefixes, URIs, separators)
+goes to phonenumbers. tests/core/test_numbers_fast.py checks the fast path against
+phonenumbers on generated numbers of every region. Results sit in a bounded LRU
+cache (it evicts the least recently used, never wipes).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 _E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits after the country code sign
+_MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' bounds of a national significant number
 _SEPARATORS = re.compile(r"[\s\-./()]")
 _URI_SCHEMES = ("sip:", "sips:", "tel:")
+_LITERAL_DIGITS = re.compile(r"\d+")
+CACHE_SIZE = 65_536  # normalised numbers kept (least recently used evicted)
 
 
 class NumberError(ValueError):
@@ -43,14 +57,17 @@ def strip_uri(raw: str) -> str:
 def to_e164(raw: str, *, country: str = "DE") -> str:
     """Normalise ``raw`` to E.164 with a leading "+", dialled from ``country``.
 
-    Raises NumberError when the text holds no plausible number. Results are cached
-    (phonenumbers costs ~50 us a number; callers and callees repeat).
+    Raises NumberError when the text holds no plausible number.
     """
     return _to_e164(raw, country.upper())
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _to_e164(raw: str, country: str) -> str:
+    if _is_digit_string(raw):
+        fast = _fast_e164(raw, country)
+        if fast is not None:
+            return _checked(fast, raw)
     text = _SEPARATORS.sub("", strip_uri(raw))
     if not text:
         raise NumberError("empty number")
@@ -62,6 +79,16 @@ def _to_e164(raw: str, country: str) -> str:
     except phonenumbers.NumberParseException as exc:
         raise NumberError(f"not a telephone number: {raw!r} ({exc})") from None
     e164: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return _checked(e164, raw)
+
+
+def _is_digit_string(raw: str) -> bool:
+    """ASCII digits, optionally after one "+" (str.isdigit alone takes other scripts)."""
+    body = raw[1:] if raw.startswith("+") else raw
+    return body.isascii() and body.isdigit()
+
+
+def _checked(e164: str, raw: str) -> str:
     if not 2 <= len(e164) - 1 <= _E164_MAX_DIGITS:
         raise NumberError(f"not an E.164 number: {raw!r}")
     return e164
@@ -78,3 +105,123 @@ def normalize_or_raw(raw: str, *, country: str = "DE") -> str:
         return to_e164(raw, country=country)
     except NumberError:
         return strip_uri(raw)
+
+
+# -- the fast path -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What phonenumbers.parse consults of one region's (or calling code's) metadata."""
+
+    country_code: str
+    idd: re.Pattern[str] | None  # international prefix ("00", "011", "00[1-9]" ...)
+    trunk: re.Pattern[str] | None  # national prefix for parsing ("0", "1", ...)
+    trunk_simple: bool  # a literal prefix, no carrier code, no transform rule
+    general: re.Pattern[str] | None  # the region's national number pattern
+    lengths: tuple[int, ...]  # possible lengths of a national number
+    local_lengths: tuple[int, ...]  # lengths dialable only locally
+
+
+def _rules_of(meta: PhoneMetadata) -> _Rules:
+    general = meta.general_desc
+    pattern = general.national_number_pattern if general is not None else None
+    trunk = meta.national_prefix_for_parsing or None
+    return _Rules(
+        country_code=str(meta.country_code),
+        idd=re.compile(meta.international_prefix) if meta.international_prefix else None,
+        trunk=re.compile(trunk) if trunk else None,
+        trunk_simple=bool(trunk and _LITERAL_DIGITS.fullmatch(trunk))
+        and not meta.national_prefix_transform_rule,
+        general=re.compile(pattern) if pattern else None,
+        lengths=tuple(general.possible_length or ()) if general is not None else (),
+        local_lengths=tuple(general.possible_length_local_only or ())
+        if general is not None
+        else (),
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _region_rules(region: str) -> _Rules | None:
+    meta = PhoneMetadata.metadata_for_region(region, None)
+    return None if meta is None else _rules_of(meta)
+
+
+@functools.lru_cache(maxsize=512)
+def _calling_code_rules(calling_code: int) -> _Rules | None:
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(calling_code)
+    if not regions:
+        return None
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(calling_code, regions[0])
+    return None if meta is None else _rules_of(meta)
+
+
+def _fast_e164(digits: str, country: str) -> str | None:
+    """E.164 of a digit string as phonenumbers.parse would give it; None: ask phonenumbers.
+
+    Handles "+"/IDD + country code + national number, and national numbers (with or
+    without a literal trunk prefix) that do not start with the region's own country
+    code. A None never means "invalid", only "not simple".
+    """
+    region = _region_rules(country)
+    if digits.startswith("+"):
+        return _international(digits[1:])
+    if region is None:
+        return None
+    match = region.idd.match(digits) if region.idd is not None else None
+    if match is not None:
+        rest = digits[match.end() :]
+        if rest[:1] != "0":  # phonenumbers: no country code starts with 0, IDD not taken
+            return _international(rest)
+    if digits.startswith(region.country_code):
+        return None  # phonenumbers then weighs both readings by the number patterns
+    return _national(digits, region)
+
+
+def _international(digits: str) -> str | None:
+    """After "+" or an IDD: the country code (1-3 digits), then the national number."""
+    if len(digits) <= _MIN_NSN or digits[0] == "0":
+        return None
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            rules = _calling_code_rules(code)
+            return None if rules is None else _national(digits[size:], rules)
+    return None
+
+
+def _national(number: str, rules: _Rules) -> str | None:
+    """Strip a trunk prefix the way phonenumbers does (only when the result is still a
+    possible number of the region), then prefix the country code."""
+    if len(number) < _MIN_NSN:
+        return None
+    if rules.trunk is not None:
+        match = rules.trunk.match(number)
+        if match is not None:
+            if not rules.trunk_simple:
+                return None
+            kept = _strip_trunk(number, number[match.end() :], rules)
+            if kept is None:
+                return None
+            number = kept
+    if not _MIN_NSN <= len(number) <= _MAX_NSN:
+        return None
+    return "+" + rules.country_code + number
+
+
+def _strip_trunk(number: str, stripped: str, rules: _Rules) -> str | None:
+    """phonenumbers' _maybe_strip_national_prefix_carrier_code, then its length test
+    (_test_number_length): the stripped number unless too short, local-only or of a
+    length the region does not have. None: no length data, ask phonenumbers."""
+    general = rules.general
+    if general is not None and general.fullmatch(number) and not general.fullmatch(stripped):
+        return number  # the prefix is part of a valid number, not a trunk prefix
+    lengths = rules.lengths
+    if not lengths:
+        return None
+    size = len(stripped)
+    if size in rules.local_lengths or size < lengths[0]:
+        return number
+    if size == lengths[0] or size > lengths[-1] or size in lengths:
+        return stripped  # possible, or too long (phonenumbers strips those too)
+    return number
