@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
+from typing import Any
 
 from chargingd.rating.durations import NS_PER_S
 from chargingd.rating.model import (
@@ -187,6 +188,9 @@ class Engine:
             {epoch_ns(a.activation_time) for p in self.profiles.values() for a in p.activations}
         )
         self._resolved: ResolveCache[_Match] = ResolveCache(self.switches)
+        # Answers of boundary-free walks (price.py, card.py), by destination rate.
+        self.card_prices: dict[tuple[int, int], tuple[_DestRate, Any]] = {}
+        self.afford_within: dict[tuple[int, int, int], tuple[_DestRate, int | None]] = {}
 
     @staticmethod
     def _exps(drs: list[DestinationRate]) -> Iterator[int]:
@@ -229,24 +233,30 @@ class Engine:
         category: str,
         subject: str,
         number: str,
-        when: datetime,
+        when: datetime | None,
         call_start_ns: int | None = None,
         when_ns: int | None = None,
     ) -> _Match:
         """Profile -> activation -> plan -> longest matching destination, with fallbacks.
 
         A destination counts only if one of its timings is active when checked: at
-        `when` (`when_ns`: the same instant in epoch ns, if known), or (CGRateS) at
-        `call_start_ns` for the subject's own profile.
+        `when` (`when_ns`: the same instant in epoch ns; one of the two is needed), or
+        (CGRateS) at `call_start_ns` for the subject's own profile.
         """
         if when_ns is None:
+            if when is None:
+                raise RatingError("resolve needs an instant")
             when_ns = epoch_ns(when)
         own_ns = when_ns
         if call_start_ns is not None and self.mode is PricingMode.CGRATES:
             own_ns = call_start_ns  # ratingprofile.go checks cd.TimeStart for each activation
-        span_key, key = self._resolved.keys(tenant, category, subject, number, when_ns, own_ns)
+        # Only the leading digits a prefix can cover decide the answer: share it.
+        digits = self.tariff.destinations.significant(number)
+        span_key, key = self._resolved.keys(tenant, category, subject, digits, when_ns, own_ns)
         found = self._resolved.get(span_key, key)
         if found is None:
+            if when is None:
+                when = from_epoch_ns(when_ns)
             found, timed = self._resolve(tenant, category, subject, number, when, when_ns, own_ns)
             self._resolved.put(span_key, key, found, timed=timed)
         return found
@@ -359,7 +369,7 @@ class Engine:
             ends.append(max(self._epoch_ns(day, end_s), ends[-1] if ends else first_ns))
             winners.append(_winner(todays, begin_s))
         if len(self._day_cache) >= _CACHE_MAX:
-            self._day_cache.clear()
+            del self._day_cache[next(iter(self._day_cache))]  # the oldest day goes
         self._day_cache[key] = (ends, winners)
         return ends, winners
 
@@ -413,15 +423,15 @@ class Engine:
             entry, boundary = self.at(match.entries, now)
             if switch < len(self.switches):
                 boundary = min(boundary, self.switches[switch])
-            dr = entry.dr
-            index = bisect.bisect_right(dr.starts, offset) - 1
-            slot = dr.slots[index]
-            stop = min(boundary - start_ns, end_ns)
-            if index + 1 < len(dr.starts):
-                stop = min(stop, dr.starts[index + 1])
+            slot, stop = slot_at(entry.dr, offset, min(boundary - start_ns, end_ns))
             increments = -(-(stop - offset) // slot.increment_ns)
             yield _Piece(offset, stop - offset, increments, slot, entry, match.plan.id)
             offset += increments * slot.increment_ns
+
+    def next_switch(self, after_ns: int) -> int | None:
+        """The first profile activation time after an instant (None: there is none)."""
+        index = bisect.bisect_right(self.switches, after_ns)
+        return self.switches[index] if index < len(self.switches) else None
 
     def rematcher(
         self, tenant: str, category: str, subject: str, number: str, start_ns: int
@@ -432,9 +442,8 @@ class Engine:
             return None
 
         def rematch(at_ns: int, start_ns: int) -> _Match | None:
-            when = _EPOCH + timedelta(microseconds=at_ns // 1000)
             try:
-                return self.resolve(tenant, category, subject, number, when, start_ns, at_ns)
+                return self.resolve(tenant, category, subject, number, None, start_ns, at_ns)
             except RatingError:
                 return None
 
@@ -457,6 +466,20 @@ class Engine:
         if decimals > _MICRO_SCALE:
             return round_div(units, _POW10[decimals - _MICRO_SCALE], method)
         return units * _POW10[_MICRO_SCALE - decimals]
+
+
+def slot_at(dr: _DestRate, offset_ns: int, stop_ns: int) -> tuple[_Slot, int]:
+    """The slot a span starting at `offset_ns` (from the call start) is priced by, and
+    where the span ends: `stop_ns` or the start of the next slot, the earlier."""
+    index = bisect.bisect_right(dr.starts, offset_ns) - 1
+    if index + 1 < len(dr.starts):
+        stop_ns = min(stop_ns, dr.starts[index + 1])
+    return dr.slots[index], stop_ns
+
+
+def from_epoch_ns(value: int) -> datetime:
+    """The aware UTC datetime of an epoch ns instant (to the microsecond)."""
+    return _EPOCH + timedelta(microseconds=value // 1000)
 
 
 def epoch_ns(when: datetime) -> int:

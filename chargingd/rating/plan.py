@@ -1,8 +1,10 @@
 """TariffPlan: a loaded tariff with its compiled engine, and the public pricing API.
 
-`rate` prices a call; `max_usage` answers how long an amount lasts. Both are pure and
-fast (no I/O); build one at start-up and share it. Dependencies point one way:
-model (data) <- engine (the walk) <- price (cost, inverse rating) <- plan.
+`rate` prices a call; `max_usage` answers how long an amount lasts; `card` resolves a
+call once and answers both for it (what credit control uses: several questions per
+request about one call). All are pure and fast (no I/O); build one plan at start-up
+and share it. Dependencies point one way: model (data) <- engine (the walk) <- price
+(cost, inverse rating) <- card <- plan.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from chargingd.rating.engine import Engine
+from chargingd.rating.card import RateCard
+from chargingd.rating.engine import Engine, epoch_ns
 from chargingd.rating.model import CallCost, Tariff
-from chargingd.rating.price import max_usage, price_call
+from chargingd.rating.price import Call, price_call
 
 
 @dataclass
@@ -24,6 +27,20 @@ class TariffPlan(Tariff):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._engine = Engine(self)
+
+    def card(
+        self,
+        *,
+        subject: str,
+        destination: str,
+        start_ns: int,
+        tenant: str = "",
+        category: str = "call",
+    ) -> RateCard:
+        """A call resolved once (epoch ns start): its price and max-usage for any usage
+        or amount, equal to rate()/max_usage(); RatingError when it has no rate."""
+        call = Call(tenant or self.default_tenant, category, subject, destination, start_ns)
+        return RateCard(self._engine, call)
 
     def rate(
         self,
@@ -38,6 +55,15 @@ class TariffPlan(Tariff):
     ) -> CallCost:
         """Price a call of `usage_ns` starting at `start` (timezone-aware); without
         `breakdown` the spans are left out (credit control needs the total only)."""
+        if not breakdown and usage_ns >= 0:
+            card = self.card(
+                subject=subject,
+                destination=destination,
+                start_ns=epoch_ns(start),
+                tenant=tenant,
+                category=category,
+            )
+            return card.price(usage_ns)
         result: CallCost = price_call(
             self._engine,
             tenant or self.default_tenant,
@@ -62,14 +88,11 @@ class TariffPlan(Tariff):
         limit_ns: int | None = None,
     ) -> int:
         """The longest usage (ns) `amount_micros` pays for, capped at `limit_ns`/max_call_ns."""
-        result: int = max_usage(
-            self._engine,
-            tenant or self.default_tenant,
-            category,
-            subject,
-            destination,
-            start,
-            amount_micros,
-            self.max_call_ns if limit_ns is None else limit_ns,
+        card = self.card(
+            subject=subject,
+            destination=destination,
+            start_ns=epoch_ns(start),
+            tenant=tenant,
+            category=category,
         )
-        return result
+        return card.max_usage(amount_micros, limit_ns)

@@ -115,6 +115,11 @@ class PrefixIndex:
             raise PrefixError(f"{path}:{lineno}: {exc}") from None
         return 1
 
+    def significant(self, number: str) -> str:
+        """The leading digits of a number that decide its matches (no prefix is longer)."""
+        number = normalize_number(number)
+        return number[: self._max_len]
+
     def matches(self, number: str) -> Iterator[tuple[str, tuple[str, ...]]]:
         """Yield (prefix, destination ids) for every prefix of number, longest first."""
         number = normalize_number(number)

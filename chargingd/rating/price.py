@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from chargingd.rating.engine import Engine, _Piece, display_cost, epoch_ns, pow10
+from chargingd.rating.engine import (
+    Engine,
+    _Entry,
+    _Match,
+    _Piece,
+    display_cost,
+    epoch_ns,
+    from_epoch_ns,
+    pow10,
+    slot_at,
+)
 from chargingd.rating.model import (
     CallCost,
     CostSpan,
@@ -15,6 +26,8 @@ from chargingd.rating.model import (
     RatingError,
     RoundingMethod,
 )
+
+MAX_REMEMBERED = 65_536  # boundary-free answers kept per engine (the oldest evicted)
 
 
 class InvalidUsage(RatingError):
@@ -27,6 +40,22 @@ def _rounding(piece: _Piece, decimals: int, method: RoundingMethod) -> tuple[int
     if src.rounding_decimals > decimals:
         return src.rounding_decimals, src.rounding_method
     return decimals, method
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who calls where, from when: what a walk re-resolves with at an activation switch."""
+
+    tenant: str
+    category: str
+    subject: str
+    number: str
+    start_ns: int
+
+    def rematcher(self, engine: Engine) -> Callable[[int, int], _Match | None] | None:
+        return engine.rematcher(
+            self.tenant, self.category, self.subject, self.number, self.start_ns
+        )
 
 
 def price_call(
@@ -46,6 +75,24 @@ def price_call(
         raise InvalidUsage(f"usage must not be negative: {usage_ns}")
     start_ns = epoch_ns(start)
     match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
+    call = Call(tenant, category, subject, number, start_ns)
+    return price_match(engine, call, match, usage_ns, breakdown=breakdown, start=start)
+
+
+def price_match(
+    engine: Engine,
+    call: Call,
+    match: _Match,
+    usage_ns: int,
+    *,
+    breakdown: bool = False,
+    start: datetime | None = None,
+    horizon_ns: int = 0,
+    first: _Entry | None = None,
+) -> CallCost:
+    """price_call of a resolved call; `start` is needed for a breakdown only.
+    `horizon_ns`: how long the rate in force at the start lasts (RateCard), 0 unknown;
+    `first`: that rate's entry, when known."""
     common = {
         "destination_id": match.destination_id,
         "plan_id": match.plan.id,
@@ -54,21 +101,28 @@ def price_call(
         "tariff_id": engine.tariff.id,
         "mode": engine.mode,
     }
-    first, _ = engine.at(match.entries, start_ns)
+    if first is None:
+        first, _ = engine.at(match.entries, call.start_ns)
     if usage_ns == 0:  # unanswered: no connect fee, no minimum duration
         decimals = first.dr.src.rounding_decimals
         return CallCost(0, 0, 0, spans=(), decimals=decimals, **common)  # type: ignore[arg-type]
     target = max(usage_ns, first.dr.src.min_duration_ns)
+    pieces: Iterable[_Piece]
+    if target <= horizon_ns:  # no boundary, no activation before the end
+        pieces = pieces_within(first, target, match.plan.id)
+    else:
+        pieces = engine.pieces(match, call.start_ns, target, target, call.rematcher(engine))
+    if breakdown and start is None:
+        start = from_epoch_ns(call.start_ns)
     total = first.dr.connect
     decimals, method = -1, RoundingMethod.HALF_UP
     spans: list[CostSpan] = []
     billed_end = 0
-    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
-    for piece in engine.pieces(match, start_ns, target, target, rematch):
+    for piece in pieces:
         units, increment_q = engine.span_units(piece.slot, piece.increments)
         total += units
         decimals, method = _rounding(piece, decimals, method)
-        if breakdown:
+        if start is not None and breakdown:
             spans.append(_span(engine, start, piece, units, increment_q, usage_ns, not spans))
         billed_end = piece.offset_ns + piece.increments * piece.slot.increment_ns
     micros = engine.final_micros(total, decimals, method)
@@ -137,9 +191,27 @@ def max_usage(
     """The longest usage whose price is at most amount_micros, walking increments."""
     start_ns = epoch_ns(start)
     match = engine.resolve(tenant, category, subject, number, start, when_ns=start_ns)
+    call = Call(tenant, category, subject, number, start_ns)
+    return max_usage_match(engine, call, match, amount_micros, limit_ns)
+
+
+def max_usage_match(
+    engine: Engine,
+    call: Call,
+    match: _Match,
+    amount_micros: int,
+    limit_ns: int,
+    *,
+    horizon_ns: int = 0,
+    first: _Entry | None = None,
+    price: Callable[[int], CallCost] | None = None,
+) -> int:
+    """max_usage of a resolved call; `price` prices a usage of it (default price_match),
+    `horizon_ns` and `first` as for price_match."""
     if limit_ns <= 0 or amount_micros < 0:
         return 0
-    first, _ = engine.at(match.entries, start_ns)
+    if first is None:
+        first, _ = engine.at(match.entries, call.start_ns)
     budget = amount_micros
     max_cost = first.dr.max_cost_micros
     if max_cost is not None:
@@ -147,27 +219,70 @@ def max_usage(
             return limit_ns  # the cost never grows past max_cost: free from there on
         if first.dr.src.max_cost_strategy is MaxCostStrategy.DISCONNECT:
             budget = min(budget, max_cost)
+    result = -1
+    if horizon_ns > 0:
+        # Up to the horizon the boundary-free walk has the same spans as the full one
+        # (a span cut at the boundary only differs past it): its answer stands if it
+        # ends before the horizon or the whole walk stays within it.
+        found = _afford_within(engine, first, budget, limit_ns)
+        if limit_ns <= horizon_ns:
+            result = limit_ns if found is None else found
+        elif found is not None and found < horizon_ns:
+            result = found
+    if result < 0:
+        walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
+        found = _afford(engine, first, walk, budget)
+        result = limit_ns if found is None else found
+    result = min(result, limit_ns)
+    min_ns = first.dr.src.min_duration_ns
+    if 0 < result < min_ns:
+        # Any usage up to min_ns is billed as min_ns: affordable only if that is.
+        cost = price(result) if price is not None else price_match(engine, call, match, result)
+        return result if cost.cost_micros <= budget else 0
+    return result
+
+
+def _afford(engine: Engine, first: _Entry, pieces: Iterable[_Piece], budget: int) -> int | None:
+    """Where the walk's cost passes `budget` micro-units (None: it never does)."""
     acc = first.dr.connect
     decimals, method = -1, RoundingMethod.HALF_UP
     ceiling = -1
-    result = limit_ns
-    rematch = engine.rematcher(tenant, category, subject, number, start_ns)
-    for piece in engine.pieces(match, start_ns, None, limit_ns, rematch):
+    for piece in pieces:
         if piece.entry.dr.src.rounding_decimals > decimals:
             decimals, method = _rounding(piece, decimals, method)
             ceiling = _ceiling(engine, budget, decimals, method)
         fits = _fit(engine, piece, ceiling - acc)
         if fits < piece.increments:
-            result = piece.offset_ns + fits * piece.slot.increment_ns
-            break
+            return piece.offset_ns + fits * piece.slot.increment_ns
         acc += engine.span_units(piece.slot, piece.increments)[0]
-    result = min(result, limit_ns)
-    min_ns = first.dr.src.min_duration_ns
-    if 0 < result < min_ns:
-        # Any usage up to min_ns is billed as min_ns: affordable only if that is.
-        cost = price_call(engine, tenant, category, subject, number, start, result, breakdown=False)
-        return result if cost.cost_micros <= budget else 0
-    return result
+    return None
+
+
+def _afford_within(engine: Engine, first: _Entry, budget: int, limit_ns: int) -> int | None:
+    """_afford of the boundary-free walk, remembered per (destination rate, budget,
+    limit): it depends on nothing else (the plan id of its pieces is not read)."""
+    memo = engine.afford_within
+    key = (id(first.dr), budget, limit_ns)
+    known = memo.get(key)
+    if known is not None and known[0] is first.dr:
+        return known[1]
+    found = _afford(engine, first, pieces_within(first, limit_ns, ""), budget)
+    if len(memo) >= MAX_REMEMBERED:
+        del memo[next(iter(memo))]  # the oldest goes
+    memo[key] = (first.dr, found)
+    return found
+
+
+def pieces_within(entry: _Entry, target_ns: int, plan_id: str) -> Iterator[_Piece]:
+    """Engine.pieces of a walk that ends before the horizon: one entry, no period
+    boundary and no activation switch, so no look-ups per span."""
+    dr = entry.dr
+    offset = 0
+    while offset < target_ns:
+        slot, stop = slot_at(dr, offset, target_ns)
+        increments = -(-(stop - offset) // slot.increment_ns)
+        yield _Piece(offset, stop - offset, increments, slot, entry, plan_id)
+        offset += increments * slot.increment_ns
 
 
 def _most(bound: int, den: int, mul: int, method: RoundingMethod) -> int:

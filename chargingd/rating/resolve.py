@@ -5,7 +5,9 @@ An answer depends on the instant only through the profile activations in force
 destination is bound to periods only, through those periods. So an answer is kept by
 activation span when no such plan was consulted ("timeless"), else by exact instant.
 A call rates and sizes its grants from one start many times; calls to the same
-numbers share the span answers.
+numbers share the span answers. The engine keys answers by the part of the number
+that can decide a match (PrefixIndex.significant), so calls to numbers sharing their
+leading digits share them too. Both kinds are bounded; the oldest answer goes first.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Generic, TypeVar
 
 M = TypeVar("M")
 Key = tuple[str, str, str, str, int, int]  # tenant, category, subject, number, 2 instants
-MAX_KEPT = 4096  # answers kept per kind (cleared when full)
+MAX_KEPT = 4096  # answers kept per kind (the oldest evicted when full)
 
 
 class ResolveCache(Generic[M]):
@@ -46,5 +48,5 @@ class ResolveCache(Generic[M]):
         """Remember an answer; ``timed``: a plan with period-bound destinations decided."""
         cache, kept = (self._exact, key) if timed else (self._by_span, span_key)
         if len(cache) >= MAX_KEPT:
-            cache.clear()
+            del cache[next(iter(cache))]  # dicts keep insertion order: the oldest
         cache[kept] = found
