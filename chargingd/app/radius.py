@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -25,8 +26,10 @@ from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient
+from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.dynauth import DynamicAuthClient
-from chargingd.radius.server import RadiusFrontend, ensure_ports_free, start_radius
+from chargingd.radius.intake import ensure_ports_free
+from chargingd.radius.server import RadiusFrontend, start_radius
 from chargingd.sessions.service import Sessions
 
 log = logging.getLogger("chargingd.radius")
@@ -70,12 +73,21 @@ class RadiusComponent:
         if self.role == "main":  # workers join the main process's ports on purpose
             radius = self.cfg.radius
             await ensure_ports_free(radius.bind, (radius.auth_port, radius.acct_port))
-        self.frontend, self.cutter = await start_radius(self.cfg.radius, self.sessions)
+        self.frontend, self.cutter = await start_radius(
+            self.cfg.radius, self.sessions, access_log=self._access_log()
+        )
         self.sessions.attach_call_cutter(self.cutter)
         self._tasks = [
             asyncio.create_task(self.sessions.run(self._stop), name="sessions-loops"),
             asyncio.create_task(self._publish_loop(), name="radius-stats"),
         ]
+
+    def _access_log(self) -> AccessLog | None:
+        """[radius] access_log (relative: under [server] data_dir); None when off."""
+        if not self.cfg.radius.access_log:
+            return None
+        path = Path(self.cfg.radius.access_log)
+        return AccessLog(path if path.is_absolute() else self.cfg.data_path / path)
 
     async def stop(self) -> None:
         """Frontend (with grace), then the session loops, then the cutter socket."""

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 # Packet codes: RFC 2865 §3, RFC 2866 §4, RFC 5176 §2.3.
 ACCESS_REQUEST = 1
@@ -105,6 +106,32 @@ _ATTR_U32 = struct.Struct("!BBI")
 _VSA_HDR = struct.Struct("!BBIBB")
 _MA_ZERO_ATTR = bytes((MESSAGE_AUTHENTICATOR, 18)) + ZERO16
 _MA_HDR = bytes((MESSAGE_AUTHENTICATOR, 18))
+
+
+_MD5_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_PADS_MAX = 1024  # secrets whose HMAC pads are kept (one per RADIUS client in practice)
+_pads: dict[bytes, tuple[Any, Any]] = {}
+
+
+def hmac_md5(secret: bytes, message: bytes) -> bytes:
+    """HMAC-MD5 (RFC 2104) from MD5 states of the padded secret, computed once per
+    secret: half the cost of hmac.digest, which derives them for every packet."""
+    pads = _pads.get(secret)
+    if pads is None:
+        key = hashlib.md5(secret).digest() if len(secret) > _MD5_BLOCK else secret
+        key = key.ljust(_MD5_BLOCK, b"\0")
+        pads = (hashlib.md5(key.translate(_IPAD)), hashlib.md5(key.translate(_OPAD)))
+        if len(_pads) >= _PADS_MAX:
+            del _pads[next(iter(_pads))]
+        _pads[secret] = pads
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
 
 
 class MalformedPacket(ValueError):
@@ -220,7 +247,7 @@ def verify_message_authenticator(packet: Packet, secret: bytes, vector: bytes) -
         return False
     raw = packet.raw
     msg = b"".join((raw[:4], vector, raw[20:off], ZERO16, raw[off + 16 :]))
-    return hmac.compare_digest(hmac.digest(secret, msg, "md5"), raw[off : off + 16])
+    return hmac.compare_digest(hmac_md5(secret, msg), raw[off : off + 16])
 
 
 def verify_request_authenticator(packet: Packet, secret: bytes) -> bool:
@@ -288,7 +315,7 @@ def encode_reply(
     if length > MAX_PACKET_LEN:
         raise ValueError("reply longer than 4096 octets")
     header = _HDR.pack(code, identifier, length)
-    mac = hmac.digest(secret, b"".join((header, request_auth, _MA_ZERO_ATTR, attrs)), "md5")
+    mac = hmac_md5(secret, b"".join((header, request_auth, _MA_ZERO_ATTR, attrs)))
     body = b"".join((_MA_HDR, mac, attrs))
     response_auth = hashlib.md5(b"".join((header, request_auth, body, secret))).digest()
     return b"".join((header, response_auth, body))
@@ -310,7 +337,7 @@ def encode_request(code: int, identifier: int, attrs: bytes, secret: bytes) -> b
     if length > MAX_PACKET_LEN:
         raise ValueError("request longer than 4096 octets")
     header = _HDR.pack(code, identifier, length)
-    mac = hmac.digest(secret, b"".join((header, ZERO16, _MA_ZERO_ATTR, attrs)), "md5")
+    mac = hmac_md5(secret, b"".join((header, ZERO16, _MA_ZERO_ATTR, attrs)))
     body = b"".join((_MA_HDR, mac, attrs))
     request_auth = hashlib.md5(b"".join((header, ZERO16, body, secret))).digest()
     return b"".join((header, request_auth, body))
@@ -325,7 +352,7 @@ def encode_access_request(
     if length > MAX_PACKET_LEN or len(authenticator) != 16:
         raise ValueError("request longer than 4096 octets or authenticator not 16 octets")
     header = _HDR.pack(ACCESS_REQUEST, identifier, length)
-    mac = hmac.digest(secret, b"".join((header, authenticator, _MA_ZERO_ATTR, attrs)), "md5")
+    mac = hmac_md5(secret, b"".join((header, authenticator, _MA_ZERO_ATTR, attrs)))
     return b"".join((header, authenticator, _MA_HDR, mac, attrs))
 
 

@@ -3,24 +3,34 @@
 Translates Access-Request and Accounting-Request packets into ccapi calls on a
 CreditControl (sessions/service.py) and its answers back into replies; it holds no
 business rules. Intake is bounded: `datagram_received` only enqueues, a fixed
-pool of worker tasks drains the queue, a full queue drops and counts.
+pool of worker tasks drains the queue, a full queue drops and counts, and a request
+that waited in the queue longer than ``max_wait_ms`` is dropped unanswered and
+counted (``shed_stale``): under overload the answers that go out stay fresh, and
+the gateway, which retransmits after 1-3 s, is not answered for a request it gave up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
 
 from chargingd.core.config import RadiusConfig
 from chargingd.radius import codec as rc
+from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.clients import ClientTable, RadiusClient
 from chargingd.radius.droplog import BAD_AUTHENTICATOR, MISSING_MESSAGE_AUTHENTICATOR, DropLog
 from chargingd.radius.dynauth import DynamicAuthClient
+from chargingd.radius.intake import (
+    Address,
+    Clock,
+    Counters,
+    DuplicateCache,
+    Intake,
+    UdpPort,
+    bind_udp,
+)
 from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
 from chargingd.sessions.ccapi import (
     Authorized,
@@ -33,8 +43,6 @@ from chargingd.sessions.ccapi import (
 
 log = logging.getLogger("chargingd.aaa")
 
-Address = tuple[str, int]
-Clock = Callable[[], float]
 
 _USAGE_KINDS = {
     rc.STATUS_START: UsageKind.START,
@@ -44,153 +52,15 @@ _USAGE_KINDS = {
 }
 
 
-@dataclass
-class Counters:
-    """What the frontend saw; every dropped packet is counted under one reason."""
-
-    received: int = 0
-    dropped_overload: int = 0
-    unknown_client: int = 0
-    malformed: int = 0
-    unexpected_code: int = 0
-    bad_authenticator: int = 0
-    missing_message_authenticator: int = 0
-    duplicates: int = 0
-    duplicates_in_progress: int = 0
-    errors: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    accounted: int = 0
-    accounting_ignored: int = 0
-    gateway_restarts: int = 0
-    status_server: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters by name, for monitoring."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-_PENDING = b""  # cache value while the first copy of a request is being worked on
-
-
-class DuplicateCache:
-    """RFC 5080 §2.2.2: replies by (source, header), kept `ttl_s`, at most `max_entries`."""
-
-    def __init__(self, ttl_s: float, max_entries: int, monotonic: Clock = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._max = max_entries
-        self._now = monotonic
-        # Ordered by arrival, hence by expiry: the TTL is the same for all.
-        self._entries: OrderedDict[tuple[Address, bytes], tuple[float, bytes]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: tuple[Address, bytes]) -> bytes | None:
-        """The cached reply, `_PENDING` (b"") while in progress, None when not seen."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] < self._now():
-            del self._entries[key]
-            return None
-        return entry[1]
-
-    def start(self, key: tuple[Address, bytes]) -> None:
-        """Mark a request in progress; evicts expired entries and the oldest past the bound."""
-        entries = self._entries
-        now = self._now()
-        entries[key] = (now + self._ttl_s, _PENDING)
-        while len(entries) > self._max:
-            entries.popitem(last=False)
-        # Entries are in expiry order (same TTL for all): drop the expired head.
-        for _ in range(2):
-            first = next(iter(entries))
-            if entries[first][0] >= now:
-                break
-            del entries[first]
-
-    def finish(self, key: tuple[Address, bytes], reply: bytes) -> None:
-        """Store the reply; it expires `ttl_s` after the request came in."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries[key] = (entry[0], reply)  # keeps its place in the order
-
-    def forget(self, key: tuple[Address, bytes]) -> None:
-        """Drop an entry: the request failed and a retransmission must be worked again."""
-        self._entries.pop(key, None)
-
-
-class _Intake(asyncio.DatagramProtocol):
-    """Only enqueues: a full queue drops the packet and counts it."""
-
-    def __init__(self, queue: asyncio.Queue[tuple[bytes, Address]], counters: Counters) -> None:
-        self._queue = queue
-        self._counters = counters
-        self.closing = False
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        if self.closing:
-            return  # shutting down: the gateway retries on another worker or later
-        self._counters.received += 1
-        try:
-            self._queue.put_nowait((data, addr))
-        except asyncio.QueueFull:
-            self._counters.dropped_overload += 1
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("RADIUS socket error: %s", exc)
-
-
-def bind_udp(
-    host: str, port: int, rcvbuf_bytes: int = 4 << 20, *, reuse_port: bool = True
-) -> socket.socket:
-    """A UDP socket with SO_REUSEPORT (several worker processes share the port)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class PortInUse(OSError):
-    """A RADIUS port is held by another program (another chargingd, FreeRADIUS)."""
-
-
-async def ensure_ports_free(
-    host: str, ports: tuple[int, ...], wait_s: float = 3.0, step_s: float = 0.25
-) -> None:
-    """Refuse to share a RADIUS port with another program: the main process only.
-
-    SO_REUSEPORT lets any process of the same user join the port, and the kernel
-    would then split the gateways' packets between two unrelated daemons. A probe
-    bound *without* SO_REUSEPORT fails while anyone holds the port; it is retried for
-    `wait_s` (workers of a killed main process stop within a second). Port 0 is skipped.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    for port in (p for p in ports if p):
-        while True:
-            try:
-                bind_udp(host, port, reuse_port=False).close()
-                break
-            except OSError as exc:
-                if loop.time() >= deadline:
-                    raise PortInUse(
-                        f"RADIUS port {host}:{port} is already in use by another process "
-                        f"(another chargingd or RADIUS server?): {exc.strerror}"
-                    ) from None
-            await asyncio.sleep(step_s)
-
-
-Handler = Callable[[bytes, Address, asyncio.DatagramTransport], Awaitable[None]]
+# datagram, source, the socket to answer on, arrival (loop time)
+Handler = Callable[[bytes, Address, UdpPort, float], Awaitable[None]]
+_ACCT_OUTCOMES = {
+    rc.STATUS_START: "start",
+    rc.STATUS_STOP: "stop",
+    rc.STATUS_INTERIM: "interim",
+    rc.STATUS_ACCOUNTING_ON: "accounting-on",
+    rc.STATUS_ACCOUNTING_OFF: "accounting-off",
+}
 
 
 class RadiusFrontend:
@@ -204,8 +74,10 @@ class RadiusFrontend:
         clients: ClientTable | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
+        self.access_log = access_log  # started and closed with the frontend
         self.credit = credit
         self.clients = clients if clients is not None else ClientTable.from_config(config)
         self.counters = Counters()
@@ -215,18 +87,22 @@ class RadiusFrontend:
         )
         self._clock = clock
         self._return_codes = {code: config.return_code(code.value) for code in RefusalCode}
-        self._transports: list[asyncio.DatagramTransport] = []
+        self._ports: list[UdpPort] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._queues: list[asyncio.Queue[tuple[bytes, Address]]] = []
-        self._intakes: list[_Intake] = []
+        self._queues: list[asyncio.Queue[Intake]] = []
         self.auth_port = 0
         self.acct_port = 0
         self._debug = False
+        self._now: Clock = time.monotonic  # the loop's clock once started
 
     async def start(self) -> None:
         """Bind both ports and start the worker tasks (port 0 picks a free port)."""
-        # One log line per request only at debug level (costly at 30k requests/s).
+        # One log line per request only at debug level (costly at 30k requests/s);
+        # the access log, when configured, writes them in batches.
         self._debug = log.isEnabledFor(logging.DEBUG)
+        self._now = asyncio.get_running_loop().time
+        if self.access_log is not None:
+            self.access_log.start()
         if not self.config.clients:
             log.warning("no [[radius.clients]] configured: every RADIUS packet will be dropped")
         try:
@@ -241,47 +117,54 @@ class RadiusFrontend:
     async def stop(self, grace_s: float = 2.0) -> None:
         """Take no new packets, let queued requests finish (and be answered) within
         `grace_s`, then close the sockets and cancel the workers."""
-        for intake in self._intakes:
-            intake.closing = True
+        for udp in self._ports:
+            udp.closing = True
         pending = [asyncio.ensure_future(q.join()) for q in self._queues]
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace_s)
             for fut in late:
                 fut.cancel()
-        for transport in self._transports:
-            transport.close()
+        for udp in self._ports:
+            udp.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._transports.clear()
+        self._ports.clear()
         self._tasks.clear()
         self._queues.clear()
-        self._intakes.clear()
+        if self.access_log is not None:
+            await self.access_log.close()
 
     async def _serve(self, port: int, handler: Handler) -> int:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue(self.config.queue_size)
+        queue: asyncio.Queue[Intake] = asyncio.Queue(self.config.queue_size)
         self._queues.append(queue)
         sock = bind_udp(self.config.bind, port)
-        intake = _Intake(queue, self.counters)
-        self._intakes.append(intake)
-        transport, _ = await loop.create_datagram_endpoint(lambda: intake, sock=sock)
-        self._transports.append(transport)
+        udp = UdpPort(
+            sock, queue, self.counters, max_wait_s=self.config.max_wait_ms / 1000, loop=loop
+        )
+        self._ports.append(udp)
+        udp.start()
         for _ in range(self.config.worker_tasks):
-            self._tasks.append(asyncio.create_task(self._worker(queue, handler, transport)))
+            self._tasks.append(asyncio.create_task(self._worker(queue, handler, udp)))
         bound: int = sock.getsockname()[1]
         return bound
 
     async def _worker(
         self,
-        queue: asyncio.Queue[tuple[bytes, Address]],
+        queue: asyncio.Queue[Intake],
         handler: Handler,
-        transport: asyncio.DatagramTransport,
+        transport: UdpPort,
     ) -> None:
+        now = asyncio.get_running_loop().time
+        max_wait_s = self.config.max_wait_ms / 1000
         while True:
-            data, addr = await queue.get()
+            data, addr, arrived = await queue.get()
             try:
-                await handler(data, addr, transport)
+                if max_wait_s and now() - arrived > max_wait_s:
+                    self.counters.shed_stale += 1  # the gateway has given up or soon will
+                    continue
+                await handler(data, addr, transport, arrived)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -293,7 +176,7 @@ class RadiusFrontend:
                 queue.task_done()
 
     def _admit(
-        self, data: bytes, addr: Address, code: int, transport: asyncio.DatagramTransport
+        self, data: bytes, addr: Address, code: int, transport: UdpPort
     ) -> tuple[RadiusClient, rc.Packet, tuple[Address, bytes]] | None:
         """Client, packet and cache key of a new request; None when it was dropped
         (unknown client, malformed, wrong code) or answered from the cache."""
@@ -330,7 +213,7 @@ class RadiusFrontend:
         client: RadiusClient,
         addr: Address,
         port_code: int,
-        transport: asyncio.DatagramTransport,
+        transport: UdpPort,
     ) -> None:
         # RFC 5997 §3: a liveness probe; it must carry a Message-Authenticator, is
         # answered with Access-Accept (auth port) or Accounting-Response (acct port)
@@ -346,7 +229,7 @@ class RadiusFrontend:
     # -- Access-Request ----------------------------------------------------------
 
     async def _handle_auth(
-        self, data: bytes, addr: Address, transport: asyncio.DatagramTransport
+        self, data: bytes, addr: Address, transport: UdpPort, arrived: float
     ) -> None:
         admitted = self._admit(data, addr, rc.ACCESS_REQUEST, transport)
         if admitted is None:
@@ -372,12 +255,22 @@ class RadiusFrontend:
             log.exception("authorize failed for client %s", client.name)
             failed = Refused(RefusalCode.SYSTEM_ERROR, "system error")
             transport.sendto(self._auth_reply(packet, client, failed), addr)
+            self._access("auth", client, call.session_id, call.user_name, "error", arrived)
             return
         reply = self._auth_reply(packet, client, decision)
         self.cache.finish(key, reply)
         transport.sendto(reply, addr)
+        if self.access_log is not None:
+            outcome = "accept" if isinstance(decision, Authorized) else decision.code.value
+            self._access("auth", client, call.session_id, call.user_name, outcome, arrived)
         if self._debug:
             log.debug("Access-Request %s from %s: %s", call.session_id, client.name, decision)
+
+    def _access(
+        self, port: str, client: RadiusClient, sid: str, user: str, outcome: str, arrived: float
+    ) -> None:
+        if self.access_log is not None:
+            self.access_log.add(port, client.name, sid, user, outcome, self._now() - arrived)
 
     def _access_authentic(self, packet: rc.Packet, client: RadiusClient, addr: Address) -> bool:
         # RFC 3579 §3.2 / BlastRADIUS: required unless the client is exempted.
@@ -422,7 +315,7 @@ class RadiusFrontend:
     # -- Accounting-Request --------------------------------------------------------
 
     async def _handle_acct(
-        self, data: bytes, addr: Address, transport: asyncio.DatagramTransport
+        self, data: bytes, addr: Address, transport: UdpPort, arrived: float
     ) -> None:
         admitted = self._admit(data, addr, rc.ACCOUNTING_REQUEST, transport)
         if admitted is None:
@@ -454,6 +347,11 @@ class RadiusFrontend:
         )
         self.cache.finish(key, reply)
         transport.sendto(reply, addr)
+        if self.access_log is not None:
+            sid = report.call.session_id if report else packet.text(rc.ACCT_SESSION_ID)
+            outcome = _ACCT_OUTCOMES.get(status, f"status-{status}") if report else "ignored"
+            user = packet.text(rc.USER_NAME)
+            self._access("acct", client, sid, user, outcome, arrived)
 
     def _usage_report(
         self, packet: rc.Packet, client: RadiusClient, source_ip: str, status: int
@@ -483,11 +381,11 @@ class RadiusFrontend:
 
 
 async def start_radius(
-    config: RadiusConfig, credit: CreditControl
+    config: RadiusConfig, credit: CreditControl, access_log: AccessLog | None = None
 ) -> tuple[RadiusFrontend, DynamicAuthClient]:
     """Start the RADIUS servers and the Disconnect/CoA client (the daemon's call cutter:
     pass it to sessions). Stop with `frontend.stop()` and `cutter.close()`."""
-    frontend = RadiusFrontend(config, credit)
+    frontend = RadiusFrontend(config, credit, access_log=access_log)
     cutter = DynamicAuthClient(
         frontend.clients,
         timeout_s=config.coa_timeout_s,

@@ -299,3 +299,14 @@ def test_any_bytes_decode_or_raise_malformed(data: bytes) -> None:
     rc.verify_message_authenticator(packet, SECRET, packet.authenticator)
     with contextlib.suppress(rc.MalformedPacket):
         packet.integer(rc.ACCT_STATUS_TYPE)
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 63, 64, 65, 200])
+def test_hmac_md5_is_rfc_2104(size: int) -> None:
+    import hmac
+    import os
+
+    secret = os.urandom(size)
+    for message in (b"", b"x", os.urandom(100), os.urandom(4096)):
+        assert rc.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")
+        assert rc.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")  # cached

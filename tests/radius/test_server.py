@@ -6,6 +6,7 @@ import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from radius_peer import DICT, RecordingCredit, TestGateway, UdpPeer, wait_until
 
 from chargingd.core.config import config_from_dict
 from chargingd.radius import codec as rc
+from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.clients import ClientTable
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.server import DuplicateCache, RadiusFrontend, start_radius
@@ -308,6 +310,58 @@ async def test_overload_is_shed_and_counted() -> None:
         assert all(r is not None for r in replies)
         assert await peer.recv(0.1) is None
         assert len(h.credit.calls) == 3
+    finally:
+        await stop(h)
+
+
+async def test_requests_that_waited_too_long_are_shed_unanswered() -> None:
+    h = await start(worker_tasks=1, max_wait_ms=50)
+    loop = asyncio.get_running_loop()
+    try:
+        h.credit.gate.clear()
+        peer = await h.peer()
+        peer.send(access_request(ident=0).RequestPacket(), h.frontend.auth_port)
+        await wait_until(lambda: len(h.credit.calls) == 1)  # the only worker is busy
+        for ident in range(1, 6):
+            peer.send(access_request(ident=ident).RequestPacket(), h.frontend.auth_port)
+        await wait_until(lambda: h.counters.received == 6)
+        queued_at = loop.time()
+        await wait_until(lambda: loop.time() - queued_at > 0.1)  # past max_wait_ms
+        h.credit.gate.set()
+        first = await peer.recv()
+        assert first is not None and first[1] == 0  # the one already being worked on
+        await wait_until(lambda: h.counters.shed_stale == 5)
+        assert await peer.recv(0.1) is None  # the 5 stale ones: no answer
+        assert len(h.credit.calls) == 1  # and no work spent on them
+        fresh = access_request(ident=9)
+        assert verified(fresh, await h.auth(fresh.RequestPacket())).code == rc.ACCESS_ACCEPT
+        assert h.counters.shed_stale == 5  # recovered at once: fresh requests answered
+    finally:
+        await stop(h)
+
+
+async def test_requests_that_waited_in_the_socket_buffer_are_shed_unread() -> None:
+    # A busy event loop leaves datagrams in the kernel's buffer; their age counts from
+    # the kernel's receive time (SO_TIMESTAMPNS), not from when the loop read them.
+    import sys
+    import time
+
+    if sys.platform != "linux":
+        pytest.skip("kernel receive timestamps are read on Linux only")
+    h = await start(max_wait_ms=50)
+    try:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for ident in range(4):
+            sender.sendto(
+                access_request(ident=ident).RequestPacket(), ("127.0.0.1", h.frontend.auth_port)
+            )
+        time.sleep(0.12)  # the loop is stuck (on purpose) while they wait in the buffer
+        await wait_until(lambda: h.counters.received == 4)
+        assert h.counters.shed_stale == 4
+        assert h.credit.calls == []  # no work spent on them
+        fresh = access_request(ident=9)
+        assert verified(fresh, await h.auth(fresh.RequestPacket())).code == rc.ACCESS_ACCEPT
+        sender.close()
     finally:
         await stop(h)
 
@@ -637,7 +691,7 @@ async def test_port_in_use_fails_start_and_releases_the_other_port() -> None:
         )
         with pytest.raises(OSError):
             await frontend.start()
-        assert frontend._transports == [] and frontend._tasks == []
+        assert frontend._ports == [] and frontend._tasks == []
     finally:
         blocker.close()
 
@@ -651,3 +705,50 @@ async def test_close_while_waiting_ends_as_not_confirmed(
     await wait_until(lambda: len(gw.requests) == 1)
     await client.close()
     assert await waiting is False
+
+
+# -- the optional access log ----------------------------------------------------
+
+
+async def test_answered_requests_are_logged_in_one_batch(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "access.log"
+    log = AccessLog(path, flush_s=3600)  # flushed by stop(), not by the timer
+    credit = RecordingCredit(
+        lambda call: (
+            Refused(RefusalCode.INSUFFICIENT_CREDIT, "no money")
+            if call.user_name == "bob"
+            else RecordingCredit().decide(call)
+        )
+    )
+    frontend = RadiusFrontend(radius_config(), credit, access_log=log)
+    await frontend.start()
+    peer = await UdpPeer.open("127.0.0.1")
+    try:
+        for ident, user in ((1, "alice"), (2, "bob")):
+            req = access_request(ident=ident, User_Name=user)
+            peer.send(req.RequestPacket(), frontend.auth_port)
+            assert verified(req, await peer.recv()).code in (rc.ACCESS_ACCEPT, rc.ACCESS_REJECT)
+        stop = accounting_request("Stop", ident=3, Acct_Session_Time=42)
+        peer.send(stop.RequestPacket(), frontend.acct_port)
+        assert await peer.recv() is not None
+        await wait_until(lambda: frontend.counters.accounted == 1)
+        assert not path.exists() or path.read_text() == ""  # buffered, nothing written yet
+    finally:
+        peer.close()
+        await frontend.stop()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and log.written == 3
+    assert " auth cisco-gw sid=" in lines[0] and " user=alice accept " in lines[0]
+    assert " user=bob insufficient_credit " in lines[1]
+    assert " acct cisco-gw " in lines[2] and " stop " in lines[2]
+    assert all(line.endswith("ms") and line[:4].isdigit() for line in lines)
+    assert "gw-secret" not in path.read_text()  # no secrets, no packet contents
+
+
+async def test_gateway_chosen_text_cannot_break_a_line(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path / "a.log")
+    log.open()
+    log.add("auth", "gw", "evil\nsid x", "", "accept", 0.0012)
+    await log.close()
+    (line,) = (tmp_path / "a.log").read_text().splitlines()
+    assert "sid=evil_sid_x user=- accept 1.2ms" in line

@@ -323,6 +323,12 @@ class RadiusConfig:
     # Packets waiting for a worker task; beyond this they are dropped and counted.
     queue_size: int = 4096
     worker_tasks: int = 64
+    # A request that waited longer than this for a worker task is dropped unanswered
+    # (counted as shed_stale): gateways retransmit after 1-3 s. 0 = never.
+    max_wait_ms: int = 500
+    # One line per answered request, written in batches; "" = off. A relative path
+    # is under [server] data_dir.
+    access_log: str = ""
     # RFC 5080 §2.2.2 duplicate detection: replies kept this long, at most this many.
     duplicate_cache_ttl_s: float = 30.0
     duplicate_cache_size: int = 65536
@@ -343,6 +349,8 @@ class RadiusConfig:
                 raise ValueError("ports must be 0..65535")
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
         if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
             raise ValueError("duplicate_cache_ttl_s and coa_timeout_s must be positive")
         if self.interim_interval_s < 1 or self.coa_retries < 0:

@@ -1,0 +1,247 @@
+"""RADIUS intake: UDP sockets, the bounded queue with arrival times, duplicate detection.
+
+The transport side of server.py: `datagram_received` only enqueues (with the loop
+time it arrived), a full queue drops and counts; RFC 5080 duplicate detection keeps
+recent replies; ports are bound with SO_REUSEPORT for worker processes, and a port
+held by another program is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+log = logging.getLogger("chargingd.aaa")
+
+Address = tuple[str, int]
+Clock = Callable[[], float]
+
+
+@dataclass
+class Counters:
+    """What the frontend saw; every dropped packet is counted under one reason."""
+
+    received: int = 0
+    dropped_overload: int = 0
+    shed_stale: int = 0
+    send_failed: int = 0
+    unknown_client: int = 0
+    malformed: int = 0
+    unexpected_code: int = 0
+    bad_authenticator: int = 0
+    missing_message_authenticator: int = 0
+    duplicates: int = 0
+    duplicates_in_progress: int = 0
+    errors: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    accounted: int = 0
+    accounting_ignored: int = 0
+    gateway_restarts: int = 0
+    status_server: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, for monitoring."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_PENDING = b""  # cache value while the first copy of a request is being worked on
+
+
+class DuplicateCache:
+    """RFC 5080 §2.2.2: replies by (source, header), kept `ttl_s`, at most `max_entries`."""
+
+    def __init__(self, ttl_s: float, max_entries: int, monotonic: Clock = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._now = monotonic
+        # Ordered by arrival, hence by expiry: the TTL is the same for all.
+        self._entries: OrderedDict[tuple[Address, bytes], tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[Address, bytes]) -> bytes | None:
+        """The cached reply, `_PENDING` (b"") while in progress, None when not seen."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < self._now():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def start(self, key: tuple[Address, bytes]) -> None:
+        """Mark a request in progress; evicts expired entries and the oldest past the bound."""
+        entries = self._entries
+        now = self._now()
+        entries[key] = (now + self._ttl_s, _PENDING)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+        # Entries are in expiry order (same TTL for all): drop the expired head.
+        for _ in range(2):
+            first = next(iter(entries))
+            if entries[first][0] >= now:
+                break
+            del entries[first]
+
+    def finish(self, key: tuple[Address, bytes], reply: bytes) -> None:
+        """Store the reply; it expires `ttl_s` after the request came in."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = (entry[0], reply)  # keeps its place in the order
+
+    def forget(self, key: tuple[Address, bytes]) -> None:
+        """Drop an entry: the request failed and a retransmission must be worked again."""
+        self._entries.pop(key, None)
+
+
+Intake = tuple[bytes, Address, float]  # datagram, source, arrival (loop time, s)
+
+MAX_DATAGRAM = 4096  # RFC 2865 §3: the largest RADIUS packet
+READ_BATCH = 256  # datagrams read per readiness callback (then other tasks run)
+# Linux: the kernel stamps each datagram on arrival (SO_TIMESTAMPNS, CLOCK_REALTIME).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else None
+_TIMESPEC = struct.Struct("@qq")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+class UdpPort:
+    """One RADIUS port: reads datagrams with their kernel arrival time, sheds the stale,
+    enqueues the rest (a full queue drops and counts), sends the replies.
+
+    The arrival time is when the kernel received the datagram, not when the loop got
+    to it: under a flood, datagrams wait in the socket buffer too (seconds, with a
+    4 MB buffer), and a request older than `max_wait_s` there is dropped unread
+    (`shed_stale`) instead of being answered after the gateway gave up on it.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        queue: asyncio.Queue[Intake],
+        counters: Counters,
+        *,
+        max_wait_s: float,
+        loop: asyncio.AbstractEventLoop,
+        wall: Clock = time.time,
+    ) -> None:
+        self._sock = sock
+        self._queue = queue
+        self._counters = counters
+        self._max_wait_s = max_wait_s
+        self._loop = loop
+        self._wall = wall
+        self._stamped = False
+        if _SO_TIMESTAMPNS is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self._stamped = True
+        self.closing = False
+
+    def start(self) -> None:
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        now, wall = self._loop.time(), self._wall()
+        for _ in range(READ_BATCH):
+            try:
+                data, ancillary, flags, addr = self._sock.recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error for an earlier reply
+                log.debug("RADIUS socket error: %s", exc)
+                continue
+            if self.closing:
+                continue  # shutting down: the gateway retries on another worker or later
+            self._counters.received += 1
+            if flags & socket.MSG_TRUNC:
+                self._counters.malformed += 1  # longer than any RADIUS packet
+                continue
+            arrived = now - max(0.0, wall - _stamp(ancillary)) if self._stamped else now
+            if self._max_wait_s and now - arrived > self._max_wait_s:
+                self._counters.shed_stale += 1
+                continue
+            try:
+                self._queue.put_nowait((data, addr, arrived))
+            except asyncio.QueueFull:
+                self._counters.dropped_overload += 1
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Send a reply; a full socket buffer drops it (UDP: the gateway retransmits)."""
+        try:
+            self._sock.sendto(data, addr)
+        except OSError as exc:
+            self._counters.send_failed += 1
+            log.debug("RADIUS reply to %s not sent: %s", addr[0], exc)
+
+    def close(self) -> None:
+        self.closing = True
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The SO_TIMESTAMPNS of a datagram (epoch s), or +inf when the kernel gave none."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanos = _TIMESPEC.unpack_from(value)
+            return float(seconds + nanos / 1e9)
+    return float("inf")  # max(0, wall - inf): treated as just arrived
+
+
+def bind_udp(
+    host: str, port: int, rcvbuf_bytes: int = 4 << 20, *, reuse_port: bool = True
+) -> socket.socket:
+    """A UDP socket with SO_REUSEPORT (several worker processes share the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class PortInUse(OSError):
+    """A RADIUS port is held by another program (another chargingd, FreeRADIUS)."""
+
+
+async def ensure_ports_free(
+    host: str, ports: tuple[int, ...], wait_s: float = 3.0, step_s: float = 0.25
+) -> None:
+    """Refuse to share a RADIUS port with another program: the main process only.
+
+    SO_REUSEPORT lets any process of the same user join the port, and the kernel
+    would then split the gateways' packets between two unrelated daemons. A probe
+    bound *without* SO_REUSEPORT fails while anyone holds the port; it is retried for
+    `wait_s` (workers of a killed main process stop within a second). Port 0 is skipped.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    for port in (p for p in ports if p):
+        while True:
+            try:
+                bind_udp(host, port, reuse_port=False).close()
+                break
+            except OSError as exc:
+                if loop.time() >= deadline:
+                    raise PortInUse(
+                        f"RADIUS port {host}:{port} is already in use by another process "
+                        f"(another chargingd or RADIUS server?): {exc.strerror}"
+                    ) from None
+            await asyncio.sleep(step_s)
