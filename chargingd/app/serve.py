@@ -30,6 +30,7 @@ from chargingd.app.invoicing import BillingBooks, build_dunning
 from chargingd.app.radius import radius_processes
 from chargingd.app.workers import WorkerSupervisor, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
 from chargingd.core.loops import Disabled, run_every
 from chargingd.core.ratelog import RateLimitedLog
@@ -278,7 +279,9 @@ class Daemon:
                 component = factory(rt)
                 await component.start()
                 self.components.append(component)
+            frozen = freeze_after_start()
             log.info("chargingd ready admin=%s redis=%s", self.cfg.admin_socket, redis.label)
+            log.debug("%d objects alive after start-up frozen out of the collector", frozen)
             await stop.wait()
             log.info("chargingd stopping")
         log.info("chargingd stopped")

@@ -24,6 +24,7 @@ import time
 from chargingd.app.factory import Factory
 from chargingd.app.radius import radius_processes
 from chargingd.core.config import REDIS_URL_ENV, Config
+from chargingd.core.heap import freeze_after_start
 from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient, wait_ready
 from chargingd.core.status import ComponentStats
@@ -194,6 +195,7 @@ async def serve_worker(cfg: Config, parent_pid: int) -> None:
             )
             component.sessions.name_source(names, "diameter")
         await component.start()
+        freeze_after_start()
         log.info("chargingd worker ready pid=%d main=%d", os.getpid(), parent_pid)
         try:
             await _watch_parent(parent_pid, stop)
