@@ -22,11 +22,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from chargingd.billing.cdr import CDR
+from chargingd.billing.lookup import StoredCharge
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.charge import Charger
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.pipeline import Mediator, normalised
 from chargingd.mediation.rate import Rater
+from chargingd.mediation.store import CdrStore, DbStore
 
 TARIFF = {
     "Destinations.csv": "#Id,Prefix\nDST_DE,49\nDST_DE_MOB,4915\nDST_DE_MOB,4917\n"
@@ -121,8 +124,14 @@ def timed(label: str, n: int, work: Callable[[], object]) -> float:
     return elapsed
 
 
-async def _discard(cdrs: Sequence[CDR]) -> int:
-    return len(cdrs)
+class _Discard:
+    """A store that keeps nothing (rating throughput without a database)."""
+
+    async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
+        return len(cdrs)
+
+    async def charges(self, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
+        return {}
 
 
 def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
@@ -134,6 +143,7 @@ def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
         account="bench",
         plan=str(tariff),
         tenant="bench",
+        charge="record_only",  # no ledger: parse, normalise, rate, match, store
     )
     print(f"{fmt}: {n:,} rows, {path.stat().st_size / 1e6:.0f} MB")
 
@@ -147,14 +157,15 @@ def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
             for _ in normalised(fh, "bench", source):
                 pass
 
-    def mediate(store: Callable[[Sequence[CDR]], object]) -> Callable[[], None]:
+    def mediate(store: CdrStore) -> Callable[[], None]:
         def run() -> None:
             med = Mediator(
                 "bench",
                 source,
                 payers=Payers(source, None),
                 rater=Rater(source),
-                store=store,  # type: ignore[arg-type]
+                store=store,
+                charger=Charger("bench", source, store, None),
                 batch_size=5000,
             )
             summary = asyncio.run(med.run_file(path, str(path.parent)))
@@ -164,13 +175,13 @@ def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
 
     timed("parse", n, parse_only)
     timed("parse + normalise", n, parse_normalise)
-    timed("parse + normalise + rate", n, mediate(_discard))
+    timed("parse + normalise + rate", n, mediate(_Discard()))
     if db_url:
         timed("parse + normalise + rate + store", n, mediate_db(mediate, db_url))
 
 
 def mediate_db(
-    mediate: Callable[[Callable[[Sequence[CDR]], object]], Callable[[], None]], db_url: str
+    mediate: Callable[[CdrStore], Callable[[], None]], db_url: str
 ) -> Callable[[], None]:
     def run() -> None:
         from chargingd.billing.db import BillingDB
@@ -180,7 +191,7 @@ def mediate_db(
 
         db = asyncio.run(opened())
         try:
-            mediate(db.store_cdrs)()
+            mediate(DbStore(db))()
         finally:
             asyncio.run(db.close())
 

@@ -22,7 +22,7 @@ from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.logs import setup_logging
 from chargingd.ledger import Ledger, LedgerError
 from chargingd.mediation import cli as mediation_cli
-from chargingd.mediation.pipeline import Store
+from chargingd.mediation.store import CdrStore, DbStore
 
 log = logging.getLogger("chargingd.exporter")
 
@@ -105,9 +105,9 @@ async def _mediation_ledger(cfg: Config) -> AsyncIterator[Ledger]:
 
 
 @contextlib.asynccontextmanager
-async def _mediation_store(cfg: Config) -> AsyncIterator[Store]:
+async def _mediation_store(cfg: Config) -> AsyncIterator[CdrStore]:
     db = await Factory(cfg).billing_db()
     try:
-        yield db.store_cdrs
+        yield DbStore(db)
     finally:
         await db.close()

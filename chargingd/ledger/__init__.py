@@ -24,8 +24,10 @@ from chargingd.ledger.types import (
     TooManyCalls,
     UnknownAccount,
 )
+from chargingd.ledger.usage import INSUFFICIENT_POLICIES, UsageCharge, UsageRequest
 
 __all__ = [
+    "INSUFFICIENT_POLICIES",
     "Account",
     "AccountExists",
     "AccountNotActive",
@@ -44,4 +46,6 @@ __all__ = [
     "Status",
     "TooManyCalls",
     "UnknownAccount",
+    "UsageCharge",
+    "UsageRequest",
 ]

@@ -10,6 +10,8 @@ slots and are only ever touched by their own one-key scripts or plain commands.
   {a:ID}:audit       stream  audit trail, trimmed to audit_max_entries
   {a:ID}:ls:SID      hash    ledger session: debited micros, closed flag (TTL)
   {a:ID}:txn:TXN     hash    a top-up/adjustment: kind, amount, result (TTL txn_ttl_s)
+  {a:ID}:u:N:SRC:CID hash    one call charged outside live credit control (mediated) or
+                             rerated: charged, cost, reason (TTL txn_ttl_s); N = len(SRC)
   ledger:accounts    set     every account id (list_accounts pages it with SSCAN)
   ledger:identities  hash    "user:NAME" / "ani:+E164" -> account id
   ledger:holdidx     zset    account id -> when the sweeper should visit it (ms)
@@ -66,6 +68,11 @@ def session_key(account_id: str, session_id: str) -> str:
 
 def txn_key(account_id: str, txn_id: str) -> str:
     return f"{account_tag(account_id)}:txn:{txn_id}"
+
+
+def usage_key(account_id: str, source: str, call_id: str) -> str:
+    """One call's usage charge; the source's length keeps "a:b"+"c" apart from "a"+"b:c"."""
+    return f"{account_tag(account_id)}:u:{len(source)}:{source}:{call_id}"
 
 
 def txn_owner_key(txn_id: str) -> str:

@@ -40,6 +40,7 @@ from chargingd.ledger.types import (
     TooManyCalls,
     UnknownAccount,
 )
+from chargingd.ledger.usage import UsageCharge, UsageRequest, run_usage
 
 __all__ = [
     "Account",
@@ -60,6 +61,8 @@ __all__ = [
     "Status",
     "TooManyCalls",
     "UnknownAccount",
+    "UsageCharge",
+    "UsageRequest",
 ]
 
 _SCRIPTS = (
@@ -77,6 +80,7 @@ _SCRIPTS = (
     "hold_index_drop",
     "txn_claim",
     "txn_unclaim",
+    "usage",
 )
 
 
@@ -398,6 +402,26 @@ class Ledger:
                 f" it cannot be used for {account_id!r}"
             )
         return status
+
+    async def charge_usage(self, req: UsageRequest, cost_micros: int) -> UsageCharge:
+        """Debit a call chargingd did not see live (a mediated record), once per
+        (source, call id); a replay answers the first charge (chargingd.ledger.usage)."""
+        return await run_usage(
+            self._run, req, mode="charge", amount_micros=cost_micros, base_micros=0,
+            now_ms=self.clock_ms(), audit_max=self.audit_max, ttl_ms=self.txn_ttl_ms,
+        )  # fmt: skip
+
+    async def rerate_usage(
+        self, req: UsageRequest, *, charged_micros: int, target_micros: int
+    ) -> UsageCharge:
+        """Move a call's charge from ``charged_micros`` (what it had, when the ledger
+        no longer remembers the call) to ``target_micros``: debit or refund the
+        difference, once (the same target again is a replay)."""
+        return await run_usage(
+            self._run, req, mode="rerate", amount_micros=target_micros,
+            base_micros=charged_micros, now_ms=self.clock_ms(), audit_max=self.audit_max,
+            ttl_ms=self.txn_ttl_ms,
+        )  # fmt: skip
 
     async def reserve(
         self,

@@ -12,13 +12,15 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.charge import Charger, UsageLedger
 from chargingd.mediation.payers import AccountLookup, Payers
-from chargingd.mediation.pipeline import Mediator, MemoryStore, Progress, Store, Summary
+from chargingd.mediation.pipeline import Mediator, Progress, Summary
 from chargingd.mediation.rate import Rater
+from chargingd.mediation.store import CdrStore, MemoryStore
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -27,8 +29,15 @@ if TYPE_CHECKING:
 EXIT_REJECTS = 1  # the run completed, but some rows went to a rejects file
 
 
-LedgerOpener = Callable[[Config], AbstractAsyncContextManager[AccountLookup]]
-StoreOpener = Callable[[Config], AbstractAsyncContextManager[Store]]
+DRY_RUN_REJECTS_SHOWN = 20  # per file: a dry run writes no rejects file, it shows them
+
+
+class MediationLedger(AccountLookup, UsageLedger, Protocol):
+    """What mediation uses of chargingd.ledger.Ledger: account lookups and debits."""
+
+
+LedgerOpener = Callable[[Config], AbstractAsyncContextManager[MediationLedger]]
+StoreOpener = Callable[[Config], AbstractAsyncContextManager[CdrStore]]
 
 
 async def main(
@@ -55,13 +64,16 @@ async def main(
         _ledger(cfg, source, open_ledger) as ledger,
         _store(cfg, args.dry_run, open_store) as store,
     ):
+        charger = Charger(args.source, source, store, ledger, dry_run=args.dry_run)
         mediator = Mediator(
             args.source,
             source,
             payers=Payers(source, ledger),
             rater=Rater(source, plans=cfg.rating.plans, default_plan=cfg.rating.default_plan),
             store=store,
+            charger=charger,
             batch_size=cfg.mediation.batch_size,
+            dry_run=args.dry_run,
         )
         total = Summary()
         show = not args.quiet and sys.stderr.isatty()
@@ -69,23 +81,35 @@ async def main(
             with _progress(path, show) as advance:
                 summary = await mediator.run_file(path, rejects_dir, advance)
             total.add(summary)
-            if summary.reject_file:
-                print(f"{path}: {summary.rejected} rejected -> {summary.reject_file}")
+            _report(path, summary)
     prefix = "dry run: " if args.dry_run else ""
     print(f"{prefix}{total.line()}")
     # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
     return EXIT_REJECTS if total.rejected else 0
 
 
+def _report(path: Path, summary: Summary) -> None:
+    """Where a file's rejects went; a dry run shows the first ones instead."""
+    if summary.reject_file:
+        print(f"{path}: {summary.rejected} rejected -> {summary.reject_file}")
+    for line_no, reject in summary.rejects[:DRY_RUN_REJECTS_SHOWN]:
+        print(f"{path}:{line_no}: rejected: {reject.reason}")
+    hidden = summary.rejected - min(len(summary.rejects), DRY_RUN_REJECTS_SHOWN)
+    if summary.rejects and hidden > 0:
+        print(f"{path}: {hidden} more rejected")
+
+
 def needs_ledger(source: SourceConfig) -> bool:
-    """The ledger is needed to find accounts (ani) or their tariff (no source plan)."""
-    return source.account_rule == "ani" or not source.plan
+    """The ledger is needed to find accounts (ani) or their tariff (no source plan), and
+    to debit the calls of a source charged to it."""
+    charged = source.charge == "ledger" and source.rate
+    return charged or source.account_rule == "ani" or not source.plan
 
 
 @contextlib.asynccontextmanager
 async def _ledger(
     cfg: Config, source: SourceConfig, open_ledger: LedgerOpener
-) -> AsyncIterator[AccountLookup | None]:
+) -> AsyncIterator[MediationLedger | None]:
     if not needs_ledger(source):
         yield None
         return
@@ -94,7 +118,7 @@ async def _ledger(
 
 
 @contextlib.asynccontextmanager
-async def _store(cfg: Config, dry_run: bool, open_store: StoreOpener) -> AsyncIterator[Store]:
+async def _store(cfg: Config, dry_run: bool, open_store: StoreOpener) -> AsyncIterator[CdrStore]:
     if dry_run:
         yield MemoryStore()
         return

@@ -47,6 +47,7 @@ class Call:
     account: str  # the row's account code ("" when none)
     status: str  # CdrStatus.NORMAL or CdrStatus.UNANSWERED
     extra: dict[str, str] = field(default_factory=dict)
+    raw: str = ""  # the record as the file holds it (for a reject after normalising)
 
 
 def strip_uri(raw: str) -> str:
@@ -107,6 +108,7 @@ class Normaliser:
             account=raw.account,
             status=CdrStatus.NORMAL if answer_ms else CdrStatus.UNANSWERED,
             extra=raw.extra,
+            raw=raw.raw,
         )
 
     def caller(self, raw: RawCall) -> str:

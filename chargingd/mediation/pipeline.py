@@ -1,28 +1,34 @@
-"""The mediation run: read a file, normalise, rate, store; rejects to a CSV file.
+"""The mediation run: read a file, normalise, rate, charge, store; rejects to a CSV file.
 
 ``normalised`` is the pure half (lines in, calls and rejects out) and needs no
-database. ``Mediator`` adds the payer lookup, rating and the injected ``store``
-(BillingDB.store_cdrs, or a MemoryStore), batch by batch.
+database. ``Mediator`` adds the payer lookup, rating, the source's charge mode
+(mediation.charge) and the injected store (the billing database, or memory), batch
+by batch. A ``--dry-run`` writes nothing at all: no CDR, no ledger debit, no rejects
+file (its rejects are kept in the Summary for the command to show).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.core.money import format_amount
+from chargingd.mediation.charge import Charger
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import RawCall, Reject, RowError
+from chargingd.mediation.store import CdrStore
 
-Store = Callable[[Sequence[CDR]], Awaitable[int]]
 Progress = Callable[[int], None]  # advanced by the characters read
+BOM = "\ufeff"  # a UTF-8 byte-order mark, decoded: any format's file may start with one
+DRY_RUN_REJECTS_KEPT = 1000
 
 
 @dataclass
@@ -34,8 +40,11 @@ class Summary:
     duplicates: int = 0
     rejected: int = 0
     unanswered: int = 0
+    charged_micros: int = 0  # what the ledger moved for the stored calls
+    would_debit_micros: int = 0  # --dry-run: what a real run would debit
     reject_file: str = ""
     files: list[str] = field(default_factory=list)
+    rejects: list[tuple[int, Reject]] = field(default_factory=list)  # --dry-run only
 
     def add(self, other: Summary) -> None:
         """Add another file's counts to this one."""
@@ -44,30 +53,42 @@ class Summary:
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.unanswered += other.unanswered
+        self.charged_micros += other.charged_micros
+        self.would_debit_micros += other.would_debit_micros
         self.files.extend(other.files)
 
     def line(self) -> str:
         """The one-line summary printed at the end of a run."""
-        return (
+        text = (
             f"read {self.read}, stored {self.stored}, duplicates {self.duplicates}, "
             f"rejected {self.rejected}, unanswered {self.unanswered}"
         )
+        if self.charged_micros:
+            text += f", debited {format_amount(self.charged_micros, 2)}"
+        if self.would_debit_micros:
+            text += f", would debit {format_amount(self.would_debit_micros, 2)}"
+        return text
 
 
-class MemoryStore:
-    """An in-memory CDR store, idempotent on (source, call_id) like the billing DB."""
+def _charged(cdrs: list[CDR]) -> int:
+    """What the ledger holds for these calls (the first record of each call)."""
+    seen: set[str] = set()
+    total = 0
+    for c in cdrs:
+        if c.call_id not in seen:
+            seen.add(c.call_id)
+            total += c.charged_micros
+    return total
 
-    def __init__(self) -> None:
-        self.cdrs: dict[tuple[str, str], CDR] = {}
 
-    async def __call__(self, cdrs: Sequence[CDR]) -> int:
-        new = 0
-        for cdr in cdrs:
-            key = (cdr.source, cdr.call_id)
-            if key not in self.cdrs:
-                self.cdrs[key] = cdr
-                new += 1
-        return new
+def without_bom(lines: Iterable[str]) -> Iterator[str]:
+    """The lines with a UTF-8 byte-order mark removed from the first one (any format)."""
+    first = True
+    for line in lines:
+        if first:
+            first = False
+            line = line.removeprefix(BOM)
+        yield line
 
 
 def normalised(
@@ -75,12 +96,12 @@ def normalised(
 ) -> Iterator[tuple[int, Call | Reject]]:
     """(line number, normalised call or reject) for each record: no I/O, no database."""
     normaliser = Normaliser(name, source)
-    for line_no, item in parser_for(source)(lines):
+    for line_no, item in parser_for(source)(without_bom(lines)):
         if isinstance(item, RawCall):
             try:
                 yield line_no, normaliser.call(item)
             except RowError as exc:
-                yield line_no, Reject(str(exc), item.call_id)
+                yield line_no, Reject(str(exc), item.raw)
         else:
             yield line_no, item
 
@@ -128,8 +149,15 @@ def counted(fh: Iterable[str], progress: Progress | None, every: int = 4096) -> 
     progress(pending)
 
 
+@dataclass
+class _Batch:
+    cdrs: list[CDR] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # the line of each CDR
+    raws: list[str] = field(default_factory=list)  # the raw record of each CDR
+
+
 class Mediator:
-    """Mediates the files of one source into ``store``."""
+    """Mediates the files of one source into ``store``, charging through ``charger``."""
 
     def __init__(
         self,
@@ -138,32 +166,44 @@ class Mediator:
         *,
         payers: Payers,
         rater: Rater,
-        store: Store,
+        store: CdrStore,
+        charger: Charger,
         batch_size: int = 1000,
+        dry_run: bool = False,
     ) -> None:
         self.name = name
         self.source = source
         self.payers = payers
         self.rater = rater
         self.store = store
+        self.charger = charger
         self.batch_size = batch_size
+        self.dry_run = dry_run
 
     async def run_lines(self, lines: Iterable[str], rejects: RejectWriter | None = None) -> Summary:
         """Mediate one file's lines; rejects go to ``rejects`` when given."""
         summary = Summary()
-        batch: list[CDR] = []
+
+        def reject(line_no: int, item: Reject) -> None:
+            summary.rejected += 1
+            if rejects is not None:
+                rejects.write(line_no, item)
+            elif len(summary.rejects) < DRY_RUN_REJECTS_KEPT:
+                summary.rejects.append((line_no, item))
+
+        batch = _Batch()
         for line_no, item in normalised(lines, self.name, self.source):
             summary.read += 1
             cdr = item if isinstance(item, Reject) else await self._rated(item)
             if isinstance(cdr, Reject):
-                summary.rejected += 1
-                if rejects is not None:
-                    rejects.write(line_no, cdr)
+                reject(line_no, cdr)
                 continue
-            batch.append(cdr)
-            if len(batch) >= self.batch_size:
-                await self._flush(batch, summary)
-        await self._flush(batch, summary)
+            batch.cdrs.append(cdr)
+            batch.lines.append(line_no)
+            batch.raws.append(item.raw if isinstance(item, Call) else "")
+            if len(batch.cdrs) >= self.batch_size:
+                await self._flush(batch, summary, reject)
+        await self._flush(batch, summary, reject)
         return summary
 
     async def _rated(self, call: Call) -> CDR | Reject:
@@ -171,28 +211,40 @@ class Mediator:
             payer = await self.payers.payer(call)
             return self.rater.cdr(call, payer)
         except RowError as exc:
-            return Reject(str(exc), call.call_id)
+            return Reject(str(exc), call.raw)
 
-    async def _flush(self, batch: list[CDR], summary: Summary) -> None:
-        if not batch:
+    async def _flush(
+        self, batch: _Batch, summary: Summary, reject: Callable[[int, Reject], None]
+    ) -> None:
+        if not batch.cdrs:
             return
-        inserted = await self.store(batch)
+        settled = await self.charger.settle(batch.cdrs)
+        refused = {id(c): why for c, why in settled.refused}
+        for cdr, line_no, raw in zip(batch.cdrs, batch.lines, batch.raws, strict=True):
+            if id(cdr) in refused:
+                reject(line_no, Reject(refused[id(cdr)], raw))
+        inserted = await self.store.store_cdrs(settled.cdrs)
         summary.stored += inserted
-        summary.duplicates += len(batch) - inserted
-        summary.unanswered += sum(1 for c in batch if c.status == CdrStatus.UNANSWERED)
-        batch.clear()
+        summary.duplicates += len(settled.cdrs) - inserted
+        summary.unanswered += sum(1 for c in settled.cdrs if c.status == CdrStatus.UNANSWERED)
+        summary.would_debit_micros += settled.would_debit_micros
+        summary.charged_micros += _charged(settled.cdrs)
+        batch.cdrs, batch.lines, batch.raws = [], [], []
 
     async def run_file(
         self, path: Path, rejects_dir: str = "", progress: Progress | None = None
     ) -> Summary:
-        """Mediate one file; its rejects go to FILE.rejects.csv."""
-        writer = RejectWriter(rejects_path(path, rejects_dir))
+        """Mediate one file; its rejects go to FILE.rejects.csv (a dry run writes none)."""
+        writer = None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir))
         try:
             with open(path, encoding="utf-8", errors="replace", newline="") as fh:
                 summary = await self.run_lines(counted(fh, progress), writer)
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         summary.files.append(str(path))
+        if writer is None:
+            return summary
         if summary.rejected:
             summary.reject_file = str(writer.path)
         else:

@@ -1,7 +1,10 @@
 """Price a normalised call with its payer's tariff plan and make the rated CDR.
 
-The plan is the source's ``plan`` file when set, else the plan of the account's
-tariff id ([rating] plans), else [rating] default_plan. Plans load once per run.
+The plan is the source's ``plan`` (an id of [rating] plans, or a file) when set, else
+the plan of the account's tariff exactly as live credit control picks it
+(RatingConfig.plan_for: [rating] plans[tariff], or default_plan for an account
+naming none). The CDR's ``tariff`` names the plan the way live CDRs do: the plan id
+("gold", "default"), not the rating plan inside the file. Plans load once per run.
 Unanswered calls are not priced: they are kept with zero billed time and cost.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from chargingd.billing.cdr import CDR, CdrStatus
+from chargingd.core.config import RatingConfig
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call, utc_datetime
 from chargingd.mediation.payers import Payer
@@ -37,17 +41,24 @@ class Rater:
         loader: PlanLoader = _default_loader,
     ) -> None:
         self.source = source
-        self.plan_paths = dict(plans or {})
-        self.default_plan = default_plan
+        self.rating = RatingConfig(default_plan=default_plan, plans=dict(plans or {}))
         self.loader = loader
         self._loaded: dict[str, TariffPlan] = {}
 
-    def plan_path(self, tariff: str) -> str:
-        """The plan file for an account's tariff id; RowError when none applies."""
-        path = self.source.plan or self.plan_paths.get(tariff) or self.default_plan
-        if not path:
-            raise RowError(f"no tariff plan for tariff {tariff!r}")
-        return path
+    def choose(self, tariff: str) -> tuple[str, str]:
+        """(plan id, file) for an account's tariff; RowError when none applies."""
+        if self.source.plan:
+            return self.rating.plan_named(self.source.plan)
+        found = self.rating.plan_for(tariff)
+        if found is None:
+            raise RowError(f"no tariff plan for tariff {tariff!r} ([rating] plans, default_plan)")
+        return found
+
+    def _name(self, tariff: str) -> str:
+        try:
+            return self.choose(tariff)[0]
+        except RowError:
+            return tariff
 
     def plan(self, path: str) -> TariffPlan:
         plan = self._loaded.get(path)
@@ -58,8 +69,9 @@ class Rater:
     def cdr(self, call: Call, payer: Payer) -> CDR:
         """The rated CDR of ``call``; RowError (the reject reason) when it cannot be priced."""
         if call.status == CdrStatus.UNANSWERED or not self.source.rate:
-            return _make(call, payer, payer.currency, payer.tariff, "", 0, 0)
-        plan = self.plan(self.plan_path(payer.tariff))
+            return _make(call, payer, payer.currency, self._name(payer.tariff), "", 0, 0)
+        plan_id, path = self.choose(payer.tariff)
+        plan = self.plan(path)
         try:
             cost = plan.rate(
                 subject=payer.account_id,
@@ -78,7 +90,7 @@ class Rater:
         # A ledger account's money is in its own currency; otherwise the plan says.
         currency = payer.currency if payer.from_ledger else plan.currency or payer.currency
         return _make(
-            call, payer, currency, cost.plan_id, cost.destination_id, billed_s, cost.cost_micros
+            call, payer, currency, plan_id, cost.destination_id, billed_s, cost.cost_micros
         )
 
 

@@ -31,6 +31,8 @@ class RawCall:
     account: str = ""  # accountcode column, when the switch has one
     gateway: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    total_s: int | None = None  # the switch's whole duration (end - start), when it has one
+    raw: str = ""  # the record as the file holds it (its line or lines), for rejects
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ SPECIAL: dict[str, Any] = {
     "export.consumer": "consumer-nd",
     "export.dead_letter_stream": "cdr:dead-nd",
     "export.group": "exporter-nd",
-    "mediation.sources": {"pbx": {"format": "asterisk"}},
+    "mediation.sources": {"pbx": {"format": "asterisk", "charge": "ledger"}},
     "radius.bind": "127.0.0.1",
     "radius.clients": None,  # one client with every field set, below
     "radius.h323_return_codes": {"insufficient_credit": 9},

@@ -21,13 +21,13 @@ from chargingd.billing.rerate import (
     compute,
     make_plan_resolver,
     parse_when,
-    pending_adjustments,
+    pending_charges,
     post_pending,
     record,
 )
 from chargingd.core.config import config_from_dict
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode, UsageRequest
 
 PLAN = """
 [tariff]
@@ -66,10 +66,16 @@ def _plan(tmp_path: Path, name: str, per_minute: str) -> Path:
     return path
 
 
+def live_cdr(i: int) -> Any:
+    """A live call's CDR: its session debited its cost."""
+    cdr = make_cdr(i)
+    return make_cdr(i, charge="live", charged_micros=cdr.cost_micros)
+
+
 @pytest.fixture
 async def db(pg_url: str) -> AsyncIterator[BillingDB]:
     database = await BillingDB.open(pg_url)
-    await database.store_cdrs([make_cdr(i) for i in range(N)])
+    await database.store_cdrs([live_cdr(i) for i in range(N)])
     yield database
     await database.close()
 
@@ -116,7 +122,7 @@ async def test_account_tariffs_and_unpriced_cdrs(
     assert report.errors == {"no tariff plan": 20}
     assert report.accounts[("acct-1", "EUR")].diff_micros == 0
     assert report.changes == []
-    assert await record(db, report, who="t", reason="t") is None
+    assert await record(db, report, cfg, who="t", reason="t") is None
 
 
 async def test_apply_once_then_resume_is_a_no_op(
@@ -126,38 +132,89 @@ async def test_apply_once_then_resume_is_a_no_op(
     plan_for = make_plan_resolver(cfg, ledger, str(_plan(tmp_path, "cheap", "0.012")))
     report = await compute(db, plan_for, start=START, end=END, account_id="acct-1")
     assert list(report.accounts) == [("acct-1", "EUR")]
-    run_id = await record(db, report, who="t", reason="price cut")
-    assert run_id is not None and run_id == report.run_id()
-    pending = await pending_adjustments(db)
-    assert [(p.account_id, p.txn_id) for p in pending] == [("acct-1", f"{run_id}:acct-1:EUR")]
     old = sum(d * 10_000 for d in _durations(1))
     new = sum(d * 200 for d in _durations(1))
-    assert pending[0].amount_micros == old - new  # a price cut credits the account
+    assert report.accounts[("acct-1", "EUR")].ledger_micros == new - old  # a refund
+    run_id = await record(db, report, cfg, who="t", reason="price cut")
+    assert run_id is not None and run_id == report.run_id()
+    pending = await pending_charges(db)
+    assert len(pending) == 20 and {p.account_id for p in pending} == {"acct-1"}
+    assert sum(p.old_charged - p.target_charged for p in pending) == old - new
 
-    # Crash after the ledger applied it but before the DB noted it: posting again
-    # uses the same transaction id, so the ledger applies it once.
-    adj = pending[0]
-    why = f"rerate {run_id}: 20 CDRs, {old / 1e6:.6f} -> {new / 1e6:.6f} EUR"
-    await ledger.adjust("acct-1", adj.amount_micros, txn_id=adj.txn_id, who="t", why=why,
-                        currency="EUR")  # fmt: skip
+    # Crash after the ledger applied some but before the DB noted them: posting again
+    # meets the calls' keys in the ledger, so each call moves once.
+    for p in pending[:7]:
+        req = UsageRequest(p.account_id, p.source, p.call_id, p.currency, p.insufficient,
+                           "t", "")  # fmt: skip
+        await ledger.rerate_usage(req, charged_micros=p.old_charged, target_micros=p.target_charged)
     posted = await post_pending(db, ledger, who="t")
-    assert len(posted) == 1
+    assert len(posted) == 20 and not any(s.error for s in posted)
+    assert sum(s.moved_micros for s in posted) == -(old - new) - sum(
+        p.target_charged - p.old_charged for p in pending[:7]
+    )
     assert (await ledger.get_account("acct-1")).balance_micros == old - new
     assert await post_pending(db, ledger, who="t") == []
-    # The DB now holds the new costs, the first cost, and the usage follows.
-    usage = await db.usage("acct-1")
-    assert usage[0].cost_micros == new
+    # The DB now holds the new costs and charges, the first cost, and the usage follows.
+    (usage,) = await db.usage("acct-1")
+    assert usage.cost_micros == usage.charged_micros == new
     again = await compute(db, plan_for, start=START, end=END, account_id="acct-1")
     assert again.changes == []
 
     async def firsts(conn: Any) -> list[tuple[Any, ...]]:
         cur = await conn.execute(
-            "SELECT sum(original_cost_micros), count(DISTINCT rerate_run_id) FROM cdrs"
-            " WHERE account_id = 'acct-1'"
+            "SELECT sum(original_cost_micros), count(DISTINCT rerate_run_id), sum(charged_micros),"
+            " min(charge_reason) FROM cdrs WHERE account_id = 'acct-1'"
         )
         return list(await cur.fetchall())
 
-    assert await db.run(firsts) == [(old, 1)]
+    assert await db.run(firsts) == [(old, 1, new, "rerate")]
+
+
+async def test_never_refunds_money_never_taken(pg_url: str, ledger: Ledger, tmp_path: Path) -> None:
+    """The issue's repro: mediated calls that never touched the balance (charge none,
+    stored before charged_micros existed) and calls only recorded (recorded_only) get
+    a cheaper price; no money moves. A capped call is never charged more than it was."""
+    db = await BillingDB.open(pg_url)
+    try:
+        cdrs = [make_cdr(i, source="pbx", account_id="acct-1") for i in range(5)]
+        cdrs += [make_cdr(i, source="gw", account_id="acct-1", charge="recorded_only")
+                 for i in range(5, 10)]  # fmt: skip
+        capped = make_cdr(10, source="pbx", account_id="acct-2", charge="mediated_debit",
+                          charged_micros=50_000, charge_reason="capped")  # fmt: skip
+        assert await db.store_cdrs([*cdrs, capped]) == 11
+        cfg = config_from_dict({})
+        seen: list[tuple[int, int]] = []
+        for price in ("0.90", "0.012", "0.90", "0.0001"):
+            plan_for = make_plan_resolver(cfg, ledger, str(_plan(tmp_path, "p", price)))
+            report = await compute(db, plan_for, start=START, end=END)
+            assert report.accounts[("acct-1", "EUR")].ledger_micros == 0
+            await record(db, report, cfg, who="t", reason=f"price {price}")
+            await post_pending(db, ledger, who="t")
+            assert (await ledger.get_account("acct-1")).balance_micros == 0
+            seen.append(await _charged(db, capped.call_id))
+        # 0.90: dearer, never more than it charged; 0.012: cheaper (70 s x 200 = 14_000),
+        # refund the difference; 0.90 again: still no more than 14_000; 0.0001: its price.
+        assert [charged for charged, _ in seen[:3]] == [50_000, 14_000, 14_000]
+        assert [cost for _, cost in seen[:3]] == [70 * 15_000, 14_000, 70 * 15_000]
+        last_charged, last_cost = seen[3]
+        assert last_charged == last_cost < 14_000
+        assert (await ledger.get_account("acct-2")).balance_micros == 50_000 - last_charged
+    finally:
+        await db.close()
+
+
+async def _charged(db: BillingDB, call_id: str) -> tuple[int, int]:
+    async def work(conn: Any) -> tuple[int, int]:
+        cur = await conn.execute(
+            "SELECT charged_micros, cost_micros, charge_reason FROM cdrs WHERE call_id = %s",
+            (call_id,),
+        )
+        charged, cost, reason = await cur.fetchone()
+        assert reason == "capped"
+        return int(charged), int(cost)
+
+    result: tuple[int, int] = await db.run(work)
+    return result
 
 
 def test_dates() -> None:
@@ -204,6 +261,7 @@ async def test_cli_report_apply_and_reapply(
     applied = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30", "--apply")
     assert applied["run_id"].startswith("rr-")
     assert sorted(a["account_id"] for a in applied["applied"]) == ["acct-0", "acct-1", "acct-2"]
+    assert {a["calls"] for a in applied["applied"]} == {20}
     balance = {a: (await ledger.get_account(f"acct-{a}")).balance_micros for a in range(3)}
     assert balance[1] == -(old1 // 2)  # a price rise debits the difference
     assert balance[0] == sum(d * 10_000 - d * 200 for d in _durations(0))

@@ -177,19 +177,30 @@ def test_sources_table_in_config() -> None:
         {
             "mediation": {
                 "sources": {
-                    "pbx": {"format": "asterisk", "cause_map": {"BUSY": 17}},
-                    "gen": {"format": "csv", "mapping": {"callee": 1, "end": "stop"}},
+                    "pbx": {"format": "asterisk", "cause_map": {"BUSY": 17}, "charge": "ledger"},
+                    "gen": {
+                        "format": "csv",
+                        "mapping": {"callee": 1, "end": "stop"},
+                        "charge": "record_only",
+                    },
                 }
             }
         }
     )
-    assert cfg.mediation.sources["pbx"] == SourceConfig(format="asterisk", cause_map={"BUSY": 17})
+    assert cfg.mediation.sources["pbx"] == SourceConfig(
+        format="asterisk", cause_map={"BUSY": 17}, charge="ledger"
+    )
     assert cfg.mediation.sources["gen"].mapping == {"callee": 1, "end": "stop"}
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
+        ({"format": "asterisk"}, 'charge must say whose money the calls move: "ledger"'),
+        ({"charge": "debit"}, "charge must say whose money"),
+        ({"charge": "ledger", "insufficient": "overdraft"}, "insufficient must be debt or cap"),
+        ({"charge": "ledger", "rate": False}, 'charge = "ledger" needs rate = true'),
+        ({"charge": "record_only", "match_on": ""}, "needs match_source and match_on"),
         ({"format": "nosuch"}, "format must be one of"),
         ({"time_zone": "Mars/Olympus"}, "not an IANA zone"),
         ({"account_rule": "fixed"}, "needs account"),
@@ -209,6 +220,8 @@ def test_sources_table_in_config() -> None:
     ],
 )
 def test_bad_source_config_names_the_key(table: dict[str, object], message: str) -> None:
+    if table != {"format": "asterisk"}:  # that case shows the missing charge
+        table = {"charge": "record_only", **table}  # every source must say it
     with pytest.raises(ConfigError, match=r"my\.toml") as err:
         config_from_dict({"mediation": {"sources": {"x": table}}}, "my.toml")
     assert message in str(err.value)
@@ -229,4 +242,4 @@ def test_commented_source_example_is_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("\n".join(block) + "\n")
     cfg = load_config(path)
-    assert cfg.mediation.sources["pbx1"] == SourceConfig(format="asterisk")
+    assert cfg.mediation.sources["pbx1"] == SourceConfig(format="asterisk", charge="ledger")

@@ -15,9 +15,11 @@ from paths import FIXTURES as ALL_FIXTURES
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.ledger import Ledger, Mode
+from chargingd.mediation.charge import Charger
 from chargingd.mediation.payers import Payers
-from chargingd.mediation.pipeline import Mediator, MemoryStore, Store
+from chargingd.mediation.pipeline import Mediator
 from chargingd.mediation.rate import Rater
+from chargingd.mediation.store import CdrStore, DbStore, MemoryStore
 
 FIXTURES = ALL_FIXTURES / "cdr"
 TARIFF = str(FIXTURES / "tariff_tp")
@@ -30,16 +32,18 @@ ASTERISK = SourceConfig(
     account="pbx-customer",
     plan=TARIFF,
     tenant="chargingd.test",
+    charge="record_only",  # these tests look at rating and storage; test_charge.py at money
 )
 
 
-def mediator(source: SourceConfig, store: Store, ledger: Ledger | None = None) -> Mediator:
+def mediator(source: SourceConfig, store: CdrStore, ledger: Ledger | None = None) -> Mediator:
     return Mediator(
         "pbx1",
         source,
         payers=Payers(source, ledger),
         rater=Rater(source),
         store=store,
+        charger=Charger("pbx1", source, store, ledger),
         batch_size=2,
     )
 
@@ -72,7 +76,7 @@ async def test_rates_stores_and_rerun_adds_nothing(tmp_path: Path) -> None:
         200_000,
         300,
         "DST_DE_MUC",
-        "RP_STD",
+        TARIFF,  # the source's plan file (not an id of [rating] plans)
     )
     assert (muc.account_id, muc.currency, muc.status) == ("pbx-customer", "EUR", "normal")
     paris = store.cdrs[("pbx1", "1782900000.21")]
@@ -155,7 +159,10 @@ async def test_ani_rule_finds_the_ledger_account(ledger: Ledger, tmp_path: Path)
     source = dataclasses.replace(ASTERISK, account_rule="ani", account="", plan="")
     rater = Rater(source, plans={"std": TARIFF})
     store = MemoryStore()
-    med = Mediator("pbx1", source, payers=Payers(source, ledger), rater=rater, store=store)
+    med = Mediator(
+        "pbx1", source, payers=Payers(source, ledger), rater=rater, store=store,
+        charger=Charger("pbx1", source, store, ledger),
+    )  # fmt: skip
     summary = await med.run_file(copy_fixture("asterisk_Master.csv", tmp_path))
     # Carol's two calls are hers; Dave's and Eve's callers have no ani identity.
     assert summary.stored == 2
@@ -184,8 +191,8 @@ async def test_real_database_rerun_stores_nothing_twice(pg_url: str, tmp_path: P
             ("cucm_cdr.csv", dataclasses.replace(ASTERISK, format="cucm", time_zone="UTC")),
         ):
             path = copy_fixture(name, tmp_path)
-            first = await mediator(source, db.store_cdrs).run_file(path)
-            again = await mediator(source, db.store_cdrs).run_file(path)
+            first = await mediator(source, DbStore(db)).run_file(path)
+            again = await mediator(source, DbStore(db)).run_file(path)
             assert first.stored > 0
             assert (again.stored, again.duplicates) == (0, first.stored)
         assert await db.count_cdrs() == 5 + 3

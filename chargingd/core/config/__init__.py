@@ -178,6 +178,10 @@ class SessionsConfig:
         return self.client_countries.get(client, self.default_country)
 
 
+# The plan id of [rating] default_plan, as accounts (tariff) and CDRs (tariff) name it.
+DEFAULT_PLAN_ID = "default"
+
+
 @dataclass(frozen=True)
 class RatingConfig:
     # Tariff file for accounts whose tariff is empty; empty = none (such calls are refused).
@@ -189,6 +193,30 @@ class RatingConfig:
         for plan_id, path in self.plans.items():
             if not plan_id or not path:
                 raise ValueError('plans entries must be id = "path" with both non-empty')
+
+    def plan_for(self, tariff: str) -> tuple[str, str] | None:
+        """(plan id, file) rating an account whose tariff is ``tariff``, named as live
+        CDRs name it: the tariff itself when [rating] plans has it, "default" for
+        default_plan (tariff "" or "default"); None when no loaded plan answers."""
+        if tariff in self.plans:
+            return tariff, self.plans[tariff]
+        if tariff in ("", DEFAULT_PLAN_ID) and self.default_plan:
+            return DEFAULT_PLAN_ID, self.default_plan
+        return None
+
+    def plan_named(self, plan: str) -> tuple[str, str]:
+        """(plan id, file) of a plan given by id or by file (a source's ``plan``): the
+        id of [rating] plans naming that file when there is one, else the file itself."""
+        if plan in self.plans:
+            return plan, self.plans[plan]
+        if plan == DEFAULT_PLAN_ID and self.default_plan:
+            return DEFAULT_PLAN_ID, self.default_plan
+        for plan_id, path in self.plans.items():
+            if path == plan:
+                return plan_id, path
+        if plan == self.default_plan:
+            return DEFAULT_PLAN_ID, plan
+        return plan, plan
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ FORMATS = (
     "csv",  # any CSV with a configured column mapping
 )
 ACCOUNT_RULES = ("ani", "accountcode", "fixed")
+# How a source's calls move money (DESIGN invariant 7); every source says which.
+CHARGE_MODES = ("ledger", "record_only")
+INSUFFICIENT = ("debt", "cap")
 UNPREFIXED = ("international", "national")
 # Fields a generic CSV mapping may fill (see docs/mediation.md).
 MAPPABLE = (
@@ -61,6 +64,22 @@ class SourceConfig:
     plan: str = ""
     # Price the calls; false stores them unrated (cost 0) for a later `chargingd rerate`.
     rate: bool = True
+    # Whose money the calls move; required (no default: a wrong guess charges twice or
+    # never). "ledger": a switch chargingd does not control in real time; each call's
+    # rated cost is debited once, keyed by (source, call id), so prepaid balances and
+    # postpaid credit limits see the usage. "record_only": calls chargingd already
+    # charged live; each is matched to its live CDR and never charged again.
+    charge: str = ""
+    # charge = "ledger", when the account cannot pay the whole cost (balance - holds,
+    # + credit limit for postpaid): "debt" debits it all (the call happened: a prepaid
+    # balance goes below zero, CDR reason "debt"); "cap" debits what is available (CDR
+    # charged_micros < cost_micros, reason "capped"; the rest is yours to collect).
+    insufficient: str = "debt"
+    # charge = "record_only": the source of the live CDRs these calls repeat, and where
+    # the live call's id is: "call_id" (the call id this format reads) or an extra
+    # field of the mediated call (cisco_radius: "Acct-Session-Id").
+    match_source: str = "radius"
+    match_on: str = "call_id"
     currency: str = "EUR"
     tenant: str = ""
     category: str = "call"
@@ -83,6 +102,7 @@ class SourceConfig:
             zoneinfo.ZoneInfo(self.time_zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"time_zone {self.time_zone!r} is not an IANA zone") from None
+        self._validate_charge()
         if self.account_rule not in ACCOUNT_RULES:
             raise ValueError(f"account_rule must be one of {', '.join(ACCOUNT_RULES)}")
         if self.account_rule == "fixed" and not self.account:
@@ -97,6 +117,19 @@ class SourceConfig:
             raise ValueError("delimiter must be one character")
         self._validate_fields()
         self._validate_mapping()
+
+    def _validate_charge(self) -> None:
+        if self.charge not in CHARGE_MODES:
+            raise ValueError(
+                'charge must say whose money the calls move: "ledger" (debit each call'
+                ' once) or "record_only" (calls chargingd charged live)'
+            )
+        if self.insufficient not in INSUFFICIENT:
+            raise ValueError("insufficient must be debt or cap")
+        if self.charge == "ledger" and not self.rate:
+            raise ValueError('charge = "ledger" needs rate = true (an unrated call has no cost)')
+        if self.charge == "record_only" and not (self.match_source and self.match_on):
+            raise ValueError('charge = "record_only" needs match_source and match_on')
 
     def _validate_fields(self) -> None:
         """A custom FreeSWITCH template must name a call id, a callee and an end time
