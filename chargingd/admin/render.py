@@ -16,6 +16,7 @@ class _Console(Console):
     def on_broken_pipe(self) -> None:
         # rich's own handling exits 1; `chargingd` (app/cli.py) ends a closed pipe as any
         # Unix tool does (141), whichever write meets it first.
+        self.quiet = True
         raise BrokenPipeError
 
 
