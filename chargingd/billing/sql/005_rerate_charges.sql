@@ -1,4 +1,4 @@
--- 004: rerating settles each call's charge, not a per-account sum (issue 9).
+-- 005: rerating settles each call's charge, not a per-account sum (issue 9).
 -- A rerate moves a call's charged_micros to a target: the new price for a call the
 -- ledger charged in full, never more than it charged for one it charged less (capped,
 -- forgiven), nothing for a call the ledger never charged (recorded_only, none). One
