@@ -136,13 +136,16 @@ async def test_stop_drains_an_in_flight_request(
         stats = harness.registry.component("admin")
         async with AsyncAdminClient(harness.path) as client:
             await client.call("account.list", {})
-            # A real slow request: Redis itself holds every client for 300 ms.
-            await pauser.execute_command("CLIENT", "PAUSE", 300, "ALL")  # type: ignore[no-untyped-call]
+            # A real slow request: Redis itself holds every client for 1 s (long enough
+            # that a loaded machine still stops the server while it is in flight; under
+            # the 2 s grace of the harness).
+            await pauser.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # type: ignore[no-untyped-call]
             call = asyncio.create_task(client.call("account.list", {}))
             await wait_for(lambda: stats.get("requests") == 2)
+            assert not call.done()  # in flight when the stop begins
             started = time.monotonic()
             await harness.server.stop()
-            assert time.monotonic() - started >= 0.1
+            assert time.monotonic() - started >= 0.1  # stop waited for it
             assert (await call) == {"cursor": 0, "accounts": []}
     await pauser.aclose()
 
