@@ -129,7 +129,20 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
         dropped = _drops(front, proc.get("drops_by_client") or {})
         if dropped:
             table.add_row("  dropped", dropped)
+    diameter = status.get("diameter")
+    if isinstance(diameter, dict) and "frontend" in diameter:
+        table.add_row("diameter", _diameter_summary(diameter))
     console.print(table)
+
+
+def _diameter_summary(dia: dict[str, Any]) -> str:
+    """One line of the Diameter frontend's counters (server.status "diameter")."""
+    front, sent = dia.get("frontend") or {}, dia.get("initiated") or {}
+    parts = [f"port={dia.get('port', '')}", f"peers_open={dia.get('peers_open', 0)}"]
+    parts += [f"{k}={front.get(k, 0)}" for k in ("received", "malformed", "unknown_peer")]
+    parts += [f"{k}={sent.get(k, 0)}" for k in ("asr_confirmed", "asr_failed", "rar_confirmed")]
+    parts += [f"late_answers={dia.get('late_answers', 0)}", f"relayed={dia.get('relayed', 0)}"]
+    return ", ".join(parts)
 
 
 # Requests the frontend dropped without an answer: a gateway only sees timeouts.

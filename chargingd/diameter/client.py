@@ -34,7 +34,13 @@ class ClientIdentity:
 
 
 def cer(
-    me: ClientIdentity, hbh: int, e2e: int, *, vsai_vendor: int | None = None, app: int = 4
+    me: ClientIdentity,
+    hbh: int,
+    e2e: int,
+    *,
+    vsai_vendor: int | None = None,
+    app: int = 4,
+    origin_state_id: int = 1,
 ) -> bytes:
     """A CER naming Credit-Control plainly, or inside Vendor-Specific-Application-Id."""
     if vsai_vendor is None:
@@ -50,7 +56,7 @@ def cer(
         + dc.address(A.HOST_IP_ADDRESS, me.host_ip)
         + dc.u32(A.VENDOR_ID, 0)
         + dc.utf8(A.PRODUCT_NAME, "test-client", flags=0)
-        + dc.u32(A.ORIGIN_STATE_ID, 1)
+        + dc.u32(A.ORIGIN_STATE_ID, origin_state_id)
         + apps
     )
     return dc.encode(Cmd.CAPABILITIES_EXCHANGE, dc.FLAG_R, 0, hbh, e2e, body)

@@ -96,6 +96,10 @@ class DiameterFrontend:
             duplicate_entries=cfg.duplicate_cache_size,
             reuse_port=reuse_port,
         )
+        self.server.on_open = self._peer_opened
+        self.credit = credit
+        self.send = send
+        self.peer_restarts = 0
         self.initiated = ServerInitiated(
             self.server, timeout_s=cfg.request_timeout_s, retries=cfg.request_retries
         )
@@ -109,6 +113,26 @@ class DiameterFrontend:
             self.late_answers += 1
             log.warning("CCR from %s answered in %.2f s (Tx is near)", peer.name, elapsed_s)
         return data
+
+    async def _peer_opened(self, peer: Peer, origin_state_id: int) -> None:
+        """RFC 6733 §8.16: a peer whose Origin-State-Id changed has restarted and lost
+        its sessions: they are closed now (CDR status gateway_restart), as an
+        Accounting-On closes a RADIUS gateway's, instead of being reaped later."""
+        if not origin_state_id:
+            return  # the peer does not say: nothing to compare
+        try:
+            (old,) = await self.send([("GETSET", f"dia:osi:{peer.name}", origin_state_id)])
+            if old is None or int(old) == origin_state_id:
+                return
+            self.peer_restarts += 1
+            log.warning("diameter peer %s restarted (Origin-State-Id %s -> %d)",
+                        peer.name, old.decode() if isinstance(old, bytes) else old,
+                        origin_state_id)  # fmt: skip
+            await self.credit.gateway_restarted(peer.origin_host, peer.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("restart check of diameter peer %s failed", peer.name)
 
     @property
     def port(self) -> int:
@@ -135,6 +159,7 @@ class DiameterFrontend:
             "initiated": self.initiated.counters.as_dict(),
             "cc_errors": self.app.errors,
             "late_answers": self.late_answers,
+            "peer_restarts": self.peer_restarts,
         }
 
 

@@ -16,8 +16,8 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from chargingd.diameter import codec as dc
 from chargingd.diameter.connection import Connection, Counters, Outcome, State
@@ -299,6 +299,8 @@ class DiameterServer:
         self.errors = 0
         self.links: set[PeerLink] = set()
         self.in_flight: set[asyncio.Task[None]] = set()  # requests being worked on
+        # Called with (peer, its Origin-State-Id) when a peer's CER is accepted.
+        self.on_open: Callable[[Peer, int], Coroutine[Any, Any, None]] | None = None
         self._by_peer: dict[str, list[PeerLink]] = {}
         self._server: asyncio.Server | None = None
 
@@ -330,8 +332,13 @@ class DiameterServer:
             self._server = None
 
     def opened(self, link: PeerLink) -> None:
-        assert link.conn is not None and link.conn.peer is not None
-        self._by_peer.setdefault(link.conn.peer.name, []).append(link)
+        conn = link.conn
+        assert conn is not None and conn.peer is not None
+        self._by_peer.setdefault(conn.peer.name, []).append(link)
+        if self.on_open is not None:
+            task = asyncio.create_task(self.on_open(conn.peer, conn.peer_origin_state_id))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
 
     def closed(self, link: PeerLink) -> None:
         self.links.discard(link)

@@ -202,3 +202,34 @@ def test_called_party_variants_are_read() -> None:
     ext = dc.grouped(A.SUBSCRIPTION_ID_EXTENSION, dc.utf8(A.SUBSCRIPTION_ID_E164, "+4930111"))
     ccr = parse_ccr(dc.decode(cl.ccr(me, cl.Call("s"), 1, 0, 1, 1, extra=ext)))
     assert ccr.calling == "+4930111", "RFC 8506 Subscription-Id-Extension"
+
+
+async def test_a_peer_that_restarted_gets_its_sessions_closed(running: Running) -> None:
+    """RFC 6733 §8.16: a new Origin-State-Id in CER means the peer lost its sessions:
+    they are closed (one CDR each, gateway_restart), not left to the reaper."""
+    from diameter_client import TcpClient
+    from sessions_harness import read_cdrs
+
+    first = await TcpClient.connect(running.port)
+    cea = await first.ask(cl.cer(first.me, *first.next_ids(), origin_state_id=100))
+    assert cea.get(A.RESULT_CODE).u32() == 2001  # type: ignore[union-attr]
+    c = cl.Call("pit-reboot", calling=CALLER, called=BERLIN)
+    assert (await first.ccr(c, 1, 0, requested_s=60)).result == 2001
+    assert (await first.ccr(c, 2, 1, used_s=20, requested_s=60)).result == 2001
+    await first.close()
+    # Same state id again (a reconnect, not a restart): the call lives on.
+    again = await TcpClient.connect(running.port)
+    await again.ask(cl.cer(again.me, *again.next_ids(), origin_state_id=100))
+    await again.close()
+    rec = await running.sessions.store.find("pit-reboot")
+    assert rec is not None and rec.state == "live"
+    rebooted = await TcpClient.connect(running.port)
+    await rebooted.ask(cl.cer(rebooted.me, *rebooted.next_ids(), origin_state_id=101))
+    for _ in range(250):
+        if await running.redis.xlen("cdr:stream"):
+            break
+        await asyncio.sleep(0.02)
+    (cdr,) = await read_cdrs(running.redis)
+    assert (cdr.call_id, cdr.status, cdr.duration_s) == ("pit-reboot", "gateway_restart", 20)
+    assert running.frontend.peer_restarts == 1
+    await rebooted.close()
