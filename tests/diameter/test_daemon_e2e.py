@@ -312,12 +312,18 @@ async def test_cuts_claimed_by_a_worker_reach_the_peer_as_asr(daemon_with_worker
             answer = await client.ccr(c, 1, 0, requested_s=60)
             assert (answer.result, answer.granted, answer.fui) == (2001, 3, True)
             calls.append(c)
+        wanted = {c.session_id for c in calls}
+
+        def aborted() -> set[str]:
+            # Two processes may both claim a deadline re-set by the cutter's own
+            # re-check (sessions/cutter): a session can get a second ASR, harmless.
+            return {m.get(263).text() for m in client.server_requests}  # type: ignore[union-attr]
+
         for _ in range(300):
-            if len(client.server_requests) >= len(calls):
+            if aborted() >= wanted:
                 break
             await asyncio.sleep(0.05)
-        aborted = {m.get(263).text() for m in client.server_requests}  # type: ignore[union-attr]
-        assert aborted == {c.session_id for c in calls}
+        assert aborted() == wanted
         for c in calls:
             assert (await client.ccr(c, 3, 1, used_s=3)).result == 2001
     finally:
