@@ -99,14 +99,19 @@ def write_setup(
     extra: str = "",
     invoicing: str = "dunning_in_serve = false",
     billing: str = "",
+    redis: str = "",
+    export: str = "run_in_serve = false",
     sessions: str = "",
 ) -> Setup:
     """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1).
 
-    ``extra`` adds keys to that client, ``sessions`` to [sessions]; ``invoicing`` and
-    ``billing`` are the bodies of those sections (dunning is off by default: it would
-    start an embedded PostgreSQL under tmp_path)."""
+    ``extra`` adds keys to that client, ``sessions`` to [sessions]; ``invoicing``,
+    ``billing``, ``redis`` and ``export`` are the bodies of those sections (dunning is
+    off by default: it would start an embedded PostgreSQL under tmp_path; no [redis]:
+    the embedded redis-server)."""
     auth_port, acct_port, coa_port = free_udp_ports(3)
+    # No [redis] table unless asked: a test may append its own (TOML: one table each).
+    redis_section = f"[redis]\n{redis}\n\n" if redis else ""
     tariff = tmp_path / "tariff.toml"
     tariff.write_text(TARIFF)
     data = tmp_path / "data"
@@ -117,8 +122,8 @@ def write_setup(
 data_dir = "{data}"
 workers = {workers}
 
-[export]
-run_in_serve = false
+{redis_section}[export]
+{export}
 
 [invoicing]
 {invoicing}
