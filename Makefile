@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config/chargingd-demo.toml
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench clean compiled uncompiled
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chargingd needs Python >= 3.11")'
@@ -38,5 +38,15 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_diameter_codec.py
 	$(BIN)/python scripts/bench_invoicing.py
 
-clean:
+# Optional: the codec, numbers and rating modules compiled with mypyc, in place (they
+# shadow the .py files until `make uncompiled`); needs a C compiler. See setup.py.
+compiled: $(STAMP)
+	CHARGINGD_MYPYC=1 $(BIN)/python setup.py build_ext --inplace
+
+uncompiled:
+	find chargingd -name '*.so' -delete
+	rm -f *__mypyc*.so
+	rm -rf build
+
+clean: uncompiled
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
@@ -37,7 +38,7 @@ CACHE_SIZE = 65_536  # normalised numbers kept (least recently used evicted)
 class NumberError(ValueError):
     """A number that cannot be read as a telephone number; ``code`` is stable."""
 
-    code = "bad_number"
+    code: ClassVar[str] = "bad_number"  # ClassVar: also a class attribute under mypyc
 
 
 def strip_uri(raw: str) -> str:
