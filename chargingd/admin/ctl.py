@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from chargingd.admin import ctl_billing
+from chargingd.admin import ctl_alerts, ctl_billing
 from chargingd.admin.methods import RpcError
 from chargingd.admin.render import RENDERERS, make_console
 from chargingd.admin.server import AdminClient, AdminUnreachable
@@ -227,6 +227,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     p.set_defaults(build=req_status)
     _session_parsers(sub.add_parser("session", help="live calls"))
     ctl_billing.add_parsers(sub)  # payment, subscription, charge, credit, billing
+    ctl_alerts.add_parsers(sub)  # alerts list, alerts resolve
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -244,7 +245,12 @@ def run(name: str, args: argparse.Namespace) -> int:
     try:
         path = _socket_path(args)
         method, params = args.build(args)
-    except (ConfigError, UsageError, ctl_billing.BillingUsageError) as exc:
+    except (
+        ConfigError,
+        UsageError,
+        ctl_billing.BillingUsageError,
+        ctl_alerts.AlertsUsageError,
+    ) as exc:
         _err(str(exc))
         return EXIT_USAGE
     try:

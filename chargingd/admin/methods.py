@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from chargingd import ledger as balance
 from chargingd.admin import sessions as adminsessions
+from chargingd.admin.alerts import ALERT_METHODS, ALERT_READ_ONLY, AlertMethodError, AlertMethods
 from chargingd.admin.billing import (
     BILLING_METHODS,
     BILLING_READ_ONLY,
@@ -25,6 +26,7 @@ from chargingd.admin.billing import (
     OpenBooks,
     rpc_code,
 )
+from chargingd.alerts import AlertError, Alerts
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.invoicing import InvoicingError
@@ -59,6 +61,7 @@ _HISTORY_MAX = 1000
 _READ_ONLY = frozenset(
     {"account.get", "account.list", "account.history", "server.status", "session.list"}
     | BILLING_READ_ONLY
+    | ALERT_READ_ONLY
 )
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -275,10 +278,11 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "session.list": ("session_list", frozenset({"account"})),
     "session.kill": ("session_kill", _WRITE | {"id"}),
     **BILLING_METHODS,  # admin/billing.py: profiles, subscriptions, charges, payments
+    **ALERT_METHODS,  # admin/alerts.py: alert.list, alert.resolve
 }
 
 
-class AdminMethods(BillingMethods):
+class AdminMethods(BillingMethods, AlertMethods):
     """The method handlers; ``dispatch`` is the error boundary of one request."""
 
     def __init__(
@@ -288,8 +292,10 @@ class AdminMethods(BillingMethods):
         sessions: adminsessions.SessionOps | None = None,
         tariffs: frozenset[str] | None = None,
         open_books: OpenBooks | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self.ledger = ledger
+        self.alerts = alerts  # the process's alert stream (None: alert.* refused)
         self.open_books = open_books  # None: no billing database (billing.* refused)
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
@@ -313,6 +319,10 @@ class AdminMethods(BillingMethods):
             response = error_response(req_id, code, message, {"code": exc.code})
         except InvoicingError as exc:
             response = error_response(req_id, rpc_code(exc), str(exc), {"code": exc.code})
+        except AlertError as exc:
+            response = error_response(req_id, INVALID_PARAMS, str(exc))
+        except AlertMethodError as exc:
+            response = error_response(req_id, exc.rpc_code, str(exc))
         except RedisError as exc:
             self.outage.failure(_REDIS_DOWN, exc)
             response = error_response(req_id, REDIS_UNAVAILABLE, f"Redis unavailable: {exc}")

@@ -206,12 +206,40 @@ def render_kill(console: Console, result: dict[str, Any]) -> None:
         console.print(f"session {result['session_id']}: gateway did not confirm; retrying")
 
 
+def render_incidents(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title="alert incidents, newest first")
+    for col in ("opened (UTC)", "last", "severity", "kind", "count", "state", "incident"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    table.add_column("summary / first calls")
+    for inc in result.get("incidents", []):
+        calls = ", ".join(inc.get("calls", [])[:3])
+        text = inc["summary"] + (f"\ncalls: {calls}" if calls else "")
+        table.add_row(
+            _ts(inc["first_ms"]),
+            _ts(inc["last_ms"]),
+            inc["severity"],
+            inc["kind"],
+            str(inc["count"]),
+            inc["state"],
+            inc["incident"],
+            text,
+        )
+    console.print(table)
+
+
+def render_resolved(console: Console, result: dict[str, Any]) -> None:
+    inc = result["incident"]
+    console.print(f"incident {inc['incident']} resolved after {inc['count']} occurrences")
+
+
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {
     "account.list": render_list,
     "account.history": render_history,
     "server.status": render_status,
     "session.list": render_sessions,
     "session.kill": render_kill,
+    "alert.list": render_incidents,
+    "alert.resolve": render_resolved,
     **{
         f"account.{m}": render_account
         for m in ("get", "create", "update", "topup", "adjust", "suspend", "resume")

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chargingd.alerts import Alerts, build_alerts
 from chargingd.app.diameter import DiameterComponent
 from chargingd.app.radius import RadiusComponent
 from chargingd.billing.db import BillingDB
@@ -92,6 +93,12 @@ class Factory:
         stack.push_async_callback(client.aclose)
         await wait_ready(client, REDIS_READY_TIMEOUT_S)
         return OpenedRedis(client, label, url or r.url)
+
+    # -- alerts ------------------------------------------------------------------------
+
+    def alerts(self, redis: RedisClient) -> Alerts:
+        """The process's alert stream ([alerts]; the webhook sender starts with it)."""
+        return build_alerts(self.cfg.alerts, redis, clock_ms=self.clock_ms)
 
     # -- money, sessions, billing ---------------------------------------------------
 

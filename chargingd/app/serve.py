@@ -71,6 +71,8 @@ class Runtime:
     sessions: Any = None
     # Set by build_billing: invoicing on the billing database (admin socket, dunning).
     billing: BillingBooks | None = None
+    # Set by build_alerts (alerts.Alerts): the one alert stream of this process.
+    alerts: Any = None
     # Extra sections of server.status, computed when asked (name -> async provider).
     probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
@@ -139,6 +141,19 @@ class HoldSweeper:
         await run_every(self._stop, self.interval_s, self.sweep_once, log=log, what="hold sweep")
 
 
+def build_alerts(rt: Runtime) -> Component:
+    """The alert stream and its webhook sender ([alerts]); started first, stopped last,
+    so every other component can raise alerts while it runs."""
+    alerts = rt.factory.alerts(rt.redis)
+    rt.alerts = alerts
+
+    async def probe() -> Any:
+        return alerts.counters()
+
+    rt.probes["alerts"] = probe
+    return alerts
+
+
 def build_sweeper(rt: Runtime) -> Component:
     stats = rt.registry.component("sweeper")
     return HoldSweeper(rt.ledger, rt.cfg.ledger.sweep_interval_s, stats)
@@ -155,6 +170,7 @@ def build_admin(rt: Runtime) -> Component:
         sessions=rt.sessions,
         tariffs=frozenset(tariffs) or None,
         open_books=rt.billing.opener("admin") if rt.billing else None,
+        alerts=rt.alerts,
     )
     return AdminServer(
         methods,
@@ -235,6 +251,7 @@ def build_dunner(rt: Runtime) -> Component:
 # "ready" means every component answers, and it stops first on shutdown; RADIUS
 # stops after it (answering queued packets) and before Redis closes.
 COMPONENTS: list[ComponentFactory] = [
+    build_alerts,
     build_sweeper,
     build_exporter,
     build_radius,

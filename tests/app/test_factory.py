@@ -25,6 +25,7 @@ from chargingd.app.factory import Factory
 from chargingd.app.serve import (
     Runtime,
     build_admin,
+    build_alerts,
     build_diameter,
     build_radius,
     build_sweeper,
@@ -84,6 +85,7 @@ SPECIAL: dict[str, Any] = {
     "invoicing.vat_rates": {"DE": "19"},
     "invoicing.destination_groups": {"Mobile": ["*MOB*"]},
     "invoicing.issuer": {"name": "nd-issuer", "address": ["1 nd street"]},
+    "alerts.webhook_url": "http://127.0.0.1:9/nd-hook",
 }
 PEER: dict[str, Any] = {
     "name": "ims1",
@@ -198,6 +200,17 @@ REACHES: dict[str, Check] = {
     "demo.accounts": lambda b: b.demo_accounts,
     "radius.clients": lambda b: [_client_as_configured(b.frontend.clients.by_name("gw1"))],
     "radius.enabled": lambda b: b.radius_enabled,
+    "alerts.dedup_window_s": lambda b: b.alerts.store.window_ms // 1000,
+    "alerts.retention_s": lambda b: b.alerts.store.retention_ms // 1000,
+    "alerts.calls_kept": lambda b: b.alerts.store.calls_kept,
+    "alerts.stream_maxlen": lambda b: b.alerts.store.stream_maxlen,
+    "alerts.webhook_url": lambda b: b.alerts.webhook.url,
+    "alerts.webhook_secret": lambda b: b.alerts.webhook.secret,
+    "alerts.webhook_timeout_s": lambda b: b.alerts.webhook.timeout_s,
+    "alerts.webhook_attempts": lambda b: b.alerts.webhook.attempts,
+    "alerts.webhook_backoff_s": lambda b: b.alerts.webhook.backoff_s,
+    "alerts.webhook_max_backoff_s": lambda b: b.alerts.webhook.max_backoff_s,
+    "alerts.webhook_queue_size": lambda b: b.alerts.webhook._queue.maxsize,
 }
 # Sections a component keeps whole and reads where it acts: the check is that the
 # component holds the loaded section (not a default one built by hand).
@@ -242,6 +255,8 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
         b.exporter = factory.exporter(opened.client, db=b.db)
         b.books = factory.books(b.db, b.ledger, who="test")
         rt = Runtime(cfg, factory, opened.client, opened.label, b.ledger, StatusRegistry())
+        b.alerts = build_alerts(rt)
+        assert rt.alerts is b.alerts
         b.sweeper = build_sweeper(rt)
         b.admin = build_admin(rt)
         b.radius_enabled = not isinstance(build_radius(rt), Disabled)

@@ -28,6 +28,7 @@ def test_example_file_equals_defaults() -> None:
     assert cfg.mediation == Config().mediation
     assert cfg.radius == Config().radius
     assert cfg.invoicing == Config().invoicing
+    assert cfg.alerts == Config().alerts
 
 
 @pytest.mark.parametrize(

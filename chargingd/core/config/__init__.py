@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chargingd.core.config.alerts import AlertsConfig
 from chargingd.core.config.diameter import DiameterConfig
 from chargingd.core.config.invoicing import InvoicingConfig
 from chargingd.core.config.mediation import MediationConfig
@@ -410,6 +411,7 @@ class Config:
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     diameter: DiameterConfig = field(default_factory=DiameterConfig)
     invoicing: InvoicingConfig = field(default_factory=InvoicingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<defaults>"
 
     def validate(self) -> None:

@@ -1,0 +1,175 @@
+"""Alert keys in Redis: one stream of incidents and the latest incident of each key.
+
+Every key carries the hash tag ``{alerts}``: the raise script touches the incident
+and the stream together, so on Redis Cluster they share one slot (alerts are rare:
+one slot is plenty).
+
+  {alerts}:stream           stream  "opened" and "closed" entries of every incident
+  {alerts}:inc:KEY          hash    the latest incident of KEY (count, first/last ms)
+  {alerts}:inc:KEY:calls    list    its triggering calls, the first calls_kept
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from chargingd.alerts.types import Incident, Raised, Severity
+
+STREAM = "{alerts}:stream"
+_PAGE = 500
+
+
+def incident_key(key: str) -> str:
+    return f"{{alerts}}:inc:{key}"
+
+
+def calls_key(key: str) -> str:
+    return f"{{alerts}}:inc:{key}:calls"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+class AlertStore:
+    """The raise/resolve scripts and the incident listing; callers never build keys."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        clock_ms: Callable[[], int],
+        dedup_window_s: int,
+        retention_s: int,
+        calls_kept: int,
+        stream_maxlen: int,
+    ) -> None:
+        self.redis = redis
+        self.clock_ms = clock_ms
+        self.window_ms = dedup_window_s * 1000
+        self.retention_ms = retention_s * 1000
+        self.calls_kept = calls_kept
+        self.stream_maxlen = stream_maxlen
+        lua = resources.files("chargingd.alerts") / "lua"
+        self._raise = redis.register_script((lua / "raise.lua").read_text())
+        self._resolve = redis.register_script((lua / "resolve.lua").read_text())
+
+    async def raise_(
+        self,
+        key: str,
+        *,
+        kind: str,
+        severity: Severity,
+        summary: str,
+        details_json: str,
+        call: str,
+        now_ms: int,
+    ) -> Raised:
+        """Count one occurrence (arguments already checked by Alerts.raise_alert)."""
+        keys = [incident_key(key), calls_key(key), STREAM]
+        args = [key, kind, severity.value, summary, details_json, call, now_ms]
+        args += [self.window_ms, self.retention_ms, self.calls_kept, self.stream_maxlen]
+        reply = await self._raise(keys=keys, args=args)
+        if _s(reply[0]) == "opened":
+            return Raised(_s(reply[1]), True, 1)
+        return Raised(_s(reply[1]), False, int(reply[2]))
+
+    async def resolve(self, key: str, *, who: str, why: str) -> Incident | None:
+        """Close the open incident of ``key``; None when none is open."""
+        keys = [incident_key(key), calls_key(key), STREAM]
+        args = [key, self.clock_ms(), who, why, self.stream_maxlen]
+        reply = await self._resolve(keys=keys, args=args)
+        if _s(reply[0]) != "resolved":
+            return None
+        return await self.latest(key)
+
+    async def latest(self, key: str) -> Incident | None:
+        """The latest incident of ``key`` (open, quiet or resolved), or None."""
+        raw = _fields(await self.redis.hgetall(incident_key(key)))
+        if "id" not in raw:
+            return None
+        calls = await self.redis.lrange(calls_key(key), 0, -1)
+        return self._live(raw, tuple(_s(c) for c in calls))
+
+    def _live(self, raw: dict[str, str], calls: tuple[str, ...]) -> Incident:
+        last_ms = int(raw["last_ms"])
+        state = raw.get("state", "open")
+        closed: dict[str, str] = {}
+        if state == "open" and self.clock_ms() - last_ms >= self.window_ms:
+            state = "quiet"
+        if state == "resolved":
+            closed = {
+                "why": "resolved",
+                "by": raw.get("resolved_by", ""),
+                "note": raw.get("resolved_why", ""),
+            }
+        return Incident(
+            id=raw["id"],
+            key=raw["key"],
+            kind=raw["kind"],
+            severity=Severity(raw["severity"]),
+            summary=raw["summary"],
+            details=json.loads(raw["details"]),
+            first_ms=int(raw["first_ms"]),
+            last_ms=last_ms,
+            count=int(raw["count"]),
+            calls=calls,
+            state=state,
+            closed=closed,
+        )
+
+    async def incidents(
+        self, *, since_ms: int = 0, kind_prefix: str = "", limit: int = 100
+    ) -> list[Incident]:
+        """Incidents opened at or after ``since_ms``, newest first, with their counts."""
+        out: list[Incident] = []
+        closing: dict[str, dict[str, str]] = {}  # id -> its "closed" entry (newer)
+        top = "+"
+        while len(out) < limit:
+            page = await self.redis.xrevrange(STREAM, top, "-", count=_PAGE)
+            for entry_id, raw in page:
+                fields = _fields(raw)
+                if fields.get("event") == "closed":
+                    closing[fields["id"]] = fields
+                    continue
+                if int(fields.get("first_ms", "0")) < since_ms:
+                    return out
+                if not fields.get("kind", "").startswith(kind_prefix):
+                    continue
+                out.append(await self._incident(_s(entry_id), fields, closing.get(_s(entry_id))))
+                if len(out) >= limit:
+                    break
+            if len(page) < _PAGE:
+                break
+            top = f"({_s(page[-1][0])}"
+        return out
+
+    async def _incident(
+        self, entry_id: str, opened: dict[str, str], closed: dict[str, str] | None
+    ) -> Incident:
+        if closed is None:
+            live = await self.latest(opened["key"])
+            if live is not None and live.id == entry_id:
+                return live
+            closed = {"count": "1", "last_ms": opened["first_ms"], "why": "expired"}
+        return Incident(
+            id=entry_id,
+            key=opened["key"],
+            kind=opened["kind"],
+            severity=Severity(opened["severity"]),
+            summary=opened["summary"],
+            details=json.loads(opened["details"]),
+            first_ms=int(opened["first_ms"]),
+            last_ms=int(closed["last_ms"]),
+            count=int(closed["count"]),
+            calls=tuple(c for c in closed.get("calls", opened["call"]).split("\n") if c),
+            state="resolved" if closed["why"] == "resolved" else "quiet",
+            closed={k: closed[k] for k in ("why", "by", "note") if closed.get(k)},
+        )
