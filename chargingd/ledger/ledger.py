@@ -305,17 +305,16 @@ class Ledger:
         whose current status/reason is listed (else nothing changes): a rule such as
         dunning never overrides an operator. Returns the account as it is now.
         """
-        K.check_account_id(account_id)
-        try:
-            status = Status(status)
-        except ValueError:
-            raise InvalidRequest(f"bad status {status!r}") from None
-        K.check_text(who, "who", required=True)
-        K.check_text(why, "why")
-        K.check_text(reason, "reason", required=True, max_len=32)
-        expect = ",".join(K.check_text(x, "status/reason", max_len=64) for x in only_from)
-        args = [status.value, self.clock_ms(), who, why, self.audit_max, reason, expect]
-        res = await self._run("status", [K.acct_key(account_id), K.audit_key(account_id)], args)
+        step = self.steps.status(
+            account_id,
+            status,
+            now_ms=self.clock_ms(),
+            who=who,
+            why=why,
+            reason=reason,
+            only_from=only_from,
+        )
+        res = await self._run("status", step.keys, step.argv)
         if C.s(res[0]) == "unknown":
             raise UnknownAccount(f"no account {account_id!r}")
         return await self.get_account(account_id)

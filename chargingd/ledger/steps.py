@@ -19,10 +19,17 @@ from typing import Any
 
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
-from chargingd.ledger.types import CommitResult, Grant, RefusalReason, SessionClosed
+from chargingd.ledger.types import (
+    CommitResult,
+    Grant,
+    InvalidRequest,
+    RefusalReason,
+    SessionClosed,
+    Status,
+)
 
 MAX_LEASE_MS = 7 * 86400 * 1000
-EMBEDDABLE = ("reserve", "commit", "release", "account_check")
+EMBEDDABLE = ("reserve", "commit", "release", "account_check", "status")
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 
@@ -185,6 +192,32 @@ class StepBuilder:
         if check is None:
             return Step(keys, [0, "", "", "", ""])
         return Step(keys, [1, check.tariff, check.currency, check.identity, check.mode])
+
+    def status(
+        self,
+        account_id: str,
+        status: Status,
+        *,
+        now_ms: int,
+        who: str,
+        why: str = "",
+        reason: str = "operator",
+        only_from: tuple[str, ...] = (),
+    ) -> Step:
+        """status.lua's keys and ARGV (checked): Ledger.set_status's, and the block step
+        the fraud rules embed (chargingd/fraud/lua/check.lua), which may fill ARGV[4]
+        (why: free text for the audit trail) with the rule that fired."""
+        K.check_account_id(account_id)
+        try:
+            status = Status(status)
+        except ValueError:
+            raise InvalidRequest(f"bad status {status!r}") from None
+        K.check_text(who, "who", required=True)
+        K.check_text(why, "why")
+        K.check_text(reason, "reason", required=True, max_len=32)
+        expect = ",".join(K.check_text(x, "status/reason", max_len=64) for x in only_from)
+        keys = [K.acct_key(account_id), K.audit_key(account_id)]
+        return Step(keys, [status.value, now_ms, who, why, self.audit_max, reason, expect])
 
     @staticmethod
     def grant(reply: Sequence[Any], account_id: str, session_id: str) -> Grant:

@@ -1,6 +1,7 @@
 -- status: set an account's status (suspend/resume/block/close), by an operator or by a
 -- rule such as dunning. The postpaid credit rule still applies to an account set
--- active below its floor.
+-- active below its floor. Embeddable (ledger/steps.py: ledger_status(KEYS, ARGV)): a
+-- fraud rule blocks an account in the script that decided it (chargingd/fraud).
 -- KEYS[1] acct hash   KEYS[2] audit stream
 -- ARGV[1] status  ARGV[2] now ms  ARGV[3] who  ARGV[4] why  ARGV[5] audit max entries
 -- ARGV[6] status_reason of a non-active status ('' = 'operator')
