@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from chargingd.admin import ctl_alerts, ctl_billing
+from chargingd.admin import ctl_alerts, ctl_billing, ctl_fraud
 from chargingd.admin.methods import RpcError
 from chargingd.admin.render import RENDERERS, make_console
 from chargingd.admin.server import AdminClient, AdminUnreachable
@@ -228,6 +228,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     _session_parsers(sub.add_parser("session", help="live calls"))
     ctl_billing.add_parsers(sub)  # payment, subscription, charge, credit, billing
     ctl_alerts.add_parsers(sub)  # alerts list, alerts resolve
+    ctl_fraud.add_parsers(sub)  # fraud rules, alerts, state, unblock
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -265,6 +266,10 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        renderer = RENDERERS.get(method) or ctl_billing.RENDERERS[method]
+        renderer = (
+            RENDERERS.get(method)
+            or ctl_fraud.RENDERERS.get(method)
+            or ctl_billing.RENDERERS[method]
+        )
         renderer(make_console(), result)
     return 0

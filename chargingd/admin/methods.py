@@ -26,9 +26,16 @@ from chargingd.admin.billing import (
     OpenBooks,
     rpc_code,
 )
+from chargingd.admin.fraud import (
+    FRAUD_METHODS,
+    FRAUD_READ_ONLY,
+    FraudMethodError,
+    FraudMethods,
+)
 from chargingd.alerts import AlertError, Alerts
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
 from chargingd.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
 
@@ -62,6 +69,7 @@ _READ_ONLY = frozenset(
     {"account.get", "account.list", "account.history", "server.status", "session.list"}
     | BILLING_READ_ONLY
     | ALERT_READ_ONLY
+    | FRAUD_READ_ONLY
 )
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -279,10 +287,11 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "session.kill": ("session_kill", _WRITE | {"id"}),
     **BILLING_METHODS,  # admin/billing.py: profiles, subscriptions, charges, payments
     **ALERT_METHODS,  # admin/alerts.py: alert.list, alert.resolve
+    **FRAUD_METHODS,  # admin/fraud.py: fraud.rules, fraud.state, fraud.unblock
 }
 
 
-class AdminMethods(BillingMethods, AlertMethods):
+class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
     """The method handlers; ``dispatch`` is the error boundary of one request."""
 
     def __init__(
@@ -293,9 +302,11 @@ class AdminMethods(BillingMethods, AlertMethods):
         tariffs: frozenset[str] | None = None,
         open_books: OpenBooks | None = None,
         alerts: Alerts | None = None,
+        fraud: Fraud | None = None,
     ) -> None:
         self.ledger = ledger
         self.alerts = alerts  # the process's alert stream (None: alert.* refused)
+        self.fraud = fraud  # the process's fraud rules (None: fraud.* refused)
         self.open_books = open_books  # None: no billing database (billing.* refused)
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
@@ -321,7 +332,7 @@ class AdminMethods(BillingMethods, AlertMethods):
             response = error_response(req_id, rpc_code(exc), str(exc), {"code": exc.code})
         except AlertError as exc:
             response = error_response(req_id, INVALID_PARAMS, str(exc))
-        except AlertMethodError as exc:
+        except (AlertMethodError, FraudMethodError) as exc:
             response = error_response(req_id, exc.rpc_code, str(exc))
         except RedisError as exc:
             self.outage.failure(_REDIS_DOWN, exc)

@@ -32,6 +32,7 @@ from chargingd.core.config import Config
 from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, redact_url, wait_ready
 from chargingd.core.status import ComponentStats
 from chargingd.diameter.relay import RelayClient
+from chargingd.fraud import Fraud
 from chargingd.invoicing import Books
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import CallCutter
@@ -99,6 +100,21 @@ class Factory:
     def alerts(self, redis: RedisClient) -> Alerts:
         """The process's alert stream ([alerts]; the webhook sender starts with it)."""
         return build_alerts(self.cfg.alerts, redis, clock_ms=self.clock_ms)
+
+    def fraud(self, redis: RedisClient, ledger: Ledger, alerts: Alerts | None) -> Fraud | None:
+        """The fraud rules ([fraud]); None when off. A call counts as live at most as long
+        as a session lives ([sessions] session_ttl_s) when its CDR never comes."""
+        if not self.cfg.fraud.enabled:
+            return None
+        return Fraud(
+            self.cfg.fraud,
+            redis=redis,
+            ledger=ledger,
+            alerts=alerts,
+            clock_ms=self.clock_ms,
+            live_ttl_s=self.cfg.sessions.session_ttl_s,
+            single_redis=isinstance(redis, Redis),
+        )
 
     # -- money, sessions, billing ---------------------------------------------------
 

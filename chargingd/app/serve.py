@@ -36,6 +36,7 @@ from chargingd.core.loops import Disabled, run_every
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.core.redisconn import RedisClient
 from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
+from chargingd.fraud import FraudEvents, FraudOff
 from chargingd.ledger import Ledger, LedgerError
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.sessions.pricing import DEFAULT_PLAN
@@ -73,6 +74,8 @@ class Runtime:
     billing: BillingBooks | None = None
     # Set by build_alerts (alerts.Alerts): the one alert stream of this process.
     alerts: Any = None
+    # Set by build_fraud (fraud.Fraud) when [fraud] enabled: the rules of this process.
+    fraud: Any = None
     # Extra sections of server.status, computed when asked (name -> async provider).
     probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
@@ -154,6 +157,22 @@ def build_alerts(rt: Runtime) -> Component:
     return alerts
 
 
+def build_fraud(rt: Runtime) -> Component:
+    """The fraud rules ([fraud]) and the CDR-stream consumer of their event rules; off:
+    nothing runs, and the consumer group of an earlier run is dropped."""
+    group = rt.cfg.fraud.events_group
+    fraud = rt.factory.fraud(rt.redis, rt.ledger, rt.alerts)
+    if fraud is None:
+        return FraudOff(rt.redis, group)
+    rt.fraud = fraud
+
+    async def probe() -> Any:
+        return dict(fraud.counters)
+
+    rt.probes["fraud"] = probe
+    return FraudEvents(fraud, rt.redis, group=group, stats=rt.registry.component("fraud-events"))
+
+
 def build_sweeper(rt: Runtime) -> Component:
     stats = rt.registry.component("sweeper")
     return HoldSweeper(rt.ledger, rt.cfg.ledger.sweep_interval_s, stats)
@@ -171,6 +190,7 @@ def build_admin(rt: Runtime) -> Component:
         tariffs=frozenset(tariffs) or None,
         open_books=rt.billing.opener("admin") if rt.billing else None,
         alerts=rt.alerts,
+        fraud=rt.fraud,
     )
     return AdminServer(
         methods,
@@ -252,6 +272,7 @@ def build_dunner(rt: Runtime) -> Component:
 # stops after it (answering queued packets) and before Redis closes.
 COMPONENTS: list[ComponentFactory] = [
     build_alerts,
+    build_fraud,
     build_sweeper,
     build_exporter,
     build_radius,

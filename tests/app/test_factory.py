@@ -27,6 +27,7 @@ from chargingd.app.serve import (
     build_admin,
     build_alerts,
     build_diameter,
+    build_fraud,
     build_radius,
     build_sweeper,
     build_workers,
@@ -86,6 +87,11 @@ SPECIAL: dict[str, Any] = {
     "invoicing.destination_groups": {"Mobile": ["*MOB*"]},
     "invoicing.issuer": {"name": "nd-issuer", "address": ["1 nd street"]},
     "alerts.webhook_url": "http://127.0.0.1:9/nd-hook",
+    "fraud.high_risk_countries": ["CU"],
+    "fraud.high_risk_prefixes": ["+882"],
+    "fraud.rules": [{"name": "nd", "kind": "concurrent", "max_calls": 3}],
+    "fraud.account_overrides": {"acc-nd": {"nd": {"max_calls": 4}}},
+    "fraud.tariff_overrides": {"gold": {"nd": {"max_calls": 5}}},
 }
 PEER: dict[str, Any] = {
     "name": "ims1",
@@ -221,6 +227,7 @@ WHOLE: dict[str, Check] = {
     "mediation": lambda b: b.cfg.mediation,  # read by `chargingd mediate` itself
     "diameter": lambda b: b.diameter.frontend.cfg,
     "invoicing": lambda b: b.books.cfg,  # Books reads it where each step acts
+    "fraud": lambda b: b.fraud.cfg,  # chargingd.fraud.Fraud reads its rules from it
 }
 
 
@@ -257,6 +264,10 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
         rt = Runtime(cfg, factory, opened.client, opened.label, b.ledger, StatusRegistry())
         b.alerts = build_alerts(rt)
         assert rt.alerts is b.alerts
+        events = build_fraud(rt)
+        b.fraud = rt.fraud
+        assert events.group == cfg.fraud.events_group  # type: ignore[attr-defined]
+        assert b.fraud.live_ttl_ms == cfg.sessions.session_ttl_s * 1000
         b.sweeper = build_sweeper(rt)
         b.admin = build_admin(rt)
         b.radius_enabled = not isinstance(build_radius(rt), Disabled)

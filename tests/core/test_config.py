@@ -29,6 +29,7 @@ def test_example_file_equals_defaults() -> None:
     assert cfg.radius == Config().radius
     assert cfg.invoicing == Config().invoicing
     assert cfg.alerts == Config().alerts
+    assert cfg.fraud == Config().fraud
 
 
 @pytest.mark.parametrize(

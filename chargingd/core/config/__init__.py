@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from chargingd.core.config.alerts import AlertsConfig
 from chargingd.core.config.diameter import DiameterConfig
+from chargingd.core.config.fraud import FraudConfig
 from chargingd.core.config.invoicing import InvoicingConfig
 from chargingd.core.config.mediation import MediationConfig
 
@@ -412,6 +413,7 @@ class Config:
     diameter: DiameterConfig = field(default_factory=DiameterConfig)
     invoicing: InvoicingConfig = field(default_factory=InvoicingConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    fraud: FraudConfig = field(default_factory=FraudConfig)
     source: str = "<defaults>"
 
     def validate(self) -> None:

@@ -1,0 +1,99 @@
+"""`chargingd ctl fraud rules|alerts|state|unblock` (admin/fraud.py, admin/alerts.py)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from chargingd.admin.ctl_alerts import alert_list_options
+
+Request = tuple[str, dict[str, Any]]
+
+
+def req_rules(args: argparse.Namespace) -> Request:
+    params: dict[str, Any] = {}
+    if args.account:
+        params["account"] = args.account
+    if args.tariff:
+        params["tariff"] = args.tariff
+    return "fraud.rules", params
+
+
+def req_state(args: argparse.Namespace) -> Request:
+    return "fraud.state", {"id": args.id}
+
+
+def req_unblock(args: argparse.Namespace) -> Request:
+    params: dict[str, Any] = {"id": args.id, "reason": args.reason}
+    if args.operator:
+        params["operator"] = args.operator
+    return "fraud.unblock", params
+
+
+def add_parsers(sub: Any) -> None:
+    """`ctl fraud ...`."""
+    fraud = sub.add_parser("fraud", help="fraud rules, their alerts, blocked accounts")
+    actions = fraud.add_subparsers(dest="fraud_command", metavar="ACTION", required=True)
+    p = actions.add_parser("rules", help="the rules in force (of an account, a tariff)")
+    p.add_argument("--account", help="with this account's overrides")
+    p.add_argument("--tariff", help="with this tariff's overrides")
+    p.set_defaults(build=req_rules)
+    alert_list_options(
+        actions.add_parser("alerts", help="fraud incidents, newest first"), kind="fraud."
+    )
+    p = actions.add_parser("state", help="what the rules hold against an account")
+    p.add_argument("id", help="account id")
+    p.set_defaults(build=req_state)
+    p = actions.add_parser("unblock", help="make an account a rule blocked active again")
+    p.add_argument("id", help="account id")
+    p.add_argument("--reason", required=True, help="why, for the audit trail")
+    p.set_defaults(build=req_unblock)
+
+
+def render_rules(console: Console, result: dict[str, Any]) -> None:
+    whose = result.get("account") or result.get("tariff") or ""
+    title = "fraud rules" + (f" of {whose}" if whose else "")
+    if result.get("shadow"):
+        title += " (all in shadow mode)"
+    table = Table(title=title)
+    for col in ("rule", "kind", "when", "thresholds", "action"):
+        table.add_column(col)
+    for rule in result["rules"]:
+        limits = ", ".join(
+            f"{k}={','.join(v) if isinstance(v, list) else v}"
+            for k, v in rule["thresholds"].items()
+        )
+        action = rule["action"] + (" (shadow)" if rule["shadow"] else "")
+        table.add_row(rule["name"], rule["kind"], rule["at"], limits, action)
+    console.print(table)
+    console.print("high-risk countries: " + ", ".join(result["high_risk_countries"]))
+    console.print("high-risk prefixes: " + ", ".join(result["high_risk_prefixes"]))
+
+
+def render_state(console: Console, result: dict[str, Any]) -> None:
+    state = result["state"]
+    if not state:
+        console.print(f"account {result['id']}: nothing held against it")
+        return
+    table = Table(title=f"fraud state of {result['id']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in sorted(state.items()):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def render_unblocked(console: Console, result: dict[str, Any]) -> None:
+    reason = f" ({result['status_reason']})" if result.get("status_reason") else ""
+    console.print(f"account {result['id']} unblocked: status {result['status']}{reason}")
+
+
+RENDERERS: dict[str, Callable[[Console, Any], None]] = {
+    "fraud.rules": render_rules,
+    "fraud.state": render_state,
+    "fraud.unblock": render_unblocked,
+}

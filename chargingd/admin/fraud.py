@@ -1,0 +1,136 @@
+"""Admin-socket methods of the fraud rules: fraud.rules, fraud.state, fraud.unblock.
+Used by AdminMethods (a mixin: the handlers share its Params and its error boundary);
+`chargingd ctl fraud` (admin/ctl_fraud.py) calls them, and `ctl fraud alerts` reads
+the alert stream's fraud.* kinds (alert.list).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from chargingd.core.money import format_amount
+from chargingd.fraud import Fraud, Rule
+from chargingd.ledger import Account
+
+_WRITE = frozenset({"operator", "reason"})
+FRAUD_METHODS: dict[str, tuple[str, frozenset[str]]] = {
+    "fraud.rules": ("fraud_rules", frozenset({"account", "tariff"})),
+    "fraud.state": ("fraud_state", frozenset({"id"})),
+    "fraud.unblock": ("fraud_unblock", _WRITE | {"id"}),
+}
+FRAUD_READ_ONLY = frozenset({"fraud.rules", "fraud.state"})
+
+
+class FraudMethodError(Exception):
+    """A refusal of a fraud method; ``rpc_code`` is its JSON-RPC error code."""
+
+    rpc_code = -32602  # invalid params
+
+
+class NoFraud(FraudMethodError):
+    """This daemon runs no fraud rules ([fraud] enabled = false)."""
+
+    rpc_code = -32600  # invalid request
+
+
+class Params(Protocol):
+    def has(self, name: str) -> bool: ...
+
+    def text(self, name: str, default: str | None = None) -> str: ...
+
+    def ident(self, name: str = "id") -> str: ...
+
+
+def render_rule(rule: Rule) -> dict[str, Any]:
+    """A rule as JSON: its thresholds in config units (seconds, decimal amounts)."""
+    out: dict[str, Any] = {
+        "name": rule.name,
+        "kind": rule.kind,
+        "action": rule.action.value,
+        "shadow": rule.shadow,
+        "severity": rule.severity,
+        "message": rule.message,
+        "at": "authorize" if rule.at_authorize else "events",
+    }
+    out["thresholds"] = thresholds(rule)
+    return out
+
+
+def thresholds(rule: Rule) -> dict[str, Any]:
+    """A rule's thresholds in config units (seconds, decimal amounts)."""
+    window_s = rule.window_ms // 1000
+    limits: dict[str, Any] = {"window_s": window_s}
+    kind = rule.kind
+    if kind == "concurrent":
+        limits = {}
+    elif kind == "velocity":
+        limits["scope"] = rule.scope
+    elif kind == "destination":
+        limits["match"] = list(rule.match)
+    elif kind == "new_country":
+        limits = {"memory_days": window_s // 86400, "exempt": sorted(rule.exempt_countries)}
+    elif kind == "same_destination":
+        limits["range_digits"] = rule.range_digits
+    elif kind == "short_calls":
+        limits["max_duration_s"] = rule.max_duration_s
+    name = {"distinct_destinations": "max_destinations", "spend": "max_amount"}
+    name |= {"asr": "min_asr_pct", "new_country": ""}
+    if name.get(kind, "max_calls"):
+        limit: Any = format_amount(rule.limit, 2) if kind == "spend" else rule.limit
+        limits[name.get(kind, "max_calls")] = limit
+    if kind == "asr":
+        limits["min_calls"] = rule.min_calls
+    if not rule.at_authorize:
+        limits["cooldown_s"] = (rule.cooldown_ms or rule.window_ms) // 1000
+    return limits
+
+
+class FraudMethods:
+    """The fraud handlers of the admin socket (mixed into AdminMethods)."""
+
+    fraud: Fraud | None = None
+
+    def _fraud(self) -> Fraud:
+        if self.fraud is None:
+            raise NoFraud("no fraud rules here: [fraud] enabled = false")
+        return self.fraud
+
+    async def fraud_rules(self, p: Params, who: str) -> dict[str, Any]:
+        """The rules in force: [fraud] rules, or an account's with its overrides."""
+        fraud = self._fraud()
+        account = p.ident("account") if p.has("account") else ""
+        tariff = p.text("tariff", "")
+        rules = fraud.book.rules_for(account, tariff) if account or tariff else fraud.book.base
+        return {
+            "enabled": True,
+            "shadow": fraud.cfg.shadow,
+            "account": account,
+            "tariff": tariff,
+            "rules": [render_rule(r) for r in rules],
+            "high_risk_countries": list(fraud.cfg.high_risk_countries),
+            "high_risk_prefixes": list(fraud.cfg.high_risk_prefixes),
+        }
+
+    async def fraud_state(self, p: Params, who: str) -> dict[str, Any]:
+        """What the rules hold against an account (blocked by, deny flags, since)."""
+        fraud = self._fraud()
+        account_id = p.ident()
+        await fraud.ledger.get_account(account_id)  # UnknownAccount: a clear error
+        return {"id": account_id, "state": await fraud.state(account_id)}
+
+    async def fraud_unblock(self, p: Params, who: str) -> dict[str, Any]:
+        """Make an account a fraud rule blocked active again (needs a reason)."""
+        reason = p.text("reason", "")
+        if not reason.strip():
+            raise FraudMethodError("an unblock needs a reason (--reason)")
+        account = await self._fraud().unblock(p.ident(), who=who, why=reason)
+        return unblocked(account)
+
+
+def unblocked(account: Account) -> dict[str, Any]:
+    """What fraud.unblock answers: the account's status now."""
+    return {
+        "id": account.id,
+        "status": str(account.status),
+        "status_reason": account.status_reason,
+    }

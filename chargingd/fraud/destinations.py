@@ -1,0 +1,89 @@
+"""What a called number is, for the destination rules: its country (ISO 3166), its type
+(phonenumbers' PhoneNumberType: premium rate, shared cost, ...) and whether the
+configured high-risk country or prefix lists name it.
+
+phonenumbers (the project's phonenumberslite) types a number from its metadata: about
+90 us a number, so answers are cached per number (attacks repeat numbers; so do
+customers). Types are what the number plan says the range is; a number the metadata
+does not know is typed "" (unknown), never guessed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+CACHE_SIZE = 100_000
+_TYPES: dict[int, str] = {
+    PhoneNumberType.PREMIUM_RATE: "premium_rate",
+    PhoneNumberType.SHARED_COST: "shared_cost",
+    PhoneNumberType.PERSONAL_NUMBER: "personal_number",
+    PhoneNumberType.UAN: "uan",
+    PhoneNumberType.VOIP: "voip",
+    PhoneNumberType.PAGER: "pager",
+    PhoneNumberType.VOICEMAIL: "voicemail",
+    PhoneNumberType.TOLL_FREE: "toll_free",
+    PhoneNumberType.FIXED_LINE: "fixed_line",
+    PhoneNumberType.MOBILE: "mobile",
+    PhoneNumberType.FIXED_LINE_OR_MOBILE: "fixed_line_or_mobile",
+}
+# phonenumbers' region of non-geographic numbers (+800, +870, +882...).
+_WORLD = "001"
+
+
+@dataclass(frozen=True)
+class Destination:
+    number: str  # E.164 "+..."
+    country: str  # ISO 3166 alpha-2; "" for non-geographic or unknown ranges
+    number_type: str  # "premium_rate", "mobile", ...; "" unknown
+    high_risk_country: bool
+    high_risk_prefix: str  # the configured prefix it starts with, "" none
+
+    def matches(self, what: str) -> bool:
+        """Does this destination have ``what`` (a [fraud] rule's match item)?"""
+        if what == "high_risk_country":
+            return self.high_risk_country
+        if what == "high_risk_prefix":
+            return bool(self.high_risk_prefix)
+        return self.number_type == what
+
+    def reasons(self, match: tuple[str, ...]) -> list[str]:
+        """The match items this destination has (for alerts: why it was risky)."""
+        return [m for m in match if self.matches(m)]
+
+
+class Classifier:
+    """Classifies E.164 numbers against the configured high-risk lists (cached)."""
+
+    def __init__(self, countries: tuple[str, ...], prefixes: tuple[str, ...]) -> None:
+        self.countries = frozenset(countries)
+        # Longest first: the most specific configured prefix names the match.
+        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+        self.classify = functools.lru_cache(maxsize=CACHE_SIZE)(self._classify)
+
+    def _classify(self, number: str) -> Destination:
+        country, number_type = region_and_type(number)
+        prefix = next((p for p in self.prefixes if number.startswith(p)), "")
+        return Destination(number, country, number_type, country in self.countries, prefix)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def region_and_type(number: str) -> tuple[str, str]:
+    """(ISO country or "", number type or "") of an E.164 number."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return "", ""
+    region = phonenumbers.region_code_for_number(parsed) or ""
+    kind = _TYPES.get(phonenumbers.number_type(parsed), "")
+    return ("" if region == _WORLD else region), kind
+
+
+def number_range(number: str, digits: int) -> str:
+    """The range a number belongs to: ``digits`` digits cut off its end (0: itself)."""
+    if digits <= 0:
+        return number
+    return number[: max(2, len(number) - digits)]

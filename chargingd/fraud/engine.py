@@ -1,0 +1,325 @@
+"""The fraud rules at work: evaluate an authorize, count call events, block and unblock.
+
+``check`` runs the authorize rules of one call in one script (lua/check.lua) sent in
+the Ledger's per-tick pipeline; the sessions' fused authorize script can run the same
+Lua in its own round trip instead (``prepare`` gives it the keys and arguments, and
+``decided`` takes the reply). ``cdr`` and ``refused`` count call events
+(lua/event.lua). A rule that blocks changes the account's status through the ledger's
+own status script, in the script that decided it; the cut of the account's live calls
+and the alerts follow here, off the request path (never awaited by authorize).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from chargingd.alerts import Alerts
+from chargingd.billing.cdr import CDR
+from chargingd.core.config.fraud import FraudConfig
+from chargingd.fraud import keys as FK
+from chargingd.fraud import plan as P
+from chargingd.fraud.destinations import Classifier, Destination
+from chargingd.fraud.report import alert_for, incident_key
+from chargingd.fraud.rules import Rule, RuleBook
+from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Verdict
+from chargingd.ledger import Account, AccountNotActive, Ledger, Status
+from chargingd.ledger.steps import fused_source
+
+log = logging.getLogger("chargingd.fraud")
+
+UNBLOCK_FROM = ("blocked/fraud",)
+CutAccount = Callable[[str], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One authorize's fraud arguments, for a caller that runs fraud_check in its own
+    script: ``keys``/``argv`` as fraud.lua documents them."""
+
+    facts: CallFacts
+    destination: Destination
+    plan: P.Plan
+    keys: list[str]
+    argv: list[Any]
+    rules: tuple[Rule, ...]
+
+
+def fragment() -> str:
+    """lua/fraud.lua: fraud_check, fraud_admit and fraud_event as Lua functions (the
+    ledger's status.lua must be embedded ahead of it: ledger.steps.fused_source)."""
+    return (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
+
+
+class Fraud:
+    """The fraud rules of one process; state in Redis, so every daemon sees the same."""
+
+    def __init__(
+        self,
+        cfg: FraudConfig,
+        *,
+        redis: Any,
+        ledger: Ledger,
+        alerts: Alerts | None,
+        clock_ms: Callable[[], int],
+        live_ttl_s: int,
+        single_redis: bool,
+    ) -> None:
+        """``live_ttl_s``: how long a call counts as live when its CDR never comes (the
+        longest a session lives); ``single_redis``: one script may name keys of any
+        slot (else per-IP counts go in a script of their own)."""
+        self.cfg = cfg
+        self.redis = redis
+        self.ledger = ledger
+        self.alerts = alerts
+        self.clock_ms = clock_ms
+        self.live_ttl_ms = live_ttl_s * 1000
+        self.single_redis = single_redis
+        self.book = RuleBook(cfg)
+        self.classifier = Classifier(cfg.high_risk_countries, cfg.high_risk_prefixes)
+        self.cut_account: CutAccount | None = None  # set by sessions: cut live calls
+        lua = resources.files("chargingd.fraud") / "lua"
+
+        def load(name: str) -> Any:
+            body = fragment() + "\n" + (lua / f"{name}.lua").read_text()
+            return redis.register_script(fused_source(body, ("status",)))
+
+        self._check = load("check")
+        self._event = load("event")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
+
+    async def load_scripts(self) -> None:
+        for script in (self._check, self._event):
+            await self.redis.script_load(script.script)
+
+    # -- authorize ----------------------------------------------------------------------
+
+    def prepare(self, facts: CallFacts, *, with_ip: bool = True) -> Prepared | None:
+        """The arguments of this call's authorize rules; None when no rule needs Redis."""
+        rules = self.book.rules_for(facts.account_id, facts.tariff)
+        dest = self.classifier.classify(facts.callee)
+        plan = P.Plan(self.clock_ms(), facts.identity)
+        P.check_ops(plan, rules, facts, dest, self.live_ttl_ms)
+        if with_ip:
+            P.ip_ops(plan, rules, facts)
+        if not plan.ops and not P.needs_check(rules):
+            return None
+        block_keys = P.with_block(plan, self.ledger.steps, facts.account_id)
+        keys = P.head_keys(plan, FK.state_key(facts.account_id), block_keys)
+        return Prepared(facts, dest, plan, keys, plan.argv(), rules)
+
+    async def check(self, facts: CallFacts) -> Verdict:
+        """Evaluate the authorize rules of one call (counting it); admit it when allowed
+        (``forget`` it if it is not granted after all)."""
+        ip_verdict = ALLOWED
+        if not self.single_redis:
+            ip_verdict = await self._check_ip(facts)
+            if not ip_verdict.allowed:
+                return ip_verdict
+        prepared = self.prepare(facts, with_ip=self.single_redis)
+        if prepared is None:
+            return ip_verdict
+        reply = await self._send(self._check, prepared.keys, prepared.argv)
+        return self.decided(prepared, reply)
+
+    def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:
+        """The verdict of a fraud_check reply; alerts and the cut follow in the
+        background."""
+        by_name = {r.name: r for r in prepared.rules}
+        verdict = P.decode(prepared.plan, reply, by_name)
+        self.counters["checked"] += 1
+        self._after(verdict, prepared.facts.account_id, prepared.facts, prepared.destination)
+        return verdict
+
+    async def _check_ip(self, facts: CallFacts) -> Verdict:
+        """Redis Cluster: the per-IP counts in their own slot; a block there blocks the
+        account through the Ledger."""
+        rules = self.book.rules_for(facts.account_id, facts.tariff)
+        plan = P.Plan(self.clock_ms(), facts.identity)
+        P.ip_ops(plan, rules, facts)
+        if not plan.ops:
+            return ALLOWED
+        state = FK.ip_state_key(facts.caller_ip)
+        rules_no_block = [r for r in plan.rules if r is not None]
+        reply = await self._send(self._check, P.head_keys(plan, state, [state, state]), plan.argv())
+        verdict = P.decode(plan, reply, {r.name: r for r in rules_no_block})
+        if verdict.decision is Decision.BLOCK and verdict.rule is not None:
+            verdict = await self._block_by_ledger(facts.account_id, verdict)
+        self._after(verdict, facts.account_id, facts, self.classifier.classify(facts.callee))
+        return verdict
+
+    async def _block_by_ledger(self, account_id: str, verdict: Verdict) -> Verdict:
+        rule = verdict.rule
+        assert rule is not None
+        before = await self.ledger.get_account(account_id)
+        after = await self.ledger.set_status(
+            account_id,
+            Status.BLOCKED,
+            who="fraud",
+            why=f"fraud rule {rule.name}",
+            reason="fraud",
+            only_from=P.BLOCK_FROM,
+        )
+        now = before.status is Status.ACTIVE and after.status is Status.BLOCKED
+        return Verdict(Decision.BLOCK, rule, verdict.fired, blocked_now=now)
+
+    async def forget(self, account_id: str, session_id: str) -> None:
+        """A call ``check`` admitted was not granted after all: not live."""
+        await self._send_command(("ZREM", FK.live_key(account_id), session_id))
+
+    # -- call events ----------------------------------------------------------------------
+
+    async def cdr(self, cdr: CDR, event_id: str) -> Verdict:
+        """Count one CDR (once, whatever re-delivers it): the call is no longer live;
+        spend, short calls, unanswered calls and the answer ratio."""
+        if not cdr.account_id:
+            return ALLOWED
+        rules = self.book.rules_for(cdr.account_id, cdr.tariff)
+        plan = P.Plan(self.clock_ms(), "", event_id=f"cdr:{event_id}")
+        P.cdr_ops(plan, rules, cdr)
+        verdict = await self._event_verdict(plan, cdr.account_id, rules)
+        self._after(verdict, cdr.account_id, None, None, call=cdr.call_id)
+        return verdict
+
+    async def refused(self, account_id: str | None, identity: str, session_id: str) -> Verdict:
+        """Count one Access-Reject (failed_attempts): of an account (a refusing rule
+        refuses this identity's calls for its cooldown), or of an identity no account
+        has (alerts only)."""
+        now = self.clock_ms()
+        if account_id is None:
+            if not identity:
+                return ALLOWED
+            rules = self.book.base
+            plan = P.Plan(now, identity)
+            P.stranger_ops(plan, rules, identity, session_id)
+            if not plan.ops:
+                return ALLOWED
+            state = FK.stranger_state_key(identity)
+            keys = P.head_keys(plan, state, [state, state])
+            reply = await self._send(self._event, keys, plan.argv())
+            verdict = P.decode(plan, reply, {})
+            self._after(verdict, identity, None, None, call=session_id)
+            return verdict
+        rules = self.book.rules_for(account_id, "")
+        plan = P.Plan(now, identity, event_id=f"rej:{session_id}")
+        P.refusal_ops(plan, rules, account_id, session_id)
+        verdict = await self._event_verdict(plan, account_id, rules)
+        self._after(verdict, account_id, None, None, call=session_id)
+        return verdict
+
+    async def _event_verdict(self, plan: P.Plan, account_id: str, rules: Sequence[Rule]) -> Verdict:
+        block_keys = P.with_block(plan, self.ledger.steps, account_id)
+        keys = P.head_keys(plan, FK.state_key(account_id), block_keys)
+        reply = await self._send(self._event, keys, plan.argv())
+        self.counters["events"] += 1
+        return P.decode(plan, reply, {r.name: r for r in rules})
+
+    # -- operators --------------------------------------------------------------------------
+
+    async def unblock(self, account_id: str, *, who: str, why: str) -> Account:
+        """Make an account blocked by a fraud rule active again; its counts start over
+        (what the rules counted before now is ignored) and its incidents are resolved.
+        AccountNotActive when it is not blocked by a fraud rule (nothing changed)."""
+        before = await self.ledger.get_account(account_id)
+        if (before.status, before.status_reason) != (Status.BLOCKED, "fraud"):
+            reason = f" ({before.status_reason})" if before.status_reason else ""
+            raise AccountNotActive(
+                f"account {account_id!r} is {before.status}{reason},"
+                " not blocked by a fraud rule: nothing changed"
+            )
+        account = await self.ledger.set_status(
+            account_id, Status.ACTIVE, who=who, why=why, only_from=UNBLOCK_FROM
+        )
+        state = FK.state_key(account_id)
+        await self.redis.delete(state)
+        await self.redis.hset(state, mapping={"since": self.clock_ms(), "unblocked_by": who})
+        if self.alerts is not None:
+            for rule in self.book.base:
+                await self.alerts.resolve(incident_key(rule, account_id), who=who, why=why)
+        log.warning("fraud: account %s unblocked by %s: %s", account_id, who, why)
+        return account
+
+    async def state(self, account_id: str) -> dict[str, str]:
+        """The account's fraud state: blocked_by, blocked_ms, since, deny:RULE flags."""
+        raw = await self.redis.hgetall(FK.state_key(account_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    # -- after a verdict ----------------------------------------------------------------------
+
+    def _after(
+        self,
+        verdict: Verdict,
+        subject: str,
+        facts: CallFacts | None,
+        dest: Destination | None,
+        *,
+        call: str = "",
+    ) -> None:
+        """Alerts for what fired; the cut of a freshly blocked account's calls."""
+        if verdict.decision is not Decision.ALLOW:
+            self.counters["refused"] += 1
+        for fired in verdict.fired:
+            self.counters["fired"] += 1
+            if self.alerts is not None:
+                kind, key, summary, details = alert_for(fired, verdict, subject, facts, dest)
+                self.alerts.raise_soon(
+                    kind,
+                    severity=fired.rule.severity,
+                    incident=key,
+                    summary=summary,
+                    details=details,
+                    call=call or (facts.session_id if facts else ""),
+                )
+        if verdict.blocked_now:
+            self.counters["blocked"] += 1
+            rule = verdict.rule.name if verdict.rule else "?"
+            log.warning("fraud: account %s blocked by rule %s", subject, rule)
+            self._spawn(self._cut(subject))
+
+    async def _cut(self, account_id: str) -> None:
+        if self.cut_account is None:
+            log.error("fraud: no call cutter attached: live calls of %s not cut", account_id)
+            return
+        try:
+            cut = await self.cut_account(account_id)
+        except Exception:  # the block stands; the next renewal of each call is refused
+            log.exception("fraud: cutting the calls of blocked account %s failed", account_id)
+            return
+        log.warning("fraud: cut %d live calls of blocked account %s", cut, account_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the cuts started so far and the alerts raised (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.alerts is not None:
+            await self.alerts.settle()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _send(self, script: Any, keys: list[str], argv: list[Any]) -> Any:
+        """EVALSHA in this tick's pipeline (shared with the ledger and sessions)."""
+        batcher = self.ledger.batcher
+        if batcher is None:
+            return await script(keys=keys, args=argv)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *argv)
+        return await batcher.submit(command, retry=lambda: script(keys=keys, args=argv))
+
+    async def _send_command(self, command: tuple[Any, ...]) -> Any:
+        batcher = self.ledger.batcher
+        if batcher is None:
+            return await self.redis.execute_command(*command)
+        return await batcher.submit(command)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,233 @@
+"""The arguments of the fraud scripts (lua/fraud.lua), built for one call or call event,
+and their replies decoded. No I/O: engine.py sends what this builds.
+
+A plan is a list of ops, one per rule that applies to the call: which key it counts
+in, what, against which limit, and what its rule does when over it. Keys are
+numbered as the scripts see them: 1 state, 2-3 the ledger's block step, 4.. the ops'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chargingd.billing.cdr import CDR
+from chargingd.fraud import keys as FK
+from chargingd.fraud.destinations import Destination, number_range
+from chargingd.fraud.rules import Action, Rule
+from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Fired, Verdict
+from chargingd.ledger import Status
+from chargingd.ledger.steps import StepBuilder
+
+KEY_MARGIN_MS = 60_000  # a counter key outlives its longest window by this
+SEEN_MS = 3_600_000  # event ids remembered against re-delivery
+BLOCK_FROM = ("active/",)  # a rule blocks an active account only (never a closed one)
+FIRST_OP_KEY = 4
+
+
+@dataclass
+class Plan:
+    """KEYS and ARGV of one fraud script call, and the rule of each op."""
+
+    now_ms: int
+    identity: str
+    event_id: str = ""
+    keys: list[str] = field(default_factory=list)
+    ops: list[list[Any]] = field(default_factory=list)  # 10 values each
+    rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
+    block_argv: list[Any] = field(default_factory=list)
+    _key_index: dict[str, int] = field(default_factory=dict)
+    _ttl: dict[int, int] = field(default_factory=dict)  # key index -> longest ttl
+
+    def add(
+        self,
+        rule: Rule | None,
+        kind: str,
+        key: str,
+        window_ms: int,
+        member: str,
+        *,
+        ttl_ms: int | None = None,
+        extra: int = 0,
+    ) -> None:
+        """One op; ``rule`` None: bookkeeping (learning, dedupe, a call ended) that never
+        fires. ``ttl_ms``: the key's lifetime (default window + margin; 0 leaves it)."""
+        index = self._key_index.get(key)
+        if index is None:
+            index = self._key_index[key] = FIRST_OP_KEY + len(self.keys)
+            self.keys.append(key)
+        ttl = window_ms + KEY_MARGIN_MS if ttl_ms is None else ttl_ms
+        self._ttl[index] = max(self._ttl.get(index, 0), ttl)
+        if rule is None:
+            slot, limit, act, name = 0, 0, "x", ""
+        else:
+            slot, limit, act, name = rule.slot, rule.limit, rule.act, rule.name
+        self.ops.append([kind, index, slot, window_ms, limit, member, act, name, 0, extra])
+        self.rules.append(rule)
+
+    def argv(self) -> list[Any]:
+        """ARGV: the header, the ops (each key's ttl on its first op), the block step."""
+        flat: list[Any] = [self.now_ms, self.identity, len(self.ops), self.event_id]
+        pending = dict(self._ttl)
+        for op in self.ops:
+            flat.extend(op[:8])
+            flat.append(pending.pop(op[1], 0))
+            flat.append(op[9])
+        return flat + self.block_argv
+
+    @property
+    def may_block(self) -> bool:
+        return any(r is not None and r.act == "b" for r in self.rules)
+
+    def rule_of(self, op: int) -> Rule:
+        rule = self.rules[op - 1]
+        assert rule is not None, "a bookkeeping op never fires"
+        return rule
+
+
+def head_keys(plan: Plan, state_key: str, block_keys: Sequence[str]) -> list[str]:
+    """KEYS of the script: state, the block step's two keys, then the ops' keys."""
+    return [state_key, *block_keys, *plan.keys]
+
+
+def with_block(plan: Plan, steps: StepBuilder, account_id: str) -> list[str]:
+    """The ledger's block step (built by the ledger) when an op may block; its keys."""
+    if not plan.may_block:
+        return [FK.state_key(account_id)] * 2  # unused; same slot as the rest
+    step = steps.status(
+        account_id,
+        Status.BLOCKED,
+        now_ms=plan.now_ms,
+        who="fraud",
+        reason="fraud",
+        only_from=BLOCK_FROM,
+    )
+    plan.block_argv = list(step.argv)
+    return step.keys
+
+
+# -- authorize ----------------------------------------------------------------------
+
+
+def check_ops(
+    plan: Plan, rules: Sequence[Rule], facts: CallFacts, dest: Destination, live_ttl_ms: int
+) -> None:
+    """The ops of the authorize rules that apply to this call (IP rules excluded: see
+    ip_ops)."""
+    acc = facts.account_id
+    for rule in rules:
+        kind = rule.kind
+        if kind == "velocity" and rule.scope == "account":
+            plan.add(rule, "c", FK.log_key(acc), rule.window_ms, facts.session_id)
+        elif kind == "velocity" and rule.scope == "identity" and facts.identity:
+            key = FK.identity_key(acc, facts.identity)
+            plan.add(rule, "c", key, rule.window_ms, facts.session_id)
+        elif kind == "concurrent":
+            plan.add(rule, "l", FK.live_key(acc), live_ttl_ms, facts.session_id)
+        elif kind == "destination" and dest.reasons(rule.match):
+            plan.add(rule, "c", FK.log_key(acc), rule.window_ms, facts.session_id)
+        elif kind == "new_country" and dest.country:
+            learn_only = dest.country in rule.exempt_countries
+            rule_or_none = None if learn_only else rule
+            plan.add(rule_or_none, "n", FK.countries_key(acc), rule.window_ms, dest.country)
+        elif kind == "same_destination":
+            key = FK.range_key(acc, number_range(dest.number, rule.range_digits))
+            plan.add(rule, "c", key, rule.window_ms, facts.session_id)
+        elif kind == "distinct_destinations":
+            plan.add(rule, "d", FK.log_key(acc), rule.window_ms, dest.number)
+
+
+def ip_ops(plan: Plan, rules: Sequence[Rule], facts: CallFacts) -> None:
+    """Velocity per caller IP: a key of every account (its own slot)."""
+    for rule in rules:
+        if rule.kind == "velocity" and rule.scope == "caller_ip" and facts.caller_ip:
+            key = FK.ip_log_key(facts.caller_ip)
+            plan.add(rule, "c", key, rule.window_ms, f"{facts.account_id}|{facts.session_id}")
+
+
+def needs_check(rules: Sequence[Rule]) -> bool:
+    """An account with an event rule that refuses must have its deny flags read."""
+    return any(not r.at_authorize and r.action is Action.REFUSE and not r.shadow for r in rules)
+
+
+# -- call events --------------------------------------------------------------------
+
+
+def cdr_ops(plan: Plan, rules: Sequence[Rule], cdr: CDR) -> None:
+    """The ops of one CDR: counted once (dedupe), the call no longer live, the event
+    rules it feeds."""
+    acc = cdr.account_id
+    plan.add(None, "u", FK.seen_key(acc), SEEN_MS, "")
+    plan.add(None, "x", FK.live_key(acc), 0, cdr.call_id, ttl_ms=0)  # ttl: check's
+    answered = cdr.answer_ms > 0 or cdr.duration_s > 0
+    for rule in rules:
+        kind, cooldown = rule.kind, rule.cooldown_ms
+        if kind == "spend" and cdr.charged_micros > 0:
+            micros = str(cdr.charged_micros)
+            plan.add(rule, "s", FK.events_key(acc), rule.window_ms, micros, extra=cooldown)
+        elif _counts(rule, answered, cdr.duration_s):
+            plan.add(rule, "c", FK.log_key(acc), rule.window_ms, cdr.call_id, extra=cooldown)
+        elif kind == "asr":
+            ratio = str(int(answered))
+            plan.add(rule, "r", FK.events_key(acc), rule.window_ms, ratio, extra=rule.min_calls)
+
+
+def _counts(rule: Rule, answered: bool, duration_s: int) -> bool:
+    """Does a call count for short_calls (answered and short) or failed_attempts?"""
+    if rule.kind == "short_calls":
+        return answered and duration_s <= rule.max_duration_s
+    return rule.kind == "failed_attempts" and not answered
+
+
+def refusal_ops(plan: Plan, rules: Sequence[Rule], account_id: str, session_id: str) -> None:
+    """An Access-Reject of a known account: failed_attempts counts it."""
+    plan.add(None, "u", FK.seen_key(account_id), SEEN_MS, "")
+    for rule in rules:
+        if rule.kind == "failed_attempts":
+            key = FK.log_key(account_id)
+            plan.add(rule, "c", key, rule.window_ms, session_id, extra=rule.cooldown_ms)
+
+
+def stranger_ops(plan: Plan, rules: Sequence[Rule], identity: str, session_id: str) -> None:
+    """An Access-Reject of an identity no account has: counted, alerts only."""
+    for rule in rules:
+        if rule.kind == "failed_attempts":
+            alert_only = _alert_only(rule)
+            key = FK.stranger_log_key(identity)
+            plan.add(alert_only, "c", key, rule.window_ms, session_id)
+
+
+def _alert_only(rule: Rule) -> Rule:
+    """Nothing to refuse or block without an account: the rule can only alert."""
+    if rule.action is Action.ALERT or rule.shadow:
+        return rule
+    return dataclasses.replace(rule, action=Action.ALERT)
+
+
+# -- replies --------------------------------------------------------------------------
+
+
+def decode(plan: Plan, reply: Sequence[Any], by_name: dict[str, Rule]) -> Verdict:
+    """A fraud_check / fraud_event reply as a Verdict."""
+    outcome = _s(reply[0])
+    if outcome == "dup":
+        return ALLOWED
+    flat = list(reply[3])
+    fired = tuple(
+        Fired(plan.rule_of(int(flat[i])), int(flat[i + 1])) for i in range(0, len(flat), 2)
+    )
+    decider = int(reply[1])
+    rule = plan.rule_of(decider) if decider else None
+    if outcome == "deny":
+        return Verdict(Decision.REFUSE, by_name.get(_s(reply[4])), fired)
+    if outcome == "refuse":
+        return Verdict(Decision.REFUSE, rule, fired)
+    if outcome == "block":
+        return Verdict(Decision.BLOCK, rule, fired, blocked_now=bool(int(reply[2])))
+    return Verdict(Decision.ALLOW, None, fired)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

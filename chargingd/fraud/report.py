@@ -1,0 +1,81 @@
+"""How a fired rule reads as an alert: kind, incident key, one-line summary, details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chargingd.core.money import format_amount
+from chargingd.fraud.destinations import Destination
+from chargingd.fraud.rules import Action, Rule
+from chargingd.fraud.types import CallFacts, Decision, Fired, Verdict
+
+
+def incident_key(rule: Rule, subject: str) -> str:
+    """One incident per rule and account (or caller IP, or unknown identity)."""
+    return f"fraud.{rule.name}:{subject}"
+
+
+def _measure(rule: Rule, count: int, dest: Destination | None) -> str:
+    window = f"{rule.window_ms // 1000} s"
+    if rule.kind == "concurrent":
+        return f"{count} live calls (limit {rule.limit})"
+    if rule.kind == "new_country":
+        country = dest.country if dest is not None else "?"
+        return f"first call to {country} (the account called {count} other countries)"
+    if rule.kind == "distinct_destinations":
+        return f"{count} numbers in {window} (limit {rule.limit})"
+    if rule.kind == "spend":
+        spent, cap = format_amount(count, 2), format_amount(rule.limit, 2)
+        return f"spent {spent} in {window} (cap {cap})"
+    if rule.kind == "asr":
+        return f"ASR {count}% in {window} (lowest {rule.limit}%, {rule.min_calls}+ calls)"
+    return f"{count} calls in {window} (limit {rule.limit})"
+
+
+def _outcome(fired: Fired, verdict: Verdict) -> str:
+    rule = fired.rule
+    if rule.shadow:
+        return f"shadow: would {rule.action.value}" if rule.action is not Action.ALERT else "shadow"
+    if verdict.rule is rule and verdict.decision is Decision.BLOCK:
+        return "account blocked" if verdict.blocked_now else "refused (account blocked)"
+    if verdict.rule is rule and verdict.decision is Decision.REFUSE:
+        return "refused" if rule.at_authorize else "next calls refused"
+    return "alert"
+
+
+def alert_for(
+    fired: Fired,
+    verdict: Verdict,
+    subject: str,
+    facts: CallFacts | None,
+    dest: Destination | None,
+) -> tuple[str, str, str, dict[str, Any]]:
+    """(kind, incident key, summary, details) of one fired rule."""
+    rule = fired.rule
+    if rule.scope == "caller_ip" and facts is not None and facts.caller_ip:
+        subject = facts.caller_ip
+    outcome = _outcome(fired, verdict)
+    summary = f"{rule.name}: {_measure(rule, fired.count, dest)}: {outcome}"
+    details: dict[str, Any] = {
+        "rule": rule.name,
+        "kind": rule.kind,
+        "subject": subject,
+        "count": fired.count,
+        "limit": rule.limit,
+        "window_s": rule.window_ms // 1000,
+        "action": rule.action.value,
+        "shadow": rule.shadow,
+        "outcome": outcome,
+    }
+    if facts is not None:
+        details |= {"account": facts.account_id, "identity": facts.identity}
+        if facts.caller_ip:
+            details["caller_ip"] = facts.caller_ip
+    if dest is not None:
+        details |= {
+            "callee": dest.number,
+            "country": dest.country,
+            "number_type": dest.number_type,
+            "risky": dest.reasons(rule.match) if rule.kind == "destination" else [],
+        }
+    return f"fraud.{rule.kind}", incident_key(rule, subject), summary, details

@@ -1,0 +1,139 @@
+"""The rules as the engine runs them: [fraud] rules compiled (amounts in micros,
+windows in ms, a stable slot each) and the effective set of an account (its tariff's
+overrides, then its own).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chargingd.core.config.fraud import (
+    AUTHORIZE_KINDS,
+    DEFAULT_MATCH,
+    FraudConfig,
+    RuleConfig,
+    RuleOverride,
+    merged,
+)
+from chargingd.core.money import parse_amount
+
+CACHE_MAX = 10_000  # remembered (account, tariff) rule sets, cleared when full
+DEFAULT_MEMORY_DAYS = 90
+
+
+class Action(enum.StrEnum):
+    ALERT = "alert"
+    REFUSE = "refuse"
+    BLOCK = "block"
+
+
+_SEVERITY = {Action.ALERT: "warning", Action.REFUSE: "warning", Action.BLOCK: "critical"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule, ready to run. ``limit`` is what the kind compares with: calls,
+    destinations, micros (spend) or the lowest answer ratio in percent (asr)."""
+
+    name: str
+    kind: str
+    slot: int  # its position in [fraud] rules: keys shared by rules keep them apart
+    action: Action
+    shadow: bool
+    severity: str
+    message: str
+    window_ms: int
+    limit: int
+    scope: str = "account"
+    match: tuple[str, ...] = ()
+    range_digits: int = 0
+    max_duration_s: int = 0
+    min_calls: int = 0
+    cooldown_ms: int = 0
+    exempt_countries: frozenset[str] = frozenset()
+
+    @property
+    def at_authorize(self) -> bool:
+        return self.kind in AUTHORIZE_KINDS
+
+    @property
+    def act(self) -> str:
+        """The script's act code: a alert, r refuse, b block, s shadow."""
+        return "s" if self.shadow else self.action.value[0]
+
+
+def compile_rule(cfg: RuleConfig, slot: int, fraud: FraudConfig) -> Rule:
+    """A configured rule (validated by the config loader) as the engine runs it."""
+    action = Action(cfg.action)
+    default_message = fraud.block_message if action is Action.BLOCK else fraud.refuse_message
+    limit = {
+        "distinct_destinations": cfg.max_destinations,
+        "spend": parse_amount(cfg.max_amount) if cfg.max_amount else None,
+        "asr": cfg.min_asr_pct,
+    }.get(cfg.kind, cfg.max_calls)
+    window_s = cfg.window_s
+    if cfg.kind == "new_country":
+        window_s = (cfg.memory_days or DEFAULT_MEMORY_DAYS) * 86400
+    return Rule(
+        name=cfg.name,
+        kind=cfg.kind,
+        slot=slot,
+        action=action,
+        shadow=cfg.shadow or fraud.shadow,
+        severity=cfg.severity or _SEVERITY[action],
+        message=cfg.message or default_message,
+        window_ms=(window_s or 0) * 1000,
+        limit=limit or 0,
+        scope=cfg.scope or "account",
+        match=cfg.match or DEFAULT_MATCH,
+        range_digits=cfg.range_digits or 0,
+        max_duration_s=cfg.max_duration_s or 0,
+        min_calls=cfg.min_calls or 0,
+        cooldown_ms=(cfg.cooldown_s or 0) * 1000,
+        exempt_countries=frozenset(cfg.exempt_countries or ()),
+    )
+
+
+class RuleBook:
+    """The rules of [fraud] and the effective set of each (account, tariff)."""
+
+    def __init__(self, cfg: FraudConfig) -> None:
+        self.cfg = cfg
+        self.slots = {r.name: i + 1 for i, r in enumerate(cfg.rules)}
+        self.base = self._compile(cfg.rules, {}, {})
+        self._sets: dict[tuple[str, str], tuple[Rule, ...]] = {}
+
+    def _compile(
+        self,
+        rules: tuple[RuleConfig, ...],
+        tariff: dict[str, RuleOverride],
+        account: dict[str, RuleOverride],
+    ) -> tuple[Rule, ...]:
+        out = []
+        for rule in rules:
+            for override in (tariff.get(rule.name), account.get(rule.name)):
+                if override is not None:
+                    rule = merged(rule, override)
+            if rule.enabled:
+                out.append(compile_rule(rule, self.slots[rule.name], self.cfg))
+        return tuple(out)
+
+    def rules_for(self, account_id: str, tariff: str) -> tuple[Rule, ...]:
+        """The enabled rules of an account: [fraud] rules with its tariff's overrides,
+        then its own, applied."""
+        account = self.cfg.account_overrides.get(account_id)
+        by_tariff = self.cfg.tariff_overrides.get(tariff)
+        if account is None and by_tariff is None:
+            return self.base
+        key = (account_id if account is not None else "", tariff)
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= CACHE_MAX:
+                self._sets.clear()
+            found = self._compile(self.cfg.rules, by_tariff or {}, account or {})
+            self._sets[key] = found
+        return found
+
+    def by_name(self, name: str) -> Rule | None:
+        return next((r for r in self.base if r.name == name), None)

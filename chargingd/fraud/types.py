@@ -1,0 +1,55 @@
+"""What the fraud rules are asked about (a call, a call event) and what they answer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chargingd.fraud.rules import Rule
+
+
+class Decision(enum.StrEnum):
+    ALLOW = "allow"  # no rule refuses (alerts and shadow rules may have fired)
+    REFUSE = "refuse"
+    BLOCK = "block"  # refused, and the account is blocked (by this call or before)
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """One authorize, as the rules see it."""
+
+    account_id: str
+    session_id: str
+    callee: str  # E.164 "+..."
+    identity: str = ""  # "user:NAME" / "ani:+E164" the account was found by; "" default
+    caller_ip: str = ""  # where the call came from, when the gateway says; "" unknown
+    tariff: str = ""  # the account's plan id (overrides per tariff)
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A rule over its threshold: ``count`` is what it counted (calls, destinations,
+    micros; the answer ratio in percent for asr)."""
+
+    rule: Rule
+    count: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    rule: Rule | None = None  # the rule that decided (refuse, block)
+    fired: tuple[Fired, ...] = ()  # every rule over its threshold, shadow ones too
+    blocked_now: bool = False  # this evaluation blocked the account
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW
+
+    @property
+    def message(self) -> str:
+        """The Reply-Message of a refusal."""
+        return self.rule.message if self.rule is not None else ""
+
+
+ALLOWED = Verdict(Decision.ALLOW)

@@ -1,0 +1,249 @@
+"""Each authorize rule kind on a real Redis: the call that crosses its threshold is
+refused (action refuse), the calls up to it are not; windows slide; retransmissions
+count once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import BERLIN, DE_SHARED, LIBERIA_PREMIUM, UK_PREMIUM, call, make_fraud
+
+from chargingd.fraud import CallFacts, Decision, Fraud, Verdict
+
+Calls = Callable[[], list[CallFacts]]
+
+
+async def run(fraud: Fraud, calls: list[CallFacts]) -> list[Verdict]:
+    return [await fraud.check(c) for c in calls]
+
+
+def _range(n: int) -> list[CallFacts]:  # numbers of one range (the last 3 digits vary)
+    return [call(f"+4930123{400 + i}") for i in range(n)]
+
+
+# kind, rule thresholds, the calls up to the threshold, the call that crosses it
+CASES: list[tuple[str, dict[str, Any], Calls, Callable[[], CallFacts]]] = [
+    (
+        "velocity-account",
+        {"kind": "velocity", "scope": "account", "max_calls": 5, "window_s": 60},
+        lambda: [call(identity=f"user:u{i}") for i in range(5)],
+        lambda: call(identity="user:other"),
+    ),
+    (
+        "velocity-identity",
+        {"kind": "velocity", "scope": "identity", "max_calls": 3, "window_s": 60},
+        lambda: (
+            [call(identity="user:alice") for _ in range(3)]
+            + [call(identity="user:bob") for _ in range(3)]
+        ),
+        lambda: call(identity="user:alice"),
+    ),
+    (
+        "velocity-ip",
+        {"kind": "velocity", "scope": "caller_ip", "max_calls": 3, "window_s": 60},
+        lambda: (
+            [call(account_id=f"acc{i}", caller_ip="192.0.2.7") for i in range(3)]
+            + [call(caller_ip="192.0.2.8")]
+        ),
+        lambda: call(account_id="acc9", caller_ip="192.0.2.7"),
+    ),
+    (
+        "concurrent",
+        {"kind": "concurrent", "max_calls": 2},
+        lambda: [call(), call()],
+        lambda: call(),
+    ),
+    (
+        "destination",
+        {"kind": "destination", "max_calls": 2, "window_s": 600},
+        lambda: [call(LIBERIA_PREMIUM), call(UK_PREMIUM)] + [call(BERLIN) for _ in range(5)],
+        lambda: call(DE_SHARED),
+    ),
+    (
+        "new-country",
+        {"kind": "new_country"},
+        lambda: [call(BERLIN), call("+4989123456"), call(BERLIN)],
+        lambda: call("+33142685300"),
+    ),
+    (
+        "same-range",
+        {"kind": "same_destination", "range_digits": 3, "max_calls": 3, "window_s": 600},
+        lambda: [*_range(3), call("+4930999100")],
+        lambda: call("+4930123499"),
+    ),
+    (
+        "distinct",
+        {"kind": "distinct_destinations", "max_destinations": 3, "window_s": 300},
+        lambda: [call(n) for n in ("+4930111111", "+4930222222", "+4930333333") * 2],
+        lambda: call("+4930444444"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "thresholds", "under", "over"), CASES, ids=[c[0] for c in CASES])
+async def test_each_kind_fires_at_its_threshold_and_not_below(
+    redis: aioredis.Redis,
+    clock: Clock,
+    name: str,
+    thresholds: dict[str, Any],
+    under: Calls,
+    over: Callable[[], CallFacts],
+) -> None:
+    fraud = await make_fraud(redis, clock, [{"name": name, "action": "refuse", **thresholds}])
+    below = await run(fraud, under())
+    assert [v.decision for v in below] == [Decision.ALLOW] * len(below)
+    assert all(not v.fired for v in below)
+    crossing = await fraud.check(over())
+    assert crossing.decision is Decision.REFUSE
+    assert crossing.rule is not None and crossing.rule.name == name
+    assert crossing.message == "call not allowed"
+    assert [f.rule.name for f in crossing.fired] == [name]
+
+
+async def test_a_window_slides(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "v", "kind": "velocity", "max_calls": 3, "window_s": 60, "action": "refuse"}
+    fraud = await make_fraud(redis, clock, [rule])
+    for _ in range(3):
+        assert (await fraud.check(call())).allowed
+        clock.advance(20)  # calls at 0, 20, 40 s
+    assert not (await fraud.check(call())).allowed  # at 60 s: 0..60 holds four
+    clock.advance(1)  # at 61 s the call at 0 s has left the window; the refused one counts
+    assert not (await fraud.check(call())).allowed  # 20, 40, 60, 61
+    clock.advance(60)
+    assert (await fraud.check(call())).allowed
+
+
+async def test_a_retransmitted_authorize_counts_once(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "v", "kind": "velocity", "max_calls": 2, "window_s": 60, "action": "refuse"}
+    fraud = await make_fraud(redis, clock, [rule])
+    same = call(sid="retransmitted")
+    for _ in range(5):
+        assert (await fraud.check(same)).allowed
+    assert (await fraud.check(call())).allowed  # two distinct calls
+    assert not (await fraud.check(call())).allowed
+
+
+async def test_alert_rules_fire_without_refusing_and_raise_one_incident(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    rule = {"name": "v", "kind": "velocity", "max_calls": 2, "window_s": 60}  # alert
+    fraud = await make_fraud(redis, clock, [rule])
+    verdicts = await run(fraud, [call() for _ in range(6)])
+    assert all(v.allowed for v in verdicts)
+    assert [len(v.fired) for v in verdicts] == [0, 0, 1, 1, 1, 1]
+    await fraud.settle()
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert (incident.key, incident.kind, incident.count) == ("fraud.v:acc1", "fraud.velocity", 4)
+    assert incident.severity == "warning"
+    assert incident.details["count"] == 3 and incident.details["limit"] == 2
+    assert incident.summary == "v: 3 calls in 60 s (limit 2): alert"
+
+
+async def test_the_worst_action_decides(redis: aioredis.Redis, clock: Clock) -> None:
+    rules = [
+        {"name": "soft", "kind": "velocity", "max_calls": 1, "window_s": 60},
+        {"name": "hard", "kind": "velocity", "max_calls": 2, "window_s": 60, "action": "refuse",
+         "message": "too fast"},
+    ]  # fmt: skip
+    fraud = await make_fraud(redis, clock, rules)
+    v1, v2, v3 = await run(fraud, [call(), call(), call()])
+    assert v1.allowed and not v1.fired
+    assert v2.allowed and [f.rule.name for f in v2.fired] == ["soft"]
+    assert v3.decision is Decision.REFUSE and v3.message == "too fast"
+    assert sorted(f.rule.name for f in v3.fired) == ["hard", "soft"]
+
+
+async def test_concurrent_calls_end_with_their_cdr_and_a_refused_call_is_forgotten(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    from fraud_harness import cdr
+
+    fraud = await make_fraud(
+        redis, clock, [{"name": "c", "kind": "concurrent", "max_calls": 2, "action": "refuse"}]
+    )
+    a, b = call(sid="a"), call(sid="b")
+    assert (await fraud.check(a)).allowed and (await fraud.check(b)).allowed
+    assert not (await fraud.check(call())).allowed
+    await fraud.cdr(cdr(call_id="a"), "1-0")  # call a ended
+    c = call(sid="c")
+    assert (await fraud.check(c)).allowed
+    await fraud.forget("acc1", "c")  # ... but the ledger refused it
+    assert (await fraud.check(call(sid="d"))).allowed
+    assert not (await fraud.check(call())).allowed
+
+
+async def test_live_entries_lapse_when_no_cdr_comes(redis: aioredis.Redis, clock: Clock) -> None:
+    fraud = await make_fraud(
+        redis, clock, [{"name": "c", "kind": "concurrent", "max_calls": 1, "action": "refuse"}]
+    )
+    assert (await fraud.check(call())).allowed
+    assert not (await fraud.check(call())).allowed
+    clock.advance(3601)  # live_ttl_s: the longest a session lives
+    assert (await fraud.check(call())).allowed
+
+
+async def test_new_country_exemptions_and_learning(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "nc", "kind": "new_country", "exempt_countries": ["AT"], "action": "refuse"}
+    fraud = await make_fraud(redis, clock, [rule])
+    assert (await fraud.check(call(BERLIN))).allowed  # the first call: learns DE
+    assert (await fraud.check(call("+43123456789"))).allowed  # AT is exempt
+    refused = await fraud.check(call("+33142685300"))
+    assert refused.decision is Decision.REFUSE
+    assert (await fraud.check(call("+33142685300"))).decision is Decision.REFUSE  # not learned
+    clock.advance(91 * 86400)  # memory_days 90: DE forgotten too, but the account has history
+    assert not (await fraud.check(call(BERLIN))).allowed
+
+
+async def test_shadow_records_and_changes_nothing(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "v", "kind": "velocity", "max_calls": 1, "window_s": 60, "action": "block"}
+    fraud = await make_fraud(redis, clock, [rule], shadow=True)
+    from fraud_harness import add_account
+
+    await add_account(fraud.ledger)
+    verdicts = await run(fraud, [call() for _ in range(4)])
+    assert all(v.allowed for v in verdicts)
+    assert [bool(v.fired) for v in verdicts] == [False, True, True, True]
+    assert (await fraud.ledger.get_account("acc1")).status == "active"
+    await fraud.settle()
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert incident.details["shadow"] is True
+    assert incident.summary.endswith("shadow: would block")
+
+
+async def test_overrides_per_tariff_and_account(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "v", "kind": "velocity", "max_calls": 1, "window_s": 60, "action": "refuse"}
+    fraud = await make_fraud(
+        redis,
+        clock,
+        [rule],
+        tariff_overrides={"wholesale": {"v": {"max_calls": 3}}},
+        account_overrides={"vip": {"v": {"enabled": False}}, "acc2": {"v": {"max_calls": 2}}},
+    )
+
+    async def allowed(account: str, tariff: str, n: int) -> list[bool]:
+        return [
+            (await fraud.check(call(account_id=account, tariff=tariff))).allowed for _ in range(n)
+        ]
+
+    assert await allowed("acc1", "", 2) == [True, False]
+    assert await allowed("trunk", "wholesale", 4) == [True, True, True, False]
+    assert await allowed("acc2", "wholesale", 3) == [True, True, False]  # account wins
+    assert await allowed("vip", "", 5) == [True] * 5
+
+
+async def test_rules_of_other_kinds_do_not_touch_redis_when_none_applies(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    fraud = await make_fraud(redis, clock, [{"name": "s", "kind": "spend", "max_amount": "5",
+                                             "window_s": 60}])  # fmt: skip
+    assert fraud.prepare(call()) is None  # an alerting event rule: nothing to read
+    refusing = replace(fraud.book.base[0], action=fraud.book.base[0].action.REFUSE)
+    fraud.book.base = (refusing,)
+    assert fraud.prepare(call()) is not None  # its deny flag must be read

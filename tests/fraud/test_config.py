@@ -1,0 +1,138 @@
+"""[fraud] configuration: an unknown kind, a missing or foreign threshold, a nonsensical
+value or a bad override stops startup with the key named; the defaults are valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+import pytest
+
+from chargingd.core.config import ConfigError, config_from_dict
+from chargingd.core.config.fraud import (
+    DEFAULT_HIGH_RISK_COUNTRIES,
+    DEFAULT_HIGH_RISK_PREFIXES,
+    DEFAULT_RULES,
+    KINDS,
+)
+from chargingd.fraud import RuleBook
+
+
+def load(fraud: dict[str, Any]) -> Any:
+    return config_from_dict({"fraud": fraud}, "c.toml").fraud
+
+
+def test_the_default_rules_cover_every_kind_and_compile() -> None:
+    cfg = load({"enabled": True})
+    assert cfg.rules == DEFAULT_RULES
+    assert {r.kind for r in cfg.rules} == set(KINDS)
+    book = RuleBook(cfg)
+    assert [r.slot for r in book.base] == list(range(1, len(DEFAULT_RULES) + 1))
+    by_name = {r.name: r for r in book.base}
+    assert by_name["spend-hour"].limit == 50_000_000  # micros
+    assert by_name["risky-destinations"].action == "block"
+    assert by_name["risky-destinations"].severity == "critical"
+    assert by_name["new-country"].window_ms == 90 * 86400 * 1000
+
+
+def test_the_default_high_risk_lists_name_real_ranges() -> None:
+    regions = phonenumbers.SUPPORTED_REGIONS
+    assert set(DEFAULT_HIGH_RISK_COUNTRIES) <= regions
+    for prefix in DEFAULT_HIGH_RISK_PREFIXES:  # non-geographic country codes
+        code = int(prefix[1:])
+        assert phonenumbers.region_code_for_country_code(code) == "001", prefix
+
+
+RULE = {"name": "r", "kind": "velocity", "max_calls": 5, "window_s": 60}
+
+
+@pytest.mark.parametrize(
+    ("fraud", "message"),
+    [
+        ({"rules": [{**RULE, "kind": "velocty"}]}, "unknown kind 'velocty'"),
+        ({"rules": [{**RULE, "name": "Bad Name"}]}, "rule name 'Bad Name'"),
+        ({"rules": [{**RULE, "action": "kill"}]}, "action must be one of"),
+        ({"rules": [{k: v for k, v in RULE.items() if k != "window_s"}]}, "needs window_s"),
+        ({"rules": [{**RULE, "max_calls": 0}]}, "max_calls must be between 1"),
+        ({"rules": [{**RULE, "window_s": 0}]}, "window_s must be between 1"),
+        ({"rules": [{**RULE, "min_asr_pct": 5}]}, "min_asr_pct does not apply to a velocity"),
+        ({"rules": [{**RULE, "scope": "planet"}]}, "scope must be one of"),
+        ({"rules": [{**RULE, "severity": "loud"}]}, "severity must be"),
+        ({"rules": [RULE, RULE]}, "rule names must be unique: r"),
+        ({"rules": [{**RULE, "maxcalls": 5}]}, "unknown key fraud.rules[0].maxcalls"),
+        (
+            {
+                "rules": [
+                    {"name": "a", "kind": "asr", "min_asr_pct": 101, "min_calls": 5, "window_s": 60}
+                ]
+            },
+            "min_asr_pct must be between 1 and 100",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "name": "a",
+                        "kind": "asr",
+                        "min_asr_pct": 10,
+                        "min_calls": 5,
+                        "window_s": 60,
+                        "action": "block",
+                    }
+                ]
+            },
+            "blocking on ASR needs min_calls >= 10",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "max_amount": "0", "window_s": 60}]},
+            "max_amount must be positive",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "max_amount": "1e3", "window_s": 60}]},
+            "max_amount: not a plain decimal",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "name": "d",
+                        "kind": "destination",
+                        "max_calls": 1,
+                        "window_s": 60,
+                        "match": ["premium"],
+                    }
+                ]
+            },
+            "match takes",
+        ),
+        ({"high_risk_countries": ["Cuba"]}, "'Cuba' is not an ISO 3166 code"),
+        ({"high_risk_prefixes": ["882"]}, "'882' is not +DIGITS"),
+        ({"refuse_message": ""}, "refuse_message and block_message"),
+        (
+            {"rules": [RULE], "account_overrides": {"a1": {"nope": {"max_calls": 3}}}},
+            "account_overrides.a1.nope: no rule named 'nope'",
+        ),
+        (
+            {"rules": [RULE], "tariff_overrides": {"t": {"r": {"min_calls": 3}}}},
+            "tariff_overrides.t.r: min_calls does not apply to a velocity rule",
+        ),
+        (
+            {"rules": [RULE], "tariff_overrides": {"t": {"r": {"max_calls": 0}}}},
+            "max_calls must be between 1",
+        ),
+        (
+            {"rules": [RULE], "tariff_overrides": {"t": {"r": {"action": "x"}}}},
+            "action must be one of",
+        ),
+    ],
+)
+def test_bad_rules_stop_startup_naming_the_problem(fraud: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(fraud)
+    assert "c.toml" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_destination_may_refuse_the_first_risky_call() -> None:
+    cfg = load({"rules": [{"name": "d", "kind": "destination", "max_calls": 0, "window_s": 60}]})
+    assert cfg.rules[0].max_calls == 0

@@ -1,0 +1,140 @@
+"""`chargingd ctl fraud rules|alerts|state|unblock` against a real admin server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fraud_harness import LIBERIA_PREMIUM, add_account, call, make_fraud
+
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.server import AdminServer
+from chargingd.app.cli import main
+from chargingd.core.clock import wall_ms
+from chargingd.core.status import StatusRegistry
+from chargingd.fraud import Fraud
+from chargingd.ledger import Ledger
+
+RULES = [
+    {"name": "premium", "kind": "destination", "max_calls": 1, "window_s": 600,
+     "action": "block", "message": "no premium"},
+    {"name": "spend", "kind": "spend", "max_amount": "20", "window_s": 3600, "cooldown_s": 60},
+]  # fmt: skip
+
+
+@pytest.fixture
+async def served(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[tuple[Fraud, Path]]:
+    ledger = Ledger(redis, clock_ms=wall_ms)
+    await ledger.load_scripts()
+    fraud = await make_fraud(
+        redis,
+        wall_ms,  # type: ignore[arg-type]
+        RULES,
+        ledger=ledger,
+        tariff_overrides={"wholesale": {"premium": {"max_calls": 50, "action": "alert"}}},
+    )
+
+    async def status() -> dict[str, Any]:
+        return {}
+
+    path = tmp_path / "admin.sock"
+    methods = AdminMethods(ledger, status, alerts=fraud.alerts, fraud=fraud)
+    server = AdminServer(
+        methods, path, mode=0o660, stats=StatusRegistry().component("admin"), grace_s=2.0
+    )
+    await server.start()
+    try:
+        yield fraud, path
+    finally:
+        await server.stop()
+
+
+async def ctl(path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["ctl", "--socket", str(path), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_rules_with_overrides(
+    served: tuple[Fraud, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, path = served
+    code, out, err = await ctl(path, capsys, "--json", "fraud", "rules")
+    assert code == 0, err
+    rules = json.loads(out)["rules"]
+    assert [(r["name"], r["at"], r["action"]) for r in rules] == [
+        ("premium", "authorize", "block"),
+        ("spend", "events", "alert"),
+    ]
+    assert rules[0]["thresholds"]["max_calls"] == 1
+    assert rules[1]["thresholds"] == {"window_s": 3600, "max_amount": "20.00", "cooldown_s": 60}
+    code, out, _ = await ctl(path, capsys, "--json", "fraud", "rules", "--tariff", "wholesale")
+    premium = json.loads(out)["rules"][0]
+    assert (premium["thresholds"]["max_calls"], premium["action"]) == (50, "alert")
+    code, out, _ = await ctl(path, capsys, "fraud", "rules")
+    assert code == 0 and "premium" in out and "high-risk countries: " in out
+
+
+async def test_block_alerts_state_unblock(
+    served: tuple[Fraud, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fraud, path = served
+    await add_account(fraud.ledger)
+    for _ in range(3):
+        await fraud.check(call(LIBERIA_PREMIUM))
+    await fraud.settle()
+
+    code, out, err = await ctl(path, capsys, "--json", "fraud", "alerts", "--since", "1h")
+    assert code == 0, err
+    (incident,) = json.loads(out)["incidents"]
+    assert (incident["incident"], incident["count"]) == ("fraud.premium:acc1", 2)
+    assert incident["summary"] == "premium: 2 calls in 600 s (limit 1): account blocked"
+
+    code, out, _ = await ctl(path, capsys, "--json", "fraud", "state", "acc1")
+    assert json.loads(out)["state"]["blocked_by"] == "premium"
+
+    code, _, err = await ctl(path, capsys, "fraud", "unblock", "acc1", "--reason", " ")
+    assert code == 1 and "needs a reason" in err
+    code, out, err = await ctl(
+        path, capsys, "--operator", "ops", "fraud", "unblock", "acc1", "--reason", "confirmed"
+    )
+    assert code == 0, err
+    assert "account acc1 unblocked: status active" in out
+    code, _, err = await ctl(path, capsys, "fraud", "unblock", "acc1", "--reason", "again")
+    assert code == 1 and "not blocked by a fraud rule" in err
+    code, _, err = await ctl(path, capsys, "fraud", "state", "nobody")
+    assert code == 1 and "no account" in err
+    history = await fraud.ledger.audit("acc1", count=5)
+    assert [(e.who, e.after["status"]) for e in history if e.what == "status"] == [
+        ("admin:ops", "active"),
+        ("fraud", "blocked"),
+    ]
+
+
+async def test_a_daemon_without_fraud_says_so(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(redis)
+
+    async def status() -> dict[str, Any]:
+        return {}
+
+    path = tmp_path / "admin.sock"
+    server = AdminServer(
+        AdminMethods(ledger, status), path, mode=0o660,
+        stats=StatusRegistry().component("admin"), grace_s=2.0,
+    )  # fmt: skip
+    await server.start()
+    try:
+        code, _, err = await ctl(path, capsys, "fraud", "rules")
+        assert code == 1 and "[fraud] enabled = false" in err
+        code, _, err = await ctl(path, capsys, "fraud", "alerts")
+        assert code == 1 and "no alert stream" in err
+    finally:
+        await server.stop()

@@ -1,0 +1,191 @@
+"""The event rules (CDRs and Access-Rejects) on a real Redis: each fires at its
+threshold and not below; refusing denies the account's (or identity's) next calls
+for the cooldown; a block goes through the ledger; a re-delivered CDR counts once."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import add_account, call, cdr, make_fraud
+
+from chargingd.fraud import Decision, Fraud, Verdict
+from chargingd.ledger import Status
+
+EUR = 1_000_000
+Feed = Callable[[Fraud], Awaitable[list[Verdict]]]
+
+
+_entry = itertools.count(1)
+
+
+def cdrs(*made: Any) -> Feed:
+    """Each CDR as a new stream entry."""
+
+    async def feed(fraud: Fraud) -> list[Verdict]:
+        return [await fraud.cdr(c, f"{next(_entry)}-0") for c in made]
+
+    return feed
+
+
+def rejects(identity: str, n: int, account: str | None = "acc1") -> Feed:
+    async def feed(fraud: Fraud) -> list[Verdict]:
+        return [await fraud.refused(account, identity, f"rej-{next(_entry)}") for _ in range(n)]
+
+    return feed
+
+
+CASES: list[tuple[str, dict[str, Any], Feed, Feed]] = [
+    (
+        "spend",
+        {"kind": "spend", "max_amount": "10.00", "window_s": 3600},
+        cdrs(cdr(charged_micros=4 * EUR), cdr(charged_micros=6 * EUR), cdr(answered=False)),
+        cdrs(cdr(charged_micros=1)),
+    ),
+    (
+        "short",
+        {"kind": "short_calls", "max_duration_s": 6, "max_calls": 3, "window_s": 600},
+        cdrs(*[cdr(duration_s=d) for d in (1, 6, 3, 7, 60)], cdr(answered=False)),
+        cdrs(cdr(duration_s=2)),
+    ),
+    (
+        "failed-cdrs",
+        {"kind": "failed_attempts", "max_calls": 3, "window_s": 300},
+        cdrs(*[cdr(answered=False) for _ in range(3)], cdr(duration_s=1)),
+        cdrs(cdr(answered=False)),
+    ),
+    (
+        "failed-rejects",
+        {"kind": "failed_attempts", "max_calls": 3, "window_s": 300},
+        rejects("user:alice", 3),
+        rejects("user:alice", 1),
+    ),
+    (
+        "asr",
+        {"kind": "asr", "min_asr_pct": 50, "min_calls": 4, "window_s": 3600},
+        # 1 of 3 answered (33%) but under min_calls; then 2 of 4 (50%): not below 50
+        cdrs(cdr(), cdr(answered=False), cdr(answered=False), cdr()),
+        cdrs(cdr(answered=False)),  # 2 of 5: 40%
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "thresholds", "under", "over"), CASES, ids=[c[0] for c in CASES])
+async def test_each_event_kind_fires_at_its_threshold_and_not_below(
+    redis: aioredis.Redis,
+    clock: Clock,
+    name: str,
+    thresholds: dict[str, Any],
+    under: Feed,
+    over: Feed,
+) -> None:
+    fraud = await make_fraud(redis, clock, [{"name": name, "action": "refuse", **thresholds}])
+    below = await under(fraud)
+    assert all(v.allowed and not v.fired for v in below), below
+    (crossing,) = await over(fraud)
+    assert crossing.decision is Decision.REFUSE
+    assert [f.rule.name for f in crossing.fired] == [name]
+    # ... and the account's next call is refused for the cooldown (the window)
+    assert (await fraud.check(call(identity="user:alice"))).decision is Decision.REFUSE
+
+
+async def test_spend_and_asr_report_what_they_measured(redis: aioredis.Redis, clock: Clock) -> None:
+    rules = [
+        {"name": "spend", "kind": "spend", "max_amount": "10.00", "window_s": 3600},
+        {"name": "asr", "kind": "asr", "min_asr_pct": 50, "min_calls": 2, "window_s": 3600},
+    ]
+    fraud = await make_fraud(redis, clock, rules)
+    (v,) = await cdrs(cdr(charged_micros=12_500_000))(fraud)
+    assert [(f.rule.name, f.count) for f in v.fired] == [("spend", 12_500_000)]
+    (v,) = await cdrs(cdr(answered=False))(fraud)
+    assert not v.fired  # nothing spent (spend not looked at); 1 of 2 answered: 50%
+    (v,) = await cdrs(cdr(answered=False))(fraud)
+    assert [(f.rule.name, f.count) for f in v.fired] == [("asr", 33)]
+    await fraud.settle()
+    assert fraud.alerts is not None
+    summaries = sorted(i.summary for i in await fraud.alerts.incidents())
+    assert summaries == [
+        "asr: ASR 33% in 3600 s (lowest 50%, 2+ calls): alert",
+        "spend: spent 12.50 in 3600 s (cap 10.00): alert",
+    ]
+
+
+async def test_refusal_lasts_the_cooldown(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "spend", "kind": "spend", "max_amount": "1", "window_s": 3600,
+            "cooldown_s": 600, "action": "refuse", "message": "spending limit reached"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await fraud.cdr(cdr(charged_micros=2 * EUR), "1-0")
+    refused = await fraud.check(call())
+    assert (refused.decision, refused.message) == (Decision.REFUSE, "spending limit reached")
+    clock.advance(599)
+    assert not (await fraud.check(call())).allowed
+    clock.advance(2)
+    assert (await fraud.check(call())).allowed
+
+
+async def test_rejects_deny_only_that_identity(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "fa", "kind": "failed_attempts", "max_calls": 2, "window_s": 300,
+            "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await rejects("user:alice", 3)(fraud)
+    assert not (await fraud.check(call(identity="user:alice"))).allowed
+    assert (await fraud.check(call(identity="user:bob"))).allowed
+
+
+async def test_rejects_of_an_unknown_identity_only_alert(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    rule = {"name": "fa", "kind": "failed_attempts", "max_calls": 2, "window_s": 300,
+            "action": "block"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    verdicts = await rejects("user:mallory", 4, account=None)(fraud)
+    assert [v.decision for v in verdicts] == [Decision.ALLOW] * 4
+    assert [bool(v.fired) for v in verdicts] == [False, False, True, True]
+    await fraud.settle()
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert incident.key == "fraud.fa:user:mallory"
+    assert incident.count == 2
+
+
+async def test_an_event_rule_blocks_through_the_ledger(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "spend", "kind": "spend", "max_amount": "5", "window_s": 3600,
+            "action": "block"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await add_account(fraud.ledger)
+    cut: list[str] = []
+
+    async def cut_account(account_id: str) -> int:
+        cut.append(account_id)
+        return 2
+
+    fraud.cut_account = cut_account
+    verdict = await fraud.cdr(cdr(charged_micros=6 * EUR), "1-0")
+    await fraud.settle()
+    assert verdict.decision is Decision.BLOCK and verdict.blocked_now
+    assert cut == ["acc1"]
+    acc = await fraud.ledger.get_account("acc1")
+    assert (acc.status, acc.status_reason) == (Status.BLOCKED, "fraud")
+
+
+async def test_a_redelivered_cdr_counts_once(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "spend", "kind": "spend", "max_amount": "10", "window_s": 3600}
+    fraud = await make_fraud(redis, clock, [rule])
+    same = cdr(charged_micros=6 * EUR)
+    for _ in range(3):
+        assert not (await fraud.cdr(same, "7-0")).fired
+    assert (await fraud.cdr(cdr(charged_micros=5 * EUR), "8-0")).fired  # 6 + 5 > 10
+
+
+async def test_spend_buckets_slide_with_the_window(redis: aioredis.Redis, clock: Clock) -> None:
+    rule = {"name": "spend", "kind": "spend", "max_amount": "10", "window_s": 3600}
+    fraud = await make_fraud(redis, clock, [rule])
+    await fraud.cdr(cdr(charged_micros=8 * EUR), "1-0")
+    clock.advance(1800)
+    assert (await fraud.cdr(cdr(charged_micros=3 * EUR), "2-0")).fired  # 11 in the hour
+    clock.advance(1861)  # the 8 left the window (buckets of 60 s)
+    assert not (await fraud.cdr(cdr(charged_micros=3 * EUR), "3-0")).fired  # 6

@@ -1,0 +1,134 @@
+"""Shared pieces of the fraud tests: a Fraud on a real Redis with a real Ledger and
+real Alerts, rules given as config tables, calls as CallFacts."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import phonenumbers
+import redis.asyncio as aioredis
+from fakes import Clock
+from phonenumbers import PhoneNumberType
+
+from chargingd.alerts import Alerts
+from chargingd.alerts.store import AlertStore
+from chargingd.billing.cdr import CDR
+from chargingd.core.config import config_from_dict
+from chargingd.fraud import CallFacts, Fraud
+from chargingd.ledger import Ledger, Mode
+
+_ids = itertools.count(1)
+
+
+def example(region: str, kind: int) -> str:
+    """phonenumbers' own example number of that type in that region (E.164)."""
+    number = phonenumbers.example_number_for_type(region, kind)
+    assert number is not None, (region, kind)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+BERLIN = "+4930123456"
+LIBERIA_PREMIUM = example("LR", PhoneNumberType.PREMIUM_RATE)  # high-risk country, premium
+UK_PREMIUM = example("GB", PhoneNumberType.PREMIUM_RATE)
+DE_SHARED = example("DE", PhoneNumberType.SHARED_COST)
+
+
+def fraud_config(rules: list[dict[str, Any]], **fraud: Any) -> Any:
+    return config_from_dict({"fraud": {"enabled": True, "rules": rules, **fraud}}).fraud
+
+
+def make_alerts(redis: aioredis.Redis, clock: Clock) -> Alerts:
+    store = AlertStore(
+        redis,
+        clock_ms=clock,
+        dedup_window_s=3600,
+        retention_s=7200,
+        calls_kept=20,
+        stream_maxlen=10_000,
+    )
+    return Alerts(store)
+
+
+async def make_fraud(
+    redis: aioredis.Redis,
+    clock: Clock,
+    rules: list[dict[str, Any]],
+    *,
+    ledger: Ledger | None = None,
+    single_redis: bool = True,
+    **fraud: Any,
+) -> Fraud:
+    if ledger is None:
+        ledger = Ledger(redis, clock_ms=clock)
+        await ledger.load_scripts()
+    engine = Fraud(
+        fraud_config(rules, **fraud),
+        redis=redis,
+        ledger=ledger,
+        alerts=make_alerts(redis, clock),
+        clock_ms=clock,
+        live_ttl_s=3600,
+        single_redis=single_redis,
+    )
+    await engine.load_scripts()
+    return engine
+
+
+async def add_account(ledger: Ledger, account_id: str = "acc1", tariff: str = "") -> None:
+    await ledger.create_account(
+        account_id, mode=Mode.PREPAID, currency="EUR", balance_micros=100_000_000,
+        tariff=tariff, who="test",
+    )  # fmt: skip
+
+
+def call(
+    callee: str = BERLIN,
+    account_id: str = "acc1",
+    *,
+    sid: str | None = None,
+    identity: str = "user:alice",
+    caller_ip: str = "",
+    tariff: str = "",
+) -> CallFacts:
+    return CallFacts(
+        account_id=account_id,
+        session_id=sid or f"sid-{next(_ids)}",
+        callee=callee,
+        identity=identity,
+        caller_ip=caller_ip,
+        tariff=tariff,
+    )
+
+
+def cdr(
+    account_id: str = "acc1",
+    *,
+    duration_s: int = 60,
+    answered: bool = True,
+    charged_micros: int = 0,
+    call_id: str | None = None,
+    start_ms: int = 0,
+) -> CDR:
+    answer_ms = start_ms + 1000 if answered else 0
+    return CDR(
+        source="radius",
+        call_id=call_id or f"call-{next(_ids)}",
+        account_id=account_id,
+        caller="+4930999",
+        callee=BERLIN,
+        destination="DE",
+        start_ms=start_ms,
+        answer_ms=answer_ms,
+        end_ms=start_ms + 1000 + duration_s * 1000,
+        duration_s=duration_s if answered else 0,
+        billed_s=duration_s if answered else 0,
+        cost_micros=charged_micros,
+        currency="EUR",
+        tariff="",
+        gateway="10.0.0.1",
+        disconnect_cause=16,
+        status="normal" if answered else "unanswered",
+        charged_micros=charged_micros,
+        charge="live",
+    )
