@@ -144,6 +144,8 @@ def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
         plan=str(tariff),
         tenant="bench",
         charge="record_only",  # no ledger: parse, normalise, rate, match, store
+        loguniqueid=True,  # the asterisk file below: cdr.conf loguniqueid/loguserfield=yes
+        loguserfield=True,
     )
     print(f"{fmt}: {n:,} rows, {path.stat().st_size / 1e6:.0f} MB")
 

@@ -7,7 +7,6 @@ and the same hours come back on every row of a file).
 from __future__ import annotations
 
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +15,7 @@ import phonenumbers
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import sip_to_q850
+from chargingd.mediation.localtime import LocalClock
 from chargingd.mediation.records import RawCall, RawTime, RowError
 
 _E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits including the country code
@@ -68,8 +68,7 @@ class Normaliser:
     def __init__(self, name: str, source: SourceConfig) -> None:
         self.name = name
         self.source = source
-        self.zone = zoneinfo.ZoneInfo(source.time_zone)
-        self._utc = source.time_zone in ("UTC", "Etc/UTC", "GMT")
+        self.clock = LocalClock(source.time_zone)
         self._country_code = ""
         if source.default_country:
             code = phonenumbers.country_code_for_region(source.default_country.upper())
@@ -78,17 +77,19 @@ class Normaliser:
             self._country_code = str(code)
         self._numbers: dict[str, str] = {}
         self._possible: dict[tuple[str, int], bool] = {}
-        self._offsets: dict[tuple[int, int, int, int], timedelta] = {}
 
     def call(self, raw: RawCall) -> Call:
         """The normalised call; RowError (the reject reason) when it cannot be."""
         if not raw.call_id:
             raise RowError("no call id")
-        end_ms = self.time_ms(raw.end)
+        # Local times of a fall-back night's repeated hour are read from the row's own
+        # evidence: order, billsec, duration (localtime.py).
+        start_ms, answer_ms, end_ms = self.clock.resolve(
+            raw.start, raw.answer, raw.end, talk_s=raw.talk_s, total_s=raw.total_s
+        )
         if not end_ms:
             raise RowError("no end time")
-        answer_ms = self.time_ms(raw.answer)
-        start_ms = self.time_ms(raw.start) or answer_ms or end_ms
+        start_ms = start_ms or answer_ms or end_ms
         if end_ms < start_ms:
             raise RowError("end time before start time")
         if answer_ms and not start_ms <= answer_ms <= end_ms:
@@ -146,30 +147,10 @@ class Normaliser:
         return 0
 
     def time_ms(self, value: RawTime) -> int:
-        """UTC epoch ms of a raw time; naive datetimes are in the source's zone."""
-        if value is None:
-            return 0
-        if isinstance(value, int):
-            return value
-        if value.tzinfo is not None:
-            delta = value - _EPOCH_UTC
-        else:
-            delta = value - _EPOCH - self._offset(value)
-        return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-    def _offset(self, local: datetime) -> timedelta:
-        # UTC offsets change on the hour at most: cache them per local hour. An ambiguous
-        # hour (DST fall-back) takes fold=0, the first occurrence (PEP 495).
-        key = (local.year, local.month, local.day, local.hour)
-        offset = self._offsets.get(key)
-        if offset is None:
-            if self._utc:
-                offset = timedelta(0)
-            else:
-                aware = local.replace(minute=0, second=0, microsecond=0, tzinfo=self.zone)
-                offset = aware.utcoffset() or timedelta(0)
-            self._offsets[key] = offset
-        return offset
+        """UTC epoch ms of one raw time; a naive one in the source's zone (the first
+        reading of a repeated hour: a whole call is read with Normaliser.call)."""
+        readings = self.clock.readings(value)
+        return readings[0] if readings else 0
 
     def number(self, raw: str, what: str) -> str:
         """E.164 ("+4930123456") of a number as the switch's users dialled it."""
@@ -183,7 +164,8 @@ class Normaliser:
         return result
 
     def _e164(self, raw: str, what: str) -> str:
-        text = _SEPARATORS.sub("", strip_uri(raw))
+        # CUCM writes E.164 directory numbers with an escaped plus: "\+442079460000".
+        text = _SEPARATORS.sub("", strip_uri(raw)).replace("\\+", "+")
         digits = self._international_digits(text, raw, what)
         if not (digits.isascii() and digits.isdigit()) or not 2 <= len(digits) <= _E164_MAX_DIGITS:
             raise RowError(f"{what} {raw!r} is not a telephone number")

@@ -82,13 +82,11 @@ def _charged(cdrs: list[CDR]) -> int:
 
 
 def without_bom(lines: Iterable[str]) -> Iterator[str]:
-    """The lines with a UTF-8 byte-order mark removed from the first one (any format)."""
-    first = True
+    """The lines without a UTF-8 byte-order mark at their start (any format): files
+    written on Windows start with one, and files concatenated with `cat` carry theirs
+    into the middle; it is never part of a CDR."""
     for line in lines:
-        if first:
-            first = False
-            line = line.removeprefix(BOM)
-        yield line
+        yield line[1:] if line[:1] == BOM else line
 
 
 def normalised(

@@ -43,6 +43,8 @@ account = "pbx-customer"
 plan = "{FIXTURES / "tariff_tp"}"
 tenant = "chargingd.test"
 charge = "record_only"
+loguniqueid = true
+loguserfield = true
 """
     )
     return path
@@ -148,8 +150,10 @@ C4 = ("+4930555000", "+4915123456789", 1552296000000, 0, 1552296030000, 0, 19)
     ],
 )
 def test_shared_samples(name: str, fmt: str, expected: list[tuple[object, ...]] | None) -> None:
+    # The Asterisk sample was written with loguniqueid=yes, loguserfield=yes (its README).
+    options = {"loguniqueid": True, "loguserfield": True} if fmt == "asterisk" else {}
     with open(SHARED / name, encoding="utf-8", newline="") as fh:
-        items = [item for _, item in normalised(fh, "s", SourceConfig(format=fmt))]
+        items = [item for _, item in normalised(fh, "s", SourceConfig(format=fmt, **options))]
     calls = [c for c in items if isinstance(c, Call)]
     assert len(calls) == len(items), [i for i in items if not isinstance(i, Call)]
     got = [

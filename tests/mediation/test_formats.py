@@ -47,9 +47,12 @@ def de(**kw: Any) -> SourceConfig:
     return SourceConfig(default_country="DE", time_zone="Europe/Berlin", **kw)
 
 
-def test_asterisk_every_layout_by_column_count() -> None:
-    calls, rejects = mediate("asterisk_Master.csv", de(format="asterisk"))
-    # 18 columns: uniqueid + userfield; summer time (CEST, UTC+2).
+ASTERISK_CSV = de(format="asterisk", loguniqueid=True, loguserfield=True)
+
+
+def test_asterisk_fixture_read_with_its_declared_columns() -> None:
+    calls, rejects = mediate("asterisk_Master.csv", ASTERISK_CSV)
+    # uniqueid + userfield (loguniqueid=yes, loguserfield=yes); summer time (CEST, UTC+2).
     check(
         calls["1782892800.11"],
         caller="+493012345678",
@@ -64,10 +67,9 @@ def test_asterisk_every_layout_by_column_count() -> None:
         status="normal",
     )
     assert calls["1782892800.11"].extra["userfield"] == "vip"
-    # 16 columns: no uniqueid, so channel@start is the id; winter time (CET, UTC+1);
-    # the international prefix 00 is stripped; BUSY is Q.850 17.
+    # Winter time (CET, UTC+1); the international prefix 00 is stripped; BUSY is Q.850 17.
     check(
-        calls["SIP/carol-00000003@2026-01-15 10:00:00"],
+        calls["1768467600.3"],
         callee="+41441234567",
         start_ms=ms("2026-01-15 09:00:00"),
         answer_ms=0,
@@ -76,7 +78,6 @@ def test_asterisk_every_layout_by_column_count() -> None:
         cause=17,
         status="unanswered",
     )
-    # 21 columns: uniqueid, userfield and newcdrcolumns (peeraccount, linkedid, sequence).
     check(
         calls["1782900000.21"],
         caller="+4930222333",
@@ -84,20 +85,62 @@ def test_asterisk_every_layout_by_column_count() -> None:
         duration_s=60,
         gateway="PJSIP/carrier",
     )
-    assert calls["1782900000.21"].extra["linkedid"] == "1782900000.20"
-    # 19 columns: newcdrcolumns only; NO ANSWER is Q.850 19.
-    no_answer = calls["PJSIP/dave-00000007@2026-07-01 13:00:00"]
-    check(no_answer, callee="+4989555666", cause=19, status="unanswered")
-    assert no_answer.extra["linkedid"] == "1782903600.30"
-    # 17 columns: userfield only (not shaped like a uniqueid).
-    assert calls["SIP/eve-00000009@2026-07-01 14:00:00"].extra["userfield"] == "project-x"
+    # NO ANSWER is Q.850 19.
+    check(calls["1782903600.30"], callee="+4989555666", cause=19, status="unanswered")
+    assert calls["1782907200.39"].extra["userfield"] == "project-x"
     assert len(calls) == 5
     assert rejects == {
-        6: "11 columns; Master.csv has 16 to 21",
+        6: "11 columns; the source's Master.csv has 18"
+        " (loguniqueid=yes, loguserfield=yes, newcdrcolumns=no)",
         7: "start is not a time: '2026-13-01 14:00:00'",
         8: "callee 'nobody' is not a telephone number",
         9: "end time before start time",
     }
+
+
+_AST_BASE = (
+    '"acc1","03012345678","08912345678","from-internal","""Carol"" <03012345678>",'
+    '"SIP/carol-00000001","SIP/provider-00000002","Dial","SIP/provider/08912345678,60",'
+    '"2026-07-01 10:00:00","2026-07-01 10:00:07","2026-07-01 10:05:07",307,300,'
+    '"ANSWERED","BILLING"'
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "tail", "call_id", "extra"),
+    [
+        ({}, "", "SIP/carol-00000001@2026-07-01 10:00:00", {}),
+        ({"loguniqueid": True}, ',"1782892800.11"', "1782892800.11", {}),
+        # A userfield shaped like a uniqueid is still the userfield: the config says so.
+        ({"loguserfield": True}, ',"1782892800.99"', "SIP/carol-00000001@2026-07-01 10:00:00",
+         {"userfield": "1782892800.99"}),
+        ({"loguniqueid": True, "loguserfield": True}, ',"1782892800.11","vip"',
+         "1782892800.11", {"userfield": "vip"}),
+        ({"newcdrcolumns": True}, ',"peer","1782892800.10",3',
+         "SIP/carol-00000001@2026-07-01 10:00:00", {"peeraccount": "peer",
+                                                    "linkedid": "1782892800.10"}),
+        ({"loguniqueid": True, "loguserfield": True, "newcdrcolumns": True},
+         ',"1782892800.11","","peer","1782892800.10",3', "1782892800.11",
+         {"peeraccount": "peer", "linkedid": "1782892800.10"}),
+    ],
+)  # fmt: skip
+def test_asterisk_optional_columns_come_from_the_config(
+    options: dict[str, bool], tail: str, call_id: str, extra: dict[str, str]
+) -> None:
+    source = de(format="asterisk", **options)
+    ((_, call),) = list(normalised([_AST_BASE + tail + "\n"], "s", source))
+    assert isinstance(call, Call) and call.call_id == call_id
+    assert {k: v for k, v in call.extra.items() if k not in ("channel", "dstchannel")} == extra
+    # The same row under another layout is rejected, never guessed.
+    other = de(format="asterisk", **{**options, "newcdrcolumns": not options.get("newcdrcolumns")})
+    ((_, reject),) = list(normalised([_AST_BASE + tail + "\n"], "s", other))
+    assert isinstance(reject, Reject) and "columns; the source's Master.csv has" in reject.reason
+
+
+def test_asterisk_usegmtime_reads_utc() -> None:
+    source = de(format="asterisk", loguniqueid=True, usegmtime=True)
+    ((_, call),) = list(normalised([_AST_BASE + ',"u1"\n'], "s", source))
+    assert isinstance(call, Call) and call.start_ms == ms("2026-07-01 10:00:00")
 
 
 FS_CUSTOM = (

@@ -33,6 +33,8 @@ ASTERISK = SourceConfig(
     plan=TARIFF,
     tenant="chargingd.test",
     charge="record_only",  # these tests look at rating and storage; test_charge.py at money
+    loguniqueid=True,
+    loguserfield=True,
 )
 
 
@@ -81,7 +83,7 @@ async def test_rates_stores_and_rerun_adds_nothing(tmp_path: Path) -> None:
     assert (muc.account_id, muc.currency, muc.status) == ("pbx-customer", "EUR", "normal")
     paris = store.cdrs[("pbx1", "1782900000.21")]
     assert (paris.cost_micros, paris.destination) == (120_000, "DST_FR")  # 60 s at 0.12/min
-    busy = store.cdrs[("pbx1", "SIP/carol-00000003@2026-01-15 10:00:00")]
+    busy = store.cdrs[("pbx1", "1768467600.3")]
     assert (busy.status, busy.cost_micros, busy.billed_s, busy.disconnect_cause) == (
         "unanswered",
         0,
@@ -90,7 +92,11 @@ async def test_rates_stores_and_rerun_adds_nothing(tmp_path: Path) -> None:
     )
     rejects = read_rejects(tmp_path / "asterisk_Master.csv.rejects.csv")
     assert [(r["line"], r["reason"]) for r in rejects] == [
-        ("6", "11 columns; Master.csv has 16 to 21"),
+        (
+            "6",
+            "11 columns; the source's Master.csv has 18"
+            " (loguniqueid=yes, loguserfield=yes, newcdrcolumns=no)",
+        ),
         ("7", "start is not a time: '2026-13-01 14:00:00'"),
         ("8", "callee 'nobody' is not a telephone number"),
         ("9", "end time before start time"),

@@ -7,6 +7,7 @@ tariff its calls are charged to. Loaded by chargingd.core.config; nothing here d
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ FORMATS = (
     "csv",  # any CSV with a configured column mapping
 )
 ACCOUNT_RULES = ("ani", "accountcode", "fixed")
+_OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-4]):[0-5][0-9]")
 # How a source's calls move money (DESIGN invariant 7); every source says which.
 CHARGE_MODES = ("ledger", "record_only")
 INSUFFICIENT = ("debt", "cap")
@@ -94,6 +96,17 @@ class SourceConfig:
     header: bool = True
     # Cisco h323-disconnect-cause radix: 16 (Cisco IOS) or 10 (AudioCodes and others).
     radius_cause_radix: int = 16
+    # cisco_radius: the zone labels of the gateway's clock ("clock timezone CET 1",
+    # "clock summer-time CEST ...") -> UTC offset, e.g. { CET = "+01:00", CEST = "+02:00" }.
+    # UTC/GMT need none; a label naming time_zone's standard or summer time (CET/CEST for
+    # Europe/Berlin) is read as that; any other label is rejected, never guessed.
+    zone_labels: dict[str, str] = field(default_factory=dict)
+    # asterisk: what the switch's cdr.conf [csv] section says (Asterisk's defaults: no).
+    # They decide the columns of Master.csv: a row with another count is rejected.
+    loguniqueid: bool = False  # a uniqueid column after amaflags (then the call id)
+    loguserfield: bool = False  # a userfield column after it
+    newcdrcolumns: bool = False  # peeraccount, linkedid, sequence at the end
+    usegmtime: bool = False  # times are UTC, not the switch's local time
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -115,6 +128,9 @@ class SourceConfig:
             raise ValueError("radius_cause_radix must be 10 or 16")
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be one character")
+        for label, offset in self.zone_labels.items():
+            if not _OFFSET.fullmatch(offset):
+                raise ValueError(f'zone_labels.{label} must be a UTC offset such as "+01:00"')
         self._validate_fields()
         self._validate_mapping()
 

@@ -17,12 +17,12 @@ from chargingd.mediation.records import Parsed, Parser
 def parser_for(source: SourceConfig) -> Parser:
     """The parser of the source's format, bound to its settings."""
     parsers: dict[str, Parser] = {
-        "asterisk": asterisk.parse,
+        "asterisk": partial(asterisk.parse, source=source),
         "freeswitch": partial(freeswitch.parse, fields=source.fields),
         "kamailio": kamailio.parse_syslog,
         "kamailio_db": kamailio.parse_db,
         "cucm": cucm.parse,
-        "cisco_radius": partial(cisco_radius.parse, cause_radix=source.radius_cause_radix),
+        "cisco_radius": partial(cisco_radius.parse, source=source),
         "csv": partial(generic.parse, source=source),
     }
     return parsers[source.format]

@@ -2,18 +2,24 @@
 
 Column order of cdr_csv.c ``build_csv_record``: accountcode, src, dst, dcontext, clid,
 channel, dstchannel, lastapp, lastdata, start, answer, end, duration, billsec,
-disposition, amaflags, then uniqueid (loguniqueid=yes), userfield (loguserfield=yes),
-then peeraccount, linkedid, sequence (newcdrcolumns=yes). Which optional groups are
-present is told by the column count. Times are local "YYYY-MM-DD HH:MM:SS"; an
-unanswered call has an empty answer field.
+disposition, amaflags, then uniqueid (``loguniqueid=yes``), userfield
+(``loguserfield=yes``), then peeraccount, linkedid, sequence (``newcdrcolumns=yes``).
+Which optional columns the file has is what the switch's cdr.conf ``[csv]`` section
+says, so the source says it too (``loguniqueid``, ``loguserfield``, ``newcdrcolumns``,
+defaults as Asterisk's: no); a row with another column count is rejected, never
+guessed. Strings are quoted with inner quotes doubled (append_string), integers are
+not, an unset time is an empty field; times are local "YYYY-MM-DD HH:MM:SS", or UTC
+with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import ASTERISK_DISPOSITIONS
+from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -44,74 +50,78 @@ BASE = (
 NEW_COLUMNS = ("peeraccount", "linkedid", "sequence")
 
 
-def _layout(count: int, row: list[str]) -> tuple[str, ...] | None:
-    """Column names for a row of ``count`` columns, None if no layout has that many."""
-    if count == 16:
-        return BASE
-    if count == 18:
-        return (*BASE, "uniqueid", "userfield")
-    if count == 19:
-        return BASE + NEW_COLUMNS
-    if count == 21:
-        return (*BASE, "uniqueid", "userfield", *NEW_COLUMNS)
-    if count in (17, 20):
-        # One of uniqueid / userfield: a uniqueid is "<epoch>.<seq>" (channel.c).
-        optional = "uniqueid" if _looks_like_uniqueid(row[16]) else "userfield"
-        return (*BASE, optional) + (NEW_COLUMNS if count == 20 else ())
-    return None
+def layout(source: SourceConfig) -> tuple[str, ...]:
+    """The columns of the source's Master.csv, as its cdr.conf [csv] options make them."""
+    names: tuple[str, ...] = BASE
+    if source.loguniqueid:
+        names += ("uniqueid",)
+    if source.loguserfield:
+        names += ("userfield",)
+    if source.newcdrcolumns:
+        names += NEW_COLUMNS
+    return names
 
 
-def _looks_like_uniqueid(text: str) -> bool:
-    head, dot, tail = text.partition(".")
-    return bool(dot) and head.isdigit() and tail.isdigit()
+def _options(names: tuple[str, ...]) -> str:
+    said = [
+        f"{option}={'yes' if column in names else 'no'}"
+        for option, column in (
+            ("loguniqueid", "uniqueid"),
+            ("loguserfield", "userfield"),
+            ("newcdrcolumns", "linkedid"),
+        )
+    ]
+    return ", ".join(said)
 
 
-def parse(lines: Iterable[str]) -> Iterator[Parsed]:
-    """Yield the calls of a Master.csv file."""
-    reader = csv.reader(lines)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield reader.line_num, Reject(f"unreadable CSV: {exc}")
+def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[Parsed]:
+    """Yield the calls of a Master.csv file written with the source's options."""
+    source = source or SourceConfig(format="asterisk")
+    names = layout(source)
+    for rec in records(lines, width=lambda: len(names)):
+        if rec.fields is None:
+            yield rec.line_no, Reject(rec.error, rec.raw)
             continue
-        if not row:
+        if not rec.fields or rec.fields == [""]:
             continue
         try:
-            yield reader.line_num, _call(row)
+            yield rec.line_no, _call(names, rec.fields, rec.raw, source.usegmtime)
         except RowError as exc:
-            yield reader.line_num, Reject(str(exc), ",".join(row))
+            yield rec.line_no, Reject(str(exc), rec.raw)
 
 
-def _call(row: list[str]) -> RawCall:
-    names = _layout(len(row), row)
-    if names is None:
-        raise RowError(f"{len(row)} columns; Master.csv has 16 to 21")
+def _stamp(text: str, name: str, utc: bool) -> datetime | None:
+    when = parse_stamp(text, name)
+    return when.replace(tzinfo=UTC) if when is not None and utc else when
+
+
+def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool) -> RawCall:
+    if len(row) != len(names):
+        raise RowError(f"{len(row)} columns; the source's Master.csv has {len(names)}"
+                       f" ({_options(names)})")  # fmt: skip
     rec = dict(zip(names, row, strict=True))
-    start = parse_stamp(rec["start"], "start")
     # Without loguniqueid the row has no id of its own: channel + start is unique per call.
     call_id = rec.get("uniqueid") or f"{rec['channel']}@{rec['start']}"
     extra = {"channel": rec["channel"], "dstchannel": rec["dstchannel"]}
-    if rec.get("userfield"):
-        extra["userfield"] = rec["userfield"]
-    if rec.get("linkedid"):
-        extra["linkedid"] = rec["linkedid"]
+    for name in ("userfield", "linkedid", "peeraccount"):
+        if rec.get(name):
+            extra[name] = rec[name]
     disposition = rec["disposition"]
     return RawCall(
         call_id=call_id,
         caller=rec["src"],
         callee=rec["dst"],
-        start=start,
-        answer=parse_stamp(rec["answer"], "answer"),
-        end=parse_stamp(rec["end"], "end"),
+        start=_stamp(rec["start"], "start", utc),
+        answer=_stamp(rec["answer"], "answer", utc),
+        end=_stamp(rec["end"], "end", utc),
         talk_s=int_field(rec["billsec"], "billsec"),
         q850=ASTERISK_DISPOSITIONS.get(disposition),
         cause_text=disposition,
         account=rec["accountcode"],
         gateway=_gateway(rec["dstchannel"]),
         extra=extra,
+        total_s=int_field(rec["duration"], "duration"),
+        raw=raw,
     )
 
 

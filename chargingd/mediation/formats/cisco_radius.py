@@ -6,16 +6,21 @@ blank line. A gateway call has two legs, each with Start and Stop records: the
 both carry the same ``h323-conf-id`` (Cisco "RADIUS VSA Voice Implementation Guide").
 Cisco VSA values repeat their name ("h323-setup-time=..."). h323-disconnect-cause is a
 Q.850 cause in HEX on IOS (decimal on some other vendors: ``radius_cause_radix``).
-Times look like "*13:00:01.123 UTC Mon Nov 16 2026"; a leading ``*`` (clock not
-authoritative) or ``.`` (NTP sync lost) is stripped.
+Times look like "*13:00:01.123 UTC Mon Nov 16 2026" (h323-setup-time and friends:
+"hh:mm:ss.mmm ZON DDD MMM ## YYYY"); a leading ``*`` (clock not authoritative) or
+``.`` (NTP sync lost) is stripped. ZON is the label the gateway's ``clock timezone`` /
+``clock summer-time`` gave: it says the offset (Clock.aware), so a time in the
+repeated hour of a fall-back night is read right.
 """
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.records import Parsed, RawCall, RawTime, Reject, RowError, int_field
 
 _MONTHS = {
@@ -27,20 +32,58 @@ _MONTHS = {
 _UTC_NAMES = ("UTC", "GMT", "Z")
 
 
-def cisco_time(text: str, name: str) -> RawTime:
-    """ "*13:00:01.123 UTC Mon Nov 16 2026" -> aware UTC datetime (naive if not UTC/GMT)."""
-    parts = text.lstrip("*.").split()
-    if len(parts) != 5 and len(parts) != 6:
-        raise RowError(f"{name} is not a Cisco time: {text!r}")
-    clock, zone, month, day, year = parts[0], parts[1], parts[-3], parts[-2], parts[-1]
-    try:
-        hms, _, frac = clock.partition(".")
-        hour, minute, second = (int(x) for x in hms.split(":"))
-        micros = int((frac + "000000")[:6]) if frac else 0
-        when = datetime(int(year), _MONTHS[month], int(day), hour, minute, second, micros)
-    except (ValueError, KeyError):
-        raise RowError(f"{name} is not a Cisco time: {text!r}") from None
-    return when.replace(tzinfo=UTC) if zone in _UTC_NAMES else when
+class Clock:
+    """Reads a gateway's time stamps: the zone label says which offset applies."""
+
+    def __init__(self, source: SourceConfig) -> None:
+        self.zone = zoneinfo.ZoneInfo(source.time_zone)
+        self.zone_name = source.time_zone
+        self.labels = {k: _offset(v) for k, v in source.zone_labels.items()}
+
+    def read(self, text: str, name: str) -> RawTime:
+        """ "*13:00:01.123 UTC Mon Nov 16 2026" -> an aware datetime (see Clock.aware)."""
+        parts = text.lstrip("*.").split()
+        if len(parts) != 5 and len(parts) != 6:
+            raise RowError(f"{name} is not a Cisco time: {text!r}")
+        clock, label, month, day, year = parts[0], parts[1], parts[-3], parts[-2], parts[-1]
+        try:
+            hms, _, frac = clock.partition(".")
+            hour, minute, second = (int(x) for x in hms.split(":"))
+            micros = int((frac + "000000")[:6]) if frac else 0
+            when = datetime(int(year), _MONTHS[month], int(day), hour, minute, second, micros)
+        except (ValueError, KeyError):
+            raise RowError(f"{name} is not a Cisco time: {text!r}") from None
+        return self.aware(when, label, name)
+
+    def aware(self, when: datetime, label: str, name: str) -> datetime:
+        """The zone label decides the offset: UTC/GMT; the source's zone_labels; or the
+        name time_zone gives its standard or summer time at that moment (CET / CEST),
+        which also tells the two occurrences of a fall-back hour apart. Any other label
+        is refused: a guessed offset would bill the call at the wrong time."""
+        if label in _UTC_NAMES:
+            return when.replace(tzinfo=UTC)
+        offset = self.labels.get(label)
+        if offset is not None:
+            return when.replace(tzinfo=timezone(offset))
+        for fold in (0, 1):
+            local = when.replace(tzinfo=self.zone, fold=fold)
+            if local.tzname() == label:
+                return local
+        raise RowError(
+            f"{name}: zone label {label!r} is not UTC, not in zone_labels and not a name of"
+            f" time_zone {self.zone_name} then"
+        )
+
+
+def _offset(text: str) -> timedelta:
+    sign = -1 if text[0] == "-" else 1
+    hours, minutes = (int(x) for x in text[1:].split(":"))
+    return sign * timedelta(hours=hours, minutes=minutes)
+
+
+def cisco_time(text: str, name: str, source: SourceConfig | None = None) -> RawTime:
+    """One Cisco time stamp read with a source's clock settings (default: UTC only)."""
+    return Clock(source or SourceConfig(format="cisco_radius")).read(text, name)
 
 
 @dataclass(slots=True)
@@ -49,34 +92,37 @@ class _Conf:
 
     line_no: int
     started: set[str] = field(default_factory=set)
-    stops: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    stops: dict[str, tuple[int, dict[str, str], str]] = field(default_factory=dict)
+    raws: list[str] = field(default_factory=list)  # every record of the call, as written
 
     def complete(self) -> bool:
         return bool(self.stops) and self.started <= set(self.stops)
 
 
-def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line of the timestamp, attributes) for each block of a detail file."""
+def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
+    """(line of the timestamp, attributes, the block as written) for each block."""
     attrs: dict[str, str] = {}
+    block: list[str] = []
     first = 0
     for line_no, line in enumerate(lines, start=1):
         text = line.rstrip("\r\n")
         if not text.strip():
             if attrs:
-                yield first, attrs
-            attrs = {}
+                yield first, attrs, "\n".join(block)
+            attrs, block = {}, []
         elif text.startswith("#"):
             continue
         elif text[0] in " \t":
+            block.append(text)
             name, eq, value = text.strip().partition(" = ")
             if eq:
                 attrs[name] = _value(name, value)
         else:
             if attrs:
-                yield first, attrs
-            attrs, first = {}, line_no
+                yield first, attrs, "\n".join(block)
+            attrs, first, block = {}, line_no, [text]
     if attrs:
-        yield first, attrs
+        yield first, attrs, "\n".join(block)
 
 
 def _value(name: str, value: str) -> str:
@@ -86,50 +132,56 @@ def _value(name: str, value: str) -> str:
     return value[len(prefix) :] if value.startswith(prefix) else value
 
 
-def parse(lines: Iterable[str], cause_radix: int = 16) -> Iterator[Parsed]:
+def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[Parsed]:
     """Yield one call per h323-conf-id once every started leg has stopped."""
+    source = source or SourceConfig(format="cisco_radius")
+    clock = Clock(source)
+    radix = source.radius_cause_radix
     confs: dict[str, _Conf] = {}
-    for line_no, attrs in records(lines):
+    for line_no, attrs, raw in records(lines):
         conf_id = attrs.get("h323-conf-id", "").replace(" ", "").upper()
         status = attrs.get("Acct-Status-Type", "")
         if not conf_id:
-            yield line_no, Reject("record without h323-conf-id", _raw(attrs))
+            yield line_no, Reject("record without h323-conf-id", raw)
             continue
         if status not in ("Start", "Stop"):
             continue  # Interim-Update, Accounting-On/Off: no call data
         conf = confs.setdefault(conf_id, _Conf(line_no))
+        conf.raws.append(raw)
         leg = attrs.get("h323-call-origin", "") or attrs.get("Acct-Session-Id", "")
         if status == "Start":
             conf.started.add(leg)
         else:
-            conf.stops[leg] = (line_no, attrs)
+            conf.stops[leg] = (line_no, attrs, raw)
         if conf.complete():
             del confs[conf_id]
-            yield _emit(conf_id, conf, cause_radix)
+            yield _emit(conf_id, conf, radix, clock)
     for conf_id, conf in confs.items():
         if conf.stops:
-            yield _emit(conf_id, conf, cause_radix)  # a leg lost its Stop: use what we have
+            yield _emit(conf_id, conf, radix, clock)  # a leg lost its Stop: use what we have
         else:
-            yield conf.line_no, Reject("incomplete: Start without Stop at end of file", conf_id)
+            raw = "\n\n".join(conf.raws)
+            yield conf.line_no, Reject("incomplete: Start without Stop at end of file", raw)
 
 
-def _raw(attrs: dict[str, str]) -> str:
-    return ";".join(f"{k}={v}" for k, v in attrs.items())
-
-
-def _emit(conf_id: str, conf: _Conf, cause_radix: int) -> Parsed:
+def _emit(conf_id: str, conf: _Conf, cause_radix: int, clock: Clock) -> Parsed:
     # The answer leg is the caller's side of the call; the originate leg says where it went.
     leg = "answer" if "answer" in conf.stops else next(iter(conf.stops))
-    line_no, attrs = conf.stops[leg]
+    line_no, attrs, _ = conf.stops[leg]
+    raw = "\n\n".join(conf.raws)
     try:
-        return line_no, _call(conf_id, attrs, conf, cause_radix)
+        call = _call(conf_id, attrs, conf, cause_radix, clock)
     except RowError as exc:
-        return line_no, Reject(str(exc), _raw(attrs))
+        return line_no, Reject(str(exc), raw)
+    call.raw = raw
+    return line_no, call
 
 
-def _call(conf_id: str, attrs: dict[str, str], conf: _Conf, cause_radix: int) -> RawCall:
+def _call(
+    conf_id: str, attrs: dict[str, str], conf: _Conf, cause_radix: int, clock: Clock
+) -> RawCall:
     remote = ""
-    for _, other in conf.stops.values():
+    for _, other, _ in conf.stops.values():
         remote = remote or other.get("h323-remote-address", "")
     connect = attrs.get("h323-connect-time", "")
     cause = attrs.get("h323-disconnect-cause", "")
@@ -141,15 +193,14 @@ def _call(conf_id: str, attrs: dict[str, str], conf: _Conf, cause_radix: int) ->
     extra: dict[str, str] = {k: attrs[k] for k in ("h323-gw-id", "Acct-Session-Id") if k in attrs}
     if remote:
         extra["remote_address"] = remote
+    setup = attrs.get("h323-setup-time", "")
     return RawCall(
         call_id=conf_id,
         caller=attrs.get("Calling-Station-Id", ""),
         callee=attrs.get("Called-Station-Id", ""),
-        start=cisco_time(attrs["h323-setup-time"], "h323-setup-time")
-        if "h323-setup-time" in attrs
-        else None,
-        answer=cisco_time(connect, "h323-connect-time") if connect else None,
-        end=cisco_time(attrs.get("h323-disconnect-time", ""), "h323-disconnect-time"),
+        start=clock.read(setup, "h323-setup-time") if setup else None,
+        answer=clock.read(connect, "h323-connect-time") if connect else None,
+        end=clock.read(attrs.get("h323-disconnect-time", ""), "h323-disconnect-time"),
         talk_s=int_field(session_time, "Acct-Session-Time") if session_time else None,
         q850=q850,
         gateway=attrs.get("NAS-IP-Address", ""),

@@ -1,19 +1,21 @@
-"""Cisco Unified Communications Manager CDR flat files.
+r"""Cisco Unified Communications Manager CDR flat files.
 
 Line 1 names the fields, line 2 gives their SQL types (INTEGER, VARCHAR(n),
 UNIQUEIDENTIFIER ...), then one quoted record per line (CUCM CDR Analysis and Reporting
 guide, "CDR field descriptions"). Only cdrRecordType 1 rows are call records (0 is a
 start record, 2 a CMR). Times are epoch seconds UTC, dateTimeConnect is 0 for an
 unanswered call; *IpAddr fields are signed 32-bit integers of the address's
-little-endian octets; origCause_value / destCause_value are Q.850 causes.
+little-endian octets; origCause_value / destCause_value are Q.850 causes. Directory
+numbers in E.164 form are written ``\+4420...`` (CUCM escapes the plus): the normaliser
+reads them as E.164.
 """
 
 from __future__ import annotations
 
-import csv
 import struct
 from collections.abc import Iterable, Iterator
 
+from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import Parsed, RawCall, Reject, RowError, int_field
 
 REQUIRED = (
@@ -39,19 +41,24 @@ def ip_from_int(value: int) -> str:
     return ".".join(str(b) for b in struct.pack("<i", value))
 
 
+def _skip(text: str) -> bool:
+    return not text.strip() or text.startswith("#")
+
+
 def parse(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the end-of-call records of a CUCM CDR flat file."""
-    # Comment lines become empty rows so reader.line_num stays the physical line number.
-    reader = csv.reader("\n" if line.startswith("#") else line for line in lines)
     header: list[str] = []
-    for row in reader:
-        if not row:
+    # Rows may lack trailing empty columns: any closed line stands alone.
+    for rec in records(lines, skip=_skip):
+        if rec.fields is None:
+            yield rec.line_no, Reject(rec.error, rec.raw)
             continue
+        row = rec.fields
         if not header:
-            header = row
+            header = [name.strip() for name in row]
             missing = [name for name in REQUIRED if name not in header]
             if missing:
-                yield reader.line_num, Reject(f"header lacks {', '.join(missing)}", ",".join(row))
+                yield rec.line_no, Reject(f"header lacks {', '.join(missing)}", rec.raw)
                 return
             continue
         if not row[0].isdigit() and row[0].startswith(("INTEGER", "VARCHAR", "UNIQUE")):
@@ -59,10 +66,11 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
         try:
             call = _call(header, row)
         except RowError as exc:
-            yield reader.line_num, Reject(str(exc), ",".join(row))
+            yield rec.line_no, Reject(str(exc), rec.raw)
             continue
         if call is not None:
-            yield reader.line_num, call
+            call.raw = rec.raw
+            yield rec.line_no, call
 
 
 def _call(header: list[str], row: list[str]) -> RawCall | None:

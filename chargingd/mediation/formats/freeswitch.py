@@ -6,6 +6,11 @@ autoload_configs/cdr_csv.conf.xml, ``SQL`` its ``sql`` template (an INSERT state
 per call, without the codecs). A source may give its own template as ``fields``.
 Times are local ``${start_stamp}`` style ("YYYY-MM-DD HH:MM:SS") or ``*_epoch`` /
 ``*_uepoch`` integers; an unanswered call has an empty answer_stamp.
+
+cdr_csv writes one call per line and expands variables as they are (no escaping): a
+value holding a quote breaks the CSV quoting, so a line is read alone (it never takes
+the next with it), and a line whose quotes do not add up is split on the ``","``
+between its quoted values when that gives the template's column count.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 from collections.abc import Callable, Iterable, Iterator
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
+from chargingd.mediation.formats.csvlines import left_open
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -74,6 +80,7 @@ class _Template:
         if cause:
             extra["hangup_cause"] = cause
         start, answer, end = (read(values) for read in self.times)
+        duration = get(values, "duration")
         return RawCall(
             call_id=get(values, "uuid") or get(values, "call_uuid"),
             caller=get(values, "caller_id_number"),
@@ -88,6 +95,7 @@ class _Template:
             account=get(values, "accountcode"),
             gateway=get(values, "sip_network_ip") or get(values, "network_addr"),
             extra=extra,
+            total_s=int_field(duration, "duration") if duration else None,
         )
 
 
@@ -110,14 +118,18 @@ def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed
     template = _Template(fields or EXAMPLE)
     sql = _Template(SQL) if not fields else template
     for line_no, line in enumerate(lines, start=1):
-        text = line.strip()
+        raw = line.rstrip("\r\n")
+        text = raw.strip()
         if not text:
             continue
         try:
             used, values = _split(text, template, sql)
-            yield line_no, used.call(values)
+            call = used.call(values)
         except RowError as exc:
-            yield line_no, Reject(str(exc), text)
+            yield line_no, Reject(str(exc), raw)
+            continue
+        call.raw = raw
+        yield line_no, call
 
 
 def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, list[str]]:
@@ -129,6 +141,13 @@ def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, l
             raise RowError("INSERT statement without a VALUES (...) list")
         text = text[open_at + 1 : -2]
         used = sql
+    # cdr_csv quotes values without escaping them: a fully quoted line splits on the
+    # "," between values (a value holding a quote stays whole); other lines are CSV.
+    quoted = _quoted_fields(text, used.width)
+    if quoted is not None:
+        return used, quoted
+    if left_open(text):
+        raise RowError("damaged record: a quoted field never closes")
     try:
         values = next(csv.reader((text,), skipinitialspace=True))
     except csv.Error as exc:
@@ -136,3 +155,13 @@ def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, l
     if len(values) != used.width:
         raise RowError(f"{len(values)} columns; the template has {used.width}")
     return used, values
+
+
+def _quoted_fields(text: str, width: int) -> list[str] | None:
+    """The fields of a line where every value is "quoted" and quotes inside a value are
+    not escaped (cdr_csv expands ${variables} as they are: a caller name with a quote
+    in it): split on the "," between values; None when that does not give ``width``."""
+    if not (text.startswith('"') and text.endswith('"')):
+        return None
+    values = [v.strip() for v in text[1:-1].replace('", "', '","').split('","')]
+    return values if len(values) == width else None

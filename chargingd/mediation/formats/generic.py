@@ -6,12 +6,12 @@ Times are read with the source's ``time_format`` (strptime), or as epoch seconds
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -46,24 +46,32 @@ class _Columns:
 
 def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     """Yield the calls of a CSV file read through the source's mapping."""
-    reader = csv.reader(lines, delimiter=source.delimiter)
     columns: _Columns | None = None
     if not source.header:
         columns = _Columns(source, None)
-    for row in reader:
-        if not row:
+    width: list[int | None] = [None]  # a header fixes how many columns a record has
+    for rec in records(lines, delimiter=source.delimiter, width=lambda: width[0]):
+        if rec.fields is None:
+            yield rec.line_no, Reject(rec.error, rec.raw)
+            continue
+        row = rec.fields
+        if not row or row == [""]:
             continue
         if columns is None:
             try:
                 columns = _Columns(source, [c.strip() for c in row])
             except RowError as exc:
-                yield reader.line_num, Reject(str(exc), ",".join(row))
+                yield rec.line_no, Reject(str(exc), rec.raw)
                 return
+            width[0] = len(row)
             continue
         try:
-            yield reader.line_num, _call(columns, row, source.time_format)
+            call = _call(columns, row, source.time_format)
         except RowError as exc:
-            yield reader.line_num, Reject(str(exc), source.delimiter.join(row))
+            yield rec.line_no, Reject(str(exc), rec.raw)
+            continue
+        call.raw = rec.raw
+        yield rec.line_no, call
 
 
 # Year 3000: anything later is a corrupt field, not a call.
@@ -102,10 +110,11 @@ def _call(columns: _Columns, row: list[str], time_format: str) -> RawCall:
     answer = _time(get(row, "answer"), "answer", time_format)
     end = _time(get(row, "end"), "end", time_format)
     start = _time(get(row, "start"), "start", time_format)
+    duration = opt_int(get(row, "duration"), "duration")
     if answer is None and "answer" not in columns.index and billsec:
         answer = _minus(end, billsec)  # no answer column: talk time ends at the end
     if start is None and "start" not in columns.index:
-        start = _minus(end, opt_int(get(row, "duration"), "duration") or billsec or 0)
+        start = _minus(end, duration or billsec or 0)
     call_id = get(row, "call_id") or f"{get(row, 'caller')}>{get(row, 'callee')}@{start}"
     return RawCall(
         call_id=call_id,
@@ -120,6 +129,7 @@ def _call(columns: _Columns, row: list[str], time_format: str) -> RawCall:
         cause_text=cause if q850 is None else "",
         account=get(row, "account"),
         gateway=get(row, "gateway"),
+        total_s=duration,
     )
 
 

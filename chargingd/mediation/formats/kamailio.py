@@ -15,11 +15,11 @@ sip_reason, time (local "YYYY-MM-DD HH:MM:SS") and the db_extra columns.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -86,6 +86,7 @@ def _call(invite: _Event, bye: _Event | None) -> RawCall:
     extra = {"from_tag": invite.from_tag, "to_tag": invite.to_tag}
     if bye is not None:
         extra["bye_line"] = str(bye.line_no)
+    raw = invite.raw if bye is None else f"{invite.raw}\n{bye.raw}"
     return RawCall(
         call_id=invite.call_id,
         caller=pairs.get("src_user", ""),
@@ -97,6 +98,7 @@ def _call(invite: _Event, bye: _Event | None) -> RawCall:
         cause_text=pairs.get("reason", ""),
         gateway=pairs.get("src_ip", ""),
         extra=extra,
+        raw=raw,
     )
 
 
@@ -162,17 +164,21 @@ def _event(
 
 def parse_db(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the calls of an acc table exported as CSV with a header row."""
-    reader = csv.reader(lines)
-    header: list[str] | None = None
+    header: list[str] = []
     pairer = _Pairer()
-    for row in reader:
-        if not row:
+    width: list[int | None] = [None]  # the header's column count, once read
+    for rec in records(lines, width=lambda: width[0]):
+        line_no, raw = rec.line_no, rec.raw
+        if rec.fields is None:
+            yield line_no, Reject(rec.error, raw)
             continue
-        if header is None:
+        row = rec.fields
+        if not row or row == [""]:
+            continue
+        if not header:
             header = [name.strip() for name in row]
+            width[0] = len(header)
             continue
-        line_no = reader.line_num
-        raw = ",".join(row)
         if len(row) != len(header):
             yield line_no, Reject(f"{len(row)} columns; the header has {len(header)}", raw)
             continue
