@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chargingd.billing.db import BillingDB, Conn
+from chargingd.invoicing.build import minutes
 from chargingd.invoicing.model import Refused, money
 from chargingd.invoicing.usage import OTHER, group_arrays
 
@@ -69,14 +70,13 @@ class ReportRow:
     charged_micros: int
 
     def to_json(self) -> dict[str, Any]:
-        minutes = self.billed_s / 60
         per_minute = self.charged_micros * 60 // self.billed_s if self.billed_s else 0
         return {
             "key": self.key,
             "currency": self.currency,
             "calls": self.calls,
             "cdrs": self.cdrs,
-            "minutes": f"{minutes:.2f}",
+            "minutes": str(minutes(self.billed_s)),
             "rated": money(self.cost_micros, 2),
             "charged": money(self.charged_micros, 2),
             "charged_per_minute": money(per_minute, 4),
@@ -171,6 +171,6 @@ def _totals(rows: Sequence[ReportRow]) -> str:
     if not per:
         return "no calls"
     return "; ".join(
-        f"{calls} calls, {billed / 60:.2f} min, {money(charged, 2)} {cur} charged"
+        f"{calls} calls, {minutes(billed)} min, {money(charged, 2)} {cur} charged"
         for cur, (calls, billed, charged) in sorted(per.items())
     )

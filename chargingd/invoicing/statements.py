@@ -25,13 +25,16 @@ from chargingd.ledger import AuditEntry, Ledger
 
 _PAGE = 1000
 # Audit kinds that move money, by statement row; any other change is "other".
-# (An account created in the period: its initial balance counts as a top-up.)
+# (An account created in the period: its initial balance counts as a top-up; "usage"
+# is a mediated call's debit, "rerate" a re-priced call's difference.)
 _KINDS = {
     "create": "topups",
     "topup": "topups",
     "adjust": "adjustments",
+    "rerate": "adjustments",
     "commit": "calls",
     "release": "calls",
+    "usage": "calls",
 }
 
 
