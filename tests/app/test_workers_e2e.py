@@ -115,12 +115,18 @@ async def test_200_simultaneous_calls_on_one_prepaid_account(daemon: Daemon) -> 
     assert parse_amount(acc["debits"]) == total
     assert parse_amount(acc["balance"]) == funded * GRANT_MICROS - total >= 0
     assert parse_amount(acc["reserved"]) == 0 and acc["live_sessions"] == 0
-    # Both processes served packets (counters published to Redis every second).
+    # Both processes served packets (counters published to Redis every second: wait
+    # for the publication that counts them all, not the first one after the calls).
+    sent = 200 + 4 * funded
     procs = await wait_processes(
-        daemon, lambda ps: len(ps) == 2 and all(p["frontend"]["accounted"] for p in ps)
+        daemon,
+        lambda ps: (
+            len(ps) == 2
+            and all(p["frontend"]["accounted"] for p in ps)
+            and sum(p["frontend"]["received"] for p in ps) >= sent
+        ),
     )
     assert sorted(p["role"] for p in procs) == ["main", "worker"]
-    assert sum(p["frontend"]["received"] for p in procs) >= 200 + 4 * funded
 
 
 async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon) -> None:
