@@ -365,8 +365,12 @@ class BillingDB:
     async def open(cls, url: str, *, connect_timeout_s: float = 5.0) -> BillingDB:
         """Connect and bring the schema up to date."""
         db = cls(url, connect_timeout_s=connect_timeout_s)
-        async with db._lock:
-            await migrate(await db._connection())
+        try:
+            async with db._lock:
+                await migrate(await db._connection())
+        except BaseException:  # failed or cancelled (a daemon stopping): no open connection left
+            await db.close()
+            raise
         return db
 
     @classmethod
