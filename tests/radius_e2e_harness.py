@@ -91,6 +91,19 @@ class Setup:
         return self.data / "redis" / "redis.sock"
 
 
+def _toml_lines(values: dict[str, Any]) -> str:
+    out = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, str):
+            text = f'"{value}"'
+        else:
+            text = str(value)
+        out.append(f"{key} = {text}")
+    return "\n".join(out)
+
+
 def write_setup(
     tmp_path: Path,
     *,
@@ -102,22 +115,31 @@ def write_setup(
     redis: str = "",
     export: str = "run_in_serve = false",
     sessions: str = "",
+    session_options: dict[str, Any] | None = None,
+    radius_options: dict[str, Any] | None = None,
+    top: str = "",
+    tariff_text: str = TARIFF,
 ) -> Setup:
     """Config + tariff in tmp_path: RADIUS on free ports, one client (127.0.0.1).
 
     ``extra`` adds keys to that client, ``sessions`` to [sessions]; ``invoicing``,
     ``billing``, ``redis`` and ``export`` are the bodies of those sections (dunning is
     off by default: it would start an embedded PostgreSQL under tmp_path; no [redis]:
-    the embedded redis-server)."""
+    the embedded redis-server). ``session_options`` / ``radius_options`` override the
+    [sessions] / [radius] values written here; ``top`` goes before [server]."""
     auth_port, acct_port, coa_port = free_udp_ports(3)
     # No [redis] table unless asked: a test may append its own (TOML: one table each).
     redis_section = f"[redis]\n{redis}\n\n" if redis else ""
+    sessions_values: dict[str, Any] = {"cutter_interval_s": 0.2, "disconnect_backoff_s": 0.2}
+    sessions_values.update(session_options or {})
+    radius_values: dict[str, Any] = {"coa_timeout_s": 0.5, "coa_retries": 1}
+    radius_values.update(radius_options or {})
     tariff = tmp_path / "tariff.toml"
-    tariff.write_text(TARIFF)
+    tariff.write_text(tariff_text)
     data = tmp_path / "data"
     config = tmp_path / "chargingd.toml"
     config.write_text(
-        f"""
+        f"""{top}
 [server]
 data_dir = "{data}"
 workers = {workers}
@@ -135,8 +157,7 @@ workers = {workers}
 default_plan = "{tariff}"
 
 [sessions]
-cutter_interval_s = 0.2
-disconnect_backoff_s = 0.2
+{_toml_lines(sessions_values)}
 {sessions}
 
 [radius]
@@ -144,8 +165,7 @@ enabled = {str(radius).lower()}
 bind = "127.0.0.1"
 auth_port = {auth_port}
 acct_port = {acct_port}
-coa_timeout_s = 0.5
-coa_retries = 1
+{_toml_lines(radius_values)}
 
 [[radius.clients]]
 name = "gw"

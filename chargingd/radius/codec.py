@@ -445,16 +445,30 @@ def reject_attributes(message: str, return_code: int | None) -> bytes:
 
 
 def dm_attributes(
-    session_id: str, user_name: str, nas_ip: str, event_timestamp: int, session_timeout_s: int = -1
+    session_id: str,
+    user_name: str,
+    nas_ip: str,
+    event_timestamp: int,
+    session_timeout_s: int = -1,
+    *,
+    conf_id: str = "",
+    call_origin: str = "",
 ) -> bytes:
-    """Disconnect/CoA identification attributes (RFC 5176 §3): Acct-Session-Id,
-    User-Name, NAS-IP-Address (when IPv4), Event-Timestamp, optional Session-Timeout."""
+    """Disconnect/CoA identification attributes (RFC 5176 §3): Acct-Session-Id (the
+    gateway's own), User-Name, NAS-IP-Address (when IPv4), Event-Timestamp, optional
+    Session-Timeout; for a Cisco gateway also the h323-conf-id and h323-call-origin VSAs
+    its POD handler matches on ("RADIUS Packet of Disconnect", Cisco IOS 12.2(11)T+)."""
     parts = [attr_bytes(ACCT_SESSION_ID, session_id.encode("utf-8"))]
     if user_name:
         parts.append(attr_bytes(USER_NAME, user_name.encode("utf-8")))
     # A NAS address that is not IPv4 is left out: session id and user identify the call.
     with contextlib.suppress(ValueError):
         parts.append(attr_ipv4(NAS_IP_ADDRESS, nas_ip))
+    if conf_id:  # the same content the gateway sent for this call
+        parts.append(cisco_vsa(H323_CONF_ID, b"h323-conf-id=" + conf_id.encode("utf-8")))
+    if call_origin:  # the leg of interest
+        origin = b"h323-call-origin=" + call_origin.encode("utf-8")
+        parts.append(cisco_vsa(H323_CALL_ORIGIN, origin))
     parts.append(attr_u32(EVENT_TIMESTAMP, event_timestamp))
     if session_timeout_s >= 0:
         parts.append(attr_u32(SESSION_TIMEOUT, session_timeout_s))

@@ -136,8 +136,18 @@ class DynamicAuthClient:
             self.counters.unroutable += 1
             log.warning("no Disconnect/CoA route to client %r at %r", ref.client, ref.gateway)
             return None
+        # RFC 5176 §3: the NAS matches on its own identification attributes. A Cisco
+        # gateway's POD handler matches its own Acct-Session-Id (not the h323-conf-id
+        # chargingd keys the call by), the h323-conf-id and the leg's h323-call-origin;
+        # other NASes get no Cisco VSA (an unsupported attribute is a NAK 401).
         attrs = rc.dm_attributes(
-            ref.session_id, ref.user_name, ref.gateway, int(self._clock()), session_timeout_s
+            ref.nas_session_id or ref.session_id,
+            ref.user_name,
+            ref.gateway,
+            int(self._clock()),
+            session_timeout_s,
+            conf_id=ref.conf_id if client.cisco else "",
+            call_origin=ref.call_origin if client.cisco else "",
         )
         async with self._slots:
             return await self._exchange(code, attrs, client.secret, address)

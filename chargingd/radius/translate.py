@@ -35,8 +35,9 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
     h323-conf-id the legs share; others use Acct-Session-Id (else h323-conf-id)."""
     conf_id = packet.cisco_value(rc.H323_CONF_ID)
     acct_session_id = packet.text(rc.ACCT_SESSION_ID)
+    session_id = (conf_id or acct_session_id) if client.cisco else (acct_session_id or conf_id)
     return CallInfo(
-        session_id=(conf_id or acct_session_id) if client.cisco else (acct_session_id or conf_id),
+        session_id=session_id,
         user_name=packet.text(rc.USER_NAME),
         calling=packet.text(rc.CALLING_STATION_ID),
         called=packet.text(rc.CALLED_STATION_ID),
@@ -45,6 +46,9 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
         default_account=client.default_account,
         conf_id=conf_id,
         lookup=client.lookup,
+        # What a Cisco POD handler matches a Disconnect-Request on: its own id.
+        nas_session_id=acct_session_id if acct_session_id != session_id else "",
+        call_origin=packet.cisco_value(rc.H323_CALL_ORIGIN),
     )
 
 

@@ -296,6 +296,9 @@ class Authorizer:
             last_seen_ms=now_ms,
             held_micros=held if paid_s > 0 else 0,
             paid_usage_s=paid_s,
+            nas_session_id=call.nas_session_id,
+            conf_id=call.conf_id,
+            call_origin=call.call_origin,
         )
         return rec, priced
 

@@ -45,6 +45,11 @@ class CallInfo:
     conf_id: str = ""  # h323-conf-id when present
     # Identity lookup order for this client, e.g. ("user", "ani", "default").
     lookup: tuple[str, ...] = ("user", "ani", "default")
+    # The gateway's own Acct-Session-Id when the session is keyed by something else
+    # (Cisco: the h323-conf-id both legs share), and the leg's h323-call-origin: what
+    # a Cisco POD handler matches a Disconnect-Request on.
+    nas_session_id: str = ""
+    call_origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class SessionRef:
     user_name: str
     gateway: str  # NAS-IP-Address: where Disconnect-Request / CoA goes
     client: str
+    nas_session_id: str = ""  # the gateway's own Acct-Session-Id ("" = session_id)
+    conf_id: str = ""  # h323-conf-id as the gateway sent it
+    call_origin: str = ""  # h323-call-origin of the charged leg
 
 
 class CallCutter(Protocol):

@@ -20,6 +20,10 @@ from chargingd.sessions.store import DEADLINES, LIVE, SessionRecord, SessionStor
 
 log = logging.getLogger("chargingd.cutter")
 
+# How long a claimed deadline is this daemon's: longer than one Disconnect exchange
+# with its retransmissions (RFC 5176 over UDP: 1 + 2 + 4 + 8 s with the defaults).
+CLAIM_MS = 60_000
+
 
 # refresh(rec) -> (new deadline ms or 0 when paid again, Session-Timeout to announce)
 Recheck = Callable[[SessionRecord], Awaitable[tuple[int, int]]]
@@ -27,7 +31,15 @@ Recheck = Callable[[SessionRecord], Awaitable[tuple[int, int]]]
 
 def ref_of(rec: SessionRecord) -> SessionRef:
     """How a frontend addresses this call at its gateway (RFC 5176 §3)."""
-    return SessionRef(rec.session_id, rec.user_name, rec.gateway, rec.client)
+    return SessionRef(
+        rec.session_id,
+        rec.user_name,
+        rec.gateway,
+        rec.client,
+        nas_session_id=rec.nas_session_id,
+        conf_id=rec.conf_id,
+        call_origin=rec.call_origin,
+    )
 
 
 class Cutter:
@@ -56,10 +68,12 @@ class Cutter:
         """Act on every deadline due now; returns how many entries this daemon claimed."""
         now_ms = self.clock_ms()
         claimed = 0
-        retry_ms = now_ms + max(self.backoff_ms, 1000)
+        retry_ms = now_ms + CLAIM_MS
         for raw in await self.store.due(DEADLINES, now_ms, limit=limit):
             # Claimed by moving it to retry_ms (not ZREM): a daemon that dies before
-            # the cut leaves it to be fired again, by any daemon.
+            # the cut leaves it to be fired again, by any daemon. The claim outlasts one
+            # Disconnect exchange, so no other daemon cuts the same call meanwhile; the
+            # outcome then sets the entry's real next time (retry, or none).
             if not await self.store.claim_until(DEADLINES, raw, now_ms, retry_ms):
                 continue  # another daemon has it
             claimed += 1
@@ -87,10 +101,9 @@ class Cutter:
         The reason is stored before sending, so the Stop the gateway sends back is
         closed with CDR status ``reason``.
         """
-        now_ms = self.clock_ms()
         attempts = rec.cut_attempts + 1
         await self.store.update(
-            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=rec.cut_ms or now_ms
+            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=rec.cut_ms or self.clock_ms()
         )
         ok = await self._disconnect(rec, reason)
         if ok:
@@ -99,7 +112,9 @@ class Cutter:
             return True
         self.disconnects_failed += 1
         if attempts < self.retries:
-            retry_ms = now_ms + self.backoff_ms * 2 ** (attempts - 1)
+            # The back-off counts from the end of this exchange (its own retransmissions
+            # can take many seconds): 1, 2, 4, 8 s of quiet between attempts.
+            retry_ms = self.clock_ms() + self.backoff_ms * 2 ** (attempts - 1)
             await self.store.set_deadline(rec, retry_ms)
         else:
             await self.store.redis.zrem(DEADLINES, rec.member)

@@ -278,6 +278,8 @@ class Sessions:
             usage_s=report.usage_s,
             now_ms=self.clock_ms(),
             answer_ms=_answer_ms(report),
+            nas_session_id=report.call.nas_session_id,
+            call_origin=report.call.call_origin,
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:

@@ -102,6 +102,12 @@ class SessionRecord:
     cut_ms: int = 0  # when the first Disconnect-Request went out
     cut_ok: int = 0  # 1 once the gateway confirmed it
     adopted: int = 0  # 1 when accounting arrived without our authorize
+    # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
+    # Acct-Session-Id when the session is keyed by the h323-conf-id, the conf-id, and
+    # the charged leg's h323-call-origin. Learnt from the Access-Request and accounting.
+    nas_session_id: str = ""
+    conf_id: str = ""
+    call_origin: str = ""
     state: str = LIVE
 
     @property
@@ -282,19 +288,29 @@ class SessionStore:
         return None if account_id is None else await self.get(account_id, session_id)
 
     async def touch(
-        self, account_id: str, session_id: str, *, usage_s: int, now_ms: int, answer_ms: int = 0
+        self,
+        account_id: str,
+        session_id: str,
+        *,
+        usage_s: int,
+        now_ms: int,
+        answer_ms: int = 0,
+        nas_session_id: str = "",
+        call_origin: str = "",
     ) -> tuple[str, int, SessionRecord | None]:
         """Raise last_usage_s to ``usage_s`` (never lower it), note the packet time.
 
         Returns (state, last_usage_s, the live record after the update or None); one
         script so concurrent or reordered packets cannot move the usage backwards.
         State INVALID (nothing changed): ``usage_s`` exceeds the time since authorize
-        plus USAGE_SLACK_S, a broken or lying gateway.
+        plus USAGE_SLACK_S, a broken or lying gateway. ``nas_session_id`` and
+        ``call_origin`` (non-empty) are noted for the Disconnect-Request (Cisco POD).
         """
         key = record_key(account_id, session_id)
+        args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin)
         (state, usage, flat), _ = await self._send(
             [
-                ("EVALSHA", self._touch.sha, 1, key, usage_s, now_ms, answer_ms, USAGE_SLACK_S),
+                ("EVALSHA", self._touch.sha, 1, key, *args),
                 # XX: no-op once closed (or claimed by the reaper).
                 ("ZADD", LASTSEEN, "XX", now_ms, member(account_id, session_id)),
             ]

@@ -160,6 +160,7 @@ async def test_accept_with_cisco_vsas(h: Harness) -> None:
             default_account="trunk-1",
             conf_id="CONF 1",
             lookup=("user", "ani", "default"),
+            nas_session_id="leg-1",  # the gateway's own id: a Disconnect-Request matches it
         )
     ]
     assert h.counters.accepted == 1
@@ -495,7 +496,8 @@ async def gateway() -> AsyncIterator[tuple[TestGateway, DynamicAuthClient]]:
     peer = await UdpPeer.open()
     gw = TestGateway(peer, SECRET.encode())
     clients = [dict(CLIENTS[0], coa_port=peer.port), {"name": "no-dm", "address": "127.0.0.9",
-               "secret": "x", "coa_port": 0}]  # fmt: skip
+               "secret": "x", "coa_port": 0}, dict(CLIENTS[1], name="generic-dm",
+               coa_port=peer.port)]  # fmt: skip
     table = ClientTable.from_config(radius_config(clients=clients))
     client = DynamicAuthClient(table, timeout_s=0.05, retries=2, clock=lambda: 1_700_000_123.4)
     await client.start()
@@ -517,6 +519,30 @@ async def test_disconnect_ack(gateway: tuple[TestGateway, DynamicAuthClient]) ->
     assert request["NAS-IP-Address"] == ["127.0.0.1"]
     assert rc.decode(request.raw_packet).integer(rc.EVENT_TIMESTAMP) == 1_700_000_123
     assert client.counters.acked == 1
+
+
+async def test_disconnect_of_a_cisco_call_names_the_gateways_own_leg(
+    gateway: tuple[TestGateway, DynamicAuthClient],
+) -> None:
+    """Keyed by the h323-conf-id, the call is cut by what a Cisco POD handler matches:
+    the leg's own Acct-Session-Id, the conf-id and call-origin VSAs as the gateway
+    sent them, User-Name, NAS-IP-Address."""
+    gw, client = gateway
+    ref = SessionRef(
+        "3A3F5C1E 2A1B11D0", "alice", "127.0.0.1", "cisco-gw",
+        nas_session_id="0000AB12", conf_id="3A3F5C1E 2A1B11D0", call_origin="originate",
+    )  # fmt: skip
+    assert await client.disconnect(ref, "credit exhausted")
+    request = gw.requests[0]
+    assert request["Acct-Session-Id"] == ["0000AB12"]
+    assert request["h323-conf-id"] == ["h323-conf-id=3A3F5C1E 2A1B11D0"]
+    assert request["h323-call-origin"] == ["h323-call-origin=originate"]
+    assert (request["User-Name"], request["NAS-IP-Address"]) == (["alice"], ["127.0.0.1"])
+    # Another NAS gets no Cisco VSA (RFC 5176 §3.5: an unsupported attribute is a NAK).
+    other = SessionRef("sbc-1", "alice", "127.0.0.1", "generic-dm", conf_id="x", call_origin="y")
+    assert await client.disconnect(other, "credit exhausted")
+    assert "h323-conf-id" not in gw.requests[1] and "h323-call-origin" not in gw.requests[1]
+    assert gw.requests[1]["Acct-Session-Id"] == ["sbc-1"]
 
 
 async def test_disconnect_nak_503_counts_as_done(

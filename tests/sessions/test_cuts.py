@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -246,3 +247,31 @@ async def test_background_tasks_run_until_stopped(
     await asyncio.wait_for(task, timeout=5)
     assert ("s1", "credit_cut") in [(r.session_id, why) for r, why in cutter.disconnects]
     assert {c.status for c in await read_cdrs(redis)} == {"stale"}
+
+
+async def test_disconnect_backoff_counts_from_the_end_of_each_exchange(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path
+) -> None:
+    """An exchange that takes 15 s (RFC 5176 retransmissions to a silent gateway) must
+    not leave the next attempt already due: 1, 2, 4 s of quiet after each."""
+
+    class SlowSilentGateway(RecordingCutter):
+        async def disconnect(self, ref: Any, reason: str) -> bool:
+            clock.advance(15)
+            return await super().disconnect(ref, reason)
+
+    slow = SlowSilentGateway(fail_next=100)
+    sessions = make_sessions(
+        redis, ledger, clock, tmp_path, slow, disconnect_retries=4, disconnect_backoff_s=1.0
+    )
+    await limited_call(sessions, ledger, clock)
+    clock.now_ms = ANSWER_MS + 100_000
+    quiet_ms = []
+    for _ in range(3):
+        await sessions.cutter.run_once()
+        ended_ms = clock.now_ms
+        retry_ms = await redis.zscore(DEADLINES, member("acc1", "s1"))
+        assert retry_ms is not None
+        quiet_ms.append(int(retry_ms) - ended_ms)
+        clock.now_ms = int(retry_ms)
+    assert quiet_ms == [1000, 2000, 4000]

@@ -5,6 +5,8 @@
 -- ARGV[3] = answer_ms             answer time implied by the packet (0 = unknown)
 -- ARGV[4] = slack_s               how far usage may run ahead of our clock since
 --                                 authorize (gateway clock skew, Acct-Delay-Time)
+-- ARGV[5] = nas_session_id        the gateway's own Acct-Session-Id ('' = not given)
+-- ARGV[6] = call_origin           the leg's h323-call-origin ('' = not given)
 -- Returns {state, last_usage_s, HGETALL of the record after the update};
 -- usage never moves backwards (reordered packets), a closed record is not changed;
 -- {'invalid', last_usage_s, {}}: more usage than time since authorize, nothing changed.
@@ -26,6 +28,10 @@ if usage > last then
   last = usage
 end
 redis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[2])
+-- What a Cisco POD handler matches a Disconnect-Request on (the Access-Request had no
+-- Acct-Session-Id of its own): noted once the accounting says it.
+if ARGV[5] and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'nas_session_id', ARGV[5]) end
+if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call_origin', ARGV[6]) end
 local answer = tonumber(ARGV[3])
 if answer > 0 and tonumber(redis.call('HGET', KEYS[1], 'answer_ms') or '0') == 0 then
   redis.call('HSET', KEYS[1], 'answer_ms', answer)
