@@ -282,9 +282,18 @@ class Call:
     def access_request(self) -> bytes:
         return rc.encode_access_request(self._next(), os.urandom(16), self.attrs, SECRET)
 
-    def accounting(self, status: int, usage_s: int) -> bytes:
+    def accounting(
+        self, status: int, usage_s: int, *, event_s: int = 0, cause_hex: str = ""
+    ) -> bytes:
+        """``event_s``: an Event-Timestamp (RFC 2869 §5.3) when not 0; ``cause_hex``:
+        an h323-disconnect-cause (Q.850 in hex, as Cisco sends it)."""
         extra = rc.attr_u32(rc.ACCT_STATUS_TYPE, status)
         extra += rc.attr_u32(rc.ACCT_SESSION_TIME, usage_s)
+        if event_s:
+            extra += rc.attr_u32(rc.EVENT_TIMESTAMP, event_s)
+        if cause_hex:
+            cause = b"h323-disconnect-cause=" + cause_hex.encode()
+            extra += rc.cisco_vsa(rc.H323_DISCONNECT_CAUSE, cause)
         return rc.encode_request(rc.ACCOUNTING_REQUEST, self._next(), self.attrs + extra, SECRET)
 
 

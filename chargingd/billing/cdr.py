@@ -13,7 +13,14 @@ the ledger actually moved for it (DESIGN invariant 7), and ``charge`` says how:
 - ``none``: nothing was charged (unrated, or a source that does not charge).
 
 ``charge_reason`` says why ``charged_micros`` differs from ``cost_micros`` when it
-does (``capped``, ``debt``, ``rerate``, ``unmatched``, ...); empty otherwise.
+does (``capped``, ``debt``, ``rerate``, ``unmatched``, ...); empty otherwise. Live
+calls also say ``cut_tolerance`` (usage reported just past a cut or its
+Session-Timeout, charged what was allowed), ``overrun`` (past it: the debt was
+committed) and ``provisional`` (closed without the gateway's final word).
+
+``revision`` orders the CDRs of one call: a call closed provisionally (reaped as
+stale) and corrected by its late Stop has a revision 1 that replaces revision 0 in
+the billing database, so it ends with one row carrying the final usage and charge.
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ class CDR:
     charged_micros: int = 0  # what the ledger moved for this call (never negative)
     charge: str = CHARGE_NONE  # one of CHARGES
     charge_reason: str = ""  # why charged differs from cost ("" when it does not)
+    # 0 for the first CDR of a call; a correction (a Stop after a provisional close,
+    # sessions/late.py) writes the next revision, which replaces the stored row.
+    revision: int = 0
 
     def pack(self) -> bytes:
         return msgpack.packb(dataclasses.asdict(self), use_bin_type=True)  # type: ignore[no-any-return]

@@ -235,7 +235,7 @@ async def database_url(cfg: Config) -> str:
 _STAGE_COLUMNS = (
     "seq, source, call_id, account_id, caller, callee, destination, start_ms, answer_ms,"
     " end_ms, duration_s, billed_s, cost_micros, currency, tariff, gateway,"
-    " disconnect_cause, status, extra, charged_micros, charge, charge_reason"
+    " disconnect_cause, status, extra, charged_micros, charge, charge_reason, revision"
 )
 
 _CREATE_STAGE = """
@@ -244,37 +244,67 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     destination TEXT, start_ms BIGINT, answer_ms BIGINT, end_ms BIGINT, duration_s INTEGER,
     billed_s INTEGER, cost_micros BIGINT, currency TEXT, tariff TEXT, gateway TEXT,
     disconnect_cause INTEGER, status TEXT, extra JSONB, charged_micros BIGINT, charge TEXT,
-    charge_reason TEXT
+    charge_reason TEXT, revision INTEGER
 ) ON COMMIT DELETE ROWS
 """
 
-# One statement: insert the new CDRs (first of duplicates within the batch, in key
-# order so concurrent writers lock in the same order), then fold exactly those rows
-# into usage_periods (UTC month of the start). A recorded_only CDR is a second
-# record of a call another CDR already counts: stored, but not added to usage.
+# One statement: insert the new CDRs (the highest revision of duplicates within the
+# batch, in key order so concurrent writers lock in the same order), or replace a
+# stored one by a higher revision (a correction), then fold exactly those changes
+# into usage_periods (UTC month of the start): a new row adds itself, a replaced row
+# adds the difference (``old`` reads the rows as they were before this statement). A
+# recorded_only CDR is a second record of a call another CDR already counts: stored,
+# but not added to usage.
 _INSERT_FROM_STAGE = """
-WITH ins AS (
-    INSERT INTO cdrs (source, call_id, account_id, caller, callee, destination, start_time,
-        answer_time, end_time, duration_s, billed_s, cost_micros, currency, tariff, gateway,
-        disconnect_cause, status, extra, charged_micros, charge, charge_reason)
-    SELECT DISTINCT ON (source, call_id) source, call_id, account_id, caller, callee,
-        destination,
+WITH staged AS (
+    SELECT DISTINCT ON (source, call_id) * FROM cdr_stage
+    ORDER BY source, call_id, revision DESC, seq
+), old AS (
+    SELECT c.source, c.call_id, c.account_id, c.start_time, c.currency, c.duration_s,
+        c.billed_s, c.cost_micros, c.charged_micros, c.charge
+    FROM cdrs c JOIN staged s ON c.source = s.source AND c.call_id = s.call_id
+), ins AS (
+    INSERT INTO cdrs AS c (source, call_id, account_id, caller, callee, destination,
+        start_time, answer_time, end_time, duration_s, billed_s, cost_micros, currency,
+        tariff, gateway, disconnect_cause, status, extra, charged_micros, charge,
+        charge_reason, revision)
+    SELECT source, call_id, account_id, caller, callee, destination,
         timestamptz 'epoch' + start_ms * interval '1 millisecond',
         CASE WHEN answer_ms = 0 THEN NULL
              ELSE timestamptz 'epoch' + answer_ms * interval '1 millisecond' END,
         timestamptz 'epoch' + end_ms * interval '1 millisecond',
         duration_s, billed_s, cost_micros, currency, tariff, gateway, disconnect_cause,
-        status, extra, charged_micros, charge, charge_reason
-    FROM cdr_stage ORDER BY source, call_id, seq
-    ON CONFLICT (source, call_id) DO NOTHING
+        status, extra, charged_micros, charge, charge_reason, revision
+    FROM staged ORDER BY source, call_id
+    ON CONFLICT (source, call_id) DO UPDATE SET
+        account_id = EXCLUDED.account_id, caller = EXCLUDED.caller,
+        callee = EXCLUDED.callee, destination = EXCLUDED.destination,
+        start_time = EXCLUDED.start_time, answer_time = EXCLUDED.answer_time,
+        end_time = EXCLUDED.end_time, duration_s = EXCLUDED.duration_s,
+        billed_s = EXCLUDED.billed_s, cost_micros = EXCLUDED.cost_micros,
+        currency = EXCLUDED.currency, tariff = EXCLUDED.tariff,
+        gateway = EXCLUDED.gateway, disconnect_cause = EXCLUDED.disconnect_cause,
+        status = EXCLUDED.status, extra = EXCLUDED.extra,
+        charged_micros = EXCLUDED.charged_micros, charge = EXCLUDED.charge,
+        charge_reason = EXCLUDED.charge_reason, revision = EXCLUDED.revision,
+        stored_at = now()
+    WHERE c.revision < EXCLUDED.revision
     RETURNING source, call_id, account_id, start_time, currency, duration_s, billed_s,
         cost_micros, charged_micros, charge
+), delta AS (
+    SELECT account_id, start_time, currency, 1 AS calls, duration_s, billed_s,
+        cost_micros, charged_micros, charge
+    FROM ins
+    UNION ALL
+    SELECT o.account_id, o.start_time, o.currency, -1, -o.duration_s, -o.billed_s,
+        -o.cost_micros, -o.charged_micros, o.charge
+    FROM old o JOIN ins i ON o.source = i.source AND o.call_id = i.call_id
 ), usage AS (
     INSERT INTO usage_periods AS u (account_id, period, currency, calls, duration_s,
         billed_s, cost_micros, charged_micros)
     SELECT account_id, to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM'), currency,
-        count(*), sum(duration_s), sum(billed_s), sum(cost_micros), sum(charged_micros)
-    FROM ins WHERE charge <> 'recorded_only' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        sum(calls), sum(duration_s), sum(billed_s), sum(cost_micros), sum(charged_micros)
+    FROM delta WHERE charge <> 'recorded_only' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (account_id, period, currency) DO UPDATE SET
         calls = u.calls + EXCLUDED.calls,
         duration_s = u.duration_s + EXCLUDED.duration_s,
@@ -293,7 +323,7 @@ def _stage_row(seq: int, c: CDR) -> tuple[Any, ...]:
         c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.billed_s, c.cost_micros,
         c.currency, c.tariff, c.gateway, c.disconnect_cause, c.status,
         json.dumps(c.extra, separators=(",", ":")), c.charged_micros, c.charge,
-        c.charge_reason,
+        c.charge_reason, c.revision,
     )  # fmt: skip
 
 
@@ -305,12 +335,12 @@ def validate_cdr(c: CDR) -> None:
             raise InvalidCDR(f"CDR {name} must be a non-empty string")
     for name in (
         "start_ms", "answer_ms", "end_ms", "duration_s", "billed_s", "cost_micros",
-        "charged_micros",
+        "charged_micros", "revision",
     ):  # fmt: skip
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidCDR(f"CDR {name} must be an integer")
-    if min(c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.billed_s) < 0:
+    if min(c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.billed_s, c.revision) < 0:
         raise InvalidCDR("CDR times and durations must not be negative")
     _validate_charge(c)
     for name in ("caller", "callee", "destination", "tariff", "gateway"):
@@ -426,10 +456,12 @@ class BillingDB:
     async def store_cdrs(
         self, cdrs: Sequence[CDR], *, before_commit: BeforeCommit | None = None
     ) -> int:
-        """Store CDRs in one transaction; return how many were new (idempotent).
+        """Store CDRs in one transaction; return how many were new or replaced
+        (idempotent).
 
-        A CDR whose (source, call_id) is already stored is skipped, and only new rows
-        add to usage_periods. ``before_commit`` gets the new CDRs inside the
+        A CDR whose (source, call_id) is already stored is skipped unless it is a
+        higher revision (a correction), which replaces the row; usage_periods moves by
+        what was added or changed. ``before_commit`` gets the new CDRs inside the
         transaction (the CSV export writes them there). Raises InvalidCDR on a bad
         CDR (InvalidCDR, nothing stored) and DatabaseUnavailable when the database is down.
         """
@@ -446,11 +478,15 @@ class BillingDB:
                 await cur.execute(_INSERT_FROM_STAGE)
                 keys = {(str(s), str(k)) for s, k in await cur.fetchall()}
             if before_commit is not None and keys:
+                top: dict[tuple[str, str], int] = {}
+                for c in cdrs:
+                    key = (c.source, c.call_id)
+                    top[key] = max(top.get(key, 0), c.revision)
                 seen: set[tuple[str, str]] = set()
                 new = []
                 for c in cdrs:
                     key = (c.source, c.call_id)
-                    if key in keys and key not in seen:
+                    if key in keys and key not in seen and c.revision == top[key]:
                         seen.add(key)
                         new.append(c)
                 before_commit(new)

@@ -28,7 +28,18 @@ from chargingd.ledger.types import (
 
 # Scripts that use the shared helpers of common.lua (prepended at load time).
 WITH_PRELUDE = frozenset(
-    {"reserve", "commit", "release", "sweep", "create", "update", "status", "topup", "usage"}
+    {
+        "reserve",
+        "commit",
+        "release",
+        "correct",
+        "sweep",
+        "create",
+        "update",
+        "status",
+        "topup",
+        "usage",
+    }
 )
 MAX_CALLS_LIMIT = 1_000_000
 

@@ -81,6 +81,7 @@ _SCRIPTS = (
     "txn_claim",
     "txn_unclaim",
     "usage",
+    "correct",
 )
 
 
@@ -481,10 +482,17 @@ class Ledger:
         cumulative_cost_micros: int,
         *,
         who: str = "sessions",
+        policy: str = "debt",
     ) -> CommitResult:
-        """Debit cumulative cost minus what this session already debited (never negative)."""
+        """Debit cumulative cost minus what this session already debited (never negative);
+        ``policy`` "cap": at most its hold plus what the account has available."""
         step = self.steps.commit(
-            account_id, session_id, cumulative_cost_micros, now_ms=self.clock_ms(), who=who
+            account_id,
+            session_id,
+            cumulative_cost_micros,
+            now_ms=self.clock_ms(),
+            who=who,
+            policy=policy,
         )
         res = await self._run("commit", step.keys, step.argv)
         return self.steps.commit_result(res, account_id)
@@ -496,16 +504,51 @@ class Ledger:
         final_cost_micros: int | None = None,
         *,
         who: str = "sessions",
+        policy: str = "debt",
     ) -> CommitResult:
         """Session end: commit the final cost if given, drop what is left of the hold.
 
         Idempotent: a closed session is remembered (tombstone) so a replayed stop
-        never charges again.
+        never charges again. ``policy`` "cap": debit at most the session's hold plus
+        what the account has available (a call within what chargingd allowed).
         """
         step = self.steps.release(
-            account_id, session_id, final_cost_micros, now_ms=self.clock_ms(), who=who
+            account_id,
+            session_id,
+            final_cost_micros,
+            now_ms=self.clock_ms(),
+            who=who,
+            policy=policy,
         )
         res = await self._run("release", step.keys, step.argv)
+        return self.steps.commit_result(res, account_id)
+
+    async def correct(
+        self,
+        account_id: str,
+        session_id: str,
+        target_micros: int,
+        *,
+        policy: str,
+        why: str,
+        who: str = "sessions",
+    ) -> CommitResult:
+        """Move a released session's cumulative debit to ``target_micros`` (a Stop that
+        came after a provisional close): debit or refund the difference, once per target
+        (correct.lua). ``debited_micros`` is what moved (< 0: refunded); ``duplicate``
+        when this target was applied already or the session was never released."""
+        step = self.steps.correct(
+            account_id,
+            session_id,
+            target_micros,
+            now_ms=self.clock_ms(),
+            why=why,
+            policy=policy,
+            who=who,
+        )
+        res = await self._run("correct", step.keys, step.argv)
+        if C.s(res[0]) == "range":
+            raise InvalidRequest(f"correcting {session_id!r} takes {account_id!r} out of range")
         return self.steps.commit_result(res, account_id)
 
     async def sweep_expired(self, *, limit: int = 1000) -> int:

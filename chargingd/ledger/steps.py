@@ -29,6 +29,10 @@ from chargingd.ledger.types import (
 )
 
 MAX_LEASE_MS = 7 * 86400 * 1000
+# What commit, release and correct do with a debit beyond what the account can give
+# (its own hold + balance - other holds - floor): "cap" takes what is there, "debt"
+# takes it all (the balance goes below the floor: an overrun, committed and flagged).
+POLICIES = ("cap", "debt")
 EMBEDDABLE = ("reserve", "commit", "release", "account_check", "status")
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
@@ -158,13 +162,16 @@ class StepBuilder:
         *,
         now_ms: int,
         who: str = "sessions",
+        policy: str = "debt",
     ) -> Step:
-        """commit.lua's keys and ARGV: debit cumulative cost minus what was debited."""
+        """commit.lua's keys and ARGV: debit cumulative cost minus what was debited
+        (``policy`` "cap": at most what the account can give now)."""
         K.check_account_id(account_id)
         K.check_token(session_id, "session id")
         K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
         args = [session_id, cumulative_cost_micros, now_ms, who, self.audit_max]
-        return Step(K.session_keys(account_id, session_id), [*args, self.session_ttl_ms])
+        args += [self.session_ttl_ms, check_policy(policy)]
+        return Step(K.session_keys(account_id, session_id), args)
 
     def release(
         self,
@@ -174,15 +181,37 @@ class StepBuilder:
         *,
         now_ms: int,
         who: str = "sessions",
+        policy: str = "debt",
     ) -> Step:
-        """release.lua's keys and ARGV (no final cost: release the hold only)."""
+        """release.lua's keys and ARGV (no final cost: release the hold only;
+        ``policy`` "cap": debit at most what the account can give)."""
         K.check_account_id(account_id)
         K.check_token(session_id, "session id")
         final = ""
         if final_cost_micros is not None:
             final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
         args = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
-        args.append(self.reclaim_per_reserve)
+        args += [self.reclaim_per_reserve, check_policy(policy)]
+        return Step(K.session_keys(account_id, session_id), args)
+
+    def correct(
+        self,
+        account_id: str,
+        session_id: str,
+        target_micros: int,
+        *,
+        now_ms: int,
+        why: str,
+        policy: str,
+        who: str = "sessions",
+    ) -> Step:
+        """correct.lua's keys and ARGV: move a released session's debit to a target."""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        K.check_amount(target_micros, "corrected cost", lo=0)
+        K.check_text(why, "why", required=True)
+        args = [session_id, target_micros, now_ms, who, why, self.audit_max]
+        args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
     @staticmethod
@@ -233,3 +262,10 @@ class StepBuilder:
     def commit_result(reply: Sequence[Any], account_id: str) -> CommitResult:
         """A commit.lua or release.lua reply (typed errors raised)."""
         return C.commit_result(reply, account_id)
+
+
+def check_policy(policy: str) -> str:
+    """ "cap" or "debt" (see POLICIES)."""
+    if policy not in POLICIES:
+        raise InvalidRequest(f"policy must be cap or debt, not {policy!r}")
+    return policy

@@ -175,7 +175,13 @@ class Authorizer:
             return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
         limited = int(grant.granted_micros < want)
         rec = dataclasses.replace(
-            rec, held_micros=grant.granted_micros, paid_usage_s=paid_s, limited=limited
+            rec,
+            held_micros=grant.granted_micros,
+            paid_usage_s=paid_s,
+            limited=limited,
+            # The money the answer's Session-Timeout stands for (as session_authorize.lua
+            # writes it): part of what the call is allowed (sessions/settle.py).
+            credit_micros=grant.granted_micros + grant.available_micros,
         )
         await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
         return self._authorized(rec, grant, mode)

@@ -1,7 +1,10 @@
-"""Closing a session: final cost, hold release, exactly one rated CDR, closed mark.
+"""Closing a session: final charge, hold release, exactly one rated CDR, closed mark.
 
 Shared by Stop, the reaper ("stale"), Accounting-On/Off ("gateway_restart") and
-fed by the cutter's cut reason ("credit_cut", "killed").
+fed by the cutter's cut reason ("credit_cut", "killed"). What the final usage is
+charged is sessions/settle.py's rule (cut tolerance, overrun); the ledger applies
+it (release with a cap or debt policy) and says what it moved: the CDR's
+``charged_micros``.
 """
 
 from __future__ import annotations
@@ -9,28 +12,50 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from chargingd.billing.cdr import CDR, CHARGE_LIVE, CdrStatus
 from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.fused import FusedPath
-from chargingd.sessions.pricing import Priced
+from chargingd.sessions.settle import CAP, CAPPED, PROVISIONAL, Settlement, Settler
 from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
 FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a close
+BUSY = "busy"  # another closer holds the close lease
+GONE = "gone"  # closed already (or the record is gone)
+
+
+class CloseBusy(Exception):
+    """Another closer holds the session's close lease: retry once it is gone (the
+    accounting is spooled and replayed, never dropped)."""
+
+    code = "close_busy"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a session ends, as its CDR will say."""
+
+    end_ms: int
+    status: str  # a CdrStatus: normal for a Stop; stale, gateway_restart otherwise
+    disconnect_cause: int = 0
+    extra: dict[str, str] | None = None
+    # Closed without the gateway's final word (reaper, gateway restart): a later Stop
+    # corrects the charge and the CDR (sessions/late.py).
+    provisional: bool = False
 
 
 class SessionCloser:
-    """Ends sessions for sessions/service.py; ``price(rec, usage_s)`` rates a usage."""
+    """Ends sessions for sessions/service.py."""
 
     def __init__(
         self,
         *,
         store: SessionStore,
         ledger: Ledger,
-        price: Callable[[SessionRecord, int], Priced],
+        settler: Settler,
         source: str,
         fused: FusedPath | None = None,
     ) -> None:
@@ -38,7 +63,7 @@ class SessionCloser:
         self.fused = fused
         self.store = store
         self.ledger = ledger
-        self.price = price
+        self.settler = settler
         self.source = source
         # The CDR source of the clients of another frontend ("diameter" for its peers).
         self.client_sources: dict[str, str] = {}
@@ -52,97 +77,132 @@ class SessionCloser:
         status: str,
         disconnect_cause: int = 0,
         extra: dict[str, str] | None = None,
+        provisional: bool = False,
     ) -> CDR | None:
-        """Release the money (final cost on the total usage), write one CDR, mark closed.
+        """Release the money, write one CDR, mark closed; None when another closer has
+        it or it is closed (see ``try_close``)."""
+        ending = Ending(end_ms, status, disconnect_cause, extra, provisional)
+        done = await self.try_close(rec, usage_s, ending)
+        return done if isinstance(done, CDR) else None
+
+    async def try_close(self, rec: SessionRecord, usage_s: int, ending: Ending) -> CDR | str:
+        """The CDR, or BUSY (another closer holds the lease) or GONE (closed).
 
         Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
-        between XADD and mark may write the CDR twice; the exporter dedupes on
-        (source, call_id). Returns None when another closer has it or it is closed.
-        On a single Redis the lease and the release are one script (sessions/fused.py),
-        and the XADD and the closed mark one pipeline (in that order).
+        between XADD and mark may write the CDR twice; the exporter keeps one row per
+        (source, call_id). On a single Redis the lease and the release are one script
+        (sessions/fused.py), and the XADD and the closed mark one pipeline.
         """
-        end = (end_ms, status, disconnect_cause, extra)
         token = uuid.uuid4().hex
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
             usage = max(usage_s, rec.last_usage_s)
-            priced = self._price(rec, usage)
-            done = await self.fused.close(rec, token, usage, priced.cost_micros)
+            settled = self.settler.settle(rec, usage, ending.status)
+            done = await self.fused.close(
+                rec, token, usage, settled.target_micros, policy=settled.policy
+            )
             if done.status == "stale":  # a packet moved usage or answer time: re-rate
                 rec = dataclasses.replace(
                     rec, last_usage_s=done.last_usage_s, answer_ms=done.answer_ms
                 )
                 continue
             if done.release is None or done.record is None:
-                return None  # "busy" (another closer) or "gone" (closed)
-            return await self._finish(done.record, usage, priced, done.release, *end)
+                return BUSY if done.status == BUSY else GONE
+            return await self._finish(done.record, settled, done.release, ending)
         if not await self.store.acquire_close(rec, token):
-            return None
+            return BUSY
         current = await self.store.get(rec.account_id, rec.session_id)
         if current is None or current.state != LIVE:
-            return None
-        usage_s = max(usage_s, current.last_usage_s)
-        priced = self._price(current, usage_s)
-        result = await self.ledger.release(rec.account_id, rec.session_id, priced.cost_micros)
-        return await self._finish(current, usage_s, priced, result, *end)
-
-    def _price(self, rec: SessionRecord, usage_s: int) -> Priced:
-        return self.price(rec, usage_s) if usage_s > 0 else Priced(0, 0, rec.destination)
+            await self.store.release_close(rec, token)
+            return GONE
+        settled = self.settler.settle(current, max(usage_s, current.last_usage_s), ending.status)
+        result = await self.ledger.release(
+            rec.account_id, rec.session_id, settled.target_micros, policy=settled.policy
+        )
+        return await self._finish(current, settled, result, ending)
 
     async def _finish(
-        self,
-        current: SessionRecord,
-        usage_s: int,
-        priced: Priced,
-        result: CommitResult,
-        end_ms: int,
-        status: str,
-        disconnect_cause: int,
-        extra: dict[str, str] | None,
+        self, current: SessionRecord, settled: Settlement, result: CommitResult, ending: Ending
     ) -> CDR:
         """After the release: the rated CDR, then the closed mark (one round trip)."""
-        rec = current
-        cost = max(result.total_debited_micros, priced.cost_micros)
-        # Past what was granted (adopted sessions had no grant: only real debt counts).
-        granted = current.debited_micros + current.held_micros
-        overrun = result.overrun or (not current.adopted and priced.cost_micros > granted)
-        final = _final_status(status, current, usage_s, overrun)
-        cdr = self._cdr(current, priced, usage_s, end_ms, final, disconnect_cause)
-        cdr.extra.update(extra or {})
-        if cost != priced.cost_micros:
-            cdr.extra["rated_cost_micros"] = str(priced.cost_micros)
-        # What the ledger moved for this call: the session's cumulative debit as the
-        # release left it (DESIGN invariant 7).
-        cdr = dataclasses.replace(
-            cdr, cost_micros=cost, charged_micros=result.total_debited_micros, charge=CHARGE_LIVE
-        )
+        if result.duplicate and result.total_debited_micros != settled.target_micros:
+            # Released already by a closer that died before its CDR (its lease expired):
+            # this report's charge is the one that stands.
+            result = await self.ledger.correct(
+                current.account_id,
+                current.session_id,
+                settled.target_micros,
+                policy=settled.policy,
+                why="closed again after a closer died",
+            )
+        cdr = self.build_cdr(current, settled, result, ending)
+        fields = self.closed_fields(cdr, ending)
         await self.store.append_cdr_and_close(
-            cdr, current, last_usage_s=usage_s, status=final, cost_micros=cost
+            cdr, current, reported_usage_s=current.last_usage_s, **fields
         )
         log.info(
-            "closed %s account=%s usage=%ss cost=%s status=%s",
-            rec.session_id,
-            rec.account_id,
-            usage_s,
-            cost,
-            final,
+            "closed %s account=%s usage=%ss cost=%s charged=%s status=%s",
+            current.session_id,
+            current.account_id,
+            cdr.duration_s,
+            cdr.cost_micros,
+            cdr.charged_micros,
+            cdr.status,
         )
         return cdr
 
-    def _cdr(
+    def build_cdr(
         self,
         rec: SessionRecord,
-        priced: Priced,
-        usage_s: int,
-        end_ms: int,
-        status: str,
-        cause: int,
+        settled: Settlement,
+        result: CommitResult,
+        ending: Ending,
+        *,
+        revision: int = 0,
+    ) -> CDR:
+        """The rated CDR of ``settled`` as the ledger applied it (``result``)."""
+        charged = result.total_debited_micros
+        status = settled.status
+        if result.overrun and settled.policy != CAP:
+            status = CdrStatus.OVERRUN  # debt the ledger committed (adopted calls)
+        reason = settled.reason
+        if settled.policy == CAP and charged < settled.target_micros:
+            reason = reason or CAPPED  # the money was not there: the rest is uncollected
+        if ending.provisional:
+            reason = reason or PROVISIONAL
+        cdr = self._cdr(rec, settled, ending.end_ms, status, ending.disconnect_cause)
+        cdr.extra.update(ending.extra or {})
+        if ending.provisional:
+            cdr.extra["provisional"] = "1"
+        if settled.reason:
+            cdr.extra["allowed_s"] = str(settled.allowed_s)
+        # What the ledger moved for this call: the session's cumulative debit as the
+        # release (or correction) left it (DESIGN invariant 7).
+        return dataclasses.replace(
+            cdr, charged_micros=charged, charge=CHARGE_LIVE, charge_reason=reason, revision=revision
+        )
+
+    @staticmethod
+    def closed_fields(cdr: CDR, ending: Ending) -> dict[str, str | int]:
+        """What the closed record keeps of its CDR (late accounting reads them)."""
+        return {
+            "last_usage_s": cdr.duration_s,
+            "status": cdr.status,
+            "cost_micros": cdr.cost_micros,
+            "charged_micros": cdr.charged_micros,
+            "provisional": int(ending.provisional),
+            "cdr_revision": cdr.revision,
+        }
+
+    def _cdr(
+        self, rec: SessionRecord, settled: Settlement, end_ms: int, status: str, cause: int
     ) -> CDR:
         extra = {"client": rec.client, "user_name": rec.user_name}
         if rec.cut_reason:
             extra["cut_reason"] = rec.cut_reason
         if rec.adopted:
             extra["adopted"] = "1"
+        usage_s, priced = settled.usage_s, settled.priced
         # Start and Stop Event-Timestamps are whole seconds (RFC 2869 §5.3) and our
         # authorize time is not: a call answered in the second it was authorized would
         # read as answered before it started. Never earlier than the start, then.
@@ -167,13 +227,3 @@ class SessionCloser:
             status=status,
             extra=extra,
         )
-
-
-def _final_status(status: str, rec: SessionRecord, usage_s: int, overrun: bool) -> str:
-    if overrun:
-        return CdrStatus.OVERRUN
-    if status == CdrStatus.NORMAL and rec.cut_reason in (CdrStatus.CREDIT_CUT, CdrStatus.KILLED):
-        return rec.cut_reason
-    if status == CdrStatus.NORMAL and usage_s == 0:
-        return CdrStatus.UNANSWERED
-    return status

@@ -116,26 +116,29 @@ class FusedPath:
         *,
         lease_ms: int,
         paid_usage_s: int,
+        deadline_ms: int,
     ) -> Renewal:
-        """Commit ``cost`` (cumulative), hold ``next_cost - debited`` for the next grant."""
+        """Commit ``cost`` (cumulative, capped at what the account can give), hold
+        ``next_cost - debited`` for the next grant; ``deadline_ms`` (0: none) is the
+        session's deadline when that hold is granted in full."""
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
-        commit = self.steps.commit(acc, sid, cost_micros, now_ms=now_ms)
+        commit = self.steps.commit(acc, sid, cost_micros, now_ms=now_ms, policy="cap")
         step = self.steps.reserve(acc, sid, 1, lease_ms=lease_ms, now_ms=now_ms, new_session=False)
-        clear = int(bool(rec.limited or rec.deadline_ms))
-        args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, clear]
+        args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, deadline_ms]
         keys = [*step.keys, record_key(acc, sid), DEADLINES]
         reply, grant, applied = await self._send_with_index(self._renew.sha, keys, args, step)
         result = self.steps.commit_result(reply, acc)
         return Renewal(result, list(grant) if grant else None, bool(applied))
 
     async def close(
-        self, rec: SessionRecord, token: str, usage_s: int, final_cost_micros: int
+        self, rec: SessionRecord, token: str, usage_s: int, final_cost_micros: int, *, policy: str
     ) -> Closing:
-        """Take the close lease and release at ``final_cost`` if ``rec`` is still current."""
+        """Take the close lease and release at ``final_cost`` (with the ledger's cap or
+        debt ``policy``) if ``rec`` is still current."""
         acc, sid = rec.account_id, rec.session_id
         now_ms = self.ledger.clock_ms()
-        release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms)
+        release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
         args: list[Any] = [token, 30, usage_s, rec.answer_ms, *release.argv]
         (reply,) = await self.store.send([("EVALSHA", self._close.sha, len(keys), *keys, *args)])

@@ -3,8 +3,12 @@
 Each renewal holds money for the next grant of usage, sized with the call's age
 (Sippy-style adaptive grants) but never beyond what the ledger can give. When a
 renewal is not granted in full the session gets a deadline: the moment the money
-debited plus held runs out. Rating is done on the TOTAL usage every time, so
-connect fees and billing increments apply once.
+debited plus held runs out. A top-up, or a later renewal in full, recomputes that
+deadline (the end of what is now paid for) and never clears it: a gateway that sends
+no Interim is then re-checked by the cutter there (renewed, or cut). Rating is done
+on the TOTAL usage every time, so connect fees and billing increments apply once.
+Interims commit at most what the account can give (policy "cap"); the Stop settles
+the rest (sessions/settle.py).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Grants:
         if self.fused is not None:
             await self._charge_fused(self.fused, rec, usage_s, cost)
             return
-        result = await self.ledger.commit(rec.account_id, rec.session_id, cost)
+        result = await self.ledger.commit(rec.account_id, rec.session_id, cost, policy="cap")
         held = max(0, rec.held_micros - result.debited_micros)
         await self.renew(rec, usage_s, result.total_debited_micros, held)
 
@@ -56,8 +60,14 @@ class Grants:
         grant_s = self.grant_size(usage_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
         paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
+        deadline_ms = self.deadline_ms(rec, paid_s) if rec.limited or rec.deadline_ms else 0
         done = await fused.renew(
-            rec, cost, next_cost, lease_ms=self.lease_ms(grant_s), paid_usage_s=paid_s
+            rec,
+            cost,
+            next_cost,
+            lease_ms=self.lease_ms(grant_s),
+            paid_usage_s=paid_s,
+            deadline_ms=deadline_ms,
         )
         if done.applied or done.grant_reply is None:
             return
@@ -90,7 +100,11 @@ class Grants:
     async def _apply(
         self, rec: SessionRecord, grant: Grant, debited: int, held: int, want: int
     ) -> int:
-        """Write a renewal's outcome on the record: grant fields, deadline set or cleared."""
+        """Write a renewal's outcome on the record: grant fields and the deadline. A
+        limited session's deadline is where its money runs out; one that had a deadline
+        and is paid again keeps one, moved to the end of what is now paid (never
+        cleared: the cutter renews or cuts there if no Interim came). Returns it (0:
+        none)."""
         if grant.reason is None:
             held = grant.granted_micros
         paid_s = self.paid_s(rec, debited + held)
@@ -101,31 +115,32 @@ class Grants:
             "paid_usage_s": paid_s,
             "limited": int(limited),
         }
-        if limited:
+        if limited or rec.limited or rec.deadline_ms:
             deadline_ms = self.deadline_ms(rec, paid_s)
             await self.store.set_grant(rec, fields, deadline_ms=deadline_ms)
             return deadline_ms
-        await self.store.set_grant(
-            rec, fields, deadline_ms=0 if rec.limited or rec.deadline_ms else None
-        )
+        await self.store.set_grant(rec, fields, deadline_ms=None)
         return 0
 
     async def refresh(self, rec: SessionRecord) -> tuple[int, int]:
-        """Try to renew a limited session's hold now (top-up, money freed).
+        """Try to renew a session's hold now, for the usage its age implies (top-up,
+        money freed, or its deadline came without an Interim).
 
-        Returns (deadline_ms or 0 when no longer limited, Session-Timeout to announce).
+        Returns (its deadline ms, 0: none; the Session-Timeout to announce: what the
+        money debited, held and still available pays for). That money is noted on the
+        record as what the gateway is now allowed (credit_micros, sessions/settle.py).
         """
         now_ms = self.clock_ms()
         base_ms = rec.answer_ms or rec.auth_ms
         usage_s = max(rec.last_usage_s, (now_ms - base_ms) // 1000) if rec.answer_ms else 0
         deadline_ms = await self.renew(rec, usage_s, rec.debited_micros, rec.held_micros)
         fresh = await self.store.get(rec.account_id, rec.session_id)
-        paid_s = fresh.paid_usage_s if fresh else 0
-        if deadline_ms:
-            return deadline_ms, paid_s
         account = await self.ledger.get_account(rec.account_id)
-        total = rec.debited_micros + (fresh.held_micros if fresh else 0) + account.available_micros
-        return 0, min(self.paid_s(rec, total), self.cfg.max_session_s)
+        held = fresh.held_micros if fresh else 0
+        total = (fresh or rec).debited_micros + held + account.available_micros
+        if fresh is not None:
+            await self.store.update(fresh, credit_micros=total)
+        return deadline_ms, min(self.paid_s(rec, total), self.cfg.max_session_s)
 
     def price(self, rec: SessionRecord, usage_s: int) -> Priced:
         return self.pricer.price(

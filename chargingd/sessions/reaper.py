@@ -2,9 +2,15 @@
 
 A gateway that falls silent (crash, lost Stop) would leave a session holding money
 for ever. A session not heard from for stale_factor x interim interval is closed
-like a Stop at its last reported usage, with CDR status "stale" (DESIGN invariant
-4: no call is lost). Entries are claimed by moving their score to now (one daemon
-wins; a daemon that dies mid-close leaves the session to the next window).
+with CDR status "stale" (DESIGN invariant 4: no call is lost), charged
+*provisionally* by this rule: the time since its answer, capped by what was
+granted (the usage its debited + held money pays for, ``paid_usage_s``: held
+money, so a prepaid account never goes below zero for it), and never less than the
+usage its gateway reported; nothing for a call never answered. The CDR says
+``charge_reason = provisional``; a Stop that arrives later corrects the charge and
+the CDR (sessions/late.py). Entries are
+claimed by moving their score to now (one daemon wins; a daemon that dies mid-close
+leaves the session to the next window).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ log = logging.getLogger("chargingd.reaper")
 
 class Closer(Protocol):
     async def __call__(
-        self, rec: SessionRecord, *, usage_s: int, end_ms: int, status: str
+        self, rec: SessionRecord, *, usage_s: int, end_ms: int, status: str, provisional: bool
     ) -> CDR | None: ...
 
 
@@ -70,7 +76,11 @@ class Reaper:
                 continue
             try:
                 cdr = await self.close(
-                    rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=CdrStatus.STALE
+                    rec,
+                    usage_s=self.provisional_usage_s(rec, now_ms),
+                    end_ms=now_ms,
+                    status=CdrStatus.STALE,
+                    provisional=True,
                 )
             except asyncio.CancelledError:
                 raise
@@ -89,6 +99,13 @@ class Reaper:
             reaped += 1
         self.reaped += reaped
         return reaped
+
+    def provisional_usage_s(self, rec: SessionRecord, now_ms: int) -> int:
+        """The documented estimate of a silent call's usage (see the module docstring)."""
+        if not rec.answer_ms:
+            return rec.last_usage_s
+        since_answer_s = max(0, (now_ms - rec.answer_ms) // 1000)
+        return max(rec.last_usage_s, min(since_answer_s, rec.paid_usage_s))
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Reap every ``interval_s`` until ``stop`` is set."""

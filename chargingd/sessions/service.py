@@ -6,10 +6,9 @@ Ledger (ledger/ledger.py); session metadata lives in Redis through SessionStore,
 daemon can serve any packet of any call. The cutter (sessions/cutter.py) and the reaper
 (sessions/reaper.py) are the two background tasks; ``run`` drives both.
 
-Idempotency (DESIGN invariant 3): an interim commits the rated cost of the
-*cumulative* usage (the ledger debits only the difference), a Stop releases once
-(the ledger keeps a tombstone) and the record is marked closed after the CDR is
-written, so retransmitted or reordered accounting never charges twice.
+Accounting (Start/Interim/Stop/Failed) is sessions/accounting.py; what a final
+usage is charged (cut tolerance, overrun) is sessions/settle.py; accounting for a
+closed session (a late Stop correcting a provisional close) is sessions/late.py.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from chargingd.ledger import (
     SessionClosed,
     UnknownAccount,
 )
-from chargingd.sessions.authorize import Authorizer, Profile
+from chargingd.sessions.accounting import Accounting, valid_session_id
+from chargingd.sessions.authorize import Authorizer
 from chargingd.sessions.ccapi import (
     Authorized,
     CallCutter,
@@ -43,23 +43,23 @@ from chargingd.sessions.ccapi import (
     RefusalCode,
     Refused,
     SessionRef,
-    UsageKind,
     UsageReport,
 )
-from chargingd.sessions.close import SessionCloser
+from chargingd.sessions.close import CloseBusy, SessionCloser
 from chargingd.sessions.cutter import Cutter
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
+from chargingd.sessions.late import LateAccounting
 from chargingd.sessions.pricing import Pricer, RatingError, load_pricer
 from chargingd.sessions.reaper import Reaper
+from chargingd.sessions.settle import Settler
 from chargingd.sessions.spool import (
     Spool,
     SpoolFull,
     entry_to_report,
-    orphan_fields,
     report_to_entry,
 )
-from chargingd.sessions.store import INVALID, LIVE, USAGE_SLACK_S, SessionRecord, SessionStore
+from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -70,7 +70,6 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-MAX_SESSION_ID = 256
 AUTHORIZE_DOWN = "redis unreachable at authorize"
 ACCOUNTING_DOWN = "redis unreachable at accounting"
 
@@ -113,10 +112,16 @@ class Sessions:
             clock_ms=clock_ms,
             fused=self.fused,
         )
+        self.settler = Settler(
+            price=self.grants.price,
+            paid_s=self.grants.paid_s,
+            tolerance_s=cfg.cut_tolerance_s,
+            max_session_s=cfg.max_session_s,
+        )
         self.closer = SessionCloser(
             store=self.store,
             ledger=ledger,
-            price=self.grants.price,
+            settler=self.settler,
             source=source,
             fused=self.fused,
         )
@@ -131,6 +136,22 @@ class Sessions:
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
+        self.accounting = Accounting(
+            store=self.store,
+            authorizer=self.authorizer,
+            grants=self.grants,
+            closer=self.closer,
+            late=LateAccounting(
+                store=self.store,
+                ledger=ledger,
+                closer=self.closer,
+                settler=self.settler,
+                orphan=self._orphan,
+            ),
+            cfg=cfg,
+            clock_ms=clock_ms,
+            source=source,
+        )
         self.cut_router = CallCutterRouter(call_cutter)
         self.cutter = Cutter(
             store=self.store,
@@ -209,12 +230,17 @@ class Sessions:
 
     # -- accounting -------------------------------------------------------------------
     async def account(self, report: UsageReport) -> None:
-        """Record a Start / Interim-Update / Stop; spooled when Redis is unreachable."""
+        """Record a Start / Interim-Update / Stop; spooled when Redis is unreachable or
+        another closer's lease holds the session (replayed later, never dropped)."""
         try:
-            await self._account(report)
+            await self.accounting.apply(report)
         except REDIS_DOWN as exc:
             self.outage.failure(ACCOUNTING_DOWN, exc)  # one line per interval, with a count
             self.spool.append(report_to_entry(report))  # SpoolFull propagates: no ack
+            return
+        except CloseBusy as exc:
+            log.warning("%s: spooled, replayed once the lease is gone", exc)
+            self.spool.append(report_to_entry(report))
             return
         except (LedgerError, RatingError) as exc:
             # Retransmission would fail the same way: keep the report, never lose it.
@@ -223,151 +249,33 @@ class Sessions:
         if self.outage.failing(ACCOUNTING_DOWN):
             self.outage.recovered(ACCOUNTING_DOWN)
 
-    async def _account(self, report: UsageReport) -> None:
-        session_id = report.call.session_id
-        if not valid_session_id(session_id):
-            await self._orphan(report, "invalid_session_id")
-            return
-        if not 0 <= report.usage_s <= self.cfg.session_ttl_s:
-            # Acct-Session-Time is Unsigned32 (RFC 2866 §5.7): 2^32-1 would be charged
-            # as 136 years of debt. No record lives longer than session_ttl_s.
-            await self._orphan(report, "invalid_usage")
-            return
-        account_id = await self.store.locate(session_id)
-        rec: SessionRecord | None = None
-        if account_id is None and report.kind is UsageKind.FAILED:
-            # A call that was never set up and never authorized here (a switch that
-            # also accounts the INVITEs chargingd refused): no money, no session.
-            log.debug("failed call %s without a session: nothing to close", session_id)
-            return
-        if account_id is None:
-            adopted, created = await self._adopt(report)
-            if adopted is None:
-                return
-            account_id = adopted.account_id
-            if created:  # written already as touch() would leave it: no second trip
-                rec, state, usage_s = adopted, LIVE, adopted.last_usage_s
-        if rec is None:
-            state, usage_s, rec = await self._touch(account_id, report)
-        if rec is None:
-            await self._not_live(account_id, state, report)
-            return
-        if report.kind in (UsageKind.STOP, UsageKind.FAILED):
-            await self._stop(rec, usage_s, report)
-        elif report.usage_s >= usage_s:  # else older than what we know (reordered)
-            await self._update(rec, usage_s, report)
-
-    async def _not_live(self, account_id: str, state: str, report: UsageReport) -> None:
-        """Touch found no live record: a bad usage, an expired record, a reused id, or a
-        closed session (a replayed Stop, a late Interim: nothing to do)."""
-        session_id = report.call.session_id
-        if state == INVALID:
-            await self._orphan(report, "invalid_usage")
-        elif state == "missing":  # the record expired but its locator did not
-            await self.store.forget_locator(session_id)
-            await self._account(report)
-        elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
-            await self._account(report)  # a reused session id, now another account's
-
-    async def _touch(
-        self, account_id: str, report: UsageReport
-    ) -> tuple[str, int, SessionRecord | None]:
-        return await self.store.touch(
-            account_id,
-            report.call.session_id,
-            usage_s=report.usage_s,
-            now_ms=self.clock_ms(),
-            answer_ms=_answer_ms(report),
-            nas_session_id=report.call.nas_session_id,
-            call_origin=report.call.call_origin,
-        )
-
-    async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
-        """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
-        if report.kind is UsageKind.START and usage_s == 0:
-            if rec.limited and not rec.deadline_ms:
-                await self.store.set_deadline(rec, self.grants.deadline_ms(rec, rec.paid_usage_s))
-            return
-        await self.grants.charge(rec, usage_s)
-
-    async def _stop(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
-        """Stop or Failed: close at once, releasing the hold. A call never answered
-        closes unanswered (a Failed, or a Stop of a SIP INVITE >= 300, has no Start).
-        Without Acct-Session-Time the usage is this event's time minus the answer time
-        (both the gateway's clock), and the CDR says so."""
-        extra: dict[str, str] = {}
-        if report.terminate_cause:
-            extra["terminate_cause"] = report.terminate_cause
-        if report.sip_code:
-            extra["sip_code"] = str(report.sip_code)
-        if not report.usage_reported and rec.answer_ms:
-            derived_s = (report.event_ms - rec.answer_ms + 500) // 1000
-            if derived_s * 1000 > self.clock_ms() - rec.auth_ms + USAGE_SLACK_S * 1000:
-                # Longer than the call has existed here: a broken or lying gateway clock.
-                await self._orphan(report, "invalid_usage")
-                return
-            if derived_s > usage_s:
-                usage_s = derived_s
-                extra["usage_from"] = "event_timestamps"
-        await self.close_session(
-            rec,
-            usage_s=usage_s,
-            end_ms=report.event_ms,
-            status=CdrStatus.NORMAL,
-            disconnect_cause=report.disconnect_cause,
-            extra=extra or None,
-        )
-
-    async def _adopt(self, report: UsageReport) -> tuple[SessionRecord | None, bool]:
-        """Accounting without our authorize: charge the account found by identity, or
-        orphan it. True with a record this call wrote, already touched by ``report``."""
-        call = report.call
-        account = await self.authorizer.find_account(call)
-        if account is None:
-            await self._orphan(report, "unknown_account")
-            return None, False
-        start_ms = report.event_ms - report.usage_s * 1000
-        profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
-        made = self.authorizer.new_record(call, profile, start_ms)
-        if isinstance(made, Refused):
-            await self._orphan(report, made.code.value)
-            return None, False
-        # The fields session_touch.lua would set for this packet, written at creation.
-        rec = _replace(
-            made[0],
-            adopted=1,
-            answer_ms=_answer_ms(report),
-            last_usage_s=report.usage_s,
-            last_seen_ms=self.clock_ms(),
-        )
-        if not await self.store.create(rec):
-            return await self.store.get(account.id, call.session_id), False  # concurrently
-        log.warning(
-            "adopted session %s of account %s without authorize", rec.session_id, account.id
-        )
-        return rec, True
-
     async def _orphan(self, report: UsageReport, reason: str) -> None:
-        log.warning("orphan accounting %s: %s", report.call.session_id, reason)
-        await self.store.record_orphan(orphan_fields(report, reason, self.source))
+        await self.accounting.orphan(report, reason)
 
     async def gateway_restarted(self, gateway: str, client: str) -> None:
         """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone."""
         now_ms = self.clock_ms()
         closed = 0
         for rec in await self.store.live_of_gateway(gateway):
+            # Provisional: a Stop the gateway still sends for it corrects it (late.py).
             cdr = await self.close_session(
-                rec, usage_s=rec.last_usage_s, end_ms=now_ms, status=CdrStatus.GATEWAY_RESTART
+                rec,
+                usage_s=rec.last_usage_s,
+                end_ms=now_ms,
+                status=CdrStatus.GATEWAY_RESTART,
+                provisional=True,
             )
             closed += cdr is not None
         log.warning("gateway %s (client %s) restarted: closed %d sessions", gateway, client, closed)
 
     # -- grants, deadlines, operator actions --------------------------------------------
     async def on_topup(self, account_id: str) -> int:
-        """Money arrived: move the deadlines of the account's limited sessions."""
+        """Money arrived: re-grant the account's sessions that have a deadline and tell
+        their gateways the new Session-Timeout (CoA). The deadline is recomputed (the
+        end of what is now paid), never cleared. Returns how many moved."""
         moved = 0
         for rec in await self.store.live_of_account(account_id):
-            if not rec.limited or rec.cut_reason:
+            if not (rec.limited or rec.deadline_ms) or rec.cut_reason:
                 continue
             old_deadline = rec.deadline_ms
             deadline_ms, timeout_s = await self.grants.refresh(rec)
@@ -411,7 +319,9 @@ class Sessions:
         if entry.get("type") == "usage":
             report = entry_to_report(entry)
             try:
-                await self._account(report)
+                # CloseBusy propagates: the spool keeps this entry (and those after
+                # it) and retries on the next pass, until the other lease is gone.
+                await self.accounting.apply(report)
             except (LedgerError, RatingError) as exc:
                 # As account() does: an entry no replay can charge must not block the
                 # spool behind it for ever; it is kept as an orphan with its reason.
@@ -428,16 +338,6 @@ class Sessions:
             self.cutter.run(stop, interval_s=self.cfg.cutter_interval_s),
             self.reaper.run(stop, interval_s=self.cfg.reaper_interval_s),
         )
-
-
-def _answer_ms(report: UsageReport) -> int:
-    """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
-    answered = report.kind is UsageKind.START or report.usage_s > 0
-    return report.event_ms - report.usage_s * 1000 if answered else 0
-
-
-def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:
-    return dataclasses.replace(rec, **changes)
 
 
 def build_sessions(
@@ -462,6 +362,4 @@ def build_sessions(
     )
 
 
-def valid_session_id(session_id: str) -> bool:
-    """What the ledger accepts as a session id: 1-256 printable characters."""
-    return 0 < len(session_id) <= MAX_SESSION_ID and session_id.isprintable()
+__all__ = ["Sessions", "build_sessions", "valid_session_id"]

@@ -108,7 +108,17 @@ class SessionRecord:
     nas_session_id: str = ""
     conf_id: str = ""
     call_origin: str = ""
+    # The money the Session-Timeout last told to the gateway stands for (authorize,
+    # CoA after a top-up): part of what the call is allowed (sessions/settle.py).
+    credit_micros: int = 0
     state: str = LIVE
+    # Once closed, what its CDR said (late accounting reads them, sessions/late.py).
+    status: str = ""
+    cost_micros: int = 0
+    charged_micros: int = 0
+    provisional: int = 0  # 1: closed without the gateway's word (reaper, restart)
+    reported_usage_s: int = 0  # the most usage the gateway had reported when it closed
+    cdr_revision: int = 0  # the CDR's revision (a correction writes the next one)
 
     @property
     def member(self) -> bytes:
@@ -171,7 +181,8 @@ class SessionStore:
         self._claim_until = redis.register_script(
             lua.joinpath("session_claim_until.lua").read_text()
         )
-        self.scripts: list[Any] = [self._touch, self._create, self._claim_until]
+        self._unlease = redis.register_script(lua.joinpath("session_unlease.lua").read_text())
+        self.scripts: list[Any] = [self._touch, self._create, self._claim_until, self._unlease]
         self._loading: asyncio.Future[None] | None = None
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
@@ -371,6 +382,10 @@ class SessionStore:
                 fin_key(rec.account_id, rec.session_id), token, nx=True, ex=lease_s
             )
         )
+
+    async def release_close(self, rec: SessionRecord, token: str) -> None:
+        """Give back a close lease this caller holds (another's is left alone)."""
+        await self._unlease(keys=[fin_key(rec.account_id, rec.session_id)], args=[token])
 
     async def mark_closed(self, rec: SessionRecord, **fields: str | int) -> None:
         """Close the record (kept closed_ttl_s so replays find it) and drop it from indexes."""

@@ -220,3 +220,42 @@ def test_embedded_server_forgets_killed_users(tmp_path: Path) -> None:
     users.write_text(json.dumps([os.getpid(), dead.pid]))
     _forget_dead_users(tmp_path)
     assert json.loads(users.read_text()) == [os.getpid()]
+
+
+async def test_a_higher_revision_replaces_the_stored_cdr_and_moves_usage_by_the_difference(
+    db: BillingDB, pg_url: str
+) -> None:
+    """A call reaped as stale (revision 0, 75 s provisional) and corrected by its late
+    Stop (revision 1, 200 s): one row, the final usage and charge, usage_periods
+    moved by the difference; an older revision arriving again changes nothing."""
+    stale = make_cdr(
+        1, duration_s=75, billed_s=75, cost_micros=750_000, charged_micros=750_000,
+        charge="live", status="stale", charge_reason="provisional",
+    )  # fmt: skip
+    final = dataclasses.replace(
+        stale, duration_s=200, billed_s=200, cost_micros=2_000_000, charged_micros=2_000_000,
+        status="normal", charge_reason="", revision=1,
+    )  # fmt: skip
+    assert await db.store_cdrs([stale]) == 1
+    assert await db.store_cdrs([final]) == 1
+    assert await db.store_cdrs([stale]) == 0  # a re-sent revision 0 loses
+    rows = await _rows(
+        pg_url, "SELECT status, duration_s, charged_micros, revision FROM cdrs ORDER BY id"
+    )
+    assert rows == [("normal", 200, 2_000_000, 1)]
+    (usage,) = await db.usage(stale.account_id)
+    assert (usage.calls, usage.duration_s, usage.charged_micros) == (1, 200, 2_000_000)
+
+
+async def test_revisions_of_one_call_in_one_batch_keep_the_highest(
+    db: BillingDB, pg_url: str
+) -> None:
+    first = make_cdr(2, charged_micros=10, charge="live")
+    second = dataclasses.replace(first, duration_s=99, charged_micros=20, revision=1)
+    stored: list[CDR] = []
+    assert await db.store_cdrs([first, second, first], before_commit=stored.extend) == 1
+    assert stored == [second]
+    rows = await _rows(pg_url, "SELECT duration_s, charged_micros, revision FROM cdrs")
+    assert rows == [(99, 20, 1)]
+    (usage,) = await db.usage(first.account_id)
+    assert (usage.calls, usage.charged_micros) == (1, 20)

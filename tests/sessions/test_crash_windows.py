@@ -75,9 +75,12 @@ async def test_reaper_retries_a_session_whose_closer_died(
     clock.advance(181)  # the next reaper window
     assert await sessions.reaper.run_once() == 1
     (cdr,) = await read_cdrs(redis)
-    assert (cdr.call_id, cdr.status, cdr.cost_micros) == ("s1", "stale", 60 * PER_S)
+    # Provisional: the time since answer, capped by the grant (60 s debited + 75 s held).
+    assert (cdr.call_id, cdr.status, cdr.duration_s) == ("s1", "stale", 135)
+    assert (cdr.cost_micros, cdr.charged_micros) == (135 * PER_S, 135 * PER_S)
+    assert cdr.charge_reason == "provisional"
     account = await ledger.get_account("acc1")
-    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 60 * PER_S, 0)
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 135 * PER_S, 0)
 
 
 async def test_reaper_that_dies_mid_close_leaves_the_session_to_another(
@@ -107,9 +110,12 @@ async def test_reaper_that_dies_mid_close_leaves_the_session_to_another(
     await redis.delete(fin_key("acc1", "s1"))
     assert await sessions.reaper.run_once() == 1
     (cdr,) = await read_cdrs(redis)
-    assert (cdr.call_id, cdr.status, cdr.cost_micros) == ("s1", "stale", 60 * PER_S)
+    # Provisional: the time since answer, capped by the grant (60 s debited + 75 s held).
+    assert (cdr.call_id, cdr.status, cdr.duration_s) == ("s1", "stale", 135)
+    assert (cdr.cost_micros, cdr.charged_micros) == (135 * PER_S, 135 * PER_S)
+    assert cdr.charge_reason == "provisional"
     account = await ledger.get_account("acc1")
-    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 60 * PER_S, 0)
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 135 * PER_S, 0)
     assert await sessions.list_sessions() == []
 
 

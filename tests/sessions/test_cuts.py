@@ -121,19 +121,27 @@ async def test_disconnect_gives_up_after_configured_attempts(
     assert {reason for _, reason in cutter.disconnects} == {"credit_cut"}
 
 
-async def test_topup_clears_the_deadline_and_retimes_the_call(
+async def test_topup_recomputes_the_deadline_and_retimes_the_call(
     sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
 ) -> None:
+    """A top-up moves the deadline to the end of what is now paid, never clears it: a
+    gateway that sends no more Interims is re-checked there (renewed while money
+    lasts), and its Session-Timeout is told again (CoA)."""
     await limited_call(sessions, ledger, clock)
     clock.now_ms = ANSWER_MS + 61_000
     await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
     assert await sessions.on_topup("acc1") == 1
-    assert await redis.zscore(DEADLINES, member("acc1", "s1")) is None
+    # Renewed for its age (61 s) + a 75 s grant: 136 s paid for, the deadline there.
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) == ANSWER_MS + 136_000
     # 6 EUR in all (0.60 debited + hold + the rest available) pays 600 s.
     assert [(ref.session_id, t) for ref, t in cutter.timeouts] == [("s1", 600)]
-    clock.now_ms = ANSWER_MS + 100_000
+    rec = await sessions.store.find("s1")
+    assert rec is not None and (rec.limited, rec.credit_micros) == (0, 6 * EUR)
+    clock.now_ms = ANSWER_MS + 136_000  # no Interim came: the cutter renews, no cut
     await sessions.cutter.run_once()
     assert cutter.disconnects == []
+    moved = await redis.zscore(DEADLINES, member("acc1", "s1"))
+    assert moved is not None and moved > clock.now_ms
 
 
 async def test_small_topup_moves_the_deadline(
@@ -192,9 +200,11 @@ async def test_cut_account_cuts_every_live_call(
     assert len(await sessions.list_sessions()) == 2  # live until their Stop
 
 
-async def test_reaper_closes_silent_session_at_last_usage(
+async def test_reaper_charges_a_silent_session_provisionally(
     sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
 ) -> None:
+    """The documented rule: time since answer, capped by what was granted (60 s
+    debited + a 75 s hold = 135 s), never below the reported usage; flagged."""
     await add_account(ledger)
     await start_call(sessions, clock, call("s1"))
     last_seen = clock.now_ms
@@ -203,11 +213,27 @@ async def test_reaper_closes_silent_session_at_last_usage(
     clock.now_ms = last_seen + 180_001
     assert await sessions.reaper.run_once() == 1
     (cdr,) = await read_cdrs(redis)
-    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("stale", 60, 60 * PER_S)
+    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("stale", 135, 135 * PER_S)
+    assert (cdr.charged_micros, cdr.charge_reason) == (135 * PER_S, "provisional")
+    assert cdr.extra["provisional"] == "1"
     account = await ledger.get_account("acc1")
-    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 60 * PER_S, 0)
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 135 * PER_S, 0)
     assert await sessions.reaper.run_once() == 0
     assert await sessions.list_sessions() == []
+
+
+async def test_reaper_charges_nothing_for_a_call_never_answered(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    await add_account(ledger)
+    clock.now_ms = T0_MS
+    assert isinstance(await sessions.authorize(call("s1")), Authorized)
+    clock.advance(181)
+    assert await sessions.reaper.run_once() == 1
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.duration_s, cdr.charged_micros) == ("stale", 0, 0)
+    account = await ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR, 0)
 
 
 async def test_accounting_on_closes_the_gateways_sessions(

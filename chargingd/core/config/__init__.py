@@ -130,6 +130,10 @@ class SessionsConfig:
     # Disconnect-Request attempts per cut (exponential back-off between them).
     disconnect_retries: int = 5
     disconnect_backoff_s: float = 1.0
+    # Usage a gateway reports this many seconds past a cut or its Session-Timeout is
+    # not charged beyond what was paid (it obeyed, a little late); beyond it the
+    # gateway overran: the debt is committed and the CDR says overrun.
+    cut_tolerance_s: int = 2
     # Redis unreachable at authorize: "fail_closed" refuses, "fail_open" accepts
     # with fail_open_timeout_s and spools what could not be written.
     redis_failure_policy: str = "fail_closed"
@@ -152,6 +156,8 @@ class SessionsConfig:
             raise ValueError("reaper_interval_s and cutter_interval_s must be positive")
         if not 1 <= self.disconnect_retries <= 100 or self.disconnect_backoff_s <= 0:
             raise ValueError("disconnect_retries must be 1..100, disconnect_backoff_s > 0")
+        if not 0 <= self.cut_tolerance_s <= 60:
+            raise ValueError("cut_tolerance_s must be between 0 and 60")
         if self.redis_failure_policy not in ("fail_closed", "fail_open"):
             raise ValueError("redis_failure_policy must be fail_closed or fail_open")
         if self.spool_max_entries < 1:

@@ -3,6 +3,9 @@
 -- KEYS[5] session hash (debited, closed)
 -- ARGV[1] session id  ARGV[2] cumulative cost micros  ARGV[3] now ms  ARGV[4] who
 -- ARGV[5] audit max entries  ARGV[6] session key ttl ms
+-- ARGV[7] 'cap': debit at most the session's hold plus what the account has available
+--   (balance - other holds - floor); the rest stays owed to a later commit or the
+--   release | anything else: the whole difference, below the floor if it must
 -- Returns {'ok'|'dup'|'closed', debited, total_debited, balance, overrun 0|1} | {'unknown'}
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, cum, now, who, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -17,14 +20,20 @@ if st[2] == '1' then return {'closed', 0, done, balance, 0} end
 local debit = cum - done
 if debit <= 0 then return {'dup', 0, done, balance, 0} end
 
--- The debit comes out of the session's own hold first.
 local hold = num(redis.call('HGET', holds, sid))
+local credit_limit = num(a[5])
+local floor = credit_floor(a[1], credit_limit)
+if ARGV[7] == 'cap' then
+  local room = balance - (num(a[6]) - hold) - floor
+  if room < 0 then room = 0 end
+  if debit > room then debit = room end
+  if debit <= 0 then return {'ok', 0, done, balance, 0} end
+end
+-- The debit comes out of the session's own hold first.
 local take = debit
 if take > hold then take = hold end
 if take > 0 then redis.call('HSET', holds, sid, s(hold - take)) end
 local reserved = num(a[6]) - take
-local credit_limit = num(a[5])
-local floor = credit_floor(a[1], credit_limit)
 local before = {balance = a[4], reserved = a[6], status = a[2], status_reason = a[3]}
 balance = balance - debit
 local overrun = 0
@@ -33,9 +42,10 @@ local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
 redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
            'debits', s(num(a[7]) + debit), 'status', status, 'status_reason', reason,
            'updated_ms', s(now))
-redis.call('HSET', sess, 'debited', s(cum))
+done = done + debit
+redis.call('HSET', sess, 'debited', s(done))
 redis.call('PEXPIRE', sess, ARGV[6])
 audit(stream, maxlen, now, who, 'commit', '', before,
       {balance = s(balance), reserved = s(reserved), status = status, status_reason = reason},
-      {'session', sid, 'amount', s(debit), 'cumulative', s(cum), 'overrun', s(overrun)})
-return {'ok', debit, cum, balance, overrun}
+      {'session', sid, 'amount', s(debit), 'cumulative', s(done), 'overrun', s(overrun)})
+return {'ok', debit, done, balance, overrun}

@@ -5,6 +5,10 @@
 -- ARGV[1] session id  ARGV[2] final cumulative cost micros, or '' for none
 -- ARGV[3] now ms  ARGV[4] who  ARGV[5] audit max entries  ARGV[6] session key ttl ms
 -- ARGV[7] max expired holds of the account to reclaim first
+-- ARGV[8] 'cap': debit at most the session's hold plus what the account has available
+--   (balance - other holds - floor): a call within what chargingd allowed never takes
+--   an account below its floor | anything else: the whole final cost (an overrun's
+--   debt is committed, never dropped)
 -- Returns {'ok'|'closed', debited, total_debited, balance, overrun 0|1} | {'unknown'}
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, now, who, maxlen = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -17,20 +21,25 @@ local st = redis.call('HMGET', sess, 'debited', 'closed')
 local done = num(st[1])
 if st[2] == '1' then return {'closed', 0, done, balance, 0} end
 
-local debit = 0
-if ARGV[2] ~= '' and tonumber(ARGV[2]) > done then
-  debit = tonumber(ARGV[2]) - done
-  done = done + debit
-end
 local _, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who, tonumber(ARGV[7]),
                             num(a[6]))
 local before = {balance = a[4], reserved = s(reserved), status = a[2], status_reason = a[3]}
 local hold = num(redis.call('HGET', holds, sid))
+local credit_limit = num(a[5])
+local floor = credit_floor(a[1], credit_limit)
+local debit = 0
+if ARGV[2] ~= '' and tonumber(ARGV[2]) > done then
+  debit = tonumber(ARGV[2]) - done
+  if ARGV[8] == 'cap' then
+    local room = balance - (reserved - hold) - floor
+    if room < 0 then room = 0 end
+    if debit > room then debit = room end
+  end
+  done = done + debit
+end
 local rest = hold - debit
 if rest < 0 then rest = 0 end
 reserved = reserved - hold
-local credit_limit = num(a[5])
-local floor = credit_floor(a[1], credit_limit)
 balance = balance - debit
 local overrun = 0
 if debit > 0 and balance < floor then overrun = 1 end

@@ -4,7 +4,7 @@
 -- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:s:SID record
 -- KEYS[7] {a:ACC}:s:SID:fin close lease
 -- ARGV[1] lease token   ARGV[2] lease_s   ARGV[3] usage_s the cost was rated on
--- ARGV[4] answer_ms it was rated with   ARGV[5..11] release.lua's ARGV
+-- ARGV[4] answer_ms it was rated with   ARGV[5..12] release.lua's ARGV
 -- Returns {'busy'} another closer holds the lease | {'gone'} closed or missing
 --   | {'stale', last_usage_s, answer_ms}: rated on old data, lease given back: re-rate
 --   | {'ok', release reply, HGETALL of the record}
@@ -19,5 +19,5 @@ if last > tonumber(ARGV[3]) or answer ~= tonumber(ARGV[4]) then
   return {'stale', last, answer}
 end
 local rel = ledger_release({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-                           {unpack(ARGV, 5, 11)})
+                           {unpack(ARGV, 5, 12)})
 return {'ok', rel, redis.call('HGETALL', KEYS[6])}

@@ -1,0 +1,255 @@
+"""Accounting: Start, Interim, Stop and Failed of a session (sessions/service.py's
+accounting half).
+
+Idempotency (DESIGN invariant 3): an interim commits the rated cost of the
+*cumulative* usage (the ledger debits only the difference), a Stop releases once
+(the ledger keeps a tombstone) and the record is marked closed after the CDR is
+written, so retransmitted or reordered accounting never charges twice. No report is
+acknowledged and forgotten (invariant 4): what cannot be applied goes to
+``cdr:orphans`` with a reason and a log line; what meets a closer's lease is spooled
+and replayed until the lease is gone; what arrives after a provisional close
+corrects it (sessions/late.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chargingd.billing.cdr import CdrStatus
+from chargingd.core.config import SessionsConfig
+from chargingd.sessions.authorize import Authorizer, Profile
+from chargingd.sessions.ccapi import UsageKind, UsageReport
+from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
+from chargingd.sessions.grants import Grants
+from chargingd.sessions.late import LateAccounting
+from chargingd.sessions.spool import orphan_fields
+from chargingd.sessions.store import (
+    CLOSED,
+    INVALID,
+    LIVE,
+    USAGE_SLACK_S,
+    SessionRecord,
+    SessionStore,
+)
+
+log = logging.getLogger("chargingd.sessions")
+
+MAX_SESSION_ID = 256
+FINAL = (UsageKind.STOP, UsageKind.FAILED)
+# A Stop that meets another closer's lease waits this long for it (polling) before it
+# is spooled and replayed later (a live closer finishes in milliseconds; a dead one's
+# lease expires after 30 s).
+BUSY_WAIT_S = 1.0
+BUSY_POLL_S = 0.05
+
+
+class Accounting:
+    """Applies accounting reports to session records, the ledger and the CDR stream."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        authorizer: Authorizer,
+        grants: Grants,
+        closer: SessionCloser,
+        late: LateAccounting,
+        cfg: SessionsConfig,
+        clock_ms: Callable[[], int],
+        source: str,
+    ) -> None:
+        self.store = store
+        self.authorizer = authorizer
+        self.grants = grants
+        self.closer = closer
+        self.late = late
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+        self.source = source
+
+    async def apply(self, report: UsageReport) -> None:
+        """One report. Raises Redis errors, LedgerError/RatingError (the caller orphans
+        or spools) and CloseBusy (another closer's lease outlived the wait)."""
+        session_id = report.call.session_id
+        if not valid_session_id(session_id):
+            await self.orphan(report, "invalid_session_id")
+            return
+        if not 0 <= report.usage_s <= self.cfg.session_ttl_s:
+            # Acct-Session-Time is Unsigned32 (RFC 2866 §5.7): 2^32-1 would be charged
+            # as 136 years of debt. No record lives longer than session_ttl_s.
+            await self.orphan(report, "invalid_usage")
+            return
+        account_id = await self.store.locate(session_id)
+        rec: SessionRecord | None = None
+        if account_id is None and report.kind is UsageKind.FAILED:
+            # A call that was never set up and never authorized here (a switch that
+            # also accounts the INVITEs chargingd refused): no money, no session.
+            log.debug("failed call %s without a session: nothing to close", session_id)
+            return
+        if account_id is None:
+            adopted, created = await self._adopt(report)
+            if adopted is None:
+                return
+            account_id = adopted.account_id
+            if created:  # written already as touch() would leave it: no second trip
+                rec, state, usage_s = adopted, LIVE, adopted.last_usage_s
+        if rec is None:
+            state, usage_s, rec = await self._touch(account_id, report)
+        if rec is None:
+            await self._not_live(account_id, state, report)
+            return
+        if report.kind in FINAL:
+            await self._stop(rec, usage_s, report)
+        elif report.usage_s >= usage_s:  # else older than what we know (reordered)
+            await self._update(rec, usage_s, report)
+
+    async def _not_live(self, account_id: str, state: str, report: UsageReport) -> None:
+        """Touch found no live record: a bad usage, an expired record, a reused id, or a
+        closed session (a late Stop corrects a provisional close; see late.py)."""
+        session_id = report.call.session_id
+        if state == INVALID:
+            await self.orphan(report, "invalid_usage")
+        elif state == "missing":  # the record expired but its locator did not
+            await self.store.forget_locator(session_id)
+            await self.apply(report)
+        elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
+            await self.apply(report)  # a reused session id, now another account's
+        elif state == CLOSED:
+            await self._closed(account_id, report)
+
+    async def _closed(self, account_id: str, report: UsageReport) -> None:
+        rec = await self.store.get(account_id, report.call.session_id)
+        if rec is None or rec.state != CLOSED:
+            await self.orphan(report, "session_gone")
+            return
+        usage_s = max(report.usage_s, rec.reported_usage_s if report.kind in FINAL else 0)
+        if report.kind in FINAL:
+            derived = self._derived_usage(rec, report)
+            if derived is None:
+                await self.orphan(report, "invalid_usage")
+                return
+            usage_s = max(usage_s, derived)
+        await self.late.closed(rec, report, usage_s)
+
+    async def _touch(
+        self, account_id: str, report: UsageReport
+    ) -> tuple[str, int, SessionRecord | None]:
+        return await self.store.touch(
+            account_id,
+            report.call.session_id,
+            usage_s=report.usage_s,
+            now_ms=self.clock_ms(),
+            answer_ms=answer_ms_of(report),
+            nas_session_id=report.call.nas_session_id,
+            call_origin=report.call.call_origin,
+        )
+
+    async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
+        """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
+        if report.kind is UsageKind.START and usage_s == 0:
+            if rec.limited and not rec.deadline_ms:
+                await self.store.set_deadline(rec, self.grants.deadline_ms(rec, rec.paid_usage_s))
+            return
+        await self.grants.charge(rec, usage_s)
+
+    def _derived_usage(self, rec: SessionRecord, report: UsageReport) -> int | None:
+        """A Stop without Acct-Session-Time: this event's time minus the answer time
+        (both the gateway's clock); 0 when it says nothing; None for a broken clock."""
+        if report.usage_reported or not rec.answer_ms:
+            return 0
+        derived_s = (report.event_ms - rec.answer_ms + 500) // 1000
+        if derived_s * 1000 > self.clock_ms() - rec.auth_ms + USAGE_SLACK_S * 1000:
+            return None  # longer than the call has existed here: a broken or lying clock
+        return derived_s
+
+    async def _stop(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
+        """Stop or Failed: close at once, releasing the hold. A call never answered
+        closes unanswered (a Failed, or a Stop of a SIP INVITE >= 300, has no Start).
+        Without Acct-Session-Time the usage is this event's time minus the answer time
+        (both the gateway's clock), and the CDR says so."""
+        extra: dict[str, str] = {}
+        if report.terminate_cause:
+            extra["terminate_cause"] = report.terminate_cause
+        if report.sip_code:
+            extra["sip_code"] = str(report.sip_code)
+        derived_s = self._derived_usage(rec, report)
+        if derived_s is None:
+            await self.orphan(report, "invalid_usage")
+            return
+        if derived_s > usage_s:
+            usage_s = derived_s
+            extra["usage_from"] = "event_timestamps"
+        ending = Ending(report.event_ms, CdrStatus.NORMAL, report.disconnect_cause, extra or None)
+        await self._close_reported(rec, usage_s, ending, report)
+
+    async def _close_reported(
+        self, rec: SessionRecord, usage_s: int, ending: Ending, report: UsageReport
+    ) -> None:
+        """Close with the gateway's own report. Another closer's lease (the reaper, a
+        closer that died after the release): wait for it, then close, or correct what it
+        closed; still held after BUSY_WAIT_S: CloseBusy (spooled, replayed later)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + BUSY_WAIT_S
+        while True:
+            done = await self.closer.try_close(rec, usage_s, ending)
+            if done == GONE:  # closed meanwhile: a retransmission, or a late Stop
+                await self._closed(rec.account_id, report)
+                return
+            if done != BUSY:
+                return
+            if loop.time() >= give_up:
+                raise CloseBusy(f"session {rec.session_id} is held by another closer")
+            await asyncio.sleep(BUSY_POLL_S)
+
+    async def _adopt(self, report: UsageReport) -> tuple[SessionRecord | None, bool]:
+        """Accounting without our authorize: charge the account found by identity, or
+        orphan it. True with a record this call wrote, already touched by ``report``."""
+        call = report.call
+        account = await self.authorizer.find_account(call)
+        if account is None:
+            await self.orphan(report, "unknown_account")
+            return None, False
+        start_ms = report.event_ms - report.usage_s * 1000
+        profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
+        made = self.authorizer.new_record(call, profile, start_ms)
+        if not isinstance(made, tuple):
+            await self.orphan(report, made.code.value)
+            return None, False
+        # The fields session_touch.lua would set for this packet, written at creation.
+        rec = _replace(
+            made[0],
+            adopted=1,
+            answer_ms=answer_ms_of(report),
+            last_usage_s=report.usage_s,
+            last_seen_ms=self.clock_ms(),
+        )
+        if not await self.store.create(rec):
+            return await self.store.get(account.id, call.session_id), False  # concurrently
+        log.warning(
+            "adopted session %s of account %s without authorize", rec.session_id, account.id
+        )
+        return rec, True
+
+    async def orphan(self, report: UsageReport, reason: str) -> None:
+        """Keep a report nothing can charge, with its reason (never lost)."""
+        log.warning("orphan accounting %s: %s", report.call.session_id, reason)
+        await self.store.record_orphan(orphan_fields(report, reason, self.source))
+
+
+def answer_ms_of(report: UsageReport) -> int:
+    """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
+    answered = report.kind is UsageKind.START or report.usage_s > 0
+    return report.event_ms - report.usage_s * 1000 if answered else 0
+
+
+def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:
+    return dataclasses.replace(rec, **changes)
+
+
+def valid_session_id(session_id: str) -> bool:
+    """What the ledger accepts as a session id: 1-256 printable characters."""
+    return 0 < len(session_id) <= MAX_SESSION_ID and session_id.isprintable()
