@@ -7,9 +7,10 @@ between the new price and what the ledger charged for the call.
 - A call the ledger charged in full (``live``, ``mediated_debit``; charged >= cost)
   is charged the new price: a cut refunds the difference, a rise debits it.
 - A call the ledger charged less than its price on purpose (``capped``, forgiven
-  within a cut tolerance: charged < cost, or a charge_reason other than "", "debt"
-  and "rerate") is never charged more than it was: the new charge is the lower of
-  the new price and what it charged, and it keeps its reason through later rerates.
+  within a cut tolerance: charged < cost, or a charge_reason other than "", "debt",
+  "rerate", "overrun" and "provisional") is never charged more than it was: the new
+  charge is the lower of the new price and what it charged, and it keeps its reason
+  through later rerates.
 - A call the ledger never charged (``recorded_only``, ``none``) moves no money: its
   cost changes, its charge stays 0. A refund never exceeds what was charged.
 """
@@ -37,8 +38,9 @@ class RerateError(Exception):
     code = "rerate_error"
 
 
-# charge_reason values of a call the ledger charged its whole price.
-FULL_CHARGE_REASONS = frozenset({"", "debt", "rerate"})
+# charge_reason values of a call the ledger charged its whole price (a live call's
+# "overrun" debt and "provisional" stale charge are its rated cost in full).
+FULL_CHARGE_REASONS = frozenset({"", "debt", "rerate", "overrun", "provisional"})
 
 
 def held_back(cost_micros: int, charged_micros: int, reason: str) -> bool:
