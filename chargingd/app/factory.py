@@ -127,6 +127,9 @@ class Factory:
             audit_max_entries=lc.audit_max_entries,
             txn_ttl_s=lc.txn_ttl_s,
             partial_grants=lc.partial_grants,
+            # A new session's hold that Redis runs after its request timed out (a stall)
+            # refuses itself: the gateway was told "charging unavailable".
+            request_timeout_s=self.cfg.redis.command_timeout_s,
         )
 
     async def open_ledger(self, redis: RedisClient) -> Ledger:

@@ -33,6 +33,7 @@ WITH_PRELUDE = frozenset(
         "commit",
         "release",
         "correct",
+        "refuse",
         "sweep",
         "create",
         "update",

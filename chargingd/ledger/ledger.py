@@ -10,6 +10,7 @@ are re-exported here.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -65,6 +66,8 @@ __all__ = [
     "UsageRequest",
 ]
 
+CLOCK_SYNC_S = 60.0  # how often the sweeper measures Redis's clock again
+
 _SCRIPTS = (
     "reserve",
     "commit",
@@ -82,6 +85,7 @@ _SCRIPTS = (
     "txn_unclaim",
     "usage",
     "correct",
+    "refuse",
 )
 
 
@@ -106,11 +110,16 @@ class Ledger:
         hold_index_grace_ms: int = 30_000,
         audit_holds: bool = True,
         batch_commands: bool | None = None,
+        request_timeout_s: float | None = None,
+        refusal_ttl_s: int = 60,
     ) -> None:
         """Optional extras beyond the contract: partial_grants (reserve's default policy),
         session_ttl_s (tombstone/debit record lifetime), reclaim_per_reserve, the hold
-        index pad/grace (see sweep_expired), audit_holds (audit reserve too) and
-        batch_commands (pipeline each loop tick's calls; default: on unless a cluster)."""
+        index pad/grace (see sweep_expired), audit_holds (audit reserve too),
+        batch_commands (pipeline each loop tick's calls; default: on unless a cluster),
+        request_timeout_s (the Redis command timeout: a new session's reserve that runs
+        later than half of it after it was sent refuses itself; None: never) and
+        refusal_ttl_s (how long a new session's refusal is remembered)."""
         self.redis: Redis = redis  # type: ignore[assignment]
         self.clock_ms = clock_ms or wall_ms
         self.audit_max = str(audit_max_entries)
@@ -130,7 +139,14 @@ class Ledger:
             audit_holds=self.audit_holds,
             partial_grants=partial_grants,
             hold_index_pad_ms=hold_index_pad_ms,
+            refusal_ttl_ms=refusal_ttl_s * 1000,
         )
+        # A new session's reserve must run within half the command timeout of being
+        # sent (the other half carries its answer back), on Redis's clock: the offset
+        # between this process's wall clock and Redis's TIME is measured (sync_clock).
+        self.late_after_ms = int(request_timeout_s * 500) if request_timeout_s else 0
+        self.redis_offset_ms = 0
+        self._synced_s = 0.0
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
         self._batcher = CommandBatcher(self.redis) if batch_commands else None
@@ -148,6 +164,27 @@ class Ledger:
         """Register every .lua script once (SCRIPT LOAD); EVALSHA reloads on NOSCRIPT."""
         for script in self._scripts.values():
             await self.redis.script_load(script.script)
+        await self.sync_clock()
+
+    async def sync_clock(self) -> int:
+        """Measure Redis's clock against this process's (the offset new-session
+        deadlines are written in); returns the offset in ms."""
+        if not self.late_after_ms:
+            return 0
+        before = time.time()
+        seconds, micros = await self.redis.time()
+        after = time.time()
+        redis_ms = int(seconds) * 1000 + int(micros) // 1000
+        self.redis_offset_ms = redis_ms - int((before + after) * 500)
+        self._synced_s = after
+        return self.redis_offset_ms
+
+    def new_session_deadline_ms(self) -> int:
+        """Until when (Redis's clock) a new session's reserve sent now may run; 0: any
+        time (no request timeout configured)."""
+        if not self.late_after_ms:
+            return 0
+        return int(time.time() * 1000) + self.redis_offset_ms + self.late_after_ms
 
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """EVALSHA one script: queued in this tick's pipeline, or sent on its own."""
@@ -449,6 +486,7 @@ class Ledger:
             partial=partial,
             new_session=new_session,
             who=who,
+            deadline_ms=self.new_session_deadline_ms() if new_session else 0,
         )
         keys, args = step.keys, step.argv
         # Index first, script second (same pipeline, in order; or awaited in turn): a
@@ -523,6 +561,19 @@ class Ledger:
         res = await self._run("release", step.keys, step.argv)
         return self.steps.commit_result(res, account_id)
 
+    async def refuse(
+        self, account_id: str, session_id: str, reason: str, *, who: str = "sessions"
+    ) -> str:
+        """A new session was refused after all: drop its hold and remember the refusal
+        (refuse.lua), so a late reserve refuses itself and a retransmission gets the
+        same answer. "ok", or "charged" / "closed" (a real call: nothing done)."""
+        step = self.steps.refuse(account_id, session_id, reason, now_ms=self.clock_ms(), who=who)
+        res = await self._run("refuse", step.keys, step.argv)
+        status = C.s(res[0])
+        if status == "unknown":
+            raise UnknownAccount(f"no account {account_id!r}")
+        return status
+
     async def correct(
         self,
         account_id: str,
@@ -558,6 +609,8 @@ class Ledger:
         until then reserve/release on the account reclaim its expired holds. ``limit``
         bounds the holds reclaimed (and accounts visited) by one call.
         """
+        if self.late_after_ms and time.time() - self._synced_s > CLOCK_SYNC_S:
+            await self.sync_clock()  # clocks drift: measured again now and then
         now = self.clock_ms()
         due: Any = await self.redis.zrangebyscore(
             K.HOLD_INDEX_KEY, "-inf", now, start=0, num=limit, withscores=True

@@ -92,12 +92,14 @@ class StepBuilder:
         audit_holds: str,
         partial_grants: bool,
         hold_index_pad_ms: int,
+        refusal_ttl_ms: int = 60_000,
     ) -> None:
         self.audit_max = audit_max
         self.session_ttl_ms = session_ttl_ms
         self.reclaim_per_reserve = reclaim_per_reserve
         self.audit_holds = audit_holds
         self.partial_grants = partial_grants
+        self.refusal_ttl_ms = refusal_ttl_ms
         # The sweeper visits an account at (latest lease expiry + pad); the pad lets
         # renewals on a busy account skip re-indexing (see _index_score).
         self.hold_index_pad_ms = hold_index_pad_ms
@@ -114,8 +116,10 @@ class StepBuilder:
         partial: bool | None = None,
         new_session: bool = True,
         who: str = "sessions",
+        deadline_ms: int = 0,
     ) -> ReserveStep:
-        """reserve.lua's keys and ARGV (checked), with the hold-index write it needs."""
+        """reserve.lua's keys and ARGV (checked), with the hold-index write it needs.
+        ``deadline_ms`` (Redis's clock, 0 none): a later run refuses itself ('late')."""
         K.check_account_id(account_id)
         K.check_token(session_id, "session id")
         K.check_amount(amount_micros, "reserve amount", lo=1)
@@ -123,7 +127,7 @@ class StepBuilder:
         allow_partial = self.partial_grants if partial is None else partial
         args: list[Any] = [session_id, amount_micros, now_ms, lease_ms, int(allow_partial)]
         args += [int(new_session), who, self.audit_max, self.reclaim_per_reserve]
-        args.append(self.audit_holds)
+        args += [self.audit_holds, deadline_ms, self.refusal_ttl_ms]
         score = self._index_score(account_id, now_ms + lease_ms)
         index = None if score is None else ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id)
         return ReserveStep(
@@ -192,6 +196,16 @@ class StepBuilder:
             final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
         args = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
         args += [self.reclaim_per_reserve, check_policy(policy)]
+        return Step(K.session_keys(account_id, session_id), args)
+
+    def refuse(
+        self, account_id: str, session_id: str, reason: str, *, now_ms: int, who: str = "sessions"
+    ) -> Step:
+        """refuse.lua's keys and ARGV: drop a new session's hold, remember the refusal."""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        RefusalReason(reason)  # one of the reasons a retransmission is answered with
+        args = [session_id, reason, now_ms, who, self.audit_max, self.refusal_ttl_ms]
         return Step(K.session_keys(account_id, session_id), args)
 
     def correct(

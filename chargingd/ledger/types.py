@@ -75,6 +75,10 @@ class RefusalReason(enum.StrEnum):
     SUSPENDED = "suspended"  # any non-active status
     INSUFFICIENT_CREDIT = "insufficient_credit"
     TOO_MANY_CALLS = "too_many_calls"
+    # The reserve ran after its caller's deadline (Redis stalled): it refused itself.
+    LATE = "late"
+    # Refused earlier by Ledger.refuse (an authorize whose answer never came back).
+    SYSTEM_ERROR = "system_error"
 
 
 @dataclass(frozen=True)

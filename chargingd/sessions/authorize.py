@@ -32,7 +32,7 @@ from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
-from chargingd.sessions.store import SessionRecord, SessionStore
+from chargingd.sessions.store import REDIS_DOWN, LateWrite, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -44,7 +44,20 @@ _REFUSALS = {
     RefusalReason.SUSPENDED: RefusalCode.SUSPENDED,
     RefusalReason.INSUFFICIENT_CREDIT: RefusalCode.INSUFFICIENT_CREDIT,
     RefusalReason.TOO_MANY_CALLS: RefusalCode.TOO_MANY_CALLS,
+    RefusalReason.LATE: RefusalCode.SYSTEM_ERROR,
+    RefusalReason.SYSTEM_ERROR: RefusalCode.SYSTEM_ERROR,
 }
+UNAVAILABLE = "charging unavailable"  # what a gateway hears when Redis does not answer
+
+
+class WriteUncertain(Exception):
+    """Redis did not answer an authorize's write: it may still run (a stalled Redis
+    resumes) although the gateway is refused. sessions/service.py undoes it later."""
+
+    def __init__(self, account_id: str, session_id: str) -> None:
+        super().__init__(f"authorize of {session_id} ({account_id}): write not confirmed")
+        self.account_id = account_id
+        self.session_id = session_id
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,16 @@ class Authorizer:
     async def _reserve_first(
         self, rec: SessionRecord, priced: Priced, *, check: AccountCheck | None, mode: str
     ) -> Authorized | Refused | None:
-        """Reserve the first grant; with ``check``, None when the account changed."""
+        """Reserve the first grant; with ``check``, None when the account changed.
+        WriteUncertain when Redis did not answer one of its writes."""
+        try:
+            return await self._reserve_first_steps(rec, priced, check=check, mode=mode)
+        except REDIS_DOWN as exc:
+            raise WriteUncertain(rec.account_id, rec.session_id) from exc
+
+    async def _reserve_first_steps(
+        self, rec: SessionRecord, priced: Priced, *, check: AccountCheck | None, mode: str
+    ) -> Authorized | Refused | None:
         want = priced.cost_micros
         amount = max(want, 1)
         lease_ms = self.grants.lease_ms(self.cfg.first_grant)
@@ -163,6 +185,8 @@ class Authorizer:
             )
         if not grant.ok:
             code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
+            if code is RefusalCode.SYSTEM_ERROR:
+                return Refused(code, UNAVAILABLE)
             return Refused(code, code.value.replace("_", " "))
         return await self._grant_first(rec, grant, want, mode)
 
@@ -171,7 +195,10 @@ class Authorizer:
     ) -> Authorized | Refused:
         paid_s = self.grants.paid_s(rec, grant.granted_micros)
         if paid_s <= 0:
-            await self.ledger.release(rec.account_id, rec.session_id, 0)
+            # Not a second's worth: refused, and remembered as such (not a closed
+            # session: a retransmission gets the same answer on any daemon).
+            reason = RefusalReason.INSUFFICIENT_CREDIT
+            await self.ledger.refuse(rec.account_id, rec.session_id, reason.value)
             return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
         limited = int(grant.granted_micros < want)
         rec = dataclasses.replace(
@@ -183,7 +210,12 @@ class Authorizer:
             # writes it): part of what the call is allowed (sessions/settle.py).
             credit_micros=grant.granted_micros + grant.available_micros,
         )
-        await self.store.create(rec)  # False for a replayed Access-Request: kept as it was
+        try:  # False for a replayed Access-Request: kept as it was
+            await self.store.create(rec, deadline_ms=self.ledger.new_session_deadline_ms())
+        except LateWrite:
+            # Too late to write the record (Redis stalled): refused, its hold undone.
+            await self.ledger.refuse(rec.account_id, rec.session_id, RefusalReason.LATE.value)
+            return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
         return self._authorized(rec, grant, mode)
 
     def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:

@@ -91,7 +91,14 @@ class FusedPath:
         """
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
-        step = self.steps.reserve(acc, sid, amount_micros, lease_ms=lease_ms, now_ms=now_ms)
+        step = self.steps.reserve(
+            acc,
+            sid,
+            amount_micros,
+            lease_ms=lease_ms,
+            now_ms=now_ms,
+            deadline_ms=self.ledger.new_session_deadline_ms(),
+        )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         keys += [loc_key(sid), LASTSEEN, gateway_key(rec.gateway)]
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]

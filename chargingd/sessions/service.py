@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import redis.exceptions
 from redis.asyncio import Redis
 
 from chargingd.billing.cdr import CdrStatus
@@ -29,11 +28,12 @@ from chargingd.core.ratelog import RateLimitedLog
 from chargingd.ledger import (
     Ledger,
     LedgerError,
+    RefusalReason,
     SessionClosed,
     UnknownAccount,
 )
 from chargingd.sessions.accounting import Accounting, valid_session_id
-from chargingd.sessions.authorize import Authorizer
+from chargingd.sessions.authorize import UNAVAILABLE, Authorizer, WriteUncertain
 from chargingd.sessions.ccapi import (
     Authorized,
     CallCutter,
@@ -59,16 +59,10 @@ from chargingd.sessions.spool import (
     entry_to_report,
     report_to_entry,
 )
-from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
+from chargingd.sessions.store import LIVE, REDIS_DOWN, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
-# What "Redis unreachable" looks like from redis-py (the policy applies to these only).
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
 
 AUTHORIZE_DOWN = "redis unreachable at authorize"
 ACCOUNTING_DOWN = "redis unreachable at accounting"
@@ -192,6 +186,8 @@ class Sessions:
         """Decide an Access-Request: reserve the first grant or refuse with a code."""
         try:
             answer = await self._authorize(call)
+        except WriteUncertain as uncertain:
+            return self._authorize_uncertain(call, uncertain)
         except REDIS_DOWN as exc:
             return self._authorize_without_redis(call, exc)
         except UnknownAccount:
@@ -211,15 +207,32 @@ class Sessions:
             return Refused(RefusalCode.SYSTEM_ERROR, "invalid session id")
         return await self.authorizer.authorize(call)
 
+    def _authorize_uncertain(
+        self, call: CallInfo, uncertain: WriteUncertain
+    ) -> Refused | Authorized:
+        """Redis did not answer the hold's write. Refused (fail-closed): the write may
+        still run when a stalled Redis resumes, so an undo is spooled (on disk, replayed
+        once Redis answers: undo_authorize). A late run of the write itself refuses
+        itself (its deadline), which this undo also covers."""
+        cause = uncertain.__cause__ or uncertain
+        if self.cfg.redis_failure_policy == "fail_open":
+            return self._authorize_without_redis(call, cause)  # the call goes ahead
+        entry = {"type": "undo_authorize", "account_id": uncertain.account_id}
+        try:
+            self.spool.append(entry | {"session_id": uncertain.session_id})
+        except (SpoolFull, OSError) as spool_exc:
+            log.error("cannot spool the undo of %s: %s", uncertain.session_id, spool_exc)
+        return self._authorize_without_redis(call, cause)
+
     def _authorize_without_redis(self, call: CallInfo, exc: BaseException) -> Refused | Authorized:
         self.outage.failure(AUTHORIZE_DOWN, exc)  # one line per interval, with a count
         if self.cfg.redis_failure_policy != "fail_open":
-            return Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+            return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
         try:
             self.spool.append({"type": "authorize", "call": dataclasses.asdict(call)})
         except (SpoolFull, OSError) as spool_exc:
             log.error("cannot spool fail-open authorize: %s", spool_exc)
-            return Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+            return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
         return Authorized(
             account_id="",
             session_timeout_s=self.cfg.fail_open_timeout_s,
@@ -314,8 +327,36 @@ class Sessions:
         """Live sessions for the admin socket."""
         return await self.store.all_live()
 
+    async def undo_authorize(self, account_id: str, session_id: str) -> bool:
+        """Make a refused authorize harmless once Redis answers (see _authorize_uncertain):
+        drop its hold and remember the refusal in the ledger (a late write then refuses
+        itself), and forget its record if it was written. Nothing is done to a call that
+        accounting shows real (a retransmission another daemon accepted). True if undone."""
+        rec = await self.store.get(account_id, session_id)
+        if rec is not None and _accounted(rec):
+            log.warning("authorize of %s timed out but the call is live: kept", session_id)
+            return False
+        refused = await self.ledger.refuse(
+            account_id, session_id, RefusalReason.SYSTEM_ERROR.value, who="sessions-undo"
+        )
+        if refused != "ok":
+            return False
+        rec = await self.store.get(account_id, session_id)
+        if rec is not None and not _accounted(rec):
+            await self.store.discard(rec)
+        log.warning(
+            "undid the authorize of %s (%s): its answer was a refusal", session_id, account_id
+        )
+        return True
+
     async def replay_entry(self, entry: dict[str, Any]) -> None:
         """One spooled event, back from the spool once Redis answers again."""
+        if entry.get("type") == "undo_authorize":
+            try:
+                await self.undo_authorize(str(entry["account_id"]), str(entry["session_id"]))
+            except LedgerError as exc:  # the account is gone: nothing left to undo
+                log.warning("undo of %s: %s", entry.get("session_id"), exc)
+            return
         if entry.get("type") == "usage":
             report = entry_to_report(entry)
             try:
@@ -363,3 +404,8 @@ def build_sessions(
 
 
 __all__ = ["Sessions", "build_sessions", "valid_session_id"]
+
+
+def _accounted(rec: SessionRecord) -> bool:
+    """Accounting came for it: a real call, whatever its authorize answered."""
+    return rec.state != LIVE or bool(rec.answer_ms or rec.last_usage_s or rec.adopted)

@@ -24,12 +24,21 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
+
+# What "Redis unreachable" looks like from redis-py (timeouts included: the command
+# may still run later, when a stalled Redis resumes).
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
 
 DEADLINES = "sess:deadlines"
 LASTSEEN = "sess:lastseen"
@@ -41,6 +50,12 @@ INVALID = "invalid"  # touch refused a usage longer than the time since authoriz
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
 CLOSED = "closed"
+
+
+class LateWrite(Exception):
+    """An authorize's record write ran after its deadline and wrote nothing."""
+
+    code = "late_write"
 
 
 def record_key(account_id: str, session_id: str) -> str:
@@ -203,12 +218,15 @@ class SessionStore:
             self._located.clear()
         self._located[session_id] = account_id
 
-    async def create(self, rec: SessionRecord) -> bool:
+    async def create(self, rec: SessionRecord, *, deadline_ms: int = 0) -> bool:
         """Write a new live record; False when one exists already (replayed authorize).
 
-        One round trip: the record script and the global indexes together.
+        One round trip: the record script and the global indexes together (the indexes
+        are harmless without the record: readers skip members whose record is gone).
+        ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
         """
-        args: list[str | int] = [self.session_ttl_s, rec.session_id, *rec.sparse_pairs()]
+        args: list[str | int] = [self.session_ttl_s, rec.session_id, deadline_ms]
+        args += rec.sparse_pairs()
         keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
         self.remember_locator(rec.session_id, rec.account_id)
         created, *_ = await self._send(
@@ -219,7 +237,23 @@ class SessionStore:
                 ("SADD", gateway_key(rec.gateway), rec.member),
             ]
         )
+        if created == -1:
+            raise LateWrite(f"session {rec.session_id} written after its deadline")
         return bool(created)
+
+    async def discard(self, rec: SessionRecord) -> None:
+        """Forget a record that never became a call (an authorize undone): no CDR."""
+        self._located.pop(rec.session_id, None)
+        await self._send(
+            [
+                ("DEL", record_key(rec.account_id, rec.session_id)),
+                ("SREM", live_key(rec.account_id), rec.session_id),
+                ("DEL", loc_key(rec.session_id)),
+                ("ZREM", DEADLINES, rec.member),
+                ("ZREM", LASTSEEN, rec.member),
+                ("SREM", gateway_key(rec.gateway), rec.member),
+            ]
+        )
 
     async def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands in one round trip, in order (see _send)."""

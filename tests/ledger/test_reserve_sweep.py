@@ -96,9 +96,63 @@ async def test_default_policy_comes_from_the_ledger(redis: aioredis.Redis, clock
     await strict.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=10, who="o")
     grant = await strict.reserve("a", "s1", 11, lease_ms=LEASE_MS)
     assert grant.reason is RefusalReason.INSUFFICIENT_CREDIT
+    # (Another session: s1's refusal is remembered, test_refusals_are_remembered.)
     assert (
-        await strict.reserve("a", "s1", 11, lease_ms=LEASE_MS, partial=True)
+        await strict.reserve("a", "s2", 11, lease_ms=LEASE_MS, partial=True)
     ).granted_micros == 10
+
+
+async def test_refusals_are_remembered_for_a_retransmission(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A new session refused for credit is refused again (same reason) on a
+    retransmission, even once money arrived: any daemon answers the same."""
+    led = Ledger(redis, clock_ms=clock, refusal_ttl_s=60)
+    await led.load_scripts()
+    await led.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=0, who="o")
+    first = await led.reserve("a", "s1", 100, lease_ms=LEASE_MS)
+    assert first.reason is RefusalReason.INSUFFICIENT_CREDIT
+    await led.topup("a", 1_000, txn_id="t1", who="o")
+    again = await led.reserve("a", "s1", 100, lease_ms=LEASE_MS)
+    assert (again.reason, again.granted_micros) == (RefusalReason.INSUFFICIENT_CREDIT, 0)
+    assert 0 < await redis.pttl(K.session_key("a", "s1")) <= 60_000
+    assert (await led.reserve("a", "s2", 100, lease_ms=LEASE_MS)).granted_micros == 100
+
+
+async def test_a_reserve_run_after_its_deadline_refuses_itself(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Redis ran it after its caller gave up (a stall): it holds nothing, and says so
+    to any retransmission."""
+    led = Ledger(redis, clock_ms=clock, request_timeout_s=2.0)
+    await led.load_scripts()
+    await led.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=500, who="o")
+    step = led.steps.reserve("a", "s1", 100, lease_ms=LEASE_MS, now_ms=clock(), deadline_ms=1)
+    script = led._scripts["reserve"]
+    reply = await script(keys=step.keys, args=step.argv)
+    assert led.steps.grant(reply, "a", "s1").reason is RefusalReason.LATE
+    assert (await led.get_account("a")).reserved_micros == 0
+    assert (await led.reserve("a", "s1", 100, lease_ms=LEASE_MS)).reason is RefusalReason.LATE
+    assert (await led.reserve("a", "s2", 100, lease_ms=LEASE_MS)).granted_micros == 100  # in time
+
+
+async def test_refuse_drops_a_new_sessions_hold_and_remembers(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    led = Ledger(redis, clock_ms=clock)
+    await led.load_scripts()
+    await led.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=500, who="o")
+    await led.reserve("a", "s1", 300, lease_ms=LEASE_MS)
+    assert await led.refuse("a", "s1", "system_error") == "ok"
+    acc = await led.get_account("a")
+    assert (acc.reserved_micros, acc.balance_micros, acc.live_sessions) == (0, 500, 0)
+    late = await led.reserve("a", "s1", 300, lease_ms=LEASE_MS)
+    assert late.reason is RefusalReason.SYSTEM_ERROR
+    await led.reserve("a", "s2", 100, lease_ms=LEASE_MS)
+    await led.commit("a", "s2", 50)
+    assert await led.refuse("a", "s2", "system_error") == "charged"  # a real call
+    await led.release("a", "s2", 50)
+    assert await led.refuse("a", "s2", "system_error") == "closed"
 
 
 async def test_nothing_available_is_refused_even_with_partial(ledger: Ledger) -> None:

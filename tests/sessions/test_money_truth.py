@@ -25,7 +25,7 @@ from sessions_harness import (
 )
 
 from chargingd.ledger import Ledger
-from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
+from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused, UsageKind
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.spool import report_to_entry
 from chargingd.sessions.store import ORPHANS, fin_key
@@ -332,3 +332,55 @@ async def test_live_stop_meeting_a_lease_is_spooled_not_dropped(
     await sessions.reaper.run_once()
     (cdr,) = await read_cdrs(redis)
     assert (cdr.status, cdr.duration_s) == ("normal", 40)
+
+
+# -- finding 12: an authorize whose answer never came back ---------------------------
+
+
+async def test_undo_of_an_authorize_whose_reply_was_lost(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    """Redis ran the authorize but its reply came too late: the gateway was refused.
+    The undo (spooled, replayed once Redis answers) leaves no hold and no record, and
+    a copy of the request that runs even later is refused the same way."""
+    await add_account(ledger, balance_micros=10 * EUR)
+    clock.now_ms = T0_MS
+    assert isinstance(await sessions.authorize(call("s1")), Authorized)
+    sessions.spool.append({"type": "undo_authorize", "account_id": "acc1", "session_id": "s1"})
+    await sessions.reaper.run_once()  # replays the spool
+    assert await sessions.store.find("s1") is None
+    account = await ledger.get_account("acc1")
+    assert (account.reserved_micros, account.live_sessions) == (0, 0)
+    late = await sessions.authorize(call("s1"))
+    assert late == Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+    assert (await ledger.get_account("acc1")).reserved_micros == 0
+    clock.advance(400)
+    assert await sessions.reaper.run_once() == 0 and await read_cdrs(redis) == []
+
+
+async def test_undo_never_touches_a_call_accounting_shows_real(
+    sessions: Sessions, ledger: Ledger, clock: Clock
+) -> None:
+    await add_account(ledger, balance_micros=10 * EUR)
+    info = call("s1")
+    clock.now_ms = T0_MS
+    await sessions.authorize(info)
+    await sessions.account(usage(info, UsageKind.START, 0, ANSWER_MS))
+    assert await sessions.undo_authorize("acc1", "s1") is False
+    rec = await sessions.store.find("s1")
+    assert rec is not None and rec.held_micros > 0
+    assert (await ledger.get_account("acc1")).reserved_micros == rec.held_micros
+
+
+async def test_refused_for_less_than_a_second_is_refused_again_not_reused(
+    sessions: Sessions, ledger: Ledger, clock: Clock
+) -> None:
+    """Finding 9's cause: a grant too small for one second used to close the ledger
+    session, so the retransmission heard "session id already used"."""
+    await add_account(ledger, balance_micros=5_000)  # half a second at 0.01 per second
+    first = await sessions.authorize(call("s1"))
+    await ledger.topup("acc1", 1 * EUR, txn_id="t1", who="test")
+    again = await sessions.authorize(call("s1"))
+    refused = Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
+    assert first == again == refused
+    assert (await ledger.get_account("acc1")).reserved_micros == 0

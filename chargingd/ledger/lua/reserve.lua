@@ -4,6 +4,11 @@
 -- ARGV[1] session id  ARGV[2] amount micros  ARGV[3] now ms  ARGV[4] lease ms
 -- ARGV[5] partial 0|1 ARGV[6] new_session 0|1 ARGV[7] who  ARGV[8] audit max entries
 -- ARGV[9] max expired holds to reclaim first  ARGV[10] audit this hold 0|1
+-- ARGV[11] deadline ms on Redis's own clock (TIME), '0' none: a new session's reserve
+--   that runs later than this (its caller gave up and answered "charging unavailable",
+--   e.g. Redis was stopped) refuses itself ('late') instead of holding money
+-- ARGV[12] how long a new session's refusal is remembered (ms): a retransmitted
+--   request, on any daemon, gets the same answer
 -- Returns {'ok', granted, available_after, reclaimed}
 --       | {'refused', reason, available, reclaimed} | {'closed'}
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -13,7 +18,25 @@ local partial, new_session, who, maxlen = ARGV[5] == '1', ARGV[6] == '1', ARGV[7
 local a = redis.call('HMGET', acct, 'mode', 'status', 'balance', 'credit_limit', 'reserved',
                      'max_calls')
 if not a[1] then return {'refused', 'unknown_account', 0, 0} end
-if redis.call('HGET', sess, 'closed') == '1' then return {'closed'} end
+local known = redis.call('HMGET', sess, 'closed', 'refused')
+if known[1] == '1' then return {'closed'} end
+-- A new session's refusal, remembered: the same request gets the same answer.
+local function refuse(reason, available, reclaimed)
+  if new_session then
+    redis.call('HSET', sess, 'refused', reason)
+    redis.call('PEXPIRE', sess, ARGV[12])
+  end
+  return {'refused', reason, available, reclaimed}
+end
+if new_session and known[2] and not redis.call('ZSCORE', leases, sid) then
+  return {'refused', known[2], 0, 0}
+end
+if ARGV[11] ~= '0' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[11]) then
+    return refuse('late', 0, 0)
+  end
+end
 
 local reclaimed, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who,
                                     tonumber(ARGV[9]), num(a[5]))
@@ -23,14 +46,14 @@ local own = num(redis.call('HGET', holds, sid))
 local available = balance - (reserved - own) - floor
 if available < 0 then available = 0 end
 
-if a[2] ~= 'active' then return {'refused', 'suspended', available, reclaimed} end
+if a[2] ~= 'active' then return refuse('suspended', available, reclaimed) end
 local max_calls = num(a[6])
 if new_session and max_calls > 0 and not redis.call('ZSCORE', leases, sid)
    and redis.call('ZCARD', leases) >= max_calls then
-  return {'refused', 'too_many_calls', available, reclaimed}
+  return refuse('too_many_calls', available, reclaimed)
 end
 if available <= 0 or (available < amount and not partial) then
-  return {'refused', 'insufficient_credit', available, reclaimed}
+  return refuse('insufficient_credit', available, reclaimed)
 end
 
 local granted = amount

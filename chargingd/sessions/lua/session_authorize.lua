@@ -5,30 +5,31 @@
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:s:SID record   KEYS[7] {a:ACC}:live
 -- KEYS[8] sess:loc:SID   KEYS[9] sess:lastseen   KEYS[10] sess:gw:GATEWAY
--- ARGV[1..10] reserve.lua's ARGV (ARGV[2]: the amount asked)   ARGV[11] record ttl_s
--- ARGV[12] account id   ARGV[13] index member "ACC\0SID"   ARGV[14] last seen ms
--- ARGV[15..19] account_check.lua's ARGV (built by the ledger): '1' to check that the
+-- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
+--   a late run refuses itself and writes nothing)   ARGV[13] record ttl_s
+-- ARGV[14] account id   ARGV[15] index member "ACC\0SID"   ARGV[16] last seen ms
+-- ARGV[17..21] account_check.lua's ARGV (built by the ledger): '1' to check that the
 --   account still has the tariff, currency, identity and mode the caller decided with
--- ARGV[20..] field, value pairs of the record (held_micros = the amount asked)
+-- ARGV[22..] field, value pairs of the record (held_micros = the amount asked)
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it); -1 not written (refused or partial: sessions/service.py decides).
-local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 15, 19)})
+local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17, 21)})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
 local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-                           {unpack(ARGV, 1, 10)})
+                           {unpack(ARGV, 1, 12)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {res, 0} end
-redis.call('HSET', KEYS[6], unpack(ARGV, 20))
+redis.call('HSET', KEYS[6], unpack(ARGV, 22))
 -- The money the Session-Timeout of the answer stands for (held + available): what
 -- the gateway was allowed (sessions/settle.py).
 redis.call('HSET', KEYS[6], 'credit_micros', s(res[2] + res[3]))
-redis.call('EXPIRE', KEYS[6], ARGV[11])
+redis.call('EXPIRE', KEYS[6], ARGV[13])
 redis.call('SADD', KEYS[7], ARGV[1])
-redis.call('EXPIRE', KEYS[7], ARGV[11])
-redis.call('SET', KEYS[8], ARGV[12], 'EX', ARGV[11])
-redis.call('ZADD', KEYS[9], ARGV[14], ARGV[13])
-redis.call('SADD', KEYS[10], ARGV[13])
+redis.call('EXPIRE', KEYS[7], ARGV[13])
+redis.call('SET', KEYS[8], ARGV[14], 'EX', ARGV[13])
+redis.call('ZADD', KEYS[9], ARGV[16], ARGV[15])
+redis.call('SADD', KEYS[10], ARGV[15])
 return {res, 1}

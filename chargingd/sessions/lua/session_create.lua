@@ -3,12 +3,21 @@
 -- KEYS[2] = {a:ACC}:live     live session ids of the account
 -- ARGV[1] = ttl_s             record and live-set TTL
 -- ARGV[2] = session id
--- ARGV[3..] = field, value pairs of the record
--- Returns 1 when created, 0 when a record exists (replayed authorize, reused id).
+-- ARGV[3] = deadline ms on Redis's clock ('0' none): an authorize's write that runs
+--           later (its caller gave up: Redis stalled) writes nothing
+-- ARGV[4..] = field, value pairs of the record
+-- Returns 1 when created, 0 when a record exists (replayed authorize, reused id),
+-- -1 too late.
+if ARGV[3] ~= '0' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then
+    return -1
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])

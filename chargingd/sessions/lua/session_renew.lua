@@ -5,12 +5,12 @@
 -- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:s:SID record
 -- KEYS[7] sess:deadlines
 -- ARGV[1..7] commit.lua's ARGV (ARGV[2]: the cumulative cost of this usage)
--- ARGV[8..17] reserve.lua's ARGV; its amount (ARGV[9]) is recomputed here as
+-- ARGV[8..19] reserve.lua's ARGV; its amount (ARGV[9]) is recomputed here as
 --   max(1, next cost - total debited)
--- ARGV[18] next cost: the cost of the usage plus the next grant
--- ARGV[19] paid_usage_s of the hold, valid when total debited == ARGV[2]
--- ARGV[20] deadline index member
--- ARGV[21] the session's deadline ms when the hold is granted in full: '0' none; else
+-- ARGV[20] next cost: the cost of the usage plus the next grant
+-- ARGV[21] paid_usage_s of the hold, valid when total debited == ARGV[2]
+-- ARGV[22] deadline index member
+-- ARGV[23] the session's deadline ms when the hold is granted in full: '0' none; else
 --   the end of what it pays for (a session that had a deadline keeps one: the cutter
 --   renews the hold there, or cuts, for a gateway that stops sending Interims)
 -- Returns {commit reply, reserve reply ({} if not run), applied}: applied 1 when the
@@ -19,18 +19,18 @@ local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
 local c = ledger_commit(keys, {unpack(ARGV, 1, 7)})
 if c[1] == 'unknown' then return {c, {}, 0} end
 local total = c[3]
-local want = tonumber(ARGV[18]) - total
+local want = tonumber(ARGV[20]) - total
 local amount = want
 if amount < 1 then amount = 1 end
-local rargs = {unpack(ARGV, 8, 17)}
+local rargs = {unpack(ARGV, 8, 19)}
 rargs[2] = s(amount)
 local r = ledger_reserve(keys, rargs)
 if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(ARGV[2]) then return {c, r, 0} end
 if redis.call('EXISTS', KEYS[6]) == 0 then return {c, r, 0} end
 redis.call('HSET', KEYS[6], 'debited_micros', s(total), 'held_micros', s(r[2]),
-           'paid_usage_s', ARGV[19], 'limited', '0')
-if ARGV[21] ~= '0' then
-  redis.call('HSET', KEYS[6], 'deadline_ms', ARGV[21])
-  redis.call('ZADD', KEYS[7], ARGV[21], ARGV[20])
+           'paid_usage_s', ARGV[21], 'limited', '0')
+if ARGV[23] ~= '0' then
+  redis.call('HSET', KEYS[6], 'deadline_ms', ARGV[23])
+  redis.call('ZADD', KEYS[7], ARGV[23], ARGV[22])
 end
 return {c, r, 1}
