@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -28,6 +29,11 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
 
 # A retry for one command after NOSCRIPT (the script is loaded again, then re-run).
 Retry = Callable[[], Awaitable[Any]] | None
+
+
+class CommandNotSent(RedisConnectionError):
+    """No connection could be had: the batch never left this process (unlike a timeout,
+    after which Redis may still run it)."""
 
 
 class CommandBatcher:
@@ -79,7 +85,7 @@ class CommandBatcher:
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except Exception as exc:
-            _fail(batch, exc)
+            _fail(batch, CommandNotSent(str(exc)) if isinstance(exc, RedisConnectionError) else exc)
             return
         try:
             await self._exchange(conn, batch)

@@ -21,6 +21,7 @@ from typing import Any
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import SessionsConfig
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.sessions.authorize import Authorizer, Profile
 from chargingd.sessions.ccapi import UsageKind, UsageReport
 from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
@@ -70,6 +71,7 @@ class Accounting:
         self.cfg = cfg
         self.clock_ms = clock_ms
         self.source = source
+        self.orphans = RateLimitedLog(log, level=logging.WARNING)
 
     async def apply(self, report: UsageReport) -> None:
         """One report. Raises Redis errors, LedgerError/RatingError (the caller orphans
@@ -234,9 +236,12 @@ class Accounting:
         )
         return rec, True
 
-    async def orphan(self, report: UsageReport, reason: str) -> None:
-        """Keep a report nothing can charge, with its reason (never lost)."""
-        log.warning("orphan accounting %s: %s", report.call.session_id, reason)
+    async def orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
+        """Keep a report nothing can charge, with its reason (never lost), and say so: the
+        first of each reason at once, then a line per interval with a count (a broken
+        gateway, or the replay of an outage's spool, must not flood the log)."""
+        said = detail or report.call.session_id
+        self.orphans.failure(f"accounting kept in cdr:orphans ({reason})", said)
         await self.store.record_orphan(orphan_fields(report, reason, self.source))
 
 

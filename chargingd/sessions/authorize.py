@@ -27,6 +27,7 @@ from chargingd.ledger import (
     Status,
     UnknownAccount,
 )
+from chargingd.ledger.batch import CommandNotSent
 from chargingd.ledger.steps import AccountCheck
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
 from chargingd.sessions.fused import FusedPath
@@ -155,6 +156,8 @@ class Authorizer:
         WriteUncertain when Redis did not answer one of its writes."""
         try:
             return await self._reserve_first_steps(rec, priced, check=check, mode=mode)
+        except CommandNotSent:
+            raise  # never left this process: nothing to undo
         except REDIS_DOWN as exc:
             raise WriteUncertain(rec.account_id, rec.session_id) from exc
 

@@ -29,7 +29,7 @@ from chargingd.sessions.store import SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
 
-Orphan = Callable[[UsageReport, str], Awaitable[None]]
+Orphan = Callable[[UsageReport, str, str], Awaitable[None]]
 FINAL = (UsageKind.STOP, UsageKind.FAILED)
 
 
@@ -59,14 +59,8 @@ class LateAccounting:
         if rec.provisional and (final or usage_s > rec.last_usage_s):
             await self.correct(rec, report, usage_s)
         elif usage_s > rec.last_usage_s:
-            log.warning(
-                "%s %s reports %ss after its CDR said %ss: kept in cdr:orphans",
-                report.kind.value,
-                rec.session_id,
-                usage_s,
-                rec.last_usage_s,
-            )
-            await self.orphan(report, f"{report.kind.value}_after_close")
+            said = f"{rec.session_id} reports {usage_s}s after its CDR said {rec.last_usage_s}s"
+            await self.orphan(report, f"{report.kind.value}_after_close", said)
         else:  # a retransmission, or older than what the CDR says: nothing new
             log.debug("%s of closed session %s: nothing new", report.kind.value, rec.session_id)
 

@@ -65,6 +65,7 @@ log = logging.getLogger("chargingd.sessions")
 
 
 AUTHORIZE_DOWN = "redis unreachable at authorize"
+UNDONE = "authorize refused while Redis did not answer, its hold and record undone"
 ACCOUNTING_DOWN = "redis unreachable at accounting"
 
 
@@ -88,6 +89,7 @@ class Sessions:
         self.pricer = pricer
         self.cfg = cfg
         self.outage = RateLimitedLog(log)  # Redis outages: a line per interval, not per call
+        self.undone = RateLimitedLog(log, level=logging.WARNING)
         self.clock_ms = clock_ms
         self.source = source
         self.store = SessionStore(
@@ -262,8 +264,8 @@ class Sessions:
         if self.outage.failing(ACCOUNTING_DOWN):
             self.outage.recovered(ACCOUNTING_DOWN)
 
-    async def _orphan(self, report: UsageReport, reason: str) -> None:
-        await self.accounting.orphan(report, reason)
+    async def _orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
+        await self.accounting.orphan(report, reason, detail)
 
     async def gateway_restarted(self, gateway: str, client: str) -> None:
         """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone."""
@@ -344,9 +346,8 @@ class Sessions:
         rec = await self.store.get(account_id, session_id)
         if rec is not None and not _accounted(rec):
             await self.store.discard(rec)
-        log.warning(
-            "undid the authorize of %s (%s): its answer was a refusal", session_id, account_id
-        )
+        # After an outage there may be many: a line per interval, with a count.
+        self.undone.failure(UNDONE, f"{session_id} of {account_id}")
         return True
 
     async def replay_entry(self, entry: dict[str, Any]) -> None:
