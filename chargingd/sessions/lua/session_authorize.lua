@@ -22,10 +22,9 @@ local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 12)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {res, 0} end
-redis.call('HSET', KEYS[6], unpack(ARGV, 22))
--- The money the Session-Timeout of the answer stands for (held + available): what
--- the gateway was allowed (sessions/settle.py).
-redis.call('HSET', KEYS[6], 'credit_micros', s(res[2] + res[3]))
+-- With the money the Session-Timeout of the answer stands for (held + available):
+-- what the gateway was allowed (sessions/settle.py).
+redis.call('HSET', KEYS[6], 'credit_micros', s(res[2] + res[3]), unpack(ARGV, 22))
 redis.call('EXPIRE', KEYS[6], ARGV[13])
 redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('EXPIRE', KEYS[7], ARGV[13])
