@@ -25,8 +25,9 @@ log = logging.getLogger("chargingd.cutter")
 CLAIM_MS = 60_000
 
 
-# refresh(rec) -> (new deadline ms or 0 when paid again, Session-Timeout to announce)
-Recheck = Callable[[SessionRecord], Awaitable[tuple[int, int]]]
+# refresh(rec, claim_ms) -> (its deadline ms, 0: none; the Session-Timeout to announce).
+# claim_ms: this cutter's claim on the entry, kept as the index score while it is due.
+Recheck = Callable[[SessionRecord, int], Awaitable[tuple[int, int]]]
 
 
 def ref_of(rec: SessionRecord) -> SessionRef:
@@ -81,13 +82,14 @@ class Cutter:
             if rec is None or rec.state != LIVE:
                 await self.store.redis.zrem(DEADLINES, raw)
                 continue
-            await self._due(rec, now_ms)
+            await self._due(rec, now_ms, retry_ms)
         return claimed
 
-    async def _due(self, rec: SessionRecord, now_ms: int) -> None:
+    async def _due(self, rec: SessionRecord, now_ms: int, claim_ms: int) -> None:
         if not rec.cut_reason:
-            # A credit deadline: money may have arrived since it was set.
-            deadline_ms, _ = await self.recheck(rec)
+            # A credit deadline: money may have arrived since it was set. The recheck
+            # keeps this daemon's claim on the entry if the deadline is still due.
+            deadline_ms, _ = await self.recheck(rec, claim_ms)
             if deadline_ms == 0 or deadline_ms > now_ms:
                 log.info("deadline of %s moved to %s", rec.session_id, deadline_ms)
                 return

@@ -80,8 +80,12 @@ class Grants:
         held = max(0, rec.held_micros - result.debited_micros)
         await self._apply(rec, grant, debited, held, next_cost - debited)
 
-    async def renew(self, rec: SessionRecord, usage_s: int, debited: int, held: int) -> int:
-        """Hold money for the next grant; set or clear the deadline. Returns it (0: none)."""
+    async def renew(
+        self, rec: SessionRecord, usage_s: int, debited: int, held: int, *, claim_ms: int = 0
+    ) -> int:
+        """Hold money for the next grant; set or move the deadline. Returns it (0: none).
+        ``claim_ms``: the cutter holds this session's deadline entry until then; a
+        deadline that is due already keeps that score in the index (see _apply)."""
         grant_s = self.grant_size(usage_s)
         want = self.price(rec, usage_s + grant_s).cost_micros - debited
         try:
@@ -95,10 +99,17 @@ class Grants:
             )
         except SessionClosed:
             return 0  # a Stop closed it meanwhile (another daemon): nothing to hold
-        return await self._apply(rec, grant, debited, held, want)
+        return await self._apply(rec, grant, debited, held, want, claim_ms=claim_ms)
 
     async def _apply(
-        self, rec: SessionRecord, grant: Grant, debited: int, held: int, want: int
+        self,
+        rec: SessionRecord,
+        grant: Grant,
+        debited: int,
+        held: int,
+        want: int,
+        *,
+        claim_ms: int = 0,
     ) -> int:
         """Write a renewal's outcome on the record: grant fields and the deadline. A
         limited session's deadline is where its money runs out; one that had a deadline
@@ -117,23 +128,30 @@ class Grants:
         }
         if limited or rec.limited or rec.deadline_ms:
             deadline_ms = self.deadline_ms(rec, paid_s)
-            await self.store.set_grant(rec, fields, deadline_ms=deadline_ms)
+            # A deadline that is due now stays claimed by the cutter that is about to cut
+            # (index score = its claim): written back with its past time, another
+            # daemon would claim it in the same tick and cut the call twice.
+            index_ms = max(deadline_ms, claim_ms)
+            await self.store.set_grant(rec, fields, deadline_ms=deadline_ms, index_ms=index_ms)
             return deadline_ms
         await self.store.set_grant(rec, fields, deadline_ms=None)
         return 0
 
-    async def refresh(self, rec: SessionRecord) -> tuple[int, int]:
+    async def refresh(self, rec: SessionRecord, claim_ms: int = 0) -> tuple[int, int]:
         """Try to renew a session's hold now, for the usage its age implies (top-up,
         money freed, or its deadline came without an Interim).
 
         Returns (its deadline ms, 0: none; the Session-Timeout to announce: what the
         money debited, held and still available pays for). That money is noted on the
         record as what the gateway is now allowed (credit_micros, sessions/settle.py).
+        ``claim_ms``: the cutter's claim on the deadline entry (see renew).
         """
         now_ms = self.clock_ms()
         base_ms = rec.answer_ms or rec.auth_ms
         usage_s = max(rec.last_usage_s, (now_ms - base_ms) // 1000) if rec.answer_ms else 0
-        deadline_ms = await self.renew(rec, usage_s, rec.debited_micros, rec.held_micros)
+        deadline_ms = await self.renew(
+            rec, usage_s, rec.debited_micros, rec.held_micros, claim_ms=claim_ms
+        )
         fresh = await self.store.get(rec.account_id, rec.session_id)
         account = await self.ledger.get_account(rec.account_id)
         held = fresh.held_micros if fresh else 0

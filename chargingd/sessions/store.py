@@ -370,10 +370,16 @@ class SessionStore:
         await self.redis.hset(record_key(rec.account_id, rec.session_id), mapping=fields)
 
     async def set_grant(
-        self, rec: SessionRecord, fields: dict[str, int], *, deadline_ms: int | None
+        self,
+        rec: SessionRecord,
+        fields: dict[str, int],
+        *,
+        deadline_ms: int | None,
+        index_ms: int = 0,
     ) -> None:
         """Grant fields and the deadline in one round trip: ``deadline_ms`` > 0 sets it,
-        0 clears it (and ``limited``), None leaves it."""
+        0 clears it (and ``limited``), None leaves it. ``index_ms``: the deadline
+        index's score when later than the deadline (a cutter's claim)."""
         key = record_key(rec.account_id, rec.session_id)
         fields = dict(fields)
         if deadline_ms is not None:
@@ -383,7 +389,7 @@ class SessionStore:
         pairs = [x for name, value in fields.items() for x in (name, value)]
         commands: list[tuple[Any, ...]] = [("HSET", key, *pairs)]
         if deadline_ms:
-            commands.append(("ZADD", DEADLINES, deadline_ms, rec.member))
+            commands.append(("ZADD", DEADLINES, max(deadline_ms, index_ms), rec.member))
         elif deadline_ms == 0:
             commands.append(("ZREM", DEADLINES, rec.member))
         await self._send(commands)

@@ -301,3 +301,34 @@ async def test_disconnect_backoff_counts_from_the_end_of_each_exchange(
         quiet_ms.append(int(retry_ms) - ended_ms)
         clock.now_ms = int(retry_ms)
     assert quiet_ms == [1000, 2000, 4000]
+
+
+async def test_a_due_deadline_rechecked_by_one_daemon_is_not_cut_again_by_another(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path
+) -> None:
+    """Daemon A claims the due deadline, re-checks the money (none came) and is still
+    sending its Disconnect-Request when daemon B's cutter passes: B must not find the
+    entry due again (the recheck used to write it back with its past time)."""
+
+    class SlowGateway(RecordingCutter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def disconnect(self, ref: Any, reason: str) -> bool:
+            self.entered.set()
+            await self.release.wait()
+            return await super().disconnect(ref, reason)
+
+    gateway_a, gateway_b = SlowGateway(), RecordingCutter()
+    daemon_a = make_sessions(redis, ledger, clock, tmp_path / "a", gateway_a)
+    daemon_b = make_sessions(redis, ledger, clock, tmp_path / "b", gateway_b)
+    await limited_call(daemon_a, ledger, clock)
+    clock.now_ms = ANSWER_MS + 100_000
+    cutting = asyncio.create_task(daemon_a.cutter.run_once())
+    await asyncio.wait_for(gateway_a.entered.wait(), 5)
+    assert await daemon_b.cutter.run_once() == 0
+    gateway_a.release.set()
+    assert await cutting == 1
+    assert gateway_b.disconnects == [] and len(gateway_a.disconnects) == 1
