@@ -12,8 +12,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from chargingd import __version__, mediation
+from chargingd import __version__, assurance, mediation
 from chargingd.admin import ctl
+from chargingd.app import assurance as assurance_app
 from chargingd.app import commands, serve
 from chargingd.app import invoicing as invoicing_app
 from chargingd.billing import exportcli, rerate
@@ -57,6 +58,11 @@ COMMANDS: dict[str, tuple[Configure, Run, str]] = {
     ),
     "cdr": (invoicecli.configure_cdr, invoicing_app.run_command, "browse the stored CDRs"),
     "db": (invoicing_app.configure_db, invoicing_app.run_db, "the billing database: shell, url"),
+    "assure": (
+        assurance.configure_parser,
+        assurance_app.run,
+        "revenue assurance: reconcile switch CDRs, sessions, ledger and invoices",
+    ),
 }
 
 

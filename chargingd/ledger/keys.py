@@ -8,6 +8,8 @@ slots and are only ever touched by their own one-key scripts or plain commands.
   {a:ID}:holds       hash    session id -> held micros (live holds only)
   {a:ID}:leases      zset    session id -> lease expiry ms (live holds only)
   {a:ID}:audit       stream  audit trail, trimmed to audit_max_entries
+  {a:ID}:journal     stream  every money movement (journal.py); trimmed only by the
+                             exporter once copied to the billing database
   {a:ID}:ls:SID      hash    ledger session: debited micros, closed flag (TTL)
   {a:ID}:txn:TXN     hash    a top-up/adjustment: kind, amount, result (TTL txn_ttl_s)
   {a:ID}:u:N:SRC:CID hash    one call charged outside live credit control (mediated) or
@@ -60,6 +62,11 @@ def leases_key(account_id: str) -> str:
 
 def audit_key(account_id: str) -> str:
     return f"{account_tag(account_id)}:audit"
+
+
+def journal_key(account_id: str) -> str:
+    """The journal stream; the money scripts derive it from the acct key (common.lua)."""
+    return f"{account_tag(account_id)}:journal"
 
 
 def session_key(account_id: str, session_id: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chargingd.core.config.alerts import AlertsConfig
+from chargingd.core.config.assurance import AssuranceConfig
 from chargingd.core.config.diameter import DiameterConfig
 from chargingd.core.config.fraud import FraudConfig
 from chargingd.core.config.invoicing import InvoicingConfig
@@ -420,6 +421,7 @@ class Config:
     invoicing: InvoicingConfig = field(default_factory=InvoicingConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     fraud: FraudConfig = field(default_factory=FraudConfig)
+    assurance: AssuranceConfig = field(default_factory=AssuranceConfig)
     source: str = "<defaults>"
 
     def validate(self) -> None:

@@ -1,0 +1,127 @@
+"""``chargingd assure``: reconcile a period, or list and show stored runs.
+
+    chargingd assure --from D --to D [--source NAME] [--account ID] [--json|--csv]
+    chargingd assure --list [--limit N] [--json]
+    chargingd assure --show RUN [--json|--csv]
+
+Exit status: 0 done (leakage within [assurance] leakage_threshold), 3 done and some
+currency's leakage exceeds it (cron alerts on it), 1 failed, 2 usage or config error.
+chargingd.app wires the command (it opens the database and Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zoneinfo
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from chargingd.assurance import render, runs
+from chargingd.assurance.model import AssuranceError, Run, RunParams, Summary
+from chargingd.assurance.reconcile import Context, reconcile
+from chargingd.billing.db import BillingDB
+from chargingd.core.config.assurance import AssuranceConfig
+
+EXIT_LEAKAGE = 3
+
+
+def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="TOML config file")
+    parser.add_argument("--from", dest="start", metavar="DATE", help="first day (YYYY-MM-DD)")
+    parser.add_argument("--to", dest="end", metavar="DATE", help="last day, included")
+    parser.add_argument("--source", help="only this [mediation.sources.NAME] and its live calls")
+    parser.add_argument("--account", help="only this account")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="the run and its findings as JSON")
+    out.add_argument("--csv", action="store_true", help="the findings as CSV")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the stored runs, newest first")
+    what.add_argument("--show", type=int, metavar="RUN", help="show a stored run again")
+    parser.add_argument("--limit", type=int, default=50, help="runs listed (default 50)")
+
+
+def usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, or None."""
+    if args.list or args.show is not None:
+        if args.start or args.end or args.source or args.account:
+            return "--list and --show take no --from, --to, --source or --account"
+        if args.list and args.csv:
+            return "--list prints a table or --json"
+        return None
+    if not args.start or not args.end:
+        return "--from and --to are required (or --list, --show RUN)"
+    return None
+
+
+def parse_day(text: str, time_zone: str, *, end: bool = False) -> datetime:
+    """YYYY-MM-DD at midnight in the zone (an end day is included)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise AssuranceError(f"not a date: {text!r} (YYYY-MM-DD)") from None
+    moment = datetime(day.year, day.month, day.day, tzinfo=zoneinfo.ZoneInfo(time_zone))
+    return moment + timedelta(days=1) if end else moment
+
+
+def run_params(args: argparse.Namespace, cfg: AssuranceConfig, time_zone: str) -> RunParams:
+    start = parse_day(args.start, time_zone)
+    end = parse_day(args.end, time_zone, end=True)
+    if end <= start:
+        raise AssuranceError("--to must not be before --from")
+    return RunParams(
+        start=start,
+        end=end,
+        source=args.source,
+        account_id=args.account,
+        start_tolerance_s=cfg.start_tolerance_s,
+        duration_tolerance_s=cfg.duration_tolerance_s,
+        duration_tolerance_bp=cfg.duration_tolerance_bp,
+        hold_grace_s=cfg.hold_grace_s,
+        session_grace_s=cfg.session_grace_s,
+        stuck_after_s=cfg.stuck_after_s,
+        leakage_threshold_micros=cfg.leakage_threshold_micros,
+        max_findings=cfg.max_findings,
+    )
+
+
+async def assure(
+    ctx: Context, params: RunParams, args: argparse.Namespace, *, now_ms: Callable[[], int],
+    who: str,
+) -> int:  # fmt: skip
+    """Reconcile, store the run, print it; the exit status."""
+    started = datetime.fromtimestamp(now_ms() / 1000, UTC)
+    outcome = await reconcile(ctx, params, now_ms())
+    summary = Summary.of(outcome.findings, outcome.matching)
+    run = await runs.store(
+        ctx.db, params, summary=summary, findings=outcome.findings, checks=outcome.checks,
+        started_at=started, finished_at=datetime.fromtimestamp(now_ms() / 1000, UTC), who=who,
+    )  # fmt: skip
+    _print(run, args)
+    return EXIT_LEAKAGE if run.over_threshold else 0
+
+
+def _print(run: Run, args: argparse.Namespace) -> None:
+    if args.json:
+        print(render.as_json(render.run_json(run)))
+    elif args.csv:
+        sys.stdout.write(render.findings_csv(run))
+    else:
+        print(render.text(run))
+
+
+async def stored(db: BillingDB, args: argparse.Namespace) -> int:
+    """--list or --show RUN."""
+    if args.list:
+        found = await runs.list_runs(db, limit=max(1, args.limit))
+        if args.json:
+            print(render.as_json([render.run_json(r, findings=False) for r in found]))
+        else:
+            print(render.run_list(found))
+        return 0
+    run = await runs.show(db, args.show)
+    if run is None:
+        print(f"chargingd assure: no run {args.show}", file=sys.stderr)
+        return 1
+    _print(run, args)
+    return EXIT_LEAKAGE if run.over_threshold else 0

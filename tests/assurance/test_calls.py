@@ -1,0 +1,179 @@
+"""(a) against (b) in PostgreSQL: switch records of a record_only source against the
+live CDRs, each kind of finding with its money, and how each call was matched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import redis.asyncio as aioredis
+from assurance_harness import (
+    MICROS_PER_S,
+    SWITCH,
+    by_kind,
+    context,
+    live_cdr,
+    params,
+    run,
+    sources,
+    switch_cdr,
+)
+
+from chargingd.assurance import Kind, reconcile
+from chargingd.billing.cdr import CHARGE_MEDIATED
+from chargingd.billing.db import BillingDB
+from chargingd.core.config import RatingConfig
+
+
+async def test_clean_calls_produce_no_finding(pg_url: str, redis: aioredis.Redis) -> None:
+    db = await BillingDB.open(pg_url)
+    live = [live_cdr(n, usage_s=30 + n) for n in range(20)]
+    unanswered = live_cdr(20, usage_s=0)
+    # Within both tolerances: 1 s on a long call (2 s, 1 %) is no finding.
+    switch = [switch_cdr(c, usage_s=c.duration_s + (n == 3)) for n, c in enumerate(live)]
+    await db.store_cdrs([*live, unanswered, *switch, switch_cdr(unanswered)])
+    outcome = await reconcile(context(db, redis), params(), 0)
+    assert outcome.findings == []
+    assert outcome.matching == {
+        "switch_calls": 21, "live_calls": 21, "matched_by_id": 21,
+        "matched_by_caller_callee_start": 0,
+    }  # fmt: skip
+    await db.close()
+
+
+async def test_each_call_finding_with_its_money_and_how_it_matched(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    db = await BillingDB.open(pg_url)
+    clean = [live_cdr(n) for n in range(5)]
+    missing = live_cdr(10, usage_s=42)  # on the switch only: never charged
+    extra = live_cdr(11, usage_s=25)  # charged live, the switch never saw it
+    short = live_cdr(12, usage_s=60)  # the switch says 67 s
+    # The switch wrote another id for this one: matched by caller, callee and start.
+    other_id = live_cdr(13, usage_s=50)
+    first = live_cdr(14, usage_s=40)
+    # The same call charged again under a second session id, a second later.
+    second = dataclasses.replace(
+        first, call_id="sess-14-retry", start_ms=first.start_ms + 1000,
+        answer_ms=first.answer_ms + 1000,
+    )  # fmt: skip
+    await db.store_cdrs([*clean, extra, short, other_id, first, second])
+    await db.store_cdrs(
+        [
+            *(switch_cdr(c) for c in clean),
+            switch_cdr(missing),
+            switch_cdr(short, usage_s=67),
+            switch_cdr(other_id, call_id="SW-ELSEWHERE-13", start_ms=other_id.start_ms + 3000),
+            switch_cdr(first),
+        ]
+    )
+    outcome = await reconcile(context(db, redis), params(), 0)
+    found = by_kind(outcome.findings)
+    assert set(found) == {
+        Kind.UNCHARGED_CALL,
+        Kind.UNKNOWN_TO_SWITCH,
+        Kind.DURATION_MISMATCH,
+        Kind.DOUBLE_CHARGE,
+    }
+    (leak,) = found[Kind.UNCHARGED_CALL]
+    assert (leak.source, leak.call_id, leak.money_micros) == (SWITCH, "SESS-10", 42 * MICROS_PER_S)
+    (unknown,) = found[Kind.UNKNOWN_TO_SWITCH]
+    assert (unknown.call_id, unknown.money_micros) == ("sess-11", -25 * MICROS_PER_S)
+    (mismatch,) = found[Kind.DURATION_MISMATCH]
+    assert mismatch.call_id == "SESS-12" and mismatch.money_micros == 7 * MICROS_PER_S
+    assert mismatch.matched_by == "id:call_id"
+    assert mismatch.detail["difference_s"] == 7 and mismatch.detail["live_call_id"] == "sess-12"
+    (double,) = found[Kind.DOUBLE_CHARGE]
+    # The second session (no switch record matched it) is the duplicate.
+    assert (double.call_id, double.money_micros) == ("sess-14-retry", -40 * MICROS_PER_S)
+    assert double.detail["first_call_id"] == "sess-14"
+    assert outcome.matching == {
+        "switch_calls": 9, "live_calls": 10, "matched_by_id": 7,
+        "matched_by_caller_callee_start": 1,
+    }  # fmt: skip
+    await db.close()
+
+
+async def test_match_on_an_extra_field_and_unrated_switch_priced_by_the_plan(
+    pg_url: str, redis: aioredis.Redis, tmp_path: object
+) -> None:
+    """A cisco_radius-like source keys its calls by h323-conf-id and carries the
+    Acct-Session-Id the live CDR has; an unrated source's missing call is priced
+    under the account's plan."""
+    from pathlib import Path
+
+    plan = Path(str(tmp_path)) / "plan.toml"
+    plan.write_text(_FLAT_TARIFF)
+    db = await BillingDB.open(pg_url)
+    live = live_cdr(1, usage_s=30)
+    missing = live_cdr(2, usage_s=20)
+    await db.store_cdrs([live])
+    await db.store_cdrs(
+        [
+            switch_cdr(live, call_id="CONF-1", cost_micros=0, extra={"Acct-Session-Id": "sess-1"}),
+            switch_cdr(missing, call_id="CONF-2", cost_micros=0,
+                       extra={"Acct-Session-Id": "sess-2"}),
+        ]
+    )  # fmt: skip
+
+    async def tariff(account_id: str) -> str | None:
+        return "" if account_id == "alice" else None
+
+    ctx = context(db, redis, sources("Acct-Session-Id", rate=False),
+                  rating=RatingConfig(default_plan=str(plan)))  # fmt: skip
+    ctx.pricer.tariff_of = tariff
+    (leak,) = await run(ctx)
+    assert (leak.kind, leak.call_id) == (Kind.UNCHARGED_CALL, "CONF-2")
+    assert leak.money_micros == 20 * 20_000  # the plan's 0.02 per second
+    assert leak.detail["rated_by"] == "assurance: the account's plan"
+    await db.close()
+
+
+async def test_charge_without_reason_and_mediated_double(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    db = await BillingDB.open(pg_url)
+    bad = live_cdr(1, usage_s=30)
+    bad = dataclasses.replace(bad, cost_micros=bad.cost_micros + 50_000)  # no reason given
+    capped = dataclasses.replace(live_cdr(2, usage_s=30), charged_micros=100_000,
+                                 charge_reason="capped")  # fmt: skip
+    charged = live_cdr(3, usage_s=45)
+    # The same call also debited from a ledger-charging switch file: charged twice.
+    mediated = dataclasses.replace(
+        charged, source="pbx", call_id="pbx-77", charge=CHARGE_MEDIATED, extra={}
+    )
+    await db.store_cdrs([bad, capped, charged, mediated])
+    found = by_kind(await run(context(db, redis, sources())))
+    (reason,) = found[Kind.CHARGE_WITHOUT_REASON]
+    assert (reason.call_id, reason.money_micros) == ("sess-1", 50_000)
+    (double,) = found[Kind.DOUBLE_CHARGE]
+    assert {double.call_id, double.detail["first_call_id"]} == {"sess-3", "pbx-77"}
+    assert double.money_micros == -45 * MICROS_PER_S
+    await db.close()
+
+
+_FLAT_TARIFF = """
+[tariff]
+id = "flat2"
+currency = "EUR"
+timezone = "UTC"
+decimals = 4
+
+[destinations]
+UK = ["44"]
+
+[rates.FLAT]
+connect_fee = "0"
+rate = "1.20"
+unit = "60s"
+increment = "1s"
+
+[plans.FLAT]
+[[plans.FLAT.rates]]
+destinations = ["UK"]
+rate = "FLAT"
+
+[[profiles]]
+subject = "*any"
+plan = "FLAT"
+from = 2020-01-01T00:00:00Z
+"""
