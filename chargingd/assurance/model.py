@@ -90,7 +90,7 @@ class RunParams:
     duration_tolerance_s: int = 2
     duration_tolerance_bp: int = 100  # hundredths of a percent
     hold_grace_s: int = 60
-    session_grace_s: int = 60
+    session_grace_s: int = 300
     stuck_after_s: int = 600
     leakage_threshold_micros: int = 0
     max_findings: int = 100_000

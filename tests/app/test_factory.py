@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from paths import REPO
 from redis.asyncio.cluster import RedisCluster
 
+from chargingd.app.assurance import sources as assurance_sources
 from chargingd.app.factory import Factory
 from chargingd.app.serve import (
     Runtime,
@@ -32,8 +33,10 @@ from chargingd.app.serve import (
     build_sweeper,
     build_workers,
 )
+from chargingd.assurance.cli import run_params
 from chargingd.core.config import Config, RadiusClientConfig, config_from_dict
 from chargingd.core.loops import Disabled
+from chargingd.core.money import format_amount
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.core.status import StatusRegistry
 from chargingd.radius.server import RadiusFrontend
@@ -92,6 +95,9 @@ SPECIAL: dict[str, Any] = {
     "fraud.rules": [{"name": "nd", "kind": "concurrent", "max_calls": 3}],
     "fraud.account_overrides": {"acc-nd": {"nd": {"max_calls": 4}}},
     "fraud.tariff_overrides": {"gold": {"nd": {"max_calls": 5}}},
+    "assurance.duration_tolerance_pct": "2.5",
+    "assurance.leakage_threshold": "1.50",
+    "assurance.source_clients": {"pbx": ["gw1"]},
 }
 PEER: dict[str, Any] = {
     "name": "ims1",
@@ -217,6 +223,16 @@ REACHES: dict[str, Check] = {
     "alerts.webhook_backoff_s": lambda b: b.alerts.webhook.backoff_s,
     "alerts.webhook_max_backoff_s": lambda b: b.alerts.webhook.max_backoff_s,
     "alerts.webhook_queue_size": lambda b: b.alerts.webhook._queue.maxsize,
+    # `chargingd assure` builds its run from these (chargingd.app.assurance).
+    "assurance.start_tolerance_s": lambda b: b.assure.start_tolerance_s,
+    "assurance.duration_tolerance_s": lambda b: b.assure.duration_tolerance_s,
+    "assurance.duration_tolerance_pct": lambda b: f"{b.assure.duration_tolerance_bp / 100:g}",
+    "assurance.hold_grace_s": lambda b: b.assure.hold_grace_s,
+    "assurance.session_grace_s": lambda b: b.assure.session_grace_s,
+    "assurance.stuck_after_s": lambda b: b.assure.stuck_after_s,
+    "assurance.leakage_threshold": lambda b: format_amount(b.assure.leakage_threshold_micros, 2),
+    "assurance.max_findings": lambda b: b.assure.max_findings,
+    "assurance.source_clients": lambda b: {k: list(v) for k, v in b.assure_clients.items()},
 }
 # Sections a component keeps whole and reads where it acts: the check is that the
 # component holds the loaded section (not a default one built by hand).
@@ -285,6 +301,9 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
             await create_demo_accounts(b.ledger)
         b.demo_accounts = bool(await b.ledger.list_accounts())
     b.embedded = factory.embedded_redis()
+    args = SimpleNamespace(start="2026-11-01", end="2026-11-30", source=None, account=None)
+    b.assure = run_params(args, cfg.assurance, cfg.invoicing.time_zone)  # type: ignore[arg-type]
+    b.assure_clients = assurance_sources(cfg).clients
     from chargingd.billing.db import embedded_dir
 
     # Without a db_url the embedded PostgreSQL is used: its directory from [billing].

@@ -26,6 +26,12 @@ def percent_to_basis_points(text: str) -> int:
     return value
 
 
+_SECONDS = (
+    "start_tolerance_s", "duration_tolerance_s", "hold_grace_s", "session_grace_s",
+    "stuck_after_s",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class AssuranceConfig:
     # A switch call and a live call are the same call when they share an id; else when
@@ -38,7 +44,7 @@ class AssuranceConfig:
     # A hold still there this long after its lease expired (the sweeper missed it).
     hold_grace_s: int = 60
     # A live session this long past the usage its money pays for (its Session-Timeout).
-    session_grace_s: int = 60
+    session_grace_s: int = 300
     # A CDR still in the Redis stream (not delivered, or pending at a consumer) this
     # long after it was written; dead-lettered CDRs are findings at any age.
     stuck_after_s: int = 600
@@ -51,10 +57,7 @@ class AssuranceConfig:
     max_findings: int = 100_000
 
     def validate(self) -> None:
-        for name in ("start_tolerance_s", "duration_tolerance_s", "hold_grace_s"):
-            if not 0 <= getattr(self, name) <= 86_400:
-                raise ValueError(f"{name} must be between 0 and 86400")
-        for name in ("session_grace_s", "stuck_after_s"):
+        for name in _SECONDS:
             if not 0 <= getattr(self, name) <= 86_400:
                 raise ValueError(f"{name} must be between 0 and 86400")
         percent_to_basis_points(self.duration_tolerance_pct)
