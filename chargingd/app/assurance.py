@@ -95,8 +95,11 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
             dead_letters=cfg.export.dead_letter_stream,
             sync_journal=sync_journal,
         )
+        alerts = factory.alerts(redis.client)
+        await alerts.start()
+        stack.push_async_callback(alerts.stop)
         return await assure_cli.assure(
-            ctx, params, args, now_ms=factory.clock_ms, who=f"cli:{os.getuid()}"
+            ctx, params, args, now_ms=factory.clock_ms, who=f"cli:{os.getuid()}", alerts=alerts
         )
 
 

@@ -17,6 +17,7 @@ import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
+from chargingd.alerts import Alerts, Severity
 from chargingd.assurance import render, runs
 from chargingd.assurance.model import AssuranceError, Run, RunParams, Summary
 from chargingd.assurance.reconcile import Context, reconcile
@@ -87,9 +88,10 @@ def run_params(args: argparse.Namespace, cfg: AssuranceConfig, time_zone: str) -
 
 async def assure(
     ctx: Context, params: RunParams, args: argparse.Namespace, *, now_ms: Callable[[], int],
-    who: str,
+    who: str, alerts: Alerts | None = None,
 ) -> int:  # fmt: skip
-    """Reconcile, store the run, print it; the exit status."""
+    """Reconcile, store the run, print it, raise an alert when leakage exceeds the
+    threshold; the exit status."""
     started = datetime.fromtimestamp(now_ms() / 1000, UTC)
     outcome = await reconcile(ctx, params, now_ms())
     summary = Summary.of(outcome.findings, outcome.matching)
@@ -98,7 +100,27 @@ async def assure(
         started_at=started, finished_at=datetime.fromtimestamp(now_ms() / 1000, UTC), who=who,
     )  # fmt: skip
     _print(run, args)
+    if run.over_threshold and alerts is not None:
+        await raise_leakage(alerts, run, params.leakage_threshold_micros)
     return EXIT_LEAKAGE if run.over_threshold else 0
+
+
+async def raise_leakage(alerts: Alerts, run: Run, threshold_micros: int) -> None:
+    """One alert incident per currency over the threshold (docs/alerts.md): a daily
+    cron run that keeps finding leakage counts into the same incident."""
+    for currency, micros in sorted(run.summary.leakage.items()):
+        if micros <= threshold_micros:
+            continue
+        leak = render.money(micros)
+        await alerts.raise_alert(
+            "assurance.leakage", severity=Severity.WARNING,
+            incident=f"assurance.leakage:{currency}",
+            summary=f"revenue leakage {leak} {currency} from {run.start.date()} to"
+            f" {run.end.date()} (run {run.run_id}; threshold {render.money(threshold_micros)})",
+            details={"run_id": run.run_id, "from": run.start.isoformat(),
+                     "to": run.end.isoformat(), "source": run.source, "account": run.account_id,
+                     "leakage": leak, "currency": currency, "counts": run.summary.counts},
+        )  # fmt: skip
 
 
 def _print(run: Run, args: argparse.Namespace) -> None:

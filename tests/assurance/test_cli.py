@@ -69,6 +69,9 @@ async def test_runs_are_stored_listed_shown_and_the_exit_status_says_leakage(
     assert out["matching"]["matched_by_id"] == 3
     (finding,) = out["findings"]
     assert finding["call_id"] == "SESS-7" and finding["money_micros"] == 42 * MICROS_PER_S
+    # The alert stream has the incident (one per currency over the threshold).
+    (opened,) = [f for _, f in await redis.xrange("{alerts}:stream") if f[b"event"] == b"opened"]
+    assert opened[b"key"] == b"assurance.leakage:EUR" and b"0.42 EUR" in opened[b"summary"]
 
     lenient = _config(tmp_path, pg_url, redis_server.url, "1.00")
     second = _assure(lenient, *period, "--account", "alice")
