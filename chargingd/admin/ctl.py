@@ -143,6 +143,15 @@ def req_session_kill(args: argparse.Namespace) -> Request:
     return "session.kill", _with_common(args, {"id": args.session_id})
 
 
+def req_stats(args: argparse.Namespace) -> Request:
+    params: dict[str, Any] = {}
+    if args.by:
+        params["by"] = args.by
+    if args.window:
+        params["window"] = args.window
+    return "stats.kpi", params
+
+
 def _session_parsers(session: argparse.ArgumentParser) -> None:
     sub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="live calls")
@@ -229,6 +238,15 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     ctl_billing.add_parsers(sub)  # payment, subscription, charge, credit, billing
     ctl_alerts.add_parsers(sub)  # alerts list, alerts resolve
     ctl_fraud.add_parsers(sub)  # fraud rules, alerts, state, unblock
+    p = sub.add_parser("stats", help="call-quality KPIs: ASR, NER, ACD, ALOC, PDD, MOS")
+    p.add_argument("--by", choices=["gateway", "destination"], help="one row per group")
+    p.add_argument("--window", choices=["5m", "1h", "24h"], help="one window (default: all)")
+    # Also accepted after the command (`chargingd ctl stats --json`); SUPPRESS keeps
+    # the global option's value when it is not given here.
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON result"
+    )
+    p.set_defaults(build=req_stats)
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

@@ -70,9 +70,14 @@ _READ_ONLY = frozenset(
     | BILLING_READ_ONLY
     | ALERT_READ_ONLY
     | FRAUD_READ_ONLY
+    | {"stats.kpi"}
 )
+STATS_BY = ("", "gateway", "destination")
+STATS_WINDOWS = ("", "5m", "1h", "24h")
 
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+# monitoring.Monitor.stats(by=..., window=...): the KPI windows read now.
+StatsProvider = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class RpcError(Exception):
@@ -288,6 +293,7 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     **BILLING_METHODS,  # admin/billing.py: profiles, subscriptions, charges, payments
     **ALERT_METHODS,  # admin/alerts.py: alert.list, alert.resolve
     **FRAUD_METHODS,  # admin/fraud.py: fraud.rules, fraud.state, fraud.unblock
+    "stats.kpi": ("stats_kpi", frozenset({"by", "window"})),
 }
 
 
@@ -303,11 +309,13 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         open_books: OpenBooks | None = None,
         alerts: Alerts | None = None,
         fraud: Fraud | None = None,
+        stats: StatsProvider | None = None,
     ) -> None:
         self.ledger = ledger
         self.alerts = alerts  # the process's alert stream (None: alert.* refused)
         self.fraud = fraud  # the process's fraud rules (None: fraud.* refused)
         self.open_books = open_books  # None: no billing database (billing.* refused)
+        self.stats = stats  # None: a daemon without monitoring
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
@@ -483,6 +491,18 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
 
     async def server_status(self, p: Params, who: str) -> Any:
         return await self.status()
+
+    async def stats_kpi(self, p: Params, who: str) -> Any:
+        """Call-quality KPIs per window ("all", or per gateway / destination group)."""
+        by = p.text("by", "")
+        window = p.text("window", "")
+        if by not in STATS_BY:
+            raise RpcError(INVALID_PARAMS, "by must be gateway or destination")
+        if window not in STATS_WINDOWS:
+            raise RpcError(INVALID_PARAMS, "window must be 5m, 1h or 24h")
+        if self.stats is None:
+            raise RpcError(INVALID_REQUEST, "no monitoring in this daemon")
+        return await self.stats(by=by, window=window)
 
     # -- sessions (admin/sessions.py) ----------------------------------------------------
     def _sessions(self) -> adminsessions.SessionOps:

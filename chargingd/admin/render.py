@@ -230,9 +230,57 @@ def render_incidents(console: Console, result: dict[str, Any]) -> None:
 def render_resolved(console: Console, result: dict[str, Any]) -> None:
     inc = result["incident"]
     console.print(f"incident {inc['incident']} resolved after {inc['count']} occurrences")
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _num(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+_STATS_COLUMNS = (
+    "group", "attempts", "answered", "ASR", "NER", "ACD", "ALOC", "PDD", "MOS",
+    "busy", "no answer", "failed", "refused",
+)  # fmt: skip
+
+
+def render_stats(console: Console, result: dict[str, Any]) -> None:
+    """One table per window: the totals, then each group of the chosen dimension."""
+    by = result.get("by", "all")
+    console.print(
+        f"active calls {result.get('active_calls', 0)}; a figure over fewer than "
+        f"{result.get('min_samples')} calls shows -"
+    )
+    if not result.get("kpis", True):
+        console.print("KPIs are off ([monitoring] enabled = false)")
+        return
+    for window, dimensions in result.get("windows", {}).items():
+        table = Table(title=f"last {window}" + ("" if by == "all" else f", by {by}"))
+        for col in _STATS_COLUMNS:
+            table.add_column(col, justify="left" if col == "group" else "right")
+        rows = [("all", dimensions.get("all", {}).get("all", {}))]
+        rows += sorted((dimensions.get(by) or {}).items()) if by != "all" else []
+        for group, f in rows:
+            table.add_row(
+                group,
+                str(f.get("attempts", 0)),
+                str(f.get("answered", 0)),
+                _pct(f.get("asr")),
+                _pct(f.get("ner")),
+                _num(f.get("acd_s"), " s"),
+                _num(f.get("aloc_s"), " s"),
+                _num(f.get("pdd_ms"), " ms"),
+                _num(f.get("mos")),
+                str(f.get("busy", 0)),
+                str(f.get("no_answer", 0)),
+                str(f.get("failed", 0)),
+                str(f.get("refused", 0)),
+            )
+        console.print(table)
 
 
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {
+    "stats.kpi": render_stats,
     "account.list": render_list,
     "account.history": render_history,
     "server.status": render_status,

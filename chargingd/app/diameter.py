@@ -24,6 +24,8 @@ from chargingd.core.config import Config
 from chargingd.core.redisconn import RedisClient
 from chargingd.diameter.frontend import DiameterFrontend
 from chargingd.diameter.relay import RelayServer
+from chargingd.monitoring import MeteredCredit, ProcessMeters
+from chargingd.sessions.ccapi import QuotaControl
 from chargingd.sessions.service import Sessions
 
 log = logging.getLogger("chargingd.diameter")
@@ -38,16 +40,25 @@ class DiameterComponent:
     name = "diameter"
 
     def __init__(
-        self, cfg: Config, redis: RedisClient, sessions: Sessions, *, run_loops: bool
+        self,
+        cfg: Config,
+        redis: RedisClient,
+        sessions: Sessions,
+        *,
+        run_loops: bool,
+        meters: ProcessMeters | None = None,
     ) -> None:
         self.cfg = cfg
         self.redis = redis
         self.sessions = sessions
         self.run_loops = run_loops
         s = cfg.sessions
+        credit: QuotaControl = sessions
+        if meters is not None and cfg.monitoring.enabled:
+            credit = MeteredCredit(sessions, meters, "diameter")
         self.frontend = DiameterFrontend(
             cfg.diameter,
-            sessions,
+            credit,
             sessions.store.send,  # one pipeline per loop tick with sessions' commands
             validity_time_s=s.interim_interval_s,
             session_ttl_s=s.session_ttl_s,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
@@ -35,6 +35,9 @@ from chargingd.diameter.relay import RelayClient
 from chargingd.fraud import Fraud
 from chargingd.invoicing import Books
 from chargingd.ledger import Ledger
+from chargingd.monitoring import ProcessMeters
+from chargingd.monitoring.monitor import Monitor
+from chargingd.monitoring.windows import KpiStore
 from chargingd.sessions.ccapi import CallCutter
 from chargingd.sessions.service import Sessions, build_sessions
 
@@ -157,20 +160,43 @@ class Factory:
             source=source,
         )
 
-    def radius(self, redis: RedisClient, ledger: Ledger, *, role: str) -> RadiusComponent:
-        """Sessions for this process + the RADIUS frontend ([radius]), not started."""
+    def radius(
+        self, redis: RedisClient, ledger: Ledger, *, role: str, meters: ProcessMeters | None = None
+    ) -> RadiusComponent:
+        """Sessions for this process + the RADIUS frontend ([radius]), not started;
+        ``meters``: the process's (one per process, shared with the other frontends)."""
         sessions = self.sessions(redis, ledger)
-        return RadiusComponent(self.cfg, redis, sessions, role=role, clock_ms=self.clock_ms)
+        return RadiusComponent(self.cfg, redis, sessions, role=role, meters=meters)
 
     def diameter(
-        self, redis: RedisClient, ledger: Ledger, *, sessions: Sessions | None = None
+        self,
+        redis: RedisClient,
+        ledger: Ledger,
+        *,
+        sessions: Sessions | None = None,
+        meters: ProcessMeters | None = None,
     ) -> DiameterComponent:
         """The Diameter frontend ([diameter]) on the process's Sessions (shared with
         RADIUS when given; else its own, and it runs the session loops), not started."""
         own = sessions is None
         if sessions is None:
             sessions = self.sessions(redis, ledger, source="diameter")
-        return DiameterComponent(self.cfg, redis, sessions, run_loops=own)
+        return DiameterComponent(self.cfg, redis, sessions, run_loops=own, meters=meters)
+
+    def monitor(
+        self,
+        redis: RedisClient,
+        ledger: Ledger,
+        meters: ProcessMeters,
+        *,
+        status: Callable[[], dict[str, Any]],
+    ) -> Monitor:
+        """The main process's monitoring ([monitoring], [export] group names), not started."""
+        return Monitor(self.cfg, redis, ledger, meters, status=status, clock_ms=self.clock_ms)
+
+    def kpi_store(self, redis: RedisClient) -> KpiStore:
+        """The KPI windows (a worker adds its authorize counts there)."""
+        return KpiStore(redis, max_groups=self.cfg.monitoring.max_groups, clock_ms=self.clock_ms)
 
     def diameter_relay(self, redis: RedisClient) -> RelayClient:
         """For a process without the Diameter listener (a RADIUS worker): ASR/RAR of

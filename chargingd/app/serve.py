@@ -27,7 +27,6 @@ from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_p
 from chargingd.app.demo import create_demo_accounts
 from chargingd.app.factory import Factory
 from chargingd.app.invoicing import BillingBooks, build_dunning
-from chargingd.app.radius import radius_processes
 from chargingd.app.workers import WorkerSupervisor, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.heap import freeze_after_start
@@ -38,6 +37,9 @@ from chargingd.core.redisconn import RedisClient
 from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
 from chargingd.fraud import FraudEvents, FraudOff
 from chargingd.ledger import Ledger, LedgerError
+from chargingd.monitoring import ProcessMeters
+from chargingd.monitoring.monitor import Monitor
+from chargingd.monitoring.web import HttpServer, build_app
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.sessions.pricing import DEFAULT_PLAN
 
@@ -66,6 +68,8 @@ class Runtime:
     redis_label: str
     ledger: Ledger
     registry: StatusRegistry
+    # This process's meters (monitoring/meters.py), shared by its frontends.
+    meters: ProcessMeters = field(default_factory=lambda: ProcessMeters("main"))
     # Where workers reach this daemon's Redis ("" = the configured [redis]).
     redis_url: str = ""
     # Set by build_radius (sessions.Sessions): the admin socket's session methods use it.
@@ -76,6 +80,9 @@ class Runtime:
     alerts: Any = None
     # Set by build_fraud (fraud.Fraud) when [fraud] enabled: the rules of this process.
     fraud: Any = None
+    # Set by build_radius / build_monitoring.
+    radius: Any = None
+    monitor: Monitor | None = None
     # Extra sections of server.status, computed when asked (name -> async provider).
     probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
@@ -191,6 +198,7 @@ def build_admin(rt: Runtime) -> Component:
         open_books=rt.billing.opener("admin") if rt.billing else None,
         alerts=rt.alerts,
         fraud=rt.fraud,
+        stats=rt.monitor.stats if rt.monitor is not None else None,
     )
     return AdminServer(
         methods,
@@ -212,11 +220,14 @@ def build_radius(rt: Runtime) -> Component:
     """RADIUS frontend + sessions (cutter, reaper), unless [radius] enabled = false."""
     if not rt.cfg.radius.enabled:
         return Disabled("radius", "[radius] enabled = false")
-    component = rt.factory.radius(rt.redis, rt.ledger, role="main")
+    component = rt.factory.radius(rt.redis, rt.ledger, role="main", meters=rt.meters)
     rt.sessions = component.sessions
+    rt.radius = component
 
     async def probe() -> Any:
-        processes = await radius_processes(rt.redis, rt.factory.clock_ms)
+        # This host's processes (main first), from their reports (monitoring/host.py).
+        reports = rt.monitor.host.all_reports() if rt.monitor is not None else []
+        processes = [r["status"] | {"at_ms": r["at_ms"]} for r in reports if r.get("status")]
         return {"local": component.counters(), "processes": processes}
 
     rt.probes["radius"] = probe
@@ -228,7 +239,7 @@ def build_diameter(rt: Runtime) -> Component:
     RADIUS component's Sessions (built before it), else builds its own."""
     if not rt.cfg.diameter.enabled:
         return Disabled("diameter", "[diameter] enabled = false")
-    component = rt.factory.diameter(rt.redis, rt.ledger, sessions=rt.sessions)
+    component = rt.factory.diameter(rt.redis, rt.ledger, sessions=rt.sessions, meters=rt.meters)
     rt.sessions = component.sessions
 
     async def probe() -> Any:
@@ -238,6 +249,72 @@ def build_diameter(rt: Runtime) -> Component:
     return component
 
 
+def build_monitoring(rt: Runtime) -> Component:
+    """Host sums of the processes' counters, the KPI feeder and the cluster sampler."""
+
+    def status() -> dict[str, Any]:
+        return rt.radius.counters() if rt.radius is not None else {}
+
+    monitor = rt.factory.monitor(rt.redis, rt.ledger, rt.meters, status=status)
+    exporter = rt.registry.component("exporter")
+    rt.meters.add_source(lambda: exporter_samples(exporter.counters))
+    rt.monitor = monitor
+    return monitor
+
+
+def exporter_samples(counters: dict[str, int]) -> list[tuple[str, tuple[str, ...], float]]:
+    """The exporter's status counters as metric samples."""
+    results = {"exported": "exported", "duplicates": "duplicate", "dead_letters": "dead_letter",
+               "claimed": "claimed"}  # fmt: skip
+    out: list[tuple[str, tuple[str, ...], float]] = [
+        ("chargingd_exporter_cdrs_total", (label,), counters.get(name, 0))
+        for name, label in results.items()
+    ]
+    out.append(("chargingd_exporter_errors_total", (), counters.get("errors", 0)))
+    return out
+
+
+def build_http(rt: Runtime) -> Component:
+    """/metrics and the dashboard ([http]), when enabled."""
+    http = rt.cfg.http
+    if not http.enabled or rt.monitor is None:
+        return Disabled("http", "[http] enabled = false")
+    monitor = rt.monitor
+    stop = asyncio.Event()
+    app = build_app(
+        metrics=monitor.metrics_text,
+        summary=monitor.summary,
+        token=http.token,
+        dashboard=http.dashboard,
+        stop=stop,
+    )
+    server = HttpServer(app, http.bind, http.port, dashboard=http.dashboard)
+
+    async def probe() -> Any:
+        return {"bind": http.bind, "port": server.port, "dashboard": http.dashboard}
+
+    rt.probes["http"] = probe
+    return HttpComponent(server, stop, token=http.token)
+
+
+class HttpComponent:
+    """The HTTP server; on stop, ends the dashboard's event streams first."""
+
+    name = "http"
+
+    def __init__(self, server: HttpServer, stop: asyncio.Event, *, token: str) -> None:
+        self.server = server
+        self.stop_event = stop
+        self.token = token  # what the guard of ``server``'s application checks
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await self.server.stop()
+
+
 def build_workers(rt: Runtime) -> Component:
     """The N-1 extra RADIUS worker processes of [server] workers = N."""
     extra = rt.cfg.server.workers - 1
@@ -245,7 +322,8 @@ def build_workers(rt: Runtime) -> Component:
         return Disabled("workers", "[server] workers = 1 or RADIUS off")
     source = rt.cfg.source if rt.cfg.source != "<defaults>" else None
     stats = rt.registry.component("workers")
-    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, rt.redis)
+    host = rt.monitor.host if rt.monitor is not None else None
+    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, host)
 
     async def probe() -> Any:
         return {"pids": supervisor.pids()}
@@ -277,9 +355,11 @@ COMPONENTS: list[ComponentFactory] = [
     build_exporter,
     build_radius,
     build_diameter,
+    build_monitoring,
     build_workers,
     build_billing,
     build_dunner,
+    build_http,
     build_admin,
 ]
 
@@ -351,6 +431,12 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         "--config", metavar="PATH", help="TOML config file (default: built-in defaults)"
     )
     parser.add_argument(
+        "--report-fd",
+        metavar="FD",
+        type=int,
+        help="internal: a worker's pipe to the main process (counters, readiness)",
+    )
+    parser.add_argument(
         "--worker-of",
         metavar="PID",
         type=int,
@@ -369,7 +455,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     setup_logging(cfg.server.log_level)
     try:
         if args.worker_of:
-            uvloop.run(serve_worker(cfg, args.worker_of))
+            uvloop.run(serve_worker(cfg, args.worker_of, args.report_fd))
         else:
             uvloop.run(serve(cfg))
     except (

@@ -9,6 +9,12 @@ password never shows in `ps`). All call state is in Redis, so the kernel may han
 any packet to any process (SO_REUSEPORT). A worker that dies is restarted with
 exponential back-off; SIGTERM to the main process stops them all. A worker whose
 main process has gone stops by itself.
+
+Each worker gets a pipe to the main process (``--report-fd``): every
+``[monitoring] report_interval_s`` it writes its counters and status there, and a
+first report once its RADIUS ports are bound (that is how ``start`` knows it
+serves). The main process sums them (monitoring/host.py) for /metrics and
+``server.status``; the pipe's end (EOF) retires a dead worker's counters.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import sys
 import time
 
 from chargingd.app.factory import Factory
-from chargingd.app.radius import radius_processes
 from chargingd.core.config import REDIS_URL_ENV, Config
 from chargingd.core.heap import freeze_after_start
 from chargingd.core.loops import run_every
-from chargingd.core.redisconn import RedisClient, wait_ready
+from chargingd.core.redisconn import wait_ready
 from chargingd.core.status import ComponentStats
+from chargingd.monitoring import ProcessMeters, ProcessReporter, ReportSender, receive_reports
+from chargingd.monitoring.host import HostView
 
 log = logging.getLogger("chargingd.workers")
 
@@ -50,22 +57,25 @@ class WorkerSupervisor:
         redis_url: str,
         count: int,
         stats: ComponentStats,
-        redis: RedisClient | None = None,
+        host: HostView | None = None,
     ) -> None:
         self.config_path = config_path
-        self.redis = redis  # to see when the workers serve (their published stats)
+        self.host = host or HostView(dict)  # the workers' reports land here
         self.redis_url = redis_url
         self.count = count
         self.stats = stats
         self.procs: dict[int, asyncio.subprocess.Process] = {}  # slot -> process
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._readers: set[asyncio.Task[None]] = set()
 
-    def argv(self) -> list[str]:
+    def argv(self, report_fd: int | None = None) -> list[str]:
         """The worker's command line."""
         cmd = [sys.executable, "-m", "chargingd", "serve"]
         if self.config_path:
             cmd += ["--config", self.config_path]
+        if report_fd is not None:
+            cmd += ["--report-fd", str(report_fd)]
         return [*cmd, "--worker-of", str(os.getpid())]
 
     async def start(self) -> None:
@@ -79,16 +89,13 @@ class WorkerSupervisor:
         self.stats.set("configured", self.count)
 
     async def _wait_serving(self, timeout_s: float) -> None:
-        """Until every worker published its RADIUS stats (it has bound the ports)."""
-        if self.redis is None:
-            return
+        """Until every worker reported that it serves (it has bound the ports)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if any(p.returncode is not None for p in self.procs.values()):
                 log.error("a worker exited while starting (see its log lines above)")
                 return
-            serving = {p["pid"] for p in await radius_processes(self.redis)}
-            if all(p.pid in serving for p in self.procs.values()):
+            if all(self.host.serving(p.pid) for p in self.procs.values()):
                 return
             await asyncio.sleep(0.05)
         log.warning("workers not serving after %.0f s; going on", timeout_s)
@@ -97,12 +104,32 @@ class WorkerSupervisor:
         env = dict(os.environ)
         if self.redis_url:
             env[REDIS_URL_ENV] = self.redis_url
+        read_fd, write_fd = os.pipe()
         # Own session: a terminal's Ctrl-C reaches only the main process, which then
         # stops the workers itself (no restart race); stdout/stderr are inherited.
-        proc = await asyncio.create_subprocess_exec(
-            *self.argv(), env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv(write_fd),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the worker holds it now: its exit is our EOF
         self.procs[slot] = proc
+        pid = proc.pid
+        reader = asyncio.create_task(
+            receive_reports(
+                read_fd, lambda doc: self.host.update(pid, doc), lambda: self.host.retire(pid)
+            ),
+            name=f"worker-reports-{pid}",
+        )
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
         self.stats.inc("started")
         log.info("worker %d started pid=%d", slot, proc.pid)
 
@@ -161,6 +188,9 @@ class WorkerSupervisor:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*(p.wait() for p in running))
+        # The pipes reach EOF once the workers are gone: their last reports are kept.
+        if self._readers:
+            await asyncio.wait(set(self._readers), timeout=STOP_TIMEOUT_S)
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -174,18 +204,21 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     await run_every(stop, PARENT_CHECK_S, check, log=log, what="parent watch")
 
 
-async def serve_worker(cfg: Config, parent_pid: int) -> None:
-    """A worker process: RADIUS + sessions against the main process's Redis."""
+async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = None) -> None:
+    """A worker process: RADIUS + sessions against the main process's Redis; its
+    counters go to the main process through ``report_fd``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     factory = Factory(cfg)
     client = factory.redis_client()
+    sender = ReportSender(report_fd) if report_fd is not None else None
     try:
         await wait_ready(client, 10.0)
         ledger = await factory.open_ledger(client)
-        component = factory.radius(client, ledger, role="worker")
+        meters = ProcessMeters("worker")
+        component = factory.radius(client, ledger, role="worker", meters=meters)
         if cfg.diameter.enabled:
             # The Diameter listener is the main process's: cuts of its sessions that
             # this worker's cutter claims are relayed there (diameter/relay.py).
@@ -194,14 +227,39 @@ async def serve_worker(cfg: Config, parent_pid: int) -> None:
                 factory.diameter_relay(client), owns=lambda ref: ref.client in names
             )
             component.sessions.name_source(names, "diameter")
+        reporter = ProcessReporter(
+            meters,
+            status=component.counters,
+            store=factory.kpi_store(client) if cfg.monitoring.enabled else None,
+            sink=sender.send if sender is not None else None,
+            interval_s=cfg.monitoring.report_interval_s,
+        )
+        if sender is not None:
+            await sender.open()
         await component.start()
         freeze_after_start()
+        reporter.serving = True
+        reporter.send()  # at once: the main process waits for it to call us ready
         log.info("chargingd worker ready pid=%d main=%d", os.getpid(), parent_pid)
+        report_task = asyncio.create_task(reporter.run(stop), name="metrics-report")
         try:
             await _watch_parent(parent_pid, stop)
             await stop.wait()
         finally:
             await component.stop()
+            await report_task
+            await _last_report(reporter)
             log.info("chargingd worker stopped pid=%d", os.getpid())
     finally:
+        if sender is not None:
+            sender.close()
         await client.aclose()
+
+
+async def _last_report(reporter: ProcessReporter) -> None:
+    """The final counters (requests answered during the stop grace included)."""
+    reporter.send()
+    try:
+        await reporter.flush_kpis()
+    except Exception as exc:  # Redis gone at shutdown: said, not fatal
+        log.warning("last KPI counts not written: %s", exc)

@@ -354,26 +354,8 @@ class Exporter:
     # -- visibility ---------------------------------------------------------------
     async def refresh_lag(self) -> dict[str, Any]:
         """Pending, not yet delivered and age of the oldest unexported CDR (seconds)."""
-        lag: dict[str, Any] = {"pending": 0, "undelivered": 0, "behind_s": 0.0}
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError:
-            groups = []  # no stream yet
-        mine = [g for g in groups if _text(g.get("name")) == self.xcfg.group]
-        if mine:
-            group = mine[0]
-            last = _text(group.get("last-delivered-id")) or "0-0"
-            after: Any = await self.redis.xrange(self.stream, min=f"({last}", max="+", count=10_001)
-            oldest = [_id_ms(after[0][0])] if after else []
-            pending = int(group.get("pending") or 0)
-            if pending:
-                summary = await self.redis.xpending(self.stream, self.xcfg.group)
-                oldest.append(_id_ms(summary["min"]))
-            lag["pending"] = pending
-            lag["undelivered"] = len(after)  # capped at 10001
-            lag["last_delivered_id"] = last
-            if oldest:
-                lag["behind_s"] = round(max(0.0, self.clock_s() - min(oldest) / 1000), 3)
+        backlog = await group_backlog(self.redis, self.stream, self.xcfg.group, self.clock_s())
+        lag: dict[str, Any] = backlog or {"pending": 0, "undelivered": 0, "behind_s": 0.0}
         self._lag = lag
         self.stats.set("pending", lag["pending"])
         self.stats.set("undelivered", lag["undelivered"])
@@ -397,6 +379,35 @@ class Exporter:
             **dict(self.stats.counters),
             **lag,
         }
+
+
+async def group_backlog(
+    redis: RedisClient, stream: str, group: str, now_s: float
+) -> dict[str, Any] | None:
+    """A consumer group's backlog: ``pending`` (read, not acknowledged), ``undelivered``
+    (capped at 10001), ``behind_s`` (age of the oldest of them) and
+    ``last_delivered_id``; None when the stream or the group does not exist."""
+    try:
+        groups: Any = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return None  # no stream yet
+    mine = [g for g in groups if _text(g.get("name")) == group]
+    if not mine:
+        return None
+    last = _text(mine[0].get("last-delivered-id")) or "0-0"
+    after: Any = await redis.xrange(stream, min=f"({last}", max="+", count=10_001)
+    oldest = [_id_ms(after[0][0])] if after else []
+    pending = int(mine[0].get("pending") or 0)
+    if pending:
+        summary: Any = await redis.xpending(stream, group)
+        oldest.append(_id_ms(summary["min"]))
+    behind_s = round(max(0.0, now_s - min(oldest) / 1000), 3) if oldest else 0.0
+    return {
+        "pending": pending,
+        "undelivered": len(after),
+        "last_delivered_id": last,
+        "behind_s": behind_s,
+    }
 
 
 def _text(value: Any) -> str:

@@ -56,6 +56,8 @@ class RateLimitedLog:
         self.clock_s = clock_s
         self.level = level
         self._episodes: dict[str, _Episode] = {}
+        # Every failure ever counted, by kind (monitoring exports them as counters).
+        self.totals: dict[str, int] = {}
 
     def failing(self, kind: str) -> bool:
         """True while ``kind`` has failed since it last worked."""
@@ -65,6 +67,7 @@ class RateLimitedLog:
         """Count one failure of ``kind``; log it if it is the first or the interval passed."""
         now = self.clock_s()
         why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self.totals[kind] = self.totals.get(kind, 0) + 1
         episode = self._episodes.get(kind)
         if episode is None:
             self._episodes[kind] = _Episode(first_s=now, last_logged_s=now)

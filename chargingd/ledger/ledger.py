@@ -640,6 +640,25 @@ class Ledger:
             await self._run("hold_index_drop", [K.HOLD_INDEX_KEY], [account_id, score])
         return int(reclaimed)
 
+    async def reserved_by_currency(self, *, limit: int = 100_000) -> dict[str, int]:
+        """Micro-units held for live calls, summed by currency (read-only, for monitoring).
+
+        Reads the accounts of the hold index (those that may hold money), at most
+        ``limit``, in one pipeline; an account without holds adds 0.
+        """
+        ids: Any = await self.redis.zrange(K.HOLD_INDEX_KEY, 0, limit - 1)
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for raw_id in ids:
+            pipe.hmget(K.acct_key(C.s(raw_id)), ["currency", "reserved"])
+        out: dict[str, int] = {}
+        for currency, reserved in await pipe.execute():
+            if currency is not None and reserved is not None:
+                key = C.s(currency)
+                out[key] = out.get(key, 0) + int(reserved)
+        return out
+
     async def audit(
         self, account_id: str, *, count: int = 100, before_id: str = "+"
     ) -> list[AuditEntry]:

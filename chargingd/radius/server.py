@@ -135,6 +135,10 @@ class RadiusFrontend:
         if self.access_log is not None:
             await self.access_log.close()
 
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting for a worker task, per port (for monitoring)."""
+        return dict(zip(("auth", "acct"), (q.qsize() for q in self._queues), strict=False))
+
     async def _serve(self, port: int, handler: Handler) -> int:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Intake] = asyncio.Queue(self.config.queue_size)

@@ -10,6 +10,7 @@ import socket
 
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import RadiusClient
+from chargingd.radius.quality import call_quality
 from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport
 
 
@@ -73,6 +74,8 @@ def usage_report(
         terminate_cause=rc.TERMINATE_CAUSES.get(terminate, str(terminate) if terminate else ""),
         usage_reported=rc.ACCT_SESSION_TIME in packet.attrs,
         sip_code=_sip_code(packet),
+        # Stops only: the request path of the other packets pays nothing for it.
+        quality=call_quality(packet) if kind is UsageKind.STOP else (),
     )
 
 

@@ -178,6 +178,7 @@ class Accounting:
             extra["terminate_cause"] = report.terminate_cause
         if report.sip_code:
             extra["sip_code"] = str(report.sip_code)
+        extra.update(report.quality)  # monitoring's KPIs read them from the CDR
         derived_s = self._derived_usage(rec, report)
         if derived_s is None:
             await self.orphan(report, "invalid_usage")

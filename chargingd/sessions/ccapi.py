@@ -98,6 +98,9 @@ class UsageReport:
     # Acct-Session-Time: Kamailio's acc accounts events, not durations).
     usage_reported: bool = True
     sip_code: int = 0  # final SIP response of the accounted transaction, 0 = not given
+    # Call quality the gateway reported on its Stop (pdd_ms, mos, jitter_ms, loss_pct),
+    # as (name, decimal text) pairs; they go into the CDR's extra (monitoring reads them).
+    quality: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ def entry_to_report(entry: Entry) -> UsageReport:
         terminate_cause=str(entry.get("terminate_cause", "")),
         usage_reported=bool(entry.get("usage_reported", True)),
         sip_code=int(entry.get("sip_code", 0)),
+        quality=tuple((str(k), str(v)) for k, v in entry.get("quality", ())),
     )
 
 

@@ -29,6 +29,8 @@ from chargingd.app.serve import (
     build_alerts,
     build_diameter,
     build_fraud,
+    build_http,
+    build_monitoring,
     build_radius,
     build_sweeper,
     build_workers,
@@ -98,6 +100,8 @@ SPECIAL: dict[str, Any] = {
     "assurance.duration_tolerance_pct": "2.5",
     "assurance.leakage_threshold": "1.50",
     "assurance.source_clients": {"pbx": ["gw1"]},
+    "http.bind": "127.0.0.2",
+    "http.token": "nd-token-0123456789",
 }
 PEER: dict[str, Any] = {
     "name": "ims1",
@@ -233,6 +237,17 @@ REACHES: dict[str, Check] = {
     "assurance.leakage_threshold": lambda b: format_amount(b.assure.leakage_threshold_micros, 2),
     "assurance.max_findings": lambda b: b.assure.max_findings,
     "assurance.source_clients": lambda b: {k: list(v) for k, v in b.assure_clients.items()},
+    "monitoring.enabled": lambda b: b.monitor.enabled,
+    "monitoring.min_samples": lambda b: b.monitor.sampler.min_samples,
+    "monitoring.max_groups": lambda b: b.monitor.store.max_groups,
+    "monitoring.report_interval_s": lambda b: b.monitor.reporter.interval_s,
+    "monitoring.sample_interval_s": lambda b: b.monitor.sample_interval_s,
+    "monitoring.kpi_group": lambda b: b.monitor.feeder.group,
+    "http.enabled": lambda b: not isinstance(b.http, Disabled),
+    "http.bind": lambda b: b.http.server.bind,
+    "http.port": lambda b: b.http.server.port,
+    "http.token": lambda b: b.http.token,
+    "http.dashboard": lambda b: b.http.server.dashboard,
 }
 # Sections a component keeps whole and reads where it acts: the check is that the
 # component holds the loaded section (not a default one built by hand).
@@ -288,6 +303,8 @@ async def _build(cfg: Config, raw: dict[str, Any], tmp: Path) -> SimpleNamespace
         b.admin = build_admin(rt)
         b.radius_enabled = not isinstance(build_radius(rt), Disabled)
         b.diameter = build_diameter(rt)  # enabled: on the RADIUS component's Sessions
+        b.monitor = build_monitoring(rt)
+        b.http = build_http(rt)
         peer = b.diameter.frontend.server.peers.by_name("ims1")
         assert peer is not None and peer.lookup == ("ani", "default")
         assert b.diameter.sessions is rt.sessions

@@ -26,6 +26,7 @@ from chargingd.core.config.diameter import DiameterConfig
 from chargingd.core.config.fraud import FraudConfig
 from chargingd.core.config.invoicing import InvoicingConfig
 from chargingd.core.config.mediation import MediationConfig
+from chargingd.core.config.monitoring import HttpConfig, MonitoringConfig
 
 
 class ConfigError(ValueError):
@@ -422,6 +423,8 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     fraud: FraudConfig = field(default_factory=FraudConfig)
     assurance: AssuranceConfig = field(default_factory=AssuranceConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: str = "<defaults>"
 
     def validate(self) -> None:

@@ -1,0 +1,174 @@
+"""The KPI feeder: reads every CDR of ``cdr:stream`` once and adds it to the windows.
+
+Its own consumer group (``[monitoring] kpi_group``) beside the exporter's, so the
+request path pays nothing: a call is counted when its CDR is written, in the bucket
+of the stream entry's time (chargingd's clock, not the gateway's). On a single Redis
+the increments and the XACK commit in one MULTI/EXEC: a crash never counts a CDR
+twice nor loses one (pending entries are re-read at start). On Redis Cluster the
+increments commit first, then the XACK: a crash between them counts that batch
+twice (at-least-once). Entries left pending by a consumer that is gone are claimed
+after ``CLAIM_IDLE_MS``. The exporter trims the stream only below what every group
+has acknowledged, so the feeder never misses a CDR the exporter has stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.core.loops import run_every
+from chargingd.core.redisconn import RedisClient
+from chargingd.monitoring.outcomes import ANSWERED, conversation_ms, outcome, quality
+from chargingd.monitoring.windows import ALL, Increments, KpiStore
+
+log = logging.getLogger("chargingd.monitoring")
+
+BATCH = 500
+BLOCK_MS = 1000
+CLAIM_IDLE_MS = 60_000
+CLAIM_EVERY = 30  # passes
+MILLI = 1000
+
+
+def cdr_metrics(cdr: CDR) -> dict[str, int]:
+    """What one CDR adds to its groups: an attempt, its outcome, times, quality sums."""
+    kind = outcome(cdr)
+    metrics = {"attempts": 1, kind: 1}
+    if kind == ANSWERED:
+        metrics["talk_s"] = cdr.duration_s
+        metrics["conv_ms"] = conversation_ms(cdr)
+    for name, value in quality(cdr):
+        metrics[f"{name}_n"] = 1
+        metrics[f"{name}_sum"] = round(value * MILLI)
+    return metrics
+
+
+class KpiFeeder:
+    """Consumer of cdr:stream feeding the KPI windows; counts what it saw for /metrics."""
+
+    name = "kpi-feeder"
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        store: KpiStore,
+        *,
+        group: str,
+        consumer: str = "",
+        stream: str = CDR_STREAM,
+    ) -> None:
+        self.redis: Any = redis
+        self.store = store
+        self.group = group
+        self.consumer = consumer or socket.gethostname()
+        self.stream = stream
+        # Cumulative, this process: outcome -> calls, CDR status -> calls, talk seconds.
+        self.outcomes: dict[str, int] = {}
+        self.statuses: dict[str, int] = {}
+        self.talk_s = 0
+        self.undecodable = 0
+        self._group_ready = False
+        self._recovering = True
+        self._passes = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await run_every(
+            stop, 0, self.step, log=log, what="kpi feeder", retry_s=0.5, retry_max_s=10.0
+        )
+
+    async def step(self, *, block_ms: int | None = BLOCK_MS) -> int:
+        """One batch: own pending entries first, then claimed ones, then new ones."""
+        await self._prepare()
+        self._passes += 1
+        if self._recovering:
+            entries = await self._read("0", None)
+            if entries:
+                return await self._feed(entries)
+            self._recovering = False
+        if self._passes % CLAIM_EVERY == 0:
+            claimed = await self._claim()
+            if claimed:
+                return await self._feed(claimed)
+        entries = await self._read(">", block_ms)
+        return await self._feed(entries) if entries else 0
+
+    async def _prepare(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # "$"-less: a new group starts at the stream's beginning, so CDRs written
+            # before the first start (or while it was off) are counted by their time.
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _read(self, from_id: str, block_ms: int | None) -> list[Any]:
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: from_id}, count=BATCH, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream was deleted: make the group again
+                self._group_ready = False
+            raise
+        return list(reply[0][1]) if reply else []
+
+    async def _claim(self) -> list[Any]:
+        reply = await self.redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=CLAIM_IDLE_MS,
+            start_id="0-0",
+            count=BATCH,
+        )
+        return list(reply[1]) if reply else []
+
+    async def _feed(self, entries: list[Any]) -> int:
+        increments = Increments()
+        seen: list[tuple[str, str, int]] = []
+        for entry_id, fields in entries:
+            cdr = _decode(fields)
+            if cdr is None:
+                self.undecodable += 1
+                continue
+            at_ms = int(entry_id.split(b"-", 1)[0])
+            groups = [
+                ALL,
+                await self.store.group("gateway", cdr.gateway),
+                await self.store.group("destination", cdr.destination),
+            ]
+            metrics = cdr_metrics(cdr)
+            increments.add(at_ms, groups, metrics)
+            seen.append((outcome(cdr), cdr.status, metrics.get("talk_s", 0)))
+        ids = [entry_id for entry_id, _ in entries]
+        xack = ("XACK", self.stream, self.group, *ids)
+        if self.store.transactional:
+            await self.store.write(increments, xack)
+        else:
+            await self.store.write(increments)
+            await self.redis.xack(self.stream, self.group, *ids)
+        for kind, status, talk_s in seen:
+            self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.talk_s += talk_s
+        return len(entries)
+
+
+def _decode(fields: dict[bytes, bytes] | None) -> CDR | None:
+    """The CDR of a stream entry; None when it is gone or undecodable (the exporter
+    dead-letters those; they count as no call here)."""
+    raw = (fields or {}).get(b"cdr")
+    if raw is None:
+        return None
+    try:
+        return CDR.unpack(raw)
+    except Exception:  # bad input boundary: a foreign or corrupt entry is data
+        return None

@@ -1,0 +1,186 @@
+"""The main process's monitoring: host sums, KPI feeder, cluster sampler, answers.
+
+One object per daemon (``chargingd.app`` builds it after the frontends): it runs the
+main process's report loop (KPI counts to Redis), the KPI feeder (CDRs to the
+windows) and the sampler, and answers /metrics, the dashboard's summary and
+``ctl stats`` from what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chargingd.core.clock import ClockMs, wall_ms
+from chargingd.core.config import Config
+from chargingd.core.loops import run_every
+from chargingd.core.redisconn import RedisClient
+from chargingd.ledger import Ledger
+from chargingd.monitoring.exposition import Values, kpi_values, render
+from chargingd.monitoring.feeder import KpiFeeder
+from chargingd.monitoring.host import HistogramSum, HostView, LabelKey
+from chargingd.monitoring.meters import ProcessMeters
+from chargingd.monitoring.reporter import ProcessReporter
+from chargingd.monitoring.sampler import ClusterSampler
+from chargingd.monitoring.windows import RESOLUTIONS, KpiStore
+
+log = logging.getLogger("chargingd.monitoring")
+
+STOP_S = 5.0
+LIVE_MAX_AGE_S = 0.5  # the page's active-call count is at most this old
+
+
+class Monitor:
+    """A daemon component (``start``/``stop``) and the source of every figure shown."""
+
+    name = "monitoring"
+
+    def __init__(
+        self,
+        cfg: Config,
+        redis: RedisClient,
+        ledger: Ledger,
+        meters: ProcessMeters,
+        *,
+        status: Callable[[], dict[str, Any]],
+        clock_ms: ClockMs = wall_ms,
+    ) -> None:
+        mc = cfg.monitoring
+        self.cfg = cfg
+        self.enabled = mc.enabled
+        self.store = KpiStore(redis, max_groups=mc.max_groups, clock_ms=clock_ms)
+        self.reporter = ProcessReporter(
+            meters,
+            status=status,
+            store=self.store if mc.enabled else None,
+            interval_s=mc.report_interval_s,
+            clock_ms=clock_ms,
+        )
+        self.reporter.serving = True
+        self.host = HostView(self.reporter.report)
+        self.feeder = KpiFeeder(redis, self.store, group=mc.kpi_group)  # runs when enabled
+        self.sampler = ClusterSampler(
+            redis,
+            ledger,
+            self.store,
+            min_samples=mc.min_samples,
+            exporter_group=cfg.export.group,
+            dead_letter_stream=cfg.export.dead_letter_stream,
+            kpis=mc.enabled,
+        )
+        self.sample_interval_s = mc.sample_interval_s
+        self.clock_ms = clock_ms
+        self._sampled_s = 0.0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        self._stop.clear()
+        interval = self.sample_interval_s
+        self._tasks = [
+            asyncio.create_task(self.reporter.run(self._stop), name="metrics-report"),
+            asyncio.create_task(
+                run_every(self._stop, interval, self.refresh, log=log, what="monitoring sample"),
+                name="monitoring-sample",
+            ),
+        ]
+        if self.enabled:
+            self._tasks.append(asyncio.create_task(self.feeder.run(self._stop), name="kpi-feeder"))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(self._tasks, timeout=STOP_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        try:
+            await self.reporter.flush_kpis()  # the last second's authorize counts
+        except Exception as exc:  # Redis gone at shutdown: said, not fatal
+            log.warning("last KPI counts not written: %s", exc)
+
+    async def refresh(self) -> None:
+        """Read the cluster gauges and the KPI windows again."""
+        await self.sampler.sample()
+        self._sampled_s = time.monotonic()
+        await self.sampler.windows()
+
+    async def _live(self) -> None:
+        if time.monotonic() - self._sampled_s > LIVE_MAX_AGE_S:
+            await self.sampler.sample()
+            self._sampled_s = time.monotonic()
+
+    # -- /metrics -----------------------------------------------------------------------
+    def values(self) -> tuple[Values, Values, dict[LabelKey, HistogramSum]]:
+        """Everything /metrics shows, from what is held now (no I/O)."""
+        counters, gauges, histograms = self.host.totals()
+        roles: dict[str, int] = {}
+        for report in self.host.all_reports():
+            roles[report.get("role", "?")] = roles.get(report.get("role", "?"), 0) + 1
+        for role, n in roles.items():
+            gauges[("chargingd_processes", (role,))] = n
+        gauges.update(self.sampler.gauges())
+        gauges.update(kpi_values(self.sampler.cached_windows()))
+        feeder = self.feeder
+        if self.enabled:
+            for outcome, n in feeder.outcomes.items():
+                counters[("chargingd_calls_total", (outcome,))] = n
+            for status, n in feeder.statuses.items():
+                counters[("chargingd_calls_ended_total", (status,))] = n
+            counters[("chargingd_call_talk_seconds_total", ())] = feeder.talk_s
+            counters[("chargingd_kpi_undecodable_cdrs_total", ())] = feeder.undecodable
+        return counters, gauges, histograms
+
+    async def metrics_text(self) -> bytes:
+        await self._live()
+        await self.sampler.windows()  # cached: re-read only when older than their age
+        return render(self.values)
+
+    # -- the dashboard and ctl ---------------------------------------------------------
+    async def summary(self) -> dict[str, Any]:
+        """What the dashboard shows: live figures, every window, the last hour's series."""
+        await self._live()
+        live = self.sampler.live
+        series = await self.sampler.series()
+        return {
+            "generated_ms": self.clock_ms(),
+            "kpis": self.enabled,
+            "min_samples": self.cfg.monitoring.min_samples,
+            "active_calls": live["active_calls"],
+            "gateways_active": live["gateways"],
+            "reserved": live["reserved"],
+            "exporter": self.sampler.exporter,
+            "orphans": live.get("orphans", 0),
+            "calls_per_s": await self.sampler.calls_per_s(),
+            "series": series,
+            "windows": await self.sampler.windows(),
+            "processes": len(self.host.all_reports()),
+            "alerts": [],
+        }
+
+    async def stats(self, *, by: str = "", window: str = "") -> dict[str, Any]:
+        """``ctl stats``: figures read now; ``by`` a dimension, ``window`` one window."""
+        await self.sampler.sample()
+        windows = {}
+        for res in RESOLUTIONS:
+            if window and res.name != window:
+                continue
+            figures = await self.sampler.window(res.name, fresh=True)
+            windows[res.name] = {
+                dim: groups for dim, groups in figures.items() if dim == "all" or dim == by
+            }
+        return {
+            "generated_ms": self.clock_ms(),
+            "kpis": self.enabled,
+            "min_samples": self.cfg.monitoring.min_samples,
+            "active_calls": self.sampler.live["active_calls"],
+            "gateways_active": self.sampler.live["gateways"],
+            "by": by or "all",
+            "windows": windows,
+        }
