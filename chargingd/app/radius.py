@@ -22,8 +22,8 @@ from typing import Any
 
 from chargingd.core.config import Config
 from chargingd.core.redisconn import RedisClient
-from chargingd.radius.accesslog import AccessLog
 from chargingd.monitoring import MeteredCredit, ProcessMeters, sources
+from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.intake import ensure_ports_free
 from chargingd.radius.server import RadiusFrontend, start_radius
