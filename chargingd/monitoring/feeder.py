@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -61,8 +62,13 @@ class KpiFeeder:
         group: str,
         consumer: str = "",
         stream: str = CDR_STREAM,
+        destination_group: Callable[[str], str] = str,
     ) -> None:
+        """``destination_group``: the group of a tariff destination id (the invoices'
+        [invoicing] destination_groups; by default the id itself)."""
         self.redis: Any = redis
+        self.destination_group = destination_group
+        self._groups: dict[str, str] = {}
         self.store = store
         self.group = group
         self.consumer = consumer or socket.gethostname()
@@ -131,6 +137,14 @@ class KpiFeeder:
         )
         return list(reply[1]) if reply else []
 
+    def _group_of(self, destination: str) -> str:
+        group = self._groups.get(destination)
+        if group is None:
+            if len(self._groups) > 100_000:
+                self._groups.clear()
+            group = self._groups[destination] = self.destination_group(destination)
+        return group
+
     async def _feed(self, entries: list[Any]) -> int:
         increments = Increments()
         seen: list[tuple[str, str, int]] = []
@@ -143,7 +157,7 @@ class KpiFeeder:
             groups = [
                 ALL,
                 await self.store.group("gateway", cdr.gateway),
-                await self.store.group("destination", cdr.destination),
+                await self.store.group("destination", self._group_of(cdr.destination)),
             ]
             metrics = cdr_metrics(cdr)
             increments.add(at_ms, groups, metrics)

@@ -18,6 +18,7 @@ from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient
+from chargingd.invoicing.usage import group_of
 from chargingd.ledger import Ledger
 from chargingd.monitoring.exposition import Values, kpi_values, render
 from chargingd.monitoring.feeder import KpiFeeder
@@ -61,7 +62,13 @@ class Monitor:
         )
         self.reporter.serving = True
         self.host = HostView(self.reporter.report)
-        self.feeder = KpiFeeder(redis, self.store, group=mc.kpi_group)  # runs when enabled
+        groups = cfg.invoicing.destination_groups
+        self.feeder = KpiFeeder(  # runs when enabled
+            redis,
+            self.store,
+            group=mc.kpi_group,
+            destination_group=lambda destination: group_of(destination, groups),
+        )
         self.sampler = ClusterSampler(
             redis,
             ledger,

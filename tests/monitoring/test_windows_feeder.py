@@ -108,3 +108,20 @@ async def test_feeder_multi_is_atomic_with_the_ack(redis: aioredis.Redis) -> Non
     store.write = spy  # type: ignore[method-assign]
     await feeder.step(block_ms=None)
     assert calls == ["['XACK']"]
+
+
+async def test_destination_groups_are_the_invoices_groups(redis: aioredis.Redis) -> None:
+    """[invoicing] destination_groups (one definition of groups for invoices and KPIs)."""
+    from chargingd.invoicing.usage import group_of
+
+    groups = {"Mobile": ("*_MOBILE",)}
+    store = KpiStore(redis, max_groups=10)
+    for i, destination in enumerate(("UK_MOBILE", "FR_MOBILE", "UK_FIXED")):
+        await redis.xadd(CDR_STREAM, {"cdr": make_cdr(i, destination=destination).pack()})
+    feeder = KpiFeeder(
+        redis, store, group="kpi", consumer="t", destination_group=lambda d: group_of(d, groups)
+    )
+    await feeder.step(block_ms=None)
+    sums = await store.read(BY_NAME["5m"])
+    assert sums[("destination", "Mobile")]["attempts"] == 2
+    assert sums[("destination", "UK_FIXED")]["attempts"] == 1
