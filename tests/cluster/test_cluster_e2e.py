@@ -115,6 +115,13 @@ async def test_cdrs_reach_postgresql_through_the_exporter(
     assert await asyncio.to_thread(rows) == [(c.session_id, 10 + n) for n, c in enumerate(calls)]
     status = daemon.call("server.status")
     assert status["components"]["exporter"]["exported"] >= 3
+    # The KPI feeder reads the same stream on the cluster (docs/monitoring.md).
+    for _ in range(300):
+        kpis = daemon.call("stats.kpi", {"window": "5m"})["windows"]["5m"]["all"]["all"]
+        if kpis["answered"] >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert kpis["answered"] >= 3 and kpis["talk_s"] >= 10 + 11 + 12
 
 
 def test_admin_socket_reads_and_writes_on_the_cluster(daemon: Daemon, tmp_path: Path) -> None:
