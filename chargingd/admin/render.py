@@ -230,6 +230,8 @@ def render_incidents(console: Console, result: dict[str, Any]) -> None:
 def render_resolved(console: Console, result: dict[str, Any]) -> None:
     inc = result["incident"]
     console.print(f"incident {inc['incident']} resolved after {inc['count']} occurrences")
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
