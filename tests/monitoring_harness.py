@@ -30,6 +30,14 @@ min_samples = 2
 report_interval_s = 0.2
 sample_interval_s = 0.5
 
+[[monitoring.alerts]]
+name = "low-asr"
+kpi = "asr"
+dimension = "gateway"
+window_s = 300
+below = 0.5
+min_attempts = 5
+
 [http]
 enabled = true
 port = 0

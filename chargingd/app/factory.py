@@ -190,9 +190,13 @@ class Factory:
         meters: ProcessMeters,
         *,
         status: Callable[[], dict[str, Any]],
+        alerts: Alerts | None = None,
     ) -> Monitor:
-        """The main process's monitoring ([monitoring], [export] group names), not started."""
-        return Monitor(self.cfg, redis, ledger, meters, status=status, clock_ms=self.clock_ms)
+        """The main process's monitoring ([monitoring], [export] group names; its KPI
+        alert rules raise into ``alerts``), not started."""
+        return Monitor(
+            self.cfg, redis, ledger, meters, status=status, alerts=alerts, clock_ms=self.clock_ms
+        )
 
     def kpi_store(self, redis: RedisClient) -> KpiStore:
         """The KPI windows (a worker adds its authorize counts there)."""

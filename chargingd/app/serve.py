@@ -255,7 +255,7 @@ def build_monitoring(rt: Runtime) -> Component:
     def status() -> dict[str, Any]:
         return rt.radius.counters() if rt.radius is not None else {}
 
-    monitor = rt.factory.monitor(rt.redis, rt.ledger, rt.meters, status=status)
+    monitor = rt.factory.monitor(rt.redis, rt.ledger, rt.meters, status=status, alerts=rt.alerts)
     exporter = rt.registry.component("exporter")
     rt.meters.add_source(lambda: exporter_samples(exporter.counters))
     rt.monitor = monitor

@@ -76,6 +76,12 @@ FAMILIES: dict[str, Family] = {
     ),
     "chargingd_exporter_errors_total": F("counter", "Failed exporter passes"),
     "chargingd_processes": F("gauge", "Processes of this daemon reporting, by role", ("role",)),
+    "chargingd_alerts_raised_total": F(
+        "counter",
+        "Alerts this daemon's main process raised (fraud rules, KPI rules, assurance), by "
+        "result: opened (a new incident), counted (into an open one), dropped, failed",
+        ("result",),
+    ),
     # -- cluster-wide gauges (same value on every daemon: max() across hosts) -------
     "chargingd_active_calls": F(
         "gauge", "Live sessions (authorized, not yet ended) in the shared Redis", scope="cluster"
@@ -103,6 +109,13 @@ FAMILIES: dict[str, Family] = {
     ),
     "chargingd_orphan_accounting": F(
         "gauge", "Accounting reports kept in cdr:orphans (no account found)", scope="cluster"
+    ),
+    "chargingd_alert_incidents": F(
+        "gauge",
+        "Alert incidents opened in the last 24 h (fraud, KPI, assurance) by kind, "
+        "severity and state (open, resolved)",
+        ("kind", "severity", "state"),
+        scope="cluster",
     ),
     "chargingd_kpi_calls": F(
         "gauge",

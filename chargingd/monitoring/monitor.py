@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chargingd.alerts import Alerts, Incident
 from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
@@ -23,6 +24,7 @@ from chargingd.ledger import Ledger
 from chargingd.monitoring.exposition import Values, kpi_values, render
 from chargingd.monitoring.feeder import KpiFeeder
 from chargingd.monitoring.host import HistogramSum, HostView, LabelKey
+from chargingd.monitoring.kpialerts import KpiAlerts
 from chargingd.monitoring.meters import ProcessMeters
 from chargingd.monitoring.reporter import ProcessReporter
 from chargingd.monitoring.sampler import ClusterSampler
@@ -32,6 +34,8 @@ log = logging.getLogger("chargingd.monitoring")
 
 STOP_S = 5.0
 LIVE_MAX_AGE_S = 0.5  # the page's active-call count is at most this old
+INCIDENTS_SINCE_MS = 24 * 3600 * 1000  # the incidents /metrics and the page count
+PAGE_ALERTS = 8
 
 
 class Monitor:
@@ -47,8 +51,11 @@ class Monitor:
         meters: ProcessMeters,
         *,
         status: Callable[[], dict[str, Any]],
+        alerts: Alerts | None = None,
         clock_ms: ClockMs = wall_ms,
     ) -> None:
+        """``alerts``: the process's alert stream (KPI alert rules raise there; its
+        incidents are counted and shown)."""
         mc = cfg.monitoring
         self.cfg = cfg
         self.enabled = mc.enabled
@@ -78,6 +85,10 @@ class Monitor:
             dead_letter_stream=cfg.export.dead_letter_stream,
             kpis=mc.enabled,
         )
+        self.alerts = alerts
+        # Judged (in refresh) only with [monitoring] enabled: the windows are empty else.
+        self.kpi_alerts = KpiAlerts(mc.alerts, self.store, alerts) if alerts is not None else None
+        self.incidents: list[Incident] = []
         self.sample_interval_s = mc.sample_interval_s
         self.clock_ms = clock_ms
         self._sampled_s = 0.0
@@ -113,10 +124,15 @@ class Monitor:
             log.warning("last KPI counts not written: %s", exc)
 
     async def refresh(self) -> None:
-        """Read the cluster gauges and the KPI windows again."""
+        """Read the cluster gauges and the KPI windows again; judge the alert rules."""
         await self.sampler.sample()
         self._sampled_s = time.monotonic()
         await self.sampler.windows()
+        if self.kpi_alerts is not None and self.enabled:
+            await self.kpi_alerts.evaluate()
+        if self.alerts is not None:
+            since_ms = self.clock_ms() - INCIDENTS_SINCE_MS
+            self.incidents = await self.alerts.incidents(since_ms=since_ms, limit=1000)
 
     async def _live(self) -> None:
         if time.monotonic() - self._sampled_s > LIVE_MAX_AGE_S:
@@ -133,6 +149,7 @@ class Monitor:
         for role, n in roles.items():
             gauges[("chargingd_processes", (role,))] = n
         gauges.update(self.sampler.gauges())
+        self._alert_values(counters, gauges)
         gauges.update(kpi_values(self.sampler.cached_windows()))
         feeder = self.feeder
         if self.enabled:
@@ -143,6 +160,17 @@ class Monitor:
             counters[("chargingd_call_talk_seconds_total", ())] = feeder.talk_s
             counters[("chargingd_kpi_undecodable_cdrs_total", ())] = feeder.undecodable
         return counters, gauges, histograms
+
+    def _alert_values(self, counters: Values, gauges: Values) -> None:
+        if self.alerts is None:
+            return
+        for result, n in self.alerts.counters().items():
+            if isinstance(n, int):
+                counters[("chargingd_alerts_raised_total", (result,))] = n
+        for incident in self.incidents:
+            key = ("chargingd_alert_incidents", (incident.kind, incident.severity.value,
+                                                 incident.state))  # fmt: skip
+            gauges[key] = gauges.get(key, 0) + 1
 
     async def metrics_text(self) -> bytes:
         await self._live()
@@ -168,7 +196,19 @@ class Monitor:
             "series": series,
             "windows": await self.sampler.windows(),
             "processes": len(self.host.all_reports()),
-            "alerts": [],
+            "alerts": [
+                {
+                    "kind": i.kind,
+                    "key": i.key,
+                    "severity": i.severity.value,
+                    "summary": i.summary,
+                    "first_ms": i.first_ms,
+                    "last_ms": i.last_ms,
+                    "count": i.count,
+                    "state": i.state,
+                }
+                for i in self.incidents[:PAGE_ALERTS]
+            ],
         }
 
     async def stats(self, *, by: str = "", window: str = "") -> dict[str, Any]:

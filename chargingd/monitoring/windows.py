@@ -57,6 +57,19 @@ RESOLUTIONS = (
 )
 BY_NAME = {r.name: r for r in RESOLUTIONS}
 
+
+def resolution_for(window_s: int) -> tuple[Resolution, int]:
+    """The finest resolution that covers ``window_s`` in whole buckets, and how many
+    (15 min: 15 buckets of 1 min). ValueError when no resolution fits."""
+    for res in RESOLUTIONS:
+        if window_s <= res.window_s and window_s % res.bucket_s == 0 and window_s > 0:
+            return res, window_s // res.bucket_s
+    raise ValueError(
+        f"window {window_s} s: a multiple of 10 s up to 300 s, of 60 s up to 3600 s, "
+        "or of 900 s up to 86400 s"
+    )
+
+
 Group = tuple[str, str]  # (dimension, group name)
 Sums = dict[Group, dict[str, int]]
 
@@ -143,11 +156,12 @@ class KpiStore:
             pipe.execute_command(*command)
         await pipe.execute()
 
-    async def read(self, res: Resolution, now_ms: int | None = None) -> Sums:
-        """The sums of every group over the window of ``res`` ending now."""
+    async def read(self, res: Resolution, now_ms: int | None = None, *, buckets: int = 0) -> Sums:
+        """The sums of every group over the window of ``res`` ending now (or over its
+        last ``buckets`` buckets)."""
         last = res.index(self.clock_ms() if now_ms is None else now_ms)
         pipe = self.redis.pipeline(transaction=False)
-        for index in range(last - res.buckets + 1, last + 1):
+        for index in range(last - (buckets or res.buckets) + 1, last + 1):
             pipe.hgetall(res.key(index))
         sums: Sums = {}
         for bucket in await pipe.execute():

@@ -100,6 +100,18 @@ SPECIAL: dict[str, Any] = {
     "assurance.duration_tolerance_pct": "2.5",
     "assurance.leakage_threshold": "1.50",
     "assurance.source_clients": {"pbx": ["gw1"]},
+    "monitoring.alerts": [
+        {
+            "name": "nd",
+            "kpi": "ner",
+            "dimension": "destination",
+            "group": "UK",
+            "window_s": 600,
+            "below": 0.8,
+            "min_attempts": 5,
+            "severity": "critical",
+        }
+    ],
     "http.bind": "127.0.0.2",
     "http.token": "nd-token-0123456789",
 }
@@ -243,6 +255,10 @@ REACHES: dict[str, Check] = {
     "monitoring.report_interval_s": lambda b: b.monitor.reporter.interval_s,
     "monitoring.sample_interval_s": lambda b: b.monitor.sample_interval_s,
     "monitoring.kpi_group": lambda b: b.monitor.feeder.group,
+    "monitoring.alerts": lambda b: [
+        {k: v for k, v in dataclasses.asdict(r).items() if v is not None}
+        for r in b.monitor.kpi_alerts.rules
+    ],
     "http.enabled": lambda b: not isinstance(b.http, Disabled),
     "http.bind": lambda b: b.http.server.bind,
     "http.port": lambda b: b.http.server.port,

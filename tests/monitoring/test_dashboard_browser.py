@@ -109,6 +109,10 @@ async def test_dashboard_shows_live_calls_and_kpis(
         assert row in table, table
     assert "66.7%" in table and "2,500 ms" in table and "4.00" in table  # NER FR, PDD, MOS
 
+    # The KPI alert rule's incident (gateway 127.0.0.1's ASR, 40 % < 50 %) is listed.
+    await asyncio.to_thread(
+        wait_for, lambda: "asr of gateway 127.0.0.1" in text_of(browser, "alerts"), "the alert"
+    )
     # A new call starts: the page shows it without a reload.
     sock, accepted = await authorize(daemon, KnownCall("live-1", "kpi"))
     try:

@@ -147,6 +147,30 @@ async def test_known_traffic_gives_exact_kpis_and_counters(daemon: Daemon) -> No
     assert gateways[GW_A]["asr"] == 0.4 and gateways[GW_A]["refused"] == 3
     assert gateways[GW_B]["attempts"] == 1 and gateways[GW_B]["asr"] is None
     assert stats["active_calls"] == 0
+
+    # -- the KPI alert rule: gateway A's ASR (40 %) is below 50 % over 5 minutes with
+    # at least 5 attempts; gateway B has 1 attempt: not judged. One incident in the
+    # shared alert stream, counted on /metrics.
+    def incidents() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = daemon.call("alert.list", {"kind": "kpi."})["incidents"]
+        return found
+
+    (incident,) = wait_for(incidents, "the low-ASR incident")
+    assert incident["incident"] == f"kpi:low-asr:gateway:{GW_A}"
+    assert incident["kind"] == "kpi.asr" and incident["severity"] == "warning"
+    assert incident["details"]["value"] == 0.4 and incident["details"]["attempts"] == 10
+    s = wait_for(
+        lambda: (
+            (x := scrape(daemon))
+            and value(
+                x, "chargingd_alert_incidents", kind="kpi.asr", severity="warning", state="open"
+            )
+            == 1
+            and x
+        ),
+        "the incident on /metrics",
+    )
+    assert (value(s, "chargingd_alerts_raised_total", result="opened") or 0) >= 1
     table = ctl(daemon, "stats", "--by", "destination")
     for text in ("last 5m, by destination", "FR", "66.7%", "36.4%", "90.0%", "75 s"):
         assert text in table, table

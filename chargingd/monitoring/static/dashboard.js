@@ -173,7 +173,16 @@ function renderSide(s) {
   const list = $("alerts");
   list.replaceChildren();
   if (!(s.alerts || []).length) list.appendChild(el("li", "muted", "none"));
-  for (const a of s.alerts || []) list.appendChild(el("li", null, a.text || JSON.stringify(a)));
+  for (const a of s.alerts || []) {
+    const li = el("li", "alert " + (a.severity || ""));
+    const when = new Date(a.first_ms).toLocaleTimeString("en-GB");
+    li.appendChild(el("span", "sev", (a.severity || "").toUpperCase()));
+    li.appendChild(el("span", "when", " " + when + " "));
+    li.appendChild(el("span", "text", a.summary + (a.count > 1 ? " (×" + a.count + ")" : "")));
+    if (a.state && a.state !== "open") li.classList.add("closed");
+    li.title = a.kind + " " + a.key;
+    list.appendChild(li);
+  }
 }
 
 function render(s) {

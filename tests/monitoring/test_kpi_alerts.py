@@ -1,0 +1,104 @@
+"""KPI alert rules on a real Redis: raised into the shared alert stream while a
+threshold is breached, one incident per rule and group, resolved once it is not."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from chargingd.alerts import Alerts
+from chargingd.alerts.store import AlertStore
+from chargingd.core.config import ConfigError, config_from_dict
+from chargingd.core.config.monitoring import KpiAlertRule
+from chargingd.monitoring.kpialerts import KpiAlerts
+from chargingd.monitoring.windows import ALL, Increments, KpiStore
+
+T0 = 1_800_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def rule(**changes: object) -> KpiAlertRule:
+    fields: dict[str, object] = {"name": "low-asr", "kpi": "asr", "below": 0.3,
+                                 "window_s": 900, "min_attempts": 50}  # fmt: skip
+    fields.update(changes)
+    return KpiAlertRule(**fields)  # type: ignore[arg-type]
+
+
+async def calls(store: KpiStore, clock: Clock, gateway: str, attempts: int, answered: int) -> None:
+    """``attempts`` calls spread over the last 10 minutes, ``answered`` of them answered."""
+    group = await store.group("gateway", gateway)
+    inc = Increments()
+    for i in range(attempts):
+        at_ms = clock.ms - (i % 10) * 60_000
+        inc.add(at_ms, [ALL, group], {"attempts": 1, "answered": int(i < answered)})
+    await store.write(inc)
+
+
+def make(redis: aioredis.Redis, clock: Clock, *rules: KpiAlertRule) -> tuple[KpiAlerts, Alerts]:
+    alerts = Alerts(
+        AlertStore(
+            redis,
+            clock_ms=clock,
+            dedup_window_s=3600,
+            retention_s=86400,
+            calls_kept=5,
+            stream_maxlen=1000,
+        )
+    )
+    store = KpiStore(redis, max_groups=10, clock_ms=clock)
+    return KpiAlerts(rules, store, alerts), alerts
+
+
+async def test_low_asr_over_15_minutes_with_enough_attempts(redis: aioredis.Redis) -> None:
+    clock = Clock()
+    kpi, alerts = make(redis, clock, rule())
+    await calls(kpi.store, clock, "10.0.0.1", attempts=60, answered=12)  # ASR 20 %
+    await calls(kpi.store, clock, "10.0.0.2", attempts=60, answered=30)  # ASR 50 %
+    await calls(kpi.store, clock, "10.0.0.3", attempts=40, answered=0)  # too few attempts
+    assert await kpi.evaluate() == ["kpi:low-asr:gateway:10.0.0.1"]
+    assert await kpi.evaluate() == ["kpi:low-asr:gateway:10.0.0.1"]  # still: counted
+    (incident,) = await alerts.incidents()
+    assert incident.kind == "kpi.asr" and incident.severity == "warning"
+    assert incident.key == "kpi:low-asr:gateway:10.0.0.1" and incident.count == 2
+    assert incident.details["value"] == 0.2 and incident.details["attempts"] == 60
+    assert "asr of gateway 10.0.0.1 is 0.2 (below 0.3)" in incident.summary
+    # Answered calls bring it back above 30 %: resolved; a new breach is a new incident.
+    await calls(kpi.store, clock, "10.0.0.1", attempts=40, answered=40)  # 52 / 100
+    assert await kpi.evaluate() == []
+    (resolved,) = await alerts.incidents()
+    assert resolved.state != "open"
+
+
+async def test_no_answered_call_on_a_gateway_for_10_minutes(redis: aioredis.Redis) -> None:
+    clock = Clock()
+    silent = rule(name="no-answer", kpi="answered", below=1, window_s=600, min_attempts=1,
+                  group="10.0.0.9", severity="critical")  # fmt: skip
+    kpi, alerts = make(redis, clock, silent)
+    await calls(kpi.store, clock, "10.0.0.9", attempts=5, answered=0)
+    assert await kpi.evaluate() == ["kpi:no-answer:gateway:10.0.0.9"]
+    (incident,) = await alerts.incidents()
+    assert incident.kind == "kpi.answered" and incident.severity == "critical"
+    clock.ms += 11 * 60_000  # the attempts leave the 10 minute window: nothing to judge
+    assert await kpi.evaluate() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "x", "kpi": "asr"}, "exactly one of below and above"),
+        ({"name": "x", "kpi": "speed", "below": 1}, "kpi must be one of"),
+        ({"name": "x", "below": 1, "window_s": 450}, "window_s must be"),
+        ({"name": "", "below": 1}, "needs a name"),
+        ({"name": "x", "below": 1, "severity": "urgent"}, "severity"),
+    ],
+)
+def test_bad_rules_are_refused(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"monitoring": {"alerts": [raw]}})
