@@ -107,23 +107,28 @@ async def acct(world: World, gw: Gateway, packet: bytes, rng: random.Random) -> 
 async def play(
     world: World, out: Outcome, call: Call, gw: Gateway, timeout_s: int, rng: random.Random
 ) -> None:
+    """The call as its gateway runs it. A gateway that acknowledged a Disconnect-Request
+    stops then; its CDR must say credit_cut (see check)."""
     now = int(time.time())
+    cut = world.dms[out.session_id] = asyncio.Event()
     if out.kind == "cut":
         # Answered so long ago that its money runs out in a second or two.
         age = max(0, timeout_s - 2)
-        world.dms[out.session_id] = asyncio.Event()
         await acct(world, gw, call.accounting(rc.STATUS_START, 0, event_s=now - age), rng)
         # No cut within 4 s: the gateway's own Session-Timeout ends the call.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(world.dms[out.session_id].wait(), 4.0)
-        usage = timeout_s + 1
+            await asyncio.wait_for(cut.wait(), 4.0)
         out.status, out.cause = "credit_cut", 16
-        await acct(world, gw, call.accounting(rc.STATUS_STOP, usage, cause_hex="10"), rng)
+        stop = call.accounting(rc.STATUS_STOP, timeout_s + 1, cause_hex="10")
+        await acct(world, gw, stop, rng)
         return
-    usage = rng.randint(5, max(5, min(timeout_s - 3, 120)))
+    # Within its Session-Timeout: a normal call.
+    usage = max(1, min(rng.randint(5, 120), timeout_s - 2))  # its deadline stays ahead
     await acct(world, gw, call.accounting(rc.STATUS_START, 0, event_s=now - usage), rng)
     if out.kind == "late":
-        await asyncio.sleep(25)  # silent: reaped after 2 x 10 s
+        # Silent: reaped after 2 x 10 s (unless its money runs out and it is cut first).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cut.wait(), 25.0)
         out.status, out.cause = "normal", 31
         await acct(world, gw, call.accounting(rc.STATUS_STOP, usage, cause_hex="1F"), rng)
         return
@@ -238,6 +243,12 @@ def cdr_figures(world: World) -> dict[str, Any]:
     }
 
 
+def expected_status(world: World, out: Outcome) -> str:
+    """What the call's CDR must say: credit_cut once its gateway acknowledged a cut."""
+    cut = world.dms.get(out.session_id)
+    return "credit_cut" if cut is not None and cut.is_set() else out.status
+
+
 def below_zero(world: World) -> list[str]:
     """Prepaid accounts that were cut and ended below zero (live traffic alone)."""
     r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
@@ -276,9 +287,9 @@ def check(world: World) -> list[str]:
         got = by_call.get(out.session_id)
         if not out.accepted and got is not None:
             problems.append(f"{out.session_id}: refused, but has a CDR {got}")
-        elif out.accepted and got != (out.status, out.cause):
-            problems.append(f"{out.session_id} ({out.kind}): CDR {got}, expected"
-                            f" {(out.status, out.cause)}")  # fmt: skip
+        elif out.accepted and got != (expected_status(world, out), out.cause):
+            expected = (expected_status(world, out), out.cause)
+            problems.append(f"{out.session_id} ({out.kind}): CDR {got}, expected {expected}")
     return problems
 
 

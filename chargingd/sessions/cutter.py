@@ -25,9 +25,10 @@ log = logging.getLogger("chargingd.cutter")
 CLAIM_MS = 60_000
 
 
-# refresh(rec, claim_ms) -> (its deadline ms, 0: none; the Session-Timeout to announce).
-# claim_ms: this cutter's claim on the entry, kept as the index score while it is due.
-Recheck = Callable[[SessionRecord, int], Awaitable[tuple[int, int]]]
+# refresh(rec, claim_ms) -> (its deadline ms, 0: none; the Session-Timeout to announce;
+# the money behind it). claim_ms: this cutter's claim on the entry, kept as the index
+# score while it is due.
+Recheck = Callable[[SessionRecord, int], Awaitable[tuple[int, int, int]]]
 
 
 def ref_of(rec: SessionRecord) -> SessionRef:
@@ -89,7 +90,7 @@ class Cutter:
         if not rec.cut_reason:
             # A credit deadline: money may have arrived since it was set. The recheck
             # keeps this daemon's claim on the entry if the deadline is still due.
-            deadline_ms, _ = await self.recheck(rec, claim_ms)
+            deadline_ms, _, _ = await self.recheck(rec, claim_ms)
             if deadline_ms == 0 or deadline_ms > now_ms:
                 log.info("deadline of %s moved to %s", rec.session_id, deadline_ms)
                 return

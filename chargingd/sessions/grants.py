@@ -137,14 +137,15 @@ class Grants:
         await self.store.set_grant(rec, fields, deadline_ms=None)
         return 0
 
-    async def refresh(self, rec: SessionRecord, claim_ms: int = 0) -> tuple[int, int]:
+    async def refresh(self, rec: SessionRecord, claim_ms: int = 0) -> tuple[int, int, int]:
         """Try to renew a session's hold now, for the usage its age implies (top-up,
         money freed, or its deadline came without an Interim).
 
         Returns (its deadline ms, 0: none; the Session-Timeout to announce: what the
-        money debited, held and still available pays for). That money is noted on the
-        record as what the gateway is now allowed (credit_micros, sessions/settle.py).
-        ``claim_ms``: the cutter's claim on the deadline entry (see renew).
+        money debited, held and still available pays for; that money). Announced
+        (on_topup's CoA), that money becomes what the gateway is allowed
+        (credit_micros, sessions/settle.py). ``claim_ms``: the cutter's claim on the
+        deadline entry (see renew).
         """
         now_ms = self.clock_ms()
         base_ms = rec.answer_ms or rec.auth_ms
@@ -156,9 +157,7 @@ class Grants:
         account = await self.ledger.get_account(rec.account_id)
         held = fresh.held_micros if fresh else 0
         total = (fresh or rec).debited_micros + held + account.available_micros
-        if fresh is not None:
-            await self.store.update(fresh, credit_micros=total)
-        return deadline_ms, min(self.paid_s(rec, total), self.cfg.max_session_s)
+        return deadline_ms, min(self.paid_s(rec, total), self.cfg.max_session_s), total
 
     def price(self, rec: SessionRecord, usage_s: int) -> Priced:
         return self.pricer.price(

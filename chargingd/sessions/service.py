@@ -293,9 +293,12 @@ class Sessions:
             if not (rec.limited or rec.deadline_ms) or rec.cut_reason:
                 continue
             old_deadline = rec.deadline_ms
-            deadline_ms, timeout_s = await self.grants.refresh(rec)
+            deadline_ms, timeout_s, credit_micros = await self.grants.refresh(rec)
             if deadline_ms != old_deadline:
                 moved += 1
+                # What the gateway is told is what it is allowed (sessions/settle.py);
+                # a top-up only adds to it.
+                await self.store.update(rec, credit_micros=max(rec.credit_micros, credit_micros))
                 await self.cutter.change_timeout(rec, timeout_s)
         return moved
 
