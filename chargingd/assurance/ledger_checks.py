@@ -103,18 +103,19 @@ WHERE c.charged_micros <> coalesce(m.moved, 0)
 ORDER BY c.start_time, c.source, c.call_id
 """
 
-# Entries of the period whose "before" (after - amount) is not the previous entry's
-# "after", in stream order, the previous one looked up before the period if need be.
+# Entries written in the period (their stream id: Redis's clock, the chain's order;
+# ``at`` is the caller's clock and may disagree) whose "before" (after - amount) is not
+# the previous entry's "after", the previous one looked up before the period if need be.
 _CHAIN = """
 WITH p AS (
     SELECT * FROM ledger_journal
-    WHERE at >= %(start)s AND at < %(end)s
+    WHERE entry_ms >= %(start_ms)s AND entry_ms < %(end_ms)s
         AND (%(account)s::text IS NULL OR account_id = %(account)s)
 ), prev AS (
     SELECT DISTINCT ON (j.account_id) j.*
     FROM ledger_journal j
     JOIN (SELECT DISTINCT account_id FROM p) a ON a.account_id = j.account_id
-    WHERE j.at < %(start)s
+    WHERE j.entry_ms < %(start_ms)s
     ORDER BY j.account_id, j.entry_ms DESC, j.entry_seq DESC
 ), chain AS (
     SELECT x.*, lag(balance_micros) OVER w AS prev_balance, lag(net_micros) OVER w AS prev_net,
@@ -126,7 +127,7 @@ SELECT account_id, kind, ref, at, prev_at, prev_kind,
     net_micros - amount_micros - prev_net AS net_break,
     balance_micros - amount_micros - prev_balance AS balance_break
 FROM chain
-WHERE at >= %(start)s AND prev_net IS NOT NULL
+WHERE entry_ms >= %(start_ms)s AND prev_net IS NOT NULL
     AND net_micros - amount_micros - prev_net <> 0
 ORDER BY at, account_id
 """
@@ -139,7 +140,8 @@ WHERE account_id = ANY(%(accounts)s) ORDER BY account_id, start_time DESC
 
 def _params(params: RunParams, live: tuple[str, ...]) -> dict[str, Any]:
     return {"start": params.start, "end": params.end, "account": params.account_id,
-            "live": list(live)}  # fmt: skip
+            "live": list(live), "start_ms": int(params.start.timestamp() * 1000),
+            "end_ms": int(params.end.timestamp() * 1000)}  # fmt: skip
 
 
 async def unexplained(

@@ -5,8 +5,10 @@ acknowledged (XACK) after COMMIT, so a crash anywhere loses nothing, and the
 idempotent insert on (source, call_id) stores nothing twice. On start it first
 re-reads its own pending entries, and it periodically claims (XAUTOCLAIM) entries
 left pending by dead consumers. An undecodable CDR goes to a dead-letter stream with
-its reason and is acknowledged. Runs inside ``chargingd serve`` (``build_exporter``)
-or as ``chargingd export`` (chargingd.billing.exportcli).
+its reason and is acknowledged. A second loop copies the ledger's journal to the
+database (billing/journal.py) every [export] journal_interval_s. Runs inside
+``chargingd serve`` (``build_exporter``) or as ``chargingd export``
+(chargingd.billing.exportcli).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from redis.exceptions import ResponseError
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.billing.csvspool import CsvSpool
 from chargingd.billing.db import BillingDB, validate_cdr
+from chargingd.billing.journal import JournalExport
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
 from chargingd.core.redisconn import RedisClient
@@ -128,11 +131,21 @@ class Exporter:
         self._lag: dict[str, Any] = {}
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The ledger's journal -> ledger_journal, in a loop of its own (billing/journal.py).
+        interval = self.xcfg.journal_interval_s
+        self.journal = JournalExport(redis) if interval > 0 else None
+        self._journal_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         self._stop.clear()
         self._task = asyncio.create_task(self._run(), name="cdr-exporter")
+        if self.journal is not None:
+            loop = run_every(
+                self._stop, self.xcfg.journal_interval_s, self._journal_pass, log=log,
+                what="journal export", retry_s=0.5, retry_max_s=MAX_BACKOFF_S,
+            )  # fmt: skip
+            self._journal_task = asyncio.create_task(loop, name="journal-exporter")
 
     async def stop(self) -> None:
         """Finish the batch in hand, publish the CSV file, close the database."""
@@ -143,6 +156,12 @@ class Exporter:
             except TimeoutError:
                 log.warning("exporter did not stop in time; cancelled (entries stay pending)")
             self._task = None
+        if self._journal_task is not None:
+            try:
+                await asyncio.wait_for(self._journal_task, STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("journal export did not stop in time; cancelled (copied next time)")
+            self._journal_task = None
         await self.close()
 
     async def close(self) -> None:
@@ -159,6 +178,11 @@ class Exporter:
             self._stop, 0, self._pass, log=log, what="exporter",
             retry_s=0.5, retry_max_s=MAX_BACKOFF_S,
         )  # fmt: skip
+
+    async def _journal_pass(self) -> None:
+        if self.journal is None or self.db is None:
+            return  # the CDR loop opens the database
+        self.stats.inc("journal_entries", await self.journal.step(self.db))
 
     async def _pass(self) -> None:
         try:
@@ -260,6 +284,8 @@ class Exporter:
         await self.refresh_lag()
         if self.xcfg.trim_stream:
             await self.trim()
+        if self.journal is not None and self.db is not None:
+            self.stats.inc("journal_entries", await self.journal.drain(self.db))
         return total
 
     async def _stream_end(self) -> tuple[int, int]:

@@ -235,20 +235,28 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
         # The gateway accounted the same call again under a second session id.
         traffic.place(traffic.call("f-double-2", "alice", callee=double_callee), 40),
         traffic.place(traffic.call("f-reason", "dave"), 30),
+        traffic.place(traffic.call("f-claims", "carol"), 20),
         traffic.place(late_call, 0, stop=False),
     )
-    _extra, short, double, _double2, reason, late = placed
+    _extra, short, double, _double2, reason, claims, late = placed
     # A CDR writer that recorded another rated cost than what it charged, no reason.
     entry_id, cdr = await traffic.cdr_entry("f-reason")
     with daemon.redis() as r:
         r.xdel(CDR_STREAM, entry_id)
         r.xadd(CDR_STREAM, {"cdr": dataclasses.replace(cdr, cost_micros=cdr.cost_micros + 50_000)
                             .pack()})  # fmt: skip
+    # A CDR writer that recorded 0.10 more charged (and rated) than the ledger moved.
+    entry_id, cdr = await traffic.cdr_entry("f-claims")
+    with daemon.redis() as r:
+        r.xdel(CDR_STREAM, entry_id)
+        more = {"cost_micros": cdr.cost_micros + 100_000, "charged_micros": cdr.charged_micros
+                + 100_000}  # fmt: skip
+        r.xadd(CDR_STREAM, {"cdr": dataclasses.replace(cdr, **more).pack()})
     for sid in ("f-extra", "f-short", "f-double", "f-double-2"):
         await traffic.cdr_entry(sid)
     # A call the switch completed that never reached chargingd (dave's line, 42 s).
     missing = Placed("f-missing", "dave", "00442079499999", 42, int(time.time() * 1000))
-    on_switch = [stuck, dataclasses.replace(short, usage_s=67), double, reason, missing]
+    on_switch = [stuck, dataclasses.replace(short, usage_s=67), double, reason, claims, missing]
     mediated = chargingd(daemon.setup.config, "mediate", "--source", "sw1", "--quiet",
                          str(switch_file(tmp_path / "sw1-2.detail", on_switch)))  # fmt: skip
     assert mediated.returncode == 0, mediated.stdout + mediated.stderr
@@ -261,6 +269,10 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
     )
     # carol's balance edited by hand in Redis; its totals say otherwise.
     await redis.hincrby(acct_key("carol"), "balance", -1_000_000)
+    # A direct adjustment without a reason: 2.00 credited to bob by hand in Redis,
+    # balance and totals alike (no ledger script, so no journal entry, no reason).
+    await redis.hincrby(acct_key("bob"), "balance", 2_000_000)
+    await redis.hincrby(acct_key("bob"), "topups", 2_000_000)
     # A hold of a process that died holding it; its lease is 1 s.
     await ledger.reserve("gina", "ghost-hold", 500_000, lease_ms=1000)
     # frank's call runs past the 5 s its money paid for (plus the 1 s grace).
@@ -287,6 +299,8 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
         ("hold_past_lease", "gina", "ghost-hold"),
         late_key,
         ("balance_mismatch", "carol", ""),
+        ("unexplained_movement", "bob", ""),
+        ("unrecorded_charge", "carol", "f-claims"),
     }, run["findings"]
     assert money[("uncharged_call", "dave", "F-MISSING")] == 42 * MICROS_PER_S
     assert money[("unknown_to_switch", "bob", "f-extra")] == -25 * MICROS_PER_S
@@ -298,6 +312,8 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
     assert money[("invoice_mismatch", "erin", invoice.number)] == -5_000_000
     assert money[("hold_past_lease", "gina", "ghost-hold")] == 500_000
     assert money[("balance_mismatch", "carol", "")] == -1_000_000
+    assert money[("unexplained_movement", "bob", "")] == 2_000_000
+    assert money[("unrecorded_charge", "carol", "f-claims")] == 100_000
     # Elapsed since the answer at 0.01/s, minus the 0.05 held for it.
     late_detail = found[late_key]["detail"]
     elapsed_s = late_detail["elapsed_s"]

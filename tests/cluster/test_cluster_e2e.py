@@ -123,6 +123,25 @@ async def test_cdrs_reach_postgresql_through_the_exporter(
         await asyncio.sleep(0.05)
     assert kpis["answered"] >= 3 and kpis["talk_s"] >= 10 + 11 + 12
 
+    # The ledger scripts journal every movement in the account's own slot on the
+    # cluster too, and the exporter copies the journal (docs/assurance.md).
+    def journal() -> list[tuple[Any, ...]]:
+        with psycopg.connect(pg_billing_db) as conn:
+            cur = conn.execute(
+                "SELECT kind, ref, amount_micros FROM ledger_journal WHERE account_id = 'xena'"
+                " ORDER BY entry_ms, entry_seq"
+            )
+            return list(cur.fetchall())
+
+    expected = [("open", "", 0)] + [
+        ("debit", c.session_id, -(10 + n) * 10_000) for n, c in enumerate(calls)
+    ]
+    for _ in range(300):
+        if len(await asyncio.to_thread(journal)) >= len(expected):
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(journal) == expected
+
 
 def test_admin_socket_reads_and_writes_on_the_cluster(daemon: Daemon, tmp_path: Path) -> None:
     created = daemon.create_account("yuri", "5.00")

@@ -271,6 +271,9 @@ class ExportConfig:
     # Close the current CSV file after this many rows or seconds (0 = no limit).
     csv_rotate_rows: int = 100_000
     csv_rotate_s: int = 3600
+    # Copy the ledger's journal to the database this often (seconds); 0 = never here
+    # (then `chargingd export --once` or `chargingd assure` copy it).
+    journal_interval_s: float = 5.0
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 100_000:
@@ -285,6 +288,8 @@ class ExportConfig:
             raise ValueError("dead_letter_stream must not be empty")
         if self.csv_rotate_rows < 0 or self.csv_rotate_s < 0:
             raise ValueError("csv_rotate_rows and csv_rotate_s must be >= 0")
+        if self.journal_interval_s < 0:
+            raise ValueError("journal_interval_s must be >= 0")
         if self.csv_dir and not (self.csv_rotate_rows or self.csv_rotate_s):
             raise ValueError("csv export needs csv_rotate_rows or csv_rotate_s")
 

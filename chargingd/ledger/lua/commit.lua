@@ -42,6 +42,7 @@ local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
 redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
            'debits', s(num(a[7]) + debit), 'status', status, 'status_reason', reason,
            'updated_ms', s(now))
+journal(acct, now, 'debit', -debit, sid, '', who, '')
 done = done + debit
 redis.call('HSET', sess, 'debited', s(done))
 redis.call('PEXPIRE', sess, ARGV[6])

@@ -36,6 +36,19 @@ local function audit(stream, maxlen, now, who, what, why, before, after, extra)
   redis.call('XADD', unpack(args))
 end
 
+-- The account's journal (chargingd/ledger/journal.py): one entry per money movement,
+-- appended by the script that moves it, after its HSET of the account: the balance
+-- and the net of lifetime totals (top-ups - debits) after it. The stream is the acct
+-- key's sibling in the same {a:ID} slot ('{a:ID}:acct' -> '{a:ID}:journal'), derived
+-- here so that every caller's KEYS (the fused scripts of sessions/ too) stay as they are.
+local function journal(acct, now, kind, amount, ref, source, who, why)
+  if amount == 0 and kind ~= 'open' then return end
+  local t = redis.call('HMGET', acct, 'balance', 'topups', 'debits')
+  redis.call('XADD', string.sub(acct, 1, -5) .. 'journal', '*', 'k', kind, 'a', s(amount),
+             'b', t[1], 'n', s(num(t[2]) - num(t[3])), 'r', ref, 's', source, 'w', who,
+             'y', why, 't', s(now))
+end
+
 -- The lowest balance an account may spend down to: 0 prepaid, -credit_limit postpaid.
 local function credit_floor(mode, credit_limit)
   if mode == 'postpaid' then return -credit_limit end

@@ -46,6 +46,7 @@ if move > 0 and balance < floor then overrun = 1 end
 local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
 redis.call('HSET', acct, 'balance', s(balance), 'debits', s(debits), 'topups', s(topups),
            'status', status, 'status_reason', reason, 'updated_ms', s(now))
+journal(acct, now, 'correct', -move, sid, '', ARGV[4], ARGV[5])
 redis.call('HSET', sess, 'debited', s(done + move), 'target', ARGV[2])
 redis.call('PEXPIRE', sess, ARGV[7])
 audit(stream, ARGV[6], now, ARGV[4], 'correct', ARGV[5], before,

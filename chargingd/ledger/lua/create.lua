@@ -14,6 +14,7 @@ redis.call('HSET', acct, 'id', ARGV[1], 'mode', ARGV[2], 'currency', ARGV[3],
            'status', status, 'status_reason', reason, 'tariff', ARGV[6],
            'max_calls', ARGV[7], 'identities', ARGV[8], 'topups', '0', 'debits', '0',
            'initial', s(balance), 'created_ms', s(now), 'updated_ms', s(now))
+journal(acct, now, 'open', 0, '', '', ARGV[10], ARGV[11])
 audit(stream, ARGV[12], now, ARGV[10], 'create', ARGV[11], {}, snapshot(acct),
       {'mode', ARGV[2], 'currency', ARGV[3], 'credit_limit', s(credit_limit),
        'tariff', ARGV[6], 'max_calls', ARGV[7], 'identities', ARGV[8]})

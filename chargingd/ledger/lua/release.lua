@@ -49,6 +49,7 @@ redis.call('ZREM', leases, sid)
 redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
            'debits', s(num(a[7]) + debit), 'status', status, 'status_reason', reason,
            'updated_ms', s(now))
+journal(acct, now, 'debit', -debit, sid, '', who, '')
 redis.call('HSET', sess, 'debited', s(done), 'closed', '1')
 redis.call('PEXPIRE', sess, ARGV[6])
 audit(stream, maxlen, now, who, 'release', '', before,

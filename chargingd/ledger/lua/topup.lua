@@ -39,6 +39,7 @@ local before = snapshot(acct)
 local status, reason = credit_rule(a[1], a[2], a[3], balance, num(a[5]))
 redis.call('HSET', acct, 'balance', s(balance), 'topups', s(topups), 'debits', s(debits),
            'status', status, 'status_reason', reason, 'updated_ms', s(now))
+journal(acct, now, kind, amount, ARGV[7], '', ARGV[5], ARGV[6])
 audit(stream, ARGV[8], now, ARGV[5], kind, ARGV[6], before, snapshot(acct),
       {'txn', ARGV[7], 'amount', ARGV[2]})
 local result = cjson.encode({redis.call('HGETALL', acct), redis.call('ZCARD', leases)})

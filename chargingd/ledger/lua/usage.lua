@@ -63,6 +63,7 @@ redis.call('HSET', acct, 'balance', s(balance), 'debits', s(debits), 'topups', s
            'status', status, 'status_reason', why_status, 'updated_ms', s(now))
 local what = 'usage'
 if mode == 'rerate' then what = 'rerate' end
+journal(acct, now, what, -move, ARGV[12], ARGV[11], ARGV[7], ARGV[8])
 audit(stream, ARGV[9], now, ARGV[7], what, ARGV[8], before, snapshot(acct),
       {'source', ARGV[11], 'call', ARGV[12], 'amount', s(move), 'cumulative', s(target),
        'cost', ARGV[2], 'reason', reason})
