@@ -91,7 +91,7 @@ async def test_hold_index_written_before_reserve(redis: aioredis.Redis) -> None:
 def test_every_script_names_its_keys_and_argv_at_the_top() -> None:
     from importlib import resources
 
-    from chargingd.ledger.ledger import _SCRIPTS
+    from chargingd.ledger.base import _SCRIPTS
 
     lua = resources.files("chargingd.ledger") / "lua"
     for name in _SCRIPTS:
