@@ -148,8 +148,10 @@ class Factory:
         *,
         call_cutter: CallCutter | None = None,
         source: str = "radius",
+        fraud: Fraud | None = None,
     ) -> Sessions:
-        """Credit control ([sessions], [rating]); a bad tariff file raises TariffLoadError."""
+        """Credit control ([sessions], [rating]); a bad tariff file raises TariffLoadError.
+        ``fraud``: the process's fraud rules (Factory.fraud), run in authorize."""
         # Sessions is typed for redis.asyncio.Redis; a RedisCluster client serves it the same.
         return build_sessions(
             self.cfg,
@@ -158,14 +160,21 @@ class Factory:
             clock_ms=self.clock_ms,
             call_cutter=call_cutter,
             source=source,
+            fraud=fraud,
         )
 
     def radius(
-        self, redis: RedisClient, ledger: Ledger, *, role: str, meters: ProcessMeters | None = None
+        self,
+        redis: RedisClient,
+        ledger: Ledger,
+        *,
+        role: str,
+        meters: ProcessMeters | None = None,
+        fraud: Fraud | None = None,
     ) -> RadiusComponent:
         """Sessions for this process + the RADIUS frontend ([radius]), not started;
         ``meters``: the process's (one per process, shared with the other frontends)."""
-        sessions = self.sessions(redis, ledger)
+        sessions = self.sessions(redis, ledger, fraud=fraud)
         return RadiusComponent(self.cfg, redis, sessions, role=role, meters=meters)
 
     def diameter(
@@ -175,12 +184,13 @@ class Factory:
         *,
         sessions: Sessions | None = None,
         meters: ProcessMeters | None = None,
+        fraud: Fraud | None = None,
     ) -> DiameterComponent:
         """The Diameter frontend ([diameter]) on the process's Sessions (shared with
         RADIUS when given; else its own, and it runs the session loops), not started."""
         own = sessions is None
         if sessions is None:
-            sessions = self.sessions(redis, ledger, source="diameter")
+            sessions = self.sessions(redis, ledger, source="diameter", fraud=fraud)
         return DiameterComponent(self.cfg, redis, sessions, run_loops=own, meters=meters)
 
     def monitor(

@@ -220,7 +220,9 @@ def build_radius(rt: Runtime) -> Component:
     """RADIUS frontend + sessions (cutter, reaper), unless [radius] enabled = false."""
     if not rt.cfg.radius.enabled:
         return Disabled("radius", "[radius] enabled = false")
-    component = rt.factory.radius(rt.redis, rt.ledger, role="main", meters=rt.meters)
+    component = rt.factory.radius(
+        rt.redis, rt.ledger, role="main", meters=rt.meters, fraud=rt.fraud
+    )
     rt.sessions = component.sessions
     rt.radius = component
 
@@ -239,7 +241,9 @@ def build_diameter(rt: Runtime) -> Component:
     RADIUS component's Sessions (built before it), else builds its own."""
     if not rt.cfg.diameter.enabled:
         return Disabled("diameter", "[diameter] enabled = false")
-    component = rt.factory.diameter(rt.redis, rt.ledger, sessions=rt.sessions, meters=rt.meters)
+    component = rt.factory.diameter(
+        rt.redis, rt.ledger, sessions=rt.sessions, meters=rt.meters, fraud=rt.fraud
+    )
     rt.sessions = component.sessions
 
     async def probe() -> Any:

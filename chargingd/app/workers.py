@@ -5,10 +5,11 @@ the exporter, and runs its own RADIUS frontend; it starts N-1 workers with
 ``python -m chargingd serve --config PATH --worker-of MAIN_PID`` (a fresh
 interpreter, never a fork of a running event loop). A worker runs only RADIUS +
 sessions against the main process's Redis (URL passed in CHARGINGD_REDIS_URL, so a
-password never shows in `ps`). All call state is in Redis, so the kernel may hand
-any packet to any process (SO_REUSEPORT). A worker that dies is restarted with
-exponential back-off; SIGTERM to the main process stops them all. A worker whose
-main process has gone stops by itself.
+password never shows in `ps`), with its own fraud rules and alert sender when
+[fraud] is on (their state and the alerts' incidents are in Redis, shared). All call
+state is in Redis, so the kernel may hand any packet to any process (SO_REUSEPORT). A
+worker that dies is restarted with exponential back-off; SIGTERM to the main process
+stops them all. A worker whose main process has gone stops by itself.
 
 Each worker gets a pipe to the main process (``--report-fd``): every
 ``[monitoring] report_interval_s`` it writes its counters and status there, and a
@@ -218,7 +219,11 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
         await wait_ready(client, 10.0)
         ledger = await factory.open_ledger(client)
         meters = ProcessMeters("worker")
-        component = factory.radius(client, ledger, role="worker", meters=meters)
+        alerts = factory.alerts(client) if cfg.fraud.enabled else None
+        fraud = factory.fraud(client, ledger, alerts)
+        if fraud is not None:
+            await fraud.load_scripts()
+        component = factory.radius(client, ledger, role="worker", meters=meters, fraud=fraud)
         if cfg.diameter.enabled:
             # The Diameter listener is the main process's: cuts of its sessions that
             # this worker's cutter claims are relayed there (diameter/relay.py).
@@ -236,6 +241,8 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
         )
         if sender is not None:
             await sender.open()
+        if alerts is not None:
+            await alerts.start()
         await component.start()
         freeze_after_start()
         reporter.serving = True
@@ -247,6 +254,8 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
             await stop.wait()
         finally:
             await component.stop()
+            if alerts is not None:
+                await alerts.stop()
             await report_task
             await _last_report(reporter)
             log.info("chargingd worker stopped pid=%d", os.getpid())

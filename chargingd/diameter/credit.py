@@ -53,6 +53,7 @@ REFUSALS: dict[RefusalCode, int] = {
     RefusalCode.DESTINATION_NOT_ALLOWED: Result.RATING_FAILED,
     RefusalCode.TOO_MANY_CALLS: Result.END_USER_SERVICE_DENIED,
     RefusalCode.SYSTEM_ERROR: Result.UNABLE_TO_COMPLY,
+    RefusalCode.FRAUD: Result.END_USER_SERVICE_DENIED,  # 4010, with the rule's message
 }
 
 

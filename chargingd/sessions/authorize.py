@@ -6,6 +6,10 @@ account an identity names and the account's tariff and currency, and the fused s
 reserves;
 anything changed ("stale") drops the remembered values and takes the full path
 (account read, then reserve + record). Balances are never cached.
+
+With [fraud] on, the fraud rules decide before the grant (sessions/fraudhook.py): in
+the fused script on a single Redis, in their own script of the same pipeline
+otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from chargingd.core.config import SessionsConfig
@@ -30,6 +34,7 @@ from chargingd.ledger import (
 from chargingd.ledger.batch import CommandNotSent
 from chargingd.ledger.steps import AccountCheck
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
+from chargingd.sessions.fraudhook import FraudHook
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
@@ -49,6 +54,7 @@ _REFUSALS = {
     RefusalReason.SYSTEM_ERROR: RefusalCode.SYSTEM_ERROR,
 }
 UNAVAILABLE = "charging unavailable"  # what a gateway hears when Redis does not answer
+BLOCKED = "account blocked"  # a fraud rule blocked the account ([fraud] block_message)
 
 
 class WriteUncertain(Exception):
@@ -71,6 +77,20 @@ class Profile:
     mode: str = "prepaid"  # h323-billing-model in the Accept; re-checked like the rest
 
 
+@dataclass
+class Attempt:
+    """One authorize as the fraud rules follow it: whose, and whether they admitted it."""
+
+    account_id: str | None = None
+    identity: str = ""
+    tariff: str = ""
+    admitted: bool = False  # counted live (concurrent): forgotten if refused after all
+    tried: list[str] = field(default_factory=list)  # identities looked up
+
+    def found(self, account_id: str, identity: str, tariff: str) -> None:
+        self.account_id, self.identity, self.tariff = account_id, identity, tariff
+
+
 class Authorizer:
     """The authorize half of sessions.Sessions (which maps Redis/ledger errors)."""
 
@@ -84,6 +104,7 @@ class Authorizer:
         cfg: SessionsConfig,
         clock_ms: Callable[[], int],
         fused: FusedPath | None,
+        fraud: FraudHook | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -92,31 +113,54 @@ class Authorizer:
         self.cfg = cfg
         self.clock_ms = clock_ms
         self.fused = fused
+        self.fraud = fraud
         self._identities: dict[str, str] = {}  # "user:alice" -> account id
         self._profiles: dict[str, Profile] = {}  # account id -> tariff, currency
 
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request (the session id is already checked)."""
+        if self.fraud is None:
+            return await self._decide(call, None)
+        attempt = Attempt()
+        try:
+            answer = await self._decide(call, attempt)
+        except Exception:
+            self._refused(call, attempt)  # the caller answers with a refusal
+            raise
+        if isinstance(answer, Refused):
+            self._refused(call, attempt)
+        return answer
+
+    def _refused(self, call: CallInfo, attempt: Attempt) -> None:
+        assert self.fraud is not None
+        identity = attempt.identity if attempt.account_id else next(iter(attempt.tried), "")
+        self.fraud.after_refusal(
+            attempt.account_id, identity, call.session_id, admitted=attempt.admitted
+        )
+
+    async def _decide(self, call: CallInfo, attempt: Attempt | None) -> Authorized | Refused:
         if self.fused is not None:
-            answer = await self._authorize_known(self.fused, call)
+            answer = await self._authorize_known(self.fused, call, attempt)
             if answer is not None:
                 return answer
-        account = await self.find_account(call)
+        account = await self.find_account(call, attempt)
         if account is None:
             return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
+        if attempt is not None:
+            attempt.found(account.id, self._identity_of(call, account), account.tariff)
         if account.status is not Status.ACTIVE:
-            return _inactive(account.status.value, account.status_reason)
+            return self._inactive(account.status.value, account.status_reason)
         profile = Profile(account.id, account.tariff, account.currency, account.mode.value)
         made = self._first(call, profile)
         if isinstance(made, Refused):
             return made
         _remember(self._profiles, account.id, profile)
-        answer = await self._reserve_first(*made, check=None, mode=profile.mode)
+        answer = await self._reserve_first(*made, check=None, mode=profile.mode, attempt=attempt)
         assert answer is not None  # only a checked reserve can find the account changed
         return answer
 
     async def _authorize_known(
-        self, fused: FusedPath, call: CallInfo
+        self, fused: FusedPath, call: CallInfo, attempt: Attempt | None
     ) -> Authorized | Refused | None:
         """One round trip for a caller seen before; None: take the full path."""
         known = self._known(call)
@@ -126,8 +170,10 @@ class Authorizer:
         made = self._first(call, profile)
         if isinstance(made, Refused):
             return None  # the full path refuses in its own order (status first)
+        if attempt is not None:
+            attempt.found(profile.account_id, identity, profile.tariff)
         check = AccountCheck(profile.tariff, profile.currency, identity, profile.mode)
-        answer = await self._reserve_first(*made, check=check, mode=profile.mode)
+        answer = await self._reserve_first(*made, check=check, mode=profile.mode, attempt=attempt)
         if answer is None:  # the account changed: forget what we knew of it
             self._profiles.pop(profile.account_id, None)
             self._identities.pop(identity, None)
@@ -150,33 +196,67 @@ class Authorizer:
         return None
 
     async def _reserve_first(
-        self, rec: SessionRecord, priced: Priced, *, check: AccountCheck | None, mode: str
+        self,
+        rec: SessionRecord,
+        priced: Priced,
+        *,
+        check: AccountCheck | None,
+        mode: str,
+        attempt: Attempt | None,
     ) -> Authorized | Refused | None:
         """Reserve the first grant; with ``check``, None when the account changed.
         WriteUncertain when Redis did not answer one of its writes."""
         try:
-            return await self._reserve_first_steps(rec, priced, check=check, mode=mode)
+            return await self._reserve_first_steps(
+                rec, priced, check=check, mode=mode, attempt=attempt
+            )
         except CommandNotSent:
             raise  # never left this process: nothing to undo
         except REDIS_DOWN as exc:
             raise WriteUncertain(rec.account_id, rec.session_id) from exc
 
     async def _reserve_first_steps(
-        self, rec: SessionRecord, priced: Priced, *, check: AccountCheck | None, mode: str
+        self,
+        rec: SessionRecord,
+        priced: Priced,
+        *,
+        check: AccountCheck | None,
+        mode: str,
+        attempt: Attempt | None,
     ) -> Authorized | Refused | None:
         want = priced.cost_micros
         amount = max(want, 1)
         lease_ms = self.grants.lease_ms(self.cfg.first_grant)
+        fraud = self.fraud if attempt is not None else None
+        facts = None
+        if fraud is not None and attempt is not None:
+            facts = fraud.facts(
+                rec.account_id, rec.session_id, rec.callee, attempt.identity, attempt.tariff
+            )
         if self.fused is not None and rec.paid_usage_s > 0:
-            # One script: the hold and, when granted in full, the record with it (which
-            # _first wrote with the full hold and the usage it pays for).
-            out = await self.fused.authorize(rec, amount, lease_ms=lease_ms, check=check)
+            # One script: the fraud rules, the hold and, when granted in full, the record
+            # with it (which _first wrote with the full hold and the usage it pays for).
+            prepared = fraud.prepare(facts) if fraud is not None and facts is not None else None
+            out = await self.fused.authorize(
+                rec, amount, lease_ms=lease_ms, check=check, fraud=prepared
+            )
+            if fraud is not None and prepared is not None and out.fraud is not None:
+                refusal = fraud.refusal(fraud.decided(prepared, out.fraud))
+                if refusal is not None:
+                    return refusal
+                assert attempt is not None
+                attempt.admitted = out.grant is not None and out.grant.ok
             if out.grant is None:  # checked and found changed (stale) or not active
-                return _inactive(out.status, out.reason) if out.status else None
+                return self._inactive(out.status, out.reason) if out.status else None
             grant = out.grant
             if grant.ok and out.created >= 0:
                 return self._authorized(rec, grant, mode)
         else:
+            if fraud is not None and facts is not None and attempt is not None:
+                refusal = fraud.refusal(await fraud.check(facts))
+                if refusal is not None:
+                    return refusal
+                attempt.admitted = True  # check.lua admits a call it allows
             # new_session: the ledger counts a session once (a replay holds no second call).
             grant = await self.ledger.reserve(
                 rec.account_id,
@@ -244,16 +324,33 @@ class Authorizer:
         )
 
     # -- finding the account -------------------------------------------------------
-    async def find_account(self, call: CallInfo) -> Account | None:
+    async def find_account(self, call: CallInfo, attempt: Attempt | None = None) -> Account | None:
         """The caller's account, by the client's lookup order (user, ani, default)."""
         for method in call.lookup:
             if method == "default":
                 account = await self._get(call.default_account) if call.default_account else None
             else:
-                account = await self._by_identity(self._identity(method, call))
+                identity = self._identity(method, call)
+                if attempt is not None and identity is not None:
+                    attempt.tried.append(identity)
+                account = await self._by_identity(identity)
             if account is not None:
                 return account
         return None
+
+    def _identity_of(self, call: CallInfo, account: Account) -> str:
+        """The identity the account was found by ("" its client's default account)."""
+        for method in call.lookup:
+            identity = self._identity(method, call) if method != "default" else None
+            if identity is not None and identity in account.identities:
+                return identity
+        return ""
+
+    def _inactive(self, status: str, reason: str) -> Refused:
+        if reason == "fraud":  # blocked by a fraud rule until an operator unblocks it
+            message = self.fraud.block_message if self.fraud is not None else BLOCKED
+            return Refused(RefusalCode.FRAUD, message)
+        return _inactive(status, reason)
 
     def _identity(self, method: str, call: CallInfo) -> str | None:
         if method == "user" and call.user_name:

@@ -22,6 +22,7 @@ class RefusalCode(enum.StrEnum):
     DESTINATION_NOT_ALLOWED = "destination_not_allowed"
     TOO_MANY_CALLS = "too_many_calls"
     SYSTEM_ERROR = "system_error"  # Redis unreachable under fail-closed, etc.
+    FRAUD = "fraud"  # a fraud rule refused the call, or blocked the account (fraud/)
 
 
 class UsageKind(enum.StrEnum):

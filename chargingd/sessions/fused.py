@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
 from chargingd.sessions.store import (
@@ -40,6 +41,7 @@ class FirstGrant:
     created: int = -1  # 1 record written, 0 one existed, -1 not written
     status: str = ""
     reason: str = ""
+    fraud: Any = None  # fraud_check's reply (Fraud.decided), when the rules ran
 
 
 @dataclass(frozen=True)
@@ -78,16 +80,31 @@ class FusedPath:
             return script
 
         self._authorize = load("session_authorize", ("account_check", "reserve"))
+        # With the fraud rules ahead of it (session_authorize_fraud.lua).
+        authorize = (lua / "session_authorize.lua").read_text()
+        wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
+        body = fragment() + "\n" + wrapped + (lua / "session_authorize_fraud.lua").read_text()
+        embeds = ("account_check", "reserve", "status")
+        self._authorize_fraud = store.redis.register_script(fused_source(body, embeds))
+        store.scripts.append(self._authorize_fraud)
         self._renew = load("session_renew", ("commit", "reserve"))
         self._close = load("session_close", ("release",))
 
     async def authorize(
-        self, rec: SessionRecord, amount_micros: int, *, lease_ms: int, check: AccountCheck | None
+        self,
+        rec: SessionRecord,
+        amount_micros: int,
+        *,
+        lease_ms: int,
+        check: AccountCheck | None,
+        fraud: Prepared | None = None,
     ) -> FirstGrant:
         """Reserve ``amount`` for a new session; write ``rec`` when granted in full.
 
         With ``check``, first make sure the account still has that tariff, currency and
-        identity and is active (else nothing is reserved).
+        identity and is active (else nothing is reserved). With ``fraud``, the fraud
+        rules of the call run first in the same script: a refusing rule reserves
+        nothing (FirstGrant.fraud holds their reply either way).
         """
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
@@ -103,9 +120,17 @@ class FusedPath:
         keys += [loc_key(sid), LASTSEEN, gateway_key(rec.gateway)]
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
         args.append(rec.last_seen_ms or rec.auth_ms)
-        args += self.steps.account_check(acc, check).argv
+        checked = self.steps.account_check(acc, check)
+        args += checked.argv
         args += rec.sparse_pairs()
-        reply, created = await self._send_with_index(self._authorize.sha, keys, args, step)
+        sha = self._authorize.sha
+        if fraud is not None:  # session_authorize_fraud.lua
+            sha = self._authorize_fraud.sha
+            args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
+            keys = [*checked.keys, *keys, *fraud.keys]
+        reply, created, *verdict = await self._send_with_index(sha, keys, args, step)
+        if reply == b"fraud":  # a rule refused: nothing reserved
+            return FirstGrant(None, fraud=created)
         if isinstance(reply, bytes):  # b"stale" or b"inactive"
             if reply == b"stale":
                 return FirstGrant(None)
@@ -113,7 +138,8 @@ class FusedPath:
             return FirstGrant(None, status=status.decode(), reason=reason.decode())
         if created == 1:
             self.store.remember_locator(sid, acc)
-        return FirstGrant(self.steps.grant(reply, acc, sid), int(created))
+        grant = self.steps.grant(reply, acc, sid)
+        return FirstGrant(grant, int(created), fraud=verdict[0] if verdict else None)
 
     async def renew(
         self,

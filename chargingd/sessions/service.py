@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import Config, SessionsConfig
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.fraud import Fraud
 from chargingd.ledger import (
     Ledger,
     LedgerError,
@@ -47,6 +48,7 @@ from chargingd.sessions.ccapi import (
 )
 from chargingd.sessions.close import CloseBusy, SessionCloser
 from chargingd.sessions.cutter import Cutter
+from chargingd.sessions.fraudhook import FraudHook
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.late import LateAccounting
@@ -83,7 +85,10 @@ class Sessions:
         data_dir: Path,
         call_cutter: CallCutter | None = None,
         source: str = "radius",
+        fraud: Fraud | None = None,
     ) -> None:
+        """``fraud``: the process's fraud rules ([fraud] enabled), run in authorize; a
+        rule that blocks an account cuts its live calls through this object."""
         self.redis = redis
         self.ledger = ledger
         self.pricer = pricer
@@ -121,6 +126,9 @@ class Sessions:
             source=source,
             fused=self.fused,
         )
+        self.fraud = FraudHook(fraud) if fraud is not None else None
+        if fraud is not None:
+            fraud.cut_account = self.cut_account
         self.authorizer = Authorizer(
             store=self.store,
             ledger=ledger,
@@ -129,6 +137,7 @@ class Sessions:
             cfg=cfg,
             clock_ms=clock_ms,
             fused=self.fused,
+            fraud=self.fraud,
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
@@ -393,8 +402,10 @@ def build_sessions(
     clock_ms: Callable[[], int],
     call_cutter: CallCutter | None = None,
     source: str = "radius",
+    fraud: Fraud | None = None,
 ) -> Sessions:
-    """Sessions for a daemon: loads the [rating] plans (a bad file raises TariffLoadError)."""
+    """Sessions for a daemon: loads the [rating] plans (a bad file raises TariffLoadError);
+    ``fraud``: the process's fraud rules, None when [fraud] is off."""
     return Sessions(
         redis=redis,
         ledger=ledger,
@@ -404,6 +415,7 @@ def build_sessions(
         data_dir=cfg.data_path,
         call_cutter=call_cutter,
         source=source,
+        fraud=fraud,
     )
 
 

@@ -302,8 +302,9 @@ class DemoConfig:
 
 # Cisco IVR h323-return-code values (Cisco's debit-card TCL IVR table): 1 invalid account,
 # 3 call limit exceeded, 4 zero balance, 7 user denied/suspended, 8 service not
-# available, 9 called number blocked. Vendors differ, so [radius.h323_return_codes]
-# overrides any of these by refusal reason.
+# available, 9 called number blocked; a fraud rule's refusal or block gets 7 (user
+# denied). Vendors differ, so [radius.h323_return_codes] overrides any of these by
+# refusal reason.
 DEFAULT_H323_RETURN_CODES: dict[str, int] = {
     "unknown_account": 1,
     "suspended": 7,
@@ -311,6 +312,7 @@ DEFAULT_H323_RETURN_CODES: dict[str, int] = {
     "destination_not_allowed": 9,
     "too_many_calls": 3,
     "system_error": 8,
+    "fraud": 7,
 }
 
 _LOOKUPS = ("user", "ani", "default")

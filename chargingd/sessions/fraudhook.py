@@ -1,0 +1,106 @@
+"""The fraud rules in authorize: what sessions tells them of a call and what it makes of
+their verdict (the rules themselves, their state and their actions are chargingd.fraud).
+
+On a single Redis the rules run in the fused authorize script
+(lua/session_authorize_fraud.lua), after the account check and before the reserve:
+no extra round trip. Elsewhere (Redis Cluster, a destination with no first grant)
+``check`` runs them in their own script, in the same per-tick pipeline, before the
+reserve. A refusing rule answers the call with RefusalCode.FRAUD and the rule's
+message; a blocking one has blocked the account in the script that decided (the
+ledger's status script, embedded) and the fraud engine cuts the account's live calls
+through ``Sessions.cut_account``. Every refused authorize feeds the failed-attempt
+rules (``refused``), and a call the rules admitted (live for ``concurrent``) that is
+refused after all is forgotten (``forget``); both off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from chargingd.core.ratelog import RateLimitedLog
+from chargingd.fraud import CallFacts, Decision, Fraud, Prepared, Verdict
+from chargingd.sessions.ccapi import RefusalCode, Refused
+
+log = logging.getLogger("chargingd.sessions")
+
+MAX_PENDING = 10_000  # background counts (refusals, forgets) beyond this are dropped
+_FAILED = "fraud bookkeeping after a refusal failed"
+
+
+class FraudHook:
+    """One process's fraud rules, as sessions/authorize.py calls them."""
+
+    def __init__(self, fraud: Fraud) -> None:
+        self.fraud = fraud
+        self.block_message = fraud.cfg.block_message
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._failures = RateLimitedLog(log)
+        self.dropped = 0
+
+    def facts(
+        self, account_id: str, session_id: str, callee: str, identity: str, tariff: str
+    ) -> CallFacts:
+        return CallFacts(
+            account_id=account_id,
+            session_id=session_id,
+            callee=callee,
+            identity=identity,
+            tariff=tariff,
+        )
+
+    def prepare(self, facts: CallFacts) -> Prepared | None:
+        """The rules' keys and arguments for the fused script; None: none applies."""
+        return self.fraud.prepare(facts)
+
+    def decided(self, prepared: Prepared, reply: Any) -> Verdict:
+        return self.fraud.decided(prepared, reply)
+
+    async def check(self, facts: CallFacts) -> Verdict:
+        """The rules in their own script (admits the call when they allow it)."""
+        return await self.fraud.check(facts)
+
+    def refusal(self, verdict: Verdict) -> Refused | None:
+        """The answer to a call the rules refuse (None: they allow it)."""
+        if verdict.decision is Decision.ALLOW:
+            return None
+        if verdict.decision is Decision.BLOCK:
+            message = verdict.message or self.block_message
+        else:
+            message = verdict.message or self.fraud.cfg.refuse_message
+        return Refused(RefusalCode.FRAUD, message)
+
+    def after_refusal(
+        self, account_id: str | None, identity: str, session_id: str, *, admitted: bool
+    ) -> None:
+        """A refused authorize: counted for failed_attempts; forgotten from the live
+        calls when the rules had admitted it."""
+        if admitted and account_id is not None:
+            self._soon(self.fraud.forget(account_id, session_id))
+        self._soon(self.fraud.refused(account_id, identity, session_id))
+
+    def _soon(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            coro.close()
+            self.dropped += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._logged(coro))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _logged(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except Exception as exc:  # Redis away: the count is lost, the answer stands
+            self._failures.failure(_FAILED, exc)
+        else:
+            if self._failures.failing(_FAILED):
+                self._failures.recovered(_FAILED)
+
+    async def settle(self) -> None:
+        """Wait for the background counts started so far (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.fraud.settle()

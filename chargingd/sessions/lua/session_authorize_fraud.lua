@@ -1,0 +1,24 @@
+-- session_authorize_fraud: the fraud rules of a call, then its first grant, in one script
+-- (sessions/fused.py, when [fraud] is on; single Redis only, like session_authorize).
+-- Loaded after the ledger's account_check, reserve and status (ledger_*), the fraud
+-- rules' functions (chargingd/fraud/lua/fraud.lua: fraud_check, fraud_admit) and
+-- session_authorize.lua wrapped as session_authorize(KEYS, ARGV): nothing is copied.
+-- KEYS[1] account_check's KEYS[1] (built by the ledger)   KEYS[2..1+nk] session_authorize's
+--   KEYS, then fraud_check's
+-- ARGV[1] nk   ARGV[2] na (how many ARGV session_authorize takes)
+-- ARGV[3..7] account_check's ARGV   ARGV[8..7+na] session_authorize's   then fraud_check's
+-- Returns what session_authorize returns when the account changed or is not active
+-- (nothing counted), {'fraud', verdict} when a rule refuses or blocks (nothing
+-- reserved), else {reserve reply, created, verdict}: the call counted, and admitted
+-- (live, its country known) when the reserve granted anything. verdict: fraud_check's.
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 3, 7)})
+if chk[1] == 'stale' then return {'stale', {}} end
+if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
+local fkeys = {unpack(KEYS, 2 + nk)}
+local fargv = {unpack(ARGV, 8 + na)}
+local verdict = fraud_check(fkeys, fargv)
+if verdict[1] ~= 'ok' then return {'fraud', verdict} end
+local r = session_authorize({unpack(KEYS, 2, 1 + nk)}, {unpack(ARGV, 8, 7 + na)})
+if type(r[1]) == 'table' and r[1][1] == 'ok' then fraud_admit(fkeys, fargv) end
+return {r[1], r[2], verdict}

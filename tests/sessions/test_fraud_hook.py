@@ -1,0 +1,167 @@
+"""The fraud rules in authorize (sessions/fraudhook.py), on both paths: the fused script
+(rules, hold and record in one round trip) and step by step (the Redis-Cluster path).
+Real Redis, real Ledger, real tariff, real fraud engine; the cutter records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import make_fraud
+from sessions_harness import (
+    MUNICH,
+    RecordingCutter,
+    add_account,
+    call,
+    make_ledger,
+    make_sessions,
+)
+
+from chargingd.fraud import Fraud
+from chargingd.ledger import Ledger, Status
+from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
+from chargingd.sessions.service import Sessions
+
+VELOCITY = {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 3,
+            "window_s": 60, "action": "refuse", "message": "slow down"}  # fmt: skip
+CONCURRENT = {"name": "many", "kind": "concurrent", "max_calls": 2, "action": "refuse"}
+RISKY = {"name": "risky", "kind": "destination", "match": ["high_risk_prefix"],
+         "max_calls": 2, "window_s": 600, "action": "block"}  # fmt: skip
+
+
+async def build(
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    rules: list[dict[str, Any]],
+    *,
+    fused: bool,
+    **fraud_cfg: Any,
+) -> tuple[Sessions, Fraud, Ledger, RecordingCutter]:
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    fraud = await make_fraud(redis, clock, rules, ledger=ledger, **fraud_cfg)
+    cutter = RecordingCutter()
+    sessions = make_sessions(redis, ledger, clock, tmp_path, cutter)
+    sessions = Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=sessions.pricer,
+        cfg=sessions.cfg,
+        clock_ms=clock,
+        data_dir=tmp_path,
+        call_cutter=cutter,
+        fraud=fraud,
+    )
+    await sessions.store.load_scripts()
+    if not fused:
+        sessions.step_by_step()
+    await add_account(ledger, "acc1", identities=("user:alice",))
+    await add_account(ledger, "acc2", identities=("user:bob",))
+    return sessions, fraud, ledger, cutter
+
+
+async def settle(sessions: Sessions) -> None:
+    assert sessions.fraud is not None
+    await sessions.fraud.settle()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_velocity_refuses_the_call_over_the_limit_with_its_message(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    sessions, fraud, _, _ = await build(redis, tmp_path, [VELOCITY], fused=fused)
+    answers = [await sessions.authorize(call(f"v{i}")) for i in range(5)]
+    assert [type(a) for a in answers] == [Authorized] * 3 + [Refused] * 2
+    assert answers[3] == Refused(RefusalCode.FRAUD, "slow down")
+    # Another account calling meanwhile is untouched.
+    assert isinstance(await sessions.authorize(call("b1", user="bob")), Authorized)
+    # The refused calls hold nothing: only the three granted ones are held.
+    assert len(await redis.hgetall("{a:acc1}:holds")) == 3
+    await settle(sessions)
+    assert fraud.counters["refused"] == 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_concurrent_counts_live_calls_and_forgets_refused_ones(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    sessions, _, ledger, _ = await build(redis, tmp_path, [CONCURRENT], fused=fused)
+    await add_account(ledger, "poor", identities=("user:poor",), balance_micros=0)
+    # A call refused for credit after the rules admitted it is not live.
+    assert isinstance(await sessions.authorize(call("p1", user="poor")), Refused)
+    await settle(sessions)
+    assert await redis.zcard("{a:poor}:fr:live") == 0
+    assert isinstance(await sessions.authorize(call("c1")), Authorized)
+    assert isinstance(await sessions.authorize(call("c2")), Authorized)
+    third = await sessions.authorize(call("c3"))
+    assert third == Refused(RefusalCode.FRAUD, "call not allowed")
+    # A retransmission of a live call is the same call, not a third one.
+    assert isinstance(await sessions.authorize(call("c2")), Authorized)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_block_refuses_cuts_live_calls_and_later_calls_get_the_block_message(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    sessions, fraud, ledger, cutter = await build(
+        redis, tmp_path, [RISKY], fused=fused, high_risk_prefixes=["+4989"]
+    )
+    live = call("berlin-1")
+    assert isinstance(await sessions.authorize(live), Authorized)
+    for i in range(2):
+        assert isinstance(await sessions.authorize(call(f"m{i}", called=MUNICH)), Authorized)
+    blocked = await sessions.authorize(call("m2", called=MUNICH))
+    assert blocked == Refused(RefusalCode.FRAUD, "account blocked")
+    await settle(sessions)
+    acc = await ledger.get_account("acc1")
+    assert (acc.status, acc.status_reason) == (Status.BLOCKED, "fraud")
+    # Its three live calls were cut (Disconnect-Request through the frontend).
+    cut = sorted(ref.session_id for ref, _ in cutter.disconnects)
+    assert cut == ["berlin-1", "m0", "m1"]
+    # A later call, anywhere: refused with the block message; bob is untouched.
+    later = await sessions.authorize(call("later"))
+    assert later == Refused(RefusalCode.FRAUD, "account blocked")
+    assert isinstance(await sessions.authorize(call("b1", user="bob")), Authorized)
+    assert fraud.counters["blocked"] == 1
+    # Until an operator unblocks it.
+    await fraud.unblock("acc1", who="ops", why="customer confirmed")
+    assert isinstance(await sessions.authorize(call("after")), Authorized)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_shadow_changes_nothing_but_records_the_alert(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    sessions, fraud, ledger, cutter = await build(
+        redis, tmp_path, [RISKY], fused=fused, high_risk_prefixes=["+4989"], shadow=True
+    )
+    answers = [await sessions.authorize(call(f"m{i}", called=MUNICH)) for i in range(4)]
+    assert all(isinstance(a, Authorized) for a in answers), answers
+    await settle(sessions)
+    acc = await ledger.get_account("acc1")
+    assert acc.status is Status.ACTIVE
+    assert cutter.disconnects == []
+    assert fraud.alerts is not None
+    incidents = await fraud.alerts.incidents()
+    assert [(i.key, i.count) for i in incidents] == [("fraud.risky:acc1", 2)]
+    assert incidents[0].details["shadow"] is True
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_refusals_feed_failed_attempts(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    failed = {"name": "failed", "kind": "failed_attempts", "max_calls": 2, "window_s": 300}
+    sessions, fraud, ledger, _ = await build(redis, tmp_path, [failed], fused=fused)
+    await add_account(ledger, "poor", identities=("user:poor",), balance_micros=0)
+    for i in range(3):
+        assert isinstance(await sessions.authorize(call(f"p{i}", user="poor")), Refused)
+    for i in range(3):  # an identity no account has: counted per identity, alerts only
+        assert isinstance(await sessions.authorize(call(f"x{i}", user="mallory")), Refused)
+    await settle(sessions)
+    assert fraud.alerts is not None
+    keys = sorted(i.key for i in await fraud.alerts.incidents())
+    assert keys == ["fraud.failed:poor", "fraud.failed:user:mallory"]
