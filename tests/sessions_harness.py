@@ -102,6 +102,7 @@ def make_sessions(
     clock: Clock,
     data_dir: Path,
     cutter: RecordingCutter | None = None,
+    credit_modes: dict[str, str] | None = None,
     **cfg: Any,
 ) -> Sessions:
     plan = make_plan()
@@ -113,6 +114,7 @@ def make_sessions(
         clock_ms=clock,
         data_dir=data_dir,
         call_cutter=cutter,
+        credit_modes=credit_modes,
     )
 
 

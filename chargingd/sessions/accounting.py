@@ -72,6 +72,7 @@ class Accounting:
         self.clock_ms = clock_ms
         self.source = source
         self.orphans = RateLimitedLog(log, level=logging.WARNING)
+        self.modes = authorizer.modes
 
     async def apply(self, report: UsageReport) -> None:
         """One report. Raises Redis errors, LedgerError/RatingError (the caller orphans
@@ -153,10 +154,15 @@ class Accounting:
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
         if report.kind is UsageKind.START and usage_s == 0:
-            if rec.limited and not rec.deadline_ms:
+            # own_timer: every call gets a deadline at the end of its grant, where the
+            # cutter renews it (or cuts): the gateway will not report.
+            timer = rec.limited or self.modes.own_timer(rec.client)
+            if timer and not rec.deadline_ms:
                 await self.store.set_deadline(rec, self.grants.deadline_ms(rec, rec.paid_usage_s))
             return
-        await self.grants.charge(rec, usage_s)
+        # hold_all: the hold keeps paying for the whole Session-Timeout.
+        hold_to_s = rec.paid_usage_s if self.modes.hold_all(rec.client) else 0
+        await self.grants.charge(rec, usage_s, hold_to_s=hold_to_s)
 
     def _derived_usage(self, rec: SessionRecord, report: UsageReport) -> int | None:
         """A Stop without Acct-Session-Time: this event's time minus the answer time

@@ -37,6 +37,7 @@ from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
 from chargingd.sessions.fraudhook import FraudHook
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
+from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
 from chargingd.sessions.store import REDIS_DOWN, LateWrite, SessionRecord, SessionStore
 
@@ -105,8 +106,10 @@ class Authorizer:
         clock_ms: Callable[[], int],
         fused: FusedPath | None,
         fraud: FraudHook | None = None,
+        modes: CreditModes | None = None,
     ) -> None:
         self.store = store
+        self.modes = modes or CreditModes()
         self.ledger = ledger
         self.pricer = pricer
         self.grants = grants
@@ -226,7 +229,7 @@ class Authorizer:
     ) -> Authorized | Refused | None:
         want = priced.cost_micros
         amount = max(want, 1)
-        lease_ms = self.grants.lease_ms(self.cfg.first_grant)
+        lease_ms = self.grants.lease_ms(self._first_grant_s(rec.client))
         fraud = self.fraud if attempt is not None else None
         facts = None
         if fraud is not None and attempt is not None:
@@ -283,7 +286,9 @@ class Authorizer:
             reason = RefusalReason.INSUFFICIENT_CREDIT
             await self.ledger.refuse(rec.account_id, rec.session_id, reason.value)
             return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
-        limited = int(grant.granted_micros < want)
+        # hold_all: what is held is all the call may use; nothing to renew or cut.
+        hold_all = self.modes.hold_all(rec.client)
+        limited = int(grant.granted_micros < want and not hold_all)
         rec = dataclasses.replace(
             rec,
             held_micros=grant.granted_micros,
@@ -291,7 +296,7 @@ class Authorizer:
             limited=limited,
             # The money the answer's Session-Timeout stands for (as session_authorize.lua
             # writes it): part of what the call is allowed (sessions/settle.py).
-            credit_micros=grant.granted_micros + grant.available_micros,
+            credit_micros=self._told_micros(rec.client, grant),
         )
         try:  # False for a replayed Access-Request: kept as it was
             await self.store.create(rec, deadline_ms=self.ledger.new_session_deadline_ms())
@@ -301,8 +306,23 @@ class Authorizer:
             return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
         return self._authorized(rec, grant, mode)
 
+    def _told_micros(self, client: str, grant: Grant) -> int:
+        """The money the Session-Timeout of the answer stands for: what is held and
+        still available; in hold_all only what is held (the other calls' money is not
+        promised twice)."""
+        if self.modes.hold_all(client):
+            return grant.granted_micros
+        return grant.granted_micros + grant.available_micros
+
+    def _first_grant_s(self, client: str) -> int:
+        """The usage the first hold pays for: a first grant; in hold_all the longest
+        Session-Timeout (whatever of it the money pays for), its lease past the reap."""
+        if self.modes.hold_all(client):
+            return self.cfg.max_session_s + self.cfg.reap_grace_s
+        return self.cfg.first_grant
+
     def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
-        credit = grant.granted_micros + grant.available_micros
+        credit = self._told_micros(rec.client, grant)
         timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
         log.info(
             "authorize %s account=%s dest=%s timeout=%ss held=%s",
@@ -383,9 +403,10 @@ class Authorizer:
     def _first(self, call: CallInfo, profile: Profile) -> tuple[SessionRecord, Priced] | Refused:
         """new_record for an authorize: the first grant priced and, for the fused
         script, its full hold and the usage that pays for written on the record."""
-        return self.new_record(
-            call, profile, self.clock_ms(), self.cfg.first_grant, hold=self.fused is not None
-        )
+        usage_s = self.cfg.first_grant
+        if self.modes.hold_all(call.client):
+            usage_s = self.cfg.max_session_s
+        return self.new_record(call, profile, self.clock_ms(), usage_s, hold=self.fused is not None)
 
     def new_record(
         self, call: CallInfo, account: Profile, now_ms: int, usage_s: int = 0, *, hold: bool = False

@@ -43,21 +43,23 @@ class Grants:
         self.cfg = cfg
         self.clock_ms = clock_ms
 
-    async def charge(self, rec: SessionRecord, usage_s: int) -> None:
-        """Commit the cost of the cumulative usage, renew the hold for the next grant."""
+    async def charge(self, rec: SessionRecord, usage_s: int, *, hold_to_s: int = 0) -> None:
+        """Commit the cost of the cumulative usage, renew the hold for the next grant.
+        ``hold_to_s``: the hold keeps paying for at least this usage (credit mode
+        hold_all: the whole Session-Timeout stays held)."""
         cost = self.price(rec, usage_s).cost_micros
         if self.fused is not None:
-            await self._charge_fused(self.fused, rec, usage_s, cost)
+            await self._charge_fused(self.fused, rec, usage_s, cost, hold_to_s)
             return
         result = await self.ledger.commit(rec.account_id, rec.session_id, cost, policy="cap")
         held = max(0, rec.held_micros - result.debited_micros)
-        await self.renew(rec, usage_s, result.total_debited_micros, held)
+        await self.renew(rec, usage_s, result.total_debited_micros, held, hold_to_s=hold_to_s)
 
     async def _charge_fused(
-        self, fused: FusedPath, rec: SessionRecord, usage_s: int, cost: int
+        self, fused: FusedPath, rec: SessionRecord, usage_s: int, cost: int, hold_to_s: int
     ) -> None:
         """charge() in one script; the script finishes alone when the grant is full."""
-        grant_s = self.grant_size(usage_s)
+        grant_s = max(self.grant_size(usage_s), hold_to_s - usage_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
         paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
         deadline_ms = self.deadline_ms(rec, paid_s) if rec.limited or rec.deadline_ms else 0
@@ -81,12 +83,19 @@ class Grants:
         await self._apply(rec, grant, debited, held, next_cost - debited)
 
     async def renew(
-        self, rec: SessionRecord, usage_s: int, debited: int, held: int, *, claim_ms: int = 0
+        self,
+        rec: SessionRecord,
+        usage_s: int,
+        debited: int,
+        held: int,
+        *,
+        claim_ms: int = 0,
+        hold_to_s: int = 0,
     ) -> int:
         """Hold money for the next grant; set or move the deadline. Returns it (0: none).
         ``claim_ms``: the cutter holds this session's deadline entry until then; a
         deadline that is due already keeps that score in the index (see _apply)."""
-        grant_s = self.grant_size(usage_s)
+        grant_s = max(self.grant_size(usage_s), hold_to_s - usage_s)
         want = self.price(rec, usage_s + grant_s).cost_micros - debited
         try:
             grant = await self.ledger.reserve(
@@ -131,7 +140,10 @@ class Grants:
             # A deadline that is due now stays claimed by the cutter that is about to cut
             # (index score = its claim): written back with its past time, another
             # daemon would claim it in the same tick and cut the call twice.
-            index_ms = max(deadline_ms, claim_ms)
+            # A deadline moved into the future is due at its own time (own_timer renews
+            # there again), not at the end of the claim.
+            due_now = deadline_ms <= self.clock_ms()
+            index_ms = max(deadline_ms, claim_ms) if due_now else deadline_ms
             await self.store.set_grant(rec, fields, deadline_ms=deadline_ms, index_ms=index_ms)
             return deadline_ms
         await self.store.set_grant(rec, fields, deadline_ms=None)

@@ -11,6 +11,11 @@ usage its gateway reported; nothing for a call never answered. The CDR says
 the CDR (sessions/late.py). Entries are
 claimed by moving their score to now (one daemon wins; a daemon that dies mid-close
 leaves the session to the next window).
+
+A gateway that sends no Interim by design (credit modes hold_all and own_timer,
+sessions/modes.py) is silent for the whole call: its sessions are reaped only after
+their Session-Timeout plus a grace (``not_before``); until then they are put back in
+the index, due again at that time.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Reaper:
         stale_ms: int,
         spool: Spool,
         replay: Callable[[dict[str, Any]], Awaitable[None]],
+        not_before: Callable[[SessionRecord], int] | None = None,
     ) -> None:
         self.store = store
         self.close = close
@@ -53,6 +59,7 @@ class Reaper:
         self.stale_ms = stale_ms
         self.spool = spool
         self.replay = replay
+        self.not_before = not_before  # earliest reap time of a session (0: the window)
         self.reaped = 0
 
     async def run_once(self, *, limit: int = 100) -> int:
@@ -73,6 +80,11 @@ class Reaper:
             if rec.last_seen_ms > cutoff_ms:
                 # A packet arrived between the scan and the claim: put it back.
                 await self.store.redis.zadd(LASTSEEN, {raw: rec.last_seen_ms})
+                continue
+            not_before_ms = self.not_before(rec) if self.not_before is not None else 0
+            if not_before_ms > now_ms:
+                # Silent by design, within its Session-Timeout: due again at its time.
+                await self.store.redis.zadd(LASTSEEN, {raw: not_before_ms - self.stale_ms})
                 continue
             try:
                 cdr = await self.close(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from chargingd.sessions.fraudhook import FraudHook
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.late import LateAccounting
+from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.pricing import Pricer, RatingError, load_pricer
 from chargingd.sessions.reaper import Reaper
 from chargingd.sessions.settle import Settler
@@ -86,10 +87,12 @@ class Sessions:
         call_cutter: CallCutter | None = None,
         source: str = "radius",
         fraud: Fraud | None = None,
+        credit_modes: Mapping[str, str] | None = None,
     ) -> None:
         """``fraud``: the process's fraud rules ([fraud] enabled), run in authorize; a
         rule that blocks an account cuts its live calls through this object."""
         self.redis = redis
+        self.modes = CreditModes(credit_modes)
         self.ledger = ledger
         self.pricer = pricer
         self.cfg = cfg
@@ -138,6 +141,7 @@ class Sessions:
             clock_ms=clock_ms,
             fused=self.fused,
             fraud=self.fraud,
+            modes=self.modes,
         )
         self.close_session = self.closer.close
         self.spool = Spool(data_dir / "spool", max_entries=cfg.spool_max_entries)
@@ -173,7 +177,18 @@ class Sessions:
             stale_ms=cfg.stale_factor * cfg.interim_interval_s * 1000,
             spool=self.spool,
             replay=self.replay_entry,
+            not_before=self._reap_not_before,
         )
+
+    def _reap_not_before(self, rec: SessionRecord) -> int:
+        """When a silent session may be reaped at the earliest: a client that sends no
+        Interim (hold_all, own_timer) only after the Session-Timeout it was told (or
+        what its money pays for, if longer) plus reap_grace_s; 0 for the others."""
+        if not self.modes.silent(rec.client):
+            return 0
+        base_ms = rec.answer_ms or rec.last_seen_ms or rec.auth_ms
+        lasts_s = max(self.settler.told_s(rec), rec.paid_usage_s)
+        return base_ms + (lasts_s + self.cfg.reap_grace_s) * 1000
 
     def step_by_step(self) -> None:
         """Take the Redis-Cluster path (no fused scripts) on a single Redis too; for
@@ -416,6 +431,7 @@ def build_sessions(
         call_cutter=call_cutter,
         source=source,
         fraud=fraud,
+        credit_modes={c.name: c.credit_mode for c in cfg.radius.clients},
     )
 
 

@@ -1,10 +1,17 @@
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 from paths import REPO
 
-from chargingd.core.config import Config, ConfigError, config_from_dict, load_config
+from chargingd.core.config import (
+    Config,
+    ConfigError,
+    RadiusClientConfig,
+    config_from_dict,
+    load_config,
+)
 
 
 def test_defaults_without_file() -> None:
@@ -95,6 +102,31 @@ def test_radius_clients_are_a_list_of_tables() -> None:
     assert "k9-sekr1t" not in repr(cfg)
 
 
+_OK = {"name": "a", "address": "10.0.0.1", "secret": "s"}
+
+
+def test_commented_client_example_shows_the_defaults() -> None:
+    """The [[radius.clients]] example of config/chargingd.toml, uncommented, gives the
+    defaults for every option it does not have to set (name, address, secret)."""
+    text = (REPO / "config" / "chargingd.toml").read_text()
+    block = text[text.index("# [[radius.clients]]") : text.index("[diameter]")]
+    lines = [line[2:] for line in block.splitlines() if line.startswith("# ") and "=" in line]
+    lines = [line for line in lines if not line.startswith("#")]
+    client = tomllib.loads("\n".join(lines))
+    built = config_from_dict({"radius": {"clients": [client]}}).radius.clients[0]
+    plain = RadiusClientConfig(name=built.name, address=built.address, secret=built.secret)
+    assert built == plain
+    assert {"credit_mode", "cut_backend", "jsonrpc_url"} <= set(client)
+
+
+def test_kamailio_client_with_its_cut_backend() -> None:
+    kam = {"credit_mode": "own_timer", "cut_backend": "kamailio_jsonrpc"}
+    kam["jsonrpc_url"] = "http://192.0.2.10:5071/RPC"
+    cfg = config_from_dict({"radius": {"clients": [_OK | kam]}})
+    client = cfg.radius.clients[0]
+    assert (client.credit_mode, client.cut_backend, client.jsonrpc_url) == tuple(kam.values())
+
+
 @pytest.mark.parametrize(
     ("client", "message"),
     [
@@ -107,6 +139,18 @@ def test_radius_clients_are_a_list_of_tables() -> None:
             "unknown key radius.clients[0].sekret",
         ),
         ({"address": "10.0.0.1", "secret": "s"}, "needs a name"),
+        ({**_OK, "credit_mode": "postpaid"}, "credit_mode must be one of"),
+        ({**_OK, "cut_backend": "sip"}, "cut_backend must be one of"),
+        ({**_OK, "cut_backend": "kamailio_jsonrpc"}, "jsonrpc_url must be http://IP:PORT/PATH"),
+        (
+            {**_OK, "cut_backend": "kamailio_jsonrpc", "jsonrpc_url": "http://kam:5071/RPC"},
+            "an IP literal",
+        ),
+        (
+            {**_OK, "cut_backend": "kamailio_jsonrpc", "jsonrpc_url": "https://10.0.0.2:1/RPC"},
+            "jsonrpc_url must be",
+        ),
+        ({**_OK, "jsonrpc_url": "http://10.0.0.2:5071/RPC"}, "needs cut_backend"),
     ],
 )
 def test_bad_radius_client(client: dict[str, object], message: str) -> None:

@@ -127,6 +127,10 @@ class SessionsConfig:
     max_session_s: int = 10800
     # A session whose gateway is silent for stale_factor x interim_interval_s is reaped.
     stale_factor: int = 3
+    # A call of a client without Interims (credit_mode hold_all or own_timer) is reaped
+    # only this long after its Session-Timeout is over (answer + Session-Timeout +
+    # this), never earlier than the stale window: its gateway is silent by design.
+    reap_grace_s: int = 60
     reaper_interval_s: float = 10.0
     cutter_interval_s: float = 1.0
     # Disconnect-Request attempts per cut (exponential back-off between them).
@@ -154,6 +158,8 @@ class SessionsConfig:
         self._validate_grants()
         if self.stale_factor < 2:
             raise ValueError("stale_factor must be at least 2")
+        if not 0 <= self.reap_grace_s <= 3600:
+            raise ValueError("reap_grace_s must be between 0 and 3600")
         if self.reaper_interval_s <= 0 or self.cutter_interval_s <= 0:
             raise ValueError("reaper_interval_s and cutter_interval_s must be positive")
         if not 1 <= self.disconnect_retries <= 100 or self.disconnect_backoff_s <= 0:
@@ -316,6 +322,20 @@ DEFAULT_H323_RETURN_CODES: dict[str, int] = {
 }
 
 _LOOKUPS = ("user", "ani", "default")
+CREDIT_MODES = ("interim", "hold_all", "own_timer")
+CUT_BACKENDS = ("rfc5176", "kamailio_jsonrpc")
+
+
+def valid_rpc_url(url: str) -> bool:
+    """http://IP:PORT/PATH with an IP literal (no resolver in the cut path)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.path.startswith("/") or parts.query:
+        return False
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+        return parts.port is not None
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -338,6 +358,16 @@ class RadiusClientConfig:
     cisco_leg: str = "originate"
     # None: use [radius] require_message_authenticator.
     require_message_authenticator: bool | None = None
+    # How chargingd keeps this client's calls within their money (docs/credit-control.md
+    # "Credit modes"): "interim" (grants renewed by Interim-Updates), "hold_all" (no
+    # Interims, no cut: the money behind the whole Session-Timeout is held at authorize)
+    # or "own_timer" (no Interims, can be cut: chargingd renews grants on its own timer).
+    credit_mode: str = "interim"
+    # How a call is cut: "rfc5176" (Disconnect-Request to coa_port) or
+    # "kamailio_jsonrpc" (Kamailio's dialog module over JSON-RPC at jsonrpc_url).
+    cut_backend: str = "rfc5176"
+    # kamailio_jsonrpc: Kamailio's jsonrpcs over xhttp, "http://IP:PORT/RPC".
+    jsonrpc_url: str = ""
 
     def validate(self) -> None:
         if not self.name:
@@ -356,6 +386,23 @@ class RadiusClientConfig:
             raise ValueError(f"client {self.name!r}: flavour must be cisco or generic")
         if self.cisco_leg not in ("originate", "answer", "all"):
             raise ValueError(f"client {self.name!r}: cisco_leg must be originate, answer or all")
+        self._validate_credit()
+
+    def _validate_credit(self) -> None:
+        if self.credit_mode not in CREDIT_MODES:
+            raise ValueError(f"client {self.name!r}: credit_mode must be one of {CREDIT_MODES}")
+        if self.cut_backend not in CUT_BACKENDS:
+            raise ValueError(f"client {self.name!r}: cut_backend must be one of {CUT_BACKENDS}")
+        if self.cut_backend == "kamailio_jsonrpc":
+            if not valid_rpc_url(self.jsonrpc_url):
+                raise ValueError(
+                    f"client {self.name!r}: jsonrpc_url must be http://IP:PORT/PATH "
+                    f"(an IP literal), not {self.jsonrpc_url!r}"
+                )
+        elif self.jsonrpc_url:
+            raise ValueError(
+                f"client {self.name!r}: jsonrpc_url needs cut_backend kamailio_jsonrpc"
+            )
 
 
 @dataclass(frozen=True)

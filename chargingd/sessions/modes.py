@@ -1,0 +1,49 @@
+"""Credit modes: how a client's calls are kept within their money (DESIGN "Grants,
+holds and cuts", docs/credit-control.md "Credit modes").
+
+- ``interim``: the gateway sends Interim-Updates and accepts a cut; each Interim
+  commits and renews the hold, a partial grant sets a deadline the cutter fires.
+- ``hold_all``: no Interims and no way to cut the call (Kamailio without a cut
+  backend, many SBCs). The money behind the whole Session-Timeout is held at
+  authorize, so two concurrent calls can never be promised the same money; the call
+  runs on its Session-Timeout and is reaped only after it plus ``reap_grace_s``.
+- ``own_timer``: no Interims, but the call can be cut. Every call gets a deadline at
+  the end of its grant; the cutter renews the hold there on chargingd's own timer
+  (the call's age is its usage) and cuts through the client's cut backend when the
+  money runs out. Reaped like ``hold_all``.
+
+The frontend's config names each client's mode; the rules live here and in the
+modules that ask (authorize, accounting, reaper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+INTERIM = "interim"
+HOLD_ALL = "hold_all"
+OWN_TIMER = "own_timer"
+MODES = (INTERIM, HOLD_ALL, OWN_TIMER)
+
+
+class CreditModes:
+    """Each client's credit mode by client name; ``interim`` for the unnamed."""
+
+    def __init__(self, modes: Mapping[str, str] | None = None) -> None:
+        unknown = {m for m in (modes or {}).values() if m not in MODES}
+        if unknown:
+            raise ValueError(f"unknown credit modes {sorted(unknown)}")
+        self._modes = {name: mode for name, mode in (modes or {}).items() if mode != INTERIM}
+
+    def of(self, client: str) -> str:
+        return self._modes.get(client, INTERIM)
+
+    def hold_all(self, client: str) -> bool:
+        return self.of(client) == HOLD_ALL
+
+    def own_timer(self, client: str) -> bool:
+        return self.of(client) == OWN_TIMER
+
+    def silent(self, client: str) -> bool:
+        """The gateway sends no Interim: its silence says nothing about the call."""
+        return self.of(client) != INTERIM
