@@ -26,6 +26,7 @@ from chargingd.monitoring import MeteredCredit, ProcessMeters, sources
 from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.dynauth import DynamicAuthClient
 from chargingd.radius.intake import ensure_ports_free
+from chargingd.radius.kamailio_rpc import KAMAILIO_JSONRPC, KamailioRpcCutter
 from chargingd.radius.server import RadiusFrontend, start_radius
 from chargingd.sessions.service import Sessions
 
@@ -56,6 +57,7 @@ class RadiusComponent:
         self.meters = meters or ProcessMeters(role)
         self.frontend: RadiusFrontend | None = None
         self.cutter: DynamicAuthClient | None = None
+        self.rpc_cutter: KamailioRpcCutter | None = None  # cut_backend kamailio_jsonrpc
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -74,8 +76,21 @@ class RadiusComponent:
             self.cfg.radius, credit, access_log=self._access_log()
         )
         self.sessions.attach_call_cutter(self.cutter)
+        await self._attach_rpc_cutter(self.frontend)
         self._add_sources(self.frontend, self.cutter)
         self._tasks = [asyncio.create_task(self.sessions.run(self._stop), name="sessions-loops")]
+
+    async def _attach_rpc_cutter(self, frontend: RadiusFrontend) -> None:
+        """Clients cut through Kamailio's JSON-RPC get their own call cutter (the
+        others keep the Disconnect/CoA client)."""
+        if not any(c.cut_backend == KAMAILIO_JSONRPC for c in self.cfg.radius.clients):
+            return
+        radius = self.cfg.radius
+        self.rpc_cutter = KamailioRpcCutter(
+            frontend.clients, timeout_s=radius.coa_timeout_s, retries=radius.coa_retries
+        )
+        await self.rpc_cutter.start()
+        self.sessions.attach_call_cutter(self.rpc_cutter, owns=self.rpc_cutter.owns)
 
     def _add_sources(self, frontend: RadiusFrontend, cutter: DynamicAuthClient) -> None:
         """This component's counters, read by the process's meters at report time."""
@@ -118,6 +133,8 @@ class RadiusComponent:
             self._tasks.clear()
         if self.cutter is not None:
             await self.cutter.close()
+        if self.rpc_cutter is not None:
+            await self.rpc_cutter.close()
 
     def counters(self) -> dict[str, Any]:
         """Frontend, Disconnect/CoA client and cutter counters of this process."""
@@ -129,6 +146,8 @@ class RadiusComponent:
             out["drops_by_client"] = self.frontend.drops.as_dict()
         if self.cutter is not None:
             out["dynamic_auth"] = self.cutter.counters.as_dict()
+        if self.rpc_cutter is not None:
+            out["kamailio_rpc"] = self.rpc_cutter.counters.as_dict()
         cutter = self.sessions.cutter
         out["sessions"] = {
             "disconnects_sent": cutter.disconnects_sent,

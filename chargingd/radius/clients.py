@@ -26,6 +26,8 @@ class RadiusClient:
     cisco_leg: str = "originate"  # h323-call-origin charged; "all" = every leg
     coa_port: int = 3799
     require_message_authenticator: bool = True
+    cut_backend: str = "rfc5176"  # or "kamailio_jsonrpc" (radius/kamailio_rpc.py)
+    jsonrpc_url: str = ""
 
     @classmethod
     def from_config(cls, cfg: RadiusClientConfig, radius: RadiusConfig) -> RadiusClient:
@@ -43,6 +45,8 @@ class RadiusClient:
             require_message_authenticator=(
                 radius.require_message_authenticator if require is None else require
             ),
+            cut_backend=cfg.cut_backend,
+            jsonrpc_url=cfg.jsonrpc_url,
         )
 
 

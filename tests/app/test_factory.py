@@ -131,6 +131,9 @@ CLIENT_SPECIAL: dict[str, Any] = {
     "flavour": "generic",
     "cisco_leg": "all",
     "require_message_authenticator": False,
+    "credit_mode": "own_timer",
+    "cut_backend": "kamailio_jsonrpc",
+    "jsonrpc_url": "http://127.0.0.2:5071/RPC",
 }
 
 
@@ -226,7 +229,11 @@ REACHES: dict[str, Check] = {
     "export.csv_rotate_rows": lambda b: b.exporter.csv.rotate_rows,
     "export.csv_rotate_s": lambda b: b.exporter.csv.rotate_s,
     "demo.accounts": lambda b: b.demo_accounts,
-    "radius.clients": lambda b: [_client_as_configured(b.frontend.clients.by_name("gw1"))],
+    "radius.clients": lambda b: [
+        # The credit mode is the sessions' (they decide), the rest the frontend's.
+        _client_as_configured(b.frontend.clients.by_name("gw1"))
+        | {"credit_mode": b.sessions.modes.of("gw1")}
+    ],
     "radius.enabled": lambda b: b.radius_enabled,
     "alerts.dedup_window_s": lambda b: b.alerts.store.window_ms // 1000,
     "alerts.retention_s": lambda b: b.alerts.store.retention_ms // 1000,
@@ -290,6 +297,8 @@ def _client_as_configured(c: Any) -> dict[str, Any]:
         "flavour": "cisco" if c.cisco else "generic",
         "cisco_leg": c.cisco_leg,
         "require_message_authenticator": c.require_message_authenticator,
+        "cut_backend": c.cut_backend,
+        "jsonrpc_url": c.jsonrpc_url,
     }
 
 
