@@ -1,0 +1,414 @@
+"""The fraud rules through the real daemon (`chargingd serve` subprocesses) over RADIUS
+on loopback: codec-built Access/Accounting-Requests from real UDP sockets, a test
+gateway on the client's coa_port that answers Disconnect-Requests (radius_peer,
+pyrad), alert webhooks received by a local HTTP server (webhook_receiver).
+
+- A hijacked account fires calls to a premium range of a high-risk country (Liberia)
+  at a steady pace while a normal account calls the UK: the hijacked one is blocked
+  after the configured count, its live calls are cut, exactly one alert is raised
+  (one webhook POST); the normal one is untouched. In shadow mode nothing changes
+  but the alert is recorded.
+- Two daemons on one Redis, calls sent to both at once: velocity and concurrent-call
+  limits hold cluster-wide (the call over the limit is refused, the ones up to it are
+  not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fraud_harness import LIBERIA_PREMIUM
+from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, write_setup
+from radius_peer import TestGateway, UdpPeer, wait_until
+from webhook_receiver import Receiver, webhook_receiver
+
+from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.radius import codec as rc
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+UK = "+442079460000"
+# A flat 0.60 per minute to the UK and to Liberia (rated: the rules, not rating, stop it).
+TARIFF = """
+[tariff]
+id = "e2e"
+currency = "EUR"
+timezone = "UTC"
+decimals = 4
+
+[destinations]
+UK = ["44"]
+LR = ["231"]
+
+[rates.FLAT]
+connect_fee = "0"
+rate = "0.60"
+unit = "60s"
+increment = "1s"
+
+[plans.FLAT]
+[[plans.FLAT.rates]]
+destinations = ["UK", "LR"]
+rate = "FLAT"
+
+[[profiles]]
+subject = "*any"
+plan = "FLAT"
+from = 2020-01-01T00:00:00Z
+"""
+BLOCK_AFTER = 5  # risky calls allowed in the window; the next one blocks
+HIJACK_CALLS = 60
+PACE_S = 0.1  # one call every 100 ms: a minute's 60 calls, ten times faster
+
+_ids = itertools.count(1)
+
+
+def fraud_toml(rules: str, *, webhook: str = "", shadow: bool = False) -> str:
+    alerts = f'[alerts]\nwebhook_url = "{webhook}"\nwebhook_backoff_s = 0.2\n' if webhook else ""
+    return f"""
+{alerts}
+[fraud]
+enabled = true
+shadow = {str(shadow).lower()}
+{rules}
+"""
+
+
+# The scenario's rule set: risky destinations block; velocity (the default threshold)
+# and concurrency (above the 60 live calls of the shadow run) alert.
+SCENARIO_RULES = f"""
+[[fraud.rules]]
+name = "risky-destinations"
+kind = "destination"
+match = ["high_risk_country", "high_risk_prefix", "premium_rate", "shared_cost"]
+max_calls = {BLOCK_AFTER}
+window_s = 3600
+action = "block"
+
+[[fraud.rules]]
+name = "velocity-account"
+kind = "velocity"
+scope = "account"
+max_calls = 120
+window_s = 60
+
+[[fraud.rules]]
+name = "concurrent"
+kind = "concurrent"
+max_calls = 100
+"""
+
+
+def start_daemon(setup: Setup, log: Path) -> Daemon:
+    daemon = Daemon(setup, log)
+    daemon.start()
+    try:
+        daemon.wait_ready()
+    except BaseException:
+        print(daemon.log())
+        daemon.kill()
+        raise
+    return daemon
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Receiver]:
+    async with webhook_receiver() as receiver:
+        yield receiver
+
+
+def scenario_daemon(tmp_path: Path, hook: Receiver, *, shadow: bool) -> Iterator[Daemon]:
+    """Two RADIUS processes (the main one and a worker, SO_REUSEPORT): each runs the
+    rules, the kernel spreads the calls over both."""
+    top = fraud_toml(SCENARIO_RULES, webhook=hook.url, shadow=shadow)
+    setup = write_setup(tmp_path, top=top, tariff_text=TARIFF, workers=2)
+    daemon = start_daemon(setup, tmp_path / "daemon.log")
+    try:
+        daemon.create_account("hijack", "100.00")
+        daemon.create_account("normal", "100.00")
+        yield daemon
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")  # shown when the test fails
+        daemon.kill()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, hook: Receiver) -> Iterator[Daemon]:
+    yield from scenario_daemon(tmp_path, hook, shadow=False)
+
+
+@pytest.fixture
+def shadow_daemon(tmp_path: Path, hook: Receiver) -> Iterator[Daemon]:
+    yield from scenario_daemon(tmp_path, hook, shadow=True)
+
+
+@asynccontextmanager
+async def gateway_listening(daemon: Daemon) -> AsyncIterator[TestGateway]:
+    """The gateway's Disconnect/CoA listener on the client's coa_port (answers ACK)."""
+    gw = TestGateway(await UdpPeer.open("127.0.0.1", daemon.setup.coa_port), SECRET)
+    try:
+        yield gw
+    finally:
+        await gw.close()
+
+
+async def place(daemon: Daemon, call: Call, *, start: bool = True) -> rc.Packet:
+    """Access-Request; when accepted (and ``start``), Accounting Start: a live call."""
+    sock = await GatewaySocket.open()
+    try:
+        answer = await sock.ask(call.access_request(), daemon.setup.auth_port)
+        if answer.code == rc.ACCESS_ACCEPT and start:
+            acct = await sock.ask(call.accounting(rc.STATUS_START, 0), daemon.setup.acct_port)
+            assert acct.code == rc.ACCOUNTING_RESPONSE
+        return answer
+    finally:
+        sock.close()
+
+
+async def stop(daemon: Daemon, call: Call, usage_s: int) -> None:
+    sock = await GatewaySocket.open()
+    try:
+        acct = await sock.ask(call.accounting(rc.STATUS_STOP, usage_s), daemon.setup.acct_port)
+        assert acct.code == rc.ACCOUNTING_RESPONSE
+    finally:
+        sock.close()
+
+
+async def paced(daemon: Daemon, user: str, called: str, count: int, pace_s: float) -> list[Any]:
+    """``count`` calls of ``user``, one every ``pace_s``: (call, answer) in order."""
+    out = []
+    for _ in range(count):
+        call = Call(f"{user}-{next(_ids)}", user, called=called)
+        out.append((call, await place(daemon, call)))
+        await asyncio.sleep(pace_s)
+    return out
+
+
+def disconnected(gateway: TestGateway) -> list[str]:
+    return sorted(str(r["Acct-Session-Id"][0]) for r in gateway.requests)
+
+
+def fraud_incidents(daemon: Daemon) -> list[dict[str, Any]]:
+    incidents: list[dict[str, Any]] = daemon.call("alert.list", {"kind": "fraud."})["incidents"]
+    return incidents
+
+
+async def test_hijacked_account_is_blocked_its_calls_cut_one_alert_normal_untouched(
+    daemon: Daemon, hook: Receiver
+) -> None:
+    async with gateway_listening(daemon) as gateway:
+        await _hijack_blocked(daemon, gateway, hook)
+
+
+async def _hijack_blocked(daemon: Daemon, gateway: TestGateway, hook: Receiver) -> None:
+    hijack, normal = await asyncio.gather(
+        paced(daemon, "hijack", LIBERIA_PREMIUM, HIJACK_CALLS, PACE_S),
+        paced(daemon, "normal", UK, 12, 0.5),
+    )
+    codes = [answer.code for _, answer in hijack]
+    assert codes == [rc.ACCESS_ACCEPT] * BLOCK_AFTER + [rc.ACCESS_REJECT] * (
+        HIJACK_CALLS - BLOCK_AFTER
+    )
+    for _, reject in hijack[BLOCK_AFTER:]:
+        assert reject.text(rc.REPLY_MESSAGE) == "account blocked"
+        assert reject.cisco_value(rc.H323_RETURN_CODE) == "7"  # [radius.h323_return_codes]
+    account = daemon.call("account.get", {"id": "hijack"})
+    assert (account["status"], account["status_reason"]) == ("blocked", "fraud")
+
+    # Its live calls were cut: a Disconnect-Request for each, none for the normal one.
+    live = sorted(call.session_id for call, _ in hijack[:BLOCK_AFTER])
+    await wait_until(lambda: disconnected(gateway) == live, timeout_s=10)
+    for call, _ in hijack[:BLOCK_AFTER]:  # the gateway hangs up and reports
+        await stop(daemon, call, 3)
+    cdrs = await wait_cdrs(daemon, "hijack", BLOCK_AFTER)
+    assert sorted(c.status for c in cdrs) == ["killed"] * BLOCK_AFTER
+
+    # The normal account: every call accepted, none cut, still active.
+    assert all(answer.code == rc.ACCESS_ACCEPT for _, answer in normal)
+    assert daemon.call("account.get", {"id": "normal"})["status"] == "active"
+
+    # Exactly one alert: one incident, one webhook POST.
+    posts = await hook.wait_for(1)
+    await asyncio.sleep(1.0)  # a second POST would have arrived by now
+    assert len(hook.received) == 1
+    body = posts[0].json
+    assert body["incident"] == "fraud.risky-destinations:hijack"
+    assert body["details"]["action"] == "block"
+    assert body["details"]["account"] == "hijack"
+    (incident,) = fraud_incidents(daemon)
+    assert incident["incident"] == "fraud.risky-destinations:hijack"
+    assert incident["count"] == 1
+
+    # Until an operator unblocks it (and its counts start over).
+    daemon.call("fraud.unblock", {"id": "hijack", "reason": "customer confirmed"})
+    again = await place(daemon, Call(f"hijack-{next(_ids)}", "hijack", called=LIBERIA_PREMIUM))
+    assert again.code == rc.ACCESS_ACCEPT
+
+
+async def test_shadow_mode_changes_nothing_but_records_the_alert(
+    shadow_daemon: Daemon, hook: Receiver
+) -> None:
+    daemon = shadow_daemon
+    async with gateway_listening(daemon) as gateway:
+        hijack, normal = await asyncio.gather(
+            paced(daemon, "hijack", LIBERIA_PREMIUM, HIJACK_CALLS, PACE_S),
+            paced(daemon, "normal", UK, 12, 0.5),
+        )
+        await asyncio.sleep(1.0)  # a cut would have been sent by now
+        assert gateway.requests == []  # nothing cut
+    assert all(answer.code == rc.ACCESS_ACCEPT for _, answer in hijack + normal)
+    assert daemon.call("account.get", {"id": "hijack"})["status"] == "active"
+    posts = await hook.wait_for(1)
+    await asyncio.sleep(1.0)
+    assert len(hook.received) == 1
+    body = posts[0].json
+    assert body["incident"] == "fraud.risky-destinations:hijack"
+    assert body["details"]["shadow"] is True
+    assert body["details"]["outcome"] == "shadow: would block"
+    (incident,) = fraud_incidents(daemon)
+    # Every call past the threshold counted into the one incident.
+    assert incident["count"] == HIJACK_CALLS - BLOCK_AFTER
+
+
+async def wait_cdrs(daemon: Daemon, account_id: str, count: int) -> list[CDR]:
+    for _ in range(500):
+        found = [c for c in daemon.cdrs() if c.account_id == account_id]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{account_id}: fewer than {count} CDRs")
+
+
+# -- two daemons on one Redis ---------------------------------------------------------
+
+# velocity and concurrent refuse; each account below meets one of them (an override
+# turns the other off for it).
+LIMIT_RULES = """
+[[fraud.rules]]
+name = "velocity"
+kind = "velocity"
+scope = "account"
+max_calls = 6
+window_s = 60
+action = "refuse"
+message = "too many calls a minute"
+
+[[fraud.rules]]
+name = "concurrent"
+kind = "concurrent"
+max_calls = 4
+action = "refuse"
+message = "too many calls at once"
+
+[fraud.account_overrides.fast.concurrent]
+enabled = false
+[fraud.account_overrides.under.concurrent]
+enabled = false
+[fraud.account_overrides.wide.velocity]
+enabled = false
+[fraud.account_overrides.narrow.velocity]
+enabled = false
+[fraud.account_overrides.slots.velocity]
+enabled = false
+"""
+
+
+@pytest.fixture
+def two_daemons(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis
+) -> Iterator[tuple[Daemon, Daemon]]:
+    """Two `chargingd serve` on the test session's Redis (flushed first: ``redis``)."""
+    daemons = []
+    try:
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            setup = write_setup(
+                tmp_path / name,
+                top=fraud_toml(LIMIT_RULES),
+                redis=f'url = "{redis_server.url}"',
+                tariff_text=TARIFF,
+            )
+            daemons.append(start_daemon(setup, tmp_path / name / "daemon.log"))
+        yield daemons[0], daemons[1]
+    finally:
+        for d in daemons:
+            print(f"---- daemon log {d.setup.data} ----\n{d.log()}")
+            d.kill()
+
+
+async def burst(daemons: tuple[Daemon, Daemon], user: str, count: int) -> list[rc.Packet]:
+    """``count`` calls of ``user`` at once, alternately to each daemon."""
+    calls = [Call(f"{user}-{next(_ids)}", user, called=UK) for _ in range(count)]
+    return await asyncio.gather(*(place(daemons[i % 2], c) for i, c in enumerate(calls)))
+
+
+def accepted(answers: list[rc.Packet]) -> int:
+    return sum(a.code == rc.ACCESS_ACCEPT for a in answers)
+
+
+async def test_velocity_and_concurrent_limits_hold_across_two_daemons(
+    two_daemons: tuple[Daemon, Daemon], redis: aioredis.Redis
+) -> None:
+    one, _ = two_daemons
+    for account in ("fast", "under", "wide", "narrow"):
+        one.create_account(account, "100.00")
+
+    # velocity: 6 calls a minute. 6 at once on two daemons: all accepted (just under).
+    under = await burst(two_daemons, "under", 6)
+    assert accepted(under) == 6
+
+    # concurrent: 4 live calls. 4 at once: accepted; 9 at once: exactly 4 live.
+    narrow = await burst(two_daemons, "narrow", 4)
+    assert accepted(narrow) == 4
+    wide = await burst(two_daemons, "wide", 9)
+    assert accepted(wide) == 4
+    refused = [a for a in wide if a.code == rc.ACCESS_REJECT]
+    assert {a.text(rc.REPLY_MESSAGE) for a in refused} == {"too many calls at once"}
+    assert {a.cisco_value(rc.H323_RETURN_CODE) for a in refused} == {"7"}
+
+    # Velocity over the limit: 12 at once, exactly 6 accepted.
+    fast = await burst(two_daemons, "fast", 12)
+    assert accepted(fast) == 6
+    assert {a.text(rc.REPLY_MESSAGE) for a in fast if a.code == rc.ACCESS_REJECT} == {
+        "too many calls a minute"
+    }
+    # Both daemons answered some of each burst; the counts are in one Redis.
+    assert await redis.zcard("{a:wide}:fr:live") == 4
+
+
+async def test_a_call_that_ends_frees_its_place_for_the_next(
+    two_daemons: tuple[Daemon, Daemon], redis: aioredis.Redis
+) -> None:
+    one, two = two_daemons
+    one.create_account("slots", "100.00")
+    calls = [Call(f"slots-{next(_ids)}", "slots", called=UK) for _ in range(4)]
+    answers = await asyncio.gather(*(place(two_daemons[i % 2], c) for i, c in enumerate(calls)))
+    assert accepted(answers) == 4
+    fifth = await place(two, Call(f"slots-{next(_ids)}", "slots", called=UK))
+    assert fifth.code == rc.ACCESS_REJECT
+    await stop(one, calls[0], 5)  # its CDR reaches the fraud events consumer
+    await wait_until_async(lambda: _live(redis, "slots"), 3)
+    sixth = await place(one, Call(f"slots-{next(_ids)}", "slots", called=UK))
+    assert sixth.code == rc.ACCESS_ACCEPT
+    assert await redis.xlen(CDR_STREAM) >= 1
+
+
+async def _live(redis: aioredis.Redis, account: str) -> int:
+    return int(await redis.zcard(f"{{a:{account}}}:fr:live"))
+
+
+async def wait_until_async(probe: Any, want: int, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while await probe() != want:
+        if loop.time() > deadline:
+            raise AssertionError(f"not {want} in time")
+        await asyncio.sleep(0.05)
