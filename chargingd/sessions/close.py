@@ -200,6 +200,7 @@ class SessionCloser:
         extra = {"client": rec.client, "user_name": rec.user_name}
         if rec.cut_reason:
             extra["cut_reason"] = rec.cut_reason
+            extra["cut_confirmed"] = str(int(settled.cut_confirmed))
         if rec.adopted:
             extra["adopted"] = "1"
         usage_s, priced = settled.usage_s, settled.priced

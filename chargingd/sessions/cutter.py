@@ -99,14 +99,17 @@ class Cutter:
         await self.cut(rec, rec.cut_reason or CdrStatus.CREDIT_CUT)
 
     async def cut(self, rec: SessionRecord, reason: str) -> bool:
-        """Send one Disconnect-Request; on failure schedule a retry (bounded back-off).
+        """Send one cut (Disconnect-Request, or the client's cut backend); on failure
+        schedule a retry (bounded back-off).
 
-        The reason is stored before sending, so the Stop the gateway sends back is
-        closed with CDR status ``reason``.
+        The reason and the attempt's time (``cut_ms``: the latest attempt) are stored
+        before sending, so the Stop the gateway sends back is closed with CDR status
+        ``reason`` (sessions/settle.py: a confirmed cut). Unconfirmed, the call stays
+        live and is logged; its Stop shows no cut status unless it ended at the cut.
         """
         attempts = rec.cut_attempts + 1
         await self.store.update(
-            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=rec.cut_ms or self.clock_ms()
+            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=self.clock_ms()
         )
         ok = await self._disconnect(rec, reason)
         if ok:
@@ -114,6 +117,14 @@ class Cutter:
             await self.store.clear_deadline(rec)
             return True
         self.disconnects_failed += 1
+        log.warning(
+            "cut of %s (%s) at %s not confirmed (attempt %d of %d): the call stays live",
+            rec.session_id,
+            reason,
+            rec.gateway,
+            attempts,
+            self.retries,
+        )
         if attempts < self.retries:
             # The back-off counts from the end of this exchange (its own retransmissions
             # can take many seconds): 1, 2, 4, 8 s of quiet between attempts.

@@ -14,9 +14,17 @@ a gateway that sends no Interim may run to it. Then:
 - further: the gateway overran: the rated cost is committed as debt (policy
   ``debt``), status ``overrun``. Revenue is never silently dropped.
 
-Pure: no Redis; the pricer functions are passed in. A later per-client credit mode
-(money held behind the whole Session-Timeout) changes what is held and told, not
-these rules: the allowance stays "what chargingd told or paid for".
+A cut shows in the CDR (status ``credit_cut`` or ``killed``) only once it was
+confirmed: the gateway answered it (Disconnect-ACK, JSON-RPC success, the session
+already gone: ``cut_ok``), or the call's Stop says it ended at the cut (answer +
+usage no later than the last cut attempt + ``cut_tolerance_s``, or never answered).
+A cut nobody answered leaves the call running: its Stop, long after, is closed with
+the status the rules give (normal, or overrun past what a credit cut allowed), and
+the CDR keeps ``cut_reason`` with ``cut_confirmed = 0``.
+
+Pure: no Redis; the pricer functions are passed in. The per-client credit modes
+(sessions/modes.py) change what is held and told, not these rules: the allowance
+stays "what chargingd told or paid for".
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class Settlement:
     status: str  # the CDR status the rules give (the ledger may still say overrun)
     reason: str  # charge_reason ("" when charged = rated)
     allowed_s: int
+    cut_confirmed: bool = False  # a cut was sent and is confirmed (see the docstring)
 
 
 class Settler:
@@ -84,23 +93,37 @@ class Settler:
         """Charge ``usage_s`` of ``rec`` closed with ``status`` (normal for a Stop)."""
         priced = self.rated(rec, usage_s)
         cost = priced.cost_micros
+        confirmed = self.cut_confirmed(rec, usage_s, status)
+        final = _status(status, rec, usage_s, confirmed)
         if rec.adopted:  # no authorize here, nothing allowed or refused: the call happened
-            return Settlement(usage_s, priced, cost, DEBT, _status(status, rec, usage_s), "", 0)
+            return Settlement(usage_s, priced, cost, DEBT, final, "", 0, confirmed)
         allowed = self.allowed_s(rec)
         if usage_s <= allowed:
-            final = _status(status, rec, usage_s)
-            return Settlement(usage_s, priced, cost, CAP, final, "", allowed)
+            return Settlement(usage_s, priced, cost, CAP, final, "", allowed, confirmed)
         if usage_s <= allowed + self.tolerance_s:
             paid = min(cost, self.rated(rec, allowed).cost_micros)
-            final = _status(status, rec, usage_s)
             if final == CdrStatus.NORMAL and allowed < self.max_session_s:
                 final = CdrStatus.CREDIT_CUT  # its Session-Timeout was the money running out
-            return Settlement(usage_s, priced, paid, CAP, final, CUT_TOLERANCE, allowed)
-        return Settlement(usage_s, priced, cost, DEBT, CdrStatus.OVERRUN, OVERRUN, allowed)
+            return Settlement(usage_s, priced, paid, CAP, final, CUT_TOLERANCE, allowed, confirmed)
+        overrun = CdrStatus.OVERRUN
+        return Settlement(usage_s, priced, cost, DEBT, overrun, OVERRUN, allowed, confirmed)
+
+    def cut_confirmed(self, rec: SessionRecord, usage_s: int, status: str) -> bool:
+        """A cut was sent and the gateway confirmed it, or this Stop ended the call at
+        it (see the module docstring); False when no cut was sent."""
+        if not rec.cut_reason:
+            return False
+        if rec.cut_ok:
+            return True
+        if status != CdrStatus.NORMAL:
+            return False  # reaped, gateway restart: nobody said the call ended at the cut
+        if not rec.answer_ms or not rec.cut_ms:
+            return True  # never answered: nothing ran on after the cut
+        return rec.answer_ms + usage_s * 1000 <= rec.cut_ms + (self.tolerance_s + 1) * 1000
 
 
-def _status(status: str, rec: SessionRecord, usage_s: int) -> str:
-    if status == CdrStatus.NORMAL and rec.cut_reason in (CdrStatus.CREDIT_CUT, CdrStatus.KILLED):
+def _status(status: str, rec: SessionRecord, usage_s: int, cut_confirmed: bool) -> str:
+    if status == CdrStatus.NORMAL and cut_confirmed:
         return rec.cut_reason
     if status == CdrStatus.NORMAL and usage_s == 0:
         return CdrStatus.UNANSWERED

@@ -114,7 +114,7 @@ class SessionRecord:
     deadline_ms: int = 0
     cut_reason: str = ""  # "credit_cut" | "killed" | "" (why the cutter cut it)
     cut_attempts: int = 0
-    cut_ms: int = 0  # when the first Disconnect-Request went out
+    cut_ms: int = 0  # when the latest cut attempt went out
     cut_ok: int = 0  # 1 once the gateway confirmed it
     adopted: int = 0  # 1 when accounting arrived without our authorize
     # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
