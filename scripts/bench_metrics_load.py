@@ -90,7 +90,10 @@ def cpu_s(pids: list[int]) -> float:
 def daemon_pids(sock: Path, main: int, data: Path) -> tuple[list[int], list[int]]:
     """(chargingd processes, the embedded redis-server) of a running daemon."""
     out = ctl(sock, "--json", "status").stdout
-    workers = [int(p) for p in re.findall(r'"pids": \[([\d, ]*)\]', out)[0].split(",") if p]
+    found = re.findall(r'"pids":\s*\[([\d,\s]*)\]', out)
+    if not found:
+        raise SystemExit(f"no worker pids in `ctl --json status`:\n{out}")
+    workers = [int(p) for p in found[0].replace("\n", " ").split(",") if p.strip()]
     redis_pid = int((data / "redis" / "redis.pid").read_text())
     return [main, *workers], [redis_pid]
 
@@ -145,7 +148,9 @@ def one_run(args: argparse.Namespace, monitoring: bool, extra: list[str]) -> Res
         daemon.wait(timeout=30)
         log.close()
         shutil.rmtree(base, ignore_errors=True)
-    rate = float(re.search(r"requests/s=([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if os.environ.get("BENCH_DEBUG"):
+        print(out)
+    rate = float(re.search(r"requests/s=([\d.,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     p99 = float(re.search(r"p99=([\d.]+)", out).group(1))  # type: ignore[union-attr]
     if monitoring and scrapes[0] == 0:
         raise SystemExit("monitoring run: /metrics was never scraped")
