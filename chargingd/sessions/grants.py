@@ -18,6 +18,7 @@ from collections.abc import Callable
 from chargingd.core.config import SessionsConfig
 from chargingd.ledger import Grant, Ledger, SessionClosed
 from chargingd.sessions.fused import FusedPath
+from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.pricing import Priced, Pricer
 from chargingd.sessions.store import SessionRecord, SessionStore
 
@@ -34,9 +35,11 @@ class Grants:
         cfg: SessionsConfig,
         clock_ms: Callable[[], int],
         fused: FusedPath | None = None,
+        modes: CreditModes | None = None,
     ) -> None:
         """``fused``: the fused scripts (one round trip per interim); None step by step."""
         self.fused = fused
+        self.modes = modes or CreditModes()
         self.store = store
         self.ledger = ledger
         self.pricer = pricer
@@ -199,4 +202,9 @@ class Grants:
         return (grant_s + self.cfg.stale_factor * self.cfg.interim_interval_s) * 1000
 
     def deadline_ms(self, rec: SessionRecord, paid_s: int) -> int:
-        return (rec.answer_ms or rec.auth_ms) + paid_s * 1000
+        """Where the paid usage ends. own_timer: the answer time is the gateway's
+        whole-second Event-Timestamp (RFC 2869 §5.3), so the call may have been answered
+        up to 999 ms after it; chargingd's own cut waits for the end of the paid usage
+        as the gateway measures it (the Stop then reports at least the paid seconds)."""
+        slack_ms = 999 if rec.answer_ms and self.modes.own_timer(rec.client) else 0
+        return (rec.answer_ms or rec.auth_ms) + paid_s * 1000 + slack_ms

@@ -115,6 +115,7 @@ class Sessions:
             cfg=cfg,
             clock_ms=clock_ms,
             fused=self.fused,
+            modes=self.modes,
         )
         self.settler = Settler(
             price=self.grants.price,

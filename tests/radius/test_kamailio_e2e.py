@@ -233,8 +233,9 @@ async def test_bye_answered_481_still_ends_and_charges_the_call(
 async def test_one_call_at_a_time_keeps_a_prepaid_account_behind_kamailio_whole(
     daemon: Daemon, switch: Switch
 ) -> None:
-    """The stopgap docs/kamailio.md gives until a credit mode for gateways without
-    Interims lands: max_calls = 1, so two calls never share the same money."""
+    """An account limited to one call (max_calls = 1) behind Kamailio: the second call
+    is refused with the reason (the credit modes are test_kamailio_hold_all.py's and
+    test_kamailio_cut.py's)."""
     daemon.create_account("kam-one", "0.20", max_calls=1)
     first = await switch.call("kam-one")
     assert first.final_status == 200
@@ -249,8 +250,9 @@ async def test_one_call_at_a_time_keeps_a_prepaid_account_behind_kamailio_whole(
 async def test_a_cut_over_json_rpc_ends_the_call_and_its_stop_is_accounted(
     daemon: Daemon, switch: Switch
 ) -> None:
-    """What a Kamailio cut backend will do: find the dialog by Call-ID, end it over
-    JSON-RPC. Kamailio's BYEs pass no request route; the cfg accounts their Stop."""
+    """The JSON-RPC calls the Kamailio cut backend relies on (test_kamailio_cut.py runs
+    the backend itself): find the dialog by Call-ID, end it. Kamailio's BYEs pass no
+    request route; the cfg accounts their Stop."""
     daemon.create_account("kam-rpc", "10.00")
     dialog = await switch.call("kam-rpc")
     assert dialog.final_status == 200

@@ -148,7 +148,8 @@ async def test_an_unanswered_credit_cut_is_no_credit_cut_and_the_overrun_is_debt
         for sid in gateway.asked:
             cut_at.setdefault(sid, second)
     assert sorted(cut_at) == ["o1", "o2"]
-    assert sum(cut_at.values()) == 40  # both cut where their share of the money ended
+    # Both cut where their share of the money ended (in the second after it).
+    assert sum(cut_at.values()) == 42
     await stop_at(sessions, clock, infos[0], cut_at["o1"])
     await stop_at(sessions, clock, infos[1], 40)  # its Session-Timeout: 40 s told
     cdrs = {c.call_id: c for c in await read_cdrs(redis)}
@@ -156,7 +157,8 @@ async def test_an_unanswered_credit_cut_is_no_credit_cut_and_the_overrun_is_debt
     assert (cdrs["o2"].status, cdrs["o2"].extra["cut_confirmed"]) == ("overrun", "0")
     assert cdrs["o2"].charged_micros == 40 * PER_S
     acc = await ledger.get_account("acc1")
-    assert acc.balance_micros == -cut_at["o1"] * PER_S  # the overrun's debt, flagged
+    assert cdrs["o1"].charged_micros == (cut_at["o1"] - 1) * PER_S  # what was paid
+    assert acc.balance_micros == -(cut_at["o1"] - 1) * PER_S  # the overrun's debt, flagged
     await ledger_story(ledger, redis, "acc1")
 
 
