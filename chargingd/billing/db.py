@@ -1,4 +1,5 @@
-"""The billing database (PostgreSQL): connection, schema migrations and CDR storage.
+"""The billing database (PostgreSQL): connection, schema migrations and CDR storage
+(the embedded server: billing/embedded.py; the errors: billing/errors.py).
 
 With no URL configured chargingd starts an embedded PostgreSQL (the ``pgserver``
 package carries a real server) under ``<data_dir>/pg``; otherwise it connects to a
@@ -10,13 +11,10 @@ usage per account and month is accumulated in the same transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,10 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from chargingd.billing.cdr import CDR, CHARGE_NONE, CHARGE_RECORDED, CHARGES
+from chargingd.billing.embedded import database_url, embedded_dir, start_embedded, stop_embedded
+from chargingd.billing.errors import (
+    BillingDBError,
+    DatabaseUnavailable,
+    InvalidCDR,
+    MigrationError,
+)
 from chargingd.core.config import Config
+
+# The embedded server and the errors live in their own modules; importing them from
+# here keeps working.
+__all__ = [
+    "BillingDB",
+    "BillingDBError",
+    "Conn",
+    "DatabaseUnavailable",
+    "InvalidCDR",
+    "Migration",
+    "MigrationError",
+    "UsagePeriod",
+    "database_url",
+    "embedded_dir",
+    "load_migrations",
+    "migrate",
+    "start_embedded",
+    "stop_embedded",
+    "validate_cdr",
+]
 
 log = logging.getLogger("chargingd.billingdb")
 
@@ -38,30 +62,6 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _RETRIES = 3
 
 Conn = psycopg.AsyncConnection[Any]
-
-
-class BillingDBError(Exception):
-    """Base of billing database errors; ``code`` is stable."""
-
-    code = "billing_db_error"
-
-
-class MigrationError(BillingDBError):
-    """A migration file is malformed, or an applied one was edited afterwards."""
-
-    code = "migration_error"
-
-
-class InvalidCDR(BillingDBError, ValueError):
-    """A CDR that cannot be stored (wrong type, empty key, negative time)."""
-
-    code = "invalid_cdr"
-
-
-class DatabaseUnavailable(BillingDBError):
-    """The database could not be reached or the connection broke; retry later."""
-
-    code = "database_unavailable"
 
 
 @dataclass(frozen=True)
@@ -129,105 +129,6 @@ async def migrate(conn: Conn, migrations: Sequence[Migration] | None = None) -> 
     if applied_now:
         log.info("billing database migrated to version %03d", applied_now[-1])
     return applied_now
-
-
-# -- the embedded server ------------------------------------------------------------
-
-
-def start_embedded(
-    pgdata: Path, database: str = "chargingd", *, delete_at_exit: bool = False
-) -> str:
-    """Start (or reuse) the embedded PostgreSQL in `pgdata`; return the URL of `database`.
-
-    Blocking (initdb + pg_ctl): call it from a thread in async code. The server runs
-    on a unix socket only and stops when the last process using it exits (and
-    `delete_at_exit` then removes its data: tests).
-    """
-    pgdata = pgdata.resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    _forget_dead_users(pgdata)
-    server = _pgserver().get_server(pgdata, cleanup_mode="delete" if delete_at_exit else "stop")
-    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-        if found.fetchone() is None:
-            # Another process may create it meanwhile.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    log.info("embedded PostgreSQL ready in %s", pgdata)
-    url: str = server.get_uri(database)
-    return url
-
-
-def _pgserver() -> Any:
-    """The pgserver.postgres_server module, imported quietly."""
-    with warnings.catch_warnings():
-        # pgserver warns at import when XDG_RUNTIME_DIR is unset; harmless here.
-        warnings.simplefilter("ignore")
-        try:
-            from pgserver import postgres_server
-        except ImportError:
-            raise DatabaseUnavailable(
-                "no billing database configured and no embedded one: set [billing] db_url"
-                " (postgresql://...) or install the embedded extra"
-                " (pip install 'chargingd[embedded]')"
-            ) from None
-
-    # pgserver logs every command it runs, with output, at INFO: keep only problems.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-    return postgres_server
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
-
-
-def _forget_dead_users(pgdata: Path) -> None:
-    """Drop processes that died without cleanup (SIGKILL) from pgserver's user list.
-
-    pgserver stops the server when its last user exits cleanly; a killed user stays
-    listed forever and the server would then never stop.
-    """
-    users = pgdata / ".handle_pids.json"
-    with _pgserver().PostgresServer._lock:
-        if not users.exists():
-            return
-        try:
-            pids = [int(p) for p in json.loads(users.read_text() or "[]")]
-        except (ValueError, TypeError):
-            pids = []
-        alive = [p for p in pids if _process_exists(p)]
-        if alive != pids:
-            users.write_text(json.dumps(alive))
-            log.info("embedded PostgreSQL: forgot %d dead users", len(pids) - len(alive))
-
-
-def stop_embedded(pgdata: Path) -> None:
-    """Drop this process's use of the embedded server; the last user stops it."""
-    server = _pgserver().PostgresServer._instances.get(pgdata.resolve())
-    if server is not None:
-        server.cleanup()
-        log.info("embedded PostgreSQL in %s released", pgdata)
-
-
-def embedded_dir(cfg: Config) -> Path | None:
-    """Where the embedded server lives, or None when a URL is configured."""
-    if cfg.billing.db_url:
-        return None
-    return Path(cfg.billing.embedded_dir or cfg.data_path / "pg")
-
-
-async def database_url(cfg: Config) -> str:
-    """The configured URL, or the URL of the embedded server (started if needed)."""
-    pgdata = embedded_dir(cfg)
-    if pgdata is None:
-        return cfg.billing.db_url
-    return await asyncio.to_thread(start_embedded, pgdata, cfg.billing.embedded_database)
 
 
 # -- CDR storage --------------------------------------------------------------------

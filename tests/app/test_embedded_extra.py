@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chargingd.billing import db
+from chargingd.billing import embedded
 from chargingd.billing.db import DatabaseUnavailable
 from chargingd.core.redisconn import redis_server_binary
 
@@ -24,6 +24,6 @@ def test_no_redis_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) 
 def test_no_postgresql_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pgserver", None)  # import pgserver fails
     with pytest.raises(DatabaseUnavailable) as err:
-        db._pgserver()
+        embedded._pgserver()
     assert "[billing] db_url" in str(err.value)
     assert "pip install 'chargingd[embedded]'" in str(err.value)

@@ -212,7 +212,7 @@ async def test_before_commit_sees_new_cdrs_and_can_abort(db: BillingDB) -> None:
 def test_embedded_server_forgets_killed_users(tmp_path: Path) -> None:
     """A daemon killed by SIGKILL stays in pgserver's user list, so the server would
     never stop; starting the embedded server first drops the dead ones."""
-    from chargingd.billing.db import _forget_dead_users
+    from chargingd.billing.embedded import _forget_dead_users
 
     dead = subprocess.Popen(["true"])
     dead.wait()
