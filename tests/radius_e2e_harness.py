@@ -20,7 +20,7 @@ from typing import Any
 
 import redis as syncredis
 
-from chargingd.admin.methods import RpcError
+from chargingd.admin.params import RpcError
 from chargingd.admin.server import AdminClient, AdminUnreachable
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.redisconn import pid_alive

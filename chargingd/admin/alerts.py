@@ -40,7 +40,7 @@ class NoIncident(AlertMethodError):
 
 
 class Params(Protocol):
-    """The parameter getters of methods.Params that these handlers use."""
+    """The parameter getters of params.Params that these handlers use."""
 
     def text(self, name: str, default: str | None = None) -> str: ...
 

@@ -58,7 +58,7 @@ def rpc_code(exc: InvoicingError) -> int:
 
 
 class Params(Protocol):
-    """What these handlers use of admin.methods.Params."""
+    """What these handlers use of admin.params.Params."""
 
     raw: dict[str, Any]
 

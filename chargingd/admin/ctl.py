@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chargingd.admin import ctl_alerts, ctl_billing, ctl_fraud
-from chargingd.admin.methods import RpcError
+from chargingd.admin.params import RpcError
 from chargingd.admin.render import RENDERERS, make_console
 from chargingd.admin.server import AdminClient, AdminUnreachable
 from chargingd.core.config import ConfigError, load_config

@@ -8,15 +8,12 @@ Pure request-in / response-out (no socket code). Amounts travel as decimal strin
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from chargingd import ledger as balance
 from chargingd.admin import sessions as adminsessions
 from chargingd.admin.alerts import ALERT_METHODS, ALERT_READ_ONLY, AlertMethodError, AlertMethods
 from chargingd.admin.billing import (
@@ -32,38 +29,30 @@ from chargingd.admin.fraud import (
     FraudMethodError,
     FraudMethods,
 )
+from chargingd.admin.params import (
+    _NAME,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    LEDGER_CODES,
+    METHOD_NOT_FOUND,
+    REDIS_UNAVAILABLE,
+    Params,
+    Peer,
+    RpcError,
+    error_response,
+    render_account,
+    render_audit,
+)
 from chargingd.alerts import AlertError, Alerts
-from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
-from chargingd.ledger import Account, AuditEntry, Ledger, LedgerError, Mode, Status
+from chargingd.ledger import Ledger, LedgerError, Status
 
 log = logging.getLogger("chargingd.admin")
 
-# JSON-RPC 2.0 §5.1 standard codes.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-# Application codes (-32000..-32099), one per ledger error code.
-LEDGER_CODES: dict[str, int] = {
-    balance.LedgerError.code: -32000,
-    balance.UnknownAccount.code: -32001,
-    balance.AccountExists.code: -32002,
-    balance.AccountNotActive.code: -32003,
-    balance.InsufficientCredit.code: -32004,
-    balance.TooManyCalls.code: -32005,
-    balance.CurrencyMismatch.code: -32006,
-    balance.InvalidRequest.code: -32007,
-    balance.DuplicateTransaction.code: -32008,
-}
-REDIS_UNAVAILABLE = -32010
 _REDIS_DOWN = "admin requests failed, Redis unavailable"
-
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 _HISTORY_MAX = 1000
 _READ_ONLY = frozenset(
     {"account.get", "account.list", "account.history", "server.status", "session.list"}
@@ -78,183 +67,6 @@ STATS_WINDOWS = ("", "5m", "1h", "24h")
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 # monitoring.Monitor.stats(by=..., window=...): the KPI windows read now.
 StatsProvider = Callable[..., Awaitable[dict[str, Any]]]
-
-
-class RpcError(Exception):
-    """A JSON-RPC error: raised by handlers, and by the clients on an error response."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The connected process, from SO_PEERCRED."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-def error_response(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": req_id, "error": error}
-
-
-def render_account(acc: Account) -> dict[str, Any]:
-    """An account as JSON: amounts as decimal strings with at least 2 decimals."""
-
-    def amt(micros: int) -> str:
-        return format_amount(micros, 2)
-
-    return {
-        "id": acc.id,
-        "mode": str(acc.mode),
-        "currency": acc.currency,
-        "status": str(acc.status),
-        "status_reason": acc.status_reason,
-        "balance": amt(acc.balance_micros),
-        "reserved": amt(acc.reserved_micros),
-        "available": amt(acc.available_micros),
-        "credit_limit": amt(acc.credit_limit_micros),
-        "tariff": acc.tariff,
-        "max_calls": acc.max_calls,
-        "live_sessions": acc.live_sessions,
-        "identities": list(acc.identities),
-        "initial_balance": amt(acc.initial_balance_micros),
-        "topups": amt(acc.topups_micros),
-        "debits": amt(acc.debits_micros),
-        "created_ms": acc.created_ms,
-        "updated_ms": acc.updated_ms,
-    }
-
-
-# Audit fields that hold micro-units; rendered as decimal strings like every amount.
-AUDIT_AMOUNT_KEYS = frozenset(
-    {"balance", "reserved", "amount", "asked", "cumulative", "released", "credit_limit"}
-    | {"old.credit_limit"}
-)
-_INT = re.compile(r"^-?[0-9]+$")
-
-
-def _audit_fields(fields: dict[str, str]) -> dict[str, str]:
-    return {
-        k: format_amount(int(v), 2) if k in AUDIT_AMOUNT_KEYS and _INT.match(v) else v
-        for k, v in fields.items()
-    }
-
-
-def render_audit(entry: AuditEntry) -> dict[str, Any]:
-    """An audit entry as JSON; amounts in before/after/details as decimal strings."""
-    return {
-        "id": entry.id,
-        "ts_ms": entry.ts_ms,
-        "who": entry.who,
-        "what": entry.what,
-        "why": entry.why,
-        "before": _audit_fields(entry.before),
-        "after": _audit_fields(entry.after),
-        "details": _audit_fields(entry.details),
-    }
-
-
-class Params:
-    """By-name parameters of one call; every getter raises -32602 with a clear message."""
-
-    def __init__(self, raw: Any, allowed: frozenset[str]) -> None:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise RpcError(INVALID_PARAMS, "params must be an object (by-name parameters)")
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            hint = ", ".join(sorted(allowed)) or "none"
-            raise RpcError(INVALID_PARAMS, f"unknown parameter {unknown[0]!r} (allowed: {hint})")
-        self.raw: dict[str, Any] = raw
-
-    def has(self, name: str) -> bool:
-        return self.raw.get(name) is not None
-
-    def text(self, name: str, default: str | None = None) -> str:
-        value = self.raw.get(name, default)
-        if value is None:
-            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
-        if not isinstance(value, str):
-            raise RpcError(INVALID_PARAMS, f"{name} must be a string")
-        return value
-
-    def ident(self, name: str = "id") -> str:
-        value = self.text(name)
-        if not value.strip() or len(value) > 128 or any(c.isspace() for c in value):
-            raise RpcError(INVALID_PARAMS, f"{name} must be 1-128 characters without spaces")
-        return value
-
-    def integer(
-        self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 1 << 31
-    ) -> int:
-        value = self.raw.get(name, default)
-        if value is None:
-            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RpcError(INVALID_PARAMS, f"{name} must be an integer")
-        if not lo <= value <= hi:
-            raise RpcError(INVALID_PARAMS, f"{name} must be between {lo} and {hi}")
-        return value
-
-    def flag(self, name: str) -> bool:
-        """An optional JSON boolean, false when absent."""
-        value = self.raw.get(name, False)
-        if not isinstance(value, bool):
-            raise RpcError(INVALID_PARAMS, f"{name} must be true or false")
-        return value
-
-    def amount(self, name: str, default: str | None = None, *, negative: bool = False) -> int:
-        """A decimal string in micro-units; floats are refused (0.1 is not exact)."""
-        value = self.raw.get(name, default)
-        if value is None:
-            raise RpcError(INVALID_PARAMS, f"missing parameter {name!r}")
-        if not isinstance(value, str):
-            kind = type(value).__name__
-            raise RpcError(
-                INVALID_PARAMS, f'{name} must be a decimal string such as "12.50", not {kind}'
-            )
-        try:
-            return parse_amount(value, allow_negative=negative)
-        except AmountError as exc:
-            message = str(exc) if name == "amount" else f"{name}: {exc}"
-            raise RpcError(INVALID_PARAMS, message) from None
-
-    def currency(self, name: str = "currency") -> str:
-        value = self.text(name)
-        if not _CURRENCY.match(value):
-            raise RpcError(INVALID_PARAMS, f"{name} must be a 3-letter ISO 4217 code such as EUR")
-        return value
-
-    def mode(self, name: str = "mode") -> Mode:
-        value = self.text(name)
-        try:
-            return Mode(value)
-        except ValueError:
-            raise RpcError(
-                INVALID_PARAMS, f"{name} must be prepaid or postpaid, not {value!r}"
-            ) from None
-
-    def identities(self, name: str = "identities") -> tuple[str, ...]:
-        value = self.raw.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise RpcError(
-                INVALID_PARAMS, f'{name} must be a list of strings such as ["user:alice"]'
-            )
-        for item in value:
-            kind, _, ref = item.partition(":")
-            if not kind or not ref or any(c.isspace() for c in item):
-                raise RpcError(INVALID_PARAMS, f"identity {item!r} is not KIND:VALUE (user:alice)")
-        return tuple(value)
 
 
 _WRITE = frozenset({"operator", "reason"})

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chargingd.admin.methods import (
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.params import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
-    AdminMethods,
     Peer,
     RpcError,
     error_response,

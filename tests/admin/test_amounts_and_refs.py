@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from admin_harness import Harness, running_admin
 
-from chargingd.admin.methods import RpcError
+from chargingd.admin.params import RpcError
 from chargingd.admin.server import AsyncAdminClient
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import DuplicateTransaction, Ledger, Mode, UnknownAccount

@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 from invoicing_harness import invoicing_config
 
-from chargingd.admin.methods import AdminMethods, Peer
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.params import Peer
 from chargingd.billing.db import BillingDB
 from chargingd.invoicing import Books
 from chargingd.ledger import Ledger, Mode

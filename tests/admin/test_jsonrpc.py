@@ -17,7 +17,8 @@ from admin_harness import Harness, running_admin
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chargingd.admin.methods import AdminMethods, Peer, RpcError
+from chargingd.admin.methods import AdminMethods
+from chargingd.admin.params import Peer, RpcError
 from chargingd.admin.server import MAX_LINE_BYTES, AdminServer, AdminSocketInUse, AsyncAdminClient
 from chargingd.ledger import Ledger
 

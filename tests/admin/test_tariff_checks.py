@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from radius_e2e_harness import Daemon, write_setup
 
-from chargingd.admin.methods import INVALID_PARAMS, RpcError
+from chargingd.admin.params import INVALID_PARAMS, RpcError
 
 
 def test_tariff_must_name_a_loaded_plan(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from chargingd.admin.methods import RpcError
+from chargingd.admin.params import RpcError
 from chargingd.admin.server import AdminClient, AdminUnreachable
 from chargingd.app.cli import main
 from chargingd.core.redisconn import pid_alive

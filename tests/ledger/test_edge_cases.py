@@ -20,7 +20,7 @@ from admin_harness import running_admin
 from fakes import Clock
 
 from chargingd.admin import ctl
-from chargingd.admin.methods import RpcError
+from chargingd.admin.params import RpcError
 from chargingd.admin.server import AsyncAdminClient
 from chargingd.core.money import AmountError, parse_amount
 from chargingd.core.redisconn import EmbeddedRedis
