@@ -1,0 +1,179 @@
+"""Benchmark authorize with the default fraud rule set on and off (issue 13: throughput
+and p99 with the rules on within 10 % of off).
+
+Sessions on a real (embedded) Redis, the fused path as on a single Redis, uvloop as
+the daemon runs. Calls are spread over many accounts, each calling one destination
+(UK, France, Germany, US, fixed and mobile), so no rule fires (an honest population: the
+cost measured is evaluating the rules, not raising alerts). Rounds alternate off/on
+(each on a flushed Redis); the median round of each is reported, with the ratio.
+
+    .venv/bin/python scripts/bench_fraud.py --calls 5000 --inflight 32 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import uvloop
+
+from chargingd.alerts import Alerts
+from chargingd.alerts.store import AlertStore
+from chargingd.core.config import FraudConfig, SessionsConfig
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.fraud import Fraud
+from chargingd.ledger import Ledger, Mode
+from chargingd.rating.loaders import load_plan
+from chargingd.sessions.ccapi import Authorized, CallInfo
+from chargingd.sessions.pricing import Pricer
+from chargingd.sessions.service import Sessions
+
+TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
+CALLED = ("00442079460000", "00447700900123", "0033142685300", "0033612345678",
+          "030123456", "015112345678", "0012025550123")  # fmt: skip
+
+
+@dataclass
+class Round:
+    rate: float  # authorizes per second
+    p50_ms: float
+    p99_ms: float
+
+
+async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: bool) -> Round:
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    clock = lambda: int(time.time() * 1000)  # noqa: E731
+    ledger = Ledger(client, clock_ms=clock)
+    await ledger.load_scripts()
+    for a in range(accounts):
+        await ledger.create_account(
+            f"acc{a}",
+            mode=Mode.PREPAID,
+            currency="EUR",
+            balance_micros=10**12,
+            tariff="retail",
+            identities=(f"user:u{a}",),
+            who="bench",
+        )
+    fraud = None
+    if fraud_on:  # the default rule set, as [fraud] enabled = true ships it
+        store = AlertStore(
+            client,
+            clock_ms=clock,
+            dedup_window_s=3600,
+            retention_s=7200,
+            calls_kept=50,
+            stream_maxlen=100_000,
+        )
+        fraud = Fraud(
+            FraudConfig(enabled=True),
+            redis=client,
+            ledger=ledger,
+            alerts=Alerts(store),
+            clock_ms=clock,
+            live_ttl_s=SessionsConfig().session_ttl_s,
+            single_redis=True,
+        )
+        await fraud.load_scripts()
+    sessions = Sessions(
+        redis=client,
+        ledger=ledger,
+        pricer=Pricer({"retail": load_plan(TARIFF)}),
+        cfg=SessionsConfig(),
+        clock_ms=clock,
+        data_dir=Path(tempfile.gettempdir()),
+        fraud=fraud,
+    )
+    await sessions.store.load_scripts()
+    sem = asyncio.Semaphore(inflight)
+    latencies: list[float] = []
+
+    async def authorize(i: int) -> None:
+        a = i % accounts  # each account calls its own country (no new-country alert)
+        info = CallInfo(f"s{i}", f"u{a}", "", CALLED[a % len(CALLED)], "10.0.0.1", "gw1")
+        async with sem:
+            t0 = time.perf_counter()
+            answer = await sessions.authorize(info)
+            latencies.append(time.perf_counter() - t0)
+        assert isinstance(answer, Authorized), answer
+
+    # Warm-up: every account once (the process learns each caller: the fused path).
+    await asyncio.gather(*(authorize(-1 - a) for a in range(accounts)))
+    latencies.clear()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(authorize(i) for i in range(calls)))
+    elapsed = time.perf_counter() - t0
+    if fraud is not None:
+        assert fraud.counters["fired"] == 0, fraud.counters  # an honest population
+        assert fraud.counters["checked"] >= calls
+        assert sessions.fraud is not None
+        await sessions.fraud.settle()
+    await client.aclose()
+    lat = sorted(latencies)
+    return Round(calls / elapsed, statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99)] * 1e3)
+
+
+def _median(rounds: list[Round]) -> Round:
+    return Round(
+        statistics.median(r.rate for r in rounds),
+        statistics.median(r.p50_ms for r in rounds),
+        statistics.median(r.p99_ms for r in rounds),
+    )
+
+
+async def _run(url: str, args: argparse.Namespace) -> None:
+    results: dict[bool, list[Round]] = {False: [], True: []}
+    for n in range(args.rounds):
+        for on in (False, True) if n % 2 == 0 else (True, False):
+            r = await _round(url, args.calls, args.inflight, args.accounts, on)
+            results[on].append(r)
+            print(
+                f"round {n + 1} rules {'on ' if on else 'off'}: {r.rate:,.0f}/s, "
+                f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms"
+            )
+    off, on = _median(results[False]), _median(results[True])
+    load = os.getloadavg()
+    print(
+        f"\nmedian of {args.rounds} rounds, {args.calls} authorizes, {args.inflight} in flight, "
+        f"{args.accounts} accounts (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):"
+    )
+    print(f"  rules off: {off.rate:,.0f}/s, p50 {off.p50_ms:.2f} ms, p99 {off.p99_ms:.2f} ms")
+    print(f"  rules on:  {on.rate:,.0f}/s, p50 {on.p50_ms:.2f} ms, p99 {on.p99_ms:.2f} ms")
+    print(
+        f"  on/off: throughput {on.rate / off.rate:.3f}, p99 {on.p99_ms / off.p99_ms:.3f} "
+        "(goal: throughput >= 0.90, p99 <= 1.10)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--inflight", type=int, default=32)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis-url", default="", help="default: an embedded redis-server")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        url = args.redis_url
+        if not url:
+            server = EmbeddedRedis(Path(tmp), appendfsync="no")
+            server.start()
+            url = server.url
+        try:
+            uvloop.run(_run(url, args))
+        finally:
+            if server is not None:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
