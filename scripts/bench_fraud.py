@@ -7,6 +7,10 @@ the daemon runs. Calls are spread over many accounts, each calling one destinati
 cost measured is evaluating the rules, not raising alerts). Rounds alternate off/on
 (each on a flushed Redis); the median round of each is reported, with the ratio.
 
+On a shared machine wall-clock rates swing with the neighbours' load, so each round
+also reports the CPU one authorize costs: this process's CPU time plus Redis's
+(INFO cpu), divided by the authorizes: what capacity the rules take, load or not.
+
     .venv/bin/python scripts/bench_fraud.py --calls 5000 --inflight 32 --rounds 5
 """
 
@@ -45,6 +49,7 @@ class Round:
     rate: float  # authorizes per second
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # client + Redis CPU per authorize
 
 
 async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: bool) -> Round:
@@ -108,9 +113,12 @@ async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: b
     # Warm-up: every account once (the process learns each caller: the fused path).
     await asyncio.gather(*(authorize(-1 - a) for a in range(accounts)))
     latencies.clear()
+    redis_cpu = await _redis_cpu(client)
+    cpu = time.process_time()
     t0 = time.perf_counter()
     await asyncio.gather(*(authorize(i) for i in range(calls)))
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu + await _redis_cpu(client) - redis_cpu
     if fraud is not None:
         assert fraud.counters["fired"] == 0, fraud.counters  # an honest population
         assert fraud.counters["checked"] >= calls
@@ -118,7 +126,13 @@ async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: b
         await sessions.fraud.settle()
     await client.aclose()
     lat = sorted(latencies)
-    return Round(calls / elapsed, statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99)] * 1e3)
+    p99 = lat[int(len(lat) * 0.99)] * 1e3
+    return Round(calls / elapsed, statistics.median(lat) * 1e3, p99, cpu / calls * 1e6)
+
+
+async def _redis_cpu(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _median(rounds: list[Round]) -> Round:
@@ -126,6 +140,14 @@ def _median(rounds: list[Round]) -> Round:
         statistics.median(r.rate for r in rounds),
         statistics.median(r.p50_ms for r in rounds),
         statistics.median(r.p99_ms for r in rounds),
+        statistics.median(r.cpu_us for r in rounds),
+    )
+
+
+def _line(r: Round) -> str:
+    return (
+        f"{r.rate:,.0f}/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+        f"{r.cpu_us:.0f} us CPU each"
     )
 
 
@@ -135,20 +157,18 @@ async def _run(url: str, args: argparse.Namespace) -> None:
         for on in (False, True) if n % 2 == 0 else (True, False):
             r = await _round(url, args.calls, args.inflight, args.accounts, on)
             results[on].append(r)
-            print(
-                f"round {n + 1} rules {'on ' if on else 'off'}: {r.rate:,.0f}/s, "
-                f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms"
-            )
+            print(f"round {n + 1} rules {'on ' if on else 'off'}: {_line(r)}")
     off, on = _median(results[False]), _median(results[True])
     load = os.getloadavg()
     print(
         f"\nmedian of {args.rounds} rounds, {args.calls} authorizes, {args.inflight} in flight, "
         f"{args.accounts} accounts (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):"
     )
-    print(f"  rules off: {off.rate:,.0f}/s, p50 {off.p50_ms:.2f} ms, p99 {off.p99_ms:.2f} ms")
-    print(f"  rules on:  {on.rate:,.0f}/s, p50 {on.p50_ms:.2f} ms, p99 {on.p99_ms:.2f} ms")
+    print(f"  rules off: {_line(off)}")
+    print(f"  rules on:  {_line(on)}")
     print(
-        f"  on/off: throughput {on.rate / off.rate:.3f}, p99 {on.p99_ms / off.p99_ms:.3f} "
+        f"  on/off: throughput {on.rate / off.rate:.3f}, p99 {on.p99_ms / off.p99_ms:.3f}, "
+        f"CPU per authorize {on.cpu_us / off.cpu_us:.3f} "
         "(goal: throughput >= 0.90, p99 <= 1.10)"
     )
 

@@ -130,7 +130,8 @@ class Fraud:
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:
         """The verdict of a fraud_check reply; alerts and the cut follow in the
         background."""
-        by_name = {r.name: r for r in prepared.rules}
+        deny = reply[0] in (b"deny", "deny")  # the rule is named: find it
+        by_name = {r.name: r for r in prepared.rules} if deny else {}
         verdict = P.decode(prepared.plan, reply, by_name)
         self.counters["checked"] += 1
         self._after(verdict, prepared.facts.account_id, prepared.facts, prepared.destination)

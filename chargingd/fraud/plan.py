@@ -35,9 +35,10 @@ class Plan:
     identity: str
     event_id: str = ""
     keys: list[str] = field(default_factory=list)
-    ops: list[list[Any]] = field(default_factory=list)  # 10 values each
+    ops: list[tuple[str, str, int]] = field(default_factory=list)  # op text (less ttl)
     rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
     block_argv: list[Any] = field(default_factory=list)
+    may_block: bool = False  # an op's rule blocks (not in shadow)
     _key_index: dict[str, int] = field(default_factory=dict)
     _ttl: dict[int, int] = field(default_factory=dict)  # key index -> longest ttl
 
@@ -55,31 +56,37 @@ class Plan:
         """One op; ``rule`` None: bookkeeping (learning, dedupe, a call ended) that never
         fires. ``ttl_ms``: the key's lifetime (default window + margin; 0 leaves it)."""
         index = self._key_index.get(key)
+        ttl = window_ms + KEY_MARGIN_MS if ttl_ms is None else ttl_ms
         if index is None:
             index = self._key_index[key] = FIRST_OP_KEY + len(self.keys)
             self.keys.append(key)
-        ttl = window_ms + KEY_MARGIN_MS if ttl_ms is None else ttl_ms
-        self._ttl[index] = max(self._ttl.get(index, 0), ttl)
+            self._ttl[index] = ttl
+        elif ttl > self._ttl[index]:
+            self._ttl[index] = ttl
         if rule is None:
-            slot, limit, act, name = 0, 0, "x", ""
+            self.ops.append((f"{kind}|{index}|0|{window_ms}|0|x||", f"|{extra}|{member}", index))
         else:
-            slot, limit, act, name = rule.slot, rule.limit, rule.act, rule.name
-        self.ops.append([kind, index, slot, window_ms, limit, member, act, name, 0, extra])
+            act = rule.act
+            name = rule.name if act in "rb" else ""  # the script names only these
+            head = f"{kind}|{index}|{rule.slot}|{window_ms}|{rule.limit}|{act}|{name}|"
+            self.ops.append((head, f"|{extra}|{member}", index))
+            if act == "b":
+                self.may_block = True
         self.rules.append(rule)
 
     def argv(self) -> list[Any]:
-        """ARGV: the header, the ops (each key's ttl on its first op), the block step."""
+        """ARGV: the header, the ops (one value each; each key's ttl on its first op),
+        the block step."""
         flat: list[Any] = [self.now_ms, self.identity, len(self.ops), self.event_id]
-        pending = dict(self._ttl)
-        for op in self.ops:
-            flat.extend(op[:8])
-            flat.append(pending.pop(op[1], 0))
-            flat.append(op[9])
+        ttl = self._ttl
+        seen: set[int] = set()
+        for head, tail, index in self.ops:
+            if index in seen:
+                flat.append(f"{head}0{tail}")
+            else:
+                seen.add(index)
+                flat.append(f"{head}{ttl[index]}{tail}")
         return flat + self.block_argv
-
-    @property
-    def may_block(self) -> bool:
-        return any(r is not None and r.act == "b" for r in self.rules)
 
     def rule_of(self, op: int) -> Rule:
         rule = self.rules[op - 1]

@@ -6,7 +6,7 @@ overrides, then its own).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chargingd.core.config.fraud import (
     AUTHORIZE_KINDS,
@@ -57,10 +57,12 @@ class Rule:
     def at_authorize(self) -> bool:
         return self.kind in AUTHORIZE_KINDS
 
-    @property
-    def act(self) -> str:
-        """The script's act code: a alert, r refuse, b block, s shadow."""
-        return "s" if self.shadow else self.action.value[0]
+    # The script's act code: a alert, r refuse, b block, s shadow (from action and
+    # shadow; computed once: the authorize path reads it for every op).
+    act: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "act", "s" if self.shadow else self.action.value[0])
 
 
 def compile_rule(cfg: RuleConfig, slot: int, fraud: FraudConfig) -> Rule:

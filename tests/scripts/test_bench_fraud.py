@@ -19,8 +19,8 @@ def test_bench_fraud_prints_both_sides_and_the_ratio(redis_server: EmbeddedRedis
          "--redis-url", redis_server.url],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
-    off = re.search(r"rules off: ([\d,]+)/s, p50 [\d.]+ ms, p99 ([\d.]+) ms", out)
-    on = re.search(r"rules on:  ([\d,]+)/s, p50 [\d.]+ ms, p99 ([\d.]+) ms", out)
+    off = re.search(r"rules off: ([\d,]+)/s, p50 [\d.]+ ms, p99 ([\d.]+) ms, (\d+) us CPU each", out)
+    on = re.search(r"rules on:  ([\d,]+)/s, p50 [\d.]+ ms, p99 ([\d.]+) ms, (\d+) us CPU each", out)
     ratio = re.search(r"on/off: throughput ([\d.]+), p99 ([\d.]+)", out)
     assert off and on and ratio, out
     assert float(off[1].replace(",", "")) > 0 and float(on[1].replace(",", "")) > 0

@@ -10,9 +10,11 @@
 --   [4..] the keys of the ops
 -- ARGV: [1] now ms  [2] identity ('' none)  [3] number of ops  [4] member of the event
 --   (fraud_event: the CDR or refusal id, for deduplication; '' none)
---   then 10 values per op: kind, key index, slot, window ms, limit, member, act, rule
---   name, key ttl ms (0: an earlier op set it), extra (kind 'r': the least number of
---   calls the ratio needs; event ops: the refusal's cooldown ms, 0 = the window)
+--   then one value per op, its 10 fields joined by '|' (one argument, not ten: what a
+--   call sends is what authorize pays for): kind, key index, slot, window ms, limit,
+--   act, rule name ('' when it neither refuses nor blocks), key ttl ms (0: an earlier
+--   op set it), extra (kind 'r': the least number of calls the ratio needs; event
+--   ops: the refusal's cooldown ms, 0 = the window), member (last: it may hold '|')
 --   then, when an op may block, the 7 ARGV of the ledger's status step
 -- Op kinds: 'c' count (member: a call id), 'd' distinct members (a number), 'l' live
 --   calls (member: the session id; window: how long an entry lives), 'n' a country
@@ -30,13 +32,19 @@
 local SLOT = 1e13
 local RANK = {s = 0, x = 0, a = 1, r = 2, b = 3}
 
-local W = 10  -- ARGV values per op
+local OP = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
+local fr_parsed = {}  -- op i -> its fields, parsed once per script run
 
+-- kind, key index, slot, window, limit, member, act, name, ttl, extra of op i
 local function fr_op(ARGV, i)
-  local o = 5 + (i - 1) * W
-  return ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]),
-         tonumber(ARGV[o + 4]), ARGV[o + 5], ARGV[o + 6], ARGV[o + 7], tonumber(ARGV[o + 8]),
-         tonumber(ARGV[o + 9])
+  local o = fr_parsed[i]
+  if not o then
+    local kind, k, slot, win, limit, act, name, ttl, extra, member = string.match(ARGV[4 + i], OP)
+    o = {kind, tonumber(k), tonumber(slot), tonumber(win), tonumber(limit), member, act, name,
+         tonumber(ttl), tonumber(extra)}
+    fr_parsed[i] = o
+  end
+  return o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]
 end
 
 -- State: since (counts before it are ignored: an operator unblocked the account) and
@@ -56,14 +64,18 @@ local function fr_state(key, now, identity)
   return since, deny
 end
 
--- A counted zset op: add, trim to the window, count; keep at most limit + 1 entries.
+-- A counted zset op: add, count; keep at most limit + 1 entries. While all the slot
+-- holds (old entries too) is within the limit, so is the window: nothing to trim.
+-- Past it: trim to the window (and since), count again.
 local function fr_count(key, now, since, slot, win, limit, member)
   local off = slot * SLOT
+  redis.call('ZADD', key, off + now, slot .. '|' .. member)
+  local n = redis.call('ZCOUNT', key, off, off + SLOT - 1)
+  if n <= limit then return n end
   local lo = now - win
   if since > lo then lo = since end
-  redis.call('ZADD', key, off + now, slot .. '|' .. member)
   redis.call('ZREMRANGEBYSCORE', key, off, string.format('(%d', off + lo))
-  local n = redis.call('ZCOUNT', key, off, off + SLOT - 1)
+  n = redis.call('ZCOUNT', key, off, off + SLOT - 1)
   if n > limit + 1 then
     local old = redis.call('ZRANGEBYSCORE', key, off, off + SLOT - 1, 'LIMIT', 0, n - limit - 1)
     redis.call('ZREM', key, unpack(old))
@@ -72,9 +84,10 @@ local function fr_count(key, now, since, slot, win, limit, member)
   return n
 end
 
+-- Live calls: entries whose expiry (score) is still ahead. Expired ones (a call whose
+-- CDR never came) are trimmed by fraud_event ('x'), off the authorize path.
 local function fr_live(key, now, member)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local n = redis.call('ZCARD', key)
+  local n = redis.call('ZCOUNT', key, string.format('(%d', now), '+inf')
   if not redis.call('ZSCORE', key, member) then n = n + 1 end
   return n
 end
@@ -102,7 +115,7 @@ end
 
 -- Acting on the worst fired op: block through the ledger's status script.
 local function fr_block(KEYS, ARGV, n, now, name, text)
-  local base = 5 + n * W
+  local base = 5 + n
   local args = {}
   for k = 0, 6 do args[k + 1] = ARGV[base + k] end
   args[4] = text
@@ -123,6 +136,10 @@ local function fr_verdict(KEYS, ARGV, n, now, fired, worst, worst_i, counts)
   return {'block', worst_i, fr_block(KEYS, ARGV, n, now, name, text), fired, ''}
 end
 
+-- What fraud_check read of each 'n' op (the country's last call, ms), for fraud_admit.
+local fr_last = {}
+local DAY_MS = 86400000
+
 local function fraud_check(KEYS, ARGV)
   local now, identity, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
   local since, deny = fr_state(KEYS[1], now, identity)
@@ -139,8 +156,11 @@ local function fraud_check(KEYS, ARGV)
       hit = count > limit
     elseif kind == 'n' then
       local last = tonumber(redis.call('HGET', key, member) or '0')
-      count = redis.call('HLEN', key)
-      hit = last < now - win and count > 0
+      fr_last[i] = last
+      if last < now - win then  -- a country not called within the memory: any history?
+        count = redis.call('HLEN', key)
+        hit = count > 0
+      end
     end
     fr_expire(key, ttl)
     if hit and act ~= 'x' then
@@ -160,7 +180,8 @@ local function fraud_admit(KEYS, ARGV)
     local kind, k, _, win, _, member = fr_op(ARGV, i)
     if kind == 'l' then
       redis.call('ZADD', KEYS[k], now + win, member)
-    elseif kind == 'n' then
+    elseif kind == 'n' and (fr_last[i] or 0) < now - math.min(DAY_MS, win / 100) then
+      -- the last call to a country, rewritten at most once a day (1 % of the memory)
       redis.call('HSET', KEYS[k], member, string.format('%d', now))
     end
   end
@@ -175,6 +196,7 @@ local function fraud_event(KEYS, ARGV)
     local key, hit, count = KEYS[k], false, 0
     if kind == 'x' then
       redis.call('ZREM', key, member)
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)  -- live entries that expired
     elseif kind == 'u' then  -- an event seen before (a re-delivered CDR) counts once
       redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
       if redis.call('ZADD', key, 'NX', now, id) == 0 then return {'dup', 0, 0, {}, ''} end
