@@ -146,8 +146,7 @@ def _median(rounds: list[Round]) -> Round:
 
 def _line(r: Round) -> str:
     return (
-        f"{r.rate:,.0f}/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-        f"{r.cpu_us:.0f} us CPU each"
+        f"{r.rate:,.0f}/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, {r.cpu_us:.0f} us CPU each"
     )
 
 
