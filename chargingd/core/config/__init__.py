@@ -9,7 +9,6 @@ impossible, and a field on ``Config``; the loader does the rest.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import tomllib
 import types
@@ -27,6 +26,8 @@ from chargingd.core.config.fraud import FraudConfig
 from chargingd.core.config.invoicing import InvoicingConfig
 from chargingd.core.config.mediation import MediationConfig
 from chargingd.core.config.monitoring import HttpConfig, MonitoringConfig
+from chargingd.core.config.radius import RadiusClientConfig as RadiusClientConfig
+from chargingd.core.config.radius import RadiusConfig as RadiusConfig
 
 
 class ConfigError(ValueError):
@@ -304,159 +305,6 @@ class ExportConfig:
 class DemoConfig:
     # Create a few demo accounts at start if they do not exist (make run).
     accounts: bool = False
-
-
-# Cisco IVR h323-return-code values (Cisco's debit-card TCL IVR table): 1 invalid account,
-# 3 call limit exceeded, 4 zero balance, 7 user denied/suspended, 8 service not
-# available, 9 called number blocked; a fraud rule's refusal or block gets 7 (user
-# denied). Vendors differ, so [radius.h323_return_codes] overrides any of these by
-# refusal reason.
-DEFAULT_H323_RETURN_CODES: dict[str, int] = {
-    "unknown_account": 1,
-    "suspended": 7,
-    "insufficient_credit": 4,
-    "destination_not_allowed": 9,
-    "too_many_calls": 3,
-    "system_error": 8,
-    "fraud": 7,
-}
-
-_LOOKUPS = ("user", "ani", "default")
-CREDIT_MODES = ("interim", "hold_all", "own_timer")
-CUT_BACKENDS = ("rfc5176", "kamailio_jsonrpc")
-
-
-def valid_rpc_url(url: str) -> bool:
-    """http://IP:PORT/PATH with an IP literal (no resolver in the cut path)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or not parts.path.startswith("/") or parts.query:
-        return False
-    try:
-        ipaddress.ip_address(parts.hostname or "")
-        return parts.port is not None
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class RadiusClientConfig:
-    """One RADIUS client (gateway or SBC), by IP address or CIDR block."""
-
-    name: str = ""
-    address: str = ""
-    secret: str = field(default="", repr=False)  # never in a repr, hence never in a log
-    default_account: str = ""
-    # Identity lookup order: "user" (User-Name), "ani" (Calling-Station-Id), "default".
-    lookup: tuple[str, ...] = _LOOKUPS
-    # RFC 5176 Dynamic Authorization port on the gateway; 0 = no Disconnect/CoA.
-    coa_port: int = 3799
-    # "cisco" adds the h323-* VSAs (vendor 9) to replies; "generic" sends RFC attributes only.
-    flavour: str = "cisco"
-    # Cisco gateways account each call leg apart, all legs sharing h323-conf-id (the
-    # session id of "cisco" clients). Which legs' accounting is charged, by
-    # h323-call-origin: "originate" (the outgoing leg), "answer" or "all".
-    cisco_leg: str = "originate"
-    # None: use [radius] require_message_authenticator.
-    require_message_authenticator: bool | None = None
-    # How chargingd keeps this client's calls within their money (docs/credit-control.md
-    # "Credit modes"): "interim" (grants renewed by Interim-Updates), "hold_all" (no
-    # Interims, no cut: the money behind the whole Session-Timeout is held at authorize)
-    # or "own_timer" (no Interims, can be cut: chargingd renews grants on its own timer).
-    credit_mode: str = "interim"
-    # How a call is cut: "rfc5176" (Disconnect-Request to coa_port) or
-    # "kamailio_jsonrpc" (Kamailio's dialog module over JSON-RPC at jsonrpc_url).
-    cut_backend: str = "rfc5176"
-    # kamailio_jsonrpc: Kamailio's jsonrpcs over xhttp, "http://IP:PORT/RPC".
-    jsonrpc_url: str = ""
-
-    def validate(self) -> None:
-        if not self.name:
-            raise ValueError("a client needs a name")
-        try:
-            ipaddress.ip_network(self.address, strict=False)
-        except ValueError:
-            raise ValueError(f"client {self.name!r}: address must be an IP or CIDR") from None
-        if not self.secret:
-            raise ValueError(f"client {self.name!r}: secret must not be empty")
-        if not self.lookup or any(item not in _LOOKUPS for item in self.lookup):
-            raise ValueError(f"client {self.name!r}: lookup items must be user, ani or default")
-        if not 0 <= self.coa_port <= 65535:
-            raise ValueError(f"client {self.name!r}: coa_port must be 0..65535")
-        if self.flavour not in ("cisco", "generic"):
-            raise ValueError(f"client {self.name!r}: flavour must be cisco or generic")
-        if self.cisco_leg not in ("originate", "answer", "all"):
-            raise ValueError(f"client {self.name!r}: cisco_leg must be originate, answer or all")
-        self._validate_credit()
-
-    def _validate_credit(self) -> None:
-        if self.credit_mode not in CREDIT_MODES:
-            raise ValueError(f"client {self.name!r}: credit_mode must be one of {CREDIT_MODES}")
-        if self.cut_backend not in CUT_BACKENDS:
-            raise ValueError(f"client {self.name!r}: cut_backend must be one of {CUT_BACKENDS}")
-        if self.cut_backend == "kamailio_jsonrpc":
-            if not valid_rpc_url(self.jsonrpc_url):
-                raise ValueError(
-                    f"client {self.name!r}: jsonrpc_url must be http://IP:PORT/PATH "
-                    f"(an IP literal), not {self.jsonrpc_url!r}"
-                )
-        elif self.jsonrpc_url:
-            raise ValueError(
-                f"client {self.name!r}: jsonrpc_url needs cut_backend kamailio_jsonrpc"
-            )
-
-
-@dataclass(frozen=True)
-class RadiusConfig:
-    # Run the RADIUS frontend and the session loops (cutter, reaper) in `chargingd serve`.
-    enabled: bool = True
-    bind: str = "0.0.0.0"
-    auth_port: int = 1812
-    acct_port: int = 1813
-    # Packets waiting for a worker task; beyond this they are dropped and counted.
-    queue_size: int = 4096
-    worker_tasks: int = 64
-    # A request that waited longer than this for a worker task is dropped unanswered
-    # (counted as shed_stale): gateways retransmit after 1-3 s. 0 = never.
-    max_wait_ms: int = 500
-    # One line per answered request, written in batches; "" = off. A relative path
-    # is under [server] data_dir.
-    access_log: str = ""
-    # RFC 5080 §2.2.2 duplicate detection: replies kept this long, at most this many.
-    duplicate_cache_ttl_s: float = 30.0
-    duplicate_cache_size: int = 65536
-    require_message_authenticator: bool = True
-    # Acct-Interim-Interval sent when sessions does not set one.
-    interim_interval_s: int = 60
-    # Disconnect-Request / CoA-Request (RFC 5176): first wait, then doubled per retry.
-    coa_timeout_s: float = 1.0
-    coa_retries: int = 3
-    h323_return_codes: dict[str, int] = field(
-        default_factory=lambda: dict(DEFAULT_H323_RETURN_CODES)
-    )
-    clients: tuple[RadiusClientConfig, ...] = ()
-
-    def validate(self) -> None:
-        for port in (self.auth_port, self.acct_port):
-            if not 0 <= port <= 65535:
-                raise ValueError("ports must be 0..65535")
-        if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
-            raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
-        if self.max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
-        if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
-            raise ValueError("duplicate_cache_ttl_s and coa_timeout_s must be positive")
-        if self.interim_interval_s < 1 or self.coa_retries < 0:
-            raise ValueError("interim_interval_s must be >= 1 and coa_retries >= 0")
-        unknown = set(self.h323_return_codes) - set(DEFAULT_H323_RETURN_CODES)
-        if unknown:
-            raise ValueError(f"h323_return_codes: unknown reasons {sorted(unknown)}")
-        names = [c.name for c in self.clients]
-        if len(set(names)) != len(names):
-            raise ValueError("client names must be unique")
-
-    def return_code(self, reason: str) -> int:
-        """The h323-return-code for a refusal reason (configured, else the default)."""
-        return self.h323_return_codes.get(reason, DEFAULT_H323_RETURN_CODES[reason])
 
 
 @dataclass(frozen=True)
