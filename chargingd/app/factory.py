@@ -128,6 +128,7 @@ class Factory:
             redis,
             clock_ms=self.clock_ms,
             audit_max_entries=lc.audit_max_entries,
+            audit_holds=lc.audit_holds,
             txn_ttl_s=lc.txn_ttl_s,
             partial_grants=lc.partial_grants,
             # A new session's hold that Redis runs after its request timed out (a stall)

@@ -19,6 +19,7 @@ from typing import Any
 from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
+from chargingd.sessions.record import record_lua
 from chargingd.sessions.store import (
     DEADLINES,
     LASTSEEN,
@@ -74,14 +75,14 @@ class FusedPath:
         lua = resources.files("chargingd.sessions") / "lua"
 
         def load(name: str, embeds: tuple[str, ...]) -> Any:
-            body = (lua / f"{name}.lua").read_text()
+            body = record_lua((lua / f"{name}.lua").read_text())
             script = store.redis.register_script(fused_source(body, embeds))
             store.scripts.append(script)
             return script
 
         self._authorize = load("session_authorize", ("account_check", "reserve"))
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
-        authorize = (lua / "session_authorize.lua").read_text()
+        authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
         body = fragment() + "\n" + wrapped + (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "reserve", "status")
@@ -122,7 +123,7 @@ class FusedPath:
         args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)
         args += checked.argv
-        args += rec.sparse_pairs()
+        args.append(rec.pack(extra=1, omit=("credit_micros",)))
         sha = self._authorize.sha
         if fraud is not None:  # session_authorize_fraud.lua
             sha = self._authorize_fraud.sha
@@ -180,8 +181,7 @@ class FusedPath:
             return Closing(status, last_usage_s=int(reply[1]), answer_ms=int(reply[2]))
         if status != "ok":
             return Closing(status)
-        flat = reply[2]
-        record = SessionRecord.from_raw(dict(zip(flat[::2], flat[1::2], strict=True)))
+        record = SessionRecord.unpack(acc, sid, reply[2])
         return Closing(status, self.steps.commit_result(reply[1], acc), record)
 
     async def _send_with_index(

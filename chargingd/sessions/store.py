@@ -6,7 +6,7 @@ touch a session and its account together; the global indexes (deadline zset,
 last-seen zset, per-gateway sets, session locator) are separate keys.
 
 Keys:
-  {a:ACC}:s:SID        hash   the session record (fields: see SessionRecord)
+  {a:ACC}:r:SID        string the session record: a msgpack map (sessions/record.py)
   {a:ACC}:s:SID:fin    string closing lease (one closer writes the CDR)
   {a:ACC}:live         set    live session ids of the account
   sess:loc:SID         string account id of a session (accounting finds the record)
@@ -18,9 +18,7 @@ Keys:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -31,6 +29,15 @@ from redis.exceptions import NoScriptError
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
+from chargingd.sessions.record import (
+    CLOSED,
+    LIVE,
+    SessionRecord,
+    fields_map,
+    member,
+    record_lua,
+    split_member,
+)
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
 # may still run later, when a stalled Redis resumes).
@@ -45,11 +52,9 @@ LASTSEEN = "sess:lastseen"
 ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
-LIVE = "live"
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
-CLOSED = "closed"
 
 
 class LateWrite(Exception):
@@ -59,7 +64,7 @@ class LateWrite(Exception):
 
 
 def record_key(account_id: str, session_id: str) -> str:
-    return f"{account_tag(account_id)}:s:{session_id}"
+    return f"{account_tag(account_id)}:r:{session_id}"
 
 
 def fin_key(account_id: str, session_id: str) -> str:
@@ -76,99 +81,6 @@ def loc_key(session_id: str) -> str:
 
 def gateway_key(gateway: str) -> str:
     return f"sess:gw:{gateway}"
-
-
-def member(account_id: str, session_id: str) -> bytes:
-    """Index member naming one session; account ids never contain NUL."""
-    return f"{account_id}\0{session_id}".encode()
-
-
-def split_member(raw: bytes | str) -> tuple[str, str]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    account_id, _, session_id = text.partition("\0")
-    return account_id, session_id
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """One call as sessions/service.py knows it; integers carry their unit in the name."""
-
-    session_id: str
-    account_id: str
-    user_name: str
-    caller: str  # E.164 where it could be normalised
-    callee: str
-    destination: str  # matched destination id
-    plan: str  # tariff plan id
-    currency: str
-    gateway: str
-    client: str
-    auth_ms: int
-    answer_ms: int = 0
-    last_seen_ms: int = 0
-    last_usage_s: int = 0
-    debited_micros: int = 0  # cumulative cost committed so far
-    held_micros: int = 0  # current hold (the grant beyond the debited cost)
-    paid_usage_s: int = 0  # usage that debited + held money pays for
-    limited: int = 0  # 1 when the last grant was partial (the session has a deadline)
-    deadline_ms: int = 0
-    cut_reason: str = ""  # "credit_cut" | "killed" | "" (why the cutter cut it)
-    cut_attempts: int = 0
-    cut_ms: int = 0  # when the latest cut attempt went out
-    cut_ok: int = 0  # 1 once the gateway confirmed it
-    adopted: int = 0  # 1 when accounting arrived without our authorize
-    # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
-    # Acct-Session-Id when the session is keyed by the h323-conf-id, the conf-id, and
-    # the charged leg's h323-call-origin. Learnt from the Access-Request and accounting.
-    nas_session_id: str = ""
-    conf_id: str = ""
-    call_origin: str = ""
-    # The money the Session-Timeout last told to the gateway stands for (authorize,
-    # CoA after a top-up): part of what the call is allowed (sessions/settle.py).
-    credit_micros: int = 0
-    state: str = LIVE
-    # Once closed, what its CDR said (late accounting reads them, sessions/late.py).
-    status: str = ""
-    cost_micros: int = 0
-    charged_micros: int = 0
-    provisional: int = 0  # 1: closed without the gateway's word (reaper, restart)
-    reported_usage_s: int = 0  # the most usage the gateway had reported when it closed
-    cdr_revision: int = 0  # the CDR's revision (a correction writes the next one)
-
-    @property
-    def member(self) -> bytes:
-        return member(self.account_id, self.session_id)
-
-    def sparse_pairs(self) -> list[str | int]:
-        """Field, value pairs of the fields that differ from their defaults (and state):
-        from_raw reads a missing field as its default, and a new record stays small."""
-        pairs: list[str | int] = []
-        for name, _, _ in _FIELDS:
-            value = getattr(self, name)
-            if name == "state" or value != _DEFAULTS.get(name):
-                pairs += [name, value]
-        return pairs
-
-    @classmethod
-    def from_raw(cls, raw: dict[bytes, bytes]) -> SessionRecord:
-        """Decode a HGETALL reply; unknown fields (newer versions) are ignored."""
-        values: dict[str, Any] = {}
-        for name, key, is_int in _FIELDS:
-            data = raw.get(key)
-            if data is not None:
-                values[name] = int(data) if is_int else data.decode()
-        return cls(**values)
-
-
-# (field name, its hash field as bytes, is an integer), in declaration order.
-_FIELDS: tuple[tuple[str, bytes, bool], ...] = tuple(
-    (f.name, f.name.encode(), f.type in ("int", int)) for f in dataclasses.fields(SessionRecord)
-)
-_DEFAULTS: dict[str, Any] = {
-    f.name: f.default
-    for f in dataclasses.fields(SessionRecord)
-    if f.default is not dataclasses.MISSING
-}
 
 
 class SessionStore:
@@ -191,13 +103,22 @@ class SessionStore:
         self.session_ttl_s = session_ttl_s
         self.closed_ttl_s = closed_ttl_s
         lua = resources.files("chargingd.sessions").joinpath("lua")
-        self._touch = redis.register_script(lua.joinpath("session_touch.lua").read_text())
-        self._create = redis.register_script(lua.joinpath("session_create.lua").read_text())
-        self._claim_until = redis.register_script(
-            lua.joinpath("session_claim_until.lua").read_text()
-        )
-        self._unlease = redis.register_script(lua.joinpath("session_unlease.lua").read_text())
-        self.scripts: list[Any] = [self._touch, self._create, self._claim_until, self._unlease]
+
+        def load(name: str) -> Any:
+            return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text()))
+
+        self._touch = load("session_touch")
+        self._create = load("session_create")
+        self._set = load("session_set")
+        self._claim_until = load("session_claim_until")
+        self._unlease = load("session_unlease")
+        self.scripts: list[Any] = [
+            self._touch,
+            self._create,
+            self._set,
+            self._claim_until,
+            self._unlease,
+        ]
         self._loading: asyncio.Future[None] | None = None
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
@@ -225,8 +146,8 @@ class SessionStore:
         are harmless without the record: readers skip members whose record is gone).
         ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
         """
-        args: list[str | int] = [self.session_ttl_s, rec.session_id, deadline_ms]
-        args += rec.sparse_pairs()
+        args: list[str | int | bytes] = [self.session_ttl_s, rec.session_id, deadline_ms]
+        args.append(rec.pack())
         keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
         self.remember_locator(rec.session_id, rec.account_id)
         created, *_ = await self._send(
@@ -323,10 +244,10 @@ class SessionStore:
         await self.redis.delete(loc_key(session_id))
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
-        raw = await self.redis.hgetall(record_key(account_id, session_id))
-        if not raw or b"account_id" not in raw:
+        raw = await self.redis.get(record_key(account_id, session_id))
+        if not raw:
             return None
-        return SessionRecord.from_raw(raw)
+        return SessionRecord.unpack(account_id, session_id, raw)
 
     async def find(self, session_id: str) -> SessionRecord | None:
         account_id = await self.locate(session_id, fresh=True)
@@ -353,7 +274,7 @@ class SessionStore:
         """
         key = record_key(account_id, session_id)
         args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin)
-        (state, usage, flat), _ = await self._send(
+        (state, usage, blob), _ = await self._send(
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),
                 # XX: no-op once closed (or claimed by the reaper).
@@ -362,12 +283,18 @@ class SessionStore:
         )
         if state != LIVE.encode():
             return state.decode(), int(usage), None
-        raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        return LIVE, int(usage), SessionRecord.from_raw(raw)
+        return LIVE, int(usage), SessionRecord.unpack(account_id, session_id, blob)
+
+    def _setting(self, rec: SessionRecord, fields: dict[str, str | int], ttl_s: int = 0) -> tuple[Any, ...]:
+        """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
+        and expire it then; 0 keeps its expiry)."""
+        key = record_key(rec.account_id, rec.session_id)
+        return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields))
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
-        """Overwrite some fields of a live record (grant, deadline, cut state)."""
-        await self.redis.hset(record_key(rec.account_id, rec.session_id), mapping=fields)
+        """Overwrite some fields of a live record (grant, deadline, cut state); a record
+        that is gone stays gone."""
+        await self._send([self._setting(rec, fields)])
 
     async def set_grant(
         self,
@@ -380,14 +307,12 @@ class SessionStore:
         """Grant fields and the deadline in one round trip: ``deadline_ms`` > 0 sets it,
         0 clears it (and ``limited``), None leaves it. ``index_ms``: the deadline
         index's score when later than the deadline (a cutter's claim)."""
-        key = record_key(rec.account_id, rec.session_id)
         fields = dict(fields)
         if deadline_ms is not None:
             fields["deadline_ms"] = deadline_ms
         if deadline_ms == 0:
             fields["limited"] = 0
-        pairs = [x for name, value in fields.items() for x in (name, value)]
-        commands: list[tuple[Any, ...]] = [("HSET", key, *pairs)]
+        commands: list[tuple[Any, ...]] = [self._setting(rec, dict(fields))]
         if deadline_ms:
             commands.append(("ZADD", DEADLINES, max(deadline_ms, index_ms), rec.member))
         elif deadline_ms == 0:
@@ -444,11 +369,8 @@ class SessionStore:
 
     def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
         self._located.pop(rec.session_id, None)
-        key = record_key(rec.account_id, rec.session_id)
-        pairs = [x for name, value in {**fields, "state": CLOSED}.items() for x in (name, value)]
         return [
-            ("HSET", key, *pairs),
-            ("EXPIRE", key, self.closed_ttl_s),
+            self._setting(rec, {**fields, "state": CLOSED}, self.closed_ttl_s),
             ("SREM", live_key(rec.account_id), rec.session_id),
             ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
             ("ZREM", DEADLINES, rec.member),

@@ -242,7 +242,9 @@ async def test_unchargeable_spooled_stop_does_not_block_the_spool(
     await add_account(ledger)
     await answered(sessions, clock, "s1")
     await answered(sessions, clock, "s2")
-    await redis.hset(record_key("acc1", "s1"), "plan", "withdrawn")
+    rec = await sessions.store.get("acc1", "s1")
+    assert rec is not None
+    await sessions.store.update(rec, plan="withdrawn")
     for sid in ("s1", "s2"):
         stop = usage(call(sid), UsageKind.STOP, 90, ANSWER_MS + 90_000)
         sessions.spool.append(report_to_entry(stop))
@@ -260,7 +262,9 @@ async def test_stop_of_a_session_whose_plan_is_gone_is_orphaned(
     await add_account(ledger)
     await answered(sessions, clock, "s1")
     before = await ledger.get_account("acc1")
-    await redis.hset(record_key("acc1", "s1"), "plan", "withdrawn")
+    rec = await sessions.store.get("acc1", "s1")
+    assert rec is not None
+    await sessions.store.update(rec, plan="withdrawn")
     await sessions.account(usage(call("s1"), UsageKind.STOP, 90, ANSWER_MS + 90_000))
     assert (await ledger.get_account("acc1")).balance_micros == before.balance_micros
     assert await orphan_reasons(redis) == [b"unknown_plan"]

@@ -63,7 +63,7 @@ async def test_fused_and_stepwise_paths_agree(
         await _whole_call(sessions, clock, "s1", called)
         account = await ledger.get_account("acc1")
         (cdr,) = await read_cdrs(redis)
-        raw = await redis.hgetall("{a:acc1}:s:s1")
+        raw = await sessions.store.get("acc1", "s1")
         audit = [(e.what, e.details.get("amount")) for e in await ledger.audit("acc1")]
         results.append((account, cdr, raw, audit))
     (acc_f, cdr_f, raw_f, audit_f), (acc_s, cdr_s, raw_s, audit_s) = results
@@ -71,7 +71,7 @@ async def test_fused_and_stepwise_paths_agree(
     assert acc_f.reserved_micros == acc_s.reserved_micros == 0
     assert dataclasses.replace(acc_f, updated_ms=0) == dataclasses.replace(acc_s, updated_ms=0)
     assert cdr_f == cdr_s and cdr_f.status == CdrStatus.NORMAL and cdr_f.duration_s == 200
-    assert raw_f == raw_s and raw_f[b"state"] == b"closed"
+    assert raw_f == raw_s and raw_f is not None and raw_f.state == "closed"
     assert audit_f == audit_s  # same reserve/commit/release entries, same amounts
 
 

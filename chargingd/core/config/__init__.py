@@ -102,6 +102,9 @@ class LedgerConfig:
     partial_grants: bool = True
     # Audit entries kept per account (oldest trimmed first); 0 keeps all.
     audit_max_entries: int = 100_000
+    # An audit entry for every hold (reserve) too: commits, releases, reclaims, top-ups
+    # and adjustments are always audited (and journaled); off saves an XADD per authorize.
+    audit_holds: bool = False
     # Idempotency keys (transaction ids) are remembered this long.
     txn_ttl_s: int = 90 * 86400
 

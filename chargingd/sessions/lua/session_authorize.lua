@@ -3,14 +3,15 @@
 -- are global keys, so Redis Cluster uses Ledger.reserve + SessionStore.create).
 -- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
--- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:s:SID record   KEYS[7] {a:ACC}:live
+-- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:live
 -- KEYS[8] sess:loc:SID   KEYS[9] sess:lastseen   KEYS[10] sess:gw:GATEWAY
 -- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
 --   a late run refuses itself and writes nothing)   ARGV[13] record ttl_s
 -- ARGV[14] account id   ARGV[15] index member "ACC\0SID"   ARGV[16] last seen ms
 -- ARGV[17..21] account_check.lua's ARGV (built by the ledger): '1' to check that the
 --   account still has the tariff, currency, identity and mode the caller decided with
--- ARGV[22..] field, value pairs of the record (held_micros = the amount asked)
+-- ARGV[22] the record's stored value (sessions/record.py; held_micros = the amount asked)
+--   but for its last pair, credit_micros, appended here (its map header counts it)
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
@@ -21,11 +22,10 @@ if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
 local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 12)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
-if redis.call('EXISTS', KEYS[6]) == 1 then return {res, 0} end
--- With the money the Session-Timeout of the answer stands for (held + available):
--- what the gateway was allowed (sessions/settle.py).
-redis.call('HSET', KEYS[6], 'credit_micros', s(res[2] + res[3]), unpack(ARGV, 22))
-redis.call('EXPIRE', KEYS[6], ARGV[13])
+-- The record, completed with the money the Session-Timeout of the answer stands for
+-- (held + available): what the gateway was allowed (sessions/settle.py).
+local rec = ARGV[22] .. cmsgpack.pack($credit_micros, res[2] + res[3])
+if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
 redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('EXPIRE', KEYS[7], ARGV[13])
 redis.call('SET', KEYS[8], ARGV[14], 'EX', ARGV[13])

@@ -2,7 +2,7 @@
 -- next grant and the record's grant fields, in one script (sessions/fused.py; single
 -- Redis only: KEYS[7] is global). ledger_commit / ledger_reserve are commit.lua and
 -- reserve.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
--- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:s:SID record
+-- KEYS[1..5] the ledger's session keys   KEYS[6] {a:ACC}:r:SID record
 -- KEYS[7] sess:deadlines
 -- ARGV[1..7] commit.lua's ARGV (ARGV[2]: the cumulative cost of this usage)
 -- ARGV[8..19] reserve.lua's ARGV; its amount (ARGV[9]) is recomputed here as
@@ -26,11 +26,16 @@ local rargs = {unpack(ARGV, 8, 19)}
 rargs[2] = s(amount)
 local r = ledger_reserve(keys, rargs)
 if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(ARGV[2]) then return {c, r, 0} end
-if redis.call('EXISTS', KEYS[6]) == 0 then return {c, r, 0} end
-redis.call('HSET', KEYS[6], 'debited_micros', s(total), 'held_micros', s(r[2]),
-           'paid_usage_s', ARGV[21], 'limited', '0')
+local raw = redis.call('GET', KEYS[6])
+if not raw then return {c, r, 0} end
+local rec = cmsgpack.unpack(raw)
+rec[$debited_micros] = total
+rec[$held_micros] = r[2]
+rec[$paid_usage_s] = tonumber(ARGV[21])
+rec[$limited] = 0
 if ARGV[23] ~= '0' then
-  redis.call('HSET', KEYS[6], 'deadline_ms', ARGV[23])
+  rec[$deadline_ms] = tonumber(ARGV[23])
   redis.call('ZADD', KEYS[7], ARGV[23], ARGV[22])
 end
+redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
 return {c, r, 1}

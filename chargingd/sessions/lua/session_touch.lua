@@ -1,5 +1,5 @@
 -- session_touch: note an accounting packet on a session record (sessions/store.py).
--- KEYS[1] = {a:ACC}:s:SID        the session record hash
+-- KEYS[1] = {a:ACC}:r:SID        the session record (a msgpack map, sessions/record.py)
 -- ARGV[1] = usage_s               cumulative usage reported by the packet
 -- ARGV[2] = now_ms                when it was seen
 -- ARGV[3] = answer_ms             answer time implied by the packet (0 = unknown)
@@ -7,33 +7,37 @@
 --                                 authorize (gateway clock skew, Acct-Delay-Time)
 -- ARGV[5] = nas_session_id        the gateway's own Acct-Session-Id ('' = not given)
 -- ARGV[6] = call_origin           the leg's h323-call-origin ('' = not given)
--- Returns {state, last_usage_s, HGETALL of the record after the update};
+-- Returns {state, last_usage_s, the record after the update ('' unless live)};
 -- usage never moves backwards (reordered packets), a closed record is not changed;
--- {'invalid', last_usage_s, {}}: more usage than time since authorize, nothing changed.
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then
-  return {'missing', 0, {}}
+-- {'invalid', last_usage_s, ''}: more usage than time since authorize, nothing changed.
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  return {'missing', 0, ''}
 end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_usage_s') or '0')
+local r = cmsgpack.unpack(raw)
+local state = r[$state]
+local last = r[$last_usage_s] or 0
 if state ~= 'live' then
-  return {state, last, {}}
+  return {state, last, ''}
 end
 local usage = tonumber(ARGV[1])
-local auth = tonumber(redis.call('HGET', KEYS[1], 'auth_ms') or '0')
-if usage * 1000 > tonumber(ARGV[2]) - auth + tonumber(ARGV[4]) * 1000 then
-  return {'invalid', last, {}}
+local now = tonumber(ARGV[2])
+if usage * 1000 > now - (r[$auth_ms] or 0) + tonumber(ARGV[4]) * 1000 then
+  return {'invalid', last, ''}
 end
 if usage > last then
-  redis.call('HSET', KEYS[1], 'last_usage_s', usage)
+  r[$last_usage_s] = usage
   last = usage
 end
-redis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[2])
+r[$last_seen_ms] = now
 -- What a Cisco POD handler matches a Disconnect-Request on (the Access-Request had no
 -- Acct-Session-Id of its own): noted once the accounting says it.
-if ARGV[5] and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'nas_session_id', ARGV[5]) end
-if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call_origin', ARGV[6]) end
+if ARGV[5] and ARGV[5] ~= '' then r[$nas_session_id] = ARGV[5] end
+if ARGV[6] and ARGV[6] ~= '' then r[$call_origin] = ARGV[6] end
 local answer = tonumber(ARGV[3])
-if answer > 0 and tonumber(redis.call('HGET', KEYS[1], 'answer_ms') or '0') == 0 then
-  redis.call('HSET', KEYS[1], 'answer_ms', answer)
+if answer > 0 and (r[$answer_ms] or 0) == 0 then
+  r[$answer_ms] = answer
 end
-return {state, last, redis.call('HGETALL', KEYS[1])}
+raw = cmsgpack.pack(r)
+redis.call('SET', KEYS[1], raw, 'KEEPTTL')
+return {state, last, raw}

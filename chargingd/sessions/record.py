@@ -1,0 +1,197 @@
+"""The live session record and its stored form: one compact msgpack value per call.
+
+A record is one Redis string ``{a:ACC}:r:SID`` (one expiry) holding a msgpack map of
+the fields that differ from their defaults, keyed by short codes (``CODES``); the
+session and account ids are not stored (they are in the key). Short codes and no
+defaults keep a new call's record near 120 bytes of value, where a hash of the full
+field names took ~470 bytes of Redis memory (docs/performance.md).
+
+The session scripts (sessions/lua/*.lua) read and write the same map with Redis's
+built-in ``cmsgpack``; they name a field ``$field_name``, replaced by its quoted code
+when the script is loaded (``record_lua``), so the codes are written in one place.
+Integers stay integers both ways (cmsgpack packs an integral Lua number as an int).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+LIVE = "live"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One call as sessions/service.py knows it; integers carry their unit in the name."""
+
+    session_id: str
+    account_id: str
+    user_name: str
+    caller: str  # E.164 where it could be normalised
+    callee: str
+    destination: str  # matched destination id
+    plan: str  # tariff plan id
+    currency: str
+    gateway: str
+    client: str
+    auth_ms: int
+    answer_ms: int = 0
+    last_seen_ms: int = 0
+    last_usage_s: int = 0
+    debited_micros: int = 0  # cumulative cost committed so far
+    held_micros: int = 0  # current hold (the grant beyond the debited cost)
+    paid_usage_s: int = 0  # usage that debited + held money pays for
+    limited: int = 0  # 1 when the last grant was partial (the session has a deadline)
+    deadline_ms: int = 0
+    cut_reason: str = ""  # "credit_cut" | "killed" | "" (why the cutter cut it)
+    cut_attempts: int = 0
+    cut_ms: int = 0  # when the latest cut attempt went out
+    cut_ok: int = 0  # 1 once the gateway confirmed it
+    adopted: int = 0  # 1 when accounting arrived without our authorize
+    # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
+    # Acct-Session-Id when the session is keyed by the h323-conf-id, the conf-id, and
+    # the charged leg's h323-call-origin. Learnt from the Access-Request and accounting.
+    nas_session_id: str = ""
+    conf_id: str = ""
+    call_origin: str = ""
+    # The money the Session-Timeout last told to the gateway stands for (authorize,
+    # CoA after a top-up): part of what the call is allowed (sessions/settle.py).
+    credit_micros: int = 0
+    state: str = LIVE
+    # Once closed, what its CDR said (late accounting reads them, sessions/late.py).
+    status: str = ""
+    cost_micros: int = 0
+    charged_micros: int = 0
+    provisional: int = 0  # 1: closed without the gateway's word (reaper, restart)
+    reported_usage_s: int = 0  # the most usage the gateway had reported when it closed
+    cdr_revision: int = 0  # the CDR's revision (a correction writes the next one)
+
+    @property
+    def member(self) -> bytes:
+        return member(self.account_id, self.session_id)
+
+    def stored(self, *, omit: tuple[str, ...] = ()) -> dict[str, str | int]:
+        """Code -> value of the fields that differ from their defaults (state always),
+        ``omit`` left out: the map the record is stored as."""
+        out: dict[str, str | int] = {}
+        for name, code, _, default in _STORED:
+            value = getattr(self, name)
+            if (value != default or name == "state") and name not in omit:
+                out[code] = value
+        return out
+
+    def pack(self, *, extra: int = 0, omit: tuple[str, ...] = ()) -> bytes:
+        """The stored value. ``extra``: that many code/value pairs follow, appended by a
+        script (the map header counts them); ``omit``: fields the script writes."""
+        fields = self.stored(omit=omit)
+        body: bytes = msgpack.packb(fields, use_bin_type=True)
+        if not extra:
+            return body
+        return map_header(len(fields) + extra) + body[len(map_header(len(fields))) :]
+
+    @classmethod
+    def unpack(cls, account_id: str, session_id: str, blob: bytes) -> SessionRecord:
+        """Decode a stored value; unknown codes (newer versions) are ignored."""
+        raw = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+        return cls.from_fields(account_id, session_id, raw)
+
+    @classmethod
+    def from_fields(
+        cls, account_id: str, session_id: str, raw: dict[str, Any]
+    ) -> SessionRecord:
+        values: dict[str, Any] = {"account_id": account_id, "session_id": session_id}
+        for name, code, is_int, _ in _STORED:
+            data = raw.get(code)
+            if data is not None:
+                values[name] = int(data) if is_int else str(data)
+        return cls(**values)
+
+
+# Field -> its code in the stored map. Stored data: never reuse or change a code.
+CODES: dict[str, str] = {
+    "user_name": "u",
+    "caller": "cg",
+    "callee": "cd",
+    "destination": "ds",
+    "plan": "pl",
+    "currency": "cu",
+    "gateway": "gw",
+    "client": "cl",
+    "auth_ms": "at",
+    "answer_ms": "an",
+    "last_seen_ms": "ls",
+    "last_usage_s": "lu",
+    "debited_micros": "db",
+    "held_micros": "hd",
+    "paid_usage_s": "pu",
+    "limited": "lm",
+    "deadline_ms": "dl",
+    "cut_reason": "cr",
+    "cut_attempts": "ca",
+    "cut_ms": "cm",
+    "cut_ok": "co",
+    "adopted": "ad",
+    "nas_session_id": "ns",
+    "conf_id": "cf",
+    "call_origin": "or",
+    "credit_micros": "cc",
+    "state": "st",
+    "status": "ss",
+    "cost_micros": "cs",
+    "charged_micros": "ch",
+    "provisional": "pv",
+    "reported_usage_s": "ru",
+    "cdr_revision": "rv",
+}
+_KEYED = ("session_id", "account_id")  # in the key, not in the value
+
+# (field, code, is an integer, default) of every stored field, in declaration order.
+_STORED: tuple[tuple[str, str, bool, Any], ...] = tuple(
+    (
+        f.name,
+        CODES[f.name],
+        f.type in ("int", int),
+        None if f.default is dataclasses.MISSING else f.default,
+    )
+    for f in dataclasses.fields(SessionRecord)
+    if f.name not in _KEYED
+)
+
+
+def fields_map(fields: dict[str, str | int]) -> bytes:
+    """A msgpack map of some fields by code (what session_set.lua merges in)."""
+    return msgpack.packb({CODES[name]: value for name, value in fields.items()}, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def map_header(n: int) -> bytes:
+    """The msgpack header of a map of ``n`` pairs."""
+    if n < 16:
+        return bytes((0x80 | n,))
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
+_TOKEN = re.compile(r"\$([a-z_]+)")
+
+
+def record_lua(source: str) -> str:
+    """A session script with each ``$field`` replaced by its quoted code (KeyError for
+    a name that is not a stored field: a typo fails at load, not in a live call)."""
+    return _TOKEN.sub(lambda m: f"'{CODES[m.group(1)]}'", source)
+
+
+def member(account_id: str, session_id: str) -> bytes:
+    """Index member naming one session; account ids never contain NUL."""
+    return f"{account_id}\0{session_id}".encode()
+
+
+def split_member(raw: bytes | str) -> tuple[str, str]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    account_id, _, session_id = text.partition("\0")
+    return account_id, session_id
