@@ -101,9 +101,7 @@ class SessionRecord:
         return cls.from_fields(account_id, session_id, raw)
 
     @classmethod
-    def from_fields(
-        cls, account_id: str, session_id: str, raw: dict[str, Any]
-    ) -> SessionRecord:
+    def from_fields(cls, account_id: str, session_id: str, raw: dict[str, Any]) -> SessionRecord:
         values: dict[str, Any] = {"account_id": account_id, "session_id": session_id}
         for name, code, is_int, _ in _STORED:
             data = raw.get(code)

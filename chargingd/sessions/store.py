@@ -285,7 +285,9 @@ class SessionStore:
             return state.decode(), int(usage), None
         return LIVE, int(usage), SessionRecord.unpack(account_id, session_id, blob)
 
-    def _setting(self, rec: SessionRecord, fields: dict[str, str | int], ttl_s: int = 0) -> tuple[Any, ...]:
+    def _setting(
+        self, rec: SessionRecord, fields: dict[str, str | int], ttl_s: int = 0
+    ) -> tuple[Any, ...]:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
         and expire it then; 0 keeps its expiry)."""
         key = record_key(rec.account_id, rec.session_id)
@@ -417,3 +419,25 @@ class SessionStore:
     async def record_orphan(self, fields: dict[str, str]) -> None:
         """Accounting that matches no account: kept in a stream with its reason."""
         await self.redis.xadd(ORPHANS, fields, maxlen=ORPHANS_MAXLEN, approximate=True)
+
+
+__all__ = [
+    "CLOSED",
+    "DEADLINES",
+    "INVALID",
+    "LASTSEEN",
+    "LIVE",
+    "ORPHANS",
+    "REDIS_DOWN",
+    "USAGE_SLACK_S",
+    "LateWrite",
+    "SessionRecord",
+    "SessionStore",
+    "fin_key",
+    "gateway_key",
+    "live_key",
+    "loc_key",
+    "member",
+    "record_key",
+    "split_member",
+]

@@ -25,7 +25,7 @@ from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.reaper import Reaper
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.spool import Spool, report_to_entry
-from chargingd.sessions.store import DEADLINES, LASTSEEN, ORPHANS, fin_key, member, record_key
+from chargingd.sessions.store import DEADLINES, LASTSEEN, ORPHANS, fin_key, member
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
 ANSWER_MS = T0_MS + 2_000
