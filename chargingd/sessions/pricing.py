@@ -16,9 +16,14 @@ from chargingd.core.config import RatingConfig
 from chargingd.rating.durations import billed_seconds, seconds_to_ns, whole_seconds
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.model import RatingError
+from chargingd.rating.card import RateCard
 from chargingd.rating.plan import TariffPlan
 
 DEFAULT_PLAN = "default"
+# Calls whose RateCard is remembered: an authorize asks three questions of one call
+# (the first grant's price, the usage its hold pays for, the Session-Timeout) and each
+# interim two; the card resolves the call once for all of them.
+CARDS_MAX = 4096
 
 
 class UnknownPlan(RatingError):
@@ -42,6 +47,7 @@ class Pricer:
         if default is not None:
             self.plans.setdefault(DEFAULT_PLAN, default)
         self.has_default = default is not None
+        self._cards: dict[tuple[str, str, str, int], RateCard] = {}
 
     def _plan(self, plan_id: str) -> TariffPlan:
         """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
@@ -61,17 +67,33 @@ class Pricer:
         """The plan's currency ("" when the tariff does not say)."""
         return self.plans[plan_id].currency
 
+    def _card(self, plan_id: str, subject: str, number: str, start_ms: int) -> RateCard:
+        """The call's RateCard (remembered; the oldest is forgotten first when full)."""
+        key = (plan_id, subject, number, start_ms)
+        card = self._cards.get(key)
+        if card is None:
+            card = self._plan(plan_id).card(
+                subject=subject, destination=number.lstrip("+"), start_ns=start_ms * 1_000_000
+            )
+            if len(self._cards) >= CARDS_MAX:
+                del self._cards[next(iter(self._cards))]
+            self._cards[key] = card
+        return card
+
     def price(
         self, plan_id: str, *, subject: str, number: str, start_ms: int, usage_s: int
     ) -> Priced:
         """Rate ``usage_s`` seconds to ``number`` (E.164); raises rating.RatingError."""
-        cost = self._plan(plan_id).rate(
-            subject=subject,
-            destination=number.lstrip("+"),
-            start=_when(start_ms),
-            usage_ns=seconds_to_ns(usage_s),
-            breakdown=False,
-        )
+        if usage_s >= 0:
+            cost = self._card(plan_id, subject, number, start_ms).price(seconds_to_ns(usage_s))
+        else:  # refused by rating itself (the same error as ever)
+            cost = self._plan(plan_id).rate(
+                subject=subject,
+                destination=number.lstrip("+"),
+                start=_when(start_ms),
+                usage_ns=seconds_to_ns(usage_s),
+                breakdown=False,
+            )
         billed_s = billed_seconds(cost.billed_ns)
         return Priced(cost.cost_micros, billed_s, cost.destination_id)
 
@@ -81,12 +103,7 @@ class Pricer:
         """Whole seconds ``amount_micros`` pays for on this call (rounded down)."""
         if amount_micros <= 0:
             return 0
-        usage_ns = self._plan(plan_id).max_usage(
-            subject=subject,
-            destination=number.lstrip("+"),
-            start=_when(start_ms),
-            amount_micros=amount_micros,
-        )
+        usage_ns = self._card(plan_id, subject, number, start_ms).max_usage(amount_micros)
         return whole_seconds(usage_ns)
 
 

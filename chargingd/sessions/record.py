@@ -15,6 +15,7 @@ Integers stay integers both ways (cmsgpack packs an integral Lua number as an in
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +79,13 @@ class SessionRecord:
     def stored(self, *, omit: tuple[str, ...] = ()) -> dict[str, str | int]:
         """Code -> value of the fields that differ from their defaults (state always),
         ``omit`` left out: the map the record is stored as."""
-        out: dict[str, str | int] = {}
-        for name, code, _, default in _STORED:
-            value = getattr(self, name)
-            if (value != default or name == "state") and name not in omit:
-                out[code] = value
+        out = {
+            code: value
+            for code, value, default in zip(_CODE_LIST, _values(self), _DEFAULT_LIST, strict=True)
+            if value != default
+        }
+        for name in omit:
+            out.pop(CODES[name], None)
         return out
 
     def pack(self, *, extra: int = 0, omit: tuple[str, ...] = ()) -> bytes:
@@ -103,11 +106,24 @@ class SessionRecord:
     @classmethod
     def from_fields(cls, account_id: str, session_id: str, raw: dict[str, Any]) -> SessionRecord:
         values: dict[str, Any] = {"account_id": account_id, "session_id": session_id}
-        for name, code, is_int, _ in _STORED:
-            data = raw.get(code)
-            if data is not None:
-                values[name] = int(data) if is_int else str(data)
-        return cls(**values)
+        for code, data in raw.items():
+            spec = _BY_CODE.get(code)
+            if spec is not None and data is not None:
+                name, kind = spec
+                values[name] = data if type(data) is kind else kind(data)
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **values: Any) -> SessionRecord:
+        """``SessionRecord(**values)`` (values of the right types; the rest take their
+        defaults) without the frozen __init__'s per-field setattr: ~5x cheaper for this
+        38-field class, on every request of the hot path (the class has no
+        __post_init__). A missing or unknown field is a TypeError, as with __init__."""
+        if not _REQUIRED.issubset(values) or not _NAMES.issuperset(values):
+            raise TypeError(f"SessionRecord fields: {sorted(values)}")
+        rec = object.__new__(cls)
+        rec.__dict__.update(values)  # the defaults are class attributes
+        return rec
 
 
 # Field -> its code in the stored map. Stored data: never reuse or change a code.
@@ -147,18 +163,22 @@ CODES: dict[str, str] = {
     "cdr_revision": "rv",
 }
 _KEYED = ("session_id", "account_id")  # in the key, not in the value
+_ALWAYS = object()  # a default no value equals: the field is always stored (state)
 
-# (field, code, is an integer, default) of every stored field, in declaration order.
-_STORED: tuple[tuple[str, str, bool, Any], ...] = tuple(
-    (
-        f.name,
-        CODES[f.name],
-        f.type in ("int", int),
-        None if f.default is dataclasses.MISSING else f.default,
-    )
-    for f in dataclasses.fields(SessionRecord)
-    if f.name not in _KEYED
+_FIELDS = [f for f in dataclasses.fields(SessionRecord) if f.name not in _KEYED]
+_values = operator.attrgetter(*(f.name for f in _FIELDS))  # every stored field, in order
+_CODE_LIST = tuple(CODES[f.name] for f in _FIELDS)
+_DEFAULT_LIST = tuple(
+    _ALWAYS if f.name == "state" or f.default is dataclasses.MISSING else f.default for f in _FIELDS
 )
+# code -> (field, its type)
+_BY_CODE: dict[str, tuple[str, type]] = {
+    CODES[f.name]: (f.name, int if f.type in ("int", int) else str) for f in _FIELDS
+}
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(SessionRecord) if f.default is dataclasses.MISSING
+)
+_NAMES = frozenset(f.name for f in dataclasses.fields(SessionRecord))
 
 
 def fields_map(fields: dict[str, str | int]) -> bytes:

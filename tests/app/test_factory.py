@@ -212,6 +212,7 @@ REACHES: dict[str, Check] = {
     "ledger.sweep_interval_s": lambda b: b.sweeper.interval_s,
     "ledger.partial_grants": lambda b: b.ledger.partial_grants,
     "ledger.audit_max_entries": lambda b: int(b.ledger.audit_max),
+    "ledger.audit_holds": lambda b: b.ledger.audit_holds == "1",
     "ledger.txn_ttl_s": lambda b: int(b.ledger.txn_ttl_ms) // 1000,
     "sessions.session_ttl_s": lambda b: b.sessions.store.session_ttl_s,
     "sessions.closed_ttl_s": lambda b: b.sessions.store.closed_ttl_s,
