@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from chargingd.core.config import RatingConfig
+from chargingd.rating.card import RateCard
 from chargingd.rating.durations import billed_seconds, seconds_to_ns, whole_seconds
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.model import RatingError
-from chargingd.rating.card import RateCard
 from chargingd.rating.plan import TariffPlan
 
 DEFAULT_PLAN = "default"
