@@ -15,7 +15,12 @@ import argparse
 
 def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     """Arguments of ``chargingd mediate``."""
-    parser.add_argument("files", nargs="+", metavar="FILE", help="CDR files of the source")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="CDR files of the source (freeswitch_json/_xml: or their log-dir)",
+    )
     parser.add_argument("--source", required=True, help="a [mediation.sources.NAME] of the config")
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
     parser.add_argument("--rejects", metavar="DIR", help="write FILE.rejects.csv files here")

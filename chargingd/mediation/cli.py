@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.charge import Charger, UsageLedger
+from chargingd.mediation.formats import SPOOL_SUFFIXES
 from chargingd.mediation.payers import AccountLookup, Payers
 from chargingd.mediation.pipeline import Mediator, Progress, Summary
 from chargingd.mediation.rate import Rater
@@ -54,10 +55,10 @@ async def main(
         known = ", ".join(sorted(cfg.mediation.sources)) or "none configured"
         print(f"chargingd mediate: no source {args.source!r} ({known})", file=sys.stderr)
         return 2
-    paths = [Path(f) for f in args.files]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        print(f"chargingd mediate: no such file: {', '.join(missing)}", file=sys.stderr)
+    try:
+        paths = input_files([Path(f) for f in args.files], source)
+    except ValueError as exc:
+        print(f"chargingd mediate: {exc}", file=sys.stderr)
         return 2
     rejects_dir = args.rejects or cfg.mediation.rejects_dir
     async with (
@@ -86,6 +87,28 @@ async def main(
     print(f"{prefix}{total.line()}")
     # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
     return EXIT_REJECTS if total.rejected else 0
+
+
+def input_files(given: list[Path], source: SourceConfig) -> list[Path]:
+    """The files to read: each file given, and for a format whose switch spools a file
+    per call (SPOOL_SUFFIXES: FreeSWITCH json_cdr/xml_cdr log-dir), a directory stands
+    for its files with that suffix, in name order. ValueError: what is wrong."""
+    paths: list[Path] = []
+    missing: list[str] = []
+    suffix = SPOOL_SUFFIXES.get(source.format)
+    for path in given:
+        if path.is_dir():
+            if suffix is None:
+                raise ValueError(f"{path} is a directory (format {source.format!r} reads files)")
+            spooled = (p for p in path.iterdir() if p.name.endswith(suffix) and p.is_file())
+            paths.extend(sorted(spooled))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise ValueError(f"no such file: {', '.join(missing)}")
+    return paths
 
 
 def _report(path: Path, summary: Summary) -> None:

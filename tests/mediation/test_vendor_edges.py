@@ -53,6 +53,8 @@ FORMATS: list[tuple[str, SourceConfig]] = [
     ("cucm_cdr.csv", SourceConfig(format="cucm", default_country="DE")),
     ("cisco_radius_detail", de(format="cisco_radius")),
     ("generic_semicolon.csv", GENERIC),
+    ("kamailio_acc_cdrs.csv", de(format="kamailio_cdrs", cdr_start="confirmed")),
+    ("opensips_acc_cdr.csv", de(format="opensips_db")),
 ]
 
 
@@ -78,7 +80,9 @@ def test_a_byte_order_mark_changes_nothing(name: str, source: SourceConfig) -> N
     assert not any(BOM in i.call_id for _, i in marked if isinstance(i, Call))
     # Two files concatenated (cat a.csv b.csv) carry the second mark into the middle.
     if name.endswith((".csv", ".log")) and name not in ("cucm_cdr.csv",):
-        header = 1 if name in ("kamailio_acc_db.csv", "generic_semicolon.csv") else 0
+        headed = ("kamailio_acc_db.csv", "generic_semicolon.csv", "kamailio_acc_cdrs.csv",
+                  "opensips_acc_cdr.csv")  # fmt: skip
+        header = 1 if name in headed else 0
         body = lines[header:]
         joined = items([BOM + lines[0], *lines[1:], BOM + body[0], *body[1:]], source)
         assert len(joined) >= len(plain)

@@ -19,7 +19,22 @@ FORMATS = (
     "cucm",  # Cisco Unified CM CDR flat file
     "cisco_radius",  # Cisco IOS gateway RADIUS accounting, FreeRADIUS detail file
     "csv",  # any CSV with a configured column mapping
+    "kamailio_cdrs",  # dialog-based acc_cdrs table exported as CSV with a header row
+    "opensips_db",  # OpenSIPS acc table in CDR mode exported as CSV with a header row
+    "freeswitch_json",  # mod_json_cdr files, one JSON document per call leg
+    "freeswitch_xml",  # mod_xml_cdr files, one XML document per call leg
 )
+# kamailio_cdrs: what acc_cdrs start_time is (Kamailio's cdr_start_on_confirmed).
+CDR_STARTS = ("confirmed", "created")
+# Formats reading a table with a header whose extra columns ``mapping`` may name.
+HEADED_TABLES = ("kamailio_cdrs", "opensips_db")
+# The fields such a mapping may name (the core columns only where the switch lets the
+# operator rename them: Kamailio's cdr_start_id / cdr_end_id / cdr_duration_id).
+TABLE_MAPPABLE = {
+    "kamailio_cdrs": ("call_id", "caller", "callee", "account", "gateway", "sip_code",
+                      "start", "end", "duration"),
+    "opensips_db": ("caller", "callee", "account", "gateway"),
+}  # fmt: skip
 ACCOUNT_RULES = ("ani", "accountcode", "fixed")
 _OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-4]):[0-5][0-9]")
 # How a source's calls move money (DESIGN invariant 7); every source says which.
@@ -107,6 +122,15 @@ class SourceConfig:
     loguserfield: bool = False  # a userfield column after it
     newcdrcolumns: bool = False  # peeraccount, linkedid, sequence at the end
     usegmtime: bool = False  # times are UTC, not the switch's local time
+    # kamailio_cdrs (required there, no default: a wrong guess bills the ringing or
+    # loses it): what acc_cdrs start_time is. "confirmed" = the switch sets
+    # modparam("acc", "cdr_start_on_confirmed", 1): start_time is the answer;
+    # "created" = Kamailio's default: start_time is the INVITE, and duration includes
+    # the ringing (acc_cdrs has no answer time: the whole duration is billed).
+    cdr_start: str = ""
+    # freeswitch_json / freeswitch_xml: what json_cdr.conf / xml_cdr.conf say in
+    # encode-values (default true: every value is URL-encoded, and is decoded here).
+    encode_values: bool = True
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -133,6 +157,7 @@ class SourceConfig:
                 raise ValueError(f'zone_labels.{label} must be a UTC offset such as "+01:00"')
         self._validate_fields()
         self._validate_mapping()
+        self._validate_tables()
 
     def _validate_charge(self) -> None:
         if self.charge not in CHARGE_MODES:
@@ -160,12 +185,40 @@ class SourceConfig:
         unknown = sorted(set(self.mapping) - set(MAPPABLE))
         if unknown:
             raise ValueError(f"mapping has unknown fields {unknown}; known: {', '.join(MAPPABLE)}")
+        if self.format in HEADED_TABLES:
+            return  # _validate_tables
         if self.format == "csv":
             missing = [f for f in ("callee", "end") if f not in self.mapping]
             if missing:
                 raise ValueError(f"format 'csv' needs mapping for {', '.join(missing)}")
             if not self.header and any(isinstance(v, str) for v in self.mapping.values()):
                 raise ValueError("header = false needs column indexes in mapping")
+
+    def _validate_tables(self) -> None:
+        if self.cdr_start and self.cdr_start not in CDR_STARTS:
+            raise ValueError("cdr_start must be confirmed or created")
+        if self.format == "kamailio_cdrs" and not self.cdr_start:
+            raise ValueError(
+                "format 'kamailio_cdrs' needs cdr_start: \"confirmed\" when kamailio.cfg"
+                ' sets modparam("acc", "cdr_start_on_confirmed", 1) (start_time is the'
+                ' answer), else "created" (Kamailio\'s default: start_time is the INVITE'
+                " and the billed duration includes the ringing)"
+            )
+        if self.format not in HEADED_TABLES:
+            return
+        allowed = TABLE_MAPPABLE[self.format]
+        unknown = sorted(set(self.mapping) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"format {self.format!r}: mapping may name only {', '.join(allowed)}"
+                f" (the table's extra columns); not {unknown}"
+            )
+        for name, column in self.mapping.items():
+            if not isinstance(column, str) or not column:
+                raise ValueError(
+                    f"format {self.format!r}: mapping.{name} must be a column name of the"
+                    " exported table's header"
+                )
 
 
 _FREESWITCH_NEEDS = (

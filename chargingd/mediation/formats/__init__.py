@@ -10,7 +10,18 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.mediation.formats import asterisk, cisco_radius, cucm, freeswitch, generic, kamailio
+from chargingd.mediation.formats import (
+    asterisk,
+    cisco_radius,
+    cucm,
+    freeswitch,
+    freeswitch_json,
+    freeswitch_xml,
+    generic,
+    kamailio,
+    kamailio_cdrs,
+    opensips,
+)
 from chargingd.mediation.records import Parsed, Parser
 
 
@@ -24,8 +35,17 @@ def parser_for(source: SourceConfig) -> Parser:
         "cucm": cucm.parse,
         "cisco_radius": partial(cisco_radius.parse, source=source),
         "csv": partial(generic.parse, source=source),
+        "kamailio_cdrs": partial(kamailio_cdrs.parse, source=source),
+        "opensips_db": partial(opensips.parse, source=source),
+        "freeswitch_json": partial(freeswitch_json.parse, source=source),
+        "freeswitch_xml": partial(freeswitch_xml.parse, source=source),
     }
     return parsers[source.format]
+
+
+# Formats whose switch writes a file per call into a spool directory: a directory given
+# to `chargingd mediate` stands for its files with this suffix.
+SPOOL_SUFFIXES = {"freeswitch_json": ".cdr.json", "freeswitch_xml": ".cdr.xml"}
 
 
 def numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -34,4 +54,4 @@ def numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
         yield line_no, line.rstrip("\r\n")
 
 
-__all__ = ["Parsed", "Parser", "numbered", "parser_for"]
+__all__ = ["SPOOL_SUFFIXES", "Parsed", "Parser", "numbered", "parser_for"]

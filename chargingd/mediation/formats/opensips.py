@@ -1,0 +1,117 @@
+"""OpenSIPS acc table in CDR mode, exported as CSV with a header row.
+
+``do_accounting("db", "cdr")`` on the initial INVITE makes the acc module write one
+row per call when its dialog ends (acc module, "CDRs accounting"): method INVITE,
+from_tag, to_tag, callid, sip_code, sip_reason, time, duration, setuptime, created
+and the ``extra_fields`` columns (caller/callee numbers: named by the operator).
+
+* ``created``: when the INVITE came (the dialog's creation) -- the call's start;
+* ``time``: when the call was answered, or for a failed call (sip_code >= 300,
+  with the ``failed`` flag; duration 0) when it failed;
+* ``setuptime``: seconds from created to time (post-dial delay and ringing);
+* ``duration``: talk seconds, from time to the BYE (``ms_duration``, OpenSIPS 3.x,
+  milliseconds, when the table has it).
+
+Times are DATETIME in the database's local time: the source's time_zone. A failed
+call is stored unanswered, its SIP code mapped to Q.850 (RFC 3398) like kamailio_db,
+unless the source's cause_map names its sip_reason. Rows of other methods (the same
+table holds plain transaction accounting) are no call and are skipped. With
+multi-leg accounting (leg_fields) a call has a row per leg: the first is the call,
+the others are counted as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+
+from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats.tables import Columns, Row, rows
+from chargingd.mediation.records import (
+    Parsed,
+    RawCall,
+    Reject,
+    RowError,
+    int_field,
+    opt_int,
+    parse_stamp,
+)
+
+_NEEDED = ("method", "callid", "sip_code", "time", "duration", "setuptime", "created")
+
+
+def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
+    """Yield the calls of an OpenSIPS acc table export (CDR mode)."""
+    columns: Columns | None = None
+    problem = ""
+    for line_no, row in rows(lines):
+        if isinstance(row, Reject):
+            yield line_no, row
+            continue
+        if columns is None:
+            columns = Columns(row.header, source.mapping)
+            problem = _header_problem(columns)
+        if problem:
+            yield line_no, Reject(problem, row.raw)
+            continue
+        if row.values["method"].strip().upper() != "INVITE":
+            continue  # transaction accounting of another request: no call
+        try:
+            yield line_no, _call(columns, row)
+        except RowError as exc:
+            yield line_no, Reject(str(exc), row.raw)
+
+
+def _header_problem(columns: Columns) -> str:
+    missing = columns.missing()
+    if missing:
+        return f"the header has no column {', '.join(missing)} (see the source's mapping)"
+    absent = [c for c in _NEEDED if c not in columns.header]
+    if absent:
+        return (
+            f"the header has no {', '.join(absent)} column: not an acc table in CDR mode"
+            ' (do_accounting("db", "cdr"))'
+        )
+    if "callee" not in columns.column:
+        return "the header has no callee column (extra_fields: dst_user, callee_id; mapping.callee)"
+    return ""
+
+
+def _call(columns: Columns, row: Row) -> RawCall:
+    values = row.values
+    call_id = values["callid"].strip()
+    if not call_id:
+        raise RowError("no callid")
+    code = int_field(values["sip_code"].strip(), "sip_code")
+    when = parse_stamp(values["time"].strip(), "time")
+    if when is None:
+        raise RowError("no time")
+    duration = int_field(values["duration"].strip() or "0", "duration")
+    setup = int_field(values["setuptime"].strip() or "0", "setuptime")
+    if duration < 0 or setup < 0:
+        raise RowError(f"negative duration {duration} or setuptime {setup}")
+    created = parse_stamp(values["created"].strip(), "created")
+    start: datetime = created if created is not None else when - timedelta(seconds=setup)
+    extra = {"setuptime_s": str(setup), "from_tag": values.get("from_tag", ""),
+             "to_tag": values.get("to_tag", "")}  # fmt: skip
+    if code >= 300:
+        answer, end, talk = None, when, 0
+    else:
+        ms = opt_int(values.get("ms_duration", "").strip(), "ms_duration")
+        answer, talk = when, duration
+        end = when + timedelta(milliseconds=ms if ms is not None else duration * 1000)
+    return RawCall(
+        call_id=call_id,
+        caller=columns.get(row, "caller"),
+        callee=columns.get(row, "callee"),
+        start=start,
+        answer=answer,
+        end=end,
+        talk_s=talk if answer is not None else None,
+        sip_code=code,
+        cause_text=values.get("sip_reason", "").strip(),
+        account=columns.get(row, "account"),
+        gateway=columns.get(row, "gateway"),
+        extra=extra,
+        raw=row.raw,
+    )

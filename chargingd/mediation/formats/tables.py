@@ -1,0 +1,108 @@
+"""Database tables exported as CSV with a header row (kamailio_cdrs, opensips_db).
+
+The header names the columns; the switch's own columns have fixed names, its extra
+columns (Kamailio cdr_extra, OpenSIPS extra_fields) are named by the operator. The
+source's ``mapping`` names them (caller = "caller_id"); without it the usual names
+are looked for, in order (``CANDIDATES``). A row with another column count than the
+header is rejected, never guessed; a damaged line never takes the next with it
+(csvlines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from chargingd.mediation.formats.csvlines import records
+from chargingd.mediation.records import Reject, RowError
+
+# Column names the switches' documentation and common schemas use for the extra
+# fields, most usual first (Kamailio acc db_extra / cdr_extra examples, OpenSIPS
+# extra_fields and opensips-cp's cdrviewer: caller_id / callee_id).
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "call_id": ("callid", "call_id", "sip_call_id"),
+    "caller": ("src_user", "caller_id", "from_user", "src_uri", "from_uri", "caller"),
+    "callee": ("dst_user", "callee_id", "to_user", "dst_ouser", "ruri_user", "dst_uri",
+               "to_uri", "callee"),
+    "account": ("accountcode", "account", "account_id"),
+    "gateway": ("src_ip", "source_ip", "gateway"),
+    "sip_code": ("sip_code", "code"),
+}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Row:
+    header: list[str]  # the file's header (the same list for every row)
+    raw: str
+    values: dict[str, str]  # header name -> value
+
+
+class Columns:
+    """Which header column holds each field: the mapping's, else the first candidate
+    the header has (``CANDIDATES``, then the format's own ``fixed`` names)."""
+
+    def __init__(
+        self,
+        header: list[str],
+        mapping: Mapping[str, str | int],
+        fixed: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.header = header
+        present = set(header)
+        self.column: dict[str, str] = {}
+        for name, candidates in {**CANDIDATES, **(fixed or {})}.items():
+            found = next((c for c in candidates if c in present), None)
+            if found is not None:
+                self.column[name] = found
+        for name, wanted in mapping.items():
+            if isinstance(wanted, str):
+                self.column[name] = wanted
+
+    def missing(self) -> list[str]:
+        """Mapped columns the header does not have (a configuration error)."""
+        present = set(self.header)
+        return sorted(c for c in self.column.values() if c not in present)
+
+    def get(self, row: Row, name: str) -> str:
+        column = self.column.get(name)
+        return row.values.get(column, "").strip() if column else ""
+
+
+def rows(lines: Iterable[str]) -> Iterator[tuple[int, Row | Reject]]:
+    """(line number, row or reject) for every data record; blank lines skipped. The
+    first non-blank record is the header."""
+    header: list[str] = []
+    width: list[int | None] = [None]
+    for rec in records(lines, width=lambda: width[0]):
+        if rec.fields is None:
+            yield rec.line_no, Reject(rec.error, rec.raw)
+            continue
+        fields = rec.fields
+        if not fields or fields == [""]:
+            continue
+        if not header:
+            header = [name.strip() for name in fields]
+            width[0] = len(header)
+            continue
+        if len(fields) != len(header):
+            yield rec.line_no, Reject(f"{len(fields)} columns; the header has {len(header)}",
+                                      rec.raw)  # fmt: skip
+            continue
+        yield rec.line_no, Row(header, rec.raw, dict(zip(header, fields, strict=True)))
+
+
+def seconds(text: str, name: str) -> Decimal:
+    """A non-negative number of seconds ("125", "125.000000", "4.5")."""
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise RowError(f"{name} is not a number of seconds: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise RowError(f"{name} is not a number of seconds: {text!r}")
+    return value
+
+
+def whole_seconds(value: Decimal) -> int:
+    """Seconds rounded half up, as chargingd rounds end - answer (normalise.py)."""
+    return int(value + Decimal("0.5"))
