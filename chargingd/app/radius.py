@@ -91,6 +91,8 @@ class RadiusComponent:
         )
         await self.rpc_cutter.start()
         self.sessions.attach_call_cutter(self.rpc_cutter, owns=self.rpc_cutter.owns)
+        rpc = self.rpc_cutter
+        self.meters.add_source(lambda: sources.kamailio_rpc_samples(rpc.counters.as_dict()))
 
     def _add_sources(self, frontend: RadiusFrontend, cutter: DynamicAuthClient) -> None:
         """This component's counters, read by the process's meters at report time."""

@@ -62,6 +62,12 @@ FAMILIES: dict[str, Family] = {
         "session_not_found, nacked, timed_out, unroutable)",
         ("outcome",),
     ),
+    "chargingd_kamailio_rpc_cuts_total": F(
+        "counter",
+        "Cuts through Kamailio's JSON-RPC (cut_backend kamailio_jsonrpc) by outcome (sent, "
+        "retried, ended, not_found, errors, timed_out, unroutable)",
+        ("outcome",),
+    ),
     "chargingd_cuts_total": F(
         "counter", "Calls the cutter tried to cut, by result (sent, failed)", ("result",)
     ),

@@ -53,6 +53,13 @@ def dynauth_samples(counters: Mapping[str, int]) -> list[Sample]:
     ]
 
 
+def kamailio_rpc_samples(counters: Mapping[str, int]) -> list[Sample]:
+    """The Kamailio cut backend's RpcCounters (radius/kamailio_rpc.py) as samples."""
+    return [
+        ("chargingd_kamailio_rpc_cuts_total", (name,), value) for name, value in counters.items()
+    ]
+
+
 def cutter_samples(sent: int, failed: int) -> list[Sample]:
     return [
         ("chargingd_cuts_total", ("sent",), sent),

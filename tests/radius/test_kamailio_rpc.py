@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from chargingd.core.config import RadiusClientConfig, RadiusConfig
+from chargingd.monitoring import sources
 from chargingd.radius.clients import ClientTable, RadiusClient
 from chargingd.radius.kamailio_rpc import KamailioRpcCutter
 from chargingd.sessions.ccapi import CallCutterRouter, SessionRef
@@ -112,6 +113,8 @@ async def test_a_cut_finds_the_dialog_by_call_id_and_ends_it(
         ("dlg.end_dlg", [7, 1234]),
     ]
     assert all(r["jsonrpc"] == "2.0" for r in kamailio.received)
+    samples = sources.kamailio_rpc_samples(cutter.counters.as_dict())
+    assert ("chargingd_kamailio_rpc_cuts_total", ("ended",), 1) in samples
     assert cutter.counters.as_dict() | {} == {
         "sent": 1,
         "retried": 0,
