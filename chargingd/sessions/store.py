@@ -187,7 +187,9 @@ class SessionStore:
         """
         if self._batcher is not None:
             futures = self._batcher.submit_many([(c, self._retry(c)) for c in commands])
-            return list(await asyncio.gather(*futures))
+            # One batch answers them in order: awaiting each in turn is gather's result
+            # without its per-call future and callbacks (on every request).
+            return [await future for future in futures]
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
             for command in commands:
