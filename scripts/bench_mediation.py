@@ -1,6 +1,7 @@
 """Mediation throughput: CDRs/s read, normalised, rated (and stored) for generated files.
 
     .venv/bin/python scripts/bench_mediation.py [--rows 1000000] [--formats asterisk,freeswitch]
+    (formats: asterisk, freeswitch, kamailio_cdrs, freeswitch_json)
         [--db-url postgresql://... | --pg-dir DIR]  [--workdir DIR]
 
 Writes a Master.csv-style file per format (numbers from 20,000 callers to 200,000
@@ -110,9 +111,46 @@ def write_freeswitch(path: Path, calls: Sequence[tuple[str, str, datetime, int, 
             )
 
 
+def write_kamailio_cdrs(path: Path, calls: Sequence[tuple[str, str, datetime, int, int]]) -> None:
+    """acc_cdrs with cdr_start_on_confirmed: start_time is the answer; failed dialogs 0 s."""
+    with open(path, "w") as fh:
+        fh.write("id,start_time,end_time,duration,callid,src_user,dst_user\n")
+        for i, (a, b, start, ring, talk) in enumerate(calls):
+            begin = start + timedelta(seconds=ring) if talk else start
+            end = begin + timedelta(seconds=talk)
+            fh.write(
+                f"{i + 1},{stamp(begin)},{stamp(end)},{talk}.000000,{i:016x}@192.0.2.10,{a},{b}\n"
+            )
+
+
+def write_freeswitch_json(path: Path, calls: Sequence[tuple[str, str, datetime, int, int]]) -> None:
+    """mod_json_cdr A-leg documents (URL-encoded values), one per line in one file (a
+    spool directory holds a file each: add the cost of opening them)."""
+    import json
+    from urllib.parse import quote
+
+    with open(path, "w") as fh:
+        for i, (a, b, start, ring, talk) in enumerate(calls):
+            t0 = int(start.timestamp() * 1_000_000)
+            answer = t0 + ring * 1_000_000 if talk else 0
+            variables = {
+                "uuid": f"00000000-0000-4000-8000-{i:012x}", "caller_id_name": "Bench Caller",
+                "caller_id_number": a, "destination_number": b, "accountcode": "acc1",
+                "start_stamp": quote(stamp(start)), "start_uepoch": str(t0),
+                "answer_uepoch": str(answer), "end_uepoch": str(t0 + (ring + talk) * 1_000_000),
+                "billsec": str(talk), "duration": str(ring + talk),
+                "hangup_cause": "NORMAL_CLEARING" if talk else "NO_ANSWER",
+            }  # fmt: skip
+            doc = {"core-uuid": "bench", "switchname": "fs1", "variables": variables,
+                   "callflow": [{"caller_profile": {"caller_id_number": a}}]}  # fmt: skip
+            fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
 WRITERS: dict[str, Callable[[Path, Sequence[tuple[str, str, datetime, int, int]]], None]] = {
     "asterisk": write_asterisk,
     "freeswitch": write_freeswitch,
+    "kamailio_cdrs": write_kamailio_cdrs,
+    "freeswitch_json": write_freeswitch_json,
 }
 
 
@@ -146,6 +184,7 @@ def bench(fmt: str, path: Path, n: int, tariff: Path, db_url: str) -> None:
         charge="record_only",  # no ledger: parse, normalise, rate, match, store
         loguniqueid=True,  # the asterisk file below: cdr.conf loguniqueid/loguserfield=yes
         loguserfield=True,
+        cdr_start="confirmed",  # kamailio_cdrs: start_time is the answer
     )
     print(f"{fmt}: {n:,} rows, {path.stat().st_size / 1e6:.0f} MB")
 

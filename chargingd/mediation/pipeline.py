@@ -90,10 +90,12 @@ def without_bom(lines: Iterable[str]) -> Iterator[str]:
 
 
 def normalised(
-    lines: Iterable[str], name: str, source: SourceConfig
+    lines: Iterable[str], name: str, source: SourceConfig, normaliser: Normaliser | None = None
 ) -> Iterator[tuple[int, Call | Reject]]:
-    """(line number, normalised call or reject) for each record: no I/O, no database."""
-    normaliser = Normaliser(name, source)
+    """(line number, normalised call or reject) for each record: no I/O, no database.
+    ``normaliser``: one kept across files (its caches; a spool directory holds a file
+    per call), else a new one."""
+    normaliser = normaliser or Normaliser(name, source)
     for line_no, item in parser_for(source)(without_bom(lines)):
         if isinstance(item, RawCall):
             try:
@@ -177,6 +179,7 @@ class Mediator:
         self.charger = charger
         self.batch_size = batch_size
         self.dry_run = dry_run
+        self.normaliser = Normaliser(name, source)  # its caches serve every file
 
     async def run_lines(self, lines: Iterable[str], rejects: RejectWriter | None = None) -> Summary:
         """Mediate one file's lines; rejects go to ``rejects`` when given."""
@@ -190,7 +193,7 @@ class Mediator:
                 summary.rejects.append((line_no, item))
 
         batch = _Batch()
-        for line_no, item in normalised(lines, self.name, self.source):
+        for line_no, item in normalised(lines, self.name, self.source, self.normaliser):
             summary.read += 1
             cdr = item if isinstance(item, Reject) else await self._rated(item)
             if isinstance(cdr, Reject):
