@@ -234,6 +234,16 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_log(self, text: str, timeout_s: float = 5.0) -> bool:
+        """Whether ``text`` shows in the log within ``timeout_s``: the daemon logs off
+        the request path, so a line may follow the answer that caused it by moments."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def redis(self) -> syncredis.Redis:
         return syncredis.Redis(unix_socket_path=str(self.setup.redis_socket))
 

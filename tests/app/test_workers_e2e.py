@@ -161,8 +161,8 @@ async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon)
     )
     acc = daemon.call("account.get", {"id": "kate"})
     assert parse_amount(acc["debits"]) == 40 * 6 * MICROS_PER_S
-    assert f"pid={old} exited with -9; restarting" in daemon.log()
+    assert daemon.wait_log(f"pid={old} exited with -9; restarting"), daemon.log()
     assert daemon.call("server.status")["components"]["workers"]["restarts"] == 1
     # SIGTERM stops the main process and its worker; exit code 0.
     assert daemon.terminate() == 0
-    assert f"chargingd worker stopped pid={new}" in daemon.log()
+    assert daemon.wait_log(f"chargingd worker stopped pid={new}"), daemon.log()

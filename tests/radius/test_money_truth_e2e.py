@@ -273,7 +273,7 @@ async def test_accounting_that_cannot_be_applied_is_kept_with_a_reason_and_a_log
         mine = b"mt-twostops-1"
         orphans = [f for _, f in r.xrange("cdr:orphans") if f[b"call.session_id"] == mine]
     assert [(o[b"reason"], o[b"usage_s"]) for o in orphans] == [(b"stop_after_close", b"45")]
-    assert "mt-twostops-1 reports 45s after its CDR said 30s" in daemon.log()
+    assert daemon.wait_log("mt-twostops-1 reports 45s after its CDR said 30s"), daemon.log()
     (cdr,) = await cdrs_of(daemon, "twostops", 1)
     assert cdr.duration_s == 30
 
