@@ -10,16 +10,14 @@ JSON-RPC (dlg.list_match + dlg.end_dlg); Kamailio's BYEs are accounted as the St
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
 from kamailio_harness import KamailioPorts, Switch, missing_reason
-from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
-
-from chargingd.billing.cdr import CDR
+from radius_e2e_harness import MICROS_PER_S, Daemon, write_setup
 
 pytestmark = [
     pytest.mark.slow,
@@ -56,54 +54,21 @@ cut_backend = "kamailio_jsonrpc"
 jsonrpc_url = "{kamailio_ports.rpc_url}"
 """
     setup = write_setup(tmp, extra=client, session_options=SESSIONS)
-    daemon = Daemon(setup, tmp / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
-        yield daemon
-    finally:
-        daemon.kill()
+    with running_daemon(setup, tmp / "daemon.log") as d:
+        yield d
 
 
 @pytest.fixture
 def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield shared
-    print(f"---- daemon log ----\n{shared.log()}")  # shown only when the test fails
+    yield from with_log(shared)
 
 
 @pytest.fixture
 async def switch(
     daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
 ) -> AsyncIterator[Switch]:
-    setup = daemon.setup
-    sw = await Switch.open(
-        tmp_path,
-        auth_port=setup.auth_port,
-        acct_port=setup.acct_port,
-        secret=SECRET.decode(),
-        ports=kamailio_ports,
-    )
-    try:
+    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
         yield sw
-    finally:
-        sw.close()
-        print(sw.report())
-
-
-async def wait_cdr(daemon: Daemon, call_id: str, timeout_s: float = 10.0) -> CDR:
-    """The CDR of one call, once the daemon wrote it (polled, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = [c for c in daemon.cdrs() if c.call_id == call_id]
-        if found:
-            assert len(found) == 1, found
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no CDR for {call_id}")
-
-
-def account(daemon: Daemon, account_id: str) -> dict[str, Any]:
-    return daemon.call("account.get", {"id": account_id})  # type: ignore[no-any-return]
 
 
 def rpc_counters(daemon: Daemon) -> dict[str, Any]:

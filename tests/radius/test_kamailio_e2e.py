@@ -11,17 +11,15 @@ never sends one (test_kamailio_message_authenticator.py shows what happens other
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
 from kamailio_harness import KamailioPorts, RpcError, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
 from sipua import Answer
 
-from chargingd.billing.cdr import CDR
 from chargingd.core.money import parse_amount
 
 pytestmark = [
@@ -40,19 +38,8 @@ require_message_authenticator = false
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("kamailio-e2e")
-    daemon = Daemon(write_setup(tmp, extra=KAMAILIO_CLIENT), tmp / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
-        yield daemon
-    finally:
-        daemon.kill()
-
-
-@pytest.fixture
-def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield shared
-    print(f"---- daemon log ----\n{shared.log()}")  # shown only when the test fails
+    with running_daemon(write_setup(tmp, extra=KAMAILIO_CLIENT), tmp / "daemon.log") as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
@@ -63,38 +50,16 @@ def kamailio_ports() -> KamailioPorts:
 
 
 @pytest.fixture
+def daemon(shared: Daemon) -> Iterator[Daemon]:
+    yield from with_log(shared)
+
+
+@pytest.fixture
 async def switch(
     daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
 ) -> AsyncIterator[Switch]:
-    setup = daemon.setup
-    sw = await Switch.open(
-        tmp_path,
-        auth_port=setup.auth_port,
-        acct_port=setup.acct_port,
-        secret=SECRET.decode(),
-        ports=kamailio_ports,
-    )
-    try:
+    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
         yield sw
-    finally:
-        sw.close()
-        print(sw.report())
-
-
-async def wait_cdr(daemon: Daemon, call_id: str, timeout_s: float = 10.0) -> CDR:
-    """The CDR of one call, once the daemon wrote it (polled, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = [c for c in daemon.cdrs() if c.call_id == call_id]
-        if found:
-            assert len(found) == 1, found
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no CDR for {call_id}")
-
-
-def account(daemon: Daemon, account_id: str) -> dict[str, Any]:
-    return daemon.call("account.get", {"id": account_id})  # type: ignore[no-any-return]
 
 
 async def test_normal_call_is_charged_exactly(daemon: Daemon, switch: Switch) -> None:
