@@ -40,9 +40,12 @@ def documents(text: str) -> Iterator[tuple[int, str]]:
     head = text[: starts[0] if starts else len(text)]
     if head.strip():  # text before the first document: damaged, rejected whole
         yield 1, head.strip()
+    line, counted = 1, 0  # the line number of offset ``counted``
     for i, at in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
-        yield text.count("\n", 0, at) + 1, text[at:end].rstrip()
+        line += text.count("\n", counted, at)
+        counted = at
+        yield line, text[at:end].rstrip()
 
 
 def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
