@@ -144,3 +144,18 @@ def test_a_directory_for_a_line_format_is_a_usage_error(
     argv = ["mediate", str(tmp_path), "--source", "kam", "--config", str(cfg)]
     assert main(argv) == 2
     assert "is a directory (format 'kamailio_cdrs' reads files)" in capsys.readouterr().err
+
+
+def test_opensips_multi_leg_rows_are_one_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """leg_fields: OpenSIPS writes a row per leg, differing only in the leg columns; the
+    call is stored once and the other rows are duplicates (never charged twice)."""
+    cfg = config(tmp_path, "postgresql://127.0.0.1:1/none")  # dry run: never opened
+    path = tmp_path / "legs.csv"
+    head = "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,setuptime,"
+    row = "INVITE,f1,t1,L1@x,200,OK,2026-07-01 10:00:07,60,7,2026-07-01 10:00:00,4930123,4989123"
+    path.write_text(f"{head}created,src_user,dst_user,leg\n1,{row},gw1\n2,{row},gw2\n")
+    argv = ["mediate", str(path), "--source", "osips", "--config", str(cfg), "--quiet"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "dry run: read 2, stored 1, duplicates 1, rejected 0" in capsys.readouterr().out

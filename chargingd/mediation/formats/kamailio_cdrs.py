@@ -74,8 +74,9 @@ def _call(columns: Columns, row: Row, cdr_start: str) -> RawCall:
     if start is None or end is None:
         raise RowError("no start_time or end_time")
     text = get(row, "duration")
-    duration = whole_seconds(seconds(text, "duration"))
-    answered = duration > 0 or (text != "" and seconds(text, "duration") > 0)
+    exact = seconds(text, "duration")
+    duration = whole_seconds(exact)
+    answered = exact > 0  # a failed dialog is written with duration 0
     call_id = get(row, "call_id")
     if not call_id:
         row_id = get(row, "id")
