@@ -6,6 +6,7 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from chargingd.radius import codec as rc
@@ -20,6 +21,22 @@ def gateway_of(packet: rc.Packet, source_ip: str) -> str:
     if nas is not None and len(nas) == 4:
         return socket.inet_ntoa(nas)
     return source_ip
+
+
+def caller_ip_of(packet: rc.Packet) -> str:
+    """Where the call came from, when the gateway says: Cisco's h323-remote-address (the
+    calling side's signalling address), else Framed-IP-Address; "" unknown or not an IP
+    address (the fraud rules count calls per caller IP)."""
+    remote = packet.cisco_value(rc.H323_REMOTE_ADDRESS).strip()
+    if remote:
+        try:
+            return str(ipaddress.ip_address(remote))
+        except ValueError:
+            pass
+    framed = packet.attrs.get(rc.FRAMED_IP_ADDRESS)
+    if framed is not None and len(framed) == 4:
+        return socket.inet_ntoa(framed)
+    return ""
 
 
 def charged_leg(packet: rc.Packet, client: RadiusClient) -> bool:
@@ -50,6 +67,7 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
         # What a Cisco POD handler matches a Disconnect-Request on: its own id.
         nas_session_id=acct_session_id if acct_session_id != session_id else "",
         call_origin=packet.cisco_value(rc.H323_CALL_ORIGIN),
+        caller_ip=caller_ip_of(packet),
     )
 
 

@@ -85,6 +85,7 @@ class Attempt:
     account_id: str | None = None
     identity: str = ""
     tariff: str = ""
+    caller_ip: str = ""  # CallInfo.caller_ip: velocity per caller IP
     admitted: bool = False  # counted live (concurrent): forgotten if refused after all
     tried: list[str] = field(default_factory=list)  # identities looked up
 
@@ -124,7 +125,7 @@ class Authorizer:
         """Decide an Access-Request (the session id is already checked)."""
         if self.fraud is None:
             return await self._decide(call, None)
-        attempt = Attempt()
+        attempt = Attempt(caller_ip=call.caller_ip)
         try:
             answer = await self._decide(call, attempt)
         except Exception:
@@ -234,7 +235,12 @@ class Authorizer:
         facts = None
         if fraud is not None and attempt is not None:
             facts = fraud.facts(
-                rec.account_id, rec.session_id, rec.callee, attempt.identity, attempt.tariff
+                rec.account_id,
+                rec.session_id,
+                rec.callee,
+                attempt.identity,
+                attempt.tariff,
+                attempt.caller_ip,
             )
         if self.fused is not None and rec.paid_usage_s > 0:
             # One script: the fraud rules, the hold and, when granted in full, the record

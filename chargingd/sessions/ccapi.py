@@ -51,6 +51,9 @@ class CallInfo:
     # a Cisco POD handler matches a Disconnect-Request on.
     nas_session_id: str = ""
     call_origin: str = ""
+    # Where the call came from, when the gateway says (the fraud rules count calls per
+    # caller IP): an IP address, "" unknown.
+    caller_ip: str = ""
 
 
 @dataclass(frozen=True)

@@ -41,13 +41,20 @@ class FraudHook:
         self.dropped = 0
 
     def facts(
-        self, account_id: str, session_id: str, callee: str, identity: str, tariff: str
+        self,
+        account_id: str,
+        session_id: str,
+        callee: str,
+        identity: str,
+        tariff: str,
+        caller_ip: str = "",
     ) -> CallFacts:
         return CallFacts(
             account_id=account_id,
             session_id=session_id,
             callee=callee,
             identity=identity,
+            caller_ip=caller_ip,
             tariff=tariff,
         )
 

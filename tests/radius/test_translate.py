@@ -86,3 +86,14 @@ def test_sip_response_code_of_kamailio() -> None:
     assert usage_report(key_name, GENERIC, "10.0.0.2", UsageKind.STOP, 0.0).sip_code == 0
     nonsense = kamailio_acct(rc.attr_u32(rc.SIP_RESPONSE_CODE, 70000))
     assert usage_report(nonsense, GENERIC, "10.0.0.2", UsageKind.STOP, 0.0).sip_code == 0
+
+
+def test_caller_ip_from_h323_remote_address_else_framed_ip() -> None:
+    cisco = packet(h323_remote_address="h323-remote-address=198.51.100.9",
+                   Framed_IP_Address="203.0.113.1")  # fmt: skip
+    assert call_info(cisco, CISCO, "10.0.0.1").caller_ip == "198.51.100.9"
+    framed = packet(Framed_IP_Address="203.0.113.1")
+    assert call_info(framed, GENERIC, "10.0.0.2").caller_ip == "203.0.113.1"
+    garbage = packet(h323_remote_address="h323-remote-address=not an address")
+    assert call_info(garbage, CISCO, "10.0.0.1").caller_ip == ""
+    assert call_info(packet(User_Name="x"), CISCO, "10.0.0.1").caller_ip == ""

@@ -4,6 +4,7 @@ Real Redis, real Ledger, real tariff, real fraud engine; the cutter records."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,23 @@ async def test_refusals_feed_failed_attempts(
     assert fraud.alerts is not None
     keys = sorted(i.key for i in await fraud.alerts.incidents())
     assert keys == ["fraud.failed:poor", "fraud.failed:user:mallory"]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_velocity_per_caller_ip_counts_every_account_from_that_address(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    per_ip = {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 3,
+              "window_s": 60, "action": "refuse"}  # fmt: skip
+    sessions, _, _, _ = await build(redis, tmp_path, [per_ip], fused=fused)
+
+    def from_ip(sid: str, user: str, ip: str) -> Any:
+        return dataclasses.replace(call(sid, user=user), caller_ip=ip)
+
+    users = ["alice", "bob", "alice"]
+    for i, user in enumerate(users):  # three calls from one address, two accounts
+        assert isinstance(await sessions.authorize(from_ip(f"i{i}", user, "192.0.2.7")), Authorized)
+    other = await sessions.authorize(from_ip("o1", "bob", "192.0.2.8"))
+    assert isinstance(other, Authorized)  # another address: its own count
+    fourth = await sessions.authorize(from_ip("i3", "bob", "192.0.2.7"))
+    assert fourth == Refused(RefusalCode.FRAUD, "call not allowed")

@@ -1,0 +1,158 @@
+"""The cost of the fraud rules on the request path through the real daemon: loadgen
+against `chargingd serve` with the default rule set on ([fraud] enabled) and off.
+
+    .venv/bin/python scripts/bench_fraud_load.py [--workers 2] [--seconds 10]
+        [--pairs 3] [--mode auth] [LOADGEN OPTIONS...]
+
+Runs are interleaved (on, off, off, on, ...); each starts a fresh daemon (embedded
+Redis, sample tariff) with 1000 accounts load0..load999, the users loadgen calls
+with by default (UK numbers of ten ranges), so an honest population: no rule fires
+(each run says how many fraud incidents it opened; it must be 0). Prints each run's
+requests/s, p99 and the CPU per request of the daemon's processes and of Redis, the
+medians and the ratios on/off. Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_metrics_load import ROOT, cpu_s, ctl, daemon_pids, free_port
+
+from chargingd.admin.server import AdminClient
+
+PY = sys.executable
+ACCOUNTS = 1000
+
+Result = tuple[float, float, float, float]  # req/s, p99 ms, daemon and Redis CPU us/request
+
+
+def config(data: Path, workers: int, fraud: bool, ports: dict[str, int]) -> str:
+    return f"""
+[server]
+data_dir = "{data}"
+log_level = "warning"
+workers = {workers}
+
+[export]
+run_in_serve = false
+
+[rating]
+default_plan = "{ROOT}/config/tariffs/sample.toml"
+
+[radius]
+bind = "127.0.0.1"
+auth_port = {ports["auth"]}
+acct_port = {ports["acct"]}
+
+[[radius.clients]]
+name = "load"
+address = "127.0.0.1"
+secret = "testing123"
+coa_port = 0
+
+[fraud]
+enabled = {str(fraud).lower()}
+"""
+
+
+def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Result, int]:
+    base = Path(tempfile.mkdtemp(prefix="chargingd-fraud-bench."))
+    ports = {"auth": free_port(), "acct": free_port()}
+    cfg = base / "chargingd.toml"
+    cfg.write_text(config(base / "data", args.workers, fraud, ports))
+    log = open(base / "daemon.log", "wb")  # noqa: SIM115 (closed below)
+    daemon = subprocess.Popen([PY, "-m", "chargingd", "serve", "--config", str(cfg)], stderr=log)
+    sock = base / "data" / "chargingd.sock"
+    try:
+        for _ in range(300):
+            if ctl(sock, "status").returncode == 0:
+                break
+            time.sleep(0.1)
+        with AdminClient(sock, timeout_s=10.0) as admin:
+            for n in range(ACCOUNTS):
+                admin.call(
+                    "account.create",
+                    {"id": f"load{n}", "mode": "prepaid", "currency": "EUR",
+                     "balance": "1000000.00", "identities": [f"user:load{n}"]},
+                )  # fmt: skip
+        procs, redis = daemon_pids(sock, daemon.pid, base / "data")
+        before = cpu_s(procs), cpu_s(redis)
+        out = subprocess.run(
+            [PY, str(ROOT / "scripts" / "loadgen.py"), "--mode", args.mode,
+             "--seconds", str(args.seconds), "--secret", "testing123",
+             "--auth-port", str(ports["auth"]), "--acct-port", str(ports["acct"]), *extra],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        after = cpu_s(procs), cpu_s(redis)
+        with AdminClient(sock, timeout_s=10.0) as admin:
+            found = admin.call("alert.list", {"kind": "fraud.", "limit": 1000})["incidents"]
+        incidents = len(found)
+        if found and os.environ.get("BENCH_DEBUG"):
+            print(sorted({i["incident"].split(":")[0] for i in found}), found[0])
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+    if os.environ.get("BENCH_DEBUG"):
+        print(out)
+    rate = float(re.search(r"requests/s=([\d.,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    p99 = float(re.search(r"p99=([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"requests=(\d+)", out).group(1))  # type: ignore[union-attr]
+    per_request = [(a - b) * 1e6 / max(requests, 1) for a, b in zip(after, before, strict=True)]
+    return (rate, p99, per_request[0], per_request[1]), incidents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--mode", default="auth", choices=["auth", "call"])
+    args, extra = parser.parse_known_args()
+    os.chdir(ROOT)
+    order: list[bool] = []
+    for i in range(args.pairs):
+        order += [True, False] if i % 2 == 0 else [False, True]
+    results: dict[bool, list[Result]] = {True: [], False: []}
+    print(f"mode={args.mode} workers={args.workers} seconds={args.seconds} pairs={args.pairs}")
+    for fraud in order:
+        load = os.getloadavg()[0]
+        result, incidents = one_run(args, fraud, extra)
+        results[fraud].append(result)
+        label = "on " if fraud else "off"
+        print(f"  rules {label}: {_row(result)}  incidents {incidents}  (load avg {load:.2f})")
+    medians = {f: tuple(statistics.median(r[i] for r in results[f]) for i in range(4))
+               for f in (True, False)}  # fmt: skip
+    print(f"median rules on : {_row(medians[True])}")
+    print(f"median rules off: {_row(medians[False])}")
+    for i, what in (
+        (0, "requests/s"),
+        (1, "p99"),
+        (2, "daemon CPU per request"),
+        (3, "Redis CPU per request"),
+    ):
+        ratio = medians[True][i] / medians[False][i]
+        print(f"on / off, {what}: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def _row(r: tuple[float, ...]) -> str:
+    return (
+        f"{r[0]:8.0f} req/s  p99 {r[1]:7.2f} ms  daemon {r[2]:6.1f} us/req  "
+        f"redis {r[3]:5.1f} us/req"
+    )
+
+
+if __name__ == "__main__":
+    main()
