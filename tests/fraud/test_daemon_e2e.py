@@ -16,8 +16,9 @@ pyrad), alert webhooks received by a local HTTP server (webhook_receiver).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -107,16 +108,24 @@ max_calls = 100
 """
 
 
-def start_daemon(setup: Setup, log: Path) -> Daemon:
-    daemon = Daemon(setup, log)
-    daemon.start()
-    try:
-        daemon.wait_ready()
-    except BaseException:
-        print(daemon.log())
-        daemon.kill()
-        raise
-    return daemon
+def start_daemon(make_setup: Callable[[], Setup], log: Path) -> Daemon:
+    """A ready daemon. Its ports are picked free just before it binds them; when another
+    program on the machine took one meanwhile (it says so and exits), once more on
+    fresh ports. Any other failure fails the test, with the daemon's log."""
+    for attempt in (1, 2):
+        daemon = Daemon(make_setup(), log)
+        daemon.start()
+        try:
+            daemon.wait_ready()
+            return daemon
+        except BaseException:
+            text = daemon.log()
+            daemon.kill()
+            if attempt == 1 and "already in use" in text:
+                continue
+            print(text)
+            raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -129,8 +138,10 @@ def scenario_daemon(tmp_path: Path, hook: Receiver, *, shadow: bool) -> Iterator
     """Two RADIUS processes (the main one and a worker, SO_REUSEPORT): each runs the
     rules, the kernel spreads the calls over both."""
     top = fraud_toml(SCENARIO_RULES, webhook=hook.url, shadow=shadow)
-    setup = write_setup(tmp_path, top=top, tariff_text=TARIFF, workers=2)
-    daemon = start_daemon(setup, tmp_path / "daemon.log")
+    daemon = start_daemon(
+        lambda: write_setup(tmp_path, top=top, tariff_text=TARIFF, workers=2),
+        tmp_path / "daemon.log",
+    )
     try:
         daemon.create_account("hijack", "100.00")
         daemon.create_account("normal", "100.00")
@@ -329,14 +340,16 @@ def two_daemons(
     daemons = []
     try:
         for name in ("one", "two"):
-            (tmp_path / name).mkdir()
-            setup = write_setup(
-                tmp_path / name,
+            where = tmp_path / name
+            where.mkdir()
+            setup = functools.partial(
+                write_setup,
+                where,
                 top=fraud_toml(LIMIT_RULES),
                 redis=f'url = "{redis_server.url}"',
                 tariff_text=TARIFF,
             )
-            daemons.append(start_daemon(setup, tmp_path / name / "daemon.log"))
+            daemons.append(start_daemon(setup, where / "daemon.log"))
         yield daemons[0], daemons[1]
     finally:
         for d in daemons:
