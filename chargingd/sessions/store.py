@@ -189,7 +189,15 @@ class SessionStore:
             futures = self._batcher.submit_many([(c, self._retry(c)) for c in commands])
             # One batch answers them in order: awaiting each in turn is gather's result
             # without its per-call future and callbacks (on every request).
-            return [await future for future in futures]
+            results = []
+            for index, future in enumerate(futures):
+                try:
+                    results.append(await future)
+                except BaseException:
+                    for rest in futures[index + 1 :]:  # the batch failed as a whole:
+                        rest.add_done_callback(_retrieved)  # their errors are this one
+                    raise
+            return results
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
             for command in commands:
@@ -443,3 +451,9 @@ __all__ = [
     "record_key",
     "split_member",
 ]
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen (asyncio logs an exception nobody retrieved)."""
+    if not future.cancelled():
+        future.exception()
