@@ -76,12 +76,11 @@ async def main(
             batch_size=cfg.mediation.batch_size,
             dry_run=args.dry_run,
         )
-        total = Summary()
         show = not args.quiet and sys.stderr.isatty()
-        for path in paths:
-            with _progress(path, show) as advance:
-                summary = await mediator.run_file(path, rejects_dir, advance)
-            total.add(summary)
+        total, files = await mediator.run_files(
+            paths, rejects_dir, lambda path: _progress(path, show)
+        )
+        for path, summary in files:
             _report(path, summary)
     prefix = "dry run: " if args.dry_run else ""
     print(f"{prefix}{total.line()}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from paths import FIXTURES as ALL_FIXTURES
 
+from chargingd.billing.cdr import CDR
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.ledger import Ledger, Mode
@@ -223,3 +225,43 @@ async def test_clean_rerun_removes_a_stale_reject_file(tmp_path: Path) -> None:
     summary = await mediator(ASTERISK, MemoryStore()).run_file(path)
     assert (summary.stored, summary.rejected) == (5, 0)
     assert not (tmp_path / "Master.csv.rejects.csv").exists()
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that records the size of every store round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trips: list[int] = []
+
+    async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
+        self.trips.append(len(cdrs))
+        return await super().store_cdrs(cdrs)
+
+
+@pytest.mark.parametrize("batch_size", [1000, 3])
+async def test_run_files_batches_across_a_spool_directory(tmp_path: Path, batch_size: int) -> None:
+    """A FreeSWITCH log-dir is a file per call: batches span files (one round trip for
+    the directory, not one a file); each file keeps its own rejects file, stale ones of
+    files now clean are removed, and the counts add up."""
+    spool = tmp_path / "spool"
+    shutil.copytree(FIXTURES / "freeswitch_json", spool)
+    stale = spool / "a_0b1d6f0e-4f7a-4c3e-9a51-2f3c1a7e0c01.cdr.json.rejects.csv"
+    stale.write_text("line,reason,raw\n1,an earlier run,x\n")
+    source = dataclasses.replace(ASTERISK, format="freeswitch_json", time_zone="UTC", rate=False)
+    store = CountingStore()
+    med = mediator(source, store)
+    med.batch_size = batch_size
+    paths = sorted(p for p in spool.iterdir() if p.name.endswith(".cdr.json"))
+    total, files = await med.run_files(paths)
+    assert store.trips == ([4] if batch_size == 1000 else [3, 1])
+    assert (total.read, total.stored, total.rejected, total.unanswered) == (5, 4, 1, 2)
+    assert len(files) == 6 and sum(s.read for _, s in files) == 5
+    damaged = {p.name: s for p, s in files if s.rejected}
+    ((name, summary),) = damaged.items()
+    assert name == "a_0b1d6f0e-4f7a-4c3e-9a51-2f3c1a7e0c99.cdr.json"
+    assert summary.reject_file == f"{spool / name}.rejects.csv"
+    assert [r["line"] for r in read_rejects(Path(summary.reject_file))] == ["1"]
+    assert not stale.exists()
+    again, _ = await med.run_files(paths)
+    assert (again.stored, again.duplicates) == (0, 4)
