@@ -153,16 +153,28 @@ class Accounting:
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
+        holds_all = self.modes.holds_all(rec.client)
         if report.kind is UsageKind.START and usage_s == 0:
-            # own_timer: every call gets a deadline at the end of its grant, where the
-            # cutter renews it (or cuts): the gateway will not report.
-            timer = rec.limited or self.modes.own_timer(rec.client)
-            if timer and not rec.deadline_ms:
-                await self.store.set_deadline(rec, self.grants.deadline_ms(rec, rec.paid_usage_s))
+            await self._answered(rec, holds_all)
             return
-        # hold_all: the hold keeps paying for the whole Session-Timeout.
-        hold_to_s = rec.paid_usage_s if self.modes.hold_all(rec.client) else 0
+        # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
+        hold_to_s = rec.paid_usage_s if holds_all else 0
         await self.grants.charge(rec, usage_s, hold_to_s=hold_to_s)
+
+    async def _answered(self, rec: SessionRecord, holds_all: bool) -> None:
+        """The Start. hold_all / own_timer: the hold leased again from the answer.
+        A cut sent while the call rang and never confirmed (a switch ends answered
+        dialogs only: Kamailio's dlg.end_dlg) is sent again now, with its retries; else
+        own_timer calls (and limited ones) get their deadline at the end of what is
+        paid, where the cutter re-checks (or cuts): the gateway will not report."""
+        paid_s = await self.grants.relet(rec) if holds_all else rec.paid_usage_s
+        if rec.cut_reason:
+            if not rec.cut_ok:
+                retry_ms = self.clock_ms() + int(self.cfg.disconnect_backoff_s * 1000)
+                await self.store.update(rec, cut_attempts=0)
+                await self.store.set_deadline(rec, retry_ms)
+        elif rec.limited or self.modes.own_timer(rec.client):
+            await self.store.set_deadline(rec, self.grants.deadline_ms(rec, paid_s))
 
     def _derived_usage(self, rec: SessionRecord, report: UsageReport) -> int | None:
         """A Stop without Acct-Session-Time: this event's time minus the answer time

@@ -230,7 +230,7 @@ class Authorizer:
     ) -> Authorized | Refused | None:
         want = priced.cost_micros
         amount = max(want, 1)
-        lease_ms = self.grants.lease_ms(self._first_grant_s(rec.client))
+        lease_ms = self._first_lease_ms(rec.client)
         fraud = self.fraud if attempt is not None else None
         facts = None
         if fraud is not None and attempt is not None:
@@ -247,7 +247,12 @@ class Authorizer:
             # with it (which _first wrote with the full hold and the usage it pays for).
             prepared = fraud.prepare(facts) if fraud is not None and facts is not None else None
             out = await self.fused.authorize(
-                rec, amount, lease_ms=lease_ms, check=check, fraud=prepared
+                rec,
+                amount,
+                lease_ms=lease_ms,
+                check=check,
+                fraud=prepared,
+                held_only=self.modes.holds_all(rec.client),
             )
             if fraud is not None and prepared is not None and out.fraud is not None:
                 refusal = fraud.refusal(fraud.decided(prepared, out.fraud))
@@ -292,9 +297,9 @@ class Authorizer:
             reason = RefusalReason.INSUFFICIENT_CREDIT
             await self.ledger.refuse(rec.account_id, rec.session_id, reason.value)
             return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
-        # hold_all: what is held is all the call may use; nothing to renew or cut.
-        hold_all = self.modes.hold_all(rec.client)
-        limited = int(grant.granted_micros < want and not hold_all)
+        # hold_all, own_timer: what is held is all the call was told; nothing to renew.
+        holds_all = self.modes.holds_all(rec.client)
+        limited = int(grant.granted_micros < want and not holds_all)
         rec = dataclasses.replace(
             rec,
             held_micros=grant.granted_micros,
@@ -314,18 +319,19 @@ class Authorizer:
 
     def _told_micros(self, client: str, grant: Grant) -> int:
         """The money the Session-Timeout of the answer stands for: what is held and
-        still available; in hold_all only what is held (the other calls' money is not
-        promised twice)."""
-        if self.modes.hold_all(client):
+        still available; in hold_all and own_timer only what is held (a gateway that
+        cannot be told another Session-Timeout may run to this one: no other call is
+        told that money)."""
+        if self.modes.holds_all(client):
             return grant.granted_micros
         return grant.granted_micros + grant.available_micros
 
-    def _first_grant_s(self, client: str) -> int:
-        """The usage the first hold pays for: a first grant; in hold_all the longest
-        Session-Timeout (whatever of it the money pays for), its lease past the reap."""
-        if self.modes.hold_all(client):
-            return self.cfg.max_session_s + self.cfg.reap_grace_s
-        return self.cfg.first_grant
+    def _first_lease_ms(self, client: str) -> int:
+        """The first hold's lease: a first grant; in hold_all and own_timer the longest
+        Session-Timeout past the reap (leased again from the Start: Grants.hold_all_lease_ms)."""
+        if self.modes.holds_all(client):
+            return self.grants.hold_all_lease_ms()
+        return self.grants.lease_ms(self.cfg.first_grant)
 
     def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
         credit = self._told_micros(rec.client, grant)
@@ -410,7 +416,7 @@ class Authorizer:
         """new_record for an authorize: the first grant priced and, for the fused
         script, its full hold and the usage that pays for written on the record."""
         usage_s = self.cfg.first_grant
-        if self.modes.hold_all(call.client):
+        if self.modes.holds_all(call.client):
             usage_s = self.cfg.max_session_s
         return self.new_record(call, profile, self.clock_ms(), usage_s, hold=self.fused is not None)
 

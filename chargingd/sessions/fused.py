@@ -99,13 +99,16 @@ class FusedPath:
         lease_ms: int,
         check: AccountCheck | None,
         fraud: Prepared | None = None,
+        held_only: bool = False,
     ) -> FirstGrant:
         """Reserve ``amount`` for a new session; write ``rec`` when granted in full.
 
         With ``check``, first make sure the account still has that tariff, currency and
         identity and is active (else nothing is reserved). With ``fraud``, the fraud
         rules of the call run first in the same script: a refusing rule reserves
-        nothing (FirstGrant.fraud holds their reply either way).
+        nothing (FirstGrant.fraud holds their reply either way). ``held_only``: the
+        record's credit_micros is what is held, not held + available (hold_all,
+        own_timer: Authorizer._told_micros).
         """
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
@@ -124,6 +127,7 @@ class FusedPath:
         checked = self.steps.account_check(acc, check)
         args += checked.argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
+        args.append(int(held_only))
         sha = self._authorize.sha
         if fraud is not None:  # session_authorize_fraud.lua
             sha = self._authorize_fraud.sha

@@ -48,8 +48,9 @@ class Grants:
 
     async def charge(self, rec: SessionRecord, usage_s: int, *, hold_to_s: int = 0) -> None:
         """Commit the cost of the cumulative usage, renew the hold for the next grant.
-        ``hold_to_s``: the hold keeps paying for at least this usage (credit mode
-        hold_all: the whole Session-Timeout stays held)."""
+        ``hold_to_s``: the hold pays for exactly up to this usage, nothing past it
+        (credit modes hold_all and own_timer: the rest of the Session-Timeout stays
+        held, leased past its reap)."""
         cost = self.price(rec, usage_s).cost_micros
         if self.fused is not None:
             await self._charge_fused(self.fused, rec, usage_s, cost, hold_to_s)
@@ -62,7 +63,7 @@ class Grants:
         self, fused: FusedPath, rec: SessionRecord, usage_s: int, cost: int, hold_to_s: int
     ) -> None:
         """charge() in one script; the script finishes alone when the grant is full."""
-        grant_s = max(self.grant_size(usage_s), hold_to_s - usage_s)
+        grant_s = self._next_grant_s(usage_s, hold_to_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
         paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
         deadline_ms = self.deadline_ms(rec, paid_s) if rec.limited or rec.deadline_ms else 0
@@ -70,7 +71,7 @@ class Grants:
             rec,
             cost,
             next_cost,
-            lease_ms=self.lease_ms(grant_s),
+            lease_ms=self._grant_lease_ms(grant_s, hold_to_s),
             paid_usage_s=paid_s,
             deadline_ms=deadline_ms,
         )
@@ -98,14 +99,14 @@ class Grants:
         """Hold money for the next grant; set or move the deadline. Returns it (0: none).
         ``claim_ms``: the cutter holds this session's deadline entry until then; a
         deadline that is due already keeps that score in the index (see _apply)."""
-        grant_s = max(self.grant_size(usage_s), hold_to_s - usage_s)
+        grant_s = self._next_grant_s(usage_s, hold_to_s)
         want = self.price(rec, usage_s + grant_s).cost_micros - debited
         try:
             grant = await self.ledger.reserve(
                 rec.account_id,
                 rec.session_id,
                 max(want, 1),
-                lease_ms=self.lease_ms(grant_s),
+                lease_ms=self._grant_lease_ms(grant_s, hold_to_s),
                 partial=True,
                 new_session=False,
             )
@@ -132,6 +133,9 @@ class Grants:
             held = grant.granted_micros
         paid_s = self.paid_s(rec, debited + held)
         limited = grant.reason is not None or held < want
+        if self.modes.hold_all(rec.client):
+            # Nothing to cut: the call runs on its Session-Timeout, no deadline.
+            limited = False
         fields: dict[str, int] = {
             "debited_micros": debited,
             "held_micros": held,
@@ -200,6 +204,47 @@ class Grants:
     def lease_ms(self, grant_s: int) -> int:
         # The hold outlives the reaper's window so a silent call is charged against it.
         return (grant_s + self.cfg.stale_factor * self.cfg.interim_interval_s) * 1000
+
+    def hold_all_lease_ms(self) -> int:
+        """hold_all / own_timer: a hold taken now (authorize, the Start) outlives the
+        longest Session-Timeout counted from now plus reap_grace_s, when the reaper
+        may close the silent call (sessions/service.py _reap_not_before)."""
+        return self.lease_ms(self.cfg.max_session_s + self.cfg.reap_grace_s)
+
+    def _next_grant_s(self, usage_s: int, hold_to_s: int) -> int:
+        """The usage the renewed hold pays for past ``usage_s``: a grant; with
+        ``hold_to_s`` (hold_all, own_timer) exactly the rest of the Session-Timeout."""
+        if hold_to_s:
+            return max(hold_to_s - usage_s, 0)
+        return self.grant_size(usage_s)
+
+    def _grant_lease_ms(self, grant_s: int, hold_to_s: int) -> int:
+        """A silent client's hold (``hold_to_s``) outlives its reap as well."""
+        return self.lease_ms(grant_s + (self.cfg.reap_grace_s if hold_to_s else 0))
+
+    async def relet(self, rec: SessionRecord) -> int:
+        """hold_all / own_timer, at the Start: the hold taken at authorize leased again
+        from the answer (a call may ring for longer than the stale window, and the
+        reaper waits from the answer). Same amount: nothing more is taken; a hold that
+        lapsed meanwhile gets what is there (noted on the record). Returns the usage
+        the call's money pays for (paid_usage_s)."""
+        try:
+            grant = await self.ledger.reserve(
+                rec.account_id,
+                rec.session_id,
+                max(rec.held_micros, 1),
+                lease_ms=self.hold_all_lease_ms(),
+                partial=True,
+                new_session=False,
+            )
+        except SessionClosed:
+            return rec.paid_usage_s  # a Stop closed it meanwhile: nothing to hold
+        if grant.granted_micros == rec.held_micros:
+            return rec.paid_usage_s
+        paid_s = self.paid_s(rec, rec.debited_micros + grant.granted_micros)
+        fields = {"held_micros": grant.granted_micros, "paid_usage_s": paid_s}
+        await self.store.set_grant(rec, fields, deadline_ms=None)
+        return paid_s
 
     def deadline_ms(self, rec: SessionRecord, paid_s: int) -> int:
         """Where the paid usage ends. own_timer: the answer time is the gateway's

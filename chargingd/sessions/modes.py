@@ -7,10 +7,17 @@ holds and cuts", docs/credit-control.md "Credit modes").
   backend, many SBCs). The money behind the whole Session-Timeout is held at
   authorize, so two concurrent calls can never be promised the same money; the call
   runs on its Session-Timeout and is reaped only after it plus ``reap_grace_s``.
-- ``own_timer``: no Interims, but the call can be cut. Every call gets a deadline at
-  the end of its grant; the cutter renews the hold there on chargingd's own timer
-  (the call's age is its usage) and cuts through the client's cut backend when the
-  money runs out. Reaped like ``hold_all``.
+- ``own_timer``: no Interims, but the call can be cut (a cut backend such as
+  Kamailio JSON-RPC, but no way to tell the gateway a new Session-Timeout). The
+  money behind the whole Session-Timeout is held at authorize as in ``hold_all``:
+  a cut that is never confirmed leaves the call running to what it was told, so
+  that must be its own money. Every call gets a deadline (its own timer) at the end
+  of what it paid for, where the cutter re-checks and cuts through the client's cut
+  backend; kills (operator, fraud) go the same way. Reaped like ``hold_all``.
+
+Both hold the Session-Timeout's money for the whole call (``holds_all``): the hold
+is leased again at the Start (a call may ring for long), and an Interim never asks
+for money past the Session-Timeout.
 
 The frontend's config names each client's mode; the rules live here and in the
 modules that ask (authorize, accounting, reaper).
@@ -40,6 +47,11 @@ class CreditModes:
 
     def hold_all(self, client: str) -> bool:
         return self.of(client) == HOLD_ALL
+
+    def holds_all(self, client: str) -> bool:
+        """The Session-Timeout told at authorize is all held (hold_all, own_timer): the
+        gateway cannot be told another, so no other call may be told that money."""
+        return self.of(client) in (HOLD_ALL, OWN_TIMER)
 
     def own_timer(self, client: str) -> bool:
         return self.of(client) == OWN_TIMER

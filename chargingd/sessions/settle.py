@@ -1,10 +1,12 @@
 """What a call's final usage is charged: the cut tolerance and overrun rule (DESIGN
 invariant 2, docs/credit-control.md "Cut tolerance and overrun").
 
-chargingd *allowed* a call some usage: once a cut for credit was sent, what its
-debited + held money pays for (the deadline); otherwise the longer of that and the
-Session-Timeout the gateway was last told (Access-Accept, CoA after a top-up), since
-a gateway that sends no Interim may run to it. Then:
+chargingd *allowed* a call some usage: once a cut for credit was sent *and
+confirmed*, what its debited + held money pays for (the deadline); otherwise the
+longer of that and the Session-Timeout the gateway was last told (Access-Accept, CoA
+after a top-up), since a gateway that sends no Interim, or never got the cut, may run
+to it (DESIGN: a call overruns only when its gateway ignores both the Session-Timeout
+and the cut). Then:
 
 - usage within the allowance: its rated cost, never more than the account can give
   (policy ``cap``; ``capped`` when the money was not there, e.g. promised twice);
@@ -80,9 +82,9 @@ class Settler:
             return 0
         return min(self.paid_s(rec, rec.credit_micros), self.max_session_s)
 
-    def allowed_s(self, rec: SessionRecord) -> int:
+    def allowed_s(self, rec: SessionRecord, cut_confirmed: bool) -> int:
         """The usage chargingd allowed this call (see the module docstring)."""
-        if rec.cut_reason == CdrStatus.CREDIT_CUT:
+        if rec.cut_reason == CdrStatus.CREDIT_CUT and cut_confirmed:
             return rec.paid_usage_s
         return max(rec.paid_usage_s, self.told_s(rec))
 
@@ -97,7 +99,7 @@ class Settler:
         final = _status(status, rec, usage_s, confirmed)
         if rec.adopted:  # no authorize here, nothing allowed or refused: the call happened
             return Settlement(usage_s, priced, cost, DEBT, final, "", 0, confirmed)
-        allowed = self.allowed_s(rec)
+        allowed = self.allowed_s(rec, confirmed)
         if usage_s <= allowed:
             return Settlement(usage_s, priced, cost, CAP, final, "", allowed, confirmed)
         if usage_s <= allowed + self.tolerance_s:

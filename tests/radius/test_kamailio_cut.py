@@ -1,10 +1,12 @@
 """Kamailio cut by chargingd: credit_mode own_timer and cut_backend kamailio_jsonrpc.
 
 Real Kamailio 5.6 (the repository's kamailio.cfg), real SIP phones (tests/sipua.py),
-`chargingd serve`. Kamailio sends no Interim: chargingd renews each call's grant on
-its own timer and, when the money runs out, ends the call through Kamailio's
-JSON-RPC (dlg.list_match + dlg.end_dlg); Kamailio's BYEs are accounted as the Stop
-(Acct-Terminate-Cause Admin-Reset). Short grants keep every call a few seconds.
+`chargingd serve`. Kamailio sends no Interim and cannot be told a new Session-Timeout:
+the money behind each call's Session-Timeout is held at authorize (never told to two
+calls), chargingd's own timer re-checks at its end, and kills end the call through
+Kamailio's JSON-RPC (dlg.list_match + dlg.end_dlg); Kamailio's BYEs are accounted as
+the Stop (Acct-Terminate-Cause Admin-Reset). A short max_session_s keeps every call a
+few seconds.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ pytestmark = [
     pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason())),
 ]
 
-# Grants of 2 s renewed on chargingd's timer; Kamailio's own Session-Timeout stays
-# the backstop (what all the money available at authorize pays for).
+# Session-Timeouts of at most 10 s, each held whole at authorize.
 SESSIONS = {
     "interim_interval_s": 10,
     "grant_margin_s": 0,
     "first_grant_s": 2,
     "max_grant_s": 10,
     "stale_factor": 2,
+    "max_session_s": 10,
 }
 
 
@@ -91,39 +93,29 @@ def _find(tree: Any, key: str) -> Any:
     return None
 
 
-async def test_concurrent_calls_are_cut_at_their_paid_second_through_kamailio(
+async def test_concurrent_calls_are_told_only_their_own_money_and_end_within_it(
     daemon: Daemon, switch: Switch
 ) -> None:
-    """Two calls of one prepaid account, 0.10 EUR between them: Kamailio is told
-    Session-Timeouts from the same money (10 s and 8 s), chargingd's timer shares
-    the money out and cuts each call over JSON-RPC where its share ends: 0.00."""
-    daemon.create_account("kam-cut", "0.10")  # 10 s at 0.01/s
-    calls = await asyncio.gather(switch.call("kam-cut"), switch.call("kam-cut"))
-    assert [c.final_status for c in calls] == [200, 200]
-    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 15)
-    assert [c.ended_by for c in calls] == ["remote", "remote"]  # Kamailio's BYEs
-    talked = [c.ended_at - c.answered_at for c in calls]
-    assert sum(talked) <= 10 + 2 * 1.5, talked  # well before either Session-Timeout
+    """Three calls of one prepaid account placed at once, 0.15 EUR: Kamailio is told
+    Session-Timeouts from money no other call was told (10 s, the longest, and the
+    5 s left; the third refused). Each ends there (Kamailio's dialog timeout, or
+    chargingd's timer over JSON-RPC a moment after): all the money, 0.00, no debt."""
+    daemon.create_account("kam-cut", "0.15")  # 15 s at 0.01/s
+    calls = await asyncio.gather(*(switch.call("kam-cut") for _ in range(3)))
+    assert sorted(c.final_status for c in calls) == [200, 200, 403]
+    answered = [c for c in calls if c.final_status == 200]
+    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in answered)), 20)
+    assert [c.ended_by for c in answered] == ["remote", "remote"]  # Kamailio's BYEs
+    talked = sorted(c.ended_at - c.answered_at for c in answered)
+    assert talked[0] <= 5 + 1.5 and talked[1] <= 10 + 1.5, talked
 
-    cdrs = [await wait_cdr(daemon, c.call_id) for c in calls]
+    cdrs = [await wait_cdr(daemon, c.call_id) for c in answered]
     for cdr in cdrs:
-        assert cdr.status == "credit_cut", cdr
-        assert cdr.extra["cut_confirmed"] == "1"
-        assert cdr.extra["terminate_cause"] == "Admin-Reset"  # ended over JSON-RPC
-    # Each cut at its paid second (or within the cut tolerance past it): all the money
-    # and not a micro more.
-    assert sum(c.charged_micros for c in cdrs) == 10 * MICROS_PER_S
-    assert all(c.cost_micros >= c.charged_micros for c in cdrs)
+        assert cdr.status in ("normal", "credit_cut"), cdr
+        assert cdr.charge_reason in ("", "cut_tolerance"), cdr
+    assert sum(c.charged_micros for c in cdrs) == 15 * MICROS_PER_S
     acc = account(daemon, "kam-cut")
     assert (acc["balance"], acc["reserved"], acc["live_sessions"]) == ("0.00", "0.00", 0)
-    # The Stop of a cut call can reach chargingd before Kamailio's answer to the
-    # end_dlg that caused it: the counter follows within moments.
-    for _ in range(50):
-        counters = rpc_counters(daemon)
-        if counters["ended"] >= 2:
-            break
-        await asyncio.sleep(0.1)
-    assert counters["ended"] >= 2 and counters["errors"] == 0, counters
 
 
 async def test_an_operator_kill_goes_through_kamailio_and_is_confirmed(
@@ -142,3 +134,4 @@ async def test_an_operator_kill_goes_through_kamailio_and_is_confirmed(
     assert cdr.extra["terminate_cause"] == "Admin-Reset"
     assert cdr.duration_s >= 1 and cdr.charged_micros == cdr.duration_s * MICROS_PER_S
     assert account(daemon, "kam-kill")["reserved"] == "0.00"
+    assert rpc_counters(daemon)["ended"] >= 1

@@ -93,6 +93,9 @@ async def test_hold_all_holds_the_whole_session_timeout_and_a_second_call_gets_t
     assert isinstance(third, Refused) and third.message == "insufficient credit"
     rec = await sessions.store.find("c2")
     assert rec is not None and (rec.limited, rec.deadline_ms) == (0, 0)  # nothing to cut
+    # What each was told is what it holds (sessions/settle.py's allowance), both paths.
+    told = [(await sessions.store.find(c)).credit_micros for c in ("c1", "c2")]  # type: ignore[union-attr]
+    assert told == [60 * PER_S, 40 * PER_S]
 
     # Both calls run to their Session-Timeouts, no Interim: charged in full, never below 0.
     await answer(sessions, call("c1", client="kam"), T0_MS)
@@ -186,37 +189,28 @@ async def test_hold_all_call_longer_than_the_stale_window_is_charged_in_full(
 
 
 # -- own_timer ---------------------------------------------------------------------------
-async def test_own_timer_renews_at_its_deadline_and_cuts_at_the_paid_second(
+async def test_own_timer_holds_its_session_timeout_and_cuts_at_the_paid_second(
     sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
 ) -> None:
     await add_account(ledger, balance_micros=int(0.40 * EUR))  # 40 s
     info = call("o1", client="own")
     first = await sessions.authorize(info)
     assert isinstance(first, Authorized) and first.session_timeout_s == 40
+    # The money behind the whole Session-Timeout is held: no other call is told it.
+    assert (first.credit_micros, await balance(ledger)) == (40 * PER_S, (40 * PER_S, 40 * PER_S, 1))
     answer_ms = T0_MS + 1_000
     clock.now_ms = answer_ms
     await answer(sessions, info, answer_ms)
     rec = await sessions.store.find("o1")
-    # The first grant, 15 s, as the gateway measures it: its whole-second answer time
-    # may be up to 999 ms early.
-    assert rec is not None and rec.deadline_ms == answer_ms + 15_999
-    assert await redis.zscore(DEADLINES, member("acc1", "o1")) == answer_ms + 15_999
-    clock.now_ms = answer_ms + 15_998
+    # The timer at the end of the paid usage as the gateway measures it: its
+    # whole-second answer time may be up to 999 ms early.
+    assert rec is not None and rec.deadline_ms == answer_ms + 40_999
+    assert await redis.zscore(DEADLINES, member("acc1", "o1")) == answer_ms + 40_999
+    clock.now_ms = answer_ms + 40_998
     await sessions.cutter.run_once()
-    assert (await sessions.store.find("o1")).paid_usage_s == 15  # type: ignore[union-attr]
-    clock.now_ms = answer_ms + 15_999
-    await sessions.cutter.run_once()
-    assert cutter.disconnects == []  # renewed: the next 15 s held, the deadline moved
-    rec = await sessions.store.find("o1")
-    assert rec is not None and (rec.paid_usage_s, rec.deadline_ms) == (30, answer_ms + 30_999)
-    clock.now_ms = answer_ms + 30_999
-    await sessions.cutter.run_once()
-    assert cutter.disconnects == []  # only 10 s left: held, the deadline at the 40th second
-    rec = await sessions.store.find("o1")
-    assert rec is not None and (rec.paid_usage_s, rec.deadline_ms) == (40, answer_ms + 40_999)
-    assert await balance(ledger) == (40 * PER_S, 40 * PER_S, 1)
+    assert cutter.disconnects == []
     clock.now_ms = answer_ms + 40_999
-    await sessions.cutter.run_once()
+    await sessions.cutter.run_once()  # re-checked: no more money, cut
     assert [(ref.session_id, why) for ref, why in cutter.disconnects] == [("o1", "credit_cut")]
     await stop(sessions, clock, info, answer_ms, 41)  # the gateway obeyed, a second late
     (cdr,) = await read_cdrs(redis)
@@ -224,30 +218,54 @@ async def test_own_timer_renews_at_its_deadline_and_cuts_at_the_paid_second(
     assert await balance(ledger) == (0, 0, 0)
 
 
-async def test_two_concurrent_own_timer_calls_are_cut_when_the_shared_money_ends(
+async def test_own_timer_renews_at_its_deadline_when_money_came(
     sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
 ) -> None:
-    """Both are told a Session-Timeout from the same money (the gateway can be cut);
-    the renewals on chargingd's timer share it out and both calls are cut, at 0.00."""
-    await add_account(ledger, balance_micros=int(0.50 * EUR))  # 50 s
+    """A top-up during the call: at the timer chargingd holds the next grant and moves
+    the deadline instead of cutting (the gateway may run on: its Session-Timeout
+    stays what it was told, which the money behind it still pays for)."""
+    await add_account(ledger, balance_micros=int(0.20 * EUR))
+    info = call("o1", client="own")
+    first = await sessions.authorize(info)
+    assert isinstance(first, Authorized) and first.session_timeout_s == 20
+    await answer(sessions, info, T0_MS)
+    await ledger.topup("acc1", int(0.20 * EUR), txn_id="t1", who="test")
+    clock.now_ms = T0_MS + 20_999
+    await sessions.cutter.run_once()
+    assert cutter.disconnects == []
+    rec = await sessions.store.find("o1")
+    # Renewed for its age (20 s) and the next grant (15 s).
+    assert rec is not None and (rec.paid_usage_s, rec.deadline_ms) == (35, T0_MS + 35_999)
+    await stop(sessions, clock, info, T0_MS, 20)
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.charged_micros) == ("normal", 20 * PER_S)
+    assert await balance(ledger) == (20 * PER_S, 0, 0)
+
+
+async def test_two_concurrent_own_timer_calls_split_the_money_at_authorize(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
+) -> None:
+    """Both are told Session-Timeouts from money no other call was told (60 s, the
+    longest, and the 40 s left); each is cut at its paid second: 0.00."""
+    await add_account(ledger, balance_micros=1 * EUR)  # 100 s
     infos = [call("o1", client="own"), call("o2", client="own")]
     answers = await asyncio.gather(*(sessions.authorize(i) for i in infos))
-    assert all(isinstance(a, Authorized) for a in answers)
+    told = sorted(a.session_timeout_s for a in answers if isinstance(a, Authorized))
+    assert told == [40, 60]
     for info in infos:
         await answer(sessions, info, T0_MS)
     cut_at: dict[str, int] = {}
-    for second in range(1, 60):
+    for second in range(1, 70):
         clock.now_ms = T0_MS + second * 1000
         await sessions.cutter.run_once()
         for ref, _ in cutter.disconnects:
             cut_at.setdefault(ref.session_id, second)
-    assert sorted(cut_at) == ["o1", "o2"]
+    assert sorted(cut_at.values()) == [41, 61]
     await asyncio.gather(*(stop(sessions, clock, i, T0_MS, cut_at[i.session_id]) for i in infos))
     cdrs = await read_cdrs(redis)
     assert {c.status for c in cdrs} == {"credit_cut"}
     # Each cut in the second after its paid usage (the answer's whole-second slack):
     # within the cut tolerance, charged what was paid.
-    assert sum(c.duration_s for c in cdrs) == 52 == sum(cut_at.values())
     assert {c.charge_reason for c in cdrs} == {"cut_tolerance"}
-    assert sum(c.charged_micros for c in cdrs) == int(0.50 * EUR)
+    assert sum(c.charged_micros for c in cdrs) == 1 * EUR
     assert await balance(ledger) == (0, 0, 0)

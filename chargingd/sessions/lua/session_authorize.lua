@@ -12,6 +12,8 @@
 --   account still has the tariff, currency, identity and mode the caller decided with
 -- ARGV[22] the record's stored value (sessions/record.py; held_micros = the amount asked)
 --   but for its last pair, credit_micros, appended here (its map header counts it)
+-- ARGV[23] '1': credit_micros is what is held only (hold_all, own_timer), else held +
+--   available
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
@@ -23,8 +25,10 @@ local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 12)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 -- The record, completed with the money the Session-Timeout of the answer stands for
--- (held + available): what the gateway was allowed (sessions/settle.py).
-local rec = ARGV[22] .. cmsgpack.pack($credit_micros, res[2] + res[3])
+-- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
+local credit = res[2] + res[3]
+if ARGV[23] == '1' then credit = res[2] end
+local rec = ARGV[22] .. cmsgpack.pack($credit_micros, credit)
 if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
 redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('EXPIRE', KEYS[7], ARGV[13])
