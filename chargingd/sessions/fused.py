@@ -125,7 +125,10 @@ class FusedPath:
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
         args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)
-        args += checked.argv
+        # With the fraud rules the wrapper checks the account (before they count the
+        # call); session_authorize need not check it again in the same script.
+        inner = checked if fraud is None else self.steps.account_check(acc, None)
+        args += inner.argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
         sha = self._authorize.sha

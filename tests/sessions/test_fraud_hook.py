@@ -186,3 +186,25 @@ async def test_velocity_per_caller_ip_counts_every_account_from_that_address(
     assert isinstance(other, Authorized)  # another address: its own count
     fourth = await sessions.authorize(from_ip("i3", "bob", "192.0.2.7"))
     assert fourth == Refused(RefusalCode.FRAUD, "call not allowed")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_every_fraud_key_of_a_call_expires(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    rules = [
+        {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 9, "window_s": 60},
+        {"name": "id", "kind": "velocity", "scope": "identity", "max_calls": 9, "window_s": 60},
+        {"name": "many", "kind": "concurrent", "max_calls": 9},
+        {"name": "nc", "kind": "new_country"},
+        {"name": "rg", "kind": "same_destination", "max_calls": 9, "window_s": 600},
+        {"name": "dd", "kind": "distinct_destinations", "max_destinations": 9, "window_s": 300},
+    ]
+    sessions, _, _, _ = await build(redis, tmp_path, rules, fused=fused)
+    assert isinstance(await sessions.authorize(call("only-call")), Authorized)
+    keys = [k.decode() for k in await redis.keys("{a:acc1}:fr:*")]
+    assert sorted(k.split(":fr:")[1].split(":")[0] for k in keys) == [
+        "cc", "id", "live", "log", "rg"
+    ]  # fmt: skip
+    for key in keys:  # an account that calls once leaves nothing behind for ever
+        assert await redis.pttl(key) > 0, key

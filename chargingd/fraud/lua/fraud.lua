@@ -162,7 +162,8 @@ local function fraud_check(KEYS, ARGV)
         hit = count > 0
       end
     end
-    fr_expire(key, ttl)
+    -- (live calls and countries: their keys are written, and expire, in fraud_admit)
+    if kind ~= 'l' and kind ~= 'n' then fr_expire(key, ttl) end
     if hit and act ~= 'x' then
       fired[#fired + 1] = i
       fired[#fired + 1] = count
@@ -177,12 +178,15 @@ end
 local function fraud_admit(KEYS, ARGV)
   local now, n = tonumber(ARGV[1]), tonumber(ARGV[3])
   for i = 1, n do
-    local kind, k, _, win, _, member = fr_op(ARGV, i)
+    local kind, k, _, win, _, member, _, _, ttl = fr_op(ARGV, i)
     if kind == 'l' then
       redis.call('ZADD', KEYS[k], now + win, member)
+      fr_expire(KEYS[k], ttl)
     elseif kind == 'n' and (fr_last[i] or 0) < now - math.min(DAY_MS, win / 100) then
-      -- the last call to a country, rewritten at most once a day (1 % of the memory)
+      -- the last call to a country, rewritten at most once a day (1 % of the memory):
+      -- the key must outlive the last write by the memory, no more
       redis.call('HSET', KEYS[k], member, string.format('%d', now))
+      fr_expire(KEYS[k], ttl)
     end
   end
 end
