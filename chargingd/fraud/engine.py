@@ -91,6 +91,8 @@ class Fraud:
         self._check = load("check")
         self._event = load("event")
         self._tasks: set[asyncio.Task[Any]] = set()
+        # rule set (by identity: RuleBook keeps each) -> P.split of it
+        self._splits: dict[int, tuple[tuple[Rule, ...], Any]] = {}
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
 
     async def load_scripts(self) -> None:
@@ -102,16 +104,26 @@ class Fraud:
     def prepare(self, facts: CallFacts, *, with_ip: bool = True) -> Prepared | None:
         """The arguments of this call's authorize rules; None when no rule needs Redis."""
         rules = self.book.rules_for(facts.account_id, facts.tariff)
+        own, per_ip, must_check = self._split(rules)
         dest = self.classifier.classify(facts.callee)
         plan = P.Plan(self.clock_ms(), facts.identity)
-        P.check_ops(plan, rules, facts, dest, self.live_ttl_ms)
-        if with_ip:
-            P.ip_ops(plan, rules, facts)
-        if not plan.ops and not P.needs_check(rules):
+        P.check_ops(plan, own, facts, dest, self.live_ttl_ms)
+        if with_ip and per_ip:
+            P.ip_ops(plan, per_ip, facts)
+        if not plan.ops and not must_check:
             return None
         block_keys = P.with_block(plan, self.ledger.steps, facts.account_id)
         keys = P.head_keys(plan, FK.state_key(facts.account_id), block_keys)
         return Prepared(facts, dest, plan, keys, plan.argv(), rules)
+
+    def _split(self, rules: tuple[Rule, ...]) -> Any:
+        """P.split of a rule set, computed once per set (authorize runs it every call)."""
+        found = self._splits.get(id(rules))
+        if found is None or found[0] is not rules:
+            if len(self._splits) >= 10_000:
+                self._splits.clear()
+            found = self._splits[id(rules)] = (rules, P.split(rules))
+        return found[1]
 
     async def check(self, facts: CallFacts) -> Verdict:
         """Evaluate the authorize rules of one call (counting it); admit it when allowed

@@ -124,17 +124,18 @@ def check_ops(
     """The ops of the authorize rules that apply to this call (IP rules excluded: see
     ip_ops)."""
     acc = facts.account_id
+    log = FK.log_key(acc)
     for rule in rules:
         kind = rule.kind
         if kind == "velocity" and rule.scope == "account":
-            plan.add(rule, "c", FK.log_key(acc), rule.window_ms, facts.session_id)
+            plan.add(rule, "c", log, rule.window_ms, facts.session_id)
         elif kind == "velocity" and rule.scope == "identity" and facts.identity:
             key = FK.identity_key(acc, facts.identity)
             plan.add(rule, "c", key, rule.window_ms, facts.session_id)
         elif kind == "concurrent":
             plan.add(rule, "l", FK.live_key(acc), live_ttl_ms, facts.session_id)
         elif kind == "destination" and dest.reasons(rule.match):
-            plan.add(rule, "c", FK.log_key(acc), rule.window_ms, facts.session_id)
+            plan.add(rule, "c", log, rule.window_ms, facts.session_id)
         elif kind == "new_country" and dest.country:
             learn_only = dest.country in rule.exempt_countries
             rule_or_none = None if learn_only else rule
@@ -143,7 +144,15 @@ def check_ops(
             key = FK.range_key(acc, number_range(dest.number, rule.range_digits))
             plan.add(rule, "c", key, rule.window_ms, facts.session_id)
         elif kind == "distinct_destinations":
-            plan.add(rule, "d", FK.log_key(acc), rule.window_ms, dest.number)
+            plan.add(rule, "d", log, rule.window_ms, dest.number)
+
+
+def split(rules: Sequence[Rule]) -> tuple[tuple[Rule, ...], tuple[Rule, ...], bool]:
+    """A rule set as authorize uses it: its authorize rules (but per caller IP), its
+    rules per caller IP, and whether it must read deny flags (needs_check)."""
+    per_ip = tuple(r for r in rules if r.kind == "velocity" and r.scope == "caller_ip")
+    own = tuple(r for r in rules if r.at_authorize and r not in per_ip)
+    return own, per_ip, needs_check(rules)
 
 
 def ip_ops(plan: Plan, rules: Sequence[Rule], facts: CallFacts) -> None:
