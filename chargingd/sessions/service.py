@@ -312,17 +312,22 @@ class Sessions:
     async def on_topup(self, account_id: str) -> int:
         """Money arrived: re-grant the account's sessions that have a deadline and tell
         their gateways the new Session-Timeout (CoA). The deadline is recomputed (the
-        end of what is now paid), never cleared. Returns how many moved."""
+        end of what is now paid), never cleared. Returns how many moved. hold_all and
+        own_timer calls are left as they are: their gateway cannot be told a new
+        Session-Timeout (own_timer's timer re-checks the money at its deadline)."""
         moved = 0
         for rec in await self.store.live_of_account(account_id):
             if not (rec.limited or rec.deadline_ms) or rec.cut_reason:
+                continue
+            if self.modes.holds_all(rec.client):
                 continue
             old_deadline = rec.deadline_ms
             deadline_ms, timeout_s, credit_micros = await self.grants.refresh(rec)
             if deadline_ms != old_deadline:
                 moved += 1
                 # What the gateway is told is what it is allowed (sessions/settle.py);
-                # a top-up only adds to it.
+                # a top-up only adds to it (unanswered too: a lost CoA-ACK must not
+                # make debt of a call that obeyed it).
                 await self.store.update(rec, credit_micros=max(rec.credit_micros, credit_micros))
                 await self.cutter.change_timeout(rec, timeout_s)
         return moved

@@ -242,6 +242,22 @@ async def test_own_timer_renews_at_its_deadline_when_money_came(
     assert await balance(ledger) == (20 * PER_S, 0, 0)
 
 
+async def test_topup_leaves_own_timer_and_hold_all_calls_as_they_were_told(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
+) -> None:
+    """Their gateway cannot be told a new Session-Timeout: a top-up neither holds
+    more for them nor moves their timer (the own timer re-checks at its deadline)."""
+    await add_account(ledger, balance_micros=int(0.20 * EUR))
+    info = call("o1", client="own")
+    assert isinstance(await sessions.authorize(info), Authorized)
+    await answer(sessions, info, T0_MS)
+    await ledger.topup("acc1", 1 * EUR, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 0
+    rec = await sessions.store.find("o1")
+    assert rec is not None and (rec.deadline_ms, rec.credit_micros) == (T0_MS + 20_999, 20 * PER_S)
+    assert (cutter.timeouts, (await balance(ledger))[1]) == ([], 20 * PER_S)
+
+
 async def test_two_concurrent_own_timer_calls_split_the_money_at_authorize(
     sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
 ) -> None:
