@@ -86,9 +86,11 @@ class Fraud:
 
         def load(name: str) -> Any:
             body = fragment() + "\n" + (lua / f"{name}.lua").read_text()
-            return redis.register_script(fused_source(body, ("status",)))
+            return redis.register_script(fused_source(body, ("status", "known")))
 
         self._check = load("check")
+        self._ip_script = load("check_ip")
+        self._admit = load("admit")
         self._event = load("event")
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
@@ -96,7 +98,7 @@ class Fraud:
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
 
     async def load_scripts(self) -> None:
-        for script in (self._check, self._event):
+        for script in (self._check, self._ip_script, self._admit, self._event):
             await self.redis.script_load(script.script)
 
     # -- authorize ----------------------------------------------------------------------
@@ -114,7 +116,11 @@ class Fraud:
             return None
         block_keys = P.with_block(plan, self.ledger.steps, facts.account_id)
         keys = P.head_keys(plan, FK.state_key(facts.account_id), block_keys)
-        return Prepared(facts, dest, plan, keys, plan.argv(), rules)
+        tail_keys, tail_argv = P.authorize_tail(
+            self.ledger.steps, facts.account_id, facts.session_id
+        )
+        argv = plan.argv() + tail_argv
+        return Prepared(facts, dest, plan, keys + tail_keys, argv, rules)
 
     def _split(self, rules: tuple[Rule, ...]) -> Any:
         """P.split of a rule set, computed once per set (authorize runs it every call)."""
@@ -126,23 +132,47 @@ class Fraud:
         return found[1]
 
     async def check(self, facts: CallFacts) -> Verdict:
-        """Evaluate the authorize rules of one call (counting it); admit it when allowed
-        (``forget`` it if it is not granted after all)."""
-        ip_verdict = ALLOWED
-        if not self.single_redis:
-            ip_verdict = await self._check_ip(facts)
-            if not ip_verdict.allowed:
-                return ip_verdict
+        """Evaluate the authorize rules of one call (counting it) and admit it when they
+        allow it (sessions, with a reserve in between: ``evaluate``, then ``admit``)."""
+        verdict, prepared = await self.evaluate(facts)
+        if verdict.allowed and not verdict.again and prepared is not None:
+            await self.admit(prepared)
+        return verdict
+
+    async def evaluate(self, facts: CallFacts) -> tuple[Verdict, Prepared | None]:
+        """Evaluate the authorize rules of one call (counting it; live when allowed:
+        ``forget`` it if it is not granted after all), and its arguments for ``admit``
+        once it is granted. A call already answered (a retransmission) is not counted
+        again: Verdict.again (fraud.lua fraud_seen)."""
         prepared = self.prepare(facts, with_ip=self.single_redis)
-        if prepared is None:
-            return ip_verdict
-        reply = await self._send(self._check, prepared.keys, prepared.argv)
-        return self.decided(prepared, reply)
+        verdict = ALLOWED
+        if prepared is not None:
+            reply = await self._send(self._check, prepared.keys, prepared.argv)
+            verdict = self.decided(prepared, reply)
+        if self.single_redis or verdict.again or not verdict.allowed:
+            return verdict, prepared
+        # Redis Cluster: the per-IP counts in their own slot, once the account's check
+        # found the call new; their refusal is remembered in the account's slot.
+        ip_verdict = await self._check_ip(facts)
+        if not ip_verdict.allowed and ip_verdict.rule is not None:
+            how = "block" if ip_verdict.decision is Decision.BLOCK else "refuse"
+            key = FK.refusal_key(facts.account_id, facts.session_id)
+            ttl = self.ledger.steps.refusal_ttl_ms
+            await self._send_command(("SET", key, f"{how}|{ip_verdict.rule.name}", "PX", ttl))
+            return ip_verdict, prepared
+        return verdict, prepared
+
+    async def admit(self, prepared: Prepared) -> None:
+        """The call ``evaluate`` allowed was granted: its country known for
+        ``new_country`` (the fused script learns it after its reserve, in its own run;
+        ``evaluate`` counted the call live already)."""
+        if any(head.startswith("n|") for head, _, _ in prepared.plan.ops):
+            await self._send(self._admit, prepared.keys, prepared.argv)
 
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:
         """The verdict of a fraud_check reply; alerts and the cut follow in the
         background."""
-        deny = reply[0] in (b"deny", "deny")  # the rule is named: find it
+        deny = reply[0] in (b"deny", "deny", b"again", "again")  # the rule is named
         by_name = {r.name: r for r in prepared.rules} if deny else {}
         verdict = P.decode(prepared.plan, reply, by_name)
         self.counters["checked"] += 1
@@ -159,7 +189,8 @@ class Fraud:
             return ALLOWED
         state = FK.ip_state_key(facts.caller_ip)
         rules_no_block = [r for r in plan.rules if r is not None]
-        reply = await self._send(self._check, P.head_keys(plan, state, [state, state]), plan.argv())
+        keys = P.head_keys(plan, state, [state, state])
+        reply = await self._send(self._ip_script, keys, plan.argv())
         verdict = P.decode(plan, reply, {r.name: r for r in rules_no_block})
         if verdict.decision is Decision.BLOCK and verdict.rule is not None:
             verdict = await self._block_by_ledger(facts.account_id, verdict)

@@ -13,6 +13,8 @@ rule, the account's block and the sessions' authorize script share one Cluster s
   {a:ID}:fr:cc          hash  country -> ms of the last call there (new_country)
   {a:ID}:fr:ev          hash  spend and answer buckets of the event rules
   {a:ID}:fr:seen        zset  CDR / refusal ids already counted (re-deliveries)
+  {a:ID}:fr:no:SID      string  a rule refused this call: "refuse|RULE" / "block|RULE",
+                              for its retransmissions (the ledger's refusal_ttl_ms)
   {fip:IP}:fr:log       zset  counted calls from one caller IP (every account)
   {fip:IP}:fr:st        hash  state of that IP's slot (a placeholder: never written)
   {fid:IDENT}:fr:log    zset  refusals of an identity no account has
@@ -54,6 +56,10 @@ def events_key(account_id: str) -> str:
 
 def seen_key(account_id: str) -> str:
     return f"{account_tag(account_id)}:fr:seen"
+
+
+def refusal_key(account_id: str, session_id: str) -> str:
+    return f"{account_tag(account_id)}:fr:no:{session_id}"
 
 
 def ip_tag(ip: str) -> str:

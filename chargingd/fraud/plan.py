@@ -17,7 +17,7 @@ from chargingd.billing.cdr import CDR
 from chargingd.fraud import keys as FK
 from chargingd.fraud.destinations import Destination, number_range
 from chargingd.fraud.rules import Action, Rule
-from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Fired, Verdict
+from chargingd.fraud.types import ALLOWED, KNOWN, CallFacts, Decision, Fired, Verdict
 from chargingd.ledger import Status
 from chargingd.ledger.steps import StepBuilder
 
@@ -97,6 +97,17 @@ class Plan:
 def head_keys(plan: Plan, state_key: str, block_keys: Sequence[str]) -> list[str]:
     """KEYS of the script: state, the block step's two keys, then the ops' keys."""
     return [state_key, *block_keys, *plan.keys]
+
+
+def authorize_tail(
+    steps: StepBuilder, account_id: str, session_id: str
+) -> tuple[list[str], list[Any]]:
+    """What an authorize script appends to KEYS and ARGV so a retransmission is answered
+    as before (fraud.lua fraud_seen): the call's remembered refusal, the ledger's known
+    step; the session id and how long a refusal is remembered."""
+    known = steps.known(account_id, session_id)
+    keys = [FK.refusal_key(account_id, session_id), *known.keys]
+    return keys, [session_id, steps.refusal_ttl_ms]
 
 
 def with_block(plan: Plan, steps: StepBuilder, account_id: str) -> list[str]:
@@ -230,6 +241,12 @@ def decode(plan: Plan, reply: Sequence[Any], by_name: dict[str, Rule]) -> Verdic
     outcome = _s(reply[0])
     if outcome == "dup":
         return ALLOWED
+    if outcome == "known":
+        return KNOWN
+    if outcome == "again":  # "refuse|RULE" or "block|RULE", remembered by fraud_remember
+        how, _, name = _s(reply[4]).partition("|")
+        decision = Decision.BLOCK if how == "block" else Decision.REFUSE
+        return Verdict(decision, by_name.get(name), again=True)
     flat = list(reply[3])
     fired = tuple(
         Fired(plan.rule_of(int(flat[i])), int(flat[i + 1])) for i in range(0, len(flat), 2)

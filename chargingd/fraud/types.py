@@ -41,6 +41,9 @@ class Verdict:
     rule: Rule | None = None  # the rule that decided (refuse, block)
     fired: tuple[Fired, ...] = ()  # every rule over its threshold, shadow ones too
     blocked_now: bool = False  # this evaluation blocked the account
+    # A retransmission of a call already answered: not counted again, not admitted
+    # again; a rule's refusal is the one remembered (fraud.lua fraud_seen).
+    again: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -53,3 +56,4 @@ class Verdict:
 
 
 ALLOWED = Verdict(Decision.ALLOW)
+KNOWN = Verdict(Decision.ALLOW, again=True)  # the ledger answered the call: it answers again

@@ -33,7 +33,7 @@ MAX_LEASE_MS = 7 * 86400 * 1000
 # (its own hold + balance - other holds - floor): "cap" takes what is there, "debt"
 # takes it all (the balance goes below the floor: an overrun, committed and flagged).
 POLICIES = ("cap", "debt")
-EMBEDDABLE = ("reserve", "commit", "release", "account_check", "status")
+EMBEDDABLE = ("reserve", "commit", "release", "account_check", "status", "known")
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 
@@ -227,6 +227,21 @@ class StepBuilder:
         args = [session_id, target_micros, now_ms, who, why, self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
+
+    @staticmethod
+    def known(account_id: str, session_id: str) -> Step:
+        """known.lua's keys and ARGV: has the ledger answered this session already (a
+        lease, a remembered refusal, a close)?"""
+        K.check_account_id(account_id)
+        K.check_token(session_id, "session id")
+        keys = K.session_keys(account_id, session_id)
+        return Step([keys[2], keys[4]], [session_id])
+
+    @staticmethod
+    def active_check(account_id: str) -> Step:
+        """account_check.lua's keys and ARGV to check only that the account is active."""
+        K.check_account_id(account_id)
+        return Step([K.acct_key(account_id)], ["status", "", "", "", ""])
 
     @staticmethod
     def account_check(account_id: str, check: AccountCheck | None) -> Step:

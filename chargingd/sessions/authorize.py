@@ -14,10 +14,11 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from chargingd.core.config import SessionsConfig
@@ -34,12 +35,18 @@ from chargingd.ledger import (
 from chargingd.ledger.batch import CommandNotSent
 from chargingd.ledger.steps import AccountCheck
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
-from chargingd.sessions.fraudhook import FraudHook
+from chargingd.sessions.fraudhook import Attempt, FraudHook
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
-from chargingd.sessions.store import REDIS_DOWN, LateWrite, SessionRecord, SessionStore
+from chargingd.sessions.store import (
+    REDIS_DOWN,
+    AccountInactive,
+    LateWrite,
+    SessionRecord,
+    SessionStore,
+)
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -76,21 +83,6 @@ class Profile:
     tariff: str
     currency: str
     mode: str = "prepaid"  # h323-billing-model in the Accept; re-checked like the rest
-
-
-@dataclass
-class Attempt:
-    """One authorize as the fraud rules follow it: whose, and whether they admitted it."""
-
-    account_id: str | None = None
-    identity: str = ""
-    tariff: str = ""
-    caller_ip: str = ""  # CallInfo.caller_ip: velocity per caller IP
-    admitted: bool = False  # counted live (concurrent): forgotten if refused after all
-    tried: list[str] = field(default_factory=list)  # identities looked up
-
-    def found(self, account_id: str, identity: str, tariff: str) -> None:
-        self.account_id, self.identity, self.tariff = account_id, identity, tariff
 
 
 class Authorizer:
@@ -232,16 +224,9 @@ class Authorizer:
         amount = max(want, 1)
         lease_ms = self._first_lease_ms(rec.client)
         fraud = self.fraud if attempt is not None else None
-        facts = None
+        facts, learn = None, None
         if fraud is not None and attempt is not None:
-            facts = fraud.facts(
-                rec.account_id,
-                rec.session_id,
-                rec.callee,
-                attempt.identity,
-                attempt.tariff,
-                attempt.caller_ip,
-            )
+            facts = fraud.facts(rec.account_id, rec.session_id, rec.callee, attempt)
         if self.fused is not None and rec.paid_usage_s > 0:
             # One script: the fraud rules, the hold and, when granted in full, the record
             # with it (which _first wrote with the full hold and the usage it pays for).
@@ -255,11 +240,14 @@ class Authorizer:
                 held_only=self.modes.holds_all(rec.client),
             )
             if fraud is not None and prepared is not None and out.fraud is not None:
-                refusal = fraud.refusal(fraud.decided(prepared, out.fraud))
+                verdict = fraud.decided(prepared, out.fraud)
+                refusal = fraud.refusal(verdict)
                 if refusal is not None:
                     return refusal
                 assert attempt is not None
-                attempt.admitted = out.grant is not None and out.grant.ok
+                # A retransmission was admitted by its first run: never forgotten here.
+                granted = out.grant is not None and out.grant.ok
+                attempt.admitted = granted and not verdict.again
             if out.grant is None:  # checked and found changed (stale) or not active
                 return self._inactive(out.status, out.reason) if out.status else None
             grant = out.grant
@@ -267,10 +255,10 @@ class Authorizer:
                 return self._authorized(rec, grant, mode)
         else:
             if fraud is not None and facts is not None and attempt is not None:
-                refusal = fraud.refusal(await fraud.check(facts))
-                if refusal is not None:
-                    return refusal
-                attempt.admitted = True  # check.lua admits a call it allows
+                checked = await fraud.check_step(facts, attempt)
+                if isinstance(checked, Refused):
+                    return checked
+                learn = checked
             # new_session: the ledger counts a session once (a replay holds no second call).
             grant = await self.ledger.reserve(
                 rec.account_id,
@@ -285,6 +273,13 @@ class Authorizer:
             if code is RefusalCode.SYSTEM_ERROR:
                 return Refused(code, UNAVAILABLE)
             return Refused(code, code.value.replace("_", " "))
+        if fraud is not None and learn is not None:
+            # Step by step: its country learnt once granted (as the fused script does),
+            # in the same pipeline as the record write.
+            answer, _ = await asyncio.gather(
+                self._grant_first(rec, grant, want, mode), fraud.admit(learn)
+            )
+            return answer
         return await self._grant_first(rec, grant, want, mode)
 
     async def _grant_first(
@@ -309,12 +304,23 @@ class Authorizer:
             # writes it): part of what the call is allowed (sessions/settle.py).
             credit_micros=self._told_micros(rec.client, grant),
         )
+        # Written only while the account is active: a block (another daemon's fraud
+        # rule, an operator) between the reserve and this write refuses the call
+        # here, or its cut of the account's live calls, which follows the block,
+        # finds this record (the fused script writes a full grant's record with its
+        # reserve, in one run).
+        active = self.ledger.steps.active_check(rec.account_id)
+        deadline_ms = self.ledger.new_session_deadline_ms()
         try:  # False for a replayed Access-Request: kept as it was
-            await self.store.create(rec, deadline_ms=self.ledger.new_session_deadline_ms())
+            await self.store.create(rec, deadline_ms=deadline_ms, active=active)
         except LateWrite:
             # Too late to write the record (Redis stalled): refused, its hold undone.
             await self.ledger.refuse(rec.account_id, rec.session_id, RefusalReason.LATE.value)
             return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
+        except AccountInactive as exc:
+            suspended = RefusalReason.SUSPENDED.value
+            await self.ledger.refuse(rec.account_id, rec.session_id, suspended)
+            return self._inactive(exc.status, exc.reason)
         return self._authorized(rec, grant, mode)
 
     def _told_micros(self, client: str, grant: Grant) -> int:

@@ -5,7 +5,12 @@ On a single Redis the rules run in the fused authorize script
 (lua/session_authorize_fraud.lua), after the account check and before the reserve:
 no extra round trip. Elsewhere (Redis Cluster, a destination with no first grant)
 ``check`` runs them in their own script, in the same per-tick pipeline, before the
-reserve. A refusing rule answers the call with RefusalCode.FRAUD and the rule's
+reserve: a call they allow is live from there (forgotten if refused after all), and
+its country is learnt by ``admit`` after a successful reserve, sent with the record
+write (no extra round trip), as the fused script learns it after its reserve. A
+retransmitted authorize (same session id, any daemon) is answered as the first one
+was, without counting it again (``Verdict.again``). A refusing rule answers the call
+with RefusalCode.FRAUD and the rule's
 message; a blocking one has blocked the account in the script that decided (the
 ledger's status script, embedded) and the fraud engine cuts the account's live calls
 through ``Sessions.cut_account``. Every refused authorize feeds the failed-attempt
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from chargingd.core.ratelog import RateLimitedLog
@@ -28,6 +34,22 @@ log = logging.getLogger("chargingd.sessions")
 
 MAX_PENDING = 10_000  # background counts (refusals, forgets) beyond this are dropped
 _FAILED = "fraud bookkeeping after a refusal failed"
+_ADMIT_FAILED = "fraud admit of a granted call failed"
+
+
+@dataclass
+class Attempt:
+    """One authorize as the fraud rules follow it: whose, and whether they admitted it."""
+
+    account_id: str | None = None
+    identity: str = ""
+    tariff: str = ""
+    caller_ip: str = ""  # CallInfo.caller_ip: velocity per caller IP
+    admitted: bool = False  # counted live (concurrent): forgotten if refused after all
+    tried: list[str] = field(default_factory=list)  # identities looked up
+
+    def found(self, account_id: str, identity: str, tariff: str) -> None:
+        self.account_id, self.identity, self.tariff = account_id, identity, tariff
 
 
 class FraudHook:
@@ -40,22 +62,14 @@ class FraudHook:
         self._failures = RateLimitedLog(log)
         self.dropped = 0
 
-    def facts(
-        self,
-        account_id: str,
-        session_id: str,
-        callee: str,
-        identity: str,
-        tariff: str,
-        caller_ip: str = "",
-    ) -> CallFacts:
+    def facts(self, account_id: str, session_id: str, callee: str, attempt: Attempt) -> CallFacts:
         return CallFacts(
             account_id=account_id,
             session_id=session_id,
             callee=callee,
-            identity=identity,
-            caller_ip=caller_ip,
-            tariff=tariff,
+            identity=attempt.identity,
+            caller_ip=attempt.caller_ip,
+            tariff=attempt.tariff,
         )
 
     def prepare(self, facts: CallFacts) -> Prepared | None:
@@ -65,9 +79,31 @@ class FraudHook:
     def decided(self, prepared: Prepared, reply: Any) -> Verdict:
         return self.fraud.decided(prepared, reply)
 
-    async def check(self, facts: CallFacts) -> Verdict:
-        """The rules in their own script (admits the call when they allow it)."""
-        return await self.fraud.check(facts)
+    async def check(self, facts: CallFacts) -> tuple[Verdict, Prepared | None]:
+        """The rules in their own script; the call is admitted by ``admit`` once its
+        reserve granted it (as the fused script does after its reserve)."""
+        return await self.fraud.evaluate(facts)
+
+    async def check_step(self, facts: CallFacts, attempt: Attempt) -> Refused | Prepared | None:
+        """The step-by-step path's rules: their refusal, or what ``admit`` takes once
+        the call is granted (None: nothing to learn, or a retransmission, which the
+        reserve answers as before)."""
+        verdict, prepared = await self.check(facts)
+        refusal = self.refusal(verdict)
+        if refusal is not None:
+            return refusal
+        if verdict.again:
+            return None
+        attempt.admitted = True  # check.lua counts a call it allows live
+        return prepared
+
+    async def admit(self, prepared: Prepared) -> None:
+        """A call the rules allowed was granted: live, its country known. A failure
+        loses the count, never the answer."""
+        try:
+            await self.fraud.admit(prepared)
+        except Exception as exc:
+            self._failures.failure(_ADMIT_FAILED, exc)
 
     def refusal(self, verdict: Verdict) -> Refused | None:
         """The answer to a call the rules refuse (None: they allow it)."""

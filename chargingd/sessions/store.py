@@ -29,6 +29,7 @@ from redis.exceptions import NoScriptError
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
+from chargingd.ledger.steps import Step, fused_source
 from chargingd.sessions.record import (
     CLOSED,
     LIVE,
@@ -55,6 +56,19 @@ ORPHANS_MAXLEN = 1_000_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
+
+
+class AccountInactive(Exception):
+    """An authorize's record write found the account no longer active: nothing written."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"account not active ({status}/{reason}): record not written")
+        self.status = status
+        self.reason = reason
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class LateWrite(Exception):
@@ -108,7 +122,10 @@ class SessionStore:
             return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text()))
 
         self._touch = load("session_touch")
-        self._create = load("session_create")
+        # The record write of an authorize checks the account through the ledger's own
+        # account_check.lua (embedded).
+        body = record_lua(lua.joinpath("session_create.lua").read_text())
+        self._create = redis.register_script(fused_source(body, ("account_check",)))
         self._set = load("session_set")
         self._claim_until = load("session_claim_until")
         self._unlease = load("session_unlease")
@@ -139,16 +156,23 @@ class SessionStore:
             self._located.clear()
         self._located[session_id] = account_id
 
-    async def create(self, rec: SessionRecord, *, deadline_ms: int = 0) -> bool:
+    async def create(
+        self, rec: SessionRecord, *, deadline_ms: int = 0, active: Step | None = None
+    ) -> bool:
         """Write a new live record; False when one exists already (replayed authorize).
 
         One round trip: the record script and the global indexes together (the indexes
         are harmless without the record: readers skip members whose record is gone).
         ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
+        ``active`` (the ledger's StepBuilder.active_check): only while the account is
+        active, else AccountInactive and nothing written.
         """
         args: list[str | int | bytes] = [self.session_ttl_s, rec.session_id, deadline_ms]
         args.append(rec.pack())
         keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
+        if active is not None:
+            keys += active.keys
+            args += active.argv
         self.remember_locator(rec.session_id, rec.account_id)
         created, *_ = await self._send(
             [
@@ -160,6 +184,9 @@ class SessionStore:
         )
         if created == -1:
             raise LateWrite(f"session {rec.session_id} written after its deadline")
+        if isinstance(created, list):  # the account is no longer active
+            status, reason = (_text(v) for v in [*created[1:], b"", b""][:2])
+            raise AccountInactive(status, reason)
         return bool(created)
 
     async def discard(self, rec: SessionRecord) -> None:
@@ -440,6 +467,7 @@ __all__ = [
     "ORPHANS",
     "REDIS_DOWN",
     "USAGE_SLACK_S",
+    "AccountInactive",
     "LateWrite",
     "SessionRecord",
     "SessionStore",

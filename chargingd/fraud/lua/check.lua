@@ -1,7 +1,16 @@
 -- check: the fraud rules of one authorize, on their own (Redis Cluster, or a caller
--- that did not fuse them into its own script): fraud_check, then fraud_admit when no
--- rule refuses (the caller calls forget if the call is not granted after all).
--- KEYS and ARGV: see fraud.lua.
+-- that did not fuse them into its own script): a call already answered is answered the
+-- same (fraud_seen: not counted again), else fraud_check, remembering a refusal. A call
+-- the rules allow is live from here (fraud_admit 'l': concurrent authorizes on other
+-- daemons count it; the caller forgets it if its reserve refuses); its country is
+-- learnt only once the reserve granted it (admit.lua), as the fused script does.
+-- KEYS and ARGV: see fraud.lua (with the authorize scripts' tail: fraud_seen).
+local seen = fraud_seen(KEYS, ARGV)
+if seen then return seen end
 local verdict = fraud_check(KEYS, ARGV)
-if verdict[1] == 'ok' then fraud_admit(KEYS, ARGV) end
+if verdict[1] == 'ok' then
+  fraud_admit(KEYS, ARGV, 'l')
+else
+  fraud_remember(KEYS, ARGV, verdict)
+end
 return verdict

@@ -28,6 +28,7 @@
 --   'x' learn only (never fires)
 -- Returns {verdict, deciding op (0 none), blocked now 0|1, {op, count, ...} fired,
 --          deny rule}  verdict: 'ok' | 'refuse' | 'block' | 'deny' | 'dup'
+--          (fraud_seen: 'known' | 'again', its 5th value 'refuse|RULE' or 'block|RULE')
 
 local SLOT = 1e13
 local RANK = {s = 0, x = 0, a = 1, r = 2, b = 3}
@@ -174,21 +175,56 @@ local function fraud_check(KEYS, ARGV)
   return fr_verdict(KEYS, ARGV, n, now, fired, worst, worst_i, counts)
 end
 
--- The call was granted: it is live, and its country is known from now on.
-local function fraud_admit(KEYS, ARGV)
+-- The call was granted: it is live ('l' in kinds), and its country is known from now
+-- on ('n'). The fused authorize runs both after its reserve, in its own run; the
+-- step-by-step path admits the live call with fraud_check (check.lua: concurrent calls
+-- on several daemons see each other; forgotten if the reserve refuses) and learns the
+-- country only after a successful reserve (admit.lua).
+local function fraud_admit(KEYS, ARGV, kinds)
   local now, n = tonumber(ARGV[1]), tonumber(ARGV[3])
+  local live, country = string.find(kinds, 'l', 1, true), string.find(kinds, 'n', 1, true)
   for i = 1, n do
     local kind, k, _, win, _, member, _, _, ttl = fr_op(ARGV, i)
-    if kind == 'l' then
+    if kind == 'l' and live then
       redis.call('ZADD', KEYS[k], now + win, member)
       fr_expire(KEYS[k], ttl)
-    elseif kind == 'n' and (fr_last[i] or 0) < now - math.min(DAY_MS, win / 100) then
-      -- the last call to a country, rewritten at most once a day (1 % of the memory):
-      -- the key must outlive the last write by the memory, no more
-      redis.call('HSET', KEYS[k], member, string.format('%d', now))
-      fr_expire(KEYS[k], ttl)
+    elseif kind == 'n' and country then
+      local last = fr_last[i] or tonumber(redis.call('HGET', KEYS[k], member) or '0')
+      if last < now - math.min(DAY_MS, win / 100) then
+        -- the last call to a country, rewritten at most once a day (1 % of the memory):
+        -- the key must outlive the last write by the memory, no more
+        redis.call('HSET', KEYS[k], member, string.format('%d', now))
+        fr_expire(KEYS[k], ttl)
+      end
     end
   end
+end
+
+-- A retransmitted authorize (same session id, on any daemon) is answered as the first
+-- one was, and counted once. The authorize scripts (check.lua, the sessions' fused
+-- script) append to the KEYS above: [#-2] {a:ACC}:fr:no:SID (this call's refusal by a
+-- rule, remembered), then the ledger's known step (leases, session hash); and to the
+-- ARGV: [#-1] the session id, [#] how long a refusal is remembered (ms).
+-- fraud_seen: nil for a new call; {'known', ...} when the ledger answered it already
+-- (its reserve answers the same again: a live call's grant, a remembered refusal);
+-- {'again', 0, 0, {}, 'refuse|RULE' or 'block|RULE'} when a rule refused it.
+local function fraud_seen(KEYS, ARGV)
+  local nk, na = #KEYS, #ARGV
+  local again = redis.call('GET', KEYS[nk - 2])
+  if again then return {'again', 0, 0, {}, again} end
+  if ledger_known({KEYS[nk - 1], KEYS[nk]}, {ARGV[na - 1]}) == 1 then
+    return {'known', 0, 0, {}, ''}
+  end
+  return nil
+end
+
+-- fraud_check refused the call: remember which rule, for its retransmissions.
+local function fraud_remember(KEYS, ARGV, verdict)
+  local name = verdict[5]
+  if verdict[1] ~= 'deny' then name = select(8, fr_op(ARGV, verdict[2])) end
+  local how = 'refuse'
+  if verdict[1] == 'block' then how = 'block' end
+  redis.call('SET', KEYS[#KEYS - 2], how .. '|' .. name, 'PX', ARGV[#ARGV])
 end
 
 local function fraud_event(KEYS, ARGV)

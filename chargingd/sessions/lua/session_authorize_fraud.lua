@@ -11,14 +11,22 @@
 -- (nothing counted), {'fraud', verdict} when a rule refuses or blocks (nothing
 -- reserved), else {reserve reply, created, verdict}: the call counted, and admitted
 -- (live, its country known) when the reserve granted anything. verdict: fraud_check's.
+-- A call already answered (a retransmission: fraud_seen) is not counted again: a rule's
+-- refusal is answered again ({'fraud', {'again', ...}}), and one the ledger answered
+-- goes to the reserve, which answers it as before ({..., {'known', ...}}).
 local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 3, 7)})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
 local fkeys = {unpack(KEYS, 2 + nk)}
 local fargv = {unpack(ARGV, 8 + na)}
-local verdict = fraud_check(fkeys, fargv)
-if verdict[1] ~= 'ok' then return {'fraud', verdict} end
+local verdict = fraud_seen(fkeys, fargv)
+local new = verdict == nil
+if new then
+  verdict = fraud_check(fkeys, fargv)
+  if verdict[1] ~= 'ok' then fraud_remember(fkeys, fargv, verdict) end
+end
+if verdict[1] ~= 'ok' and verdict[1] ~= 'known' then return {'fraud', verdict} end
 local r = session_authorize({unpack(KEYS, 2, 1 + nk)}, {unpack(ARGV, 8, 7 + na)})
-if type(r[1]) == 'table' and r[1][1] == 'ok' then fraud_admit(fkeys, fargv) end
+if new and type(r[1]) == 'table' and r[1][1] == 'ok' then fraud_admit(fkeys, fargv, 'ln') end
 return {r[1], r[2], verdict}
