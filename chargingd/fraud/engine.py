@@ -219,12 +219,14 @@ class Fraud:
     # -- call events ----------------------------------------------------------------------
 
     async def cdr(self, cdr: CDR, event_id: str) -> Verdict:
-        """Count one CDR (once, whatever re-delivers it): the call is no longer live;
-        spend, short calls, unanswered calls and the answer ratio."""
+        """Count one CDR (once per call and revision, whatever re-delivers it: not by
+        its stream ``event_id``): the call is no longer live; spend, short calls,
+        unanswered calls and the answer ratio (a corrected revision: what changed)."""
         if not cdr.account_id:
             return ALLOWED
         rules = self.book.rules_for(cdr.account_id, cdr.tariff)
-        plan = P.Plan(self.clock_ms(), "", event_id=f"cdr:{event_id}")
+        counted_as = P.cdr_event_id(cdr) if cdr.call_id else f"cdr:{event_id}"
+        plan = P.Plan(self.clock_ms(), "", event_id=counted_as)
         P.cdr_ops(plan, rules, cdr)
         verdict = await self._event_verdict(plan, cdr.account_id, rules)
         self._after(verdict, cdr.account_id, None, None, call=cdr.call_id)

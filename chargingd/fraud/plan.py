@@ -182,23 +182,44 @@ def needs_check(rules: Sequence[Rule]) -> bool:
 # -- call events --------------------------------------------------------------------
 
 
+def cdr_event_id(cdr: CDR) -> str:
+    """What a CDR is counted once by: its call and revision (a re-delivery, or the same
+    CDR written twice, counts nothing twice; a corrected revision counts its change)."""
+    return f"cdr:{cdr.source}:{cdr.call_id}:{cdr.revision}"
+
+
 def cdr_ops(plan: Plan, rules: Sequence[Rule], cdr: CDR) -> None:
     """The ops of one CDR: counted once (dedupe), the call no longer live, the event
-    rules it feeds."""
+    rules it feeds. A corrected CDR (revision > 0: a late Stop after the reaper) feeds
+    only what changed against the revision it replaces (its extra says what that one
+    charged and its usage): spend by the difference, the answer ratio by a change of
+    answered (the call was seized once); short and failed calls count a call id once."""
     acc = cdr.account_id
     plan.add(None, "u", FK.seen_key(acc), SEEN_MS, "")
     plan.add(None, "x", FK.live_key(acc), 0, cdr.call_id, ttl_ms=0)  # ttl: check's
     answered = cdr.answer_ms > 0 or cdr.duration_s > 0
+    spent, ratio_kind, ratio = cdr.charged_micros, "r", int(answered)
+    if cdr.revision > 0:
+        spent -= _int(cdr.extra.get("provisional_micros"))
+        ratio_kind, ratio = "R", ratio - int(_int(cdr.extra.get("provisional_usage_s")) > 0)
     for rule in rules:
         kind, cooldown = rule.kind, rule.cooldown_ms
-        if kind == "spend" and cdr.charged_micros > 0:
-            micros = str(cdr.charged_micros)
-            plan.add(rule, "s", FK.events_key(acc), rule.window_ms, micros, extra=cooldown)
+        if kind == "spend":
+            if spent > 0 or (spent < 0 and cdr.revision > 0):
+                key = FK.events_key(acc)
+                plan.add(rule, "s", key, rule.window_ms, str(spent), extra=cooldown)
         elif _counts(rule, answered, cdr.duration_s):
             plan.add(rule, "c", FK.log_key(acc), rule.window_ms, cdr.call_id, extra=cooldown)
-        elif kind == "asr":
-            ratio = str(int(answered))
-            plan.add(rule, "r", FK.events_key(acc), rule.window_ms, ratio, extra=rule.min_calls)
+        elif kind == "asr" and (ratio or ratio_kind == "r"):
+            key = FK.events_key(acc)
+            plan.add(rule, ratio_kind, key, rule.window_ms, str(ratio), extra=rule.min_calls)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 def _counts(rule: Rule, answered: bool, duration_s: int) -> bool:

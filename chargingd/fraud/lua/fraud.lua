@@ -19,7 +19,8 @@
 -- Op kinds: 'c' count (member: a call id), 'd' distinct members (a number), 'l' live
 --   calls (member: the session id; window: how long an entry lives), 'n' a country
 --   the account called before (member: the country; window: how long it is known),
---   'x' drop a live call, 's' spend (member: micros), 'r' answered ratio (member 1|0),
+--   'x' drop a live call, 's' spend (member: micros; a corrected CDR: the change, may
+--   be negative), 'r' answered ratio (member 1|0; 'R' a corrected CDR's change, -1|1),
 --   'u' deduplicate the event (member: ARGV[4]; window: how long ids are kept)
 -- Counted entries live in zsets with score slot * 1e13 + ms, so one key holds the
 --   counters of several rules (slots) of an account. Spend and answer ratios are
@@ -246,8 +247,10 @@ local function fraud_event(KEYS, ARGV)
     elseif kind == 's' then
       count = fr_buckets(key, now, since, slot, win, 'm', tonumber(member))
       hit = count > limit
-    elseif kind == 'r' then
-      local seized = fr_buckets(key, now, since, slot, win, 'a', 1)
+    elseif kind == 'r' or kind == 'R' then
+      -- 'R': a corrected CDR (revision > 0): its call was seized already; member is the
+      -- change of its answered flag (-1|1)
+      local seized = fr_buckets(key, now, since, slot, win, 'a', kind == 'r' and 1 or 0)
       local answered = fr_buckets(key, now, since, slot, win, 'n', tonumber(member))
       -- limit: the lowest ratio in percent, once the window holds extra calls
       count = math.floor(answered * 100 / seized)
