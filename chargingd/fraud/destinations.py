@@ -2,10 +2,12 @@
 (phonenumbers' PhoneNumberType: premium rate, shared cost, ...) and whether the
 configured high-risk country or prefix lists name it.
 
-phonenumbers (the project's phonenumberslite) types a number from its metadata: about
-90 us a number, so answers are cached per number (attacks repeat numbers; so do
-customers). Types are what the number plan says the range is; a number the metadata
-does not know is typed "" (unknown), never guessed.
+phonenumbers (the project's phonenumberslite) types a number from its metadata; its
+own parser and type lookup cost about 29 us a number, so numtypes.fast does the same
+on the same metadata for "+digits" (about 3 us; the rest goes to phonenumbers), and
+answers are cached per number (attacks repeat numbers; so do customers). Types are
+what the number plan says the range is; a number the metadata does not know is typed
+"" (unknown), never guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
+
+from chargingd.fraud.numtypes import fast
 
 CACHE_SIZE = 100_000
 _TYPES: dict[int, str] = {
@@ -73,6 +77,10 @@ class Classifier:
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def region_and_type(number: str) -> tuple[str, str]:
     """(ISO country or "", number type or "") of an E.164 number."""
+    found = fast(number)
+    if found is not None:
+        region, number_type = found
+        return ("" if region == _WORLD else region), _TYPES.get(number_type, "")
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
