@@ -9,6 +9,7 @@ numbered as the scripts see them: 1 state, 2-3 the ledger's block step, 4.. the 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from chargingd.fraud.types import ALLOWED, KNOWN, CallFacts, Decision, Fired, Ve
 from chargingd.ledger import Status
 from chargingd.ledger.steps import StepBuilder
 
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # members as sent
 KEY_MARGIN_MS = 60_000  # a counter key outlives its longest window by this
 SEEN_MS = 3_600_000  # event ids remembered against re-delivery
 BLOCK_FROM = ("active/",)  # a rule blocks an active account only (never a closed one)
@@ -35,7 +37,7 @@ class Plan:
     identity: str
     event_id: str = ""
     keys: list[str] = field(default_factory=list)
-    ops: list[tuple[str, str, int]] = field(default_factory=list)  # op text (less ttl)
+    ops: list[list[Any]] = field(default_factory=list)  # fraud.lua's 10 fields an op
     rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
     block_argv: list[Any] = field(default_factory=list)
     may_block: bool = False  # an op's rule blocks (not in shadow)
@@ -64,29 +66,29 @@ class Plan:
         elif ttl > self._ttl[index]:
             self._ttl[index] = ttl
         if rule is None:
-            self.ops.append((f"{kind}|{index}|0|{window_ms}|0|x||", f"|{extra}|{member}", index))
+            self.ops.append([kind, index, 0, window_ms, 0, "x", "", 0, extra, member])
         else:
             act = rule.act
             name = rule.name if act in "rb" else ""  # the script names only these
-            head = f"{kind}|{index}|{rule.slot}|{window_ms}|{rule.limit}|{act}|{name}|"
-            self.ops.append((head, f"|{extra}|{member}", index))
+            self.ops.append(
+                [kind, index, rule.slot, window_ms, rule.limit, act, name, 0, extra, member]
+            )
             if act == "b":
                 self.may_block = True
         self.rules.append(rule)
 
     def argv(self) -> list[Any]:
-        """ARGV: the header, the ops (one value each; each key's ttl on its first op),
+        """ARGV: the header, the ops (one JSON array: each key's ttl on its first op),
         the block step."""
-        flat: list[Any] = [self.now_ms, self.identity, len(self.ops), self.event_id]
         ttl = self._ttl
         seen: set[int] = set()
-        for head, tail, index in self.ops:
-            if index in seen:
-                flat.append(f"{head}0{tail}")
-            else:
+        for op in self.ops:
+            index = op[1]
+            if index not in seen:
                 seen.add(index)
-                flat.append(f"{head}{ttl[index]}{tail}")
-        return flat + self.block_argv
+                op[7] = ttl[index]
+        ops = _json(self.ops)
+        return [self.now_ms, self.identity, len(self.ops), self.event_id, ops, *self.block_argv]
 
     def rule_of(self, op: int) -> Rule:
         rule = self.rules[op - 1]

@@ -10,12 +10,13 @@
 --   [4..] the keys of the ops
 -- ARGV: [1] now ms  [2] identity ('' none)  [3] number of ops  [4] member of the event
 --   (fraud_event: the CDR or refusal id, for deduplication; '' none)
---   then one value per op, its 10 fields joined by '|' (one argument, not ten: what a
---   call sends is what authorize pays for): kind, key index, slot, window ms, limit,
---   act, rule name ('' when it neither refuses nor blocks), key ttl ms (0: an earlier
---   op set it), extra (kind 'r': the least number of calls the ratio needs; event
---   ops: the refusal's cooldown ms, 0 = the window), member (last: it may hold '|')
---   then, when an op may block, the 7 ARGV of the ledger's status step
+--   [5] the ops, one JSON array of arrays (one argument decoded once by cjson: what a
+--   call sends and parses is what authorize pays for), each op's 10 fields: kind, key
+--   index, slot, window ms, limit, act, rule name ('' when it neither refuses nor
+--   blocks), key ttl ms (0: an earlier op set it), extra (kind 'r': the least number
+--   of calls the ratio needs; event ops: the refusal's cooldown ms, 0 = the window),
+--   member (a string)
+--   [6..12] when an op may block, the 7 ARGV of the ledger's status step
 -- Op kinds: 'c' count (member: a call id), 'd' distinct members (a number), 'l' live
 --   calls (member: the session id; window: how long an entry lives), 'n' a country
 --   the account called before (member: the country; window: how long it is known),
@@ -34,19 +35,13 @@
 local SLOT = 1e13
 local RANK = {s = 0, x = 0, a = 1, r = 2, b = 3}
 
-local OP = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
-local fr_parsed = {}  -- op i -> its fields, parsed once per script run
+local fr_parsed = nil  -- the ops, decoded once per script run
 
 -- kind, key index, slot, window, limit, member, act, name, ttl, extra of op i
 local function fr_op(ARGV, i)
+  if not fr_parsed then fr_parsed = cjson.decode(ARGV[5]) end
   local o = fr_parsed[i]
-  if not o then
-    local kind, k, slot, win, limit, act, name, ttl, extra, member = string.match(ARGV[4 + i], OP)
-    o = {kind, tonumber(k), tonumber(slot), tonumber(win), tonumber(limit), member, act, name,
-         tonumber(ttl), tonumber(extra)}
-    fr_parsed[i] = o
-  end
-  return o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]
+  return o[1], o[2], o[3], o[4], o[5], o[10], o[6], o[7], o[8], o[9]
 end
 
 -- State: since (counts before it are ignored: an operator unblocked the account) and
@@ -117,7 +112,7 @@ end
 
 -- Acting on the worst fired op: block through the ledger's status script.
 local function fr_block(KEYS, ARGV, n, now, name, text)
-  local base = 5 + n
+  local base = 6
   local args = {}
   for k = 0, 6 do args[k + 1] = ARGV[base + k] end
   args[4] = text
