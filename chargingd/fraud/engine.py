@@ -112,7 +112,10 @@ class Fraud:
         P.check_ops(plan, own, facts, dest, self.live_ttl_ms)
         if with_ip and per_ip:
             P.ip_ops(plan, per_ip, facts)
-        if not plan.ops and not must_check:
+        # Per-IP rules in their own script (Redis Cluster) still need this one first:
+        # it tells a retransmission (fraud_seen), which they must not count again.
+        ip_apart = not with_ip and bool(per_ip) and bool(facts.caller_ip)
+        if not plan.ops and not must_check and not ip_apart:
             return None
         block_keys = P.with_block(plan, self.ledger.steps, facts.account_id)
         keys = P.head_keys(plan, FK.state_key(facts.account_id), block_keys)

@@ -6,13 +6,14 @@ teaches the rules nothing on either path. Real Redis, Ledger, tariff and fraud e
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from sessions_harness import add_account, call
 
-from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
+from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
 from tests.sessions.test_fraud_hook import CONCURRENT, VELOCITY, build, settle
 
 NEW_COUNTRY = {"name": "nc", "kind": "new_country", "action": "refuse"}
@@ -104,3 +105,29 @@ async def test_a_call_refused_for_credit_teaches_the_rules_no_country(
     # A granted call is learnt.
     assert isinstance(await sessions.authorize(call("a1")), Authorized)
     assert list(await redis.hgetall("{a:acc1}:fr:cc")) == [b"DE"]
+
+
+@pytest.mark.parametrize(("fused", "single_redis"), [(True, True), (False, True), (False, False)])
+async def test_retransmissions_and_the_per_ip_rule_of_their_own_slot(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool, single_redis: bool
+) -> None:
+    """On Redis Cluster the per-IP counts run in their own script (their own slot),
+    after the account's check: a repeat skips them, their refusal is remembered."""
+    per_ip = {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 2,
+              "window_s": 60, "action": "refuse"}  # fmt: skip
+    sessions, _, _, _ = await build(
+        redis, tmp_path, [per_ip], fused=fused, single_redis=single_redis
+    )
+
+    def from_ip(sid: str) -> CallInfo:
+        return dataclasses.replace(call(sid), caller_ip="192.0.2.7")
+
+    for sid in ("i0", "i1"):
+        assert isinstance(await sessions.authorize(from_ip(sid)), Authorized)
+    refused = await sessions.authorize(from_ip("i2"))
+    assert refused == Refused(RefusalCode.FRAUD, "call not allowed")
+    assert isinstance(await sessions.authorize(from_ip("i1")), Authorized)  # granted before
+    sessions.clock_ms.advance(61)  # type: ignore[attr-defined]
+    assert await sessions.authorize(from_ip("i2")) == refused  # remembered
+    assert isinstance(await sessions.authorize(from_ip("i3")), Authorized)  # a new window
+    await settle(sessions)
