@@ -63,3 +63,29 @@ async def test_a_call_written_before_the_block_is_cut_by_it(
     await ledger.set_status("acc1", Status.BLOCKED, who="fraud", why="rule", reason="fraud")
     assert await sessions.cut_account("acc1") == 1
     assert [ref.session_id for ref, _ in cutter.disconnects] == ["k1"]
+
+
+async def test_a_retransmission_racing_a_block_keeps_the_live_calls_hold_for_its_cut(
+    sessions: Sessions,  # noqa: F811
+    ledger: Ledger,
+    redis: aioredis.Redis,
+    cutter: RecordingCutter,  # noqa: F811
+) -> None:
+    """A live call's Access-Request again while a block lands: its record stays as it
+    was (the block's cut ends it and its close releases the hold), never undone."""
+    await add_account(ledger, balance_micros=int(0.30 * EUR))
+    assert isinstance(await sessions.authorize(call("k1", client="kam")), Authorized)
+    held = await redis.hget("{a:acc1}:holds", "k1")
+    create = sessions.store.create
+    cut: list[int] = []
+
+    async def create_after_a_block(rec: Any, **kw: Any) -> bool:
+        await ledger.set_status("acc1", Status.BLOCKED, who="fraud", why="rule", reason="fraud")
+        cut.append(await sessions.cut_account("acc1"))
+        return await create(rec, **kw)
+
+    sessions.store.create = create_after_a_block  # type: ignore[method-assign]
+    await sessions.authorize(call("k1", client="kam"))
+    assert cut == [1]  # the block's cut found the live call
+    assert await redis.hget("{a:acc1}:holds", "k1") == held
+    assert await sessions.store.find("k1") is not None

@@ -18,7 +18,7 @@ if ARGV[3] ~= '0' then
     return -1
   end
 end
-if KEYS[3] then
+if KEYS[3] and redis.call('EXISTS', KEYS[1]) == 0 then  -- a replay keeps its record
   local chk = ledger_account_check({KEYS[3]}, {unpack(ARGV, 5, 9)})
   if chk[1] ~= 'ok' then return chk end
 end
