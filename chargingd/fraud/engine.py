@@ -169,7 +169,7 @@ class Fraud:
         """The call ``evaluate`` allowed was granted: its country known for
         ``new_country`` (the fused script learns it after its reserve, in its own run;
         ``evaluate`` counted the call live already)."""
-        if any(op[0] == "n" for op in prepared.plan.ops):
+        if any(op[3] == "n" for op in prepared.plan.ops):
             await self._send(self._admit, prepared.keys, prepared.argv)
 
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:

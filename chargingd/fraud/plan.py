@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ from chargingd.fraud.types import ALLOWED, KNOWN, CallFacts, Decision, Fired, Ve
 from chargingd.ledger import Status
 from chargingd.ledger.steps import StepBuilder
 
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # members as sent
+# A JSON string of a member or rule name, its text as given (UTF-8 as redis-py sends it).
+_q: Callable[[str], str] = json.encoder.encode_basestring
 KEY_MARGIN_MS = 60_000  # a counter key outlives its longest window by this
 SEEN_MS = 3_600_000  # event ids remembered against re-delivery
 BLOCK_FROM = ("active/",)  # a rule blocks an active account only (never a closed one)
@@ -37,7 +38,8 @@ class Plan:
     identity: str
     event_id: str = ""
     keys: list[str] = field(default_factory=list)
-    ops: list[list[Any]] = field(default_factory=list)  # fraud.lua's 10 fields an op
+    # each op as JSON (fraud.lua's 10 fields) around its ttl, its key index, its kind
+    ops: list[tuple[str, str, int, str]] = field(default_factory=list)
     rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
     block_argv: list[Any] = field(default_factory=list)
     may_block: bool = False  # an op's rule blocks (not in shadow)
@@ -65,16 +67,16 @@ class Plan:
             self._ttl[index] = ttl
         elif ttl > self._ttl[index]:
             self._ttl[index] = ttl
+        # the op as JSON, less its ttl (argv puts it in): fraud.lua's 10 fields
         if rule is None:
-            self.ops.append([kind, index, 0, window_ms, 0, "x", "", 0, extra, member])
+            head = f'["{kind}",{index},0,{window_ms},0,"x","",'
         else:
             act = rule.act
-            name = rule.name if act in "rb" else ""  # the script names only these
-            self.ops.append(
-                [kind, index, rule.slot, window_ms, rule.limit, act, name, 0, extra, member]
-            )
+            name = _q(rule.name) if act in "rb" else '""'  # the script names only these
+            head = f'["{kind}",{index},{rule.slot},{window_ms},{rule.limit},"{act}",{name},'
             if act == "b":
                 self.may_block = True
+        self.ops.append((head, f",{extra},{_q(member)}]", index, kind))
         self.rules.append(rule)
 
     def argv(self) -> list[Any]:
@@ -82,12 +84,14 @@ class Plan:
         the block step."""
         ttl = self._ttl
         seen: set[int] = set()
-        for op in self.ops:
-            index = op[1]
-            if index not in seen:
+        parts = []
+        for head, tail, index, _ in self.ops:
+            if index in seen:
+                parts.append(f"{head}0{tail}")
+            else:
                 seen.add(index)
-                op[7] = ttl[index]
-        ops = _json(self.ops)
+                parts.append(f"{head}{ttl[index]}{tail}")
+        ops = "[" + ",".join(parts) + "]"
         return [self.now_ms, self.identity, len(self.ops), self.event_id, ops, *self.block_argv]
 
     def rule_of(self, op: int) -> Rule:
