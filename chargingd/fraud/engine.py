@@ -23,6 +23,7 @@ from chargingd.billing.cdr import CDR
 from chargingd.core.config.fraud import FraudConfig
 from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
+from chargingd.fraud.compiled import Compiled
 from chargingd.fraud.destinations import Classifier, Destination
 from chargingd.fraud.report import alert_for, incident_key
 from chargingd.fraud.rules import Rule, RuleBook
@@ -106,12 +107,15 @@ class Fraud:
     def prepare(self, facts: CallFacts, *, with_ip: bool = True) -> Prepared | None:
         """The arguments of this call's authorize rules; None when no rule needs Redis."""
         rules = self.book.rules_for(facts.account_id, facts.tariff)
-        own, per_ip, must_check = self._split(rules)
+        own, per_ip, must_check, compiled = self._split(rules)
         dest = self.classifier.classify(facts.callee)
-        plan = P.Plan(self.clock_ms(), facts.identity)
-        P.check_ops(plan, own, facts, dest, self.live_ttl_ms)
-        if with_ip and per_ip:
-            P.ip_ops(plan, per_ip, facts)
+        if compiled is not None:
+            plan = compiled.plan(self.clock_ms(), facts, dest, with_ip and bool(per_ip))
+        else:
+            plan = P.Plan(self.clock_ms(), facts.identity)
+            P.check_ops(plan, own, facts, dest, self.live_ttl_ms)
+            if with_ip and per_ip:
+                P.ip_ops(plan, per_ip, facts)
         # Per-IP rules in their own script (Redis Cluster) still need this one first:
         # it tells a retransmission (fraud_seen), which they must not count again.
         ip_apart = not with_ip and bool(per_ip) and bool(facts.caller_ip)
@@ -126,12 +130,15 @@ class Fraud:
         return Prepared(facts, dest, plan, keys + tail_keys, argv, rules)
 
     def _split(self, rules: tuple[Rule, ...]) -> Any:
-        """P.split of a rule set, computed once per set (authorize runs it every call)."""
+        """P.split of a rule set and its compiled ops (None: plan.check_ops builds
+        them), worked out once per set (authorize runs it every call)."""
         found = self._splits.get(id(rules))
         if found is None or found[0] is not rules:
             if len(self._splits) >= 10_000:
                 self._splits.clear()
-            found = self._splits[id(rules)] = (rules, P.split(rules))
+            own, per_ip, must_check = P.split(rules)
+            compiled = Compiled(own, per_ip, self.live_ttl_ms) if Compiled.applies(own) else None
+            found = self._splits[id(rules)] = (rules, (own, per_ip, must_check, compiled))
         return found[1]
 
     async def check(self, facts: CallFacts) -> Verdict:

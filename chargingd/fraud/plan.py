@@ -43,6 +43,7 @@ class Plan:
     rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
     block_argv: list[Any] = field(default_factory=list)
     may_block: bool = False  # an op's rule blocks (not in shadow)
+    ops_json: str | None = None  # the ops as argv sends them, when built already
     _key_index: dict[str, int] = field(default_factory=dict)
     _ttl: dict[int, int] = field(default_factory=dict)  # key index -> longest ttl
 
@@ -82,6 +83,9 @@ class Plan:
     def argv(self) -> list[Any]:
         """ARGV: the header, the ops (one JSON array: each key's ttl on its first op),
         the block step."""
+        if self.ops_json is not None:
+            fixed = [self.now_ms, self.identity, len(self.ops), self.event_id, self.ops_json]
+            return fixed + self.block_argv
         ttl = self._ttl
         seen: set[int] = set()
         parts = []
