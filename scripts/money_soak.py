@@ -93,7 +93,7 @@ async def one_call(world: World, out: Outcome, rng: random.Random) -> None:
         if answer is None or answer.code != rc.ACCESS_ACCEPT:
             return
         out.accepted = True
-        timeout_s = answer.integer(rc.SESSION_TIMEOUT)
+        timeout_s = out.timeout_s = answer.integer(rc.SESSION_TIMEOUT)
         await play(world, out, call, gateway, timeout_s, rng)
     finally:
         gateway.transport.close()  # type: ignore[union-attr]
@@ -289,7 +289,13 @@ def check(world: World) -> list[str]:
             problems.append(f"{out.session_id}: refused, but has a CDR {got}")
         elif out.accepted and got != (expected_status(world, out), out.cause):
             expected = (expected_status(world, out), out.cause)
-            problems.append(f"{out.session_id} ({out.kind}): CDR {got}, expected {expected}")
+            # A cut call's CDR says credit_cut whether or not a cut came: its gateway
+            # ran to its Session-Timeout otherwise (and stopped a second past it).
+            cut = world.dms.get(out.session_id)
+            why = f"told {out.timeout_s} s, cut ACKed: {'yes' if cut and cut.is_set() else 'no'}"
+            problems.append(
+                f"{out.session_id} ({out.kind}): CDR {got}, expected {expected} ({why})"
+            )
     return problems
 
 

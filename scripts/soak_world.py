@@ -31,6 +31,7 @@ class Outcome:
     accepted: bool = False
     status: str = ""  # what its CDR must say
     cause: int = 0
+    timeout_s: int = 0  # the Session-Timeout of the first answer the gateway got
 
 
 @dataclass

@@ -41,6 +41,7 @@ from chargingd.sessions.grants import Grants
 from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.pricing import Priced, Pricer, RatingError
 from chargingd.sessions.store import (
+    LIVE,
     REDIS_DOWN,
     AccountInactive,
     LateWrite,
@@ -251,8 +252,8 @@ class Authorizer:
             if out.grant is None:  # checked and found changed (stale) or not active
                 return self._inactive(out.status, out.reason) if out.status else None
             grant = out.grant
-            if grant.ok and out.created >= 0:
-                return self._authorized(rec, grant, mode)
+            if grant.ok and out.created >= 0:  # 0: a retransmission, nothing reserved again
+                return await self._answered(rec, grant, mode, created=out.created > 0)
         else:
             if fraud is not None and facts is not None and attempt is not None:
                 checked = await fraud.check_step(facts, attempt)
@@ -312,7 +313,7 @@ class Authorizer:
         active = self.ledger.steps.active_check(rec.account_id)
         deadline_ms = self.ledger.new_session_deadline_ms()
         try:  # False for a replayed Access-Request: kept as it was
-            await self.store.create(rec, deadline_ms=deadline_ms, active=active)
+            created = await self.store.create(rec, deadline_ms=deadline_ms, active=active)
         except LateWrite:
             # Too late to write the record (Redis stalled): refused, its hold undone.
             await self.ledger.refuse(rec.account_id, rec.session_id, RefusalReason.LATE.value)
@@ -321,7 +322,22 @@ class Authorizer:
             suspended = RefusalReason.SUSPENDED.value
             await self.ledger.refuse(rec.account_id, rec.session_id, suspended)
             return self._inactive(exc.status, exc.reason)
-        return self._authorized(rec, grant, mode)
+        return await self._answered(rec, grant, mode, created=created)
+
+    async def _answered(
+        self, rec: SessionRecord, grant: Grant, mode: str, *, created: bool
+    ) -> Authorized:
+        """The answer; a retransmission's (not ``created``: its record exists), on any
+        daemon, from the record as the first answer was, not from what is available now
+        (the gateway keeps the first answer it gets; the record's credit_micros is what
+        the call is allowed)."""
+        if created:
+            return self._authorized(rec, grant, mode)
+        stored = await self.store.get(rec.account_id, rec.session_id)
+        if stored is None or stored.state != LIVE or stored.adopted or not stored.credit_micros:
+            return self._authorized(rec, grant, mode)  # not an answered authorize's record
+        first = dataclasses.replace(stored, answer_ms=0)  # rated from authorize, as then
+        return self._answer(first, stored.credit_micros, stored.held_micros, mode)
 
     def _told_micros(self, client: str, grant: Grant) -> int:
         """The money the Session-Timeout of the answer stands for: what is held and
@@ -341,6 +357,10 @@ class Authorizer:
 
     def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
         credit = self._told_micros(rec.client, grant)
+        return self._answer(rec, credit, grant.granted_micros, mode)
+
+    def _answer(self, rec: SessionRecord, credit: int, held: int, mode: str) -> Authorized:
+        """The Access-Accept of ``rec``: the Session-Timeout ``credit`` pays for."""
         timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
         log.info(
             "authorize %s account=%s dest=%s timeout=%ss held=%s",
@@ -348,7 +368,7 @@ class Authorizer:
             rec.account_id,
             rec.destination,
             timeout_s,
-            grant.granted_micros,
+            held,
         )
         return Authorized(
             account_id=rec.account_id,

@@ -17,10 +17,21 @@
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
---         authorize keeps it); -1 not written (refused or partial: sessions/service.py decides).
+--         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
+--         reserved); -1 not written (refused or partial: sessions/service.py decides).
 local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17, 21)})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
+-- A retransmission (the record of this call is live): nothing is reserved again. Its
+-- hold stays what the record says (the account's other calls may have taken or freed
+-- money since); the caller answers it from the record, as the first answer was.
+local known = redis.call('GET', KEYS[6])
+if known then
+  local r = cmsgpack.unpack(known)
+  if r[$state] == 'live' and (r[$adopted] or 0) == 0 then
+    return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
+  end
+end
 local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
                            {unpack(ARGV, 1, 12)})
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
