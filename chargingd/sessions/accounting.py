@@ -22,11 +22,12 @@ from typing import Any
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import SessionsConfig
 from chargingd.core.ratelog import RateLimitedLog
-from chargingd.sessions.authorize import Authorizer, Profile
+from chargingd.sessions.authorize import Authorizer
 from chargingd.sessions.ccapi import UsageKind, UsageReport
 from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.late import LateAccounting
+from chargingd.sessions.newrecord import Profile
 from chargingd.sessions.spool import orphan_fields
 from chargingd.sessions.store import (
     CLOSED,
