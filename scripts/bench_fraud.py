@@ -3,7 +3,8 @@ and p99 with the rules on within 10 % of off).
 
 Sessions on a real (embedded) Redis, the fused path as on a single Redis, uvloop as
 the daemon runs. Calls are spread over many accounts, each calling one destination
-(UK, France, Germany, US, fixed and mobile), so no rule fires (an honest population: the
+(UK, France, Germany, US, fixed and mobile; with --new-numbers a number not dialled
+before each call, as real traffic dials), so no rule fires (an honest population: the
 cost measured is evaluating the rules, not raising alerts). Rounds alternate off/on
 (each on a flushed Redis); the median round of each is reported, with the ratio.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import tempfile
@@ -44,6 +46,9 @@ CALLED = ("00442079460000", "00447700900123", "0033142685300", "0033612345678",
           "030123456", "015112345678", "0012025550123")  # fmt: skip
 
 
+_NUMBERS = itertools.count()  # across rounds: the number types are cached per process
+
+
 @dataclass
 class Round:
     rate: float  # authorizes per second
@@ -53,7 +58,9 @@ class Round:
     redis_us: float  # of which Redis
 
 
-async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: bool) -> Round:
+async def _round(
+    url: str, calls: int, inflight: int, accounts: int, fraud_on: bool, new_numbers: bool = False
+) -> Round:
     client = aioredis.Redis.from_url(url)
     await client.flushall()
     clock = lambda: int(time.time() * 1000)  # noqa: E731
@@ -104,7 +111,10 @@ async def _round(url: str, calls: int, inflight: int, accounts: int, fraud_on: b
 
     async def authorize(i: int) -> None:
         a = i % accounts  # each account calls its own country (no new-country alert)
-        info = CallInfo(f"s{i}", f"u{a}", "", CALLED[a % len(CALLED)], "10.0.0.1", "gw1")
+        called = CALLED[a % len(CALLED)]
+        if new_numbers:  # the last 4 digits vary: a number not dialled before, each call
+            called = f"{called[:-4]}{next(_NUMBERS) % 10_000:04d}"
+        info = CallInfo(f"s{i}", f"u{a}", "", called, "10.0.0.1", "gw1")
         async with sem:
             t0 = time.perf_counter()
             answer = await sessions.authorize(info)
@@ -164,7 +174,7 @@ async def _run(url: str, args: argparse.Namespace) -> None:
     results: dict[bool, list[Round]] = {False: [], True: []}
     for n in range(args.rounds):
         for on in (False, True) if n % 2 == 0 else (True, False):
-            r = await _round(url, args.calls, args.inflight, args.accounts, on)
+            r = await _round(url, args.calls, args.inflight, args.accounts, on, args.new_numbers)
             results[on].append(r)
             print(f"round {n + 1} rules {'on ' if on else 'off'}: {_line(r)}")
     off, on = _median(results[False]), _median(results[True])
@@ -189,6 +199,12 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--redis-url", default="", help="default: an embedded redis-server")
+    parser.add_argument(
+        "--new-numbers",
+        action="store_true",
+        help="each call dials a new number of its account's range (real traffic: the "
+        "number types are not in the per-number cache)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = None
