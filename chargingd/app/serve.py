@@ -42,6 +42,7 @@ from chargingd.monitoring.monitor import Monitor
 from chargingd.monitoring.web import HttpServer, build_app
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.sessions.pricing import DEFAULT_PLAN
+from chargingd.sessions.upgrade import upgrade_and_log
 
 log = logging.getLogger("chargingd.server")
 
@@ -385,6 +386,9 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             redis = await self.factory.open_redis(stack, owner=True)
             ledger = await self.factory.open_ledger(redis.client)
+            # Calls live across an upgrade from the hash session records (before
+            # 6db408c): converted once, here, before anything serves them.
+            await upgrade_and_log(redis.client)
             if self.cfg.demo.accounts:
                 await create_demo_accounts(ledger)
             rt = Runtime(

@@ -21,6 +21,7 @@ from chargingd.core.money import parse_amount
 from chargingd.core.redisconn import EmbeddedRedis, redact_url
 from chargingd.core.status import ComponentStats
 from chargingd.ledger import Ledger, Mode, Status
+from chargingd.sessions.record import SessionRecord
 
 
 async def wait_for(predicate: object, timeout_s: float = 5.0) -> None:
@@ -162,3 +163,50 @@ def test_default_config_has_sweeper_and_admin() -> None:
     cfg = dataclasses.replace(Config())
     assert cfg.admin.socket_mode == "0660"
     assert len(COMPONENTS) >= 2
+
+
+async def test_old_session_records_are_upgraded_before_the_components_start(
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A call live across the upgrade from the hash records (before 6db408c): its
+    record is converted before anything serves it (tests/sessions/test_upgrade.py
+    drives such calls to their CDRs)."""
+    old = {"session_id": "s1", "account_id": "acc1", "user_name": "alice", "caller": "",
+           "callee": "+4930123456", "destination": "DE_BERLIN", "plan": "retail",
+           "currency": "EUR", "gateway": "10.0.0.1", "client": "gw1",
+           "auth_ms": 1_767_225_600_000, "state": "live"}  # fmt: skip
+    await redis.hset("{a:acc1}:s:s1", mapping=old)
+    await redis.expire("{a:acc1}:s:s1", 600)
+    cfg = config_from_dict(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "redis": {"url": redis_server.url},
+            "radius": {"enabled": False},
+        }
+    )
+    seen: list[tuple[int, bytes | None]] = []
+
+    class Probe:
+        name = "probe"
+
+        async def start(self) -> None:
+            seen.append((await redis.exists("{a:acc1}:s:s1"), await redis.get("{a:acc1}:r:s1")))
+
+        async def stop(self) -> None:
+            pass
+
+    daemon = Daemon(cfg, [lambda rt: Probe()])
+    stop = asyncio.Event()
+    caplog.set_level("INFO", "chargingd.sessions.upgrade")
+    task = asyncio.create_task(daemon.run(stop))
+    await wait_for(lambda: bool(daemon.components))
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    ((old_left, blob),) = seen
+    assert old_left == 0 and blob is not None
+    rec = SessionRecord.unpack("acc1", "s1", blob)
+    assert (rec.callee, rec.auth_ms, rec.state) == ("+4930123456", 1_767_225_600_000, "live")
+    assert "upgraded 1 live session records" in caplog.text

@@ -1,0 +1,92 @@
+"""The session-record upgrade (sessions/upgrade.py) on a real Redis Cluster: the old
+hash records of many accounts, spread over the three masters, are each converted
+once (each master scanned), keeping their expiry; what is no old record is left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis_cluster import Cluster, running_cluster
+
+from chargingd.sessions.record import SessionRecord
+from chargingd.sessions.upgrade import upgrade_records
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+ACCOUNTS = 30
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as c:
+        yield c
+
+
+def old_fields(i: int) -> dict[str, str | int]:
+    """A live record as the old code (6db408c^) wrote it: full names, the ids too."""
+    return {
+        "session_id": f"s{i}",
+        "account_id": f"acc{i}",
+        "user_name": "alice",
+        "caller": "+4930111",
+        "callee": "+4930123456",
+        "destination": "DE_BERLIN",
+        "plan": "retail",
+        "currency": "EUR",
+        "gateway": "10.0.0.1",
+        "client": "gw1",
+        "auth_ms": 1_767_225_600_000 + i,
+        "held_micros": 750_000,
+        "paid_usage_s": 75,
+        "credit_micros": 10_000_000,
+        "limited": 0,
+        "state": "live",
+    }
+
+
+async def test_every_master_is_scanned_and_each_record_converted_once(cluster: Cluster) -> None:
+    with cluster.client() as sync:
+        for i in range(ACCOUNTS):
+            key = f"{{a:acc{i}}}:s:s{i}"
+            sync.hset(key, mapping=old_fields(i))
+            sync.expire(key, 3600)
+            sync.set(f"{{a:acc{i}}}:s:s{i}:fin", "lease", ex=60)  # a close lease: not a record
+        sync.hset("{a:x}:s:notes", mapping={"what": "not a session"})  # left alone
+        # acc0's call has a record of the new format already (a newer daemon wrote it):
+        # it is kept, the old hash dropped.
+        newer = SessionRecord.build(**{**old_fields(0), "auth_ms": 1, "held_micros": 1})
+        sync.set("{a:acc0}:r:s0", newer.pack(), ex=600)
+    assert len({cluster.master_of(f"{{a:acc{i}}}").port for i in range(ACCOUNTS)}) == 3
+
+    seeds = [ClusterNode("127.0.0.1", int(s.rpartition(":")[2])) for s in cluster.seeds]
+    clients = [RedisCluster(startup_nodes=seeds), RedisCluster(startup_nodes=seeds)]
+    try:
+        # Two daemons starting at once.
+        counts = await asyncio.gather(*(upgrade_records(c) for c in clients))
+        assert sum(c.live for c in counts) == ACCOUNTS - 1
+        assert sum(c.kept_new for c in counts) == 1
+        assert sum(c.closed for c in counts) == 0
+        assert [c.foreign for c in counts] == [1, 1]
+        redis = clients[0]
+        for i in range(ACCOUNTS):
+            assert await redis.exists(f"{{a:acc{i}}}:s:s{i}") == 0
+            raw = await redis.get(f"{{a:acc{i}}}:r:s{i}")
+            rec = SessionRecord.unpack(f"acc{i}", f"s{i}", raw)
+            if i == 0:
+                assert (rec.auth_ms, rec.held_micros) == (1, 1)
+                continue
+            assert (rec.auth_ms, rec.held_micros, rec.credit_micros, rec.state) == (
+                1_767_225_600_000 + i,
+                750_000,
+                10_000_000,
+                "live",
+            )
+            assert 3_590 < await redis.ttl(f"{{a:acc{i}}}:r:s{i}") <= 3_600
+            assert await redis.get(f"{{a:acc{i}}}:s:s{i}:fin") == b"lease"
+        assert await redis.hget("{a:x}:s:notes", "what") == b"not a session"
+        assert (await upgrade_records(redis)).upgraded == 0
+    finally:
+        for c in clients:
+            await c.aclose()
