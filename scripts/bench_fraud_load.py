@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -28,43 +27,31 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_metrics_load import ROOT, cpu_s, ctl, daemon_pids, free_port
+from bench_metrics_load import (
+    ROOT,
+    Result,
+    base_config,
+    cpu_s,
+    ctl,
+    daemon_pids,
+    free_port,
+    loadgen_result,
+)
 
 from chargingd.admin.server import AdminClient
 
 PY = sys.executable
 ACCOUNTS = 1000
 
-Result = tuple[float, float, float, float]  # req/s, p99 ms, daemon and Redis CPU us/request
-
 
 def config(data: Path, workers: int, fraud: bool, ports: dict[str, int]) -> str:
-    return f"""
-[server]
-data_dir = "{data}"
-log_level = "warning"
-workers = {workers}
-
-[export]
-run_in_serve = false
-
-[rating]
-default_plan = "{ROOT}/config/tariffs/sample.toml"
-
-[radius]
-bind = "127.0.0.1"
-auth_port = {ports["auth"]}
-acct_port = {ports["acct"]}
-
-[[radius.clients]]
-name = "load"
-address = "127.0.0.1"
-secret = "testing123"
-coa_port = 0
-
+    return (
+        base_config(data, workers, ports)
+        + f"""
 [fraud]
 enabled = {str(fraud).lower()}
 """
+    )
 
 
 def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Result, int]:
@@ -108,11 +95,7 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
         shutil.rmtree(base, ignore_errors=True)
     if os.environ.get("BENCH_DEBUG"):
         print(out)
-    rate = float(re.search(r"requests/s=([\d.,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
-    p99 = float(re.search(r"p99=([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"requests=(\d+)", out).group(1))  # type: ignore[union-attr]
-    per_request = [(a - b) * 1e6 / max(requests, 1) for a, b in zip(after, before, strict=True)]
-    return (rate, p99, per_request[0], per_request[1]), incidents
+    return loadgen_result(out, before, after), incidents
 
 
 def main() -> None:

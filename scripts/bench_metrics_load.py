@@ -36,7 +36,9 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
-def config(data: Path, workers: int, monitoring: bool, ports: dict[str, int]) -> str:
+def base_config(data: Path, workers: int, ports: dict[str, int]) -> str:
+    """A daemon for loadgen: its users' client on 127.0.0.1, the sample tariff, no
+    exporter (shared by the benchmarks that run `chargingd serve` side by side)."""
     return f"""
 [server]
 data_dir = "{data}"
@@ -59,7 +61,13 @@ name = "load"
 address = "127.0.0.1"
 secret = "testing123"
 coa_port = 0
+"""
 
+
+def config(data: Path, workers: int, monitoring: bool, ports: dict[str, int]) -> str:
+    return (
+        base_config(data, workers, ports)
+        + f"""
 [monitoring]
 enabled = {str(monitoring).lower()}
 
@@ -67,6 +75,7 @@ enabled = {str(monitoring).lower()}
 enabled = {str(monitoring).lower()}
 port = {ports["http"]}
 """
+    )
 
 
 def ctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -150,10 +159,16 @@ def one_run(args: argparse.Namespace, monitoring: bool, extra: list[str]) -> Res
         shutil.rmtree(base, ignore_errors=True)
     if os.environ.get("BENCH_DEBUG"):
         print(out)
-    rate = float(re.search(r"requests/s=([\d.,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
-    p99 = float(re.search(r"p99=([\d.]+)", out).group(1))  # type: ignore[union-attr]
     if monitoring and scrapes[0] == 0:
         raise SystemExit("monitoring run: /metrics was never scraped")
+    return loadgen_result(out, before, after)
+
+
+def loadgen_result(out: str, before: tuple[float, float], after: tuple[float, float]) -> Result:
+    """req/s and p99 from loadgen's output, and the daemon's and Redis's CPU per request
+    from their CPU seconds before and after the run."""
+    rate = float(re.search(r"requests/s=([\d.,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    p99 = float(re.search(r"p99=([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"requests=(\d+)", out).group(1))  # type: ignore[union-attr]
     per_request = [(a - b) * 1e6 / max(requests, 1) for a, b in zip(after, before, strict=True)]
     return rate, p99, per_request[0], per_request[1]
