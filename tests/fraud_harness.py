@@ -16,6 +16,7 @@ from chargingd.alerts.store import AlertStore
 from chargingd.billing.cdr import CDR
 from chargingd.core.config import config_from_dict
 from chargingd.fraud import CallFacts, Fraud
+from chargingd.fraud.engine import unpack_value
 from chargingd.ledger import Ledger, Mode
 
 _ids = itertools.count(1)
@@ -132,3 +133,17 @@ def cdr(
         charged_micros=charged_micros,
         charge="live",
     )
+
+
+async def fraud_value(redis: aioredis.Redis, account_id: str = "acc1") -> dict[str, Any]:
+    """The account's fraud state as fraud.lua keeps it ({a:ID}:fr:v)."""
+    return unpack_value(await redis.get(f"{{a:{account_id}}}:fr:v"))
+
+
+def counted(value: dict[str, Any]) -> int:
+    """The calls the authorize counters of a value hold (every counter, every bucket)."""
+    return sum(sum(c[2::3]) for c in value.get("w", {}).values())
+
+
+def live_calls(value: dict[str, Any]) -> list[str]:
+    return sorted(value.get("l") or {})

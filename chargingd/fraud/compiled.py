@@ -1,47 +1,37 @@
 """A rule set's authorize ops, worked out once per shape of call instead of per call.
 
-plan.check_ops and plan.ip_ops decide, rule by rule, which ops a call gets, which key
-each counts in and what the script is told about it: the same for every call of a
-rule set except the account, identity, caller IP, session, number and country. What
-varies the op list itself is the call's shape (an identity or not, a caller IP or
-not, which destination rules the number matches, a country or not, which
-new_country rules exempt it): for each shape seen, a Template holds the ops as
-fraud.lua reads them (JSON, up to the member), their rules and which key each uses;
-a call fills in its keys and members. tests/fraud/test_compiled.py checks the plans
-equal plan.check_ops' and plan.ip_ops' for calls of every shape.
-
-A rule set with two same_destination rules is left to plan.check_ops: their ranges
-may be one key for one number and two for another.
+Which ops a call gets depends on its rule set and its shape only (an identity or not,
+a caller IP or not, which destination rules the number matches, a country or not,
+which new_country rules exempt it): the account, identity, session, number and
+country travel apart (fraud.lua builds the counter ids and ranges from them). For
+each shape seen, a Template holds the ops as fraud.lua reads them (one JSON string,
+sent as it is), their rules and whether one may block; a call only picks it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
-from chargingd.fraud.destinations import Destination, number_range
+from chargingd.fraud.destinations import Destination
 from chargingd.fraud.rules import Rule
 from chargingd.fraud.types import CallFacts
-from chargingd.ledger.keys import account_tag
 
 MAX_SHAPES = 256  # templates kept per rule set (a shape is a few booleans)
 Shape = tuple[bool, bool, tuple[bool, ...], bool, tuple[bool, ...]]
+ACCOUNT, CALLER_IP = 1, 5  # the KEYS index of the value an op counts in (fraud.lua)
 
 
 @dataclass(frozen=True)
 class Template:
-    """The ops of one shape of call: which key each names (by what it is), their JSON
-    up to the member, the member each takes, their rules."""
+    """The ops of one shape of call: fraud.lua's JSON, their rules."""
 
-    keys: tuple[str, ...]  # "log", "id", "live", "cc", "rg", "ip": the call's keys in order
-    heads: tuple[str, ...]  # fraud.lua's op JSON up to the member (ttl in place)
-    members: tuple[str, ...]  # "sid", "number", "country", "acc_sid"
-    kinds: tuple[str, ...]
-    indexes: tuple[int, ...]
+    ops_json: str
     rules: tuple[Rule | None, ...]
     may_block: bool
+    learns: bool
 
 
 class Compiled:
@@ -53,17 +43,10 @@ class Compiled:
         self.live_ttl_ms = live_ttl_ms
         self.dest_rules = tuple(r for r in own if r.kind == "destination")
         self.country_rules = tuple(r for r in own if r.kind == "new_country")
-        ranges = [r.range_digits for r in own if r.kind == "same_destination"]
-        self.range_digits = ranges[0] if ranges else 0
         self._templates: dict[Shape, Template] = {}
 
-    @staticmethod
-    def applies(own: Sequence[Rule]) -> bool:
-        """Can this rule set's ops be compiled (else plan.check_ops)?"""
-        return sum(r.kind == "same_destination" for r in own) <= 1
-
-    def plan(self, now_ms: int, facts: CallFacts, dest: Destination, with_ip: bool) -> P.Plan:
-        """The plan plan.check_ops (then plan.ip_ops when ``with_ip``) builds."""
+    def plan(self, now_ms: int, facts: CallFacts, dest: Destination, with_ip: bool) -> P.AuthPlan:
+        """This call's ops (per caller IP too when ``with_ip``)."""
         country = dest.country
         shape: Shape = (
             bool(facts.identity),
@@ -72,96 +55,55 @@ class Compiled:
             bool(country),
             tuple(country in r.exempt_countries for r in self.country_rules),
         )
-        template = self._templates.get(shape)
-        if template is None:
+        t = self._templates.get(shape)
+        if t is None:
             if len(self._templates) >= MAX_SHAPES:
                 self._templates.clear()
-            template = self._templates[shape] = self._template(shape)
-        acc, sid = facts.account_id, facts.session_id
-        tag = account_tag(acc)
-        names = {
-            "log": f"{tag}:fr:log",
-            "id": f"{tag}:fr:id:{facts.identity}",
-            "live": f"{tag}:fr:live",
-            "cc": f"{tag}:fr:cc",
-            "ip": FK.ip_log_key(facts.caller_ip),
-        }
-        if "rg" in template.keys:
-            names["rg"] = FK.range_key(acc, number_range(dest.number, self.range_digits))
-        q = P._q
-        values = {
-            "sid": q(sid),
-            "number": q(dest.number),
-            "country": q(country),
-            "acc_sid": q(f"{acc}|{sid}"),
-        }
-        plan = P.Plan(now_ms, facts.identity)
-        plan.keys = [names[k] for k in template.keys]
-        ops = [f"{h}{values[m]}]" for h, m in zip(template.heads, template.members, strict=True)]
-        plan.ops = [
-            (h, "", i, k) for h, i, k in zip(ops, template.indexes, template.kinds, strict=True)
-        ]
-        plan.rules = list(template.rules)
-        plan.may_block = template.may_block
-        plan.ops_json = "[" + ",".join(ops) + "]"
-        return plan
+            t = self._templates[shape] = self.template(shape)
+        return P.AuthPlan(now_ms, t.rules, t.ops_json, t.may_block, t.learns)
 
-    def _template(self, shape: Shape) -> Template:
-        """The ops of a call of this shape, by plan.check_ops' and plan.ip_ops' rules."""
-        wanted = self._wanted(shape)
-        index: dict[str, int] = {}
-        ttl: dict[str, int] = {}
-        for _, _, key, window, _ in wanted:  # Plan.add: a key's longest ttl
-            index.setdefault(key, P.FIRST_OP_KEY + len(index))
-            ttl[key] = max(ttl.get(key, 0), window + P.KEY_MARGIN_MS)
-        heads, seen = [], set()
-        for rule, kind, key, window, _ in wanted:
-            key_ttl = 0 if key in seen else ttl[key]
-            seen.add(key)
+    def template(self, shape: Shape) -> Template:
+        """The ops of a call of this shape, rule by rule."""
+        ops, rules = [], []
+        for rule, kind, key, window, extra in self._wanted(shape):
+            ttl = window + P.KEY_MARGIN_MS
             if rule is None:
-                head = f'["{kind}",{index[key]},0,{window},0,"x","",{key_ttl},0,'
+                ops.append([kind, key, 0, window, 0, "x", "", ttl, extra])
             else:
-                name = P._q(rule.name) if rule.act in "rb" else '""'
-                head = (
-                    f'["{kind}",{index[key]},{rule.slot},{window},{rule.limit},"{rule.act}",'
-                    f"{name},{key_ttl},0,"
-                )
-            heads.append(head)
+                name = rule.name if rule.act in "rb" else ""  # the script names only these
+                ops.append([kind, key, rule.slot, window, rule.limit, rule.act, name, ttl, extra])
+            rules.append(rule)
         return Template(
-            keys=tuple(index),
-            heads=tuple(heads),
-            members=tuple(w[4] for w in wanted),
-            kinds=tuple(w[1] for w in wanted),
-            indexes=tuple(index[w[2]] for w in wanted),
-            rules=tuple(w[0] for w in wanted),
-            may_block=any(w[0] is not None and w[0].act == "b" for w in wanted),
+            ops_json=json.dumps(ops, separators=(",", ":")),
+            rules=tuple(rules),
+            may_block=any(r is not None and r.act == "b" for r in rules),
+            learns=any(op[0] == "n" for op in ops),
         )
 
-    def _wanted(self, shape: Shape) -> list[tuple[Rule | None, str, str, int, str]]:
-        """(rule or None, kind, key, window, member) of each op, as check_ops adds them."""
+    def _wanted(self, shape: Shape) -> list[tuple[Rule | None, str, int, int, int]]:
+        """(rule or None, kind, value, window, extra) of each op."""
         has_identity, has_ip, dest_hits, has_country, exempt = shape
         dest_hit = dict(zip(self.dest_rules, dest_hits, strict=True))
         exempt_of = dict(zip(self.country_rules, exempt, strict=True))
-        wanted: list[tuple[Rule | None, str, str, int, str]] = []
+        wanted: list[tuple[Rule | None, str, int, int, int]] = []
         for rule in self.own:
             kind = rule.kind
             if kind == "velocity" and rule.scope == "account":
-                wanted.append((rule, "c", "log", rule.window_ms, "sid"))
+                wanted.append((rule, "c", ACCOUNT, rule.window_ms, 0))
             elif kind == "velocity" and rule.scope == "identity" and has_identity:
-                wanted.append((rule, "c", "id", rule.window_ms, "sid"))
+                wanted.append((rule, "i", ACCOUNT, rule.window_ms, 0))
             elif kind == "concurrent":
-                wanted.append((rule, "l", "live", self.live_ttl_ms, "sid"))
+                wanted.append((rule, "l", ACCOUNT, self.live_ttl_ms, 0))
             elif kind == "destination" and dest_hit[rule]:
-                wanted.append((rule, "c", "log", rule.window_ms, "sid"))
+                wanted.append((rule, "c", ACCOUNT, rule.window_ms, 0))
             elif kind == "new_country" and has_country:
                 learner = None if exempt_of[rule] else rule
-                wanted.append((learner, "n", "cc", rule.window_ms, "country"))
+                wanted.append((learner, "n", ACCOUNT, rule.window_ms, 0))
             elif kind == "same_destination":
-                wanted.append((rule, "c", "rg", rule.window_ms, "sid"))
+                wanted.append((rule, "g", ACCOUNT, rule.window_ms, rule.range_digits))
             elif kind == "distinct_destinations":
-                wanted.append((rule, "d", "log", rule.window_ms, "number"))
+                wanted.append((rule, "d", ACCOUNT, rule.window_ms, 0))
         if has_ip:
             for rule in self.per_ip:
-                if rule.kind == "velocity" and rule.scope == "caller_ip":
-                    wanted.append((rule, "c", "ip", rule.window_ms, "acc_sid"))
+                wanted.append((rule, "c", CALLER_IP, rule.window_ms, 0))
         return wanted

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import msgpack
+
 from chargingd.alerts import Alerts
 from chargingd.billing.cdr import CDR
 from chargingd.core.config.fraud import FraudConfig
@@ -44,15 +46,16 @@ class Prepared:
 
     facts: CallFacts
     destination: Destination
-    plan: P.Plan
+    plan: P.AuthPlan
     keys: list[str]
     argv: list[Any]
     rules: tuple[Rule, ...]
 
 
 def fragment() -> str:
-    """lua/fraud.lua: fraud_check, fraud_admit and fraud_event as Lua functions (the
-    ledger's status.lua must be embedded ahead of it: ledger.steps.fused_source)."""
+    """lua/fraud.lua: fraud_seen, fraud_check, fraud_admit, fraud_save, fraud_event... as
+    Lua functions (the ledger's status.lua must be embedded ahead of it:
+    ledger.steps.fused_source)."""
     return (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
 
 
@@ -83,23 +86,31 @@ class Fraud:
         self.book = RuleBook(cfg)
         self.classifier = Classifier(cfg.high_risk_countries, cfg.high_risk_prefixes)
         self.cut_account: CutAccount | None = None  # set by sessions: cut live calls
+        # set by sessions: the key of a call's session record (a call the ledger granted:
+        # its repeats are not counted again); without, none is known
+        self.record_key: Callable[[str, str], str] = FK.no_record_key
+        longest = max((r.window_ms for r in self.book.base), default=0)
+        self.value_ttl_ms = max(longest, self.live_ttl_ms) + P.KEY_MARGIN_MS
         lua = resources.files("chargingd.fraud") / "lua"
 
         def load(name: str) -> Any:
             body = fragment() + "\n" + (lua / f"{name}.lua").read_text()
-            return redis.register_script(fused_source(body, ("status", "known")))
+            return redis.register_script(fused_source(body, ("status",)))
 
         self._check = load("check")
         self._ip_script = load("check_ip")
         self._admit = load("admit")
         self._event = load("event")
+        self._note = load("note")
+        self._unblock = load("unblock")
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
         self._splits: dict[int, tuple[tuple[Rule, ...], Any]] = {}
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
 
     async def load_scripts(self) -> None:
-        for script in (self._check, self._ip_script, self._admit, self._event):
+        scripts = (self._check, self._ip_script, self._admit, self._event, self._note)
+        for script in (*scripts, self._unblock):
             await self.redis.script_load(script.script)
 
     # -- authorize ----------------------------------------------------------------------
@@ -107,38 +118,37 @@ class Fraud:
     def prepare(self, facts: CallFacts, *, with_ip: bool = True) -> Prepared | None:
         """The arguments of this call's authorize rules; None when no rule needs Redis."""
         rules = self.book.rules_for(facts.account_id, facts.tariff)
-        own, per_ip, must_check, compiled = self._split(rules)
+        _, per_ip, must_check, compiled, _ = self._split(rules)
         dest = self.classifier.classify(facts.callee)
-        if compiled is not None:
-            plan = compiled.plan(self.clock_ms(), facts, dest, with_ip and bool(per_ip))
-        else:
-            plan = P.Plan(self.clock_ms(), facts.identity)
-            P.check_ops(plan, own, facts, dest, self.live_ttl_ms)
-            if with_ip and per_ip:
-                P.ip_ops(plan, per_ip, facts)
+        now = self.clock_ms()
+        ip = with_ip and bool(per_ip) and bool(facts.caller_ip)
+        plan = compiled.plan(now, facts, dest, ip)
         # Per-IP rules in their own script (Redis Cluster) still need this one first:
         # it tells a retransmission (fraud_seen), which they must not count again.
         ip_apart = not with_ip and bool(per_ip) and bool(facts.caller_ip)
-        if not plan.ops and not must_check and not ip_apart:
+        if not plan.rules and not must_check and not ip_apart:
             return None
-        block_keys = P.with_block(plan, self.ledger.steps, facts.account_id)
-        keys = P.head_keys(plan, FK.state_key(facts.account_id), block_keys)
-        tail_keys, tail_argv = P.authorize_tail(
-            self.ledger.steps, facts.account_id, facts.session_id
-        )
-        argv = plan.argv() + tail_argv
-        return Prepared(facts, dest, plan, keys + tail_keys, argv, rules)
+        acc, sid = facts.account_id, facts.session_id
+        block_keys = P.with_block(plan, self.ledger.steps, acc)
+        value = FK.value_key(acc)
+        ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
+        keys = [value, *block_keys, self.record_key(acc, sid), ip_value]
+        argv = [now, facts.identity, sid, plan.ops_json, dest.number, dest.country]
+        argv.append(self.ledger.steps.refusal_ttl_ms)
+        argv += plan.block_argv
+        return Prepared(facts, dest, plan, keys, argv, rules)
 
     def _split(self, rules: tuple[Rule, ...]) -> Any:
-        """P.split of a rule set and its compiled ops (None: plan.check_ops builds
-        them), worked out once per set (authorize runs it every call)."""
+        """P.split of a rule set, its compiled ops and its per-IP ops alone (Redis
+        Cluster), worked out once per set (authorize runs it every call)."""
         found = self._splits.get(id(rules))
         if found is None or found[0] is not rules:
             if len(self._splits) >= 10_000:
                 self._splits.clear()
             own, per_ip, must_check = P.split(rules)
-            compiled = Compiled(own, per_ip, self.live_ttl_ms) if Compiled.applies(own) else None
-            found = self._splits[id(rules)] = (rules, (own, per_ip, must_check, compiled))
+            compiled = Compiled(own, per_ip, self.live_ttl_ms)
+            ip_alone = Compiled((), per_ip, self.live_ttl_ms)
+            found = self._splits[id(rules)] = (rules, (own, per_ip, must_check, compiled, ip_alone))
         return found[1]
 
     async def check(self, facts: CallFacts) -> Verdict:
@@ -166,9 +176,9 @@ class Fraud:
         ip_verdict = await self._check_ip(facts)
         if not ip_verdict.allowed and ip_verdict.rule is not None:
             how = "block" if ip_verdict.decision is Decision.BLOCK else "refuse"
-            key = FK.refusal_key(facts.account_id, facts.session_id)
-            ttl = self.ledger.steps.refusal_ttl_ms
-            await self._send_command(("SET", key, f"{how}|{ip_verdict.rule.name}", "PX", ttl))
+            await self._note_call(
+                facts.account_id, facts.session_id, f"{how}|{ip_verdict.rule.name}"
+            )
             return ip_verdict, prepared
         return verdict, prepared
 
@@ -176,7 +186,7 @@ class Fraud:
         """The call ``evaluate`` allowed was granted: its country known for
         ``new_country`` (the fused script learns it after its reserve, in its own run;
         ``evaluate`` counted the call live already)."""
-        if any(op[3] == "n" for op in prepared.plan.ops):
+        if prepared.plan.learns:
             await self._send(self._admit, prepared.keys, prepared.argv)
 
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:
@@ -193,18 +203,19 @@ class Fraud:
         """Redis Cluster: the per-IP counts in their own slot; a block there blocks the
         account through the Ledger."""
         rules = self.book.rules_for(facts.account_id, facts.tariff)
-        plan = P.Plan(self.clock_ms(), facts.identity)
-        P.ip_ops(plan, rules, facts)
-        if not plan.ops:
+        ip_alone = self._split(rules)[4]
+        dest = self.classifier.classify(facts.callee)
+        plan = ip_alone.plan(self.clock_ms(), facts, dest, True)
+        if not plan.rules:
             return ALLOWED
-        state = FK.ip_state_key(facts.caller_ip)
-        rules_no_block = [r for r in plan.rules if r is not None]
-        keys = P.head_keys(plan, state, [state, state])
-        reply = await self._send(self._ip_script, keys, plan.argv())
-        verdict = P.decode(plan, reply, {r.name: r for r in rules_no_block})
+        keys = [FK.ip_value_key(facts.caller_ip)] * 5
+        argv = [plan.now_ms, facts.identity, facts.session_id, plan.ops_json, dest.number, ""]
+        argv.append(self.ledger.steps.refusal_ttl_ms)
+        reply = await self._send(self._ip_script, keys, argv)
+        verdict = P.decode(plan, reply, {r.name: r for r in plan.rules if r is not None})
         if verdict.decision is Decision.BLOCK and verdict.rule is not None:
             verdict = await self._block_by_ledger(facts.account_id, verdict)
-        self._after(verdict, facts.account_id, facts, self.classifier.classify(facts.callee))
+        self._after(verdict, facts.account_id, facts, dest)
         return verdict
 
     async def _block_by_ledger(self, account_id: str, verdict: Verdict) -> Verdict:
@@ -223,8 +234,14 @@ class Fraud:
         return Verdict(Decision.BLOCK, rule, verdict.fired, blocked_now=now)
 
     async def forget(self, account_id: str, session_id: str) -> None:
-        """A call ``check`` admitted was not granted after all: not live."""
-        await self._send_command(("ZREM", FK.live_key(account_id), session_id))
+        """A call ``check`` admitted was not granted after all: not live (and its
+        repeats go to the ledger, which refused it)."""
+        await self._note_call(account_id, session_id, "forget")
+
+    async def _note_call(self, account_id: str, session_id: str, what: str) -> None:
+        keys = [FK.value_key(account_id)]
+        argv = [self.clock_ms(), session_id, what, self.ledger.steps.refusal_ttl_ms]
+        await self._send(self._note, keys, [*argv, self.value_ttl_ms])
 
     # -- call events ----------------------------------------------------------------------
 
@@ -255,7 +272,7 @@ class Fraud:
             P.stranger_ops(plan, rules, identity, session_id)
             if not plan.ops:
                 return ALLOWED
-            state = FK.stranger_state_key(identity)
+            state = FK.stranger_value_key(identity)
             keys = P.head_keys(plan, state, [state, state])
             reply = await self._send(self._event, keys, plan.argv())
             verdict = P.decode(plan, reply, {})
@@ -270,7 +287,7 @@ class Fraud:
 
     async def _event_verdict(self, plan: P.Plan, account_id: str, rules: Sequence[Rule]) -> Verdict:
         block_keys = P.with_block(plan, self.ledger.steps, account_id)
-        keys = P.head_keys(plan, FK.state_key(account_id), block_keys)
+        keys = P.head_keys(plan, FK.value_key(account_id), block_keys)
         reply = await self._send(self._event, keys, plan.argv())
         self.counters["events"] += 1
         return P.decode(plan, reply, {r.name: r for r in rules})
@@ -291,9 +308,8 @@ class Fraud:
         account = await self.ledger.set_status(
             account_id, Status.ACTIVE, who=who, why=why, only_from=UNBLOCK_FROM
         )
-        state = FK.state_key(account_id)
-        await self.redis.delete(state)
-        await self.redis.hset(state, mapping={"since": self.clock_ms(), "unblocked_by": who})
+        keys = [FK.value_key(account_id)]
+        await self._unblock(keys=keys, args=[self.clock_ms(), who, self.value_ttl_ms])
         if self.alerts is not None:
             for rule in self.book.base:
                 await self.alerts.resolve(incident_key(rule, account_id), who=who, why=why)
@@ -301,9 +317,14 @@ class Fraud:
         return account
 
     async def state(self, account_id: str) -> dict[str, str]:
-        """The account's fraud state: blocked_by, blocked_ms, since, deny:RULE flags."""
-        raw = await self.redis.hgetall(FK.state_key(account_id))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        """The account's fraud state: blocked_by, blocked_ms, since, unblocked_by,
+        deny:RULE flags (until ms), live calls, countries called."""
+        return state_fields(await self.value(account_id))
+
+    async def value(self, account_id: str) -> dict[str, Any]:
+        """The account's value as fraud.lua keeps it ({} none)."""
+        raw = await self.redis.get(FK.value_key(account_id))
+        return unpack_value(raw)
 
     # -- after a verdict ----------------------------------------------------------------------
 
@@ -377,5 +398,29 @@ class Fraud:
         return await batcher.submit(command)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def unpack_value(raw: bytes | None) -> dict[str, Any]:
+    """A value of fraud.lua (cmsgpack), strings decoded."""
+    if raw is None:
+        return {}
+    value = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    return value if isinstance(value, dict) else {}
+
+
+def state_fields(value: dict[str, Any]) -> dict[str, str]:
+    """What ``ctl fraud state`` shows of a value."""
+    out: dict[str, str] = {}
+    for field, name in (("s", "since"), ("b", "blocked_by"), ("bm", "blocked_ms")):
+        if value.get(field):
+            out[name] = str(value[field])
+    if value.get("ub"):
+        out["unblocked_by"] = str(value["ub"])
+    deny = value.get("d")
+    for rule, until in deny.items() if isinstance(deny, dict) else ():
+        out[f"deny:{rule}"] = str(until)
+    live = value.get("l")
+    if isinstance(live, dict) and live:
+        out["live_calls"] = str(len(live))
+    countries = value.get("c")
+    if isinstance(countries, dict) and countries:
+        out["countries"] = ",".join(sorted(countries))
+    return out

@@ -1,9 +1,11 @@
 """The arguments of the fraud scripts (lua/fraud.lua), built for one call or call event,
 and their replies decoded. No I/O: engine.py sends what this builds.
 
-A plan is a list of ops, one per rule that applies to the call: which key it counts
-in, what, against which limit, and what its rule does when over it. Keys are
-numbered as the scripts see them: 1 state, 2-3 the ledger's block step, 4.. the ops'.
+An event plan (Plan) is a list of ops, one per rule the event feeds: which key it
+counts in, what, against which limit, and what its rule does when over it. Keys are
+numbered as the scripts see them: 1 the account's value, 2-3 the ledger's block step,
+4.. the ops'. An authorize plan (AuthPlan, built by compiled.py) counts in the
+account's value (and the caller IP's) only.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Any
 
 from chargingd.billing.cdr import CDR
 from chargingd.fraud import keys as FK
-from chargingd.fraud.destinations import Destination, number_range
 from chargingd.fraud.rules import Action, Rule
-from chargingd.fraud.types import ALLOWED, KNOWN, CallFacts, Decision, Fired, Verdict
+from chargingd.fraud.types import ALLOWED, KNOWN, Decision, Fired, Verdict
 from chargingd.ledger import Status
 from chargingd.ledger.steps import StepBuilder
 
@@ -43,7 +44,6 @@ class Plan:
     rules: list[Rule | None] = field(default_factory=list)  # the rule of op i + 1
     block_argv: list[Any] = field(default_factory=list)
     may_block: bool = False  # an op's rule blocks (not in shadow)
-    ops_json: str | None = None  # the ops as argv sends them, when built already
     _key_index: dict[str, int] = field(default_factory=dict)
     _ttl: dict[int, int] = field(default_factory=dict)  # key index -> longest ttl
 
@@ -83,9 +83,6 @@ class Plan:
     def argv(self) -> list[Any]:
         """ARGV: the header, the ops (one JSON array: each key's ttl on its first op),
         the block step."""
-        if self.ops_json is not None:
-            fixed = [self.now_ms, self.identity, len(self.ops), self.event_id, self.ops_json]
-            return fixed + self.block_argv
         ttl = self._ttl
         seen: set[int] = set()
         parts = []
@@ -96,7 +93,9 @@ class Plan:
                 seen.add(index)
                 parts.append(f"{head}{ttl[index]}{tail}")
         ops = "[" + ",".join(parts) + "]"
-        return [self.now_ms, self.identity, len(self.ops), self.event_id, ops, *self.block_argv]
+        value_ttl = max(ttl.values(), default=KEY_MARGIN_MS)
+        fixed: list[Any] = [self.now_ms, self.identity, self.event_id, ops, "", "", value_ttl]
+        return fixed + self.block_argv
 
     def rule_of(self, op: int) -> Rule:
         rule = self.rules[op - 1]
@@ -104,26 +103,33 @@ class Plan:
         return rule
 
 
-def head_keys(plan: Plan, state_key: str, block_keys: Sequence[str]) -> list[str]:
-    """KEYS of the script: state, the block step's two keys, then the ops' keys."""
-    return [state_key, *block_keys, *plan.keys]
+def head_keys(plan: Plan, value_key: str, block_keys: Sequence[str]) -> list[str]:
+    """KEYS of an event script: the value, the block step's two keys, the ops' keys."""
+    return [value_key, *block_keys, *plan.keys]
 
 
-def authorize_tail(
-    steps: StepBuilder, account_id: str, session_id: str
-) -> tuple[list[str], list[Any]]:
-    """What an authorize script appends to KEYS and ARGV so a retransmission is answered
-    as before (fraud.lua fraud_seen): the call's remembered refusal, the ledger's known
-    step; the session id and how long a refusal is remembered."""
-    known = steps.known(account_id, session_id)
-    keys = [FK.refusal_key(account_id, session_id), *known.keys]
-    return keys, [session_id, steps.refusal_ttl_ms]
+@dataclass
+class AuthPlan:
+    """The authorize ops of one call (compiled.py: fixed per rule set and shape of call,
+    as fraud.lua reads them) and the rule of each op."""
+
+    now_ms: int
+    rules: tuple[Rule | None, ...]  # the rule of op i + 1
+    ops_json: str
+    may_block: bool  # an op's rule blocks (not in shadow)
+    learns: bool  # a country to learn once the call is granted (new_country)
+    block_argv: list[Any] = field(default_factory=list)
+
+    def rule_of(self, op: int) -> Rule:
+        rule = self.rules[op - 1]
+        assert rule is not None, "a bookkeeping op never fires"
+        return rule
 
 
-def with_block(plan: Plan, steps: StepBuilder, account_id: str) -> list[str]:
+def with_block(plan: Plan | AuthPlan, steps: StepBuilder, account_id: str) -> list[str]:
     """The ledger's block step (built by the ledger) when an op may block; its keys."""
     if not plan.may_block:
-        return [FK.state_key(account_id)] * 2  # unused; same slot as the rest
+        return [FK.value_key(account_id)] * 2  # unused; same slot as the rest
     step = steps.status(
         account_id,
         Status.BLOCKED,
@@ -136,52 +142,12 @@ def with_block(plan: Plan, steps: StepBuilder, account_id: str) -> list[str]:
     return step.keys
 
 
-# -- authorize ----------------------------------------------------------------------
-
-
-def check_ops(
-    plan: Plan, rules: Sequence[Rule], facts: CallFacts, dest: Destination, live_ttl_ms: int
-) -> None:
-    """The ops of the authorize rules that apply to this call (IP rules excluded: see
-    ip_ops)."""
-    acc = facts.account_id
-    log = FK.log_key(acc)
-    for rule in rules:
-        kind = rule.kind
-        if kind == "velocity" and rule.scope == "account":
-            plan.add(rule, "c", log, rule.window_ms, facts.session_id)
-        elif kind == "velocity" and rule.scope == "identity" and facts.identity:
-            key = FK.identity_key(acc, facts.identity)
-            plan.add(rule, "c", key, rule.window_ms, facts.session_id)
-        elif kind == "concurrent":
-            plan.add(rule, "l", FK.live_key(acc), live_ttl_ms, facts.session_id)
-        elif kind == "destination" and dest.reasons(rule.match):
-            plan.add(rule, "c", log, rule.window_ms, facts.session_id)
-        elif kind == "new_country" and dest.country:
-            learn_only = dest.country in rule.exempt_countries
-            rule_or_none = None if learn_only else rule
-            plan.add(rule_or_none, "n", FK.countries_key(acc), rule.window_ms, dest.country)
-        elif kind == "same_destination":
-            key = FK.range_key(acc, number_range(dest.number, rule.range_digits))
-            plan.add(rule, "c", key, rule.window_ms, facts.session_id)
-        elif kind == "distinct_destinations":
-            plan.add(rule, "d", log, rule.window_ms, dest.number)
-
-
 def split(rules: Sequence[Rule]) -> tuple[tuple[Rule, ...], tuple[Rule, ...], bool]:
     """A rule set as authorize uses it: its authorize rules (but per caller IP), its
     rules per caller IP, and whether it must read deny flags (needs_check)."""
     per_ip = tuple(r for r in rules if r.kind == "velocity" and r.scope == "caller_ip")
     own = tuple(r for r in rules if r.at_authorize and r not in per_ip)
     return own, per_ip, needs_check(rules)
-
-
-def ip_ops(plan: Plan, rules: Sequence[Rule], facts: CallFacts) -> None:
-    """Velocity per caller IP: a key of every account (its own slot)."""
-    for rule in rules:
-        if rule.kind == "velocity" and rule.scope == "caller_ip" and facts.caller_ip:
-            key = FK.ip_log_key(facts.caller_ip)
-            plan.add(rule, "c", key, rule.window_ms, f"{facts.account_id}|{facts.session_id}")
 
 
 def needs_check(rules: Sequence[Rule]) -> bool:
@@ -206,7 +172,7 @@ def cdr_ops(plan: Plan, rules: Sequence[Rule], cdr: CDR) -> None:
     answered (the call was seized once); short and failed calls count a call id once."""
     acc = cdr.account_id
     plan.add(None, "u", FK.seen_key(acc), SEEN_MS, "")
-    plan.add(None, "x", FK.live_key(acc), 0, cdr.call_id, ttl_ms=0)  # ttl: check's
+    plan.add(None, "x", FK.value_key(acc), 0, cdr.call_id, ttl_ms=0)  # a live call ended
     answered = cdr.answer_ms > 0 or cdr.duration_s > 0
     spent, ratio_kind, ratio = cdr.charged_micros, "r", int(answered)
     if cdr.revision > 0:
@@ -267,7 +233,7 @@ def _alert_only(rule: Rule) -> Rule:
 # -- replies --------------------------------------------------------------------------
 
 
-def decode(plan: Plan, reply: Sequence[Any], by_name: dict[str, Rule]) -> Verdict:
+def decode(plan: Plan | AuthPlan, reply: Sequence[Any], by_name: dict[str, Rule]) -> Verdict:
     """A fraud_check / fraud_event reply as a Verdict."""
     outcome = _s(reply[0])
     if outcome == "dup":

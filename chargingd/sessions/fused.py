@@ -85,7 +85,7 @@ class FusedPath:
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
         body = fragment() + "\n" + wrapped + (lua / "session_authorize_fraud.lua").read_text()
-        embeds = ("account_check", "reserve", "status", "known")
+        embeds = ("account_check", "reserve", "status")
         self._authorize_fraud = store.redis.register_script(fused_source(body, embeds))
         store.scripts.append(self._authorize_fraud)
         self._renew = load("session_renew", ("commit", "reserve"))

@@ -62,7 +62,13 @@ from chargingd.sessions.spool import (
     entry_to_report,
     report_to_entry,
 )
-from chargingd.sessions.store import LIVE, REDIS_DOWN, SessionRecord, SessionStore
+from chargingd.sessions.store import (
+    LIVE,
+    REDIS_DOWN,
+    SessionRecord,
+    SessionStore,
+    record_key,
+)
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -133,6 +139,7 @@ class Sessions:
         self.fraud = FraudHook(fraud) if fraud is not None else None
         if fraud is not None:
             fraud.cut_account = self.cut_account
+            fraud.record_key = record_key  # a granted call's repeats are not counted again
         self.authorizer = Authorizer(
             store=self.store,
             ledger=ledger,

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from fraud_harness import LIBERIA_PREMIUM
+from fraud_harness import LIBERIA_PREMIUM, fraud_value, live_calls
 from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, write_setup
 from radius_peer import TestGateway, UdpPeer, wait_until
 from webhook_receiver import Receiver, webhook_receiver
@@ -394,7 +394,7 @@ async def test_velocity_and_concurrent_limits_hold_across_two_daemons(
         "too many calls a minute"
     }
     # Both daemons answered some of each burst; the counts are in one Redis.
-    assert await redis.zcard("{a:wide}:fr:live") == 4
+    assert len(live_calls(await fraud_value(redis, "wide"))) == 4
 
 
 async def test_a_call_that_ends_frees_its_place_for_the_next(
@@ -415,7 +415,7 @@ async def test_a_call_that_ends_frees_its_place_for_the_next(
 
 
 async def _live(redis: aioredis.Redis, account: str) -> int:
-    return int(await redis.zcard(f"{{a:{account}}}:fr:live"))
+    return len(live_calls(await fraud_value(redis, account)))
 
 
 async def wait_until_async(probe: Any, want: int, timeout_s: float = 10.0) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from fraud_harness import counted, fraud_value, live_calls
 from sessions_harness import add_account, call
 
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused
@@ -37,8 +38,8 @@ async def test_retransmission_of_a_granted_call_is_granted_again_not_refused_by_
     assert await sessions.store.find("v2") is not None
     await settle(sessions)
     assert fraud.counters["refused"] == refused  # no rule decided it again
-    # Counted once: the account's velocity log still holds four calls, v2 once.
-    assert await redis.zcard("{a:acc1}:fr:log") == 4
+    # Counted once: the account's velocity counter still holds four calls, v2 once.
+    assert counted(await fraud_value(redis)) == 4
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -52,21 +53,22 @@ async def test_retransmission_of_a_granted_call_is_not_a_second_live_call(
         assert isinstance(await sessions.authorize(call("c1")), Authorized)
     assert await sessions.authorize(call("c3")) == Refused(RefusalCode.FRAUD, "call not allowed")
     await settle(sessions)
-    assert sorted(await redis.zrange("{a:acc1}:fr:live", 0, -1)) == [b"c1", b"c2"]
+    assert live_calls(await fraud_value(redis)) == ["c1", "c2"]
 
 
 @pytest.mark.parametrize("fused", [True, False])
 async def test_retransmission_of_a_refused_call_gets_the_same_refusal(
     redis: aioredis.Redis, tmp_path: Path, fused: bool
 ) -> None:
-    sessions, _, _, _ = await build(redis, tmp_path, [VELOCITY], fused=fused)
+    half_minute = {**VELOCITY, "window_s": 30}  # shorter than a refusal is remembered (60 s)
+    sessions, _, _, _ = await build(redis, tmp_path, [half_minute], fused=fused)
     for i in range(3):
         assert isinstance(await sessions.authorize(call(f"v{i}")), Authorized)
     first = await sessions.authorize(call("v3"))
     assert first == Refused(RefusalCode.FRAUD, "slow down")
     # The window has passed for the rules (a new call is allowed again), but the
     # retransmission of v3 is the same request: the refusal is remembered.
-    sessions.clock_ms.advance(61)  # type: ignore[attr-defined]
+    sessions.clock_ms.advance(31)  # type: ignore[attr-defined]
     assert await sessions.authorize(call("v3")) == first
     assert await redis.hget("{a:acc1}:holds", "v3") is None
     assert isinstance(await sessions.authorize(call("v4")), Authorized)
@@ -100,11 +102,11 @@ async def test_a_call_refused_for_credit_teaches_the_rules_no_country(
     refused = await sessions.authorize(call("p1", user="poor"))
     assert refused == Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
     await settle(sessions)
-    assert await redis.hgetall("{a:poor}:fr:cc") == {}
-    assert await redis.zcard("{a:poor}:fr:live") == 0
+    poor = await fraud_value(redis, "poor")
+    assert not poor.get("c") and not live_calls(poor)
     # A granted call is learnt.
     assert isinstance(await sessions.authorize(call("a1")), Authorized)
-    assert list(await redis.hgetall("{a:acc1}:fr:cc")) == [b"DE"]
+    assert list((await fraud_value(redis))["c"]) == ["DE"]
 
 
 @pytest.mark.parametrize(("fused", "single_redis"), [(True, True), (False, True), (False, False)])
@@ -114,7 +116,7 @@ async def test_retransmissions_and_the_per_ip_rule_of_their_own_slot(
     """On Redis Cluster the per-IP counts run in their own script (their own slot),
     after the account's check: a repeat skips them, their refusal is remembered."""
     per_ip = {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 2,
-              "window_s": 60, "action": "refuse"}  # fmt: skip
+              "window_s": 30, "action": "refuse"}  # fmt: skip
     sessions, _, _, _ = await build(
         redis, tmp_path, [per_ip], fused=fused, single_redis=single_redis
     )
@@ -127,7 +129,7 @@ async def test_retransmissions_and_the_per_ip_rule_of_their_own_slot(
     refused = await sessions.authorize(from_ip("i2"))
     assert refused == Refused(RefusalCode.FRAUD, "call not allowed")
     assert isinstance(await sessions.authorize(from_ip("i1")), Authorized)  # granted before
-    sessions.clock_ms.advance(61)  # type: ignore[attr-defined]
+    sessions.clock_ms.advance(31)  # type: ignore[attr-defined]
     assert await sessions.authorize(from_ip("i2")) == refused  # remembered
     assert isinstance(await sessions.authorize(from_ip("i3")), Authorized)  # a new window
     await settle(sessions)

@@ -2,15 +2,17 @@
 -- that did not fuse them into its own script): a call already answered is answered the
 -- same (fraud_seen: not counted again), else fraud_check, remembering a refusal. A call
 -- the rules allow is live from here (fraud_admit 'l': concurrent authorizes on other
--- daemons count it; the caller forgets it if its reserve refuses); its country is
--- learnt only once the reserve granted it (admit.lua), as the fused script does.
--- KEYS and ARGV: see fraud.lua (with the authorize scripts' tail: fraud_seen).
+-- daemons count it; the caller forgets it if its reserve refuses, note.lua); its
+-- country is learnt only once the reserve granted it (admit.lua), as the fused script
+-- does. KEYS and ARGV: see fraud.lua (authorize).
 local seen = fraud_seen(KEYS, ARGV)
 if seen then return seen end
 local verdict = fraud_check(KEYS, ARGV)
 if verdict[1] == 'ok' then
   fraud_admit(KEYS, ARGV, 'l')
+  fraud_counted(KEYS, ARGV)
 else
   fraud_remember(KEYS, ARGV, verdict)
 end
+fraud_save(KEYS, ARGV)
 return verdict
