@@ -247,3 +247,25 @@ async def test_rules_of_other_kinds_do_not_touch_redis_when_none_applies(
     refusing = replace(fraud.book.base[0], action=fraud.book.base[0].action.REFUSE)
     fraud.book.base = (refusing,)
     assert fraud.prepare(call()) is not None  # its deny flag must be read
+
+
+async def test_windows_are_buckets_that_never_count_fewer_calls(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A window is 10 buckets (here 6 s each, from the clock's start): a bucket whose
+    calls all left the window no longer counts; the bucket the window's start cuts
+    through counts whole, so a rule fires at most one bucket early."""
+    rule = {"name": "v", "kind": "velocity", "max_calls": 3, "window_s": 60, "action": "refuse"}
+    fraud = await make_fraud(redis, clock, [rule])
+    for step in (0, 5, 25):  # calls at 0 s, 5 s (one bucket), 30 s
+        clock.advance(step)
+        assert (await fraud.check(call())).allowed
+    clock.advance(30.5)  # 60.5 s: the call at 0 s left the window, the one at 5 s did not
+    early = await fraud.check(call())
+    assert early.decision is Decision.REFUSE  # its bucket counts whole: 0, 5, 30, 60.5
+    assert [f.count for f in early.fired] == [4]
+    clock.advance(6)  # 66.5 s: that bucket has left: 30, 60.5, 66.5
+    assert (await fraud.check(call())).allowed
+    clock.advance(61)  # nothing of the old calls counts
+    verdicts = [await fraud.check(call()) for _ in range(4)]  # calls that come fast: exact
+    assert [v.allowed for v in verdicts] == [True, True, True, False]
