@@ -214,7 +214,7 @@ async def settled(world: World, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
     while time.monotonic() < deadline:
-        live = r.zcard("sess:lastseen")
+        live = sum(r.zcard(f"sess:lastseen:{g.decode()}") for g in r.smembers("sess:gateways"))
         spooled = [p for d in world.daemons for p in (d.setup.data / "spool").glob("*jsonl*")]
         pending = sum(g["pending"] + g.get("lag", 0) for g in r.xinfo_groups("cdr:stream"))
         if live == 0 and not spooled and pending == 0:

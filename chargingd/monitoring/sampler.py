@@ -1,6 +1,6 @@
 """Cluster-wide figures read from Redis on a timer, cached for /metrics, ctl and the page.
 
-Active calls (the last-seen index of live sessions), live calls per gateway, money
+Active calls (the gateways' last-seen zsets of live sessions), live calls per gateway, money
 held by currency (the ledger), exporter lag, dead letters and orphans, and the KPI
 windows. Every daemon reads the same Redis, so these are the same on every host.
 A reader that asks for ``fresh`` figures (``ctl stats``) gets them read now.
@@ -21,7 +21,7 @@ from chargingd.core.redisconn import RedisClient
 from chargingd.ledger import Ledger
 from chargingd.monitoring.kpi import window_figures
 from chargingd.monitoring.windows import ALL, BY_NAME, RESOLUTIONS, KpiStore, groups_key
-from chargingd.sessions.store import LASTSEEN, ORPHANS, gateway_key
+from chargingd.sessions.store import GATEWAYS, ORPHANS, lastseen_key
 
 log = logging.getLogger("chargingd.monitoring")
 
@@ -63,15 +63,18 @@ class ClusterSampler:
         """Read active calls, per-gateway calls, held money and the exporter's backlog."""
         async with self._lock:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(LASTSEEN)
+            pipe.smembers(GATEWAYS)
             pipe.smembers(groups_key("gateway"))
             pipe.xlen(ORPHANS)
-            active, gateways_raw, orphans = await pipe.execute()
-            gateways = sorted(g.decode() if isinstance(g, bytes) else g for g in gateways_raw)
+            live_raw, gateways_raw, orphans = await pipe.execute()
+            live_gateways = {_name(g) for g in live_raw}
+            # Every gateway with live calls, and those the KPIs know (0 when idle).
+            gateways = sorted(live_gateways | {_name(g) for g in gateways_raw})
             pipe = self.redis.pipeline(transaction=False)
             for gateway in gateways:
-                pipe.scard(gateway_key(gateway))
+                pipe.zcard(lastseen_key(gateway))
             per_gateway = dict(zip(gateways, await pipe.execute(), strict=True))
+            active = sum(int(n) for g, n in per_gateway.items() if g in live_gateways)
             reserved = await self.ledger.reserved_by_currency()
             self.live = {
                 "active_calls": int(active),
@@ -152,3 +155,7 @@ class ClusterSampler:
             metric: await self.store.series(res, metric, ALL)
             for metric in ("attempts", "answered", "authorized", "refused")
         }
+
+
+def _name(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

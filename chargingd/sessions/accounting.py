@@ -150,6 +150,7 @@ class Accounting:
             answer_ms=answer_ms_of(report),
             nas_session_id=report.call.nas_session_id,
             call_origin=report.call.call_origin,
+            gateway=report.call.gateway,
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:

@@ -22,11 +22,10 @@ from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
 from chargingd.sessions.record import record_lua
 from chargingd.sessions.store import (
     DEADLINES,
-    LASTSEEN,
     SessionRecord,
     SessionStore,
     fin_key,
-    gateway_key,
+    lastseen_key,
     live_key,
     loc_key,
     record_key,
@@ -121,7 +120,7 @@ class FusedPath:
             deadline_ms=self.ledger.new_session_deadline_ms(),
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
-        keys += [loc_key(sid), LASTSEEN, gateway_key(rec.gateway)]
+        keys += [lastseen_key(rec.gateway), loc_key(sid)]
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
         args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)
@@ -136,7 +135,9 @@ class FusedPath:
             sha = self._authorize_fraud.sha
             args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
             keys = [*checked.keys, *keys, *fraud.keys]
-        reply, created, *verdict = await self._send_with_index(sha, keys, args, step)
+        reply, created, *verdict = await self._send_with_index(
+            sha, keys, args, step, self.store.registering(rec.gateway)
+        )
         if reply == b"fraud":  # a rule refused: nothing reserved
             return FirstGrant(None, fraud=created)
         if isinstance(reply, bytes):  # b"stale" or b"inactive"
@@ -192,13 +193,18 @@ class FusedPath:
         return Closing(status, self.steps.commit_result(reply[1], acc), record)
 
     async def _send_with_index(
-        self, sha: str, keys: list[str], args: list[Any], step: ReserveStep
+        self,
+        sha: str,
+        keys: list[str],
+        args: list[Any],
+        step: ReserveStep,
+        after: list[tuple[Any, ...]] | None = None,
     ) -> Any:
-        """The script, preceded in the same pipeline by the hold-index write it needs."""
+        """The script, preceded in the same pipeline by the hold-index write it needs
+        (and followed by ``after``: the gateway registry's write, when new)."""
         script = ("EVALSHA", sha, len(keys), *keys, *args)
-        if step.index is None:
-            (reply,) = await self.store.send([script])
-            return reply
-        _, reply = await self.store.send([step.index, script])
-        self.steps.indexed(step)
-        return reply
+        before = [] if step.index is None else [step.index]
+        replies = await self.store.send([*before, script, *(after or ())])
+        if before:
+            self.steps.indexed(step)
+        return replies[len(before)]

@@ -16,6 +16,9 @@ A gateway that sends no Interim by design (credit modes hold_all and own_timer,
 sessions/modes.py) is silent for the whole call: its sessions are reaped only after
 their Session-Timeout plus a grace (``not_before``); until then they are put back in
 the index, due again at that time.
+
+The index is one last-seen zset per gateway (``sess:lastseen:GW``, registered in
+``sess:gateways``): a pass looks at each gateway's, ``limit`` sessions in all.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from typing import Any, Protocol
 from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.loops import run_every
 from chargingd.sessions.spool import Spool
-from chargingd.sessions.store import LASTSEEN, LIVE, SessionRecord, SessionStore, split_member
+from chargingd.sessions.store import (
+    LIVE,
+    SessionRecord,
+    SessionStore,
+    lastseen_key,
+    split_member,
+)
 
 log = logging.getLogger("chargingd.reaper")
 
@@ -68,23 +77,38 @@ class Reaper:
         now_ms = self.clock_ms()
         cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
         reaped = 0
-        for raw in await self.store.due(LASTSEEN, cutoff_ms, limit=limit):
+        indexes = [lastseen_key(gateway) for gateway in await self.store.gateways()]
+        for index, due in zip(
+            indexes, await self.store.due_many(indexes, cutoff_ms, limit=limit), strict=True
+        ):
+            if limit <= 0:
+                break
+            due = due[:limit]
+            limit -= len(due)
+            reaped += await self._reap(index, due, cutoff_ms, now_ms)
+        self.reaped += reaped
+        return reaped
+
+    async def _reap(self, index: str, due: list[bytes], cutoff_ms: int, now_ms: int) -> int:
+        """Close the sessions of one gateway's due entries; returns how many."""
+        reaped = 0
+        for raw in due:
             # Claimed by moving it to now: if this daemon dies mid-close (after the
             # release, before the CDR) the session is retried a window later.
-            if not await self.store.claim_until(LASTSEEN, raw, cutoff_ms, now_ms):
+            if not await self.store.claim_until(index, raw, cutoff_ms, now_ms):
                 continue
             rec = await self.store.get(*split_member(raw))
             if rec is None or rec.state != LIVE:
-                await self.store.redis.zrem(LASTSEEN, raw)
+                await self.store.redis.zrem(index, raw)
                 continue
             if rec.last_seen_ms > cutoff_ms:
                 # A packet arrived between the scan and the claim: put it back.
-                await self.store.redis.zadd(LASTSEEN, {raw: rec.last_seen_ms})
+                await self.store.redis.zadd(index, {raw: rec.last_seen_ms})
                 continue
             not_before_ms = self.not_before(rec) if self.not_before is not None else 0
             if not_before_ms > now_ms:
                 # Silent by design, within its Session-Timeout: due again at its time.
-                await self.store.redis.zadd(LASTSEEN, {raw: not_before_ms - self.stale_ms})
+                await self.store.redis.zadd(index, {raw: not_before_ms - self.stale_ms})
                 continue
             try:
                 cdr = await self.close(
@@ -109,7 +133,6 @@ class Reaper:
                 rec.last_seen_ms,
             )
             reaped += 1
-        self.reaped += reaped
         return reaped
 
     def provisional_usage_s(self, rec: SessionRecord, now_ms: int) -> int:

@@ -3,7 +3,7 @@
 ledger/ledger.py owns money; this module owns session metadata. Per-account keys carry the
 ``{a:ACCOUNT}`` hash tag (DESIGN invariant 5) so a future cluster-safe script can
 touch a session and its account together; the global indexes (deadline zset,
-last-seen zset, per-gateway sets, session locator) are separate keys.
+per-gateway last-seen zsets and their registry, session locator) are separate keys.
 
 Keys:
   {a:ACC}:r:SID        string the session record: a msgpack map (sessions/record.py)
@@ -11,8 +11,11 @@ Keys:
   {a:ACC}:live         set    live session ids of the account
   sess:loc:SID         string account id of a session (accounting finds the record)
   sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
-  sess:lastseen        zset   "ACC\\0SID" -> ms of the last packet seen
-  sess:gw:GATEWAY      set    "ACC\\0SID" of the gateway's live sessions
+  sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway
+                              (the reaper's index and the gateway's live calls together)
+  sess:gateways        set    the gateways that have a last-seen zset (written when new)
+Before them (until 2026-12) one ``sess:lastseen`` zset and a ``sess:gw:GATEWAY`` set per
+gateway: sessions/upgrade.py moves them at start.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 DEADLINES = "sess:deadlines"
-LASTSEEN = "sess:lastseen"
+GATEWAYS = "sess:gateways"
 ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
@@ -93,8 +96,9 @@ def loc_key(session_id: str) -> str:
     return f"sess:loc:{session_id}"
 
 
-def gateway_key(gateway: str) -> str:
-    return f"sess:gw:{gateway}"
+def lastseen_key(gateway: str) -> str:
+    """The last-seen zset of one gateway's live sessions."""
+    return f"sess:lastseen:{gateway}"
 
 
 class SessionStore:
@@ -145,6 +149,8 @@ class SessionStore:
         # session id -> account id: fixed for a session's life; a stale entry is noticed
         # (touch finds no record) and dropped. Saves the locator GET per accounting packet.
         self._located: dict[str, str] = {}
+        # Gateways this process has registered in GATEWAYS (SADD once, not per call).
+        self._gateways: set[str] = set()
 
     @property
     def batched(self) -> bool:
@@ -155,6 +161,33 @@ class SessionStore:
         if len(self._located) >= 100_000:
             self._located.clear()
         self._located[session_id] = account_id
+
+    def _register(self, gateway: str) -> list[tuple[Any, ...]]:
+        """The registry write for a gateway this process has not registered yet."""
+        if gateway in self._gateways:
+            return []
+        self._gateways.add(gateway)
+        return [("SADD", GATEWAYS, gateway)]
+
+    def registering(self, gateway: str) -> list[tuple[Any, ...]]:
+        """Commands to send with a new call's writes (fused path): see _register."""
+        return self._register(gateway)
+
+    async def gateways(self) -> list[str]:
+        """Every gateway with a last-seen zset. This process's own are written again
+        first (a Redis that lost the registry but not the zsets is mended here)."""
+        commands: list[tuple[Any, ...]] = []
+        if self._gateways:
+            commands.append(("SADD", GATEWAYS, *sorted(self._gateways)))
+        commands.append(("SMEMBERS", GATEWAYS))
+        *_, names = await self._send(commands)
+        return sorted(_text(name) for name in names)
+
+    async def count_live(self) -> dict[str, int]:
+        """Live sessions per gateway (the sizes of the last-seen zsets)."""
+        names = await self.gateways()
+        sizes = await self._send([("ZCARD", lastseen_key(g)) for g in names])
+        return {g: int(n) for g, n in zip(names, sizes, strict=True)}
 
     async def create(
         self, rec: SessionRecord, *, deadline_ms: int = 0, active: Step | None = None
@@ -178,8 +211,8 @@ class SessionStore:
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
                 ("SET", loc_key(rec.session_id), rec.account_id, "EX", self.session_ttl_s),
-                ("ZADD", LASTSEEN, rec.last_seen_ms or rec.auth_ms, rec.member),
-                ("SADD", gateway_key(rec.gateway), rec.member),
+                ("ZADD", lastseen_key(rec.gateway), rec.last_seen_ms or rec.auth_ms, rec.member),
+                *self._register(rec.gateway),
             ]
         )
         if created == -1:
@@ -198,8 +231,7 @@ class SessionStore:
                 ("SREM", live_key(rec.account_id), rec.session_id),
                 ("DEL", loc_key(rec.session_id)),
                 ("ZREM", DEADLINES, rec.member),
-                ("ZREM", LASTSEEN, rec.member),
-                ("SREM", gateway_key(rec.gateway), rec.member),
+                ("ZREM", lastseen_key(rec.gateway), rec.member),
             ]
         )
 
@@ -300,6 +332,7 @@ class SessionStore:
         answer_ms: int = 0,
         nas_session_id: str = "",
         call_origin: str = "",
+        gateway: str = "",
     ) -> tuple[str, int, SessionRecord | None]:
         """Raise last_usage_s to ``usage_s`` (never lower it), note the packet time.
 
@@ -308,6 +341,9 @@ class SessionStore:
         State INVALID (nothing changed): ``usage_s`` exceeds the time since authorize
         plus USAGE_SLACK_S, a broken or lying gateway. ``nas_session_id`` and
         ``call_origin`` (non-empty) are noted for the Disconnect-Request (Cisco POD).
+        ``gateway``: the packet's, whose last-seen zset is moved forward (a packet from
+        another gateway than the record's moves nothing: the reaper reads the record's
+        last_seen_ms before it reaps, so it only costs the reaper a look).
         """
         key = record_key(account_id, session_id)
         args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin)
@@ -315,7 +351,7 @@ class SessionStore:
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),
                 # XX: no-op once closed (or claimed by the reaper).
-                ("ZADD", LASTSEEN, "XX", now_ms, member(account_id, session_id)),
+                ("ZADD", lastseen_key(gateway), "XX", now_ms, member(account_id, session_id)),
             ]
         )
         if state != LIVE.encode():
@@ -373,6 +409,15 @@ class SessionStore:
         )
         return members
 
+    async def due_many(
+        self, indexes: list[str], until_ms: int, *, limit: int = 100
+    ) -> list[list[bytes]]:
+        """``due`` of several indexes in one round trip."""
+        if not indexes:
+            return []
+        commands = [("ZRANGEBYSCORE", i, "-inf", until_ms, "LIMIT", 0, limit) for i in indexes]
+        return await self._send(commands)
+
     async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
         """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets
         True): unlike ZREM, a claimer that dies leaves the entry to be retried then."""
@@ -413,8 +458,7 @@ class SessionStore:
             ("SREM", live_key(rec.account_id), rec.session_id),
             ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
             ("ZREM", DEADLINES, rec.member),
-            ("ZREM", LASTSEEN, rec.member),
-            ("SREM", gateway_key(rec.gateway), rec.member),
+            ("ZREM", lastseen_key(rec.gateway), rec.member),
             ("DEL", fin_key(rec.account_id, rec.session_id)),
         ]
 
@@ -427,25 +471,27 @@ class SessionStore:
                 out.append(rec)
         return out
 
-    async def live_of_gateway(self, gateway: str) -> list[SessionRecord]:
-        members = await self.redis.smembers(gateway_key(gateway))
-        out = []
-        for raw in sorted(members):
-            rec = await self.get(*split_member(raw))
-            if rec is not None and rec.state == LIVE:
-                out.append(rec)
-            elif rec is None:
-                await self.redis.srem(gateway_key(gateway), raw)
-        return out
-
-    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
-        """Every live session (via the last-seen index), for the admin socket."""
-        members = await self.redis.zrange(LASTSEEN, 0, limit - 1)
+    async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
+        """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
+        first); an entry whose record is gone is dropped from its zset."""
+        key = lastseen_key(gateway)
+        members = await self.redis.zrange(key, 0, limit - 1)
         out = []
         for raw in members:
             rec = await self.get(*split_member(raw))
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
+            elif rec is None:
+                await self.redis.zrem(key, raw)
+        return out
+
+    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
+        """Every live session (via the gateways' last-seen zsets), for the admin socket."""
+        out: list[SessionRecord] = []
+        for gateway in await self.gateways():
+            if len(out) >= limit:
+                break
+            out += await self.live_of_gateway(gateway, limit=limit - len(out))
         return out
 
     async def append_cdr(self, cdr: CDR) -> bytes:
@@ -461,8 +507,8 @@ class SessionStore:
 __all__ = [
     "CLOSED",
     "DEADLINES",
+    "GATEWAYS",
     "INVALID",
-    "LASTSEEN",
     "LIVE",
     "ORPHANS",
     "REDIS_DOWN",
@@ -472,7 +518,7 @@ __all__ = [
     "SessionRecord",
     "SessionStore",
     "fin_key",
-    "gateway_key",
+    "lastseen_key",
     "live_key",
     "loc_key",
     "member",

@@ -15,6 +15,16 @@ expiry, a field at its default left out as the new code does; a record that exis
 in the new format already is kept; the old hash is deleted. Two daemons starting at
 once convert each record once (the script is atomic; the loser finds no hash).
 The main process runs it before serving (app/serve.py).
+
+``upgrade_lastseen`` (also at start, after it): the last-seen index was one
+``sess:lastseen`` zset and a set ``sess:gw:GATEWAY`` per gateway; it is now one zset
+per gateway ``sess:lastseen:GATEWAY`` and the registry ``sess:gateways``
+(sessions/store.py). Each old entry of a live record moves to its gateway's zset
+with its score (``ZADD GT``: a newer score written meanwhile stays), the others are
+dropped, then the old gateway sets are deleted. Idempotent and safe with two daemons
+at once (every step is a ZADD GT / ZREM / SADD of the same values); it runs at every
+start, so entries an older daemon still wrote during a rolling upgrade move at the
+next start.
 """
 
 from __future__ import annotations
@@ -28,13 +38,16 @@ from typing import Any
 import msgpack
 from redis.asyncio.cluster import RedisCluster
 
-from chargingd.sessions.record import CODES, SessionRecord
+from chargingd.sessions.record import CODES, SessionRecord, split_member
+from chargingd.sessions.store import GATEWAYS, LIVE, lastseen_key, record_key
 
 log = logging.getLogger("chargingd.sessions.upgrade")
 
 OLD_PATTERN = "{a:*}:s:*"  # the old records; the close leases ({a:ACC}:s:SID:fin) are strings
 _OLD_INFIX = "}:s:"
 SCAN_COUNT = 1000
+OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
+OLD_GATEWAY_SETS = "sess:gw:*"  # sess:gw:GATEWAY: set of "ACC\\0SID"
 
 
 @dataclass
@@ -102,7 +115,8 @@ async def upgrade_records(redis: Any) -> UpgradeCounts:
 
 
 async def upgrade_and_log(redis: Any) -> UpgradeCounts:
-    """upgrade_records, logged: what the operator reads after an upgrade."""
+    """upgrade_records then upgrade_lastseen, logged: what the operator reads after an
+    upgrade."""
     counts = await upgrade_records(redis)
     if counts.upgraded or counts.kept_new:
         log.info(
@@ -119,4 +133,51 @@ async def upgrade_and_log(redis: Any) -> UpgradeCounts:
         log.warning(
             "%d keys like %s are no session record: left alone", counts.foreign, OLD_PATTERN
         )
+    moved = await upgrade_lastseen(redis)
+    if moved.moved or moved.dropped or moved.gateway_sets:
+        log.info(
+            "moved %d last-seen entries to the per-gateway zsets (%d of gone or closed "
+            "sessions dropped, %d old gateway sets deleted)",
+            moved.moved,
+            moved.dropped,
+            moved.gateway_sets,
+        )
+    return counts
+
+
+@dataclass
+class LastSeenCounts:
+    moved: int = 0  # entries of live records moved to their gateway's zset
+    dropped: int = 0  # entries whose record is gone or closed
+    gateway_sets: int = 0  # old sess:gw:* sets deleted
+
+
+async def upgrade_lastseen(redis: Any, *, batch: int = SCAN_COUNT) -> LastSeenCounts:
+    """Move the old last-seen index to the per-gateway zsets (see the module doc)."""
+    counts = LastSeenCounts()
+    while True:
+        entries = await redis.zrange(OLD_LASTSEEN, 0, batch - 1, withscores=True)
+        if not entries:
+            break
+        ids = [split_member(raw) for raw, _ in entries]
+        pipe = redis.pipeline(transaction=False)
+        for account_id, session_id in ids:
+            pipe.get(record_key(account_id, session_id))
+        blobs = await pipe.execute()
+        pipe = redis.pipeline(transaction=False)
+        for (raw, score), (account_id, session_id), blob in zip(entries, ids, blobs, strict=True):
+            rec = SessionRecord.unpack(account_id, session_id, blob) if blob else None
+            if rec is None or rec.state != LIVE:
+                counts.dropped += 1
+                continue
+            pipe.sadd(GATEWAYS, rec.gateway)
+            pipe.zadd(lastseen_key(rec.gateway), {raw: int(score)}, gt=True)
+            counts.moved += 1
+        await pipe.execute()
+        await redis.zrem(OLD_LASTSEEN, *(raw for raw, _ in entries))
+    scan: dict[str, Any] = {"match": OLD_GATEWAY_SETS, "count": SCAN_COUNT, "_type": "set"}
+    if isinstance(redis, RedisCluster):
+        scan["target_nodes"] = RedisCluster.PRIMARIES
+    async for key in redis.scan_iter(**scan):
+        counts.gateway_sets += int(await redis.delete(key))
     return counts

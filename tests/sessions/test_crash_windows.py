@@ -25,7 +25,7 @@ from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.reaper import Reaper
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.spool import Spool, report_to_entry
-from chargingd.sessions.store import DEADLINES, LASTSEEN, ORPHANS, fin_key, member
+from chargingd.sessions.store import DEADLINES, ORPHANS, fin_key, lastseen_key, member
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
 ANSWER_MS = T0_MS + 2_000
@@ -70,7 +70,7 @@ async def test_reaper_retries_a_session_whose_closer_died(
     await redis.set(fin_key("acc1", "s1"), "dead-closer", ex=30)  # crashed mid-close
     clock.advance(181)
     assert await sessions.reaper.run_once() == 0  # the lease is held: not now
-    assert await redis.zscore(LASTSEEN, member("acc1", "s1")) is not None
+    assert await redis.zscore(lastseen_key("10.0.0.1"), member("acc1", "s1")) is not None
     await redis.delete(fin_key("acc1", "s1"))  # the lease expired
     clock.advance(181)  # the next reaper window
     assert await sessions.reaper.run_once() == 1

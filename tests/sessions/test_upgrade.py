@@ -36,7 +36,7 @@ from chargingd.ledger import Ledger
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
 from chargingd.sessions.record import SessionRecord
-from chargingd.sessions.store import DEADLINES, LASTSEEN, live_key, loc_key, member, record_key
+from chargingd.sessions.store import DEADLINES, lastseen_key, live_key, loc_key, member, record_key
 from chargingd.sessions.upgrade import upgrade_records
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
@@ -146,7 +146,9 @@ async def test_calls_live_across_the_upgrade_continue_as_calls(
     for sid in [*CUT, *STOP, *SILENT]:  # the indexes, as the old code left them
         assert await redis.sismember(live_key(acc(sid)), sid)
         assert await redis.get(loc_key(sid)) == acc(sid).encode()
-        assert await redis.zscore(LASTSEEN, member(acc(sid), sid)) == ANSWER_MS + 60_000
+        assert await redis.zscore(lastseen_key("10.0.0.1"), member(acc(sid), sid)) == (
+            ANSWER_MS + 60_000
+        )
     again = await upgrade_records(redis)
     assert (again.upgraded, again.kept_new) == (0, 0)
 
