@@ -103,6 +103,7 @@ def make_sessions(
     data_dir: Path,
     cutter: RecordingCutter | None = None,
     credit_modes: dict[str, str] | None = None,
+    echo_class: tuple[str, ...] = (),
     **cfg: Any,
 ) -> Sessions:
     plan = make_plan()
@@ -115,6 +116,7 @@ def make_sessions(
         data_dir=data_dir,
         call_cutter=cutter,
         credit_modes=credit_modes,
+        echo_class=echo_class,
     )
 
 

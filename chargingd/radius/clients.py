@@ -28,6 +28,7 @@ class RadiusClient:
     require_message_authenticator: bool = True
     cut_backend: str = "rfc5176"  # or "kamailio_jsonrpc" (radius/kamailio_rpc.py)
     jsonrpc_url: str = ""
+    echo_class: bool = False  # Class = the account in Access-Accepts, read back in accounting
 
     @classmethod
     def from_config(cls, cfg: RadiusClientConfig, radius: RadiusConfig) -> RadiusClient:
@@ -47,6 +48,7 @@ class RadiusClient:
             ),
             cut_backend=cfg.cut_backend,
             jsonrpc_url=cfg.jsonrpc_url,
+            echo_class=cfg.echo_class,
         )
 
 

@@ -34,6 +34,7 @@ USER_NAME = 1
 USER_PASSWORD = 2
 NAS_IP_ADDRESS = 4
 REPLY_MESSAGE = 18
+CLASS = 25  # RFC 2865 §5.25: sent in Access-Accept, echoed by the client in accounting
 FRAMED_IP_ADDRESS = 8
 VENDOR_SPECIFIC = 26
 SESSION_TIMEOUT = 27
@@ -434,6 +435,13 @@ def accept_attributes(
             _currency_vsa(currency) if currency else b"",
         )
     )  # fmt: skip
+
+
+def class_attribute(value: bytes) -> bytes:
+    """A Class attribute (RFC 2865 §5.25); b"" when the value does not fit (253)."""
+    if not value or len(value) > 253:
+        return b""
+    return bytes((CLASS, len(value) + 2)) + value
 
 
 def reject_attributes(message: str, return_code: int | None) -> bytes:

@@ -39,6 +39,7 @@ from chargingd.sessions.ccapi import (
     Refused,
     UsageKind,
     UsageReport,
+    account_class,
 )
 
 log = logging.getLogger("chargingd.aaa")
@@ -306,6 +307,8 @@ class RadiusFrontend:
                 decision.currency,
                 billing_model=0 if decision.postpaid else 1,  # Cisco: 0 credit, 1 debit
             )
+            if client.echo_class:  # the account, echoed back in accounting
+                attrs += rc.class_attribute(account_class(decision.account_id))
             code = rc.ACCESS_ACCEPT
         else:
             self.counters.rejected += 1

@@ -12,7 +12,7 @@ import socket
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import RadiusClient
 from chargingd.radius.quality import call_quality
-from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport
+from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport, account_of_class
 
 
 def gateway_of(packet: rc.Packet, source_ip: str) -> str:
@@ -68,6 +68,7 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
         nas_session_id=acct_session_id if acct_session_id != session_id else "",
         call_origin=packet.cisco_value(rc.H323_CALL_ORIGIN),
         caller_ip=caller_ip_of(packet),
+        account_hint=account_of_class(packet.attrs.get(rc.CLASS, b"")) if client.echo_class else "",
     )
 
 

@@ -87,7 +87,8 @@ class Accounting:
             # as 136 years of debt. No record lives longer than session_ttl_s.
             await self.orphan(report, "invalid_usage")
             return
-        account_id = await self.store.locate(session_id)
+        # The account the gateway echoed in Class (echo_class clients), else the locator.
+        account_id = report.call.account_hint or await self.store.locate(session_id)
         rec: SessionRecord | None = None
         if account_id is None and report.kind is UsageKind.FAILED:
             # A call that was never set up and never authorized here (a switch that
@@ -117,11 +118,15 @@ class Accounting:
         session_id = report.call.session_id
         if state == INVALID:
             await self.orphan(report, "invalid_usage")
+        elif state == "missing" and report.call.account_hint:
+            # Not at the account its Class names (expired, or not one of our calls):
+            # found as a packet without Class would be (locator, else adopted).
+            await self.apply(_without_hint(report))
         elif state == "missing":  # the record expired but its locator did not
             await self.store.forget_locator(session_id)
             await self.apply(report)
         elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
-            await self.apply(report)  # a reused session id, now another account's
+            await self.apply(_without_hint(report))  # a reused id, now another account's
         elif state == CLOSED:
             await self._closed(account_id, report)
 
@@ -270,6 +275,12 @@ def answer_ms_of(report: UsageReport) -> int:
     """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
     answered = report.kind is UsageKind.START or report.usage_s > 0
     return report.event_ms - report.usage_s * 1000 if answered else 0
+
+
+def _without_hint(report: UsageReport) -> UsageReport:
+    """The report as if its Class had named no account."""
+    call = dataclasses.replace(report.call, account_hint="")
+    return dataclasses.replace(report, call=call)
 
 
 def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:

@@ -304,7 +304,12 @@ class Authorizer:
         active = self.ledger.steps.active_check(rec.account_id)
         deadline_ms = self.ledger.new_session_deadline_ms()
         try:  # False for a replayed Access-Request: kept as it was
-            created = await self.store.create(rec, deadline_ms=deadline_ms, active=active)
+            created = await self.store.create(
+                rec,
+                deadline_ms=deadline_ms,
+                active=active,
+                locator=self.store.needs_locator(rec),
+            )
         except LateWrite:
             # Too late to write the record (Redis stalled): refused, its hold undone.
             await self.ledger.refuse(rec.account_id, rec.session_id, RefusalReason.LATE.value)

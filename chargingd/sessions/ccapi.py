@@ -32,6 +32,25 @@ class UsageKind(enum.StrEnum):
     FAILED = "failed"  # the call was never set up (RADIUS Acct-Status-Type Failed, 15)
 
 
+# RADIUS Class (RFC 2865 §5.25) of an Access-Accept for clients with echo_class: the
+# account, read back from their Accounting-Requests instead of the session locator.
+CLASS_PREFIX = b"chargingd:"
+
+
+def account_class(account_id: str) -> bytes:
+    """The Class value naming ``account_id``; b"" when it does not fit an attribute
+    (then the session keeps its locator)."""
+    value = CLASS_PREFIX + account_id.encode()
+    return value if len(value) <= 253 else b""
+
+
+def account_of_class(value: bytes) -> str:
+    """The account a Class value names ("" when it is not one of ours)."""
+    if not value.startswith(CLASS_PREFIX):
+        return ""
+    return value[len(CLASS_PREFIX) :].decode("utf-8", "replace")
+
+
 @dataclass(frozen=True)
 class CallInfo:
     """Who calls whom through which gateway, as the frontend saw it (raw numbers)."""
@@ -54,6 +73,9 @@ class CallInfo:
     # Where the call came from, when the gateway says (the fraud rules count calls per
     # caller IP): an IP address, "" unknown.
     caller_ip: str = ""
+    # Accounting only: the account the gateway echoed in Class (clients with
+    # echo_class; "" none): the session's record is found without the locator.
+    account_hint: str = ""
 
 
 @dataclass(frozen=True)

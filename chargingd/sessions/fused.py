@@ -120,7 +120,9 @@ class FusedPath:
             deadline_ms=self.ledger.new_session_deadline_ms(),
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
-        keys += [lastseen_key(rec.gateway), loc_key(sid)]
+        keys.append(lastseen_key(rec.gateway))
+        if self.store.needs_locator(rec):
+            keys.append(loc_key(sid))
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
         args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)

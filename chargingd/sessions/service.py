@@ -94,9 +94,12 @@ class Sessions:
         source: str = "radius",
         fraud: Fraud | None = None,
         credit_modes: Mapping[str, str] | None = None,
+        echo_class: Iterable[str] = (),
     ) -> None:
         """``fraud``: the process's fraud rules ([fraud] enabled), run in authorize; a
-        rule that blocks an account cuts its live calls through this object."""
+        rule that blocks an account cuts its live calls through this object.
+        ``echo_class``: the RADIUS clients that echo the Access-Accept's Class (their
+        calls get no session locator)."""
         self.redis = redis
         self.modes = CreditModes(credit_modes)
         self.ledger = ledger
@@ -111,6 +114,7 @@ class Sessions:
             session_ttl_s=cfg.session_ttl_s,
             closed_ttl_s=cfg.closed_ttl_s,
             batcher=ledger.batcher,  # one pipeline per loop tick for both
+            echo_class=frozenset(echo_class),
         )
         # One round trip per step on a single Redis; step by step on a cluster.
         self.fused = FusedPath(self.store, ledger) if self.store.batched else None
@@ -212,8 +216,13 @@ class Sessions:
         self.cutter.frontend = self.cut_router
 
     def name_source(self, clients: Iterable[str], source: str) -> None:
-        """The CDRs of these clients' calls say ``source`` ("diameter" for its peers)."""
-        self.closer.client_sources.update(dict.fromkeys(clients, source))
+        """The CDRs of these clients' calls say ``source`` ("diameter" for its peers);
+        a Diameter peer's calls keep their locator whatever a RADIUS client of the same
+        name says (CCRs name no account)."""
+        names = list(clients)
+        self.closer.client_sources.update(dict.fromkeys(names, source))
+        if source != "radius":
+            self.store.echo_class = self.store.echo_class - frozenset(names)
 
     # -- authorize ------------------------------------------------------------------
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
@@ -445,6 +454,8 @@ def build_sessions(
         source=source,
         fraud=fraud,
         credit_modes={c.name: c.credit_mode for c in cfg.radius.clients},
+        # RADIUS clients only: Diameter peers keep the locator (name_source).
+        echo_class=[c.name for c in cfg.radius.clients if c.echo_class],
     )
 
 

@@ -9,7 +9,9 @@ Keys:
   {a:ACC}:r:SID        string the session record: a msgpack map (sessions/record.py)
   {a:ACC}:s:SID:fin    string closing lease (one closer writes the CDR)
   {a:ACC}:live         set    live session ids of the account
-  sess:loc:SID         string account id of a session (accounting finds the record)
+  sess:loc:SID         string account id of a session (accounting finds the record); not
+                              written for clients whose gateways echo the account in
+                              RADIUS Class (echo_class: SessionStore.needs_locator)
   sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
   sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway
                               (the reaper's index and the gateway's live calls together)
@@ -33,6 +35,7 @@ from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
 from chargingd.ledger.steps import Step, fused_source
+from chargingd.sessions.ccapi import account_class
 from chargingd.sessions.record import (
     CLOSED,
     LIVE,
@@ -112,14 +115,18 @@ class SessionStore:
         closed_ttl_s: int,
         batch_commands: bool | None = None,
         batcher: CommandBatcher | None = None,
+        echo_class: frozenset[str] = frozenset(),
     ) -> None:
-        """``batch_commands``: send the hot-path commands of one loop tick as one
-        pipeline (ledger.batch.CommandBatcher); default on unless Redis Cluster.
-        ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
+        """``echo_class``: the clients whose accounting names the account (RADIUS Class):
+        their authorized calls get no locator. ``batch_commands``: send the hot-path
+        commands of one loop tick as one pipeline (ledger.batch.CommandBatcher); default
+        on unless Redis Cluster. ``batcher``: that pipeline, shared with the Ledger (one
+        per tick for both)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
         self.session_ttl_s = session_ttl_s
         self.closed_ttl_s = closed_ttl_s
+        self.echo_class = echo_class
         lua = resources.files("chargingd.sessions").joinpath("lua")
 
         def load(name: str) -> Any:
@@ -157,6 +164,11 @@ class SessionStore:
         """True on a single Redis: one pipeline per tick, fused cross-slot scripts allowed."""
         return self._batcher is not None
 
+    def needs_locator(self, rec: SessionRecord) -> bool:
+        """False when the call's accounting will name its account (the client echoes
+        the Access-Accept's Class, and the account fits in one)."""
+        return rec.client not in self.echo_class or not account_class(rec.account_id)
+
     def remember_locator(self, session_id: str, account_id: str) -> None:
         if len(self._located) >= 100_000:
             self._located.clear()
@@ -190,7 +202,12 @@ class SessionStore:
         return {g: int(n) for g, n in zip(names, sizes, strict=True)}
 
     async def create(
-        self, rec: SessionRecord, *, deadline_ms: int = 0, active: Step | None = None
+        self,
+        rec: SessionRecord,
+        *,
+        deadline_ms: int = 0,
+        active: Step | None = None,
+        locator: bool = True,
     ) -> bool:
         """Write a new live record; False when one exists already (replayed authorize).
 
@@ -198,7 +215,8 @@ class SessionStore:
         are harmless without the record: readers skip members whose record is gone).
         ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
         ``active`` (the ledger's StepBuilder.active_check): only while the account is
-        active, else AccountInactive and nothing written.
+        active, else AccountInactive and nothing written. ``locator``: write
+        sess:loc:SID (False: the gateway names the account in its accounting).
         """
         args: list[str | int | bytes] = [self.session_ttl_s, rec.session_id, deadline_ms]
         args.append(rec.pack())
@@ -207,10 +225,11 @@ class SessionStore:
             keys += active.keys
             args += active.argv
         self.remember_locator(rec.session_id, rec.account_id)
+        locating = [("SET", loc_key(rec.session_id), rec.account_id, "EX", self.session_ttl_s)]
         created, *_ = await self._send(
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
-                ("SET", loc_key(rec.session_id), rec.account_id, "EX", self.session_ttl_s),
+                *(locating if locator else ()),
                 ("ZADD", lastseen_key(rec.gateway), rec.last_seen_ms or rec.auth_ms, rec.member),
                 *self._register(rec.gateway),
             ]
@@ -319,8 +338,23 @@ class SessionStore:
         return SessionRecord.unpack(account_id, session_id, raw)
 
     async def find(self, session_id: str) -> SessionRecord | None:
+        """A session by its id alone (operator kill): its locator, else (a call of an
+        echo_class client has none) a search of the gateways' last-seen zsets."""
         account_id = await self.locate(session_id, fresh=True)
+        if account_id is None:
+            account_id = await self._search(session_id)
         return None if account_id is None else await self.get(account_id, session_id)
+
+    async def _search(self, session_id: str) -> str | None:
+        """The account of a live session without a locator: ZSCAN of every gateway's
+        last-seen zset for "*\\0SID" (admin only: O(live calls))."""
+        pattern = "*\0" + "".join("\\" + c if c in "*?[]\\" else c for c in session_id)
+        for gateway in await self.gateways():
+            async for raw, _ in self.redis.zscan_iter(lastseen_key(gateway), match=pattern):
+                account_id, sid = split_member(raw)
+                if sid == session_id:
+                    return account_id
+        return None
 
     async def touch(
         self,

@@ -116,7 +116,7 @@ def test_commented_client_example_shows_the_defaults() -> None:
     built = config_from_dict({"radius": {"clients": [client]}}).radius.clients[0]
     plain = RadiusClientConfig(name=built.name, address=built.address, secret=built.secret)
     assert built == plain
-    assert {"credit_mode", "cut_backend", "jsonrpc_url"} <= set(client)
+    assert {"credit_mode", "cut_backend", "jsonrpc_url", "echo_class"} <= set(client)
 
 
 def test_kamailio_client_with_its_cut_backend() -> None:

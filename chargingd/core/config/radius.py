@@ -73,6 +73,10 @@ class RadiusClientConfig:
     cut_backend: str = "rfc5176"
     # kamailio_jsonrpc: Kamailio's jsonrpcs over xhttp, "http://IP:PORT/RPC".
     jsonrpc_url: str = ""
+    # The client echoes the Class of the Access-Accept (RFC 2865 §5.25) in its
+    # Accounting-Requests: chargingd puts the account in it and writes no session
+    # locator in Redis for its calls (docs/radius.md "Class"). Off: the locator is kept.
+    echo_class: bool = False
 
     def validate(self) -> None:
         if not self.name:
