@@ -78,12 +78,20 @@ class SessionRecord:
 
     def stored(self, *, omit: tuple[str, ...] = ()) -> dict[str, str | int]:
         """Code -> value of the fields that differ from their defaults (state always),
-        ``omit`` left out: the map the record is stored as."""
+        ``omit`` left out: the map the record is stored as. Not stored twice: a
+        conf_id equal to the session id (Cisco: the session id is the h323-conf-id)
+        is the flag ``SAME_CONF_ID``, a last_seen_ms equal to auth_ms (a new call) is
+        left out (from_fields restores both)."""
         out = {
             code: value
             for code, value, default in zip(_CODE_LIST, _values(self), _DEFAULT_LIST, strict=True)
             if value != default
         }
+        if self.conf_id and self.conf_id == self.session_id:
+            del out[_CONF_ID]
+            out[SAME_CONF_ID] = 1
+        if self.last_seen_ms == self.auth_ms:
+            out.pop(_LAST_SEEN, None)
         for name in omit:
             out.pop(CODES[name], None)
         return out
@@ -111,6 +119,10 @@ class SessionRecord:
             if spec is not None and data is not None:
                 name, kind = spec
                 values[name] = data if type(data) is kind else kind(data)
+        if raw.get(SAME_CONF_ID):
+            values["conf_id"] = session_id
+        if _LAST_SEEN not in raw:
+            values["last_seen_ms"] = values.get("auth_ms", 0)
         return cls.build(**values)
 
     @classmethod
@@ -162,6 +174,9 @@ CODES: dict[str, str] = {
     "reported_usage_s": "ru",
     "cdr_revision": "rv",
 }
+# Not a field: 1 when conf_id is the session id (stored once, in the key).
+SAME_CONF_ID = "cq"
+_CONF_ID, _LAST_SEEN = CODES["conf_id"], CODES["last_seen_ms"]
 _KEYED = ("session_id", "account_id")  # in the key, not in the value
 _ALWAYS = object()  # a default no value equals: the field is always stored (state)
 
