@@ -25,6 +25,11 @@ dropped, then the old gateway sets are deleted. Idempotent and safe with two dae
 at once (every step is a ZADD GT / ZREM / SADD of the same values); it runs at every
 start, so entries an older daemon still wrote during a rolling upgrade move at the
 next start.
+
+``upgrade_live_sets`` (at start too): an account's live session ids were a set
+``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
+small hash as a listpack, a set of strings as a hashtable). Each old set is merged
+into the hash in one script (same slot), its expiry kept, then deleted.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import msgpack
 from redis.asyncio.cluster import RedisCluster
 
 from chargingd.sessions.record import CODES, SessionRecord, split_member
-from chargingd.sessions.store import GATEWAYS, LIVE, lastseen_key, record_key
+from chargingd.sessions.store import GATEWAYS, LIVE, lastseen_key, live_key, record_key
 
 log = logging.getLogger("chargingd.sessions.upgrade")
 
@@ -48,6 +53,17 @@ _OLD_INFIX = "}:s:"
 SCAN_COUNT = 1000
 OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
 OLD_GATEWAY_SETS = "sess:gw:*"  # sess:gw:GATEWAY: set of "ACC\\0SID"
+OLD_LIVE_SETS = "{a:*}:live"  # {a:ACC}:live: set of the account's live session ids
+# KEYS[1] the old set, KEYS[2] the new hash: merged, the longer expiry kept, set deleted.
+_LIVE_SET_TO_HASH = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'set' then return -1 end
+local ids = redis.call('SMEMBERS', KEYS[1])
+for _, id in ipairs(ids) do redis.call('HSETNX', KEYS[2], id, '') end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
 
 
 @dataclass
@@ -133,6 +149,9 @@ async def upgrade_and_log(redis: Any) -> UpgradeCounts:
         log.warning(
             "%d keys like %s are no session record: left alone", counts.foreign, OLD_PATTERN
         )
+    sets, ids = await upgrade_live_sets(redis)
+    if sets:
+        log.info("moved %d live session ids of %d accounts to their hashes", ids, sets)
     moved = await upgrade_lastseen(redis)
     if moved.moved or moved.dropped or moved.gateway_sets:
         log.info(
@@ -181,3 +200,23 @@ async def upgrade_lastseen(redis: Any, *, batch: int = SCAN_COUNT) -> LastSeenCo
     async for key in redis.scan_iter(**scan):
         counts.gateway_sets += int(await redis.delete(key))
     return counts
+
+
+async def upgrade_live_sets(redis: Any) -> tuple[int, int]:
+    """Merge every old live set into its account's hash (see the module doc); returns
+    (sets converted, session ids moved)."""
+    script = redis.register_script(_LIVE_SET_TO_HASH)
+    scan: dict[str, Any] = {"match": OLD_LIVE_SETS, "count": SCAN_COUNT, "_type": "set"}
+    if isinstance(redis, RedisCluster):
+        scan["target_nodes"] = RedisCluster.PRIMARIES
+    sets = ids = 0
+    async for raw in redis.scan_iter(**scan):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        if not key.startswith("{a:") or not key.endswith("}:live"):
+            continue
+        account_id = key[len("{a:") : -len("}:live")]
+        moved = int(await script(keys=[key, live_key(account_id)]))
+        if moved >= 0:
+            sets += 1
+            ids += moved
+    return sets, ids

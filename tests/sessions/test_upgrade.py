@@ -144,7 +144,7 @@ async def test_calls_live_across_the_upgrade_continue_as_calls(
         ttl = await redis.pttl(record_key(acc(sid), sid))
         assert ttls[sid] - 2_000 < ttl <= ttls[sid]  # same expiry
     for sid in [*CUT, *STOP, *SILENT]:  # the indexes, as the old code left them
-        assert await redis.sismember(live_key(acc(sid)), sid)
+        assert await redis.hexists(live_key(acc(sid)), sid)
         assert await redis.get(loc_key(sid)) == acc(sid).encode()
         assert await redis.zscore(lastseen_key("10.0.0.1"), member(acc(sid), sid)) == (
             ANSWER_MS + 60_000

@@ -3,7 +3,7 @@
 -- are global keys, so Redis Cluster uses Ledger.reserve + SessionStore.create).
 -- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
--- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:live
+-- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:calls
 -- KEYS[8] sess:lastseen:GATEWAY   KEYS[9] sess:loc:SID (absent: no locator written, the
 --   gateway echoes the account in Class)
 -- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
@@ -42,7 +42,7 @@ local credit = res[2] + res[3]
 if ARGV[23] == '1' then credit = res[2] end
 local rec = ARGV[22] .. cmsgpack.pack($credit_micros, credit)
 if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
-redis.call('SADD', KEYS[7], ARGV[1])
+redis.call('HSET', KEYS[7], ARGV[1], '')
 redis.call('EXPIRE', KEYS[7], ARGV[13])
 redis.call('ZADD', KEYS[8], ARGV[16], ARGV[15])
 if KEYS[9] then redis.call('SET', KEYS[9], ARGV[14], 'EX', ARGV[13]) end

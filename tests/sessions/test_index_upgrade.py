@@ -7,6 +7,9 @@ entries then put back as the old code left them (same members, same scores); a n
 daemon sees none of them until upgrade_lastseen (two at once) moves them. Then the
 gateway's Accounting-On closes its calls, the reaper reaps the silent ones, a Stop
 closes the last, and ``list_sessions`` (ctl) lists them until then.
+
+The same for an account's live session ids, a set ``{a:ACC}:live`` before and a hash
+``{a:ACC}:calls`` now (upgrade_live_sets): a top-up and a block's cut find the calls.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from sessions_harness import (
 
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
-from chargingd.sessions.store import GATEWAYS, lastseen_key, member
-from chargingd.sessions.upgrade import OLD_LASTSEEN, upgrade_lastseen
+from chargingd.sessions.store import GATEWAYS, lastseen_key, live_key, member
+from chargingd.sessions.upgrade import OLD_LASTSEEN, upgrade_lastseen, upgrade_live_sets
 
 GW1, GW2 = "10.0.0.1", "10.0.0.2"
 SILENT = ["silent0", "silent1"]  # on GW1: never heard of again, reaped
@@ -120,3 +123,42 @@ async def test_old_lastseen_index_moves_to_the_gateway_zsets(
     for sid in live:
         account = await ledger.get_account(acc(sid))
         assert account.reserved_micros == 0, sid
+
+
+async def test_old_live_sets_move_to_the_account_hashes(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path
+) -> None:
+    await add_account(ledger, "acc1", balance_micros=10 * EUR, identities=("user:alice",))
+    await add_account(ledger, "acc2", balance_micros=10 * EUR, identities=("user:bob",))
+    cutter = RecordingCutter()
+    sessions = make_sessions(redis, ledger, clock, tmp_path, cutter)
+    calls = {"acc1": ["a1", "a2"], "acc2": ["b1"]}
+    clock.now_ms = T0_MS
+    for account_id, sids in calls.items():
+        user = "alice" if account_id == "acc1" else "bob"
+        for sid in sids:
+            assert isinstance(await sessions.authorize(call(sid, user=user)), Authorized)
+    ttls = {}
+    for account_id, sids in calls.items():  # as the old code kept them: a set
+        key = live_key(account_id)
+        assert sorted(await redis.hkeys(key)) == sorted(s.encode() for s in sids)
+        ttls[account_id] = await redis.pttl(key)
+        old = "{a:" + account_id + "}:live"
+        await redis.sadd(old, *sids)
+        await redis.pexpire(old, ttls[account_id])
+        await redis.delete(key)
+    assert await sessions.store.live_of_account("acc1") == []  # not seen before
+
+    first, second = await asyncio.gather(upgrade_live_sets(redis), upgrade_live_sets(redis))
+    assert first[0] + second[0] == 2 and first[1] + second[1] == 3
+    assert await upgrade_live_sets(redis) == (0, 0)
+    for account_id, sids in calls.items():
+        assert await redis.exists("{a:" + account_id + "}:live") == 0
+        assert sorted(await redis.hkeys(live_key(account_id))) == sorted(s.encode() for s in sids)
+        assert ttls[account_id] - 2_000 < await redis.pttl(live_key(account_id))
+    assert sorted(r.session_id for r in await sessions.store.live_of_account("acc1")) == [
+        "a1",
+        "a2",
+    ]
+    assert await sessions.cut_account("acc2") == 1
+    assert [ref.session_id for ref, _ in cutter.disconnects] == ["b1"]
