@@ -10,7 +10,11 @@ Keys:
   {a:ACC}:s:SID:fin    string closing lease (one closer writes the CDR)
   {a:ACC}:calls        hash   live session ids of the account -> "" (a hash, not a set:
                               Redis 7.0 keeps a small hash as a listpack, ~30 bytes
-                              a call where a set of strings takes ~84)
+                              a call where a set of strings takes ~84). No expiry
+                              (none written per authorize): a close or discard removes
+                              its id, and live_of_account the ids whose record is gone
+                              (expired unclosed), so the hash empties, and goes, with
+                              the account's calls
   sess:loc:SID         string account id of a session (accounting finds the record); not
                               written for clients whose gateways echo the account in
                               RADIUS Class (echo_class: SessionStore.needs_locator)
@@ -499,12 +503,16 @@ class SessionStore:
         ]
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
-        ids = await self.redis.hkeys(live_key(account_id))
+        """The account's live sessions; an id whose record is gone is dropped."""
+        key = live_key(account_id)
+        ids = await self.redis.hkeys(key)
         out = []
         for sid in sorted(ids):
             rec = await self.get(account_id, sid.decode())
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
+            elif rec is None:
+                await self.redis.hdel(key, sid)
         return out
 
     async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:

@@ -29,7 +29,8 @@ next start.
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
 small hash as a listpack, a set of strings as a hashtable). Each old set is merged
-into the hash in one script (same slot), its expiry kept, then deleted.
+into the hash in one script (same slot), then deleted. The hash has no expiry (closes
+empty it; readers drop the ids of records gone).
 """
 
 from __future__ import annotations
@@ -54,13 +55,11 @@ SCAN_COUNT = 1000
 OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
 OLD_GATEWAY_SETS = "sess:gw:*"  # sess:gw:GATEWAY: set of "ACC\\0SID"
 OLD_LIVE_SETS = "{a:*}:live"  # {a:ACC}:live: set of the account's live session ids
-# KEYS[1] the old set, KEYS[2] the new hash: merged, the longer expiry kept, set deleted.
+# KEYS[1] the old set, KEYS[2] the new hash (no expiry): merged, the set deleted.
 _LIVE_SET_TO_HASH = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'set' then return -1 end
 local ids = redis.call('SMEMBERS', KEYS[1])
 for _, id in ipairs(ids) do redis.call('HSETNX', KEYS[2], id, '') end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 and redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('DEL', KEYS[1])
 return #ids
 """

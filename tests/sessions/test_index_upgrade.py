@@ -138,14 +138,12 @@ async def test_old_live_sets_move_to_the_account_hashes(
         user = "alice" if account_id == "acc1" else "bob"
         for sid in sids:
             assert isinstance(await sessions.authorize(call(sid, user=user)), Authorized)
-    ttls = {}
-    for account_id, sids in calls.items():  # as the old code kept them: a set
+    for account_id, sids in calls.items():  # as the old code kept them: a set, an expiry
         key = live_key(account_id)
         assert sorted(await redis.hkeys(key)) == sorted(s.encode() for s in sids)
-        ttls[account_id] = await redis.pttl(key)
         old = "{a:" + account_id + "}:live"
         await redis.sadd(old, *sids)
-        await redis.pexpire(old, ttls[account_id])
+        await redis.expire(old, 3600)
         await redis.delete(key)
     assert await sessions.store.live_of_account("acc1") == []  # not seen before
 
@@ -155,10 +153,29 @@ async def test_old_live_sets_move_to_the_account_hashes(
     for account_id, sids in calls.items():
         assert await redis.exists("{a:" + account_id + "}:live") == 0
         assert sorted(await redis.hkeys(live_key(account_id))) == sorted(s.encode() for s in sids)
-        assert ttls[account_id] - 2_000 < await redis.pttl(live_key(account_id))
+        assert await redis.pttl(live_key(account_id)) == -1  # closes empty it
     assert sorted(r.session_id for r in await sessions.store.live_of_account("acc1")) == [
         "a1",
         "a2",
     ]
     assert await sessions.cut_account("acc2") == 1
     assert [ref.session_id for ref, _ in cutter.disconnects] == ["b1"]
+
+
+async def test_live_hash_empties_without_an_expiry(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path
+) -> None:
+    """No expiry is written per authorize: a close removes the call's id, and an id whose
+    record expired unclosed is dropped by the next reader, so the hash goes with the
+    account's calls."""
+    await add_account(ledger, "acc1", balance_micros=10 * EUR, identities=("user:alice",))
+    sessions = make_sessions(redis, ledger, clock, tmp_path, RecordingCutter())
+    clock.now_ms = T0_MS
+    for sid in ("x1", "x2"):
+        assert isinstance(await sessions.authorize(call(sid)), Authorized)
+    assert await redis.pttl(live_key("acc1")) == -1
+    await sessions.account(usage(call("x1"), UsageKind.STOP, 0, T0_MS))
+    assert await redis.hkeys(live_key("acc1")) == [b"x2"]
+    await redis.delete("{a:acc1}:r:x2")  # expired without a close
+    assert await sessions.store.live_of_account("acc1") == []
+    assert await redis.exists(live_key("acc1")) == 0

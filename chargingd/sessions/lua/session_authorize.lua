@@ -42,8 +42,7 @@ local credit = res[2] + res[3]
 if ARGV[23] == '1' then credit = res[2] end
 local rec = ARGV[22] .. cmsgpack.pack($credit_micros, credit)
 if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
-redis.call('HSET', KEYS[7], ARGV[1], '')
-redis.call('EXPIRE', KEYS[7], ARGV[13])
+redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
 redis.call('ZADD', KEYS[8], ARGV[16], ARGV[15])
 if KEYS[9] then redis.call('SET', KEYS[9], ARGV[14], 'EX', ARGV[13]) end
 return {res, 1}

@@ -1,7 +1,7 @@
 -- session_create: write a new live session record unless one exists (sessions/store.py).
 -- KEYS[1] = {a:ACC}:r:SID    the session record (a msgpack map, sessions/record.py)
 -- KEYS[2] = {a:ACC}:calls    live session ids of the account (hash: SID -> '')
--- ARGV[1] = ttl_s             record and live-hash TTL
+-- ARGV[1] = ttl_s             the record's TTL
 -- ARGV[2] = session id
 -- ARGV[3] = deadline ms on Redis's clock ('0' none): an authorize's write that runs
 --           later (its caller gave up: Redis stalled) writes nothing
@@ -25,6 +25,5 @@ end
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[1]) then
   return 0
 end
-redis.call('HSET', KEYS[2], ARGV[2], '')
-redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], '')  -- no expiry: emptied by the closes (store.py)
 return 1
