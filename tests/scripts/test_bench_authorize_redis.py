@@ -1,0 +1,32 @@
+"""scripts/bench_authorize_redis.py: Redis's CPU, commands and memory per authorize, on
+its own redis-server; with --echo-class no locator is written (one SET fewer)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from paths import REPO
+
+BENCH = REPO / "scripts" / "bench_authorize_redis.py"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server on PATH")
+def test_bench_prints_cpu_commands_and_memory_per_authorize() -> None:
+    sets = {}
+    for extra in ([], ["--echo-class"]):
+        out = subprocess.run(
+            [sys.executable, str(BENCH), "--calls", "300", "--accounts", "20", *extra],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        head = re.search(r"Redis CPU ([\d.]+) us per authorize .* used_memory (\d+) bytes", out)
+        assert head and float(head[1]) > 0 and int(head[2]) > 0, out
+        evalsha = re.search(r"evalsha\s+calls\s+([\d.]+)", out)
+        assert evalsha and float(evalsha[1]) == 1.0, out
+        found = re.search(r"\bset\s+calls\s+([\d.]+)", out)
+        assert found, out
+        sets[bool(extra)] = float(found[1])
+    assert sets == {False: 2.0, True: 1.0}  # the record and the locator; the record only
