@@ -231,9 +231,14 @@ REACHES: dict[str, Check] = {
     "export.csv_rotate_s": lambda b: b.exporter.csv.rotate_s,
     "demo.accounts": lambda b: b.demo_accounts,
     "radius.clients": lambda b: [
-        # The credit mode is the sessions' (they decide), the rest the frontend's.
+        # The credit mode is the sessions' (they decide), the rest the frontend's;
+        # echo_class both's (the frontend sends Class, the sessions write no locator).
         _client_as_configured(b.frontend.clients.by_name("gw1"))
         | {"credit_mode": b.sessions.modes.of("gw1")}
+        | {
+            "echo_class": b.frontend.clients.by_name("gw1").echo_class
+            and "gw1" in b.sessions.store.echo_class
+        }
     ],
     "radius.enabled": lambda b: b.radius_enabled,
     "alerts.dedup_window_s": lambda b: b.alerts.store.window_ms // 1000,
