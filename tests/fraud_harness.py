@@ -17,6 +17,7 @@ from chargingd.billing.cdr import CDR
 from chargingd.core.config import config_from_dict
 from chargingd.fraud import CallFacts, Fraud
 from chargingd.fraud.engine import unpack_value
+from chargingd.fraud.plan import member_hash
 from chargingd.ledger import Ledger, Mode
 
 _ids = itertools.count(1)
@@ -142,8 +143,14 @@ async def fraud_value(redis: aioredis.Redis, account_id: str = "acc1") -> dict[s
 
 def counted(value: dict[str, Any]) -> int:
     """The calls the authorize counters of a value hold (every counter, every bucket)."""
-    return sum(sum(c[2::3]) for c in value.get("w", {}).values())
+    counters = value.get("w", {}).values()  # one call: a number; more: buckets
+    return sum(1 if isinstance(c, int) else sum(c[2::3]) for c in counters)
 
 
-def live_calls(value: dict[str, Any]) -> list[str]:
+def live_calls(value: dict[str, Any]) -> list[int]:
+    """The live calls of a value: their session ids' hashes (plan.member_hash), sorted."""
     return sorted(value.get("l") or {})
+
+
+def hashes(*texts: str) -> list[int]:
+    return sorted(member_hash(t) for t in texts)

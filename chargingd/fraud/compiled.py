@@ -4,15 +4,18 @@ Which ops a call gets depends on its rule set and its shape only (an identity or
 a caller IP or not, which destination rules the number matches, a country or not,
 which new_country rules exempt it): the account, identity, session, number and
 country travel apart (fraud.lua builds the counter ids and ranges from them). For
-each shape seen, a Template holds the ops as fraud.lua reads them (one JSON string,
-sent as it is), their rules and whether one may block; a call only picks it.
+each shape seen, a Template holds the ops as fraud.lua reads them (one msgpack array,
+sent as it is: the script decodes it with cmsgpack, about 4 us less than the same
+ops as JSON through cjson), their rules and whether one may block; a call only
+picks it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import msgpack
 
 from chargingd.fraud import plan as P
 from chargingd.fraud.destinations import Destination
@@ -28,10 +31,12 @@ ACCOUNT, CALLER_IP = 1, 5  # the KEYS index of the value an op counts in (fraud.
 class Template:
     """The ops of one shape of call: fraud.lua's JSON, their rules."""
 
-    ops_json: str
+    ops: bytes  # fraud.lua's flat msgpack array, 8 fields an op
     rules: tuple[Rule | None, ...]
     may_block: bool
     learns: bool
+    ttl_ms: int  # how long the account's value must live at least (its ops' longest)
+    ip_ttl_ms: int  # the caller IP's
 
 
 class Compiled:
@@ -60,24 +65,27 @@ class Compiled:
             if len(self._templates) >= MAX_SHAPES:
                 self._templates.clear()
             t = self._templates[shape] = self.template(shape)
-        return P.AuthPlan(now_ms, t.rules, t.ops_json, t.may_block, t.learns)
+        return P.AuthPlan(now_ms, t.rules, t.ops, t.may_block, t.learns, t.ttl_ms, t.ip_ttl_ms)
 
     def template(self, shape: Shape) -> Template:
         """The ops of a call of this shape, rule by rule."""
         ops, rules = [], []
+        ttl = {ACCOUNT: P.KEY_MARGIN_MS, CALLER_IP: P.KEY_MARGIN_MS}
         for rule, kind, key, window, extra in self._wanted(shape):
-            ttl = window + P.KEY_MARGIN_MS
+            ttl[key] = max(ttl[key], window + P.KEY_MARGIN_MS)
             if rule is None:
-                ops.append([kind, key, 0, window, 0, "x", "", ttl, extra])
+                ops.append([kind, key, 0, window, 0, "x", "", extra])
             else:
                 name = rule.name if rule.act in "rb" else ""  # the script names only these
-                ops.append([kind, key, rule.slot, window, rule.limit, rule.act, name, ttl, extra])
+                ops.append([kind, key, rule.slot, window, rule.limit, rule.act, name, extra])
             rules.append(rule)
         return Template(
-            ops_json=json.dumps(ops, separators=(",", ":")),
+            ops=msgpack.packb([field for op in ops for field in op]),
             rules=tuple(rules),
             may_block=any(r is not None and r.act == "b" for r in rules),
             learns=any(op[0] == "n" for op in ops),
+            ttl_ms=ttl[ACCOUNT],
+            ip_ttl_ms=ttl[CALLER_IP],
         )
 
     def _wanted(self, shape: Shape) -> list[tuple[Rule | None, str, int, int, int]]:

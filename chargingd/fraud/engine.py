@@ -59,6 +59,11 @@ def fragment() -> str:
     return (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
 
 
+def events_fragment() -> str:
+    """lua/fraud_events.lua: fraud_note, fraud_unblock and fraud_event (after fragment())."""
+    return (resources.files("chargingd.fraud") / "lua" / "fraud_events.lua").read_text()
+
+
 class Fraud:
     """The fraud rules of one process; state in Redis, so every daemon sees the same."""
 
@@ -93,16 +98,17 @@ class Fraud:
         self.value_ttl_ms = max(longest, self.live_ttl_ms) + P.KEY_MARGIN_MS
         lua = resources.files("chargingd.fraud") / "lua"
 
-        def load(name: str) -> Any:
-            body = fragment() + "\n" + (lua / f"{name}.lua").read_text()
+        def load(name: str, *, events: bool = False) -> Any:
+            body = fragment() + "\n" + (events_fragment() if events else "")
+            body += "\n" + (lua / f"{name}.lua").read_text()
             return redis.register_script(fused_source(body, ("status",)))
 
         self._check = load("check")
         self._ip_script = load("check_ip")
         self._admit = load("admit")
-        self._event = load("event")
-        self._note = load("note")
-        self._unblock = load("unblock")
+        self._event = load("event", events=True)
+        self._note = load("note", events=True)
+        self._unblock = load("unblock", events=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
         self._splits: dict[int, tuple[tuple[Rule, ...], Any]] = {}
@@ -133,9 +139,9 @@ class Fraud:
         value = FK.value_key(acc)
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
         keys = [value, *block_keys, self.record_key(acc, sid), ip_value]
-        argv = [now, facts.identity, sid, plan.ops_json, dest.number, dest.country]
-        argv.append(self.ledger.steps.refusal_ttl_ms)
-        argv += plan.block_argv
+        argv = [now, facts.identity, sid, plan.ops, dest.number, dest.country]
+        argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
+        argv += [P.member_hash(sid), P.member_hash(dest.number), *plan.block_argv]
         return Prepared(facts, dest, plan, keys, argv, rules)
 
     def _split(self, rules: tuple[Rule, ...]) -> Any:
@@ -209,8 +215,8 @@ class Fraud:
         if not plan.rules:
             return ALLOWED
         keys = [FK.ip_value_key(facts.caller_ip)] * 5
-        argv = [plan.now_ms, facts.identity, facts.session_id, plan.ops_json, dest.number, ""]
-        argv.append(self.ledger.steps.refusal_ttl_ms)
+        argv = [plan.now_ms, facts.identity, facts.session_id, plan.ops, dest.number, ""]
+        argv += [self.ledger.steps.refusal_ttl_ms, plan.ip_ttl_ms, plan.ip_ttl_ms, 0, 0]
         reply = await self._send(self._ip_script, keys, argv)
         verdict = P.decode(plan, reply, {r.name: r for r in plan.rules if r is not None})
         if verdict.decision is Decision.BLOCK and verdict.rule is not None:
@@ -241,7 +247,8 @@ class Fraud:
     async def _note_call(self, account_id: str, session_id: str, what: str) -> None:
         keys = [FK.value_key(account_id)]
         argv = [self.clock_ms(), session_id, what, self.ledger.steps.refusal_ttl_ms]
-        await self._send(self._note, keys, [*argv, self.value_ttl_ms])
+        argv += [self.value_ttl_ms, P.member_hash(session_id)]
+        await self._send(self._note, keys, argv)
 
     # -- call events ----------------------------------------------------------------------
 

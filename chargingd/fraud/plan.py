@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,12 +96,19 @@ class Plan:
         ops = "[" + ",".join(parts) + "]"
         value_ttl = max(ttl.values(), default=KEY_MARGIN_MS)
         fixed: list[Any] = [self.now_ms, self.identity, self.event_id, ops, "", "", value_ttl]
+        fixed += [0, 0, 0, 0]  # fraud.lua's ARGV 8-11 (authorize only)
         return fixed + self.block_argv
 
     def rule_of(self, op: int) -> Rule:
         rule = self.rules[op - 1]
         assert rule is not None, "a bookkeeping op never fires"
         return rule
+
+
+def member_hash(text: str) -> int:
+    """What the account's value keeps of a session id or number (live calls, distinct
+    numbers): its CRC-32, 5 bytes instead of the text (fraud.lua)."""
+    return zlib.crc32(text.encode())
 
 
 def head_keys(plan: Plan, value_key: str, block_keys: Sequence[str]) -> list[str]:
@@ -115,9 +123,11 @@ class AuthPlan:
 
     now_ms: int
     rules: tuple[Rule | None, ...]  # the rule of op i + 1
-    ops_json: str
+    ops: bytes  # fraud.lua's ARGV[4]
     may_block: bool  # an op's rule blocks (not in shadow)
     learns: bool  # a country to learn once the call is granted (new_country)
+    ttl_ms: int  # how long the account's value must live at least
+    ip_ttl_ms: int  # the caller IP's
     block_argv: list[Any] = field(default_factory=list)
 
     def rule_of(self, op: int) -> Rule:
@@ -172,7 +182,8 @@ def cdr_ops(plan: Plan, rules: Sequence[Rule], cdr: CDR) -> None:
     answered (the call was seized once); short and failed calls count a call id once."""
     acc = cdr.account_id
     plan.add(None, "u", FK.seen_key(acc), SEEN_MS, "")
-    plan.add(None, "x", FK.value_key(acc), 0, cdr.call_id, ttl_ms=0)  # a live call ended
+    ended = str(member_hash(cdr.call_id))  # a live call ended
+    plan.add(None, "x", FK.value_key(acc), 0, ended, ttl_ms=0)
     answered = cdr.answer_ms > 0 or cdr.duration_s > 0
     spent, ratio_kind, ratio = cdr.charged_micros, "r", int(answered)
     if cdr.revision > 0:

@@ -269,3 +269,25 @@ async def test_windows_are_buckets_that_never_count_fewer_calls(
     clock.advance(61)  # nothing of the old calls counts
     verdicts = [await fraud.check(call()) for _ in range(4)]  # calls that come fast: exact
     assert [v.allowed for v in verdicts] == [True, True, True, False]
+
+
+async def test_a_busy_account_keeps_a_small_value(redis: aioredis.Redis, clock: Clock) -> None:
+    """The default rule set, an account making 200 calls (to 200 numbers of 200 ranges,
+    none ending): its lists stay capped at the limit + 1 and the value small."""
+    from fraud_harness import fraud_value
+
+    from chargingd.core.config import FraudConfig
+
+    fraud = await make_fraud(redis, clock, [])
+    fraud.book.base = Fraud(
+        FraudConfig(enabled=True), redis=redis, ledger=fraud.ledger, alerts=None,
+        clock_ms=clock, live_ttl_s=3600, single_redis=True,
+    ).book.base  # fmt: skip
+    for i in range(200):
+        await fraud.check(call(f"+44207946{i:04d}", sid=f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd"))
+        clock.advance(0.5)
+    value = await fraud_value(redis)
+    assert len(value["l"]) == 31  # concurrent: 30 + 1
+    assert len(value["n"]["8"]) == 31  # many-destinations: 30 + 1
+    raw = await redis.get("{a:acc1}:fr:v")
+    assert raw is not None and len(raw) < 1000, len(raw)

@@ -5,10 +5,10 @@ calls of every shape against several rule sets."""
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from typing import Any
 
+import msgpack
 import pytest
 from fraud_harness import BERLIN, DE_SHARED, LIBERIA_PREMIUM, UK_PREMIUM, fraud_config
 
@@ -100,12 +100,9 @@ def test_compiled_plans_hold_each_rule_of_the_call_once(cfg: FraudConfig) -> Non
             ip_on = with_ip and bool(per_ip) and bool(ip)
             got = warm.plan(1_700_000_000_000, facts, dest, ip_on)
             cold = Compiled(own, per_ip, LIVE_TTL_MS).plan(1_700_000_000_000, facts, dest, ip_on)
-            assert (got.ops_json, got.rules, got.may_block) == (
-                cold.ops_json,
-                cold.rules,
-                cold.may_block,
-            )
-            ops = json.loads(got.ops_json)
+            assert (got.ops, got.rules, got.may_block) == (cold.ops, cold.rules, cold.may_block)
+            flat = msgpack.unpackb(got.ops)
+            ops = [flat[i : i + 8] for i in range(0, len(flat), 8)]
             want = _expected_kinds(own, per_ip, facts, dest, ip_on)
             assert [(r, op[0]) for r, op in zip(got.rules, ops, strict=True)] == want
             for rule, op in zip(got.rules, ops, strict=True):

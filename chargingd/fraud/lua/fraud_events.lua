@@ -1,0 +1,144 @@
+-- The fraud rules' Lua off the authorize path, as functions (loaded after fraud.lua,
+-- whose value helpers they use): fraud_note, fraud_unblock, fraud_event. Not a script
+-- by itself: note.lua, unblock.lua and event.lua call them.
+
+-- note.lua: KEYS[1] the account's value  ARGV[1] now  [2] session id  [3] what:
+-- 'forget' (a call the rules admitted was not granted after all: not live, and its
+-- repeats go to the ledger) | 'refuse|RULE' | 'block|RULE' (a refusal to remember)
+-- [4] how long a refusal is remembered (ms)  [5] the value's ttl (ms)  [6] the session
+-- id's hash (fraud.lua: the live calls)
+local function fraud_note(KEYS, ARGV)
+  local now, sid, what = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+  local v = fr_load(KEYS[1])
+  if what == 'forget' then
+    if v.l then v.l[tonumber(ARGV[6])] = nil end
+    what = 'known'
+  end
+  fr_add_recent(v, now, sid, what, tonumber(ARGV[4]))
+  fr_save(now, tonumber(ARGV[5]))
+end
+
+-- unblock.lua: the counts start over (since = now), deny flags and the block cleared;
+-- live calls, countries and remembered answers kept. KEYS[1] the value  ARGV[1] now
+-- [2] who  [3] the value's ttl (ms)
+local function fraud_unblock(KEYS, ARGV)
+  local now = tonumber(ARGV[1])
+  local v = fr_load(KEYS[1])
+  v.s, v.ub, v.w, v.n, v.d, v.b, v.bm, v.q = now, ARGV[2], {}, nil, nil, nil, nil, nil
+  v._dirty = true
+  fr_save(now, tonumber(ARGV[3]))
+end
+
+-- Event ops (fraud_event): KEYS [1] the value  [2..3] the block step  [4..] the ops' keys
+-- ARGV [1] now  [2] identity  [3] the event id (deduplication)  [4] the ops, one JSON
+--   array of arrays of 10: kind, key index, slot, window ms, limit, act, rule name, key
+--   ttl ms (0: an earlier op set it), extra (kind 'r': the least number of calls the
+--   ratio needs; else the refusal's cooldown ms, 0 = the window), member
+--   [7] the value's ttl (ms)  [8..11] unused  [12..18] the block step's ARGV
+-- Kinds: 'x' a live call ended (member: its session id's hash), 'u' deduplicate the event
+--   (window: how long ids are kept), 'c' count (a zset; member: a call id), 's' spend
+--   (member: micros; a corrected CDR: the change), 'r' answered ratio (member 1|0; 'R'
+--   a corrected CDR's change, -1|1). Counted calls live in zsets with score
+--   slot * 1e13 + ms; spend and answer ratios are summed over 60 buckets per window in
+--   the hash {a:ACC}:fr:ev.
+local SLOT = 1e13
+
+local function fr_count(key, now, since, slot, win, limit, member)
+  local off = slot * SLOT
+  redis.call('ZADD', key, off + now, slot .. '|' .. member)
+  local n = redis.call('ZCOUNT', key, off, off + SLOT - 1)
+  if n <= limit then return n end
+  local lo = now - win
+  if since > lo then lo = since end
+  redis.call('ZREMRANGEBYSCORE', key, off, string.format('(%d', off + lo))
+  n = redis.call('ZCOUNT', key, off, off + SLOT - 1)
+  if n > limit + 1 then
+    local old = redis.call('ZRANGEBYSCORE', key, off, off + SLOT - 1, 'LIMIT', 0, n - limit - 1)
+    redis.call('ZREM', key, unpack(old))
+    n = limit + 1
+  end
+  return n
+end
+
+-- 60 buckets per window: add to this one, sum the window's (since applies by bucket).
+local function fr_buckets(key, now, since, slot, win, field, amount)
+  local width = math.max(1, math.floor(win / 60))
+  local b = math.floor(now / width)
+  local tag = slot .. ':' .. field .. ':'
+  if amount ~= 0 then redis.call('HINCRBY', key, tag .. b, amount) end
+  local first = b - 59
+  local from_since = math.floor(since / width) + 1
+  if since > 0 and from_since > first then first = from_since end
+  local names = {}
+  for k = first, b do names[#names + 1] = tag .. k end
+  local sum = 0
+  for _, v in ipairs(redis.call('HMGET', key, unpack(names))) do sum = sum + (tonumber(v) or 0) end
+  redis.call('HDEL', key, tag .. (b - 60), tag .. (b - 61))
+  return sum
+end
+
+local function fraud_event(KEYS, ARGV)
+  local now, id = tonumber(ARGV[1]), ARGV[3]
+  local v = fr_load(KEYS[1])
+  local since = v.s or 0
+  local ops = cjson.decode(ARGV[4])
+  local fired, counts, worst, worst_i = {}, {}, -1, 0
+  for i = 1, #ops do
+    local o = ops[i]
+    local kind, k, slot, win, limit, act, ttl, extra, member =
+      o[1], o[2], o[3], o[4], o[5], o[6], o[8], o[9], o[10]
+    local key, hit, count = KEYS[k], false, 0
+    if kind == 'x' then
+      if v.l then
+        local ended = tonumber(member)
+        for s, lapse in pairs(v.l) do
+          if s == ended or lapse * 1000 <= now then v.l[s] = nil; v._dirty = true end
+        end
+      end
+      ttl = 0
+    elseif kind == 'u' then  -- an event seen before (a re-delivered CDR) counts once
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+      if redis.call('ZADD', key, 'NX', now, id) == 0 then return {'dup', 0, 0, {}, ''} end
+    elseif kind == 'c' then
+      count = fr_count(key, now, since, slot, win, limit, member)
+      hit = count > limit
+    elseif kind == 's' then
+      count = fr_buckets(key, now, since, slot, win, 'm', tonumber(member))
+      hit = count > limit
+    elseif kind == 'r' or kind == 'R' then
+      -- 'R': a corrected CDR (revision > 0): its call was seized already; member is the
+      -- change of its answered flag (-1|1)
+      local seized = fr_buckets(key, now, since, slot, win, 'a', kind == 'r' and 1 or 0)
+      local answered = fr_buckets(key, now, since, slot, win, 'n', tonumber(member))
+      -- limit: the lowest ratio in percent, once the window holds extra calls
+      count = math.floor(answered * 100 / seized)
+      hit = seized >= extra and answered * 100 < limit * seized
+    end
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    if hit and act ~= 'x' then
+      fired[#fired + 1] = i
+      fired[#fired + 1] = count
+      counts[i] = count
+      if fr_rank(act) > worst then worst, worst_i = fr_rank(act), i end
+    end
+  end
+  local verdict
+  if worst == 2 then  -- refusing from an event: deny the next calls for the cooldown
+    local o = ops[worst_i]
+    local cooldown = o[9]
+    if cooldown <= 0 then cooldown = o[4] end
+    local field = o[7]
+    if ARGV[2] ~= '' then field = field .. '|' .. ARGV[2] end  -- only that identity
+    v.d = v.d or {}
+    v.d[field] = now + cooldown
+    v._dirty = true
+    verdict = {'refuse', worst_i, 0, fired, o[7]}
+  elseif worst_i > 0 then
+    local o = ops[worst_i]
+    verdict = fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, o[4], o[5], o[7])
+  else
+    verdict = {'ok', 0, 0, fired, ''}
+  end
+  fr_save(now, tonumber(ARGV[7]))
+  return verdict
+end
