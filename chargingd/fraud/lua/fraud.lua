@@ -30,7 +30,7 @@
 --     'block|RULE' | 'known', until ms} (at most R_MAX kept)
 --   q the hashes of the last Q_MAX session ids counted (the step-by-step path: a
 --     repeat of a call in flight between its check and its reserve)
---   x ms the value lives until (a write never shortens it)
+--   x ms the value lives until (a write never shortens it); p ms of the next prune
 --
 -- Authorize KEYS: [1] account value  [2] ledger acct  [3] ledger audit (the block step's
 --   keys)  [4] the call's session record {a:ACC}:r:SID (a call the ledger granted)
@@ -150,8 +150,12 @@ local function fr_bucket(v, id, now, win)
   return sum + 1
 end
 
--- Counters of other ids (another identity, range) whose last call left their window.
+-- Counters of other ids (another identity, range) whose last call left their window;
+-- looked for at most every PRUNE_MS (v.p: when next).
+local PRUNE_MS = 10000
 local function fr_prune(v, now)
+  if (v.p or 0) > now then return end
+  v.p = now + PRUNE_MS
   for id, c in pairs(v.w) do
     if type(c) == 'number' then
       if c < now then v.w[id] = nil end
