@@ -1,6 +1,8 @@
 """The session-record upgrade (sessions/upgrade.py) on a real Redis Cluster: the old
 hash records of many accounts, spread over the three masters, are each converted
-once (each master scanned), keeping their expiry; what is no old record is left."""
+once (each master scanned), keeping their expiry; what is no old record is left.
+Then the old indexes (one last-seen zset and per-gateway sets, each account's live
+set) move to the per-gateway zsets and the accounts' hashes, on every master."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis_cluster import Cluster, running_cluster
 
-from chargingd.sessions.record import SessionRecord
-from chargingd.sessions.upgrade import upgrade_records
+from chargingd.sessions.record import SessionRecord, member
+from chargingd.sessions.store import GATEWAYS, lastseen_key, live_key
+from chargingd.sessions.upgrade import upgrade_lastseen, upgrade_live_sets, upgrade_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 ACCOUNTS = 30
@@ -87,6 +90,39 @@ async def test_every_master_is_scanned_and_each_record_converted_once(cluster: C
             assert await redis.get(f"{{a:acc{i}}}:s:s{i}:fin") == b"lease"
         assert await redis.hget("{a:x}:s:notes", "what") == b"not a session"
         assert (await upgrade_records(redis)).upgraded == 0
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_old_indexes_move_on_every_master(cluster: Cluster) -> None:
+    gateways = ("10.0.0.1", "10.0.0.2")
+    with cluster.client() as sync:
+        for i in range(ACCOUNTS):
+            rec = SessionRecord.build(
+                **{**old_fields(i), "session_id": f"x{i}", "gateway": gateways[i % 2]}
+            )
+            sync.set(f"{{a:acc{i}}}:r:x{i}", rec.pack(), ex=600)
+            sync.zadd("sess:lastseen", {member(f"acc{i}", f"x{i}"): 1_000 + i})
+            sync.sadd(f"sess:gw:{gateways[i % 2]}", member(f"acc{i}", f"x{i}"))
+            sync.sadd(f"{{a:acc{i}}}:live", f"x{i}")
+            sync.expire(f"{{a:acc{i}}}:live", 600)
+    seeds = [ClusterNode("127.0.0.1", int(s.rpartition(":")[2])) for s in cluster.seeds]
+    clients = [RedisCluster(startup_nodes=seeds), RedisCluster(startup_nodes=seeds)]
+    try:
+        live = await asyncio.gather(*(upgrade_live_sets(c) for c in clients))
+        assert sum(n for n, _ in live) == ACCOUNTS
+        seen = await asyncio.gather(*(upgrade_lastseen(c) for c in clients))
+        assert sum(c.moved for c in seen) >= ACCOUNTS
+        assert sum(c.gateway_sets for c in seen) == 2
+        redis = clients[0]
+        assert await redis.exists("sess:lastseen", *(f"sess:gw:{g}" for g in gateways)) == 0
+        assert sorted(await redis.smembers(GATEWAYS)) == sorted(g.encode() for g in gateways)
+        for i in range(ACCOUNTS):
+            assert await redis.exists(f"{{a:acc{i}}}:live") == 0
+            assert await redis.hkeys(live_key(f"acc{i}")) == [f"x{i}".encode()]
+            score = await redis.zscore(lastseen_key(gateways[i % 2]), member(f"acc{i}", f"x{i}"))
+            assert score == 1_000 + i
     finally:
         for c in clients:
             await c.aclose()
