@@ -22,12 +22,15 @@ from typing import Any
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import SessionsConfig
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.ledger import LedgerError, UnknownAccount
 from chargingd.sessions.authorize import Authorizer
 from chargingd.sessions.ccapi import UsageKind, UsageReport
 from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.late import LateAccounting
 from chargingd.sessions.newrecord import Profile
+from chargingd.sessions.noting import Noted, note
+from chargingd.sessions.pricing import RatingError
 from chargingd.sessions.spool import orphan_fields
 from chargingd.sessions.store import (
     CLOSED,
@@ -87,6 +90,8 @@ class Accounting:
             # as 136 years of debt. No record lives longer than session_ttl_s.
             await self.orphan(report, "invalid_usage")
             return
+        if report.kind is not UsageKind.START and await self._noted(report):
+            return
         # The account the gateway echoed in Class (echo_class clients), else the locator.
         account_id = report.call.account_hint or await self.store.locate(session_id)
         rec: SessionRecord | None = None
@@ -111,6 +116,59 @@ class Accounting:
             await self._stop(rec, usage_s, report)
         elif report.usage_s >= usage_s:  # else older than what we know (reordered)
             await self._update(rec, usage_s, report)
+
+    async def _noted(self, report: UsageReport) -> bool:
+        """An Interim or a Stop of a call whose record this process holds: noted on it
+        here and written by the renew or close script itself (sessions/noting.py), one
+        script for the packet. False: nothing done (no record held, the stored one
+        moved, or a case the touch path handles: a bad or reordered usage, another
+        closer, an error), the caller takes the touch path."""
+        session_id = report.call.session_id
+        held = self.store.cached(session_id)
+        if held is None:
+            return False
+        account_id, stored = held
+        if report.call.account_hint not in ("", account_id):
+            return False  # Class names another account (a reused id): as without a hold
+        rec = SessionRecord.unpack(account_id, session_id, stored)
+        noted = note(
+            stored,
+            rec,
+            usage_s=report.usage_s,
+            now_ms=self.clock_ms(),
+            answer_ms=answer_ms_of(report),
+            nas_session_id=report.call.nas_session_id,
+            call_origin=report.call.call_origin,
+            gateway=report.call.gateway,
+        )
+        if noted is None or (report.kind not in FINAL and report.usage_s < rec.last_usage_s):
+            return False
+        try:
+            if report.kind in FINAL:
+                return await self._stop_noted(noted, report)
+            # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
+            hold_to_s = rec.paid_usage_s if self.modes.holds_all(rec.client) else 0
+            return await self.grants.charge(
+                noted.rec, report.usage_s, hold_to_s=hold_to_s, noted=noted
+            )
+        except UnknownAccount:  # from the script's reply: the packet is noted (as touched)
+            self.store.uncache(session_id)
+            raise
+        except (LedgerError, RatingError):  # before any script: nothing done
+            self.store.uncache(session_id)
+            return False  # the touch path notes the packet, then meets it again
+        except BaseException:
+            self.store.uncache(session_id)
+            raise
+
+    async def _stop_noted(self, noted: Noted, report: UsageReport) -> bool:
+        """_stop for a Stop noted on a held record; False when nothing was done."""
+        ending = self._ending(noted.rec, report)
+        if ending is None:
+            return False
+        usage_s, end = ending
+        done = await self.closer.try_close(noted.rec, usage_s, end, noted=noted)
+        return not isinstance(done, str)
 
     async def _not_live(self, account_id: str, state: str, report: UsageReport) -> None:
         """Touch found no live record: a bad usage, an expired record, a reused id, or a
@@ -195,9 +253,21 @@ class Accounting:
 
     async def _stop(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Stop or Failed: close at once, releasing the hold. A call never answered
-        closes unanswered (a Failed, or a Stop of a SIP INVITE >= 300, has no Start).
+        closes unanswered (a Failed, or a Stop of a SIP INVITE >= 300, has no Start)."""
+        ending = self._ending(rec, report, usage_s)
+        if ending is None:
+            await self.orphan(report, "invalid_usage")
+            return
+        await self._close_reported(rec, *ending, report)
+
+    def _ending(
+        self, rec: SessionRecord, report: UsageReport, usage_s: int | None = None
+    ) -> tuple[int, Ending] | None:
+        """The usage a Stop is closed with and its Ending; None for a broken clock.
         Without Acct-Session-Time the usage is this event's time minus the answer time
         (both the gateway's clock), and the CDR says so."""
+        if usage_s is None:
+            usage_s = rec.last_usage_s
         extra: dict[str, str] = {}
         if report.terminate_cause:
             extra["terminate_cause"] = report.terminate_cause
@@ -206,13 +276,12 @@ class Accounting:
         extra.update(report.quality)  # monitoring's KPIs read them from the CDR
         derived_s = self._derived_usage(rec, report)
         if derived_s is None:
-            await self.orphan(report, "invalid_usage")
-            return
+            return None
         if derived_s > usage_s:
             usage_s = derived_s
             extra["usage_from"] = "event_timestamps"
         ending = Ending(report.event_ms, CdrStatus.NORMAL, report.disconnect_cause, extra or None)
-        await self._close_reported(rec, usage_s, ending, report)
+        return usage_s, ending
 
     async def _close_reported(
         self, rec: SessionRecord, usage_s: int, ending: Ending, report: UsageReport

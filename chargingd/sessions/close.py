@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from chargingd.billing.cdr import CDR, CHARGE_LIVE, CdrStatus
 from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.fused import FusedPath
+from chargingd.sessions.noting import Noted
 from chargingd.sessions.settle import CAP, CAPPED, PROVISIONAL, Settlement, Settler
 from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
@@ -25,6 +26,7 @@ log = logging.getLogger("chargingd.sessions")
 FUSED_ATTEMPTS = 3  # re-ratings when packets keep moving the usage during a close
 BUSY = "busy"  # another closer holds the close lease
 GONE = "gone"  # closed already (or the record is gone)
+STALE = "stale"  # the record noted on is no longer the stored one (nothing done)
 
 
 class CloseBusy(Exception):
@@ -85,15 +87,29 @@ class SessionCloser:
         done = await self.try_close(rec, usage_s, ending)
         return done if isinstance(done, CDR) else None
 
-    async def try_close(self, rec: SessionRecord, usage_s: int, ending: Ending) -> CDR | str:
+    async def try_close(
+        self, rec: SessionRecord, usage_s: int, ending: Ending, noted: Noted | None = None
+    ) -> CDR | str:
         """The CDR, or BUSY (another closer holds the lease) or GONE (closed).
 
         Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
         between XADD and mark may write the CDR twice; the exporter keeps one row per
         (source, call_id). On a single Redis the lease and the release are one script
         (sessions/fused.py), and the XADD and the closed mark one pipeline.
+        ``noted`` (fused path only): ``rec`` is a Stop noted on a record this process
+        holds, written by the same script; STALE or BUSY when that record is no
+        longer the stored one or another closer has it (nothing done either way).
         """
         token = uuid.uuid4().hex
+        if noted is not None:
+            if self.fused is None:
+                return STALE
+            usage = max(usage_s, rec.last_usage_s)
+            settled = self.settler.settle(rec, usage, ending.status)
+            done = await self.fused.stop(noted, token, settled.target_micros, policy=settled.policy)
+            if done.release is None or done.record is None:
+                return done.status
+            return await self._finish(done.record, settled, done.release, ending)
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
             usage = max(usage_s, rec.last_usage_s)

@@ -2,7 +2,10 @@
 
 authorize = account check + reserve + live record + its indexes
 (lua/session_authorize.lua), interim = commit + renewed hold + grant fields
-(lua/session_renew.lua), stop = close lease + release (lua/session_close.lua). Each
+(lua/session_renew.lua), stop = close lease + release (lua/session_close.lua). An
+accounting packet of a call whose record this process holds is noted in the same
+script (sessions/noting.py: renew with the note, lua/session_stop.lua), else by
+session_touch.lua first. Each
 wraps the ledger's own scripts (chargingd/ledger/steps.py), and the ledger builds
 their keys and arguments and decodes their replies, so money still moves only
 through the ledger. Used only when the SessionStore batches (a single Redis): the
@@ -19,6 +22,7 @@ from typing import Any
 from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
+from chargingd.sessions.noting import Noted
 from chargingd.sessions.record import record_lua
 from chargingd.sessions.store import (
     DEADLINES,
@@ -46,11 +50,13 @@ class FirstGrant:
 
 @dataclass(frozen=True)
 class Renewal:
-    """What session_renew.lua did: the commit, the reserve (None: not run), applied."""
+    """What session_renew.lua did: the commit, the reserve (None: not run), applied;
+    ``stale``: the record noted on was not the stored one (nothing done)."""
 
-    commit: CommitResult
+    commit: CommitResult | None
     grant_reply: list[Any] | None
     applied: bool
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class FusedPath:
         store.scripts.append(self._authorize_fraud)
         self._renew = load("session_renew", ("commit", "reserve"))
         self._close = load("session_close", ("release",))
+        self._stop = load("session_stop", ("release",))
 
     async def authorize(
         self,
@@ -161,17 +168,39 @@ class FusedPath:
         lease_ms: int,
         paid_usage_s: int,
         deadline_ms: int,
+        noted: Noted | None = None,
     ) -> Renewal:
         """Commit ``cost`` (cumulative, capped at what the account can give), hold
         ``next_cost - debited`` for the next grant; ``deadline_ms`` (0: none) is the
-        session's deadline when that hold is granted in full."""
+        session's deadline when that hold is granted in full. ``noted``: ``rec`` is
+        that packet noted on a held record: written here too, if still the stored one
+        (else Renewal.stale, nothing done)."""
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
         commit = self.steps.commit(acc, sid, cost_micros, now_ms=now_ms, policy="cap")
         step = self.steps.reserve(acc, sid, 1, lease_ms=lease_ms, now_ms=now_ms, new_session=False)
         args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, deadline_ms]
         keys = [*step.keys, record_key(acc, sid), DEADLINES]
-        reply, grant, applied = await self._send_with_index(self._renew.sha, keys, args, step)
+        if noted is None:
+            reply, grant, applied = await self._send_with_index(self._renew.sha, keys, args, step)
+            result = self.steps.commit_result(reply, acc)
+            return Renewal(result, list(grant) if grant else None, bool(applied))
+        held = max(next_cost_micros - cost_micros, 1)
+        grant_fields = {"debited_micros": cost_micros, "held_micros": held}
+        grant_fields |= {"paid_usage_s": paid_usage_s, "limited": 0}
+        if deadline_ms:
+            grant_fields["deadline_ms"] = deadline_ms
+        after = noted.after(**grant_fields)
+        args += [noted.before, after, held, noted.fields_map()]
+        seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
+        reply = await self._send_with_index(self._renew.sha, keys, args, step, [seen])
+        if len(reply) == 1:  # ['stale']
+            return Renewal(None, None, False, stale=True)
+        reply, grant, applied = reply
+        if applied:
+            self.store.cache(sid, acc, after)
+        else:
+            self.store.uncache(sid)  # noted by the script: its own stored value
         result = self.steps.commit_result(reply, acc)
         return Renewal(result, list(grant) if grant else None, bool(applied))
 
@@ -193,6 +222,25 @@ class FusedPath:
             return Closing(status)
         record = SessionRecord.unpack(acc, sid, reply[2])
         return Closing(status, self.steps.commit_result(reply[1], acc), record)
+
+    async def stop(
+        self, noted: Noted, token: str, final_cost_micros: int, *, policy: str
+    ) -> Closing:
+        """session_close's lease and release for a Stop noted on a held record
+        (``noted.rec``, priced at ``final_cost``), with the note written, if that
+        record is still the stored one: status ok, or stale|busy (nothing done)."""
+        rec = noted.rec
+        acc, sid = rec.account_id, rec.session_id
+        now_ms = self.ledger.clock_ms()
+        release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
+        keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
+        args: list[Any] = [token, 30, noted.before, noted.after(), *release.argv]
+        (reply,) = await self.store.send([("EVALSHA", self._stop.sha, len(keys), *keys, *args)])
+        status = reply[0].decode()
+        if status != "ok":
+            return Closing(status)
+        self.store.uncache(sid)  # closing
+        return Closing(status, self.steps.commit_result(reply[1], acc), rec)
 
     async def _send_with_index(
         self,

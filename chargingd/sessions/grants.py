@@ -19,6 +19,7 @@ from chargingd.core.config import SessionsConfig
 from chargingd.ledger import Grant, Ledger, SessionClosed
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.modes import CreditModes
+from chargingd.sessions.noting import Noted
 from chargingd.sessions.pricing import Priced, Pricer
 from chargingd.sessions.store import SessionRecord, SessionStore
 
@@ -46,22 +47,34 @@ class Grants:
         self.cfg = cfg
         self.clock_ms = clock_ms
 
-    async def charge(self, rec: SessionRecord, usage_s: int, *, hold_to_s: int = 0) -> None:
+    async def charge(
+        self, rec: SessionRecord, usage_s: int, *, hold_to_s: int = 0, noted: Noted | None = None
+    ) -> bool:
         """Commit the cost of the cumulative usage, renew the hold for the next grant.
         ``hold_to_s``: the hold pays for exactly up to this usage, nothing past it
         (credit modes hold_all and own_timer: the rest of the Session-Timeout stays
-        held, leased past its reap)."""
+        held, leased past its reap). ``noted`` (fused path only): ``rec`` is the
+        packet noted on a record this process holds, written by the same script;
+        False when that record was no longer the stored one (nothing done)."""
         cost = self.price(rec, usage_s).cost_micros
         if self.fused is not None:
-            await self._charge_fused(self.fused, rec, usage_s, cost, hold_to_s)
-            return
+            return await self._charge_fused(self.fused, rec, usage_s, cost, hold_to_s, noted)
+        if noted is not None:
+            return False
         result = await self.ledger.commit(rec.account_id, rec.session_id, cost, policy="cap")
         held = max(0, rec.held_micros - result.debited_micros)
         await self.renew(rec, usage_s, result.total_debited_micros, held, hold_to_s=hold_to_s)
+        return True
 
     async def _charge_fused(
-        self, fused: FusedPath, rec: SessionRecord, usage_s: int, cost: int, hold_to_s: int
-    ) -> None:
+        self,
+        fused: FusedPath,
+        rec: SessionRecord,
+        usage_s: int,
+        cost: int,
+        hold_to_s: int,
+        noted: Noted | None,
+    ) -> bool:
         """charge() in one script; the script finishes alone when the grant is full."""
         grant_s = self._next_grant_s(usage_s, hold_to_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
@@ -74,17 +87,21 @@ class Grants:
             lease_ms=self._grant_lease_ms(grant_s, hold_to_s),
             paid_usage_s=paid_s,
             deadline_ms=deadline_ms,
+            noted=noted,
         )
-        if done.applied or done.grant_reply is None:
-            return
+        if done.stale:
+            return False
+        if done.applied or done.grant_reply is None or done.commit is None:
+            return True
         result = done.commit
         try:
             grant = self.ledger.steps.grant(done.grant_reply, rec.account_id, rec.session_id)
         except SessionClosed:
-            return  # a Stop closed it meanwhile (another daemon): nothing to hold
+            return True  # a Stop closed it meanwhile (another daemon): nothing to hold
         debited = result.total_debited_micros
         held = max(0, rec.held_micros - result.debited_micros)
         await self._apply(rec, grant, debited, held, next_cost - debited)
+        return True
 
     async def renew(
         self,

@@ -164,6 +164,11 @@ class SessionStore:
         self._located: dict[str, str] = {}
         # Gateways this process has registered in GATEWAYS (SADD once, not per call).
         self._gateways: set[str] = set()
+        # session id -> (account id, the record's stored value as this process last read
+        # or wrote it): what the next accounting packet of the call is priced from, in
+        # one script that checks the value is still the stored one (sessions/noting.py).
+        # Single Redis only (the fused scripts); any write through session_set drops it.
+        self._records: dict[str, tuple[str, bytes]] = {}
 
     @property
     def batched(self) -> bool:
@@ -206,6 +211,27 @@ class SessionStore:
         names = await self.gateways()
         sizes = await self._send([("ZCARD", lastseen_key(g)) for g in names])
         return {g: int(n) for g, n in zip(names, sizes, strict=True)}
+
+    def cached(self, session_id: str) -> tuple[str, bytes] | None:
+        """(account id, stored value) of a live record as this process last saw it."""
+        return self._records.get(session_id)
+
+    def cache(self, session_id: str, account_id: str, stored: bytes) -> None:
+        """Remember a live record's stored value (single Redis only: the fused scripts)."""
+        if self._batcher is None:
+            return
+        if len(self._records) >= 100_000:
+            self._records.clear()
+        self._records[session_id] = (account_id, stored)
+
+    def uncache(self, session_id: str) -> None:
+        self._records.pop(session_id, None)
+
+    def seen(self, account_id: str, session_id: str, now_ms: int, gateway: str) -> tuple[Any, ...]:
+        """The last-seen write of an accounting packet from ``gateway`` (XX: no-op once
+        closed, or claimed by the reaper; a packet from another gateway than the
+        record's moves nothing: see touch)."""
+        return ("ZADD", lastseen_key(gateway), "XX", now_ms, member(account_id, session_id))
 
     async def create(
         self,
@@ -250,6 +276,7 @@ class SessionStore:
     async def discard(self, rec: SessionRecord) -> None:
         """Forget a record that never became a call (an authorize undone): no CDR."""
         self._located.pop(rec.session_id, None)
+        self._records.pop(rec.session_id, None)
         await self._send(
             [
                 ("DEL", record_key(rec.account_id, rec.session_id)),
@@ -335,6 +362,7 @@ class SessionStore:
     async def forget_locator(self, session_id: str) -> None:
         """Drop a locator whose record is gone (and this process's copy of it)."""
         self._located.pop(session_id, None)
+        self._records.pop(session_id, None)
         await self.redis.delete(loc_key(session_id))
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
@@ -390,12 +418,13 @@ class SessionStore:
         (state, usage, blob), _ = await self._send(
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),
-                # XX: no-op once closed (or claimed by the reaper).
-                ("ZADD", lastseen_key(gateway), "XX", now_ms, member(account_id, session_id)),
+                self.seen(account_id, session_id, now_ms, gateway),
             ]
         )
         if state != LIVE.encode():
+            self._records.pop(session_id, None)
             return state.decode(), int(usage), None
+        self.cache(session_id, account_id, blob)
         return LIVE, int(usage), SessionRecord.unpack(account_id, session_id, blob)
 
     def _setting(
@@ -404,6 +433,7 @@ class SessionStore:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
         and expire it then; 0 keeps its expiry)."""
         key = record_key(rec.account_id, rec.session_id)
+        self._records.pop(rec.session_id, None)  # its stored value changes
         return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields))
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:

@@ -1,0 +1,72 @@
+"""An accounting packet noted on a record this process holds, in Python.
+
+session_touch.lua notes a packet on a session record (usage never backwards, the
+packet time, the answer time once, the gateway's own ids) and returns the record, so
+that the renewal (Interim) or the close (Stop) that follows can be priced: two scripts
+and two Redis round trips per packet, each unpacking and packing the record.
+
+The store keeps the stored value of the records its scripts last returned or wrote
+(SessionStore.cached). For a packet of such a call, ``note`` applies the same rules
+to that value here; the renew or close script then writes the note with its money
+step, in one script, provided the stored value is still the one noted on (compared
+byte for byte: any other writer, such as another daemon's packet, the cutter or a
+top-up, changes it). When it is not, the script changes nothing and answers 'stale':
+the caller takes the two-script path, which reads the record as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chargingd.sessions.record import SessionRecord, fields_map
+from chargingd.sessions.store import USAGE_SLACK_S
+
+
+@dataclass(frozen=True, slots=True)
+class Noted:
+    """A packet noted on a held record: the stored value it was noted on (``before``),
+    the record with the packet noted (``rec``), what that changed (``fields``) and the
+    gateway the packet came from (whose last-seen zset it moves)."""
+
+    before: bytes
+    rec: SessionRecord
+    fields: dict[str, str | int]
+    gateway: str = ""
+
+    def after(self, **grant: int) -> bytes:
+        """The stored value of ``rec`` with ``grant``'s fields too."""
+        if not grant:
+            return self.rec.pack()
+        return SessionRecord.build(**{**self.rec.__dict__, **grant}).pack()
+
+    def fields_map(self) -> bytes:
+        """The noted fields as session_renew.lua merges them into the stored value."""
+        return fields_map(self.fields)
+
+
+def note(
+    before: bytes,
+    rec: SessionRecord,
+    *,
+    usage_s: int,
+    now_ms: int,
+    answer_ms: int,
+    nas_session_id: str = "",
+    call_origin: str = "",
+    gateway: str = "",
+) -> Noted | None:
+    """session_touch.lua's rules on ``rec`` (live, decoded from ``before``); None when
+    the usage is longer than the call has existed here (the script path orphans it)."""
+    if usage_s * 1000 > now_ms - rec.auth_ms + USAGE_SLACK_S * 1000:
+        return None
+    fields: dict[str, Any] = {"last_seen_ms": now_ms}
+    if usage_s > rec.last_usage_s:
+        fields["last_usage_s"] = usage_s
+    if nas_session_id:
+        fields["nas_session_id"] = nas_session_id
+    if call_origin:
+        fields["call_origin"] = call_origin
+    if answer_ms > 0 and not rec.answer_ms:
+        fields["answer_ms"] = answer_ms
+    return Noted(before, SessionRecord.build(**{**rec.__dict__, **fields}), fields, gateway)
