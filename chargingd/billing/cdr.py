@@ -85,7 +85,10 @@ class CDR:
     revision: int = 0
 
     def pack(self) -> bytes:
-        return msgpack.packb(dataclasses.asdict(self), use_bin_type=True)  # type: ignore[no-any-return]
+        """msgpack of the fields by name (dataclasses.asdict's map without its deep copy:
+        the same bytes, one per live call's close)."""
+        fields = {name: getattr(self, name) for name in _ORDER}
+        return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def unpack(cls, raw: bytes) -> CDR:
@@ -105,4 +108,5 @@ class CDR:
         return cls(**known)
 
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(CDR))
+_ORDER = tuple(f.name for f in dataclasses.fields(CDR))
+_FIELDS = frozenset(_ORDER)

@@ -186,17 +186,9 @@ class SessionCloser:
             reason = reason or CAPPED  # the money was not there: the rest is uncollected
         if ending.provisional:
             reason = reason or PROVISIONAL
-        cdr = self._cdr(rec, settled, ending.end_ms, status, ending.disconnect_cause)
-        cdr.extra.update(ending.extra or {})
-        if ending.provisional:
-            cdr.extra["provisional"] = "1"
-        if settled.reason:
-            cdr.extra["allowed_s"] = str(settled.allowed_s)
         # What the ledger moved for this call: the session's cumulative debit as the
         # release (or correction) left it (DESIGN invariant 7).
-        return dataclasses.replace(
-            cdr, charged_micros=charged, charge=CHARGE_LIVE, charge_reason=reason, revision=revision
-        )
+        return self._cdr(rec, settled, ending, status, charged, reason, revision)
 
     @staticmethod
     def closed_fields(cdr: CDR, ending: Ending) -> dict[str, str | int]:
@@ -211,14 +203,28 @@ class SessionCloser:
         }
 
     def _cdr(
-        self, rec: SessionRecord, settled: Settlement, end_ms: int, status: str, cause: int
+        self,
+        rec: SessionRecord,
+        settled: Settlement,
+        ending: Ending,
+        status: str,
+        charged: int,
+        reason: str,
+        revision: int,
     ) -> CDR:
+        """The CDR, built once (a frozen 23-field dataclass)."""
         extra = {"client": rec.client, "user_name": rec.user_name}
         if rec.cut_reason:
             extra["cut_reason"] = rec.cut_reason
             extra["cut_confirmed"] = str(int(settled.cut_confirmed))
         if rec.adopted:
             extra["adopted"] = "1"
+        extra.update(ending.extra or {})
+        if ending.provisional:
+            extra["provisional"] = "1"
+        if settled.reason:
+            extra["allowed_s"] = str(settled.allowed_s)
+        end_ms = ending.end_ms
         usage_s, priced = settled.usage_s, settled.priced
         # Start and Stop Event-Timestamps are whole seconds (RFC 2869 §5.3) and our
         # authorize time is not: a call answered in the second it was authorized would
@@ -240,7 +246,11 @@ class SessionCloser:
             currency=rec.currency,
             tariff=rec.plan,
             gateway=rec.gateway,
-            disconnect_cause=cause,
+            disconnect_cause=ending.disconnect_cause,
             status=status,
             extra=extra,
+            charged_micros=charged,
+            charge=CHARGE_LIVE,
+            charge_reason=reason,
+            revision=revision,
         )
