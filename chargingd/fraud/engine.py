@@ -135,10 +135,10 @@ class Fraud:
         if not plan.rules and not must_check and not ip_apart:
             return None
         acc, sid = facts.account_id, facts.session_id
-        block_keys = P.with_block(plan, self.ledger.steps, acc)
         value = FK.value_key(acc)
+        block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else [value] * 2
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
-        keys = [value, *block_keys, self.record_key(acc, sid), ip_value]
+        keys = [value, *block, self.record_key(acc, sid), ip_value]
         argv = [now, facts.identity, sid, plan.ops, dest.number, dest.country]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
         argv += [P.member_hash(sid), P.member_hash(dest.number), *plan.block_argv]
