@@ -76,6 +76,7 @@ class Accounting:
         self.clock_ms = clock_ms
         self.source = source
         self.orphans = RateLimitedLog(log, level=logging.WARNING)
+        self.unechoed = RateLimitedLog(log, level=logging.WARNING)
         self.modes = authorizer.modes
 
     async def apply(self, report: UsageReport) -> None:
@@ -92,8 +93,7 @@ class Accounting:
             return
         if report.kind is not UsageKind.START and await self._noted(report):
             return
-        # The account the gateway echoed in Class (echo_class clients), else the locator.
-        account_id = report.call.account_hint or await self.store.locate(session_id)
+        account_id = await self._account_of(report)
         rec: SessionRecord | None = None
         if account_id is None and report.kind is UsageKind.FAILED:
             # A call that was never set up and never authorized here (a switch that
@@ -170,6 +170,25 @@ class Accounting:
         done = await self.closer.try_close(noted.rec, usage_s, end, noted=noted)
         return not isinstance(done, str)
 
+    async def _account_of(self, report: UsageReport) -> str | None:
+        """The account the gateway echoed in Class (echo_class clients), else the
+        locator's, else (an echo_class client's packet without it) a search."""
+        account_id = report.call.account_hint or await self.store.locate(report.call.session_id)
+        if account_id is None and report.call.client in self.store.echo_class:
+            account_id = await self._without_class(report)
+        return account_id
+
+    async def _without_class(self, report: UsageReport) -> str | None:
+        """An echo_class client's packet that names no account of this call (no Class,
+        or one naming another account): its call has no locator, so it is looked for
+        in its gateway's last-seen zset (never adopted a second time under what the
+        identity names now). Said in the log: the gateway should echo Class."""
+        call = report.call
+        self.unechoed.failure(
+            f"client {call.client} sent accounting without our Class", call.session_id
+        )
+        return await self.store.search(call.session_id, call.gateway)
+
     async def _not_live(self, account_id: str, state: str, report: UsageReport) -> None:
         """Touch found no live record: a bad usage, an expired record, a reused id, or a
         closed session (a late Stop corrects a provisional close; see late.py)."""
@@ -180,8 +199,8 @@ class Accounting:
             # Not at the account its Class names (expired, or not one of our calls):
             # found as a packet without Class would be (locator, else adopted).
             await self.apply(_without_hint(report))
-        elif state == "missing":  # the record expired but its locator did not
-            await self.store.forget_locator(session_id)
+        elif state == "missing":  # the record expired but its locator (or entry) did not
+            await self.store.forget_locator(session_id, account_id, report.call.gateway)
             await self.apply(report)
         elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
             await self.apply(_without_hint(report))  # a reused id, now another account's

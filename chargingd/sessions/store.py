@@ -359,11 +359,18 @@ class SessionStore:
         self.remember_locator(session_id, account_id)
         return account_id
 
-    async def forget_locator(self, session_id: str) -> None:
-        """Drop a locator whose record is gone (and this process's copy of it)."""
+    async def forget_locator(
+        self, session_id: str, account_id: str = "", gateway: str = ""
+    ) -> None:
+        """Drop a locator whose record is gone (and this process's copy of it); with
+        ``account_id`` and ``gateway``, its entry in that gateway's last-seen zset too
+        (what search() finds a call by)."""
         self._located.pop(session_id, None)
         self._records.pop(session_id, None)
-        await self.redis.delete(loc_key(session_id))
+        commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))]
+        if account_id:
+            commands.append(("ZREM", lastseen_key(gateway), member(account_id, session_id)))
+        await self._send(commands)
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raw = await self.redis.get(record_key(account_id, session_id))
@@ -376,17 +383,22 @@ class SessionStore:
         echo_class client has none) a search of the gateways' last-seen zsets."""
         account_id = await self.locate(session_id, fresh=True)
         if account_id is None:
-            account_id = await self._search(session_id)
+            account_id = await self.search(session_id)
         return None if account_id is None else await self.get(account_id, session_id)
 
-    async def _search(self, session_id: str) -> str | None:
-        """The account of a live session without a locator: ZSCAN of every gateway's
-        last-seen zset for "*\\0SID" (admin only: O(live calls))."""
+    async def search(self, session_id: str, gateway: str | None = None) -> str | None:
+        """The account of a live session without a locator: ZSCAN of the last-seen zset
+        of ``gateway`` (None: of every gateway) for "*\\0SID". O(the gateway's live
+        calls): for an operator's kill, and a packet of an echo_class client that came
+        without its Class; remembered once found."""
         pattern = "*\0" + "".join("\\" + c if c in "*?[]\\" else c for c in session_id)
-        for gateway in await self.gateways():
-            async for raw, _ in self.redis.zscan_iter(lastseen_key(gateway), match=pattern):
+        gateways = await self.gateways() if gateway is None else [gateway]
+        for name in gateways:
+            key = lastseen_key(name)
+            async for raw, _ in self.redis.zscan_iter(key, match=pattern, count=1000):
                 account_id, sid = split_member(raw)
                 if sid == session_id:
+                    self.remember_locator(session_id, account_id)
                     return account_id
         return None
 

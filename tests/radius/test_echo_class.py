@@ -45,14 +45,20 @@ def _access_request(ident: int, session_id: str) -> AuthPacket:
 
 
 def _accounting(
-    ident: int, status: str, session_id: str, usage_s: int, when_s: int, klass: bytes | None
+    ident: int,
+    status: str,
+    session_id: str,
+    usage_s: int,
+    when_s: int,
+    klass: bytes | None,
+    user: str = "alice",
 ) -> AcctPacket:
     req = AcctPacket(id=ident, secret=SECRET.encode(), dict=DICT)
     values: dict[str, Any] = {
         "Acct-Status-Type": status,
         "NAS-IP-Address": "127.0.0.1",
         "Acct-Session-Id": session_id,
-        "User-Name": "alice",
+        "User-Name": user,
         "Calling-Station-Id": "+4940555666",
         "Called-Station-Id": "030123456",
         "Acct-Session-Time": usage_s,
@@ -96,10 +102,12 @@ async def test_account_in_class_instead_of_the_locator(
         assert raw is not None
         return Packet(packet=raw, secret=SECRET.encode(), dict=DICT)
 
-    def account(status: str, sid: str, usage_s: int, klass: bytes | None) -> AcctPacket:
+    def account(
+        status: str, sid: str, usage_s: int, klass: bytes | None, user: str = "alice"
+    ) -> AcctPacket:
         nonlocal ident
         ident += 1
-        return _accounting(ident, status, sid, usage_s, t0_s + usage_s, klass)
+        return _accounting(ident, status, sid, usage_s, t0_s + usage_s, klass, user)
 
     try:
         await add_account(ledger, balance_micros=10 * EUR)
@@ -126,15 +134,15 @@ async def test_account_in_class_instead_of_the_locator(
             await send(account(status, "leg-1", usage_s, klass), frontend.acct_port)
         rec = await sessions.store.get("acc1", "leg-1")
         assert rec is not None and rec.last_usage_s == 60 and rec.answer_ms == t0_s * 1000
-        # Found through Class: no locator written (the identity lookup, a packet
-        # without Class takes below, writes one).
+        # Found through Class: no locator written.
         assert await redis.exists(loc_key("leg-1")) == (0 if echo else 1)
         # A Class naming another account (no such call there): found all the same.
         clock.now_ms = (t0_s + 70) * 1000
         await send(account("Interim-Update", "leg-1", 70, b"chargingd:acc2"), frontend.acct_port)
-        # The Stop without Class (the gateway forgot it): the same record, charged once.
+        # The Stop without Class (the gateway forgot it), its User-Name now bob's
+        # (acc2): found in the gateway's last-seen zset, charged once, to acc1.
         clock.now_ms = (t0_s + 90) * 1000
-        await send(account("Stop", "leg-1", 90, None), frontend.acct_port)
+        await send(account("Stop", "leg-1", 90, None, user="bob"), frontend.acct_port)
         await send(account("Stop", "leg-1", 90, klass), frontend.acct_port)  # retransmitted
 
         # The operator kills the other call by its id alone.
@@ -157,6 +165,8 @@ async def test_account_in_class_instead_of_the_locator(
         acc2 = await ledger.get_account("acc2")
         assert (acc2.balance_micros, acc2.reserved_micros) == (10 * EUR, 0)
         assert await sessions.list_sessions() == []
+        if echo:  # never a locator for the calls of this client
+            assert await redis.exists(loc_key("leg-1"), loc_key("leg-2")) == 0
     finally:
         nas.close()
         await frontend.stop()
