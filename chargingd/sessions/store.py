@@ -22,6 +22,7 @@ Keys:
   sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway
                               (the reaper's index and the gateway's live calls together)
   sess:gateways        set    the gateways that have a last-seen zset (written when new)
+The indexes' reads and writes are in sessions/indexes.py (a base of SessionStore).
 Before them (until 2026-12) one ``sess:lastseen`` zset and a ``sess:gw:GATEWAY`` set per
 gateway: sessions/upgrade.py moves them at start.
 """
@@ -42,6 +43,7 @@ from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
 from chargingd.ledger.steps import Step, fused_source
 from chargingd.sessions.ccapi import account_class
+from chargingd.sessions.indexes import GATEWAYS, LiveIndexes, lastseen_key, live_key
 from chargingd.sessions.record import (
     CLOSED,
     LIVE,
@@ -61,7 +63,6 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 DEADLINES = "sess:deadlines"
-GATEWAYS = "sess:gateways"
 ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
@@ -97,20 +98,11 @@ def fin_key(account_id: str, session_id: str) -> str:
     return f"{account_tag(account_id)}:s:{session_id}:fin"
 
 
-def live_key(account_id: str) -> str:
-    return f"{account_tag(account_id)}:calls"
-
-
 def loc_key(session_id: str) -> str:
     return f"sess:loc:{session_id}"
 
 
-def lastseen_key(gateway: str) -> str:
-    """The last-seen zset of one gateway's live sessions."""
-    return f"sess:lastseen:{gateway}"
-
-
-class SessionStore:
+class SessionStore(LiveIndexes):
     """Typed access to the session keys; callers never build keys."""
 
     def __init__(
@@ -184,33 +176,6 @@ class SessionStore:
         if len(self._located) >= 100_000:
             self._located.clear()
         self._located[session_id] = account_id
-
-    def _register(self, gateway: str) -> list[tuple[Any, ...]]:
-        """The registry write for a gateway this process has not registered yet."""
-        if gateway in self._gateways:
-            return []
-        self._gateways.add(gateway)
-        return [("SADD", GATEWAYS, gateway)]
-
-    def registering(self, gateway: str) -> list[tuple[Any, ...]]:
-        """Commands to send with a new call's writes (fused path): see _register."""
-        return self._register(gateway)
-
-    async def gateways(self) -> list[str]:
-        """Every gateway with a last-seen zset. This process's own are written again
-        first (a Redis that lost the registry but not the zsets is mended here)."""
-        commands: list[tuple[Any, ...]] = []
-        if self._gateways:
-            commands.append(("SADD", GATEWAYS, *sorted(self._gateways)))
-        commands.append(("SMEMBERS", GATEWAYS))
-        *_, names = await self._send(commands)
-        return sorted(_text(name) for name in names)
-
-    async def count_live(self) -> dict[str, int]:
-        """Live sessions per gateway (the sizes of the last-seen zsets)."""
-        names = await self.gateways()
-        sizes = await self._send([("ZCARD", lastseen_key(g)) for g in names])
-        return {g: int(n) for g, n in zip(names, sizes, strict=True)}
 
     def cached(self, session_id: str) -> tuple[str, bytes] | None:
         """(account id, stored value) of a live record as this process last saw it."""
@@ -386,22 +351,6 @@ class SessionStore:
             account_id = await self.search(session_id)
         return None if account_id is None else await self.get(account_id, session_id)
 
-    async def search(self, session_id: str, gateway: str | None = None) -> str | None:
-        """The account of a live session without a locator: ZSCAN of the last-seen zset
-        of ``gateway`` (None: of every gateway) for "*\\0SID". O(the gateway's live
-        calls): for an operator's kill, and a packet of an echo_class client that came
-        without its Class; remembered once found."""
-        pattern = "*\0" + "".join("\\" + c if c in "*?[]\\" else c for c in session_id)
-        gateways = await self.gateways() if gateway is None else [gateway]
-        for name in gateways:
-            key = lastseen_key(name)
-            async for raw, _ in self.redis.zscan_iter(key, match=pattern, count=1000):
-                account_id, sid = split_member(raw)
-                if sid == session_id:
-                    self.remember_locator(session_id, account_id)
-                    return account_id
-        return None
-
     async def touch(
         self,
         account_id: str,
@@ -484,22 +433,6 @@ class SessionStore:
         await self.update(rec, deadline_ms=0, limited=0)
         await self.redis.zrem(DEADLINES, rec.member)
 
-    async def due(self, index: str, until_ms: int, *, limit: int = 100) -> list[bytes]:
-        """Members of ``index`` whose score is at most ``until_ms``, oldest first."""
-        members: list[bytes] = await self.redis.zrangebyscore(
-            index, "-inf", until_ms, start=0, num=limit
-        )
-        return members
-
-    async def due_many(
-        self, indexes: list[str], until_ms: int, *, limit: int = 100
-    ) -> list[list[bytes]]:
-        """``due`` of several indexes in one round trip."""
-        if not indexes:
-            return []
-        commands = [("ZRANGEBYSCORE", i, "-inf", until_ms, "LIMIT", 0, limit) for i in indexes]
-        return await self._send(commands)
-
     async def claim_until(self, index: str, raw_member: bytes, due_ms: int, retry_ms: int) -> bool:
         """Take one due entry by moving its score to ``retry_ms`` (exactly one caller gets
         True): unlike ZREM, a claimer that dies leaves the entry to be retried then."""
@@ -543,42 +476,6 @@ class SessionStore:
             ("ZREM", lastseen_key(rec.gateway), rec.member),
             ("DEL", fin_key(rec.account_id, rec.session_id)),
         ]
-
-    async def live_of_account(self, account_id: str) -> list[SessionRecord]:
-        """The account's live sessions; an id whose record is gone is dropped."""
-        key = live_key(account_id)
-        ids = await self.redis.hkeys(key)
-        out = []
-        for sid in sorted(ids):
-            rec = await self.get(account_id, sid.decode())
-            if rec is not None and rec.state == LIVE:
-                out.append(rec)
-            elif rec is None:
-                await self.redis.hdel(key, sid)
-        return out
-
-    async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
-        """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
-        first); an entry whose record is gone is dropped from its zset."""
-        key = lastseen_key(gateway)
-        members = await self.redis.zrange(key, 0, limit - 1)
-        out = []
-        for raw in members:
-            rec = await self.get(*split_member(raw))
-            if rec is not None and rec.state == LIVE:
-                out.append(rec)
-            elif rec is None:
-                await self.redis.zrem(key, raw)
-        return out
-
-    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
-        """Every live session (via the gateways' last-seen zsets), for the admin socket."""
-        out: list[SessionRecord] = []
-        for gateway in await self.gateways():
-            if len(out) >= limit:
-                break
-            out += await self.live_of_gateway(gateway, limit=limit - len(out))
-        return out
 
     async def append_cdr(self, cdr: CDR) -> bytes:
         """XADD the rated CDR to the stream the exporter drains (field "cdr", msgpack)."""

@@ -1,0 +1,146 @@
+"""The indexes of live sessions, read and written beside the records (sessions/store.py).
+
+  {a:ACC}:calls        hash   the account's live session ids -> "" (a top-up, a block's cut)
+  sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway:
+                              the reaper's index and the gateway's live calls
+                              (Accounting-On/Off, ctl listings, monitoring)
+  sess:gateways        set    the gateways that have a last-seen zset (written when new)
+
+``LiveIndexes`` is a part of SessionStore (its base class): the store's pipeline
+(``_send``), its record reads (``get``) and its locator memory are its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chargingd.ledger.keys import account_tag
+from chargingd.sessions.record import LIVE, SessionRecord, split_member
+
+GATEWAYS = "sess:gateways"
+
+
+def live_key(account_id: str) -> str:
+    """The account's live session ids (a hash: Redis 7.0 keeps a small one as a
+    listpack, ~30 bytes a call where a set of strings takes ~84)."""
+    return f"{account_tag(account_id)}:calls"
+
+
+def lastseen_key(gateway: str) -> str:
+    """The last-seen zset of one gateway's live sessions."""
+    return f"sess:lastseen:{gateway}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LiveIndexes:
+    """The live-session indexes of SessionStore (see the module doc)."""
+
+    redis: Any
+    _gateways: set[str]  # gateways this process has registered in GATEWAYS
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        raise NotImplementedError  # SessionStore's pipeline
+
+    async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
+        raise NotImplementedError  # SessionStore's record read
+
+    def remember_locator(self, session_id: str, account_id: str) -> None:
+        raise NotImplementedError  # SessionStore's locator memory
+
+    def _register(self, gateway: str) -> list[tuple[Any, ...]]:
+        """The registry write for a gateway this process has not registered yet."""
+        if gateway in self._gateways:
+            return []
+        self._gateways.add(gateway)
+        return [("SADD", GATEWAYS, gateway)]
+
+    def registering(self, gateway: str) -> list[tuple[Any, ...]]:
+        """Commands to send with a new call's writes (fused path): see _register."""
+        return self._register(gateway)
+
+    async def gateways(self) -> list[str]:
+        """Every gateway with a last-seen zset. This process's own are written again
+        first (a Redis that lost the registry but not the zsets is mended here)."""
+        commands: list[tuple[Any, ...]] = []
+        if self._gateways:
+            commands.append(("SADD", GATEWAYS, *sorted(self._gateways)))
+        commands.append(("SMEMBERS", GATEWAYS))
+        *_, names = await self._send(commands)
+        return sorted(_text(name) for name in names)
+
+    async def count_live(self) -> dict[str, int]:
+        """Live sessions per gateway (the sizes of the last-seen zsets)."""
+        names = await self.gateways()
+        sizes = await self._send([("ZCARD", lastseen_key(g)) for g in names])
+        return {g: int(n) for g, n in zip(names, sizes, strict=True)}
+
+    async def search(self, session_id: str, gateway: str | None = None) -> str | None:
+        """The account of a live session without a locator: ZSCAN of the last-seen zset
+        of ``gateway`` (None: of every gateway) for "*\\0SID". O(the gateway's live
+        calls): for an operator's kill, and a packet of an echo_class client that came
+        without its Class; remembered once found."""
+        pattern = "*\0" + "".join("\\" + c if c in "*?[]\\" else c for c in session_id)
+        gateways = await self.gateways() if gateway is None else [gateway]
+        for name in gateways:
+            key = lastseen_key(name)
+            async for raw, _ in self.redis.zscan_iter(key, match=pattern, count=1000):
+                account_id, sid = split_member(raw)
+                if sid == session_id:
+                    self.remember_locator(session_id, account_id)
+                    return account_id
+        return None
+
+    async def due(self, index: str, until_ms: int, *, limit: int = 100) -> list[bytes]:
+        """Members of ``index`` whose score is at most ``until_ms``, oldest first."""
+        members: list[bytes] = await self.redis.zrangebyscore(
+            index, "-inf", until_ms, start=0, num=limit
+        )
+        return members
+
+    async def due_many(
+        self, indexes: list[str], until_ms: int, *, limit: int = 100
+    ) -> list[list[bytes]]:
+        """``due`` of several indexes in one round trip."""
+        if not indexes:
+            return []
+        commands = [("ZRANGEBYSCORE", i, "-inf", until_ms, "LIMIT", 0, limit) for i in indexes]
+        return await self._send(commands)
+
+    async def live_of_account(self, account_id: str) -> list[SessionRecord]:
+        """The account's live sessions; an id whose record is gone is dropped."""
+        key = live_key(account_id)
+        ids = await self.redis.hkeys(key)
+        out = []
+        for sid in sorted(ids):
+            rec = await self.get(account_id, sid.decode())
+            if rec is not None and rec.state == LIVE:
+                out.append(rec)
+            elif rec is None:
+                await self.redis.hdel(key, sid)
+        return out
+
+    async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
+        """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
+        first); an entry whose record is gone is dropped from its zset."""
+        key = lastseen_key(gateway)
+        members = await self.redis.zrange(key, 0, limit - 1)
+        out = []
+        for raw in members:
+            rec = await self.get(*split_member(raw))
+            if rec is not None and rec.state == LIVE:
+                out.append(rec)
+            elif rec is None:
+                await self.redis.zrem(key, raw)
+        return out
+
+    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
+        """Every live session (via the gateways' last-seen zsets), for the admin socket."""
+        out: list[SessionRecord] = []
+        for gateway in await self.gateways():
+            if len(out) >= limit:
+                break
+            out += await self.live_of_gateway(gateway, limit=limit - len(out))
+        return out
