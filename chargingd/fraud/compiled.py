@@ -12,8 +12,10 @@ picks it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -23,6 +25,7 @@ from chargingd.fraud.rules import Rule
 from chargingd.fraud.types import CallFacts
 
 MAX_SHAPES = 256  # templates kept per rule set (a shape is a few booleans)
+MAX_KEYS = 4096  # (identity, caller IP, country, type, high-risk flags) -> its template
 Shape = tuple[bool, bool, tuple[bool, ...], bool, tuple[bool, ...]]
 ACCOUNT, CALLER_IP = 1, 5  # the KEYS index of the value an op counts in (fraud.lua)
 
@@ -38,6 +41,12 @@ class Template:
     ttl_ms: int  # how long the account's value must live at least (its ops' longest)
     ip_ttl_ms: int  # the caller IP's
 
+    @functools.cached_property
+    def plan(self) -> P.AuthPlan:
+        """The plan of every call of this shape (one that may block: see Compiled.plan)."""
+        return P.AuthPlan(0, self.rules, self.ops, self.may_block, self.learns, self.ttl_ms,
+                          self.ip_ttl_ms)  # fmt: skip
+
 
 class Compiled:
     """The authorize ops of one rule set (its own rules and its rules per caller IP)."""
@@ -49,13 +58,34 @@ class Compiled:
         self.dest_rules = tuple(r for r in own if r.kind == "destination")
         self.country_rules = tuple(r for r in own if r.kind == "new_country")
         self._templates: dict[Shape, Template] = {}
+        self._by_call: dict[tuple[Any, ...], Template] = {}
 
     def plan(self, now_ms: int, facts: CallFacts, dest: Destination, with_ip: bool) -> P.AuthPlan:
-        """This call's ops (per caller IP too when ``with_ip``)."""
-        country = dest.country
-        shape: Shape = (
+        """This call's ops (per caller IP too when ``with_ip``). A call's shape follows
+        from what the destination is (country, type, high-risk flags): the template is
+        found by those, worked out once."""
+        key = (
             bool(facts.identity),
             with_ip and bool(facts.caller_ip),
+            dest.country,
+            dest.number_type,
+            dest.high_risk_country,
+            dest.high_risk_prefix,
+        )
+        t = self._by_call.get(key)
+        if t is None:
+            if len(self._by_call) >= MAX_KEYS:
+                self._by_call.clear()
+            t = self._by_call[key] = self._shaped(key[0], key[1], dest)
+        if t.may_block:  # its block step is the call's own (with_block fills it in)
+            return P.AuthPlan(now_ms, t.rules, t.ops, True, t.learns, t.ttl_ms, t.ip_ttl_ms)
+        return t.plan
+
+    def _shaped(self, identity: bool, ip: bool, dest: Destination) -> Template:
+        country = dest.country
+        shape: Shape = (
+            identity,
+            ip,
             tuple(bool(dest.reasons(r.match)) for r in self.dest_rules),
             bool(country),
             tuple(country in r.exempt_countries for r in self.country_rules),
@@ -65,7 +95,7 @@ class Compiled:
             if len(self._templates) >= MAX_SHAPES:
                 self._templates.clear()
             t = self._templates[shape] = self.template(shape)
-        return P.AuthPlan(now_ms, t.rules, t.ops, t.may_block, t.learns, t.ttl_ms, t.ip_ttl_ms)
+        return t
 
     def template(self, shape: Shape) -> Template:
         """The ops of a call of this shape, rule by rule."""

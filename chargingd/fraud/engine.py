@@ -211,11 +211,12 @@ class Fraud:
         rules = self.book.rules_for(facts.account_id, facts.tariff)
         ip_alone = self._split(rules)[4]
         dest = self.classifier.classify(facts.callee)
-        plan = ip_alone.plan(self.clock_ms(), facts, dest, True)
+        now = self.clock_ms()
+        plan = ip_alone.plan(now, facts, dest, True)
         if not plan.rules:
             return ALLOWED
         keys = [FK.ip_value_key(facts.caller_ip)] * 5
-        argv = [plan.now_ms, facts.identity, facts.session_id, plan.ops, dest.number, ""]
+        argv = [now, facts.identity, facts.session_id, plan.ops, dest.number, ""]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ip_ttl_ms, plan.ip_ttl_ms, 0, 0]
         reply = await self._send(self._ip_script, keys, argv)
         verdict = P.decode(plan, reply, {r.name: r for r in plan.rules if r is not None})

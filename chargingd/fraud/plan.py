@@ -119,9 +119,10 @@ def head_keys(plan: Plan, value_key: str, block_keys: Sequence[str]) -> list[str
 @dataclass
 class AuthPlan:
     """The authorize ops of one call (compiled.py: fixed per rule set and shape of call,
-    as fraud.lua reads them) and the rule of each op."""
+    as fraud.lua reads them) and the rule of each op. Shared by the calls of a shape
+    unless it may block (its block step is then the call's own)."""
 
-    now_ms: int
+    now_ms: int  # the block step's time (0 in a shared plan)
     rules: tuple[Rule | None, ...]  # the rule of op i + 1
     ops: bytes  # fraud.lua's ARGV[4]
     may_block: bool  # an op's rule blocks (not in shadow)
