@@ -12,6 +12,7 @@ and the alerts follow here, off the request path (never awaited by authorize).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class Prepared:
     keys: list[str]
     argv: list[Any]
     rules: tuple[Rule, ...]
+    learn: bool = True  # a country to learn once granted (check.lua: not known lately)
 
 
 def fragment() -> str:
@@ -175,6 +177,8 @@ class Fraud:
         if prepared is not None:
             reply = await self._send(self._check, prepared.keys, prepared.argv)
             verdict = self.decided(prepared, reply)
+            if len(reply) > 5 and not int(reply[5]):  # its country is known: no admit
+                prepared = dataclasses.replace(prepared, learn=False)
         if self.single_redis or verdict.again or not verdict.allowed:
             return verdict, prepared
         # Redis Cluster: the per-IP counts in their own slot, once the account's check
@@ -192,7 +196,7 @@ class Fraud:
         """The call ``evaluate`` allowed was granted: its country known for
         ``new_country`` (the fused script learns it after its reserve, in its own run;
         ``evaluate`` counted the call live already)."""
-        if prepared.plan.learns:
+        if prepared.learn and prepared.plan.learns:
             await self._send(self._admit, prepared.keys, prepared.argv)
 
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:

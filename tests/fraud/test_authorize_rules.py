@@ -291,3 +291,30 @@ async def test_a_busy_account_keeps_a_small_value(redis: aioredis.Redis, clock: 
     assert len(value["n"]["8"]) == 31  # many-destinations: 30 + 1
     raw = await redis.get("{a:acc1}:fr:v")
     assert raw is not None and len(raw) < 1000, len(raw)
+
+
+async def test_the_step_path_learns_a_country_only_when_not_known_lately(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """check.lua says whether admit.lua has a country to write: a call to a country
+    the account called today sends no admit script."""
+    fraud = await make_fraud(redis, clock, [{"name": "nc", "kind": "new_country"}])
+    sent: list[Any] = []
+    send = fraud._send
+
+    async def counted(script: Any, keys: list[str], argv: list[Any]) -> Any:
+        sent.append(script)
+        return await send(script, keys, argv)
+
+    fraud._send = counted  # type: ignore[method-assign]
+    assert (await fraud.check(call(BERLIN))).allowed
+    assert sent == [fraud._check, fraud._admit]  # DE learnt
+    sent.clear()
+    clock.advance(3600)
+    assert (await fraud.check(call("+4989123456"))).allowed
+    assert sent == [fraud._check]  # DE known since an hour: nothing to write
+    sent.clear()
+    clock.advance(86400)
+    assert (await fraud.check(call(BERLIN))).allowed
+    assert sent == [fraud._check, fraud._admit]  # a day on: its last call rewritten
+    assert (await fraud.value("acc1"))["c"]["DE"] == clock()

@@ -4,7 +4,9 @@
 -- the rules allow is live from here (fraud_admit 'l': concurrent authorizes on other
 -- daemons count it; the caller forgets it if its reserve refuses, note.lua); its
 -- country is learnt only once the reserve granted it (admit.lua), as the fused script
--- does. KEYS and ARGV: see fraud.lua (authorize).
+-- does; the verdict's 6th value says whether admit.lua has a country to learn (1) or
+-- not (0: the country is known, called lately). KEYS and ARGV: see fraud.lua
+-- (authorize).
 local seen = fraud_seen(KEYS, ARGV)
 if seen then return seen end
 local verdict = fraud_check(KEYS, ARGV)
@@ -15,4 +17,5 @@ else
   fraud_remember(KEYS, ARGV, verdict)
 end
 fraud_save(KEYS, ARGV)
+verdict[6] = fr_learn
 return verdict

@@ -276,6 +276,10 @@ local function fraud_seen(KEYS, ARGV)
   return nil
 end
 
+-- 1 when fraud_check found a country fraud_admit would write (admit.lua is worth
+-- sending: check.lua returns it as the verdict's 6th value).
+local fr_learn = 0
+
 local function fraud_check(KEYS, ARGV)
   local now, identity, sid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local acc = fr_load(KEYS[1])
@@ -306,6 +310,7 @@ local function fraud_check(KEYS, ARGV)
       if last < now - win then  -- a country not called within the memory: any history?
         count = fr_size(acc.c)
       end
+      if last < now - math.min(DAY_MS, win / 100) then fr_learn = 1 end  -- fraud_admit
       limit = 0
     end
     if kind ~= 'l' and kind ~= 'n' then v._dirty = true end
