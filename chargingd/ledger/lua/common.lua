@@ -6,6 +6,11 @@ local function num(v) if v then return tonumber(v) or 0 end return 0 end
 -- MAX_TOTAL_MICROS (the largest balance or lifetime total, < 2^53) is defined above
 -- this file by the ledger at load time, from chargingd.core.money (one value).
 
+-- The account fields reserve.lua decides with, in its order (account_check.lua reads them
+-- in its own HMGET and hands them to the reserve of the same script: one read of the
+-- account for both).
+local RESERVE_FIELDS = {'mode', 'status', 'balance', 'credit_limit', 'reserved', 'max_calls'}
+
 -- Account fields every before/after snapshot carries.
 local SNAP = {'balance', 'reserved', 'status', 'status_reason'}
 

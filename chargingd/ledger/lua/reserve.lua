@@ -4,19 +4,22 @@
 -- ARGV[1] session id  ARGV[2] amount micros  ARGV[3] now ms  ARGV[4] lease ms
 -- ARGV[5] partial 0|1 ARGV[6] new_session 0|1 ARGV[7] who  ARGV[8] audit max entries
 -- ARGV[9] max expired holds to reclaim first  ARGV[10] audit this hold 0|1
--- ARGV[11] deadline ms on Redis's own clock (TIME), '0' none: a new session's reserve
---   that runs later than this (its caller gave up and answered "charging unavailable",
---   e.g. Redis was stopped) refuses itself ('late') instead of holding money
--- ARGV[12] how long a new session's refusal is remembered (ms): a retransmitted
---   request, on any daemon, gets the same answer
+-- ARGV[11] deadline ms on Redis's own clock (TIME), '0' none (see below)
+-- ARGV[12] how long a new session's refusal is remembered (ms)
+-- ARGV[13] (embedded only: a Lua table) the account's RESERVE_FIELDS as account_check.lua
+--   read them earlier in the same script; absent: read here
 -- Returns {'ok', granted, available_after, reclaimed}
 --       | {'refused', reason, available, reclaimed} | {'closed'}
+-- ARGV[11]: a new session's reserve that runs later than this (its caller gave up and
+-- answered "charging unavailable", e.g. Redis was stopped) refuses itself ('late')
+-- instead of holding money. ARGV[12]: a retransmitted request, on any daemon, gets the
+-- same answer.
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, amount, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local partial, new_session, who, maxlen = ARGV[5] == '1', ARGV[6] == '1', ARGV[7], ARGV[8]
 
-local a = redis.call('HMGET', acct, 'mode', 'status', 'balance', 'credit_limit', 'reserved',
-                     'max_calls')
+local a = ARGV[13]
+if type(a) ~= 'table' then a = redis.call('HMGET', acct, unpack(RESERVE_FIELDS)) end
 if not a[1] then return {'refused', 'unknown_account', 0, 0} end
 local known = redis.call('HMGET', sess, 'closed', 'refused')
 if known[1] == '1' then return {'closed'} end

@@ -15,6 +15,10 @@
 --   but for its last pair, credit_micros, appended here (its map header counts it)
 -- ARGV[23] '1': credit_micros is what is held only (hold_all, own_timer), else held +
 --   available
+-- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
+--   account itself: a Lua table) the account's fields as its account_check read them
+-- The account is read once: account_check's HMGET also reads the fields the reserve
+-- decides with and hands them to it (nothing writes the account in between).
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
 --       | {'inactive', {status, status_reason}}: not active, nothing done
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
@@ -33,8 +37,9 @@ if known then
     return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
   end
 end
-local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-                           {unpack(ARGV, 1, 12)})
+local rargv = {unpack(ARGV, 1, 12)}
+rargv[13] = chk[2] or ARGV.account
+local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, rargv)
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).

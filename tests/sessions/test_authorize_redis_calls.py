@@ -1,0 +1,87 @@
+"""What a new call's authorize runs inside Redis (the fused script, with and without the
+fraud rules ahead of it): the commands it calls, counted by INFO commandstats on a real
+Redis. The ledger's reserve inside it reads the account once (account_check's read),
+reads no lease index when no lease of the account is due, and a retransmission or a
+replay is still answered as before (tests/ledger, test_replay_answers_the_same.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import make_fraud
+from sessions_harness import add_account, call, make_sessions
+
+from chargingd.ledger import Ledger
+from chargingd.sessions.ccapi import Authorized
+from chargingd.sessions.service import Sessions
+
+CONCURRENT = {"name": "many", "kind": "concurrent", "max_calls": 50, "action": "refuse"}
+
+# One new call's authorize, fused, no locator written (echo_class), request timeout set.
+NEW_CALL = {
+    "hmget": 2,  # the account (check + reserve), the ledger session hash
+    "get": 1,  # the record: a retransmission is answered from it
+    "time": 1,  # the late-run check (Redis's clock: a stalled Redis is caught)
+    "zrangebyscore": 1,  # the expired-lease sweep
+    "hget": 1,  # the session's own hold
+    "hset": 3,  # holds, account, live ids
+    "zadd": 2,  # leases, last-seen
+    "set": 1,  # the record
+}
+
+
+async def build(
+    redis: aioredis.Redis, tmp_path: Path, *, fraud: bool, max_calls: int = 0
+) -> tuple[Sessions, Ledger, Clock]:
+    clock = Clock()
+    ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+    await ledger.load_scripts()
+    base = make_sessions(redis, ledger, clock, tmp_path, echo_class=("gw1",))
+    engine = await make_fraud(redis, clock, [CONCURRENT], ledger=ledger) if fraud else None
+    sessions = Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=base.pricer,
+        cfg=base.cfg,
+        clock_ms=clock,
+        data_dir=tmp_path,
+        echo_class=("gw1",),
+        fraud=engine,
+    )
+    await sessions.store.load_scripts()
+    assert sessions.fused is not None
+    await add_account(ledger, max_calls=max_calls)
+    return sessions, ledger, clock
+
+
+async def commands(redis: aioredis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+async def calls_of_one_authorize(redis: aioredis.Redis, sessions: Sessions, sid: str) -> Any:
+    await redis.config_resetstat()
+    answer = await sessions.authorize(call(sid))
+    seen = await commands(redis)
+    return answer, seen
+
+
+@pytest.mark.parametrize("fraud", [False, True])
+async def test_a_new_calls_authorize_reads_what_it_needs_once(
+    redis: aioredis.Redis, tmp_path: Path, fraud: bool
+) -> None:
+    sessions, ledger, _ = await build(redis, tmp_path, fraud=fraud)
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)  # caller known
+    answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
+    assert isinstance(answer, Authorized)
+    inner = {k: v for k, v in seen.items() if k in NEW_CALL or k in ("zscore", "zcard")}
+    if fraud:  # the rules' value: one GET and one SET of {a:ID}:fr:v
+        inner["get"] -= 1
+        inner["set"] -= 1
+    assert inner == NEW_CALL
+    account = await ledger.get_account("acc1")
+    assert account.live_sessions == 2 and account.reserved_micros > 0
