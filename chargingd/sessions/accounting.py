@@ -127,10 +127,9 @@ class Accounting:
         held = self.store.cached(session_id)
         if held is None:
             return False
-        account_id, stored = held
+        account_id, stored, rec = held
         if report.call.account_hint not in ("", account_id):
             return False  # Class names another account (a reused id): as without a hold
-        rec = SessionRecord.unpack(account_id, session_id, stored)
         noted = note(
             stored,
             rec,

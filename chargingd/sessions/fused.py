@@ -190,7 +190,7 @@ class FusedPath:
         grant_fields |= {"paid_usage_s": paid_usage_s, "limited": 0}
         if deadline_ms:
             grant_fields["deadline_ms"] = deadline_ms
-        after = noted.after(**grant_fields)
+        granted, after = noted.after(**grant_fields)
         args += [noted.before, after, held, noted.fields_map()]
         seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
         reply = await self._send_with_index(self._renew.sha, keys, args, step, [seen])
@@ -198,7 +198,7 @@ class FusedPath:
             return Renewal(None, None, False, stale=True)
         reply, grant, applied = reply
         if applied:
-            self.store.cache(sid, acc, after)
+            self.store.cache(granted, after)
         else:
             self.store.uncache(sid)  # noted by the script: its own stored value
         result = self.steps.commit_result(reply, acc)
@@ -234,7 +234,7 @@ class FusedPath:
         now_ms = self.ledger.clock_ms()
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
-        args: list[Any] = [token, 30, noted.before, noted.after(), *release.argv]
+        args: list[Any] = [token, 30, noted.before, noted.after()[1], *release.argv]
         (reply,) = await self.store.send([("EVALSHA", self._stop.sha, len(keys), *keys, *args)])
         status = reply[0].decode()
         if status != "ok":

@@ -34,11 +34,10 @@ class Noted:
     fields: dict[str, str | int]
     gateway: str = ""
 
-    def after(self, **grant: int) -> bytes:
-        """The stored value of ``rec`` with ``grant``'s fields too."""
-        if not grant:
-            return self.rec.pack()
-        return SessionRecord.build(**{**self.rec.__dict__, **grant}).pack()
+    def after(self, **grant: int) -> tuple[SessionRecord, bytes]:
+        """``rec`` with ``grant``'s fields too, and its stored value."""
+        rec = SessionRecord.build(**{**self.rec.__dict__, **grant}) if grant else self.rec
+        return rec, rec.pack()
 
     def fields_map(self) -> bytes:
         """The noted fields as session_renew.lua merges them into the stored value."""

@@ -194,6 +194,13 @@ _REQUIRED = frozenset(
     f.name for f in dataclasses.fields(SessionRecord) if f.default is dataclasses.MISSING
 )
 _NAMES = frozenset(f.name for f in dataclasses.fields(SessionRecord))
+_WRITTEN = frozenset(CODES.values()) | {SAME_CONF_ID}
+
+
+def all_known(blob: bytes) -> bool:
+    """True when every code of a stored value is one this version writes back (a record
+    a newer version added fields to is only merged into, never rewritten whole)."""
+    return _WRITTEN.issuperset(msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape"))
 
 
 def fields_map(fields: dict[str, str | int]) -> bytes:

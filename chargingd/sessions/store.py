@@ -48,6 +48,7 @@ from chargingd.sessions.record import (
     CLOSED,
     LIVE,
     SessionRecord,
+    all_known,
     fields_map,
     member,
     record_lua,
@@ -66,6 +67,7 @@ DEADLINES = "sess:deadlines"
 ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
+MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
@@ -157,10 +159,11 @@ class SessionStore(LiveIndexes):
         # Gateways this process has registered in GATEWAYS (SADD once, not per call).
         self._gateways: set[str] = set()
         # session id -> (account id, the record's stored value as this process last read
-        # or wrote it): what the next accounting packet of the call is priced from, in
-        # one script that checks the value is still the stored one (sessions/noting.py).
-        # Single Redis only (the fused scripts); any write through session_set drops it.
-        self._records: dict[str, tuple[str, bytes]] = {}
+        # or wrote it, that value decoded): what the next accounting packet of the call
+        # is priced from, in one script that checks the value is still the stored one
+        # (sessions/noting.py). Single Redis only (the fused scripts); any write through
+        # session_set drops it. ~1.3 KB a call: at most MAX_HELD calls.
+        self._records: dict[str, tuple[str, bytes, SessionRecord]] = {}
 
     @property
     def batched(self) -> bool:
@@ -177,17 +180,19 @@ class SessionStore(LiveIndexes):
             self._located.clear()
         self._located[session_id] = account_id
 
-    def cached(self, session_id: str) -> tuple[str, bytes] | None:
-        """(account id, stored value) of a live record as this process last saw it."""
+    def cached(self, session_id: str) -> tuple[str, bytes, SessionRecord] | None:
+        """(account id, stored value, decoded) of a live record as this process last saw
+        it."""
         return self._records.get(session_id)
 
-    def cache(self, session_id: str, account_id: str, stored: bytes) -> None:
-        """Remember a live record's stored value (single Redis only: the fused scripts)."""
+    def cache(self, rec: SessionRecord, stored: bytes) -> None:
+        """Remember a live record and its stored value (single Redis only: the fused
+        scripts)."""
         if self._batcher is None:
             return
-        if len(self._records) >= 100_000:
+        if len(self._records) >= MAX_HELD:
             self._records.clear()
-        self._records[session_id] = (account_id, stored)
+        self._records[rec.session_id] = (rec.account_id, stored, rec)
 
     def uncache(self, session_id: str) -> None:
         self._records.pop(session_id, None)
@@ -385,8 +390,10 @@ class SessionStore(LiveIndexes):
         if state != LIVE.encode():
             self._records.pop(session_id, None)
             return state.decode(), int(usage), None
-        self.cache(session_id, account_id, blob)
-        return LIVE, int(usage), SessionRecord.unpack(account_id, session_id, blob)
+        rec = SessionRecord.unpack(account_id, session_id, blob)
+        if self._batcher is not None and all_known(blob):
+            self.cache(rec, blob)
+        return LIVE, int(usage), rec
 
     def _setting(
         self, rec: SessionRecord, fields: dict[str, str | int], ttl_s: int = 0

@@ -9,6 +9,7 @@ import dataclasses
 import random
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from sessions_harness import (
@@ -82,7 +83,8 @@ async def test_note_agrees_with_session_touch(redis: aioredis.Redis, tmp_path: P
             assert await redis.get(record_key("acc1", sid)) == stored  # nothing changed
             continue
         assert state == LIVE and touched == noted.rec and last == noted.rec.last_usage_s
-        assert SessionRecord.unpack("acc1", sid, noted.after()) == touched
+        assert noted.after() == (touched, noted.after()[1])
+        assert SessionRecord.unpack("acc1", sid, noted.after()[1]) == touched
     assert 0 < refused < 400
 
 
@@ -105,6 +107,11 @@ async def test_interim_and_stop_run_one_script_each(redis: aioredis.Redis, tmp_p
         await sessions.account(usage(info, UsageKind.INTERIM, usage_s, T0_MS + usage_s * 1000))
         assert await _evalsha(redis) - before == 1  # the renew, with the interim noted
         assert (await ledger.get_account("acc1")).debits_micros == usage_s * BERLIN_PER_S
+        held = sessions.store.cached("s1")  # as stored, and decoded the same
+        assert held is not None and held[1] == await redis.get(record_key("acc1", "s1"))
+        assert held[2] == SessionRecord.unpack("acc1", "s1", held[1])
+        assert held[2].last_usage_s == usage_s
+        assert held[2].debited_micros == usage_s * BERLIN_PER_S
     clock.advance(10)
     before = await _evalsha(redis)
     stop = usage(
@@ -229,3 +236,26 @@ async def test_short_money_noted_and_touched_paths_agree(
     account, (cdr,), rec, _ = results[0]
     assert account.reserved_micros == 0 and cdr.duration_s == 95
     assert rec is not None and rec.state == "closed"
+
+
+async def test_record_with_fields_of_a_newer_version_is_not_rewritten_whole(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A field this version does not know (written by a newer one during a rolling
+    upgrade) survives the interim: such a record is not held, the scripts merge into it."""
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    sessions = make_sessions(redis, ledger, clock, tmp_path)
+    await add_account(ledger)
+    info = call("s1")
+    assert isinstance(await sessions.authorize(info), Authorized)
+    key = record_key("acc1", "s1")
+    fields = msgpack.unpackb(await redis.get(key), raw=False) | {"zz": "newer"}
+    await redis.set(key, msgpack.packb(fields, use_bin_type=True), keepttl=True)
+    await sessions.account(usage(info, UsageKind.START, 0, T0_MS))
+    assert sessions.store.cached("s1") is None
+    clock.advance(60)
+    await sessions.account(usage(info, UsageKind.INTERIM, 60, T0_MS + 60_000))
+    stored = msgpack.unpackb(await redis.get(key), raw=False)
+    assert stored["zz"] == "newer" and stored["lu"] == 60
+    assert (await ledger.get_account("acc1")).debits_micros == 60 * BERLIN_PER_S
