@@ -69,6 +69,11 @@ async def check_books(ledger: Ledger, account_id: str) -> None:
     assert acc.initial_balance_micros + moved == acc.balance_micros
     for raw in await redis.hvals(K.acct_key(account_id)):
         assert b"e+" not in raw and b"E+" not in raw  # no exponent form from Lua tostring
+    # lease_due (reserve.lua) errs only early: no lease expires before it.
+    due = await redis.hget(K.acct_key(account_id), "lease_due")
+    lowest: Any = await redis.zrange(K.leases_key(account_id), 0, 0, withscores=True)
+    if due is not None and lowest:
+        assert int(due) <= lowest[0][1]
 
 
 # -- (1) money never moves twice, never without an audit entry, never below the floor ------
@@ -253,6 +258,45 @@ async def test_random_paths_keep_every_invariant(ledger: Ledger, clock: Clock) -
         except (SessionClosed, InsufficientCredit):
             pass
         await check_books(ledger, account)
+
+
+async def test_concurrent_reserves_reclaim_every_expired_lease_at_once(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Leases of mixed lengths, renewed, released and left to expire, with reserves,
+    commits and releases sent concurrently: after each round that ran a reserve at the
+    round's time, no lease that is over is left (reserves look for them only once the
+    account's lease_due says one may be: it must never say so late), and the books hold."""
+    rng = random.Random(20261205)
+    # Enough reclaims per reserve for every lease over (test_reserve_sweep.py checks
+    # the bound: the rest stay due for the next reserves).
+    ledger = Ledger(redis, clock_ms=clock, audit_max_entries=0, reclaim_per_reserve=1_000)
+    await ledger.load_scripts()
+    await _prepaid(ledger, "pre", 50_000)
+
+    async def op(sid: str) -> None:
+        pick = rng.random()
+        try:
+            if pick < 0.6:
+                lease = rng.choice([1, 300, 1_000, 2_500, 10_000])
+                await ledger.reserve("pre", sid, rng.randrange(1, 900), lease_ms=lease)
+            elif pick < 0.8:
+                await ledger.commit("pre", sid, rng.randrange(0, 50))
+            else:
+                await ledger.release("pre", sid, rng.randrange(0, 50))
+        except SessionClosed:
+            pass
+
+    for round_ in range(120):
+        clock.now_ms += rng.choice([0, 1, 299, 700, 1_500, 4_000])
+        sids = [f"r{round_}-{i}" if rng.random() < 0.3 else f"s{i}" for i in range(4)]
+        await asyncio.gather(
+            *(op(sid) for sid in sids),
+            ledger.reserve("pre", f"n{round_}", 1, lease_ms=rng.choice([1, 5_000])),
+        )
+        over = await ledger.redis.zcount(K.leases_key("pre"), "-inf", clock())
+        assert over == 0, round_
+        await check_books(ledger, "pre")
 
 
 # -- (2) Lua numbers are doubles ------------------------------------------------------

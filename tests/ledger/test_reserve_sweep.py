@@ -223,6 +223,88 @@ async def test_reserve_reclaims_expired_holds_first(ledger: Ledger, clock: Clock
     assert {e.why for e in entries[1:]} == {"lease expired"}
 
 
+async def _reclaimed(ledger: Ledger, account: str = "pre") -> list[str]:
+    return [e.details["session"] for e in await ledger.audit(account) if e.what == "reclaim"]
+
+
+async def _lease_due(ledger: Ledger, account: str = "pre") -> int | None:
+    raw = await ledger.redis.hget(K.acct_key(account), "lease_due")
+    return None if raw is None else int(raw)
+
+
+async def test_a_shorter_lease_than_the_others_is_reclaimed_at_its_expiry(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Reserves look for expired leases only from the account's lease_due on: a lease
+    shorter than every other one moves it earlier."""
+    await ledger.reserve("pre", "long", 300, lease_ms=LEASE_MS)
+    await ledger.reserve("pre", "short", 300, lease_ms=1_000)
+    assert await _lease_due(ledger) == clock() + 1_000
+    clock.now_ms += 1_000
+    assert await ledger.reserve("pre", "next", 700, lease_ms=LEASE_MS) == Grant(700, None, 0)
+    assert await _reclaimed(ledger) == ["short"]
+    assert (await ledger.get_account("pre")).reserved_micros == 1_000
+
+
+async def test_a_renewed_first_lease_does_not_hide_the_next_one(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """lease_due errs only early: renewing the first lease leaves it at the old expiry,
+    the reserve then finds nothing expired and moves it to the next lease's expiry,
+    which is reclaimed exactly when it is over."""
+    t0 = clock()
+    await ledger.reserve("pre", "a", 100, lease_ms=1_000)
+    await ledger.reserve("pre", "b", 100, lease_ms=5_000)
+    clock.now_ms += 500
+    await ledger.reserve("pre", "a", 100, lease_ms=LEASE_MS, new_session=False)
+    assert await _lease_due(ledger) == t0 + 1_000
+    clock.now_ms += 500
+    await ledger.reserve("pre", "c", 100, lease_ms=LEASE_MS, new_session=False)
+    assert await _reclaimed(ledger) == [] and await _lease_due(ledger) == t0 + 5_000
+    clock.now_ms += 3_999
+    await ledger.reserve("pre", "c", 100, lease_ms=LEASE_MS, new_session=False)
+    assert await _reclaimed(ledger) == []
+    clock.now_ms += 1
+    await ledger.reserve("pre", "c", 100, lease_ms=LEASE_MS, new_session=False)
+    assert await _reclaimed(ledger) == ["b"]
+    assert (await ledger.get_account("pre")).reserved_micros == 200
+
+
+async def test_an_account_without_lease_due_is_swept_at_once(ledger: Ledger, clock: Clock) -> None:
+    """An account written before lease_due existed (or by hand): the next reserve
+    looks for expired leases and writes the field; a refusal writes it too."""
+    await ledger.reserve("pre", "old", 400, lease_ms=1_000)
+    await ledger.redis.hdel(K.acct_key("pre"), "lease_due")
+    clock.now_ms += 1_000
+    refused = await ledger.reserve("pre", "big", 5_000, lease_ms=LEASE_MS, partial=False)
+    assert refused == Grant(0, RefusalReason.INSUFFICIENT_CREDIT, 1_000)
+    assert await _reclaimed(ledger) == ["old"]
+    assert await _lease_due(ledger) == 2**52  # no lease left
+    await ledger.reserve("pre", "s1", 100, lease_ms=2_000)
+    assert await _lease_due(ledger) == clock() + 2_000
+
+
+async def test_more_expired_leases_than_one_reserve_reclaims(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """reclaim_per_reserve bounds one reserve's reclaims; the rest stay due and the
+    following reserves take them, lowest expiry first, as before."""
+    led = Ledger(redis, clock_ms=clock, reclaim_per_reserve=2)
+    await led.load_scripts()
+    await led.create_account("a", mode=Mode.PREPAID, currency="EUR", balance_micros=900, who="o")
+    for i in range(5):
+        await led.reserve("a", f"s{i}", 100, lease_ms=1_000 + i)
+    clock.now_ms += 2_000
+    await led.reserve("a", "n1", 100, lease_ms=LEASE_MS)
+    assert await _reclaimed(led, "a") == ["s1", "s0"]  # newest first
+    assert await _lease_due(led, "a") == clock() - 2_000 + 1_002  # s2's: still due
+    await led.reserve("a", "n2", 100, lease_ms=LEASE_MS)
+    await led.reserve("a", "n3", 100, lease_ms=LEASE_MS)
+    assert await _reclaimed(led, "a") == ["s4", "s3", "s2", "s1", "s0"]
+    assert await _lease_due(led, "a") == clock() + LEASE_MS
+    assert (await led.get_account("a")).reserved_micros == 300
+
+
 async def test_sweep_reclaims_expired_holds_on_every_account(
     ledger: Ledger, clock: Clock, redis: aioredis.Redis
 ) -> None:

@@ -26,12 +26,15 @@ NEW_CALL = {
     "hmget": 2,  # the account (check + reserve), the ledger session hash
     "get": 1,  # the record: a retransmission is answered from it
     "time": 1,  # the late-run check (Redis's clock: a stalled Redis is caught)
-    "zrangebyscore": 1,  # the expired-lease sweep
+    # no expired-lease sweep: no lease of the account is due (its lease_due field)
     "hget": 1,  # the session's own hold
     "hset": 3,  # holds, account, live ids
     "zadd": 2,  # leases, last-seen
     "set": 1,  # the record
 }
+
+
+LEDGER_READS = ("zscore", "zcard", "zrange", "zrangebyscore", "hgetall")
 
 
 async def build(
@@ -78,10 +81,28 @@ async def test_a_new_calls_authorize_reads_what_it_needs_once(
     assert isinstance(await sessions.authorize(call("s0")), Authorized)  # caller known
     answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
     assert isinstance(answer, Authorized)
-    inner = {k: v for k, v in seen.items() if k in NEW_CALL or k in ("zscore", "zcard")}
+    inner = {k: v for k, v in seen.items() if k in NEW_CALL or k in LEDGER_READS}
     if fraud:  # the rules' value: one GET and one SET of {a:ID}:fr:v
         inner["get"] -= 1
         inner["set"] -= 1
     assert inner == NEW_CALL
     account = await ledger.get_account("acc1")
     assert account.live_sessions == 2 and account.reserved_micros > 0
+
+
+async def test_a_crashed_calls_hold_is_reclaimed_by_the_next_authorize(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A call whose daemon died (never closed): once its lease is over, the next
+    authorize on the account reclaims its hold first, in one ZRANGE of the leases."""
+    sessions, ledger, clock = await build(redis, tmp_path, fraud=False)
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)
+    held = (await ledger.get_account("acc1")).reserved_micros
+    clock.now_ms += 8 * 86400 * 1000  # past any lease
+    answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
+    assert isinstance(answer, Authorized)
+    assert seen.get("zrange") == 1 and "zrangebyscore" not in seen
+    account = await ledger.get_account("acc1")
+    assert account.reserved_micros == held  # s1's hold only: s0's came back
+    reclaims = [e for e in await ledger.audit("acc1") if e.what == "reclaim"]
+    assert [(e.details["session"], int(e.details["amount"])) for e in reclaims] == [("s0", held)]

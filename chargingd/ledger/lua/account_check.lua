@@ -26,4 +26,4 @@ then
   return {'stale'}
 end
 if a[3] ~= 'active' then return {'inactive', a[3], a[4] or ''} end
-return {'ok', {a[6], a[3], unpack(a, 7, 10)}}
+return {'ok', {a[6], a[3], unpack(a, 7, 11)}}

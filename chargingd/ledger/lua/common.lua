@@ -9,7 +9,8 @@ local function num(v) if v then return tonumber(v) or 0 end return 0 end
 -- The account fields reserve.lua decides with, in its order (account_check.lua reads them
 -- in its own HMGET and hands them to the reserve of the same script: one read of the
 -- account for both).
-local RESERVE_FIELDS = {'mode', 'status', 'balance', 'credit_limit', 'reserved', 'max_calls'}
+local RESERVE_FIELDS = {'mode', 'status', 'balance', 'credit_limit', 'reserved', 'max_calls',
+                        'lease_due'}
 
 -- Account fields every before/after snapshot carries.
 local SNAP = {'balance', 'reserved', 'status', 'status_reason'}
@@ -69,10 +70,9 @@ local function credit_rule(mode, status, reason, balance, credit_limit)
   return status, reason
 end
 
--- Reclaim up to `limit` expired holds (lease expiry <= now) of one account.
--- Returns how many were reclaimed and the new reserved total.
-local function reclaim(acct, holds, leases, stream, maxlen, now, who, limit, reserved)
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+-- Reclaim the holds of `expired` (session ids whose lease is over) of one account.
+-- Returns the new reserved total.
+local function reclaim_ids(acct, holds, leases, stream, maxlen, now, who, expired, reserved)
   for i = 1, #expired do
     local sid = expired[i]
     local hold = num(redis.call('HGET', holds, sid))
@@ -86,5 +86,37 @@ local function reclaim(acct, holds, leases, stream, maxlen, now, who, limit, res
     audit(stream, maxlen, now, who, 'reclaim', 'lease expired', before, after,
           {'session', sid, 'amount', s(hold)})
   end
-  return #expired, reserved
+  return reserved
+end
+
+-- Reclaim up to `limit` expired holds (lease expiry <= now) of one account.
+-- Returns how many were reclaimed and the new reserved total.
+local function reclaim(acct, holds, leases, stream, maxlen, now, who, limit, reserved)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+  return #expired, reclaim_ids(acct, holds, leases, stream, maxlen, now, who, expired, reserved)
+end
+
+-- The account's 'lease_due' field (ms): no lease of the account expires before it, so
+-- reserve.lua looks for expired leases only once it is due (absent: unknown, e.g. an
+-- account written before the field existed: looked for now). NO_LEASE: no lease at
+-- all. It only ever errs early: reserve.lua (the only script that adds leases) lowers
+-- it to each lease it adds, and removing or renewing a lease leaves it below the rest.
+local NO_LEASE = 4503599627370496  -- 2^52 ms
+
+-- reclaim(), in one ZRANGE of the lowest `limit` + 1 leases that also tells the lowest
+-- expiry left (NO_LEASE: none; <= now when more than `limit` were expired).
+-- Returns how many were reclaimed, the new reserved total, the new lease_due.
+local function reclaim_due(acct, holds, leases, stream, maxlen, now, who, limit, reserved)
+  local low = redis.call('ZRANGE', leases, 0, limit, 'WITHSCORES')
+  local expired, due = {}, NO_LEASE
+  for i = 1, #low, 2 do
+    local at = tonumber(low[i + 1])
+    if at > now or #expired >= limit then
+      due = at
+      break
+    end
+    expired[#expired + 1] = low[i]
+  end
+  reserved = reclaim_ids(acct, holds, leases, stream, maxlen, now, who, expired, reserved)
+  return #expired, reserved, due
 end

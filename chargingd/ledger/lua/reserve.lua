@@ -24,7 +24,9 @@ if not a[1] then return {'refused', 'unknown_account', 0, 0} end
 local known = redis.call('HMGET', sess, 'closed', 'refused')
 if known[1] == '1' then return {'closed'} end
 -- A new session's refusal, remembered: the same request gets the same answer.
+local swept, due = false, tonumber(a[7])
 local function refuse(reason, available, reclaimed)
+  if swept then redis.call('HSET', acct, 'lease_due', s(due)) end
   if new_session then
     redis.call('HSET', sess, 'refused', reason)
     redis.call('PEXPIRE', sess, ARGV[12])
@@ -41,8 +43,13 @@ if ARGV[11] ~= '0' then
   end
 end
 
-local reclaimed, reserved = reclaim(acct, holds, leases, stream, maxlen, now, who,
-                                    tonumber(ARGV[9]), num(a[5]))
+-- Expired leases first, once one may be due (lease_due: common.lua).
+local reclaimed, reserved = 0, num(a[5])
+if not due or due <= now then
+  reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
+                                         tonumber(ARGV[9]), reserved)
+  swept = true
+end
 local balance = num(a[3])
 local floor = credit_floor(a[1], num(a[4]))
 local own = num(redis.call('HGET', holds, sid))
@@ -65,7 +72,8 @@ local before = {balance = a[3], reserved = s(reserved), status = a[2]}
 reserved = reserved - own + granted
 redis.call('HSET', holds, sid, s(granted))
 redis.call('ZADD', leases, s(now + lease_ms), sid)
-redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now))
+if now + lease_ms < due then due = now + lease_ms end
+redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
 if ARGV[10] == '1' then
   audit(stream, maxlen, now, who, 'reserve', '', before,
         {balance = a[3], reserved = s(reserved), status = a[2]},
