@@ -201,6 +201,13 @@ class Accounting:
         elif state == "missing":  # the record expired but its locator (or entry) did not
             await self.store.forget_locator(session_id, account_id, report.call.gateway)
             await self.apply(report)
+        elif report.call.account_hint == account_id:
+            # Class names this account and it has a record of this id: that record
+            # decides (a closed one absorbs a duplicate or corrects a late Stop). Never
+            # re-applied without the Class: ids collide across gateways, and the locator
+            # or the identity may name another account's live call of the same id.
+            if state == CLOSED:
+                await self._closed(account_id, report)
         elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
             await self.apply(_without_hint(report))  # a reused id, now another account's
         elif state == CLOSED:
