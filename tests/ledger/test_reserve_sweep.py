@@ -175,6 +175,27 @@ async def test_concurrent_call_limit(ledger: Ledger) -> None:
     assert (await ledger.reserve("pre", "s4", 10, lease_ms=LEASE_MS)).ok
 
 
+async def test_a_new_sessions_own_hold_counts_when_it_has_one(ledger: Ledger) -> None:
+    """A new session's hold is not read up front (a new call has none): a retransmitted
+    request the session record did not answer (e.g. a partial grant) still gets its own
+    hold counted, in grants and in refusals, and never holds twice."""
+    assert await ledger.reserve("pre", "s1", 600, lease_ms=LEASE_MS) == Grant(600, None, 400)
+    await ledger.reserve("pre", "s2", 100, lease_ms=LEASE_MS)  # max_calls (2) reached
+    # The same request again: its hold replaced, not added, the call limit not applied.
+    assert await ledger.reserve("pre", "s1", 900, lease_ms=LEASE_MS) == Grant(900, None, 0)
+    acc = await ledger.get_account("pre")
+    assert (acc.reserved_micros, acc.live_sessions) == (1_000, 2)
+    refused = await ledger.reserve("pre", "s1", 5_000, lease_ms=LEASE_MS, partial=False)
+    assert refused == Grant(0, RefusalReason.INSUFFICIENT_CREDIT, 900)  # its own 900 counted
+    assert await ledger.reserve("pre", "s3", 1, lease_ms=LEASE_MS) == Grant(
+        0, RefusalReason.TOO_MANY_CALLS, 0
+    )
+    await ledger.set_status("pre", Status.SUSPENDED, who="o")
+    suspended = await ledger.reserve("pre", "s1", 100, lease_ms=LEASE_MS)
+    assert suspended == Grant(0, RefusalReason.SUSPENDED, 900)
+    assert (await ledger.get_account("pre")).reserved_micros == 1_000
+
+
 async def test_renewal_replaces_the_hold(ledger: Ledger) -> None:
     await ledger.reserve("pre", "s1", 600, lease_ms=LEASE_MS)
     # Own hold counts as available to its renewal.

@@ -27,8 +27,9 @@ NEW_CALL = {
     "get": 1,  # the record: a retransmission is answered from it
     "time": 1,  # the late-run check (Redis's clock: a stalled Redis is caught)
     # no expired-lease sweep: no lease of the account is due (its lease_due field)
-    "hget": 1,  # the session's own hold
-    "hset": 3,  # holds, account, live ids
+    # no HGET of the session's own hold: a new call has none (HSETNX tells otherwise)
+    "hsetnx": 1,  # the hold
+    "hset": 2,  # account, live ids
     "zadd": 2,  # leases, last-seen
     "set": 1,  # the record
 }
@@ -106,3 +107,18 @@ async def test_a_crashed_calls_hold_is_reclaimed_by_the_next_authorize(
     assert account.reserved_micros == held  # s1's hold only: s0's came back
     reclaims = [e for e in await ledger.audit("acc1") if e.what == "reclaim"]
     assert [(e.details["session"], int(e.details["amount"])) for e in reclaims] == [("s0", held)]
+
+
+async def test_with_a_call_limit_only_the_count_is_read(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """max_calls: the account's lease count (ZCARD); whether this session holds already
+    is not asked (no ZSCORE): a new call does not, HSETNX would tell."""
+    sessions, ledger, _ = await build(redis, tmp_path, fraud=False, max_calls=2)
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)
+    answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
+    assert isinstance(answer, Authorized)
+    assert seen.get("zcard") == 1 and "zscore" not in seen and "hget" not in seen
+    refused, seen = await calls_of_one_authorize(redis, sessions, "s2")
+    assert not isinstance(refused, Authorized)
+    assert (await ledger.get_account("acc1")).live_sessions == 2

@@ -52,25 +52,53 @@ if not due or due <= now then
 end
 local balance = num(a[3])
 local floor = credit_floor(a[1], num(a[4]))
-local own = num(redis.call('HGET', holds, sid))
-local available = balance - (reserved - own) - floor
-if available < 0 then available = 0 end
-
-if a[2] ~= 'active' then return refuse('suspended', available, reclaimed) end
 local max_calls = num(a[6])
-if new_session and max_calls > 0 and not redis.call('ZSCORE', leases, sid)
-   and redis.call('ZCARD', leases) >= max_calls then
-  return refuse('too_many_calls', available, reclaimed)
+-- What the account can give this session (its own hold counts), or why not.
+-- leased: the session has a hold (holds and leases always have the same members).
+local function decide(own, leased)
+  local available = balance - (reserved - own) - floor
+  if available < 0 then available = 0 end
+  if a[2] ~= 'active' then return 'suspended', available end
+  if new_session and max_calls > 0 and not leased
+     and redis.call('ZCARD', leases) >= max_calls then
+    return 'too_many_calls', available
+  end
+  if available <= 0 or (available < amount and not partial) then
+    return 'insufficient_credit', available
+  end
+  return nil, available
 end
-if available <= 0 or (available < amount and not partial) then
-  return refuse('insufficient_credit', available, reclaimed)
+local function own_hold()
+  local raw = redis.call('HGET', holds, sid)
+  return num(raw), raw ~= false
 end
-
+-- A new session has no hold of its own, so it is not read up front: a refusal reads
+-- it first (it would count), and the grant writes the hold with HSETNX, which says
+-- when there was one after all (a retransmitted request that no session record
+-- answered): then it is read and the decision taken again with it, as a renewal's.
+local own, leased, unread = 0, false, new_session
+if not unread then own, leased = own_hold() end
+local reason, available = decide(own, leased)
+if reason and unread then
+  own, leased = own_hold()
+  unread = false
+  if leased then reason, available = decide(own, leased) end
+end
+if reason then return refuse(reason, available, reclaimed) end
 local granted = amount
 if granted > available then granted = available end
+if not unread or redis.call('HSETNX', holds, sid, s(granted)) == 0 then
+  if unread then
+    own, leased = own_hold()
+    reason, available = decide(own, leased)
+    if reason then return refuse(reason, available, reclaimed) end
+    granted = amount
+    if granted > available then granted = available end
+  end
+  redis.call('HSET', holds, sid, s(granted))
+end
 local before = {balance = a[3], reserved = s(reserved), status = a[2]}
 reserved = reserved - own + granted
-redis.call('HSET', holds, sid, s(granted))
 redis.call('ZADD', leases, s(now + lease_ms), sid)
 if now + lease_ms < due then due = now + lease_ms end
 redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
