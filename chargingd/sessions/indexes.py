@@ -6,6 +6,13 @@
                               (Accounting-On/Off, ctl listings, monitoring)
   sess:gateways        set    the gateways that have a last-seen zset (written when new)
 
+Before them (until 2026-12): one ``sess:lastseen`` zset, a ``sess:gw:GATEWAY`` set per
+gateway and a set ``{a:ACC}:live``. sessions/upgrade.py moves them at start; during a
+rolling or blue/green upgrade the old daemons still serving keep writing them, so the
+reaper (and Accounting-On) moves ``sess:lastseen``'s entries in each pass while it
+exists (``drain_old_lastseen``: one EXISTS when there is none), and live_of_account
+reads ``{a:ACC}:live`` beside the hash.
+
 ``LiveIndexes`` is a part of SessionStore (its base class): the store's pipeline
 (``_send``), its record reads (``get``) and its locator memory are its own.
 """
@@ -18,6 +25,18 @@ from chargingd.ledger.keys import account_tag
 from chargingd.sessions.record import LIVE, SessionRecord, split_member
 
 GATEWAYS = "sess:gateways"
+OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
+MOVE_BATCH = 1000
+
+
+def record_key(account_id: str, session_id: str) -> str:
+    """The session record (sessions/store.py)."""
+    return f"{account_tag(account_id)}:r:{session_id}"
+
+
+def old_live_key(account_id: str) -> str:
+    """The account's live session ids as the old daemons keep them (a set)."""
+    return f"{account_tag(account_id)}:live"
 
 
 def live_key(account_id: str) -> str:
@@ -110,16 +129,19 @@ class LiveIndexes:
         return await self._send(commands)
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
-        """The account's live sessions; an id whose record is gone is dropped."""
-        key = live_key(account_id)
-        ids = await self.redis.hkeys(key)
+        """The account's live sessions (its hash, and the set old daemons still write
+        during an upgrade); an id whose record is gone is dropped."""
+        key, old_key = live_key(account_id), old_live_key(account_id)
+        ids, old_ids = await self._send([("HKEYS", key), ("SMEMBERS", old_key)])
         out = []
-        for sid in sorted(ids):
-            rec = await self.get(account_id, sid.decode())
+        for sid in sorted({*ids, *old_ids}):
+            rec = await self.get(account_id, _text(sid))
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
             elif rec is None:
-                await self.redis.hdel(key, sid)
+                await self._send([("HDEL", key, sid), ("SREM", old_key, sid)])
+            elif sid in old_ids:
+                await self._send([("SREM", old_key, sid)])  # closed by a new daemon
         return out
 
     async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
@@ -144,3 +166,40 @@ class LiveIndexes:
                 break
             out += await self.live_of_gateway(gateway, limit=limit - len(out))
         return out
+
+    async def drain_old_lastseen(self) -> int:
+        """Move the entries old daemons still write to ``sess:lastseen`` (rolling
+        upgrade) to the per-gateway zsets; one EXISTS when there is none. Returns how
+        many moved."""
+        if not await self.redis.exists(OLD_LASTSEEN):
+            return 0
+        moved, _ = await move_old_lastseen(self.redis)
+        return moved
+
+
+async def move_old_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> tuple[int, int]:
+    """Each entry of ``sess:lastseen`` whose record is live moves to its gateway's zset
+    with its score (``ZADD GT``: a newer score written meanwhile stays; the gateway
+    registered), the others are dropped. Idempotent, safe with two daemons at once.
+    Returns (moved, dropped)."""
+    moved = dropped = 0
+    while True:
+        entries = await redis.zrange(OLD_LASTSEEN, 0, batch - 1, withscores=True)
+        if not entries:
+            return moved, dropped
+        ids = [split_member(raw) for raw, _ in entries]
+        pipe = redis.pipeline(transaction=False)
+        for account_id, session_id in ids:
+            pipe.get(record_key(account_id, session_id))
+        blobs = await pipe.execute()
+        pipe = redis.pipeline(transaction=False)
+        for (raw, score), (account_id, session_id), blob in zip(entries, ids, blobs, strict=True):
+            rec = SessionRecord.unpack(account_id, session_id, blob) if blob else None
+            if rec is None or rec.state != LIVE:
+                dropped += 1
+                continue
+            pipe.sadd(GATEWAYS, rec.gateway)
+            pipe.zadd(lastseen_key(rec.gateway), {raw: int(score)}, gt=True)
+            moved += 1
+        await pipe.execute()
+        await redis.zrem(OLD_LASTSEEN, *(raw for raw, _ in entries))

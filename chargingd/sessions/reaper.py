@@ -19,6 +19,8 @@ the index, due again at that time.
 
 The index is one last-seen zset per gateway (``sess:lastseen:GW``, registered in
 ``sess:gateways``): a pass looks at each gateway's, ``limit`` sessions in all.
+During a rolling upgrade older daemons still index their calls in the old
+``sess:lastseen``: each pass first moves its entries (one EXISTS when there is none).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Reaper:
     async def run_once(self, *, limit: int = 100) -> int:
         """Replay the spool, then close sessions silent for too long; returns how many."""
         await self.spool.replay(self.replay)
+        moved = await self.store.drain_old_lastseen()
+        if moved:
+            log.info("moved %d last-seen entries an older daemon wrote (upgrade)", moved)
         now_ms = self.clock_ms()
         cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
         reaped = 0

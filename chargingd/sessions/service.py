@@ -312,6 +312,7 @@ class Sessions:
         """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone."""
         now_ms = self.clock_ms()
         closed = 0
+        await self.store.drain_old_lastseen()  # calls of older daemons (rolling upgrade)
         for rec in await self.store.live_of_gateway(gateway):
             # Provisional: a Stop the gateway still sends for it corrects it (late.py).
             cdr = await self.close_session(

@@ -43,7 +43,13 @@ from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
 from chargingd.ledger.steps import Step, fused_source
 from chargingd.sessions.ccapi import account_class
-from chargingd.sessions.indexes import GATEWAYS, LiveIndexes, lastseen_key, live_key
+from chargingd.sessions.indexes import (
+    GATEWAYS,
+    LiveIndexes,
+    lastseen_key,
+    live_key,
+    record_key,
+)
 from chargingd.sessions.record import (
     CLOSED,
     LIVE,
@@ -90,10 +96,6 @@ class LateWrite(Exception):
     """An authorize's record write ran after its deadline and wrote nothing."""
 
     code = "late_write"
-
-
-def record_key(account_id: str, session_id: str) -> str:
-    return f"{account_tag(account_id)}:r:{session_id}"
 
 
 def fin_key(account_id: str, session_id: str) -> str:

@@ -22,9 +22,11 @@ per gateway ``sess:lastseen:GATEWAY`` and the registry ``sess:gateways``
 (sessions/store.py). Each old entry of a live record moves to its gateway's zset
 with its score (``ZADD GT``: a newer score written meanwhile stays), the others are
 dropped, then the old gateway sets are deleted. Idempotent and safe with two daemons
-at once (every step is a ZADD GT / ZREM / SADD of the same values); it runs at every
-start, so entries an older daemon still wrote during a rolling upgrade move at the
-next start.
+at once (every step is a ZADD GT / ZREM / SADD of the same values). During a rolling
+or blue/green upgrade the old daemons still serving keep writing ``sess:lastseen``:
+the reaper moves its entries in each pass while it exists (indexes.py
+``drain_old_lastseen``), and live_of_account reads the old ``{a:ACC}:live`` sets
+beside the hashes; the old gateway sets (read by old daemons only) go at a start.
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -44,15 +46,15 @@ from typing import Any
 import msgpack
 from redis.asyncio.cluster import RedisCluster
 
-from chargingd.sessions.record import CODES, SessionRecord, split_member
-from chargingd.sessions.store import GATEWAYS, LIVE, lastseen_key, live_key, record_key
+from chargingd.sessions.indexes import MOVE_BATCH, move_old_lastseen
+from chargingd.sessions.record import CODES, SessionRecord
+from chargingd.sessions.store import live_key
 
 log = logging.getLogger("chargingd.sessions.upgrade")
 
 OLD_PATTERN = "{a:*}:s:*"  # the old records; the close leases ({a:ACC}:s:SID:fin) are strings
 _OLD_INFIX = "}:s:"
 SCAN_COUNT = 1000
-OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
 OLD_GATEWAY_SETS = "sess:gw:*"  # sess:gw:GATEWAY: set of "ACC\\0SID"
 OLD_LIVE_SETS = "{a:*}:live"  # {a:ACC}:live: set of the account's live session ids
 # KEYS[1] the old set, KEYS[2] the new hash (no expiry): merged, the set deleted.
@@ -170,29 +172,10 @@ class LastSeenCounts:
     gateway_sets: int = 0  # old sess:gw:* sets deleted
 
 
-async def upgrade_lastseen(redis: Any, *, batch: int = SCAN_COUNT) -> LastSeenCounts:
+async def upgrade_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> LastSeenCounts:
     """Move the old last-seen index to the per-gateway zsets (see the module doc)."""
     counts = LastSeenCounts()
-    while True:
-        entries = await redis.zrange(OLD_LASTSEEN, 0, batch - 1, withscores=True)
-        if not entries:
-            break
-        ids = [split_member(raw) for raw, _ in entries]
-        pipe = redis.pipeline(transaction=False)
-        for account_id, session_id in ids:
-            pipe.get(record_key(account_id, session_id))
-        blobs = await pipe.execute()
-        pipe = redis.pipeline(transaction=False)
-        for (raw, score), (account_id, session_id), blob in zip(entries, ids, blobs, strict=True):
-            rec = SessionRecord.unpack(account_id, session_id, blob) if blob else None
-            if rec is None or rec.state != LIVE:
-                counts.dropped += 1
-                continue
-            pipe.sadd(GATEWAYS, rec.gateway)
-            pipe.zadd(lastseen_key(rec.gateway), {raw: int(score)}, gt=True)
-            counts.moved += 1
-        await pipe.execute()
-        await redis.zrem(OLD_LASTSEEN, *(raw for raw, _ in entries))
+    counts.moved, counts.dropped = await move_old_lastseen(redis, batch=batch)
     scan: dict[str, Any] = {"match": OLD_GATEWAY_SETS, "count": SCAN_COUNT, "_type": "set"}
     if isinstance(redis, RedisCluster):
         scan["target_nodes"] = RedisCluster.PRIMARIES
