@@ -19,6 +19,7 @@ reads ``{a:ACC}:live`` beside the hash.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from chargingd.ledger.keys import account_tag
@@ -52,6 +53,13 @@ def lastseen_key(gateway: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
+    """A raw WITHSCORES reply: flat [member, score, ...] (RESP2) or pairs (RESP3)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(raw, score) for raw, score in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 class LiveIndexes:
@@ -119,14 +127,28 @@ class LiveIndexes:
         )
         return members
 
-    async def due_many(
-        self, indexes: list[str], until_ms: int, *, limit: int = 100
-    ) -> list[list[bytes]]:
-        """``due`` of several indexes in one round trip."""
-        if not indexes:
+    async def due_oldest(
+        self, gateways: list[str], until_ms: int, *, limit: int = 100
+    ) -> list[tuple[float, str, bytes]]:
+        """The ``limit`` oldest entries of the gateways' last-seen zsets together whose
+        score is at most ``until_ms``, oldest first, as (score, zset, member): up to
+        ``limit`` of each zset in one round trip, merged by score (one busy gateway's
+        stale calls do not starve another's older ones)."""
+        if not gateways or limit <= 0:
             return []
-        commands = [("ZRANGEBYSCORE", i, "-inf", until_ms, "LIMIT", 0, limit) for i in indexes]
-        return await self._send(commands)
+        indexes = [lastseen_key(g) for g in gateways]
+        replies = await self._send(
+            [
+                ("ZRANGEBYSCORE", i, "-inf", until_ms, "WITHSCORES", "LIMIT", 0, limit)
+                for i in indexes
+            ]
+        )
+        entries = [
+            (float(score), index, raw)
+            for index, reply in zip(indexes, replies, strict=True)
+            for raw, score in _pairs(reply)
+        ]
+        return heapq.nsmallest(limit, entries)
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
         """The account's live sessions (its hash, and the set old daemons still write

@@ -18,7 +18,8 @@ their Session-Timeout plus a grace (``not_before``); until then they are put bac
 the index, due again at that time.
 
 The index is one last-seen zset per gateway (``sess:lastseen:GW``, registered in
-``sess:gateways``): a pass looks at each gateway's, ``limit`` sessions in all.
+``sess:gateways``): a pass takes the ``limit`` oldest due entries of them all (up to
+``limit`` of each zset, merged by score), so a busy gateway cannot starve the others.
 During a rolling upgrade older daemons still index their calls in the old
 ``sess:lastseen``: each pass first moves its entries (one EXISTS when there is none).
 """
@@ -37,7 +38,6 @@ from chargingd.sessions.store import (
     LIVE,
     SessionRecord,
     SessionStore,
-    lastseen_key,
     split_member,
 )
 
@@ -82,63 +82,55 @@ class Reaper:
         now_ms = self.clock_ms()
         cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
         reaped = 0
-        indexes = [lastseen_key(gateway) for gateway in await self.store.gateways()]
-        for index, due in zip(
-            indexes, await self.store.due_many(indexes, cutoff_ms, limit=limit), strict=True
-        ):
-            if limit <= 0:
-                break
-            due = due[:limit]
-            limit -= len(due)
-            reaped += await self._reap(index, due, cutoff_ms, now_ms)
+        # The oldest due entries of every gateway together (not gateway by gateway).
+        gateways = await self.store.gateways()
+        for _, index, raw in await self.store.due_oldest(gateways, cutoff_ms, limit=limit):
+            reaped += await self._reap(index, raw, cutoff_ms, now_ms)
         self.reaped += reaped
         return reaped
 
-    async def _reap(self, index: str, due: list[bytes], cutoff_ms: int, now_ms: int) -> int:
-        """Close the sessions of one gateway's due entries; returns how many."""
-        reaped = 0
-        for raw in due:
-            # Claimed by moving it to now: if this daemon dies mid-close (after the
-            # release, before the CDR) the session is retried a window later.
-            if not await self.store.claim_until(index, raw, cutoff_ms, now_ms):
-                continue
-            rec = await self.store.get(*split_member(raw))
-            if rec is None or rec.state != LIVE:
-                await self.store.redis.zrem(index, raw)
-                continue
-            if rec.last_seen_ms > cutoff_ms:
-                # A packet arrived between the scan and the claim: put it back.
-                await self.store.redis.zadd(index, {raw: rec.last_seen_ms})
-                continue
-            not_before_ms = self.not_before(rec) if self.not_before is not None else 0
-            if not_before_ms > now_ms:
-                # Silent by design, within its Session-Timeout: due again at its time.
-                await self.store.redis.zadd(index, {raw: not_before_ms - self.stale_ms})
-                continue
-            try:
-                cdr = await self.close(
-                    rec,
-                    usage_s=self.provisional_usage_s(rec, now_ms),
-                    end_ms=now_ms,
-                    status=CdrStatus.STALE,
-                    provisional=True,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # One session the ledger refuses must not stop the pass; retried later.
-                log.exception("cannot reap %s of %s", rec.session_id, rec.account_id)
-                continue  # its entry was moved to now: retried a window later
-            if cdr is None:
-                continue  # another closer holds the lease: retried a window later
-            log.warning(
-                "reaped stale session %s of %s (silent since %s)",
-                rec.session_id,
-                rec.account_id,
-                rec.last_seen_ms,
+    async def _reap(self, index: str, raw: bytes, cutoff_ms: int, now_ms: int) -> int:
+        """Close the session of one due entry of a gateway's zset; 1 if it did."""
+        # Claimed by moving it to now: if this daemon dies mid-close (after the
+        # release, before the CDR) the session is retried a window later.
+        if not await self.store.claim_until(index, raw, cutoff_ms, now_ms):
+            return 0
+        rec = await self.store.get(*split_member(raw))
+        if rec is None or rec.state != LIVE:
+            await self.store.redis.zrem(index, raw)
+            return 0
+        if rec.last_seen_ms > cutoff_ms:
+            # A packet arrived between the scan and the claim: put it back.
+            await self.store.redis.zadd(index, {raw: rec.last_seen_ms})
+            return 0
+        not_before_ms = self.not_before(rec) if self.not_before is not None else 0
+        if not_before_ms > now_ms:
+            # Silent by design, within its Session-Timeout: due again at its time.
+            await self.store.redis.zadd(index, {raw: not_before_ms - self.stale_ms})
+            return 0
+        try:
+            cdr = await self.close(
+                rec,
+                usage_s=self.provisional_usage_s(rec, now_ms),
+                end_ms=now_ms,
+                status=CdrStatus.STALE,
+                provisional=True,
             )
-            reaped += 1
-        return reaped
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One session the ledger refuses must not stop the pass; retried later.
+            log.exception("cannot reap %s of %s", rec.session_id, rec.account_id)
+            return 0  # its entry was moved to now: retried a window later
+        if cdr is None:
+            return 0  # another closer holds the lease: retried a window later
+        log.warning(
+            "reaped stale session %s of %s (silent since %s)",
+            rec.session_id,
+            rec.account_id,
+            rec.last_seen_ms,
+        )
+        return 1
 
     def provisional_usage_s(self, rec: SessionRecord, now_ms: int) -> int:
         """The documented estimate of a silent call's usage (see the module docstring)."""
