@@ -17,7 +17,6 @@ from chargingd.billing.cdr import CDR
 from chargingd.core.config import config_from_dict
 from chargingd.fraud import CallFacts, Fraud
 from chargingd.fraud.engine import unpack_value
-from chargingd.fraud.plan import member_hash
 from chargingd.ledger import Ledger, Mode
 
 _ids = itertools.count(1)
@@ -147,10 +146,6 @@ def counted(value: dict[str, Any]) -> int:
     return sum(1 if isinstance(c, int) else sum(c[2::3]) for c in counters)
 
 
-def live_calls(value: dict[str, Any]) -> list[int]:
-    """The live calls of a value: their session ids' hashes (plan.member_hash), sorted."""
+def live_calls(value: dict[str, Any]) -> list[str]:
+    """The live calls of a value: their session ids, sorted."""
     return sorted(value.get("l") or {})
-
-
-def hashes(*texts: str) -> list[int]:
-    return sorted(member_hash(t) for t in texts)

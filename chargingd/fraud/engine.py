@@ -143,7 +143,7 @@ class Fraud:
         keys = [value, *block, self.record_key(acc, sid), ip_value]
         argv = [now, facts.identity, sid, plan.ops, dest.number, dest.country]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
-        argv += [P.member_hash(sid), P.member_hash(dest.number), *plan.block_argv]
+        argv += [0, P.member_hash(dest.number), *plan.block_argv]
         return Prepared(facts, dest, plan, keys, argv, rules)
 
     def _split(self, rules: tuple[Rule, ...]) -> Any:
@@ -252,7 +252,7 @@ class Fraud:
     async def _note_call(self, account_id: str, session_id: str, what: str) -> None:
         keys = [FK.value_key(account_id)]
         argv = [self.clock_ms(), session_id, what, self.ledger.steps.refusal_ttl_ms]
-        argv += [self.value_ttl_ms, P.member_hash(session_id)]
+        argv += [self.value_ttl_ms]
         await self._send(self._note, keys, argv)
 
     # -- call events ----------------------------------------------------------------------

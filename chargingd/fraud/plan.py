@@ -106,8 +106,9 @@ class Plan:
 
 
 def member_hash(text: str) -> int:
-    """What the account's value keeps of a session id or number (live calls, distinct
-    numbers): its CRC-32, 5 bytes instead of the text (fraud.lua)."""
+    """What the account's value keeps of a called number (distinct numbers): its CRC-32,
+    5 bytes instead of the text (fraud.lua; two numbers alike count as one). Never of a
+    session id: a caller may choose its id and search one with a live call's hash."""
     return zlib.crc32(text.encode())
 
 
@@ -183,8 +184,7 @@ def cdr_ops(plan: Plan, rules: Sequence[Rule], cdr: CDR) -> None:
     answered (the call was seized once); short and failed calls count a call id once."""
     acc = cdr.account_id
     plan.add(None, "u", FK.seen_key(acc), SEEN_MS, "")
-    ended = str(member_hash(cdr.call_id))  # a live call ended
-    plan.add(None, "x", FK.value_key(acc), 0, ended, ttl_ms=0)
+    plan.add(None, "x", FK.value_key(acc), 0, cdr.call_id, ttl_ms=0)  # a live call ended
     answered = cdr.answer_ms > 0 or cdr.duration_s > 0
     spent, ratio_kind, ratio = cdr.charged_micros, "r", int(answered)
     if cdr.revision > 0:

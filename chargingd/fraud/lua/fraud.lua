@@ -22,13 +22,16 @@
 --     to one bucket early)
 --   n distinct numbers: slot -> {number's hash -> s last called, rounded up} (at most
 --     limit + 1)
---   l live calls: session id's hash -> s its entry lapses, rounded up (at most limit
---     + 1 kept)
---     (hashes: CRC-32, plan.member_hash; two of a window alike: odds ~n^2 / 2^33)
+--   l live calls: session id -> s its entry lapses, rounded up (at most limit + 1 kept)
+--     (the session id itself, never a hash of it: a caller may choose its id (the SIP
+--     Call-ID) and search one whose hash is a live call's, to be taken for its
+--     retransmission and skip every rule)
+--   (distinct numbers' hashes: CRC-32, plan.member_hash; two of a window alike, odds
+--     ~n^2 / 2^33, count as one: the rule under-counts by one)
 --   c countries called: country -> ms of the last call there
 --   r recent answers for retransmissions: session id -> {'refuse|RULE' |
 --     'block|RULE' | 'known', until ms} (at most R_MAX kept)
---   q the hashes of the last Q_MAX session ids counted (the step-by-step path: a
+--   q the last Q_MAX session ids counted (the step-by-step path: a
 --     repeat of a call in flight between its check and its reserve)
 --   x ms the value lives until (a write never shortens it); p ms of the next prune
 --
@@ -40,8 +43,8 @@
 --   an op: kind, key index (1 or 5), slot, window ms, limit, act, rule name ('' when
 --   it neither refuses nor blocks), extra (range digits)
 --   [5] called number  [6] its country  [7] how long a refusal is remembered (ms)
---   [8] the account value's ttl (ms)  [9] the caller IP value's  [10] the session
---   id's hash  [11] the called number's  [12..18] when an op may block, the 7 ARGV of
+--   [8] the account value's ttl (ms)  [9] the caller IP value's  [10] unused (0)
+--   [11] the called number's hash  [12..18] when an op may block, the 7 ARGV of
 --   the ledger's status step
 -- Op kinds: 'c' count per slot, 'i' count per slot and identity, 'g' count per slot and
 --   range (the number less its last `extra` digits), 'd' distinct numbers, 'l' live
@@ -266,11 +269,10 @@ local function fraud_seen(KEYS, ARGV)
     if e[1] == 'known' then return {'known', 0, 0, {}, ''} end
     return {'again', 0, 0, {}, e[1]}
   end
-  if v.l and v.l[tonumber(ARGV[10])] then return {'known', 0, 0, {}, ''} end
+  if v.l and v.l[sid] then return {'known', 0, 0, {}, ''} end
   if v.q then
-    local h = tonumber(ARGV[10])
     for _, s in ipairs(v.q) do
-      if s == h then return {'known', 0, 0, {}, ''} end
+      if s == sid then return {'known', 0, 0, {}, ''} end
     end
   end
   return nil
@@ -304,7 +306,7 @@ local function fraud_check(KEYS, ARGV)
     elseif kind == 'd' then
       count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[11]))
     elseif kind == 'l' then
-      count = fr_live(v, now, tonumber(ARGV[10]))
+      count = fr_live(v, now, sid)
     elseif kind == 'n' then
       local last = (acc.c and acc.c[ARGV[6]]) or 0
       if last < now - win then  -- a country not called within the memory: any history?
@@ -335,7 +337,7 @@ end
 -- after its reserve, in its own run; the step-by-step path admits the live call with
 -- fraud_check (check.lua) and learns the country after a successful reserve (admit.lua).
 local function fraud_admit(KEYS, ARGV, kinds)
-  local now, sid = tonumber(ARGV[1]), tonumber(ARGV[10])
+  local now, sid = tonumber(ARGV[1]), ARGV[3]
   local live, country = string.find(kinds, 'l', 1, true), string.find(kinds, 'n', 1, true)
   local v = fr_load(KEYS[1])
   local ops = fr_ops(ARGV)
@@ -389,7 +391,7 @@ end
 local function fraud_counted(KEYS, ARGV)
   local v = fr_load(KEYS[1])
   local q = v.q or {}
-  table.insert(q, 1, tonumber(ARGV[10]))
+  table.insert(q, 1, ARGV[3])
   if #q > Q_MAX then table.remove(q) end
   v.q = q
   v._dirty = true

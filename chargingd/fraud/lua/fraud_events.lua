@@ -5,13 +5,12 @@
 -- note.lua: KEYS[1] the account's value  ARGV[1] now  [2] session id  [3] what:
 -- 'forget' (a call the rules admitted was not granted after all: not live, and its
 -- repeats go to the ledger) | 'refuse|RULE' | 'block|RULE' (a refusal to remember)
--- [4] how long a refusal is remembered (ms)  [5] the value's ttl (ms)  [6] the session
--- id's hash (fraud.lua: the live calls)
+-- [4] how long a refusal is remembered (ms)  [5] the value's ttl (ms)
 local function fraud_note(KEYS, ARGV)
   local now, sid, what = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local v = fr_load(KEYS[1])
   if what == 'forget' then
-    if v.l then v.l[tonumber(ARGV[6])] = nil end
+    if v.l then v.l[sid] = nil end
     what = 'known'
   end
   fr_add_recent(v, now, sid, what, tonumber(ARGV[4]))
@@ -35,7 +34,7 @@ end
 --   ttl ms (0: an earlier op set it), extra (kind 'r': the least number of calls the
 --   ratio needs; else the refusal's cooldown ms, 0 = the window), member
 --   [7] the value's ttl (ms)  [8..11] unused  [12..18] the block step's ARGV
--- Kinds: 'x' a live call ended (member: its session id's hash), 'u' deduplicate the event
+-- Kinds: 'x' a live call ended (member: its session id), 'u' deduplicate the event
 --   (window: how long ids are kept), 'c' count (a zset; member: a call id), 's' spend
 --   (member: micros; a corrected CDR: the change), 'r' answered ratio (member 1|0; 'R'
 --   a corrected CDR's change, -1|1). Counted calls live in zsets with score
@@ -90,7 +89,7 @@ local function fraud_event(KEYS, ARGV)
     local key, hit, count = KEYS[k], false, 0
     if kind == 'x' then
       if v.l then
-        local ended = tonumber(member)
+        local ended = member
         for s, lapse in pairs(v.l) do
           if s == ended or lapse * 1000 <= now then v.l[s] = nil; v._dirty = true end
         end

@@ -1,0 +1,60 @@
+"""The account's one fraud value ({a:ID}:fr:v) against review3's findings: a call is
+told from a retransmission by its whole session id, the value stays bounded, windows
+of another width, refusals remembered by time, the cluster path's refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import call, make_fraud
+
+from chargingd.fraud import Decision
+
+
+def _crc32_twins(prefix: str) -> tuple[str, str]:
+    """Two printable session ids with the same CRC-32 (a birthday search: ~0.3 s)."""
+    seen: dict[int, str] = {}
+    for i in range(2_000_000):
+        sid = prefix + hashlib.md5(str(i).encode()).hexdigest()[:16]
+        crc = zlib.crc32(sid.encode())
+        if crc in seen:
+            return seen[crc], sid
+        seen[crc] = sid
+    raise AssertionError("no twins")
+
+
+async def test_a_second_call_is_never_taken_for_a_retransmission_of_the_first(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A retransmission is the SAME session id. A caller chooses its Acct-Session-Id
+    where the gateway uses the SIP Call-ID: a call whose id shares a live call's CRC-32
+    is a new call, counted by every rule (2 live, limit 1; 2 calls in 60 s, limit 1)."""
+    concurrent = {"name": "concurrent", "kind": "concurrent", "max_calls": 1, "action": "refuse"}
+    velocity = {"name": "velocity-account", "kind": "velocity", "scope": "account",
+                "max_calls": 1, "window_s": 60, "action": "refuse"}  # fmt: skip
+    first, second = _crc32_twins("hijack-")
+    assert first != second
+    fraud = await make_fraud(redis, clock, [concurrent, velocity])
+    assert (await fraud.check(call(sid=first))).allowed
+    clock.advance(1)
+    verdict = await fraud.check(call(sid=second))
+    assert verdict.decision is Decision.REFUSE, (first, second, verdict.again)
+    assert not verdict.again
+    # the first one's retransmission is still known (not counted, not refused)
+    again = await fraud.check(call(sid=first))
+    assert again.allowed
+
+
+async def test_a_twin_on_the_step_path_is_counted_too(redis: aioredis.Redis, clock: Clock) -> None:
+    """The step-by-step path (Redis Cluster) remembers the ids it counted last ('q'):
+    a twin of one of them is a new call as well."""
+    velocity = {"name": "velocity-account", "kind": "velocity", "scope": "account",
+                "max_calls": 1, "window_s": 60, "action": "refuse"}  # fmt: skip
+    first, second = _crc32_twins("step-")
+    fraud = await make_fraud(redis, clock, [velocity], single_redis=False)
+    assert (await fraud.check(call(sid=first))).allowed
+    verdict = await fraud.check(call(sid=second))
+    assert verdict.decision is Decision.REFUSE and not verdict.again
