@@ -177,8 +177,15 @@ class LiveIndexes:
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
             elif rec is None:
-                await self.redis.zrem(key, raw)
+                await self.drop_entry(key, raw)
         return out
+
+    async def drop_entry(self, index: str, raw: bytes) -> None:
+        """Drop a last-seen entry whose record is gone (expired unclosed) or closed, and
+        its id from the account's live ids: the hash has no expiry, and the reaper (or
+        Accounting-On) is what meets such an id when nobody tops the account up."""
+        account_id, session_id = split_member(raw)
+        await self._send([("ZREM", index, raw), ("HDEL", live_key(account_id), session_id)])
 
     async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
         """Every live session (via the gateways' last-seen zsets), for the admin socket."""
@@ -219,6 +226,8 @@ async def move_old_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> tuple[int
             rec = SessionRecord.unpack(account_id, session_id, blob) if blob else None
             if rec is None or rec.state != LIVE:
                 dropped += 1
+                pipe.hdel(live_key(account_id), session_id)
+                pipe.srem(old_live_key(account_id), session_id)
                 continue
             pipe.sadd(GATEWAYS, rec.gateway)
             pipe.zadd(lastseen_key(rec.gateway), {raw: int(score)}, gt=True)

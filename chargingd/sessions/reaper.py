@@ -96,8 +96,8 @@ class Reaper:
         if not await self.store.claim_until(index, raw, cutoff_ms, now_ms):
             return 0
         rec = await self.store.get(*split_member(raw))
-        if rec is None or rec.state != LIVE:
-            await self.store.redis.zrem(index, raw)
+        if rec is None or rec.state != LIVE:  # expired unclosed, or closed meanwhile
+            await self.store.drop_entry(index, raw)
             return 0
         if rec.last_seen_ms > cutoff_ms:
             # A packet arrived between the scan and the claim: put it back.

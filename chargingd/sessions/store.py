@@ -12,9 +12,11 @@ Keys:
                               Redis 7.0 keeps a small hash as a listpack, ~30 bytes
                               a call where a set of strings takes ~84). No expiry
                               (none written per authorize): a close or discard removes
-                              its id, and live_of_account the ids whose record is gone
-                              (expired unclosed), so the hash empties, and goes, with
-                              the account's calls
+                              its id; an id whose record expired unclosed is removed
+                              by whichever meets it first: the reaper (its last-seen
+                              entry stays until then), Accounting-On, live_of_account,
+                              a packet finding the record missing. So the hash
+                              empties, and goes, with the account's calls
   sess:loc:SID         string account id of a session (accounting finds the record); not
                               written for clients whose gateways echo the account in
                               RADIUS Class (echo_class: SessionStore.needs_locator)
@@ -336,12 +338,13 @@ class SessionStore(LiveIndexes):
     ) -> None:
         """Drop a locator whose record is gone (and this process's copy of it); with
         ``account_id`` and ``gateway``, its entry in that gateway's last-seen zset too
-        (what search() finds a call by)."""
+        (what search() finds a call by) and its id in the account's live ids."""
         self._located.pop(session_id, None)
         self._records.pop(session_id, None)
         commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))]
         if account_id:
             commands.append(("ZREM", lastseen_key(gateway), member(account_id, session_id)))
+            commands.append(("HDEL", live_key(account_id), session_id))
         await self._send(commands)
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
