@@ -142,7 +142,8 @@ async def fraud_value(redis: aioredis.Redis, account_id: str = "acc1") -> dict[s
 
 def counted(value: dict[str, Any]) -> int:
     """The calls the authorize counters of a value hold (every counter, every bucket)."""
-    counters = value.get("w", {}).values()  # one call: a number; more: buckets
+    # one call: a number; more: buckets (w: per slot and identity, g: per range)
+    counters = [*value.get("w", {}).values(), *(value.get("g") or {}).values()]
     return sum(1 if isinstance(c, int) else sum(c[2::3]) for c in counters)
 
 

@@ -58,3 +58,57 @@ async def test_a_twin_on_the_step_path_is_counted_too(redis: aioredis.Redis, clo
     assert (await fraud.check(call(sid=first))).allowed
     verdict = await fraud.check(call(sid=second))
     assert verdict.decision is Decision.REFUSE and not verdict.again
+
+
+SAME_RANGE = {
+    "name": "same-range",
+    "kind": "same_destination",
+    "range_digits": 3,
+    "max_calls": 20,
+    "window_s": 600,
+}
+
+
+async def test_value_grows_with_every_range_called_and_is_rewritten_whole(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """The default same-range rule keeps a counter per range called in the window, in
+    the account's one value, which every authorize reads and writes whole. A trunk
+    calling 2000 ranges in 10 min (3.3 calls/s) keeps at most G_MAX of them: the value,
+    and the Redis CPU of every authorize, do not grow with its traffic."""
+    fraud = await make_fraud(redis, clock, [SAME_RANGE])
+    usec = []
+    for i in range(2000):
+        if i in (0, 1900):
+            await redis.config_resetstat()
+        if i in (100, 1999):
+            usec.append((await redis.info("commandstats"))["cmdstat_evalsha"]["usec_per_call"])
+        await fraud.check(call(f"+1{2125550000 + i * 1000}"))  # a new range each call
+        clock.advance(0.3)
+    size = await redis.strlen("{a:acc1}:fr:v")
+    assert size < 4096, (
+        f"{{a:acc1}}:fr:v is {size} bytes, read+written whole per call;"
+        f" Redis usec per check: first 100 calls {usec[0]}, last 100 calls {usec[1]}"
+    )
+
+
+async def test_a_hammered_range_is_counted_exactly_among_many_other_ranges(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A range called again soon keeps its counter however many other ranges are
+    called (a hundred new ones between each of its calls): its 20th call in the window
+    is just under the limit, its 21st fires."""
+    fraud = await make_fraud(redis, clock, [{**SAME_RANGE, "action": "refuse"}])
+    target = "+12125550"
+    other = iter(range(10_000))
+    verdicts = []
+    for n in range(21):
+        verdicts.append(await fraud.check(call(f"{target}{n:03d}")))
+        clock.advance(0.1)
+        if n == 0:
+            continue  # called twice in a row: counted from then on
+        for _ in range(100):
+            assert (await fraud.check(call(f"+1313{next(other):04d}000"))).allowed
+            clock.advance(0.05)
+    assert [v.allowed for v in verdicts] == [True] * 20 + [False]
+    assert verdicts[-1].fired[0].count == 21

@@ -14,12 +14,15 @@
 --     authorize counts are cleared then, the event counts compare with it)
 --   b blocked_by, bm blocked_ms, ub unblocked_by
 --   d deny flags of event rules that refuse: 'RULE' or 'RULE|IDENTITY' -> until ms
---   w counters (id: the rule's slot, slot|identity, slot|range): one call -> the ms it
+--   w counters (id: the rule's slot, slot|identity): one call -> the ms it
 --     leaves the window; more -> {width ms, bucket, count, offset of its last call,
 --     ...}: a window is NB buckets of width ceil(win / NB), the count the sum of the
 --     buckets that hold a call within the window (never fewer than the calls in it;
 --     the bucket the window's start cuts through counts whole, so a rule can fire up
 --     to one bucket early)
+--   g the same-range counters (id slot|range), as w's, at most G_MAX: a new range
+--     beyond it drops the range called once least recently, or, when every range
+--     kept was called more than once, the one called least recently
 --   n distinct numbers: slot -> {number's hash -> s last called, rounded up} (at most
 --     limit + 1)
 --   l live calls: session id -> s its entry lapses, rounded up (at most limit + 1 kept)
@@ -63,6 +66,7 @@ local function fr_rank(act)
 end
 local NB = 10      -- buckets per window
 local R_MAX = 16   -- remembered answers per account
+local G_MAX = 64   -- same-range counters per account (docs/fraud.md: what it can miss)
 local Q_MAX = 4    -- session ids counted last (step-by-step path)
 local DAY_MS = 86400000
 
@@ -112,10 +116,10 @@ end
 -- buckets updated in place, each with the offset of its last call: a bucket whose
 -- calls all left the window no longer counts (only a bucket the window's start cuts
 -- through may count calls already out of it).
-local function fr_bucket(v, id, now, win)
-  local old = v.w[id]
+local function fr_bucket(w, id, now, win)
+  local old = w[id]
   if old == nil or (type(old) == 'number' and old < now) then
-    v.w[id] = now + win
+    w[id] = now + win
     return 1
   end
   local width = math.ceil(win / NB)
@@ -124,9 +128,9 @@ local function fr_bucket(v, id, now, win)
     local at = old - win
     local b = math.floor(at / width)
     if b == cur then
-      v.w[id] = {width, cur, 2, now - cur * width}
+      w[id] = {width, cur, 2, now - cur * width}
     else
-      v.w[id] = {width, b, 1, at - b * width, cur, 1, now - cur * width}
+      w[id] = {width, b, 1, at - b * width, cur, 1, now - cur * width}
     end
     return 2
   end
@@ -156,16 +160,41 @@ end
 -- Counters of other ids (another identity, range) whose last call left their window;
 -- looked for at most every PRUNE_MS (v.p: when next).
 local PRUNE_MS = 10000
+local function fr_prune_table(w, now)
+  for id, c in pairs(w) do
+    if type(c) == 'number' then
+      if c < now then w[id] = nil end
+    elseif c[#c - 2] < math.floor(now / c[1]) - NB - 1 then
+      w[id] = nil
+    end
+  end
+end
+
 local function fr_prune(v, now)
   if (v.p or 0) > now then return end
   v.p = now + PRUNE_MS
-  for id, c in pairs(v.w) do
-    if type(c) == 'number' then
-      if c < now then v.w[id] = nil end
-    elseif c[#c - 2] < math.floor(now / c[1]) - NB - 1 then
-      v.w[id] = nil
+  fr_prune_table(v.w, now)
+  if v.g then fr_prune_table(v.g, now) end
+end
+
+-- A new range counter was added (id): beyond G_MAX, drop the range called once whose
+-- call is the oldest (its number: when it leaves the window), else the range whose
+-- last call is the oldest. A range called again soon after its first call is kept
+-- (exact from then on) however many other ranges are called.
+local function fr_cap_ranges(g, id)
+  local n, once, once_at, many, many_at = 0, nil, nil, nil, nil
+  for k, c in pairs(g) do
+    n = n + 1
+    if k ~= id then
+      if type(c) == 'number' then
+        if not once_at or c < once_at then once, once_at = k, c end
+      else
+        local last = c[#c - 2] * c[1] + c[#c]
+        if not many_at or last < many_at then many, many_at = k, last end
+      end
     end
   end
+  if n > G_MAX then g[once or many] = nil end
 end
 
 -- Distinct numbers of a slot within the window, this one called now; at most limit + 1
@@ -297,12 +326,17 @@ local function fraud_check(KEYS, ARGV)
     local v = fr_load(KEYS[k])
     local hit, count = false, 0
     if kind == 'c' then
-      count = fr_bucket(v, tostring(slot), now, win)
+      count = fr_bucket(v.w, tostring(slot), now, win)
     elseif kind == 'i' then
-      count = fr_bucket(v, slot .. '|' .. identity, now, win)
+      count = fr_bucket(v.w, slot .. '|' .. identity, now, win)
     elseif kind == 'g' then
       local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
-      count = fr_bucket(v, slot .. '|' .. range, now, win)
+      local g = v.g or {}
+      v.g = g
+      local id = slot .. '|' .. range
+      local fresh = g[id] == nil
+      count = fr_bucket(g, id, now, win)
+      if fresh then fr_cap_ranges(g, id) end
     elseif kind == 'd' then
       count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[11]))
     elseif kind == 'l' then
