@@ -112,3 +112,67 @@ async def test_a_hammered_range_is_counted_exactly_among_many_other_ranges(
             clock.advance(0.05)
     assert [v.allowed for v in verdicts] == [True] * 20 + [False]
     assert verdicts[-1].fired[0].count == 21
+
+
+VELOCITY_IP = {
+    "name": "velocity-ip",
+    "kind": "velocity",
+    "scope": "caller_ip",
+    "max_calls": 3,
+    "window_s": 3600,
+    "action": "refuse",
+}
+IP = "192.0.2.7"
+
+
+async def test_ip_counter_shared_by_tariffs_with_other_windows_undercounts(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """velocity-ip with a per-tariff window override: the caller IP's value is shared
+    by every account; a tariff with a shorter window counts apart (its own counter),
+    never reads the longer window's buckets with its width: the IP's 4th call in the
+    hour of the 1 h tariff is refused (3 allowed per hour)."""
+    fraud = await make_fraud(
+        redis,
+        clock,
+        [VELOCITY_IP],
+        tariff_overrides={"retail": {"velocity-ip": {"window_s": 60}}},
+    )
+    for i in range(3):  # three calls of the (1 h window) tariff from the IP
+        assert (await fraud.check(call(account_id=f"w{i}", caller_ip=IP))).allowed
+        clock.advance(1)
+    # one call of an account whose tariff has the 60 s window (1 call: within its limit)
+    assert (await fraud.check(call(account_id="r1", caller_ip=IP, tariff="retail"))).allowed
+    clock.advance(1)
+    fourth = await fraud.check(call(account_id="w9", caller_ip=IP))
+    assert fourth.decision is Decision.REFUSE, "4 calls from the IP in 1 h, limit 3"
+
+
+async def test_window_grown_by_config_counts_old_buckets_forever(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """An operator widens a rule's window (restart with the new config): the counter of
+    the old window is not read with the new width (its bucket numbers would be far
+    ahead of the new current bucket and count forever): calls made long ago no longer
+    keep an account over its limit."""
+    rule = {
+        "name": "velocity-account",
+        "kind": "velocity",
+        "scope": "account",
+        "max_calls": 3,
+        "window_s": 60,
+        "action": "refuse",
+    }
+    old = await make_fraud(redis, clock, [rule])
+    for _ in range(3):
+        assert (await old.check(call())).allowed
+    clock.advance(2 * 86400)  # two days later, the window is now one hour
+    new = await make_fraud(redis, clock, [{**rule, "window_s": 3600}])
+    assert (await new.check(call())).allowed
+    clock.advance(1)
+    second = await new.check(call())  # two calls in the last hour, limit 3
+    assert second.allowed, "2 days old calls still counted: " + repr(second.fired)
+    clock.advance(1)
+    assert (await new.check(call())).allowed  # the 3rd
+    clock.advance(1)
+    assert not (await new.check(call())).allowed  # the 4th in the hour

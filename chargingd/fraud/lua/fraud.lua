@@ -14,13 +14,15 @@
 --     authorize counts are cleared then, the event counts compare with it)
 --   b blocked_by, bm blocked_ms, ub unblocked_by
 --   d deny flags of event rules that refuse: 'RULE' or 'RULE|IDENTITY' -> until ms
---   w counters (id: the rule's slot, slot|identity): one call -> the ms it
+--   w counters (id: the rule's slot/window s, slot/window|identity: a rule whose
+--     window differs (a tariff's override, a changed config) counts apart, its stored
+--     buckets never read with another width): one call -> the ms it
 --     leaves the window; more -> {width ms, bucket, count, offset of its last call,
 --     ...}: a window is NB buckets of width ceil(win / NB), the count the sum of the
 --     buckets that hold a call within the window (never fewer than the calls in it;
 --     the bucket the window's start cuts through counts whole, so a rule can fire up
 --     to one bucket early)
---   g the same-range counters (id slot|range), as w's, at most G_MAX: a new range
+--   g the same-range counters (id slot/window|range), as w's, at most G_MAX: a new range
 --     beyond it drops the range called once least recently, or, when every range
 --     kept was called more than once, the one called least recently
 --   n distinct numbers: slot -> {number's hash -> s last called, rounded up} (at most
@@ -326,14 +328,14 @@ local function fraud_check(KEYS, ARGV)
     local v = fr_load(KEYS[k])
     local hit, count = false, 0
     if kind == 'c' then
-      count = fr_bucket(v.w, tostring(slot), now, win)
+      count = fr_bucket(v.w, slot .. '/' .. (win / 1000), now, win)  -- per rule and window
     elseif kind == 'i' then
-      count = fr_bucket(v.w, slot .. '|' .. identity, now, win)
+      count = fr_bucket(v.w, slot .. '/' .. (win / 1000) .. '|' .. identity, now, win)
     elseif kind == 'g' then
       local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
       local g = v.g or {}
       v.g = g
-      local id = slot .. '|' .. range
+      local id = slot .. '/' .. (win / 1000) .. '|' .. range
       local fresh = g[id] == nil
       count = fr_bucket(g, id, now, win)
       if fresh then fr_cap_ranges(g, id) end
