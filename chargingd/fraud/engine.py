@@ -140,7 +140,7 @@ class Fraud:
         value = FK.value_key(acc)
         block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else [value] * 2
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
-        keys = [value, *block, self.record_key(acc, sid), ip_value]
+        keys = [value, *block, self.record_key(acc, sid), ip_value, FK.answer_key(acc, sid)]
         argv = [now, facts.identity, sid, plan.ops, dest.number, dest.country]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
         argv += [0, P.member_hash(dest.number), *plan.block_argv]
@@ -219,7 +219,7 @@ class Fraud:
         plan = ip_alone.plan(now, facts, dest, True)
         if not plan.rules:
             return ALLOWED
-        keys = [FK.ip_value_key(facts.caller_ip)] * 5
+        keys = [FK.ip_value_key(facts.caller_ip)] * 6
         argv = [now, facts.identity, facts.session_id, plan.ops, dest.number, ""]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ip_ttl_ms, plan.ip_ttl_ms, 0, 0]
         reply = await self._send(self._ip_script, keys, argv)
@@ -250,7 +250,7 @@ class Fraud:
         await self._note_call(account_id, session_id, "forget")
 
     async def _note_call(self, account_id: str, session_id: str, what: str) -> None:
-        keys = [FK.value_key(account_id)]
+        keys = [FK.value_key(account_id), FK.answer_key(account_id, session_id)]
         argv = [self.clock_ms(), session_id, what, self.ledger.steps.refusal_ttl_ms]
         argv += [self.value_ttl_ms]
         await self._send(self._note, keys, argv)

@@ -9,6 +9,9 @@ rule, the account's block and the sessions' authorize script share one Cluster s
                               blocked_by, the authorize rules' counters (bucketed
                               windows), distinct numbers, live calls, countries called,
                               recent answers for retransmissions
+  {a:ID}:fr:ans:SID     string  a call's answer for its retransmissions, when the value's
+                              recent answers were full (lua/fraud.lua fr_add_recent;
+                              expires with the refusal memory)
   {a:ID}:fr:log         zset  calls counted by the event rules (short calls, failed
                               attempts; score slot*1e13+ms)
   {a:ID}:fr:ev          hash  spend and answer buckets of the event rules
@@ -42,6 +45,11 @@ def seen_key(account_id: str) -> str:
 def no_record_key(account_id: str, session_id: str) -> str:
     """Where a caller without session records (the rules alone) says none exists."""
     return f"{account_tag(account_id)}:fr:none"
+
+
+def answer_key(account_id: str, session_id: str) -> str:
+    """A call's remembered answer of its own (the value's recent answers were full)."""
+    return f"{account_tag(account_id)}:fr:ans:{session_id}"
 
 
 def ip_tag(ip: str) -> str:

@@ -176,3 +176,32 @@ async def test_window_grown_by_config_counts_old_buckets_forever(
     assert (await new.check(call())).allowed  # the 3rd
     clock.advance(1)
     assert not (await new.check(call())).allowed  # the 4th in the hour
+
+
+async def test_retransmission_counted_again_after_16_other_refusals(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Remembered answers are forgotten by time, never by count: an account whose calls
+    are refused at more than 16 per retransmission interval (an attack, a dialer on an
+    empty account) still has each answered again, not counted again, by its
+    retransmission; on the fused path and on the step path (Redis Cluster)."""
+    from fraud_harness import LIBERIA_PREMIUM, counted, fraud_value
+
+    risky = {"name": "risky", "kind": "destination", "max_calls": 0, "window_s": 3600,
+             "action": "refuse"}  # fmt: skip
+    for single in (True, False):
+        await redis.flushdb()
+        fraud = await make_fraud(redis, clock, [risky], single_redis=single)
+        sids = [f"call-{i}" for i in range(40)]
+        for sid in sids:
+            assert (await fraud.check(call(LIBERIA_PREMIUM, sid=sid))).decision is Decision.REFUSE
+            clock.advance(0.1)
+        before = counted(await fraud_value(redis))
+        for sid in sids:  # each one's retransmission
+            again = await fraud.check(call(LIBERIA_PREMIUM, sid=sid))
+            assert again.again and again.decision is Decision.REFUSE, (single, sid)
+        assert counted(await fraud_value(redis)) == before
+        value = await fraud_value(redis)
+        assert len(value["r"]) <= 16  # the value stays bounded
+        clock.advance(61)  # past the refusal memory: a new call of that id counts
+        assert not (await fraud.check(call(LIBERIA_PREMIUM, sid=sids[-1]))).again

@@ -35,14 +35,17 @@
 --     ~n^2 / 2^33, count as one: the rule under-counts by one)
 --   c countries called: country -> ms of the last call there
 --   r recent answers for retransmissions: session id -> {'refuse|RULE' |
---     'block|RULE' | 'known', until ms} (at most R_MAX kept)
+--     'block|RULE' | 'known', until ms} (at most R_MAX; each until its time: when
+--     full, an answer is kept in a key of its own, {a:ID}:fr:ans:SID, PX the same, and
+--     ro says until when such keys may exist: fraud_seen GETs the call's only then)
 --   q the last Q_MAX session ids counted (the step-by-step path: a
 --     repeat of a call in flight between its check and its reserve)
 --   x ms the value lives until (a write never shortens it); p ms of the next prune
 --
 -- Authorize KEYS: [1] account value  [2] ledger acct  [3] ledger audit (the block step's
 --   keys)  [4] the call's session record {a:ACC}:r:SID (a call the ledger granted)
---   [5] the caller IP's value (or [1] again)
+--   [5] the caller IP's value (or [1] again)  [6] the call's own answer key
+--   {a:ID}:fr:ans:SID (a caller IP's script: [1] again)
 -- Authorize ARGV: [1] now ms  [2] identity ('' none)  [3] session id  [4] the ops, one
 --   flat msgpack array (fixed per rule set and shape of call: compiled.py), 8 fields
 --   an op: kind, key index (1 or 5), slot, window ms, limit, act, rule name ('' when
@@ -269,21 +272,23 @@ local function fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, win, l
   return {'block', worst_i, fr_block(KEYS, ARGV, now, name, text), fired, ''}
 end
 
-local function fr_add_recent(v, now, sid, what, ttl)
+-- An answer remembered until now + ttl (never forgotten before: a retransmission is
+-- never counted again): in the value while it holds fewer than R_MAX, else in the
+-- call's own key (answer_key; ro: such keys may exist until then).
+local function fr_add_recent(v, now, sid, what, ttl, answer_key)
   local r = v.r or {}
   v.r = r
-  local count, first, first_ms = 0, nil, nil
+  local count = 0
   for s, e in pairs(r) do
-    if e[2] <= now then
-      r[s] = nil
-    else
-      count = count + 1
-      if not first_ms or e[2] < first_ms then first, first_ms = s, e[2] end
-    end
+    if e[2] <= now then r[s] = nil else count = count + 1 end
   end
-  if count >= R_MAX and not r[sid] then r[first] = nil end
-  r[sid] = {what, now + ttl}
   v._dirty = true
+  if count >= R_MAX and not r[sid] then
+    redis.call('SET', answer_key, what, 'PX', ttl)
+    v.ro = math.max(v.ro or 0, now + ttl)
+    return
+  end
+  r[sid] = {what, now + ttl}
 end
 
 -- A retransmitted authorize (same session id, on any daemon) is answered as the first
@@ -296,9 +301,11 @@ local function fraud_seen(KEYS, ARGV)
   local now, sid = tonumber(ARGV[1]), ARGV[3]
   local v = fr_load(KEYS[1])
   local e = v.r and v.r[sid]
-  if e and e[2] > now then
-    if e[1] == 'known' then return {'known', 0, 0, {}, ''} end
-    return {'again', 0, 0, {}, e[1]}
+  local what = e and e[2] > now and e[1]
+  if not what and (v.ro or 0) > now then what = redis.call('GET', KEYS[6]) end
+  if what then
+    if what == 'known' then return {'known', 0, 0, {}, ''} end
+    return {'again', 0, 0, {}, what}
   end
   if v.l and v.l[sid] then return {'known', 0, 0, {}, ''} end
   if v.q then
@@ -413,13 +420,15 @@ local function fraud_remember(KEYS, ARGV, verdict)
   if verdict[1] ~= 'deny' then name = fr_ops(ARGV)[(verdict[2] - 1) * OP + 7] end
   local how = 'refuse'
   if verdict[1] == 'block' then how = 'block' end
-  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], how .. '|' .. name, tonumber(ARGV[7]))
+  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], how .. '|' .. name,
+                tonumber(ARGV[7]), KEYS[6])
 end
 
 -- The ledger answered a call the rules counted by refusing it (no credit): its
 -- retransmissions go to the ledger again, not to the rules.
 local function fraud_known(KEYS, ARGV)
-  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], 'known', tonumber(ARGV[7]))
+  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], 'known', tonumber(ARGV[7]),
+                KEYS[6])
 end
 
 -- The step-by-step path counted this call (check.lua): a repeat while it is between

@@ -2,7 +2,7 @@
 -- whose value helpers they use): fraud_note, fraud_unblock, fraud_event. Not a script
 -- by itself: note.lua, unblock.lua and event.lua call them.
 
--- note.lua: KEYS[1] the account's value  ARGV[1] now  [2] session id  [3] what:
+-- note.lua: KEYS[1] the account's value  [2] the call's answer key  ARGV[1] now  [2] session id  [3] what:
 -- 'forget' (a call the rules admitted was not granted after all: not live, and its
 -- repeats go to the ledger) | 'refuse|RULE' | 'block|RULE' (a refusal to remember)
 -- [4] how long a refusal is remembered (ms)  [5] the value's ttl (ms)
@@ -13,7 +13,7 @@ local function fraud_note(KEYS, ARGV)
     if v.l then v.l[sid] = nil end
     what = 'known'
   end
-  fr_add_recent(v, now, sid, what, tonumber(ARGV[4]))
+  fr_add_recent(v, now, sid, what, tonumber(ARGV[4]), KEYS[2])
   fr_save(now, tonumber(ARGV[5]))
 end
 
