@@ -205,3 +205,27 @@ async def test_retransmission_counted_again_after_16_other_refusals(
         assert len(value["r"]) <= 16  # the value stays bounded
         clock.advance(61)  # past the refusal memory: a new call of that id counts
         assert not (await fraud.check(call(LIBERIA_PREMIUM, sid=sids[-1]))).again
+
+
+async def test_cluster_path_ip_refusal_leaves_a_phantom_live_call(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Redis Cluster (step by step): check.lua admits the call live in the account's
+    value, then check_ip refuses it (velocity-ip): the refusal's note drops the live
+    entry too, so the refused call does not count for `concurrent` (for live_ttl, a
+    day by default). Here: 1 call really live, limit 2, the next call is allowed."""
+    concurrent = {"name": "concurrent", "kind": "concurrent", "max_calls": 2, "action": "refuse"}
+    vel_ip = {**VELOCITY_IP, "max_calls": 1, "window_s": 60}
+    fraud = await make_fraud(redis, clock, [concurrent, vel_ip], single_redis=False)
+    assert (await fraud.check(call(sid="a", caller_ip=IP))).allowed  # live: a
+    refused = await fraud.check(call(sid="b", caller_ip=IP))  # 2nd from the IP in 60 s
+    assert refused.decision is Decision.REFUSE and refused.rule is not None
+    assert refused.rule.name == "velocity-ip"
+    await fraud.settle()
+    again = await fraud.check(call(sid="b", caller_ip=IP))  # its retransmission
+    assert again.again and again.decision is Decision.REFUSE
+    clock.advance(120)
+    third = await fraud.check(call(sid="c", caller_ip="198.51.100.1"))  # live: a, c
+    assert third.allowed, "only call a is live (b was refused), limit 2: " + repr(third)
+    fourth = await fraud.check(call(sid="d", caller_ip="198.51.100.2"))  # a, c, d
+    assert fourth.decision is Decision.REFUSE

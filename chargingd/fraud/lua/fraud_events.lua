@@ -4,15 +4,16 @@
 
 -- note.lua: KEYS[1] the account's value  [2] the call's answer key  ARGV[1] now  [2] session id  [3] what:
 -- 'forget' (a call the rules admitted was not granted after all: not live, and its
--- repeats go to the ledger) | 'refuse|RULE' | 'block|RULE' (a refusal to remember)
+-- repeats go to the ledger) | 'refuse|RULE' | 'block|RULE' (a refusal to remember; the
+-- call is not live either)
 -- [4] how long a refusal is remembered (ms)  [5] the value's ttl (ms)
 local function fraud_note(KEYS, ARGV)
   local now, sid, what = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local v = fr_load(KEYS[1])
-  if what == 'forget' then
-    if v.l then v.l[sid] = nil end
-    what = 'known'
-  end
+  -- either way the call is not live: check.lua admitted it, then its reserve refused
+  -- it, or a caller IP's rule did (Redis Cluster: in a script of their own, after)
+  if v.l then v.l[sid] = nil end
+  if what == 'forget' then what = 'known' end
   fr_add_recent(v, now, sid, what, tonumber(ARGV[4]), KEYS[2])
   fr_save(now, tonumber(ARGV[5]))
 end
