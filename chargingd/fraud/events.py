@@ -23,6 +23,7 @@ from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.loops import run_every
 from chargingd.core.status import ComponentStats
 from chargingd.fraud.engine import Fraud
+from chargingd.fraud.upgrade import upgrade_fraud_keys
 
 log = logging.getLogger("chargingd.fraud")
 
@@ -66,6 +67,8 @@ class FraudEvents:
 
     async def start(self) -> None:
         await self.fraud.load_scripts()
+        # the keys of the version before the one value (live calls, deny flags)
+        await upgrade_fraud_keys(self.redis, self.fraud.clock_ms(), self.fraud.value_ttl_ms)
         await self.ensure_group()
         self._task = asyncio.create_task(self._run(), name="fraud-events")
 
