@@ -171,11 +171,25 @@ class Accounting:
 
     async def _account_of(self, report: UsageReport) -> str | None:
         """The account the gateway echoed in Class (echo_class clients), else the
-        locator's, else (an echo_class client's packet without it) a search."""
-        account_id = report.call.account_hint or await self.store.locate(report.call.session_id)
-        if account_id is None and report.call.client in self.store.echo_class:
-            account_id = await self._without_class(report)
-        return account_id
+        locator's. An echo_class client's packet without it: a search, and the locator
+        only if it names a call of this client (its calls have none, unless the account
+        does not fit in a Class: one for this id is another client's call; ids collide
+        across gateways)."""
+        call = report.call
+        if call.account_hint:
+            return call.account_hint
+        if not self._echoes(report):
+            return await self.store.locate(call.session_id)
+        found = await self._without_class(report)
+        if found is None:  # an account too long for a Class keeps a locator: if its call's
+            located = await self.store.locate(call.session_id)
+            rec = None if located is None else await self.store.get(located, call.session_id)
+            if rec is not None and rec.client == call.client:
+                found = located
+        return found
+
+    def _echoes(self, report: UsageReport) -> bool:
+        return report.call.client in self.store.echo_class
 
     async def _without_class(self, report: UsageReport) -> str | None:
         """An echo_class client's packet that names no account of this call (no Class,
@@ -199,13 +213,16 @@ class Accounting:
             # found as a packet without Class would be (locator, else adopted).
             await self.apply(_without_hint(report))
         elif state == "missing":  # the record expired but its locator (or entry) did not
-            await self.store.forget_locator(session_id, account_id, report.call.gateway)
+            # (an echo_class client's call has no locator: one is another call's)
+            await self.store.forget_locator(
+                session_id, account_id, report.call.gateway, locator=not self._echoes(report)
+            )
             await self.apply(report)
-        elif report.call.account_hint == account_id:
-            # Class names this account and it has a record of this id: that record
-            # decides (a closed one absorbs a duplicate or corrects a late Stop). Never
-            # re-applied without the Class: ids collide across gateways, and the locator
-            # or the identity may name another account's live call of the same id.
+        elif report.call.account_hint == account_id or self._echoes(report):
+            # Class names this account, or the search found it (echo_class), and it has
+            # a record of this id: that record decides (a closed one absorbs a duplicate
+            # or corrects a late Stop). Never re-applied under the locator: ids collide
+            # across gateways, it may name another account's live call of the same id.
             if state == CLOSED:
                 await self._closed(account_id, report)
         elif await self.store.locate(session_id, fresh=True) not in (account_id, None):
@@ -349,7 +366,8 @@ class Accounting:
             last_usage_s=report.usage_s,
             last_seen_ms=self.clock_ms(),
         )
-        if not await self.store.create(rec):
+        # (an echo_class client's call writes no locator: one for this id is another's)
+        if not await self.store.create(rec, locator=self.store.needs_locator(rec)):
             return await self.store.get(account.id, call.session_id), False  # concurrently
         log.warning(
             "adopted session %s of account %s without authorize", rec.session_id, account.id

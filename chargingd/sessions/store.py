@@ -334,18 +334,21 @@ class SessionStore(LiveIndexes):
         return account_id
 
     async def forget_locator(
-        self, session_id: str, account_id: str = "", gateway: str = ""
+        self, session_id: str, account_id: str = "", gateway: str = "", *, locator: bool = True
     ) -> None:
         """Drop a locator whose record is gone (and this process's copy of it); with
         ``account_id`` and ``gateway``, its entry in that gateway's last-seen zset too
-        (what search() finds a call by) and its id in the account's live ids."""
+        (what search() finds a call by) and its id in the account's live ids.
+        ``locator`` False: the locator is left (an echo_class call has none: one for
+        this id is another call's)."""
         self._located.pop(session_id, None)
         self._records.pop(session_id, None)
-        commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))]
+        commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))] if locator else []
         if account_id:
             commands.append(("ZREM", lastseen_key(gateway), member(account_id, session_id)))
             commands.append(("HDEL", live_key(account_id), session_id))
-        await self._send(commands)
+        if commands:
+            await self._send(commands)
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raw = await self.redis.get(record_key(account_id, session_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from fakes import T0_MS
@@ -63,3 +64,54 @@ async def test_duplicate_stop_with_class_never_closes_another_accounts_call(
     )
     a_cdrs = [c for c in await read_cdrs(redis) if c.account_id == "A"]
     assert len(a_cdrs) == 1, "A's Stop was written twice"
+
+
+async def _two_calls_x(redis: aioredis.Redis, tmp_path: Path) -> tuple[Any, Any, Any, Any]:
+    """A's call X through gw1 (echo_class) ended; B's call X through gw2 (locator) live."""
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    await add_account(ledger, "A", identities=("user:alice",))
+    await add_account(ledger, "B", identities=("user:bob",))
+    sessions = make_sessions(redis, ledger, clock, tmp_path, echo_class=("gw1",))
+    a_call = call("X", user="alice", client="gw1", gateway="10.0.0.1")
+    b_call = call("X", user="bob", client="gw2", gateway="10.0.0.2")
+    assert isinstance(await sessions.authorize(a_call), Authorized)
+    a_acct = dataclasses.replace(a_call, account_hint="A")
+    await sessions.account(usage(a_acct, UsageKind.START, 0, T0_MS))
+    clock.advance(5)
+    assert isinstance(await sessions.authorize(b_call), Authorized)
+    await sessions.account(usage(b_call, UsageKind.START, 0, clock()))
+    clock.advance(25)
+    await sessions.account(usage(a_acct, UsageKind.STOP, 30, T0_MS + 30_000))
+    return sessions, ledger, a_call, a_acct
+
+
+async def _b_untouched(sessions: Any, ledger: Any) -> None:
+    b = await sessions.store.get("B", "X")
+    assert b is not None and b.state == LIVE, "B's live call closed by A's Stop"
+    assert (await ledger.get_account("B")).balance_micros == 10 * EUR
+    assert await sessions.store.locate("X", fresh=True) == "B"  # B's locator kept
+
+
+async def test_duplicate_stop_without_class_never_closes_another_accounts_call(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """gw1 retransmits A's Stop without its Class (a gateway that forgot it): the
+    locator of X is B's (gw2): an echo_class client's calls have none, so it is never
+    read for them; A's closed record (found by the identity) absorbs the duplicate."""
+    sessions, ledger, a_call, _ = await _two_calls_x(redis, tmp_path)
+    await sessions.account(usage(a_call, UsageKind.STOP, 30, T0_MS + 30_000))
+    await _b_untouched(sessions, ledger)
+    assert [c.account_id for c in await read_cdrs(redis)] == ["A"]
+
+
+async def test_stop_with_class_after_its_record_expired_never_closes_another_accounts_call(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A's closed record is gone (closed_ttl_s) when gw1 sends its Stop again, Class = A:
+    looked for as without Class (gw1's last-seen zset, else adopted by the identity),
+    never by B's locator."""
+    sessions, ledger, _, a_acct = await _two_calls_x(redis, tmp_path)
+    await redis.delete("{a:A}:r:X")
+    await sessions.account(usage(a_acct, UsageKind.STOP, 30, T0_MS + 30_000))
+    await _b_untouched(sessions, ledger)
