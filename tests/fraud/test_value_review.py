@@ -114,6 +114,50 @@ async def test_a_hammered_range_is_counted_exactly_among_many_other_ranges(
     assert verdicts[-1].fired[0].count == 21
 
 
+VELOCITY_IDENTITY = {
+    "name": "velocity-identity",
+    "kind": "velocity",
+    "scope": "identity",
+    "max_calls": 5,
+    "window_s": 60,
+    "action": "refuse",
+}
+
+
+async def test_a_pbx_with_many_identities_keeps_a_bounded_value(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Per-identity counters are capped like the ranges: an account whose calls come
+    from 2000 extensions within the window keeps a small value."""
+    fraud = await make_fraud(redis, clock, [VELOCITY_IDENTITY])
+    for i in range(2000):
+        assert (await fraud.check(call(identity=f"user:ext{i}"))).allowed
+        clock.advance(0.02)
+    size = await redis.strlen("{a:acc1}:fr:v")
+    assert size < 4096, f"{{a:acc1}}:fr:v is {size} bytes after 2000 identities"
+
+
+async def test_a_hammered_identity_is_counted_exactly_among_many_others(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """An identity calling again soon keeps its counter however many other identities
+    call in between (a hundred): its 5th call in the window is just under the limit,
+    its 6th is refused; the others, one call each, are never refused."""
+    fraud = await make_fraud(redis, clock, [VELOCITY_IDENTITY])
+    others = iter(range(10_000))
+    verdicts = []
+    for n in range(6):
+        verdicts.append(await fraud.check(call(identity="user:hijacked")))
+        clock.advance(0.1)
+        if n == 0:
+            continue  # called twice in a row: counted from then on
+        for _ in range(100):
+            assert (await fraud.check(call(identity=f"user:ext{next(others)}"))).allowed
+            clock.advance(0.01)
+    assert [v.allowed for v in verdicts] == [True] * 5 + [False]
+    assert verdicts[-1].fired[0].count == 6
+
+
 VELOCITY_IP = {
     "name": "velocity-ip",
     "kind": "velocity",

@@ -14,7 +14,7 @@
 --     authorize counts are cleared then, the event counts compare with it)
 --   b blocked_by, bm blocked_ms, ub unblocked_by
 --   d deny flags of event rules that refuse: 'RULE' or 'RULE|IDENTITY' -> until ms
---   w counters (id: the rule's slot/window s, slot/window|identity: a rule whose
+--   w counters (id: the rule's slot/window s (identities: h): a rule whose
 --     window differs (a tariff's override, a changed config) counts apart, its stored
 --     buckets never read with another width): one call -> the ms it
 --     leaves the window; more -> {width ms, bucket, count, offset of its last call,
@@ -22,6 +22,7 @@
 --     buckets that hold a call within the window (never fewer than the calls in it;
 --     the bucket the window's start cuts through counts whole, so a rule can fire up
 --     to one bucket early)
+--   h the per-identity counters (id slot/window|identity), as g's, at most G_MAX
 --   g the same-range counters (id slot/window|range), as w's, at most G_MAX: a new range
 --     beyond it drops the range called once least recently, or, when every range
 --     kept was called more than once, the one called least recently
@@ -71,7 +72,7 @@ local function fr_rank(act)
 end
 local NB = 10      -- buckets per window
 local R_MAX = 16   -- remembered answers per account
-local G_MAX = 64   -- same-range counters per account (docs/fraud.md: what it can miss)
+local G_MAX = 64   -- same-range, and identity, counters per account (docs/fraud.md)
 local Q_MAX = 4    -- session ids counted last (step-by-step path)
 local DAY_MS = 86400000
 
@@ -180,12 +181,13 @@ local function fr_prune(v, now)
   v.p = now + PRUNE_MS
   fr_prune_table(v.w, now)
   if v.g then fr_prune_table(v.g, now) end
+  if v.h then fr_prune_table(v.h, now) end
 end
 
--- A new range counter was added (id): beyond G_MAX, drop the range called once whose
--- call is the oldest (its number: when it leaves the window), else the range whose
--- last call is the oldest. A range called again soon after its first call is kept
--- (exact from then on) however many other ranges are called.
+-- A new range (or identity: v.h) counter was added (id): beyond G_MAX, drop the range
+-- called once whose call is the oldest (its number: when it leaves the window), else
+-- the range whose last call is the oldest. A range called again soon after its first
+-- call is kept (exact from then on) however many other ranges are called.
 local function fr_cap_ranges(g, id)
   local n, once, once_at, many, many_at = 0, nil, nil, nil, nil
   for k, c in pairs(g) do
@@ -337,7 +339,14 @@ local function fraud_check(KEYS, ARGV)
     if kind == 'c' then
       count = fr_bucket(v.w, slot .. '/' .. (win / 1000), now, win)  -- per rule and window
     elseif kind == 'i' then
-      count = fr_bucket(v.w, slot .. '/' .. (win / 1000) .. '|' .. identity, now, win)
+      -- per identity, in their own part of the value capped like the ranges: a PBX
+      -- account with thousands of extensions keeps a bounded value
+      local h = v.h or {}
+      v.h = h
+      local id = slot .. '/' .. (win / 1000) .. '|' .. identity
+      local fresh = h[id] == nil
+      count = fr_bucket(h, id, now, win)
+      if fresh then fr_cap_ranges(h, id) end
     elseif kind == 'g' then
       local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
       local g = v.g or {}

@@ -24,7 +24,8 @@ end
 local function fraud_unblock(KEYS, ARGV)
   local now = tonumber(ARGV[1])
   local v = fr_load(KEYS[1])
-  v.s, v.ub, v.w, v.g, v.n, v.d, v.b, v.bm, v.q = now, ARGV[2], {}, nil, nil, nil, nil, nil, nil
+  v.s, v.ub, v.w, v.g, v.h, v.n, v.d, v.b, v.bm, v.q =
+    now, ARGV[2], {}, nil, nil, nil, nil, nil, nil, nil
   v._dirty = true
   fr_save(now, tonumber(ARGV[3]))
 end
