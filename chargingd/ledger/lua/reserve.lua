@@ -84,6 +84,18 @@ if reason and unread then
   unread = false
   if leased then reason, available = decide(own, leased) end
 end
+-- Before refusing for want of money or of a call slot, or granting less than asked,
+-- expired leases go back even if lease_due says none is due yet: a reserve of an older
+-- version (a rolling upgrade) leases without lowering it, and its lapsed hold must not
+-- refuse or cut short calls for the account's longest lease. A full grant never pays
+-- for this read.
+if not swept and (reason == 'too_many_calls' or reason == 'insufficient_credit'
+                  or (not reason and available < amount)) then
+  reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
+                                         tonumber(ARGV[9]), reserved)
+  swept = true
+  if reclaimed > 0 then reason, available = decide(own, leased) end
+end
 if reason then return refuse(reason, available, reclaimed) end
 local granted = amount
 if granted > available then granted = available end
