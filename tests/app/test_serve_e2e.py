@@ -72,6 +72,16 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_log(self, text: str, timeout_s: float = 5.0) -> bool:
+        """Whether ``text`` shows in the log within ``timeout_s``: the daemon logs off
+        its event loop, so a line may follow the answer that came after it by moments."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
@@ -141,7 +151,7 @@ def test_serve_ctl_restart_keeps_balance(tmp_path: Path, daemon_factory: Any) ->
     first.start()
     status = first.wait_ready(sock)
     assert status["redis"]["aof_enabled"] is True
-    assert "chargingd ready admin=" in first.log()
+    assert first.wait_log("chargingd ready admin="), first.log()
     assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
 
     # A second daemon on the same data dir refuses to start and leaves the first alone.
@@ -192,7 +202,7 @@ def test_serve_ctl_restart_keeps_balance(tmp_path: Path, daemon_factory: Any) ->
     third = daemon_factory(config)
     third.start()
     third.wait_ready(sock)
-    assert "stopping orphaned embedded redis-server" in third.log()
+    assert third.wait_log("stopping orphaned embedded redis-server"), third.log()
     assert ctl_json(config, "account", "get", "dora")["balance"] == "4.25"
     assert third.terminate() == 0
 
