@@ -130,6 +130,8 @@ class Accounting:
         account_id, stored, rec = held
         if report.call.account_hint not in ("", account_id):
             return False  # Class names another account (a reused id): as without a hold
+        if not report.call.account_hint and report.call.client != rec.client:
+            return False  # held by the id alone: maybe another client's call of that id
         noted = note(
             stored,
             rec,

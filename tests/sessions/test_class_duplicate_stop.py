@@ -115,3 +115,25 @@ async def test_stop_with_class_after_its_record_expired_never_closes_another_acc
     await redis.delete("{a:A}:r:X")
     await sessions.account(usage(a_acct, UsageKind.STOP, 30, T0_MS + 30_000))
     await _b_untouched(sessions, ledger)
+
+
+async def test_duplicate_stop_without_class_never_closes_a_held_call_of_another_client(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """As above, with B's record held by this process (the noted path: held by the
+    session id alone, as last stored after B's Interims) when gw1's Class-less
+    duplicate arrives: a held record of another client is not used."""
+    sessions, _, a_call, _ = await _two_calls_x(redis, tmp_path)
+    b_call = call("X", user="bob", client="gw2", gateway="10.0.0.2")
+    clock = sessions.clock_ms
+    for usage_s in (10, 20):  # the second one noted on the held record
+        clock.advance(10)
+        await sessions.account(usage(b_call, UsageKind.INTERIM, usage_s, clock()))
+    b_rec = await sessions.store.get("B", "X")
+    assert b_rec is not None
+    sessions.store.cache(b_rec, await redis.get("{a:B}:r:X"))  # held as last stored
+    clock.advance(20)  # a usage of 30 s fits B's call too
+    await sessions.account(usage(a_call, UsageKind.STOP, 30, T0_MS + 30_000))
+    b = await sessions.store.get("B", "X")
+    assert b is not None and b.state == LIVE and b.last_usage_s == 20, b and b.state
+    assert [c.account_id for c in await read_cdrs(redis)] == ["A"]
