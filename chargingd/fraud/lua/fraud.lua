@@ -204,6 +204,17 @@ local function fr_cap_ranges(g, id)
   if n > G_MAX then g[once or many] = nil end
 end
 
+-- A counter in a capped part of the value (v.g ranges, v.h identities): counted, and a
+-- new one beyond G_MAX drops another (fr_cap_ranges).
+local function fr_capped(v, part, id, now, win)
+  local t = v[part] or {}
+  v[part] = t
+  local fresh = t[id] == nil
+  local count = fr_bucket(t, id, now, win)
+  if fresh then fr_cap_ranges(t, id) end
+  return count
+end
+
 -- Distinct numbers of a slot within the window, this one called now; at most limit + 1
 -- kept (the oldest dropped).
 local function fr_distinct(v, now, slot, win, limit, number)
@@ -339,22 +350,11 @@ local function fraud_check(KEYS, ARGV)
     if kind == 'c' then
       count = fr_bucket(v.w, slot .. '/' .. (win / 1000), now, win)  -- per rule and window
     elseif kind == 'i' then
-      -- per identity, in their own part of the value capped like the ranges: a PBX
-      -- account with thousands of extensions keeps a bounded value
-      local h = v.h or {}
-      v.h = h
-      local id = slot .. '/' .. (win / 1000) .. '|' .. identity
-      local fresh = h[id] == nil
-      count = fr_bucket(h, id, now, win)
-      if fresh then fr_cap_ranges(h, id) end
+      -- per identity, capped like the ranges: a PBX with thousands of extensions
+      count = fr_capped(v, 'h', slot .. '/' .. (win / 1000) .. '|' .. identity, now, win)
     elseif kind == 'g' then
       local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
-      local g = v.g or {}
-      v.g = g
-      local id = slot .. '/' .. (win / 1000) .. '|' .. range
-      local fresh = g[id] == nil
-      count = fr_bucket(g, id, now, win)
-      if fresh then fr_cap_ranges(g, id) end
+      count = fr_capped(v, 'g', slot .. '/' .. (win / 1000) .. '|' .. range, now, win)
     elseif kind == 'd' then
       count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[11]))
     elseif kind == 'l' then
