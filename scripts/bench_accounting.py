@@ -23,11 +23,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import uvloop
-from redis.asyncio.connection import AbstractConnection
+from bench_common import RoundTrips, seed_prepaid
 
 from chargingd.core.config import SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.ledger import Ledger, Mode
+from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
 from chargingd.sessions.pricing import Pricer
@@ -36,24 +36,6 @@ from chargingd.sessions.service import Sessions
 TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
 ACCOUNTS = 1000
 PHASES = ((UsageKind.START, 0), (UsageKind.INTERIM, 30), (UsageKind.STOP, 95))
-
-
-class _Writes:
-    """Counts writes to Redis sockets: one per pipeline or single command."""
-
-    count = 0
-
-    @classmethod
-    def install(cls) -> None:
-        original = AbstractConnection.send_packed_command
-
-        async def counted(
-            self: AbstractConnection, command: Any, check_health: bool = True
-        ) -> None:
-            cls.count += 1
-            await original(self, command, check_health)
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
 
 
 def _call(i: int) -> CallInfo:
@@ -71,16 +53,7 @@ async def _run(url: str, calls: int, inflight: int, data_dir: Path) -> None:
     await client.flushall()
     ledger = Ledger(client)
     await ledger.load_scripts()
-    for a in range(ACCOUNTS):
-        await ledger.create_account(
-            f"acc{a}",
-            mode=Mode.PREPAID,
-            currency="EUR",
-            balance_micros=10**12,
-            tariff="retail",
-            identities=(f"user:u{a}",),
-            who="bench",
-        )
+    await seed_prepaid(ledger, ACCOUNTS)
     sessions = Sessions(
         redis=client,
         ledger=ledger,
@@ -106,10 +79,10 @@ async def _run(url: str, calls: int, inflight: int, data_dir: Path) -> None:
 
     for kind, usage_s in PHASES:
         redis_cpu, stats = await _redis_figures(client)
-        writes, cpu, t0 = _Writes.count, time.process_time(), time.perf_counter()
+        writes, cpu, t0 = RoundTrips.count, time.process_time(), time.perf_counter()
         await asyncio.gather(*(account(info, kind, usage_s) for info in infos))
         cpu, elapsed = time.process_time() - cpu, time.perf_counter() - t0
-        writes = _Writes.count - writes
+        writes = RoundTrips.count - writes
         redis_cpu2, stats2 = await _redis_figures(client)
 
         def delta(name: str, field: str, after: Any = stats2, before: Any = stats) -> float:
@@ -143,7 +116,7 @@ def main() -> None:
             server.start()
             url = server.url
         try:
-            _Writes.install()
+            RoundTrips.install()
             uvloop.run(_run(url, args.calls, args.inflight, Path(tmp)))
         finally:
             if server is not None:

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
+from bench_common import seed_prepaid
 
 from chargingd.alerts import Alerts
 from chargingd.alerts.store import AlertStore
 from chargingd.core.config import FraudConfig, SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.fraud import Fraud
-from chargingd.ledger import Ledger, Mode
+from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo
 from chargingd.sessions.pricing import Pricer
@@ -66,16 +67,7 @@ async def _round(
     clock = lambda: int(time.time() * 1000)  # noqa: E731
     ledger = Ledger(client, clock_ms=clock)
     await ledger.load_scripts()
-    for a in range(accounts):
-        await ledger.create_account(
-            f"acc{a}",
-            mode=Mode.PREPAID,
-            currency="EUR",
-            balance_micros=10**12,
-            tariff="retail",
-            identities=(f"user:u{a}",),
-            who="bench",
-        )
+    await seed_prepaid(ledger, accounts)
     fraud = None
     if fraud_on:  # the default rule set, as [fraud] enabled = true ships it
         store = AlertStore(

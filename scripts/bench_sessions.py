@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
-from redis.asyncio.connection import AbstractConnection
+from bench_common import RoundTrips
 
 from chargingd.core.config import SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
@@ -32,24 +32,6 @@ from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions
 
 TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
-
-
-class _RoundTrips:
-    """Counts writes to Redis sockets: one per pipeline or single command (a round trip)."""
-
-    count = 0
-
-    @classmethod
-    def install(cls) -> None:
-        original = AbstractConnection.send_packed_command
-
-        async def counted(
-            self: AbstractConnection, command: object, check_health: bool = True
-        ) -> None:
-            cls.count += 1
-            await original(self, command, check_health)  # type: ignore[arg-type]
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
 
 
 def _call(sid: str) -> CallInfo:
@@ -100,11 +82,11 @@ async def _run(
 
     before = await _commands(client)
     await _reset_stats(client)
-    trips = _RoundTrips.count
+    trips = RoundTrips.count
     t0 = time.perf_counter()
     await asyncio.gather(*(authorize(i) for i in range(calls)))
     elapsed = time.perf_counter() - t0
-    trips = _RoundTrips.count - trips
+    trips = RoundTrips.count - trips
     per_auth = (await _commands(client) - before - 5) / calls
     lat = sorted(latencies)
     print(
@@ -128,12 +110,12 @@ async def _run(
 
     before = await _commands(client)
     await _reset_stats(client)
-    trips = _RoundTrips.count
+    trips = RoundTrips.count
     latencies.clear()
     t0 = time.perf_counter()
     await asyncio.gather(*(whole_call(i) for i in range(calls)))
     elapsed = time.perf_counter() - t0
-    trips = _RoundTrips.count - trips
+    trips = RoundTrips.count - trips
     per_call = (await _commands(client) - before - 5) / calls
     lat = sorted(latencies)
     cdrs = await client.xlen("cdr:stream")
@@ -213,7 +195,7 @@ def main() -> None:
             server.start()
             url = server.url
         try:
-            _RoundTrips.install()
+            RoundTrips.install()
             run = uvloop.run if args.uvloop else asyncio.run
             fused = not args.stepwise
             run(_run(url, args.calls, args.inflight, Path(tmp), not args.no_batch, fused))

@@ -1,0 +1,39 @@
+"""What several benchmarks share: counting Redis round trips, seeding accounts."""
+
+from __future__ import annotations
+
+from redis.asyncio.connection import AbstractConnection
+
+from chargingd.ledger import Ledger, Mode
+
+
+class RoundTrips:
+    """Counts writes to Redis sockets: one per pipeline or single command (a round trip)."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        original = AbstractConnection.send_packed_command
+
+        async def counted(
+            self: AbstractConnection, command: object, check_health: bool = True
+        ) -> None:
+            cls.count += 1
+            await original(self, command, check_health)  # type: ignore[arg-type]
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+
+async def seed_prepaid(ledger: Ledger, accounts: int) -> None:
+    """Prepaid accounts acc0..accN-1 (identity user:uN, tariff retail) that never run out."""
+    for a in range(accounts):
+        await ledger.create_account(
+            f"acc{a}",
+            mode=Mode.PREPAID,
+            currency="EUR",
+            balance_micros=10**12,
+            tariff="retail",
+            identities=(f"user:u{a}",),
+            who="bench",
+        )
