@@ -139,6 +139,12 @@ async def test_account_in_class_instead_of_the_locator(
         # A Class naming another account (no such call there): found all the same.
         clock.now_ms = (t0_s + 70) * 1000
         await send(account("Interim-Update", "leg-1", 70, b"chargingd:acc2"), frontend.acct_port)
+        # A Class naming no account at all, and one that is not ours: the same.
+        for usage_s, bad in ((75, b"chargingd:nosuch"), (80, b"\xff\x00not-ours")):
+            clock.now_ms = (t0_s + usage_s) * 1000
+            reply = await send(account("Interim-Update", "leg-1", usage_s, bad), frontend.acct_port)
+            assert reply.code == rc.ACCOUNTING_RESPONSE
+        assert await redis.exists(record_key("nosuch", "leg-1")) == 0
         # The Stop without Class (the gateway forgot it), its User-Name now bob's
         # (acc2): found in the gateway's last-seen zset, charged once, to acc1.
         clock.now_ms = (t0_s + 90) * 1000
