@@ -23,10 +23,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import uvloop
-from bench_common import RoundTrips, seed_prepaid
+from bench_common import RoundTrips, bench_redis, seed_prepaid
 
 from chargingd.core.config import SessionsConfig
-from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
@@ -108,19 +107,9 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--redis-url", default="", help="default: an embedded redis-server")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        url = args.redis_url
-        if not url:
-            server = EmbeddedRedis(Path(tmp), appendfsync="no")
-            server.start()
-            url = server.url
-        try:
-            RoundTrips.install()
-            uvloop.run(_run(url, args.calls, args.inflight, Path(tmp)))
-        finally:
-            if server is not None:
-                server.stop()
+    with tempfile.TemporaryDirectory() as tmp, bench_redis(args.redis_url, Path(tmp)) as url:
+        RoundTrips.install()
+        uvloop.run(_run(url, args.calls, args.inflight, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""What several benchmarks share: counting Redis round trips, seeding accounts."""
+"""What several benchmarks share: their Redis, counting round trips, seeding accounts."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 from redis.asyncio.connection import AbstractConnection
 
+from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
 
 
@@ -37,3 +42,17 @@ async def seed_prepaid(ledger: Ledger, accounts: int) -> None:
             identities=(f"user:u{a}",),
             who="bench",
         )
+
+
+@contextlib.contextmanager
+def bench_redis(url: str, tmp: Path) -> Iterator[str]:
+    """``url``, or an embedded redis-server in ``tmp`` for the run (stopped after)."""
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp, appendfsync="no")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
-from bench_common import RoundTrips
+from bench_common import RoundTrips, bench_redis
 
 from chargingd.core.config import SessionsConfig
-from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
@@ -187,21 +186,11 @@ def main() -> None:
         "--stepwise", action="store_true", help="no fused scripts (as on a cluster)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        url = args.redis_url
-        if not url:
-            server = EmbeddedRedis(Path(tmp), appendfsync="no")
-            server.start()
-            url = server.url
-        try:
-            RoundTrips.install()
-            run = uvloop.run if args.uvloop else asyncio.run
-            fused = not args.stepwise
-            run(_run(url, args.calls, args.inflight, Path(tmp), not args.no_batch, fused))
-        finally:
-            if server is not None:
-                server.stop()
+    with tempfile.TemporaryDirectory() as tmp, bench_redis(args.redis_url, Path(tmp)) as url:
+        RoundTrips.install()
+        run = uvloop.run if args.uvloop else asyncio.run
+        fused = not args.stepwise
+        run(_run(url, args.calls, args.inflight, Path(tmp), not args.no_batch, fused))
 
 
 if __name__ == "__main__":
