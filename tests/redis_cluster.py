@@ -198,7 +198,11 @@ def _wait_up(node: Node, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not node.alive:
-            raise RuntimeError(f"redis-server on {node.address} exited; see {node.dir}/redis.log")
+            log = node.dir / "redis.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "Address already in use" in text:
+                raise _PortTaken(f"port of {node.address} taken; see {log}")
+            raise RuntimeError(f"redis-server on {node.address} exited; see {log}")
         with contextlib.suppress(syncredis.RedisError), node.client() as c:
             if c.ping():
                 return
@@ -251,9 +255,28 @@ def _wait_replicas_synced(cluster: Cluster, timeout_s: float = 30.0) -> None:
     raise AssertionError("replicas not in sync in time: " + cluster.describe())
 
 
-def start_cluster(binary: str | None = None) -> Cluster:
-    """Start six nodes and form the cluster (about a second on a quiet machine)."""
+class _PortTaken(RuntimeError):
+    """A node could not bind its port: another process took it after _free_pair."""
+
+
+def start_cluster(binary: str | None = None, attempts: int = 3) -> Cluster:
+    """Start six nodes and form the cluster (about a second on a quiet machine).
+
+    A free port can be taken by another process between the check and the node's
+    bind (other test suites run beside this one): the cluster is then started again on
+    new ports, up to ``attempts`` times.
+    """
     binary = binary or os.environ.get("CHARGINGD_TEST_REDIS_SERVER") or redis_server_binary()
+    for attempt in range(attempts):
+        try:
+            return _start_cluster_once(binary)
+        except _PortTaken:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_cluster_once(binary: str) -> Cluster:
     base = Path(tempfile.mkdtemp(prefix="chargingd-cluster-"))
     nodes: list[Node] = []
     ports: set[int] = set()
