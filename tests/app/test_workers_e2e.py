@@ -38,7 +38,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
 
 
-async def wait_processes(daemon: Daemon, check: Any, timeout_s: float = 10.0) -> list[Any]:
+async def wait_processes(daemon: Daemon, check: Any, timeout_s: float = 30.0) -> list[Any]:
     """Poll server.status until check(radius processes) holds; returns them."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -135,7 +135,8 @@ async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon)
     await wait_processes(daemon, lambda ps: old in [p["pid"] for p in ps])
     os.kill(old, signal.SIGKILL)
     new = None
-    for _ in range(200):
+    deadline = time.monotonic() + 30  # a loaded machine (parallel suites) starts it late
+    while time.monotonic() < deadline:
         pids = daemon.call("server.status")["workers"]["pids"]
         if pids and pids[0] != old:
             new = pids[0]

@@ -104,9 +104,11 @@ async def test_session_timeout_is_enforced_and_its_bye_accounted(
     assert dialog.final_status == 200
     await asyncio.wait_for(dialog.ended.wait(), 15)
     # Kamailio's dialog timer ticks once a second: the BYE comes within about a second
-    # of the granted 4 s, from Kamailio, to both phones.
+    # of the granted 4 s, from Kamailio, to both phones (up to 2.5 s late on a machine
+    # loaded by parallel suites: the timer process and the phones wait for a core; what
+    # is charged is Kamailio's own Acct-Session-Time, checked on the CDR below).
     assert dialog.ended_by == "remote"
-    assert 3.0 <= dialog.ended_at - dialog.answered_at <= 5.5
+    assert 3.0 <= dialog.ended_at - dialog.answered_at <= 6.5
     far_end = switch.gateway.dialogs[dialog.call_id]
     await asyncio.wait_for(far_end.ended.wait(), 10)
 
