@@ -68,7 +68,7 @@ class Compiled:
             bool(facts.identity),
             with_ip and bool(facts.caller_ip),
             dest.country,
-            dest.number_type,
+            dest.kind,
             dest.high_risk_country,
             dest.high_risk_prefix,
         )

@@ -13,12 +13,13 @@ what the number plan says the range is; a number the metadata does not know is t
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from chargingd.fraud.numtypes import fast
+from chargingd.core.config.fraud import NUMBER_TYPES
+from chargingd.fraud.numtypes import OTHER, SPECIAL, fast, fast_wanted
 
 CACHE_SIZE = 100_000
 _TYPES: dict[int, str] = {
@@ -38,21 +39,31 @@ _TYPES: dict[int, str] = {
 _WORLD = "001"
 
 
-@dataclass(frozen=True)
-class Destination:
+_CODES = {name: kind for kind, name in _TYPES.items()}
+
+
+class Destination(NamedTuple):
     number: str  # E.164 "+..."
     country: str  # ISO 3166 alpha-2; "" for non-geographic or unknown ranges
-    number_type: str  # "premium_rate", "mobile", ...; "" unknown
+    # its type when it is one the classifier's rules match ("premium_rate", ...), else ""
+    kind: str
     high_risk_country: bool
     high_risk_prefix: str  # the configured prefix it starts with, "" none
 
+    @property
+    def number_type(self) -> str:
+        """Its full type ("premium_rate", "mobile", ...; "" unknown): for alerts,
+        worked out when asked (the rules need only ``kind``)."""
+        return region_and_type(self.number)[1]
+
     def matches(self, what: str) -> bool:
-        """Does this destination have ``what`` (a [fraud] rule's match item)?"""
+        """Does this destination have ``what`` (a [fraud] rule's match item, of the
+        types its classifier was given)?"""
         if what == "high_risk_country":
             return self.high_risk_country
         if what == "high_risk_prefix":
             return bool(self.high_risk_prefix)
-        return self.number_type == what
+        return self.kind == what
 
     def reasons(self, match: tuple[str, ...]) -> list[str]:
         """The match items this destination has (for alerts: why it was risky)."""
@@ -60,18 +71,37 @@ class Destination:
 
 
 class Classifier:
-    """Classifies E.164 numbers against the configured high-risk lists (cached)."""
+    """Classifies E.164 numbers against the configured high-risk lists (cached).
+    ``types``: the number types the rules match (default: every type a rule may
+    match); a destination's ``kind`` is its type only when it is one of them."""
 
-    def __init__(self, countries: tuple[str, ...], prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        countries: tuple[str, ...],
+        prefixes: tuple[str, ...],
+        types: tuple[str, ...] = NUMBER_TYPES,
+    ) -> None:
         self.countries = frozenset(countries)
         # Longest first: the most specific configured prefix names the match.
         self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+        self.types = frozenset(t for t in types if t in NUMBER_TYPES)
+        self._wanted = frozenset(_CODES[t] for t in self.types)
+        assert self._wanted <= SPECIAL
         self.classify = functools.lru_cache(maxsize=CACHE_SIZE)(self._classify)
 
     def _classify(self, number: str) -> Destination:
-        country, number_type = region_and_type(number)
-        prefix = next((p for p in self.prefixes if number.startswith(p)), "")
-        return Destination(number, country, number_type, country in self.countries, prefix)
+        found = fast_wanted(number, self._wanted)
+        if found is None:  # phonenumbers' own parser (cached)
+            country, number_type = region_and_type(number)
+            kind = number_type if number_type in self.types else ""
+        else:
+            region, code = found
+            country = "" if region == _WORLD else region
+            kind = "" if code == OTHER else _TYPES[code]
+        prefix = ""
+        if self.prefixes:
+            prefix = next((p for p in self.prefixes if number.startswith(p)), "")
+        return Destination(number, country, kind, country in self.countries, prefix)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)

@@ -14,6 +14,15 @@ parser would do more than split the calling code off goes to phonenumbers itself
 bounds, anything but "+" and digits). tests/fraud/test_numtypes.py checks the
 answers equal phonenumbers' on every region's example numbers of every type and on
 random digit strings of every calling code.
+
+The rules need less than the full type: ``fast_wanted`` answers the region and the
+type only when it is one of the types the rules match (premium rate, shared cost by
+default), else OTHER. phonenumbers tries the types in a fixed order and the first
+pattern that matches wins, so a number is of a wanted type T when T's pattern matches,
+its general pattern does, and no type tried before T does: for most numbers two
+pattern tests (the wanted types', each behind its lengths) instead of eleven. The
+region of a shared calling code only needs "is it of any type" (fixed line and mobile
+tried first: most numbers are).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from phonenumbers import PhoneMetadata, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 NON_GEO = "001"  # phonenumbers' region of non-geographic numbers
+OTHER = -1  # fast_wanted: a type the rules do not match (or none)
 _E164 = re.compile(r"\+[1-9][0-9]{2,}")
 _MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' _MIN_LENGTH_FOR_NSN, _MAX_LENGTH_FOR_NSN
 # The order phonenumbers' _number_type_helper tries the types before fixed/mobile.
@@ -88,6 +98,27 @@ class Region:
             return PhoneNumberType.MOBILE
         return PhoneNumberType.UNKNOWN
 
+    def known(self, nn: str) -> bool:
+        """number_type(nn) != UNKNOWN, the likeliest patterns tried first."""
+        if not _matches(nn, self.general):
+            return False
+        if _matches(nn, self.fixed) or _matches(nn, self.mobile):
+            return True  # (same_fixed_mobile: the mobile pattern is the fixed one)
+        return any(_matches(nn, desc) for _, desc in self.types)
+
+    def wanted_type(self, nn: str, wanted: frozenset[int]) -> int:
+        """number_type(nn) when it is in ``wanted`` (special types only), else OTHER."""
+        for i, (kind, desc) in enumerate(self.types):
+            if kind in wanted and _matches(nn, desc):
+                # the first type that matches wins, and only within the general pattern
+                if not _matches(nn, self.general):
+                    return OTHER
+                for _, earlier in self.types[:i]:
+                    if _matches(nn, earlier):  # not wanted (else found first)
+                        return OTHER
+                return kind
+        return OTHER
+
 
 def _region(meta: PhoneMetadata) -> Region:
     return Region(
@@ -133,9 +164,9 @@ def _calling_code(cc: int) -> CallingCode | None:
     return found
 
 
-def fast(number: str) -> tuple[str, int] | None:
-    """(region or "", PhoneNumberType) as phonenumbers gives them; None: this number
-    needs phonenumbers' own parser."""
+def _split(number: str) -> tuple[CallingCode, str] | None:
+    """A number's calling code (compiled) and national number, as phonenumbers' parser
+    reads them; None: anything its parser would treat specially."""
     if _E164.fullmatch(number) is None:
         return None
     digits = number[1:]
@@ -151,6 +182,16 @@ def fast(number: str) -> tuple[str, int] | None:
     code = _calling_code(cc)
     if code is None or (code.national_prefix is not None and code.national_prefix.match(nn)):
         return None
+    return code, nn
+
+
+def fast(number: str) -> tuple[str, int] | None:
+    """(region or "", PhoneNumberType) as phonenumbers gives them; None: this number
+    needs phonenumbers' own parser."""
+    found = _split(number)
+    if found is None:
+        return None
+    code, nn = found
     regions = code.regions
     if len(regions) == 1:  # region_code_for_number
         name, region = regions[0]
@@ -166,3 +207,29 @@ def fast(number: str) -> tuple[str, int] | None:
             if kind != PhoneNumberType.UNKNOWN:
                 return name, kind
     return "", PhoneNumberType.UNKNOWN
+
+
+SPECIAL = frozenset(kind for _, kind in _ORDER)
+
+
+def fast_wanted(number: str, wanted: frozenset[int]) -> tuple[str, int] | None:
+    """As ``fast``, with the type only when it is in ``wanted`` (a subset of the types
+    tried before fixed line and mobile: SPECIAL), else OTHER: (region or "", type or
+    OTHER); None: this number needs phonenumbers' own parser."""
+    found = _split(number)
+    if found is None:
+        return None
+    code, nn = found
+    regions = code.regions
+    if len(regions) == 1:
+        name, region = regions[0]
+        return name, (OTHER if region is None else region.wanted_type(nn, wanted))
+    for name, region in regions:  # _region_code_for_number_from_list
+        if region is None:
+            continue
+        if region.leading is not None:
+            if region.leading.match(nn):
+                return name, region.wanted_type(nn, wanted)
+        elif region.known(nn):
+            return name, region.wanted_type(nn, wanted)
+    return "", OTHER

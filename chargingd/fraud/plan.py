@@ -247,7 +247,10 @@ def _alert_only(rule: Rule) -> Rule:
 
 def decode(plan: Plan | AuthPlan, reply: Sequence[Any], by_name: dict[str, Rule]) -> Verdict:
     """A fraud_check / fraud_event reply as a Verdict."""
-    outcome = _s(reply[0])
+    head = reply[0]
+    if (head == b"ok" or head == "ok") and not reply[3]:  # the common answer: no rule fired
+        return ALLOWED
+    outcome = _s(head)
     if outcome == "dup":
         return ALLOWED
     if outcome == "known":

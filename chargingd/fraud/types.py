@@ -14,9 +14,9 @@ class Decision(enum.StrEnum):
     BLOCK = "block"  # refused, and the account is blocked (by this call or before)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: built on every authorize, a third of the cost)
 class CallFacts:
-    """One authorize, as the rules see it."""
+    """One authorize, as the rules see it (never changed once built)."""
 
     account_id: str
     session_id: str

@@ -10,7 +10,9 @@ import phonenumbers
 from phonenumbers import PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from chargingd.fraud.destinations import region_and_type
+from chargingd.core.config.fraud import NUMBER_TYPES
+from chargingd.fraud import numtypes
+from chargingd.fraud.destinations import Classifier, region_and_type
 from chargingd.fraud.numtypes import fast
 
 TYPES = [getattr(PhoneNumberType, n) for n in dir(PhoneNumberType) if n.isupper()]
@@ -100,3 +102,71 @@ def test_what_it_does_not_read_goes_to_phonenumbers() -> None:
     assert region_and_type("+999123456") == ("", "")
     assert region_and_type("+447400123456") == ("GB", "mobile")
     assert region_and_type("+80012345678") == ("", "toll_free")
+
+
+# -- the types the rules match only (numtypes.fast_wanted, Classifier.kind) -------------
+
+WANTED_SETS = [
+    frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST}),  # the default
+    frozenset({PhoneNumberType.SHARED_COST}),
+    frozenset({PhoneNumberType.VOIP, PhoneNumberType.UAN}),
+    numtypes.SPECIAL,
+]
+
+
+def broad_sample() -> list[str]:
+    """Every example number, neighbours of them, random digits after every calling code."""
+    rnd = random.Random(29)
+    numbers = example_numbers()
+    for number in list(numbers):
+        for _ in range(3):
+            at = rnd.randrange(2, len(number))
+            numbers.append(number[:at] + str(rnd.randrange(10)) + number[at + 1 :])
+        numbers += [number[:-1], number + str(rnd.randrange(10))]
+    for cc in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        for _ in range(60):
+            rest = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 17)))
+            numbers.append(f"+{cc}{rest}")
+    return numbers
+
+
+def test_wanted_types_equal_phonenumbers_number_type() -> None:
+    """fast_wanted gives phonenumbers' region, and its type exactly when that type is
+    one of the wanted ones (else OTHER), for every set of wanted types."""
+    numbers = broad_sample()
+    assert len(numbers) > 20_000
+    refs = {n: reference(n) for n in numbers}
+    answered = 0
+    premium_or_shared = 0
+    for wanted in WANTED_SETS:
+        wrong = []
+        for number in numbers:
+            got = numtypes.fast_wanted(number, wanted)
+            if got is None:
+                assert fast(number) is None, number  # the same numbers go to phonenumbers
+                continue
+            answered += 1
+            expected = refs[number]
+            assert expected is not None
+            region, kind = expected
+            want = (region, kind if kind in wanted else numtypes.OTHER)
+            if got != want:
+                wrong.append((number, got, want))
+            if kind in (PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST):
+                premium_or_shared += 1
+        assert wrong == [], (sorted(wanted), wrong[:10])
+    assert answered > 0.5 * len(numbers) * len(WANTED_SETS)
+    assert premium_or_shared > 500  # the sample holds many of the types the rules match
+
+
+def test_classifier_kind_is_the_type_when_a_rule_matches_it() -> None:
+    """A destination's kind is its full type when the classifier's types name it, else
+    ""; its number_type (alerts) is the full type, as before."""
+    numbers = [*broad_sample()[::3], "+44 20 7946 0000", "+999123456", "+80012345678"]
+    for types in (("premium_rate", "shared_cost"), ("toll_free",), NUMBER_TYPES):
+        classifier = Classifier((), (), types)
+        for number in numbers:
+            dest = classifier.classify(number)
+            full = region_and_type(number)
+            assert (dest.country, dest.number_type) == full, number
+            assert dest.kind == (full[1] if full[1] in types else ""), number
