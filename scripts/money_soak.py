@@ -47,6 +47,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis as syncredis
 
+from chargingd.sessions.shards import SHARDS_KEY, parse_shards, shard_keys
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the daemon harness of the end-to-end tests
 
@@ -214,7 +216,9 @@ async def settled(world: World, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
     while time.monotonic() < deadline:
-        live = sum(r.zcard(f"sess:lastseen:{g.decode()}") for g in r.smembers("sess:gateways"))
+        shards = parse_shards(r.get(SHARDS_KEY))
+        gateways = [g.decode() for g in r.smembers("sess:gateways")]
+        live = sum(r.zcard(k) for g in gateways for k in shard_keys(g, shards))
         spooled = [p for d in world.daemons for p in (d.setup.data / "spool").glob("*jsonl*")]
         pending = sum(g["pending"] + g.get("lag", 0) for g in r.xinfo_groups("cdr:stream"))
         if live == 0 and not spooled and pending == 0:

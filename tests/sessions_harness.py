@@ -32,6 +32,7 @@ from chargingd.rating.plan import TariffPlan
 from chargingd.sessions.ccapi import Authorized, CallInfo, SessionRef, UsageKind, UsageReport
 from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions
+from chargingd.sessions.shards import shard_keys, stored_shards
 
 EUR = 1_000_000
 BERLIN = "030123456"  # 0.60 EUR/min per second  -> +4930123456
@@ -228,3 +229,16 @@ async def _one_call(
     account = await ledger.get_account("shared")
     lowest[0] = min(lowest[0], account.balance_micros)
     return sid
+
+
+async def seen_entries(redis: Any, gateway: str) -> dict[bytes, float]:
+    """Every last-seen entry of ``gateway`` (all its shards): member -> score."""
+    out: dict[bytes, float] = {}
+    for key in shard_keys(gateway, await stored_shards(redis)):
+        out |= dict(await redis.zrange(key, 0, -1, withscores=True))
+    return out
+
+
+async def seen_count(redis: Any, gateway: str) -> int:
+    """How many last-seen entries ``gateway`` has (all its shards)."""
+    return sum([await redis.zcard(k) for k in shard_keys(gateway, await stored_shards(redis))])

@@ -25,6 +25,7 @@ from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
 from chargingd.ledger import Ledger, LedgerError, UnknownAccount
 from chargingd.rating.loaders import TariffLoadError
+from chargingd.sessions.shards import stored_shards
 from chargingd.sessions.store import SessionStore
 
 _FAILURES = (
@@ -88,6 +89,7 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
                 session_ttl_s=cfg.sessions.session_ttl_s,
                 closed_ttl_s=cfg.sessions.closed_ttl_s,
                 batch_commands=False,
+                shards=await stored_shards(redis.client, cfg.sessions.lastseen_shards),
             ),
             pricer=CallPricer(cfg.rating, _tariff_lookup(ledger)),
             sources=sources(cfg),

@@ -388,7 +388,7 @@ class Daemon:
             ledger = await self.factory.open_ledger(redis.client)
             # Calls live across an upgrade from the hash session records (before
             # 6db408c): converted once, here, before anything serves them.
-            await upgrade_and_log(redis.client)
+            await upgrade_and_log(redis.client, self.cfg.sessions.lastseen_shards)
             if self.cfg.demo.accounts:
                 await create_demo_accounts(ledger)
             rt = Runtime(

@@ -1,6 +1,6 @@
 """Cluster-wide figures read from Redis on a timer, cached for /metrics, ctl and the page.
 
-Active calls (the gateways' last-seen zsets of live sessions), live calls per gateway, money
+Active calls (the gateways' last-seen shards of live sessions), live calls per gateway, money
 held by currency (the ledger), exporter lag, dead letters and orphans, and the KPI
 windows. Every daemon reads the same Redis, so these are the same on every host.
 A reader that asks for ``fresh`` figures (``ctl stats``) gets them read now.
@@ -21,7 +21,8 @@ from chargingd.core.redisconn import RedisClient
 from chargingd.ledger import Ledger
 from chargingd.monitoring.kpi import window_figures
 from chargingd.monitoring.windows import ALL, BY_NAME, RESOLUTIONS, KpiStore, groups_key
-from chargingd.sessions.store import GATEWAYS, ORPHANS, lastseen_key
+from chargingd.sessions.shards import SHARDS_KEY, parse_shards, shard_keys
+from chargingd.sessions.store import GATEWAYS, ORPHANS
 
 log = logging.getLogger("chargingd.monitoring")
 
@@ -66,14 +67,21 @@ class ClusterSampler:
             pipe.smembers(GATEWAYS)
             pipe.smembers(groups_key("gateway"))
             pipe.xlen(ORPHANS)
-            live_raw, gateways_raw, orphans = await pipe.execute()
+            pipe.get(SHARDS_KEY)
+            live_raw, gateways_raw, orphans, shards_raw = await pipe.execute()
+            shards = parse_shards(shards_raw)
             live_gateways = {_name(g) for g in live_raw}
             # Every gateway with live calls, and those the KPIs know (0 when idle).
             gateways = sorted(live_gateways | {_name(g) for g in gateways_raw})
             pipe = self.redis.pipeline(transaction=False)
             for gateway in gateways:
-                pipe.zcard(lastseen_key(gateway))
-            per_gateway = dict(zip(gateways, await pipe.execute(), strict=True))
+                for key in shard_keys(gateway, shards):
+                    pipe.zcard(key)
+            sizes = await pipe.execute()
+            per_gateway = {
+                g: sum(int(n) for n in sizes[i * shards : (i + 1) * shards])
+                for i, g in enumerate(gateways)
+            }
             active = sum(int(n) for g, n in per_gateway.items() if g in live_gateways)
             reserved = await self.ledger.reserved_by_currency()
             self.live = {

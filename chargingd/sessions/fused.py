@@ -29,7 +29,6 @@ from chargingd.sessions.store import (
     SessionRecord,
     SessionStore,
     fin_key,
-    lastseen_key,
     live_key,
     loc_key,
     record_key,
@@ -127,7 +126,7 @@ class FusedPath:
             deadline_ms=self.ledger.new_session_deadline_ms(),
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
-        keys.append(lastseen_key(rec.gateway))
+        keys.append(self.store.lastseen(rec.gateway, sid))
         if self.store.needs_locator(rec):
             keys.append(loc_key(sid))
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]

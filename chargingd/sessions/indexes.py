@@ -1,17 +1,20 @@
 """The indexes of live sessions, read and written beside the records (sessions/store.py).
 
   {a:ACC}:calls        hash   the account's live session ids -> "" (a top-up, a block's cut)
-  sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway:
-                              the reaper's index and the gateway's live calls
-                              (Accounting-On/Off, ctl listings, monitoring)
-  sess:gateways        set    the gateways that have a last-seen zset (written when new)
+  sess:seen:GW:N       zset   "ACC\\0SID" -> ms of the last packet seen: gateway GW's calls
+                              in ``shards`` small zsets (N from the session id,
+                              sessions/shards.py): the reaper's index and the gateway's
+                              live calls (Accounting-On/Off, ctl listings, monitoring)
+  sess:gateways        set    the gateways that have last-seen shards (written when new)
+  sess:shards          string the deployment's shard count (sessions/shards.py)
 
-Before them (until 2026-12): one ``sess:lastseen`` zset, a ``sess:gw:GATEWAY`` set per
-gateway and a set ``{a:ACC}:live``. sessions/upgrade.py moves them at start; during a
-rolling or blue/green upgrade the old daemons still serving keep writing them, so the
-reaper (and Accounting-On) moves ``sess:lastseen``'s entries in each pass while it
-exists (``drain_old_lastseen``: one EXISTS when there is none), and live_of_account
-reads ``{a:ACC}:live`` beside the hash.
+Before them: until 2026-12 one ``sess:lastseen`` zset, a ``sess:gw:GATEWAY`` set per
+gateway and a set ``{a:ACC}:live``; then one zset per gateway ``sess:lastseen:GW``.
+sessions/upgrade.py moves them at start; during a rolling or blue/green upgrade the old
+daemons still serving keep writing them, so the reaper (and Accounting-On) moves the
+entries of ``sess:lastseen`` and of every ``sess:lastseen:GW`` in each pass while they
+exist (``drain_old_lastseen``: one pipeline of EXISTS when there is none), and
+live_of_account reads ``{a:ACC}:live`` beside the hash.
 
 ``LiveIndexes`` is a part of SessionStore (its base class): the store's pipeline
 (``_send``), its record reads (``get``) and its locator memory are its own.
@@ -24,6 +27,8 @@ from typing import Any
 
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.record import LIVE, SessionRecord, split_member
+from chargingd.sessions.shards import DEFAULT_SHARDS, shard_keys
+from chargingd.sessions.shards import lastseen_key as _lastseen_key
 
 GATEWAYS = "sess:gateways"
 OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
@@ -46,8 +51,9 @@ def live_key(account_id: str) -> str:
     return f"{account_tag(account_id)}:calls"
 
 
-def lastseen_key(gateway: str) -> str:
-    """The last-seen zset of one gateway's live sessions."""
+def old_lastseen_key(gateway: str) -> str:
+    """The last-seen zset of one gateway's live sessions as the daemons before the
+    shards kept it."""
     return f"sess:lastseen:{gateway}"
 
 
@@ -67,6 +73,14 @@ class LiveIndexes:
 
     redis: Any
     _gateways: set[str]  # gateways this process has registered in GATEWAYS
+    shards: int = DEFAULT_SHARDS  # the deployment's (sessions/shards.py)
+
+    def lastseen(self, gateway: str, session_id: str) -> str:
+        """The last-seen shard of a call of ``gateway``."""
+        return _lastseen_key(gateway, session_id, self.shards)
+
+    def shard_keys(self, gateway: str) -> list[str]:
+        return shard_keys(gateway, self.shards)
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise NotImplementedError  # SessionStore's pipeline
@@ -101,18 +115,19 @@ class LiveIndexes:
     async def count_live(self) -> dict[str, int]:
         """Live sessions per gateway (the sizes of the last-seen zsets)."""
         names = await self.gateways()
-        sizes = await self._send([("ZCARD", lastseen_key(g)) for g in names])
-        return {g: int(n) for g, n in zip(names, sizes, strict=True)}
+        sizes = await self._send([("ZCARD", k) for g in names for k in self.shard_keys(g)])
+        n = self.shards
+        return {g: sum(int(s) for s in sizes[i * n : (i + 1) * n]) for i, g in enumerate(names)}
 
     async def search(self, session_id: str, gateway: str | None = None) -> str | None:
-        """The account of a live session without a locator: ZSCAN of the last-seen zset
-        of ``gateway`` (None: of every gateway) for "*\\0SID". O(the gateway's live
-        calls): for an operator's kill, and a packet of an echo_class client that came
-        without its Class; remembered once found."""
+        """The account of a live session without a locator: ZSCAN of its last-seen
+        shard of ``gateway`` (None: of every gateway) for "*\\0SID". O(a shard's calls):
+        for an operator's kill, and a packet of an echo_class client that came without
+        its Class; remembered once found."""
         pattern = "*\0" + "".join("\\" + c if c in "*?[]\\" else c for c in session_id)
         gateways = await self.gateways() if gateway is None else [gateway]
         for name in gateways:
-            key = lastseen_key(name)
+            key = self.lastseen(name, session_id)
             async for raw, _ in self.redis.zscan_iter(key, match=pattern, count=1000):
                 account_id, sid = split_member(raw)
                 if sid == session_id:
@@ -130,25 +145,26 @@ class LiveIndexes:
     async def due_oldest(
         self, gateways: list[str], until_ms: int, *, limit: int = 100
     ) -> list[tuple[float, str, bytes]]:
-        """The ``limit`` oldest entries of the gateways' last-seen zsets together whose
+        """The ``limit`` oldest entries of the gateways' last-seen shards together whose
         score is at most ``until_ms``, oldest first, as (score, zset, member): up to
-        ``limit`` of each zset in one round trip, merged by score (one busy gateway's
+        ``limit`` of each shard in one round trip, merged by score (one busy gateway's
         stale calls do not starve another's older ones)."""
         if not gateways or limit <= 0:
             return []
-        indexes = [lastseen_key(g) for g in gateways]
+        indexes = [k for g in gateways for k in self.shard_keys(g)]
         replies = await self._send(
             [
                 ("ZRANGEBYSCORE", i, "-inf", until_ms, "WITHSCORES", "LIMIT", 0, limit)
                 for i in indexes
             ]
         )
+        # Ties in member order, as within one zset.
         entries = [
-            (float(score), index, raw)
+            (float(score), raw, index)
             for index, reply in zip(indexes, replies, strict=True)
             for raw, score in _pairs(reply)
         ]
-        return heapq.nsmallest(limit, entries)
+        return [(score, index, raw) for score, raw, index in heapq.nsmallest(limit, entries)]
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
         """The account's live sessions (its hash, and the set old daemons still write
@@ -168,11 +184,16 @@ class LiveIndexes:
 
     async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
         """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
-        first); an entry whose record is gone is dropped from its zset."""
-        key = lastseen_key(gateway)
-        members = await self.redis.zrange(key, 0, limit - 1)
+        first); an entry whose record is gone is dropped from its shard."""
+        keys = self.shard_keys(gateway)
+        replies = await self._send([("ZRANGE", k, 0, limit - 1, "WITHSCORES") for k in keys])
+        entries = sorted(
+            (float(score), raw, key)
+            for key, reply in zip(keys, replies, strict=True)
+            for raw, score in _pairs(reply)
+        )
         out = []
-        for raw in members:
+        for _, raw, key in entries[:limit] if limit > 0 else entries:
             rec = await self.get(*split_member(raw))
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
@@ -188,7 +209,7 @@ class LiveIndexes:
         await self._send([("ZREM", index, raw), ("HDEL", live_key(account_id), session_id)])
 
     async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
-        """Every live session (via the gateways' last-seen zsets), for the admin socket."""
+        """Every live session (via the gateways' last-seen shards), for the admin socket."""
         out: list[SessionRecord] = []
         for gateway in await self.gateways():
             if len(out) >= limit:
@@ -196,24 +217,31 @@ class LiveIndexes:
             out += await self.live_of_gateway(gateway, limit=limit - len(out))
         return out
 
-    async def drain_old_lastseen(self) -> int:
-        """Move the entries old daemons still write to ``sess:lastseen`` (rolling
-        upgrade) to the per-gateway zsets; one EXISTS when there is none. Returns how
-        many moved."""
-        if not await self.redis.exists(OLD_LASTSEEN):
-            return 0
-        moved, _ = await move_old_lastseen(self.redis)
+    async def drain_old_lastseen(self, gateways: list[str] | None = None) -> int:
+        """Move the entries old daemons still write to ``sess:lastseen`` and to the
+        unsharded ``sess:lastseen:GW`` (rolling upgrade) to the shards; one pipeline of
+        EXISTS when there is none. ``gateways``: the registry as just read (None: read
+        it). Returns how many moved."""
+        names = await self.gateways() if gateways is None else gateways
+        olds = [OLD_LASTSEEN, *(old_lastseen_key(g) for g in names)]
+        found = await self._send([("EXISTS", key) for key in olds])
+        moved = 0
+        for key, exists in zip(olds, found, strict=True):
+            if exists:
+                moved += (await move_old_lastseen(self.redis, self.shards, source=key))[0]
         return moved
 
 
-async def move_old_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> tuple[int, int]:
-    """Each entry of ``sess:lastseen`` whose record is live moves to its gateway's zset
-    with its score (``ZADD GT``: a newer score written meanwhile stays; the gateway
-    registered), the others are dropped. Idempotent, safe with two daemons at once.
-    Returns (moved, dropped)."""
+async def move_old_lastseen(
+    redis: Any, shards: int, *, source: str = OLD_LASTSEEN, batch: int = MOVE_BATCH
+) -> tuple[int, int]:
+    """Each entry of ``source`` (an older daemon's last-seen zset) whose record is live
+    moves to its shard with its score (``ZADD GT``: a newer score written meanwhile
+    stays; the gateway registered), the others are dropped. Idempotent, safe with two
+    daemons at once. Returns (moved, dropped)."""
     moved = dropped = 0
     while True:
-        entries = await redis.zrange(OLD_LASTSEEN, 0, batch - 1, withscores=True)
+        entries = await redis.zrange(source, 0, batch - 1, withscores=True)
         if not entries:
             return moved, dropped
         ids = [split_member(raw) for raw, _ in entries]
@@ -230,7 +258,8 @@ async def move_old_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> tuple[int
                 pipe.srem(old_live_key(account_id), session_id)
                 continue
             pipe.sadd(GATEWAYS, rec.gateway)
-            pipe.zadd(lastseen_key(rec.gateway), {raw: int(score)}, gt=True)
+            key = _lastseen_key(rec.gateway, session_id, shards)
+            pipe.zadd(key, {raw: int(score)}, gt=True)
             moved += 1
         await pipe.execute()
-        await redis.zrem(OLD_LASTSEEN, *(raw for raw, _ in entries))
+        await redis.zrem(source, *(raw for raw, _ in entries))

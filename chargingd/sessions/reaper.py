@@ -17,11 +17,13 @@ sessions/modes.py) is silent for the whole call: its sessions are reaped only af
 their Session-Timeout plus a grace (``not_before``); until then they are put back in
 the index, due again at that time.
 
-The index is one last-seen zset per gateway (``sess:lastseen:GW``, registered in
-``sess:gateways``): a pass takes the ``limit`` oldest due entries of them all (up to
-``limit`` of each zset, merged by score), so a busy gateway cannot starve the others.
+The index is a gateway's calls in small zsets (``sess:seen:GW:N``, shards of the
+session ids, sessions/shards.py; the gateways registered in ``sess:gateways``): a pass
+takes the ``limit`` oldest due entries of them all (up to ``limit`` of each shard in
+one pipeline, merged by score), so a busy gateway cannot starve the others.
 During a rolling upgrade older daemons still index their calls in the old
-``sess:lastseen``: each pass first moves its entries (one EXISTS when there is none).
+``sess:lastseen`` or ``sess:lastseen:GW``: each pass first moves their entries (one
+pipeline of EXISTS when there is none).
 """
 
 from __future__ import annotations
@@ -76,14 +78,14 @@ class Reaper:
     async def run_once(self, *, limit: int = 100) -> int:
         """Replay the spool, then close sessions silent for too long; returns how many."""
         await self.spool.replay(self.replay)
-        moved = await self.store.drain_old_lastseen()
+        gateways = await self.store.gateways()
+        moved = await self.store.drain_old_lastseen(gateways)
         if moved:
             log.info("moved %d last-seen entries an older daemon wrote (upgrade)", moved)
         now_ms = self.clock_ms()
         cutoff_ms = now_ms - self.stale_ms - 1  # silent for MORE than stale_ms
         reaped = 0
         # The oldest due entries of every gateway together (not gateway by gateway).
-        gateways = await self.store.gateways()
         for _, index, raw in await self.store.due_oldest(gateways, cutoff_ms, limit=limit):
             reaped += await self._reap(index, raw, cutoff_ms, now_ms)
         self.reaped += reaped

@@ -115,6 +115,7 @@ class Sessions:
             closed_ttl_s=cfg.closed_ttl_s,
             batcher=ledger.batcher,  # one pipeline per loop tick for both
             echo_class=frozenset(echo_class),
+            shards=cfg.lastseen_shards,
         )
         # One round trip per step on a single Redis; step by step on a cluster.
         self.fused = FusedPath(self.store, ledger) if self.store.batched else None

@@ -21,12 +21,16 @@ Keys:
                               written for clients whose gateways echo the account in
                               RADIUS Class (echo_class: SessionStore.needs_locator)
   sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
-  sess:lastseen:GW     zset   "ACC\\0SID" -> ms of the last packet seen, one per gateway
-                              (the reaper's index and the gateway's live calls together)
-  sess:gateways        set    the gateways that have a last-seen zset (written when new)
+  sess:seen:GW:N       zset   "ACC\\0SID" -> ms of the last packet seen: a gateway's calls
+                              in small zsets (shards, N from the session id:
+                              sessions/shards.py), the reaper's index and the
+                              gateway's live calls together
+  sess:gateways        set    the gateways that have last-seen shards (written when new)
+  sess:shards          string the deployment's shard count (stored at first start)
 The indexes' reads and writes are in sessions/indexes.py (a base of SessionStore).
-Before them (until 2026-12) one ``sess:lastseen`` zset and a ``sess:gw:GATEWAY`` set per
-gateway: sessions/upgrade.py moves them at start.
+Before them one ``sess:lastseen`` zset and a ``sess:gw:GATEWAY`` set per gateway (until
+2026-12), then one zset ``sess:lastseen:GW`` per gateway: sessions/upgrade.py moves
+them at start.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ from chargingd.sessions.ccapi import account_class
 from chargingd.sessions.indexes import (
     GATEWAYS,
     LiveIndexes,
-    lastseen_key,
     live_key,
     record_key,
 )
@@ -62,6 +65,7 @@ from chargingd.sessions.record import (
     record_lua,
     split_member,
 )
+from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
 # may still run later, when a stalled Redis resumes).
@@ -120,17 +124,20 @@ class SessionStore(LiveIndexes):
         batch_commands: bool | None = None,
         batcher: CommandBatcher | None = None,
         echo_class: frozenset[str] = frozenset(),
+        shards: int = DEFAULT_SHARDS,
     ) -> None:
-        """``echo_class``: the clients whose accounting names the account (RADIUS Class):
-        their authorized calls get no locator. ``batch_commands``: send the hot-path
-        commands of one loop tick as one pipeline (ledger.batch.CommandBatcher); default
-        on unless Redis Cluster. ``batcher``: that pipeline, shared with the Ledger (one
-        per tick for both)."""
+        """``shards``: the configured last-seen shard count (load_scripts agrees it with
+        the deployment's, sessions/shards.py). ``echo_class``: the clients whose
+        accounting names the account (RADIUS Class): their authorized calls get no
+        locator. ``batch_commands``: send the hot-path commands of one loop tick as one
+        pipeline (ledger.batch.CommandBatcher); default on unless Redis Cluster.
+        ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
         self.session_ttl_s = session_ttl_s
         self.closed_ttl_s = closed_ttl_s
         self.echo_class = echo_class
+        self.shards = shards
         lua = resources.files("chargingd.sessions").joinpath("lua")
 
         def load(name: str) -> Any:
@@ -205,7 +212,8 @@ class SessionStore(LiveIndexes):
         """The last-seen write of an accounting packet from ``gateway`` (XX: no-op once
         closed, or claimed by the reaper; a packet from another gateway than the
         record's moves nothing: see touch)."""
-        return ("ZADD", lastseen_key(gateway), "XX", now_ms, member(account_id, session_id))
+        key = self.lastseen(gateway, session_id)
+        return ("ZADD", key, "XX", now_ms, member(account_id, session_id))
 
     async def create(
         self,
@@ -236,7 +244,12 @@ class SessionStore(LiveIndexes):
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
                 *(locating if locator else ()),
-                ("ZADD", lastseen_key(rec.gateway), rec.last_seen_ms or rec.auth_ms, rec.member),
+                (
+                    "ZADD",
+                    self.lastseen(rec.gateway, rec.session_id),
+                    rec.last_seen_ms or rec.auth_ms,
+                    rec.member,
+                ),
                 *self._register(rec.gateway),
             ]
         )
@@ -257,7 +270,7 @@ class SessionStore(LiveIndexes):
                 ("HDEL", live_key(rec.account_id), rec.session_id),
                 ("DEL", loc_key(rec.session_id)),
                 ("ZREM", DEADLINES, rec.member),
-                ("ZREM", lastseen_key(rec.gateway), rec.member),
+                ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
             ]
         )
 
@@ -307,7 +320,9 @@ class SessionStore(LiveIndexes):
         return again
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every session script (at start; NOSCRIPT reloads them anyway)."""
+        """SCRIPT LOAD every session script (at start; NOSCRIPT reloads them anyway), and
+        take the deployment's last-seen shard count (sessions/shards.py)."""
+        self.shards, _ = await agree_shards(self.redis, self.shards)
         await self._load_scripts()
 
     async def _load_scripts(self) -> None:
@@ -345,7 +360,8 @@ class SessionStore(LiveIndexes):
         self._records.pop(session_id, None)
         commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))] if locator else []
         if account_id:
-            commands.append(("ZREM", lastseen_key(gateway), member(account_id, session_id)))
+            key = self.lastseen(gateway, session_id)
+            commands.append(("ZREM", key, member(account_id, session_id)))
             commands.append(("HDEL", live_key(account_id), session_id))
         if commands:
             await self._send(commands)
@@ -488,7 +504,7 @@ class SessionStore(LiveIndexes):
             ("HDEL", live_key(rec.account_id), rec.session_id),
             ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
             ("ZREM", DEADLINES, rec.member),
-            ("ZREM", lastseen_key(rec.gateway), rec.member),
+            ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
             ("DEL", fin_key(rec.account_id, rec.session_id)),
         ]
 

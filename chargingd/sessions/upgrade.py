@@ -27,6 +27,11 @@ or blue/green upgrade the old daemons still serving keep writing ``sess:lastseen
 the reaper moves its entries in each pass while it exists (indexes.py
 ``drain_old_lastseen``), and live_of_account reads the old ``{a:ACC}:live`` sets
 beside the hashes; the old gateway sets (read by old daemons only) go at a start.
+Since the shards (sessions/shards.py) the per-gateway zsets ``sess:lastseen:GATEWAY``
+are older daemons' too: ``upgrade_lastseen`` moves their entries, and those of
+``sess:lastseen``, to the shards ``sess:seen:GATEWAY:N`` the same way (the reaper again
+in each pass while an older daemon writes them), and ``reshard`` (at a start that
+stored the deployment's shard count) moves every entry not in its shard.
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -46,8 +51,21 @@ from typing import Any
 import msgpack
 from redis.asyncio.cluster import RedisCluster
 
-from chargingd.sessions.indexes import MOVE_BATCH, move_old_lastseen
-from chargingd.sessions.record import CODES, SessionRecord
+from chargingd.sessions.indexes import (
+    GATEWAYS,
+    MOVE_BATCH,
+    OLD_LASTSEEN,
+    move_old_lastseen,
+    old_lastseen_key,
+)
+from chargingd.sessions.record import CODES, SessionRecord, split_member
+from chargingd.sessions.shards import (
+    DEFAULT_SHARDS,
+    PREFIX,
+    agree_shards,
+    gateway_of,
+    lastseen_key,
+)
 from chargingd.sessions.store import live_key
 
 log = logging.getLogger("chargingd.sessions.upgrade")
@@ -131,9 +149,11 @@ async def upgrade_records(redis: Any) -> UpgradeCounts:
     return counts
 
 
-async def upgrade_and_log(redis: Any) -> UpgradeCounts:
+async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCounts:
     """upgrade_records then upgrade_lastseen, logged: what the operator reads after an
-    upgrade."""
+    upgrade. ``shards``: the configured last-seen shard count (the deployment's is
+    agreed here, and the entries resharded when this start stored it)."""
+    shards, stored_now = await agree_shards(redis, shards)
     counts = await upgrade_records(redis)
     if counts.upgraded or counts.kept_new:
         log.info(
@@ -153,15 +173,19 @@ async def upgrade_and_log(redis: Any) -> UpgradeCounts:
     sets, ids = await upgrade_live_sets(redis)
     if sets:
         log.info("moved %d live session ids of %d accounts to their hashes", ids, sets)
-    moved = await upgrade_lastseen(redis)
+    moved = await upgrade_lastseen(redis, shards)
     if moved.moved or moved.dropped or moved.gateway_sets:
         log.info(
-            "moved %d last-seen entries to the per-gateway zsets (%d of gone or closed "
+            "moved %d last-seen entries to the last-seen shards (%d of gone or closed "
             "sessions dropped, %d old gateway sets deleted)",
             moved.moved,
             moved.dropped,
             moved.gateway_sets,
         )
+    if stored_now:
+        resharded = await reshard(redis, shards)
+        if resharded:
+            log.info("moved %d last-seen entries to their shard of %d", resharded, shards)
     return counts
 
 
@@ -172,16 +196,49 @@ class LastSeenCounts:
     gateway_sets: int = 0  # old sess:gw:* sets deleted
 
 
-async def upgrade_lastseen(redis: Any, *, batch: int = MOVE_BATCH) -> LastSeenCounts:
-    """Move the old last-seen index to the per-gateway zsets (see the module doc)."""
+async def upgrade_lastseen(
+    redis: Any, shards: int = DEFAULT_SHARDS, *, batch: int = MOVE_BATCH
+) -> LastSeenCounts:
+    """Move the old last-seen indexes to the shards (see the module doc)."""
     counts = LastSeenCounts()
-    counts.moved, counts.dropped = await move_old_lastseen(redis, batch=batch)
+    names = sorted(_text(g) for g in await redis.smembers(GATEWAYS))
+    for source in [OLD_LASTSEEN, *(old_lastseen_key(g) for g in names)]:
+        moved, dropped = await move_old_lastseen(redis, shards, source=source, batch=batch)
+        counts.moved += moved
+        counts.dropped += dropped
     scan: dict[str, Any] = {"match": OLD_GATEWAY_SETS, "count": SCAN_COUNT, "_type": "set"}
     if isinstance(redis, RedisCluster):
         scan["target_nodes"] = RedisCluster.PRIMARIES
     async for key in redis.scan_iter(**scan):
         counts.gateway_sets += int(await redis.delete(key))
     return counts
+
+
+async def reshard(redis: Any, shards: int) -> int:
+    """Move every last-seen entry that is not in its shard of ``shards`` (written with
+    another shard count) to it, score kept (``ZADD GT``); returns how many moved."""
+    scan: dict[str, Any] = {"match": PREFIX + "*", "count": SCAN_COUNT, "_type": "zset"}
+    if isinstance(redis, RedisCluster):
+        scan["target_nodes"] = RedisCluster.PRIMARIES
+    moved = 0
+    async for raw in redis.scan_iter(**scan):
+        key = _text(raw)
+        gateway = gateway_of(key)
+        entries = await redis.zrange(key, 0, -1, withscores=True)
+        wrong = [
+            (entry, lastseen_key(gateway, split_member(entry)[1], shards), score)
+            for entry, score in entries
+        ]
+        wrong = [(entry, target, score) for entry, target, score in wrong if target != key]
+        for entry, target, score in wrong:
+            await redis.zadd(target, {entry: int(score)}, gt=True)
+            await redis.zrem(key, entry)
+        moved += len(wrong)
+    return moved
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def upgrade_live_sets(redis: Any) -> tuple[int, int]:

@@ -103,7 +103,10 @@ async def test_old_indexes_move_on_every_master(cluster: Cluster) -> None:
                 **{**old_fields(i), "session_id": f"x{i}", "gateway": gateways[i % 2]}
             )
             sync.set(f"{{a:acc{i}}}:r:x{i}", rec.pack(), ex=600)
-            sync.zadd("sess:lastseen", {member(f"acc{i}", f"x{i}"): 1_000 + i})
+            # the oldest daemons' one zset, or the per-gateway ones before the shards
+            old = "sess:lastseen" if i % 3 else f"sess:lastseen:{gateways[i % 2]}"
+            sync.zadd(old, {member(f"acc{i}", f"x{i}"): 1_000 + i})
+            sync.sadd("sess:gateways", gateways[i % 2])
             sync.sadd(f"sess:gw:{gateways[i % 2]}", member(f"acc{i}", f"x{i}"))
             sync.sadd(f"{{a:acc{i}}}:live", f"x{i}")
             sync.expire(f"{{a:acc{i}}}:live", 600)
@@ -116,12 +119,16 @@ async def test_old_indexes_move_on_every_master(cluster: Cluster) -> None:
         assert sum(c.moved for c in seen) >= ACCOUNTS
         assert sum(c.gateway_sets for c in seen) == 2
         redis = clients[0]
-        assert await redis.exists("sess:lastseen", *(f"sess:gw:{g}" for g in gateways)) == 0
+        olds = ["sess:lastseen", *(f"sess:gw:{g}" for g in gateways)]
+        olds += [f"sess:lastseen:{g}" for g in gateways]
+        assert await redis.exists(*olds) == 0
         assert sorted(await redis.smembers(GATEWAYS)) == sorted(g.encode() for g in gateways)
         for i in range(ACCOUNTS):
             assert await redis.exists(f"{{a:acc{i}}}:live") == 0
             assert await redis.hkeys(live_key(f"acc{i}")) == [f"x{i}".encode()]
-            score = await redis.zscore(lastseen_key(gateways[i % 2]), member(f"acc{i}", f"x{i}"))
+            score = await redis.zscore(
+                lastseen_key(gateways[i % 2], f"x{i}"), member(f"acc{i}", f"x{i}")
+            )
             assert score == 1_000 + i
     finally:
         for c in clients:

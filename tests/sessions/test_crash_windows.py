@@ -70,7 +70,7 @@ async def test_reaper_retries_a_session_whose_closer_died(
     await redis.set(fin_key("acc1", "s1"), "dead-closer", ex=30)  # crashed mid-close
     clock.advance(181)
     assert await sessions.reaper.run_once() == 0  # the lease is held: not now
-    assert await redis.zscore(lastseen_key("10.0.0.1"), member("acc1", "s1")) is not None
+    assert await redis.zscore(lastseen_key("10.0.0.1", "s1"), member("acc1", "s1")) is not None
     await redis.delete(fin_key("acc1", "s1"))  # the lease expired
     clock.advance(181)  # the next reaper window
     assert await sessions.reaper.run_once() == 1

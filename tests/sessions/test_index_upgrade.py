@@ -26,13 +26,16 @@ from sessions_harness import (
     call,
     make_sessions,
     read_cdrs,
+    seen_count,
+    seen_entries,
     usage,
 )
 
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
 from chargingd.sessions.indexes import OLD_LASTSEEN
-from chargingd.sessions.store import GATEWAYS, lastseen_key, live_key, member
+from chargingd.sessions.shards import shard_keys
+from chargingd.sessions.store import GATEWAYS, live_key, member
 from chargingd.sessions.upgrade import upgrade_lastseen, upgrade_live_sets
 
 GW1, GW2 = "10.0.0.1", "10.0.0.2"
@@ -71,12 +74,12 @@ async def test_old_lastseen_index_moves_to_the_gateway_zsets(
     # The index as the old code kept it: one zset, one set per gateway.
     scores: dict[bytes, float] = {}
     for gateway in (GW1, GW2):
-        entries = await redis.zrange(lastseen_key(gateway), 0, -1, withscores=True)
-        scores |= dict(entries)
-        for raw, score in entries:
+        entries = await seen_entries(redis, gateway)
+        scores |= entries
+        for raw, score in entries.items():
             await redis.zadd(OLD_LASTSEEN, {raw: score})
             await redis.sadd(f"sess:gw:{gateway}", raw)
-        await redis.delete(lastseen_key(gateway))
+        await redis.delete(*shard_keys(gateway))
     assert sorted(scores) == sorted(member(acc(s), s) for s in live)
     await redis.zadd(OLD_LASTSEEN, {member(acc(GONE), GONE): ANSWER_MS})
     await redis.sadd(f"sess:gw:{GW1}", member(acc(GONE), GONE))
@@ -93,7 +96,7 @@ async def test_old_lastseen_index_moves_to_the_gateway_zsets(
     assert await redis.exists(OLD_LASTSEEN, f"sess:gw:{GW1}", f"sess:gw:{GW2}") == 0
     assert sorted(await redis.smembers(GATEWAYS)) == [GW1.encode(), GW2.encode()]
     for gateway, sids in ((GW1, [*SILENT, *TALKING]), (GW2, RESTARTED)):
-        entries = dict(await redis.zrange(lastseen_key(gateway), 0, -1, withscores=True))
+        entries = await seen_entries(redis, gateway)
         assert entries == {member(acc(s), s): scores[member(acc(s), s)] for s in sids}
     again = await upgrade_lastseen(redis)
     assert (again.moved, again.dropped, again.gateway_sets) == (0, 0, 0)
@@ -107,7 +110,7 @@ async def test_old_lastseen_index_moves_to_the_gateway_zsets(
     cdrs = {c.call_id: c for c in await read_cdrs(redis)}
     assert sorted(cdrs) == sorted([CLOSED, *RESTARTED])
     assert {cdrs[s].status for s in RESTARTED} == {"gateway_restart"}
-    assert await redis.zcard(lastseen_key(GW2)) == 0
+    assert await seen_count(redis, GW2) == 0
 
     # One call talks on; the silent ones are reaped after 3 x 60 s.
     clock.now_ms = ANSWER_MS + 120_000
@@ -120,7 +123,7 @@ async def test_old_lastseen_index_moves_to_the_gateway_zsets(
     assert {cdrs[s].status for s in SILENT} == {"stale"}
     assert cdrs[TALKING[0]].status == "normal" and cdrs[TALKING[0]].duration_s == 200
     assert await new.list_sessions() == []
-    assert await redis.zcard(lastseen_key(GW1)) == 0
+    assert await seen_count(redis, GW1) == 0
     for sid in live:
         account = await ledger.get_account(acc(sid))
         assert account.reserved_micros == 0, sid

@@ -146,7 +146,7 @@ async def test_calls_live_across_the_upgrade_continue_as_calls(
     for sid in [*CUT, *STOP, *SILENT]:  # the indexes, as the old code left them
         assert await redis.hexists(live_key(acc(sid)), sid)
         assert await redis.get(loc_key(sid)) == acc(sid).encode()
-        assert await redis.zscore(lastseen_key("10.0.0.1"), member(acc(sid), sid)) == (
+        assert await redis.zscore(lastseen_key("10.0.0.1", sid), member(acc(sid), sid)) == (
             ANSWER_MS + 60_000
         )
     again = await upgrade_records(redis)

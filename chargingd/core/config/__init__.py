@@ -157,6 +157,12 @@ class SessionsConfig:
     # Session records are kept this long after authorize (live) or close (replays).
     session_ttl_s: int = 86400
     closed_ttl_s: int = 172800
+    # Each gateway's live calls are indexed in this many small zsets (listpacks while
+    # each holds < 128 calls: 128 shards keep ~10,000 live calls of one gateway at
+    # ~45 bytes a call instead of ~138). Fixed per deployment: the first start stores
+    # it in Redis (sess:shards) and every daemon uses the stored value (a different
+    # value here is logged and ignored; docs/credit-control.md "Redis keys").
+    lastseen_shards: int = 128
 
     def validate(self) -> None:
         self._validate_grants()
@@ -174,6 +180,8 @@ class SessionsConfig:
             raise ValueError("redis_failure_policy must be fail_closed or fail_open")
         if self.spool_max_entries < 1:
             raise ValueError("spool_max_entries must be >= 1")
+        if not 1 <= self.lastseen_shards <= 4096:
+            raise ValueError("lastseen_shards must be between 1 and 4096")
         for name, country in {"": self.default_country, **self.client_countries}.items():
             if len(country) != 2 or not country.isalpha():
                 raise ValueError(f"country {country!r} {name} is not an ISO 3166 code".strip())

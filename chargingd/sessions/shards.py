@@ -1,0 +1,97 @@
+"""The last-seen index in shards: small zsets Redis keeps as listpacks.
+
+One zset per gateway of all its live calls (``sess:lastseen:GW``) costs ~138 bytes a
+call once it passes 128 members (zset-max-listpack-entries): a skiplist node and a
+dict entry per member. So each gateway's calls are spread over ``shards`` zsets
+``sess:seen:GW:N``, N = crc32(session id) mod ``shards``: ~45 bytes a call while
+each stays under 128 members (the default 128 shards keep ~10,000 live calls of one
+gateway in listpacks; an empty shard costs nothing).
+
+The shard count is fixed per deployment: the first daemon to start stores its
+``[sessions] lastseen_shards`` in ``sess:shards`` (SET NX) and every daemon, and every
+reader (assurance, the soak script), uses the stored value. A daemon configured
+otherwise logs a warning and uses the stored one, so no call is indexed where the
+others do not look. Changing it for a deployment means deleting ``sess:shards`` with
+every daemon stopped: the next start stores the new value and, having stored it, moves
+every entry that is not in its shard (sessions/upgrade.py ``reshard``; it runs at
+each start that stores the count, a first start included).
+
+The prefix is not ``sess:lastseen:`` so that no shard's name can be the name of an
+older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 of
+``fe80::1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+log = logging.getLogger("chargingd.sessions")
+
+SHARDS_KEY = "sess:shards"  # the deployment's shard count (written once, SET NX)
+DEFAULT_SHARDS = 128
+MAX_SHARDS = 4096
+PREFIX = "sess:seen:"
+
+
+def shard_of(session_id: str, shards: int) -> int:
+    """The shard of a session: stable across processes, versions and restarts."""
+    return zlib.crc32(session_id.encode()) % shards
+
+
+def shard_key(gateway: str, shard: int) -> str:
+    return f"{PREFIX}{gateway}:{shard}"
+
+
+def lastseen_key(gateway: str, session_id: str, shards: int = DEFAULT_SHARDS) -> str:
+    """The last-seen zset (shard) of one call of ``gateway``."""
+    return shard_key(gateway, shard_of(session_id, shards))
+
+
+def shard_keys(gateway: str, shards: int = DEFAULT_SHARDS) -> list[str]:
+    """Every shard of one gateway's last-seen index."""
+    return [shard_key(gateway, n) for n in range(shards)]
+
+
+def gateway_of(key: str) -> str:
+    """The gateway of a shard's key (the part between the prefix and the last colon)."""
+    return key[len(PREFIX) : key.rindex(":")]
+
+
+def parse_shards(raw: Any, default: int = DEFAULT_SHARDS) -> int:
+    """The shard count of ``sess:shards``'s value (``default`` if none or invalid)."""
+    return _int(raw) or default
+
+
+def _int(raw: Any) -> int | None:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if 1 <= value <= MAX_SHARDS else None
+
+
+async def agree_shards(redis: Any, configured: int) -> tuple[int, bool]:
+    """The deployment's shard count: ``configured`` if none is stored yet (stored now),
+    else the stored one (a warning when it differs from ``configured``); and whether
+    this call stored it (then entries of another count may need their move)."""
+    stored_now = bool(await redis.set(SHARDS_KEY, configured, nx=True))
+    stored = _int(await redis.get(SHARDS_KEY))
+    if stored is None:
+        log.error("%s holds no shard count in 1..%d: using %d", SHARDS_KEY, MAX_SHARDS, configured)
+        return configured, False
+    if stored != configured:
+        log.warning(
+            "[sessions] lastseen_shards = %d, but this deployment uses %d (%s): using %d",
+            configured,
+            stored,
+            SHARDS_KEY,
+            stored,
+        )
+    return stored, stored_now
+
+
+async def stored_shards(redis: Any, default: int = DEFAULT_SHARDS) -> int:
+    """The stored shard count, for a reader that writes nothing (``default`` if none)."""
+    return parse_shards(await redis.get(SHARDS_KEY), default)
