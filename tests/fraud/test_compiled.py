@@ -108,7 +108,11 @@ def test_compiled_plans_hold_each_rule_of_the_call_once(cfg: FraudConfig) -> Non
             for rule, op in zip(got.rules, ops, strict=True):
                 assert op[1] == (5 if rule in per_ip else 1)  # the caller IP's value, or
                 if rule is not None:
-                    assert (op[2], op[4], op[5]) == (rule.slot, rule.limit, rule.act)
+                    assert (op[4], op[5]) == (rule.limit, rule.act)
+                    if op[0] in ("c", "i", "g"):  # the counter's id, as fraud.lua kept it
+                        assert op[2] == f"{rule.slot}/{rule.window_ms // 1000}"
+                    elif op[0] == "d":
+                        assert op[2] == str(rule.slot)
                     assert op[6] == (rule.name if rule.act in "rb" else "")
             assert got.may_block == any(r is not None and r.act == "b" for r in got.rules)
             assert got.learns == any(op[0] == "n" for op in ops)

@@ -49,7 +49,8 @@
 --   {a:ID}:fr:ans:SID (a caller IP's script: [1] again)
 -- Authorize ARGV: [1] now ms  [2] identity ('' none)  [3] session id  [4] the ops, one
 --   flat msgpack array (fixed per rule set and shape of call: compiled.py), 8 fields
---   an op: kind, key index (1 or 5), slot, window ms, limit, act, rule name ('' when
+--   an op: kind, key index (1 or 5), counter id (the text of 'SLOT/WINDOW_S' for c, i,
+--   g, of SLOT for d: compiled.counter_id), window ms, limit, act, rule name ('' when
 --   it neither refuses nor blocks), extra (range digits)
 --   [5] called number  [6] its country  [7] how long a refusal is remembered (ms)
 --   [8] the account value's ttl (ms)  [9] the caller IP value's  [10] unused (0)
@@ -220,7 +221,7 @@ end
 local function fr_distinct(v, now, slot, win, limit, number)
   local all = v.n or {}
   v.n = all
-  local id = tostring(slot)
+  local id = slot  -- its text (compiled.counter_id)
   local n = all[id] or {}
   all[id] = n
   n[number] = math.ceil(now / 1000)  -- seconds, rounded up: never counts fewer
@@ -348,13 +349,13 @@ local function fraud_check(KEYS, ARGV)
     local v = fr_load(KEYS[k])
     local hit, count = false, 0
     if kind == 'c' then
-      count = fr_bucket(v.w, slot .. '/' .. (win / 1000), now, win)  -- per rule and window
+      count = fr_bucket(v.w, slot, now, win)  -- per rule and window ('SLOT/WIN_S')
     elseif kind == 'i' then
       -- per identity, capped like the ranges: a PBX with thousands of extensions
-      count = fr_capped(v, 'h', slot .. '/' .. (win / 1000) .. '|' .. identity, now, win)
+      count = fr_capped(v, 'h', slot .. '|' .. identity, now, win)
     elseif kind == 'g' then
       local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
-      count = fr_capped(v, 'g', slot .. '/' .. (win / 1000) .. '|' .. range, now, win)
+      count = fr_capped(v, 'g', slot .. '|' .. range, now, win)
     elseif kind == 'd' then
       count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[11]))
     elseif kind == 'l' then
