@@ -88,8 +88,8 @@ class Compiled:
         )
         t = self._by_call.get(key)
         if t is None:
-            if len(self._by_call) >= MAX_KEYS:
-                self._by_call.clear()
+            if len(self._by_call) >= MAX_KEYS:  # the oldest goes (not all at once)
+                del self._by_call[next(iter(self._by_call))]
             t = self._by_call[key] = self._shaped(key[0], key[1], dest)
         if t.may_block:  # its block step is the call's own (with_block fills it in)
             return P.AuthPlan(now_ms, t.rules, t.ops, True, t.learns, t.ttl_ms, t.ip_ttl_ms)
@@ -107,7 +107,7 @@ class Compiled:
         t = self._templates.get(shape)
         if t is None:
             if len(self._templates) >= MAX_SHAPES:
-                self._templates.clear()
+                del self._templates[next(iter(self._templates))]
             t = self._templates[shape] = self.template(shape)
         return t
 

@@ -151,8 +151,8 @@ class Fraud:
         Cluster), worked out once per set (authorize runs it every call)."""
         found = self._splits.get(id(rules))
         if found is None or found[0] is not rules:
-            if len(self._splits) >= 10_000:
-                self._splits.clear()
+            if len(self._splits) >= 10_000:  # the oldest goes (not all at once)
+                del self._splits[next(iter(self._splits))]
             own, per_ip, must_check = P.split(rules)
             compiled = Compiled(own, per_ip, self.live_ttl_ms)
             ip_alone = Compiled((), per_ip, self.live_ttl_ms)

@@ -132,7 +132,7 @@ class RuleBook:
         found = self._sets.get(key)
         if found is None:
             if len(self._sets) >= CACHE_MAX:
-                self._sets.clear()
+                del self._sets[next(iter(self._sets))]  # the oldest (not all at once)
             found = self._compile(self.cfg.rules, by_tariff or {}, account or {})
             self._sets[key] = found
         return found

@@ -118,3 +118,26 @@ def test_compiled_plans_hold_each_rule_of_the_call_once(cfg: FraudConfig) -> Non
             assert got.learns == any(op[0] == "n" for op in ops)
             checked += 1
     assert checked == len(NUMBERS) * 3 * 2 * 2 * 3
+
+
+def test_full_caches_drop_their_oldest_entry_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_KEYS (MAX_SHAPES) the oldest template goes, the newest stay; what a
+    call gets is the same as from a cold cache."""
+    from chargingd.fraud import compiled
+
+    monkeypatch.setattr(compiled, "MAX_KEYS", 3)
+    monkeypatch.setattr(compiled, "MAX_SHAPES", 2)
+    cfg = FraudConfig(enabled=True)
+    own, per_ip, _ = P.split(RuleBook(cfg).base)
+    classifier = Classifier(cfg.high_risk_countries, cfg.high_risk_prefixes)
+    warm = Compiled(own, per_ip, LIVE_TTL_MS)
+    numbers = [BERLIN, UK_PREMIUM, DE_SHARED, LIBERIA_PREMIUM, "+33142685300", "+12025550123"]
+    for n, number in enumerate(numbers):
+        facts = CallFacts(account_id="a", session_id=f"s{n}", callee=number, identity="user:a")
+        dest = classifier.classify(number)
+        got = warm.plan(1, facts, dest, False)
+        cold = Compiled(own, per_ip, LIVE_TTL_MS).plan(1, facts, dest, False)
+        assert (got.ops, got.rules) == (cold.ops, cold.rules)
+        assert len(warm._by_call) == min(n + 1, 3)
+        assert len(warm._templates) <= 2
+        assert (True, False, dest.country, dest.kind) == next(reversed(warm._by_call))[:4]
