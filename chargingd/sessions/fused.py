@@ -30,7 +30,6 @@ from chargingd.sessions.store import (
     SessionStore,
     fin_key,
     live_key,
-    loc_key,
     record_key,
 )
 
@@ -128,7 +127,7 @@ class FusedPath:
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         keys.append(self.store.lastseen(rec.gateway, sid))
         if self.store.needs_locator(rec):
-            keys.append(loc_key(sid))
+            keys.append(self.store.locator(sid))
         args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
         args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)

@@ -91,6 +91,9 @@ class LiveIndexes:
     def remember_locator(self, session_id: str, account_id: str) -> None:
         raise NotImplementedError  # SessionStore's locator memory
 
+    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
+        raise NotImplementedError  # SessionStore's conditional locator drop
+
     def _register(self, gateway: str) -> list[tuple[Any, ...]]:
         """The registry write for a gateway this process has not registered yet."""
         if gateway in self._gateways:
@@ -202,11 +205,18 @@ class LiveIndexes:
         return out
 
     async def drop_entry(self, index: str, raw: bytes) -> None:
-        """Drop a last-seen entry whose record is gone (expired unclosed) or closed, and
-        its id from the account's live ids: the hash has no expiry, and the reaper (or
-        Accounting-On) is what meets such an id when nobody tops the account up."""
+        """Drop a last-seen entry whose record is gone (expired unclosed) or closed, its
+        id from the account's live ids and its live locator (if it names this account):
+        neither has an expiry, and the reaper (or Accounting-On) is what meets them when
+        nobody tops the account up."""
         account_id, session_id = split_member(raw)
-        await self._send([("ZREM", index, raw), ("HDEL", live_key(account_id), session_id)])
+        await self._send(
+            [
+                ("ZREM", index, raw),
+                ("HDEL", live_key(account_id), session_id),
+                self._unlocating(account_id, session_id),
+            ]
+        )
 
     async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
         """Every live session (via the gateways' last-seen shards), for the admin socket."""

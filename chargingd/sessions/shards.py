@@ -1,4 +1,5 @@
-"""The last-seen index in shards: small zsets Redis keeps as listpacks.
+"""The last-seen index and the locators in shards: small zsets and hashes Redis keeps
+as listpacks.
 
 One zset per gateway of all its live calls (``sess:lastseen:GW``) costs ~138 bytes a
 call once it passes 128 members (zset-max-listpack-entries): a skiplist node and a
@@ -15,6 +16,15 @@ others do not look. Changing it for a deployment means deleting ``sess:shards`` 
 every daemon stopped: the next start stores the new value and, having stored it, moves
 every entry that is not in its shard (sessions/upgrade.py ``reshard``; it runs at
 each start that stores the count, a first start included).
+
+The locators of live calls (session id -> account, for the clients that do not echo
+the account in Class) are fields of ``shards`` hashes ``sess:locs:N``, N from the
+session id the same way: ~45 bytes a call in a listpack while each holds < 128, where
+a string key ``sess:loc:SID`` with its expiry took ~199. A field has no expiry (Redis
+7.0): a close drops it (and writes the closed call's locator as a string with the
+closed record's lifetime, as before), and so does whoever meets a record gone (the
+reaper, an Accounting-On, a packet). The shard count is the last-seen index's: a
+deployment's live calls (all gateways) stay in listpacks up to ~10,000.
 
 The prefix is not ``sess:lastseen:`` so that no shard's name can be the name of an
 older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 of
@@ -33,6 +43,9 @@ SHARDS_KEY = "sess:shards"  # the deployment's shard count (written once, SET NX
 DEFAULT_SHARDS = 128
 MAX_SHARDS = 4096
 PREFIX = "sess:seen:"
+# The live calls' locators: sess:locs:N (not "sess:loc:N": an older string locator
+# sess:loc:SID of a session id "5" would be shard 5's name).
+LOCATORS = "sess:locs:"
 
 
 def shard_of(session_id: str, shards: int) -> int:
@@ -47,6 +60,11 @@ def shard_key(gateway: str, shard: int) -> str:
 def lastseen_key(gateway: str, session_id: str, shards: int = DEFAULT_SHARDS) -> str:
     """The last-seen zset (shard) of one call of ``gateway``."""
     return shard_key(gateway, shard_of(session_id, shards))
+
+
+def locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
+    """The locator hash (shard) of a live call: field session id -> account id."""
+    return f"{LOCATORS}{shard_of(session_id, shards)}"
 
 
 def shard_keys(gateway: str, shards: int = DEFAULT_SHARDS) -> list[str]:

@@ -17,9 +17,17 @@ Keys:
                               entry stays until then), Accounting-On, live_of_account,
                               a packet finding the record missing. So the hash
                               empties, and goes, with the account's calls
-  sess:loc:SID         string account id of a session (accounting finds the record); not
+  sess:locs:N          hash   SID -> account id of a live session (accounting finds the
+                              record), N from the SID (sessions/shards.py); not
                               written for clients whose gateways echo the account in
-                              RADIUS Class (echo_class: SessionStore.needs_locator)
+                              RADIUS Class (echo_class: SessionStore.needs_locator).
+                              No expiry: a close drops the field (only if it names
+                              this account: ids collide across gateways), and so does
+                              whoever meets the record gone (the reaper, Accounting-On,
+                              a packet)
+  sess:loc:SID         string account id of a closed session (a late Stop finds its
+                              record), kept as long as the closed record; the live
+                              calls' locators of daemons before the shards
   sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
   sess:seen:GW:N       zset   "ACC\\0SID" -> ms of the last packet seen: a gateway's calls
                               in small zsets (shards, N from the session id:
@@ -65,7 +73,7 @@ from chargingd.sessions.record import (
     record_lua,
     split_member,
 )
-from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key
+from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key, locator_key
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
 # may still run later, when a stalled Redis resumes).
@@ -151,7 +159,9 @@ class SessionStore(LiveIndexes):
         self._set = load("session_set")
         self._claim_until = load("session_claim_until")
         self._unlease = load("session_unlease")
+        self._unlocate = load("session_unlocate")
         self.scripts: list[Any] = [
+            self._unlocate,
             self._touch,
             self._create,
             self._set,
@@ -185,6 +195,15 @@ class SessionStore(LiveIndexes):
         """False when the call's accounting will name its account (the client echoes
         the Access-Accept's Class, and the account fits in one)."""
         return rec.client not in self.echo_class or not account_class(rec.account_id)
+
+    def locator(self, session_id: str) -> str:
+        """The locator hash (shard) of a live call."""
+        return locator_key(session_id, self.shards)
+
+    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
+        """Drop the call's locator field if it still names ``account_id``."""
+        key = self.locator(session_id)
+        return ("EVALSHA", self._unlocate.sha, 1, key, session_id, account_id)
 
     def remember_locator(self, session_id: str, account_id: str) -> None:
         if len(self._located) >= 100_000:
@@ -230,7 +249,7 @@ class SessionStore(LiveIndexes):
         ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
         ``active`` (the ledger's StepBuilder.active_check): only while the account is
         active, else AccountInactive and nothing written. ``locator``: write
-        sess:loc:SID (False: the gateway names the account in its accounting).
+        its locator (False: the gateway names the account in its accounting).
         """
         args: list[str | int | bytes] = [self.session_ttl_s, rec.session_id, deadline_ms]
         args.append(rec.pack())
@@ -239,7 +258,7 @@ class SessionStore(LiveIndexes):
             keys += active.keys
             args += active.argv
         self.remember_locator(rec.session_id, rec.account_id)
-        locating = [("SET", loc_key(rec.session_id), rec.account_id, "EX", self.session_ttl_s)]
+        locating = [("HSET", self.locator(rec.session_id), rec.session_id, rec.account_id)]
         created, *_ = await self._send(
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
@@ -269,6 +288,7 @@ class SessionStore(LiveIndexes):
                 ("DEL", record_key(rec.account_id, rec.session_id)),
                 ("HDEL", live_key(rec.account_id), rec.session_id),
                 ("DEL", loc_key(rec.session_id)),
+                self._unlocating(rec.account_id, rec.session_id),
                 ("ZREM", DEADLINES, rec.member),
                 ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
             ]
@@ -337,11 +357,15 @@ class SessionStore(LiveIndexes):
             await self.redis.script_load(script.script)
 
     async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
-        """The account of a session: remembered by this process, or (``fresh``) read."""
+        """The account of a session: remembered by this process, or (``fresh``) read:
+        its live locator, else its string (a closed call's, or an older daemon's)."""
         known = None if fresh else self._located.get(session_id)
         if known is not None:
             return known
-        (raw,) = await self._send([("GET", loc_key(session_id))])
+        live, closed = await self._send(
+            [("HGET", self.locator(session_id), session_id), ("GET", loc_key(session_id))]
+        )
+        raw = live if live is not None else closed
         if raw is None:
             return None
         account_id: str = raw.decode()
@@ -351,14 +375,21 @@ class SessionStore(LiveIndexes):
     async def forget_locator(
         self, session_id: str, account_id: str = "", gateway: str = "", *, locator: bool = True
     ) -> None:
-        """Drop a locator whose record is gone (and this process's copy of it); with
-        ``account_id`` and ``gateway``, its entry in that gateway's last-seen zset too
-        (what search() finds a call by) and its id in the account's live ids.
-        ``locator`` False: the locator is left (an echo_class call has none: one for
-        this id is another call's)."""
+        """Drop a locator whose record is gone (and this process's copy of it): the
+        string, and the live field if it names ``account_id`` (none given: whatever it
+        names); with ``account_id`` and ``gateway``, its entry in that gateway's
+        last-seen shard too (what search() finds a call by) and its id in the account's
+        live ids. ``locator`` False: the locator is left (an echo_class call has none:
+        one for this id is another call's)."""
         self._located.pop(session_id, None)
         self._records.pop(session_id, None)
-        commands: list[tuple[Any, ...]] = [("DEL", loc_key(session_id))] if locator else []
+        commands: list[tuple[Any, ...]] = []
+        if locator:
+            commands.append(("DEL", loc_key(session_id)))
+            if account_id:
+                commands.append(self._unlocating(account_id, session_id))
+            else:
+                commands.append(("HDEL", self.locator(session_id), session_id))
         if account_id:
             key = self.lastseen(gateway, session_id)
             commands.append(("ZREM", key, member(account_id, session_id)))
@@ -498,11 +529,19 @@ class SessionStore(LiveIndexes):
         await self._send([xadd, *self._closing(rec, fields)])
 
     def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
+        """The close's writes: the record closed, out of the indexes; its live locator
+        becomes a string kept as long as the closed record (a late Stop finds it); a
+        call without a locator (echo_class) gets none (one for this id would be
+        another client's call)."""
         self._located.pop(rec.session_id, None)
+        acc, sid = rec.account_id, rec.session_id
+        locating: list[tuple[Any, ...]] = [self._unlocating(acc, sid)]
+        if self.needs_locator(rec):
+            locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
         return [
             self._setting(rec, {**fields, "state": CLOSED}, self.closed_ttl_s),
             ("HDEL", live_key(rec.account_id), rec.session_id),
-            ("EXPIRE", loc_key(rec.session_id), self.closed_ttl_s),
+            *locating,
             ("ZREM", DEADLINES, rec.member),
             ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
             ("DEL", fin_key(rec.account_id, rec.session_id)),

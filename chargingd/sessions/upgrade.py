@@ -3,7 +3,8 @@
 Before 6db408c a session record was a Redis hash ``{a:ACC}:s:SID`` of its fields by
 their full names (integers as decimal strings, the ids included); it is now one
 msgpack value ``{a:ACC}:r:SID`` (sessions/record.py). Nothing else of a session
-changed its name: the live set ``{a:ACC}:live``, the locator ``sess:loc:SID``, the
+changed its name: the live set ``{a:ACC}:live``, the locator ``sess:loc:SID`` (read as a
+live call's locator beside the ``sess:locs:N`` fields since), the
 deadline and last-seen indexes, the per-gateway sets, the close lease
 ``{a:ACC}:s:SID:fin`` and the ledger's holds are read as they were. So a call live
 across the upgrade continues as it was once its record is converted: its Stop is

@@ -1,6 +1,6 @@
 """Clients with ``echo_class``: the Access-Accept carries Class = the account (RFC 2865
 §5.25), the gateway echoes it in its Accounting-Requests, and no session locator
-(``sess:loc:SID``) is written for the call. Real UDP packets (pyrad) to the real
+(a ``sess:locs:N`` field) is written for the call. Real UDP packets (pyrad) to the real
 frontend, a real Redis, on the fused path and the step-by-step (Redis Cluster) path.
 Each accounting packet is handled as by another daemon (the process's own memory of
 the call is dropped first): the account comes from Class, or, for a Stop the gateway
@@ -24,6 +24,7 @@ from sessions_harness import EUR, Clock, add_account, make_ledger, make_sessions
 from chargingd.core.config import config_from_dict
 from chargingd.radius import codec as rc
 from chargingd.radius.server import start_radius
+from chargingd.sessions.shards import locator_key
 from chargingd.sessions.store import loc_key, record_key
 
 SECRET = "gw-secret"
@@ -120,9 +121,10 @@ async def test_account_in_class_instead_of_the_locator(
                 assert reply["Class"] == [b"chargingd:acc1"]
                 klass = reply["Class"][0]
                 assert await redis.exists(loc_key(sid)) == 0
+                assert await redis.hexists(locator_key(sid), sid) == 0
             else:
                 assert "Class" not in reply
-                assert await redis.get(loc_key(sid)) == b"acc1"
+                assert await redis.hget(locator_key(sid), sid) == b"acc1"
             assert await redis.exists(record_key("acc1", sid)) == 1
         # A retransmitted Access-Request is answered the same (Class too).
         again = await send(_access_request(100, "leg-1"), frontend.auth_port)
@@ -135,7 +137,7 @@ async def test_account_in_class_instead_of_the_locator(
         rec = await sessions.store.get("acc1", "leg-1")
         assert rec is not None and rec.last_usage_s == 60 and rec.answer_ms == t0_s * 1000
         # Found through Class: no locator written.
-        assert await redis.exists(loc_key("leg-1")) == (0 if echo else 1)
+        assert await redis.hexists(locator_key("leg-1"), "leg-1") == (not echo)
         # A Class naming another account (no such call there): found all the same.
         clock.now_ms = (t0_s + 70) * 1000
         await send(account("Interim-Update", "leg-1", 70, b"chargingd:acc2"), frontend.acct_port)
@@ -173,6 +175,12 @@ async def test_account_in_class_instead_of_the_locator(
         assert await sessions.list_sessions() == []
         if echo:  # never a locator for the calls of this client
             assert await redis.exists(loc_key("leg-1"), loc_key("leg-2")) == 0
+        else:  # closed: the closed calls' locators, as long as their records
+            for sid in ("leg-1", "leg-2"):
+                assert await redis.get(loc_key(sid)) == b"acc1"
+                assert 0 < await redis.ttl(loc_key(sid)) <= 172800
+        for sid in ("leg-1", "leg-2"):  # no live locator left
+            assert await redis.hexists(locator_key(sid), sid) == 0
     finally:
         nas.close()
         await frontend.stop()

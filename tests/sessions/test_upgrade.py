@@ -36,7 +36,8 @@ from chargingd.ledger import Ledger
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
 from chargingd.sessions.record import SessionRecord
-from chargingd.sessions.store import DEADLINES, lastseen_key, live_key, loc_key, member, record_key
+from chargingd.sessions.shards import locator_key
+from chargingd.sessions.store import DEADLINES, lastseen_key, live_key, member, record_key
 from chargingd.sessions.upgrade import upgrade_records
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
@@ -145,7 +146,7 @@ async def test_calls_live_across_the_upgrade_continue_as_calls(
         assert ttls[sid] - 2_000 < ttl <= ttls[sid]  # same expiry
     for sid in [*CUT, *STOP, *SILENT]:  # the indexes, as the old code left them
         assert await redis.hexists(live_key(acc(sid)), sid)
-        assert await redis.get(loc_key(sid)) == acc(sid).encode()
+        assert await redis.hget(locator_key(sid), sid) == acc(sid).encode()
         assert await redis.zscore(lastseen_key("10.0.0.1", sid), member(acc(sid), sid)) == (
             ANSWER_MS + 60_000
         )

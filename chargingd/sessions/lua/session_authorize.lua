@@ -4,8 +4,9 @@
 -- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:calls
--- KEYS[8] sess:lastseen:GATEWAY   KEYS[9] sess:loc:SID (absent: no locator written, the
---   gateway echoes the account in Class)
+-- KEYS[8] sess:seen:GATEWAY:N (the call's last-seen shard)   KEYS[9] sess:locs:N (the
+--   call's locator shard; absent: no locator written, the gateway echoes the account in
+--   Class)
 -- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
 --   a late run refuses itself and writes nothing)   ARGV[13] record ttl_s
 -- ARGV[14] account id   ARGV[15] index member "ACC\0SID"   ARGV[16] last seen ms
@@ -49,5 +50,5 @@ local rec = ARGV[22] .. cmsgpack.pack($credit_micros, credit)
 if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
 redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
 redis.call('ZADD', KEYS[8], ARGV[16], ARGV[15])
-if KEYS[9] then redis.call('SET', KEYS[9], ARGV[14], 'EX', ARGV[13]) end
+if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], ARGV[14]) end  -- no expiry (store.py)
 return {res, 1}
