@@ -6,8 +6,11 @@ this collects the calls made during one loop iteration and sends them in one
 round trip (non-transactional: each script stays atomic on its own). Order within a
 batch is preserved, so "index the hold, then reserve" still holds on one connection.
 Only for a single Redis (a cluster pipeline splits by node and loses that order).
-Commands are packed by hiredis and written on one pooled connection, then the replies
-are read in order (redis-py's own Pipeline packs in pure Python).
+Commands are packed by hiredis and written on one pooled connection: a thin one
+(ledger.thin: an asyncio protocol whose hiredis.Reader resolves the batch's futures in
+order, no coroutine per reply) unless the client's settings need redis-py's (TLS,
+RESP3, a credential provider), where the replies are read in order with
+``read_response`` (redis-py's own Pipeline packs in pure Python).
 """
 
 from __future__ import annotations
@@ -22,31 +25,29 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chargingd.ledger.thin import CommandNotSent, Entry, Retry, ThinPool
+
 try:  # hiredis packs a command in C; redis-py's asyncio packer is pure Python (~15 us)
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _pack = None  # type: ignore[assignment]
 
-# A retry for one command after NOSCRIPT (the script is loaded again, then re-run).
-Retry = Callable[[], Awaitable[Any]] | None
-
-
-class CommandNotSent(RedisConnectionError):
-    """No connection could be had: the batch never left this process (unlike a timeout,
-    after which Redis may still run it)."""
+__all__ = ["CommandBatcher", "CommandNotSent", "Retry"]
 
 
 class CommandBatcher:
     """Queue commands; flush them as one pipeline on the next loop iteration."""
 
-    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+    def __init__(self, redis: Redis, max_batch: int = 512, *, thin: bool = True) -> None:
         self.redis = redis
         self.max_batch = max_batch
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]] = []
+        self._queue: list[Entry] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0  # counters for benchmarks and status
         self.commands = 0
+        # The thin connections (None: redis-py's, for settings they do not speak).
+        self.thin = ThinPool.for_client(redis, self._retry) if thin else None
 
     def submit(self, command: tuple[Any, ...], retry: Retry = None) -> asyncio.Future[Any]:
         """Queue one command; its future resolves to the reply (or the error)."""
@@ -74,13 +75,41 @@ class CommandBatcher:
         if not self._queue:
             return
         batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self.batches += 1
+        self.commands += len(batch)
+        if self.thin is not None:
+            conn = self.thin.take()
+            if conn is not None:  # the common case: no task, no coroutine
+                conn.send(batch)
+                return
+            send = self._send_thin(batch)
+        else:
+            send = self._send(batch)
+        task = asyncio.get_running_loop().create_task(send)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]]) -> None:
-        self.batches += 1
-        self.commands += len(batch)
+    async def _send_thin(self, batch: list[Entry]) -> None:
+        """Open a thin connection (none idle), then write the batch on it."""
+        assert self.thin is not None
+        try:
+            conn = await self.thin.connect()
+        except asyncio.CancelledError:
+            for _, future, _ in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # CommandNotSent: the batch never left
+            _fail(batch, exc)
+            return
+        conn.send(batch)
+
+    def close(self) -> None:
+        """Drop the thin connections; batches in flight on them are cancelled (their
+        futures too: replies may still be in flight). The client's aclose does it too."""
+        if self.thin is not None:
+            self.thin.close()
+
+    async def _send(self, batch: list[Entry]) -> None:
         pool = self.redis.connection_pool
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -100,9 +129,7 @@ class CommandBatcher:
         finally:
             await pool.release(conn)
 
-    async def _exchange(
-        self, conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]]
-    ) -> None:
+    async def _exchange(self, conn: Any, batch: list[Entry]) -> None:
         """Write every command at once, then read the replies in order."""
         if _pack is not None:
             await conn.send_packed_command(b"".join(_pack(c) for c, _, _ in batch))
@@ -116,9 +143,7 @@ class CommandBatcher:
         except TimeoutError as exc:
             raise RedisTimeoutError("Timeout reading the replies of a pipeline") from exc
 
-    async def _read_replies(
-        self, conn: Any, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]]
-    ) -> None:
+    async def _read_replies(self, conn: Any, batch: list[Entry]) -> None:
         for _, future, retry in batch:
             try:
                 result = await conn.read_response(timeout=math.inf)  # inf: no own deadline
@@ -151,7 +176,7 @@ class CommandBatcher:
         task.add_done_callback(self._inflight.discard)
 
 
-def _fail(batch: list[tuple[tuple[Any, ...], asyncio.Future[Any], Retry]], exc: Exception) -> None:
+def _fail(batch: list[Entry], exc: Exception) -> None:
     for _, future, _ in batch:
         if not future.done():
             future.set_exception(exc)
