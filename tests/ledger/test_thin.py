@@ -1,0 +1,305 @@
+"""The batcher's thin Redis connection (ledger.thin) against real redis-servers: kills,
+restarts, a stopped server, NOSCRIPT, error replies, AUTH, SELECT, TCP and unix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chargingd.core.redisconn import EmbeddedRedis, redis_server_binary
+from chargingd.ledger.batch import CommandBatcher, CommandNotSent
+
+# Runs ~ARGV[1] ms inside Redis (a command still being run when the test acts).
+BUSY = """
+local t = redis.call('TIME')
+local until_us = t[1] * 1000000 + t[2] + ARGV[1] * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
+return 'done'
+"""
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "r", appendfsync="no")
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.fixture
+async def client(server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    yield client
+    await client.aclose()
+
+
+def started(args: list[str]) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own, answering PING on its TCP port."""
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--bind", "127.0.0.1", "--save", "", *args],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    port = int(args[args.index("--port") + 1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64):
+                    return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+async def test_used_for_a_unix_socket_and_one_connection_keeps_a_batchs_order(
+    client: aioredis.Redis,
+) -> None:
+    batcher = CommandBatcher(client)
+    assert batcher.thin is not None and batcher.thin.settings.path is not None
+    commands: list[tuple[Any, ...]] = []
+    for i in range(50):
+        commands += [("RPUSH", "order", i), ("CLIENT", "ID")]
+    replies = await asyncio.gather(*batcher.submit_many([(c, None) for c in commands]))
+    assert replies[0::2] == list(range(1, 51))  # each RPUSH saw the ones before it
+    assert len(set(replies[1::2])) == 1  # all on one connection
+    assert await client.lrange("order", 0, -1) == [str(i).encode() for i in range(50)]
+    assert batcher.batches == 1
+
+
+async def test_batches_in_flight_at_once_each_have_a_connection(client: aioredis.Redis) -> None:
+    batcher = CommandBatcher(client)
+    busy = batcher.submit(("EVAL", BUSY, 0, 150))
+    await asyncio.sleep(0.02)  # the first batch is out, its reply not yet in
+    second = batcher.submit(("CLIENT", "ID"))
+    first_id = batcher.submit(("CLIENT", "ID"))  # same tick as `second`: same batch
+    assert await busy == b"done"
+    assert await second == await first_id
+    assert batcher.thin is not None and len(batcher.thin.open) == 2
+    await batcher.submit(("CLIENT", "ID"))  # idle connections are reused
+    assert len(batcher.thin.open) == 2 and len(batcher.thin.idle) == 2
+
+
+async def test_a_failing_command_fails_alone(client: aioredis.Redis) -> None:
+    batcher = CommandBatcher(client)
+    await client.set("str", "x")
+    futures = batcher.submit_many(
+        [(("INCR", "n"), None), (("HGET", "str", "f"), None), (("INCR", "n"), None)]
+    )
+    assert await futures[0] == 1
+    with pytest.raises(ResponseError, match="WRONGTYPE") as info:
+        await futures[1]
+    assert not isinstance(info.value, RedisConnectionError)
+    assert await futures[2] == 2
+    assert await batcher.submit(("GET", "n")) == b"2"  # the connection was kept
+    assert batcher.thin is not None and len(batcher.thin.open) == 1
+
+
+async def test_noscript_runs_the_retry_after_script_flush(client: aioredis.Redis) -> None:
+    batcher = CommandBatcher(client)
+    sha = await client.script_load("return ARGV[1]")
+    assert await batcher.submit(("EVALSHA", sha, 0, "a")) == b"a"
+    await client.script_flush()
+    retried: list[str] = []
+
+    async def retry() -> Any:
+        retried.append("yes")
+        await client.script_load("return ARGV[1]")
+        return await client.evalsha(sha, 0, "b")
+
+    ok = batcher.submit(("EVALSHA", sha, 0, "b"), retry=retry)
+    bare = batcher.submit(("EVALSHA", sha, 0, "c"))  # no retry: the error itself
+    after = batcher.submit(("INCR", "n"))
+    assert await ok == b"b" and retried == ["yes"]
+    with pytest.raises(NoScriptError):
+        await bare
+    assert await after == 1
+
+
+async def test_redis_killed_mid_batch_fails_every_command_as_maybe_run(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"
+    futures = batcher.submit_many(
+        [(("SET", "k", "1"), None), (("EVAL", BUSY, 0, 2000), None), (("INCR", "n"), None)]
+    )
+    await asyncio.sleep(0.1)  # the script runs
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert failed and all(isinstance(o, RedisConnectionError) for o in failed), outcomes
+    assert not any(isinstance(o, CommandNotSent) for o in failed)  # it may have run
+    assert isinstance(outcomes[1], RedisConnectionError)
+    with pytest.raises(CommandNotSent):  # nothing to connect to: never sent
+        await batcher.submit(("PING",))
+
+
+async def test_next_batch_after_a_restart_works(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("INCR", "n")) == 1
+    assert batcher.thin is not None and len(batcher.thin.idle) == 1
+    server.stop()  # the idle connection's server goes away (no loop turn between)
+    with pytest.raises(CommandNotSent):
+        await batcher.submit(("INCR", "n"))
+    server.start()
+    assert await batcher.submit(("SET", "m", "1")) == b"OK"
+    server.stop()
+    server.start()  # again, this time with no call in between
+    assert await batcher.submit(("GET", "m")) == b"1"  # AOF: still there
+
+
+async def test_a_stopped_redis_times_the_batch_out(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"  # an idle connection to reuse
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        futures = batcher.submit_many([(("INCR", "n"), None), (("INCR", "n"), None)])
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+        waited = time.monotonic() - t0
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        assert 0.4 <= waited < 2.0  # one deadline for the batch: the socket timeout
+        assert batcher.thin is not None and not batcher.thin.open  # dropped
+        # No idle connection left: a new one cannot finish its HELLO, so nothing was sent.
+        with pytest.raises(CommandNotSent):
+            await batcher.submit(("INCR", "n"))
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert await batcher.submit(("INCR", "n")) == 3  # the timed-out batch ran late
+    assert await client.get("n") == b"3"
+
+
+async def test_cancellation_cancels_the_batch_and_drops_its_connection(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        futures = batcher.submit_many([(("INCR", "n"), None), (("INCR", "n"), None)])
+        await asyncio.sleep(0.05)
+        batcher.close()  # the daemon stopping (or the client's aclose)
+        assert all(f.cancelled() for f in futures)
+        assert batcher.thin is not None and not batcher.thin.open
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert await batcher.submit(("GET", "n")) in (b"2", None)  # a new connection
+    assert await batcher.submit(("INCR", "n")) == 3  # the cancelled batch had run
+
+
+async def test_the_clients_aclose_closes_the_thin_connections(server: EmbeddedRedis) -> None:
+    client = aioredis.Redis.from_url(server.url)
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"
+    assert batcher.thin is not None and len(batcher.thin.open) == 1
+    await client.aclose()
+    assert not batcher.thin.open
+
+
+async def test_auth_select_and_tcp(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    proc = started(["--port", str(port), "--requirepass", "s3cret"])
+    try:
+        url = f"redis://:s3cret@127.0.0.1:{port}/2"
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+        batcher = CommandBatcher(client)
+        assert batcher.thin is not None and batcher.thin.settings.port == port
+        assert await batcher.submit(("SET", "in2", "yes")) == b"OK"
+        assert await client.get("in2") == b"yes"  # redis-py's view: db 2
+        await client.execute_command("ACL", "SETUSER", "alice", "on", ">pw2", "~*", "+@all")
+        # An error reply of a ConnectionError class (WRONGPASS; LOADING, NOAUTH) fails the
+        # rest of its batch and drops the connection, as redis-py's read_response does.
+        for each in (CommandBatcher(client, thin=False), batcher):
+            futures = each.submit_many(
+                [(("INCR", "x"), None), (("AUTH", "wrong"), None), (("INCR", "x"), None)]
+            )
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            assert isinstance(outcomes[0], int), outcomes
+            assert all(type(o) is AuthenticationError for o in outcomes[1:]), outcomes
+        assert len(batcher.thin.open) == 0
+        assert await client.get("x") == b"4"  # the third INCRs ran (they are "maybe run")
+        await client.aclose()
+
+        alice = aioredis.Redis.from_url(f"redis://alice:pw2@127.0.0.1:{port}/2")
+        batcher = CommandBatcher(alice)
+        assert await batcher.submit(("ACL", "WHOAMI")) == b"alice"
+        assert await batcher.submit(("GET", "in2")) == b"yes"
+        await alice.aclose()
+
+        wrong = aioredis.Redis.from_url(f"redis://:nope@127.0.0.1:{port}/0")
+        batcher = CommandBatcher(wrong)
+        with pytest.raises(CommandNotSent) as info:
+            await batcher.submit(("PING",))
+        assert isinstance(info.value.__cause__, AuthenticationError)
+        with pytest.raises(CommandNotSent):
+            await CommandBatcher(wrong, thin=False).submit(("PING",))
+        await wrong.aclose()
+
+        none = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        batcher = CommandBatcher(none)  # no password: HELLO refused (NOAUTH), as redis-py's
+        with pytest.raises(CommandNotSent) as noauth:
+            await batcher.submit(("PING",))
+        assert isinstance(noauth.value.__cause__, AuthenticationError)
+        with pytest.raises(CommandNotSent):  # redis-py's own connection: the same
+            await CommandBatcher(none, thin=False).submit(("PING",))
+        await none.aclose()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_redis_without_hello_gets_resp2(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    proc = started(["--port", str(port), "--rename-command", "HELLO", '""'])
+    try:
+        client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/1")
+        batcher = CommandBatcher(client)
+        assert batcher.thin is not None and batcher.thin.settings.resp3
+        assert await batcher.submit(("SET", "k", "v")) == b"OK"
+        assert not batcher.thin.settings.resp3  # fell back, as redis-py does
+        assert await batcher.submit(("GET", "k")) == b"v"
+        await client.aclose()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_tls_and_resp2_settings() -> None:
+    tls = aioredis.Redis.from_url("rediss://127.0.0.1:6380/0")
+    assert CommandBatcher(tls).thin is None  # TLS: redis-py's connections
+    resp2 = aioredis.Redis.from_url("redis://127.0.0.1:6380/0", protocol=2)
+    batcher = CommandBatcher(resp2)
+    assert batcher.thin is not None and not batcher.thin.settings.resp3
+    assert batcher.thin.settings.handshake() == []
