@@ -8,10 +8,13 @@ each awaiting one EVALSHA of a reserve-sized script at a time, on one embedded
 redis-server (unix socket, its own temp dir):
 
 1. redis-py:   `await client.evalsha(...)` (a pooled connection per call)
-2. batcher:    CommandBatcher.submit (what the daemon does on a single Redis)
-3. thin:       an asyncio.Protocol on hiredis.Reader: commands packed by
-               hiredis.pack_command, written once per loop tick, replies parsed by
-               hiredis and handed to futures in order (no redis-py in the path)
+2. batch-rp:   CommandBatcher.submit on redis-py's connections (thin=False: the path
+               kept for TLS, before round 5 the daemon's)
+3. batcher:    CommandBatcher.submit (what the daemon does on a single Redis: its thin
+               connections, ledger.thin)
+4. thin:       a bare asyncio.Protocol on hiredis.Reader: commands packed by
+               hiredis.pack_command, written once per loop tick on one connection,
+               replies parsed by hiredis and handed to futures in order (the floor)
 
 For each: calls/s, the client's CPU per call (process time; the server's CPU is not
 counted) and p50/p99 latency. The machine is shared: run it twice, compare columns.
@@ -131,6 +134,11 @@ async def run(server: EmbeddedRedis, seconds: float, tasks: int) -> None:
     async def plain(n: int) -> Any:
         return await client.evalsha(sha, 1, keys[n % 1000], 1, n)
 
+    batcher_rp = CommandBatcher(client, thin=False)
+
+    async def batched_rp(n: int) -> Any:
+        return await batcher_rp.submit(("EVALSHA", sha, 1, keys[n % 1000], 1, n))
+
     batcher = CommandBatcher(client)
 
     async def batched(n: int) -> Any:
@@ -143,7 +151,13 @@ async def run(server: EmbeddedRedis, seconds: float, tasks: int) -> None:
         return await thin.call("EVALSHA", sha, 1, keys[n % 1000], 1, n)
 
     print(f"{tasks} tasks, {seconds:.0f} s each, EVALSHA of a reserve-sized script")
-    for name, call in (("redis-py", plain), ("batcher", batched), ("thin", thin_call)):
+    calls = (
+        ("redis-py", plain),
+        ("batch-rp", batched_rp),
+        ("batcher", batched),
+        ("thin", thin_call),
+    )
+    for name, call in calls:
         await measure(name, call, tasks, seconds)
     await client.aclose()
 

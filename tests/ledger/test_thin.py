@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -303,3 +304,25 @@ def test_tls_and_resp2_settings() -> None:
     batcher = CommandBatcher(resp2)
     assert batcher.thin is not None and not batcher.thin.settings.resp3
     assert batcher.thin.settings.handshake() == []
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_next_batch_after_a_restart_works,
+        test_a_stopped_redis_times_the_batch_out,
+        test_redis_killed_mid_batch_fails_every_command_as_maybe_run,
+    ],
+    ids=["restart", "stopped", "killed"],
+)
+def test_under_uvloop(server: EmbeddedRedis, scenario: Any) -> None:
+    """The daemon's loop (uvloop: its transports, its socket objects) does the same."""
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            await scenario(server, client)
+        finally:
+            await client.aclose()
+
+    uvloop.run(run())
