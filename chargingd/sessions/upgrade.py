@@ -31,8 +31,9 @@ beside the hashes; the old gateway sets (read by old daemons only) go at a start
 Since the shards (sessions/shards.py) the per-gateway zsets ``sess:lastseen:GATEWAY``
 are older daemons' too: ``upgrade_lastseen`` moves their entries, and those of
 ``sess:lastseen``, to the shards ``sess:seen:GATEWAY:N`` the same way (the reaper again
-in each pass while an older daemon writes them), and ``reshard`` (at a start that
-stored the deployment's shard count) moves every entry not in its shard.
+in each pass while an older daemon writes them), and ``reshard`` (at each start: the
+one that stored a new shard count may have stopped half-way) moves every entry not in
+its shard.
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -153,8 +154,10 @@ async def upgrade_records(redis: Any) -> UpgradeCounts:
 async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCounts:
     """upgrade_records then upgrade_lastseen, logged: what the operator reads after an
     upgrade. ``shards``: the configured last-seen shard count (the deployment's is
-    agreed here, and the entries resharded when this start stored it)."""
-    shards, stored_now = await agree_shards(redis, shards)
+    agreed here, and every entry not in its shard of it moved: at each start, so that a
+    reshard a start could not finish, killed or failing after it stored the count, is
+    finished by the next one)."""
+    shards, _ = await agree_shards(redis, shards)
     counts = await upgrade_records(redis)
     if counts.upgraded or counts.kept_new:
         log.info(
@@ -183,10 +186,9 @@ async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCo
             moved.dropped,
             moved.gateway_sets,
         )
-    if stored_now:
-        resharded = await reshard(redis, shards)
-        if resharded:
-            log.info("moved %d last-seen entries to their shard of %d", resharded, shards)
+    resharded = await reshard(redis, shards)
+    if resharded:
+        log.info("moved %d last-seen entries to their shard of %d", resharded, shards)
     return counts
 
 

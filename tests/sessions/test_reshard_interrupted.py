@@ -1,0 +1,73 @@
+"""A reshard the start could not finish (the daemon stopped, Redis timed out) is
+finished by the next start: no call stays in a shard the readers do not read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fakes import Clock
+from sessions_harness import EUR, add_account, call, make_ledger, make_sessions, seen_count
+
+from chargingd.ledger import Ledger
+from chargingd.sessions.ccapi import Authorized
+from chargingd.sessions.service import Sessions
+from chargingd.sessions.shards import SHARDS_KEY, agree_shards, shard_keys, shard_of
+from chargingd.sessions.store import LIVE
+from chargingd.sessions.upgrade import upgrade_and_log
+
+GW = "10.0.0.1"
+
+
+def one_per_shard(shards: int) -> list[str]:
+    """Session ids that together fill every shard of ``shards``."""
+    sids: list[str] = []
+    filled: set[int] = set()
+    while len(filled) < shards:
+        sids.append(f"c{len(sids)}")
+        filled.add(shard_of(sids[-1], shards))
+    return sids
+
+
+async def started_with(
+    redis: aioredis.Redis, ledger: Ledger, data_dir: Path, shards: int, clock: Clock
+) -> Sessions:
+    sessions = make_sessions(redis, ledger, clock, data_dir, lastseen_shards=shards)
+    await sessions.store.load_scripts()  # a daemon's start: agrees the shard count
+    return sessions
+
+
+async def authorize_all(sessions: Sessions, sids: list[str]) -> None:
+    for sid in sids:
+        assert isinstance(await sessions.authorize(call(sid, gateway=GW)), Authorized), sid
+
+
+async def test_a_reshard_cut_short_is_finished_by_the_next_start(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    await add_account(ledger, "A", balance_micros=1000 * EUR)
+    before = await started_with(redis, ledger, tmp_path / "a", 32, clock)
+    sids = one_per_shard(32)
+    await authorize_all(before, sids)
+    # The operator's change to 8: every daemon stopped, sess:shards deleted. The start
+    # stores 8 (its first step) and stops before the entries moved (killed, or a Redis
+    # timeout in the upgrade steps that follow).
+    await redis.delete(SHARDS_KEY)
+    assert await agree_shards(redis, 8) == (8, True)
+    stranded = [k for k in shard_keys(GW, 32)[8:] if await redis.exists(k)]
+    assert stranded  # calls left in shards 8..31
+    await upgrade_and_log(redis, 8)  # the next start
+    after = await started_with(redis, ledger, tmp_path / "b", 8, clock)
+    assert after.store.shards == 8
+    assert await redis.exists(*shard_keys(GW, 32)[8:]) == 0
+    assert await seen_count(redis, GW) == len(sids)
+    assert len(await after.list_sessions()) == len(sids)
+    # Every call went silent: each is reaped, its hold released.
+    clock.advance(after.cfg.interim_interval_s * after.cfg.stale_factor + 1)
+    assert await after.reaper.run_once(limit=1000) == len(sids)
+    for sid in sids:
+        rec = await after.store.get("A", sid)
+        assert rec is not None and rec.state != LIVE, sid
+    assert (await ledger.get_account("A")).reserved_micros == 0
