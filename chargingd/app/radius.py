@@ -25,8 +25,8 @@ from chargingd.core.redisconn import RedisClient
 from chargingd.monitoring import MeteredCredit, ProcessMeters, sources
 from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.dynauth import DynamicAuthClient
-from chargingd.radius.intake import ensure_ports_free
 from chargingd.radius.kamailio_rpc import KAMAILIO_JSONRPC, KamailioRpcCutter
+from chargingd.radius.ports import ensure_ports_free
 from chargingd.radius.server import RadiusFrontend, start_radius
 from chargingd.sessions.service import Sessions
 

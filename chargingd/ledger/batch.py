@@ -153,9 +153,9 @@ class CommandBatcher:
                 elif not future.done():
                     future.set_exception(exc)
                 continue
-            except ResponseError as exc:  # this command failed; the connection is fine
+            except ResponseError as failed:  # this command failed; the connection is fine
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failed)
                 continue
             if not future.done():  # done: the caller was cancelled; the command ran anyway
                 future.set_result(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 class Mode(enum.StrEnum):
@@ -25,49 +26,49 @@ class Status(enum.StrEnum):
 class LedgerError(Exception):
     """Base of typed ledger errors; ``code`` is stable and mapped by each frontend."""
 
-    code = "ledger_error"
+    code: ClassVar[str] = "ledger_error"
 
 
 class UnknownAccount(LedgerError):
-    code = "unknown_account"
+    code: ClassVar[str] = "unknown_account"
 
 
 class AccountExists(LedgerError):
-    code = "account_exists"
+    code: ClassVar[str] = "account_exists"
 
 
 class AccountNotActive(LedgerError):
     """Suspended, blocked or closed."""
 
-    code = "account_not_active"
+    code: ClassVar[str] = "account_not_active"
 
 
 class InsufficientCredit(LedgerError):
-    code = "insufficient_credit"
+    code: ClassVar[str] = "insufficient_credit"
 
 
 class TooManyCalls(LedgerError):
-    code = "too_many_calls"
+    code: ClassVar[str] = "too_many_calls"
 
 
 class CurrencyMismatch(LedgerError):
-    code = "currency_mismatch"
+    code: ClassVar[str] = "currency_mismatch"
 
 
 class InvalidRequest(LedgerError):
-    code = "invalid_request"
+    code: ClassVar[str] = "invalid_request"
 
 
 class DuplicateTransaction(LedgerError):
     """Same transaction id with different content: refused, nothing changed."""
 
-    code = "duplicate_transaction"
+    code: ClassVar[str] = "duplicate_transaction"
 
 
 class SessionClosed(LedgerError):
     """reserve on a session that was already released (its tombstone is still there)."""
 
-    code = "session_closed"
+    code: ClassVar[str] = "session_closed"
 
 
 class RefusalReason(enum.StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from chargingd.core.config import RadiusClientConfig, RadiusConfig
 
@@ -55,7 +56,7 @@ class RadiusClient:
 class ClientTable:
     """Clients by source address: exact hosts first, then the longest matching CIDR."""
 
-    _CACHE_MAX = 65536
+    _CACHE_MAX: ClassVar[int] = 65536
 
     def __init__(self, clients: Iterable[RadiusClient]) -> None:
         self._by_name: dict[str, RadiusClient] = {}

@@ -29,8 +29,8 @@ from chargingd.radius.intake import (
     DuplicateCache,
     Intake,
     UdpPort,
-    bind_udp,
 )
+from chargingd.radius.ports import bind_udp
 from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
 from chargingd.sessions.ccapi import (
     Authorized,
@@ -168,8 +168,8 @@ class RadiusFrontend:
             try:
                 if max_wait_s and now() - arrived > max_wait_s:
                     self.counters.shed_stale += 1  # the gateway has given up or soon will
-                    continue
-                await handler(data, addr, transport, arrived)
+                else:  # (not `continue`: mypyc compiles no `continue` in try/finally)
+                    await handler(data, addr, transport, arrived)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from chargingd.rating.durations import NS_PER_S
 from chargingd.rating.model import (
@@ -53,7 +53,7 @@ _MAX_DECIMALS = 18
 class UnratedPeriod(RatingError):
     """The destination has rates, but none whose period covers this moment."""
 
-    code = "unrated_period"
+    code: ClassVar[str] = "unrated_period"
 
 
 def _decimal_parts(value: Decimal) -> tuple[int, int]:

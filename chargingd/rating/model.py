@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from chargingd.core.money import format_amount
 from chargingd.rating.durations import NS_PER_S, format_duration
@@ -31,21 +31,21 @@ DEFAULT_MAX_CALL_NS = 3 * 3600 * NS_PER_S  # CGRateS sessions' max_call_duration
 class RatingError(Exception):
     """A call that cannot be rated; `code` is stable, never compare messages."""
 
-    code = "rating_error"
+    code: ClassVar[str] = "rating_error"
 
 
 class UnknownDestination(RatingError):
-    code = "unknown_destination"
+    code: ClassVar[str] = "unknown_destination"
 
 
 class UnknownSubject(RatingError):
-    code = "unknown_subject"
+    code: ClassVar[str] = "unknown_subject"
 
 
 class TariffError(RatingError, ValueError):
     """An inconsistent tariff model (a plan naming a missing rate, a bad slot...)."""
 
-    code = "bad_tariff"
+    code: ClassVar[str] = "bad_tariff"
 
 
 class RoundingMethod(enum.StrEnum):

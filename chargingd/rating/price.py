@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import ClassVar
 
 from chargingd.rating.engine import (
     Engine,
@@ -31,7 +32,7 @@ MAX_REMEMBERED = 65_536  # boundary-free answers kept per engine (the oldest evi
 
 
 class InvalidUsage(RatingError):
-    code = "invalid_usage"
+    code: ClassVar[str] = "invalid_usage"
 
 
 def _rounding(piece: _Piece, decimals: int, method: RoundingMethod) -> tuple[int, RoundingMethod]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from chargingd.core.config import SessionsConfig
@@ -268,9 +268,15 @@ class Authorizer:
         if fraud is not None and learn is not None:
             # Step by step: its country learnt once granted (as the fused script does),
             # in the same pipeline as the record write.
-            answer, _ = await asyncio.gather(
-                self._grant_first(rec, grant, want, mode), fraud.admit(learn)
-            )
+            # gather(*list): its result typed as the list it is (mypyc checks the tuple
+            # type of gather(a, b) against the list it returns at run time).
+            both: list[Awaitable[object]] = [
+                self._grant_first(rec, grant, want, mode),
+                fraud.admit(learn),
+            ]
+            done = await asyncio.gather(*both)
+            answer = done[0]
+            assert isinstance(answer, (Authorized, Refused))
             return answer
         return await self._grant_first(rec, grant, want, mode)
 

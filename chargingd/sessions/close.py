@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 
 from chargingd.billing.cdr import CDR, CHARGE_LIVE, CdrStatus
 from chargingd.ledger import CommitResult, Ledger
@@ -33,7 +34,7 @@ class CloseBusy(Exception):
     """Another closer holds the session's close lease: retry once it is gone (the
     accounting is spooled and replayed, never dropped)."""
 
-    code = "close_busy"
+    code: ClassVar[str] = "close_busy"
 
 
 @dataclass(frozen=True)

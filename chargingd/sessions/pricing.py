@@ -11,6 +11,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from chargingd.core.config import RatingConfig
 from chargingd.rating.card import RateCard
@@ -27,7 +28,7 @@ CARDS_MAX = 4096
 
 
 class UnknownPlan(RatingError):
-    code = "unknown_plan"
+    code: ClassVar[str] = "unknown_plan"
 
 
 @dataclass(frozen=True)

@@ -239,9 +239,9 @@ class Sessions:
         except SessionClosed:
             # RFC 2866 §5.5: Acct-Session-Id is unique; a reused one is a gateway bug.
             return Refused(RefusalCode.SYSTEM_ERROR, "session id already used")
-        except LedgerError as exc:
-            log.error("authorize %r refused by the ledger: %s", call.session_id, exc)
-            return Refused(RefusalCode.SYSTEM_ERROR, f"request refused ({exc.code})")
+        except LedgerError as refused:
+            log.error("authorize %r refused by the ledger: %s", call.session_id, refused)
+            return Refused(RefusalCode.SYSTEM_ERROR, f"request refused ({refused.code})")
         if self.outage.failing(AUTHORIZE_DOWN):
             self.outage.recovered(AUTHORIZE_DOWN)
         return answer
@@ -295,14 +295,14 @@ class Sessions:
             self.outage.failure(ACCOUNTING_DOWN, exc)  # one line per interval, with a count
             self.spool.append(report_to_entry(report))  # SpoolFull propagates: no ack
             return
-        except CloseBusy as exc:
-            log.warning("%s: spooled, replayed once the lease is gone", exc)
+        except CloseBusy as busy:
+            log.warning("%s: spooled, replayed once the lease is gone", busy)
             self.spool.append(report_to_entry(report))
             return
-        except (LedgerError, RatingError) as exc:
+        except (LedgerError, RatingError) as unchargeable:
             # Retransmission would fail the same way: keep the report, never lose it.
-            log.error("accounting %r not chargeable: %s", report.call.session_id, exc)
-            await self._orphan(report, exc.code)
+            log.error("accounting %r not chargeable: %s", report.call.session_id, unchargeable)
+            await self._orphan(report, unchargeable.code)
         if self.outage.failing(ACCOUNTING_DOWN):
             self.outage.recovered(ACCOUNTING_DOWN)
 
@@ -415,10 +415,10 @@ class Sessions:
                 # CloseBusy propagates: the spool keeps this entry (and those after
                 # it) and retries on the next pass, until the other lease is gone.
                 await self.accounting.apply(report)
-            except (LedgerError, RatingError) as exc:
+            except (LedgerError, RatingError) as unchargeable:
                 # As account() does: an entry no replay can charge must not block the
                 # spool behind it for ever; it is kept as an orphan with its reason.
-                await self._orphan(report, exc.code)
+                await self._orphan(report, unchargeable.code)
             return
         fields = {f"call.{k}": str(v) for k, v in entry.get("call", {}).items()}
         await self.store.record_orphan(

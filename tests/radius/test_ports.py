@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from radius_e2e_harness import Daemon, write_setup
 
-from chargingd.radius.intake import PortInUse, bind_udp, ensure_ports_free
+from chargingd.radius.ports import PortInUse, bind_udp, ensure_ports_free
 
 
 def _holder(port: int) -> socket.socket:
