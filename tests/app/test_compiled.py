@@ -1,0 +1,80 @@
+"""The compiled build (setup.py, mypyc) is the package's own behaviour, or absent.
+
+`make test` builds the request path with mypyc by default and runs the whole suite on
+it (`CHARGINGD_MYPYC=0 make test`: on pure Python): these tests check that what runs is
+one whole build, never a stale extension shadowing an edited module, and that the
+compiled modules keep the rules setup.py lists (what mypyc compiles differently).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+from paths import REPO
+
+COMPILED = re.findall(r'^    "(chargingd/.*\.py)",$', (REPO / "setup.py").read_text(), re.M)
+# Must stay interpreted: subclassed by interpreted code (base.py), validating untyped
+# input at the ledger's boundary (steps.py, keys.py), filling __dict__ (record.py).
+INTERPRETED = [
+    "chargingd/ledger/base.py",
+    "chargingd/ledger/steps.py",
+    "chargingd/ledger/keys.py",
+    "chargingd/sessions/record.py",
+]
+
+
+def _module(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def _extensions() -> list[Path]:
+    return [p for p in (REPO / "chargingd").rglob("*.so") if "__mypyc" not in p.name]
+
+
+def test_the_list_names_modules_that_exist_and_none_that_must_stay_interpreted() -> None:
+    assert len(COMPILED) >= 30
+    for path in COMPILED:
+        assert (REPO / path).is_file(), path
+    assert not set(INTERPRETED) & set(COMPILED)
+
+
+def test_the_build_is_whole_or_absent_and_never_stale() -> None:
+    built = _extensions()
+    if not built:  # pure Python: no compiled module is loaded
+        for path in COMPILED:
+            assert importlib.import_module(_module(path)).__file__.endswith(".py"), path
+        return
+    for path in COMPILED:
+        loaded = importlib.import_module(_module(path)).__file__
+        assert loaded is not None and loaded.endswith(".so"), f"{path} is not compiled"
+    for ext in built:
+        source = ext.with_name(ext.name.split(".", 1)[0] + ".py")
+        assert str(source.relative_to(REPO)) in COMPILED, f"{ext} is not in setup.py's list"
+        assert ext.stat().st_mtime >= source.stat().st_mtime, f"{ext} is older than {source}"
+
+
+def test_compiled_modules_keep_what_mypyc_compiles_differently() -> None:
+    """Class attributes read from the class are ClassVar (a plain one becomes an instance
+    default); one `except ... as NAME` type per name and function (mypyc gives the name
+    the first handler's type, and the second handler's exception fails its check)."""
+    for path in COMPILED:
+        tree = ast.parse((REPO / path).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and not any(
+                "Enum" in ast.unparse(base) for base in node.bases
+            ):
+                for stmt in node.body:
+                    if isinstance(stmt, ast.Assign):
+                        names = [ast.unparse(t) for t in stmt.targets]
+                        assert names == ["__slots__"], f"{path}:{stmt.lineno}: use ClassVar"
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                seen: dict[str, str] = {}
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ExceptHandler) and sub.name and sub.type:
+                        kind = ast.unparse(sub.type)
+                        assert seen.setdefault(sub.name, kind) == kind, (
+                            f"{path}:{sub.lineno}: rename `{sub.name}`"
+                        )
