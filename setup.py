@@ -64,7 +64,10 @@ if os.environ.get("CHARGINGD_MYPYC") == "1":
     from mypyc.build import mypycify  # mypy is a dev dependency
 
     # separate: one C file and extension per module, so `build_ext --parallel` uses
-    # every core and an edit recompiles that module only.
-    ext_modules = mypycify(COMPILED, opt_level="3", separate=True)
+    # every core and an edit recompiles that module only. Its own mypy cache: one that
+    # `make lint`'s mypy wrote lacks what mypyc keeps (a mixed one made C that failed).
+    ext_modules = mypycify(
+        ["--cache-dir", "build/mypyc-cache", *COMPILED], opt_level="3", separate=True
+    )
 
 setup(ext_modules=ext_modules)
