@@ -13,9 +13,10 @@ The shard count is fixed per deployment: the first daemon to start stores its
 reader (assurance, the soak script), uses the stored value. A daemon configured
 otherwise logs a warning and uses the stored one, so no call is indexed where the
 others do not look. Changing it for a deployment means deleting ``sess:shards`` with
-every daemon stopped: the next start stores the new value and moves every entry that
-is not in its shard (sessions/upgrade.py ``reshard``; it runs at each start of a main
-process, so a start that stopped half-way through it is finished by the next one).
+every daemon stopped: the next start stores the new value and moves every entry (and
+every live locator, below) that is not in its shard (sessions/upgrade.py ``reshard``;
+it runs at each start of a main process, so a start that stopped half-way through it
+is finished by the next one).
 
 The locators of live calls (session id -> account, for the clients that do not echo
 the account in Class) are fields of ``shards`` hashes ``sess:locs:N``, N from the

@@ -32,8 +32,8 @@ Since the shards (sessions/shards.py) the per-gateway zsets ``sess:lastseen:GATE
 are older daemons' too: ``upgrade_lastseen`` moves their entries, and those of
 ``sess:lastseen``, to the shards ``sess:seen:GATEWAY:N`` the same way (the reaper again
 in each pass while an older daemon writes them), and ``reshard`` (at each start: the
-one that stored a new shard count may have stopped half-way) moves every entry not in
-its shard.
+one that stored a new shard count may have stopped half-way) moves every entry, and
+every live locator (``sess:locs:N``, shards of the same count), not in its shard.
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -63,10 +63,12 @@ from chargingd.sessions.indexes import (
 from chargingd.sessions.record import CODES, SessionRecord, split_member
 from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
+    LOCATORS,
     PREFIX,
     agree_shards,
     gateway_of,
     lastseen_key,
+    locator_key,
 )
 from chargingd.sessions.store import live_key
 
@@ -188,7 +190,7 @@ async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCo
         )
     resharded = await reshard(redis, shards)
     if resharded:
-        log.info("moved %d last-seen entries to their shard of %d", resharded, shards)
+        log.info("moved %d last-seen entries and locators to their shard of %d", resharded, shards)
     return counts
 
 
@@ -218,13 +220,12 @@ async def upgrade_lastseen(
 
 
 async def reshard(redis: Any, shards: int) -> int:
-    """Move every last-seen entry that is not in its shard of ``shards`` (written with
-    another shard count) to it, score kept (``ZADD GT``); returns how many moved."""
-    scan: dict[str, Any] = {"match": PREFIX + "*", "count": SCAN_COUNT, "_type": "zset"}
-    if isinstance(redis, RedisCluster):
-        scan["target_nodes"] = RedisCluster.PRIMARIES
+    """Move every last-seen entry and every live locator that is not in its shard of
+    ``shards`` (written with another shard count) to it: an entry's score kept (``ZADD
+    GT``), a locator unless its shard has one of that id already (``HSETNX``); returns
+    how many moved."""
     moved = 0
-    async for raw in redis.scan_iter(**scan):
+    async for raw in redis.scan_iter(**_scan(PREFIX, "zset", redis)):
         key = _text(raw)
         gateway = gateway_of(key)
         entries = await redis.zrange(key, 0, -1, withscores=True)
@@ -237,7 +238,24 @@ async def reshard(redis: Any, shards: int) -> int:
             await redis.zadd(target, {entry: int(score)}, gt=True)
             await redis.zrem(key, entry)
         moved += len(wrong)
+    async for raw in redis.scan_iter(**_scan(LOCATORS, "hash", redis)):
+        key = _text(raw)
+        for sid, account_id in (await redis.hgetall(key)).items():
+            target = locator_key(_text(sid), shards)
+            if target != key:
+                await redis.hsetnx(target, sid, account_id)
+                await redis.hdel(key, sid)
+                moved += 1
     return moved
+
+
+def _scan(prefix: str, kind: str, redis: Any) -> dict[str, Any]:
+    """scan_iter's arguments for the keys of ``prefix`` of type ``kind`` (every primary
+    of a Redis Cluster)."""
+    scan: dict[str, Any] = {"match": prefix + "*", "count": SCAN_COUNT, "_type": kind}
+    if isinstance(redis, RedisCluster):
+        scan["target_nodes"] = RedisCluster.PRIMARIES
+    return scan
 
 
 def _text(value: Any) -> str:

@@ -1,18 +1,36 @@
-"""A reshard the start could not finish (the daemon stopped, Redis timed out) is
-finished by the next start: no call stays in a shard the readers do not read."""
+"""A new last-seen shard count (sessions/shards.py): a reshard the start could not
+finish (the daemon stopped, Redis timed out) is finished by the next start, and the
+live locators (shards of the same count) move too: no call stays where no reader
+looks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from fakes import Clock
-from sessions_harness import EUR, add_account, call, make_ledger, make_sessions, seen_count
+from fakes import T0_MS, Clock
+from sessions_harness import (
+    EUR,
+    add_account,
+    call,
+    make_ledger,
+    make_sessions,
+    read_cdrs,
+    seen_count,
+    usage,
+)
 
 from chargingd.ledger import Ledger
-from chargingd.sessions.ccapi import Authorized
+from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.service import Sessions
-from chargingd.sessions.shards import SHARDS_KEY, agree_shards, shard_keys, shard_of
+from chargingd.sessions.shards import (
+    LOCATORS,
+    SHARDS_KEY,
+    agree_shards,
+    locator_key,
+    shard_keys,
+    shard_of,
+)
 from chargingd.sessions.store import LIVE
 from chargingd.sessions.upgrade import upgrade_and_log
 
@@ -71,3 +89,28 @@ async def test_a_reshard_cut_short_is_finished_by_the_next_start(
         rec = await after.store.get("A", sid)
         assert rec is not None and rec.state != LIVE, sid
     assert (await ledger.get_account("A")).reserved_micros == 0
+
+
+async def test_a_new_shard_count_moves_the_live_locators_too(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The locators of live calls are in shards of the same count (sess:locs:N): a
+    new count moves them too. Else each is read where it is not (the next packet of
+    every live call pays an identity lookup) and, without expiry, none ever goes."""
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    await add_account(ledger, "A", balance_micros=1000 * EUR)
+    before = await started_with(redis, ledger, tmp_path / "a", 32, clock)
+    sids = one_per_shard(32)
+    await authorize_all(before, sids)
+    await redis.delete(SHARDS_KEY)  # every daemon stopped, the count changed
+    await upgrade_and_log(redis, 8)
+    after = await started_with(redis, ledger, tmp_path / "b", 8, clock)
+    for sid in sids:
+        assert await redis.hget(locator_key(sid, 8), sid) == b"A", sid
+        assert await after.store.locate(sid) == "A", sid
+    assert await redis.exists(*(f"{LOCATORS}{n}" for n in range(8, 32))) == 0
+    for sid in sids:  # every call ends: no locator is left behind
+        await after.account(usage(call(sid, gateway=GW), UsageKind.STOP, 10, T0_MS + 10_000))
+    assert [k async for k in redis.scan_iter(match=LOCATORS + "*")] == []
+    assert {c.call_id for c in await read_cdrs(redis)} == set(sids)
