@@ -14,6 +14,7 @@ cost is not counted (a separate process).
     PYTHONPATH=. .venv/bin/python scripts/bench_authorize_redis.py --calls 20000
     ... --echo-class     # the client echoes Class: no session locator per call
     ... --command-timeout 0   # no late-run check (no TIME in the reserve)
+    ... --shards 256     # [sessions] lastseen_shards (the last-seen and locator shards)
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ async def _run(url: str, args: argparse.Namespace, data_dir: Path) -> None:
         redis=client,
         ledger=ledger,
         pricer=Pricer({"retail": load_plan(TARIFF)}),
-        cfg=SessionsConfig(),
+        cfg=SessionsConfig(**({"lastseen_shards": args.shards} if args.shards else {})),
         clock_ms=lambda: int(time.time() * 1000),
         data_dir=data_dir,
         **extra,
@@ -101,7 +102,8 @@ async def _run(url: str, args: argparse.Namespace, data_dir: Path) -> None:
     system = (cpu1["used_cpu_sys"] - cpu0["used_cpu_sys"]) / n * 1e6
     print(
         f"{n} authorizes over {args.accounts} accounts, {args.inflight} in flight"
-        f"{', echo_class' if args.echo_class else ''}: Redis CPU {user + system:.1f} us "
+        f"{', echo_class' if args.echo_class else ''}"
+        f"{f', {args.shards} shards' if args.shards else ''}: Redis CPU {user + system:.1f} us "
         f"per authorize ({user:.1f} user + {system:.1f} sys), used_memory "
         f"{(mem1 - mem0) / n:.0f} bytes per live call"
     )
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--inflight", type=int, default=200)
     parser.add_argument("--echo-class", action="store_true")
+    parser.add_argument("--shards", type=int, default=0, help="lastseen_shards (0: default)")
     parser.add_argument(
         "--command-timeout",
         type=float,

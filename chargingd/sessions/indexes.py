@@ -17,7 +17,8 @@ exist (``drain_old_lastseen``: one pipeline of EXISTS when there is none), and
 live_of_account reads ``{a:ACC}:live`` beside the hash.
 
 ``LiveIndexes`` is a part of SessionStore (its base class): the store's pipeline
-(``_send``), its record reads (``get``) and its locator memory are its own.
+(``_send``) and its record reads (``get``) are its own; the locators (live: fields of
+``sess:locs:N``; closed: strings ``sess:loc:SID``) are read and dropped here.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import heapq
 from typing import Any
 
 from chargingd.ledger.keys import account_tag
-from chargingd.sessions.record import LIVE, SessionRecord, split_member
-from chargingd.sessions.shards import DEFAULT_SHARDS, shard_keys
+from chargingd.sessions.record import LIVE, SessionRecord, member, split_member
+from chargingd.sessions.shards import DEFAULT_SHARDS, locator_key, shard_keys
 from chargingd.sessions.shards import lastseen_key as _lastseen_key
 
 GATEWAYS = "sess:gateways"
@@ -38,6 +39,11 @@ MOVE_BATCH = 1000
 def record_key(account_id: str, session_id: str) -> str:
     """The session record (sessions/store.py)."""
     return f"{account_tag(account_id)}:r:{session_id}"
+
+
+def loc_key(session_id: str) -> str:
+    """A closed call's locator (a string), or a live one's as older daemons wrote it."""
+    return f"sess:loc:{session_id}"
 
 
 def old_live_key(account_id: str) -> str:
@@ -74,6 +80,9 @@ class LiveIndexes:
     redis: Any
     _gateways: set[str]  # gateways this process has registered in GATEWAYS
     shards: int = DEFAULT_SHARDS  # the deployment's (sessions/shards.py)
+    _unlocate: Any  # session_unlocate.lua
+    _located: dict[str, str]  # session id -> account id, as this process knows it
+    _records: dict[str, Any]  # SessionStore's held records
 
     def lastseen(self, gateway: str, session_id: str) -> str:
         """The last-seen shard of a call of ``gateway``."""
@@ -87,12 +96,6 @@ class LiveIndexes:
 
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raise NotImplementedError  # SessionStore's record read
-
-    def remember_locator(self, session_id: str, account_id: str) -> None:
-        raise NotImplementedError  # SessionStore's locator memory
-
-    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
-        raise NotImplementedError  # SessionStore's conditional locator drop
 
     def _register(self, gateway: str) -> list[tuple[Any, ...]]:
         """The registry write for a gateway this process has not registered yet."""
@@ -226,6 +229,69 @@ class LiveIndexes:
                 break
             out += await self.live_of_gateway(gateway, limit=limit - len(out))
         return out
+
+    def locator(self, session_id: str) -> str:
+        """The locator hash (shard) of a live call."""
+        return locator_key(session_id, self.shards)
+
+    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
+        """Drop the call's locator field if it still names ``account_id``."""
+        key = self.locator(session_id)
+        return ("EVALSHA", self._unlocate.sha, 1, key, session_id, account_id)
+
+    def remember_locator(self, session_id: str, account_id: str) -> None:
+        if len(self._located) >= 100_000:
+            self._located.clear()
+        self._located[session_id] = account_id
+
+    async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
+        """The account of a session: remembered by this process, or (``fresh``) read:
+        its live locator, else its string (a closed call's, or an older daemon's)."""
+        known = None if fresh else self._located.get(session_id)
+        if known is not None:
+            return known
+        live, closed = await self._send(
+            [("HGET", self.locator(session_id), session_id), ("GET", loc_key(session_id))]
+        )
+        raw = live if live is not None else closed
+        if raw is None:
+            return None
+        account_id: str = raw.decode()
+        self.remember_locator(session_id, account_id)
+        return account_id
+
+    async def forget_locator(
+        self, session_id: str, account_id: str = "", gateway: str = "", *, locator: bool = True
+    ) -> None:
+        """Drop a locator whose record is gone (and this process's copy of it): the
+        string, and the live field if it names ``account_id`` (none given: whatever it
+        names); with ``account_id`` and ``gateway``, its entry in that gateway's
+        last-seen shard too (what search() finds a call by) and its id in the account's
+        live ids. ``locator`` False: the locator is left (an echo_class call has none:
+        one for this id is another call's)."""
+        self._located.pop(session_id, None)
+        self._records.pop(session_id, None)
+        commands: list[tuple[Any, ...]] = []
+        if locator:
+            commands.append(("DEL", loc_key(session_id)))
+            if account_id:
+                commands.append(self._unlocating(account_id, session_id))
+            else:
+                commands.append(("HDEL", self.locator(session_id), session_id))
+        if account_id:
+            key = self.lastseen(gateway, session_id)
+            commands.append(("ZREM", key, member(account_id, session_id)))
+            commands.append(("HDEL", live_key(account_id), session_id))
+        if commands:
+            await self._send(commands)
+
+    async def find(self, session_id: str) -> SessionRecord | None:
+        """A session by its id alone (operator kill): its locator, else (a call of an
+        echo_class client has none) a search of the gateways' last-seen zsets."""
+        account_id = await self.locate(session_id, fresh=True)
+        if account_id is None:
+            account_id = await self.search(session_id)
+        return None if account_id is None else await self.get(account_id, session_id)
 
     async def drain_old_lastseen(self, gateways: list[str] | None = None) -> int:
         """Move the entries old daemons still write to ``sess:lastseen`` and to the

@@ -61,6 +61,7 @@ from chargingd.sessions.indexes import (
     GATEWAYS,
     LiveIndexes,
     live_key,
+    loc_key,
     record_key,
 )
 from chargingd.sessions.record import (
@@ -73,7 +74,7 @@ from chargingd.sessions.record import (
     record_lua,
     split_member,
 )
-from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key, locator_key
+from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
 # may still run later, when a stalled Redis resumes).
@@ -114,10 +115,6 @@ class LateWrite(Exception):
 
 def fin_key(account_id: str, session_id: str) -> str:
     return f"{account_tag(account_id)}:s:{session_id}:fin"
-
-
-def loc_key(session_id: str) -> str:
-    return f"sess:loc:{session_id}"
 
 
 class SessionStore(LiveIndexes):
@@ -195,20 +192,6 @@ class SessionStore(LiveIndexes):
         """False when the call's accounting will name its account (the client echoes
         the Access-Accept's Class, and the account fits in one)."""
         return rec.client not in self.echo_class or not account_class(rec.account_id)
-
-    def locator(self, session_id: str) -> str:
-        """The locator hash (shard) of a live call."""
-        return locator_key(session_id, self.shards)
-
-    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
-        """Drop the call's locator field if it still names ``account_id``."""
-        key = self.locator(session_id)
-        return ("EVALSHA", self._unlocate.sha, 1, key, session_id, account_id)
-
-    def remember_locator(self, session_id: str, account_id: str) -> None:
-        if len(self._located) >= 100_000:
-            self._located.clear()
-        self._located[session_id] = account_id
 
     def cached(self, session_id: str) -> tuple[str, bytes, SessionRecord] | None:
         """(account id, stored value, decoded) of a live record as this process last saw
@@ -356,60 +339,11 @@ class SessionStore(LiveIndexes):
         for script in self.scripts:
             await self.redis.script_load(script.script)
 
-    async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
-        """The account of a session: remembered by this process, or (``fresh``) read:
-        its live locator, else its string (a closed call's, or an older daemon's)."""
-        known = None if fresh else self._located.get(session_id)
-        if known is not None:
-            return known
-        live, closed = await self._send(
-            [("HGET", self.locator(session_id), session_id), ("GET", loc_key(session_id))]
-        )
-        raw = live if live is not None else closed
-        if raw is None:
-            return None
-        account_id: str = raw.decode()
-        self.remember_locator(session_id, account_id)
-        return account_id
-
-    async def forget_locator(
-        self, session_id: str, account_id: str = "", gateway: str = "", *, locator: bool = True
-    ) -> None:
-        """Drop a locator whose record is gone (and this process's copy of it): the
-        string, and the live field if it names ``account_id`` (none given: whatever it
-        names); with ``account_id`` and ``gateway``, its entry in that gateway's
-        last-seen shard too (what search() finds a call by) and its id in the account's
-        live ids. ``locator`` False: the locator is left (an echo_class call has none:
-        one for this id is another call's)."""
-        self._located.pop(session_id, None)
-        self._records.pop(session_id, None)
-        commands: list[tuple[Any, ...]] = []
-        if locator:
-            commands.append(("DEL", loc_key(session_id)))
-            if account_id:
-                commands.append(self._unlocating(account_id, session_id))
-            else:
-                commands.append(("HDEL", self.locator(session_id), session_id))
-        if account_id:
-            key = self.lastseen(gateway, session_id)
-            commands.append(("ZREM", key, member(account_id, session_id)))
-            commands.append(("HDEL", live_key(account_id), session_id))
-        if commands:
-            await self._send(commands)
-
     async def get(self, account_id: str, session_id: str) -> SessionRecord | None:
         raw = await self.redis.get(record_key(account_id, session_id))
         if not raw:
             return None
         return SessionRecord.unpack(account_id, session_id, raw)
-
-    async def find(self, session_id: str) -> SessionRecord | None:
-        """A session by its id alone (operator kill): its locator, else (a call of an
-        echo_class client has none) a search of the gateways' last-seen zsets."""
-        account_id = await self.locate(session_id, fresh=True)
-        if account_id is None:
-            account_id = await self.search(session_id)
-        return None if account_id is None else await self.get(account_id, session_id)
 
     async def touch(
         self,
