@@ -27,7 +27,7 @@ from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized
 from chargingd.sessions.indexes import old_lastseen_key
 from chargingd.sessions.service import Sessions
-from chargingd.sessions.shards import SHARDS_KEY, shard_keys, shard_of
+from chargingd.sessions.shards import LOCATORS, SHARDS_KEY, locator_key, shard_keys, shard_of
 from chargingd.sessions.store import LIVE, lastseen_key, member
 from chargingd.sessions.upgrade import upgrade_and_log
 
@@ -158,8 +158,9 @@ async def test_a_new_shard_count_moves_every_entry_to_its_shard(
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
     """Changing the count: every daemon stopped, sess:shards deleted; the start that
-    stores the new count moves each entry to its shard (score kept), and the calls
-    are reaped and listed as before."""
+    stores the new count moves each entry and each live locator to its shard (score
+    kept), and the calls are found, reaped and listed as before; no locator is left
+    in a shard nobody reads."""
     clock = Clock()
     ledger = await make_ledger(redis, clock)
     await add_account(ledger, "A", balance_micros=1000 * EUR)
@@ -176,8 +177,16 @@ async def test_a_new_shard_count_moves_every_entry_to_its_shard(
         assert await redis.zscore(lastseen_key(GW, sid, 32), raw) == scores[raw]
     assert await seen_entries(redis, GW) == scores
     assert await seen_count(redis, GW) == len(sids)  # each once, in its shard
+    fields = {}
+    for key in {locator_key(f"x{n}", 32) for n in range(1000)}:  # every shard of 32
+        fields |= await redis.hgetall(key)
+    assert fields == {s.encode(): b"A" for s in sids}
+    for sid in sids:
+        assert await redis.hget(locator_key(sid, 32), sid) == b"A"
+        assert await after.store.locate(sid, fresh=True) == "A"
     clock.advance(after.cfg.interim_interval_s * after.cfg.stale_factor + 1)
     assert await after.reaper.run_once(limit=1000) == len(sids)
+    assert [k async for k in redis.scan_iter(match=LOCATORS + "*")] == []
 
 
 async def old_daemons_call(redis: aioredis.Redis, sessions: Sessions, sid: str) -> float:
