@@ -385,12 +385,22 @@ class SessionStore(LiveIndexes):
         return LIVE, int(usage), rec
 
     def _setting(
-        self, rec: SessionRecord, fields: dict[str, str | int], ttl_s: int = 0
+        self,
+        rec: SessionRecord,
+        fields: dict[str, str | int],
+        ttl_s: int = 0,
+        *,
+        unlocate: bool = False,
     ) -> tuple[Any, ...]:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
-        and expire it then; 0 keeps its expiry)."""
+        and expire it then; 0 keeps its expiry). ``unlocate`` (single Redis: another
+        slot): and drop the call's live locator if it names the record's account."""
         key = record_key(rec.account_id, rec.session_id)
         self._records.pop(rec.session_id, None)  # its stored value changes
+        if unlocate:
+            keys = (key, self.locator(rec.session_id))
+            extra = (rec.session_id, rec.account_id)
+            return ("EVALSHA", self._set.sha, 2, *keys, ttl_s, fields_map(fields), *extra)
         return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields))
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
@@ -469,11 +479,16 @@ class SessionStore(LiveIndexes):
         another client's call)."""
         self._located.pop(rec.session_id, None)
         acc, sid = rec.account_id, rec.session_id
-        locating: list[tuple[Any, ...]] = [self._unlocating(acc, sid)]
+        # Single Redis: the record's script drops the live locator too (one script);
+        # Redis Cluster: the locator's shard is in another slot, a script of its own.
+        one_script = self._batcher is not None
+        fields = {**fields, "state": CLOSED}
+        closed = self._setting(rec, fields, self.closed_ttl_s, unlocate=one_script)
+        locating = [] if one_script else [self._unlocating(acc, sid)]
         if self.needs_locator(rec):
             locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
         return [
-            self._setting(rec, {**fields, "state": CLOSED}, self.closed_ttl_s),
+            closed,
             ("HDEL", live_key(rec.account_id), rec.session_id),
             *locating,
             ("ZREM", DEADLINES, rec.member),

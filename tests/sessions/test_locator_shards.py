@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from fakes import T0_MS
 from sessions_harness import (
@@ -44,13 +45,16 @@ async def authorized(sessions: Sessions, sid: str, **kw: str) -> None:
     assert isinstance(await sessions.authorize(call(sid, **kw)), Authorized), sid
 
 
-async def test_no_locator_is_left_behind(redis: aioredis.Redis, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
+async def test_no_locator_is_left_behind(redis: aioredis.Redis, tmp_path: Path, path: str) -> None:
     """Closed by a Stop, by the reaper, by an Accounting-On, undone, or expired
     unclosed (met by the reaper, an Accounting-On, a packet): every field goes."""
     clock = Clock()
     ledger = await make_ledger(redis, clock)
     await add_account(ledger, "A", balance_micros=1000 * EUR)
     sessions = make_sessions(redis, ledger, clock, tmp_path)
+    if path == "stepwise":  # the authorize and close steps of the Redis Cluster path
+        sessions.step_by_step()
     sids = [f"s{i}" for i in range(12)]
     for sid in sids[:8]:
         await authorized(sessions, sid)
@@ -87,8 +91,9 @@ async def test_no_locator_is_left_behind(redis: aioredis.Redis, tmp_path: Path) 
     assert await locators(redis) == {}
 
 
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
 async def test_a_close_leaves_another_accounts_locator_of_the_same_id(
-    redis: aioredis.Redis, tmp_path: Path
+    redis: aioredis.Redis, tmp_path: Path, path: str
 ) -> None:
     """Call X of A (gw1) and then call X of B (gw2): X's locator names B. A's close
     leaves it (the field is dropped only if it names A): B's Stop, from a daemon that
@@ -98,6 +103,8 @@ async def test_a_close_leaves_another_accounts_locator_of_the_same_id(
     await add_account(ledger, "A", identities=("user:alice",))
     await add_account(ledger, "B", identities=("user:bob",))
     sessions = make_sessions(redis, ledger, clock, tmp_path)
+    if path == "stepwise":  # the authorize and close steps of the Redis Cluster path
+        sessions.step_by_step()
     a_call = call("X", user="alice", client="gw1", gateway="10.0.0.1")
     b_call = call("X", user="bob", client="gw2", gateway="10.0.0.2")
     assert isinstance(await sessions.authorize(a_call), Authorized)
