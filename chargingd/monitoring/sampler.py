@@ -21,7 +21,7 @@ from chargingd.core.redisconn import RedisClient
 from chargingd.ledger import Ledger
 from chargingd.monitoring.kpi import window_figures
 from chargingd.monitoring.windows import ALL, BY_NAME, RESOLUTIONS, KpiStore, groups_key
-from chargingd.sessions.shards import SHARDS_KEY, parse_shards, shard_keys
+from chargingd.sessions.shards import SHARDS_KEY, count_per_gateway, parse_shards
 from chargingd.sessions.store import GATEWAYS, ORPHANS
 
 log = logging.getLogger("chargingd.monitoring")
@@ -73,15 +73,9 @@ class ClusterSampler:
             live_gateways = {_name(g) for g in live_raw}
             # Every gateway with live calls, and those the KPIs know (0 when idle).
             gateways = sorted(live_gateways | {_name(g) for g in gateways_raw})
-            pipe = self.redis.pipeline(transaction=False)
-            for gateway in gateways:
-                for key in shard_keys(gateway, shards):
-                    pipe.zcard(key)
-            sizes = await pipe.execute()
-            per_gateway = {
-                g: sum(int(n) for n in sizes[i * shards : (i + 1) * shards])
-                for i, g in enumerate(gateways)
-            }
+            # One script per gateway over its shards (sessions/shards.py).
+            sizes = await count_per_gateway(self.redis, gateways, shards)
+            per_gateway = dict(zip(gateways, sizes, strict=True))
             active = sum(int(n) for g, n in per_gateway.items() if g in live_gateways)
             reserved = await self.ledger.reserved_by_currency()
             self.live = {

@@ -1,10 +1,12 @@
 """The indexes of live sessions, read and written beside the records (sessions/store.py).
 
   {a:ACC}:calls        hash   the account's live session ids -> "" (a top-up, a block's cut)
-  sess:seen:GW:N       zset   "ACC\\0SID" -> ms of the last packet seen: gateway GW's calls
+  sess:seen:{GW}:N     zset   "ACC\\0SID" -> ms of the last packet seen: gateway GW's calls
                               in ``shards`` small zsets (N from the session id,
-                              sessions/shards.py): the reaper's index and the gateway's
-                              live calls (Accounting-On/Off, ctl listings, monitoring)
+                              sessions/shards.py; GW their hash tag): the reaper's index
+                              and the gateway's live calls (Accounting-On/Off, ctl
+                              listings, monitoring), each gateway's read by one script
+                              over its shards (lastseen_shards.lua)
   sess:gateways        set    the gateways that have last-seen shards (written when new)
   sess:shards          string the deployment's shard count (sessions/shards.py)
 
@@ -28,7 +30,14 @@ from typing import Any
 
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.record import LIVE, SessionRecord, member, split_member
-from chargingd.sessions.shards import DEFAULT_SHARDS, locator_key, shard_keys
+from chargingd.sessions.shards import (
+    DEFAULT_SHARDS,
+    MERGE_MAX,
+    locator_key,
+    over_shards,
+    shard_key,
+    shard_keys,
+)
 from chargingd.sessions.shards import lastseen_key as _lastseen_key
 
 GATEWAYS = "sess:gateways"
@@ -67,11 +76,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
-    """A raw WITHSCORES reply: flat [member, score, ...] (RESP2) or pairs (RESP3)."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(raw, score) for raw, score in reply]
-    return list(zip(reply[::2], reply[1::2], strict=True))
+def _entries(gateway: str, reply: list[Any]) -> list[tuple[float, bytes, str]]:
+    """lastseen_shards.lua's flat [shard, member, score, ...] as (score, member, the
+    shard's key)."""
+    return [
+        (float(reply[i + 2]), reply[i + 1], shard_key(gateway, int(reply[i])))
+        for i in range(0, len(reply), 3)
+    ]
 
 
 class LiveIndexes:
@@ -118,12 +129,15 @@ class LiveIndexes:
         *_, names = await self._send(commands)
         return sorted(_text(name) for name in names)
 
+    def over_shards(self, gateway: str, *args: Any) -> tuple[Any, ...]:
+        """lastseen_shards.lua over every shard of ``gateway`` (one command)."""
+        return over_shards(self.shard_keys(gateway), *args)
+
     async def count_live(self) -> dict[str, int]:
-        """Live sessions per gateway (the sizes of the last-seen zsets)."""
+        """Live sessions per gateway (the sizes of its last-seen shards together)."""
         names = await self.gateways()
-        sizes = await self._send([("ZCARD", k) for g in names for k in self.shard_keys(g)])
-        n = self.shards
-        return {g: sum(int(s) for s in sizes[i * n : (i + 1) * n]) for i, g in enumerate(names)}
+        sizes = await self._send([self.over_shards(g, "count") for g in names])
+        return {g: int(n) for g, n in zip(names, sizes, strict=True)}
 
     async def search(self, session_id: str, gateway: str | None = None) -> str | None:
         """The account of a live session without a locator: ZSCAN of its last-seen
@@ -152,25 +166,22 @@ class LiveIndexes:
         self, gateways: list[str], until_ms: int, *, limit: int = 100
     ) -> list[tuple[float, str, bytes]]:
         """The ``limit`` oldest entries of the gateways' last-seen shards together whose
-        score is at most ``until_ms``, oldest first, as (score, zset, member): up to
-        ``limit`` of each shard in one round trip, merged by score (one busy gateway's
-        stale calls do not starve another's older ones)."""
+        score is at most ``until_ms``, oldest first, as (score, shard, member): each
+        gateway's ``limit`` oldest merged over its shards by one script (one command a
+        gateway), then merged here (one busy gateway's stale calls do not starve
+        another's older ones)."""
         if not gateways or limit <= 0:
             return []
-        indexes = [k for g in gateways for k in self.shard_keys(g)]
         replies = await self._send(
-            [
-                ("ZRANGEBYSCORE", i, "-inf", until_ms, "WITHSCORES", "LIMIT", 0, limit)
-                for i in indexes
-            ]
+            [self.over_shards(g, "oldest", until_ms, limit) for g in gateways]
         )
         # Ties in member order, as within one zset.
         entries = [
-            (float(score), raw, index)
-            for index, reply in zip(indexes, replies, strict=True)
-            for raw, score in _pairs(reply)
+            entry
+            for gateway, reply in zip(gateways, replies, strict=True)
+            for entry in _entries(gateway, reply)
         ]
-        return [(score, index, raw) for score, raw, index in heapq.nsmallest(limit, entries)]
+        return [(score, key, raw) for score, raw, key in heapq.nsmallest(limit, entries)]
 
     async def live_of_account(self, account_id: str) -> list[SessionRecord]:
         """The account's live sessions (its hash, and the set old daemons still write
@@ -191,13 +202,12 @@ class LiveIndexes:
     async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
         """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
         first); an entry whose record is gone is dropped from its shard."""
-        keys = self.shard_keys(gateway)
-        replies = await self._send([("ZRANGE", k, 0, limit - 1, "WITHSCORES") for k in keys])
-        entries = sorted(
-            (float(score), raw, key)
-            for key, reply in zip(keys, replies, strict=True)
-            for raw, score in _pairs(reply)
-        )
+        if 0 < limit <= MERGE_MAX:  # merged by the script
+            command = self.over_shards(gateway, "oldest", "+inf", limit)
+        else:  # every shard's lowest, sorted here
+            command = self.over_shards(gateway, "range", "+inf", limit if limit > 0 else -1)
+        (reply,) = await self._send([command])
+        entries = sorted(_entries(gateway, reply))
         out = []
         for _, raw, key in entries[:limit] if limit > 0 else entries:
             rec = await self.get(*split_member(raw))

@@ -4,9 +4,17 @@ as listpacks.
 One zset per gateway of all its live calls (``sess:lastseen:GW``) costs ~138 bytes a
 call once it passes 128 members (zset-max-listpack-entries): a skiplist node and a
 dict entry per member. So each gateway's calls are spread over ``shards`` zsets
-``sess:seen:GW:N``, N = crc32(session id) mod ``shards``: ~45 bytes a call while
+``sess:seen:{GW}:N``, N = crc32(session id) mod ``shards``: ~45 bytes a call while
 each stays under 128 members (the default 128 shards keep ~10,000 live calls of one
 gateway in listpacks; an empty shard costs nothing).
+
+The gateway is the shards' hash tag: all of a gateway's shards are in one slot (on one
+Redis Cluster node, as its single zset was), so a reader of a whole gateway sends ONE
+script over its shards (lua/lastseen_shards.lua: the oldest due entries merged by
+score, the count, the entries) instead of one command per shard: a reaper pass or a
+monitoring sample costs a command per gateway, not ``shards`` of them. A gateway name
+that would give no usable tag (empty, or holding ``}``) is keyed
+``sess:seen:{~}:GW:N`` (tag ``~``; distinct from the gateway ``~``'s ``{~}:N``).
 
 The shard count is fixed per deployment: the first daemon to start stores its
 ``[sessions] lastseen_shards`` in ``sess:shards`` (SET NX) and every daemon, and every
@@ -34,9 +42,13 @@ older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import zlib
+from importlib import resources
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger("chargingd.sessions")
 
@@ -54,8 +66,31 @@ def shard_of(session_id: str, shards: int) -> int:
     return zlib.crc32(session_id.encode()) % shards
 
 
+# One gateway's shards in one script (see the module doc).
+SHARDS_LUA = (
+    resources.files("chargingd.sessions").joinpath("lua", "lastseen_shards.lua").read_text()
+)
+SHARDS_SHA = hashlib.sha1(SHARDS_LUA.encode()).hexdigest()
+# 'oldest' merges in the script up to this limit; a bigger read takes 'range' (every
+# shard's lowest, unsorted) and is sorted by the caller: no big sort blocks Redis.
+MERGE_MAX = 1000
+
+
+def _tagged(gateway: str) -> str:
+    """The gateway's part of its shards' keys: ``{GW}`` (its hash tag), or for a name
+    that would give an empty or cut tag, ``{~}:GW``."""
+    if gateway and "}" not in gateway:
+        return f"{{{gateway}}}"
+    return f"{{~}}:{gateway}"
+
+
 def shard_key(gateway: str, shard: int) -> str:
-    return f"{PREFIX}{gateway}:{shard}"
+    return f"{PREFIX}{_tagged(gateway)}:{shard}"
+
+
+def sibling(key: str, shard: int) -> str:
+    """The key of shard ``shard`` of the gateway whose shard ``key`` is."""
+    return f"{key[: key.rindex(':') + 1]}{shard}"
 
 
 def lastseen_key(gateway: str, session_id: str, shards: int = DEFAULT_SHARDS) -> str:
@@ -68,14 +103,34 @@ def locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
     return f"{LOCATORS}{shard_of(session_id, shards)}"
 
 
+_NUMBERS = [str(n) for n in range(MAX_SHARDS)]
+
+
 def shard_keys(gateway: str, shards: int = DEFAULT_SHARDS) -> list[str]:
-    """Every shard of one gateway's last-seen index."""
-    return [shard_key(gateway, n) for n in range(shards)]
+    """Every shard of one gateway's last-seen index, in shard order."""
+    prefix = f"{PREFIX}{_tagged(gateway)}:"
+    return [prefix + n for n in _NUMBERS[:shards]]
 
 
-def gateway_of(key: str) -> str:
-    """The gateway of a shard's key (the part between the prefix and the last colon)."""
-    return key[len(PREFIX) : key.rindex(":")]
+def over_shards(keys: list[str], *args: Any) -> tuple[Any, ...]:
+    """The EVALSHA of lastseen_shards.lua over one gateway's shard ``keys``."""
+    return ("EVALSHA", SHARDS_SHA, len(keys), *keys, *args)
+
+
+async def count_per_gateway(redis: Any, gateways: list[str], shards: int) -> list[int]:
+    """Live calls of each gateway (one script per gateway, in one pipeline): for a
+    reader without a SessionStore (monitoring)."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        for gateway in gateways:
+            pipe.execute_command(*over_shards(shard_keys(gateway, shards), "count"))
+        try:
+            return [int(n) for n in await pipe.execute()]
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            await redis.script_load(SHARDS_LUA)
+    raise AssertionError("unreachable")
 
 
 def parse_shards(raw: Any, default: int = DEFAULT_SHARDS) -> int:

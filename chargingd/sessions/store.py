@@ -29,10 +29,10 @@ Keys:
                               record), kept as long as the closed record; the live
                               calls' locators of daemons before the shards
   sess:deadlines       zset   "ACC\\0SID" -> ms when its money runs out (or a cut is due)
-  sess:seen:GW:N       zset   "ACC\\0SID" -> ms of the last packet seen: a gateway's calls
-                              in small zsets (shards, N from the session id:
-                              sessions/shards.py), the reaper's index and the
-                              gateway's live calls together
+  sess:seen:{GW}:N     zset   "ACC\\0SID" -> ms of the last packet seen: a gateway's calls
+                              in small zsets (shards, N from the session id, the
+                              gateway their hash tag: sessions/shards.py), the reaper's
+                              index and the gateway's live calls together
   sess:gateways        set    the gateways that have last-seen shards (written when new)
   sess:shards          string the deployment's shard count (stored at first start)
 The indexes' reads and writes are in sessions/indexes.py (a base of SessionStore).
@@ -74,7 +74,7 @@ from chargingd.sessions.record import (
     record_lua,
     split_member,
 )
-from chargingd.sessions.shards import DEFAULT_SHARDS, agree_shards, lastseen_key
+from chargingd.sessions.shards import DEFAULT_SHARDS, SHARDS_LUA, agree_shards, lastseen_key
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
 # may still run later, when a stalled Redis resumes).
@@ -158,6 +158,7 @@ class SessionStore(LiveIndexes):
         self._unlease = load("session_unlease")
         self._unlocate = load("session_unlocate")
         self.scripts: list[Any] = [
+            redis.register_script(SHARDS_LUA),  # LiveIndexes.over_shards
             self._unlocate,
             self._touch,
             self._create,

@@ -30,7 +30,7 @@ the reaper moves its entries in each pass while it exists (indexes.py
 beside the hashes; the old gateway sets (read by old daemons only) go at a start.
 Since the shards (sessions/shards.py) the per-gateway zsets ``sess:lastseen:GATEWAY``
 are older daemons' too: ``upgrade_lastseen`` moves their entries, and those of
-``sess:lastseen``, to the shards ``sess:seen:GATEWAY:N`` the same way (the reaper again
+``sess:lastseen``, to the shards ``sess:seen:{GATEWAY}:N`` the same way (the reaper again
 in each pass while an older daemon writes them), and ``reshard`` (at each start: the
 one that stored a new shard count may have stopped half-way) moves every entry, and
 every live locator (``sess:locs:N``, shards of the same count), not in its shard.
@@ -66,9 +66,9 @@ from chargingd.sessions.shards import (
     LOCATORS,
     PREFIX,
     agree_shards,
-    gateway_of,
-    lastseen_key,
     locator_key,
+    shard_of,
+    sibling,
 )
 from chargingd.sessions.store import live_key
 
@@ -225,12 +225,11 @@ async def reshard(redis: Any, shards: int) -> int:
     GT``), a locator unless its shard has one of that id already (``HSETNX``); returns
     how many moved."""
     moved = 0
-    async for raw in redis.scan_iter(**_scan(PREFIX, "zset", redis)):
+    async for raw in redis.scan_iter(**_scan(PREFIX + "{", "zset", redis)):
         key = _text(raw)
-        gateway = gateway_of(key)
         entries = await redis.zrange(key, 0, -1, withscores=True)
         wrong = [
-            (entry, lastseen_key(gateway, split_member(entry)[1], shards), score)
+            (entry, sibling(key, shard_of(split_member(entry)[1], shards)), score)
             for entry, score in entries
         ]
         wrong = [(entry, target, score) for entry, target, score in wrong if target != key]
