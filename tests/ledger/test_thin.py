@@ -201,6 +201,19 @@ async def test_a_stopped_redis_times_the_batch_out(
     assert await client.get("n") == b"3"
 
 
+async def test_each_batch_has_its_own_full_deadline(client: aioredis.Redis) -> None:
+    """The connection's timer, armed by an earlier batch, does not cut a later one short."""
+    batcher = CommandBatcher(client)  # socket timeout 0.5 s
+    assert await batcher.submit(("PING",)) == b"PONG"  # arms the timer: t + 0.5
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    assert await batcher.submit(("EVAL", BUSY, 0, 350)) == b"done"  # answered at ~0.65
+    assert time.monotonic() - t0 >= 0.35
+    with pytest.raises(RedisTimeoutError):  # and a batch past its own deadline fails
+        await batcher.submit(("EVAL", BUSY, 0, 700))
+    assert await batcher.submit(("GET", "absent")) is None  # on a new connection
+
+
 async def test_cancellation_cancels_the_batch_and_drops_its_connection(
     server: EmbeddedRedis, client: aioredis.Redis
 ) -> None:
