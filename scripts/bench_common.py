@@ -10,10 +10,12 @@ from redis.asyncio.connection import AbstractConnection
 
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
+from chargingd.ledger.thin import Entry, ThinConnection
 
 
 class RoundTrips:
-    """Counts writes to Redis sockets: one per pipeline or single command (a round trip)."""
+    """Counts writes to Redis sockets: one per pipeline or single command (a round trip),
+    on redis-py's connections and the batcher's thin ones."""
 
     count = 0
 
@@ -28,6 +30,13 @@ class RoundTrips:
             await original(self, command, check_health)  # type: ignore[arg-type]
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        thin_send = ThinConnection.send
+
+        def thin_counted(self: ThinConnection, batch: list[Entry]) -> None:
+            cls.count += 1
+            thin_send(self, batch)
+
+        ThinConnection.send = thin_counted  # type: ignore[method-assign]
 
 
 async def seed_prepaid(ledger: Ledger, accounts: int) -> None:
