@@ -321,9 +321,9 @@ class ThinPool:
             if resp3 and not settings.resp3:  # HELLO unknown: again, in RESP2
                 return await self.connect()
             if isinstance(exc, RedisConnectionError):
-                raise CommandNotSent(str(exc)) from exc
+                raise _not_sent(str(exc), exc) from exc
             if isinstance(exc, (OSError, TimeoutError, RedisTimeoutError)):
-                raise CommandNotSent(f"Error connecting to {settings.where}: {exc!r}") from exc
+                raise _not_sent(f"Error connecting to {settings.where}: {exc!r}", exc) from exc
             raise
         return conn
 
@@ -366,6 +366,14 @@ class ThinPool:
         for conn in list(self.open):
             conn.cancel()
         self.idle.clear()
+
+
+def _not_sent(message: str, cause: BaseException) -> CommandNotSent:
+    """CommandNotSent caused by ``cause`` (set here too: compiled by mypyc, ``raise ...
+    from`` in an except block leaves ``__cause__`` unset)."""
+    err = CommandNotSent(message)
+    err.__cause__ = cause
+    return err
 
 
 def _close_with(redis: Redis, thin: ThinPool) -> None:
