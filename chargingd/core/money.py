@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from chargingd.core.chain import chained
+
 MICROS_PER_UNIT = 1_000_000
 _MAX_DECIMALS = 6
 # The largest amount (micro-units) anything may move or state: one value for the
@@ -39,7 +41,7 @@ def parse_amount(text: str | int | Decimal, *, allow_negative: bool = True) -> i
     try:
         value = Decimal(text)
     except (ArithmeticError, ValueError):
-        raise AmountError(f"not a decimal amount: {text!r}") from None
+        raise chained(AmountError(f"not a decimal amount: {text!r}"), None) from None
     if not value.is_finite():
         raise AmountError(f"not a finite amount: {text!r}")
     if abs(value) * MICROS_PER_UNIT > MAX_AMOUNT_MICROS:

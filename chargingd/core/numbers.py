@@ -27,6 +27,8 @@ from typing import ClassVar
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
+from chargingd.core.chain import chained
+
 _E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits after the country code sign
 _MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' bounds of a national significant number
 _SEPARATORS = re.compile(r"[\s\-./()]")
@@ -78,7 +80,7 @@ def _to_e164(raw: str, country: str) -> str:
     try:
         parsed = phonenumbers.parse(text, None if text.startswith("+") else country)
     except phonenumbers.NumberParseException as exc:
-        raise NumberError(f"not a telephone number: {raw!r} ({exc})") from None
+        raise chained(NumberError(f"not a telephone number: {raw!r} ({exc})"), None) from None
     e164: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return _checked(e164, raw)
 

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chargingd.core.chain import chained
 from chargingd.ledger.thin import CommandNotSent, Entry, Retry, ThinPool
 
 try:  # hiredis packs a command in C; redis-py's asyncio packer is pure Python (~15 us)
@@ -141,7 +142,9 @@ class CommandBatcher:
             async with asyncio.timeout(conn.socket_timeout):
                 await self._read_replies(conn, batch)
         except TimeoutError as exc:
-            raise RedisTimeoutError("Timeout reading the replies of a pipeline") from exc
+            raise chained(
+                RedisTimeoutError("Timeout reading the replies of a pipeline"), exc
+            ) from exc
 
     async def _read_replies(self, conn: Any, batch: list[Entry]) -> None:
         for _, future, retry in batch:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from chargingd.core.chain import chained
 from chargingd.core.money import MAX_TOTAL_MICROS
 from chargingd.ledger import keys as K
 from chargingd.ledger.types import (
@@ -121,7 +122,7 @@ def check_mode(mode: Mode | str) -> Mode:
     try:
         return Mode(mode)
     except ValueError:
-        raise InvalidRequest(f"bad mode {mode!r}: prepaid or postpaid") from None
+        raise chained(InvalidRequest(f"bad mode {mode!r}: prepaid or postpaid"), None) from None
 
 
 def update_pairs(

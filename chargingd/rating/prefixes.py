@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
+from chargingd.core.chain import chained
+
 ANY_DESTINATION = "*any"
 
 
@@ -112,7 +114,7 @@ class PrefixIndex:
         except PrefixError as exc:
             if lineno == 1 and not prefix.strip().lstrip("+").isdigit():
                 return 0  # a header line such as "prefix,destination"
-            raise PrefixError(f"{path}:{lineno}: {exc}") from None
+            raise chained(PrefixError(f"{path}:{lineno}: {exc}"), None) from None
         return 1
 
     def significant(self, number: str) -> str:

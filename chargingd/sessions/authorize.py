@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from chargingd.core.chain import chained
 from chargingd.core.config import SessionsConfig
 from chargingd.core.numbers import NumberError, to_e164
 from chargingd.ledger import (
@@ -201,7 +202,7 @@ class Authorizer:
         except CommandNotSent:
             raise  # never left this process: nothing to undo
         except REDIS_DOWN as exc:
-            raise WriteUncertain(rec.account_id, rec.session_id) from exc
+            raise chained(WriteUncertain(rec.account_id, rec.session_id), exc) from exc
 
     async def _reserve_first_steps(
         self,

@@ -59,10 +59,13 @@ def test_the_build_is_whole_or_absent_and_never_stale() -> None:
 def test_compiled_modules_keep_what_mypyc_compiles_differently() -> None:
     """Class attributes read from the class are ClassVar (a plain one becomes an instance
     default); one `except ... as NAME` type per name and function (mypyc gives the name
-    the first handler's type, and the second handler's exception fails its check)."""
+    the first handler's type, and the second handler's exception fails its check);
+    `raise X from Y` through core.chain.chained (mypyc drops the `from`)."""
     for path in COMPILED:
         tree = ast.parse((REPO / path).read_text())
         for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and node.cause is not None:
+                assert ast.unparse(node.exc).startswith("chained("), f"{path}:{node.lineno}"
             if isinstance(node, ast.ClassDef) and not any(
                 "Enum" in ast.unparse(base) for base in node.bases
             ):
