@@ -267,14 +267,17 @@ class FusedPath:
         if library is not None and library.available:
             script = library.command(keys, args)
         before = [] if step.index is None else [step.index]
-        try:
+        lost: ResponseError | None = None  # (handled after the handler: compiled by
+        try:  # mypyc, awaiting the reload inside it made the resend fail)
             replies = await self.store.send([*before, script, *(after or ())])
         except ResponseError as exc:
             if library is None or script is evalsha or not missing(exc):
                 raise
+            lost, replies = exc, []
+        if lost is not None and library is not None:
             # The library is not loaded (nothing ran): load it, send the call again (the
             # commands around it ran).
-            await library.recover(exc)
+            await library.recover(lost)
             again = library.command(keys, args) if library.available else evalsha
             (reply,) = await self.store.send([again])
             if before:
