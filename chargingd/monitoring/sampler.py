@@ -74,7 +74,7 @@ class ClusterSampler:
             # Every gateway with live calls, and those the KPIs know (0 when idle).
             gateways = sorted(live_gateways | {_name(g) for g in gateways_raw})
             # One script per gateway over its shards (sessions/shards.py).
-            sizes = await count_per_gateway(self.redis, gateways, shards)
+            sizes = await count_per_gateway(self.redis, gateways, shards, self.ledger.batcher)
             per_gateway = dict(zip(gateways, sizes, strict=True))
             active = sum(int(n) for g, n in per_gateway.items() if g in live_gateways)
             reserved = await self.ledger.reserved_by_currency()

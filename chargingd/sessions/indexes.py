@@ -102,6 +102,10 @@ class LiveIndexes:
     def shard_keys(self, gateway: str) -> list[str]:
         return shard_keys(gateway, self.shards)
 
+    @property
+    def batched(self) -> bool:
+        raise NotImplementedError  # SessionStore's: a single Redis
+
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise NotImplementedError  # SessionStore's pipeline
 
@@ -305,11 +309,16 @@ class LiveIndexes:
 
     async def drain_old_lastseen(self, gateways: list[str] | None = None) -> int:
         """Move the entries old daemons still write to ``sess:lastseen`` and to the
-        unsharded ``sess:lastseen:GW`` (rolling upgrade) to the shards; one pipeline of
-        EXISTS when there is none. ``gateways``: the registry as just read (None: read
-        it). Returns how many moved."""
+        unsharded ``sess:lastseen:GW`` (rolling upgrade) to the shards; when there is
+        none, one EXISTS of them all (Redis Cluster: one per key, their slots differ).
+        ``gateways``: the registry as just read (None: read it). Returns how many
+        moved."""
         names = await self.gateways() if gateways is None else gateways
         olds = [OLD_LASTSEEN, *(old_lastseen_key(g) for g in names)]
+        if self.batched:  # a single Redis: a multi-key EXISTS counts them at once
+            (count,) = await self._send([("EXISTS", *olds)])
+            if not count:
+                return 0
         found = await self._send([("EXISTS", key) for key in olds])
         moved = 0
         for key, exists in zip(olds, found, strict=True):

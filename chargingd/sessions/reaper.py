@@ -17,13 +17,13 @@ sessions/modes.py) is silent for the whole call: its sessions are reaped only af
 their Session-Timeout plus a grace (``not_before``); until then they are put back in
 the index, due again at that time.
 
-The index is a gateway's calls in small zsets (``sess:seen:GW:N``, shards of the
+The index is a gateway's calls in small zsets (``sess:seen:{GW}:N``, shards of the
 session ids, sessions/shards.py; the gateways registered in ``sess:gateways``): a pass
-takes the ``limit`` oldest due entries of them all (up to ``limit`` of each shard in
-one pipeline, merged by score), so a busy gateway cannot starve the others.
-During a rolling upgrade older daemons still index their calls in the old
-``sess:lastseen`` or ``sess:lastseen:GW``: each pass first moves their entries (one
-pipeline of EXISTS when there is none).
+takes the ``limit`` oldest due entries of them all (one script per gateway merges its
+shards' by score, in one pipeline; the gateways' merged here), so a busy gateway
+cannot starve the others. During a rolling upgrade older daemons still index their
+calls in the old ``sess:lastseen`` or ``sess:lastseen:GW``: each pass first moves
+their entries (one EXISTS of them all when there is none).
 """
 
 from __future__ import annotations

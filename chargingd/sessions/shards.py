@@ -42,9 +42,11 @@ older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -117,13 +119,29 @@ def over_shards(keys: list[str], *args: Any) -> tuple[Any, ...]:
     return ("EVALSHA", SHARDS_SHA, len(keys), *keys, *args)
 
 
-async def count_per_gateway(redis: Any, gateways: list[str], shards: int) -> list[int]:
-    """Live calls of each gateway (one script per gateway, in one pipeline): for a
-    reader without a SessionStore (monitoring)."""
+async def count_per_gateway(
+    redis: Any, gateways: list[str], shards: int, batcher: Any = None
+) -> list[int]:
+    """Live calls of each gateway (one script per gateway), for a reader without a
+    SessionStore (monitoring). ``batcher``: the Ledger's CommandBatcher (single Redis:
+    packed by hiredis, ~10x less client CPU than redis-py's pipeline for these
+    ``shards``-key commands); None: one redis-py pipeline (Redis Cluster)."""
+    commands = [over_shards(shard_keys(g, shards), "count") for g in gateways]
+    if batcher is not None:
+
+        def again(command: tuple[Any, ...]) -> Callable[[], Awaitable[Any]]:
+            async def retry() -> Any:  # NOSCRIPT: a restarted or flushed Redis
+                await redis.script_load(SHARDS_LUA)
+                return await redis.execute_command(*command)
+
+            return retry
+
+        futures = batcher.submit_many([(c, again(c)) for c in commands])
+        return [int(n) for n in await asyncio.gather(*futures)]
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
-        for gateway in gateways:
-            pipe.execute_command(*over_shards(shard_keys(gateway, shards), "count"))
+        for command in commands:
+            pipe.execute_command(*command)
         try:
             return [int(n) for n in await pipe.execute()]
         except NoScriptError:

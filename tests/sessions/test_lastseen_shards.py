@@ -1,5 +1,5 @@
 """The last-seen index in shards (sessions/shards.py): each gateway's calls in small
-zsets ``sess:seen:GW:N`` Redis keeps as listpacks. Every reader finds a call in any
+zsets ``sess:seen:{GW}:N`` Redis keeps as listpacks. Every reader finds a call in any
 shard, the shard count is the deployment's (a daemon configured otherwise loses no
 call), and the older per-gateway zsets ``sess:lastseen:GW`` move to the shards."""
 

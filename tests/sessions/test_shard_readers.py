@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from sessions_harness import EUR, Clock, add_account, call, make_ledger, make_sessions
 
+from chargingd.ledger.batch import CommandBatcher
 from chargingd.sessions import indexes, shards
 from chargingd.sessions.ccapi import Authorized
 from chargingd.sessions.record import member
@@ -84,6 +85,10 @@ async def test_counts_and_a_gateways_calls(
     assert await count_per_gateway(redis, GATEWAYS_, SHARDS) == [60] * len(GATEWAYS_)
     await redis.script_flush()  # a restarted Redis: loaded again, answered the same
     assert await count_per_gateway(redis, GATEWAYS_, SHARDS) == [60] * len(GATEWAYS_)
+    batcher = CommandBatcher(redis)  # the monitoring sampler's path (the Ledger's)
+    for _ in range(2):
+        assert await count_per_gateway(redis, GATEWAYS_, SHARDS, batcher) == [60] * 4
+        await redis.script_flush()
     assert await store.count_live() == {g: 60 for g in GATEWAYS_}
     # Without records every entry is dropped by live_of_gateway: read it raw instead.
     for merge_max in (1000, 3):  # merged by the script, and sorted by the caller

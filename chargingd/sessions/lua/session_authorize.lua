@@ -4,7 +4,7 @@
 -- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:calls
--- KEYS[8] sess:seen:GATEWAY:N (the call's last-seen shard)   KEYS[9] sess:locs:N (the
+-- KEYS[8] sess:seen:{GATEWAY}:N (the call's last-seen shard)   KEYS[9] sess:locs:N (the
 --   call's locator shard; absent: no locator written, the gateway echoes the account in
 --   Class)
 -- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
