@@ -194,7 +194,7 @@ def _start(node: Node, binary: str) -> None:
     node.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _wait_up(node: Node, timeout_s: float = 15.0) -> None:
+def _wait_up(node: Node, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not node.alive:

@@ -20,8 +20,9 @@ def test_a_port_taken_before_the_bind_starts_the_cluster_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: redis-server's bind fails at once,
+    # and a ping to the port is refused at once (a listening socket would accept it and
+    # leave the harness's ping waiting for its timeout on a loaded machine)
     taken_port = taken.getsockname()[1]
     real = redis_cluster._free_pair
     handed: list[int] = []
