@@ -90,6 +90,9 @@ class PeerLink(asyncio.Protocol):
         self._last_rx = time.monotonic()
         self._out: list[bytes] = []
         self._watchdog: asyncio.Task[None] | None = None
+        # The on_open check of this connection (a restarted peer's old sessions are
+        # closed): its requests wait for it, so a new session is never among them.
+        self.opening: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -173,6 +176,8 @@ class PeerLink(asyncio.Protocol):
     async def _work(self, msg: dc.Message, peer: Peer, key: tuple[str, int, bytes]) -> None:
         cache = self.frontend.cache
         try:
+            if self.opening is not None and not self.opening.done():
+                await asyncio.shield(self.opening)  # a request's cancel leaves it running
             data = await self.frontend.app(msg, peer)
         except asyncio.CancelledError:
             cache.forget(key)
@@ -337,6 +342,7 @@ class DiameterServer:
         self._by_peer.setdefault(conn.peer.name, []).append(link)
         if self.on_open is not None:
             task = asyncio.create_task(self.on_open(conn.peer, conn.peer_origin_state_id))
+            link.opening = task
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 

@@ -233,3 +233,37 @@ async def test_a_peer_that_restarted_gets_its_sessions_closed(running: Running) 
     assert (cdr.call_id, cdr.status, cdr.duration_s) == ("pit-reboot", "gateway_restart", 20)
     assert running.frontend.peer_restarts == 1
     await rebooted.close()
+
+
+async def test_a_session_begun_right_after_the_restart_is_not_closed_with_the_old_ones(
+    running: Running,
+) -> None:
+    """The restart's closing of the old sessions runs when the CER arrives; a CCR-I the
+    rebooted peer sends at once on that connection waits for it, so its new session is
+    never among those closed (the closing made slow here: it raced before)."""
+    from diameter_client import TcpClient
+    from sessions_harness import read_cdrs
+
+    first = await TcpClient.connect(running.port)
+    await first.ask(cl.cer(first.me, *first.next_ids(), origin_state_id=200))
+    old = cl.Call("pit-old", calling=CALLER, called=BERLIN)
+    assert (await first.ccr(old, 1, 0, requested_s=60)).result == 2001
+    await first.close()
+    credit = running.frontend.credit
+    closing = credit.gateway_restarted
+
+    async def slow(gateway: str, client: str) -> None:
+        await asyncio.sleep(0.3)  # a busy Redis, many calls to list
+        await closing(gateway, client)
+
+    credit.gateway_restarted = slow  # type: ignore[method-assign]
+    rebooted = await TcpClient.connect(running.port)
+    await rebooted.ask(cl.cer(rebooted.me, *rebooted.next_ids(), origin_state_id=201))
+    new = cl.Call("pit-new", calling=CALLER, called=BERLIN)
+    assert (await rebooted.ccr(new, 1, 0, requested_s=60)).result == 2001
+    assert (await rebooted.ccr(new, 2, 1, used_s=10, requested_s=60)).result == 2001
+    (cdr,) = await read_cdrs(running.redis)
+    assert (cdr.call_id, cdr.status) == ("pit-old", "gateway_restart")
+    rec = await running.sessions.store.find("pit-new")
+    assert rec is not None and rec.state == "live"
+    await rebooted.close()
