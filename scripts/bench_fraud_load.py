@@ -2,7 +2,7 @@
 against `chargingd serve` with the default rule set on ([fraud] enabled) and off.
 
     .venv/bin/python scripts/bench_fraud_load.py [--workers 2] [--seconds 10]
-        [--pairs 3] [--mode auth] [LOADGEN OPTIONS...]
+        [--pairs 3] [--mode auth] [--warmup 1] [LOADGEN OPTIONS...]
     (docs/fraud.md: --mode auth --inflight 8 --seconds 4; --mode call --inflight 16)
 
 Runs are interleaved (on, off, off, on, ...); each starts a fresh daemon (embedded
@@ -75,13 +75,20 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
                      "balance": "1000000.00", "identities": [f"user:load{n}"]},
                 )  # fmt: skip
         procs, redis = daemon_pids(sock, daemon.pid, base / "data")
+
+        def loadgen(seconds: float) -> str:
+            return subprocess.run(
+                [PY, str(ROOT / "scripts" / "loadgen.py"), "--mode", args.mode,
+                 "--seconds", str(seconds), "--secret", "testing123",
+                 "--auth-port", str(ports["auth"]), "--acct-port", str(ports["acct"]),
+                 *extra],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+
+        if args.warmup > 0:  # one-time costs (first imports, compiled number metadata)
+            loadgen(args.warmup)
         before = cpu_s(procs), cpu_s(redis)
-        out = subprocess.run(
-            [PY, str(ROOT / "scripts" / "loadgen.py"), "--mode", args.mode,
-             "--seconds", str(args.seconds), "--secret", "testing123",
-             "--auth-port", str(ports["auth"]), "--acct-port", str(ports["acct"]), *extra],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        out = loadgen(args.seconds)
         after = cpu_s(procs), cpu_s(redis)
         with AdminClient(sock, timeout_s=10.0) as admin:
             found = admin.call("alert.list", {"kind": "fraud.", "limit": 1000})["incidents"]
@@ -103,6 +110,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of load before measuring (0: none)"
+    )
     parser.add_argument("--mode", default="auth", choices=["auth", "call"])
     args, extra = parser.parse_known_args()
     os.chdir(ROOT)
@@ -110,7 +120,10 @@ def main() -> None:
     for i in range(args.pairs):
         order += [True, False] if i % 2 == 0 else [False, True]
     results: dict[bool, list[Result]] = {True: [], False: []}
-    print(f"mode={args.mode} workers={args.workers} seconds={args.seconds} pairs={args.pairs}")
+    print(
+        f"mode={args.mode} workers={args.workers} seconds={args.seconds} pairs={args.pairs} "
+        f"warmup={args.warmup}"
+    )
     for fraud in order:
         load = os.getloadavg()[0]
         result, incidents = one_run(args, fraud, extra)
