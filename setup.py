@@ -28,6 +28,7 @@ COMPILED = [
     "chargingd/core/numbers.py",
     "chargingd/ledger/batch.py",
     "chargingd/ledger/codec.py",
+    "chargingd/ledger/thin.py",
     "chargingd/ledger/types.py",
     "chargingd/ledger/usage.py",
     "chargingd/radius/accesslog.py",

@@ -78,10 +78,10 @@ async def _run(url: str, calls: int, inflight: int, data_dir: Path) -> None:
 
     for kind, usage_s in PHASES:
         redis_cpu, stats = await _redis_figures(client)
-        writes, cpu, t0 = RoundTrips.count, time.process_time(), time.perf_counter()
+        writes, cpu, t0 = RoundTrips.count(), time.process_time(), time.perf_counter()
         await asyncio.gather(*(account(info, kind, usage_s) for info in infos))
         cpu, elapsed = time.process_time() - cpu, time.perf_counter() - t0
-        writes = RoundTrips.count - writes
+        writes = RoundTrips.count() - writes
         redis_cpu2, stats2 = await _redis_figures(client)
 
         def delta(name: str, field: str, after: Any = stats2, before: Any = stats) -> float:

@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
-from chargingd.ledger.thin import Entry, ThinConnection
+from chargingd.ledger.thin import ThinPool
 
 
 class RoundTrips:
     """Counts writes to Redis sockets: one per pipeline or single command (a round trip),
-    on redis-py's connections and the batcher's thin ones."""
+    on redis-py's connections and the batcher's thin ones (their pool's ``sent``: a
+    compiled ThinConnection's methods cannot be wrapped)."""
 
-    count = 0
+    sent = 0
+    pools: ClassVar[list[ConnectionPool]] = []
 
     @classmethod
     def install(cls) -> None:
@@ -26,17 +29,24 @@ class RoundTrips:
         async def counted(
             self: AbstractConnection, command: object, check_health: bool = True
         ) -> None:
-            cls.count += 1
+            cls.sent += 1
             await original(self, command, check_health)  # type: ignore[arg-type]
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-        thin_send = ThinConnection.send
+        init = ConnectionPool.__init__
 
-        def thin_counted(self: ThinConnection, batch: list[Entry]) -> None:
-            cls.count += 1
-            thin_send(self, batch)
+        def recorded(self: ConnectionPool, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            cls.pools.append(self)
 
-        ThinConnection.send = thin_counted  # type: ignore[method-assign]
+        ConnectionPool.__init__ = recorded  # type: ignore[method-assign]
+
+    @classmethod
+    def count(cls) -> int:
+        thins: list[ThinPool] = [
+            thin for pool in cls.pools for thin in getattr(pool, "_chargingd_thin", ())
+        ]
+        return cls.sent + sum(thin.sent for thin in thins)
 
 
 async def seed_prepaid(ledger: Ledger, accounts: int) -> None:

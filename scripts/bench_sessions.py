@@ -81,11 +81,11 @@ async def _run(
 
     before = await _commands(client)
     await _reset_stats(client)
-    trips = RoundTrips.count
+    trips = RoundTrips.count()
     t0 = time.perf_counter()
     await asyncio.gather(*(authorize(i) for i in range(calls)))
     elapsed = time.perf_counter() - t0
-    trips = RoundTrips.count - trips
+    trips = RoundTrips.count() - trips
     per_auth = (await _commands(client) - before - 5) / calls
     lat = sorted(latencies)
     print(
@@ -109,12 +109,12 @@ async def _run(
 
     before = await _commands(client)
     await _reset_stats(client)
-    trips = RoundTrips.count
+    trips = RoundTrips.count()
     latencies.clear()
     t0 = time.perf_counter()
     await asyncio.gather(*(whole_call(i) for i in range(calls)))
     elapsed = time.perf_counter() - t0
-    trips = RoundTrips.count - trips
+    trips = RoundTrips.count() - trips
     per_call = (await _commands(client) - before - 5) / calls
     lat = sorted(latencies)
     cdrs = await client.xlen("cdr:stream")
