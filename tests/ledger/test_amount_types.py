@@ -1,0 +1,68 @@
+"""Amounts that are not integer micro-units, through the ledger's money calls: each is
+refused with InvalidRequest before any script runs, and the account is unchanged.
+
+(A float that happens to be whole, 1.0, is refused too: money is integers end to end.
+This boundary stays interpreted in the compiled build, setup.py: a compiled argument
+check would raise TypeError instead.)"""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+
+from chargingd.ledger import InvalidRequest, Ledger, Mode
+
+BAD_AMOUNTS = [1.5, 1.0, True, "1000000", None, 10**16, b"1"]
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis) -> Ledger:
+    led = Ledger(redis, clock_ms=Clock(), audit_max_entries=50)
+    await led.load_scripts()
+    await led.create_account(
+        "amt", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="op"
+    )
+    return led
+
+
+async def _money(ledger: Ledger) -> tuple[int, int, int]:
+    acc = await ledger.get_account("amt")
+    return acc.balance_micros, acc.reserved_micros, acc.debits_micros
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS + [0, -5])
+async def test_reserve_refuses_a_bad_amount_and_holds_nothing(
+    ledger: Ledger, amount: object
+) -> None:
+    before = await _money(ledger)
+    with pytest.raises(InvalidRequest, match="reserve amount"):
+        await ledger.reserve("amt", "s-bad", amount, lease_ms=60_000)  # type: ignore[arg-type]
+    assert await _money(ledger) == before
+    grant = await ledger.reserve("amt", "s-good", 1_000_000, lease_ms=60_000)
+    assert grant.granted_micros == 1_000_000  # the account itself is fine
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS)
+async def test_commit_refuses_a_bad_amount_and_debits_nothing(
+    ledger: Ledger, amount: object
+) -> None:
+    await ledger.reserve("amt", "s1", 2_000_000, lease_ms=60_000)
+    before = await _money(ledger)
+    with pytest.raises(InvalidRequest):
+        await ledger.commit("amt", "s1", amount)  # type: ignore[arg-type]
+    assert await _money(ledger) == before
+    result = await ledger.commit("amt", "s1", 1_500_000)
+    assert result.debited_micros == 1_500_000
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS + [0, -5])
+async def test_topup_refuses_a_bad_amount_and_credits_nothing(
+    ledger: Ledger, amount: object
+) -> None:
+    before = await _money(ledger)
+    with pytest.raises(InvalidRequest):
+        await ledger.topup("amt", amount, txn_id="t-bad", who="op")  # type: ignore[arg-type]
+    assert await _money(ledger) == before
+    acc = await ledger.topup("amt", 2_500_000, txn_id="t-bad", who="op")
+    assert acc.balance_micros == before[0] + 2_500_000  # the refused one did not claim the txn id
