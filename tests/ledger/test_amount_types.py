@@ -31,7 +31,7 @@ async def _money(ledger: Ledger) -> tuple[int, int, int]:
     return acc.balance_micros, acc.reserved_micros, acc.debits_micros
 
 
-@pytest.mark.parametrize("amount", BAD_AMOUNTS + [0, -5])
+@pytest.mark.parametrize("amount", [*BAD_AMOUNTS, 0, -5])
 async def test_reserve_refuses_a_bad_amount_and_holds_nothing(
     ledger: Ledger, amount: object
 ) -> None:
@@ -56,7 +56,7 @@ async def test_commit_refuses_a_bad_amount_and_debits_nothing(
     assert result.debited_micros == 1_500_000
 
 
-@pytest.mark.parametrize("amount", BAD_AMOUNTS + [0, -5])
+@pytest.mark.parametrize("amount", [*BAD_AMOUNTS, 0, -5])
 async def test_topup_refuses_a_bad_amount_and_credits_nothing(
     ledger: Ledger, amount: object
 ) -> None:
