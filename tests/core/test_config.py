@@ -161,3 +161,14 @@ def test_bad_radius_client(client: dict[str, object], message: str) -> None:
 def test_bad_radius_return_code_reason() -> None:
     with pytest.raises(ConfigError, match="unknown reasons"):
         config_from_dict({"radius": {"h323_return_codes": {"broke": 1}}})
+
+
+@pytest.mark.parametrize("shards", [0, -1, 4097])
+def test_lastseen_shards_out_of_range_stops_startup(shards: int) -> None:
+    with pytest.raises(ConfigError, match="lastseen_shards must be between 1 and 4096"):
+        config_from_dict({"sessions": {"lastseen_shards": shards}}, "my.toml")
+
+
+def test_lastseen_shards_not_an_integer_stops_startup() -> None:
+    with pytest.raises(ConfigError, match="lastseen_shards"):
+        config_from_dict({"sessions": {"lastseen_shards": "many"}}, "my.toml")
