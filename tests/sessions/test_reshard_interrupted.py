@@ -9,55 +9,27 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fakes import T0_MS, Clock
+from sessions.test_lastseen_shards import GW, authorize_all, one_per_shard, started_with
 from sessions_harness import (
     EUR,
     add_account,
     call,
     make_ledger,
-    make_sessions,
     read_cdrs,
     seen_count,
     usage,
 )
 
-from chargingd.ledger import Ledger
-from chargingd.sessions.ccapi import Authorized, UsageKind
-from chargingd.sessions.service import Sessions
+from chargingd.sessions.ccapi import UsageKind
 from chargingd.sessions.shards import (
     LOCATORS,
     SHARDS_KEY,
     agree_shards,
     locator_key,
     shard_keys,
-    shard_of,
 )
 from chargingd.sessions.store import LIVE
 from chargingd.sessions.upgrade import upgrade_and_log
-
-GW = "10.0.0.1"
-
-
-def one_per_shard(shards: int) -> list[str]:
-    """Session ids that together fill every shard of ``shards``."""
-    sids: list[str] = []
-    filled: set[int] = set()
-    while len(filled) < shards:
-        sids.append(f"c{len(sids)}")
-        filled.add(shard_of(sids[-1], shards))
-    return sids
-
-
-async def started_with(
-    redis: aioredis.Redis, ledger: Ledger, data_dir: Path, shards: int, clock: Clock
-) -> Sessions:
-    sessions = make_sessions(redis, ledger, clock, data_dir, lastseen_shards=shards)
-    await sessions.store.load_scripts()  # a daemon's start: agrees the shard count
-    return sessions
-
-
-async def authorize_all(sessions: Sessions, sids: list[str]) -> None:
-    for sid in sids:
-        assert isinstance(await sessions.authorize(call(sid, gateway=GW)), Authorized), sid
 
 
 async def test_a_reshard_cut_short_is_finished_by_the_next_start(
