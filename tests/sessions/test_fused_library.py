@@ -204,3 +204,45 @@ async def test_a_user_not_allowed_functions_gets_the_script(
     finally:
         await user.aclose()
         await redis7.execute_command("ACL", "DELUSER", "scripts")
+
+
+async def test_each_rule_set_is_decided_by_its_own_ops_kept_by_the_library(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The library keeps the decoded ops between calls (fraud.lua fr_ops_seen, keyed by
+    their msgpack text): accounts whose overrides make 300 different op lists (more
+    than the 256 it keeps, so it starts over on the way), called in turn, are each
+    counted by their own limit and window, never by another's decoded ops."""
+    clock = Clock()
+    ledger = Ledger(redis7, clock_ms=clock, request_timeout_s=5.0)
+    await ledger.load_scripts()
+    base = make_sessions(redis7, ledger, clock, tmp_path)
+    n = 300
+    rule = {"name": "fast", "kind": "velocity", "max_calls": 1, "window_s": 60}
+    overrides = {
+        f"acc{k}": {"fast": {"max_calls": 1 + k % 3, "window_s": 60 + k, "action": "refuse"}}
+        for k in range(n)
+    }
+    engine = await make_fraud(redis7, clock, [rule], ledger=ledger, account_overrides=overrides)
+    sessions = Sessions(
+        redis=redis7,
+        ledger=ledger,
+        pricer=base.pricer,
+        cfg=base.cfg,
+        clock_ms=clock,
+        data_dir=tmp_path,
+        fraud=engine,
+    )
+    await sessions.store.load_scripts()
+    for k in range(n):
+        await add_account(ledger, f"acc{k}", identities=(f"user:u{k}",))
+    granted = dict.fromkeys(range(n), 0)
+    for attempt in range(4):
+        for k in range(n):
+            answer = await sessions.authorize(call(f"s{k}-{attempt}", user=f"u{k}"))
+            if isinstance(answer, Authorized):
+                granted[k] += 1
+            else:
+                assert answer.code is RefusalCode.FRAUD, answer
+    assert library_of(sessions).available and await calls(redis7, "fcall") >= 4 * n
+    assert granted == {k: 1 + k % 3 for k in range(n)}

@@ -79,9 +79,22 @@ local DAY_MS = 86400000
 
 local OP = 8  -- fields of an authorize op
 local fr_parsed = nil  -- the ops, decoded once per script run
+-- The decoded ops by their msgpack text (read only): a Functions library keeps them
+-- between calls (sessions/fusedlib.py; an EVALSHA run starts it empty). Keyed by the
+-- text itself, so another rule set or shape of call, or a changed config, is another
+-- entry, never a stale one; at most OPS_MAX, then it starts over.
+local fr_ops_seen, fr_ops_n, OPS_MAX = {}, 0, 256
 
 local function fr_ops(ARGV)
-  if not fr_parsed then fr_parsed = cmsgpack.unpack(ARGV[4]) end
+  if not fr_parsed then
+    local raw = ARGV[4]
+    fr_parsed = fr_ops_seen[raw]
+    if not fr_parsed then
+      fr_parsed = cmsgpack.unpack(raw)
+      if fr_ops_n >= OPS_MAX then fr_ops_seen, fr_ops_n = {}, 0 end
+      fr_ops_seen[raw], fr_ops_n = fr_parsed, fr_ops_n + 1
+    end
+  end
   return fr_parsed
 end
 
