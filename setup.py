@@ -11,9 +11,10 @@ What a compiled module must not do (mypyc; tests/test_compiled.py checks the bui
 no interpreted subclass of its classes (ledger/base.py stays interpreted: ledger.py
 subclasses it), class attributes read from the class declared `ClassVar`, no two
 `except ... as NAME` of different types in one function, no argument typed narrower
-than what callers pass at run time (the ledger's validating steps.py/keys.py stay
-interpreted: they turn a float amount into InvalidRequest, not TypeError), no
-instance `__dict__` (sessions/record.py stays interpreted).
+than what callers pass at run time (the ledger's validating steps.py/keys.py take
+`object` where a caller's value is checked, so a float amount stays InvalidRequest,
+not a compiled TypeError), no instance `__dict__` (sessions/record.py stays
+interpreted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ COMPILED = [
     "chargingd/core/numbers.py",
     "chargingd/ledger/batch.py",
     "chargingd/ledger/codec.py",
+    "chargingd/ledger/keys.py",
+    "chargingd/ledger/steps.py",
     "chargingd/ledger/thin.py",
     "chargingd/ledger/types.py",
     "chargingd/ledger/usage.py",

@@ -100,35 +100,38 @@ def session_keys(account_id: str, session_id: str) -> list[str]:
 
 
 # -- input checks: bad input is a typed error and changes nothing --------------------
+# Each takes `object`: the caller's value may be anything (a float amount, a number
+# for a name), and the check, not a compiled argument check (TypeError, setup.py),
+# is what refuses it with InvalidRequest.
 
 
-def check_account_id(account_id: str) -> str:
+def check_account_id(account_id: object) -> str:
     """Letters, digits and ._:@+- (no braces: they would break the hash tag)."""
     if not isinstance(account_id, str) or not _ACCOUNT_ID.fullmatch(account_id):
         raise InvalidRequest(f"bad account id {account_id!r}: 1-64 of A-Z a-z 0-9 . _ : @ + -")
     return account_id
 
 
-def check_token(value: str, what: str, max_len: int = 256) -> str:
+def check_token(value: object, what: str, max_len: int = 256) -> str:
     """A session or transaction id: non-empty, printable, bounded."""
     if not isinstance(value, str) or not 0 < len(value) <= max_len or not value.isprintable():
         raise InvalidRequest(f"bad {what} {value!r}: 1-{max_len} printable characters")
     return value
 
 
-def check_text(value: str, what: str, *, required: bool = False, max_len: int = 1000) -> str:
+def check_text(value: object, what: str, *, required: bool = False, max_len: int = 1000) -> str:
     if not isinstance(value, str) or len(value) > max_len or (required and not value.strip()):
         raise InvalidRequest(f"bad {what}: {'non-empty ' if required else ''}text up to {max_len}")
     return value
 
 
-def check_currency(currency: str) -> str:
+def check_currency(currency: object) -> str:
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise InvalidRequest(f"bad currency {currency!r}: an ISO 4217 code such as EUR")
     return currency
 
 
-def check_amount(amount_micros: int, what: str, *, lo: int = -MAX_AMOUNT_MICROS) -> int:
+def check_amount(amount_micros: object, what: str, *, lo: int = -MAX_AMOUNT_MICROS) -> int:
     """An integer count of micro-units within the ledger's range (never a float)."""
     if isinstance(amount_micros, bool) or not isinstance(amount_micros, int):
         raise InvalidRequest(f"{what} must be an integer number of micro-units")
@@ -137,24 +140,26 @@ def check_amount(amount_micros: int, what: str, *, lo: int = -MAX_AMOUNT_MICROS)
     return amount_micros
 
 
-def check_int(value: int, what: str, lo: int, hi: int) -> int:
+def check_int(value: object, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise InvalidRequest(f"{what} must be an integer in [{lo}, {hi}]")
     return value
 
 
-def check_identities(identities: tuple[str, ...]) -> tuple[str, ...]:
+def check_identities(identities: object) -> tuple[str, ...]:
     """ "user:NAME" (RADIUS User-Name) or "ani:+E164" (caller ANI); duplicates dropped."""
     if isinstance(identities, str) or not isinstance(identities, (tuple, list)):
         raise InvalidRequest("identities must be a list such as ['user:alice', 'ani:+4930123']")
+    checked: list[str] = []
     for ident in identities:
         if not isinstance(ident, str) or not (_USER.fullmatch(ident) or _ANI.fullmatch(ident)):
             raise InvalidRequest(f"bad identity {ident!r}: want user:NAME or ani:+E164")
-    return tuple(dict.fromkeys(identities))
+        checked.append(ident)
+    return tuple(dict.fromkeys(checked))
 
 
-def check_audit_id(before_id: str) -> str:
+def check_audit_id(before_id: object) -> str:
     """ "+" (newest) or a stream entry id such as "1700000000000-0"."""
-    if before_id != "+" and not (isinstance(before_id, str) and _AUDIT_ID.fullmatch(before_id)):
+    if not isinstance(before_id, str) or (before_id != "+" and not _AUDIT_ID.fullmatch(before_id)):
         raise InvalidRequest(f"bad audit entry id {before_id!r}")
     return before_id

@@ -12,11 +12,12 @@ the only place where money moves (DESIGN invariant 2).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from chargingd.core.chain import chained
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 from chargingd.ledger.types import (
@@ -81,7 +82,11 @@ class AccountCheck:
 
 
 class StepBuilder:
-    """Builds and checks the ledger's step arguments; decodes their replies."""
+    """Builds and checks the ledger's step arguments; decodes their replies.
+
+    The arguments a caller of the Ledger gives (ids, amounts, flags, names) are typed
+    ``object``: whatever they are, the checks here refuse a bad one with InvalidRequest,
+    interpreted or compiled (a compiled argument check would raise TypeError)."""
 
     def __init__(
         self,
@@ -107,28 +112,28 @@ class StepBuilder:
 
     def reserve(
         self,
-        account_id: str,
-        session_id: str,
-        amount_micros: int,
+        account_id: object,
+        session_id: object,
+        amount_micros: object,
         *,
-        lease_ms: int,
+        lease_ms: object,
         now_ms: int,
-        partial: bool | None = None,
-        new_session: bool = True,
-        who: str = "sessions",
+        partial: object = None,
+        new_session: object = True,
+        who: object = "sessions",
         deadline_ms: int = 0,
     ) -> ReserveStep:
         """reserve.lua's keys and ARGV (checked), with the hold-index write it needs.
         ``deadline_ms`` (Redis's clock, 0 none): a later run refuses itself ('late')."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        K.check_amount(amount_micros, "reserve amount", lo=1)
-        K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
+        amount = K.check_amount(amount_micros, "reserve amount", lo=1)
+        lease = K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
         allow_partial = self.partial_grants if partial is None else partial
-        args: list[Any] = [session_id, amount_micros, now_ms, lease_ms, int(allow_partial)]
-        args += [int(new_session), who, self.audit_max, self.reclaim_per_reserve]
+        args: list[Any] = [session_id, amount, now_ms, lease, _int(allow_partial)]
+        args += [_int(new_session), who, self.audit_max, self.reclaim_per_reserve]
         args += [self.audit_holds, deadline_ms, self.refusal_ttl_ms]
-        score = self._index_score(account_id, now_ms + lease_ms)
+        score = self._index_score(account_id, now_ms + lease)
         index = None if score is None else ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id)
         return ReserveStep(
             K.session_keys(account_id, session_id),
@@ -160,87 +165,94 @@ class StepBuilder:
 
     def commit(
         self,
-        account_id: str,
-        session_id: str,
-        cumulative_cost_micros: int,
+        account_id: object,
+        session_id: object,
+        cumulative_cost_micros: object,
         *,
         now_ms: int,
-        who: str = "sessions",
-        policy: str = "debt",
+        who: object = "sessions",
+        policy: object = "debt",
     ) -> Step:
         """commit.lua's keys and ARGV: debit cumulative cost minus what was debited
         (``policy`` "cap": at most what the account can give now)."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
-        args = [session_id, cumulative_cost_micros, now_ms, who, self.audit_max]
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
+        cost = K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
+        args: list[Any] = [session_id, cost, now_ms, who, self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
     def release(
         self,
-        account_id: str,
-        session_id: str,
-        final_cost_micros: int | None,
+        account_id: object,
+        session_id: object,
+        final_cost_micros: object,
         *,
         now_ms: int,
-        who: str = "sessions",
-        policy: str = "debt",
+        who: object = "sessions",
+        policy: object = "debt",
     ) -> Step:
-        """release.lua's keys and ARGV (no final cost: release the hold only;
+        """release.lua's keys and ARGV (no final cost, None: release the hold only;
         ``policy`` "cap": debit at most what the account can give)."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
         final = ""
         if final_cost_micros is not None:
             final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
-        args = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
+        args: list[Any] = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
         args += [self.reclaim_per_reserve, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
     def refuse(
-        self, account_id: str, session_id: str, reason: str, *, now_ms: int, who: str = "sessions"
+        self,
+        account_id: object,
+        session_id: object,
+        reason: object,
+        *,
+        now_ms: int,
+        who: object = "sessions",
     ) -> Step:
         """refuse.lua's keys and ARGV: drop a new session's hold, remember the refusal."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        RefusalReason(reason)  # one of the reasons a retransmission is answered with
-        args = [session_id, reason, now_ms, who, self.audit_max, self.refusal_ttl_ms]
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
+        named: Any = reason  # the enum's check, not a compiled one (TypeError)
+        RefusalReason(named)  # one of the reasons a retransmission is answered with
+        args: list[Any] = [session_id, reason, now_ms, who, self.audit_max, self.refusal_ttl_ms]
         return Step(K.session_keys(account_id, session_id), args)
 
     def correct(
         self,
-        account_id: str,
-        session_id: str,
-        target_micros: int,
+        account_id: object,
+        session_id: object,
+        target_micros: object,
         *,
         now_ms: int,
-        why: str,
-        policy: str,
-        who: str = "sessions",
+        why: object,
+        policy: object,
+        who: object = "sessions",
     ) -> Step:
         """correct.lua's keys and ARGV: move a released session's debit to a target."""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
-        K.check_amount(target_micros, "corrected cost", lo=0)
-        K.check_text(why, "why", required=True)
-        args = [session_id, target_micros, now_ms, who, why, self.audit_max]
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
+        target = K.check_amount(target_micros, "corrected cost", lo=0)
+        why = K.check_text(why, "why", required=True)
+        args: list[Any] = [session_id, target, now_ms, who, why, self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
     @staticmethod
-    def known(account_id: str, session_id: str) -> Step:
+    def known(account_id: object, session_id: object) -> Step:
         """known.lua's keys and ARGV: has the ledger answered this session already (a
         lease, a remembered refusal, a close)?"""
-        K.check_account_id(account_id)
-        K.check_token(session_id, "session id")
+        account_id = K.check_account_id(account_id)
+        session_id = K.check_token(session_id, "session id")
         keys = K.session_keys(account_id, session_id)
         return Step([keys[2], keys[4]], [session_id])
 
     @staticmethod
-    def active_check(account_id: str) -> Step:
+    def active_check(account_id: object) -> Step:
         """account_check.lua's keys and ARGV to check only that the account is active."""
-        K.check_account_id(account_id)
+        account_id = K.check_account_id(account_id)
         return Step([K.acct_key(account_id)], ["status", "", "", "", ""])
 
     @staticmethod
@@ -253,29 +265,30 @@ class StepBuilder:
 
     def status(
         self,
-        account_id: str,
-        status: Status,
+        account_id: object,
+        status: object,
         *,
         now_ms: int,
-        who: str,
-        why: str = "",
-        reason: str = "operator",
-        only_from: tuple[str, ...] = (),
+        who: object,
+        why: object = "",
+        reason: object = "operator",
+        only_from: Iterable[object] = (),
     ) -> Step:
         """status.lua's keys and ARGV (checked): Ledger.set_status's, and the block step
         the fraud rules embed (chargingd/fraud/lua/check.lua), which may fill ARGV[4]
         (why: free text for the audit trail) with the rule that fired."""
-        K.check_account_id(account_id)
+        account_id = K.check_account_id(account_id)
+        named: Any = status  # the enum's check, not a compiled one (TypeError)
         try:
-            status = Status(status)
+            checked = Status(named)
         except ValueError:
-            raise InvalidRequest(f"bad status {status!r}") from None
+            raise chained(InvalidRequest(f"bad status {status!r}"), None) from None
         K.check_text(who, "who", required=True)
         K.check_text(why, "why")
         K.check_text(reason, "reason", required=True, max_len=32)
         expect = ",".join(K.check_text(x, "status/reason", max_len=64) for x in only_from)
         keys = [K.acct_key(account_id), K.audit_key(account_id)]
-        return Step(keys, [status.value, now_ms, who, why, self.audit_max, reason, expect])
+        return Step(keys, [checked.value, now_ms, who, why, self.audit_max, reason, expect])
 
     @staticmethod
     def grant(reply: Sequence[Any], account_id: str, session_id: str) -> Grant:
@@ -293,8 +306,13 @@ class StepBuilder:
         return C.commit_result(reply, account_id)
 
 
-def check_policy(policy: str) -> str:
+def check_policy(policy: object) -> str:
     """ "cap" or "debt" (see POLICIES)."""
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise InvalidRequest(f"policy must be cap or debt, not {policy!r}")
     return policy
+
+
+def _int(flag: Any) -> int:
+    """``int(flag)`` of a caller's flag, whatever its type (a bool, 0/1, None: as int())."""
+    return int(flag)

@@ -16,12 +16,10 @@ from pathlib import Path
 from paths import REPO
 
 COMPILED = re.findall(r'^    "(chargingd/.*\.py)",$', (REPO / "setup.py").read_text(), re.M)
-# Must stay interpreted: subclassed by interpreted code (base.py), validating untyped
-# input at the ledger's boundary (steps.py, keys.py), filling __dict__ (record.py).
+# Must stay interpreted: subclassed by interpreted code (base.py), filling __dict__
+# (record.py).
 INTERPRETED = [
     "chargingd/ledger/base.py",
-    "chargingd/ledger/steps.py",
-    "chargingd/ledger/keys.py",
     "chargingd/sessions/record.py",
 ]
 

@@ -2,8 +2,8 @@
 refused with InvalidRequest before any script runs, and the account is unchanged.
 
 (A float that happens to be whole, 1.0, is refused too: money is integers end to end.
-This boundary stays interpreted in the compiled build, setup.py: a compiled argument
-check would raise TypeError instead.)"""
+In the compiled build, setup.py, ledger/steps.py and keys.py take these values as
+`object` and check them: a compiled argument check would raise TypeError instead.)"""
 
 from __future__ import annotations
 
