@@ -84,6 +84,11 @@ class Classifier:
         self.countries = frozenset(countries)
         # Longest first: the most specific configured prefix names the match.
         self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+        # ... looked up by length: one slice and set test per configured length
+        self._by_length = tuple(
+            (size, frozenset(p for p in self.prefixes if len(p) == size))
+            for size in sorted({len(p) for p in self.prefixes}, reverse=True)
+        )
         self.types = frozenset(t for t in types if t in NUMBER_TYPES)
         self._wanted = frozenset(_CODES[t] for t in self.types)
         assert self._wanted <= SPECIAL
@@ -99,8 +104,10 @@ class Classifier:
             country = "" if region == _WORLD else region
             kind = "" if code == OTHER else _TYPES[code]
         prefix = ""
-        if self.prefixes:
-            prefix = next((p for p in self.prefixes if number.startswith(p)), "")
+        for size, named in self._by_length:
+            if number[:size] in named:
+                prefix = number[:size]
+                break
         return Destination(number, country, kind, country in self.countries, prefix)
 
 

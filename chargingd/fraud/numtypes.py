@@ -23,12 +23,21 @@ its general pattern does, and no type tried before T does: for most numbers two
 pattern tests (the wanted types', each behind its lengths) instead of eleven. The
 region of a shared calling code only needs "is it of any type" (fixed line and mobile
 tried first: most numbers are).
+
+Most numbers are of no wanted type, and a prefix table tells so without a pattern test:
+each region's wanted types' patterns are read once (re's parser) into the set of the
+first PREFIX_DIGITS digits of every number they can match (``starts``); a number
+whose first digits are in none of them is of no wanted type. The table may hold more
+than the patterns match, never less (a construct it does not read: no table, the
+patterns decide), so it only skips tests that could not match.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
@@ -52,6 +61,82 @@ _ORDER = (
 
 # A number description: its possible lengths (empty: any) and its pattern (None: none).
 Desc = tuple[frozenset[int], "re.Pattern[str] | None"] | None
+
+PREFIX_DIGITS = 4  # the prefix tables' depth
+_sre: Any = importlib.import_module("re._parser")  # re's own parser (no stubs)
+_op: Any = importlib.import_module("re._constants")
+_DIGITS = frozenset("0123456789")
+
+
+def _chars(op: Any, av: Any) -> frozenset[str] | None:
+    """The digits one parsed item matches; None: not a one-character item."""
+    if op is _op.LITERAL:
+        return _DIGITS & {chr(av)}
+    if op is _op.NOT_LITERAL:
+        return _DIGITS - {chr(av)}
+    if op is _op.ANY:
+        return _DIGITS
+    if op is not _op.IN:
+        return None
+    found: set[str] = set()
+    negate = False
+    for kind, arg in av:
+        if kind is _op.NEGATE:
+            negate = True
+        elif kind is _op.LITERAL:
+            found.add(chr(arg))
+        elif kind is _op.RANGE:
+            found.update(chr(c) for c in range(arg[0], arg[1] + 1))
+        elif kind is _op.CATEGORY and arg is _op.CATEGORY_DIGIT:
+            found.update(_DIGITS)
+        else:
+            raise ValueError(f"class item {kind}")
+    return _DIGITS - found if negate else _DIGITS & found
+
+
+def _extend(heads: set[str], items: Any, depth: int) -> set[str]:
+    """``heads`` (the first ``depth`` digits of what matched so far, whole when
+    shorter) followed by a match of ``items``; ValueError: a construct not read."""
+    for op, av in items:
+        chars = _chars(op, av)
+        if chars is not None:
+            heads = {h if len(h) >= depth else h + c for h in heads for c in chars}
+        elif op is _op.AT:  # anchors: fullmatch makes them no-ops (more, never less)
+            continue
+        elif op is _op.SUBPATTERN:
+            heads = _extend(heads, av[-1], depth)
+        elif op is _op.ATOMIC_GROUP:
+            heads = _extend(heads, av, depth)
+        elif op is _op.BRANCH:
+            heads = set().union(*(_extend(heads, alt, depth) for alt in av[1]))
+        elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT, _op.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            found = set(heads) if low == 0 else set()
+            times = 0
+            while times < high:
+                after = _extend(heads, sub, depth)
+                times += 1
+                if after == heads:  # so is every later count: the count `low` too
+                    found |= heads
+                    break
+                heads = after
+                if times >= low:
+                    found |= heads
+                if times > low + depth + 1:
+                    raise ValueError("repeat does not settle")
+            heads = found
+        else:
+            raise ValueError(f"item {op}")
+    return heads
+
+
+def starts(pattern: str, depth: int = PREFIX_DIGITS) -> frozenset[str] | None:
+    """The first ``depth`` digits of every digit string ``pattern`` fully matches (a
+    shorter one whole); None: a construct this does not read."""
+    try:
+        return frozenset(_extend({""}, _sre.parse(pattern), depth))
+    except ValueError:
+        return None
 
 
 def _desc(desc: object) -> Desc:
@@ -82,6 +167,8 @@ class Region:
     mobile: Desc
     same_fixed_mobile: bool
     leading: re.Pattern[str] | None
+    # wanted types -> the prefix table of their patterns (None: none to be had)
+    tables: dict[frozenset[int], frozenset[str] | None] = field(default_factory=dict)
 
     def number_type(self, nn: str) -> int:
         """phonenumbers' _number_type_helper."""
@@ -106,8 +193,24 @@ class Region:
             return True  # (same_fixed_mobile: the mobile pattern is the fixed one)
         return any(_matches(nn, desc) for _, desc in self.types)
 
+    def table(self, wanted: frozenset[int]) -> frozenset[str] | None:
+        """The first PREFIX_DIGITS digits of every number a ``wanted`` type's pattern
+        matches (None: a pattern not read; its tests decide)."""
+        if wanted in self.tables:
+            return self.tables[wanted]
+        heads: set[str] | None = set()
+        for kind, desc in self.types:
+            if kind in wanted and desc is not None and desc[1] is not None and heads is not None:
+                found = starts(desc[1].pattern)
+                heads = None if found is None else heads | found
+        table = self.tables[wanted] = None if heads is None else frozenset(heads)
+        return table
+
     def wanted_type(self, nn: str, wanted: frozenset[int]) -> int:
         """number_type(nn) when it is in ``wanted`` (special types only), else OTHER."""
+        table = self.tables.get(wanted) if wanted in self.tables else self.table(wanted)
+        if table is not None and nn[:PREFIX_DIGITS] not in table:
+            return OTHER  # no wanted type's pattern matches a number starting so
         for i, (kind, desc) in enumerate(self.types):
             if kind in wanted and _matches(nn, desc):
                 # the first type that matches wins, and only within the general pattern
@@ -140,6 +243,7 @@ class CallingCode:
 
 
 _CODES: dict[int, CallingCode | None] = {}
+_CC_TEXT = {str(cc): cc for cc in COUNTRY_CODE_TO_REGION_CODE}
 
 
 def _calling_code(cc: int) -> CallingCode | None:
@@ -170,9 +274,9 @@ def _split(number: str) -> tuple[CallingCode, str] | None:
     if _E164.fullmatch(number) is None:
         return None
     digits = number[1:]
-    for size in (1, 2, 3):
-        cc = int(digits[:size])
-        if cc in COUNTRY_CODE_TO_REGION_CODE:
+    for size in (1, 2, 3):  # (the first digit is not 0: its text is the code's)
+        cc = _CC_TEXT.get(digits[:size], 0)
+        if cc:
             break
     else:
         return None

@@ -1,10 +1,15 @@
 """numtypes.fast (the destination rules' number types without phonenumbers' parser)
 agrees with phonenumbers itself: every region's example number of every type, and
-random digit strings after every calling code and after no valid one."""
+random digit strings after every calling code and after no valid one; its prefix
+tables hold the first digits of every number each pattern matches."""
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import random
+import re
+from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
@@ -170,3 +175,92 @@ def test_classifier_kind_is_the_type_when_a_rule_matches_it() -> None:
             full = region_and_type(number)
             assert (dest.country, dest.number_type) == full, number
             assert dest.kind == (full[1] if full[1] in types else ""), number
+
+
+# -- the prefix tables (numtypes.starts: no pattern test where no wanted type can match) --
+
+_sre = importlib.import_module("re._parser")
+_op = importlib.import_module("re._constants")
+
+
+def sample_match(items: Any, rnd: random.Random) -> str:
+    """A random digit string the parsed pattern ``items`` fully matches (a walk of its
+    branches, repeats and classes)."""
+    out = []
+    for op, av in items:
+        if op in (_op.LITERAL, _op.NOT_LITERAL, _op.ANY, _op.IN):
+            chars = numtypes._chars(op, av)
+            assert chars, (op, av)
+            out.append(rnd.choice(sorted(chars)))
+        elif op is _op.SUBPATTERN:
+            out.append(sample_match(av[-1], rnd))
+        elif op is _op.BRANCH:
+            out.append(sample_match(rnd.choice(av[1]), rnd))
+        elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT, _op.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            times = rnd.randint(low, min(high, low + 3))
+            out += [sample_match(sub, rnd) for _ in range(times)]
+        else:
+            assert op is _op.AT, op
+    return "".join(out)
+
+
+def test_prefix_tables_are_the_first_digits_of_what_a_pattern_matches() -> None:
+    """Small patterns of every construct phonenumbers uses: the table is exactly the
+    first digits of every string they match (all digit strings up to 6 tried)."""
+    patterns = [
+        r"(?:8(?:4[2-5]|7[0-3])|9(?:[01]\d|8[2-49]))\d{2}",
+        r"1\d{0,2}",
+        r"(12)?3",
+        r"[^5]\d?",
+        r"(?:1|2)*",
+        r"[2-9]\d{1,5}",
+        r"(?:0[1-3]|7)(?:5\d|6)?\d",
+        r"00|9",
+    ]
+    for depth in (1, 2, 4):
+        for pattern in patterns:
+            compiled = re.compile(pattern)
+            exact = {
+                s[:depth]
+                for size in range(7)
+                for s in map("".join, itertools.product("0123456789", repeat=size))
+                if compiled.fullmatch(s)
+            }
+            assert numtypes.starts(pattern, depth) == exact, (pattern, depth)
+    assert numtypes.starts(r"\w\d") is None  # a construct it does not read: no table
+
+
+def test_every_number_a_type_pattern_matches_starts_as_its_table_says() -> None:
+    """Every pattern of every region (the types the rules match and the others): 200
+    random numbers it matches each, and every sample number it matches, start with a
+    prefix of its table; so the table never hides a number of a wanted type."""
+    rnd = random.Random(31)
+    sample = broad_sample()
+    patterns = 0
+    for cc in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        code = numtypes._calling_code(cc)
+        if code is None:
+            continue
+        split = (numtypes._split(n) for n in sample if n.startswith(f"+{cc}"))
+        nns = [found[1] for found in split if found is not None]
+        for _, region in code.regions:
+            if region is None:
+                continue
+            descs = [region.general, region.fixed, region.mobile, *(d for _, d in region.types)]
+            for desc in descs:
+                if desc is None or desc[1] is None:
+                    continue
+                pattern = desc[1]
+                table = numtypes.starts(pattern.pattern)
+                assert table is not None, pattern.pattern  # every one is read
+                patterns += 1
+                parsed = _sre.parse(pattern.pattern)
+                for _ in range(200):
+                    nn = sample_match(parsed, rnd)
+                    assert pattern.fullmatch(nn), (pattern.pattern, nn)
+                    assert nn[: numtypes.PREFIX_DIGITS] in table, (pattern.pattern, nn)
+                for nn in nns:
+                    if pattern.fullmatch(nn):
+                        assert nn[: numtypes.PREFIX_DIGITS] in table, (pattern.pattern, nn)
+    assert patterns > 1000
