@@ -62,11 +62,22 @@ def to_e164(raw: str, *, country: str = "DE") -> str:
 
     Raises NumberError when the text holds no plausible number.
     """
-    return _to_e164(raw, country.upper())
+    region = country.upper()
+    if "\x00" in region:  # not a region; keep the cache key unambiguous
+        return _parse_e164(raw, region)
+    # One str key (not a (raw, country) tuple): a cached number is no object the
+    # garbage collector tracks (docs/performance.md, round 6c).
+    return _to_e164(region + "\x00" + raw)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _to_e164(raw: str, country: str) -> str:
+def _to_e164(key: str) -> str:
+    """The cached to_e164 of a "REGION\\0raw" key."""
+    region, _, raw = key.partition("\x00")
+    return _parse_e164(raw, region)
+
+
+def _parse_e164(raw: str, country: str) -> str:
     if _is_digit_string(raw):
         fast = _fast_e164(raw, country)
         if fast is not None:

@@ -13,6 +13,7 @@ loss (``*_sum`` fields), counts elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ SEP = "\x1f"
 ALL = ("all", "all")  # the dimension and group of the totals
 OTHER = "other"
 GROUPS_TTL_S = 8 * 86400
+READ_CHUNK = 8  # buckets summed between two turns of the event loop
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ class KpiStore:
         for index in range(last - (buckets or res.buckets) + 1, last + 1):
             pipe.hgetall(res.key(index))
         sums: Sums = {}
-        for bucket in await pipe.execute():
+        for done, bucket in enumerate(await pipe.execute(), 1):
+            if done % READ_CHUNK == 0:  # the loop gets a turn (a 24 h read is 96 buckets)
+                await asyncio.sleep(0)
             for raw_field, raw_value in bucket.items():
                 field = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
                 dimension, group, metric = field.split(SEP, 2)

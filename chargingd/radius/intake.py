@@ -54,52 +54,66 @@ class Counters:
 
 
 _PENDING = b""  # cache value while the first copy of a request is being worked on
+_EXPIRY = struct.Struct("@d")  # the head of a cache value: when it expires (monotonic s)
+
+
+def cache_key(addr: Address, header: bytes) -> bytes:
+    """The duplicate cache's key of a request: its source and its header (code,
+    Identifier, length, Authenticator: the first 20 bytes)."""
+    return header + addr[1].to_bytes(2, "big") + addr[0].encode()
 
 
 class DuplicateCache:
-    """RFC 5080 §2.2.2: replies by (source, header), kept `ttl_s`, at most `max_entries`."""
+    """RFC 5080 §2.2.2: replies by (source, header), kept `ttl_s`, at most `max_entries`.
+
+    Keys and values are bytes (`cache_key`; the expiry packed before the reply): an
+    entry is no object the garbage collector tracks. With tuples, every request left
+    three tracked objects behind for `ttl_s`; they were most of what made the young
+    generation fill, and each young collection stalled every request in flight
+    (docs/performance.md, round 6c).
+    """
 
     def __init__(self, ttl_s: float, max_entries: int, monotonic: Clock = time.monotonic) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._now = monotonic
         # Ordered by arrival, hence by expiry: the TTL is the same for all.
-        self._entries: OrderedDict[tuple[Address, bytes], tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[Address, bytes]) -> bytes | None:
+    def get(self, key: bytes) -> bytes | None:
         """The cached reply, `_PENDING` (b"") while in progress, None when not seen."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] < self._now():
+        if _EXPIRY.unpack_from(entry)[0] < self._now():
             del self._entries[key]
             return None
-        return entry[1]
+        return entry[_EXPIRY.size :]
 
-    def start(self, key: tuple[Address, bytes]) -> None:
+    def start(self, key: bytes) -> None:
         """Mark a request in progress; evicts expired entries and the oldest past the bound."""
         entries = self._entries
         now = self._now()
-        entries[key] = (now + self._ttl_s, _PENDING)
+        entries[key] = _EXPIRY.pack(now + self._ttl_s)  # + _PENDING
         while len(entries) > self._max:
             entries.popitem(last=False)
         # Entries are in expiry order (same TTL for all): drop the expired head.
         for _ in range(2):
             first = next(iter(entries))
-            if entries[first][0] >= now:
+            if _EXPIRY.unpack_from(entries[first])[0] >= now:
                 break
             del entries[first]
 
-    def finish(self, key: tuple[Address, bytes], reply: bytes) -> None:
+    def finish(self, key: bytes, reply: bytes) -> None:
         """Store the reply; it expires `ttl_s` after the request came in."""
         entry = self._entries.get(key)
-        if entry is not None:
-            self._entries[key] = (entry[0], reply)  # keeps its place in the order
+        if entry is not None:  # keeps its place in the order
+            self._entries[key] = entry[: _EXPIRY.size] + reply
 
-    def forget(self, key: tuple[Address, bytes]) -> None:
+    def forget(self, key: bytes) -> None:
         """Drop an entry: the request failed and a retransmission must be worked again."""
         self._entries.pop(key, None)
 

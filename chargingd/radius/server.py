@@ -29,6 +29,7 @@ from chargingd.radius.intake import (
     DuplicateCache,
     Intake,
     UdpPort,
+    cache_key,
 )
 from chargingd.radius.ports import bind_udp
 from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
@@ -182,7 +183,7 @@ class RadiusFrontend:
 
     def _admit(
         self, data: bytes, addr: Address, code: int, transport: UdpPort
-    ) -> tuple[RadiusClient, rc.Packet, tuple[Address, bytes]] | None:
+    ) -> tuple[RadiusClient, rc.Packet, bytes] | None:
         """Client, packet and cache key of a new request; None when it was dropped
         (unknown client, malformed, wrong code) or answered from the cache."""
         client = self.clients.match(addr[0])
@@ -201,7 +202,7 @@ class RadiusFrontend:
                 self.counters.unexpected_code += 1
             return None
         # RFC 5080 §2.2.2: same source, Identifier and Authenticator = a retransmission.
-        key = (addr, packet.raw[:20])
+        key = cache_key(addr, packet.raw[:20])
         cached = self.cache.get(key)
         if cached is None:
             return client, packet, key

@@ -7,6 +7,7 @@ knows, and each answer of the fast path is compared with phonenumbers.parse.
 
 from __future__ import annotations
 
+import gc
 import random
 
 import phonenumbers
@@ -116,6 +117,28 @@ def test_cache_is_bounded_and_evicts(monkeypatch: pytest.MonkeyPatch) -> None:
     hits = info.hits
     to_e164(f"0044207946{numbers.CACHE_SIZE + 9:06d}", country="DE")
     assert numbers._to_e164.cache_info().hits == hits + 1
+
+
+def test_cached_numbers_are_not_tracked_by_the_collector() -> None:
+    # One str key per cached number: (raw, country) tuples made the young generation
+    # fill with every new number (docs/performance.md round 6c).
+    numbers._to_e164.cache_clear()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        before = gc.get_count()[0]
+        got = [to_e164(f"0044207946{n:06d}", country="gb") for n in range(2000)]
+        grown = gc.get_count()[0] - before
+    finally:
+        if enabled:
+            gc.enable()
+    assert grown < 200, grown
+    assert got[5] == "+44207946000005" == to_e164("0044207946000005", country="GB")
+    assert numbers._to_e164.cache_info().currsize == 2000
+    assert to_e164("030 1234567", country="de") == "+49301234567"  # region case: one entry
+    assert to_e164("030 1234567", country="DE") == "+49301234567"
+    assert numbers._to_e164.cache_info().currsize == 2001
 
 
 def test_fast_path_errors_are_typed() -> None:

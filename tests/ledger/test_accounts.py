@@ -16,6 +16,7 @@ from chargingd.ledger import (
     UnknownAccount,
 )
 from chargingd.ledger import keys as K
+from chargingd.ledger.accounts import SAMPLE_CHUNK
 
 
 @pytest.fixture
@@ -316,3 +317,20 @@ async def test_hold_index_drop_only_when_unchanged(ledger: Ledger, redis: aiored
     assert await redis.zscore(K.HOLD_INDEX_KEY, "a1") == 500
     assert await ledger._run("hold_index_drop", [K.HOLD_INDEX_KEY], ["a1", 500]) == 1
     assert await redis.zscore(K.HOLD_INDEX_KEY, "a1") is None
+
+
+async def test_reserved_by_currency_over_more_accounts_than_one_pipeline(ledger: Ledger) -> None:
+    """More holding accounts than SAMPLE_CHUNK (read in several pipelines, so the sampler
+    never holds the loop for thousands of replies): every hold counted once."""
+    n = SAMPLE_CHUNK * 2 + 7
+    expected = {"EUR": 0, "USD": 0}
+    for i in range(n):
+        currency = "EUR" if i % 3 else "USD"
+        await ledger.create_account(
+            f"r{i}", mode=Mode.PREPAID, currency=currency, balance_micros=10_000_000, who="t"
+        )
+        if i % 5:  # some accounts hold nothing
+            await ledger.reserve(f"r{i}", f"s{i}", 1_000 + i, lease_ms=60_000)
+            expected[currency] += 1_000 + i
+    assert await ledger.reserved_by_currency() == expected
+    assert await ledger.reserved_by_currency(limit=10) != expected  # the bound still holds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from chargingd.radius import codec as rc
 from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.clients import ClientTable
 from chargingd.radius.dynauth import DynamicAuthClient
+from chargingd.radius.intake import cache_key
 from chargingd.radius.server import DuplicateCache, RadiusFrontend, start_radius
 from chargingd.sessions.ccapi import (
     Authorized,
@@ -692,7 +694,7 @@ async def test_status_server_is_answered_on_both_ports(h: Harness) -> None:
 def test_duplicate_cache_ttl_and_bound() -> None:
     now = [100.0]
     cache = DuplicateCache(ttl_s=5.0, max_entries=3, monotonic=lambda: now[0])
-    a, b, c, d = ((("10.0.0.1", 1), bytes([i]) * 20) for i in range(4))
+    a, b, c, d = (cache_key(("10.0.0.1", 1), bytes([i]) * 20) for i in range(4))
     cache.start(a)
     assert cache.get(a) == b""  # in progress
     cache.finish(a, b"reply-a")
@@ -706,6 +708,32 @@ def test_duplicate_cache_ttl_and_bound() -> None:
     assert len(cache) <= 3
     cache.forget(a)
     assert cache.get(a) is None
+
+
+def test_duplicate_cache_keys_tell_sources_apart() -> None:
+    header = bytes(range(20))
+    keys = {cache_key(addr, header) for addr in (("10.0.0.1", 1), ("10.0.0.1", 2),
+                                                 ("10.0.0.11", 1), ("::1", 1))}  # fmt: skip
+    assert len(keys) == 4 and cache_key(("10.0.0.1", 1), header) in keys
+    assert cache_key(("10.0.0.1", 1), bytes(20)) not in keys
+
+
+async def test_answered_requests_leave_nothing_for_the_collector(h: Harness) -> None:
+    # docs/performance.md round 6c: tuples kept per request for the cache's TTL filled
+    # the young generation; each collection then stalled every request in flight.
+    raws = [access_request(ident=ident).RequestPacket() for ident in range(40)]
+    enabled = gc.isenabled()
+    gc.disable()  # a collection would untrack tuples of atoms and hide them
+    try:
+        answers = [await h.auth(raw) for raw in raws]
+        entries = h.frontend.cache._entries
+        assert not any(gc.is_tracked(k) or gc.is_tracked(v) for k, v in entries.items())
+    finally:
+        if enabled:
+            gc.enable()
+    assert None not in answers and len(entries) == 40
+    assert await h.auth(raws[7]) == answers[7]  # a retransmission: still from the cache
+    assert h.counters.duplicates == 1 and len(h.credit.calls) == 40
 
 
 async def test_port_in_use_fails_start_and_releases_the_other_port() -> None:
