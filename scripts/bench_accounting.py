@@ -47,10 +47,12 @@ async def _redis_figures(client: aioredis.Redis) -> tuple[float, dict[str, Any]]
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), stats
 
 
-async def _run(url: str, calls: int, inflight: int, data_dir: Path) -> None:
+async def _run(
+    url: str, calls: int, inflight: int, data_dir: Path, show_commands: bool = False
+) -> None:
     client = aioredis.Redis.from_url(url)
     await client.flushall()
-    ledger = Ledger(client)
+    ledger = Ledger(client, audit_holds=False)  # [ledger] audit_holds default, as the daemon
     await ledger.load_scripts()
     await seed_prepaid(ledger, ACCOUNTS)
     sessions = Sessions(
@@ -93,8 +95,17 @@ async def _run(url: str, calls: int, inflight: int, data_dir: Path) -> None:
             f"Redis CPU {(redis_cpu2 - redis_cpu) / calls * 1e6:5.1f} us  "
             f"EVALSHA {delta('cmdstat_evalsha', 'calls') / calls:.2f} "
             f"({delta('cmdstat_evalsha', 'usec') / calls:4.1f} us)  "
+            f"FCALL {delta('cmdstat_fcall', 'calls') / calls:.2f} "
+            f"({delta('cmdstat_fcall', 'usec') / calls:4.1f} us)  "
             f"commands {commands / calls:5.1f}  socket writes {writes / calls:.2f}  per packet"
         )
+        if show_commands:
+            rows = [
+                (k.removeprefix("cmdstat_"), delta(k, "calls"), delta(k, "usec")) for k in stats2
+            ]
+            for name, n, usec in sorted(rows, key=lambda r: -r[2]):
+                if n / calls >= 0.01 and name not in ("info", "config|resetstat"):
+                    print(f"    {name:<18} calls {n / calls:5.2f}  usec {usec / calls:6.2f}")
     cdrs = await client.xlen("cdr:stream")
     account = await ledger.get_account("acc0")
     print(f"{cdrs} CDRs; acc0 reserved {account.reserved_micros} (0 expected)")
@@ -106,10 +117,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--redis-url", default="", help="default: an embedded redis-server")
+    parser.add_argument("--commands", action="store_true", help="each phase's commands")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, bench_redis(args.redis_url, Path(tmp)) as url:
         RoundTrips.install()
-        uvloop.run(_run(url, args.calls, args.inflight, Path(tmp)))
+        uvloop.run(_run(url, args.calls, args.inflight, Path(tmp), args.commands))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 -- ARGV[2] tariff   ARGV[3] currency
 -- ARGV[4] an identity the account must still list ('' none)   ARGV[5] mode ('' any)
 -- Returns {'ok', fields} (fields: the account's RESERVE_FIELDS, read in the same HMGET:
---   a reserve later in the same script takes them as its ARGV[13] instead of reading
+--   a reserve later in the same script takes them as its ARGV.account instead of reading
 --   the account again; nil when nothing was checked)
 --       | {'stale'} the account changed (or is gone)
 --       | {'inactive', status, status_reason}

@@ -6,8 +6,8 @@
 -- ARGV[9] max expired holds to reclaim first  ARGV[10] audit this hold 0|1
 -- ARGV[11] deadline ms on Redis's own clock (TIME), '0' none (see below)
 -- ARGV[12] how long a new session's refusal is remembered (ms)
--- ARGV[13] (embedded only: a Lua table) the account's RESERVE_FIELDS as account_check.lua
---   read them earlier in the same script; absent: read here
+-- ARGV.account (embedded: a table) the RESERVE_FIELDS account_check.lua read; absent: read
+--   here. Only KEYS[1..5] and ARGV[1..12] are read: a caller may pass its own KEYS, ARGV
 -- Returns {'ok', granted, available_after, reclaimed}
 --       | {'refused', reason, available, reclaimed} | {'closed'}
 -- ARGV[11]: a new session's reserve that runs later than this (its caller gave up and
@@ -18,7 +18,7 @@ local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KE
 local sid, amount, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local partial, new_session, who, maxlen = ARGV[5] == '1', ARGV[6] == '1', ARGV[7], ARGV[8]
 
-local a = ARGV[13]
+local a = ARGV.account
 if type(a) ~= 'table' then a = redis.call('HMGET', acct, unpack(RESERVE_FIELDS)) end
 if not a[1] then return {'refused', 'unknown_account', 0, 0} end
 local known = redis.call('HMGET', sess, 'closed', 'refused')

@@ -38,9 +38,9 @@ if known then
     return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
   end
 end
-local rargv = {unpack(ARGV, 1, 12)}
-rargv[13] = chk[2] or ARGV.account
-local res = ledger_reserve({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, rargv)
+-- The reserve's KEYS and ARGV are this script's first ones (it reads no others): no copy.
+ARGV.account = chk[2] or ARGV.account
+local res = ledger_reserve(KEYS, ARGV)
 if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).

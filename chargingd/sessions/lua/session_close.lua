@@ -20,6 +20,5 @@ if last > tonumber(ARGV[3]) or answer ~= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[7])
   return {'stale', last, answer}
 end
-local rel = ledger_release({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-                           {unpack(ARGV, 5, 12)})
+local rel = ledger_release(KEYS, {unpack(ARGV, 5, 12)})  -- its KEYS[1..5]: no copy
 return {'ok', rel, raw}

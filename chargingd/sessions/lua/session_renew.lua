@@ -31,7 +31,7 @@ local function note()  -- the packet noted, the grant left to the caller
   for k, v in pairs(cmsgpack.unpack(ARGV[27])) do rec[k] = v end
   redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
 end
-local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
+local keys = KEYS  -- the ledger's KEYS[1..5] (it reads no others): no copy
 local c = ledger_commit(keys, {unpack(ARGV, 1, 7)})
 if c[1] == 'unknown' then note(); return {c, {}, 0} end
 local total = c[3]

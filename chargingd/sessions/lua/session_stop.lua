@@ -15,6 +15,5 @@
 if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'stale'} end
 if not redis.call('SET', KEYS[7], ARGV[1], 'NX', 'EX', ARGV[2]) then return {'busy'} end
 redis.call('SET', KEYS[6], ARGV[4], 'KEEPTTL')
-local rel = ledger_release({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-                           {unpack(ARGV, 5, 12)})
+local rel = ledger_release(KEYS, {unpack(ARGV, 5, 12)})  -- its KEYS[1..5]: no copy
 return {'ok', rel}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Redis's instructions per credit-control step, counted by callgrind: steadier than CPU
+time on a shared box (the count does not move with the load average).
+
+Starts a private redis-server (--redis-server, default the one on PATH: Debian's 7.0
+as in the side-by-side kit) under ``valgrind --tool=callgrind``, creates --accounts
+prepaid accounts, warms every caller (one authorize each, not counted), then --calls
+calls: their authorizes, Starts, Interims and Stops, each phase at --inflight packets
+in flight through Sessions (the fused path of the daemon on a single Redis). Around
+each phase callgrind's counters are zeroed and dumped (callgrind_control); prints
+Redis's instructions per packet of each phase, and the scripts sent (FCALL/EVALSHA).
+
+    PYTHONPATH=. .venv/bin/python scripts/bench_redis_instructions.py --calls 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from bench_common import seed_prepaid
+
+from chargingd.core.config import SessionsConfig
+from chargingd.ledger import Ledger
+from chargingd.rating.loaders import load_plan
+from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
+from chargingd.sessions.pricing import Pricer
+from chargingd.sessions.service import Sessions
+
+TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
+PHASES = ((UsageKind.START, 0), (UsageKind.INTERIM, 30), (UsageKind.STOP, 95))
+
+
+def _call(i: int, accounts: int) -> CallInfo:
+    return CallInfo(f"c{i}", f"u{i % accounts}", "", f"0301234{i % 1000:03d}", "10.0.0.1", "gw1")
+
+
+def _dumped(pid: int, out: Path) -> int:
+    """Dump callgrind's counters now; the instructions since the last zeroing."""
+    before = set(glob.glob(f"{out}*"))
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    for _ in range(200):
+        new = set(glob.glob(f"{out}*")) - before
+        if new:
+            time.sleep(0.2)
+            text = Path(sorted(new)[-1]).read_text(errors="replace")
+            for line in text.splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        time.sleep(0.05)
+    raise SystemExit("callgrind did not dump")
+
+
+def _zero(pid: int) -> None:
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+
+
+async def _scripts(client: aioredis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = await client.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("fcall", "evalsha")}
+
+
+async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Path) -> None:
+    client = aioredis.Redis.from_url(url)
+    ledger = Ledger(client, audit_holds=False)  # [ledger] audit_holds' default
+    await ledger.load_scripts()
+    await seed_prepaid(ledger, args.accounts)
+    sessions = Sessions(
+        redis=client,
+        ledger=ledger,
+        pricer=Pricer({"retail": load_plan(TARIFF)}),
+        cfg=SessionsConfig(),
+        clock_ms=lambda: int(time.time() * 1000),
+        data_dir=data,
+    )
+    await sessions.store.load_scripts()
+    sem = asyncio.Semaphore(args.inflight)
+
+    async def authorize(info: CallInfo) -> None:
+        async with sem:
+            assert isinstance(await sessions.authorize(info), Authorized)
+
+    await asyncio.gather(*(authorize(_call(-1 - a, args.accounts)) for a in range(args.accounts)))
+    infos = [_call(i, args.accounts) for i in range(args.calls)]
+    start_ms = int(time.time() * 1000)
+
+    async def account(info: CallInfo, kind: UsageKind, usage_s: int) -> None:
+        async with sem:
+            await sessions.account(UsageReport(info, kind, usage_s, start_ms + usage_s * 1000))
+
+    phases: list[tuple[str, Any]] = [("authorize", lambda: [authorize(i) for i in infos])]
+    for kind, usage_s in PHASES:
+        phases.append((kind.value, lambda k=kind, u=usage_s: [account(i, k, u) for i in infos]))
+    for name, work in phases:
+        scripts = await _scripts(client)
+        _zero(pid)
+        await asyncio.gather(*work())
+        instructions = _dumped(pid, out)
+        after = await _scripts(client)
+        sent = {c: (after[c] - scripts[c]) / args.calls for c in after}
+        print(
+            f"{name:9s} {instructions / args.calls:9,.0f} instructions per packet  "
+            f"FCALL {sent['fcall']:.2f} EVALSHA {sent['evalsha']:.2f}"
+        )
+    await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--inflight", type=int, default=32)
+    parser.add_argument("--redis-server", default=shutil.which("redis-server") or "")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"
+        server = subprocess.Popen(
+            [
+                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+                *(args.redis_server, "--port", "0", "--unixsocket", str(sock)),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(600):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+            asyncio.run(_run(f"unix://{sock}", server.pid, out, args, Path(tmp)))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            os.sync()
+
+
+if __name__ == "__main__":
+    main()
