@@ -63,6 +63,7 @@ _ORDER = (
 Desc = tuple[frozenset[int], "re.Pattern[str] | None"] | None
 
 PREFIX_DIGITS = 4  # the prefix tables' depth
+_ANY = frozenset({-2})  # Region.tables' key of the table of every type (Region.known)
 _sre: Any = importlib.import_module("re._parser")  # re's own parser (no stubs)
 _op: Any = importlib.import_module("re._constants")
 _DIGITS = frozenset("0123456789")
@@ -186,7 +187,12 @@ class Region:
         return PhoneNumberType.UNKNOWN
 
     def known(self, nn: str) -> bool:
-        """number_type(nn) != UNKNOWN, the likeliest patterns tried first."""
+        """number_type(nn) != UNKNOWN, the likeliest patterns tried first (none when
+        no type's pattern matches a number starting so: another region's number of a
+        shared calling code, e.g. Canada's after the US's)."""
+        table = self.tables[_ANY] if _ANY in self.tables else self.table(_ANY)
+        if table is not None and nn[:PREFIX_DIGITS] not in table:
+            return False
         if not _matches(nn, self.general):
             return False
         if _matches(nn, self.fixed) or _matches(nn, self.mobile):
@@ -195,12 +201,15 @@ class Region:
 
     def table(self, wanted: frozenset[int]) -> frozenset[str] | None:
         """The first PREFIX_DIGITS digits of every number a ``wanted`` type's pattern
-        matches (None: a pattern not read; its tests decide)."""
+        matches (``_ANY``: any type's, fixed line and mobile too; None: a pattern not
+        read, its tests decide)."""
         if wanted in self.tables:
             return self.tables[wanted]
         heads: set[str] | None = set()
-        for kind, desc in self.types:
-            if kind in wanted and desc is not None and desc[1] is not None and heads is not None:
+        descs = [*self.types, (0, self.fixed), (0, self.mobile)] if wanted is _ANY else self.types
+        for kind, desc in descs:
+            wants = wanted is _ANY or kind in wanted
+            if wants and desc is not None and desc[1] is not None and heads is not None:
                 found = starts(desc[1].pattern)
                 heads = None if found is None else heads | found
         table = self.tables[wanted] = None if heads is None else frozenset(heads)
