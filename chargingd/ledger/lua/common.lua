@@ -47,9 +47,11 @@ end
 -- and the net of lifetime totals (top-ups - debits) after it. The stream is the acct
 -- key's sibling in the same {a:ID} slot ('{a:ID}:acct' -> '{a:ID}:journal'), derived
 -- here so that every caller's KEYS (the fused scripts of sessions/ too) stay as they are.
-local function journal(acct, now, kind, amount, ref, source, who, why)
+-- `after` (optional): {balance, topups, debits} as the caller's HSET just left them
+-- (stored strings, or nil where absent), when it knows them: not read again.
+local function journal(acct, now, kind, amount, ref, source, who, why, after)
   if amount == 0 and kind ~= 'open' then return end
-  local t = redis.call('HMGET', acct, 'balance', 'topups', 'debits')
+  local t = after or redis.call('HMGET', acct, 'balance', 'topups', 'debits')
   redis.call('XADD', string.sub(acct, 1, -5) .. 'journal', '*', 'k', kind, 'a', s(amount),
              'b', t[1], 'n', s(num(t[2]) - num(t[3])), 'r', ref, 's', source, 'w', who,
              'y', why, 't', s(now))

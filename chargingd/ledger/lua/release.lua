@@ -14,7 +14,7 @@ local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KE
 local sid, now, who, maxlen = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
 local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance',
-                     'credit_limit', 'reserved', 'debits')
+                     'credit_limit', 'reserved', 'debits', 'topups')
 if not a[1] then return {'unknown'} end
 local balance = num(a[4])
 local st = redis.call('HMGET', sess, 'debited', 'closed')
@@ -46,10 +46,11 @@ if debit > 0 and balance < floor then overrun = 1 end
 local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
 redis.call('HDEL', holds, sid)
 redis.call('ZREM', leases, sid)
+local debits = s(num(a[7]) + debit)
 redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
-           'debits', s(num(a[7]) + debit), 'status', status, 'status_reason', reason,
+           'debits', debits, 'status', status, 'status_reason', reason,
            'updated_ms', s(now))
-journal(acct, now, 'debit', -debit, sid, '', who, '')
+journal(acct, now, 'debit', -debit, sid, '', who, '', {s(balance), a[8], debits})
 redis.call('HSET', sess, 'debited', s(done), 'closed', '1')
 redis.call('PEXPIRE', sess, ARGV[6])
 audit(stream, maxlen, now, who, 'release', '', before,
