@@ -11,6 +11,10 @@ each phase callgrind's counters are zeroed and dumped (callgrind_control); print
 Redis's instructions per packet of each phase, and the scripts sent (FCALL/EVALSHA).
 
     PYTHONPATH=. .venv/bin/python scripts/bench_redis_instructions.py --calls 2000
+
+--fraud: the default fraud rule set on ([fraud] enabled, no rule fires: each account
+calls its own numbers of one range), so the authorize is the fused script with the
+rules (docs/fraud.md); compare with a run without it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from bench_common import seed_prepaid
 
-from chargingd.core.config import SessionsConfig
+from chargingd.alerts import Alerts
+from chargingd.alerts.store import AlertStore
+from chargingd.core.config import FraudConfig, SessionsConfig
+from chargingd.fraud import Fraud
 from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
@@ -74,13 +81,35 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
     ledger = Ledger(client, audit_holds=False)  # [ledger] audit_holds' default
     await ledger.load_scripts()
     await seed_prepaid(ledger, args.accounts)
+    clock = lambda: int(time.time() * 1000)  # noqa: E731
+    fraud = None
+    if args.fraud:  # the default rule set, as [fraud] enabled = true ships it
+        store = AlertStore(
+            client,
+            clock_ms=clock,
+            dedup_window_s=3600,
+            retention_s=7200,
+            calls_kept=50,
+            stream_maxlen=100_000,
+        )
+        fraud = Fraud(
+            FraudConfig(enabled=True),
+            redis=client,
+            ledger=ledger,
+            alerts=Alerts(store),
+            clock_ms=clock,
+            live_ttl_s=SessionsConfig().session_ttl_s,
+            single_redis=True,
+        )
+        await fraud.load_scripts()
     sessions = Sessions(
         redis=client,
         ledger=ledger,
         pricer=Pricer({"retail": load_plan(TARIFF)}),
         cfg=SessionsConfig(),
-        clock_ms=lambda: int(time.time() * 1000),
+        clock_ms=clock,
         data_dir=data,
+        fraud=fraud,
     )
     await sessions.store.load_scripts()
     sem = asyncio.Semaphore(args.inflight)
@@ -111,6 +140,9 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
             f"{name:9s} {instructions / args.calls:9,.0f} instructions per packet  "
             f"FCALL {sent['fcall']:.2f} EVALSHA {sent['evalsha']:.2f}"
         )
+    if fraud is not None:
+        assert fraud.counters["fired"] == 0, fraud.counters  # an honest population
+        await fraud.settle()
     await client.aclose()
 
 
@@ -120,6 +152,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "")
+    parser.add_argument("--fraud", action="store_true", help="the default fraud rule set on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"

@@ -16,18 +16,34 @@ from paths import REPO
 BENCH = REPO / "scripts" / "bench_redis_instructions.py"
 
 
-@pytest.mark.slow
-def test_bench_prints_instructions_per_step() -> None:
+def _run(*extra: str) -> dict[str, tuple[int, float]]:
+    """phase -> (instructions per packet, FCALLs per packet)."""
     binary = redis7_binary()
     if binary is None or shutil.which("valgrind") is None:
         pytest.skip("needs valgrind and a redis-server 7+")
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--calls", "40", "--accounts", "10", "--redis-server", binary],
+        [sys.executable, str(BENCH), "--calls", "40", "--accounts", "10", "--redis-server", binary,
+         *extra],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout  # fmt: skip
-    fcalls = {}
+    found = {}
     for phase in ("authorize", "start", "interim", "stop"):
         line = re.search(rf"^{phase} +([\d,]+) instructions per packet +FCALL ([\d.]+) ", out, re.M)
         assert line and int(line[1].replace(",", "")) > 10_000, out
-        fcalls[phase] = float(line[2])
-    assert fcalls == {"authorize": 1.0, "start": 0.0, "interim": 1.0, "stop": 1.0}, out
+        found[phase] = (int(line[1].replace(",", "")), float(line[2]))
+    return found
+
+
+@pytest.mark.slow
+def test_bench_prints_instructions_per_step() -> None:
+    fcalls = {phase: sent for phase, (_, sent) in _run().items()}
+    assert fcalls == {"authorize": 1.0, "start": 0.0, "interim": 1.0, "stop": 1.0}, fcalls
+
+
+@pytest.mark.slow
+def test_bench_with_the_fraud_rules_counts_their_authorize() -> None:
+    """--fraud: the authorize is one FCALL of the fused script with the rules, which
+    costs Redis more than the plain one (the rules' Lua, the account's value)."""
+    plain, rules = _run()["authorize"][0], _run("--fraud")
+    assert rules["authorize"][1] == 1.0, rules
+    assert rules["authorize"][0] > plain + 20_000, (plain, rules)
