@@ -292,18 +292,21 @@ class FusedPath:
         else:
             script = ("EVALSHA", sha, len(keys), *keys, *args)
         before = [] if step is None or step.index is None else [step.index]
-        lost: ResponseError | None = None  # (handled after the handler: compiled by
-        try:  # mypyc, awaiting the reload inside it made the resend fail)
-            replies = await self.store.send([*before, script, *(after or ())])
-        except ResponseError as exc:
-            if library is None or not fcall or not missing(exc):
-                raise
-            lost, replies = exc, []
-        if lost is not None and library is not None:
-            return await self._resend(library, sha, keys, args, step, lost)
+        # Each command's own error reply: only the script's says whether it ran. An
+        # error of a command around it (the index write, the registry's) is raised as
+        # it is, never taken for a missing library: the FCALL may have run (money
+        # moved) and must not be sent again.
+        replies = await self.store.send([*before, script, *(after or ())], errors=True)
+        reply = replies[len(before)]
+        failed = next((r for r in replies if isinstance(r, ResponseError)), None)
+        if failed is not None:
+            if failed is reply and library is not None and fcall and missing(reply):
+                # the library was not there: nothing of it ran (the others did)
+                return await self._resend(library, sha, keys, args, step, reply)
+            raise failed  # the first error, as a pipeline raises it
         if before and step is not None:
             self.steps.indexed(step)
-        return replies[len(before)]
+        return reply
 
     async def _resend(
         self,

@@ -51,7 +51,7 @@ from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.ledger.batch import CommandBatcher
@@ -282,13 +282,16 @@ class SessionStore(LiveIndexes):
             ]
         )
 
-    async def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def send(self, commands: list[tuple[Any, ...]], *, errors: bool = False) -> list[Any]:
         """Commands in one round trip, in order (see _send)."""
-        return await self._send(commands)
+        return await self._send(commands, errors=errors)
 
-    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _send(self, commands: list[tuple[Any, ...]], *, errors: bool = False) -> list[Any]:
         """Idempotent commands in one round trip, in order; scripts reloaded on NOSCRIPT.
 
+        A command's error reply fails only that command; the others ran. ``errors``: such
+        an error (a ResponseError) is that command's result, not raised (the fused path
+        tells an FCALL that did not run from the commands around it that failed).
         (redis-py's Script in a Pipeline costs a SCRIPT EXISTS round trip every time.)
         """
         if self._batcher is not None:
@@ -299,9 +302,12 @@ class SessionStore(LiveIndexes):
             for index, future in enumerate(futures):
                 try:
                     results.append(await future)
-                except BaseException:
-                    for rest in futures[index + 1 :]:  # the batch failed as a whole:
-                        rest.add_done_callback(_retrieved)  # their errors are this one
+                except BaseException as exc:
+                    if errors and isinstance(exc, ResponseError):
+                        results.append(exc)  # this command's own error
+                        continue
+                    for rest in futures[index + 1 :]:  # the caller learns the first
+                        rest.add_done_callback(_retrieved)  # error; theirs are seen
                     raise
             return results
         for attempt in (1, 2):
@@ -309,12 +315,14 @@ class SessionStore(LiveIndexes):
             for command in commands:
                 pipe.execute_command(*command)
             try:
-                result: list[Any] = await pipe.execute()
-                return result
+                result: list[Any] = await pipe.execute(raise_on_error=not errors)
             except NoScriptError:
                 if attempt == 2:
                     raise
-                await self._load_scripts()
+            else:
+                if attempt == 2 or not any(isinstance(r, NoScriptError) for r in result):
+                    return result
+            await self._load_scripts()
         raise AssertionError("unreachable")
 
     def _retry(self, command: tuple[Any, ...]) -> Callable[[], Awaitable[Any]] | None:
