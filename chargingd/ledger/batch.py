@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.chain import chained
-from chargingd.ledger.thin import CommandNotSent, Entry, Retry, ThinPool
+from chargingd.ledger.thin import CommandNotSent, Entry, Retry, ThinPool, packable
 
 try:  # hiredis packs a command in C; redis-py's asyncio packer is pure Python (~15 us)
     from hiredis import pack_command as _pack
@@ -133,7 +133,11 @@ class CommandBatcher:
     async def _exchange(self, conn: Any, batch: list[Entry]) -> None:
         """Write every command at once, then read the replies in order."""
         if _pack is not None:
-            await conn.send_packed_command(b"".join(_pack(c) for c, _, _ in batch))
+            try:
+                data = b"".join([_pack(c) for c, _, _ in batch])
+            except Exception:  # a command that cannot be packed fails alone (packable)
+                batch, data = packable(batch)
+            await conn.send_packed_command(data)
         else:
             await conn.send_packed_command([p for c, _, _ in batch for p in conn.pack_command(*c)])
         # One deadline (the socket timeout) for the whole batch: redis-py's own, per

@@ -132,8 +132,11 @@ def check_currency(currency: object) -> str:
 
 
 def check_amount(amount_micros: object, what: str, *, lo: int = -MAX_AMOUNT_MICROS) -> int:
-    """An integer count of micro-units within the ledger's range (never a float)."""
-    if isinstance(amount_micros, bool) or not isinstance(amount_micros, int):
+    """An integer count of micro-units within the ledger's range (never a float). An
+    int exactly: a bool or another int subclass (an IntEnum) is refused, as it is by
+    the compiled build's callers too (its argument checks would take it as the int it
+    holds where the interpreted ledger sent the object itself, which Redis cannot take)."""
+    if type(amount_micros) is not int:
         raise InvalidRequest(f"{what} must be an integer number of micro-units")
     if not lo <= amount_micros <= MAX_AMOUNT_MICROS:
         raise InvalidRequest(f"{what} {amount_micros} is out of range [{lo}, {MAX_AMOUNT_MICROS}]")
@@ -141,7 +144,8 @@ def check_amount(amount_micros: object, what: str, *, lo: int = -MAX_AMOUNT_MICR
 
 
 def check_int(value: object, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    """An int exactly (see check_amount) in [lo, hi]."""
+    if type(value) is not int or not lo <= value <= hi:
         raise InvalidRequest(f"{what} must be an integer in [{lo}, {hi}]")
     return value
 

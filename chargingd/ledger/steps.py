@@ -131,7 +131,7 @@ class StepBuilder:
         lease = K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
         allow_partial = self.partial_grants if partial is None else partial
         args: list[Any] = [session_id, amount, now_ms, lease, _int(allow_partial)]
-        args += [_int(new_session), who, self.audit_max, self.reclaim_per_reserve]
+        args += [_int(new_session), _who(who), self.audit_max, self.reclaim_per_reserve]
         args += [self.audit_holds, deadline_ms, self.refusal_ttl_ms]
         score = self._index_score(account_id, now_ms + lease)
         index = None if score is None else ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id)
@@ -178,7 +178,7 @@ class StepBuilder:
         account_id = K.check_account_id(account_id)
         session_id = K.check_token(session_id, "session id")
         cost = K.check_amount(cumulative_cost_micros, "cumulative cost", lo=0)
-        args: list[Any] = [session_id, cost, now_ms, who, self.audit_max]
+        args: list[Any] = [session_id, cost, now_ms, _who(who), self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
@@ -199,7 +199,8 @@ class StepBuilder:
         final = ""
         if final_cost_micros is not None:
             final = str(K.check_amount(final_cost_micros, "final cost", lo=0))
-        args: list[Any] = [session_id, final, now_ms, who, self.audit_max, self.session_ttl_ms]
+        args: list[Any] = [session_id, final, now_ms, _who(who), self.audit_max]
+        args += [self.session_ttl_ms]
         args += [self.reclaim_per_reserve, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
@@ -217,7 +218,8 @@ class StepBuilder:
         session_id = K.check_token(session_id, "session id")
         named: Any = reason  # the enum's check, not a compiled one (TypeError)
         RefusalReason(named)  # one of the reasons a retransmission is answered with
-        args: list[Any] = [session_id, reason, now_ms, who, self.audit_max, self.refusal_ttl_ms]
+        args: list[Any] = [session_id, reason, now_ms, _who(who), self.audit_max]
+        args += [self.refusal_ttl_ms]
         return Step(K.session_keys(account_id, session_id), args)
 
     def correct(
@@ -236,7 +238,7 @@ class StepBuilder:
         session_id = K.check_token(session_id, "session id")
         target = K.check_amount(target_micros, "corrected cost", lo=0)
         why = K.check_text(why, "why", required=True)
-        args: list[Any] = [session_id, target, now_ms, who, why, self.audit_max]
+        args: list[Any] = [session_id, target, now_ms, _who(who), why, self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
         return Step(K.session_keys(account_id, session_id), args)
 
@@ -316,3 +318,9 @@ def check_policy(policy: object) -> str:
 def _int(flag: Any) -> int:
     """``int(flag)`` of a caller's flag, whatever its type (a bool, 0/1, None: as int())."""
     return int(flag)
+
+
+def _who(who: object) -> str:
+    """Who moves the money, for the audit trail: text (None or a number is InvalidRequest,
+    not a command Redis cannot be sent)."""
+    return K.check_text(who, "who")

@@ -35,7 +35,7 @@ from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import DataError, InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.chain import chained
@@ -54,6 +54,25 @@ _BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select
 class CommandNotSent(RedisConnectionError):
     """No connection could be had: the batch never left this process (unlike a timeout,
     after which Redis may still run it)."""
+
+
+def packable(batch: list[Entry]) -> tuple[list[Entry], bytes]:
+    """The entries of ``batch`` whose command hiredis packs, and those commands packed.
+    Each other one's future fails with DataError, nothing of it sent: one caller's bad
+    argument (None, an int subclass, ...) is its own error, not its whole batch's (the
+    batch was neither written nor answered: every caller in it timed out)."""
+    kept: list[Entry] = []
+    parts: list[bytes] = []
+    for entry in batch:
+        command, future, _ = entry
+        try:
+            parts.append(hiredis.pack_command(command))
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(chained(DataError(f"cannot send {command[0]!r}: {exc}"), exc))
+            continue
+        kept.append(entry)
+    return kept, b"".join(parts)
 
 
 def _reply_error(message: str) -> Exception:
@@ -204,8 +223,16 @@ class ThinConnection:
         return not self.closed and not self.poller.poll(0)
 
     def send(self, batch: list[Entry]) -> None:
-        """Write the batch; its futures resolve as the replies come in."""
+        """Write the batch; its futures resolve as the replies come in. A command that
+        cannot be packed (an argument of no type Redis takes) fails alone (packable)."""
         assert self.transport is not None
+        try:
+            data = b"".join([hiredis.pack_command(c) for c, _, _ in batch])
+        except Exception:
+            batch, data = packable(batch)
+            if not batch:
+                self.pool.release(self)
+                return
         self.batch = batch
         self.index = 0
         timeout = self.pool.settings.timeout
@@ -216,7 +243,7 @@ class ThinConnection:
             self.deadline = self.loop.time() + timeout
             if self.timer is None:
                 self.timer = self.loop.call_at(self.deadline, self._timed_out)
-        self.transport.write(b"".join([hiredis.pack_command(c) for c, _, _ in batch]))
+        self.transport.write(data)
         self.pool.sent += 1
 
     def cancel(self) -> None:

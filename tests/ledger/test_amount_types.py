@@ -7,13 +7,24 @@ In the compiled build, setup.py, ledger/steps.py and keys.py take these values a
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
 
 from chargingd.ledger import InvalidRequest, Ledger, Mode
 
-BAD_AMOUNTS = [1.5, 1.0, True, "1000000", None, 10**16, b"1"]
+
+class Tariff(enum.IntEnum):  # an int subclass: refused as exactly as bool, in both builds
+    EURO = 1_000_000
+
+
+class Micros(int):
+    pass
+
+
+BAD_AMOUNTS = [1.5, 1.0, True, "1000000", None, 10**16, b"1", Tariff.EURO, Micros(1000)]
 
 
 @pytest.fixture
@@ -66,3 +77,20 @@ async def test_topup_refuses_a_bad_amount_and_credits_nothing(
     assert await _money(ledger) == before
     acc = await ledger.topup("amt", 2_500_000, txn_id="t-bad", who="op")
     assert acc.balance_micros == before[0] + 2_500_000  # the refused one did not claim the txn id
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lease_ms", Micros(60_000)), ("lease_ms", True), ("who", None), ("who", 5)],
+)
+async def test_reserve_refuses_a_bad_lease_or_who_and_holds_nothing(
+    ledger: Ledger, field: str, value: object
+) -> None:
+    """Not an int lease (an int subclass too), not a text who: InvalidRequest, nothing
+    held (before: the compiled build took Micros as the int it holds, the interpreted
+    one sent it and the batch it was in timed out, a None who too, in both)."""
+    before = await _money(ledger)
+    kwargs: dict[str, object] = {"lease_ms": 60_000, field: value}
+    with pytest.raises(InvalidRequest, match=field):
+        await ledger.reserve("amt", "s-bad", 1_000_000, **kwargs)  # type: ignore[arg-type]
+    assert await _money(ledger) == before

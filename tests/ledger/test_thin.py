@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import uvloop
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import AuthenticationError, DataError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -117,6 +117,43 @@ async def test_a_failing_command_fails_alone(client: aioredis.Redis) -> None:
     assert await futures[2] == 2
     assert await batcher.submit(("GET", "n")) == b"2"  # the connection was kept
     assert batcher.thin is not None and len(batcher.thin.open) == 1
+
+
+@pytest.mark.parametrize("thin", [True, False])
+async def test_a_command_that_cannot_be_sent_fails_alone(
+    client: aioredis.Redis, thin: bool
+) -> None:
+    """An argument Redis cannot take (None, an int subclass) in one caller's command:
+    that command fails with DataError at once, nothing of it sent; the other callers'
+    commands of the same tick are sent and answered (they used to wait with it for the
+    socket timeout, then fail: the batch was never written)."""
+    batcher = CommandBatcher(client, thin=thin)
+    assert (batcher.thin is not None) == thin
+
+    class Micros(int):
+        pass
+
+    futures = batcher.submit_many(
+        [
+            (("INCR", "n"), None),
+            (("SET", "who", None), None),
+            (("INCRBY", "n", Micros(5)), None),
+            (("INCR", "n"), None),
+        ]
+    )
+    started = time.monotonic()
+    assert await futures[0] == 1
+    for bad in futures[1:3]:
+        with pytest.raises(DataError):
+            await bad
+    assert await futures[3] == 2
+    assert time.monotonic() - started < 0.4  # not the socket timeout (0.5 s)
+    assert await client.get("n") == b"2" and await client.exists("who") == 0
+    only_bad = batcher.submit(("SET", "who", None))  # a batch of it alone
+    with pytest.raises(DataError):
+        await only_bad
+    assert await batcher.submit(("GET", "n")) == b"2"  # the connection is fine
+    assert batcher.batches == 3
 
 
 async def test_noscript_runs_the_retry_after_script_flush(client: aioredis.Redis) -> None:
