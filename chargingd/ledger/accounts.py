@@ -20,7 +20,7 @@ from chargingd.ledger.types import (
     UnknownAccount,
 )
 
-SAMPLE_CHUNK = 256  # accounts read per pipeline by reserved_by_currency
+SAMPLE_CHUNK = 64  # accounts read per pipeline by reserved_by_currency
 
 
 class AccountLedger(LedgerBase):
