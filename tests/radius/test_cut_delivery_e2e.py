@@ -223,7 +223,9 @@ async def test_disconnect_backoff_grows_after_each_exchange(daemon: Daemon, tmp_
     quiet = [b - a - exchange_s for a, b in itertools.pairwise(starts)]
     # Each quiet gap is the back-off of that attempt: 0.5, 1, 2 s (plus at most a
     # cutter tick and scheduling); the old code had every retry due at once (~0 s).
+    # Only lower bounds, with a quarter second for a late datagram (a late start
+    # shortens the gap after it by as much): scheduling on a loaded box stretches the
+    # gaps unevenly (a check of the differences between gaps failed at load 7.5), and
+    # the bounds 0.25 < 0.75 < 1.75 s already show the back-off doubling.
     for n, gap in enumerate(quiet):
-        assert gap >= BACKOFF_S * 2**n - 0.1, quiet
-    assert quiet[1] - quiet[0] >= BACKOFF_S * 0.6, quiet
-    assert quiet[2] - quiet[1] >= 2 * BACKOFF_S * 0.6, quiet
+        assert gap >= BACKOFF_S * 2**n - 0.25, quiet
