@@ -80,17 +80,29 @@ class FusedPath:
         self.steps = ledger.steps
         lua = resources.files("chargingd.sessions") / "lua"
 
-        def load(name: str, embeds: tuple[str, ...], kind: str) -> tuple[Any, FusedLibrary]:
+        def load(
+            name: str, embeds: tuple[str, ...], kind: str, conf: str = ""
+        ) -> tuple[Any, FusedLibrary]:
             """The script for EVALSHA (a Redis without Functions) and the same code as
-            a library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash."""
+            a library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash;
+            ``conf``: a Lua table of the per-process arguments (_constants), defined
+            with the functions (a library's once, at its load) and set as ARGV.c."""
             body = record_lua((lua / f"{name}.lua").read_text())
-            script = store.redis.register_script(fused_source(body, embeds))
+            definitions = ""
+            if conf:
+                definitions = f"local CONF = {conf}\n"
+                body = f"ARGV.c = CONF\n{body}"
+            script = store.redis.register_script(fused_source(definitions + body, embeds))
             store.scripts.append(script)
-            definitions = fused_source("", embeds)
+            definitions = fused_source(definitions, embeds)
             library = FusedLibrary(store.redis, definitions, body, prefix=f"chargingd_{kind}_")
             return script, library
 
-        self._authorize, self.library = load("session_authorize", ("account_check", "reserve"), "a")
+        # The plain authorize takes its per-process arguments from its own code
+        # (_constants): 8 arguments fewer per call.
+        self._authorize, self.library = load(
+            "session_authorize", ("account_check", "reserve"), "a", self._constants()
+        )
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
@@ -109,6 +121,18 @@ class FusedPath:
         self._close, self.close_library = load("session_close", ("release",), "c")
         self._stop, self.stop_library = load("session_stop", ("release",), "s")
         store.libraries.extend(self.libraries)
+
+    def _constants(self) -> str:
+        """The arguments of session_authorize.lua that are the same on every call of
+        this process (its configuration: reserve.lua's ARGV[5..10] and [12], the
+        record's ttl ARGV[13]) as a Lua table (its ARGV.c): the caller sends the other
+        15 of its 23 arguments. The values are in the script's code, so its name (a
+        library's: its code's hash) and its sha change with them: two configurations
+        or versions side by side each call their own, with the same keys (Redis
+        Cluster never takes this path: sessions/service.py)."""
+        sample = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0)
+        kept = [*sample.argv[4:10], sample.argv[11], self.store.session_ttl_s]
+        return "{" + ", ".join(_lua_text(_wire(v)) for v in kept) + "}"
 
     @property
     def libraries(self) -> tuple[FusedLibrary, ...]:
@@ -154,17 +178,21 @@ class FusedPath:
         keys.append(self.store.lastseen(rec.gateway, sid))
         if self.store.needs_locator(rec):
             keys.append(self.store.locator(sid))
-        args = [*step.argv, self.store.session_ttl_s, acc, rec.member]
-        args.append(rec.last_seen_ms or rec.auth_ms)
         checked = self.steps.account_check(acc, check)
-        # With the fraud rules the wrapper checks the account (before they count the
-        # call); session_authorize need not check it again in the same script.
-        inner = checked if fraud is None else self.steps.account_check(acc, None)
-        args += inner.argv
+        argv = step.argv
+        tail = [acc, rec.member, rec.last_seen_ms or rec.auth_ms]
+        sha, library = self._authorize.sha, self.library
+        if fraud is None:
+            # the per-process arguments are in the script (_constants_head)
+            args = [argv[0], argv[1], argv[2], argv[3], argv[10], *tail, *checked.argv]
+        else:  # session_authorize_fraud.lua: every argument
+            # The wrapper checks the account (before the rules count the call);
+            # session_authorize need not check it again in the same script.
+            args = [*argv, self.store.session_ttl_s, *tail]
+            args += self.steps.account_check(acc, None).argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
-        sha, library = self._authorize.sha, self.library
-        if fraud is not None:  # session_authorize_fraud.lua
+        if fraud is not None:
             sha, library = self._authorize_fraud.sha, self.fraud_library
             args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
             keys = [*checked.keys, *keys, *fraud.keys]
@@ -343,3 +371,21 @@ class FusedPath:
         if step is not None and step.index is not None:
             self.steps.indexed(step)
         return reply
+
+
+def _wire(value: Any) -> str:
+    """An argument as Redis passes it to a script (text)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _lua_text(value: str) -> str:
+    """``value`` as a Lua string literal (every byte that is not a plain printable
+    character as a decimal escape)."""
+    out: list[str] = []
+    for b in value.encode():
+        ch = chr(b)
+        plain = b < 128 and (ch.isalnum() or ch in " _.:-/@+")
+        out.append(ch if plain else f"\\{b:03d}")
+    return "'" + "".join(out) + "'"

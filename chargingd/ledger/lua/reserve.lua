@@ -14,9 +14,21 @@
 -- answered "charging unavailable", e.g. Redis was stopped) refuses itself ('late')
 -- instead of holding money. ARGV[12]: a retransmitted request, on any daemon, gets the
 -- same answer.
+-- ARGV.c (embedded: a table; sessions/fused.py, the plain authorize) the values of
+--   ARGV[5..10] and ARGV[12] of this process, in that order, kept in the script's code:
+--   then the caller sends ARGV[1..4] and the deadline (ARGV[11]) as ARGV[5] only
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, amount, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local partial, new_session, who, maxlen = ARGV[5] == '1', ARGV[6] == '1', ARGV[7], ARGV[8]
+local partial, new_session, who, maxlen, reclaim_n, audit_on, deadline, refusal_ttl
+local c = ARGV.c
+if c then
+  partial, new_session, who, maxlen, reclaim_n, audit_on, deadline, refusal_ttl =
+    c[1], c[2], c[3], c[4], c[5], c[6], ARGV[5], c[7]
+else
+  partial, new_session, who, maxlen, reclaim_n, audit_on, deadline, refusal_ttl =
+    ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+end
+partial, new_session, reclaim_n = partial == '1', new_session == '1', tonumber(reclaim_n)
 
 local a = ARGV.account
 if type(a) ~= 'table' then a = redis.call('HMGET', acct, unpack(RESERVE_FIELDS)) end
@@ -29,16 +41,16 @@ local function refuse(reason, available, reclaimed)
   if swept then redis.call('HSET', acct, 'lease_due', s(due)) end
   if new_session then
     redis.call('HSET', sess, 'refused', reason)
-    redis.call('PEXPIRE', sess, ARGV[12])
+    redis.call('PEXPIRE', sess, refusal_ttl)
   end
   return {'refused', reason, available, reclaimed}
 end
 if new_session and known[2] and not redis.call('ZSCORE', leases, sid) then
   return {'refused', known[2], 0, 0}
 end
-if ARGV[11] ~= '0' then
+if deadline ~= '0' then
   local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[11]) then
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline) then
     return refuse('late', 0, 0)
   end
 end
@@ -47,7 +59,7 @@ end
 local reclaimed, reserved = 0, num(a[5])
 if not due or due <= now then
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
-                                         tonumber(ARGV[9]), reserved)
+                                         reclaim_n, reserved)
   swept = true
 end
 local balance = num(a[3])
@@ -92,7 +104,7 @@ end
 if not swept and (reason == 'too_many_calls' or reason == 'insufficient_credit'
                   or (not reason and available < amount)) then
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
-                                         tonumber(ARGV[9]), reserved)
+                                         reclaim_n, reserved)
   swept = true
   if reclaimed > 0 then reason, available = decide(own, leased) end
 end
@@ -114,7 +126,7 @@ reserved = reserved - own + granted
 redis.call('ZADD', leases, s(now + lease_ms), sid)
 if now + lease_ms < due then due = now + lease_ms end
 redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
-if ARGV[10] == '1' then
+if audit_on == '1' then
   audit(stream, maxlen, now, who, 'reserve', '', before,
         {balance = a[3], reserved = s(reserved), status = a[2]},
         {'session', sid, 'amount', s(granted), 'asked', s(amount)})

@@ -16,6 +16,9 @@
 --   but for its last pair, credit_micros, appended here (its map header counts it)
 -- ARGV[23] '1': credit_micros is what is held only (hold_all, own_timer), else held +
 --   available
+-- ARGV.c (a table, set by the plain authorize's own code: sessions/fused.py
+--   _constants_head) the per-process arguments: reserve.lua's ARGV[5..10] and [12],
+--   then ARGV[13]; the caller then sends ARGV[1..4], [11], [14..23] as ARGV[1..15]
 -- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
 --   account itself: a Lua table) the account's fields as its account_check read them
 -- The account is read once: account_check's HMGET also reads the fields the reserve
@@ -25,7 +28,9 @@
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
-local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17, 21)})
+local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (ARGV.c: 8 places lower)
+if ARGV.c then o, ttl = -8, ARGV.c[8] end
+local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
 -- A retransmission (the record of this call is live): nothing is reserved again. Its
@@ -45,10 +50,10 @@ if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
 local credit = res[2] + res[3]
-if ARGV[23] == '1' then credit = res[2] end
-local rec = ARGV[22] .. cmsgpack.pack($credit_micros, credit)
-if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ARGV[13]) then return {res, 0} end
+if ARGV[23 + o] == '1' then credit = res[2] end
+local rec = ARGV[22 + o] .. cmsgpack.pack($credit_micros, credit)
+if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ttl) then return {res, 0} end
 redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
-redis.call('ZADD', KEYS[8], ARGV[16], ARGV[15])
-if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], ARGV[14]) end  -- no expiry (store.py)
+redis.call('ZADD', KEYS[8], ARGV[16 + o], ARGV[15 + o])
+if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], ARGV[14 + o]) end  -- no expiry (store.py)
 return {res, 1}
