@@ -7,12 +7,18 @@
 --   (balance - other holds - floor); the rest stays owed to a later commit or the
 --   release | anything else: the whole difference, below the floor if it must
 -- Returns {'ok'|'dup'|'closed', debited, total_debited, balance, overrun 0|1} | {'unknown'}
+-- ARGV.account (embedded: session_renew.lua sets it true) replaced by the account's
+--   RESERVE_FIELDS as this commit left them, for the reserve that follows in the same
+--   script (it need not read the account again)
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, cum, now, who, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
 local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance',
-                     'credit_limit', 'reserved', 'debits', 'topups')
+                     'credit_limit', 'reserved', 'debits', 'topups', 'max_calls', 'lease_due')
 if not a[1] then return {'unknown'} end
+local give = ARGV.account ~= nil
+-- RESERVE_FIELDS (common.lua) as they stand until this script writes the account
+if give then ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]} end
 local balance = num(a[4])
 local st = redis.call('HMGET', sess, 'debited', 'closed')
 local done = num(st[1])
@@ -44,6 +50,7 @@ redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
            'debits', debits, 'status', status, 'status_reason', reason,
            'updated_ms', s(now))
 journal(acct, now, 'debit', -debit, sid, '', who, '', {s(balance), a[8], debits})
+if give then ARGV.account = {a[1], status, s(balance), a[5], s(reserved), a[9], a[10]} end
 done = done + debit
 redis.call('HSET', sess, 'debited', s(done))
 redis.call('PEXPIRE', sess, ARGV[6])

@@ -32,7 +32,9 @@ local function note()  -- the packet noted, the grant left to the caller
   redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
 end
 local keys = KEYS  -- the ledger's KEYS[1..5] (it reads no others): no copy
-local c = ledger_commit(keys, {unpack(ARGV, 1, 7)})
+local cargs = {unpack(ARGV, 1, 7)}
+cargs.account = true  -- commit.lua leaves the account's fields there
+local c = ledger_commit(keys, cargs)
 if c[1] == 'unknown' then note(); return {c, {}, 0} end
 local total = c[3]
 local want = tonumber(ARGV[20]) - total
@@ -40,6 +42,9 @@ local amount = want
 if amount < 1 then amount = 1 end
 local rargs = {unpack(ARGV, 8, 19)}
 rargs[2] = s(amount)
+-- the account as the commit read and wrote it (nothing else writes it in between):
+-- the reserve decides with it instead of reading it again
+rargs.account = cargs.account
 local r = ledger_reserve(keys, rargs)
 if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(ARGV[2]) then note(); return {c, r, 0} end
 if noted then
