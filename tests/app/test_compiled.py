@@ -16,11 +16,9 @@ from pathlib import Path
 from paths import REPO
 
 COMPILED = re.findall(r'^    "(chargingd/.*\.py)",$', (REPO / "setup.py").read_text(), re.M)
-# Must stay interpreted: subclassed by interpreted code (base.py), filling __dict__
-# (record.py).
+# Must stay interpreted: subclassed by interpreted code (base.py).
 INTERPRETED = [
     "chargingd/ledger/base.py",
-    "chargingd/sessions/record.py",
 ]
 
 
