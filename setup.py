@@ -71,6 +71,7 @@ COMPILED = [
     "chargingd/sessions/record.py",
     "chargingd/sessions/service.py",
     "chargingd/sessions/settle.py",
+    "chargingd/sessions/store.py",
 ]
 
 ext_modules = []

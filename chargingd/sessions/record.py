@@ -18,27 +18,21 @@ import dataclasses
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import msgpack
+
+from chargingd.core.plain import plain_class
 
 LIVE = "live"
 CLOSED = "closed"
 
-_C = TypeVar("_C")
 
-
-def _with_its_dict(cls: type[_C]) -> type[_C]:
-    """The class as it is. Compiled (setup.py), mypyc makes a class with a decorator
-    other than dataclass a plain Python class, not a native one: its instances keep the
-    ``__dict__`` SessionRecord.build fills in one step. A native class (no ``__dict__``)
-    is built through the dataclass's interpreted ``__init__``, one ``object.__setattr__``
-    per field: ~3x slower for these 38 fields (docs/performance.md, round 6a), on
-    every request."""
-    return cls
-
-
-@_with_its_dict
+# A plain Python class in the compiled build too (core/plain.py): build fills the
+# instance __dict__ in one step. As a native class (no __dict__) it is built through the
+# dataclass's interpreted __init__, one object.__setattr__ per field: ~3x slower for
+# these 38 fields (docs/performance.md, round 6a), on every request.
+@plain_class
 @dataclass(frozen=True)
 class SessionRecord:
     """One call as sessions/service.py knows it; integers carry their unit in the name."""

@@ -45,15 +45,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from importlib.abc import Traversable
+from typing import Any, ClassVar
 
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
+from chargingd.core.plain import plain_class
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import account_tag
 from chargingd.ledger.steps import Step, fused_source
@@ -111,13 +114,22 @@ def _text(value: Any) -> str:
 class LateWrite(Exception):
     """An authorize's record write ran after its deadline and wrote nothing."""
 
-    code = "late_write"
+    code: ClassVar[str] = "late_write"
+
+
+def _register_script(redis: Redis, lua: Traversable, name: str) -> Any:
+    """A session script (sessions/lua/NAME.lua, its $fields replaced) registered."""
+    return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text()))
 
 
 def fin_key(account_id: str, session_id: str) -> str:
     return f"{account_tag(account_id)}:s:{session_id}:fin"
 
 
+# A plain Python class in the compiled build too (core/plain.py): its base LiveIndexes
+# is interpreted, and tests replace one of its methods on an instance (a step slowed or
+# broken).
+@plain_class
 class SessionStore(LiveIndexes):
     """Typed access to the session keys; callers never build keys."""
 
@@ -145,10 +157,7 @@ class SessionStore(LiveIndexes):
         self.echo_class = echo_class
         self.shards = shards
         lua = resources.files("chargingd.sessions").joinpath("lua")
-
-        def load(name: str) -> Any:
-            return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text()))
-
+        load = functools.partial(_register_script, redis, lua)
         self._touch = load("session_touch")
         # The record write of an authorize checks the account through the ledger's own
         # account_check.lua (embedded).
@@ -328,12 +337,12 @@ class SessionStore(LiveIndexes):
     def _retry(self, command: tuple[Any, ...]) -> Callable[[], Awaitable[Any]] | None:
         if command[0] != "EVALSHA":
             return None
+        return functools.partial(self._again, command)
 
-        async def again() -> Any:
-            await self._load_scripts()
-            return await self.redis.execute_command(*command)
-
-        return again
+    async def _again(self, command: tuple[Any, ...]) -> Any:
+        """A script's command once more, after NOSCRIPT: the scripts loaded first."""
+        await self._load_scripts()
+        return await self.redis.execute_command(*command)
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every session script (at start; NOSCRIPT reloads them anyway), and
