@@ -12,7 +12,6 @@ picks it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +39,10 @@ class Template:
     learns: bool
     ttl_ms: int  # how long the account's value must live at least (its ops' longest)
     ip_ttl_ms: int  # the caller IP's
-
-    @functools.cached_property
-    def plan(self) -> P.AuthPlan:
-        """The plan of every call of this shape (one that may block: see Compiled.plan)."""
-        return P.AuthPlan(0, self.rules, self.ops, self.may_block, self.learns, self.ttl_ms,
-                          self.ip_ttl_ms)  # fmt: skip
+    # The plan of every call of this shape (one that may block: see Compiled.plan), built
+    # with it (a functools.cached_property is no cache compiled: mypyc's classes have no
+    # instance __dict__, a new plan came on every access)
+    plan: P.AuthPlan
 
 
 def counter_id(kind: str, slot: int, window_ms: int) -> str | int:
@@ -124,13 +121,18 @@ class Compiled:
                 ops.append([kind, key, counter_id(kind, rule.slot, window), window, rule.limit,
                             rule.act, name, extra])  # fmt: skip
             rules.append(rule)
+        packed: bytes = msgpack.packb([field for op in ops for field in op])
+        kept = tuple(rules)
+        may_block = any(r is not None and r.act == "b" for r in rules)
+        learns = any(op[0] == "n" for op in ops)
         return Template(
-            ops=msgpack.packb([field for op in ops for field in op]),
-            rules=tuple(rules),
-            may_block=any(r is not None and r.act == "b" for r in rules),
-            learns=any(op[0] == "n" for op in ops),
+            ops=packed,
+            rules=kept,
+            may_block=may_block,
+            learns=learns,
             ttl_ms=ttl[ACCOUNT],
             ip_ttl_ms=ttl[CALLER_IP],
+            plan=P.AuthPlan(0, kept, packed, may_block, learns, ttl[ACCOUNT], ttl[CALLER_IP]),
         )
 
     def _wanted(self, shape: Shape) -> list[tuple[Rule | None, str, int, int, int]]:

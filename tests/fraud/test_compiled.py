@@ -99,6 +99,9 @@ def test_compiled_plans_hold_each_rule_of_the_call_once(cfg: FraudConfig) -> Non
             dest = classifier.classify(number)
             ip_on = with_ip and bool(per_ip) and bool(ip)
             got = warm.plan(1_700_000_000_000, facts, dest, ip_on)
+            # the calls of a shape share its plan, unless it may block (the call's own)
+            again = warm.plan(1_700_000_000_000, facts, dest, ip_on)
+            assert (again is got) is not got.may_block
             cold = Compiled(own, per_ip, LIVE_TTL_MS).plan(1_700_000_000_000, facts, dest, ip_on)
             assert (got.ops, got.rules, got.may_block) == (cold.ops, cold.rules, cold.may_block)
             flat = msgpack.unpackb(got.ops)
