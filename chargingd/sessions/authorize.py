@@ -195,12 +195,18 @@ class Authorizer:
     ) -> Authorized | Refused | None:
         """Reserve the first grant; with ``check``, None when the account changed.
         WriteUncertain when Redis did not answer one of its writes."""
+        reserved: list[bool] = []  # one entry once the hold's write has been answered
         try:
             return await self._reserve_first_steps(
-                rec, priced, check=check, mode=mode, attempt=attempt
+                rec, priced, check=check, mode=mode, attempt=attempt, reserved=reserved
             )
-        except CommandNotSent:
-            raise  # never left this process: nothing to undo
+        except CommandNotSent as not_sent:
+            if not reserved:
+                raise  # the first write never left this process: nothing to undo
+            # The hold went through; a later write (the record) found no connection
+            # (e.g. the account's master died between the two): the gateway is refused,
+            # so the hold is undone as for any write left uncertain.
+            raise chained(WriteUncertain(rec.account_id, rec.session_id), not_sent) from not_sent
         except REDIS_DOWN as exc:
             raise chained(WriteUncertain(rec.account_id, rec.session_id), exc) from exc
 
@@ -212,6 +218,7 @@ class Authorizer:
         check: AccountCheck | None,
         mode: str,
         attempt: Attempt | None,
+        reserved: list[bool],
     ) -> Authorized | Refused | None:
         want = priced.cost_micros
         amount = max(want, 1)
@@ -232,6 +239,7 @@ class Authorizer:
                 fraud=prepared,
                 held_only=self.modes.holds_all(rec.client),
             )
+            reserved.append(True)
             if fraud is not None and prepared is not None and out.fraud is not None:
                 verdict = fraud.decided(prepared, out.fraud)
                 refusal = fraud.refusal(verdict)
@@ -261,6 +269,7 @@ class Authorizer:
                 partial=True,
                 new_session=True,
             )
+            reserved.append(True)
         if not grant.ok:
             code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
             if code is RefusalCode.SYSTEM_ERROR:
