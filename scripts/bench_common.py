@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
+from chargingd.alerts import Alerts
+from chargingd.alerts.store import AlertStore
+from chargingd.core.config import FraudConfig, SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.fraud import Fraud
 from chargingd.ledger import Ledger, Mode
 from chargingd.ledger.thin import ThinPool
 
@@ -75,3 +79,27 @@ def bench_redis(url: str, tmp: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+async def default_fraud(client: Any, ledger: Ledger, clock: Callable[[], int]) -> Fraud:
+    """The default fraud rule set, as `[fraud] enabled = true` ships it, on a single
+    Redis, its scripts loaded (the benchmarks' rules-on side)."""
+    store = AlertStore(
+        client,
+        clock_ms=clock,
+        dedup_window_s=3600,
+        retention_s=7200,
+        calls_kept=50,
+        stream_maxlen=100_000,
+    )
+    fraud = Fraud(
+        FraudConfig(enabled=True),
+        redis=client,
+        ledger=ledger,
+        alerts=Alerts(store),
+        clock_ms=clock,
+        live_ttl_s=SessionsConfig().session_ttl_s,
+        single_redis=True,
+    )
+    await fraud.load_scripts()
+    return fraud

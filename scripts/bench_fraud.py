@@ -29,13 +29,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
-from bench_common import seed_prepaid
+from bench_common import default_fraud, seed_prepaid
 
-from chargingd.alerts import Alerts
-from chargingd.alerts.store import AlertStore
-from chargingd.core.config import FraudConfig, SessionsConfig
+from chargingd.core.config import SessionsConfig
 from chargingd.core.redisconn import EmbeddedRedis
-from chargingd.fraud import Fraud
 from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo
@@ -70,24 +67,7 @@ async def _round(
     await seed_prepaid(ledger, accounts)
     fraud = None
     if fraud_on:  # the default rule set, as [fraud] enabled = true ships it
-        store = AlertStore(
-            client,
-            clock_ms=clock,
-            dedup_window_s=3600,
-            retention_s=7200,
-            calls_kept=50,
-            stream_maxlen=100_000,
-        )
-        fraud = Fraud(
-            FraudConfig(enabled=True),
-            redis=client,
-            ledger=ledger,
-            alerts=Alerts(store),
-            clock_ms=clock,
-            live_ttl_s=SessionsConfig().session_ttl_s,
-            single_redis=True,
-        )
-        await fraud.load_scripts()
+        fraud = await default_fraud(client, ledger, clock)
     sessions = Sessions(
         redis=client,
         ledger=ledger,
