@@ -130,8 +130,13 @@ class StepBuilder:
         amount = K.check_amount(amount_micros, "reserve amount", lo=1)
         lease = K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
         allow_partial = self.partial_grants if partial is None else partial
-        args: list[Any] = [session_id, amount, now_ms, lease, _int(allow_partial)]
-        args += [_int(new_session), _who(who), self.audit_max, self.reclaim_per_reserve]
+        args: list[Any] = [session_id, amount, now_ms, lease, _flag(allow_partial, "partial")]
+        args += [
+            _flag(new_session, "new_session"),
+            _who(who),
+            self.audit_max,
+            self.reclaim_per_reserve,
+        ]
         args += [self.audit_holds, deadline_ms, self.refusal_ttl_ms]
         score = self._index_score(account_id, now_ms + lease)
         index = None if score is None else ("ZADD", K.HOLD_INDEX_KEY, "GT", score, account_id)
@@ -315,9 +320,13 @@ def check_policy(policy: object) -> str:
     return policy
 
 
-def _int(flag: Any) -> int:
-    """``int(flag)`` of a caller's flag, whatever its type (a bool, 0/1, None: as int())."""
-    return int(flag)
+def _flag(flag: object, what: str) -> int:
+    """A caller's yes/no as the script's 0/1: a bool, or the int 0 or 1 exactly; anything
+    else (a string such as "0", None, 2) is InvalidRequest, not a flag taken as true or a
+    ValueError."""
+    if flag is True or flag is False or (type(flag) is int and flag in (0, 1)):
+        return 1 if flag else 0
+    raise InvalidRequest(f"{what} must be true or false")
 
 
 def _who(who: object) -> str:

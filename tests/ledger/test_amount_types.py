@@ -94,3 +94,28 @@ async def test_reserve_refuses_a_bad_lease_or_who_and_holds_nothing(
     with pytest.raises(InvalidRequest, match=field):
         await ledger.reserve("amt", "s-bad", 1_000_000, **kwargs)  # type: ignore[arg-type]
     assert await _money(ledger) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("partial", "0"),
+        ("partial", "yes"),
+        ("partial", 2),
+        ("new_session", "0"),
+        ("new_session", None),
+        ("new_session", 1.0),
+    ],
+)
+async def test_reserve_refuses_a_flag_that_is_not_a_bool_and_holds_nothing(
+    ledger: Ledger, field: str, value: object
+) -> None:
+    """partial / new_session: a bool (or 0/1). Before, "yes" raised ValueError and a
+    text "0" was taken as the flag 0."""
+    before = await _money(ledger)
+    kwargs: dict[str, object] = {"lease_ms": 60_000, field: value}
+    with pytest.raises(InvalidRequest, match=field):
+        await ledger.reserve("amt", "s-bad", 1_000_000, **kwargs)  # type: ignore[arg-type]
+    assert await _money(ledger) == before
+    grant = await ledger.reserve("amt", "s-good", 1_000_000, lease_ms=60_000, partial=1)
+    assert grant.granted_micros == 1_000_000
