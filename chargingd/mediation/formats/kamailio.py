@@ -4,7 +4,9 @@ The acc module writes one record per transaction, not per call (acc.c
 acc_log_request): the INVITE's 200 OK ("transaction answered") and later the BYE.
 A call is its INVITE paired with its BYE by Call-ID and the dialog tags (a BYE from
 the callee has From/To tags swapped, RFC 3261 §12.2.1.1); duration = BYE time -
-INVITE time. A failed INVITE ("call missed", code >= 300) is an unanswered call.
+INVITE time. A failed INVITE ("call missed", code >= 300) is an unanswered call,
+unless an answered INVITE of the same Call-ID follows (a failed branch of serial
+forking): the unanswered calls are yielded at the end of the file.
 An INVITE still without its BYE at the end of the file is rejected as incomplete.
 
 Syslog: ``ACC: transaction answered: timestamp=<epoch>;method=INVITE;from_tag=..;
@@ -49,10 +51,16 @@ class _Event:
 
 
 class _Pairer:
-    """Matches INVITEs with their BYEs; yields calls, unanswered calls and rejects."""
+    """Matches INVITEs with their BYEs; yields calls, unanswered calls and rejects.
+
+    A failed INVITE is held until the end of the file: with serial forking each failed
+    branch is logged "call missed" (acc docs, log_missed_flag set again in
+    failure_route), and the branch answered next has the same Call-ID: that is the
+    call. A Call-ID never answered is one unanswered call, ended by its last failure."""
 
     def __init__(self) -> None:
         self.open: dict[str, _Event] = {}
+        self.missed: dict[str, _Event] = {}
 
     def feed(self, ev: _Event) -> Iterator[Parsed]:
         if ev.method == "INVITE":
@@ -61,8 +69,9 @@ class _Pairer:
                 # (491, 488: the dialog lives on, §14.1): part of the same call.
                 pass
             elif ev.code >= 300:
-                yield ev.line_no, _call(ev, None)
+                self.missed[ev.call_id] = ev  # the call's latest failed branch
             else:
+                self.missed.pop(ev.call_id, None)  # a failed branch of this call
                 self.open[ev.call_id] = ev
         elif ev.method == "BYE":
             invite = self.open.get(ev.call_id)
@@ -76,6 +85,10 @@ class _Pairer:
         # Other methods (ACK, CANCEL, re-INVITE within the dialog...) carry no call.
 
     def finish(self) -> Iterator[Parsed]:
+        missed = sorted(self.missed.values(), key=lambda ev: ev.line_no)
+        self.missed.clear()
+        for ev in missed:
+            yield ev.line_no, _call(ev, None)
         for ev in self.open.values():
             yield ev.line_no, Reject("incomplete: INVITE without BYE at end of file", ev.raw)
         self.open.clear()
