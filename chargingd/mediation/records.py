@@ -7,6 +7,7 @@ numbers are as dialled, causes as the switch named them. normalise.py does the r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,3 +76,35 @@ def parse_stamp(text: str, name: str) -> datetime | None:
         return datetime.fromisoformat(text)  # C-implemented: ~0.3 us a stamp
     except ValueError:
         raise RowError(f"{name} is not a time: {text!r}") from None
+
+
+class RecordIds:
+    """Call ids for a switch that writes several records under one id (Asterisk: a CDR
+    per dial attempt, all with Party A's uniqueid; CUCM: a CDR per leg pair of a
+    transferred or conferenced call, one globalCallID). The first record of an id
+    keeps it; another record (other text) gets ``id#label`` (its own key: dstchannel,
+    legs), or ``id#<digest of its text>`` when that label is taken too. The same text
+    again keeps its id: a duplicate. Ids are remembered for the last ``cap`` ones (a
+    switch writes a call's records together)."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._seen: dict[str, str] = {}  # id -> digest of the record that has it
+
+    def __call__(self, call_id: str, raw: str, label: str = "", plain: bool = True) -> str:
+        """The record's id; ``plain = False``: the switch says it is not the call's first
+        record (it never takes the plain id, whatever file it is in)."""
+        digest = hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
+        candidates = [call_id] if plain else []
+        if label:
+            candidates.append(f"{call_id}#{label}")
+        for candidate in [*candidates, f"{call_id}#{digest}"]:
+            seen = self._seen.get(candidate)
+            if seen is None:
+                if len(self._seen) >= self.cap:
+                    del self._seen[next(iter(self._seen))]
+                self._seen[candidate] = digest
+                return candidate
+            if seen == digest:
+                return candidate
+        return f"{call_id}#{digest}"

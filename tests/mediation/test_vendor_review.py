@@ -37,3 +37,46 @@ def test_kamailio_failed_branch_before_the_answer_is_the_same_call() -> None:
         ("s1", "normal", 125, 16),
         ("s2", "unanswered", 0, 17),  # one call: its last branch's failure (486) ends it
     ]
+
+
+def test_asterisk_dial_attempts_of_one_channel_are_separate_records() -> None:
+    """Asterisk 12+ CDR specification: a CDR per dial attempt, all with Party A's
+    uniqueid; a failover's CONGESTION and then its ANSWERED trunk share it. The same
+    line written twice stays one record (a duplicate)."""
+    head = '"","4930123456","4989987654","out","","PJSIP/1001-00000001",'
+    lines = [
+        f'{head}"PJSIP/gw1-00000002","Dial","PJSIP/gw1","2026-03-11 09:00:00",,'
+        '"2026-03-11 09:00:01",1,0,"CONGESTION","DOCUMENTATION","1773216000.1"\n',
+        f'{head}"PJSIP/gw2-00000003","Dial","PJSIP/gw2","2026-03-11 09:00:01",'
+        '"2026-03-11 09:00:05","2026-03-11 09:02:10",129,125,"ANSWERED","DOCUMENTATION",'
+        '"1773216000.1"\n',
+    ]
+    calls = calls_of([*lines, lines[1]], SourceConfig(format="asterisk", loguniqueid=True))
+    assert [(c.call_id, c.status, c.duration_s) for c in calls] == [
+        ("1773216000.1", "unanswered", 0),
+        ("1773216000.1#PJSIP/gw2-00000003", "normal", 125),
+        ("1773216000.1#PJSIP/gw2-00000003", "normal", 125),  # the repeated line
+    ]
+
+
+def test_cucm_records_sharing_a_global_call_id_are_separate_records() -> None:
+    """CUCM CDR guide: a transferred or conferenced call writes several CDRs with the
+    same globalCallID_callId (one per leg pair); each is billed, also when CUCM's
+    per-minute files put them in different files (joinOnBehalfOf 10: a transfer)."""
+    header = (
+        "cdrRecordType,globalCallID_callManagerId,globalCallID_callId,origLegCallIdentifier,"
+        "dateTimeOrigination,callingPartyNumber,origCause_value,destLegCallIdentifier,"
+        "finalCalledPartyNumber,destCause_value,dateTimeConnect,dateTimeDisconnect,duration,"
+        "joinOnBehalfOf\n"
+    )
+    lines = [
+        header,
+        "1,1,7001,101,1773216000,4930123456,0,102,4989987654,393216,1773216005,1773216065,60,0\n",
+        "1,1,7001,101,1773216065,4930123456,16,104,4940123456,0,1773216065,1773216185,120,10\n",
+    ]
+    calls = calls_of(lines, SourceConfig(format="cucm"))
+    assert [(c.call_id, c.callee, c.duration_s) for c in calls] == [
+        ("1-7001", "+4989987654", 60),
+        ("1-7001#101-104", "+4940123456", 120),
+    ]
+    assert calls_of([header, lines[2]], SourceConfig(format="cucm"))[0].call_id == "1-7001#101-104"

@@ -23,6 +23,7 @@ from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
+    RecordIds,
     Reject,
     RowError,
     int_field,
@@ -78,6 +79,7 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
     """Yield the calls of a Master.csv file written with the source's options."""
     source = source or SourceConfig(format="asterisk")
     names = layout(source)
+    ids = RecordIds()
     for rec in records(lines, width=lambda: len(names)):
         if rec.fields is None:
             yield rec.line_no, Reject(rec.error, rec.raw)
@@ -85,9 +87,14 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
         if not rec.fields or rec.fields == [""]:
             continue
         try:
-            yield rec.line_no, _call(names, rec.fields, rec.raw, source.usegmtime)
+            call = _call(names, rec.fields, rec.raw, source.usegmtime)
         except RowError as exc:
             yield rec.line_no, Reject(str(exc), rec.raw)
+            continue
+        # Asterisk 12+ writes a CDR per dial attempt (failover, parallel ring), each
+        # with Party A's uniqueid: the others are told apart by their dstchannel.
+        call.call_id = ids(call.call_id, rec.raw, call.extra["dstchannel"])
+        yield rec.line_no, call
 
 
 def _stamp(text: str, name: str, utc: bool) -> datetime | None:

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from chargingd.mediation.formats.csvlines import records
-from chargingd.mediation.records import Parsed, RawCall, Reject, RowError, int_field
+from chargingd.mediation.records import Parsed, RawCall, RecordIds, Reject, RowError, int_field
 
 REQUIRED = (
     "cdrRecordType",
@@ -48,6 +48,7 @@ def _skip(text: str) -> bool:
 def parse(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the end-of-call records of a CUCM CDR flat file."""
     header: list[str] = []
+    ids = RecordIds()
     # Rows may lack trailing empty columns: any closed line stands alone.
     for rec in records(lines, skip=_skip):
         if rec.fields is None:
@@ -70,6 +71,12 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             continue
         if call is not None:
             call.raw = rec.raw
+            # A transferred or conferenced call has a CDR per leg pair, all with its
+            # globalCallID: the records a join made (joinOnBehalfOf: 10 transfer, 4
+            # conference...) are told apart by their legs, in any file.
+            legs = f"{call.extra.get('orig_leg', '')}-{call.extra.get('dest_leg', '')}"
+            joined = call.extra.get("joinOnBehalfOf", "0") not in ("", "0")
+            call.call_id = ids(call.call_id, rec.raw, "" if legs == "-" else legs, not joined)
             yield rec.line_no, call
 
 
@@ -86,9 +93,18 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
     dest_cause = int_field(rec["destCause_value"], "destCause_value")
     extra = {
         k: rec[k]
-        for k in ("pkid", "origDeviceName", "destDeviceName", "originalCalledPartyNumber")
+        for k in (
+            "pkid",
+            "origDeviceName",
+            "destDeviceName",
+            "originalCalledPartyNumber",
+            "joinOnBehalfOf",
+        )
         if rec.get(k)
     }
+    for key, name in (("orig_leg", "origLegCallIdentifier"), ("dest_leg", "destLegCallIdentifier")):
+        if rec.get(name):
+            extra[key] = rec[name]
     if rec.get("origIpAddr"):
         extra["orig_ip"] = ip_from_int(int_field(rec["origIpAddr"], "origIpAddr"))
     gateway = ""
