@@ -75,8 +75,9 @@ def test_cucm_records_sharing_a_global_call_id_are_separate_records() -> None:
         "1,1,7001,101,1773216065,4930123456,16,104,4940123456,0,1773216065,1773216185,120,10\n",
     ]
     calls = calls_of(lines, SourceConfig(format="cucm"))
-    assert [(c.call_id, c.callee, c.duration_s) for c in calls] == [
-        ("1-7001", "+4989987654", 60),
-        ("1-7001#101-104", "+4940123456", 120),
+    assert [(c.call_id, c.callee, c.duration_s, c.cause) for c in calls] == [
+        ("1-7001", "+4989987654", 60, 16),  # 393216: Cisco's "call split", no Q.850 value
+        ("1-7001#101-104", "+4940123456", 120, 16),
     ]
+    assert calls[0].extra["cucm_cause"] == "393216"
     assert calls_of([header, lines[2]], SourceConfig(format="cucm"))[0].call_id == "1-7001#101-104"

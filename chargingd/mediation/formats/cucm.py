@@ -32,6 +32,12 @@ REQUIRED = (
     "duration",
 )
 _END_OF_CALL = "1"
+# Cisco-specific cause codes (CDR guide, "Cisco-Specific Call Termination Cause
+# Codes") are no Q.850 values: a leg a feature ended (262144 conference drop any party,
+# 393216 call split by a transfer) cleared normally; any other is unknown (0), its
+# value kept in extra ``cucm_cause``.
+_FEATURE_ENDED = {262144, 393216}
+_Q850_MAX = 127
 
 
 def ip_from_int(value: int) -> str:
@@ -80,6 +86,19 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             yield rec.line_no, call
 
 
+def _q850(orig: int, dest: int, extra: dict[str, str]) -> int:
+    """The party that cleared carries the cause (the other side reports 0); a Q.850
+    value of either side first, then a Cisco-specific one."""
+    for cause in (orig, dest):
+        if 0 < cause <= _Q850_MAX:
+            return cause
+    for cause in (orig, dest):
+        if cause > _Q850_MAX:
+            extra["cucm_cause"] = str(cause)
+            return 16 if cause in _FEATURE_ENDED else 0
+    return 0
+
+
 def _call(header: list[str], row: list[str]) -> RawCall | None:
     if len(row) > len(header):
         raise RowError(f"{len(row)} columns; the header has {len(header)}")
@@ -119,8 +138,7 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
         answer=connect_s * 1000 if connect_s else None,
         end=int_field(rec["dateTimeDisconnect"], "dateTimeDisconnect") * 1000,
         talk_s=int_field(rec["duration"], "duration"),
-        # The party that cleared carries the cause; the other side reports 0.
-        q850=orig_cause or dest_cause,
+        q850=_q850(orig_cause, dest_cause, extra),
         gateway=gateway,
         extra=extra,
     )
