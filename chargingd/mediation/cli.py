@@ -19,7 +19,7 @@ from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.charge import Charger, UsageLedger
 from chargingd.mediation.formats import SPOOL_SUFFIXES
 from chargingd.mediation.payers import AccountLookup, Payers
-from chargingd.mediation.pipeline import Mediator, Progress, Summary
+from chargingd.mediation.pipeline import Mediator, Progress, Summary, is_gzip
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, MemoryStore
 
@@ -159,7 +159,9 @@ def _progress(path: Path, show: bool) -> Iterator[Progress | None]:
 
     bar: RichProgress
     with RichProgress(console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(path.name, total=path.stat().st_size)
+        # A compressed file's size says nothing of its characters: no total then.
+        total = None if is_gzip(path) else path.stat().st_size
+        task = bar.add_task(path.name, total=total)
 
         def advance(chars: int) -> None:
             bar.advance(task, chars)

@@ -10,6 +10,7 @@ file (its rejects are kept in the Summary for the command to show).
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -133,6 +134,24 @@ def rejects_path(path: Path, rejects_dir: str) -> Path:
     """Where the rejects of ``path`` go: FILE.rejects.csv, next to it or in rejects_dir."""
     name = path.name + ".rejects.csv"
     return Path(rejects_dir) / name if rejects_dir else path.with_name(name)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """The file starts with gzip's magic bytes (whatever its name)."""
+    with open(path, "rb") as probe:
+        return probe.read(2) == GZIP_MAGIC
+
+
+def open_cdr_file(path: Path) -> IO[str]:
+    """A CDR file's text: UTF-8 (an undecodable byte is replaced, the row then rejected
+    or kept as the switch wrote it), decompressed when gzip-compressed (logrotate's
+    Master.csv.1.gz)."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
 
 
 def counted(fh: Iterable[str], progress: Progress | None, every: int = 4096) -> Iterator[str]:
@@ -276,7 +295,7 @@ class Mediator:
         """Mediate one file; its rejects go to FILE.rejects.csv (a dry run writes none)."""
         run = _FileRun(None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)))
         try:
-            with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            with open_cdr_file(path) as fh:
                 batch = _Batch()
                 await self._feed(counted(fh, progress), run, batch, run.summary)
                 run.summary.add(await self._flush(batch))
@@ -306,7 +325,7 @@ class Mediator:
                 runs.append(run)
                 shown = progress(path) if progress is not None else nullcontext(None)
                 with (
-                    open(path, encoding="utf-8", errors="replace", newline="") as fh,
+                    open_cdr_file(path) as fh,
                     shown as advance,
                 ):
                     await self._feed(counted(fh, advance), run, batch, total)

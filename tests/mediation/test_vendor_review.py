@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import pytest
+from paths import FIXTURES
+
+from chargingd.app.cli import main
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
@@ -81,3 +88,21 @@ def test_cucm_records_sharing_a_global_call_id_are_separate_records() -> None:
     ]
     assert calls[0].extra["cucm_cause"] == "393216"
     assert calls_of([header, lines[2]], SourceConfig(format="cucm"))[0].call_id == "1-7001#101-104"
+
+
+def test_logrotate_gzipped_file_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """logrotate compresses rotated Master.csv files (Master.csv.1.gz): read as text,
+    not as 6 rejected rows of binary noise."""
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[mediation.sources.pbx]\nformat = "asterisk"\n'
+        'time_zone = "Europe/Berlin"\ndefault_country = "DE"\n'
+        'account_rule = "fixed"\naccount = "c1"\n'
+        f'plan = "{FIXTURES / "cdr" / "tariff_tp"}"\ntenant = "chargingd.test"\n'
+        'charge = "record_only"\nloguniqueid = true\nloguserfield = true\n'
+    )
+    text = (FIXTURES / "cdr" / "asterisk_Master.csv").read_bytes()
+    (tmp_path / "Master.csv.1.gz").write_bytes(gzip.compress(text))
+    argv = ["mediate", str(tmp_path / "Master.csv.1.gz"), "--source", "pbx", "--quiet"]
+    assert main([*argv, "--config", str(config), "--dry-run"]) == 1  # its 4 bad rows
+    assert "dry run: read 9, stored 5, duplicates 0, rejected 4" in capsys.readouterr().out
