@@ -34,7 +34,7 @@ MAX_LEASE_MS = 7 * 86400 * 1000
 # (its own hold + balance - other holds - floor): "cap" takes what is there, "debt"
 # takes it all (the balance goes below the floor: an overrun, committed and flagged).
 POLICIES = ("cap", "debt")
-EMBEDDABLE = ("reserve", "commit", "release", "account_check", "status", "known")
+EMBEDDABLE = ("reserve", "reserve_first", "commit", "release", "account_check", "status", "known")
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 

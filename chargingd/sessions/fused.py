@@ -79,30 +79,10 @@ class FusedPath:
         self.ledger = ledger
         self.steps = ledger.steps
         lua = resources.files("chargingd.sessions") / "lua"
-
-        def load(
-            name: str, embeds: tuple[str, ...], kind: str, conf: str = ""
-        ) -> tuple[Any, FusedLibrary]:
-            """The script for EVALSHA (a Redis without Functions) and the same code as
-            a library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash;
-            ``conf``: a Lua table of the per-process arguments (_constants), defined
-            with the functions (a library's once, at its load) and set as ARGV.c."""
-            body = record_lua((lua / f"{name}.lua").read_text())
-            definitions = ""
-            if conf:
-                definitions = f"local CONF = {conf}\n"
-                body = f"ARGV.c = CONF\n{body}"
-            script = store.redis.register_script(fused_source(definitions + body, embeds))
-            store.scripts.append(script)
-            definitions = fused_source(definitions, embeds)
-            library = FusedLibrary(store.redis, definitions, body, prefix=f"chargingd_{kind}_")
-            return script, library
-
         # The plain authorize takes its per-process arguments from its own code
-        # (_constants): 8 arguments fewer per call.
-        self._authorize, self.library = load(
-            "session_authorize", ("account_check", "reserve"), "a", self._constants()
-        )
+        # (_constants): 8 arguments fewer per call; a new call's full grant straight
+        # (ledger/lua/reserve_first.lua).
+        self._authorize, self.library = self._plain(first=True)
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
@@ -117,12 +97,48 @@ class FusedPath:
         self.fraud_library = FusedLibrary(
             store.redis, fused_source(definitions, embeds), body, FRAUD_RESET
         )
-        self._renew, self.renew_library = load("session_renew", ("commit", "reserve"), "r")
-        self._close, self.close_library = load("session_close", ("release",), "c")
-        self._stop, self.stop_library = load("session_stop", ("release",), "s")
+        self._renew, self.renew_library = self._load("session_renew", ("commit", "reserve"), "r")
+        self._close, self.close_library = self._load("session_close", ("release",), "c")
+        self._stop, self.stop_library = self._load("session_stop", ("release",), "s")
         store.libraries.extend(self.libraries)
 
-    def _constants(self) -> str:
+    def _load(
+        self, name: str, embeds: tuple[str, ...], kind: str, conf: str = ""
+    ) -> tuple[Any, FusedLibrary]:
+        """The script for EVALSHA (a Redis without Functions) and the same code as a
+        library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash; ``conf``: a
+        Lua table of the per-process arguments (_constants), defined with the functions
+        (a library's once, at its load) and set as ARGV.c."""
+        lua = resources.files("chargingd.sessions") / "lua"
+        body = record_lua((lua / f"{name}.lua").read_text())
+        definitions = ""
+        if conf:
+            definitions = f"local CONF = {conf}\n"
+            body = f"ARGV.c = CONF\n{body}"
+        redis = self.store.redis
+        script = redis.register_script(fused_source(definitions + body, embeds))
+        self.store.scripts.append(script)
+        definitions = fused_source(definitions, embeds)
+        library = FusedLibrary(redis, definitions, body, prefix=f"chargingd_{kind}_")
+        return script, library
+
+    def _plain(self, *, first: bool) -> tuple[Any, FusedLibrary]:
+        """The plain authorize (session_authorize.lua), with ``first``: a new call's
+        full grant by the ledger's straight-line reserve_first, else by the general
+        account_check + reserve (the same keys, values and replies)."""
+        embeds = ("account_check", "reserve", "reserve_first")
+        return self._load("session_authorize", embeds, "a", self._constants(first))
+
+    def general_reserve(self) -> None:
+        """Every authorize by the general account_check + reserve, no straight-line
+        first grant: the tests that compare both paths key by key. Before
+        SessionStore.load_scripts (its libraries and scripts are the ones loaded)."""
+        old = self.library
+        self._authorize, self.library = self._plain(first=False)
+        libraries = self.store.libraries
+        libraries[libraries.index(old)] = self.library
+
+    def _constants(self, first: bool = True) -> str:
         """The arguments of session_authorize.lua that are the same on every call of
         this process (its configuration: reserve.lua's ARGV[5..10] and [12], the
         record's ttl ARGV[13]) as a Lua table (its ARGV.c): the caller sends the other
@@ -132,7 +148,8 @@ class FusedPath:
         Cluster never takes this path: sessions/service.py)."""
         sample = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0)
         kept = [*sample.argv[4:10], sample.argv[11], self.store.session_ttl_s]
-        return "{" + ", ".join(_lua_text(_wire(v)) for v in kept) + "}"
+        values = ", ".join(_lua_text(_wire(v)) for v in kept)
+        return "{" + values + f", first = {'true' if first else 'false'}" + "}"
 
     @property
     def libraries(self) -> tuple[FusedLibrary, ...]:

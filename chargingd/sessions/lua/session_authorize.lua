@@ -19,6 +19,8 @@
 -- ARGV.c (a table, set by the plain authorize's own code: sessions/fused.py
 --   _constants_head) the per-process arguments: reserve.lua's ARGV[5..10] and [12],
 --   then ARGV[13]; the caller then sends ARGV[1..4], [11], [14..23] as ARGV[1..15]
+-- ARGV.c.first (the plain authorize, unless turned off: FusedPath.general_reserve) a new
+--   call's full grant by ledger_reserve_first, the others by the steps it stands for
 -- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
 --   account itself: a Lua table) the account's fields as its account_check read them
 -- The account is read once: account_check's HMGET also reads the fields the reserve
@@ -29,24 +31,32 @@
 --         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
 local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (ARGV.c: 8 places lower)
-if ARGV.c then o, ttl = -8, ARGV.c[8] end
-local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
-if chk[1] == 'stale' then return {'stale', {}} end
-if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
--- A retransmission (the record of this call is live): nothing is reserved again. Its
--- hold stays what the record says (the account's other calls may have taken or freed
--- money since); the caller answers it from the record, as the first answer was.
+local c = ARGV.c
+if c then o, ttl = -8, c[8] end
 local known = redis.call('GET', KEYS[6])
-if known then
-  local r = cmsgpack.unpack(known)
-  if r[$state] == 'live' and (r[$adopted] or 0) == 0 then
-    return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
+local res
+-- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
+-- call is anything else, nothing written; then the general steps below decide it).
+-- c.first: this process's code has it (sessions/fused.py; off: the general steps only).
+if not known and c and c.first then res = ledger_reserve_first(KEYS, ARGV) end
+if not res then
+  local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
+  if chk[1] == 'stale' then return {'stale', {}} end
+  if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
+  -- A retransmission (the record of this call is live): nothing is reserved again. Its
+  -- hold stays what the record says (the account's other calls may have taken or freed
+  -- money since); the caller answers it from the record, as the first answer was.
+  if known then
+    local r = cmsgpack.unpack(known)
+    if r[$state] == 'live' and (r[$adopted] or 0) == 0 then
+      return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
+    end
   end
+  -- The reserve's KEYS and ARGV are this script's first ones (it reads no others): no copy.
+  ARGV.account = chk[2] or ARGV.account
+  res = ledger_reserve(KEYS, ARGV)
+  if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 end
--- The reserve's KEYS and ARGV are this script's first ones (it reads no others): no copy.
-ARGV.account = chk[2] or ARGV.account
-local res = ledger_reserve(KEYS, ARGV)
-if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
 local credit = res[2] + res[3]
