@@ -106,3 +106,22 @@ def test_logrotate_gzipped_file_is_read(tmp_path: Path, capsys: pytest.CaptureFi
     argv = ["mediate", str(tmp_path / "Master.csv.1.gz"), "--source", "pbx", "--quiet"]
     assert main([*argv, "--config", str(config), "--dry-run"]) == 1  # its 4 bad rows
     assert "dry run: read 9, stored 5, duplicates 0, rejected 4" in capsys.readouterr().out
+
+
+def test_opensips_forwarded_leg_is_billed_to_its_own_caller() -> None:
+    """OpenSIPS acc docs (multi call-legs): A calls B, B forwards to C: a row per leg,
+    and "user B must pay for the call" to C. Legs whose mapped caller/callee differ
+    are separate records; legs that differ only elsewhere stay one call."""
+    head = "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,setuptime,"
+    row = "INVITE,f1,t1,L1@x,200,OK,2026-07-01 10:00:07,60,7,2026-07-01 10:00:00"
+    lines = [
+        f"{head}created,leg_src,leg_dst\n",
+        f"1,{row},4930123456,4989987654\n",
+        f"2,{row},4989987654,4940123456\n",
+    ]
+    mapping: dict[str, str | int] = {"caller": "leg_src", "callee": "leg_dst"}
+    calls = calls_of(lines, SourceConfig(format="opensips_db", mapping=mapping))
+    assert [(c.call_id, c.caller, c.callee) for c in calls] == [
+        ("L1@x", "+4930123456", "+4989987654"),
+        ("L1@x#4989987654>4940123456", "+4989987654", "+4940123456"),
+    ]

@@ -16,8 +16,11 @@ Times are DATETIME in the database's local time: the source's time_zone. A faile
 call is stored unanswered, its SIP code mapped to Q.850 (RFC 3398) like kamailio_db,
 unless the source's cause_map names its sip_reason. Rows of other methods (the same
 table holds plain transaction accounting) are no call and are skipped. With
-multi-leg accounting (leg_fields) a call has a row per leg: the first is the call,
-the others are counted as duplicates.
+multi-leg accounting (leg_fields) a call has a row per leg: rows of the same caller
+and callee are one call (the others are counted as duplicates); a row whose mapped
+caller/callee differ (the mapping names the leg columns: B forwarding to C) is a
+record of its own, ``callid#caller>callee``, billed to that leg's caller as the acc
+docs say ("user B must pay for the call").
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from chargingd.mediation.formats.tables import Columns, Row, rows
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
+    RecordIds,
     Reject,
     RowError,
     int_field,
@@ -44,6 +48,7 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     """Yield the calls of an OpenSIPS acc table export (CDR mode)."""
     columns: Columns | None = None
     problem = ""
+    legs = RecordIds()
     for line_no, row in rows(lines):
         if isinstance(row, Reject):
             yield line_no, row
@@ -57,9 +62,15 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if row.values["method"].strip().upper() != "INVITE":
             continue  # transaction accounting of another request: no call
         try:
-            yield line_no, _call(columns, row)
+            call = _call(columns, row)
         except RowError as exc:
             yield line_no, Reject(str(exc), row.raw)
+            continue
+        # Multi-leg accounting: a row per leg. A forwarded leg (B -> C, mapped to the
+        # leg columns) is billed to its own caller; rows with the same parties are one.
+        parties = f"{call.caller}>{call.callee}"
+        call.call_id = legs(call.call_id, parties, parties)
+        yield line_no, call
 
 
 def _header_problem(columns: Columns) -> str:
