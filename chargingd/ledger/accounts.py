@@ -139,6 +139,13 @@ class AccountLedger(LedgerBase):
             found = await self.redis.hget(K.IDENTITIES_KEY, identity)
         return None if found is None else C.s(found)
 
+    async def refusal(self, account_id: str, session_id: str) -> str:
+        """Why the session id was refused on this account ("": it was not, or no longer
+        remembered: the refusal lives ``refusal_ttl_s``, as for a retransmission)."""
+        K.check_account_id(account_id)
+        found = await self.redis.hget(K.session_key(account_id, session_id), "refused")
+        return "" if found is None else C.s(found)
+
     async def list_accounts(
         self, *, cursor: int = 0, count: int = 100
     ) -> tuple[int, list[Account]]:

@@ -95,10 +95,7 @@ class Accounting:
             return
         account_id = await self._account_of(report)
         rec: SessionRecord | None = None
-        if account_id is None and report.kind is UsageKind.FAILED:
-            # A call that was never set up and never authorized here (a switch that
-            # also accounts the INVITEs chargingd refused): no money, no session.
-            log.debug("failed call %s without a session: nothing to close", session_id)
+        if account_id is None and await self._nothing_to_adopt(report):
             return
         if account_id is None:
             adopted, created = await self._adopt(report)
@@ -375,6 +372,25 @@ class Accounting:
             "adopted session %s of account %s without authorize", rec.session_id, account.id
         )
         return rec, True
+
+    async def _nothing_to_adopt(self, report: UsageReport) -> bool:
+        """Accounting of a call with no session here that must not adopt one: a Failed
+        (never set up nor authorized here: a switch that also accounts the INVITEs
+        chargingd refused), or a Start or a Stop of no usage of a call chargingd refused
+        (a Cisco leg that never connected): no money, no session, so no CDR. A refused
+        call its gateway connected anyway reports usage: adopted and charged in full
+        (it was allowed nothing: overrun)."""
+        session_id = report.call.session_id
+        if report.kind is UsageKind.FAILED:
+            log.debug("failed call %s without a session: nothing to close", session_id)
+            return True
+        if report.usage_s:
+            return False
+        account = await self.authorizer.find_account(report.call)
+        if account is None or not await self.authorizer.ledger.refusal(account.id, session_id):
+            return False
+        log.debug("accounting of refused call %s: nothing to charge", session_id)
+        return True
 
     async def orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
         """Keep a report nothing can charge, with its reason (never lost), and say so: the

@@ -176,6 +176,31 @@ async def test_failed_call_nobody_authorized_is_neither_adopted_nor_orphaned(
     assert await sessions.list_sessions() == []
 
 
+async def test_accounting_of_a_call_refused_here_makes_no_session_and_no_cdr(
+    sessions: Sessions, ledger: Ledger, redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A gateway that accounts the calls chargingd refused with a Start and a Stop of no
+    usage (not Failed): as a Failed, no session, no CDR. A refused call the gateway
+    connected anyway is still charged: in full, as debt (overrun)."""
+    await add_account(ledger, balance_micros=0)
+    refused = call("refused")
+    assert not isinstance(await sessions.authorize(refused), Authorized)
+    await sessions.account(usage(refused, UsageKind.START, 0, clock.now_ms))
+    assert await sessions.list_sessions() == []
+    await sessions.account(usage(refused, UsageKind.STOP, 0, clock.now_ms))
+    assert await read_cdrs(redis) == []
+    assert await redis.xrange(ORPHANS) == []
+    connected = call("connected")
+    assert not isinstance(await sessions.authorize(connected), Authorized)
+    await sessions.account(usage(connected, UsageKind.START, 0, clock.now_ms))
+    clock.advance(30)
+    await sessions.account(usage(connected, UsageKind.STOP, 30, clock.now_ms))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.call_id, cdr.status, cdr.charged_micros) == ("connected", "overrun", 30 * PER_S)
+    acc = await ledger.get_account("acc1")
+    assert (acc.balance_micros, acc.reserved_micros, acc.live_sessions) == (-30 * PER_S, 0, 0)
+
+
 async def test_cdr_answer_time_is_never_before_the_start(
     sessions: Sessions, ledger: Ledger, redis: aioredis.Redis, clock: Clock
 ) -> None:
