@@ -95,8 +95,8 @@ def test_opensips_sample(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixt
     bare = tmp_path / "acc.csv"
     shutil.copy(SHARED / "opensips_acc_db.csv", bare)
     out = mediate(capsys, cfg, "osips", bare)
-    assert "read 1, stored 0, duplicates 0, rejected 1" in out
-    ((line, reason),) = rejects(Path(f"{bare}.rejects.csv"))
+    assert "read 2, stored 0, duplicates 0, rejected 2" in out  # the header line too
+    (_, (line, reason)) = rejects(Path(f"{bare}.rejects.csv"))
     assert line == "2" and reason.startswith("the header has no callee column")
     # The same row with the extra_fields columns an operator adds (src_user, dst_user).
     lines = (SHARED / "opensips_acc_db.csv").read_text().splitlines()

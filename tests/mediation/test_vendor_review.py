@@ -125,3 +125,23 @@ def test_opensips_forwarded_leg_is_billed_to_its_own_caller() -> None:
         ("L1@x", "+4930123456", "+4989987654"),
         ("L1@x#4989987654>4940123456", "+4989987654", "+4940123456"),
     ]
+
+
+def test_export_without_header_loses_no_line() -> None:
+    """A table exported without its header line (mysql -N, psql without HEADER): the
+    first call was taken for the header and vanished (neither stored nor rejected);
+    CUCM and csv stopped reading at a bad header. Every line is now rejected, saying why."""
+    rows = {
+        "kamailio_db": "1,INVITE,f,t,c1@x,200,OK,2026-07-01 10:00:00,4930123456,4989987654\n",
+        "kamailio_cdrs": "1,2026-07-01 10:00:00,2026-07-01 10:01:00,60.000,c1@x,4930,4989\n",
+        "opensips_db": "1,INVITE,f,t,c1@x,200,OK,2026-07-01 10:00:07,60,7,2026-07-01 10:00:00\n",
+        "cucm": "1,1,7001,101,1773216000,4930123456,0,102,4989987654,16,1773216005\n",
+        "csv": "c1,4930123456,4989987654,2026-07-01 10:00:00\n",
+    }
+    for fmt, row in rows.items():
+        source = SourceConfig(format=fmt, cdr_start="confirmed", mapping={"callee": "to"})
+        if fmt == "cucm":
+            source = SourceConfig(format=fmt)
+        items = list(normalised([row, row.replace("c1", "c2").replace(",7001,", ",7002,")],
+                                "s", source))  # fmt: skip
+        assert [n for n, _ in items] == [1, 2], (fmt, items)

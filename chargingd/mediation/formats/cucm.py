@@ -54,6 +54,7 @@ def _skip(text: str) -> bool:
 def parse(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the end-of-call records of a CUCM CDR flat file."""
     header: list[str] = []
+    problem = ""  # what the header lacks: every record is rejected for it
     ids = RecordIds()
     # Rows may lack trailing empty columns: any closed line stands alone.
     for rec in records(lines, skip=_skip):
@@ -64,9 +65,12 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
         if not header:
             header = [name.strip() for name in row]
             missing = [name for name in REQUIRED if name not in header]
-            if missing:
-                yield rec.line_no, Reject(f"header lacks {', '.join(missing)}", rec.raw)
-                return
+            if missing:  # the header line too: a file without one has a call there
+                problem = f"header lacks {', '.join(missing)}"
+                yield rec.line_no, Reject(problem, rec.raw)
+            continue
+        if problem:
+            yield rec.line_no, Reject(problem, rec.raw)
             continue
         if not row[0].isdigit() and row[0].startswith(("INTEGER", "VARCHAR", "UNIQUE")):
             continue  # the types line

@@ -50,6 +50,7 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     if not source.header:
         columns = _Columns(source, None)
     width: list[int | None] = [None]  # a header fixes how many columns a record has
+    problem = ""  # a mapped column the header lacks: every record is rejected for it
     for rec in records(lines, delimiter=source.delimiter, width=lambda: width[0]):
         if rec.fields is None:
             yield rec.line_no, Reject(rec.error, rec.raw)
@@ -57,13 +58,16 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         row = rec.fields
         if not row or row == [""]:
             continue
+        if problem:
+            yield rec.line_no, Reject(problem, rec.raw)
+            continue
         if columns is None:
+            width[0] = len(row)
             try:
                 columns = _Columns(source, [c.strip() for c in row])
-            except RowError as exc:
-                yield rec.line_no, Reject(str(exc), rec.raw)
-                return
-            width[0] = len(row)
+            except RowError as exc:  # the header line too: it may be a call
+                problem = str(exc)
+                yield rec.line_no, Reject(problem, rec.raw)
             continue
         try:
             call = _call(columns, row, source.time_format)

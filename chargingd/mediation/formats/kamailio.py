@@ -33,6 +33,7 @@ from chargingd.mediation.records import (
 )
 
 _MARKER = "ACC: "
+_DB_NEEDED = ("method", "callid", "sip_code", "time")  # acc table columns read
 # acc_log_request(): "ACC: <text>: " then key=value pairs joined by ";" (the
 # log_extra values may themselves hold ";" only if unescaped, which acc does not do).
 
@@ -178,6 +179,7 @@ def _event(
 def parse_db(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the calls of an acc table exported as CSV with a header row."""
     header: list[str] = []
+    problem = ""  # what the header lacks: every row is rejected for it
     pairer = _Pairer()
     width: list[int | None] = [None]  # the header's column count, once read
     for rec in records(lines, width=lambda: width[0]):
@@ -191,6 +193,13 @@ def parse_db(lines: Iterable[str]) -> Iterator[Parsed]:
         if not header:
             header = [name.strip() for name in row]
             width[0] = len(header)
+            missing = [name for name in _DB_NEEDED if name not in header]
+            if missing:  # the header line too: a file without one has a call there
+                problem = f"the header has no {', '.join(missing)} column (acc table columns)"
+                yield line_no, Reject(problem, raw)
+            continue
+        if problem:
+            yield line_no, Reject(problem, raw)
             continue
         if len(row) != len(header):
             yield line_no, Reject(f"{len(row)} columns; the header has {len(header)}", raw)

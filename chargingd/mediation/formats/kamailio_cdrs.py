@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import NORMAL_CLEARING
-from chargingd.mediation.formats.tables import Columns, Row, rows, seconds, whole_seconds
+from chargingd.mediation.formats.tables import Columns, Header, Row, rows, seconds, whole_seconds
 from chargingd.mediation.records import Parsed, RawCall, Reject, RowError, opt_int, parse_stamp
 
 # Kamailio's defaults for cdr_start_id, cdr_end_id, cdr_duration_id (mapping renames).
@@ -42,10 +42,13 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if isinstance(row, Reject):
             yield line_no, row
             continue
-        if columns is None:
-            columns = Columns(row.header, source.mapping, _FIXED)
+        if isinstance(row, Header):
+            columns = Columns(row.names, source.mapping, _FIXED)
             problem = _header_problem(columns)
-        if problem:
+            if problem:  # the header line too: a file without one has a call there
+                yield line_no, Reject(problem, row.raw)
+            continue
+        if problem or columns is None:
             yield line_no, Reject(problem, row.raw)
             continue
         try:

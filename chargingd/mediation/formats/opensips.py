@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.mediation.formats.tables import Columns, Row, rows
+from chargingd.mediation.formats.tables import Columns, Header, Row, rows
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -53,10 +53,13 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if isinstance(row, Reject):
             yield line_no, row
             continue
-        if columns is None:
-            columns = Columns(row.header, source.mapping)
+        if isinstance(row, Header):
+            columns = Columns(row.names, source.mapping)
             problem = _header_problem(columns)
-        if problem:
+            if problem:  # the header line too: a file without one has a call there
+                yield line_no, Reject(problem, row.raw)
+            continue
+        if problem or columns is None:
             yield line_no, Reject(problem, row.raw)
             continue
         if row.values["method"].strip().upper() != "INVITE":

@@ -32,6 +32,15 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(slots=True)
+class Header:
+    """The header record: its names, and its text (a reject when the header will not
+    do: a file exported without a header has a call on its first line)."""
+
+    names: list[str]
+    raw: str
+
+
+@dataclass(slots=True)
 class Row:
     header: list[str]  # the file's header (the same list for every row)
     raw: str
@@ -69,8 +78,8 @@ class Columns:
         return row.values.get(column, "").strip() if column else ""
 
 
-def rows(lines: Iterable[str]) -> Iterator[tuple[int, Row | Reject]]:
-    """(line number, row or reject) for every data record; blank lines skipped. The
+def rows(lines: Iterable[str]) -> Iterator[tuple[int, Header | Row | Reject]]:
+    """(line number, header, row or reject) for every record; blank lines skipped. The
     first non-blank record is the header."""
     header: list[str] = []
     width: list[int | None] = [None]
@@ -84,6 +93,7 @@ def rows(lines: Iterable[str]) -> Iterator[tuple[int, Row | Reject]]:
         if not header:
             header = [name.strip() for name in fields]
             width[0] = len(header)
+            yield rec.line_no, Header(header, rec.raw)
             continue
         if len(fields) != len(header):
             yield rec.line_no, Reject(f"{len(fields)} columns; the header has {len(header)}",
