@@ -145,3 +145,32 @@ def test_export_without_header_loses_no_line() -> None:
         items = list(normalised([row, row.replace("c1", "c2").replace(",7001,", ",7002,")],
                                 "s", source))  # fmt: skip
         assert [n for n, _ in items] == [1, 2], (fmt, items)
+
+
+def test_cisco_stop_only_accounting_bills_the_answer_leg() -> None:
+    """'aaa accounting connection h323 stop-only': no Start records. The originate
+    leg's Stop (its own setup time, the number as the dial-peer rewrote it) often
+    comes first; the call is the answer leg's, as with start-stop accounting."""
+
+    def stop(origin: str, session: str, called: str, setup: str, talk: int) -> list[str]:
+        return [
+            "Mon Dec  7 09:02:10 2026\n",
+            f'\tAcct-Session-Id = "{session}"\n',
+            '\tCalling-Station-Id = "4930123456"\n',
+            f'\tCalled-Station-Id = "{called}"\n',
+            f'\th323-setup-time = "h323-setup-time=*{setup} UTC Mon Dec 7 2026"\n',
+            '\th323-connect-time = "h323-connect-time=*09:00:05.000 UTC Mon Dec 7 2026"\n',
+            '\th323-disconnect-time = "h323-disconnect-time=*09:02:10.000 UTC Mon Dec 7 2026"\n',
+            '\th323-disconnect-cause = "h323-disconnect-cause=10"\n',
+            '\th323-conf-id = "h323-conf-id=3D6A4C2B 1A2B11E0 8001D0C7 89A1B2C3"\n',
+            f'\th323-call-origin = "h323-call-origin={origin}"\n',
+            f"\tAcct-Session-Time = {talk}\n",
+            "\tAcct-Status-Type = Stop\n",
+            "\tNAS-IP-Address = 192.0.2.1\n",
+            "\n",
+        ]
+
+    lines = stop("originate", "2B", "#99#4989987654", "09:00:01.500", 124)
+    lines += stop("answer", "2A", "4989987654", "09:00:00.000", 125)
+    (call,) = calls_of(lines, SourceConfig(format="cisco_radius"))
+    assert (call.callee, call.start_ms % 60_000, call.duration_s) == ("+4989987654", 0, 125)

@@ -96,7 +96,12 @@ class _Conf:
     raws: list[str] = field(default_factory=list)  # every record of the call, as written
 
     def complete(self) -> bool:
-        return bool(self.stops) and self.started <= set(self.stops)
+        """Every started leg has stopped; without Starts (stop-only accounting, or the
+        Starts in an earlier file), the answer leg has: its Stop is the call's, and an
+        originate leg's Stop often comes first."""
+        if not self.stops:
+            return False
+        return self.started <= set(self.stops) if self.started else "answer" in self.stops
 
 
 def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
@@ -133,7 +138,8 @@ def _value(name: str, value: str) -> str:
 
 
 def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[Parsed]:
-    """Yield one call per h323-conf-id once every started leg has stopped."""
+    """Yield one call per h323-conf-id once every started leg has stopped (without
+    Starts: once its answer leg has), or at the end of the file from the Stops seen."""
     source = source or SourceConfig(format="cisco_radius")
     clock = Clock(source)
     radix = source.radius_cause_radix
