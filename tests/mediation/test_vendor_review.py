@@ -174,3 +174,21 @@ def test_cisco_stop_only_accounting_bills_the_answer_leg() -> None:
     lines += stop("answer", "2A", "4989987654", "09:00:00.000", 125)
     (call,) = calls_of(lines, SourceConfig(format="cisco_radius"))
     assert (call.callee, call.start_ms % 60_000, call.duration_s) == ("+4989987654", 0, 125)
+
+
+def test_tab_separated_table_export() -> None:
+    """`mysql -B -e 'SELECT * FROM acc_cdrs'` writes tabs: the source's delimiter."""
+    users = "4930123456,4989987654"
+    tables = {
+        "kamailio_cdrs": ("id,start_time,end_time,duration,callid",
+                          "1,2026-07-01 10:00:00,2026-07-01 10:01:00,60.000,c1@x"),
+        "opensips_db": ("id,method,callid,sip_code,time,duration,setuptime,created",
+                        "1,INVITE,c1@x,200,2026-07-01 10:00:07,60,7,2026-07-01 10:00:00"),
+        "kamailio_db": ("id,method,callid,sip_code,time", "1,INVITE,c1@x,486,2026-07-01 10:00:07"),
+    }  # fmt: skip
+    for fmt, (head, row) in tables.items():
+        lines = [f"{head},src_user,dst_user\n".replace(",", "\t"),
+                 f"{row},{users}\n".replace(",", "\t")]  # fmt: skip
+        source = SourceConfig(format=fmt, cdr_start="confirmed", delimiter="\t")
+        (call,) = calls_of(lines, source)
+        assert (call.call_id, call.callee) == ("c1@x", "+4989987654"), fmt

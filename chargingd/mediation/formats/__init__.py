@@ -31,7 +31,7 @@ def parser_for(source: SourceConfig) -> Parser:
         "asterisk": partial(asterisk.parse, source=source),
         "freeswitch": partial(freeswitch.parse, fields=source.fields),
         "kamailio": kamailio.parse_syslog,
-        "kamailio_db": kamailio.parse_db,
+        "kamailio_db": partial(kamailio.parse_db, delimiter=source.delimiter),
         "cucm": cucm.parse,
         "cisco_radius": partial(cisco_radius.parse, source=source),
         "csv": partial(generic.parse, source=source),

@@ -176,13 +176,13 @@ def _event(
     )
 
 
-def parse_db(lines: Iterable[str]) -> Iterator[Parsed]:
+def parse_db(lines: Iterable[str], delimiter: str = ",") -> Iterator[Parsed]:
     """Yield the calls of an acc table exported as CSV with a header row."""
     header: list[str] = []
     problem = ""  # what the header lacks: every row is rejected for it
     pairer = _Pairer()
     width: list[int | None] = [None]  # the header's column count, once read
-    for rec in records(lines, width=lambda: width[0]):
+    for rec in records(lines, delimiter=delimiter, width=lambda: width[0]):
         line_no, raw = rec.line_no, rec.raw
         if rec.fields is None:
             yield line_no, Reject(rec.error, raw)

@@ -38,7 +38,7 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     """Yield the calls of an acc_cdrs export."""
     columns: Columns | None = None
     problem = ""
-    for line_no, row in rows(lines):
+    for line_no, row in rows(lines, source.delimiter):
         if isinstance(row, Reject):
             yield line_no, row
             continue

@@ -49,7 +49,7 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     columns: Columns | None = None
     problem = ""
     legs = RecordIds()
-    for line_no, row in rows(lines):
+    for line_no, row in rows(lines, source.delimiter):
         if isinstance(row, Reject):
             yield line_no, row
             continue

@@ -78,12 +78,13 @@ class Columns:
         return row.values.get(column, "").strip() if column else ""
 
 
-def rows(lines: Iterable[str]) -> Iterator[tuple[int, Header | Row | Reject]]:
+def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Header | Row | Reject]]:
     """(line number, header, row or reject) for every record; blank lines skipped. The
-    first non-blank record is the header."""
+    first non-blank record is the header. ``delimiter``: the source's ("\t" for
+    ``mysql -B`` output)."""
     header: list[str] = []
     width: list[int | None] = [None]
-    for rec in records(lines, width=lambda: width[0]):
+    for rec in records(lines, delimiter=delimiter, width=lambda: width[0]):
         if rec.fields is None:
             yield rec.line_no, Reject(rec.error, rec.raw)
             continue
