@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from paths import FIXTURES
 
 from chargingd.app.cli import main
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats import kamailio
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
 
@@ -44,6 +46,18 @@ def test_kamailio_failed_branch_before_the_answer_is_the_same_call() -> None:
         ("s1", "normal", 125, 16),
         ("s2", "unanswered", 0, 17),  # one call: its last branch's failure (486) ends it
     ]
+    # Held back only until the file is an hour past it (memory bounded on long logs).
+    read: list[str] = []
+    later = lines[1].replace("1552294805", "1552305805").replace("s1", "s3")  # +3 h
+
+    def feed() -> Iterator[str]:
+        for line in [*lines, later, later.replace("s3", "s4")]:
+            read.append(line)
+            yield line
+
+    found = (item for _, item in kamailio.parse_syslog(feed()))
+    assert [next(found).call_id for _ in range(2)] == ["s1", "s2"]  # type: ignore[union-attr]
+    assert len(read) == 6  # s2 came out at the line 3 h later, not at the end
 
 
 def test_asterisk_dial_attempts_of_one_channel_are_separate_records() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from chargingd.mediation.formats.csvlines import records
@@ -54,22 +55,26 @@ class _Event:
 class _Pairer:
     """Matches INVITEs with their BYEs; yields calls, unanswered calls and rejects.
 
-    A failed INVITE is held until the end of the file: with serial forking each failed
-    branch is logged "call missed" (acc docs, log_missed_flag set again in
-    failure_route), and the branch answered next has the same Call-ID: that is the
-    call. A Call-ID never answered is one unanswered call, ended by its last failure."""
+    A failed INVITE is held back: with serial forking each failed branch is logged
+    "call missed" (acc docs, log_missed_flag set again in failure_route), and the
+    branch answered next has the same Call-ID: that is the call. A Call-ID never
+    answered is one unanswered call, ended by its last failure, yielded once the file
+    has moved ``MISSED_WINDOW`` past it (no INVITE transaction lasts that long: memory
+    stays bounded on long files) or at the end of the file."""
 
     def __init__(self) -> None:
         self.open: dict[str, _Event] = {}
-        self.missed: dict[str, _Event] = {}
+        self.missed: dict[str, _Event] = {}  # oldest first
 
     def feed(self, ev: _Event) -> Iterator[Parsed]:
+        yield from self._expire(ev.when)
         if ev.method == "INVITE":
             if ev.call_id in self.open:
                 # A re-INVITE within the open dialog (RFC 3261 §14), answered or failed
                 # (491, 488: the dialog lives on, §14.1): part of the same call.
                 pass
             elif ev.code >= 300:
+                self.missed.pop(ev.call_id, None)
                 self.missed[ev.call_id] = ev  # the call's latest failed branch
             else:
                 self.missed.pop(ev.call_id, None)  # a failed branch of this call
@@ -85,6 +90,14 @@ class _Pairer:
                 yield invite.line_no, _call(invite, ev)
         # Other methods (ACK, CANCEL, re-INVITE within the dialog...) carry no call.
 
+    def _expire(self, now: RawTime) -> Iterator[Parsed]:
+        while self.missed:
+            ev = next(iter(self.missed.values()))
+            if not _older(ev.when, now):
+                return
+            del self.missed[ev.call_id]
+            yield ev.line_no, _call(ev, None)
+
     def finish(self) -> Iterator[Parsed]:
         missed = sorted(self.missed.values(), key=lambda ev: ev.line_no)
         self.missed.clear()
@@ -93,6 +106,18 @@ class _Pairer:
         for ev in self.open.values():
             yield ev.line_no, Reject("incomplete: INVITE without BYE at end of file", ev.raw)
         self.open.clear()
+
+
+MISSED_WINDOW = timedelta(hours=1)
+
+
+def _older(then: RawTime, now: RawTime) -> bool:
+    """``then`` is more than MISSED_WINDOW before ``now`` (epoch ms, or local times)."""
+    if isinstance(then, int) and isinstance(now, int):
+        return now - then > MISSED_WINDOW.total_seconds() * 1000
+    if isinstance(then, datetime) and isinstance(now, datetime):
+        return now - then > MISSED_WINDOW
+    return False
 
 
 def _call(invite: _Event, bye: _Event | None) -> RawCall:
