@@ -14,10 +14,12 @@ library of one function.
 Safety:
 - a library keeps its top-level values between calls: the only mutable ones
   (fraud.lua's fr_vals, fr_parsed, fr_learn: what one run read and decoded) are reset
-  at the start of each call, as a fresh EVALSHA run starts them; the one kept on
-  purpose is fraud.lua's fr_ops_seen, the decoded ops by their msgpack text (read
-  only, at most 256, another text another entry: ~2 us of Redis a call, docs/fraud.md
-  "Seventh round");
+  at the start of each call, as a fresh EVALSHA run starts them; kept on purpose:
+  fraud.lua's fr_ops_seen, the decoded ops by their msgpack text (read only, at most
+  256, another text another entry: ~2 us of Redis a call, docs/fraud.md "Seventh
+  round"), and fr_kept, the values the library wrote, decoded, taken only when GET
+  returns the very bytes written (taken out when read, put back when written: a
+  failed run leaves none; docs/fraud.md "Ninth round");
 - rolling upgrades: the library's (and its function's) name carries the hash of its
   code, so daemons of two versions each call their own; a library is loaded without
   REPLACE ("already exists" is the same code: nothing to do);

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
@@ -143,6 +144,24 @@ async def test_no_rule_state_is_left_for_the_next_call(
     assert sorted(alice["l"]) == ["a0", "a1"]
     assert sorted(bob["l"]) == ["b0"]  # not alice's calls, not counted over bob's limit
     assert "r" not in bob  # alice's remembered refusal stays hers
+
+
+async def test_a_value_another_script_wrote_is_decoded_not_taken_from_the_library(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The library keeps the values it wrote, decoded (fraud.lua fr_kept), and takes
+    one only when GET returns the very bytes it wrote: a value another script or
+    version rewrote since (here: alice's live calls ended) is decoded."""
+    sessions, _ = await build(redis7, tmp_path)
+    for i in range(3):  # alice: 2 live, the third refused
+        await sessions.authorize(call(f"a{i}"))
+    key = FK.value_key("acc1")
+    value = unpack_value(await redis7.get(key))
+    del value["l"]
+    await redis7.set(key, msgpack.packb(value))
+    assert isinstance(await sessions.authorize(call("a3")), Authorized)
+    assert isinstance(await sessions.authorize(call("a4")), Authorized)
+    assert isinstance(await sessions.authorize(call("a5")), Refused)  # a3, a4 live
 
 
 async def test_a_user_not_allowed_functions_gets_the_script(

@@ -102,15 +102,44 @@ end
 -- written once (fraud_save) when changed.
 local fr_vals = {}
 
+-- The values this library wrote, decoded, with the bytes it wrote (key -> {bytes,
+-- table}): a Functions library keeps them between calls (an EVALSHA run starts empty),
+-- so a GET that returns those same bytes takes the table instead of decoding them
+-- again (what the table holds is what the bytes say: it was packed into them). An entry
+-- is taken out when read and put back only when written (SET): a run that fails in
+-- between leaves none; a value another script or version wrote meanwhile (a CDR's
+-- event, an unblock, an expiry) has other bytes and is decoded. Two generations of at
+-- most KEPT_MAX each (a full one becomes the old one, the older dropped).
+local fr_kept, fr_kept_old, fr_kept_n, KEPT_MAX = {}, {}, 0, 512
+
+local function fr_keep(key, raw, v)
+  if fr_kept_n >= KEPT_MAX then fr_kept, fr_kept_old, fr_kept_n = {}, fr_kept, 0 end
+  fr_kept[key], fr_kept_n = {raw, v}, fr_kept_n + 1
+end
+
 local function fr_load(key)
   local v = fr_vals[key]
   if v then return v end
   local raw = redis.call('GET', key)
-  if raw then v = cmsgpack.unpack(raw) else v = {} end
+  local kept = fr_kept[key]
+  if kept then fr_kept[key] = nil else kept = fr_kept_old[key]; fr_kept_old[key] = nil end
+  if not raw then
+    v = {}
+  elseif kept and kept[1] == raw then  -- strings are interned: one comparison
+    v = kept[2]
+  else
+    v = cmsgpack.unpack(raw)
+  end
   v.w = v.w or {}
   fr_vals[key] = v
   v._dirty = false
   return v
+end
+
+local function fr_write(key, v, px)
+  local raw = cmsgpack.pack(v)
+  redis.call('SET', key, raw, 'PX', px)
+  fr_keep(key, raw, v)
 end
 
 local function fr_save(now, ttl)
@@ -119,7 +148,7 @@ local function fr_save(now, ttl)
       v._dirty = nil
       local until_ms = math.max(v.x or 0, now + ttl)
       v.x = until_ms
-      redis.call('SET', key, cmsgpack.pack(v), 'PX', until_ms - now)
+      fr_write(key, v, until_ms - now)
       v._dirty = false
     end
   end
@@ -476,7 +505,7 @@ local function fraud_save(KEYS, ARGV)
     ip._dirty = nil
     fr_vals[KEYS[5]] = nil
     ip.x = math.max(ip.x or 0, now + tonumber(ARGV[9]))
-    redis.call('SET', KEYS[5], cmsgpack.pack(ip), 'PX', ip.x - now)
+    fr_write(KEYS[5], ip, ip.x - now)
   end
   local v = fr_vals[KEYS[1]]
   if v and v._dirty then fr_prune(v, now) end
