@@ -86,7 +86,8 @@ class FusedPath:
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
-        definitions = fragment() + "\n" + wrapped
+        # The per-process arguments as the plain authorize's (CONF, set as its ARGV.c).
+        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants(False)}\n"
         body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "reserve", "status")
         source = fused_source(definitions + body, embeds)
@@ -199,13 +200,13 @@ class FusedPath:
         argv = step.argv
         tail = [acc, rec.member, rec.last_seen_ms or rec.auth_ms]
         sha, library = self._authorize.sha, self.library
+        # the per-process arguments are in the script (_constants)
+        args = [argv[0], argv[1], argv[2], argv[3], argv[10], *tail]
         if fraud is None:
-            # the per-process arguments are in the script (_constants_head)
-            args = [argv[0], argv[1], argv[2], argv[3], argv[10], *tail, *checked.argv]
-        else:  # session_authorize_fraud.lua: every argument
+            args += checked.argv
+        else:
             # The wrapper checks the account (before the rules count the call);
-            # session_authorize need not check it again in the same script.
-            args = [*argv, self.store.session_ttl_s, *tail]
+            # session_authorize does not check it again in the same script.
             args += self.steps.account_check(acc, None).argv
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))

@@ -22,7 +22,9 @@
 -- ARGV.c.first (the plain authorize, unless turned off: FusedPath.general_reserve) a new
 --   call's full grant by ledger_reserve_first, the others by the steps it stands for
 -- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
---   account itself: a Lua table) the account's fields as its account_check read them
+--   account itself: a Lua table) the account's fields as its account_check read them;
+--   ARGV.checked (true: the wrapper checked, ARGV[17..21] are not read) and ARGV.fresh
+--   (true: the wrapper's fraud_seen found no record of this call in KEYS[6])
 -- The account is read once: account_check's HMGET also reads the fields the reserve
 -- decides with and hands them to it (nothing writes the account in between).
 -- Returns {'stale', {}} the account changed (or is gone): nothing done
@@ -33,16 +35,19 @@
 local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (ARGV.c: 8 places lower)
 local c = ARGV.c
 if c then o, ttl = -8, c[8] end
-local known = redis.call('GET', KEYS[6])
+local known = not ARGV.fresh and redis.call('GET', KEYS[6])
 local res
 -- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
 -- call is anything else, nothing written; then the general steps below decide it).
 -- c.first: this process's code has it (sessions/fused.py; off: the general steps only).
 if not known and c and c.first then res = ledger_reserve_first(KEYS, ARGV) end
 if not res then
-  local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
-  if chk[1] == 'stale' then return {'stale', {}} end
-  if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
+  if not ARGV.checked then
+    local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
+    if chk[1] == 'stale' then return {'stale', {}} end
+    if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
+    ARGV.account = chk[2] or ARGV.account
+  end
   -- A retransmission (the record of this call is live): nothing is reserved again. Its
   -- hold stays what the record says (the account's other calls may have taken or freed
   -- money since); the caller answers it from the record, as the first answer was.
@@ -53,7 +58,6 @@ if not res then
     end
   end
   -- The reserve's KEYS and ARGV are this script's first ones (it reads no others): no copy.
-  ARGV.account = chk[2] or ARGV.account
   res = ledger_reserve(KEYS, ARGV)
   if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
 end
