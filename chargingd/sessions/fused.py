@@ -86,10 +86,12 @@ class FusedPath:
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
         wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
-        # The per-process arguments as the plain authorize's (CONF, set as its ARGV.c).
-        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants(False)}\n"
+        # The per-process arguments as the plain authorize's (CONF, set as its ARGV.c),
+        # a new call's full grant straight (reserve_first.lua, with the account's
+        # fields the wrapper's check read: ARGV.account).
+        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n"
         body = (lua / "session_authorize_fraud.lua").read_text()
-        embeds = ("account_check", "reserve", "status")
+        embeds = ("account_check", "reserve", "reserve_first", "status")
         source = fused_source(definitions + body, embeds)
         self._authorize_fraud = store.redis.register_script(source)
         store.scripts.append(self._authorize_fraud)

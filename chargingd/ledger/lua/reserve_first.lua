@@ -1,9 +1,12 @@
 -- reserve_first: account_check.lua then reserve.lua for the common case of a new call,
 -- in one straight line: the first FULL grant of a session the ledger has never seen
 -- (no ledger session hash, no hold), on an active account with the money (or credit)
--- for all of it, no expired lease due, not late. Embedded by the plain fused authorize
--- only (sessions/lua/session_authorize.lua) as ledger_reserve_first(KEYS, ARGV), and
--- only with ARGV.c (its per-process arguments in its code).
+-- for all of it, no expired lease due, not late. Embedded by the fused authorize
+-- (sessions/lua/session_authorize.lua, plain or wrapped by the fraud rules'
+-- session_authorize_fraud.lua) as ledger_reserve_first(KEYS, ARGV), and only with
+-- ARGV.c (its per-process arguments in its code). ARGV.account (the wrapper's
+-- account_check read them, nothing written since): the account's RESERVE_FIELDS, taken
+-- instead of reading them when nothing is to be checked here.
 -- Returns nil when the call is anything else: then it has WRITTEN NOTHING (its only
 -- command that could write, HSETNX, is its last check and writes nothing when it
 -- fails) and the caller runs account_check.lua and reserve.lua, which decide it.
@@ -34,7 +37,7 @@ if check == '1' then
   mode, status, balance, credit_limit, reserved, max_calls, due =
     a[6], a[3], a[7], a[8], a[9], a[10], a[11]
 else  -- nothing checked: the reserve reads the account itself
-  a = redis.call('HMGET', KEYS[1], unpack(RESERVE_FIELDS))
+  a = ARGV.account or redis.call('HMGET', KEYS[1], unpack(RESERVE_FIELDS))
   if a[2] ~= 'active' then return nil end
   mode, status, balance, credit_limit, reserved, max_calls, due =
     a[1], a[2], a[3], a[4], a[5], a[6], a[7]
