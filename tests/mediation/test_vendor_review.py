@@ -188,6 +188,11 @@ def test_cisco_stop_only_accounting_bills_the_answer_leg() -> None:
     lines += stop("answer", "2A", "4989987654", "09:00:00.000", 125)
     (call,) = calls_of(lines, SourceConfig(format="cisco_radius"))
     assert (call.callee, call.start_ms % 60_000, call.duration_s) == ("+4989987654", 0, 125)
+    # A gateway leaving h323-connect-time out: Acct-Session-Time (RFC 2866: time
+    # connected) says it was answered; it was stored unanswered, 125 s never billed.
+    bare = [line for line in lines if "h323-connect-time" not in line]
+    (call,) = calls_of(bare, SourceConfig(format="cisco_radius"))
+    assert (call.status, call.duration_s, call.answer_ms % 60_000) == ("normal", 125, 5000)
 
 
 def test_tab_separated_table_export() -> None:

@@ -200,14 +200,22 @@ def _call(
     if remote:
         extra["remote_address"] = remote
     setup = attrs.get("h323-setup-time", "")
+    talk_s = int_field(session_time, "Acct-Session-Time") if session_time else None
+    answer = clock.read(connect, "h323-connect-time") if connect else None
+    end = clock.read(attrs.get("h323-disconnect-time", ""), "h323-disconnect-time")
+    if answer is None and talk_s and isinstance(end, datetime):
+        # No h323-connect-time (a gateway that leaves it out), yet a session time:
+        # RFC 2866 Acct-Session-Time is the time connected, so the call was answered.
+        answer = end - timedelta(seconds=talk_s)
+        extra["answer_from"] = "Acct-Session-Time"
     return RawCall(
         call_id=conf_id,
         caller=attrs.get("Calling-Station-Id", ""),
         callee=attrs.get("Called-Station-Id", ""),
         start=clock.read(setup, "h323-setup-time") if setup else None,
-        answer=clock.read(connect, "h323-connect-time") if connect else None,
-        end=clock.read(attrs.get("h323-disconnect-time", ""), "h323-disconnect-time"),
-        talk_s=int_field(session_time, "Acct-Session-Time") if session_time else None,
+        answer=answer,
+        end=end,
+        talk_s=talk_s,
         q850=q850,
         gateway=attrs.get("NAS-IP-Address", ""),
         extra=extra,
