@@ -211,3 +211,20 @@ def test_tab_separated_table_export() -> None:
         source = SourceConfig(format=fmt, cdr_start="confirmed", delimiter="\t")
         (call,) = calls_of(lines, source)
         assert (call.call_id, call.callee) == ("c1@x", "+4989987654"), fmt
+
+
+def test_freeswitch_template_without_answer_time_bills_billsec() -> None:
+    """A cdr_csv template need not log an answer time (the config asks only uuid,
+    destination_number and an end): its billsec says the call was answered (was
+    stored unanswered, 125 s never billed)."""
+    fields = ("uuid", "caller_id_number", "destination_number", "start_stamp", "end_stamp",
+              "duration", "billsec", "hangup_cause")  # fmt: skip
+    lines = ['"u1","+4930123456","+4989987654","2026-03-11 09:00:00","2026-03-11 09:02:10",'
+             '"130","125","NORMAL_CLEARING"\n',
+             '"u2","+4930123456","+4989987654","2026-03-11 09:10:00","2026-03-11 09:10:20",'
+             '"20","0","USER_BUSY"\n']  # fmt: skip
+    calls = calls_of(lines, SourceConfig(format="freeswitch", fields=fields))
+    assert [(c.status, c.duration_s, c.answer_ms % 60_000) for c in calls] == [
+        ("normal", 125, 5000),
+        ("unanswered", 0, 0),
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
@@ -61,6 +62,9 @@ class _Template:
         at = {name: i for i, name in enumerate(names)}
         self.at = at
         self.times = tuple(_time_reader(at, stem) for stem in ("start", "answer", "end"))
+        # A template may log no answer time at all: then billsec says the call was
+        # answered, billsec seconds before its end.
+        self.answer_logged = any(f"answer_{kind}" in at for kind in ("stamp", "epoch", "uepoch"))
         self.extra: tuple[tuple[str, int], ...] = tuple(
             (k, at[k]) for k in ("caller_id_name", "bleg_uuid", "context") if k in at
         )
@@ -80,6 +84,9 @@ class _Template:
         if cause:
             extra["hangup_cause"] = cause
         start, answer, end = (read(values) for read in self.times)
+        talk_s = int_field(billsec, "billsec") if billsec else None
+        if not self.answer_logged and talk_s and end is not None:
+            answer = _before(end, talk_s)
         duration = get(values, "duration")
         return RawCall(
             call_id=get(values, "uuid") or get(values, "call_uuid"),
@@ -88,7 +95,7 @@ class _Template:
             start=start,
             answer=answer,
             end=end,
-            talk_s=int_field(billsec, "billsec") if billsec else None,
+            talk_s=talk_s,
             q850=q850,
             sip_code=opt_int(get(values, "sip_term_status"), "sip_term_status"),
             cause_text=cause,
@@ -97,6 +104,13 @@ class _Template:
             extra=extra,
             total_s=int_field(duration, "duration") if duration else None,
         )
+
+
+def _before(when: int | datetime, seconds: int) -> RawTime:
+    """``seconds`` before ``when`` (epoch ms or a local time)."""
+    if isinstance(when, int):
+        return when - seconds * 1000
+    return when - timedelta(seconds=seconds)
 
 
 def _time_reader(at: dict[str, int], stem: str) -> Callable[[list[str]], RawTime]:
