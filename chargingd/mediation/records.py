@@ -89,7 +89,11 @@ class RecordIds:
 
     def __init__(self, cap: int = 100_000) -> None:
         self.cap = cap
-        self._seen: dict[str, str] = {}  # id -> digest of the record that has it
+        # id -> digest of the record that has it, in two generations: when the newer
+        # holds cap/2 ids the older is dropped (O(1); deleting a dict's oldest keys
+        # one by one makes iterating it from the front quadratic).
+        self._seen: dict[str, str] = {}
+        self._older: dict[str, str] = {}
 
     def __call__(self, call_id: str, raw: str, label: str = "", plain: bool = True) -> str:
         """The record's id; ``plain = False``: the switch says it is not the call's first
@@ -99,10 +103,10 @@ class RecordIds:
         if label:
             candidates.append(f"{call_id}#{label}")
         for candidate in [*candidates, f"{call_id}#{digest}"]:
-            seen = self._seen.get(candidate)
+            seen = self._seen.get(candidate) or self._older.get(candidate)
             if seen is None:
-                if len(self._seen) >= self.cap:
-                    del self._seen[next(iter(self._seen))]
+                if len(self._seen) >= self.cap // 2:
+                    self._older, self._seen = self._seen, {}
                 self._seen[candidate] = digest
                 return candidate
             if seen == digest:
