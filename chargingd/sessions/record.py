@@ -26,6 +26,10 @@ from chargingd.core.plain import plain_class
 
 LIVE = "live"
 CLOSED = "closed"
+# msgpack.packb(o, use_bin_type=True) is interpreted Python that builds a Packer per
+# call; one Packer (autoreset: each pack returns its own bytes, and a failed pack
+# leaves it empty) packs the same bytes (tests/sessions/test_record_bytes.py).
+_packb: Any = msgpack.Packer(use_bin_type=True).pack
 
 
 # A plain Python class in the compiled build too (core/plain.py): build fills the
@@ -107,7 +111,7 @@ class SessionRecord:
         """The stored value. ``extra``: that many code/value pairs follow, appended by a
         script (the map header counts them); ``omit``: fields the script writes."""
         fields = self.stored(omit=omit)
-        body: bytes = msgpack.packb(fields, use_bin_type=True)
+        body: bytes = _packb(fields)
         if not extra:
             return body
         return map_header(len(fields) + extra) + body[len(map_header(len(fields))) :]
@@ -212,7 +216,8 @@ def all_known(blob: bytes) -> bool:
 
 def fields_map(fields: dict[str, str | int]) -> bytes:
     """A msgpack map of some fields by code (what session_set.lua merges in)."""
-    return msgpack.packb({CODES[name]: value for name, value in fields.items()}, use_bin_type=True)  # type: ignore[no-any-return]
+    packed: bytes = _packb({CODES[name]: value for name, value in fields.items()})
+    return packed
 
 
 def map_header(n: int) -> bytes:
