@@ -23,7 +23,10 @@ from chargingd.rating.plan import TariffPlan
 DEFAULT_PLAN = "default"
 # Calls whose RateCard is remembered: an authorize asks three questions of one call
 # (the first grant's price, the usage its hold pays for, the Session-Timeout) and each
-# interim two; the card resolves the call once for all of them.
+# interim two; the card resolves the call once for all of them. Two generations of
+# half that each: when the newer is full it becomes the older (the older forgotten),
+# and a card found in the older moves to the newer. (Deleting a dict's oldest key
+# instead costs a scan over the deleted slots before it: ~1 % of an authorize's CPU.)
 CARDS_MAX = 4096
 
 
@@ -49,6 +52,7 @@ class Pricer:
             self.plans.setdefault(DEFAULT_PLAN, default)
         self.has_default = default is not None
         self._cards: dict[tuple[str, str, str, int], RateCard] = {}
+        self._older_cards: dict[tuple[str, str, str, int], RateCard] = {}
 
     def _plan(self, plan_id: str) -> TariffPlan:
         """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
@@ -69,15 +73,18 @@ class Pricer:
         return self.plans[plan_id].currency
 
     def _card(self, plan_id: str, subject: str, number: str, start_ms: int) -> RateCard:
-        """The call's RateCard (remembered; the oldest is forgotten first when full)."""
+        """The call's RateCard (remembered: two generations, see CARDS_MAX)."""
         key = (plan_id, subject, number, start_ms)
         card = self._cards.get(key)
         if card is None:
-            card = self._plan(plan_id).card(
-                subject=subject, destination=number.lstrip("+"), start_ns=start_ms * 1_000_000
-            )
-            if len(self._cards) >= CARDS_MAX:
-                del self._cards[next(iter(self._cards))]
+            card = self._older_cards.get(key)
+            if card is None:
+                card = self._plan(plan_id).card(
+                    subject=subject, destination=number.lstrip("+"), start_ns=start_ms * 1_000_000
+                )
+            if len(self._cards) >= CARDS_MAX // 2:
+                self._older_cards = self._cards
+                self._cards = {}
             self._cards[key] = card
         return card
 
