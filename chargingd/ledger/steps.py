@@ -13,9 +13,8 @@ the only place where money moves (DESIGN invariant 2).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from chargingd.core.chain import chained
 from chargingd.ledger import codec as C
@@ -52,33 +51,102 @@ def fused_source(body: str, embeds: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-@dataclass(frozen=True)
+# Step, ReserveStep and AccountCheck are built per request: plain classes with their
+# own __init__ (a dataclass's __init__ is interpreted even in the compiled build, one
+# object.__setattr__ per field), frozen (Final: compiled, a write raises
+# AttributeError), with a dataclass's equality, hash and repr.
 class Step:
     """One ledger script call: its KEYS and ARGV."""
 
-    keys: list[str]
-    argv: list[Any]
+    __slots__ = ("argv", "keys")
+
+    def __init__(self, keys: list[str], argv: list[Any]) -> None:
+        self.keys: Final = keys
+        self.argv: Final = argv
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.keys, self.argv)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Step)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(keys={self.keys!r}, argv={self.argv!r})"
 
 
-@dataclass(frozen=True)
 class ReserveStep(Step):
     """A reserve, and the hold-index write to send first in the same pipeline (None:
     this process already indexed the account past the new lease)."""
 
-    index: tuple[Any, ...] | None
-    index_score: int
-    account_id: str
-    session_id: str
+    __slots__ = ("account_id", "index", "index_score", "session_id")
+
+    def __init__(
+        self,
+        keys: list[str],
+        argv: list[Any],
+        index: tuple[Any, ...] | None,
+        index_score: int,
+        account_id: str,
+        session_id: str,
+    ) -> None:
+        super().__init__(keys, argv)
+        self.index: Final = index
+        self.index_score: Final = index_score
+        self.account_id: Final = account_id
+        self.session_id: Final = session_id
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.keys,
+            self.argv,
+            self.index,
+            self.index_score,
+            self.account_id,
+            self.session_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ReserveStep(keys={self.keys!r}, argv={self.argv!r}, index={self.index!r}, "
+            f"index_score={self.index_score!r}, account_id={self.account_id!r}, "
+            f"session_id={self.session_id!r})"
+        )
 
 
-@dataclass(frozen=True)
 class AccountCheck:
     """What a caller decided with: the script goes on only if the account still has it."""
 
-    tariff: str
-    currency: str
-    identity: str  # "" for a per-client default account (no identity to check)
-    mode: str = ""  # prepaid | postpaid ("" any): the caller answers with it
+    __slots__ = ("currency", "identity", "mode", "tariff")
+
+    def __init__(self, tariff: str, currency: str, identity: str, mode: str = "") -> None:
+        self.tariff: Final = tariff
+        self.currency: Final = currency
+        self.identity: Final = identity  # "" for a per-client default account
+        self.mode: Final = mode  # prepaid | postpaid ("" any): the caller answers with it
+
+    def _values(self) -> tuple[str, str, str, str]:
+        return (self.tariff, self.currency, self.identity, self.mode)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, AccountCheck)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"AccountCheck(tariff={self.tariff!r}, currency={self.currency!r}, "
+            f"identity={self.identity!r}, mode={self.mode!r})"
+        )
 
 
 class StepBuilder:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
 
 
 class Mode(enum.StrEnum):
@@ -109,17 +109,45 @@ class Account:
         return max(0, self.balance_micros - self.reserved_micros - floor)
 
 
-@dataclass(frozen=True)
 class Grant:
-    """Outcome of reserve: granted > 0, or a refusal with its reason."""
+    """Outcome of reserve: granted > 0, or a refusal with its reason.
 
-    granted_micros: int
-    reason: RefusalReason | None = None
-    available_micros: int = 0  # what the account could still give after this grant
+    Built per authorize and Interim: a plain class with its own __init__ (a dataclass's
+    is interpreted even compiled), frozen (Final), a dataclass's equality, hash, repr."""
+
+    __slots__ = ("available_micros", "granted_micros", "reason")
+
+    def __init__(
+        self,
+        granted_micros: int,
+        reason: RefusalReason | None = None,
+        available_micros: int = 0,  # what the account could still give after this grant
+    ) -> None:
+        self.granted_micros: Final = granted_micros
+        self.reason: Final = reason
+        self.available_micros: Final = available_micros
 
     @property
     def ok(self) -> bool:
         return self.reason is None and self.granted_micros > 0
+
+    def _values(self) -> tuple[int, RefusalReason | None, int]:
+        return (self.granted_micros, self.reason, self.available_micros)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Grant)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Grant(granted_micros={self.granted_micros!r}, reason={self.reason!r}, "
+            f"available_micros={self.available_micros!r})"
+        )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class RefusalCode(enum.StrEnum):
@@ -78,18 +78,73 @@ class CallInfo:
     account_hint: str = ""
 
 
-@dataclass(frozen=True)
 class Authorized:
-    account_id: str
-    session_timeout_s: int  # the longest the available money pays for right now
-    interim_interval_s: int
-    credit_micros: int  # available money at authorize time (h323-credit-amount)
-    currency: str
-    postpaid: bool = False  # Cisco h323-billing-model: 0 credit (postpaid), 1 debit
-    # The usage the first hold pays for (Diameter's first Granted-Service-Unit) and
-    # whether it is the last grant the balance allows (Final-Unit-Indication).
-    grant_s: int = 0
-    final: bool = False
+    """A first grant. Built per authorize: a plain class with its own __init__ (a
+    dataclass's is interpreted even compiled), frozen (Final), with a dataclass's
+    equality, hash and repr."""
+
+    __slots__ = (
+        "account_id",
+        "credit_micros",
+        "currency",
+        "final",
+        "grant_s",
+        "interim_interval_s",
+        "postpaid",
+        "session_timeout_s",
+    )
+
+    def __init__(
+        self,
+        account_id: str,
+        session_timeout_s: int,  # the longest the available money pays for right now
+        interim_interval_s: int,
+        credit_micros: int,  # available money at authorize time (h323-credit-amount)
+        currency: str,
+        postpaid: bool = False,  # Cisco h323-billing-model: 0 credit (postpaid), 1 debit
+        # The usage the first hold pays for (Diameter's first Granted-Service-Unit) and
+        # whether it is the last grant the balance allows (Final-Unit-Indication).
+        grant_s: int = 0,
+        final: bool = False,
+    ) -> None:
+        self.account_id: Final = account_id
+        self.session_timeout_s: Final = session_timeout_s
+        self.interim_interval_s: Final = interim_interval_s
+        self.credit_micros: Final = credit_micros
+        self.currency: Final = currency
+        self.postpaid: Final = postpaid
+        self.grant_s: Final = grant_s
+        self.final: Final = final
+
+    def _values(self) -> tuple[str, int, int, int, str, bool, int, bool]:
+        return (
+            self.account_id,
+            self.session_timeout_s,
+            self.interim_interval_s,
+            self.credit_micros,
+            self.currency,
+            self.postpaid,
+            self.grant_s,
+            self.final,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Authorized)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Authorized(account_id={self.account_id!r}, "
+            f"session_timeout_s={self.session_timeout_s!r}, "
+            f"interim_interval_s={self.interim_interval_s!r}, "
+            f"credit_micros={self.credit_micros!r}, currency={self.currency!r}, "
+            f"postpaid={self.postpaid!r}, grant_s={self.grant_s!r}, final={self.final!r})"
+        )
 
 
 @dataclass(frozen=True)

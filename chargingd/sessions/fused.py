@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
@@ -37,16 +37,33 @@ from chargingd.sessions.store import (
 )
 
 
-@dataclass(frozen=True)
 class FirstGrant:
     """What session_authorize.lua did. ``grant`` None: nothing reserved, because the
-    account changed (status "") or is not active (its status and reason)."""
+    account changed (status "") or is not active (its status and reason). Built per
+    authorize: a plain class with its own __init__ (a dataclass's is interpreted even
+    compiled), frozen (Final)."""
 
-    grant: Grant | None
-    created: int = -1  # 1 record written, 0 one existed, -1 not written
-    status: str = ""
-    reason: str = ""
-    fraud: Any = None  # fraud_check's reply (Fraud.decided), when the rules ran
+    __slots__ = ("created", "fraud", "grant", "reason", "status")
+
+    def __init__(
+        self,
+        grant: Grant | None,
+        created: int = -1,  # 1 record written, 0 one existed, -1 not written
+        status: str = "",
+        reason: str = "",
+        fraud: Any = None,  # fraud_check's reply (Fraud.decided), when the rules ran
+    ) -> None:
+        self.grant: Final = grant
+        self.created: Final = created
+        self.status: Final = status
+        self.reason: Final = reason
+        self.fraud: Final = fraud
+
+    def __repr__(self) -> str:
+        return (
+            f"FirstGrant(grant={self.grant!r}, created={self.created!r}, "
+            f"status={self.status!r}, reason={self.reason!r}, fraud={self.fraud!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -339,7 +356,10 @@ class FusedPath:
             script = library.command(keys, args)
         else:
             script = ("EVALSHA", sha, len(keys), *keys, *args)
-        before = [] if step is None or step.index is None else [step.index]
+        before: list[tuple[Any, ...]] = []
+        index = None if step is None else step.index
+        if index is not None:
+            before.append(index)
         # Each command's own error reply: only the script's says whether it ran. An
         # error of a command around it (the index write, the registry's) is raised as
         # it is, never taken for a missing library: the FCALL may have run (money

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from chargingd.core.config import RatingConfig
 from chargingd.rating.card import RateCard
@@ -34,13 +33,35 @@ class UnknownPlan(RatingError):
     code: ClassVar[str] = "unknown_plan"
 
 
-@dataclass(frozen=True)
 class Priced:
-    """What a usage costs under a plan, in the units sessions/service.py keeps."""
+    """What a usage costs under a plan, in the units sessions/service.py keeps. Built
+    per request: a plain class with its own __init__ (a dataclass's is interpreted even
+    compiled), frozen (Final), with a dataclass's equality, hash and repr."""
 
-    cost_micros: int
-    billed_s: int
-    destination_id: str
+    __slots__ = ("billed_s", "cost_micros", "destination_id")
+
+    def __init__(self, cost_micros: int, billed_s: int, destination_id: str) -> None:
+        self.cost_micros: Final = cost_micros
+        self.billed_s: Final = billed_s
+        self.destination_id: Final = destination_id
+
+    def _values(self) -> tuple[int, int, str]:
+        return (self.cost_micros, self.billed_s, self.destination_id)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Priced)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Priced(cost_micros={self.cost_micros!r}, billed_s={self.billed_s!r}, "
+            f"destination_id={self.destination_id!r})"
+        )
 
 
 class Pricer:
