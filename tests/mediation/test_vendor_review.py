@@ -190,6 +190,8 @@ def test_cisco_stop_only_accounting_bills_the_answer_leg() -> None:
     assert (call.callee, call.start_ms % 60_000, call.duration_s) == ("+4989987654", 0, 125)
     # A gateway leaving h323-connect-time out: Acct-Session-Time (RFC 2866: time
     # connected) says it was answered; it was stored unanswered, 125 s never billed.
+    packed = [line.replace("\th323-disconnect-cause =", "\tCisco-AVPair =") for line in lines]
+    assert calls_of(packed, SourceConfig(format="cisco_radius"))[0].cause == 16  # hex 10
     bare = [line for line in lines if "h323-connect-time" not in line]
     (call,) = calls_of(bare, SourceConfig(format="cisco_radius"))
     assert (call.status, call.duration_s, call.answer_ms % 60_000) == ("normal", 125, 5000)

@@ -120,8 +120,15 @@ def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
         elif text[0] in " \t":
             block.append(text)
             name, eq, value = text.strip().partition(" = ")
-            if eq:
-                attrs[name] = _value(name, value)
+            if not eq:
+                continue
+            attrs[name] = _value(name, value)
+            if name == "Cisco-AVPair":
+                # Gateways that pack the voice VSAs into Cisco-AVPair ("h323-disconnect-
+                # cause=10", several such lines): each counts as its own attribute.
+                packed, eq, inner = attrs[name].partition("=")
+                if eq and packed.startswith("h323-"):
+                    attrs.setdefault(packed, inner)
         else:
             if attrs:
                 yield first, attrs, "\n".join(block)
