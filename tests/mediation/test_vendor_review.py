@@ -225,7 +225,9 @@ def test_freeswitch_template_without_answer_time_bills_billsec() -> None:
              '"130","125","NORMAL_CLEARING"\n',
              '"u2","+4930123456","+4989987654","2026-03-11 09:10:00","2026-03-11 09:10:20",'
              '"20","0","USER_BUSY"\n']  # fmt: skip
-    calls = calls_of(lines, SourceConfig(format="freeswitch", fields=fields))
+    ani = tuple("ani" if f == "caller_id_number" else f for f in fields)  # opencdrrate's
+    calls = calls_of(lines, SourceConfig(format="freeswitch", fields=ani))
+    assert [c.caller for c in calls] == ["+4930123456"] * 2  # was stored empty
     assert [(c.status, c.duration_s, c.answer_ms % 60_000) for c in calls] == [
         ("normal", 125, 5000),
         ("unanswered", 0, 0),

@@ -90,7 +90,10 @@ class _Template:
         duration = get(values, "duration")
         return RawCall(
             call_id=get(values, "uuid") or get(values, "call_uuid"),
-            caller=get(values, "caller_id_number"),
+            # As mod_json_cdr is read (fscdr): the opencdrrate template logs ${ani}.
+            caller=get(values, "caller_id_number")
+            or get(values, "sip_from_user")
+            or get(values, "ani"),
             callee=get(values, "destination_number"),
             start=start,
             answer=answer,
