@@ -34,7 +34,7 @@ class EchoCredit:
     async def account(self, report: UsageReport) -> None:
         return None
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
         return None
 
 

@@ -42,7 +42,7 @@ class RecordingCredit:
         if self.fail:
             raise RuntimeError("credit control failed")
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
         self.restarts.append((gateway, client))
 
 

@@ -68,8 +68,8 @@ class MeteredCredit:
             key = self._accounting[kind + result] = (self.protocol, kind, result)
         return key
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
-        await self.inner.gateway_restarted(gateway, client)
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
+        await self.inner.gateway_restarted(gateway, client, event_ms=event_ms)
         self.meters.count((self.protocol, "gateway_restart", "ok"))
 
     async def grant_state(self, session_id: str) -> GrantState | None:

@@ -32,7 +32,13 @@ from chargingd.radius.intake import (
     cache_key,
 )
 from chargingd.radius.ports import bind_udp
-from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
+from chargingd.radius.translate import (
+    call_info,
+    charged_leg,
+    event_ms_of,
+    gateway_of,
+    usage_report,
+)
 from chargingd.sessions.ccapi import (
     Authorized,
     CreditControl,
@@ -382,7 +388,8 @@ class RadiusFrontend:
             self.counters.accounted += 1
         elif status in (rc.STATUS_ACCOUNTING_ON, rc.STATUS_ACCOUNTING_OFF):
             # RFC 2866 §5.1: the gateway (re)started; all its sessions are gone.
-            await self.credit.gateway_restarted(gateway_of(packet, source_ip), client.name)
+            gateway, at_ms = gateway_of(packet, source_ip), event_ms_of(packet, self._clock())
+            await self.credit.gateway_restarted(gateway, client.name, event_ms=at_ms)
             self.counters.gateway_restarts += 1
         else:
             self.counters.accounting_ignored += 1  # acknowledged, nothing to charge

@@ -78,11 +78,7 @@ def usage_report(
     """Start/Interim/Stop/Failed as a UsageReport. The event time is Event-Timestamp, the
     time of the event at the NAS (RFC 2869 §5.3), stable across retransmissions;
     without it, the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
-    event_s = packet.integer(rc.EVENT_TIMESTAMP)
-    if event_s:
-        event_ms = event_s * 1000
-    else:
-        event_ms = int(now_s * 1000) - packet.integer(rc.ACCT_DELAY_TIME) * 1000
+    event_ms = event_ms_of(packet, now_s)
     terminate = packet.integer(rc.ACCT_TERMINATE_CAUSE)
     return UsageReport(
         call=call_info(packet, client, source_ip),
@@ -96,6 +92,15 @@ def usage_report(
         # Stops only: the request path of the other packets pays nothing for it.
         quality=call_quality(packet) if kind is UsageKind.STOP else (),
     )
+
+
+def event_ms_of(packet: rc.Packet, now_s: float) -> int:
+    """When an accounting event happened at the NAS: Event-Timestamp (RFC 2869 §5.3),
+    else the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
+    event_s = packet.integer(rc.EVENT_TIMESTAMP)
+    if event_s:
+        return event_s * 1000
+    return int(now_s * 1000) - packet.integer(rc.ACCT_DELAY_TIME) * 1000
 
 
 def _sip_code(packet: rc.Packet) -> int:

@@ -252,8 +252,10 @@ class CreditControl(Protocol):
         """Record a Start / Interim-Update / Stop; returns once it is safe to acknowledge."""
         ...
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
-        """Accounting-On/Off (RFC 2866 §5.1): the gateway lost its calls; close them."""
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
+        """Accounting-On/Off (RFC 2866 §5.1): the gateway lost its calls; close them.
+        ``event_ms``: when it restarted (Event-Timestamp, else the arrival minus
+        Acct-Delay-Time; 0: now)."""
         ...
 
 

@@ -309,17 +309,26 @@ class Sessions:
     async def _orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
         await self.accounting.orphan(report, reason, detail)
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
-        """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone."""
-        now_ms = self.clock_ms()
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
+        """Accounting-On/Off (RFC 2866 §5.1 Acct-Status-Type 7/8): its calls are gone,
+        ended by the restart at ``event_ms`` (0: now). Each is charged the reaper's
+        estimate up to then: the time from its answer, capped by what it paid for, never
+        less than it reported (its last report alone would charge a call without
+        Interims nothing). A call authorized after that moment is the restarted
+        gateway's (an Accounting-On that arrived late) and lives on."""
+        at_ms = min(event_ms, self.clock_ms()) if event_ms > 0 else self.clock_ms()
+        # Event-Timestamps are whole seconds: a call of the restart's own second is old.
+        new_from_ms = at_ms - at_ms % 1000 + 1000
         closed = 0
         await self.store.drain_old_lastseen()  # calls of older daemons (rolling upgrade)
         for rec in await self.store.live_of_gateway(gateway):
+            if rec.auth_ms >= new_from_ms:
+                continue
             # Provisional: a Stop the gateway still sends for it corrects it (late.py).
             cdr = await self.close_session(
                 rec,
-                usage_s=rec.last_usage_s,
-                end_ms=now_ms,
+                usage_s=self.reaper.provisional_usage_s(rec, at_ms),
+                end_ms=at_ms,
                 status=CdrStatus.GATEWAY_RESTART,
                 provisional=True,
             )

@@ -275,6 +275,6 @@ class _SlowRestartClosing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
         await asyncio.sleep(0.3)
-        await self._inner.gateway_restarted(gateway, client)
+        await self._inner.gateway_restarted(gateway, client, event_ms=event_ms)

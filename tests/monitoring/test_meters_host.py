@@ -45,7 +45,7 @@ class Answers:
             raise ValueError("bad")
         self.accounted.append(report)
 
-    async def gateway_restarted(self, gateway: str, client: str) -> None:
+    async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
         return None
 
     async def grant_state(self, session_id: str) -> GrantState | None:

@@ -252,6 +252,32 @@ async def test_accounting_on_closes_the_gateways_sessions(
     assert [r.session_id for r in await sessions.list_sessions()] == ["c"]
 
 
+async def test_accounting_on_charges_up_to_the_restart_and_spares_calls_begun_after(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    """A NAS reboot: a call without an Interim yet is charged from its answer to the
+    restart's event time (capped by what it paid for, as the reaper's estimate), not
+    the 0 s it last reported; a call authorized after that event (the Accounting-On
+    arrived late: Acct-Delay-Time) is a call of the restarted gateway and lives on."""
+    await add_account(ledger)
+    old = call("old")
+    assert isinstance(await sessions.authorize(old), Authorized)
+    clock.now_ms = ANSWER_MS
+    await sessions.account(usage(old, UsageKind.START, 0, ANSWER_MS))
+    restart_ms = ANSWER_MS + 50_000
+    clock.now_ms = restart_ms + 1_000
+    new = call("new")
+    assert isinstance(await sessions.authorize(new), Authorized)
+    clock.now_ms = restart_ms + 3_000  # the Accounting-On arrives, 3 s late
+    await sessions.gateway_restarted("10.0.0.1", "gw1", event_ms=restart_ms)
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.call_id, cdr.status, cdr.duration_s) == ("old", "gateway_restart", 50)
+    assert (cdr.charged_micros, cdr.end_ms) == (50 * PER_S, restart_ms)
+    assert [r.session_id for r in await sessions.list_sessions()] == ["new"]
+    acc = await ledger.get_account("acc1")
+    assert (acc.debits_micros, acc.live_sessions) == (50 * PER_S, 1)
+
+
 async def test_background_tasks_run_until_stopped(
     redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path, cutter: RecordingCutter
 ) -> None:
