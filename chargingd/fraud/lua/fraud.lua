@@ -109,12 +109,14 @@ local fr_vals = {}
 -- is taken out when read and put back only when written (SET): a run that fails in
 -- between leaves none; a value another script or version wrote meanwhile (a CDR's
 -- event, an unblock, an expiry) has other bytes and is decoded. Two generations of at
--- most KEPT_MAX each (a full one becomes the old one, the older dropped).
-local fr_kept, fr_kept_old, fr_kept_n, KEPT_MAX = {}, {}, 0, 512
+-- most KEPT_MAX each (a full one becomes the old one, the older dropped): ~1 KB of the
+-- Functions' Lua memory a small value (docs/fraud.md "Ninth round").
+local fr_kept, fr_kept_old, fr_kept_n, KEPT_MAX = {}, {}, 0, 2048
 
 local function fr_keep(key, raw, v)
   if fr_kept_n >= KEPT_MAX then fr_kept, fr_kept_old, fr_kept_n = {}, fr_kept, 0 end
-  fr_kept[key], fr_kept_n = {raw, v}, fr_kept_n + 1
+  if not fr_kept[key] then fr_kept_n = fr_kept_n + 1 end
+  fr_kept[key] = {raw, v}
 end
 
 local function fr_load(key)
@@ -122,7 +124,12 @@ local function fr_load(key)
   if v then return v end
   local raw = redis.call('GET', key)
   local kept = fr_kept[key]
-  if kept then fr_kept[key] = nil else kept = fr_kept_old[key]; fr_kept_old[key] = nil end
+  if kept then
+    fr_kept[key], fr_kept_n = nil, fr_kept_n - 1  -- n: the entries it holds
+  else
+    kept = fr_kept_old[key]
+    fr_kept_old[key] = nil
+  end
   if not raw then
     v = {}
   elseif kept and kept[1] == raw then  -- strings are interned: one comparison
