@@ -43,6 +43,8 @@ COMPILED = [
     "chargingd/ledger/thin.py",
     "chargingd/ledger/types.py",
     "chargingd/ledger/usage.py",
+    "chargingd/monitoring/metered.py",
+    "chargingd/monitoring/meters.py",
     "chargingd/radius/accesslog.py",
     "chargingd/radius/clients.py",
     "chargingd/radius/codec.py",
