@@ -65,6 +65,7 @@ COMPILED = [
     "chargingd/sessions/fraudhook.py",
     "chargingd/sessions/fused.py",
     "chargingd/sessions/grants.py",
+    "chargingd/sessions/indexes.py",
     "chargingd/sessions/late.py",
     "chargingd/sessions/modes.py",
     "chargingd/sessions/newrecord.py",
@@ -73,6 +74,7 @@ COMPILED = [
     "chargingd/sessions/record.py",
     "chargingd/sessions/service.py",
     "chargingd/sessions/settle.py",
+    "chargingd/sessions/shards.py",
     "chargingd/sessions/store.py",
 ]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from chargingd.core.plain import plain_class
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.record import LIVE, SessionRecord, member, split_member
 from chargingd.sessions.shards import (
@@ -85,6 +86,9 @@ def _entries(gateway: str, reply: list[Any]) -> list[tuple[float, bytes, str]]:
     ]
 
 
+# A plain Python class in the compiled build (core/plain.py): SessionStore, a plain
+# class too, subclasses it, and tests replace its methods per instance.
+@plain_class
 class LiveIndexes:
     """The live-session indexes of SessionStore (see the module doc)."""
 
