@@ -34,6 +34,9 @@ MAX_LEASE_MS = 7 * 86400 * 1000
 # takes it all (the balance goes below the floor: an overrun, committed and flagged).
 POLICIES = ("cap", "debt")
 EMBEDDABLE = ("reserve", "reserve_first", "commit", "release", "account_check", "status", "known")
+# an embedded script's parameters beyond KEYS and ARGV (reserve_first: the caller's
+# per-process arguments, reserve.lua's ARGV.c, passed without setting them in ARGV)
+PARAMS = {"reserve_first": "KEYS, ARGV, c"}
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 
@@ -46,7 +49,8 @@ def fused_source(body: str, embeds: Sequence[str]) -> str:
         if name not in EMBEDDABLE:
             raise ValueError(f"ledger script {name!r} cannot be embedded")
         script = (lua / f"{name}.lua").read_text()
-        parts.append(f"local function ledger_{name}(KEYS, ARGV)\n{script}\nend")
+        params = PARAMS.get(name, "KEYS, ARGV")
+        parts.append(f"local function ledger_{name}({params})\n{script}\nend")
     parts.append(body)
     return "\n".join(parts)
 

@@ -102,10 +102,12 @@ class FusedPath:
         self._authorize, self.library = self._plain(first=True)
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
-        wrapped = f"local function session_authorize(KEYS, ARGV)\n{authorize}\nend\n"
-        # The per-process arguments as the plain authorize's (CONF, set as its ARGV.c),
-        # a new call's full grant straight (reserve_first.lua, with the account's
-        # fields the wrapper's check read: ARGV.account).
+        # its c: the plain authorize's per-process arguments (CONF) as ARGV.c; a new
+        # call's full grant straight (reserve_first.lua, with the account's fields the
+        # wrapper's check read: ARGV.account)
+        wrapped = (
+            f"local function session_authorize(KEYS, ARGV)\nlocal c = ARGV.c\n{authorize}\nend\n"
+        )
         definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n"
         body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "reserve", "reserve_first", "status")
@@ -128,13 +130,13 @@ class FusedPath:
         """The script for EVALSHA (a Redis without Functions) and the same code as a
         library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash; ``conf``: a
         Lua table of the per-process arguments (_constants), defined with the functions
-        (a library's once, at its load) and set as ARGV.c."""
+        (a library's once, at its load) and the body's local ``c``."""
         lua = resources.files("chargingd.sessions") / "lua"
         body = record_lua((lua / f"{name}.lua").read_text())
         definitions = ""
         if conf:
             definitions = f"local CONF = {conf}\n"
-            body = f"ARGV.c = CONF\n{body}"
+            body = f"local c = CONF\n{body}"
         redis = self.store.redis
         script = redis.register_script(fused_source(definitions + body, embeds))
         self.store.scripts.append(script)
@@ -161,7 +163,7 @@ class FusedPath:
     def _constants(self, first: bool = True) -> str:
         """The arguments of session_authorize.lua that are the same on every call of
         this process (its configuration: reserve.lua's ARGV[5..10] and [12], the
-        record's ttl ARGV[13]) as a Lua table (its ARGV.c): the caller sends the other
+        record's ttl ARGV[13]) as a Lua table (its c, ARGV.c): the caller sends the other
         15 of its 23 arguments. The values are in the script's code, so its name (a
         library's: its code's hash) and its sha change with them: two configurations
         or versions side by side each call their own, with the same keys (Redis

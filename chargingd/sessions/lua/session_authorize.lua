@@ -16,11 +16,12 @@
 --   but for its last pair, credit_micros, appended here (its map header counts it)
 -- ARGV[23] '1': credit_micros is what is held only (hold_all, own_timer), else held +
 --   available
--- ARGV.c (a table, set by the plain authorize's own code: sessions/fused.py
---   _constants_head) the per-process arguments: reserve.lua's ARGV[5..10] and [12],
---   then ARGV[13]; the caller then sends ARGV[1..4], [11], [14..23] as ARGV[1..15]
--- ARGV.c.first (the plain authorize, unless turned off: FusedPath.general_reserve) a new
---   call's full grant by ledger_reserve_first, the others by the steps it stands for
+-- c (a local of the code around this script, sessions/fused.py: the plain authorize's
+--   CONF; wrapped by session_authorize_fraud.lua: its ARGV.c, the same CONF) the
+--   per-process arguments, a table in the code (_constants): reserve.lua's ARGV[5..10]
+--   and [12], then ARGV[13] (set as ARGV.c for reserve.lua); the caller then sends
+--   ARGV[1..4], [11], [14..23] as ARGV[1..15]. c.first: a new call's full grant by ledger_reserve_first (on unless
+--   turned off: FusedPath.general_reserve), every other case by the steps it stands for
 -- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
 --   account itself: a Lua table) the account's fields as its account_check read them;
 --   ARGV.checked (true: the wrapper checked, ARGV[17..21] are not read) and ARGV.fresh
@@ -32,16 +33,15 @@
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
-local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (ARGV.c: 8 places lower)
-local c = ARGV.c
+local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (c: 8 places lower)
 if c then o, ttl = -8, c[8] end
-local known = not ARGV.fresh and redis.call('GET', KEYS[6])
 local res
 -- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
--- call is anything else, nothing written; then the general steps below decide it).
--- c.first: this process's code has it (sessions/fused.py; off: the general steps only).
-if not known and c and c.first then res = ledger_reserve_first(KEYS, ARGV) end
+-- call is anything else, a record of it too, nothing written; then the general steps
+-- below decide it). c.first: on unless turned off (FusedPath.general_reserve).
+if c and c.first then res = ledger_reserve_first(KEYS, ARGV, c) end
 if not res then
+  if c then ARGV.c = c end  -- reserve.lua reads them there
   if not ARGV.checked then
     local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
     if chk[1] == 'stale' then return {'stale', {}} end
@@ -51,6 +51,7 @@ if not res then
   -- A retransmission (the record of this call is live): nothing is reserved again. Its
   -- hold stays what the record says (the account's other calls may have taken or freed
   -- money since); the caller answers it from the record, as the first answer was.
+  local known = not ARGV.fresh and redis.call('GET', KEYS[6])
   if known then
     local r = cmsgpack.unpack(known)
     if r[$state] == 'live' and (r[$adopted] or 0) == 0 then
