@@ -22,7 +22,8 @@
 --   audit this hold, refusal ttl): the authorize's CONF (sessions/fused.py)
 -- Every amount and time it reads is a decimal integer as the ledger writes them (s():
 -- the account's fields; str(int): the arguments), so it writes them back as read
--- where the general path writes s(tonumber(x)): the same text.
+-- where the general path writes s(tonumber(x)): the same text. The arguments and
+-- TIME's reply become numbers by arithmetic (one conversion; tonumber() makes two).
 if c[2] ~= '1' or redis.call('EXISTS', KEYS[5], KEYS[6]) ~= 0 then return nil end
 local check = ARGV[9]
 local mode, status, balance, credit_limit, reserved, max_calls, due
@@ -47,16 +48,16 @@ else  -- nothing checked: the reserve reads the account itself
     a[1], a[2], a[3], a[4], a[5], a[6], a[7]
 end
 if not mode then return nil end  -- reserve.lua: unknown_account
-local now, low = tonumber(ARGV[3]), tonumber(due)
+local now, low = ARGV[3] + 0, tonumber(due)
 if not low or low <= now then return nil end  -- expired leases to sweep first
 local deadline = ARGV[5]
 if deadline ~= '0' then
   local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline) then
+  if t[1] * 1000 + math.floor(t[2] / 1000) > deadline + 0 then
     return nil  -- late
   end
 end
-local amount, held = tonumber(ARGV[2]), num(reserved)
+local amount, held = ARGV[2] + 0, num(reserved)
 local available = num(balance) - held
 if mode == 'postpaid' then available = available + num(credit_limit) end  -- credit_floor
 if available < amount then return nil end  -- partial or refused (amount >= 1)
@@ -65,7 +66,7 @@ if max_calls and max_calls ~= '0' then
   if most > 0 and redis.call('ZCARD', KEYS[3]) >= most then return nil end
 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return nil end  -- a hold
-local expiry = now + tonumber(ARGV[4])
+local expiry = now + ARGV[4]
 local until_ = s(expiry)
 redis.call('ZADD', KEYS[3], until_, ARGV[1])
 if expiry <= low then due = until_ end
