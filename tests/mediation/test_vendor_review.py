@@ -88,12 +88,12 @@ def test_cucm_records_sharing_a_global_call_id_are_separate_records() -> None:
         "cdrRecordType,globalCallID_callManagerId,globalCallID_callId,origLegCallIdentifier,"
         "dateTimeOrigination,callingPartyNumber,origCause_value,destLegCallIdentifier,"
         "finalCalledPartyNumber,destCause_value,dateTimeConnect,dateTimeDisconnect,duration,"
-        "joinOnBehalfOf\n"
+        "joinOnBehalfOf,destIpAddr\n"
     )
     lines = [
         header,
-        "1,1,7001,101,1773216000,4930123456,0,102,4989987654,393216,1773216005,1773216065,60,0\n",
-        "1,1,7001,101,1773216065,4930123456,16,104,4940123456,0,1773216065,1773216185,120,10\n",
+        "1,1,7001,101,1773216000,4930123456,0,102,4989987654,393216,1773216005,1773216065,60,0,0\n",
+        "1,1,7001,101,1773216065,4930123456,16,104,4940123456,0,1773216065,1773216185,120,10,-1139627840\n",
     ]
     calls = calls_of(lines, SourceConfig(format="cucm"))
     assert [(c.call_id, c.callee, c.duration_s, c.cause) for c in calls] == [
@@ -101,6 +101,7 @@ def test_cucm_records_sharing_a_global_call_id_are_separate_records() -> None:
         ("1-7001#101-104", "+4940123456", 120, 16),
     ]
     assert calls[0].extra["cucm_cause"] == "393216"
+    assert [c.gateway for c in calls] == ["", "192.168.18.188"]  # 0: no device, not 0.0.0.0
     assert calls_of([header, lines[2]], SourceConfig(format="cucm"))[0].call_id == "1-7001#101-104"
 
 
@@ -184,8 +185,8 @@ def test_cisco_stop_only_accounting_bills_the_answer_leg() -> None:
             "\n",
         ]
 
-    lines = stop("originate", "2B", "#99#4989987654", "09:00:01.500", 124)
-    lines += stop("answer", "2A", "4989987654", "09:00:00.000", 125)
+    lines = stop("Originate", "2B", "#99#4989987654", "09:00:01.500", 124)
+    lines += stop("Answer", "2A", "4989987654", "09:00:00.000", 125)  # some write capitals
     (call,) = calls_of(lines, SourceConfig(format="cisco_radius"))
     assert (call.callee, call.start_ms % 60_000, call.duration_s) == ("+4989987654", 0, 125)
     # A gateway leaving h323-connect-time out: Acct-Session-Time (RFC 2866: time

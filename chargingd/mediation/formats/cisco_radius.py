@@ -161,7 +161,8 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
             continue  # Interim-Update, Accounting-On/Off: no call data
         conf = confs.setdefault(conf_id, _Conf(line_no))
         conf.raws.append(raw)
-        leg = attrs.get("h323-call-origin", "") or attrs.get("Acct-Session-Id", "")
+        # "answer"/"originate" (Cisco); some gateways write "Answer"/"Originate".
+        leg = attrs.get("h323-call-origin", "").lower() or attrs.get("Acct-Session-Id", "")
         if status == "Start":
             conf.started.add(leg)
         else:

@@ -128,10 +128,10 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
     for key, name in (("orig_leg", "origLegCallIdentifier"), ("dest_leg", "destLegCallIdentifier")):
         if rec.get(name):
             extra[key] = rec[name]
-    if rec.get("origIpAddr"):
+    if rec.get("origIpAddr", "") not in ("", "0"):
         extra["orig_ip"] = ip_from_int(int_field(rec["origIpAddr"], "origIpAddr"))
     gateway = ""
-    if rec.get("destIpAddr"):
+    if rec.get("destIpAddr", "") not in ("", "0"):  # 0: no destination device
         gateway = ip_from_int(int_field(rec["destIpAddr"], "destIpAddr"))
     return RawCall(
         # globalCallID_callId is unique per CUCM node only: qualify it with the node id.
