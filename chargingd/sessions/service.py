@@ -65,6 +65,7 @@ from chargingd.sessions.spool import (
 from chargingd.sessions.store import (
     LIVE,
     REDIS_DOWN,
+    USAGE_SLACK_S,
     SessionRecord,
     SessionStore,
     record_key,
@@ -315,8 +316,15 @@ class Sessions:
         estimate up to then: the time from its answer, capped by what it paid for, never
         less than it reported (its last report alone would charge a call without
         Interims nothing). A call authorized after that moment is the restarted
-        gateway's (an Accounting-On that arrived late) and lives on."""
-        at_ms = min(event_ms, self.clock_ms()) if event_ms > 0 else self.clock_ms()
+        gateway's (an Accounting-On that arrived late) and lives on. An event time
+        further back than clock skew and delays explain (USAGE_SLACK_S) is not
+        believed: now (a NAS that reboots before its clock is set sends an
+        Event-Timestamp of 1970, which would spare every call it lost, left to the
+        reaper to charge up to its Session-Timeout)."""
+        now_ms = self.clock_ms()
+        at_ms = min(event_ms, now_ms)
+        if at_ms < now_ms - USAGE_SLACK_S * 1000:
+            at_ms = now_ms
         # Event-Timestamps are whole seconds: a call of the restart's own second is old.
         new_from_ms = at_ms - at_ms % 1000 + 1000
         closed = 0

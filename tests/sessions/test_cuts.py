@@ -278,6 +278,31 @@ async def test_accounting_on_charges_up_to_the_restart_and_spares_calls_begun_af
     assert (acc.debits_micros, acc.live_sessions) == (50 * PER_S, 1)
 
 
+@pytest.mark.parametrize("behind_ms", [None, 3_600_000])
+async def test_accounting_on_from_a_nas_clock_not_yet_set_still_closes_its_calls(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, behind_ms: int | None
+) -> None:
+    """A NAS that reboots before its clock is set sends an Event-Timestamp of 1970 (or
+    an hour behind): not believed (further back than clock skew and delays explain),
+    the restart is the arrival. Believed, every call it lost was spared as the
+    restarted gateway's and left live, for the reaper to charge up to its
+    Session-Timeout."""
+    await add_account(ledger)
+    old = call("old")
+    assert isinstance(await sessions.authorize(old), Authorized)
+    clock.now_ms = ANSWER_MS
+    await sessions.account(usage(old, UsageKind.START, 0, ANSWER_MS))
+    clock.now_ms = arrival_ms = ANSWER_MS + 50_000
+    event_ms = 1_000 if behind_ms is None else arrival_ms - behind_ms
+    await sessions.gateway_restarted("10.0.0.1", "gw1", event_ms=event_ms)
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.call_id, cdr.status, cdr.duration_s) == ("old", "gateway_restart", 50)
+    assert (cdr.charged_micros, cdr.end_ms) == (50 * PER_S, arrival_ms)
+    assert await sessions.list_sessions() == []
+    acc = await ledger.get_account("acc1")
+    assert (acc.debits_micros, acc.reserved_micros, acc.live_sessions) == (50 * PER_S, 0, 0)
+
+
 async def test_background_tasks_run_until_stopped(
     redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path, cutter: RecordingCutter
 ) -> None:
