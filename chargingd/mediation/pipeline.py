@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -152,6 +153,33 @@ def open_cdr_file(path: Path) -> IO[str]:
     if is_gzip(path):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
     return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+class Readable:
+    """A file's lines up to where its compressed data is damaged (a gzip file cut short:
+    logrotate still compressing it, an interrupted copy), then the end: the lines read
+    are mediated (a parser holding records back yields them at the end, as for any
+    file) and the damage is one reject (``error``), never an exception that drops the
+    run's unstored batch. A complete file later: its rows read now are duplicates."""
+
+    def __init__(self, fh: Iterable[str]) -> None:
+        self.fh = fh
+        self.lines = 0  # read so far
+        self.error = ""  # why the rest could not be read ("": it could)
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for line in self.fh:
+                self.lines += 1
+                yield line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            self.error = f"damaged compressed file, the rest unreadable: {exc}"
+
+    def reject(self, run: _FileRun) -> None:
+        """The damage, if any, as the file's last reject."""
+        if self.error:
+            run.summary.read += 1
+            run.reject(self.lines + 1, Reject(self.error, ""))
 
 
 def counted(fh: Iterable[str], progress: Progress | None, every: int = 4096) -> Iterator[str]:
@@ -297,7 +325,9 @@ class Mediator:
         try:
             with open_cdr_file(path) as fh:
                 batch = _Batch()
-                await self._feed(counted(fh, progress), run, batch, run.summary)
+                readable = Readable(fh)
+                await self._feed(counted(readable, progress), run, batch, run.summary)
+                readable.reject(run)
                 run.summary.add(await self._flush(batch))
         finally:
             run.close()
@@ -328,7 +358,9 @@ class Mediator:
                     open_cdr_file(path) as fh,
                     shown as advance,
                 ):
-                    await self._feed(counted(fh, advance), run, batch, total)
+                    readable = Readable(fh)
+                    await self._feed(counted(readable, advance), run, batch, total)
+                    readable.reject(run)
                 run.summary.files.append(str(path))
                 files.append((path, run.summary))
                 if run.pending:

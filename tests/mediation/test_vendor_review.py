@@ -123,6 +123,29 @@ def test_logrotate_gzipped_file_is_read(tmp_path: Path, capsys: pytest.CaptureFi
     assert "dry run: read 9, stored 5, duplicates 0, rejected 4" in capsys.readouterr().out
 
 
+def test_gzipped_file_cut_short_is_read_up_to_the_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .gz still being written by logrotate (or a copy cut short) ends before gzip's
+    end-of-stream marker: the run crashed (EOFError) and lost the batch it had not
+    stored. Its lines are read up to the damage, which is one reject with its reason."""
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[mediation.sources.pbx]\nformat = "asterisk"\n'
+        'time_zone = "Europe/Berlin"\ndefault_country = "DE"\n'
+        'account_rule = "fixed"\naccount = "c1"\n'
+        f'plan = "{FIXTURES / "cdr" / "tariff_tp"}"\ntenant = "chargingd.test"\n'
+        'charge = "record_only"\nloguniqueid = true\nloguserfield = true\n'
+    )
+    text = (FIXTURES / "cdr" / "asterisk_Master.csv").read_bytes()
+    (tmp_path / "Master.csv.1.gz").write_bytes(gzip.compress(text)[:-8])  # no trailer
+    argv = ["mediate", str(tmp_path / "Master.csv.1.gz"), "--source", "pbx", "--quiet"]
+    assert main([*argv, "--config", str(config), "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert "dry run: read 10, stored 5, duplicates 0, rejected 5" in out
+    assert "damaged compressed file, the rest unreadable" in out
+
+
 def test_opensips_forwarded_leg_is_billed_to_its_own_caller() -> None:
     """OpenSIPS acc docs (multi call-legs): A calls B, B forwards to C: a row per leg,
     and "user B must pay for the call" to C. Legs whose mapped caller/callee differ
