@@ -22,7 +22,7 @@ from typing import Any
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import SessionsConfig
 from chargingd.core.ratelog import RateLimitedLog
-from chargingd.ledger import LedgerError, UnknownAccount
+from chargingd.ledger import LedgerError, Status, UnknownAccount
 from chargingd.sessions.authorize import Authorizer
 from chargingd.sessions.ccapi import UsageKind, UsageReport
 from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
@@ -377,9 +377,10 @@ class Accounting:
         """Accounting of a call with no session here that must not adopt one: a Failed
         (never set up nor authorized here: a switch that also accounts the INVITEs
         chargingd refused), or a Start or a Stop of no usage of a call chargingd refused
-        (a Cisco leg that never connected): no money, no session, so no CDR. A refused
-        call its gateway connected anyway reports usage: adopted and charged in full
-        (it was allowed nothing: overrun)."""
+        (a Cisco leg that never connected): no money, no session, so no CDR. Refused:
+        the ledger remembers its refusal, or its account is not active (refused before
+        any reserve: blocked, suspended). A refused call its gateway connected anyway
+        reports usage: adopted and charged in full (it was allowed nothing: overrun)."""
         session_id = report.call.session_id
         if report.kind is UsageKind.FAILED:
             log.debug("failed call %s without a session: nothing to close", session_id)
@@ -387,7 +388,11 @@ class Accounting:
         if report.usage_s:
             return False
         account = await self.authorizer.find_account(report.call)
-        if account is None or not await self.authorizer.ledger.refusal(account.id, session_id):
+        if account is None:
+            return False
+        if account.status is Status.ACTIVE and not await self.authorizer.ledger.refusal(
+            account.id, session_id
+        ):
             return False
         log.debug("accounting of refused call %s: nothing to charge", session_id)
         return True

@@ -23,7 +23,7 @@ from sessions_harness import (
     usage,
 )
 
-from chargingd.ledger import Ledger
+from chargingd.ledger import Ledger, Status
 from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.spool import entry_to_report, report_to_entry
@@ -199,6 +199,23 @@ async def test_accounting_of_a_call_refused_here_makes_no_session_and_no_cdr(
     assert (cdr.call_id, cdr.status, cdr.charged_micros) == ("connected", "overrun", 30 * PER_S)
     acc = await ledger.get_account("acc1")
     assert (acc.balance_micros, acc.reserved_micros, acc.live_sessions) == (-30 * PER_S, 0, 0)
+
+
+async def test_accounting_of_a_call_refused_for_a_blocked_account_makes_no_session(
+    sessions: Sessions, ledger: Ledger, redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A call refused because its account is not active (blocked, suspended: refused
+    before any reserve, so the ledger remembers no refusal for it) is a refused call
+    too: its Start and its Stop of no usage make no session and no CDR."""
+    await add_account(ledger)
+    await ledger.set_status("acc1", Status.BLOCKED, who="fraud", why="rule", reason="fraud")
+    refused = call("refused")
+    assert not isinstance(await sessions.authorize(refused), Authorized)
+    await sessions.account(usage(refused, UsageKind.START, 0, clock.now_ms))
+    assert await sessions.list_sessions() == []
+    await sessions.account(usage(refused, UsageKind.STOP, 0, clock.now_ms))
+    assert await read_cdrs(redis) == []
+    assert await redis.xrange(ORPHANS) == []
 
 
 async def test_cdr_answer_time_is_never_before_the_start(
