@@ -333,6 +333,21 @@ class Fraud:
         deny:RULE flags (until ms), live calls, countries called."""
         return state_fields(await self.value(account_id))
 
+    async def refused_call(self, account_id: str, session_id: str) -> bool:
+        """Did a rule refuse this call? Its answer, as remembered for its
+        retransmissions (fraud.lua fr_add_recent: in the value, else in its own key)."""
+        now = self.clock_ms()
+        value = await self.value(account_id)
+        recent = value.get("r")
+        entry = recent.get(session_id) if isinstance(recent, dict) else None
+        what: Any = None
+        if isinstance(entry, list) and len(entry) == 2 and entry[1] > now:
+            what = entry[0]
+        elif (value.get("ro") or 0) > now:
+            what = await self.redis.get(FK.answer_key(account_id, session_id))
+            what = what.decode() if isinstance(what, bytes) else what
+        return isinstance(what, str) and what != "known"
+
     async def value(self, account_id: str) -> dict[str, Any]:
         """The account's value as fraud.lua keeps it ({} none)."""
         raw = await self.redis.get(FK.value_key(account_id))

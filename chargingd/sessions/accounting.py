@@ -378,9 +378,10 @@ class Accounting:
         (never set up nor authorized here: a switch that also accounts the INVITEs
         chargingd refused), or a Start or a Stop of no usage of a call chargingd refused
         (a Cisco leg that never connected): no money, no session, so no CDR. Refused:
-        the ledger remembers its refusal, or its account is not active (refused before
-        any reserve: blocked, suspended). A refused call its gateway connected anyway
-        reports usage: adopted and charged in full (it was allowed nothing: overrun)."""
+        the ledger remembers its refusal, or a fraud rule's, or its account is not
+        active (refused before any reserve: blocked, suspended). A refused call its
+        gateway connected anyway reports usage: adopted and charged in full (it was
+        allowed nothing: overrun)."""
         session_id = report.call.session_id
         if report.kind is UsageKind.FAILED:
             log.debug("failed call %s without a session: nothing to close", session_id)
@@ -390,8 +391,11 @@ class Accounting:
         account = await self.authorizer.find_account(report.call)
         if account is None:
             return False
-        if account.status is Status.ACTIVE and not await self.authorizer.ledger.refusal(
-            account.id, session_id
+        fraud = self.authorizer.fraud
+        if (
+            account.status is Status.ACTIVE
+            and not await self.authorizer.ledger.refusal(account.id, session_id)
+            and (fraud is None or not await fraud.refused_call(account.id, session_id))
         ):
             return False
         log.debug("accounting of refused call %s: nothing to charge", session_id)

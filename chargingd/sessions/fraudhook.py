@@ -105,6 +105,10 @@ class FraudHook:
         except Exception as exc:
             self._failures.failure(_ADMIT_FAILED, exc)
 
+    async def refused_call(self, account_id: str, session_id: str) -> bool:
+        """Did a rule refuse this call (its answer still remembered)?"""
+        return await self.fraud.refused_call(account_id, session_id)
+
     def refusal(self, verdict: Verdict) -> Refused | None:
         """The answer to a call the rules refuse (None: they allow it)."""
         if verdict.decision is Decision.ALLOW:

@@ -19,11 +19,13 @@ from sessions_harness import (
     call,
     make_ledger,
     make_sessions,
+    read_cdrs,
+    usage,
 )
 
 from chargingd.fraud import Fraud
 from chargingd.ledger import Ledger, Status
-from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
+from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused, UsageKind
 from chargingd.sessions.service import Sessions
 
 VELOCITY = {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 3,
@@ -83,6 +85,30 @@ async def test_velocity_refuses_the_call_over_the_limit_with_its_message(
     assert len(await redis.hgetall("{a:acc1}:holds")) == 3
     await settle(sessions)
     assert fraud.counters["refused"] == 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+async def test_accounting_of_a_call_a_rule_refused_makes_no_session_and_no_cdr(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    """A gateway that accounts its refused calls (a Start, a Stop of no usage): a call a
+    rule refused is remembered by the rules, not the ledger, and was adopted (a live
+    session, then an 'unanswered' CDR for a call never authorized). A refused call the
+    gateway connected anyway reports usage: adopted and charged, as ever."""
+    sessions, _, _, _ = await build(redis, tmp_path, [VELOCITY], fused=fused)
+    calls = [call(f"v{i}") for i in range(5)]
+    answers = [await sessions.authorize(c) for c in calls]
+    assert [type(a) for a in answers] == [Authorized] * 3 + [Refused] * 2
+    now = sessions.clock_ms()
+    await sessions.account(usage(calls[3], UsageKind.START, 0, now))
+    await sessions.account(usage(calls[3], UsageKind.STOP, 0, now))
+    await sessions.account(usage(calls[4], UsageKind.START, 0, now))
+    await sessions.account(usage(calls[4], UsageKind.STOP, 30, now + 30_000))
+    live = sorted(r.session_id for r in await sessions.list_sessions())
+    assert live == ["v0", "v1", "v2"]
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.call_id, cdr.duration_s) == ("v4", 30)
+    assert cdr.charged_micros > 0
 
 
 @pytest.mark.parametrize("fused", [True, False])
