@@ -250,16 +250,36 @@ class Engine:
         own_ns = when_ns
         if call_start_ns is not None and self.mode is PricingMode.CGRATES:
             own_ns = call_start_ns  # ratingprofile.go checks cd.TimeStart for each activation
+        return self._resolve_kept(tenant, category, subject, number, when, when_ns, own_ns)[0]
+
+    def resolve_timed(
+        self, tenant: str, category: str, subject: str, number: str, when_ns: int
+    ) -> tuple[_Match, bool]:
+        """resolve() at an instant, and whether the answer may change before the next
+        activation switch (True: a plan with period-bound destinations decided it)."""
+        return self._resolve_kept(tenant, category, subject, number, None, when_ns, when_ns)
+
+    def _resolve_kept(
+        self,
+        tenant: str,
+        category: str,
+        subject: str,
+        number: str,
+        when: datetime | None,
+        when_ns: int,
+        own_ns: int,
+    ) -> tuple[_Match, bool]:
+        """resolve() through its memory (rating/resolve.py), with the answer's kind."""
         # Only the leading digits a prefix can cover decide the answer: share it.
         digits = self.tariff.destinations.significant(number)
         span_key, key = self._resolved.keys(tenant, category, subject, digits, when_ns, own_ns)
-        found = self._resolved.get(span_key, key)
+        found, timed = self._resolved.get_timed(span_key, key)
         if found is None:
             if when is None:
                 when = from_epoch_ns(when_ns)
             found, timed = self._resolve(tenant, category, subject, number, when, when_ns, own_ns)
             self._resolved.put(span_key, key, found, timed=timed)
-        return found
+        return found, timed
 
     def _resolve(
         self,
@@ -388,6 +408,24 @@ class Engine:
         if boundary <= epoch_ns:
             boundary = (epoch_ns // NS_PER_S + 1) * NS_PER_S
         return best, boundary
+
+    def bindings_stable_until(self, number: str, at_ns: int) -> int:
+        """An instant after at_ns before which no period-bound destination binding a
+        prefix of number has in any plan turns active or inactive (so a resolution of
+        number in force at at_ns stays so until then, activations aside): the next end
+        of the segments (Engine._segments) _active reads, at most the next midnight."""
+        day, first_ns, until = self._local_day(at_ns)
+        for _prefix, ids in self.tariff.destinations.matches(number):
+            for dests in self.plans.values():
+                for dest_id in ids:
+                    bound = dests.get(dest_id)
+                    if bound is None or id(bound) in self.always_bound:
+                        continue
+                    ends, _ = self._segments(bound, day, first_ns)
+                    index = bisect.bisect_right(ends, at_ns)
+                    if index < len(ends):
+                        until = min(until, ends[index])
+        return until
 
     def _epoch_ns(self, day: date, second_of_day: int) -> int:
         if second_of_day >= SECONDS_PER_DAY:

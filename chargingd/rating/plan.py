@@ -14,7 +14,7 @@ from datetime import datetime
 
 from chargingd.rating.card import RateCard
 from chargingd.rating.engine import Engine, epoch_ns
-from chargingd.rating.model import CallCost, Tariff
+from chargingd.rating.model import ANY_SUBJECT, CallCost, Tariff
 from chargingd.rating.price import Call, price_call
 
 
@@ -41,6 +41,13 @@ class TariffPlan(Tariff):
         or amount, equal to rate()/max_usage(); RatingError when it has no rate."""
         call = Call(tenant or self.default_tenant, category, subject, destination, start_ns)
         return RateCard(self._engine, call)
+
+    def rating_subject(self, subject: str, *, tenant: str = "", category: str = "call") -> str:
+        """`subject` when it has a rating profile, else *any: a subject without one is
+        resolved exactly as *any is (Engine._resolve moves on to *any), so its cards
+        answer for every such subject."""
+        key = (tenant or self.default_tenant, category, subject)
+        return subject if key in self._engine.profiles else ANY_SUBJECT
 
     def rate(
         self,

@@ -44,6 +44,13 @@ class ResolveCache(Generic[M]):
         found = self._by_span.get(span_key)
         return found if found is not None else self._exact.get(key)
 
+    def get_timed(self, span_key: Key, key: Key) -> tuple[M | None, bool]:
+        """get(), and whether the answer was kept by exact instant (timed)."""
+        found = self._by_span.get(span_key)
+        if found is not None:
+            return found, False
+        return self._exact.get(key), True
+
     def put(self, span_key: Key, key: Key, found: M, *, timed: bool) -> None:
         """Remember an answer; ``timed``: a plan with period-bound destinations decided."""
         cache, kept = (self._exact, key) if timed else (self._by_span, span_key)

@@ -20,9 +20,10 @@ from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
 DEFAULT_PLAN = "default"
-# Calls whose RateCard is remembered: an authorize asks three questions of one call
+# Numbers whose RateCard is remembered: an authorize asks three questions of one call
 # (the first grant's price, the usage its hold pays for, the Session-Timeout) and each
-# interim two; the card resolves the call once for all of them. Two generations of
+# interim two; the card resolves the number once for all of them and for every call
+# to it starting before its rate can change (RateCard.covers). Two generations of
 # half that each: when the newer is full it becomes the older (the older forgotten),
 # and a card found in the older moves to the newer. (Deleting a dict's oldest key
 # instead costs a scan over the deleted slots before it: ~1 % of an authorize's CPU.)
@@ -72,8 +73,8 @@ class Pricer:
         if default is not None:
             self.plans.setdefault(DEFAULT_PLAN, default)
         self.has_default = default is not None
-        self._cards: dict[tuple[str, str, str, int], RateCard] = {}
-        self._older_cards: dict[tuple[str, str, str, int], RateCard] = {}
+        self._cards: dict[tuple[str, str, str], RateCard] = {}
+        self._older_cards: dict[tuple[str, str, str], RateCard] = {}
 
     def _plan(self, plan_id: str) -> TariffPlan:
         """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
@@ -93,20 +94,25 @@ class Pricer:
         """The plan's currency ("" when the tariff does not say)."""
         return self.plans[plan_id].currency
 
-    def _card(self, plan_id: str, subject: str, number: str, start_ms: int) -> RateCard:
-        """The call's RateCard (remembered: two generations, see CARDS_MAX)."""
-        key = (plan_id, subject, number, start_ms)
+    def _card(self, plan_id: str, subject: str, number: str, start_ns: int) -> RateCard:
+        """A RateCard pricing the call (remembered: two generations, see CARDS_MAX).
+        One card per number serves every call starting within its validity
+        (RateCard.covers: until the next period boundary or profile activation), from
+        every subject rated as *any (TariffPlan.rating_subject)."""
+        plan = self._plan(plan_id)
+        key = (plan_id, plan.rating_subject(subject), number)
         card = self._cards.get(key)
-        if card is None:
-            card = self._older_cards.get(key)
-            if card is None:
-                card = self._plan(plan_id).card(
-                    subject=subject, destination=number.lstrip("+"), start_ns=start_ms * 1_000_000
-                )
-            if len(self._cards) >= CARDS_MAX // 2:
-                self._older_cards = self._cards
-                self._cards = {}
-            self._cards[key] = card
+        if card is not None and card.covers(start_ns):
+            return card
+        older = self._older_cards.get(key)
+        if older is not None and older.covers(start_ns):
+            card = older
+        else:
+            card = plan.card(subject=subject, destination=number.lstrip("+"), start_ns=start_ns)
+        if len(self._cards) >= CARDS_MAX // 2:
+            self._older_cards = self._cards
+            self._cards = {}
+        self._cards[key] = card
         return card
 
     def price(
@@ -114,15 +120,18 @@ class Pricer:
     ) -> Priced:
         """Rate ``usage_s`` seconds to ``number`` (E.164); raises rating.RatingError."""
         if usage_s >= 0:
-            cost = self._card(plan_id, subject, number, start_ms).price(seconds_to_ns(usage_s))
-        else:  # refused by rating itself (the same error as ever)
-            cost = self._plan(plan_id).rate(
-                subject=subject,
-                destination=number.lstrip("+"),
-                start=_when(start_ms),
-                usage_ns=seconds_to_ns(usage_s),
-                breakdown=False,
-            )
+            start_ns = start_ms * 1_000_000
+            card = self._card(plan_id, subject, number, start_ns)
+            found = card.cost_at(start_ns, seconds_to_ns(usage_s))
+            return Priced(found.cost_micros, billed_seconds(found.billed_ns), card.destination_id)
+        # Refused by rating itself (the same error as ever).
+        cost = self._plan(plan_id).rate(
+            subject=subject,
+            destination=number.lstrip("+"),
+            start=_when(start_ms),
+            usage_ns=seconds_to_ns(usage_s),
+            breakdown=False,
+        )
         billed_s = billed_seconds(cost.billed_ns)
         return Priced(cost.cost_micros, billed_s, cost.destination_id)
 
@@ -132,7 +141,9 @@ class Pricer:
         """Whole seconds ``amount_micros`` pays for on this call (rounded down)."""
         if amount_micros <= 0:
             return 0
-        usage_ns = self._card(plan_id, subject, number, start_ms).max_usage(amount_micros)
+        start_ns = start_ms * 1_000_000
+        card = self._card(plan_id, subject, number, start_ns)
+        usage_ns = card.max_usage_at(start_ns, amount_micros)
         return whole_seconds(usage_ns)
 
 

@@ -1,0 +1,177 @@
+"""Pricer reuses one RateCard per number for every call starting before its rate can
+change; each call is still priced exactly as by a card built for its own start.
+
+Many calls at random starts (clustered at period boundaries, DST changes and
+profile activations), asked in time order and shuffled, through one Pricer (cards
+reused) and through fresh cards of a second copy of the plan (nothing reused):
+every price, billed length and paid usage must be equal. A wrong validity interval
+(a card used past its boundary or activation) gives another rate or split.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from paths import FIXTURES, REPO
+
+from chargingd.rating.loaders import load_plan
+from chargingd.rating.loaders.cgrates import load_tp_dir
+from chargingd.rating.model import RatingError
+from chargingd.rating.plan import TariffPlan
+from chargingd.sessions.pricing import Pricer
+
+MS = 1_000_000
+CGR = FIXTURES / "cgrates"
+USAGES_S = (0, 1, 29, 61, 1800, 7200)
+AMOUNTS = (1, 70_000, 5_000_000)
+
+
+def _cgr(name: str, night: str = "", **kw: object) -> Callable[[], TariffPlan]:
+    def load() -> TariffPlan:
+        path = CGR / name
+        if night:  # the NIGHT timing moved: a destination turns active mid-day
+            path = Path(tempfile.mkdtemp(prefix="cards-")) / name
+            shutil.copytree(CGR / name, path)
+            timings = (path / "Timings.csv").read_text().replace("00:00:00;07:59:59", night)
+            (path / "Timings.csv").write_text(timings)
+        plan = load_tp_dir(path, **kw)  # type: ignore[arg-type]
+        plan.default_tenant = plan.default_tenant or "t1"
+        return plan
+
+    return load
+
+
+CASES: list[tuple[str, Callable[[], TariffPlan], datetime, list[str], list[str]]] = [
+    (  # London local time, DST end in October, the 2027 activation of WHOLESALE_2027
+        "sample",
+        lambda: load_plan(REPO / "config" / "tariffs" / "sample.toml"),
+        datetime(2026, 12, 30, tzinfo=UTC),
+        ["acc1", "wholesale", "acc2", "carrier-b"],
+        ["+442079460000", "447700900123", "+12125551234", "+33612345678"],
+    ),
+    (
+        "sample_dst",
+        lambda: load_plan(REPO / "config" / "tariffs" / "sample.toml"),
+        datetime(2026, 10, 24, tzinfo=UTC),
+        ["acc1"],
+        ["442079460000", "447700900123"],
+    ),
+    (
+        "peak_offpeak_dst",
+        _cgr("peak_offpeak", timezone="Europe/Berlin"),
+        datetime(2024, 3, 29, tzinfo=UTC),
+        ["x"],
+        ["4930123"],
+    ),
+    (
+        "timed",
+        _cgr("timed_destinations", rounding_decimals=5),
+        datetime(2024, 5, 30, tzinfo=UTC),
+        ["alice", "bob", "carol"],
+        ["447123", "447912"],
+    ),
+    (  # a longer-prefix destination bound only 19:30-23:59:59 Berlin time
+        "timed_evening",
+        _cgr("timed_destinations", "19:30:00;23:59:59", timezone="Europe/Berlin"),
+        datetime(2024, 3, 29, tzinfo=UTC),
+        ["alice", "bob", "dave"],
+        ["447123", "447912", "33123"],
+    ),
+    ("activation", _cgr("activation"), datetime(2024, 5, 30, tzinfo=UTC), ["alice"], ["1555"]),
+]
+
+
+def _starts(plan: TariffPlan, base: datetime, rng: random.Random) -> list[int]:
+    """ms starts over four days: random, at every hour +-3 s, at activations +-3 s."""
+    base_ms = int(base.timestamp() * 1000)
+    span_ms = 4 * 86_400_000
+    starts = [base_ms + rng.randrange(span_ms) for _ in range(150)]
+    hours = [base_ms + h * 3_600_000 for h in range(96)]
+    switches = [
+        int(a.activation_time.timestamp() * 1000) for p in plan.profiles for a in p.activations
+    ]
+    for mark in [*rng.sample(hours, 40), *switches]:
+        starts += [mark + d for d in (-3000, -1, 0, 1, 999, 3000)]
+    starts += [s + rng.randrange(1, 90_000) for s in rng.sample(starts, 60)]
+    return [s for s in starts if base_ms - span_ms < s < base_ms + 2 * span_ms]
+
+
+def _fresh(plan: TariffPlan, subject: str, number: str, start_ms: int) -> object:
+    try:
+        card = plan.card(subject=subject, destination=number.lstrip("+"), start_ns=start_ms * MS)
+        costs = [card.price(u * 1_000_000_000) for u in USAGES_S]
+        paid = [card.max_usage(a) // 1_000_000_000 for a in AMOUNTS]
+    except RatingError as exc:
+        return type(exc).__name__
+    return [
+        (c.cost_micros, -(-c.billed_ns // 1_000_000_000), c.destination_id) for c in costs
+    ], paid
+
+
+def _reused(pricer: Pricer, subject: str, number: str, start_ms: int, seen: set[object]) -> object:
+    try:
+        costs = [
+            pricer.price("p", subject=subject, number=number, start_ms=start_ms, usage_s=u)
+            for u in USAGES_S
+        ]
+        paid = [
+            pricer.paid_s("p", subject=subject, number=number, start_ms=start_ms, amount_micros=a)
+            for a in AMOUNTS
+        ]
+    except RatingError as exc:
+        return type(exc).__name__
+    seen.add(pricer._cards[("p", pricer.plans["p"].rating_subject(subject), number)])
+    return [(c.cost_micros, c.billed_s, c.destination_id) for c in costs], paid
+
+
+@pytest.mark.parametrize(("name", "loader", "base", "subjects", "numbers"), CASES)
+def test_reused_cards_price_like_fresh_ones(
+    name: str,
+    loader: Callable[[], TariffPlan],
+    base: datetime,
+    subjects: list[str],
+    numbers: list[str],
+) -> None:
+    rng = random.Random(name)
+    reference = loader()
+    pricer = Pricer({"p": loader()})
+    starts = _starts(reference, base, rng)
+    queries = [(s, n, t) for s in subjects for n in numbers for t in sorted(starts)]
+    shuffled = rng.sample(queries, len(queries))
+    expected = {q: _fresh(reference, *q) for q in queries}
+    cards: set[object] = set()
+    for order in (queries, shuffled):
+        got = {q: _reused(pricer, *q, cards) for q in order}
+        wrong = [(q, got[q], expected[q]) for q in order if got[q] != expected[q]]
+        assert not wrong, wrong[:3]
+    assert any(isinstance(a, tuple) for a in expected.values()), name
+    # Cards were shared: far fewer cards than calls priced.
+    priced = sum(isinstance(a, tuple) for a in expected.values())
+    assert 0 < len(cards) < priced, (len(cards), priced)
+
+
+def test_a_card_is_reused_until_its_boundary_only() -> None:
+    plan = load_plan(REPO / "config" / "tariffs" / "sample.toml")
+    pricer = Pricer({"p": plan})
+    # Monday 4 January 2027, peak until 19:00 London (= UTC in winter).
+    first = int(datetime(2027, 1, 4, 18, 0, tzinfo=UTC).timestamp() * 1000)
+    card = pricer._card("p", "acc1", "447700900123", first * MS)
+    assert card.until_ns == int(datetime(2027, 1, 4, 19, tzinfo=UTC).timestamp()) * 10**9
+    later = first + 3_599_999
+    assert pricer._card("p", "acc1", "447700900123", later * MS) is card
+    at_boundary = (first + 3_600_000) * MS
+    assert pricer._card("p", "acc1", "447700900123", at_boundary) is not card
+
+    def cost(start_ms: int) -> int:
+        number = "447700900123"
+        found = pricer.price("p", subject="acc1", number=number, start_ms=start_ms, usage_s=600)
+        return found.cost_micros
+
+    # Ten minutes: all peak, split at 19:00 (5 min each), all off-peak.
+    assert cost(first) > cost(first + 55 * 60_000) > cost(first + 3_600_000)
