@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 def calls(count: int) -> list[tuple[str, str, int]]:
     rng = random.Random(7)
     prefixes = ["44207946", "447700900", "3361234", "1212555", "4930123"]
-    numbers = [rng.choice(prefixes) + f"{rng.randrange(10_000):04d}" for _ in range(1000)]
     start = 1_799_150_400_000  # Mon 2027-01-04 12:00 UTC: peak, 19:00 off-peak
     out = []
     for i in range(count):
         start += rng.randrange(1, 60)  # ~30 calls/s: an afternoon crosses 19:00
-        out.append((f"acc{i % 1000}", rng.choice(numbers), start))
+        number = rng.choice(prefixes) + f"{rng.randrange(100_000):05d}"  # like the kit's
+        out.append((f"acc{i % 1000}", number, start))
     return out
 
 

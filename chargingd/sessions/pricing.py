@@ -20,12 +20,12 @@ from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
 DEFAULT_PLAN = "default"
-# Numbers whose RateCard is remembered: an authorize asks three questions of one call
-# (the first grant's price, the usage its hold pays for, the Session-Timeout) and each
-# interim two; the card resolves the number once for all of them and for every call
-# to it starting before its rate can change (RateCard.covers). Two generations of
-# half that each: when the newer is full it becomes the older (the older forgotten),
-# and a card found in the older moves to the newer. (Deleting a dict's oldest key
+# Numbers (leading digits) whose RateCard is remembered: an authorize asks three
+# questions of one call (the first grant's price, the usage its hold pays for, the
+# Session-Timeout) and each interim two; the card resolves the number once for all of
+# them and for every call to it starting before its rate can change (RateCard.covers).
+# Two generations of half that each: when the newer is full it becomes the older (the
+# older forgotten), and a card found in the older moves to the newer. (Deleting a dict's oldest key
 # instead costs a scan over the deleted slots before it: ~1 % of an authorize's CPU.)
 CARDS_MAX = 4096
 
@@ -98,9 +98,12 @@ class Pricer:
         """A RateCard pricing the call (remembered: two generations, see CARDS_MAX).
         One card per number serves every call starting within its validity
         (RateCard.covers: until the next period boundary or profile activation), from
-        every subject rated as *any (TariffPlan.rating_subject)."""
+        every subject rated as *any (TariffPlan.rating_subject), to every number with the
+        same leading digits a prefix can cover (PrefixIndex.significant: a card depends
+        on its number through them only)."""
         plan = self._plan(plan_id)
-        key = (plan_id, plan.rating_subject(subject), number)
+        digits = plan.destinations.significant(number.lstrip("+"))
+        key = (plan_id, plan.rating_subject(subject), digits)
         card = self._cards.get(key)
         if card is not None and card.covers(start_ns):
             return card

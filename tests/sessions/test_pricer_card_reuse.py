@@ -1,5 +1,6 @@
-"""Pricer reuses one RateCard per number for every call starting before its rate can
-change; each call is still priced exactly as by a card built for its own start.
+"""Pricer reuses one RateCard per number (its leading digits a prefix can cover) for
+every call starting before its rate can change; each call is still priced exactly as
+by a card built for its own start.
 
 Many calls at random starts (clustered at period boundaries, DST changes and
 profile activations), asked in time order and shuffled, through one Pricer (cards
@@ -53,7 +54,7 @@ CASES: list[tuple[str, Callable[[], TariffPlan], datetime, list[str], list[str]]
         lambda: load_plan(REPO / "config" / "tariffs" / "sample.toml"),
         datetime(2026, 12, 30, tzinfo=UTC),
         ["acc1", "wholesale", "acc2", "carrier-b"],
-        ["+442079460000", "447700900123", "+12125551234", "+33612345678"],
+        ["+442079460000", "447700900123", "+12125551234", "+33612345678", "442079812345"],
     ),
     (
         "sample_dst",
@@ -81,7 +82,7 @@ CASES: list[tuple[str, Callable[[], TariffPlan], datetime, list[str], list[str]]
         _cgr("timed_destinations", "19:30:00;23:59:59", timezone="Europe/Berlin"),
         datetime(2024, 3, 29, tzinfo=UTC),
         ["alice", "bob", "dave"],
-        ["447123", "447912", "33123"],
+        ["447123", "447912", "33123", "4471239", "4479"],
     ),
     ("activation", _cgr("activation"), datetime(2024, 5, 30, tzinfo=UTC), ["alice"], ["1555"]),
 ]
@@ -126,7 +127,9 @@ def _reused(pricer: Pricer, subject: str, number: str, start_ms: int, seen: set[
         ]
     except RatingError as exc:
         return type(exc).__name__
-    seen.add(pricer._cards[("p", pricer.plans["p"].rating_subject(subject), number)])
+    plan = pricer.plans["p"]
+    digits = plan.destinations.significant(number.lstrip("+"))
+    seen.add(pricer._cards[("p", plan.rating_subject(subject), digits)])
     return [(c.cost_micros, c.billed_s, c.destination_id) for c in costs], paid
 
 
