@@ -418,7 +418,7 @@ def answer_ms_of(report: UsageReport) -> int:
 
 def _without_hint(report: UsageReport) -> UsageReport:
     """The report as if its Class had named no account."""
-    call = dataclasses.replace(report.call, account_hint="")
+    call = report.call.replace(account_hint="")
     return dataclasses.replace(report, call=call)
 
 

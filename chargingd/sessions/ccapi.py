@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 
 class RefusalCode(enum.StrEnum):
@@ -51,31 +51,118 @@ def account_of_class(value: bytes) -> str:
     return value[len(CLASS_PREFIX) :].decode("utf-8", "replace")
 
 
-@dataclass(frozen=True)
 class CallInfo:
-    """Who calls whom through which gateway, as the frontend saw it (raw numbers)."""
+    """Who calls whom through which gateway, as the frontend saw it (raw numbers).
 
-    session_id: str  # Acct-Session-Id (RADIUS) / Session-Id (Diameter)
-    user_name: str  # User-Name, may be ""
-    calling: str  # Calling-Station-Id, raw
-    called: str  # Called-Station-Id, raw
-    gateway: str  # NAS-IP-Address (or the packet's source address)
-    client: str  # the configured client's name
-    default_account: str = ""  # per-client default account (wholesale trunks)
-    conf_id: str = ""  # h323-conf-id when present
-    # Identity lookup order for this client, e.g. ("user", "ani", "default").
-    lookup: tuple[str, ...] = ("user", "ani", "default")
-    # The gateway's own Acct-Session-Id when the session is keyed by something else
-    # (Cisco: the h323-conf-id both legs share), and the leg's h323-call-origin: what
-    # a Cisco POD handler matches a Disconnect-Request on.
-    nas_session_id: str = ""
-    call_origin: str = ""
-    # Where the call came from, when the gateway says (the fraud rules count calls per
-    # caller IP): an IP address, "" unknown.
-    caller_ip: str = ""
-    # Accounting only: the account the gateway echoed in Class (clients with
-    # echo_class; "" none): the session's record is found without the locator.
-    account_hint: str = ""
+    Built per request: a plain class with its own __init__ (a dataclass's is interpreted
+    even compiled, docs/performance.md round 8a), frozen (Final), with a dataclass's
+    equality, hash and repr; ``replace`` and ``as_dict`` stand for dataclasses.replace
+    and asdict (the spool's JSON lines are the same)."""
+
+    __slots__ = (
+        "account_hint",
+        "call_origin",
+        "called",
+        "caller_ip",
+        "calling",
+        "client",
+        "conf_id",
+        "default_account",
+        "gateway",
+        "lookup",
+        "nas_session_id",
+        "session_id",
+        "user_name",
+    )
+
+    def __init__(
+        self,
+        session_id: str,  # Acct-Session-Id (RADIUS) / Session-Id (Diameter)
+        user_name: str,  # User-Name, may be ""
+        calling: str,  # Calling-Station-Id, raw
+        called: str,  # Called-Station-Id, raw
+        gateway: str,  # NAS-IP-Address (or the packet's source address)
+        client: str,  # the configured client's name
+        default_account: str = "",  # per-client default account (wholesale trunks)
+        conf_id: str = "",  # h323-conf-id when present
+        # Identity lookup order for this client, e.g. ("user", "ani", "default").
+        lookup: tuple[str, ...] = ("user", "ani", "default"),
+        # The gateway's own Acct-Session-Id when the session is keyed by something else
+        # (Cisco: the h323-conf-id both legs share), and the leg's h323-call-origin:
+        # what a Cisco POD handler matches a Disconnect-Request on.
+        nas_session_id: str = "",
+        call_origin: str = "",
+        # Where the call came from, when the gateway says (the fraud rules count calls
+        # per caller IP): an IP address, "" unknown.
+        caller_ip: str = "",
+        # Accounting only: the account the gateway echoed in Class (clients with
+        # echo_class; "" none): the session's record is found without the locator.
+        account_hint: str = "",
+    ) -> None:
+        self.session_id: Final = session_id
+        self.user_name: Final = user_name
+        self.calling: Final = calling
+        self.called: Final = called
+        self.gateway: Final = gateway
+        self.client: Final = client
+        self.default_account: Final = default_account
+        self.conf_id: Final = conf_id
+        self.lookup: Final = lookup
+        self.nas_session_id: Final = nas_session_id
+        self.call_origin: Final = call_origin
+        self.caller_ip: Final = caller_ip
+        self.account_hint: Final = account_hint
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field -> value in field order (dataclasses.asdict of the dataclass it was)."""
+        return {
+            "session_id": self.session_id,
+            "user_name": self.user_name,
+            "calling": self.calling,
+            "called": self.called,
+            "gateway": self.gateway,
+            "client": self.client,
+            "default_account": self.default_account,
+            "conf_id": self.conf_id,
+            "lookup": self.lookup,
+            "nas_session_id": self.nas_session_id,
+            "call_origin": self.call_origin,
+            "caller_ip": self.caller_ip,
+            "account_hint": self.account_hint,
+        }
+
+    def replace(self, **changes: Any) -> CallInfo:
+        """A copy with ``changes`` (dataclasses.replace; an unknown field: TypeError)."""
+        return CallInfo(**(self.as_dict() | changes))
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.session_id,
+            self.user_name,
+            self.calling,
+            self.called,
+            self.gateway,
+            self.client,
+            self.default_account,
+            self.conf_id,
+            self.lookup,
+            self.nas_session_id,
+            self.call_origin,
+            self.caller_ip,
+            self.account_hint,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, CallInfo)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "CallInfo(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
 class Authorized:

@@ -14,7 +14,6 @@ closed session (a late Stop correcting a provisional close) is sessions/late.py.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -274,7 +273,7 @@ class Sessions:
         if self.cfg.redis_failure_policy != "fail_open":
             return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)
         try:
-            self.spool.append({"type": "authorize", "call": dataclasses.asdict(call)})
+            self.spool.append({"type": "authorize", "call": call.as_dict()})
         except (SpoolFull, OSError) as spool_exc:
             log.error("cannot spool fail-open authorize: %s", spool_exc)
             return Refused(RefusalCode.SYSTEM_ERROR, UNAVAILABLE)

@@ -34,7 +34,12 @@ class SpoolFull(Exception):
 
 
 def report_to_entry(report: UsageReport) -> Entry:
-    return {"type": "usage", **dataclasses.asdict(report)}
+    """dataclasses.asdict of the report, with its call's fields (CallInfo.as_dict)."""
+    entry: Entry = {"type": "usage"}
+    for f in dataclasses.fields(report):
+        entry[f.name] = getattr(report, f.name)
+    entry["call"] = report.call.as_dict()
+    return entry
 
 
 def entry_to_report(entry: Entry) -> UsageReport:
@@ -56,7 +61,7 @@ def entry_to_report(entry: Entry) -> UsageReport:
 
 def orphan_fields(report: UsageReport, reason: str, source: str) -> dict[str, str]:
     """Stream fields of accounting no account was found for (kept, never lost)."""
-    fields = {f"call.{k}": str(v) for k, v in dataclasses.asdict(report.call).items()}
+    fields = {f"call.{k}": str(v) for k, v in report.call.as_dict().items()}
     fields |= {
         "source": source,
         "reason": reason,

@@ -7,7 +7,6 @@ same id may be a closed call of one account and a live call of another.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ async def test_duplicate_stop_with_class_never_closes_another_accounts_call(
     a_call = call("X", user="alice", client="gw1", gateway="10.0.0.1")
     b_call = call("X", user="bob", client="gw2", gateway="10.0.0.2")
     assert isinstance(await sessions.authorize(a_call), Authorized)
-    a_acct = dataclasses.replace(a_call, account_hint="A")  # the echoed Class
+    a_acct = a_call.replace(account_hint="A")  # the echoed Class
     await sessions.account(usage(a_acct, UsageKind.START, 0, T0_MS))
     clock.advance(5)
     assert isinstance(await sessions.authorize(b_call), Authorized)
@@ -76,7 +75,7 @@ async def _two_calls_x(redis: aioredis.Redis, tmp_path: Path) -> tuple[Any, Any,
     a_call = call("X", user="alice", client="gw1", gateway="10.0.0.1")
     b_call = call("X", user="bob", client="gw2", gateway="10.0.0.2")
     assert isinstance(await sessions.authorize(a_call), Authorized)
-    a_acct = dataclasses.replace(a_call, account_hint="A")
+    a_acct = a_call.replace(account_hint="A")
     await sessions.account(usage(a_acct, UsageKind.START, 0, T0_MS))
     clock.advance(5)
     assert isinstance(await sessions.authorize(b_call), Authorized)

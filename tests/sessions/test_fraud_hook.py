@@ -4,7 +4,6 @@ Real Redis, real Ledger, real tariff, real fraud engine; the cutter records."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +202,7 @@ async def test_velocity_per_caller_ip_counts_every_account_from_that_address(
     sessions, _, _, _ = await build(redis, tmp_path, [per_ip], fused=fused)
 
     def from_ip(sid: str, user: str, ip: str) -> Any:
-        return dataclasses.replace(call(sid, user=user), caller_ip=ip)
+        return call(sid, user=user).replace(caller_ip=ip)
 
     users = ["alice", "bob", "alice"]
     for i, user in enumerate(users):  # three calls from one address, two accounts

@@ -6,7 +6,6 @@ teaches the rules nothing on either path. Real Redis, Ledger, tariff and fraud e
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,7 @@ async def test_retransmissions_and_the_per_ip_rule_of_their_own_slot(
     )
 
     def from_ip(sid: str) -> CallInfo:
-        return dataclasses.replace(call(sid), caller_ip="192.0.2.7")
+        return call(sid).replace(caller_ip="192.0.2.7")
 
     for sid in ("i0", "i1"):
         assert isinstance(await sessions.authorize(from_ip(sid)), Authorized)

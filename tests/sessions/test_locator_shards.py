@@ -10,7 +10,6 @@ call is still read.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ async def test_a_close_leaves_another_accounts_locator_of_the_same_id(
     assert cdrs[("B", "X")].duration_s == 20 and cdrs[("A", "X")].duration_s == 0
     assert await redis.hexists(locator_key("X"), "X") == 0
     assert await redis.get(loc_key("X")) == b"B"
-    late = usage(dataclasses.replace(a_call, account_hint="A"), UsageKind.STOP, 0, clock())
+    late = usage(a_call.replace(account_hint="A"), UsageKind.STOP, 0, clock())
     await sessions.account(late)
     b_rec = await sessions.store.get("B", "X")
     assert b_rec is not None and b_rec.last_usage_s == 20

@@ -7,6 +7,7 @@ single Redis and the step-by-step path of Redis Cluster.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sessions_harness import (
 from chargingd.ledger import Ledger
 from chargingd.sessions.ccapi import Authorized, CallInfo, RefusalCode, Refused, UsageKind
 from chargingd.sessions.service import Sessions
-from chargingd.sessions.spool import report_to_entry
+from chargingd.sessions.spool import entry_to_report, orphan_fields, report_to_entry
 from chargingd.sessions.store import ORPHANS, fin_key
 
 PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
@@ -315,6 +316,28 @@ async def test_replayed_stop_waits_for_a_dead_closers_lease_then_closes_with_its
     assert cdr.charged_micros == 70 * PER_S
     assert (await ledger.get_account("acc1")).balance_micros == 10 * EUR - 70 * PER_S
     assert not sessions.spool.pending()
+
+
+# A usage line as the spool wrote it while CallInfo was a dataclass (asdict, before 8a).
+OLD_LINE = (
+    '{"call":{"account_hint":"acc1","call_origin":"answer","called":"0049301234567",'
+    '"caller_ip":"192.0.2.7","calling":"+4930123","client":"gw1","conf_id":"cf",'
+    '"default_account":"d","gateway":"10.0.0.1","lookup":["user","ani"],'
+    '"nas_session_id":"n1","session_id":"s1","user_name":"alice"},"disconnect_cause":16,'
+    '"event_ms":1700000070000,"kind":"stop","quality":[["mos","4.1"]],"sip_code":200,'
+    '"terminate_cause":"User-Request","type":"usage","usage_reported":true,"usage_s":70}'
+)
+
+
+def test_a_line_spooled_by_the_old_code_still_loads() -> None:
+    report = entry_to_report(json.loads(OLD_LINE))
+    assert report.call == CallInfo(
+        "s1", "alice", "+4930123", "0049301234567", "10.0.0.1", "gw1", "d", "cf",
+        ("user", "ani"), "n1", "answer", "192.0.2.7", "acc1",
+    )  # fmt: skip
+    assert (report.kind, report.usage_s, report.quality) == (UsageKind.STOP, 70, (("mos", "4.1"),))
+    assert json.dumps(report_to_entry(report), separators=(",", ":"), sort_keys=True) == OLD_LINE
+    assert orphan_fields(report, "r", "radius")["call.lookup"] == "('user', 'ani')"
 
 
 async def test_live_stop_meeting_a_lease_is_spooled_not_dropped(

@@ -116,9 +116,7 @@ async def test_interim_and_stop_run_one_script_each(redis: aioredis.Redis, tmp_p
         assert held[2].debited_micros == usage_s * BERLIN_PER_S
     clock.advance(10)
     before = await _evalsha(redis)
-    stop = usage(
-        dataclasses.replace(info, nas_session_id="n1"), UsageKind.STOP, 130, T0_MS + 130_000
-    )
+    stop = usage(info.replace(nas_session_id="n1"), UsageKind.STOP, 130, T0_MS + 130_000)
     await sessions.account(stop)
     # the close with the Stop noted; the closed mark (with the live locator's drop)
     assert await _evalsha(redis) - before == 2

@@ -13,7 +13,7 @@ import pytest
 
 from chargingd.ledger.steps import AccountCheck, ReserveStep, Step
 from chargingd.ledger.types import Grant, RefusalReason
-from chargingd.sessions.ccapi import Authorized
+from chargingd.sessions.ccapi import Authorized, CallInfo
 from chargingd.sessions.fused import FirstGrant
 from chargingd.sessions.pricing import Priced
 
@@ -53,6 +53,54 @@ CASES: list[tuple[type, tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]] = [
         ("keys", "argv", "index", "index_score", "account_id", "session_id"),
         (["k"], [1], ("ZADD", "idx", "GT", 5, "a"), 5, "a", "s1"),
         (["k"], [1], None, 0, "a", "s1"),
+    ),
+    (
+        CallInfo,
+        (
+            "session_id",
+            "user_name",
+            "calling",
+            "called",
+            "gateway",
+            "client",
+            "default_account",
+            "conf_id",
+            "lookup",
+            "nas_session_id",
+            "call_origin",
+            "caller_ip",
+            "account_hint",
+        ),
+        (
+            "s1",
+            "alice",
+            "+49301",
+            "0049302",
+            "10.0.0.1",
+            "gw",
+            "d",
+            "cf",
+            ("user",),
+            "n",
+            "o",
+            "ip",
+            "h",
+        ),
+        (
+            "s1",
+            "alice",
+            "+49301",
+            "0049302",
+            "10.0.0.1",
+            "gw",
+            "d",
+            "cf",
+            ("ani",),
+            "n",
+            "o",
+            "ip",
+            "h",
+        ),
     ),
 ]
 
@@ -101,3 +149,22 @@ def test_defaults() -> None:
         "FirstGrant(grant=Grant(granted_micros=1, reason=None, available_micros=0), "
         "created=1, status='', reason='', fraud=None)"
     )
+
+
+def test_replace_and_as_dict() -> None:
+    """CallInfo.replace / as_dict as dataclasses.replace / asdict were."""
+    names = list(CASES[-1][1])  # CallInfo's fields
+    reference = dataclasses.make_dataclass(
+        "CallInfo", [(n, Any, dataclasses.field(default=None)) for n in names], frozen=True
+    )
+    call = CallInfo("s1", "alice", "+49301", "0049302", "10.0.0.1", "gw")
+    ref = reference(**{n: getattr(call, n) for n in names})
+    assert call.as_dict() == dataclasses.asdict(ref) and list(call.as_dict()) == names
+    assert (call.default_account, call.lookup) == ("", ("user", "ani", "default"))
+    moved = call.replace(account_hint="acc1", conf_id="x")
+    assert moved.as_dict() == dataclasses.asdict(
+        dataclasses.replace(ref, account_hint="acc1", conf_id="x")
+    )
+    assert call.account_hint == "" and moved != call
+    with pytest.raises(TypeError):
+        call.replace(unknown=1)
