@@ -342,6 +342,17 @@ class StepBuilder:
             return Step(keys, [0, "", "", "", ""])
         return Step(keys, [1, check.tariff, check.currency, check.identity, check.mode])
 
+    @staticmethod
+    def first_check(check: AccountCheck | None) -> list[str]:
+        """account_check.lua's ARGV packed in two, as the plain authorize takes them
+        (sessions/lua/session_authorize.lua, ledger/lua/reserve_first.lua): "" (nothing
+        checked) or "TARIFF\\0CURRENCY\\0MODE" (a currency code and a mode hold no NUL:
+        read from its end), and "" or "\\nIDENTITY\\n" as account_check.lua wraps it."""
+        if check is None:
+            return ["", ""]
+        identity = f"\n{check.identity}\n" if check.identity else ""
+        return [f"{check.tariff}\0{check.currency}\0{check.mode}", identity]
+
     def status(
         self,
         account_id: object,

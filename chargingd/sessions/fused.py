@@ -102,11 +102,13 @@ class FusedPath:
         self._authorize, self.library = self._plain(first=True)
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
         authorize = record_lua((lua / "session_authorize.lua").read_text())
-        # its c: the plain authorize's per-process arguments (CONF) as ARGV.c; a new
+        # its c: the plain authorize's per-process arguments (CONF) as ARGV.c (nested: its
+        # reply as the wrapper reads it, not flat); a new
         # call's full grant straight (reserve_first.lua, with the account's fields the
         # wrapper's check read: ARGV.account)
         wrapped = (
-            f"local function session_authorize(KEYS, ARGV)\nlocal c = ARGV.c\n{authorize}\nend\n"
+            "local function session_authorize(KEYS, ARGV)\nlocal c, nested = ARGV.c, true\n"
+            f"{authorize}\nend\n"
         )
         definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n"
         body = (lua / "session_authorize_fraud.lua").read_text()
@@ -130,13 +132,14 @@ class FusedPath:
         """The script for EVALSHA (a Redis without Functions) and the same code as a
         library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash; ``conf``: a
         Lua table of the per-process arguments (_constants), defined with the functions
-        (a library's once, at its load) and the body's local ``c``."""
+        (a library's once, at its load) and the body's local ``c`` (with ``nested``
+        false: the plain authorize answers a written record flat)."""
         lua = resources.files("chargingd.sessions") / "lua"
         body = record_lua((lua / f"{name}.lua").read_text())
         definitions = ""
         if conf:
             definitions = f"local CONF = {conf}\n"
-            body = f"local c = CONF\n{body}"
+            body = f"local c, nested = CONF, false\n{body}"
         redis = self.store.redis
         script = redis.register_script(fused_source(definitions + body, embeds))
         self.store.scripts.append(script)
@@ -163,11 +166,11 @@ class FusedPath:
     def _constants(self, first: bool = True) -> str:
         """The arguments of session_authorize.lua that are the same on every call of
         this process (its configuration: reserve.lua's ARGV[5..10] and [12], the
-        record's ttl ARGV[13]) as a Lua table (its c, ARGV.c): the caller sends the other
-        15 of its 23 arguments. The values are in the script's code, so its name (a
-        library's: its code's hash) and its sha change with them: two configurations
-        or versions side by side each call their own, with the same keys (Redis
-        Cluster never takes this path: sessions/service.py)."""
+        record's ttl) as a Lua table (its c, ARGV.c): the caller sends the other 10
+        (the account check packed in 2: StepBuilder.first_check). The values are in the
+        script's code, so its name (a library's: its code's hash) and its sha change
+        with them: two configurations or versions side by side each call their own,
+        with the same keys (Redis Cluster never takes this path: sessions/service.py)."""
         sample = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0)
         kept = [*sample.argv[4:10], sample.argv[11], self.store.session_ttl_s]
         values = ", ".join(_lua_text(_wire(v)) for v in kept)
@@ -217,27 +220,28 @@ class FusedPath:
         keys.append(self.store.lastseen(rec.gateway, sid))
         if self.store.needs_locator(rec):
             keys.append(self.store.locator(sid))
-        checked = self.steps.account_check(acc, check)
         argv = step.argv
-        tail = [acc, rec.member, rec.last_seen_ms or rec.auth_ms]
         sha, library = self._authorize.sha, self.library
-        # the per-process arguments are in the script (_constants)
-        args = [argv[0], argv[1], argv[2], argv[3], argv[10], *tail]
-        if fraud is None:
-            args += checked.argv
-        else:
-            # The wrapper checks the account (before the rules count the call);
-            # session_authorize does not check it again in the same script.
-            args += self.steps.account_check(acc, None).argv
+        # the per-process arguments are in the script (_constants); the account id and
+        # the session's index member are derived there (from KEYS[7]: live_key)
+        args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
+        # The wrapper checks the account (before the rules count the call);
+        # session_authorize does not check it again in the same script.
+        args += self.steps.first_check(check if fraud is None else None)
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
         if fraud is not None:
+            checked = self.steps.account_check(acc, check)
             sha, library = self._authorize_fraud.sha, self.fraud_library
             args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
             keys = [*checked.keys, *keys, *fraud.keys]
-        reply, created, *verdict = await self._send_with_index(
+        replied = await self._send_with_index(
             sha, keys, args, step, self.store.registering(rec.gateway), library
         )
+        if len(replied) == 5:  # a written record, answered flat (the plain authorize)
+            reply, created, verdict = replied[:4], replied[4], []
+        else:
+            reply, created, *verdict = replied
         if reply == b"fraud":  # a rule refused: nothing reserved
             return FirstGrant(None, fraud=created)
         if isinstance(reply, bytes):  # b"stale" or b"inactive"

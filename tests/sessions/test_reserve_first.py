@@ -119,6 +119,16 @@ async def _compare(redis: aioredis.Redis, tmp_path: Path, audit: bool) -> None:
     assert sum("Authorized" in a for a in fast[0]) >= 8
     assert any("Refused" in a for a in fast[0])
     _same(fast[1], slow[1])
+    # the account id and the index member are derived from KEYS[7] (live_key) in the script
+    seen = {m for k, (_, v, _) in fast[1].items() if k.startswith("sess:seen:") for m, _ in v}
+    assert {b"acc1\0a2", b"acc2\0b0", b"acc3\0c0", b"acc4\0d0"} <= seen, seen
+    located = {
+        k: v
+        for key, (_, h, _) in fast[1].items()
+        if key.startswith("sess:locs:")
+        for k, v in h.items()
+    }
+    assert located.get(b"a2") == b"acc1" and located.get(b"c0") == b"acc3", located
     if audit:  # the holds' audit entries are there, the same
         assert any(b"reserve" in str(v).encode() for _, v, _ in fast[1].values())
     # the straight path ran (its EXISTS of the ledger session; the closes' elsewhere)

@@ -17,7 +17,8 @@
 --   (the session's record: a retransmission is the caller's to answer)
 -- ARGV[1] session id  ARGV[2] amount  ARGV[3] now ms  ARGV[4] lease ms  ARGV[5] deadline
 --   (reserve.lua's ARGV[1..4] and [11], as the plain authorize sends them)
--- ARGV[9..13] account_check.lua's ARGV[1..5]
+-- ARGV[7..8] account_check.lua's ARGV packed (StepBuilder.first_check): ARGV[7] '' (nothing
+--   to check) or "TARIFF\0CURRENCY\0MODE" (MODE '': any), ARGV[8] '' or "\nIDENTITY\n"
 -- c: reserve.lua's ARGV[5..10], [12] (partial, new_session, who, audit max, reclaims,
 --   audit this hold, refusal ttl): the authorize's CONF (sessions/fused.py)
 -- Every amount and time it reads is a decimal integer as the ledger writes them (s():
@@ -25,22 +26,23 @@
 -- where the general path writes s(tonumber(x)): the same text. The arguments and
 -- TIME's reply become numbers by arithmetic (one conversion; tonumber() makes two).
 if c[2] ~= '1' or redis.call('EXISTS', KEYS[5], KEYS[6]) ~= 0 then return nil end
-local check = ARGV[9]
+local check = ARGV[7]
 local mode, status, balance, credit_limit, reserved, max_calls, due
-if check == '1' then
+if check ~= '' then
   local a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
                        'mode', 'balance', 'credit_limit', 'reserved', 'max_calls', 'lease_due')
   -- account_check.lua's checks: anything but a match goes to it
-  if a[1] ~= ARGV[10] or a[2] ~= ARGV[11] or a[3] ~= 'active' then return nil end
-  if ARGV[13] ~= '' and a[5] ~= ARGV[13] then return nil end
-  if ARGV[12] ~= '' and not string.find('\n' .. (a[4] or '') .. '\n', '\n' .. ARGV[12] .. '\n',
-                                        1, true) then
+  if a[3] ~= 'active' or not a[5] then return nil end
+  if string.byte(check, -1) == 0 then  -- any mode
+    if (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' ~= check then return nil end
+  elseif (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' .. a[5] ~= check then
+    return nil
+  end
+  if ARGV[8] ~= '' and not string.find('\n' .. (a[4] or '') .. '\n', ARGV[8], 1, true) then
     return nil
   end
   mode, status, balance, credit_limit, reserved, max_calls, due =
     a[5], a[3], a[6], a[7], a[8], a[9], a[10]
-elseif check == 'status' then
-  return nil
 else  -- nothing checked: the reserve reads the account itself
   local a = ARGV.account or redis.call('HMGET', KEYS[1], unpack(RESERVE_FIELDS))
   if a[2] ~= 'active' then return nil end
@@ -69,9 +71,12 @@ if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return nil end  -- 
 local expiry = now + ARGV[4]
 local until_ = s(expiry)
 redis.call('ZADD', KEYS[3], until_, ARGV[1])
-if expiry <= low then due = until_ end
 local after = s(held + amount)
-redis.call('HSET', KEYS[1], 'reserved', after, 'updated_ms', ARGV[3], 'lease_due', due)
+if expiry <= low then  -- the account's lowest lease now: written (else unchanged)
+  redis.call('HSET', KEYS[1], 'reserved', after, 'updated_ms', ARGV[3], 'lease_due', until_)
+else
+  redis.call('HSET', KEYS[1], 'reserved', after, 'updated_ms', ARGV[3])
+end
 if c[6] == '1' then
   audit(KEYS[4], c[4], now, c[3], 'reserve', '',
         {balance = balance, reserved = s(held), status = status},

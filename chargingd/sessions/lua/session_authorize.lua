@@ -7,24 +7,29 @@
 -- KEYS[8] sess:seen:{GATEWAY}:N (the call's last-seen shard)   KEYS[9] sess:locs:N (the
 --   call's locator shard; absent: no locator written, the gateway echoes the account in
 --   Class)
--- ARGV[1..12] reserve.lua's ARGV (ARGV[2]: the amount asked; ARGV[11]: its deadline:
---   a late run refuses itself and writes nothing)   ARGV[13] record ttl_s
--- ARGV[14] account id   ARGV[15] index member "ACC\0SID"   ARGV[16] last seen ms
--- ARGV[17..21] account_check.lua's ARGV (built by the ledger): '1' to check that the
---   account still has the tariff, currency, identity and mode the caller decided with
--- ARGV[22] the record's stored value (sessions/record.py; held_micros = the amount asked)
+-- ARGV[1..5] reserve.lua's ARGV[1..4] and [11] (ARGV[2]: the amount asked; ARGV[5]: its
+--   deadline: a late run refuses itself and writes nothing)   ARGV[6] last seen ms
+-- ARGV[7..8] the account check, packed (StepBuilder.first_check, built by the ledger):
+--   ARGV[7] '' nothing to check, else "TARIFF\0CURRENCY\0MODE" (MODE '': any) the account
+--   must still have (and be active); ARGV[8] '' or "\nIDENTITY\n" an identity it must
+--   still list. Unpacked into account_check.lua's ARGV on the general path only.
+-- ARGV[9] the record's stored value (sessions/record.py; held_micros = the amount asked)
 --   but for its last pair, credit_micros, appended here (its map header counts it)
--- ARGV[23] '1': credit_micros is what is held only (hold_all, own_timer), else held +
+-- ARGV[10] '1': credit_micros is what is held only (hold_all, own_timer), else held +
 --   available
+-- The account id (the locator's value; the last-seen member "ACC\0SID") is the one in
+--   KEYS[7], the store's own key (sessions/indexes.py live_key: "{a:ACC}:calls").
 -- c (a local of the code around this script, sessions/fused.py: the plain authorize's
 --   CONF; wrapped by session_authorize_fraud.lua: its ARGV.c, the same CONF) the
 --   per-process arguments, a table in the code (_constants): reserve.lua's ARGV[5..10]
---   and [12], then ARGV[13] (set as ARGV.c for reserve.lua); the caller then sends
---   ARGV[1..4], [11], [14..23] as ARGV[1..15]. c.first: a new call's full grant by ledger_reserve_first (on unless
---   turned off: FusedPath.general_reserve), every other case by the steps it stands for
+--   and [12], then the record's ttl (set as ARGV.c for reserve.lua). c.first: a new
+--   call's full grant by ledger_reserve_first (on unless turned off:
+--   FusedPath.general_reserve), every other case by the steps it stands for.
+-- nested (a local of the code around it, as c: false in the plain authorize) how a
+--   written record is answered (below).
 -- ARGV.account (only when wrapped by session_authorize_fraud.lua, which checked the
 --   account itself: a Lua table) the account's fields as its account_check read them;
---   ARGV.checked (true: the wrapper checked, ARGV[17..21] are not read) and ARGV.fresh
+--   ARGV.checked (true: the wrapper checked, ARGV[7..8] are not read) and ARGV.fresh
 --   (true: the wrapper's fraud_seen found no record of this call in KEYS[6])
 -- The account is read once: account_check's HMGET also reads the fields the reserve
 -- decides with and hands them to it (nothing writes the account in between).
@@ -33,17 +38,24 @@
 --       | {reserve reply, created}: created 1; 0 when a record exists (a replayed
 --         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
-local o, ttl = 0, ARGV[13]  -- o: where ARGV[14..23] are (c: 8 places lower)
-if c then o, ttl = -8, c[8] end
+--         Created 1 and not nested: the reserve's reply and 1 in one flat list
+--         {'ok', granted, available after, reclaimed, 1} (one table fewer to answer).
 local res
 -- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
 -- call is anything else, a record of it too, nothing written; then the general steps
 -- below decide it). c.first: on unless turned off (FusedPath.general_reserve).
-if c and c.first then res = ledger_reserve_first(KEYS, ARGV, c) end
+if c.first then res = ledger_reserve_first(KEYS, ARGV, c) end
 if not res then
-  if c then ARGV.c = c end  -- reserve.lua reads them there
+  ARGV.c = c  -- reserve.lua reads them there
   if not ARGV.checked then
-    local chk = ledger_account_check({KEYS[1]}, {unpack(ARGV, 17 + o, 21 + o)})
+    local args = {'0', '', '', '', ''}
+    if ARGV[7] ~= '' then
+      local tariff, currency, mode = string.match(ARGV[7], '^(.*)%z(.-)%z(.*)$')
+      local identity = ARGV[8]
+      if identity ~= '' then identity = string.sub(identity, 2, -2) end
+      args = {'1', tariff, currency, identity, mode}
+    end
+    local chk = ledger_account_check({KEYS[1]}, args)
     if chk[1] == 'stale' then return {'stale', {}} end
     if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
     ARGV.account = chk[2] or ARGV.account
@@ -65,10 +77,12 @@ end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
 local credit = res[2] + res[3]
-if ARGV[23 + o] == '1' then credit = res[2] end
-local rec = ARGV[22 + o] .. cmsgpack.pack($credit_micros, credit)
-if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', ttl) then return {res, 0} end
+if ARGV[10] == '1' then credit = res[2] end
+local rec = ARGV[9] .. cmsgpack.pack($credit_micros, credit)
+if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', c[8]) then return {res, 0} end
 redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
-redis.call('ZADD', KEYS[8], ARGV[16 + o], ARGV[15 + o])
-if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], ARGV[14 + o]) end  -- no expiry (store.py)
-return {res, 1}
+local acc = string.sub(KEYS[7], 4, -8)  -- "{a:ACC}:calls"
+redis.call('ZADD', KEYS[8], ARGV[6], acc .. '\0' .. ARGV[1])
+if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], acc) end  -- no expiry (store.py)
+if nested then return {res, 1} end
+return {res[1], res[2], res[3], res[4], 1}
