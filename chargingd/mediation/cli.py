@@ -75,6 +75,7 @@ async def main(
             charger=charger,
             batch_size=cfg.mediation.batch_size,
             dry_run=args.dry_run,
+            pending_max_age_s=cfg.mediation.pending_max_age_s,
         )
         show = not args.quiet and sys.stderr.isatty()
         total, files = await mediator.run_files(

@@ -24,9 +24,10 @@ from chargingd.core.money import format_amount
 from chargingd.mediation.charge import Charger
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
+from chargingd.mediation.pairing import PAIRED_FORMATS, Met, expire, resolve
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
-from chargingd.mediation.records import RawCall, Reject, RowError
+from chargingd.mediation.records import Half, RawCall, Reject, RowError
 from chargingd.mediation.store import CdrStore
 
 Progress = Callable[[int], None]  # advanced by the characters read
@@ -45,6 +46,7 @@ class Summary:
     unanswered: int = 0
     charged_micros: int = 0  # what the ledger moved for the stored calls
     would_debit_micros: int = 0  # --dry-run: what a real run would debit
+    pending: int = 0  # halves of calls kept for their other half (the source's, after the run)
     reject_file: str = ""
     files: list[str] = field(default_factory=list)
     rejects: list[tuple[int, Reject]] = field(default_factory=list)  # --dry-run only
@@ -70,6 +72,8 @@ class Summary:
             text += f", debited {format_amount(self.charged_micros, 2)}"
         if self.would_debit_micros:
             text += f", would debit {format_amount(self.would_debit_micros, 2)}"
+        if self.pending:
+            text += f", pending {self.pending}"
         return text
 
 
@@ -124,6 +128,10 @@ class RejectWriter:
             self._writer = csv.writer(self._fh)
             self._writer.writerow(("line", "reason", "raw"))
         self._writer.writerow((line_no, reject.reason, reject.raw))
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
 
     def close(self) -> None:
         if self._fh is not None:
@@ -200,10 +208,11 @@ def counted(fh: Iterable[str], progress: Progress | None, every: int = 4096) -> 
 class _FileRun:
     """One file being mediated: its counts and its rejects (a file, or kept: dry run)."""
 
-    def __init__(self, writer: RejectWriter | None) -> None:
+    def __init__(self, writer: RejectWriter | None, name: str = "") -> None:
         self.summary = Summary()
         self.writer = writer
-        self.pending = 0  # its CDRs in the batch, not flushed yet
+        self.name = name  # the file's path, as given
+        self.pending = 0  # its CDRs (and halves) in the batch, not flushed yet
 
     def reject(self, line_no: int, item: Reject) -> None:
         self.summary.rejected += 1
@@ -231,6 +240,7 @@ class _Batch:
     lines: list[int] = field(default_factory=list)  # the line of each CDR
     raws: list[str] = field(default_factory=list)  # the raw record of each CDR
     runs: list[_FileRun] = field(default_factory=list)  # the file of each CDR
+    halves: list[Met[_FileRun]] = field(default_factory=list)  # of calls a rotation split
     done: list[_FileRun] = field(default_factory=list)  # read; closed after the flush
 
 
@@ -248,6 +258,7 @@ class Mediator:
         charger: Charger,
         batch_size: int = 1000,
         dry_run: bool = False,
+        pending_max_age_s: int = 86_400,
     ) -> None:
         self.name = name
         self.source = source
@@ -258,6 +269,12 @@ class Mediator:
         self.batch_size = batch_size
         self.dry_run = dry_run
         self.normaliser = Normaliser(name, source)  # its caches serve every file
+        # Halves of calls split by a rotation are kept (pairing.py); 0: rejected at once.
+        self.pending_max_age_s = pending_max_age_s
+        self.pairs = source.format in PAIRED_FORMATS and pending_max_age_s > 0
+        # The store may keep halves of this source: a stored call then forgets its own
+        # (run_files asks; an expired half whose call is stored is forgotten anyway).
+        self.maybe_kept = self.pairs
 
     async def run_lines(self, lines: Iterable[str], rejects: RejectWriter | None = None) -> Summary:
         """Mediate one file's lines; rejects go to ``rejects`` when given."""
@@ -273,6 +290,12 @@ class Mediator:
         """Read one file into ``batch``, flushing it (counts into ``totals``) when full."""
         for line_no, item in normalised(lines, self.name, self.source, self.normaliser):
             run.summary.read += 1
+            if self.pairs and isinstance(item, Half):
+                batch.halves.append(Met(item, line_no, run.name, run))
+                run.pending += 1
+                if len(batch.cdrs) + len(batch.halves) >= self.batch_size:
+                    totals.add(await self._flush(batch))
+                continue
             cdr = item if isinstance(item, Reject) else await self._rated(item)
             if isinstance(cdr, Reject):
                 run.reject(line_no, cdr)
@@ -282,7 +305,7 @@ class Mediator:
             batch.raws.append(item.raw if isinstance(item, Call) else "")
             batch.runs.append(run)
             run.pending += 1
-            if len(batch.cdrs) >= self.batch_size:
+            if len(batch.cdrs) + len(batch.halves) >= self.batch_size:
                 totals.add(await self._flush(batch))
 
     async def _rated(self, call: Call) -> CDR | Reject:
@@ -296,6 +319,7 @@ class Mediator:
         """Charge and store the batch; the counts it adds. Files read to their end whose
         CDRs were in it have their rejects files closed."""
         counts = Summary()
+        done = await self._pair(batch, counts) if batch.halves else []
         if batch.cdrs:
             settled = await self.charger.settle(batch.cdrs)
             refused = {id(c): why for c, why in settled.refused}
@@ -307,21 +331,63 @@ class Mediator:
                     run.reject(line_no, Reject(refused[id(cdr)], raw))
             inserted = await self.store.store_cdrs(settled.cdrs)
             counts.stored = inserted
-            counts.duplicates = len(settled.cdrs) - inserted
+            counts.duplicates += len(settled.cdrs) - inserted
             counts.unanswered = sum(1 for c in settled.cdrs if c.status == CdrStatus.UNANSWERED)
             counts.would_debit_micros = settled.would_debit_micros
             counts.charged_micros = _charged(settled.cdrs)
+            if self.maybe_kept:  # a call stored (or refused) ends the halves kept of it
+                done.extend(c.call_id for c in batch.cdrs)
             batch.cdrs, batch.lines, batch.raws, batch.runs = [], [], [], []
+        if done:
+            await self.store.unpend(self.name, [(key, "") for key in sorted(set(done))])
         for run in batch.done:
             run.close()
         batch.done = []
         return counts
 
+    async def _pair(self, batch: _Batch, counts: Summary) -> list[str]:
+        """The batch's halves: paired calls join the batch (rated, charged and stored
+        with it), rejects go to their files; the keys to forget once it is stored."""
+        met, batch.halves = batch.halves, []
+        resolved = await resolve(self.store, self.name, self.source, met)
+        self.maybe_kept = True
+        counts.duplicates += resolved.duplicates
+        for m, rej in resolved.rejects:
+            m.owner.reject(m.line_no, rej)
+        for m, raw in resolved.calls:
+            try:
+                cdr: CDR | Reject = await self._rated(self.normaliser.call(raw))
+            except RowError as exc:
+                cdr = Reject(str(exc), raw.raw)
+            if isinstance(cdr, Reject):
+                m.owner.reject(m.line_no, cdr)
+                continue
+            batch.cdrs.append(cdr)
+            batch.lines.append(m.line_no)
+            batch.raws.append(raw.raw)
+            batch.runs.append(m.owner)
+        for m in met:
+            m.owner.pending = 0
+        return resolved.done
+
+    async def _expire(self, run: _FileRun) -> None:
+        """Halves kept longer than pending_max_age_s: rejects of ``run`` (the run's
+        first file; the reason names the file they came from), then forgotten."""
+        rejects, forget = await expire(self.store, self.name, self.pending_max_age_s)
+        for half, rej in rejects:
+            run.reject(half.line, rej)
+        if run.writer is not None:
+            run.writer.flush()
+        await self.store.unpend(self.name, forget)
+        self.maybe_kept = bool(await self.store.kept(self.name))
+
     async def run_file(
         self, path: Path, rejects_dir: str = "", progress: Progress | None = None
     ) -> Summary:
         """Mediate one file; its rejects go to FILE.rejects.csv (a dry run writes none)."""
-        run = _FileRun(None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)))
+        run = _FileRun(
+            None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)), str(path)
+        )
         try:
             with open_cdr_file(path) as fh:
                 batch = _Batch()
@@ -350,8 +416,11 @@ class Mediator:
         try:
             for path in paths:
                 run = _FileRun(
-                    None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir))
+                    None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)),
+                    str(path),
                 )
+                if not runs and self.pairs and not self.dry_run:
+                    await self._expire(run)
                 runs.append(run)
                 shown = progress(path) if progress is not None else nullcontext(None)
                 with (
@@ -368,6 +437,8 @@ class Mediator:
                 else:
                     run.close()
             total.add(await self._flush(batch))
+            if self.pairs:
+                total.pending = len(await self.store.kept(self.name))
         finally:
             for run in runs:
                 run.close()

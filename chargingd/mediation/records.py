@@ -42,6 +42,24 @@ class Reject:
     raw: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Half(Reject):
+    """One half of a call whose other half this file does not hold: a Kamailio INVITE
+    without its BYE (or a BYE without its INVITE), a Cisco Start without a Stop. The
+    file was rotated between them; the mediation keeps it pending (pipeline, store)
+    until its other half comes in a later file, or rejects it, for ``reason``, once it
+    waited too long. Read as a Reject (normalised(), a dry run), it is one.
+
+    ``key``: what pairs the halves (the call id); ``kind``: INVITE, BYE, Start;
+    ``order``: the halves are read again in this order, as one file (``head`` first:
+    the lines a format needs before a record, a table's header line)."""
+
+    key: str = ""
+    kind: str = ""
+    order: int = 0
+    head: str = ""
+
+
 Parsed = tuple[int, RawCall | Reject]
 
 

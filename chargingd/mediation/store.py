@@ -2,17 +2,22 @@
 
 Besides storing (idempotent on (source, call_id)), a store answers which calls are
 stored already and what a stored call charged: a call stored once is never debited
-again, and a ``record_only`` source's call is matched to its live CDR.
+again, and a ``record_only`` source's call is matched to its live CDR. It also keeps
+the pending halves of calls a rotated file split (mediation.pairing).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from chargingd.billing.cdr import CDR
 from chargingd.billing.db import BillingDB
 from chargingd.billing.lookup import StoredCharge, charges
+from chargingd.mediation import pendingdb
+from chargingd.mediation.pendingdb import PendingHalf
 
 
 class CdrStore(Protocol):
@@ -22,6 +27,25 @@ class CdrStore(Protocol):
 
     async def charges(self, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
         """The stored CDRs of ``source`` among ``call_ids``, by call id."""
+        ...
+
+    async def pend(
+        self, source: str, halves: Sequence[PendingHalf]
+    ) -> dict[str, list[PendingHalf]]:
+        """Keep the halves (a (key, kind) kept already keeps its first); every half
+        kept of their keys afterwards, by key."""
+        ...
+
+    async def unpend(self, source: str, halves: Sequence[tuple[str, str]]) -> None:
+        """Forget the kept halves (key, kind); kind "": every half of the key."""
+        ...
+
+    async def expired(self, source: str, max_age_s: int) -> list[PendingHalf]:
+        """The halves kept longer than ``max_age_s``, oldest first."""
+        ...
+
+    async def kept(self, source: str) -> list[PendingHalf]:
+        """Every half kept for ``source``, oldest first."""
         ...
 
 
@@ -37,12 +61,28 @@ class DbStore:
     async def charges(self, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
         return await charges(self.db, source, call_ids)
 
+    async def pend(
+        self, source: str, halves: Sequence[PendingHalf]
+    ) -> dict[str, list[PendingHalf]]:
+        return await pendingdb.pend(self.db, source, halves)
+
+    async def unpend(self, source: str, halves: Sequence[tuple[str, str]]) -> None:
+        await pendingdb.unpend(self.db, source, halves)
+
+    async def expired(self, source: str, max_age_s: int) -> list[PendingHalf]:
+        return await pendingdb.expired(self.db, source, max_age_s)
+
+    async def kept(self, source: str) -> list[PendingHalf]:
+        return await pendingdb.kept(self.db, source)
+
 
 class MemoryStore:
     """An in-memory CDR store, idempotent on (source, call_id) like the billing DB."""
 
     def __init__(self) -> None:
         self.cdrs: dict[tuple[str, str], CDR] = {}
+        # (source, key) -> kind -> the half kept
+        self.halves: dict[tuple[str, str], dict[str, PendingHalf]] = {}
 
     async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
         new = 0
@@ -62,3 +102,36 @@ class MemoryStore:
             for c in found
             if c is not None
         }
+
+    async def pend(
+        self, source: str, halves: Sequence[PendingHalf]
+    ) -> dict[str, list[PendingHalf]]:
+        now_ms = int(time.time() * 1000)
+        for half in halves:
+            kinds = self.halves.setdefault((source, half.key), {})
+            if half.kind not in kinds:
+                kinds[half.kind] = dataclasses.replace(half, since_ms=now_ms)
+        return {
+            h.key: sorted(self.halves[(source, h.key)].values(), key=lambda k: k.order)
+            for h in halves
+        }
+
+    async def unpend(self, source: str, halves: Sequence[tuple[str, str]]) -> None:
+        for key, kind in halves:
+            kinds = self.halves.get((source, key))
+            if kinds is None:
+                continue
+            if kind:
+                kinds.pop(kind, None)
+            if not kind or not kinds:
+                del self.halves[(source, key)]
+
+    async def expired(self, source: str, max_age_s: int) -> list[PendingHalf]:
+        cutoff = int(time.time() * 1000) - max_age_s * 1000
+        return [h for h in await self.kept(source) if h.since_ms < cutoff]
+
+    async def kept(self, source: str) -> list[PendingHalf]:
+        found = [
+            h for (src, _), kinds in self.halves.items() if src == source for h in kinds.values()
+        ]
+        return sorted(found, key=lambda h: (h.since_ms, h.key, h.order))

@@ -217,7 +217,8 @@ charge = "ledger"
     argv += ["--config", str(config), "--dry-run", "--quiet", "--rejects", str(tmp_path)]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "read 7, stored 1, duplicates 0, rejected 6, unanswered 0" in out
+    assert "read 7, stored 1, duplicates 0, rejected 4, unanswered 0" in out
+    assert out.rstrip().endswith(", pending 2")  # a BYE and an INVITE: kept for their files
     # A dry run writes no rejects file: it shows the rejects.
     assert not (tmp_path / "kamailio_acc.log.rejects.csv").exists()
     assert "rejected: no account with identity ani:+4930222333" in out

@@ -234,8 +234,13 @@ class MediationConfig:
     rejects_dir: str = ""
     # CDRs rated and stored per database round trip.
     batch_size: int = 1000
+    # A half of a call a file rotation split (Kamailio INVITE / BYE, Cisco Start) is
+    # kept this long for its other half in a later file, then rejected; 0: at once.
+    pending_max_age_s: int = 86_400
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 100_000:
             raise ValueError("batch_size must be between 1 and 100000")
+        if not 0 <= self.pending_max_age_s <= 90 * 86_400:
+            raise ValueError("pending_max_age_s must be between 0 and 7776000 (90 days)")

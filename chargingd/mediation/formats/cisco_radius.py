@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.mediation.records import Parsed, RawCall, RawTime, Reject, RowError, int_field
+from chargingd.mediation.records import (
+    Half,
+    Parsed,
+    RawCall,
+    RawTime,
+    Reject,
+    RowError,
+    int_field,
+)
 
 _MONTHS = {
     m: i
@@ -174,8 +182,10 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
         if conf.stops:
             yield _emit(conf_id, conf, radix, clock)  # a leg lost its Stop: use what we have
         else:
+            # Its Stop may be in the next file (rotated): that Stop alone is the call.
             raw = "\n\n".join(conf.raws)
-            yield conf.line_no, Reject("incomplete: Start without Stop at end of file", raw)
+            reason = "incomplete: Start without Stop at end of file"
+            yield conf.line_no, Half(reason, raw, key=conf_id, kind="Start")
 
 
 def _emit(conf_id: str, conf: _Conf, cause_radix: int, clock: Clock) -> Parsed:

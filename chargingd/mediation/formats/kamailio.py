@@ -7,7 +7,9 @@ the callee has From/To tags swapped, RFC 3261 §12.2.1.1); duration = BYE time -
 INVITE time. A failed INVITE ("call missed", code >= 300) is an unanswered call,
 unless an answered INVITE of the same Call-ID follows (a failed branch of serial
 forking): the unanswered calls are yielded at the end of the file.
-An INVITE still without its BYE at the end of the file is rejected as incomplete.
+An INVITE still without its BYE at the end of the file, or a BYE without its INVITE,
+is a ``Half``: the file was rotated during the call, and the mediation keeps it
+pending until the other half comes in a later file (pipeline.py).
 
 Syslog: ``ACC: transaction answered: timestamp=<epoch>;method=INVITE;from_tag=..;
 to_tag=..;call_id=..;code=200;reason=OK`` then the ``log_extra`` pairs
@@ -24,6 +26,7 @@ from decimal import Decimal
 
 from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
+    Half,
     Parsed,
     RawCall,
     RawTime,
@@ -63,6 +66,7 @@ class _Pairer:
     stays bounded on long files) or at the end of the file."""
 
     def __init__(self) -> None:
+        self.head = ""  # a table's header line: a Half is read again after it
         self.open: dict[str, _Event] = {}
         self.missed: dict[str, _Event] = {}  # oldest first
 
@@ -81,8 +85,8 @@ class _Pairer:
                 self.open[ev.call_id] = ev
         elif ev.method == "BYE":
             invite = self.open.get(ev.call_id)
-            if invite is None:
-                yield ev.line_no, Reject("BYE without an answered INVITE", ev.raw)
+            if invite is None:  # its INVITE may be in the file before (rotated)
+                yield ev.line_no, self._half(ev, "BYE without an answered INVITE", 1)
             elif {ev.from_tag, ev.to_tag} != {invite.from_tag, invite.to_tag}:
                 yield ev.line_no, Reject("BYE tags do not match the INVITE dialog", ev.raw)
             else:
@@ -103,9 +107,12 @@ class _Pairer:
         self.missed.clear()
         for ev in missed:
             yield ev.line_no, _call(ev, None)
-        for ev in self.open.values():
-            yield ev.line_no, Reject("incomplete: INVITE without BYE at end of file", ev.raw)
+        for ev in self.open.values():  # its BYE may be in the next file (rotated)
+            yield ev.line_no, self._half(ev, "incomplete: INVITE without BYE at end of file", 0)
         self.open.clear()
+
+    def _half(self, ev: _Event, reason: str, order: int) -> Half:
+        return Half(reason, ev.raw, key=ev.call_id, kind=ev.method, order=order, head=self.head)
 
 
 MISSED_WINDOW = timedelta(hours=1)
@@ -218,6 +225,7 @@ def parse_db(lines: Iterable[str], delimiter: str = ",") -> Iterator[Parsed]:
         if not header:
             header = [name.strip() for name in row]
             width[0] = len(header)
+            pairer.head = raw
             missing = [name for name in _DB_NEEDED if name not in header]
             if missing:  # the header line too: a file without one has a call there
                 problem = f"the header has no {', '.join(missing)} column (acc table columns)"

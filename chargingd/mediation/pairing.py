@@ -1,0 +1,143 @@
+"""Calls whose records a rotated file split: their halves are kept until paired.
+
+An operator rotates a switch's CDR file hourly; a call that crosses the rotation has
+its answered INVITE in one Kamailio acc file and its BYE in the next (a Cisco
+gateway: its Start, then its Stop). A parser yields such a record as a ``Half``. The
+Mediator hands the halves of a batch to ``resolve``, which, per key:
+
+* the call is stored already (either file imported again, or the call came whole
+  from a later file: a Cisco Stop alone is the call): a duplicate, and any half of it
+  still kept is forgotten;
+* else the half is kept in the store (the billing database: table
+  mediation_pending), and when the store then holds halves of two kinds for the key
+  (INVITE and BYE, in either order of the files), they are read again, in their
+  order, by the format's own parser, as one file: the call it yields is rated,
+  charged and stored like any other, and its halves are forgotten once it is stored.
+  Two halves that still make no call (a BYE whose dialog tags do not match) reject
+  the newer one, saying why; the older stays kept;
+* else it stays kept: the summary counts the source's kept halves (``pending N``).
+
+``expire`` rejects the halves kept longer than ``[mediation] pending_max_age_s``,
+each with its reason: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats import parser_for
+from chargingd.mediation.pendingdb import PendingHalf
+from chargingd.mediation.records import Half, RawCall, Reject
+from chargingd.mediation.store import CdrStore
+
+# The formats whose parsers yield halves: their stored calls end any kept half.
+PAIRED_FORMATS = frozenset({"kamailio", "kamailio_db", "cisco_radius"})
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Met(Generic[T]):
+    """A half met in a file being mediated; ``owner``: the file's run."""
+
+    half: Half
+    line_no: int
+    file: str
+    owner: T
+
+
+@dataclass
+class Resolved(Generic[T]):
+    """What became of a batch's halves."""
+
+    calls: list[tuple[Met[T], RawCall]] = field(default_factory=list)  # paired
+    rejects: list[tuple[Met[T], Reject]] = field(default_factory=list)
+    duplicates: int = 0
+    done: list[str] = field(default_factory=list)  # keys to forget once stored
+
+
+async def resolve(
+    store: CdrStore, name: str, source: SourceConfig, met: list[Met[T]]
+) -> Resolved[T]:
+    """Pair, keep or count as duplicates the halves ``met`` (see the module doc)."""
+    out: Resolved[T] = Resolved()
+    keys = sorted({m.half.key for m in met})
+    stored = await store.charges(name, keys)
+    if stored:
+        out.done.extend(stored)
+    fresh: dict[tuple[str, str], Met[T]] = {}
+    for m in met:
+        at = (m.half.key, m.half.kind)
+        if m.half.key in stored or at in fresh:
+            out.duplicates += 1  # the call is stored, or the same half twice in the run
+        else:
+            fresh[at] = m
+    kept = await store.pend(name, [_pending(m) for m in fresh.values()])
+    for key, halves in kept.items():
+        if len({h.kind for h in halves}) < 2:
+            continue  # waits for its other half
+        mine = [m for (k, _), m in fresh.items() if k == key]
+        call, why = _paired(source, halves)
+        if call is not None:
+            call.extra["paired"] = " ".join(f"{h.file}:{h.line}" for h in halves)
+            out.calls.append((mine[-1], call))
+            out.done.append(key)
+            continue
+        older = [h for h in halves if (h.key, h.kind) not in fresh]
+        for m in mine:
+            if older:  # this half is the newer one: rejected, the older stays kept
+                other = older[0]
+                reason = (
+                    f"cannot be paired with the {other.kind} of {other.file}:{other.line}: {why}"
+                )
+                out.rejects.append((m, Reject(reason, m.half.raw)))
+                await store.unpend(name, [(m.half.key, m.half.kind)])
+        if not older:  # both met in this run: both rejected
+            out.rejects.extend((m, Reject(why, m.half.raw)) for m in mine)
+            out.done.append(key)
+    return out
+
+
+def _pending(m: Met[T]) -> PendingHalf:
+    h = m.half
+    return PendingHalf(h.key, h.kind, h.order, h.reason, h.raw, h.head, m.file, m.line_no)
+
+
+def _paired(source: SourceConfig, halves: list[PendingHalf]) -> tuple[RawCall | None, str]:
+    """The call the halves make, read again in order as one file; else why not."""
+    ordered = sorted(halves, key=lambda h: h.order)
+    text = [h.head for h in ordered[:1] if h.head] + [h.raw for h in ordered]
+    lines = [line + "\n" for part in text for line in part.split("\n")]
+    why = "the halves make no call"
+    for _, item in parser_for(source)(lines):
+        if isinstance(item, RawCall):
+            item.extra.pop("bye_line", None)  # a line of the joined text, not of a file
+            return item, ""
+        if not isinstance(item, Half):
+            why = item.reason
+    return None, why
+
+
+async def expire(
+    store: CdrStore, name: str, max_age_s: int
+) -> tuple[list[tuple[PendingHalf, Reject]], list[tuple[str, str]]]:
+    """The halves kept longer than ``max_age_s`` whose call was never stored, each with
+    its reject; and every such half (stored or not), to forget once they are written."""
+    old = await store.expired(name, max_age_s)
+    if not old:
+        return [], []
+    stored = await store.charges(name, sorted({h.key for h in old}))
+    rejects: list[tuple[PendingHalf, Reject]] = []
+    for h in old:
+        if h.key in stored:
+            continue  # its call came whole later (stored, the half not forgotten yet)
+        since = datetime.fromtimestamp(h.since_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        reason = (
+            f"{h.reason}; kept since {since} UTC (from {h.file}:{h.line}), its other half"
+            f" never came within pending_max_age_s = {max_age_s}"
+        )
+        rejects.append((h, Reject(reason, h.raw)))
+    return rejects, [(h.key, h.kind) for h in old]
