@@ -1,6 +1,7 @@
 """``chargingd mediate``: read switch CDR files, normalise, rate and store them.
 
     chargingd mediate FILE... --source NAME [--config PATH] [--rejects DIR] [--dry-run]
+    chargingd mediate --pending --source NAME [--config PATH]
 
 The source (``[mediation.sources.NAME]``) says the file format and how to read its
 numbers, times and accounts. Re-running a file stores nothing twice: storage is
@@ -17,7 +18,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     """Arguments of ``chargingd mediate``."""
     parser.add_argument(
         "files",
-        nargs="+",
+        nargs="*",
         metavar="FILE",
         help="CDR files of the source (freeswitch_json/_xml: or their log-dir)",
     )
@@ -30,3 +31,8 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         help="read, normalise and rate, but store nothing (duplicates within the files count)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="list the halves of calls kept for their other half (no FILE: reads none)",
+    )

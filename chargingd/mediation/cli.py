@@ -11,6 +11,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -55,6 +56,18 @@ async def main(
         known = ", ".join(sorted(cfg.mediation.sources)) or "none configured"
         print(f"chargingd mediate: no source {args.source!r} ({known})", file=sys.stderr)
         return 2
+    if args.pending:
+        if args.files or args.dry_run:
+            print(
+                "chargingd mediate: --pending reads no FILE (and stores nothing)", file=sys.stderr
+            )
+            return 2
+        async with open_store(cfg) as store:
+            await _list_pending(args.source, store)
+        return 0
+    if not args.files:
+        print("chargingd mediate: no FILE given", file=sys.stderr)
+        return 2
     try:
         paths = input_files([Path(f) for f in args.files], source)
     except ValueError as exc:
@@ -87,6 +100,16 @@ async def main(
     print(f"{prefix}{total.line()}")
     # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
     return EXIT_REJECTS if total.rejected else 0
+
+
+async def _list_pending(name: str, store: CdrStore) -> None:
+    """The halves the source keeps (oldest first): since, kind, call id, file:line, and
+    why alone it is no call; then their count."""
+    kept = await store.kept(name)
+    for half in kept:
+        since = datetime.fromtimestamp(half.since_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{since} UTC  {half.kind}  {half.key}  {half.file}:{half.line}  {half.reason}")
+    print(f"pending {len(kept)}")
 
 
 def input_files(given: list[Path], source: SourceConfig) -> list[Path]:

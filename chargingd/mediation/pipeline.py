@@ -359,8 +359,9 @@ class Mediator:
                 cdr: CDR | Reject = await self._rated(self.normaliser.call(raw))
             except RowError as exc:
                 cdr = Reject(str(exc), raw.raw)
-            if isinstance(cdr, Reject):
+            if isinstance(cdr, Reject):  # the pair is decided: rejected, saying why
                 m.owner.reject(m.line_no, cdr)
+                resolved.done.append(m.half.key)
                 continue
             batch.cdrs.append(cdr)
             batch.lines.append(m.line_no)

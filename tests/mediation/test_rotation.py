@@ -122,6 +122,13 @@ def test_kamailio_call_across_a_rotation_is_billed_once(
     # Every file again, in one run: nothing billed twice, nothing kept again.
     assert mediate(config, "sbc", capsys, a, b, c) == (0, summary(5, 0, 4, 0, ", pending 1"))
     assert cdrs(pg_url, "sbc") == billed
+    # What is kept, listed.
+    assert main(["mediate", "--pending", "--source", "sbc", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[-1] == "pending 1"
+    assert listed[0].endswith(
+        f" UTC  INVITE  k3  {c}:2  incomplete: INVITE without BYE at end of file"
+    )
     # k3 waited past pending_max_age_s: the next run rejects it, saying why.
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE mediation_pending SET since = since - interval '1 day 1 second'")
