@@ -13,13 +13,15 @@ library of one function.
 
 Safety:
 - a library keeps its top-level values between calls: the only mutable ones
-  (fraud.lua's fr_vals, fr_parsed, fr_learn: what one run read and decoded) are reset
+  (fraud.lua's fr_vals, fr_parsed, fr_learn, fr_scan_v: what one run read and decoded) are reset
   at the start of each call, as a fresh EVALSHA run starts them; kept on purpose:
   fraud.lua's fr_ops_seen, the decoded ops by their msgpack text (read only, at most
   256, another text another entry: ~2 us of Redis a call, docs/fraud.md "Seventh
   round"), and fr_kept, the values the library wrote, decoded, taken only when GET
   returns the very bytes written (taken out when read, put back when written: a
-  failed run leaves none; docs/fraud.md "Ninth round");
+  failed run leaves none; docs/fraud.md "Ninth round"), and fr_gen_seen, each ops
+  text's generated Lua, compiled once (read only, at most 256, another text another
+  entry: docs/fraud.md "Tenth round");
 - rolling upgrades: the library's (and its function's) name carries the hash of its
   code, so daemons of two versions each call their own; a library is loaded without
   REPLACE ("already exists" is the same code: nothing to do);
@@ -40,8 +42,10 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-# fraud.lua's per-run state (its head): what a fresh script run starts with
-FRAUD_RESET = "fr_vals = {} fr_learn = 0 fr_parsed = nil"
+# fraud.lua's per-run state (its head): what a fresh script run starts with; fr_lib:
+# this run is a library's, whose top level is kept between calls (fraud.lua runs the
+# ops' generated Lua, compiled once per ops text: docs/fraud.md "Tenth round")
+FRAUD_RESET = "fr_vals = {} fr_learn = 0 fr_parsed = nil fr_scan_v = nil fr_lib = true"
 PREFIX = "chargingd_af_"  # the authorize with the fraud rules; the others: fused.py
 
 

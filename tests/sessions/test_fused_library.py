@@ -229,3 +229,71 @@ async def test_each_rule_set_is_decided_by_its_own_ops_kept_by_the_library(
                 assert answer.code is RefusalCode.FRAUD, answer
     assert library_of(sessions).available and await calls(redis7, "fcall") >= 4 * n
     assert granted == {k: 1 + k % 3 for k in range(n)}
+
+
+# Every authorize op kind (fraud.lua): c (per account, per caller IP, a destination), i,
+# l, n, g, d; alert, refuse, shadow and block; low limits, so that each fires on the way.
+EVERY_KIND = [
+    {"name": "fast", "kind": "velocity", "max_calls": 6, "window_s": 60, "action": "refuse"},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 3,
+     "window_s": 30},
+    {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 8, "window_s": 60},
+    {"name": "live", "kind": "concurrent", "max_calls": 4, "action": "refuse"},
+    {"name": "premium", "kind": "destination", "max_calls": 2, "window_s": 600, "action": "block"},
+    {"name": "country", "kind": "new_country"},
+    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
+     "window_s": 600, "shadow": True},
+    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 3, "window_s": 120},
+]  # fmt: skip
+
+
+async def test_the_generated_ops_decide_and_write_as_the_op_loop(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A library's run (FCALL) checks a call by its ops' generated Lua (fraud.lua
+    fr_generate, compiled once per ops text); a script's run (EVALSHA) by the op loop.
+    The same calls through both, each on its own database of one Redis 7: the same
+    answers, rules fired, and values (the account's, the caller IP's), call by call."""
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    sides = []
+    for redis, fcall in ((redis7, True), (other, False)):
+        clock = Clock()
+        ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+        await ledger.load_scripts()
+        base = make_sessions(redis, ledger, clock, tmp_path / str(fcall))
+        engine = await make_fraud(redis, clock, EVERY_KIND, ledger=ledger)
+        sessions = Sessions(
+            redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
+            data_dir=tmp_path / str(fcall), fraud=engine,
+        )  # fmt: skip
+        await sessions.store.load_scripts()
+        library_of(sessions).available = fcall
+        for k, users in enumerate((("alice", "carol"), ("bob",), ("dave",))):
+            await add_account(ledger, f"acc{k}", identities=tuple(f"user:{u}" for u in users))
+        sides.append((sessions, clock, redis, engine))
+    users = ("alice", "carol", "alice", "bob", "dave", "alice", "bob")
+    numbers = ("030123456", "030123457", "089123456", "030123458", "089123457", "030123499")
+    try:
+        for i in range(42):
+            called = numbers[i % 6] if i % 7 != 4 else "09001234567"  # dave: premium
+            info = call(f"s{i}", user=users[i % 7], called=called)
+            info = info.replace(caller_ip=f"192.0.2.{i % 2}")
+            seen = []
+            for sessions, clock, redis, engine in sides:
+                answer = await sessions.authorize(info)
+                values = [
+                    unpack_value(await redis.get(key))
+                    for key in (FK.value_key(f"acc{k}") for k in range(3))
+                ] + [unpack_value(await redis.get(FK.ip_value_key(f"192.0.2.{i % 2}")))]
+                seen.append((answer, dict(engine.counters), values))
+                clock.advance(3700 if i == 28 else 4)  # then the live calls lapse
+            assert seen[0] == seen[1], i
+        lapsed_by = sides[0][1].now_ms - 13 * 4000  # the jump: every earlier call lapsed
+        for value in seen[0][2][:2]:  # acc0, acc1 (calls admitted since: lapsed ones gone)
+            assert value["l"] and min(value["l"].values()) * 1000 > lapsed_by
+        fired, refused = sides[0][3].counters["fired"], sides[0][3].counters["refused"]
+        assert fired > 10 and refused > 3 and sides[0][3].counters["blocked"] == 1
+        assert await calls(redis7, "fcall") > 40 and await calls(other, "evalsha") > 40
+    finally:
+        await other.aclose()

@@ -287,15 +287,26 @@ local function fr_distinct(v, now, slot, win, limit, number)
   return count
 end
 
+-- What fr_live's scan of the live calls found (this run's: reset with fr_vals), for
+-- fraud_admit to add the call without scanning them again: the value, its live calls
+-- table (nil: none), now, the session id, the other live calls, the lapsed ones.
+local fr_scan_v, fr_scan_l, fr_scan_now, fr_scan_sid, fr_scan_n, fr_scan_gone = nil
+
 -- Live calls: entries whose lapse is still ahead, this one counted once.
 local function fr_live(v, now, sid)
-  local n = 0
+  local n, gone = 0, nil
   local l = v.l
   if l then
     for s, lapse in pairs(l) do
-      if lapse * 1000 > now and s ~= sid then n = n + 1 end
+      if lapse * 1000 > now then
+        if s ~= sid then n = n + 1 end
+      else
+        gone = gone or {}
+        gone[#gone + 1] = s
+      end
     end
   end
+  fr_scan_v, fr_scan_l, fr_scan_now, fr_scan_sid, fr_scan_n, fr_scan_gone = v, l, now, sid, n, gone
   return n + 1
 end
 
@@ -383,11 +394,99 @@ end
 -- sending: check.lua returns it as the verdict's 6th value).
 local fr_learn = 0
 
+-- The ops of a rule set and shape of call as Lua of their own (a library's runs only:
+-- fr_lib, set by sessions/fusedlib.py's reset): the loop below unrolled, each op's
+-- kind, counter id, window, limit and act written in as constants, compiled once per
+-- ops text (loadstring) and kept beside fr_ops_seen, so a call runs no op dispatch and
+-- fetches no op field. It does what the loop does, op by op, in the same order (the
+-- same helpers, the same reads and writes of the values: docs/fraud.md "Tenth
+-- round"); tests/sessions/test_fused_library.py compares both on a sequence of calls.
+-- An EVALSHA run (Redis 6, the step-by-step path) would compile on every call: there
+-- the loop runs.
+local fr_lib = false
+local fr_gen_seen, fr_gen_n = {}, 0
+
+local function fr_lit(x)
+  if type(x) == 'number' then return string.format('%.17g', x) end
+  return string.format('%q', x)
+end
+
+local function fr_generate(ops)
+  local src = {
+    'local fr_load, fr_bucket, fr_capped, fr_distinct, fr_live, fr_size, fr_verdict = ...',
+    'return function(KEYS, ARGV, now, identity, sid, acc)',
+    "local fired, counts, worst, worst_i, wwin, wlimit, wname = {}, {}, -1, 0, 0, 0, ''",
+    'local learn, v, count = 0, nil, 0',
+  }
+  local function add(line) src[#src + 1] = line end
+  for i = 1, #ops / OP do
+    local o = (i - 1) * OP
+    local kind, k, slot, win, limit, act = ops[o + 1], ops[o + 2], ops[o + 3], ops[o + 4],
+                                           ops[o + 5], ops[o + 6]
+    local lim = limit
+    add('v = fr_load(KEYS[' .. fr_lit(k) .. '])')
+    if kind == 'c' then
+      add('count = fr_bucket(v.w, ' .. fr_lit(slot) .. ', now, ' .. fr_lit(win) .. ')')
+    elseif kind == 'i' then
+      add("count = fr_capped(v, 'h', " .. fr_lit(slot .. '|') .. ' .. identity, now, '
+          .. fr_lit(win) .. ')')
+    elseif kind == 'g' then
+      add('do local n = ARGV[5] count = fr_capped(v, \'g\', ' .. fr_lit(slot .. '|')
+          .. ' .. string.sub(n, 1, math.max(2, #n - ' .. fr_lit(ops[o + 8]) .. ')), now, '
+          .. fr_lit(win) .. ') end')
+    elseif kind == 'd' then
+      add('count = fr_distinct(v, now, ' .. fr_lit(slot) .. ', ' .. fr_lit(win) .. ', '
+          .. fr_lit(limit) .. ', tonumber(ARGV[11]))')
+    elseif kind == 'l' then
+      add('count = fr_live(v, now, sid)')
+    elseif kind == 'n' then
+      add('do local last = (acc.c and acc.c[ARGV[6]]) or 0 count = 0')
+      add('if last < now - ' .. fr_lit(win) .. ' then count = fr_size(acc.c) end')
+      add('if last < now - ' .. fr_lit(math.min(DAY_MS, win / 100)) .. ' then learn = 1 end end')
+      lim = 0
+    else
+      add('count = 0')
+    end
+    if kind ~= 'l' and kind ~= 'n' then add('v._dirty = true') end
+    if act ~= 'x' then
+      add('if count > ' .. fr_lit(lim) .. ' then')
+      add('fired[#fired + 1] = ' .. i .. ' fired[#fired + 1] = count counts[' .. i .. '] = count')
+      add('if ' .. fr_rank(act) .. ' > worst then worst, worst_i = ' .. fr_rank(act) .. ', '
+          .. i .. ' wwin, wlimit, wname = ' .. fr_lit(win) .. ', ' .. fr_lit(limit) .. ', '
+          .. fr_lit(ops[o + 7]) .. ' end')
+      add('end')
+    end
+  end
+  add('return fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, wwin, wlimit, wname), learn')
+  add('end')
+  return loadstring(table.concat(src, '\n'))(fr_load, fr_bucket, fr_capped, fr_distinct,
+                                              fr_live, fr_size, fr_verdict)
+end
+
+-- The generated check of this call's ops (nil: not a library's run).
+local function fr_gen(ARGV)
+  if not fr_lib then return nil end
+  local raw = ARGV[4]
+  local f = fr_gen_seen[raw]
+  if not f then
+    f = fr_generate(fr_ops(ARGV))
+    if fr_gen_n >= OPS_MAX then fr_gen_seen, fr_gen_n = {}, 0 end
+    fr_gen_seen[raw], fr_gen_n = f, fr_gen_n + 1
+  end
+  return f
+end
+
 local function fraud_check(KEYS, ARGV)
   local now, identity, sid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local acc = fr_load(KEYS[1])
   local deny = fr_deny(acc, now, identity)
   if deny then return {'deny', 0, 0, {}, deny} end
+  local gen = fr_gen(ARGV)
+  if gen then
+    local verdict, learn = gen(KEYS, ARGV, now, identity, sid, acc)
+    if learn == 1 then fr_learn = 1 end
+    return verdict
+  end
   local ops = fr_ops(ARGV)
   local fired, counts, worst, worst_i = {}, {}, -1, 0
   local wwin, wlimit, wname = 0, 0, ''
@@ -447,19 +546,33 @@ local function fraud_admit(KEYS, ARGV, kinds)
     local o = (i - 1) * OP
     local kind, win = ops[o + 1], ops[o + 4]
     if kind == 'l' and live then
+      local scanned = fr_scan_v == v and fr_scan_l == v.l and fr_scan_now == now
+                      and fr_scan_sid == sid and fr_scan_n + 1 <= ops[o + 5] + 1
+      fr_scan_v = nil  -- used once (a second 'l' op scans)
       local l = v.l or {}
       v.l = l
       l[sid] = math.ceil((now + win) / 1000)
-      local n, first, first_ms = 0, nil, nil
-      for s, lapse in pairs(l) do
-        if lapse * 1000 <= now then
-          l[s] = nil
-        else
-          n = n + 1
-          if not first_ms or lapse < first_ms then first, first_ms = s, lapse end
+      if scanned then
+        -- fraud_check's scan (nothing changed the live calls since): the lapsed ones
+        -- dropped as the loop below drops them, no entry beyond the limit to drop
+        local gone = fr_scan_gone
+        if gone then
+          for j = 1, #gone do
+            if gone[j] ~= sid then l[gone[j]] = nil end
+          end
         end
+      else
+        local n, first, first_ms = 0, nil, nil
+        for s, lapse in pairs(l) do
+          if lapse * 1000 <= now then
+            l[s] = nil
+          else
+            n = n + 1
+            if not first_ms or lapse < first_ms then first, first_ms = s, lapse end
+          end
+        end
+        if n > ops[o + 5] + 1 then l[first] = nil end
       end
-      if n > ops[o + 5] + 1 then l[first] = nil end
       v._dirty = true
     elseif kind == 'n' and country then
       local c = v.c or {}
