@@ -14,7 +14,8 @@ Redis's instructions per packet of each phase, and the scripts sent (FCALL/EVALS
 
 --fraud: the default fraud rule set on ([fraud] enabled, no rule fires: each account
 calls its own numbers of one range), so the authorize is the fused script with the
-rules (docs/fraud.md); compare with a run without it.
+rules (docs/fraud.md); compare with a run without it. --request-timeout-s 2: as the
+daemon runs (its ledger's deadline on a new call's reserve, checked against TIME).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ async def _scripts(client: aioredis.Redis) -> dict[str, int]:
 
 async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Path) -> None:
     client = aioredis.Redis.from_url(url)
-    ledger = Ledger(client, audit_holds=False)  # [ledger] audit_holds' default
+    # [ledger] audit_holds' default; --request-timeout-s as the daemon's [redis]
+    # command_timeout_s gives a new call's reserve a deadline (its TIME check)
+    ledger = Ledger(client, audit_holds=False, request_timeout_s=args.request_timeout_s or None)
     await ledger.load_scripts()
     await seed_prepaid(ledger, args.accounts)
     clock = lambda: int(time.time() * 1000)  # noqa: E731
@@ -133,6 +136,13 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "")
     parser.add_argument("--fraud", action="store_true", help="the default fraud rule set on")
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=0.0,
+        help="the ledger's request timeout (the daemon's: [redis] command_timeout_s, 2.0): "
+        "a new call's reserve gets a deadline, checked by Redis's TIME; 0 none",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"

@@ -3,9 +3,10 @@ reserve (ledger/lua/reserve_first.lua) and every other case by the general
 account_check + reserve. The same authorizes (new calls granted in full, a
 retransmission, low funds: partial and refused, a refusal retransmitted, a call limit,
 a blocked account, a postpaid account on its credit limit, a lease sweep due, a
-session already closed) through both, on a real Redis flushed between the two runs,
-leave every key with the same content and TTL (streams: the same entries, their ids
-aside) and get the same answers: by FCALL (Redis 7) and by EVALSHA (the fixture's)."""
+session already closed, a reserve run past its deadline) through both, on a real Redis
+flushed between the two runs, leave every key with the same content and TTL (streams:
+the same entries, their ids aside) and get the same answers: by FCALL (Redis 7) and by
+EVALSHA (the fixture's)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ async def _run(redis: aioredis.Redis, tmp_path: Path, *, first: bool, audit: boo
         await authorize(f"d{n}", "dave")  # one call at a time
     await ledger.set_status("acc5", Status.BLOCKED, who="t", why="fraud")
     await authorize("e0", "erin")
+    ledger.redis_offset_ms -= 60_000  # run past its deadline (Redis's TIME): refused, late
+    await authorize("a9")
+    ledger.redis_offset_ms += 60_000
     info = call("a1")
     await sessions.account(usage(info, UsageKind.START, 0, clock()))
     await sessions.account(usage(info, UsageKind.STOP, 20, clock.advance(20)))
@@ -116,6 +120,7 @@ async def _compare(redis: aioredis.Redis, tmp_path: Path, audit: bool) -> None:
     fast = await _run(redis, tmp_path / "straight", first=True, audit=audit)
     slow = await _run(redis, tmp_path / "general", first=False, audit=audit)
     assert fast[0] == slow[0]
+    assert any("charging unavailable" in a for a in fast[0])  # the late one
     assert sum("Authorized" in a for a in fast[0]) >= 8
     assert any("Refused" in a for a in fast[0])
     _same(fast[1], slow[1])

@@ -29,8 +29,17 @@ if c[2] ~= '1' or redis.call('EXISTS', KEYS[5], KEYS[6]) ~= 0 then return nil en
 local check = ARGV[7]
 local mode, status, balance, credit_limit, reserved, max_calls, due
 if check ~= '' then
-  local a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
-                       'mode', 'balance', 'credit_limit', 'reserved', 'max_calls', 'lease_due')
+  -- a checked prepaid account: no credit limit to read (the HMGET's 7th field is the
+  -- reserved amount, then max_calls and lease_due: one place earlier)
+  local pre = string.sub(check, -8) == '\0prepaid'
+  local a
+  if pre then
+    a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
+                   'mode', 'balance', 'reserved', 'max_calls', 'lease_due')
+  else
+    a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
+                   'mode', 'balance', 'credit_limit', 'reserved', 'max_calls', 'lease_due')
+  end
   -- account_check.lua's checks: anything but a match goes to it
   if a[3] ~= 'active' or not a[5] then return nil end
   if string.byte(check, -1) == 0 then  -- any mode
@@ -41,8 +50,12 @@ if check ~= '' then
   if ARGV[8] ~= '' and not string.find('\n' .. (a[4] or '') .. '\n', ARGV[8], 1, true) then
     return nil
   end
-  mode, status, balance, credit_limit, reserved, max_calls, due =
-    a[5], a[3], a[6], a[7], a[8], a[9], a[10]
+  if pre then
+    mode, status, balance, reserved, max_calls, due = a[5], a[3], a[6], a[7], a[8], a[9]
+  else
+    mode, status, balance, credit_limit, reserved, max_calls, due =
+      a[5], a[3], a[6], a[7], a[8], a[9], a[10]
+  end
 else  -- nothing checked: the reserve reads the account itself
   local a = ARGV.account or redis.call('HMGET', KEYS[1], unpack(RESERVE_FIELDS))
   if a[2] ~= 'active' then return nil end
@@ -55,8 +68,13 @@ if not low or low <= now then return nil end  -- expired leases to sweep first
 local deadline = ARGV[5]
 if deadline ~= '0' then
   local t = redis.call('TIME')
-  if t[1] * 1000 + math.floor(t[2] / 1000) > deadline + 0 then
-    return nil  -- late
+  -- Redis's clock before the deadline's second (decimal strings of one length compare
+  -- as their numbers): not late, no conversion; else compared in ms
+  local second = string.sub(deadline, 1, -4)
+  if #t[1] ~= #second or t[1] >= second then
+    if t[1] * 1000 + math.floor(t[2] / 1000) > deadline + 0 then
+      return nil  -- late
+    end
   end
 end
 local amount, held = ARGV[2] + 0, num(reserved)
