@@ -36,6 +36,9 @@ from chargingd.sessions.store import (
     record_key,
 )
 
+# fraud_check's reply when no rule fired (session_authorize_fraud.lua leaves it out)
+ALLOWED_REPLY: Final = (b"ok", 0, 0, (), b"")
+
 
 class FirstGrant:
     """What session_authorize.lua did. ``grant`` None: nothing reserved, because the
@@ -110,7 +113,10 @@ class FusedPath:
             "local function session_authorize(KEYS, ARGV)\nlocal c, nested = ARGV.c, true\n"
             f"{authorize}\nend\n"
         )
-        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n"
+        # REFUSAL_TTL: how long the rules remember a refusal (fraud.lua's ARGV[7], per
+        # process: the ledger's, as Fraud.prepare sends it on the step-by-step path)
+        refusal = f"local REFUSAL_TTL = {int(self.steps.refusal_ttl_ms)}\n"
+        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n{refusal}"
         body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "reserve", "reserve_first", "status")
         source = fused_source(definitions + body, embeds)
@@ -225,16 +231,17 @@ class FusedPath:
         # the per-process arguments are in the script (_constants); the account id and
         # the session's index member are derived there (from KEYS[7]: live_key)
         args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
-        # The wrapper checks the account (before the rules count the call);
-        # session_authorize does not check it again in the same script.
-        args += self.steps.first_check(check if fraud is None else None)
+        # With the rules, the wrapper checks the account (before the rules count the
+        # call): session_authorize does not check it again, nor reads its 2 arguments.
+        if fraud is None:
+            args += self.steps.first_check(check)
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
         if fraud is not None:
             checked = self.steps.account_check(acc, check)
             sha, library = self._authorize_fraud.sha, self.fraud_library
-            args = [len(keys), len(args), *checked.argv, *args, *fraud.argv]
-            keys = [*checked.keys, *keys, *fraud.keys]
+            args = [len(keys), *checked.argv, *args, *_rules_argv(fraud.argv)]
+            keys = [*checked.keys, *keys, *_rules_keys(fraud.keys, fraud.argv)]
         replied = await self._send_with_index(
             sha, keys, args, step, self.store.registering(rec.gateway), library
         )
@@ -252,7 +259,10 @@ class FusedPath:
         if created == 1:
             self.store.remember_locator(sid, acc)
         grant = self.steps.grant(reply, acc, sid)
-        return FirstGrant(grant, int(created), fraud=verdict[0] if verdict else None)
+        if verdict:
+            return FirstGrant(grant, int(created), fraud=verdict[0])
+        # the wrapper leaves out the common verdict: 'ok', nothing fired
+        return FirstGrant(grant, int(created), fraud=None if fraud is None else ALLOWED_REPLY)
 
     async def renew(
         self,
@@ -417,6 +427,26 @@ class FusedPath:
         if step is not None and step.index is not None:
             self.steps.indexed(step)
         return reply
+
+
+def _rules_keys(keys: list[str], argv: list[Any]) -> list[str]:
+    """The rules' KEYS (fraud.lua, authorize) that session_authorize_fraud.lua does not
+    have already: the value, the answer key, the caller IP's value (when it is not the
+    account's), the block step's two (when a rule may block: its ARGV follow)."""
+    out = [keys[0], keys[5]]
+    if keys[4] != keys[0]:
+        out.append(keys[4])
+    if len(argv) > 11:
+        out += (keys[1], keys[2])
+    return out
+
+
+def _rules_argv(argv: list[Any]) -> list[Any]:
+    """The rules' ARGV (fraud.lua, authorize) that session_authorize_fraud.lua does not
+    have already: identity, ops, number, country, ttl, the caller IP's ttl, the number's
+    hash, now, then the block step's (the session id is the reserve's, the refusal's
+    ttl REFUSAL_TTL, the 10th unused)."""
+    return [argv[1], argv[3], argv[4], argv[5], argv[7], argv[8], argv[10], argv[0], *argv[11:]]
 
 
 def _wire(value: Any) -> str:
