@@ -213,6 +213,7 @@ class _FileRun:
         self.writer = writer
         self.name = name  # the file's path, as given
         self.pending = 0  # its CDRs (and halves) in the batch, not flushed yet
+        self.held = False  # kept open after its read: the run's expired halves go to it
 
     def reject(self, line_no: int, item: Reject) -> None:
         self.summary.rejected += 1
@@ -224,7 +225,7 @@ class _FileRun:
     def close(self) -> None:
         """The rejects file is complete: named in the summary, or removed (a stale file of
         an earlier run) when there were none."""
-        if self.writer is None:
+        if self.writer is None or self.held:
             return
         self.writer.close()
         if self.summary.rejected:
@@ -373,14 +374,13 @@ class Mediator:
 
     async def _expire(self, run: _FileRun) -> None:
         """Halves kept longer than pending_max_age_s: rejects of ``run`` (the run's
-        first file; the reason names the file they came from), then forgotten."""
+        first file; the reason names the file they came from), then forgotten. After
+        the run's pairing: a half whose other half came in this run (a backlog after
+        mediation stopped longer than the max age) was paired, not expired."""
         rejects, forget = await expire(self.store, self.name, self.pending_max_age_s)
         for half, rej in rejects:
             run.reject(half.line, rej)
-        if run.writer is not None:
-            run.writer.flush()
         await self.store.unpend(self.name, forget)
-        self.maybe_kept = bool(await self.store.kept(self.name))
 
     async def run_file(
         self, path: Path, rejects_dir: str = "", progress: Progress | None = None
@@ -421,7 +421,8 @@ class Mediator:
                     str(path),
                 )
                 if not runs and self.pairs and not self.dry_run:
-                    await self._expire(run)
+                    run.held = True  # expired halves: its rejects, after the pairing
+                    self.maybe_kept = bool(await self.store.kept(self.name))
                 runs.append(run)
                 shown = progress(path) if progress is not None else nullcontext(None)
                 with (
@@ -438,10 +439,15 @@ class Mediator:
                 else:
                     run.close()
             total.add(await self._flush(batch))
+            if runs and runs[0].held:
+                runs[0].held = False
+                await self._expire(runs[0])
+                runs[0].close()
             if self.pairs:
                 total.pending = len(await self.store.kept(self.name))
         finally:
             for run in runs:
+                run.held = False
                 run.close()
         for _, summary in files:
             total.read += summary.read

@@ -290,3 +290,29 @@ async def test_acc_table_exports_split_by_a_rotation_pair(tmp_path: Path) -> Non
     )
     again, _ = await mediator(source, store).run_files([first], str(tmp_path))
     assert (again.stored, again.duplicates, again.pending) == (0, 1, 0)
+
+
+async def test_a_half_kept_past_the_max_age_pairs_with_its_other_half_of_the_run(
+    tmp_path: Path,
+) -> None:
+    """Mediation stopped longer than pending_max_age_s (a weekend, a database outage),
+    then the backlog: a kept INVITE whose BYE is in this run is paired and billed, not
+    rejected as expired (the expiry comes after the run's pairing)."""
+    source = SourceConfig(
+        format="kamailio_db", time_zone="Europe/Berlin", default_country="DE",
+        account_rule="fixed", account="c1", plan=TARIFF, tenant="chargingd.test",
+        charge="record_only",
+    )  # fmt: skip
+    rows = (FIXTURES / "kamailio_acc_db.csv").read_text().splitlines(keepends=True)
+    first, second = tmp_path / "acc-10.csv", tmp_path / "acc-11.csv"
+    first.write_text(rows[0] + rows[1])
+    second.write_text(rows[0] + rows[3])
+    store = MemoryStore()
+    total, _ = await mediator(source, store).run_files([first], str(tmp_path))
+    assert (total.stored, total.pending) == (0, 1)
+    for kinds in store.halves.values():  # kept two days ago
+        for kind, half in kinds.items():
+            kinds[kind] = dataclasses.replace(half, since_ms=half.since_ms - 2 * 86_400_000)
+    total, _ = await mediator(source, store).run_files([second], str(tmp_path))
+    assert (total.stored, total.rejected, total.pending) == (1, 0, 0)
+    assert [c.duration_s for c in store.cdrs.values()] == [300]
