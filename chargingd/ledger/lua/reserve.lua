@@ -124,8 +124,16 @@ end
 local before = {balance = a[3], reserved = s(reserved), status = a[2]}
 reserved = reserved - own + granted
 redis.call('ZADD', leases, s(now + lease_ms), sid)
-if now + lease_ms < due then due = now + lease_ms end
-redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
+-- lease_due written when it moves (swept, or this lease is the account's lowest now)
+local moved = swept
+if now + lease_ms < due then
+  due, moved = now + lease_ms, true
+end
+if moved then
+  redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
+else
+  redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now))
+end
 if audit_on == '1' then
   audit(stream, maxlen, now, who, 'reserve', '', before,
         {balance = a[3], reserved = s(reserved), status = a[2]},
