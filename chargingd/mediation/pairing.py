@@ -17,6 +17,9 @@ Mediator hands the halves of a batch to ``resolve``, which, per key:
   the newer one, saying why; the older stays kept;
 * else it stays kept: the summary counts the source's kept halves (``pending N``).
 
+``rejoin``: a Kamailio call read whole from one file (a session timer's re-INVITE,
+then the BYE) whose call id has an INVITE kept from an earlier file began there.
+
 ``expire`` rejects the halves kept longer than ``[mediation] pending_max_age_s``,
 each with its reason: nothing is dropped silently.
 """
@@ -35,6 +38,8 @@ from chargingd.mediation.store import CdrStore
 
 # The formats whose parsers yield halves: their stored calls end any kept half.
 PAIRED_FORMATS = frozenset({"kamailio", "kamailio_db", "cisco_radius"})
+# The formats whose call read whole from one file may have begun in an earlier one.
+REJOINED_FORMATS = frozenset({"kamailio", "kamailio_db"})
 
 T = TypeVar("T")
 
@@ -106,10 +111,36 @@ def _pending(m: Met[T]) -> PendingHalf:
     return PendingHalf(h.key, h.kind, h.order, h.reason, h.raw, h.head, m.file, m.line_no)
 
 
-def _paired(source: SourceConfig, halves: list[PendingHalf]) -> tuple[RawCall | None, str]:
-    """The call the halves make, read again in order as one file; else why not."""
+async def rejoin(
+    store: CdrStore, name: str, source: SourceConfig, calls: dict[str, str]
+) -> dict[str, RawCall]:
+    """Calls read whole from one file (``calls``: call id -> its records) whose call id
+    has an INVITE kept from an earlier file: that file held a re-INVITE of the dialog
+    (a session timer's refresh, RFC 4028) and its BYE, so the call began at the kept
+    INVITE. Each read again after it (the re-INVITE is then part of the call): the
+    call from the kept INVITE to the BYE, by call id."""
+    found: dict[str, list[PendingHalf]] = {}
+    for half in await store.kept(name, sorted(calls)):
+        found.setdefault(half.key, []).append(half)
+    joined: dict[str, RawCall] = {}
+    for key, halves in found.items():
+        if any(h.order != 0 for h in halves):
+            continue  # a kept BYE: no earlier start
+        call, _ = _paired(source, halves, calls[key])
+        if call is not None:
+            call.extra["paired"] = " ".join(f"{h.file}:{h.line}" for h in halves)
+            joined[key] = call
+    return joined
+
+
+def _paired(
+    source: SourceConfig, halves: list[PendingHalf], tail: str = ""
+) -> tuple[RawCall | None, str]:
+    """The call the halves (then ``tail``) make, read again in order as one file; else
+    why not."""
     ordered = sorted(halves, key=lambda h: h.order)
     text = [h.head for h in ordered[:1] if h.head] + [h.raw for h in ordered]
+    text += [tail] if tail else []
     lines = [line + "\n" for part in text for line in part.split("\n")]
     why = "the halves make no call"
     for _, item in parser_for(source)(lines):

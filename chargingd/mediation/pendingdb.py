@@ -118,13 +118,17 @@ async def expired(db: BillingDB, source: str, max_age_s: int) -> list[PendingHal
     return result
 
 
-async def kept(db: BillingDB, source: str) -> list[PendingHalf]:
-    """Every half kept for ``source``, oldest first."""
+async def kept(db: BillingDB, source: str, keys: Sequence[str] | None = None) -> list[PendingHalf]:
+    """Every half kept for ``source`` (of ``keys`` only, when given), oldest first."""
+    if keys is not None and not keys:
+        return []
+    where = "source = %s" if keys is None else "source = %s AND key = ANY(%s)"
+    args: tuple[object, ...] = (source,) if keys is None else (source, list(keys))
 
     async def work(conn: Conn) -> list[PendingHalf]:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM mediation_pending WHERE source = %s ORDER BY since, key, seq",
-            (source,),
+            f"SELECT {_COLUMNS} FROM mediation_pending WHERE {where} ORDER BY since, key, seq",
+            args,
         )
         return [_half(row) for row in await cur.fetchall()]
 

@@ -24,7 +24,14 @@ from chargingd.core.money import format_amount
 from chargingd.mediation.charge import Charger
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.normalise import Call, Normaliser
-from chargingd.mediation.pairing import PAIRED_FORMATS, Met, expire, resolve
+from chargingd.mediation.pairing import (
+    PAIRED_FORMATS,
+    REJOINED_FORMATS,
+    Met,
+    expire,
+    rejoin,
+    resolve,
+)
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import Half, RawCall, Reject, RowError
@@ -321,6 +328,8 @@ class Mediator:
         CDRs were in it have their rejects files closed."""
         counts = Summary()
         done = await self._pair(batch, counts) if batch.halves else []
+        if batch.cdrs and self.maybe_kept and self.source.format in REJOINED_FORMATS:
+            await self._rejoin(batch)
         if batch.cdrs:
             settled = await self.charger.settle(batch.cdrs)
             refused = {id(c): why for c, why in settled.refused}
@@ -371,6 +380,26 @@ class Mediator:
         for m in met:
             m.owner.pending = 0
         return resolved.done
+
+    async def _rejoin(self, batch: _Batch) -> None:
+        """Calls of the batch that began at an INVITE kept from an earlier file (their
+        file held a re-INVITE and the BYE): rated again from that INVITE."""
+        joined = await rejoin(
+            self.store,
+            self.name,
+            self.source,
+            dict(zip((c.call_id for c in batch.cdrs), batch.raws, strict=True)),
+        )
+        for i, cdr in enumerate(batch.cdrs):
+            raw = joined.get(cdr.call_id)
+            if raw is None:
+                continue
+            try:
+                whole = await self._rated(self.normaliser.call(raw))
+            except RowError:
+                continue  # the call as its file has it stays
+            if isinstance(whole, CDR):
+                batch.cdrs[i], batch.raws[i] = whole, raw.raw
 
     async def _expire(self, run: _FileRun) -> None:
         """Halves kept longer than pending_max_age_s: rejects of ``run`` (the run's

@@ -44,8 +44,8 @@ class CdrStore(Protocol):
         """The halves kept longer than ``max_age_s``, oldest first."""
         ...
 
-    async def kept(self, source: str) -> list[PendingHalf]:
-        """Every half kept for ``source``, oldest first."""
+    async def kept(self, source: str, keys: Sequence[str] | None = None) -> list[PendingHalf]:
+        """Every half kept for ``source`` (of ``keys`` only, when given), oldest first."""
         ...
 
 
@@ -72,8 +72,8 @@ class DbStore:
     async def expired(self, source: str, max_age_s: int) -> list[PendingHalf]:
         return await pendingdb.expired(self.db, source, max_age_s)
 
-    async def kept(self, source: str) -> list[PendingHalf]:
-        return await pendingdb.kept(self.db, source)
+    async def kept(self, source: str, keys: Sequence[str] | None = None) -> list[PendingHalf]:
+        return await pendingdb.kept(self.db, source, keys)
 
 
 class MemoryStore:
@@ -130,8 +130,12 @@ class MemoryStore:
         cutoff = int(time.time() * 1000) - max_age_s * 1000
         return [h for h in await self.kept(source) if h.since_ms < cutoff]
 
-    async def kept(self, source: str) -> list[PendingHalf]:
+    async def kept(self, source: str, keys: Sequence[str] | None = None) -> list[PendingHalf]:
+        wanted = None if keys is None else set(keys)
         found = [
-            h for (src, _), kinds in self.halves.items() if src == source for h in kinds.values()
+            h
+            for (src, key), kinds in self.halves.items()
+            if src == source and (wanted is None or key in wanted)
+            for h in kinds.values()
         ]
         return sorted(found, key=lambda h: (h.since_ms, h.key, h.order))

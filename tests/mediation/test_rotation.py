@@ -139,7 +139,15 @@ def test_kamailio_call_across_a_rotation_is_billed_once(
     assert f"(from {c}:2), its other half never came within pending_max_age_s = 86400" in rejects
     assert "call_id=k3" in rejects
     assert "k4" in str(cdrs(pg_url, "sbc"))
-    assert balance(config) == -(112_500 + 80_000 + 55_000)  # each call debited once
+    # A session timer's re-INVITE (RFC 4028) in the next file, then the BYE: the call
+    # began at the INVITE kept from the file before, not at the re-INVITE (1000 s).
+    e, f = tmp_path / "acc.log.e", tmp_path / "acc.log.f"
+    e.write_text(acc("INVITE", T + 8000, "k5"))
+    f.write_text(acc("INVITE", T + 8900, "k5", ("t", "f")) + acc("BYE", T + 9000, "k5"))
+    assert mediate(config, "sbc", capsys, e) == (0, summary(1, 0, 0, 0, ", pending 1"))
+    assert mediate(config, "sbc", capsys, f) == (0, summary(1, 1, 0, 0, ", debited 0.55"))
+    assert cdrs(pg_url, "sbc")[-1] == ("k5", 1000, 550_000, 550_000)
+    assert balance(config) == -(112_500 + 80_000 + 55_000 + 550_000)  # each call once
 
 
 def balance(config: Path) -> int:
