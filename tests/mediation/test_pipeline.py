@@ -3,6 +3,7 @@ CGRateS tariff directory), storage (the real billing database), rejects, re-runs
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import shutil
@@ -19,6 +20,7 @@ from chargingd.core.config.mediation import SourceConfig
 from chargingd.ledger import Ledger, Mode
 from chargingd.mediation.charge import Charger
 from chargingd.mediation.payers import Payers
+from chargingd.mediation.pendingdb import PendingHalf
 from chargingd.mediation.pipeline import Mediator
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, DbStore, MemoryStore
@@ -316,3 +318,25 @@ async def test_a_half_kept_past_the_max_age_pairs_with_its_other_half_of_the_run
     total, _ = await mediator(source, store).run_files([second], str(tmp_path))
     assert (total.stored, total.rejected, total.pending) == (1, 0, 0)
     assert [c.duration_s for c in store.cdrs.values()] == [300]
+
+
+async def test_two_imports_at_once_pair_their_halves(pg_url: str) -> None:
+    """Two imports running at once, one with a call's INVITE and one with its BYE: each
+    keeps its half and reads the key's halves under a lock on the key, so the second
+    always sees the first (without it both could read only their own: never paired)."""
+    one, two = await BillingDB.open(pg_url), await BillingDB.open(pg_url)
+    try:
+        for i in range(6):
+            invite = PendingHalf(f"k{i}", "INVITE", 0, "no BYE", "i", "", "acc.log.1", 1)
+            bye = PendingHalf(f"k{i}", "BYE", 1, "no INVITE", "b", "", "acc.log", 1)
+            seen = await asyncio.gather(
+                DbStore(one).pend("sbc", [invite]), DbStore(two).pend("sbc", [bye])
+            )
+            assert max(len(found[f"k{i}"]) for found in seen) == 2
+            again = await DbStore(one).pend("sbc", [invite])  # kept once
+            assert [h.kind for h in again[f"k{i}"]] == ["INVITE", "BYE"]
+        await DbStore(two).unpend("sbc", [(f"k{i}", "") for i in range(6)])
+        assert await DbStore(one).kept("sbc") == []
+    finally:
+        await one.close()
+        await two.close()
