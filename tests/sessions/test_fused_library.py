@@ -253,22 +253,30 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
     """A library's run (FCALL) checks a call by its ops' generated Lua (fraud.lua
     fr_generate, compiled once per ops text); a script's run (EVALSHA) by the op loop.
     The same calls through both, each on its own database of one Redis 7: the same
-    answers, rules fired, and values (the account's, the caller IP's), call by call."""
+    answers, rules fired, and values (the account's, the caller IP's), call by call.
+    A third side, a library on a Redis without loadstring (a Lua of its own, a sandbox
+    that drops it): the loop decides there, every authorize is answered the same."""
     other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    third = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=2)
     await other.flushdb()
+    await third.flushdb()
     sides = []
-    for redis, fcall in ((redis7, True), (other, False)):
+    for n, (redis, fcall) in enumerate(((redis7, True), (other, False), (third, True))):
         clock = Clock()
         ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
         await ledger.load_scripts()
-        base = make_sessions(redis, ledger, clock, tmp_path / str(fcall))
+        base = make_sessions(redis, ledger, clock, tmp_path / str(n))
         engine = await make_fraud(redis, clock, EVERY_KIND, ledger=ledger)
         sessions = Sessions(
             redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
-            data_dir=tmp_path / str(fcall), fraud=engine,
+            data_dir=tmp_path / str(n), fraud=engine,
         )  # fmt: skip
         await sessions.store.load_scripts()
         library_of(sessions).available = fcall
+        if n == 2:  # its own library, where the name loadstring is nil
+            lib, name = library_of(sessions), library_of(sessions).name
+            lib.name = name[:-6] + "no_ls"
+            lib.code = lib.code.replace(name, lib.name).replace("\n", "\nlocal loadstring\n", 1)
         for k, users in enumerate((("alice", "carol"), ("bob",), ("dave",))):
             await add_account(ledger, f"acc{k}", identities=tuple(f"user:{u}" for u in users))
         sides.append((sessions, clock, redis, engine))
@@ -288,7 +296,7 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
                 ] + [unpack_value(await redis.get(FK.ip_value_key(f"192.0.2.{i % 2}")))]
                 seen.append((answer, dict(engine.counters), values))
                 clock.advance(3700 if i == 28 else 4)  # then the live calls lapse
-            assert seen[0] == seen[1], i
+            assert seen[0] == seen[1] == seen[2], i
         lapsed_by = sides[0][1].now_ms - 13 * 4000  # the jump: every earlier call lapsed
         for value in seen[0][2][:2]:  # acc0, acc1 (calls admitted since: lapsed ones gone)
             assert value["l"] and min(value["l"].values()) * 1000 > lapsed_by
@@ -297,3 +305,4 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         assert await calls(redis7, "fcall") > 40 and await calls(other, "evalsha") > 40
     finally:
         await other.aclose()
+        await third.aclose()

@@ -463,17 +463,21 @@ local function fr_generate(ops)
                                               fr_live, fr_size, fr_verdict)
 end
 
--- The generated check of this call's ops (nil: not a library's run).
+-- The generated check of this call's ops (nil: not a library's run, or ops the
+-- generator could not compile, kept as false: a Redis whose Lua has no loadstring, a
+-- sandbox that removes it; then the loop decides, as it does for EVALSHA, rather than
+-- every authorize failing).
 local function fr_gen(ARGV)
   if not fr_lib then return nil end
   local raw = ARGV[4]
   local f = fr_gen_seen[raw]
-  if not f then
-    f = fr_generate(fr_ops(ARGV))
+  if f == nil then
+    local ok, made = pcall(fr_generate, fr_ops(ARGV))
+    f = ok and made or false
     if fr_gen_n >= OPS_MAX then fr_gen_seen, fr_gen_n = {}, 0 end
     fr_gen_seen[raw], fr_gen_n = f, fr_gen_n + 1
   end
-  return f
+  return f or nil
 end
 
 local function fraud_check(KEYS, ARGV)
