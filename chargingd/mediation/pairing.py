@@ -139,7 +139,13 @@ def _paired(
     """The call the halves (then ``tail``) make, read again in order as one file; else
     why not."""
     ordered = sorted(halves, key=lambda h: h.order)
-    text = [h.head for h in ordered[:1] if h.head] + [h.raw for h in ordered]
+    text: list[str] = []
+    head = ""
+    for h in ordered:  # each half after its own export's header (its columns)
+        if h.head and h.head != head:
+            text.append(h.head)
+            head = h.head
+        text.append(h.raw)
     text += [tail] if tail else []
     lines = [line + "\n" for part in text for line in part.split("\n")]
     why = "the halves make no call"

@@ -340,3 +340,24 @@ async def test_two_imports_at_once_pair_their_halves(pg_url: str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_acc_table_exports_with_other_columns_pair(tmp_path: Path) -> None:
+    """kamailio_db: the acc table gained a column (db_extra) between two exports: the
+    INVITE's row and the BYE's are each read under their own header (a header line
+    again in a file starts its columns anew): one call, 300 s, no reject."""
+    source = SourceConfig(
+        format="kamailio_db", time_zone="Europe/Berlin", default_country="DE",
+        account_rule="fixed", account="c1", plan=TARIFF, tenant="chargingd.test",
+        charge="record_only",
+    )  # fmt: skip
+    rows = (FIXTURES / "kamailio_acc_db.csv").read_text().splitlines(keepends=True)
+    first, second = tmp_path / "acc-10.csv", tmp_path / "acc-11.csv"
+    first.write_text(rows[0] + rows[1])
+    second.write_text(rows[0].rstrip("\n") + ",src_ip\n" + rows[3].rstrip("\n") + ",192.0.2.1\n")
+    for order in ([first], [second]), ([second], [first]):
+        store = MemoryStore()
+        for files in order:
+            total, _ = await mediator(source, store).run_files(files, str(tmp_path))
+        assert (total.stored, total.rejected, total.pending) == (1, 0, 0), order
+        assert [c.duration_s for c in store.cdrs.values()] == [300]

@@ -222,11 +222,14 @@ def parse_db(lines: Iterable[str], delimiter: str = ",") -> Iterator[Parsed]:
         row = rec.fields
         if not row or row == [""]:
             continue
-        if not header:
+        # A header line again (exports joined; a Half read again after its own export's
+        # header: the table may have gained a column since): its columns from here on.
+        if not header or all(name in {f.strip() for f in row} for name in _DB_NEEDED):
             header = [name.strip() for name in row]
             width[0] = len(header)
             pairer.head = raw
             missing = [name for name in _DB_NEEDED if name not in header]
+            problem = ""
             if missing:  # the header line too: a file without one has a call there
                 problem = f"the header has no {', '.join(missing)} column (acc table columns)"
                 yield line_no, Reject(problem, raw)
