@@ -280,9 +280,11 @@ class Mediator:
         # Halves of calls split by a rotation are kept (pairing.py); 0: rejected at once.
         self.pending_max_age_s = pending_max_age_s
         self.pairs = source.format in PAIRED_FORMATS and pending_max_age_s > 0
-        # The store may keep halves of this source: a stored call then forgets its own
-        # (run_files asks; an expired half whose call is stored is forgotten anyway).
-        self.maybe_kept = self.pairs
+        # The call ids whose halves the store keeps (read when a run starts, and those
+        # this run keeps): a stored call of one forgets them, a Kamailio call of one is
+        # rejoined. Another import's halves meanwhile: forgotten at their expiry (their
+        # call is stored). Calls of other ids cost no store round trip.
+        self.kept_keys: set[str] = set()
 
     async def run_lines(self, lines: Iterable[str], rejects: RejectWriter | None = None) -> Summary:
         """Mediate one file's lines; rejects go to ``rejects`` when given."""
@@ -328,7 +330,7 @@ class Mediator:
         CDRs were in it have their rejects files closed."""
         counts = Summary()
         done = await self._pair(batch, counts) if batch.halves else []
-        if batch.cdrs and self.maybe_kept and self.source.format in REJOINED_FORMATS:
+        if batch.cdrs and self.kept_keys and self.source.format in REJOINED_FORMATS:
             await self._rejoin(batch)
         if batch.cdrs:
             settled = await self.charger.settle(batch.cdrs)
@@ -345,8 +347,8 @@ class Mediator:
             counts.unanswered = sum(1 for c in settled.cdrs if c.status == CdrStatus.UNANSWERED)
             counts.would_debit_micros = settled.would_debit_micros
             counts.charged_micros = _charged(settled.cdrs)
-            if self.maybe_kept:  # a call stored (or refused) ends the halves kept of it
-                done.extend(c.call_id for c in batch.cdrs)
+            # A call stored (or refused) ends the halves kept of it.
+            done.extend(c.call_id for c in batch.cdrs if c.call_id in self.kept_keys)
             batch.cdrs, batch.lines, batch.raws, batch.runs = [], [], [], []
         if done:
             await self.store.unpend(self.name, [(key, "") for key in sorted(set(done))])
@@ -360,7 +362,7 @@ class Mediator:
         with it), rejects go to their files; the keys to forget once it is stored."""
         met, batch.halves = batch.halves, []
         resolved = await resolve(self.store, self.name, self.source, met)
-        self.maybe_kept = True
+        self.kept_keys.update(m.half.key for m in met)
         counts.duplicates += resolved.duplicates
         for m, rej in resolved.rejects:
             m.owner.reject(m.line_no, rej)
@@ -384,12 +386,14 @@ class Mediator:
     async def _rejoin(self, batch: _Batch) -> None:
         """Calls of the batch that began at an INVITE kept from an earlier file (their
         file held a re-INVITE and the BYE): rated again from that INVITE."""
-        joined = await rejoin(
-            self.store,
-            self.name,
-            self.source,
-            dict(zip((c.call_id for c in batch.cdrs), batch.raws, strict=True)),
-        )
+        calls = {
+            c.call_id: raw
+            for c, raw in zip(batch.cdrs, batch.raws, strict=True)
+            if c.call_id in self.kept_keys
+        }
+        if not calls:
+            return
+        joined = await rejoin(self.store, self.name, self.source, calls)
         for i, cdr in enumerate(batch.cdrs):
             raw = joined.get(cdr.call_id)
             if raw is None:
@@ -400,6 +404,9 @@ class Mediator:
                 continue  # the call as its file has it stays
             if isinstance(whole, CDR):
                 batch.cdrs[i], batch.raws[i] = whole, raw.raw
+
+    async def _load_kept(self) -> None:
+        self.kept_keys = {half.key for half in await self.store.kept(self.name)}
 
     async def _expire(self, run: _FileRun) -> None:
         """Halves kept longer than pending_max_age_s: rejects of ``run`` (the run's
@@ -418,6 +425,8 @@ class Mediator:
         run = _FileRun(
             None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)), str(path)
         )
+        if self.pairs and not self.dry_run:
+            await self._load_kept()
         try:
             with open_cdr_file(path) as fh:
                 batch = _Batch()
@@ -451,7 +460,7 @@ class Mediator:
                 )
                 if not runs and self.pairs and not self.dry_run:
                     run.held = True  # expired halves: its rejects, after the pairing
-                    self.maybe_kept = bool(await self.store.kept(self.name))
+                    await self._load_kept()
                 runs.append(run)
                 shown = progress(path) if progress is not None else nullcontext(None)
                 with (
