@@ -13,9 +13,9 @@ subclasses it), class attributes read from the class declared `ClassVar`, no two
 `except ... as NAME` of different types in one function, no argument typed narrower
 than what callers pass at run time (the ledger's validating steps.py/keys.py take
 `object` where a caller's value is checked, so a float amount stays InvalidRequest,
-not a compiled TypeError), no instance `__dict__` in a native class (SessionRecord,
-sessions/record.py, is a plain Python class in its compiled module: it keeps the
-`__dict__` its fast build fills).
+not a compiled TypeError), no instance `__dict__` in a native class (the classes
+built per request, e.g. SessionRecord and CallInfo, have `__slots__` and their own
+`__init__`; `replace`/`as_dict` methods stand for dataclasses.replace/asdict).
 """
 
 from __future__ import annotations

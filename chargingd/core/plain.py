@@ -2,10 +2,10 @@
 
 Compiled with mypyc (setup.py), a class becomes a native class unless it has a class
 decorator other than `dataclass` (and mypyc's own): then it stays a plain Python class
-whose methods are compiled. Its instances keep their ``__dict__`` (filled in one step:
-sessions/record.py's SessionRecord.build), its methods can be replaced per instance or
-per class (the tests that slow or break one step of a request), and interpreted classes
-may subclass it. Interpreted (no build), the decorator changes nothing either.
+whose methods are compiled. Its instances keep their ``__dict__``, its methods can be
+replaced per instance or per class (the tests that slow or break one step of a
+request), and interpreted classes may subclass it. Interpreted (no build), the
+decorator changes nothing either.
 """
 
 from __future__ import annotations

@@ -423,7 +423,7 @@ def _without_hint(report: UsageReport) -> UsageReport:
 
 
 def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:
-    return dataclasses.replace(rec, **changes)
+    return rec.replace(**changes)
 
 
 def valid_session_id(session_id: str) -> bool:

@@ -15,7 +15,6 @@ otherwise.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -303,8 +302,7 @@ class Authorizer:
         # hold_all, own_timer: what is held is all the call was told; nothing to renew.
         holds_all = self.modes.holds_all(rec.client)
         limited = int(grant.granted_micros < want and not holds_all)
-        rec = dataclasses.replace(
-            rec,
+        rec = rec.replace(
             held_micros=grant.granted_micros,
             paid_usage_s=paid_s,
             limited=limited,
@@ -348,7 +346,7 @@ class Authorizer:
         stored = await self.store.get(rec.account_id, rec.session_id)
         if stored is None or stored.state != LIVE or stored.adopted or not stored.credit_micros:
             return self._authorized(rec, grant, mode)  # not an answered authorize's record
-        first = dataclasses.replace(stored, answer_ms=0)  # rated from authorize, as then
+        first = stored.replace(answer_ms=0)  # rated from authorize, as then
         return self._answer(first, stored.credit_micros, stored.held_micros, mode)
 
     def _told_micros(self, client: str, grant: Grant) -> int:

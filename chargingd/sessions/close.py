@@ -9,7 +9,6 @@ it (release with a cap or debt policy) and says what it moved: the CDR's
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -119,9 +118,7 @@ class SessionCloser:
                 rec, token, usage, settled.target_micros, policy=settled.policy
             )
             if done.status == "stale":  # a packet moved usage or answer time: re-rate
-                rec = dataclasses.replace(
-                    rec, last_usage_s=done.last_usage_s, answer_ms=done.answer_ms
-                )
+                rec = rec.replace(last_usage_s=done.last_usage_s, answer_ms=done.answer_ms)
                 continue
             if done.release is None or done.record is None:
                 return BUSY if done.status == BUSY else GONE

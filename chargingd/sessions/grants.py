@@ -76,10 +76,11 @@ class Grants:
         noted: Noted | None,
     ) -> bool:
         """charge() in one script; the script finishes alone when the grant is full."""
+        timed = bool(rec.limited) or bool(rec.deadline_ms)
         grant_s = self._next_grant_s(usage_s, hold_to_s)
         next_cost = self.price(rec, usage_s + grant_s).cost_micros
         paid_s = self.paid_s(rec, cost + max(next_cost - cost, 1))
-        deadline_ms = self.deadline_ms(rec, paid_s) if rec.limited or rec.deadline_ms else 0
+        deadline_ms = self.deadline_ms(rec, paid_s) if timed else 0
         done = await fused.renew(
             rec,
             cost,

@@ -36,7 +36,7 @@ class Noted:
 
     def after(self, **grant: int) -> tuple[SessionRecord, bytes]:
         """``rec`` with ``grant``'s fields too, and its stored value."""
-        rec = SessionRecord.build(**{**self.rec.__dict__, **grant}) if grant else self.rec
+        rec = self.rec.replace(**grant) if grant else self.rec
         return rec, rec.pack()
 
     def fields_map(self) -> bytes:
@@ -68,4 +68,4 @@ def note(
         fields["call_origin"] = call_origin
     if answer_ms > 0 and not rec.answer_ms:
         fields["answer_ms"] = answer_ms
-    return Noted(before, SessionRecord.build(**{**rec.__dict__, **fields}), fields, gateway)
+    return Noted(before, rec.replace(**fields), fields, gateway)

@@ -15,14 +15,10 @@ Integers stay integers both ways (cmsgpack packs an integral Lua number as an in
 from __future__ import annotations
 
 import dataclasses
-import operator
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgpack
-
-from chargingd.core.plain import plain_class
 
 LIVE = "live"
 CLOSED = "closed"
@@ -32,56 +28,227 @@ CLOSED = "closed"
 _packb: Any = msgpack.Packer(use_bin_type=True).pack
 
 
-# A plain Python class in the compiled build too (core/plain.py): build fills the
-# instance __dict__ in one step. As a native class (no __dict__) it is built through the
-# dataclass's interpreted __init__, one object.__setattr__ per field: ~3x slower for
-# these 38 fields (docs/performance.md, round 6a), on every request.
-@plain_class
-@dataclass(frozen=True)
 class SessionRecord:
-    """One call as sessions/service.py knows it; integers carry their unit in the name."""
+    """One call as sessions/service.py knows it; integers carry their unit in the name.
 
-    session_id: str
-    account_id: str
-    user_name: str
-    caller: str  # E.164 where it could be normalised
-    callee: str
-    destination: str  # matched destination id
-    plan: str  # tariff plan id
-    currency: str
-    gateway: str
-    client: str
-    auth_ms: int
-    answer_ms: int = 0
-    last_seen_ms: int = 0
-    last_usage_s: int = 0
-    debited_micros: int = 0  # cumulative cost committed so far
-    held_micros: int = 0  # current hold (the grant beyond the debited cost)
-    paid_usage_s: int = 0  # usage that debited + held money pays for
-    limited: int = 0  # 1 when the last grant was partial (the session has a deadline)
-    deadline_ms: int = 0
-    cut_reason: str = ""  # "credit_cut" | "killed" | "" (why the cutter cut it)
-    cut_attempts: int = 0
-    cut_ms: int = 0  # when the latest cut attempt went out
-    cut_ok: int = 0  # 1 once the gateway confirmed it
-    adopted: int = 0  # 1 when accounting arrived without our authorize
-    # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
-    # Acct-Session-Id when the session is keyed by the h323-conf-id, the conf-id, and
-    # the charged leg's h323-call-origin. Learnt from the Access-Request and accounting.
-    nas_session_id: str = ""
-    conf_id: str = ""
-    call_origin: str = ""
-    # The money the Session-Timeout last told to the gateway stands for (authorize,
-    # CoA after a top-up): part of what the call is allowed (sessions/settle.py).
-    credit_micros: int = 0
-    state: str = LIVE
-    # Once closed, what its CDR said (late accounting reads them, sessions/late.py).
-    status: str = ""
-    cost_micros: int = 0
-    charged_micros: int = 0
-    provisional: int = 0  # 1: closed without the gateway's word (reaper, restart)
-    reported_usage_s: int = 0  # the most usage the gateway had reported when it closed
-    cdr_revision: int = 0  # the CDR's revision (a correction writes the next one)
+    Built and packed on every request: a plain class with its own __init__ (compiled, a
+    native class: a dataclass's __init__ is interpreted, one object.__setattr__ per
+    field), frozen (Final: read-only compiled), with a dataclass's equality, hash and
+    repr; ``replace`` and ``as_dict`` stand for dataclasses.replace and asdict, FIELDS
+    for dataclasses.fields (docs/performance.md, round 8a)."""
+
+    __slots__ = (
+        "account_id",
+        "adopted",
+        "answer_ms",
+        "auth_ms",
+        "call_origin",
+        "callee",
+        "caller",
+        "cdr_revision",
+        "charged_micros",
+        "client",
+        "conf_id",
+        "cost_micros",
+        "credit_micros",
+        "currency",
+        "cut_attempts",
+        "cut_ms",
+        "cut_ok",
+        "cut_reason",
+        "deadline_ms",
+        "debited_micros",
+        "destination",
+        "gateway",
+        "held_micros",
+        "last_seen_ms",
+        "last_usage_s",
+        "limited",
+        "nas_session_id",
+        "paid_usage_s",
+        "plan",
+        "provisional",
+        "reported_usage_s",
+        "session_id",
+        "state",
+        "status",
+        "user_name",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        account_id: str,
+        user_name: str,
+        caller: str,  # E.164 where it could be normalised
+        callee: str,
+        destination: str,  # matched destination id
+        plan: str,  # tariff plan id
+        currency: str,
+        gateway: str,
+        client: str,
+        auth_ms: int,
+        answer_ms: int = 0,
+        last_seen_ms: int = 0,
+        last_usage_s: int = 0,
+        debited_micros: int = 0,  # cumulative cost committed so far
+        held_micros: int = 0,  # current hold (the grant beyond the debited cost)
+        paid_usage_s: int = 0,  # usage that debited + held money pays for
+        limited: int = 0,  # 1 when the last grant was partial (the session has a deadline)
+        deadline_ms: int = 0,
+        cut_reason: str = "",  # "credit_cut" | "killed" | "" (why the cutter cut it)
+        cut_attempts: int = 0,
+        cut_ms: int = 0,  # when the latest cut attempt went out
+        cut_ok: int = 0,  # 1 once the gateway confirmed it
+        adopted: int = 0,  # 1 when accounting arrived without our authorize
+        # What the gateway's POD handler matches a Disconnect-Request on (Cisco): its own
+        # Acct-Session-Id when the session is keyed by the h323-conf-id, the conf-id, and
+        # the charged leg's h323-call-origin. Learnt from the Access-Request and accounting.
+        nas_session_id: str = "",
+        conf_id: str = "",
+        call_origin: str = "",
+        # The money the Session-Timeout last told to the gateway stands for (authorize,
+        # CoA after a top-up): part of what the call is allowed (sessions/settle.py).
+        credit_micros: int = 0,
+        state: str = LIVE,
+        # Once closed, what its CDR said (late accounting reads them, sessions/late.py).
+        status: str = "",
+        cost_micros: int = 0,
+        charged_micros: int = 0,
+        provisional: int = 0,  # 1: closed without the gateway's word (reaper, restart)
+        reported_usage_s: int = 0,  # the most usage the gateway had reported when it closed
+        cdr_revision: int = 0,  # the CDR's revision (a correction writes the next one)
+    ) -> None:
+        self.session_id: Final = session_id
+        self.account_id: Final = account_id
+        self.user_name: Final = user_name
+        self.caller: Final = caller
+        self.callee: Final = callee
+        self.destination: Final = destination
+        self.plan: Final = plan
+        self.currency: Final = currency
+        self.gateway: Final = gateway
+        self.client: Final = client
+        self.auth_ms: Final = auth_ms
+        self.answer_ms: Final = answer_ms
+        self.last_seen_ms: Final = last_seen_ms
+        self.last_usage_s: Final = last_usage_s
+        self.debited_micros: Final = debited_micros
+        self.held_micros: Final = held_micros
+        self.paid_usage_s: Final = paid_usage_s
+        self.limited: Final = limited
+        self.deadline_ms: Final = deadline_ms
+        self.cut_reason: Final = cut_reason
+        self.cut_attempts: Final = cut_attempts
+        self.cut_ms: Final = cut_ms
+        self.cut_ok: Final = cut_ok
+        self.adopted: Final = adopted
+        self.nas_session_id: Final = nas_session_id
+        self.conf_id: Final = conf_id
+        self.call_origin: Final = call_origin
+        self.credit_micros: Final = credit_micros
+        self.state: Final = state
+        self.status: Final = status
+        self.cost_micros: Final = cost_micros
+        self.charged_micros: Final = charged_micros
+        self.provisional: Final = provisional
+        self.reported_usage_s: Final = reported_usage_s
+        self.cdr_revision: Final = cdr_revision
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field -> value in field order (dataclasses.asdict of the dataclass it was)."""
+        return {
+            "session_id": self.session_id,
+            "account_id": self.account_id,
+            "user_name": self.user_name,
+            "caller": self.caller,
+            "callee": self.callee,
+            "destination": self.destination,
+            "plan": self.plan,
+            "currency": self.currency,
+            "gateway": self.gateway,
+            "client": self.client,
+            "auth_ms": self.auth_ms,
+            "answer_ms": self.answer_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "last_usage_s": self.last_usage_s,
+            "debited_micros": self.debited_micros,
+            "held_micros": self.held_micros,
+            "paid_usage_s": self.paid_usage_s,
+            "limited": self.limited,
+            "deadline_ms": self.deadline_ms,
+            "cut_reason": self.cut_reason,
+            "cut_attempts": self.cut_attempts,
+            "cut_ms": self.cut_ms,
+            "cut_ok": self.cut_ok,
+            "adopted": self.adopted,
+            "nas_session_id": self.nas_session_id,
+            "conf_id": self.conf_id,
+            "call_origin": self.call_origin,
+            "credit_micros": self.credit_micros,
+            "state": self.state,
+            "status": self.status,
+            "cost_micros": self.cost_micros,
+            "charged_micros": self.charged_micros,
+            "provisional": self.provisional,
+            "reported_usage_s": self.reported_usage_s,
+            "cdr_revision": self.cdr_revision,
+        }
+
+    def replace(self, **changes: Any) -> SessionRecord:
+        """A copy with ``changes`` (dataclasses.replace; an unknown field: TypeError)."""
+        if not _NAMES.issuperset(changes):
+            raise TypeError(f"SessionRecord has no field {sorted(set(changes) - _NAMES)}")
+        return SessionRecord(
+            changes.get("session_id", self.session_id),
+            changes.get("account_id", self.account_id),
+            changes.get("user_name", self.user_name),
+            changes.get("caller", self.caller),
+            changes.get("callee", self.callee),
+            changes.get("destination", self.destination),
+            changes.get("plan", self.plan),
+            changes.get("currency", self.currency),
+            changes.get("gateway", self.gateway),
+            changes.get("client", self.client),
+            changes.get("auth_ms", self.auth_ms),
+            changes.get("answer_ms", self.answer_ms),
+            changes.get("last_seen_ms", self.last_seen_ms),
+            changes.get("last_usage_s", self.last_usage_s),
+            changes.get("debited_micros", self.debited_micros),
+            changes.get("held_micros", self.held_micros),
+            changes.get("paid_usage_s", self.paid_usage_s),
+            changes.get("limited", self.limited),
+            changes.get("deadline_ms", self.deadline_ms),
+            changes.get("cut_reason", self.cut_reason),
+            changes.get("cut_attempts", self.cut_attempts),
+            changes.get("cut_ms", self.cut_ms),
+            changes.get("cut_ok", self.cut_ok),
+            changes.get("adopted", self.adopted),
+            changes.get("nas_session_id", self.nas_session_id),
+            changes.get("conf_id", self.conf_id),
+            changes.get("call_origin", self.call_origin),
+            changes.get("credit_micros", self.credit_micros),
+            changes.get("state", self.state),
+            changes.get("status", self.status),
+            changes.get("cost_micros", self.cost_micros),
+            changes.get("charged_micros", self.charged_micros),
+            changes.get("provisional", self.provisional),
+            changes.get("reported_usage_s", self.reported_usage_s),
+            changes.get("cdr_revision", self.cdr_revision),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, SessionRecord)
+        return self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().values()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"SessionRecord({inner})"
 
     @property
     def member(self) -> bytes:
@@ -93,19 +260,79 @@ class SessionRecord:
         conf_id equal to the session id (Cisco: the session id is the h323-conf-id)
         is the flag ``SAME_CONF_ID``, a last_seen_ms equal to auth_ms (a new call) is
         left out (from_fields restores both)."""
-        out = {
-            code: value
-            for code, value, default in zip(_CODE_LIST, _values(self), _DEFAULT_LIST, strict=True)
-            if value != default
+        out: dict[str, str | int] = {
+            "u": self.user_name,
+            "cg": self.caller,
+            "cd": self.callee,
+            "ds": self.destination,
+            "pl": self.plan,
+            "cu": self.currency,
+            "gw": self.gateway,
+            "cl": self.client,
+            "at": self.auth_ms,
         }
-        if self.conf_id and self.conf_id == self.session_id:
-            del out[_CONF_ID]
+        self._stored_grant(out)
+        self._stored_cut(out)
+        out["st"] = self.state
+        self._stored_closed(out)
+        if self.conf_id != "" and self.conf_id == self.session_id:
             out[SAME_CONF_ID] = 1
-        if self.last_seen_ms == self.auth_ms:
-            out.pop(_LAST_SEEN, None)
         for name in omit:
             out.pop(CODES[name], None)
         return out
+
+    # stored() in three parts (one branch per field: native attribute reads and compares)
+    def _stored_grant(self, out: dict[str, str | int]) -> None:
+        if self.answer_ms != 0:
+            out["an"] = self.answer_ms
+        if self.last_seen_ms != 0 and self.last_seen_ms != self.auth_ms:
+            out["ls"] = self.last_seen_ms
+        if self.last_usage_s != 0:
+            out["lu"] = self.last_usage_s
+        if self.debited_micros != 0:
+            out["db"] = self.debited_micros
+        if self.held_micros != 0:
+            out["hd"] = self.held_micros
+        if self.paid_usage_s != 0:
+            out["pu"] = self.paid_usage_s
+        if self.limited != 0:
+            out["lm"] = self.limited
+        if self.deadline_ms != 0:
+            out["dl"] = self.deadline_ms
+
+    def _stored_cut(self, out: dict[str, str | int]) -> None:
+        if self.cut_reason != "":
+            out["cr"] = self.cut_reason
+        if self.cut_attempts != 0:
+            out["ca"] = self.cut_attempts
+        if self.cut_ms != 0:
+            out["cm"] = self.cut_ms
+        if self.cut_ok != 0:
+            out["co"] = self.cut_ok
+        if self.adopted != 0:
+            out["ad"] = self.adopted
+        if self.nas_session_id != "":
+            out["ns"] = self.nas_session_id
+        if self.conf_id != "" and self.conf_id != self.session_id:
+            out["cf"] = self.conf_id
+        if self.call_origin != "":
+            out["or"] = self.call_origin
+        if self.credit_micros != 0:
+            out["cc"] = self.credit_micros
+
+    def _stored_closed(self, out: dict[str, str | int]) -> None:
+        if self.status != "":
+            out["ss"] = self.status
+        if self.cost_micros != 0:
+            out["cs"] = self.cost_micros
+        if self.charged_micros != 0:
+            out["ch"] = self.charged_micros
+        if self.provisional != 0:
+            out["pv"] = self.provisional
+        if self.reported_usage_s != 0:
+            out["ru"] = self.reported_usage_s
+        if self.cdr_revision != 0:
+            out["rv"] = self.cdr_revision
 
     def pack(self, *, extra: int = 0, omit: tuple[str, ...] = ()) -> bytes:
         """The stored value. ``extra``: that many code/value pairs follow, appended by a
@@ -138,15 +365,8 @@ class SessionRecord:
 
     @classmethod
     def build(cls, **values: Any) -> SessionRecord:
-        """``SessionRecord(**values)`` (values of the right types; the rest take their
-        defaults) without the frozen __init__'s per-field setattr: ~5x cheaper for this
-        38-field class, on every request of the hot path (the class has no
-        __post_init__). A missing or unknown field is a TypeError, as with __init__."""
-        if not _REQUIRED.issubset(values) or not _NAMES.issuperset(values):
-            raise TypeError(f"SessionRecord fields: {sorted(values)}")
-        rec = object.__new__(cls)
-        rec.__dict__.update(values)  # the defaults are class attributes
-        return rec
+        """``SessionRecord(**values)``: a missing or unknown field is a TypeError."""
+        return cls(**values)
 
 
 # Field -> its code in the stored map. Stored data: never reuse or change a code.
@@ -187,24 +407,54 @@ CODES: dict[str, str] = {
 }
 # Not a field: 1 when conf_id is the session id (stored once, in the key).
 SAME_CONF_ID = "cq"
-_CONF_ID, _LAST_SEEN = CODES["conf_id"], CODES["last_seen_ms"]
+_LAST_SEEN = CODES["last_seen_ms"]
 _KEYED = ("session_id", "account_id")  # in the key, not in the value
-_ALWAYS = object()  # a default no value equals: the field is always stored (state)
 
-_FIELDS = [f for f in dataclasses.fields(SessionRecord) if f.name not in _KEYED]
-_values = operator.attrgetter(*(f.name for f in _FIELDS))  # every stored field, in order
-_CODE_LIST = tuple(CODES[f.name] for f in _FIELDS)
-_DEFAULT_LIST = tuple(
-    _ALWAYS if f.name == "state" or f.default is dataclasses.MISSING else f.default for f in _FIELDS
+# dataclasses.fields of the dataclass SessionRecord was: (name, type, default) in order;
+# REQUIRED (dataclasses.MISSING) for no default (sessions/upgrade.py sends these to
+# the scripts that convert old records).
+REQUIRED: object = dataclasses.MISSING
+FIELDS: tuple[tuple[str, type, object], ...] = (
+    ("session_id", str, REQUIRED),
+    ("account_id", str, REQUIRED),
+    ("user_name", str, REQUIRED),
+    ("caller", str, REQUIRED),
+    ("callee", str, REQUIRED),
+    ("destination", str, REQUIRED),
+    ("plan", str, REQUIRED),
+    ("currency", str, REQUIRED),
+    ("gateway", str, REQUIRED),
+    ("client", str, REQUIRED),
+    ("auth_ms", int, REQUIRED),
+    ("answer_ms", int, 0),
+    ("last_seen_ms", int, 0),
+    ("last_usage_s", int, 0),
+    ("debited_micros", int, 0),
+    ("held_micros", int, 0),
+    ("paid_usage_s", int, 0),
+    ("limited", int, 0),
+    ("deadline_ms", int, 0),
+    ("cut_reason", str, ""),
+    ("cut_attempts", int, 0),
+    ("cut_ms", int, 0),
+    ("cut_ok", int, 0),
+    ("adopted", int, 0),
+    ("nas_session_id", str, ""),
+    ("conf_id", str, ""),
+    ("call_origin", str, ""),
+    ("credit_micros", int, 0),
+    ("state", str, LIVE),
+    ("status", str, ""),
+    ("cost_micros", int, 0),
+    ("charged_micros", int, 0),
+    ("provisional", int, 0),
+    ("reported_usage_s", int, 0),
+    ("cdr_revision", int, 0),
 )
+_STORED = [f for f in FIELDS if f[0] not in _KEYED]
 # code -> (field, its type)
-_BY_CODE: dict[str, tuple[str, type]] = {
-    CODES[f.name]: (f.name, int if f.type in ("int", int) else str) for f in _FIELDS
-}
-_REQUIRED = frozenset(
-    f.name for f in dataclasses.fields(SessionRecord) if f.default is dataclasses.MISSING
-)
-_NAMES = frozenset(f.name for f in dataclasses.fields(SessionRecord))
+_BY_CODE: dict[str, tuple[str, type]] = {CODES[name]: (name, kind) for name, kind, _ in _STORED}
+_NAMES = frozenset(name for name, _, _ in FIELDS)
 _WRITTEN = frozenset(CODES.values()) | {SAME_CONF_ID}
 
 

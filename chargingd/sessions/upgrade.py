@@ -44,7 +44,6 @@ empty it; readers drop the ids of records gone).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -60,7 +59,7 @@ from chargingd.sessions.indexes import (
     move_old_lastseen,
     old_lastseen_key,
 )
-from chargingd.sessions.record import CODES, SessionRecord, split_member
+from chargingd.sessions.record import CODES, FIELDS, REQUIRED, split_member
 from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
     LOCATORS,
@@ -104,13 +103,13 @@ class UpgradeCounts:
 def _spec() -> bytes:
     """field name -> [code, 1 if an integer, default] (no default: always stored)."""
     spec: dict[str, list[Any]] = {}
-    for f in dataclasses.fields(SessionRecord):
-        if f.name not in CODES:
+    for name, kind, default in FIELDS:
+        if name not in CODES:
             continue  # the ids: in the key
-        entry: list[Any] = [CODES[f.name], 1 if f.type in ("int", int) else 0]
-        if f.name != "state" and f.default is not dataclasses.MISSING:
-            entry.append(f.default)
-        spec[f.name] = entry
+        entry: list[Any] = [CODES[name], 1 if kind is int else 0]
+        if name != "state" and default is not REQUIRED:
+            entry.append(default)
+        spec[name] = entry
     return msgpack.packb(spec, use_bin_type=True)  # type: ignore[no-any-return]
 
 

@@ -16,6 +16,7 @@ from chargingd.ledger.types import Grant, RefusalReason
 from chargingd.sessions.ccapi import Authorized, CallInfo
 from chargingd.sessions.fused import FirstGrant
 from chargingd.sessions.pricing import Priced
+from chargingd.sessions.record import FIELDS, REQUIRED, SessionRecord
 
 # class, its fields in order, one instance's values, another's
 CASES: list[tuple[type, tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]] = [
@@ -102,6 +103,12 @@ CASES: list[tuple[type, tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]] = [
             "h",
         ),
     ),
+    (
+        SessionRecord,
+        tuple(name for name, _, _ in FIELDS),
+        tuple(f"v{i}" if kind is str else i for i, (_, kind, _) in enumerate(FIELDS)),
+        tuple(f"w{i}" if kind is str else i for i, (_, kind, _) in enumerate(FIELDS)),
+    ),
 ]
 
 
@@ -151,20 +158,24 @@ def test_defaults() -> None:
     )
 
 
-def test_replace_and_as_dict() -> None:
-    """CallInfo.replace / as_dict as dataclasses.replace / asdict were."""
-    names = list(CASES[-1][1])  # CallInfo's fields
-    reference = dataclasses.make_dataclass(
-        "CallInfo", [(n, Any, dataclasses.field(default=None)) for n in names], frozen=True
-    )
-    call = CallInfo("s1", "alice", "+49301", "0049302", "10.0.0.1", "gw")
-    ref = reference(**{n: getattr(call, n) for n in names})
-    assert call.as_dict() == dataclasses.asdict(ref) and list(call.as_dict()) == names
-    assert (call.default_account, call.lookup) == ("", ("user", "ani", "default"))
-    moved = call.replace(account_hint="acc1", conf_id="x")
-    assert moved.as_dict() == dataclasses.asdict(
-        dataclasses.replace(ref, account_hint="acc1", conf_id="x")
-    )
-    assert call.account_hint == "" and moved != call
+@pytest.mark.parametrize("index", [-2, -1], ids=["CallInfo", "SessionRecord"])
+def test_replace_as_dict_and_defaults(index: int) -> None:
+    """replace / as_dict as dataclasses.replace / asdict were; the defaults kept."""
+    cls, names, values, other = CASES[index]
+    reference = dataclasses.make_dataclass(cls.__name__, names, frozen=True)
+    obj, ref = cls(*values), reference(*values)
+    assert obj.as_dict() == dataclasses.asdict(ref) and list(obj.as_dict()) == list(names)
+    changes = {names[2]: other[2], names[8]: other[8]}  # values of the field's type
+    moved = obj.replace(**changes)
+    assert moved.as_dict() == dataclasses.asdict(dataclasses.replace(ref, **changes))
+    assert obj.as_dict() == dataclasses.asdict(ref) and moved != obj
     with pytest.raises(TypeError):
-        call.replace(unknown=1)
+        obj.replace(unknown=1)
+    if cls is CallInfo:
+        call = CallInfo("s1", "alice", "+49301", "0049302", "10.0.0.1", "gw")
+        assert call.lookup == ("user", "ani", "default")
+        assert (call.default_account, call.account_hint) == ("", "")
+        return
+    rec = SessionRecord(*(v for v, f in zip(values, FIELDS, strict=True) if f[2] is REQUIRED))
+    defaults = [(name, default) for name, _, default in FIELDS if default is not REQUIRED]
+    assert [(name, getattr(rec, name)) for name, _ in defaults] == defaults

@@ -6,8 +6,6 @@ the record (a real Redis: touch, then a partial update)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgpack
 import redis.asyncio as aioredis
 
@@ -39,7 +37,7 @@ def test_conf_id_and_last_seen_are_not_stored_twice() -> None:
     assert CODES["conf_id"] not in stored and stored[SAME_CONF_ID] == 1
     assert CODES["last_seen_ms"] not in stored
     assert SessionRecord.unpack("acc1", SID, BASE.pack()) == BASE
-    full = dataclasses.asdict(BASE)
+    full = BASE.as_dict()
     packed_full = {CODES[k]: v for k, v in full.items() if k in CODES and v not in ("", 0)}
     assert len(BASE.pack()) < len(msgpack.packb(packed_full)) - len(SID)
 
@@ -51,7 +49,7 @@ def test_other_values_are_stored_as_they_are() -> None:
         {"last_seen_ms": BASE.auth_ms + 60_000},
         {"last_seen_ms": BASE.auth_ms + 1, "conf_id": "x"},
     ):
-        rec = dataclasses.replace(BASE, **changes)
+        rec = BASE.replace(**changes)
         stored = rec.stored()
         assert (SAME_CONF_ID in stored) == (rec.conf_id == SID)
         if rec.conf_id not in ("", SID):
@@ -62,7 +60,7 @@ def test_other_values_are_stored_as_they_are() -> None:
 
 
 def test_records_stored_in_full_read_the_same() -> None:
-    old = {CODES[k]: v for k, v in dataclasses.asdict(BASE).items() if k in CODES and v}
+    old = {CODES[k]: v for k, v in BASE.as_dict().items() if k in CODES and v}
     assert old[CODES["conf_id"]] == SID and CODES["last_seen_ms"] in old
     assert SessionRecord.unpack("acc1", SID, msgpack.packb(old)) == BASE
 
@@ -74,9 +72,7 @@ async def test_scripts_keep_the_flag(redis: aioredis.Redis) -> None:
         "acc1", SID, usage_s=0, now_ms=BASE.auth_ms + 5_000, answer_ms=BASE.auth_ms + 5_000
     )
     assert state == "live" and rec is not None
-    assert rec == dataclasses.replace(
-        BASE, last_seen_ms=BASE.auth_ms + 5_000, answer_ms=BASE.auth_ms + 5_000
-    )
+    assert rec == BASE.replace(last_seen_ms=BASE.auth_ms + 5_000, answer_ms=BASE.auth_ms + 5_000)
     await store.update(rec, cut_reason="killed")
     raw = msgpack.unpackb(await redis.get(record_key("acc1", SID)), raw=False)
     assert raw[SAME_CONF_ID] == 1 and CODES["conf_id"] not in raw

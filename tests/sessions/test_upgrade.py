@@ -14,7 +14,6 @@ CDR, and a closed record still absorbs a retransmitted Stop.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from sessions_harness import (
 from chargingd.ledger import Ledger
 from chargingd.ledger.keys import account_tag
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind
-from chargingd.sessions.record import SessionRecord
+from chargingd.sessions.record import FIELDS, REQUIRED, SessionRecord
 from chargingd.sessions.shards import locator_key
 from chargingd.sessions.store import DEADLINES, lastseen_key, live_key, member, record_key
 from chargingd.sessions.upgrade import upgrade_records
@@ -57,10 +56,10 @@ def old_pairs(rec: SessionRecord) -> dict[str, str | int]:
     """The old SessionRecord.sparse_pairs (6db408c^): fields that differ from their
     defaults, and state; the ids are fields too."""
     pairs: dict[str, str | int] = {}
-    for f in dataclasses.fields(SessionRecord):
-        value = getattr(rec, f.name)
-        if f.name == "state" or f.default is dataclasses.MISSING or value != f.default:
-            pairs[f.name] = value
+    for name, _, default in FIELDS:
+        value = getattr(rec, name)
+        if name == "state" or default is REQUIRED or value != default:
+            pairs[name] = value
     return pairs
 
 
