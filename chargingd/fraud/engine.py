@@ -12,10 +12,8 @@ and the alerts follow here, off the request path (never awaited by authorize).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -40,18 +38,30 @@ UNBLOCK_FROM = ("blocked/fraud",)
 CutAccount = Callable[[str], Awaitable[int]]
 
 
-@dataclass(slots=True)  # (not frozen: built on every authorize, a third of the cost)
 class Prepared:
     """One authorize's fraud arguments, for a caller that runs fraud_check in its own
-    script: ``keys``/``argv`` as fraud.lua documents them."""
+    script: ``keys``/``argv`` as fraud.lua documents them. Built per authorize: a plain
+    class with its own __init__ (a dataclass's is interpreted even compiled)."""
 
-    facts: CallFacts
-    destination: Destination
-    plan: P.AuthPlan
-    keys: list[str]
-    argv: list[Any]
-    rules: tuple[Rule, ...]
-    learn: bool = True  # a country to learn once granted (check.lua: not known lately)
+    __slots__ = ("argv", "destination", "facts", "keys", "learn", "plan", "rules")
+
+    def __init__(
+        self,
+        facts: CallFacts,
+        destination: Destination,
+        plan: P.AuthPlan,
+        keys: list[str],
+        argv: list[Any],
+        rules: tuple[Rule, ...],
+        learn: bool = True,  # a country to learn once granted (check.lua: not known lately)
+    ) -> None:
+        self.facts = facts
+        self.destination = destination
+        self.plan = plan
+        self.keys = keys
+        self.argv = argv
+        self.rules = rules
+        self.learn = learn
 
 
 def fragment() -> str:
@@ -178,7 +188,7 @@ class Fraud:
             reply = await self._send(self._check, prepared.keys, prepared.argv)
             verdict = self.decided(prepared, reply)
             if len(reply) > 5 and not int(reply[5]):  # its country is known: no admit
-                prepared = dataclasses.replace(prepared, learn=False)
+                prepared.learn = False  # (this call's own)
         if self.single_redis or verdict.again or not verdict.allowed:
             return verdict, prepared
         # Redis Cluster: the per-IP counts in their own slot, once the account's check
@@ -202,6 +212,10 @@ class Fraud:
     def decided(self, prepared: Prepared, reply: Sequence[Any]) -> Verdict:
         """The verdict of a fraud_check reply; alerts and the cut follow in the
         background."""
+        head = reply[0]
+        if (head == b"ok" or head == "ok") and not reply[3]:  # the common answer
+            self.counters["checked"] += 1  # nothing fired: no alert, no cut
+            return ALLOWED
         deny = reply[0] in (b"deny", "deny", b"again", "again")  # the rule is named
         by_name = {r.name: r for r in prepared.rules} if deny else {}
         verdict = P.decode(prepared.plan, reply, by_name)

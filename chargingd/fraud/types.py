@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from chargingd.fraud.rules import Rule
 
@@ -14,16 +15,35 @@ class Decision(enum.StrEnum):
     BLOCK = "block"  # refused, and the account is blocked (by this call or before)
 
 
-@dataclass(slots=True)  # (not frozen: built on every authorize, a third of the cost)
 class CallFacts:
-    """One authorize, as the rules see it (never changed once built)."""
+    """One authorize, as the rules see it (never changed once built). Built per
+    authorize: a plain class with its own __init__ (a dataclass's is interpreted even
+    compiled: docs/fraud.md "Tenth round"), frozen (Final)."""
 
-    account_id: str
-    session_id: str
-    callee: str  # E.164 "+..."
-    identity: str = ""  # "user:NAME" / "ani:+E164" the account was found by; "" default
-    caller_ip: str = ""  # where the call came from, when the gateway says; "" unknown
-    tariff: str = ""  # the account's plan id (overrides per tariff)
+    __slots__ = ("account_id", "callee", "caller_ip", "identity", "session_id", "tariff")
+
+    def __init__(
+        self,
+        account_id: str,
+        session_id: str,
+        callee: str,  # E.164 "+..."
+        identity: str = "",  # "user:NAME" / "ani:+E164" the account was found by; "" default
+        caller_ip: str = "",  # where the call came from, when the gateway says; "" unknown
+        tariff: str = "",  # the account's plan id (overrides per tariff)
+    ) -> None:
+        self.account_id: Final = account_id
+        self.session_id: Final = session_id
+        self.callee: Final = callee
+        self.identity: Final = identity
+        self.caller_ip: Final = caller_ip
+        self.tariff: Final = tariff
+
+    def __repr__(self) -> str:
+        return (
+            f"CallFacts(account_id={self.account_id!r}, session_id={self.session_id!r}, "
+            f"callee={self.callee!r}, identity={self.identity!r}, "
+            f"caller_ip={self.caller_ip!r}, tariff={self.tariff!r})"
+        )
 
 
 @dataclass(frozen=True)

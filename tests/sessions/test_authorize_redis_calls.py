@@ -79,7 +79,12 @@ async def test_a_new_calls_authorize_reads_what_it_needs_once(
     redis: aioredis.Redis, tmp_path: Path, fraud: bool
 ) -> None:
     sessions, ledger, _ = await build(redis, tmp_path, fraud=fraud)
-    assert isinstance(await sessions.authorize(call("s0")), Authorized)  # caller known
+    # A caller this process does not know yet: its account read, then the fused script
+    # (with the rules: never the step-by-step path's check.lua, reserve, record write)
+    answer, first = await calls_of_one_authorize(redis, sessions, "s0")
+    assert isinstance(answer, Authorized)  # caller known from now on
+    assert first.get("evalsha", 0) + first.get("fcall", 0) == 2, first
+    assert first.get("set", 0) == 1 + fraud  # the record; the rules' value
     answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
     assert isinstance(answer, Authorized)
     inner = {k: v for k, v in seen.items() if k in NEW_CALL or k in LEDGER_READS}
