@@ -20,6 +20,7 @@ from phonenumbers import PhoneNumberType
 
 from chargingd.core.config.fraud import NUMBER_TYPES
 from chargingd.fraud.numtypes import OTHER, SPECIAL, fast, fast_wanted
+from chargingd.fraud.plan import member_hash
 
 CACHE_SIZE = 100_000
 _TYPES: dict[int, str] = {
@@ -49,6 +50,8 @@ class Destination(NamedTuple):
     kind: str
     high_risk_country: bool
     high_risk_prefix: str  # the configured prefix it starts with, "" none
+    # what the account's value keeps of it (plan.member_hash), cached with the rest
+    member: int = 0
 
     @property
     def number_type(self) -> str:
@@ -108,7 +111,8 @@ class Classifier:
             if number[:size] in named:
                 prefix = number[:size]
                 break
-        return Destination(number, country, kind, country in self.countries, prefix)
+        member = member_hash(number)
+        return Destination(number, country, kind, country in self.countries, prefix, member)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)

@@ -35,6 +35,9 @@ from chargingd.ledger.steps import fused_source
 log = logging.getLogger("chargingd.fraud")
 
 UNBLOCK_FROM = ("blocked/fraud",)
+# A rule set as authorize uses it (Fraud._split): its own rules, its rules per caller
+# IP, whether it reads deny flags, its compiled ops, its per-IP ops alone
+Split = tuple[tuple[Rule, ...], tuple[Rule, ...], bool, Compiled, Compiled]
 CutAccount = Callable[[str], Awaitable[int]]
 
 
@@ -123,7 +126,7 @@ class Fraud:
         self._unblock = load("unblock", events=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
-        self._splits: dict[int, tuple[tuple[Rule, ...], Any]] = {}
+        self._splits: dict[int, tuple[tuple[Rule, ...], Split]] = {}
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
 
     async def load_scripts(self) -> None:
@@ -151,12 +154,13 @@ class Fraud:
         block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else [value] * 2
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
         keys = [value, *block, self.record_key(acc, sid), ip_value, FK.answer_key(acc, sid)]
-        argv = [now, facts.identity, sid, plan.ops, dest.number, dest.country]
+        # (dest.number is facts.callee; dest.member its P.member_hash, cached with it)
+        argv = [now, facts.identity, sid, plan.ops, facts.callee, dest.country]
         argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
-        argv += [0, P.member_hash(dest.number), *plan.block_argv]
+        argv += [0, dest.member, *plan.block_argv]
         return Prepared(facts, dest, plan, keys, argv, rules)
 
-    def _split(self, rules: tuple[Rule, ...]) -> Any:
+    def _split(self, rules: tuple[Rule, ...]) -> Split:
         """P.split of a rule set, its compiled ops and its per-IP ops alone (Redis
         Cluster), worked out once per set (authorize runs it every call)."""
         found = self._splits.get(id(rules))

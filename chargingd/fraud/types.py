@@ -38,6 +38,25 @@ class CallFacts:
         self.caller_ip: Final = caller_ip
         self.tariff: Final = tariff
 
+    def _values(self) -> tuple[str, ...]:
+        return (
+            self.account_id,
+            self.session_id,
+            self.callee,
+            self.identity,
+            self.caller_ip,
+            self.tariff,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, CallFacts)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
     def __repr__(self) -> str:
         return (
             f"CallFacts(account_id={self.account_id!r}, session_id={self.session_id!r}, "

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chargingd.fraud.types import CallFacts
 from chargingd.ledger.steps import AccountCheck, ReserveStep, Step
 from chargingd.ledger.types import Grant, RefusalReason
 from chargingd.sessions.ccapi import Authorized, CallInfo
@@ -49,6 +50,12 @@ CASES: list[tuple[type, tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]] = [
         ("t1", "EUR", "", ""),
     ),
     (Step, ("keys", "argv"), (["k1", "k2"], [1, "x"]), (["k1"], [1, "x"])),
+    (
+        CallFacts,
+        ("account_id", "session_id", "callee", "identity", "caller_ip", "tariff"),
+        ("acc1", "s1", "+4930123456", "user:alice", "192.0.2.7", "t1"),
+        ("acc1", "s1", "+4930123456", "", "", ""),
+    ),
     (
         ReserveStep,
         ("keys", "argv", "index", "index_score", "account_id", "session_id"),
@@ -144,6 +151,7 @@ def test_defaults() -> None:
     assert not Grant(5, RefusalReason.SUSPENDED).ok
     assert Authorized("a", 1, 2, 3, "EUR") == Authorized("a", 1, 2, 3, "EUR", False, 0, False)
     assert AccountCheck("t", "EUR", "") == AccountCheck("t", "EUR", "", "")
+    assert CallFacts("a", "s", "+49") == CallFacts("a", "s", "+49", "", "", "")
     first = FirstGrant(None)
     assert (first.grant, first.created, first.status, first.reason, first.fraud) == (
         None,
