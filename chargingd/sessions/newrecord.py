@@ -65,7 +65,7 @@ class RecordMaker:
             )
         held = max(priced.cost_micros, 1) if hold else 0
         paid_s = self._paid_s(plan_id, account.account_id, callee, now_ms, held)
-        rec = SessionRecord.build(
+        rec = SessionRecord(
             session_id=call.session_id,
             account_id=account.account_id,
             user_name=call.user_name,
