@@ -13,16 +13,16 @@ same steps as ``phonenumbers.parse`` (IDD or "+", country code, trunk prefix) fr
 the library's own metadata, for the cases where those steps are simple; anything
 else (a country code written without IDD, carrier-code prefixes, URIs, separators)
 goes to phonenumbers. tests/core/test_numbers_fast.py checks the fast path against
-phonenumbers on generated numbers of every region. Results sit in a bounded LRU
-cache (it evicts the least recently used, never wipes).
+phonenumbers on generated numbers of every region. The fast path is not cached (it
+costs less than a look-up in a cache of real variety's size); what phonenumbers
+reads sits in a bounded LRU cache (it evicts the least recently used, never wipes).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
@@ -65,6 +65,12 @@ def to_e164(raw: str, *, country: str = "DE") -> str:
     region = country.upper()
     if "\x00" in region:  # not a region; keep the cache key unambiguous
         return _parse_e164(raw, region)
+    # A plain digit string takes the fast path uncached: it costs less than a look-up
+    # in a cache as large as real number variety needs (and that misses anyway).
+    if _is_digit_string(raw):
+        fast = _fast_e164(raw, region)
+        if fast is not None:
+            return _checked(fast, raw)
     # One str key (not a (raw, country) tuple): a cached number is no object the
     # garbage collector tracks (docs/performance.md, round 6c).
     return _to_e164(region + "\x00" + raw)
@@ -72,9 +78,10 @@ def to_e164(raw: str, *, country: str = "DE") -> str:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _to_e164(key: str) -> str:
-    """The cached to_e164 of a "REGION\\0raw" key."""
+    """The cached phonenumbers reading of a "REGION\\0raw" key (what the fast path
+    does not take)."""
     region, _, raw = key.partition("\x00")
-    return _parse_e164(raw, region)
+    return _slow_e164(raw, region)
 
 
 def _parse_e164(raw: str, country: str) -> str:
@@ -82,6 +89,10 @@ def _parse_e164(raw: str, country: str) -> str:
         fast = _fast_e164(raw, country)
         if fast is not None:
             return _checked(fast, raw)
+    return _slow_e164(raw, country)
+
+
+def _slow_e164(raw: str, country: str) -> str:
     text = _SEPARATORS.sub("", strip_uri(raw))
     if not text:
         raise NumberError("empty number")
@@ -124,17 +135,50 @@ def normalize_or_raw(raw: str, *, country: str = "DE") -> str:
 # -- the fast path -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Rules:
-    """What phonenumbers.parse consults of one region's (or calling code's) metadata."""
+    """What phonenumbers.parse consults of one region's (or calling code's) metadata.
+    Built once per region and calling code: a plain class (a dataclass's __init__ is
+    interpreted even compiled)."""
 
-    country_code: str
-    idd: re.Pattern[str] | None  # international prefix ("00", "011", "00[1-9]" ...)
-    trunk: re.Pattern[str] | None  # national prefix for parsing ("0", "1", ...)
-    trunk_simple: bool  # a literal prefix, no carrier code, no transform rule
-    general: re.Pattern[str] | None  # the region's national number pattern
-    lengths: tuple[int, ...]  # possible lengths of a national number
-    local_lengths: tuple[int, ...]  # lengths dialable only locally
+    __slots__ = (
+        "country_code",
+        "general",
+        "idd",
+        "idd_literal",
+        "lengths",
+        "local_lengths",
+        "trunk",
+        "trunk_literal",
+        "trunk_simple",
+    )
+
+    def __init__(
+        self,
+        country_code: str,
+        idd: re.Pattern[str] | None,  # international prefix ("00", "011", "00[1-9]" ...)
+        trunk: re.Pattern[str] | None,  # national prefix for parsing ("0", "1", ...)
+        trunk_simple: bool,  # a literal prefix, no carrier code, no transform rule
+        general: re.Pattern[str] | None,  # the region's national number pattern
+        lengths: tuple[int, ...],  # possible lengths of a national number
+        local_lengths: tuple[int, ...],  # lengths dialable only locally
+    ) -> None:
+        self.country_code: Final = country_code
+        self.idd: Final = idd
+        self.trunk: Final = trunk
+        self.trunk_simple: Final = trunk_simple
+        self.general: Final = general
+        self.lengths: Final = lengths
+        self.local_lengths: Final = local_lengths
+        # A pattern of digits only matches what starts with those digits: startswith
+        # instead of the regular expression ("" when the pattern is not that simple).
+        self.idd_literal: Final = _literal(idd)
+        self.trunk_literal: Final = _literal(trunk)
+
+
+def _literal(pattern: re.Pattern[str] | None) -> str:
+    if pattern is None or not _LITERAL_DIGITS.fullmatch(pattern.pattern):
+        return ""
+    return pattern.pattern
 
 
 def _rules_of(meta: PhoneMetadata) -> _Rules:
@@ -155,19 +199,40 @@ def _rules_of(meta: PhoneMetadata) -> _Rules:
     )
 
 
-@functools.lru_cache(maxsize=512)
+# Rules by region and by calling code, filled on first use (plain dicts: a lookup per
+# number, where an lru_cache wrapper cost a call with an argument tuple).
+_RULES_MAX: Final = 1024  # more is no region: asked for, not remembered
+_by_region: Final[dict[str, _Rules | None]] = {}
+_by_code: Final[dict[str, _Rules | None]] = {}
+# Calling codes as the digits that start an international number ("1", "44", "358").
+_CODES: Final = frozenset(str(code) for code in COUNTRY_CODE_TO_REGION_CODE)
+
+
 def _region_rules(region: str) -> _Rules | None:
+    known = _by_region.get(region)
+    if known is not None or region in _by_region:
+        return known
     meta = PhoneMetadata.metadata_for_region(region, None)
-    return None if meta is None else _rules_of(meta)
+    rules = None if meta is None else _rules_of(meta)
+    if len(_by_region) < _RULES_MAX:
+        _by_region[region] = rules
+    return rules
 
 
-@functools.lru_cache(maxsize=512)
-def _calling_code_rules(calling_code: int) -> _Rules | None:
+def _calling_code_rules(code: str) -> _Rules | None:
+    known = _by_code.get(code)
+    if known is not None or code in _by_code:
+        return known
+    calling_code = int(code)
     regions = COUNTRY_CODE_TO_REGION_CODE.get(calling_code)
-    if not regions:
-        return None
-    meta = PhoneMetadata.metadata_for_region_or_calling_code(calling_code, regions[0])
-    return None if meta is None else _rules_of(meta)
+    meta = (
+        PhoneMetadata.metadata_for_region_or_calling_code(calling_code, regions[0])
+        if regions
+        else None
+    )
+    rules = None if meta is None else _rules_of(meta)
+    _by_code[code] = rules  # at most the calling codes: _CODES
+    return rules
 
 
 def _fast_e164(digits: str, country: str) -> str | None:
@@ -177,16 +242,20 @@ def _fast_e164(digits: str, country: str) -> str | None:
     without a literal trunk prefix) that do not start with the region's own country
     code. A None never means "invalid", only "not simple".
     """
-    region = _region_rules(country)
     if digits.startswith("+"):
         return _international(digits[1:])
+    region = _region_rules(country)
     if region is None:
         return None
-    match = region.idd.match(digits) if region.idd is not None else None
-    if match is not None:
-        rest = digits[match.end() :]
-        if rest[:1] != "0":  # phonenumbers: no country code starts with 0, IDD not taken
-            return _international(rest)
+    idd = region.idd_literal
+    if idd:
+        rest = digits[len(idd) :] if digits.startswith(idd) else None
+    else:
+        match = region.idd.match(digits) if region.idd is not None else None
+        rest = digits[match.end() :] if match is not None else None
+    if rest is not None and rest[:1] != "0":
+        # phonenumbers: no country code starts with 0, IDD not taken
+        return _international(rest)
     if digits.startswith(region.country_code):
         return None  # phonenumbers then weighs both readings by the number patterns
     return _national(digits, region)
@@ -196,9 +265,9 @@ def _international(digits: str) -> str | None:
     """After "+" or an IDD: the country code (1-3 digits), then the national number."""
     if len(digits) <= _MIN_NSN or digits[0] == "0":
         return None
-    for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in COUNTRY_CODE_TO_REGION_CODE:
+    for size in range(1, 4):
+        code = digits[:size]
+        if code in _CODES:
             rules = _calling_code_rules(code)
             return None if rules is None else _national(digits[size:], rules)
     return None
@@ -209,7 +278,14 @@ def _national(number: str, rules: _Rules) -> str | None:
     possible number of the region), then prefix the country code."""
     if len(number) < _MIN_NSN:
         return None
-    if rules.trunk is not None:
+    trunk = rules.trunk_literal
+    if trunk and rules.trunk_simple:
+        if number.startswith(trunk):
+            kept = _strip_trunk(number, number[len(trunk) :], rules)
+            if kept is None:
+                return None
+            number = kept
+    elif rules.trunk is not None:
         match = rules.trunk.match(number)
         if match is not None:
             if not rules.trunk_simple:
