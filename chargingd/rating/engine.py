@@ -252,6 +252,11 @@ class Engine:
             own_ns = call_start_ns  # ratingprofile.go checks cd.TimeStart for each activation
         return self._resolve_kept(tenant, category, subject, number, when, when_ns, own_ns)[0]
 
+    def rating_subject(self, subject: str, *, tenant: str = "", category: str = "call") -> str:
+        """TariffPlan.rating_subject: `subject` when it has a rating profile, else *any."""
+        key = (tenant or self.tariff.default_tenant, category, subject)
+        return subject if key in self.profiles else ANY_SUBJECT
+
     def resolve_timed(
         self, tenant: str, category: str, subject: str, number: str, when_ns: int
     ) -> tuple[_Match, bool]:

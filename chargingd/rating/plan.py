@@ -14,7 +14,7 @@ from datetime import datetime
 
 from chargingd.rating.card import RateCard
 from chargingd.rating.engine import Engine, epoch_ns
-from chargingd.rating.model import ANY_SUBJECT, CallCost, Tariff
+from chargingd.rating.model import CallCost, Tariff
 from chargingd.rating.price import Call, price_call
 
 
@@ -27,6 +27,9 @@ class TariffPlan(Tariff):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._engine = Engine(self)
+        # Credit control asks this per rating question: the compiled engine's method
+        # itself, not an interpreted method around it (this class is not compiled).
+        vars(self)["rating_subject"] = self._engine.rating_subject
 
     def card(
         self,
@@ -46,8 +49,7 @@ class TariffPlan(Tariff):
         """`subject` when it has a rating profile, else *any: a subject without one is
         resolved exactly as *any is (Engine._resolve moves on to *any), so its cards
         answer for every such subject."""
-        key = (tenant or self.default_tenant, category, subject)
-        return subject if key in self._engine.profiles else ANY_SUBJECT
+        return self._engine.rating_subject(subject, tenant=tenant, category=category)
 
     def rate(
         self,

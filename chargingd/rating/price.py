@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from chargingd.rating.engine import (
     Engine,
@@ -43,15 +42,40 @@ def _rounding(piece: _Piece, decimals: int, method: RoundingMethod) -> tuple[int
     return decimals, method
 
 
-@dataclass(frozen=True, slots=True)
 class Call:
-    """Who calls where, from when: what a walk re-resolves with at an activation switch."""
+    """Who calls where, from when: what a walk re-resolves with at an activation switch.
+    Built per call start (RateCard): a plain class with its own __init__ (a frozen
+    dataclass's is interpreted even compiled), read-only (Final), with a dataclass's
+    equality, hash and repr."""
 
-    tenant: str
-    category: str
-    subject: str
-    number: str
-    start_ns: int
+    __slots__ = ("category", "number", "start_ns", "subject", "tenant")
+
+    def __init__(
+        self, tenant: str, category: str, subject: str, number: str, start_ns: int
+    ) -> None:
+        self.tenant: Final = tenant
+        self.category: Final = category
+        self.subject: Final = subject
+        self.number: Final = number
+        self.start_ns: Final = start_ns
+
+    def _values(self) -> tuple[str, str, str, str, int]:
+        return (self.tenant, self.category, self.subject, self.number, self.start_ns)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Call)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Call(tenant={self.tenant!r}, category={self.category!r}, "
+            f"subject={self.subject!r}, number={self.number!r}, start_ns={self.start_ns!r})"
+        )
 
     def rematcher(self, engine: Engine) -> Callable[[int, int], _Match | None] | None:
         return engine.rematcher(
