@@ -27,7 +27,7 @@ from chargingd.radius.intake import (
     Clock,
     Counters,
     DuplicateCache,
-    Intake,
+    IntakeQueue,
     UdpPort,
     cache_key,
 )
@@ -97,7 +97,7 @@ class RadiusFrontend:
         self._return_codes = {code: config.return_code(code.value) for code in RefusalCode}
         self._ports: list[UdpPort] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._queues: list[asyncio.Queue[Intake]] = []
+        self._queues: list[IntakeQueue] = []
         self.auth_port = 0
         self.acct_port = 0
         self._debug = False
@@ -149,7 +149,7 @@ class RadiusFrontend:
 
     async def _serve(self, port: int, handler: Handler) -> int:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Intake] = asyncio.Queue(self.config.queue_size)
+        queue = IntakeQueue(self.config.queue_size, loop)
         self._queues.append(queue)
         sock = bind_udp(self.config.bind, port)
         udp = UdpPort(
@@ -164,14 +164,17 @@ class RadiusFrontend:
 
     async def _worker(
         self,
-        queue: asyncio.Queue[Intake],
+        queue: IntakeQueue,
         handler: Handler,
         transport: UdpPort,
     ) -> None:
         now = asyncio.get_running_loop().time
         max_wait_s = self.config.max_wait_ms / 1000
         while True:
-            data, addr, arrived = await queue.get()
+            item = queue.take()
+            if item is None:
+                item = await queue.get()
+            data, addr, arrived = item
             try:
                 if max_wait_s and now() - arrived > max_wait_s:
                     self.counters.shed_stale += 1  # the gateway has given up or soon will

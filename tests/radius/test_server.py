@@ -19,7 +19,7 @@ from chargingd.radius import codec as rc
 from chargingd.radius.accesslog import AccessLog
 from chargingd.radius.clients import ClientTable
 from chargingd.radius.dynauth import DynamicAuthClient
-from chargingd.radius.intake import cache_key
+from chargingd.radius.intake import IntakeQueue, cache_key
 from chargingd.radius.server import DuplicateCache, RadiusFrontend, start_radius
 from chargingd.sessions.ccapi import (
     Authorized,
@@ -806,3 +806,32 @@ async def test_gateway_chosen_text_cannot_break_a_line(tmp_path: Path) -> None:
     await log.close()
     (line,) = (tmp_path / "a.log").read_text().splitlines()
     assert "sid=evil_sid_x user=- accept 1.2ms" in line
+
+
+async def test_intake_queue_behaves_as_asyncio_queue() -> None:
+    # The compiled queue between a port and its workers (round 8b): FIFO, bounded,
+    # getters woken in turn, a cancelled getter passes its wake-up on, task_done/join.
+    queue = IntakeQueue(2, asyncio.get_running_loop())
+    items = [(bytes([i]), ("10.0.0.1", i), float(i)) for i in range(4)]
+    assert queue.take() is None and queue.qsize() == 0
+    waiting = [asyncio.ensure_future(queue.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # the first waiter leaves: the others still get their items
+    await asyncio.sleep(0)
+    queue.put_nowait(items[0])
+    queue.put_nowait(items[1])
+    with pytest.raises(asyncio.QueueFull):
+        queue.put_nowait(items[2])
+    assert await asyncio.wait_for(asyncio.gather(*waiting[1:]), 1) == items[:2]
+    queue.put_nowait(items[2])
+    queue.put_nowait(items[3])
+    assert (queue.qsize(), queue.take(), await queue.get()) == (2, items[2], items[3])
+    joined = asyncio.ensure_future(queue.join())
+    for _ in range(3):
+        await asyncio.sleep(0)
+        assert not joined.done()
+        queue.task_done()
+    queue.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError):
+        queue.task_done()
