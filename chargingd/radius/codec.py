@@ -434,10 +434,12 @@ _TIMERS: Final = struct.Struct("!BBIBBI")
 
 def format_credit_amount(credit_micros: int) -> bytes:
     """Micro-units as a decimal with 2 places, rounded down (never shows more than there is)."""
-    whole, frac = divmod(credit_micros, 1_000_000)
+    whole = credit_micros // 1_000_000
     if whole < 0:
         return b"0.00"
-    return b"%d.%02d" % (whole, frac // 10_000)
+    cents = credit_micros % 1_000_000 // 10_000
+    # (str and concatenation: mypyc's own operations; b"%d.%02d" % ... is generic)
+    return (str(whole) + (".0" if cents < 10 else ".") + str(cents)).encode("ascii")
 
 
 # Constant reply pieces, encoded once (the reply templates of the hot path).
@@ -484,7 +486,7 @@ def accept_attributes(
     if not cisco:
         return timers
     amount = _CREDIT_AMOUNT + format_credit_amount(credit_micros)
-    seconds = _CREDIT_TIME + b"%d" % max(session_timeout_s, 0)
+    seconds = _CREDIT_TIME + str(max(session_timeout_s, 0)).encode("ascii")
     return b"".join(
         (
             timers,

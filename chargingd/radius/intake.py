@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Final
 
 log = logging.getLogger("chargingd.aaa")
 
@@ -53,8 +54,9 @@ class Counters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_PENDING = b""  # cache value while the first copy of a request is being worked on
-_EXPIRY = struct.Struct("@d")  # the head of a cache value: when it expires (monotonic s)
+_PENDING: Final = b""  # cache value while the first copy of a request is being worked on
+_EXPIRY: Final = struct.Struct("@d")  # the head of a cache value: when it expires (monotonic s)
+_EXPIRY_SIZE: Final = 8
 
 
 def cache_key(addr: Address, header: bytes) -> bytes:
@@ -91,7 +93,7 @@ class DuplicateCache:
         if _EXPIRY.unpack_from(entry)[0] < self._now():
             del self._entries[key]
             return None
-        return entry[_EXPIRY.size :]
+        return entry[_EXPIRY_SIZE:]
 
     def start(self, key: bytes) -> None:
         """Mark a request in progress; evicts expired entries and the oldest past the bound."""
@@ -111,7 +113,7 @@ class DuplicateCache:
         """Store the reply; it expires `ttl_s` after the request came in."""
         entry = self._entries.get(key)
         if entry is not None:  # keeps its place in the order
-            self._entries[key] = entry[: _EXPIRY.size] + reply
+            self._entries[key] = entry[:_EXPIRY_SIZE] + reply
 
     def forget(self, key: bytes) -> None:
         """Drop an entry: the request failed and a retransmission must be worked again."""
@@ -134,8 +136,7 @@ class IntakeQueue:
         self._items: deque[Intake] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._unfinished = 0
-        self._finished = asyncio.Event()
-        self._finished.set()
+        self._joiners: list[asyncio.Future[None]] = []  # join()s waiting (stop only)
 
     def qsize(self) -> int:
         return len(self._items)
@@ -145,7 +146,6 @@ class IntakeQueue:
             raise asyncio.QueueFull
         self._items.append(item)
         self._unfinished += 1
-        self._finished.clear()
         self._wakeup_next()
 
     def _wakeup_next(self) -> None:
@@ -180,21 +180,26 @@ class IntakeQueue:
         if self._unfinished <= 0:
             raise ValueError("task_done() called too many times")
         self._unfinished -= 1
-        if self._unfinished == 0:
-            self._finished.set()
+        if self._unfinished == 0 and self._joiners:
+            for joiner in self._joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self._joiners.clear()
 
     async def join(self) -> None:
         """Wait until every item put was taken and marked done."""
         if self._unfinished > 0:
-            await self._finished.wait()
+            joiner: asyncio.Future[None] = self._loop.create_future()
+            self._joiners.append(joiner)
+            await joiner
 
 
-MAX_DATAGRAM = 4096  # RFC 2865 §3: the largest RADIUS packet
-READ_BATCH = 256  # datagrams read per readiness callback (then other tasks run)
+MAX_DATAGRAM: Final = 4096  # RFC 2865 §3: the largest RADIUS packet
+READ_BATCH: Final = 256  # datagrams read per readiness callback (then other tasks run)
 # Linux: the kernel stamps each datagram on arrival (SO_TIMESTAMPNS, CLOCK_REALTIME).
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else None
-_TIMESPEC = struct.Struct("@qq")
-_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+_SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else None
+_TIMESPEC: Final = struct.Struct("@qq")
+_CMSG_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class UdpPort:

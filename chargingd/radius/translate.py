@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Final
 
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import RadiusClient
 from chargingd.radius.quality import call_quality
 from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport, account_of_class
 
+_inet_ntoa: Final = socket.inet_ntoa  # (Final: no module attribute look-up per packet)
+
 
 def gateway_of(packet: rc.Packet, source_ip: str) -> str:
     """NAS-IP-Address when present and well-formed, else the packet's source address."""
     nas = packet.attrs.get(rc.NAS_IP_ADDRESS)
     if nas is not None and len(nas) == 4:
-        return socket.inet_ntoa(nas)
+        return _inet_ntoa(nas)
     return source_ip
 
 
@@ -35,7 +38,7 @@ def caller_ip_of(packet: rc.Packet) -> str:
             pass
     framed = packet.attrs.get(rc.FRAMED_IP_ADDRESS)
     if framed is not None and len(framed) == 4:
-        return socket.inet_ntoa(framed)
+        return _inet_ntoa(framed)
     return ""
 
 

@@ -265,6 +265,8 @@ def test_amounts_and_integers() -> None:
     assert rc.format_credit_amount(12_345_678) == b"12.34"
     assert rc.format_credit_amount(999) == b"0.00"
     assert rc.format_credit_amount(-5_000_000) == b"0.00"
+    assert rc.format_credit_amount(1_059_999) == b"1.05"
+    assert rc.format_credit_amount(10**20 + 990_000) == b"100000000000000.99"
     assert rc.attr_u32(rc.SESSION_TIMEOUT, -3) == b"\x1b\x06\x00\x00\x00\x00"
     assert rc.attr_u32(rc.SESSION_TIMEOUT, 2**40)[2:] == b"\xff\xff\xff\xff"
     assert len(rc.attr_bytes(rc.REPLY_MESSAGE, b"x" * 400)) == 255
