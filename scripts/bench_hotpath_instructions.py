@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Instructions per item of the daemon's per-request pieces, counted by callgrind: the
+count does not move with the load average (docs/performance.md, round 8b).
+
+Pieces: ``codec`` (decode an Access-Request, check its Message-Authenticator, build
+and sign an Access-Accept), ``e164`` (the called and the calling number of the kit's
+Access-Requests, 100,000 of each, normalised as an authorize does), ``pricer`` (an
+authorize's three rating questions: the first grant's price, then paid_s twice, as
+scripts/bench_pricer.py). Each piece runs under ``valgrind --tool=callgrind`` twice,
+with N and 2N items after the same set-up; the difference over N is printed.
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_hotpath_instructions.py [--count 3000]
+
+Compiled or not is whatever the tree holds (the .so files next to the modules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = b"s3cr3t-bench"
+PIECES = ("codec", "e164", "pricer")
+
+
+def _codec(items: int, setup: int) -> Callable[[], None]:
+    from chargingd.radius import codec as rc
+
+    attrs = b"".join(
+        (
+            rc.attr_bytes(rc.USER_NAME, b"000000000042"),
+            rc.attr_bytes(rc.CALLING_STATION_ID, b"316123412345"),
+            rc.attr_bytes(rc.CALLED_STATION_ID, b"00442079812345"),
+            rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1"),
+            rc.attr_bytes(rc.ACCT_SESSION_ID, b"a-00000001-DEADBEEF-0001"),
+            rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=a-00000001-DEADBEEF-0001"),
+        )
+    )
+    rng = random.Random(3)
+    packets = [
+        rc.encode_access_request(i % 256, rng.randbytes(16), attrs, SECRET) for i in range(setup)
+    ][:items]
+
+    def run() -> None:
+        for data in packets:
+            packet = rc.decode(data)
+            rc.verify_message_authenticator(packet, SECRET, packet.authenticator)
+            reply = rc.accept_attributes(3600, 60, True, 12_340_000, "EUR")
+            rc.encode_reply(
+                rc.ACCESS_ACCEPT, packet.identifier, packet.authenticator, reply, SECRET
+            )
+
+    return run
+
+
+def _e164(items: int, setup: int) -> Callable[[], None]:
+    from chargingd.core.numbers import normalize_or_raw, to_e164
+
+    rng = random.Random(1)
+    pairs = [
+        (f"004420798{rng.randrange(100_000):05d}", f"3161234{rng.randrange(100_000):05d}")
+        for _ in range(setup)
+    ][:items]
+    to_e164("004420798000", country="DE")
+
+    def run() -> None:
+        for called, calling in pairs:
+            to_e164(called, country="DE")
+            normalize_or_raw(calling, country="DE")
+
+    return run
+
+
+def _pricer(items: int, setup: int) -> Callable[[], None]:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_pricer import calls
+
+    from chargingd.rating.loaders import load_plan
+    from chargingd.sessions.pricing import Pricer
+
+    pricer = Pricer({}, default=load_plan(REPO / "config" / "tariffs" / "sample.toml"))
+    work = calls(setup + 2000)
+
+    def one(subject: str, number: str, start_ms: int) -> None:
+        pricer.price("default", subject=subject, number=number, start_ms=start_ms, usage_s=60)
+        for amount in (70_000, 5_000_000):
+            pricer.paid_s(
+                "default", subject=subject, number=number, start_ms=start_ms, amount_micros=amount
+            )
+
+    for call in work[:2000]:  # warm: cards built
+        one(*call)
+    timed = work[2000 : 2000 + items]
+
+    def run() -> None:
+        for call in timed:
+            one(*call)
+
+    return run
+
+
+def _child(piece: str, items: int, setup: int) -> None:
+    run = {"codec": _codec, "e164": _e164, "pricer": _pricer}[piece](items, setup)
+    run()
+
+
+def _count(piece: str, items: int, setup: int) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--child", piece, str(items), str(setup)],
+        capture_output=True, text=True, check=True, env=dict(os.environ),
+    )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise SystemExit(f"no callgrind total for {piece}: {out.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000, help="N (items per run)")
+    parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
+    args = parser.parse_args()
+    for piece in args.pieces or PIECES:
+        if piece not in PIECES:
+            raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")
+        once = _count(piece, args.count, 2 * args.count)
+        twice = _count(piece, 2 * args.count, 2 * args.count)
+        print(f"{piece:<7} {(twice - once) / args.count:10,.0f} instructions per item")
+
+
+if __name__ == "__main__":
+    main()
