@@ -146,7 +146,7 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
                 break
             time.sleep(0.1)
         with AdminClient(sock, timeout_s=10.0) as admin:
-            for n in range(ACCOUNTS):
+            for n in range(args.accounts):
                 admin.call(
                     "account.create",
                     {"id": f"load{n}", "mode": "prepaid", "currency": "EUR",
@@ -160,7 +160,7 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
                 [PY, str(ROOT / "scripts" / "loadgen.py"), "--mode", args.mode,
                  "--seconds", str(seconds), "--secret", "testing123",
                  "--auth-port", str(ports["auth"]), "--acct-port", str(ports["acct"]),
-                 *extra],
+                 "--users", str(args.accounts), *extra],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
 
@@ -194,6 +194,13 @@ def main() -> None:
         "--warmup", type=float, default=1.0, help="seconds of load before measuring (0: none)"
     )
     parser.add_argument("--mode", default="auth", choices=["auth", "call"])
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=ACCOUNTS,
+        help="accounts load0..N-1 created and called in turn (more for a fast daemon: "
+        "each calls less often, so no honest rule fires)",
+    )
     parser.add_argument(
         "--redis-server",
         default="",

@@ -27,12 +27,12 @@ from chargingd.radius import codec as rc
 Step = tuple[int, bytes]  # (0 = auth port | 1 = acct port, packet)
 
 
-def _call_attrs(n: int, user: bytes = b"", called: bytes = b"") -> bytes:
+def _call_attrs(n: int, user: bytes = b"", called: bytes = b"", users: int = 1000) -> bytes:
     # Session ids carry the pid: runs after one another never reuse a closed id.
     pid = os.getpid()
     return b"".join(
         (
-            rc.attr_bytes(rc.USER_NAME, user or b"load%d" % (n % 1000)),
+            rc.attr_bytes(rc.USER_NAME, user or b"load%d" % (n % users)),
             rc.attr_bytes(rc.CALLING_STATION_ID, b"+4930%07d" % (n % 10_000_000)),
             rc.attr_bytes(rc.CALLED_STATION_ID, called or b"0044207946%04d" % (n % 10000)),
             rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1"),
@@ -48,10 +48,16 @@ def _acct(ident: int, attrs: bytes, status: int, usage_s: int, secret: bytes) ->
 
 
 def build_steps(
-    mode: str, ident: int, n: int, secret: bytes, user: bytes = b"", called: bytes = b""
+    mode: str,
+    ident: int,
+    n: int,
+    secret: bytes,
+    user: bytes = b"",
+    called: bytes = b"",
+    users: int = 1000,
 ) -> list[Step]:
     """The packets of one unit of work: 1 for auth/acct, 5 for a call."""
-    attrs = _call_attrs(n, user, called)
+    attrs = _call_attrs(n, user, called, users)
     if mode == "auth":
         return [(0, rc.encode_access_request(ident, os.urandom(16), attrs, secret))]
     if mode == "acct":
@@ -147,7 +153,9 @@ async def _run(args: argparse.Namespace, proc: int, barrier: object) -> Result:
             # Small refills during the run: a long one would stall every slot.
             numbers = [next(counter) for _ in range(units)]
             return [
-                s for n in numbers for s in build_steps(args.mode, ident, n, secret, user, called)
+                s
+                for n in numbers
+                for s in build_steps(args.mode, ident, n, secret, user, called, args.users)
             ]
 
         sock.slots[ident] = Slot(ident, rebuild(units=units_per_slot), rebuild)
@@ -206,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--acct-port", type=int, default=1813)
     p.add_argument("--secret", default="testing123")
     p.add_argument("--user", default="", help="User-Name of every call (default: load0..999)")
+    p.add_argument("--users", type=int, default=1000, help="calls cycle through load0..N-1")
     p.add_argument("--called", default="", help="Called-Station-Id (default: 0044207946NNNN)")
     p.add_argument("--procs", type=int, default=1)
     p.add_argument("--inflight", type=int, default=32, help="outstanding requests per process")
