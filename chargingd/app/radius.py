@@ -72,8 +72,13 @@ class RadiusComponent:
         credit: Any = self.sessions
         if self.cfg.monitoring.enabled:
             credit = MeteredCredit(self.sessions, self.meters, "radius")
+        # Every process of [server] workers = N attaches the same spreading program to
+        # the ports' SO_REUSEPORT group (radius/ports.py): by Request Authenticator.
         self.frontend, self.cutter = await start_radius(
-            self.cfg.radius, credit, access_log=self._access_log()
+            self.cfg.radius,
+            credit,
+            access_log=self._access_log(),
+            spread=self.cfg.server.workers,
         )
         self.sessions.attach_call_cutter(self.cutter)
         await self._attach_rpc_cutter(self.frontend)

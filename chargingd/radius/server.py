@@ -83,8 +83,10 @@ class RadiusFrontend:
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
         access_log: AccessLog | None = None,
+        spread: int = 1,
     ) -> None:
         self.config = config
+        self.spread = spread  # processes sharing the ports (ports.spread_by_authenticator)
         self.access_log = access_log  # started and closed with the frontend
         self.credit = credit
         self.clients = clients if clients is not None else ClientTable.from_config(config)
@@ -151,7 +153,7 @@ class RadiusFrontend:
         loop = asyncio.get_running_loop()
         queue = IntakeQueue(self.config.queue_size, loop)
         self._queues.append(queue)
-        sock = bind_udp(self.config.bind, port)
+        sock = bind_udp(self.config.bind, port, spread=self.spread)
         udp = UdpPort(
             sock, queue, self.counters, max_wait_s=self.config.max_wait_ms / 1000, loop=loop
         )
@@ -399,11 +401,15 @@ class RadiusFrontend:
 
 
 async def start_radius(
-    config: RadiusConfig, credit: CreditControl, access_log: AccessLog | None = None
+    config: RadiusConfig,
+    credit: CreditControl,
+    access_log: AccessLog | None = None,
+    spread: int = 1,
 ) -> tuple[RadiusFrontend, DynamicAuthClient]:
     """Start the RADIUS servers and the Disconnect/CoA client (the daemon's call cutter:
-    pass it to sessions). Stop with `frontend.stop()` and `cutter.close()`."""
-    frontend = RadiusFrontend(config, credit, access_log=access_log)
+    pass it to sessions). Stop with `frontend.stop()` and `cutter.close()`. `spread`:
+    the number of processes sharing the ports ([server] workers)."""
+    frontend = RadiusFrontend(config, credit, access_log=access_log, spread=spread)
     cutter = DynamicAuthClient(
         frontend.clients,
         timeout_s=config.coa_timeout_s,

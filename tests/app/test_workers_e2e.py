@@ -1,7 +1,9 @@
 """End to end: `[server] workers = 2` - two processes share the RADIUS ports.
 
-The real daemon as a subprocess; calls come from many UDP sockets, so SO_REUSEPORT
-spreads them over the main process and the worker, which share only Redis.
+The real daemon as a subprocess; calls come from many UDP sockets, and from ONE
+socket: the processes share the ports by Request Authenticator (radius/ports.py),
+not by source port, so both serve a share of one gateway socket's requests, and a
+retransmission reaches the process that answered the original (its duplicate cache).
 """
 
 from __future__ import annotations
@@ -127,6 +129,43 @@ async def test_200_simultaneous_calls_on_one_prepaid_account(daemon: Daemon) -> 
         ),
     )
     assert sorted(p["role"] for p in procs) == ["main", "worker"]
+    await one_gateway_socket(daemon, procs)
+
+
+async def one_gateway_socket(daemon: Daemon, before: list[Any]) -> None:
+    """A gateway sending from one socket: both processes answer a share, and a
+    retransmission is answered from the cache (same reply, no second reservation)."""
+    count = 24
+    daemon.create_account("one", format_amount(count * GRANT_MICROS))
+    was = {p["pid"]: p["frontend"] for p in before}
+    sock = await GatewaySocket.open()
+    try:
+        requests = [Call(f"one-{i}", "one").access_request() for i in range(count)]
+        for packet in requests:
+            answer = await sock.ask(packet, daemon.setup.auth_port, timeout_s=5.0)
+            assert answer.code == rc.ACCESS_ACCEPT
+        replies = sock.proto.inbox
+        last = answer.raw
+        sock.transport.sendto(requests[-1], ("127.0.0.1", daemon.setup.auth_port))
+        assert await asyncio.wait_for(replies.get(), 5.0) == last  # the same bytes
+    finally:
+        sock.close()
+
+    def counted(ps: list[Any]) -> bool:
+        new = [(p["frontend"], was.get(p["pid"], {})) for p in ps]
+        return (
+            len(ps) == 2
+            and sum(now["received"] - old.get("received", 0) for now, old in new) >= count + 1
+        )
+
+    procs = await wait_processes(daemon, counted)
+    shares = [p["frontend"]["accepted"] - was[p["pid"]]["accepted"] for p in procs]
+    assert all(shares) and sum(shares) == count, shares  # both processes answered a share
+    dups = sum(p["frontend"]["duplicates"] - was[p["pid"]]["duplicates"] for p in procs)
+    assert dups >= 1
+    acc = daemon.call("account.get", {"id": "one"})
+    assert parse_amount(acc["reserved"]) == count * GRANT_MICROS  # one grant per call
+    assert acc["live_sessions"] == count
 
 
 async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon) -> None:

@@ -1,7 +1,11 @@
-"""A second daemon must not join RADIUS ports another program holds (SO_REUSEPORT)."""
+"""A second daemon must not join RADIUS ports another program holds (SO_REUSEPORT);
+the processes of one daemon share a port by Request Authenticator, not by source."""
 
 from __future__ import annotations
 
+import logging
+import os
+import select
 import socket
 import subprocess
 from pathlib import Path
@@ -9,6 +13,7 @@ from pathlib import Path
 import pytest
 from radius_e2e_harness import Daemon, write_setup
 
+from chargingd.radius import ports
 from chargingd.radius.ports import PortInUse, bind_udp, ensure_ports_free
 
 
@@ -45,3 +50,71 @@ def test_serve_refuses_to_share_its_radius_port(tmp_path: Path) -> None:
     finally:
         holder.close()
         daemon.kill()  # SIGTERM, and never leave the embedded redis-server behind
+
+
+def _request(authenticator: bytes, ident: int = 7) -> bytes:
+    """An Access-Request header (the program reads nothing past it)."""
+    return bytes([1, ident, 0, 20]) + authenticator
+
+
+def _drain(socks: dict[str, socket.socket]) -> dict[str, list[bytes]]:
+    """What each socket of the group received (waits until nothing more arrives)."""
+    got: dict[str, list[bytes]] = {name: [] for name in socks}
+    while select.select(list(socks.values()), [], [], 0.05)[0]:
+        for name, sock in socks.items():
+            while True:
+                try:
+                    got[name].append(sock.recv(100))
+                except BlockingIOError:
+                    break
+    return got
+
+
+def test_one_source_socket_is_spread_by_authenticator_and_retransmissions_stay() -> None:
+    group = {"a": bind_udp("127.0.0.1", 0, spread=3)}
+    port = group["a"].getsockname()[1]
+    group |= {name: bind_udp("127.0.0.1", port, spread=3) for name in "bc"}
+    gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # ONE source port
+    gateway.bind(("127.0.0.1", 0))
+    try:
+        sent = [_request(os.urandom(16), ident=i) for i in range(60)]
+        for packet in sent:
+            gateway.sendto(packet, ("127.0.0.1", port))
+        first = _drain(group)
+        # Socket i (in bind order) takes the Authenticator's first word mod 3.
+        for index, name in enumerate("abc"):
+            assert first[name] == [p for p in sent if int.from_bytes(p[4:8]) % 3 == index]
+            assert first[name]  # 60 random words: each socket has a share
+        for packet in sent[:10]:  # retransmissions: the same bytes, the same socket
+            gateway.sendto(packet, ("127.0.0.1", port))
+        again = _drain(group)
+        assert {n: [p for p in first[n] if p in sent[:10]] for n in group} == again
+        # A process that goes: the kernel moves the last socket into its slot, and a
+        # restarted one joins at the end (what docs/operations.md says).
+        group.pop("a").close()
+        group["d"] = bind_udp("127.0.0.1", port, spread=3)
+        for packet in sent:
+            gateway.sendto(packet, ("127.0.0.1", port))
+        moved = _drain(group)
+        assert moved == {"c": first["a"], "b": first["b"], "d": first["c"]}
+    finally:
+        gateway.close()
+        for sock in group.values():
+            sock.close()
+
+
+def test_a_refused_program_keeps_the_hash_and_is_said_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ports, "_refusal_logged", False)
+    # Bound without SO_REUSEPORT: no group, the kernel refuses the program (EINVAL).
+    plain = [bind_udp("127.0.0.1", 0, reuse_port=False) for _ in range(2)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="chargingd.radius"):
+            assert [ports.spread_by_authenticator(s, 2) for s in plain] == [False, False]
+        assert ports.spread_by_authenticator(plain[0], 1) is False  # one process: nothing
+    finally:
+        for sock in plain:
+            sock.close()
+    said = [r.getMessage() for r in caplog.records if "not spread" in r.getMessage()]
+    assert len(said) == 1 and "over 2 processes" in said[0], said
