@@ -176,7 +176,10 @@ class Engine:
             if any(e.period.always for e in bound)
         }
         self._day_cache: dict[tuple[int, date], tuple[list[int], list[_Entry | None]]] = {}
+        # The last two local days found (most recent first): a grant walked across
+        # midnight reads today and tomorrow alternately, every authorize (round 9a).
         self._last_day: tuple[date, int, int] = (date(1970, 1, 1), 0, 0)
+        self._other_day: tuple[date, int, int] = (date(1970, 1, 1), 0, 0)
         # Plans whose every destination has an always-active binding (rating/resolve.py).
         self._timeless = {
             key
@@ -371,9 +374,13 @@ class Engine:
         cached = self._last_day
         if cached[1] <= epoch_ns < cached[2]:
             return cached
+        other = self._other_day
+        if other[1] <= epoch_ns < other[2]:
+            self._last_day, self._other_day = other, cached
+            return other
         day = datetime.fromtimestamp(epoch_ns // NS_PER_S, self.tz).date()
         found = (day, self._epoch_ns(day, 0), self._epoch_ns(day, SECONDS_PER_DAY))
-        self._last_day = found
+        self._last_day, self._other_day = found, cached
         return found
 
     def _segments(

@@ -189,6 +189,30 @@ def test_midnight_splits_a_span_even_with_the_same_rate() -> None:
     assert cost.cost_micros == 200_000
 
 
+def test_calls_across_midnight_in_turn_price_as_on_a_fresh_plan() -> None:
+    # The engine keeps the last two local days: calls crossing midnight read today and
+    # tomorrow in turn, then a third day and a DST day (London, 2026-03-29) come in.
+    def plan() -> TariffPlan:
+        entries = [
+            PlanEntry(dr(per_minute("OFF", "0.05"))),
+            PlanEntry(dr(per_minute("PK", "0.10")), PEAK, 10),
+            PlanEntry(dr(per_minute("WE", "0.02")), WEEKEND, 20),
+        ]
+        return tariff(entries, tz="Europe/London")
+
+    kept = plan()
+    starts = [datetime(2026, 3, 6, 23, 50, tzinfo=UTC), datetime(2026, 3, 6, 12, tzinfo=UTC)] * 3
+    starts += [
+        datetime(2026, 3, 9, 7, 59, 30, tzinfo=UTC),
+        datetime(2026, 3, 28, 23, 30, tzinfo=UTC),
+        datetime(2026, 3, 29, 0, 59, tzinfo=UTC),
+        datetime(2026, 3, 6, 23, 50, tzinfo=UTC),
+    ]
+    for start in starts:
+        assert price(kept, 3600, start) == price(plan(), 3600, start), start
+        assert max_s(kept, "1", start) == max_s(plan(), "1", start), start
+
+
 def test_holiday_beats_peak_and_starts_at_midnight() -> None:
     plan = tariff(
         [
