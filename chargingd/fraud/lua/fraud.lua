@@ -102,8 +102,8 @@ end
 -- written once (fraud_save) when changed.
 local fr_vals = {}
 
--- The values this library wrote, decoded, with the bytes it wrote (key -> {bytes,
--- table}): a Functions library keeps them between calls (an EVALSHA run starts empty),
+-- The values this library wrote, decoded, with the bytes it wrote (key -> bytes in
+-- fr_kept, key -> table in fr_kept_v: no table of its own per write): a Functions library keeps them between calls (an EVALSHA run starts empty),
 -- so a GET that returns those same bytes takes the table instead of decoding them
 -- again (what the table holds is what the bytes say: it was packed into them). An entry
 -- is taken out when read and put back only when written (SET): a run that fails in
@@ -112,28 +112,33 @@ local fr_vals = {}
 -- most KEPT_MAX each (a full one becomes the old one, the older dropped): ~1 KB of the
 -- Functions' Lua memory a small value (docs/fraud.md "Ninth round").
 local fr_kept, fr_kept_old, fr_kept_n, KEPT_MAX = {}, {}, 0, 2048
+local fr_kept_v, fr_kept_old_v = {}, {}
 
 local function fr_keep(key, raw, v)
-  if fr_kept_n >= KEPT_MAX then fr_kept, fr_kept_old, fr_kept_n = {}, fr_kept, 0 end
+  if fr_kept_n >= KEPT_MAX then
+    fr_kept, fr_kept_old, fr_kept_n = {}, fr_kept, 0
+    fr_kept_v, fr_kept_old_v = {}, fr_kept_v
+  end
   if not fr_kept[key] then fr_kept_n = fr_kept_n + 1 end
-  fr_kept[key] = {raw, v}
+  fr_kept[key], fr_kept_v[key] = raw, v
 end
 
 local function fr_load(key)
   local v = fr_vals[key]
   if v then return v end
   local raw = redis.call('GET', key)
-  local kept = fr_kept[key]
+  local kept, kept_v = fr_kept[key], nil
   if kept then
-    fr_kept[key], fr_kept_n = nil, fr_kept_n - 1  -- n: the entries it holds
+    kept_v = fr_kept_v[key]
+    fr_kept[key], fr_kept_v[key], fr_kept_n = nil, nil, fr_kept_n - 1  -- n: the entries it holds
   else
-    kept = fr_kept_old[key]
-    fr_kept_old[key] = nil
+    kept, kept_v = fr_kept_old[key], fr_kept_old_v[key]
+    fr_kept_old[key], fr_kept_old_v[key] = nil, nil
   end
   if not raw then
     v = {}
-  elseif kept and kept[1] == raw then  -- strings are interned: one comparison
-    v = kept[2]
+  elseif kept and kept == raw then  -- strings are interned: one comparison
+    v = kept_v
   else
     v = cmsgpack.unpack(raw)
   end
@@ -171,18 +176,21 @@ end
 -- number (when that call leaves the window: its ms + the window); from the second on,
 -- buckets updated in place, each with the offset of its last call: a bucket whose
 -- calls all left the window no longer counts (only a bucket the window's start cuts
--- through may count calls already out of it).
-local function fr_bucket(w, id, now, win)
+-- through may count calls already out of it). width: math.ceil(win / NB) (the generated
+-- ops pass it as a constant). floor(a / b) as (a - a % b) / b: Lua's a % b is
+-- a - floor(a / b) * b, so the same number (integers below 2^53: exact), without a
+-- call of math.floor.
+local function fr_bucket(w, id, now, win, width)
   local old = w[id]
   if old == nil or (type(old) == 'number' and old < now) then
     w[id] = now + win
     return 1
   end
-  local width = math.ceil(win / NB)
-  local cur = math.floor(now / width)
+  width = width or math.ceil(win / NB)
+  local cur = (now - now % width) / width
   if type(old) == 'number' then  -- the second call in the window
     local at = old - win
-    local b = math.floor(at / width)
+    local b = (at - at % width) / width
     if b == cur then
       w[id] = {width, cur, 2, now - cur * width}
     else
@@ -191,7 +199,7 @@ local function fr_bucket(w, id, now, win)
     return 2
   end
   local from = now - win  -- a call before this is out of the window
-  local lo = math.floor(from / width)
+  local lo = (from - from % width) / width
   local sum, keep = 0, 1
   for k = 2, #old, 3 do
     local b = old[k]
@@ -256,11 +264,11 @@ end
 
 -- A counter in a capped part of the value (v.g ranges, v.h identities): counted, and a
 -- new one beyond G_MAX drops another (fr_cap_ranges).
-local function fr_capped(v, part, id, now, win)
+local function fr_capped(v, part, id, now, win, width)
   local t = v[part] or {}
   v[part] = t
   local fresh = t[id] == nil
-  local count = fr_bucket(t, id, now, win)
+  local count = fr_bucket(t, id, now, win, width)
   if fresh then fr_cap_ranges(t, id) end
   return count
 end
@@ -274,16 +282,19 @@ local function fr_distinct(v, now, slot, win, limit, number)
   local n = all[id] or {}
   all[id] = n
   n[number] = math.ceil(now / 1000)  -- seconds, rounded up: never counts fewer
-  local count, oldest, oldest_ms = 0, nil, nil
+  local count, from = 0, now - win
   for k, ms in pairs(n) do
-    if ms * 1000 < now - win then
-      n[k] = nil
-    else
-      count = count + 1
+    if ms * 1000 < from then n[k] = nil else count = count + 1 end
+  end
+  if count > limit + 1 then
+    -- the oldest: the first least in the table's order (the same order as the scan
+    -- above: nothing was added since, only lapsed entries emptied)
+    local oldest, oldest_ms = nil, nil
+    for k, ms in pairs(n) do
       if not oldest_ms or ms < oldest_ms then oldest, oldest_ms = k, ms end
     end
+    n[oldest] = nil
   end
-  if count > limit + 1 then n[oldest] = nil end
   return count
 end
 
@@ -308,6 +319,50 @@ local function fr_live(v, now, sid)
   end
   fr_scan_v, fr_scan_l, fr_scan_now, fr_scan_sid, fr_scan_n, fr_scan_gone = v, l, now, sid, n, gone
   return n + 1
+end
+
+-- fraud_admit's 'l' op (window win, limit): the call is live (at most limit + 1
+-- entries kept, the soonest to lapse dropped).
+local function fr_admit_live(v, now, sid, win, limit)
+  local scanned = fr_scan_v == v and fr_scan_l == v.l and fr_scan_now == now
+                  and fr_scan_sid == sid and fr_scan_n + 1 <= limit + 1
+  fr_scan_v = nil  -- used once (a second 'l' op scans)
+  local l = v.l or {}
+  v.l = l
+  l[sid] = math.ceil((now + win) / 1000)
+  if scanned then
+    -- fr_live's scan (nothing changed the live calls since): the lapsed ones dropped
+    -- as the loop below drops them, no entry beyond the limit to drop
+    local gone = fr_scan_gone
+    if gone then
+      for j = 1, #gone do
+        if gone[j] ~= sid then l[gone[j]] = nil end
+      end
+    end
+  else
+    local n, first, first_ms = 0, nil, nil
+    for s, lapse in pairs(l) do
+      if lapse * 1000 <= now then
+        l[s] = nil
+      else
+        n = n + 1
+        if not first_ms or lapse < first_ms then first, first_ms = s, lapse end
+      end
+    end
+    if n > limit + 1 then l[first] = nil end
+  end
+  v._dirty = true
+end
+
+-- fraud_admit's 'n' op: the country cc is known from now on (rewritten at most once
+-- per memo ms).
+local function fr_admit_country(v, now, cc, memo)
+  local c = v.c or {}
+  v.c = c
+  if (c[cc] or 0) < now - memo then
+    c[cc] = now
+    v._dirty = true
+  end
 end
 
 -- Deny flags of event rules that refuse (this identity's, or the account's).
@@ -411,34 +466,48 @@ local function fr_lit(x)
   return string.format('%q', x)
 end
 
+-- The verdict of a call no rule fired on, as the generated check returns it (one
+-- table for every such call: read, never changed, by the fused authorize, the only
+-- caller of a generated check; fr_verdict's own for the loop)
+local FR_OK = {'ok', 0, 0, {}, ''}
+
 local function fr_generate(ops)
   local src = {
-    'local fr_load, fr_bucket, fr_capped, fr_distinct, fr_live, fr_size, fr_verdict = ...',
-    'return function(KEYS, ARGV, now, identity, sid, acc)',
-    "local fired, counts, worst, worst_i, wwin, wlimit, wname = {}, {}, -1, 0, 0, 0, ''",
-    'local learn, v, count = 0, nil, 0',
+    'local fr_load, fr_bucket, fr_capped, fr_distinct, fr_live, fr_size, fr_verdict, FR_OK,'
+      .. ' fr_admit_live, fr_admit_country = ...',
+    'local check = function(KEYS, ARGV, now, identity, sid, acc)',
+    "local fired, counts, worst, worst_i, wwin, wlimit, wname = nil, nil, -1, 0, 0, 0, ''",
+    'local learn, count = 0, 0',
   }
   local function add(line) src[#src + 1] = line end
+  local loaded = {}  -- the values' locals (v1, v5): loaded once, before the first op
+  for i = 1, #ops / OP do
+    local k = ops[(i - 1) * OP + 2]
+    if not loaded[k] then
+      loaded[k] = true
+      add('local v' .. k .. ' = fr_load(KEYS[' .. fr_lit(k) .. '])')
+    end
+  end
   for i = 1, #ops / OP do
     local o = (i - 1) * OP
     local kind, k, slot, win, limit, act = ops[o + 1], ops[o + 2], ops[o + 3], ops[o + 4],
                                            ops[o + 5], ops[o + 6]
-    local lim = limit
-    add('v = fr_load(KEYS[' .. fr_lit(k) .. '])')
+    local lim, v, width = limit, 'v' .. k, fr_lit(math.ceil(win / NB))
     if kind == 'c' then
-      add('count = fr_bucket(v.w, ' .. fr_lit(slot) .. ', now, ' .. fr_lit(win) .. ')')
+      add('count = fr_bucket(' .. v .. '.w, ' .. fr_lit(slot) .. ', now, ' .. fr_lit(win) .. ', '
+          .. width .. ')')
     elseif kind == 'i' then
-      add("count = fr_capped(v, 'h', " .. fr_lit(slot .. '|') .. ' .. identity, now, '
-          .. fr_lit(win) .. ')')
+      add('count = fr_capped(' .. v .. ", 'h', " .. fr_lit(slot .. '|') .. ' .. identity, now, '
+          .. fr_lit(win) .. ', ' .. width .. ')')
     elseif kind == 'g' then
-      add('do local n = ARGV[5] count = fr_capped(v, \'g\', ' .. fr_lit(slot .. '|')
+      add('do local n = ARGV[5] count = fr_capped(' .. v .. ', \'g\', ' .. fr_lit(slot .. '|')
           .. ' .. string.sub(n, 1, math.max(2, #n - ' .. fr_lit(ops[o + 8]) .. ')), now, '
-          .. fr_lit(win) .. ') end')
+          .. fr_lit(win) .. ', ' .. width .. ') end')
     elseif kind == 'd' then
-      add('count = fr_distinct(v, now, ' .. fr_lit(slot) .. ', ' .. fr_lit(win) .. ', '
+      add('count = fr_distinct(' .. v .. ', now, ' .. fr_lit(slot) .. ', ' .. fr_lit(win) .. ', '
           .. fr_lit(limit) .. ', tonumber(ARGV[11]))')
     elseif kind == 'l' then
-      add('count = fr_live(v, now, sid)')
+      add('count = fr_live(' .. v .. ', now, sid)')
     elseif kind == 'n' then
       add('do local last = (acc.c and acc.c[ARGV[6]]) or 0 count = 0')
       add('if last < now - ' .. fr_lit(win) .. ' then count = fr_size(acc.c) end')
@@ -447,9 +516,10 @@ local function fr_generate(ops)
     else
       add('count = 0')
     end
-    if kind ~= 'l' and kind ~= 'n' then add('v._dirty = true') end
+    if kind ~= 'l' and kind ~= 'n' then add(v .. '._dirty = true') end
     if act ~= 'x' then
       add('if count > ' .. fr_lit(lim) .. ' then')
+      add('if not fired then fired, counts = {}, {} end')
       add('fired[#fired + 1] = ' .. i .. ' fired[#fired + 1] = count counts[' .. i .. '] = count')
       add('if ' .. fr_rank(act) .. ' > worst then worst, worst_i = ' .. fr_rank(act) .. ', '
           .. i .. ' wwin, wlimit, wname = ' .. fr_lit(win) .. ', ' .. fr_lit(limit) .. ', '
@@ -457,13 +527,30 @@ local function fr_generate(ops)
       add('end')
     end
   end
+  add('if not fired then return FR_OK, learn end')
   add('return fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, wwin, wlimit, wname), learn')
   add('end')
+  -- fraud_admit's 'ln' (the fused authorize's): its op loop, unrolled
+  add('local admit = function(KEYS, ARGV, now, sid)')
+  add('local v = fr_load(KEYS[1])')
+  for i = 1, #ops / OP do
+    local o = (i - 1) * OP
+    local kind, win = ops[o + 1], ops[o + 4]
+    if kind == 'l' then
+      add('fr_admit_live(v, now, sid, ' .. fr_lit(win) .. ', ' .. fr_lit(ops[o + 5]) .. ')')
+    elseif kind == 'n' then
+      add('fr_admit_country(v, now, ARGV[6], ' .. fr_lit(math.min(DAY_MS, win / 100)) .. ')')
+    end
+  end
+  add('end')
+  add('return {check, admit}')
   return loadstring(table.concat(src, '\n'))(fr_load, fr_bucket, fr_capped, fr_distinct,
-                                              fr_live, fr_size, fr_verdict)
+                                              fr_live, fr_size, fr_verdict, FR_OK,
+                                              fr_admit_live, fr_admit_country)
 end
 
--- The generated check of this call's ops (nil: not a library's run, or ops the
+-- The generated check and admit of this call's ops ({check, admit}; nil: not a
+-- library's run, or ops the
 -- generator could not compile, kept as false: a Redis whose Lua has no loadstring, a
 -- sandbox that removes it; then the loop decides, as it does for EVALSHA, rather than
 -- every authorize failing).
@@ -487,7 +574,7 @@ local function fraud_check(KEYS, ARGV)
   if deny then return {'deny', 0, 0, {}, deny} end
   local gen = fr_gen(ARGV)
   if gen then
-    local verdict, learn = gen(KEYS, ARGV, now, identity, sid, acc)
+    local verdict, learn = gen[1](KEYS, ARGV, now, identity, sid, acc)
     if learn == 1 then fr_learn = 1 end
     return verdict
   end
@@ -543,6 +630,10 @@ end
 -- fraud_check (check.lua) and learns the country after a successful reserve (admit.lua).
 local function fraud_admit(KEYS, ARGV, kinds)
   local now, sid = tonumber(ARGV[1]), ARGV[3]
+  if kinds == 'ln' then  -- the fused authorize's: generated in a library's run
+    local gen = fr_gen(ARGV)
+    if gen then return gen[2](KEYS, ARGV, now, sid) end
+  end
   local live, country = string.find(kinds, 'l', 1, true), string.find(kinds, 'n', 1, true)
   local v = fr_load(KEYS[1])
   local ops = fr_ops(ARGV)
@@ -550,42 +641,9 @@ local function fraud_admit(KEYS, ARGV, kinds)
     local o = (i - 1) * OP
     local kind, win = ops[o + 1], ops[o + 4]
     if kind == 'l' and live then
-      local scanned = fr_scan_v == v and fr_scan_l == v.l and fr_scan_now == now
-                      and fr_scan_sid == sid and fr_scan_n + 1 <= ops[o + 5] + 1
-      fr_scan_v = nil  -- used once (a second 'l' op scans)
-      local l = v.l or {}
-      v.l = l
-      l[sid] = math.ceil((now + win) / 1000)
-      if scanned then
-        -- fraud_check's scan (nothing changed the live calls since): the lapsed ones
-        -- dropped as the loop below drops them, no entry beyond the limit to drop
-        local gone = fr_scan_gone
-        if gone then
-          for j = 1, #gone do
-            if gone[j] ~= sid then l[gone[j]] = nil end
-          end
-        end
-      else
-        local n, first, first_ms = 0, nil, nil
-        for s, lapse in pairs(l) do
-          if lapse * 1000 <= now then
-            l[s] = nil
-          else
-            n = n + 1
-            if not first_ms or lapse < first_ms then first, first_ms = s, lapse end
-          end
-        end
-        if n > ops[o + 5] + 1 then l[first] = nil end
-      end
-      v._dirty = true
+      fr_admit_live(v, now, sid, win, ops[o + 5])
     elseif kind == 'n' and country then
-      local c = v.c or {}
-      v.c = c
-      local cc = ARGV[6]
-      if (c[cc] or 0) < now - math.min(DAY_MS, win / 100) then
-        c[cc] = now
-        v._dirty = true
-      end
+      fr_admit_country(v, now, ARGV[6], math.min(DAY_MS, win / 100))
     end
   end
 end
