@@ -3,9 +3,12 @@
 count does not move with the load average (docs/performance.md, round 8b).
 
 Pieces: ``codec`` (decode an Access-Request, check its Message-Authenticator, build
-and sign an Access-Accept), ``e164`` (the called and the calling number of the kit's
-Access-Requests, 100,000 of each, normalised as an authorize does), ``pricer`` (an
-authorize's three rating questions: the first grant's price, then paid_s twice, as
+and sign an Access-Accept), ``frontend`` (the RADIUS frontend's own work per new
+Access-Request around the authorize: client, decode, duplicate cache,
+Message-Authenticator, CallInfo, the Cisco Access-Accept signed, the reply cached; no
+socket), ``e164`` (the called and the calling number of the kit's Access-Requests,
+100,000 of each, normalised as an authorize does), ``pricer`` (an authorize's three
+rating questions: the first grant's price, then paid_s twice, as
 scripts/bench_pricer.py). Each piece runs under ``valgrind --tool=callgrind`` twice,
 with N and 2N items after the same set-up; the difference over N is printed.
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"s3cr3t-bench"
-PIECES = ("codec", "e164", "pricer")
+PIECES = ("codec", "frontend", "e164", "pricer")
 
 
 def _codec(items: int, setup: int) -> Callable[[], None]:
@@ -56,6 +59,60 @@ def _codec(items: int, setup: int) -> Callable[[], None]:
             rc.encode_reply(
                 rc.ACCESS_ACCEPT, packet.identifier, packet.authenticator, reply, SECRET
             )
+
+    return run
+
+
+def _kit_attrs() -> bytes:
+    from chargingd.radius import codec as rc
+
+    return b"".join(
+        (
+            rc.attr_bytes(rc.USER_NAME, b"000000000042"),
+            rc.attr_bytes(rc.CALLING_STATION_ID, b"316123412345"),
+            rc.attr_bytes(rc.CALLED_STATION_ID, b"00442079812345"),
+            rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1"),
+            rc.attr_bytes(rc.ACCT_SESSION_ID, b"a-00000001-DEADBEEF-0001"),
+            rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=a-00000001-DEADBEEF-0001"),
+        )
+    )
+
+
+def _frontend(items: int, setup: int) -> Callable[[], None]:
+    import asyncio
+    import socket
+
+    from chargingd.core.config import config_from_dict
+    from chargingd.radius import codec as rc
+    from chargingd.radius.intake import IntakeQueue, UdpPort
+    from chargingd.radius.server import RadiusFrontend
+    from chargingd.radius.translate import call_info
+    from chargingd.sessions.ccapi import Authorized
+
+    client = {"name": "gw", "address": "127.0.0.1", "secret": SECRET.decode()}
+    raw = {"bind": "127.0.0.1", "auth_port": 0, "acct_port": 0, "clients": [client]}
+    frontend = RadiusFrontend(config_from_dict({"radius": raw}).radius, None)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    port = UdpPort(sock, IntakeQueue(0, loop), frontend.counters, max_wait_s=0.5, loop=loop)
+    attrs = _kit_attrs()
+    rng = random.Random(3)
+    packets = [
+        rc.encode_access_request(i % 256, rng.randbytes(16), attrs, SECRET) for i in range(setup)
+    ][:items]
+    decision = Authorized("000000000042", 3600, 60, 12_345_670_000, "EUR", grant_s=3600)
+    addr = ("127.0.0.1", 40_000)
+
+    def run() -> None:
+        for data in packets:
+            admitted = frontend._admit(data, addr, rc.ACCESS_REQUEST, port)
+            assert admitted is not None
+            gw, packet, key = admitted
+            assert frontend._access_authentic(packet, gw, addr)
+            call_info(packet, gw, addr[0])
+            frontend.cache.start(key)
+            reply = frontend._auth_reply(packet, gw, decision)
+            frontend.cache.finish(key, reply)
 
     return run
 
@@ -107,7 +164,9 @@ def _pricer(items: int, setup: int) -> Callable[[], None]:
 
 
 def _child(piece: str, items: int, setup: int) -> None:
-    run = {"codec": _codec, "e164": _e164, "pricer": _pricer}[piece](items, setup)
+    run = {"codec": _codec, "frontend": _frontend, "e164": _e164, "pricer": _pricer}[piece](
+        items, setup
+    )
     run()
 
 

@@ -111,6 +111,11 @@ _ATTR_U32: Final = struct.Struct("!BBI")
 _VSA_HDR: Final = struct.Struct("!BBIBB")
 _MA_ZERO_ATTR: Final = bytes((MESSAGE_AUTHENTICATOR, 18)) + ZERO16
 _MA_HDR: Final = bytes((MESSAGE_AUTHENTICATOR, 18))
+# The struct methods bound once: compiled code calls a bound method directly, while
+# `_HDR.pack(...)` looks the method up by name on every call (round 9a).
+_HDR_PACK: Final = _HDR.pack
+_U32_UNPACK: Final = _U32.unpack
+_VSA_HDR_PACK: Final = _VSA_HDR.pack
 
 
 _MD5_BLOCK: Final = 64
@@ -133,12 +138,18 @@ def _md5_constructor() -> Callable[[bytes], Any]:
 
 
 _MD5: Final = _md5_constructor()
+# The MD5 object's methods, taken from its type once: called with the object, they
+# skip the look-up by name that `state.copy()` makes on every call (round 9a).
+_MD5_TYPE: Final[Any] = type(_MD5(b""))
+_MD5_COPY: Final = _MD5_TYPE.copy
+_MD5_UPDATE: Final = _MD5_TYPE.update
+_MD5_DIGEST: Final = _MD5_TYPE.digest
 _compare_digest: Final = hmac.compare_digest
 
 
 def md5(data: bytes) -> bytes:
     """MD5 digest of `data` (the RADIUS authenticators; not for security elsewhere)."""
-    digest: bytes = _MD5(data).digest()
+    digest: bytes = _MD5_DIGEST(_MD5(data))
     return digest
 
 
@@ -153,11 +164,11 @@ def hmac_md5(secret: bytes, message: bytes) -> bytes:
         if len(_pads) >= _PADS_MAX:
             del _pads[next(iter(_pads))]
         _pads[secret] = pads
-    inner = pads[0].copy()
-    inner.update(message)
-    outer = pads[1].copy()
-    outer.update(inner.digest())
-    digest: bytes = outer.digest()
+    inner = _MD5_COPY(pads[0])
+    _MD5_UPDATE(inner, message)
+    outer = _MD5_COPY(pads[1])
+    _MD5_UPDATE(outer, _MD5_DIGEST(inner))
+    digest: bytes = _MD5_DIGEST(outer)
     return digest
 
 
@@ -222,7 +233,12 @@ class Packet:
     def text(self, attr_type: int) -> str:
         """An attribute as text ("" when absent); invalid UTF-8 is replaced, never fatal."""
         value = self.attrs.get(attr_type)
-        return value.decode("utf-8", "replace") if value else ""
+        if not value:
+            return ""
+        try:  # strict UTF-8 first: mypyc's own decoder, not the codec registry's
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "replace")
 
     def integer(self, attr_type: int, default: int = 0) -> int:
         """A 4-octet integer attribute; MalformedPacket when it is not 4 octets."""
@@ -231,7 +247,7 @@ class Packet:
             return default
         if len(value) != 4:
             raise MalformedPacket(f"attribute {attr_type} must be 4 octets")
-        result: int = _U32.unpack(value)[0]
+        result: int = _U32_UNPACK(value)[0]
         return result
 
     def cisco_value(self, sub_type: int) -> str:
@@ -239,8 +255,12 @@ class Packet:
         value = self.cisco.get(sub_type)
         if not value:
             return ""
-        text = value.decode("utf-8", "replace")
-        return text.partition("=")[2] if "=" in text else text
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("utf-8", "replace")
+        equals = text.find("=")
+        return text[equals + 1 :] if equals >= 0 else text
 
 
 def decode(data: bytes) -> Packet:
@@ -290,7 +310,8 @@ def _decode_vsa(raw: bytes, pos: int, end: int, cisco: dict[int, bytes]) -> None
     # RFC 2865 §5.26: Vendor-Id then (for Cisco) type/length/value sub-attributes.
     if end - pos < 6:
         raise MalformedPacket("Vendor-Specific shorter than its Vendor-Id")
-    if _U32.unpack_from(raw, pos + 2)[0] != CISCO_VENDOR:
+    # Vendor-Id 9 (Cisco) by its octets: 0, 0, 0, 9 (no struct call per VSA)
+    if raw[pos + 5] != CISCO_VENDOR or raw[pos + 4] or raw[pos + 3] or raw[pos + 2]:
         return  # other vendors: not needed for a decision
     sub = pos + 6
     while sub < end:
@@ -313,7 +334,10 @@ def verify_message_authenticator(packet: Packet, secret: bytes, vector: bytes) -
     if off < 0:
         return False
     raw = packet.raw
-    msg = b"".join((raw[:4], vector, raw[20:off], ZERO16, raw[off + 16 :]))
+    if vector is packet.authenticator:  # an Access-Request's own: the packet as it is
+        msg = b"".join((raw[:off], ZERO16, raw[off + 16 :]))
+    else:
+        msg = b"".join((raw[:4], vector, raw[20:off], ZERO16, raw[off + 16 :]))
     return _compare_digest(hmac_md5(secret, msg), raw[off : off + 16])
 
 
@@ -368,7 +392,7 @@ def attr_ipv4(attr_type: int, address: str) -> bytes:
 def cisco_vsa(sub_type: int, value: bytes) -> bytes:
     """A Cisco (vendor 9) VSA; `value` is the full "h323-name=value" string."""
     value = value[:247]
-    return _VSA_HDR.pack(
+    return _VSA_HDR_PACK(
         VENDOR_SPECIFIC, len(value) + 8, CISCO_VENDOR, sub_type, len(value) + 2
     ) + (value)
 
@@ -381,11 +405,10 @@ def encode_reply(
     length = HEADER_LEN + 18 + len(attrs)
     if length > MAX_PACKET_LEN:
         raise ValueError("reply longer than 4096 octets")
-    header = _HDR.pack(code, identifier, length)
+    header = _HDR_PACK(code, identifier, length)
     mac = hmac_md5(secret, b"".join((header, request_auth, _MA_ZERO_ATTR, attrs)))
-    body = b"".join((_MA_HDR, mac, attrs))
-    response_auth = md5(b"".join((header, request_auth, body, secret)))
-    return b"".join((header, response_auth, body))
+    response_auth = md5(b"".join((header, request_auth, _MA_HDR, mac, attrs, secret)))
+    return b"".join((header, response_auth, _MA_HDR, mac, attrs))
 
 
 def encode_accounting_response(
@@ -393,7 +416,7 @@ def encode_accounting_response(
 ) -> bytes:
     """An Accounting-Response (RFC 2866 §4.2), normally without attributes (only the
     echoed Proxy-State), with its Response Authenticator."""
-    header = _HDR.pack(ACCOUNTING_RESPONSE, identifier, HEADER_LEN + len(attrs))
+    header = _HDR_PACK(ACCOUNTING_RESPONSE, identifier, HEADER_LEN + len(attrs))
     return b"".join((header, md5(header + request_auth + attrs + secret), attrs))
 
 
@@ -403,7 +426,7 @@ def encode_request(code: int, identifier: int, attrs: bytes, secret: bytes) -> b
     length = HEADER_LEN + 18 + len(attrs)
     if length > MAX_PACKET_LEN:
         raise ValueError("request longer than 4096 octets")
-    header = _HDR.pack(code, identifier, length)
+    header = _HDR_PACK(code, identifier, length)
     mac = hmac_md5(secret, b"".join((header, ZERO16, _MA_ZERO_ATTR, attrs)))
     body = b"".join((_MA_HDR, mac, attrs))
     request_auth = md5(b"".join((header, ZERO16, body, secret)))
@@ -418,7 +441,7 @@ def encode_access_request(
     length = HEADER_LEN + 18 + len(attrs)
     if length > MAX_PACKET_LEN or len(authenticator) != 16:
         raise ValueError("request longer than 4096 octets or authenticator not 16 octets")
-    header = _HDR.pack(ACCESS_REQUEST, identifier, length)
+    header = _HDR_PACK(ACCESS_REQUEST, identifier, length)
     mac = hmac_md5(secret, b"".join((header, authenticator, _MA_ZERO_ATTR, attrs)))
     return b"".join((header, authenticator, _MA_HDR, mac, attrs))
 
@@ -429,7 +452,6 @@ _CREDIT_TIME: Final = b"h323-credit-time="
 _RETURN_CODE: Final = b"h323-return-code="
 _BILLING_MODEL: Final = b"h323-billing-model="
 _CURRENCY: Final = b"h323-currency="
-_TIMERS: Final = struct.Struct("!BBIBBI")
 
 
 def format_credit_amount(credit_micros: int) -> bytes:
@@ -465,6 +487,28 @@ def _currency_vsa(currency: str) -> bytes:
     return vsa
 
 
+def _vsa_heads(sub_type: int) -> tuple[bytes, ...]:
+    """The 8 octets before a Cisco VSA's value, by the value's length (0..247)."""
+    return tuple(
+        _VSA_HDR_PACK(VENDOR_SPECIFIC, n + 8, CISCO_VENDOR, sub_type, n + 2) for n in range(248)
+    )
+
+
+# Access-Accept pieces, encoded once: the attribute headers of the timers and the
+# Cisco VSA headers by value length (struct's pack is a generic call per attribute).
+_TIMEOUT_HDR: Final = bytes((SESSION_TIMEOUT, 6))
+_INTERIM_HDR: Final = bytes((ACCT_INTERIM_INTERVAL, 6))
+_AMOUNT_HEADS: Final = _vsa_heads(H323_CREDIT_AMOUNT)
+_TIME_HEADS: Final = _vsa_heads(H323_CREDIT_TIME)
+
+
+def _cisco_head(heads: tuple[bytes, ...], sub_type: int, size: int) -> bytes:
+    if size < len(heads):
+        return heads[size]
+    # longer than a VSA can carry: struct.error, as cisco_vsa's pack raises
+    return _VSA_HDR_PACK(VENDOR_SPECIFIC, size + 8, CISCO_VENDOR, sub_type, size + 2)
+
+
 def accept_attributes(
     session_timeout_s: int,
     interim_interval_s: int,
@@ -475,26 +519,25 @@ def accept_attributes(
 ) -> bytes:
     """Access-Accept attributes: Session-Timeout, Acct-Interim-Interval and, for Cisco
     gateways, h323-credit-amount/-time, h323-return-code=0, -billing-model, -currency."""
-    timers = _TIMERS.pack(
-        SESSION_TIMEOUT,
-        6,
-        min(max(session_timeout_s, 0), 0xFFFFFFFF),
-        ACCT_INTERIM_INTERVAL,
-        6,
-        min(max(interim_interval_s, 0), 0xFFFFFFFF),
-    )
+    timeout = min(max(session_timeout_s, 0), 0xFFFFFFFF)
+    interim = min(max(interim_interval_s, 0), 0xFFFFFFFF)
     if not cisco:
-        return timers
-    amount = _CREDIT_AMOUNT + format_credit_amount(credit_micros)
-    seconds = _CREDIT_TIME + str(max(session_timeout_s, 0)).encode("ascii")
+        return b"".join(
+            (_TIMEOUT_HDR, timeout.to_bytes(4, "big"), _INTERIM_HDR, interim.to_bytes(4, "big"))
+        )
+    amount = format_credit_amount(credit_micros)
+    seconds = str(max(session_timeout_s, 0)).encode("ascii")
     return b"".join(
         (
-            timers,
-            _VSA_HDR.pack(VENDOR_SPECIFIC, len(amount) + 8, CISCO_VENDOR, H323_CREDIT_AMOUNT,
-                          len(amount) + 2),
+            _TIMEOUT_HDR,
+            timeout.to_bytes(4, "big"),
+            _INTERIM_HDR,
+            interim.to_bytes(4, "big"),
+            _cisco_head(_AMOUNT_HEADS, H323_CREDIT_AMOUNT, len(_CREDIT_AMOUNT) + len(amount)),
+            _CREDIT_AMOUNT,
             amount,
-            _VSA_HDR.pack(VENDOR_SPECIFIC, len(seconds) + 8, CISCO_VENDOR, H323_CREDIT_TIME,
-                          len(seconds) + 2),
+            _cisco_head(_TIME_HEADS, H323_CREDIT_TIME, len(_CREDIT_TIME) + len(seconds)),
+            _CREDIT_TIME,
             seconds,
             _RETURN_CODE_OK,
             _billing_model_vsa(billing_model),

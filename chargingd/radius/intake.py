@@ -57,6 +57,8 @@ class Counters:
 _PENDING: Final = b""  # cache value while the first copy of a request is being worked on
 _EXPIRY: Final = struct.Struct("@d")  # the head of a cache value: when it expires (monotonic s)
 _EXPIRY_SIZE: Final = 8
+_EXPIRY_PACK: Final = _EXPIRY.pack  # bound once: no method look-up by name per call
+_EXPIRY_UNPACK_FROM: Final = _EXPIRY.unpack_from
 
 
 def cache_key(addr: Address, header: bytes) -> bytes:
@@ -90,7 +92,7 @@ class DuplicateCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if _EXPIRY.unpack_from(entry)[0] < self._now():
+        if _EXPIRY_UNPACK_FROM(entry)[0] < self._now():
             del self._entries[key]
             return None
         return entry[_EXPIRY_SIZE:]
@@ -99,13 +101,13 @@ class DuplicateCache:
         """Mark a request in progress; evicts expired entries and the oldest past the bound."""
         entries = self._entries
         now = self._now()
-        entries[key] = _EXPIRY.pack(now + self._ttl_s)  # + _PENDING
+        entries[key] = _EXPIRY_PACK(now + self._ttl_s)  # + _PENDING
         while len(entries) > self._max:
             entries.popitem(last=False)
         # Entries are in expiry order (same TTL for all): drop the expired head.
         for _ in range(2):
             first = next(iter(entries))
-            if _EXPIRY.unpack_from(entries[first])[0] >= now:
+            if _EXPIRY_UNPACK_FROM(entries[first])[0] >= now:
                 break
             del entries[first]
 

@@ -327,9 +327,9 @@ class RadiusFrontend:
             return_code = self._return_codes[decision.code] if client.cisco else None
             attrs = rc.reject_attributes(decision.message, return_code)
             code = rc.ACCESS_REJECT
-        return rc.encode_reply(
-            code, packet.identifier, packet.authenticator, attrs + packet.proxy_state, client.secret
-        )
+        if packet.proxy_state:  # RFC 2865 §5.33: echoed, in order, after ours
+            attrs += packet.proxy_state
+        return rc.encode_reply(code, packet.identifier, packet.authenticator, attrs, client.secret)
 
     # -- Accounting-Request --------------------------------------------------------
 

@@ -312,3 +312,21 @@ def test_hmac_md5_is_rfc_2104(size: int) -> None:
     for message in (b"", b"x", os.urandom(100), os.urandom(4096)):
         assert rc.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")
         assert rc.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")  # cached
+
+
+def test_text_vendor_and_cisco_values_by_octets() -> None:
+    # round 9a: strict UTF-8 first (replacement when invalid), the Cisco Vendor-Id by its
+    # octets (0x109 and 0x09000000 are other vendors), the value after the first "="
+    bad = b"\xff\xfeal"
+    cisco = rc.cisco_vsa(rc.H323_CONF_ID, b"h323-conf-id=a=b") + rc.cisco_vsa(101, b"noeq")
+    others = b"".join(
+        struct.pack("!BBI", rc.VENDOR_SPECIFIC, 12, vendor) + bytes((24, 6)) + b"x=yz"
+        for vendor in (0x109, 0x09000000, 0x00090000)
+    )
+    attrs = rc.attr_bytes(rc.USER_NAME, bad) + others + cisco
+    packet = rc.decode(rc.encode_access_request(1, bytes(16), attrs, SECRET))
+    assert packet.text(rc.USER_NAME) == bad.decode("utf-8", "replace") == "\ufffd\ufffdal"
+    assert packet.cisco == {rc.H323_CONF_ID: b"h323-conf-id=a=b", 101: b"noeq"}
+    assert (packet.cisco_value(rc.H323_CONF_ID), packet.cisco_value(101)) == ("a=b", "noeq")
+    amount = rc.accept_attributes(60, 30, True, 12_345_670_000, "EUR")
+    assert b"h323-credit-amount=12345.67" in amount and b"h323-credit-time=60" in amount
