@@ -425,9 +425,11 @@ end
 -- answered it already (its record exists, it is live, the ledger refused it: its
 -- reserve answers the same again); {'again', 0, 0, {}, 'refuse|RULE' or 'block|RULE'}
 -- when a rule refused it.
+-- now: ARGV[1] + 0 (a number already in the fused authorize, whose wrapper converts it
+-- once; a digit string in check.lua's: the same conversion as tonumber's, no call).
 local function fraud_seen(KEYS, ARGV)
   if redis.call('EXISTS', KEYS[4]) == 1 then return {'known', 0, 0, {}, ''} end
-  local now, sid = tonumber(ARGV[1]), ARGV[3]
+  local now, sid = ARGV[1] + 0, ARGV[3]
   local v = fr_load(KEYS[1])
   local e = v.r and v.r[sid]
   local what = e and e[2] > now and e[1]
@@ -466,15 +468,15 @@ local function fr_lit(x)
   return string.format('%q', x)
 end
 
--- The verdict of a call no rule fired on, as the generated check returns it (one
--- table for every such call: read, never changed, by the fused authorize, the only
--- caller of a generated check; fr_verdict's own for the loop)
-local FR_OK = {'ok', 0, 0, {}, ''}
-
 local function fr_generate(ops)
   local src = {
-    'local fr_load, fr_bucket, fr_capped, fr_distinct, fr_live, fr_size, fr_verdict, FR_OK,'
+    'local fr_load, fr_bucket, fr_capped, fr_distinct, fr_live, fr_size, fr_verdict,'
       .. ' fr_admit_live, fr_admit_country = ...',
+    -- the verdict of a call no rule fired on (one table for all such calls of these ops:
+    -- read, never changed, by the fused authorize, the only caller of a generated check;
+    -- the loop's fr_verdict builds its own; made here, not at the top level, which an
+    -- EVALSHA runs on every call)
+    "local FR_OK = {'ok', 0, 0, {}, ''}",
     'local check = function(KEYS, ARGV, now, identity, sid, acc)',
     "local fired, counts, worst, worst_i, wwin, wlimit, wname = nil, nil, -1, 0, 0, 0, ''",
     'local learn, count = 0, 0',
@@ -545,7 +547,7 @@ local function fr_generate(ops)
   add('end')
   add('return {check, admit}')
   return loadstring(table.concat(src, '\n'))(fr_load, fr_bucket, fr_capped, fr_distinct,
-                                              fr_live, fr_size, fr_verdict, FR_OK,
+                                              fr_live, fr_size, fr_verdict,
                                               fr_admit_live, fr_admit_country)
 end
 
@@ -568,7 +570,7 @@ local function fr_gen(ARGV)
 end
 
 local function fraud_check(KEYS, ARGV)
-  local now, identity, sid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+  local now, identity, sid = ARGV[1] + 0, ARGV[2], ARGV[3]
   local acc = fr_load(KEYS[1])
   local deny = fr_deny(acc, now, identity)
   if deny then return {'deny', 0, 0, {}, deny} end
@@ -629,7 +631,7 @@ end
 -- after its reserve, in its own run; the step-by-step path admits the live call with
 -- fraud_check (check.lua) and learns the country after a successful reserve (admit.lua).
 local function fraud_admit(KEYS, ARGV, kinds)
-  local now, sid = tonumber(ARGV[1]), ARGV[3]
+  local now, sid = ARGV[1] + 0, ARGV[3]
   if kinds == 'ln' then  -- the fused authorize's: generated in a library's run
     local gen = fr_gen(ARGV)
     if gen then return gen[2](KEYS, ARGV, now, sid) end
@@ -680,7 +682,7 @@ end
 -- now, the caller IP's ARGV[9] (the longest window of their ops), either never less
 -- than it did.
 local function fraud_save(KEYS, ARGV)
-  local now = tonumber(ARGV[1])
+  local now = ARGV[1] + 0
   local ip = fr_vals[KEYS[5]]
   if ip and ip._dirty and KEYS[5] ~= KEYS[1] then
     fr_prune(ip, now)
