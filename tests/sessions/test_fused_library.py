@@ -247,6 +247,15 @@ EVERY_KIND = [
 ]  # fmt: skip
 
 
+# A library's second function: how many ops texts its generator compiled, and how many
+# it could not (kept as false: the loop decides them)
+PROBE = (
+    "\nredis.register_function('NAME_probe', function() local g, f = 0, 0"
+    " for _, x in pairs(fr_gen_seen) do if x then g = g + 1 else f = f + 1 end end"
+    " return {g, f} end)\nredis.register_function("
+)
+
+
 async def test_the_generated_ops_decide_and_write_as_the_op_loop(
     redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -255,7 +264,9 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
     The same calls through both, each on its own database of one Redis 7: the same
     answers, rules fired, and values (the account's, the caller IP's), call by call.
     A third side, a library on a Redis without loadstring (a Lua of its own, a sandbox
-    that drops it): the loop decides there, every authorize is answered the same."""
+    that drops it): the loop decides there, every authorize is answered the same. Each
+    library's own probe says which decided: the first compiled its ops (a generator
+    that fails falls back to the loop, equal by construction: this proves it ran)."""
     other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
     third = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=2)
     await other.flushdb()
@@ -273,10 +284,14 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         )  # fmt: skip
         await sessions.store.load_scripts()
         library_of(sessions).available = fcall
-        if n == 2:  # its own library, where the name loadstring is nil
-            lib, name = library_of(sessions), library_of(sessions).name
-            lib.name = name[:-6] + "no_ls"
-            lib.code = lib.code.replace(name, lib.name).replace("\n", "\nlocal loadstring\n", 1)
+        lib, name = library_of(sessions), library_of(sessions).name
+        if fcall:  # its own library (another name), with a probe of what it compiled
+            lib.name = name[:-6] + ("no_ls" if n == 2 else "gen")
+            lib.code = lib.code.replace(name, lib.name).replace(
+                "\nredis.register_function(", PROBE.replace("NAME", lib.name), 1
+            )
+        if n == 2:  # where the name loadstring is nil
+            lib.code = lib.code.replace("\n", "\nlocal loadstring\n", 1)
         for k, users in enumerate((("alice", "carol"), ("bob",), ("dave",))):
             await add_account(ledger, f"acc{k}", identities=tuple(f"user:{u}" for u in users))
         sides.append((sessions, clock, redis, engine))
@@ -303,6 +318,11 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         fired, refused = sides[0][3].counters["fired"], sides[0][3].counters["refused"]
         assert fired > 10 and refused > 3 and sides[0][3].counters["blocked"] == 1
         assert await calls(redis7, "fcall") > 40 and await calls(other, "evalsha") > 40
+        # ops texts compiled / fallen back to the loop, each library's own
+        compiled, failed = await redis7.fcall(library_of(sides[0][0]).name + "_probe", 0)
+        assert compiled >= 2 and failed == 0  # two shapes of call: a premium number or not
+        compiled, failed = await third.fcall(library_of(sides[2][0]).name + "_probe", 0)
+        assert compiled == 0 and failed >= 2
     finally:
         await other.aclose()
         await third.aclose()
