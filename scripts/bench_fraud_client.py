@@ -4,8 +4,8 @@ with [fraud] on around the fused script, for the default rule set.
     .venv/bin/python scripts/bench_fraud_client.py [--calls 20000] [--repeat 5]
 
 Per call: the fraud hook's Attempt and CallFacts, Fraud.prepare (the number's type,
-the shape's ops, the keys and arguments), the extra keys and arguments packed as the
-batcher packs the fused call's (hiredis), and Fraud.decided of an honest reply (no
+the shape's ops, the keys and arguments), the extra keys and arguments the fused call
+sends packed as the batcher packs them (hiredis), and Fraud.decided of an honest reply (no
 rule fired). Calls go to 1,000 accounts dialling UK numbers of ten ranges, as
 bench_fraud_load.py's loadgen does; "new numbers" clears the number-type cache before
 each pass (every number typed again), "repeated numbers" keeps it. Prints the minimum
@@ -25,7 +25,7 @@ import hiredis
 import redis.asyncio as aioredis
 
 from chargingd.core.config import config_from_dict
-from chargingd.fraud import Fraud
+from chargingd.fraud import Fraud, Prepared
 from chargingd.ledger import Ledger
 from chargingd.sessions.fraudhook import Attempt, FraudHook
 from chargingd.sessions.store import record_key
@@ -54,6 +54,14 @@ def hook() -> FraudHook:
     return FraudHook(fraud)
 
 
+def fused_part(prepared: Prepared) -> tuple[Any, ...]:
+    """The rules' keys and arguments as the fused authorize sends them (after its own)."""
+    keys: list[str] = []
+    argv: list[Any] = []
+    prepared.add_fused(keys, argv)
+    return ("FCALL", "f", len(keys), *keys, *argv)
+
+
 def one_pass(h: FraudHook, calls: list[Call]) -> float:
     t0 = time.perf_counter()
     for account, session, callee in calls:
@@ -62,7 +70,7 @@ def one_pass(h: FraudHook, calls: list[Call]) -> float:
         facts = h.facts(account, session, callee, attempt)
         prepared = h.prepare(facts)
         assert prepared is not None
-        hiredis.pack_command(("FCALL", "f", len(prepared.keys), *prepared.keys, *prepared.argv))
+        hiredis.pack_command(fused_part(prepared))
         h.refusal(h.decided(prepared, HONEST))
     return (time.perf_counter() - t0) / len(calls) * 1e6
 
@@ -103,9 +111,9 @@ def main() -> None:
     part("prepare (repeated numbers)", facts, h.prepare)
     prepared = [h.prepare(f) for f in facts]
     part(
-        "pack the keys and arguments",
+        "pack the fused call's rule arguments",
         prepared,
-        lambda p: hiredis.pack_command(("FCALL", "f", len(p.keys), *p.keys, *p.argv)),
+        lambda p: hiredis.pack_command(fused_part(p)),
     )
     part("decided (honest reply)", prepared, lambda p: h.decided(p, HONEST))
 

@@ -153,7 +153,13 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
                      "balance": "1000000.00", "identities": [f"user:load{n}"]},
                 )  # fmt: skip
         redis_pid = server.pid if server is not None else None
-        procs, redis = daemon_pids(sock, daemon.pid, base / "data", redis_pid)
+        if args.workers > 1:
+            procs, redis = daemon_pids(sock, daemon.pid, base / "data", redis_pid)
+        else:  # [server] workers = 1: the main process answers (no worker pids)
+            assert redis_pid is not None or not args.redis_server
+            if redis_pid is None:
+                redis_pid = int((base / "data" / "redis" / "redis.pid").read_text())
+            procs, redis = [daemon.pid], [redis_pid]
 
         def loadgen(seconds: float) -> str:
             return subprocess.run(

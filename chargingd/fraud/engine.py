@@ -43,28 +43,97 @@ CutAccount = Callable[[str], Awaitable[int]]
 
 class Prepared:
     """One authorize's fraud arguments, for a caller that runs fraud_check in its own
-    script: ``keys``/``argv`` as fraud.lua documents them. Built per authorize: a plain
-    class with its own __init__ (a dataclass's is interpreted even compiled)."""
+    script: ``keys``/``argv`` as fraud.lua documents them (check.lua, admit.lua); the
+    fused authorize takes only what it does not have already (``add_fused``). Built
+    per authorize: a plain class with its own __init__ (a dataclass's is interpreted
+    even compiled), holding the pieces: the lists of either layout are built when
+    asked (the fused call never builds check.lua's)."""
 
-    __slots__ = ("argv", "destination", "facts", "keys", "learn", "plan", "rules")
+    __slots__ = (
+        "block_keys",
+        "destination",
+        "facts",
+        "ip_value",
+        "learn",
+        "now_ms",
+        "plan",
+        "record_key",
+        "refusal_ttl_ms",
+        "rules",
+        "value",
+    )
 
     def __init__(
         self,
         facts: CallFacts,
         destination: Destination,
         plan: P.AuthPlan,
-        keys: list[str],
-        argv: list[Any],
         rules: tuple[Rule, ...],
+        now_ms: int,
+        value: str,  # the account's value (FK.value_key)
+        ip_value: str,  # the caller IP's value; ``value`` when no per-IP op counts
+        block_keys: list[str],  # the block step's two (P.with_block), [] none may block
+        record_key: Callable[[str, str], str],  # Fraud.record_key (check.lua's KEYS[4])
+        refusal_ttl_ms: int,  # check.lua's ARGV[7]
         learn: bool = True,  # a country to learn once granted (check.lua: not known lately)
     ) -> None:
         self.facts = facts
         self.destination = destination
         self.plan = plan
-        self.keys = keys
-        self.argv = argv
         self.rules = rules
+        self.now_ms = now_ms
+        self.value = value
+        self.ip_value = ip_value
+        self.block_keys = block_keys
+        self.record_key = record_key
+        self.refusal_ttl_ms = refusal_ttl_ms
         self.learn = learn
+
+    @property
+    def keys(self) -> list[str]:
+        """fraud.lua's KEYS (check.lua): the value, the block step's two (the value
+        twice when none may block), the call's record, the caller IP's value, the
+        call's remembered answer."""
+        facts, value = self.facts, self.value
+        block = self.block_keys or [value, value]
+        record = self.record_key(facts.account_id, facts.session_id)
+        return [
+            value,
+            *block,
+            record,
+            self.ip_value,
+            FK.answer_key(facts.account_id, facts.session_id),
+        ]
+
+    @property
+    def argv(self) -> list[Any]:
+        """fraud.lua's ARGV (check.lua)."""
+        facts, plan, dest = self.facts, self.plan, self.destination
+        # (dest.number is facts.callee; dest.member its P.member_hash, cached with it)
+        argv: list[Any] = [self.now_ms, facts.identity, facts.session_id, plan.ops]
+        argv += [facts.callee, dest.country, self.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
+        argv += [0, dest.member, *plan.block_argv]
+        return argv
+
+    def add_fused(self, keys: list[str], argv: list[Any]) -> None:
+        """Append the rules' KEYS and ARGV that session_authorize_fraud.lua does not have
+        already. KEYS: the value, the answer key, the caller IP's value (when it is not
+        the account's), the block step's two (when a rule may block: its ARGV follow).
+        ARGV: identity, ops, number, country, ttl, the caller IP's ttl, the number's
+        hash, now, then the block step's (the session id is the reserve's, the
+        refusal's ttl REFUSAL_TTL, fraud.lua's 10th unused)."""
+        facts, plan, dest = self.facts, self.plan, self.destination
+        value = self.value
+        keys.append(value)
+        keys.append(FK.answer_key(facts.account_id, facts.session_id))
+        if self.ip_value != value:
+            keys.append(self.ip_value)
+        if self.block_keys:
+            keys += self.block_keys
+        argv += [facts.identity, plan.ops, facts.callee, dest.country]
+        argv += [plan.ttl_ms, plan.ip_ttl_ms, dest.member, self.now_ms]
+        if plan.block_argv:
+            argv += plan.block_argv
 
 
 def fragment() -> str:
@@ -149,16 +218,14 @@ class Fraud:
         ip_apart = not with_ip and bool(per_ip) and bool(facts.caller_ip)
         if not plan.rules and not must_check and not ip_apart:
             return None
-        acc, sid = facts.account_id, facts.session_id
+        acc = facts.account_id
         value = FK.value_key(acc)
-        block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else [value] * 2
+        block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else []
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
-        keys = [value, *block, self.record_key(acc, sid), ip_value, FK.answer_key(acc, sid)]
-        # (dest.number is facts.callee; dest.member its P.member_hash, cached with it)
-        argv = [now, facts.identity, sid, plan.ops, facts.callee, dest.country]
-        argv += [self.ledger.steps.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
-        argv += [0, dest.member, *plan.block_argv]
-        return Prepared(facts, dest, plan, keys, argv, rules)
+        refusal_ttl = self.ledger.steps.refusal_ttl_ms
+        return Prepared(
+            facts, dest, plan, rules, now, value, ip_value, block, self.record_key, refusal_ttl
+        )
 
     def _split(self, rules: tuple[Rule, ...]) -> Split:
         """P.split of a rule set, its compiled ops and its per-IP ops alone (Redis

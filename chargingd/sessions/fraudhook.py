@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from chargingd.core.ratelog import RateLimitedLog
@@ -37,19 +36,30 @@ _FAILED = "fraud bookkeeping after a refusal failed"
 _ADMIT_FAILED = "fraud admit of a granted call failed"
 
 
-@dataclass
 class Attempt:
-    """One authorize as the fraud rules follow it: whose, and whether they admitted it."""
+    """One authorize as the fraud rules follow it: whose, and whether they admitted it.
+    Built per authorize (with the rules on): a plain class with its own __init__ (a
+    dataclass's is interpreted even compiled)."""
 
-    account_id: str | None = None
-    identity: str = ""
-    tariff: str = ""
-    caller_ip: str = ""  # CallInfo.caller_ip: velocity per caller IP
-    admitted: bool = False  # counted live (concurrent): forgotten if refused after all
-    tried: list[str] = field(default_factory=list)  # identities looked up
+    __slots__ = ("account_id", "admitted", "caller_ip", "identity", "tariff", "tried")
+
+    def __init__(self, caller_ip: str = "") -> None:
+        self.account_id: str | None = None
+        self.identity = ""
+        self.tariff = ""
+        self.caller_ip = caller_ip  # CallInfo.caller_ip: velocity per caller IP
+        self.admitted = False  # counted live (concurrent): forgotten if refused after all
+        self.tried: list[str] = []  # identities looked up
 
     def found(self, account_id: str, identity: str, tariff: str) -> None:
         self.account_id, self.identity, self.tariff = account_id, identity, tariff
+
+    def __repr__(self) -> str:
+        return (
+            f"Attempt(account_id={self.account_id!r}, identity={self.identity!r}, "
+            f"tariff={self.tariff!r}, caller_ip={self.caller_ip!r}, "
+            f"admitted={self.admitted!r}, tried={self.tried!r})"
+        )
 
 
 class FraudHook:

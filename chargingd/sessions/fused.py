@@ -240,8 +240,9 @@ class FusedPath:
         if fraud is not None:
             checked = self.steps.account_check(acc, check)
             sha, library = self._authorize_fraud.sha, self.fraud_library
-            args = [len(keys), *checked.argv, *args, *_rules_argv(fraud.argv)]
-            keys = [*checked.keys, *keys, *_rules_keys(fraud.keys, fraud.argv)]
+            args = [len(keys), *checked.argv, *args]
+            keys = [*checked.keys, *keys]
+            fraud.add_fused(keys, args)  # the rules' own, after the authorize's
         replied = await self._send_with_index(
             sha, keys, args, step, self.store.registering(rec.gateway), library
         )
@@ -427,26 +428,6 @@ class FusedPath:
         if step is not None and step.index is not None:
             self.steps.indexed(step)
         return reply
-
-
-def _rules_keys(keys: list[str], argv: list[Any]) -> list[str]:
-    """The rules' KEYS (fraud.lua, authorize) that session_authorize_fraud.lua does not
-    have already: the value, the answer key, the caller IP's value (when it is not the
-    account's), the block step's two (when a rule may block: its ARGV follow)."""
-    out = [keys[0], keys[5]]
-    if keys[4] != keys[0]:
-        out.append(keys[4])
-    if len(argv) > 11:
-        out += (keys[1], keys[2])
-    return out
-
-
-def _rules_argv(argv: list[Any]) -> list[Any]:
-    """The rules' ARGV (fraud.lua, authorize) that session_authorize_fraud.lua does not
-    have already: identity, ops, number, country, ttl, the caller IP's ttl, the number's
-    hash, now, then the block step's (the session id is the reserve's, the refusal's
-    ttl REFUSAL_TTL, the 10th unused)."""
-    return [argv[1], argv[3], argv[4], argv[5], argv[7], argv[8], argv[10], argv[0], *argv[11:]]
 
 
 def _wire(value: Any) -> str:
