@@ -201,6 +201,11 @@ READ_BATCH: Final = 256  # datagrams read per readiness callback (then other tas
 # Linux: the kernel stamps each datagram on arrival (SO_TIMESTAMPNS, CLOCK_REALTIME).
 _SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else None
 _TIMESPEC: Final = struct.Struct("@qq")
+_TIMESPEC_UNPACK_FROM: Final = _TIMESPEC.unpack_from
+# Plain ints: socket.MSG_TRUNC is an IntFlag, and `flags & socket.MSG_TRUNC` ran enum's
+# interpreted Flag.__and__ (and built a MsgFlag) for every datagram (round 9a).
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)
+_SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
@@ -253,7 +258,7 @@ class UdpPort:
             if self.closing:
                 continue  # shutting down: the gateway retries on another worker or later
             self._counters.received += 1
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 self._counters.malformed += 1  # longer than any RADIUS packet
                 continue
             arrived = now - max(0.0, wall - _stamp(ancillary)) if self._stamped else now
@@ -283,7 +288,7 @@ class UdpPort:
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
     """The SO_TIMESTAMPNS of a datagram (epoch s), or +inf when the kernel gave none."""
     for level, kind, value in ancillary:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-            seconds, nanos = _TIMESPEC.unpack_from(value)
+        if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanos = _TIMESPEC_UNPACK_FROM(value)
             return float(seconds + nanos / 1e9)
     return float("inf")  # max(0, wall - inf): treated as just arrived

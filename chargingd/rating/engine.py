@@ -116,16 +116,28 @@ class _Match:
     entries: tuple[_Entry, ...]
 
 
-@dataclass(slots=True)
 class _Piece:
-    """One span of the walk before pricing."""
+    """One span of the walk before pricing. A plain class with its own __init__ (built
+    per span of every rating question; a dataclass's __init__ is interpreted even
+    compiled, round 9a); internal to the walk, never compared or printed."""
 
-    offset_ns: int
-    usage_ns: int
-    increments: int
-    slot: _Slot
-    entry: _Entry
-    plan_id: str
+    __slots__ = ("entry", "increments", "offset_ns", "plan_id", "slot", "usage_ns")
+
+    def __init__(
+        self,
+        offset_ns: int,
+        usage_ns: int,
+        increments: int,
+        slot: _Slot,
+        entry: _Entry,
+        plan_id: str,
+    ) -> None:
+        self.offset_ns = offset_ns
+        self.usage_ns = usage_ns
+        self.increments = increments
+        self.slot = slot
+        self.entry = entry
+        self.plan_id = plan_id
 
 
 def _winner(entries: list[_Entry], second_of_day: int) -> _Entry | None:

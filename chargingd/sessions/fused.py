@@ -369,8 +369,10 @@ class FusedPath:
         preceded in the same pipeline by the hold-index write a reserve ``step`` needs
         (and followed by ``after``: the gateway registry's write, when new)."""
         fcall = library is not None and library.available
-        if library is not None and library.available:
-            script = library.command(keys, args)
+        if library is not None and fcall:
+            # FusedLibrary.command's tuple, built here: fusedlib.py is interpreted, and
+            # its method was an interpreted frame per authorize (round 9a)
+            script = ("FCALL", library.name, len(keys), *keys, *args)
         else:
             script = ("EVALSHA", sha, len(keys), *keys, *args)
         before: list[tuple[Any, ...]] = []
