@@ -134,6 +134,7 @@ class Factory:
             # A new session's hold that Redis runs after its request timed out (a stall)
             # refuses itself: the gateway was told "charging unavailable".
             request_timeout_s=self.cfg.redis.command_timeout_s,
+            batch_early=self.cfg.redis.batch_early,
         )
 
     async def open_ledger(self, redis: RedisClient) -> Ledger:

@@ -65,11 +65,13 @@ class LedgerBase:
         batch_commands: bool | None = None,
         request_timeout_s: float | None = None,
         refusal_ttl_s: int = 60,
+        batch_early: int = 8,
     ) -> None:
         """Optional extras beyond the contract: partial_grants (reserve's default policy),
         session_ttl_s (tombstone/debit record lifetime), reclaim_per_reserve, the hold
         index pad/grace (see sweep_expired), audit_holds (audit reserve too),
-        batch_commands (pipeline each loop tick's calls; default: on unless a cluster),
+        batch_commands (pipeline each loop tick's calls; default: on unless a cluster;
+        batch_early: CommandBatcher's early),
         request_timeout_s (the Redis command timeout: a new session's reserve that runs
         later than half of it after it was sent refuses itself; None: never) and
         refusal_ttl_s (how long a new session's refusal is remembered)."""
@@ -102,7 +104,7 @@ class LedgerBase:
         self._synced_s = 0.0
         if batch_commands is None:
             batch_commands = isinstance(redis, Redis)
-        self._batcher = CommandBatcher(self.redis) if batch_commands else None
+        self._batcher = CommandBatcher(self.redis, early=batch_early) if batch_commands else None
         self._scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(C.load_script_source(name)) for name in _SCRIPTS
         }

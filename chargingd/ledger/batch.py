@@ -1,5 +1,14 @@
 """Send the ledger commands issued in one event-loop tick as one pipeline.
 
+A pipeline also leaves early, before the tick ends, once it holds ``early`` commands
+while Redis has none of this batcher's pipelines in hand (every connection idle):
+otherwise, with every request of a burst waiting on one pipeline, the daemon and Redis
+take turns (each idle while the other works: the kit's single worker was ~75 % busy at
+32 outstanding). Early, Redis works on the first requests while the daemon prepares
+the rest. At most one early pipeline per idle spell, so a busy Redis still gets one
+pipeline per tick (more, smaller pipelines cost both sides syscalls). ``[redis]
+batch_early`` (docs/performance.md "Round 9").
+
 PERFORMANCE.md: one awaited redis-py call costs ~57 us of client CPU, a pipelined one
 ~22 us. Concurrent requests of the RADIUS hot path each await their own script call;
 this collects the calls made during one loop iteration and sends them in one
@@ -39,9 +48,12 @@ __all__ = ["CommandBatcher", "CommandNotSent", "Retry"]
 class CommandBatcher:
     """Queue commands; flush them as one pipeline on the next loop iteration."""
 
-    def __init__(self, redis: Redis, max_batch: int = 512, *, thin: bool = True) -> None:
+    def __init__(
+        self, redis: Redis, max_batch: int = 512, *, thin: bool = True, early: int = 8
+    ) -> None:
         self.redis = redis
         self.max_batch = max_batch
+        self.early = early  # 0: only at the tick's end (or max_batch)
         self._queue: list[Entry] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -64,12 +76,22 @@ class CommandBatcher:
             future: asyncio.Future[Any] = loop.create_future()
             self._queue.append((command, future, retry))
             futures.append(future)
-        if len(self._queue) >= self.max_batch:
+        queued = len(self._queue)
+        if queued >= self.max_batch or (0 < self.early <= queued and self._redis_idle()):
             self._flush()
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return futures
+
+    def _redis_idle(self) -> bool:
+        """No pipeline of this batcher in Redis's hands or on its way there (a task
+        still opening its connection, redis-py's exchange, a NOSCRIPT retry)."""
+        for task in self._inflight:  # (a finished one's discard may still be pending)
+            if not task.done():
+                return False
+        thin = self.thin
+        return thin is None or len(thin.open) == len(thin.idle)
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -207,6 +207,7 @@ REACHES: dict[str, Check] = {
     "redis.embedded_appendfsync": lambda b: b.embedded.appendfsync,
     "redis.connect_timeout_s": lambda b: b.redis_kwargs["socket_connect_timeout"],
     "redis.command_timeout_s": lambda b: b.redis_kwargs["socket_timeout"],
+    "redis.batch_early": lambda b: b.ledger.batcher.early,
     "admin.socket_path": lambda b: str(b.admin.path),
     "admin.socket_mode": lambda b: f"{b.admin.mode:04o}",
     "ledger.sweep_interval_s": lambda b: b.sweeper.interval_s,

@@ -47,6 +47,23 @@ async def test_concurrent_calls_share_pipelines(redis: aioredis.Redis) -> None:
     assert (acc.reserved_micros, acc.debits_micros, acc.live_sessions) == (0, 700, 0)
 
 
+@pytest.mark.parametrize("thin", [True, False], ids=["thin", "redis-py"])
+async def test_early_pipeline_only_while_redis_idle(redis: aioredis.Redis, thin: bool) -> None:
+    """The first `early` commands of a tick leave at once when Redis has nothing of the
+    batcher's; the rest wait for the tick's end, in one pipeline (not one per `early`)."""
+    batcher = CommandBatcher(redis, thin=thin, early=4)
+    assert await batcher.submit(("SET", "n", "0")) == b"OK"  # a connection, now idle
+    futures = [batcher.submit(("INCR", "n")) for _ in range(10)]
+    assert batcher.batches == 2  # the SET's, then 4 INCRs before the tick ended
+    assert sorted(await asyncio.gather(*futures)) == list(range(1, 11))
+    assert batcher.batches == 3  # the other 6 together
+    off = CommandBatcher(redis, thin=thin, early=0)  # [redis] batch_early = 0
+    futures = [off.submit(("INCR", "n")) for _ in range(10)]
+    assert off.batches == 0
+    assert sorted(await asyncio.gather(*futures)) == list(range(11, 21))
+    assert off.batches == 1
+
+
 async def test_one_failing_command_does_not_fail_its_batch(redis: aioredis.Redis) -> None:
     batcher = CommandBatcher(redis)
     await redis.set("str", "x")

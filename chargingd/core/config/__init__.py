@@ -56,6 +56,10 @@ class RedisConfig:
     embedded_appendfsync: str = "everysec"
     connect_timeout_s: float = 2.0
     command_timeout_s: float = 2.0
+    # A single Redis's per-tick pipeline leaves early once it holds this many commands
+    # while Redis has none of the process's pipelines in hand (ledger/batch.py); 0: only
+    # at the end of the loop tick.
+    batch_early: int = 8
 
     def validate(self) -> None:
         if self.url and self.cluster_nodes:
@@ -77,6 +81,8 @@ class RedisConfig:
             raise ValueError("embedded_appendfsync must be always, everysec or no")
         if self.connect_timeout_s <= 0 or self.command_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if not 0 <= self.batch_early <= 512:
+            raise ValueError("batch_early must be 0..512 (0: one pipeline per loop tick)")
 
 
 @dataclass(frozen=True)
