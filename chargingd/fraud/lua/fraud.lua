@@ -102,6 +102,10 @@ end
 -- written once (fraud_save) when changed.
 local fr_vals = {}
 
+-- This run is a library's (FCALL), whose top level is kept between calls: set by
+-- sessions/fusedlib.py's reset; false in a script's run (EVALSHA), which starts afresh.
+local fr_lib = false
+
 -- The values this library wrote, decoded, with the bytes it wrote (key -> bytes in
 -- fr_kept, key -> table in fr_kept_v: no table of its own per write): a Functions library keeps them between calls (an EVALSHA run starts empty),
 -- so a GET that returns those same bytes takes the table instead of decoding them
@@ -151,7 +155,9 @@ end
 local function fr_write(key, v, px)
   local raw = cmsgpack.pack(v)
   redis.call('SET', key, raw, 'PX', px)
-  fr_keep(key, raw, v)
+  -- kept for a library's next calls; a script's run (EVALSHA) ends with its kept maps,
+  -- and loads nothing again after its writes: nothing to keep there
+  if fr_lib then fr_keep(key, raw, v) end
 end
 
 local function fr_save(now, ttl)
@@ -460,7 +466,6 @@ local fr_learn = 0
 -- round"); tests/sessions/test_fused_library.py compares both on a sequence of calls.
 -- An EVALSHA run (Redis 6, the step-by-step path) would compile on every call: there
 -- the loop runs.
-local fr_lib = false
 local fr_gen_seen, fr_gen_n = {}, 0
 
 local function fr_lit(x)
@@ -632,7 +637,7 @@ end
 -- fraud_check (check.lua) and learns the country after a successful reserve (admit.lua).
 local function fraud_admit(KEYS, ARGV, kinds)
   local now, sid = ARGV[1] + 0, ARGV[3]
-  if kinds == 'ln' then  -- the fused authorize's: generated in a library's run
+  if fr_lib and kinds == 'ln' then  -- the fused authorize's: generated in a library's run
     local gen = fr_gen(ARGV)
     if gen then return gen[2](KEYS, ARGV, now, sid) end
   end
