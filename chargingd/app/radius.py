@@ -72,13 +72,14 @@ class RadiusComponent:
         credit: Any = self.sessions
         if self.cfg.monitoring.enabled:
             credit = MeteredCredit(self.sessions, self.meters, "radius")
-        # Every process of [server] workers = N attaches the same spreading program to
-        # the ports' SO_REUSEPORT group (radius/ports.py): by Request Authenticator.
+        # [radius] spread = "request": every process of [server] workers = N attaches the
+        # same program to the ports' SO_REUSEPORT group (radius/ports.py).
+        spread = self.cfg.server.workers if self.cfg.radius.spread == "request" else 1
         self.frontend, self.cutter = await start_radius(
             self.cfg.radius,
             credit,
             access_log=self._access_log(),
-            spread=self.cfg.server.workers,
+            spread=spread,
         )
         self.sessions.attach_call_cutter(self.cutter)
         await self._attach_rpc_cutter(self.frontend)

@@ -71,6 +71,7 @@ SPECIAL: dict[str, Any] = {
     "export.group": "exporter-nd",
     "mediation.sources": {"pbx": {"format": "asterisk", "charge": "ledger"}},
     "radius.bind": "127.0.0.1",
+    "radius.spread": "request",
     "radius.clients": None,  # one client with every field set, below
     "radius.h323_return_codes": {"insufficient_credit": 9},
     "diameter.bind": "127.0.0.1",

@@ -1,7 +1,8 @@
 """End to end: `[server] workers = 2` - two processes share the RADIUS ports.
 
 The real daemon as a subprocess; calls come from many UDP sockets, and from ONE
-socket: the processes share the ports by Request Authenticator (radius/ports.py),
+socket: with [radius] spread = "request" the processes share the ports by Request
+Authenticator (radius/ports.py),
 not by source port, so both serve a share of one gateway socket's requests, and a
 retransmission reaches the process that answered the original (its duplicate cache).
 """
@@ -29,7 +30,8 @@ GRANT_MICROS = 75 * MICROS_PER_S  # first grant: interim 60 s + margin 15 s
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(write_setup(tmp_path, workers=2), tmp_path / "daemon.log")
+    setup = write_setup(tmp_path, workers=2, radius_options={"spread": "request"})
+    d = Daemon(setup, tmp_path / "daemon.log")
     d.start()
     try:
         status = d.wait_ready()

@@ -127,6 +127,10 @@ class RadiusConfig:
     # A request that waited longer than this for a worker task is dropped unanswered
     # (counted as shed_stale): gateways retransmit after 1-3 s. 0 = never.
     max_wait_ms: int = 500
+    # How [server] workers = N processes share the ports: "source" (the kernel's hash
+    # of the source address and port) or "request" (by Request Authenticator, so one
+    # gateway socket reaches every process; radius/ports.py).
+    spread: str = "source"
     # One line per answered request, written in batches; "" = off. A relative path
     # is under [server] data_dir.
     access_log: str = ""
@@ -150,6 +154,8 @@ class RadiusConfig:
                 raise ValueError("ports must be 0..65535")
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
+        if self.spread not in ("source", "request"):
+            raise ValueError(f'spread must be "source" or "request", not {self.spread!r}')
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
         if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
