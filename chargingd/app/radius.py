@@ -82,6 +82,9 @@ class RadiusComponent:
             spread=spread,
         )
         self.sessions.attach_call_cutter(self.cutter)
+        batcher = self.sessions.ledger.batcher
+        if batcher is not None:  # no early pipeline while requests wait (ledger/batch.py)
+            batcher.backlog = self.frontend.waiting
         await self._attach_rpc_cutter(self.frontend)
         self._add_sources(self.frontend, self.cutter)
         self._tasks = [asyncio.create_task(self.sessions.run(self._stop), name="sessions-loops")]

@@ -65,7 +65,7 @@ class LedgerBase:
         batch_commands: bool | None = None,
         request_timeout_s: float | None = None,
         refusal_ttl_s: int = 60,
-        batch_early: int = 8,
+        batch_early: int = 16,
     ) -> None:
         """Optional extras beyond the contract: partial_grants (reserve's default policy),
         session_ttl_s (tombstone/debit record lifetime), reclaim_per_reserve, the hold

@@ -6,7 +6,9 @@ otherwise, with every request of a burst waiting on one pipeline, the daemon and
 take turns (each idle while the other works: the kit's single worker was ~75 % busy at
 32 outstanding). Early, Redis works on the first requests while the daemon prepares
 the rest. At most one early pipeline per idle spell, so a busy Redis still gets one
-pipeline per tick (more, smaller pipelines cost both sides syscalls). ``[redis]
+pipeline per tick (more, smaller pipelines cost both sides syscalls); and none while the
+frontend has a backlog (``backlog``: requests read while every worker task is busy): a
+saturated daemon gains nothing from overlap and would only pay for more pipelines. ``[redis]
 batch_early`` (docs/performance.md "Round 9").
 
 PERFORMANCE.md: one awaited redis-py call costs ~57 us of client CPU, a pipelined one
@@ -49,11 +51,13 @@ class CommandBatcher:
     """Queue commands; flush them as one pipeline on the next loop iteration."""
 
     def __init__(
-        self, redis: Redis, max_batch: int = 512, *, thin: bool = True, early: int = 8
+        self, redis: Redis, max_batch: int = 512, *, thin: bool = True, early: int = 16
     ) -> None:
         self.redis = redis
         self.max_batch = max_batch
         self.early = early  # 0: only at the tick's end (or max_batch)
+        # The frontend's requests waiting for a worker (None: not known, taken as 0).
+        self.backlog: Callable[[], int] | None = None
         self._queue: list[Entry] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -86,12 +90,16 @@ class CommandBatcher:
 
     def _redis_idle(self) -> bool:
         """No pipeline of this batcher in Redis's hands or on its way there (a task
-        still opening its connection, redis-py's exchange, a NOSCRIPT retry)."""
+        still opening its connection, redis-py's exchange, a NOSCRIPT retry), and no
+        backlog of requests behind this tick's."""
         for task in self._inflight:  # (a finished one's discard may still be pending)
             if not task.done():
                 return False
         thin = self.thin
-        return thin is None or len(thin.open) == len(thin.idle)
+        if thin is not None and len(thin.open) != len(thin.idle):
+            return False
+        backlog = self.backlog
+        return backlog is None or backlog() == 0
 
     def _flush(self) -> None:
         self._scheduled = False

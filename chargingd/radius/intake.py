@@ -143,6 +143,11 @@ class IntakeQueue:
     def qsize(self) -> int:
         return len(self._items)
 
+    def backlog(self) -> int:
+        """Items waiting while no worker task waits for one: every worker is busy (or
+        woken and about to run: the count is then high by those few)."""
+        return 0 if self._getters else len(self._items)
+
     def put_nowait(self, item: Intake) -> None:
         if 0 < self._maxsize <= len(self._items):
             raise asyncio.QueueFull

@@ -145,6 +145,11 @@ class RadiusFrontend:
         if self.access_log is not None:
             await self.access_log.close()
 
+    def waiting(self) -> int:
+        """Requests read that no worker task is free to take, every port together (a
+        backlog: the Redis batcher sends no early pipeline then, ledger/batch.py)."""
+        return sum([q.backlog() for q in self._queues])
+
     def queue_depths(self) -> dict[str, int]:
         """Requests waiting for a worker task, per port (for monitoring)."""
         return dict(zip(("auth", "acct"), (q.qsize() for q in self._queues), strict=False))

@@ -62,6 +62,15 @@ async def test_early_pipeline_only_while_redis_idle(redis: aioredis.Redis, thin:
     assert off.batches == 0
     assert sorted(await asyncio.gather(*futures)) == list(range(11, 21))
     assert off.batches == 1
+    waiting = [3]  # requests the frontend has read and no worker has taken up yet
+    batcher.backlog = lambda: waiting[0]
+    futures = [batcher.submit(("INCR", "n")) for _ in range(10)]
+    assert batcher.batches == 3  # a backlog: no early pipeline, Redis idle or not
+    assert sorted(await asyncio.gather(*futures)) == list(range(21, 31))
+    waiting[0] = 0
+    futures = [batcher.submit(("INCR", "n")) for _ in range(10)]
+    assert batcher.batches == 5  # none waiting: early again
+    assert sorted(await asyncio.gather(*futures)) == list(range(31, 41))
 
 
 async def test_one_failing_command_does_not_fail_its_batch(redis: aioredis.Redis) -> None:

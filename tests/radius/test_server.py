@@ -825,7 +825,15 @@ async def test_intake_queue_behaves_as_asyncio_queue() -> None:
     assert await asyncio.wait_for(asyncio.gather(*waiting[1:]), 1) == items[:2]
     queue.put_nowait(items[2])
     queue.put_nowait(items[3])
+    assert queue.backlog() == 2  # no worker free to take them (the batcher's signal)
     assert (queue.qsize(), queue.take(), await queue.get()) == (2, items[2], items[3])
+    idle = [asyncio.ensure_future(queue.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+    queue.put_nowait(items[0])
+    assert (queue.qsize(), queue.backlog()) == (1, 0)  # workers still free: no backlog
+    assert await asyncio.wait_for(idle[0], 1) == items[0]
+    idle[1].cancel()
+    queue.task_done()
     joined = asyncio.ensure_future(queue.join())
     for _ in range(3):
         await asyncio.sleep(0)

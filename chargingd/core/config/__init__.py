@@ -57,9 +57,9 @@ class RedisConfig:
     connect_timeout_s: float = 2.0
     command_timeout_s: float = 2.0
     # A single Redis's per-tick pipeline leaves early once it holds this many commands
-    # while Redis has none of the process's pipelines in hand (ledger/batch.py); 0: only
-    # at the end of the loop tick.
-    batch_early: int = 8
+    # while Redis has none of the process's pipelines in hand and no request waits for a
+    # worker (ledger/batch.py); 0: only at the end of the loop tick.
+    batch_early: int = 16
 
     def validate(self) -> None:
         if self.url and self.cluster_nodes:
