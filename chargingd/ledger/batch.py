@@ -48,7 +48,8 @@ __all__ = ["CommandBatcher", "CommandNotSent", "Retry"]
 
 
 class CommandBatcher:
-    """Queue commands; flush them as one pipeline on the next loop iteration."""
+    """Queue commands; flush them as one pipeline on the next loop iteration (or early:
+    see the module's docstring, ``early`` and ``backlog``)."""
 
     def __init__(
         self, redis: Redis, max_batch: int = 512, *, thin: bool = True, early: int = 16

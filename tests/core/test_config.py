@@ -48,6 +48,8 @@ def test_example_file_equals_defaults() -> None:
         ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
         ({"nosuch": {}}, "unknown section [nosuch]"),
         ({"redis": {"url": "http://x"}}, "url must start with"),
+        ({"redis": {"batch_early": -1}}, "batch_early must be 0..512"),
+        ({"redis": {"batch_early": 513}}, "batch_early must be 0..512"),
         ({"ledger": {"partial_grants": 1}}, "ledger.partial_grants must be bool"),
     ],
 )
