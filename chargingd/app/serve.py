@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import uvloop
@@ -328,7 +328,9 @@ def build_workers(rt: Runtime) -> Component:
     source = rt.cfg.source if rt.cfg.source != "<defaults>" else None
     stats = rt.registry.component("workers")
     host = rt.monitor.host if rt.monitor is not None else None
-    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, host)
+    radius = rt.cfg.radius
+    spread_over = rt.cfg.server.workers if radius.spread == "request" else 1
+    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, host, spread_over)
 
     async def probe() -> Any:
         return {"pids": supervisor.pids()}
@@ -434,6 +436,20 @@ async def serve(cfg: Config) -> None:
             loop.remove_signal_handler(sig)
 
 
+def worker_config(cfg: Config, spread_over: int | None) -> Config:
+    """A worker's config: the file's, with the ports' spreading the main process chose
+    (`--spread-over`). The file may have been edited since the main process started;
+    a restarted worker whose program's divisor differed from its group's would send
+    retransmissions to a process that never saw the original."""
+    if spread_over is None:
+        return cfg
+    if spread_over > 1:
+        radius = replace(cfg.radius, spread="request")
+        server = replace(cfg.server, workers=spread_over)
+        return replace(cfg, radius=radius, server=server)
+    return replace(cfg, radius=replace(cfg.radius, spread="source"))
+
+
 def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="TOML config file (default: built-in defaults)"
@@ -451,6 +467,13 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         help="internal: run as a RADIUS worker of the main process PID "
         "(Redis URL from CHARGINGD_REDIS_URL)",
     )
+    parser.add_argument(
+        "--spread-over",
+        metavar="N",
+        type=int,
+        help="internal: a worker's share of the RADIUS ports as the main process "
+        "started them (N processes by Request Authenticator; 1: the kernel's hash)",
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -463,6 +486,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     setup_logging(cfg.server.log_level)
     try:
         if args.worker_of:
+            cfg = worker_config(cfg, args.spread_over)
             uvloop.run(serve_worker(cfg, args.worker_of, args.report_fd))
         else:
             uvloop.run(serve(cfg))

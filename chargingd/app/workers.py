@@ -59,8 +59,13 @@ class WorkerSupervisor:
         count: int,
         stats: ComponentStats,
         host: HostView | None = None,
+        spread_over: int = 1,
     ) -> None:
         self.config_path = config_path
+        # The main process's [radius] spread divisor (radius/ports.py), passed on the
+        # command line: a worker restarted after the file's `workers` or `spread` was
+        # edited must attach the group's program, not one of the new values.
+        self.spread_over = spread_over
         self.host = host or HostView(dict)  # the workers' reports land here
         self.redis_url = redis_url
         self.count = count
@@ -77,7 +82,7 @@ class WorkerSupervisor:
             cmd += ["--config", self.config_path]
         if report_fd is not None:
             cmd += ["--report-fd", str(report_fd)]
-        return [*cmd, "--worker-of", str(os.getpid())]
+        return [*cmd, "--worker-of", str(os.getpid()), "--spread-over", str(self.spread_over)]
 
     async def start(self) -> None:
         """Spawn every worker and wait (bounded) until they serve; each slot gets a

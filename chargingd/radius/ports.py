@@ -7,7 +7,7 @@ Spreading (``spread_by_authenticator``): with N processes in a port's SO_REUSEPO
 group the kernel would pick a socket by a hash of the source address and port, so a
 gateway that sends all its RADIUS from one socket lands on one process and the others
 idle. A classic BPF program (SO_ATTACH_REUSEPORT_CBPF) picks the socket instead from
-the first word of the Request Authenticator, modulo N: random per Access-Request
+the Request Authenticator (its four 32-bit words XORed), modulo N: random per Access-Request
 (RFC 2865 §3), an MD5 per Accounting-Request, so requests spread evenly whatever the
 source port, while a retransmission (same bytes: same Identifier and Authenticator)
 goes where the original went and is answered from that process's duplicate cache.
@@ -27,6 +27,8 @@ log = logging.getLogger("chargingd.radius")
 SO_ATTACH_REUSEPORT_CBPF = 51
 # linux/filter.h, classic BPF opcodes.
 _BPF_LD_W_ABS = 0x20  # A = 32-bit word at packet offset k (network order)
+_BPF_TAX = 0x07  # X = A
+_BPF_ALU_XOR_X = 0xAC  # A = A ^ X
 _BPF_ALU_MOD_K = 0x94  # A = A % k
 _BPF_RET_A = 0x16  # return A
 # What the program sees of a UDP datagram: its payload (the kernel pulls the UDP
@@ -37,7 +39,9 @@ _refusal_logged = False
 
 
 def spread_program(sockets: int) -> bytes:
-    """The classic BPF program: socket index = Authenticator word 0 mod `sockets`.
+    """The classic BPF program: socket index = the XOR of the Authenticator's four
+    words, mod `sockets`. All four: a gateway whose Authenticators share a word (a
+    counter, a timestamp, a weak generator's constant half) still spreads.
 
     A datagram too short for the load ends the program with 0 (the first socket),
     an index past the group's current size (a worker being restarted) makes the
@@ -45,6 +49,15 @@ def spread_program(sockets: int) -> bytes:
     """
     insns = (
         (_BPF_LD_W_ABS, 0, 0, AUTHENTICATOR_WORD),
+        (_BPF_TAX, 0, 0, 0),
+        (_BPF_LD_W_ABS, 0, 0, AUTHENTICATOR_WORD + 4),
+        (_BPF_ALU_XOR_X, 0, 0, 0),
+        (_BPF_TAX, 0, 0, 0),
+        (_BPF_LD_W_ABS, 0, 0, AUTHENTICATOR_WORD + 8),
+        (_BPF_ALU_XOR_X, 0, 0, 0),
+        (_BPF_TAX, 0, 0, 0),
+        (_BPF_LD_W_ABS, 0, 0, AUTHENTICATOR_WORD + 12),
+        (_BPF_ALU_XOR_X, 0, 0, 0),
         (_BPF_ALU_MOD_K, 0, 0, sockets),
         (_BPF_RET_A, 0, 0, 0),
     )

@@ -9,6 +9,7 @@ retransmission reaches the process that answered the original (its duplicate cac
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -20,7 +21,11 @@ from typing import Any
 import pytest
 from radius_e2e_harness import MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
 
+from chargingd.app.serve import configure_parser, worker_config
+from chargingd.app.workers import WorkerSupervisor
+from chargingd.core.config import Config, RadiusConfig, ServerConfig
 from chargingd.core.money import format_amount, parse_amount
+from chargingd.core.status import ComponentStats
 from chargingd.radius import codec as rc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -208,3 +213,19 @@ async def test_killed_worker_is_restarted_and_calls_keep_working(daemon: Daemon)
     # SIGTERM stops the main process and its worker; exit code 0.
     assert daemon.terminate() == 0
     assert daemon.wait_log(f"chargingd worker stopped pid={new}"), daemon.log()
+
+
+def test_a_restarted_worker_spreads_as_the_main_process_started() -> None:
+    """The worker's command line carries the main process's divisor; the file's
+    `workers`/`spread`, edited since, do not change a restarted worker's program."""
+    supervisor = WorkerSupervisor("/etc/c.toml", "", 1, ComponentStats(), spread_over=2)
+    parser = argparse.ArgumentParser()
+    configure_parser("serve", parser)
+    args = parser.parse_args(supervisor.argv(7)[4:])
+    assert (args.worker_of, args.report_fd, args.spread_over) == (os.getpid(), 7, 2)
+    edited = Config(server=ServerConfig(workers=4), radius=RadiusConfig(spread="source"))
+    started = worker_config(edited, args.spread_over)
+    assert (started.server.workers, started.radius.spread) == (2, "request")
+    hashed = worker_config(Config(radius=RadiusConfig(spread="request")), 1)
+    assert hashed.radius.spread == "source"
+    assert worker_config(edited, None) is edited  # an older main process: the file's

@@ -70,6 +70,15 @@ def _drain(socks: dict[str, socket.socket]) -> dict[str, list[bytes]]:
     return got
 
 
+def _word_xor(packet: bytes) -> int:
+    return (
+        int.from_bytes(packet[4:8])
+        ^ int.from_bytes(packet[8:12])
+        ^ int.from_bytes(packet[12:16])
+        ^ int.from_bytes(packet[16:20])
+    )
+
+
 def test_one_source_socket_is_spread_by_authenticator_and_retransmissions_stay() -> None:
     group = {"a": bind_udp("127.0.0.1", 0, spread=3)}
     port = group["a"].getsockname()[1]
@@ -77,14 +86,18 @@ def test_one_source_socket_is_spread_by_authenticator_and_retransmissions_stay()
     gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # ONE source port
     gateway.bind(("127.0.0.1", 0))
     try:
-        sent = [_request(os.urandom(16), ident=i) for i in range(60)]
+        # Half the Authenticators share their first word (a gateway's counter or weak
+        # generator): the XOR of all four words still spreads them.
+        sent = [_request(os.urandom(16), ident=i) for i in range(30)]
+        sent += [_request(b"\x00\x00\x00\x07" + os.urandom(12), ident=i) for i in range(30)]
         for packet in sent:
             gateway.sendto(packet, ("127.0.0.1", port))
         first = _drain(group)
-        # Socket i (in bind order) takes the Authenticator's first word mod 3.
+        # Socket i (in bind order) takes the XOR of the Authenticator's words mod 3.
         for index, name in enumerate("abc"):
-            assert first[name] == [p for p in sent if int.from_bytes(p[4:8]) % 3 == index]
+            assert first[name] == [p for p in sent if _word_xor(p) % 3 == index]
             assert first[name]  # 60 random words: each socket has a share
+            assert [p for p in first[name] if p[4:8] == b"\x00\x00\x00\x07"]  # the same
         for packet in sent[:10]:  # retransmissions: the same bytes, the same socket
             gateway.sendto(packet, ("127.0.0.1", port))
         again = _drain(group)
