@@ -118,18 +118,16 @@ class Prepared:
     def add_fused(self, keys: list[str], argv: list[Any]) -> None:
         """Append the rules' KEYS and ARGV that session_authorize_fraud.lua does not have
         already. KEYS: the value, the answer key, the caller IP's value (when it is not
-        the account's), the block step's two (when a rule may block: its ARGV follow).
-        ARGV: identity, ops, number, country, ttl, the caller IP's ttl, the number's
-        hash, now, then the block step's (the session id is the reserve's, the
-        refusal's ttl REFUSAL_TTL, fraud.lua's 10th unused)."""
+        the account's); the block step's two are the reserve's (the account's acct and
+        audit keys). ARGV: identity, ops, number, country, ttl, the caller IP's ttl, the
+        number's hash, now, then the block step's when a rule may block (the session id
+        is the reserve's, the refusal's ttl REFUSAL_TTL, fraud.lua's 10th unused)."""
         facts, plan, dest = self.facts, self.plan, self.destination
         value = self.value
         keys.append(value)
         keys.append(FK.answer_key(facts.account_id, facts.session_id))
         if self.ip_value != value:
             keys.append(self.ip_value)
-        if self.block_keys:
-            keys += self.block_keys
         argv += [facts.identity, plan.ops, facts.callee, dest.country]
         argv += [plan.ttl_ms, plan.ip_ttl_ms, dest.member, self.now_ms]
         if plan.block_argv:

@@ -240,8 +240,8 @@ class FusedPath:
         if fraud is not None:
             checked = self.steps.account_check(acc, check)
             sha, library = self._authorize_fraud.sha, self.fraud_library
+            # its key is the reserve's KEYS[1] (the account): not sent again
             args = [len(keys), *checked.argv, *args]
-            keys = [*checked.keys, *keys]
             fraud.add_fused(keys, args)  # the rules' own, after the authorize's
         replied = await self._send_with_index(
             sha, keys, args, step, self.store.registering(rec.gateway), library

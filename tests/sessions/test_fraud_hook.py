@@ -231,3 +231,27 @@ async def test_every_fraud_key_of_a_call_expires(
     assert keys == ["{a:acc1}:fr:v"]  # one value holds every authorize rule's state
     for key in keys:  # an account that calls once leaves nothing behind for ever
         assert await redis.pttl(key) > 0, key
+
+
+async def test_the_fused_rules_check_the_known_caller_before_counting(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The fused authorize with the rules checks the account with the plain authorize's
+    two packed arguments (status, tariff, identity): a suspended account is refused and
+    nothing is counted; a changed tariff or a moved identity is re-resolved."""
+    sessions, _, ledger, _ = await build(redis, tmp_path, [VELOCITY, CONCURRENT], fused=True)
+    assert isinstance(await sessions.authorize(call("k1")), Authorized)
+    before = await redis.get("{a:acc1}:fr:v")
+    await ledger.set_status("acc1", Status.SUSPENDED, who="test")
+    refused = await sessions.authorize(call("k2"))
+    assert refused == Refused(RefusalCode.SUSPENDED, "account suspended")
+    assert await redis.get("{a:acc1}:fr:v") == before  # the rules counted nothing
+    await ledger.set_status("acc1", Status.ACTIVE, who="test")
+    await ledger.update_account("acc1", tariff="", who="test")  # stale: resolved again
+    assert isinstance(await sessions.authorize(call("k3")), Authorized)
+    assert live_calls(await fraud_value(redis)) == ["k1", "k3"]
+    await ledger.update_account("acc1", identities=(), who="test")
+    await add_account(ledger, "acc3", identities=("user:alice",))
+    moved = await sessions.authorize(call("k4"))
+    assert isinstance(moved, Authorized) and moved.account_id == "acc3"
+    assert live_calls(await fraud_value(redis, "acc3")) == ["k4"]

@@ -3,12 +3,13 @@
 -- Loaded after the ledger's account_check, reserve and status (ledger_*), the fraud
 -- rules' functions (chargingd/fraud/lua/fraud.lua) and session_authorize.lua wrapped as
 -- session_authorize(KEYS, ARGV): nothing is copied.
--- KEYS[1] account_check's KEYS[1] (built by the ledger)   KEYS[2..1+nk] session_authorize's
---   KEYS   then the rules' own (fraud.lua's authorize KEYS, less what the call has
---   already): its value [1], answer key [6], the caller IP's value [5] when it has one,
---   the block step's [2], [3] when a rule may block: 2, 3 (caller IP), 4 (block) or 5
---   (both) keys. The others are the value again (no caller IP, no block step) and the
---   call's record (session_authorize's KEYS[6]: Fraud.record_key is the sessions' own).
+-- KEYS[1..nk] session_authorize's KEYS (its [1] the account, [4] its audit stream: the
+--   account check's key and the block step's two), then the rules' own (fraud.lua's
+--   authorize KEYS, less what the call has already): its value [1], answer key [6], the
+--   caller IP's value [5] when it has one: 2 or 3 keys. The others are the value again
+--   (no caller IP), the call's record (session_authorize's KEYS[6]: Fraud.record_key is
+--   the sessions' own) and the block step's [2], [3] (the reserve's KEYS[1], [4]: the
+--   ledger's acct and audit keys of the same account, StepBuilder.status's).
 -- ARGV[1] nk   ARGV[2..6] account_check's ARGV   ARGV[7..14] session_authorize's 10 per
 --   call (the per-process ones are CONF, defined with the functions as the plain
 --   authorize's: sessions/fused.py _constants) less its account check's 2, which it
@@ -17,8 +18,8 @@
 --   number, [6] country, [8] ttl, [9] the caller IP's ttl, [11] the number's hash,
 --   [1] now, then [12..18] the block step's when a rule may block; [3] is the session
 --   id (session_authorize's ARGV[1]), [7] the refusal's ttl REFUSAL_TTL (per process, in
---   the code, as CONF), [10] unused. (6 arguments fewer, and 4 keys fewer without a caller
---   IP or block step, to parse, pass and copy: docs/fraud.md "Tenth round".)
+--   the code, as CONF), [10] unused. (docs/fraud.md "Tenth round", "Twelfth round": what
+--   the call has already is not sent again.)
 -- Returns what session_authorize returns when the account changed or is not active
 -- (nothing counted), {'fraud', verdict} when a rule refuses or blocks (nothing
 -- reserved), else {reserve reply, created, verdict}: the call counted, and admitted
@@ -32,12 +33,10 @@ local nk = ARGV[1] + 0
 local chk = ledger_account_check({KEYS[1]}, {ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]})
 if chk[1] == 'stale' then return {'stale', {}} end
 if chk[1] == 'inactive' then return {'inactive', {chk[2], chk[3]}} end
-local f = 2 + nk  -- the rules' first key
-local n = #KEYS - f + 1
-local value, ip, b2, b3 = KEYS[f], KEYS[f], KEYS[f], KEYS[f]
-if n == 3 or n == 5 then ip = KEYS[f + 2] end
-if n >= 4 then b2, b3 = KEYS[f + n - 2], KEYS[f + n - 1] end
-local fkeys = {value, b2, b3, KEYS[7], ip, KEYS[f + 1]}
+local f = 1 + nk  -- the rules' first key
+local value, ip = KEYS[f], KEYS[f]
+if #KEYS - nk == 3 then ip = KEYS[f + 2] end
+local fkeys = {value, KEYS[1], KEYS[4], KEYS[6], ip, KEYS[f + 1]}
 -- now (a number: read by every fraud step, one conversion), identity, session id, ops,
 -- number, country, refusal ttl, ttl, caller IP's ttl, unused, hash, then the block step's
 local fargv = {ARGV[22] + 0, ARGV[15], ARGV[7], ARGV[16], ARGV[17], ARGV[18], REFUSAL_TTL,
@@ -56,12 +55,13 @@ end
 if verdict[1] ~= 'ok' and verdict[1] ~= 'known' then return {'fraud', verdict} end
 -- The account as the check read it (no rule that lets the call through writes it):
 -- session_authorize's reserve decides with it instead of reading it again.
-local sargv = {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], '', '', ARGV[13],
-               ARGV[14]}
-sargv.account, sargv.checked, sargv.c = chk[2], true, CONF
 -- A new call: fraud_seen found no record of it (the same key): none to read again.
-sargv.fresh = new
-local r = session_authorize({unpack(KEYS, 2, 1 + nk)}, sargv)
+local sargv = {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], '', '', ARGV[13],
+               ARGV[14], account = chk[2], checked = true, c = CONF, fresh = new}
+-- session_authorize's KEYS are this call's first nk (it reads no others, and KEYS[9]'s
+-- presence says a locator is written): the rules' after them dropped, no copy.
+for i = #KEYS, nk + 1, -1 do KEYS[i] = nil end
+local r = session_authorize(KEYS, sargv)
 if new then
   if type(r[1]) == 'table' and r[1][1] == 'ok' then
     fraud_admit(fkeys, fargv, 'ln')
@@ -70,5 +70,5 @@ if new then
   end
   fraud_save(fkeys, fargv)
 end
-if verdict[1] == 'ok' and #verdict[4] == 0 then return {r[1], r[2]} end
+if verdict[1] == 'ok' and #verdict[4] == 0 then return r end  -- {reply, created}
 return {r[1], r[2], verdict}
