@@ -9,6 +9,7 @@ CONFIG ?= config/chargingd-demo.toml
 CHARGINGD_MYPYC ?= 1
 MYPYC_SRC := $(shell sed -n 's/^    "\(chargingd\/.*\.py\)",$$/\1/p' setup.py)
 MYPYC_STAMP := build/.mypyc-$(CHARGINGD_MYPYC)
+MMSG_SRC := chargingd/radius/_mmsg.c
 
 .PHONY: run test lint check bench clean compiled uncompiled
 
@@ -48,10 +49,14 @@ bench: $(STAMP)
 MARK_BUILT := find chargingd -name '*.so' -exec touch {} +
 # The compiled build (or its removal), redone when setup.py or a compiled module changes
 # (a stale extension would shadow the edited .py file), once more from scratch if it fails.
-$(MYPYC_STAMP): $(STAMP) setup.py $(MYPYC_SRC)
+# Both modes also build radius/_mmsg.c (recvmmsg/sendmmsg, setup.py; optional).
+$(MYPYC_STAMP): $(STAMP) setup.py $(MYPYC_SRC) $(MMSG_SRC)
 	@rm -f build/.mypyc-*
 	@if [ "$(CHARGINGD_MYPYC)" = 0 ]; then \
 	  $(MAKE) --no-print-directory -s uncompiled; echo "mypyc: CHARGINGD_MYPYC=0, pure Python"; \
+	  if command -v "$${CC:-cc}" >/dev/null 2>&1; then mkdir -p build; \
+	    CHARGINGD_MYPYC=0 $(BIN)/python setup.py build_ext --inplace >build/mmsg.log 2>&1 \
+	      && $(MARK_BUILT) || echo "radius/_mmsg.c not built (build/mmsg.log)"; fi; \
 	elif ! command -v "$${CC:-cc}" >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory -s uncompiled; echo "mypyc: no C compiler (cc), pure Python"; \
 	else \

@@ -6,6 +6,8 @@ files, which they shadow; the Makefile does this by default when the venv is set
 and whenever one of them changes (`CHARGINGD_MYPYC=0 make ...`: pure Python), and
 falls back to pure Python, saying so, when the build fails. Without the variable
 (`pip install .`, the wheel) nothing is compiled. docs/performance.md has the figures.
+With CHARGINGD_MYPYC=0 or 1 (both Makefile modes, the Dockerfile) the plain C extension
+radius/_mmsg.c is built too (Linux; optional: intake.py falls back without it).
 
 What a compiled module must not do (mypyc; tests/test_compiled.py checks the build):
 no interpreted subclass of its classes (ledger/base.py stays interpreted: ledger.py
@@ -21,8 +23,9 @@ built per request, e.g. SessionRecord and CallInfo, have `__slots__` and their o
 from __future__ import annotations
 
 import os
+import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 COMPILED = [
     "chargingd/core/clock.py",
@@ -87,6 +90,14 @@ if os.environ.get("CHARGINGD_MYPYC") == "1":
     # `make lint`'s mypy wrote lacks what mypyc keeps (a mixed one made C that failed).
     ext_modules = mypycify(
         ["--cache-dir", "build/mypyc-cache", *COMPILED], opt_level="3", separate=True
+    )
+
+# recvmmsg/sendmmsg for the RADIUS ports (radius/_mmsg.c): plain C, Linux only, built
+# in both of the Makefile's modes (CHARGINGD_MYPYC=1 and =0). Optional: a failed build
+# leaves intake.py on socket.recvmsg/sendto, as does a machine that is not Linux.
+if os.environ.get("CHARGINGD_MYPYC") in ("0", "1") and sys.platform == "linux":
+    ext_modules.append(
+        Extension("chargingd.radius._mmsg", ["chargingd/radius/_mmsg.c"], optional=True)
     )
 
 setup(ext_modules=ext_modules)

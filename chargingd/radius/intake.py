@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
 import socket
 import struct
 import sys
@@ -18,11 +20,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Any, Final
 
 log = logging.getLogger("chargingd.aaa")
 
-Address = tuple[str, int]
+# A datagram's source as the socket module gives it: (host, port) for IPv4, (host, port,
+# flowinfo, scope_id) for IPv6. Not tuple[str, int]: compiled, that refused the IPv6
+# 4-tuple with a TypeError (and rebuilt every IPv4 source tuple it was passed through).
+Address = tuple[Any, ...]
 Clock = Callable[[], float]
 
 
@@ -64,7 +69,9 @@ _EXPIRY_UNPACK_FROM: Final = _EXPIRY.unpack_from
 def cache_key(addr: Address, header: bytes) -> bytes:
     """The duplicate cache's key of a request: its source and its header (code,
     Identifier, length, Authenticator: the first 20 bytes)."""
-    return header + addr[1].to_bytes(2, "big") + addr[0].encode()
+    host: str = addr[0]
+    port: int = addr[1]
+    return header + port.to_bytes(2, "big") + host.encode()
 
 
 class DuplicateCache:
@@ -214,6 +221,25 @@ _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
+RecvBatch = Callable[[int, int], list[tuple[bytes, Any, float, bool]]]
+SendBatch = Callable[[int, int, list[tuple[bytes, Any]]], tuple[int, int]]
+RECV_VLEN: Final = 64  # datagrams per recvmmsg (_mmsg.c's MAX_BATCH)
+
+
+def load_mmsg() -> tuple[RecvBatch, SendBatch] | None:
+    """recv_batch and send_batch of the C extension (_mmsg.c: recvmmsg/sendmmsg), None
+    when it is not built (no compiler, `make uncompiled`) or this is not Linux."""
+    if sys.platform != "linux":
+        return None
+    try:
+        module = importlib.import_module("chargingd.radius._mmsg")
+    except ImportError:
+        return None
+    recv: RecvBatch = module.recv_batch
+    send: SendBatch = module.send_batch
+    return recv, send
+
+
 class UdpPort:
     """One RADIUS port: reads datagrams with their kernel arrival time, sheds the stale,
     enqueues the rest (a full queue drops and counts), sends the replies.
@@ -222,6 +248,11 @@ class UdpPort:
     to it: under a flood, datagrams wait in the socket buffer too (seconds, with a
     4 MB buffer), and a request older than `max_wait_s` there is dropped unread
     (`shed_stale`) instead of being answered after the gateway gave up on it.
+
+    `batch` ([radius] batch_syscalls), when the C extension is built (load_mmsg):
+    datagrams are read up to RECV_VLEN per recvmmsg call, and replies are queued and
+    sent together by one sendmmsg call per loop iteration (a `call_soon` per burst),
+    instead of one recvmsg / sendto system call each. `batched` says which is in use.
     """
 
     def __init__(
@@ -233,8 +264,11 @@ class UdpPort:
         max_wait_s: float,
         loop: asyncio.AbstractEventLoop,
         wall: Clock = time.time,
+        batch: bool = False,
     ) -> None:
         self._sock = sock
+        self._fd = sock.fileno()
+        self._family = int(sock.family)
         self._queue = queue
         self._counters = counters
         self._max_wait_s = max_wait_s
@@ -246,9 +280,17 @@ class UdpPort:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
                 self._stamped = True
         self.closing = False
+        mmsg = load_mmsg() if batch else None
+        if batch and mmsg is None:
+            log.info("[radius] batch_syscalls: radius/_mmsg.c is not built here (or not "
+                     "Linux): one recvmsg/sendto per packet")  # fmt: skip
+        self.batched = mmsg is not None
+        self._recv_batch: RecvBatch | None = mmsg[0] if mmsg is not None else None
+        self._send_batch: SendBatch | None = mmsg[1] if mmsg is not None else None
+        self._replies: list[tuple[bytes, Any]] = []  # queued for the next flush (batched)
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self._loop.add_reader(self._fd, self._readable_batched if self.batched else self._readable)
 
     def _readable(self) -> None:
         now, wall = self._loop.time(), self._wall()
@@ -275,18 +317,81 @@ class UdpPort:
             except asyncio.QueueFull:
                 self._counters.dropped_overload += 1
 
+    def _readable_batched(self) -> None:
+        """_readable with recvmmsg: the same counting, shedding and queueing."""
+        recv_batch = self._recv_batch
+        if recv_batch is None:
+            return
+        now, wall = self._loop.time(), self._wall()
+        counters = self._counters
+        max_wait_s = self._max_wait_s
+        read = 0
+        while read < READ_BATCH:
+            try:
+                batch = recv_batch(self._fd, RECV_VLEN)
+            except OSError as exc:  # e.g. an ICMP error for an earlier reply
+                log.debug("RADIUS socket error: %s", exc)
+                read += 1
+                continue
+            read += len(batch)
+            for data, addr, stamp, truncated in batch:
+                if self.closing:
+                    continue  # shutting down: the gateway retries on another worker or later
+                counters.received += 1
+                if truncated:
+                    counters.malformed += 1  # longer than any RADIUS packet
+                    continue
+                arrived = now - max(0.0, wall - stamp) if self._stamped else now
+                if max_wait_s and now - arrived > max_wait_s:
+                    counters.shed_stale += 1
+                    continue
+                try:
+                    self._queue.put_nowait((data, addr, arrived))
+                except asyncio.QueueFull:
+                    counters.dropped_overload += 1
+            if len(batch) < RECV_VLEN:
+                return  # the socket is drained (an empty batch: nothing was waiting)
+
     def sendto(self, data: bytes, addr: Address) -> None:
-        """Send a reply; a full socket buffer drops it (UDP: the gateway retransmits)."""
+        """Send a reply; a full socket buffer drops it (UDP: the gateway retransmits).
+        Batched: queued, and sent with the others of this loop iteration (_flush)."""
+        if self.batched:
+            replies = self._replies
+            replies.append((data, addr))
+            if len(replies) == 1:
+                self._loop.call_soon(self._flush)
+            return
         try:
             self._sock.sendto(data, addr)
         except OSError as exc:
             self._counters.send_failed += 1
             log.debug("RADIUS reply to %s not sent: %s", addr[0], exc)
 
+    def _flush(self) -> None:
+        """Send the queued replies with sendmmsg; each one refused is counted (send_failed)."""
+        replies = self._replies
+        if not replies:
+            return
+        self._replies = []
+        send_batch = self._send_batch
+        if send_batch is None or self._sock.fileno() < 0:
+            sent, error = 0, 0  # closed: dropped
+        else:
+            sent, error = send_batch(self._fd, self._family, replies)
+        if sent < len(replies):
+            self._counters.send_failed += len(replies) - sent
+            log.debug(
+                "%d of %d RADIUS replies not sent: %s",
+                len(replies) - sent,
+                len(replies),
+                os.strerror(error) if error else "socket closed",
+            )
+
     def close(self) -> None:
         self.closing = True
+        self._flush()  # the replies queued in this loop iteration (later ones: dropped)
         if self._sock.fileno() >= 0:
-            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_reader(self._fd)
             self._sock.close()
 
 

@@ -159,9 +159,9 @@ class RadiusFrontend:
         queue = IntakeQueue(self.config.queue_size, loop)
         self._queues.append(queue)
         sock = bind_udp(self.config.bind, port, spread=self.spread)
-        udp = UdpPort(
-            sock, queue, self.counters, max_wait_s=self.config.max_wait_ms / 1000, loop=loop
-        )
+        max_wait_s = self.config.max_wait_ms / 1000
+        batch = self.config.batch_syscalls  # recvmmsg/sendmmsg (intake.py)
+        udp = UdpPort(sock, queue, self.counters, max_wait_s=max_wait_s, loop=loop, batch=batch)
         self._ports.append(udp)
         udp.start()
         for _ in range(self.config.worker_tasks):
