@@ -9,8 +9,12 @@ Message-Authenticator, CallInfo, the Cisco Access-Accept signed, the reply cache
 socket), ``e164`` (the called and the calling number of the kit's Access-Requests,
 100,000 of each, normalised as an authorize does), ``pricer`` (an authorize's three
 rating questions: the first grant's price, then paid_s twice, as
-scripts/bench_pricer.py). Each piece runs under ``valgrind --tool=callgrind`` twice,
-with N and 2N items after the same set-up; the difference over N is printed.
+scripts/bench_pricer.py), ``acct`` (the sessions' work per accounting packet: a
+Start, an Interim and a Stop of each of N calls authorized before, 32 in flight,
+through Sessions.account on an embedded redis-server as scripts/bench_accounting.py;
+per item = per packet, the Redis server's own work not counted). Each piece runs
+under ``valgrind --tool=callgrind`` twice, with N and 2N items after the same set-up;
+the difference over N is printed.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_hotpath_instructions.py [--count 3000]
 
@@ -20,17 +24,21 @@ Compiled or not is whatever the tree holds (the .so files next to the modules).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from chargingd.core.redisconn import EmbeddedRedis
+
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"s3cr3t-bench"
-PIECES = ("codec", "frontend", "e164", "pricer")
+PIECES = ("codec", "frontend", "e164", "pricer", "acct")
 
 
 def _codec(items: int, setup: int) -> Callable[[], None]:
@@ -163,10 +171,75 @@ def _pricer(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
+def _acct(items: int, setup: int) -> Callable[[], None]:
+    import asyncio
+    import tempfile
+    import time
+
+    import redis.asyncio as aioredis
+    import uvloop
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_common import seed_prepaid
+
+    from chargingd.core.config import SessionsConfig
+    from chargingd.ledger import Ledger
+    from chargingd.rating.loaders import load_plan
+    from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
+    from chargingd.sessions.pricing import Pricer
+    from chargingd.sessions.service import Sessions
+
+    loop = uvloop.new_event_loop()
+    client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    infos = [
+        CallInfo(f"c{i}", f"u{i % 100}", "", f"0301234{i % 1000:03d}", "10.0.0.1", "gw1")
+        for i in range(setup)
+    ]
+    sem = asyncio.Semaphore(32)
+
+    async def prepare() -> Sessions:
+        await client.flushall()
+        ledger = Ledger(client, audit_holds=False)
+        await ledger.load_scripts()
+        await seed_prepaid(ledger, 100)
+        sessions = Sessions(
+            redis=client,
+            ledger=ledger,
+            pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
+            cfg=SessionsConfig(),
+            clock_ms=lambda: int(time.time() * 1000),
+            data_dir=Path(tempfile.mkdtemp()),
+        )
+        await sessions.store.load_scripts()
+
+        async def authorize(info: CallInfo) -> None:
+            async with sem:
+                assert isinstance(await sessions.authorize(info), Authorized)
+
+        await asyncio.gather(*(authorize(info) for info in infos))
+        return sessions
+
+    sessions = loop.run_until_complete(prepare())
+    start_ms = int(time.time() * 1000)
+
+    async def account(info: CallInfo, kind: UsageKind, usage_s: int) -> None:
+        async with sem:
+            await sessions.account(UsageReport(info, kind, usage_s, start_ms + usage_s * 1000))
+
+    async def phases() -> None:
+        for kind, usage_s in ((UsageKind.START, 0), (UsageKind.INTERIM, 30), (UsageKind.STOP, 95)):
+            await asyncio.gather(*(account(info, kind, usage_s) for info in infos[:items]))
+
+    def run() -> None:
+        loop.run_until_complete(phases())
+        assert loop.run_until_complete(client.xlen("cdr:stream")) == items
+
+    return run
+
+
 def _child(piece: str, items: int, setup: int) -> None:
-    run = {"codec": _codec, "frontend": _frontend, "e164": _e164, "pricer": _pricer}[piece](
-        items, setup
-    )
+    pieces = {"codec": _codec, "frontend": _frontend, "e164": _e164, "pricer": _pricer}
+    run = {**pieces, "acct": _acct}[piece](items, setup)
     run()
 
 
@@ -193,9 +266,18 @@ def main() -> None:
     for piece in args.pieces or PIECES:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")
-        once = _count(piece, args.count, 2 * args.count)
-        twice = _count(piece, 2 * args.count, 2 * args.count)
-        print(f"{piece:<7} {(twice - once) / args.count:10,.0f} instructions per item")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if "acct" in (args.pieces or PIECES):
+            server = EmbeddedRedis(Path(tmp), appendfsync="no")
+            server.start()
+            stack.callback(server.stop)
+            os.environ["BENCH_REDIS_URL"] = server.url
+        for piece in args.pieces or PIECES:
+            # acct: N packets of each kind; per packet
+            per = 3 * args.count if piece == "acct" else args.count
+            once = _count(piece, args.count, 2 * args.count)
+            twice = _count(piece, 2 * args.count, 2 * args.count)
+            print(f"{piece:<8} {(twice - once) / per:10,.0f} instructions per item")
 
 
 if __name__ == "__main__":

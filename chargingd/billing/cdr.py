@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,7 @@ class CDR:
     def pack(self) -> bytes:
         """msgpack of the fields by name (dataclasses.asdict's map without its deep copy:
         the same bytes, one per live call's close)."""
-        fields = {name: getattr(self, name) for name in _ORDER}
+        fields = dict(zip(_ORDER, _VALUES(self), strict=True))
         return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -110,3 +111,4 @@ class CDR:
 
 _ORDER = tuple(f.name for f in dataclasses.fields(CDR))
 _FIELDS = frozenset(_ORDER)
+_VALUES = operator.attrgetter(*_ORDER)  # the fields' values in order, one C call

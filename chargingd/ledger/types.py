@@ -150,13 +150,59 @@ class Grant:
         )
 
 
-@dataclass(frozen=True)
 class CommitResult:
-    debited_micros: int  # debited by this call (0 for a replay or an older usage)
-    total_debited_micros: int  # cumulative debit of the session
-    balance_micros: int
-    overrun: bool  # the debit took the balance below its floor (debt)
-    duplicate: bool  # nothing new to debit
+    """Outcome of commit, release and correct.
+
+    Built per Interim and Stop: a plain class with its own __init__ (a dataclass's is
+    interpreted even compiled), frozen (Final), a dataclass's equality, hash, repr."""
+
+    __slots__ = (
+        "balance_micros",
+        "debited_micros",
+        "duplicate",
+        "overrun",
+        "total_debited_micros",
+    )
+
+    def __init__(
+        self,
+        debited_micros: int,  # debited by this call (0 for a replay or an older usage)
+        total_debited_micros: int,  # cumulative debit of the session
+        balance_micros: int,
+        overrun: bool,  # the debit took the balance below its floor (debt)
+        duplicate: bool,  # nothing new to debit
+    ) -> None:
+        self.debited_micros: Final = debited_micros
+        self.total_debited_micros: Final = total_debited_micros
+        self.balance_micros: Final = balance_micros
+        self.overrun: Final = overrun
+        self.duplicate: Final = duplicate
+
+    def _values(self) -> tuple[int, int, int, bool, bool]:
+        return (
+            self.debited_micros,
+            self.total_debited_micros,
+            self.balance_micros,
+            self.overrun,
+            self.duplicate,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, CommitResult)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (
+            f"CommitResult(debited_micros={self.debited_micros!r}, "
+            f"total_debited_micros={self.total_debited_micros!r}, "
+            f"balance_micros={self.balance_micros!r}, overrun={self.overrun!r}, "
+            f"duplicate={self.duplicate!r})"
+        )
 
 
 @dataclass(frozen=True)

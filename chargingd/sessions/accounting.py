@@ -14,7 +14,6 @@ corrects it (sessions/late.py).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -419,7 +418,7 @@ def answer_ms_of(report: UsageReport) -> int:
 def _without_hint(report: UsageReport) -> UsageReport:
     """The report as if its Class had named no account."""
     call = report.call.replace(account_hint="")
-    return dataclasses.replace(report, call=call)
+    return report.replace(call=call)
 
 
 def _replace(rec: SessionRecord, **changes: Any) -> SessionRecord:

@@ -250,25 +250,87 @@ class Refused:
     message: str  # for Reply-Message; never contains secrets
 
 
-@dataclass(frozen=True)
 class UsageReport:
-    """An Accounting-Request (Start / Interim-Update / Stop) or a Diameter CCR-U/T."""
+    """An Accounting-Request (Start / Interim-Update / Stop) or a Diameter CCR-U/T.
 
-    call: CallInfo
-    kind: UsageKind
-    usage_s: int  # cumulative Acct-Session-Time
-    # When it happened at the gateway: Event-Timestamp (RFC 2869 §5.3), else the
-    # arrival time minus Acct-Delay-Time (RFC 2866 §5.2).
-    event_ms: int
-    disconnect_cause: int = 0  # Q.850 (h323-disconnect-cause is hex on Cisco)
-    terminate_cause: str = ""  # Acct-Terminate-Cause name
-    # False when the gateway did not say how long the call lasted (no
-    # Acct-Session-Time: Kamailio's acc accounts events, not durations).
-    usage_reported: bool = True
-    sip_code: int = 0  # final SIP response of the accounted transaction, 0 = not given
-    # Call quality the gateway reported on its Stop (pdd_ms, mos, jitter_ms, loss_pct),
-    # as (name, decimal text) pairs; they go into the CDR's extra (monitoring reads them).
-    quality: tuple[tuple[str, str], ...] = ()
+    Built per accounting packet: a plain class with its own __init__ (a dataclass's is
+    interpreted even compiled), frozen (Final), with a dataclass's equality, hash and
+    repr; ``replace`` and ``as_dict`` stand for dataclasses.replace and asdict (the
+    spool's JSON lines are the same)."""
+
+    __slots__ = (
+        "call",
+        "disconnect_cause",
+        "event_ms",
+        "kind",
+        "quality",
+        "sip_code",
+        "terminate_cause",
+        "usage_reported",
+        "usage_s",
+    )
+
+    def __init__(
+        self,
+        call: CallInfo,
+        kind: UsageKind,
+        usage_s: int,  # cumulative Acct-Session-Time
+        # When it happened at the gateway: Event-Timestamp (RFC 2869 §5.3), else the
+        # arrival time minus Acct-Delay-Time (RFC 2866 §5.2).
+        event_ms: int,
+        disconnect_cause: int = 0,  # Q.850 (h323-disconnect-cause is hex on Cisco)
+        terminate_cause: str = "",  # Acct-Terminate-Cause name
+        # False when the gateway did not say how long the call lasted (no
+        # Acct-Session-Time: Kamailio's acc accounts events, not durations).
+        usage_reported: bool = True,
+        sip_code: int = 0,  # final SIP response of the accounted transaction, 0 = not given
+        # Call quality the gateway reported on its Stop (pdd_ms, mos, jitter_ms,
+        # loss_pct), as (name, decimal text) pairs; they go into the CDR's extra
+        # (monitoring reads them).
+        quality: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.call: Final = call
+        self.kind: Final = kind
+        self.usage_s: Final = usage_s
+        self.event_ms: Final = event_ms
+        self.disconnect_cause: Final = disconnect_cause
+        self.terminate_cause: Final = terminate_cause
+        self.usage_reported: Final = usage_reported
+        self.sip_code: Final = sip_code
+        self.quality: Final = quality
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field -> value in field order (``call`` as it is, not as a dict)."""
+        return {
+            "call": self.call,
+            "kind": self.kind,
+            "usage_s": self.usage_s,
+            "event_ms": self.event_ms,
+            "disconnect_cause": self.disconnect_cause,
+            "terminate_cause": self.terminate_cause,
+            "usage_reported": self.usage_reported,
+            "sip_code": self.sip_code,
+            "quality": self.quality,
+        }
+
+    def replace(self, **changes: Any) -> UsageReport:
+        """A copy with ``changes`` (dataclasses.replace; an unknown field: TypeError)."""
+        return UsageReport(**(self.as_dict() | changes))
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(self.as_dict().values())
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, UsageReport)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "UsageReport(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
 @dataclass(frozen=True)

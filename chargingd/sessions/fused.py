@@ -15,7 +15,6 @@ takes the step-by-step path (Ledger calls, then SessionStore calls).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
@@ -69,26 +68,45 @@ class FirstGrant:
         )
 
 
-@dataclass(frozen=True)
 class Renewal:
     """What session_renew.lua did: the commit, the reserve (None: not run), applied;
-    ``stale``: the record noted on was not the stored one (nothing done)."""
+    ``stale``: the record noted on was not the stored one (nothing done). One per
+    Interim: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
-    commit: CommitResult | None
-    grant_reply: list[Any] | None
-    applied: bool
-    stale: bool = False
+    __slots__ = ("applied", "commit", "grant_reply", "stale")
+
+    def __init__(
+        self,
+        commit: CommitResult | None,
+        grant_reply: list[Any] | None,
+        applied: bool,
+        stale: bool = False,
+    ) -> None:
+        self.commit: Final = commit
+        self.grant_reply: Final = grant_reply
+        self.applied: Final = applied
+        self.stale: Final = stale
 
 
-@dataclass(frozen=True)
 class Closing:
-    """What session_close.lua did: status busy|gone|stale|ok, and its data."""
+    """What session_close.lua did: status busy|gone|stale|ok, and its data. One per
+    Stop: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
-    status: str
-    release: CommitResult | None = None
-    record: SessionRecord | None = None
-    last_usage_s: int = 0
-    answer_ms: int = 0
+    __slots__ = ("answer_ms", "last_usage_s", "record", "release", "status")
+
+    def __init__(
+        self,
+        status: str,
+        release: CommitResult | None = None,
+        record: SessionRecord | None = None,
+        last_usage_s: int = 0,
+        answer_ms: int = 0,
+    ) -> None:
+        self.status: Final = status
+        self.release: Final = release
+        self.record: Final = record
+        self.last_usage_s: Final = last_usage_s
+        self.answer_ms: Final = answer_ms
 
 
 class FusedPath:

@@ -16,23 +16,27 @@ the caller takes the two-script path, which reads the record as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from chargingd.sessions.record import SessionRecord, fields_map
 from chargingd.sessions.store import USAGE_SLACK_S
 
 
-@dataclass(frozen=True, slots=True)
 class Noted:
     """A packet noted on a held record: the stored value it was noted on (``before``),
     the record with the packet noted (``rec``), what that changed (``fields``) and the
-    gateway the packet came from (whose last-seen zset it moves)."""
+    gateway the packet came from (whose last-seen zset it moves). One per Interim and
+    Stop: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
-    before: bytes
-    rec: SessionRecord
-    fields: dict[str, str | int]
-    gateway: str = ""
+    __slots__ = ("before", "fields", "gateway", "rec")
+
+    def __init__(
+        self, before: bytes, rec: SessionRecord, fields: dict[str, str | int], gateway: str = ""
+    ) -> None:
+        self.before: Final = before
+        self.rec: Final = rec
+        self.fields: Final = fields
+        self.gateway: Final = gateway
 
     def after(self, **grant: int) -> tuple[SessionRecord, bytes]:
         """``rec`` with ``grant``'s fields too, and its stored value."""

@@ -32,7 +32,7 @@ stays "what chargingd told or paid for".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Final
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.sessions.pricing import Priced
@@ -51,18 +51,40 @@ PriceFn = Callable[[SessionRecord, int], Priced]
 PaidFn = Callable[[SessionRecord, int], int]
 
 
-@dataclass(frozen=True)
 class Settlement:
-    """How one usage of a session is charged."""
+    """How one usage of a session is charged. One per close: a plain class (a
+    dataclass's __init__ is interpreted even compiled), frozen (Final)."""
 
-    usage_s: int
-    priced: Priced  # the rated cost of usage_s: the CDR's cost
-    target_micros: int  # what the ledger should hold debited for the call, in all
-    policy: str  # CAP | DEBT
-    status: str  # the CDR status the rules give (the ledger may still say overrun)
-    reason: str  # charge_reason ("" when charged = rated)
-    allowed_s: int
-    cut_confirmed: bool = False  # a cut was sent and is confirmed (see the docstring)
+    __slots__ = (
+        "allowed_s",
+        "cut_confirmed",
+        "policy",
+        "priced",
+        "reason",
+        "status",
+        "target_micros",
+        "usage_s",
+    )
+
+    def __init__(
+        self,
+        usage_s: int,
+        priced: Priced,  # the rated cost of usage_s: the CDR's cost
+        target_micros: int,  # what the ledger should hold debited for the call, in all
+        policy: str,  # CAP | DEBT
+        status: str,  # the CDR status the rules give (the ledger may still say overrun)
+        reason: str,  # charge_reason ("" when charged = rated)
+        allowed_s: int,
+        cut_confirmed: bool = False,  # a cut was sent and is confirmed (see the docstring)
+    ) -> None:
+        self.usage_s: Final = usage_s
+        self.priced: Final = priced
+        self.target_micros: Final = target_micros
+        self.policy: Final = policy
+        self.status: Final = status
+        self.reason: Final = reason
+        self.allowed_s: Final = allowed_s
+        self.cut_confirmed: Final = cut_confirmed
 
 
 class Settler:

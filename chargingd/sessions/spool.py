@@ -9,7 +9,6 @@ Files of dead processes are replayed by whoever runs next.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -35,9 +34,7 @@ class SpoolFull(Exception):
 
 def report_to_entry(report: UsageReport) -> Entry:
     """dataclasses.asdict of the report, with its call's fields (CallInfo.as_dict)."""
-    entry: Entry = {"type": "usage"}
-    for f in dataclasses.fields(report):
-        entry[f.name] = getattr(report, f.name)
+    entry: Entry = {"type": "usage", **report.as_dict()}
     entry["call"] = report.call.as_dict()
     return entry
 
