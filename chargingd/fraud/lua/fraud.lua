@@ -164,7 +164,8 @@ local function fr_save(now, ttl)
   for key, v in pairs(fr_vals) do
     if v._dirty then
       v._dirty = nil
-      local until_ms = math.max(v.x or 0, now + ttl)
+      local until_ms = now + ttl  -- math.max(v.x or 0, now + ttl), no call
+      if (v.x or 0) > until_ms then until_ms = v.x end
       v.x = until_ms
       fr_write(key, v, until_ms - now)
       v._dirty = false
@@ -188,13 +189,14 @@ end
 -- call of math.floor.
 local function fr_bucket(w, id, now, win, width)
   local old = w[id]
-  if old == nil or (type(old) == 'number' and old < now) then
+  local one = type(old) == 'number'  -- (one call of type: a C function)
+  if old == nil or (one and old < now) then
     w[id] = now + win
     return 1
   end
   width = width or math.ceil(win / NB)
   local cur = (now - now % width) / width
-  if type(old) == 'number' then  -- the second call in the window
+  if one then  -- the second call in the window
     local at = old - win
     local b = (at - at % width) / width
     if b == cur then
@@ -234,7 +236,7 @@ local function fr_prune_table(w, now)
   for id, c in pairs(w) do
     if type(c) == 'number' then
       if c < now then w[id] = nil end
-    elseif c[#c - 2] < math.floor(now / c[1]) - NB - 1 then
+    elseif c[#c - 2] < (now - now % c[1]) / c[1] - NB - 1 then  -- floor(now / width)
       w[id] = nil
     end
   end
@@ -287,7 +289,8 @@ local function fr_distinct(v, now, slot, win, limit, number)
   local id = slot  -- its text (compiled.counter_id)
   local n = all[id] or {}
   all[id] = n
-  n[number] = math.ceil(now / 1000)  -- seconds, rounded up: never counts fewer
+  local up = now + 999
+  n[number] = (up - up % 1000) / 1000  -- seconds, rounded up (ceil): never counts fewer
   local count, from = 0, now - win
   for k, ms in pairs(n) do
     if ms * 1000 < from then n[k] = nil else count = count + 1 end
@@ -335,7 +338,8 @@ local function fr_admit_live(v, now, sid, win, limit)
   fr_scan_v = nil  -- used once (a second 'l' op scans)
   local l = v.l or {}
   v.l = l
-  l[sid] = math.ceil((now + win) / 1000)
+  local up = now + win + 999
+  l[sid] = (up - up % 1000) / 1000  -- ceil((now + win) / 1000)
   if scanned then
     -- fr_live's scan (nothing changed the live calls since): the lapsed ones dropped
     -- as the loop below drops them, no entry beyond the limit to drop
@@ -507,12 +511,13 @@ local function fr_generate(ops)
       add('count = fr_capped(' .. v .. ", 'h', " .. fr_lit(slot .. '|') .. ' .. identity, now, '
           .. fr_lit(win) .. ', ' .. width .. ')')
     elseif kind == 'g' then
-      add('do local n = ARGV[5] count = fr_capped(' .. v .. ', \'g\', ' .. fr_lit(slot .. '|')
-          .. ' .. string.sub(n, 1, math.max(2, #n - ' .. fr_lit(ops[o + 8]) .. ')), now, '
-          .. fr_lit(win) .. ', ' .. width .. ') end')
+      add('do local n = ARGV[5] local e = #n - ' .. fr_lit(ops[o + 8])
+          .. ' if e < 2 then e = 2 end count = fr_capped(' .. v .. ', \'g\', '
+          .. fr_lit(slot .. '|') .. ' .. string.sub(n, 1, e), now, ' .. fr_lit(win) .. ', '
+          .. width .. ') end')
     elseif kind == 'd' then
       add('count = fr_distinct(' .. v .. ', now, ' .. fr_lit(slot) .. ', ' .. fr_lit(win) .. ', '
-          .. fr_lit(limit) .. ', tonumber(ARGV[11]))')
+          .. fr_lit(limit) .. ', ARGV[11] + 0)')
     elseif kind == 'l' then
       add('count = fr_live(' .. v .. ', now, sid)')
     elseif kind == 'n' then
@@ -693,11 +698,13 @@ local function fraud_save(KEYS, ARGV)
     fr_prune(ip, now)
     ip._dirty = nil
     fr_vals[KEYS[5]] = nil
-    ip.x = math.max(ip.x or 0, now + tonumber(ARGV[9]))
+    local until_ms = now + ARGV[9]  -- math.max(ip.x or 0, now + ARGV[9]), no call
+    if (ip.x or 0) > until_ms then until_ms = ip.x end
+    ip.x = until_ms
     fr_write(KEYS[5], ip, ip.x - now)
   end
   local v = fr_vals[KEYS[1]]
   if v and v._dirty then fr_prune(v, now) end
-  fr_save(now, tonumber(ARGV[8]))
+  fr_save(now, ARGV[8] + 0)
 end
 
