@@ -25,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -92,6 +93,21 @@ make_address(const struct sockaddr_storage *name, socklen_t length)
     return tuple;
 }
 
+/* An int argument (_PyLong_AsInt is private and gone from 3.13's headers). */
+static int
+int_argument(PyObject *value, int *out)
+{
+    long number = PyLong_AsLong(value);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    if (number < INT_MIN || number > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "argument out of the range of an int");
+        return -1;
+    }
+    *out = (int)number;
+    return 0;
+}
+
 static double
 arrival_stamp(const struct msghdr *header)
 {
@@ -122,11 +138,9 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "recv_batch(fd, count)");
         return NULL;
     }
-    fd = _PyLong_AsInt(args[0]);
-    if (fd == -1 && PyErr_Occurred())
+    if (int_argument(args[0], &fd) < 0)
         return NULL;
-    count = _PyLong_AsInt(args[1]);
-    if (count == -1 && PyErr_Occurred())
+    if (int_argument(args[1], &count) < 0)
         return NULL;
     if (count < 1 || count > MAX_BATCH) {
         PyErr_Format(PyExc_ValueError, "count must be 1..%d", MAX_BATCH);
@@ -247,11 +261,9 @@ send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "send_batch(fd, family, [(data, address), ...])");
         return NULL;
     }
-    fd = _PyLong_AsInt(args[0]);
-    if (fd == -1 && PyErr_Occurred())
+    if (int_argument(args[0], &fd) < 0)
         return NULL;
-    family = _PyLong_AsInt(args[1]);
-    if (family == -1 && PyErr_Occurred())
+    if (int_argument(args[1], &family) < 0)
         return NULL;
     replies = args[2];
     fast = PySequence_Fast(replies, "send_batch: a list of (data, address)");
