@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.redisconn import EmbeddedRedis, redis_server_binary
 from chargingd.ledger.batch import CommandBatcher, CommandNotSent
+from chargingd.ledger.thin import pack_batch, pack_command
 
 # Runs ~ARGV[1] ms inside Redis (a command still being run when the test acts).
 BUSY = """
@@ -154,6 +155,51 @@ async def test_a_command_that_cannot_be_sent_fails_alone(
         await only_bad
     assert await batcher.submit(("GET", "n")) == b"2"  # the connection is fine
     assert batcher.batches == 3
+
+
+def test_commands_pack_to_hiredis_bytes_and_errors() -> None:
+    """thin's own RESP writer (round 10b) against hiredis.pack_command on random
+    commands: the same bytes, or the same error class and message (a float, a
+    memoryview, a bool, None, an int subclass, a surrogate, no argument, 64+ arguments,
+    lengths across the header tables)."""
+    import random
+
+    import hiredis
+
+    class Micros(int):
+        pass
+
+    rng = random.Random(5)
+    edges: list[Any] = [0, -1, 127, 2**63, -(2**70), 1.5, float("nan"), True, None]
+    edges += [Micros(3), bytearray(b"x"), memoryview(b"mv"), "a\udcff", "é中😀", ""]
+
+    def arg() -> Any:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.randbytes(rng.choice([0, 1, 511, 512, 513, 70_000]))
+        if kind == 1:
+            return "x" * rng.choice([0, 31, 511, 512, 600]) + rng.choice(["", "é", "中"])
+        if kind == 2:
+            return rng.randrange(-(2**70), 2**70)
+        if kind == 3 and rng.random() < 0.3:
+            return rng.choice(edges)
+        return rng.choice(["FCALL", "ZADD", "{a:1}:h", "0", 42, -7])
+
+    def packed(pack: Any, command: tuple[Any, ...]) -> tuple[object, ...]:
+        try:
+            return ("ok", pack(command))
+        except Exception as exc:
+            return ("error", type(exc), str(exc))
+
+    commands = []
+    for _ in range(1500):
+        size = rng.choice([0, 1, 2, 3, 17, 63, 64, 70])
+        command = tuple(arg() for _ in range(size))
+        assert packed(pack_command, command) == packed(hiredis.pack_command, command)
+        if packed(hiredis.pack_command, command)[0] == "ok":
+            commands.append(command)
+    batch: Any = [(c, None, None) for c in commands[:200]]
+    assert pack_batch(batch) == b"".join(hiredis.pack_command(c) for c in commands[:200])
 
 
 async def test_noscript_runs_the_retry_after_script_flush(client: aioredis.Redis) -> None:
