@@ -343,7 +343,10 @@ class SessionRecord:
         """The stored value. ``extra``: that many code/value pairs follow, appended by a
         script (the map header counts them); ``omit``: fields the script writes."""
         fields = self.stored(omit=omit)
-        body: bytes = _packb(fields)
+        written = _write_map(fields, len(fields) + extra)
+        if written is not None:
+            return written
+        body: bytes = _packb(fields)  # a value msgpack itself packs (or refuses)
         if not extra:
             return body
         return map_header(len(fields) + extra) + body[len(map_header(len(fields))) :]
@@ -442,6 +445,78 @@ def map_header(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xde" + n.to_bytes(2, "big")
     return b"\xdf" + n.to_bytes(4, "big")
+
+
+# msgpack's own bytes for the record's map, written here (msgpack.Packer through a
+# dict cost ~10,000 instructions per authorize, round 10b): str as UTF-8 (fixstr,
+# str8, str16, str32), int in its shortest form (fixint, uint8..64, int8..64), as
+# Packer(use_bin_type=True) writes them. tests/sessions/test_record_bytes.py keeps
+# the bytes.
+_POS_FIX: Final = [bytes((n,)) for n in range(128)]
+_NEG_FIX: Final = [bytes((256 + n,)) for n in range(-32, 0)]
+_STR_FIX: Final = [bytes((0xA0 | n,)) for n in range(32)]
+_INT_MIN: Final = -(1 << 63)
+_UINT_END: Final = 1 << 64
+
+
+def _msgpack_int(value: int) -> bytes:
+    """An int in msgpack's shortest form (-2**63 <= value < 2**64)."""
+    if value >= 0:
+        if value < 0x80:
+            return _POS_FIX[value]
+        if value < 0x100:
+            return b"\xcc" + value.to_bytes(1, "big")
+        if value < 0x10000:
+            return b"\xcd" + value.to_bytes(2, "big")
+        if value < 0x100000000:
+            return b"\xce" + value.to_bytes(4, "big")
+        return b"\xcf" + value.to_bytes(8, "big")
+    if value >= -32:
+        return _NEG_FIX[value + 32]
+    if value >= -0x80:
+        return b"\xd0" + value.to_bytes(1, "big", signed=True)
+    if value >= -0x8000:
+        return b"\xd1" + value.to_bytes(2, "big", signed=True)
+    if value >= -0x80000000:
+        return b"\xd2" + value.to_bytes(4, "big", signed=True)
+    return b"\xd3" + value.to_bytes(8, "big", signed=True)
+
+
+def _msgpack_str_head(size: int) -> bytes:
+    if size < 32:
+        return _STR_FIX[size]
+    if size < 0x100:
+        return b"\xd9" + size.to_bytes(1, "big")
+    if size < 0x10000:
+        return b"\xda" + size.to_bytes(2, "big")
+    return b"\xdb" + size.to_bytes(4, "big")
+
+
+def _write_map(fields: dict[str, str | int], pairs: int) -> bytes | None:
+    """``fields`` as msgpack packs the map, its header counting ``pairs``; None when a
+    value is not exactly a str or an int msgpack takes (packed by msgpack then)."""
+    parts = [map_header(pairs)]
+    for code, value in fields.items():
+        key = code.encode()
+        parts.append(_msgpack_str_head(len(key)))
+        parts.append(key)
+        kind = type(value)
+        if kind is str:
+            text: str = value  # type: ignore[assignment]
+            try:
+                data = text.encode()
+            except UnicodeEncodeError:
+                return None
+            parts.append(_msgpack_str_head(len(data)))
+            parts.append(data)
+        elif kind is int:
+            number: int = value  # type: ignore[assignment]
+            if not _INT_MIN <= number < _UINT_END:
+                return None
+            parts.append(_msgpack_int(number))
+        else:
+            return None
+    return b"".join(parts)
 
 
 _TOKEN = re.compile(r"\$([a-z_]+)")

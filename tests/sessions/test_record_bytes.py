@@ -106,6 +106,39 @@ def test_a_script_appended_value_and_a_merged_map_keep_their_bytes() -> None:
     assert msgpack.unpackb(merged) == {"ls": 1764940005000, "ns": "x"}
 
 
+def test_the_records_own_writer_packs_as_msgpack() -> None:
+    """SessionRecord.pack writes the map itself (round 10b): the bytes of
+    msgpack.Packer(use_bin_type=True) for str and int values across every header size
+    (a value it does not write, a bool or a float, is left to msgpack: None)."""
+    import random
+
+    from chargingd.sessions.record import _write_map, map_header
+
+    packb = msgpack.Packer(use_bin_type=True).pack
+    rng = random.Random(9)
+    ints = [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
+    ints += [-1, -32, -33, -128, -129, -32768, -32769, -(2**31) - 1, -(2**63)]
+
+    def value() -> str | int:
+        kind = rng.randrange(4)
+        if kind == 0:
+            return rng.choice(ints)
+        if kind == 1:
+            return rng.randrange(-(2**63), 2**64)
+        size = rng.choice([0, 1, 31, 32, 255, 256, 65536])
+        return rng.choice(["a", "é", "中"]) * size
+
+    for _ in range(600):
+        fields = {f"k{i}": value() for i in range(rng.choice([0, 1, 15, 16, 40]))}
+        extra = rng.choice([0, 1, 3])
+        want = packb(fields)
+        if extra:
+            want = map_header(len(fields) + extra) + want[len(map_header(len(fields))) :]
+        assert _write_map(fields, len(fields) + extra) == want
+    assert _write_map({"a": True}, 1) is None and _write_map({"a": 2**64}, 1) is None
+    assert _write_map({"a": "\udcff"}, 1) is None
+
+
 def test_every_field_alone_is_stored_and_read_back() -> None:
     # stored(), as_dict and replace are written out field by field (round 8a): a field
     # one of them forgets is lost on every write of the record (money, the CDR). Each
