@@ -12,7 +12,11 @@ rating questions: the first grant's price, then paid_s twice, as
 scripts/bench_pricer.py), ``acct`` (the sessions' work per accounting packet: a
 Start, an Interim and a Stop of each of N calls authorized before, 32 in flight,
 through Sessions.account on an embedded redis-server as scripts/bench_accounting.py;
-per item = per packet, the Redis server's own work not counted). Each piece runs
+per item = per packet, the Redis server's own work not counted), ``authorize`` (a known
+caller's Access-Request decided as the daemon does: MeteredCredit -> Sessions.authorize
+-> the fused script through the batcher's thin connection, 32 in flight on uvloop, on
+the same embedded redis-server, its own work not counted; 1,000 accounts remembered
+first). Each piece runs
 under ``valgrind --tool=callgrind`` twice, with N and 2N items after the same set-up;
 the difference over N is printed.
 
@@ -38,7 +42,8 @@ from chargingd.core.redisconn import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"s3cr3t-bench"
-PIECES = ("codec", "frontend", "e164", "pricer", "acct")
+PIECES = ("codec", "frontend", "e164", "pricer", "acct", "authorize")
+REDIS_PIECES = ("acct", "authorize")
 
 
 def _codec(items: int, setup: int) -> Callable[[], None]:
@@ -237,9 +242,82 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
+def _authorize(items: int, setup: int) -> Callable[[], None]:
+    import asyncio
+    import tempfile
+    import time
+
+    import redis.asyncio as aioredis
+    import uvloop
+
+    from chargingd.core.config import RedisConfig, SessionsConfig
+    from chargingd.ledger import Ledger, Mode
+    from chargingd.monitoring.metered import MeteredCredit
+    from chargingd.monitoring.meters import ProcessMeters
+    from chargingd.rating.loaders import load_plan
+    from chargingd.sessions.ccapi import Authorized, CallInfo
+    from chargingd.sessions.pricing import Pricer
+    from chargingd.sessions.service import Sessions
+
+    accounts = 1000
+    loop = uvloop.new_event_loop()
+    client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+
+    def call(i: int) -> CallInfo:  # as scripts/bench_authorize_redis.py
+        sid = f"m-{i:08X}-{(i * 2654435761) & 0xFFFFFFFF:08X}-{i & 0xFFFF:04X}"
+        called = f"004420798{i % 100000:05d}"
+        return CallInfo(
+            sid, f"{i % accounts:012d}", f"3161234{i % 100000:05d}", called, "127.0.0.1",
+            "load", sid,
+        )  # fmt: skip
+
+    async def build() -> MeteredCredit:
+        await client.flushall()
+        rc = RedisConfig()
+        ledger = Ledger(
+            client, audit_holds=False, request_timeout_s=rc.command_timeout_s,
+            batch_early=rc.batch_early,
+        )  # fmt: skip
+        await ledger.load_scripts()
+        for n in range(accounts):
+            await ledger.create_account(
+                f"acc{n:04d}", mode=Mode.PREPAID, currency="EUR", balance_micros=10**15,
+                tariff="retail", identities=(f"user:{n:012d}",), who="bench",
+            )  # fmt: skip
+        sessions = Sessions(
+            redis=client,
+            ledger=ledger,
+            pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
+            cfg=SessionsConfig(),
+            clock_ms=lambda: int(time.time() * 1000),
+            data_dir=Path(tempfile.mkdtemp()),
+        )
+        await sessions.store.load_scripts()
+        return MeteredCredit(sessions, ProcessMeters("main"), "radius")
+
+    credit = loop.run_until_complete(build())
+
+    async def some(first: int, count: int) -> None:
+        sem = asyncio.Semaphore(32)
+
+        async def one(i: int) -> None:
+            async with sem:
+                answer = await credit.authorize(call(i))
+                assert isinstance(answer, Authorized), answer
+
+        await asyncio.gather(*(one(i) for i in range(first, first + count)))
+
+    loop.run_until_complete(some(0, accounts))  # every caller remembered
+
+    def run() -> None:
+        loop.run_until_complete(some(accounts, items))
+
+    return run
+
+
 def _child(piece: str, items: int, setup: int) -> None:
     pieces = {"codec": _codec, "frontend": _frontend, "e164": _e164, "pricer": _pricer}
-    run = {**pieces, "acct": _acct}[piece](items, setup)
+    run = {**pieces, "acct": _acct, "authorize": _authorize}[piece](items, setup)
     run()
 
 
@@ -267,7 +345,7 @@ def main() -> None:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        if "acct" in (args.pieces or PIECES):
+        if any(piece in REDIS_PIECES for piece in args.pieces or PIECES):
             server = EmbeddedRedis(Path(tmp), appendfsync="no")
             server.start()
             stack.callback(server.stop)

@@ -104,18 +104,28 @@ class Authorizer:
         self.records = RecordMaker(pricer, cfg)
         self._identities: dict[str, str] = {}  # "user:alice" -> account id
         self._profiles: dict[str, Profile] = {}  # account id -> tariff, currency
+        # The configuration's values read per authorize, kept here: SessionsConfig is a
+        # frozen dataclass (interpreted; first_grant a property run per read).
+        self._first_grant_s = cfg.first_grant
+        self._max_session_s = cfg.max_session_s
+        self._interim_interval_s = cfg.interim_interval_s
 
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request (the session id is already checked)."""
-        if self.fraud is None:
-            return await self._decide(call, None)
-        attempt = Attempt(caller_ip=call.caller_ip)
+        # A known caller's one round trip in this coroutine itself, the rest in
+        # _decide: each coroutine level costs a generator and a resume per request.
+        attempt = None if self.fraud is None else Attempt(caller_ip=call.caller_ip)
         try:
-            answer = await self._decide(call, attempt)
+            answer: Authorized | Refused | None = None
+            if self.fused is not None:
+                answer = await self._authorize_known(self.fused, call, attempt)
+            if answer is None:
+                answer = await self._decide(call, attempt)
         except Exception:
-            self._refused(call, attempt)  # the caller answers with a refusal
+            if attempt is not None:
+                self._refused(call, attempt)  # the caller answers with a refusal
             raise
-        if isinstance(answer, Refused):
+        if attempt is not None and isinstance(answer, Refused):
             self._refused(call, attempt)
         return answer
 
@@ -127,10 +137,7 @@ class Authorizer:
         )
 
     async def _decide(self, call: CallInfo, attempt: Attempt | None) -> Authorized | Refused:
-        if self.fused is not None:
-            answer = await self._authorize_known(self.fused, call, attempt)
-            if answer is not None:
-                return answer
+        """The full path: the account read, then its first grant."""
         account = await self.find_account(call, attempt)
         if account is None:
             return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
@@ -196,6 +203,28 @@ class Authorizer:
         WriteUncertain when Redis did not answer one of its writes."""
         reserved: list[bool] = []  # one entry once the hold's write has been answered
         try:
+            if attempt is None and self.fused is not None and rec.paid_usage_s > 0:
+                # Without fraud rules, the fused path of _reserve_first_steps here: one
+                # coroutine level fewer per authorize (a generator and a resume each).
+                out = await self.fused.authorize(
+                    rec,
+                    max(priced.cost_micros, 1),
+                    lease_ms=self._first_lease_ms(rec.client),
+                    check=check,
+                    fraud=None,
+                    held_only=self.modes.holds_all(rec.client),
+                )
+                reserved.append(True)
+                grant = out.grant
+                if grant is None:  # checked and found changed (stale) or not active
+                    return self._inactive(out.status, out.reason) if out.status else None
+                if grant.ok and out.created > 0:
+                    return self._authorized(rec, grant, mode)  # _answered's, created
+                if grant.ok and out.created == 0:  # a retransmission, nothing reserved again
+                    return await self._answered(rec, grant, mode, created=False)
+                if not grant.ok:
+                    return _refusal(grant)
+                return await self._grant_first(rec, grant, priced.cost_micros, mode)
             return await self._reserve_first_steps(
                 rec, priced, check=check, mode=mode, attempt=attempt, reserved=reserved
             )
@@ -270,10 +299,7 @@ class Authorizer:
             )
             reserved.append(True)
         if not grant.ok:
-            code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
-            if code is RefusalCode.SYSTEM_ERROR:
-                return Refused(code, UNAVAILABLE)
-            return Refused(code, code.value.replace("_", " "))
+            return _refusal(grant)
         if fraud is not None and learn is not None:
             # Step by step: its country learnt once granted (as the fused script does),
             # in the same pipeline as the record write.
@@ -363,7 +389,7 @@ class Authorizer:
         Session-Timeout past the reap (leased again from the Start: Grants.hold_all_lease_ms)."""
         if self.modes.holds_all(client):
             return self.grants.hold_all_lease_ms()
-        return self.grants.lease_ms(self.cfg.first_grant)
+        return self.grants.lease_ms(self._first_grant_s)
 
     def _authorized(self, rec: SessionRecord, grant: Grant, mode: str) -> Authorized:
         credit = self._told_micros(rec.client, grant)
@@ -371,19 +397,20 @@ class Authorizer:
 
     def _answer(self, rec: SessionRecord, credit: int, held: int, mode: str) -> Authorized:
         """The Access-Accept of ``rec``: the Session-Timeout ``credit`` pays for."""
-        timeout_s = min(self.grants.paid_s(rec, credit), self.cfg.max_session_s)
-        log.info(
-            "authorize %s account=%s dest=%s timeout=%ss held=%s",
-            rec.session_id,
-            rec.account_id,
-            rec.destination,
-            timeout_s,
-            held,
-        )
+        timeout_s = min(self.grants.paid_s(rec, credit), self._max_session_s)
+        if log.isEnabledFor(logging.INFO):  # (Logger.info: two interpreted frames)
+            log.info(
+                "authorize %s account=%s dest=%s timeout=%ss held=%s",
+                rec.session_id,
+                rec.account_id,
+                rec.destination,
+                timeout_s,
+                held,
+            )
         return Authorized(
             account_id=rec.account_id,
             session_timeout_s=timeout_s,
-            interim_interval_s=self.cfg.interim_interval_s,
+            interim_interval_s=self._interim_interval_s,
             credit_micros=credit,
             currency=rec.currency,
             postpaid=mode == "postpaid",
@@ -451,9 +478,9 @@ class Authorizer:
     def _first(self, call: CallInfo, profile: Profile) -> tuple[SessionRecord, Priced] | Refused:
         """new_record for an authorize: the first grant priced and, for the fused
         script, its full hold and the usage that pays for written on the record."""
-        usage_s = self.cfg.first_grant
+        usage_s = self._first_grant_s
         if self.modes.holds_all(call.client):
-            usage_s = self.cfg.max_session_s
+            usage_s = self._max_session_s
         return self.new_record(call, profile, self.clock_ms(), usage_s, hold=self.fused is not None)
 
     def new_record(
@@ -462,6 +489,14 @@ class Authorizer:
         """A live record for this call and the price of ``usage_s`` seconds on it
         (sessions/newrecord.py)."""
         return self.records.new_record(call, account, now_ms, usage_s, hold=hold)
+
+
+def _refusal(grant: Grant) -> Refused:
+    """The answer to a reserve that was not granted."""
+    code = _REFUSALS.get(grant.reason, RefusalCode.INSUFFICIENT_CREDIT)  # type: ignore[arg-type]
+    if code is RefusalCode.SYSTEM_ERROR:
+        return Refused(code, UNAVAILABLE)
+    return Refused(code, code.value.replace("_", " "))
 
 
 def _inactive(status: str, reason: str) -> Refused:

@@ -15,6 +15,7 @@ takes the step-by-step path (Ledger calls, then SessionStore calls).
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from typing import Any, Final
 
@@ -238,7 +239,7 @@ class FusedPath:
             amount_micros,
             lease_ms=lease_ms,
             now_ms=now_ms,
-            deadline_ms=self.ledger.new_session_deadline_ms(),
+            deadline_ms=_deadline_ms(self.ledger),
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         keys.append(self.store.lastseen(rec.gateway, sid))
@@ -261,9 +262,12 @@ class FusedPath:
             # its key is the reserve's KEYS[1] (the account): not sent again
             args = [len(keys), *checked.argv, *args]
             fraud.add_fused(keys, args)  # the rules' own, after the authorize's
-        replied = await self._send_with_index(
-            sha, keys, args, step, self.store.registering(rec.gateway), library
-        )
+        # (_send_with_index's steps, here: one coroutine level fewer per authorize)
+        commands = _commands(sha, keys, args, step, self.store.registering(rec.gateway), library)
+        replies = await self.store.send(commands, errors=True)
+        replied = self._reply(commands, replies, step, library)
+        if replied is _RESEND:  # the library was not there: load it, send the call again
+            replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
         if len(replied) == 5:  # a written record, answered flat (the plain authorize)
             reply, created, verdict = replied[:4], replied[4], []
         else:
@@ -386,28 +390,34 @@ class FusedPath:
         """The script (by FCALL when ``library`` is given and this Redis has Functions),
         preceded in the same pipeline by the hold-index write a reserve ``step`` needs
         (and followed by ``after``: the gateway registry's write, when new)."""
-        fcall = library is not None and library.available
-        if library is not None and fcall:
-            # FusedLibrary.command's tuple, built here: fusedlib.py is interpreted, and
-            # its method was an interpreted frame per authorize (round 9a)
-            script = ("FCALL", library.name, len(keys), *keys, *args)
-        else:
-            script = ("EVALSHA", sha, len(keys), *keys, *args)
-        before: list[tuple[Any, ...]] = []
-        index = None if step is None else step.index
-        if index is not None:
-            before.append(index)
+        commands = _commands(sha, keys, args, step, after, library)
+        replies = await self.store.send(commands, errors=True)
+        reply = self._reply(commands, replies, step, library)
+        if reply is _RESEND:
+            assert library is not None
+            return await self._resend(library, sha, keys, args, step, replies[_at(step)])
+        return reply
+
+    def _reply(
+        self,
+        commands: list[tuple[Any, ...]],
+        replies: list[Any],
+        step: ReserveStep | None,
+        library: FusedLibrary | None,
+    ) -> Any:
+        """The script's reply among _commands' replies; _RESEND when its library was
+        not there (nothing of it ran, the others did): _resend sends it again."""
+        before = _at(step)
+        reply = replies[before]
         # Each command's own error reply: only the script's says whether it ran. An
         # error of a command around it (the index write, the registry's) is raised as
         # it is, never taken for a missing library: the FCALL may have run (money
         # moved) and must not be sent again.
-        replies = await self.store.send([*before, script, *(after or ())], errors=True)
-        reply = replies[len(before)]
         failed = next((r for r in replies if isinstance(r, ResponseError)), None)
         if failed is not None:
+            fcall = commands[before][0] == "FCALL"  # as sent (not as available now)
             if failed is reply and library is not None and fcall and missing(reply):
-                # the library was not there: nothing of it ran (the others did)
-                return await self._resend(library, sha, keys, args, step, reply)
+                return _RESEND
             raise failed  # the first error, as a pipeline raises it
         if before and step is not None:
             self.steps.indexed(step)
@@ -448,6 +458,48 @@ class FusedPath:
         if step is not None and step.index is not None:
             self.steps.indexed(step)
         return reply
+
+
+_RESEND: Final = object()  # FusedPath._reply: the library was not there
+
+
+def _commands(
+    sha: str,
+    keys: list[str],
+    args: list[Any],
+    step: ReserveStep | None,
+    after: list[tuple[Any, ...]] | None,
+    library: FusedLibrary | None,
+) -> list[tuple[Any, ...]]:
+    """The script (by FCALL when ``library`` is given and this Redis has Functions),
+    preceded by the hold-index write a reserve ``step`` needs and followed by ``after``."""
+    if library is not None and library.available:
+        # FusedLibrary.command's tuple, built here: fusedlib.py is interpreted, and
+        # its method was an interpreted frame per authorize (round 9a)
+        script = ("FCALL", library.name, len(keys), *keys, *args)
+    else:
+        script = ("EVALSHA", sha, len(keys), *keys, *args)
+    index = None if step is None else step.index
+    commands = [script] if index is None else [index, script]
+    if after:
+        commands.extend(after)
+    return commands
+
+
+def _at(step: ReserveStep | None) -> int:
+    """Where the script's reply is among _commands' replies."""
+    return 0 if step is None or step.index is None else 1
+
+
+def _deadline_ms(ledger: Ledger) -> int:
+    """Ledger.new_session_deadline_ms, in compiled code (ledger/base.py is interpreted:
+    its method was an interpreted frame per authorize): until when (Redis's clock) a
+    new session's reserve sent now may run; 0: any time."""
+    late_after_ms: int = ledger.late_after_ms
+    if not late_after_ms:
+        return 0
+    offset_ms: int = ledger.redis_offset_ms
+    return int(time.time() * 1000) + offset_ms + late_after_ms
 
 
 def _wire(value: Any) -> str:

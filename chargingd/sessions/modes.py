@@ -26,11 +26,13 @@ modules that ask (authorize, accounting, reaper).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
-INTERIM = "interim"
-HOLD_ALL = "hold_all"
-OWN_TIMER = "own_timer"
-MODES = (INTERIM, HOLD_ALL, OWN_TIMER)
+# Final: compiled code uses them as constants (not a module dict look-up per read)
+INTERIM: Final = "interim"
+HOLD_ALL: Final = "hold_all"
+OWN_TIMER: Final = "own_timer"
+MODES: Final = (INTERIM, HOLD_ALL, OWN_TIMER)
 
 
 class CreditModes:

@@ -14,7 +14,7 @@ from typing import ClassVar, Final
 
 from chargingd.core.config import RatingConfig
 from chargingd.rating.card import RateCard
-from chargingd.rating.durations import billed_seconds, seconds_to_ns, whole_seconds
+from chargingd.rating.durations import billed_seconds, seconds_to_ns
 from chargingd.rating.loaders import load_plan
 from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
@@ -28,6 +28,10 @@ DEFAULT_PLAN = "default"
 # older forgotten), and a card found in the older moves to the newer. (Deleting a dict's oldest key
 # instead costs a scan over the deleted slots before it: ~1 % of an authorize's CPU.)
 CARDS_MAX = 4096
+# rating/durations.py's NS_PER_S, here: that module is interpreted, and its three
+# conversions (seconds_to_ns, billed_seconds, whole_seconds) were interpreted frames
+# per rating question; the same arithmetic inline below.
+NS_PER_S: Final = 1_000_000_000
 
 
 class UnknownPlan(RatingError):
@@ -125,8 +129,9 @@ class Pricer:
         if usage_s >= 0:
             start_ns = start_ms * 1_000_000
             card = self._card(plan_id, subject, number, start_ns)
-            found = card.cost_at(start_ns, seconds_to_ns(usage_s))
-            return Priced(found.cost_micros, billed_seconds(found.billed_ns), card.destination_id)
+            found = card.cost_at(start_ns, usage_s * NS_PER_S)  # seconds_to_ns
+            # billed_seconds: rounded up
+            return Priced(found.cost_micros, -(-found.billed_ns // NS_PER_S), card.destination_id)
         # Refused by rating itself (the same error as ever).
         cost = self._plan(plan_id).rate(
             subject=subject,
@@ -147,7 +152,7 @@ class Pricer:
         start_ns = start_ms * 1_000_000
         card = self._card(plan_id, subject, number, start_ns)
         usage_ns = card.max_usage_at(start_ns, amount_micros)
-        return whole_seconds(usage_ns)
+        return usage_ns // NS_PER_S  # whole_seconds: rounded down
 
 
 @functools.lru_cache(maxsize=4096)

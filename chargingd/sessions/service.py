@@ -229,7 +229,10 @@ class Sessions:
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request: reserve the first grant or refuse with a code."""
         try:
-            answer = await self._authorize(call)
+            # (the session id's check here: no coroutine level of its own)
+            if not valid_session_id(call.session_id):
+                return Refused(RefusalCode.SYSTEM_ERROR, "invalid session id")
+            answer = await self.authorizer.authorize(call)
         except WriteUncertain as uncertain:
             return self._authorize_uncertain(call, uncertain)
         except REDIS_DOWN as exc:
@@ -245,11 +248,6 @@ class Sessions:
         if self.outage.failing(AUTHORIZE_DOWN):
             self.outage.recovered(AUTHORIZE_DOWN)
         return answer
-
-    async def _authorize(self, call: CallInfo) -> Authorized | Refused:
-        if not valid_session_id(call.session_id):
-            return Refused(RefusalCode.SYSTEM_ERROR, "invalid session id")
-        return await self.authorizer.authorize(call)
 
     def _authorize_uncertain(
         self, call: CallInfo, uncertain: WriteUncertain

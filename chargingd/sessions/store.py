@@ -256,7 +256,7 @@ class SessionStore(LiveIndexes):
             args += active.argv
         self.remember_locator(rec.session_id, rec.account_id)
         locating = [("HSET", self.locator(rec.session_id), rec.session_id, rec.account_id)]
-        created, *_ = await self._send(
+        created, *_ = await self.send(
             [
                 ("EVALSHA", self._create.sha, len(keys), *keys, *args),
                 *(locating if locator else ()),
@@ -280,7 +280,7 @@ class SessionStore(LiveIndexes):
         """Forget a record that never became a call (an authorize undone): no CDR."""
         self._located.pop(rec.session_id, None)
         self._records.pop(rec.session_id, None)
-        await self._send(
+        await self.send(
             [
                 ("DEL", record_key(rec.account_id, rec.session_id)),
                 ("HDEL", live_key(rec.account_id), rec.session_id),
@@ -291,11 +291,11 @@ class SessionStore(LiveIndexes):
             ]
         )
 
-    async def send(self, commands: list[tuple[Any, ...]], *, errors: bool = False) -> list[Any]:
-        """Commands in one round trip, in order (see _send)."""
-        return await self._send(commands, errors=errors)
-
     async def _send(self, commands: list[tuple[Any, ...]], *, errors: bool = False) -> list[Any]:
+        """Commands in one round trip, in order (see send): LiveIndexes's."""
+        return await self.send(commands, errors=errors)
+
+    async def send(self, commands: list[tuple[Any, ...]], *, errors: bool = False) -> list[Any]:
         """Idempotent commands in one round trip, in order; scripts reloaded on NOSCRIPT.
 
         A command's error reply fails only that command; the others ran. ``errors``: such
@@ -396,7 +396,7 @@ class SessionStore(LiveIndexes):
         """
         key = record_key(account_id, session_id)
         args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin)
-        (state, usage, blob), _ = await self._send(
+        (state, usage, blob), _ = await self.send(
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),
                 self.seen(account_id, session_id, now_ms, gateway),
@@ -432,7 +432,7 @@ class SessionStore(LiveIndexes):
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
         """Overwrite some fields of a live record (grant, deadline, cut state); a record
         that is gone stays gone."""
-        await self._send([self._setting(rec, fields)])
+        await self.send([self._setting(rec, fields)])
 
     async def set_grant(
         self,
@@ -455,7 +455,7 @@ class SessionStore(LiveIndexes):
             commands.append(("ZADD", DEADLINES, max(deadline_ms, index_ms), rec.member))
         elif deadline_ms == 0:
             commands.append(("ZREM", DEADLINES, rec.member))
-        await self._send(commands)
+        await self.send(commands)
 
     async def set_deadline(self, rec: SessionRecord, deadline_ms: int) -> None:
         await self.update(rec, deadline_ms=deadline_ms)
@@ -485,7 +485,7 @@ class SessionStore(LiveIndexes):
 
     async def mark_closed(self, rec: SessionRecord, **fields: str | int) -> None:
         """Close the record (kept closed_ttl_s so replays find it) and drop it from indexes."""
-        await self._send(self._closing(rec, fields))
+        await self.send(self._closing(rec, fields))
 
     async def append_cdr_and_close(self, cdr: CDR, rec: SessionRecord, **fields: str | int) -> None:
         """XADD the CDR, then mark the record closed: one round trip on a single Redis
@@ -496,7 +496,7 @@ class SessionStore(LiveIndexes):
             await self.mark_closed(rec, **fields)
             return
         xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
-        await self._send([xadd, *self._closing(rec, fields)])
+        await self.send([xadd, *self._closing(rec, fields)])
 
     def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
         """The close's writes: the record closed, out of the indexes; its live locator
