@@ -452,7 +452,8 @@ class Authorizer:
             return f"user:{call.user_name}"
         if method == "ani" and call.calling:
             try:
-                return "ani:" + to_e164(call.calling, country=self.cfg.country_of(call.client))
+                country = self.records.country_of(call.client)
+                return "ani:" + to_e164(call.calling, country=country)
             except NumberError:
                 return None
         return None

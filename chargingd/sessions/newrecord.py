@@ -32,6 +32,15 @@ class RecordMaker:
     def __init__(self, pricer: Pricer, cfg: SessionsConfig) -> None:
         self.pricer = pricer
         self.cfg = cfg
+        # SessionsConfig.country_of and session_ttl_s, kept (the config is frozen): its
+        # method is interpreted, a frame per authorize (round 10b)
+        self._countries = dict(cfg.client_countries)
+        self._default_country = cfg.default_country
+        self._session_ttl_s = cfg.session_ttl_s
+
+    def country_of(self, client: str) -> str:
+        """SessionsConfig.country_of, compiled."""
+        return self._countries.get(client, self._default_country)
 
     def new_record(
         self, call: CallInfo, account: Profile, now_ms: int, usage_s: int = 0, *, hold: bool = False
@@ -50,7 +59,7 @@ class RecordMaker:
                 account.currency,
             )
             return Refused(RefusalCode.SYSTEM_ERROR, "tariff currency mismatch")
-        country = self.cfg.country_of(call.client)
+        country = self.country_of(call.client)
         try:
             callee = to_e164(call.called, country=country)
         except NumberError:
@@ -93,4 +102,4 @@ class RecordMaker:
         paid = self.pricer.paid_s(
             plan_id, subject=account_id, number=callee, start_ms=now_ms, amount_micros=held
         )
-        return min(paid, self.cfg.session_ttl_s)
+        return min(paid, self._session_ttl_s)
