@@ -37,6 +37,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from chargingd.core.redisconn import EmbeddedRedis
 
@@ -176,9 +177,29 @@ def _pricer(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
+def _sessions(client: object, ledger: object) -> Any:
+    """Sessions as the daemon builds them: the sample retail plan, default config
+    (imported here, as the pieces import theirs)."""
+    import tempfile
+    import time
+
+    from chargingd.core.config import SessionsConfig
+    from chargingd.rating.loaders import load_plan
+    from chargingd.sessions.pricing import Pricer
+    from chargingd.sessions.service import Sessions
+
+    return Sessions(
+        redis=client,  # type: ignore[arg-type]
+        ledger=ledger,  # type: ignore[arg-type]
+        pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
+        cfg=SessionsConfig(),
+        clock_ms=lambda: int(time.time() * 1000),
+        data_dir=Path(tempfile.mkdtemp()),
+    )
+
+
 def _acct(items: int, setup: int) -> Callable[[], None]:
     import asyncio
-    import tempfile
     import time
 
     import redis.asyncio as aioredis
@@ -187,11 +208,8 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
     sys.path.insert(0, str(REPO / "scripts"))
     from bench_common import seed_prepaid
 
-    from chargingd.core.config import SessionsConfig
     from chargingd.ledger import Ledger
-    from chargingd.rating.loaders import load_plan
     from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
-    from chargingd.sessions.pricing import Pricer
     from chargingd.sessions.service import Sessions
 
     loop = uvloop.new_event_loop()
@@ -207,14 +225,7 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
         ledger = Ledger(client, audit_holds=False)
         await ledger.load_scripts()
         await seed_prepaid(ledger, 100)
-        sessions = Sessions(
-            redis=client,
-            ledger=ledger,
-            pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
-            cfg=SessionsConfig(),
-            clock_ms=lambda: int(time.time() * 1000),
-            data_dir=Path(tempfile.mkdtemp()),
-        )
+        sessions = _sessions(client, ledger)
         await sessions.store.load_scripts()
 
         async def authorize(info: CallInfo) -> None:
@@ -244,20 +255,15 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
 
 def _authorize(items: int, setup: int) -> Callable[[], None]:
     import asyncio
-    import tempfile
-    import time
 
     import redis.asyncio as aioredis
     import uvloop
 
-    from chargingd.core.config import RedisConfig, SessionsConfig
+    from chargingd.core.config import RedisConfig
     from chargingd.ledger import Ledger, Mode
     from chargingd.monitoring.metered import MeteredCredit
     from chargingd.monitoring.meters import ProcessMeters
-    from chargingd.rating.loaders import load_plan
     from chargingd.sessions.ccapi import Authorized, CallInfo
-    from chargingd.sessions.pricing import Pricer
-    from chargingd.sessions.service import Sessions
 
     accounts = 1000
     loop = uvloop.new_event_loop()
@@ -284,14 +290,7 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
                 f"acc{n:04d}", mode=Mode.PREPAID, currency="EUR", balance_micros=10**15,
                 tariff="retail", identities=(f"user:{n:012d}",), who="bench",
             )  # fmt: skip
-        sessions = Sessions(
-            redis=client,
-            ledger=ledger,
-            pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
-            cfg=SessionsConfig(),
-            clock_ms=lambda: int(time.time() * 1000),
-            data_dir=Path(tempfile.mkdtemp()),
-        )
+        sessions = _sessions(client, ledger)
         await sessions.store.load_scripts()
         return MeteredCredit(sessions, ProcessMeters("main"), "radius")
 

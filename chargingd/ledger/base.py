@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from chargingd.core.clock import wall_ms
 from chargingd.ledger import codec as C
 from chargingd.ledger.batch import CommandBatcher
-from chargingd.ledger.steps import StepBuilder
+from chargingd.ledger.steps import StepBuilder, session_deadline_ms
 
 CLOCK_SYNC_S = 60.0  # how often the sweeper measures Redis's clock again
 
@@ -137,9 +137,7 @@ class LedgerBase:
     def new_session_deadline_ms(self) -> int:
         """Until when (Redis's clock) a new session's reserve sent now may run; 0: any
         time (no request timeout configured)."""
-        if not self.late_after_ms:
-            return 0
-        return int(time.time() * 1000) + self.redis_offset_ms + self.late_after_ms
+        return session_deadline_ms(self.late_after_ms, self.redis_offset_ms)
 
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """EVALSHA one script: queued in this tick's pipeline, or sent on its own."""

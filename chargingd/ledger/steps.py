@@ -12,6 +12,7 @@ the only place where money moves (DESIGN invariant 2).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any, Final
@@ -38,6 +39,15 @@ EMBEDDABLE = ("reserve", "reserve_first", "commit", "release", "account_check", 
 # per-process arguments, reserve.lua's ARGV.c, passed without setting them in ARGV)
 PARAMS = {"reserve_first": "KEYS, ARGV, c"}
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
+
+
+def session_deadline_ms(late_after_ms: int, redis_offset_ms: int) -> int:
+    """Until when (Redis's clock) a new session's reserve sent now may run; 0: any time
+    (no request timeout). Here, compiled: LedgerBase (interpreted) and the sessions'
+    fused path (one call per authorize) both ask it."""
+    if not late_after_ms:
+        return 0
+    return int(time.time() * 1000) + redis_offset_ms + late_after_ms
 
 
 def fused_source(body: str, embeds: Sequence[str]) -> str:

@@ -15,7 +15,6 @@ takes the step-by-step path (Ledger calls, then SessionStore calls).
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import Any, Final
 
@@ -23,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
-from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source
+from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source, session_deadline_ms
 from chargingd.sessions.fusedlib import FRAUD_RESET, FusedLibrary, missing
 from chargingd.sessions.noting import Noted
 from chargingd.sessions.record import record_lua
@@ -492,14 +491,11 @@ def _at(step: ReserveStep | None) -> int:
 
 
 def _deadline_ms(ledger: Ledger) -> int:
-    """Ledger.new_session_deadline_ms, in compiled code (ledger/base.py is interpreted:
-    its method was an interpreted frame per authorize): until when (Redis's clock) a
-    new session's reserve sent now may run; 0: any time."""
+    """Ledger.new_session_deadline_ms without its interpreted frame (ledger/base.py is
+    not compiled): the same compiled function, from the ledger's two values."""
     late_after_ms: int = ledger.late_after_ms
-    if not late_after_ms:
-        return 0
     offset_ms: int = ledger.redis_offset_ms
-    return int(time.time() * 1000) + offset_ms + late_after_ms
+    return session_deadline_ms(late_after_ms, offset_ms)
 
 
 def _wire(value: Any) -> str:
