@@ -5,14 +5,10 @@ AdminMethods (a mixin: the handlers share its Params and its error boundary);
 
 from __future__ import annotations
 
-import datetime
-import re
 from typing import Any, Protocol
 
 from chargingd.alerts import Alerts
 
-_DURATION = re.compile(r"^([0-9]+)([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LIST_MAX = 1000
 
 _WRITE = frozenset({"operator", "reason"})
@@ -75,23 +71,3 @@ class AlertMethods:
         if incident is None:
             raise NoIncident(f"no open incident {key!r}")
         return {"incident": incident.as_json()}
-
-
-def since_ms(text: str, now_ms: int) -> int:
-    """``--since``: a duration back from now ("90s", "30m", "24h", "7d"), an ISO 8601
-    time ("2026-01-01T08:00:00Z"; UTC when no offset) or epoch milliseconds."""
-    text = text.strip()
-    match = _DURATION.match(text)
-    if match:
-        return now_ms - int(match.group(1)) * _UNIT_S[match.group(2)] * 1000
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: want a duration (30m, 24h, 7d), an ISO time or epoch ms"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return int(when.timestamp() * 1000)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from chargingd.admin import ctl_alerts, ctl_billing, ctl_fraud
-from chargingd.admin.params import RpcError
+from chargingd.admin.client import AdminClient, AdminUnreachable
 from chargingd.admin.render import RENDERERS, make_console
-from chargingd.admin.server import AdminClient, AdminUnreachable
+from chargingd.admin.rpc import RpcError
 from chargingd.core.config import ConfigError, load_config
 from chargingd.core.money import AmountError, parse_amount
 

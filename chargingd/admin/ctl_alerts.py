@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from chargingd.admin.alerts import since_ms
+from chargingd.admin.since import since_ms
 
 Request = tuple[str, dict[str, Any]]
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from chargingd import ledger as balance
+from chargingd.admin.rpc import INTERNAL_ERROR as INTERNAL_ERROR
+from chargingd.admin.rpc import INVALID_PARAMS as INVALID_PARAMS
+from chargingd.admin.rpc import INVALID_REQUEST as INVALID_REQUEST
+from chargingd.admin.rpc import METHOD_NOT_FOUND as METHOD_NOT_FOUND
+from chargingd.admin.rpc import PARSE_ERROR as PARSE_ERROR
+from chargingd.admin.rpc import RpcError as RpcError
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.ledger import Account, AuditEntry, Mode
 
-# JSON-RPC 2.0 §5.1 standard codes.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 # Application codes (-32000..-32099), one per ledger error code.
 LEDGER_CODES: dict[str, int] = {
     balance.LedgerError.code: -32000,
@@ -34,16 +34,6 @@ REDIS_UNAVAILABLE = -32010
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
-
-
-class RpcError(Exception):
-    """A JSON-RPC error: raised by handlers, and by the clients on an error response."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Operators (``chargingd ctl``, scripts, socat) send newline-delimited JSON-RPC 2.0
 requests; every request runs inside an error boundary and gets exactly one response
 line (none for a notification). Methods are by-name only. The method handlers live
-in admin/methods.py; this module is the socket lifecycle and the clients.
+in admin/methods.py, the clients in admin/client.py; this module is the socket
+lifecycle.
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chargingd.admin.client import (
+    MAX_LINE_BYTES,
+    AdminClient,
+    AdminUnreachable,
+    AsyncAdminClient,
+    encode_line,
+)
 from chargingd.admin.methods import AdminMethods
 from chargingd.admin.params import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
     Peer,
-    RpcError,
     error_response,
 )
 from chargingd.core.status import ComponentStats
 
 log = logging.getLogger("chargingd.admin")
 
-MAX_LINE_BYTES = 1 << 20  # one request line; longer lines are refused
 # Deepest nesting of arrays/objects a request may have. Real requests are 3 deep; a
 # deeper line is refused before anything walks it recursively (json, repr, logging).
 MAX_DEPTH = 32
@@ -41,14 +47,6 @@ MAX_DEPTH = 32
 
 class AdminSocketInUse(RuntimeError):
     """Another live daemon answers on the admin socket."""
-
-
-class AdminUnreachable(ConnectionError):
-    """No daemon answers on the admin socket."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot reach chargingd at {path}: {reason}")
-        self.path = path
 
 
 def _peer(writer: asyncio.StreamWriter) -> Peer:
@@ -189,7 +187,7 @@ class AdminServer:
             except ValueError:  # longer than MAX_LINE_BYTES
                 self.stats.inc("errors")
                 msg = f"request line longer than {MAX_LINE_BYTES} bytes"
-                writer.write(_encode(error_response(None, INVALID_REQUEST, msg)))
+                writer.write(encode_line(error_response(None, INVALID_REQUEST, msg)))
                 await writer.drain()
                 return
             if not line:
@@ -218,7 +216,7 @@ class AdminServer:
         except Exception:
             log.exception("admin line failed (%d bytes)", len(line))
             self.stats.inc("errors")
-            return _encode(error_response(None, INTERNAL_ERROR, "internal error; see the log"))
+            return encode_line(error_response(None, INTERNAL_ERROR, "internal error; see the log"))
 
     async def _handle(self, line: bytes, peer: Peer) -> bytes | None:
         try:
@@ -228,17 +226,17 @@ class AdminServer:
             too_deep = True  # nested beyond what the parser walks
         except (ValueError, UnicodeDecodeError) as exc:
             self.stats.inc("errors")
-            return _encode(error_response(None, PARSE_ERROR, f"parse error: {exc}"))
+            return encode_line(error_response(None, PARSE_ERROR, f"parse error: {exc}"))
         if too_deep:
             self.stats.inc("errors")
             msg = f"invalid request: nested deeper than {MAX_DEPTH} levels"
-            return _encode(error_response(None, INVALID_REQUEST, msg))
+            return encode_line(error_response(None, INVALID_REQUEST, msg))
         if isinstance(request, list):
             response: Any = await self._batch(request, peer)
         else:
             response = await self.methods.dispatch(request, peer)
             self._count(response)
-        return None if response is None else _encode(response)
+        return None if response is None else encode_line(response)
 
     async def _batch(self, requests: list[Any], peer: Peer) -> Any:
         # JSON-RPC 2.0 §6: an empty batch is one Invalid Request error.
@@ -271,125 +269,14 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-def _unwrap(response: Any, method: str) -> Any:
-    if not isinstance(response, dict):
-        raise RpcError(INVALID_REQUEST, f"malformed response to {method}")
-    if "error" in response:
-        err = response["error"]
-        raise RpcError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
-    return response.get("result")
-
-
-class AdminClient:
-    """A blocking client (used by `chargingd ctl`): ``call(method, params) -> result``.
-
-    Raises RpcError for an error response and AdminUnreachable when no daemon answers.
-    """
-
-    def __init__(self, path: str | Path, *, timeout_s: float = 10.0) -> None:
-        self.path = str(path)
-        self.timeout_s = timeout_s
-        self._sock: socket.socket | None = None
-        self._buf = b""
-        self._next_id = 0
-
-    def _connect(self) -> socket.socket:
-        if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout_s)
-            try:
-                sock.connect(self.path)
-            except OSError as exc:
-                sock.close()
-                raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
-            self._sock = sock
-        return self._sock
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        sock = self._connect()
-        self._next_id += 1
-        request = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
-        request["params"] = params or {}
-        try:
-            sock.sendall(_encode(request))
-            while b"\n" not in self._buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise AdminUnreachable(self.path, "connection closed by the daemon")
-                self._buf += chunk
-        except TimeoutError:
-            raise AdminUnreachable(self.path, f"no answer within {self.timeout_s} s") from None
-        except OSError as exc:
-            raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
-        line, _, self._buf = self._buf.partition(b"\n")
-        return _unwrap(json.loads(line), method)
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncAdminClient:
-    """The asyncio twin of AdminClient (tests, scripts, other components)."""
-
-    def __init__(self, path: str | Path, *, timeout_s: float = 10.0) -> None:
-        self.path = str(path)
-        self.timeout_s = timeout_s
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._next_id = 0
-
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        line = await self.raw(
-            _encode(
-                {
-                    "jsonrpc": "2.0",
-                    "id": self._next_id + 1,
-                    "method": method,
-                    "params": params or {},
-                }
-            )
-        )
-        return _unwrap(json.loads(line), method)
-
-    async def raw(self, data: bytes) -> bytes:
-        """Send raw bytes (one line), return the raw response line."""
-        if self._writer is None:
-            try:
-                self._reader, self._writer = await asyncio.open_unix_connection(
-                    self.path, limit=MAX_LINE_BYTES
-                )
-            except OSError as exc:
-                raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
-        assert self._reader is not None
-        self._next_id += 1
-        self._writer.write(data)
-        await self._writer.drain()
-        line = await asyncio.wait_for(self._reader.readline(), self.timeout_s)
-        if not line:
-            raise AdminUnreachable(self.path, "connection closed by the daemon")
-        return line
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-            self._writer = self._reader = None
-
-    async def __aenter__(self) -> AsyncAdminClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+# The clients moved to admin/client.py; importing them from here keeps working.
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
+    "AdminClient",
+    "AdminServer",
+    "AdminSocketInUse",
+    "AdminUnreachable",
+    "AsyncAdminClient",
+    "claim_socket_path",
+]

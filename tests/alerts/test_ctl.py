@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from chargingd.admin.alerts import since_ms
 from chargingd.admin.methods import AdminMethods
 from chargingd.admin.server import AdminServer
+from chargingd.admin.since import since_ms
 from chargingd.alerts import Alerts
 from chargingd.alerts.store import AlertStore
 from chargingd.app.cli import main
