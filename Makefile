@@ -24,7 +24,7 @@ run: $(STAMP) $(MYPYC_STAMP)
 	$(BIN)/chargingd serve --config $(CONFIG)
 
 test: $(STAMP) $(MYPYC_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check chargingd tests scripts

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import cache
 
 import pytest
 from conftest import redis7_binary
@@ -16,6 +17,7 @@ from paths import REPO
 BENCH = REPO / "scripts" / "bench_redis_instructions.py"
 
 
+@cache  # one callgrind run per set of arguments (each takes seconds), shared by the tests
 def _run(*extra: str) -> dict[str, tuple[int, float]]:
     """phase -> (instructions per packet, FCALLs per packet)."""
     binary = redis7_binary()
