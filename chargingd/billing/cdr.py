@@ -87,9 +87,24 @@ class CDR:
 
     def pack(self) -> bytes:
         """msgpack of the fields by name (dataclasses.asdict's map without its deep copy:
-        the same bytes, one per live call's close)."""
-        fields = dict(zip(_ORDER, _VALUES(self), strict=True))
+        the same bytes, one per live call's close). The instance's ``__dict__`` is that
+        map: __init__ (and ``of``) set every field, in field order, and a frozen
+        instance gets no other attribute."""
+        fields = self.__dict__
+        if len(fields) != _COUNT:  # (never: a foreign attribute set behind frozen's back)
+            fields = dict(zip(_ORDER, _VALUES(self), strict=True))
         return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> CDR:
+        """The CDR of ``fields``: every field by name, in field order (``_ORDER``), as
+        ``CDR(**fields)`` but without the frozen __init__'s interpreted
+        ``object.__setattr__`` per field (23 of them, once per live call's close and per
+        CDR decoded by the daemon's KPI feeder). ``fields`` becomes the instance's
+        attributes: the caller gives it up. Anything else raises ValueError."""
+        if tuple(fields) != _ORDER:
+            raise ValueError("CDR fields must be every field, in field order")
+        return _adopt(cls, fields)
 
     @classmethod
     def unpack(cls, raw: bytes) -> CDR:
@@ -102,6 +117,8 @@ class CDR:
         if not isinstance(data, dict):
             raise ValueError("CDR is not a map")
         # (the KPI feeder decodes every CDR in the daemon: no copy when all are known)
+        if len(data) == _COUNT and tuple(data) == _ORDER:
+            return _adopt(cls, data)  # what pack wrote: every field, in order, nothing else
         known = (
             data if _FIELDS.issuperset(data) else {k: v for k, v in data.items() if k in _FIELDS}
         )
@@ -114,4 +131,14 @@ class CDR:
 
 _ORDER = tuple(f.name for f in dataclasses.fields(CDR))
 _FIELDS = frozenset(_ORDER)
+_COUNT = len(_ORDER)
 _VALUES = operator.attrgetter(*_ORDER)  # the fields' values in order, one C call
+_NEW = object.__new__
+_SETATTR = object.__setattr__
+
+
+def _adopt(cls: type[CDR], fields: dict[str, Any]) -> CDR:
+    """An instance whose attributes are ``fields`` (every field, in field order)."""
+    cdr = _NEW(cls)
+    _SETATTR(cdr, "__dict__", fields)
+    return cdr
