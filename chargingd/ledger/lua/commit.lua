@@ -9,7 +9,10 @@
 -- Returns {'ok'|'dup'|'closed', debited, total_debited, balance, overrun 0|1} | {'unknown'}
 -- ARGV.account (embedded: session_renew.lua sets it true) replaced by the account's
 --   RESERVE_FIELDS as this commit left them, for the reserve that follows in the same
---   script (it need not read the account again)
+--   script (it need not read the account again); with it, for that reserve too:
+--   ARGV.known the session hash's {closed, refused} (this commit writes neither) and,
+--   once this commit read the session's hold, ARGV.hold {the hold as this commit left
+--   it, whether there was one}
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, cum, now, who, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
@@ -20,13 +23,21 @@ local give = ARGV.account ~= nil
 -- RESERVE_FIELDS (common.lua) as they stand until this script writes the account
 if give then ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]} end
 local balance = num(a[4])
-local st = redis.call('HMGET', sess, 'debited', 'closed')
+local st
+if give then
+  st = redis.call('HMGET', sess, 'debited', 'closed', 'refused')
+  ARGV.known = {st[2], st[3]}
+else
+  st = redis.call('HMGET', sess, 'debited', 'closed')
+end
 local done = num(st[1])
 if st[2] == '1' then return {'closed', 0, done, balance, 0} end
 local debit = cum - done
 if debit <= 0 then return {'dup', 0, done, balance, 0} end
 
-local hold = num(redis.call('HGET', holds, sid))
+local raw_hold = redis.call('HGET', holds, sid)
+local hold = num(raw_hold)
+if give then ARGV.hold = {hold, raw_hold ~= false} end
 local credit_limit = num(a[5])
 local floor = credit_floor(a[1], credit_limit)
 if ARGV[7] == 'cap' then
@@ -38,7 +49,10 @@ end
 -- The debit comes out of the session's own hold first.
 local take = debit
 if take > hold then take = hold end
-if take > 0 then redis.call('HSET', holds, sid, s(hold - take)) end
+if take > 0 then
+  redis.call('HSET', holds, sid, s(hold - take))
+  if give then ARGV.hold = {hold - take, true} end
+end
 local reserved = num(a[6]) - take
 local before = {balance = a[4], reserved = a[6], status = a[2], status_reason = a[3]}
 balance = balance - debit

@@ -10,6 +10,10 @@
 --   here. Only KEYS[1..5] and ARGV[1..12] are read: a caller may pass its own KEYS, ARGV
 -- Returns {'ok', granted, available_after, reclaimed}
 --       | {'refused', reason, available, reclaimed} | {'closed'}
+-- ARGV.known, ARGV.hold (embedded: tables; commit.lua's, for session_renew.lua, nothing
+--   written to them since): the session hash's {closed, refused} and the session's
+--   {hold, leased}, as this script would read them; absent: read here. The hold is
+--   read again when this reserve's sweep reclaimed a lease (it may have been this one)
 -- ARGV[11]: a new session's reserve that runs later than this (its caller gave up and
 -- answered "charging unavailable", e.g. Redis was stopped) refuses itself ('late')
 -- instead of holding money. ARGV[12]: a retransmitted request, on any daemon, gets the
@@ -33,7 +37,8 @@ partial, new_session, reclaim_n = partial == '1', new_session == '1', tonumber(r
 local a = ARGV.account
 if type(a) ~= 'table' then a = redis.call('HMGET', acct, unpack(RESERVE_FIELDS)) end
 if not a[1] then return {'refused', 'unknown_account', 0, 0} end
-local known = redis.call('HMGET', sess, 'closed', 'refused')
+local known = ARGV.known
+if not known then known = redis.call('HMGET', sess, 'closed', 'refused') end
 if known[1] == '1' then return {'closed'} end
 -- A new session's refusal, remembered: the same request gets the same answer.
 local swept, due = false, tonumber(a[7])
@@ -89,7 +94,14 @@ end
 -- when there was one after all (a retransmitted request that no session record
 -- answered): then it is read and the decision taken again with it, as a renewal's.
 local own, leased, unread = 0, false, new_session
-if not unread then own, leased = own_hold() end
+if not unread then
+  local given = ARGV.hold
+  if given and reclaimed == 0 then
+    own, leased = given[1], given[2]
+  else
+    own, leased = own_hold()
+  end
+end
 local reason, available = decide(own, leased)
 if reason and unread then
   own, leased = own_hold()

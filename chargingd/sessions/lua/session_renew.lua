@@ -42,9 +42,10 @@ local amount = want
 if amount < 1 then amount = 1 end
 local rargs = {unpack(ARGV, 8, 19)}
 rargs[2] = s(amount)
--- the account as the commit read and wrote it (nothing else writes it in between):
--- the reserve decides with it instead of reading it again
-rargs.account = cargs.account
+-- the account, the session hash's flags and the session's hold as the commit read and
+-- wrote them (nothing else writes them in between): the reserve decides with them
+-- instead of reading them again
+rargs.account, rargs.known, rargs.hold = cargs.account, cargs.known, cargs.hold
 local r = ledger_reserve(keys, rargs)
 if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(ARGV[2]) then note(); return {c, r, 0} end
 if noted then
