@@ -426,10 +426,12 @@ _REQUIRED = frozenset(name for name, _, default in FIELDS if default is REQUIRED
 _WRITTEN = frozenset(CODES.values()) | {SAME_CONF_ID}
 
 
-def all_known(blob: bytes) -> bool:
-    """True when every code of a stored value is one this version writes back (a record
-    a newer version added fields to is only merged into, never rewritten whole)."""
-    return _WRITTEN.issuperset(msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape"))
+def unpack_known(account_id: str, session_id: str, blob: bytes) -> tuple[SessionRecord, bool]:
+    """SessionRecord.unpack of a stored value, and True when every code in it is one
+    this version writes back (a record a newer version added fields to is only merged
+    into, never rewritten whole): one decode for both."""
+    raw = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+    return SessionRecord.from_fields(account_id, session_id, raw), _WRITTEN.issuperset(raw)
 
 
 def fields_map(fields: dict[str, str | int]) -> bytes:

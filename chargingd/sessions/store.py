@@ -72,11 +72,11 @@ from chargingd.sessions.record import (
     CLOSED,
     LIVE,
     SessionRecord,
-    all_known,
     fields_map,
     member,
     record_lua,
     split_member,
+    unpack_known,
 )
 from chargingd.sessions.shards import DEFAULT_SHARDS, SHARDS_LUA, agree_shards, lastseen_key
 
@@ -405,8 +405,8 @@ class SessionStore(LiveIndexes):
         if state != LIVE.encode():
             self._records.pop(session_id, None)
             return state.decode(), int(usage), None
-        rec = SessionRecord.unpack(account_id, session_id, blob)
-        if self._batcher is not None and all_known(blob):
+        rec, known = unpack_known(account_id, session_id, blob)  # one decode for both
+        if self._batcher is not None and known:
             self.cache(rec, blob)
         return LIVE, int(usage), rec
 
