@@ -21,7 +21,10 @@ Safety:
   returns the very bytes written (taken out when read, put back when written: a
   failed run leaves none; docs/fraud.md "Ninth round"), and fr_gen_seen, each ops
   text's generated Lua, compiled once (read only, at most 256, another text another
-  entry: docs/fraud.md "Tenth round");
+  entry: docs/fraud.md "Tenth round"), and fr_sum/fr_edge, each counter table's window
+  sum and the soonest one of its buckets stops counting, by the table (weak keys: gone
+  with it; only tables fr_kept hands back, the very ones written: docs/fraud.md
+  "Thirteenth round");
 - rolling upgrades: the library's (and its function's) name carries the hash of its
   code, so daemons of two versions each call their own; a library is loaded without
   REPLACE ("already exists" is the same code: nothing to do);

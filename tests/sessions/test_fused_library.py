@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
 from fraud_harness import make_fraud
-from sessions_harness import add_account, call, make_sessions
+from sessions_harness import EUR, add_account, call, make_sessions
 
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.fraud import keys as FK
@@ -326,3 +326,91 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
     finally:
         await other.aclose()
         await third.aclose()
+
+
+# Counters that keep many buckets: each window has 10 (fraud.lua NB), and calls every
+# 0.7 s fill them all; the limits are reached on the way (velocity refuses).
+BUSY = [
+    {"name": "fast", "kind": "velocity", "max_calls": 60, "window_s": 60, "action": "refuse"},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 15,
+     "window_s": 30},
+    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 90,
+     "window_s": 120},
+]  # fmt: skip
+
+# A library's second function: the calls its counters added without walking their
+# buckets (fraud.lua fr_bucket, the window sums it keeps: fr_sum)
+HITS = (
+    "\nredis.register_function('NAME_hits', function() return fr_hits end)"
+    "\nredis.register_function("
+)
+
+
+async def test_the_window_sums_a_library_keeps_count_as_the_walk(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A library (FCALL) keeps each counter's window sum and the soonest one of its
+    buckets stops counting, and adds a call without walking the buckets while none
+    stopped (fraud.lua fr_sum, fr_edge); a script's run (EVALSHA) walks them every time.
+    The same calls through both, each on its own database of one Redis 7: every 0.7 s
+    (10 buckets per window, the oldest leaving the window as the calls go), a clock
+    that goes back (another daemon's) and jumps (buckets lapsing at once; a call after
+    a minute's pause walks and drops the sums, and the next, a minute back, must not
+    take them: alice's per-identity count would be over its limit), three callers of two
+    accounts: the same answers, rules fired and values, call by call.
+    The library's probe says most calls took the kept sum (so it is what decided)."""
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    sides = []
+    for n, (redis, fcall) in enumerate(((redis7, True), (other, False))):
+        clock = Clock()
+        ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+        await ledger.load_scripts()
+        base = make_sessions(redis, ledger, clock, tmp_path / str(n))
+        engine = await make_fraud(redis, clock, BUSY, ledger=ledger)
+        sessions = Sessions(
+            redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
+            data_dir=tmp_path / str(n), fraud=engine,
+        )  # fmt: skip
+        await sessions.store.load_scripts()
+        lib = library_of(sessions)
+        lib.available = fcall
+        if fcall:  # its own library (another name), with a probe of the kept sums' use
+            name = lib.name
+            lib.name = name[:-6] + "sums"
+            lib.code = lib.code.replace(name, lib.name).replace(
+                "\nredis.register_function(", HITS.replace("NAME", lib.name), 1
+            )
+        await add_account(ledger, "acc0", identities=("user:alice", "user:carol"),
+                          balance_micros=10_000 * EUR)  # fmt: skip
+        await add_account(ledger, "acc1", identities=("user:bob",), balance_micros=10_000 * EUR)
+        sides.append((sessions, clock, redis, engine))
+    users = ("alice", "bob", "carol", "alice", "bob")
+    numbers = ("030123456", "030123457", "030123499", "030123411")
+    try:
+        for i in range(263):  # the last three alice's (her counters' sums: below)
+            info = call(f"s{i}", user=users[i % 5] if i < 260 else "alice", called=numbers[i % 4])
+            seen = []
+            for sessions, clock, redis, engine in sides:
+                answer = await sessions.authorize(info)
+                await engine.settle()  # the refusals' background counts
+                values = [unpack_value(await redis.get(FK.value_key(f"acc{k}"))) for k in (0, 1)]
+                seen.append((answer, dict(engine.counters), values))
+                if i % 37 == 36:
+                    clock.advance(-2.5)  # a daemon whose clock is behind
+                elif i == 150:
+                    clock.advance(45)  # most buckets lapse at once
+                elif i == 260:
+                    clock.advance(61)  # every bucket lapses: walked, the sums dropped
+                elif i == 261:
+                    clock.advance(-62)  # then a clock behind the sums' old edges
+                else:
+                    clock.advance(0.7)
+            assert seen[0] == seen[1], i
+        counters = sides[0][3].counters
+        assert counters["fired"] > 10 and counters["refused"] > 5, counters
+        assert await calls(redis7, "fcall") >= 263 and await calls(other, "evalsha") >= 263
+        hits = await redis7.fcall(library_of(sides[0][0]).name + "_hits", 0)
+        assert hits > 400, hits  # of ~780 counts (3 counters a call): most without a walk
+    finally:
+        await other.aclose()

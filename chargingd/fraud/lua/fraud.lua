@@ -179,6 +179,21 @@ local function fr_size(t)
   return n
 end
 
+-- A counter's window sum, kept by a library (fr_lib: FCALL; nil in a script's run) for
+-- the counter tables it updated, by the table itself (weak keys: gone with the table):
+-- fr_sum[t] the calls of its buckets, fr_edge[t] at most the soonest ms one of its
+-- buckets stops counting (a bucket counts while now <= its bucket * width + the offset
+-- of its last call + the window: the condition below, rearranged), kept for counters
+-- called less than half a bucket apart (below). While now <= it every
+-- bucket counts: the call is added without the walk over the buckets, which writes the
+-- same table as the walk (nothing dropped, nothing moved). Sound because only fr_bucket
+-- changes a counter table, and a library takes a value's tables again only when GET
+-- returns the very bytes it wrote from them (fr_kept); any other table (decoded, or a
+-- script's run) has no entry and is walked. docs/fraud.md "Thirteenth round".
+local fr_sum, fr_edge = nil, nil
+local FR_WEAK = {__mode = 'k'}
+local fr_hits = 0  -- calls added without the walk (tests' probe)
+
 -- A counter: add one call at now, count the window's. A counter of one call is a
 -- number (when that call leaves the window: its ms + the window); from the second on,
 -- buckets updated in place, each with the offset of its last call: a bucket whose
@@ -206,6 +221,20 @@ local function fr_bucket(w, id, now, win, width)
     end
     return 2
   end
+  local kept = fr_sum and fr_sum[old]
+  if kept and now <= fr_edge[old] then  -- every bucket counts: no walk
+    local n = #old
+    if old[n - 2] == cur then
+      old[n - 1] = old[n - 1] + 1
+      old[n] = now - cur * width
+    else  -- a new bucket: it stops counting when this call leaves the window
+      old[n + 1], old[n + 2], old[n + 3] = cur, 1, now - cur * width
+      if now + win < fr_edge[old] then fr_edge[old] = now + win end
+    end
+    fr_sum[old] = kept + 1
+    fr_hits = fr_hits + 1
+    return kept + 1
+  end
   local from = now - win  -- a call before this is out of the window
   local lo = (from - from % width) / width
   local sum, keep = 0, 1
@@ -220,11 +249,29 @@ local function fr_bucket(w, id, now, win, width)
     end
   end
   for k = #old, keep + 1, -1 do old[k] = nil end
+  -- a library keeps the sum when the call comes less than half a bucket after the last
+  -- one (calls come faster than buckets leave: the next calls may take it); slower, a
+  -- walk comes every call or two anyway, so the edge's walk is not added, and a sum
+  -- kept before is dropped (the walk changed the table)
+  local at, busy = now - cur * width, false
+  if keep > 1 and fr_sum then  -- the last call: its bucket's start + its offset
+    busy = now - (old[keep - 2] * width + old[keep]) < width / 2
+  end
   if keep > 1 and old[keep - 2] == cur then
     old[keep - 1] = old[keep - 1] + 1
-    old[keep] = now - cur * width
+    old[keep] = at
   else
-    old[keep + 1], old[keep + 2], old[keep + 3] = cur, 1, now - cur * width
+    old[keep + 1], old[keep + 2], old[keep + 3] = cur, 1, at
+  end
+  if busy then  -- the sum, and the soonest a bucket stops counting
+    local edge = now + win
+    for k = 2, #old, 3 do
+      local e = old[k] * width + old[k + 2] + win
+      if e < edge then edge = e end
+    end
+    fr_sum[old], fr_edge[old] = sum + 1, edge
+  elseif kept then  -- (setting an absent key to nil would add it)
+    fr_sum[old] = nil
   end
   return sum + 1
 end
@@ -568,6 +615,7 @@ end
 -- every authorize failing).
 local function fr_gen(ARGV)
   if not fr_lib then return nil end
+  if not fr_sum then fr_sum, fr_edge = setmetatable({}, FR_WEAK), setmetatable({}, FR_WEAK) end
   local raw = ARGV[4]
   local f = fr_gen_seen[raw]
   if f == nil then
