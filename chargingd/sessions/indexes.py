@@ -20,7 +20,8 @@ live_of_account reads ``{a:ACC}:live`` beside the hash.
 
 ``LiveIndexes`` is a part of SessionStore (its base class): the store's pipeline
 (``_send``) and its record reads (``get``) are its own; the locators (live: fields of
-``sess:locs:N``; closed: strings ``sess:loc:SID``) are read and dropped here.
+``sess:lc:N``, and of ``sess:locs:N`` as older daemons write them; closed: strings
+``sess:loc:SID``) are read and dropped here (sessions/shards.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
     MERGE_MAX,
     locator_key,
+    old_locator_key,
     over_shards,
     shard_key,
     shard_keys,
@@ -235,7 +237,7 @@ class LiveIndexes:
             [
                 ("ZREM", index, raw),
                 ("HDEL", live_key(account_id), session_id),
-                self._unlocating(account_id, session_id),
+                *self._unlocating(account_id, session_id),
             ]
         )
 
@@ -252,10 +254,19 @@ class LiveIndexes:
         """The locator hash (shard) of a live call."""
         return locator_key(session_id, self.shards)
 
-    def _unlocating(self, account_id: str, session_id: str) -> tuple[Any, ...]:
-        """Drop the call's locator field if it still names ``account_id``."""
-        key = self.locator(session_id)
-        return ("EVALSHA", self._unlocate.sha, 1, key, session_id, account_id)
+    def old_locator(self, session_id: str) -> str:
+        """The locator hash of a live call as older daemons write it (sessions/shards.py)."""
+        return old_locator_key(session_id, self.shards)
+
+    def _unlocating(self, account_id: str, session_id: str) -> list[tuple[Any, ...]]:
+        """Drop the call's locator fields (this version's and an older daemon's) that
+        still name ``account_id``: one script on a single Redis, one per key on Redis
+        Cluster (their slots differ)."""
+        keys = (self.locator(session_id), self.old_locator(session_id))
+        sha = self._unlocate.sha
+        if self.batched:
+            return [("EVALSHA", sha, 2, *keys, session_id, account_id)]
+        return [("EVALSHA", sha, 1, key, session_id, account_id) for key in keys]
 
     def remember_locator(self, session_id: str, account_id: str) -> None:
         if len(self._located) >= 100_000:
@@ -264,14 +275,19 @@ class LiveIndexes:
 
     async def locate(self, session_id: str, *, fresh: bool = False) -> str | None:
         """The account of a session: remembered by this process, or (``fresh``) read:
-        its live locator, else its string (a closed call's, or an older daemon's)."""
+        its live locator (this version's field, else an older daemon's), else its
+        string (a closed call's, or a live one's of a daemon before the shards)."""
         known = None if fresh else self._located.get(session_id)
         if known is not None:
             return known
-        live, closed = await self._send(
-            [("HGET", self.locator(session_id), session_id), ("GET", loc_key(session_id))]
+        live, old, closed = await self._send(
+            [
+                ("HGET", self.locator(session_id), session_id),
+                ("HGET", self.old_locator(session_id), session_id),
+                ("GET", loc_key(session_id)),
+            ]
         )
-        raw = live if live is not None else closed
+        raw = live if live is not None else old if old is not None else closed
         if raw is None:
             return None
         account_id: str = raw.decode()
@@ -293,9 +309,10 @@ class LiveIndexes:
         if locator:
             commands.append(("DEL", loc_key(session_id)))
             if account_id:
-                commands.append(self._unlocating(account_id, session_id))
+                commands += self._unlocating(account_id, session_id)
             else:
                 commands.append(("HDEL", self.locator(session_id), session_id))
+                commands.append(("HDEL", self.old_locator(session_id), session_id))
         if account_id:
             key = self.lastseen(gateway, session_id)
             commands.append(("ZREM", key, member(account_id, session_id)))

@@ -27,13 +27,31 @@ it runs at each start of a main process, so a start that stopped half-way throug
 is finished by the next one).
 
 The locators of live calls (session id -> account, for the clients that do not echo
-the account in Class) are fields of ``shards`` hashes ``sess:locs:N``, N from the
-session id the same way: ~45 bytes a call in a listpack while each holds < 128, where
-a string key ``sess:loc:SID`` with its expiry took ~199. A field has no expiry (Redis
-7.0): a close drops it (and writes the closed call's locator as a string with the
-closed record's lifetime, as before), and so does whoever meets a record gone (the
-reaper, an Accounting-On, a packet). The shard count is the last-seen index's: a
-deployment's live calls (all gateways) stay in listpacks up to ~10,000.
+the account in Class) are fields of ``LOCATOR_FACTOR`` x ``shards`` hashes
+``sess:lc:N`` (N = crc32(session id) mod that count: 1,024 at the default 128), a
+listpack each while it holds <= 512 fields (``hash-max-listpack-entries``), ~45 bytes
+a call where a string key ``sess:loc:SID`` with its expiry took ~199. Their own count,
+larger than the last-seen shards': every write and read of a listpack searches it
+field by field (~135 instructions a field), and the locators are all the deployment's
+calls in one set of shards (every gateway's), read by session id only (no reader
+walks them): at 128 shards the kit's ~64,000 live calls made each ``HSET`` search
+~250 fields on average (~39k instructions, ~15 % of an authorize's Redis work), at
+1,024 ~31 (~9k); ~80 bytes of Redis per shard that holds a call (~8 bytes a call at
+10,000 calls). A field has no expiry (Redis 7.0): a close drops it (and writes the
+closed call's locator as a string with the closed record's lifetime, as before), and
+so does whoever meets a record gone (the reaper, an Accounting-On, a packet).
+
+Until 2026-12-06 the locators were fields of ``shards`` hashes ``sess:locs:N`` (N =
+crc32 mod the last-seen count): an older daemon still writes and reads only those
+during a rolling upgrade. So every reader takes the field of ``sess:lc:N``, else that
+of ``sess:locs:N``, else the string; every drop (a close, an authorize undone, a
+record met gone) drops both fields (each only if it names the call's account); the
+old shards empty as their calls end. An older daemon does not read the new fields: a
+packet of a new daemon's call that reaches it is found through its identity lookup,
+which finds the same record (as before the shards, and for ``echo_class``); its
+close leaves the new field (a closed record's locator is its string anyway): a new
+daemon's next start drops it (sessions/upgrade.py ``reshard`` drops every new field
+whose record is closed or gone), as a packet that meets the record gone does.
 
 The prefix is not ``sess:lastseen:`` so that no shard's name can be the name of an
 older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 of
@@ -58,9 +76,13 @@ SHARDS_KEY = "sess:shards"  # the deployment's shard count (written once, SET NX
 DEFAULT_SHARDS = 128
 MAX_SHARDS = 4096
 PREFIX = "sess:seen:"
-# The live calls' locators: sess:locs:N (not "sess:loc:N": an older string locator
-# sess:loc:SID of a session id "5" would be shard 5's name).
-LOCATORS = "sess:locs:"
+# The live calls' locators: sess:lc:N, LOCATOR_FACTOR x the shard count of them (not
+# "sess:loc:N": an older string locator sess:loc:SID of a session id "5" would be shard
+# 5's name). OLD_LOCATORS: sess:locs:N, one per last-seen shard, as daemons before
+# 2026-12-06 write them (read and dropped beside the new ones).
+LOCATORS = "sess:lc:"
+OLD_LOCATORS = "sess:locs:"
+LOCATOR_FACTOR = 8
 
 
 def shard_of(session_id: str, shards: int) -> int:
@@ -101,8 +123,15 @@ def lastseen_key(gateway: str, session_id: str, shards: int = DEFAULT_SHARDS) ->
 
 
 def locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
-    """The locator hash (shard) of a live call: field session id -> account id."""
-    return f"{LOCATORS}{shard_of(session_id, shards)}"
+    """The locator hash (shard) of a live call: field session id -> account id, one of
+    ``LOCATOR_FACTOR`` x ``shards`` (the deployment's last-seen shard count)."""
+    return f"{LOCATORS}{shard_of(session_id, shards * LOCATOR_FACTOR)}"
+
+
+def old_locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
+    """The locator hash of a live call as daemons before 2026-12-06 write it (one per
+    last-seen shard)."""
+    return f"{OLD_LOCATORS}{shard_of(session_id, shards)}"
 
 
 _NUMBERS = [str(n) for n in range(MAX_SHARDS)]

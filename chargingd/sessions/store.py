@@ -17,8 +17,10 @@ Keys:
                               entry stays until then), Accounting-On, live_of_account,
                               a packet finding the record missing. So the hash
                               empties, and goes, with the account's calls
-  sess:locs:N          hash   SID -> account id of a live session (accounting finds the
-                              record), N from the SID (sessions/shards.py); not
+  sess:lc:N            hash   SID -> account id of a live session (accounting finds the
+                              record), N from the SID (sessions/shards.py: 8 x the
+                              last-seen shard count; older daemons' sess:locs:N,
+                              one per last-seen shard, read and dropped too); not
                               written for clients whose gateways echo the account in
                               RADIUS Class (echo_class: SessionStore.needs_locator).
                               No expiry: a close drops the field (only if it names
@@ -285,7 +287,7 @@ class SessionStore(LiveIndexes):
                 ("DEL", record_key(rec.account_id, rec.session_id)),
                 ("HDEL", live_key(rec.account_id), rec.session_id),
                 ("DEL", loc_key(rec.session_id)),
-                self._unlocating(rec.account_id, rec.session_id),
+                *self._unlocating(rec.account_id, rec.session_id),
                 ("ZREM", DEADLINES, rec.member),
                 ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
             ]
@@ -419,14 +421,15 @@ class SessionStore(LiveIndexes):
         unlocate: bool = False,
     ) -> tuple[Any, ...]:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
-        and expire it then; 0 keeps its expiry). ``unlocate`` (single Redis: another
-        slot): and drop the call's live locator if it names the record's account."""
+        and expire it then; 0 keeps its expiry). ``unlocate`` (single Redis: other
+        slots): and drop the call's live locators (this version's and an older daemon's)
+        that name the record's account."""
         key = record_key(rec.account_id, rec.session_id)
         self._records.pop(rec.session_id, None)  # its stored value changes
         if unlocate:
-            keys = (key, self.locator(rec.session_id))
+            keys = (key, self.locator(rec.session_id), self.old_locator(rec.session_id))
             extra = (rec.session_id, rec.account_id)
-            return ("EVALSHA", self._set.sha, 2, *keys, ttl_s, fields_map(fields), *extra)
+            return ("EVALSHA", self._set.sha, 3, *keys, ttl_s, fields_map(fields), *extra)
         return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields))
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
@@ -510,7 +513,7 @@ class SessionStore(LiveIndexes):
         one_script = self._batcher is not None
         fields = {**fields, "state": CLOSED}
         closed = self._setting(rec, fields, self.closed_ttl_s, unlocate=one_script)
-        locating = [] if one_script else [self._unlocating(acc, sid)]
+        locating = [] if one_script else self._unlocating(acc, sid)
         if self.needs_locator(rec):
             locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
         return [

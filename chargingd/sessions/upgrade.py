@@ -33,7 +33,10 @@ are older daemons' too: ``upgrade_lastseen`` moves their entries, and those of
 ``sess:lastseen``, to the shards ``sess:seen:{GATEWAY}:N`` the same way (the reaper again
 in each pass while an older daemon writes them), and ``reshard`` (at each start: the
 one that stored a new shard count may have stopped half-way) moves every entry, and
-every live locator (``sess:locs:N``, shards of the same count), not in its shard.
+every live locator (``sess:lc:N``, 8 x as many shards; an older daemon's
+``sess:locs:N``, one per last-seen shard), not in its shard; and it drops every
+``sess:lc:N`` field whose record is closed or gone (an older daemon closing a new
+daemon's call drops only its own kind of field: sessions/shards.py).
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -58,14 +61,17 @@ from chargingd.sessions.indexes import (
     OLD_LASTSEEN,
     move_old_lastseen,
     old_lastseen_key,
+    record_key,
 )
-from chargingd.sessions.record import CODES, FIELDS, REQUIRED, split_member
+from chargingd.sessions.record import CODES, FIELDS, LIVE, REQUIRED, split_member
 from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
     LOCATORS,
+    OLD_LOCATORS,
     PREFIX,
     agree_shards,
     locator_key,
+    old_locator_key,
     shard_of,
     sibling,
 )
@@ -218,11 +224,22 @@ async def upgrade_lastseen(
     return counts
 
 
+# KEYS[1] a locator shard   ARGV[1] session id   ARGV[2] account id: the field dropped
+# if it still names that account (session_unlocate.lua's check, for one key).
+_UNLOCATE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 async def reshard(redis: Any, shards: int) -> int:
     """Move every last-seen entry and every live locator that is not in its shard of
     ``shards`` (written with another shard count) to it: an entry's score kept (``ZADD
-    GT``), a locator unless its shard has one of that id already (``HSETNX``); returns
-    how many moved."""
+    GT``), a locator unless its shard has one of that id already (``HSETNX``); drop
+    every locator field (of this version's kind) whose record is closed or gone.
+    Returns how many moved."""
     moved = 0
     async for raw in redis.scan_iter(**_scan(PREFIX + "{", "zset", redis)):
         key = _text(raw)
@@ -236,15 +253,50 @@ async def reshard(redis: Any, shards: int) -> int:
             await redis.zadd(target, {entry: int(score)}, gt=True)
             await redis.zrem(key, entry)
         moved += len(wrong)
-    async for raw in redis.scan_iter(**_scan(LOCATORS, "hash", redis)):
-        key = _text(raw)
-        for sid, account_id in (await redis.hgetall(key)).items():
-            target = locator_key(_text(sid), shards)
-            if target != key:
-                await redis.hsetnx(target, sid, account_id)
-                await redis.hdel(key, sid)
-                moved += 1
+    unlocate = redis.register_script(_UNLOCATE)
+    for prefix, where in ((LOCATORS, locator_key), (OLD_LOCATORS, old_locator_key)):
+        async for raw in redis.scan_iter(**_scan(prefix, "hash", redis)):
+            key = _text(raw)
+            fields = await redis.hgetall(key)
+            if prefix == LOCATORS:
+                fields = await _live_only(redis, unlocate, key, fields)
+            for sid, account_id in fields.items():
+                target = where(_text(sid), shards)
+                if target != key:
+                    await redis.hsetnx(target, sid, account_id)
+                    await redis.hdel(key, sid)
+                    moved += 1
     return moved
+
+
+async def _live_only(
+    redis: Any, unlocate: Any, key: str, fields: dict[bytes, bytes]
+) -> dict[bytes, bytes]:
+    """The locator fields of ``key`` whose record is live; the others dropped (if they
+    still name that account)."""
+    pairs = [(_text(sid), _text(acc)) for sid, acc in fields.items()]
+    pipe = redis.pipeline(transaction=False)
+    for sid, acc in pairs:
+        pipe.get(record_key(acc, sid))
+    blobs = await pipe.execute() if pairs else []
+    live: dict[bytes, bytes] = {}
+    state = CODES["state"]
+    for (sid, acc), (raw_sid, raw_acc), blob in zip(pairs, fields.items(), blobs, strict=True):
+        if blob and _state_of(blob, state) == LIVE:
+            live[raw_sid] = raw_acc
+        else:
+            await unlocate(keys=[key], args=[sid, acc])
+    return live
+
+
+def _state_of(blob: bytes, code: str) -> Any:
+    """A stored record's state (sessions/record.py), without decoding the rest; None
+    when the value is no record."""
+    try:
+        fields = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+    except (ValueError, msgpack.ExtraData):
+        return None
+    return fields.get(code) if isinstance(fields, dict) else None
 
 
 def _scan(prefix: str, kind: str, redis: Any) -> dict[str, Any]:

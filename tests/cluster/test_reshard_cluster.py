@@ -1,17 +1,29 @@
 """A new last-seen shard count on Redis Cluster: two daemons starting at once move
-every last-seen entry and every live locator to its shard (their keys are on every
-master), each once."""
+every last-seen entry and every live locator (this version's sess:lc:N of live
+records, and an older daemon's sess:locs:N) to its shard (their keys are on every
+master), each once; a new locator whose record is gone is dropped."""
 
 from __future__ import annotations
 
 import asyncio
 
+import msgpack
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis_cluster import running_cluster
 
-from chargingd.sessions.record import member
-from chargingd.sessions.shards import LOCATORS, SHARDS_KEY, lastseen_key, locator_key, shard_keys
+from chargingd.sessions.indexes import record_key
+from chargingd.sessions.record import CODES, member
+from chargingd.sessions.shards import (
+    LOCATOR_FACTOR,
+    LOCATORS,
+    OLD_LOCATORS,
+    SHARDS_KEY,
+    lastseen_key,
+    locator_key,
+    old_locator_key,
+    shard_keys,
+)
 from chargingd.sessions.upgrade import upgrade_and_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -26,7 +38,14 @@ async def test_two_starts_at_once_move_every_entry_and_locator_once() -> None:
             for i in range(CALLS):
                 gw, sid = GATEWAYS[i % 2], f"call-{i}"
                 sync.zadd(lastseen_key(gw, sid, 32), {member(f"acc{i}", sid): 1_000 + i})
-                sync.hset(locator_key(sid, 32), sid, f"acc{i}")
+                if i % 2:  # an older daemon's locator
+                    sync.hset(old_locator_key(sid, 32), sid, f"acc{i}")
+                else:  # this version's, of a live record (one in 20 gone)
+                    sync.hset(locator_key(sid, 32), sid, f"acc{i}")
+                    if i % 20:
+                        live = msgpack.packb({CODES["state"]: "live"})
+                        sync.set(record_key(f"acc{i}", sid), live)
+            gone = {f"call-{i}" for i in range(0, CALLS, 20)}
             sync.sadd("sess:gateways", *GATEWAYS)
             sync.delete(SHARDS_KEY)  # every daemon stopped, the count changed to 8
         seeds = [ClusterNode("127.0.0.1", int(s.rpartition(":")[2])) for s in cluster.seeds]
@@ -39,14 +58,20 @@ async def test_two_starts_at_once_move_every_entry_and_locator_once() -> None:
                 gw, sid = GATEWAYS[i % 2], f"call-{i}"
                 raw = member(f"acc{i}", sid)
                 assert await redis.zscore(lastseen_key(gw, sid, 8), raw) == 1_000 + i
-                assert await redis.hget(locator_key(sid, 8), sid) == f"acc{i}".encode()
+                where = old_locator_key(sid, 8) if i % 2 else locator_key(sid, 8)
+                want = None if sid in gone else f"acc{i}".encode()
+                assert await redis.hget(where, sid) == want
             for gw in GATEWAYS:
                 assert sum([await redis.zcard(k) for k in shard_keys(gw, 8)]) == CALLS // 2
                 for key in shard_keys(gw, 32)[8:]:
                     assert await redis.exists(key) == 0, key
             for n in range(8, 32):
+                assert await redis.exists(f"{OLD_LOCATORS}{n}") == 0
+            for n in range(8 * LOCATOR_FACTOR, 32 * LOCATOR_FACTOR):
                 assert await redis.exists(f"{LOCATORS}{n}") == 0
-            assert sum([await redis.hlen(f"{LOCATORS}{n}") for n in range(8)]) == CALLS
+            assert sum([await redis.hlen(f"{OLD_LOCATORS}{n}") for n in range(8)]) == CALLS // 2
+            new = [await redis.hlen(f"{LOCATORS}{n}") for n in range(8 * LOCATOR_FACTOR)]
+            assert sum(new) == CALLS // 2 - len(gone)
         finally:
             for c in clients:
                 await c.aclose()

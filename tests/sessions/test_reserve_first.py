@@ -130,7 +130,7 @@ async def _compare(redis: aioredis.Redis, tmp_path: Path, audit: bool) -> None:
     located = {
         k: v
         for key, (_, h, _) in fast[1].items()
-        if key.startswith("sess:locs:")
+        if key.startswith("sess:lc:")
         for k, v in h.items()
     }
     assert located.get(b"a2") == b"acc1" and located.get(b"c0") == b"acc3", located

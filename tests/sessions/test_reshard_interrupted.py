@@ -66,7 +66,7 @@ async def test_a_reshard_cut_short_is_finished_by_the_next_start(
 async def test_a_new_shard_count_moves_the_live_locators_too(
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
-    """The locators of live calls are in shards of the same count (sess:locs:N): a
+    """The locators of live calls are in shards of 8 x the same count (sess:lc:N): a
     new count moves them too. Else each is read where it is not (the next packet of
     every live call pays an identity lookup) and, without expiry, none ever goes."""
     clock = Clock()
@@ -81,7 +81,7 @@ async def test_a_new_shard_count_moves_the_live_locators_too(
     for sid in sids:
         assert await redis.hget(locator_key(sid, 8), sid) == b"A", sid
         assert await after.store.locate(sid) == "A", sid
-    assert await redis.exists(*(f"{LOCATORS}{n}" for n in range(8, 32))) == 0
+    assert await redis.exists(*(f"{LOCATORS}{n}" for n in range(8 * 8, 32 * 8))) == 0
     for sid in sids:  # every call ends: no locator is left behind
         await after.account(usage(call(sid, gateway=GW), UsageKind.STOP, 10, T0_MS + 10_000))
     assert [k async for k in redis.scan_iter(match=LOCATORS + "*")] == []

@@ -4,9 +4,9 @@
 -- ledger_reserve and ledger_account_check are the ledger's reserve.lua and
 -- account_check.lua themselves, wrapped as functions (chargingd/ledger/steps.py).
 -- KEYS[1..5] reserve.lua's keys   KEYS[6] {a:ACC}:r:SID record   KEYS[7] {a:ACC}:calls
--- KEYS[8] sess:seen:{GATEWAY}:N (the call's last-seen shard)   KEYS[9] sess:locs:N (the
---   call's locator shard; absent: no locator written, the gateway echoes the account in
---   Class)
+-- KEYS[8] sess:seen:{GATEWAY}:N (the call's last-seen shard)   KEYS[9] sess:lc:N (the
+--   call's locator shard, sessions/shards.py; absent: no locator written, the gateway
+--   echoes the account in Class)
 -- ARGV[1..5] reserve.lua's ARGV[1..4] and [11] (ARGV[2]: the amount asked; ARGV[5]: its
 --   deadline: a late run refuses itself and writes nothing)   ARGV[6] last seen ms
 -- ARGV[7..8] the account check, packed (StepBuilder.first_check, built by the ledger):

@@ -1,9 +1,15 @@
--- session_unlocate: drop a call's locator field, only if it still names this account
--- (sessions/store.py: a close, an authorize undone, a record found gone). Session ids
--- may collide across gateways: the field may be another account's live call now.
--- KEYS[1] sess:locs:N   ARGV[1] session id   ARGV[2] account id
--- Returns 1 when dropped, 0 otherwise.
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+-- session_unlocate: drop a call's locator fields, only where they still name this
+-- account (sessions/indexes.py: a close, an authorize undone, a record found gone).
+-- Session ids may collide across gateways: a field may be another account's live call.
+-- KEYS[1..] the call's locator shards: sess:lc:N, and on a single Redis also the
+--   older daemons' sess:locs:N (sessions/shards.py; Redis Cluster: one key a call,
+--   their slots differ)
+-- ARGV[1] session id   ARGV[2] account id
+-- Returns how many were dropped.
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], ARGV[1]) == ARGV[2] then
+    n = n + redis.call('HDEL', KEYS[i], ARGV[1])
+  end
 end
-return 0
+return n
