@@ -342,6 +342,18 @@ class SessionRecord:
     def pack(self, *, extra: int = 0, omit: tuple[str, ...] = ()) -> bytes:
         """The stored value. ``extra``: that many code/value pairs follow, appended by a
         script (the map header counts them); ``omit``: fields the script writes."""
+        # The record's fields written straight (_write): no stored() map built and
+        # walked (~23,000 -> ~10,000 instructions per authorize, round 11); nothing
+        # omitted or only credit_micros (the fused authorize's), else the map's path.
+        if not omit or (len(omit) == 1 and omit[0] == "credit_micros"):
+            try:
+                return self._write(extra, not omit)
+            except _Unwritten:
+                pass  # a value _write_map leaves to msgpack: the map's path
+        return self._pack_map(extra, omit)
+
+    def _pack_map(self, extra: int, omit: tuple[str, ...]) -> bytes:
+        """pack() through stored(): the map written by _write_map, or by msgpack."""
         fields = self.stored(omit=omit)
         written = _write_map(fields, len(fields) + extra)
         if written is not None:
@@ -350,6 +362,85 @@ class SessionRecord:
         if not extra:
             return body
         return map_header(len(fields) + extra) + body[len(map_header(len(fields))) :]
+
+    def _write(self, extra: int, credit: bool) -> bytes:
+        """stored()'s map as _write_map writes it, straight from the fields, in
+        stored()'s order (credit_micros left out when not ``credit``); _Unwritten for a
+        value _write_map leaves to msgpack (not exactly a str or an int, a str that is
+        not UTF-8, an int outside 64 bits)."""
+        parts: list[bytes] = [b""]  # the header, once the pairs are counted
+        _put_str(parts, _K_USER, self.user_name)
+        _put_str(parts, _K_CALLER, self.caller)
+        _put_str(parts, _K_CALLEE, self.callee)
+        _put_str(parts, _K_DEST, self.destination)
+        _put_str(parts, _K_PLAN, self.plan)
+        _put_str(parts, _K_CURRENCY, self.currency)
+        _put_str(parts, _K_GATEWAY, self.gateway)
+        _put_str(parts, _K_CLIENT, self.client)
+        _put_int(parts, _I_AUTH_MS, self.auth_ms)
+        self._write_grant(parts)
+        self._write_cut(parts, credit)
+        _put_str(parts, _K_STATE, self.state)
+        self._write_closed(parts)
+        if self.conf_id != "" and self.conf_id == self.session_id:
+            parts.append(_I_SAME_CONF_ID)
+            parts.append(_POS_FIX[1])
+        # every pair is two parts (_put_str, _put_int)
+        parts[0] = map_header((len(parts) - 1) // 2 + extra)
+        return b"".join(parts)
+
+    # _write's parts: _stored_grant's, _stored_cut's and _stored_closed's fields
+    def _write_grant(self, parts: list[bytes]) -> None:
+        if self.answer_ms != 0:
+            _put_int(parts, _I_ANSWER_MS, self.answer_ms)
+        if self.last_seen_ms != 0 and self.last_seen_ms != self.auth_ms:
+            _put_int(parts, _I_LAST_SEEN_MS, self.last_seen_ms)
+        if self.last_usage_s != 0:
+            _put_int(parts, _I_LAST_USAGE_S, self.last_usage_s)
+        if self.debited_micros != 0:
+            _put_int(parts, _I_DEBITED_MICROS, self.debited_micros)
+        if self.held_micros != 0:
+            _put_int(parts, _I_HELD_MICROS, self.held_micros)
+        if self.paid_usage_s != 0:
+            _put_int(parts, _I_PAID_USAGE_S, self.paid_usage_s)
+        if self.limited != 0:
+            _put_int(parts, _I_LIMITED, self.limited)
+        if self.deadline_ms != 0:
+            _put_int(parts, _I_DEADLINE_MS, self.deadline_ms)
+
+    def _write_cut(self, parts: list[bytes], credit: bool) -> None:
+        if self.cut_reason != "":
+            _put_str(parts, _K_CUT_REASON, self.cut_reason)
+        if self.cut_attempts != 0:
+            _put_int(parts, _I_CUT_ATTEMPTS, self.cut_attempts)
+        if self.cut_ms != 0:
+            _put_int(parts, _I_CUT_MS, self.cut_ms)
+        if self.cut_ok != 0:
+            _put_int(parts, _I_CUT_OK, self.cut_ok)
+        if self.adopted != 0:
+            _put_int(parts, _I_ADOPTED, self.adopted)
+        if self.nas_session_id != "":
+            _put_str(parts, _K_NAS, self.nas_session_id)
+        if self.conf_id != "" and self.conf_id != self.session_id:
+            _put_str(parts, _K_CONF, self.conf_id)
+        if self.call_origin != "":
+            _put_str(parts, _K_ORIGIN, self.call_origin)
+        if credit and self.credit_micros != 0:
+            _put_int(parts, _I_CREDIT_MICROS, self.credit_micros)
+
+    def _write_closed(self, parts: list[bytes]) -> None:
+        if self.status != "":
+            _put_str(parts, _K_STATUS, self.status)
+        if self.cost_micros != 0:
+            _put_int(parts, _I_COST_MICROS, self.cost_micros)
+        if self.charged_micros != 0:
+            _put_int(parts, _I_CHARGED_MICROS, self.charged_micros)
+        if self.provisional != 0:
+            _put_int(parts, _I_PROVISIONAL, self.provisional)
+        if self.reported_usage_s != 0:
+            _put_int(parts, _I_REPORTED_USAGE_S, self.reported_usage_s)
+        if self.cdr_revision != 0:
+            _put_int(parts, _I_CDR_REVISION, self.cdr_revision)
 
     @classmethod
     def unpack(cls, account_id: str, session_id: str, blob: bytes) -> SessionRecord:
@@ -443,7 +534,7 @@ def fields_map(fields: dict[str, str | int]) -> bytes:
 def map_header(n: int) -> bytes:
     """The msgpack header of a map of ``n`` pairs."""
     if n < 16:
-        return bytes((0x80 | n,))
+        return _MAP_FIX[n]  # (bytes((0x80 | n,)): a tuple and a call, ~900 instructions)
     if n < 1 << 16:
         return b"\xde" + n.to_bytes(2, "big")
     return b"\xdf" + n.to_bytes(4, "big")
@@ -454,6 +545,7 @@ def map_header(n: int) -> bytes:
 # str8, str16, str32), int in its shortest form (fixint, uint8..64, int8..64), as
 # Packer(use_bin_type=True) writes them. tests/sessions/test_record_bytes.py keeps
 # the bytes.
+_MAP_FIX: Final = [bytes((0x80 | n,)) for n in range(16)]
 _POS_FIX: Final = [bytes((n,)) for n in range(128)]
 _NEG_FIX: Final = [bytes((256 + n,)) for n in range(-32, 0)]
 _STR_FIX: Final = [bytes((0xA0 | n,)) for n in range(32)]
@@ -519,6 +611,87 @@ def _write_map(fields: dict[str, str | int], pairs: int) -> bytes | None:
         else:
             return None
     return b"".join(parts)
+
+
+def _key(code: str) -> bytes:
+    """A code as _write_map writes a key."""
+    return _msgpack_str_head(len(code)) + code.encode()
+
+
+def _keyed(code: str) -> list[bytes]:
+    """A code's key followed by each fixstr header (value lengths 0..31), then the key
+    alone: [key + fixstr(0), ..., key + fixstr(31), key]."""
+    key = _key(code)
+    return [key + head for head in _STR_FIX] + [key]
+
+
+# SessionRecord._write's keys: a str field's with its value's header, an int field's
+_K_USER: Final = _keyed(CODES["user_name"])
+_K_CALLER: Final = _keyed(CODES["caller"])
+_K_CALLEE: Final = _keyed(CODES["callee"])
+_K_DEST: Final = _keyed(CODES["destination"])
+_K_PLAN: Final = _keyed(CODES["plan"])
+_K_CURRENCY: Final = _keyed(CODES["currency"])
+_K_GATEWAY: Final = _keyed(CODES["gateway"])
+_K_CLIENT: Final = _keyed(CODES["client"])
+_K_CUT_REASON: Final = _keyed(CODES["cut_reason"])
+_K_NAS: Final = _keyed(CODES["nas_session_id"])
+_K_CONF: Final = _keyed(CODES["conf_id"])
+_K_ORIGIN: Final = _keyed(CODES["call_origin"])
+_K_STATE: Final = _keyed(CODES["state"])
+_K_STATUS: Final = _keyed(CODES["status"])
+_I_AUTH_MS: Final = _key(CODES["auth_ms"])
+_I_ANSWER_MS: Final = _key(CODES["answer_ms"])
+_I_LAST_SEEN_MS: Final = _key(CODES["last_seen_ms"])
+_I_LAST_USAGE_S: Final = _key(CODES["last_usage_s"])
+_I_DEBITED_MICROS: Final = _key(CODES["debited_micros"])
+_I_HELD_MICROS: Final = _key(CODES["held_micros"])
+_I_PAID_USAGE_S: Final = _key(CODES["paid_usage_s"])
+_I_LIMITED: Final = _key(CODES["limited"])
+_I_DEADLINE_MS: Final = _key(CODES["deadline_ms"])
+_I_CUT_ATTEMPTS: Final = _key(CODES["cut_attempts"])
+_I_CUT_MS: Final = _key(CODES["cut_ms"])
+_I_CUT_OK: Final = _key(CODES["cut_ok"])
+_I_ADOPTED: Final = _key(CODES["adopted"])
+_I_CREDIT_MICROS: Final = _key(CODES["credit_micros"])
+_I_COST_MICROS: Final = _key(CODES["cost_micros"])
+_I_CHARGED_MICROS: Final = _key(CODES["charged_micros"])
+_I_PROVISIONAL: Final = _key(CODES["provisional"])
+_I_REPORTED_USAGE_S: Final = _key(CODES["reported_usage_s"])
+_I_CDR_REVISION: Final = _key(CODES["cdr_revision"])
+_I_SAME_CONF_ID: Final = _key(SAME_CONF_ID)
+
+
+class _Unwritten(Exception):
+    """A value _write_map leaves to msgpack, met by SessionRecord._write."""
+
+
+def _put_str(parts: list[bytes], keyed: list[bytes], text: str) -> None:
+    """Append a str pair as _write_map writes it (two parts: the key with the value's
+    header, the value); _Unwritten for a value it leaves to msgpack."""
+    if type(text) is not str:
+        raise _Unwritten
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        raise _Unwritten from None
+    size = len(data)
+    if size < 32:
+        parts.append(keyed[size])
+    else:
+        parts.append(keyed[32] + _msgpack_str_head(size))
+    parts.append(data)
+
+
+def _put_int(parts: list[bytes], key: bytes, value: int) -> None:
+    """Append an int pair as _write_map writes it (two parts: the key, the value);
+    _Unwritten for a value it leaves to msgpack."""
+    if type(value) is not int:
+        raise _Unwritten
+    if (value < 0 or value >= 0x100000000) and not _INT_MIN <= value < _UINT_END:
+        raise _Unwritten
+    parts.append(key)
+    parts.append(_msgpack_int(value))
 
 
 _TOKEN = re.compile(r"\$([a-z_]+)")
