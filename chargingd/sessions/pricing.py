@@ -79,6 +79,14 @@ class Pricer:
         self.has_default = default is not None
         self._cards: dict[tuple[str, str, str], RateCard] = {}
         self._older_cards: dict[tuple[str, str, str], RateCard] = {}
+        # The last card _card answered and the question it answered: an authorize asks
+        # its first grant's price and the usage its hold pays for of one call in turn
+        # (RecordMaker.new_record), the second from here without the two generations'
+        # look-up (the plan's prefix and rating-subject calls, a tuple key hashed).
+        self._last_plan = ""
+        self._last_subject = ""
+        self._last_number = ""
+        self._last_card: RateCard | None = None
 
     def _plan(self, plan_id: str) -> TariffPlan:
         """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
@@ -104,7 +112,27 @@ class Pricer:
         (RateCard.covers: until the next period boundary or profile activation), from
         every subject rated as *any (TariffPlan.rating_subject), to every number with the
         same leading digits a prefix can cover (PrefixIndex.significant: a card depends
-        on its number through them only)."""
+        on its number through them only). The same question as the last one (plan,
+        subject, number) takes the last card when it covers the start: any card that
+        covers a start prices it as a card built for it would (RateCard.covers)."""
+        last = self._last_card
+        if (
+            last is not None
+            and number == self._last_number
+            and subject == self._last_subject
+            and plan_id == self._last_plan
+            and last.covers(start_ns)
+        ):
+            return last
+        card = self._looked_up(plan_id, subject, number, start_ns)
+        self._last_plan = plan_id
+        self._last_subject = subject
+        self._last_number = number
+        self._last_card = card
+        return card
+
+    def _looked_up(self, plan_id: str, subject: str, number: str, start_ns: int) -> RateCard:
+        """_card from the two generations (or built, and remembered there)."""
         plan = self._plan(plan_id)
         digits = plan.destinations.significant(number.lstrip("+"))
         key = (plan_id, plan.rating_subject(subject), digits)

@@ -173,8 +173,33 @@ def test_a_card_is_reused_until_its_boundary_only() -> None:
 
     def cost(start_ms: int) -> int:
         number = "447700900123"
-        found = pricer.price("p", subject="acc1", number=number, start_ms=start_ms, usage_s=600)
+        found = pricer.price("p", subject="acc1", number=number, start_ms=start_ms, usage_s=1800)
         return found.cost_micros
 
     # Ten minutes: all peak, split at 19:00 (5 min each), all off-peak.
     assert cost(first) > cost(first + 55 * 60_000) > cost(first + 3_600_000)
+
+
+def test_the_last_card_answers_only_the_same_question_it_covers() -> None:
+    # Pricer._card keeps the last card it answered (an authorize's price, then the
+    # usage its hold pays for): taken for the same plan, subject and number at a start
+    # it covers, never for another question or past its boundary.
+    plan = load_plan(REPO / "config" / "tariffs" / "sample.toml")
+    pricer = Pricer({"p": plan, "q": load_plan(REPO / "config" / "tariffs" / "sample.toml")})
+    first = int(datetime(2027, 1, 4, 18, 0, tzinfo=UTC).timestamp() * 1000)
+    card = pricer._card("p", "acc1", "447700900123", first * MS)
+    assert pricer._card("p", "acc1", "447700900123", (first + 1000) * MS) is card
+    assert pricer._card("q", "acc1", "447700900123", first * MS) is not card
+    assert pricer._card("p", "acc1", "447700900123", first * MS) is card  # from _cards
+    other = pricer._card("p", "acc1", "12125551234", first * MS)
+    assert other is not card and other.destination_id != card.destination_id
+    assert pricer._card("p", "acc1", "447700900123", first * MS) is card
+    late = pricer._card("p", "acc1", "447700900123", (first + 3_600_000) * MS)
+    assert late is not card and not card.covers((first + 3_600_000) * MS)
+    # every answer as a card built for its own start prices it
+    for number, start_ms in [("447700900123", first + 5), ("447700900123", first + 3_600_001)]:
+        for subject in ("acc1", "wholesale"):
+            got = pricer.price("p", subject=subject, number=number, start_ms=start_ms, usage_s=1800)
+            assert (got.cost_micros, got.billed_s, got.destination_id) == _fresh(
+                plan, subject, number, start_ms
+            )[0][4]  # type: ignore[index]  # (USAGES_S[4]: 1800)
