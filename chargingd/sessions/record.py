@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import msgpack
 
+from chargingd.core.chain import chained
+
 # the field table, re-exported (its users import it from here)
 from chargingd.sessions.recordspec import CLOSED as CLOSED
 from chargingd.sessions.recordspec import CODES as CODES
@@ -674,7 +676,7 @@ def _put_str(parts: list[bytes], keyed: list[bytes], text: str) -> None:
     try:
         data = text.encode()
     except UnicodeEncodeError:
-        raise _Unwritten from None
+        raise chained(_Unwritten(), None) from None  # (compiled: core/chain.py)
     size = len(data)
     if size < 32:
         parts.append(keyed[size])
