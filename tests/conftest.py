@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
+from fraud_harness import settle_alerts
 
 from chargingd.core import redisconn
 from chargingd.core.redisconn import EmbeddedRedis
@@ -94,6 +95,7 @@ async def redis7(redis7_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     await client.flushall()
     await client.execute_command("FUNCTION", "FLUSH")
     yield client
+    await settle_alerts()
     await client.aclose()
 
 
@@ -102,6 +104,7 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
     yield client
+    await settle_alerts()
     await client.aclose()
 
 

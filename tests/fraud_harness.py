@@ -3,7 +3,9 @@ real Alerts, rules given as config tables, calls as CallFacts."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import weakref
 from typing import Any
 
 import phonenumbers
@@ -39,6 +41,21 @@ def fraud_config(rules: list[dict[str, Any]], **fraud: Any) -> Any:
     return config_from_dict({"fraud": {"enabled": True, "rules": rules, **fraud}}).fraud
 
 
+# Every Alerts made here: the redis fixtures (conftest.py) settle their background
+# raises before closing the client, so none is left for the event loop's close to
+# cancel (a raise cancelled there took ~5 s to end: the client already closed).
+MADE_ALERTS: weakref.WeakSet[Alerts] = weakref.WeakSet()
+
+
+async def settle_alerts() -> None:
+    """Settle the raises of this event loop's Alerts (a test's), then forget them all."""
+    loop = asyncio.get_running_loop()
+    for alerts in list(MADE_ALERTS):
+        if all(task.get_loop() is loop for task in alerts._pending):
+            await alerts.settle()
+    MADE_ALERTS.clear()
+
+
 def make_alerts(redis: aioredis.Redis, clock: Clock) -> Alerts:
     store = AlertStore(
         redis,
@@ -48,7 +65,9 @@ def make_alerts(redis: aioredis.Redis, clock: Clock) -> Alerts:
         calls_kept=20,
         stream_maxlen=10_000,
     )
-    return Alerts(store)
+    alerts = Alerts(store)
+    MADE_ALERTS.add(alerts)
+    return alerts
 
 
 async def make_fraud(
