@@ -107,7 +107,7 @@ async def read_redis(
         state.sessions = await ctx.sessions.live_of_account(params.account_id)
         accounts = [params.account_id]
     else:
-        state.sessions = await ctx.sessions.all_live(limit=10_000_000)
+        state.sessions = await ctx.sessions.all_live(limit=10_000_000, now_ms=now_ms)
         accounts = []
         async for page in LedgerInspector(ctx.redis).account_ids():
             accounts += page

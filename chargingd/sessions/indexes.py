@@ -44,6 +44,13 @@ from chargingd.sessions.shards import (
 from chargingd.sessions.shards import lastseen_key as _lastseen_key
 
 GATEWAYS = "sess:gateways"
+# A locator or last-seen entry whose record is not there (no value) is dropped only when
+# it is still so this long after it was first seen (or, for an entry, written): on Redis
+# Cluster a create (SessionStore.create) sends its record and its indexes in one
+# pipeline to different nodes, so an index can land before the record, by up to the
+# create's round trip (at most the command timeout, 2 s by default). A closed record's
+# are dropped at once (its record is there: no race).
+GONE_GRACE_S = 5.0
 OLD_LASTSEEN = "sess:lastseen"  # one zset for every gateway (before the per-gateway zsets)
 MOVE_BATCH = 1000
 
@@ -209,9 +216,13 @@ class LiveIndexes:
                 await self._send([("SREM", old_key, sid)])  # closed by a new daemon
         return out
 
-    async def live_of_gateway(self, gateway: str, *, limit: int = 0) -> list[SessionRecord]:
+    async def live_of_gateway(
+        self, gateway: str, *, limit: int = 0, now_ms: int = 0
+    ) -> list[SessionRecord]:
         """The gateway's live sessions (``limit`` > 0: at most that many, oldest seen
-        first); an entry whose record is gone is dropped from its shard."""
+        first); an entry whose record is gone is dropped from its shard if its score
+        (when it was written) is ``GONE_GRACE_S`` or more before ``now_ms`` (a newer
+        one may be a create's whose record is on its way; 0: none, the reaper's)."""
         if 0 < limit <= MERGE_MAX:  # merged by the script
             command = self.over_shards(gateway, "oldest", "+inf", limit)
         else:  # every shard's lowest, sorted here
@@ -219,11 +230,12 @@ class LiveIndexes:
         (reply,) = await self._send([command])
         entries = sorted(_entries(gateway, reply))
         out = []
-        for _, raw, key in entries[:limit] if limit > 0 else entries:
+        old_ms = now_ms - GONE_GRACE_S * 1000
+        for score, raw, key in entries[:limit] if limit > 0 else entries:
             rec = await self.get(*split_member(raw))
             if rec is not None and rec.state == LIVE:
                 out.append(rec)
-            elif rec is None:
+            elif rec is None and score <= old_ms:
                 await self.drop_entry(key, raw)
         return out
 
@@ -241,13 +253,14 @@ class LiveIndexes:
             ]
         )
 
-    async def all_live(self, *, limit: int = 10_000) -> list[SessionRecord]:
-        """Every live session (via the gateways' last-seen shards), for the admin socket."""
+    async def all_live(self, *, limit: int = 10_000, now_ms: int = 0) -> list[SessionRecord]:
+        """Every live session (via the gateways' last-seen shards), for the admin socket
+        (``now_ms``: see live_of_gateway)."""
         out: list[SessionRecord] = []
         for gateway in await self.gateways():
             if len(out) >= limit:
                 break
-            out += await self.live_of_gateway(gateway, limit=limit - len(out))
+            out += await self.live_of_gateway(gateway, limit=limit - len(out), now_ms=now_ms)
         return out
 
     def locator(self, session_id: str) -> str:

@@ -326,7 +326,7 @@ class Sessions:
         new_from_ms = at_ms - at_ms % 1000 + 1000
         closed = 0
         await self.store.drain_old_lastseen()  # calls of older daemons (rolling upgrade)
-        for rec in await self.store.live_of_gateway(gateway):
+        for rec in await self.store.live_of_gateway(gateway, now_ms=now_ms):
             if rec.auth_ms >= new_from_ms:
                 continue
             # Provisional: a Stop the gateway still sends for it corrects it (late.py).
@@ -392,7 +392,7 @@ class Sessions:
 
     async def list_sessions(self) -> list[SessionRecord]:
         """Live sessions for the admin socket."""
-        return await self.store.all_live()
+        return await self.store.all_live(now_ms=self.clock_ms())
 
     async def undo_authorize(self, account_id: str, session_id: str) -> bool:
         """Make a refused authorize harmless once Redis answers (see _authorize_uncertain):

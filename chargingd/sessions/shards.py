@@ -51,7 +51,8 @@ packet of a new daemon's call that reaches it is found through its identity look
 which finds the same record (as before the shards, and for ``echo_class``); its
 close leaves the new field (a closed record's locator is its string anyway): a new
 daemon's next start drops it (sessions/upgrade.py ``reshard`` drops every new field
-whose record is closed or gone), as a packet that meets the record gone does.
+whose record is closed, or gone and still gone after indexes.py's GONE_GRACE_S), as a
+packet that meets the record gone does.
 
 The prefix is not ``sess:lastseen:`` so that no shard's name can be the name of an
 older daemon's per-gateway zset (an IPv6 gateway ``fe80::1:2`` against shard 2 of

@@ -244,7 +244,9 @@ class SessionStore(LiveIndexes):
         """Write a new live record; False when one exists already (replayed authorize).
 
         One round trip: the record script and the global indexes together (the indexes
-        are harmless without the record: readers skip members whose record is gone).
+        are harmless without the record: readers skip members whose record is gone, and
+        drop them only once still gone GONE_GRACE_S later, since on Redis Cluster the
+        indexes' nodes may answer before the record's: sessions/indexes.py).
         ``deadline_ms`` (Redis's clock, 0 none): a later run writes nothing (LateWrite).
         ``active`` (the ledger's StepBuilder.active_check): only while the account is
         active, else AccountInactive and nothing written. ``locator``: write

@@ -36,7 +36,12 @@ one that stored a new shard count may have stopped half-way) moves every entry, 
 every live locator (``sess:lc:N``, 8 x as many shards; an older daemon's
 ``sess:locs:N``, one per last-seen shard), not in its shard; and it drops every
 ``sess:lc:N`` field whose record is closed or gone (an older daemon closing a new
-daemon's call drops only its own kind of field: sessions/shards.py).
+daemon's call drops only its own kind of field: sessions/shards.py). A closed record's
+field goes at once; a gone record's only if the record is still gone at a second look
+``GONE_GRACE_S`` (sessions/indexes.py) after the first: on Redis Cluster a create's
+locator can land before its record (other node, same pipeline), and a field dropped
+then leaves the call without a locator. The start waits for that look only when some
+record was gone, and only for what is left of the grace after the scan.
 
 ``upgrade_live_sets`` (at start too): an account's live session ids were a set
 ``{a:ACC}:live``; they are now a hash ``{a:ACC}:calls`` (SID -> "": Redis 7.0 keeps a
@@ -47,7 +52,9 @@ empty it; readers drop the ids of records gone).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -57,6 +64,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from chargingd.sessions.indexes import (
     GATEWAYS,
+    GONE_GRACE_S,
     MOVE_BATCH,
     OLD_LASTSEEN,
     move_old_lastseen,
@@ -158,12 +166,14 @@ async def upgrade_records(redis: Any) -> UpgradeCounts:
     return counts
 
 
-async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCounts:
+async def upgrade_and_log(
+    redis: Any, shards: int = DEFAULT_SHARDS, *, grace_s: float = GONE_GRACE_S
+) -> UpgradeCounts:
     """upgrade_records then upgrade_lastseen, logged: what the operator reads after an
     upgrade. ``shards``: the configured last-seen shard count (the deployment's is
     agreed here, and every entry not in its shard of it moved: at each start, so that a
     reshard a start could not finish, killed or failing after it stored the count, is
-    finished by the next one)."""
+    finished by the next one). ``grace_s``: reshard's (tests shorten it)."""
     shards, _ = await agree_shards(redis, shards)
     counts = await upgrade_records(redis)
     if counts.upgraded or counts.kept_new:
@@ -193,7 +203,7 @@ async def upgrade_and_log(redis: Any, shards: int = DEFAULT_SHARDS) -> UpgradeCo
             moved.dropped,
             moved.gateway_sets,
         )
-    resharded = await reshard(redis, shards)
+    resharded = await reshard(redis, shards, grace_s=grace_s)
     if resharded:
         log.info("moved %d last-seen entries and locators to their shard of %d", resharded, shards)
     return counts
@@ -234,12 +244,14 @@ return 0
 """
 
 
-async def reshard(redis: Any, shards: int) -> int:
+async def reshard(redis: Any, shards: int, *, grace_s: float = GONE_GRACE_S) -> int:
     """Move every last-seen entry and every live locator that is not in its shard of
     ``shards`` (written with another shard count) to it: an entry's score kept (``ZADD
     GT``), a locator unless its shard has one of that id already (``HSETNX``); drop
-    every locator field (of this version's kind) whose record is closed or gone.
-    Returns how many moved."""
+    every locator field (of this version's kind) whose record is closed, and (after the
+    remaining part of ``grace_s`` since it was seen, if any) whose record is still gone
+    (GONE_GRACE_S: a create's record may land after its locator). Returns how many
+    moved."""
     moved = 0
     async for raw in redis.scan_iter(**_scan(PREFIX + "{", "zset", redis)):
         key = _text(raw)
@@ -254,39 +266,82 @@ async def reshard(redis: Any, shards: int) -> int:
             await redis.zrem(key, entry)
         moved += len(wrong)
     unlocate = redis.register_script(_UNLOCATE)
+    gone: list[tuple[str, str]] = []  # (session id, account id): no record at the first look
+    seen_at = 0.0  # when the last of them was seen so (time.monotonic)
     for prefix, where in ((LOCATORS, locator_key), (OLD_LOCATORS, old_locator_key)):
         async for raw in redis.scan_iter(**_scan(prefix, "hash", redis)):
             key = _text(raw)
             fields = await redis.hgetall(key)
             if prefix == LOCATORS:
-                fields = await _live_only(redis, unlocate, key, fields)
+                fields, missing = await _live_only(redis, unlocate, key, fields)
+                if missing:
+                    gone += missing
+                    seen_at = time.monotonic()
             for sid, account_id in fields.items():
                 target = where(_text(sid), shards)
                 if target != key:
                     await redis.hsetnx(target, sid, account_id)
                     await redis.hdel(key, sid)
                     moved += 1
+    if gone:
+        await _drop_still_gone(redis, unlocate, gone, shards, seen_at + grace_s)
     return moved
 
 
 async def _live_only(
     redis: Any, unlocate: Any, key: str, fields: dict[bytes, bytes]
-) -> dict[bytes, bytes]:
-    """The locator fields of ``key`` whose record is live; the others dropped (if they
-    still name that account)."""
+) -> tuple[dict[bytes, bytes], list[tuple[str, str]]]:
+    """The locator fields of ``key`` kept for now: those whose record is live, and
+    those whose record is gone (no value: maybe a create's record still on its way),
+    also returned as (session id, account id) to look at again; the others (closed, or
+    no record) dropped (if they still name that account)."""
     pairs = [(_text(sid), _text(acc)) for sid, acc in fields.items()]
+    blobs = await _records(redis, pairs)
+    kept: dict[bytes, bytes] = {}
+    gone: list[tuple[str, str]] = []
+    state = CODES["state"]
+    for (sid, acc), (raw_sid, raw_acc), blob in zip(pairs, fields.items(), blobs, strict=True):
+        if blob is None:
+            gone.append((sid, acc))
+            kept[raw_sid] = raw_acc
+        elif blob and _state_of(blob, state) == LIVE:
+            kept[raw_sid] = raw_acc
+        else:
+            await unlocate(keys=[key], args=[sid, acc])
+    return kept, gone
+
+
+async def _drop_still_gone(
+    redis: Any, unlocate: Any, gone: list[tuple[str, str]], shards: int, until: float
+) -> None:
+    """Look again, at ``until`` (time.monotonic) or now if later, at the records of the
+    locators (``(session id, account id)``, each in its shard of ``shards`` by now)
+    whose record was gone: drop each whose record is still gone, or closed by now."""
+    wait_s = until - time.monotonic()
+    log.info(
+        "%d live locators have no session record: looked at again in %.1f s",
+        len(gone),
+        max(wait_s, 0.0),
+    )
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
+    state = CODES["state"]
+    for at in range(0, len(gone), MOVE_BATCH):
+        batch = gone[at : at + MOVE_BATCH]
+        for (sid, acc), blob in zip(batch, await _records(redis, batch), strict=True):
+            if not blob or _state_of(blob, state) != LIVE:
+                await unlocate(keys=[locator_key(sid, shards)], args=[sid, acc])
+
+
+async def _records(redis: Any, pairs: list[tuple[str, str]]) -> list[bytes | None]:
+    """The stored records of (session id, account id) pairs, in one pipeline."""
+    if not pairs:
+        return []
     pipe = redis.pipeline(transaction=False)
     for sid, acc in pairs:
         pipe.get(record_key(acc, sid))
-    blobs = await pipe.execute() if pairs else []
-    live: dict[bytes, bytes] = {}
-    state = CODES["state"]
-    for (sid, acc), (raw_sid, raw_acc), blob in zip(pairs, fields.items(), blobs, strict=True):
-        if blob and _state_of(blob, state) == LIVE:
-            live[raw_sid] = raw_acc
-        else:
-            await unlocate(keys=[key], args=[sid, acc])
-    return live
+    blobs: list[bytes | None] = await pipe.execute()
+    return blobs
 
 
 def _state_of(blob: bytes, code: str) -> Any:

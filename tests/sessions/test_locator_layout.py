@@ -194,7 +194,7 @@ async def test_a_new_field_an_older_daemon_left_is_dropped_at_the_next_start(
     await redis.hset(locator_key("closed"), "closed", "A")  # as the older daemon left it
     await redis.delete("{a:A}:r:gone")  # expired unclosed, its entry not met yet
     await redis.hset(old_locator_key("older"), "older", "A")  # an older daemon's call
-    await upgrade_and_log(redis)
+    await upgrade_and_log(redis, grace_s=0.1)  # "gone": still gone 0.1 s later
     assert await fields(redis, LOCATORS) == {b"live": b"A"}
     assert await fields(redis, OLD_LOCATORS) == {b"older": b"A"}
     forget(sessions)
