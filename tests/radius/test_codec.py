@@ -78,7 +78,10 @@ def _with_length(raw: bytes, length: int) -> bytes:
     return raw[:2] + struct.pack("!H", length) + raw[4:]
 
 
-GOOD = AuthPacket(code=1, id=1, secret=SECRET, dict=DICT, User_Name="x").RequestPacket()
+# A fixed authenticator: the packets are test ids, the same in every process (pytest-xdist).
+GOOD = AuthPacket(
+    code=1, id=1, secret=SECRET, authenticator=bytes(range(16)), dict=DICT, User_Name="x"
+).RequestPacket()
 HEADER = GOOD[:20]
 
 
