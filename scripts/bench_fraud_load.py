@@ -3,14 +3,17 @@ against `chargingd serve` with the default rule set on ([fraud] enabled) and off
 
     .venv/bin/python scripts/bench_fraud_load.py [--workers 2] [--seconds 10]
         [--pairs 3] [--mode auth] [--warmup 1] [LOADGEN OPTIONS...]
-    (docs/fraud.md: --mode auth --inflight 8 --seconds 4; --mode call --inflight 16)
+    (docs/fraud.md: --mode auth --inflight 8 or 32 --seconds 4 --accounts 5000; --mode call
+    --inflight 16)
 
 Runs are interleaved (on, off, off, on, ...); each starts a fresh daemon (embedded
 Redis, sample tariff) with 1000 accounts load0..load999, the users loadgen calls
 with by default (UK numbers of ten ranges), so an honest population: no rule fires
 (each run says how many fraud incidents it opened; it must be 0: loadgen's slots walk
-the users in step, so many in flight or a long auth-only run makes one account call
-many times at once, and the concurrency rule rightly fires). Prints each run's
+the users spread out, users / slots apart, so no account calls many times at once at
+any --inflight (a long auth-only run still piles up live calls, never ended: use
+--accounts 5000); before 2026-12-06 they walked in step and more than 8 in flight made
+the concurrency and same-range rules fire). Prints each run's
 requests/s, p99 and the CPU per request of the daemon's processes and of Redis, the
 medians and the ratios on/off. Run from the repository root.
 """

@@ -71,6 +71,16 @@ def build_steps(
     ]
 
 
+def slot_start(slot: int, slots: int, users: int) -> int:
+    """The first call number of a slot (of ``slots`` in all processes): its own block of a
+    billion numbers (session ids never meet), starting ``users // slots`` users (and
+    called numbers) after the slot before, so the slots walk the accounts spread out,
+    not in step: in step every outstanding request is the same account's, calling the
+    same number at once (a hot account; the fraud rules' concurrency and same-range
+    counts fire for an honest load)."""
+    return slot * 1_000_000_000 + slot * max(1, users // slots)
+
+
 @dataclass
 class Slot:
     ident: int
@@ -142,10 +152,11 @@ async def _run(args: argparse.Namespace, proc: int, barrier: object) -> Result:
     for _ in range(args.sockets):
         _, proto = await loop.create_datagram_endpoint(lambda: _Socket(run), local_addr=(host, 0))
         sockets.append(proto)
+    slots = args.procs * args.inflight
     for i in range(args.inflight):
         sock = sockets[i % len(sockets)]
         ident = len(sock.slots)
-        counter = itertools.count((proc * args.inflight + i) * 1_000_000_000)
+        counter = itertools.count(slot_start(proc * args.inflight + i, slots, args.users))
 
         def rebuild(
             ident: int = ident, counter: Iterator[int] = counter, units: int = 100

@@ -50,3 +50,8 @@ async def test_loadgen_reports_rate_and_latency(mode: str) -> None:
     assert frontend.counters.bad_authenticator == 0 and frontend.counters.malformed == 0
     if mode == "call":
         assert frontend.counters.accepted > 0 and frontend.counters.accounted > 0
+    # The slots walk the accounts spread out (1,000 users / 4 slots: 250 apart), not in
+    # step: no two outstanding requests are the same account's or the same number.
+    first = {call.user_name for call in credit.calls[:4]}
+    assert first == {"load0", "load250", "load500", "load750"}, first
+    assert len({call.called for call in credit.calls[:4]}) == 4
