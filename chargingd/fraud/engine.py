@@ -119,17 +119,17 @@ class Prepared:
         """Append the rules' KEYS and ARGV that session_authorize_fraud.lua does not have
         already. KEYS: the value, the answer key, the caller IP's value (when it is not
         the account's); the block step's two are the reserve's (the account's acct and
-        audit keys). ARGV: identity, ops, number, country, ttl, the caller IP's ttl, the
-        number's hash, now, then the block step's when a rule may block (the session id
-        is the reserve's, the refusal's ttl REFUSAL_TTL, fraud.lua's 10th unused)."""
+        audit keys). ARGV: identity, ops, number, country, the number's hash, now, then
+        the block step's when a rule may block (the session id is the reserve's, the
+        refusal's ttl REFUSAL_TTL, the values' ttls worked out from the ops by the
+        script: fraud.lua's fraud_ttls; fraud.lua's 10th unused)."""
         facts, plan, dest = self.facts, self.plan, self.destination
         value = self.value
         keys.append(value)
         keys.append(FK.answer_key(facts.account_id, facts.session_id))
         if self.ip_value != value:
             keys.append(self.ip_value)
-        argv += [facts.identity, plan.ops, facts.callee, dest.country]
-        argv += [plan.ttl_ms, plan.ip_ttl_ms, dest.member, self.now_ms]
+        argv += [facts.identity, plan.ops, facts.callee, dest.country, dest.member, self.now_ms]
         if plan.block_argv:
             argv += plan.block_argv
 
@@ -137,8 +137,10 @@ class Prepared:
 def fragment() -> str:
     """lua/fraud.lua: fraud_seen, fraud_check, fraud_admit, fraud_save, fraud_event... as
     Lua functions (the ledger's status.lua must be embedded ahead of it:
-    ledger.steps.fused_source)."""
-    return (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
+    ledger.steps.fused_source), after plan.KEY_MARGIN_MS as its Lua constant (fraud_ttls:
+    the values' ttls worked out from the ops as compiled.py works them out)."""
+    text = (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
+    return f"local KEY_MARGIN_MS = {int(P.KEY_MARGIN_MS)}\n{text}"
 
 
 def events_fragment() -> str:

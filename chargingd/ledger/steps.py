@@ -34,10 +34,20 @@ MAX_LEASE_MS = 7 * 86400 * 1000
 # (its own hold + balance - other holds - floor): "cap" takes what is there, "debt"
 # takes it all (the balance goes below the floor: an overrun, committed and flagged).
 POLICIES = ("cap", "debt")
-EMBEDDABLE = ("reserve", "reserve_first", "commit", "release", "account_check", "status", "known")
-# an embedded script's parameters beyond KEYS and ARGV (reserve_first: the caller's
-# per-process arguments, reserve.lua's ARGV.c, passed without setting them in ARGV)
-PARAMS = {"reserve_first": "KEYS, ARGV, c"}
+EMBEDDABLE = (
+    "reserve",
+    "reserve_first",
+    "commit",
+    "release",
+    "account_check",
+    "check_packed",
+    "status",
+    "known",
+)
+# an embedded script's parameters other than KEYS and ARGV (reserve_first: the caller's
+# per-process arguments, reserve.lua's ARGV.c, passed without setting them in ARGV;
+# check_packed: account_check's key and first_check's two, no tables)
+PARAMS = {"reserve_first": "KEYS, ARGV, c", "check_packed": "key, check, identity"}
 _INDEX_MEMORY = 100_000  # accounts whose hold-index score this process remembers
 
 

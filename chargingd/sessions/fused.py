@@ -136,7 +136,7 @@ class FusedPath:
         refusal = f"local REFUSAL_TTL = {int(self.steps.refusal_ttl_ms)}\n"
         definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n{refusal}"
         body = (lua / "session_authorize_fraud.lua").read_text()
-        embeds = ("account_check", "reserve", "reserve_first", "status")
+        embeds = ("account_check", "check_packed", "reserve", "reserve_first", "status")
         source = fused_source(definitions + body, embeds)
         self._authorize_fraud = store.redis.register_script(source)
         store.scripts.append(self._authorize_fraud)
@@ -249,17 +249,15 @@ class FusedPath:
         # the per-process arguments are in the script (_constants); the account id and
         # the session's index member are derived there (from KEYS[7]: live_key)
         args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
-        # With the rules, the wrapper checks the account (before the rules count the
-        # call): session_authorize does not check it again, nor reads its 2 arguments.
-        if fraud is None:
-            args += self.steps.first_check(check)
+        args += self.steps.first_check(check)
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
         if fraud is not None:
-            checked = self.steps.account_check(acc, check)
+            # With the rules, the wrapper checks the account with these 2 arguments
+            # (before the rules count the call; the ledger's check_packed.lua, its key the
+            # reserve's KEYS[1]): session_authorize does not check it again.
             sha, library = self._authorize_fraud.sha, self.fraud_library
-            # its key is the reserve's KEYS[1] (the account): not sent again
-            args = [len(keys), *checked.argv, *args]
+            args = [len(keys), *args]
             fraud.add_fused(keys, args)  # the rules' own, after the authorize's
         # (_send_with_index's steps, here: one coroutine level fewer per authorize)
         commands = _commands(sha, keys, args, step, self.store.registering(rec.gateway), library)

@@ -613,6 +613,23 @@ end
 -- generator could not compile, kept as false: a Redis whose Lua has no loadstring, a
 -- sandbox that removes it; then the loop decides, as it does for EVALSHA, rather than
 -- every authorize failing).
+-- The values' ttls an ops text needs (fraud_save's ARGV[8], [9]: compiled.py's
+-- Template.ttl_ms, ip_ttl_ms): KEY_MARGIN_MS (plan.py's, defined ahead of this file by
+-- fraud.fragment()) beyond the longest window of the ops counting in each value (key
+-- index 1 the account's, 5 the caller IP's), at least KEY_MARGIN_MS.
+local function fr_ttls_of(ops)
+  local ttl, ip = KEY_MARGIN_MS, KEY_MARGIN_MS
+  for o = 0, #ops - OP, OP do
+    local t = ops[o + 4] + KEY_MARGIN_MS
+    if ops[o + 2] == 1 then
+      if t > ttl then ttl = t end
+    elseif t > ip then
+      ip = t
+    end
+  end
+  return ttl, ip
+end
+
 local function fr_gen(ARGV)
   if not fr_lib then return nil end
   if not fr_sum then fr_sum, fr_edge = setmetatable({}, FR_WEAK), setmetatable({}, FR_WEAK) end
@@ -620,11 +637,22 @@ local function fr_gen(ARGV)
   local f = fr_gen_seen[raw]
   if f == nil then
     local ok, made = pcall(fr_generate, fr_ops(ARGV))
+    if ok then made[3], made[4] = fr_ttls_of(fr_ops(ARGV)) end  -- (fraud_ttls)
     f = ok and made or false
     if fr_gen_n >= OPS_MAX then fr_gen_seen, fr_gen_n = {}, 0 end
     fr_gen_seen[raw], fr_gen_n = f, fr_gen_n + 1
   end
   return f or nil
+end
+
+-- The account value's and the caller IP value's ttls of this call's ops (what
+-- fraud_save reads in ARGV[8], [9]), for a caller that does not send them (the fused
+-- authorize): a library's worked out once per ops text, with its generated Lua; a
+-- script's run (EVALSHA) from the ops it decoded.
+local function fraud_ttls(ARGV)
+  local gen = fr_gen(ARGV)
+  if gen then return gen[3], gen[4] end
+  return fr_ttls_of(fr_ops(ARGV))
 end
 
 local function fraud_check(KEYS, ARGV)

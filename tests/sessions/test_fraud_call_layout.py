@@ -1,0 +1,159 @@
+"""The fused authorize with the fraud rules reads its call as the daemon lays it out
+(sessions/fused.py, fraud/engine.py Prepared.add_fused; docs/fraud.md "Fourteenth
+round"): the account check in the plain authorize's two packed arguments, read by the
+ledger's check_packed.lua (each part of it compared: a mismatch of any one is stale,
+nothing counted), and the values' ttls worked out by the script from the ops (not
+sent): equal to the ones compiled.py works out, by FCALL (Redis 7, a library) and by
+EVALSHA (the same code as a script)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import make_fraud
+from sessions_harness import add_account, make_sessions
+
+from chargingd.fraud import keys as FK
+from chargingd.fraud.types import CallFacts
+from chargingd.ledger import Ledger, Mode, Status
+from chargingd.ledger.steps import AccountCheck
+from chargingd.sessions.fused import FirstGrant
+from chargingd.sessions.record import SessionRecord
+from chargingd.sessions.service import Sessions
+
+# windows of different lengths per value: the account's longest 600 s (the caller IP's
+# 7,200 s must not be taken for it), the caller IP's 7,200 s
+RULES = [
+    {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 50, "window_s": 60,
+     "action": "refuse"},
+    {"name": "range", "kind": "same_destination", "max_calls": 50, "window_s": 600},
+    {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 50,
+     "window_s": 7200, "action": "refuse"},
+]  # fmt: skip
+GOOD = AccountCheck("retail", "EUR", "user:alice", "prepaid")
+
+
+async def build(redis: aioredis.Redis, tmp_path: Path, *, fcall: bool) -> tuple[Sessions, Any]:
+    clock = Clock()
+    ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+    await ledger.load_scripts()
+    base = make_sessions(redis, ledger, clock, tmp_path)
+    engine = await make_fraud(redis, clock, RULES, ledger=ledger)
+    sessions = Sessions(
+        redis=redis,
+        ledger=ledger,
+        pricer=base.pricer,
+        cfg=base.cfg,
+        clock_ms=clock,
+        data_dir=tmp_path,
+        fraud=engine,
+    )
+    await sessions.store.load_scripts()
+    assert sessions.fused is not None
+    if not fcall:  # the same code by EVALSHA (a Redis 6, a user without FCALL)
+        sessions.fused.fraud_library.available = False
+    await add_account(ledger, "acc1", identities=("user:alice", "user:carol"))
+    return sessions, engine
+
+
+async def authorize(
+    sessions: Sessions, engine: Any, sid: str, check: AccountCheck | None
+) -> tuple[FirstGrant, Any]:
+    """One fused authorize of acc1 with this account check, straight to FusedPath."""
+    now = engine.clock_ms()
+    rec = SessionRecord(
+        session_id=sid,
+        account_id="acc1",
+        user_name="alice",
+        caller="",
+        callee="+4930123456",
+        destination="de",
+        plan="retail",
+        currency="EUR",
+        gateway="10.0.0.1",
+        client="gw1",
+        auth_ms=now,
+        last_seen_ms=now,
+        held_micros=1000,
+        paid_usage_s=60,
+    )
+    facts = CallFacts("acc1", sid, "+4930123456", "user:alice", "192.0.2.7", "retail")
+    prepared = engine.prepare(facts)
+    assert prepared is not None and prepared.ip_value != prepared.value
+    assert sessions.fused is not None
+    out = await sessions.fused.authorize(rec, 1000, lease_ms=60_000, check=check, fraud=prepared)
+    return out, prepared
+
+
+@pytest.mark.parametrize("fcall", [True, False], ids=["fcall", "evalsha"])
+async def test_the_packed_check_and_the_worked_out_ttls(
+    redis7: aioredis.Redis, tmp_path: Path, fcall: bool
+) -> None:
+    sessions, engine = await build(redis7, tmp_path, fcall=fcall)
+    await redis7.config_resetstat()
+    out, prepared = await authorize(sessions, engine, "s1", GOOD)
+    assert out.grant is not None and out.grant.ok and out.created == 1
+    command = "fcall" if fcall else "evalsha"
+    stats: dict[str, Any] = await redis7.info("commandstats")
+    assert int(stats[f"cmdstat_{command}"]["calls"]) == 1
+    # the values live as long as compiled.py says (the script worked it out from the ops)
+    plan = prepared.plan
+    assert plan.ttl_ms == 660_000 and plan.ip_ttl_ms == 7_260_000
+    assert plan.ttl_ms - 2000 < await redis7.pttl(prepared.value) <= plan.ttl_ms
+    assert plan.ip_ttl_ms - 2000 < await redis7.pttl(prepared.ip_value) <= plan.ip_ttl_ms
+    counted = await redis7.get(prepared.value)
+
+    # each part of the check, changed alone: stale, nothing counted, nothing held
+    for n, check in enumerate(
+        (
+            AccountCheck("other", "EUR", "user:alice", "prepaid"),
+            AccountCheck("retail", "USD", "user:alice", "prepaid"),
+            AccountCheck("retail", "EUR", "user:alice", "postpaid"),
+            AccountCheck("retail", "EUR", "user:bob", "prepaid"),
+            AccountCheck("retail", "EUR", "user:alic", ""),  # a part of a listed one
+            AccountCheck("retail\0EUR", "", "user:alice", ""),  # the parts run together
+        )
+    ):
+        stale, _ = await authorize(sessions, engine, f"x{n}", check)
+        assert stale.grant is None and stale.status == "" and stale.fraud is None, check
+        assert await redis7.get(prepared.value) == counted, check
+    assert (await sessions.ledger.get_account("acc1")).live_sessions == 1
+
+    # any mode, another listed identity, nothing to check: granted, counted
+    for n, check in enumerate(
+        (
+            AccountCheck("retail", "EUR", "user:carol", ""),
+            AccountCheck("retail", "EUR", "", ""),
+            None,
+        )
+    ):
+        ok, _ = await authorize(sessions, engine, f"ok{n}", check)
+        assert ok.grant is not None and ok.grant.ok and ok.created == 1, check
+    assert await redis7.get(prepared.value) != counted
+    assert (await sessions.ledger.get_account("acc1")).live_sessions == 4
+
+    # a mode that changed: stale; an account not active: its status and reason
+    await sessions.ledger.update_account("acc1", mode=Mode.POSTPAID, who="test")
+    moved, _ = await authorize(sessions, engine, "m1", GOOD)
+    assert moved.grant is None and moved.status == ""
+    await sessions.ledger.update_account("acc1", mode=Mode.PREPAID, who="test")
+    await sessions.ledger.set_status("acc1", Status.SUSPENDED, who="test", reason="dunning")
+    before = await redis7.get(prepared.value)
+    off, _ = await authorize(sessions, engine, "i1", GOOD)
+    assert off.grant is None and off.status == "suspended" and off.reason == "dunning"
+    assert await redis7.get(prepared.value) == before
+    gone, _ = await authorize(sessions, engine, "g1", None)  # nothing checked: the reserve
+    assert gone.grant is not None and not gone.grant.ok
+
+
+async def test_a_gone_account_is_stale(redis7: aioredis.Redis, tmp_path: Path) -> None:
+    sessions, engine = await build(redis7, tmp_path, fcall=True)
+    await redis7.delete("{a:acc1}:acct")
+    out, prepared = await authorize(sessions, engine, "s1", AccountCheck("", "", "", ""))
+    assert out.grant is None and out.status == ""
+    assert await redis7.get(prepared.value) is None
+    assert FK.value_key("acc1") == prepared.value
