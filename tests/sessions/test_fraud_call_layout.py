@@ -3,8 +3,10 @@
 round"): the account check in the plain authorize's two packed arguments, read by the
 ledger's check_packed.lua (each part of it compared: a mismatch of any one is stale,
 nothing counted), and the values' ttls worked out by the script from the ops (not
-sent): equal to the ones compiled.py works out, by FCALL (Redis 7, a library) and by
-EVALSHA (the same code as a script)."""
+sent): equal to the ones compiled.py works out, and the rules' own arguments read
+where the call holds them (fraud_layout: the identity, number, its hash and the
+caller IP's value as counted), with a locator key or without (8 or 9 keys before the
+rules'), by FCALL (Redis 7, a library) and by EVALSHA (the same code as a script)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from fraud_harness import make_fraud
 from sessions_harness import add_account, make_sessions
 
 from chargingd.fraud import keys as FK
+from chargingd.fraud.engine import unpack_value
 from chargingd.fraud.types import CallFacts
 from chargingd.ledger import Ledger, Mode, Status
 from chargingd.ledger.steps import AccountCheck
@@ -25,19 +28,26 @@ from chargingd.sessions.fused import FirstGrant
 from chargingd.sessions.record import SessionRecord
 from chargingd.sessions.service import Sessions
 
-# windows of different lengths per value: the account's longest 600 s (the caller IP's
-# 7,200 s must not be taken for it), the caller IP's 7,200 s
+# windows of different lengths per value: the account's longest 3,600 s (a live call's,
+# make_fraud's; the caller IP's 7,200 s must not be taken for it), the caller IP's 7,200 s
 RULES = [
     {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 50, "window_s": 60,
      "action": "refuse"},
-    {"name": "range", "kind": "same_destination", "max_calls": 50, "window_s": 600},
+    {"name": "range", "kind": "same_destination", "max_calls": 50, "window_s": 600,
+     "range_digits": 2},
+    {"name": "ids", "kind": "velocity", "scope": "identity", "max_calls": 50, "window_s": 300,
+     "action": "refuse"},
+    {"name": "dd", "kind": "distinct_destinations", "max_destinations": 50, "window_s": 300},
+    {"name": "many", "kind": "concurrent", "max_calls": 50, "action": "refuse"},
     {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 50,
      "window_s": 7200, "action": "refuse"},
 ]  # fmt: skip
 GOOD = AccountCheck("retail", "EUR", "user:alice", "prepaid")
 
 
-async def build(redis: aioredis.Redis, tmp_path: Path, *, fcall: bool) -> tuple[Sessions, Any]:
+async def build(
+    redis: aioredis.Redis, tmp_path: Path, *, fcall: bool, echo: bool = False
+) -> tuple[Sessions, Any]:
     clock = Clock()
     ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
     await ledger.load_scripts()
@@ -51,6 +61,7 @@ async def build(redis: aioredis.Redis, tmp_path: Path, *, fcall: bool) -> tuple[
         clock_ms=clock,
         data_dir=tmp_path,
         fraud=engine,
+        echo_class=("gw1",) if echo else (),  # no locator key: 8 keys before the rules'
     )
     await sessions.store.load_scripts()
     assert sessions.fused is not None
@@ -89,11 +100,12 @@ async def authorize(
     return out, prepared
 
 
+@pytest.mark.parametrize("echo", [False, True], ids=["locator", "no-locator"])
 @pytest.mark.parametrize("fcall", [True, False], ids=["fcall", "evalsha"])
 async def test_the_packed_check_and_the_worked_out_ttls(
-    redis7: aioredis.Redis, tmp_path: Path, fcall: bool
+    redis7: aioredis.Redis, tmp_path: Path, fcall: bool, echo: bool
 ) -> None:
-    sessions, engine = await build(redis7, tmp_path, fcall=fcall)
+    sessions, engine = await build(redis7, tmp_path, fcall=fcall, echo=echo)
     await redis7.config_resetstat()
     out, prepared = await authorize(sessions, engine, "s1", GOOD)
     assert out.grant is not None and out.grant.ok and out.created == 1
@@ -102,10 +114,19 @@ async def test_the_packed_check_and_the_worked_out_ttls(
     assert int(stats[f"cmdstat_{command}"]["calls"]) == 1
     # the values live as long as compiled.py says (the script worked it out from the ops)
     plan = prepared.plan
-    assert plan.ttl_ms == 660_000 and plan.ip_ttl_ms == 7_260_000
+    assert plan.ttl_ms == 3_660_000 and plan.ip_ttl_ms == 7_260_000
     assert plan.ttl_ms - 2000 < await redis7.pttl(prepared.value) <= plan.ttl_ms
     assert plan.ip_ttl_ms - 2000 < await redis7.pttl(prepared.ip_value) <= plan.ip_ttl_ms
     counted = await redis7.get(prepared.value)
+    # the rules' arguments read where the call holds them: the identity's counter, the
+    # number's range and hash, the caller IP's counter, the call live
+    value = unpack_value(counted)
+    assert [k.split("|", 1)[1] for k in value["h"]] == ["user:alice"]
+    assert [k.split("|", 1)[1] for k in value["g"]] == ["+49301234"]
+    assert [list(n) for n in value["n"].values()] == [[prepared.destination.member]]
+    assert list(value["l"]) == ["s1"]
+    assert len(unpack_value(await redis7.get(prepared.ip_value))["w"]) == 1
+    assert bool(await redis7.keys("sess:lc:*")) is not echo  # the locator written or not
 
     # each part of the check, changed alone: stale, nothing counted, nothing held
     for n, check in enumerate(
