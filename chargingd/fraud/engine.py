@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -134,12 +135,32 @@ class Prepared:
             argv += plan.block_argv
 
 
-def fragment() -> str:
+# Where fraud.lua's authorize functions read their KEYS and ARGV (its $F_ places): as
+# check.lua's call (Prepared.keys, Prepared.argv), the event rules' block step and the
+# caller IP's own script hold them; the fused authorize's call has its own
+# (sessions/fused.py FRAUD_LAYOUT). Key places: the account's value, the block step's
+# acct and audit keys, the call's record, the caller IP's value, the call's answer key;
+# ARGV places: now, identity, session id, ops, number, country, the refusal's ttl, the
+# two values' ttls, the number's hash, the block step's first.
+LAYOUT: Final = {
+    "VALUE": 1, "ACCT": 2, "AUDIT": 3, "RECORD": 4, "IP": 5, "ANSWER": 6,
+    "NOW": 1, "IDENTITY": 2, "SID": 3, "OPS": 4, "NUMBER": 5, "COUNTRY": 6,
+    "REFUSAL": 7, "TTL": 8, "IP_TTL": 9, "HASH": 11, "BLOCK": 12,
+}  # fmt: skip
+
+
+def fragment(layout: dict[str, int] = LAYOUT) -> str:
     """lua/fraud.lua: fraud_seen, fraud_check, fraud_admit, fraud_save, fraud_event... as
     Lua functions (the ledger's status.lua must be embedded ahead of it:
-    ledger.steps.fused_source), after plan.KEY_MARGIN_MS as its Lua constant (fraud_ttls:
-    the values' ttls worked out from the ops as compiled.py works them out)."""
+    ledger.steps.fused_source), its authorize functions reading their KEYS and ARGV at
+    ``layout``'s places (written in as numbers), after plan.KEY_MARGIN_MS as its Lua
+    constant (fraud_ttls: the values' ttls worked out from the ops as compiled.py works
+    them out)."""
     text = (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
+    missing = set(LAYOUT) - set(layout)
+    if missing:
+        raise ValueError(f"fraud.lua layout without {sorted(missing)}")
+    text = re.sub(r"\$F_([A-Z_]+)", lambda m: str(int(layout[m.group(1)])), text)
     return f"local KEY_MARGIN_MS = {int(P.KEY_MARGIN_MS)}\n{text}"
 
 

@@ -37,6 +37,14 @@ from chargingd.sessions.store import (
 
 # fraud_check's reply when no rule fired (session_authorize_fraud.lua leaves it out)
 ALLOWED_REPLY: Final = (b"ok", 0, 0, (), b"")
+# Where fraud.lua's functions read their KEYS and ARGV in session_authorize_fraud.lua's
+# own call (its head; fraud.engine.LAYOUT's names): written into fraud.lua's code, so
+# they read them in place (no copy into fraud.lua's own layout per call)
+FRAUD_LAYOUT: Final = {
+    "VALUE": 9, "ACCT": 1, "AUDIT": 4, "RECORD": 6, "IP": 11, "ANSWER": 10,
+    "NOW": 17, "IDENTITY": 12, "SID": 2, "OPS": 13, "NUMBER": 14, "COUNTRY": 15,
+    "REFUSAL": 1, "TTL": 8, "IP_TTL": 9, "HASH": 16, "BLOCK": 18,
+}  # fmt: skip
 
 
 class FirstGrant:
@@ -134,7 +142,9 @@ class FusedPath:
         # REFUSAL_TTL: how long the rules remember a refusal (fraud.lua's ARGV[7], per
         # process: the ledger's, as Fraud.prepare sends it on the step-by-step path)
         refusal = f"local REFUSAL_TTL = {int(self.steps.refusal_ttl_ms)}\n"
-        definitions = f"{fragment()}\n{wrapped}local CONF = {self._constants()}\n{refusal}"
+        definitions = (
+            f"{fragment(FRAUD_LAYOUT)}\n{wrapped}local CONF = {self._constants()}\n{refusal}"
+        )
         body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "check_packed", "reserve", "reserve_first", "status")
         source = fused_source(definitions + body, embeds)
@@ -242,8 +252,7 @@ class FusedPath:
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         keys.append(self.store.lastseen(rec.gateway, sid))
-        if self.store.needs_locator(rec):
-            keys.append(self.store.locator(sid))
+        locator = self.store.locator(sid) if self.store.needs_locator(rec) else None
         argv = step.argv
         sha, library = self._authorize.sha, self.library
         # the per-process arguments are in the script (_constants); the account id and
@@ -252,13 +261,19 @@ class FusedPath:
         args += self.steps.first_check(check)
         args.append(rec.pack(extra=1, omit=("credit_micros",)))
         args.append(int(held_only))
-        if fraud is not None:
+        if fraud is None:
+            if locator is not None:
+                keys.append(locator)
+        else:
             # With the rules, the wrapper checks the account with these 2 arguments
             # (before the rules count the call; the ledger's check_packed.lua, its key the
             # reserve's KEYS[1]): session_authorize does not check it again.
             sha, library = self._authorize_fraud.sha, self.fraud_library
-            args = [len(keys), *args]
+            args = [0, *args]
             fraud.add_fused(keys, args)  # the rules' own, after the authorize's
+            if locator is not None:  # last: its place (KEYS[11] or [12]) in ARGV[1]
+                args[0] = len(keys) + 1
+                keys.append(locator)
         # (_send_with_index's steps, here: one coroutine level fewer per authorize)
         commands = _commands(sha, keys, args, step, self.store.registering(rec.gateway), library)
         replies = await self.store.send(commands, errors=True)

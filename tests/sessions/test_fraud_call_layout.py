@@ -23,6 +23,7 @@ from chargingd.fraud import keys as FK
 from chargingd.fraud.engine import unpack_value
 from chargingd.fraud.types import CallFacts
 from chargingd.ledger import Ledger, Mode, Status
+from chargingd.ledger import keys as K
 from chargingd.ledger.steps import AccountCheck
 from chargingd.sessions.fused import FirstGrant
 from chargingd.sessions.record import SessionRecord
@@ -42,17 +43,29 @@ RULES = [
     {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 50,
      "window_s": 7200, "action": "refuse"},
 ]  # fmt: skip
+# a refusing rule from the third call, a blocking one from the fourth
+STRICT = [
+    {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 2, "window_s": 60,
+     "action": "refuse"},
+    {"name": "risky", "kind": "velocity", "scope": "identity", "max_calls": 3,
+     "window_s": 60, "action": "block"},
+]  # fmt: skip
 GOOD = AccountCheck("retail", "EUR", "user:alice", "prepaid")
 
 
 async def build(
-    redis: aioredis.Redis, tmp_path: Path, *, fcall: bool, echo: bool = False
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    *,
+    fcall: bool,
+    echo: bool = False,
+    rules: list[dict[str, Any]] = RULES,
 ) -> tuple[Sessions, Any]:
     clock = Clock()
     ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
     await ledger.load_scripts()
     base = make_sessions(redis, ledger, clock, tmp_path)
-    engine = await make_fraud(redis, clock, RULES, ledger=ledger)
+    engine = await make_fraud(redis, clock, rules, ledger=ledger)
     sessions = Sessions(
         redis=redis,
         ledger=ledger,
@@ -94,7 +107,7 @@ async def authorize(
     )
     facts = CallFacts("acc1", sid, "+4930123456", "user:alice", "192.0.2.7", "retail")
     prepared = engine.prepare(facts)
-    assert prepared is not None and prepared.ip_value != prepared.value
+    assert prepared is not None
     assert sessions.fused is not None
     out = await sessions.fused.authorize(rec, 1000, lease_ms=60_000, check=check, fraud=prepared)
     return out, prepared
@@ -112,6 +125,7 @@ async def test_the_packed_check_and_the_worked_out_ttls(
     command = "fcall" if fcall else "evalsha"
     stats: dict[str, Any] = await redis7.info("commandstats")
     assert int(stats[f"cmdstat_{command}"]["calls"]) == 1
+    assert prepared.ip_value != prepared.value  # a caller IP's value: KEYS[11]
     # the values live as long as compiled.py says (the script worked it out from the ops)
     plan = prepared.plan
     assert plan.ttl_ms == 3_660_000 and plan.ip_ttl_ms == 7_260_000
@@ -178,3 +192,32 @@ async def test_a_gone_account_is_stale(redis7: aioredis.Redis, tmp_path: Path) -
     assert out.grant is None and out.status == ""
     assert await redis7.get(prepared.value) is None
     assert FK.value_key("acc1") == prepared.value
+
+
+@pytest.mark.parametrize("fcall", [True, False], ids=["fcall", "evalsha"])
+async def test_a_refusal_remembered_and_a_block_written_where_the_call_says(
+    redis7: aioredis.Redis, tmp_path: Path, fcall: bool
+) -> None:
+    """A refusing rule's answer is remembered for the ledger's refusal time (the
+    wrapper's REFUSAL_TTL, put where fraud.lua reads it); a blocking rule blocks through
+    the ledger's status step with the block step's arguments and the account's own acct
+    and audit keys (the call's KEYS[1], [4])."""
+    sessions, engine = await build(redis7, tmp_path, fcall=fcall, rules=STRICT)
+    for n in range(2):
+        out, prepared = await authorize(sessions, engine, f"s{n}", GOOD)
+        assert out.grant is not None and out.grant.ok
+    refused, prepared = await authorize(sessions, engine, "s2", GOOD)
+    assert refused.grant is None and refused.fraud[0] == b"refuse"
+    remembered = unpack_value(await redis7.get(prepared.value))["r"]["s2"]
+    assert remembered[0] == "refuse|fast"
+    refusal_ms = sessions.ledger.steps.refusal_ttl_ms
+    assert remembered[1] == prepared.now_ms + refusal_ms and refusal_ms == 60_000
+    audit = K.audit_key("acc1")
+    before = await redis7.xlen(audit)
+    blocked, _ = await authorize(sessions, engine, "s3", GOOD)
+    assert blocked.grant is None and blocked.fraud[0] == b"block" and blocked.fraud[2] == 1
+    account = await sessions.ledger.get_account("acc1")
+    assert account.status is Status.BLOCKED
+    entries = await redis7.xrange(audit, "-", "+")
+    assert len(entries) == before + 1
+    assert b"fraud rule risky" in b" ".join(entries[-1][1].values())

@@ -43,6 +43,11 @@
 --     repeat of a call in flight between its check and its reserve)
 --   x ms the value lives until (a write never shortens it); p ms of the next prune
 --
+-- Authorize KEYS and ARGV, as check.lua's call holds them (fraud/engine.py LAYOUT; the
+-- fused authorize's call holds them in other places, read there: its own layout,
+-- sessions/fused.py FRAUD_LAYOUT). In this file each place is written as $F_ and its name,
+-- put in by fraud.fragment(layout) as a number: read in place, no copy of a call's KEYS and
+-- ARGV into this layout (docs/fraud.md "Fourteenth round").
 -- Authorize KEYS: [1] account value  [2] ledger acct  [3] ledger audit (the block step's
 --   keys)  [4] the call's session record {a:ACC}:r:SID (a call the ledger granted)
 --   [5] the caller IP's value (or [1] again)  [6] the call's own answer key
@@ -85,9 +90,8 @@ local fr_parsed = nil  -- the ops, decoded once per script run
 -- entry, never a stale one; at most OPS_MAX, then it starts over.
 local fr_ops_seen, fr_ops_n, OPS_MAX = {}, 0, 256
 
-local function fr_ops(ARGV)
+local function fr_ops(raw)
   if not fr_parsed then
-    local raw = ARGV[4]
     fr_parsed = fr_ops_seen[raw]
     if not fr_parsed then
       fr_parsed = cmsgpack.unpack(raw)
@@ -434,16 +438,17 @@ local function fr_deny(v, now, identity)
   return nil
 end
 
+
 -- Acting on the worst fired op: block through the ledger's status script.
 local function fr_block(KEYS, ARGV, now, name, text)
-  local base = 12
+  local base = $F_BLOCK
   if not ARGV[base] then return 0 end  -- no block step (a caller IP's own script)
   local args = {}
   for k = 0, 6 do args[k + 1] = ARGV[base + k] end
   args[4] = text
-  local res = ledger_status({KEYS[2], KEYS[3]}, args)
+  local res = ledger_status({KEYS[$F_ACCT], KEYS[$F_AUDIT]}, args)
   if res[1] == 'ok' then
-    local v = fr_load(KEYS[1])
+    local v = fr_load(KEYS[$F_VALUE])
     v.b, v.bm, v._dirty = name, now, true
     return 1
   end
@@ -485,12 +490,12 @@ end
 -- now: ARGV[1] + 0 (a number already in the fused authorize, whose wrapper converts it
 -- once; a digit string in check.lua's: the same conversion as tonumber's, no call).
 local function fraud_seen(KEYS, ARGV)
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {'known', 0, 0, {}, ''} end
-  local now, sid = ARGV[1] + 0, ARGV[3]
-  local v = fr_load(KEYS[1])
+  if redis.call('EXISTS', KEYS[$F_RECORD]) == 1 then return {'known', 0, 0, {}, ''} end
+  local now, sid = ARGV[$F_NOW] + 0, ARGV[$F_SID]
+  local v = fr_load(KEYS[$F_VALUE])
   local e = v.r and v.r[sid]
   local what = e and e[2] > now and e[1]
-  if not what and (v.ro or 0) > now then what = redis.call('GET', KEYS[6]) end
+  if not what and (v.ro or 0) > now then what = redis.call('GET', KEYS[$F_ANSWER]) end
   if what then
     if what == 'known' then return {'known', 0, 0, {}, ''} end
     return {'again', 0, 0, {}, what}
@@ -543,7 +548,8 @@ local function fr_generate(ops)
     local k = ops[(i - 1) * OP + 2]
     if not loaded[k] then
       loaded[k] = true
-      add('local v' .. k .. ' = fr_load(KEYS[' .. fr_lit(k) .. '])')
+      -- (an op's key index, 1 or 5: fraud.lua's own layout's; this call's place of it)
+      add('local v' .. k .. ' = fr_load(KEYS[' .. fr_lit(k == 5 and $F_IP or $F_VALUE) .. '])')
     end
   end
   for i = 1, #ops / OP do
@@ -558,17 +564,17 @@ local function fr_generate(ops)
       add('count = fr_capped(' .. v .. ", 'h', " .. fr_lit(slot .. '|') .. ' .. identity, now, '
           .. fr_lit(win) .. ', ' .. width .. ')')
     elseif kind == 'g' then
-      add('do local n = ARGV[5] local e = #n - ' .. fr_lit(ops[o + 8])
+      add('do local n = ARGV[$F_NUMBER] local e = #n - ' .. fr_lit(ops[o + 8])
           .. ' if e < 2 then e = 2 end count = fr_capped(' .. v .. ', \'g\', '
           .. fr_lit(slot .. '|') .. ' .. string.sub(n, 1, e), now, ' .. fr_lit(win) .. ', '
           .. width .. ') end')
     elseif kind == 'd' then
       add('count = fr_distinct(' .. v .. ', now, ' .. fr_lit(slot) .. ', ' .. fr_lit(win) .. ', '
-          .. fr_lit(limit) .. ', ARGV[11] + 0)')
+          .. fr_lit(limit) .. ', ARGV[$F_HASH] + 0)')
     elseif kind == 'l' then
       add('count = fr_live(' .. v .. ', now, sid)')
     elseif kind == 'n' then
-      add('do local last = (acc.c and acc.c[ARGV[6]]) or 0 count = 0')
+      add('do local last = (acc.c and acc.c[ARGV[$F_COUNTRY]]) or 0 count = 0')
       add('if last < now - ' .. fr_lit(win) .. ' then count = fr_size(acc.c) end')
       add('if last < now - ' .. fr_lit(math.min(DAY_MS, win / 100)) .. ' then learn = 1 end end')
       lim = 0
@@ -591,14 +597,15 @@ local function fr_generate(ops)
   add('end')
   -- fraud_admit's 'ln' (the fused authorize's): its op loop, unrolled
   add('local admit = function(KEYS, ARGV, now, sid)')
-  add('local v = fr_load(KEYS[1])')
+  add('local v = fr_load(KEYS[$F_VALUE])')
   for i = 1, #ops / OP do
     local o = (i - 1) * OP
     local kind, win = ops[o + 1], ops[o + 4]
     if kind == 'l' then
       add('fr_admit_live(v, now, sid, ' .. fr_lit(win) .. ', ' .. fr_lit(ops[o + 5]) .. ')')
     elseif kind == 'n' then
-      add('fr_admit_country(v, now, ARGV[6], ' .. fr_lit(math.min(DAY_MS, win / 100)) .. ')')
+      add('fr_admit_country(v, now, ARGV[$F_COUNTRY], ' .. fr_lit(math.min(DAY_MS, win / 100))
+          .. ')')
     end
   end
   add('end')
@@ -633,11 +640,11 @@ end
 local function fr_gen(ARGV)
   if not fr_lib then return nil end
   if not fr_sum then fr_sum, fr_edge = setmetatable({}, FR_WEAK), setmetatable({}, FR_WEAK) end
-  local raw = ARGV[4]
+  local raw = ARGV[$F_OPS]
   local f = fr_gen_seen[raw]
   if f == nil then
-    local ok, made = pcall(fr_generate, fr_ops(ARGV))
-    if ok then made[3], made[4] = fr_ttls_of(fr_ops(ARGV)) end  -- (fraud_ttls)
+    local ok, made = pcall(fr_generate, fr_ops(raw))
+    if ok then made[3], made[4] = fr_ttls_of(fr_ops(raw)) end  -- (fraud_ttls)
     f = ok and made or false
     if fr_gen_n >= OPS_MAX then fr_gen_seen, fr_gen_n = {}, 0 end
     fr_gen_seen[raw], fr_gen_n = f, fr_gen_n + 1
@@ -652,12 +659,12 @@ end
 local function fraud_ttls(ARGV)
   local gen = fr_gen(ARGV)
   if gen then return gen[3], gen[4] end
-  return fr_ttls_of(fr_ops(ARGV))
+  return fr_ttls_of(fr_ops(ARGV[$F_OPS]))
 end
 
 local function fraud_check(KEYS, ARGV)
-  local now, identity, sid = ARGV[1] + 0, ARGV[2], ARGV[3]
-  local acc = fr_load(KEYS[1])
+  local now, identity, sid = ARGV[$F_NOW] + 0, ARGV[$F_IDENTITY], ARGV[$F_SID]
+  local acc = fr_load(KEYS[$F_VALUE])
   local deny = fr_deny(acc, now, identity)
   if deny then return {'deny', 0, 0, {}, deny} end
   local gen = fr_gen(ARGV)
@@ -666,14 +673,14 @@ local function fraud_check(KEYS, ARGV)
     if learn == 1 then fr_learn = 1 end
     return verdict
   end
-  local ops = fr_ops(ARGV)
+  local ops = fr_ops(ARGV[$F_OPS])
   local fired, counts, worst, worst_i = {}, {}, -1, 0
   local wwin, wlimit, wname = 0, 0, ''
   for i = 1, #ops / OP do
     local o = (i - 1) * OP
     local kind, k, slot, win, limit, act = ops[o + 1], ops[o + 2], ops[o + 3], ops[o + 4],
                                            ops[o + 5], ops[o + 6]
-    local v = fr_load(KEYS[k])
+    local v = fr_load(KEYS[k == 5 and $F_IP or $F_VALUE])
     local hit, count = false, 0
     if kind == 'c' then
       count = fr_bucket(v.w, slot, now, win)  -- per rule and window ('SLOT/WIN_S')
@@ -681,14 +688,15 @@ local function fraud_check(KEYS, ARGV)
       -- per identity, capped like the ranges: a PBX with thousands of extensions
       count = fr_capped(v, 'h', slot .. '|' .. identity, now, win)
     elseif kind == 'g' then
-      local range = string.sub(ARGV[5], 1, math.max(2, #ARGV[5] - ops[o + 8]))  -- destinations.py
+      local number = ARGV[$F_NUMBER]
+      local range = string.sub(number, 1, math.max(2, #number - ops[o + 8]))  -- destinations.py
       count = fr_capped(v, 'g', slot .. '|' .. range, now, win)
     elseif kind == 'd' then
-      count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[11]))
+      count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[$F_HASH]))
     elseif kind == 'l' then
       count = fr_live(v, now, sid)
     elseif kind == 'n' then
-      local last = (acc.c and acc.c[ARGV[6]]) or 0
+      local last = (acc.c and acc.c[ARGV[$F_COUNTRY]]) or 0
       if last < now - win then  -- a country not called within the memory: any history?
         count = fr_size(acc.c)
       end
@@ -717,21 +725,21 @@ end
 -- after its reserve, in its own run; the step-by-step path admits the live call with
 -- fraud_check (check.lua) and learns the country after a successful reserve (admit.lua).
 local function fraud_admit(KEYS, ARGV, kinds)
-  local now, sid = ARGV[1] + 0, ARGV[3]
+  local now, sid = ARGV[$F_NOW] + 0, ARGV[$F_SID]
   if fr_lib and kinds == 'ln' then  -- the fused authorize's: generated in a library's run
     local gen = fr_gen(ARGV)
     if gen then return gen[2](KEYS, ARGV, now, sid) end
   end
   local live, country = string.find(kinds, 'l', 1, true), string.find(kinds, 'n', 1, true)
-  local v = fr_load(KEYS[1])
-  local ops = fr_ops(ARGV)
+  local v = fr_load(KEYS[$F_VALUE])
+  local ops = fr_ops(ARGV[$F_OPS])
   for i = 1, #ops / OP do
     local o = (i - 1) * OP
     local kind, win = ops[o + 1], ops[o + 4]
     if kind == 'l' and live then
       fr_admit_live(v, now, sid, win, ops[o + 5])
     elseif kind == 'n' and country then
-      fr_admit_country(v, now, ARGV[6], math.min(DAY_MS, win / 100))
+      fr_admit_country(v, now, ARGV[$F_COUNTRY], math.min(DAY_MS, win / 100))
     end
   end
 end
@@ -739,26 +747,26 @@ end
 -- fraud_check refused the call: remember which rule, for its retransmissions.
 local function fraud_remember(KEYS, ARGV, verdict)
   local name = verdict[5]
-  if verdict[1] ~= 'deny' then name = fr_ops(ARGV)[(verdict[2] - 1) * OP + 7] end
+  if verdict[1] ~= 'deny' then name = fr_ops(ARGV[$F_OPS])[(verdict[2] - 1) * OP + 7] end
   local how = 'refuse'
   if verdict[1] == 'block' then how = 'block' end
-  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], how .. '|' .. name,
-                tonumber(ARGV[7]), KEYS[6])
+  fr_add_recent(fr_load(KEYS[$F_VALUE]), tonumber(ARGV[$F_NOW]), ARGV[$F_SID],
+                how .. '|' .. name, tonumber(ARGV[$F_REFUSAL]), KEYS[$F_ANSWER])
 end
 
 -- The ledger answered a call the rules counted by refusing it (no credit): its
 -- retransmissions go to the ledger again, not to the rules.
 local function fraud_known(KEYS, ARGV)
-  fr_add_recent(fr_load(KEYS[1]), tonumber(ARGV[1]), ARGV[3], 'known', tonumber(ARGV[7]),
-                KEYS[6])
+  fr_add_recent(fr_load(KEYS[$F_VALUE]), tonumber(ARGV[$F_NOW]), ARGV[$F_SID], 'known',
+                tonumber(ARGV[$F_REFUSAL]), KEYS[$F_ANSWER])
 end
 
 -- The step-by-step path counted this call (check.lua): a repeat while it is between
 -- its check and its reserve is the same call.
 local function fraud_counted(KEYS, ARGV)
-  local v = fr_load(KEYS[1])
+  local v = fr_load(KEYS[$F_VALUE])
   local q = v.q or {}
-  table.insert(q, 1, ARGV[3])
+  table.insert(q, 1, ARGV[$F_SID])
   if #q > Q_MAX then table.remove(q) end
   v.q = q
   v._dirty = true
@@ -768,19 +776,20 @@ end
 -- now, the caller IP's ARGV[9] (the longest window of their ops), either never less
 -- than it did.
 local function fraud_save(KEYS, ARGV)
-  local now = ARGV[1] + 0
-  local ip = fr_vals[KEYS[5]]
-  if ip and ip._dirty and KEYS[5] ~= KEYS[1] then
+  local now = ARGV[$F_NOW] + 0
+  local ipk, key = KEYS[$F_IP], KEYS[$F_VALUE]
+  local ip = fr_vals[ipk]
+  if ip and ip._dirty and ipk ~= key then
     fr_prune(ip, now)
     ip._dirty = nil
-    fr_vals[KEYS[5]] = nil
-    local until_ms = now + ARGV[9]  -- math.max(ip.x or 0, now + ARGV[9]), no call
+    fr_vals[ipk] = nil
+    local until_ms = now + ARGV[$F_IP_TTL]  -- math.max(ip.x or 0, now + ARGV[9]), no call
     if (ip.x or 0) > until_ms then until_ms = ip.x end
     ip.x = until_ms
-    fr_write(KEYS[5], ip, ip.x - now)
+    fr_write(ipk, ip, ip.x - now)
   end
-  local v = fr_vals[KEYS[1]]
+  local v = fr_vals[key]
   if v and v._dirty then fr_prune(v, now) end
-  fr_save(now, ARGV[8] + 0)
+  fr_save(now, ARGV[$F_TTL] + 0)
 end
 
