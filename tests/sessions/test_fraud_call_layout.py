@@ -4,9 +4,11 @@ round"): the account check in the plain authorize's two packed arguments, read b
 ledger's check_packed.lua (each part of it compared: a mismatch of any one is stale,
 nothing counted), and the values' ttls worked out by the script from the ops (not
 sent): equal to the ones compiled.py works out, and the rules' own arguments read
-where the call holds them (fraud_layout: the identity, number, its hash and the
-caller IP's value as counted), with a locator key or without (8 or 9 keys before the
-rules'), by FCALL (Redis 7, a library) and by EVALSHA (the same code as a script)."""
+where the call holds them (sessions/fused.py FRAUD_LAYOUT: the identity, number, its
+hash and the caller IP's value as counted, a refusal remembered, a block written),
+with a locator key or without, with a caller IP's value or without (the locator, last,
+at KEYS[12] or [11]), by FCALL (Redis 7, a library) and by EVALSHA (the same code as a
+script)."""
 
 from __future__ import annotations
 
