@@ -320,9 +320,10 @@ def _child(piece: str, items: int, setup: int) -> None:
     run()
 
 
-def _count(piece: str, items: int, setup: int) -> int:
+def _count(piece: str, items: int, setup: int, keep: Path | None = None) -> int:
+    dump = "/dev/null" if keep is None else str(keep / f"callgrind.{piece}.{items}")
     out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable,
          __file__, "--child", piece, str(items), str(setup)],
         capture_output=True, text=True, check=True, env=dict(os.environ),
     )  # fmt: skip
@@ -338,6 +339,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000, help="N (items per run)")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="keep the callgrind dumps in DIR (callgrind.PIECE.ITEMS, for callgrind_annotate)",
+    )  # fmt: skip
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
     for piece in args.pieces or PIECES:
@@ -352,8 +357,8 @@ def main() -> None:
         for piece in args.pieces or PIECES:
             # acct: N packets of each kind; per packet
             per = 3 * args.count if piece == "acct" else args.count
-            once = _count(piece, args.count, 2 * args.count)
-            twice = _count(piece, 2 * args.count, 2 * args.count)
+            once = _count(piece, args.count, 2 * args.count, args.keep)
+            twice = _count(piece, 2 * args.count, 2 * args.count, args.keep)
             print(f"{piece:<8} {(twice - once) / per:10,.0f} instructions per item")
 
 
