@@ -202,6 +202,58 @@ def test_commands_pack_to_hiredis_bytes_and_errors() -> None:
     assert pack_batch(batch) == b"".join(hiredis.pack_command(c) for c in commands[:200])
 
 
+def test_batches_pack_as_text_to_the_old_bytes() -> None:
+    """pack_batch's text path (round 12a: str and int arguments joined as text, one
+    encode per run between bytes arguments) against the bytes hiredis.pack_command
+    writes, on random batches of the arguments the hot path sends (ASCII str, int,
+    binary bytes) with non-ASCII str, surrogates and other types mixed in: the same
+    bytes; and the text path itself taken (not the fallback) when every str is ASCII."""
+    import random
+
+    import hiredis
+
+    from chargingd.ledger.thin import _pack_text
+
+    rng = random.Random(12)
+
+    def arg(odd: bool) -> Any:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.randbytes(rng.choice([0, 1, 9, 200, 511, 512, 513, 4000]))
+        if kind == 1:
+            return rng.randrange(-(2**70), 2**70) if rng.random() < 0.2 else rng.randrange(10**9)
+        if kind == 2:
+            return "".join(chr(rng.randrange(128)) for _ in range(rng.choice([0, 1, 27, 511, 512])))
+        if odd and kind == 3:
+            return rng.choice(["é", "x中", "a\udcff", "\x80", 1.5, True, None, bytearray(b"b")])
+        return rng.choice(["FCALL", "chargingd_a_1", "{a:000000000042}:r:m-1", "sess:lc:7", "0"])
+
+    taken = 0
+    for _ in range(2000):
+        odd = rng.random() < 0.3
+        commands = [
+            tuple(arg(odd) for _ in range(rng.choice([1, 2, 3, 12, 25, 63])))
+            for _ in range(rng.choice([1, 1, 2, 3, 6]))
+        ]
+        try:
+            want: Any = b"".join(hiredis.pack_command(c) for c in commands)
+        except Exception as exc:
+            want = type(exc)
+        batch: Any = [(c, None, None) for c in commands]
+        try:
+            got: Any = pack_batch(batch)
+        except Exception as exc:
+            got = type(exc)
+        assert got == want, commands
+        plain = all(
+            type(a) in (int, bytes) or (type(a) is str and a.isascii()) for c in commands for a in c
+        )
+        if plain:
+            assert _pack_text(batch) == want
+            taken += 1
+    assert taken > 1000
+
+
 async def test_noscript_runs_the_retry_after_script_flush(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client)
     sha = await client.script_load("return ARGV[1]")
