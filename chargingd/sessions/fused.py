@@ -251,8 +251,8 @@ class FusedPath:
             deadline_ms=_deadline_ms(self.ledger),
         )
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
-        keys.append(self.store.lastseen(rec.gateway, sid))
-        locator = self.store.locator(sid) if self.store.needs_locator(rec) else None
+        # its last-seen shard appended; its locator's (None: none) placed below
+        locator = self.store.new_call_keys(rec, keys)
         argv = step.argv
         sha, library = self._authorize.sha, self.library
         # the per-process arguments are in the script (_constants); the account id and

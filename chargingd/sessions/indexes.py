@@ -95,6 +95,15 @@ def _entries(gateway: str, reply: list[Any]) -> list[tuple[float, bytes, str]]:
     ]
 
 
+def register(known: set[str], gateway: str) -> list[tuple[Any, ...]]:
+    """The registry write for ``gateway`` unless in ``known`` (the gateways this process
+    has registered), which then holds it (LiveIndexes._register)."""
+    if gateway in known:
+        return []
+    known.add(gateway)
+    return [("SADD", GATEWAYS, gateway)]
+
+
 # A plain Python class in the compiled build (core/plain.py): SessionStore, a plain
 # class too, subclasses it, and tests replace its methods per instance.
 @plain_class
@@ -127,14 +136,11 @@ class LiveIndexes:
 
     def _register(self, gateway: str) -> list[tuple[Any, ...]]:
         """The registry write for a gateway this process has not registered yet."""
-        if gateway in self._gateways:
-            return []
-        self._gateways.add(gateway)
-        return [("SADD", GATEWAYS, gateway)]
+        return register(self._gateways, gateway)
 
     def registering(self, gateway: str) -> list[tuple[Any, ...]]:
         """Commands to send with a new call's writes (fused path): see _register."""
-        return self._register(gateway)
+        return register(self._gateways, gateway)  # (not through _register: a call less)
 
     async def gateways(self) -> list[str]:
         """Every gateway with a last-seen zset. This process's own are written again

@@ -129,6 +129,17 @@ def locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
     return f"{LOCATORS}{shard_of(session_id, shards * LOCATOR_FACTOR)}"
 
 
+def call_keys(
+    keys: list[str], gateway: str, session_id: str, shards: int, *, locator: bool
+) -> str | None:
+    """Append a new call's last-seen shard (lastseen_key) to ``keys``; with ``locator``,
+    return its locator shard (locator_key), else None: the session id's crc32 taken once
+    for both (an authorize's, round 12a)."""
+    crc = zlib.crc32(session_id.encode())
+    keys.append(shard_key(gateway, crc % shards))
+    return f"{LOCATORS}{crc % (shards * LOCATOR_FACTOR)}" if locator else None
+
+
 def old_locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
     """The locator hash of a live call as daemons before 2026-12-06 write it (one per
     last-seen shard)."""
