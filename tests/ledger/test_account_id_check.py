@@ -51,3 +51,30 @@ def test_other_types_are_refused_as_before() -> None:
         assert not _passes(value)
     assert _passes(Text("acc1")) and not _passes(Text("acc 1"))
     assert all(type(x) is str for x in K._CHECKED_IDS)
+
+
+def test_session_keys_remembered_per_account_are_the_keys_built() -> None:
+    """session_keys remembers an account's tag and four keys (round 12a): the same keys
+    as built each time, for ids seen again, a str subclass (never remembered), and
+    after the memory is cleared when full."""
+
+    class Name(str):
+        pass
+
+    def built(account_id: str, session_id: str) -> list[str]:
+        tag = "{a:" + str.__str__(account_id) + "}"
+        return [f"{tag}:{k}" for k in ("acct", "holds", "leases", "audit")] + [
+            f"{tag}:ls:{session_id}"
+        ]
+
+    rng = random.Random(12)
+    for i in range(3000):
+        account_id = f"{rng.randrange(50):012d}" if i % 7 else f"acc-{i}"
+        session_id = f"m-{rng.getrandbits(40):X}"
+        assert K.session_keys(account_id, session_id) == built(account_id, session_id)
+        subclassed = Name(account_id)
+        assert K.session_keys(subclassed, session_id) == built(account_id, session_id)
+        if i == 2000:
+            K._ACCOUNT_KEYS.clear()
+    assert all(type(k) is str for k in K._ACCOUNT_KEYS)
+    assert "000000000007" in K._ACCOUNT_KEYS
