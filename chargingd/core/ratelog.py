@@ -55,22 +55,24 @@ class RateLimitedLog:
         self.interval_s = interval_s
         self.clock_s = clock_s
         self.level = level
-        self._episodes: dict[str, _Episode] = {}
+        # The kinds failing now (failing): read-only to others. The request path reads it
+        # (``kind in log.episodes``) for failing() without an interpreted frame.
+        self.episodes: dict[str, _Episode] = {}
         # Every failure ever counted, by kind (monitoring exports them as counters).
         self.totals: dict[str, int] = {}
 
     def failing(self, kind: str) -> bool:
         """True while ``kind`` has failed since it last worked."""
-        return kind in self._episodes
+        return kind in self.episodes
 
     def failure(self, kind: str, exc: BaseException | str, *, trace: bool = False) -> None:
         """Count one failure of ``kind``; log it if it is the first or the interval passed."""
         now = self.clock_s()
         why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         self.totals[kind] = self.totals.get(kind, 0) + 1
-        episode = self._episodes.get(kind)
+        episode = self.episodes.get(kind)
         if episode is None:
-            self._episodes[kind] = _Episode(first_s=now, last_logged_s=now)
+            self.episodes[kind] = _Episode(first_s=now, last_logged_s=now)
             exc_info = exc if trace and isinstance(exc, BaseException) else None
             self.log.log(self.level, "%s: %s", kind, why, exc_info=exc_info)
             return
@@ -92,7 +94,7 @@ class RateLimitedLog:
 
     def recovered(self, kind: str) -> None:
         """``kind`` worked: if it was failing, say so once, with the outage's figures."""
-        episode = self._episodes.pop(kind, None)
+        episode = self.episodes.pop(kind, None)
         if episode is not None:
             self.log.warning(
                 "%s: recovered after %d failures in %.1f s",

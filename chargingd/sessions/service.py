@@ -245,7 +245,7 @@ class Sessions:
         except LedgerError as refused:
             log.error("authorize %r refused by the ledger: %s", call.session_id, refused)
             return Refused(RefusalCode.SYSTEM_ERROR, f"request refused ({refused.code})")
-        if self.outage.failing(AUTHORIZE_DOWN):
+        if AUTHORIZE_DOWN in self.outage.episodes:  # failing(), without its interpreted frame
             self.outage.recovered(AUTHORIZE_DOWN)
         return answer
 
@@ -301,7 +301,7 @@ class Sessions:
             # Retransmission would fail the same way: keep the report, never lose it.
             log.error("accounting %r not chargeable: %s", report.call.session_id, unchargeable)
             await self._orphan(report, unchargeable.code)
-        if self.outage.failing(ACCOUNTING_DOWN):
+        if ACCOUNTING_DOWN in self.outage.episodes:  # failing(), without its interpreted frame
             self.outage.recovered(ACCOUNTING_DOWN)
 
     async def _orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
