@@ -24,6 +24,7 @@ slots and are only ever touched by their own one-key scripts or plain commands.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from chargingd.core import money
 from chargingd.ledger.types import InvalidRequest
@@ -99,8 +100,8 @@ def session_keys(account_id: str, session_id: str) -> list[str]:
 # Account id (exactly str) -> its tag and its four keys of session_keys: an account's
 # reserve, commit and release build the same four again and again (four f-strings,
 # ~1,500 instructions per step, round 12a). Cleared when full.
-_ACCOUNT_KEYS: dict[str, tuple[str, str, str, str, str]] = {}
-_ACCOUNT_KEYS_MAX = 100_000
+_ACCOUNT_KEYS: Final[dict[str, tuple[str, str, str, str, str]]] = {}
+_ACCOUNT_KEYS_MAX: Final = 100_000
 
 
 def _account_keys(account_id: str) -> tuple[str, str, str, str, str]:

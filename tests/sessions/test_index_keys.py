@@ -46,3 +46,29 @@ def test_new_call_keys_as_the_methods_one_by_one() -> None:
         assert keys == [store.lastseen(rec.gateway, sid)]
         assert found == (store.locator(sid) if store.needs_locator(rec) else None)
         assert (found is not None) == (client != "echo" or len(account) > 200)
+
+def test_shard_keys_from_remembered_prefixes_are_the_keys_built() -> None:
+    """shard_key remembers a gateway's prefix (round 12a): the key as built each time
+    (``sess:seen:{GW}:N``, or ``{~}:GW`` for a name that would give an empty or cut
+    tag) for repeated gateways, a str subclass (never remembered), shards past the
+    number table, and after the memory is cleared."""
+    from chargingd.sessions import shards as S
+
+    class Name(str):
+        pass
+
+    def built(gateway: str, shard: int) -> str:
+        tagged = f"{{{gateway}}}" if gateway and "}" not in gateway else f"{{~}}:{gateway}"
+        return f"sess:seen:{tagged}:{shard}"
+
+    rng = random.Random(7)
+    gateways = ["10.0.0.1", "load", "", "a}b", "{x}", "gw-é", "{", "}"]
+    for i in range(5000):
+        gateway = rng.choice(gateways) if i % 5 else f"gw{i}"
+        shard = rng.choice([0, 1, 127, 4095, 4096, 70_000, rng.randrange(4096)])
+        assert S.shard_key(gateway, shard) == built(gateway, shard)
+        assert S.shard_key(Name(gateway), shard) == built(gateway, shard)
+        if i == 3000:
+            S._PREFIXES.clear()
+    assert all(type(g) is str for g in S._PREFIXES)
+    assert S._PREFIXES["load"] == "sess:seen:{load}:"
