@@ -7,7 +7,8 @@ and whenever one of them changes (`CHARGINGD_MYPYC=0 make ...`: pure Python), an
 falls back to pure Python, saying so, when the build fails. Without the variable
 (`pip install .`, the wheel) nothing is compiled. docs/performance.md has the figures.
 With CHARGINGD_MYPYC=0 or 1 (both Makefile modes, the Dockerfile) the plain C extension
-radius/_mmsg.c is built too (Linux; optional: intake.py falls back without it).
+radius/_mmsg.c is built too (Linux; optional: intake.py falls back without it), and
+ledger/_resp.c (the batcher's RESP packer; optional: thin.py packs without it).
 
 What a compiled module must not do (mypyc; tests/test_compiled.py checks the build):
 no interpreted subclass of its classes (ledger/base.py stays interpreted: ledger.py
@@ -98,6 +99,12 @@ if os.environ.get("CHARGINGD_MYPYC") == "1":
 if os.environ.get("CHARGINGD_MYPYC") in ("0", "1") and sys.platform == "linux":
     ext_modules.append(
         Extension("chargingd.radius._mmsg", ["chargingd/radius/_mmsg.c"], optional=True)
+    )
+# The batcher's RESP packer (ledger/_resp.c): plain C, in both modes, optional too (without
+# it ledger/thin.py packs the batch itself: the same bytes).
+if os.environ.get("CHARGINGD_MYPYC") in ("0", "1"):
+    ext_modules.append(
+        Extension("chargingd.ledger._resp", ["chargingd/ledger/_resp.c"], optional=True)
     )
 
 setup(ext_modules=ext_modules)

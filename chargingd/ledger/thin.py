@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import select
 import socket
 from collections.abc import Awaitable, Callable
@@ -107,9 +108,29 @@ def pack_command(command: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+def _load_packer() -> Callable[[list[Entry]], bytes | None] | None:
+    """ledger/_resp.c's pack_batch: None when it is not built (no compiler, `make
+    uncompiled`)."""
+    try:
+        module = importlib.import_module("chargingd.ledger._resp")
+    except ImportError:
+        return None
+    packer: Callable[[list[Entry]], bytes | None] = module.pack_batch
+    return packer
+
+
+# The C packer (ledger/_resp.c): the batch in one pass when every argument is exactly
+# bytes, an ASCII str or a 64-bit int, else None (round 12a).
+_PACK_C: Final = _load_packer()
+
+
 def pack_batch(batch: list[Entry]) -> bytes:
     """Every command of ``batch`` packed, one after the other (the first error
     raised: packable then fails only its own command)."""
+    if _PACK_C is not None:
+        packed = _PACK_C(batch)
+        if packed is not None:
+            return packed
     data = _pack_text(batch)
     if data is not None:
         return data

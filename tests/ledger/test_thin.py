@@ -254,6 +254,69 @@ def test_batches_pack_as_text_to_the_old_bytes() -> None:
     assert taken > 1000
 
 
+def test_the_c_packer_packs_as_hiredis_or_declines() -> None:
+    """ledger/_resp.c's pack_batch (round 12a) against hiredis.pack_command's bytes on
+    random batches: the same bytes when every argument is exactly bytes, an ASCII str
+    or a 64-bit int; None (thin.py packs it) for a batch with any other argument,
+    command or entry; never an error of its own."""
+    import random
+
+    import hiredis
+
+    from chargingd.ledger import thin
+
+    packer = thin._load_packer()
+    if packer is None:
+        pytest.skip("ledger/_resp.c not built (make compiled)")
+    assert thin._PACK_C is not None
+    rng = random.Random(21)
+    odd_values: list[Any] = ["é", "x中", "a\udcff", "\x80", 2**63, -(2**63) - 1, 1.5, True]
+    odd_values += [None, bytearray(b"b"), memoryview(b"m")]
+
+    def arg(odd: bool) -> Any:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.randbytes(rng.choice([0, 1, 9, 511, 512, 70_000]))
+        if kind == 1:
+            return rng.choice([0, -1, 2**63 - 1, -(2**63), rng.randrange(-(2**63), 2**63)])
+        if kind == 2:
+            return "".join(chr(rng.randrange(128)) for _ in range(rng.choice([0, 1, 27, 600])))
+        if odd and kind == 3:
+            return rng.choice(odd_values)
+        return rng.choice(["FCALL", "{a:000000000042}:r:m-1", "sess:lc:7", "", 42])
+
+    packed = declined = 0
+    for _ in range(3000):
+        odd = rng.random() < 0.3
+        commands = [
+            tuple(arg(odd) for _ in range(rng.choice([1, 2, 12, 63] + [0, 64] * odd)))
+            for _ in range(rng.choice([0, 1, 2, 5]))
+        ]
+        batch: Any = [(c, None, None) for c in commands]
+        if odd and commands and rng.random() < 0.1:
+            batch[0] = (list(commands[0]), None, None)  # not a tuple: declined
+        plain = all(type(c) is tuple for c, _, _ in batch) and all(
+            0 < len(c) < 64
+            and all(
+                type(a) is bytes
+                or (type(a) is str and a.isascii())
+                or (type(a) is int and -(2**63) <= a < 2**63)
+                for a in c
+            )
+            for c, _, _ in batch
+        )
+        got = packer(batch)
+        if plain:
+            assert got == b"".join(hiredis.pack_command(c) for c in commands)
+            assert pack_batch(batch) == got
+            packed += 1
+        else:
+            assert got is None
+            declined += 1
+    assert packed > 1000 and declined > 300
+    assert packer(()) is None and packer([]) == b""
+
+
 async def test_noscript_runs_the_retry_after_script_flush(client: aioredis.Redis) -> None:
     batcher = CommandBatcher(client)
     sha = await client.script_load("return ARGV[1]")
