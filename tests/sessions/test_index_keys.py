@@ -47,6 +47,7 @@ def test_new_call_keys_as_the_methods_one_by_one() -> None:
         assert found == (store.locator(sid) if store.needs_locator(rec) else None)
         assert (found is not None) == (client != "echo" or len(account) > 200)
 
+
 def test_shard_keys_from_remembered_prefixes_are_the_keys_built() -> None:
     """shard_key remembers a gateway's prefix (round 12a): the key as built each time
     (``sess:seen:{GW}:N``, or ``{~}:GW`` for a name that would give an empty or cut
