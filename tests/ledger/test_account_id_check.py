@@ -78,3 +78,18 @@ def test_session_keys_remembered_per_account_are_the_keys_built() -> None:
             K._ACCOUNT_KEYS.clear()
     assert all(type(k) is str for k in K._ACCOUNT_KEYS)
     assert "000000000007" in K._ACCOUNT_KEYS
+
+
+def test_session_keys_memory_stays_bounded() -> None:
+    """More accounts than the memory holds: it is cleared when full, never past its
+    cap, and the keys stay right for the ids it forgot."""
+    K._ACCOUNT_KEYS.clear()
+    cap = K._ACCOUNT_KEYS_MAX
+    for n in range(cap + 50):
+        K.session_keys(f"acc-{n}", "s")
+        assert len(K._ACCOUNT_KEYS) <= cap
+    assert len(K._ACCOUNT_KEYS) == 50  # cleared once, at the cap
+    tag = K.account_tag("acc-3")
+    assert K.session_keys("acc-3", "x") == [
+        f"{tag}:acct", f"{tag}:holds", f"{tag}:leases", f"{tag}:audit", f"{tag}:ls:x"
+    ]  # fmt: skip
