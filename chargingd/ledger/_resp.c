@@ -9,7 +9,7 @@
  * no __index__ or __str__ (exact types only).
  *
  * Plain C (not mypyc), built in both of the Makefile's modes like radius/_mmsg.c
- * (setup.py; optional: without it thin.py packs the batch as text, round 12a). Python's
+ * (setup.py; optional: without it thin.py packs the batch in parts, round 12a). Python's
  * own path cost ~12,000 instructions per authorize and ~21,000 per accounting packet
  * (a list append and a join item per header and per value, round 12a).
  */

@@ -131,79 +131,10 @@ def pack_batch(batch: list[Entry]) -> bytes:
         packed = _PACK_C(batch)
         if packed is not None:
             return packed
-    data = _pack_text(batch)
-    if data is not None:
-        return data
     parts: list[bytes] = []
     for command, _, _ in batch:
         _pack_into(parts, command)
     return b"".join(parts)
-
-
-# The same headers as text: "*N" opens a command, each argument is "\r\n$LEN\r\n" and
-# its value, "\r\n" closes the command (RESP's CRLFs shared by neighbours).
-_ARRAYS_TEXT: Final = [f"*{n}" for n in range(64)]
-_HEADS_TEXT: Final = [f"\r\n${n}\r\n" for n in range(512)]
-
-
-def _pack_text(batch: list[Entry]) -> bytes | None:
-    """``batch`` packed as _pack_into packs it, built as text: str and int arguments
-    are joined as str, one encode per run between bytes arguments (a run that encodes
-    to more bytes than it has characters held a non-ASCII str, whose header counted
-    characters: None). None too for any command _pack_into would give to hiredis
-    (pack_batch then packs the whole batch the old way). One list append per header
-    and per value, one str join and one encode per run, a few bytes parts joined: the
-    per-argument encode and the join of ~3 bytes parts an argument through the
-    buffer protocol were ~17,000 instructions per authorize (round 12a)."""
-    out: list[bytes] = []
-    text: list[str] = []
-    for command, _, _ in batch:
-        count = len(command)
-        if not 0 < count < 64:
-            return None
-        text.append(_ARRAYS_TEXT[count])
-        for arg in command:
-            kind = type(arg)
-            if kind is str:
-                value: str = arg
-            elif kind is int:
-                number: int = arg
-                value = str(number)
-            elif kind is bytes:
-                data: bytes = arg
-                size = len(data)
-                text.append(_HEADS_TEXT[size] if size < 512 else f"\r\n${size}\r\n")
-                run = _encoded(text)
-                if run is None:
-                    return None
-                out.append(run)
-                out.append(data)
-                text = []  # (a new list: list.clear is a method call compiled)
-                continue
-            else:
-                return None
-            size = len(value)
-            text.append(_HEADS_TEXT[size] if size < 512 else f"\r\n${size}\r\n")
-            text.append(value)
-        text.append("\r\n")
-    last = _encoded(text)
-    if last is None:
-        return None
-    if not out:
-        return last
-    out.append(last)
-    return b"".join(out)
-
-
-def _encoded(text: list[str]) -> bytes | None:
-    """``text`` joined and encoded; None when a str in it was not ASCII (its UTF-8 is
-    longer than its characters; a surrogate does not encode)."""
-    run = "".join(text)
-    try:
-        data = run.encode()
-    except UnicodeEncodeError:
-        return None
-    return data if len(data) == len(run) else None
 
 
 def packable(batch: list[Entry]) -> tuple[list[Entry], bytes]:
