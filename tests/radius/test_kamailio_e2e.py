@@ -110,7 +110,17 @@ async def test_session_timeout_is_enforced_and_its_bye_accounted(
     assert dialog.ended_by == "remote"
     assert 3.0 <= dialog.ended_at - dialog.answered_at <= 6.5
     far_end = switch.gateway.dialogs[dialog.call_id]
-    await asyncio.wait_for(far_end.ended.wait(), 10)
+    try:
+        await asyncio.wait_for(far_end.ended.wait(), 10)
+    except TimeoutError:
+        # Kamailio's own race, not chargingd's: under load its dialog timer's second BYE
+        # can meet the first one's reply ("inconsistent dlg timer data"), and it then
+        # refuses to send it ("terminating non-confirmed dialogs not supported"; seen once
+        # in a clean-clone CI run, 2026-12-06). What chargingd is asked, the Stop with
+        # Kamailio's own Session-Timeout cause, is checked below either way; any other
+        # missing BYE fails here.
+        if "terminating non-confirmed dialogs not supported" not in switch.kamailio.log():
+            raise
 
     cdr = await wait_cdr(daemon, dialog.call_id)
     assert cdr.extra["terminate_cause"] == "Session-Timeout"  # the Stop Kamailio sent itself
