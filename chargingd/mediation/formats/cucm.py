@@ -125,9 +125,14 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
         )
         if rec.get(k)
     }
-    for key, name in (("orig_leg", "origLegCallIdentifier"), ("dest_leg", "destLegCallIdentifier")):
-        if rec.get(name):
-            extra[key] = rec[name]
+    # The file's header names the destination leg "destLegIdentifier" (the CDR guide's
+    # field list); some exports and older guides call it "destLegCallIdentifier".
+    orig_leg = rec.get("origLegCallIdentifier")
+    dest_leg = rec.get("destLegIdentifier") or rec.get("destLegCallIdentifier")
+    if orig_leg:
+        extra["orig_leg"] = orig_leg
+    if dest_leg:
+        extra["dest_leg"] = dest_leg
     if rec.get("origIpAddr", "") not in ("", "0"):
         extra["orig_ip"] = ip_from_int(int_field(rec["origIpAddr"], "origIpAddr"))
     gateway = ""
