@@ -40,3 +40,47 @@ def test_cucm_joined_records_in_separate_files_keep_their_destination_legs() -> 
         ("1-5001#101-104", "+4989111111", 60),
         ("1-5001#101-106", "+4989222222", 100),
     ]
+
+
+def test_table_exports_read_sql_null_as_empty() -> None:
+    """`mysql -B` (the tab-separated export docs/mediation.md names) prints SQL NULL as
+    the word NULL, psql COPY and SELECT ... INTO OUTFILE as \\N. OpenSIPS's acc table
+    (OpenSIPS db schema) has `created DATETIME DEFAULT NULL`, and an extra column the
+    script left unset is NULL: the call is read with them empty (start = time -
+    setuptime, as when created is empty), not rejected ("created is not a time:
+    'NULL'", "sip_code is not an integer: 'NULL'")."""
+    opensips = [
+        "id\tmethod\tfrom_tag\tto_tag\tcallid\tsip_code\tsip_reason\ttime\tduration\t"
+        "ms_duration\tsetuptime\tcreated\tcaller_id\tcallee_id\n",
+        "1\tINVITE\tft1\ttt1\tc1@h\t200\tOK\t2026-03-11 09:00:05\t120\t120250\t5\tNULL\t"
+        "4930111111\t004989987654\n",
+    ]
+    source = SourceConfig(format="opensips_db", delimiter="\t", default_country="DE")
+    (call,) = calls_of(opensips, source)
+    assert (call.start_ms, call.answer_ms, call.end_ms, call.duration_s) == (
+        1773219600000,
+        1773219605000,
+        1773219725250,
+        120,
+    )
+    kamailio = [
+        "id\tstart_time\tend_time\tduration\tcallid\tsrc_user\tdst_user\tsip_code\n",
+        "1\t2026-03-11 09:00:05\t2026-03-11 09:02:05\t120.000\tc1@h\t4930111111\t"
+        "004989987654\t\\N\n",
+    ]
+    source = SourceConfig(format="kamailio_cdrs", cdr_start="confirmed", delimiter="\t")
+    (call,) = calls_of(kamailio, source)
+    assert (call.caller, call.duration_s, call.cause, call.status) == (
+        "+4930111111",
+        120,
+        16,
+        "normal",
+    )
+    acc = [
+        "id\tmethod\tfrom_tag\tto_tag\tcallid\tsip_code\tsip_reason\ttime\tsrc_user\tdst_user\n",
+        "1\tINVITE\tft1\ttt1\tc1@h\t200\tOK\t2026-03-11 09:00:05\tNULL\t004989987654\n",
+        "2\tBYE\ttt1\tft1\tc1@h\t200\tOK\t2026-03-11 09:02:05\t004989987654\tNULL\n",
+    ]
+    source = SourceConfig(format="kamailio_db", delimiter="\t", account_rule="fixed", account="a")
+    (call,) = calls_of(acc, source)
+    assert (call.caller, call.duration_s, "caller_raw" in call.extra) == ("", 120, False)

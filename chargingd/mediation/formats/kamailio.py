@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from chargingd.mediation.formats.csvlines import records
+from chargingd.mediation.formats.tables import sql_values
 from chargingd.mediation.records import (
     Half,
     Parsed,
@@ -240,7 +241,7 @@ def parse_db(lines: Iterable[str], delimiter: str = ",") -> Iterator[Parsed]:
         if len(row) != len(header):
             yield line_no, Reject(f"{len(row)} columns; the header has {len(header)}", raw)
             continue
-        pairs = dict(zip(header, row, strict=True))
+        pairs = dict(zip(header, sql_values(row), strict=True))
         pairs["reason"] = pairs.get("sip_reason", "")
         try:
             when = parse_stamp(pairs.get("time", ""), "time")

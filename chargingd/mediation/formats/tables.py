@@ -78,6 +78,20 @@ class Columns:
         return row.values.get(column, "").strip() if column else ""
 
 
+# How database exports write SQL NULL: ``mysql -B`` (batch, tab-separated) prints the
+# word NULL; SELECT ... INTO OUTFILE, mysqldump --tab and psql COPY (text) write \N.
+# A NULL column is an empty value (OpenSIPS ``created`` DEFAULT NULL, extra columns
+# the script left unset), never the text "NULL".
+SQL_NULLS = frozenset(("NULL", "\\N"))
+
+
+def sql_values(fields: list[str]) -> list[str]:
+    """The row's values with SQL NULLs (``SQL_NULLS``) read as empty."""
+    if SQL_NULLS.isdisjoint(fields):
+        return fields
+    return ["" if value in SQL_NULLS else value for value in fields]
+
+
 def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Header | Row | Reject]]:
     """(line number, header, row or reject) for every record; blank lines skipped. The
     first non-blank record is the header. ``delimiter``: the source's ("\t" for
@@ -100,7 +114,8 @@ def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Head
             yield rec.line_no, Reject(f"{len(fields)} columns; the header has {len(header)}",
                                       rec.raw)  # fmt: skip
             continue
-        yield rec.line_no, Row(header, rec.raw, dict(zip(header, fields, strict=True)))
+        values = dict(zip(header, sql_values(fields), strict=True))
+        yield rec.line_no, Row(header, rec.raw, values)
 
 
 def seconds(text: str, name: str) -> Decimal:
