@@ -84,3 +84,25 @@ def test_table_exports_read_sql_null_as_empty() -> None:
     source = SourceConfig(format="kamailio_db", delimiter="\t", account_rule="fixed", account="a")
     (call,) = calls_of(acc, source)
     assert (call.caller, call.duration_s, "caller_raw" in call.extra) == ("", 120, False)
+
+
+def test_freeswitch_builtin_default_template_is_read() -> None:
+    """mod_cdr_csv.c: without a default-template in cdr_csv.conf (or without the file)
+    FreeSWITCH writes its built-in "default" template, the sql template's 13 values:
+    "${caller_id_name}",...,"${uuid}","${bleg_uuid}", "${accountcode}". Read like the
+    example template's first 13 columns (was: every line rejected, "13 columns; the
+    template has 15")."""
+    lines = [
+        '"Alice","+4930111111","004989987654","default","2026-03-11 09:00:00",'
+        '"2026-03-11 09:00:05","2026-03-11 09:02:05","125","120","NORMAL_CLEARING",'
+        '"a1b2c3d4-0001","b1", "acct1"\n',
+        '"","+4930111111","004989987654","default","2026-03-11 09:10:00","",'
+        '"2026-03-11 09:10:20","20","0","NO_ANSWER","a1b2c3d4-0002","", ""',
+    ]
+    source = SourceConfig(format="freeswitch", default_country="DE", time_zone="Europe/Berlin")
+    calls = calls_of(lines, source)
+    assert [(c.call_id, c.duration_s, c.status, c.cause, c.account) for c in calls] == [
+        ("a1b2c3d4-0001", 120, "normal", 16, "acct1"),
+        ("a1b2c3d4-0002", 0, "unanswered", 19, ""),
+    ]
+    assert calls[0].start_ms == 1773216000000  # 09:00:00 CET

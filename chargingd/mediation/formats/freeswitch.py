@@ -3,7 +3,9 @@
 A cdr_csv template is a line of quoted ``${variable}`` references; the file holds one
 such line per call. ``EXAMPLE`` is the ``example`` template of the vanilla
 autoload_configs/cdr_csv.conf.xml, ``SQL`` its ``sql`` template (an INSERT statement
-per call, without the codecs). A source may give its own template as ``fields``.
+per call, without the codecs), whose 13 values are also mod_cdr_csv's built-in
+``default`` template (used when cdr_csv.conf names no default-template). A source
+may give its own template as ``fields``.
 Times are local ``${start_stamp}`` style ("YYYY-MM-DD HH:MM:SS") or ``*_epoch`` /
 ``*_uepoch`` integers; an unanswered call has an empty answer_stamp.
 
@@ -160,15 +162,22 @@ def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, l
         used = sql
     # cdr_csv quotes values without escaping them: a fully quoted line splits on the
     # "," between values (a value holding a quote stays whole); other lines are CSV.
-    quoted = _quoted_fields(text, used.width)
-    if quoted is not None:
-        return used, quoted
+    # Without a custom template, a line of the sql template's 13 values is FreeSWITCH's
+    # built-in "default" template (mod_cdr_csv.c default_template: what it writes when
+    # cdr_csv.conf names no default-template), the example template's first 13 columns.
+    builtin = sql if used is template and sql is not template else None
+    for layout in (used,) if builtin is None else (used, builtin):
+        quoted = _quoted_fields(text, layout.width)
+        if quoted is not None:
+            return layout, quoted
     if left_open(text):
         raise RowError("damaged record: a quoted field never closes")
     try:
         values = next(csv.reader((text,), skipinitialspace=True))
     except csv.Error as exc:
         raise RowError(f"unreadable CSV: {exc}") from None
+    if builtin is not None and len(values) == builtin.width:
+        return builtin, values
     if len(values) != used.width:
         raise RowError(f"{len(values)} columns; the template has {used.width}")
     return used, values
