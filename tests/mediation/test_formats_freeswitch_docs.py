@@ -148,7 +148,7 @@ def test_b_leg_is_skipped_by_originating_leg_uuid_too() -> None:
         ({"channel_data": {}}, "no variables object: not a mod_json_cdr document"),
         (_doc(uuid="", end_epoch="1"), "no uuid variable"),
         (_doc(billsec="12x", end_epoch="1782893107"), "billsec is not an integer: '12x'"),
-        ({"variables": {"uuid": "u", "caller_id_name": "%FF"}}, "not URL-encoded UTF-8"),
+        ({"variables": {"uuid": "u", "caller_id_number": "%FF"}}, "not URL-encoded UTF-8"),
     ],
 )
 def test_json_rejects(doc: dict[str, Any], reason: str) -> None:

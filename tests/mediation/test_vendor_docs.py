@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
@@ -106,3 +108,32 @@ def test_freeswitch_builtin_default_template_is_read() -> None:
         ("a1b2c3d4-0002", 0, "unanswered", 19, ""),
     ]
     assert calls[0].start_ms == 1773216000000  # 09:00:00 CET
+
+
+def test_freeswitch_latin1_display_name_keeps_the_call() -> None:
+    """mod_json_cdr / mod_xml_cdr URL-encode each variable's bytes (switch_url_encode,
+    encode-values by default). A caller name from a UA or an ISDN display IE in
+    Latin-1 is written "M%FCller": the call is billed and the name read as Latin-1
+    (was: the whole call rejected, "a value is not URL-encoded UTF-8")."""
+    variables = {
+        "uuid": "a-1",
+        "caller_id_name": "M%FCller",
+        "caller_id_number": "%2B4930111111",
+        "destination_number": "004989987654",
+        "start_epoch": "1773216000",
+        "answer_epoch": "1773216005",
+        "end_epoch": "1773216125",
+        "billsec": "120",
+        "hangup_cause": "NORMAL_CLEARING",
+    }
+    as_json = json.dumps({"variables": variables}) + "\n"
+    tags = "".join(f"<{k}>{v}</{k}>" for k, v in variables.items())
+    as_xml = f'<?xml version="1.0"?>\n<cdr><variables>{tags}</variables></cdr>\n'
+    for fmt, text in (("freeswitch_json", as_json), ("freeswitch_xml", as_xml)):
+        source = SourceConfig(format=fmt, default_country="DE")
+        (call,) = calls_of(text.splitlines(keepends=True), source)
+        assert (call.caller, call.duration_s, call.extra["caller_id_name"]) == (
+            "+4930111111",
+            120,
+            "Müller",
+        )

@@ -37,6 +37,17 @@ class Variables:
         text = value if isinstance(value, str) else str(value)
         return unquote(text, errors="strict") if self.encoded and "%" in text else text
 
+    def label(self, name: str) -> str:
+        """A descriptive value (a caller's display name): switch_url_encode encodes the
+        bytes the channel holds, and a display name from a SIP UA or an ISDN display IE
+        may be Latin-1 ("M%FCller"): read as Latin-1 when it is no UTF-8, never a reason
+        to lose the call. Numbers and ids stay strict (``get``)."""
+        try:
+            return self.get(name)
+        except UnicodeDecodeError:
+            value = self.raw.get(name)
+            return unquote(value if isinstance(value, str) else str(value), "latin-1")
+
 
 def _time(v: Variables, stem: str) -> RawTime:
     us = v.get(f"{stem}_uepoch")
@@ -67,7 +78,7 @@ def raw_call(v: Variables, raw: str) -> RawCall:
         gateway = v.get("sip_network_ip") or v.get("network_addr")
         extra = {"hangup_cause": cause} if cause else {}
         for name in ("caller_id_name", "bleg_uuid", "sip_gateway_name", "context"):
-            value = v.get(name)
+            value = v.label(name)
             if value:
                 extra[name] = value
     except UnicodeDecodeError:
