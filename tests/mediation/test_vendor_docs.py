@@ -137,3 +137,51 @@ def test_freeswitch_latin1_display_name_keeps_the_call() -> None:
             120,
             "Müller",
         )
+
+
+def _radius(status: str, nas: str, origin: str, called: str, setup: str, stop: str = "") -> str:
+    """One FreeRADIUS detail record of a Cisco IOS gateway leg (VSAs as Cisco writes
+    them: the value repeats the attribute's name)."""
+    lines = [
+        "Wed Mar 11 09:00:05 2026",
+        f"\tAcct-Status-Type = {status}",
+        f"\tNAS-IP-Address = {nas}",
+        f'\tAcct-Session-Id = "{nas}-{origin}"',
+        '\tCalling-Station-Id = "4930111111"',
+        f'\tCalled-Station-Id = "{called}"',
+        '\th323-conf-id = "h323-conf-id=3A7F2C10 11E9A1B2 8000C0A8 0A0A0001"',
+        f'\th323-call-origin = "h323-call-origin={origin}"',
+        f'\th323-setup-time = "h323-setup-time=*{setup} UTC Wed Mar 11 2026"',
+    ]
+    if stop:
+        lines += [
+            '\th323-connect-time = "h323-connect-time=*09:00:05.000 UTC Wed Mar 11 2026"',
+            '\th323-disconnect-time = "h323-disconnect-time=*09:02:05.000 UTC Wed Mar 11 2026"',
+            '\th323-disconnect-cause = "h323-disconnect-cause=10"',
+            "\tAcct-Session-Time = 120",
+        ]
+    return "\n".join(lines) + "\n\n"
+
+
+def test_cisco_call_through_two_gateways_is_one_call_from_the_originating_gateway() -> None:
+    """Cisco CDR Accounting guide, "Voice Call Legs": a call through an originating and
+    a terminating gateway has four legs sharing one h323-conf-id (answer telephony and
+    originate VoIP on the first, answer VoIP and originate telephony on the second).
+    With both gateways accounting to one detail file, the call is one record, from the
+    originating gateway's answer leg, whatever order the Stops come in (was: the first
+    gateway to stop both its legs made the call, the second gateway's legs a second
+    record; its telephony leg, with the number as its dial-peer rewrote it, rejected)."""
+    legs = {
+        1: ("192.0.2.10", "answer", "004989987654", "09:00:00.000"),
+        2: ("192.0.2.10", "originate", "004989987654", "09:00:00.050"),
+        3: ("192.0.2.20", "answer", "004989987654", "09:00:00.100"),
+        4: ("192.0.2.20", "originate", "9987654", "09:00:00.150"),
+    }
+    starts = "".join(_radius("Start", *legs[n]) for n in (1, 2, 3, 4))
+    source = SourceConfig(format="cisco_radius", default_country="DE")
+    for order in ((1, 2, 3, 4), (4, 3, 2, 1)):
+        stops = "".join(_radius("Stop", *legs[n], stop="yes") for n in order)
+        calls = calls_of((starts + stops).splitlines(keepends=True), source)
+        assert [(c.gateway, c.callee, c.start_ms, c.duration_s) for c in calls] == [
+            ("192.0.2.10", "+4989987654", 1773219600000, 120)
+        ], order

@@ -94,22 +94,40 @@ def cisco_time(text: str, name: str, source: SourceConfig | None = None) -> RawT
     return Clock(source or SourceConfig(format="cisco_radius")).read(text, name)
 
 
+# A call leg: (NAS-IP-Address, h323-call-origin). A call through two gateways has four
+# legs with one h323-conf-id (Cisco CDR guide, "Voice Call Legs": answer telephony and
+# originate VoIP on the originating gateway, answer VoIP and originate telephony on the
+# terminating one): the legs of one gateway never stand for the other's.
+_Leg = tuple[str, str]
+
+
 @dataclass(slots=True)
 class _Conf:
     """The records seen so far of one h323-conf-id."""
 
     line_no: int
-    started: set[str] = field(default_factory=set)
-    stops: dict[str, tuple[int, dict[str, str], str]] = field(default_factory=dict)
+    started: dict[_Leg, None] = field(default_factory=dict)  # in the order they started
+    stops: dict[_Leg, tuple[int, dict[str, str], str]] = field(default_factory=dict)
     raws: list[str] = field(default_factory=list)  # every record of the call, as written
 
     def complete(self) -> bool:
         """Every started leg has stopped; without Starts (stop-only accounting, or the
-        Starts in an earlier file), the answer leg has: its Stop is the call's, and an
+        Starts in an earlier file), an answer leg has: its Stop is the call's, and an
         originate leg's Stop often comes first."""
         if not self.stops:
             return False
-        return self.started <= set(self.stops) if self.started else "answer" in self.stops
+        if self.started:
+            return self.started.keys() <= self.stops.keys()
+        return any(origin == "answer" for _, origin in self.stops)
+
+    def call_leg(self) -> _Leg:
+        """The leg whose Stop is the call: the answer leg that started first (the
+        originating gateway's, where the caller's call came in), else the first answer
+        leg to stop, else the first leg to stop."""
+        for leg in self.started:
+            if leg[1] == "answer" and leg in self.stops:
+                return leg
+        return next((leg for leg in self.stops if leg[1] == "answer"), next(iter(self.stops)))
 
 
 def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
@@ -170,9 +188,10 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
         conf = confs.setdefault(conf_id, _Conf(line_no))
         conf.raws.append(raw)
         # "answer"/"originate" (Cisco); some gateways write "Answer"/"Originate".
-        leg = attrs.get("h323-call-origin", "").lower() or attrs.get("Acct-Session-Id", "")
+        origin = attrs.get("h323-call-origin", "").lower() or attrs.get("Acct-Session-Id", "")
+        leg = (attrs.get("NAS-IP-Address", ""), origin)
         if status == "Start":
-            conf.started.add(leg)
+            conf.started[leg] = None
         else:
             conf.stops[leg] = (line_no, attrs, raw)
         if conf.complete():
@@ -190,23 +209,23 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
 
 def _emit(conf_id: str, conf: _Conf, cause_radix: int, clock: Clock) -> Parsed:
     # The answer leg is the caller's side of the call; the originate leg says where it went.
-    leg = "answer" if "answer" in conf.stops else next(iter(conf.stops))
-    line_no, attrs, _ = conf.stops[leg]
+    leg = conf.call_leg()
+    line_no = conf.stops[leg][0]
     raw = "\n\n".join(conf.raws)
     try:
-        call = _call(conf_id, attrs, conf, cause_radix, clock)
+        call = _call(conf_id, leg, conf, cause_radix, clock)
     except RowError as exc:
         return line_no, Reject(str(exc), raw)
     call.raw = raw
     return line_no, call
 
 
-def _call(
-    conf_id: str, attrs: dict[str, str], conf: _Conf, cause_radix: int, clock: Clock
-) -> RawCall:
-    remote = ""
-    for _, other, _ in conf.stops.values():
-        remote = remote or other.get("h323-remote-address", "")
+def _call(conf_id: str, leg: _Leg, conf: _Conf, cause_radix: int, clock: Clock) -> RawCall:
+    attrs = conf.stops[leg][1]
+    remote = ""  # where the call went: the same gateway's originate leg first
+    for other_leg, (_, other, _) in sorted(conf.stops.items(), key=lambda kv: kv[0][0] != leg[0]):
+        if other_leg != leg:
+            remote = remote or other.get("h323-remote-address", "")
     connect = attrs.get("h323-connect-time", "")
     cause = attrs.get("h323-disconnect-cause", "")
     try:
