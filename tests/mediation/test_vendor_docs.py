@@ -185,3 +185,18 @@ def test_cisco_call_through_two_gateways_is_one_call_from_the_originating_gatewa
         assert [(c.gateway, c.callee, c.start_ms, c.duration_s) for c in calls] == [
             ("192.0.2.10", "+4989987654", 1773219600000, 120)
         ], order
+
+
+def test_cisco_stop_only_leg_stopping_after_the_answer_leg_is_no_second_record() -> None:
+    """Cisco CDR guide: `aaa accounting connection h323 stop-only` sends only Stops.
+    When the answer leg stops first, the call is made from it; the originate leg's
+    Stop that follows (Called-Station-Id as its dial-peer rewrote it) is part of that
+    call, not a record of its own (was: read alone at the end of the file, a reject
+    "callee '9987654' is not a possible E.164 number", exit 1)."""
+    answer = _radius("Stop", "192.0.2.10", "answer", "004989987654", "09:00:00.000", "yes")
+    originate = _radius("Stop", "192.0.2.10", "originate", "9987654", "09:00:00.050", "yes")
+    source = SourceConfig(format="cisco_radius", default_country="DE")
+    calls = calls_of((answer + originate).splitlines(keepends=True), source)
+    assert [(c.callee, c.duration_s, c.extra["Acct-Session-Id"]) for c in calls] == [
+        ("+4989987654", 120, "192.0.2.10-answer")
+    ]

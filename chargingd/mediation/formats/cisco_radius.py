@@ -130,6 +130,24 @@ class _Conf:
         return next((leg for leg in self.stops if leg[1] == "answer"), next(iter(self.stops)))
 
 
+class _Done:
+    """The conf ids of the calls emitted, the last ``cap`` or more of them (two
+    generations: O(1), memory bounded on long files; a call's legs stop together)."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._new: set[str] = set()
+        self._old: set[str] = set()
+
+    def __contains__(self, conf_id: str) -> bool:
+        return conf_id in self._new or conf_id in self._old
+
+    def add(self, conf_id: str) -> None:
+        if len(self._new) >= self.cap:
+            self._old, self._new = self._new, set()
+        self._new.add(conf_id)
+
+
 def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
     """(line of the timestamp, attributes, the block as written) for each block."""
     attrs: dict[str, str] = {}
@@ -177,6 +195,7 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
     clock = Clock(source)
     radix = source.radius_cause_radix
     confs: dict[str, _Conf] = {}
+    done = _Done()
     for line_no, attrs, raw in records(lines):
         conf_id = attrs.get("h323-conf-id", "").replace(" ", "").upper()
         status = attrs.get("Acct-Status-Type", "")
@@ -185,6 +204,12 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
             continue
         if status not in ("Start", "Stop"):
             continue  # Interim-Update, Accounting-On/Off: no call data
+        if conf_id in done:
+            # Stop-only accounting: a leg that stops after the answer leg made the call
+            # (the originate leg, the other gateway's legs) repeats that call: like a
+            # FreeSWITCH B-leg, it is no call of its own (its number may be the one
+            # its dial-peer rewrote: it would be a reject, or a second record).
+            continue
         conf = confs.setdefault(conf_id, _Conf(line_no))
         conf.raws.append(raw)
         # "answer"/"originate" (Cisco); some gateways write "Answer"/"Originate".
@@ -196,6 +221,7 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
             conf.stops[leg] = (line_no, attrs, raw)
         if conf.complete():
             del confs[conf_id]
+            done.add(conf_id)
             yield _emit(conf_id, conf, radix, clock)
     for conf_id, conf in confs.items():
         if conf.stops:
