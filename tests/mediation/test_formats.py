@@ -439,3 +439,57 @@ def test_generic_csv_bad_rows(row: str, reason: str) -> None:
     assert line_no == 1
     assert isinstance(item, Reject)
     assert item.reason == reason
+
+
+# Asterisk's cdr_csv writes 16 columns with cdr.conf's [csv] defaults, 18 with the sample
+# cdr.conf's loguniqueid=yes and loguserfield=yes, 19 with newcdrcolumns=yes alone, 21
+# with all three (cdr_csv.c build_csv_record). A source that says none of the options
+# reads them from the file's first row.
+_AST_AUTO = [
+    ("", "SIP/carol-00000001@2026-07-01 10:00:00", {}),
+    (',"1782892800.11","vip"', "1782892800.11", {"userfield": "vip"}),
+    (',"peer","1782892800.10",3', "SIP/carol-00000001@2026-07-01 10:00:00",
+     {"peeraccount": "peer", "linkedid": "1782892800.10"}),
+    (',"1782892800.11","","peer","1782892800.10",3', "1782892800.11",
+     {"peeraccount": "peer", "linkedid": "1782892800.10"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tail", "call_id", "extra"), _AST_AUTO)
+def test_asterisk_columns_from_the_first_row_when_the_source_says_none(
+    tail: str, call_id: str, extra: dict[str, str]
+) -> None:
+    source = de(format="asterisk")
+    ((_, call),) = list(normalised([_AST_BASE + tail + "\n"], "s", source))
+    assert isinstance(call, Call) and call.call_id == call_id
+    assert {k: v for k, v in call.extra.items() if k not in ("channel", "dstchannel")} == extra
+
+
+def test_asterisk_the_first_rows_columns_hold_for_the_file() -> None:
+    rows = [_AST_BASE + ',"1782892800.11","vip"\n', _AST_BASE.replace("acc1", "acc2") + "\n"]
+    (_, first), (_, second) = list(normalised(rows, "s", de(format="asterisk")))
+    assert isinstance(first, Call) and first.call_id == "1782892800.11"
+    assert isinstance(second, Reject)
+    assert second.reason == (
+        "16 columns; this file's first row has 18"
+        " (loguniqueid=yes, loguserfield=yes, newcdrcolumns=no)"
+    )
+
+
+@pytest.mark.parametrize("tail", [',"1782892800.11"', ',"vip","peer","1782892800.10",3'])
+def test_asterisk_17_or_20_columns_ask_the_source_to_say(tail: str) -> None:
+    ((_, reject),) = list(normalised([_AST_BASE + tail + "\n"], "s", de(format="asterisk")))
+    assert isinstance(reject, Reject)
+    assert "say which in the source (loguniqueid = true or loguserfield = true)" in reject.reason
+    # Said, the same row is read.
+    options = {"loguniqueid": "vip" not in tail, "loguserfield": "vip" in tail}
+    source = de(format="asterisk", newcdrcolumns="peer" in tail, **options)
+    ((_, call),) = list(normalised([_AST_BASE + tail + "\n"], "s", source))
+    assert isinstance(call, Call)
+
+
+def test_asterisk_other_counts_are_rejected_with_the_layouts_cdr_csv_writes() -> None:
+    row = _AST_BASE + ',"a","b","c","d","e","f"\n'
+    ((_, reject),) = list(normalised([row], "s", de(format="asterisk")))
+    assert isinstance(reject, Reject) and reject.reason.startswith("22 columns; ")
+    assert "a Master.csv has 16 (cdr.conf [csv] defaults), 18" in reject.reason

@@ -116,11 +116,14 @@ class SourceConfig:
     # UTC/GMT need none; a label naming time_zone's standard or summer time (CET/CEST for
     # Europe/Berlin) is read as that; any other label is rejected, never guessed.
     zone_labels: dict[str, str] = field(default_factory=dict)
-    # asterisk: what the switch's cdr.conf [csv] section says (Asterisk's defaults: no).
-    # They decide the columns of Master.csv: a row with another count is rejected.
-    loguniqueid: bool = False  # a uniqueid column after amaflags (then the call id)
-    loguserfield: bool = False  # a userfield column after it
-    newcdrcolumns: bool = False  # peeraccount, linkedid, sequence at the end
+    # asterisk: what the switch's cdr.conf [csv] section says. Set any of the three and
+    # they decide the columns of Master.csv (an unset one is no, Asterisk's default): a
+    # row with another count is rejected. None set: the file's first row says, by its
+    # count, where that count has one meaning (16 none, 18 uniqueid and userfield, 19
+    # newcdrcolumns, 21 all three; 17 and 20 need the source to say which).
+    loguniqueid: bool | None = None  # a uniqueid column after amaflags (then the call id)
+    loguserfield: bool | None = None  # a userfield column after it
+    newcdrcolumns: bool | None = None  # peeraccount, linkedid, sequence at the end
     usegmtime: bool = False  # times are UTC, not the switch's local time
     # kamailio_cdrs (required there, no default: a wrong guess bills the ringing or
     # loses it): what acc_cdrs start_time is. "confirmed" = the switch sets

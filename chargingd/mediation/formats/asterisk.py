@@ -5,9 +5,14 @@ channel, dstchannel, lastapp, lastdata, start, answer, end, duration, billsec,
 disposition, amaflags, then uniqueid (``loguniqueid=yes``), userfield
 (``loguserfield=yes``), then peeraccount, linkedid, sequence (``newcdrcolumns=yes``).
 Which optional columns the file has is what the switch's cdr.conf ``[csv]`` section
-says, so the source says it too (``loguniqueid``, ``loguserfield``, ``newcdrcolumns``,
-defaults as Asterisk's: no); a row with another column count is rejected, never
-guessed. Strings are quoted with inner quotes doubled (append_string), integers are
+says: a source that says it (``loguniqueid``, ``loguserfield``, ``newcdrcolumns``, any
+of them; an unset one is no, as in Asterisk) fixes the columns, and a row with another
+count is rejected, never guessed. A source that says none of them reads the columns
+from the file's first row, by its count, where the count has one meaning: 16 (none),
+18 (uniqueid, userfield: the sample cdr.conf's), 19 (newcdrcolumns), 21 (all three);
+17 and 20 (uniqueid or userfield?) are rejected with a reason that asks the source to
+say; the rest of the file must have the first row's count.
+Strings are quoted with inner quotes doubled (append_string), integers are
 not, an unset time is an empty field; times are local "YYYY-MM-DD HH:MM:SS", or UTC
 with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
 """
@@ -51,8 +56,12 @@ BASE = (
 NEW_COLUMNS = ("peeraccount", "linkedid", "sequence")
 
 
-def layout(source: SourceConfig) -> tuple[str, ...]:
-    """The columns of the source's Master.csv, as its cdr.conf [csv] options make them."""
+def layout(source: SourceConfig) -> tuple[str, ...] | None:
+    """The columns of the source's Master.csv, as its cdr.conf [csv] options make them;
+    None when the source says none of the options (the file's first row says)."""
+    options = (source.loguniqueid, source.loguserfield, source.newcdrcolumns)
+    if all(option is None for option in options):
+        return None
     names: tuple[str, ...] = BASE
     if source.loguniqueid:
         names += ("uniqueid",)
@@ -61,6 +70,32 @@ def layout(source: SourceConfig) -> tuple[str, ...]:
     if source.newcdrcolumns:
         names += NEW_COLUMNS
     return names
+
+
+# A row's count -> the columns, where cdr_csv writes that count one way only.
+BY_COUNT: dict[int, tuple[str, ...]] = {
+    len(BASE): BASE,
+    len(BASE) + 2: (*BASE, "uniqueid", "userfield"),
+    len(BASE) + 3: (*BASE, *NEW_COLUMNS),
+    len(BASE) + 5: (*BASE, "uniqueid", "userfield", *NEW_COLUMNS),
+}
+
+
+def _by_count(count: int) -> tuple[str, ...]:
+    """The columns of a file whose first row has ``count``, or why they are unknown."""
+    names = BY_COUNT.get(count)
+    if names is not None:
+        return names
+    if count in (len(BASE) + 1, len(BASE) + 4):
+        raise RowError(
+            f"{count} columns: a Master.csv with loguniqueid=yes or loguserfield=yes (one of"
+            " them); say which in the source (loguniqueid = true or loguserfield = true)"
+        )
+    raise RowError(
+        f"{count} columns; a Master.csv has 16 (cdr.conf [csv] defaults), 18 (loguniqueid,"
+        " loguserfield), 19 (newcdrcolumns) or 21 (all three): set the source's loguniqueid,"
+        " loguserfield, newcdrcolumns as the switch's cdr.conf says"
+    )
 
 
 def _options(names: tuple[str, ...]) -> str:
@@ -76,18 +111,23 @@ def _options(names: tuple[str, ...]) -> str:
 
 
 def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[Parsed]:
-    """Yield the calls of a Master.csv file written with the source's options."""
+    """Yield the calls of a Master.csv file written with the source's options (or, when
+    it says none, with the columns its first row's count stands for)."""
     source = source or SourceConfig(format="asterisk")
-    names = layout(source)
+    said = layout(source)  # by the source, else (None) by the file's first row
+    known = [said]  # the file's columns once known (read by records' width)
     ids = RecordIds()
-    for rec in records(lines, width=lambda: len(names)):
+    for rec in records(lines, width=lambda: None if known[0] is None else len(known[0])):
         if rec.fields is None:
             yield rec.line_no, Reject(rec.error, rec.raw)
             continue
         if not rec.fields or rec.fields == [""]:
             continue
         try:
-            call = _call(names, rec.fields, rec.raw, source.usegmtime)
+            names = known[0]
+            if names is None:
+                names = known[0] = _by_count(len(rec.fields))
+            call = _call(names, rec.fields, rec.raw, source.usegmtime, said is not None)
         except RowError as exc:
             yield rec.line_no, Reject(str(exc), rec.raw)
             continue
@@ -102,9 +142,10 @@ def _stamp(text: str, name: str, utc: bool) -> datetime | None:
     return when.replace(tzinfo=UTC) if when is not None and utc else when
 
 
-def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool) -> RawCall:
+def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool, said: bool) -> RawCall:
     if len(row) != len(names):
-        raise RowError(f"{len(row)} columns; the source's Master.csv has {len(names)}"
+        whose = "the source's Master.csv" if said else "this file's first row"
+        raise RowError(f"{len(row)} columns; {whose} has {len(names)}"
                        f" ({_options(names)})")  # fmt: skip
     rec = dict(zip(names, row, strict=True))
     # Without loguniqueid the row has no id of its own: channel + start is unique per call.
