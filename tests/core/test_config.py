@@ -45,6 +45,7 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"wrkers": 2}}, "unknown key server.wrkers"),
         ({"server": {"workers": "2"}}, "server.workers must be int"),
         ({"server": {"workers": 0}}, "workers must be between"),
+        ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
         ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
         ({"nosuch": {}}, "unknown section [nosuch]"),
         ({"redis": {"url": "http://x"}}, "url must start with"),

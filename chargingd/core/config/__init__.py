@@ -42,7 +42,7 @@ class ServerConfig:
 
     def validate(self) -> None:
         if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError("must be one of debug, info, warning, error")
+            raise ValueError("log_level must be one of debug, info, warning, error")
         if not 1 <= self.workers <= 64:
             raise ValueError("workers must be between 1 and 64")
 
