@@ -47,6 +47,10 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"workers": 0}}, "workers must be between"),
         ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
         ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
+        (
+            {"radius": {"auth_port": 1812, "acct_port": 1812}},
+            "[radius] auth_port and acct_port must differ (both 1812)",
+        ),
         ({"nosuch": {}}, "unknown section [nosuch]"),
         ({"redis": {"url": "http://x"}}, "url must start with"),
         ({"redis": {"batch_early": -1}}, "batch_early must be 0..512"),
@@ -59,6 +63,12 @@ def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> N
         config_from_dict(raw, "my.toml")  # type: ignore[arg-type]
     assert "my.toml" in str(err.value)
     assert message in str(err.value)
+
+
+def test_radius_ports_zero_both_allowed() -> None:
+    """Port 0 (any free port, as tests bind) twice is two distinct ports."""
+    cfg = config_from_dict({"radius": {"auth_port": 0, "acct_port": 0}}, "my.toml")
+    assert (cfg.radius.auth_port, cfg.radius.acct_port) == (0, 0)
 
 
 def test_bad_toml_names_file(tmp_path: Path) -> None:

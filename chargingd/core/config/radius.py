@@ -155,6 +155,10 @@ class RadiusConfig:
         for port in (self.auth_port, self.acct_port):
             if not 0 <= port <= 65535:
                 raise ValueError("ports must be 0..65535")
+        if self.auth_port and self.auth_port == self.acct_port:
+            # Both sockets would join one SO_REUSEPORT group: the kernel would hand
+            # about half the Access-Requests to the accounting port, which drops them.
+            raise ValueError(f"auth_port and acct_port must differ (both {self.auth_port})")
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
         if self.spread not in ("source", "request"):
