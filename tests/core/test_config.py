@@ -47,6 +47,7 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"workers": 0}}, "workers must be between"),
         ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
         ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
+        ({"radius": {"bind": "radius.example"}}, "[radius] bind 'radius.example' is not an IP"),
         (
             {"radius": {"auth_port": 1812, "acct_port": 1812}},
             "[radius] auth_port and acct_port must differ (both 1812)",

@@ -155,6 +155,10 @@ class RadiusConfig:
         for port in (self.auth_port, self.acct_port):
             if not 0 <= port <= 65535:
                 raise ValueError("ports must be 0..65535")
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise ValueError(f"bind {self.bind!r} is not an IP address") from None
         if self.auth_port and self.auth_port == self.acct_port:
             # Both sockets would join one SO_REUSEPORT group: the kernel would hand
             # about half the Access-Requests to the accounting port, which drops them.
