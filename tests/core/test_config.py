@@ -173,6 +173,37 @@ def test_bad_radius_client(client: dict[str, object], message: str) -> None:
         config_from_dict({"radius": {"clients": [client]}}, "my.toml")
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "network"),
+    [
+        ("10.0.0.1", "10.0.0.1", "10.0.0.1/32"),
+        ("10.0.0.1", "10.0.0.1/32", "10.0.0.1/32"),
+        ("10.0.0.0/24", "10.0.0.7/24", "10.0.0.0/24"),
+        ("2001:db8::1", "2001:db8:0::1", "2001:db8::1/128"),
+    ],
+)
+def test_two_radius_clients_with_one_address(first: str, second: str, network: str) -> None:
+    """A packet is matched to its client by source address: two clients with one
+    address would leave one of them (and its secret) never used, silently."""
+    clients = [
+        {"name": "sbc-a", "address": first, "secret": "s1"},
+        {"name": "sbc-b", "address": second, "secret": "s2"},
+    ]
+    message = f"[radius] clients 'sbc-a' and 'sbc-b' have the same address {network}"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"radius": {"clients": clients}}, "my.toml")
+
+
+def test_radius_clients_nested_networks_allowed() -> None:
+    """A host inside a client's CIDR block is another client (longest prefix wins)."""
+    clients = [
+        {"name": "pool", "address": "10.0.0.0/24", "secret": "s1"},
+        {"name": "sbc", "address": "10.0.0.7", "secret": "s2"},
+    ]
+    cfg = config_from_dict({"radius": {"clients": clients}}, "my.toml")
+    assert [c.name for c in cfg.radius.clients] == ["pool", "sbc"]
+
+
 def test_bad_radius_return_code_reason() -> None:
     with pytest.raises(ConfigError, match="unknown reasons"):
         config_from_dict({"radius": {"h323_return_codes": {"broke": 1}}})

@@ -152,17 +152,7 @@ class RadiusConfig:
     clients: tuple[RadiusClientConfig, ...] = ()
 
     def validate(self) -> None:
-        for port in (self.auth_port, self.acct_port):
-            if not 0 <= port <= 65535:
-                raise ValueError("ports must be 0..65535")
-        try:
-            ipaddress.ip_address(self.bind)
-        except ValueError:
-            raise ValueError(f"bind {self.bind!r} is not an IP address") from None
-        if self.auth_port and self.auth_port == self.acct_port:
-            # Both sockets would join one SO_REUSEPORT group: the kernel would hand
-            # about half the Access-Requests to the accounting port, which drops them.
-            raise ValueError(f"auth_port and acct_port must differ (both {self.auth_port})")
+        self._validate_ports()
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
         if self.spread not in ("source", "request"):
@@ -176,9 +166,35 @@ class RadiusConfig:
         unknown = set(self.h323_return_codes) - set(DEFAULT_H323_RETURN_CODES)
         if unknown:
             raise ValueError(f"h323_return_codes: unknown reasons {sorted(unknown)}")
+        self._validate_clients()
+
+    def _validate_ports(self) -> None:
+        for port in (self.auth_port, self.acct_port):
+            if not 0 <= port <= 65535:
+                raise ValueError("ports must be 0..65535")
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise ValueError(f"bind {self.bind!r} is not an IP address") from None
+        if self.auth_port and self.auth_port == self.acct_port:
+            # Both sockets would join one SO_REUSEPORT group: the kernel would hand
+            # about half the Access-Requests to the accounting port, which drops them.
+            raise ValueError(f"auth_port and acct_port must differ (both {self.auth_port})")
+
+    def _validate_clients(self) -> None:
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ValueError("client names must be unique")
+        # Packets are matched by source address: of two clients with one address (or
+        # one CIDR block) only one would ever be used, its secret checked silently.
+        seen: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
+        for client in self.clients:
+            network = ipaddress.ip_network(client.address, strict=False)
+            if network in seen:
+                raise ValueError(
+                    f"clients {seen[network]!r} and {client.name!r} have the same address {network}"
+                )
+            seen[network] = client.name
 
     def return_code(self, reason: str) -> int:
         """The h323-return-code for a refusal reason (configured, else the default)."""
