@@ -57,6 +57,12 @@ def strip_uri(raw: str) -> str:
     return text.split(";", 1)[0]
 
 
+def is_region(country: str) -> bool:
+    """Whether phonenumbers knows the dialling rules of this ISO 3166 alpha-2 region
+    ("GB"; "UK" is no ISO 3166 code, and every number without "+" would fail there)."""
+    return country.upper() in phonenumbers.SUPPORTED_REGIONS
+
+
 def to_e164(raw: str, *, country: str = "DE") -> str:
     """Normalise ``raw`` to E.164 with a leading "+", dialled from ``country``.
 

@@ -45,6 +45,25 @@ def test_sessions_defaults_and_derived_values() -> None:
         ({"sessions": {"stale_factor": 1}}, "stale_factor"),
         ({"sessions": {"default_country": "Germany"}}, "ISO 3166"),
         ({"sessions": {"client_countries": {"gw": "X1"}}}, "ISO 3166"),
+        # Two letters but no region: every number without "+" would be refused.
+        (
+            {"sessions": {"default_country": "UK"}},
+            "[sessions] default_country 'UK' is not an ISO 3166 code (the United Kingdom is GB)",
+        ),
+        (
+            {"sessions": {"client_countries": {"gw": "XX"}}},
+            "[sessions] client_countries.gw 'XX' is not an ISO 3166",
+        ),
+        (
+            {
+                "mediation": {
+                    "sources": {
+                        "pbx": {"format": "asterisk", "charge": "ledger", "default_country": "UK"}
+                    }
+                }
+            },
+            "[mediation.sources.pbx] default_country 'UK' is not an ISO 3166 code",
+        ),
         ({"sessions": {"disconnect_retries": 0}}, "disconnect_retries"),
         ({"sessions": {"max_session_s": "3h"}}, "sessions.max_session_s must be int"),
         ({"rating": {"plans": {"gold": ""}}}, "plans entries"),

@@ -28,6 +28,7 @@ from chargingd.core.config.mediation import MediationConfig
 from chargingd.core.config.monitoring import HttpConfig, MonitoringConfig
 from chargingd.core.config.radius import RadiusClientConfig as RadiusClientConfig
 from chargingd.core.config.radius import RadiusConfig as RadiusConfig
+from chargingd.core.numbers import is_region
 
 
 class ConfigError(ValueError):
@@ -188,9 +189,16 @@ class SessionsConfig:
             raise ValueError("spool_max_entries must be >= 1")
         if not 1 <= self.lastseen_shards <= 4096:
             raise ValueError("lastseen_shards must be between 1 and 4096")
-        for name, country in {"": self.default_country, **self.client_countries}.items():
-            if len(country) != 2 or not country.isalpha():
-                raise ValueError(f"country {country!r} {name} is not an ISO 3166 code".strip())
+        countries = {"default_country": self.default_country}
+        countries.update((f"client_countries.{n}", c) for n, c in self.client_countries.items())
+        for key, country in countries.items():
+            # Two letters are not enough: a region phonenumbers does not know ("UK")
+            # would refuse every number without "+" as "invalid called number".
+            if len(country) != 2 or not country.isalpha() or not is_region(country):
+                raise ValueError(
+                    f"{key} {country!r} is not an ISO 3166 code"
+                    + (" (the United Kingdom is GB)" if country.upper() == "UK" else "")
+                )
 
     def _validate_grants(self) -> None:
         if not 10 <= self.interim_interval_s <= 86400:

@@ -11,6 +11,8 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 
+from chargingd.core.numbers import is_region
+
 FORMATS = (
     "freeswitch",  # mod_cdr_csv, `example`/`sql` templates or a custom field list
     "asterisk",  # cdr_csv Master.csv
@@ -149,6 +151,11 @@ class SourceConfig:
             raise ValueError("account_rule 'fixed' needs account")
         if self.unprefixed not in UNPREFIXED:
             raise ValueError("unprefixed must be international or national")
+        if self.default_country and not is_region(self.default_country):
+            raise ValueError(
+                f"default_country {self.default_country!r} is not an ISO 3166 code"
+                + (" (the United Kingdom is GB)" if self.default_country.upper() == "UK" else "")
+            )
         if self.unprefixed == "national" and not self.default_country:
             raise ValueError("unprefixed = 'national' needs default_country")
         if self.radius_cause_radix not in (10, 16):
