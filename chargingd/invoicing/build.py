@@ -91,8 +91,8 @@ def minutes(billed_s: int) -> Decimal:
 def usage_lines(make: LineMaker, rows: Iterable[UsageRow]) -> list[Line]:
     lines = []
     for row in sorted(rows, key=lambda r: r.group):
-        if row.cdrs == 0 and row.charged_micros == 0:
-            continue
+        if row.calls == 0 and row.billed_s == 0 and row.charged_micros == 0:
+            continue  # only unanswered attempts: no "Calls to Other (0 calls)" line
         calls = "call" if row.calls == 1 else "calls"
         lines.append(
             make.line(

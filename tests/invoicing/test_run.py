@@ -66,6 +66,40 @@ async def test_invoice_of_a_month_of_calls(books: Books, ledger: Ledger, pg_url:
     assert again.skipped == {"already issued": ["acme"]}
 
 
+def unanswered(n: int, account_id: str, destination: str) -> tuple[object, ...]:
+    """An unanswered attempt as the daemon and mediation store it: nothing billed;
+    no destination when the call was never rated (a mediated one)."""
+    return cdr(
+        n, account_id, at(4), billed_s=0, charged_micros=0, destination=destination,
+        answered=False,
+    )  # fmt: skip
+
+
+async def test_unanswered_attempts_make_no_invoice_line(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """An invoice lists calls: unanswered attempts alone are no line ("Calls to Other
+    (0 calls)", 0.00) and no reason to invoice an account; with answered calls to the
+    same destination they change nothing."""
+    for account_id in ("mixed", "ringing"):
+        await postpaid(ledger, account_id)
+    rows = [
+        cdr(1, "mixed", at(3)),
+        cdr(2, "mixed", at(3)),
+        unanswered(3, "mixed", ""),  # mediated: never rated
+        unanswered(4, "mixed", "UK_MOB"),  # live: rated at authorize
+        unanswered(5, "mixed", "DE_FIX"),
+        unanswered(6, "ringing", ""),
+    ]
+    await load_cdrs(pg_url, rows)
+    result = await invoice_run(books, "2026-11")
+    (inv,) = result.issued
+    assert inv.account_id == "mixed"
+    assert [line.description for line in inv.lines] == ["Calls to DE_FIX (2 calls)"]
+    assert inv.usage_micros == 200_000
+    assert result.skipped == {"nothing to bill": ["ringing"]}
+
+
 async def test_concurrent_runs_neither_duplicate_nor_skip_numbers(
     books: Books, ledger: Ledger, pg_url: str
 ) -> None:
