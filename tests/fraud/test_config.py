@@ -106,6 +106,12 @@ RULE = {"name": "r", "kind": "velocity", "max_calls": 5, "window_s": 60}
             "match takes",
         ),
         ({"high_risk_countries": ["Cuba"]}, "'Cuba' is not an ISO 3166 code"),
+        # Two capitals but no region: no call would ever match it (GB is the UK).
+        ({"high_risk_countries": ["CU", "UK"]}, "high_risk_countries: 'UK' is not an ISO 3166"),
+        (
+            {"rules": [{"name": "n", "kind": "new_country", "exempt_countries": ["DE", "XX"]}]},
+            "rule 'n': exempt country 'XX' is not an ISO 3166 code",
+        ),
         ({"high_risk_prefixes": ["882"]}, "'882' is not +DIGITS"),
         ({"refuse_message": ""}, "refuse_message and block_message"),
         (

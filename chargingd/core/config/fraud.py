@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from chargingd.core.money import AmountError, parse_amount
+from chargingd.core.numbers import is_region
 
 ACTIONS = ("alert", "refuse", "block")
 SEVERITIES = ("", "info", "warning", "critical")
@@ -78,6 +79,15 @@ THRESHOLDS = frozenset(
 )
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def _is_country(country: str) -> bool:
+    """Two capitals phonenumbers knows as a region: calls are matched to countries by
+    phonenumbers' region of the number, so "UK" (GB's common misspelling) would never
+    match a call and leave a rule silently inert."""
+    return _COUNTRY.fullmatch(country) is not None and is_region(country)
+
+
 _PREFIX = re.compile(r"\+[1-9][0-9]{0,14}")
 MAX_WINDOW_S = 31 * 86400
 MAX_COUNT = 1_000_000
@@ -230,7 +240,7 @@ def _check_rule_extras(rule: RuleConfig, where: str) -> None:
         if unknown or not rule.match:
             raise ValueError(f"{where}: match takes {', '.join(MATCHES)} (not {unknown})")
     for country in rule.exempt_countries or ():
-        if not _COUNTRY.fullmatch(country):
+        if not _is_country(country):
             raise ValueError(f"{where}: exempt country {country!r} is not an ISO 3166 code")
     if rule.kind == "asr" and rule.action == "block" and (rule.min_calls or 0) < 10:
         raise ValueError(f"{where}: blocking on ASR needs min_calls >= 10")
@@ -286,7 +296,7 @@ class FraudConfig:
 
     def validate(self) -> None:
         for country in self.high_risk_countries:
-            if not _COUNTRY.fullmatch(country):
+            if not _is_country(country):
                 raise ValueError(f"high_risk_countries: {country!r} is not an ISO 3166 code")
         for prefix in self.high_risk_prefixes:
             if not _PREFIX.fullmatch(prefix):
