@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Any
 
 from chargingd.core.chain import chained
-from chargingd.core.money import MAX_TOTAL_MICROS
+from chargingd.core.money import MAX_TOTAL_MICROS, format_amount
 from chargingd.ledger import keys as K
 from chargingd.ledger.types import (
     Account,
@@ -166,7 +166,8 @@ def money_result(
         return decode_account(flat, live)
     if status == "debt":
         raise InsufficientCredit(
-            f"{what} exceeds what {account_id!r} has available ({int(res[1])});"
+            f"{what} exceeds what {account_id!r} has available"
+            f" ({format_amount(int(res[1]), 2)});"
             " allow_debt is needed to leave a debt"
         )
     if status == "range":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from chargingd.core.money import format_amount
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 from chargingd.ledger.accounts import AccountLedger
@@ -137,7 +138,8 @@ class Ledger(AccountLedger):
         res = await self._run("topup", keys, args)
         if claimed == "new" and C.s(res[0]) == "unknown":
             await self._run("txn_unclaim", [K.txn_owner_key(txn_id)], [account_id])
-        return C.money_result(res, account_id, txn_id, currency, f"{kind} of {amount_micros}")
+        what = f"{kind} of {format_amount(amount_micros, 2)}"
+        return C.money_result(res, account_id, txn_id, currency, what)
 
     async def _claim_txn(self, account_id: str, txn_id: str) -> str:
         """Claim ``txn_id`` for ``account_id`` ("new" or "ok"); DuplicateTransaction when

@@ -449,6 +449,8 @@ async def test_admin_socket_amount_edges_and_debt(redis: aioredis.Redis, tmp_pat
         with pytest.raises(RpcError) as err:
             await c.call("account.adjust", adjust)
         assert err.value.code == -32004
+        # Meant for the operator: amounts as amounts, never micro-units.
+        assert "adjust of -1.50 exceeds what 'al' has available (1.00)" in str(err.value)
         with pytest.raises(RpcError) as err:
             await c.call("account.adjust", {**adjust, "allow_debt": "yes"})
         assert err.value.code == -32602
