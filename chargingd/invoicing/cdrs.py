@@ -95,7 +95,11 @@ async def list_cdrs(
     after_id: int = 0,
     limit: int = 100,
 ) -> list[CdrRow]:
-    """CDRs started in [start, end) (of one account), oldest first, after CDR ``after_id``."""
+    """CDRs started in [start, end) (of one account), oldest first (start time, then
+    id), after CDR ``after_id`` in that order. The cursor is the row's place in the
+    order, not its id: ids follow storage, and a CDR stored late (a mediated file, a
+    late Stop) has a lower start than CDRs stored before it, so "id > after" skipped
+    it for good."""
     params = {"account": account_id, "start": start, "end": end, "after": after_id, "limit": limit}
 
     async def work(conn: Conn) -> list[CdrRow]:
@@ -104,7 +108,9 @@ async def list_cdrs(
             " WHERE (%(account)s::text IS NULL OR account_id = %(account)s)"
             " AND (%(start)s::timestamptz IS NULL OR start_time >= %(start)s)"
             " AND (%(end)s::timestamptz IS NULL OR start_time < %(end)s)"
-            " AND id > %(after)s ORDER BY start_time, id LIMIT %(limit)s",
+            " AND (%(after)s::bigint = 0 OR (start_time, id) >"
+            " (SELECT a.start_time, a.id FROM cdrs a WHERE a.id = %(after)s))"
+            " ORDER BY start_time, id LIMIT %(limit)s",
             params,
         )
         return [_row(r) for r in await cur.fetchall()]

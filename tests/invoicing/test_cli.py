@@ -257,6 +257,23 @@ def test_cdr_list_and_show(config: Path) -> None:
     assert code == 0 and "(2 CDRs; continue with --after" in out
 
 
+def test_cdr_list_pages_reach_cdrs_stored_late(config: Path, pg_url: str) -> None:
+    """Following "continue with --after ID" from the first page lists every CDR once,
+    in start order, also those stored after later calls (a switch's October file
+    mediated in November): they have higher ids and earlier starts."""
+    october = [datetime(2026, 10, d, 12, tzinfo=UTC) for d in (5, 20)]
+    asyncio.run(load_cdrs(pg_url, [cdr(10 + i, "acme", t) for i, t in enumerate(october)]))
+    c = str(config)
+    every = run_json("cdr", "--config", c, "list")
+    assert [r["call_id"] for r in every[:2]] == ["call-acme-10", "call-acme-11"]
+    paged: list[str] = []
+    after = 0
+    while page := run_json("cdr", "--config", c, "list", "--limit", "2", "--after", str(after)):
+        paged += [r["call_id"] for r in page]
+        after = page[-1]["id"]
+    assert paged == [r["call_id"] for r in every] and len(paged) == 6
+
+
 @pytest.mark.skipif(shutil.which("psql") is None, reason="no psql on PATH (postgresql-client)")
 def test_db_shell_runs_psql_on_the_configured_database(config: Path) -> None:
     done = subprocess.run(
