@@ -38,7 +38,7 @@ def configure_invoice(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--period", metavar="YYYY-MM")
     p.add_argument("--account", metavar="ID")
     p.add_argument("--kind", choices=[k.value for k in Kind])
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=_page_size, default=1000)
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="one document with its lines")
     p.add_argument("number")
@@ -80,6 +80,18 @@ def configure_report(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _page_size(text: str) -> int:
+    """--limit: rows per page, at least 1 (0 printed "no CDRs" over a full table, and a
+    negative one reached PostgreSQL: "LIMIT must not be negative")."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
+
+
 def _range(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
     p.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, included")
@@ -93,7 +105,7 @@ def configure_cdr(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--account", metavar="ID")
     p.add_argument("--from", dest="start", metavar="DATE")
     p.add_argument("--to", dest="end", metavar="DATE", help="last day, included")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_page_size, default=100)
     p.add_argument("--after", type=int, default=0, metavar="CDR_ID", help="continue after this id")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="every CDR of one call id")

@@ -274,6 +274,18 @@ def test_cdr_list_pages_reach_cdrs_stored_late(config: Path, pg_url: str) -> Non
     assert paged == [r["call_id"] for r in every] and len(paged) == 6
 
 
+@pytest.mark.parametrize("command", [("cdr", "list"), ("invoice", "list")])
+@pytest.mark.parametrize("limit", ["0", "-5", "ten"])
+def test_a_page_size_below_one_is_a_usage_error(
+    config: Path, command: tuple[str, str], limit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--limit 0 answered "no CDRs" although there were CDRs; -5 reached PostgreSQL."""
+    with pytest.raises(SystemExit) as exited:
+        main([command[0], "--config", str(config), command[1], "--limit", limit])
+    assert exited.value.code == 2
+    assert f"--limit: must be a whole number >= 1, not '{limit}'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("psql") is None, reason="no psql on PATH (postgresql-client)")
 def test_db_shell_runs_psql_on_the_configured_database(config: Path) -> None:
     done = subprocess.run(
