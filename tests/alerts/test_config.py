@@ -22,6 +22,9 @@ def test_defaults_and_a_webhook() -> None:
         ({"calls_kept": -1}, "calls_kept must be 0..10000"),
         ({"webhook_url": "ftp://x/token=abc"}, "webhook_url must be an http"),
         ({"webhook_url": "http://"}, "webhook_url must be an http"),
+        # Accepted before: every delivery then failed (InvalidURL) and was retried.
+        ({"webhook_url": "https://h.example:99999/token=abc"}, "webhook_url has an invalid port"),
+        ({"webhook_url": "https://h.example:x443/token=abc"}, "webhook_url has an invalid port"),
         ({"webhook_attempts": 0}, "webhook_attempts must be 1..100"),
         ({"webhook_backoff_s": 5.0, "webhook_max_backoff_s": 1.0}, "webhook_max_backoff_s"),
         ({"webhook_queue_size": 0}, "webhook_queue_size >= 1"),

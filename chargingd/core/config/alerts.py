@@ -42,6 +42,10 @@ class AlertsConfig:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 # Never echo the URL: it may carry a token.
                 raise ValueError("webhook_url must be an http:// or https:// URL with a host")
+            try:
+                _ = parts.port  # a port out of 0..65535 raises here, not at every delivery
+            except ValueError:
+                raise ValueError("webhook_url has an invalid port (must be 0..65535)") from None
         if self.webhook_timeout_s <= 0 or self.webhook_backoff_s <= 0:
             raise ValueError("webhook_timeout_s and webhook_backoff_s must be positive")
         if self.webhook_max_backoff_s < self.webhook_backoff_s:
