@@ -55,6 +55,11 @@ def test_example_file_equals_defaults() -> None:
         ({"nosuch": {}}, "unknown section [nosuch]"),
         ({"redis": {"url": "http://x"}}, "url must start with"),
         ({"redis": {"batch_early": -1}}, "batch_early must be 0..512"),
+        (
+            {"redis": {"cluster_nodes": ["10.0.0.1:7000", "10.0.0.2:70000"]}},
+            "[redis] cluster node '10.0.0.2:70000': port must be 1..65535",
+        ),
+        ({"redis": {"cluster_nodes": ["10.0.0.1:0"]}}, "port must be 1..65535"),
         ({"redis": {"batch_early": 513}}, "batch_early must be 0..512"),
         ({"ledger": {"partial_grants": 1}}, "ledger.partial_grants must be bool"),
     ],

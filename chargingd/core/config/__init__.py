@@ -76,6 +76,9 @@ class RedisConfig:
             host, _, port = node.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"cluster node {node!r} is not host:port")
+            if not 1 <= int(port) <= 65535:
+                # (redis-py refused it at connect, with a traceback and exit 1)
+                raise ValueError(f"cluster node {node!r}: port must be 1..65535")
         if not 0 <= self.embedded_port <= 65535:
             raise ValueError("embedded_port must be 0..65535")
         if self.embedded_appendfsync not in ("always", "everysec", "no"):
