@@ -67,6 +67,10 @@ def test_sessions_defaults_and_derived_values() -> None:
         ({"sessions": {"disconnect_retries": 0}}, "disconnect_retries"),
         ({"sessions": {"max_session_s": "3h"}}, "sessions.max_session_s must be int"),
         ({"rating": {"plans": {"gold": ""}}}, "plans entries"),
+        (
+            {"rating": {"plans": {"default": "a.toml"}, "default_plan": "b.toml"}},
+            "[rating] plans has an id 'default', the id of default_plan",
+        ),
         ({"rating": {"plans": {"gold": 3}}}, "rating.plans.gold must be str"),
     ],
 )

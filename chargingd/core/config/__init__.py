@@ -238,6 +238,13 @@ class RatingConfig:
         for plan_id, path in self.plans.items():
             if not plan_id or not path:
                 raise ValueError('plans entries must be id = "path" with both non-empty')
+        if DEFAULT_PLAN_ID in self.plans and self.default_plan:
+            # Two files for one id: live calls of accounts naming no tariff were rated by
+            # plans.default (default_plan silently unused), mediation by default_plan.
+            raise ValueError(
+                f"plans has an id {DEFAULT_PLAN_ID!r}, the id of default_plan: rename it,"
+                " or drop default_plan"
+            )
 
     def plan_for(self, tariff: str) -> tuple[str, str] | None:
         """(plan id, file) rating an account whose tariff is ``tariff``, named as live
