@@ -28,12 +28,40 @@ from chargingd.sessions.service import build_sessions
 
 
 def test_sessions_defaults_and_derived_values() -> None:
-    cfg = config_from_dict({"sessions": {"client_countries": {"us-trunk": "US"}}})
+    trunk = {"name": "us-trunk", "address": "192.0.2.7", "secret": "s"}
+    cfg = config_from_dict(
+        {"sessions": {"client_countries": {"us-trunk": "US"}}, "radius": {"clients": [trunk]}}
+    )
     assert cfg.sessions.first_grant == 75  # interim 60 + margin 15
     assert cfg.sessions.country_of("us-trunk") == "US"
     assert cfg.sessions.country_of("other") == "DE"
     assert cfg.sessions.redis_failure_policy == "fail_closed"
     assert cfg.rating.plans == {}
+
+
+def test_client_countries_must_name_a_client_or_peer() -> None:
+    """A typo in a client name left that gateway's national numbers read with
+    default_country (DE): 2125550100 from a US trunk became +492125550100."""
+    trunk = {"name": "us-trunk", "address": "192.0.2.7", "secret": "s"}
+    peer = {
+        "name": "ims",
+        "origin_host": "scscf.example",
+        "realm": "example",
+        "addresses": ["192.0.2.9"],
+    }
+    raw = {
+        "sessions": {"client_countries": {"us_trunk": "US", "ims": "GB"}},
+        "radius": {"clients": [trunk]},
+        "diameter": {"peers": [peer]},
+    }
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, "c.toml")
+    assert "client_countries names no [[radius.clients]] or [[diameter.peers]]: us_trunk" in str(
+        err.value
+    )
+    raw["sessions"] = {"client_countries": {"us-trunk": "US", "ims": "GB"}}
+    cfg = config_from_dict(raw, "c.toml")
+    assert (cfg.sessions.country_of("us-trunk"), cfg.sessions.country_of("ims")) == ("US", "GB")
 
 
 @pytest.mark.parametrize(

@@ -370,6 +370,15 @@ class Config:
         both = {c.name for c in self.radius.clients} & {p.name for p in self.diameter.peers}
         if both:
             raise ValueError(f"names both a RADIUS client and a Diameter peer: {sorted(both)}")
+        # A call's country is looked up by its client's name: a name no client has (a
+        # typo) would leave that gateway's national numbers read with default_country.
+        names = {c.name for c in self.radius.clients} | {p.name for p in self.diameter.peers}
+        unknown = sorted(set(self.sessions.client_countries) - names)
+        if unknown:
+            raise ValueError(
+                f"[sessions] client_countries names no [[radius.clients]] or"
+                f" [[diameter.peers]]: {', '.join(unknown)}"
+            )
 
     @property
     def data_path(self) -> Path:
