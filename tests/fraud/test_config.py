@@ -46,6 +46,21 @@ def test_the_default_high_risk_lists_name_real_ranges() -> None:
 RULE = {"name": "r", "kind": "velocity", "max_calls": 5, "window_s": 60}
 
 
+def test_tariff_overrides_must_name_a_loaded_plan() -> None:
+    """An override keyed by a plan id no account can have (a typo) was accepted and
+    never applied: the wholesale trunks kept the retail velocity limit."""
+    rating = {"plans": {"wholesale": "w.toml"}, "default_plan": "d.toml"}
+    override = {"velocity-account": {"max_calls": 3000}}
+    typo = {"rating": rating, "fraud": {"tariff_overrides": {"wholsale": override}}}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(typo, "c.toml")
+    assert "[fraud] tariff_overrides names no [rating] plan: wholsale" in str(err.value)
+    assert "(plans: default, wholesale)" in str(err.value)
+    for key in ("wholesale", "default"):
+        good = {"rating": rating, "fraud": {"tariff_overrides": {key: override}}}
+        assert key in config_from_dict(good, "c.toml").fraud.tariff_overrides
+
+
 @pytest.mark.parametrize(
     ("fraud", "message"),
     [

@@ -379,6 +379,21 @@ class Config:
                 f"[sessions] client_countries names no [[radius.clients]] or"
                 f" [[diameter.peers]]: {', '.join(unknown)}"
             )
+        self._validate_tariff_overrides()
+
+    def _validate_tariff_overrides(self) -> None:
+        """An account's tariff is a loaded plan id (or "default"): an override keyed by
+        anything else (a typo) matches no account and leaves the rule as it is."""
+        rating = self.rating
+        if not (rating.plans or rating.default_plan):
+            return  # no plans here: account tariffs are not checked either
+        known = set(rating.plans) | ({DEFAULT_PLAN_ID} if rating.default_plan else set())
+        unknown = sorted(set(self.fraud.tariff_overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"[fraud] tariff_overrides names no [rating] plan: {', '.join(unknown)}"
+                f" (plans: {', '.join(sorted(known))})"
+            )
 
     @property
     def data_path(self) -> Path:
