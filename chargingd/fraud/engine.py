@@ -22,6 +22,7 @@ import msgpack
 
 from chargingd.alerts import Alerts
 from chargingd.billing.cdr import CDR
+from chargingd.core.config import DEFAULT_PLAN_ID
 from chargingd.core.config.fraud import DEFAULT_MATCH, FraudConfig
 from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
@@ -228,7 +229,7 @@ class Fraud:
 
     def prepare(self, facts: CallFacts, *, with_ip: bool = True) -> Prepared | None:
         """The arguments of this call's authorize rules; None when no rule needs Redis."""
-        rules = self.book.rules_for(facts.account_id, facts.tariff)
+        rules = self.book.rules_for(facts.account_id, facts.tariff or DEFAULT_PLAN_ID)
         _, per_ip, must_check, compiled, _ = self._split(rules)
         dest = self.classifier.classify(facts.callee)
         now = self.clock_ms()
@@ -318,7 +319,7 @@ class Fraud:
     async def _check_ip(self, facts: CallFacts) -> Verdict:
         """Redis Cluster: the per-IP counts in their own slot; a block there blocks the
         account through the Ledger."""
-        rules = self.book.rules_for(facts.account_id, facts.tariff)
+        rules = self.book.rules_for(facts.account_id, facts.tariff or DEFAULT_PLAN_ID)
         ip_alone = self._split(rules)[4]
         dest = self.classifier.classify(facts.callee)
         now = self.clock_ms()

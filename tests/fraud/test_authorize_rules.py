@@ -238,6 +238,28 @@ async def test_overrides_per_tariff_and_account(redis: aioredis.Redis, clock: Cl
     assert await allowed("vip", "", 5) == [True] * 5
 
 
+async def test_the_default_plans_override_applies_to_accounts_naming_no_tariff(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """An account created without a tariff is rated by [rating] default_plan, whose id
+    is "default" (its CDRs say tariff "default", and the CDR-event rules took
+    tariff_overrides.default for it); the authorize rules looked the override up by
+    the account's own tariff "" and never applied it."""
+    rule = {"name": "v", "kind": "velocity", "max_calls": 1, "window_s": 60, "action": "refuse"}
+    fraud = await make_fraud(
+        redis, clock, [rule], tariff_overrides={"default": {"v": {"max_calls": 3}}}
+    )
+
+    async def allowed(account: str, tariff: str, n: int) -> list[bool]:
+        return [
+            (await fraud.check(call(account_id=account, tariff=tariff))).allowed for _ in range(n)
+        ]
+
+    assert await allowed("plain", "", 4) == [True, True, True, False]
+    assert await allowed("named", "default", 4) == [True, True, True, False]
+    assert await allowed("gold", "gold", 2) == [True, False]
+
+
 async def test_rules_of_other_kinds_do_not_touch_redis_when_none_applies(
     redis: aioredis.Redis, clock: Clock
 ) -> None:
