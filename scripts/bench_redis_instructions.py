@@ -55,17 +55,21 @@ def _call(i: int, accounts: int) -> CallInfo:
     return CallInfo(f"c{i}", f"u{i % accounts}", "", f"0301234{i % 1000:03d}", "10.0.0.1", "gw1")
 
 
-def _dumped(pid: int, out: Path) -> int:
-    """Dump callgrind's counters now; the instructions since the last zeroing."""
+def _dumped(pid: int, out: Path, keep: Path | None = None, name: str = "") -> int:
+    """Dump callgrind's counters now; the instructions since the last zeroing. ``keep``:
+    the dump copied there as ``callgrind.NAME`` (for callgrind_annotate)."""
     before = set(glob.glob(f"{out}*"))
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     for _ in range(200):
         new = set(glob.glob(f"{out}*")) - before
         if new:
             time.sleep(0.2)
-            text = Path(sorted(new)[-1]).read_text(errors="replace")
+            dump = Path(sorted(new)[-1])
+            text = dump.read_text(errors="replace")
             for line in text.splitlines():
                 if line.startswith(("summary:", "totals:")):
+                    if keep is not None:
+                        shutil.copyfile(dump, keep / f"callgrind.{name}")
                     return int(line.split()[1])
         time.sleep(0.05)
     raise SystemExit("callgrind did not dump")
@@ -128,7 +132,7 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
         scripts = await _scripts(client)
         _zero(pid)
         await asyncio.gather(*work())
-        instructions = _dumped(pid, out)
+        instructions = _dumped(pid, out, args.keep, name)
         after = await _scripts(client)
         sent = {c: (after[c] - scripts[c]) / args.calls for c in after}
         print(
@@ -172,7 +176,16 @@ def main() -> None:
         help="the ledger's request timeout (the daemon's: [redis] command_timeout_s, 2.0): "
         "a new call's reserve gets a deadline, checked by Redis's TIME; 0 none",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="a directory: each phase's callgrind dump is copied there as "
+        "callgrind.PHASE (read them with callgrind_annotate)",
+    )
     args = parser.parse_args()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"
         server = subprocess.Popen(
