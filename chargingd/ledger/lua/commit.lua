@@ -12,7 +12,10 @@
 --   script (it need not read the account again); with it, for that reserve too:
 --   ARGV.known the session hash's {closed, refused} (this commit writes neither) and,
 --   once this commit read the session's hold, ARGV.hold {the hold as this commit left
---   it, whether there was one}
+--   it, whether there was one}; once it debited, ARGV.account's balance_n, reserved_n
+--   and credit_limit_n are those three as numbers (the reserve need not parse them)
+-- Each figure is formatted once (s()) and each stored one parsed once (docs/performance.md,
+-- round 13a): the same writes, entries and reply as before.
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, cum, now, who, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
@@ -20,31 +23,38 @@ local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance'
                      'credit_limit', 'reserved', 'debits', 'topups', 'max_calls', 'lease_due')
 if not a[1] then return {'unknown'} end
 local give = ARGV.account ~= nil
--- RESERVE_FIELDS (common.lua) as they stand until this script writes the account
-if give then ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]} end
 local balance = num(a[4])
-local st
-if give then
-  st = redis.call('HMGET', sess, 'debited', 'closed', 'refused')
-  ARGV.known = {st[2], st[3]}
-else
-  st = redis.call('HMGET', sess, 'debited', 'closed')
+-- {closed, refused, debited}: the first two are ARGV.known as the reserve reads them
+local st = redis.call('HMGET', sess, 'closed', 'refused', 'debited')
+if give then ARGV.known = st end
+local done = num(st[3])
+-- RESERVE_FIELDS (common.lua) as they stand where this script writes nothing
+if st[1] == '1' then
+  if give then ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]} end
+  return {'closed', 0, done, balance, 0}
 end
-local done = num(st[1])
-if st[2] == '1' then return {'closed', 0, done, balance, 0} end
 local debit = cum - done
-if debit <= 0 then return {'dup', 0, done, balance, 0} end
+if debit <= 0 then
+  if give then ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]} end
+  return {'dup', 0, done, balance, 0}
+end
 
 local raw_hold = redis.call('HGET', holds, sid)
 local hold = num(raw_hold)
-if give then ARGV.hold = {hold, raw_hold ~= false} end
 local credit_limit = num(a[5])
 local floor = credit_floor(a[1], credit_limit)
+local reserved = num(a[6])
 if ARGV[7] == 'cap' then
-  local room = balance - (num(a[6]) - hold) - floor
+  local room = balance - (reserved - hold) - floor
   if room < 0 then room = 0 end
   if debit > room then debit = room end
-  if debit <= 0 then return {'ok', 0, done, balance, 0} end
+  if debit <= 0 then
+    if give then
+      ARGV.account = {a[1], a[2], a[4], a[5], a[6], a[9], a[10]}
+      ARGV.hold = {hold, raw_hold ~= false}
+    end
+    return {'ok', 0, done, balance, 0}
+  end
 end
 -- The debit comes out of the session's own hold first.
 local take = debit
@@ -52,23 +62,31 @@ if take > hold then take = hold end
 if take > 0 then
   redis.call('HSET', holds, sid, s(hold - take))
   if give then ARGV.hold = {hold - take, true} end
+elseif give then
+  ARGV.hold = {hold, raw_hold ~= false}
 end
-local reserved = num(a[6]) - take
-local before = {balance = a[4], reserved = a[6], status = a[2], status_reason = a[3]}
+reserved = reserved - take
 balance = balance - debit
 local overrun = 0
 if balance < floor then overrun = 1 end
 local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
-local debits = s(num(a[7]) + debit)
-redis.call('HSET', acct, 'balance', s(balance), 'reserved', s(reserved),
-           'debits', debits, 'status', status, 'status_reason', reason,
-           'updated_ms', s(now))
-journal(acct, now, 'debit', -debit, sid, '', who, '', {s(balance), a[8], debits})
-if give then ARGV.account = {a[1], status, s(balance), a[5], s(reserved), a[9], a[10]} end
+local debits = num(a[7]) + debit
+local balance_s, reserved_s, now_s, debits_s = s(balance), s(reserved), s(now), s(debits)
+redis.call('HSET', acct, 'balance', balance_s, 'reserved', reserved_s,
+           'debits', debits_s, 'status', status, 'status_reason', reason,
+           'updated_ms', now_s)
+journal_x(acct, now_s, 'debit', -debit, sid, '', who, '', balance_s, num(a[8]) - debits)
+if give then
+  ARGV.account = {a[1], status, balance_s, a[5], reserved_s, a[9], a[10],
+                  balance_n = balance, reserved_n = reserved, credit_limit_n = credit_limit}
+end
 done = done + debit
-redis.call('HSET', sess, 'debited', s(done))
+local done_s = s(done)
+redis.call('HSET', sess, 'debited', done_s)
 redis.call('PEXPIRE', sess, ARGV[6])
-audit(stream, maxlen, now, who, 'commit', '', before,
-      {balance = s(balance), reserved = s(reserved), status = status, status_reason = reason},
-      {'session', sid, 'amount', s(debit), 'cumulative', s(done), 'overrun', s(overrun)})
+audit_x(stream, maxlen, now_s, who, 'commit', '',
+        (a[4] or '') .. ',' .. (a[6] or '') .. ',' .. (a[2] or '') .. ',' .. (a[3] or ''),
+        balance_s .. ',' .. reserved_s .. ',' .. (status or '') .. ',' .. (reason or ''),
+        'x.session', sid, 'x.amount', s(debit), 'x.cumulative', done_s,
+        'x.overrun', overrun == 1 and '1' or '0')
 return {'ok', debit, done, balance, overrun}

@@ -42,6 +42,20 @@ local function audit(stream, maxlen, now, who, what, why, before, after, extra)
   redis.call('XADD', unpack(args))
 end
 
+-- audit() where the hot scripts (commit, release) have what it needs as text already:
+-- `now_s` s(now), `b` and `a` snap_text's of the before and after snapshots, then the
+-- extra details as name/value pairs, each name with its 'x.' prefix. The same XADD,
+-- without the argument table, the snapshot tables or the names' concatenations.
+local function audit_x(stream, maxlen, now_s, who, what, why, b, a, ...)
+  if tonumber(maxlen) > 0 then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'ts', now_s, 'who', who,
+               'what', what, 'why', why, 'b', b, 'a', a, ...)
+  else
+    redis.call('XADD', stream, '*', 'ts', now_s, 'who', who, 'what', what, 'why', why,
+               'b', b, 'a', a, ...)
+  end
+end
+
 -- The account's journal (chargingd/ledger/journal.py): one entry per money movement,
 -- appended by the script that moves it, after its HSET of the account: the balance
 -- and the net of lifetime totals (top-ups - debits) after it. The stream is the acct
@@ -55,6 +69,16 @@ local function journal(acct, now, kind, amount, ref, source, who, why, after)
   redis.call('XADD', string.sub(acct, 1, -5) .. 'journal', '*', 'k', kind, 'a', s(amount),
              'b', t[1], 'n', s(num(t[2]) - num(t[3])), 'r', ref, 's', source, 'w', who,
              'y', why, 't', s(now))
+end
+
+-- journal() of a debit where the caller (commit, release) has its figures: `now_s`
+-- s(now), `balance_s` the balance its HSET just wrote, `net` topups - debits after it
+-- (a number). The same entry, without reading the totals back from their text.
+local function journal_x(acct, now_s, kind, amount, ref, source, who, why, balance_s, net)
+  if amount == 0 and kind ~= 'open' then return end
+  redis.call('XADD', string.sub(acct, 1, -5) .. 'journal', '*', 'k', kind, 'a', s(amount),
+             'b', balance_s, 'n', s(net), 'r', ref, 's', source, 'w', who, 'y', why,
+             't', now_s)
 end
 
 -- The lowest balance an account may spend down to: 0 prepaid, -credit_limit postpaid.

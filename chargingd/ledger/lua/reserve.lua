@@ -6,7 +6,8 @@
 -- ARGV[9] max expired holds to reclaim first  ARGV[10] audit this hold 0|1
 -- ARGV[11] deadline ms on Redis's own clock (TIME), '0' none (see below)
 -- ARGV[12] how long a new session's refusal is remembered (ms)
--- ARGV.account (embedded: a table) the RESERVE_FIELDS account_check.lua read; absent: read
+-- ARGV.account (embedded: a table) the RESERVE_FIELDS account_check.lua read (commit.lua's:
+--   with balance_n, reserved_n, credit_limit_n, three of them as numbers); absent: read
 --   here. Only KEYS[1..5] and ARGV[1..12] are read: a caller may pass its own KEYS, ARGV
 -- Returns {'ok', granted, available_after, reclaimed}
 --       | {'refused', reason, available, reclaimed} | {'closed'}
@@ -61,14 +62,14 @@ if deadline ~= '0' then
 end
 
 -- Expired leases first, once one may be due (lease_due: common.lua).
-local reclaimed, reserved = 0, num(a[5])
+local reclaimed, reserved = 0, a.reserved_n or num(a[5])
 if not due or due <= now then
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
                                          reclaim_n, reserved)
   swept = true
 end
-local balance = num(a[3])
-local floor = credit_floor(a[1], num(a[4]))
+local balance = a.balance_n or num(a[3])
+local floor = credit_floor(a[1], a.credit_limit_n or num(a[4]))
 local max_calls = num(a[6])
 -- What the account can give this session (its own hold counts), or why not.
 -- leased: the session has a hold (holds and leases always have the same members).

@@ -31,23 +31,23 @@ local function note()  -- the packet noted, the grant left to the caller
   for k, v in pairs(cmsgpack.unpack(ARGV[27])) do rec[k] = v end
   redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
 end
-local keys = KEYS  -- the ledger's KEYS[1..5] (it reads no others): no copy
-local cargs = {unpack(ARGV, 1, 7)}
-cargs.account = true  -- commit.lua leaves the account's fields there
-local c = ledger_commit(keys, cargs)
+-- The ledger's steps take this script's own KEYS (they read KEYS[1..5] only) and ARGV
+-- (the commit reads ARGV[1..7] only; then the reserve's ARGV[1..12], ARGV[8..19] here,
+-- are moved down in place): no copies into new tables.
+ARGV.account = true  -- commit.lua leaves the account's fields there
+local c = ledger_commit(KEYS, ARGV)
 if c[1] == 'unknown' then note(); return {c, {}, 0} end
-local total = c[3]
+local total, cost = c[3], ARGV[2]
 local want = tonumber(ARGV[20]) - total
 local amount = want
 if amount < 1 then amount = 1 end
-local rargs = {unpack(ARGV, 8, 19)}
-rargs[2] = s(amount)
+for i = 1, 12 do ARGV[i] = ARGV[i + 7] end
+ARGV[2] = amount  -- a number: reserve.lua reads it by tonumber()
 -- the account, the session hash's flags and the session's hold as the commit read and
--- wrote them (nothing else writes them in between): the reserve decides with them
--- instead of reading them again
-rargs.account, rargs.known, rargs.hold = cargs.account, cargs.known, cargs.hold
-local r = ledger_reserve(keys, rargs)
-if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(ARGV[2]) then note(); return {c, r, 0} end
+-- wrote them (nothing else writes them in between; ARGV.account, ARGV.known,
+-- ARGV.hold): the reserve decides with them instead of reading them again
+local r = ledger_reserve(KEYS, ARGV)
+if r[1] ~= 'ok' or r[2] < want or total ~= tonumber(cost) then note(); return {c, r, 0} end
 if noted then
   if r[2] ~= tonumber(ARGV[26]) then note(); return {c, r, 0} end
   redis.call('SET', KEYS[6], ARGV[25], 'KEEPTTL')

@@ -15,5 +15,7 @@
 if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'stale'} end
 if not redis.call('SET', KEYS[7], ARGV[1], 'NX', 'EX', ARGV[2]) then return {'busy'} end
 redis.call('SET', KEYS[6], ARGV[4], 'KEEPTTL')
-local rel = ledger_release(KEYS, {unpack(ARGV, 5, 12)})  -- its KEYS[1..5]: no copy
+-- its KEYS[1..5] and ARGV[1..8] (ARGV[5..12] here, moved down in place): no copies
+for i = 1, 8 do ARGV[i] = ARGV[i + 4] end
+local rel = ledger_release(KEYS, ARGV)
 return {'ok', rel}
