@@ -146,3 +146,40 @@ local function reclaim_due(acct, holds, leases, stream, maxlen, now, who, limit,
   reserved = reclaim_ids(acct, holds, leases, stream, maxlen, now, who, expired, reserved)
   return #expired, reserved, due
 end
+
+-- reserve.lua's steps, here rather than as its local functions (closures made on every
+-- call, with their upvalues): the same code with the reserve's figures as arguments.
+-- A new session's refusal, remembered: the same request gets the same answer (the
+-- lease_due a sweep found written first).
+local function reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, reason,
+                              available, reclaimed)
+  if swept then redis.call('HSET', acct, 'lease_due', s(due)) end
+  if new_session then
+    redis.call('HSET', sess, 'refused', reason)
+    redis.call('PEXPIRE', sess, refusal_ttl)
+  end
+  return {'refused', reason, available, reclaimed}
+end
+
+-- What the account can give a session (its own hold `own` counts), or why not.
+-- leased: the session has a hold (holds and leases always have the same members).
+local function reserve_decide(own, leased, balance, reserved, floor, status, new_session,
+                              max_calls, leases, amount, partial)
+  local available = balance - (reserved - own) - floor
+  if available < 0 then available = 0 end
+  if status ~= 'active' then return 'suspended', available end
+  if new_session and max_calls > 0 and not leased
+     and redis.call('ZCARD', leases) >= max_calls then
+    return 'too_many_calls', available
+  end
+  if available <= 0 or (available < amount and not partial) then
+    return 'insufficient_credit', available
+  end
+  return nil, available
+end
+
+-- A session's hold: its amount and whether there is one.
+local function hold_of(holds, sid)
+  local raw = redis.call('HGET', holds, sid)
+  return num(raw), raw ~= false
+end

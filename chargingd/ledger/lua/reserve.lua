@@ -43,21 +43,14 @@ if not known then known = redis.call('HMGET', sess, 'closed', 'refused') end
 if known[1] == '1' then return {'closed'} end
 -- A new session's refusal, remembered: the same request gets the same answer.
 local swept, due = false, tonumber(a[7])
-local function refuse(reason, available, reclaimed)
-  if swept then redis.call('HSET', acct, 'lease_due', s(due)) end
-  if new_session then
-    redis.call('HSET', sess, 'refused', reason)
-    redis.call('PEXPIRE', sess, refusal_ttl)
-  end
-  return {'refused', reason, available, reclaimed}
-end
 if new_session and known[2] and not redis.call('ZSCORE', leases, sid) then
   return {'refused', known[2], 0, 0}
 end
 if deadline ~= '0' then
   local t = redis.call('TIME')
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline) then
-    return refuse('late', 0, 0)
+    return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, 'late', 0,
+                          0)
   end
 end
 
@@ -71,25 +64,9 @@ end
 local balance = a.balance_n or num(a[3])
 local floor = credit_floor(a[1], a.credit_limit_n or num(a[4]))
 local max_calls = num(a[6])
--- What the account can give this session (its own hold counts), or why not.
--- leased: the session has a hold (holds and leases always have the same members).
-local function decide(own, leased)
-  local available = balance - (reserved - own) - floor
-  if available < 0 then available = 0 end
-  if a[2] ~= 'active' then return 'suspended', available end
-  if new_session and max_calls > 0 and not leased
-     and redis.call('ZCARD', leases) >= max_calls then
-    return 'too_many_calls', available
-  end
-  if available <= 0 or (available < amount and not partial) then
-    return 'insufficient_credit', available
-  end
-  return nil, available
-end
-local function own_hold()
-  local raw = redis.call('HGET', holds, sid)
-  return num(raw), raw ~= false
-end
+-- What the account can give this session, or why not: reserve_decide (common.lua),
+-- with this script's figures as they stand; the session's own hold: hold_of. (Functions
+-- of common.lua, not local functions here: those were closures made on every call.)
 -- A new session has no hold of its own, so it is not read up front: a refusal reads
 -- it first (it would count), and the grant writes the hold with HSETNX, which says
 -- when there was one after all (a retransmitted request that no session record
@@ -100,14 +77,18 @@ if not unread then
   if given and reclaimed == 0 then
     own, leased = given[1], given[2]
   else
-    own, leased = own_hold()
+    own, leased = hold_of(holds, sid)
   end
 end
-local reason, available = decide(own, leased)
+local reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+                                         new_session, max_calls, leases, amount, partial)
 if reason and unread then
-  own, leased = own_hold()
+  own, leased = hold_of(holds, sid)
   unread = false
-  if leased then reason, available = decide(own, leased) end
+  if leased then
+    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+                                       new_session, max_calls, leases, amount, partial)
+  end
 end
 -- Before refusing for want of money or of a call slot, or granting less than asked,
 -- expired leases go back even if lease_due says none is due yet: a reserve of an older
@@ -119,16 +100,26 @@ if not swept and (reason == 'too_many_calls' or reason == 'insufficient_credit'
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
                                          reclaim_n, reserved)
   swept = true
-  if reclaimed > 0 then reason, available = decide(own, leased) end
+  if reclaimed > 0 then
+    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+                                       new_session, max_calls, leases, amount, partial)
+  end
 end
-if reason then return refuse(reason, available, reclaimed) end
+if reason then
+  return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, reason, available,
+                        reclaimed)
+end
 local granted = amount
 if granted > available then granted = available end
 if not unread or redis.call('HSETNX', holds, sid, s(granted)) == 0 then
   if unread then
-    own, leased = own_hold()
-    reason, available = decide(own, leased)
-    if reason then return refuse(reason, available, reclaimed) end
+    own, leased = hold_of(holds, sid)
+    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+                                       new_session, max_calls, leases, amount, partial)
+    if reason then
+      return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, reason,
+                            available, reclaimed)
+    end
     granted = amount
     if granted > available then granted = available end
   end
