@@ -125,22 +125,26 @@ if not unread or redis.call('HSETNX', holds, sid, s(granted)) == 0 then
   end
   redis.call('HSET', holds, sid, s(granted))
 end
-local before = {balance = a[3], reserved = s(reserved), status = a[2]}
+-- the reserved total before this grant: the audit's "before", formatted only if audited
+local reserved_before = reserved
 reserved = reserved - own + granted
-redis.call('ZADD', leases, s(now + lease_ms), sid)
+local expiry = now + lease_ms
+redis.call('ZADD', leases, s(expiry), sid)
 -- lease_due written when it moves (swept, or this lease is the account's lowest now)
 local moved = swept
-if now + lease_ms < due then
-  due, moved = now + lease_ms, true
+if expiry < due then
+  due, moved = expiry, true
 end
+local reserved_s = s(reserved)
 if moved then
-  redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now), 'lease_due', s(due))
+  redis.call('HSET', acct, 'reserved', reserved_s, 'updated_ms', s(now), 'lease_due', s(due))
 else
-  redis.call('HSET', acct, 'reserved', s(reserved), 'updated_ms', s(now))
+  redis.call('HSET', acct, 'reserved', reserved_s, 'updated_ms', s(now))
 end
 if audit_on == '1' then
-  audit(stream, maxlen, now, who, 'reserve', '', before,
-        {balance = a[3], reserved = s(reserved), status = a[2]},
+  audit(stream, maxlen, now, who, 'reserve', '',
+        {balance = a[3], reserved = s(reserved_before), status = a[2]},
+        {balance = a[3], reserved = reserved_s, status = a[2]},
         {'session', sid, 'amount', s(granted), 'asked', s(amount)})
 end
 return {'ok', granted, available - granted, reclaimed}
