@@ -22,6 +22,45 @@
 -- ARGV.c (embedded: a table; sessions/fused.py, the plain authorize) the values of
 --   ARGV[5..10] and ARGV[12] of this process, in that order, kept in the script's code:
 --   then the caller sends ARGV[1..4] and the deadline (ARGV[11]) as ARGV[5] only
+-- This script's steps with its figures as arguments (common.lua's RESERVE_STEPS: made
+-- on the first run, then kept).
+local steps = RESERVE_STEPS
+if not steps then
+  steps = {}
+  -- A new session's refusal, remembered: the same request gets the same answer (the
+  -- lease_due a sweep found written first).
+  function steps.refuse(acct, sess, swept, due, new_session, refusal_ttl, reason, available,
+                        reclaimed)
+    if swept then redis.call('HSET', acct, 'lease_due', s(due)) end
+    if new_session then
+      redis.call('HSET', sess, 'refused', reason)
+      redis.call('PEXPIRE', sess, refusal_ttl)
+    end
+    return {'refused', reason, available, reclaimed}
+  end
+  -- What the account can give a session (its own hold `own` counts), or why not.
+  -- leased: the session has a hold (holds and leases always have the same members).
+  function steps.decide(own, leased, balance, reserved, floor, status, new_session,
+                        max_calls, leases, amount, partial)
+    local available = balance - (reserved - own) - floor
+    if available < 0 then available = 0 end
+    if status ~= 'active' then return 'suspended', available end
+    if new_session and max_calls > 0 and not leased
+       and redis.call('ZCARD', leases) >= max_calls then
+      return 'too_many_calls', available
+    end
+    if available <= 0 or (available < amount and not partial) then
+      return 'insufficient_credit', available
+    end
+    return nil, available
+  end
+  -- A session's hold: its amount and whether there is one.
+  function steps.hold(holds, sid)
+    local raw = redis.call('HGET', holds, sid)
+    return num(raw), raw ~= false
+  end
+  RESERVE_STEPS = steps
+end
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, amount, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local partial, new_session, who, maxlen, reclaim_n, audit_on, deadline, refusal_ttl
@@ -49,7 +88,7 @@ end
 if deadline ~= '0' then
   local t = redis.call('TIME')
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline) then
-    return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, 'late', 0,
+    return steps.refuse(acct, sess, swept, due, new_session, refusal_ttl, 'late', 0,
                           0)
   end
 end
@@ -64,9 +103,8 @@ end
 local balance = a.balance_n or num(a[3])
 local floor = credit_floor(a[1], a.credit_limit_n or num(a[4]))
 local max_calls = num(a[6])
--- What the account can give this session, or why not: reserve_decide (common.lua),
--- with this script's figures as they stand; the session's own hold: hold_of. (Functions
--- of common.lua, not local functions here: those were closures made on every call.)
+-- What the account can give this session, or why not: steps.decide with this
+-- script's figures as they stand; the session's own hold: steps.hold.
 -- A new session has no hold of its own, so it is not read up front: a refusal reads
 -- it first (it would count), and the grant writes the hold with HSETNX, which says
 -- when there was one after all (a retransmitted request that no session record
@@ -77,16 +115,16 @@ if not unread then
   if given and reclaimed == 0 then
     own, leased = given[1], given[2]
   else
-    own, leased = hold_of(holds, sid)
+    own, leased = steps.hold(holds, sid)
   end
 end
-local reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+local reason, available = steps.decide(own, leased, balance, reserved, floor, a[2],
                                          new_session, max_calls, leases, amount, partial)
 if reason and unread then
-  own, leased = hold_of(holds, sid)
+  own, leased = steps.hold(holds, sid)
   unread = false
   if leased then
-    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+    reason, available = steps.decide(own, leased, balance, reserved, floor, a[2],
                                        new_session, max_calls, leases, amount, partial)
   end
 end
@@ -101,23 +139,23 @@ if not swept and (reason == 'too_many_calls' or reason == 'insufficient_credit'
                                          reclaim_n, reserved)
   swept = true
   if reclaimed > 0 then
-    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+    reason, available = steps.decide(own, leased, balance, reserved, floor, a[2],
                                        new_session, max_calls, leases, amount, partial)
   end
 end
 if reason then
-  return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, reason, available,
+  return steps.refuse(acct, sess, swept, due, new_session, refusal_ttl, reason, available,
                         reclaimed)
 end
 local granted = amount
 if granted > available then granted = available end
 if not unread or redis.call('HSETNX', holds, sid, s(granted)) == 0 then
   if unread then
-    own, leased = hold_of(holds, sid)
-    reason, available = reserve_decide(own, leased, balance, reserved, floor, a[2],
+    own, leased = steps.hold(holds, sid)
+    reason, available = steps.decide(own, leased, balance, reserved, floor, a[2],
                                        new_session, max_calls, leases, amount, partial)
     if reason then
-      return reserve_refuse(acct, sess, swept, due, new_session, refusal_ttl, reason,
+      return steps.refuse(acct, sess, swept, due, new_session, refusal_ttl, reason,
                             available, reclaimed)
     end
     granted = amount
