@@ -24,7 +24,9 @@ Safety:
   entry: docs/fraud.md "Tenth round"), and fr_sum/fr_edge, each counter table's window
   sum and the soonest one of its buckets stops counting, by the table (weak keys: gone
   with it; only tables fr_kept hands back, the very ones written: docs/fraud.md
-  "Thirteenth round");
+  "Thirteenth round"); and the ledger's RESERVE_STEPS (ledger/lua/common.lua):
+  reserve.lua's three functions of their arguments, made by its first run and never
+  changed after (docs/performance.md, round 13a);
 - rolling upgrades: the library's (and its function's) name carries the hash of its
   code, so daemons of two versions each call their own; a library is loaded without
   REPLACE ("already exists" is the same code: nothing to do);
