@@ -130,7 +130,7 @@ class FusedPath:
         # (ledger/lua/reserve_first.lua).
         self._authorize, self.library = self._plain(first=True)
         # With the fraud rules ahead of it (session_authorize_fraud.lua).
-        authorize = record_lua((lua / "session_authorize.lua").read_text())
+        authorize = record_lua((lua / "session_authorize.lua").read_text(), store.layout)
         # its c: the plain authorize's per-process arguments (CONF) as ARGV.c (nested: its
         # reply as the wrapper reads it, not flat); a new
         # call's full grant straight (reserve_first.lua, with the account's fields the
@@ -169,7 +169,7 @@ class FusedPath:
         (a library's once, at its load) and the body's local ``c`` (with ``nested``
         false: the plain authorize answers a written record flat)."""
         lua = resources.files("chargingd.sessions") / "lua"
-        body = record_lua((lua / f"{name}.lua").read_text())
+        body = record_lua((lua / f"{name}.lua").read_text(), self.store.layout)
         definitions = ""
         if conf:
             definitions = f"local CONF = {conf}\n"
@@ -259,7 +259,7 @@ class FusedPath:
         # the session's index member are derived there (from KEYS[7]: live_key)
         args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
         args += self.steps.first_check(check)
-        args.append(rec.pack(extra=1, omit=("credit_micros",)))
+        args.append(rec.pack(extra=1, omit=("credit_micros",), layout=self.store.layout))
         args.append(int(held_only))
         if fraud is None:
             if locator is not None:
@@ -332,8 +332,9 @@ class FusedPath:
         grant_fields |= {"paid_usage_s": paid_usage_s, "limited": 0}
         if deadline_ms:
             grant_fields["deadline_ms"] = deadline_ms
-        granted, after = noted.after(**grant_fields)
-        args += [noted.before, after, held, noted.fields_map()]
+        layout = self.store.layout
+        granted, after = noted.after(layout, **grant_fields)
+        args += [noted.before, after, held, noted.fields_map(layout)]
         seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
         reply = await self._send_with_index(
             self._renew.sha, keys, args, step, [seen], self.renew_library
@@ -380,7 +381,13 @@ class FusedPath:
         now_ms = self.ledger.clock_ms()
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
-        args: list[Any] = [token, 30, noted.before, noted.after()[1], *release.argv]
+        args: list[Any] = [
+            token,
+            30,
+            noted.before,
+            noted.after(self.store.layout)[1],
+            *release.argv,
+        ]
         reply = await self._send_with_index(
             self._stop.sha, keys, args, None, None, self.stop_library
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from chargingd.sessions.record import SessionRecord, fields_map
+from chargingd.sessions.record import Layout, SessionRecord, fields_map
 from chargingd.sessions.store import USAGE_SLACK_S
 
 
@@ -38,14 +38,15 @@ class Noted:
         self.fields: Final = fields
         self.gateway: Final = gateway
 
-    def after(self, **grant: int) -> tuple[SessionRecord, bytes]:
-        """``rec`` with ``grant``'s fields too, and its stored value."""
+    def after(self, layout: Layout | None = None, **grant: int) -> tuple[SessionRecord, bytes]:
+        """``rec`` with ``grant``'s fields too, and its stored value in ``layout``
+        (None: LEGACY)."""
         rec = self.rec.replace(**grant) if grant else self.rec
-        return rec, rec.pack()
+        return rec, rec.pack(layout=layout)
 
-    def fields_map(self) -> bytes:
+    def fields_map(self, layout: Layout | None = None) -> bytes:
         """The noted fields as session_renew.lua merges them into the stored value."""
-        return fields_map(self.fields)
+        return fields_map(self.fields, layout)
 
 
 def note(

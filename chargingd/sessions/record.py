@@ -6,9 +6,16 @@ session and account ids are not stored (they are in the key). Short codes and no
 defaults keep a new call's record near 120 bytes of value, where a hash of the full
 field names took ~470 bytes of Redis memory (docs/performance.md).
 
+Two layouts (``Layout``): LEGACY, keyed by those codes with the state always stored
+(what versions before the layouts read), and COMPACT ([sessions] compact_records),
+keyed by small integers (``INT_CODES``) with the state left out while live: 35 bytes
+less for a started call (docs/performance.md, round 13c). Every reader here takes both;
+a daemon writes its own, whole (docs/credit-control.md "Upgrading to compact records").
+
 The session scripts (sessions/lua/*.lua) read and write the same map with Redis's
-built-in ``cmsgpack``; they name a field ``$field_name``, replaced by its quoted code
-when the script is loaded (``record_lua``), so the codes are written in one place.
+built-in ``cmsgpack``; they name a field ``$field_name``, replaced by its code in the
+daemon's layout when the script is loaded (``record_lua``), so the codes are written in
+one place, and decode a record with ``rec_unpack`` (either layout, into the daemon's).
 Integers stay integers both ways (cmsgpack packs an integral Lua number as an int).
 """
 
@@ -25,6 +32,8 @@ from chargingd.core.chain import chained
 from chargingd.sessions.recordspec import CLOSED as CLOSED
 from chargingd.sessions.recordspec import CODES as CODES
 from chargingd.sessions.recordspec import FIELDS as FIELDS
+from chargingd.sessions.recordspec import INT_CODES as INT_CODES
+from chargingd.sessions.recordspec import INT_SAME_CONF_ID as INT_SAME_CONF_ID
 from chargingd.sessions.recordspec import LIVE as LIVE
 from chargingd.sessions.recordspec import REQUIRED as REQUIRED
 from chargingd.sessions.recordspec import SAME_CONF_ID as SAME_CONF_ID
@@ -261,13 +270,27 @@ class SessionRecord:
     def member(self) -> bytes:
         return member(self.account_id, self.session_id)
 
-    def stored(self, *, omit: tuple[str, ...] = ()) -> dict[str, str | int]:
+    def stored(
+        self, *, omit: tuple[str, ...] = (), layout: Layout | None = None
+    ) -> dict[Any, str | int]:
         """Code -> value of the fields that differ from their defaults (state always),
         ``omit`` left out: the map the record is stored as. Not stored twice: a
         conf_id equal to the session id (Cisco: the session id is the h323-conf-id)
         is the flag ``SAME_CONF_ID``, a last_seen_ms equal to auth_ms (a new call) is
-        left out (from_fields restores both)."""
-        out: dict[str, str | int] = {
+        left out (from_fields restores both). ``layout`` COMPACT: the same map by
+        INT_CODES, the state left out while live."""
+        out = self._stored(omit)
+        if layout is None or layout.state_always:
+            return out
+        compact: dict[Any, str | int] = {}
+        for code, value in out.items():
+            if code == _STATE and value == LIVE:
+                continue
+            compact[_TO_INT[code]] = value
+        return compact
+
+    def _stored(self, omit: tuple[str, ...]) -> dict[Any, str | int]:
+        out: dict[Any, str | int] = {
             "u": self.user_name,
             "cg": self.caller,
             "cd": self.callee,
@@ -341,22 +364,26 @@ class SessionRecord:
         if self.cdr_revision != 0:
             out["rv"] = self.cdr_revision
 
-    def pack(self, *, extra: int = 0, omit: tuple[str, ...] = ()) -> bytes:
+    def pack(
+        self, *, extra: int = 0, omit: tuple[str, ...] = (), layout: Layout | None = None
+    ) -> bytes:
         """The stored value. ``extra``: that many code/value pairs follow, appended by a
-        script (the map header counts them); ``omit``: fields the script writes."""
+        script (the map header counts them); ``omit``: fields the script writes;
+        ``layout``: LEGACY (None) or COMPACT ([sessions] compact_records)."""
+        keys = LEGACY if layout is None else layout
         # The record's fields written straight (_write): no stored() map built and
         # walked (~23,000 -> ~10,000 instructions per authorize, round 11); nothing
         # omitted or only credit_micros (the fused authorize's), else the map's path.
         if not omit or (len(omit) == 1 and omit[0] == "credit_micros"):
             try:
-                return self._write(extra, not omit)
+                return self._write(extra, not omit, keys)
             except _Unwritten:
                 pass  # a value _write_map leaves to msgpack: the map's path
-        return self._pack_map(extra, omit)
+        return self._pack_map(extra, omit, keys)
 
-    def _pack_map(self, extra: int, omit: tuple[str, ...]) -> bytes:
+    def _pack_map(self, extra: int, omit: tuple[str, ...], keys: Layout) -> bytes:
         """pack() through stored(): the map written by _write_map, or by msgpack."""
-        fields = self.stored(omit=omit)
+        fields = self.stored(omit=omit, layout=keys)
         written = _write_map(fields, len(fields) + extra)
         if written is not None:
             return written
@@ -365,102 +392,104 @@ class SessionRecord:
             return body
         return map_header(len(fields) + extra) + body[len(map_header(len(fields))) :]
 
-    def _write(self, extra: int, credit: bool) -> bytes:
+    def _write(self, extra: int, credit: bool, k: Layout) -> bytes:
         """stored()'s map as _write_map writes it, straight from the fields, in
         stored()'s order (credit_micros left out when not ``credit``); _Unwritten for a
         value _write_map leaves to msgpack (not exactly a str or an int, a str that is
-        not UTF-8, an int outside 64 bits)."""
+        not UTF-8, an int outside 64 bits); ``k``: the layout's keys."""
         parts: list[bytes] = [b""]  # the header, once the pairs are counted
-        _put_str(parts, _K_USER, self.user_name)
-        _put_str(parts, _K_CALLER, self.caller)
-        _put_str(parts, _K_CALLEE, self.callee)
-        _put_str(parts, _K_DEST, self.destination)
-        _put_str(parts, _K_PLAN, self.plan)
-        _put_str(parts, _K_CURRENCY, self.currency)
-        _put_str(parts, _K_GATEWAY, self.gateway)
-        _put_str(parts, _K_CLIENT, self.client)
-        _put_int(parts, _I_AUTH_MS, self.auth_ms)
-        self._write_grant(parts)
-        self._write_cut(parts, credit)
-        _put_str(parts, _K_STATE, self.state)
-        self._write_closed(parts)
+        _put_str(parts, k.user, self.user_name)
+        _put_str(parts, k.caller, self.caller)
+        _put_str(parts, k.callee, self.callee)
+        _put_str(parts, k.destination, self.destination)
+        _put_str(parts, k.plan, self.plan)
+        _put_str(parts, k.currency, self.currency)
+        _put_str(parts, k.gateway, self.gateway)
+        _put_str(parts, k.client, self.client)
+        _put_int(parts, k.auth_ms, self.auth_ms)
+        self._write_grant(parts, k)
+        self._write_cut(parts, credit, k)
+        if k.state_always or self.state != LIVE:
+            _put_str(parts, k.state, self.state)
+        self._write_closed(parts, k)
         if self.conf_id != "" and self.conf_id == self.session_id:
-            parts.append(_I_SAME_CONF_ID)
+            parts.append(k.same_conf_id)
             parts.append(_POS_FIX[1])
         # every pair is two parts (_put_str, _put_int)
         parts[0] = map_header((len(parts) - 1) // 2 + extra)
         return b"".join(parts)
 
     # _write's parts: _stored_grant's, _stored_cut's and _stored_closed's fields
-    def _write_grant(self, parts: list[bytes]) -> None:
+    def _write_grant(self, parts: list[bytes], k: Layout) -> None:
         if self.answer_ms != 0:
-            _put_int(parts, _I_ANSWER_MS, self.answer_ms)
+            _put_int(parts, k.answer_ms, self.answer_ms)
         if self.last_seen_ms != 0 and self.last_seen_ms != self.auth_ms:
-            _put_int(parts, _I_LAST_SEEN_MS, self.last_seen_ms)
+            _put_int(parts, k.last_seen_ms, self.last_seen_ms)
         if self.last_usage_s != 0:
-            _put_int(parts, _I_LAST_USAGE_S, self.last_usage_s)
+            _put_int(parts, k.last_usage_s, self.last_usage_s)
         if self.debited_micros != 0:
-            _put_int(parts, _I_DEBITED_MICROS, self.debited_micros)
+            _put_int(parts, k.debited_micros, self.debited_micros)
         if self.held_micros != 0:
-            _put_int(parts, _I_HELD_MICROS, self.held_micros)
+            _put_int(parts, k.held_micros, self.held_micros)
         if self.paid_usage_s != 0:
-            _put_int(parts, _I_PAID_USAGE_S, self.paid_usage_s)
+            _put_int(parts, k.paid_usage_s, self.paid_usage_s)
         if self.limited != 0:
-            _put_int(parts, _I_LIMITED, self.limited)
+            _put_int(parts, k.limited, self.limited)
         if self.deadline_ms != 0:
-            _put_int(parts, _I_DEADLINE_MS, self.deadline_ms)
+            _put_int(parts, k.deadline_ms, self.deadline_ms)
 
-    def _write_cut(self, parts: list[bytes], credit: bool) -> None:
+    def _write_cut(self, parts: list[bytes], credit: bool, k: Layout) -> None:
         if self.cut_reason != "":
-            _put_str(parts, _K_CUT_REASON, self.cut_reason)
+            _put_str(parts, k.cut_reason, self.cut_reason)
         if self.cut_attempts != 0:
-            _put_int(parts, _I_CUT_ATTEMPTS, self.cut_attempts)
+            _put_int(parts, k.cut_attempts, self.cut_attempts)
         if self.cut_ms != 0:
-            _put_int(parts, _I_CUT_MS, self.cut_ms)
+            _put_int(parts, k.cut_ms, self.cut_ms)
         if self.cut_ok != 0:
-            _put_int(parts, _I_CUT_OK, self.cut_ok)
+            _put_int(parts, k.cut_ok, self.cut_ok)
         if self.adopted != 0:
-            _put_int(parts, _I_ADOPTED, self.adopted)
+            _put_int(parts, k.adopted, self.adopted)
         if self.nas_session_id != "":
-            _put_str(parts, _K_NAS, self.nas_session_id)
+            _put_str(parts, k.nas_session_id, self.nas_session_id)
         if self.conf_id != "" and self.conf_id != self.session_id:
-            _put_str(parts, _K_CONF, self.conf_id)
+            _put_str(parts, k.conf_id, self.conf_id)
         if self.call_origin != "":
-            _put_str(parts, _K_ORIGIN, self.call_origin)
+            _put_str(parts, k.call_origin, self.call_origin)
         if credit and self.credit_micros != 0:
-            _put_int(parts, _I_CREDIT_MICROS, self.credit_micros)
+            _put_int(parts, k.credit_micros, self.credit_micros)
 
-    def _write_closed(self, parts: list[bytes]) -> None:
+    def _write_closed(self, parts: list[bytes], k: Layout) -> None:
         if self.status != "":
-            _put_str(parts, _K_STATUS, self.status)
+            _put_str(parts, k.status, self.status)
         if self.cost_micros != 0:
-            _put_int(parts, _I_COST_MICROS, self.cost_micros)
+            _put_int(parts, k.cost_micros, self.cost_micros)
         if self.charged_micros != 0:
-            _put_int(parts, _I_CHARGED_MICROS, self.charged_micros)
+            _put_int(parts, k.charged_micros, self.charged_micros)
         if self.provisional != 0:
-            _put_int(parts, _I_PROVISIONAL, self.provisional)
+            _put_int(parts, k.provisional, self.provisional)
         if self.reported_usage_s != 0:
-            _put_int(parts, _I_REPORTED_USAGE_S, self.reported_usage_s)
+            _put_int(parts, k.reported_usage_s, self.reported_usage_s)
         if self.cdr_revision != 0:
-            _put_int(parts, _I_CDR_REVISION, self.cdr_revision)
+            _put_int(parts, k.cdr_revision, self.cdr_revision)
 
     @classmethod
     def unpack(cls, account_id: str, session_id: str, blob: bytes) -> SessionRecord:
-        """Decode a stored value; unknown codes (newer versions) are ignored."""
-        raw = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+        """Decode a stored value (either layout); unknown codes (newer versions) are
+        ignored."""
+        raw = _unpackb(blob)
         return cls.from_fields(account_id, session_id, raw)
 
     @classmethod
-    def from_fields(cls, account_id: str, session_id: str, raw: dict[str, Any]) -> SessionRecord:
+    def from_fields(cls, account_id: str, session_id: str, raw: dict[Any, Any]) -> SessionRecord:
         values: dict[str, Any] = {"account_id": account_id, "session_id": session_id}
         for code, data in raw.items():
             spec = _BY_CODE.get(code)
             if spec is not None and data is not None:
                 name, kind = spec
                 values[name] = data if type(data) is kind else kind(data)
-        if raw.get(SAME_CONF_ID):
+        if raw.get(SAME_CONF_ID) or raw.get(INT_SAME_CONF_ID):
             values["conf_id"] = session_id
-        if _LAST_SEEN not in raw:
+        if _LAST_SEEN not in raw and _INT_LAST_SEEN not in raw:
             values["last_seen_ms"] = values.get("auth_ms", 0)
         if not _REQUIRED.issubset(values):
             raise TypeError(f"SessionRecord fields: {sorted(values)}")
@@ -510,26 +539,57 @@ class SessionRecord:
 
 
 _LAST_SEEN = CODES["last_seen_ms"]
+_INT_LAST_SEEN = INT_CODES["last_seen_ms"]
+_STATE = CODES["state"]
+_INT_STATE = INT_CODES["state"]
+_TO_INT: dict[Any, int] = {CODES[name]: code for name, code in INT_CODES.items()}
+_TO_INT[SAME_CONF_ID] = INT_SAME_CONF_ID
 _KEYED = ("session_id", "account_id")  # in the key, not in the value
 _STORED = [f for f in FIELDS if f[0] not in _KEYED]
 # code -> (field, its type)
-_BY_CODE: dict[str, tuple[str, type]] = {CODES[name]: (name, kind) for name, kind, _ in _STORED}
+_BY_CODE: dict[Any, tuple[str, type]] = {CODES[name]: (name, kind) for name, kind, _ in _STORED}
+_BY_CODE.update({INT_CODES[name]: (name, kind) for name, kind, _ in _STORED})
 _NAMES = frozenset(name for name, _, _ in FIELDS)
 _REQUIRED = frozenset(name for name, _, default in FIELDS if default is REQUIRED)
-_WRITTEN = frozenset(CODES.values()) | {SAME_CONF_ID}
+_WRITTEN: frozenset[Any] = frozenset(
+    [*CODES.values(), SAME_CONF_ID, *INT_CODES.values(), INT_SAME_CONF_ID]
+)
+
+
+def _unpackb(blob: bytes) -> Any:
+    """A stored value decoded (either layout: COMPACT's keys are integers)."""
+    return msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+
+
+def state_of(blob: bytes) -> Any:
+    """A stored record's state (either layout; LIVE when COMPACT left it out), without
+    building the record; None when the value is no record."""
+    try:
+        fields = _unpackb(blob)
+    except (ValueError, msgpack.ExtraData):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    if _STATE in fields:
+        return fields[_STATE]
+    if _INT_STATE in fields:
+        return fields[_INT_STATE]
+    return LIVE if INT_CODES["auth_ms"] in fields else None
 
 
 def unpack_known(account_id: str, session_id: str, blob: bytes) -> tuple[SessionRecord, bool]:
     """SessionRecord.unpack of a stored value, and True when every code in it is one
     this version writes back (a record a newer version added fields to is only merged
     into, never rewritten whole): one decode for both."""
-    raw = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+    raw = _unpackb(blob)
     return SessionRecord.from_fields(account_id, session_id, raw), _WRITTEN.issuperset(raw)
 
 
-def fields_map(fields: dict[str, str | int]) -> bytes:
-    """A msgpack map of some fields by code (what session_set.lua merges in)."""
-    packed: bytes = _packb({CODES[name]: value for name, value in fields.items()})
+def fields_map(fields: dict[str, str | int], layout: Layout | None = None) -> bytes:
+    """A msgpack map of some fields by code (what session_set.lua merges in), in
+    ``layout`` (None: LEGACY)."""
+    codes = CODES if layout is None else layout.codes
+    packed: bytes = _packb({codes[name]: value for name, value in fields.items()})
     return packed
 
 
@@ -588,14 +648,17 @@ def _msgpack_str_head(size: int) -> bytes:
     return b"\xdb" + size.to_bytes(4, "big")
 
 
-def _write_map(fields: dict[str, str | int], pairs: int) -> bytes | None:
+def _write_map(fields: dict[Any, str | int], pairs: int) -> bytes | None:
     """``fields`` as msgpack packs the map, its header counting ``pairs``; None when a
     value is not exactly a str or an int msgpack takes (packed by msgpack then)."""
     parts = [map_header(pairs)]
     for code, value in fields.items():
-        key = code.encode()
-        parts.append(_msgpack_str_head(len(key)))
-        parts.append(key)
+        if type(code) is int:
+            parts.append(_msgpack_int(code))  # COMPACT's key (a small int)
+        else:
+            key = code.encode()
+            parts.append(_msgpack_str_head(len(key)))
+            parts.append(key)
         kind = type(value)
         if kind is str:
             text: str = value  # type: ignore[assignment]
@@ -615,53 +678,117 @@ def _write_map(fields: dict[str, str | int], pairs: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _key(code: str) -> bytes:
-    """A code as _write_map writes a key."""
+def _key(code: str | int) -> bytes:
+    """A code as _write_map writes a key (COMPACT's: a positive fixint)."""
+    if isinstance(code, int):
+        return _msgpack_int(code)
     return _msgpack_str_head(len(code)) + code.encode()
 
 
-def _keyed(code: str) -> list[bytes]:
+def _keyed(code: str | int) -> list[bytes]:
     """A code's key followed by each fixstr header (value lengths 0..31), then the key
     alone: [key + fixstr(0), ..., key + fixstr(31), key]."""
     key = _key(code)
     return [key + head for head in _STR_FIX] + [key]
 
 
-# SessionRecord._write's keys: a str field's with its value's header, an int field's
-_K_USER: Final = _keyed(CODES["user_name"])
-_K_CALLER: Final = _keyed(CODES["caller"])
-_K_CALLEE: Final = _keyed(CODES["callee"])
-_K_DEST: Final = _keyed(CODES["destination"])
-_K_PLAN: Final = _keyed(CODES["plan"])
-_K_CURRENCY: Final = _keyed(CODES["currency"])
-_K_GATEWAY: Final = _keyed(CODES["gateway"])
-_K_CLIENT: Final = _keyed(CODES["client"])
-_K_CUT_REASON: Final = _keyed(CODES["cut_reason"])
-_K_NAS: Final = _keyed(CODES["nas_session_id"])
-_K_CONF: Final = _keyed(CODES["conf_id"])
-_K_ORIGIN: Final = _keyed(CODES["call_origin"])
-_K_STATE: Final = _keyed(CODES["state"])
-_K_STATUS: Final = _keyed(CODES["status"])
-_I_AUTH_MS: Final = _key(CODES["auth_ms"])
-_I_ANSWER_MS: Final = _key(CODES["answer_ms"])
-_I_LAST_SEEN_MS: Final = _key(CODES["last_seen_ms"])
-_I_LAST_USAGE_S: Final = _key(CODES["last_usage_s"])
-_I_DEBITED_MICROS: Final = _key(CODES["debited_micros"])
-_I_HELD_MICROS: Final = _key(CODES["held_micros"])
-_I_PAID_USAGE_S: Final = _key(CODES["paid_usage_s"])
-_I_LIMITED: Final = _key(CODES["limited"])
-_I_DEADLINE_MS: Final = _key(CODES["deadline_ms"])
-_I_CUT_ATTEMPTS: Final = _key(CODES["cut_attempts"])
-_I_CUT_MS: Final = _key(CODES["cut_ms"])
-_I_CUT_OK: Final = _key(CODES["cut_ok"])
-_I_ADOPTED: Final = _key(CODES["adopted"])
-_I_CREDIT_MICROS: Final = _key(CODES["credit_micros"])
-_I_COST_MICROS: Final = _key(CODES["cost_micros"])
-_I_CHARGED_MICROS: Final = _key(CODES["charged_micros"])
-_I_PROVISIONAL: Final = _key(CODES["provisional"])
-_I_REPORTED_USAGE_S: Final = _key(CODES["reported_usage_s"])
-_I_CDR_REVISION: Final = _key(CODES["cdr_revision"])
-_I_SAME_CONF_ID: Final = _key(SAME_CONF_ID)
+class Layout:
+    """One stored layout of the record: its codes, and its keys as SessionRecord._write
+    writes them (a str field's with its value's header, an int field's alone).
+
+    LEGACY: two-letter codes, the state always stored (every version reads it).
+    COMPACT ([sessions] compact_records): INT_CODES, one byte a key, the state left out
+    while live: ~2 bytes less a field, 35 a started call (docs/performance.md, round
+    13c). Versions before it cannot read it: docs/credit-control.md "Upgrading to compact
+    records"."""
+
+    __slots__ = (
+        "adopted",
+        "answer_ms",
+        "auth_ms",
+        "call_origin",
+        "callee",
+        "caller",
+        "cdr_revision",
+        "charged_micros",
+        "client",
+        "codes",
+        "conf_id",
+        "cost_micros",
+        "credit_micros",
+        "currency",
+        "cut_attempts",
+        "cut_ms",
+        "cut_ok",
+        "cut_reason",
+        "deadline_ms",
+        "debited_micros",
+        "destination",
+        "gateway",
+        "held_micros",
+        "last_seen_ms",
+        "last_usage_s",
+        "limited",
+        "nas_session_id",
+        "paid_usage_s",
+        "plan",
+        "provisional",
+        "reported_usage_s",
+        "same_conf_id",
+        "state",
+        "state_always",
+        "status",
+        "user",
+    )
+
+    def __init__(
+        self, codes: dict[str, Any], same_conf_id: str | int, *, state_always: bool
+    ) -> None:
+        self.codes: Final[dict[str, Any]] = codes
+        self.state_always: Final = state_always
+        self.same_conf_id: Final = _key(same_conf_id)
+        self.user: Final = _keyed(codes["user_name"])
+        self.caller: Final = _keyed(codes["caller"])
+        self.callee: Final = _keyed(codes["callee"])
+        self.destination: Final = _keyed(codes["destination"])
+        self.plan: Final = _keyed(codes["plan"])
+        self.currency: Final = _keyed(codes["currency"])
+        self.gateway: Final = _keyed(codes["gateway"])
+        self.client: Final = _keyed(codes["client"])
+        self.cut_reason: Final = _keyed(codes["cut_reason"])
+        self.nas_session_id: Final = _keyed(codes["nas_session_id"])
+        self.conf_id: Final = _keyed(codes["conf_id"])
+        self.call_origin: Final = _keyed(codes["call_origin"])
+        self.state: Final = _keyed(codes["state"])
+        self.status: Final = _keyed(codes["status"])
+        self.auth_ms: Final = _key(codes["auth_ms"])
+        self.answer_ms: Final = _key(codes["answer_ms"])
+        self.last_seen_ms: Final = _key(codes["last_seen_ms"])
+        self.last_usage_s: Final = _key(codes["last_usage_s"])
+        self.debited_micros: Final = _key(codes["debited_micros"])
+        self.held_micros: Final = _key(codes["held_micros"])
+        self.paid_usage_s: Final = _key(codes["paid_usage_s"])
+        self.limited: Final = _key(codes["limited"])
+        self.deadline_ms: Final = _key(codes["deadline_ms"])
+        self.cut_attempts: Final = _key(codes["cut_attempts"])
+        self.cut_ms: Final = _key(codes["cut_ms"])
+        self.cut_ok: Final = _key(codes["cut_ok"])
+        self.adopted: Final = _key(codes["adopted"])
+        self.credit_micros: Final = _key(codes["credit_micros"])
+        self.cost_micros: Final = _key(codes["cost_micros"])
+        self.charged_micros: Final = _key(codes["charged_micros"])
+        self.provisional: Final = _key(codes["provisional"])
+        self.reported_usage_s: Final = _key(codes["reported_usage_s"])
+        self.cdr_revision: Final = _key(codes["cdr_revision"])
+
+
+LEGACY: Final = Layout(dict(CODES), SAME_CONF_ID, state_always=True)
+COMPACT: Final = Layout(dict(INT_CODES), INT_SAME_CONF_ID, state_always=False)
+
+
+def layout_of(compact: bool) -> Layout:
+    """COMPACT when ``compact`` ([sessions] compact_records), else LEGACY."""
+    return COMPACT if compact else LEGACY
 
 
 class _Unwritten(Exception):
@@ -699,10 +826,44 @@ def _put_int(parts: list[bytes], key: bytes, value: int) -> None:
 _TOKEN = re.compile(r"\$([a-z_]+)")
 
 
-def record_lua(source: str) -> str:
-    """A session script with each ``$field`` replaced by its quoted code (KeyError for
-    a name that is not a stored field: a typo fails at load, not in a live call)."""
-    return _TOKEN.sub(lambda m: f"'{CODES[m.group(1)]}'", source)
+def record_lua(source: str, layout: Layout | None = None) -> str:
+    """A session script with each ``$field`` replaced by its code in ``layout`` (None:
+    LEGACY; KeyError for a name that is not a stored field: a typo fails at load, not
+    in a live call), and ``rec_unpack`` defined first when it calls it."""
+    codes = CODES if layout is None else layout.codes
+    body = _TOKEN.sub(lambda m: _lua_code(codes[m.group(1)]), source)
+    if "rec_unpack(" not in body:
+        return body
+    return _rec_unpack_lua(layout is not None and not layout.state_always) + body
+
+
+def _lua_code(code: str | int) -> str:
+    return str(code) if isinstance(code, int) else f"'{code}'"
+
+
+def _rec_unpack_lua(compact: bool) -> str:
+    """rec_unpack(raw): a stored record decoded into a table keyed by this layout's
+    codes: a record of the other layout (another daemon's [sessions] compact_records,
+    during its change: docs/credit-control.md) converted key by key, the state left out
+    while live (COMPACT) or put back (LEGACY); one look-up when it is this layout's."""
+    pairs = [(CODES[name], code) for name, code in INT_CODES.items()]
+    pairs.append((SAME_CONF_ID, INT_SAME_CONF_ID))
+    if compact:
+        here, conv = "0", ", ".join(f"['{s}']={i}" for s, i in pairs)
+        state = f"if n[{INT_CODES['state']}] == 'live' then n[{INT_CODES['state']}] = nil end"
+    else:
+        here, conv = "'at'", ", ".join(f"[{i}]='{s}'" for s, i in pairs)
+        state = "if n.st == nil then n.st = 'live' end"
+    return (
+        "local function rec_unpack(raw)\n"
+        "  local r = cmsgpack.unpack(raw)\n"
+        f"  if r[{here}] ~= nil then return r end\n"
+        f"  local to, n = {{{conv}}}, {{}}\n"
+        "  for k, v in pairs(r) do n[to[k] or k] = v end\n"
+        f"  {state}\n"
+        "  return n\n"
+        "end\n"
+    )
 
 
 def member(account_id: str, session_id: str) -> bytes:

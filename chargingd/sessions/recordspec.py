@@ -50,6 +50,48 @@ CODES: dict[str, str] = {
 # Not a field: 1 when conf_id is the session id (stored once, in the key).
 SAME_CONF_ID = "cq"
 
+# The compact layout ([sessions] compact_records): each field under a small integer
+# (one byte of msgpack where a code takes two or three) and the state left out while
+# live. auth_ms (always stored) is 0, so a record's map never has keys 1..n only (Lua's
+# cmsgpack would pack such a table as an array) and r[0] tells the layouts apart.
+# Stored data: never reuse or change a number.
+INT_CODES: dict[str, int] = {
+    "auth_ms": 0,
+    "user_name": 1,
+    "caller": 2,
+    "callee": 3,
+    "destination": 4,
+    "plan": 5,
+    "currency": 6,
+    "gateway": 7,
+    "client": 8,
+    "answer_ms": 9,
+    "last_seen_ms": 10,
+    "last_usage_s": 11,
+    "debited_micros": 12,
+    "held_micros": 13,
+    "paid_usage_s": 14,
+    "limited": 15,
+    "deadline_ms": 16,
+    "cut_reason": 17,
+    "cut_attempts": 18,
+    "cut_ms": 19,
+    "cut_ok": 20,
+    "adopted": 21,
+    "nas_session_id": 22,
+    "conf_id": 23,
+    "call_origin": 24,
+    "credit_micros": 25,
+    "state": 26,
+    "status": 27,
+    "cost_micros": 28,
+    "charged_micros": 29,
+    "provisional": 30,
+    "reported_usage_s": 31,
+    "cdr_revision": 32,
+}
+INT_SAME_CONF_ID = 33
+
 # dataclasses.fields of the dataclass SessionRecord was: (name, type, default) in order;
 # REQUIRED (dataclasses.MISSING) for no default (sessions/upgrade.py sends these to
 # the scripts that convert old records).

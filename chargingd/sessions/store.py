@@ -73,8 +73,10 @@ from chargingd.sessions.indexes import (
 from chargingd.sessions.record import (
     CLOSED,
     LIVE,
+    Layout,
     SessionRecord,
     fields_map,
+    layout_of,
     member,
     record_lua,
     split_member,
@@ -125,9 +127,9 @@ class LateWrite(Exception):
     code: ClassVar[str] = "late_write"
 
 
-def _register_script(redis: Redis, lua: Traversable, name: str) -> Any:
+def _register_script(redis: Redis, lua: Traversable, layout: Layout, name: str) -> Any:
     """A session script (sessions/lua/NAME.lua, its $fields replaced) registered."""
-    return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text()))
+    return redis.register_script(record_lua(lua.joinpath(f"{name}.lua").read_text(), layout))
 
 
 def fin_key(account_id: str, session_id: str) -> str:
@@ -178,25 +180,29 @@ class SessionStore(LiveIndexes):
         batcher: CommandBatcher | None = None,
         echo_class: frozenset[str] = frozenset(),
         shards: int = DEFAULT_SHARDS,
+        compact_records: bool = True,
     ) -> None:
         """``shards``: the configured last-seen shard count (load_scripts agrees it with
         the deployment's, sessions/shards.py). ``echo_class``: the clients whose
         accounting names the account (RADIUS Class): their authorized calls get no
         locator. ``batch_commands``: send the hot-path commands of one loop tick as one
         pipeline (ledger.batch.CommandBatcher); default on unless Redis Cluster.
-        ``batcher``: that pipeline, shared with the Ledger (one per tick for both)."""
+        ``batcher``: that pipeline, shared with the Ledger (one per tick for both).
+        ``compact_records``: write records in the COMPACT layout (sessions/record.py;
+        read: both)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
         self.session_ttl_s = session_ttl_s
         self.closed_ttl_s = closed_ttl_s
         self.echo_class = echo_class
         self.shards = shards
+        self.layout: Layout = layout_of(compact_records)
         lua = resources.files("chargingd.sessions").joinpath("lua")
-        load = functools.partial(_register_script, redis, lua)
+        load = functools.partial(_register_script, redis, lua, self.layout)
         self._touch = load("session_touch")
         # The record write of an authorize checks the account through the ledger's own
         # account_check.lua (embedded).
-        body = record_lua(lua.joinpath("session_create.lua").read_text())
+        body = record_lua(lua.joinpath("session_create.lua").read_text(), self.layout)
         self._create = redis.register_script(fused_source(body, ("account_check",)))
         self._set = load("session_set")
         self._claim_until = load("session_claim_until")
@@ -294,7 +300,7 @@ class SessionStore(LiveIndexes):
         its locator (False: the gateway names the account in its accounting).
         """
         args: list[str | int | bytes] = [self.session_ttl_s, rec.session_id, deadline_ms]
-        args.append(rec.pack())
+        args.append(rec.pack(layout=self.layout))
         keys = [record_key(rec.account_id, rec.session_id), live_key(rec.account_id)]
         if active is not None:
             keys += active.keys
@@ -467,8 +473,16 @@ class SessionStore(LiveIndexes):
         if unlocate:
             keys = (key, self.locator(rec.session_id), self.old_locator(rec.session_id))
             extra = (rec.session_id, rec.account_id)
-            return ("EVALSHA", self._set.sha, 3, *keys, ttl_s, fields_map(fields), *extra)
-        return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields))
+            return (
+                "EVALSHA",
+                self._set.sha,
+                3,
+                *keys,
+                ttl_s,
+                fields_map(fields, self.layout),
+                *extra,
+            )
+        return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields, self.layout))
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
         """Overwrite some fields of a live record (grant, deadline, cut state); a record

@@ -71,7 +71,7 @@ from chargingd.sessions.indexes import (
     old_lastseen_key,
     record_key,
 )
-from chargingd.sessions.record import CODES, FIELDS, LIVE, REQUIRED, split_member
+from chargingd.sessions.record import CODES, FIELDS, LIVE, REQUIRED, split_member, state_of
 from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
     LOCATORS,
@@ -299,12 +299,11 @@ async def _live_only(
     blobs = await _records(redis, pairs)
     kept: dict[bytes, bytes] = {}
     gone: list[tuple[str, str]] = []
-    state = CODES["state"]
     for (sid, acc), (raw_sid, raw_acc), blob in zip(pairs, fields.items(), blobs, strict=True):
         if blob is None:
             gone.append((sid, acc))
             kept[raw_sid] = raw_acc
-        elif blob and _state_of(blob, state) == LIVE:
+        elif blob and state_of(blob) == LIVE:
             kept[raw_sid] = raw_acc
         else:
             await unlocate(keys=[key], args=[sid, acc])
@@ -325,11 +324,10 @@ async def _drop_still_gone(
     )
     if wait_s > 0:
         await asyncio.sleep(wait_s)
-    state = CODES["state"]
     for at in range(0, len(gone), MOVE_BATCH):
         batch = gone[at : at + MOVE_BATCH]
         for (sid, acc), blob in zip(batch, await _records(redis, batch), strict=True):
-            if not blob or _state_of(blob, state) != LIVE:
+            if not blob or state_of(blob) != LIVE:
                 await unlocate(keys=[locator_key(sid, shards)], args=[sid, acc])
 
 
@@ -342,16 +340,6 @@ async def _records(redis: Any, pairs: list[tuple[str, str]]) -> list[bytes | Non
         pipe.get(record_key(acc, sid))
     blobs: list[bytes | None] = await pipe.execute()
     return blobs
-
-
-def _state_of(blob: bytes, code: str) -> Any:
-    """A stored record's state (sessions/record.py), without decoding the rest; None
-    when the value is no record."""
-    try:
-        fields = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
-    except (ValueError, msgpack.ExtraData):
-        return None
-    return fields.get(code) if isinstance(fields, dict) else None
 
 
 def _scan(prefix: str, kind: str, redis: Any) -> dict[str, Any]:

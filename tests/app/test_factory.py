@@ -42,6 +42,7 @@ from chargingd.core.money import format_amount
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.core.status import StatusRegistry
 from chargingd.radius.server import RadiusFrontend
+from chargingd.sessions.record import COMPACT
 
 SAMPLE = str(REPO / "config" / "tariffs" / "sample.toml")
 
@@ -221,6 +222,7 @@ REACHES: dict[str, Check] = {
     "sessions.spool_max_entries": lambda b: b.sessions.spool.max_entries,
     "sessions.disconnect_retries": lambda b: b.sessions.cutter.retries,
     "sessions.disconnect_backoff_s": lambda b: b.sessions.cutter.backoff_ms / 1000,
+    "sessions.compact_records": lambda b: b.sessions.store.layout is COMPACT,
     "rating.default_plan": lambda b: SAMPLE if b.sessions.pricer.has_default else None,
     "rating.plans": lambda b: {"gold": SAMPLE} if "gold" in b.sessions.pricer.plans else None,
     "billing.db_url": lambda b: b.db.url,

@@ -11,7 +11,16 @@ import random
 import msgpack
 import pytest
 
-from chargingd.sessions.record import CODES, FIELDS, REQUIRED, SessionRecord, fields_map
+from chargingd.sessions.record import (
+    CODES,
+    COMPACT,
+    FIELDS,
+    LEGACY,
+    REQUIRED,
+    Layout,
+    SessionRecord,
+    fields_map,
+)
 
 NEW = SessionRecord.build(
     session_id="c0ffee-1",
@@ -199,11 +208,12 @@ def _random_record(rng: random.Random) -> SessionRecord:
     return SessionRecord(**values)  # type: ignore[arg-type]
 
 
-def test_pack_writes_the_stored_map_as_msgpack_packs_it() -> None:
+@pytest.mark.parametrize("layout", [LEGACY, COMPACT], ids=["legacy", "compact"])
+def test_pack_writes_the_stored_map_as_msgpack_packs_it(layout: Layout) -> None:
     """SessionRecord.pack writes the record's fields straight (round 11), not through
     stored(): on random records (_random_record), with and without a script's extra
     pairs and omitted fields, its bytes are msgpack's of stored() (or its error), and
-    read back."""
+    read back; in both layouts (round 13c)."""
     from chargingd.sessions.record import map_header
 
     packb = msgpack.Packer(use_bin_type=True).pack
@@ -212,18 +222,18 @@ def test_pack_writes_the_stored_map_as_msgpack_packs_it() -> None:
     for _ in range(3000):
         rec = _random_record(rng)
         extra, omit = rng.choice([0, 0, 1, 2]), rng.choice(omits)
-        fields = rec.stored(omit=omit)
+        fields = rec.stored(omit=omit, layout=layout)
         try:
             want = packb(fields)
         except Exception as exc:  # a str not UTF-8, an int out of 64 bits
             with pytest.raises(type(exc)):
-                rec.pack(extra=extra, omit=omit)
+                rec.pack(extra=extra, omit=omit, layout=layout)
             continue
         if extra:
             want = map_header(len(fields) + extra) + want[len(map_header(len(fields))) :]
-        assert rec.pack(extra=extra, omit=omit) == want, (rec, extra, omit)
+        assert rec.pack(extra=extra, omit=omit, layout=layout) == want, (rec, extra, omit)
         if not extra and not omit:
-            blob = rec.pack()
+            blob = rec.pack(layout=layout)
             assert SessionRecord.unpack(rec.account_id, rec.session_id, blob) == rec.replace(
                 last_seen_ms=rec.last_seen_ms or rec.auth_ms
             )

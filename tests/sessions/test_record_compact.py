@@ -7,9 +7,10 @@ the record (a real Redis: touch, then a partial update)."""
 from __future__ import annotations
 
 import msgpack
+import pytest
 import redis.asyncio as aioredis
 
-from chargingd.sessions.record import CODES, SAME_CONF_ID, SessionRecord
+from chargingd.sessions.record import CODES, INT_SAME_CONF_ID, SAME_CONF_ID, SessionRecord
 from chargingd.sessions.store import SessionStore, record_key
 
 SID = "6F1C0D2A-7E11-11EF-8000-0A0B0C0D0E0F"
@@ -65,8 +66,9 @@ def test_records_stored_in_full_read_the_same() -> None:
     assert SessionRecord.unpack("acc1", SID, msgpack.packb(old)) == BASE
 
 
-async def test_scripts_keep_the_flag(redis: aioredis.Redis) -> None:
-    store = SessionStore(redis, session_ttl_s=3600, closed_ttl_s=60)
+@pytest.mark.parametrize("compact", [False, True])
+async def test_scripts_keep_the_flag(redis: aioredis.Redis, compact: bool) -> None:
+    store = SessionStore(redis, session_ttl_s=3600, closed_ttl_s=60, compact_records=compact)
     assert await store.create(BASE)
     state, _usage, rec = await store.touch(
         "acc1", SID, usage_s=0, now_ms=BASE.auth_ms + 5_000, answer_ms=BASE.auth_ms + 5_000
@@ -74,8 +76,9 @@ async def test_scripts_keep_the_flag(redis: aioredis.Redis) -> None:
     assert state == "live" and rec is not None
     assert rec == BASE.replace(last_seen_ms=BASE.auth_ms + 5_000, answer_ms=BASE.auth_ms + 5_000)
     await store.update(rec, cut_reason="killed")
-    raw = msgpack.unpackb(await redis.get(record_key("acc1", SID)), raw=False)
-    assert raw[SAME_CONF_ID] == 1 and CODES["conf_id"] not in raw
+    raw = msgpack.unpackb(await redis.get(record_key("acc1", SID)), raw=False, strict_map_key=False)
+    flag = INT_SAME_CONF_ID if compact else SAME_CONF_ID
+    assert raw[flag] == 1 and store.layout.codes["conf_id"] not in raw
     got = await store.get("acc1", SID)
     assert got is not None and (got.conf_id, got.cut_reason) == (SID, "killed")
     assert got.last_seen_ms == BASE.auth_ms + 5_000

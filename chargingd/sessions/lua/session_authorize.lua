@@ -65,8 +65,8 @@ if not res then
   -- money since); the caller answers it from the record, as the first answer was.
   local known = not ARGV.fresh and redis.call('GET', KEYS[6])
   if known then
-    local r = cmsgpack.unpack(known)
-    if r[$state] == 'live' and (r[$adopted] or 0) == 0 then
+    local r = rec_unpack(known)
+    if (r[$state] or 'live') == 'live' and (r[$adopted] or 0) == 0 then
       return {{'ok', r[$held_micros] or 0, 0, 0}, 0}
     end
   end

@@ -13,8 +13,8 @@
 if not redis.call('SET', KEYS[7], ARGV[1], 'NX', 'EX', ARGV[2]) then return {'busy'} end
 local raw = redis.call('GET', KEYS[6])
 if not raw then return {'gone'} end
-local rec = cmsgpack.unpack(raw)
-if rec[$state] ~= 'live' then return {'gone'} end
+local rec = rec_unpack(raw)
+if (rec[$state] or 'live') ~= 'live' then return {'gone'} end
 local last, answer = rec[$last_usage_s] or 0, rec[$answer_ms] or 0
 if last > tonumber(ARGV[3]) or answer ~= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[7])

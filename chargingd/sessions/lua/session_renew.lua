@@ -27,7 +27,7 @@ local noted = ARGV[24] ~= nil
 if noted and redis.call('GET', KEYS[6]) ~= ARGV[24] then return {'stale'} end
 local function note()  -- the packet noted, the grant left to the caller
   if not noted then return end
-  local rec = cmsgpack.unpack(ARGV[24])
+  local rec = rec_unpack(ARGV[24])
   for k, v in pairs(cmsgpack.unpack(ARGV[27])) do rec[k] = v end
   redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
 end
@@ -54,7 +54,7 @@ if noted then
 else
   local raw = redis.call('GET', KEYS[6])
   if not raw then return {c, r, 0} end
-  local rec = cmsgpack.unpack(raw)
+  local rec = rec_unpack(raw)
   rec[$debited_micros] = total
   rec[$held_micros] = r[2]
   rec[$paid_usage_s] = tonumber(ARGV[21])

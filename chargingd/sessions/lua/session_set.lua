@@ -14,7 +14,7 @@ for i = 2, #KEYS do
 end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-local r = cmsgpack.unpack(raw)
+local r = rec_unpack(raw)
 for k, v in pairs(cmsgpack.unpack(ARGV[2])) do r[k] = v end
 if ARGV[1] == '0' then
   redis.call('SET', KEYS[1], cmsgpack.pack(r), 'KEEPTTL')

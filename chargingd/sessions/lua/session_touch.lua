@@ -14,8 +14,8 @@ local raw = redis.call('GET', KEYS[1])
 if not raw then
   return {'missing', 0, ''}
 end
-local r = cmsgpack.unpack(raw)
-local state = r[$state]
+local r = rec_unpack(raw)
+local state = r[$state] or 'live'  -- left out while live (compact records)
 local last = r[$last_usage_s] or 0
 if state ~= 'live' then
   return {state, last, ''}
