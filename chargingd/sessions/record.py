@@ -8,9 +8,10 @@ field names took ~470 bytes of Redis memory (docs/performance.md).
 
 Two layouts (``Layout``): LEGACY, keyed by those codes with the state always stored
 (what versions before the layouts read), and COMPACT ([sessions] compact_records),
-keyed by small integers (``INT_CODES``) with the state left out while live: 35 bytes
-less for a started call (docs/performance.md, round 13c). Every reader here takes both;
-a daemon writes its own, whole (docs/credit-control.md "Upgrading to compact records").
+keyed by small integers (``INT_CODES``), the state left out while live, answer_ms and
+last_seen_ms as ms since auth_ms: 43-55 bytes less for a started call
+(docs/performance.md, round 13c). Every reader here takes both; a daemon writes its
+own, whole (docs/credit-control.md "Upgrading to compact records").
 
 The session scripts (sessions/lua/*.lua) read and write the same map with Redis's
 built-in ``cmsgpack``; they name a field ``$field_name``, replaced by its code in the
@@ -280,12 +281,15 @@ class SessionRecord:
         left out (from_fields restores both). ``layout`` COMPACT: the same map by
         INT_CODES, the state left out while live."""
         out = self._stored(omit)
-        if layout is None or layout.state_always:
+        if layout is None or not layout.compact:
             return out
         compact: dict[Any, str | int] = {}
         for code, value in out.items():
             if code == _STATE and value == LIVE:
                 continue
+            if code in _SINCE_AUTH:
+                value = self.answer_ms if code == _ANSWER else self.last_seen_ms
+                value -= self.auth_ms
             compact[_TO_INT[code]] = value
         return compact
 
@@ -409,7 +413,7 @@ class SessionRecord:
         _put_int(parts, k.auth_ms, self.auth_ms)
         self._write_grant(parts, k)
         self._write_cut(parts, credit, k)
-        if k.state_always or self.state != LIVE:
+        if not k.compact or self.state != LIVE:
             _put_str(parts, k.state, self.state)
         self._write_closed(parts, k)
         if self.conf_id != "" and self.conf_id == self.session_id:
@@ -421,10 +425,12 @@ class SessionRecord:
 
     # _write's parts: _stored_grant's, _stored_cut's and _stored_closed's fields
     def _write_grant(self, parts: list[bytes], k: Layout) -> None:
+        # COMPACT: answer_ms and last_seen_ms as ms since auth_ms (3-5 bytes, not 9)
+        since = self.auth_ms if k.compact else 0
         if self.answer_ms != 0:
-            _put_int(parts, k.answer_ms, self.answer_ms)
+            _put_int(parts, k.answer_ms, self.answer_ms - since)
         if self.last_seen_ms != 0 and self.last_seen_ms != self.auth_ms:
-            _put_int(parts, k.last_seen_ms, self.last_seen_ms)
+            _put_int(parts, k.last_seen_ms, self.last_seen_ms - since)
         if self.last_usage_s != 0:
             _put_int(parts, k.last_usage_s, self.last_usage_s)
         if self.debited_micros != 0:
@@ -489,6 +495,12 @@ class SessionRecord:
                 values[name] = data if type(data) is kind else kind(data)
         if raw.get(SAME_CONF_ID) or raw.get(INT_SAME_CONF_ID):
             values["conf_id"] = session_id
+        if _INT_ANSWER in raw or _INT_LAST_SEEN in raw:  # COMPACT: ms since auth_ms
+            since = values.get("auth_ms", 0)
+            if raw.get(_INT_ANSWER) is not None:
+                values["answer_ms"] += since
+            if raw.get(_INT_LAST_SEEN) is not None:
+                values["last_seen_ms"] += since
         if _LAST_SEEN not in raw and _INT_LAST_SEEN not in raw:
             values["last_seen_ms"] = values.get("auth_ms", 0)
         if not _REQUIRED.issubset(values):
@@ -540,6 +552,9 @@ class SessionRecord:
 
 _LAST_SEEN = CODES["last_seen_ms"]
 _INT_LAST_SEEN = INT_CODES["last_seen_ms"]
+_ANSWER = CODES["answer_ms"]
+_INT_ANSWER = INT_CODES["answer_ms"]
+_SINCE_AUTH = frozenset([_ANSWER, _LAST_SEEN])  # COMPACT stores them as ms since auth_ms
 _STATE = CODES["state"]
 _INT_STATE = INT_CODES["state"]
 _TO_INT: dict[Any, int] = {CODES[name]: code for name, code in INT_CODES.items()}
@@ -587,7 +602,8 @@ def unpack_known(account_id: str, session_id: str, blob: bytes) -> tuple[Session
 
 def fields_map(fields: dict[str, str | int], layout: Layout | None = None) -> bytes:
     """A msgpack map of some fields by code (what session_set.lua merges in), in
-    ``layout`` (None: LEGACY)."""
+    ``layout``'s codes (None: LEGACY); times as they are (the scripts merge it into the
+    record rec_unpack decoded, whose times are absolute, and rec_pack stores it)."""
     codes = CODES if layout is None else layout.codes
     packed: bytes = _packb({codes[name]: value for name, value in fields.items()})
     return packed
@@ -698,9 +714,9 @@ class Layout:
 
     LEGACY: two-letter codes, the state always stored (every version reads it).
     COMPACT ([sessions] compact_records): INT_CODES, one byte a key, the state left out
-    while live: ~2 bytes less a field, 35 a started call (docs/performance.md, round
-    13c). Versions before it cannot read it: docs/credit-control.md "Upgrading to compact
-    records"."""
+    while live, answer_ms and last_seen_ms as ms since auth_ms: ~2 bytes less a field,
+    43-55 a started call (docs/performance.md, round 13c). Versions before it cannot
+    read it: docs/credit-control.md "Upgrading to compact records"."""
 
     __slots__ = (
         "adopted",
@@ -713,6 +729,7 @@ class Layout:
         "charged_micros",
         "client",
         "codes",
+        "compact",
         "conf_id",
         "cost_micros",
         "credit_micros",
@@ -736,16 +753,13 @@ class Layout:
         "reported_usage_s",
         "same_conf_id",
         "state",
-        "state_always",
         "status",
         "user",
     )
 
-    def __init__(
-        self, codes: dict[str, Any], same_conf_id: str | int, *, state_always: bool
-    ) -> None:
+    def __init__(self, codes: dict[str, Any], same_conf_id: str | int, *, compact: bool) -> None:
         self.codes: Final[dict[str, Any]] = codes
-        self.state_always: Final = state_always
+        self.compact: Final = compact
         self.same_conf_id: Final = _key(same_conf_id)
         self.user: Final = _keyed(codes["user_name"])
         self.caller: Final = _keyed(codes["caller"])
@@ -782,8 +796,8 @@ class Layout:
         self.cdr_revision: Final = _key(codes["cdr_revision"])
 
 
-LEGACY: Final = Layout(dict(CODES), SAME_CONF_ID, state_always=True)
-COMPACT: Final = Layout(dict(INT_CODES), INT_SAME_CONF_ID, state_always=False)
+LEGACY: Final = Layout(dict(CODES), SAME_CONF_ID, compact=False)
+COMPACT: Final = Layout(dict(INT_CODES), INT_SAME_CONF_ID, compact=True)
 
 
 def layout_of(compact: bool) -> Layout:
@@ -832,37 +846,71 @@ def record_lua(source: str, layout: Layout | None = None) -> str:
     in a live call), and ``rec_unpack`` defined first when it calls it."""
     codes = CODES if layout is None else layout.codes
     body = _TOKEN.sub(lambda m: _lua_code(codes[m.group(1)]), source)
-    if "rec_unpack(" not in body:
+    if "rec_unpack(" not in body and "rec_pack(" not in body:
         return body
-    return _rec_unpack_lua(layout is not None and not layout.state_always) + body
+    return _rec_lua(layout is not None and layout.compact) + body
 
 
 def _lua_code(code: str | int) -> str:
     return str(code) if isinstance(code, int) else f"'{code}'"
 
 
-def _rec_unpack_lua(compact: bool) -> str:
+def _rec_lua(compact: bool) -> str:
     """rec_unpack(raw): a stored record decoded into a table keyed by this layout's
-    codes: a record of the other layout (another daemon's [sessions] compact_records,
-    during its change: docs/credit-control.md) converted key by key, the state left out
-    while live (COMPACT) or put back (LEGACY); one look-up when it is this layout's."""
+    codes, its times absolute: a record of the other layout (another daemon's [sessions]
+    compact_records, during its change: docs/credit-control.md) converted key by key,
+    the state left out while live (COMPACT) or put back (LEGACY); one look-up when it
+    is this layout's. rec_pack(r): the table stored in this layout (COMPACT: answer_ms
+    and last_seen_ms as ms since auth_ms, last_seen_ms left out when it is auth_ms, as
+    SessionRecord.pack writes them)."""
     pairs = [(CODES[name], code) for name, code in INT_CODES.items()]
     pairs.append((SAME_CONF_ID, INT_SAME_CONF_ID))
+    at, an, ls = INT_CODES["auth_ms"], INT_CODES["answer_ms"], INT_CODES["last_seen_ms"]
     if compact:
-        here, conv = "0", ", ".join(f"['{s}']={i}" for s, i in pairs)
-        state = f"if n[{INT_CODES['state']}] == 'live' then n[{INT_CODES['state']}] = nil end"
-    else:
-        here, conv = "'at'", ", ".join(f"[{i}]='{s}'" for s, i in pairs)
-        state = "if n.st == nil then n.st = 'live' end"
+        conv = ", ".join(f"['{s}']={i}" for s, i in pairs)
+        state = INT_CODES["state"]
+        return (
+            "local function rec_unpack(raw)\n"
+            "  local r = cmsgpack.unpack(raw)\n"
+            f"  local at = r[{at}]\n"
+            "  if at ~= nil then\n"
+            f"    if r[{an}] then r[{an}] = r[{an}] + at end\n"
+            f"    if r[{ls}] then r[{ls}] = r[{ls}] + at end\n"
+            "    return r\n"
+            "  end\n"
+            f"  local to, n = {{{conv}}}, {{}}\n"
+            "  for k, v in pairs(r) do n[to[k] or k] = v end\n"
+            f"  if n[{state}] == 'live' then n[{state}] = nil end\n"
+            "  return n\n"
+            "end\n"
+            "local function rec_pack(r)\n"
+            f"  local at, an, ls = r[{at}], r[{an}], r[{ls}]\n"
+            "  if at then\n"
+            f"    if an then if an == 0 then r[{an}] = nil else r[{an}] = an - at end end\n"
+            f"    if ls then\n"
+            f"      if ls == 0 or ls == at then r[{ls}] = nil else r[{ls}] = ls - at end\n"
+            "    end\n"
+            "  end\n"
+            "  local raw = cmsgpack.pack(r)\n"
+            f"  r[{an}], r[{ls}] = an, ls\n"
+            "  return raw\n"
+            "end\n"
+        )
+    conv = ", ".join(f"[{i}]='{s}'" for s, i in pairs)
     return (
         "local function rec_unpack(raw)\n"
         "  local r = cmsgpack.unpack(raw)\n"
-        f"  if r[{here}] ~= nil then return r end\n"
+        "  if r.at ~= nil then return r end\n"
         f"  local to, n = {{{conv}}}, {{}}\n"
         "  for k, v in pairs(r) do n[to[k] or k] = v end\n"
-        f"  {state}\n"
+        "  if n.at then\n"
+        "    if n.an then n.an = n.an + n.at end\n"
+        "    if n.ls then n.ls = n.ls + n.at end\n"
+        "  end\n"
+        "  if n.st == nil then n.st = 'live' end\n"
         "  return n\n"
         "end\n"
+        "local rec_pack = cmsgpack.pack\n"
     )
 
 

@@ -73,8 +73,8 @@ KIT_COMPACT = bytes.fromhex(
     "07a93132372e302e302e31"
     "08a46c6f6164"
     "00cf000001a24aef5b61"
-    "09cf000001a24aef656d"
-    "0acf000001a24aef656d"
+    "09cd0a0c"  # answer_ms: 2,572 ms after auth_ms
+    "0acd0a0c"  # last_seen_ms: the same
     "0dcd4e20"
     "0e78"
     "19cf00038d7ea4c3c0e0"
@@ -96,10 +96,11 @@ def _old_reader(account_id: str, session_id: str, blob: bytes) -> SessionRecord:
 
 
 def test_compact_bytes_and_their_size() -> None:
-    """The kit's started call: 169 bytes LEGACY, 134 COMPACT (35 less: 2 a two-letter
-    code, 1 for "u", the live state's 8); the bytes are fixed (stored data)."""
+    """The kit's started call: 169 bytes LEGACY, 122 COMPACT (47 less: 2 a two-letter
+    code, 1 for "u", the live state's 8, 6 each for answer_ms and last_seen_ms as ms
+    since auth_ms); the bytes are fixed (stored data)."""
     legacy, compact = KIT.pack(), KIT.pack(layout=COMPACT)
-    assert (len(legacy), len(compact)) == (169, 134)
+    assert (len(legacy), len(compact)) == (169, 122)
     assert compact == KIT_COMPACT
     for blob in (legacy, compact):
         assert SessionRecord.unpack(KIT.account_id, KIT.session_id, blob) == KIT
@@ -107,16 +108,32 @@ def test_compact_bytes_and_their_size() -> None:
 
 
 @pytest.mark.parametrize("state", [LIVE, CLOSED])
-def test_compact_saves_each_keys_letters_and_the_live_state(state: str) -> None:
-    """Per field stored, COMPACT's key is one byte where LEGACY's is 1 + its letters:
-    the saving is the letters of every stored code, and the live state's whole pair."""
-    rec = KIT.replace(state=state, status="completed" if state == CLOSED else "")
+@pytest.mark.parametrize("answer_s", [0, 2, 70, 4000])
+@pytest.mark.parametrize("seen_s", [0, 5, 70, 86_000])
+def test_compact_saves_each_keys_letters_the_live_state_and_the_times_digits(
+    state: str, answer_s: int, seen_s: int
+) -> None:
+    """Per field stored, COMPACT's key is one byte where LEGACY's is 1 + its letters;
+    the live state's pair is left out; answer_ms and last_seen_ms are ms since auth_ms
+    (3 or 5 bytes where the time takes 9) and read back as the times."""
+    rec = KIT.replace(
+        state=state,
+        status="completed" if state == CLOSED else "",
+        answer_ms=KIT.auth_ms + answer_s * 1000 if answer_s else 0,
+        last_seen_ms=KIT.auth_ms + seen_s * 1000,
+    )
     stored = rec.stored()
     saved = sum(len(code) for code in stored)
     if state == LIVE:
         saved += 1 + len(msgpack.packb(LIVE))  # its one-byte key and value left out
-    assert len(rec.pack()) - len(rec.pack(layout=COMPACT)) == saved
-    assert state_of(rec.pack(layout=COMPACT)) == state
+    for name in ("answer_ms", "last_seen_ms"):
+        if CODES[name] in stored:
+            since = stored[CODES[name]] - rec.auth_ms
+            saved += len(msgpack.packb(stored[CODES[name]])) - len(msgpack.packb(since))
+    compact = rec.pack(layout=COMPACT)
+    assert len(rec.pack()) - len(compact) == saved >= 2 * len(stored) - 1
+    assert SessionRecord.unpack(rec.account_id, rec.session_id, compact) == rec
+    assert state_of(compact) == state
 
 
 def test_compact_maps_are_never_arrays() -> None:

@@ -174,9 +174,10 @@ class SessionsConfig:
     # value here is logged and ignored; docs/credit-control.md "Redis keys").
     lastseen_shards: int = 128
     # Session records in the compact layout (integer keys, the state left out while
-    # live: ~35 bytes less a started call's record). Daemons of versions before it cannot
-    # read such records: upgrading them while they serve, set false until none runs
-    # (docs/credit-control.md "Upgrading to compact records").
+    # live, times since the authorize: ~47 bytes less a started call's record).
+    # Daemons of versions before it cannot read such records: upgrading them while
+    # they serve, set false until none runs (docs/credit-control.md "Upgrading to
+    # compact records").
     compact_records: bool = True
 
     def validate(self) -> None:

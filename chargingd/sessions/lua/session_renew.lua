@@ -29,7 +29,7 @@ local function note()  -- the packet noted, the grant left to the caller
   if not noted then return end
   local rec = rec_unpack(ARGV[24])
   for k, v in pairs(cmsgpack.unpack(ARGV[27])) do rec[k] = v end
-  redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
+  redis.call('SET', KEYS[6], rec_pack(rec), 'KEEPTTL')
 end
 -- The ledger's steps take this script's own KEYS (they read KEYS[1..5] only) and ARGV
 -- (the commit reads ARGV[1..7] only; then the reserve's ARGV[1..12], ARGV[8..19] here,
@@ -60,7 +60,7 @@ else
   rec[$paid_usage_s] = tonumber(ARGV[21])
   rec[$limited] = 0
   if ARGV[23] ~= '0' then rec[$deadline_ms] = tonumber(ARGV[23]) end
-  redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
+  redis.call('SET', KEYS[6], rec_pack(rec), 'KEEPTTL')
 end
 if ARGV[23] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[23], ARGV[22]) end
 return {c, r, 1}

@@ -17,8 +17,8 @@ if not raw then return 0 end
 local r = rec_unpack(raw)
 for k, v in pairs(cmsgpack.unpack(ARGV[2])) do r[k] = v end
 if ARGV[1] == '0' then
-  redis.call('SET', KEYS[1], cmsgpack.pack(r), 'KEEPTTL')
+  redis.call('SET', KEYS[1], rec_pack(r), 'KEEPTTL')
 else
-  redis.call('SET', KEYS[1], cmsgpack.pack(r), 'EX', ARGV[1])
+  redis.call('SET', KEYS[1], rec_pack(r), 'EX', ARGV[1])
 end
 return 1

@@ -38,6 +38,6 @@ local answer = tonumber(ARGV[3])
 if answer > 0 and (r[$answer_ms] or 0) == 0 then
   r[$answer_ms] = answer
 end
-raw = cmsgpack.pack(r)
+raw = rec_pack(r)
 redis.call('SET', KEYS[1], raw, 'KEEPTTL')
 return {state, last, raw}

@@ -1,3 +1,5 @@
+-- (The record read and stored through rec_unpack/rec_pack as the current scripts do:
+-- the stored layouts of round 13c, docs/performance.md, are not what this test compares.)
 -- session_renew: an interim's commit of the cumulative cost, the renewed hold for the
 -- next grant and the record's grant fields, in one script (sessions/fused.py; single
 -- Redis only: KEYS[7] is global). ledger_commit / ledger_reserve are commit.lua and
@@ -27,9 +29,9 @@ local noted = ARGV[24] ~= nil
 if noted and redis.call('GET', KEYS[6]) ~= ARGV[24] then return {'stale'} end
 local function note()  -- the packet noted, the grant left to the caller
   if not noted then return end
-  local rec = cmsgpack.unpack(ARGV[24])
+  local rec = rec_unpack(ARGV[24])
   for k, v in pairs(cmsgpack.unpack(ARGV[27])) do rec[k] = v end
-  redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
+  redis.call('SET', KEYS[6], rec_pack(rec), 'KEEPTTL')
 end
 local keys = KEYS  -- the ledger's KEYS[1..5] (it reads no others): no copy
 local cargs = {unpack(ARGV, 1, 7)}
@@ -53,13 +55,13 @@ if noted then
 else
   local raw = redis.call('GET', KEYS[6])
   if not raw then return {c, r, 0} end
-  local rec = cmsgpack.unpack(raw)
+  local rec = rec_unpack(raw)
   rec[$debited_micros] = total
   rec[$held_micros] = r[2]
   rec[$paid_usage_s] = tonumber(ARGV[21])
   rec[$limited] = 0
   if ARGV[23] ~= '0' then rec[$deadline_ms] = tonumber(ARGV[23]) end
-  redis.call('SET', KEYS[6], cmsgpack.pack(rec), 'KEEPTTL')
+  redis.call('SET', KEYS[6], rec_pack(rec), 'KEEPTTL')
 end
 if ARGV[23] ~= '0' then redis.call('ZADD', KEYS[7], ARGV[23], ARGV[22]) end
 return {c, r, 1}
