@@ -90,6 +90,7 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
                 closed_ttl_s=cfg.sessions.closed_ttl_s,
                 batch_commands=False,
                 shards=await stored_shards(redis.client, cfg.sessions.lastseen_shards),
+                compact_records=cfg.sessions.compact_records,
             ),
             pricer=CallPricer(cfg.rating, _tariff_lookup(ledger)),
             sources=sources(cfg),
