@@ -90,7 +90,8 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
                 closed_ttl_s=cfg.sessions.closed_ttl_s,
                 batch_commands=False,
                 shards=await stored_shards(redis.client, cfg.sessions.lastseen_shards),
-                compact_records=cfg.sessions.compact_records,
+                # as open_ledger agreed it with the deployment (factory.cfg)
+                compact_records=bool(factory.cfg.sessions.compact_records),
             ),
             pricer=CallPricer(cfg.rating, _tariff_lookup(ledger)),
             sources=sources(cfg),

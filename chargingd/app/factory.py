@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -39,6 +39,7 @@ from chargingd.monitoring import ProcessMeters
 from chargingd.monitoring.monitor import Monitor
 from chargingd.monitoring.windows import KpiStore
 from chargingd.sessions.ccapi import CallCutter
+from chargingd.sessions.layoutchoice import agree_compact
 from chargingd.sessions.service import Sessions, build_sessions
 
 log = logging.getLogger("chargingd.factory")
@@ -138,10 +139,22 @@ class Factory:
         )
 
     async def open_ledger(self, redis: RedisClient) -> Ledger:
-        """The Ledger with its scripts registered."""
+        """The Ledger with its scripts registered; and the deployment's layout of the
+        session record agreed (sessions/layoutchoice.py), so ``cfg`` says it to every
+        Sessions this Factory builds after (every process opens its ledger first)."""
         ledger = self.ledger(redis)
         await ledger.load_scripts()
+        await self.agree_records(redis)
         return ledger
+
+    async def agree_records(self, redis: RedisClient) -> bool:
+        """[sessions] compact_records resolved against the deployment's choice in Redis;
+        ``cfg`` updated with it."""
+        sc = self.cfg.sessions
+        compact = await agree_compact(redis, sc.compact_records)
+        if sc.compact_records != compact:
+            self.cfg = replace(self.cfg, sessions=replace(sc, compact_records=compact))
+        return compact
 
     def sessions(
         self,

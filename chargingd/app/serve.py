@@ -388,6 +388,7 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             redis = await self.factory.open_redis(stack, owner=True)
             ledger = await self.factory.open_ledger(redis.client)
+            self.cfg = self.factory.cfg  # the record layout agreed with the deployment
             # Calls live across an upgrade from the hash session records (before
             # 6db408c): converted once, here, before anything serves them.
             await upgrade_and_log(redis.client, self.cfg.sessions.lastseen_shards)

@@ -116,7 +116,7 @@ class Sessions:
             batcher=ledger.batcher,  # one pipeline per loop tick for both
             echo_class=frozenset(echo_class),
             shards=cfg.lastseen_shards,
-            compact_records=cfg.compact_records,
+            compact_records=bool(cfg.compact_records),  # unresolved (None): LEGACY
         )
         # One round trip per step on a single Redis; step by step on a cluster.
         self.fused = FusedPath(self.store, ledger) if self.store.batched else None

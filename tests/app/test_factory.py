@@ -48,6 +48,7 @@ SAMPLE = str(REPO / "config" / "tariffs" / "sample.toml")
 
 # Fields whose values are constrained: a valid value that is not the default.
 SPECIAL: dict[str, Any] = {
+    "sessions.compact_records": False,  # unset by default (the deployment's choice)
     "server.log_level": "debug",
     "server.workers": 3,
     "redis.cluster_nodes": None,  # exclusive with url: checked on a second config

@@ -174,11 +174,13 @@ class SessionsConfig:
     # value here is logged and ignored; docs/credit-control.md "Redis keys").
     lastseen_shards: int = 128
     # Session records in the compact layout (integer keys, the state left out while
-    # live, times since the authorize: ~47 bytes less a started call's record).
-    # Daemons of versions before it cannot read such records: upgrading them while
-    # they serve, set false until none runs (docs/credit-control.md "Upgrading to
-    # compact records").
-    compact_records: bool = True
+    # live, times since the authorize: ~47 bytes less a started call's record). Daemons
+    # of versions before it cannot read such records. Unset (the default): what this
+    # Redis's deployment chose (sess:layout), else compact on a new Redis (no account,
+    # no session index yet) and the old layout on one an existing deployment uses, until
+    # true is set once every daemon runs this version; true or false is stored as the
+    # deployment's choice (docs/credit-control.md "Upgrading to compact records").
+    compact_records: bool | None = None
 
     def validate(self) -> None:
         self._validate_grants()
