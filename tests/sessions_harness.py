@@ -86,7 +86,13 @@ class RecordingCutter:
 
 
 def session_config(**overrides: Any) -> SessionsConfig:
-    values: dict[str, Any] = {"interim_interval_s": 60, "grant_margin_s": 15}
+    # compact_records: the layout a new deployment writes (a daemon resolves it against
+    # Redis at start: sessions/layoutchoice.py; Sessions alone takes unset as LEGACY)
+    values: dict[str, Any] = {
+        "interim_interval_s": 60,
+        "grant_margin_s": 15,
+        "compact_records": True,
+    }
     values.update(overrides)
     return SessionsConfig(**values)
 

@@ -21,7 +21,7 @@ LAYOUT_KEY: Final = "sess:layout"
 COMPACT_VALUE: Final = "compact"
 LEGACY_VALUE: Final = "legacy"
 # Keys every deployment that has served anything holds (the ledger's account set, the
-# sessions' shard count, written at first start since 2026-11): absent, Redis is new.
+# sessions' shard count, written at first start since 2026-12-05): absent, Redis is new.
 # One key a command: on Redis Cluster they live on different nodes.
 DEPLOYMENT_KEYS: Final = ("ledger:accounts", "sess:shards")
 

@@ -4,7 +4,8 @@ journal entries without argument tables (common.lua's audit_x, journal_x); the
 reserve of an Interim takes the commit's figures as numbers; session_renew.lua,
 session_stop.lua and session_close.lua hand the ledger their own ARGV (moved down in
 place) instead of copies. The scripts before that change (acct_before/: as they were
-at 6d5ee21) and the current ones must leave the same stored state (every key, every
+at 6d5ee21, which wrote LEGACY records only: the daemons here write that layout) and
+the current ones must leave the same stored state (every key, every
 audit and journal entry) and answer the same, packet for packet, on random sequences
 of authorizes, Starts, Interims and Stops of a few calls on prepaid and postpaid
 accounts running out of money (suspended at their floor, topped up again), sent to
@@ -125,7 +126,8 @@ async def _sequence(
     capped = seed % 2 == 0
     ledgers = [await _ledger(redis, clock, audit_holds, capped) for _ in range(2)]
     daemons = [
-        make_sessions(redis, ledger, clock, tmp / str(i)) for i, ledger in enumerate(ledgers)
+        make_sessions(redis, ledger, clock, tmp / str(i), compact_records=False)
+        for i, ledger in enumerate(ledgers)
     ]
     await add_account(ledgers[0], "acc1", balance_micros=rng.randrange(EUR // 5, 3 * EUR))
     await ledgers[0].create_account(
@@ -245,7 +247,8 @@ async def _promised_twice(redis: aioredis.Redis, tmp: Path, audit_holds: bool) -
     clock = Clock()
     ledgers = [await _ledger(redis, clock, audit_holds, True) for _ in range(2)]
     daemons = [
-        make_sessions(redis, ledger, clock, tmp / str(i)) for i, ledger in enumerate(ledgers)
+        make_sessions(redis, ledger, clock, tmp / str(i), compact_records=False)
+        for i, ledger in enumerate(ledgers)
     ]
     # 200 s at 0.60 a minute: each call holds 75 s and is told all it may use (held +
     # available): the first 200 s, the second 125 s
