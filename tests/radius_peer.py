@@ -21,7 +21,7 @@ class RecordingCredit:
     """A small real CreditControl: records what it is asked and answers `decide(call)`."""
 
     def __init__(self, decide: Callable[[CallInfo], Authorized | Refused] | None = None) -> None:
-        self.decide = decide or (lambda call: Authorized("acc-1", 360, 0, 12_500_000, "EUR"))
+        self.decide = decide or (lambda call: Authorized("acc-1", 360, 60, 12_500_000, "EUR"))
         self.calls: list[CallInfo] = []
         self.reports: list[UsageReport] = []
         self.restarts: list[tuple[str, str]] = []

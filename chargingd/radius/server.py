@@ -318,7 +318,7 @@ class RadiusFrontend:
             self.counters.accepted += 1
             attrs = rc.accept_attributes(
                 decision.session_timeout_s,
-                decision.interim_interval_s or self.config.interim_interval_s,
+                decision.interim_interval_s,  # [sessions] interim_interval_s
                 client.cisco,
                 decision.credit_micros,
                 decision.currency,

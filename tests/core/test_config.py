@@ -71,6 +71,34 @@ def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> N
     assert message in str(err.value)
 
 
+def test_radius_interim_interval_that_is_not_sent_stops_startup() -> None:
+    """[radius] interim_interval_s = 300 loaded, yet every Access-Accept carried
+    [sessions] interim_interval_s (60): the option did nothing, silently."""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"radius": {"interim_interval_s": 300}}, "my.toml")
+    assert str(err.value) == (
+        "my.toml: [radius] interim_interval_s = 300 has no effect: gateways are sent"
+        " [sessions] interim_interval_s (60) as Acct-Interim-Interval, and it also sizes"
+        " grants and the stale window; set the value there and remove"
+        " [radius] interim_interval_s"
+    )
+    # The example file's old line (60) next to a changed [sessions] interval.
+    with pytest.raises(ConfigError, match=r"interim_interval_s \(30\)"):
+        config_from_dict(
+            {"sessions": {"interim_interval_s": 30}, "radius": {"interim_interval_s": 60}}
+        )
+
+
+@pytest.mark.parametrize("sessions_s", [60, 30])
+def test_radius_interim_interval_of_an_old_config_equal_to_the_sent_one(sessions_s: int) -> None:
+    """Old configs (the example file had [radius] interim_interval_s = 60) still load
+    when the value is the one gateways are sent anyway; without it, [sessions] alone."""
+    raw = {"sessions": {"interim_interval_s": sessions_s}}
+    cfg = config_from_dict(raw | {"radius": {"interim_interval_s": sessions_s}})
+    assert cfg == config_from_dict(raw)
+    assert not hasattr(cfg.radius, "interim_interval_s")
+
+
 def test_radius_ports_zero_both_allowed() -> None:
     """Port 0 (any free port, as tests bind) twice is two distinct ports."""
     cfg = config_from_dict({"radius": {"auth_port": 0, "acct_port": 0}}, "my.toml")

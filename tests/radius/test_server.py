@@ -147,7 +147,7 @@ async def test_accept_with_cisco_vsas(h: Harness) -> None:
     reply = verified(req, await h.auth(req.RequestPacket()))
     assert reply.code == rc.ACCESS_ACCEPT
     assert reply["Session-Timeout"] == [360]
-    assert reply["Acct-Interim-Interval"] == [60]  # sessions left it 0: the configured one
+    assert reply["Acct-Interim-Interval"] == [60]  # sessions' ([sessions] interim_interval_s)
     assert reply["h323-credit-time"] == ["h323-credit-time=360"]
     assert reply["h323-credit-amount"] == ["h323-credit-amount=12.50"]
     assert reply["h323-currency"] == ["h323-currency=EUR"]

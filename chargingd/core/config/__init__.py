@@ -455,22 +455,56 @@ def _load_file(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(raw, source)
 
 
+# Keys retired in favour of the one that always decided: (its section, its key, what
+# it does, {current} standing for its value). An old config may keep a retired key
+# while it says what that one says (it never changed anything); any other value stops
+# the load rather than being silently ignored.
+RETIRED: dict[tuple[str, str], tuple[str, str, str]] = {
+    # The Accept's Acct-Interim-Interval always came from sessions, whose interval also
+    # sizes the grants and the stale window: a RADIUS-only interval would get calls cut
+    # or reaped between two Interim-Updates.
+    ("radius", "interim_interval_s"): (
+        "sessions",
+        "interim_interval_s",
+        "gateways are sent [sessions] interim_interval_s ({current}) as"
+        " Acct-Interim-Interval, and it also sizes grants and the stale window",
+    ),
+}
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<inline>") -> Config:
     """Build a Config from an already parsed TOML table (tests use inline configs)."""
     hints = typing.get_type_hints(Config)
     sections: dict[str, Any] = {}
+    retired: dict[tuple[str, str], Any] = {}
     for name, table in raw.items():
         if name == "source" or name not in hints:
             raise ConfigError(f"{source}: unknown section [{name}]")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
-        sections[name] = _build(hints[name], table, source, name)
+        kept = {k: v for k, v in table.items() if (name, k) not in RETIRED}
+        retired.update({(name, k): v for k, v in table.items() if (name, k) in RETIRED})
+        sections[name] = _build(hints[name], kept, source, name)
     cfg = Config(**sections, source=source)
     try:
         cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    for (section, key), value in retired.items():
+        _check_retired(cfg, section, key, value, source)
     return cfg
+
+
+def _check_retired(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    """A retired key is accepted only with the value of the key that replaced it."""
+    to_section, to_key, what = RETIRED[section, key]
+    current = getattr(getattr(cfg, to_section), to_key)
+    if value != current or type(value) is not type(current):
+        raise ConfigError(
+            f"{source}: [{section}] {key} = {value!r} has no effect: "
+            + what.format(current=current)
+            + f"; set the value there and remove [{section}] {key}"
+        )
 
 
 def _build(cls: type[T], table: dict[str, Any], source: str, prefix: str) -> T:

@@ -141,8 +141,6 @@ class RadiusConfig:
     duplicate_cache_ttl_s: float = 30.0
     duplicate_cache_size: int = 65536
     require_message_authenticator: bool = True
-    # Acct-Interim-Interval sent when sessions does not set one.
-    interim_interval_s: int = 60
     # Disconnect-Request / CoA-Request (RFC 5176): first wait, then doubled per retry.
     coa_timeout_s: float = 1.0
     coa_retries: int = 3
@@ -161,8 +159,8 @@ class RadiusConfig:
             raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
         if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
             raise ValueError("duplicate_cache_ttl_s and coa_timeout_s must be positive")
-        if self.interim_interval_s < 1 or self.coa_retries < 0:
-            raise ValueError("interim_interval_s must be >= 1 and coa_retries >= 0")
+        if self.coa_retries < 0:
+            raise ValueError("coa_retries must be >= 0")
         unknown = set(self.h323_return_codes) - set(DEFAULT_H323_RETURN_CODES)
         if unknown:
             raise ValueError(f"h323_return_codes: unknown reasons {sorted(unknown)}")
