@@ -4,8 +4,9 @@ rated cost without a reason, CDRs still stuck in Redis.
 Charged records are the live CDRs (stored or stuck) and the mediated debits of the
 period. Two of them are one call charged twice when they are the same account,
 caller and callee, start within the start tolerance and overlap in time (two
-sessions of one call, or a live call also debited from a switch file), or when one
-switch record matched both (the same id in two live sources).
+sessions of one call, or a live call also debited from a switch file; without a
+caller ID, only records of two sources), or when one switch record matched both
+(the same id in two live sources).
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ WHERE charged_micros > 0 AND start_time >= %(wstart)s AND start_time < %(wend)s
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
 """
 
+# An empty caller (no caller ID) is no evidence of one caller: two records of one
+# source without it are two calls (a trunk's concurrent calls to one number); across
+# sources (a live call also debited from a switch file) they are still one call.
 _PAIRS = """
 CREATE TEMP TABLE a_double ON COMMIT DROP AS
 SELECT a.id AS aid, b.id AS bid, 'caller+callee+start' AS how
 FROM a_charged a
 JOIN a_charged b ON b.account_id = a.account_id AND b.caller = a.caller
+    AND (a.caller <> '' OR b.source <> a.source)
     AND b.callee = a.callee AND (b.start_time, b.id) > (a.start_time, a.id)
     AND b.start_time <= a.start_time + %(tol)s
     AND b.t0 < a.t1 AND a.t0 < b.t1

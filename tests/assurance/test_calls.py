@@ -151,6 +151,33 @@ async def test_charge_without_reason_and_mediated_double(
     await db.close()
 
 
+async def test_calls_without_caller_id_are_not_one_call_charged_twice(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    """Two concurrent calls of one trunk without caller ID, to one number in the same
+    millisecond, were flagged as one call charged twice: an empty caller is no
+    evidence of one caller. The same call also debited from a switch file (another
+    source) is still a double charge without a caller, and with one, so is a second
+    session of one source."""
+    db = await BillingDB.open(pg_url)
+    first = live_cdr(1, usage_s=40, caller="")
+    concurrent = dataclasses.replace(first, call_id="sess-1b")
+    mediated = dataclasses.replace(
+        live_cdr(2, usage_s=30, caller=""), source="pbx", call_id="pbx-2",
+        charge=CHARGE_MEDIATED, extra={},
+    )  # fmt: skip
+    charged = live_cdr(2, usage_s=30, caller="")
+    with_caller = live_cdr(3, usage_s=20)
+    retry = dataclasses.replace(with_caller, call_id="sess-3-retry")
+    await db.store_cdrs([first, concurrent, charged, mediated, with_caller, retry])
+    doubles = by_kind(await run(context(db, redis, sources())))[Kind.DOUBLE_CHARGE]
+    assert sorted(tuple(sorted((d.call_id, d.detail["first_call_id"]))) for d in doubles) == [
+        ("pbx-2", "sess-2"),
+        ("sess-3", "sess-3-retry"),
+    ]
+    await db.close()
+
+
 _FLAT_TARIFF = """
 [tariff]
 id = "flat2"
