@@ -5,6 +5,10 @@ the day or gateway. ``revenue``: every account's, by destination group, day or
 account. Amounts are ``charged_micros`` (what the ledger moved) next to
 ``cost_micros`` (what the tariff priced): a difference is money not collected
 (cut calls, free calls) or corrected. Days and hours are in the invoicing time zone.
+By destination, a group of unanswered attempts alone (no answered call, no billed
+second, no money) is no row, as it is no invoice line ("Other 0 calls": mediated
+attempts are never rated); by day, hour, gateway or account such rows stay (that
+traffic happened then, there, for them).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ LEFT JOIN LATERAL (
     ORDER BY p.ord LIMIT 1
 ) g ON true
 GROUP BY 1, 2
+HAVING NOT %(grouped)s OR sum(r.calls) > 0 OR sum(r.billed_s) > 0 OR sum(r.cost) <> 0
+    OR sum(r.charged) <> 0
 ORDER BY 1, 2
 """
 

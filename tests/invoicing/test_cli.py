@@ -225,6 +225,34 @@ def test_reports_by_every_key(config: Path) -> None:
     assert code == 0 and "4 calls, 10.00 min, 12.00 EUR charged" in out
 
 
+def test_reports_by_destination_show_no_row_for_unanswered_attempts_alone(
+    config: Path, pg_url: str
+) -> None:
+    """Unanswered attempts alone made an "Other 0 calls" row (mediated: never rated,
+    no destination) and a "FR_MOB 0 calls" one (live: rated at authorize), as invoices did
+    before a466210; with answered calls of the group they change nothing. Other keys
+    keep their rows (a day of attempts only is still that day's traffic)."""
+    nov5 = datetime(2026, 11, 5, 10, tzinfo=UTC)
+    attempts = [
+        cdr(10 + n, "acme", nov5, billed_s=0, charged_micros=0, destination=dest,
+            answered=False)
+        for n, dest in enumerate(("", "FR_MOB", "DE"))
+    ]  # fmt: skip
+    asyncio.run(load_cdrs(pg_url, attempts))
+    c = str(config)
+    common = ("--from", "2026-11-01", "--to", "2026-11-30", "--format", "json")
+    for kind, account in (("usage", ("--account", "acme")), ("revenue", ())):
+        rows = run_json_report(kind, c, *account, "--by", "destination", *common[:4])
+        assert [(r["key"], r["calls"], r["cdrs"], r["charged"]) for r in rows] == [
+            ("DE", 2, 3, "4.80"),
+            ("United Kingdom", 2, 2, "7.20"),
+        ], kind
+    by_day = run_json_report("usage", c, "--account", "acme", "--by", "day", *common[:4])
+    assert [(r["key"], r["calls"], r["cdrs"]) for r in by_day][-1] == ("2026-11-05", 0, 3)
+    code, out, _ = run("report", "--config", c, "usage", "--account", "acme", *common[:4])
+    assert code == 0 and "Other" not in out and "FR_MOB" not in out
+
+
 def run_json_report(kind: str, config: str, *args: str) -> list[dict[str, Any]]:
     code, out, err = run("report", "--config", config, kind, *args, "--format", "json")
     assert code == 0, err
