@@ -6,14 +6,13 @@ configured default VAT rate, no customer name).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from chargingd.billing.db import BillingDB, Conn
-from chargingd.core.config.invoicing import percent_to_ppm
+from chargingd.core.config.invoicing import check_country, percent_to_ppm
 from chargingd.invoicing.model import Profile, Refused
 from chargingd.invoicing.tax import TaxMode
 
@@ -21,7 +20,6 @@ _COLUMNS = (
     "account_id, billing_day, customer_name, customer_address, email, country, tax_mode,"
     " vat_rate_ppm, vat_id, tax_note, payment_terms_days, zero_invoices, call_detail"
 )
-_COUNTRY = re.compile(r"([A-Z]{2})?")
 # Fields `set_profile` accepts, with the checks of each.
 FIELDS = frozenset(
     {
@@ -116,8 +114,11 @@ def _vat_rate(value: Any) -> int | None:
 def _check_text(name: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 500 or not value.isprintable():
         raise Refused(f"{name} must be printable text up to 500 characters")
-    if name == "country" and not _COUNTRY.fullmatch(value):
-        raise Refused("country must be an ISO 3166 code such as DE (or empty)")
+    if name == "country" and value:
+        try:
+            check_country("country", value)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
     if name == "tax_mode" and value not in {m.value for m in TaxMode}:
         raise Refused("tax_mode must be standard, exempt or reverse_charge")
     return value

@@ -82,6 +82,16 @@ async def test_billing_profile(methods: AdminMethods) -> None:
         methods, "billing.set", {"id": "post", "tax_mode": "reverse_charge"}
     )
     assert (code, message) == (-32020, "reverse charge needs the customer's VAT id (vat_id)")
+    # Two capitals that are no region: the VAT rate of GB (or of vat_rates.UK, which the
+    # config refuses) never applies to such a customer.
+    for country, hint in (("UK", " (the United Kingdom is GB)"), ("XX", "")):
+        assert await error(methods, "billing.set", {"id": "post", "country": country}) == (
+            -32020,
+            f"country {country!r} is not an ISO 3166 code{hint}",
+        )
+    assert (await ok(methods, "billing.get", {"id": "post"}))["country"] == "DE"
+    assert (await ok(methods, "billing.set", {"id": "post", "country": "GB"}))["country"] == "GB"
+    assert (await ok(methods, "billing.set", {"id": "post", "country": ""}))["country"] == ""
     code, _ = await error(methods, "billing.set", {"id": "post", "colour": "red"})
     assert code == -32602
     code, message = await error(methods, "billing.get", {"id": "nobody"})

@@ -129,6 +129,13 @@ def test_invoicing_config_checks() -> None:
     for raw, message in (
         ({"vat_rates": {"DE": "19%"}}, "percentage"),
         ({"vat_rates": {"Germany": "19"}}, "ISO 3166"),
+        # Two capitals but no region: customers of country GB would get the default.
+        (
+            {"vat_rates": {"UK": "20"}},
+            r"\[invoicing\] vat_rates key 'UK' is not an ISO 3166 code"
+            r" \(the United Kingdom is GB\)",
+        ),
+        ({"vat_rates": {"XX": "20"}}, r"\[invoicing\] vat_rates key 'XX' is not an ISO 3166"),
         ({"default_vat_rate": "101"}, "between 0 and 100"),
         ({"invoice_series": "INV {year}"}, "invoice_series"),
         ({"credit_note_series": "INV-{year}"}, "must differ"),

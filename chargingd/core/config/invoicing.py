@@ -12,9 +12,21 @@ import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from chargingd.core.numbers import is_region
+
 _SERIES = re.compile(r"[A-Za-z0-9._/-]*(\{year\})?[A-Za-z0-9._/-]*")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _PERCENT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,4})?")
+
+
+def check_country(what: str, country: str) -> None:
+    """A customer country is an ISO 3166 alpha-2 code in capitals that phonenumbers
+    knows: "UK" or "XX" would silently miss the VAT rate of "GB" (ValueError)."""
+    if not _COUNTRY.fullmatch(country) or not is_region(country):
+        raise ValueError(
+            f"{what} {country!r} is not an ISO 3166 code"
+            + (" (the United Kingdom is GB)" if country.upper() == "UK" else "")
+        )
 
 
 def percent_to_ppm(text: str) -> int:
@@ -104,8 +116,8 @@ class InvoicingConfig:
             raise ValueError("invoice, credit note and statement series must differ")
         self._validate_numbers()
         for country, rate in {"default": self.default_vat_rate, **self.vat_rates}.items():
-            if country != "default" and not _COUNTRY.fullmatch(country):
-                raise ValueError(f"vat_rates: {country!r} is not an ISO 3166 code such as DE")
+            if country != "default":
+                check_country("vat_rates key", country)
             percent_to_ppm(rate)
         for group, patterns in self.destination_groups.items():
             if not group.strip() or not patterns or not all(p.strip() for p in patterns):
