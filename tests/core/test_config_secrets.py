@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -34,3 +35,57 @@ def test_redis_url_with_a_bad_port_is_a_config_error(url: str) -> None:
         ConfigError, match="CHARGINGD_REDIS_URL: \\[redis\\] url has an invalid port"
     ):
         apply_env(config_from_dict({}), {"CHARGINGD_REDIS_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://chargingd:pw-4711@db.example:99999/billing",
+        "postgresql://chargingd:pw-4711@db.example:54x2/billing",
+        "postgres://chargingd:pw-4711@db1.example:5432,db2.example:0/billing",
+        "postgresql://chargingd:pw-4711@[::1]:65536/billing",
+        "postgresql://chargingd:pw-4711@db.example/billing?port=70000",
+        "postgresql://chargingd:pw-4711/x@db.example:5432/billing",  # "/" unencoded
+    ],
+)
+def test_billing_db_url_with_a_bad_port_is_a_config_error(url: str) -> None:
+    """libpq refused it only at connect: `serve` started, and the exporter logged
+    'invalid port number' at every pass."""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"billing": {"db_url": url}}, "b.toml")
+    assert str(err.value) == "b.toml: [billing] db_url has an invalid port (must be 1..65535)"
+    assert "pw-4711" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://chargingd:p%40ss@db.example:5432/billing",
+        "postgresql://db1.example,db2.example:5433/billing",  # libpq multi-host
+        "postgresql://[::1]:5432/billing",
+        "postgresql://[::1]/billing",
+        "postgresql:///billing?host=/run/postgresql&port=5433",
+        "postgres://%2Frun%2Fpostgresql/billing",
+    ],
+)
+def test_billing_db_urls_libpq_takes_still_load(url: str) -> None:
+    assert config_from_dict({"billing": {"db_url": url}}).billing.db_url == url
+
+
+async def test_billing_db_url_port_checked_as_libpq_checks_it(pg_url: str) -> None:
+    """The session's PostgreSQL URL loads and connects; the same with port 99999 is
+    what libpq refuses at connect, and now the config refuses it first."""
+    import psycopg
+
+    assert config_from_dict({"billing": {"db_url": pg_url}}).billing.db_url == pg_url
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+    parts = urlsplit(pg_url)  # a socket directory as ?host=, or host:port
+    if parts.port is None:
+        bad = urlunsplit(parts._replace(query="&".join(filter(None, [parts.query, "port=99999"]))))
+    else:
+        bad = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.port}", ":99999")))
+    with pytest.raises(psycopg.OperationalError, match="invalid port number"):
+        await psycopg.AsyncConnection.connect(bad, connect_timeout=2)
+    with pytest.raises(ConfigError, match="db_url has an invalid port"):
+        config_from_dict({"billing": {"db_url": bad}})

@@ -28,6 +28,7 @@ from chargingd.core.config.mediation import MediationConfig
 from chargingd.core.config.monitoring import HttpConfig, MonitoringConfig
 from chargingd.core.config.radius import RadiusClientConfig as RadiusClientConfig
 from chargingd.core.config.radius import RadiusConfig as RadiusConfig
+from chargingd.core.config.urls import postgres_ports
 from chargingd.core.numbers import is_region
 
 
@@ -293,6 +294,13 @@ class BillingConfig:
     def validate(self) -> None:
         if self.db_url and not self.db_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("db_url must start with postgresql:// or postgres://")
+        for port in postgres_ports(self.db_url):
+            # libpq refuses it only at connect ("invalid port number"): the exporter
+            # logged that at every pass and `serve` ran without a database.
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                # Never echo the URL, nor a part of it: it may carry a password (one
+                # with an unencoded "/" is read as host and port, here as by libpq).
+                raise ValueError("db_url has an invalid port (must be 1..65535)")
         if not self.embedded_database.replace("_", "").isalnum():
             raise ValueError("embedded_database must be letters, digits and _")
         if self.connect_timeout_s <= 0:
