@@ -47,6 +47,8 @@ class AccountLedger(LedgerBase):
         K.check_currency(currency)
         K.check_amount(balance_micros, "balance")
         K.check_amount(credit_limit_micros, "credit limit", lo=0)
+        if mode is Mode.PREPAID and credit_limit_micros:
+            raise C.prepaid_credit_limit(credit_limit_micros)
         K.check_text(tariff, "tariff", max_len=128)
         K.check_int(max_calls, "max_calls", 0, C.MAX_CALLS_LIMIT)
         identities = K.check_identities(identities)
@@ -81,7 +83,8 @@ class AccountLedger(LedgerBase):
     ) -> Account:
         """Change settings; identities move in the global index (all free, else InvalidRequest).
 
-        Currency can change only while balance and holds are zero.
+        Currency can change only while balance and holds are zero. A change of mode or
+        credit limit must not leave a prepaid account with a credit limit (InvalidRequest).
         """
         K.check_account_id(account_id)
         K.check_text(who, "who", required=True)
@@ -101,7 +104,7 @@ class AccountLedger(LedgerBase):
         args = [self.clock_ms(), who, why, self.audit_max, expected, *pairs]
         try:
             res = await self._run("update", [K.acct_key(account_id), K.audit_key(account_id)], args)
-            C.check_update_status(C.s(res[0]), account_id)
+            C.check_update_status(res, account_id)
         except Exception:
             await self._unclaim(account_id, claimed)
             raise

@@ -147,7 +147,20 @@ def update_pairs(
     return pairs
 
 
-def check_update_status(status: str, account_id: str) -> None:
+def prepaid_credit_limit(credit_limit_micros: int) -> InvalidRequest:
+    """The refusal of a credit limit on a prepaid account: only postpaid accounts
+    spend below zero (the Lua credit floor), a prepaid one would show it unused."""
+    return InvalidRequest(
+        "a prepaid account has no credit limit (it spends its balance only):"
+        f" credit_limit {format_amount(credit_limit_micros, 2)} needs mode postpaid,"
+        " or set credit_limit 0"
+    )
+
+
+def check_update_status(res: Sequence[Any], account_id: str) -> None:
+    status = s(res[0])
+    if status == "prepaid_credit_limit":
+        raise prepaid_credit_limit(int(res[1]))
     if status == "unknown":
         raise UnknownAccount(f"no account {account_id!r}")
     if status == "identities_changed":

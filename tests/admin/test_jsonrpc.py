@@ -87,6 +87,25 @@ async def test_create_get_list(client: AsyncAdminClient) -> None:
     assert by_id["acme"]["available"] == "500.00"
 
 
+async def test_prepaid_account_with_a_credit_limit_is_refused(client: AsyncAdminClient) -> None:
+    """It was created, showed its limit, and the limit was never granted."""
+    with pytest.raises(RpcError) as err:
+        await create_alice(client, credit_limit="50.00")
+    assert (err.value.code, err.value.data) == (-32007, {"code": "invalid_request"})
+    assert err.value.message == (
+        "a prepaid account has no credit limit (it spends its balance only):"
+        " credit_limit 50.00 needs mode postpaid, or set credit_limit 0"
+    )
+    with pytest.raises(RpcError) as err:
+        await client.call("account.get", {"id": "alice"})
+    assert err.value.code == -32001
+    await create_alice(client)
+    with pytest.raises(RpcError) as err:
+        await client.call("account.update", {"id": "alice", "credit_limit": "50"})
+    assert err.value.code == -32007 and "needs mode postpaid" in err.value.message
+    assert (await client.call("account.get", {"id": "alice"}))["credit_limit"] == "0.00"
+
+
 async def test_create_twice_is_refused(client: AsyncAdminClient) -> None:
     await create_alice(client)
     with pytest.raises(RpcError) as err:

@@ -219,6 +219,48 @@ async def test_update_credit_limit_suspends_and_lifts(ledger: Ledger) -> None:
     assert (acc.status, acc.status_reason) == (Status.ACTIVE, "")
 
 
+async def test_prepaid_account_with_a_credit_limit_is_refused(ledger: Ledger) -> None:
+    """A prepaid account spends its balance only (available = balance - holds): a
+    credit limit on one was stored, shown by `ctl account show`, and ignored."""
+    message = r"a prepaid account has no credit limit \(it spends its balance only\)"
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.00001 needs mode"):
+        await ledger.create_account(
+            "pre", mode=Mode.PREPAID, currency="EUR", credit_limit_micros=10,
+            identities=("user:pre",), who="op",
+        )  # fmt: skip
+    with pytest.raises(UnknownAccount):
+        await ledger.get_account("pre")
+    assert await ledger.find_account("user:pre") is None  # the identity was let go
+    await ledger.create_account("pre", mode=Mode.PREPAID, currency="EUR", who="op")
+    with pytest.raises(InvalidRequest, match=message):
+        await ledger.update_account("pre", who="op", credit_limit_micros=5_000_000)
+    assert (await ledger.get_account("pre")).credit_limit_micros == 0
+    # Postpaid to prepaid: the limit goes with it, in the same update, or it is refused.
+    await ledger.create_account(
+        "post", mode=Mode.POSTPAID, currency="EUR", credit_limit_micros=500_000_000, who="op"
+    )
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 500\.00 needs mode"):
+        await ledger.update_account("post", who="op", mode=Mode.PREPAID)
+    assert (await ledger.get_account("post")).mode is Mode.POSTPAID
+    acc = await ledger.update_account("post", who="op", mode=Mode.PREPAID, credit_limit_micros=0)
+    assert (acc.mode, acc.credit_limit_micros) == (Mode.PREPAID, 0)
+    # Back to postpaid with a limit, in one update or two.
+    acc = await ledger.update_account("post", who="op", mode=Mode.POSTPAID, credit_limit_micros=100)
+    assert (acc.mode, acc.credit_limit_micros, acc.available_micros) == (Mode.POSTPAID, 100, 100)
+
+
+async def test_prepaid_account_stored_with_a_limit_still_takes_other_changes(
+    ledger: Ledger, redis: aioredis.Redis
+) -> None:
+    """One written before the check (or by hand) still takes a tariff change; setting
+    its limit to 0 clears it."""
+    await ledger.create_account("old", mode=Mode.PREPAID, currency="EUR", who="op")
+    await redis.hset(K.acct_key("old"), "credit_limit", "700")
+    assert (await ledger.update_account("old", who="op", tariff="gold")).tariff == "gold"
+    acc = await ledger.update_account("old", who="op", credit_limit_micros=0)
+    assert acc.credit_limit_micros == 0
+
+
 async def test_set_status_operator(ledger: Ledger) -> None:
     await ledger.create_account("a1", mode=Mode.PREPAID, currency="EUR", who="op")
     acc = await ledger.set_status("a1", Status.SUSPENDED, who="op", why="fraud check")
@@ -306,7 +348,7 @@ async def test_mode_change_to_prepaid_lifts_a_credit_suspension(ledger: Ledger) 
     await ledger.create_account(
         "p", mode=Mode.POSTPAID, currency="EUR", balance_micros=-10, credit_limit_micros=10, who="o"
     )
-    acc = await ledger.update_account("p", who="op", mode=Mode.PREPAID)
+    acc = await ledger.update_account("p", who="op", mode=Mode.PREPAID, credit_limit_micros=0)
     assert (acc.mode, acc.status, acc.status_reason) == (Mode.PREPAID, Status.ACTIVE, "")
     assert acc.available_micros == 0  # a prepaid account below zero still grants nothing
 

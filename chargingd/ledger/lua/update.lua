@@ -5,6 +5,8 @@
 -- ARGV[5] identities expected now ('' unless identities change: guards concurrent moves)
 -- ARGV[6..] field, value pairs among the fields above
 -- Returns {'ok'} | {'unknown'} | {'identities_changed'} | {'currency_in_use'}
+--   | {'prepaid_credit_limit', limit}: a change of mode or limit would leave a prepaid
+--     account with a credit limit it never spends (one stored before takes other changes)
 local acct, stream = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local a = redis.call('HMGET', acct, 'mode', 'status', 'status_reason', 'balance',
@@ -23,6 +25,9 @@ if new.currency and new.currency ~= a[8] and (num(a[4]) ~= 0 or num(a[6]) ~= 0) 
 end
 local before = snapshot(acct)
 local mode, credit_limit = new.mode or a[1], num(new.credit_limit or a[5])
+if (new.mode or new.credit_limit) and mode == 'prepaid' and credit_limit > 0 then
+  return {'prepaid_credit_limit', s(credit_limit)}
+end
 local status, reason = credit_rule(mode, a[2], a[3], num(a[4]), credit_limit)
 local args = {acct, 'status', status, 'status_reason', reason, 'updated_ms', s(now)}
 for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
