@@ -139,19 +139,21 @@ class Factory:
         )
 
     async def open_ledger(self, redis: RedisClient) -> Ledger:
-        """The Ledger with its scripts registered; and the deployment's layout of the
-        session record agreed (sessions/layoutchoice.py), so ``cfg`` says it to every
-        Sessions this Factory builds after (every process opens its ledger first)."""
+        """The Ledger with its scripts registered; and the layout of the session record
+        this process writes, read from the deployment's choice (``agree_records``), so
+        ``cfg`` says it to every Sessions this Factory builds after (every process opens
+        its ledger first)."""
         ledger = self.ledger(redis)
         await ledger.load_scripts()
         await self.agree_records(redis)
         return ledger
 
-    async def agree_records(self, redis: RedisClient) -> bool:
-        """[sessions] compact_records resolved against the deployment's choice in Redis;
-        ``cfg`` updated with it."""
+    async def agree_records(self, redis: RedisClient, *, store: bool = False) -> bool:
+        """[sessions] compact_records resolved against the deployment's choice in Redis
+        (sessions/layoutchoice.py; ``store``: the daemon's main process, which stores
+        it); ``cfg`` updated with it."""
         sc = self.cfg.sessions
-        compact = await agree_compact(redis, sc.compact_records)
+        compact = await agree_compact(redis, sc.compact_records, store=store)
         if sc.compact_records != compact:
             self.cfg = replace(self.cfg, sessions=replace(sc, compact_records=compact))
         return compact

@@ -387,8 +387,11 @@ class Daemon:
         claim_socket_path(self.cfg.admin_socket)
         async with contextlib.AsyncExitStack() as stack:
             redis = await self.factory.open_redis(stack, owner=True)
+            # The record layout: the deployment's choice, stored by this main process
+            # (its workers and the tools only read it), before anything builds Sessions.
+            await self.factory.agree_records(redis.client, store=True)
             ledger = await self.factory.open_ledger(redis.client)
-            self.cfg = self.factory.cfg  # the record layout agreed with the deployment
+            self.cfg = self.factory.cfg
             # Calls live across an upgrade from the hash session records (before
             # 6db408c): converted once, here, before anything serves them.
             await upgrade_and_log(redis.client, self.cfg.sessions.lastseen_shards)

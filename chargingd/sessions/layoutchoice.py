@@ -26,15 +26,21 @@ LEGACY_VALUE: Final = "legacy"
 DEPLOYMENT_KEYS: Final = ("ledger:accounts", "sess:shards")
 
 
-async def agree_compact(redis: Any, configured: bool | None) -> bool:
-    """Whether this process writes COMPACT records: ``configured`` (stored as the
-    deployment's choice), else the stored choice, else COMPACT on a new Redis (stored)
-    and LEGACY on an existing deployment's (nothing stored: a warning says how)."""
+async def agree_compact(redis: Any, configured: bool | None, *, store: bool = False) -> bool:
+    """Whether this process writes COMPACT records. ``store`` (the daemon's main
+    process, at start): ``configured`` is stored as the deployment's choice, and with
+    none configured or stored a new Redis takes COMPACT (stored) and an existing
+    deployment's LEGACY (nothing stored: a warning says how). Otherwise (workers, which
+    start after it; command-line tools, whose copy of the config may differ): nothing
+    is stored, ``configured`` is taken as it is, else the stored choice, else LEGACY."""
     if configured is not None:
-        await redis.set(LAYOUT_KEY, COMPACT_VALUE if configured else LEGACY_VALUE)
+        if store:
+            await redis.set(LAYOUT_KEY, COMPACT_VALUE if configured else LEGACY_VALUE)
         return configured
     stored = _text(await redis.get(LAYOUT_KEY))
     if stored is None:
+        if not store:
+            return False
         for key in DEPLOYMENT_KEYS:
             if await redis.exists(key):
                 log.warning(

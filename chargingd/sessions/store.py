@@ -180,7 +180,7 @@ class SessionStore(LiveIndexes):
         batcher: CommandBatcher | None = None,
         echo_class: frozenset[str] = frozenset(),
         shards: int = DEFAULT_SHARDS,
-        compact_records: bool = True,
+        compact_records: bool = False,
     ) -> None:
         """``shards``: the configured last-seen shard count (load_scripts agrees it with
         the deployment's, sessions/shards.py). ``echo_class``: the clients whose
@@ -189,7 +189,8 @@ class SessionStore(LiveIndexes):
         pipeline (ledger.batch.CommandBatcher); default on unless Redis Cluster.
         ``batcher``: that pipeline, shared with the Ledger (one per tick for both).
         ``compact_records``: write records in the COMPACT layout (sessions/record.py;
-        read: both)."""
+        read: both); default LEGACY, which every version reads (a daemon's is the
+        deployment's choice: sessions/layoutchoice.py)."""
         # Typed as Any: redis-py's reply types are unions of bytes/str/awaitables.
         self.redis: Any = redis
         self.session_ttl_s = session_ttl_s
