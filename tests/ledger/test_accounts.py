@@ -235,15 +235,19 @@ async def test_prepaid_account_with_a_credit_limit_is_refused(ledger: Ledger) ->
     with pytest.raises(InvalidRequest, match=message):
         await ledger.update_account("pre", who="op", credit_limit_micros=5_000_000)
     assert (await ledger.get_account("pre")).credit_limit_micros == 0
-    # Postpaid to prepaid: the limit goes with it, in the same update, or it is refused.
+    # Postpaid to prepaid: a limit named with it is refused; none named, it goes (audited).
     await ledger.create_account(
         "post", mode=Mode.POSTPAID, currency="EUR", credit_limit_micros=500_000_000, who="op"
     )
-    with pytest.raises(InvalidRequest, match=message + r": credit_limit 500\.00 needs mode"):
-        await ledger.update_account("post", who="op", mode=Mode.PREPAID)
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.10 needs mode"):
+        await ledger.update_account(
+            "post", who="op", mode=Mode.PREPAID, credit_limit_micros=100_000
+        )
     assert (await ledger.get_account("post")).mode is Mode.POSTPAID
-    acc = await ledger.update_account("post", who="op", mode=Mode.PREPAID, credit_limit_micros=0)
+    acc = await ledger.update_account("post", who="op", mode=Mode.PREPAID)
     assert (acc.mode, acc.credit_limit_micros) == (Mode.PREPAID, 0)
+    entry = (await ledger.audit("post", count=1))[0]
+    assert (entry.details["credit_limit"], entry.details["old.credit_limit"]) == ("0", "500000000")
     # Back to postpaid with a limit, in one update or two.
     acc = await ledger.update_account("post", who="op", mode=Mode.POSTPAID, credit_limit_micros=100)
     assert (acc.mode, acc.credit_limit_micros, acc.available_micros) == (Mode.POSTPAID, 100, 100)
