@@ -30,7 +30,7 @@ import heapq
 from typing import Any
 
 from chargingd.core.plain import plain_class
-from chargingd.ledger.keys import account_tag
+from chargingd.ledger.keys import account_tag, tag_of
 from chargingd.sessions.record import LIVE, SessionRecord, member, split_member
 from chargingd.sessions.shards import (
     DEFAULT_SHARDS,
@@ -57,7 +57,7 @@ MOVE_BATCH = 1000
 
 def record_key(account_id: str, session_id: str) -> str:
     """The session record (sessions/store.py)."""
-    return f"{account_tag(account_id)}:r:{session_id}"
+    return f"{tag_of(account_id)}:r:{session_id}"
 
 
 def loc_key(session_id: str) -> str:
@@ -73,7 +73,7 @@ def old_live_key(account_id: str) -> str:
 def live_key(account_id: str) -> str:
     """The account's live session ids (a hash: Redis 7.0 keeps a small one as a
     listpack, ~30 bytes a call where a set of strings takes ~84)."""
-    return f"{account_tag(account_id)}:calls"
+    return f"{tag_of(account_id)}:calls"
 
 
 def old_lastseen_key(gateway: str) -> str:

@@ -163,6 +163,17 @@ def call_keys(
     return f"{LOCATORS}{crc % (shards * LOCATOR_FACTOR)}" if locator else None
 
 
+def close_keys(gateway: str, session_id: str, shards: int) -> tuple[str, str, str]:
+    """lastseen_key, locator_key and old_locator_key of one call of ``gateway``: the
+    session id's crc32 taken once for the three (a close's, round 13b)."""
+    crc = zlib.crc32(session_id.encode())
+    return (
+        shard_key(gateway, crc % shards),
+        f"{LOCATORS}{crc % (shards * LOCATOR_FACTOR)}",
+        f"{OLD_LOCATORS}{crc % shards}",
+    )
+
+
 def old_locator_key(session_id: str, shards: int = DEFAULT_SHARDS) -> str:
     """The locator hash of a live call as daemons before 2026-12-06 write it (one per
     last-seen shard)."""

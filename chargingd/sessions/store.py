@@ -60,7 +60,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.plain import plain_class
 from chargingd.ledger.batch import CommandBatcher
-from chargingd.ledger.keys import account_tag
+from chargingd.ledger.keys import tag_of
 from chargingd.ledger.steps import Step, fused_source
 from chargingd.sessions.ccapi import account_class
 from chargingd.sessions.indexes import (
@@ -87,6 +87,7 @@ from chargingd.sessions.shards import (
     SHARDS_LUA,
     agree_shards,
     call_keys,
+    close_keys,
     lastseen_key,
 )
 
@@ -133,7 +134,7 @@ def _register_script(redis: Redis, lua: Traversable, layout: Layout, name: str) 
 
 
 def fin_key(account_id: str, session_id: str) -> str:
-    return f"{account_tag(account_id)}:s:{session_id}:fin"
+    return f"{tag_of(account_id)}:s:{session_id}:fin"
 
 
 def _needs_locator(echo_class: frozenset[str], rec: SessionRecord) -> bool:
@@ -463,16 +464,16 @@ class SessionStore(LiveIndexes):
         fields: dict[str, str | int],
         ttl_s: int = 0,
         *,
-        unlocate: bool = False,
+        unlocate: tuple[str, str] | None = None,
     ) -> tuple[Any, ...]:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
         and expire it then; 0 keeps its expiry). ``unlocate`` (single Redis: other
-        slots): and drop the call's live locators (this version's and an older daemon's)
-        that name the record's account."""
+        slots): the call's live locators (this version's and an older daemon's:
+        locator, old_locator), whose fields naming the record's account it drops."""
         key = record_key(rec.account_id, rec.session_id)
         self._records.pop(rec.session_id, None)  # its stored value changes
-        if unlocate:
-            keys = (key, self.locator(rec.session_id), self.old_locator(rec.session_id))
+        if unlocate is not None:
+            keys = (key, *unlocate)
             extra = (rec.session_id, rec.account_id)
             return (
                 "EVALSHA",
@@ -565,16 +566,20 @@ class SessionStore(LiveIndexes):
         # Redis Cluster: the locator's shard is in another slot, a script of its own.
         one_script = self._batcher is not None
         fields = {**fields, "state": CLOSED}
-        closed = self._setting(rec, fields, self.closed_ttl_s, unlocate=one_script)
+        # lastseen, locator and old_locator from one crc32 of the id (three: round 13b)
+        seen, locator, old_locator = close_keys(rec.gateway, sid, self.shards)
+        unlocate = (locator, old_locator) if one_script else None
+        closed = self._setting(rec, fields, self.closed_ttl_s, unlocate=unlocate)
         locating = [] if one_script else self._unlocating(acc, sid)
         if self.needs_locator(rec):
             locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
+        who = rec.member
         return [
             closed,
             ("HDEL", live_key(rec.account_id), rec.session_id),
             *locating,
-            ("ZREM", DEADLINES, rec.member),
-            ("ZREM", self.lastseen(rec.gateway, rec.session_id), rec.member),
+            ("ZREM", DEADLINES, who),
+            ("ZREM", seen, who),
             ("DEL", fin_key(rec.account_id, rec.session_id)),
         ]
 
