@@ -66,6 +66,12 @@ def test_billing_db_url_with_a_bad_port_is_a_config_error(url: str) -> None:
         "postgresql://[::1]/billing",
         "postgresql:///billing?host=/run/postgresql&port=5433",
         "postgres://%2Frun%2Fpostgresql/billing",
+        # libpq ends the user info at the last "@": "?" and "#" in a password are
+        # neither the query nor the fragment (the port check refused these)
+        "postgresql://u:p?x@db:5432/billing",
+        "postgresql://u:p?x@db/billing",
+        "postgresql://u:p#x@db:5432/billing",
+        "postgresql://u:p?port=1@db1,db2:5433/billing",
     ],
 )
 def test_billing_db_urls_libpq_takes_still_load(url: str) -> None:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import urllib.parse
-
 
 def postgres_ports(url: str) -> list[str]:
-    """The ports a libpq URL names: postgresql://[user@]host[:port][,host[:port]...]
-    [/db][?port=P[,P...]] ("[::1]:5432" for IPv6); "" where a host names none."""
+    """The ports a libpq URL names, one per host ("" where a host names none), read
+    by libpq itself (psycopg's conninfo_to_dict is PQconninfoParse): the user info
+    ends at the last "@" of the authority, so a password with "?" or "#" is no host
+    or query, and "?port=" and "[::1]:5432" are read as at connect. A URL libpq
+    cannot parse names no port here: connect reports it (as before this check)."""
     if "://" not in url:
         return []
-    rest = url.split("://", 1)[1]
-    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    hosts, query = rest[:end].rpartition("@")[2], rest[end:].partition("?")[2]
-    ports = []
-    for host in hosts.split(","):
-        if host.startswith("["):
-            ports.append(host.partition("]")[2].removeprefix(":"))
-        else:
-            ports.append(host.rpartition(":")[2] if ":" in host else "")
-    for value in urllib.parse.parse_qs(query).get("port", []):
-        ports.extend(value.split(","))
-    return [p.strip() for p in ports]
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except Error:
+        return []
+    port = params.get("port")
+    return [p.strip() for p in str(port).split(",")] if port is not None else []
