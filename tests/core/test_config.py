@@ -48,6 +48,7 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
         ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
         ({"radius": {"bind": "radius.example"}}, "[radius] bind 'radius.example' is not an IP"),
+        ({"radius": {"bind": "localhost.example"}}, "[radius] bind 'localhost.example' is not"),
         (
             {"radius": {"auth_port": 1812, "acct_port": 1812}},
             "[radius] auth_port and acct_port must differ (both 1812)",
@@ -97,6 +98,16 @@ def test_radius_interim_interval_of_an_old_config_equal_to_the_sent_one(sessions
     cfg = config_from_dict(raw | {"radius": {"interim_interval_s": sessions_s}})
     assert cfg == config_from_dict(raw)
     assert not hasattr(cfg.radius, "interim_interval_s")
+
+
+@pytest.mark.parametrize("bind", ["", "localhost", "127.0.0.1", "::1"])
+def test_radius_bind_takes_what_socket_bind_takes(bind: str) -> None:
+    """ "" (any address) and "localhost" bound before the IP check and still load."""
+    from chargingd.radius.ports import bind_udp
+
+    cfg = config_from_dict({"radius": {"bind": bind}})
+    assert cfg.radius.bind == bind
+    bind_udp(cfg.radius.bind, 0, reuse_port=False).close()  # as serve binds it
 
 
 def test_radius_ports_zero_both_allowed() -> None:

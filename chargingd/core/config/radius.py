@@ -29,6 +29,9 @@ DEFAULT_H323_RETURN_CODES: dict[str, int] = {
 _LOOKUPS = ("user", "ani", "default")
 CREDIT_MODES = ("interim", "hold_all", "own_timer")
 CUT_BACKENDS = ("rfc5176", "kamailio_jsonrpc")
+# The [radius] bind values besides IP literals: socket.bind takes them (any address,
+# the loopback) and configs used them before bind was checked.
+BIND_NAMES = ("", "localhost")
 
 
 def valid_rpc_url(url: str) -> bool:
@@ -171,9 +174,14 @@ class RadiusConfig:
             if not 0 <= port <= 65535:
                 raise ValueError("ports must be 0..65535")
         try:
-            ipaddress.ip_address(self.bind)
+            # "" (any address) and "localhost" bound before cef5969 (the AF_INET
+            # socket's bind resolves them) and still do; other names are refused.
+            if self.bind not in BIND_NAMES:
+                ipaddress.ip_address(self.bind)
         except ValueError:
-            raise ValueError(f"bind {self.bind!r} is not an IP address") from None
+            raise ValueError(
+                f'bind {self.bind!r} is not an IP address (nor "" or "localhost")'
+            ) from None
         if self.auth_port and self.auth_port == self.acct_port:
             # Both sockets would join one SO_REUSEPORT group: the kernel would hand
             # about half the Access-Requests to the accounting port, which drops them.
