@@ -57,10 +57,33 @@ def strip_uri(raw: str) -> str:
     return text.split(";", 1)[0]
 
 
+# The ISO 3166-1 alpha-2 codes phonenumbers has no numbering plan for: Antarctica,
+# Bouvet Island, South Georgia, Heard and McDonald Islands, Pitcairn, the French
+# Southern Territories, the US Minor Outlying Islands (uninhabited, or dialled under
+# another country's plan). phonenumbers' SUPPORTED_REGIONS holds the 242 other ISO
+# codes of the 249 (and AC, TA, XK, which ISO does not assign); checked with 9.0.42.
+ISO_WITHOUT_NUMBERING_PLAN = frozenset({"AQ", "BV", "GS", "HM", "PN", "TF", "UM"})
+
+
 def is_region(country: str) -> bool:
     """Whether phonenumbers knows the dialling rules of this ISO 3166 alpha-2 region
     ("GB"; "UK" is no ISO 3166 code, and every number without "+" would fail there)."""
     return country.upper() in phonenumbers.SUPPORTED_REGIONS
+
+
+def is_iso_country(country: str) -> bool:
+    """Whether this is an ISO 3166 alpha-2 country, numbering plan or not: for a
+    customer's address and VAT country, never for reading or matching numbers."""
+    return is_region(country) or country.upper() in ISO_WITHOUT_NUMBERING_PLAN
+
+
+def region_fault(country: str) -> str:
+    """Why is_region refuses `country`, for the error after the key and the value: an
+    ISO code without a numbering plan is one (no call is ever matched to it)."""
+    code = country.upper()
+    if code in ISO_WITHOUT_NUMBERING_PLAN:
+        return "has no telephone numbering plan (phonenumbers)"
+    return "is not an ISO 3166 code" + (" (the United Kingdom is GB)" if code == "UK" else "")
 
 
 def to_e164(raw: str, *, country: str = "DE") -> str:

@@ -91,6 +91,8 @@ async def test_billing_profile(methods: AdminMethods) -> None:
         )
     assert (await ok(methods, "billing.get", {"id": "post"}))["country"] == "DE"
     assert (await ok(methods, "billing.set", {"id": "post", "country": "GB"}))["country"] == "GB"
+    # An ISO country without a telephone numbering plan is still a customer's country.
+    assert (await ok(methods, "billing.set", {"id": "post", "country": "AQ"}))["country"] == "AQ"
     assert (await ok(methods, "billing.set", {"id": "post", "country": ""}))["country"] == ""
     code, _ = await error(methods, "billing.set", {"id": "post", "colour": "red"})
     assert code == -32602

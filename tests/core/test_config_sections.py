@@ -92,6 +92,26 @@ def test_client_countries_must_name_a_client_or_peer() -> None:
             },
             "[mediation.sources.pbx] default_country 'UK' is not an ISO 3166 code",
         ),
+        # ISO codes without a numbering plan: no number is read or matched there, and
+        # the error says so (it said "is not an ISO 3166 code", which they are).
+        (
+            {"sessions": {"default_country": "AQ"}},
+            "[sessions] default_country 'AQ' has no telephone numbering plan (phonenumbers)",
+        ),
+        (
+            {"sessions": {"client_countries": {"gw": "PN"}}},
+            "[sessions] client_countries.gw 'PN' has no telephone numbering plan",
+        ),
+        (
+            {
+                "mediation": {
+                    "sources": {
+                        "pbx": {"format": "asterisk", "charge": "ledger", "default_country": "TF"}
+                    }
+                }
+            },
+            "[mediation.sources.pbx] default_country 'TF' has no telephone numbering plan",
+        ),
         ({"sessions": {"disconnect_retries": 0}}, "disconnect_retries"),
         ({"sessions": {"max_session_s": "3h"}}, "sessions.max_session_s must be int"),
         ({"rating": {"plans": {"gold": ""}}}, "plans entries"),
@@ -154,3 +174,15 @@ def test_pricer_plan_lookup() -> None:
     pricer = Pricer({"retail": make_plan()})
     assert pricer.currency_of("retail") == "EUR"
     assert pricer.plan_id_for("") is None and pricer.plan_id_for("retail") == "retail"
+
+
+def test_iso_codes_without_a_numbering_plan_are_the_ones_phonenumbers_lacks() -> None:
+    """The fixed set is what phonenumbers lacks of ISO 3166: a phonenumbers release
+    that adds a plan for one of them makes it a region, and this test says so."""
+    import phonenumbers
+
+    from chargingd.core.numbers import ISO_WITHOUT_NUMBERING_PLAN, is_iso_country, is_region
+
+    assert not ISO_WITHOUT_NUMBERING_PLAN & set(phonenumbers.SUPPORTED_REGIONS)
+    assert all(is_iso_country(c) and not is_region(c) for c in ISO_WITHOUT_NUMBERING_PLAN)
+    assert not is_iso_country("UK") and not is_iso_country("XX") and is_iso_country("GB")

@@ -127,6 +127,15 @@ def test_tariff_overrides_must_name_a_loaded_plan() -> None:
             {"rules": [{"name": "n", "kind": "new_country", "exempt_countries": ["DE", "XX"]}]},
             "rule 'n': exempt country 'XX' is not an ISO 3166 code",
         ),
+        # ISO codes, but no call is ever matched to them (and the error said "not ISO").
+        (
+            {"high_risk_countries": ["CU", "AQ"]},
+            "high_risk_countries: 'AQ' has no telephone numbering plan (phonenumbers)",
+        ),
+        (
+            {"rules": [{"name": "n", "kind": "new_country", "exempt_countries": ["UM"]}]},
+            "rule 'n': exempt country 'UM' has no telephone numbering plan",
+        ),
         ({"high_risk_prefixes": ["882"]}, "'882' is not +DIGITS"),
         ({"refuse_message": ""}, "refuse_message and block_message"),
         (

@@ -126,6 +126,10 @@ def test_destination_patterns_are_like_patterns() -> None:
 def test_invoicing_config_checks() -> None:
     cfg = config_from_dict({"invoicing": {"vat_rates": {"DE": "19", "CH": "8.1"}}}).invoicing
     assert cfg.vat_ppm("DE") == 190_000 and cfg.vat_ppm("CH") == 81_000 and cfg.vat_ppm("FR") == 0
+    # A customer's country is an address: the ISO codes phonenumbers has no numbering
+    # plan for are countries too (they were refused as "not an ISO 3166 code").
+    cfg = config_from_dict({"invoicing": {"vat_rates": {"TF": "20", "PN": "0"}}}).invoicing
+    assert (cfg.vat_ppm("TF"), cfg.vat_ppm("PN")) == (200_000, 0)
     for raw, message in (
         ({"vat_rates": {"DE": "19%"}}, "percentage"),
         ({"vat_rates": {"Germany": "19"}}, "ISO 3166"),

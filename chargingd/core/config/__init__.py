@@ -29,7 +29,7 @@ from chargingd.core.config.monitoring import HttpConfig, MonitoringConfig
 from chargingd.core.config.radius import RadiusClientConfig as RadiusClientConfig
 from chargingd.core.config.radius import RadiusConfig as RadiusConfig
 from chargingd.core.config.urls import postgres_ports
-from chargingd.core.numbers import is_region
+from chargingd.core.numbers import is_region, region_fault
 
 
 class ConfigError(ValueError):
@@ -207,10 +207,7 @@ class SessionsConfig:
             # Two letters are not enough: a region phonenumbers does not know ("UK")
             # would refuse every number without "+" as "invalid called number".
             if len(country) != 2 or not country.isalpha() or not is_region(country):
-                raise ValueError(
-                    f"{key} {country!r} is not an ISO 3166 code"
-                    + (" (the United Kingdom is GB)" if country.upper() == "UK" else "")
-                )
+                raise ValueError(f"{key} {country!r} {region_fault(country)}")
 
     def _validate_grants(self) -> None:
         if not 10 <= self.interim_interval_s <= 86400:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from chargingd.core.money import AmountError, parse_amount
-from chargingd.core.numbers import is_region
+from chargingd.core.numbers import is_region, region_fault
 
 ACTIONS = ("alert", "refuse", "block")
 SEVERITIES = ("", "info", "warning", "critical")
@@ -81,11 +81,14 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
 
-def _is_country(country: str) -> bool:
-    """Two capitals phonenumbers knows as a region: calls are matched to countries by
-    phonenumbers' region of the number, so "UK" (GB's common misspelling) would never
-    match a call and leave a rule silently inert."""
-    return _COUNTRY.fullmatch(country) is not None and is_region(country)
+def _country_fault(country: str) -> str | None:
+    """None for two capitals phonenumbers knows as a region, else why not: calls are
+    matched to countries by phonenumbers' region of the number, so "UK" (GB's common
+    misspelling) or "AQ" (no numbering plan) would never match a call and leave a rule
+    silently inert."""
+    if _COUNTRY.fullmatch(country) is None:
+        return "is not an ISO 3166 code"
+    return None if is_region(country) else region_fault(country)
 
 
 _PREFIX = re.compile(r"\+[1-9][0-9]{0,14}")
@@ -240,8 +243,8 @@ def _check_rule_extras(rule: RuleConfig, where: str) -> None:
         if unknown or not rule.match:
             raise ValueError(f"{where}: match takes {', '.join(MATCHES)} (not {unknown})")
     for country in rule.exempt_countries or ():
-        if not _is_country(country):
-            raise ValueError(f"{where}: exempt country {country!r} is not an ISO 3166 code")
+        if fault := _country_fault(country):
+            raise ValueError(f"{where}: exempt country {country!r} {fault}")
     if rule.kind == "asr" and rule.action == "block" and (rule.min_calls or 0) < 10:
         raise ValueError(f"{where}: blocking on ASR needs min_calls >= 10")
 
@@ -296,8 +299,8 @@ class FraudConfig:
 
     def validate(self) -> None:
         for country in self.high_risk_countries:
-            if not _is_country(country):
-                raise ValueError(f"high_risk_countries: {country!r} is not an ISO 3166 code")
+            if fault := _country_fault(country):
+                raise ValueError(f"high_risk_countries: {country!r} {fault}")
         for prefix in self.high_risk_prefixes:
             if not _PREFIX.fullmatch(prefix):
                 raise ValueError(f"high_risk_prefixes: {prefix!r} is not +DIGITS")

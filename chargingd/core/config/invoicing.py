@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from chargingd.core.numbers import is_region
+from chargingd.core.numbers import is_iso_country
 
 _SERIES = re.compile(r"[A-Za-z0-9._/-]*(\{year\})?[A-Za-z0-9._/-]*")
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -20,9 +20,11 @@ _PERCENT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,4})?")
 
 
 def check_country(what: str, country: str) -> None:
-    """A customer country is an ISO 3166 alpha-2 code in capitals that phonenumbers
-    knows: "UK" or "XX" would silently miss the VAT rate of "GB" (ValueError)."""
-    if not _COUNTRY.fullmatch(country) or not is_region(country):
+    """A customer country is an ISO 3166 alpha-2 code in capitals: "UK" or "XX" would
+    silently miss the VAT rate of "GB" (ValueError). It is an address, not a place
+    numbers are dialled from: the ISO codes phonenumbers has no plan for (AQ, PN...,
+    numbers.ISO_WITHOUT_NUMBERING_PLAN) are countries here."""
+    if not _COUNTRY.fullmatch(country) or not is_iso_country(country):
         raise ValueError(
             f"{what} {country!r} is not an ISO 3166 code"
             + (" (the United Kingdom is GB)" if country.upper() == "UK" else "")

@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 
-from chargingd.core.numbers import is_region
+from chargingd.core.numbers import is_region, region_fault
 
 FORMATS = (
     "freeswitch",  # mod_cdr_csv, `example`/`sql` templates or a custom field list
@@ -153,8 +153,7 @@ class SourceConfig:
             raise ValueError("unprefixed must be international or national")
         if self.default_country and not is_region(self.default_country):
             raise ValueError(
-                f"default_country {self.default_country!r} is not an ISO 3166 code"
-                + (" (the United Kingdom is GB)" if self.default_country.upper() == "UK" else "")
+                f"default_country {self.default_country!r} {region_fault(self.default_country)}"
             )
         if self.unprefixed == "national" and not self.default_country:
             raise ValueError("unprefixed = 'national' needs default_country")
