@@ -480,6 +480,12 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     )
 
 
+def log_config_warnings(cfg: Config) -> None:
+    """What the loader accepted but ignores (a retired key), as startup WARNINGs."""
+    for warning in cfg.warnings:
+        log.warning("config: %s", warning)
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     """Entry point of `chargingd serve`: 0 after a clean stop, 1 on failure, 2 bad config."""
     try:
@@ -488,6 +494,8 @@ def run(name: str, args: argparse.Namespace) -> int:
         print(f"chargingd serve: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.server.log_level)
+    if not args.worker_of:  # once, not by each worker that loads the file again
+        log_config_warnings(cfg)
     try:
         if args.worker_of:
             cfg = worker_config(cfg, args.spread_over)

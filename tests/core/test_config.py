@@ -72,22 +72,36 @@ def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> N
     assert message in str(err.value)
 
 
-def test_radius_interim_interval_that_is_not_sent_stops_startup() -> None:
+def test_radius_interim_interval_that_is_not_sent_is_a_startup_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """[radius] interim_interval_s = 300 loaded, yet every Access-Accept carried
-    [sessions] interim_interval_s (60): the option did nothing, silently."""
-    with pytest.raises(ConfigError) as err:
-        config_from_dict({"radius": {"interim_interval_s": 300}}, "my.toml")
-    assert str(err.value) == (
-        "my.toml: [radius] interim_interval_s = 300 has no effect: gateways are sent"
+    [sessions] interim_interval_s (60): the option did nothing, silently. Refusing it
+    stopped a rolling upgrade at the first node whose old config set it: it loads,
+    ignored, and `serve` logs a WARNING naming both keys and the value sent."""
+    from chargingd.app.serve import log_config_warnings
+
+    cfg = config_from_dict({"radius": {"interim_interval_s": 300}}, "my.toml")
+    assert cfg.sessions.interim_interval_s == 60 and cfg == config_from_dict({}, "my.toml")
+    warning = (
+        "my.toml: [radius] interim_interval_s = 300 is ignored: gateways are sent"
         " [sessions] interim_interval_s (60) as Acct-Interim-Interval, and it also sizes"
         " grants and the stale window; set the value there and remove"
-        " [radius] interim_interval_s"
+        " [radius] interim_interval_s (a later release refuses it)"
     )
+    assert cfg.warnings == (warning,)
+    with caplog.at_level("WARNING", logger="chargingd.server"):
+        log_config_warnings(cfg)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", f"config: {warning}")
+    ]
     # The example file's old line (60) next to a changed [sessions] interval.
-    with pytest.raises(ConfigError, match=r"interim_interval_s \(30\)"):
-        config_from_dict(
-            {"sessions": {"interim_interval_s": 30}, "radius": {"interim_interval_s": 60}}
-        )
+    cfg = config_from_dict(
+        {"sessions": {"interim_interval_s": 30}, "radius": {"interim_interval_s": 60}}
+    )
+    assert cfg.sessions.interim_interval_s == 30
+    assert len(cfg.warnings) == 1 and "interim_interval_s = 60 is ignored" in cfg.warnings[0]
+    assert "[sessions] interim_interval_s (30)" in cfg.warnings[0]
 
 
 @pytest.mark.parametrize("sessions_s", [60, 30])
@@ -96,7 +110,7 @@ def test_radius_interim_interval_of_an_old_config_equal_to_the_sent_one(sessions
     when the value is the one gateways are sent anyway; without it, [sessions] alone."""
     raw = {"sessions": {"interim_interval_s": sessions_s}}
     cfg = config_from_dict(raw | {"radius": {"interim_interval_s": sessions_s}})
-    assert cfg == config_from_dict(raw)
+    assert cfg == config_from_dict(raw) and cfg.warnings == ()
     assert not hasattr(cfg.radius, "interim_interval_s")
 
 

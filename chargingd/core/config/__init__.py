@@ -376,6 +376,9 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     source: str = "<defaults>"
+    # What the loader accepted but ignores (a retired key): `serve` logs each one as a
+    # WARNING once logging is set up. Not part of the configuration's value.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def validate(self) -> None:
         # A session's client name routes its cuts (Disconnect-Request or ASR): one
@@ -462,8 +465,9 @@ def _load_file(path: str | os.PathLike[str]) -> Config:
 
 # Keys retired in favour of the one that always decided: (its section, its key, what
 # it does, {current} standing for its value). An old config may keep a retired key
-# while it says what that one says (it never changed anything); any other value stops
-# the load rather than being silently ignored.
+# while it says what that one says (it never changed anything); any other value is
+# ignored with a startup WARNING (Config.warnings), not an error: a rolling upgrade
+# must not stop at the first node whose old config sets it. A later release refuses it.
 RETIRED: dict[tuple[str, str], tuple[str, str, str]] = {
     # The Accept's Acct-Interim-Interval always came from sessions, whose interval also
     # sizes the grants and the stale window: a RADIUS-only interval would get calls cut
@@ -483,7 +487,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<inline>") -> Config:
     sections: dict[str, Any] = {}
     retired: dict[tuple[str, str], Any] = {}
     for name, table in raw.items():
-        if name == "source" or name not in hints:
+        if name in ("source", "warnings") or name not in hints:
             raise ConfigError(f"{source}: unknown section [{name}]")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
@@ -495,21 +499,25 @@ def config_from_dict(raw: dict[str, Any], source: str = "<inline>") -> Config:
         cfg.validate()
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    for (section, key), value in retired.items():
-        _check_retired(cfg, section, key, value, source)
-    return cfg
+    warnings = [
+        w for (s, k), value in retired.items() if (w := _retired_warning(cfg, s, k, value, source))
+    ]
+    return dataclasses.replace(cfg, warnings=tuple(warnings)) if warnings else cfg
 
 
-def _check_retired(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
-    """A retired key is accepted only with the value of the key that replaced it."""
+def _retired_warning(cfg: Config, section: str, key: str, value: Any, source: str) -> str:
+    """ "" for a retired key with the value of the key that replaced it, else the
+    warning that says it is ignored, which value counts instead, and what to do."""
     to_section, to_key, what = RETIRED[section, key]
     current = getattr(getattr(cfg, to_section), to_key)
-    if value != current or type(value) is not type(current):
-        raise ConfigError(
-            f"{source}: [{section}] {key} = {value!r} has no effect: "
-            + what.format(current=current)
-            + f"; set the value there and remove [{section}] {key}"
-        )
+    if value == current and type(value) is type(current):
+        return ""
+    return (
+        f"{source}: [{section}] {key} = {value!r} is ignored: "
+        + what.format(current=current)
+        + f"; set the value there and remove [{section}] {key} (a later release"
+        " refuses it)"
+    )
 
 
 def _build(cls: type[T], table: dict[str, Any], source: str, prefix: str) -> T:
