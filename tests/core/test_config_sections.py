@@ -186,3 +186,13 @@ def test_iso_codes_without_a_numbering_plan_are_the_ones_phonenumbers_lacks() ->
     assert not ISO_WITHOUT_NUMBERING_PLAN & set(phonenumbers.SUPPORTED_REGIONS)
     assert all(is_iso_country(c) and not is_region(c) for c in ISO_WITHOUT_NUMBERING_PLAN)
     assert not is_iso_country("UK") and not is_iso_country("XX") and is_iso_country("GB")
+
+
+@pytest.mark.parametrize("path", ["plans/std.toml", "./plans/std.toml", "plans//std.toml"])
+def test_plans_default_and_default_plan_naming_one_file_load(path: str) -> None:
+    """One file under both names rates accounts without a tariff alike, live (plans
+    id 'default') and in mediation (default_plan): no reason to refuse it."""
+    cfg = config_from_dict(
+        {"rating": {"plans": {"default": "plans/std.toml"}, "default_plan": path}}
+    )
+    assert cfg.rating.plans["default"] == "plans/std.toml" and cfg.rating.default_plan == path

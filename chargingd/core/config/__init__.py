@@ -233,6 +233,12 @@ class SessionsConfig:
 DEFAULT_PLAN_ID = "default"
 
 
+def _same_path(a: str, b: str) -> bool:
+    """Whether two paths of the config name one file as written (both are read from
+    the same directory): "a.toml" and "./a.toml" do, without asking the file system."""
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
 @dataclass(frozen=True)
 class RatingConfig:
     # Tariff file for accounts whose tariff is empty; empty = none (such calls are refused).
@@ -244,9 +250,11 @@ class RatingConfig:
         for plan_id, path in self.plans.items():
             if not plan_id or not path:
                 raise ValueError('plans entries must be id = "path" with both non-empty')
-        if DEFAULT_PLAN_ID in self.plans and self.default_plan:
+        default = self.plans.get(DEFAULT_PLAN_ID)
+        if default and self.default_plan and not _same_path(default, self.default_plan):
             # Two files for one id: live calls of accounts naming no tariff were rated by
             # plans.default (default_plan silently unused), mediation by default_plan.
+            # One file named twice ("a.toml", "./a.toml") rates alike: allowed.
             raise ValueError(
                 f"plans has an id {DEFAULT_PLAN_ID!r}, the id of default_plan: rename it,"
                 " or drop default_plan"
