@@ -196,3 +196,15 @@ def test_plans_default_and_default_plan_naming_one_file_load(path: str) -> None:
         {"rating": {"plans": {"default": "plans/std.toml"}, "default_plan": path}}
     )
     assert cfg.rating.plans["default"] == "plans/std.toml" and cfg.rating.default_plan == path
+
+
+def test_client_countries_of_a_config_without_clients_or_peers_load() -> None:
+    """A billing or CLI host's copy of the config has no [[radius.clients]] and no
+    [[diameter.peers]]: its client_countries name clients defined elsewhere."""
+    raw = {"sessions": {"client_countries": {"us-trunk": "US", "ims": "GB"}}}
+    cfg = config_from_dict(raw)
+    assert (cfg.sessions.country_of("us-trunk"), cfg.sessions.country_of("ims")) == ("US", "GB")
+    # One RADIUS client and no peer: the names are checked (the peer's is unknown).
+    trunk = {"name": "us-trunk", "address": "192.0.2.7", "secret": "s"}
+    with pytest.raises(ConfigError, match=r"names no .* ims$"):
+        config_from_dict(raw | {"radius": {"clients": [trunk]}})
