@@ -14,13 +14,20 @@ from datetime import datetime
 from typing import Any
 
 from chargingd.billing.db import BillingDB, Conn
-from chargingd.invoicing.model import money
+from chargingd.invoicing.model import NotFound, money
 
 _COLUMNS = (
     "id, source, call_id, account_id, caller, callee, destination, start_time, answer_time,"
     " end_time, duration_s, billed_s, cost_micros, charged_micros, currency, tariff, gateway,"
     " disconnect_cause, status, extra, charge, charge_reason"
 )
+
+
+class NoSuchCursor(NotFound):
+    """``after_id`` names no CDR: the listing has no place to continue from (an empty
+    page would read as "no more CDRs")."""
+
+    code = "no_such_cdr"
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ async def list_cdrs(
     id), after CDR ``after_id`` in that order. The cursor is the row's place in the
     order, not its id: ids follow storage, and a CDR stored late (a mediated file, a
     late Stop) has a lower start than CDRs stored before it, so "id > after" skipped
-    it for good."""
+    it for good. An ``after_id`` that names no CDR raises NoSuchCursor."""
     params = {"account": account_id, "start": start, "end": end, "after": after_id, "limit": limit}
 
     async def work(conn: Conn) -> list[CdrRow]:
@@ -113,7 +120,12 @@ async def list_cdrs(
             " ORDER BY start_time, id LIMIT %(limit)s",
             params,
         )
-        return [_row(r) for r in await cur.fetchall()]
+        rows = [_row(r) for r in await cur.fetchall()]
+        if not rows and after_id:  # the end of the listing, or no such CDR?
+            cur = await conn.execute("SELECT 1 FROM cdrs WHERE id = %s", (after_id,))
+            if await cur.fetchone() is None:
+                raise NoSuchCursor(f"no CDR with id {after_id}")
+        return rows
 
     result: list[CdrRow] = await db.run(work)
     return result

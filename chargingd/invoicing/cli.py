@@ -106,7 +106,13 @@ def configure_cdr(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="start", metavar="DATE")
     p.add_argument("--to", dest="end", metavar="DATE", help="last day, included")
     p.add_argument("--limit", type=_page_size, default=100)
-    p.add_argument("--after", type=int, default=0, metavar="CDR_ID", help="continue after this id")
+    p.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="CDR_ID",
+        help="continue after this CDR in the listing's order (start time, then id)",
+    )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="every CDR of one call id")
     p.add_argument("call_id")
@@ -281,6 +287,9 @@ async def cdr(books: Books, args: argparse.Namespace) -> int:
                 after_id=args.after,
                 limit=args.limit,
             )
+    except cdrs.NoSuchCursor as exc:  # a usage error, like a bad --limit
+        print(f"chargingd cdr list: --after: {exc}", file=sys.stderr)
+        return 2
     except InvoicingError as exc:
         print(f"chargingd cdr: {exc}", file=sys.stderr)
         return 1

@@ -302,6 +302,24 @@ def test_cdr_list_pages_reach_cdrs_stored_late(config: Path, pg_url: str) -> Non
     assert paged == [r["call_id"] for r in every] and len(paged) == 6
 
 
+def test_cdr_list_after_an_unknown_id_is_a_usage_error(config: Path) -> None:
+    """--after of an id no CDR has listed an empty page, which reads as "no more CDRs"
+    (a mistyped cursor ended the paging silently). The last CDR's id still does."""
+    c = str(config)
+    every = run_json("cdr", "--config", c, "list")
+    assert every and run_json("cdr", "--config", c, "list", "--after", str(every[-1]["id"])) == []
+    unknown = max(r["id"] for r in every) + 1000
+    code, out, err = run("cdr", "--config", c, "list", "--after", str(unknown), "--json")
+    assert (code, out) == (2, "")
+    assert err == f"chargingd cdr list: --after: no CDR with id {unknown}\n"
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        main(["cdr", "list", "--help"])
+    assert "continue after this CDR in the listing's order (start time, then id)" in " ".join(
+        help_text.getvalue().split()
+    )
+
+
 @pytest.mark.parametrize("command", [("cdr", "list"), ("invoice", "list")])
 @pytest.mark.parametrize("limit", ["0", "-5", "ten"])
 def test_a_page_size_below_one_is_a_usage_error(
