@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from chargingd.core.config import DEFAULT_PLAN_ID
 from chargingd.core.money import format_amount
 from chargingd.fraud import Fraud, Rule
 from chargingd.ledger import Account
@@ -96,10 +97,15 @@ class FraudMethods:
         return self.fraud
 
     async def fraud_rules(self, p: Params, who: str) -> dict[str, Any]:
-        """The rules in force: [fraud] rules, or an account's with its overrides."""
+        """The rules in force: [fraud] rules, or an account's with its overrides. An
+        account's tariff is its own unless --tariff names one: as in authorize, an
+        account that names none takes tariff_overrides.default (its plan's id)."""
         fraud = self._fraud()
         account = p.ident("account") if p.has("account") else ""
         tariff = p.text("tariff", "")
+        if account and not tariff:
+            # UnknownAccount: a clear error (a mistyped id showed the [fraud] rules).
+            tariff = (await fraud.ledger.get_account(account)).tariff or DEFAULT_PLAN_ID
         rules = fraud.book.rules_for(account, tariff) if account or tariff else fraud.book.base
         return {
             "enabled": True,

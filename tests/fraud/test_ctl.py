@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,8 +28,19 @@ RULES = [
 ]  # fmt: skip
 
 
+WHOLESALE = {"premium": {"max_calls": 50, "action": "alert"}}
+
+
 @pytest.fixture
 async def served(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[tuple[Fraud, Path]]:
+    async with serve_fraud(redis, tmp_path, {"wholesale": WHOLESALE}) as both:
+        yield both
+
+
+@contextlib.asynccontextmanager
+async def serve_fraud(
+    redis: aioredis.Redis, tmp_path: Path, tariff_overrides: dict[str, Any]
+) -> AsyncIterator[tuple[Fraud, Path]]:
     ledger = Ledger(redis, clock_ms=wall_ms)
     await ledger.load_scripts()
     fraud = await make_fraud(
@@ -36,7 +48,7 @@ async def served(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[tuple[F
         wall_ms,  # type: ignore[arg-type]
         RULES,
         ledger=ledger,
-        tariff_overrides={"wholesale": {"premium": {"max_calls": 50, "action": "alert"}}},
+        tariff_overrides=tariff_overrides,
     )
 
     async def status() -> dict[str, Any]:
@@ -79,6 +91,38 @@ async def test_rules_with_overrides(
     assert (premium["thresholds"]["max_calls"], premium["action"]) == (50, "alert")
     code, out, _ = await ctl(path, capsys, "fraud", "rules")
     assert code == 0 and "premium" in out and "high-risk countries: " in out
+
+
+async def test_rules_of_an_account_take_its_tariff_or_default(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """authorize applies tariff_overrides.default to an account that names no tariff
+    (7377443); `ctl fraud rules --account` showed it the [fraud] rules (max_calls 1)."""
+    overrides = {"wholesale": WHOLESALE, "default": {"premium": {"max_calls": 7}}}
+    async with serve_fraud(redis, tmp_path, overrides) as (fraud, path):
+        await add_account(fraud.ledger, "plain")
+        await add_account(fraud.ledger, "trade", tariff="wholesale")
+
+        async def premium(*args: str) -> tuple[int, str, str]:
+            code, out, err = await ctl(path, capsys, "--json", "fraud", "rules", *args)
+            assert code == 0, err
+            found = json.loads(out)
+            (rule,) = [r for r in found["rules"] if r["name"] == "premium"]
+            return rule["thresholds"]["max_calls"], rule["action"], found["tariff"]
+
+        assert await premium("--account", "plain") == (7, "block", "default")
+        assert await premium("--account", "trade") == (50, "alert", "wholesale")
+        assert await premium("--account", "plain", "--tariff", "wholesale") == (
+            50,
+            "alert",
+            "wholesale",
+        )
+        assert await premium() == (1, "block", "")
+        # What authorize applies to the account without a tariff: the same 7.
+        (rule,) = [r for r in fraud.book.rules_for("plain", "default") if r.name == "premium"]
+        assert rule.limit == 7
+        code, _, err = await ctl(path, capsys, "fraud", "rules", "--account", "nobody")
+        assert code == 1 and "no account" in err
 
 
 async def test_block_alerts_state_unblock(
