@@ -21,7 +21,7 @@ from typing import Any, Final
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import SessionsConfig
 from chargingd.core.ratelog import RateLimitedLog
-from chargingd.ledger import LedgerError, Status, UnknownAccount
+from chargingd.ledger import Account, LedgerError, Status, UnknownAccount
 from chargingd.sessions.authorize import Authorizer
 from chargingd.sessions.ccapi import UsageKind, UsageReport
 from chargingd.sessions.close import BUSY, GONE, CloseBusy, Ending, SessionCloser
@@ -30,6 +30,7 @@ from chargingd.sessions.late import LateAccounting
 from chargingd.sessions.newrecord import Profile
 from chargingd.sessions.noting import Noted, note
 from chargingd.sessions.pricing import RatingError
+from chargingd.sessions.recordspec import ADOPTED, ADOPTED_REFUSED
 from chargingd.sessions.spool import orphan_fields
 from chargingd.sessions.store import (
     CLOSED,
@@ -358,10 +359,13 @@ class Accounting:
         if not isinstance(made, tuple):
             await self.orphan(report, made.code.value)
             return None, False
+        # A call chargingd refused that its gateway connected anyway: it was allowed
+        # nothing (charged in full as debt, CDR overrun: settle.py).
+        refused = await self._was_refused(account, call.session_id)
         # The fields session_touch.lua would set for this packet, written at creation.
         rec = _replace(
             made[0],
-            adopted=1,
+            adopted=ADOPTED_REFUSED if refused else ADOPTED,
             answer_ms=answer_ms_of(report),
             last_usage_s=report.usage_s,
             last_seen_ms=self.clock_ms(),
@@ -390,17 +394,20 @@ class Accounting:
         if report.usage_s:
             return False
         account = await self.authorizer.find_account(report.call)
-        if account is None:
-            return False
-        fraud = self.authorizer.fraud
-        if (
-            account.status is Status.ACTIVE
-            and not await self.authorizer.ledger.refusal(account.id, session_id)
-            and (fraud is None or not await fraud.refused_call(account.id, session_id))
-        ):
+        if account is None or not await self._was_refused(account, session_id):
             return False
         log.debug("accounting of refused call %s: nothing to charge", session_id)
         return True
+
+    async def _was_refused(self, account: Account, session_id: str) -> bool:
+        """Did chargingd refuse this call: the ledger remembers its refusal, or a fraud
+        rule's, or its account is not active (refused before any reserve)?"""
+        if account.status is not Status.ACTIVE:
+            return True
+        if await self.authorizer.ledger.refusal(account.id, session_id):
+            return True
+        fraud = self.authorizer.fraud
+        return fraud is not None and await fraud.refused_call(account.id, session_id)
 
     async def orphan(self, report: UsageReport, reason: str, detail: str = "") -> None:
         """Keep a report nothing can charge, with its reason (never lost), and say so: the

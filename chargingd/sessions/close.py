@@ -17,6 +17,7 @@ from chargingd.billing.cdr import CDR, CHARGE_LIVE, CdrStatus
 from chargingd.ledger import CommitResult, Ledger
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.noting import Noted
+from chargingd.sessions.recordspec import ADOPTED_REFUSED
 from chargingd.sessions.settle import CAP, CAPPED, PROVISIONAL, Settlement, Settler
 from chargingd.sessions.store import LIVE, SessionRecord, SessionStore
 
@@ -228,6 +229,8 @@ class SessionCloser:
             extra["cut_confirmed"] = str(int(settled.cut_confirmed))
         if rec.adopted:
             extra["adopted"] = "1"
+            if rec.adopted == ADOPTED_REFUSED:  # refused here, connected anyway
+                extra["refused_here"] = "1"
         extra.update(ending.extra or {})
         if ending.provisional:
             extra["provisional"] = "1"

@@ -50,6 +50,13 @@ CODES: dict[str, str] = {
 # Not a field: 1 when conf_id is the session id (stored once, in the key).
 SAME_CONF_ID = "cq"
 
+# The record's `adopted`: 0 authorized here; ADOPTED accounting without our authorize;
+# ADOPTED_REFUSED the same for a call chargingd refused (the refusal still remembered)
+# that its gateway connected anyway (charged in full as debt, CDR `overrun`). Versions
+# before ADOPTED_REFUSED take any value but 0 as ADOPTED.
+ADOPTED = 1
+ADOPTED_REFUSED = 2
+
 # The compact layout ([sessions] compact_records): each field under a small integer
 # (one byte of msgpack where a code takes two or three) and the state left out while
 # live. auth_ms (always stored) is 0, so a record's map never has keys 1..n only (Lua's

@@ -36,6 +36,7 @@ from typing import Final
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.sessions.pricing import Priced
+from chargingd.sessions.recordspec import ADOPTED_REFUSED
 from chargingd.sessions.store import SessionRecord
 
 CAP = "cap"  # the ledger takes at most what the account can give
@@ -128,6 +129,8 @@ class Settler:
         cost = priced.cost_micros
         confirmed = self.cut_confirmed(rec, usage_s, status)
         final = _status(status, rec, usage_s, confirmed)
+        if rec.adopted == ADOPTED_REFUSED:  # refused here, connected anyway: allowed nothing
+            return Settlement(usage_s, priced, cost, DEBT, _OVERRUN, OVERRUN, 0, confirmed)
         if rec.adopted:  # no authorize here, nothing allowed or refused: the call happened
             return Settlement(usage_s, priced, cost, DEBT, final, "", 0, confirmed)
         allowed = self.allowed_s(rec, confirmed)

@@ -197,8 +197,33 @@ async def test_accounting_of_a_call_refused_here_makes_no_session_and_no_cdr(
     await sessions.account(usage(connected, UsageKind.STOP, 30, clock.now_ms))
     (cdr,) = await read_cdrs(redis)
     assert (cdr.call_id, cdr.status, cdr.charged_micros) == ("connected", "overrun", 30 * PER_S)
+    assert (cdr.charge_reason, cdr.extra.get("refused_here")) == ("overrun", "1")
     acc = await ledger.get_account("acc1")
     assert (acc.balance_micros, acc.reserved_micros, acc.live_sessions) == (-30 * PER_S, 0, 0)
+
+
+async def test_a_refused_call_connected_anyway_is_overrun_with_money_there(
+    sessions: Sessions, ledger: Ledger, redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Refused for another reason than money (max_calls), the account able to pay: the
+    gateway connected it anyway, so it was allowed nothing: overrun, charged in full.
+    An adopted call nobody refused stays a normal CDR."""
+    await add_account(ledger, max_calls=1)
+    assert isinstance(await sessions.authorize(call("first")), Authorized)
+    second = call("second")
+    assert not isinstance(await sessions.authorize(second), Authorized)  # too many calls
+    await sessions.account(usage(second, UsageKind.START, 0, clock.now_ms))
+    clock.advance(30)
+    await sessions.account(usage(second, UsageKind.STOP, 30, clock.now_ms))
+    stranger = call("never-asked")  # accounting without any authorize: adopted
+    await sessions.account(usage(stranger, UsageKind.STOP, 20, clock.now_ms))
+    cdrs = {c.call_id: c for c in await read_cdrs(redis)}
+    got = cdrs["second"]
+    assert (got.status, got.charge_reason, got.charged_micros) == ("overrun", "overrun", 30 * PER_S)
+    assert got.extra.get("refused_here") == "1"
+    other = cdrs["never-asked"]
+    assert (other.status, other.charge_reason, other.charged_micros) == ("normal", "", 20 * PER_S)
+    assert "refused_here" not in other.extra and other.extra["adopted"] == "1"
 
 
 async def test_accounting_of_a_call_refused_for_a_blocked_account_makes_no_session(

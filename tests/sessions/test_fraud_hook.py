@@ -108,6 +108,12 @@ async def test_accounting_of_a_call_a_rule_refused_makes_no_session_and_no_cdr(
     (cdr,) = await read_cdrs(redis)
     assert (cdr.call_id, cdr.duration_s) == ("v4", 30)
     assert cdr.charged_micros > 0
+    # refused by a rule, connected anyway: it was allowed nothing (overrun, in full)
+    assert (cdr.status, cdr.charge_reason, cdr.extra.get("refused_here")) == (
+        "overrun",
+        "overrun",
+        "1",
+    )
 
 
 @pytest.mark.parametrize("fused", [True, False])
