@@ -328,12 +328,10 @@ class FusedPath:
             result = self.steps.commit_result(reply, acc)
             return Renewal(result, list(grant) if grant else None, bool(applied))
         held = max(next_cost_micros - cost_micros, 1)
-        grant_fields = {"debited_micros": cost_micros, "held_micros": held}
-        grant_fields |= {"paid_usage_s": paid_usage_s, "limited": 0}
-        if deadline_ms:
-            grant_fields["deadline_ms"] = deadline_ms
         layout = self.store.layout
-        granted, after = noted.after(layout, **grant_fields)
+        # noted.after(layout, debited_micros=, held_micros=, paid_usage_s=, limited=0,
+        # and deadline_ms= when not 0) without its keyword dict
+        granted, after = noted.after_grant(layout, cost_micros, held, paid_usage_s, deadline_ms)
         args += [noted.before, after, held, noted.fields_map(layout)]
         seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
         reply = await self._send_with_index(

@@ -44,6 +44,23 @@ class Noted:
         rec = self.rec.replace(**grant) if grant else self.rec
         return rec, rec.pack(layout=layout)
 
+    def after_grant(
+        self,
+        layout: Layout | None,
+        debited_micros: int,
+        held_micros: int,
+        paid_usage_s: int,
+        deadline_ms: int,
+    ) -> tuple[SessionRecord, bytes]:
+        """``after`` of a renewed grant (sessions/fused.py): debited, held and paid,
+        not limited, and ``deadline_ms`` when not 0 (else the record's own), without
+        the keyword dict (SessionRecord.granted)."""
+        rec = self.rec
+        rec = rec.granted(
+            debited_micros, held_micros, paid_usage_s, 0, deadline_ms or rec.deadline_ms
+        )
+        return rec, rec.pack(layout=layout)
+
     def fields_map(self, layout: Layout | None = None) -> bytes:
         """The noted fields as session_renew.lua merges them into the stored value."""
         return fields_map(self.fields, layout)
@@ -65,12 +82,20 @@ def note(
     if usage_s * 1000 > now_ms - rec.auth_ms + USAGE_SLACK_S * 1000:
         return None
     fields: dict[str, Any] = {"last_seen_ms": now_ms}
-    if usage_s > rec.last_usage_s:
-        fields["last_usage_s"] = usage_s
+    # the noted record built positionally (SessionRecord.noted), not by replace(**fields)
+    last_usage_s, nas, origin, answered = (
+        rec.last_usage_s,
+        rec.nas_session_id,
+        rec.call_origin,
+        rec.answer_ms,
+    )
+    if usage_s > last_usage_s:
+        fields["last_usage_s"] = last_usage_s = usage_s
     if nas_session_id:
-        fields["nas_session_id"] = nas_session_id
+        fields["nas_session_id"] = nas = nas_session_id
     if call_origin:
-        fields["call_origin"] = call_origin
-    if answer_ms > 0 and not rec.answer_ms:
-        fields["answer_ms"] = answer_ms
-    return Noted(before, rec.replace(**fields), fields, gateway)
+        fields["call_origin"] = origin = call_origin
+    if answer_ms > 0 and not answered:
+        fields["answer_ms"] = answered = answer_ms
+    noted = rec.noted(now_ms, last_usage_s, answered, nas, origin)
+    return Noted(before, noted, fields, gateway)

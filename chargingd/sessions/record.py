@@ -23,7 +23,7 @@ Integers stay integers both ways (cmsgpack packs an integral Lua number as an in
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgpack
 
@@ -254,6 +254,103 @@ class SessionRecord:
             changes.get("cdr_revision", self.cdr_revision),
         )
 
+    def noted(
+        self,
+        last_seen_ms: int,
+        last_usage_s: int,
+        answer_ms: int,
+        nas_session_id: str,
+        call_origin: str,
+    ) -> SessionRecord:
+        """``replace`` of the fields an accounting packet notes (sessions/noting.py):
+        positional, no keyword dict and no 35 look-ups in it (~10,000 -> ~1,500
+        instructions per packet noted, round 13b)."""
+        return SessionRecord(
+            self.session_id,
+            self.account_id,
+            self.user_name,
+            self.caller,
+            self.callee,
+            self.destination,
+            self.plan,
+            self.currency,
+            self.gateway,
+            self.client,
+            self.auth_ms,
+            answer_ms,
+            last_seen_ms,
+            last_usage_s,
+            self.debited_micros,
+            self.held_micros,
+            self.paid_usage_s,
+            self.limited,
+            self.deadline_ms,
+            self.cut_reason,
+            self.cut_attempts,
+            self.cut_ms,
+            self.cut_ok,
+            self.adopted,
+            nas_session_id,
+            self.conf_id,
+            call_origin,
+            self.credit_micros,
+            self.state,
+            self.status,
+            self.cost_micros,
+            self.charged_micros,
+            self.provisional,
+            self.reported_usage_s,
+            self.cdr_revision,
+        )
+
+    def granted(
+        self,
+        debited_micros: int,
+        held_micros: int,
+        paid_usage_s: int,
+        limited: int,
+        deadline_ms: int,
+    ) -> SessionRecord:
+        """``replace`` of the grant's fields (an Interim renewed on a noted record,
+        sessions/fused.py), positional as ``noted``."""
+        return SessionRecord(
+            self.session_id,
+            self.account_id,
+            self.user_name,
+            self.caller,
+            self.callee,
+            self.destination,
+            self.plan,
+            self.currency,
+            self.gateway,
+            self.client,
+            self.auth_ms,
+            self.answer_ms,
+            self.last_seen_ms,
+            self.last_usage_s,
+            debited_micros,
+            held_micros,
+            paid_usage_s,
+            limited,
+            deadline_ms,
+            self.cut_reason,
+            self.cut_attempts,
+            self.cut_ms,
+            self.cut_ok,
+            self.adopted,
+            self.nas_session_id,
+            self.conf_id,
+            self.call_origin,
+            self.credit_micros,
+            self.state,
+            self.status,
+            self.cost_micros,
+            self.charged_micros,
+            self.provisional,
+            self.reported_usage_s,
+            self.cdr_revision,
+        )
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
@@ -482,6 +579,9 @@ class SessionRecord:
     def unpack(cls, account_id: str, session_id: str, blob: bytes) -> SessionRecord:
         """Decode a stored value (either layout); unknown codes (newer versions) are
         ignored."""
+        read = _read(account_id, session_id, blob)
+        if read is not None:
+            return read
         raw = _unpackb(blob)
         return cls.from_fields(account_id, session_id, raw)
 
@@ -596,6 +696,9 @@ def unpack_known(account_id: str, session_id: str, blob: bytes) -> tuple[Session
     """SessionRecord.unpack of a stored value, and True when every code in it is one
     this version writes back (a record a newer version added fields to is only merged
     into, never rewritten whole): one decode for both."""
+    read = _read(account_id, session_id, blob)
+    if read is not None:
+        return read, True  # (_read takes only the codes this version writes)
     raw = _unpackb(blob)
     return SessionRecord.from_fields(account_id, session_id, raw), _WRITTEN.issuperset(raw)
 
@@ -603,10 +706,38 @@ def unpack_known(account_id: str, session_id: str, blob: bytes) -> tuple[Session
 def fields_map(fields: dict[str, str | int], layout: Layout | None = None) -> bytes:
     """A msgpack map of some fields by code (what session_set.lua merges in), in
     ``layout``'s codes (None: LEGACY); times as they are (the scripts merge it into the
-    record rec_unpack decoded, whose times are absolute, and rec_pack stores it)."""
-    codes = CODES if layout is None else layout.codes
-    packed: bytes = _packb({codes[name]: value for name, value in fields.items()})
+    record rec_unpack decoded, whose times are absolute, and rec_pack stores it).
+    Written pair by pair as _write writes them (msgpack's bytes: ~11,700 -> ~4,000
+    instructions for a close's 7 fields, round 13b), by msgpack when a value is one it
+    leaves."""
+    keys = LEGACY if layout is None else layout
+    try:
+        return _write_fields(fields, keys.fields)
+    except _Unwritten:
+        pass
+    packed: bytes = _packb({keys.codes[name]: value for name, value in fields.items()})
     return packed
+
+
+def _write_fields(fields: dict[str, str | int], keys: dict[str, list[bytes]]) -> bytes:
+    """fields_map's bytes, ``keys`` a layout's keys of each field as _keyed lists them
+    (KeyError for a name that is not a stored field); _Unwritten for a value _write_map
+    leaves to msgpack."""
+    parts: list[bytes] = [b""]  # the header, once the pairs are counted
+    for name, value in fields.items():
+        keyed = keys[name]
+        if type(value) is str:
+            _put_str(parts, keyed, value)
+        elif type(value) is int:
+            _put_int(parts, keyed[32], value)
+        elif isinstance(value, str):  # (after int: compiled, a bool narrowed to int is 1)
+            # a str subclass (a close's CdrStatus): msgpack packs its text, the exact
+            # str that "".join of it alone is (a copy of its characters)
+            _put_str(parts, keyed, "".join((value,)))
+        else:
+            raise _Unwritten
+    parts[0] = map_header((len(parts) - 1) // 2)
+    return b"".join(parts)
 
 
 def map_header(n: int) -> bytes:
@@ -629,6 +760,10 @@ _NEG_FIX: Final = [bytes((256 + n,)) for n in range(-32, 0)]
 _STR_FIX: Final = [bytes((0xA0 | n,)) for n in range(32)]
 _INT_MIN: Final = -(1 << 63)
 _UINT_END: Final = 1 << 64
+# what a compiled int holds unboxed (63 bits): compared without a Python int object
+# (the bounds above are boxed: ~600 instructions per int written, round 13b)
+_SHORT_MIN: Final = -4611686018427387904  # -(2**62)
+_SHORT_MAX: Final = 4611686018427387903  # 2**62 - 1
 
 
 def _msgpack_int(value: int) -> bytes:
@@ -741,6 +876,7 @@ class Layout:
         "deadline_ms",
         "debited_micros",
         "destination",
+        "fields",
         "gateway",
         "held_micros",
         "last_seen_ms",
@@ -761,6 +897,8 @@ class Layout:
         self.codes: Final[dict[str, Any]] = codes
         self.compact: Final = compact
         self.same_conf_id: Final = _key(same_conf_id)
+        # field -> its code's keys as _keyed lists them (fields_map's pairs)
+        self.fields: Final = {name: _keyed(code) for name, code in codes.items()}
         self.user: Final = _keyed(codes["user_name"])
         self.caller: Final = _keyed(codes["caller"])
         self.callee: Final = _keyed(codes["callee"])
@@ -831,7 +969,8 @@ def _put_int(parts: list[bytes], key: bytes, value: int) -> None:
     _Unwritten for a value it leaves to msgpack."""
     if type(value) is not int:
         raise _Unwritten
-    if (value < 0 or value >= 0x100000000) and not _INT_MIN <= value < _UINT_END:
+    # (the bounds of 64 bits are not short ints: compared first with a short int's)
+    if not _SHORT_MIN <= value <= _SHORT_MAX and not _INT_MIN <= value < _UINT_END:
         raise _Unwritten
     parts.append(key)
     parts.append(_msgpack_int(value))
@@ -923,3 +1062,250 @@ def split_member(raw: bytes | str) -> tuple[str, str]:
     text = raw.decode() if isinstance(raw, bytes) else raw
     account_id, _, session_id = text.partition("\0")
     return account_id, session_id
+
+
+# -- the stored map read straight from its bytes --------------------------------------
+# msgpack.unpackb (a dict, its keys interned) and from_fields (a dict of values, a get
+# per field) cost ~45,000 instructions per record read, once per Start (round 13b).
+# _read takes the map as this version's writers write it (_write, _write_map, the
+# scripts' cmsgpack), in either layout: a fixmap or map16 whose keys are all LEGACY's
+# (the 1- or 2-letter codes this version writes, fixstr) or all COMPACT's (INT_CODES
+# and INT_SAME_CONF_ID, positive fixints), each value a str or an int of its field's
+# own type, nothing after the map; None for anything else (a nil, a float, a bool, a
+# code it does not know, both layouts' keys in one map, a str that is not UTF-8,
+# another header), which unpack and unpack_known read through msgpack and from_fields
+# as before. tests/sessions/test_record_reader.py compares both on random and odd maps
+# of both layouts (round 13d).
+_STR_VALUE: Final = 1
+_INT_VALUE: Final = 2
+_COMPACT_AT: Final = 26 * 26 + 26  # COMPACT's key n at _COMPACT_AT + n
+_COMPACT_KEYS: Final = INT_SAME_CONF_ID + 1  # (keys 0..INT_SAME_CONF_ID)
+_SEEN_LEGACY: Final = 1
+_SEEN_COMPACT: Final = 2
+
+
+def _code_at(code: str | int) -> int:
+    """A code's place in _SLOTS: 2 lowercase letters at 0..675, one at 676..701,
+    COMPACT's n at _COMPACT_AT + n (-1: any other code, never read by _read)."""
+    if isinstance(code, int):
+        return _COMPACT_AT + code if 0 <= code < _COMPACT_KEYS else -1
+    if not 1 <= len(code) <= 2 or not all("a" <= c <= "z" for c in code):
+        return -1
+    if len(code) == 1:
+        return 676 + ord(code) - 97
+    return (ord(code[0]) - 97) * 26 + ord(code[1]) - 97
+
+
+def _slot_tables() -> tuple[bytes, bytes]:
+    """code place -> where _read keeps its value + 1 (0: not a code it reads): a
+    field's position in _STORED, the flag SAME_CONF_ID's after them; and its kind
+    (_STR_VALUE, _INT_VALUE); both layouts' codes."""
+    size = _COMPACT_AT + _COMPACT_KEYS
+    slots, kinds = bytearray(size), bytearray(size)
+    for position, (name, kind, _) in enumerate(_STORED):
+        for code in (CODES[name], INT_CODES[name]):
+            at = _code_at(code)
+            if at >= 0:
+                slots[at] = position + 1
+                kinds[at] = _STR_VALUE if kind is str else _INT_VALUE
+    for same in (SAME_CONF_ID, INT_SAME_CONF_ID):
+        at = _code_at(same)
+        if at >= 0:
+            slots[at], kinds[at] = len(_STORED) + 1, _INT_VALUE
+    return bytes(slots), bytes(kinds)
+
+
+_TABLES = _slot_tables()
+_SLOTS: Final = _TABLES[0]
+_KINDS: Final = _TABLES[1]
+_STORED_NAMES = [name for name, _, _ in _STORED]
+_ANSWER_AT: Final = _STORED_NAMES.index("answer_ms")
+_LAST_SEEN_AT: Final = _STORED_NAMES.index("last_seen_ms")
+_AUTH_AT: Final = _STORED_NAMES.index("auth_ms")
+_CONF_AT: Final = _STORED_NAMES.index("conf_id")
+_SAME_CONF_AT: Final = len(_STORED)
+# _STORED's defaults in order, then SAME_CONF_ID's (0); None: required, or (answer_ms,
+# last_seen_ms) not in the map (COMPACT adds auth_ms to them when they are)
+_DEFAULTS: Final[list[object]] = [None if d is REQUIRED else d for _, _, d in _STORED] + [0]
+_DEFAULTS[_ANSWER_AT] = None
+_DEFAULTS[_LAST_SEEN_AT] = None
+_REQUIRED_AT: Final = [i for i, (_, _, d) in enumerate(_STORED) if d is REQUIRED]
+
+
+def _read(account_id: str, session_id: str, blob: bytes) -> SessionRecord | None:
+    """SessionRecord.unpack of a map _read takes (above), else None."""
+    end = len(blob)
+    if end == 0:
+        return None
+    head = blob[0]
+    if 0x80 <= head <= 0x8F:
+        pairs = head & 0x0F
+        at = 1
+    elif head == 0xDE and end >= 3:
+        pairs = blob[1] << 8 | blob[2]
+        at = 3
+    else:
+        return None
+    values = _DEFAULTS.copy()
+    seen = 0
+    for _ in range(pairs):
+        place, at = _read_key(blob, at, end)
+        if at < 0:
+            return None
+        seen |= _SEEN_COMPACT if place >= _COMPACT_AT else _SEEN_LEGACY
+        slot = _SLOTS[place]
+        if slot == 0:
+            return None
+        if _KINDS[place] == _STR_VALUE:
+            text, at = _read_str(blob, at, end)
+            values[slot - 1] = text
+        else:
+            number, at = _read_int(blob, at, end)
+            values[slot - 1] = number
+        if at < 0:
+            return None
+    if at != end or seen == _SEEN_LEGACY | _SEEN_COMPACT:
+        return None
+    return _read_record(account_id, session_id, values, seen == _SEEN_COMPACT)
+
+
+def _read_key(blob: bytes, at: int, end: int) -> tuple[int, int]:
+    """The code at ``at`` (its place in _SLOTS: a fixstr of 1 or 2 lowercase letters,
+    LEGACY's, or a fixint, COMPACT's) and the place after it, a value's byte at least
+    following; (0, -1) when _read does not take it."""
+    if at + 2 > end:
+        return 0, -1
+    key = blob[at]
+    if key < 0x80:
+        if key >= _COMPACT_KEYS:
+            return 0, -1
+        return _COMPACT_AT + key, at + 1
+    if at + 3 > end:
+        return 0, -1
+    first = blob[at + 1] - 97
+    if key == 0xA2 and at + 4 <= end:
+        second = blob[at + 2] - 97
+        if not (0 <= first < 26 and 0 <= second < 26):
+            return 0, -1
+        return first * 26 + second, at + 3
+    if key == 0xA1 and 0 <= first < 26:
+        return 676 + first, at + 2
+    return 0, -1
+
+
+def _read_record(
+    account_id: str, session_id: str, values: list[object], compact: bool
+) -> SessionRecord | None:
+    """The record of the values _read read (None: a required field missing), as
+    from_fields builds it: the conf flag, COMPACT's answer_ms and last_seen_ms as ms
+    since auth_ms, a last_seen_ms not in the map auth_ms."""
+    for i in _REQUIRED_AT:
+        if values[i] is None:
+            return None
+    if values[_SAME_CONF_AT]:
+        values[_CONF_AT] = session_id
+    since = cast(int, values[_AUTH_AT]) if compact else 0
+    answer = values[_ANSWER_AT]
+    values[_ANSWER_AT] = 0 if answer is None else cast(int, answer) + since
+    last_seen = values[_LAST_SEEN_AT]
+    if last_seen is None:
+        values[_LAST_SEEN_AT] = values[_AUTH_AT]
+    else:
+        values[_LAST_SEEN_AT] = cast(int, last_seen) + since
+    return _record(session_id, account_id, values)
+
+
+def _read_int(blob: bytes, at: int, end: int) -> tuple[int, int]:
+    """The msgpack int at ``at`` and the place after it; (0, -1) when it is not one."""
+    head = blob[at]
+    if head < 0x80:
+        return head, at + 1
+    if head >= 0xE0:
+        return head - 0x100, at + 1
+    if 0xCC <= head <= 0xCF:
+        size = 1 << (head - 0xCC)
+        signed = False
+    elif 0xD0 <= head <= 0xD3:
+        size = 1 << (head - 0xD0)
+        signed = True
+    else:
+        return 0, -1
+    start = at + 1
+    stop = start + size
+    if stop > end:
+        return 0, -1
+    value = 0
+    for i in range(start, stop):
+        value = (value << 8) | blob[i]
+    if signed and blob[start] >= 0x80:
+        value -= 1 << (8 * size)
+    return value, stop
+
+
+def _read_str(blob: bytes, at: int, end: int) -> tuple[str, int]:
+    """The msgpack str at ``at`` and the place after it; ("", -1) when it is not one
+    (or not UTF-8: msgpack's surrogateescape reads it)."""
+    head = blob[at]
+    start = at + 1
+    if 0xA0 <= head <= 0xBF:
+        size = head & 0x1F
+    elif head == 0xD9 and start + 1 <= end:
+        size = blob[start]
+        start += 1
+    elif head == 0xDA and start + 2 <= end:
+        size = blob[start] << 8 | blob[start + 1]
+        start += 2
+    elif head == 0xDB and start + 4 <= end:
+        size = blob[start] << 24 | blob[start + 1] << 16 | blob[start + 2] << 8 | blob[start + 3]
+        start += 4
+    else:
+        return "", -1
+    stop = start + size
+    if stop > end:
+        return "", -1
+    try:
+        text = blob[start:stop].decode()
+    except UnicodeDecodeError:
+        return "", -1
+    return text, stop
+
+
+def _record(session_id: str, account_id: str, values: list[object]) -> SessionRecord:
+    """A record of its ids and _STORED's values in order (of their fields' types)."""
+    return SessionRecord(
+        session_id,
+        account_id,
+        cast(str, values[0]),
+        cast(str, values[1]),
+        cast(str, values[2]),
+        cast(str, values[3]),
+        cast(str, values[4]),
+        cast(str, values[5]),
+        cast(str, values[6]),
+        cast(str, values[7]),
+        cast(int, values[8]),
+        cast(int, values[9]),
+        cast(int, values[10]),
+        cast(int, values[11]),
+        cast(int, values[12]),
+        cast(int, values[13]),
+        cast(int, values[14]),
+        cast(int, values[15]),
+        cast(int, values[16]),
+        cast(str, values[17]),
+        cast(int, values[18]),
+        cast(int, values[19]),
+        cast(int, values[20]),
+        cast(int, values[21]),
+        cast(str, values[22]),
+        cast(str, values[23]),
+        cast(str, values[24]),
+        cast(int, values[25]),
+        cast(str, values[26]),
+        cast(str, values[27]),
+        cast(int, values[28]),
+        cast(int, values[29]),
+        cast(int, values[30]),
+        cast(int, values[31]),
+        cast(int, values[32]),
+    )
