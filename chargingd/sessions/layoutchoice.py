@@ -15,6 +15,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from chargingd.ledger.keys import ACCOUNTS_KEY
+from chargingd.sessions.shards import SHARDS_KEY
+
 log = logging.getLogger("chargingd.sessions")
 
 LAYOUT_KEY: Final = "sess:layout"
@@ -23,7 +26,7 @@ LEGACY_VALUE: Final = "legacy"
 # Keys every deployment that has served anything holds (the ledger's account set, the
 # sessions' shard count, written at first start since 2026-12-05): absent, Redis is new.
 # One key a command: on Redis Cluster they live on different nodes.
-DEPLOYMENT_KEYS: Final = ("ledger:accounts", "sess:shards")
+DEPLOYMENT_KEYS: Final = (ACCOUNTS_KEY, SHARDS_KEY)
 
 
 async def agree_compact(redis: Any, configured: bool | None, *, store: bool = False) -> bool:
