@@ -4,9 +4,11 @@ Redis, a movable clock and a recording CallCutter (real asyncio, no mocks)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +250,54 @@ async def seen_entries(redis: Any, gateway: str) -> dict[bytes, float]:
 async def seen_count(redis: Any, gateway: str) -> int:
     """How many last-seen entries ``gateway`` has (all its shards)."""
     return sum([await redis.zcard(k) for k in shard_keys(gateway, await stored_shards(redis))])
+
+
+_FILES = resources.files  # (tests monkeypatch importlib.resources.files: the original)
+
+
+def lua_tree_before(
+    tmp: Path, before: Path, changed: dict[str, tuple[str, ...]]
+) -> dict[str, Path]:
+    """Copies of the packages' Lua (package -> its copy's root) with the ``changed``
+    scripts as they were (copies kept in ``before``): what an old-against-new test runs."""
+    roots = {}
+    for package, names in changed.items():
+        root = tmp / package
+        shutil.copytree(Path(str(_FILES(package))) / "lua", root / "lua")
+        for name in names:
+            shutil.copy(before / name, root / "lua" / name)
+        roots[package] = root
+    return roots
+
+
+async def redis_state(redis: aioredis.Redis, *, ordered_fields: bool = True) -> dict[bytes, Any]:
+    """Every key: its value (a stream's entries without their ids: their fields in order,
+    or sorted when ``ordered_fields`` is false) and whether it expires."""
+    out: dict[bytes, Any] = {}
+    for key in sorted(await redis.keys("*")):
+        kind = (await redis.type(key)).decode()
+        value: Any
+        if kind == "string":
+            value = await redis.get(key)
+        elif kind == "hash":
+            value = sorted((await redis.hgetall(key)).items())
+        elif kind == "zset":
+            value = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            value = sorted(await redis.smembers(key))
+        elif kind == "list":
+            value = await redis.lrange(key, 0, -1)
+        elif kind == "stream":
+            entries = [list(fields.items()) for _, fields in await redis.xrange(key)]
+            value = entries if ordered_fields else [sorted(e) for e in entries]
+        else:
+            raise AssertionError(f"{key!r}: {kind}")
+        out[key] = (kind, value, await redis.pttl(key) > 0)
+    return out
+
+
+def answer_of(result: Any) -> Any:
+    """An authorize's answer as old-against-new tests compare it."""
+    if isinstance(result, Authorized):
+        return ("authorized", result.session_timeout_s)
+    return (type(result).__name__, getattr(result, "reason", result))

@@ -19,17 +19,26 @@ from __future__ import annotations
 
 import importlib.resources
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
-from sessions_harness import EUR, add_account, call, make_sessions, read_cdrs, usage
+from sessions_harness import (
+    EUR,
+    add_account,
+    answer_of,
+    call,
+    lua_tree_before,
+    make_sessions,
+    read_cdrs,
+    redis_state,
+    usage,
+)
 
 from chargingd.ledger import Ledger, LedgerError, Mode
-from chargingd.sessions.ccapi import Authorized, UsageKind
+from chargingd.sessions.ccapi import UsageKind
 
 BEFORE = Path(__file__).parent / "acct_before"
 _FILES = importlib.resources.files
@@ -41,45 +50,7 @@ CHANGED = {
 
 def _tree_before(tmp: Path) -> dict[str, Path]:
     """Copies of the packages' Lua with the changed scripts as they were."""
-    roots = {}
-    for package, names in CHANGED.items():
-        root = tmp / package
-        shutil.copytree(Path(str(_FILES(package))) / "lua", root / "lua")
-        for name in names:
-            shutil.copy(BEFORE / name, root / "lua" / name)
-        roots[package] = root
-    return roots
-
-
-async def _state(redis: aioredis.Redis) -> dict[bytes, Any]:
-    """Every key: its value (a stream's entries without their ids) and whether it
-    expires."""
-    out: dict[bytes, Any] = {}
-    for key in sorted(await redis.keys("*")):
-        kind = (await redis.type(key)).decode()
-        value: Any
-        if kind == "string":
-            value = await redis.get(key)
-        elif kind == "hash":
-            value = sorted((await redis.hgetall(key)).items())
-        elif kind == "zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "set":
-            value = sorted(await redis.smembers(key))
-        elif kind == "list":
-            value = await redis.lrange(key, 0, -1)
-        elif kind == "stream":
-            value = [list(fields.items()) for _, fields in await redis.xrange(key)]
-        else:
-            raise AssertionError(f"{key!r}: {kind}")
-        out[key] = (kind, value, await redis.pttl(key) > 0)
-    return out
-
-
-def _answer(result: Any) -> Any:
-    if isinstance(result, Authorized):
-        return ("authorized", result.session_timeout_s)
-    return (type(result).__name__, getattr(result, "reason", result))
+    return lua_tree_before(tmp, BEFORE, CHANGED)
 
 
 async def _ledger(redis: aioredis.Redis, clock: Clock, audit_holds: bool, capped: bool) -> Ledger:
@@ -163,7 +134,7 @@ async def _sequence(
         info = calls[rng.randrange(len(calls))]
         sid = info.session_id
         if sid not in used:
-            answers.append(_answer(await daemons[0].authorize(info)))
+            answers.append(answer_of(await daemons[0].authorize(info)))
             used[sid] = 0
             if rng.random() < 0.8:
                 await daemons[0].account(usage(info, UsageKind.START, 0, clock.now_ms))
@@ -186,8 +157,8 @@ async def _sequence(
         if rng.random() < 0.2:  # the same packet again at once, maybe at the other daemon
             answers.append((step, "again", await rng.choice(daemons).account(report)))
         if step % 10 == 9:
-            states.append(await _state(redis))
-    states.append(await _state(redis))
+            states.append(await redis_state(redis))
+    states.append(await redis_state(redis))
     names = sorted(
         lib.name for sessions in daemons if sessions.fused for lib in sessions.fused.libraries
     )
@@ -257,7 +228,7 @@ async def _promised_twice(redis: aioredis.Redis, tmp: Path, audit_holds: bool) -
     for n, stopper in enumerate(daemons):
         first, second = call(f"p{n}a"), call(f"p{n}b")
         for info in (first, second):
-            answers.append(_answer(await daemons[0].authorize(info)))
+            answers.append(answer_of(await daemons[0].authorize(info)))
             await daemons[0].account(usage(info, UsageKind.START, 0, clock.now_ms))
         clock.advance(150)
         answers.append(await daemons[0].account(usage(first, UsageKind.INTERIM, 150, clock.now_ms)))
@@ -265,7 +236,7 @@ async def _promised_twice(redis: aioredis.Redis, tmp: Path, audit_holds: bool) -
         answers.append(await daemons[0].account(usage(first, UsageKind.STOP, 151, clock.now_ms)))
         await ledgers[0].topup("acc1", 2 * EUR, txn_id=f"t{n}", who="t")
     cdrs = [(cdr.status, cdr.cost_micros, cdr.charged_micros) for cdr in await read_cdrs(redis)]
-    return answers, await _state(redis), cdrs
+    return answers, await redis_state(redis), cdrs
 
 
 async def _compare_capped(

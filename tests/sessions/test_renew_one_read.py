@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import importlib.resources
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
-from sessions_harness import EUR, add_account, call, make_ledger, make_sessions, usage
+from sessions_harness import (
+    EUR,
+    add_account,
+    answer_of,
+    call,
+    lua_tree_before,
+    make_ledger,
+    make_sessions,
+    redis_state,
+    usage,
+)
 
 from chargingd.ledger import Mode
-from chargingd.sessions.ccapi import Authorized, UsageKind
+from chargingd.sessions.ccapi import UsageKind
 
 BEFORE = Path(__file__).parent / "renew_before"
 _FILES = importlib.resources.files
@@ -30,48 +39,11 @@ _FILES = importlib.resources.files
 
 def _tree_before(tmp: Path) -> dict[str, Path]:
     """Copies of the packages' Lua with the three scripts as they were."""
-    roots = {}
-    for package, names in (
-        ("chargingd.ledger", ("commit.lua", "reserve.lua")),
-        ("chargingd.sessions", ("session_renew.lua",)),
-    ):
-        root = tmp / package
-        shutil.copytree(Path(str(_FILES(package))) / "lua", root / "lua")
-        for name in names:
-            shutil.copy(BEFORE / name, root / "lua" / name)
-        roots[package] = root
-    return roots
-
-
-async def _state(redis: aioredis.Redis) -> dict[bytes, Any]:
-    """Every key: its value (a stream's entries without their ids) and whether it
-    expires."""
-    out: dict[bytes, Any] = {}
-    for key in sorted(await redis.keys("*")):
-        kind = (await redis.type(key)).decode()
-        value: Any
-        if kind == "string":
-            value = await redis.get(key)
-        elif kind == "hash":
-            value = sorted((await redis.hgetall(key)).items())
-        elif kind == "zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "set":
-            value = sorted(await redis.smembers(key))
-        elif kind == "list":
-            value = await redis.lrange(key, 0, -1)
-        elif kind == "stream":
-            value = [sorted(fields.items()) for _, fields in await redis.xrange(key)]
-        else:
-            raise AssertionError(f"{key!r}: {kind}")
-        out[key] = (kind, value, await redis.pttl(key) > 0)
-    return out
-
-
-def _answer(result: Any) -> Any:
-    if isinstance(result, Authorized):
-        return ("authorized", result.session_timeout_s)
-    return (type(result).__name__, getattr(result, "reason", result))
+    changed = {
+        "chargingd.ledger": ("commit.lua", "reserve.lua"),
+        "chargingd.sessions": ("session_renew.lua",),
+    }
+    return lua_tree_before(tmp, BEFORE, changed)
 
 
 async def _sequence(redis: aioredis.Redis, tmp: Path, seed: int) -> tuple[list[Any], Any]:
@@ -102,7 +74,7 @@ async def _sequence(redis: aioredis.Redis, tmp: Path, seed: int) -> tuple[list[A
         sid = info.session_id
         clock.advance(rng.choice((0, 1, 5, 20, 45, 60, 90, 300, 700)))
         if sid not in used:
-            answers.append(_answer(await sessions.authorize(info)))
+            answers.append(answer_of(await sessions.authorize(info)))
             used[sid] = 0
             if rng.random() < 0.8:
                 await sessions.account(usage(info, UsageKind.START, 0, clock.now_ms))
@@ -125,8 +97,8 @@ async def _sequence(redis: aioredis.Redis, tmp: Path, seed: int) -> tuple[list[A
         if rng.random() < 0.2:  # the same packet again at once
             answers.append((step, "again", await sessions.account(report)))
         if step % 10 == 9:
-            states.append(await _state(redis))
-    states.append(await _state(redis))
+            states.append(await redis_state(redis, ordered_fields=False))
+    states.append(await redis_state(redis, ordered_fields=False))
     names = sorted(lib.name for lib in sessions.fused.libraries) if sessions.fused else []
     return answers, (states, names)
 
