@@ -93,7 +93,7 @@ class Accounting:
             # as 136 years of debt. No record lives longer than session_ttl_s.
             await self.orphan(report, "invalid_usage")
             return
-        if report.kind is not UsageKind.START and await self._noted(report):
+        if await self._noted(report):
             return
         account_id = await self._account_of(report)
         rec: SessionRecord | None = None
@@ -146,6 +146,8 @@ class Accounting:
         try:
             if report.kind in FINAL:
                 return await self._stop_noted(noted, report)
+            if report.kind is UsageKind.START and report.usage_s == 0:
+                return await self._start_noted(noted, report)
             # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
             hold_to_s = rec.paid_usage_s if self.modes.holds_all(rec.client) else 0
             return await self.grants.charge(
@@ -160,6 +162,28 @@ class Accounting:
         except BaseException:
             self.store.uncache(session_id)
             raise
+
+    async def _start_noted(self, noted: Noted, report: UsageReport) -> bool:
+        """A Start (no usage) noted on a held record (the record its authorize wrote,
+        usually): the note written by session_note.lua, then what _update does for a
+        Start; False when the stored value moved (nothing written)."""
+        rec = noted.rec
+        after = rec.pack(layout=self.store.layout)
+        call = report.call
+        written = await self.store.write_noted(
+            rec.account_id,
+            call.session_id,
+            noted.before,
+            after,
+            rec,
+            rec.last_seen_ms,
+            noted.gateway,
+        )
+        if not written:
+            return False
+        # (a Start after usage was reported, reordered, is left to the touch path: _noted)
+        await self._answered(rec, self.modes.holds_all(rec.client))
+        return True
 
     async def _stop_noted(self, noted: Noted, report: UsageReport) -> bool:
         """_stop for a Stop noted on a held record; False when nothing was done."""

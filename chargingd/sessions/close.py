@@ -121,7 +121,7 @@ class SessionCloser:
             done = await self.fused.stop(noted, token, settled.target_micros, policy=settled.policy)
             if done.release is None or done.record is None:
                 return done.status
-            return await self._finish(done.record, settled, done.release, ending)
+            return await self._finish(done.record, settled, done.release, ending, done.stored)
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
             usage = max(usage_s, rec.last_usage_s)
@@ -134,7 +134,7 @@ class SessionCloser:
                 continue
             if done.release is None or done.record is None:
                 return BUSY if done.status == BUSY else GONE
-            return await self._finish(done.record, settled, done.release, ending)
+            return await self._finish(done.record, settled, done.release, ending, done.stored)
         if not await self.store.acquire_close(rec, token):
             return BUSY
         current = await self.store.get(rec.account_id, rec.session_id)
@@ -148,9 +148,16 @@ class SessionCloser:
         return await self._finish(current, settled, result, ending)
 
     async def _finish(
-        self, current: SessionRecord, settled: Settlement, result: CommitResult, ending: Ending
+        self,
+        current: SessionRecord,
+        settled: Settlement,
+        result: CommitResult,
+        ending: Ending,
+        stored: bytes | None = None,
     ) -> CDR:
-        """After the release: the rated CDR, then the closed mark (one round trip)."""
+        """After the release: the rated CDR, then the closed mark (one round trip).
+        ``stored``: ``current``'s stored value as the release script left it (the fused
+        path), so the closed mark can write the closed record whole."""
         if result.duplicate and result.total_debited_micros != settled.target_micros:
             # Released already by a closer that died before its CDR (its lease expired):
             # this report's charge is the one that stands.
@@ -163,9 +170,19 @@ class SessionCloser:
             )
         cdr = self.build_cdr(current, settled, result, ending)
         fields = self.closed_fields(cdr, ending)
-        await self.store.append_cdr_and_close(
-            cdr, current, reported_usage_s=current.last_usage_s, **fields
-        )
+        fields["reported_usage_s"] = current.last_usage_s
+        closed = None
+        if stored is not None:  # the closed record whole: ``fields`` applied to current
+            closed = current.closed(
+                cdr.duration_s,
+                "".join((cdr.status,)),  # (as closed_fields: the plain str)
+                cdr.cost_micros,
+                cdr.charged_micros,
+                int(ending.provisional),
+                current.last_usage_s,
+                cdr.revision,
+            )
+        await self.store.append_cdr_and_close(cdr, current, fields, stored, closed)
         log.info(
             "closed %s account=%s usage=%ss cost=%s charged=%s status=%s",
             current.session_id,
@@ -205,7 +222,9 @@ class SessionCloser:
         """What the closed record keeps of its CDR (late accounting reads them)."""
         return {
             "last_usage_s": cdr.duration_s,
-            "status": cdr.status,
+            # the plain str of its CdrStatus (what the record stores: packed straight,
+            # SessionRecord._write; a str subclass takes msgpack's slower path)
+            "status": "".join((cdr.status,)),
             "cost_micros": cdr.cost_micros,
             "charged_micros": cdr.charged_micros,
             "provisional": int(ending.provisional),

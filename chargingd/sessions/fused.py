@@ -25,7 +25,7 @@ from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source, session_deadline_ms
 from chargingd.sessions.fusedlib import FRAUD_RESET, FusedLibrary, missing
 from chargingd.sessions.noting import Noted
-from chargingd.sessions.record import record_lua
+from chargingd.sessions.record import record_lua, unpack_known
 from chargingd.sessions.store import (
     DEADLINES,
     SessionRecord,
@@ -100,7 +100,7 @@ class Closing:
     """What session_close.lua did: status busy|gone|stale|ok, and its data. One per
     Stop: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
-    __slots__ = ("answer_ms", "last_usage_s", "record", "release", "status")
+    __slots__ = ("answer_ms", "last_usage_s", "record", "release", "status", "stored")
 
     def __init__(
         self,
@@ -109,12 +109,16 @@ class Closing:
         record: SessionRecord | None = None,
         last_usage_s: int = 0,
         answer_ms: int = 0,
+        stored: bytes | None = None,
     ) -> None:
         self.status: Final = status
         self.release: Final = release
         self.record: Final = record
         self.last_usage_s: Final = last_usage_s
         self.answer_ms: Final = answer_ms
+        # the record's stored value as the script left it, when ``record`` is all of it
+        # (the closed mark then writes the closed record whole: store.append_cdr_and_close)
+        self.stored: Final = stored
 
 
 class FusedPath:
@@ -259,7 +263,8 @@ class FusedPath:
         # the session's index member are derived there (from KEYS[7]: live_key)
         args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
         args += self.steps.first_check(check)
-        args.append(rec.pack(extra=1, omit=("credit_micros",), layout=self.store.layout))
+        prefix = rec.pack(extra=1, omit=("credit_micros",), layout=self.store.layout)
+        args.append(prefix)
         args.append(int(held_only))
         if fraud is None:
             if locator is not None:
@@ -293,6 +298,10 @@ class FusedPath:
             return FirstGrant(None, status=status.decode(), reason=reason.decode())
         if created == 1:
             self.store.remember_locator(sid, acc)
+            # the record as the script completed it (held + available, or held only),
+            # kept for the call's Start (SessionStore.cached; accounting.py notes it)
+            credit = int(reply[1]) if held_only else int(reply[1]) + int(reply[2])
+            self.store.cache_authorized(rec, prefix, credit)
         grant = self.steps.grant(reply, acc, sid)
         if verdict:
             return FirstGrant(grant, int(created), fraud=verdict[0])
@@ -365,8 +374,9 @@ class FusedPath:
             return Closing(status, last_usage_s=int(reply[1]), answer_ms=int(reply[2]))
         if status != "ok":
             return Closing(status)
-        record = SessionRecord.unpack(acc, sid, reply[2])
-        return Closing(status, self.steps.commit_result(reply[1], acc), record)
+        record, known = unpack_known(acc, sid, reply[2])
+        stored = reply[2] if known else None
+        return Closing(status, self.steps.commit_result(reply[1], acc), record, stored=stored)
 
     async def stop(
         self, noted: Noted, token: str, final_cost_micros: int, *, policy: str
@@ -379,13 +389,8 @@ class FusedPath:
         now_ms = self.ledger.clock_ms()
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
-        args: list[Any] = [
-            token,
-            30,
-            noted.before,
-            noted.after(self.store.layout)[1],
-            *release.argv,
-        ]
+        after = noted.after(self.store.layout)[1]
+        args: list[Any] = [token, 30, noted.before, after, *release.argv]
         reply = await self._send_with_index(
             self._stop.sha, keys, args, None, None, self.stop_library
         )
@@ -393,7 +398,7 @@ class FusedPath:
         if status != "ok":
             return Closing(status)
         self.store.uncache(sid)  # closing
-        return Closing(status, self.steps.commit_result(reply[1], acc), rec)
+        return Closing(status, self.steps.commit_result(reply[1], acc), rec, stored=after)
 
     async def _send_with_index(
         self,

@@ -107,7 +107,7 @@ class LateAccounting:
         # The correction's CDR keeps the answer time the session had (a late Stop of
         # a call never seen answered is rated from its authorize time).
         cdr = self.closer.build_cdr(rec, settlement, result, ending, revision=rec.cdr_revision + 1)
-        await self.store.append_cdr_and_close(cdr, rec, **self.closer.closed_fields(cdr, ending))
+        await self.store.append_cdr_and_close(cdr, rec, self.closer.closed_fields(cdr, ending))
         self.corrected += 1
         log.warning(
             "corrected %s of %s: %s %ss -> %s %ss, charged %s -> %s",

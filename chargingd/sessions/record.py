@@ -351,6 +351,97 @@ class SessionRecord:
             self.cdr_revision,
         )
 
+    def credited(self, credit_micros: int) -> SessionRecord:
+        """``replace(credit_micros=)``, positional as ``noted`` (the record a fused
+        authorize wrote, completed for its Start: SessionStore.cached)."""
+        return SessionRecord(
+            self.session_id,
+            self.account_id,
+            self.user_name,
+            self.caller,
+            self.callee,
+            self.destination,
+            self.plan,
+            self.currency,
+            self.gateway,
+            self.client,
+            self.auth_ms,
+            self.answer_ms,
+            self.last_seen_ms,
+            self.last_usage_s,
+            self.debited_micros,
+            self.held_micros,
+            self.paid_usage_s,
+            self.limited,
+            self.deadline_ms,
+            self.cut_reason,
+            self.cut_attempts,
+            self.cut_ms,
+            self.cut_ok,
+            self.adopted,
+            self.nas_session_id,
+            self.conf_id,
+            self.call_origin,
+            credit_micros,
+            self.state,
+            self.status,
+            self.cost_micros,
+            self.charged_micros,
+            self.provisional,
+            self.reported_usage_s,
+            self.cdr_revision,
+        )
+
+    def closed(
+        self,
+        last_usage_s: int,
+        status: str,
+        cost_micros: int,
+        charged_micros: int,
+        provisional: int,
+        reported_usage_s: int,
+        cdr_revision: int,
+    ) -> SessionRecord:
+        """``replace`` of what a close writes (state CLOSED and its CDR's figures:
+        sessions/close.py closed_fields), positional as ``noted``."""
+        return SessionRecord(
+            self.session_id,
+            self.account_id,
+            self.user_name,
+            self.caller,
+            self.callee,
+            self.destination,
+            self.plan,
+            self.currency,
+            self.gateway,
+            self.client,
+            self.auth_ms,
+            self.answer_ms,
+            self.last_seen_ms,
+            last_usage_s,
+            self.debited_micros,
+            self.held_micros,
+            self.paid_usage_s,
+            self.limited,
+            self.deadline_ms,
+            self.cut_reason,
+            self.cut_attempts,
+            self.cut_ms,
+            self.cut_ok,
+            self.adopted,
+            self.nas_session_id,
+            self.conf_id,
+            self.call_origin,
+            self.credit_micros,
+            CLOSED,
+            status,
+            cost_micros,
+            charged_micros,
+            provisional,
+            reported_usage_s,
+            cdr_revision,
+        )
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
@@ -787,6 +878,9 @@ def _msgpack_int(value: int) -> bytes:
     if value >= -0x80000000:
         return b"\xd2" + value.to_bytes(4, "big", signed=True)
     return b"\xd3" + value.to_bytes(8, "big", signed=True)
+
+
+msgpack_int = _msgpack_int  # (the store completes an authorize's record with it)
 
 
 def _msgpack_str_head(size: int) -> bytes:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from importlib.abc import Traversable
@@ -78,6 +79,7 @@ from chargingd.sessions.record import (
     fields_map,
     layout_of,
     member,
+    msgpack_int,
     record_lua,
     split_member,
     unpack_known,
@@ -104,6 +106,9 @@ ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
 
 MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
+# records of the calls authorized last, kept for their Start (SessionStore.cached): at
+# most this many (~0.6 KB each: a tuple, the record and its bytes; ~30 MB at most)
+FRESH_MAX = 50_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
@@ -207,6 +212,7 @@ class SessionStore(LiveIndexes):
         body = record_lua(lua.joinpath("session_create.lua").read_text(), self.layout)
         self._create = redis.register_script(fused_source(body, ("account_check",)))
         self._set = load("session_set")
+        self._note = load("session_note")
         self._claim_until = load("session_claim_until")
         self._unlease = load("session_unlease")
         self._unlocate = load("session_unlocate")
@@ -216,6 +222,7 @@ class SessionStore(LiveIndexes):
             self._touch,
             self._create,
             self._set,
+            self._note,
             self._claim_until,
             self._unlease,
         ]
@@ -239,6 +246,14 @@ class SessionStore(LiveIndexes):
         # (sessions/noting.py). Single Redis only (the fused scripts); any write through
         # session_set drops it. ~1.3 KB a call: at most MAX_HELD calls.
         self._records: dict[str, tuple[str, bytes, SessionRecord]] = {}
+        # session id -> (account id, the stored value an authorize wrote but for its
+        # credit pair, the record but for its credit, that credit): the records the
+        # fused authorize wrote, completed when their Start asks (cached()): a call that
+        # never starts costs its authorize a tuple, not a record and its bytes. At most
+        # FRESH_MAX, the oldest dropped one by one as new ones come (an OrderedDict: no
+        # pause to free a whole generation at once): the calls authorized last are the
+        # ones whose Start comes next.
+        self._fresh: OrderedDict[str, tuple[str, bytes, SessionRecord, int]] = OrderedDict()
 
     @property
     def batched(self) -> bool:
@@ -261,7 +276,29 @@ class SessionStore(LiveIndexes):
     def cached(self, session_id: str) -> tuple[str, bytes, SessionRecord] | None:
         """(account id, stored value, decoded) of a live record as this process last saw
         it."""
-        return self._records.get(session_id)
+        held = self._records.get(session_id)
+        if held is not None:
+            return held
+        fresh = self._fresh.pop(session_id, None)
+        if fresh is None:
+            return None
+        account_id, prefix, rec, credit = fresh
+        # session_authorize.lua's record: the prefix, then cmsgpack.pack(code, credit)
+        stored = prefix + self.layout.credit_micros + msgpack_int(credit)
+        rec = rec.credited(credit)
+        self.cache(rec, stored)
+        return account_id, stored, rec
+
+    def cache_authorized(self, rec: SessionRecord, prefix: bytes, credit_micros: int) -> None:
+        """Remember a record the fused authorize wrote: ``prefix`` its stored value (in
+        this store's layout) but for the credit_micros pair the script appends, and that
+        credit (single Redis only: the fused scripts)."""
+        if self._batcher is None:
+            return
+        fresh = self._fresh
+        fresh[rec.session_id] = (rec.account_id, prefix, rec, credit_micros)
+        if len(fresh) > FRESH_MAX:
+            fresh.popitem(last=False)
 
     def cache(self, rec: SessionRecord, stored: bytes) -> None:
         """Remember a live record and its stored value (single Redis only: the fused
@@ -274,6 +311,33 @@ class SessionStore(LiveIndexes):
 
     def uncache(self, session_id: str) -> None:
         self._records.pop(session_id, None)
+        self._fresh.pop(session_id, None)
+
+    async def write_noted(
+        self,
+        account_id: str,
+        session_id: str,
+        before: bytes,
+        after: bytes,
+        rec: SessionRecord,
+        now_ms: int,
+        gateway: str,
+    ) -> bool:
+        """session_note.lua: ``after`` (``rec`` with a packet noted on ``before``: noting.py)
+        written while ``before`` is still the stored value, with the packet's last-seen
+        write (as touch sends it); False when another value is stored (nothing written,
+        the caller takes the touch path)."""
+        written, _ = await self.send(
+            [
+                ("EVALSHA", self._note.sha, 1, record_key(account_id, session_id), before, after),
+                self.seen(account_id, session_id, now_ms, gateway),
+            ]
+        )
+        if written != 1:
+            self.uncache(session_id)
+            return False
+        self.cache(rec, after)
+        return True
 
     def seen(self, account_id: str, session_id: str, now_ms: int, gateway: str) -> tuple[Any, ...]:
         """The last-seen write of an accounting packet from ``gateway`` (XX: no-op once
@@ -332,7 +396,7 @@ class SessionStore(LiveIndexes):
     async def discard(self, rec: SessionRecord) -> None:
         """Forget a record that never became a call (an authorize undone): no CDR."""
         self._located.pop(rec.session_id, None)
-        self._records.pop(rec.session_id, None)
+        self.uncache(rec.session_id)
         await self.send(
             [
                 ("DEL", record_key(rec.account_id, rec.session_id)),
@@ -451,7 +515,7 @@ class SessionStore(LiveIndexes):
             ]
         )
         if state != LIVE.encode():
-            self._records.pop(session_id, None)
+            self.uncache(session_id)
             return state.decode(), int(usage), None
         rec, known = unpack_known(account_id, session_id, blob)  # one decode for both
         if self._batcher is not None and known:
@@ -465,26 +529,36 @@ class SessionStore(LiveIndexes):
         ttl_s: int = 0,
         *,
         unlocate: tuple[str, str] | None = None,
+        whole: tuple[bytes, bytes] | None = None,
     ) -> tuple[Any, ...]:
         """session_set.lua: merge ``fields`` into the record if it exists (``ttl_s`` > 0:
         and expire it then; 0 keeps its expiry). ``unlocate`` (single Redis: other
         slots): the call's live locators (this version's and an older daemon's:
-        locator, old_locator), whose fields naming the record's account it drops."""
+        locator, old_locator), whose fields naming the record's account it drops.
+        ``whole``: (the stored value the caller knows, the new value): the new value
+        written as it is while the stored one is still that (no merge in Lua)."""
         key = record_key(rec.account_id, rec.session_id)
-        self._records.pop(rec.session_id, None)  # its stored value changes
+        self.uncache(rec.session_id)  # its stored value changes
+        merged = fields_map(fields, self.layout)
         if unlocate is not None:
-            keys = (key, *unlocate)
-            extra = (rec.session_id, rec.account_id)
-            return (
+            command: tuple[Any, ...] = (
                 "EVALSHA",
                 self._set.sha,
                 3,
-                *keys,
+                key,
+                *unlocate,
                 ttl_s,
-                fields_map(fields, self.layout),
-                *extra,
+                merged,
+                rec.session_id,
+                rec.account_id,
             )
-        return ("EVALSHA", self._set.sha, 1, key, ttl_s, fields_map(fields, self.layout))
+        else:
+            command = ("EVALSHA", self._set.sha, 1, key, ttl_s, merged)
+        if whole is None:
+            return command
+        if unlocate is None:
+            command += ("", "")  # (ARGV[3..4]: no locator shards named)
+        return (*command, *whole)
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
         """Overwrite some fields of a live record (grant, deadline, cut state); a record
@@ -544,22 +618,39 @@ class SessionStore(LiveIndexes):
         """Close the record (kept closed_ttl_s so replays find it) and drop it from indexes."""
         await self.send(self._closing(rec, fields))
 
-    async def append_cdr_and_close(self, cdr: CDR, rec: SessionRecord, **fields: str | int) -> None:
+    async def append_cdr_and_close(
+        self,
+        cdr: CDR,
+        rec: SessionRecord,
+        fields: dict[str, str | int],
+        stored: bytes | None = None,
+        closed: SessionRecord | None = None,
+    ) -> None:
         """XADD the CDR, then mark the record closed: one round trip on a single Redis
         (sent in this order on one connection, so the crash window stays the documented
-        one); two steps on Redis Cluster, where a pipeline is split by node."""
+        one); two steps on Redis Cluster, where a pipeline is split by node.
+        ``stored``: ``rec``'s stored value (all of ``rec``: unpack_known) as the caller
+        last read or wrote it, and ``closed``: ``rec`` with ``fields`` (and the state
+        CLOSED): the closed record is then written whole while ``stored`` is still the
+        stored value, else ``fields`` merged as without them."""
         if self._batcher is None:
             await self.append_cdr(cdr)
             await self.mark_closed(rec, **fields)
             return
         xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
-        await self.send([xadd, *self._closing(rec, fields)])
+        await self.send([xadd, *self._closing(rec, fields, stored, closed)])
 
-    def _closing(self, rec: SessionRecord, fields: dict[str, str | int]) -> list[tuple[Any, ...]]:
+    def _closing(
+        self,
+        rec: SessionRecord,
+        fields: dict[str, str | int],
+        stored: bytes | None = None,
+        closed: SessionRecord | None = None,
+    ) -> list[tuple[Any, ...]]:
         """The close's writes: the record closed, out of the indexes; its live locator
         becomes a string kept as long as the closed record (a late Stop finds it); a
         call without a locator (echo_class) gets none (one for this id would be
-        another client's call)."""
+        another client's call). ``stored``, ``closed``: see append_cdr_and_close."""
         self._located.pop(rec.session_id, None)
         acc, sid = rec.account_id, rec.session_id
         # Single Redis: the record's script drops the live locator too (one script);
@@ -569,13 +660,19 @@ class SessionStore(LiveIndexes):
         # lastseen, locator and old_locator from one crc32 of the id (three: round 13b)
         seen, locator, old_locator = close_keys(rec.gateway, sid, self.shards)
         unlocate = (locator, old_locator) if one_script else None
-        closed = self._setting(rec, fields, self.closed_ttl_s, unlocate=unlocate)
+        # The closed record whole (session_set.lua writes it as it is while ``stored``
+        # is still the stored value: no decode and re-encode in Lua, -53k of Redis's
+        # instructions a Stop, round 14a), else the fields merged
+        whole = None
+        if stored is not None and closed is not None:
+            whole = (stored, closed.pack(layout=self.layout))
+        marked = self._setting(rec, fields, self.closed_ttl_s, unlocate=unlocate, whole=whole)
         locating = [] if one_script else self._unlocating(acc, sid)
         if self.needs_locator(rec):
             locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
         who = rec.member
         return [
-            closed,
+            marked,
             ("HDEL", live_key(rec.account_id), rec.session_id),
             *locating,
             ("ZREM", DEADLINES, who),
