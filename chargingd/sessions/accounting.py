@@ -123,6 +123,11 @@ class Accounting:
         moved, or a case the touch path handles: a bad or reordered usage, another
         closer, an error), the caller takes the touch path."""
         session_id = report.call.session_id
+        if not report.call.account_hint and self._echoes(report):
+            # an echo_class client's packet without our Class: found by the search of
+            # its own gateway's calls (_without_class), never by the id alone (ids
+            # collide across gateways, and such a client may be several of them)
+            return False
         held = self.store.cached(session_id)
         if held is None:
             return False
@@ -143,11 +148,11 @@ class Accounting:
         )
         if noted is None or (report.kind not in FINAL and report.usage_s < rec.last_usage_s):
             return False
+        if report.kind is UsageKind.START and report.usage_s == 0:
+            return await self._start_noted(noted)
         try:
             if report.kind in FINAL:
                 return await self._stop_noted(noted, report)
-            if report.kind is UsageKind.START and report.usage_s == 0:
-                return await self._start_noted(noted, report)
             # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
             hold_to_s = rec.paid_usage_s if self.modes.holds_all(rec.client) else 0
             return await self.grants.charge(
@@ -163,25 +168,29 @@ class Accounting:
             self.store.uncache(session_id)
             raise
 
-    async def _start_noted(self, noted: Noted, report: UsageReport) -> bool:
+    async def _start_noted(self, noted: Noted) -> bool:
         """A Start (no usage) noted on a held record (the record its authorize wrote,
-        usually): the note written by session_note.lua, then what _update does for a
-        Start; False when the stored value moved (nothing written)."""
+        usually), written by session_note.lua, then what _update does for a Start;
+        False when the stored value moved (nothing written: the touch path reads the
+        record as it is)."""
         rec = noted.rec
-        after = rec.pack(layout=self.store.layout)
-        call = report.call
-        written = await self.store.write_noted(
-            rec.account_id,
-            call.session_id,
-            noted.before,
-            after,
-            rec,
-            rec.last_seen_ms,
-            noted.gateway,
-        )
+        try:
+            written = await self.store.write_noted(
+                rec.account_id,
+                rec.session_id,
+                noted.before,
+                rec.pack(layout=self.store.layout),
+                rec,
+                rec.last_seen_ms,
+                noted.gateway,
+            )
+        except BaseException:
+            self.store.uncache(rec.session_id)
+            raise
         if not written:
             return False
-        # (a Start after usage was reported, reordered, is left to the touch path: _noted)
+        # the Start is on the record: what follows is _update's for a Start, its errors
+        # the caller's (never the touch path again: the note is written)
         await self._answered(rec, self.modes.holds_all(rec.client))
         return True
 

@@ -301,7 +301,7 @@ class FusedPath:
             # the record as the script completed it (held + available, or held only),
             # kept for the call's Start (SessionStore.cached; accounting.py notes it)
             credit = int(reply[1]) if held_only else int(reply[1]) + int(reply[2])
-            self.store.cache_authorized(rec, prefix, credit)
+            self.store.cache_authorized(acc, sid, prefix, credit)
         grant = self.steps.grant(reply, acc, sid)
         if verdict:
             return FirstGrant(grant, int(created), fraud=verdict[0])

@@ -115,7 +115,6 @@ class LiveIndexes:
     shards: int = DEFAULT_SHARDS  # the deployment's (sessions/shards.py)
     _unlocate: Any  # session_unlocate.lua
     _located: dict[str, str]  # session id -> account id, as this process knows it
-    _records: dict[str, Any]  # SessionStore's held records
 
     def lastseen(self, gateway: str, session_id: str) -> str:
         """The last-seen shard of a call of ``gateway``."""
@@ -127,6 +126,9 @@ class LiveIndexes:
     @property
     def batched(self) -> bool:
         raise NotImplementedError  # SessionStore's: a single Redis
+
+    def uncache(self, session_id: str) -> None:
+        raise NotImplementedError  # SessionStore's: forget its held copies of a record
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise NotImplementedError  # SessionStore's pipeline
@@ -323,7 +325,7 @@ class LiveIndexes:
         live ids. ``locator`` False: the locator is left (an echo_class call has none:
         one for this id is another call's)."""
         self._located.pop(session_id, None)
-        self._records.pop(session_id, None)
+        self.uncache(session_id)
         commands: list[tuple[Any, ...]] = []
         if locator:
             commands.append(("DEL", loc_key(session_id)))

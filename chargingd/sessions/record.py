@@ -351,47 +351,6 @@ class SessionRecord:
             self.cdr_revision,
         )
 
-    def credited(self, credit_micros: int) -> SessionRecord:
-        """``replace(credit_micros=)``, positional as ``noted`` (the record a fused
-        authorize wrote, completed for its Start: SessionStore.cached)."""
-        return SessionRecord(
-            self.session_id,
-            self.account_id,
-            self.user_name,
-            self.caller,
-            self.callee,
-            self.destination,
-            self.plan,
-            self.currency,
-            self.gateway,
-            self.client,
-            self.auth_ms,
-            self.answer_ms,
-            self.last_seen_ms,
-            self.last_usage_s,
-            self.debited_micros,
-            self.held_micros,
-            self.paid_usage_s,
-            self.limited,
-            self.deadline_ms,
-            self.cut_reason,
-            self.cut_attempts,
-            self.cut_ms,
-            self.cut_ok,
-            self.adopted,
-            self.nas_session_id,
-            self.conf_id,
-            self.call_origin,
-            credit_micros,
-            self.state,
-            self.status,
-            self.cost_micros,
-            self.charged_micros,
-            self.provisional,
-            self.reported_usage_s,
-            self.cdr_revision,
-        )
-
     def closed(
         self,
         last_usage_s: int,

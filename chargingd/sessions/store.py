@@ -107,7 +107,7 @@ ORPHANS_MAXLEN = 1_000_000
 
 MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
 # records of the calls authorized last, kept for their Start (SessionStore.cached): at
-# most this many (~0.6 KB each: a tuple, the record and its bytes; ~30 MB at most)
+# most this many (~0.4 KB each: the session id, a tuple and the record's bytes; ~20 MB)
 FRESH_MAX = 50_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
@@ -247,13 +247,13 @@ class SessionStore(LiveIndexes):
         # session_set drops it. ~1.3 KB a call: at most MAX_HELD calls.
         self._records: dict[str, tuple[str, bytes, SessionRecord]] = {}
         # session id -> (account id, the stored value an authorize wrote but for its
-        # credit pair, the record but for its credit, that credit): the records the
-        # fused authorize wrote, completed when their Start asks (cached()): a call that
-        # never starts costs its authorize a tuple, not a record and its bytes. At most
-        # FRESH_MAX, the oldest dropped one by one as new ones come (an OrderedDict: no
-        # pause to free a whole generation at once): the calls authorized last are the
-        # ones whose Start comes next.
-        self._fresh: OrderedDict[str, tuple[str, bytes, SessionRecord, int]] = OrderedDict()
+        # credit pair, the credit the script appended): the records the fused
+        # authorize wrote, decoded when their Start asks (cached()). Atomic values
+        # only (the collector stops tracking such tuples: a full table costs it
+        # nothing), at most FRESH_MAX, the oldest dropped one by one as new ones come
+        # (an OrderedDict: no pause to free a whole generation at once): the calls
+        # authorized last are the ones whose Start comes next.
+        self._fresh: OrderedDict[str, tuple[str, bytes, int]] = OrderedDict()
 
     @property
     def batched(self) -> bool:
@@ -282,21 +282,25 @@ class SessionStore(LiveIndexes):
         fresh = self._fresh.pop(session_id, None)
         if fresh is None:
             return None
-        account_id, prefix, rec, credit = fresh
+        account_id, prefix, credit = fresh
         # session_authorize.lua's record: the prefix, then cmsgpack.pack(code, credit)
         stored = prefix + self.layout.credit_micros + msgpack_int(credit)
-        rec = rec.credited(credit)
+        rec, known = unpack_known(account_id, session_id, stored)
+        if not known:  # (never: this version wrote it)
+            return None
         self.cache(rec, stored)
         return account_id, stored, rec
 
-    def cache_authorized(self, rec: SessionRecord, prefix: bytes, credit_micros: int) -> None:
+    def cache_authorized(
+        self, account_id: str, session_id: str, prefix: bytes, credit_micros: int
+    ) -> None:
         """Remember a record the fused authorize wrote: ``prefix`` its stored value (in
         this store's layout) but for the credit_micros pair the script appends, and that
         credit (single Redis only: the fused scripts)."""
         if self._batcher is None:
             return
         fresh = self._fresh
-        fresh[rec.session_id] = (rec.account_id, prefix, rec, credit_micros)
+        fresh[session_id] = (account_id, prefix, credit_micros)
         if len(fresh) > FRESH_MAX:
             fresh.popitem(last=False)
 

@@ -139,22 +139,27 @@ async def _answered(sessions: Sessions, sid: str) -> None:
 
 @pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("noted", [True, False])
+@pytest.mark.parametrize(("balance", "usage_s"), [(10 * EUR, 100), (3 * EUR // 5, 62)])
 async def test_a_stop_closes_the_record_whole(
-    redis: aioredis.Redis, tmp_path: Path, compact: bool, noted: bool
+    redis: aioredis.Redis, tmp_path: Path, compact: bool, noted: bool, balance: int, usage_s: int
 ) -> None:
     """Through Sessions: the Stop's closed record is the one the closer packed (its
-    stored value, byte for byte: no merge in Lua), its CDR and money as before. Both
-    release paths: the Stop noted on a held record, and session_close (the record not
-    held: another daemon's Start)."""
+    stored value, byte for byte: no merge in Lua), the record the merge of the closed
+    fields gives, its CDR and money as before. Both release paths: the Stop noted on a
+    held record, and session_close (the record not held: another daemon's Start); a
+    call paid in full, and one whose 100 s cost more than the 0.60 EUR there was
+    (charged less than its cost: capped)."""
     clock = Clock()
     ledger = await make_ledger(redis, clock)
     sessions = make_sessions(redis, ledger, clock, tmp_path, compact_records=compact)
     await sessions.store.load_scripts()
-    await add_account(ledger)
+    await add_account(ledger, balance_micros=balance)
     await _answered(sessions, "s1")
     if not noted:
         sessions.store.uncache("s1")  # as a daemon that did not see the Start
-    clock.advance(100)
+    held = sessions.store.cached("s1") is not None  # (not for a limited call: deadline set)
+    assert held == (noted and balance == 10 * EUR)
+    clock.advance(usage_s)
     info = call("s1")
     before = await _runs(redis)
     closed_with: list[tuple[object, ...]] = []  # session_set's ARGV
@@ -167,11 +172,12 @@ async def test_a_stop_closes_the_record_whole(
         return await send(commands, **kw)  # type: ignore[arg-type]
 
     sessions.store.send = spying  # type: ignore[method-assign]
-    await sessions.account(usage(info, UsageKind.STOP, 100, T0_MS + 100_000))
+    await sessions.account(usage(info, UsageKind.STOP, usage_s, T0_MS + usage_s * 1000))
     # noted: the release with the Stop noted, then the mark; else touch, close, mark
-    assert await _runs(redis) - before == (2 if noted else 3)
+    assert await _runs(redis) - before == (2 if held else 3)
     (cdr,) = await read_cdrs(redis)
-    assert cdr.duration_s == 100 and cdr.charged_micros == 100 * BERLIN_PER_S
+    assert cdr.duration_s == usage_s and cdr.cost_micros == usage_s * BERLIN_PER_S
+    assert cdr.charged_micros == min(balance, cdr.cost_micros)
     stored = await redis.get(record_key("acc1", "s1"))
     ((ttl, fields, _sid, _acc, live, whole),) = closed_with
     assert whole == stored  # the closer's closed record, as it packed it
@@ -181,14 +187,14 @@ async def test_a_stop_closes_the_record_whole(
     merged = await redis.get("scratch")
     rec = SessionRecord.unpack("acc1", "s1", stored)
     assert rec == SessionRecord.unpack("acc1", "s1", merged)
-    assert rec.state == CLOSED and rec.reported_usage_s == 100 and rec.last_usage_s == 100
+    assert rec.state == CLOSED and rec.reported_usage_s == usage_s == rec.last_usage_s
     assert rec.status == cdr.status and rec.charged_micros == cdr.charged_micros
     assert rec.cost_micros == cdr.cost_micros
     account = await ledger.get_account("acc1")
-    assert account.balance_micros == 10 * EUR - 100 * BERLIN_PER_S
+    assert account.balance_micros == balance - cdr.charged_micros
     assert account.reserved_micros == 0
     # a late duplicate Stop reads the closed record and charges nothing more
-    await sessions.account(usage(info, UsageKind.STOP, 100, T0_MS + 100_000))
+    await sessions.account(usage(info, UsageKind.STOP, usage_s, T0_MS + usage_s * 1000))
     assert len(await read_cdrs(redis)) == 1
     assert (await ledger.get_account("acc1")).balance_micros == account.balance_micros
     assert rec.state != LIVE
