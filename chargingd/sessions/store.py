@@ -107,7 +107,7 @@ ORPHANS_MAXLEN = 1_000_000
 
 MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
 # records of the calls authorized last, kept for their Start (SessionStore.cached): at
-# most this many (~0.4 KB each: the session id, a tuple and the record's bytes; ~20 MB)
+# most this many (~0.5 KB each: the session id, a tuple and the record's bytes; ~25 MB)
 FRESH_MAX = 50_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
