@@ -14,6 +14,7 @@ has acknowledged, so the feeder never misses a CDR the exporter has stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from redis.exceptions import ResponseError
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.loops import run_every, wait_or_stop
 from chargingd.core.redisconn import RedisClient
-from chargingd.monitoring.outcomes import ANSWERED, conversation_ms, outcome, quality
+from chargingd.monitoring.outcomes import (
+    ANSWERED,
+    OUTCOMES,
+    conversation_ms,
+    outcome,
+    quality,
+)
 from chargingd.monitoring.windows import ALL, RESOLUTIONS, Group, Increments, KpiStore
 
 log = logging.getLogger("chargingd.monitoring")
@@ -46,7 +53,47 @@ FINEST_MS = min(res.bucket_s for res in RESOLUTIONS) * 1000
 
 
 def cdr_metrics(cdr: CDR) -> dict[str, int]:
-    """What one CDR adds to its groups: an attempt, its outcome, times, quality sums."""
+    """What one CDR adds to its groups: an attempt, its outcome, times, quality sums.
+
+    A corrected CDR (revision > 0: a late Stop or Interim after the reaper or a gateway
+    restart, sessions/late.py) is the same call as the revision it replaces, which was
+    counted already: it adds only what changed (no second attempt; its outcome and talk
+    time minus the replaced revision's, which its extra describes). Counting it whole
+    showed one call as two attempts and its talk time twice in ASR and ACD, while the
+    billing database holds one row.
+    """
+    metrics = _call_metrics(cdr)
+    if cdr.revision > 0:
+        for name, n in _call_metrics(_replaced(cdr)).items():
+            metrics[name] = metrics.get(name, 0) - n
+        metrics = {name: n for name, n in metrics.items() if n}
+    return metrics
+
+
+def _replaced(cdr: CDR) -> CDR:
+    """The revision a corrected CDR replaces, as far as its extra tells: the
+    provisional usage, no cause and no quality figures (a provisional close has none),
+    and an end at the answer plus that usage."""
+    usage_s = _int(cdr.extra.get("provisional_usage_s"))
+    return dataclasses.replace(
+        cdr,
+        duration_s=usage_s,
+        end_ms=cdr.answer_ms + usage_s * 1000 if cdr.answer_ms else cdr.end_ms,
+        disconnect_cause=0,
+        status=cdr.extra.get("provisional_status", cdr.status),
+        extra={},
+        revision=cdr.revision - 1,
+    )
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def _call_metrics(cdr: CDR) -> dict[str, int]:
     kind = outcome(cdr)
     metrics = {"attempts": 1, kind: 1}
     if kind == ANSWERED:
@@ -167,7 +214,7 @@ class KpiFeeder:
         # turn every CHUNK entries: a batch of 500 decoded in one go held every request
         # in flight for up to ~25 ms (docs/performance.md, round 6c).
         sums: dict[tuple[int, tuple[Group, ...]], dict[str, int]] = {}
-        seen: list[tuple[str, str, int]] = []
+        seen: list[tuple[CDR, dict[str, int]]] = []
         for done, (entry_id, fields) in enumerate(entries, 1):
             if done % CHUNK == 0:
                 await asyncio.sleep(0)
@@ -185,7 +232,7 @@ class KpiFeeder:
             total = sums.setdefault((at_ms - at_ms % FINEST_MS, groups), {})
             for name, n in metrics.items():
                 total[name] = total.get(name, 0) + n
-            seen.append((outcome(cdr), cdr.status, metrics.get("talk_s", 0)))
+            seen.append((cdr, metrics))
         increments = Increments()
         for (bucket_ms, in_groups), summed in sums.items():
             increments.add(bucket_ms, in_groups, summed)
@@ -196,10 +243,15 @@ class KpiFeeder:
         else:
             await self.store.write(increments)
             await self.redis.xack(self.stream, self.group, *ids)
-        for kind, status, talk_s in seen:
-            self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-            self.talk_s += talk_s
+        for cdr, metrics in seen:
+            # Counters only rise: a correction adds what it raised (an outcome it
+            # turned the call into, more talk time), and ends no second call.
+            for kind in OUTCOMES:
+                if metrics.get(kind, 0) > 0:
+                    self.outcomes[kind] = self.outcomes.get(kind, 0) + metrics[kind]
+            if cdr.revision == 0:
+                self.statuses[cdr.status] = self.statuses.get(cdr.status, 0) + 1
+            self.talk_s += max(0, metrics.get("talk_s", 0))
         return len(entries)
 
 

@@ -178,3 +178,33 @@ async def test_a_big_batch_is_summed_right_and_lets_the_loop_run(redis: aioredis
         assert both[ALL] == expected(cdrs), name
         assert both[("gateway", "10.0.0.0")] == expected(cdrs, "10.0.0.0"), name
     assert sum(feeder.outcomes.values()) == 240
+
+
+async def test_a_corrected_cdr_counts_only_what_changed(redis: aioredis.Redis) -> None:
+    # A call closed provisionally (gateway restart after 103 s) and corrected by its late
+    # Stop (200 s): one call, one row in the billing database, so one attempt here.
+    closed = make_cdr(
+        0, answer_ms=1000, end_ms=104_000, duration_s=103, disconnect_cause=0,
+        status="gateway_restart", extra={},
+    )  # fmt: skip
+    corrected = dataclasses.replace(
+        closed, end_ms=201_000, duration_s=200, disconnect_cause=16, status="normal",
+        revision=1, extra={"provisional_usage_s": "103", "provisional_status": "gateway_restart"},
+    )  # fmt: skip
+    # A call reaped before any answer; its late Stop says the caller hung up (abandoned).
+    reaped = make_cdr(1, answer_ms=0, duration_s=0, disconnect_cause=0, status="reaped", extra={})
+    late = dataclasses.replace(
+        reaped, disconnect_cause=16, status="normal", revision=1,
+        extra={"provisional_usage_s": "0", "provisional_status": "reaped"},
+    )  # fmt: skip
+    for cdr in (closed, reaped, corrected, late):
+        await redis.xadd(CDR_STREAM, {"cdr": cdr.pack()})
+    store = KpiStore(redis, max_groups=10)
+    feeder = KpiFeeder(redis, store, group="kpi", consumer="t")
+    assert await feeder.step(block_ms=None) == 4
+    sums = await store.read(BY_NAME["5m"])
+    assert sums[ALL] == {"attempts": 2, "answered": 1, "abandoned": 1, "talk_s": 200,
+                         "conv_ms": 200_000}  # fmt: skip
+    assert feeder.outcomes == {"answered": 1, "unknown": 1, "abandoned": 1}
+    assert feeder.statuses == {"gateway_restart": 1, "reaped": 1}
+    assert feeder.talk_s == 200
