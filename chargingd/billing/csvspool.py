@@ -4,6 +4,8 @@ Rows go to a hidden ``.tmp`` file; a file is published by an atomic rename once 
 holds ``rotate_rows`` rows or is ``rotate_s`` old, so a reader never sees a partial
 file. After a crash the leftover ``.tmp`` is continued: its partial last line is cut
 and the keys it holds are remembered, so a redelivered batch is not written twice.
+A corrected CDR (a higher ``revision`` of a call, sessions/late.py) is a new row even
+when the file holds the call already: the row with the highest revision counts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ COLUMNS = (
     "source", "call_id", "account_id", "caller", "callee", "destination", "start_utc",
     "answer_utc", "end_utc", "duration_s", "billed_s", "cost", "currency", "tariff",
     "gateway", "disconnect_cause", "status", "extra", "charged", "charge", "charge_reason",
+    "revision",
 )  # fmt: skip
 
 
@@ -41,14 +44,14 @@ def _iso(ms: int) -> str:
 def csv_row(c: CDR) -> list[str]:
     """One CDR as CSV fields: UTC ISO times, money as decimal strings (at the edge).
 
-    ``charged`` (what the ledger moved), ``charge`` and ``charge_reason`` come last so
-    readers of the older column set keep their positions."""
+    ``charged`` (what the ledger moved), ``charge``, ``charge_reason`` and
+    ``revision`` come last so readers of the older column sets keep their positions."""
     return [
         c.source, c.call_id, c.account_id, c.caller, c.callee, c.destination,
         _iso(c.start_ms), _iso(c.answer_ms), _iso(c.end_ms), str(c.duration_s),
         str(c.billed_s), format_amount(c.cost_micros), c.currency, c.tariff, c.gateway,
         str(c.disconnect_cause), c.status, json.dumps(c.extra, sort_keys=True),
-        format_amount(c.charged_micros), c.charge, c.charge_reason,
+        format_amount(c.charged_micros), c.charge, c.charge_reason, str(c.revision),
     ]  # fmt: skip
 
 
@@ -73,7 +76,7 @@ class CsvSpool:
         self.rows = 0
         self.opened_s = 0.0
         self.published = 0
-        self._keys: set[tuple[str, str]] = set()
+        self._keys: dict[tuple[str, str], int] = {}  # (source, call_id) -> revision
         self._fh: io.TextIOWrapper | None = None
 
     def _open(self) -> io.TextIOWrapper:
@@ -104,20 +107,26 @@ class CsvSpool:
             self._publish()
             return
         rows = parsed[1:]
-        self._keys = {(r[0], r[1]) for r in rows if len(r) >= 2}
+        rev = COLUMNS.index("revision")
+        self._keys = {}
+        for r in rows:
+            if len(r) > rev:
+                key = (r[0], r[1])
+                self._keys[key] = max(self._keys.get(key, -1), _int(r[rev]))
         self.rows = len(rows)
         self.opened_s = self.tmp_path.stat().st_mtime if self.rows else self.clock_s()
         log.info("csv export: continuing %s with %d rows", self.tmp_path, self.rows)
 
     def write(self, cdrs: Sequence[CDR]) -> None:
-        """Append CDRs not yet in the current file, and flush to the OS."""
+        """Append CDRs not yet in the current file (or a higher revision of one that
+        is: a correction), and flush to the OS."""
         fh = self._open()
         writer = csv.writer(fh)
         for c in cdrs:
             key = (c.source, c.call_id)
-            if key in self._keys:
+            if self._keys.get(key, -1) >= c.revision:
                 continue
-            self._keys.add(key)
+            self._keys[key] = c.revision
             writer.writerow(csv_row(c))
             self.rows += 1
         fh.flush()
@@ -157,7 +166,7 @@ class CsvSpool:
             os.close(dir_fd)
         self.published += 1
         self.rows = 0
-        self._keys = set()
+        self._keys = {}
         log.info("csv export: published %s", final)
         return final
 
@@ -169,3 +178,10 @@ class CsvSpool:
             self._fh = None
         if self.rows == 0 and self.tmp_path.exists():
             self.tmp_path.unlink()
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0

@@ -326,6 +326,40 @@ def test_csv_rotates_by_rows_and_time(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+async def test_csv_writes_a_correction_of_a_call_already_in_the_file(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str, tmp_path: Path
+) -> None:
+    # A call closed provisionally (60 s) and corrected by its late Stop (90 s, revision
+    # 1) in the same CSV file: the database replaces the row; the file must say so too.
+    csv_dir = tmp_path / "csv"
+    exporter = Exporter(redis, _cfg(pg_url, csv_dir=str(csv_dir), consumer="x"), db=db)
+    provisional = make_cdr(0, duration_s=60, status="gateway_restart")
+    await _xadd(redis, [provisional.pack(), make_cdr(1).pack()])
+    await exporter.drain()
+    corrected = CDR(**{**provisional.__dict__, "duration_s": 90, "status": "normal",
+                       "revision": 1})  # fmt: skip
+    await _xadd(redis, [corrected.pack(), corrected.pack()])  # and a redelivery
+    exporter._last_claim_s = 0.0
+    while await exporter.step(block=False):
+        pass
+    await exporter.close()
+    rows = [r for f in sorted(csv_dir.glob("cdrs-*.csv")) for r in _csv_rows(f)]
+    calls = [(r["call_id"], r["duration_s"], r["status"], r["revision"]) for r in rows]
+    assert calls == [("call-0", "60", "gateway_restart", "0"), ("call-1", "61", "normal", "0"),
+                     ("call-0", "90", "normal", "1")]  # fmt: skip
+    # After a crash the continued file still knows which revision it holds.
+    spool = CsvSpool(tmp_path / "again", name="x", rotate_rows=100, rotate_s=0)
+    spool.write([provisional, corrected])
+    assert spool._fh is not None
+    spool._fh.close()
+    again = CsvSpool(tmp_path / "again", name="x", rotate_rows=100, rotate_s=0)
+    again.write([provisional, corrected, make_cdr(1)])
+    published = again.rotate()
+    assert published is not None
+    assert [(r["call_id"], r["revision"]) for r in _csv_rows(published)] == [
+        ("call-0", "0"), ("call-0", "1"), ("call-1", "0")]  # fmt: skip
+
+
 def test_csv_continues_a_file_left_by_a_crash(tmp_path: Path) -> None:
     spool = CsvSpool(tmp_path, name="x", rotate_rows=100, rotate_s=0)
     spool.write([make_cdr(i) for i in range(5)])
