@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from chargingd.assurance.charges import NOT_REPLACED
 from chargingd.assurance.model import Finding, Kind, RunParams
 from chargingd.billing.db import Conn
 
@@ -74,7 +75,8 @@ WHERE c.start_time >= %(start)s AND c.start_time < %(end)s
 
 # Live CDRs of the period widened by the start tolerance (a call at the edge matches
 # its switch record on the other side of it); only those in the period are reported.
-_LIVE = """
+_LIVE = (
+    """
 CREATE TEMP TABLE a_live ON COMMIT DROP AS
 SELECT id, source, call_id, account_id, caller, callee, start_time, answer_time,
     duration_s, cost_micros, charged_micros, currency, '' AS stuck,
@@ -83,6 +85,9 @@ FROM cdrs
 WHERE source = ANY(%(live)s) AND start_time >= %(wstart)s AND start_time < %(wend)s
     AND (%(clients)s::text[] IS NULL OR extra ->> 'client' = ANY(%(clients)s))
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
+    AND """
+    + NOT_REPLACED
+    + """
 UNION ALL
 SELECT id, source, call_id, account_id, caller, callee, start_time, answer_time,
     duration_s, cost_micros, charged_micros, currency, found AS stuck,
@@ -92,6 +97,7 @@ WHERE source = ANY(%(live)s) AND start_time >= %(wstart)s AND start_time < %(wen
     AND (%(clients)s::text[] IS NULL OR client = ANY(%(clients)s))
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
 """
+)
 
 _INDEXES = (
     "CREATE INDEX ON a_switch (key)",

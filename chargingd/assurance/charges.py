@@ -18,24 +18,42 @@ from chargingd.assurance.model import Finding, Kind, RunParams
 from chargingd.billing.db import Conn
 
 # Stuck CDRs read from Redis (live.py) are loaded here first; those the database
-# holds after all (stored, then the acknowledgement was lost) are dropped.
+# holds after all (stored, then the acknowledgement was lost) are dropped. A stuck
+# correction (a higher revision of a call the database holds: a late Stop after a reap
+# or a gateway restart) is kept, with the stored revision's charge; the stored row it
+# replaces is then left out of every check, as the exporter will replace it.
 STUCK_TABLE = """
 CREATE TEMP TABLE a_stuck (
     id BIGINT, source TEXT, call_id TEXT, account_id TEXT, caller TEXT, callee TEXT,
     start_time TIMESTAMPTZ, answer_time TIMESTAMPTZ, duration_s INTEGER, cost_micros BIGINT,
     charged_micros BIGINT, charge TEXT, charge_reason TEXT, currency TEXT, client TEXT,
-    found TEXT
+    found TEXT, revision INTEGER, stored_revision INTEGER, stored_charged BIGINT
 ) ON COMMIT DROP
 """
 STUCK_COLUMNS = (
     "id, source, call_id, account_id, caller, callee, start_time, answer_time, duration_s,"
-    " cost_micros, charged_micros, charge, charge_reason, currency, client, found"
+    " cost_micros, charged_micros, charge, charge_reason, currency, client, found, revision"
 )
 _STUCK_STORED = """
 DELETE FROM a_stuck s USING cdrs c WHERE c.source = s.source AND c.call_id = s.call_id
+    AND c.revision >= s.revision
 """
+# Of one call's stuck revisions, the newest replaces the others (it says it all).
+_STUCK_SUPERSEDED = """
+DELETE FROM a_stuck s USING a_stuck t WHERE t.source = s.source AND t.call_id = s.call_id
+    AND t.revision > s.revision
+"""
+_STUCK_REPLACES = """
+UPDATE a_stuck s SET stored_revision = c.revision, stored_charged = c.charged_micros
+FROM cdrs c WHERE c.source = s.source AND c.call_id = s.call_id
+"""
+# The condition, on ``cdrs``, that leaves out a stored row a stuck correction replaces.
+NOT_REPLACED = (
+    "NOT EXISTS (SELECT 1 FROM a_stuck r WHERE r.source = cdrs.source AND r.call_id = cdrs.call_id)"
+)
 
-_CHARGED = """
+_CHARGED = (
+    """
 CREATE TEMP TABLE a_charged ON COMMIT DROP AS
 SELECT id, source, call_id, account_id, caller, callee, start_time,
     coalesce(answer_time, start_time) AS t0,
@@ -45,6 +63,9 @@ FROM cdrs
 WHERE (source = ANY(%(live)s) OR charge = 'mediated_debit') AND charged_micros > 0
     AND start_time >= %(wstart)s AND start_time < %(wend)s
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
+    AND """
+    + NOT_REPLACED
+    + """
 UNION ALL
 SELECT id, source, call_id, account_id, caller, callee, start_time,
     coalesce(answer_time, start_time),
@@ -54,6 +75,7 @@ FROM a_stuck
 WHERE charged_micros > 0 AND start_time >= %(wstart)s AND start_time < %(wend)s
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
 """
+)
 
 # An empty caller (no caller ID) is no evidence of one caller: two records of one
 # source without it are two calls (a trunk's concurrent calls to one number); across
@@ -94,7 +116,8 @@ JOIN a_charged b ON b.id = d.bid
 ORDER BY a.start_time, a.id, b.id
 """
 
-_WITHOUT_REASON = """
+_WITHOUT_REASON = (
+    """
 SELECT source, call_id, account_id, currency, cost_micros, charged_micros, charge, start_time,
     false
 FROM cdrs
@@ -103,6 +126,9 @@ WHERE start_time >= %(start)s AND start_time < %(end)s
     AND charge_reason = ''
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
     AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s))
+    AND """
+    + NOT_REPLACED
+    + """
 UNION ALL
 SELECT source, call_id, account_id, currency, cost_micros, charged_micros, charge, start_time,
     true
@@ -114,9 +140,11 @@ WHERE start_time >= %(start)s AND start_time < %(end)s
     AND (%(sources)s::text[] IS NULL OR source = ANY(%(sources)s))
 ORDER BY 8, 1, 2
 """
+)
 
 _STUCK = """
-SELECT source, call_id, account_id, currency, charged_micros, start_time, found
+SELECT source, call_id, account_id, currency, charged_micros, start_time, found,
+    stored_revision, stored_charged
 FROM a_stuck
 WHERE (start_time IS NULL OR (start_time >= %(start)s AND start_time < %(end)s))
     AND (%(account)s::text IS NULL OR account_id = %(account)s)
@@ -141,6 +169,8 @@ def _params(params: RunParams, live: tuple[str, ...], sources: list[str] | None)
 
 async def drop_stored_stuck(conn: Conn) -> None:
     await conn.execute(_STUCK_STORED)
+    await conn.execute(_STUCK_SUPERSEDED)
+    await conn.execute(_STUCK_REPLACES)
     await conn.execute("ANALYZE a_stuck")
 
 
@@ -204,20 +234,25 @@ async def stuck(
     conn: Conn, params: RunParams, live: tuple[str, ...], sources: list[str] | None
 ) -> list[Finding]:
     """CDRs the database does not have: still in the stream, or dead-lettered. Their
-    money moved in the ledger but no invoice or report sees it."""
+    money moved in the ledger but no invoice or report sees it (a stuck correction:
+    what it charged beyond the stored revision it replaces)."""
     cur = await conn.execute(_STUCK, _params(params, live, sources))
-    return [
-        Finding(
-            Kind.STUCK_CDR,
-            acct or "",
-            currency or "",
-            int(charged or 0),
-            src or "",
-            call_id or "",
-            detail={"where": found, "start": _iso(start), "charged_micros": int(charged or 0)},
-        )
-        for src, call_id, acct, currency, charged, start, found in await cur.fetchall()
-    ]
+    out = []
+    for row in await cur.fetchall():
+        src, call_id, acct, currency, charged, start, found, stored_rev, stored_charged = row
+        detail: dict[str, Any] = {
+            "where": found, "start": _iso(start), "charged_micros": int(charged or 0),
+        }  # fmt: skip
+        money = int(charged or 0)
+        if stored_rev is not None:
+            detail["replaces_stored_revision"] = int(stored_rev)
+            detail["stored_charged_micros"] = int(stored_charged)
+            money -= int(stored_charged)
+        out.append(
+            Finding(Kind.STUCK_CDR, acct or "", currency or "", money, src or "", call_id or "",
+                    detail=detail)
+        )  # fmt: skip
+    return out
 
 
 def _iso(when: datetime | None) -> str:

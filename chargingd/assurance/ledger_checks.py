@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chargingd.assurance.charges import NOT_REPLACED
 from chargingd.assurance.model import Finding, Kind, RunParams
 from chargingd.billing.db import Conn
 from chargingd.ledger.journal import AccountSnapshot
@@ -68,13 +69,17 @@ ORDER BY mv.first_at, mv.account_id, mv.ref
 
 # What the journal moved for each charged CDR of the period (accounts whose journal
 # reaches back before the call), where it differs from the CDR's charged_micros.
-_UNRECORDED = """
+_UNRECORDED = (
+    """
 WITH c AS (
     SELECT source, call_id, account_id, currency, charged_micros, charge, start_time, false AS stuck
     FROM cdrs
     WHERE start_time >= %(start)s AND start_time < %(end)s
         AND charge IN ('live', 'mediated_debit')
         AND (%(account)s::text IS NULL OR account_id = %(account)s)
+        AND """
+    + NOT_REPLACED
+    + """
     UNION ALL
     SELECT source, call_id, account_id, currency, charged_micros, charge, start_time, true
     FROM a_stuck
@@ -102,6 +107,7 @@ LEFT JOIN LATERAL (
 WHERE c.charged_micros <> coalesce(m.moved, 0)
 ORDER BY c.start_time, c.source, c.call_id
 """
+)
 
 # Entries written in the period (their stream id: Redis's clock, the chain's order;
 # ``at`` is the caller's clock and may disagree) whose "before" (after - amount) is not

@@ -130,13 +130,13 @@ def stuck_rows(stuck: Sequence[StuckCdr]) -> list[tuple[Any, ...]]:
         c = s.cdr
         if c is None:
             rows.append((-n, None, s.entry_id, None, None, None, None, None, None, None, None,
-                         None, None, None, None, s.found + " (undecodable)"))  # fmt: skip
+                         None, None, None, None, s.found + " (undecodable)", None))  # fmt: skip
             continue
         rows.append(
             (-n, c.source, c.call_id, c.account_id, c.caller, c.callee, _when(c.start_ms),
              _when(c.answer_ms) if c.answer_ms else None, c.duration_s, c.cost_micros,
              c.charged_micros, c.charge, c.charge_reason, c.currency, c.extra.get("client", ""),
-             s.found)
+             s.found, c.revision)
         )  # fmt: skip
     return rows
 

@@ -107,3 +107,38 @@ async def test_holds_sessions_and_balances(
                      t0 + 10_000)  # fmt: skip
     assert [f.kind for f in only] == [Kind.HOLD_PAST_LEASE]
     await db.close()
+
+
+async def test_a_stuck_correction_replaces_the_stored_revision(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    # A call closed provisionally at 10 s (stored) and corrected by its late Stop to
+    # 50 s: the correction is still in the stream (the exporter is down). The ledger has
+    # the corrected money; the run must say the correction is stuck (40 s of money no
+    # invoice sees yet), and not compare the stale stored row with the switch.
+    db = await BillingDB.open(pg_url)
+    provisional = live_cdr(0, usage_s=10, status="gateway_restart")
+    corrected = dataclasses.replace(
+        live_cdr(0, usage_s=50), revision=1, extra={"client": "gw", "provisional_usage_s": "10"}
+    )
+    other = live_cdr(1, usage_s=20)
+    await db.store_cdrs([provisional, other, switch_cdr(corrected), switch_cdr(other)])
+    await redis.xgroup_create(CDR_STREAM, "exporter", id="$", mkstream=True)
+    # The other call's CDR is in the stream and also stored (its acknowledgement was
+    # lost): no finding.
+    await redis.xadd(CDR_STREAM, {"cdr": corrected.pack()})
+    await redis.xadd(CDR_STREAM, {"cdr": other.pack()})
+    now_ms = int(time.time() * 1000) + 120_000
+    found = await run(context(db, redis), params(stuck_after_s=60), now_ms)
+    kinds = by_kind(found)
+    assert set(kinds) == {Kind.STUCK_CDR}, found
+    (stuck,) = kinds[Kind.STUCK_CDR]
+    assert stuck.call_id == "sess-0"
+    assert stuck.money_micros == 40 * MICROS_PER_S
+    assert stuck.detail["replaces_stored_revision"] == 0
+    assert stuck.detail["stored_charged_micros"] == 10 * MICROS_PER_S
+    # Both revisions stuck: the newer one says it all (no double charge of one call).
+    await redis.xadd(CDR_STREAM, {"cdr": dataclasses.replace(corrected, revision=2).pack()})
+    found = await run(context(db, redis), params(stuck_after_s=60), now_ms)
+    assert [(f.kind, f.call_id) for f in found] == [(Kind.STUCK_CDR, "sess-0")]
+    await db.close()
