@@ -185,6 +185,14 @@ class CreditControlApp:
         left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
         validity_s = self.settings.validity_time_s
         if state.cut or (state.final and left_s == 0):
+            if not any(s.mscc for s in ccr.services):
+                # RFC 4006 single service: the command's Result-Code is the service's
+                # (a 2001 with GSU 0 reads as "go on" to clients that ignore the FUI).
+                body = self._cca_body(
+                    ccr, Result.CREDIT_LIMIT_REACHED, None, message="credit used up"
+                )
+                await self._remember(ccr, used_s, body)
+                return answer(msg, body)
             grant = Grant(0, validity_s, final=True, result=Result.CREDIT_LIMIT_REACHED)
         else:
             grant = Grant(left_s, validity_s, final=state.final)

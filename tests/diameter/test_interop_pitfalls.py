@@ -171,6 +171,29 @@ async def test_single_service_fui_at_the_top_level(running: Running) -> None:
     await client.close()
 
 
+async def test_single_service_used_up_is_4012_at_the_command_level(running: Running) -> None:
+    """Without MSCC the command's Result-Code is the only one: when the final units are
+    used up, CCR-U is answered 4012 CREDIT_LIMIT_REACHED (no GSU), not 2001 with GSU 0;
+    the used seconds are charged once, the retransmission gets the same answer."""
+    await add_account(running.ledger, "poor", balance_micros=50_000,
+                      identities=("ani:+4930777000",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-single-out", calling="+4930777000", called=BERLIN, rating_group=None)
+    first = await client.ccr(c, 1, 0, requested_s=60)
+    assert (first.result, first.granted, first.fui) == (2001, 5, True)
+    update = await client.ccr(c, 2, 1, used_s=5, requested_s=60)
+    assert update.result == Result.CREDIT_LIMIT_REACHED
+    assert update.msg.get(A.GRANTED_SERVICE_UNIT) is None
+    assert update.msg.get(A.MULTIPLE_SERVICES_CREDIT_CONTROL) is None
+    again = await client.ccr(c, 2, 1, used_s=5, requested_s=60)
+    assert again.result == Result.CREDIT_LIMIT_REACHED
+    assert (await client.ccr(c, 3, 2, used_s=0)).result == 2001
+    account = await running.ledger.get_account("poor")
+    assert (account.balance_micros, account.reserved_micros) == (0, 0)
+    assert account.debits_micros == 50_000
+    await client.close()
+
+
 async def test_ims_called_party_and_sip_uri_subscriber(running: Running) -> None:
     """A SIP URI Subscription-Id names the "user" identity (scheme and parameters off)."""
     await add_account(running.ledger, "alice", balance_micros=EUR,
