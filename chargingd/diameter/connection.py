@@ -22,11 +22,13 @@ from chargingd.diameter.dictionary import (
     A,
     Cmd,
     Result,
+    is_protocol_error,
 )
 from chargingd.diameter.messages import (
     IdAllocator,
     Identity,
     answer,
+    command_ids,
     error_answer,
     request,
     text_of,
@@ -236,14 +238,21 @@ class Connection:
             unknown = unsupported_mandatory(msg.avps)
         except dc.Malformed as exc:
             self.counters.malformed += 1
+            ids = b"" if is_protocol_error(exc.result_code) else command_ids(msg)
             out.send.append(
-                error_answer(msg, self.ident, exc.result_code, failed_avp=exc.failed_avp)
+                error_answer(msg, self.ident, exc.result_code, failed_avp=exc.failed_avp, extra=ids)
             )
             return
         if unknown is not None:
             self.counters.unsupported_avp += 1
             out.send.append(
-                error_answer(msg, self.ident, Result.AVP_UNSUPPORTED, failed_avp=unknown.raw())
+                error_answer(
+                    msg,
+                    self.ident,
+                    Result.AVP_UNSUPPORTED,
+                    failed_avp=unknown.raw(),
+                    extra=command_ids(msg),
+                )
             )
             return
         out.requests.append(msg)

@@ -29,8 +29,9 @@ from chargingd.diameter.dictionary import (
     A,
     RequestType,
     Result,
+    is_protocol_error,
 )
-from chargingd.diameter.messages import Identity, answer, error_answer
+from chargingd.diameter.messages import Identity, answer, command_ids, error_answer
 from chargingd.diameter.peers import Peer
 from chargingd.diameter.translate import Ccr, MissingAvp, Service, parse_ccr
 from chargingd.sessions.ccapi import (
@@ -102,10 +103,21 @@ class CreditControlApp:
         try:
             ccr = parse_ccr(msg)
         except MissingAvp as exc:
-            return error_answer(msg, self.ident, Result.MISSING_AVP, failed_avp=exc.failed_avp())
+            return error_answer(
+                msg,
+                self.ident,
+                Result.MISSING_AVP,
+                failed_avp=exc.failed_avp(),
+                extra=command_ids(msg),
+            )
         except dc.Malformed as exc:
             return error_answer(
-                msg, self.ident, exc.result_code, failed_avp=exc.failed_avp, message=str(exc)[:120]
+                msg,
+                self.ident,
+                exc.result_code,
+                failed_avp=exc.failed_avp,
+                message=str(exc)[:120],
+                extra=b"" if is_protocol_error(exc.result_code) else command_ids(msg),
             )
         async with self.store.lock(ccr.session_id):
             try:

@@ -86,6 +86,24 @@ def error_answer(
     return answer(req, b"".join(parts), error=is_protocol_error(result_code))
 
 
+# RFC 4006 §3.2: AVPs a CCA must carry beyond the base ones.
+_CCA_IDS = (A.AUTH_APPLICATION_ID, A.CC_REQUEST_TYPE, A.CC_REQUEST_NUMBER)
+
+
+def command_ids(req: dc.Message) -> bytes:
+    """Auth-Application-Id, CC-Request-Type and CC-Request-Number of a CCR, copied for
+    its error answer. A 5xxx answer keeps the CCA grammar (only 3xxx protocol errors
+    take the answer-message grammar, RFC 6733 §7.2); clients that check it (OTP
+    diameter, freeDiameter) discard a CCA without them and time out instead of
+    reading the error. Ids the request lacks, or has with a bad length, are left out."""
+    out = []
+    for code in _CCA_IDS:
+        a = req.get(code)
+        if a is not None and len(a.data) == 4:
+            out.append(a.raw())
+    return b"".join(out)
+
+
 def unsupported_mandatory(avps: list[dc.Avp]) -> dc.Avp | None:
     """The first AVP with the M bit that chargingd does not know (RFC 6733 §4.1:
     answered 5001 AVP_UNSUPPORTED with it in Failed-AVP), looking into the known

@@ -205,3 +205,46 @@ async def test_garbage_storm_never_crashes_nor_moves_money(running: Running) -> 
     assert balance + debits == before[0] + before[2], "money only moved by debits"
     assert running.frontend.server.errors == 0 and running.frontend.app.errors == 0
     await still_serves(running)
+
+
+def _cca_ids(answer: dc.Message) -> tuple[int | None, ...]:
+    return tuple(
+        a.u32() if a is not None else None
+        for a in (
+            answer.get(A.AUTH_APPLICATION_ID),
+            answer.get(A.CC_REQUEST_TYPE),
+            answer.get(A.CC_REQUEST_NUMBER),
+        )
+    )
+
+
+async def test_5xxx_error_ccas_keep_the_cca_grammar(running: Running) -> None:
+    """A 5xxx answer is a CCA (no E bit, RFC 6733 §7.2), so it carries the AVPs RFC 4006
+    §3.2 requires of one: Auth-Application-Id, CC-Request-Type, CC-Request-Number.
+    Without them OTP diameter and freeDiameter discard the answer as malformed and the
+    client times out instead of reading the error. Nothing is charged by any of them."""
+    before = await money(running)
+    client = await open_client(running.port)
+    # 5005: Service-Context-Id left out.
+    full = dc.decode(cl.ccr(ME, call("no-context"), 1, 0, 0, 0, requested_s=60))
+    body = b"".join(a.raw() for a in full.avps if a.code != A.SERVICE_CONTEXT_ID)
+    hbh, e2e = client.next_ids()
+    missing = await client.ask(dc.encode(full.command, full.flags, 4, hbh, e2e, body))
+    # 5001: an unknown AVP with the M bit.
+    hbh, e2e = client.next_ids()
+    stranger = dc.u32(99999, 1, vendor=12345)
+    unknown = await client.ask(cl.ccr(ME, call("stranger"), 1, 0, hbh, e2e, extra=stranger))
+    # 5004: a used CC-Time no call can have.
+    hbh, e2e = client.next_ids()
+    absurd = await client.ask(cl.ccr(ME, call("absurd"), 2, 3, hbh, e2e, used_s=10**6))
+    for answer, code, ids in (
+        (missing, Result.MISSING_AVP, (4, 1, 0)),
+        (unknown, Result.AVP_UNSUPPORTED, (4, 1, 0)),
+        (absurd, Result.INVALID_AVP_VALUE, (4, 2, 3)),
+    ):
+        assert result_code(answer) == code and not answer.is_error
+        assert _cca_ids(answer) == ids, code
+        assert answer.get(A.FAILED_AVP) is not None
+    assert await money(running) == before
+    await client.close()
+    await still_serves(running)
