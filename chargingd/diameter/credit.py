@@ -26,7 +26,9 @@ from chargingd.diameter.dictionary import (
     APP_CREDIT_CONTROL,
     FUA_TERMINATE,
     TERMINATION_CAUSES,
+    VENDOR_3GPP,
     A,
+    G,
     RequestType,
     Result,
     is_protocol_error,
@@ -178,7 +180,7 @@ class CreditControlApp:
         call = self._call(ccr, peer)
         decision = await self.credit.authorize(call)
         if isinstance(decision, Refused):
-            return self._cca(msg, ccr, REFUSALS[decision.code], message=decision.message)
+            return self._refused(msg, ccr, decision)
         await self.credit.account(self._report(call, ccr, UsageKind.START, 0))
         grant = self._first_grant(decision)
         body = self._cca_body(ccr, Result.SUCCESS, grant)
@@ -233,7 +235,7 @@ class CreditControlApp:
         call = self._call(ccr, peer)
         decision = await self.credit.authorize(call)
         if isinstance(decision, Refused):
-            return self._cca(msg, ccr, REFUSALS[decision.code], message=decision.message)
+            return self._refused(msg, ccr, decision)
         await self.credit.account(self._report(call, ccr, UsageKind.START, 0))
         enough = decision.session_timeout_s >= want_s
         used_s = want_s if enough else 0  # not enough: nothing is debited, the hold freed
@@ -303,7 +305,22 @@ class CreditControlApp:
         body = self._cca_body(ccr, result, None, message=message)
         return answer(msg, body)
 
-    def _cca_body(self, ccr: Ccr, result: int, grant: Grant | None, *, message: str = "") -> bytes:
+    def _refused(self, msg: dc.Message, ccr: Ccr, decision: Refused) -> bytes:
+        result = REFUSALS[decision.code]
+        # RFC 4006 §9.1: 5031 RATING_FAILED MUST name the AVP that could not be rated.
+        failed = _called_avp(msg) if result == Result.RATING_FAILED else b""
+        body = self._cca_body(ccr, result, None, message=decision.message, failed=failed)
+        return answer(msg, body)
+
+    def _cca_body(
+        self,
+        ccr: Ccr,
+        result: int,
+        grant: Grant | None,
+        *,
+        message: str = "",
+        failed: bytes = b"",
+    ) -> bytes:
         parts = [
             dc.utf8(A.SESSION_ID, ccr.session_id),
             dc.u32(A.RESULT_CODE, result),
@@ -314,9 +331,21 @@ class CreditControlApp:
             parts.append(dc.u32(A.CREDIT_CONTROL_FAILURE_HANDLING, self.settings.failure_handling))
         if message and result != Result.SUCCESS:
             parts.append(dc.utf8(A.ERROR_MESSAGE, message[:120], flags=0))
+        if failed:
+            parts.append(dc.grouped(A.FAILED_AVP, failed))
         if grant is not None or result != Result.SUCCESS:
             parts += _quota_avps(ccr, result, grant)
         return b"".join(parts)
+
+
+def _called_avp(msg: dc.Message) -> bytes:
+    """The AVP that named the called party (as translate.py reads it), for Failed-AVP;
+    an example Called-Station-Id when the CCR named none."""
+    for code, vendor in ((A.CALLED_STATION_ID, 0), (G.SERVICE_INFORMATION, VENDOR_3GPP)):
+        a = msg.get(code, vendor)
+        if a is not None:
+            return a.raw()
+    return dc.utf8(A.CALLED_STATION_ID, "")
 
 
 def _quota_avps(ccr: Ccr, result: int, grant: Grant | None) -> list[bytes]:

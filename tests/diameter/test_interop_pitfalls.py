@@ -301,3 +301,22 @@ class _SlowRestartClosing:
     async def gateway_restarted(self, gateway: str, client: str, *, event_ms: int = 0) -> None:
         await asyncio.sleep(0.3)
         await self._inner.gateway_restarted(gateway, client, event_ms=event_ms)
+
+
+async def test_rating_failed_names_the_called_party_in_failed_avp(running: Running) -> None:
+    """RFC 4006 §9.1: 5031 RATING_FAILED MUST carry the AVP that could not be rated in
+    Failed-AVP; here the IMS Service-Information with an unusable Called-Party-Address.
+    Nothing is held or debited."""
+    await add_account(running.ledger, "rated", balance_micros=EUR,
+                      identities=("ani:+4930777111",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-5031", calling="+4930777111", called="tel:nowhere")
+    answer = await client.ccr(c, 1, 0, requested_s=60)
+    assert (answer.result, answer.mscc_result) == (Result.RATING_FAILED, Result.RATING_FAILED)
+    failed = answer.msg.get(A.FAILED_AVP)
+    assert failed is not None
+    [named] = failed.group()
+    assert (named.code, named.vendor) == (G.SERVICE_INFORMATION, VENDOR_3GPP)
+    account = await running.ledger.get_account("rated")
+    assert (account.balance_micros, account.reserved_micros) == (EUR, 0)
+    await client.close()
