@@ -142,11 +142,11 @@ class CreditControlApp:
         kind = ccr.request_type
         if kind == RequestType.INITIAL:
             if known is not None:
-                return self._refuse_number(msg, ccr)  # a Session-Id used twice
+                return self._refuse_number(msg, ccr, "Session-Id already used")
             return await self._initial(msg, ccr, peer)
         if kind == RequestType.EVENT:
             if known is not None:
-                return self._refuse_number(msg, ccr)
+                return self._refuse_number(msg, ccr, "Session-Id already used")
             return await self._event(msg, ccr, peer)
         if known is None or known.ended:
             return self._cca(msg, ccr, Result.UNKNOWN_SESSION_ID)
@@ -162,17 +162,29 @@ class CreditControlApp:
             return None
         if ccr.request_number == known.number and digest_of(ccr.digest()) == known.digest:
             return answer(msg, known.answer)
-        return self._refuse_number(msg, ccr)
+        if ccr.request_type in (RequestType.INITIAL, RequestType.EVENT):
+            why = "Session-Id already used"
+        elif ccr.request_number == known.number:
+            why = f"CC-Request-Number {known.number} already answered for other units"
+        else:
+            why = f"CC-Request-Number older than the last answered ({known.number})"
+        return self._refuse_number(msg, ccr, why)
 
-    def _refuse_number(self, msg: dc.Message, ccr: Ccr) -> bytes:
+    def _refuse_number(self, msg: dc.Message, ccr: Ccr, why: str) -> bytes:
+        """5004 with CC-Request-Number in Failed-AVP, and why in Error-Message (the
+        operator reading the client's log sees whether the Session-Id was reused or
+        a request number repeated)."""
         log.warning(
-            "CCR %s: request number %d refused (used before, or another request)",
-            ccr.session_id,
-            ccr.request_number,
+            "CCR %s: request number %d refused: %s", ccr.session_id, ccr.request_number, why
         )
         failed = dc.u32(A.CC_REQUEST_NUMBER, ccr.request_number)
         return error_answer(
-            msg, self.ident, Result.INVALID_AVP_VALUE, failed_avp=failed, extra=self._cc_ids(ccr)
+            msg,
+            self.ident,
+            Result.INVALID_AVP_VALUE,
+            failed_avp=failed,
+            message=why,
+            extra=self._cc_ids(ccr),
         )
 
     # -- the four request types ------------------------------------------------------

@@ -248,3 +248,30 @@ async def test_5xxx_error_ccas_keep_the_cca_grammar(running: Running) -> None:
     assert await money(running) == before
     await client.close()
     await still_serves(running)
+
+
+async def test_refused_request_numbers_say_why(running: Running) -> None:
+    """5004 with CC-Request-Number in Failed-AVP alone does not tell the operator whether
+    the client reused a Session-Id or repeated a number: Error-Message says which."""
+    client = await open_client(running.port)
+    c = call("reused")
+    assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
+    assert (await client.ccr(c, 2, 1, used_s=30, requested_s=60)).result == 2001
+    changed = await client.ccr(c, 2, 1, used_s=50, requested_s=60)
+    stale = await client.ccr(c, 2, 0, used_s=10, requested_s=60)
+    assert (await client.ccr(c, 3, 2, used_s=5)).result == 2001
+    after_call = await money(running)
+    assert after_call[2] == 35 * 10_000
+    # A new call under the ended call's Session-Id (a client restarted its counter).
+    reused = await client.ccr(c, 1, 0, requested_s=60)
+    for answer, why in (
+        (changed, "CC-Request-Number 1 already answered for other units"),
+        (stale, "CC-Request-Number older than the last answered (1)"),
+        (reused, "Session-Id already used"),
+    ):
+        assert answer.result == Result.INVALID_AVP_VALUE
+        assert answer.msg.get(A.ERROR_MESSAGE).text() == why  # type: ignore[union-attr]
+        failed = answer.msg.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+        assert failed[0].code == A.CC_REQUEST_NUMBER
+    assert await money(running) == after_call
+    await client.close()
