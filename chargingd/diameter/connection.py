@@ -272,6 +272,15 @@ class Connection:
             out.close = True
             self._move(State.CLOSED)
             return
+        missing = next((c for c in (A.ORIGIN_HOST, A.ORIGIN_REALM) if msg.get(c) is None), None)
+        if missing is not None:
+            # RFC 6733 §7.1.5: 5005 naming the AVP, not a 3010 that blames the peer table.
+            self.counters.malformed += 1
+            failed = dc.grouped(A.FAILED_AVP, dc.utf8(missing, ""))
+            out.send.append(self._cea(msg, Result.MISSING_AVP, vsai_vendor, failed))
+            out.close = True
+            self._move(State.CLOSED)
+            return
         code = self._cer_result(origin_host, apps, security)
         if code != Result.SUCCESS:
             out.send.append(self._cea(msg, code, vsai_vendor))
@@ -303,7 +312,9 @@ class Connection:
             return 5017  # DIAMETER_NO_COMMON_SECURITY: TLS is not offered here
         return Result.SUCCESS
 
-    def _cea(self, cer: dc.Message, code: int, vsai_vendor: int | None) -> bytes:
+    def _cea(
+        self, cer: dc.Message, code: int, vsai_vendor: int | None, failed: bytes = b""
+    ) -> bytes:
         ident = self.ident
         parts = [dc.u32(A.RESULT_CODE, code), ident.origin()]
         parts += [dc.address(A.HOST_IP_ADDRESS, ip) for ip in ident.host_ip_addresses]
@@ -325,6 +336,7 @@ class Connection:
         else:
             parts.append(dc.u32(A.AUTH_APPLICATION_ID, APP_CREDIT_CONTROL))
         parts.append(dc.u32(A.FIRMWARE_REVISION, ident.firmware_revision, flags=0))
+        parts.append(failed)
         return answer(cer, b"".join(parts), error=code in (Result.UNKNOWN_PEER,))
 
     def _dwa(self, dwr: dc.Message) -> bytes:

@@ -275,3 +275,20 @@ async def test_refused_request_numbers_say_why(running: Running) -> None:
         assert failed[0].code == A.CC_REQUEST_NUMBER
     assert await money(running) == after_call
     await client.close()
+
+
+async def test_cer_without_origin_host_gets_5005_not_unknown_peer(running: Running) -> None:
+    """A CER lacking Origin-Host is malformed (5005 naming it in Failed-AVP, counted as
+    malformed), not a peer missing from the table (3010 would send the operator to the
+    peer configuration)."""
+    client = await raw_connection(running)
+    full = dc.decode(cl.cer(ME, 1, 1))
+    body = b"".join(a.raw() for a in full.avps if a.code != A.ORIGIN_HOST)
+    cea = await client.ask(dc.encode(full.command, full.flags, 0, 1, 1, body))
+    assert result_code(cea) == Result.MISSING_AVP and not cea.is_error
+    [named] = cea.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+    assert named.code == A.ORIGIN_HOST
+    await asyncio.wait_for(client.closed.wait(), 5)
+    await client.close()
+    counters = running.frontend.server.counters
+    assert (counters.malformed, counters.unknown_peer) == (1, 0)
