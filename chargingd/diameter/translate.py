@@ -221,7 +221,9 @@ def _services(msg: dc.Message) -> tuple[Service, ...]:
 
 def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
     rsu = dc.find(avps, A.REQUESTED_SERVICE_UNIT)
-    requested_s = _cc_time(rsu) if rsu is not None else None
+    # A request is not usage: any amount may be asked, the grant is what the money
+    # pays (RFC 4006 §5.1.2); only reported usage has a sane maximum.
+    requested_s = _cc_time(rsu, limit=None) if rsu is not None else None
     used = sum(_cc_time(a) or 0 for a in avps if a.code == A.USED_SERVICE_UNIT and a.vendor == 0)
     rg = dc.find(avps, A.RATING_GROUP) if mscc else None
     return Service(
@@ -236,11 +238,11 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
     )
 
 
-def _cc_time(unit: dc.Avp) -> int | None:
+def _cc_time(unit: dc.Avp, limit: int | None = MAX_REPORT_S) -> int | None:
     t = dc.find(unit.group(), A.CC_TIME)
     if t is None:
         return None
     value = t.u32()
-    if value > MAX_REPORT_S:
+    if limit is not None and value > limit:
         raise dc.Malformed(f"CC-Time {value}", dc.INVALID_AVP_VALUE, unit.raw())
     return value

@@ -320,3 +320,22 @@ async def test_rating_failed_names_the_called_party_in_failed_avp(running: Runni
     account = await running.ledger.get_account("rated")
     assert (account.balance_micros, account.reserved_micros) == (EUR, 0)
     await client.close()
+
+
+async def test_a_large_requested_cc_time_is_granted_what_the_money_pays(running: Running) -> None:
+    """Requested-Service-Unit is a wish, not usage (RFC 4006 §5.1.2): a client asking for
+    more than a day gets what the balance pays, not 5004; a direct debit of more than
+    the balance pays is 4012 with nothing debited."""
+    await add_account(running.ledger, "wishful", balance_micros=EUR,
+                      identities=("ani:+4930777222",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("pit-big-rsu", calling="+4930777222", called=BERLIN)
+    first = await client.ccr(c, 1, 0, requested_s=100_000)
+    assert first.result == 2001 and first.granted
+    assert (await client.ccr(c, 3, 1, used_s=10)).result == 2001
+    event = await client.ccr(cl.Call("pit-big-ev", calling="+4930777222", called=BERLIN),
+                             4, 0, requested_s=100_000)  # fmt: skip
+    assert event.result == Result.CREDIT_LIMIT_REACHED
+    account = await running.ledger.get_account("wishful")
+    assert (account.balance_micros, account.reserved_micros) == (EUR - 100_000, 0)
+    await client.close()
