@@ -78,7 +78,8 @@ def _as_dict(raw: Any) -> dict[bytes, bytes]:
 
 
 class CcStore:
-    """Session states by Session-Id: memory first, Redis behind it; one lock per session
+    """Session states by Session-Id: memory first (Redis when a request number shows it
+    stale), Redis behind it; one lock per session
     so the CCRs of a session are worked one at a time in this process (RFC 4006 §5.1:
     one request in flight per session)."""
 
@@ -92,18 +93,23 @@ class CcStore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, int] = {}
 
-    async def get(self, session_id: str) -> CcSession | None:
-        """The session's state, or None when this frontend never answered its CCR-I."""
-        state = self._memory.get(session_id)
-        if state is not None:
-            return state
+    async def get(self, session_id: str, number: int | None = None) -> CcSession | None:
+        """The session's state, or None when this frontend never answered its CCR-I.
+
+        ``number`` is the CC-Request-Number being worked on. Clients number a session's
+        requests 0, 1, 2, ... (RFC 4006 §8.2), so one beyond the next this process
+        expects means another process answered the ones between (the client failed
+        over and came back): this memory is stale and Redis is read, else the usage
+        reported there would be left out of the cumulative (a call charged short)."""
+        memory = self._memory.get(session_id)
+        if memory is not None and (number is None or number <= memory.number + 1):
+            return memory
         (flat,) = await self.send([("HGETALL", cc_key(session_id))])
         raw = _as_dict(flat)
-        if not raw:
-            return None
-        state = CcSession.from_raw(session_id, raw)
-        if state is not None:
-            self._remember(state)
+        state = CcSession.from_raw(session_id, raw) if raw else None
+        if state is None or (memory is not None and state.number < memory.number):
+            return memory  # nothing newer in Redis
+        self._remember(state)
         return state
 
     async def put(self, state: CcSession) -> None:

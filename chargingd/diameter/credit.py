@@ -134,7 +134,7 @@ class CreditControlApp:
                 return self._cca(msg, ccr, Result.UNABLE_TO_COMPLY)
 
     async def _dispatch(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
-        known = await self.store.get(ccr.session_id)
+        known = await self.store.get(ccr.session_id, ccr.request_number)
         if known is not None:
             repeated = self._repeated(msg, ccr, known)
             if repeated is not None:

@@ -1,0 +1,67 @@
+"""A client failing over between two chargingd processes (one Redis) and back: the
+cumulative usage of the call is the sum of every report, wherever it was answered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from diameter_client import open_client
+from diameter_harness import Running, diameter_config, running_frontend
+from sessions_harness import EUR, add_account, read_cdrs
+
+from chargingd.diameter import client as cl
+from chargingd.diameter.frontend import DiameterFrontend
+
+CALLER = "+4930555000"
+BERLIN = "tel:+4930123456"  # 10_000 micros a second
+
+
+@pytest.fixture
+async def running(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_frontend(redis, tmp_path) as r:
+        await add_account(r.ledger, balance_micros=10 * EUR, identities=(f"ani:{CALLER}",))
+        yield r
+
+
+@pytest.fixture
+async def second(running: Running) -> AsyncIterator[DiameterFrontend]:
+    """Another chargingd process's frontend: its own memory, the same Redis."""
+    cfg = running.sessions.cfg
+    other = DiameterFrontend(
+        diameter_config(),
+        running.sessions,
+        running.sessions.store.send,
+        validity_time_s=cfg.interim_interval_s,
+        session_ttl_s=cfg.session_ttl_s,
+        closed_ttl_s=cfg.closed_ttl_s,
+    )
+    await other.start()
+    try:
+        yield other
+    finally:
+        await other.stop(grace_s=1.0)
+
+
+async def test_failover_and_back_charges_every_report(
+    running: Running, second: DiameterFrontend
+) -> None:
+    a = await open_client(running.port)
+    b = await open_client(second.port)
+    c = cl.Call("failback", calling=CALLER, called=BERLIN)
+    assert (await a.ccr(c, 1, 0, requested_s=60)).result == 2001
+    assert (await a.ccr(c, 2, 1, used_s=30, requested_s=60)).result == 2001
+    # The link to the first process flaps: the client sends #2 to the second ...
+    assert (await b.ccr(c, 2, 2, used_s=30, requested_s=60)).result == 2001
+    # ... and comes back to the first for #3 and the end.
+    assert (await a.ccr(c, 2, 3, used_s=30, requested_s=60)).result == 2001
+    assert (await a.ccr(c, 3, 4, used_s=10)).result == 2001
+    [cdr] = await read_cdrs(running.redis)
+    assert cdr.duration_s == 100
+    account = await running.ledger.get_account("acc1")
+    assert account.debits_micros == 100 * 10_000
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 1_000_000, 0)
+    await a.close()
+    await b.close()
