@@ -29,6 +29,7 @@ log = logging.getLogger("chargingd.diameter")
 
 AppHandler = Callable[[dc.Message, Peer], Awaitable[bytes]]
 _PENDING = b""
+DPR_GRACE_S = 2.0  # a DPR waits this long for the CCRs in flight on its link
 
 
 class AnswerCache:
@@ -136,6 +137,17 @@ class PeerLink(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        conn = self.conn
+        if out.close and conn is not None and conn.state is State.CLOSING:
+            # A DPR: the CCRs still being worked on are answered first, then the DPA,
+            # then the close (closing at once lost their CCAs: sessions opened or
+            # charged and the client never told).
+            for msg in out.requests:
+                self._spawn(msg)
+            task = asyncio.create_task(self._close_after_answers(out.send))
+            self.frontend.in_flight.add(task)
+            task.add_done_callback(self.frontend.in_flight.discard)
+            return
         for data in out.send:
             transport.write(data)
         for msg in out.requests:
@@ -191,6 +203,16 @@ class PeerLink(asyncio.Protocol):
         for link, hop_by_hop in cache.finish(key, data):
             link.send(_with_hop_by_hop(data, hop_by_hop))
         self.send(data)
+
+    async def _close_after_answers(self, last: list[bytes]) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=DPR_GRACE_S)
+        self._flush()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            for data in last:
+                transport.write(data)
+            transport.close()
 
     def send(self, data: bytes) -> None:
         """Queue an answer for the peer; the answers of one loop tick leave in one write

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from diameter_client import open_client
+from diameter_client import ME, open_client
 from diameter_harness import Running, running_frontend
 from sessions_harness import EUR, add_account
 
 from chargingd.diameter import client as cl
 from chargingd.diameter import codec as dc
 from chargingd.diameter.dictionary import VENDOR_3GPP, A, Cmd, G, Result
+from chargingd.diameter.messages import result_code
 
 CALLER = "+4930555000"
 BERLIN = "tel:+4930123456"  # 10_000 micros a second
@@ -339,3 +340,27 @@ async def test_a_large_requested_cc_time_is_granted_what_the_money_pays(running:
     account = await running.ledger.get_account("wishful")
     assert (account.balance_micros, account.reserved_micros) == (EUR - 100_000, 0)
     await client.close()
+
+
+async def test_dpr_answers_the_ccrs_in_flight_before_the_dpa(running: Running) -> None:
+    """A client that sends DPR right behind a CCR (shutting down) gets the CCA first, then
+    the DPA, then the close; closing at once lost the CCA of a call already opened."""
+    await add_account(running.ledger, "leaving", balance_micros=EUR,
+                      identities=("ani:+4930777333",))  # fmt: skip
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    framer = dc.Framer(1 << 20)
+    writer.write(cl.cer(ME, 1, 1))
+    frames: list[dc.Message] = []
+    while not frames:
+        frames += [dc.decode(f) for f in framer.feed(await reader.read(65536))]
+    assert result_code(frames.pop()) == 2001
+    c = cl.Call("pit-dpr", calling="+4930777333", called=BERLIN)
+    writer.write(cl.ccr(ME, c, 1, 0, 2, 2, requested_s=60) + cl.dpr(ME, 3, 3))
+    while data := await asyncio.wait_for(reader.read(65536), 5):
+        frames += [dc.decode(f) for f in framer.feed(data)]
+    writer.close()
+    assert [(m.command, result_code(m)) for m in frames] == [
+        (Cmd.CREDIT_CONTROL, 2001),
+        (Cmd.DISCONNECT_PEER, 2001),
+    ]
+    assert await running.sessions.store.find("pit-dpr") is not None
