@@ -99,12 +99,14 @@ class CreditControlApp:
         self.settings = settings
         self.clock = clock
         self.errors = 0
+        self.malformed = 0  # CCRs refused before any ccapi call (5005, 5004, 5014)
 
     async def handle(self, msg: dc.Message, peer: Peer) -> bytes:
         """The CCA for one CCR (an error answer when it cannot be worked)."""
         try:
             ccr = parse_ccr(msg)
         except MissingAvp as exc:
+            self._malformed(msg, peer, exc)
             return error_answer(
                 msg,
                 self.ident,
@@ -113,6 +115,7 @@ class CreditControlApp:
                 extra=command_ids(msg),
             )
         except dc.Malformed as exc:
+            self._malformed(msg, peer, exc)
             return error_answer(
                 msg,
                 self.ident,
@@ -132,6 +135,17 @@ class CreditControlApp:
                 self.errors += 1
                 log.exception("CCR %s #%d failed", ccr.session_id, ccr.request_number)
                 return self._cca(msg, ccr, Result.UNABLE_TO_COMPLY)
+
+    def _malformed(self, msg: dc.Message, peer: Peer, exc: Exception) -> None:
+        """Counted (``cc_malformed`` in ctl status) and logged: nothing reached sessions."""
+        self.malformed += 1
+        sid = msg.get(A.SESSION_ID)
+        log.warning(
+            "CCR from %s (%s) refused: %s",
+            peer.name,
+            sid.data[:128].decode(errors="replace") if sid is not None else "no Session-Id",
+            exc,
+        )
 
     async def _dispatch(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
         known = await self.store.get(ccr.session_id, ccr.request_number)

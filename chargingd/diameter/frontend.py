@@ -158,6 +158,7 @@ class DiameterFrontend:
             "frontend": self.server.counters.as_dict(),
             "initiated": self.initiated.counters.as_dict(),
             "cc_errors": self.app.errors,
+            "cc_malformed": self.app.malformed,
             "late_answers": self.late_answers,
             "peer_restarts": self.peer_restarts,
         }

@@ -246,6 +246,9 @@ async def test_5xxx_error_ccas_keep_the_cca_grammar(running: Running) -> None:
         assert _cca_ids(answer) == ids, code
         assert answer.get(A.FAILED_AVP) is not None
     assert await money(running) == before
+    # Counted where ctl status shows them: the CCR-level ones and the unknown AVP.
+    counters = running.frontend.counters()
+    assert (counters["cc_malformed"], counters["frontend"]["unsupported_avp"]) == (2, 1)
     await client.close()
     await still_serves(running)
 
