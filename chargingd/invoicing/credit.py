@@ -2,9 +2,11 @@
 
 ``amount`` is what the customer gets back, tax included, in whole minor units; it is
 split at the invoice's tax rate: net = amount / (1 + rate) rounded half up to the
-minor unit, tax = amount - net. The credit notes of an invoice never exceed its
-total. A credit note has its own number series and refers to the invoice; for a
-postpaid account it credits the ledger by the same amount.
+minor unit, tax = amount - net. The credit note that credits the rest of the total
+takes the rest of the invoice's net and tax instead: tax is rounded per line, so
+splitting the total again would not give back the tax the invoice charged. The
+credit notes of an invoice never exceed its total. A credit note has its own number
+series and refers to the invoice; for a postpaid account it credits the ledger by the same amount.
 """
 
 from __future__ import annotations
@@ -31,8 +33,20 @@ def _period_of(inv: Invoice) -> Period:
     return Period(inv.period, inv.period_start.day, inv.period_start, inv.period_end)
 
 
-def credit_draft(inv: Invoice, amount_micros: int, reason: str, decimals: int) -> Draft:
-    net, tax = split_gross(amount_micros, inv.tax.rate_ppm, decimals)
+def credit_draft(
+    inv: Invoice,
+    amount_micros: int,
+    reason: str,
+    decimals: int,
+    credited: tuple[int, int] = (0, 0),
+) -> Draft:
+    """``credited``: net and tax of the invoice's earlier credit notes (positive)."""
+    if amount_micros == inv.total_micros - inv.credited_micros:
+        # The last of the total: reverse exactly what the invoice billed, net and tax.
+        tax = inv.tax_micros - credited[1]
+        net = amount_micros - tax
+    else:
+        net, tax = split_gross(amount_micros, inv.tax.rate_ppm, decimals)
     line = Line(
         "credit",
         f"Credit on invoice {inv.number}: {reason}",
@@ -72,6 +86,18 @@ def _check(inv: Invoice, amount_micros: int, reason: str, decimals: int) -> None
         )
 
 
+async def _credited(conn: Conn, invoice_id: int) -> tuple[int, int]:
+    """Net and tax given back by the credit notes of an invoice so far (positive)."""
+    cur = await conn.execute(
+        "SELECT coalesce(-sum(subtotal_micros), 0), coalesce(-sum(tax_micros), 0)"
+        " FROM invoices WHERE refers_to = %s",
+        (invoice_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 async def credit_note(books: Books, number: str, amount_micros: int, reason: str) -> Invoice:
     """Issue a credit note against invoice ``number``; the issued credit note."""
     decimals = books.cfg.minor_unit_decimals
@@ -84,7 +110,7 @@ async def credit_note(books: Books, number: str, amount_micros: int, reason: str
         # Read under the lock: two credit notes at once never exceed the total.
         inv = await fetch(conn, number, issued_at)
         _check(inv, amount_micros, reason, decimals)
-        draft = credit_draft(inv, amount_micros, reason, decimals)
+        draft = credit_draft(inv, amount_micros, reason, decimals, await _credited(conn, inv.id))
         (issued,) = await issue.write(
             conn, [draft], numbering=numbering, last_number=last, issued_at=issued_at,
             issuer=books.issuer(), run_id=f"credit:{number}", who=books.who,

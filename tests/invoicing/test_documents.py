@@ -79,6 +79,46 @@ async def test_credit_notes_refer_to_the_invoice_and_never_exceed_it(
     assert (await ledger.get_account("cn")).balance_micros == -107_100_000
 
 
+async def test_credit_notes_of_the_whole_total_reverse_the_net_and_the_tax_exactly(
+    books: Books, ledger: Ledger, pg_url: str, clock: Clock
+) -> None:
+    """Tax is rounded per line: ten lines of net 0.03 carry 0.01 VAT each (0.0057
+    rounded), total 0.40. Crediting it all must give back 0.30 net and 0.10 VAT, not
+    0.40 split again at 19 % (0.34 + 0.06), or the VAT return never balances."""
+    await postpaid(ledger, "cnx")
+    rows = []
+    for n in range(10):
+        await _call(ledger, clock, f"cnx-{n}", at(3 + n), 30_000, account="cnx")
+        rows.append(cdr(n, "cnx", at(3 + n), charged_micros=30_000, destination=f"D{n}"))
+    await load_cdrs(pg_url, rows)
+    (inv,) = (await invoice_run(books, "2026-11", account_id="cnx")).issued
+    assert isinstance(inv, Invoice)
+    assert (inv.subtotal_micros, inv.tax_micros, inv.total_micros) == (300_000, 100_000, 400_000)
+    # In two parts: the second credits the rest, and takes the rest of net and tax.
+    first = await credit_note(books, inv.number, 190_000, "part")
+    assert (first.subtotal_micros, first.tax_micros) == (-160_000, -30_000)
+    rest = await credit_note(books, inv.number, 210_000, "the rest")
+    assert (rest.subtotal_micros, rest.tax_micros) == (-140_000, -70_000)
+    total_net = first.subtotal_micros + rest.subtotal_micros
+    total_tax = first.tax_micros + rest.tax_micros
+    assert (total_net, total_tax) == (-inv.subtotal_micros, -inv.tax_micros)
+    # All at once on a second invoice of the same shape.
+    await postpaid(ledger, "cny")
+    rows = []
+    for n in range(10):
+        await _call(ledger, clock, f"cny-{n}", at(3 + n), 30_000, account="cny")
+        rows.append(cdr(n, "cny", at(3 + n), charged_micros=30_000, destination=f"D{n}"))
+    await load_cdrs(pg_url, rows)
+    (inv2,) = (await invoice_run(books, "2026-11", account_id="cny")).issued
+    whole = await credit_note(books, inv2.number, 400_000, "all of it")
+    assert (whole.subtotal_micros, whole.tax_micros, whole.total_micros) == (
+        -300_000,
+        -100_000,
+        -400_000,
+    )
+    assert (await get_invoice(books.db, inv2.number, books.now())).outstanding_micros == 0
+
+
 async def test_two_credit_notes_at_once_cannot_exceed_the_total(
     books: Books, ledger: Ledger, pg_url: str, clock: Clock
 ) -> None:
