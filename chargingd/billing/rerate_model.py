@@ -13,6 +13,9 @@ between the new price and what the ledger charged for the call.
   through later rerates.
 - A call the ledger never charged (``recorded_only``, ``none``) moves no money: its
   cost changes, its charge stays 0. A refund never exceeds what was charged.
+
+A plan that prices in another currency than a CDR's prices none of them (counted as
+unrated, the reason in ``errors``), as live credit control refuses such a tariff.
 """
 
 from __future__ import annotations
@@ -231,6 +234,12 @@ async def _price(
     if plan is None:
         diff.unrated += 1
         report.errors["no tariff plan"] = report.errors.get("no tariff plan", 0) + 1
+        return None
+    if plan.currency and plan.currency != row.currency:
+        # Live credit control refuses such a tariff: its prices are not this money.
+        reason = f"plan prices in {plan.currency}, the CDRs are in {row.currency}"
+        diff.unrated += 1
+        report.errors[reason] = report.errors.get(reason, 0) + 1
         return None
     try:
         price = plan.rate(

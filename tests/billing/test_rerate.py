@@ -125,6 +125,19 @@ async def test_account_tariffs_and_unpriced_cdrs(
     assert await record(db, report, cfg, who="t", reason="t") is None
 
 
+async def test_a_plan_in_another_currency_prices_no_cdr(db: BillingDB, tmp_path: Path) -> None:
+    """EUR calls priced by a USD plan would store dollars as euros (and move them in
+    the ledger): live credit control refuses such a tariff, so a rerate does too."""
+    usd = tmp_path / "usd.toml"
+    usd.write_text(PLAN.format(id="usd", per_minute="0.012").replace('"EUR"', '"USD"'))
+    plan_for = make_plan_resolver(config_from_dict({}), None, str(usd))
+    report = await compute(db, plan_for, start=START, end=END)
+    assert report.changes == []
+    assert report.errors == {"plan prices in USD, the CDRs are in EUR": N}
+    assert sum(d.unrated for d in report.accounts.values()) == N
+    assert all(d.new_micros == d.old_micros == 0 for d in report.accounts.values())
+
+
 async def test_apply_once_then_resume_is_a_no_op(
     db: BillingDB, ledger: Ledger, tmp_path: Path
 ) -> None:
