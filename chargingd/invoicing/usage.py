@@ -103,15 +103,16 @@ async def usage_by_group(
     return found
 
 
-# Earlier periods these accounts were billed for, and what their CDRs hold now.
+# Earlier periods these accounts were billed for, and what their CDRs hold now, in the
+# currency they were billed in (CDRs in another one are the run's errors, never billed).
 _RECOUNT = """
 WITH counted AS (
-    SELECT account_id, period, min(period_start) AS ps, max(period_end) AS pe,
-           sum(calls) AS calls, sum(charged_micros) AS charged
-    FROM invoice_usage
-    WHERE account_id = ANY(%(accounts)s) AND period_end <= %(before)s
-      AND period_end > %(since)s
-    GROUP BY account_id, period
+    SELECT u.account_id, u.period, i.currency, min(u.period_start) AS ps,
+           max(u.period_end) AS pe, sum(u.calls) AS calls, sum(u.charged_micros) AS charged
+    FROM invoice_usage u JOIN invoices i ON i.id = u.invoice_id
+    WHERE u.account_id = ANY(%(accounts)s) AND u.period_end <= %(before)s
+      AND u.period_end > %(since)s
+    GROUP BY u.account_id, u.period, i.currency
 )
 SELECT c.account_id, c.period, c.ps, c.pe, n.calls - c.calls, n.charged - c.charged
 FROM counted c
@@ -120,7 +121,7 @@ CROSS JOIN LATERAL (
            coalesce(sum(charged_micros), 0) AS charged
     FROM cdrs
     WHERE account_id = c.account_id AND start_time >= c.ps AND start_time < c.pe
-      AND charge <> 'recorded_only'
+      AND currency = c.currency AND charge <> 'recorded_only'
 ) n
 WHERE n.charged <> c.charged OR n.calls <> c.calls
 ORDER BY 1, 2

@@ -346,6 +346,32 @@ async def test_late_calls_and_rerates_are_billed_on_the_next_invoice(
     assert third.issued == [] and third.skipped == {"nothing to bill": ["late"]}
 
 
+async def test_cdrs_in_another_currency_never_reach_an_invoice_as_a_correction(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """A USD CDR on a EUR account is an error of the run, not billed; re-counting the
+    invoiced period must not bill its 5.00 dollars as a 5.00 EUR usage correction."""
+    await postpaid(ledger, "cur")
+    await load_cdrs(
+        pg_url,
+        [
+            cdr(1, "cur", at(10), charged_micros=1_000_000),
+            cdr(2, "cur", at(11), charged_micros=5_000_000, currency="USD"),
+        ],
+    )
+    first = await invoice_run(books, "2026-11")
+    assert first.errors == ["cur: CDRs in USD, account in EUR"]
+    assert [d.usage_micros for d in first.issued] == [1_000_000]
+    # A late EUR call of November is corrected, alone.
+    await load_cdrs(pg_url, [cdr(3, "cur", at(29), charged_micros=2_000_000)])
+    second = (await invoice_run(books, "2026-12")).issued[0]
+    assert [(ln.kind, ln.exact_micros, ln.calls) for ln in second.lines] == [
+        ("correction", 2_000_000, 1)
+    ]
+    third = await invoice_run(books, "2027-01")
+    assert third.issued == [] and third.skipped == {"nothing to bill": ["cur"]}
+
+
 async def test_dry_run_writes_nothing(books: Books, ledger: Ledger, pg_url: str) -> None:
     await postpaid(ledger, "dry")
     await load_cdrs(pg_url, [cdr(1, "dry", at(2))])
