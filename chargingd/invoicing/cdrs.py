@@ -145,17 +145,24 @@ async def find_cdr(db: BillingDB, call_id: str) -> list[CdrRow]:
 
 
 async def call_detail(
-    db: BillingDB, account_id: str, start: datetime, end: datetime, *, limit: int | None = None
+    db: BillingDB,
+    account_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    currency: str,
+    limit: int | None = None,
 ) -> list[CdrRow]:
-    """The calls an invoice's usage lines count (answered or charged), in time order."""
+    """The calls an invoice's usage lines count (answered or charged), in time order:
+    only those in the invoice's currency (others are the run's errors, never billed)."""
 
     async def work(conn: Conn) -> list[CdrRow]:
         cur = await conn.execute(
             f"SELECT {_COLUMNS} FROM cdrs WHERE account_id = %s AND start_time >= %s"
             " AND start_time < %s AND (answer_time IS NOT NULL OR charged_micros <> 0)"
-            " AND charge <> 'recorded_only'"
+            " AND charge <> 'recorded_only' AND currency = %s"
             " ORDER BY start_time, id LIMIT %s",
-            (account_id, start, end, limit),
+            (account_id, start, end, currency, limit),
         )
         return [_row(r) for r in await cur.fetchall()]
 

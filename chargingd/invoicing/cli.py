@@ -189,7 +189,9 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
         else:
             print(render.invoice_text(inv, decimals), end="")
         return 0
-    rows = await cdrs.call_detail(books.db, inv.account_id, inv.period_start, inv.period_end)
+    rows = await cdrs.call_detail(
+        books.db, inv.account_id, inv.period_start, inv.period_end, currency=inv.currency
+    )
     if action == "calls":
         text = cdrs.calls_csv(rows)
         if args.output:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -195,6 +196,41 @@ def test_credit_note_calls_csv_and_errors(config: Path, tmp_path: Path) -> None:
     assert code == 1 and "not a plain decimal amount" in err
     code, _, err = run("invoice", "--config", c, "run", "--period", "2026-13")
     assert code == 1 and "YYYY-MM" in err
+
+
+def test_call_detail_of_an_invoice_holds_only_its_currency(
+    config: Path, pg_url: str, tmp_path: Path
+) -> None:
+    """A USD CDR on the EUR account is the run's error, billed nowhere: the invoice's
+    CSV and PDF call detail must not list it nor add its 5.00 to the EUR total."""
+    usd = cdr(9, "acme", datetime(2026, 11, 4, 9, tzinfo=UTC), charged_micros=5_000_000)
+    usd = (*usd[:12], "USD", *usd[13:])
+    asyncio.run(load_cdrs(pg_url, [usd]))
+    c = str(config)
+    code, out, _ = run("invoice", "--config", c, "run", "--period", "2026-11", "--json")
+    issued = json.loads(out)
+    assert code == 1 and issued["errors"] == ["acme: CDRs in USD, account in EUR"]
+    number = issued["issued"][0]["number"]
+    csv_path = tmp_path / "calls.csv"
+    assert run("invoice", "--config", c, "calls", number, "-o", str(csv_path))[0] == 0
+    rows = csv_path.read_text().splitlines()[1:]
+    assert [r.split(",")[8:10] for r in rows] == [
+        ["1.200000", "EUR"],
+        ["2.400000", "EUR"],
+        ["3.600000", "EUR"],
+        ["4.800000", "EUR"],
+    ]
+    if shutil.which("pdftotext") is None:
+        return
+    pdf_path = tmp_path / "inv.pdf"
+    assert (
+        run("invoice", "--config", c, "pdf", number, "-o", str(pdf_path), "--calls", "yes")[0] == 0
+    )
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf_path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "5.000000" not in text
+    assert re.search(r"4 calls\s+\d+\s+12\.000000\n", text), text
 
 
 def test_reports_by_every_key(config: Path) -> None:

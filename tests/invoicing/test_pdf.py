@@ -107,7 +107,9 @@ async def _issue(books: Books, pg_url: str) -> Invoice:
 
 async def test_pdf_prints_the_invoice_figures(books: Books, pg_url: str, tmp_path: Path) -> None:
     inv = await _issue(books, pg_url)
-    rows = await call_detail(books.db, inv.account_id, inv.period_start, inv.period_end)
+    rows = await call_detail(
+        books.db, inv.account_id, inv.period_start, inv.period_end, currency="EUR"
+    )
     text = pdf_text(render_pdf(inv, calls=rows), tmp_path)
     for expected in (
         "INVOICE",
