@@ -2,11 +2,12 @@
 
 ``amount`` is what the customer gets back, tax included, in whole minor units; it is
 split at the invoice's tax rate: net = amount / (1 + rate) rounded half up to the
-minor unit, tax = amount - net. The credit note that credits the rest of the total
-takes the rest of the invoice's net and tax instead: tax is rounded per line, so
-splitting the total again would not give back the tax the invoice charged. The
-credit notes of an invoice never exceed its total. A credit note has its own number
-series and refers to the invoice; for a postpaid account it credits the ledger by the same amount.
+minor unit, tax = amount - net, but never more net or tax than the invoice has left
+of either after its earlier credit notes: tax is rounded per line, so splitting the
+total again would not give back the tax the invoice charged; this way the credit of
+the rest of the total reverses exactly the invoice's net and tax. The credit notes of
+an invoice never exceed its total. A credit note has its own number series and refers
+to the invoice; for a postpaid account it credits the ledger by the same amount.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def credit_draft(
     credited: tuple[int, int] = (0, 0),
 ) -> Draft:
     """``credited``: net and tax of the invoice's earlier credit notes (positive)."""
-    if amount_micros == inv.total_micros - inv.credited_micros:
-        # The last of the total: reverse exactly what the invoice billed, net and tax.
-        tax = inv.tax_micros - credited[1]
-        net = amount_micros - tax
-    else:
-        net, tax = split_gross(amount_micros, inv.tax.rate_ppm, decimals)
+    net, tax = split_gross(amount_micros, inv.tax.rate_ppm, decimals)
+    # Never give back more net or tax than the invoice has left of either: the credit
+    # of the rest of the total then reverses exactly what the invoice billed.
+    net_left, tax_left = inv.subtotal_micros - credited[0], inv.tax_micros - credited[1]
+    if net > net_left:
+        net, tax = net_left, amount_micros - net_left
+    if tax > tax_left:
+        net, tax = amount_micros - tax_left, tax_left
     line = Line(
         "credit",
         f"Credit on invoice {inv.number}: {reason}",

@@ -102,6 +102,18 @@ async def test_credit_notes_of_the_whole_total_reverse_the_net_and_the_tax_exact
     total_net = first.subtotal_micros + rest.subtotal_micros
     total_tax = first.tax_micros + rest.tax_micros
     assert (total_net, total_tax) == (-inv.subtotal_micros, -inv.tax_micros)
+    # 0.39 split at 19 % would be 0.33 net: more than the 0.30 there is; then 0.01.
+    await postpaid(ledger, "cnz")
+    rows = []
+    for n in range(10):
+        await _call(ledger, clock, f"cnz-{n}", at(3 + n), 30_000, account="cnz")
+        rows.append(cdr(n, "cnz", at(3 + n), charged_micros=30_000, destination=f"D{n}"))
+    await load_cdrs(pg_url, rows)
+    (inv3,) = (await invoice_run(books, "2026-11", account_id="cnz")).issued
+    most = await credit_note(books, inv3.number, 390_000, "most")
+    assert (most.subtotal_micros, most.tax_micros) == (-300_000, -90_000)
+    last = await credit_note(books, inv3.number, 10_000, "last cent")
+    assert (last.subtotal_micros, last.tax_micros) == (0, -10_000)
     # All at once on a second invoice of the same shape.
     await postpaid(ledger, "cny")
     rows = []
