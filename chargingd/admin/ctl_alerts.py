@@ -36,9 +36,18 @@ def req_alert_resolve(args: argparse.Namespace) -> Request:
     return "alert.resolve", params
 
 
+def json_option(p: argparse.ArgumentParser) -> None:
+    """`--json` after the command too (`ctl fraud alerts --json`, as the docs write it);
+    SUPPRESS keeps the global option's value (`ctl --json ...`) when it is not given."""
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON result"
+    )
+
+
 def alert_list_options(p: argparse.ArgumentParser, *, kind: str | None = None) -> None:
     """--since/--limit of `ctl alerts list` (with --kind) and `ctl fraud alerts` (whose
     kinds are fixed: ``kind``)."""
+    json_option(p)
     p.add_argument("--since", help="opened since: 30m, 24h, 7d, an ISO time or epoch ms")
     p.add_argument("--limit", type=int, default=100, help="at most this many incidents")
     if kind is None:

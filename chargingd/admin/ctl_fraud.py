@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from chargingd.admin.ctl_alerts import alert_list_options
+from chargingd.admin.ctl_alerts import alert_list_options, json_option
 
 Request = tuple[str, dict[str, Any]]
 
@@ -42,16 +42,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--account", help="with this account's overrides")
     p.add_argument("--tariff", help="with this tariff's overrides")
     p.set_defaults(build=req_rules)
+    json_option(p)
     alert_list_options(
         actions.add_parser("alerts", help="fraud incidents, newest first"), kind="fraud."
     )
     p = actions.add_parser("state", help="what the rules hold against an account")
     p.add_argument("id", help="account id")
     p.set_defaults(build=req_state)
+    json_option(p)
     p = actions.add_parser("unblock", help="make an account a rule blocked active again")
     p.add_argument("id", help="account id")
     p.add_argument("--reason", required=True, help="why, for the audit trail")
     p.set_defaults(build=req_unblock)
+    json_option(p)
 
 
 def render_rules(console: Console, result: dict[str, Any]) -> None:

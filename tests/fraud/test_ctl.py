@@ -142,6 +142,13 @@ async def test_block_alerts_state_unblock(
 
     code, out, _ = await ctl(path, capsys, "--json", "fraud", "state", "acc1")
     assert json.loads(out)["state"]["blocked_by"] == "premium"
+    # docs/fraud.md writes `--json` after the command: argparse refused it (exit 2).
+    for args in (("alerts", "--since", "1h"), ("state", "acc1"), ("rules",)):
+        code, out, err = await ctl(path, capsys, "fraud", *args, "--json")
+        assert code == 0, err
+        assert isinstance(json.loads(out), dict)
+    code, out, _ = await ctl(path, capsys, "fraud", "alerts", "--json")
+    assert json.loads(out)["incidents"][0]["incident"] == "fraud.premium:acc1"
 
     code, _, err = await ctl(path, capsys, "fraud", "unblock", "acc1", "--reason", " ")
     assert code == 1 and "needs a reason" in err
