@@ -122,6 +122,12 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
     for comp, counters in sorted((status.get("components") or {}).items()):
         text = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
         table.add_row(comp, text)
+    # The counters docs/fraud.md and docs/alerts.md send operators to (`ctl status`,
+    # components fraud and alerts): probes of their own, not in "components".
+    for probe in ("alerts", "fraud"):
+        counters = status.get(probe)
+        if isinstance(counters, dict):
+            table.add_row(probe, _flat(counters) or "-")
     for proc in (status.get("radius") or {}).get("processes", []):
         front = proc.get("frontend", {})
         text = ", ".join(f"{k}={front.get(k, 0)}" for k in ("received", "accepted", "accounted"))
@@ -133,6 +139,19 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
     if isinstance(diameter, dict) and "frontend" in diameter:
         table.add_row("diameter", _diameter_summary(diameter))
     console.print(table)
+
+
+def _flat(counters: dict[str, Any], prefix: str = "") -> str:
+    """k=v, ... of a probe's counters; a nested dict as parent.k=v (alerts' webhook)."""
+    parts = []
+    for key, value in sorted(counters.items()):
+        if isinstance(value, dict):
+            inner = _flat(value, f"{prefix}{key}.")
+            if inner:
+                parts.append(inner)
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ", ".join(parts)
 
 
 def _diameter_summary(dia: dict[str, Any]) -> str:

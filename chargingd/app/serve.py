@@ -152,6 +152,26 @@ class HoldSweeper:
         await run_every(self._stop, self.interval_s, self.sweep_once, log=log, what="hold sweep")
 
 
+def with_workers(rt: Runtime, name: str, local: dict[str, Any]) -> dict[str, Any]:
+    """``local`` (this process's counters) plus the worker processes' ``name`` counters
+    from their last reports (app/workers.py), summed key by key (nested dicts too):
+    with [server] workers > 1 most calls are answered, and their fraud rules run and
+    alerts sent, in a worker, which `ctl status` showed as nothing."""
+    reports = rt.monitor.host.all_reports() if rt.monitor is not None else []
+    for report in reports:
+        if report.get("role") == "worker":
+            _add_counts(local, (report.get("status") or {}).get(name) or {})
+    return local
+
+
+def _add_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _add_counts(total.setdefault(key, {}), value)
+        elif isinstance(value, int | float):
+            total[key] = total.get(key, 0) + value
+
+
 def build_alerts(rt: Runtime) -> Component:
     """The alert stream and its webhook sender ([alerts]); started first, stopped last,
     so every other component can raise alerts while it runs."""
@@ -159,7 +179,7 @@ def build_alerts(rt: Runtime) -> Component:
     rt.alerts = alerts
 
     async def probe() -> Any:
-        return alerts.counters()
+        return with_workers(rt, "alerts", alerts.counters())
 
     rt.probes["alerts"] = probe
     return alerts
@@ -175,7 +195,7 @@ def build_fraud(rt: Runtime) -> Component:
     rt.fraud = fraud
 
     async def probe() -> Any:
-        return dict(fraud.counters)
+        return with_workers(rt, "fraud", dict(fraud.counters))
 
     rt.probes["fraud"] = probe
     return FraudEvents(fraud, rt.redis, group=group, stats=rt.registry.component("fraud-events"))

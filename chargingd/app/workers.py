@@ -22,18 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
 import time
+from typing import Any
 
+from chargingd.alerts import Alerts
 from chargingd.app.factory import Factory
+from chargingd.app.radius import RadiusComponent
 from chargingd.core.config import REDIS_URL_ENV, Config
 from chargingd.core.heap import freeze_after_start
 from chargingd.core.loops import run_every
 from chargingd.core.redisconn import wait_ready
 from chargingd.core.status import ComponentStats
+from chargingd.fraud import Fraud
 from chargingd.monitoring import ProcessMeters, ProcessReporter, ReportSender, receive_reports
 from chargingd.monitoring.host import HostView
 
@@ -239,7 +244,7 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
             component.sessions.name_source(names, "diameter")
         reporter = ProcessReporter(
             meters,
-            status=component.counters,
+            status=functools.partial(_worker_status, component, fraud, alerts),
             store=factory.kpi_store(client) if cfg.monitoring.enabled else None,
             sink=sender.send if sender is not None else None,
             interval_s=cfg.monitoring.report_interval_s,
@@ -268,6 +273,21 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
         if sender is not None:
             sender.close()
         await client.aclose()
+
+
+def _worker_status(
+    component: RadiusComponent, fraud: Fraud | None, alerts: Alerts | None
+) -> dict[str, Any]:
+    """What the worker reports to the main process: its RADIUS counters and, with
+    [fraud] on, its rules' and alert sender's counters (the main process's `fraud` and
+    `alerts` status sum them: the calls a worker answers are checked, refused and
+    blocked there, and their alerts raised and POSTed there)."""
+    status: dict[str, Any] = component.counters()
+    if fraud is not None:
+        status["fraud"] = dict(fraud.counters)
+    if alerts is not None:
+        status["alerts"] = alerts.counters()
+    return status
 
 
 async def _last_report(reporter: ProcessReporter) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from fraud_harness import LIBERIA_PREMIUM, fraud_value, live_calls
-from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, write_setup
+from radius_e2e_harness import BIN, SECRET, Call, Daemon, GatewaySocket, Setup, write_setup
 from radius_peer import TestGateway, UdpPeer, wait_until
 from webhook_receiver import Receiver, webhook_receiver
 
@@ -257,6 +258,30 @@ async def _hijack_blocked(daemon: Daemon, gateway: TestGateway, hook: Receiver) 
     (incident,) = fraud_incidents(daemon)
     assert incident["incident"] == "fraud.risky-destinations:hijack"
     assert incident["count"] == 1
+
+    # The operator's `ctl status` table shows the rules' and the alerts' counters
+    # (docs/fraud.md "Operator commands"); it used to show neither.
+    def status_rows() -> dict[str, str]:
+        shown = subprocess.run([str(BIN), "ctl", "--config", str(daemon.setup.config), "status"],
+                               capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        lines = shown.stdout.splitlines()
+        return {line.split("│")[1].strip(): line for line in lines if "│" in line}
+
+    def counted(row: str, key: str) -> int:
+        return int(row.split(f"{key}=")[1].split(",")[0].split()[0])
+
+    # Summed over the processes (workers = 2: the kernel spreads the calls over both):
+    # every accepted call went through the rules, whichever process answered it (a
+    # worker's counts come with its report, every [monitoring] report_interval_s).
+    for _ in range(20):
+        rows = status_rows()
+        if counted(rows["fraud"], "checked") >= BLOCK_AFTER + len(normal):
+            break
+        await asyncio.sleep(0.25)
+    assert counted(rows["fraud"], "checked") >= BLOCK_AFTER + len(normal), rows["fraud"]
+    assert counted(rows["fraud"], "blocked") == 1, rows["fraud"]
+    assert counted(rows["alerts"], "opened") == 1, rows["alerts"]
+    assert counted(rows["alerts"], "webhook.sent") == 1, rows["alerts"]
 
     # Until an operator unblocks it (and its counts start over).
     daemon.call("fraud.unblock", {"id": "hijack", "reason": "customer confirmed"})
