@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chargingd.admin.ctl_alerts import alert_list_options, json_option
+from chargingd.admin.render import _ts
 
 Request = tuple[str, dict[str, Any]]
 
@@ -86,8 +87,16 @@ def render_state(console: Console, result: dict[str, Any]) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in sorted(state.items()):
-        table.add_row(key, value)
+        table.add_row(key, _when(key, value))
     console.print(table)
+
+
+def _when(key: str, value: str) -> str:
+    """A time of the state (since, blocked_ms, deny:RULE until) as epoch ms with its UTC
+    time beside it: an operator reads "blocked at", not 1796568409427."""
+    if (key in ("since", "blocked_ms") or key.startswith("deny:")) and value.isdigit():
+        return f"{value} ({_ts(int(value))} UTC)"
+    return value
 
 
 def render_unblocked(console: Console, result: dict[str, Any]) -> None:

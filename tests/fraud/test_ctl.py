@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,11 @@ async def test_block_alerts_state_unblock(
         code, out, err = await ctl(path, capsys, "fraud", *args, "--json")
         assert code == 0, err
         assert isinstance(json.loads(out), dict)
+    # The table gives the block's time as a UTC time too, not epoch ms alone.
+    code, out, _ = await ctl(path, capsys, "fraud", "state", "acc1")
+    blocked_ms = int(out.split("blocked_ms")[1].split()[1])
+    stamp = datetime.fromtimestamp(blocked_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"({stamp} UTC)" in out
     code, out, _ = await ctl(path, capsys, "fraud", "alerts", "--json")
     assert json.loads(out)["incidents"][0]["incident"] == "fraud.premium:acc1"
 
