@@ -32,6 +32,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)  # every request, answered or not
     hold: asyncio.Event | None = None  # set: requests wait for it before answering
+    retry_after: str = ""  # the Retry-After header of every non-2xx answer ("" none)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
@@ -49,7 +50,8 @@ class Receiver:
         if self.hold is not None:
             await self.hold.wait()
         status = self.statuses.pop(0) if self.statuses else 200
-        return web.Response(status=status, text="ok" if status < 300 else "no")
+        headers = {"Retry-After": self.retry_after} if status >= 300 and self.retry_after else {}
+        return web.Response(status=status, text="ok" if status < 300 else "no", headers=headers)
 
 
 @asynccontextmanager

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import random
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -134,7 +136,7 @@ class WebhookSender:
 
     async def _deliver(self, delivery_id: str, body: bytes) -> None:
         for attempt in range(1, self.attempts + 1):
-            outcome, what = await self._post(delivery_id, body)
+            outcome, what, asked_s = await self._post(delivery_id, body)
             if outcome == OK:
                 self.sent += 1
                 return
@@ -151,6 +153,9 @@ class WebhookSender:
             self.retries += 1
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
             delay *= 0.5 + self.jitter() / 2  # jitter: receivers back up together otherwise
+            # A receiver that rate-limits (429/503 with Retry-After: Slack, PagerDuty)
+            # is asked again no sooner than it said, up to webhook_max_backoff_s.
+            delay = max(delay, min(asked_s, self.max_backoff_s))
             log.warning(
                 "alert webhook %s: %s; retry %d in %.1fs",
                 redact_url(self.url),
@@ -160,7 +165,8 @@ class WebhookSender:
             )
             await asyncio.sleep(delay)
 
-    async def _post(self, delivery_id: str, body: bytes) -> tuple[str, str]:
+    async def _post(self, delivery_id: str, body: bytes) -> tuple[str, str, float]:
+        """(outcome, what went wrong, the seconds the receiver's Retry-After asks)."""
         assert self._session is not None, "start() first"
         headers = {
             "Content-Type": "application/json",
@@ -173,10 +179,29 @@ class WebhookSender:
             async with self._session.post(self.url, data=body, headers=headers) as resp:
                 await resp.read()
                 status = resp.status
+                asked_s = retry_after_s(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return RETRY, f"{type(exc).__name__}: {exc}"
+            return RETRY, f"{type(exc).__name__}: {exc}", 0.0
         if 200 <= status < 300:
-            return OK, ""
+            return OK, "", 0.0
         if status == 429 or status >= 500:
-            return RETRY, f"HTTP {status}"
-        return FINAL, f"HTTP {status}"
+            said = f" (Retry-After {asked_s:g} s)" if asked_s else ""
+            return RETRY, f"HTTP {status}{said}", asked_s
+        return FINAL, f"HTTP {status}", 0.0
+
+
+def retry_after_s(value: str | None) -> float:
+    """The seconds of a Retry-After header (RFC 9110 10.2.3: delay-seconds, or an
+    HTTP-date); 0 when absent, unreadable or past."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())

@@ -4,6 +4,7 @@ back-off, final refusals, a bounded queue, and a caller that never waits."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import itertools
 import json
 import time
@@ -14,7 +15,7 @@ from webhook_receiver import webhook_receiver
 
 from chargingd.alerts import Alerts, Severity, WebhookSender
 from chargingd.alerts.store import AlertStore
-from chargingd.alerts.webhook import signature
+from chargingd.alerts.webhook import retry_after_s, signature
 
 
 def sender(url: str, **options: object) -> WebhookSender:
@@ -65,6 +66,37 @@ async def test_back_off_doubles_between_attempts() -> None:
     # 0.1, 0.2, 0.4 s (jitter pinned to its maximum); generous upper bounds for a busy box
     for gap, want in zip(gaps, (0.1, 0.2, 0.4), strict=True):
         assert want * 0.9 <= gap < want + 1.0
+
+
+async def test_a_rate_limited_receiver_is_asked_again_after_its_retry_after() -> None:
+    """429 with Retry-After (Slack, PagerDuty): the back-off (0.05 s here) waited less
+    than the receiver asked, so a burst of fraud alerts used up its attempts on a
+    receiver that had said when to come back."""
+    stamps: list[float] = []
+    async with webhook_receiver() as rx:
+        rx.statuses, rx.retry_after = [429], "1"
+        hook = sender(rx.url, attempts=3, backoff_s=0.05, max_backoff_s=10.0)
+        await hook.start()
+        hook.submit("1-0", {})
+        for n in (1, 2):
+            await rx.wait_for(n)
+            stamps.append(time.monotonic())
+        await hook.stop()
+    assert 0.95 <= stamps[1] - stamps[0] < 3.0
+    assert (hook.sent, hook.retries) == (1, 1)
+    # Never longer than webhook_max_backoff_s, and an HTTP-date works too.
+    async with webhook_receiver() as rx:
+        rx.statuses, rx.retry_after = [503], "3600"
+        hook = sender(rx.url, attempts=3, backoff_s=0.05, max_backoff_s=0.2)
+        await hook.start()
+        hook.submit("2-0", {})
+        start = time.monotonic()
+        await rx.wait_for(2)
+        assert time.monotonic() - start < 2.0
+        await hook.stop()
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past
+    assert 50 < retry_after_s(email.utils.formatdate(time.time() + 60, usegmt=True)) <= 60
+    assert retry_after_s("soon") == retry_after_s(None) == 0.0
 
 
 async def test_a_4xx_is_final_and_the_last_failure_gives_up() -> None:
