@@ -8,7 +8,7 @@ For each document (invoice, statement, credit note) of a period overlapping the 
   plus the usage the ledger debited and the rerates it applied; a credit note: its
   total), and the journal moved exactly that;
 - the CDRs (invoices): the usage all documents counted for a period equals the
-  charged_micros of that period's CDRs now.
+  charged_micros of that period's CDRs in the invoice's currency now.
 
 Issued documents never change (a trigger refuses it), so a difference means the
 database was edited past the trigger, a posting never reached the ledger, or CDRs
@@ -53,16 +53,18 @@ LEFT JOIN LATERAL (SELECT sum(amount_micros) AS moved, count(*) AS entries
 ORDER BY inv.period_start, inv.number
 """
 
-# Usage counted per (account, period) by every invoice, against the CDRs now.
+# Usage counted per (account, period) by every invoice, against the CDRs now in the
+# currency it was invoiced in (CDRs in another one are the invoice run's errors, never
+# billed, so no difference of the invoice: they are left unreported here).
 _USAGE = """
 WITH counted AS (
-    SELECT u.account_id, u.period, min(u.period_start) AS period_start,
+    SELECT u.account_id, u.period, i.currency, min(u.period_start) AS period_start,
         max(u.period_end) AS period_end, sum(u.charged_micros) AS invoiced,
-        sum(u.calls) AS calls, max(i.number) AS last_number, max(i.currency) AS currency
+        sum(u.calls) AS calls, max(i.number) AS last_number
     FROM invoice_usage u JOIN invoices i ON i.id = u.invoice_id AND i.kind = 'invoice'
     WHERE u.period_start < %(end)s AND u.period_end > %(start)s
         AND (%(account)s::text IS NULL OR u.account_id = %(account)s)
-    GROUP BY u.account_id, u.period
+    GROUP BY u.account_id, u.period, i.currency
 )
 SELECT k.account_id, k.period, k.last_number, k.currency, k.invoiced, k.calls,
     coalesce(c.charged, 0), coalesce(c.calls, 0)
@@ -71,7 +73,8 @@ LEFT JOIN LATERAL (
     SELECT sum(charged_micros) AS charged, count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls
     FROM cdrs
     WHERE account_id = k.account_id AND start_time >= k.period_start
-        AND start_time < k.period_end AND charge <> 'recorded_only'
+        AND start_time < k.period_end AND currency = k.currency
+        AND charge <> 'recorded_only'
 ) c ON true
 WHERE k.invoiced <> coalesce(c.charged, 0)
 ORDER BY k.period, k.account_id

@@ -66,3 +66,32 @@ async def test_edited_total_and_late_usage_are_found(
     assert late.account_id == "bolt" and late.money_micros == 70_000
     assert late.detail["invoiced_usage_micros"] == 300_000
     assert late.detail["cdr_charged_micros"] == 370_000
+
+
+async def test_cdr_in_another_currency_is_not_usage_changed_after_billing(
+    books: Books, ledger: Ledger, pg_url: str, redis: aioredis.Redis
+) -> None:
+    """A USD CDR on a EUR account is the invoice run's error, billed nowhere: the
+    invoice's usage is checked against its EUR CDRs only, so nothing is flagged; a late
+    EUR call is still found, at its own amount."""
+    await postpaid(ledger, "cur")
+    await load_cdrs(
+        pg_url,
+        [
+            cdr(1, "cur", at(10), charged_micros=1_000_000),
+            cdr(2, "cur", at(11), charged_micros=5_000_000, currency="USD"),
+        ],
+    )
+    result = await invoice_run(books, "2026-11")
+    assert result.errors == ["cur: CDRs in USD, account in EUR"]
+    assert [d.usage_micros for d in result.issued] == [1_000_000]
+    ctx = context(books.db, redis)
+    november = params(start=NOV, end=DEC)
+    assert [f for f in await run(ctx, november) if f.kind is Kind.INVOICE_MISMATCH] == []
+
+    await load_cdrs(pg_url, [cdr(3, "cur", at(29), charged_micros=2_000_000)])
+    (late,) = [f for f in await run(ctx, november) if f.kind is Kind.INVOICE_MISMATCH]
+    assert late.currency == "EUR" and late.money_micros == 2_000_000
+    assert late.detail["invoiced_usage_micros"] == 1_000_000
+    assert late.detail["cdr_charged_micros"] == 3_000_000
+    assert (late.detail["invoiced_calls"], late.detail["cdr_calls"]) == (1, 2)
