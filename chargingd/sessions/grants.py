@@ -196,6 +196,15 @@ class Grants:
         total = (fresh or rec).debited_micros + held + account.available_micros
         return deadline_ms, min(self.paid_s(rec, total), self.cfg.max_session_s), total
 
+    async def told_again(self, rec: SessionRecord) -> tuple[int, int, int]:
+        """A full-grant call whose Session-Timeout the money bounded: (the Session-Timeout
+        it was told, the one the money debited, held and now available pays for, that
+        money). Nothing is reserved: its grant is whole, its next Interim renews it."""
+        told_s = min(self.paid_s(rec, rec.credit_micros), self.cfg.max_session_s)
+        account = await self.ledger.get_account(rec.account_id)
+        total = rec.debited_micros + rec.held_micros + account.available_micros
+        return told_s, min(self.paid_s(rec, total), self.cfg.max_session_s), total
+
     def price(self, rec: SessionRecord, usage_s: int) -> Priced:
         return self.pricer.price(
             rec.plan,

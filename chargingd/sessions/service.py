@@ -345,14 +345,20 @@ class Sessions:
     async def on_topup(self, account_id: str) -> int:
         """Money arrived: re-grant the account's sessions that have a deadline and tell
         their gateways the new Session-Timeout (CoA). The deadline is recomputed (the
-        end of what is now paid), never cleared. Returns how many moved. hold_all and
+        end of what is now paid), never cleared. A session without one (a full grant)
+        whose Session-Timeout the money bounded is told the longer one too (CoA).
+        Returns how many moved or were told. hold_all and
         own_timer calls are left as they are: their gateway cannot be told a new
         Session-Timeout (own_timer's timer re-checks the money at its deadline)."""
         moved = 0
         for rec in await self.store.live_of_account(account_id):
-            if not (rec.limited or rec.deadline_ms) or rec.cut_reason:
+            if rec.cut_reason or self.modes.holds_all(rec.client):
                 continue
-            if self.modes.holds_all(rec.client):
+            if not (rec.limited or rec.deadline_ms):
+                # A full grant has no deadline, but the Session-Timeout it was told
+                # ends where the money of its authorize ran out: the gateway hangs
+                # up there unless told the new one.
+                moved += await self._retell(rec)
                 continue
             old_deadline = rec.deadline_ms
             deadline_ms, timeout_s, credit_micros = await self.grants.refresh(rec)
@@ -364,6 +370,18 @@ class Sessions:
                 await self.store.update(rec, credit_micros=max(rec.credit_micros, credit_micros))
                 await self.cutter.change_timeout(rec, timeout_s)
         return moved
+
+    async def _retell(self, rec: SessionRecord) -> int:
+        """CoA a call without a deadline whose Session-Timeout the money bounded, when
+        the money now pays for a longer one; 1 if it was told (sent), else 0."""
+        if rec.credit_micros <= 0:
+            return 0  # adopted (accounting without our authorize): told nothing
+        told_s, timeout_s, credit_micros = await self.grants.told_again(rec)
+        if timeout_s <= told_s:
+            return 0
+        await self.store.update(rec, credit_micros=max(rec.credit_micros, credit_micros))
+        await self.cutter.change_timeout(rec, timeout_s)
+        return 1
 
     async def kill_session(self, session_id: str) -> bool:
         """Operator kill (admin session.kill): Disconnect-Request now, CDR status "killed"."""

@@ -383,3 +383,48 @@ async def test_a_due_deadline_rechecked_by_one_daemon_is_not_cut_again_by_anothe
     gateway_a.release.set()
     assert await cutting == 1
     assert gateway_b.disconnects == [] and len(gateway_a.disconnects) == 1
+
+
+async def test_topup_retimes_a_full_grant_call_its_money_bounded(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter, redis: aioredis.Redis
+) -> None:
+    """1 EUR pays 100 s: the first grant (75 s) is whole, so no deadline, but the gateway
+    was told Session-Timeout 100 and hangs up there. A top-up before any partial
+    renewal must tell it the new Session-Timeout (CoA), or the call ends at 100 s with
+    the money there (seen end to end: no CoA-Request reached the gateway)."""
+    await add_account(ledger, balance_micros=1 * EUR)
+    info = call("s1")
+    clock.now_ms = T0_MS
+    answer = await sessions.authorize(info)
+    assert isinstance(answer, Authorized) and answer.session_timeout_s == 100
+    clock.now_ms = ANSWER_MS
+    await sessions.account(usage(info, UsageKind.START, 0, ANSWER_MS))
+    rec = await sessions.store.find("s1")
+    assert rec is not None and (rec.limited, rec.deadline_ms) == (0, 0)
+    clock.now_ms = ANSWER_MS + 30_000
+    await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 1
+    # 6 EUR in all (held 0.75 + the rest available) pays 600 s.
+    assert [(ref.session_id, t) for ref, t in cutter.timeouts] == [("s1", 600)]
+    rec = await sessions.store.find("s1")
+    assert rec is not None and (rec.credit_micros, rec.deadline_ms) == (6 * EUR, 0)
+    assert await redis.zscore(DEADLINES, member("acc1", "s1")) is None
+    # Nothing more to tell: no second CoA for money already told.
+    assert await sessions.on_topup("acc1") == 0
+    assert len(cutter.timeouts) == 1
+    # The gateway obeys the new Session-Timeout: a 400 s call is charged in full.
+    clock.now_ms = ANSWER_MS + 400_000
+    await sessions.account(usage(info, UsageKind.STOP, 400, clock.now_ms))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.charged_micros) == ("normal", 400 * PER_S)
+
+
+async def test_topup_leaves_a_call_told_the_longest_session_alone(
+    sessions: Sessions, ledger: Ledger, clock: Clock, cutter: RecordingCutter
+) -> None:
+    """A call told max_session_s needs no CoA, whatever money comes."""
+    await add_account(ledger, balance_micros=1000 * EUR)
+    await start_call(sessions, clock, call("s1"))
+    await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 0
+    assert cutter.timeouts == []
