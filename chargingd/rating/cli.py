@@ -50,6 +50,12 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounding-decimals", type=int, default=None, help="CGRateS per-span decimals"
     )
+    parser.add_argument(
+        "--timezone",
+        default=None,
+        help="CGRateS TP directory only: the IANA zone its Timings are read in (CGRateS"
+        " general.default_timezone, e.g. Europe/Berlin); default UTC",
+    )
     if name == "max-usage":
         parser.add_argument("--amount", required=True, help="money, e.g. 1.50")
     else:
@@ -65,7 +71,9 @@ def run(name: str, args: argparse.Namespace) -> int:
     try:
         start = _parse_start(args.start)
         number, e164 = destination(args.destination, args.country)  # NumberError too
-        plan = load_plan(args.plan, rounding_decimals=args.rounding_decimals)
+        plan = load_plan(
+            args.plan, rounding_decimals=args.rounding_decimals, timezone=args.timezone
+        )
     except TariffLoadError as exc:
         return _fail("bad_tariff", str(exc), EXIT_BAD_INPUT)
     except ValueError as exc:

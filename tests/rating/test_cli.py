@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from paths import REPO
+from paths import REPO, SHARED_DATA, needs_shared
 
 from chargingd.app.cli import main
 
@@ -141,3 +141,39 @@ def test_readme_examples_run_as_written(
         expected = re.fullmatch(r'\s*"(\w+)": "([^"]*)"\s*', comment)
         assert expected is not None, comment
         assert body[expected[1]] == expected[2]
+
+
+@needs_shared("cgrates_tp")
+def test_timezone_flag_reads_cgrates_timings_in_that_zone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A CGRateS TP's Timings name no zone (CGRateS general.default_timezone): an operator
+    whose CGRateS ran in Europe/Berlin must be able to price in that zone by hand.
+    tutorial2's PEAK starts 08:00 on weekdays; 07:30Z on a Monday is 08:30 in Berlin."""
+    tp = str(SHARED_DATA / "cgrates_tp" / "tutorial2")
+    args = ["--plan", tp, "--tenant", "cgrates.org", "--subject", "x"]
+    args += ["--destination", "1099", "--start", "2026-03-02T07:30:00Z", "--usage", "60"]
+    code, body = _run(capsys, "rate", *args)
+    assert code == 0 and body["cost"] == "0.7000"  # UTC: off-peak, 0.1 + 60 x 0.01
+    code, body = _run(capsys, "rate", *args, "--timezone", "Europe/Berlin")
+    assert code == 0 and body["cost"] == "1.4000"  # peak: 0.2 + one 1m block of 1.2
+    code, body = _run(capsys, "max-usage", *args[:-2], "--amount", "1.40")
+    assert code == 0 and body["usage_s"] == "130"  # off-peak: (1.40 - 0.1) / 0.01
+    code, body = _run(
+        capsys, "max-usage", *args[:-2], "--amount", "1.40", "--timezone", "Europe/Berlin"
+    )
+    assert code == 0 and body["usage_s"] == "60"
+    code, body = _run(capsys, "rate", *args, "--timezone", "Europe/Berlinx")
+    assert code == 2 and body["error"] == "bad_tariff" and "Europe/Berlinx" in body["message"]
+
+
+def test_timezone_flag_is_refused_for_a_native_tariff(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A native tariff names its zone in [tariff].timezone: a flag must not silently
+    lose to it (or override it)."""
+    code, body = _run(
+        capsys, "rate", *BASE, "--destination", "447700900123", "--usage", "60",
+        "--timezone", "Europe/Berlin",
+    )  # fmt: skip
+    assert code == 2 and body["error"] == "bad_tariff" and "[tariff].timezone" in body["message"]

@@ -16,9 +16,21 @@ from chargingd.rating.plan import TariffPlan
 __all__ = ["TariffLoadError", "load_plan"]
 
 
-def load_plan(path: str | Path, *, rounding_decimals: int | None = None) -> TariffPlan:
-    """Load a native tariff file, or a CGRateS TP directory (CGRateS pricing mode)."""
+def load_plan(
+    path: str | Path, *, rounding_decimals: int | None = None, timezone: str | None = None
+) -> TariffPlan:
+    """Load a native tariff file, or a CGRateS TP directory (CGRateS pricing mode).
+
+    `timezone` is CGRateS' general.default_timezone for a TP directory (its Timings
+    name no zone; default UTC); a native file names its own ([tariff].timezone).
+    """
     path = Path(path)
     if path.is_dir():
-        return load_tp_dir(path, rounding_decimals=rounding_decimals)
+        if timezone is None:
+            return load_tp_dir(path, rounding_decimals=rounding_decimals)
+        return load_tp_dir(path, rounding_decimals=rounding_decimals, timezone=timezone)
+    if timezone is not None:
+        raise TariffLoadError(
+            path, "a time zone is given only for a CGRateS TP directory: set [tariff].timezone"
+        )
     return load_native(path, rounding_decimals=rounding_decimals)
