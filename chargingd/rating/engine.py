@@ -140,13 +140,14 @@ class _Piece:
         self.plan_id = plan_id
 
 
-def _winner(entries: list[_Entry], second_of_day: int) -> _Entry | None:
-    """Of the entries covering this second, the highest weight; ties: the later start."""
+def _winner(spans: list[tuple[int, int, _Entry]], at_ns: int) -> _Entry | None:
+    """Of the entries whose [start, end) (epoch ns) covers this instant, the highest
+    weight; ties: the later start."""
     best: _Entry | None = None
-    for entry in entries:
-        period = entry.period
-        if period.start_s <= second_of_day < period.end_s and (
-            best is None or (entry.weight, period.start_s) > (best.weight, best.period.start_s)
+    for start_ns, end_ns, entry in spans:
+        if start_ns <= at_ns < end_ns and (
+            best is None
+            or (entry.weight, entry.period.start_s) > (best.weight, best.period.start_s)
         ):
             best = entry
     return best
@@ -403,15 +404,23 @@ class Engine:
         cached = self._day_cache.get(key)
         if cached is not None:
             return cached
-        todays = [e for e in entries if e.period.matches_day(day)]
-        cuts = {e.period.start_s for e in todays} | {e.period.end_s for e in todays}
-        marks = sorted(cuts | {0, SECONDS_PER_DAY})
+        # Each period's start and end as instants (a local time in a DST gap reads as
+        # Go's time.Date does, CGRateS' RITiming: 02:30 in a 02:00->03:00 gap is 03:30);
+        # the day is cut where one starts or ends, in the order of the instants, not of
+        # the local clock, which a gap reorders.
+        spans = [
+            (self._epoch_ns(day, e.period.start_s), self._epoch_ns(day, e.period.end_s), e)
+            for e in entries
+            if e.period.matches_day(day)
+        ]
+        last_ns = self._epoch_ns(day, SECONDS_PER_DAY)
+        cuts = {first_ns, last_ns} | {s[0] for s in spans} | {s[1] for s in spans}
+        marks = sorted(c for c in cuts if first_ns <= c <= last_ns)
         ends: list[int] = []
         winners: list[_Entry | None] = []
-        for begin_s, end_s in itertools.pairwise(marks):
-            # A later end never precedes an earlier one, even across a DST fold.
-            ends.append(max(self._epoch_ns(day, end_s), ends[-1] if ends else first_ns))
-            winners.append(_winner(todays, begin_s))
+        for begin_ns, end_ns in itertools.pairwise(marks):
+            ends.append(end_ns)
+            winners.append(_winner(spans, begin_ns))
         if len(self._day_cache) >= _CACHE_MAX:
             del self._day_cache[next(iter(self._day_cache))]  # the oldest day goes
         self._day_cache[key] = (ends, winners)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -497,3 +498,63 @@ def test_profiles_listed_twice_form_one_timeline() -> None:
     after = plan.rate(subject="a", destination="44", start=change, usage_ns=60 * S)
     assert (before.plan_id, before.cost_micros) == ("A", 100_000)
     assert (after.plan_id, after.cost_micros) == ("B", 200_000)
+
+
+def test_a_period_starting_in_a_dst_gap_does_not_delay_a_later_one(tmp_path: Path) -> None:
+    """Europe/Berlin skips 02:00-03:00 on 2026-03-29. A period starting at 02:30 (read
+    as Go's time.Date reads it, as CGRateS does: 03:30 CEST) once cut the day in local
+    clock order, so a heavier period starting at 03:00 only took over at 03:30: the
+    half hour 03:00-03:30 CEST was priced at the day rate, 10x the night one."""
+    from chargingd.rating.loaders import load_plan
+
+    text = """
+[tariff]
+timezone = "Europe/Berlin"
+[destinations]
+DE = ["49"]
+[periods.LATE]
+start = "02:30"
+[periods.THREE]
+start = "03:00"
+[rates.DAY]
+rate = "0.60"
+increment = "1s"
+[rates.NIGHT]
+rate = "0.06"
+increment = "1s"
+[rates.LATE]
+rate = "6"
+increment = "1s"
+[plans.G]
+[[plans.G.rates]]
+destinations = ["DE"]
+rate = "DAY"
+[[plans.G.rates]]
+destinations = ["DE"]
+rate = "NIGHT"
+period = "THREE"
+weight = 10
+[[plans.G.rates]]
+destinations = ["DE"]
+rate = "LATE"
+period = "LATE"
+weight = 5
+[[profiles]]
+plan = "G"
+"""
+    path = tmp_path / "gap.toml"
+    path.write_text(text)
+    plan = load_plan(path)
+    start = datetime(2026, 3, 29, 0, 50, tzinfo=UTC)  # 01:50 CET
+    cost = plan.rate(subject="s", destination="4930", start=start, usage_ns=50 * 60 * S)
+    # 10 min DAY (to 03:00 CEST = 01:00Z), then 40 min NIGHT: 6.00 + 2.40
+    assert cost.cost_micros == 8_400_000
+    assert [s.rate_id for s in cost.spans] == ["DAY", "NIGHT", "NIGHT"]
+    at_three = datetime(2026, 3, 29, 1, 10, tzinfo=UTC)  # 03:10 CEST
+    assert (
+        plan.rate(subject="s", destination="4930", start=at_three, usage_ns=60 * S).cost_micros
+        == 60_000
+    )
+    # 0.60 pays 10 min at night from 03:10 CEST (not 1 min of day rate)
+    granted = plan.max_usage(subject="s", destination="4930", start=at_three, amount_micros=600_000)
+    assert granted == 10 * 60 * S
