@@ -65,7 +65,7 @@ class SessionHooks:
 
     A Disconnect-Request may wait for a silent gateway for seconds (RFC 5176
     retransmissions): cuts after a suspension run in the background, and
-    session.kill answers within ``kill_wait_s`` while the cut goes on.
+    session.kill and a top-up answer within ``kill_wait_s`` while the CoA goes on.
     """
 
     def __init__(self, sessions: SessionOps | None, *, kill_wait_s: float = KILL_WAIT_S) -> None:
@@ -98,11 +98,21 @@ class SessionHooks:
         return {"session_id": session_id, "disconnected": killed}
 
     async def after_topup(self, account_id: str) -> None:
-        """Money arrived: move the deadlines of the account's limited calls."""
-        if self.sessions is None:
-            return
+        """Money arrived: move the deadlines of the account's limited calls.
+
+        Waits at most ``kill_wait_s``: the CoA that tells a gateway its new
+        Session-Timeout may wait seconds for a silent one (RFC 5176 retransmissions,
+        one call after the other), and the top-up stands already; the rest goes on in
+        the background. Waiting for it all made `ctl account topup` time out and report
+        the daemon unreachable after the money was in (a retry without the printed
+        --txn-id would top up twice)."""
+        if self.sessions is not None:
+            task = self._spawn(self._retime(self.sessions, account_id))
+            await asyncio.wait([task], timeout=self.kill_wait_s)
+
+    async def _retime(self, sessions: SessionOps, account_id: str) -> None:
         try:
-            moved = await self.sessions.on_topup(account_id)
+            moved = await sessions.on_topup(account_id)
         except Exception:  # the top-up stands; the cutter re-checks before any cut
             log.exception("moving deadlines of %s after a top-up failed", account_id)
             return
