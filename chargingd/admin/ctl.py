@@ -31,11 +31,12 @@ class UsageError(ValueError):
     """A bad argument found before anything is sent."""
 
 
-def _amount(text: str, *, negative: bool = False) -> str:
+def _amount(text: str, *, negative: bool = False, option: str = "") -> str:
+    """``option`` (such as --credit-limit) names the bad one of several amounts."""
     try:
         parse_amount(text, allow_negative=negative)
     except AmountError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{option}: {exc}" if option else str(exc)) from None
     return text
 
 
@@ -72,7 +73,7 @@ def _account_fields(args: argparse.Namespace, params: dict[str, Any]) -> dict[st
     if args.currency is not None:
         params["currency"] = args.currency
     if args.credit_limit is not None:
-        params["credit_limit"] = _amount(args.credit_limit)
+        params["credit_limit"] = _amount(args.credit_limit, option="--credit-limit")
     if args.tariff is not None:
         params["tariff"] = args.tariff
     if args.max_calls is not None:
@@ -85,7 +86,7 @@ def _account_fields(args: argparse.Namespace, params: dict[str, Any]) -> dict[st
 def req_create(args: argparse.Namespace) -> Request:
     params = _account_fields(args, {"id": args.id})
     if args.balance is not None:
-        params["balance"] = _amount(args.balance, negative=True)
+        params["balance"] = _amount(args.balance, negative=True, option="--balance")
     return "account.create", _with_common(args, params)
 
 

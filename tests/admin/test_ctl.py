@@ -140,6 +140,14 @@ async def test_usage_errors_exit_2(ctl: Ctl) -> None:
     assert code == 2 and "negative" in err
     code, _, err = await ctl("account", "update", "carol")
     assert code == 2 and "nothing to update" in err
+    # Which amount was bad: the option is named (a create may give two amounts).
+    code, _, err = await ctl("account", "update", "carol", "--credit-limit", "-1")
+    assert code == 2 and "--credit-limit: amount must not be negative" in err
+    code, _, err = await ctl(
+        "account", "create", "dave", "--mode", "prepaid", "--currency", "EUR",
+        "--balance", "1.1234567",
+    )  # fmt: skip
+    assert code == 2 and "--balance: amount '1.1234567' has more than 6 decimals" in err
     with pytest.raises(SystemExit) as exit_info:
         await ctl("account", "create", "dave", "--mode", "prepay", "--currency", "EUR")
     assert exit_info.value.code == 2
