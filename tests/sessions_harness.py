@@ -37,6 +37,7 @@ from chargingd.sessions.service import Sessions
 from chargingd.sessions.shards import shard_keys, stored_shards
 
 EUR = 1_000_000
+BERLIN_PER_S = 10_000  # the harness tariff's Berlin rate: 0.60 EUR/min, per second
 BERLIN = "030123456"  # 0.60 EUR/min per second  -> +4930123456
 MUNICH = "089123456"  # 1.20 EUR/min per minute + 0.10 connect fee
 
@@ -301,3 +302,11 @@ def answer_of(result: Any) -> Any:
     if isinstance(result, Authorized):
         return ("authorized", result.session_timeout_s)
     return (type(result).__name__, getattr(result, "reason", result))
+
+
+async def script_runs(redis: aioredis.Redis, command: str = "") -> int:
+    """How many scripts Redis has run (EVALSHA and FCALL: the fused scripts' libraries
+    on Redis 7+), or ``command``'s calls alone."""
+    stats = await redis.info("commandstats")
+    names = (command,) if command else ("evalsha", "fcall")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in names)

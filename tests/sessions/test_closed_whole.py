@@ -12,12 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import T0_MS, Clock
 from sessions_harness import (
+    BERLIN_PER_S,
     EUR,
     add_account,
     call,
     make_ledger,
     make_sessions,
     read_cdrs,
+    script_runs,
     usage,
 )
 
@@ -26,13 +28,6 @@ from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.record import SessionRecord
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import CLOSED, LIVE, record_key
-
-BERLIN_PER_S = 10_000  # 0.60 EUR/min, per second (sessions_harness's tariff)
-
-
-async def _runs(redis: aioredis.Redis) -> int:
-    stats = await redis.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "fcall"))
 
 
 def _record(rnd: random.Random, sid: str) -> SessionRecord:
@@ -161,7 +156,7 @@ async def test_a_stop_closes_the_record_whole(
     assert held == (noted and balance == 10 * EUR)
     clock.advance(usage_s)
     info = call("s1")
-    before = await _runs(redis)
+    before = await script_runs(redis)
     closed_with: list[tuple[object, ...]] = []  # session_set's ARGV
     send = sessions.store.send
 
@@ -174,7 +169,7 @@ async def test_a_stop_closes_the_record_whole(
     sessions.store.send = spying  # type: ignore[method-assign]
     await sessions.account(usage(info, UsageKind.STOP, usage_s, T0_MS + usage_s * 1000))
     # noted: the release with the Stop noted, then the mark; else touch, close, mark
-    assert await _runs(redis) - before == (2 if held else 3)
+    assert await script_runs(redis) - before == (2 if held else 3)
     (cdr,) = await read_cdrs(redis)
     assert cdr.duration_s == usage_s and cdr.cost_micros == usage_s * BERLIN_PER_S
     assert cdr.charged_micros == min(balance, cdr.cost_micros)

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from sessions_harness import (
     BERLIN,
+    BERLIN_PER_S,
     EUR,
     MUNICH,
     T0_MS,
@@ -23,6 +24,7 @@ from sessions_harness import (
     make_ledger,
     make_sessions,
     read_cdrs,
+    script_runs,
     usage,
 )
 
@@ -32,14 +34,6 @@ from chargingd.sessions.noting import note
 from chargingd.sessions.record import SessionRecord
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import INVALID, LIVE, record_key
-
-BERLIN_PER_S = 10_000  # 0.60 EUR/min, per second
-
-
-async def _evalsha(redis: aioredis.Redis) -> int:
-    """Script runs: EVALSHA, and FCALL (the fused scripts' libraries on Redis 7+)."""
-    stats = await redis.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "fcall"))
 
 
 async def test_note_agrees_with_session_touch(redis: aioredis.Redis, tmp_path: Path) -> None:
@@ -105,9 +99,9 @@ async def test_interim_and_stop_run_one_script_each(redis: aioredis.Redis, tmp_p
     info = call("s1")
     for usage_s in (60, 120):
         clock.advance(60)
-        before = await _evalsha(redis)
+        before = await script_runs(redis)
         await sessions.account(usage(info, UsageKind.INTERIM, usage_s, T0_MS + usage_s * 1000))
-        assert await _evalsha(redis) - before == 1  # the renew, with the interim noted
+        assert await script_runs(redis) - before == 1  # the renew, with the interim noted
         assert (await ledger.get_account("acc1")).debits_micros == usage_s * BERLIN_PER_S
         held = sessions.store.cached("s1")  # as stored, and decoded the same
         assert held is not None and held[1] == await redis.get(record_key("acc1", "s1"))
@@ -115,11 +109,11 @@ async def test_interim_and_stop_run_one_script_each(redis: aioredis.Redis, tmp_p
         assert held[2].last_usage_s == usage_s
         assert held[2].debited_micros == usage_s * BERLIN_PER_S
     clock.advance(10)
-    before = await _evalsha(redis)
+    before = await script_runs(redis)
     stop = usage(info.replace(nas_session_id="n1"), UsageKind.STOP, 130, T0_MS + 130_000)
     await sessions.account(stop)
     # the close with the Stop noted; the closed mark (with the live locator's drop)
-    assert await _evalsha(redis) - before == 2
+    assert await script_runs(redis) - before == 2
     (cdr,) = await read_cdrs(redis)
     assert cdr.duration_s == 130 and cdr.charged_micros == 130 * BERLIN_PER_S
     rec = await sessions.store.get("acc1", "s1")
@@ -226,7 +220,7 @@ async def test_short_money_noted_and_touched_paths_agree(
             if not noted:
                 sessions.store._records.clear()
             await sessions.account(usage(info, kind, usage_s, T0_MS + usage_s * 1000))
-        scripts.append(await _evalsha(redis))
+        scripts.append(await script_runs(redis))
         account = await ledger.get_account("acc1")
         cdrs = await read_cdrs(redis)
         rec = await sessions.store.get("acc1", "s1")

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from sessions_harness import (
     BERLIN,
+    BERLIN_PER_S,
     EUR,
     T0_MS,
     Clock,
@@ -43,7 +44,6 @@ from chargingd.sessions.record import (
 )
 from chargingd.sessions.store import SessionStore, record_key
 
-BERLIN_PER_S = 10_000  # 0.60 EUR/min, per second
 # A started call as the kit's `memory` cell stores it (docs/performance.md, round 13c).
 KIT = SessionRecord.build(
     session_id="m0-0000ABCD-12345678-1A2B",

@@ -12,12 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import T0_MS, Clock
 from sessions_harness import (
+    BERLIN_PER_S,
     EUR,
     add_account,
     call,
     make_ledger,
     make_sessions,
     read_cdrs,
+    script_runs,
     usage,
 )
 
@@ -27,14 +29,7 @@ from chargingd.sessions.record import SessionRecord
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import LIVE, record_key
 
-BERLIN_PER_S = 10_000  # 0.60 EUR/min, per second (sessions_harness's tariff)
 MODES = {"kam": "hold_all", "own": "own_timer"}
-
-
-async def _runs(redis: aioredis.Redis, command: str = "") -> int:
-    stats = await redis.info("commandstats")
-    names = (command,) if command else ("evalsha", "fcall")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in names)
 
 
 async def _daemon(redis: aioredis.Redis, clock: Clock, path: Path, compact: bool) -> Sessions:
@@ -111,9 +106,9 @@ async def test_a_start_is_one_small_script_and_writes_what_touch_would(
     # A holds the Start's value: its Interim is noted too (one script: the renew)
     assert a.store.cached("held") is not None
     clock.advance(60)
-    runs = await _runs(redis)
+    runs = await script_runs(redis)
     await a.account(usage(call("held"), UsageKind.INTERIM, 60, start_ms + 60_000))
-    assert await _runs(redis) - runs == 1
+    assert await script_runs(redis) - runs == 1
     clock.advance(30)
     await a.account(usage(call("held"), UsageKind.STOP, 90, start_ms + 90_000))
     (cdr,) = await read_cdrs(redis)
@@ -134,10 +129,10 @@ async def test_a_record_written_after_the_authorize_is_touched(
     assert rec is not None
     await b.store.update(rec, cut_reason="killed", cut_attempts=1)
     clock.advance(2)
-    before = await _runs(redis, "evalsha")
+    before = await script_runs(redis, "evalsha")
     await a.account(usage(call("s1"), UsageKind.START, 0, T0_MS + 2_000))
     # the note (refused), the touch, then what a Start of a cut call sends again
-    assert await _runs(redis, "evalsha") - before >= 2
+    assert await script_runs(redis, "evalsha") - before >= 2
     now = await a.store.get("acc1", "s1")
     assert now is not None
     assert now.cut_reason == "killed"  # kept: not overwritten by the held value

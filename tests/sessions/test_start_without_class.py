@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fakes import T0_MS
 from sessions_harness import (
     BERLIN,
+    BERLIN_PER_S,
     EUR,
     Clock,
     add_account,
@@ -24,8 +25,6 @@ from sessions_harness import (
 )
 
 from chargingd.sessions.ccapi import Authorized, UsageKind
-
-BERLIN_PER_S = 10_000  # 0.60 EUR/min, per second
 
 
 async def test_a_start_without_class_is_noted_on_its_own_gateways_call(
