@@ -36,6 +36,7 @@ COMPILED = [
     "chargingd/fraud/destinations.py",
     "chargingd/fraud/engine.py",
     "chargingd/fraud/keys.py",
+    "chargingd/fraud/local.py",
     "chargingd/fraud/numtypes.py",
     "chargingd/fraud/plan.py",
     "chargingd/fraud/rules.py",

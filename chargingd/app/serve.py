@@ -195,7 +195,7 @@ def build_fraud(rt: Runtime) -> Component:
     rt.fraud = fraud
 
     async def probe() -> Any:
-        return with_workers(rt, "fraud", dict(fraud.counters))
+        return with_workers(rt, "fraud", fraud.status())
 
     rt.probes["fraud"] = probe
     return FraudEvents(fraud, rt.redis, group=group, stats=rt.registry.component("fraud-events"))

@@ -284,7 +284,7 @@ def _worker_status(
     blocked there, and their alerts raised and POSTed there)."""
     status: dict[str, Any] = component.counters()
     if fraud is not None:
-        status["fraud"] = dict(fraud.counters)
+        status["fraud"] = fraud.status()
     if alerts is not None:
         status["alerts"] = alerts.counters()
     return status

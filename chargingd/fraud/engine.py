@@ -28,6 +28,7 @@ from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
 from chargingd.fraud.compiled import Compiled
 from chargingd.fraud.destinations import Classifier, Destination
+from chargingd.fraud.local import LocalRules, Outcome
 from chargingd.fraud.report import alert_for, incident_key
 from chargingd.fraud.rules import Rule, RuleBook
 from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Verdict
@@ -57,7 +58,9 @@ class Prepared:
         "facts",
         "ip_value",
         "learn",
+        "local",
         "now_ms",
+        "outcome",
         "plan",
         "record_key",
         "refusal_ttl_ms",
@@ -90,6 +93,50 @@ class Prepared:
         self.record_key = record_key
         self.refusal_ttl_ms = refusal_ttl_ms
         self.learn = learn
+        # the rules evaluated by this process (local.py; None: in Redis's Lua), and
+        # their outcome for this call (None: not evaluated here, the values not known)
+        self.local: LocalRules | None = None
+        self.outcome: Outcome | None = None
+
+    def learnt(self, told: Sequence[Any]) -> None:
+        """What the rules' values are after the script that ran them in Lua (sent with
+        ARGV[1] + 100: session_authorize_fraud.lua), kept for this process's next calls."""
+        local = self.local
+        assert local is not None
+        local.counters["lua"] += 1
+        local.learnt(self.value, told[0])
+        if self.ip_value != self.value:
+            local.learnt(self.ip_value, told[1])
+
+    def decided_here(self, written: bool) -> None:
+        """The plain authorize ran with this process's evaluation (outcome): its values
+        written (the call granted), or left as they were (a retransmission, an account
+        found inactive or changed): the bytes it started from are what is stored."""
+        local, outcome = self.local, self.outcome
+        assert local is not None and outcome is not None
+        if written:
+            local.counters["local"] += 1
+            return
+        local.values.put(self.value, outcome.expect)
+        if outcome.ip_expect is not None:
+            local.values.put(self.ip_value, outcome.ip_expect)
+
+    def to_lua(self, moved: bool) -> None:
+        """The plain authorize did not write this process's evaluation: the values had
+        moved (another writer), or the ledger refused the call (the rules' bookkeeping
+        of a refused call is fraud.lua's): the call goes to the rules' Lua, which says
+        what the values are after it."""
+        local = self.local
+        assert local is not None
+        if moved:
+            local.counters["moved"] += 1
+        self.outcome = None
+
+    def unknown(self) -> None:
+        """The script's outcome is not known (an error, a lost reply): the values too."""
+        if self.local is not None:
+            self.local.values.drop(self.value)
+            self.local.values.drop(self.ip_value)
 
     @property
     def keys(self) -> list[str]:
@@ -219,6 +266,8 @@ class Fraud:
         # rule set (by identity: RuleBook keeps each) -> P.split of it
         self._splits: dict[int, tuple[tuple[Rule, ...], Split]] = {}
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
+        # the authorize rules evaluated here, on the values kept (the fused authorize only)
+        self.local = LocalRules(cfg.local_values) if cfg.local_values > 0 else None
 
     async def load_scripts(self) -> None:
         scripts = (self._check, self._ip_script, self._admit, self._event, self._note)
@@ -248,6 +297,45 @@ class Fraud:
         return Prepared(
             facts, dest, plan, rules, now, value, ip_value, block, self.record_key, refusal_ttl
         )
+
+    def status(self) -> dict[str, int]:
+        """The counters `ctl status` shows (summed over the workers): the rules' own, and
+        where the authorize rules were decided (here, or in Redis's Lua: the values not
+        known here, changed by another writer, a refusal) and how many values are kept."""
+        out = dict(self.counters)
+        local = self.local
+        if local is not None:
+            out["decided_here"] = local.counters["local"]
+            out["decided_in_lua"] = local.counters["lua"]
+            out["moved_elsewhere"] = local.counters["moved"]
+            out["values_kept"] = len(local.values)
+        return out
+
+    def localize(self, prepared: Prepared) -> None:
+        """Evaluate the call's rules here when this process knows its values (the fused
+        authorize, single Redis: session_authorize_fraud.lua writes the outcome only
+        while they are still stored; docs/fraud.md "Seventeenth round")."""
+        local = self.local
+        if local is None:
+            return
+        prepared.local = local
+        facts, dest = prepared.facts, prepared.destination
+        try:
+            prepared.outcome = local.evaluate(
+                prepared.plan,
+                prepared.now_ms,
+                prepared.value,
+                prepared.ip_value,
+                facts.identity,
+                facts.session_id,
+                facts.callee,
+                dest.country,
+                dest.member,
+            )
+        except Exception:  # a value this port cannot read: Lua decides, and says it
+            log.exception("fraud rules evaluated in Lua: a value could not be read here")
+            prepared.unknown()
+            prepared.outcome = None
 
     def _split(self, rules: tuple[Rule, ...]) -> Split:
         """P.split of a rule set, its compiled ops and its per-IP ops alone (Redis

@@ -83,8 +83,12 @@ class FraudHook:
         )
 
     def prepare(self, facts: CallFacts) -> Prepared | None:
-        """The rules' keys and arguments for the fused script; None: none applies."""
-        return self.fraud.prepare(facts)
+        """The rules' keys and arguments for the fused script, evaluated here when this
+        process knows the values; None: no rule applies."""
+        prepared = self.fraud.prepare(facts)
+        if prepared is not None:
+            self.fraud.localize(prepared)
+        return prepared
 
     def decided(self, prepared: Prepared, reply: Any) -> Verdict:
         return self.fraud.decided(prepared, reply)

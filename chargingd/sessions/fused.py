@@ -266,25 +266,26 @@ class FusedPath:
         prefix = rec.pack(extra=1, omit=("credit_micros",), layout=self.store.layout)
         args.append(prefix)
         args.append(int(held_only))
+        outcome = None if fraud is None else fraud.outcome
         if fraud is None:
             if locator is not None:
                 keys.append(locator)
         else:
-            # With the rules, the wrapper checks the account with these 2 arguments
-            # (before the rules count the call; the ledger's check_packed.lua, its key the
-            # reserve's KEYS[1]): session_authorize does not check it again.
-            sha, library = self._authorize_fraud.sha, self.fraud_library
-            args = [0, *args]
-            fraud.add_fused(keys, args)  # the rules' own, after the authorize's
-            if locator is not None:  # last: its place (KEYS[11] or [12]) in ARGV[1]
-                args[0] = len(keys) + 1
-                keys.append(locator)
+            sha, library, args = self._with_rules(fraud, keys, args, locator)
         # (_send_with_index's steps, here: one coroutine level fewer per authorize)
         commands = _commands(sha, keys, args, step, self.store.registering(rec.gateway), library)
-        replies = await self.store.send(commands, errors=True)
-        replied = self._reply(commands, replies, step, library)
-        if replied is _RESEND:  # the library was not there: load it, send the call again
-            replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
+        if fraud is not None and fraud.local is not None:  # the rules' values kept here
+            replied = await self._send_kept(fraud, commands, step, library, sha, keys, args)
+            if outcome is not None and _to_lua(fraud, replied):
+                return await self.authorize(
+                    rec, amount_micros, lease_ms=lease_ms, check=check, fraud=fraud,
+                    held_only=held_only,
+                )  # fmt: skip
+        else:
+            replies = await self.store.send(commands, errors=True)
+            replied = self._reply(commands, replies, step, library)
+            if replied is _RESEND:  # the library was not there: load it, send the call again
+                replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
         if len(replied) == 5:  # a written record, answered flat (the plain authorize)
             reply, created, verdict = replied[:4], replied[4], []
         else:
@@ -303,10 +304,7 @@ class FusedPath:
             credit = int(reply[1]) if held_only else int(reply[1]) + int(reply[2])
             self.store.cache_authorized(acc, sid, prefix, credit)
         grant = self.steps.grant(reply, acc, sid)
-        if verdict:
-            return FirstGrant(grant, int(created), fraud=verdict[0])
-        # the wrapper leaves out the common verdict: 'ok', nothing fired
-        return FirstGrant(grant, int(created), fraud=None if fraud is None else ALLOWED_REPLY)
+        return FirstGrant(grant, int(created), fraud=_verdict_of(verdict, fraud))
 
     async def renew(
         self,
@@ -420,6 +418,52 @@ class FusedPath:
             return await self._resend(library, sha, keys, args, step, replies[_at(step)])
         return reply
 
+    def _with_rules(
+        self, fraud: Prepared, keys: list[str], args: list[Any], locator: str | None
+    ) -> tuple[str, FusedLibrary, list[Any]]:
+        """The authorize of a call with the fraud rules: its script, library and ARGV
+        (KEYS completed in place)."""
+        outcome = fraud.outcome
+        if outcome is not None:
+            # the rules as this process evaluated them (fraud/local.py): the plain
+            # authorize writes their values while the stored ones are those it read
+            if locator is not None:
+                keys.append(locator)
+            keys.append(fraud.value)
+            if outcome.ip_expect is not None:
+                keys.append(fraud.ip_value)
+            return self._authorize.sha, self.library, args + outcome.argv()
+        # With the rules in Lua, the wrapper checks the account with these 2 arguments
+        # (before the rules count the call; the ledger's check_packed.lua, its key the
+        # reserve's KEYS[1]): session_authorize does not check it again.
+        args = _with_rules(fraud, keys, args, locator)
+        return self._authorize_fraud.sha, self.fraud_library, args
+
+    async def _send_kept(
+        self,
+        fraud: Prepared,
+        commands: list[tuple[Any, ...]],
+        step: ReserveStep,
+        library: FusedLibrary,
+        sha: str,
+        keys: list[str],
+        args: list[Any],
+    ) -> Any:
+        """The authorize of a process that keeps the rules' values (fraud/local.py): the
+        script's reply; the values it says are stored are kept (the rules ran in Lua)."""
+        try:
+            replies = await self.store.send(commands, errors=True)
+            replied = self._reply(commands, replies, step, library)
+            if replied is _RESEND:  # the library was not there: load it, send the call again
+                replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
+        except BaseException:
+            fraud.unknown()  # what the script did to the rules' values is not known
+            raise
+        if fraud.outcome is None:
+            replied, told = replied
+            fraud.learnt(told)
+        return replied
+
     def _reply(
         self,
         commands: list[tuple[Any, ...]],
@@ -511,6 +555,52 @@ def _commands(
 def _at(step: ReserveStep | None) -> int:
     """Where the script's reply is among _commands' replies."""
     return 0 if step is None or step.index is None else 1
+
+
+def _verdict_of(verdict: list[Any], fraud: Prepared | None) -> Any:
+    """fraud_check's reply of a granted call: the script's, else this process's own
+    evaluation (fraud/local.py), else the common one the wrapper leaves out ('ok',
+    nothing fired); None without the rules."""
+    if verdict:
+        return verdict[0]
+    if fraud is None:
+        return None
+    outcome = fraud.outcome
+    return ALLOWED_REPLY if outcome is None else outcome.reply
+
+
+def _to_lua(fraud: Prepared, replied: Any) -> bool:
+    """The plain authorize's reply to a call with this process's evaluation of the
+    rules: True when it goes to the rules' Lua (the values moved: nothing done; the
+    ledger refused it: the rules count it and remember the refusal there), else the
+    values are settled (written with a grant, or left as they were)."""
+    head = replied[0]
+    if head == b"moved":
+        fraud.to_lua(moved=True)
+        return True
+    if isinstance(head, list) and head[0] != b"ok":  # {reserve reply, -1}: refused
+        fraud.to_lua(moved=False)
+        return True
+    # a new call granted: flat, created 1; {reply, -1} granted in part; else nothing
+    written = len(replied) == 5 or (isinstance(head, list) and replied[1] == -1)
+    fraud.decided_here(written)
+    return False
+
+
+def _with_rules(
+    fraud: Prepared, keys: list[str], args: list[Any], locator: str | None
+) -> list[Any]:
+    """session_authorize_fraud.lua's ARGV (and KEYS): the locator's place in ARGV[1]
+    (0: none), the rules' own after the authorize's, the locator last; + 100 when this
+    process keeps the rules' values (fraud/local.py: the reply says them)."""
+    args = [0, *args]
+    fraud.add_fused(keys, args)  # the rules' own, after the authorize's
+    if locator is not None:  # last: its place (KEYS[11] or [12]) in ARGV[1]
+        args[0] = len(keys) + 1
+        keys.append(locator)
+    if fraud.local is not None:  # the reply says the rules' values after it
+        args[0] += 100
+    return args
 
 
 def _deadline_ms(ledger: Ledger) -> int:

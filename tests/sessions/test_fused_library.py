@@ -277,7 +277,7 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
         await ledger.load_scripts()
         base = make_sessions(redis, ledger, clock, tmp_path / str(n))
-        engine = await make_fraud(redis, clock, EVERY_KIND, ledger=ledger)
+        engine = await make_fraud(redis, clock, EVERY_KIND, ledger=ledger, local_values=0)
         sessions = Sessions(
             redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
             data_dir=tmp_path / str(n), fraud=engine,
@@ -367,7 +367,7 @@ async def test_the_window_sums_a_library_keeps_count_as_the_walk(
         ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
         await ledger.load_scripts()
         base = make_sessions(redis, ledger, clock, tmp_path / str(n))
-        engine = await make_fraud(redis, clock, BUSY, ledger=ledger)
+        engine = await make_fraud(redis, clock, BUSY, ledger=ledger, local_values=0)
         sessions = Sessions(
             redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
             data_dir=tmp_path / str(n), fraud=engine,

@@ -296,6 +296,11 @@ class FraudConfig:
     tariff_overrides: dict[str, dict[str, RuleOverride]] = field(default_factory=dict)
     # The CDR-stream consumer group of the event rules (one per deployment).
     events_group: str = "fraud"
+    # Accounts (and caller IPs) whose rule state each process keeps decoded, to evaluate
+    # their authorize rules itself, off Redis's thread (~4 KB each); 0 (default): every
+    # call's rules run in Redis's Lua. For deployments where Redis is the bottleneck
+    # (several daemons per Redis): docs/fraud.md "Seventeenth round".
+    local_values: int = 0
 
     def validate(self) -> None:
         for country in self.high_risk_countries:
@@ -313,6 +318,8 @@ class FraudConfig:
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
         if not _NAME.fullmatch(self.events_group):
             raise ValueError("events_group: 1-40 of a-z 0-9 _ -")
+        if not 0 <= self.local_values <= 1_000_000:
+            raise ValueError("local_values: 0 (off) to 1000000")
         self._validate_overrides(set(names))
 
     def _validate_overrides(self, names: set[str]) -> None:

@@ -40,6 +40,25 @@
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
 --         Created 1 and not nested: the reserve's reply and 1 in one flat list
 --         {'ok', granted, available after, reclaimed, 1} (one table fewer to answer).
+-- The fraud rules as a daemon evaluated them (chargingd/fraud/local.py; [fraud] on,
+-- the plain authorize only, never wrapped): the account's rule value, and the caller
+-- IP's when it has one of its own, as the last 1 or 2 KEYS, and 3 ARGV each after the
+-- 10 above: the bytes the daemon evaluated on ('' none stored), the value the call
+-- leaves, its PX ('0': unchanged). Stored bytes other than those: {'moved', {}},
+-- nothing done (the daemon sends the call to the rules' Lua). Written when the reserve
+-- granted a new call (in full or in part), as fraud_admit writes after its reserve.
+local fv, fip = nil, nil
+if #ARGV > 10 then
+  local nf = (#ARGV - 10) / 3
+  fv = KEYS[#KEYS - nf + 1]
+  if (redis.call('GET', fv) or '') ~= ARGV[11] then return {'moved', {}} end
+  if nf == 2 then
+    fip = KEYS[#KEYS]
+    if (redis.call('GET', fip) or '') ~= ARGV[14] then return {'moved', {}} end
+    KEYS[#KEYS] = nil
+  end
+  KEYS[#KEYS] = nil  -- KEYS[9] the locator, or none
+end
 local res
 -- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
 -- call is anything else, a record of it too, nothing written; then the general steps
@@ -72,7 +91,14 @@ if not res then
   end
   -- The reserve's KEYS and ARGV are this script's first ones (it reads no others): no copy.
   res = ledger_reserve(KEYS, ARGV)
-  if res[1] ~= 'ok' or res[2] < tonumber(ARGV[2]) then return {res, -1} end
+  if res[1] ~= 'ok' then return {res, -1} end
+  if res[2] < tonumber(ARGV[2]) then
+    if fv then  -- granted in part: the rules' values as the daemon left them
+      if ARGV[13] ~= '0' then redis.call('SET', fv, ARGV[12], 'PX', ARGV[13]) end
+      if fip and ARGV[16] ~= '0' then redis.call('SET', fip, ARGV[15], 'PX', ARGV[16]) end
+    end
+    return {res, -1}
+  end
 end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
@@ -80,6 +106,10 @@ local credit = res[2] + res[3]
 if ARGV[10] == '1' then credit = res[2] end
 local rec = ARGV[9] .. cmsgpack.pack($credit_micros, credit)
 if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', c[8]) then return {res, 0} end
+if fv then  -- a new call granted: the rules' values as the daemon left them
+  if ARGV[13] ~= '0' then redis.call('SET', fv, ARGV[12], 'PX', ARGV[13]) end
+  if fip and ARGV[16] ~= '0' then redis.call('SET', fip, ARGV[15], 'PX', ARGV[16]) end
+end
 redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
 local acc = string.sub(KEYS[7], 4, -8)  -- "{a:ACC}:calls"
 redis.call('ZADD', KEYS[8], ARGV[6], acc .. '\0' .. ARGV[1])

@@ -32,12 +32,24 @@
 -- refusal is answered again ({'fraud', {'again', ...}}), and one the ledger answered
 -- goes to the reserve, which answers it as before ({..., {'known', ...}}). The rules'
 -- state is read once and written once (fraud_save).
+-- A daemon that evaluates the rules itself (chargingd/fraud/local.py) sends its calls
+-- with the plain authorize (session_authorize.lua compares and writes the values), and
+-- here the calls it cannot decide (their values not known to it, changed by another
+-- writer, a refusal): ARGV[1] holds, beside the locator's place, 100 when the reply is
+-- to say what the rules' values are after it: {reply, {account value, caller IP value}}
+-- (false: none stored; the caller IP's false when it has none of its own).
+local at = ARGV[1] + 0
+local learn = at >= 100
+at = at % 100
+local ipkey = nil  -- the caller IP's value, when it has one of its own (else [11] is
+if at ~= 11 then ipkey = KEYS[11] end  -- the locator, or none)
+local function run()
 local chk, account, why = ledger_check_packed(KEYS[1], ARGV[8], ARGV[9])
 if chk == 'stale' then return {'stale', {}} end
 if chk == 'inactive' then return {'inactive', {account, why}} end
 -- the locator out of the rules' places (at 11 when there is no caller IP's value: that
 -- place empty, as fraud.lua reads it then)
-local at, locator = ARGV[1] + 0, nil
+local locator = nil
 if at > 0 then locator, KEYS[at] = KEYS[at], nil end
 ARGV[1] = REFUSAL_TTL
 ARGV[17] = ARGV[17] + 0
@@ -75,3 +87,9 @@ if new then
 end
 if verdict[1] == 'ok' and #verdict[4] == 0 then return r end  -- {reply, created}
 return {r[1], r[2], verdict}
+end
+local out = run()
+if not learn then return out end
+local ip = false
+if ipkey then ip = redis.call('GET', ipkey) end
+return {out, {redis.call('GET', KEYS[9]), ip}}

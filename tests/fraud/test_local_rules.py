@@ -1,0 +1,332 @@
+"""The authorize rules evaluated in the daemon (chargingd/fraud/local.py) against the
+same rules in Redis's Lua (fraud.lua), through the real fused authorize on real Redis:
+the same calls give the same answers, the same rules fired and the same stored values,
+call by call; a value another writer changed (another daemon, a CDR's event) is never
+written over (the script's comparison sends the call to Lua, which counts it exactly),
+so limits hold across daemons evaluating at once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from fakes import Clock
+from fraud_harness import cdr, make_fraud
+from sessions_harness import EUR, add_account, call, make_sessions
+
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.fraud import Fraud
+from chargingd.fraud import keys as FK
+from chargingd.fraud.engine import unpack_value
+from chargingd.fraud.local import LocalRules
+from chargingd.ledger import Ledger
+from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
+from chargingd.sessions.service import Sessions
+
+EVERY_KIND = [
+    {"name": "fast", "kind": "velocity", "max_calls": 6, "window_s": 60, "action": "refuse"},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 3,
+     "window_s": 30},
+    {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 8, "window_s": 60},
+    {"name": "live", "kind": "concurrent", "max_calls": 16, "action": "refuse"},
+    {"name": "premium", "kind": "destination", "max_calls": 2, "window_s": 600, "action": "block"},
+    {"name": "country", "kind": "new_country"},
+    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
+     "window_s": 600, "shadow": True},
+    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 3, "window_s": 120},
+]  # fmt: skip
+
+
+async def side(
+    redis: aioredis.Redis, tmp_path: Path, rules: list[dict[str, Any]], **cfg: Any
+) -> tuple[Sessions, Clock, Fraud, Ledger]:
+    clock = Clock()
+    ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
+    await ledger.load_scripts()
+    base = make_sessions(redis, ledger, clock, tmp_path)
+    engine = await make_fraud(redis, clock, rules, ledger=ledger, **{"local_values": 64, **cfg})
+    sessions = Sessions(
+        redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
+        data_dir=tmp_path, fraud=engine,
+    )  # fmt: skip
+    await sessions.store.load_scripts()
+    return sessions, clock, engine, ledger
+
+
+def same(value: Any) -> Any:
+    """A value as Lua means it: an empty table is one, whether packed as [] or {}."""
+    if isinstance(value, dict):
+        return {k: same(v) for k, v in value.items()} if value else {}
+    if isinstance(value, list):
+        return [same(v) for v in value] if value else {}
+    return value
+
+
+async def values(redis: aioredis.Redis, ips: tuple[str, ...]) -> list[Any]:
+    keys = [FK.value_key(f"acc{k}") for k in range(3)] + [FK.ip_value_key(ip) for ip in ips]
+    return [same(unpack_value(await redis.get(key))) for key in keys]
+
+
+async def test_the_daemon_decides_and_writes_as_the_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Every rule kind (a refusing velocity, per identity, per caller IP, a refusing
+    concurrent limit, a blocking premium rule, new country, same range in shadow,
+    distinct numbers), three accounts, two caller IPs, CDRs ending calls now and then
+    (another writer of the value: the next call of that account goes to Lua, which
+    says the bytes it left), a jump that lapses the live calls, a clock that goes back
+    (another daemon's): the rules in Lua by FCALL, in the daemon by FCALL and in the
+    daemon by EVALSHA (a Redis without Functions), each on its own database: the same
+    answers, counters and values, call by call; most calls decided in the daemon."""
+    dbs = [redis7]
+    for n in (1, 2):
+        other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=n)
+        await other.flushdb()
+        dbs.append(other)
+    sides = []
+    for n, redis in enumerate(dbs):
+        made = await side(redis, tmp_path / str(n), EVERY_KIND, local_values=0 if n == 0 else 64)
+        sessions = made[0]
+        assert sessions.fused is not None
+        sessions.fused.fraud_library.available = n != 2
+        for k, users in enumerate((("alice", "carol"), ("bob",), ("dave",))):
+            await add_account(made[3], f"acc{k}", identities=tuple(f"user:{u}" for u in users),
+                              balance_micros=1_000 * EUR)  # fmt: skip
+        sides.append(made)
+    assert sides[0][2].local is None and sides[1][2].local is not None
+    users = ("alice", "carol", "alice", "bob", "dave", "alice", "bob")
+    numbers = ("030123456", "030123457", "089123456", "030123458", "089123457", "030123499")
+    ips = ("192.0.2.0", "192.0.2.1")
+    try:
+        for i in range(120):
+            called = numbers[i % 6] if i % 7 != 4 else "09001234567"  # dave: premium
+            info = call(f"s{i}", user=users[i % 7], called=called)
+            info = info.replace(caller_ip=ips[i % 2])
+            seen = []
+            for sessions, clock, engine, _ in sides:
+                answer = await sessions.authorize(info)
+                if i % 5 == 2:  # a call of an account ends: its CDR's event
+                    ended = cdr(f"acc{i % 3}", call_id=f"s{i - 2}")
+                    await engine.cdr(ended, f"e{i}")
+                await engine.settle()
+                state = await values(sessions.redis, ips)
+                seen.append((answer, dict(engine.counters), state))
+                if i == 60:
+                    clock.advance(3700)  # the live calls lapse
+                elif i % 23 == 22:
+                    clock.advance(-2.5)  # a daemon whose clock is behind
+                else:
+                    clock.advance(9)
+            assert seen[0] == seen[1] == seen[2], i
+        counters = sides[0][2].counters
+        assert counters["fired"] > 20 and counters["refused"] > 3 and counters["blocked"] == 1
+        for _, _, engine, _ in sides[1:]:
+            local = engine.local
+            assert local is not None
+            # decided in the daemon: most calls; in Lua: the first of each value, the
+            # refusals, the calls after a CDR's event and the blocked account's
+            assert local.counters["local"] > 50, str(local.counters)
+            assert local.counters["lua"] > 20, local.counters
+    finally:
+        for redis in dbs[1:]:
+            await redis.aclose()
+
+
+VELOCITY = {"name": "fast", "kind": "velocity", "max_calls": 10, "window_s": 60,
+            "action": "refuse", "message": "slow down"}  # fmt: skip
+CONCURRENT = {"name": "many", "kind": "concurrent", "max_calls": 40, "action": "refuse"}
+
+
+async def test_two_daemons_evaluating_at_once_keep_the_limit_exact(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Two daemons (each its own Sessions, Fraud and kept values, one Redis), 40
+    authorizes of one account at once, 20 each, after both learnt the value: the
+    velocity rule lets exactly 10 through and refuses 30, whatever order they land in;
+    the value counts all 40 (refused attempts count), and the live calls are the 10.
+    Then one daemon's 20 at once: exactly the limit again, decided in the daemon."""
+    a = await side(redis7, tmp_path / "a", [VELOCITY, CONCURRENT])
+    b = await side(redis7, tmp_path / "b", [VELOCITY, CONCURRENT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    # each daemon learns the value (a call each, then an hour later the counts are gone)
+    for n, (sessions, _, engine, _) in enumerate((a, b)):
+        assert isinstance(await sessions.authorize(call(f"warm{n}")), Authorized)
+        await engine.settle()
+    for _, clock, _, _ in (a, b):
+        clock.advance(3 * 3600)
+    assert a[2].local is not None and b[2].local is not None
+
+    async def one(sessions: Sessions, n: int) -> Any:
+        return await sessions.authorize(call(f"c{n}"))
+
+    answers = await asyncio.gather(*(one((a, b)[n % 2][0], n) for n in range(40)))
+    await a[2].settle()
+    await b[2].settle()
+    granted = [x for x in answers if isinstance(x, Authorized)]
+    refused = [x for x in answers if isinstance(x, Refused)]
+    assert len(granted) == 10 and len(refused) == 30
+    assert all(x == Refused(RefusalCode.FRAUD, "slow down") for x in refused)
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    counter = value["w"]["1/60"]
+    assert sum(counter[2::3]) == 40  # every attempt counted once
+    assert sorted(value["l"]) == sorted(
+        f"c{n}" for n, x in enumerate(answers) if isinstance(x, Authorized)
+    )
+    # A minute later, one daemon alone: a call learns what is stored, then 20 at once
+    # are decided in the daemon in a row (each on the value the one before leaves),
+    # up to the limit; the refused ones go to Lua
+    for _, clock, _, _ in (a, b):
+        clock.advance(61)
+    assert isinstance(await a[0].authorize(call("relearn")), Authorized)
+    before = a[2].local.counters["local"]
+    answers = await asyncio.gather(*(one(a[0], n) for n in range(100, 120)))
+    await a[2].settle()
+    assert sum(isinstance(x, Authorized) for x in answers) == 9
+    assert a[2].local.counters["local"] - before == 9
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 21  # (the first 40 left the window)
+
+
+async def test_a_value_written_elsewhere_is_not_overwritten(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Daemon A knows the value; daemon B then counts 9 calls (A's kept bytes are stale).
+    A's next call is over the limit of 10 only with B's calls counted: A's evaluation,
+    made on its old bytes, is not written; Lua counts the call on what is stored and
+    refuses the eleventh. Then A knows the bytes again and decides in the daemon."""
+    a = await side(redis7, tmp_path / "a", [VELOCITY])
+    b = await side(redis7, tmp_path / "b", [VELOCITY])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    assert isinstance(await a[0].authorize(call("a1")), Authorized)
+    assert isinstance(await a[0].authorize(call("a2")), Authorized)
+    local = a[2].local
+    assert local is not None and local.counters["local"] == 1  # the second: in the daemon
+    for n in range(8):
+        assert isinstance(await b[0].authorize(call(f"b{n}")), Authorized)
+    assert isinstance(await a[0].authorize(call("a3")), Refused)  # the 11th in 60 s
+    assert local.counters["local"] == 1 and local.counters["lua"] == 2
+    a[1].advance(61)
+    assert isinstance(await a[0].authorize(call("a4")), Authorized)
+    assert isinstance(await a[0].authorize(call("a5")), Authorized)
+    # a3's reply said the bytes Lua left: a4 and a5 decided here again
+    assert local.counters["local"] == 3 and local.counters["lua"] == 2
+
+
+async def test_a_call_the_ledger_refuses_is_counted_and_its_repeat_goes_to_the_ledger(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A call evaluated in the daemon that the ledger refuses (no credit): the rules
+    count it in Lua, as they would have, and remember the ledger's answer, so its
+    retransmission is answered by the ledger again, never counted twice."""
+    a = await side(redis7, tmp_path, [VELOCITY])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=EUR // 100)
+    assert isinstance(await a[0].authorize(call("first")), Authorized)
+    refused = await a[0].authorize(call("broke"))
+    assert isinstance(refused, Refused) and refused.code is not RefusalCode.FRAUD
+    local = a[2].local
+    assert local is not None and local.counters["lua"] == 2  # the first, then the refusal
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 2
+    assert value["r"]["broke"][0] == "known"
+    again = await a[0].authorize(call("broke"))
+    assert again == refused
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 2  # not counted again
+
+
+def test_kept_values_are_bounded_oldest_first() -> None:
+    local = LocalRules(3)
+    for n in range(5):
+        local.values.put(f"k{n}", b"")
+    assert len(local.values) == 3
+    assert local.values.get("k0") is None and local.values.get("k4") is not None
+
+
+async def test_a_call_granted_in_part_is_counted_and_live_as_in_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A call the ledger grants only in part (the account nearly empty): fraud.lua admits
+    it (live, counted), and so does a daemon deciding it: the same answer and value."""
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    rules = [VELOCITY, CONCURRENT]
+    try:
+        seen = []
+        for n, redis in enumerate((redis7, other)):
+            made = await side(redis, tmp_path / str(n), rules, local_values=64 * n)
+            sessions, _, engine, ledger = made
+            await add_account(ledger, "acc1", identities=("user:alice",), balance_micros=EUR)
+            first = await sessions.authorize(call("first"))
+            assert isinstance(first, Authorized)
+            # what is left: less than a first grant
+            account = await ledger.get_account("acc1")
+            left = account.balance_micros - account.reserved_micros - EUR // 20
+            await ledger.adjust("acc1", -left, txn_id="t", who="test", why="drain")
+            answer = await sessions.authorize(call("part"))
+            assert isinstance(answer, Authorized) and answer.final
+            assert answer.grant_s < first.grant_s  # granted in part
+            value = unpack_value(await redis.get(FK.value_key("acc1")))
+            seen.append((answer, value))
+            if engine.local is not None:
+                assert engine.local.counters["local"] == 1  # "part" decided here
+        assert seen[0] == seen[1]
+        answer, value = seen[0]
+        assert isinstance(answer, Authorized)
+        assert sorted(value["l"]) == ["first", "part"]
+        assert sum(value["w"]["1/60"][2::3]) == 2
+    finally:
+        await other.aclose()
+
+
+# Alerting rules only (every call stays on the daemon's path), with small windows and
+# limits: counters at their window's edge, over G_MAX (64) ranges and identities kept
+BUSY = [
+    {"name": "fast", "kind": "velocity", "max_calls": 30, "window_s": 60},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 2,
+     "window_s": 120},
+    {"name": "range", "kind": "same_destination", "range_digits": 3, "max_calls": 3,
+     "window_s": 120},
+    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 20,
+     "window_s": 300},
+    {"name": "live", "kind": "concurrent", "max_calls": 200},
+]  # fmt: skip
+
+
+async def test_busy_counters_at_their_edges_and_caps_as_in_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """One account, 300 calls exactly 1 s apart (so calls leave the windows on the very
+    millisecond a later call comes), from 80 identities and to ~150 ranges (beyond the
+    64 identity and range counters a value keeps: the ones dropped first), a range
+    called again and again among them: the rules in Lua and in the daemon give the same
+    answers and values call by call, every call after the first decided in the daemon."""
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    users = tuple(f"user:u{n}" for n in range(80))
+    sides = []
+    try:
+        for n, redis in enumerate((redis7, other)):
+            made = await side(redis, tmp_path / str(n), BUSY, local_values=64 * n)
+            await add_account(made[3], "acc1", identities=users, balance_micros=10_000 * EUR)
+            sides.append(made)
+        for i in range(300):
+            called = "030777000" if i % 4 == 0 else f"0301{(i * 37) % 150:03d}{i % 10}00"
+            info = call(f"b{i}", user=users[(i * 7) % 80][5:], called=called)
+            seen = []
+            for sessions, clock, engine, _ in sides:
+                answer = await sessions.authorize(info)
+                value = same(unpack_value(await sessions.redis.get(FK.value_key("acc1"))))
+                seen.append((answer, dict(engine.counters), value))
+                clock.advance(1)
+            assert seen[0] == seen[1], i
+        value = seen[0][2]
+        assert len(value["g"]) == 64 and len(value["h"]) == 64  # capped
+        assert sides[0][2].counters["fired"] > 100
+        local = sides[1][2].local
+        assert local is not None and local.counters["local"] == 299, local.counters
+    finally:
+        await other.aclose()
