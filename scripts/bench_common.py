@@ -81,9 +81,12 @@ def bench_redis(url: str, tmp: Path) -> Iterator[str]:
         server.stop()
 
 
-async def default_fraud(client: Any, ledger: Ledger, clock: Callable[[], int]) -> Fraud:
+async def default_fraud(
+    client: Any, ledger: Ledger, clock: Callable[[], int], local_values: int = 0
+) -> Fraud:
     """The default fraud rule set, as `[fraud] enabled = true` ships it, on a single
-    Redis, its scripts loaded (the benchmarks' rules-on side)."""
+    Redis, its scripts loaded (the benchmarks' rules-on side); ``local_values`` 0: the
+    rules always in Redis's Lua (before the seventeenth round)."""
     store = AlertStore(
         client,
         clock_ms=clock,
@@ -93,7 +96,7 @@ async def default_fraud(client: Any, ledger: Ledger, clock: Callable[[], int]) -
         stream_maxlen=100_000,
     )
     fraud = Fraud(
-        FraudConfig(enabled=True),
+        FraudConfig(enabled=True, local_values=local_values),
         redis=client,
         ledger=ledger,
         alerts=Alerts(store),

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from chargingd.core.config import config_from_dict
 from chargingd.fraud import Fraud, Prepared
+from chargingd.fraud import keys as FK
 from chargingd.ledger import Ledger
 from chargingd.sessions.fraudhook import Attempt, FraudHook
 from chargingd.sessions.store import record_key
@@ -36,8 +37,8 @@ HONEST = [b"ok", 0, 0, [], b""]  # fraud_check's reply when no rule fired
 Call = tuple[str, str, str]
 
 
-def hook() -> FraudHook:
-    cfg = config_from_dict({"fraud": {"enabled": True}}).fraud
+def hook(local_values: int) -> FraudHook:
+    cfg = config_from_dict({"fraud": {"enabled": True, "local_values": local_values}}).fraud
     redis = aioredis.Redis(host="127.0.0.1", port=1)  # never connected: scripts by sha
     clock = lambda: 1_760_000_000_000  # noqa: E731
     ledger = Ledger(redis, clock_ms=clock)
@@ -55,11 +56,22 @@ def hook() -> FraudHook:
 
 
 def fused_part(prepared: Prepared) -> tuple[Any, ...]:
-    """The rules' keys and arguments as the fused authorize sends them (after its own)."""
+    """The rules' keys and arguments as the fused authorize sends them (after its own):
+    the values' key and this process's evaluation (fraud/local.py), else the rules' own
+    arguments for their Lua."""
     keys: list[str] = []
     argv: list[Any] = []
-    prepared.add_fused(keys, argv)
+    if prepared.outcome is not None:
+        keys.append(prepared.value)
+        argv += prepared.outcome.argv()
+    else:
+        prepared.add_fused(keys, argv)
     return ("FCALL", "f", len(keys), *keys, *argv)
+
+
+def reply(prepared: Prepared) -> Any:
+    """What the authorize's verdict is: this process's own evaluation, or Lua's reply."""
+    return HONEST if prepared.outcome is None else prepared.outcome.reply
 
 
 def one_pass(h: FraudHook, calls: list[Call]) -> float:
@@ -71,7 +83,9 @@ def one_pass(h: FraudHook, calls: list[Call]) -> float:
         prepared = h.prepare(facts)
         assert prepared is not None
         hiredis.pack_command(fused_part(prepared))
-        h.refusal(h.decided(prepared, HONEST))
+        if prepared.outcome is not None:
+            prepared.decided_here(True)  # as the plain authorize's reply settles it
+        h.refusal(h.decided(prepared, reply(prepared)))
     return (time.perf_counter() - t0) / len(calls) * 1e6
 
 
@@ -89,6 +103,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--local-values",
+        type=int,
+        default=0,
+        help="[fraud] local_values (0: the rules in Redis's Lua, the daemon only prepares "
+        "their arguments); else every account's value known (empty at first) and each "
+        "call evaluated here, the values it leaves kept as the script would write them",
+    )
     args = parser.parse_args()
     rnd = random.Random(1)
     calls = [
@@ -96,7 +118,11 @@ def main() -> None:
          RANGES[i % 10] + f"{rnd.randrange(1000):03d}")
         for i in range(args.calls)
     ]  # fmt: skip
-    h = hook()
+    h = hook(args.local_values)
+    local = h.fraud.local
+    if local is not None:
+        for n in range(1000):
+            local.values.put(FK.value_key(f"load{n}"), b"")
     fresh = []
     for _ in range(args.repeat):
         h.fraud.classifier.classify.cache_clear()
@@ -109,13 +135,21 @@ def main() -> None:
     part("facts", calls, lambda c: h.facts(c[0], c[1], c[2], attempt))
     facts = [h.facts(c[0], c[1], c[2], attempt) for c in calls]
     part("prepare (repeated numbers)", facts, h.prepare)
+    if local is not None:  # the evaluation alone (values as the passes above left them)
+        part("  of which evaluated here", facts, lambda f: evaluated(h, f))
     prepared = [h.prepare(f) for f in facts]
     part(
         "pack the fused call's rule arguments",
         prepared,
         lambda p: hiredis.pack_command(fused_part(p)),
     )
-    part("decided (honest reply)", prepared, lambda p: h.decided(p, HONEST))
+    part("decided", prepared, lambda p: h.decided(p, reply(p)))
+
+
+def evaluated(h: FraudHook, facts: Any) -> None:
+    prepared = h.fraud.prepare(facts)
+    assert prepared is not None
+    h.fraud.localize(prepared)
 
 
 if __name__ == "__main__":

@@ -50,13 +50,19 @@ ACCOUNTS = 1000
 
 
 def config(
-    data: Path, workers: int, fraud: bool, ports: dict[str, int], redis_url: str = ""
+    data: Path,
+    workers: int,
+    fraud: bool,
+    ports: dict[str, int],
+    redis_url: str = "",
+    local_values: int = 0,
 ) -> str:
     return (
         base_config(data, workers, ports)
         + f"""
 [fraud]
 enabled = {str(fraud).lower()}
+local_values = {local_values}
 
 [redis]
 url = "{redis_url}"
@@ -132,6 +138,17 @@ def measured(
     return out, before, after
 
 
+def _where(decided: dict[str, int]) -> None:
+    """Where the authorize rules were decided (the daemon's counters, summed over its
+    processes: fraud/local.py)."""
+    if "decided_here" in decided:
+        print(
+            f"    decided in the daemon {decided['decided_here']}, in Lua "
+            f"{decided['decided_in_lua']} (moved by another writer "
+            f"{decided['moved_elsewhere']}), values kept {decided['values_kept']}"
+        )
+
+
 def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Result, int]:
     base = Path(tempfile.mkdtemp(prefix="chargingd-fraud-bench."))
     ports = {"auth": free_port(), "acct": free_port()}
@@ -139,7 +156,7 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
     server, url = None, ""
     if args.redis_server:
         server, url = start_redis(args.redis_server, base / "redis")
-    cfg.write_text(config(base / "data", args.workers, fraud, ports, url))
+    cfg.write_text(config(base / "data", args.workers, fraud, ports, url, args.local_values))
     log = open(base / "daemon.log", "wb")  # noqa: SIM115 (closed below)
     daemon = subprocess.Popen([PY, "-m", "chargingd", "serve", "--config", str(cfg)], stderr=log)
     sock = base / "data" / "chargingd.sock"
@@ -178,7 +195,9 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
         out, before, after = measured(args, fraud, url, procs, redis, loadgen)
         with AdminClient(sock, timeout_s=10.0) as admin:
             found = admin.call("alert.list", {"kind": "fraud.", "limit": 1000})["incidents"]
+            decided = admin.call("server.status", {}).get("fraud") or {}
         incidents = len(found)
+        _where(decided)
         if found and os.environ.get("BENCH_DEBUG"):
             print(sorted({i["incident"].split(":")[0] for i in found}), found[0])
     finally:
@@ -203,6 +222,13 @@ def main() -> None:
         "--warmup", type=float, default=1.0, help="seconds of load before measuring (0: none)"
     )
     parser.add_argument("--mode", default="auth", choices=["auth", "call"])
+    parser.add_argument(
+        "--local-values",
+        type=int,
+        default=0,
+        help="[fraud] local_values: values each process keeps to evaluate the rules itself "
+        "(0: every call's rules in Redis's Lua, as before the seventeenth round)",
+    )
     parser.add_argument(
         "--accounts",
         type=int,

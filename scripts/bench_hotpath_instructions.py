@@ -177,9 +177,9 @@ def _pricer(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
-def _sessions(client: object, ledger: object) -> Any:
+def _sessions(client: object, ledger: object, fraud: object = None) -> Any:
     """Sessions as the daemon builds them: the sample retail plan, default config
-    (imported here, as the pieces import theirs)."""
+    (imported here, as the pieces import theirs); ``fraud``: its fraud rules."""
     import tempfile
     import time
 
@@ -195,6 +195,7 @@ def _sessions(client: object, ledger: object) -> Any:
         cfg=SessionsConfig(),
         clock_ms=lambda: int(time.time() * 1000),
         data_dir=Path(tempfile.mkdtemp()),
+        fraud=fraud,  # type: ignore[arg-type]
     )
 
 
@@ -290,7 +291,14 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
                 f"acc{n:04d}", mode=Mode.PREPAID, currency="EUR", balance_micros=10**15,
                 tariff="retail", identities=(f"user:{n:012d}",), who="bench",
             )  # fmt: skip
-        sessions = _sessions(client, ledger)
+        fraud = None
+        local_values = os.environ.get("BENCH_FRAUD_LOCAL_VALUES", "")
+        if local_values:  # the default fraud rules, decided here or in Lua (0)
+            sys.path.insert(0, str(REPO / "scripts"))
+            from bench_common import default_fraud
+
+            fraud = await default_fraud(client, ledger, ledger.clock_ms, int(local_values))
+        sessions = _sessions(client, ledger, fraud)
         await sessions.store.load_scripts()
         return MeteredCredit(sessions, ProcessMeters("main"), "radius")
 
@@ -343,8 +351,17 @@ def main() -> None:
         "--keep", type=Path, metavar="DIR",
         help="keep the callgrind dumps in DIR (callgrind.PIECE.ITEMS, for callgrind_annotate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--fraud-local-values",
+        default="",
+        metavar="N",
+        help="authorize with the default fraud rules on ([fraud] local_values N; 0: the "
+        "rules decided in Redis's Lua on every call)",
+    )
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
+    if args.fraud_local_values:
+        os.environ["BENCH_FRAUD_LOCAL_VALUES"] = args.fraud_local_values
     for piece in args.pieces or PIECES:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")

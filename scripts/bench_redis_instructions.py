@@ -97,7 +97,7 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
     clock = lambda: int((start_s + (time.time() - start_s) * rate) * 1000)  # noqa: E731
     fraud = None
     if args.fraud:  # the default rule set, as [fraud] enabled = true ships it
-        fraud = await default_fraud(client, ledger, clock)
+        fraud = await default_fraud(client, ledger, clock, args.local_values)
     sessions = Sessions(
         redis=client,
         ledger=ledger,
@@ -142,6 +142,12 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
     if fraud is not None:
         assert fraud.counters["fired"] == 0, fraud.counters  # an honest population
         await fraud.settle()
+        status = fraud.status()
+        if "decided_here" in status:  # (the warm-up's calls too)
+            print(
+                f"fraud rules decided in the daemon {status['decided_here']}, in Lua "
+                f"{status['decided_in_lua']} (moved by another writer {status['moved_elsewhere']})"
+            )
     await client.aclose()
 
 
@@ -152,6 +158,12 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "")
     parser.add_argument("--fraud", action="store_true", help="the default fraud rule set on")
+    parser.add_argument(
+        "--local-values",
+        type=int,
+        default=0,
+        help="with --fraud: [fraud] local_values (0: the rules in Redis's Lua on every call)",
+    )
     parser.add_argument(
         "--clock-rate",
         type=float,
