@@ -2,9 +2,10 @@
 
 Start order: config -> Redis (embedded or configured) -> ledger scripts -> demo
 accounts -> components (each ``async start()``) -> "chargingd ready". SIGTERM/SIGINT
-set an event; components stop in reverse order (the admin socket first: it stops
-accepting and drains in-flight requests), then Redis closes and the embedded
-server stops. Add a component by appending a factory to ``COMPONENTS``.
+set an event (SIGHUP is logged and ignored: there is no configuration reload);
+components stop in reverse order (the admin socket first: it stops accepting and
+drains in-flight requests), then Redis closes and the embedded server stops. Add a
+component by appending a factory to ``COMPONENTS``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +27,7 @@ from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_p
 from chargingd.app.demo import create_demo_accounts
 from chargingd.app.factory import Factory
 from chargingd.app.invoicing import BillingBooks, build_dunning
-from chargingd.app.workers import WorkerSupervisor, serve_worker
+from chargingd.app.workers import WorkerSupervisor, install_signals, remove_signals, serve_worker
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
@@ -448,16 +448,14 @@ class Daemon:
 
 
 async def serve(cfg: Config) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+    """Run the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_signals(loop, stop)
     try:
         await Daemon(cfg).run(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        remove_signals(loop)
 
 
 def worker_config(cfg: Config, spread_over: int | None) -> Config:

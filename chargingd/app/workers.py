@@ -204,6 +204,33 @@ class WorkerSupervisor:
             await asyncio.wait(set(self._readers), timeout=STOP_TIMEOUT_S)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT stop the process cleanly; SIGHUP is logged and ignored.
+
+    chargingd has no configuration reload. SIGHUP's default action would end the
+    process on the spot: no clean stop, the embedded redis-server and PostgreSQL left
+    running, live calls unanswered until the next start. An operator used to `kill
+    -HUP` reloading a daemon is told to restart instead."""
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup)
+
+
+def remove_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (*STOP_SIGNALS, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+
+
+def _hangup() -> None:
+    log.warning(
+        "SIGHUP ignored: chargingd does not reload its configuration; restart it "
+        "(SIGTERM, then serve again) to apply a changed file"
+    )
+
+
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     """Stop when the main process is gone (it cannot SIGTERM us if it was killed)."""
 
@@ -219,9 +246,7 @@ async def serve_worker(cfg: Config, parent_pid: int, report_fd: int | None = Non
     """A worker process: RADIUS + sessions against the main process's Redis; its
     counters go to the main process through ``report_fd``."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_signals(asyncio.get_running_loop(), stop)
     factory = Factory(cfg)
     client = factory.redis_client()
     sender = ReportSender(report_fd) if report_fd is not None else None

@@ -207,6 +207,23 @@ def test_serve_ctl_restart_keeps_balance(tmp_path: Path, daemon_factory: Any) ->
     assert third.terminate() == 0
 
 
+def test_sighup_is_logged_and_ignored(tmp_path: Path, daemon_factory: Any) -> None:
+    """`kill -HUP` (an operator expecting a reload) must not end the daemon on the spot:
+    its default action left the embedded redis-server running and no clean stop."""
+    config = write_config(tmp_path)
+    sock = tmp_path / "data" / "chargingd.sock"
+    d = daemon_factory(config)
+    d.start()
+    d.wait_ready(sock)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    assert d.wait_log("SIGHUP ignored: chargingd does not reload its configuration"), d.log()
+    assert d.proc.poll() is None
+    assert ctl_json(config, "account", "get", "alice")["balance"] == "10.00"
+    assert d.terminate() == 0
+    assert "chargingd stopped" in d.log()
+
+
 def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[server]\ndata_dir = "{tmp_path}"\nwrkers = 2\n')
