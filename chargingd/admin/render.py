@@ -138,6 +138,10 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
     diameter = status.get("diameter")
     if isinstance(diameter, dict) and "frontend" in diameter:
         table.add_row("diameter", _diameter_summary(diameter))
+    # Where /metrics and the dashboard listen (docs/monitoring.md sends operators here).
+    http = status.get("http")
+    if isinstance(http, dict):
+        table.add_row("http", _flat(http) or "-")
     console.print(table)
 
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from admin_harness import Harness, running_admin
+from rich.console import Console
 
+from chargingd.admin.render import render_status
 from chargingd.app.cli import main
 
 
@@ -172,3 +174,11 @@ async def test_socket_from_config(
     code = await asyncio.to_thread(main, ["ctl", "--config", str(cfg), "--json", "status"])
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out)["pid"] == os.getpid()
+
+
+def test_status_table_shows_the_http_port(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/monitoring.md: `ctl status` shows the bound port under `http`."""
+    status = {"version": "0", "http": {"bind": "127.0.0.1", "port": 9812, "dashboard": True}}
+    render_status(Console(width=200), status)
+    row = next(line for line in capsys.readouterr().out.splitlines() if " http " in line)
+    assert "bind=127.0.0.1" in row and "port=9812" in row and "dashboard=True" in row
