@@ -11,6 +11,7 @@ EventSource on /api/events, which sends the summary every ``PUSH_INTERVAL_S``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -142,6 +143,10 @@ def _authorized(request: web.Request, token: str) -> bool:
     return any(c and hmac.compare_digest(c.encode(), expected) for c in candidates)
 
 
+class HttpBindError(RuntimeError):
+    """[http] bind:port cannot be listened on: the message names the port and the keys."""
+
+
 class HttpServer:
     """Runs the application on [http] bind:port; ``port`` is the bound one after start."""
 
@@ -150,12 +155,25 @@ class HttpServer:
         self.dashboard = dashboard
         self.bind = bind
         self.port = port
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port, shutdown_timeout=1.0)
-        await site.start()
+        site = web.TCPSite(self._runner, self.bind, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                why = "is already in use by another process (another chargingd?)"
+            else:
+                why = f"cannot be listened on: {exc}"
+            raise HttpBindError(
+                f"HTTP port {self.bind}:{self.port} ([http] bind, port: /metrics and the "
+                f"dashboard) {why}"
+            ) from None
         server = site._server  # the bound port when [http] port = 0
         sockets = getattr(server, "sockets", None) or []
         if sockets:

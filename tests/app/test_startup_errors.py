@@ -7,11 +7,13 @@ import contextlib
 import socket
 
 import pytest
+from aiohttp import web
 
 from chargingd.app import factory as factory_module
 from chargingd.app.factory import Factory
 from chargingd.core.config import config_from_dict
 from chargingd.core.redisconn import RedisUnreachable
+from chargingd.monitoring.web import HttpBindError, HttpServer
 
 
 def _closed_port() -> int:
@@ -36,3 +38,19 @@ async def test_unreachable_redis_is_named_in_the_error(monkeypatch: pytest.Monke
     assert text.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0: ")
     assert "s3cret" not in text  # the URL as logs show it
     assert "Connection refused" in text or "Error 111" in text
+
+
+async def test_http_port_in_use_is_named_in_the_error() -> None:
+    """Was "[Errno 98] error while attempting to bind on address ('127.0.0.1', 9812):
+    address already in use": nothing said it was the [http] listener."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HttpServer(web.Application(), "127.0.0.1", port, dashboard=False)
+        with pytest.raises(HttpBindError) as caught:
+            await server.start()
+    assert str(caught.value) == (
+        f"HTTP port 127.0.0.1:{port} ([http] bind, port: /metrics and the dashboard) "
+        "is already in use by another process (another chargingd?)"
+    )
