@@ -260,6 +260,19 @@ def _err(message: str) -> None:
     print(f"chargingd ctl: {message}", file=sys.stderr)
 
 
+def _not_resumed(acc: dict[str, Any]) -> str:
+    """Why `account resume` left the account inactive (the daemon applied the request,
+    but the postpaid credit rule keeps an account at its credit limit suspended)."""
+    cur = acc.get("currency", "")
+    if acc.get("status_reason") == "credit":
+        return (
+            f"account {acc.get('id')} stays suspended (credit): its balance "
+            f"{acc.get('balance')} {cur} is at its credit limit of {acc.get('credit_limit')} "
+            f"{cur}; a top-up, or a higher --credit-limit, makes it active again"
+        )
+    return f"account {acc.get('id')} is {acc.get('status')} ({acc.get('status_reason')})"
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     """Send one request, print the answer; returns the exit code."""
     try:
@@ -291,4 +304,7 @@ def run(name: str, args: argparse.Namespace) -> int:
             or ctl_billing.RENDERERS[method]
         )
         renderer(make_console(), result)
+    resumed = method == "account.resume" and isinstance(result, dict)
+    if resumed and result.get("status") != "active":
+        _err(_not_resumed(result))
     return 0

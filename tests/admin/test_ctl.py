@@ -182,3 +182,22 @@ def test_status_table_shows_the_http_port(capsys: pytest.CaptureFixture[str]) ->
     render_status(Console(width=200), status)
     row = next(line for line in capsys.readouterr().out.splitlines() if " http " in line)
     assert "bind=127.0.0.1" in row and "port=9812" in row and "dashboard=True" in row
+
+
+async def test_resume_at_the_credit_limit_says_why_it_stays_suspended(ctl: Ctl) -> None:
+    """`account resume` of a postpaid account at its credit limit answers the account
+    still suspended (the credit rule): ctl said nothing and exited 0 as if resumed."""
+    code, _, err = await ctl(
+        "account", "create", "pp", "--mode", "postpaid", "--currency", "EUR",
+        "--credit-limit", "1", "--balance", "-1",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await ctl("account", "resume", "pp")
+    assert code == 0 and "suspended (credit)" in out
+    assert err == (
+        "chargingd ctl: account pp stays suspended (credit): its balance -1.00 EUR is at its "
+        "credit limit of 1.00 EUR; a top-up, or a higher --credit-limit, makes it active again\n"
+    )
+    await ctl("account", "topup", "pp", "0.50")
+    code, out, err = await ctl("account", "resume", "pp")
+    assert code == 0 and err == "" and "active" in out
