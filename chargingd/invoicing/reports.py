@@ -25,6 +25,7 @@ from typing import Any
 from chargingd.billing.db import BillingDB, Conn
 from chargingd.invoicing.build import minutes
 from chargingd.invoicing.model import Refused, money
+from chargingd.invoicing.periods import round_half_up_div
 from chargingd.invoicing.usage import OTHER, group_arrays
 
 USAGE_KEYS = ("destination", "day", "hour", "gateway")
@@ -76,7 +77,11 @@ class ReportRow:
     charged_micros: int
 
     def to_json(self) -> dict[str, Any]:
-        per_minute = self.charged_micros * 60 // self.billed_s if self.billed_s else 0
+        # Rounded half away from zero to the micro-unit, as every other figure (a floor
+        # showed 0.13 EUR over 1.5 min as 0.086666, and floored refunds away from 0).
+        per_minute = (
+            round_half_up_div(self.charged_micros * 60, self.billed_s) if self.billed_s else 0
+        )
         return {
             "key": self.key,
             "currency": self.currency,

@@ -21,6 +21,7 @@ from chargingd.invoicing.periods import (
     round_half_up_div,
     window,
 )
+from chargingd.invoicing.reports import ReportRow
 from chargingd.invoicing.tax import TaxMode, TaxProfile, line_tax, percent, round_minor
 from chargingd.invoicing.usage import like_pattern
 
@@ -148,3 +149,16 @@ def test_invoicing_config_checks() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             config_from_dict({"invoicing": raw})
+
+
+def test_report_price_per_minute_is_rounded_not_floored() -> None:
+    """`report usage/revenue` per min: 0.13 over 90 billed seconds is 0.086667."""
+
+    def per_min(charged: int, billed_s: int) -> str:
+        row = ReportRow("k", "EUR", 1, 1, billed_s, charged, charged)
+        return str(row.to_json()["charged_per_minute"])
+
+    assert per_min(130_000, 90) == "0.086667"
+    assert per_min(-130_000, 90) == "-0.086667"  # a refund: away from zero, as a floor was not
+    assert per_min(10_000, 60) == "0.0100"
+    assert per_min(0, 0) == "0.0000"
