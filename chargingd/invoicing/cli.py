@@ -17,7 +17,7 @@ from chargingd.core.money import AmountError, parse_amount
 from chargingd.invoicing import cdrs, credit, render, reports, savings, store
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Invoice, InvoicingError, Kind, Refused, money
-from chargingd.invoicing.periods import PeriodError, window
+from chargingd.invoicing.periods import PeriodError, parse_label, window
 from chargingd.invoicing.run import invoice_run
 from chargingd.rating.plan import TariffPlan
 
@@ -30,12 +30,12 @@ def configure_invoice(name: str, parser: argparse.ArgumentParser) -> None:
     _config(parser)
     sub = parser.add_subparsers(dest="invoice_command", metavar="ACTION", required=True)
     p = sub.add_parser("run", help="issue a period's invoices (postpaid) and statements (prepaid)")
-    p.add_argument("--period", required=True, metavar="YYYY-MM")
+    p.add_argument("--period", required=True, type=_period, metavar="YYYY-MM")
     p.add_argument("--account", metavar="ID", help="only this account")
     p.add_argument("--dry-run", action="store_true", help="show what would be issued")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("list", help="issued invoices, statements and credit notes")
-    p.add_argument("--period", metavar="YYYY-MM")
+    p.add_argument("--period", type=_period, metavar="YYYY-MM")
     p.add_argument("--account", metavar="ID")
     p.add_argument("--kind", choices=[k.value for k in Kind])
     p.add_argument("--limit", type=_page_size, default=1000)
@@ -74,9 +74,11 @@ def configure_report(name: str, parser: argparse.ArgumentParser) -> None:
     _range(p)
     p = sub.add_parser("savings", help="an account's calls re-priced under every loaded plan")
     p.add_argument("--account", required=True, metavar="ID")
-    p.add_argument("--period", metavar="YYYY-MM", help="a calendar month (or --from/--to)")
-    p.add_argument("--from", dest="start", metavar="DATE")
-    p.add_argument("--to", dest="end", metavar="DATE", help="last day, included")
+    p.add_argument(
+        "--period", type=_period, metavar="YYYY-MM", help="a calendar month (or --from/--to)"
+    )
+    p.add_argument("--from", dest="start", type=_day, metavar="DATE")
+    p.add_argument("--to", dest="end", type=_day, metavar="DATE", help="last day, included")
     p.add_argument("--json", action="store_true")
 
 
@@ -92,9 +94,33 @@ def _page_size(text: str) -> int:
     return value
 
 
+def _period(text: str) -> str:
+    """--period: YYYY-MM, checked while the options are read, so a malformed one is a
+    usage error (exit 2, as documented) rather than a refusal (exit 1)."""
+    try:
+        parse_label(text)
+    except PeriodError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _day(text: str) -> str:
+    """--from / --to: YYYY-MM-DD or an ISO 8601 date-time (read in the configured time
+    zone later); a malformed one is a usage error (exit 2)."""
+    try:
+        reports.parse_day(text, "UTC")
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _range(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
-    p.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, included")
+    p.add_argument(
+        "--from", dest="start", required=True, type=_day, metavar="DATE", help="first day"
+    )
+    p.add_argument(
+        "--to", dest="end", required=True, type=_day, metavar="DATE", help="last day, included"
+    )
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
 
@@ -103,8 +129,8 @@ def configure_cdr(name: str, parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="cdr_command", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="CDRs, oldest first")
     p.add_argument("--account", metavar="ID")
-    p.add_argument("--from", dest="start", metavar="DATE")
-    p.add_argument("--to", dest="end", metavar="DATE", help="last day, included")
+    p.add_argument("--from", dest="start", type=_day, metavar="DATE")
+    p.add_argument("--to", dest="end", type=_day, metavar="DATE", help="last day, included")
     p.add_argument("--limit", type=_page_size, default=100)
     p.add_argument(
         "--after",
@@ -233,11 +259,16 @@ async def report(
         if args.report_command == "savings":
             return await _savings(books, args, plans or {}, current_plan)
         tz = books.cfg.time_zone
+        start = reports.parse_day(args.start, tz)
+        end = reports.parse_day(args.end, tz, end=True)
+        if end <= start:  # a usage error, like a malformed date
+            print("chargingd report: --to must not be before --from", file=sys.stderr)
+            return 2
         rows = await reports.report(
             books.db,
             by=args.by,
-            start=reports.parse_day(args.start, tz),
-            end=reports.parse_day(args.end, tz, end=True),
+            start=start,
+            end=end,
             time_zone=tz,
             groups=books.cfg.destination_groups,
             account_id=getattr(args, "account", None),

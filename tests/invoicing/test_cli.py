@@ -117,7 +117,10 @@ async def _seed(pg_url: str, redis_url: str) -> None:
 def run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse's usage errors, as the shell sees them
+            code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -194,8 +197,28 @@ def test_credit_note_calls_csv_and_errors(config: Path, tmp_path: Path) -> None:
         "invoice", "--config", c, "credit-note", number, "--amount", "1e3", "--reason", "x"
     )
     assert code == 1 and "not a plain decimal amount" in err
+    # Malformed periods and dates are usage errors (exit 2, docs/invoicing.md), as in
+    # `chargingd assure`; they exited 1, the code of a refusal.
     code, _, err = run("invoice", "--config", c, "run", "--period", "2026-13")
-    assert code == 1 and "YYYY-MM" in err
+    assert code == 2 and "argument --period: period must be YYYY-MM" in err
+    code, _, err = run("invoice", "--config", c, "list", "--period", "11/2026")
+    assert code == 2 and "YYYY-MM" in err
+    code, _, err = run(
+        "report", "--config", c, "usage", "--account", "acme", "--from", "2026-11-31",
+        "--to", "2026-12-01",
+    )  # fmt: skip
+    assert code == 2 and "argument --from: not a date: '2026-11-31'" in err
+    code, _, err = run(
+        "report", "--config", c, "revenue", "--from", "2026-11-30", "--to", "2026-11-01"
+    )
+    assert code == 2 and "--to must not be before --from" in err
+    code, _, err = run("report", "--config", c, "savings", "--account", "acme", "--period", "x")
+    assert code == 2 and "YYYY-MM" in err
+    code, _, err = run("cdr", "--config", c, "list", "--to", "tomorrow")
+    assert code == 2 and "not a date" in err
+    # A well-formed period that is not over yet stays a refusal.
+    code, _, err = run("invoice", "--config", c, "run", "--period", "2999-01", "--account", "acme")
+    assert code == 1 and "can be invoiced from" in err
 
 
 def test_call_detail_of_an_invoice_holds_only_its_currency(
