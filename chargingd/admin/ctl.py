@@ -304,6 +304,9 @@ def run(name: str, args: argparse.Namespace) -> int:
             or ctl_billing.RENDERERS[method]
         )
         renderer(make_console(), result)
+    if isinstance(result, dict):  # what the daemon did but wants the operator to know
+        for warning in result.get("warnings") or []:
+            _err(f"warning: {warning}")
     resumed = method == "account.resume" and isinstance(result, dict)
     if resumed and result.get("status") != "active":
         _err(_not_resumed(result))

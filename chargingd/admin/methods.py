@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -49,6 +49,7 @@ from chargingd.core.ratelog import RateLimitedLog
 from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
 from chargingd.ledger import Ledger, LedgerError, Status
+from chargingd.sessions.pricing import DEFAULT_PLAN
 
 log = logging.getLogger("chargingd.admin")
 
@@ -122,6 +123,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         alerts: Alerts | None = None,
         fraud: Fraud | None = None,
         stats: StatsProvider | None = None,
+        plan_currencies: Mapping[str, str] | None = None,
     ) -> None:
         self.ledger = ledger
         self.alerts = alerts  # the process's alert stream (None: alert.* refused)
@@ -130,6 +132,8 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         self.stats = stats  # None: a daemon without monitoring
         self.status = status
         self.tariffs = tariffs  # plan ids this daemon rates with; None: not checked
+        # Plan id -> the currency it prices in ("" or absent: not checked).
+        self.plan_currencies = dict(plan_currencies or {})
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
         self.outage = RateLimitedLog(log)  # Redis down: a line per interval, not per request
 
@@ -202,7 +206,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
             who=who,
             why=p.text("reason", ""),
         )
-        return render_account(acc)
+        return self._currency_warning(acc.currency, acc.tariff, render_account(acc))
 
     def _tariff(self, tariff: str) -> str:
         """A tariff no loaded plan answers to would refuse every call of the account."""
@@ -210,6 +214,21 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
             known = ", ".join(sorted(self.tariffs)) or "none"
             raise RpcError(INVALID_PARAMS, f"unknown tariff {tariff!r} (loaded plans: {known})")
         return tariff
+
+    def _currency_warning(self, currency: str, tariff: str, answer: Any) -> Any:
+        """The answer, with ``warnings`` when the account is in another currency than
+        the plan live calls would rate it with: every live call of it is then refused
+        ("tariff currency mismatch", said only in the daemon's log). Not refused here:
+        a mediation source's own plan may rate such an account (docs/mediation.md)."""
+        plan_id = tariff or DEFAULT_PLAN
+        plan_currency = self.plan_currencies.get(plan_id, "")
+        if plan_currency and currency != plan_currency:
+            which = f"tariff {tariff!r}" if tariff else "default plan ([rating] default_plan)"
+            answer["warnings"] = [
+                f"currency {currency} is not that of the {which}, which prices in "
+                f"{plan_currency}: its live calls will be refused (tariff currency mismatch)"
+            ]
+        return answer
 
     async def account_get(self, p: Params, who: str) -> Any:
         return render_account(await self.ledger.get_account(p.ident()))
@@ -234,6 +253,8 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         acc = await self.ledger.update_account(
             account_id, who=who, why=p.text("reason", ""), **changes
         )
+        if "currency" in changes or "tariff" in changes:
+            return self._currency_warning(acc.currency, acc.tariff, render_account(acc))
         return render_account(acc)
 
     async def account_list(self, p: Params, who: str) -> Any:

@@ -220,6 +220,12 @@ def build_admin(rt: Runtime) -> Component:
         alerts=rt.alerts,
         fraud=rt.fraud,
         stats=rt.monitor.stats if rt.monitor is not None else None,
+        # The plans' currencies, known when this daemon rates calls (RADIUS on).
+        plan_currencies=(
+            {pid: plan.currency for pid, plan in rt.sessions.pricer.plans.items()}
+            if rt.sessions is not None
+            else None
+        ),
     )
     return AdminServer(
         methods,
