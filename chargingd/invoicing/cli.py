@@ -329,11 +329,13 @@ async def cdr(books: Books, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([c.to_json() for c in found])
     else:
-        print(_cdr_text(found, detail=args.cdr_command == "show"), end="")
+        page = args.limit if args.cdr_command == "list" else 0
+        print(_cdr_text(found, detail=args.cdr_command == "show", page=page), end="")
     return 0
 
 
-def _cdr_text(rows: list[cdrs.CdrRow], *, detail: bool) -> str:
+def _cdr_text(rows: list[cdrs.CdrRow], *, detail: bool, page: int = 0) -> str:
+    """``page``: the --limit asked; a shorter page is the last one (no "continue")."""
     if detail:
         return "".join(
             "\n".join(f"{k:<17} {v}" for k, v in r.to_json().items()) + "\n\n" for r in rows
@@ -350,5 +352,8 @@ def _cdr_text(rows: list[cdrs.CdrRow], *, detail: bool) -> str:
             f" {r.destination:<14.14} {r.billed_s:>8} {money(r.charged_micros, 6):>12}"
             f" {r.status:<10} {r.call_id}"
         )
-    out.append(f"({len(rows)} CDRs; continue with --after {rows[-1].id})")
+    if page and len(rows) < page:
+        out.append(f"({len(rows)} CDRs, the last of the listing)")
+    else:
+        out.append(f"({len(rows)} CDRs; continue with --after {rows[-1].id})")
     return "\n".join(out) + "\n"

@@ -341,6 +341,9 @@ def test_cdr_list_and_show(config: Path) -> None:
     code, _, err = run("cdr", "--config", c, "show", "nope")
     assert code == 1 and "no CDR" in err
     code, out, _ = run("cdr", "--config", c, "list", "--from", "2026-11-03", "--to", "2026-11-03")
+    # A page shorter than --limit is the last: no "continue" to a page that is empty.
+    assert code == 0 and out.endswith("(2 CDRs, the last of the listing)\n")
+    code, out, _ = run("cdr", "--config", c, "list", "--limit", "2")
     assert code == 0 and "(2 CDRs; continue with --after" in out
 
 
