@@ -225,7 +225,7 @@ def remove_signals(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _hangup() -> None:
-    log.warning(
+    logging.getLogger("chargingd.server").warning(
         "SIGHUP ignored: chargingd does not reload its configuration; restart it "
         "(SIGTERM, then serve again) to apply a changed file"
     )
