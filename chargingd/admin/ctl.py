@@ -230,7 +230,9 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     where.add_argument("--socket", metavar="PATH", help="admin socket path")
     parser.add_argument("--json", action="store_true", help="print the raw JSON result")
     parser.add_argument("--operator", help="operator name for the audit trail (default: uid)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+    parser.add_argument(
+        "--timeout", type=_timeout, default=10.0, help="seconds to wait for the answer (> 0)"
+    )
     sub = parser.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
     _account_parsers(sub.add_parser("account", help="accounts and money"))
     p = sub.add_parser("status", help="uptime, counters, Redis summary")
@@ -248,6 +250,19 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON result"
     )
     p.set_defaults(build=req_stats)
+
+
+def _timeout(text: str) -> float:
+    """--timeout: seconds > 0. 0 made the socket non-blocking ("cannot reach chargingd:
+    Resource temporarily unavailable" about a running daemon), a negative one a
+    traceback (ValueError from settimeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
+    return value
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

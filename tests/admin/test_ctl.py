@@ -201,3 +201,17 @@ async def test_resume_at_the_credit_limit_says_why_it_stays_suspended(ctl: Ctl) 
     await ctl("account", "topup", "pp", "0.50")
     code, out, err = await ctl("account", "resume", "pp")
     assert code == 0 and err == "" and "active" in out
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf"])
+async def test_a_timeout_must_be_positive_seconds(ctl: Ctl, bad: str) -> None:
+    """--timeout 0 said the running daemon was unreachable (a non-blocking socket),
+    --timeout -1 printed a ValueError traceback: both are usage errors (exit 2)."""
+    with pytest.raises(SystemExit) as done:
+        await ctl("--timeout", bad, "status")
+    assert done.value.code == 2
+    assert f"argument --timeout: must be a number of seconds > 0, not {bad!r}" in (
+        ctl.capsys.readouterr().err
+    )
+    code, _, err = await ctl("--timeout", "0.5", "status")
+    assert code == 0, err
