@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import time
@@ -393,4 +394,26 @@ async def test_redis_down_is_an_error_not_a_crash(tmp_path: Path) -> None:
     assert response is not None
     assert response["error"]["code"] == -32010
     assert "Redis unavailable" in response["error"]["message"]
+    await dead.aclose()
+
+
+async def test_a_status_during_a_redis_outage_is_no_recovery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """server.status answers while Redis is down; its success logged "admin requests
+    failed, Redis unavailable: recovered after 1 failures" mid-outage (and every health
+    check's `ctl status` then restarted the rate-limited episode)."""
+    dead = aioredis.Redis(
+        unix_socket_path=str(tmp_path / "no-redis.sock"), retry=Retry(NoBackoff(), 0)
+    )
+    methods = AdminMethods(Ledger(dead), lambda: asyncio.sleep(0, {"redis": {"error": "down"}}))
+    peer = Peer(pid=1, uid=0, gid=0)
+    get = {"jsonrpc": "2.0", "id": 1, "method": "account.get", "params": {"id": "alice"}}
+    status = {"jsonrpc": "2.0", "id": 2, "method": "server.status"}
+    with caplog.at_level(logging.INFO, logger="chargingd.admin"):
+        assert (await methods.dispatch(get, peer) or {})["error"]["code"] == -32010
+        assert "result" in (await methods.dispatch(status, peer) or {})
+        assert (await methods.dispatch(get, peer) or {})["error"]["code"] == -32010
+    lines = [r.getMessage() for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(lines) == 1 and "recovered" not in lines[0], lines
     await dead.aclose()
