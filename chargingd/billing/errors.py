@@ -3,6 +3,8 @@ report it)."""
 
 from __future__ import annotations
 
+from chargingd.core.loops import ServiceUnreachable
+
 
 class BillingDBError(Exception):
     """Base of billing database errors; ``code`` is stable."""
@@ -22,7 +24,8 @@ class InvalidCDR(BillingDBError, ValueError):
     code = "invalid_cdr"
 
 
-class DatabaseUnavailable(BillingDBError):
-    """The database could not be reached or the connection broke; retry later."""
+class DatabaseUnavailable(BillingDBError, ServiceUnreachable):
+    """The database could not be reached or the connection broke; retry later (the
+    background loops log it without a traceback, as Redis being unreachable)."""
 
     code = "database_unavailable"

@@ -13,8 +13,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.ratelog import RateLimitedLog
 
+
+class ServiceUnreachable(Exception):
+    """Base (or mixin) of an error that says a server this process needs is not there
+    (the billing database: billing.errors.DatabaseUnavailable): logged without a
+    traceback, which would only show the retry path."""
+
+
 # Failures that say "the server is not there" (their traceback tells nothing).
-UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ServiceUnreachable,
+)
 
 
 async def wait_or_stop(stop: asyncio.Event, timeout_s: float) -> bool:

@@ -9,6 +9,7 @@ import logging
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from chargingd.billing.errors import DatabaseUnavailable
 from chargingd.core.loops import run_every
 from chargingd.core.ratelog import RateLimitedLog
 
@@ -85,3 +86,29 @@ async def test_run_every_logs_a_failing_loop_once_then_its_recovery(
     assert lines[3].startswith("cutter pass failed: recovered after 10 failures in ")
     # Redis being away needs no traceback; the unexpected error shows one, once.
     assert [r.exc_info is not None for r in caplog.records] == [False, False, True, False]
+
+
+async def test_an_unreachable_billing_database_logs_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`chargingd serve` with [billing] db_url on a port nothing listens on printed the
+    exporter's whole retry path as a traceback under 'exporter pass failed:
+    DatabaseUnavailable: cannot connect ...' (docs/operations.md: a server simply
+    being away logs no traceback)."""
+    log = logging.getLogger("t.db")
+    caplog.set_level(logging.INFO, "t.db")
+    stop = asyncio.Event()
+    passes = 0
+
+    async def one_pass() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 3:
+            stop.set()
+        raise DatabaseUnavailable("cannot connect to the billing database: refused")
+
+    await asyncio.wait_for(run_every(stop, 0.001, one_pass, log=log, what="exporter"), 30)
+    assert _lines(caplog)[0] == (
+        "exporter pass failed: DatabaseUnavailable: cannot connect to the billing database: refused"
+    )
+    assert all(r.exc_info is None for r in caplog.records)
