@@ -24,6 +24,7 @@ from chargingd.alerts import Alerts
 from chargingd.billing.cdr import CDR
 from chargingd.core.config import DEFAULT_PLAN_ID
 from chargingd.core.config.fraud import DEFAULT_MATCH, FraudConfig
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
 from chargingd.fraud.compiled import Compiled
@@ -38,6 +39,7 @@ from chargingd.ledger.steps import fused_source
 log = logging.getLogger("chargingd.fraud")
 
 UNBLOCK_FROM = ("blocked/fraud",)
+_UNREADABLE = "fraud rules evaluated in Lua: a value could not be read here"
 # A rule set as authorize uses it (Fraud._split): its own rules, its rules per caller
 # IP, whether it reads deny flags, its compiled ops, its per-IP ops alone
 Split = tuple[tuple[Rule, ...], tuple[Rule, ...], bool, Compiled, Compiled]
@@ -268,6 +270,7 @@ class Fraud:
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
         # the authorize rules evaluated here, on the values kept (the fused authorize only)
         self.local = LocalRules(cfg.local_values) if cfg.local_values > 0 else None
+        self._unreadable = RateLimitedLog(log)  # a line per interval, not per call
 
     async def load_scripts(self) -> None:
         scripts = (self._check, self._ip_script, self._admit, self._event, self._note)
@@ -332,8 +335,8 @@ class Fraud:
                 dest.country,
                 dest.member,
             )
-        except Exception:  # a value this port cannot read: Lua decides, and says it
-            log.exception("fraud rules evaluated in Lua: a value could not be read here")
+        except Exception as exc:  # a value this port cannot read: Lua decides, and says it
+            self._unreadable.failure(_UNREADABLE, exc, trace=True)
             prepared.unknown()
             prepared.outcome = None
 
