@@ -23,6 +23,12 @@ _SEPARATORS = re.compile(r"[\s\-./()]")
 _NUMBER_CACHE_MAX = 500_000
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+# Times outside 1970 .. 3000 are a corrupt field, never a call (a CUCM epoch of 14
+# digits, a FreeSWITCH *_uepoch read as seconds): rejected, not rated or stored.
+_LATEST_MS = 32_503_680_000_000  # 3000-01-01 UTC
+# How far a switch's talk time may exceed end - answer: its own whole-second
+# rounding (acc_cdrs duration 125.8 s between stamps cut to the second: 126 vs 125).
+_TALK_SLACK_S = 2
 # Caller IDs switches log for a withheld or missing CLI (RFC 3323 "anonymous" URIs,
 # FreeSWITCH's 0000000000 default): the call has no caller number.
 WITHHELD_CALLERS = frozenset(
@@ -94,6 +100,9 @@ class Normaliser:
             raise RowError("end time before start time")
         if answer_ms and not start_ms <= answer_ms <= end_ms:
             raise RowError("answer time outside start..end")
+        for what, ms in (("start", start_ms), ("answer", answer_ms), ("end", end_ms)):
+            if ms and not 0 < ms < _LATEST_MS:
+                raise RowError(f"{what} time out of range (1970-3000): {raw_time(ms)}")
         duration_s = self._talk_s(raw, answer_ms, end_ms)
         return Call(
             source=self.name,
@@ -133,6 +142,13 @@ class Normaliser:
         if raw.talk_s is not None:
             if raw.talk_s < 0:
                 raise RowError(f"negative talk time {raw.talk_s}")
+            # A talk time the call's own times cannot hold is a corrupt field (and
+            # rating it would take forever: billsec 999999999999 on a 2-minute call).
+            if raw.talk_s > (end_ms - answer_ms) // 1000 + _TALK_SLACK_S:
+                raise RowError(
+                    f"talk time {raw.talk_s} s is longer than answer to end"
+                    f" ({(end_ms - answer_ms) // 1000} s)"
+                )
             return raw.talk_s
         return (end_ms - answer_ms + 500) // 1000
 
@@ -207,6 +223,14 @@ def _is_possible(e164: str) -> bool:
     except phonenumbers.NumberParseException:
         return False
     return bool(phonenumbers.is_possible_number(parsed))
+
+
+def raw_time(ms: int) -> str:
+    """Epoch ms as the reject reason shows it: ISO UTC when datetime can hold it."""
+    try:
+        return (_EPOCH_UTC + timedelta(milliseconds=ms)).isoformat(timespec="seconds")
+    except OverflowError:
+        return f"{ms} ms since 1970"
 
 
 def utc_datetime(ms: int) -> datetime:

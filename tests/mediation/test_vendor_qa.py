@@ -1,0 +1,85 @@
+"""Vendor-documented files through `chargingd mediate`, a QA pass (each failed before
+its fix): a damaged field is one reject with its reason, never a crash or a hang that
+loses the rest of the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from paths import FIXTURES
+
+from chargingd.app.cli import main
+
+TARIFF = FIXTURES / "cdr" / "tariff_tp"
+
+
+def _config(tmp_path: Path, fmt: str, extra: str = "") -> Path:
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[mediation.sources.s]\nformat = "{fmt}"\n'
+        'time_zone = "Europe/Berlin"\ndefault_country = "DE"\naccount_rule = "fixed"\n'
+        f'account = "c1"\nplan = "{TARIFF}"\ntenant = "chargingd.test"\n'
+        f'charge = "record_only"\n{extra}'
+    )
+    return config
+
+
+def _dry_run(tmp_path: Path, config: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    path = tmp_path / "cdrs"
+    path.write_text(text)
+    code = main(["mediate", str(path), "--source", "s", "--config", str(config), "--dry-run",
+                 "--quiet"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1, out
+    return out
+
+
+# CUCM CDR guide: the header line of names, the line of types, then one record per
+# line; dateTimeOrigination/Connect/Disconnect are epoch seconds (UTC), duration the
+# seconds connected.
+CUCM = (
+    '"cdrRecordType","globalCallID_callManagerId","globalCallID_callId",'
+    '"origLegCallIdentifier","dateTimeOrigination","callingPartyNumber","origCause_value",'
+    '"destLegIdentifier","finalCalledPartyNumber","destCause_value","dateTimeConnect",'
+    '"dateTimeDisconnect","duration"\n'
+    "INTEGER,INTEGER,INTEGER,INTEGER,INTEGER,VARCHAR(50),INTEGER,INTEGER,VARCHAR(50),"
+    "INTEGER,INTEGER,INTEGER,INTEGER\n"
+)
+
+
+def test_cucm_corrupt_epoch_is_a_reject_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dateTimeConnect written with 14 digits (a damaged file) crashed the run in
+    rating (OverflowError: a traceback, every later record lost); a dateTimeOrigination
+    before 1970 was stored. Each is now a reject saying which time is out of range."""
+    text = CUCM + (
+        '1,1,7001,101,1773219600,"4930123456",0,102,"4989987654",16,99999999999990,'
+        "99999999999999,125\n"
+        '1,1,7002,103,-1773219600,"4930123456",0,104,"4989987654",16,0,1773219730,0\n'
+        '1,1,7003,105,1773219600,"4930123456",0,106,"4989987654",16,1773219605,1773219730,'
+        "125\n"
+    )
+    out = _dry_run(tmp_path, _config(tmp_path, "cucm"), text, capsys)
+    assert "read 3, stored 1, duplicates 0, rejected 2" in out
+    assert ":3: rejected: answer time out of range (1970-3000)" in out
+    assert ":4: rejected: start time out of range (1970-3000): 1913-10-23T15:00:00+00:00" in out
+
+
+def test_asterisk_billsec_longer_than_the_call_is_a_reject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cdr_csv writes billsec = end - answer. A billsec the row's own times cannot hold
+    (a damaged field) was billed as it stood: 86400 s on a call answered for 125 s (and
+    999999999999 s made the run rate for ever). It is a reject now; billsec within a
+    second or two of end - answer (the switch's rounding) is kept."""
+    row = (
+        '"","+4930123456","004989987654","from-internal","","PJSIP/1001-0000000{n}",'
+        '"PJSIP/trunk-0000000{n}","Dial","PJSIP/004989987654@trunk","2026-03-11 09:00:00",'
+        '"2026-03-11 09:00:05","2026-03-11 09:02:10",130,{billsec},"ANSWERED","DOCUMENTATION"\n'
+    )
+    text = row.format(n=1, billsec=86400) + row.format(n=2, billsec=126)
+    out = _dry_run(tmp_path, _config(tmp_path, "asterisk"), text, capsys)
+    assert "read 2, stored 1, duplicates 0, rejected 1" in out
+    assert ":1: rejected: talk time 86400 s is longer than answer to end (125 s)" in out
