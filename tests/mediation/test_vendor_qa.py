@@ -10,6 +10,10 @@ import pytest
 from paths import FIXTURES
 
 from chargingd.app.cli import main
+from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.normalise import Call
+from chargingd.mediation.pipeline import normalised
+from chargingd.mediation.records import Reject
 
 TARIFF = FIXTURES / "cdr" / "tariff_tp"
 
@@ -83,3 +87,22 @@ def test_asterisk_billsec_longer_than_the_call_is_a_reject(
     out = _dry_run(tmp_path, _config(tmp_path, "asterisk"), text, capsys)
     assert "read 2, stored 1, duplicates 0, rejected 1" in out
     assert ":1: rejected: talk time 86400 s is longer than answer to end (125 s)" in out
+
+
+def test_a_non_ascii_digit_is_a_reject_not_a_crash() -> None:
+    """str.isdigit() is true for "²": an acc log timestamp or a csv cause holding one
+    (a damaged byte that decodes to it) crashed the run (decimal.InvalidOperation,
+    ValueError) instead of rejecting that record."""
+    acc = (
+        "Jul  1 08:05:07 sbc2 kamailio[3108]: NOTICE: acc [acc.c:284]: ACC: transaction"
+        " answered: timestamp=1782893107²;method=INVITE;from_tag=f;to_tag=t;call_id=c1;"
+        "code=200;reason=OK;src_user=4930123456;dst_user=4989987654\n"
+    )
+    ((_, item),) = normalised([acc], "s", SourceConfig(format="kamailio"))
+    assert isinstance(item, Reject) and item.reason.startswith("timestamp is not an epoch")
+    source = SourceConfig(
+        format="csv", time_format="epoch", header=False,
+        mapping={"call_id": 0, "caller": 1, "callee": 2, "end": 3, "billsec": 4, "cause": 5},
+    )  # fmt: skip
+    ((_, call),) = normalised(["c1,4930123456,4989987654,1782893107,0,1²\n"], "s", source)
+    assert isinstance(call, Call) and call.cause == 0

@@ -107,7 +107,7 @@ def _call(columns: _Columns, row: list[str], time_format: str) -> RawCall:
         raise RowError(f"{len(row)} columns; the mapping needs {columns.width}")
     get = columns.get
     cause = get(row, "cause")
-    q850 = int(cause) if cause.isdigit() else None
+    q850 = int(cause) if cause.isascii() and cause.isdigit() else None  # not "²"
     billsec = opt_int(get(row, "billsec"), "billsec")
     if billsec is not None and billsec < 0:
         raise RowError(f"negative talk time {billsec}")

@@ -187,7 +187,8 @@ def _syslog_event(line_no: int, text: str, at: int) -> _Event:
 
 
 def _is_number(text: str) -> bool:
-    return text.replace(".", "", 1).isdigit()
+    # ASCII digits only: str.isdigit() is true for "²", which Decimal refuses.
+    return text.isascii() and text.replace(".", "", 1).isdigit()
 
 
 def _event(
