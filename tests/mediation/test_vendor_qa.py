@@ -106,3 +106,44 @@ def test_a_non_ascii_digit_is_a_reject_not_a_crash() -> None:
     )  # fmt: skip
     ((_, call),) = normalised(["c1,4930123456,4989987654,1782893107,0,1²\n"], "s", source)
     assert isinstance(call, Call) and call.cause == 0
+
+
+def test_kamailio_acc_time_mode_gives_the_milliseconds() -> None:
+    """Kamailio acc docs, acc_time_mode: 1 logs the microseconds as time_exten (the acc
+    table: time_attr = seconds, time_exten = microseconds), 2 the time with milliseconds
+    as time_attr (acc.c acc_log_request / acc_db_request). They were ignored: a call
+    from 09:00:05.900 to 09:01:06.300 (60.4 s) was read from the whole seconds, 61 s,
+    two minutes on a 60 s increment tariff. Now 60 s; mode 3/4 (a formatted
+    time_attr) keep the timestamp's seconds."""
+    head = (
+        "Mar 11 09:00:05 sbc1 kamailio[2211]: NOTICE: acc [acc.c:281]: ACC: transaction answered: "
+    )
+    users = ";src_user=4930123456;src_ip=192.0.2.10;dst_user=4930111222"
+    modes = {
+        "1": ("timestamp=1773219605;time_exten=900000", "timestamp=1773219666;time_exten=300000"),
+        "2": ("timestamp=1773219605;time_attr=1773219605.900",
+              "timestamp=1773219666;time_attr=1773219666.300"),
+        "4": ("timestamp=1773219605;time_attr=2026-03-11 09:00:05",
+              "timestamp=1773219666;time_attr=2026-03-11 09:01:06"),
+    }  # fmt: skip
+    for mode, (invite, bye) in modes.items():
+        lines = [
+            f"{head}{invite};method=INVITE;from_tag=f;to_tag=t;call_id=c{mode};code=200;"
+            f"reason=OK{users}\n",
+            f"{head}{bye};method=BYE;from_tag=t;to_tag=f;call_id=c{mode};code=200;"
+            f"reason=OK{users}\n",
+        ]
+        ((_, call),) = normalised(lines, "s", SourceConfig(format="kamailio"))
+        assert isinstance(call, Call), call
+        expected = (60, 1773219605900) if mode != "4" else (61, 1773219605000)
+        assert (call.duration_s, call.answer_ms) == expected, mode
+    # The acc table with acc_time_mode = 1 (its time column local, to the second).
+    table = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,time_attr,time_exten,"
+        "src_user,dst_user\n",
+        "1,INVITE,f,t,d1,200,OK,2026-03-11 10:00:05,1773219605,900000,4930123456,4930111222\n",
+        "2,BYE,t,f,d1,200,OK,2026-03-11 10:01:06,1773219666,300000,4930111222,4930123456\n",
+    ]
+    source = SourceConfig(format="kamailio_db", time_zone="Europe/Berlin")
+    ((_, call),) = normalised(table, "s", source)
+    assert isinstance(call, Call) and (call.duration_s, call.end_ms) == (60, 1773219666300)

@@ -183,7 +183,43 @@ def _syslog_event(line_no: int, text: str, at: int) -> _Event:
     when = int(Decimal(stamp) * 1000) if _is_number(stamp) else None
     if when is None or not 0 < when < 32_503_680_000_000:  # year 3000: corrupt field
         raise RowError(f"timestamp is not an epoch: {stamp!r}")
-    return _event(line_no, pairs, when, text, "call_id", "code")
+    return _event(line_no, pairs, _precise(pairs, when), text, "call_id", "code")
+
+
+# acc_time_mode (acc docs; acc.c acc_log_request / acc_db_request): 1 adds the
+# microseconds as time_exten (the acc table: time_attr = the seconds, time_exten), 2 the
+# time with milliseconds as time_attr ("1773219605.915"); 3 and 4 a formatted time_attr.
+_EXTEN, _ATTR = "time_exten", "time_attr"
+_EPOCH_MS_MAX = 32_503_680_000_000  # year 3000: a corrupt field
+
+
+def _precise(pairs: dict[str, str], seconds_ms: int) -> int:
+    """The event's time to the millisecond when acc_time_mode 1 or 2 logged it (a whole
+    second is all ``timestamp`` says: durations off by up to a second each way)."""
+    exten, attr = pairs.get(_EXTEN, ""), pairs.get(_ATTR, "")
+    if exten and exten.isascii() and exten.isdigit() and int(exten) < 1_000_000:
+        return seconds_ms + int(exten) // 1000
+    if attr and _is_number(attr):
+        ms = int(Decimal(attr) * 1000)
+        if ms // 1000 == seconds_ms // 1000:
+            return ms
+    return seconds_ms
+
+
+def _db_precise(pairs: dict[str, str]) -> int | None:
+    """Epoch ms of an acc row written with acc_time_mode 1 (time_attr seconds and
+    time_exten microseconds) or 2 (time_attr seconds.milliseconds): UTC to the
+    millisecond (the time column is local, to the second); None otherwise."""
+    attr = pairs.get(_ATTR, "").strip()
+    if not attr or not _is_number(attr):
+        return None  # mode 0, or 3/4 (a formatted time_attr)
+    ms = int(Decimal(attr) * 1000)
+    if not 0 < ms < _EPOCH_MS_MAX:
+        return None
+    exten = pairs.get(_EXTEN, "").strip()
+    if "." not in attr and exten.isascii() and exten.isdigit() and int(exten) < 1_000_000:
+        ms += int(exten) // 1000
+    return ms
 
 
 def _is_number(text: str) -> bool:
@@ -245,7 +281,7 @@ def parse_db(lines: Iterable[str], delimiter: str = ",") -> Iterator[Parsed]:
         pairs = dict(zip(header, sql_values(row), strict=True))
         pairs["reason"] = pairs.get("sip_reason", "")
         try:
-            when = parse_stamp(pairs.get("time", ""), "time")
+            when: RawTime = _db_precise(pairs) or parse_stamp(pairs.get("time", ""), "time")
             if when is None:
                 raise RowError("no time")
             ev = _event(line_no, pairs, when, raw, "callid", "sip_code")
