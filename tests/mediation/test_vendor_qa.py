@@ -147,3 +147,44 @@ def test_kamailio_acc_time_mode_gives_the_milliseconds() -> None:
     source = SourceConfig(format="kamailio_db", time_zone="Europe/Berlin")
     ((_, call),) = normalised(table, "s", source)
     assert isinstance(call, Call) and (call.duration_s, call.end_ms) == (60, 1773219666300)
+
+
+def test_asterisk_cdr_custom_sample_mapping_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asterisk's configs/samples/cdr_custom.conf.sample writes cdr-custom/Master.csv as
+    ${CSV_QUOTE(${CDR(clid)})},...,start,answer,end,duration,billsec,disposition,
+    amaflags,accountcode,uniqueid,userfield,${CDR(sequence)}: 19 columns, clid first,
+    every value quoted, and (its "High Resolution" line) duration/billsec with
+    decimals. Read as cdr_csv's 19 (newcdrcolumns), every row was rejected ("end is not
+    a time: '130'"); the first row's 9th and 11th values, times, tell it apart."""
+    row = (
+        '"""M\u00fcller, Hans"" <+4930123456>","+4930123456","004989987654",'
+        '"from-internal","PJSIP/1001-0000000{n}","PJSIP/trunk-0000000{n}","Dial",'
+        '"PJSIP/004989987654@trunk,60","2026-03-11 09:{m}0:00","{answer}",'
+        '"2026-03-11 09:{m}2:10","{duration}","{billsec}","{disposition}","DOCUMENTATION",'
+        '"acc1","1773216000.{n}","","{n}"\n'
+    )
+    text = (
+        row.format(n=1, m=0, answer="2026-03-11 09:00:05", duration="130", billsec="125",
+                   disposition="ANSWERED")
+        + row.format(n=2, m=1, answer="", duration="130", billsec="0", disposition="NO ANSWER")
+        + row.format(n=3, m=2, answer="2026-03-11 09:20:05", duration="130.452",
+                     billsec="124.612", disposition="ANSWERED")
+    )  # fmt: skip
+    source = SourceConfig(format="asterisk", time_zone="Europe/Berlin", default_country="DE")
+    calls = [c for _, c in normalised(text.splitlines(keepends=True), "s", source)]
+    assert [
+        (c.call_id, c.caller, c.callee, c.duration_s, c.status, c.account, c.start_ms)
+        for c in calls
+        if isinstance(c, Call)
+    ] == [
+        ("1773216000.1", "+4930123456", "+4989987654", 125, "normal", "acc1", 1773216000000),
+        ("1773216000.2", "+4930123456", "+4989987654", 0, "unanswered", "acc1", 1773216600000),
+        ("1773216000.3", "+4930123456", "+4989987654", 125, "normal", "acc1", 1773217200000),
+    ]
+    path = tmp_path / "Master.csv"
+    path.write_text(text)
+    argv = ["mediate", str(path), "--source", "s", "--config", str(_config(tmp_path, "asterisk"))]
+    assert main([*argv, "--dry-run", "--quiet"]) == 0
+    assert "dry run: read 3, stored 3, duplicates 0, rejected 0" in capsys.readouterr().out

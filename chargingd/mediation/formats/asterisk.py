@@ -11,7 +11,9 @@ count is rejected, never guessed. A source that says none of them reads the colu
 from the file's first row, by its count, where the count has one meaning: 16 (none),
 18 (uniqueid, userfield: the sample cdr.conf's), 19 (newcdrcolumns), 21 (all three);
 17 and 20 (uniqueid or userfield?) are rejected with a reason that asks the source to
-say; the rest of the file must have the first row's count.
+say; the rest of the file must have the first row's count. A first row of 19 whose
+9th and 11th values are times is cdr_custom's sample mapping (``CUSTOM``), which
+writes cdr-custom/Master.csv.
 Strings are quoted with inner quotes doubled (append_string), integers are
 not, an unset time is an empty field; times are local "YYYY-MM-DD HH:MM:SS", or UTC
 with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
@@ -54,6 +56,32 @@ BASE = (
     "amaflags",
 )
 NEW_COLUMNS = ("peeraccount", "linkedid", "sequence")
+# cdr_custom's sample mapping (configs/samples/cdr_custom.conf.sample), which writes
+# cdr-custom/Master.csv: every value CSV_QUOTEd, clid first, accountcode after
+# amaflags, then uniqueid, userfield, sequence; its "High Resolution" variant writes
+# duration and billsec with decimals (CDR(duration,f)). 19 columns, as cdr_csv with
+# newcdrcolumns: the first row tells them apart (its 9th value is a time here).
+CUSTOM = (
+    "clid",
+    "src",
+    "dst",
+    "dcontext",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "accountcode",
+    "uniqueid",
+    "userfield",
+    "sequence",
+)
 
 
 def layout(source: SourceConfig) -> tuple[str, ...] | None:
@@ -79,6 +107,21 @@ BY_COUNT: dict[int, tuple[str, ...]] = {
     len(BASE) + 3: (*BASE, *NEW_COLUMNS),
     len(BASE) + 5: (*BASE, "uniqueid", "userfield", *NEW_COLUMNS),
 }
+
+
+def _by_first_row(row: list[str]) -> tuple[str, ...]:
+    """The columns of a file whose first row is ``row`` (cdr_csv by its count, or
+    cdr_custom's sample mapping), or why they are unknown."""
+    if len(row) == len(CUSTOM) and _is_stamp(row[8]) and _is_stamp(row[10]):
+        return CUSTOM  # cdr_csv's 9th and 11th columns are lastdata and answer
+    return _by_count(len(row))
+
+
+def _is_stamp(text: str) -> bool:
+    try:
+        return parse_stamp(text, "") is not None
+    except RowError:
+        return False
 
 
 def _by_count(count: int) -> tuple[str, ...]:
@@ -126,7 +169,7 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
         try:
             names = known[0]
             if names is None:
-                names = known[0] = _by_count(len(rec.fields))
+                names = known[0] = _by_first_row(rec.fields)
             call = _call(names, rec.fields, rec.raw, source.usegmtime, said is not None)
         except RowError as exc:
             yield rec.line_no, Reject(str(exc), rec.raw)
@@ -145,8 +188,9 @@ def _stamp(text: str, name: str, utc: bool) -> datetime | None:
 def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool, said: bool) -> RawCall:
     if len(row) != len(names):
         whose = "the source's Master.csv" if said else "this file's first row"
+        layout = "cdr_custom's sample mapping" if names is CUSTOM else _options(names)
         raise RowError(f"{len(row)} columns; {whose} has {len(names)}"
-                       f" ({_options(names)})")  # fmt: skip
+                       f" ({layout})")  # fmt: skip
     rec = dict(zip(names, row, strict=True))
     # Without loguniqueid the row has no id of its own: channel + start is unique per call.
     call_id = rec.get("uniqueid") or f"{rec['channel']}@{rec['start']}"
@@ -162,15 +206,26 @@ def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool, said: boo
         start=_stamp(rec["start"], "start", utc),
         answer=_stamp(rec["answer"], "answer", utc),
         end=_stamp(rec["end"], "end", utc),
-        talk_s=int_field(rec["billsec"], "billsec"),
+        talk_s=_seconds(rec["billsec"], "billsec"),
         q850=ASTERISK_DISPOSITIONS.get(disposition),
         cause_text=disposition,
         account=rec["accountcode"],
         gateway=_gateway(rec["dstchannel"]),
         extra=extra,
-        total_s=int_field(rec["duration"], "duration"),
+        total_s=_seconds(rec["duration"], "duration"),
         raw=raw,
     )
+
+
+def _seconds(text: str, name: str) -> int:
+    """Whole seconds; cdr_custom's CDR(billsec,f) writes "124.6": rounded half up, as
+    chargingd rounds end - answer."""
+    if "." not in text:
+        return int_field(text, name)
+    whole, _, frac = text.partition(".")
+    if not (whole.isascii() and whole.isdigit() and frac.isascii() and frac.isdigit()):
+        raise RowError(f"{name} is not a number of seconds: {text!r}")
+    return int(whole) + (1 if frac[0] >= "5" else 0)
 
 
 def _gateway(dstchannel: str) -> str:
