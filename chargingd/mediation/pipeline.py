@@ -95,11 +95,32 @@ def _charged(cdrs: list[CDR]) -> int:
     return total
 
 
+def text_line(line: str) -> str:
+    """A line read with surrogateescape (open_cdr_file) as text: UTF-8, or, when its
+    bytes are no UTF-8, Windows-1252 (else Latin-1). Switches write a display name as
+    the call brought it (Asterisk cdr_csv and FreeSWITCH cdr_csv expand it as they
+    hold it): "Müller" from an ISDN display IE or an old UA is Latin-1, and was read
+    "M\ufffdller"; a file may hold both kinds of line."""
+    if line.isascii():
+        return line
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        data = line.encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    return line
+
+
 def without_bom(lines: Iterable[str]) -> Iterator[str]:
-    """The lines without a UTF-8 byte-order mark at their start (any format): files
-    written on Windows start with one, and files concatenated with `cat` carry theirs
-    into the middle; it is never part of a CDR."""
+    """The lines as text (text_line) without a UTF-8 byte-order mark at their start
+    (any format): files written on Windows start with one, and files concatenated with
+    `cat` carry theirs into the middle; it is never part of a CDR."""
     for line in lines:
+        if not line.isascii():
+            line = text_line(line)
         yield line[1:] if line[:1] == BOM else line
 
 
@@ -162,12 +183,12 @@ def is_gzip(path: Path) -> bool:
 
 
 def open_cdr_file(path: Path) -> IO[str]:
-    """A CDR file's text: UTF-8 (an undecodable byte is replaced, the row then rejected
-    or kept as the switch wrote it), decompressed when gzip-compressed (logrotate's
-    Master.csv.1.gz)."""
+    """A CDR file's text: UTF-8, its bytes that are not kept as surrogates for
+    text_line to read the line as Windows-1252 (normalised does, line by line);
+    decompressed when gzip-compressed (logrotate's Master.csv.1.gz)."""
     if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 class Readable:

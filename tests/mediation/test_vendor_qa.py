@@ -12,7 +12,7 @@ from paths import FIXTURES
 from chargingd.app.cli import main
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.normalise import Call
-from chargingd.mediation.pipeline import normalised
+from chargingd.mediation.pipeline import normalised, open_cdr_file
 from chargingd.mediation.records import Reject
 
 TARIFF = FIXTURES / "cdr" / "tariff_tp"
@@ -188,3 +188,27 @@ def test_asterisk_cdr_custom_sample_mapping_is_read(
     argv = ["mediate", str(path), "--source", "s", "--config", str(_config(tmp_path, "asterisk"))]
     assert main([*argv, "--dry-run", "--quiet"]) == 0
     assert "dry run: read 3, stored 3, duplicates 0, rejected 0" in capsys.readouterr().out
+
+
+def test_latin1_display_names_in_csv_files_are_read(tmp_path: Path) -> None:
+    """mod_cdr_csv (and Asterisk cdr_csv) expand a caller's display name as the channel
+    holds it: from a SIP UA in UTF-8, from an ISDN display IE or an old phone in Latin-1,
+    so one Master.csv can hold both. A Latin-1 line was read with U+FFFD ("M\\ufffdller",
+    its reject's raw text too); each line is now read as what it is."""
+    row = (
+        '"{name}","+4930123456","004989987654","default","2026-03-11 09:00:00",'
+        '"2026-03-11 09:00:05","2026-03-11 09:02:10","130","125","NORMAL_CLEARING",'
+        '"{uuid}","","acc1","PCMA","PCMA"\n'
+    )
+    path = tmp_path / "Master.csv"
+    path.write_bytes(
+        row.format(name="Jürgen", uuid="u-1").encode()
+        + row.format(name="Müller, Hans", uuid="u-2").encode("latin-1")
+        + row.format(name="Müller", uuid="u-3").replace('"125"', '"12x"').encode("latin-1")
+    )
+    source = SourceConfig(format="freeswitch", time_zone="Europe/Berlin", default_country="DE")
+    with open_cdr_file(path) as fh:
+        found = [item for _, item in normalised(fh, "s", source)]
+    names = [c.extra["caller_id_name"] for c in found if isinstance(c, Call)]
+    assert names == ["Jürgen", "Müller, Hans"]
+    assert isinstance(found[2], Reject) and found[2].raw.startswith('"Müller",')
