@@ -212,3 +212,31 @@ def test_latin1_display_names_in_csv_files_are_read(tmp_path: Path) -> None:
     names = [c.extra["caller_id_name"] for c in found if isinstance(c, Call)]
     assert names == ["Jürgen", "Müller, Hans"]
     assert isinstance(found[2], Reject) and found[2].raw.startswith('"Müller",')
+
+
+def test_cucm_record_of_no_known_type_is_a_reject() -> None:
+    """CUCM CDR guide: cdrRecordType is 0 (start record, not used), 1 (a CDR) or 2 (a
+    CMR). A record whose first field is none of them (a line cut at its start, two
+    records run together) was dropped unaccounted: not read, not rejected. Files
+    joined with cat (a header and types line again) are read on."""
+    record = (
+        '{kind},1,{cid},101,1773219600,"4930123456",0,102,"4989987654",16,1773219605,'
+        "1773219730,125\n"
+    )
+    lines = [
+        *CUCM.splitlines(keepends=True),
+        record.format(kind=1, cid=7001),
+        record.format(kind="", cid=7002),
+        record.format(kind="0:05", cid=7003),
+        record.format(kind=2, cid=7004),
+        *CUCM.splitlines(keepends=True),
+        record.format(kind=1, cid=7005),
+    ]
+    found = [(n, getattr(i, "call_id", getattr(i, "reason", ""))) for n, i in
+             normalised(lines, "s", SourceConfig(format="cucm"))]  # fmt: skip
+    assert found == [
+        (3, "1-7001"),
+        (4, "cdrRecordType '' is not 0, 1 or 2 (CDR guide)"),
+        (5, "cdrRecordType '0:05' is not 0, 1 or 2 (CDR guide)"),
+        (9, "1-7005"),
+    ]

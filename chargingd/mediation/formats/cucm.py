@@ -32,6 +32,7 @@ REQUIRED = (
     "duration",
 )
 _END_OF_CALL = "1"
+_NO_CALL = ("0", "2")  # a start record (not used), a CMR: no call
 # Cisco-specific cause codes (CDR guide, "Cisco-Specific Call Termination Cause
 # Codes") are no Q.850 values: a leg a feature ended (262144 conference drop any party,
 # 393216 call split by a transfer) cleared normally; any other is unknown (0), its
@@ -64,9 +65,8 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
         row = rec.fields
         if not header:
             header = [name.strip() for name in row]
-            missing = [name for name in REQUIRED if name not in header]
-            if missing:  # the header line too: a file without one has a call there
-                problem = f"header lacks {', '.join(missing)}"
+            problem = _lacks(header)
+            if problem:  # the header line too: a file without one has a call there
                 yield rec.line_no, Reject(problem, rec.raw)
             continue
         if problem:
@@ -74,6 +74,12 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             continue
         if not row[0].isdigit() and row[0].startswith(("INTEGER", "VARCHAR", "UNIQUE")):
             continue  # the types line
+        if row[0].strip() == "cdrRecordType":
+            header = [name.strip() for name in row]  # files joined with cat: a header again
+            problem = _lacks(header)
+            if problem:
+                yield rec.line_no, Reject(problem, rec.raw)
+            continue
         try:
             call = _call(header, row)
         except RowError as exc:
@@ -88,6 +94,12 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             joined = call.extra.get("joinOnBehalfOf", "0") not in ("", "0")
             call.call_id = ids(call.call_id, rec.raw, "" if legs == "-" else legs, not joined)
             yield rec.line_no, call
+
+
+def _lacks(header: list[str]) -> str:
+    """What the header lacks (the reason every record is rejected), or ""."""
+    missing = [name for name in REQUIRED if name not in header]
+    return f"header lacks {', '.join(missing)}" if missing else ""
 
 
 def _q850(orig: int, dest: int, extra: dict[str, str]) -> int:
@@ -107,8 +119,13 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
     if len(row) > len(header):
         raise RowError(f"{len(row)} columns; the header has {len(header)}")
     rec = dict(zip(header, row, strict=False))  # trailing empty columns may be cut
-    if rec.get("cdrRecordType") != _END_OF_CALL:
-        return None
+    kind = rec.get("cdrRecordType", "")
+    if kind != _END_OF_CALL:
+        if kind in _NO_CALL:
+            return None
+        # A damaged record (a line cut at its start, two records run together) is
+        # no call of another type: it was dropped unaccounted.
+        raise RowError(f"cdrRecordType {kind!r} is not 0, 1 or 2 (CDR guide)")
     if len(row) < len(REQUIRED) or any(name not in rec for name in REQUIRED):
         raise RowError(f"{len(row)} columns; too short for a CDR")
     connect_s = int_field(rec["dateTimeConnect"], "dateTimeConnect")
