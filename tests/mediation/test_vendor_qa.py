@@ -240,3 +240,36 @@ def test_cucm_record_of_no_known_type_is_a_reject() -> None:
         (5, "cdrRecordType '0:05' is not 0, 1 or 2 (CDR guide)"),
         (9, "1-7005"),
     ]
+
+
+def test_cisco_accounting_on_and_off_are_no_rejects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 2866 5.1: a NAS sends Acct-Status-Type Accounting-On when its accounting
+    starts (a Cisco gateway reloading) and Accounting-Off when it stops; FreeRADIUS
+    writes them into the detail file beside the calls. They carry no session and no
+    h323-conf-id, and were rejected ("record without h323-conf-id": exit 1 on every
+    file after a reload). They are skipped like Interim-Update; a status that is none of
+    these is a reject saying so."""
+    stop = "\n".join((
+        "Wed Mar 11 09:02:10 2026", "\tAcct-Status-Type = {status}",
+        "\tNAS-IP-Address = 192.0.2.10", '\tAcct-Session-Id = "0000001A"',
+        '\tCalling-Station-Id = "4930123456"', '\tCalled-Station-Id = "4989987654"',
+        '\th323-conf-id = "h323-conf-id=3A7F2C10 11E9A1B2 8000C0A8 0A0A000{n}"',
+        '\th323-call-origin = "h323-call-origin=answer"',
+        '\th323-setup-time = "h323-setup-time=*09:00:00.000 UTC Wed Mar 11 2026"',
+        '\th323-connect-time = "h323-connect-time=*09:00:05.000 UTC Wed Mar 11 2026"',
+        '\th323-disconnect-time = "h323-disconnect-time=*09:02:10.000 UTC Wed Mar 11 2026"',
+        '\th323-disconnect-cause = "h323-disconnect-cause=10"', "\tAcct-Session-Time = 125",
+    )) + "\n\n"  # fmt: skip
+    on_off = (
+        "Wed Mar 11 08:59:00 2026\n\tAcct-Status-Type = Accounting-{x}\n"
+        '\tNAS-IP-Address = 192.0.2.10\n\tAcct-Session-Id = "00000000"\n'
+        "\tAcct-Delay-Time = 0\n\n"
+    )
+    text = (on_off.format(x="On") + stop.format(status="Stop", n=1)
+            + stop.format(status="2", n=2) + stop.format(status="Stopp", n=3)
+            + on_off.format(x="Off"))  # fmt: skip
+    out = _dry_run(tmp_path, _config(tmp_path, "cisco_radius"), text, capsys)
+    assert "read 3, stored 2, duplicates 0, rejected 1" in out
+    assert ":35: rejected: Acct-Status-Type 'Stopp' is not Start or Stop" in out

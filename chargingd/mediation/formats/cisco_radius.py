@@ -38,6 +38,10 @@ _MONTHS = {
     )
 }
 _UTC_NAMES = ("UTC", "GMT", "Z")
+# RFC 2866 section 5.1 Acct-Status-Type values that carry no call (by name, as
+# FreeRADIUS writes them, or the number a dictionary-less server writes).
+_NO_CALL = frozenset(("Interim-Update", "Alive", "Accounting-On", "Accounting-Off", "3", "7", "8"))
+_STATUS_NUMBERS = {"1": "Start", "2": "Stop"}
 
 
 class Clock:
@@ -199,11 +203,17 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
     for line_no, attrs, raw in records(lines):
         conf_id = attrs.get("h323-conf-id", "").replace(" ", "").upper()
         status = attrs.get("Acct-Status-Type", "")
+        status = _STATUS_NUMBERS.get(status, status)
+        if status in _NO_CALL:
+            # RFC 2866 Acct-Status-Type: Interim-Update, and Accounting-On/Off (the
+            # gateway starting or stopping accounting: no session, no h323-conf-id).
+            continue
         if not conf_id:
             yield line_no, Reject("record without h323-conf-id", raw)
             continue
         if status not in ("Start", "Stop"):
-            continue  # Interim-Update, Accounting-On/Off: no call data
+            yield line_no, Reject(f"Acct-Status-Type {status!r} is not Start or Stop", raw)
+            continue
         if conf_id in done:
             # Stop-only accounting: a leg that stops after the answer leg made the call
             # (the originate leg, the other gateway's legs) repeats that call: like a
