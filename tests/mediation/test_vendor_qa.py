@@ -273,3 +273,29 @@ def test_cisco_accounting_on_and_off_are_no_rejects(
     out = _dry_run(tmp_path, _config(tmp_path, "cisco_radius"), text, capsys)
     assert "read 3, stored 2, duplicates 0, rejected 1" in out
     assert ":35: rejected: Acct-Status-Type 'Stopp' is not Start or Stop" in out
+
+
+def test_acc_row_with_a_damaged_method_is_a_reject() -> None:
+    """The acc tables (Kamailio acc, OpenSIPS acc in CDR mode) hold other requests'
+    transactions too (MESSAGE, a re-INVITE's ACK...), skipped as no call. A row whose
+    method is no SIP method at all (empty, damaged) was skipped the same way,
+    unaccounted; it is a reject now."""
+    kam = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,src_user,dst_user\n",
+        "1,MESSAGE,f,t,m1,200,OK,2026-03-11 10:00:00,4930123456,4989987654\n",
+        "2,,f,t,c1,200,OK,2026-03-11 10:00:05,4930123456,4989987654\n",
+    ]
+    found = list(normalised(kam, "s", SourceConfig(format="kamailio_db")))
+    assert [(n, getattr(i, "reason", "")) for n, i in found] == [
+        (3, "method is not a SIP method: ''")
+    ]
+    ops = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,setuptime,"
+        "created,caller_id,callee_id\n",
+        "1,MESSAGE,f,t,m1,200,OK,2026-03-11 10:00:00,0,0,,4930123456,4989987654\n",
+        "2,IN VITE,f,t,c1,200,OK,2026-03-11 10:00:05,60,5,,4930123456,4989987654\n",
+    ]
+    found = list(normalised(ops, "s", SourceConfig(format="opensips_db")))
+    assert [(n, getattr(i, "reason", "")) for n, i in found] == [
+        (3, "method is not a SIP method: 'IN VITE'")
+    ]

@@ -222,6 +222,11 @@ def _db_precise(pairs: dict[str, str]) -> int | None:
     return ms
 
 
+def is_method(text: str) -> bool:
+    """A SIP method name (RFC 3261 token; every method in use is ASCII letters)."""
+    return text.isascii() and text.isalpha()
+
+
 def _is_number(text: str) -> bool:
     # ASCII digits only: str.isdigit() is true for "²", which Decimal refuses.
     return text.isascii() and text.replace(".", "", 1).isdigit()
@@ -233,9 +238,13 @@ def _event(
     call_id = pairs.get(id_key, "")
     if not call_id:
         raise RowError(f"no {id_key}")
+    method = pairs.get("method", "").strip().upper()
+    if not is_method(method):
+        # Other methods are no call and skipped: a damaged one must not be (unaccounted).
+        raise RowError(f"method is not a SIP method: {method!r}")
     return _Event(
         line_no=line_no,
-        method=pairs.get("method", "").upper(),
+        method=method,
         from_tag=pairs.get("from_tag", ""),
         to_tag=pairs.get("to_tag", ""),
         call_id=call_id,

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.mediation.formats.kamailio import is_method
 from chargingd.mediation.formats.tables import Columns, Header, Row, rows
 from chargingd.mediation.records import (
     Parsed,
@@ -62,7 +63,10 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if problem or columns is None:
             yield line_no, Reject(problem, row.raw)
             continue
-        if row.values["method"].strip().upper() != "INVITE":
+        method = row.values["method"].strip().upper()
+        if method != "INVITE":
+            if not is_method(method):  # a damaged row, not another request's
+                yield line_no, Reject(f"method is not a SIP method: {method!r}", row.raw)
             continue  # transaction accounting of another request: no call
         try:
             call = _call(columns, row)
