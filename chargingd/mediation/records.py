@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 # A point in time as a parser found it: epoch ms UTC, naive local datetime, or unset.
@@ -84,6 +84,18 @@ def int_field(text: str, name: str) -> int:
 def opt_int(text: str, name: str) -> int | None:
     """An optional integer column ("" is None); FreeSWITCH quotes its integers."""
     return int_field(text, name) if text else None
+
+
+def shifted(when: RawTime, ms: int, name: str) -> RawTime:
+    """``when`` (epoch ms or a local time) moved by ``ms``; a RowError naming ``name``
+    when a damaged value takes it past what a datetime holds (it raised
+    OverflowError: a crash that lost the rest of the file)."""
+    if when is None or isinstance(when, int):
+        return None if when is None else when + ms
+    try:
+        return when + timedelta(milliseconds=ms)
+    except OverflowError:
+        raise RowError(f"{name} is out of range: {ms // 1000} s from {when}") from None
 
 
 def parse_stamp(text: str, name: str) -> datetime | None:

@@ -299,3 +299,79 @@ def test_acc_row_with_a_damaged_method_is_a_reject() -> None:
     assert [(n, getattr(i, "reason", "")) for n, i in found] == [
         (3, "method is not a SIP method: 'IN VITE'")
     ]
+
+
+HUGE = "18446744073709551616"  # 2**64: a damaged integer field
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        (  # OpenSIPS acc (CDR mode): ms_duration
+            SourceConfig(format="opensips_db"),
+            [
+                "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,ms_duration,"
+                "setuptime,created,caller_id,callee_id\n",
+                f"1,INVITE,f,t,c1,200,OK,2026-03-11 10:00:05,60,{HUGE},5,,4930123456,4989987654\n",
+            ],
+        ),
+        (  # OpenSIPS: setuptime, created NULL (start = time - setuptime)
+            SourceConfig(format="opensips_db"),
+            [
+                "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,setuptime,"
+                "created,caller_id,callee_id\n",
+                f"1,INVITE,f,t,c1,200,OK,2026-03-11 10:00:05,60,{HUGE},NULL,"
+                "4930123456,4989987654\n",
+            ],
+        ),
+        (  # a cdr_csv template without an answer time: answer = end - billsec
+            SourceConfig(
+                format="freeswitch",
+                fields=(
+                    "uuid",
+                    "caller_id_number",
+                    "destination_number",
+                    "start_stamp",
+                    "end_stamp",
+                    "billsec",
+                ),
+            ),
+            [
+                f'"u1","+4930123456","+4989987654","2026-03-11 09:00:00","2026-03-11 09:02:10",'
+                f'"{HUGE}"\n'
+            ],
+        ),
+        (  # csv without an answer column
+            SourceConfig(
+                format="csv",
+                header=False,
+                mapping={"call_id": 0, "caller": 1, "callee": 2, "end": 3, "billsec": 4},
+            ),
+            [f"c1,4930123456,4989987654,2026-03-11 09:02:10,{HUGE}\n"],
+        ),
+        (  # Cisco Stop without h323-connect-time: answered at disconnect - session time
+            SourceConfig(format="cisco_radius"),
+            [
+                "Wed Mar 11 09:02:10 2026\n",
+                "\tAcct-Status-Type = Stop\n",
+                '\tCalling-Station-Id = "4930123456"\n',
+                '\tCalled-Station-Id = "4989987654"\n',
+                '\th323-conf-id = "h323-conf-id=3A7F2C10 11E9A1B2 8000C0A8 0A0A0001"\n',
+                '\th323-call-origin = "h323-call-origin=answer"\n',
+                '\th323-disconnect-time = "h323-disconnect-time=09:02:10.000 UTC Wed Mar 11'
+                ' 2026"\n',
+                f"\tAcct-Session-Time = {HUGE}\n",
+                "\n",
+            ],
+        ),
+    ],
+    ids=["opensips-ms_duration", "opensips-setuptime", "freeswitch", "csv", "cisco"],
+)
+def test_a_damaged_seconds_field_is_a_reject_not_a_crash(
+    source: SourceConfig, lines: list[str]
+) -> None:
+    """A time the parser computes from a damaged seconds field (2**64) raised
+    OverflowError out of timedelta: the run crashed, losing the rest of the file (found
+    by mutating the fixtures' fields). Each is now that record's reject."""
+    ((_, item),) = normalised(lines, "s", source)
+    assert isinstance(item, Reject), item

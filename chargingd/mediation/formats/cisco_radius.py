@@ -29,6 +29,7 @@ from chargingd.mediation.records import (
     Reject,
     RowError,
     int_field,
+    shifted,
 )
 
 _MONTHS = {
@@ -279,7 +280,7 @@ def _call(conf_id: str, leg: _Leg, conf: _Conf, cause_radix: int, clock: Clock) 
     if answer is None and talk_s and isinstance(end, datetime):
         # No h323-connect-time (a gateway that leaves it out), yet a session time:
         # RFC 2866 Acct-Session-Time is the time connected, so the call was answered.
-        answer = end - timedelta(seconds=talk_s)
+        answer = shifted(end, -talk_s * 1000, "Acct-Session-Time")
         extra["answer_from"] = "Acct-Session-Time"
     return RawCall(
         call_id=conf_id,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
@@ -32,6 +32,7 @@ from chargingd.mediation.records import (
     int_field,
     opt_int,
     parse_stamp,
+    shifted,
 )
 
 EXAMPLE = (
@@ -113,9 +114,7 @@ class _Template:
 
 def _before(when: int | datetime, seconds: int) -> RawTime:
     """``seconds`` before ``when`` (epoch ms or a local time)."""
-    if isinstance(when, int):
-        return when - seconds * 1000
-    return when - timedelta(seconds=seconds)
+    return shifted(when, -seconds * 1000, "billsec")
 
 
 def _time_reader(at: dict[str, int], stem: str) -> Callable[[list[str]], RawTime]:

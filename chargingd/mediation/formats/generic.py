@@ -7,7 +7,7 @@ Times are read with the source's ``time_format`` (strptime), or as epoch seconds
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from chargingd.core.config.mediation import SourceConfig
@@ -20,6 +20,7 @@ from chargingd.mediation.records import (
     RowError,
     opt_int,
     parse_stamp,
+    shifted,
 )
 
 _ISO_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -138,8 +139,4 @@ def _call(columns: _Columns, row: list[str], time_format: str) -> RawCall:
 
 
 def _minus(when: RawTime, seconds: int) -> RawTime:
-    if when is None:
-        return None
-    if isinstance(when, int):
-        return when - seconds * 1000
-    return when - timedelta(seconds=seconds)
+    return shifted(when, -seconds * 1000, "billsec or duration")

@@ -26,7 +26,6 @@ docs say ("user B must pay for the call").
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats.kamailio import is_method
@@ -34,12 +33,14 @@ from chargingd.mediation.formats.tables import Columns, Header, Row, rows
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
+    RawTime,
     RecordIds,
     Reject,
     RowError,
     int_field,
     opt_int,
     parse_stamp,
+    shifted,
 )
 
 _NEEDED = ("method", "callid", "sip_code", "time", "duration", "setuptime", "created")
@@ -109,15 +110,16 @@ def _call(columns: Columns, row: Row) -> RawCall:
     if duration < 0 or setup < 0:
         raise RowError(f"negative duration {duration} or setuptime {setup}")
     created = parse_stamp(values["created"].strip(), "created")
-    start: datetime = created if created is not None else when - timedelta(seconds=setup)
+    start = created if created is not None else shifted(when, -setup * 1000, "setuptime")
     extra = {"setuptime_s": str(setup), "from_tag": values.get("from_tag", ""),
              "to_tag": values.get("to_tag", "")}  # fmt: skip
+    end: RawTime = when
     if code >= 300:
-        answer, end, talk = None, when, 0
+        answer, talk = None, 0
     else:
         ms = opt_int(values.get("ms_duration", "").strip(), "ms_duration")
         answer, talk = when, duration
-        end = when + timedelta(milliseconds=ms if ms is not None else duration * 1000)
+        end = shifted(when, ms if ms is not None else duration * 1000, "duration")
     return RawCall(
         call_id=call_id,
         caller=columns.get(row, "caller"),
