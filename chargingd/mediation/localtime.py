@@ -99,7 +99,9 @@ class LocalClock:
 
 def _aware_ms(value: datetime) -> int:
     offset = value.utcoffset() or timedelta(0)
-    return _ms(value.replace(tzinfo=None) - offset - _EPOCH)
+    # Subtract the offset from the timedelta, not the datetime: 0001-01-01T00:00+01:00
+    # (a damaged field) is before datetime.min in UTC (OverflowError, the run lost).
+    return _ms(value.replace(tzinfo=None) - _EPOCH - offset)
 
 
 def _misfit(s: int, a: int, e: int, talk_s: int | None, total_s: int | None) -> int | None:

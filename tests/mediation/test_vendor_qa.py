@@ -375,3 +375,17 @@ def test_a_damaged_seconds_field_is_a_reject_not_a_crash(
     by mutating the fixtures' fields). Each is now that record's reject."""
     ((_, item),) = normalised(lines, "s", source)
     assert isinstance(item, Reject), item
+
+
+def test_a_time_with_an_offset_at_the_calendar_edge_is_a_reject() -> None:
+    """A csv time with a UTC offset (time_format "%Y-%m-%dT%H:%M:%S%z", or ISO 8601 as
+    the default format reads it) at year 1 or 9999 (a damaged field) lies outside what
+    a datetime holds once in UTC: OverflowError crashed the run. Now the range reject."""
+    mapping: dict[str, str | int] = {"call_id": 0, "caller": 1, "callee": 2, "start": 3, "end": 4}
+    for time_format, start, end in (
+        ("%Y-%m-%dT%H:%M:%S%z", "0001-01-01T00:00:00+01:00", "0001-01-01T00:10:00+01:00"),
+        ("%Y-%m-%d %H:%M:%S", "9999-12-31T23:00:00-05:00", "9999-12-31T23:10:00-05:00"),
+    ):
+        source = SourceConfig(format="csv", header=False, time_format=time_format, mapping=mapping)
+        ((_, item),) = normalised([f"c1,4930123456,4989987654,{start},{end}\n"], "s", source)
+        assert isinstance(item, Reject) and "out of range (1970-3000)" in item.reason
