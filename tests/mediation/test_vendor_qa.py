@@ -389,3 +389,17 @@ def test_a_time_with_an_offset_at_the_calendar_edge_is_a_reject() -> None:
         source = SourceConfig(format="csv", header=False, time_format=time_format, mapping=mapping)
         ((_, item),) = normalised([f"c1,4930123456,4989987654,{start},{end}\n"], "s", source)
         assert isinstance(item, Reject) and "out of range (1970-3000)" in item.reason
+
+
+def test_kamailio_db_time_with_and_without_an_offset_is_no_crash() -> None:
+    """An acc table's time column read with a UTC offset on some rows only ("10:00:05+01",
+    as psql prints a timestamptz; a damaged row) made the held-back missed call's age
+    check subtract a naive from an aware datetime: TypeError, the run crashed."""
+    lines = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,src_user,dst_user\n",
+        "1,INVITE,f1,,m1,486,Busy Here,2026-03-11 10:00:05,4930123456,4989987654\n",
+        "2,INVITE,f2,,m2,486,Busy Here,2026-03-11 12:00:05+01,4930123456,4989987654\n",
+    ]
+    source = SourceConfig(format="kamailio_db", time_zone="Europe/Berlin")
+    found = [(n, getattr(i, "call_id", "")) for n, i in normalised(lines, "s", source)]
+    assert found == [(2, "m1"), (3, "m2")]

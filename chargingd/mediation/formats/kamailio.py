@@ -124,6 +124,8 @@ def _older(then: RawTime, now: RawTime) -> bool:
     if isinstance(then, int) and isinstance(now, int):
         return now - then > MISSED_WINDOW.total_seconds() * 1000
     if isinstance(then, datetime) and isinstance(now, datetime):
+        if (then.tzinfo is None) != (now.tzinfo is None):
+            return False  # one with a UTC offset ("...+01"), one without: not comparable
         return now - then > MISSED_WINDOW
     return False
 
