@@ -403,3 +403,24 @@ def test_kamailio_db_time_with_and_without_an_offset_is_no_crash() -> None:
     source = SourceConfig(format="kamailio_db", time_zone="Europe/Berlin")
     found = [(n, getattr(i, "call_id", "")) for n, i in normalised(lines, "s", source)]
     assert found == [(2, "m1"), (3, "m2")]
+
+
+def test_opensips_talk_time_is_ms_duration() -> None:
+    """OpenSIPS acc.c (acc_db_cdrs) writes duration = bye.tv_sec - start.tv_sec, a
+    difference of whole seconds, and ms_duration = the exact milliseconds (DB schema:
+    both "from 200OK INVITE to BYE"). A call answered at 10:00:05.900 and ended at
+    10:01:06.300 has duration 61 and ms_duration 60400: it was billed 61 s (two minutes
+    on a 60 s increment tariff) though its end was read as time + 60.4 s. The talk
+    time is ms_duration when the table has it (60 s); duration without it."""
+    lines = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,duration,ms_duration,"
+        "setuptime,created,caller_id,callee_id\n",
+        "1,INVITE,f1,t1,c1,200,OK,2026-03-11 10:00:05,61,60400,5,2026-03-11 10:00:00,"
+        "4930123456,4930111222\n",
+    ]
+    ((_, call),) = normalised(lines, "s", SourceConfig(format="opensips_db"))
+    assert isinstance(call, Call)
+    assert (call.duration_s, call.end_ms - call.answer_ms) == (60, 60400)
+    plain = [lines[0].replace("ms_duration,", ""), lines[1].replace("60400,", "")]
+    ((_, call),) = normalised(plain, "s", SourceConfig(format="opensips_db"))
+    assert isinstance(call, Call) and call.duration_s == 61

@@ -9,8 +9,9 @@ and the ``extra_fields`` columns (caller/callee numbers: named by the operator).
 * ``time``: when the call was answered, or for a failed call (sip_code >= 300,
   with the ``failed`` flag; duration 0) when it failed;
 * ``setuptime``: seconds from created to time (post-dial delay and ringing);
-* ``duration``: talk seconds, from time to the BYE (``ms_duration``, OpenSIPS 3.x,
-  milliseconds, when the table has it).
+* ``duration``: talk seconds, from time to the BYE, as a difference of whole seconds
+  (acc.c: bye.tv_sec - start.tv_sec); ``ms_duration`` (OpenSIPS 2.2+, when the table
+  has it) is the exact time in milliseconds and is the talk time then.
 
 Times are DATETIME in the database's local time: the source's time_zone. A failed
 call is stored unanswered, its SIP code mapped to Q.850 (RFC 3398) like kamailio_db,
@@ -118,7 +119,10 @@ def _call(columns: Columns, row: Row) -> RawCall:
         answer, talk = None, 0
     else:
         ms = opt_int(values.get("ms_duration", "").strip(), "ms_duration")
-        answer, talk = when, duration
+        # acc.c acc_db_cdrs: duration = bye.tv_sec - start.tv_sec, a difference of
+        # whole seconds (05.900 to 66.300: 61); ms_duration = the exact milliseconds
+        # (60400): the talk time, rounded half up like end - answer elsewhere.
+        answer, talk = when, duration if ms is None else (ms + 500) // 1000
         end = shifted(when, ms if ms is not None else duration * 1000, "duration")
     return RawCall(
         call_id=call_id,
