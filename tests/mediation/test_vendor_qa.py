@@ -4,6 +4,7 @@ loses the rest of the file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,38 @@ def test_opensips_talk_time_is_ms_duration() -> None:
     plain = [lines[0].replace("ms_duration,", ""), lines[1].replace("60400,", "")]
     ((_, call),) = normalised(plain, "s", SourceConfig(format="opensips_db"))
     assert isinstance(call, Call) and call.duration_s == 61
+
+
+def test_freeswitch_talk_time_is_billusec_or_billmsec() -> None:
+    """switch_channel.c (switch_channel_set_timestamps) sets billsec = hangup second -
+    answer second, a difference of whole seconds, and billmsec / billusec the exact
+    time; mod_json_cdr and mod_xml_cdr write every channel variable. A call answered
+    at 09:00:05.900 and hung up at 09:01:06.300 has billsec 61, billmsec 60400: it was
+    billed 61 s (two minutes on a 60 s increment tariff). The talk time is billusec (or
+    billmsec) rounded half up when the record has it: 60 s; a cdr_csv template may log
+    them too."""
+    variables = {
+        "uuid": "u-1",
+        "caller_id_number": "%2B4930123456",
+        "destination_number": "004930111222",
+        "start_uepoch": "1773219600000000",
+        "answer_uepoch": "1773219605900000",
+        "end_uepoch": "1773219666300000",
+        "duration": "66",
+        "billsec": "61",
+        "billmsec": "60400",
+        "billusec": "60400000",
+        "hangup_cause": "NORMAL_CLEARING",
+    }
+    as_json = json.dumps({"variables": variables}) + "\n"
+    tags = "".join(f"<{k}>{v}</{k}>" for k, v in variables.items())
+    as_xml = f"<cdr><variables>{tags}</variables></cdr>\n"
+    for fmt, text in (("freeswitch_json", as_json), ("freeswitch_xml", as_xml)):
+        source = SourceConfig(format=fmt, default_country="DE")
+        ((_, call),) = normalised(text.splitlines(keepends=True), "s", source)
+        assert isinstance(call, Call) and call.duration_s == 60, fmt
+    fields = ("uuid", "caller_id_number", "destination_number", "start_epoch",
+              "answer_epoch", "end_epoch", "billsec", "billmsec")  # fmt: skip
+    row = '"u-2","+4930123456","004930111222","1773219600","1773219605","1773219666","61","60400"\n'
+    ((_, call),) = normalised([row], "s", SourceConfig(format="freeswitch", fields=fields))
+    assert isinstance(call, Call) and call.duration_s == 60

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
+from chargingd.mediation.formats.fscdr import exact_billsec
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -83,11 +84,16 @@ class _Template:
         if q850 is None:
             q850 = FREESWITCH_CAUSES.get(cause)
         billsec = get(values, "billsec")
+        exact = (get(values, "billmsec"), get(values, "billusec"))
         extra: dict[str, str] = {k: values[i] for k, i in self.extra if values[i]}
         if cause:
             extra["hangup_cause"] = cause
         start, answer, end = (read(values) for read in self.times)
-        talk_s = int_field(billsec, "billsec") if billsec else None
+        talk_s = exact_billsec(
+            int_field(billsec, "billsec") if billsec else None,
+            opt_int(exact[0], "billmsec"),
+            opt_int(exact[1], "billusec"),
+        )
         if not self.answer_logged and talk_s and end is not None:
             answer = _before(end, talk_s)
         duration = get(values, "duration")

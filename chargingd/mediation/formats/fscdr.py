@@ -60,6 +60,18 @@ def _time(v: Variables, stem: str) -> RawTime:
     return parse_stamp(v.get(f"{stem}_stamp"), f"{stem}_stamp")
 
 
+def exact_billsec(billsec: int | None, billmsec: int | None, billusec: int | None) -> int | None:
+    """The talk time in whole seconds, rounded half up from billusec / billmsec when the
+    record has them. switch_channel.c sets billsec = hangup second - answer second (a
+    difference of whole seconds: answered at .900, hung up 60.4 s later is 61), billmsec
+    and billusec the exact time."""
+    if billusec is not None:
+        return (billusec + 500_000) // 1_000_000
+    if billmsec is not None:
+        return (billmsec + 500) // 1000
+    return billsec
+
+
 def raw_call(v: Variables, raw: str) -> RawCall:
     """The call of one leg's variables; RowError (the reject reason) when unreadable."""
     try:
@@ -68,7 +80,11 @@ def raw_call(v: Variables, raw: str) -> RawCall:
         q850 = opt_int(v.get("hangup_cause_q850"), "hangup_cause_q850")
         if q850 is None:
             q850 = FREESWITCH_CAUSES.get(cause)
-        billsec = opt_int(v.get("billsec"), "billsec")
+        billsec = exact_billsec(
+            opt_int(v.get("billsec"), "billsec"),
+            opt_int(v.get("billmsec"), "billmsec"),
+            opt_int(v.get("billusec"), "billusec"),
+        )
         duration = opt_int(v.get("duration"), "duration")
         start, answer, end = (_time(v, stem) for stem in ("start", "answer", "end"))
         caller = v.get("caller_id_number") or v.get("sip_from_user") or v.get("ani")
