@@ -460,3 +460,40 @@ def test_freeswitch_talk_time_is_billusec_or_billmsec() -> None:
     row = '"u-2","+4930123456","004930111222","1773219600","1773219605","1773219666","61","60400"\n'
     ((_, call),) = normalised([row], "s", SourceConfig(format="freeswitch", fields=fields))
     assert isinstance(call, Call) and call.duration_s == 60
+
+
+def test_kamailio_dialog_cdrs_logged_to_syslog_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kamailio acc docs: with cdr_enable the dialog CDRs go to syslog too
+    (cdr_log_enable, default 1), as acc_cdr.c log_write_cdr writes them: "start_time=
+    <epoch.usec>; end_time=<epoch.usec>; duration=<sec.usec>; <cdr_extra>=..." (a
+    dedicated file through cdr_facility, or among other log lines). Such a file was
+    read as a table without a header: every line rejected. Its times are UTC to the
+    microsecond; lines of other messages are skipped."""
+    head = "Mar 11 09:01:06 sbc1 /usr/sbin/kamailio[2211]: NOTICE: acc [acc_cdr.c:313]: "
+    extra = "src_user=4930123456; dst_user=4930111222"
+    text = (
+        "Mar 11 09:00:00 sbc1 /usr/sbin/kamailio[2211]: INFO: <core> [main.c:2900]: up\n"
+        f"{head}start_time=1773219605.900000; end_time=1773219666.300000; duration=60.400000;"
+        f" callid=c1@h; {extra}\n"
+        f"{head}start_time=1773219900.100000; end_time=1773219900.100000; duration=0.000000;"
+        f" callid=c2@h; {extra}\n"
+        f"{head}start_time=17732x; end_time=1773219966.300000; duration=6.0; callid=c3@h;"
+        f" {extra}\n"
+    )
+    out = _dry_run(
+        tmp_path, _config(tmp_path, "kamailio_cdrs", 'cdr_start = "confirmed"\n'), text, capsys
+    )
+    assert "read 3, stored 2, duplicates 0, rejected 1, unanswered 1" in out
+    assert ":4: rejected: start_time is not a number of seconds: '17732x'" in out
+    source = SourceConfig(format="kamailio_cdrs", cdr_start="confirmed")
+    calls = [c for _, c in normalised(text.splitlines(keepends=True), "s", source)]
+    first = calls[0]
+    assert isinstance(first, Call)
+    assert (first.call_id, first.answer_ms, first.end_ms, first.duration_s) == (
+        "c1@h",
+        1773219605900,
+        1773219666300,
+        60,
+    )

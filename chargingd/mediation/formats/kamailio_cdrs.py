@@ -22,12 +22,21 @@ timeout: such a call is billed to its timeout (nothing in the row tells it apart
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import NORMAL_CLEARING
 from chargingd.mediation.formats.tables import Columns, Header, Row, rows, seconds, whole_seconds
-from chargingd.mediation.records import Parsed, RawCall, Reject, RowError, opt_int, parse_stamp
+from chargingd.mediation.records import (
+    Parsed,
+    RawCall,
+    RawTime,
+    Reject,
+    RowError,
+    opt_int,
+    parse_stamp,
+)
 
 # Kamailio's defaults for cdr_start_id, cdr_end_id, cdr_duration_id (mapping renames).
 _FIXED = {"start": ("start_time",), "end": ("end_time",), "duration": ("duration",),
@@ -35,7 +44,81 @@ _FIXED = {"start": ("start_time",), "end": ("end_time",), "duration": ("duration
 
 
 def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
-    """Yield the calls of an acc_cdrs export."""
+    """Yield the calls of an acc_cdrs export, or of the CDR lines the acc module logs
+    (``cdr_log_enable``, on by default): a file whose first line is one is read so."""
+    it = iter(lines)
+    head: list[str] = []
+    start, end = _key(source, "start"), _key(source, "end")
+    logged = False
+    for line in it:
+        head.append(line)
+        if f"{start}=" in line and f"{end}=" in line:
+            logged = True  # a CDR log line (a syslog's other lines may come first)
+            break
+        if line.strip() and (len(head) > _LOG_LOOKAHEAD or start in _fields(line, source)):
+            break  # a table's header (or a table without one: its rows are rejects)
+    if logged:
+        yield from _parse_log(itertools.chain(head, it), source)
+    else:
+        yield from _parse_table(itertools.chain(head, it), source)
+
+
+_LOG_LOOKAHEAD = 1000  # syslog lines read before a CDR line decides the file is a log
+
+
+def _fields(line: str, source: SourceConfig) -> list[str]:
+    return [f.strip().strip('"') for f in line.rstrip("\r\n").split(source.delimiter)]
+
+
+def _key(source: SourceConfig, field: str) -> str:
+    """The name of a core CDR attribute (cdr_start_id...: the source's mapping)."""
+    named = source.mapping.get(field)
+    return named if isinstance(named, str) else _FIXED[field][0]
+
+
+def _parse_log(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
+    """acc_cdr.c log_write_cdr: one syslog line per dialog, "start_time=<epoch.usec>;
+    end_time=<epoch.usec>; duration=<sec.usec>; <cdr_extra>=<value>..." (pairs joined
+    by "; "). The times are the dialog's own, UTC to the microsecond."""
+    start_key = _key(source, "start")
+    marker = f"{start_key}="
+    known: dict[tuple[str, ...], Columns] = {}
+    for line_no, line in enumerate(lines, start=1):
+        at = line.find(marker)
+        if at < 0:
+            continue  # another log line
+        raw = line.rstrip("\r\n")
+        values: dict[str, str] = {}
+        for item in raw[at:].split("; "):
+            key, eq, value = item.partition("=")
+            if eq:
+                values[key.strip()] = value.strip()
+        names = tuple(values)
+        columns = known.get(names)
+        if columns is None:
+            columns = known[names] = Columns(list(names), source.mapping, _FIXED)
+        try:
+            yield line_no, _call(columns, Row(list(names), raw, values), source.cdr_start,
+                                 _epoch)  # fmt: skip
+        except RowError as exc:
+            yield line_no, Reject(str(exc), raw)
+
+
+def _epoch(text: str, name: str) -> RawTime:
+    """An epoch time with microseconds ("1773219605.900000"), UTC; "" is None."""
+    if not text:
+        return None
+    ms = int(seconds(text, name) * 1000)
+    if not 0 < ms < _EPOCH_MS_MAX:
+        raise RowError(f"{name} is not an epoch time: {text!r}")
+    return ms
+
+
+_EPOCH_MS_MAX = 32_503_680_000_000  # year 3000: a corrupt field
+
+
+def _parse_table(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
+    """The acc_cdrs table exported as CSV with a header."""
     columns: Columns | None = None
     problem = ""
     for line_no, row in rows(lines, source.delimiter):
@@ -70,10 +153,15 @@ def _header_problem(columns: Columns) -> str:
     return ""
 
 
-def _call(columns: Columns, row: Row, cdr_start: str) -> RawCall:
+def _call(
+    columns: Columns,
+    row: Row,
+    cdr_start: str,
+    when: Callable[[str, str], RawTime] = parse_stamp,
+) -> RawCall:
     get = columns.get
-    start = parse_stamp(get(row, "start"), "start_time")
-    end = parse_stamp(get(row, "end"), "end_time")
+    start = when(get(row, "start"), "start_time")
+    end = when(get(row, "end"), "end_time")
     if start is None or end is None:
         raise RowError("no start_time or end_time")
     text = get(row, "duration")
