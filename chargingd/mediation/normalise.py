@@ -182,6 +182,10 @@ class Normaliser:
     def _e164(self, raw: str, what: str) -> str:
         # CUCM writes E.164 directory numbers with an escaped plus: "\+442079460000".
         text = _SEPARATORS.sub("", strip_uri(raw)).replace("\\+", "+")
+        # A "#" ending the digits is the caller's end-of-dialling key, no digit: CUCM
+        # writes it as dialled ("902087569174#", CDR definition, "Partitions and
+        # Numbers"), gateways pass it in Called-Station-Id.
+        text = text.rstrip("#")
         digits = self._international_digits(text, raw, what)
         if not (digits.isascii() and digits.isdigit()) or not 2 <= len(digits) <= _E164_MAX_DIGITS:
             raise RowError(f"{what} {raw!r} is not a telephone number")

@@ -497,3 +497,16 @@ def test_kamailio_dialog_cdrs_logged_to_syslog_are_read(
         1773219666300,
         60,
     )
+
+
+def test_a_number_ending_in_the_end_of_dialling_key_is_read() -> None:
+    """CUCM CDR definition ("Partitions and Numbers"): when the dial plan lets callers
+    end dialling with #, the # goes into the CDR ("the Called Party Number field may
+    contain a value such as 902087569174#"). It rejected the call ("callee ... is not
+    a telephone number"); a trailing # is no digit and is dropped."""
+    lines = [
+        *CUCM.splitlines(keepends=True),
+        '1,1,7001,101,1773219600,"4930123456",0,102,"004989987654#",16,1773219605,1773219730,125\n',
+    ]
+    ((_, call),) = normalised(lines, "s", SourceConfig(format="cucm", default_country="DE"))
+    assert isinstance(call, Call) and call.callee == "+4989987654"
