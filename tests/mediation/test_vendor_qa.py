@@ -138,6 +138,19 @@ def test_kamailio_acc_time_mode_gives_the_milliseconds() -> None:
         assert isinstance(call, Call), call
         expected = (60, 1773219605900) if mode != "4" else (61, 1773219605000)
         assert (call.duration_s, call.answer_ms) == expected, mode
+    # %.3f rounds 1773219605.9996 up: the next second's .000 is still this event.
+    rounded = [
+        line.replace("timestamp=1773219605;time_attr=1773219605.900",
+                     "timestamp=1773219605;time_attr=1773219606.000")
+        for line in (
+            f"{head}{modes['2'][0]};method=INVITE;from_tag=f;to_tag=t;call_id=r;code=200;"
+            f"reason=OK{users}\n",
+            f"{head}{modes['2'][1]};method=BYE;from_tag=t;to_tag=f;call_id=r;code=200;"
+            f"reason=OK{users}\n",
+        )
+    ]  # fmt: skip
+    ((_, call),) = normalised(rounded, "s", SourceConfig(format="kamailio"))
+    assert isinstance(call, Call) and call.answer_ms == 1773219606000
     # The acc table with acc_time_mode = 1 (its time column local, to the second).
     table = [
         "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,time_attr,time_exten,"

@@ -203,7 +203,7 @@ def _precise(pairs: dict[str, str], seconds_ms: int) -> int:
         return seconds_ms + int(exten) // 1000
     if attr and _is_number(attr):
         ms = int(Decimal(attr) * 1000)
-        if ms // 1000 == seconds_ms // 1000:
+        if 0 <= ms - seconds_ms <= 1000:  # "%.3f" rounds .9996 up to the next second
             return ms
     return seconds_ms
 
