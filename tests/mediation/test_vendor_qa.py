@@ -523,3 +523,35 @@ def test_a_number_ending_in_the_end_of_dialling_key_is_read() -> None:
     ]
     ((_, call),) = normalised(lines, "s", SourceConfig(format="cucm", default_country="DE"))
     assert isinstance(call, Call) and call.callee == "+4989987654"
+
+
+def test_opensips_acc_log_in_cdr_mode_is_read_as_acc_syslog() -> None:
+    """OpenSIPS acc docs: do_accounting("log", "cdr") logs each call when it ends, in the
+    acc syslog layout (acc.c acc_log_cdrs): "ACC: call ended: created=<s>;call_start_time=
+    <s>;duration=<s>;ms_duration=<ms>;setuptime=<s>;method=INVITE;...;call_id=...;
+    code=200;reason=OK" + extra_fields; a failed call is a "call missed" line with a
+    timestamp, as Kamailio writes. The "call ended" lines were rejected ("ACC line
+    without timestamp"): no answered call billed. Each is a whole call now (start =
+    created, answer = call_start_time, talk = ms_duration)."""
+    head = "Mar 11 09:01:06 sbc1 /usr/sbin/opensips[2211]: "
+    lines = [
+        f"{head}ACC: call ended: created=1773219600;call_start_time=1773219605;duration=61;"
+        "ms_duration=60400;setuptime=5;method=INVITE;from_tag=f1;to_tag=t1;call_id=c1@h;"
+        "code=200;reason=OK;src_user=4930123456;dst_user=4930111222\n",
+        f"{head}ACC: call missed: timestamp=1773219903;created=1773219900;setuptime=3;"
+        "method=INVITE;from_tag=f2;to_tag=;call_id=c2@h;code=486;reason=Busy Here;"
+        "src_user=4930123456;dst_user=4930111222\n",
+    ]
+    # A failed branch before the answered one (serial forking): the same call.
+    branch = lines[1].replace("c2@h", "c1@h").replace("1773219903", "1773219601")
+    found = list(normalised([branch, lines[0]], "s", SourceConfig(format="kamailio")))
+    assert [getattr(c, "status", "") for _, c in found] == ["normal"]
+    calls = [c for _, c in normalised(lines, "s", SourceConfig(format="kamailio"))]
+    assert [
+        (c.call_id, c.start_ms, c.answer_ms, c.end_ms, c.duration_s, c.cause, c.status)
+        for c in calls
+        if isinstance(c, Call)
+    ] == [
+        ("c1@h", 1773219600000, 1773219605000, 1773219665400, 60, 16, "normal"),
+        ("c2@h", 1773219903000, 0, 1773219903000, 0, 17, "unanswered"),
+    ]

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from chargingd.mediation.formats.csvlines import records
-from chargingd.mediation.formats.tables import sql_values
+from chargingd.mediation.formats.tables import CANDIDATES, sql_values
 from chargingd.mediation.records import (
     Half,
     Parsed,
@@ -160,7 +160,13 @@ def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
             continue
         text = line.rstrip("\r\n")
         try:
-            ev = _syslog_event(line_no, text, at)
+            pairs = _syslog_pairs(text, at)
+            if _ENDED in pairs:  # OpenSIPS "call ended": the whole call in one line
+                call = _ended_call(pairs, text)
+                pairer.missed.pop(call.call_id, None)  # a failed branch of this call
+                yield line_no, call
+                continue
+            ev = _syslog_event(line_no, text, pairs)
         except RowError as exc:
             yield line_no, Reject(str(exc), text)
             continue
@@ -168,7 +174,7 @@ def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
     yield from pairer.finish()
 
 
-def _syslog_event(line_no: int, text: str, at: int) -> _Event:
+def _syslog_pairs(text: str, at: int) -> dict[str, str]:
     body = text[at + len(_MARKER) :]
     _, sep, kv = body.partition(": ")
     if not sep:
@@ -178,6 +184,64 @@ def _syslog_event(line_no: int, text: str, at: int) -> _Event:
         key, eq, value = item.partition("=")
         if eq:
             pairs[key.strip()] = value
+    return pairs
+
+
+# OpenSIPS acc, CDR mode to the log (do_accounting("log", "cdr"); acc.c acc_log_cdrs):
+# "ACC: call ended: created=<s>;call_start_time=<s>;duration=<s>;ms_duration=<ms>;
+# setuptime=<s>;method=INVITE;from_tag=..;to_tag=..;call_id=..;code=..;reason=..;<extra>".
+_ENDED = "call_start_time"
+
+
+def _ended_call(pairs: dict[str, str], raw: str) -> RawCall:
+    """The call of an OpenSIPS "call ended" line: created (the INVITE), call_start_time
+    (the answer), ms_duration (exact; duration is a difference of whole seconds)."""
+    call_id = pairs.get("call_id", "")
+    if not call_id:
+        raise RowError("no call_id")
+    method = pairs.get("method", "").strip().upper()
+    if not is_method(method):
+        raise RowError(f"method is not a SIP method: {method!r}")
+    answer = _epoch_s(pairs.get(_ENDED, ""), _ENDED)
+    created = pairs.get("created", "")
+    start = _epoch_s(created, "created") if created else answer
+    duration = int_field(pairs.get("duration", ""), "duration")
+    ms_text = pairs.get("ms_duration", "")
+    ms = int_field(ms_text, "ms_duration") if ms_text else duration * 1000
+    if duration < 0 or ms < 0:
+        raise RowError(f"negative duration {duration} or ms_duration {ms}")
+
+    def first(names: tuple[str, ...]) -> str:
+        return next((pairs[n] for n in names if pairs.get(n)), "")
+
+    return RawCall(
+        call_id=call_id,
+        caller=first(CANDIDATES["caller"]),
+        callee=first(CANDIDATES["callee"]),
+        start=start,
+        answer=answer,
+        end=answer + ms,
+        talk_s=(ms + 500) // 1000,
+        sip_code=int_field(pairs.get("code", ""), "code"),
+        cause_text=pairs.get("reason", ""),
+        gateway=first(CANDIDATES["gateway"]),
+        extra={
+            "setuptime_s": pairs.get("setuptime", ""),
+            "from_tag": pairs.get("from_tag", ""),
+            "to_tag": pairs.get("to_tag", ""),
+        },
+        raw=raw,
+    )
+
+
+def _epoch_s(text: str, name: str) -> int:
+    """Epoch seconds (UTC) as ms; a RowError naming the field otherwise."""
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) * 1000 < _EPOCH_MS_MAX:
+        raise RowError(f"{name} is not an epoch: {text!r}")
+    return int(text) * 1000
+
+
+def _syslog_event(line_no: int, text: str, pairs: dict[str, str]) -> _Event:
     stamp = pairs.get("timestamp")
     if not stamp:
         raise RowError("ACC line without timestamp (acc_time_mode=0 writes one)")
