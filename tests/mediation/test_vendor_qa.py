@@ -1,6 +1,9 @@
-"""Vendor-documented files through `chargingd mediate`, a QA pass (each failed before
-its fix): a damaged field is one reject with its reason, never a crash or a hang that
-loses the rest of the file."""
+"""Vendor-documented files through `chargingd mediate` and the parsers, a QA pass (each
+test failed before its fix): a damaged field is one reject with its reason, never a
+crash, a hang or a row dropped unaccounted; the exact talk time where the switch writes
+one (Kamailio acc_time_mode, OpenSIPS ms_duration, FreeSWITCH billusec); and layouts the
+vendors document that were rejected (Asterisk cdr_custom's sample mapping, Kamailio's
+CDR log, OpenSIPS's acc log, Cisco Accounting-On/Off, Latin-1 lines, a trailing #)."""
 
 from __future__ import annotations
 
