@@ -196,6 +196,29 @@ class Grants:
         total = (fresh or rec).debited_micros + held + account.available_micros
         return deadline_ms, min(self.paid_s(rec, total), self.cfg.max_session_s), total
 
+    async def recheck(self, rec: SessionRecord, claim_ms: int = 0) -> tuple[int, int, int]:
+        """The cutter's re-check at a due deadline: refresh(), except for an own_timer
+        call its switch must have ended already. Its switch was told a Session-Timeout
+        and ends the call there itself (Kamailio's dialog timer, a second late at
+        worst); a call still live past it by more than the cut tolerance is one whose
+        Stop is late or lost (a switch restarted, a RADIUS outage), not one that talks
+        on. Renewed there, it would be renewed at every deadline until the account ran
+        dry, and the reaper would then charge all of it. Returned due (never 0: that
+        reads "no deadline"), so the cutter cuts: the switch ends a dialog its timer
+        missed, or answers that it is gone; the reaper or the late Stop settles it."""
+        if self._outlived(rec):
+            return max(1, rec.deadline_ms), 0, 0
+        return await self.refresh(rec, claim_ms)
+
+    def _outlived(self, rec: SessionRecord) -> bool:
+        """An answered own_timer call older than its Session-Timeout + the cut tolerance
+        (the answer time is the gateway's whole second: up to 999 ms early)."""
+        if not rec.answer_ms or rec.credit_micros <= 0 or not self.modes.own_timer(rec.client):
+            return False
+        told_s = min(self.paid_s(rec, rec.credit_micros), self.cfg.max_session_s)
+        ends_ms = rec.answer_ms + (told_s + self.cfg.cut_tolerance_s) * 1000 + 999
+        return self.clock_ms() > ends_ms
+
     async def told_again(self, rec: SessionRecord) -> tuple[int, int, int]:
         """A full-grant call whose Session-Timeout the money bounded: (the Session-Timeout
         it was told, the one the money debited, held and now available pays for, that

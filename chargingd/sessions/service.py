@@ -182,7 +182,7 @@ class Sessions:
             clock_ms=clock_ms,
             retries=cfg.disconnect_retries,
             backoff_ms=int(cfg.disconnect_backoff_s * 1000),
-            recheck=self.grants.refresh,
+            recheck=self.grants.recheck,
         )
         self.reaper = Reaper(
             store=self.store,

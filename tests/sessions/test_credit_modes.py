@@ -242,6 +242,32 @@ async def test_own_timer_renews_at_its_deadline_when_money_came(
     assert await balance(ledger) == (20 * PER_S, 0, 0)
 
 
+async def test_own_timer_call_whose_stop_is_lost_is_not_renewed_until_the_account_is_dry(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
+) -> None:
+    """Its switch ended it at its Session-Timeout (60 s) but the Stop never came (the
+    switch restarted, RADIUS was down): the own timer renews once at its deadline (the
+    switch's timer may be a second late), then cuts instead of renewing for the call's
+    age at every deadline. Seen before: renewed until all 5.00 EUR were held, reaped
+    as 500 s, the account emptied by one lost Stop."""
+    await add_account(ledger, balance_micros=5 * EUR)  # 500 s
+    info = call("o1", client="own")
+    first = await sessions.authorize(info)
+    assert isinstance(first, Authorized) and first.session_timeout_s == 60
+    await answer(sessions, info, T0_MS)
+    for second in range(1, 600):
+        clock.now_ms = T0_MS + second * 1000 - 1
+        await sessions.cutter.run_once()
+        await sessions.reaper.run_once()
+    # Renewed once at 60.999 s (for its age and a 30 s grant), cut at 90.999 s.
+    assert [(ref.session_id, why) for ref, why in cutter.disconnects] == [("o1", "credit_cut")]
+    (cdr,) = await read_cdrs(redis)
+    # Provisional, by the reaper's rule: capped by what was held (a late Stop corrects).
+    assert (cdr.status, cdr.duration_s, cdr.charge_reason) == ("stale", 90, "provisional")
+    assert await balance(ledger) == (5 * EUR - cdr.charged_micros, 0, 0)
+    assert cdr.charged_micros == 90 * PER_S
+
+
 async def test_topup_leaves_own_timer_and_hold_all_calls_as_they_were_told(
     sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, cutter: RecordingCutter
 ) -> None:
