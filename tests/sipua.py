@@ -200,6 +200,10 @@ class Dialog:
     ended_at: float = 0.0
     ended_by: str = ""  # "local" | "remote"
     bye_headers: list[tuple[str, str]] = field(default_factory=list)
+    invite: SipMessage | None = None  # the INVITE this phone sent or answered (CANCEL)
+    proxy: tuple[str, int] = ("127.0.0.1", 0)  # where a UAC sent its INVITE
+    last_bye: SipMessage | None = None  # the BYE this phone sent (to retransmit it)
+    cancelled: bool = False  # a UAS got CANCEL before its final answer
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # final answer received
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -228,7 +232,7 @@ class SipPhone(asyncio.DatagramProtocol):
         self.port = 0
         self.dialogs: dict[str, Dialog] = {}
         self.received: list[SipMessage] = []
-        self._waiters: dict[tuple[str, str, int], asyncio.Future[SipMessage]] = {}
+        self._waiters: dict[tuple[str, str, int], asyncio.Queue[SipMessage]] = {}
         self._uas_pending: set[str] = set()  # call-ids of 2xx waiting for their ACK
         self._tasks: set[asyncio.Task[None]] = set()
         self._cseq = itertools.count(1)
@@ -270,9 +274,9 @@ class SipPhone(asyncio.DatagramProtocol):
             self._on_request(msg, addr)
         else:
             key = (msg.call_id, msg.cseq_method, msg.cseq)
-            waiter = self._waiters.get(key)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(msg)
+            inbox = self._waiters.get(key)
+            if inbox is not None:
+                inbox.put_nowait(msg)
             elif msg.status >= 200 and msg.cseq_method == "INVITE":
                 self._on_late_invite_response(msg)
 
@@ -290,18 +294,49 @@ class SipPhone(asyncio.DatagramProtocol):
         *,
         from_user: str = "",
         headers: list[tuple[str, str]] | None = None,
+        call_id: str = "",
     ) -> Dialog:
         """Send an INVITE through `proxy` (From: `from_user`, else this phone's user) and
-        return its Dialog at once; `dialog.finished` is set on the final answer."""
-        dialog = Dialog(call_id=f"{_token()}@127.0.0.1", local_tag=_token())
+        return its Dialog at once; `dialog.finished` is set on the final answer.
+        `call_id`: this Call-ID rather than a new one (two phones may pick the same)."""
+        dialog = Dialog(call_id=call_id or f"{_token()}@127.0.0.1", local_tag=_token())
+        dialog.proxy = proxy
         dialog.local_uri = f"sip:{from_user or self.user}@127.0.0.1"
         dialog.remote_uri = f"sip:{callee}@{proxy[0]}:{proxy[1]}"
         self.dialogs[dialog.call_id] = dialog
         invite = self._request(dialog, "INVITE", dialog.remote_uri, extra=headers or [])
         invite.headers.append(("content-type", "application/sdp"))
         invite.body = SDP.format(sess=int(time.time()), port=self.port + 2)
+        dialog.invite = invite
         self._spawn(self._run_invite(dialog, invite, proxy))
         return dialog
+
+    async def cancel(self, dialog: Dialog) -> SipMessage | None:
+        """CANCEL a ringing INVITE (RFC 3261 §9.1: its Request-URI, Call-ID, From, To,
+        CSeq number, Route and top Via); returns the CANCEL's final response. The
+        INVITE's own final answer (487) ends `dialog`."""
+        invite = dialog.invite
+        assert invite is not None
+        names = ("via", "from", "to", "call-id", "route")
+        headers = [(k, v) for k, v in invite.headers if k in names][:5]
+        headers.append(("cseq", f"{invite.cseq} CANCEL"))
+        headers.append(("max-forwards", "70"))
+        cancel = SipMessage(f"CANCEL {invite.request_uri} SIP/2.0", headers)
+        return await self._transact(cancel, dialog.proxy)
+
+    async def reinvite(self, dialog: Dialog) -> SipMessage | None:
+        """A re-INVITE in the dialog (a session refresh, RFC 4028); ACKed on a 2xx.
+        Returns its final response."""
+        dialog.local_cseq += 1
+        invite = self._request(dialog, "INVITE", dialog.remote_target, extra=[])
+        invite.headers.append(("content-type", "application/sdp"))
+        invite.body = SDP.format(sess=int(time.time()) + dialog.local_cseq, port=self.port + 2)
+        hop = self._next_hop(dialog, dialog.proxy)
+        reply = await self._transact(invite, hop, invite=True)
+        if reply is not None and reply.status < 300:
+            ack = self._request(dialog, "ACK", dialog.remote_target, extra=[])
+            self._send(ack, hop)
+        return reply
 
     def _request(
         self, dialog: Dialog, method: str, ruri: str, *, extra: list[tuple[str, str]]
@@ -332,31 +367,34 @@ class SipPhone(asyncio.DatagramProtocol):
         self, msg: SipMessage, addr: tuple[str, int], *, invite: bool = False
     ) -> SipMessage | None:
         """Send, retransmit on T1 doubling until a response (provisional stops it for
-        INVITE), return the final response or None after timer B/F (32 s)."""
+        INVITE), return the final response or None after timer B/F (32 s). Responses
+        are queued while the transaction runs: a proxy's 100 and the far end's 200 can
+        arrive back to back, before this task reads the first."""
         loop = asyncio.get_running_loop()
         key = (msg.call_id, msg.cseq_method, msg.cseq)
         deadline = loop.time() + 64 * T1_S
         interval = T1_S
         retransmit = True
-        while loop.time() < deadline:
-            waiter: asyncio.Future[SipMessage] = loop.create_future()
-            self._waiters[key] = waiter
-            if retransmit:
-                self._send(msg, addr)
-            try:
-                reply = await asyncio.wait_for(
-                    waiter, interval if retransmit else deadline - loop.time()
-                )
-            except TimeoutError:
-                interval = min(interval * 2, 4.0)
-                continue
-            finally:
-                self._waiters.pop(key, None)
-            if reply.status >= 200:
-                return reply
-            if invite:
-                retransmit = False  # RFC 3261 §17.1.1.2: a provisional stops timer A
-        return None
+        inbox: asyncio.Queue[SipMessage] = asyncio.Queue()
+        self._waiters[key] = inbox
+        try:
+            while loop.time() < deadline:
+                if retransmit:
+                    self._send(msg, addr)
+                try:
+                    reply = await asyncio.wait_for(
+                        inbox.get(), interval if retransmit else deadline - loop.time()
+                    )
+                except TimeoutError:
+                    interval = min(interval * 2, 4.0)
+                    continue
+                if reply.status >= 200:
+                    return reply
+                if invite:
+                    retransmit = False  # RFC 3261 §17.1.1.2: a provisional stops timer A
+            return None
+        finally:
+            self._waiters.pop(key, None)
 
     async def _run_invite(self, dialog: Dialog, invite: SipMessage, proxy: tuple[str, int]) -> None:
         reply = await self._transact(invite, proxy, invite=True)
@@ -405,11 +443,17 @@ class SipPhone(asyncio.DatagramProtocol):
         """Send BYE in the dialog; returns its final response."""
         dialog.local_cseq += 1
         bye = self._request(dialog, "BYE", dialog.remote_target, extra=[])
+        dialog.last_bye = bye
         dialog.ended_at = time.monotonic()
         dialog.ended_by = "local"
         reply = await self._transact(bye, self._next_hop(dialog, ("127.0.0.1", 0)))
         dialog.ended.set()
         return reply
+
+    def resend_bye(self, dialog: Dialog) -> None:
+        """Send the last BYE again, byte for byte (a retransmission: its 200 was lost)."""
+        assert dialog.last_bye is not None
+        self._send(dialog.last_bye, self._next_hop(dialog, ("127.0.0.1", 0)))
 
     # -- UAS: answering ---------------------------------------------------------------
 
@@ -417,12 +461,14 @@ class SipPhone(asyncio.DatagramProtocol):
         method = msg.method
         if method == "INVITE" and not msg.tag("to"):
             self._on_invite(msg, addr)
+        elif method == "INVITE":
+            self._on_reinvite(msg, addr)
         elif method == "ACK":
             self._uas_pending.discard(msg.call_id)
         elif method == "BYE":
             self._on_bye(msg, addr)
         elif method == "CANCEL":
-            self._send(self._response(msg, 200, "OK"), addr)
+            self._on_cancel(msg, addr)
         else:
             self._send(self._response(msg, 501, "Not Implemented"), addr)
 
@@ -442,8 +488,15 @@ class SipPhone(asyncio.DatagramProtocol):
 
     def _on_invite(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         existing = self.dialogs.get(msg.call_id)
-        if existing is not None:  # retransmission: the 2xx is retransmitted by its own timer
-            return
+        key = msg.call_id
+        if existing is not None:
+            if existing.remote_tag == msg.tag("from"):
+                return  # retransmission: the 2xx is retransmitted by its own timer
+            # another caller's call of the same Call-ID (its own From tag): a dialog of
+            # its own, kept under Call-ID;from-tag
+            key = f"{msg.call_id};{msg.tag('from')}"
+            if key in self.dialogs:
+                return
         dialog = Dialog(call_id=msg.call_id, local_tag=_token())
         dialog.remote_tag = msg.tag("from")
         dialog.remote_target = _uri_of(msg.get("contact"))
@@ -451,7 +504,8 @@ class SipPhone(asyncio.DatagramProtocol):
         dialog.local_uri = _uri_of(msg.get("to"))
         dialog.remote_uri = _uri_of(msg.get("from"))
         dialog.local_cseq = 100
-        self.dialogs[msg.call_id] = dialog
+        dialog.invite = msg
+        self.dialogs[key] = dialog
         self._send(self._response(msg, 100, "Trying"), addr)
         self._spawn(self._answer(dialog, msg, addr))
 
@@ -460,6 +514,8 @@ class SipPhone(asyncio.DatagramProtocol):
         self._send(self._response(invite, 180, "Ringing", to_tag=dialog.local_tag), addr)
         if policy.ring_s:
             await asyncio.sleep(policy.ring_s)
+        if dialog.cancelled:  # answered 487 by _on_cancel
+            return
         final = self._response(invite, policy.status, policy.reason, to_tag=dialog.local_tag)
         dialog.final_status, dialog.final_reason = policy.status, policy.reason
         if policy.status >= 300:
@@ -482,8 +538,46 @@ class SipPhone(asyncio.DatagramProtocol):
             await asyncio.sleep(interval)
             interval = min(interval * 2, 4.0)
 
+    def _dialog_of(self, msg: SipMessage) -> Dialog | None:
+        """The dialog an in-dialog request (or a CANCEL) belongs to: its Call-ID and our
+        tag in its To (a CANCEL has none: its From tag, the caller's)."""
+        to_tag, from_tag = msg.tag("to"), msg.tag("from")
+        for dialog in self.dialogs.values():
+            if dialog.call_id != msg.call_id:
+                continue
+            if to_tag and dialog.local_tag == to_tag:
+                return dialog
+            if not to_tag and dialog.remote_tag == from_tag:
+                return dialog
+        return None
+
+    def _on_cancel(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        """200 to the CANCEL; a ringing INVITE is then answered 487 (RFC 3261 §9.2)."""
+        self._send(self._response(msg, 200, "OK"), addr)
+        dialog = self._dialog_of(msg)
+        if dialog is None or dialog.invite is None or dialog.finished.is_set():
+            return
+        dialog.cancelled = True
+        dialog.final_status, dialog.final_reason = 487, "Request Terminated"
+        final = self._response(dialog.invite, 487, "Request Terminated", to_tag=dialog.local_tag)
+        self._send(final, addr)
+        dialog.finished.set()
+        dialog.ended.set()
+
+    def _on_reinvite(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        """A re-INVITE in a dialog: 200 with an answer (481 when the dialog is unknown)."""
+        dialog = self._dialog_of(msg)
+        if dialog is None or dialog.ended.is_set():
+            self._send(self._response(msg, 481, "Call/Transaction Does Not Exist"), addr)
+            return
+        ok = self._response(msg, 200, "OK")
+        ok.headers.append(("contact", self.contact))
+        ok.headers.append(("content-type", "application/sdp"))
+        ok.body = SDP.format(sess=int(time.time()) + msg.cseq, port=self.port + 2)
+        self._send(ok, addr)
+
     def _on_bye(self, msg: SipMessage, addr: tuple[str, int]) -> None:
-        dialog = self.dialogs.get(msg.call_id)
+        dialog = self._dialog_of(msg)
         if dialog is None:
             self._send(self._response(msg, 481, "Call/Transaction Does Not Exist"), addr)
             return
