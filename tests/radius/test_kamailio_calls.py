@@ -7,19 +7,22 @@ The recommended Kamailio setup (credit_mode own_timer, cut_backend kamailio_json
 test_kamailio_cut.py runs its cut paths): CANCEL while ringing, a far end that
 declines, the callee hanging up, a BYE retransmitted, a BYE crossing a re-INVITE, an
 operator kill crossing the caller's BYE, an account that runs out on a billing
-increment, Kamailio restarted mid-call, and a call whose Stop is lost. Each call
+increment, Kamailio restarted mid-call, a CANCEL while chargingd authorizes, and a
+call whose Stop is lost. Each call
 lasts a few seconds: max_session_s = 4.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kamailio_daemon import account, running_daemon, switch_in_front, with_log
+from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
 from kamailio_harness import KamailioPorts, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, TARIFF, Daemon, write_setup
 from sipua import Answer
@@ -133,6 +136,36 @@ async def test_cancel_while_ringing_is_one_unanswered_cdr_and_no_money(
     await asyncio.wait_for(dialog.finished.wait(), 5)
     assert dialog.final_status == 487
     cdr = await one_story(daemon, "kc-cancel", "0.50", dialog.call_id)
+    assert (cdr.status, cdr.charged_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "487")
+
+
+async def test_a_cancel_while_chargingd_authorizes_releases_the_hold_at_once(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The caller gives up while the Access-Request is answered slowly (chargingd
+    paused for 0.9 s, under radcli's 2 s timeout): Kamailio's tm answers the CANCEL and
+    the INVITE 487 itself, then gets the Accept. Before, nothing told chargingd: the
+    call's Session-Timeout stayed held (up to max_session_s + reap_grace_s + the stale
+    window: hours with the defaults, the caller refused "insufficient credit" meanwhile)
+    and its CDR came from the reaper. The cfg now accounts it Failed 487."""
+    daemon.create_account("kc-slow-cancel", "0.50")
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        dialog = await switch.caller.call(
+            switch.kamailio.address, "00442079460000", from_user="kc-slow-cancel"
+        )
+        await asyncio.sleep(0.6)
+        cancelled = await switch.caller.cancel(dialog)
+        await asyncio.sleep(0.3)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert cancelled is not None and cancelled.status == 200
+    await asyncio.wait_for(dialog.finished.wait(), 5)
+    assert dialog.final_status == 487
+    assert switch.gateway.received == []  # never relayed
+    await wait_cdr(daemon, dialog.call_id)  # (the Accept comes after the 487)
+    cdr = await one_story(daemon, "kc-slow-cancel", "0.50", dialog.call_id)
     assert (cdr.status, cdr.charged_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "487")
 
 
