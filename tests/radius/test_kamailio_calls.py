@@ -7,8 +7,8 @@ The recommended Kamailio setup (credit_mode own_timer, cut_backend kamailio_json
 test_kamailio_cut.py runs its cut paths): CANCEL while ringing, a far end that
 declines, the callee hanging up, a BYE retransmitted, a BYE crossing a re-INVITE, an
 operator kill crossing the caller's BYE, an account that runs out on a billing
-increment, Kamailio restarted mid-call, a CANCEL while chargingd authorizes, and a
-call whose Stop is lost. Each call
+increment, Kamailio restarted mid-call, a CANCEL while chargingd authorizes, two phones
+with one Call-ID, and a call whose Stop is lost. Each call
 lasts a few seconds: max_session_s = 4.
 """
 
@@ -25,7 +25,7 @@ import pytest
 from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
 from kamailio_harness import KamailioPorts, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, TARIFF, Daemon, write_setup
-from sipua import Answer
+from sipua import Answer, SipPhone
 
 from chargingd.billing.cdr import CDR
 from chargingd.core.money import parse_amount
@@ -230,6 +230,41 @@ async def test_an_operator_kill_crossing_the_callers_bye_is_one_cdr(
     cdr = await one_story(daemon, "kc-killbye", "0.50", dialog.call_id)
     assert cdr.status in ("normal", "killed"), cdr
     assert 1 <= cdr.duration_s <= 3 and cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+async def test_another_phones_call_with_a_live_calls_call_id_is_refused(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """Two phones, one Call-ID (a broken UA, or one that copies another's): chargingd
+    knows a call by its Call-ID (Acct-Session-Id), so the second call is refused at
+    Kamailio (403 Call-ID In Use) and the first is charged as it talked. Before, both
+    were authorized: the first one's Stop closed the second account's call with the
+    first one's usage (seen: 0.02 on the second account, for 2 s it never talked), the
+    second one's Stop was never sent (Kamailio's Stop guard is per Call-ID), and the
+    first account's call was reaped as never answered, 0.00; or, when its Start came
+    first, renewed by the own timer until its whole balance was charged."""
+    daemon.create_account("kc-dup-a", "0.50")
+    daemon.create_account("kc-dup-b", "0.50")
+    other = await SipPhone.open("other")
+    try:
+        first = await switch.call("kc-dup-a")
+        assert first.final_status == 200
+        second = await other.call(
+            switch.kamailio.address, "00442079460000", from_user="kc-dup-b", call_id=first.call_id
+        )
+        await asyncio.wait_for(second.finished.wait(), 10)
+        assert (second.final_status, second.final_reason) == (403, "Call-ID In Use")
+        await asyncio.sleep(1.2)
+        await switch.caller.hangup(first)
+    finally:
+        other.close()
+    talked_s = first.ended_at - first.answered_at
+    cdr = await one_story(daemon, "kc-dup-a", "0.50", first.call_id)
+    assert cdr.status == "normal"
+    assert round(talked_s) <= cdr.duration_s <= round(talked_s + 1.0), (cdr, talked_s)
+    assert [c for c in daemon.cdrs() if c.account_id == "kc-dup-b"] == []
+    acc_b = account(daemon, "kc-dup-b")
+    assert (acc_b["balance"], acc_b["reserved"], acc_b["live_sessions"]) == ("0.50", "0.00", 0)
 
 
 async def test_an_account_that_runs_out_on_an_increment_never_goes_below_zero(
