@@ -271,9 +271,10 @@ async def test_an_account_that_runs_out_on_an_increment_never_goes_below_zero(
     daemon: Daemon, switch: Switch
 ) -> None:
     """0.03 EUR on a destination billed in 3 s increments: Session-Timeout 3 s. The
-    dialog timer or the own timer (JSON-RPC, Admin-Reset) ends the call at 3 s,
-    reported 3 or 4 s (a second late: 6 s billed), which is within the cut tolerance:
-    charged what was paid, the account at 0.00."""
+    dialog timer (it counts from a whole-second answer time: up to a second early) or
+    the own timer (JSON-RPC, Admin-Reset) ends the call near 3 s, reported 2, 3 or 4 s:
+    billed 3 s, or 6 s a second late, which is within the cut tolerance: charged what
+    was paid either way, the account at 0.00."""
     daemon.create_account("kc-boundary", "0.03")
     dialog = await switch.call("kc-boundary", DE_PER_3S)
     assert dialog.final_status == 200
@@ -282,7 +283,7 @@ async def test_an_account_that_runs_out_on_an_increment_never_goes_below_zero(
     cdr = await one_story(daemon, "kc-boundary", "0.03", dialog.call_id)
     assert cdr.extra["terminate_cause"] in ("Session-Timeout", "Admin-Reset"), cdr
     assert cdr.status in ("normal", "credit_cut"), cdr
-    assert cdr.duration_s in (3, 4) and cdr.charged_micros == 3 * MICROS_PER_S, cdr
+    assert cdr.duration_s in (2, 3, 4) and cdr.charged_micros == 3 * MICROS_PER_S, cdr
     assert account(daemon, "kc-boundary")["balance"] == "0.00"
 
 
