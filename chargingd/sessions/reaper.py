@@ -5,8 +5,10 @@ for ever. A session not heard from for stale_factor x interim interval is closed
 with CDR status "stale" (DESIGN invariant 4: no call is lost), charged
 *provisionally* by this rule: the time since its answer, capped by what was
 granted (the usage its debited + held money pays for, ``paid_usage_s``: held
-money, so a prepaid account never goes below zero for it), and never less than the
-usage its gateway reported; nothing for a call never answered. The CDR says
+money, so a prepaid account never goes below zero for it; for a gateway that sends
+no Interim by design, also by the Session-Timeout it was told, where it ends the call
+itself), and never less than the usage its gateway reported; nothing for a call
+never answered. The CDR says
 ``charge_reason = provisional``; a Stop that arrives later corrects the charge and
 the CDR (sessions/late.py). Entries are
 claimed by moving their score to now (one daemon wins; a daemon that dies mid-close
@@ -65,6 +67,7 @@ class Reaper:
         spool: Spool,
         replay: Callable[[dict[str, Any]], Awaitable[None]],
         not_before: Callable[[SessionRecord], int] | None = None,
+        longest_s: Callable[[SessionRecord], int] | None = None,
     ) -> None:
         self.store = store
         self.close = close
@@ -73,6 +76,8 @@ class Reaper:
         self.spool = spool
         self.replay = replay
         self.not_before = not_before  # earliest reap time of a session (0: the window)
+        # the longest a session can have run, whatever was held for it (0: no bound)
+        self.longest_s = longest_s
         self.reaped = 0
 
     async def run_once(self, *, limit: int = 100) -> int:
@@ -139,7 +144,11 @@ class Reaper:
         if not rec.answer_ms:
             return rec.last_usage_s
         since_answer_s = max(0, (now_ms - rec.answer_ms) // 1000)
-        return max(rec.last_usage_s, min(since_answer_s, rec.paid_usage_s))
+        granted_s = rec.paid_usage_s
+        longest_s = self.longest_s(rec) if self.longest_s is not None else 0
+        if longest_s:
+            granted_s = min(granted_s, longest_s)
+        return max(rec.last_usage_s, min(since_answer_s, granted_s))
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Reap every ``interval_s`` until ``stop`` is set."""

@@ -192,6 +192,7 @@ class Sessions:
             spool=self.spool,
             replay=self.replay_entry,
             not_before=self._reap_not_before,
+            longest_s=self._told_if_silent,
         )
 
     def _reap_not_before(self, rec: SessionRecord) -> int:
@@ -203,6 +204,12 @@ class Sessions:
         base_ms = rec.answer_ms or rec.last_seen_ms or rec.auth_ms
         lasts_s = max(self.settler.told_s(rec), rec.paid_usage_s)
         return base_ms + (lasts_s + self.cfg.reap_grace_s) * 1000
+
+    def _told_if_silent(self, rec: SessionRecord) -> int:
+        """A client that sends no Interim (hold_all, own_timer) ends its calls at the
+        Session-Timeout it was told: the longest its silent call can have run, however
+        much the own timer held for it past that (0: no such bound)."""
+        return self.settler.told_s(rec) if self.modes.silent(rec.client) else 0
 
     def step_by_step(self) -> None:
         """Take the Redis-Cluster path (no fused scripts) on a single Redis too; for

@@ -319,9 +319,9 @@ async def test_a_call_whose_stop_is_lost_is_cut_not_renewed_until_the_account_is
 ) -> None:
     """Kamailio dies mid-call (no Stop, no BYE will ever come). The own timer renews
     once at the Session-Timeout (4 s: Kamailio's timer may be a second late), then
-    cuts (unconfirmed: Kamailio is gone) and holds nothing more: the reaper will
-    charge the call provisionally what it holds, at most 7 s (the 4 s, a 2 s grant, a
-    second of the whole-second answer time). Before, the own timer renewed it at every
+    cuts (unconfirmed: Kamailio is gone) and holds nothing more: at most 7 s (the 4 s,
+    a 2 s grant, a second of the whole-second answer time); the reaper will charge it
+    provisionally its 4 s Session-Timeout. Before, the own timer renewed it at every
     deadline until all 0.50 EUR were held, and the reaper charged all of it."""
     daemon.create_account("kc-lost", "0.50")
     dialog = await switch.call("kc-lost")
