@@ -132,11 +132,17 @@ async def play(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cut.wait(), 25.0)
         out.status, out.cause = "normal", 31
+        if not cut.is_set():  # hung up: a cut from now on finds no call (NAKed)
+            world.dms.pop(out.session_id, None)
         await acct(world, gw, call.accounting(rc.STATUS_STOP, usage, cause_hex="1F"), rng)
         return
     if usage > 10:
         await acct(world, gw, call.accounting(rc.STATUS_INTERIM, usage // 2), rng)
     out.status, out.cause = "normal", 16
+    if not cut.is_set():
+        # The gateway hangs up first: a cut that reaches it after this (another daemon's
+        # cutter a few ms behind the Stop) finds no call and is NAKed; the CDR says normal.
+        world.dms.pop(out.session_id, None)
     await acct(world, gw, call.accounting(rc.STATUS_STOP, usage, cause_hex="10"), rng)
 
 
@@ -333,9 +339,14 @@ async def prepare(world: World, args: argparse.Namespace) -> list[tuple[str, str
     plan = accounts_for(world, args.accounts)
     world.initial = {a: parse_amount(bal) for a, _, bal, _ in plan}
     world.prepaid = {a for a, mode, _, _ in plan if mode == "prepaid"}
+    extra = ""
+    if args.fraud_local_values >= 0:  # every call counted by the rules, none acted on
+        extra = (
+            f"\n[fraud]\nenabled = true\nshadow = true\nlocal_values = {args.fraud_local_values}\n"
+        )
     world.daemons = [
-        Daemon(write_config(world, "a", workers=2, cheap=cheap), world.tmp / "a.log"),
-        Daemon(write_config(world, "b", workers=1, cheap=cheap), world.tmp / "b.log"),
+        Daemon(write_config(world, "a", workers=2, cheap=cheap, extra=extra), world.tmp / "a.log"),
+        Daemon(write_config(world, "b", workers=1, cheap=cheap, extra=extra), world.tmp / "b.log"),
     ]
     return plan
 
@@ -394,6 +405,10 @@ async def run(args: argparse.Namespace) -> int:
         figures: dict[str, Any] = {"traffic_s": round(time.monotonic() - began, 1)}
         if not await settled(world, args.settle_s):
             print("did not settle: live sessions, spool or export left", file=sys.stderr)
+        if args.fraud_local_values >= 0:  # where each daemon decided the rules
+            for name, d in zip("ab", world.daemons, strict=True):
+                fraud = d.call("server.status").get("fraud") or {}
+                figures[f"fraud_{name}"] = ",".join(f"{k}:{v}" for k, v in sorted(fraud.items()))
         problems = below_zero(world)  # before mediation and rerate move money
         # Mediated calls of live accounts and of others (never of the cut ones: a
         # mediated debt may take a prepaid account below zero, and that is no cut).
@@ -441,6 +456,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--pg-url", default="", help="a PostgreSQL server (default: embedded)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    parser.add_argument(
+        "--fraud-local-values",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="the default fraud rules on in shadow mode (they count every call, never act), "
+        "decided in the daemons with [fraud] local_values N (0: in Redis's Lua); "
+        "default: rules off",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 

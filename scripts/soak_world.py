@@ -72,7 +72,8 @@ def start_redis(world: World) -> None:
     raise RuntimeError("redis-server did not start")
 
 
-def write_config(world: World, name: str, *, workers: int, cheap: Path) -> Setup:
+def write_config(world: World, name: str, *, workers: int, cheap: Path, extra: str = "") -> Setup:
+    """A daemon's config file; ``extra``: more TOML tables appended (e.g. [fraud])."""
     auth_port, acct_port = free_udp_ports(2)
     base = world.tmp / name
     base.mkdir()
@@ -130,12 +131,15 @@ account_rule = "accountcode"
 account_map = {{ {", ".join(f'{a} = "{a}"' for a in sorted(world.initial))} }}
 charge = "ledger"
 """
+        + extra
     )
     return Setup(config, base / "data", auth_port, acct_port, world.coa_port)
 
 
 class DisconnectListener(asyncio.DatagramProtocol):
-    """The gateways' RFC 5176 side: ACK every Disconnect/CoA, note which call."""
+    """The gateways' RFC 5176 side: ACK every CoA and every Disconnect of a call its
+    gateway still has (noting which call), NAK one of a call it has hung up already
+    (Error-Cause 503 Session Context Not Found, as a NAS answers)."""
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -151,9 +155,13 @@ class DisconnectListener(asyncio.DatagramProtocol):
             return
         ack = rc.DISCONNECT_ACK if packet.code == rc.DISCONNECT_REQUEST else rc.COA_ACK
         sid = packet.text(rc.ACCT_SESSION_ID)
-        if ack == rc.DISCONNECT_ACK and sid in self.world.dms:
-            self.world.dms[sid].set()
-        reply = rc.encode_reply(ack, packet.identifier, packet.authenticator, b"", SECRET)
+        attrs = b""
+        if ack == rc.DISCONNECT_ACK:
+            if sid in self.world.dms:
+                self.world.dms[sid].set()
+            else:  # hung up already (play() dropped it before its Stop)
+                ack, attrs = rc.DISCONNECT_NAK, rc.attr_u32(rc.ERROR_CAUSE, 503)
+        reply = rc.encode_reply(ack, packet.identifier, packet.authenticator, attrs, SECRET)
         assert self.transport is not None
         self.transport.sendto(reply, addr)
 
