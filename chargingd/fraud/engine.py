@@ -448,10 +448,15 @@ class Fraud:
         await self._note_call(account_id, session_id, "forget")
 
     async def _note_call(self, account_id: str, session_id: str, what: str) -> None:
-        keys = [FK.value_key(account_id), FK.answer_key(account_id, session_id)]
+        value = FK.value_key(account_id)
+        keys = [value, FK.answer_key(account_id, session_id)]
         argv = [self.clock_ms(), session_id, what, self.ledger.steps.refusal_ttl_ms]
         argv += [self.value_ttl_ms]
-        await self._send(self._note, keys, argv)
+        if self.local is None:
+            await self._send(self._note, keys, argv)
+            return
+        # the value's bytes after it: the account's next call decided here (local.py)
+        self.local.learnt(value, await self._send(self._note, keys, [*argv, 1]))
 
     # -- call events ----------------------------------------------------------------------
 
@@ -497,9 +502,15 @@ class Fraud:
 
     async def _event_verdict(self, plan: P.Plan, account_id: str, rules: Sequence[Rule]) -> Verdict:
         block_keys = P.with_block(plan, self.ledger.steps, account_id)
-        keys = P.head_keys(plan, FK.value_key(account_id), block_keys)
-        reply = await self._send(self._event, keys, plan.argv())
+        value = FK.value_key(account_id)
+        keys = P.head_keys(plan, value, block_keys)
+        argv = plan.argv()
+        if self.local is not None:  # the value's bytes after it (event.lua ARGV[8])
+            argv[7] = 1
+        reply = await self._send(self._event, keys, argv)
         self.counters["events"] += 1
+        if self.local is not None and len(reply) > 5:
+            self.local.learnt(value, reply[5])
         return P.decode(plan, reply, {r.name: r for r in rules})
 
     # -- operators --------------------------------------------------------------------------

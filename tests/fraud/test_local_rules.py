@@ -350,3 +350,22 @@ async def test_a_kept_value_this_process_cannot_read_goes_to_lua(
     assert sum("could not be read here" in r.getMessage() for r in caplog.records) == 1
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sum(value["w"]["1/60"][2::3]) == 3
+
+
+async def test_a_cdr_this_process_counts_leaves_the_value_known_here(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A CDR's event changes the account's value (its call is no longer live). Counted
+    by this process (the main process reads the CDR stream), its reply says the bytes
+    it left: the account's next call is decided here, not sent to Lua as moved."""
+    a = await side(redis7, tmp_path, [VELOCITY, CONCURRENT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    for sid in ("c1", "c2"):
+        assert isinstance(await a[0].authorize(call(sid)), Authorized)
+    await a[2].cdr(cdr("acc1", call_id="c1"), "e1")
+    assert isinstance(await a[0].authorize(call("c3")), Authorized)
+    local = a[2].local
+    assert local is not None
+    assert local.counters["local"] == 2 and local.counters["moved"] == 0, local.counters
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sorted(value["l"]) == ["c2", "c3"]
