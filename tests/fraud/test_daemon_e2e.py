@@ -73,13 +73,16 @@ PACE_S = 0.1  # one call every 100 ms: a minute's 60 calls, ten times faster
 _ids = itertools.count(1)
 
 
-def fraud_toml(rules: str, *, webhook: str = "", shadow: bool = False) -> str:
+def fraud_toml(
+    rules: str, *, webhook: str = "", shadow: bool = False, local_values: int = 0
+) -> str:
     alerts = f'[alerts]\nwebhook_url = "{webhook}"\nwebhook_backoff_s = 0.2\n' if webhook else ""
     return f"""
 {alerts}
 [fraud]
 enabled = true
 shadow = {str(shadow).lower()}
+local_values = {local_values}
 {rules}
 """
 
@@ -357,11 +360,13 @@ enabled = false
 """
 
 
-@pytest.fixture
+@pytest.fixture(params=[0, 1000], ids=["rules-in-lua", "decided-in-daemons"])
 def two_daemons(
-    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, request: Any
 ) -> Iterator[tuple[Daemon, Daemon]]:
-    """Two `chargingd serve` on the test session's Redis (flushed first: ``redis``)."""
+    """Two `chargingd serve` on the test session's Redis (flushed first: ``redis``); the
+    rules in Redis's Lua, or decided in each daemon on the values it keeps ([fraud]
+    local_values: docs/fraud.md "Seventeenth round"): the limits hold either way."""
     daemons = []
     try:
         for name in ("one", "two"):
@@ -370,7 +375,7 @@ def two_daemons(
             setup = functools.partial(
                 write_setup,
                 where,
-                top=fraud_toml(LIMIT_RULES),
+                top=fraud_toml(LIMIT_RULES, local_values=request.param),
                 redis=f'url = "{redis_server.url}"',
                 tariff_text=TARIFF,
             )
