@@ -3,8 +3,10 @@
 RFC 4006 §5.1: CC-Request-Numbers of a session grow; (Session-Id, CC-Request-Number)
 is the idempotency key, and Used-Service-Unit reports the units used since the
 last report, while sessions/ charges the *cumulative* usage. So per session this
-keeps the last request number, the cumulative usage, what the last request said
-(to tell a retransmission from a changed request) and the answer given to it.
+keeps the last request number, the cumulative usage of each rating group and of
+the call (the longest of them: one call's time is charged once), what the last
+request said (to tell a retransmission from a changed request) and the answer
+given to it.
 
 It lives in this process's memory and in Redis (``dia:cc:SESSION``, a hash with a
 TTL), so a peer that fails over to another chargingd process or host finds it.
@@ -44,6 +46,20 @@ class CcSession:
     digest: str  # digest of the last request (same number + other digest = refused)
     answer: bytes  # the body of the answer given to it (resent on a retransmission)
     ended: bool = False  # a CCR-T was answered
+    # Cumulative CC-Time per service key (translate.Service.key): rating groups of one
+    # call report the same seconds, each in its own CCRs (TS 32.299 §5.2.2: a group
+    # reports when its quota is used up or its Validity-Time ends).
+    groups: tuple[tuple[str, int], ...] = ()
+    legacy: bool = False  # written before per-group usage was kept: used_s is each's
+
+    def after(self, reported: dict[str, int]) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """The call's cumulative usage and the groups' after a CCR's reports: each group's
+        reports summed, the call's usage the longest of them (never less than before)."""
+        groups = dict(self.groups)
+        base_s = self.used_s if self.legacy else 0
+        for key, used_s in reported.items():
+            groups[key] = groups.get(key, base_s) + used_s
+        return max(self.used_s, *groups.values(), 0), tuple(sorted(groups.items()))
 
     def to_mapping(self) -> dict[str, str | int | bytes]:
         return {
@@ -52,6 +68,7 @@ class CcSession:
             "d": self.digest,
             "a": self.answer,
             "e": int(self.ended),
+            "g": ",".join(f"{k}={v}" for k, v in self.groups),
         }
 
     @classmethod
@@ -64,9 +81,21 @@ class CcSession:
                 digest=raw[b"d"].decode(),
                 answer=raw[b"a"],
                 ended=raw.get(b"e") == b"1",
+                groups=_groups(raw[b"g"]) if b"g" in raw else (),
+                legacy=b"g" not in raw,
             )
         except (KeyError, ValueError):
             return None  # written by another version, or damaged: treat as unknown
+
+
+def _groups(raw: bytes) -> tuple[tuple[str, int], ...]:
+    """ "10=30,20=40" -> (("10", 30), ("20", 40))."""
+    out = []
+    for item in raw.decode().split(","):
+        if item:
+            key, _, used = item.rpartition("=")
+            out.append((key, int(used)))
+    return tuple(out)
 
 
 def _as_dict(raw: Any) -> dict[bytes, bytes]:

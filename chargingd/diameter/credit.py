@@ -214,13 +214,13 @@ class CreditControlApp:
         return answer(msg, body)
 
     async def _update(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
-        used_s = known.used_s + ccr.used_s
+        used_s, groups = known.after(ccr.used_by_service())
         call = self._call(ccr, peer)
         await self.credit.account(self._report(call, ccr, UsageKind.INTERIM, used_s))
         state = await self.credit.grant_state(ccr.session_id)
         if state is None:  # closed meanwhile (reaped, gateway restart): nothing to grant
             body = self._cca_body(ccr, Result.UNKNOWN_SESSION_ID, None)
-            await self._remember(ccr, used_s, body, ended=True)
+            await self._remember(ccr, used_s, body, groups=groups, ended=True)
             return answer(msg, body)
         left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
         validity_s = self.settings.validity_time_s
@@ -231,21 +231,21 @@ class CreditControlApp:
                 body = self._cca_body(
                     ccr, Result.CREDIT_LIMIT_REACHED, None, message="credit used up"
                 )
-                await self._remember(ccr, used_s, body)
+                await self._remember(ccr, used_s, body, groups=groups)
                 return answer(msg, body)
             grant = Grant(0, validity_s, final=True, result=Result.CREDIT_LIMIT_REACHED)
         else:
             grant = Grant(left_s, validity_s, final=state.final)
         body = self._cca_body(ccr, Result.SUCCESS, grant)
-        await self._remember(ccr, used_s, body)
+        await self._remember(ccr, used_s, body, groups=groups)
         return answer(msg, body)
 
     async def _terminate(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
-        used_s = known.used_s + ccr.used_s
+        used_s, groups = known.after(ccr.used_by_service())
         call = self._call(ccr, peer)
         await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
         body = self._cca_body(ccr, Result.SUCCESS, None)
-        await self._remember(ccr, used_s, body, ended=True)
+        await self._remember(ccr, used_s, body, groups=groups, ended=True)
         return answer(msg, body)
 
     async def _event(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
@@ -306,7 +306,15 @@ class CreditControlApp:
             final=decision.final,
         )
 
-    async def _remember(self, ccr: Ccr, used_s: int, body: bytes, *, ended: bool = False) -> None:
+    async def _remember(
+        self,
+        ccr: Ccr,
+        used_s: int,
+        body: bytes,
+        *,
+        ended: bool = False,
+        groups: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         await self.store.put(
             CcSession(
                 ccr.session_id,
@@ -315,6 +323,7 @@ class CreditControlApp:
                 digest_of(ccr.digest()),
                 body,
                 ended=ended,
+                groups=groups,
             )
         )
 

@@ -9,8 +9,9 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
 - The called party: Called-Station-Id, else 3GPP Service-Information /
   IMS-Information / Called-Party-Address (TS 32.299), else Requested-Party-Address.
 - Used units: CC-Time of Used-Service-Unit, top level (RFC 4006 single service) or
-  inside Multiple-Services-Credit-Control. One call's time is charged once: when
-  several rating groups report time in one CCR, the longest report counts.
+  inside Multiple-Services-Credit-Control, reported per rating group (``Service.key``).
+  One call's time is charged once: ccstate.py sums each rating group's reports and
+  the call's usage is the longest of those sums.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ class Service:
     requested: bool = False  # a Requested-Service-Unit was there (possibly empty)
     used_s: int = 0  # Used-Service-Unit CC-Time summed
 
+    @property
+    def key(self) -> str:
+        """Which service's usage this is: its Rating-Group, else its Service-Identifiers
+        (TS 32.299 §7.1.9: quota and usage are per rating group), "" at the top level."""
+        if self.rating_group is not None:
+            return str(self.rating_group)
+        if self.service_ids:
+            return "s" + "-".join(map(str, self.service_ids))
+        return ""
+
 
 @dataclass(frozen=True)
 class Ccr:
@@ -70,6 +81,14 @@ class Ccr:
     def used_s(self) -> int:
         """The call time this CCR reports (longest of its services' reports)."""
         return max((s.used_s for s in self.services), default=0)
+
+    def used_by_service(self) -> dict[str, int]:
+        """CC-Time reported in this CCR per service key (two MSCCs of one key summed)."""
+        out: dict[str, int] = {}
+        for service in self.services:
+            if service.used_s:
+                out[service.key] = out.get(service.key, 0) + service.used_s
+        return out
 
     def digest(self) -> tuple[object, ...]:
         """What must be equal for a repeated CC-Request-Number to be the same request."""
