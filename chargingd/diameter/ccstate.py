@@ -20,9 +20,13 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 KEY_PREFIX = "dia:cc:"
+# Sent as EVAL (Redis caches it by its hash): the shared pipeline's NOSCRIPT reload
+# knows the session scripts only. Not money: ledger/ owns every balance key.
+PUT_LUA = (resources.files("chargingd.diameter") / "lua" / "cc_put.lua").read_text()
 Send = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
 MEMORY_MAX = 200_000
 
@@ -142,14 +146,17 @@ class CcStore:
         return state
 
     async def put(self, state: CcSession) -> None:
-        """Remember the answered request, here and in Redis (with its TTL)."""
+        """Remember the answered request, here and in Redis (with its TTL), unless a
+        newer request of the session was answered meanwhile: a late answer of a process
+        the client left (its Tx expired, RFC 4006 §13) must not roll the state back."""
         key = cc_key(state.session_id)
         ttl_s = self.ended_ttl_s if state.ended else self.ttl_s
         fields = [item for pair in state.to_mapping().items() for item in pair]
-        await self.send([("HSET", key, *fields), ("EXPIRE", key, ttl_s)])
-        if state.ended:
+        (written,) = await self.send([("EVAL", PUT_LUA, 1, key, state.number, ttl_s, *fields)])
+        if state.ended or not written:
+            # The Redis copy answers a retransmitted CCR-T until it expires; a newer
+            # state there is read again by the next request.
             self._memory.pop(state.session_id, None)
-            # The Redis copy answers a retransmitted CCR-T until it expires.
         else:
             self._remember(state)
 

@@ -3,8 +3,10 @@ cumulative usage of the call is the sum of every report, wherever it was answere
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,10 +15,12 @@ from diameter_harness import Running, diameter_config, running_frontend
 from sessions_harness import EUR, add_account, read_cdrs
 
 from chargingd.diameter import client as cl
+from chargingd.diameter import codec as dc
 from chargingd.diameter.frontend import DiameterFrontend
 
 CALLER = "+4930555000"
 BERLIN = "tel:+4930123456"  # 10_000 micros a second
+RETRANSMITTED = dc.FLAG_R | dc.FLAG_P | dc.FLAG_T  # RFC 6733 §3: sent again after failover
 
 
 @pytest.fixture
@@ -63,5 +67,55 @@ async def test_failover_and_back_charges_every_report(
     account = await running.ledger.get_account("acc1")
     assert account.debits_micros == 100 * 10_000
     assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 1_000_000, 0)
+    await a.close()
+    await b.close()
+
+
+class _Gate:
+    """The credit API, with the first usage report held until ``open`` is set (a process
+    whose Redis round trip stalls past the client's Tx)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.held = asyncio.Event()
+        self.open = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def account(self, report: Any) -> None:
+        if report.usage_s and not self.held.is_set():
+            self.held.set()
+            await self.open.wait()
+        await self._inner.account(report)
+
+
+async def test_a_late_answer_after_failover_does_not_roll_the_state_back(
+    running: Running, second: DiameterFrontend
+) -> None:
+    """RFC 4006 §5.1 / §13: the first process stalls on #2; after Tx the client sends #2
+    again (T flag) to the second, which answers it and #3. The first then finishes #2
+    and wrote its older state over dia:cc, so when the client came back to it (#4, the
+    CCR-T) the 30 s of #3 were lost: a 130 s call charged 100 s."""
+    gate = _Gate(running.frontend.app.credit)
+    running.frontend.app.credit = gate  # type: ignore[assignment]
+    a = await open_client(running.port)
+    b = await open_client(second.port)
+    c = cl.Call("late-write", calling=CALLER, called=BERLIN)
+    assert (await a.ccr(c, 1, 0, requested_s=60)).result == 2001
+    stalled = asyncio.create_task(a.ccr(c, 2, 1, used_s=30, requested_s=60))
+    await asyncio.wait_for(gate.held.wait(), 5)
+    again = await b.ccr(c, 2, 1, used_s=30, requested_s=60, flags=RETRANSMITTED)
+    assert again.result == 2001
+    assert (await b.ccr(c, 2, 2, used_s=30, requested_s=60)).result == 2001
+    gate.open.set()
+    assert (await stalled).result == 2001  # the client has its answer already: dropped
+    assert (await a.ccr(c, 2, 3, used_s=30, requested_s=60)).result == 2001
+    assert (await a.ccr(c, 3, 4, used_s=40)).result == 2001
+    [cdr] = await read_cdrs(running.redis)
+    assert (cdr.duration_s, cdr.charged_micros) == (130, 130 * 10_000)
+    account = await running.ledger.get_account("acc1")
+    assert account.debits_micros == cdr.charged_micros
+    assert account.reserved_micros == 0
     await a.close()
     await b.close()
