@@ -55,6 +55,10 @@ class CcSession:
     # reports when its quota is used up or its Validity-Time ends).
     groups: tuple[tuple[str, int], ...] = ()
     legacy: bool = False  # written before per-group usage was kept: used_s is each's
+    # A direct debit (EVENT) being worked on: written before the money moves, so that
+    # the same request sent again after its answer was lost is told apart from a
+    # reused Session-Id (RFC 4006 §8.15; credit.py asks sessions what was done).
+    pending: bool = False
 
     def after(self, reported: dict[str, int]) -> tuple[int, tuple[tuple[str, int], ...]]:
         """The call's cumulative usage and the groups' after a CCR's reports: each group's
@@ -73,6 +77,7 @@ class CcSession:
             "a": self.answer,
             "e": int(self.ended),
             "g": ",".join(f"{k}={v}" for k, v in self.groups),
+            "p": int(self.pending),
         }
 
     @classmethod
@@ -87,6 +92,7 @@ class CcSession:
                 ended=raw.get(b"e") == b"1",
                 groups=_groups(raw[b"g"]) if b"g" in raw else (),
                 legacy=b"g" not in raw,
+                pending=raw.get(b"p") == b"1",
             )
         except (KeyError, ValueError):
             return None  # written by another version, or damaged: treat as unknown

@@ -160,9 +160,11 @@ class CreditControlApp:
             return await self._initial(msg, ccr, peer)
         if kind == RequestType.EVENT:
             if known is not None:
+                if known.pending and self._same(ccr, known):
+                    return await self._event_again(msg, ccr, peer)
                 return self._refuse_number(msg, ccr, "Session-Id already used")
             return await self._event(msg, ccr, peer)
-        if known is None or known.ended:
+        if known is None or known.ended or known.pending:
             return self._cca(msg, ccr, Result.UNKNOWN_SESSION_ID)
         if kind == RequestType.UPDATE:
             return await self._update(msg, ccr, peer, known)
@@ -172,9 +174,9 @@ class CreditControlApp:
         """A CC-Request-Number already answered: the same answer again when it is the
         same request, an error when it says something else (RFC 4006 §5.1); None for
         a new number."""
-        if ccr.request_number > known.number:
-            return None
-        if ccr.request_number == known.number and digest_of(ccr.digest()) == known.digest:
+        if ccr.request_number > known.number or known.pending:
+            return None  # pending: no answer was given yet (_dispatch)
+        if self._same(ccr, known):
             return answer(msg, known.answer)
         if ccr.request_type in (RequestType.INITIAL, RequestType.EVENT):
             why = "Session-Id already used"
@@ -183,6 +185,11 @@ class CreditControlApp:
         else:
             why = f"CC-Request-Number older than the last answered ({known.number})"
         return self._refuse_number(msg, ccr, why)
+
+    @staticmethod
+    def _same(ccr: Ccr, known: CcSession) -> bool:
+        """The request ``known`` was written for, sent again."""
+        return ccr.request_number == known.number and digest_of(ccr.digest()) == known.digest
 
     def _refuse_number(self, msg: dc.Message, ccr: Ccr, why: str) -> bytes:
         """5004 with CC-Request-Number in Failed-AVP, and why in Error-Message (the
@@ -258,6 +265,7 @@ class CreditControlApp:
                 Result.UNABLE_TO_COMPLY,
                 message="only direct debiting of CC-Time is offered",
             )
+        await self._remember(ccr, 0, b"", pending=True)
         call = self._call(ccr, peer)
         decision = await self.credit.authorize(call)
         if isinstance(decision, Refused):
@@ -266,7 +274,21 @@ class CreditControlApp:
         enough = decision.session_timeout_s >= want_s
         used_s = want_s if enough else 0  # not enough: nothing is debited, the hold freed
         await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
-        if not enough:
+        return await self._event_done(msg, ccr, want_s, used_s)
+
+    async def _event_again(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
+        """The direct debit sent again after its first try began but gave no answer (a
+        crash, a failed write; RFC 4006 §8.15 TERMINATE_OR_BUFFER re-sends it with the
+        T flag): answered with what that try did, the usage its CDR says; worked afresh
+        when it closed nothing."""
+        used_s = await self.credit.closed_usage(ccr.session_id)
+        if used_s is None:
+            return await self._event(msg, ccr, peer)
+        want_s = next((s.requested_s for s in ccr.services if s.requested_s), 0)
+        return await self._event_done(msg, ccr, want_s, used_s)
+
+    async def _event_done(self, msg: dc.Message, ccr: Ccr, want_s: int, used_s: int) -> bytes:
+        if used_s < want_s:
             body = self._cca_body(ccr, Result.CREDIT_LIMIT_REACHED, None)
         else:
             body = self._cca_body(ccr, Result.SUCCESS, Grant(want_s, 0, final=False))
@@ -314,6 +336,7 @@ class CreditControlApp:
         *,
         ended: bool = False,
         groups: tuple[tuple[str, int], ...] = (),
+        pending: bool = False,
     ) -> None:
         await self.store.put(
             CcSession(
@@ -324,6 +347,7 @@ class CreditControlApp:
                 body,
                 ended=ended,
                 groups=groups,
+                pending=pending,
             )
         )
 

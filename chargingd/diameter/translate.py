@@ -92,11 +92,15 @@ class Ccr:
 
     def digest(self) -> tuple[object, ...]:
         """What must be equal for a repeated CC-Request-Number to be the same request."""
-        return (
+        parts: tuple[object, ...] = (
             self.request_type,
             self.used_s,
             tuple((s.rating_group, s.used_s) for s in self.services),
         )
+        if self.request_type == RequestType.EVENT:
+            # A direct debit's requested units are what it debits (RFC 4006 §6.3).
+            parts += (tuple(s.requested_s for s in self.services),)
+        return parts
 
 
 _REQUIRED = (

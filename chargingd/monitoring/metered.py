@@ -74,3 +74,6 @@ class MeteredCredit:
 
     async def grant_state(self, session_id: str) -> GrantState | None:
         return await self.inner.grant_state(session_id)
+
+    async def closed_usage(self, session_id: str) -> int | None:
+        return await self.inner.closed_usage(session_id)

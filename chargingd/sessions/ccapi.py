@@ -414,3 +414,8 @@ class QuotaControl(CreditControl, Protocol):
     async def grant_state(self, session_id: str) -> GrantState | None:
         """The grant of a live session after its last report; None when not live."""
         ...
+
+    async def closed_usage(self, session_id: str) -> int | None:
+        """The usage a closed session was charged for (its CDR's duration); None when
+        it is not closed (never authorized, live, or its record expired)."""
+        ...

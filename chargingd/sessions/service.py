@@ -62,6 +62,7 @@ from chargingd.sessions.spool import (
     report_to_entry,
 )
 from chargingd.sessions.store import (
+    CLOSED,
     LIVE,
     REDIS_DOWN,
     USAGE_SLACK_S,
@@ -415,6 +416,15 @@ class Sessions:
             final=bool(rec.limited),
             cut=bool(rec.cut_reason),
         )
+
+    async def closed_usage(self, session_id: str) -> int | None:
+        """A closed session's charged usage (ccapi.QuotaControl): Diameter answers a
+        direct debit sent again, whose first answer was lost, with what it did."""
+        account_id = await self.store.locate(session_id, fresh=True)
+        rec = None if account_id is None else await self.store.get(account_id, session_id)
+        if rec is None or rec.state != CLOSED:
+            return None
+        return int(rec.last_usage_s)
 
     async def list_sessions(self) -> list[SessionRecord]:
         """Live sessions for the admin socket."""

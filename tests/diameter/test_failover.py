@@ -119,3 +119,45 @@ async def test_a_late_answer_after_failover_does_not_roll_the_state_back(
     assert account.reserved_micros == 0
     await a.close()
     await b.close()
+
+
+class _LostAfterDebit:
+    """The credit API; the process fails right after a direct debit's STOP (the debit is
+    done, no answer leaves: a crash, or dia:cc's write failing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def account(self, report: Any) -> None:
+        await self._inner.account(report)
+        if report.kind == "stop":
+            raise ConnectionError("lost after the debit")
+
+
+async def test_a_direct_debit_sent_again_after_its_answer_was_lost(
+    running: Running, second: DiameterFrontend
+) -> None:
+    """RFC 4006 §8.15 TERMINATE_OR_BUFFER: a client without an answer to its EVENT
+    re-sends it with the T flag, possibly to another server. The debit was done, so
+    the answer is what it did (2001, 30 s), not 5012 "session id already used" (the
+    client then refused or gave a service already paid for). Debited once, one CDR."""
+    running.frontend.app.credit = _LostAfterDebit(running.frontend.app.credit)  # type: ignore[assignment]
+    a = await open_client(running.port)
+    b = await open_client(second.port)
+    c = cl.Call("event-lost", calling=CALLER, called=BERLIN)
+    assert (await a.ccr(c, 4, 0, requested_s=30)).result == 5012
+    again = await b.ccr(c, 4, 0, requested_s=30, flags=RETRANSMITTED)
+    assert (again.result, again.granted) == (2001, 30)
+    assert (await b.ccr(c, 4, 0, requested_s=30, flags=RETRANSMITTED)).granted == 30
+    # The Session-Id reused for another debit is still refused, nothing moves.
+    reused = await b.ccr(c, 4, 0, requested_s=20)
+    assert reused.result == 5004
+    [cdr] = await read_cdrs(running.redis)
+    account = await running.ledger.get_account("acc1")
+    assert (cdr.duration_s, cdr.charged_micros) == (30, 30 * 10_000)
+    assert (account.debits_micros, account.reserved_micros) == (cdr.charged_micros, 0)
+    await a.close()
+    await b.close()

@@ -51,6 +51,9 @@ class Answers:
     async def grant_state(self, session_id: str) -> GrantState | None:
         return None
 
+    async def closed_usage(self, session_id: str) -> int | None:
+        return None
+
 
 CALL = CallInfo("s1", "alice", "+4930111", "+4420", "10.0.0.1", "gw")
 
