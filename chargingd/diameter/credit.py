@@ -313,7 +313,12 @@ class CreditControlApp:
         event_ms = (
             ccr.event_timestamp_s * 1000 if ccr.event_timestamp_s else int(self.clock() * 1000)
         )
-        cause = TERMINATION_CAUSES.get(ccr.termination_cause, "") if kind is UsageKind.STOP else ""
+        cause = ""
+        if kind is UsageKind.STOP and ccr.termination_cause:
+            # A value RFC 6733 §8.15 does not name is kept as its number (as RADIUS
+            # keeps an unknown Acct-Terminate-Cause): the CDR says what the client said.
+            code = ccr.termination_cause
+            cause = TERMINATION_CAUSES.get(code, str(code))
         return UsageReport(
             call=call, kind=kind, usage_s=usage_s, event_ms=event_ms, terminate_cause=cause
         )

@@ -95,3 +95,25 @@ def test_per_group_usage_survives_redis_and_an_older_writers_state() -> None:
     older = CcSession.from_raw("s", raw)
     assert older is not None and older.legacy
     assert older.after({"20": 10}) == (50, (("20", 50),))
+
+
+async def test_ccr_t_without_usu_and_its_termination_cause_in_the_cdr(running: Running) -> None:
+    """A CCR-T without Used-Service-Unit (nothing used since the last report, RFC 4006
+    §5.1.2) charges the usage reported so far; its Termination-Cause (RFC 6733 §8.15)
+    is the CDR's terminate_cause, by name, or by number when RFC 6733 names none (it
+    was dropped)."""
+    client = await open_client(running.port)
+    for sid, cause, named in (("tc-known", 8, "Session-Timeout"), ("tc-odd", 99, "99")):
+        c = cl.Call(sid, calling=CALLER, called=BERLIN)
+        assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
+        assert (await client.ccr(c, 2, 1, used_s=20, requested_s=60)).result == 2001
+        end = await client.ccr(c, 3, 2, extra=dc.u32(A.TERMINATION_CAUSE, cause))
+        assert end.result == 2001
+        [cdr] = [x for x in await read_cdrs(running.redis) if x.call_id == sid]
+        assert (cdr.duration_s, cdr.charged_micros) == (20, 20 * PER_S)
+        assert cdr.extra["terminate_cause"] == named
+    account = await running.ledger.get_account("acc1")
+    cdrs = await read_cdrs(running.redis)
+    assert account.debits_micros == sum(x.charged_micros for x in cdrs) == 40 * PER_S
+    assert account.reserved_micros == 0
+    await client.close()
