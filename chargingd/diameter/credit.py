@@ -24,6 +24,7 @@ from chargingd.diameter.ccstate import CcSession, CcStore, digest_of
 from chargingd.diameter.dictionary import (
     ACTION_DIRECT_DEBITING,
     APP_CREDIT_CONTROL,
+    FAILOVER_SUPPORTED,
     FUA_TERMINATE,
     TERMINATION_CAUSES,
     VENDOR_3GPP,
@@ -69,6 +70,8 @@ class CcSettings:
     # often, so the reaper never mistakes a quiet call for a dead one. The factory
     # defaults it to [sessions] interim_interval_s.
     validity_time_s: int = 0
+    # CC-Session-Failover FAILOVER_SUPPORTED (RFC 4006 §8.4): dia:cc is in Redis.
+    session_failover: bool = False
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,8 @@ class CreditControlApp:
             self.ident.origin(),
             self._cc_ids(ccr),
         ]
+        if self.settings.session_failover:
+            parts.append(dc.u32(A.CC_SESSION_FAILOVER, FAILOVER_SUPPORTED))
         if self.settings.failure_handling is not None:
             parts.append(dc.u32(A.CREDIT_CONTROL_FAILURE_HANDLING, self.settings.failure_handling))
         if message and result != Result.SUCCESS:

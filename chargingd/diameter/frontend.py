@@ -81,6 +81,7 @@ class DiameterFrontend:
             CcSettings(
                 failure_handling=FAILURE_HANDLING[handling] if handling else None,
                 validity_time_s=cfg.validity_time_s or validity_time_s,
+                session_failover=cfg.cc_session_failover,
             ),
         )
         self.late_answers = 0

@@ -16,6 +16,7 @@ from sessions_harness import EUR, add_account, read_cdrs
 
 from chargingd.diameter import client as cl
 from chargingd.diameter import codec as dc
+from chargingd.diameter.dictionary import A
 from chargingd.diameter.frontend import DiameterFrontend
 
 CALLER = "+4930555000"
@@ -159,5 +160,31 @@ async def test_a_direct_debit_sent_again_after_its_answer_was_lost(
     account = await running.ledger.get_account("acc1")
     assert (cdr.duration_s, cdr.charged_micros) == (30, 30 * 10_000)
     assert (account.debits_micros, account.reserved_micros) == (cdr.charged_micros, 0)
+    await a.close()
+    await b.close()
+
+
+async def test_the_cca_tells_the_client_it_may_fail_over(
+    running: Running, second: DiameterFrontend
+) -> None:
+    """RFC 4006 §8.4 / §5.7: without CC-Session-Failover a client takes
+    FAILOVER_NOT_SUPPORTED and, on Tx expiry, applies its CCFH (TERMINATE: the call is
+    dropped) instead of sending the CCR to its alternate server, although the session
+    is in Redis for every chargingd. Every CCA says FAILOVER_SUPPORTED; the CCR sent
+    on to the other process (T flag) and the rest of the call are charged once."""
+    a = await open_client(running.port)
+    b = await open_client(second.port)
+    c = cl.Call("may-fail-over", calling=CALLER, called=BERLIN)
+    first = await a.ccr(c, 1, 0, requested_s=60)
+    failover = first.msg.get(A.CC_SESSION_FAILOVER)
+    assert failover is not None and failover.u32() == 1  # FAILOVER_SUPPORTED
+    assert (await a.ccr(c, 2, 1, used_s=30, requested_s=60)).result == 2001
+    # The first process stops answering: #2 goes to the alternate (T flag, RFC 6733 §3).
+    assert (await b.ccr(c, 2, 2, used_s=30, requested_s=60, flags=RETRANSMITTED)).result == 2001
+    end = await b.ccr(c, 3, 3, used_s=5)
+    assert end.msg.get(A.CC_SESSION_FAILOVER) is not None
+    [cdr] = await read_cdrs(running.redis)
+    account = await running.ledger.get_account("acc1")
+    assert (cdr.duration_s, account.debits_micros, account.reserved_micros) == (65, 650_000, 0)
     await a.close()
     await b.close()

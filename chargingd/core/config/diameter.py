@@ -59,6 +59,10 @@ class DiameterConfig:
     answer_within_s: float = 2.0
     # Advertised in every CCA (RFC 4006 §8.14); "" = not sent (the client's own default).
     credit_control_failure_handling: str = ""
+    # CC-Session-Failover FAILOVER_SUPPORTED in every CCA (RFC 4006 §8.4, §5.7): the
+    # session's state is in Redis, so a client may move it to another chargingd on Tx
+    # expiry; false = not sent (FAILOVER_NOT_SUPPORTED: the client applies its CCFH).
+    cc_session_failover: bool = True
     # Validity-Time of every grant; 0 = [sessions] interim_interval_s.
     validity_time_s: int = 0
     # ASR / RAR: first wait for the answer, doubled per retry (like Disconnect-Request).
