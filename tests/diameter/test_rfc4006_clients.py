@@ -117,3 +117,44 @@ async def test_ccr_t_without_usu_and_its_termination_cause_in_the_cdr(running: R
     assert account.debits_micros == sum(x.charged_micros for x in cdrs) == 40 * PER_S
     assert account.reserved_micros == 0
     await client.close()
+
+
+def _mscc_results(msg: dc.Message) -> dict[int, tuple[int, int | None, bool]]:
+    """Rating-Group -> (Result-Code, GSU CC-Time or None, FUI there) of each MSCC."""
+    out = {}
+    for m in msg.all(A.MULTIPLE_SERVICES_CREDIT_CONTROL):
+        inner = m.group()
+        gsu = dc.find(inner, A.GRANTED_SERVICE_UNIT)
+        t = dc.find(gsu.group(), A.CC_TIME) if gsu is not None else None
+        out[dc.find(inner, A.RATING_GROUP).u32()] = (  # type: ignore[union-attr]
+            dc.find(inner, A.RESULT_CODE).u32(),  # type: ignore[union-attr]
+            t.u32() if t is not None else None,
+            dc.find(inner, A.FINAL_UNIT_INDICATION) is not None,
+        )
+    return out
+
+
+async def test_two_msccs_in_one_ccr_one_used_up(running: Running) -> None:
+    """A CCR-U with two MSCCs: RG 10 used its final units (QUOTA_EXHAUSTED, asks for
+    more), RG 20 ends (FINAL, asks nothing). Each is answered in its own MSCC: RG 10
+    4012 with GSU 0 and the FUI, the command 2001 (RFC 4006 §8.16); the CCR-T's 0 s
+    adds nothing. 20 s charged, the balance exactly used."""
+    await add_account(running.ledger, "poor", balance_micros=200_000,
+                      identities=("ani:+4930777000",))  # fmt: skip
+    client = await open_client(running.port)
+    c = cl.Call("one-used-up", calling="+4930777000", called=BERLIN, rating_group=None)
+    first = await client.ccr(c, 1, 0, extra=mscc(10, requested_s=60) + mscc(20, requested_s=60))
+    assert _mscc_results(first.msg) == {10: (2001, 20, True), 20: (2001, 20, True)}
+    both = mscc(10, used_s=20, requested_s=60, reason=QUOTA_EXHAUSTED) + mscc(
+        20, used_s=5, reason=FINAL
+    )
+    update = await client.ccr(c, 2, 1, extra=both)
+    assert update.result == 2001
+    results = _mscc_results(update.msg)
+    assert results[10] == (4012, 0, True)
+    assert results[20][1] is None  # asked nothing, granted nothing
+    assert (await client.ccr(c, 3, 2, extra=mscc(10, used_s=0, reason=FINAL))).result == 2001
+    cdr = await one_story(running, "poor")
+    assert (cdr.duration_s, cdr.charged_micros) == (20, 200_000)
+    assert (await running.ledger.get_account("poor")).balance_micros == 0
+    await client.close()
