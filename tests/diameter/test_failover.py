@@ -122,30 +122,33 @@ async def test_a_late_answer_after_failover_does_not_roll_the_state_back(
     await b.close()
 
 
-class _LostAfterDebit:
-    """The credit API; the process fails right after a direct debit's STOP (the debit is
-    done, no answer leaves: a crash, or dia:cc's write failing)."""
+class _LostAfter:
+    """The credit API; the process fails right after a direct debit's START or STOP (no
+    answer leaves: a crash, or dia:cc's write failing)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, kind: str) -> None:
         self._inner = inner
+        self._kind = kind
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     async def account(self, report: Any) -> None:
         await self._inner.account(report)
-        if report.kind == "stop":
-            raise ConnectionError("lost after the debit")
+        if report.kind == self._kind:
+            raise ConnectionError(f"lost after the {self._kind}")
 
 
+@pytest.mark.parametrize("lost_after", ["stop", "start"])
 async def test_a_direct_debit_sent_again_after_its_answer_was_lost(
-    running: Running, second: DiameterFrontend
+    running: Running, second: DiameterFrontend, lost_after: str
 ) -> None:
     """RFC 4006 §8.15 TERMINATE_OR_BUFFER: a client without an answer to its EVENT
     re-sends it with the T flag, possibly to another server. The debit was done, so
     the answer is what it did (2001, 30 s), not 5012 "session id already used" (the
-    client then refused or gave a service already paid for). Debited once, one CDR."""
-    running.frontend.app.credit = _LostAfterDebit(running.frontend.app.credit)  # type: ignore[assignment]
+    client then refused or gave a service already paid for). Debited once, one CDR.
+    Lost after the START (the hold made, no debit yet): the re-sent EVENT finishes it."""
+    running.frontend.app.credit = _LostAfter(running.frontend.app.credit, lost_after)  # type: ignore[assignment]
     a = await open_client(running.port)
     b = await open_client(second.port)
     c = cl.Call("event-lost", calling=CALLER, called=BERLIN)
