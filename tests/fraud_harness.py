@@ -37,6 +37,22 @@ UK_PREMIUM = example("GB", PhoneNumberType.PREMIUM_RATE)
 DE_SHARED = example("DE", PhoneNumberType.SHARED_COST)
 
 
+# One rule of every authorize kind, each acting differently (refuse, alert, block,
+# learn, shadow): the fused path's comparisons of Lua's paths and the daemon's
+EVERY_KIND = [
+    {"name": "fast", "kind": "velocity", "max_calls": 6, "window_s": 60, "action": "refuse"},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 3,
+     "window_s": 30},
+    {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 8, "window_s": 60},
+    {"name": "live", "kind": "concurrent", "max_calls": 4, "action": "refuse"},
+    {"name": "premium", "kind": "destination", "max_calls": 2, "window_s": 600, "action": "block"},
+    {"name": "country", "kind": "new_country"},
+    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
+     "window_s": 600, "shadow": True},
+    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 3, "window_s": 120},
+]  # fmt: skip
+
+
 def fraud_config(rules: list[dict[str, Any]], **fraud: Any) -> Any:
     return config_from_dict({"fraud": {"enabled": True, "rules": rules, **fraud}}).fraud
 

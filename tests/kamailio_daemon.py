@@ -20,6 +20,18 @@ from radius_e2e_harness import SECRET, Daemon, Setup
 from chargingd.billing.cdr import CDR
 
 
+def own_timer_client(ports: KamailioPorts) -> str:
+    """The [[radius.clients]] lines of a Kamailio that sends no Interim, whose calls
+    chargingd times itself and cuts over Kamailio's JSON-RPC (docs/kamailio.md)."""
+    return f"""
+flavour = "generic"
+require_message_authenticator = false
+credit_mode = "own_timer"
+cut_backend = "kamailio_jsonrpc"
+jsonrpc_url = "{ports.rpc_url}"
+"""
+
+
 @contextlib.contextmanager
 def running_daemon(setup: Setup, log: Path) -> Iterator[Daemon]:
     """A started and ready daemon, killed afterwards."""

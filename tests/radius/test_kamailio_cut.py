@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
+from kamailio_daemon import (
+    account,
+    own_timer_client,
+    running_daemon,
+    switch_in_front,
+    wait_cdr,
+    with_log,
+)
 from kamailio_harness import KamailioPorts, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, Daemon, write_setup
 
@@ -48,13 +55,7 @@ def shared(
     tmp_path_factory: pytest.TempPathFactory, kamailio_ports: KamailioPorts
 ) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("kamailio-cut")
-    client = f"""
-flavour = "generic"
-require_message_authenticator = false
-credit_mode = "own_timer"
-cut_backend = "kamailio_jsonrpc"
-jsonrpc_url = "{kamailio_ports.rpc_url}"
-"""
+    client = own_timer_client(kamailio_ports)
     setup = write_setup(tmp, extra=client, session_options=SESSIONS)
     with running_daemon(setup, tmp / "daemon.log") as d:
         yield d

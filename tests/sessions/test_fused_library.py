@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
-from fraud_harness import make_fraud
+from fraud_harness import EVERY_KIND, make_fraud
 from sessions_harness import EUR, add_account, call, make_sessions
 
 from chargingd.core.redisconn import EmbeddedRedis
@@ -233,18 +233,6 @@ async def test_each_rule_set_is_decided_by_its_own_ops_kept_by_the_library(
 
 # Every authorize op kind (fraud.lua): c (per account, per caller IP, a destination), i,
 # l, n, g, d; alert, refuse, shadow and block; low limits, so that each fires on the way.
-EVERY_KIND = [
-    {"name": "fast", "kind": "velocity", "max_calls": 6, "window_s": 60, "action": "refuse"},
-    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 3,
-     "window_s": 30},
-    {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 8, "window_s": 60},
-    {"name": "live", "kind": "concurrent", "max_calls": 4, "action": "refuse"},
-    {"name": "premium", "kind": "destination", "max_calls": 2, "window_s": 600, "action": "block"},
-    {"name": "country", "kind": "new_country"},
-    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
-     "window_s": 600, "shadow": True},
-    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 3, "window_s": 120},
-]  # fmt: skip
 
 
 # A library's second function: how many ops texts its generator compiled, and how many
