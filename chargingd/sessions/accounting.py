@@ -34,6 +34,7 @@ from chargingd.sessions.recordspec import ADOPTED, ADOPTED_REFUSED
 from chargingd.sessions.spool import orphan_fields
 from chargingd.sessions.store import (
     CLOSED,
+    FOREIGN,
     INVALID,
     LIVE,
     USAGE_SLACK_S,
@@ -107,7 +108,7 @@ class Accounting:
             if created:  # written already as touch() would leave it: no second trip
                 rec, state, usage_s = adopted, LIVE, adopted.last_usage_s
         if rec is None:
-            state, usage_s, rec = await self._touch(account_id, report)
+            account_id, state, usage_s, rec = await self._touched(account_id, report)
         if rec is None:
             await self._not_live(account_id, state, report)
             return
@@ -222,6 +223,27 @@ class Accounting:
                 found = located
         return found
 
+    async def _touched(
+        self, account_id: str, report: UsageReport
+    ) -> tuple[str, str, int, SessionRecord | None]:
+        """touch, at this client's call of the id: (account, state, usage, record)."""
+        state, usage_s, rec = await self._touch(account_id, report)
+        if state == FOREIGN:
+            return await self._own_call(account_id, report)
+        return account_id, state, usage_s, rec
+
+    async def _own_call(
+        self, foreign_id: str, report: UsageReport
+    ) -> tuple[str, str, int, SessionRecord | None]:
+        """The id located another client's call: Acct-Session-Id is unique per NAS only
+        (RFC 2866 §5.5; Asterisk's uniqueid is the epoch second and a counter). This
+        client's call of that id is looked for in its gateway's last-seen zset, and
+        touched there; FOREIGN when there is none (nothing changed)."""
+        found = await self.store.search(report.call.session_id, report.call.gateway)
+        if found is None or found == foreign_id:
+            return foreign_id, FOREIGN, 0, None
+        return (found, *await self._touch(found, report))
+
     def _echoes(self, report: UsageReport) -> bool:
         return report.call.client in self.store.echo_class
 
@@ -242,6 +264,8 @@ class Accounting:
         session_id = report.call.session_id
         if state == INVALID:
             await self.orphan(report, "invalid_usage")
+        elif state == FOREIGN:  # the id is another client's call's, none of this client's
+            await self.orphan(report, "session_id_of_another_client")
         elif state == "missing" and report.call.account_hint:
             # Not at the account its Class names (expired, or not one of our calls):
             # found as a packet without Class would be (locator, else adopted).
@@ -290,6 +314,7 @@ class Accounting:
             nas_session_id=report.call.nas_session_id,
             call_origin=report.call.call_origin,
             gateway=report.call.gateway,
+            client=report.call.client,
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:

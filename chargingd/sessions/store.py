@@ -110,6 +110,7 @@ MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionSto
 # most this many (~0.5 KB each: the session id, a tuple and the record's bytes; ~25 MB)
 FRESH_MAX = 50_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
+FOREIGN = "foreign"  # touch found another client's call of the session id: nothing changed
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
 
@@ -498,6 +499,7 @@ class SessionStore(LiveIndexes):
         nas_session_id: str = "",
         call_origin: str = "",
         gateway: str = "",
+        client: str = "",
     ) -> tuple[str, int, SessionRecord | None]:
         """Raise last_usage_s to ``usage_s`` (never lower it), note the packet time.
 
@@ -508,10 +510,11 @@ class SessionStore(LiveIndexes):
         ``call_origin`` (non-empty) are noted for the Disconnect-Request (Cisco POD).
         ``gateway``: the packet's, whose last-seen zset is moved forward (a packet from
         another gateway than the record's moves nothing: the reaper reads the record's
-        last_seen_ms before it reaps, so it only costs the reaper a look).
+        last_seen_ms before it reaps, so it only costs the reaper a look). ``client``
+        (non-empty): a record of another client is not touched (state FOREIGN).
         """
         key = record_key(account_id, session_id)
-        args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin)
+        args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin, client)
         (state, usage, blob), _ = await self.send(
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),
@@ -697,6 +700,7 @@ class SessionStore(LiveIndexes):
 __all__ = [
     "CLOSED",
     "DEADLINES",
+    "FOREIGN",
     "GATEWAYS",
     "INVALID",
     "LIVE",

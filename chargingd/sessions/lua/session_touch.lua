@@ -7,14 +7,20 @@
 --                                 authorize (gateway clock skew, Acct-Delay-Time)
 -- ARGV[5] = nas_session_id        the gateway's own Acct-Session-Id ('' = not given)
 -- ARGV[6] = call_origin           the leg's h323-call-origin ('' = not given)
+-- ARGV[7] = client                the packet's client ('' = not checked)
 -- Returns {state, last_usage_s, the record after the update ('' unless live)};
 -- usage never moves backwards (reordered packets), a closed record is not changed;
--- {'invalid', last_usage_s, ''}: more usage than time since authorize, nothing changed.
+-- {'invalid', last_usage_s, ''}: more usage than time since authorize, nothing changed;
+-- {'foreign', 0, ''}: another client's call of the same id (RFC 2866 §5.5: an
+-- Acct-Session-Id is unique per NAS only), nothing changed.
 local raw = redis.call('GET', KEYS[1])
 if not raw then
   return {'missing', 0, ''}
 end
 local r = rec_unpack(raw)
+if ARGV[7] and ARGV[7] ~= '' and r[$client] ~= ARGV[7] then
+  return {'foreign', 0, ''}
+end
 local state = r[$state] or 'live'  -- left out while live (compact records)
 local last = r[$last_usage_s] or 0
 if state ~= 'live' then
