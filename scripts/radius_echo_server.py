@@ -31,6 +31,9 @@ class EchoCredit:
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         return GRANT
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        return GRANT
+
     async def account(self, report: UsageReport) -> None:
         return None
 

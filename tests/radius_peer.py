@@ -36,6 +36,10 @@ class RecordingCredit:
             raise RuntimeError("credit control failed")
         return self.decide(call)
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        self.calls.append(call)
+        return self.decide(call)
+
     async def account(self, report: UsageReport) -> None:
         self.reports.append(report)
         await self.gate.wait()

@@ -51,6 +51,11 @@ class MeteredCredit:
             self.meters.authorize_done(self.protocol, call.gateway, "fail_open")
         return answer
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        answer = await self.inner.authenticate(call)  # reads only: not an authorize
+        self.meters.count((self.protocol, "authenticate", type(answer).__name__.lower()))
+        return answer
+
     async def account(self, report: UsageReport) -> None:
         started = perf_counter_ns()
         kind = report.kind.value

@@ -546,6 +546,21 @@ def accept_attributes(
     )  # fmt: skip
 
 
+def authentication_attributes(credit_micros: int, currency: str, billing_model: int) -> bytes:
+    """The Access-Accept of a debit-card authentication (Cisco "Debit Card Application":
+    h323-credit-amount for the IVR to announce, h323-return-code=0, -billing-model,
+    -currency); no Session-Timeout or h323-credit-time: no call is authorized yet."""
+    amount = _CREDIT_AMOUNT + format_credit_amount(credit_micros)
+    return b"".join(
+        (
+            cisco_vsa(H323_CREDIT_AMOUNT, amount),
+            _RETURN_CODE_OK,
+            _billing_model_vsa(billing_model),
+            _currency_vsa(currency) if currency else b"",
+        )
+    )
+
+
 def class_attribute(value: bytes) -> bytes:
     """A Class attribute (RFC 2865 §5.25); b"" when the value does not fit (253)."""
     if not value or len(value) > 253:

@@ -264,9 +264,16 @@ class RadiusFrontend:
         except rc.MalformedPacket:
             self.counters.malformed += 1
             return
+        # The debit-card IVR's first Access-Request (account and PIN, no called number
+        # yet; Cisco "Debit Card Application", AudioCodes and Quintum prepaid): checked,
+        # nothing reserved; the call's own Access-Request follows with the same conf-id.
+        authentication = client.cisco and not call.called
         self.cache.start(key)
         try:
-            decision = await self.credit.authorize(call)
+            if authentication:
+                decision = await self.credit.authenticate(call)
+            else:
+                decision = await self.credit.authorize(call)
         except asyncio.CancelledError:
             self.cache.forget(key)
             raise
@@ -279,7 +286,7 @@ class RadiusFrontend:
             transport.sendto(self._auth_reply(packet, client, failed), addr)
             self._access("auth", client, call.session_id, call.user_name, "error", arrived)
             return
-        reply = self._auth_reply(packet, client, decision)
+        reply = self._auth_reply(packet, client, decision, authentication)
         self.cache.finish(key, reply)
         transport.sendto(reply, addr)
         if self.access_log is not None:
@@ -312,9 +319,20 @@ class RadiusFrontend:
         self.drops.dropped(client.name, BAD_AUTHENTICATOR, addr[0])
 
     def _auth_reply(
-        self, packet: rc.Packet, client: RadiusClient, decision: Authorized | Refused
+        self,
+        packet: rc.Packet,
+        client: RadiusClient,
+        decision: Authorized | Refused,
+        authentication: bool = False,
     ) -> bytes:
-        if isinstance(decision, Authorized):
+        if isinstance(decision, Authorized) and authentication:
+            # no Session-Timeout nor h323-credit-time: no call is authorized yet
+            self.counters.accepted += 1
+            attrs = rc.authentication_attributes(
+                decision.credit_micros, decision.currency, 0 if decision.postpaid else 1
+            )
+            code = rc.ACCESS_ACCEPT
+        elif isinstance(decision, Authorized):
             self.counters.accepted += 1
             attrs = rc.accept_attributes(
                 decision.session_timeout_s,

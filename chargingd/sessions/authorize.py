@@ -426,6 +426,21 @@ class Authorizer:
             final=bool(rec.limited),
         )
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        """The card's account, active, and what it may spend now; nothing reserved. The
+        call's own Access-Request (with its called number) is authorized as any other."""
+        account = await self.find_account(call)
+        if account is None:
+            return Refused(RefusalCode.UNKNOWN_ACCOUNT, "unknown account")
+        if account.status is not Status.ACTIVE:
+            return self._inactive(account.status.value, account.status_reason)
+        available = account.available_micros
+        if available <= 0:
+            return Refused(RefusalCode.INSUFFICIENT_CREDIT, "insufficient credit")
+        postpaid = account.mode.value == "postpaid"
+        return Authorized(account.id, 0, self._interim_interval_s, available,
+                          account.currency, postpaid=postpaid)  # fmt: skip
+
     # -- finding the account -------------------------------------------------------
     async def find_account(self, call: CallInfo, attempt: Attempt | None = None) -> Account | None:
         """The caller's account, by the client's lookup order (user, ani, default)."""

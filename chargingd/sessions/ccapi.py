@@ -397,6 +397,13 @@ class CreditControl(Protocol):
         """Decide an Access-Request / CCR-I: a first grant or a refusal."""
         ...
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        """A prepaid card's check before its number is dialled (the debit-card IVR's
+        authentication Access-Request: account and PIN, no called number): the account
+        and what it may spend (``credit_micros``), nothing reserved, no session
+        (``session_timeout_s`` 0); or a refusal."""
+        ...
+
     async def account(self, report: UsageReport) -> None:
         """Record a Start / Interim-Update / Stop; returns once it is safe to acknowledge."""
         ...

@@ -258,6 +258,15 @@ class Sessions:
             self.outage.recovered(AUTHORIZE_DOWN)
         return answer
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        """The debit-card authentication step (ccapi.CreditControl.authenticate): reads
+        only, reserves nothing, opens no session."""
+        try:
+            return await self.authorizer.authenticate(call)
+        except REDIS_DOWN as exc:
+            log.error("authenticate %r: Redis unreachable: %s", call.session_id, exc)
+            return Refused(RefusalCode.SYSTEM_ERROR, "system error")
+
     def _authorize_uncertain(
         self, call: CallInfo, uncertain: WriteUncertain
     ) -> Refused | Authorized:

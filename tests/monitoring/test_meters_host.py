@@ -40,6 +40,9 @@ class Answers:
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         return self.answers.pop(0)
 
+    async def authenticate(self, call: CallInfo) -> Authorized | Refused:
+        return self.answers.pop(0)
+
     async def account(self, report: UsageReport) -> None:
         if report.usage_s < 0:
             raise ValueError("bad")

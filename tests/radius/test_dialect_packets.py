@@ -30,6 +30,12 @@ def attr(attr_type: int, value: bytes | str | int) -> bytes:
     return bytes((attr_type, len(raw) + 2)) + raw
 
 
+def cisco(sub_type: int, text: str) -> bytes:
+    """A Cisco (vendor 9) h323-* VSA, "name=value" as the gateway writes it."""
+    value = text.encode()
+    return struct.pack("!BBIBB", 26, len(value) + 8, 9, sub_type, len(value) + 2) + value
+
+
 def accounting_request(ident: int, attrs: bytes) -> bytes:
     """As radcli and most gateways send it: no Message-Authenticator (RFC 2866 §3)."""
     header = struct.pack("!BBH", rc.ACCOUNTING_REQUEST, ident, 20 + len(attrs))
@@ -117,3 +123,70 @@ async def test_same_acct_session_id_on_two_gateways_charges_each_its_own_call(
             account = await b.ledger.get_account(account_id)
             assert (account.balance_micros, account.reserved_micros) == (balance_micros, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+async def test_cisco_debit_card_authentication_then_authorization_then_two_legs(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Cisco "Debit Card Application" (and AudioCodes' and Quintum's prepaid card IVRs):
+    # the IVR first authenticates the card (User-Name = card, User-Password = PIN, no
+    # Called-Station-Id yet) and announces h323-credit-amount; then it authorizes the
+    # dialled number with a second Access-Request of the same h323-conf-id, whose
+    # h323-credit-time bounds the call. The first was refused "invalid called number"
+    # (h323-return-code=9, "called number blocked"): no card call could be made.
+    clients = [{"name": "as5400", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0}]
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "card", balance_micros=10 * EUR, identities=("user:5550100",))
+        await add_account(b.ledger, "dry", balance_micros=0, identities=("user:5550199",))
+        nas = await UdpPeer.open()
+        conf = cisco(rc.H323_CONF_ID, "h323-conf-id=02102944 600A1899 3FD61009 0E2F3CC5")
+        gateway = attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))) + attr(61, 0)  # NAS-Port-Type
+        card = attr(rc.USER_NAME, "5550100") + attr(rc.USER_PASSWORD, bytes(16))
+        card += attr(rc.CALLING_STATION_ID, "4940555666") + gateway + conf
+        try:
+            reply = await ask(nas, access_request(1, card), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            assert {k: reply.cisco_value(k) for k in reply.cisco} == {
+                rc.H323_CREDIT_AMOUNT: "10.00",
+                rc.H323_RETURN_CODE: "0",
+                rc.H323_BILLING_MODEL: "1",
+                rc.H323_CURRENCY: "EUR",
+            }
+            assert rc.SESSION_TIMEOUT not in reply.attrs  # no call authorized yet
+            account = await b.ledger.get_account("card")
+            assert (account.balance_micros, account.reserved_micros) == (10 * EUR, 0)
+            for ident, user, return_code in ((2, "5550199", "4"), (3, "5550404", "1")):
+                other = attr(rc.USER_NAME, user) + attr(rc.USER_PASSWORD, bytes(16)) + gateway
+                other += cisco(rc.H323_CONF_ID, f"h323-conf-id=0000000{ident} 1 2 3")
+                reply = await ask(nas, access_request(ident, other), b.frontend.auth_port)
+                assert reply.code == rc.ACCESS_REJECT  # zero balance, invalid account
+                assert reply.cisco_value(rc.H323_RETURN_CODE) == return_code
+
+            dialled = card + attr(rc.CALLED_STATION_ID, "030123456")
+            reply = await ask(nas, access_request(4, dialled), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            assert reply.integer(rc.SESSION_TIMEOUT) == 1000  # 10 EUR at 0.60 a minute
+            assert reply.cisco_value(rc.H323_CREDIT_TIME) == "1000"
+
+            # Two legs of the call, each with its own Acct-Session-Id; the outgoing
+            # (originate) one is charged, with the Q.850 cause in hex (10 = 16).
+            legs = (("answer", "0000001A", 5), ("originate", "0000001B", 6))
+            for status, usage_s, when_s in ((rc.STATUS_START, 0, 0), (rc.STATUS_STOP, 60, 60)):
+                b.clock.now_ms = (b.t0_s + when_s) * 1000
+                for origin, leg_id, ident in legs:
+                    packet = dialled + attr(rc.ACCT_SESSION_ID, leg_id)
+                    packet += cisco(rc.H323_CALL_ORIGIN, f"h323-call-origin={origin}")
+                    packet += attr(rc.ACCT_STATUS_TYPE, status) + attr(
+                        rc.ACCT_SESSION_TIME, usage_s
+                    )
+                    packet += attr(rc.EVENT_TIMESTAMP, b.t0_s + when_s)
+                    if status == rc.STATUS_STOP:
+                        packet += cisco(rc.H323_DISCONNECT_CAUSE, "h323-disconnect-cause=10")
+                    await ask(nas, accounting_request(ident + status, packet), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.call_id) == ("card", "02102944 600A1899 3FD61009 0E2F3CC5")
+        assert (cdr.duration_s, cdr.cost_micros, cdr.disconnect_cause) == (60, 600_000, 16)
+        account = await b.ledger.get_account("card")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
