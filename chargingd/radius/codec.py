@@ -80,6 +80,13 @@ H323_RETURN_CODE: Final = 103
 H323_BILLING_MODEL: Final = 109
 H323_CURRENCY: Final = 110
 
+# FreeSWITCH, vendor 27880 (mod_radius_cdr.h): Freeswitch-Hangupcause, the channel's
+# Q.850 cause as a 4-octet integer, in its Stops. Kept in Packet.attrs under this key,
+# above the one-octet attribute types, so it collides with none.
+FREESWITCH_VENDOR: Final = 27880
+FREESWITCH_HANGUPCAUSE: Final = 13
+FS_HANGUPCAUSE_KEY: Final = FREESWITCH_VENDOR << 8 | FREESWITCH_HANGUPCAUSE
+
 # Acct-Terminate-Cause names (RFC 2866 §5.10).
 TERMINATE_CAUSES: Final = {
     1: "User-Request",
@@ -292,7 +299,7 @@ def _decode_attributes(raw: bytes, length: int, packet: Packet) -> None:
         if attr_len < 2 or end > length:
             raise MalformedPacket(f"attribute {attr_type} has a bad length {attr_len}")
         if attr_type == VENDOR_SPECIFIC:
-            _decode_vsa(raw, pos, end, packet.cisco)
+            _decode_vsa(raw, pos, end, packet)
         elif attr_type == MESSAGE_AUTHENTICATOR:
             # RFC 3579 §3.2: exactly 16 octets, at most one.
             if attr_len != 18 or packet.ma_offset >= 0:
@@ -306,13 +313,16 @@ def _decode_attributes(raw: bytes, length: int, packet: Packet) -> None:
         pos = end
 
 
-def _decode_vsa(raw: bytes, pos: int, end: int, cisco: dict[int, bytes]) -> None:
+def _decode_vsa(raw: bytes, pos: int, end: int, packet: Packet) -> None:
     # RFC 2865 §5.26: Vendor-Id then (for Cisco) type/length/value sub-attributes.
     if end - pos < 6:
         raise MalformedPacket("Vendor-Specific shorter than its Vendor-Id")
     # Vendor-Id 9 (Cisco) by its octets: 0, 0, 0, 9 (no struct call per VSA)
     if raw[pos + 5] != CISCO_VENDOR or raw[pos + 4] or raw[pos + 3] or raw[pos + 2]:
+        if raw[pos + 4] == 0x6C and raw[pos + 5] == 0xE8 and not raw[pos + 3] | raw[pos + 2]:
+            _freeswitch_vsa(raw, pos + 6, end, packet.attrs)
         return  # other vendors: not needed for a decision
+    cisco = packet.cisco
     sub = pos + 6
     while sub < end:
         if sub + 2 > end:
@@ -323,6 +333,18 @@ def _decode_vsa(raw: bytes, pos: int, end: int, cisco: dict[int, bytes]) -> None
             raise MalformedPacket(f"Cisco VSA {sub_type} has a bad length")
         if sub_type not in cisco:
             cisco[sub_type] = raw[sub + 2 : sub_end]
+        sub = sub_end
+
+
+def _freeswitch_vsa(raw: bytes, sub: int, end: int, attrs: dict[int, bytes]) -> None:
+    """Freeswitch-Hangupcause out of a FreeSWITCH VSA (its other values: not needed). A
+    damaged sub-attribute ends the look, never the packet: it only names a cause."""
+    while sub + 2 <= end:
+        sub_end = sub + raw[sub + 1]
+        if sub_end - sub < 2 or sub_end > end:
+            return
+        if raw[sub] == FREESWITCH_HANGUPCAUSE and FS_HANGUPCAUSE_KEY not in attrs:
+            attrs[FS_HANGUPCAUSE_KEY] = raw[sub + 2 : sub_end]
         sub = sub_end
 
 

@@ -102,7 +102,7 @@ def usage_report(
         kind=kind,
         usage_s=packet.integer(rc.ACCT_SESSION_TIME),
         event_ms=event_ms,
-        disconnect_cause=_q850(packet.cisco_value(rc.H323_DISCONNECT_CAUSE)),
+        disconnect_cause=_disconnect_cause(packet),
         terminate_cause=rc.TERMINATE_CAUSES.get(terminate, str(terminate) if terminate else ""),
         usage_reported=rc.ACCT_SESSION_TIME in packet.attrs,
         sip_code=_sip_code(packet),
@@ -126,6 +126,19 @@ def _sip_code(packet: rc.Packet) -> int:
         return 0  # absent, or something else than Kamailio's Sip-Response-Code
     code = int.from_bytes(value, "big")
     return code if 100 <= code <= 699 else 0
+
+
+def _disconnect_cause(packet: rc.Packet) -> int:
+    """The Q.850 cause: Cisco's h323-disconnect-cause (hex text), else FreeSWITCH's
+    Freeswitch-Hangupcause (mod_radius_cdr: an integer); 0 unknown."""
+    cause = _q850(packet.cisco_value(rc.H323_DISCONNECT_CAUSE))
+    if cause:
+        return cause
+    value = packet.attrs.get(rc.FS_HANGUPCAUSE_KEY)
+    if value is None or len(value) != 4:
+        return 0
+    code = int.from_bytes(value, "big")
+    return code if code <= 127 else 0  # Q.850 causes are 7 bits
 
 
 def _q850(text: str) -> int:

@@ -333,3 +333,16 @@ def test_text_vendor_and_cisco_values_by_octets() -> None:
     assert (packet.cisco_value(rc.H323_CONF_ID), packet.cisco_value(101)) == ("a=b", "noeq")
     amount = rc.accept_attributes(60, 30, True, 12_345_670_000, "EUR")
     assert b"h323-credit-amount=12345.67" in amount and b"h323-credit-time=60" in amount
+
+
+def test_a_damaged_freeswitch_vsa_names_no_cause_and_keeps_the_packet() -> None:
+    # Freeswitch-Hangupcause (27880/13) is read for the CDR's cause only: a damaged
+    # FreeSWITCH sub-attribute ends the look, the Stop itself is still decoded.
+    good = struct.pack("!BBIBBI", 26, 12, 27880, 13, 6, 17)
+    damaged = struct.pack("!BBIBBI", 26, 12, 27880, 13, 9, 17)  # sub-length past the VSA
+    for vsa, cause in ((good, b"\0\0\0\x11"), (damaged, None)):
+        attrs = bytes((rc.ACCT_STATUS_TYPE, 6)) + struct.pack("!I", 2) + vsa
+        raw = struct.pack("!BBH", 4, 1, 20 + len(attrs)) + bytes(16) + attrs
+        packet = rc.decode(raw)
+        assert packet.integer(rc.ACCT_STATUS_TYPE) == 2
+        assert packet.attrs.get(rc.FS_HANGUPCAUSE_KEY) == cause

@@ -190,3 +190,50 @@ async def test_cisco_debit_card_authentication_then_authorization_then_two_legs(
         assert (cdr.duration_s, cdr.cost_micros, cdr.disconnect_cause) == (60, 600_000, 16)
         account = await b.ledger.get_account("card")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
+
+
+def freeswitch(sub_type: int, value: bytes | int) -> bytes:
+    """A FreeSWITCH (vendor 27880, mod_radius_cdr.h) VSA: strings, or 4-octet integers."""
+    raw = struct.pack("!I", value) if isinstance(value, int) else value
+    return struct.pack("!BBIBB", 26, len(raw) + 8, 27880, sub_type, len(raw) + 2) + raw
+
+
+async def test_freeswitch_radius_cdr_stop_gives_the_q850_hangup_cause(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # mod_radius_cdr: a Start at routing (before any answer) and a Stop with
+    # Acct-Session-Time = billsec and the channel's Q.850 cause in Freeswitch-Hangupcause
+    # (27880/13, an integer); the numbers are Freeswitch-Src/-Dst, the id the call's uuid.
+    # The CDR's cause was 0: monitoring counted a busy callee (17) and a ring with no
+    # answer (19) as "failed", and a normal clearing after 42 s had no cause.
+    clients = [{"name": "fs", "address": "127.0.0.1", "secret": SECRET.decode(),
+                "coa_port": 0, "flavour": "generic"}]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
+        nas = await UdpPeer.open()
+        try:
+            for n, (cause, billsec) in enumerate(((17, 0), (19, 0), (16, 42))):
+                uuid = attr(rc.ACCT_SESSION_ID, f"7f3c1f2e-1d7e-4a55-9a61-3b1c4d2e5f6{n}")
+                who = (
+                    attr(rc.USER_NAME, "1000")
+                    + freeswitch(4, b"1000")
+                    + freeswitch(5, b"030123456")
+                )
+                asked = attr(rc.CALLED_STATION_ID, "030123456") + attr(rc.USER_NAME, "1000") + uuid
+                reply = await ask(nas, access_request(1 + n, asked), b.frontend.auth_port)
+                assert reply.code == rc.ACCESS_ACCEPT
+                start = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START) + uuid + who
+                start += freeswitch(20, b"2026-12-06T10:00:00.000000+0000")  # Callstartdate
+                await ask(nas, accounting_request(10 + n, start), b.frontend.acct_port)
+                stop = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + uuid + who
+                stop += freeswitch(13, cause) + freeswitch(15, billsec * 1_000_000)
+                stop += attr(rc.ACCT_SESSION_TIME, billsec)
+                await ask(nas, accounting_request(20 + n, stop), b.frontend.acct_port)
+        finally:
+            nas.close()
+        cdrs = sorted(
+            (c.disconnect_cause, c.duration_s, c.cost_micros) for c in await read_cdrs(redis)
+        )
+        assert cdrs == [(16, 42, 420_000), (17, 0, 0), (19, 0, 0)]
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
