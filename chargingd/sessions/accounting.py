@@ -314,7 +314,7 @@ class Accounting:
             nas_session_id=report.call.nas_session_id,
             call_origin=report.call.call_origin,
             gateway=report.call.gateway,
-            client=report.call.client,
+            client=_id_owner(report),
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
@@ -480,6 +480,14 @@ def answer_ms_of(report: UsageReport) -> int:
     """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
     answered = report.kind is UsageKind.START or report.usage_s > 0
     return report.event_ms - report.usage_s * 1000 if answered else 0
+
+
+def _id_owner(report: UsageReport) -> str:
+    """The client whose record of the id a packet may touch; "" any: an h323-conf-id is
+    a GUID the legs of one call share across gateways (Cisco's debit-card call is
+    accounted by the originating and the terminating gateway)."""
+    call = report.call
+    return "" if call.conf_id and call.conf_id == call.session_id else call.client
 
 
 def _without_hint(report: UsageReport) -> UsageReport:

@@ -237,3 +237,46 @@ async def test_freeswitch_radius_cdr_stop_gives_the_q850_hangup_cause(
         assert cdrs == [(16, 42, 420_000), (17, 0, 0), (19, 0, 0)]
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
+
+
+async def test_a_cisco_call_accounted_by_both_its_gateways_is_one_call(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Cisco's debit-card example accounts four legs of one h323-conf-id: the originating
+    # gateway's (answer = the caller, originate = VoIP) and the terminating one's
+    # (answer = VoIP, originate = the callee). The conf-id is a GUID: both gateways'
+    # packets are the one call's, never "another client's call of the same id".
+    clients = [
+        {"name": "gw-in", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0},
+        {"name": "gw-out", "address": "127.0.0.2", "secret": SECRET.decode(), "coa_port": 0},
+    ]
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "card", balance_micros=10 * EUR, identities=("user:5550100",))
+        gw_in, gw_out = await UdpPeer.open("127.0.0.1"), await UdpPeer.open("127.0.0.2")
+        conf = cisco(rc.H323_CONF_ID, "h323-conf-id=3C5AEAB9 95C80008 0 587F34")
+        call = attr(rc.USER_NAME, "5550100") + attr(rc.CALLED_STATION_ID, "030123456") + conf
+        try:
+            reply = await ask(gw_in, access_request(1, call), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            a, z = (127, 0, 0, 1), (127, 0, 0, 2)
+            legs = ((gw_in, a, "answer", "1A"), (gw_in, a, "originate", "1B"),
+                    (gw_out, z, "answer", "2A"), (gw_out, z, "originate", "2B"))  # fmt: skip
+            for status, usage_s in ((rc.STATUS_START, 0), (rc.STATUS_STOP, 60)):
+                b.clock.now_ms = (b.t0_s + usage_s) * 1000
+                for n, (nas, address, origin, leg_id) in enumerate(legs):
+                    packet = call + attr(rc.NAS_IP_ADDRESS, bytes(address))
+                    packet += attr(rc.ACCT_SESSION_ID, leg_id) + attr(rc.ACCT_STATUS_TYPE, status)
+                    packet += cisco(rc.H323_CALL_ORIGIN, f"h323-call-origin={origin}")
+                    packet += attr(rc.ACCT_SESSION_TIME, usage_s)
+                    packet += attr(rc.EVENT_TIMESTAMP, b.t0_s + usage_s)
+                    await ask(
+                        nas, accounting_request(10 * status + n, packet), b.frontend.acct_port
+                    )
+        finally:
+            gw_in.close()
+            gw_out.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.duration_s, cdr.cost_micros) == ("card", 60, 600_000)
+        account = await b.ledger.get_account("card")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
