@@ -80,12 +80,26 @@ H323_RETURN_CODE: Final = 103
 H323_BILLING_MODEL: Final = 109
 H323_CURRENCY: Final = 110
 
-# FreeSWITCH, vendor 27880 (mod_radius_cdr.h): Freeswitch-Hangupcause, the channel's
-# Q.850 cause as a 4-octet integer, in its Stops. Kept in Packet.attrs under this key,
-# above the one-octet attribute types, so it collides with none.
+# Softswitches' own VSAs that carry what their accounting has no standard attribute
+# for, kept in Packet.attrs under vendor << 8 | sub-type (above the one-octet attribute
+# types, so they collide with none). FreeSWITCH, vendor 27880 (mod_radius_cdr.h):
+# Freeswitch-Src / -Dst (the numbers; its packets have no Calling/Called-Station-Id) and
+# Freeswitch-Hangupcause (the Q.850 cause, a 4-octet integer).
 FREESWITCH_VENDOR: Final = 27880
-FREESWITCH_HANGUPCAUSE: Final = 13
-FS_HANGUPCAUSE_KEY: Final = FREESWITCH_VENDOR << 8 | FREESWITCH_HANGUPCAUSE
+FS_SRC_KEY: Final = FREESWITCH_VENDOR << 8 | 4
+FS_DST_KEY: Final = FREESWITCH_VENDOR << 8 | 5
+FS_HANGUPCAUSE_KEY: Final = FREESWITCH_VENDOR << 8 | 13
+# Asterisk, vendor 22736 (cdr_radius.c): one Stop per call with Asterisk-Src / -Dst
+# and Asterisk-Bill-Sec (the talk time, a 4-octet integer) and no Calling/Called-
+# Station-Id nor Acct-Session-Time.
+ASTERISK_VENDOR: Final = 22736
+AST_SRC_KEY: Final = ASTERISK_VENDOR << 8 | 102
+AST_DST_KEY: Final = ASTERISK_VENDOR << 8 | 103
+AST_BILL_SEC_KEY: Final = ASTERISK_VENDOR << 8 | 114
+_KEPT_VSAS: Final = {
+    FREESWITCH_VENDOR: frozenset((4, 5, 13)),
+    ASTERISK_VENDOR: frozenset((102, 103, 114)),
+}
 
 # Acct-Terminate-Cause names (RFC 2866 §5.10).
 TERMINATE_CAUSES: Final = {
@@ -319,9 +333,11 @@ def _decode_vsa(raw: bytes, pos: int, end: int, packet: Packet) -> None:
         raise MalformedPacket("Vendor-Specific shorter than its Vendor-Id")
     # Vendor-Id 9 (Cisco) by its octets: 0, 0, 0, 9 (no struct call per VSA)
     if raw[pos + 5] != CISCO_VENDOR or raw[pos + 4] or raw[pos + 3] or raw[pos + 2]:
-        if raw[pos + 4] == 0x6C and raw[pos + 5] == 0xE8 and not raw[pos + 3] | raw[pos + 2]:
-            _freeswitch_vsa(raw, pos + 6, end, packet.attrs)
-        return  # other vendors: not needed for a decision
+        vendor = raw[pos + 2] << 24 | raw[pos + 3] << 16 | raw[pos + 4] << 8 | raw[pos + 5]
+        kept = _KEPT_VSAS.get(vendor)
+        if kept is not None:
+            _softswitch_vsa(raw, pos + 6, end, vendor << 8, kept, packet.attrs)
+        return  # other vendors: not needed
     cisco = packet.cisco
     sub = pos + 6
     while sub < end:
@@ -336,15 +352,18 @@ def _decode_vsa(raw: bytes, pos: int, end: int, packet: Packet) -> None:
         sub = sub_end
 
 
-def _freeswitch_vsa(raw: bytes, sub: int, end: int, attrs: dict[int, bytes]) -> None:
-    """Freeswitch-Hangupcause out of a FreeSWITCH VSA (its other values: not needed). A
-    damaged sub-attribute ends the look, never the packet: it only names a cause."""
+def _softswitch_vsa(
+    raw: bytes, sub: int, end: int, base: int, kept: frozenset[int], attrs: dict[int, bytes]
+) -> None:
+    """The ``kept`` sub-attributes of a FreeSWITCH or Asterisk VSA, first of each. A
+    damaged sub-attribute ends the look, never the packet (they fill in numbers, usage
+    and a cause that the standard attributes did not give)."""
     while sub + 2 <= end:
         sub_end = sub + raw[sub + 1]
         if sub_end - sub < 2 or sub_end > end:
             return
-        if raw[sub] == FREESWITCH_HANGUPCAUSE and FS_HANGUPCAUSE_KEY not in attrs:
-            attrs[FS_HANGUPCAUSE_KEY] = raw[sub + 2 : sub_end]
+        if raw[sub] in kept and base | raw[sub] not in attrs:
+            attrs[base | raw[sub]] = raw[sub + 2 : sub_end]
         sub = sub_end
 
 

@@ -74,8 +74,8 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
     return CallInfo(
         session_id=session_id,
         user_name=packet.text(rc.USER_NAME),
-        calling=packet.text(rc.CALLING_STATION_ID),
-        called=packet.text(rc.CALLED_STATION_ID),
+        calling=packet.text(rc.CALLING_STATION_ID) or _softswitch_number(packet, _SRC_KEYS),
+        called=packet.text(rc.CALLED_STATION_ID) or _softswitch_number(packet, _DST_KEYS),
         gateway=gateway_of(packet, source_ip),
         client=client.name,
         default_account=client.default_account,
@@ -97,18 +97,44 @@ def usage_report(
     without it, the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
     event_ms = event_ms_of(packet, now_s)
     terminate = packet.integer(rc.ACCT_TERMINATE_CAUSE)
+    usage_s, reported = _usage(packet)
     return UsageReport(
         call=call_info(packet, client, source_ip),
         kind=kind,
-        usage_s=packet.integer(rc.ACCT_SESSION_TIME),
+        usage_s=usage_s,
         event_ms=event_ms,
         disconnect_cause=_disconnect_cause(packet),
         terminate_cause=rc.TERMINATE_CAUSES.get(terminate, str(terminate) if terminate else ""),
-        usage_reported=rc.ACCT_SESSION_TIME in packet.attrs,
+        usage_reported=reported,
         sip_code=_sip_code(packet),
         # Stops only: the request path of the other packets pays nothing for it.
         quality=call_quality(packet) if kind is UsageKind.STOP else (),
     )
+
+
+_SRC_KEYS: Final = (rc.FS_SRC_KEY, rc.AST_SRC_KEY)
+_DST_KEYS: Final = (rc.FS_DST_KEY, rc.AST_DST_KEY)
+
+
+def _softswitch_number(packet: rc.Packet, keys: tuple[int, ...]) -> str:
+    """A number from FreeSWITCH's or Asterisk's own VSA (Freeswitch-Src/-Dst,
+    Asterisk-Src/-Dst), for their packets without Calling/Called-Station-Id."""
+    for key in keys:
+        text = packet.text(key)
+        if text:
+            return text
+    return ""
+
+
+def _usage(packet: rc.Packet) -> tuple[int, bool]:
+    """(usage_s, reported): Acct-Session-Time, else Asterisk-Bill-Sec (cdr_radius sends
+    the talk time there only); (0, False) when neither says."""
+    if rc.ACCT_SESSION_TIME in packet.attrs:
+        return packet.integer(rc.ACCT_SESSION_TIME), True
+    bill_sec = packet.attrs.get(rc.AST_BILL_SEC_KEY)
+    if bill_sec is not None and len(bill_sec) == 4:
+        return int.from_bytes(bill_sec, "big"), True
+    return 0, False
 
 
 def event_ms_of(packet: rc.Packet, now_s: float) -> int:

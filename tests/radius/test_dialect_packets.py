@@ -280,3 +280,60 @@ async def test_a_cisco_call_accounted_by_both_its_gateways_is_one_call(
         account = await b.ledger.get_account("card")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+def asterisk(sub_type: int, value: str | int) -> bytes:
+    """An Asterisk (vendor 22736, cdr_radius.c) VSA: strings, or 4-octet integers."""
+    raw = struct.pack("!I", value) if isinstance(value, int) else value.encode()
+    return struct.pack("!BBIBB", 26, len(raw) + 8, 22736, sub_type, len(raw) + 2) + raw
+
+
+async def test_softswitch_accounting_without_station_ids_is_rated_and_charged(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Accounting-only softswitches on a wholesale trunk (the client's default account):
+    # Asterisk's cdr_radius sends one Stop per call, its numbers in Asterisk-Src/-Dst and
+    # the talk time in Asterisk-Bill-Sec, with no Calling/Called-Station-Id nor
+    # Acct-Session-Time (build_radius_record); FreeSWITCH's mod_radius_cdr has its
+    # numbers in Freeswitch-Src/-Dst only. Each went to cdr:orphans as
+    # destination_not_allowed, the Asterisk one with usage 0: 60 s of talk lost.
+    clients = [
+        {"name": "pbx", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0,
+         "flavour": "generic", "default_account": "trunk", "lookup": ["default"]},
+        {"name": "fs", "address": "127.0.0.2", "secret": SECRET.decode(), "coa_port": 0,
+         "flavour": "generic", "default_account": "trunk", "lookup": ["default"]},
+    ]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        pbx, fs = await UdpPeer.open("127.0.0.1"), await UdpPeer.open("127.0.0.2")
+        b.clock.now_ms += 600_000
+        stop = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + asterisk(101, "")  # Acct-Code
+        for sub_type, value in ((102, "4940555666"), (103, "030123456"), (104, "from-internal"),
+                                (105, '"Alice" <4940555666>'), (106, "SIP/alice-00000001"),
+                                (110, "2026-12-06 10:00:00 +0000"),
+                                (111, "2026-12-06 10:00:05 +0000"),
+                                (112, "2026-12-06 10:01:05 +0000"), (113, 65), (114, 60),
+                                (115, "ANSWERED"), (116, "DOCUMENTATION")):  # fmt: skip
+            stop += asterisk(sub_type, value)
+        stop += attr(rc.USER_NAME, "SIP/alice-00000001") + attr(rc.ACCT_SESSION_ID, "1796000000.7")
+        fs_call = attr(rc.ACCT_SESSION_ID, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+        fs_call += freeswitch(4, b"4940555777") + freeswitch(5, b"030123456")
+        try:
+            await ask(pbx, accounting_request(1, stop), b.frontend.acct_port)
+            start = fs_call + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START)
+            await ask(fs, accounting_request(1, start), b.frontend.acct_port)
+            b.clock.now_ms += 30_000
+            fs_stop = fs_call + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP)
+            fs_stop += freeswitch(13, 16) + attr(rc.ACCT_SESSION_TIME, 30)
+            await ask(fs, accounting_request(2, fs_stop), b.frontend.acct_port)
+        finally:
+            pbx.close()
+            fs.close()
+        cdrs = sorted(
+            (c.caller, c.callee, c.duration_s, c.cost_micros) for c in await read_cdrs(redis)
+        )
+        assert cdrs == [("+4940555666", "+4930123456", 60, 600_000),
+                        ("+4940555777", "+4930123456", 30, 300_000)]  # fmt: skip
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 900_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
