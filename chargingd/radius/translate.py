@@ -61,7 +61,9 @@ def charged_leg(packet: rc.Packet, client: RadiusClient) -> bool:
     if not client.cisco or client.cisco_leg == "all":
         return True
     origin = packet.cisco_value(rc.H323_CALL_ORIGIN)
-    return not origin or origin == client.cisco_leg
+    # Cisco writes "originate", AudioCodes "Originate" (Mediant SIP User's Manual,
+    # "RADIUS Accounting" example): the same leg.
+    return not origin or origin == client.cisco_leg or origin.lower() == client.cisco_leg
 
 
 def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallInfo:

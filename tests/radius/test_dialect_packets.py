@@ -337,3 +337,40 @@ async def test_softswitch_accounting_without_station_ids_is_rated_and_charged(
         account = await b.ledger.get_account("trunk")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 900_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+async def test_audiocodes_capitalised_call_origin_is_the_charged_leg(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # AudioCodes Mediant (SIP User's Manual, "RADIUS Accounting" example) writes the
+    # Cisco VSAs with h323-call-origin "Originate"; cisco_leg compared it with Cisco's
+    # "originate" and ignored the leg, so the call was never charged by its Stop.
+    clients = [{"name": "mediant", "address": "127.0.0.1", "secret": SECRET.decode(),
+                "coa_port": 0}]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:111",))
+        nas = await UdpPeer.open()
+        conf = cisco(rc.H323_CONF_ID, "h323-conf-id=02102944 600a1899 3fd61009 0e2f3cc5")
+        call = attr(rc.USER_NAME, "111") + attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1)))
+        call += attr(61, 0) + attr(rc.CALLED_STATION_ID, "030123456")
+        call += attr(rc.CALLING_STATION_ID, "202") + conf
+        try:
+            reply = await ask(nas, access_request(1, call), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            leg = call + attr(rc.ACCT_SESSION_ID, "1")
+            leg += cisco(33, "h323-gw-id=") + cisco(27, "h323-call-type=VOIP")
+            leg += cisco(rc.H323_CALL_ORIGIN, "h323-call-origin=Originate")
+            start = leg + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START)
+            await ask(nas, accounting_request(2, start), b.frontend.acct_port)
+            b.clock.now_ms += 61_000
+            stop = leg + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + attr(rc.ACCT_SESSION_TIME, 61)
+            stop += attr(42, 4841) + attr(43, 8800) + attr(47, 122) + attr(48, 220)
+            stop += cisco(rc.H323_DISCONNECT_CAUSE, "h323-disconnect-cause=10")
+            await ask(nas, accounting_request(3, stop), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.duration_s, cdr.cost_micros, cdr.status) == (61, 610_000, "normal")
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 610_000, 0)
+        assert b.frontend.counters.accounting_ignored == 0
