@@ -238,11 +238,14 @@ class Accounting:
         """The id located another client's call: Acct-Session-Id is unique per NAS only
         (RFC 2866 §5.5; Asterisk's uniqueid is the epoch second and a counter). This
         client's call of that id is looked for in its gateway's last-seen zset, and
-        touched there; FOREIGN when there is none (nothing changed)."""
+        touched there; FOREIGN when there is none (nothing changed). Found there, the
+        located record is this NAS's own (its NAS-IP-Address): one gateway that sends
+        from two client addresses (authentication and accounting apart), the same call."""
         found = await self.store.search(report.call.session_id, report.call.gateway)
-        if found is None or found == foreign_id:
+        if found is None:
             return foreign_id, FOREIGN, 0, None
-        return (found, *await self._touch(found, report))
+        owner = "" if found == foreign_id else _id_owner(report)
+        return (found, *await self._touch(found, report, owner))
 
     def _echoes(self, report: UsageReport) -> bool:
         return report.call.client in self.store.echo_class
@@ -303,7 +306,7 @@ class Accounting:
         await self.late.closed(rec, report, usage_s)
 
     async def _touch(
-        self, account_id: str, report: UsageReport
+        self, account_id: str, report: UsageReport, owner: str | None = None
     ) -> tuple[str, int, SessionRecord | None]:
         return await self.store.touch(
             account_id,
@@ -314,7 +317,7 @@ class Accounting:
             nas_session_id=report.call.nas_session_id,
             call_origin=report.call.call_origin,
             gateway=report.call.gateway,
-            client=_id_owner(report),
+            client=_id_owner(report) if owner is None else owner,
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:

@@ -374,3 +374,37 @@ async def test_audiocodes_capitalised_call_origin_is_the_charged_leg(
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 610_000, 0)
         assert b.frontend.counters.accounting_ignored == 0
+
+
+async def test_one_gateway_authorizing_and_accounting_from_two_addresses_is_one_call(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # An SBC whose Access-Requests and Accounting-Requests leave from two addresses
+    # (two clients), the same NAS-IP-Address in both: its packets are its own calls'.
+    clients = [
+        {"name": "sbc-auth", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0},
+        {"name": "sbc-acct", "address": "127.0.0.2", "secret": SECRET.decode(), "coa_port": 0},
+    ]
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:alice",))
+        auth, acct = await UdpPeer.open("127.0.0.1"), await UdpPeer.open("127.0.0.2")
+        call = attr(rc.USER_NAME, "alice") + attr(rc.CALLED_STATION_ID, "030123456")
+        call += attr(rc.ACCT_SESSION_ID, "sbc-0001") + attr(rc.NAS_IP_ADDRESS, bytes((10, 1, 1, 1)))
+        try:
+            reply = await ask(auth, access_request(1, call), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            start = call + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START)
+            await ask(acct, accounting_request(1, start + attr(rc.EVENT_TIMESTAMP, b.t0_s)),
+                      b.frontend.acct_port)  # fmt: skip
+            b.clock.now_ms += 45_000
+            stop = call + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP)
+            stop += attr(rc.ACCT_SESSION_TIME, 45) + attr(rc.EVENT_TIMESTAMP, b.t0_s + 45)
+            await ask(acct, accounting_request(2, stop), b.frontend.acct_port)
+        finally:
+            auth.close()
+            acct.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.duration_s, cdr.cost_micros) == ("acc1", 45, 450_000)
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 450_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
