@@ -96,6 +96,19 @@ class Cluster:
             found = c.nodes_manager.get_node_from_slot(slot)
             return next(n for n in self.nodes if n.port == found.port)
 
+    def replica_of(self, master: Node) -> Node:
+        """A live replica of `master` (as the replica's own CLUSTER NODES says)."""
+        master_id = _node_id(master)
+        for node in self.nodes:
+            if node is master or not node.alive:
+                continue
+            with node.client() as c:
+                text = c.execute_command("CLUSTER", "NODES").decode()
+            mine = next(line for line in text.splitlines() if "myself" in line).split()
+            if "slave" in mine[2] and mine[3] == master_id:
+                return node
+        raise AssertionError(f"{master.address} has no replica: " + self.describe())
+
     def flush(self) -> None:
         for node in self.masters():
             with node.client() as c:

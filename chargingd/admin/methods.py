@@ -46,6 +46,7 @@ from chargingd.admin.params import (
 )
 from chargingd.alerts import AlertError, Alerts
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.core.redisconn import CLUSTER_UNAVAILABLE
 from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
 from chargingd.ledger import Ledger, LedgerError, Status
@@ -54,6 +55,8 @@ from chargingd.sessions.pricing import DEFAULT_PLAN
 log = logging.getLogger("chargingd.admin")
 
 _REDIS_DOWN = "admin requests failed, Redis unavailable"
+# Redis down, or a cluster's slot served nowhere right now (a failover, a migration).
+_REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, *CLUSTER_UNAVAILABLE)
 _HISTORY_MAX = 1000
 _READ_ONLY = frozenset(
     {"account.get", "account.list", "account.history", "server.status", "session.list"}
@@ -158,7 +161,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
             response = error_response(req_id, INVALID_PARAMS, str(exc))
         except (AlertMethodError, FraudMethodError) as exc:
             response = error_response(req_id, exc.rpc_code, str(exc))
-        except RedisError as exc:
+        except _REDIS_ERRORS as exc:
             self.outage.failure(_REDIS_DOWN, exc)
             response = error_response(req_id, REDIS_UNAVAILABLE, f"Redis unavailable: {exc}")
         except Exception:  # the boundary: log it, answer, keep serving

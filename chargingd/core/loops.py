@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.ratelog import RateLimitedLog
+from chargingd.core.redisconn import CLUSTER_UNAVAILABLE
 
 
 class ServiceUnreachable(Exception):
@@ -20,12 +21,14 @@ class ServiceUnreachable(Exception):
     traceback, which would only show the retry path."""
 
 
-# Failures that say "the server is not there" (their traceback tells nothing).
+# Failures that say "the server is not there" (their traceback tells nothing); a
+# cluster's slot not served right now is one of them (core.redisconn).
 UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
     ServiceUnreachable,
+    *CLUSTER_UNAVAILABLE,
 )
 
 

@@ -15,12 +15,33 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from chargingd.core.config import RedisConfig
 
 log = logging.getLogger("chargingd.redis")
 
 RedisClient = aioredis.Redis | RedisCluster
+
+# A Redis Cluster that cannot serve a key's slot now, as redis-py raises it once its own
+# retries are spent: CLUSTERDOWN (ClusterDownError: no node serves the slot, a shard
+# failing over or down with its replicas, the whole cluster under Redis' default
+# cluster-require-full-coverage), redirections exhausted during a failover or a slot
+# migration (ClusterError "TTL exhausted"), TRYAGAIN (a multi-key command while its
+# slot migrates), no node known for the slot, no node reachable. Each is Redis being
+# unavailable for that key, as a refused connection is: what the request path and the
+# background loops treat as "Redis down" (refuse, spool, retry; a line, no traceback).
+CLUSTER_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+)
 
 
 class RedisUnreachable(aioredis.ConnectionError):

@@ -60,6 +60,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.plain import plain_class
+from chargingd.core.redisconn import CLUSTER_UNAVAILABLE
 from chargingd.ledger.batch import CommandBatcher
 from chargingd.ledger.keys import tag_of
 from chargingd.ledger.steps import Step, fused_source
@@ -94,11 +95,14 @@ from chargingd.sessions.shards import (
 )
 
 # What "Redis unreachable" looks like from redis-py (timeouts included: the command
-# may still run later, when a stalled Redis resumes).
+# may still run later, when a stalled Redis resumes), and a cluster that serves the
+# key's slot nowhere right now (CLUSTERDOWN while a shard fails over, a slot
+# migration's redirections exhausted: core.redisconn.CLUSTER_UNAVAILABLE).
 REDIS_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     OSError,
+    *CLUSTER_UNAVAILABLE,
 )
 
 DEADLINES = "sess:deadlines"
