@@ -426,7 +426,11 @@ async def group_backlog(
     pending = int(mine[0].get("pending") or 0)
     if pending:
         summary: Any = await redis.xpending(stream, group)
-        oldest.append(_id_ms(summary["min"]))
+        # Newer than XINFO's count: another consumer of the group (a worker, a second
+        # daemon) may have acknowledged them in between, leaving no oldest entry.
+        pending = int(summary.get("pending") or 0)
+        if pending and summary.get("min") is not None:
+            oldest.append(_id_ms(summary["min"]))
     behind_s = round(max(0.0, now_s - min(oldest) / 1000), 3) if oldest else 0.0
     return {
         "pending": pending,

@@ -20,7 +20,7 @@ from cdr_factory import make_cdr
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.billing.csvspool import CsvSpool
 from chargingd.billing.db import BillingDB
-from chargingd.billing.exporter import Exporter
+from chargingd.billing.exporter import Exporter, group_backlog
 from chargingd.core.config import Config, config_from_dict
 from chargingd.core.redisconn import EmbeddedRedis
 
@@ -105,6 +105,37 @@ async def test_lag_is_visible(redis: aioredis.Redis, db: BillingDB, pg_url: str)
     assert status["undelivered"] == 10
     assert status["pending"] == 0
     assert 29 <= status["behind_s"] <= 40
+
+
+class _AckedBetween:
+    """The real client, with another consumer of the group (the second daemon's
+    exporter) acknowledging every pending entry right after this one's XINFO GROUPS."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.redis, name)
+
+    async def xinfo_groups(self, stream: str) -> Any:
+        groups = await self.redis.xinfo_groups(stream)
+        pending = await self.redis.xpending_range(stream, GROUP, "-", "+", 100)
+        await self.redis.xack(stream, GROUP, *[p["message_id"] for p in pending])
+        return groups
+
+
+async def test_backlog_read_while_another_consumer_acknowledges(redis: aioredis.Redis) -> None:
+    """XINFO says entries are pending, XPENDING a moment later finds none (acknowledged
+    in between, as two daemons' exporters sharing the group do): a backlog of nothing,
+    not a failed pass (AttributeError on the summary's empty oldest id, seen on a
+    cluster soak: the exporter's pass and the monitoring sample both failed)."""
+    await redis.xgroup_create(CDR_STREAM, GROUP, id="0", mkstream=True)
+    await _xadd(redis, [make_cdr(i).pack() for i in range(5)])
+    await redis.xreadgroup(GROUP, "other", {CDR_STREAM: ">"}, count=5)
+    assert await _pending(redis) == 5
+    backlog = await group_backlog(_AckedBetween(redis), CDR_STREAM, GROUP, time.time())  # type: ignore[arg-type]
+    assert backlog is not None
+    assert (backlog["pending"], backlog["undelivered"], backlog["behind_s"]) == (0, 0, 0.0)
 
 
 async def test_undecodable_cdrs_go_to_dead_letters(
