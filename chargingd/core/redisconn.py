@@ -15,6 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterError,
     RedisClusterUnreachableError,
@@ -163,6 +165,17 @@ class EmbeddedRedis:
             self.proc.wait()
 
 
+# How many times a cluster command is sent again after a timeout, a refused connection
+# or CLUSTERDOWN (each time on a refreshed slot map), and the pause before each: enough
+# to follow a failover that is over (the slots moved to the promoted replica) without
+# sitting out one in progress. redis-py's default, 10 retries with up to 1 s between
+# them, held each request ~10 s per command_timeout_s of 0.5 s (25 s at the default
+# 2 s) while a shard's master was paused: the gateway had given up on the Stop long
+# before it was spooled, and `chargingd ctl` said the daemon itself did not answer.
+CLUSTER_RETRIES = 2
+CLUSTER_RETRY_PAUSE_S = (0.02, 0.2)  # first pause, cap (doubling, with jitter)
+
+
 def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
     """An asyncio client for the configured Redis (hiredis parser when installed)."""
     opts: dict[str, Any] = {
@@ -175,7 +188,10 @@ def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
         for node in cfg.cluster_nodes:
             host, _, port = node.rpartition(":")
             nodes.append(ClusterNode(host, int(port)))
-        return RedisCluster(startup_nodes=nodes, **opts)
+        base_s, cap_s = CLUSTER_RETRY_PAUSE_S
+        backoff = ExponentialWithJitterBackoff(base=base_s, cap=cap_s)
+        retry = Retry(backoff, CLUSTER_RETRIES)
+        return RedisCluster(startup_nodes=nodes, retry=retry, **opts)
     url = url_override or cfg.url
     return aioredis.Redis.from_url(url, **opts)
 

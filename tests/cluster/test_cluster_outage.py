@@ -4,7 +4,8 @@ both paused: no failover can help), with calls live through the real daemon.
 While no node can serve the shard's slots (the others answer CLUSTERDOWN, Redis' default
 cluster-require-full-coverage), the daemon answers as DESIGN says for Redis down: an
 Access-Request is refused, accounting is acknowledged and spooled, `chargingd ctl`
-says Redis is unavailable; every log line is a line, never a traceback. Once the
+says Redis is unavailable, each within a few command timeouts (not the ten retries
+redis-py makes by default); every log line is a line, never a traceback. Once the
 shard is back, the spooled Stop is replayed: the call has one CDR, its account paid
 exactly its usage, nothing is left reserved, and new calls are accepted again.
 """
@@ -127,8 +128,18 @@ async def test_a_shard_down_gives_clear_answers_and_recovers(
 
         refused = await _ask(sock, Call("outage-2", account).access_request(), auth)
         assert refused.code == rc.ACCESS_REJECT
+        began = time.monotonic()
         stopped = await _ask(sock, call.accounting(rc.STATUS_STOP, 42), acct)
+        stop_s = time.monotonic() - began
         assert stopped.code == rc.ACCOUNTING_RESPONSE  # spooled, replayed later
+        # The paused shard's own account: its node does not answer at all (timeouts).
+        began = time.monotonic()
+        down = await asyncio.to_thread(ctl, daemon.setup, "account", "get", account)
+        ctl_s = time.monotonic() - began
+        print(f"paused shard: Stop acknowledged in {stop_s:.1f} s, ctl answered in {ctl_s:.1f} s")
+        assert down.returncode != 0 and "unavailable" in down.stderr.lower(), down.stderr
+        # Within a gateway's first retransmissions (3 s x 0.5 s timeouts + backoff).
+        assert stop_s < 4.0
         # An account on a healthy master: its node answers CLUSTERDOWN (full coverage).
         got = await asyncio.to_thread(ctl, daemon.setup, "account", "get", other)
         assert got.returncode != 0 and "Traceback" not in got.stderr, got.stderr
