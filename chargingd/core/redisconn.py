@@ -174,6 +174,13 @@ class EmbeddedRedis:
 # before it was spooled, and `chargingd ctl` said the daemon itself did not answer.
 CLUSTER_RETRIES = 2
 CLUSTER_RETRY_PAUSE_S = (0.02, 0.2)  # first pause, cap (doubling, with jitter)
+# Connections to one node: as many as the commands in flight, as redis-py's client of
+# one Redis opens them (its pool's default, 2**31). The cluster client's default, 100
+# per node, fails the 101st concurrent command at once with MaxConnectionsError (a
+# ConnectionError: "Redis down"): `rerate --apply`, mediation's ledger charges and
+# invoice postings settle up to 500 calls at once, the daemon runs 64 worker tasks per
+# port and process beside its loops. How much runs at once is bounded by them.
+CLUSTER_MAX_CONNECTIONS = 2**31
 
 
 def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
@@ -191,7 +198,9 @@ def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
         base_s, cap_s = CLUSTER_RETRY_PAUSE_S
         backoff = ExponentialWithJitterBackoff(base=base_s, cap=cap_s)
         retry = Retry(backoff, CLUSTER_RETRIES)
-        return RedisCluster(startup_nodes=nodes, retry=retry, **opts)
+        return RedisCluster(
+            startup_nodes=nodes, retry=retry, max_connections=CLUSTER_MAX_CONNECTIONS, **opts
+        )
     url = url_override or cfg.url
     return aioredis.Redis.from_url(url, **opts)
 
