@@ -31,7 +31,7 @@ from chargingd.billing.db import BillingDB, validate_cdr
 from chargingd.billing.journal import JournalExport
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
-from chargingd.core.redisconn import RedisClient
+from chargingd.core.redisconn import RedisClient, block_below_timeout
 from chargingd.core.status import ComponentStats
 
 log = logging.getLogger("chargingd.exporter")
@@ -297,12 +297,7 @@ class Exporter:
 
     def _block_ms(self) -> int:
         # Stay under the client's socket timeout, or a quiet stream looks like an error.
-        pool = getattr(self.redis, "connection_pool", None)
-        timeout = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
-        block_ms = self.xcfg.block_ms
-        if timeout:
-            block_ms = min(block_ms, max(1, int(float(timeout) * 1000) - 500))
-        return block_ms
+        return block_below_timeout(self.redis, self.xcfg.block_ms)
 
     async def _read(self, from_id: str, *, block_ms: int | None) -> list[Entry]:
         reply: Any = await self.redis.xreadgroup(

@@ -205,6 +205,22 @@ def connect(cfg: RedisConfig, url_override: str | None = None) -> RedisClient:
     return aioredis.Redis.from_url(url, **opts)
 
 
+def block_below_timeout(client: Any, block_ms: int) -> int:
+    """The BLOCK of a blocking stream read (XREADGROUP) that ends before the client's
+    socket timeout, on one Redis as on a cluster: a longer one makes a quiet stream
+    look like Redis not answering (TimeoutError, a failed pass, its retry backoff), and
+    an entry Redis delivers as the client gives up stays pending until it is claimed.
+    A margin of half a second (half the timeout under a second)."""
+    pool = getattr(client, "connection_pool", None)  # one Redis
+    manager = getattr(client, "nodes_manager", None)  # a cluster
+    kwargs: Any = getattr(pool or manager, "connection_kwargs", None) or {}
+    timeout = kwargs.get("socket_timeout")
+    if not timeout:
+        return block_ms
+    timeout_ms = int(float(timeout) * 1000)
+    return max(1, min(block_ms, timeout_ms - min(500, timeout_ms // 2)))
+
+
 async def wait_ready(client: RedisClient, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:

@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.loops import run_every
+from chargingd.core.redisconn import block_below_timeout
 from chargingd.core.status import ComponentStats
 from chargingd.fraud.engine import Fraud
 from chargingd.fraud.upgrade import upgrade_fraud_keys
@@ -111,6 +112,8 @@ class FraudEvents:
         return await self._count(entries)
 
     async def _read(self, from_id: str, *, block_ms: int | None) -> list[Entry]:
+        if block_ms is not None:  # under the socket timeout: a quiet stream is no error
+            block_ms = block_below_timeout(self.redis, block_ms)
         reply: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: from_id}, count=BATCH, block=block_ms
         )

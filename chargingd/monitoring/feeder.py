@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.loops import run_every, wait_or_stop
-from chargingd.core.redisconn import RedisClient
+from chargingd.core.redisconn import RedisClient, block_below_timeout
 from chargingd.monitoring.outcomes import (
     ANSWERED,
     OUTCOMES,
@@ -180,6 +180,8 @@ class KpiFeeder:
 
     async def _read(self, from_id: str, block_ms: int | None) -> list[Any]:
         try:
+            if block_ms is not None:  # under the socket timeout: quiet is no error
+                block_ms = block_below_timeout(self.redis, block_ms)
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {self.stream: from_id}, count=BATCH, block=block_ms
             )
