@@ -23,7 +23,14 @@ applied. Checked at the end:
   reported; no refused call has a CDR;
 - no prepaid account that was cut is below zero.
 
+With --cluster, the daemons run on a Redis Cluster (tests/redis_cluster.py: 3 masters
+with a replica each) and its failures replace Redis's (scripts/cluster_chaos.py: a
+master paused 3 s, two slots of busy accounts migrated key by key during their calls,
+the CDR stream's master SIGKILLed, a graceful CLUSTER FAILOVER), with top-ups sent twice
+each over the admin socket all along (checked: each applied once).
+
     .venv/bin/python scripts/money_soak.py --calls 400 --concurrency 40
+    .venv/bin/python scripts/money_soak.py --cluster --calls 300 --concurrency 30
 """
 
 from __future__ import annotations
@@ -45,13 +52,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import redis as syncredis
 
 from chargingd.sessions.shards import SHARDS_KEY, parse_shards, shard_keys
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the daemon harness of the end-to-end tests
 
+from cluster_chaos import chaos as cluster_chaos  # noqa: E402
 from radius_e2e_harness import (  # noqa: E402
     BIN,
     TARIFF,
@@ -59,6 +66,7 @@ from radius_e2e_harness import (  # noqa: E402
     Daemon,
     free_udp_ports,
 )
+from redis_cluster import start_cluster  # noqa: E402
 from soak_world import (  # noqa: E402
     DisconnectListener,
     Gateway,
@@ -220,7 +228,7 @@ def rerate(world: World) -> None:
 async def settled(world: World, timeout_s: float) -> bool:
     """No live session, no spooled entry, every CDR in the stream exported."""
     deadline = time.monotonic() + timeout_s
-    r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
+    r = world.redis()
     while time.monotonic() < deadline:
         shards = parse_shards(r.get(SHARDS_KEY))
         gateways = [g.decode() for g in r.smembers("sess:gateways")]
@@ -244,7 +252,7 @@ def cdr_figures(world: World) -> dict[str, Any]:
             "SELECT charge_reason, count(*) FROM cdrs WHERE charge_reason <> ''"
             " GROUP BY 1 ORDER BY 1"
         ).fetchall()
-    r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
+    r = world.redis()
     return {
         "cdrs": ",".join(f"{s}:{n}" for s, n in statuses),
         "corrected": corrected[0] if corrected else 0,
@@ -261,7 +269,7 @@ def expected_status(world: World, out: Outcome) -> str:
 
 def below_zero(world: World) -> list[str]:
     """Prepaid accounts that were cut and ended below zero (live traffic alone)."""
-    r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
+    r = world.redis()
     found = []
     for account_id in sorted(world.cut_accounts & world.prepaid):
         balance = int(r.hget(f"{{a:{account_id}}}:acct", "balance") or 0)
@@ -272,7 +280,7 @@ def below_zero(world: World) -> list[str]:
 
 def check(world: World) -> list[str]:
     problems: list[str] = []
-    r = syncredis.Redis(unix_socket_path=str(world.redis_socket))
+    r = world.redis()
     with psycopg.connect(world.pg_url) as conn:
         rows = conn.execute(
             "SELECT account_id, call_id, status, disconnect_cause, charged_micros, charge FROM cdrs"
@@ -288,6 +296,8 @@ def check(world: World) -> list[str]:
         balance, debits = int(acc["balance"]), int(acc["debits"])
         reserved, topups = int(acc["reserved"]), int(acc["topups"])
         moved = charged.get(account_id, 0)
+        if world.topped and topups != world.topped.get(account_id, 0):
+            problems.append(f"{account_id}: top-ups {topups}, sent {world.topped.get(account_id)}")
         if balance != initial + topups - moved or debits != moved or reserved != 0:
             problems.append(
                 f"{account_id}: balance {balance} debits {debits} reserved {reserved}"
@@ -330,7 +340,8 @@ async def prepare(world: World, args: argparse.Namespace) -> list[tuple[str, str
     (world.tmp / "tariff.toml").write_text(TARIFF)
     cheap = world.tmp / "cheap.toml"
     cheap.write_text(CHEAP_TARIFF.replace('id = "e2e"', 'id = "cheap"'))
-    start_redis(world)
+    if world.cluster is None:
+        start_redis(world)
     pg_server = args.pg_url or start_embedded(world.tmp / "pg", "postgres", delete_at_exit=True)
     name = f"soak_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -383,7 +394,8 @@ async def traffic(world: World, args: argparse.Namespace, rng: random.Random) ->
         async with gate:
             await one_call(world, out, rng)
 
-    chaos_task = asyncio.create_task(chaos(world, args.chaos_after_s))
+    failures = cluster_chaos if world.cluster is not None else chaos
+    chaos_task = asyncio.create_task(failures(world, args.chaos_after_s))
     await asyncio.gather(*(paced(o) for o in world.outcomes))
     await chaos_task
 
@@ -392,6 +404,8 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     world = World(Path(tempfile.mkdtemp(prefix="money-soak-")), Path())
     world.redis_socket = world.tmp / "redis.sock"
+    if args.cluster:
+        world.cluster = await asyncio.to_thread(start_cluster)
     plan = await prepare(world, args)
     plan_calls(world, args, rng)
     loop = asyncio.get_running_loop()
@@ -423,6 +437,8 @@ async def run(args: argparse.Namespace) -> int:
             d.kill()
         if world.redis_proc is not None:
             world.redis_proc.kill()
+        if world.cluster is not None:
+            world.cluster.stop()
     return report(world, args, figures, problems, time.monotonic() - began)
 
 
@@ -456,6 +472,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--pg-url", default="", help="a PostgreSQL server (default: embedded)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Redis Cluster (3 masters + replicas) instead of one redis-server, and its"
+        " failures (scripts/cluster_chaos.py: pause, slot migration, kill, failover)",
+    )
     parser.add_argument(
         "--fraud-local-values",
         type=int,

@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as syncredis
 from radius_e2e_harness import SECRET, Daemon, Setup, free_udp_ports
@@ -48,6 +49,20 @@ class World:
     outcomes: list[Outcome] = field(default_factory=list)
     dms: dict[str, asyncio.Event] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    cluster: Any = None  # tests/redis_cluster.Cluster when the soak runs on a cluster
+    topped: dict[str, int] = field(default_factory=dict)  # top-ups sent (micros)
+
+    def redis(self) -> Any:
+        """A client of the truth: the redis-server, or the cluster (cluster-aware)."""
+        if self.cluster is not None:
+            return self.cluster.client()
+        return syncredis.Redis(unix_socket_path=str(self.redis_socket))
+
+    def redis_section(self) -> str:
+        if self.cluster is not None:
+            nodes = ", ".join(f'"{seed}"' for seed in self.cluster.seeds)
+            return f"cluster_nodes = [{nodes}]"
+        return f'url = "unix://{self.redis_socket}"'
 
 
 # -- infrastructure -------------------------------------------------------------------
@@ -86,7 +101,7 @@ data_dir = "{base / "data"}"
 workers = {workers}
 
 [redis]
-url = "unix://{world.redis_socket}"
+{world.redis_section()}
 command_timeout_s = 0.5
 
 [billing]

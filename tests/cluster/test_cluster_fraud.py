@@ -1,0 +1,75 @@
+"""The fraud rules in force on a Redis Cluster (the step-by-step session path, the
+rules' values and the account's block in the account's own slot, the alerts and the
+events stream in theirs): tests/fraud/test_daemon_e2e.py's hijacked account, unchanged,
+against a daemon with two RADIUS processes whose [redis] lists the cluster's nodes.
+The account is blocked after the configured count of risky calls, its live calls are
+cut (Disconnect-Request) and end as `killed` CDRs, one alert, one webhook POST, the
+normal account untouched; unblocked, it calls again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from fraud.test_daemon_e2e import (
+    SCENARIO_RULES,
+    TARIFF,
+    _hijack_blocked,
+    fraud_toml,
+    gateway_listening,
+)
+from radius_e2e_harness import Daemon, write_setup
+from redis.cluster import RedisCluster as SyncCluster
+from redis_cluster import Cluster, running_cluster
+from webhook_receiver import Receiver, webhook_receiver
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+class ClusterDaemon(Daemon):
+    cluster: Cluster
+
+    def redis(self) -> SyncCluster:  # type: ignore[override]
+        return self.cluster.client()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster() as found:
+        yield found
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Receiver]:
+    async with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def daemon(cluster: Cluster, tmp_path: Path, hook: Receiver) -> Iterator[ClusterDaemon]:
+    nodes = ", ".join(f'"{seed}"' for seed in cluster.seeds)
+    top = fraud_toml(SCENARIO_RULES, webhook=hook.url)
+    setup = write_setup(
+        tmp_path, top=top, tariff_text=TARIFF, workers=2, redis=f"cluster_nodes = [{nodes}]"
+    )
+    found = ClusterDaemon(setup, tmp_path / "daemon.log")
+    found.cluster = cluster
+    found.start()
+    try:
+        status = found.wait_ready()
+        assert status["redis"]["url"].startswith("cluster:")
+        found.create_account("hijack", "100.00")
+        found.create_account("normal", "100.00")
+        yield found
+    finally:
+        print(f"---- daemon log ----\n{found.log()}")  # shown when the test fails
+        found.kill()
+
+
+async def test_hijacked_account_blocked_and_cut_on_the_cluster(
+    daemon: ClusterDaemon, hook: Receiver
+) -> None:
+    async with gateway_listening(daemon) as gateway:
+        await _hijack_blocked(daemon, gateway, hook)
+    assert "Traceback" not in daemon.log()
