@@ -30,6 +30,7 @@ from chargingd.billing.exporter import Exporter
 from chargingd.core.clock import wall_ms
 from chargingd.core.config import Config
 from chargingd.core.redisconn import (
+    CLUSTER_UNAVAILABLE,
     EmbeddedRedis,
     RedisClient,
     RedisUnreachable,
@@ -105,7 +106,7 @@ class Factory:
         stack.push_async_callback(client.aclose)
         try:
             await wait_ready(client, REDIS_READY_TIMEOUT_S)
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             raise RedisUnreachable(f"cannot reach Redis at {label}: {exc}") from exc
         return OpenedRedis(client, label, url or r.url)
 
@@ -265,6 +266,11 @@ class Factory:
     ) -> Exporter:
         """The CDR exporter ([export]; its database from [billing] unless `db` is given)."""
         return Exporter(redis, self.cfg, db=db, stats=stats)
+
+
+# Redis down; for a cluster also none of its nodes answering (RedisClusterUnreachableError
+# is no RedisError: `chargingd serve` and the tools died with its traceback).
+_UNREACHABLE: tuple[type[BaseException], ...] = (RedisError, OSError, *CLUSTER_UNAVAILABLE)
 
 
 async def _answers(url: str) -> bool:

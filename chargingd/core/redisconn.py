@@ -221,13 +221,23 @@ def block_below_timeout(client: Any, block_ms: int) -> int:
     return max(1, min(block_ms, timeout_ms - min(500, timeout_ms // 2)))
 
 
+# Redis not answering yet (a cluster whose nodes are still starting: none answers, or
+# CLUSTERDOWN until its slots are served).
+_NOT_READY: tuple[type[BaseException], ...] = (
+    aioredis.ConnectionError,
+    aioredis.BusyLoadingError,
+    OSError,
+    *CLUSTER_UNAVAILABLE,
+)
+
+
 async def wait_ready(client: RedisClient, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             await client.ping()
             return
-        except (aioredis.ConnectionError, aioredis.BusyLoadingError, OSError):
+        except _NOT_READY:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

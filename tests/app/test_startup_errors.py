@@ -40,6 +40,23 @@ async def test_unreachable_redis_is_named_in_the_error(monkeypatch: pytest.Monke
     assert "Connection refused" in text or "Error 111" in text
 
 
+async def test_unreachable_cluster_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A [redis] cluster_nodes of which no node answers: `chargingd serve` and `chargingd
+    export` died with a traceback (redis-py's RedisClusterUnreachableError is not a
+    RedisError), where an unreachable redis:// URL says this one line."""
+    monkeypatch.setattr(factory_module, "REDIS_READY_TIMEOUT_S", 0.2)
+    seeds = [f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}"]
+    cfg = config_from_dict({"redis": {"cluster_nodes": seeds, "connect_timeout_s": 0.2}})
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(RedisUnreachable) as caught:
+            await Factory(cfg).open_redis(stack, owner=True)
+    text = str(caught.value)
+    assert text.startswith(f"cannot reach Redis at cluster:{','.join(seeds)}: "), text
+    assert "Connection refused" in text or "Error 111" in text
+
+
 async def test_http_port_in_use_is_named_in_the_error() -> None:
     """Was "[Errno 98] error while attempting to bind on address ('127.0.0.1', 9812):
     address already in use": nothing said it was the [http] listener."""
