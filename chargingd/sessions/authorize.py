@@ -68,12 +68,15 @@ BLOCKED = "account blocked"  # a fraud rule blocked the account ([fraud] block_m
 
 class WriteUncertain(Exception):
     """Redis did not answer an authorize's write: it may still run (a stalled Redis
-    resumes) although the gateway is refused. sessions/service.py undoes it later."""
+    resumes) although the gateway is refused. sessions/service.py undoes it later.
+    ``record_sent``: False when the unanswered write was the hold's, step by step (the
+    record is written after it): a record of the session is then another authorize's."""
 
-    def __init__(self, account_id: str, session_id: str) -> None:
+    def __init__(self, account_id: str, session_id: str, *, record_sent: bool = True) -> None:
         super().__init__(f"authorize of {session_id} ({account_id}): write not confirmed")
         self.account_id = account_id
         self.session_id = session_id
+        self.record_sent = record_sent
 
 
 class Authorizer:
@@ -244,7 +247,11 @@ class Authorizer:
             # so the hold is undone as for any write left uncertain.
             raise chained(WriteUncertain(rec.account_id, rec.session_id), not_sent) from not_sent
         except REDIS_DOWN as exc:
-            raise chained(WriteUncertain(rec.account_id, rec.session_id), exc) from exc
+            # Step by step, the record is written once the hold's write was answered; a
+            # fused script writes both (a late run of it may have written the record).
+            sent = bool(reserved) or (self.fused is not None and rec.paid_usage_s > 0)
+            uncertain = WriteUncertain(rec.account_id, rec.session_id, record_sent=sent)
+            raise chained(uncertain, exc) from exc
 
     async def _reserve_first_steps(
         self,

@@ -277,7 +277,9 @@ class Sessions:
         cause = uncertain.__cause__ or uncertain
         if self.cfg.redis_failure_policy == "fail_open":
             return self._authorize_without_redis(call, cause)  # the call goes ahead
-        entry = {"type": "undo_authorize", "account_id": uncertain.account_id}
+        entry: dict[str, Any] = {"type": "undo_authorize", "account_id": uncertain.account_id}
+        if not uncertain.record_sent:  # a record found later is another authorize's
+            entry["record_sent"] = False
         try:
             self.spool.append(entry | {"session_id": uncertain.session_id})
         except (SpoolFull, OSError) as spool_exc:
@@ -439,14 +441,26 @@ class Sessions:
         """Live sessions for the admin socket."""
         return await self.store.all_live(now_ms=self.clock_ms())
 
-    async def undo_authorize(self, account_id: str, session_id: str) -> bool:
+    async def undo_authorize(
+        self, account_id: str, session_id: str, *, record_sent: bool = True
+    ) -> bool:
         """Make a refused authorize harmless once Redis answers (see _authorize_uncertain):
         drop its hold and remember the refusal in the ledger (a late write then refuses
         itself), and forget its record if it was written. Nothing is done to a call that
-        accounting shows real (a retransmission another daemon accepted). True if undone."""
+        accounting shows real (a retransmission another daemon accepted), nor, when this
+        authorize never sent its record (``record_sent``), to a session whose record is
+        there: another authorize of it wrote that record and answered the gateway (a
+        copy of the request another daemon accepted, its Start still to come). True if
+        undone."""
         rec = await self.store.get(account_id, session_id)
         if rec is not None and _accounted(rec):
             log.warning("authorize of %s timed out but the call is live: kept", session_id)
+            return False
+        if rec is not None and not record_sent:
+            log.warning(
+                "authorize of %s timed out here but another authorize of it stands: kept",
+                session_id,
+            )
             return False
         refused = await self.ledger.refuse(
             account_id, session_id, RefusalReason.SYSTEM_ERROR.value, who="sessions-undo"
@@ -464,7 +478,11 @@ class Sessions:
         """One spooled event, back from the spool once Redis answers again."""
         if entry.get("type") == "undo_authorize":
             try:
-                await self.undo_authorize(str(entry["account_id"]), str(entry["session_id"]))
+                await self.undo_authorize(
+                    str(entry["account_id"]),
+                    str(entry["session_id"]),
+                    record_sent=bool(entry.get("record_sent", True)),
+                )
             except LedgerError as exc:  # the account is gone: nothing left to undo
                 log.warning("undo of %s: %s", entry.get("session_id"), exc)
             return

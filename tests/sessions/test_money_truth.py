@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sessions_harness import (
     EUR,
     T0_MS,
@@ -393,6 +394,64 @@ async def test_undo_never_touches_a_call_accounting_shows_real(
     rec = await sessions.store.find("s1")
     assert rec is not None and rec.held_micros > 0
     assert (await ledger.get_account("acc1")).reserved_micros == rec.held_micros
+
+
+async def test_undo_of_a_refused_copy_keeps_the_authorize_another_daemon_accepted(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis
+) -> None:
+    """The gateway sent its Access-Request to two daemons. Daemon A accepted it; B's
+    copy timed out on the hold's write (a cluster master paused, step by step: B never
+    sent a record) and B refused, spooling an undo. The undo ran once the master
+    answered, before the call's Start: it dropped A's hold and record, the Start was
+    adopted "without authorize" and the call ended `overrun` with its money never held
+    (cluster money soak, seed 9). A record B never sent is A's: kept."""
+    await add_account(ledger, balance_micros=10 * EUR)
+    info = call("s1")
+    clock.now_ms = T0_MS
+    assert isinstance(await sessions.authorize(info), Authorized)  # daemon A's answer
+    held = (await ledger.get_account("acc1")).reserved_micros
+    entry = {"type": "undo_authorize", "account_id": "acc1", "session_id": "s1"}
+    sessions.spool.append(entry | {"record_sent": False})  # B's, replayed now
+    await sessions.reaper.run_once()
+    rec = await sessions.store.find("s1")
+    assert rec is not None and rec.held_micros == held > 0
+    assert (await ledger.get_account("acc1")).reserved_micros == held
+    await sessions.account(usage(info, UsageKind.START, 0, ANSWER_MS))
+    await sessions.account(usage(info, UsageKind.STOP, 30, ANSWER_MS + 30_000))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.duration_s) == ("normal", 30)
+    assert (await ledger.get_account("acc1")).reserved_micros == 0
+
+
+async def test_a_copy_refused_on_its_holds_write_does_not_undo_the_accepted_call(
+    sessions: Sessions, ledger: Ledger, clock: Clock, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Daemon B (step by step) gets the copy; its hold's write times out (the master
+    paused): refused, and the undo it spools says its record was never sent."""
+    await add_account(ledger, balance_micros=10 * EUR)
+    info = call("s1")
+    clock.now_ms = T0_MS
+    assert isinstance(await sessions.authorize(info), Authorized)  # daemon A's answer
+    held = (await ledger.get_account("acc1")).reserved_micros
+    b = make_sessions(redis, ledger, clock, tmp_path / "b")
+    b.step_by_step()
+
+    async def stalled(*_: Any, **__: Any) -> Any:
+        raise RedisTimeoutError("Timeout reading from 127.0.0.1:1")
+
+    b.store.find = b.store.get = _nothing  # type: ignore[method-assign]  # A's not seen yet
+    ledger.reserve = stalled  # type: ignore[method-assign]
+    refused = await b.authorize(info)
+    del ledger.reserve, b.store.find, b.store.get
+    assert refused == Refused(RefusalCode.SYSTEM_ERROR, "charging unavailable")
+    await b.reaper.run_once()  # replays B's spool: the undo
+    rec = await sessions.store.find("s1")
+    assert rec is not None and rec.held_micros == held > 0
+    assert (await ledger.get_account("acc1")).reserved_micros == held
+
+
+async def _nothing(*_: Any, **__: Any) -> None:
+    return None
 
 
 async def test_refused_for_less_than_a_second_is_refused_again_not_reused(
