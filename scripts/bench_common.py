@@ -82,7 +82,7 @@ def bench_redis(url: str, tmp: Path) -> Iterator[str]:
 
 
 async def default_fraud(
-    client: Any, ledger: Ledger, clock: Callable[[], int], local_values: int = 0
+    client: Any, ledger: Ledger, clock: Callable[[], int], local_values: int = 16_384
 ) -> Fraud:
     """The default fraud rule set, as `[fraud] enabled = true` ships it, on a single
     Redis, its scripts loaded (the benchmarks' rules-on side); ``local_values`` 0: the

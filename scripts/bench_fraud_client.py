@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument(
         "--local-values",
         type=int,
-        default=0,
+        default=16_384,
         help="[fraud] local_values (0: the rules in Redis's Lua, the daemon only prepares "
         "their arguments); else every account's value known (empty at first) and each "
         "call evaluated here, the values it leaves kept as the script would write them",

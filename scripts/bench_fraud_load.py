@@ -55,7 +55,7 @@ def config(
     fraud: bool,
     ports: dict[str, int],
     redis_url: str = "",
-    local_values: int = 0,
+    local_values: int = 16_384,
 ) -> str:
     return (
         base_config(data, workers, ports)
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument(
         "--local-values",
         type=int,
-        default=0,
+        default=16_384,
         help="[fraud] local_values: values each process keeps to evaluate the rules itself "
         "(0: every call's rules in Redis's Lua, as before the seventeenth round)",
     )

@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument(
         "--local-values",
         type=int,
-        default=0,
+        default=16_384,
         help="with --fraud: [fraud] local_values (0: the rules in Redis's Lua on every call)",
     )
     parser.add_argument(

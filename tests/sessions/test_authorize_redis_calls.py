@@ -99,7 +99,11 @@ async def test_a_new_calls_authorize_reads_what_it_needs_once(
     if fraud:  # the rules' value: one GET and one SET of {a:ID}:fr:v
         inner["get"] -= 1
         inner["set"] -= 1
-        expected["exists"] += 1  # fraud_seen's of the record
+        # decided in the daemon (the first call's reply said the value: fraud/local.py,
+        # [fraud] local_values), so the plain authorize ran: no fraud_seen EXISTS
+        assert sessions.fraud is not None
+        local = sessions.fraud.fraud.local
+        assert local is not None and local.counters["local"] == 1
     assert inner == expected
     account = await ledger.get_account("acc1")
     assert account.live_sessions == 2 and account.reserved_micros > 0

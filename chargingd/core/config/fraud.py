@@ -297,10 +297,9 @@ class FraudConfig:
     # The CDR-stream consumer group of the event rules (one per deployment).
     events_group: str = "fraud"
     # Accounts (and caller IPs) whose rule state each process keeps decoded, to evaluate
-    # their authorize rules itself, off Redis's thread (~4 KB each); 0 (default): every
-    # call's rules run in Redis's Lua. For deployments where Redis is the bottleneck
-    # (several daemons per Redis): docs/fraud.md "Seventeenth round".
-    local_values: int = 0
+    # their authorize rules itself, off Redis's thread (up to ~4 KB each); 0: every
+    # call's rules run in Redis's Lua. docs/fraud.md "Seventeenth round".
+    local_values: int = 16_384
 
     def validate(self) -> None:
         for country in self.high_risk_countries:
