@@ -21,11 +21,10 @@ no connection_pool).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from redis.cluster import key_slot
-from redis_cluster import Cluster, running_cluster
+from redis_cluster import Cluster
 
 from chargingd.core.config import RedisConfig
 from chargingd.core.redisconn import block_below_timeout, connect
@@ -36,12 +35,6 @@ from chargingd.monitoring.windows import KpiStore
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ON_ONE_NODE = 300  # the harness's first master serves slots 0-5460
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as found:
-        yield found
 
 
 async def test_a_chunk_of_concurrent_ledger_calls_on_one_node(cluster: Cluster) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from cluster_daemon import ClusterDaemon, cluster_redis
 from radius.test_daemon_e2e import (  # the same flows, with this module's `shared`
     daemon,
     gateway,
@@ -29,8 +30,7 @@ from radius.test_daemon_e2e import (  # the same flows, with this module's `shar
     test_topup_moves_the_deadline_of_a_limited_call,
 )
 from radius_e2e_harness import Call, Daemon, GatewaySocket, write_setup
-from redis.cluster import RedisCluster as SyncCluster
-from redis_cluster import Cluster, running_cluster
+from redis_cluster import Cluster
 
 from chargingd.radius import codec as rc
 
@@ -48,30 +48,14 @@ __all__ = [
 ]
 
 
-class ClusterDaemon(Daemon):
-    """A daemon on the cluster: the tests read the truth from the cluster."""
-
-    cluster: Cluster
-
-    def redis(self) -> SyncCluster:  # type: ignore[override]
-        return self.cluster.client()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as found:
-        yield found
-
-
 @pytest.fixture(scope="module")
 def shared(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, pg_billing_db: str
 ) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("cluster-e2e")
-    nodes = ", ".join(f'"{seed}"' for seed in cluster.seeds)
     setup = write_setup(
         tmp,
-        redis=f"cluster_nodes = [{nodes}]",
+        redis=cluster_redis(cluster),
         export="run_in_serve = true\nblock_ms = 100",
         billing=f'db_url = "{pg_billing_db}"',
     )

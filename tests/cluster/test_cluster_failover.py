@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from cluster_daemon import ClusterDaemon, cluster_redis
 from radius_e2e_harness import MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
-from redis.cluster import RedisCluster as SyncCluster
-from redis_cluster import Cluster, running_cluster
+from redis_cluster import Cluster
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.money import parse_amount
@@ -40,24 +40,10 @@ USAGE = (
 )
 
 
-class ClusterDaemon(Daemon):
-    cluster: Cluster
-
-    def redis(self) -> SyncCluster:  # type: ignore[override]
-        return self.cluster.client()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as found:
-        yield found
-
-
 @pytest.fixture(scope="module")
 def daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDaemon]:
     tmp = tmp_path_factory.mktemp("cluster-failover")
-    nodes = ", ".join(f'"{seed}"' for seed in cluster.seeds)
-    setup = write_setup(tmp, redis=f"cluster_nodes = [{nodes}]", sessions="reaper_interval_s = 0.5")
+    setup = write_setup(tmp, redis=cluster_redis(cluster), sessions="reaper_interval_s = 0.5")
     found = ClusterDaemon(setup, tmp / "daemon.log")
     found.cluster = cluster
     found.start()

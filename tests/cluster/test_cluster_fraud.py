@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cluster_daemon import ClusterDaemon, cluster_redis
 from fraud.test_daemon_e2e import (
     SCENARIO_RULES,
     TARIFF,
@@ -19,25 +20,11 @@ from fraud.test_daemon_e2e import (
     fraud_toml,
     gateway_listening,
 )
-from radius_e2e_harness import Daemon, write_setup
-from redis.cluster import RedisCluster as SyncCluster
-from redis_cluster import Cluster, running_cluster
+from radius_e2e_harness import write_setup
+from redis_cluster import Cluster
 from webhook_receiver import Receiver, webhook_receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-class ClusterDaemon(Daemon):
-    cluster: Cluster
-
-    def redis(self) -> SyncCluster:  # type: ignore[override]
-        return self.cluster.client()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as found:
-        yield found
 
 
 @pytest.fixture
@@ -48,10 +35,9 @@ async def hook() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 def daemon(cluster: Cluster, tmp_path: Path, hook: Receiver) -> Iterator[ClusterDaemon]:
-    nodes = ", ".join(f'"{seed}"' for seed in cluster.seeds)
     top = fraud_toml(SCENARIO_RULES, webhook=hook.url)
     setup = write_setup(
-        tmp_path, top=top, tariff_text=TARIFF, workers=2, redis=f"cluster_nodes = [{nodes}]"
+        tmp_path, top=top, tariff_text=TARIFF, workers=2, redis=cluster_redis(cluster)
     )
     found = ClusterDaemon(setup, tmp_path / "daemon.log")
     found.cluster = cluster

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from radius_e2e_harness import BIN, MICROS_PER_S, Call, Daemon, GatewaySocket, Setup, write_setup
-from redis.cluster import RedisCluster as SyncCluster
-from redis_cluster import Cluster, Node, running_cluster
+from cluster_daemon import ClusterDaemon, cluster_redis
+from radius_e2e_harness import BIN, MICROS_PER_S, Call, GatewaySocket, Setup, write_setup
+from redis_cluster import Cluster, Node
 
 from chargingd.core.money import parse_amount
 from chargingd.radius import codec as rc
@@ -30,26 +30,12 @@ from chargingd.radius import codec as rc
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-class ClusterDaemon(Daemon):
-    cluster: Cluster
-
-    def redis(self) -> SyncCluster:  # type: ignore[override]
-        return self.cluster.client()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as found:
-        yield found
-
-
 @pytest.fixture(scope="module")
 def daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDaemon]:
     tmp = tmp_path_factory.mktemp("cluster-outage")
-    nodes = ", ".join(f'"{seed}"' for seed in cluster.seeds)
     setup = write_setup(
         tmp,
-        redis=f"cluster_nodes = [{nodes}]\ncommand_timeout_s = 0.5\nconnect_timeout_s = 0.5",
+        redis=cluster_redis(cluster, "command_timeout_s = 0.5\nconnect_timeout_s = 0.5"),
         sessions="reaper_interval_s = 0.5",
     )
     found = ClusterDaemon(setup, tmp / "daemon.log")

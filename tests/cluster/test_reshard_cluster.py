@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 
 import msgpack
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis_cluster import Cluster, running_cluster
+from redis_cluster import Cluster
 
 from chargingd.sessions.indexes import record_key
 from chargingd.sessions.record import CODES, member
@@ -33,12 +32,6 @@ from chargingd.sessions.upgrade import upgrade_and_log
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 GATEWAYS = ["10.0.0.1", "fe80::1"]
 CALLS = 200
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as c:
-        yield c
 
 
 async def test_two_starts_at_once_move_every_entry_and_locator_once(cluster: Cluster) -> None:

@@ -7,11 +7,10 @@ set) move to the per-gateway zsets and the accounts' hashes, on every master."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis_cluster import Cluster, running_cluster
+from redis_cluster import Cluster
 
 from chargingd.sessions.record import SessionRecord, member
 from chargingd.sessions.store import GATEWAYS, lastseen_key, live_key
@@ -19,12 +18,6 @@ from chargingd.sessions.upgrade import upgrade_lastseen, upgrade_live_sets, upgr
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 ACCOUNTS = 30
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with running_cluster() as c:
-        yield c
 
 
 def old_fields(i: int) -> dict[str, str | int]:
