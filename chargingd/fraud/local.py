@@ -60,9 +60,13 @@ def unpack(raw: bytes) -> dict[Any, Any]:
     return value
 
 
+_PACKER: Final = msgpack.Packer(use_bin_type=False)
+
+
 def pack(value: dict[Any, Any]) -> bytes:
-    """As cmsgpack packs the table (strings as raw strings, as Lua writes them)."""
-    packed: bytes = msgpack.packb(value, use_bin_type=False)
+    """As cmsgpack packs the table (strings as raw strings, as Lua writes them). One
+    Packer for the process (packb makes one per call; its pack resets it after each)."""
+    packed: bytes = _PACKER.pack(value)
     return packed
 
 
@@ -238,7 +242,10 @@ class Op:
     value it counts in, its counter's id as the value keys it, window and bucket width,
     limit, rank of its act (-1: never fires)."""
 
-    __slots__ = ("counts", "extra", "kind", "limit", "on_ip", "rank", "slot", "width", "win")
+    __slots__ = (
+        "counts", "extra", "kind", "limit", "on_ip", "pre", "rank", "slot", "slot_b", "width",
+        "win",
+    )  # fmt: skip
 
     def __init__(self, fields: Sequence[Any]) -> None:
         kind, key, slot, win, limit, act = (
@@ -247,6 +254,8 @@ class Op:
         self.kind: int = _KINDS.get(kind, K_NONE)
         self.on_ip: bool = key == 5
         self.slot: str = str(slot)  # the counter's id ('SLOT/WIN_S', or SLOT: compiled.py)
+        self.slot_b: bytes = self.slot.encode()  # as the value keys it
+        self.pre: bytes = self.slot_b + b"|"  # an identity's or range's counter: + its own
         self.win: int = int(win)
         self.width: int = -(-self.win // NB)  # math.ceil(win / NB)
         self.limit: int = 0 if self.kind == K_COUNTRY else int(limit)
@@ -261,8 +270,9 @@ def _ops(raw: bytes) -> tuple[Op, ...]:
     return tuple(Op(flat[i : i + OP]) for i in range(0, len(flat), OP))
 
 
-# now, identity, session id, number, country (bytes), the number's hash
-Call = tuple[int, str, bytes, str, bytes, int]
+# now, identity, session id, number, country, the number's hash (text as bytes: as the
+# value keys them)
+Call = tuple[int, bytes, bytes, bytes, bytes, int]
 
 
 def _count(op: Op, val: dict[Any, Any], v: dict[Any, Any], call: Call) -> int:
@@ -271,14 +281,14 @@ def _count(op: Op, val: dict[Any, Any], v: dict[Any, Any], call: Call) -> int:
     now, identity, sid, number, country, number_hash = call
     kind = op.kind
     if kind == K_COUNT:
-        return _bucket(val[W], op.slot.encode(), now, op.win, op.width)
+        return _bucket(val[W], op.slot_b, now, op.win, op.width)
     if kind == K_IDENTITY:
-        return _capped(val, H, f"{op.slot}|{identity}".encode(), now, op.win, op.width)
+        return _capped(val, H, op.pre + identity, now, op.win, op.width)
     if kind == K_RANGE:
         e = max(len(number) - op.extra, 2)
-        return _capped(val, G, f"{op.slot}|{number[:e]}".encode(), now, op.win, op.width)
+        return _capped(val, G, op.pre + number[:e], now, op.win, op.width)
     if kind == K_DISTINCT:
-        return _distinct(val, now, op.slot.encode(), op.win, op.limit, number_hash)
+        return _distinct(val, now, op.slot_b, op.win, op.limit, number_hash)
     if kind == K_LIVE:
         return _live(val, now, sid)
     if kind == K_COUNTRY:
@@ -446,11 +456,11 @@ class LocalRules:
             if ip_known is None:
                 return None
             ip_raw, ipv = ip_known
-        sid_b = sid.encode()
-        if _seen(v, now, sid_b, identity.encode()):
+        sid_b, identity_b = sid.encode(), identity.encode()
+        if _seen(v, now, sid_b, identity_b):
             return None
         cc = country.encode()
-        call = (now, identity, sid_b, number, cc, number_hash)
+        call = (now, identity_b, sid_b, number.encode(), cc, number_hash)
         fired, worst_i, refuses, dirty, ip_dirty = _check(ops, v, ipv, own_ip, call)
         if refuses:  # refused or blocked: fraud.lua decides, on what is stored
             self.values.drop(key)
