@@ -125,7 +125,8 @@ def _bucket(w: dict[Any, Any], cid: Any, now: int, win: int, width: int) -> int:
 
 def _cap(t: dict[Any, Any], cid: Any) -> None:
     """fraud.lua fr_cap_ranges: beyond G_MAX, drop the counter called once whose call is
-    the oldest, else the one whose last call is the oldest."""
+    the oldest, else the one whose last call is the oldest; of those alike, the least id
+    (bytes: fr_before), never the first in the table's order (Lua's differs)."""
     if len(t) <= G_MAX:
         return
     once = many = None
@@ -134,11 +135,11 @@ def _cap(t: dict[Any, Any], cid: Any) -> None:
         if k == cid:
             continue
         if isinstance(c, (int, float)):
-            if once is None or c < once_at:
+            if once is None or c < once_at or (c == once_at and k < once):
                 once, once_at = k, c
         else:
             last = c[-3] * c[0] + c[-1]
-            if many is None or last < many_at:
+            if many is None or last < many_at or (last == many_at and k < many):
                 many, many_at = k, last
     t.pop(once if once is not None else many, None)
 
@@ -153,7 +154,7 @@ def _capped(value: dict[Any, Any], part: bytes, cid: bytes, now: int, win: int, 
 
 
 def _distinct(value: dict[Any, Any], now: int, slot: bytes, win: int, limit: int, h: int) -> int:
-    """fraud.lua fr_distinct."""
+    """fraud.lua fr_distinct (of the oldest alike, the least hash dropped)."""
     n = _table(_table(value, N), slot)
     up = now + 999
     n[h] = up // 1000  # seconds, rounded up
@@ -166,7 +167,7 @@ def _distinct(value: dict[Any, Any], now: int, slot: bytes, win: int, limit: int
     if count > limit + 1:
         oldest, oldest_s = None, 0
         for k, s in n.items():
-            if oldest is None or s < oldest_s:
+            if oldest is None or s < oldest_s or (s == oldest_s and k < oldest):
                 oldest, oldest_s = k, s
         del n[oldest]
     return count
@@ -184,7 +185,7 @@ def _live(value: dict[Any, Any], now: int, sid: bytes) -> int:
 
 
 def _admit_live(value: dict[Any, Any], now: int, sid: bytes, win: int, limit: int) -> None:
-    """fraud.lua fr_admit_live."""
+    """fraud.lua fr_admit_live (of the first to lapse alike, the least session id)."""
     live = _table(value, L)
     up = now + win + 999
     live[sid] = up // 1000
@@ -194,7 +195,7 @@ def _admit_live(value: dict[Any, Any], now: int, sid: bytes, win: int, limit: in
             del live[s]
         else:
             n += 1
-            if first is None or lapse < first_s:
+            if first is None or lapse < first_s or (lapse == first_s and s < first):
                 first, first_s = s, lapse
     if n > limit + 1:
         del live[first]

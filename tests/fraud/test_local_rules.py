@@ -360,3 +360,92 @@ async def test_a_cdr_this_process_counts_leaves_the_value_known_here(
     assert local.counters["local"] == 2 and local.counters["moved"] == 0, local.counters
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sorted(value["l"]) == ["c2", "c3"]
+
+
+async def differential(
+    redis7: aioredis.Redis,
+    redis7_server: EmbeddedRedis,
+    tmp_path: Path,
+    rules: list[dict[str, Any]],
+    calls: list[tuple[Any, float]],
+    *,
+    users: tuple[str, ...] = ("user:alice",),
+) -> list[Any]:
+    """The same calls (each a CallInfo, then how far the clock moves, s) on the rules in
+    Lua and decided in the daemon, each side on its own database: the same answers,
+    counters and account values, call by call. The daemon side's counters returned."""
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    sides = []
+    try:
+        for n, redis in enumerate((redis7, other)):
+            made = await side(redis, tmp_path / str(n), rules, local_values=64 * n)
+            await add_account(made[3], "acc1", identities=users, balance_micros=10_000 * EUR)
+            sides.append(made)
+        for i, (info, step) in enumerate(calls):
+            seen = []
+            for sessions, clock, engine, _ in sides:
+                answer = await sessions.authorize(info)
+                assert sessions.fraud is not None
+                await sessions.fraud.settle()  # the refusals' counts too
+                value = same(unpack_value(await sessions.redis.get(FK.value_key("acc1"))))
+                seen.append((answer, dict(engine.counters), value))
+                clock.advance(step)
+            assert seen[0] == seen[1], (i, seen[0][2], seen[1][2])
+        local = sides[1][2].local
+        assert local is not None
+        return [dict(local.counters)]
+    finally:
+        await other.aclose()
+
+
+async def test_distinct_numbers_alike_drop_the_same_one_as_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """distinct_destinations keeps the limit + 1 numbers last called; past it the oldest
+    is dropped. Numbers called in the same second are alike (seconds, rounded up): the
+    one dropped was the first in each side's table order (Lua's hash order, the
+    daemon's insertion order), so the values parted and the counts with them. Now the
+    least hash of those alike, on both sides."""
+    rule = {"name": "spread", "kind": "distinct_destinations", "max_destinations": 1,
+            "window_s": 300}  # fmt: skip
+    calls = [(call(f"d{i}", called=f"03012{i:04d}"), 0.001) for i in range(12)]
+    calls += [(call(f"e{i}", called=f"03012{i % 3:04d}"), 0.001) for i in range(6)]
+    counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
+    assert counters[0]["local"] == len(calls) - 1
+
+
+async def test_live_calls_alike_drop_the_same_one_as_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """An alerting concurrent limit keeps the limit + 1 live calls, dropping the one that
+    lapses first: calls begun in the same second lapse alike; the least session id is
+    dropped on both sides (was: the first in each side's table order). Calls ending
+    then (their CDRs) count the same on both sides after."""
+    rule = {"name": "live", "kind": "concurrent", "max_calls": 1}
+    calls = [(call(f"l{i}", called="030123456"), 0.001) for i in range(12)]
+    counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
+    assert counters[0]["local"] == len(calls) - 1
+
+
+async def test_range_and_identity_counters_alike_drop_the_same_one_as_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Beyond 64 range (and identity) counters, the one called once longest ago is
+    dropped, else the one whose last call is the oldest: calls in the same millisecond
+    make them alike. 80 ranges and identities called once in one millisecond, then 64
+    called twice and a new one (every counter kept called twice: the last call decides,
+    all alike): the least id is dropped on both sides (was: each side's table order)."""
+    users = tuple(f"user:u{n:02d}" for n in range(80))
+    rules = [
+        {"name": "range", "kind": "same_destination", "range_digits": 3, "max_calls": 50,
+         "window_s": 120},
+        {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 50,
+         "window_s": 120},
+    ]  # fmt: skip
+    calls = [(call(f"g{i}", user=f"u{i:02d}", called=f"0301{i:03d}000"), 0) for i in range(80)]
+    calls += [(call(f"h{i}", user=f"u{i // 2:02d}", called=f"0302{i // 2:03d}000"), 0)
+              for i in range(128)]  # fmt: skip
+    calls += [(call("new", user="u70", called="0303000000"), 0)]
+    counters = await differential(redis7, redis7_server, tmp_path, rules, calls, users=users)
+    assert counters[0]["local"] == len(calls) - 1

@@ -301,20 +301,38 @@ local function fr_prune(v, now)
   if v.h then fr_prune_table(v.h, now) end
 end
 
+-- a < b, strings compared byte by byte (Lua's < follows the locale's collation, which
+-- Redis takes from its environment; Python compares bytes): the tie-break of the drops
+-- below, so the daemon's port drops the same entry. Only for entries alike.
+local function fr_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 -- A new range (or identity: v.h) counter was added (id): beyond G_MAX, drop the range
 -- called once whose call is the oldest (its number: when it leaves the window), else
 -- the range whose last call is the oldest. A range called again soon after its first
 -- call is kept (exact from then on) however many other ranges are called.
+-- Of counters alike (the same ms), the least id in byte order (fr_before): what is
+-- dropped never depends on the table's order (pairs: a table decoded, or built call by
+-- call, or the daemon's port in chargingd/fraud/local.py, each in its own order).
 local function fr_cap_ranges(g, id)
   local n, once, once_at, many, many_at = 0, nil, nil, nil, nil
   for k, c in pairs(g) do
     n = n + 1
     if k ~= id then
       if type(c) == 'number' then
-        if not once_at or c < once_at then once, once_at = k, c end
+        if not once_at or c < once_at or (c == once_at and fr_before(k, once)) then
+          once, once_at = k, c
+        end
       else
         local last = c[#c - 2] * c[1] + c[#c]
-        if not many_at or last < many_at then many, many_at = k, last end
+        if not many_at or last < many_at or (last == many_at and fr_before(k, many)) then
+          many, many_at = k, last
+        end
       end
     end
   end
@@ -347,11 +365,13 @@ local function fr_distinct(v, now, slot, win, limit, number)
     if ms * 1000 < from then n[k] = nil else count = count + 1 end
   end
   if count > limit + 1 then
-    -- the oldest: the first least in the table's order (the same order as the scan
-    -- above: nothing was added since, only lapsed entries emptied)
+    -- the oldest; of numbers last called in the same second, the least hash (never
+    -- the table's order: fr_cap_ranges)
     local oldest, oldest_ms = nil, nil
     for k, ms in pairs(n) do
-      if not oldest_ms or ms < oldest_ms then oldest, oldest_ms = k, ms end
+      if not oldest_ms or ms < oldest_ms or (ms == oldest_ms and k < oldest) then
+        oldest, oldest_ms = k, ms
+      end
     end
     n[oldest] = nil
   end
@@ -407,7 +427,10 @@ local function fr_admit_live(v, now, sid, win, limit)
         l[s] = nil
       else
         n = n + 1
-        if not first_ms or lapse < first_ms then first, first_ms = s, lapse end
+        -- of calls lapsing in the same second, the least session id (fr_cap_ranges)
+        if not first_ms or lapse < first_ms or (lapse == first_ms and fr_before(s, first)) then
+          first, first_ms = s, lapse
+        end
       end
     end
     if n > limit + 1 then l[first] = nil end
