@@ -112,8 +112,9 @@ class Prepared:
 
     def decided_here(self, written: bool) -> None:
         """The plain authorize ran with this process's evaluation (outcome): its values
-        written (the call granted), or left as they were (a retransmission, an account
-        found inactive or changed): the bytes it started from are what is stored."""
+        written (the call granted), or left as they were (an account found inactive or
+        changed; a retransmission goes to Lua: fused._to_lua): the bytes it started from
+        are what is stored."""
         local, outcome = self.local, self.outcome
         assert local is not None and outcome is not None
         if written:

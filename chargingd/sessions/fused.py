@@ -571,12 +571,16 @@ def _verdict_of(verdict: list[Any], fraud: Prepared | None) -> Any:
 
 def _to_lua(fraud: Prepared, replied: Any) -> bool:
     """The plain authorize's reply to a call with this process's evaluation of the
-    rules: True when it goes to the rules' Lua (the values moved: nothing done; the
-    ledger refused it: the rules count it and remember the refusal there), else the
+    rules: True when it goes to the rules' Lua (the values moved: nothing done; a record
+    of the call exists: a retransmission, which fraud_seen answers without counting it;
+    the ledger refused it: the rules count it and remember the refusal there), else the
     values are settled (written with a grant, or left as they were)."""
     head = replied[0]
     if head == b"moved":
         fraud.to_lua(moved=True)
+        return True
+    if head == b"known":  # a retransmission (its record exists): fraud_seen's to answer
+        fraud.to_lua(moved=False)
         return True
     if isinstance(head, list) and head[0] != b"ok":  # {reserve reply, -1}: refused
         fraud.to_lua(moved=False)

@@ -449,3 +449,40 @@ async def test_range_and_identity_counters_alike_drop_the_same_one_as_lua(
     calls += [(call("new", user="u70", called="0303000000"), 0)]
     counters = await differential(redis7, redis7_server, tmp_path, rules, calls, users=users)
     assert counters[0]["local"] == len(calls) - 1
+
+
+async def test_a_retransmission_whose_record_exists_is_answered_as_lua_does(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A retransmitted authorize whose call is no longer among the live calls (its CDR
+    ended it) but whose record exists: fraud.lua's fraud_seen answers it 'known' (not
+    counted, nothing fired) and the reserve answers it as before. The daemon's port
+    cannot see the record: it counted the call, and the plain authorize, finding the
+    record, wrote nothing but answered with the port's verdict: the rules fired again
+    (alerts raised, the 'fired' counter) for a call Lua does not count. Now the plain
+    authorize sends such a call to Lua."""
+    rule = {"name": "fast", "kind": "velocity", "max_calls": 1, "window_s": 60}
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    try:
+        seen = []
+        for n, redis in enumerate((redis7, other)):
+            sessions, clock, engine, ledger = await side(
+                redis, tmp_path / str(n), [rule], local_values=64 * n
+            )
+            await add_account(ledger, "acc1", identities=("user:alice",), balance_micros=EUR)
+            answers = []
+            for sid in ("a1", "a2", "a2"):
+                answers.append(await sessions.authorize(call(sid)))
+                if sid == "a2":  # its CDR: no longer live
+                    await engine.cdr(cdr("acc1", call_id="a2"), "e1")
+                assert sessions.fraud is not None
+                await sessions.fraud.settle()
+                clock.advance(1)
+            value = same(unpack_value(await redis.get(FK.value_key("acc1"))))
+            seen.append((answers, dict(engine.counters), value))
+        assert seen[0] == seen[1]
+        answers, counters, _ = seen[0]
+        assert answers[1] == answers[2] and counters["fired"] == 1
+    finally:
+        await other.aclose()

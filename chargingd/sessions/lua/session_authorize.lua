@@ -45,8 +45,9 @@
 -- IP's when it has one of its own, as the last 1 or 2 KEYS, and 3 ARGV each after the
 -- 10 above: the bytes the daemon evaluated on ('' none stored), the value the call
 -- leaves, its PX ('0': unchanged). Stored bytes other than those: {'moved', {}},
--- nothing done (the daemon sends the call to the rules' Lua). Written when the reserve
--- granted a new call (in full or in part), as fraud_admit writes after its reserve.
+-- nothing done (the daemon sends the call to the rules' Lua); so does a record of the
+-- call ({'known', {}}: a retransmission, below). Written when the reserve granted a new
+-- call (in full or in part), as fraud_admit writes after its reserve.
 local fv, fip = nil, nil
 if #ARGV > 10 then
   local nf = (#ARGV - 10) / 3
@@ -83,6 +84,11 @@ if not res then
   -- hold stays what the record says (the account's other calls may have taken or freed
   -- money since); the caller answers it from the record, as the first answer was.
   local known = not ARGV.fresh and redis.call('GET', KEYS[6])
+  -- A retransmission with the daemon's evaluation of the rules: it counted the call,
+  -- as it cannot see the record; fraud.lua's fraud_seen does not ('known': not counted,
+  -- nothing fired, the reserve answers it). {'known', {}}: nothing done, the daemon
+  -- sends it to the rules' Lua (reserve_first above writes nothing for it either).
+  if known and fv then return {'known', {}} end
   if known then
     local r = rec_unpack(known)
     if (r[$state] or 'live') == 'live' and (r[$adopted] or 0) == 0 then
