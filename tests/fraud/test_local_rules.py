@@ -486,3 +486,19 @@ async def test_a_retransmission_whose_record_exists_is_answered_as_lua_does(
         assert answers[1] == answers[2] and counters["fired"] == 1
     finally:
         await other.aclose()
+
+
+async def test_a_clock_back_within_a_bucket_counts_as_the_walk_does(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A library's kept sum (fr_sum: no walk while every bucket counts) had its edge (the
+    soonest a bucket stops counting) lowered only for a new bucket: a call whose clock
+    went back within the last bucket moved that bucket's offset back, its edge not.
+    A call after the bucket left the window then still counted it in Lua by FCALL (5),
+    where the walk (EVALSHA, the daemon's port) drops it (1). Window 20 s, buckets of
+    2 s: calls at 0, 1.0, 1.1 s, one back at 0.4 s, then one at 20.5 s."""
+    rule = {"name": "fast", "kind": "velocity", "max_calls": 3, "window_s": 20}
+    steps = (1.0, 0.1, -0.7, 20.1, 0.1)
+    calls = [(call(f"c{n}"), step) for n, step in enumerate(steps)]
+    counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
+    assert counters[0]["local"] == len(calls) - 1

@@ -231,10 +231,13 @@ local function fr_bucket(w, id, now, win, width)
     if old[n - 2] == cur then
       old[n - 1] = old[n - 1] + 1
       old[n] = now - cur * width
-    else  -- a new bucket: it stops counting when this call leaves the window
+    else
       old[n + 1], old[n + 2], old[n + 3] = cur, 1, now - cur * width
-      if now + win < fr_edge[old] then fr_edge[old] = now + win end
     end
+    -- its bucket stops counting when this call leaves the window: a new bucket, or the
+    -- last one's offset moved back (a clock that went back within the bucket: without
+    -- this, the edge kept a bucket the walk drops, as the daemon's port does)
+    if now + win < fr_edge[old] then fr_edge[old] = now + win end
     fr_sum[old] = kept + 1
     fr_hits = fr_hits + 1
     return kept + 1
