@@ -8,9 +8,11 @@ so limits hold across daemons evaluating at once."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
 from fraud_harness import EVERY_KIND, cdr, make_fraud
@@ -21,7 +23,7 @@ from chargingd.fraud import Fraud
 from chargingd.fraud import keys as FK
 from chargingd.fraud.engine import unpack_value
 from chargingd.fraud.local import LocalRules
-from chargingd.ledger import Ledger
+from chargingd.ledger import AccountNotActive, Ledger
 from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
 from chargingd.sessions.service import Sessions
 
@@ -502,3 +504,85 @@ async def test_a_clock_back_within_a_bucket_counts_as_the_walk_does(
     calls = [(call(f"c{n}"), step) for n, step in enumerate(steps)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
     assert counters[0]["local"] == len(calls) - 1
+
+
+# Alerting rules of every kind (the calls stay on the daemon's path) beside refusing and
+# blocking ones (those go to Lua), small windows and limits
+MIXED = [
+    {"name": "fast", "kind": "velocity", "max_calls": 5, "window_s": 20},
+    {"name": "per-user", "kind": "velocity", "scope": "identity", "max_calls": 2,
+     "window_s": 10},
+    {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 3, "window_s": 10},
+    {"name": "live", "kind": "concurrent", "max_calls": 2},
+    {"name": "premium", "kind": "destination", "max_calls": 3, "window_s": 30, "action": "block"},
+    {"name": "country", "kind": "new_country", "memory_days": 1},
+    {"name": "range", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
+     "window_s": 30},
+    {"name": "spread", "kind": "distinct_destinations", "max_destinations": 3, "window_s": 20},
+    {"name": "hard", "kind": "velocity", "max_calls": 9, "window_s": 10, "action": "refuse"},
+    {"name": "hard-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 8,
+     "window_s": 5, "action": "refuse"},
+]  # fmt: skip
+NUMBERS = ("+4930123456", "+4930123457", "+4989123456", "+33123456789", "+441234567890",
+           "+49900123456", "+4930123499", "+12125551234", "09001234567", "+4930777000")  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [5, 6, 9, 11])
+async def test_random_calls_as_in_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path, seed: int
+) -> None:
+    """300 random calls of three accounts (their identities, numbers, two caller IPs
+    shared by the accounts, clock steps of 0, 1 ms, whole windows and their edges, back
+    by 0.5 and 1 s, an hour), some with a session id seen before, CDRs ending random
+    calls, unblocks, accounts with little credit (the ledger refuses, grants in part):
+    the rules in Lua and decided in the daemon (FCALL or EVALSHA; 1, 2 or 64 values
+    kept) give the same answers, counters and values (the accounts' and the caller
+    IPs'), call by call. Seeds that caught the table-order drops, the retransmissions
+    and the library's edge after a clock going back (each fails with one reverted)."""
+    rnd = random.Random(seed)
+    accounts = ("acc0", "acc1", "acc2")
+    ips = ("192.0.2.1", "192.0.2.2", "")
+    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
+    await other.flushdb()
+    try:
+        sides = []
+        for n, redis in enumerate((redis7, other)):
+            kept = 0 if n == 0 else rnd.choice([1, 2, 64])
+            made = await side(redis, tmp_path / str(n), MIXED, local_values=kept)
+            fused = made[0].fused
+            assert fused is not None
+            if n == 1:
+                fused.fraud_library.available = seed % 3 != 0
+            credit = 10_000 * EUR if seed % 2 else EUR // 5 * (1 + seed % 7)
+            for acc in accounts:
+                users = tuple(f"user:{acc}u{j}" for j in range(3))
+                await add_account(made[3], acc, identities=users, balance_micros=credit)
+            sides.append(made)
+        sids: list[str] = []
+        for i in range(300):
+            acc = rnd.choice(accounts)
+            sid = f"s{i}" if rnd.random() > 0.05 or not sids else rnd.choice(sids)
+            sids.append(sid)
+            info = call(sid, user=f"{acc}u{rnd.randrange(3)}", called=rnd.choice(NUMBERS))
+            info = info.replace(caller_ip=rnd.choice(ips))
+            step = rnd.choice([0, 0.001, 0.5, 1, 2, 3, 9.999, 10, 10.001, 61, -1, -0.5, 3700])
+            event, unblock, ended = rnd.random() < 0.15, rnd.random() < 0.05, rnd.choice(sids)
+            seen = []
+            for sessions, clock, engine, _ in sides:
+                answer: Any = await sessions.authorize(info)
+                if event:
+                    await engine.cdr(cdr(acc, call_id=ended), f"e{i}")
+                if unblock:
+                    try:
+                        await engine.unblock(acc, who="test", why="test")
+                    except AccountNotActive:
+                        answer = (answer, "not blocked")
+                assert sessions.fraud is not None
+                await sessions.fraud.settle()
+                keys = [FK.value_key(a) for a in accounts] + [FK.ip_value_key(a) for a in ips[:2]]
+                state = [same(unpack_value(await sessions.redis.get(key))) for key in keys]
+                seen.append((answer, dict(engine.counters), state))
+                clock.advance(step)
+            assert seen[0] == seen[1], i
+    finally:
+        await other.aclose()
