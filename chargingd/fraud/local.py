@@ -123,6 +123,15 @@ def _bucket(w: dict[Any, Any], cid: Any, now: int, win: int, width: int) -> int:
     return total + 1
 
 
+def _before(a: Any, b: Any) -> bool:
+    """fraud.lua fr_before: of keys alike, which is dropped first: numbers first, in their
+    order, then strings (bytes) byte by byte; a key of another type is no error."""
+    number = not isinstance(a, bytes)
+    if number != (not isinstance(b, bytes)):
+        return number
+    return bool(a < b)
+
+
 def _cap(t: dict[Any, Any], cid: Any) -> None:
     """fraud.lua fr_cap_ranges: beyond G_MAX, drop the counter called once whose call is
     the oldest, else the one whose last call is the oldest; of those alike, the least id
@@ -135,11 +144,11 @@ def _cap(t: dict[Any, Any], cid: Any) -> None:
         if k == cid:
             continue
         if isinstance(c, (int, float)):
-            if once is None or c < once_at or (c == once_at and k < once):
+            if once is None or c < once_at or (c == once_at and _before(k, once)):
                 once, once_at = k, c
         else:
             last = c[-3] * c[0] + c[-1]
-            if many is None or last < many_at or (last == many_at and k < many):
+            if many is None or last < many_at or (last == many_at and _before(k, many)):
                 many, many_at = k, last
     t.pop(once if once is not None else many, None)
 
@@ -167,7 +176,7 @@ def _distinct(value: dict[Any, Any], now: int, slot: bytes, win: int, limit: int
     if count > limit + 1:
         oldest, oldest_s = None, 0
         for k, s in n.items():
-            if oldest is None or s < oldest_s or (s == oldest_s and k < oldest):
+            if oldest is None or s < oldest_s or (s == oldest_s and _before(k, oldest)):
                 oldest, oldest_s = k, s
         del n[oldest]
     return count
@@ -195,7 +204,7 @@ def _admit_live(value: dict[Any, Any], now: int, sid: bytes, win: int, limit: in
             del live[s]
         else:
             n += 1
-            if first is None or lapse < first_s or (lapse == first_s and s < first):
+            if first is None or lapse < first_s or (lapse == first_s and _before(s, first)):
                 first, first_s = s, lapse
     if n > limit + 1:
         del live[first]

@@ -12,9 +12,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
-from fakes import Clock
+from fakes import T0_MS, Clock
 from fraud_harness import EVERY_KIND, cdr, make_fraud
 from sessions_harness import EUR, add_account, call, make_sessions
 
@@ -372,12 +373,14 @@ async def differential(
     calls: list[tuple[Any, float]],
     *,
     users: tuple[str, ...] = ("user:alice",),
+    flush: bool = True,
 ) -> list[Any]:
     """The same calls (each a CallInfo, then how far the clock moves, s) on the rules in
     Lua and decided in the daemon, each side on its own database: the same answers,
     counters and account values, call by call. The daemon side's counters returned."""
     other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
-    await other.flushdb()
+    if flush:
+        await other.flushdb()
     sides = []
     try:
         for n, redis in enumerate((redis7, other)):
@@ -415,6 +418,29 @@ async def test_distinct_numbers_alike_drop_the_same_one_as_lua(
     calls += [(call(f"e{i}", called=f"03012{i % 3:04d}"), 0.001) for i in range(6)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
     assert counters[0]["local"] == len(calls) - 1
+
+
+async def test_a_number_kept_as_text_among_hashes_alike_is_no_error(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A distinct-numbers table holding a key that is not a hash (the number's text, as a
+    value of an older layout may): of the numbers alike, the hashes go first (the text
+    is no error to compare), on both sides."""
+    rule = {"name": "spread", "kind": "distinct_destinations", "max_destinations": 1,
+            "window_s": 300}  # fmt: skip
+    second = T0_MS // 1000
+    stored = msgpack.packb({"w": {}, "n": {"1": {"+49301234": second, 12345: second}}})
+    for n in (0, 1):
+        db = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=n)
+        if n == 1:
+            await db.flushdb()
+        await db.set(FK.value_key("acc1"), stored)
+        await db.aclose()
+    calls = [(call(f"d{i}", called=f"03012{i:04d}"), 0) for i in range(6)]
+    counters = await differential(redis7, redis7_server, tmp_path, [rule], calls, flush=False)
+    assert counters[0]["local"] == len(calls) - 1
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert "+49301234" in value["n"]["1"] and len(value["n"]["1"]) == 2
 
 
 async def test_live_calls_alike_drop_the_same_one_as_lua(

@@ -304,10 +304,15 @@ local function fr_prune(v, now)
   if v.h then fr_prune_table(v.h, now) end
 end
 
--- a < b, strings compared byte by byte (Lua's < follows the locale's collation, which
--- Redis takes from its environment; Python compares bytes): the tie-break of the drops
--- below, so the daemon's port drops the same entry. Only for entries alike.
+-- a before b: numbers first, in their order, then strings byte by byte (Lua's < on
+-- strings follows the locale's collation, which Redis takes from its environment;
+-- Python compares bytes; a key of another type, a value's older layout, is no error):
+-- the tie-break of the drops below, so the daemon's port (local.py _before) drops the
+-- same entry. Only for entries alike.
 local function fr_before(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta == 'number' end
+  if ta == 'number' then return a < b end
   for i = 1, math.min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then return x < y end
@@ -372,7 +377,7 @@ local function fr_distinct(v, now, slot, win, limit, number)
     -- the table's order: fr_cap_ranges)
     local oldest, oldest_ms = nil, nil
     for k, ms in pairs(n) do
-      if not oldest_ms or ms < oldest_ms or (ms == oldest_ms and k < oldest) then
+      if not oldest_ms or ms < oldest_ms or (ms == oldest_ms and fr_before(k, oldest)) then
         oldest, oldest_ms = k, ms
       end
     end
