@@ -393,7 +393,8 @@ class Outcome:
 
 class Values:
     """The values this process knows stored: key -> [bytes, decoded or None], at most
-    ``size`` (the oldest dropped first). An entry is what the last script that wrote or
+    ``size`` (the one written longest ago dropped first: an account calling steadily
+    stays, however many others call once). An entry is what the last script that wrote or
     read the key for this process said, or what this process's evaluation packed (the
     script writes it unless the stored bytes moved, and then says what they are)."""
 
@@ -414,9 +415,9 @@ class Values:
 
     def put(self, key: str, raw: bytes, value: dict[Any, Any] | None = None) -> None:
         known = self._known
-        if key not in known and len(known) >= self.size:
+        if known.pop(key, None) is None and len(known) >= self.size:
             del known[next(iter(known))]
-        known[key] = [raw, value]
+        known[key] = [raw, value]  # last: the newest
 
     def drop(self, key: str) -> None:
         self._known.pop(key, None)

@@ -238,6 +238,11 @@ def test_kept_values_are_bounded_oldest_first() -> None:
         local.values.put(f"k{n}", b"")
     assert len(local.values) == 3
     assert local.values.get("k0") is None and local.values.get("k4") is not None
+    # a value written again is the newest: an account calling steadily stays kept
+    local.values.put("k2", b"")
+    local.values.put("k5", b"")
+    assert local.values.get("k3") is None
+    assert local.values.get("k2") is not None and local.values.get("k5") is not None
 
 
 async def test_a_call_granted_in_part_is_counted_and_live_as_in_lua(
