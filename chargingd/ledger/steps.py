@@ -363,15 +363,24 @@ class StepBuilder:
         return Step(keys, [1, check.tariff, check.currency, check.identity, check.mode])
 
     @staticmethod
+    def first_args(step: ReserveStep) -> list[Any]:
+        """A reserve step's ARGV as the plain authorize takes them (reserve_first.lua's
+        ARGV[1..5]): session id, amount, now, the lease's END (now + lease ms: the text
+        its lease and lease_due are written with, no format in Lua; reserve.lua's
+        lease ms again on the general path) and the deadline."""
+        argv = step.argv
+        return [argv[0], argv[1], argv[2], argv[2] + argv[3], argv[10]]
+
+    @staticmethod
     def first_check(check: AccountCheck | None) -> list[str]:
         """account_check.lua's ARGV packed in two, as the plain authorize takes them
         (sessions/lua/session_authorize.lua, ledger/lua/reserve_first.lua): "" (nothing
         checked) or "TARIFF\\0CURRENCY\\0MODE" (a currency code and a mode hold no NUL:
-        read from its end), and "" or "\\nIDENTITY\\n" as account_check.lua wraps it."""
+        read from its end), and "" or the identity (compared first with the account's
+        identities whole: its only one is the same string, no search)."""
         if check is None:
             return ["", ""]
-        identity = f"\n{check.identity}\n" if check.identity else ""
-        return [f"{check.tariff}\0{check.currency}\0{check.mode}", identity]
+        return [f"{check.tariff}\0{check.currency}\0{check.mode}", check.identity or ""]
 
     def status(
         self,

@@ -257,11 +257,11 @@ class FusedPath:
         keys = [*step.keys, record_key(acc, sid), live_key(acc)]
         # its last-seen shard appended; its locator's (None: none) placed below
         locator = self.store.new_call_keys(rec, keys)
-        argv = step.argv
         sha, library = self._authorize.sha, self.library
         # the per-process arguments are in the script (_constants); the account id and
         # the session's index member are derived there (from KEYS[7]: live_key)
-        args = [argv[0], argv[1], argv[2], argv[3], argv[10], rec.last_seen_ms or rec.auth_ms]
+        args = self.steps.first_args(step)
+        args.append(rec.last_seen_ms or rec.auth_ms)
         args += self.steps.first_check(check)
         prefix = rec.pack(extra=1, omit=("credit_micros",), layout=self.store.layout)
         args.append(prefix)
@@ -286,7 +286,12 @@ class FusedPath:
             replied = self._reply(commands, replies, step, library)
             if replied is _RESEND:  # the library was not there: load it, send the call again
                 replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
-        if len(replied) == 5:  # a written record, answered flat (the plain authorize)
+        reply: Any
+        created: Any
+        verdict: list[Any]
+        if type(replied) is int:  # a new call's full grant, straight: the available after
+            reply, created, verdict = [b"ok", amount_micros, replied, 0], 1, []
+        elif len(replied) == 5:  # a written record, answered flat (the plain authorize)
             reply, created, verdict = replied[:4], replied[4], []
         else:
             reply, created, *verdict = replied
@@ -575,6 +580,9 @@ def _to_lua(fraud: Prepared, replied: Any) -> bool:
     of the call exists: a retransmission, which fraud_seen answers without counting it;
     the ledger refused it: the rules count it and remember the refusal there), else the
     values are settled (written with a grant, or left as they were)."""
+    if type(replied) is int:  # a new call granted in full, straight (written)
+        fraud.decided_here(True)
+        return False
     head = replied[0]
     if head == b"moved":
         fraud.to_lua(moved=True)

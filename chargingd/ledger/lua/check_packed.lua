@@ -4,8 +4,7 @@
 -- as ledger_check_packed(key, check, identity): plain values in, plain values out (no
 -- KEYS, ARGV or reply tables: docs/fraud.md "Fourteenth round").
 -- key {a:ID}:acct   check '' (nothing to check) or "TARIFF\0CURRENCY\0MODE" (MODE '':
---   any) the account must still have   identity '' or "\nIDENTITY\n" an identity it
---   must still list
+--   any) the account must still have   identity '' or an identity it must still list
 -- Returns what account_check.lua returns, unpacked: 'ok', fields (the HMGET's reply: its
 --   first 7 the account's RESERVE_FIELDS, as account_check.lua's fields, for a reserve
 --   in the same script; nil when nothing was checked) | 'stale' the account changed (or
@@ -21,7 +20,9 @@ if string.byte(check, -1) == 0 then  -- any mode
 elseif (a[8] or '') .. '\0' .. (a[9] or '') .. '\0' .. (a[1] or '') ~= check then
   return 'stale'
 end
-if identity ~= '' and not string.find('\n' .. (a[10] or '') .. '\n', identity, 1, true) then
+local ids = a[10]  -- the identity: the account's only one (no search), else listed
+if identity ~= '' and ids ~= identity
+   and not string.find('\n' .. (ids or '') .. '\n', '\n' .. identity .. '\n', 1, true) then
   return 'stale'
 end
 if status ~= 'active' then return 'inactive', status, a[11] or '' end

@@ -25,39 +25,43 @@
 -- the account's fields; str(int): the arguments), so it writes them back as read
 -- where the general path writes s(tonumber(x)): the same text. The arguments and
 -- TIME's reply become numbers by arithmetic (one conversion; tonumber() makes two).
-if c[2] ~= '1' or redis.call('EXISTS', KEYS[5], KEYS[6]) ~= 0 then return nil end
+local call = redis.call  -- a local: one table look-up, not two per call
+local acct, sid = KEYS[1], ARGV[1]  -- (each read more than once: locals)
+if c[2] ~= '1' or call('EXISTS', KEYS[5], KEYS[6]) ~= 0 then return nil end
 local check = ARGV[7]
 local mode, status, balance, credit_limit, reserved, max_calls, due
 if check ~= '' then
   -- a checked prepaid account: no credit limit to read (the HMGET's 7th field is the
   -- reserved amount, then max_calls and lease_due: one place earlier)
   local pre = string.sub(check, -8) == '\0prepaid'
-  local a
+  local a, ids
   if pre then
-    a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
-                   'mode', 'balance', 'reserved', 'max_calls', 'lease_due')
+    a = call('HMGET', acct, 'tariff', 'currency', 'status', 'identities', 'mode', 'balance',
+             'reserved', 'max_calls', 'lease_due')
+    mode, status, ids, balance, reserved, max_calls, due = a[5], a[3], a[4], a[6], a[7], a[8],
+                                                           a[9]
   else
-    a = redis.call('HMGET', KEYS[1], 'tariff', 'currency', 'status', 'identities',
-                   'mode', 'balance', 'credit_limit', 'reserved', 'max_calls', 'lease_due')
+    a = call('HMGET', acct, 'tariff', 'currency', 'status', 'identities', 'mode', 'balance',
+             'credit_limit', 'reserved', 'max_calls', 'lease_due')
+    mode, status, ids, balance, credit_limit, reserved, max_calls, due =
+      a[5], a[3], a[4], a[6], a[7], a[8], a[9], a[10]
   end
   -- account_check.lua's checks: anything but a match goes to it
-  if a[3] ~= 'active' or not a[5] then return nil end
-  if string.byte(check, -1) == 0 then  -- any mode
-    if (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' ~= check then return nil end
-  elseif (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' .. a[5] ~= check then
+  if status ~= 'active' or not mode then return nil end
+  -- (the check with the account's mode first; MODE '' (any): a check ending in NUL)
+  if (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' .. mode ~= check
+     and (string.byte(check, -1) ~= 0 or (a[1] or '') .. '\0' .. (a[2] or '') .. '\0' ~= check)
+  then
     return nil
   end
-  if ARGV[8] ~= '' and not string.find('\n' .. (a[4] or '') .. '\n', ARGV[8], 1, true) then
+  -- the identity: the account's only one (the same string: no search), else listed
+  local id = ARGV[8]
+  if id ~= '' and ids ~= id
+     and not string.find('\n' .. (ids or '') .. '\n', '\n' .. id .. '\n', 1, true) then
     return nil
-  end
-  if pre then
-    mode, status, balance, reserved, max_calls, due = a[5], a[3], a[6], a[7], a[8], a[9]
-  else
-    mode, status, balance, credit_limit, reserved, max_calls, due =
-      a[5], a[3], a[6], a[7], a[8], a[9], a[10]
   end
 else  -- nothing checked: the reserve reads the account itself
-  local a = ARGV.account or redis.call('HMGET', KEYS[1], unpack(RESERVE_FIELDS))
+  local a = ARGV.account or call('HMGET', acct, unpack(RESERVE_FIELDS))
   if a[2] ~= 'active' then return nil end
   mode, status, balance, credit_limit, reserved, max_calls, due =
     a[1], a[2], a[3], a[4], a[5], a[6], a[7]
@@ -67,7 +71,7 @@ local now, low = ARGV[3] + 0, tonumber(due)
 if not low or low <= now then return nil end  -- expired leases to sweep first
 local deadline = ARGV[5]
 if deadline ~= '0' then
-  local t = redis.call('TIME')
+  local t = call('TIME')
   -- Redis's clock before the deadline's second (decimal strings of one length compare
   -- as their numbers): not late, no conversion; else compared in ms
   local second = string.sub(deadline, 1, -4)
@@ -77,28 +81,29 @@ if deadline ~= '0' then
     end
   end
 end
-local amount, held = ARGV[2] + 0, num(reserved)
-local available = num(balance) - held
+-- num(), written out (a Lua call fewer each)
+local amount_s = ARGV[2]
+local amount, held = amount_s + 0, reserved and tonumber(reserved) or 0
+local available = (balance and tonumber(balance) or 0) - held
 if mode == 'postpaid' then available = available + num(credit_limit) end  -- credit_floor
 if available < amount then return nil end  -- partial or refused (amount >= 1)
 if max_calls and max_calls ~= '0' then
   local most = num(max_calls)
-  if most > 0 and redis.call('ZCARD', KEYS[3]) >= most then return nil end
+  if most > 0 and call('ZCARD', KEYS[3]) >= most then return nil end
 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return nil end  -- a hold
-local expiry = now + ARGV[4]
-local until_ = s(expiry)
-redis.call('ZADD', KEYS[3], until_, ARGV[1])
+if call('HSETNX', KEYS[2], sid, amount_s) == 0 then return nil end  -- a hold
+local until_ = ARGV[4]  -- the lease's end (now + lease), as text: no format
+call('ZADD', KEYS[3], until_, sid)
 local after = s(held + amount)
-if expiry <= low then  -- the account's lowest lease now: written (else unchanged)
-  redis.call('HSET', KEYS[1], 'reserved', after, 'updated_ms', ARGV[3], 'lease_due', until_)
+if until_ + 0 <= low then  -- the account's lowest lease now: written (else unchanged)
+  call('HSET', acct, 'reserved', after, 'updated_ms', ARGV[3], 'lease_due', until_)
 else
-  redis.call('HSET', KEYS[1], 'reserved', after, 'updated_ms', ARGV[3])
+  call('HSET', acct, 'reserved', after, 'updated_ms', ARGV[3])
 end
 if c[6] == '1' then
   audit(KEYS[4], c[4], now, c[3], 'reserve', '',
         {balance = balance, reserved = s(held), status = status},
         {balance = balance, reserved = after, status = status},
-        {'session', ARGV[1], 'amount', ARGV[2], 'asked', ARGV[2]})
+        {'session', sid, 'amount', amount_s, 'asked', amount_s})
 end
-return {'ok', amount, available - amount, 0}
+return amount, available - amount

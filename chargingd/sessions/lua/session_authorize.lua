@@ -60,20 +60,20 @@ if #ARGV > 10 then
   end
   KEYS[#KEYS] = nil  -- KEYS[9] the locator, or none
 end
-local res
--- A new call's first full grant, straight (ledger/lua/reserve_first.lua: nil when the
--- call is anything else, a record of it too, nothing written; then the general steps
--- below decide it). c.first: on unless turned off (FusedPath.general_reserve).
-if c.first then res = ledger_reserve_first(KEYS, ARGV, c) end
-if not res then
+local res, granted, after
+-- A new call's first full grant, straight (ledger/lua/reserve_first.lua: the amount
+-- granted and the available after it, no reply table; nil when the call is anything
+-- else, a record of it too, nothing written; then the general steps below decide it).
+-- c.first: on unless turned off (FusedPath.general_reserve).
+if c.first then granted, after = ledger_reserve_first(KEYS, ARGV, c) end
+if not granted then
   ARGV.c = c  -- reserve.lua reads them there
+  ARGV[4] = s(ARGV[4] - ARGV[3])  -- reserve.lua's ARGV[4]: the lease in ms, not its end
   if not ARGV.checked then
     local args = {'0', '', '', '', ''}
     if ARGV[7] ~= '' then
       local tariff, currency, mode = string.match(ARGV[7], '^(.*)%z(.-)%z(.*)$')
-      local identity = ARGV[8]
-      if identity ~= '' then identity = string.sub(identity, 2, -2) end
-      args = {'1', tariff, currency, identity, mode}
+      args = {'1', tariff, currency, ARGV[8], mode}
     end
     local chk = ledger_account_check({KEYS[1]}, args)
     if chk[1] == 'stale' then return {'stale', {}} end
@@ -105,20 +105,29 @@ if not res then
     end
     return {res, -1}
   end
+  granted, after = res[2], res[3]
 end
 -- The record, completed with the money the Session-Timeout of the answer stands for
 -- (held + available, or held only): what the gateway was allowed (sessions/settle.py).
-local credit = res[2] + res[3]
-if ARGV[10] == '1' then credit = res[2] end
+local credit = granted + after
+if ARGV[10] == '1' then credit = granted end
+local call = redis.call  -- a local: one table look-up, not two per call
 local rec = ARGV[9] .. cmsgpack.pack($credit_micros, credit)
-if not redis.call('SET', KEYS[6], rec, 'NX', 'EX', c[8]) then return {res, 0} end
-if fv then  -- a new call granted: the rules' values as the daemon left them
-  if ARGV[13] ~= '0' then redis.call('SET', fv, ARGV[12], 'PX', ARGV[13]) end
-  if fip and ARGV[16] ~= '0' then redis.call('SET', fip, ARGV[15], 'PX', ARGV[16]) end
+-- the reserve's reply (a straight grant's: {'ok', granted, after, 0}) where answered
+if not call('SET', KEYS[6], rec, 'NX', 'EX', c[8]) then
+  return {res or {'ok', granted, after, 0}, 0}
 end
-redis.call('HSET', KEYS[7], ARGV[1], '')  -- no expiry: emptied by the closes (store.py)
-local acc = string.sub(KEYS[7], 4, -8)  -- "{a:ACC}:calls"
-redis.call('ZADD', KEYS[8], ARGV[6], acc .. '\0' .. ARGV[1])
-if KEYS[9] then redis.call('HSET', KEYS[9], ARGV[1], acc) end  -- no expiry (store.py)
-if nested then return {res, 1} end
+if fv then  -- a new call granted: the rules' values as the daemon left them
+  if ARGV[13] ~= '0' then call('SET', fv, ARGV[12], 'PX', ARGV[13]) end
+  if fip and ARGV[16] ~= '0' then call('SET', fip, ARGV[15], 'PX', ARGV[16]) end
+end
+local sid, calls, locator = ARGV[1], KEYS[7], KEYS[9]
+call('HSET', calls, sid, '')  -- no expiry: emptied by the closes (store.py)
+local acc = string.sub(calls, 4, -8)  -- "{a:ACC}:calls"
+call('ZADD', KEYS[8], ARGV[6], acc .. '\0' .. sid)
+if locator then call('HSET', locator, sid, acc) end  -- no expiry (store.py)
+if nested then return {res or {'ok', granted, after, 0}, 1} end
+-- straight (reserve_first: granted the amount asked, nothing reclaimed): the available
+-- after alone, an integer (no reply table for Redis to walk; the caller knows the rest)
+if not res then return after end
 return {res[1], res[2], res[3], res[4], 1}
