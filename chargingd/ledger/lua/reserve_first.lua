@@ -10,15 +10,20 @@
 -- Returns nil when the call is anything else: then it has WRITTEN NOTHING (its only
 -- command that could write, HSETNX, is its last check and writes nothing when it
 -- fails) and the caller runs account_check.lua and reserve.lua, which decide it.
--- Otherwise what they would have returned: the reserve's {'ok', amount, available after,
--- 0}, having written the same fields, hold, lease and audit entry (the equality of
--- both paths, key by key: tests/sessions/test_reserve_first.py).
+-- Otherwise the amount and the available after it, two values (the reserve's reply
+-- {'ok', amount, available after, 0} without its table: the caller builds it where it
+-- answers one), having written the same fields, hold, lease and audit entry as they
+-- would have (the equality of both paths, key by key:
+-- tests/sessions/test_reserve_first.py).
 -- KEYS[1..5] reserve.lua's   KEYS[6] a key of the caller that must not exist either
 --   (the session's record: a retransmission is the caller's to answer)
--- ARGV[1] session id  ARGV[2] amount  ARGV[3] now ms  ARGV[4] lease ms  ARGV[5] deadline
---   (reserve.lua's ARGV[1..4] and [11], as the plain authorize sends them)
+-- ARGV[1] session id  ARGV[2] amount  ARGV[3] now ms  ARGV[4] the lease's end (now +
+--   lease ms: its score and lease_due as written)  ARGV[5] deadline (reserve.lua's
+--   ARGV[1..3], [4] as its end, [11]: StepBuilder.first_args)
 -- ARGV[7..8] account_check.lua's ARGV packed (StepBuilder.first_check): ARGV[7] '' (nothing
---   to check) or "TARIFF\0CURRENCY\0MODE" (MODE '': any), ARGV[8] '' or "\nIDENTITY\n"
+--   to check) or "TARIFF\0CURRENCY\0MODE" (MODE '': any), ARGV[8] '' or the identity
+--   (the account's only one is the same string: no search; else found in the list,
+--   newline-bounded, as account_check.lua does)
 -- c: reserve.lua's ARGV[5..10], [12] (partial, new_session, who, audit max, reclaims,
 --   audit this hold, refusal ttl): the authorize's CONF (sessions/fused.py)
 -- Every amount and time it reads is a decimal integer as the ledger writes them (s():
@@ -38,8 +43,8 @@ if check ~= '' then
   if pre then
     a = call('HMGET', acct, 'tariff', 'currency', 'status', 'identities', 'mode', 'balance',
              'reserved', 'max_calls', 'lease_due')
-    mode, status, ids, balance, reserved, max_calls, due = a[5], a[3], a[4], a[6], a[7], a[8],
-                                                           a[9]
+    mode, status, ids, balance, reserved, max_calls, due =
+      a[5], a[3], a[4], a[6], a[7], a[8], a[9]
   else
     a = call('HMGET', acct, 'tariff', 'currency', 'status', 'identities', 'mode', 'balance',
              'credit_limit', 'reserved', 'max_calls', 'lease_due')

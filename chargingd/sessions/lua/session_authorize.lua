@@ -7,12 +7,14 @@
 -- KEYS[8] sess:seen:{GATEWAY}:N (the call's last-seen shard)   KEYS[9] sess:lc:N (the
 --   call's locator shard, sessions/shards.py; absent: no locator written, the gateway
 --   echoes the account in Class)
--- ARGV[1..5] reserve.lua's ARGV[1..4] and [11] (ARGV[2]: the amount asked; ARGV[5]: its
+-- ARGV[1..5] reserve.lua's ARGV[1..4] and [11] (StepBuilder.first_args; ARGV[2]: the
+--   amount asked; ARGV[4] the lease's END, now + lease ms, as reserve_first.lua writes
+--   it: turned back into reserve.lua's lease ms on the general path; ARGV[5]: its
 --   deadline: a late run refuses itself and writes nothing)   ARGV[6] last seen ms
 -- ARGV[7..8] the account check, packed (StepBuilder.first_check, built by the ledger):
 --   ARGV[7] '' nothing to check, else "TARIFF\0CURRENCY\0MODE" (MODE '': any) the account
---   must still have (and be active); ARGV[8] '' or "\nIDENTITY\n" an identity it must
---   still list. Unpacked into account_check.lua's ARGV on the general path only.
+--   must still have (and be active); ARGV[8] '' or an identity it must still list.
+--   Unpacked into account_check.lua's ARGV on the general path only.
 -- ARGV[9] the record's stored value (sessions/record.py; held_micros = the amount asked)
 --   but for its last pair, credit_micros, appended here (its map header counts it)
 -- ARGV[10] '1': credit_micros is what is held only (hold_all, own_timer), else held +
@@ -39,7 +41,9 @@
 --         authorize keeps it; a live one's reply is {'ok', its held_micros, 0, 0}, nothing
 --         reserved); -1 not written (refused or partial: sessions/service.py decides).
 --         Created 1 and not nested: the reserve's reply and 1 in one flat list
---         {'ok', granted, available after, reclaimed, 1} (one table fewer to answer).
+--         {'ok', granted, available after, reclaimed, 1} (one table fewer to answer);
+--         granted straight by reserve_first (the amount asked, nothing reclaimed): the
+--         available after alone, an integer (sessions/fused.py completes the rest).
 -- The fraud rules as a daemon evaluated them (chargingd/fraud/local.py; [fraud] on,
 -- the plain authorize only, never wrapped): the account's rule value, and the caller
 -- IP's when it has one of its own, as the last 1 or 2 KEYS, and 3 ARGV each after the
