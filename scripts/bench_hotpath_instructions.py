@@ -11,12 +11,17 @@ socket), ``e164`` (the called and the calling number of the kit's Access-Request
 rating questions: the first grant's price, then paid_s twice, as
 scripts/bench_pricer.py), ``acct`` (the sessions' work per accounting packet: a
 Start, an Interim and a Stop of each of N calls authorized before, 32 in flight,
-through Sessions.account on an embedded redis-server as scripts/bench_accounting.py;
-per item = per packet, the Redis server's own work not counted), ``authorize`` (a known
+through Sessions.account on an embedded redis-server as scripts/bench_accounting.py,
+each CDR handed to a KPI feeder's ``remember`` as serve.py wires it with [monitoring] on
+(its feeder does not run here: see ``kpiown``); per item = per packet, the Redis
+server's own work not counted), ``authorize`` (a known
 caller's Access-Request decided as the daemon does: MeteredCredit -> Sessions.authorize
 -> the fused script through the batcher's thin connection, 32 in flight on uvloop, on
 the same embedded redis-server, its own work not counted; 1,000 accounts remembered
-first). Each piece runs
+first), ``kpi`` (the KPI feeder's work per CDR: read from cdr:stream, counted, written
+back with its XACK; the Redis server's own work not counted), ``kpiown`` (the same for
+CDRs this process wrote, which the feeder is told of: docs/performance.md, round 16b).
+Each piece runs
 under ``valgrind --tool=callgrind`` twice, with N and 2N items after the same set-up;
 the difference over N is printed.
 
@@ -43,8 +48,8 @@ from chargingd.core.redisconn import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"s3cr3t-bench"
-PIECES = ("codec", "frontend", "e164", "pricer", "acct", "authorize")
-REDIS_PIECES = ("acct", "authorize")
+PIECES = ("codec", "frontend", "e164", "pricer", "acct", "authorize", "kpi", "kpiown")
+REDIS_PIECES = ("acct", "authorize", "kpi", "kpiown")
 
 
 def _codec(items: int, setup: int) -> Callable[[], None]:
@@ -210,6 +215,8 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
     from bench_common import seed_prepaid
 
     from chargingd.ledger import Ledger
+    from chargingd.monitoring.feeder import KpiFeeder
+    from chargingd.monitoring.windows import KpiStore
     from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
     from chargingd.sessions.service import Sessions
 
@@ -228,6 +235,9 @@ def _acct(items: int, setup: int) -> Callable[[], None]:
         await seed_prepaid(ledger, 100)
         sessions = _sessions(client, ledger)
         await sessions.store.load_scripts()
+        if hasattr(sessions.store, "cdr_written"):  # as serve.py wires it ([monitoring] on)
+            feeder = KpiFeeder(client, KpiStore(client, max_groups=200), group="kpi")
+            sessions.store.cdr_written = feeder.remember
 
         async def authorize(info: CallInfo) -> None:
             async with sem:
@@ -322,9 +332,92 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
+def _kpi(items: int, setup: int, own: bool = False) -> Callable[[], None]:
+    """The KPI feeder's work per CDR (monitoring/feeder.py, in the daemon's main process:
+    one CDR per Stop): ``setup`` CDRs as a Stop of the kit writes them (answered, 31-270
+    s, three destinations, one gateway) in cdr:stream, the first ``items`` (a multiple
+    of feeder.BATCH) read by XREADGROUP, decoded, summed and written back with their
+    XACK; the Redis server's own work not counted. ``own`` (piece kpiown): the CDRs
+    written by this process, each remembered with its entry id as the daemon's closer
+    tells the feeder of its own process (KpiFeeder.remember, not counted), so the
+    feeder does not decode them."""
+    import time
+
+    import redis.asyncio as aioredis
+    import uvloop
+
+    from chargingd.billing.cdr import CDR, CDR_STREAM
+    from chargingd.monitoring.feeder import KpiFeeder
+    from chargingd.monitoring.windows import KpiStore
+
+    loop = uvloop.new_event_loop()
+    client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    rng = random.Random(5)
+    now_ms = int(time.time() * 1000)
+    cdrs = []
+    for i in range(setup):  # all written first: the same set-up for N and 2N
+        usage_s = 31 + rng.randrange(240)
+        answer_ms = now_ms - usage_s * 1000
+        cdrs.append(
+            CDR.of(
+                {
+                    "source": "radius",
+                    "call_id": f"c-{i:08X}-{rng.getrandbits(32):08X}-{rng.getrandbits(16):04X}",
+                    "account_id": f"acc{rng.randrange(1000):04d}",
+                    "caller": f"+49316123{i % 100_000:05d}",
+                    "callee": f"+4420798{rng.randrange(100_000):05d}",
+                    "destination": ("UK_FIXED", "UK_MOBILE", "DE_FIXED")[i % 3],
+                    "start_ms": answer_ms - 10,
+                    "answer_ms": answer_ms,
+                    "end_ms": now_ms,
+                    "duration_s": usage_s,
+                    "billed_s": usage_s + 60 - usage_s % 60,
+                    "cost_micros": 10_000 * usage_s,
+                    "currency": "EUR",
+                    "tariff": "default",
+                    "gateway": "127.0.0.1",
+                    "disconnect_cause": 0,
+                    "status": "normal",
+                    "extra": {"client": "load", "user_name": f"{i % 1000:012d}"},
+                    "charged_micros": 10_000 * usage_s,
+                    "charge": "live",
+                    "charge_reason": "",
+                    "revision": 0,
+                }
+            )
+        )
+    feeder = KpiFeeder(client, KpiStore(client, max_groups=200), group="kpi", settle_s=0)
+
+    async def prepare() -> None:
+        await client.flushall()
+        await feeder.step(block_ms=None)  # the group made, the scripts loaded
+        pipe = client.pipeline(transaction=False)
+        for cdr in cdrs:
+            pipe.xadd(CDR_STREAM, {"cdr": cdr.pack()})
+        ids = await pipe.execute()
+        if own:
+            for entry_id, cdr in zip(ids, cdrs, strict=True):
+                feeder.remember(entry_id, cdr)
+
+    loop.run_until_complete(prepare())
+
+    async def drain() -> None:
+        done = 0
+        while done < items:
+            done += await feeder.step(block_ms=None)
+
+    def run() -> None:
+        loop.run_until_complete(drain())
+
+    return run
+
+
 def _child(piece: str, items: int, setup: int) -> None:
     pieces = {"codec": _codec, "frontend": _frontend, "e164": _e164, "pricer": _pricer}
-    run = {**pieces, "acct": _acct, "authorize": _authorize}[piece](items, setup)
+    if piece == "kpiown":
+        _kpi(items, setup, own=True)()
+        return
+    run = {**pieces, "acct": _acct, "authorize": _authorize, "kpi": _kpi}[piece](items, setup)
     run()
 
 

@@ -287,6 +287,9 @@ def build_monitoring(rt: Runtime) -> Component:
         return rt.radius.counters() if rt.radius is not None else {}
 
     monitor = rt.factory.monitor(rt.redis, rt.ledger, rt.meters, status=status, alerts=rt.alerts)
+    if monitor.enabled and rt.sessions is not None:
+        # the CDRs this process writes are counted without decoding them again
+        rt.sessions.store.cdr_written = monitor.feeder.remember
     exporter = rt.registry.component("exporter")
     rt.meters.add_source(lambda: exporter_samples(exporter.counters))
     rt.monitor = monitor

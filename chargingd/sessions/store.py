@@ -259,6 +259,9 @@ class SessionStore(LiveIndexes):
         # (an OrderedDict: no pause to free a whole generation at once): the calls
         # authorized last are the ones whose Start comes next.
         self._fresh: OrderedDict[str, tuple[str, bytes, int]] = OrderedDict()
+        # Told of each CDR this store writes, with its stream entry id (the KPI feeder of
+        # this process: KpiFeeder.remember, so it need not decode the entry again).
+        self.cdr_written: Callable[[bytes, CDR], None] | None = None
 
     @property
     def batched(self) -> bool:
@@ -643,13 +646,17 @@ class SessionStore(LiveIndexes):
         ``stored``: ``rec``'s stored value (all of ``rec``: unpack_known) as the caller
         last read or wrote it, and ``closed``: ``rec`` with ``fields`` (and the state
         CLOSED): the closed record is then written whole while ``stored`` is still the
-        stored value, else ``fields`` merged as without them."""
+        stored value, else ``fields`` merged as without them. Then ``cdr_written`` is
+        told the CDR and its entry id."""
         if self._batcher is None:
-            await self.append_cdr(cdr)
+            entry_id = await self.append_cdr(cdr)
             await self.mark_closed(rec, **fields)
-            return
-        xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
-        await self.send([xadd, *self._closing(rec, fields, stored, closed)])
+        else:
+            xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
+            replies = await self.send([xadd, *self._closing(rec, fields, stored, closed)])
+            entry_id = replies[0]
+        if self.cdr_written is not None:
+            self.cdr_written(entry_id, cdr)
 
     def _closing(
         self,
