@@ -49,10 +49,13 @@ OP: Final = 8  # fields of an authorize op (fraud.lua OP)
 
 
 def unpack(raw: bytes) -> dict[Any, Any]:
-    """A stored value (cmsgpack), strings left as bytes as Lua has them."""
+    """A stored value (cmsgpack), strings left as bytes as Lua has them; its arrays as
+    tuples (a counter's buckets: numbers only, so the collector stops tracking them at
+    its first look, and a process keeping thousands of values is not walked through
+    their ~75 containers each in every full collection: docs/fraud.md)."""
     if not raw:
         return {W: {}}
-    value = msgpack.unpackb(raw, raw=True, strict_map_key=False)
+    value = msgpack.unpackb(raw, raw=True, strict_map_key=False, use_list=False)
     if not isinstance(value, dict):
         value = {}
     if not isinstance(value.get(W), dict):  # fr_load: v.w = v.w or {} (an empty {} is [])
@@ -77,7 +80,7 @@ def _table(value: dict[Any, Any], field: bytes) -> dict[Any, Any]:
     if isinstance(t, dict):
         return t
     out: dict[Any, Any] = {}
-    if isinstance(t, list):
+    if isinstance(t, (tuple, list)):
         for i, item in enumerate(t):
             out[i + 1] = item
     value[field] = out
@@ -96,9 +99,9 @@ def _bucket(w: dict[Any, Any], cid: Any, now: int, win: int, width: int) -> int:
         at = int(old) - win
         b = at // width
         if b == cur:
-            w[cid] = [width, cur, 2, now - cur * width]
+            w[cid] = (width, cur, 2, now - cur * width)
         else:
-            w[cid] = [width, b, 1, at - b * width, cur, 1, now - cur * width]
+            w[cid] = (width, b, 1, at - b * width, cur, 1, now - cur * width)
         return 2
     start = now - win  # a call before this is out of the window
     lo = start // width
@@ -119,7 +122,7 @@ def _bucket(w: dict[Any, Any], cid: Any, now: int, win: int, width: int) -> int:
         kept.append(cur)
         kept.append(1)
         kept.append(at)
-    w[cid] = kept
+    w[cid] = tuple(kept)  # (a tuple: see unpack)
     return total + 1
 
 
@@ -511,7 +514,7 @@ def _seen(v: dict[Any, Any], now: int, sid: bytes, identity: bytes) -> bool:
     if isinstance(live, dict) and sid in live:
         return True
     counted = v.get(Q)
-    if isinstance(counted, list) and sid in counted:
+    if isinstance(counted, (tuple, list)) and sid in counted:
         return True
     deny = v.get(D)
     if isinstance(deny, dict):

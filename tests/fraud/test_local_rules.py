@@ -617,3 +617,36 @@ async def test_random_calls_as_in_lua(
             assert seen[0] == seen[1], i
     finally:
         await other.aclose()
+
+
+def test_kept_values_hold_no_lists_for_the_collector_to_walk() -> None:
+    """A kept value's arrays (counters' buckets) are tuples of numbers, decoded or
+    written by an evaluation: the collector stops tracking them, so a process keeping
+    thousands of values does not walk their containers in every full collection."""
+    import gc
+
+    import msgpack
+
+    from chargingd.fraud import local as L
+
+    stored = msgpack.packb(
+        {b"w": {b"1/60": [6000, 1, 2, 30, 2, 1, 40]}, b"g": {b"2/60|4930": 61_000}, b"q": [b"s1"]},
+        use_bin_type=False,
+    )
+    value = L.unpack(stored)
+    L._bucket(value[L.W], b"1/60", 12_500, 60_000, 6_000)  # the walk: a new bucket array
+    L._bucket(value[L.W], b"2/60", 12_500, 60_000, 6_000)  # a first call: a number
+    L._capped(value, L.G, b"2/60|4930", 12_600, 60_000, 6_000)  # the second: an array
+
+    def arrays(x: object) -> list[object]:
+        if isinstance(x, dict):
+            return [a for v in x.values() for a in arrays(v)]
+        if isinstance(x, (list, tuple)):
+            return [x, *(a for v in x for a in arrays(v))]
+        return []
+
+    found = arrays(value)
+    assert len(found) == 3 and not any(isinstance(a, list) for a in found)
+    assert L._seen(value, 0, b"s1", b"")  # a counted call in the tuple is still seen
+    gc.collect()
+    assert not any(gc.is_tracked(a) for a in found)
