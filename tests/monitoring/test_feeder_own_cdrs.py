@@ -5,6 +5,7 @@ again: the same windows and counters as a feeder that decodes every entry
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from pathlib import Path
@@ -170,3 +171,69 @@ def test_a_summary_holds_what_cdr_metrics_says() -> None:
         assert status == cdr.status and type(status) is str
         short += cdr.revision == 0 and cdr.answer_ms > 0 and not cdr.extra.keys() & {"mos"}
     assert short > 200
+
+
+async def test_a_cdr_told_after_the_feeder_read_it_is_not_kept(redis: aioredis.Redis) -> None:
+    """The feeder's blocked read can be answered before the closer takes its XADD's
+    reply: that entry was counted decoded already, and its summary, kept, would wait
+    for a read that never comes (until the cap's clear drops it and every summary still
+    to be read with it). Not kept; one told before its read is still used."""
+    feeder = KpiFeeder(redis, KpiStore(redis, max_groups=10), group="kpi", consumer="t")
+    rnd = random.Random(5)
+    first, second = _varied(rnd, 0), _varied(rnd, 1)
+    read_first = await redis.xadd(CDR_STREAM, {"cdr": first.pack()})
+    while await feeder.step(block_ms=None):
+        pass
+    feeder.remember(read_first, first)  # told late: read and counted already
+    assert feeder._recent == {} and feeder.undecodable == 0
+    read_second = await redis.xadd(CDR_STREAM, {"cdr": second.pack()})
+    feeder.remember(read_second, second)  # told in time
+    assert await feeder.step(block_ms=None) == 1
+    assert feeder.recalled == 1 and feeder._recent == {}
+    # ids of other lengths (their sequence numbers): compared as numbers
+    ms = int(read_second.split(b"-")[0]) + 1
+    for seq in (9, 10):
+        await redis.xadd(CDR_STREAM, {"cdr": first.pack()}, id=f"{ms}-{seq}")
+    assert await feeder.step(block_ms=None) == 2
+    feeder.remember(f"{ms}-9".encode(), first)  # before the last read (ms-10): not kept
+    assert feeder._recent == {}
+    feeder.remember(f"{ms}-11".encode(), first)  # after it: kept
+    feeder.remember(f"{ms + 1}-0".encode(), first)
+    assert len(feeder._recent) == 2
+
+
+async def test_concurrent_calls_leave_no_summary_behind(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Calls closing while the feeder runs (its reads blocked on the stream, as in the
+    daemon): every CDR counted once, and nothing left kept once the feeder caught up."""
+    clock = Clock()
+    ledger = await make_ledger(redis, clock)
+    sessions = make_sessions(redis, ledger, clock, tmp_path)
+    await sessions.store.load_scripts()
+    await add_account(ledger, balance_micros=10**12)
+    feeder = KpiFeeder(redis, KpiStore(redis, max_groups=10), group="kpi", consumer="t", settle_s=0)
+    sessions.store.cdr_written = feeder.remember
+    stop = asyncio.Event()
+    task = asyncio.create_task(feeder.run(stop))
+
+    async def one(sid: str) -> None:
+        info = call(sid)
+        assert isinstance(await sessions.authorize(info), Authorized)
+        await sessions.account(usage(info, UsageKind.START, 0, T0_MS))
+        await sessions.account(usage(info, UsageKind.STOP, 5, T0_MS + 5_000))
+
+    try:
+        for k in range(20):
+            await asyncio.gather(*(one(f"s{k}-{i}") for i in range(10)))
+            await asyncio.sleep(0.01)
+        for _ in range(200):  # until the feeder has counted every CDR
+            if feeder.outcomes.get("answered") == 200:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+    assert feeder.outcomes == {"answered": 200} and feeder.talk_s == 5 * 200
+    assert feeder._recent == {}
+    assert feeder.recalled > 0
