@@ -219,8 +219,30 @@ class KpiFeeder:
         entries = await self._read(">", block_ms)
         if not entries:
             return 0
-        self._read_to = entries[-1][0]  # (before _feed: its awaits let the closer in)
-        return await self._feed(entries)
+        read_to = self._read_to = entries[-1][0]  # (before _feed: its awaits let the closer in)
+        fed = await self._feed(entries)
+        if self._recent:  # what is left up to the read went to another consumer: dropped
+            self._drop_up_to(read_to)
+        return fed
+
+    def _drop_up_to(self, read_to: bytes) -> None:
+        """Drop the summaries of entries up to ``read_to`` (this read's last): left after
+        its batch, they were delivered to another consumer of the group (a daemon on
+        another host), which counted them; no read here will take them. From the
+        oldest kept, up to the first after it (kept in the order written, but for
+        closers answered out of order: one such left waits for the cap's clear)."""
+        recent = self._recent
+        size = len(read_to)
+        done = []
+        for entry_id in recent:
+            if len(entry_id) == size:
+                if entry_id > read_to:
+                    break
+            elif _id_order(entry_id) > _id_order(read_to):
+                break
+            done.append(entry_id)
+        for entry_id in done:
+            del recent[entry_id]
 
     async def _prepare(self) -> None:
         if self._group_ready:

@@ -237,3 +237,27 @@ async def test_concurrent_calls_leave_no_summary_behind(
     assert feeder.outcomes == {"answered": 200} and feeder.talk_s == 5 * 200
     assert feeder._recent == {}
     assert feeder.recalled > 0
+
+
+async def test_summaries_of_entries_another_consumer_read_are_dropped(
+    redis: aioredis.Redis,
+) -> None:
+    """Daemons on several hosts share the group: an entry this process wrote may be
+    delivered to another's feeder, which counts it. Its summary here is dropped once
+    this feeder's own reads have passed it (else it stayed until the cap's clear)."""
+    store = KpiStore(redis, max_groups=10)
+    here = KpiFeeder(redis, store, group="kpi", consumer="here")
+    there = KpiFeeder(redis, store, group="kpi", consumer="there")
+    rnd = random.Random(9)
+    cdrs = [_varied(rnd, i) for i in range(3)]
+    ids = []
+    for cdr in cdrs[:2]:
+        ids.append(await redis.xadd(CDR_STREAM, {"cdr": cdr.pack()}))
+        here.remember(ids[-1], cdr)
+    assert await there.step(block_ms=None) == 2  # both went to the other host
+    ids.append(await redis.xadd(CDR_STREAM, {"cdr": cdrs[2].pack()}))
+    here.remember(ids[-1], cdrs[2])
+    assert len(here._recent) == 3
+    assert await here.step(block_ms=None) == 1
+    assert here.recalled == 1 and here._recent == {}
+    assert there.recalled == 0 and here.undecodable == there.undecodable == 0
