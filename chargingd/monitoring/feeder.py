@@ -183,8 +183,9 @@ class KpiFeeder:
         is this CDR packed). Never raises into the closer: what it cannot summarise is
         decoded from the stream as before. An entry this feeder has read already (its
         blocked read answered before the closer's XADD reply was taken: 24 of 200 calls
-        in tests/monitoring/test_feeder_own_cdrs.py's concurrent run) is not kept: none
-        would take it but the cap's clear, which drops the ones still to come with it."""
+        in tests/monitoring/test_feeder_own_cdrs.py's concurrent run without this
+        check) is not kept: none would take it but the cap's clear, which drops the
+        ones still to come with it."""
         read_to = self._read_to
         try:
             # (ids of one length: their bytes compare as their numbers, ms of 13 digits
