@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,9 +25,7 @@ from kamailio_daemon import (
     account,
     own_timer_client,
     running_daemon,
-    switch_in_front,
     wait_cdr,
-    with_log,
 )
 from kamailio_harness import KamailioPorts, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, TARIFF, Daemon, write_setup
@@ -73,11 +70,6 @@ rate = "THREE"
 
 
 @pytest.fixture(scope="module")
-def kamailio_ports() -> KamailioPorts:
-    return KamailioPorts.reserve()
-
-
-@pytest.fixture(scope="module")
 def shared(
     tmp_path_factory: pytest.TempPathFactory, kamailio_ports: KamailioPorts
 ) -> Iterator[Daemon]:
@@ -86,19 +78,6 @@ def shared(
     setup = write_setup(tmp, extra=client, session_options=SESSIONS, tariff_text=TARIFF_3S)
     with running_daemon(setup, tmp / "daemon.log") as d:
         yield d
-
-
-@pytest.fixture
-def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield from with_log(shared)
-
-
-@pytest.fixture
-async def switch(
-    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
-) -> AsyncIterator[Switch]:
-    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
-        yield sw
 
 
 async def settled(daemon: Daemon, account_id: str, timeout_s: float = 10.0) -> dict[str, Any]:

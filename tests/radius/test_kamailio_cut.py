@@ -12,8 +12,7 @@ few seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,9 +20,7 @@ from kamailio_daemon import (
     account,
     own_timer_client,
     running_daemon,
-    switch_in_front,
     wait_cdr,
-    with_log,
 )
 from kamailio_harness import KamailioPorts, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, Daemon, write_setup
@@ -46,11 +43,6 @@ SESSIONS = {
 
 
 @pytest.fixture(scope="module")
-def kamailio_ports() -> KamailioPorts:
-    return KamailioPorts.reserve()
-
-
-@pytest.fixture(scope="module")
 def shared(
     tmp_path_factory: pytest.TempPathFactory, kamailio_ports: KamailioPorts
 ) -> Iterator[Daemon]:
@@ -59,19 +51,6 @@ def shared(
     setup = write_setup(tmp, extra=client, session_options=SESSIONS)
     with running_daemon(setup, tmp / "daemon.log") as d:
         yield d
-
-
-@pytest.fixture
-def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield from with_log(shared)
-
-
-@pytest.fixture
-async def switch(
-    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
-) -> AsyncIterator[Switch]:
-    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
-        yield sw
 
 
 def rpc_counters(daemon: Daemon) -> dict[str, Any]:

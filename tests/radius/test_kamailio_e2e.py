@@ -11,11 +11,11 @@ never sends one (test_kamailio_message_authenticator.py shows what happens other
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
+from kamailio_daemon import account, running_daemon, wait_cdr
 from kamailio_harness import KamailioPorts, RpcError, Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, SECRET, Daemon, write_setup
 from sipua import Answer
@@ -40,26 +40,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("kamailio-e2e")
     with running_daemon(write_setup(tmp, extra=KAMAILIO_CLIENT), tmp / "daemon.log") as d:
         yield d
-
-
-@pytest.fixture(scope="module")
-def kamailio_ports() -> KamailioPorts:
-    """One pair of Kamailio ports for the module, reserved before the daemon starts (a
-    cut backend's config will name the RPC URL); each test's Kamailio reuses them."""
-    return KamailioPorts.reserve()
-
-
-@pytest.fixture
-def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield from with_log(shared)
-
-
-@pytest.fixture
-async def switch(
-    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
-) -> AsyncIterator[Switch]:
-    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
-        yield sw
 
 
 async def test_normal_call_is_charged_exactly(daemon: Daemon, switch: Switch) -> None:

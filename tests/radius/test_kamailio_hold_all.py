@@ -12,13 +12,12 @@ serve`. The stale window is made short (interim_interval_s = 10, stale_factor = 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kamailio_daemon import account, running_daemon, switch_in_front, wait_cdr, with_log
-from kamailio_harness import KamailioPorts, Switch, missing_reason
+from kamailio_daemon import account, running_daemon, wait_cdr
+from kamailio_harness import Switch, missing_reason
 from radius_e2e_harness import MICROS_PER_S, Daemon, write_setup
 
 from chargingd.core.money import parse_amount
@@ -53,24 +52,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     )
     with running_daemon(setup, tmp / "daemon.log") as d:
         yield d
-
-
-@pytest.fixture(scope="module")
-def kamailio_ports() -> KamailioPorts:
-    return KamailioPorts.reserve()
-
-
-@pytest.fixture
-def daemon(shared: Daemon) -> Iterator[Daemon]:
-    yield from with_log(shared)
-
-
-@pytest.fixture
-async def switch(
-    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
-) -> AsyncIterator[Switch]:
-    async with switch_in_front(daemon, tmp_path, kamailio_ports) as sw:
-        yield sw
 
 
 def live(daemon: Daemon) -> dict[str, dict[str, Any]]:
