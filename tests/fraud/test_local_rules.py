@@ -303,32 +303,16 @@ async def test_busy_counters_at_their_edges_and_caps_as_in_lua(
     64 identity and range counters a value keeps: the ones dropped first), a range
     called again and again among them: the rules in Lua and in the daemon give the same
     answers and values call by call, every call after the first decided in the daemon."""
-    other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
-    await other.flushdb()
     users = tuple(f"user:u{n}" for n in range(80))
-    sides = []
-    try:
-        for n, redis in enumerate((redis7, other)):
-            made = await side(redis, tmp_path / str(n), BUSY, local_values=64 * n)
-            await add_account(made[3], "acc1", identities=users, balance_micros=10_000 * EUR)
-            sides.append(made)
-        for i in range(300):
-            called = "030777000" if i % 4 == 0 else f"0301{(i * 37) % 150:03d}{i % 10}00"
-            info = call(f"b{i}", user=users[(i * 7) % 80][5:], called=called)
-            seen = []
-            for sessions, clock, engine, _ in sides:
-                answer = await sessions.authorize(info)
-                value = same(unpack_value(await sessions.redis.get(FK.value_key("acc1"))))
-                seen.append((answer, dict(engine.counters), value))
-                clock.advance(1)
-            assert seen[0] == seen[1], i
-        value = seen[0][2]
-        assert len(value["g"]) == 64 and len(value["h"]) == 64  # capped
-        assert sides[0][2].counters["fired"] > 100
-        local = sides[1][2].local
-        assert local is not None and local.counters["local"] == 299, local.counters
-    finally:
-        await other.aclose()
+    calls = []
+    for i in range(300):
+        called = "030777000" if i % 4 == 0 else f"0301{(i * 37) % 150:03d}{i % 10}00"
+        calls.append((call(f"b{i}", user=users[(i * 7) % 80][5:], called=called), 1.0))
+    counters = await differential(redis7, redis7_server, tmp_path, BUSY, calls, users=users)
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert len(value["g"]) == 64 and len(value["h"]) == 64  # capped
+    assert counters[1]["fired"] > 100  # (the Lua side's rules)
+    assert counters[0]["local"] == 299, counters[0]
 
 
 async def test_a_kept_value_this_process_cannot_read_goes_to_lua(
@@ -382,7 +366,8 @@ async def differential(
 ) -> list[Any]:
     """The same calls (each a CallInfo, then how far the clock moves, s) on the rules in
     Lua and decided in the daemon, each side on its own database: the same answers,
-    counters and account values, call by call. The daemon side's counters returned."""
+    counters and account values, call by call. Returned: the daemon side's counters of
+    where calls were decided, and the Lua side's rule counters."""
     other = aioredis.Redis(unix_socket_path=str(redis7_server.socket_path), db=1)
     if flush:
         await other.flushdb()
@@ -404,7 +389,7 @@ async def differential(
             assert seen[0] == seen[1], (i, seen[0][2], seen[1][2])
         local = sides[1][2].local
         assert local is not None
-        return [dict(local.counters)]
+        return [dict(local.counters), dict(sides[0][2].counters)]
     finally:
         await other.aclose()
 
