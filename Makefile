@@ -9,7 +9,7 @@ CONFIG ?= config/chargingd-demo.toml
 CHARGINGD_MYPYC ?= 1
 MYPYC_SRC := $(shell sed -n 's/^    "\(chargingd\/.*\.py\)",$$/\1/p' setup.py)
 MYPYC_STAMP := build/.mypyc-$(CHARGINGD_MYPYC)
-MMSG_SRC := chargingd/radius/_mmsg.c chargingd/ledger/_resp.c
+MMSG_SRC := chargingd/radius/_mmsg.c chargingd/ledger/_resp.c chargingd/fraud/_local.c
 # Test processes (pytest-xdist): most tests wait on servers, daemons and timers, so two
 # halve the suite's time on two cores; TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
@@ -52,15 +52,16 @@ bench: $(STAMP)
 MARK_BUILT := find chargingd -name '*.so' -exec touch {} +
 # The compiled build (or its removal), redone when setup.py or a compiled module changes
 # (a stale extension would shadow the edited .py file), once more from scratch if it fails.
-# Both modes also build radius/_mmsg.c (recvmmsg/sendmmsg) and ledger/_resp.c (the
-# batcher's RESP packer) (setup.py; optional).
+# Both modes also build radius/_mmsg.c (recvmmsg/sendmmsg), ledger/_resp.c (the
+# batcher's RESP packer) and fraud/_local.c (the fraud rules' evaluation) (setup.py;
+# optional).
 $(MYPYC_STAMP): $(STAMP) setup.py $(MYPYC_SRC) $(MMSG_SRC)
 	@rm -f build/.mypyc-*
 	@if [ "$(CHARGINGD_MYPYC)" = 0 ]; then \
 	  $(MAKE) --no-print-directory -s uncompiled; echo "mypyc: CHARGINGD_MYPYC=0, pure Python"; \
 	  if command -v "$${CC:-cc}" >/dev/null 2>&1; then mkdir -p build; \
 	    CHARGINGD_MYPYC=0 $(BIN)/python setup.py build_ext --inplace >build/mmsg.log 2>&1 \
-	      && $(MARK_BUILT) || echo "radius/_mmsg.c, ledger/_resp.c not built (build/mmsg.log)"; fi; \
+	      && $(MARK_BUILT) || echo "radius/_mmsg.c, ledger/_resp.c, fraud/_local.c not built (build/mmsg.log)"; fi; \
 	elif ! command -v "$${CC:-cc}" >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory -s uncompiled; echo "mypyc: no C compiler (cc), pure Python"; \
 	else \

@@ -8,7 +8,8 @@ falls back to pure Python, saying so, when the build fails. Without the variable
 (`pip install .`, the wheel) nothing is compiled. docs/performance.md has the figures.
 With CHARGINGD_MYPYC=0 or 1 (both Makefile modes, the Dockerfile) the plain C extension
 radius/_mmsg.c is built too (Linux; optional: intake.py falls back without it), and
-ledger/_resp.c (the batcher's RESP packer; optional: thin.py packs without it).
+ledger/_resp.c (the batcher's RESP packer; optional: thin.py packs without it), and
+fraud/_local.c (the fraud rules' evaluation; optional: fraud/local.py evaluates without it).
 
 What a compiled module must not do (mypyc; tests/test_compiled.py checks the build):
 no interpreted subclass of its classes (ledger/base.py stays interpreted: ledger.py
@@ -106,6 +107,13 @@ if os.environ.get("CHARGINGD_MYPYC") in ("0", "1") and sys.platform == "linux":
 if os.environ.get("CHARGINGD_MYPYC") in ("0", "1"):
     ext_modules.append(
         Extension("chargingd.ledger._resp", ["chargingd/ledger/_resp.c"], optional=True)
+    )
+
+# The fraud rules' evaluation on the stored bytes (fraud/_local.c): plain C, both modes,
+# optional (without it fraud/local.py evaluates in Python: the same bytes).
+if os.environ.get("CHARGINGD_MYPYC") in ("0", "1"):
+    ext_modules.append(
+        Extension("chargingd.fraud._local", ["chargingd/fraud/_local.c"], optional=True)
     )
 
 setup(ext_modules=ext_modules)

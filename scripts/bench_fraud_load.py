@@ -145,7 +145,8 @@ def _where(decided: dict[str, int]) -> None:
         print(
             f"    decided in the daemon {decided['decided_here']}, in Lua "
             f"{decided['decided_in_lua']} (moved by another writer "
-            f"{decided['moved_elsewhere']}), values kept {decided['values_kept']}"
+            f"{decided['moved_elsewhere']}), values kept {decided['values_kept']}, "
+            f"evaluated by fraud/_local.c {decided.get('evaluated_in_c', 0)}"
         )
 
 

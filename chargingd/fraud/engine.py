@@ -305,7 +305,8 @@ class Fraud:
     def status(self) -> dict[str, int]:
         """The counters `ctl status` shows (summed over the workers): the rules' own, and
         where the authorize rules were decided (here, or in Redis's Lua: the values not
-        known here, changed by another writer, a refusal) and how many values are kept."""
+        known here, changed by another writer, a refusal), how many values are kept, and
+        how many calls here fraud/_local.c evaluated."""
         out = dict(self.counters)
         local = self.local
         if local is not None:
@@ -313,6 +314,7 @@ class Fraud:
             out["decided_in_lua"] = local.counters["lua"]
             out["moved_elsewhere"] = local.counters["moved"]
             out["values_kept"] = len(local.values)
+            out["evaluated_in_c"] = local.by_c  # fraud/_local.c (0: not built, or declined)
         return out
 
     def localize(self, prepared: Prepared) -> None:
