@@ -769,6 +769,8 @@ static int64_t distinct(arena *a, node *value, int64_t now, const cop *op, int64
                 (x->v.u.i == oldest->v.u.i && before(&x->k, &oldest->k)))
                 oldest = x;
         }
+        if (oldest == NULL)
+            return BAIL; /* (a limit below -1: Python's del of None raises) */
         mdel(n, oldest);
     }
     return count;
@@ -817,8 +819,11 @@ static int admit_live(arena *a, node *value, int64_t now, const call_t *call, in
                 first = e;
         }
     }
-    if (n > limit + 1)
+    if (n > limit + 1) {
+        if (first == NULL)
+            return BAIL;
         mdel(live, first);
+    }
     return 0;
 }
 
