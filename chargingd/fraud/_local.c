@@ -1249,6 +1249,12 @@ static PyObject *evaluate(PyObject *self, PyObject *const *args, Py_ssize_t narg
         (call.number = utf8(args[6], &call.number_n)) == NULL ||
         (call.country = utf8(args[7], &call.country_n)) == NULL)
         return NULL;
+    /* The arena and the packing buffer are this module's: a call made while one runs
+       (a finalizer run by a collection that a new tuple started, in theory) declines. */
+    static int busy = 0;
+    if (busy)
+        return PyLong_FromLong(-1);
+    busy = 1;
     arena a;
     arena_start(&a);
     node v, ipv_own;
@@ -1264,6 +1270,7 @@ static PyObject *evaluate(PyObject *self, PyObject *const *args, Py_ssize_t narg
         out = run(ops, &v, ipv, own_ip, &call, ttl, ip_ttl, &a);
     }
     arena_end(&a);
+    busy = 0;
     return out;
 }
 
