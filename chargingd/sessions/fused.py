@@ -35,6 +35,9 @@ from chargingd.sessions.store import (
     record_key,
 )
 
+# how long a closer holds a call's close lease (s): session_close.lua's ARGV[2],
+# session_stop.lua's STOP_LEASE_S
+CLOSE_LEASE_S: Final = 30
 # fraud_check's reply when no rule fired (session_authorize_fraud.lua leaves it out)
 ALLOWED_REPLY: Final = (b"ok", 0, 0, (), b"")
 # Where fraud.lua's functions read their KEYS and ARGV in session_authorize_fraud.lua's
@@ -78,7 +81,9 @@ class FirstGrant:
 
 class Renewal:
     """What session_renew.lua did: the commit, the reserve (None: not run), applied;
-    ``stale``: the record noted on was not the stored one (nothing done). One per
+    ``stale``: the record noted on was not the stored one (nothing done). Applied (the
+    grant full, the record written), the script answers 1 and ``commit`` and
+    ``grant_reply`` are None: its caller (grants.py) needs nothing else then. One per
     Interim: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
     __slots__ = ("applied", "commit", "grant_reply", "stale")
@@ -159,25 +164,28 @@ class FusedPath:
         self.fraud_library = FusedLibrary(
             store.redis, fused_source(definitions, embeds), body, FRAUD_RESET
         )
-        self._renew, self.renew_library = self._load("session_renew", ("commit", "reserve"), "r")
+        # The Interim's and the Stop's per-process arguments in their own code too
+        # (_renew_constants, _stop_constants): 12 and 7 arguments, not 27 and 12.
+        self._renew, self.renew_library = self._load(
+            "session_renew", ("commit", "reserve"), "r", self._renew_constants()
+        )
         self._close, self.close_library = self._load("session_close", ("release",), "c")
-        self._stop, self.stop_library = self._load("session_stop", ("release",), "s")
+        self._stop, self.stop_library = self._load(
+            "session_stop", ("release",), "s", self._stop_constants()
+        )
         store.libraries.extend(self.libraries)
 
     def _load(
-        self, name: str, embeds: tuple[str, ...], kind: str, conf: str = ""
+        self, name: str, embeds: tuple[str, ...], kind: str, conf: str = "", head: str = ""
     ) -> tuple[Any, FusedLibrary]:
         """The script for EVALSHA (a Redis without Functions) and the same code as a
-        library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash; ``conf``: a
-        Lua table of the per-process arguments (_constants), defined with the functions
-        (a library's once, at its load) and the body's local ``c`` (with ``nested``
-        false: the plain authorize answers a written record flat)."""
+        library (fusedlib.py), named ``chargingd_KIND_`` + its code's hash; ``conf``:
+        Lua definitions of the per-process arguments (_constants, _renew_constants,
+        _stop_constants), defined with the functions (a library's once, at its load);
+        ``head``: Lua run first in the body (the plain authorize's ``c``)."""
         lua = resources.files("chargingd.sessions") / "lua"
-        body = record_lua((lua / f"{name}.lua").read_text(), self.store.layout)
-        definitions = ""
-        if conf:
-            definitions = f"local CONF = {conf}\n"
-            body = f"local c, nested = CONF, false\n{body}"
+        body = head + record_lua((lua / f"{name}.lua").read_text(), self.store.layout)
+        definitions = conf
         redis = self.store.redis
         script = redis.register_script(fused_source(definitions + body, embeds))
         self.store.scripts.append(script)
@@ -190,7 +198,10 @@ class FusedPath:
         full grant by the ledger's straight-line reserve_first, else by the general
         account_check + reserve (the same keys, values and replies)."""
         embeds = ("account_check", "reserve", "reserve_first")
-        return self._load("session_authorize", embeds, "a", self._constants(first))
+        conf = f"local CONF = {self._constants(first)}\n"
+        # with ``nested`` false: the plain authorize answers a written record flat
+        head = "local c, nested = CONF, false\n"
+        return self._load("session_authorize", embeds, "a", conf, head)
 
     def general_reserve(self) -> None:
         """Every authorize by the general account_check + reserve, no straight-line
@@ -213,6 +224,29 @@ class FusedPath:
         kept = [*sample.argv[4:10], sample.argv[11], self.store.session_ttl_s]
         values = ", ".join(_lua_text(_wire(v)) for v in kept)
         return "{" + values + f", first = {'true' if first else 'false'}" + "}"
+
+    def _renew_constants(self) -> str:
+        """session_renew.lua's per-process values (Lua definitions): RENEW_COMMIT,
+        commit.lua's ARGV[4..7] (who, audit length, session ttl, 'cap'), and
+        RENEW_RESERVE, reserve.lua's ARGV.c (its ARGV[5..10] and [12]: partial, new
+        session '0', who, audit length, reclaims, audit of holds, refusal ttl): the same
+        values as StepBuilder.commit and .reserve give an Interim (renew()), kept in the
+        code, so the name and sha change with them (as _constants)."""
+        commit = self.steps.commit("a", "s", 0, now_ms=0, policy="cap").argv[3:7]
+        step = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0, new_session=False)
+        reserve = [*step.argv[4:10], step.argv[11]]
+        return (
+            f"local RENEW_COMMIT = {_lua_table(commit)}\n"
+            f"local RENEW_RESERVE = {_lua_table(reserve)}\n"
+        )
+
+    def _stop_constants(self) -> str:
+        """session_stop.lua's per-process values (Lua definitions): STOP_LEASE_S, the
+        close lease's seconds, and STOP_RELEASE, release.lua's ARGV[4..7] (who, audit
+        length, session ttl, reclaims), as StepBuilder.release gives a Stop (stop())."""
+        release = self.steps.release("a", "s", 0, now_ms=0).argv[3:7]
+        lease = _lua_text(str(CLOSE_LEASE_S))
+        return f"local STOP_LEASE_S = {lease}\nlocal STOP_RELEASE = {_lua_table(release)}\n"
 
     @property
     def libraries(self) -> tuple[FusedLibrary, ...]:
@@ -331,14 +365,21 @@ class FusedPath:
         acc, sid = rec.account_id, rec.session_id
         commit = self.steps.commit(acc, sid, cost_micros, now_ms=now_ms, policy="cap")
         step = self.steps.reserve(acc, sid, 1, lease_ms=lease_ms, now_ms=now_ms, new_session=False)
-        args = [*commit.argv, *step.argv, next_cost_micros, paid_usage_s, rec.member, deadline_ms]
+        # the rest of commit.lua's and reserve.lua's ARGV are in the script's code
+        # (_renew_constants): the checked id, cost, now and lease here
+        argv = step.argv
+        args = [argv[0], commit.argv[1], now_ms, argv[3], next_cost_micros, paid_usage_s]
+        args += [rec.member, deadline_ms]
         keys = [*step.keys, record_key(acc, sid), DEADLINES]
         if noted is None:
-            reply, grant, applied = await self._send_with_index(
+            reply = await self._send_with_index(
                 self._renew.sha, keys, args, step, None, self.renew_library
             )
+            if type(reply) is int:  # applied
+                return Renewal(None, None, True)
+            reply, grant, _ = reply
             result = self.steps.commit_result(reply, acc)
-            return Renewal(result, list(grant) if grant else None, bool(applied))
+            return Renewal(result, list(grant) if grant else None, False)
         held = max(next_cost_micros - cost_micros, 1)
         layout = self.store.layout
         # noted.after(layout, debited_micros=, held_micros=, paid_usage_s=, limited=0,
@@ -349,15 +390,15 @@ class FusedPath:
         reply = await self._send_with_index(
             self._renew.sha, keys, args, step, [seen], self.renew_library
         )
+        if type(reply) is int:  # applied: the record is ``after``
+            self.store.cache(granted, after)
+            return Renewal(None, None, True)
         if len(reply) == 1:  # ['stale']
             return Renewal(None, None, False, stale=True)
-        reply, grant, applied = reply
-        if applied:
-            self.store.cache(granted, after)
-        else:
-            self.store.uncache(sid)  # noted by the script: its own stored value
+        reply, grant, _ = reply
+        self.store.uncache(sid)  # noted by the script: its own stored value
         result = self.steps.commit_result(reply, acc)
-        return Renewal(result, list(grant) if grant else None, bool(applied))
+        return Renewal(result, list(grant) if grant else None, False)
 
     async def close(
         self, rec: SessionRecord, token: str, usage_s: int, final_cost_micros: int, *, policy: str
@@ -368,7 +409,7 @@ class FusedPath:
         now_ms = self.ledger.clock_ms()
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
-        args: list[Any] = [token, 30, usage_s, rec.answer_ms, *release.argv]
+        args: list[Any] = [token, CLOSE_LEASE_S, usage_s, rec.answer_ms, *release.argv]
         reply = await self._send_with_index(
             self._close.sha, keys, args, None, None, self.close_library
         )
@@ -393,7 +434,11 @@ class FusedPath:
         release = self.steps.release(acc, sid, final_cost_micros, now_ms=now_ms, policy=policy)
         keys = [*release.keys, record_key(acc, sid), fin_key(acc, sid)]
         after = noted.after(self.store.layout)[1]
-        args: list[Any] = [token, 30, noted.before, after, *release.argv]
+        # release.lua's who, audit length, ttl and reclaims, and the lease's seconds,
+        # are in the script's code (_stop_constants): the checked id, final cost (text,
+        # '' none), now and policy here
+        argv = release.argv
+        args: list[Any] = [token, noted.before, after, argv[0], argv[1], now_ms, argv[7]]
         reply = await self._send_with_index(
             self._stop.sha, keys, args, None, None, self.stop_library
         )
@@ -628,6 +673,11 @@ def _wire(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return str(value)
+
+
+def _lua_table(values: list[Any]) -> str:
+    """``values`` as a Lua table of their text as Redis passes arguments."""
+    return "{" + ", ".join(_lua_text(_wire(v)) for v in values) + "}"
 
 
 def _lua_text(value: str) -> str:

@@ -48,9 +48,20 @@ CHANGED = {
 }
 
 
-def _tree_before(tmp: Path) -> dict[str, Path]:
+# Round 17a (docs/performance.md): session_renew.lua and session_stop.lua take this
+# process's values from their code (12 and 7 arguments, not 27 and 12), convert the
+# cost and now once, and an applied Interim answers 1; the scripts as they were before
+# (acct17_before/, main at 3b1ca6a), their arguments rebuilt in their head as they took
+# them (as in acct_before/ and renew_before/, which compare the earlier rounds).
+BEFORE_17A = Path(__file__).parent / "acct17_before"
+CHANGED_17A = {"chargingd.sessions": ("session_renew.lua", "session_stop.lua")}
+ROUNDS = {"13a": (BEFORE, CHANGED), "17a": (BEFORE_17A, CHANGED_17A)}
+
+
+def _tree_before(tmp: Path, round_: str = "13a") -> dict[str, Path]:
     """Copies of the packages' Lua with the changed scripts as they were."""
-    return lua_tree_before(tmp, BEFORE, CHANGED)
+    before, changed = ROUNDS[round_]
+    return lua_tree_before(tmp, before, changed)
 
 
 async def _ledger(redis: aioredis.Redis, clock: Clock, audit_holds: bool, capped: bool) -> Ledger:
@@ -171,9 +182,10 @@ async def _compare(
     monkeypatch: pytest.MonkeyPatch,
     seed: int,
     audit_holds: bool,
+    round_: str = "13a",
 ) -> None:
     now = await _sequence(redis, tmp_path / "now", seed, audit_holds)
-    roots = _tree_before(tmp_path / "before")
+    roots = _tree_before(tmp_path / "before", round_)
     monkeypatch.setattr(
         importlib.resources, "files", lambda package: roots.get(str(package)) or _FILES(package)
     )
@@ -240,10 +252,14 @@ async def _promised_twice(redis: aioredis.Redis, tmp: Path, audit_holds: bool) -
 
 
 async def _compare_capped(
-    redis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audit_holds: bool
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    audit_holds: bool,
+    round_: str = "13a",
 ) -> None:
     now = await _promised_twice(redis, tmp_path / "now", audit_holds)
-    roots = _tree_before(tmp_path / "before")
+    roots = _tree_before(tmp_path / "before", round_)
     monkeypatch.setattr(
         importlib.resources, "files", lambda package: roots.get(str(package)) or _FILES(package)
     )
@@ -264,3 +280,29 @@ async def test_capped_stops_by_fcall_store_what_the_scripts_before_did(
     redis7: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _compare_capped(redis7, tmp_path, monkeypatch, audit_holds=True)
+
+
+@pytest.mark.parametrize("seed", range(20, 24))
+async def test_17a_accounting_by_evalsha_stores_what_the_scripts_before_did(
+    redis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    await _compare(redis, tmp_path, monkeypatch, seed, seed % 3 == 0, "17a")
+
+
+@pytest.mark.parametrize("seed", range(24, 30))
+async def test_17a_accounting_by_fcall_stores_what_the_scripts_before_did(
+    redis7: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    await _compare(redis7, tmp_path, monkeypatch, seed, seed % 3 == 0, "17a")
+
+
+@pytest.mark.parametrize("audit_holds", [False, True])
+async def test_17a_capped_stops_store_what_the_scripts_before_did(
+    redis: aioredis.Redis,
+    redis7: aioredis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    audit_holds: bool,
+) -> None:
+    for n, server in enumerate((redis, redis7)):
+        await _compare_capped(server, tmp_path / str(n), monkeypatch, audit_holds, "17a")

@@ -1,3 +1,9 @@
+-- (Round 17a, docs/performance.md: the script as it was, its 12 arguments rebuilt
+-- from the 7 that sessions/fused.py sends now and the process's values in the code,
+-- STOP_LEASE_S and STOP_RELEASE.)
+local ARGV = {
+  ARGV[1], STOP_LEASE_S, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], STOP_RELEASE[1],
+  STOP_RELEASE[2], STOP_RELEASE[3], STOP_RELEASE[4], ARGV[7]}
 -- session_stop: a Stop noted on a record this process holds (sessions/noting.py):
 -- the close lease, the release at the final cost and the Stop's note on the record, in
 -- one script (sessions/fused.py). All keys are in the {a:ACC} slot.
