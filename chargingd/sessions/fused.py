@@ -442,11 +442,12 @@ class FusedPath:
         reply = await self._send_with_index(
             self._stop.sha, keys, args, None, None, self.stop_library
         )
-        status = reply[0].decode()
-        if status != "ok":
-            return Closing(status)
+        head = reply[0]
+        if head == b"stale" or head == b"busy":  # nothing done
+            return Closing(head.decode())
+        # released: the reply is release.lua's own (not nested: round 17a)
         self.store.uncache(sid)  # closing
-        return Closing(status, self.steps.commit_result(reply[1], acc), rec, stored=after)
+        return Closing("ok", self.steps.commit_result(reply, acc), rec, stored=after)
 
     async def _send_with_index(
         self,

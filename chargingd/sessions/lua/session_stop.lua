@@ -13,7 +13,8 @@
 -- STOP_LEASE_S the lease's seconds, STOP_RELEASE release.lua's ARGV[4..7]
 -- Returns {'stale'} another value is stored (another writer came first: the caller
 --   takes session_touch + session_close) | {'busy'} another closer holds the lease
---   (nothing done either way) | {'ok', release reply}
+--   (nothing done either way) | release.lua's reply itself ({'ok'|'closed', ...} |
+--   {'unknown'}: not nested, one table fewer for Redis to walk)
 -- Order (docs/credit-control.md): release here; then the caller XADDs the CDR and
 -- marks the record closed, both in one pipeline, in that order.
 if redis.call('GET', KEYS[6]) ~= ARGV[2] then return {'stale'} end
@@ -25,5 +26,4 @@ local policy = ARGV[7]
 ARGV[1], ARGV[2], ARGV[3] = ARGV[4], ARGV[5], ARGV[6] + 0
 ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] =
   STOP_RELEASE[1], STOP_RELEASE[2], STOP_RELEASE[3], STOP_RELEASE[4], policy
-local rel = ledger_release(KEYS, ARGV)
-return {'ok', rel}
+return ledger_release(KEYS, ARGV)

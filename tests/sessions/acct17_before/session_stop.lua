@@ -1,6 +1,6 @@
 -- (Round 17a, docs/performance.md: the script as it was, its 12 arguments rebuilt
 -- from the 7 that sessions/fused.py sends now and the process's values in the code,
--- STOP_LEASE_S and STOP_RELEASE.)
+-- STOP_LEASE_S and STOP_RELEASE; its reply the release's own, not nested.)
 local ARGV = {
   ARGV[1], STOP_LEASE_S, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], STOP_RELEASE[1],
   STOP_RELEASE[2], STOP_RELEASE[3], STOP_RELEASE[4], ARGV[7]}
@@ -24,4 +24,4 @@ redis.call('SET', KEYS[6], ARGV[4], 'KEEPTTL')
 -- its KEYS[1..5] and ARGV[1..8] (ARGV[5..12] here, moved down in place): no copies
 for i = 1, 8 do ARGV[i] = ARGV[i + 4] end
 local rel = ledger_release(KEYS, ARGV)
-return {'ok', rel}
+return rel  -- (round 17a: the release's reply, not nested)

@@ -1,6 +1,6 @@
 -- (Round 17a, docs/performance.md: the script as it was, its 12 arguments rebuilt
 -- from the 7 that sessions/fused.py sends now and the process's values in the code,
--- STOP_LEASE_S and STOP_RELEASE.)
+-- STOP_LEASE_S and STOP_RELEASE; its reply the release's own, not nested.)
 local ARGV = {
   ARGV[1], STOP_LEASE_S, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], STOP_RELEASE[1],
   STOP_RELEASE[2], STOP_RELEASE[3], STOP_RELEASE[4], ARGV[7]}
@@ -22,4 +22,4 @@ if redis.call('GET', KEYS[6]) ~= ARGV[3] then return {'stale'} end
 if not redis.call('SET', KEYS[7], ARGV[1], 'NX', 'EX', ARGV[2]) then return {'busy'} end
 redis.call('SET', KEYS[6], ARGV[4], 'KEEPTTL')
 local rel = ledger_release(KEYS, {unpack(ARGV, 5, 12)})  -- its KEYS[1..5]: no copy
-return {'ok', rel}
+return rel  -- (round 17a: the release's reply, not nested)
