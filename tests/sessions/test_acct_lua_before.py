@@ -50,11 +50,16 @@ CHANGED = {
 
 # Round 17a (docs/performance.md): session_renew.lua and session_stop.lua take this
 # process's values from their code (12 and 7 arguments, not 27 and 12), convert the
-# cost and now once, and an applied Interim answers 1; the scripts as they were before
+# cost and now once, and an applied Interim answers 1; the commit's writes of the hold
+# and the account are merged into the reserve's (commit.lua, reserve.lua: ARGV.pending);
+# the scripts as they were before
 # (acct17_before/, main at 3b1ca6a), their arguments rebuilt in their head as they took
 # them (as in acct_before/ and renew_before/, which compare the earlier rounds).
 BEFORE_17A = Path(__file__).parent / "acct17_before"
-CHANGED_17A = {"chargingd.sessions": ("session_renew.lua", "session_stop.lua")}
+CHANGED_17A = {
+    "chargingd.ledger": ("commit.lua", "reserve.lua"),
+    "chargingd.sessions": ("session_renew.lua", "session_stop.lua"),
+}
 ROUNDS = {"13a": (BEFORE, CHANGED), "17a": (BEFORE_17A, CHANGED_17A)}
 
 

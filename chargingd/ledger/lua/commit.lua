@@ -14,6 +14,14 @@
 --   once this commit read the session's hold, ARGV.hold {the hold as this commit left
 --   it, whether there was one}; once it debited, ARGV.account's balance_n, reserved_n
 --   and credit_limit_n are those three as numbers (the reserve need not parse them)
+-- ARGV.pending (embedded: session_renew.lua sets it true): a debit's two writes, the
+--   session's hold (HSET holds) and the account's fields (HSET acct), are not made
+--   here but left in ARGV.pending as {hold or false, balance, reserved, debits,
+--   status, status_reason, updated_ms} (text): the reserve that follows makes them,
+--   merged into its own writes of the same fields (reserve.lua), or before it reads
+--   them (its sweep); session_renew.lua makes what is left (RESERVE_STEPS.flush).
+--   Two redis.calls fewer per Interim; the same stored values (docs/performance.md,
+--   round 17a). Absent: written here, as always.
 -- Each figure is formatted once (s()) and each stored one parsed once (docs/performance.md,
 -- round 13a): the same writes, entries and reply as before.
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -59,8 +67,14 @@ end
 -- The debit comes out of the session's own hold first.
 local take = debit
 if take > hold then take = hold end
+local defer = ARGV.pending ~= nil
+local hold_s = false  -- the hold's write, when deferred
 if take > 0 then
-  redis.call('HSET', holds, sid, s(hold - take))
+  if defer then
+    hold_s = s(hold - take)
+  else
+    redis.call('HSET', holds, sid, s(hold - take))
+  end
   if give then ARGV.hold = {hold - take, true} end
 elseif give then
   ARGV.hold = {hold, raw_hold ~= false}
@@ -72,9 +86,13 @@ if balance < floor then overrun = 1 end
 local status, reason = credit_rule(a[1], a[2], a[3], balance, credit_limit)
 local debits = num(a[7]) + debit
 local balance_s, reserved_s, now_s, debits_s = s(balance), s(reserved), s(now), s(debits)
-redis.call('HSET', acct, 'balance', balance_s, 'reserved', reserved_s,
-           'debits', debits_s, 'status', status, 'status_reason', reason,
-           'updated_ms', now_s)
+if defer then
+  ARGV.pending = {hold_s, balance_s, reserved_s, debits_s, status, reason, now_s}
+else
+  redis.call('HSET', acct, 'balance', balance_s, 'reserved', reserved_s,
+             'debits', debits_s, 'status', status, 'status_reason', reason,
+             'updated_ms', now_s)
+end
 journal_x(acct, now_s, 'debit', -debit, sid, '', who, '', balance_s, num(a[8]) - debits)
 if give then
   ARGV.account = {a[1], status, balance_s, a[5], reserved_s, a[9], a[10],

@@ -22,6 +22,11 @@
 -- ARGV.c (embedded: a table; sessions/fused.py, the plain authorize) the values of
 --   ARGV[5..10] and ARGV[12] of this process, in that order, kept in the script's code:
 --   then the caller sends ARGV[1..4] and the deadline (ARGV[11]) as ARGV[5] only
+-- ARGV.pending (embedded: a table; commit.lua's, for session_renew.lua): the commit's
+--   deferred writes of the session's hold and the account's fields (commit.lua): made
+--   before this script's sweep reads them (steps.flush), or merged into its grant's
+--   own writes of the hold and the account; ARGV.pending is then set to nil (else the
+--   caller makes them: a refusal, a closed session)
 -- This script's steps with its figures as arguments (common.lua's RESERVE_STEPS: made
 -- on the first run, then kept).
 local steps = RESERVE_STEPS
@@ -59,6 +64,12 @@ if not steps then
     local raw = redis.call('HGET', holds, sid)
     return num(raw), raw ~= false
   end
+  -- commit.lua's deferred writes (ARGV.pending, `p`), as it would have made them.
+  function steps.flush(acct, holds, sid, p)
+    if p[1] then redis.call('HSET', holds, sid, p[1]) end
+    redis.call('HSET', acct, 'balance', p[2], 'reserved', p[3], 'debits', p[4],
+               'status', p[5], 'status_reason', p[6], 'updated_ms', p[7])
+  end
   RESERVE_STEPS = steps
 end
 local acct, holds, leases, stream, sess = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -93,9 +104,16 @@ if deadline ~= '0' then
   end
 end
 
--- Expired leases first, once one may be due (lease_due: common.lua).
+-- Expired leases first, once one may be due (lease_due: common.lua); the commit's
+-- deferred writes before the sweep reads the account and the holds.
+local pending = ARGV.pending
+if pending == true then pending = nil end
 local reclaimed, reserved = 0, a.reserved_n or num(a[5])
 if not due or due <= now then
+  if pending then
+    steps.flush(acct, holds, sid, pending)
+    pending, ARGV.pending = nil, nil
+  end
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
                                          reclaim_n, reserved)
   swept = true
@@ -135,6 +153,10 @@ end
 -- for this read.
 if not swept and (reason == 'too_many_calls' or reason == 'insufficient_credit'
                   or (not reason and available < amount)) then
+  if pending then
+    steps.flush(acct, holds, sid, pending)
+    pending, ARGV.pending = nil, nil
+  end
   reclaimed, reserved, due = reclaim_due(acct, holds, leases, stream, maxlen, now, who,
                                          reclaim_n, reserved)
   swept = true
@@ -174,7 +196,18 @@ if expiry < due then
   due, moved = expiry, true
 end
 local reserved_s = s(reserved)
-if moved then
+if pending then  -- the commit's fields with this grant's (the hold's written above)
+  ARGV.pending = nil
+  if moved then
+    redis.call('HSET', acct, 'balance', pending[2], 'reserved', reserved_s, 'debits',
+               pending[4], 'status', pending[5], 'status_reason', pending[6],
+               'updated_ms', pending[7], 'lease_due', s(due))
+  else
+    redis.call('HSET', acct, 'balance', pending[2], 'reserved', reserved_s, 'debits',
+               pending[4], 'status', pending[5], 'status_reason', pending[6],
+               'updated_ms', pending[7])
+  end
+elseif moved then
   redis.call('HSET', acct, 'reserved', reserved_s, 'updated_ms', s(now), 'lease_due', s(due))
 else
   redis.call('HSET', acct, 'reserved', reserved_s, 'updated_ms', s(now))

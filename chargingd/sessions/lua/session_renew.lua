@@ -46,6 +46,8 @@ ARGV[2], ARGV[3] = cost, now
 ARGV[4], ARGV[5], ARGV[6], ARGV[7] =
   RENEW_COMMIT[1], RENEW_COMMIT[2], RENEW_COMMIT[3], RENEW_COMMIT[4]
 ARGV.account = true  -- commit.lua leaves the account's fields there
+-- and its writes of the hold and the account, for the reserve's own (round 17a)
+ARGV.pending = true
 local c = ledger_commit(KEYS, ARGV)
 if c[1] == 'unknown' then note(); return {c, {}, 0} end
 local total = c[3]
@@ -57,6 +59,8 @@ ARGV[2], ARGV[4], ARGV[5], ARGV.c = amount, lease + 0, '0', RENEW_RESERVE
 -- wrote them (nothing else writes them in between; ARGV.account, ARGV.known,
 -- ARGV.hold): the reserve decides with them instead of reading them again
 local r = ledger_reserve(KEYS, ARGV)
+local pending = ARGV.pending  -- the commit's writes the reserve did not make
+if type(pending) == 'table' then RESERVE_STEPS.flush(KEYS[1], KEYS[2], ARGV[1], pending) end
 if r[1] ~= 'ok' or r[2] < want or total ~= cost then note(); return {c, r, 0} end
 local deadline = ARGV[8]
 if noted then
