@@ -165,7 +165,7 @@ class FusedPath:
             store.redis, fused_source(definitions, embeds), body, FRAUD_RESET
         )
         # The Interim's and the Stop's per-process arguments in their own code too
-        # (_renew_constants, _stop_constants): 12 and 7 arguments, not 27 and 12.
+        # (_renew_constants, _stop_constants): 11 and 7 arguments, not 27 and 12.
         self._renew, self.renew_library = self._load(
             "session_renew", ("commit", "reserve"), "r", self._renew_constants()
         )
@@ -385,7 +385,7 @@ class FusedPath:
         # noted.after(layout, debited_micros=, held_micros=, paid_usage_s=, limited=0,
         # and deadline_ms= when not 0) without its keyword dict
         granted, after = noted.after_grant(layout, cost_micros, held, paid_usage_s, deadline_ms)
-        args += [noted.before, after, held, noted.fields_map(layout)]
+        args += [noted.before, after, noted.fields_map(layout)]
         seen = self.store.seen(acc, sid, rec.last_seen_ms, noted.gateway)
         reply = await self._send_with_index(
             self._renew.sha, keys, args, step, [seen], self.renew_library

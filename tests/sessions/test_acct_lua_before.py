@@ -49,7 +49,7 @@ CHANGED = {
 
 
 # Round 17a (docs/performance.md): session_renew.lua and session_stop.lua take this
-# process's values from their code (12 and 7 arguments, not 27 and 12), convert the
+# process's values from their code (11 and 7 arguments, not 27 and 12), convert the
 # cost and now once, and an applied Interim answers 1; the commit's writes of the hold
 # and the account are merged into the reserve's (commit.lua, reserve.lua: ARGV.pending);
 # the scripts as they were before

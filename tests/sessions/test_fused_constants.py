@@ -93,7 +93,7 @@ def test_the_constants_are_lua_text() -> None:
 
 # Round 17a (docs/performance.md): the Interim's and the Stop's fused scripts take this
 # process's values from their code too (session_renew.lua: RENEW_COMMIT, RENEW_RESERVE;
-# session_stop.lua: STOP_LEASE_S, STOP_RELEASE): 12 and 7 arguments, not 27 and 12.
+# session_stop.lua: STOP_LEASE_S, STOP_RELEASE): 11 and 7 arguments, not 27 and 12.
 
 
 async def _accounting_side_by_side(redis: aioredis.Redis, tmp_path: Path) -> dict[str, Any]:

@@ -21,9 +21,10 @@
 -- ARGV[9] the record's stored value the caller noted the packet on and priced from:
 --   any other value there (another writer came first) -> {'stale'}, nothing done
 -- ARGV[10] the new stored value when the grant is full: the packet noted, the grant's
---   fields (held ARGV[11], debited ARGV[2], paid ARGV[6], not limited, deadline ARGV[8])
--- ARGV[11] the hold a full grant leaves: max(1, next cost - ARGV[2])
--- ARGV[12] the noted fields (a msgpack map), merged into the record otherwise
+--   fields (held max(1, next cost - ARGV[2]): the reserve's amount here when the
+--   commit debited ARGV[2]; debited ARGV[2], paid ARGV[6], not limited, deadline
+--   ARGV[8])
+-- ARGV[11] the noted fields (a msgpack map), merged into the record otherwise
 -- Returns 1 when the grant was full and the record updated (the caller needs nothing
 -- else then: one integer, not three tables for Redis to walk and write), else
 -- {commit reply, reserve reply ({} if not run), 0}: the rest is left to
@@ -33,7 +34,7 @@ if noted and redis.call('GET', KEYS[6]) ~= ARGV[9] then return {'stale'} end
 local function note()  -- the packet noted, the grant left to the caller
   if not noted then return end
   local rec = rec_unpack(ARGV[9])
-  for k, v in pairs(cmsgpack.unpack(ARGV[12])) do rec[k] = v end
+  for k, v in pairs(cmsgpack.unpack(ARGV[11])) do rec[k] = v end
   redis.call('SET', KEYS[6], rec_pack(rec), 'KEEPTTL')
 end
 -- The ledger's steps take this script's own KEYS (they read KEYS[1..5] only) and ARGV
@@ -64,7 +65,7 @@ if type(pending) == 'table' then RESERVE_STEPS.flush(KEYS[1], KEYS[2], ARGV[1], 
 if r[1] ~= 'ok' or r[2] < want or total ~= cost then note(); return {c, r, 0} end
 local deadline = ARGV[8]
 if noted then
-  if r[2] ~= ARGV[11] + 0 then note(); return {c, r, 0} end
+  if r[2] ~= amount then note(); return {c, r, 0} end  -- (the held ARGV[10] has)
   redis.call('SET', KEYS[6], ARGV[10], 'KEEPTTL')
 else
   local raw = redis.call('GET', KEYS[6])

@@ -1,12 +1,14 @@
 -- (Round 17a, docs/performance.md: the script as it was, its 27 arguments rebuilt
--- from the 12 that sessions/fused.py sends now and the process's values in the code,
--- RENEW_COMMIT and RENEW_RESERVE; its applied reply {c, r, 1} answered as 1.)
+-- from the 11 that sessions/fused.py sends now and the process's values in the code,
+-- RENEW_COMMIT and RENEW_RESERVE, the held max(1, next cost - cost); its applied reply
+-- {c, r, 1} answered as 1.)
+local held = ARGV[9] and math.max(ARGV[5] - ARGV[2], 1)
 local ARGV = {
   ARGV[1], ARGV[2], ARGV[3], RENEW_COMMIT[1], RENEW_COMMIT[2], RENEW_COMMIT[3],
   RENEW_COMMIT[4], ARGV[1], '1', ARGV[3], ARGV[4], RENEW_RESERVE[1], RENEW_RESERVE[2],
   RENEW_RESERVE[3], RENEW_RESERVE[4], RENEW_RESERVE[5], RENEW_RESERVE[6], '0',
-  RENEW_RESERVE[7], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11],
-  ARGV[12]}
+  RENEW_RESERVE[7], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], held,
+  ARGV[11]}
 -- session_renew: an interim's commit of the cumulative cost, the renewed hold for the
 -- next grant and the record's grant fields, in one script (sessions/fused.py; single
 -- Redis only: KEYS[7] is global). ledger_commit / ledger_reserve are commit.lua and
