@@ -59,9 +59,12 @@ ARGV[2], ARGV[4], ARGV[5], ARGV.c = amount, lease + 0, '0', RENEW_RESERVE
 -- the account, the session hash's flags and the session's hold as the commit read and
 -- wrote them (nothing else writes them in between; ARGV.account, ARGV.known,
 -- ARGV.hold): the reserve decides with them instead of reading them again
-local r = ledger_reserve(KEYS, ARGV)
+-- (in pcall: an error raised in the reserve still leaves the commit's writes made,
+-- as when the commit wrote them itself, then is raised again)
+local done, r = pcall(ledger_reserve, KEYS, ARGV)
 local pending = ARGV.pending  -- the commit's writes the reserve did not make
 if type(pending) == 'table' then RESERVE_STEPS.flush(KEYS[1], KEYS[2], ARGV[1], pending) end
+if not done then error(r, 0) end
 if r[1] ~= 'ok' or r[2] < want or total ~= cost then note(); return {c, r, 0} end
 local deadline = ARGV[8]
 if noted then
