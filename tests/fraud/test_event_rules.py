@@ -14,6 +14,7 @@ from fakes import Clock
 from fraud_harness import add_account, call, cdr, make_fraud
 
 from chargingd.fraud import Decision, Fraud, Verdict
+from chargingd.fraud import keys as FK
 from chargingd.ledger import Status
 
 EUR = 1_000_000
@@ -189,3 +190,47 @@ async def test_spend_buckets_slide_with_the_window(redis: aioredis.Redis, clock:
     assert (await fraud.cdr(cdr(charged_micros=3 * EUR), "2-0")).fired  # 11 in the hour
     clock.advance(1861)  # the 8 left the window (buckets of 60 s)
     assert not (await fraud.cdr(cdr(charged_micros=3 * EUR), "3-0")).fired  # 6
+
+
+async def test_spend_sums_the_window_buckets_exactly_and_drops_those_that_left(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Spend over seven hours of CDRs 170 s apart (about three buckets of 60 s): each CDR
+    reports the sum of the buckets of its window (b - 59 .. b), as a model sums them, and
+    the events' hash keeps no bucket that left the window (the read is of the fields
+    there are: fraud_events.lua fr_ev_read; docs/fraud.md "Nineteenth round")."""
+    rule = {"name": "spend", "kind": "spend", "max_amount": "0.000001", "window_s": 3600}
+    fraud = await make_fraud(redis, clock, [rule])
+    width_ms, buckets = 60_000, {}
+    for i in range(150):
+        clock.advance(170)
+        b = clock() // width_ms
+        buckets[b] = buckets.get(b, 0) + (i + 1) * 1000
+        verdict = await fraud.cdr(cdr(charged_micros=(i + 1) * 1000), f"{next(_entry)}-0")
+        expected = sum(n for k, n in buckets.items() if b - 59 <= k <= b)
+        assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", expected)], i
+    fields = await redis.hkeys(FK.events_key("acc1"))
+    kept = sorted(int(f.rsplit(b":", 1)[1]) for f in fields)
+    assert kept and all(k > b - 60 for k in kept), (b, kept)
+
+
+async def test_a_cdr_in_the_unblocks_bucket(redis: aioredis.Redis, clock: Clock) -> None:
+    """Counts start over at an unblock, by bucket: a CDR in the unblock's own bucket is
+    counted in nothing (that bucket never counts again) and is no error; the next
+    bucket's count from it."""
+    rule = {"name": "spend", "kind": "spend", "max_amount": "5", "window_s": 3600,
+            "action": "block"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await add_account(fraud.ledger)
+    fraud.cut_account = None
+    clock.now_ms -= clock.now_ms % 60_000  # a bucket's start (buckets of 60 s)
+    assert (await fraud.cdr(cdr(charged_micros=6 * EUR), "1-0")).blocked_now
+    await fraud.settle()
+    clock.advance(1)
+    await fraud.unblock("acc1", who="ops", why="confirmed")
+    clock.advance(1)
+    assert not (await fraud.cdr(cdr(charged_micros=4 * EUR), "2-0")).fired
+    clock.advance(60)
+    assert not (await fraud.cdr(cdr(charged_micros=4 * EUR), "3-0")).fired  # 4: the first not
+    verdict = await fraud.cdr(cdr(charged_micros=2 * EUR), "4-0")
+    assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 6 * EUR)]

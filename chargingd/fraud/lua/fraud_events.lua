@@ -61,25 +61,70 @@ local function fr_count(key, now, since, slot, win, limit, member)
   return n
 end
 
--- 60 buckets per window: add to this one, sum the window's (since applies by bucket).
-local function fr_buckets(key, now, since, slot, win, field, amount)
+-- The events' hash ({a:ACC}:fr:ev), read once per run (HGETALL) and kept as the run
+-- changes it: key -> tag ('SLOT:FIELD:') -> {bucket -> amount}. Its fields are tag ..
+-- bucket (Lua's text of the number). One read of the fields there are, rather than an HMGET
+-- of the 60 names a window may hold per rule and field (most of them absent):
+-- docs/fraud.md "Nineteenth round".
+local fr_ev = {}
+
+local function fr_ev_read(key)
+  local all = fr_ev[key]
+  if all then return all end
+  all = {}
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local p = string.find(f, ':', 1, true)
+    local k = p and tonumber(string.sub(f, p + 3))
+    if k then
+      local tag = string.sub(f, 1, p + 2)
+      local t = all[tag]
+      if not t then t = {}; all[tag] = t end
+      t[k] = tonumber(flat[i + 1]) or 0
+    end
+  end
+  fr_ev[key] = all
+  return all
+end
+
+-- One field of a window: add amount (text; '0' none) to bucket b, sum the buckets from
+-- first to b, and name in gone the buckets that left the window (b - 60 and before).
+local function fr_bucket_sum(key, all, tag, b, first, amount, gone)
+  local t = all[tag]
+  if not t then t = {}; all[tag] = t end
+  if tonumber(amount) ~= 0 then t[b] = redis.call('HINCRBY', key, tag .. b, amount) end
+  local sum, left = 0, b - 60
+  for k, n in pairs(t) do
+    if k <= left then
+      gone[#gone + 1] = tag .. k
+      t[k] = nil
+    elseif k >= first and k <= b then
+      sum = sum + n
+    end
+  end
+  return sum
+end
+
+-- 60 buckets per window: add each field's amount (text; '0' none) to this one, sum
+-- each field over the window's (since applies by bucket): f1's sum, then f2's (f2 nil:
+-- one field); the buckets that left the window deleted.
+local function fr_buckets(key, now, since, slot, win, f1, a1, f2, a2)
   local width = math.max(1, math.floor(win / 60))
   local b = math.floor(now / width)
-  local tag = slot .. ':' .. field .. ':'
-  if amount ~= 0 then redis.call('HINCRBY', key, tag .. b, amount) end
   local first = b - 59
   local from_since = math.floor(since / width) + 1
   if since > 0 and from_since > first then first = from_since end
-  local names = {}
-  for k = first, b do names[#names + 1] = tag .. k end
-  local sum = 0
-  for _, v in ipairs(redis.call('HMGET', key, unpack(names))) do sum = sum + (tonumber(v) or 0) end
-  redis.call('HDEL', key, tag .. (b - 60), tag .. (b - 61))
-  return sum
+  local all, gone = fr_ev_read(key), {}
+  local s1 = fr_bucket_sum(key, all, slot .. ':' .. f1 .. ':', b, first, a1, gone)
+  local s2 = f2 and fr_bucket_sum(key, all, slot .. ':' .. f2 .. ':', b, first, a2, gone)
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  return s1, s2
 end
 
 local function fraud_event(KEYS, ARGV)
   local now, id = tonumber(ARGV[1]), ARGV[3]
+  fr_ev = {}
   local v = fr_load(KEYS[1])
   local since = v.s or 0
   local ops = cjson.decode(ARGV[4])
@@ -104,13 +149,13 @@ local function fraud_event(KEYS, ARGV)
       count = fr_count(key, now, since, slot, win, limit, member)
       hit = count > limit
     elseif kind == 's' then
-      count = fr_buckets(key, now, since, slot, win, 'm', tonumber(member))
+      count = fr_buckets(key, now, since, slot, win, 'm', member)
       hit = count > limit
     elseif kind == 'r' or kind == 'R' then
       -- 'R': a corrected CDR (revision > 0): its call was seized already; member is the
       -- change of its answered flag (-1|1)
-      local seized = fr_buckets(key, now, since, slot, win, 'a', kind == 'r' and 1 or 0)
-      local answered = fr_buckets(key, now, since, slot, win, 'n', tonumber(member))
+      local seized, answered =
+        fr_buckets(key, now, since, slot, win, 'a', kind == 'r' and '1' or '0', 'n', member)
       -- limit: the lowest ratio in percent, once the window holds extra calls
       count = math.floor(answered * 100 / seized)
       hit = seized >= extra and answered * 100 < limit * seized
