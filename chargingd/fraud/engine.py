@@ -200,14 +200,21 @@ LAYOUT: Final = {
 }  # fmt: skip
 
 
-def fragment(layout: dict[str, int] = LAYOUT) -> str:
+# fraud.lua's line after the helpers of the value (what the scripts off the authorize path
+# use): value_fragment() is the file up to it.
+VALUE_END = "-- @@ END OF THE VALUE'S HELPERS @@"
+
+
+def fragment(layout: dict[str, int] = LAYOUT, *, value_only: bool = False) -> str:
     """lua/fraud.lua: fraud_seen, fraud_check, fraud_admit, fraud_save, fraud_event... as
     Lua functions (the ledger's status.lua must be embedded ahead of it:
     ledger.steps.fused_source), its authorize functions reading their KEYS and ARGV at
     ``layout``'s places (written in as numbers), after plan.KEY_MARGIN_MS as its Lua
     constant (fraud_ttls: the values' ttls worked out from the ops as compiled.py works
-    them out)."""
+    them out). ``value_only``: the helpers of the value alone (up to VALUE_END)."""
     text = (resources.files("chargingd.fraud") / "lua" / "fraud.lua").read_text()
+    if value_only:
+        text = text[: text.index(VALUE_END)]
     missing = set(LAYOUT) - set(layout)
     if missing:
         raise ValueError(f"fraud.lua layout without {sorted(missing)}")
@@ -216,7 +223,9 @@ def fragment(layout: dict[str, int] = LAYOUT) -> str:
 
 
 def events_fragment() -> str:
-    """lua/fraud_events.lua: fraud_note, fraud_unblock and fraud_event (after fragment())."""
+    """lua/fraud_events.lua: fraud_note, fraud_unblock and fraud_event (after
+    fragment(value_only=True): an EVALSHA defines every function of its script again on
+    each run, so these scripts leave out the authorize rules' part of fraud.lua)."""
     return (resources.files("chargingd.fraud") / "lua" / "fraud_events.lua").read_text()
 
 
@@ -255,7 +264,8 @@ class Fraud:
         lua = resources.files("chargingd.fraud") / "lua"
 
         def load(name: str, *, events: bool = False) -> Any:
-            body = fragment() + "\n" + (events_fragment() if events else "")
+            # off the authorize path: the value's helpers alone, then the events' Lua
+            body = f"{fragment(value_only=True)}\n{events_fragment()}" if events else fragment()
             body += "\n" + (lua / f"{name}.lua").read_text()
             return redis.register_script(fused_source(body, ("status",)))
 

@@ -234,3 +234,16 @@ async def test_a_cdr_in_the_unblocks_bucket(redis: aioredis.Redis, clock: Clock)
     assert not (await fraud.cdr(cdr(charged_micros=4 * EUR), "3-0")).fired  # 4: the first not
     verdict = await fraud.cdr(cdr(charged_micros=2 * EUR), "4-0")
     assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 6 * EUR)]
+
+
+async def test_the_event_scripts_leave_out_the_authorize_rules(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """An EVALSHA defines every function of its script on each run: the scripts off the
+    authorize path (event, note, unblock) hold fraud.lua's value helpers, not its
+    authorize rules (~40k instructions a CDR; docs/fraud.md "Nineteenth round")."""
+    fraud = await make_fraud(redis, clock, [])
+    for script in (fraud._event, fraud._note, fraud._unblock):
+        assert "local function fr_verdict(" in script.script
+        assert "local function fraud_check(" not in script.script
+    assert "local function fraud_check(" in fraud._check.script

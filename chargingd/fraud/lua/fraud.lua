@@ -183,6 +183,55 @@ local function fr_size(t)
   return n
 end
 
+-- Acting on the worst fired op: block through the ledger's status script.
+local function fr_block(KEYS, ARGV, now, name, text)
+  local base = $F_BLOCK
+  if not ARGV[base] then return 0 end  -- no block step (a caller IP's own script)
+  local args = {}
+  for k = 0, 6 do args[k + 1] = ARGV[base + k] end
+  args[4] = text
+  local res = ledger_status({KEYS[$F_ACCT], KEYS[$F_AUDIT]}, args)
+  if res[1] == 'ok' then
+    local v = fr_load(KEYS[$F_VALUE])
+    v.b, v.bm, v._dirty = name, now, true
+    return 1
+  end
+  return 0
+end
+
+local function fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, win, limit, name)
+  if worst < 2 then return {'ok', worst_i, 0, fired, ''} end
+  if worst == 2 then return {'refuse', worst_i, 0, fired, ''} end
+  local text = 'fraud rule ' .. name .. ': ' .. counts[worst_i] .. ' (limit ' .. limit
+               .. ', window ' .. math.floor(win / 1000) .. ' s)'
+  return {'block', worst_i, fr_block(KEYS, ARGV, now, name, text), fired, ''}
+end
+
+-- An answer remembered until now + ttl (never forgotten before: a retransmission is
+-- never counted again): in the value while it holds fewer than R_MAX, else in the
+-- call's own key (answer_key; ro: such keys may exist until then).
+local function fr_add_recent(v, now, sid, what, ttl, answer_key)
+  local r = v.r or {}
+  v.r = r
+  local count = 0
+  for s, e in pairs(r) do
+    if e[2] <= now then r[s] = nil else count = count + 1 end
+  end
+  v._dirty = true
+  if count >= R_MAX and not r[sid] then
+    redis.call('SET', answer_key, what, 'PX', ttl)
+    v.ro = math.max(v.ro or 0, now + ttl)
+    return
+  end
+  r[sid] = {what, now + ttl}
+end
+
+-- @@ END OF THE VALUE'S HELPERS @@ What follows is the authorize rules' own: the
+-- scripts off the authorize path (note, unblock, event: fraud_events.lua) are loaded
+-- with the part above only (engine.value_fragment): a script's run (EVALSHA) defines
+-- every function of its text again, ~60k instructions for the part below
+-- (docs/fraud.md "Nineteenth round").
+
 -- A counter's window sum, kept by a library (fr_lib: FCALL; nil in a script's run) for
 -- the counter tables it updated, by the table itself (weak keys: gone with the table):
 -- fr_sum[t] the calls of its buckets, fr_edge[t] at most the soonest ms one of its
@@ -469,49 +518,6 @@ local function fr_deny(v, now, identity)
   return nil
 end
 
-
--- Acting on the worst fired op: block through the ledger's status script.
-local function fr_block(KEYS, ARGV, now, name, text)
-  local base = $F_BLOCK
-  if not ARGV[base] then return 0 end  -- no block step (a caller IP's own script)
-  local args = {}
-  for k = 0, 6 do args[k + 1] = ARGV[base + k] end
-  args[4] = text
-  local res = ledger_status({KEYS[$F_ACCT], KEYS[$F_AUDIT]}, args)
-  if res[1] == 'ok' then
-    local v = fr_load(KEYS[$F_VALUE])
-    v.b, v.bm, v._dirty = name, now, true
-    return 1
-  end
-  return 0
-end
-
-local function fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, win, limit, name)
-  if worst < 2 then return {'ok', worst_i, 0, fired, ''} end
-  if worst == 2 then return {'refuse', worst_i, 0, fired, ''} end
-  local text = 'fraud rule ' .. name .. ': ' .. counts[worst_i] .. ' (limit ' .. limit
-               .. ', window ' .. math.floor(win / 1000) .. ' s)'
-  return {'block', worst_i, fr_block(KEYS, ARGV, now, name, text), fired, ''}
-end
-
--- An answer remembered until now + ttl (never forgotten before: a retransmission is
--- never counted again): in the value while it holds fewer than R_MAX, else in the
--- call's own key (answer_key; ro: such keys may exist until then).
-local function fr_add_recent(v, now, sid, what, ttl, answer_key)
-  local r = v.r or {}
-  v.r = r
-  local count = 0
-  for s, e in pairs(r) do
-    if e[2] <= now then r[s] = nil else count = count + 1 end
-  end
-  v._dirty = true
-  if count >= R_MAX and not r[sid] then
-    redis.call('SET', answer_key, what, 'PX', ttl)
-    v.ro = math.max(v.ro or 0, now + ttl)
-    return
-  end
-  r[sid] = {what, now + ttl}
-end
 
 -- A retransmitted authorize (same session id, on any daemon) is answered as the first
 -- one was, and counted once: nil for a new call; {'known', ...} when the ledger
