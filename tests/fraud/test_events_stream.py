@@ -11,6 +11,7 @@ from chargingd.billing.cdr import CDR_STREAM
 from chargingd.core.status import ComponentStats
 from chargingd.fraud import FraudEvents
 from chargingd.fraud.events import drop_group
+from chargingd.ledger import Ledger
 
 EUR = 1_000_000
 SPEND = {"name": "spend", "kind": "spend", "max_amount": "5", "window_s": 3600,
@@ -79,3 +80,23 @@ async def test_drop_group_lets_the_exporter_trim(redis: aioredis.Redis, clock: C
     assert not await drop_group(redis, "fraud")
     await redis.delete(CDR_STREAM)
     assert not await drop_group(redis, "fraud")  # no stream at all
+
+
+async def test_a_batch_of_cdrs_goes_in_a_few_pipelines(redis: aioredis.Redis, clock: Clock) -> None:
+    """The CDRs of a read are sent IN_FLIGHT at once (one pipeline each), not one round
+    trip each (a daemon under load fell behind its CDR stream); each counted once."""
+    ledger = Ledger(redis, clock_ms=clock, batch_commands=True)
+    await ledger.load_scripts()
+    fraud = await make_fraud(redis, clock, [SPEND], ledger=ledger)
+    events = FraudEvents(fraud, redis, group="fraud", stats=ComponentStats(), block_ms=10)
+    await events.ensure_group()
+    for _ in range(64):
+        await redis.xadd(CDR_STREAM, {"cdr": cdr(charged_micros=EUR // 10).pack()})
+    assert ledger.batcher is not None
+    before = ledger.batcher.batches
+    assert await events.drain() == 64
+    assert ledger.batcher.batches - before <= 4  # one at a time: 64
+    refused = await fraud.check(call())  # 6.40 spent: the cooldown refuses
+    assert refused.rule is not None and refused.rule.name == "spend"
+    events._own_pending = True  # read again: nothing counted twice
+    assert await events.drain() == 0
