@@ -201,7 +201,7 @@ LAYOUT: Final = {
 
 
 # fraud.lua's line after the helpers of the value (what the scripts off the authorize path
-# use): value_fragment() is the file up to it.
+# use): fragment(value_only=True) is the file up to it.
 VALUE_END = "-- @@ END OF THE VALUE'S HELPERS @@"
 
 

@@ -228,7 +228,7 @@ end
 
 -- @@ END OF THE VALUE'S HELPERS @@ What follows is the authorize rules' own: the
 -- scripts off the authorize path (note, unblock, event: fraud_events.lua) are loaded
--- with the part above only (engine.value_fragment): a script's run (EVALSHA) defines
+-- with the part above only (engine.fragment(value_only=True)): a run (EVALSHA) defines
 -- every function of its text again, ~60k instructions for the part below
 -- (docs/fraud.md "Nineteenth round").
 
