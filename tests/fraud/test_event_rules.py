@@ -247,3 +247,23 @@ async def test_the_event_scripts_leave_out_the_authorize_rules(
         assert "local function fr_verdict(" in script.script
         assert "local function fraud_check(" not in script.script
     assert "local function fraud_check(" in fraud._check.script
+
+
+async def test_buckets_written_by_the_release_before_are_summed_as_it_summed_them(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """The events' hash as any release writes it (SLOT:FIELD:BUCKET): the window sums the
+    buckets b - 59 .. b of its own rule and field only; what left the window is deleted,
+    a bucket ahead (another daemon's clock) and other rules' fields are left."""
+    rule = {"name": "spend", "kind": "spend", "max_amount": "0.000001", "window_s": 3600}
+    fraud = await make_fraud(redis, clock, [rule])
+    (spend,) = fraud.book.base
+    s, b = spend.slot, clock() // 60_000
+    key = FK.events_key("acc1")
+    kept = {f"{s}:m:{b - 59}": 5, f"{s}:m:{b}": 3, f"{s}:m:{b + 1}": 13, f"{s}:a:{b}": 17,
+            f"{s + 1}:m:{b}": 19}  # fmt: skip
+    await redis.hset(key, mapping={**kept, f"{s}:m:{b - 60}": 7, f"{s}:m:{b - 200}": 11})
+    verdict = await fraud.cdr(cdr(charged_micros=2), "1-0")
+    assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 5 + 3 + 2)]
+    assert await redis.hgetall(key) == {k.encode(): str(v + 2 * (k == f"{s}:m:{b}")).encode()
+                                        for k, v in kept.items()}  # fmt: skip
