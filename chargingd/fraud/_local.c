@@ -171,6 +171,68 @@ static int parse_arr(reader *r, node *out, size_t n, int depth) {
     return 0;
 }
 
+static int same_key(const node *x, const node *y) {
+    if (x->t != y->t)
+        return 0;
+    if (x->t == T_INT)
+        return x->u.i == y->u.i;
+    return x->n == y->n && (x->n == 0 || memcmp(x->u.s, y->u.s, x->n) == 0);
+}
+
+static uint64_t key_hash(const node *k) {
+    uint64_t h;
+    if (k->t == T_INT) {
+        h = (uint64_t)k->u.i;
+    } else if (k->n >= 8) { /* the length and the first and last 8 bytes */
+        uint64_t x, y;
+        memcpy(&x, k->u.s, 8);
+        memcpy(&y, k->u.s + k->n - 8, 8);
+        h = (x * 0x9E3779B97F4A7C15ULL) ^ (y + k->n);
+    } else {
+        h = k->n;
+        for (uint32_t i = 0; i < k->n; i++)
+            h = (h << 8) | (unsigned char)k->u.s[i];
+        h = ~h;
+    }
+    h ^= h >> 33; /* murmur3's finalizer: every bit of h moves the low ones, the slot */
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 33);
+}
+
+/* Whether a parsed map has each key once. msgpack's unpackb makes a dict: a key met
+   twice is kept once, where it came first, with its last value; such a map is declined
+   (0) rather than read otherwise. */
+static int keys_once(arena *a, const node *m) {
+    uint32_t n = m->n;
+    const ent *e = m->u.m;
+    if (n <= 8) {
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (same_key(&e[i].k, &e[j].k))
+                    return 0;
+        return 1;
+    }
+    size_t size = 16;
+    while (size < 2 * (size_t)n)
+        size *= 2;
+    uint32_t *slots = (uint32_t *)aalloc(a, size * sizeof(uint32_t));
+    if (slots == NULL)
+        return 0;
+    memset(slots, 0, size * sizeof(uint32_t));
+    for (uint32_t i = 0; i < n; i++) {
+        size_t h = (size_t)key_hash(&e[i].k) & (size - 1);
+        while (slots[h] != 0) {
+            if (same_key(&e[slots[h] - 1].k, &e[i].k))
+                return 0;
+            h = (h + 1) & (size - 1);
+        }
+        slots[h] = i + 1;
+    }
+    return 1;
+}
+
 static int parse_map(reader *r, node *out, size_t n, int depth) {
     if (n > (size_t)(r->end - r->p) / 2)
         return BAIL;
@@ -192,6 +254,8 @@ static int parse_map(reader *r, node *out, size_t n, int depth) {
             if (parse(r, &e->v, depth + 1) < 0)
                 return BAIL;
         }
+        if (n > 1 && !keys_once(r->a, out))
+            return BAIL;
     }
     return 0;
 }

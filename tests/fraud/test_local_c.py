@@ -340,3 +340,41 @@ def test_random_shapes_the_c_evaluates_come_out_as_in_python(seed: int) -> None:
             c_said.value, c_said.px, c_said.ip_value, c_said.ip_px, c_said.reply
         )  # fmt: skip
     assert evaluated > 300
+
+
+def both_said(raw: bytes, ops: AuthPlan, number: str = "+442079460001") -> list[Any]:
+    """One call on a stored value through the Python and the C evaluation: each side's
+    outcome (value, px, reply), None, or the exception's type; and whether the C
+    evaluated it."""
+    said: list[Any] = []
+    key = "{a:acc0}:fr:v"
+    for compiled in (False, True):
+        side = LocalRules(8, compiled=compiled)
+        side.learnt(key, raw)
+        try:
+            got = side.evaluate(ops, 1_796_000_000_000, key, key, "user:u1", "s1", number, "GB", 7)
+        except Exception as exc:
+            said.append(type(exc))
+        else:
+            said.append(None if got is None else (got.value, got.px, got.reply))
+    return said
+
+
+def test_duplicate_map_keys_read_as_python_reads_them() -> None:
+    """A map with a key twice (another writer's, or damaged): Python's dict keeps the
+    key once, where it first came, with the last value. The C read the first value and
+    packed both entries back."""
+    late = (1_796_000_030_000).to_bytes(8, "big")
+    shapes = [
+        b"\x83\xa1w\x80\xa1x\x05\xa1x\xce\x7f\x00\x00\x00",  # {w: {}, x: 5, x: 2**31 - 2**24}
+        b"\x81\xa1w\x82\xa41/60\xcf" + late + b"\xa41/60\x05",  # w: {1/60: t, 1/60: 5}
+        # n: {5/300: {7: 5, 7: 2e9}} (an integer key in two encodings)
+        b"\x82\xa1w\x80\xa1n\x81\xa55/300\x82\x07\x05\xd3"
+        + (7).to_bytes(8, "big")
+        + b"\xce"
+        + (2_000_000_000).to_bytes(4, "big"),
+        b"\x82\xa1w\x80\xa1l\x82\xa2s9\xce\x7f\x00\x00\x00\xc4\x02s9\x05",  # l: s9 as str and bin
+    ]
+    for raw in shapes:
+        py, cc = both_said(raw, PLANS[0])
+        assert py == cc, raw
