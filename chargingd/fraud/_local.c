@@ -720,7 +720,8 @@ static int64_t bucket(arena *a, node *w, const char *cid, size_t cn, int64_t now
             kept[kn++] = old->u.a[k];
             kept[kn++] = old->u.a[k + 1];
             kept[kn++] = old->u.a[k + 2];
-            total += c;
+            if (__builtin_add_overflow(total, c, &total))
+                return BAIL; /* Python's sum does not wrap */
         }
     }
     int64_t at = now - cur * width;
@@ -763,7 +764,8 @@ static int cap_counters(node *t, const char *cid, size_t cn) {
             int64_t last;
             if (__builtin_mul_overflow(x[c->n - 3].u.i, x[0].u.i, &last))
                 return BAIL;
-            last += x[c->n - 1].u.i;
+            if (__builtin_add_overflow(last, x[c->n - 1].u.i, &last))
+                return BAIL;
             if (many == NULL || last < many_at || (last == many_at && before(&e->k, &many->k))) {
                 many = e;
                 many_at = last;

@@ -378,3 +378,19 @@ def test_duplicate_map_keys_read_as_python_reads_them() -> None:
     for raw in shapes:
         py, cc = both_said(raw, PLANS[0])
         assert py == cc, raw
+
+
+def test_counts_past_int64_are_not_wrapped() -> None:
+    """Counts the rules add past 2**63 (a counter's buckets summed, a counter's last call
+    in _cap): Python's integers do not wrap, so the C must not answer with wrapped ones."""
+    cur = 1_796_000_000_000 // 6000
+    many = {b"w": {b"1/60": (6000,) + (cur, 2**52, 0) * 4096}}  # 4096 * 2**52 = 2**64
+    py, cc = both_said(
+        msgpack.packb(many, use_bin_type=False), plan([op("c", "1/60", MIN, 6, "a")])
+    )
+    assert py == cc
+    g: dict[bytes, Any] = {b"4/600|+44%03d" % i: (6000, 1, 1, 0) for i in range(64)}
+    g[b"4/600|+44zzz"] = (2047, 2**52, 1, 2**52)  # last call 2047 * 2**52 + 2**52 = 2**63
+    ranges = plan([op("g", "4/600", 10 * MIN, 5, "a", extra=3)])
+    py, cc = both_said(msgpack.packb({b"w": {}, b"g": g}, use_bin_type=False), ranges)
+    assert py == cc
