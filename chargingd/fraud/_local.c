@@ -1313,8 +1313,14 @@ static PyObject *evaluate(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if ((call.identity = utf8(args[4], &call.identity_n)) == NULL ||
         (call.sid = utf8(args[5], &call.sid_n)) == NULL ||
         (call.number = utf8(args[6], &call.number_n)) == NULL ||
-        (call.country = utf8(args[7], &call.country_n)) == NULL)
-        return NULL;
+        (call.country = utf8(args[7], &call.country_n)) == NULL) {
+        /* not UTF-8 (a lone surrogate): local.py encodes the number and the country only
+           for a call not seen, so it raises or answers as it does there */
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return NULL;
+        PyErr_Clear();
+        return PyLong_FromLong(-1);
+    }
     /* The arena and the packing buffer are this module's: a call made while one runs
        (a finalizer run by a collection that a new tuple started, in theory) declines. */
     static int busy = 0;

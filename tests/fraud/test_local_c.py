@@ -394,3 +394,13 @@ def test_counts_past_int64_are_not_wrapped() -> None:
     ranges = plan([op("g", "4/600", 10 * MIN, 5, "a", extra=3)])
     py, cc = both_said(msgpack.packb({b"w": {}, b"g": g}, use_bin_type=False), ranges)
     assert py == cc
+
+
+def test_a_number_not_utf8_is_left_to_python() -> None:
+    """A callee with a lone surrogate on a call already seen: Python answers None (seen:
+    it encodes the number only after), where the C raised UnicodeEncodeError."""
+    raw = msgpack.packb({b"w": {}, b"l": {b"s1": 2_000_000_000}}, use_bin_type=False)
+    py, cc = both_said(raw, PLANS[0], number="+44\udcff")
+    assert py == cc is None
+    py, cc = both_said(msgpack.packb({b"w": {}}), PLANS[0], number="+44\udcff")
+    assert py == cc is UnicodeEncodeError
