@@ -19,10 +19,14 @@ import phonenumbers
 from phonenumbers import PhoneNumberType
 
 from chargingd.core.config.fraud import NUMBER_TYPES
-from chargingd.fraud.numtypes import OTHER, SPECIAL, fast, fast_wanted
+from chargingd.fraud.numtypes import OTHER, SPECIAL, fast, fast_wanted, prefix_decides
 from chargingd.fraud.plan import member_hash
 
 CACHE_SIZE = 100_000
+# A number's answer kept by the first characters that decide it (and its length): the
+# shortest of these that does (numtypes.prefix_decides), up to PREFIX_CACHE of them.
+PREFIX_SIZES = (6, 8, 10)
+PREFIX_CACHE = 65_536
 _TYPES: dict[int, str] = {
     PhoneNumberType.PREMIUM_RATE: "premium_rate",
     PhoneNumberType.SHARED_COST: "shared_cost",
@@ -83,6 +87,7 @@ class Classifier:
         countries: tuple[str, ...],
         prefixes: tuple[str, ...],
         types: tuple[str, ...] = NUMBER_TYPES,
+        prefix_cache: int = PREFIX_CACHE,
     ) -> None:
         self.countries = frozenset(countries)
         # Longest first: the most specific configured prefix names the match.
@@ -96,23 +101,56 @@ class Classifier:
         self._wanted = frozenset(_CODES[t] for t in self.types)
         assert self._wanted <= SPECIAL
         self.classify = functools.lru_cache(maxsize=CACHE_SIZE)(self._classify)
+        # (first characters, length) -> (country, kind, decided): a number's answer for
+        # every "+digits" number of that length starting so (decided False: none, each
+        # number is worked out); docs/fraud.md "Nineteenth round"
+        self._by_prefix: dict[tuple[str, int], tuple[str, str, bool]] = {}
+        self._prefix_cache = prefix_cache
 
     def _classify(self, number: str) -> Destination:
-        found = fast_wanted(number, self._wanted)
-        if found is None:  # phonenumbers' own parser (cached)
-            country, number_type = region_and_type(number)
-            kind = number_type if number_type in self.types else ""
+        size = len(number)
+        kept: tuple[str, str, bool] | None = None
+        plain = size > 4 and number.isascii() and number[0] == "+" and number[1:].isdigit()
+        if plain:
+            by_prefix = self._by_prefix
+            for cut in PREFIX_SIZES:
+                kept = by_prefix.get((number[:cut], size))
+                if kept is not None:
+                    break
+        if kept is not None and kept[2]:
+            country, kind = kept[0], kept[1]
         else:
-            region, code = found
-            country = "" if region == _WORLD else region
-            kind = "" if code == OTHER else _TYPES[code]
+            country, kind = self._country_kind(number)
+            if plain and kept is None:
+                self._learn(number, country, kind)
         prefix = ""
-        for size, named in self._by_length:
-            if number[:size] in named:
-                prefix = number[:size]
+        for length, named in self._by_length:
+            if number[:length] in named:
+                prefix = number[:length]
                 break
         member = member_hash(number)
         return Destination(number, country, kind, country in self.countries, prefix, member)
+
+    def _country_kind(self, number: str) -> tuple[str, str]:
+        found = fast_wanted(number, self._wanted)
+        if found is None:  # phonenumbers' own parser (cached)
+            country, number_type = region_and_type(number)
+            return country, (number_type if number_type in self.types else "")
+        region, code = found
+        return ("" if region == _WORLD else region), ("" if code == OTHER else _TYPES[code])
+
+    def _learn(self, number: str, country: str, kind: str) -> None:
+        """Keep ``number``'s answer by the shortest of PREFIX_SIZES that decides it, else
+        that none does (its 10 characters: the numbers starting so are each worked out)."""
+        by_prefix = self._by_prefix
+        if len(by_prefix) >= self._prefix_cache:  # the oldest goes (not all at once)
+            del by_prefix[next(iter(by_prefix))]
+        size = len(number)
+        for cut in PREFIX_SIZES:
+            if prefix_decides(number, min(cut, size)):
+                by_prefix[(number[:cut], size)] = (country, kind, True)
+                return
+        by_prefix[(number[: PREFIX_SIZES[-1]], size)] = ("", "", False)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)

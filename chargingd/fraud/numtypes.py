@@ -346,3 +346,185 @@ def fast_wanted(number: str, wanted: frozenset[int]) -> tuple[str, int] | None:
         elif region.known(nn):
             return name, region.wanted_type(nn, wanted)
     return "", OTHER
+
+
+# -- which numbers share an answer: a prefix and a length that decide it ---------------
+
+ALL, NONE, MIXED = 1, 0, -1  # Automaton.outcome: of every number of a class
+_END = "$"  # the symbol an AT_END ("$") reads: only at the end of the input
+
+
+class Automaton:
+    """A pattern as a nondeterministic automaton over digits, exact for what it matches
+    (re's fullmatch and match of digit strings: its branches, groups, classes, repeats
+    and "$"); ValueError on any other construct (the caller then decides nothing).
+    ``outcome`` tells whether every digit string with a given head and length matches,
+    none does, or some do (MIXED)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.edges: list[list[tuple[frozenset[str], int]]] = []
+        self.eps: list[list[int]] = []
+        self.start = self._state()
+        self.accept = self._build(_sre.parse(pattern), self.start)
+        self._closures: dict[int, frozenset[int]] = {}
+        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+        self._memo: dict[tuple[frozenset[int], int, bool], int] = {}
+
+    def _state(self) -> int:
+        self.edges.append([])
+        self.eps.append([])
+        return len(self.edges) - 1
+
+    def _build(self, items: Any, at: int) -> int:
+        for op, av in items:
+            chars = _chars(op, av)
+            if chars is not None:
+                to = self._state()
+                self.edges[at].append((chars, to))
+                at = to
+            elif op is _op.AT and av is _op.AT_END:
+                to = self._state()
+                self.edges[at].append((frozenset(_END), to))
+                at = to
+            elif op is _op.SUBPATTERN:
+                at = self._build(av[-1], at)
+            elif op is _op.BRANCH:
+                end = self._state()
+                for alt in av[1]:
+                    self.eps[self._build(alt, at)].append(end)
+                at = end
+            elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT):  # greedy or not: the same strings
+                low, high, sub = av
+                if low > 32 or (high is not _op.MAXREPEAT and high - low > 32):
+                    raise ValueError("repeat too long")
+                for _ in range(low):
+                    at = self._build(sub, at)
+                if high is _op.MAXREPEAT:
+                    loop = self._state()
+                    self.eps[at].append(loop)
+                    self.eps[self._build(sub, loop)].append(loop)
+                    at = loop
+                else:
+                    end = self._state()
+                    for _ in range(high - low):
+                        self.eps[at].append(end)
+                        at = self._build(sub, at)
+                    self.eps[at].append(end)
+                    at = end
+            else:
+                raise ValueError(f"item {op}")
+        return at
+
+    def _closure(self, states: frozenset[int]) -> frozenset[int]:
+        out: set[int] = set()
+        for s in states:
+            found = self._closures.get(s)
+            if found is None:
+                seen = {s}
+                todo = [s]
+                while todo:
+                    for t in self.eps[todo.pop()]:
+                        if t not in seen:
+                            seen.add(t)
+                            todo.append(t)
+                found = self._closures[s] = frozenset(seen)
+            out |= found
+        return frozenset(out)
+
+    def _step(self, states: frozenset[int], char: str) -> frozenset[int]:
+        key = (states, char)
+        found = self._steps.get(key)
+        if found is None:
+            to = {t for s in states for chars, t in self.edges[s] if char in chars}
+            found = self._steps[key] = self._closure(frozenset(to))
+        return found
+
+    def _at_end(self, states: frozenset[int]) -> bool:
+        """Matched once the input ends (its "$" read there, any number of them)."""
+        while self.accept not in states:
+            more = states | self._step(states, _END)
+            if more == states:
+                return False
+            states = more
+        return True
+
+    def outcome(self, head: str, rest: int, *, full: bool) -> int:
+        """Of every digit string ``head`` + ``rest`` more digits: ALL fullmatch (``full``)
+        or match (a match of some start of it, as re's match), NONE, or MIXED."""
+        states = self._closure(frozenset((self.start,)))
+        for char in head:
+            if not full and self.accept in states:
+                return ALL
+            states = self._step(states, char)
+        return self._outcome(states, rest, full)
+
+    def _outcome(self, states: frozenset[int], rest: int, full: bool) -> int:
+        if not full and self.accept in states:
+            return ALL
+        if rest == 0:
+            return ALL if self._at_end(states) else NONE
+        if not states:
+            return NONE
+        key = (states, rest, full)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        out = -2
+        for char in "0123456789":
+            got = self._outcome(self._step(states, char), rest - 1, full)
+            if got == MIXED or (out != -2 and got != out):
+                out = MIXED
+                break
+            out = got
+        self._memo[key] = out
+        return out
+
+
+_AUTOMATA: dict[str, Automaton | None] = {}
+
+
+def _automaton(pattern: str) -> Automaton | None:
+    if pattern in _AUTOMATA:
+        return _AUTOMATA[pattern]
+    try:
+        found: Automaton | None = Automaton(pattern)
+    except ValueError:
+        found = None
+    _AUTOMATA[pattern] = found
+    return found
+
+
+def _decided(pattern: re.Pattern[str] | None, head: str, rest: int, full: bool) -> bool:
+    if pattern is None:
+        return True
+    automaton = _automaton(pattern.pattern)
+    return automaton is not None and automaton.outcome(head, rest, full=full) != MIXED
+
+
+def prefix_decides(number: str, size: int) -> bool:
+    """Does every "+digits" number of ``number``'s length that starts with its first
+    ``size`` characters get fast_wanted's answer for ``number`` (for any wanted
+    types)? True when each test fast_wanted may run on such a number has one outcome
+    for all of them: the calling code and the national number's first digit within
+    the prefix, the length, and every pattern of the code's regions (national prefix,
+    leading digits, general, fixed line, mobile, the special types) matching all of
+    them or none (the prefix tables only skip tests that could not match)."""
+    found = _split(number)
+    if found is None:
+        return False
+    code, nn = found
+    cut = size - (len(number) - len(nn))  # the national number's digits in the prefix
+    if cut < 1:
+        return False
+    head, rest = nn[:cut], max(len(nn) - cut, 0)
+    if not _decided(code.national_prefix, head, rest, False):
+        return False
+    for _, region in code.regions:
+        if region is None:
+            continue
+        if not _decided(region.leading, head, rest, False):
+            return False
+        for desc in (region.general, region.fixed, region.mobile, *(d for _, d in region.types)):
+            if desc is not None and not _decided(desc[1], head, rest, True):
+                return False
+    return True

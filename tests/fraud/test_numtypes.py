@@ -264,3 +264,87 @@ def test_every_number_a_type_pattern_matches_starts_as_its_table_says() -> None:
                     if pattern.fullmatch(nn):
                         assert nn[: numtypes.PREFIX_DIGITS] in table, (pattern.pattern, nn)
     assert patterns > 1000
+
+
+# -- the answer kept by the prefix that decides it (numtypes.prefix_decides) ------------
+
+
+def test_automaton_tells_all_none_or_some_as_re_matches_them() -> None:
+    """Automaton.outcome against re itself: for every pattern of every region (and the
+    national prefix and leading digits patterns, matched from the start as re.match),
+    heads of numbers it matches and random heads, each completion by 0-3 digits tried."""
+    rnd = random.Random(41)
+    patterns: set[tuple[str, bool]] = set()
+    for cc in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        code = numtypes._calling_code(cc)
+        if code is None:
+            continue
+        if code.national_prefix is not None:
+            patterns.add((code.national_prefix.pattern, False))
+        for _, region in code.regions:
+            if region is None:
+                continue
+            if region.leading is not None:
+                patterns.add((region.leading.pattern, False))
+            for desc in (
+                region.general,
+                region.fixed,
+                region.mobile,
+                *(d for _, d in region.types),
+            ):
+                if desc is not None and desc[1] is not None:
+                    patterns.add((desc[1].pattern, True))
+    patterns |= {(r"([24-9]\d{6})$|0", False), (r"1\d{0,2}$", True), (r"(?:1|2)*3", True)}
+    seen = {numtypes.ALL: 0, numtypes.NONE: 0, numtypes.MIXED: 0}
+    for pattern, full in sorted(patterns):
+        automaton = numtypes.Automaton(pattern)  # every one is read
+        compiled = re.compile(pattern)
+        test = compiled.fullmatch if full else compiled.match
+        parsed = _sre.parse(pattern)
+        for i in range(8):
+            if i % 2:
+                head = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(0, 6)))
+            else:
+                whole = sample_match(parsed, rnd)
+                head = whole[: rnd.randint(0, len(whole))]
+            rest = rnd.randint(0, 3)
+            got = {
+                bool(test(head + "".join(t))) for t in itertools.product("0123456789", repeat=rest)
+            }
+            want = (
+                numtypes.MIXED if len(got) == 2 else numtypes.ALL if True in got else numtypes.NONE
+            )
+            assert automaton.outcome(head, rest, full=full) == want, (pattern, full, head, rest)
+            seen[want] += 1
+    assert min(seen.values()) > 100, seen
+    assert numtypes._automaton(r"\w\d") is None  # a construct it does not read: none
+
+
+def test_classifier_by_prefix_answers_each_number_as_its_own_lookup() -> None:
+    """Every sample number and 3 neighbours each (its last 3 digits random), in order
+    (neighbours share their prefix): the classifier that keeps answers by prefix gives
+    each number the country and kind phonenumbers gives it, for three sets of types,
+    with most numbers answered by a kept prefix; the kept prefixes stay bounded."""
+    rnd = random.Random(43)
+    numbers = broad_sample()
+    for number in numbers[::4]:
+        for _ in range(3):
+            numbers.append(number[:-3] + "".join(rnd.choice("0123456789") for _ in range(3)))
+    numbers.sort()
+    refs = {n: region_and_type(n) for n in numbers}
+    for types in (("premium_rate", "shared_cost"), ("toll_free",), NUMBER_TYPES):
+        classifier = Classifier(("CU", "LR"), ("+882",), types)
+        learnt = 0
+        for number in numbers:
+            before = len(classifier._by_prefix)
+            dest = classifier._classify(number)  # (not its per-number cache)
+            learnt += len(classifier._by_prefix) - before
+            country, full = refs[number]
+            assert (dest.country, dest.kind) == (country, full if full in types else ""), number
+            assert dest.high_risk_country == (country in ("CU", "LR"))
+        assert learnt < len(numbers) * 0.6, learnt  # the others answered by a kept prefix
+        assert sum(1 for kept in classifier._by_prefix.values() if kept[2]) > 10_000
+    small = Classifier((), (), prefix_cache=100)
+    for number in numbers[:5000]:
+        small.classify(number)
+    assert len(small._by_prefix) == 100
