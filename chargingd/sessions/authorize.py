@@ -214,18 +214,34 @@ class Authorizer:
         WriteUncertain when Redis did not answer one of its writes."""
         reserved: list[bool] = []  # one entry once the hold's write has been answered
         try:
-            if attempt is None and self.fused is not None and rec.paid_usage_s > 0:
-                # Without fraud rules, the fused path of _reserve_first_steps here: one
-                # coroutine level fewer per authorize (a generator and a resume each).
+            if self.fused is not None and rec.paid_usage_s > 0:
+                # One script: the fraud rules (with ``attempt``), the hold and, when
+                # granted in full, the record with it (which _first wrote with the full
+                # hold and the usage it pays for). Here, not in a coroutine of its own:
+                # one level fewer per authorize (a generator and a resume each).
+                fraud = self.fraud if attempt is not None else None
+                prepared = None
+                if fraud is not None and attempt is not None:
+                    facts = fraud.facts(rec.account_id, rec.session_id, rec.callee, attempt)
+                    prepared = fraud.prepare(facts)
                 out = await self.fused.authorize(
                     rec,
                     max(priced.cost_micros, 1),
                     lease_ms=self._first_lease_ms(rec.client),
                     check=check,
-                    fraud=None,
+                    fraud=prepared,
                     held_only=self.modes.holds_all(rec.client),
                 )
                 reserved.append(True)
+                if fraud is not None and prepared is not None and out.fraud is not None:
+                    verdict = fraud.decided(prepared, out.fraud)
+                    refusal = fraud.refusal(verdict)
+                    if refusal is not None:
+                        return refusal
+                    assert attempt is not None
+                    # A retransmission was admitted by its first run: never forgotten here.
+                    granted = out.grant is not None and out.grant.ok
+                    attempt.admitted = granted and not verdict.again
                 grant = out.grant
                 if grant is None:  # checked and found changed (stale) or not active
                     return self._inactive(out.status, out.reason) if out.status else None
@@ -237,7 +253,7 @@ class Authorizer:
                     return _refusal(grant)
                 return await self._grant_first(rec, grant, priced.cost_micros, mode)
             return await self._reserve_first_steps(
-                rec, priced, check=check, mode=mode, attempt=attempt, reserved=reserved
+                rec, priced, mode=mode, attempt=attempt, reserved=reserved
             )
         except CommandNotSent as not_sent:
             if not reserved:
@@ -258,61 +274,33 @@ class Authorizer:
         rec: SessionRecord,
         priced: Priced,
         *,
-        check: AccountCheck | None,
         mode: str,
         attempt: Attempt | None,
         reserved: list[bool],
-    ) -> Authorized | Refused | None:
+    ) -> Authorized | Refused:
+        """The step-by-step path (Redis Cluster, or no first grant): the rules in their
+        own script first, then the ledger's reserve."""
         want = priced.cost_micros
         amount = max(want, 1)
         lease_ms = self._first_lease_ms(rec.client)
         fraud = self.fraud if attempt is not None else None
-        facts, learn = None, None
+        learn = None
         if fraud is not None and attempt is not None:
             facts = fraud.facts(rec.account_id, rec.session_id, rec.callee, attempt)
-        if self.fused is not None and rec.paid_usage_s > 0:
-            # One script: the fraud rules, the hold and, when granted in full, the record
-            # with it (which _first wrote with the full hold and the usage it pays for).
-            prepared = fraud.prepare(facts) if fraud is not None and facts is not None else None
-            out = await self.fused.authorize(
-                rec,
-                amount,
-                lease_ms=lease_ms,
-                check=check,
-                fraud=prepared,
-                held_only=self.modes.holds_all(rec.client),
-            )
-            reserved.append(True)
-            if fraud is not None and prepared is not None and out.fraud is not None:
-                verdict = fraud.decided(prepared, out.fraud)
-                refusal = fraud.refusal(verdict)
-                if refusal is not None:
-                    return refusal
-                assert attempt is not None
-                # A retransmission was admitted by its first run: never forgotten here.
-                granted = out.grant is not None and out.grant.ok
-                attempt.admitted = granted and not verdict.again
-            if out.grant is None:  # checked and found changed (stale) or not active
-                return self._inactive(out.status, out.reason) if out.status else None
-            grant = out.grant
-            if grant.ok and out.created >= 0:  # 0: a retransmission, nothing reserved again
-                return await self._answered(rec, grant, mode, created=out.created > 0)
-        else:
-            if fraud is not None and facts is not None and attempt is not None:
-                checked = await fraud.check_step(facts, attempt)
-                if isinstance(checked, Refused):
-                    return checked
-                learn = checked
-            # new_session: the ledger counts a session once (a replay holds no second call).
-            grant = await self.ledger.reserve(
-                rec.account_id,
-                rec.session_id,
-                amount,
-                lease_ms=lease_ms,
-                partial=True,
-                new_session=True,
-            )
-            reserved.append(True)
+            checked = await fraud.check_step(facts, attempt)
+            if isinstance(checked, Refused):
+                return checked
+            learn = checked
+        # new_session: the ledger counts a session once (a replay holds no second call).
+        grant = await self.ledger.reserve(
+            rec.account_id,
+            rec.session_id,
+            amount,
+            lease_ms=lease_ms,
+            partial=True,
+            new_session=True,
+        )
+        reserved.append(True)
         if not grant.ok:
             return _refusal(grant)
         if fraud is not None and learn is not None:
@@ -457,7 +445,7 @@ class Authorizer:
             else:
                 identity = self._identity(method, call)
                 if attempt is not None and identity is not None:
-                    attempt.tried.append(identity)
+                    attempt.tried = (*attempt.tried, identity)
                 account = await self._by_identity(identity)
             if account is not None:
                 return account

@@ -49,7 +49,7 @@ class Attempt:
         self.tariff = ""
         self.caller_ip = caller_ip  # CallInfo.caller_ip: velocity per caller IP
         self.admitted = False  # counted live (concurrent): forgotten if refused after all
-        self.tried: list[str] = []  # identities looked up
+        self.tried: tuple[str, ...] = ()  # identities looked up (none: no allocation)
 
     def found(self, account_id: str, identity: str, tariff: str) -> None:
         self.account_id, self.identity, self.tariff = account_id, identity, tariff

@@ -308,18 +308,39 @@ class FusedPath:
             sha, library, args = self._with_rules(fraud, keys, args, locator)
         # (_send_with_index's steps, here: one coroutine level fewer per authorize)
         commands = _commands(sha, keys, args, step, self.store.registering(rec.gateway), library)
-        if fraud is not None and fraud.local is not None:  # the rules' values kept here
-            replied = await self._send_kept(fraud, commands, step, library, sha, keys, args)
-            if outcome is not None and _to_lua(fraud, replied):
-                return await self.authorize(
-                    rec, amount_micros, lease_ms=lease_ms, check=check, fraud=fraud,
-                    held_only=held_only,
-                )  # fmt: skip
-        else:
+        kept = fraud is not None and fraud.local is not None  # the rules' values kept here
+        try:
             replies = await self.store.send(commands, errors=True)
             replied = self._reply(commands, replies, step, library)
             if replied is _RESEND:  # the library was not there: load it, send the call again
                 replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
+        except BaseException:
+            if kept and fraud is not None:
+                fraud.unknown()  # what the script did to the rules' values is not known
+            raise
+        if kept and fraud is not None:
+            if outcome is None:  # the rules ran in Lua: the values it says are stored kept
+                replied, told = replied
+                fraud.learnt(told)
+            elif _to_lua(fraud, replied):
+                return await self.authorize(
+                    rec, amount_micros, lease_ms=lease_ms, check=check, fraud=fraud,
+                    held_only=held_only,
+                )  # fmt: skip
+        return self._granted(rec, replied, amount_micros, prefix, fraud, held_only=held_only)
+
+    def _granted(
+        self,
+        rec: SessionRecord,
+        replied: Any,
+        amount_micros: int,
+        prefix: bytes,
+        fraud: Prepared | None,
+        *,
+        held_only: bool,
+    ) -> FirstGrant:
+        """What session_authorize's reply says (authorize's, after its send)."""
+        acc, sid = rec.account_id, rec.session_id
         reply: Any
         created: Any
         verdict: list[Any]
@@ -489,31 +510,6 @@ class FusedPath:
         # reserve's KEYS[1]): session_authorize does not check it again.
         args = _with_rules(fraud, keys, args, locator)
         return self._authorize_fraud.sha, self.fraud_library, args
-
-    async def _send_kept(
-        self,
-        fraud: Prepared,
-        commands: list[tuple[Any, ...]],
-        step: ReserveStep,
-        library: FusedLibrary,
-        sha: str,
-        keys: list[str],
-        args: list[Any],
-    ) -> Any:
-        """The authorize of a process that keeps the rules' values (fraud/local.py): the
-        script's reply; the values it says are stored are kept (the rules ran in Lua)."""
-        try:
-            replies = await self.store.send(commands, errors=True)
-            replied = self._reply(commands, replies, step, library)
-            if replied is _RESEND:  # the library was not there: load it, send the call again
-                replied = await self._resend(library, sha, keys, args, step, replies[_at(step)])
-        except BaseException:
-            fraud.unknown()  # what the script did to the rules' values is not known
-            raise
-        if fraud.outcome is None:
-            replied, told = replied
-            fraud.learnt(told)
-        return replied
 
     def _reply(
         self,

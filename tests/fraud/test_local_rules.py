@@ -25,6 +25,7 @@ from chargingd.fraud import keys as FK
 from chargingd.fraud.engine import unpack_value
 from chargingd.fraud.local import LocalRules
 from chargingd.ledger import AccountNotActive, Ledger
+from chargingd.ledger import keys as LK
 from chargingd.sessions.ccapi import Authorized, RefusalCode, Refused
 from chargingd.sessions.service import Sessions
 
@@ -635,3 +636,31 @@ def test_kept_values_hold_no_lists_for_the_collector_to_walk() -> None:
     assert L._seen(value, 0, b"s1", b"")  # a counted call in the tuple is still seen
     gc.collect()
     assert not any(gc.is_tracked(a) for a in found)
+
+
+async def test_a_send_that_fails_leaves_the_value_not_kept(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """The authorize decided here fails in Redis (the script's error): what it did to
+    the value is not known, so the value is no longer kept here (until a script says
+    its bytes: the refusal's note, then the next calls decided here again)."""
+    a = await side(redis7, tmp_path, [VELOCITY])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    assert isinstance(await a[0].authorize(call("a1")), Authorized)
+    assert isinstance(await a[0].authorize(call("a2")), Authorized)
+    local = a[2].local
+    assert local is not None and local.counters["local"] == 1  # a2 decided here
+    value = FK.value_key("acc1")
+    assert local.values.get(value) is not None
+    acct = await redis7.hgetall(LK.acct_key("acc1"))
+    await redis7.delete(LK.acct_key("acc1"))
+    await redis7.set(LK.acct_key("acc1"), b"not a hash")  # the script fails on it
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await a[0].authorize(call("a3"))
+    assert local.counters["local"] == 1 and local.values.get(value) is None
+    await redis7.delete(LK.acct_key("acc1"))
+    await redis7.hset(LK.acct_key("acc1"), mapping=acct)
+    assert a[0].fraud is not None
+    await a[0].fraud.settle()  # the refusal's bookkeeping
+    assert isinstance(await a[0].authorize(call("a4")), Authorized)
+    assert local.counters["local"] == 2  # the refusal's note said the bytes
