@@ -23,11 +23,13 @@ rule, the account's block and the sessions' authorize script share one Cluster s
 
 from __future__ import annotations
 
-from chargingd.ledger.keys import account_tag
+from chargingd.ledger.keys import account_tag, tag_of
 
 
 def value_key(account_id: str) -> str:
-    return f"{account_tag(account_id)}:fr:v"
+    """(Built per authorize: the account's tag from session_keys' memory, when it
+    holds the account, not formatted again.)"""
+    return tag_of(account_id) + ":fr:v"
 
 
 def log_key(account_id: str) -> str:

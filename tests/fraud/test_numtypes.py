@@ -17,8 +17,9 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from chargingd.core.config.fraud import NUMBER_TYPES
 from chargingd.fraud import numtypes
-from chargingd.fraud.destinations import Classifier, region_and_type
+from chargingd.fraud.destinations import Classifier, Destination, region_and_type
 from chargingd.fraud.numtypes import fast
+from chargingd.fraud.plan import member_hash
 
 TYPES = [getattr(PhoneNumberType, n) for n in dir(PhoneNumberType) if n.isupper()]
 
@@ -342,9 +343,15 @@ def test_classifier_by_prefix_answers_each_number_as_its_own_lookup() -> None:
             country, full = refs[number]
             assert (dest.country, dest.kind) == (country, full if full in types else ""), number
             assert dest.high_risk_country == (country in ("CU", "LR"))
+            made = Destination(
+                number, dest.country, dest.kind, dest.high_risk_country,
+                "+882" if number.startswith("+882") else "", member_hash(number),
+            )  # fmt: skip
+            assert type(dest) is Destination and dest == made, number
         assert learnt < len(numbers) * 0.6, learnt  # the others answered by a kept prefix
         assert sum(1 for kept in classifier._by_prefix.values() if kept[2]) > 10_000
-    small = Classifier((), (), prefix_cache=100)
+    small = Classifier((), (), prefix_cache=100, cache_size=50)
     for number in numbers[:5000]:
-        small.classify(number)
-    assert len(small._by_prefix) == 100
+        assert small.classify(number) == small._classify(number)
+        assert small.classify(number) is small.classify(number)  # kept per number
+    assert len(small._by_prefix) == 100 and len(small._numbers) == 50
