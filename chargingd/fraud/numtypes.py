@@ -354,44 +354,52 @@ ALL, NONE, MIXED = 1, 0, -1  # Automaton.outcome: of every number of a class
 _END = "$"  # the symbol an AT_END ("$") reads: only at the end of the input
 
 
+States = tuple[int, ...]  # a set of an automaton's states, sorted
+
+
 class Automaton:
     """A pattern as a nondeterministic automaton over digits, exact for what it matches
     (re's fullmatch and match of digit strings: its branches, groups, classes, repeats
     and "$"); ValueError on any other construct (the caller then decides nothing).
     ``outcome`` tells whether every digit string with a given head and length matches,
-    none does, or some do (MIXED)."""
+    none does, or some do (MIXED). Kept for the process's life: its tables are tuples
+    of strings and numbers, which the collector stops tracking (no sets, no lists)."""
 
     def __init__(self, pattern: str) -> None:
-        self.edges: list[list[tuple[frozenset[str], int]]] = []
-        self.eps: list[list[int]] = []
+        self._edges_made: list[list[tuple[str, int]]] = []
+        self._eps_made: list[list[int]] = []
         self.start = self._state()
         self.accept = self._build(_sre.parse(pattern), self.start)
-        self._closures: dict[int, frozenset[int]] = {}
-        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
-        self._memo: dict[tuple[frozenset[int], int, bool], int] = {}
+        # state -> (the digits it reads as a string, the state after)...; its empty moves
+        self.edges = tuple(tuple(e) for e in self._edges_made)
+        self.eps = tuple(tuple(e) for e in self._eps_made)
+        self._edges_made, self._eps_made = [], []
+        self._closures: dict[int, States] = {}
+        self._steps: dict[tuple[States, str], States] = {}
+        self._memo: dict[tuple[States, int, bool], int] = {}
 
     def _state(self) -> int:
-        self.edges.append([])
-        self.eps.append([])
-        return len(self.edges) - 1
+        self._edges_made.append([])
+        self._eps_made.append([])
+        return len(self._edges_made) - 1
 
     def _build(self, items: Any, at: int) -> int:
         for op, av in items:
             chars = _chars(op, av)
             if chars is not None:
                 to = self._state()
-                self.edges[at].append((chars, to))
+                self._edges_made[at].append(("".join(sorted(chars)), to))
                 at = to
             elif op is _op.AT and av is _op.AT_END:
                 to = self._state()
-                self.edges[at].append((frozenset(_END), to))
+                self._edges_made[at].append((_END, to))
                 at = to
             elif op is _op.SUBPATTERN:
                 at = self._build(av[-1], at)
             elif op is _op.BRANCH:
                 end = self._state()
                 for alt in av[1]:
-                    self.eps[self._build(alt, at)].append(end)
+                    self._eps_made[self._build(alt, at)].append(end)
                 at = end
             elif op in (_op.MAX_REPEAT, _op.MIN_REPEAT):  # greedy or not: the same strings
                 low, high, sub = av
@@ -401,21 +409,21 @@ class Automaton:
                     at = self._build(sub, at)
                 if high is _op.MAXREPEAT:
                     loop = self._state()
-                    self.eps[at].append(loop)
-                    self.eps[self._build(sub, loop)].append(loop)
+                    self._eps_made[at].append(loop)
+                    self._eps_made[self._build(sub, loop)].append(loop)
                     at = loop
                 else:
                     end = self._state()
                     for _ in range(high - low):
-                        self.eps[at].append(end)
+                        self._eps_made[at].append(end)
                         at = self._build(sub, at)
-                    self.eps[at].append(end)
+                    self._eps_made[at].append(end)
                     at = end
             else:
                 raise ValueError(f"item {op}")
         return at
 
-    def _closure(self, states: frozenset[int]) -> frozenset[int]:
+    def _closure(self, states: set[int]) -> States:
         out: set[int] = set()
         for s in states:
             found = self._closures.get(s)
@@ -427,22 +435,22 @@ class Automaton:
                         if t not in seen:
                             seen.add(t)
                             todo.append(t)
-                found = self._closures[s] = frozenset(seen)
-            out |= found
-        return frozenset(out)
+                found = self._closures[s] = tuple(sorted(seen))
+            out.update(found)
+        return tuple(sorted(out))
 
-    def _step(self, states: frozenset[int], char: str) -> frozenset[int]:
+    def _step(self, states: States, char: str) -> States:
         key = (states, char)
         found = self._steps.get(key)
         if found is None:
             to = {t for s in states for chars, t in self.edges[s] if char in chars}
-            found = self._steps[key] = self._closure(frozenset(to))
+            found = self._steps[key] = self._closure(to)
         return found
 
-    def _at_end(self, states: frozenset[int]) -> bool:
+    def _at_end(self, states: States) -> bool:
         """Matched once the input ends (its "$" read there, any number of them)."""
         while self.accept not in states:
-            more = states | self._step(states, _END)
+            more = tuple(sorted({*states, *self._step(states, _END)}))
             if more == states:
                 return False
             states = more
@@ -451,14 +459,14 @@ class Automaton:
     def outcome(self, head: str, rest: int, *, full: bool) -> int:
         """Of every digit string ``head`` + ``rest`` more digits: ALL fullmatch (``full``)
         or match (a match of some start of it, as re's match), NONE, or MIXED."""
-        states = self._closure(frozenset((self.start,)))
+        states = self._closure({self.start})
         for char in head:
             if not full and self.accept in states:
                 return ALL
             states = self._step(states, char)
         return self._outcome(states, rest, full)
 
-    def _outcome(self, states: frozenset[int], rest: int, full: bool) -> int:
+    def _outcome(self, states: States, rest: int, full: bool) -> int:
         if not full and self.accept in states:
             return ALL
         if rest == 0:

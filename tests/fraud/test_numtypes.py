@@ -5,6 +5,7 @@ tables hold the first digits of every number each pattern matches."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import random
@@ -355,3 +356,24 @@ def test_classifier_by_prefix_answers_each_number_as_its_own_lookup() -> None:
         assert small.classify(number) == small._classify(number)
         assert small.classify(number) is small.classify(number)  # kept per number
     assert len(small._by_prefix) == 100 and len(small._numbers) == 50
+
+
+def test_automata_hold_nothing_for_the_collector_to_walk() -> None:
+    """The automata are kept for the process's life (one per pattern met): their tables
+    and what they learnt are tuples of strings and numbers, untracked by the collector
+    once it has looked at them (sets or lists would stay tracked, each walked by every
+    full collection)."""
+    classifier = Classifier((), ())
+    for number in ("+442079460000", "+447400123456", "+12015550123", "+4930123456"):
+        classifier.classify(number)
+    for _ in range(4):  # a nested tuple once its contents are (a collection each)
+        gc.collect()
+    automata = [a for a in numtypes._AUTOMATA.values() if a is not None]
+    assert len(automata) > 20
+    for automaton in automata:
+        held: list[object] = [automaton.edges, automaton.eps]
+        for table in (automaton._closures, automaton._steps, automaton._memo):
+            held += [*table.keys(), *table.values()]
+        assert not any(gc.is_tracked(x) for x in held)
+    kept = classifier._by_prefix
+    assert not any(gc.is_tracked(x) for x in (*kept.keys(), *kept.values()))
