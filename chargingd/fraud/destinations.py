@@ -121,6 +121,11 @@ class Classifier:
             found = numbers[number] = self._classify(number)
         return found
 
+    def cache_clear(self) -> None:
+        """Forget the numbers' destinations (benchmarks of new numbers); the answers
+        kept by prefix stay, as they do for a number not seen before."""
+        self._numbers.clear()
+
     def _classify(self, number: str) -> Destination:
         size = len(number)
         kept: tuple[str, str, bool] | None = None

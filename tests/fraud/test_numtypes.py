@@ -356,6 +356,8 @@ def test_classifier_by_prefix_answers_each_number_as_its_own_lookup() -> None:
         assert small.classify(number) == small._classify(number)
         assert small.classify(number) is small.classify(number)  # kept per number
     assert len(small._by_prefix) == 100 and len(small._numbers) == 50
+    small.cache_clear()
+    assert not small._numbers and len(small._by_prefix) == 100
 
 
 def test_automata_hold_nothing_for_the_collector_to_walk() -> None:
