@@ -55,6 +55,8 @@ class SessionRecord:
     for dataclasses.fields (docs/performance.md, round 8a)."""
 
     __slots__ = (
+        "_head",
+        "_head_keys",
         "account_id",
         "adopted",
         "answer_ms",
@@ -171,6 +173,11 @@ class SessionRecord:
         self.provisional: Final = provisional
         self.reported_usage_s: Final = reported_usage_s
         self.cdr_revision: Final = cdr_revision
+        # _write's first HEAD_PAIRS pairs (user .. auth_ms: fixed for a call's life) as
+        # written for ``_head_keys``'s layout; carried by noted, granted and closed
+        # (never by replace): not a field (no part of equality, hash or repr)
+        self._head: bytes = b""
+        self._head_keys: Layout | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Field -> value in field order (dataclasses.asdict of the dataclass it was)."""
@@ -265,7 +272,7 @@ class SessionRecord:
         """``replace`` of the fields an accounting packet notes (sessions/noting.py):
         positional, no keyword dict and no 35 look-ups in it (~10,000 -> ~1,500
         instructions per packet noted, round 13b)."""
-        return SessionRecord(
+        rec = SessionRecord(
             self.session_id,
             self.account_id,
             self.user_name,
@@ -302,6 +309,9 @@ class SessionRecord:
             self.reported_usage_s,
             self.cdr_revision,
         )
+        rec._head = self._head  # (the head's fields kept)
+        rec._head_keys = self._head_keys
+        return rec
 
     def granted(
         self,
@@ -313,7 +323,7 @@ class SessionRecord:
     ) -> SessionRecord:
         """``replace`` of the grant's fields (an Interim renewed on a noted record,
         sessions/fused.py), positional as ``noted``."""
-        return SessionRecord(
+        rec = SessionRecord(
             self.session_id,
             self.account_id,
             self.user_name,
@@ -350,6 +360,9 @@ class SessionRecord:
             self.reported_usage_s,
             self.cdr_revision,
         )
+        rec._head = self._head  # (the head's fields kept)
+        rec._head_keys = self._head_keys
+        return rec
 
     def closed(
         self,
@@ -363,7 +376,7 @@ class SessionRecord:
     ) -> SessionRecord:
         """``replace`` of what a close writes (state CLOSED and its CDR's figures:
         sessions/close.py closed_fields), positional as ``noted``."""
-        return SessionRecord(
+        rec = SessionRecord(
             self.session_id,
             self.account_id,
             self.user_name,
@@ -400,6 +413,9 @@ class SessionRecord:
             reported_usage_s,
             cdr_revision,
         )
+        rec._head = self._head  # (the head's fields kept)
+        rec._head_keys = self._head_keys
+        return rec
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -548,7 +564,26 @@ class SessionRecord:
         stored()'s order (credit_micros left out when not ``credit``); _Unwritten for a
         value _write_map leaves to msgpack (not exactly a str or an int, a str that is
         not UTF-8, an int outside 64 bits); ``k``: the layout's keys."""
-        parts: list[bytes] = [b""]  # the header, once the pairs are counted
+        # the header, once the pairs are counted; the head's HEAD_PAIRS pairs
+        head = self._head if self._head_keys is k else self._write_head(k)
+        parts: list[bytes] = [b"", head]
+        self._write_grant(parts, k)
+        self._write_cut(parts, credit, k)
+        if not k.compact or self.state != LIVE:
+            _put_str(parts, k.state, self.state)
+        self._write_closed(parts, k)
+        if self.conf_id != "" and self.conf_id == self.session_id:
+            parts.append(k.same_conf_id)
+            parts.append(_POS_FIX[1])
+        # every pair after the head is two parts (_put_str, _put_int)
+        parts[0] = map_header(HEAD_PAIRS + (len(parts) - 2) // 2 + extra)
+        return b"".join(parts)
+
+    def _write_head(self, k: Layout) -> bytes:
+        """_write's first HEAD_PAIRS pairs (the fields a call never changes), kept on
+        the record for ``k``: an Interim's and a Stop's packs of a held record write
+        them once a call, not once a pack (docs/performance.md, round 17b)."""
+        parts: list[bytes] = []
         _put_str(parts, k.user, self.user_name)
         _put_str(parts, k.caller, self.caller)
         _put_str(parts, k.callee, self.callee)
@@ -558,17 +593,10 @@ class SessionRecord:
         _put_str(parts, k.gateway, self.gateway)
         _put_str(parts, k.client, self.client)
         _put_int(parts, k.auth_ms, self.auth_ms)
-        self._write_grant(parts, k)
-        self._write_cut(parts, credit, k)
-        if not k.compact or self.state != LIVE:
-            _put_str(parts, k.state, self.state)
-        self._write_closed(parts, k)
-        if self.conf_id != "" and self.conf_id == self.session_id:
-            parts.append(k.same_conf_id)
-            parts.append(_POS_FIX[1])
-        # every pair is two parts (_put_str, _put_int)
-        parts[0] = map_header((len(parts) - 1) // 2 + extra)
-        return b"".join(parts)
+        head = b"".join(parts)
+        self._head = head
+        self._head_keys = k
+        return head
 
     # _write's parts: _stored_grant's, _stored_cut's and _stored_closed's fields
     def _write_grant(self, parts: list[bytes], k: Layout) -> None:
@@ -805,6 +833,8 @@ def map_header(n: int) -> bytes:
 # Packer(use_bin_type=True) writes them. tests/sessions/test_record_bytes.py keeps
 # the bytes.
 _MAP_FIX: Final = [bytes((0x80 | n,)) for n in range(16)]
+# the pairs SessionRecord._write_head writes (user_name .. auth_ms)
+HEAD_PAIRS: Final = 9
 _POS_FIX: Final = [bytes((n,)) for n in range(128)]
 _NEG_FIX: Final = [bytes((256 + n,)) for n in range(-32, 0)]
 _STR_FIX: Final = [bytes((0xA0 | n,)) for n in range(32)]

@@ -237,3 +237,53 @@ def test_pack_writes_the_stored_map_as_msgpack_packs_it(layout: Layout) -> None:
             assert SessionRecord.unpack(rec.account_id, rec.session_id, blob) == rec.replace(
                 last_seen_ms=rec.last_seen_ms or rec.auth_ms
             )
+
+
+def test_a_kept_head_packs_the_same_bytes_as_a_fresh_record() -> None:
+    """A packed record keeps the bytes of its first fields (user .. auth_ms, fixed for a
+    call) for its layout, and noted / granted / closed carry them (round 17b): every
+    record of a call's chain, packed in either layout in any order, is the bytes of the
+    same record built fresh (nothing kept), and replace (which may change those
+    fields) never carries them."""
+    rng = random.Random(17)
+    layouts = [LEGACY, COMPACT]
+    checked = 0
+    for _ in range(1500):
+        rec = _random_record(rng)
+        for _ in range(6):
+            layout = rng.choice(layouts)
+            step = rng.randrange(5)
+            if step == 0:
+                rec = rec.noted(
+                    rng.choice(_INTS), rng.randrange(10**6), rng.choice(_INTS),
+                    rng.choice(_TEXTS), rng.choice(_TEXTS),
+                )  # fmt: skip
+            elif step == 1:
+                rec = rec.granted(*(rng.choice(_INTS) for _ in range(5)))
+            elif step == 2:
+                rec = rec.closed(
+                    rng.randrange(10**6), rng.choice(["normal", "credit_cut", "é" * 40]),
+                    *(rng.choice(_INTS) for _ in range(5)),
+                )  # fmt: skip
+            elif step == 3:  # a head field changed: never the old head
+                name = rng.choice(["user_name", "caller", "callee", "destination", "plan",
+                                   "currency", "gateway", "client", "auth_ms"])  # fmt: skip
+                value = rng.randrange(2**40) if name == "auth_ms" else rng.choice(_TEXTS)
+                rec = rec.replace(**{name: value})
+            fresh = SessionRecord(**rec.as_dict())
+            extra, omit = rng.choice([(0, ()), (1, ()), (1, ("credit_micros",))])
+            try:
+                want = fresh.pack(extra=extra, omit=omit, layout=layout)
+            except Exception as exc:  # a str not UTF-8, an int out of 64 bits
+                with pytest.raises(type(exc)):
+                    rec.pack(extra=extra, omit=omit, layout=layout)
+                continue
+            assert rec.pack(extra=extra, omit=omit, layout=layout) == want, (rec, layout)
+            checked += 1
+    assert checked > 1500
+    # what the head is kept for: a record of the call's chain packs the first fields once
+    call = SessionRecord("s", "a", "u", "+49", "+44", "UK", "p", "EUR", "gw", "c", 1000)
+    call.pack(layout=COMPACT)
+    noted = call.noted(2000, 5, 1500, "", "")
+    assert noted._head == call._head != b"" and noted._head_keys is COMPACT
+    assert call.replace(caller="+33")._head == b""
