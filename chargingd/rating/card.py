@@ -171,4 +171,6 @@ class RateCard:
             horizon_ns=self._boundary_ns - start_ns,
             first=self._first,
             price=price,
+            walks=self._engine.card_walks,
+            owner=self,
         )

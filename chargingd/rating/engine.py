@@ -207,6 +207,9 @@ class Engine:
         # Answers of boundary-free walks (price.py, card.py), by destination rate.
         self.card_prices: dict[tuple[int, int], tuple[_DestRate, Any]] = {}
         self.afford_within: dict[tuple[int, int, int], tuple[_DestRate, int | None]] = {}
+        # Answers of full walks of max-usage (price.py _walked), by card, start, budget
+        # and limit.
+        self.card_walks: dict[tuple[int, int, int, int], tuple[object, int]] = {}
 
     @staticmethod
     def _exps(drs: list[DestinationRate]) -> Iterator[int]:

@@ -28,6 +28,9 @@ from chargingd.rating.model import (
 )
 
 MAX_REMEMBERED = 65_536  # boundary-free answers kept per engine (the oldest evicted)
+# full walks' answers kept per engine (the oldest evicted): more than the calls whose
+# Interims come between one call's Interim and its Stop (the kit: blocks of 1,000)
+MAX_WALKS = 8_192
 
 
 class InvalidUsage(RatingError):
@@ -230,9 +233,13 @@ def max_usage_match(
     horizon_ns: int = 0,
     first: _Entry | None = None,
     price: Callable[[int], CallCost] | None = None,
+    walks: dict[tuple[int, int, int, int], tuple[object, int]] | None = None,
+    owner: object = None,
 ) -> int:
     """max_usage of a resolved call; `price` prices a usage of it (default price_match),
-    `horizon_ns` and `first` as for price_match."""
+    `horizon_ns` and `first` as for price_match. `walks`: the full walk's answers,
+    remembered per (`owner`, start, budget, limit): `owner` (a RateCard) stands for
+    everything else the walk reads (the call's match, subject and number)."""
     if limit_ns <= 0 or amount_micros < 0:
         return 0
     if first is None:
@@ -255,15 +262,42 @@ def max_usage_match(
         elif found is not None and found < horizon_ns:
             result = found
     if result < 0:
-        walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
-        found = _afford(engine, first, walk, budget)
-        result = limit_ns if found is None else found
+        result = _walked(engine, call, match, first, budget, limit_ns, walks, owner)
     result = min(result, limit_ns)
     min_ns = first.dr.src.min_duration_ns
     if 0 < result < min_ns:
         # Any usage up to min_ns is billed as min_ns: affordable only if that is.
         cost = price(result) if price is not None else price_match(engine, call, match, result)
         return result if cost.cost_micros <= budget else 0
+    return result
+
+
+def _walked(
+    engine: Engine,
+    call: Call,
+    match: _Match,
+    first: _Entry,
+    budget: int,
+    limit_ns: int,
+    walks: dict[tuple[int, int, int, int], tuple[object, int]] | None,
+    owner: object,
+) -> int:
+    """Where the full walk's cost passes `budget` (`limit_ns`: it never does). A walk
+    across a period boundary is ~15,000 instructions a piece, and credit control asks
+    the same one again (the Session-Timeout told, at each Interim and the Stop:
+    sessions/settle.py), so it is remembered in `walks` when given (round 17b)."""
+    key = (id(owner), call.start_ns, budget, limit_ns)
+    if walks is not None:
+        known = walks.get(key)
+        if known is not None and known[0] is owner:
+            return known[1]
+    walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
+    found = _afford(engine, first, walk, budget)
+    result = limit_ns if found is None else found
+    if walks is not None:
+        if len(walks) >= MAX_WALKS:
+            del walks[next(iter(walks))]  # the oldest goes
+        walks[key] = (owner, result)
     return result
 
 

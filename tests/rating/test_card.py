@@ -169,3 +169,61 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for usage_s in range(1, 40):
         card.price(usage_s * S)
     assert len(plan._engine.card_prices) == 8
+
+
+@pytest.mark.parametrize(("name", "loader", "base", "tenant", "subjects", "numbers"), CASES)
+def test_a_kept_card_answers_its_full_walks_again_alike(
+    name: str,
+    loader: Callable[[], TariffPlan],
+    base: datetime,
+    tenant: str,
+    subjects: list[str],
+    numbers: list[str],
+) -> None:
+    """A card's full walks of max-usage (a call across a period boundary or an
+    activation) are remembered per (card, start, budget, limit) (round 17b): the same
+    card asked again, and asked of later starts it covers, answers what the full walk
+    answers, for every amount and for a shorter limit too."""
+    warm = loader()
+    reference = loader()
+    engine = reference._engine
+    walked = 0
+    for subject, number in itertools.product(subjects, numbers):
+        for start in _instants(warm, base)[::3]:
+            start_ns = epoch_ns(start)
+            try:
+                card = warm.card(
+                    subject=subject, destination=number, start_ns=start_ns, tenant=tenant
+                )
+            except RatingError:
+                continue
+            starts = [start_ns, *(s for s in (start_ns + S, start_ns + 61 * S) if card.covers(s))]
+            for _ in range(2):
+                for at_ns, amount, limit in itertools.product(
+                    starts, AMOUNTS, (warm.max_call_ns, 2 * 3600 * S)
+                ):
+                    try:
+                        want: object = price.max_usage(
+                            engine, tenant or reference.default_tenant, "call", subject,
+                            number, datetime.fromtimestamp(at_ns / S, UTC), amount, limit,
+                        )  # fmt: skip
+                    except RatingError as exc:
+                        want = type(exc)
+                    try:
+                        got: object = card.max_usage_at(at_ns, amount, limit)
+                    except RatingError as exc:
+                        got = type(exc)
+                    assert got == want, (name, subject, number, start, at_ns, amount, limit)
+            walked = max(walked, len(warm._engine.card_walks))
+    if name in ("sample", "peak_offpeak_dst", "activation"):  # (boundaries within a call)
+        assert walked > 0, name  # some question took the full walk, and was remembered
+
+
+def test_remembered_walks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(price, "MAX_WALKS", 4)
+    plan = load_plan(REPO / "config" / "tariffs" / "sample.toml")
+    start = datetime(2027, 1, 4, 18, 59, 30, tzinfo=UTC)  # 30 s before off-peak in London
+    card = plan.card(subject="a", destination="447700900123", start_ns=epoch_ns(start))
+    for amount in range(1_000_000, 1_000_010):
+        card.max_usage(amount)
+    assert len(plan._engine.card_walks) == 4
