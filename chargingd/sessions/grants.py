@@ -14,6 +14,7 @@ the rest (sessions/settle.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from chargingd.core.config import SessionsConfig
 from chargingd.ledger import Grant, Ledger, SessionClosed
@@ -46,6 +47,13 @@ class Grants:
         self.pricer = pricer
         self.cfg = cfg
         self.clock_ms = clock_ms
+        # What paid_s, grant_size and lease_ms read of the config on every packet, read
+        # once: SessionsConfig is a frozen dataclass (interpreted), first_grant a
+        # property run per read (as authorize.py keeps it, round 17b)
+        self._session_ttl_s: Final = cfg.session_ttl_s
+        self._first_grant_s: Final = cfg.first_grant
+        self._max_grant_s: Final = cfg.max_grant_s
+        self._stale_s: Final = cfg.stale_factor * cfg.interim_interval_s
 
     async def charge(
         self, rec: SessionRecord, usage_s: int, *, hold_to_s: int = 0, noted: Noted | None = None
@@ -245,15 +253,15 @@ class Grants:
             start_ms=rec.answer_ms or rec.auth_ms,
             amount_micros=amount_micros,
         )
-        return min(paid, self.cfg.session_ttl_s)
+        return min(paid, self._session_ttl_s)
 
     def grant_size(self, usage_s: int) -> int:
         """Grants grow with the call's age (half of it), between first and max grant."""
-        return max(self.cfg.first_grant, min(self.cfg.max_grant_s, usage_s // 2))
+        return max(self._first_grant_s, min(self._max_grant_s, usage_s // 2))
 
     def lease_ms(self, grant_s: int) -> int:
         # The hold outlives the reaper's window so a silent call is charged against it.
-        return (grant_s + self.cfg.stale_factor * self.cfg.interim_interval_s) * 1000
+        return (grant_s + self._stale_s) * 1000
 
     def hold_all_lease_ms(self) -> int:
         """hold_all / own_timer: a hold taken now (authorize, the Start) outlives the
