@@ -48,3 +48,55 @@ def test_nonsense_is_left_out() -> None:
     )
     assert call_quality(packet) == ()
     assert call_quality(stop()) == ()
+
+
+def _before(packet: rc.Packet) -> tuple[tuple[str, str], ...]:
+    """call_quality as it was before round 17b (every name through the regex)."""
+    from chargingd.radius import quality as q
+
+    pairs, setup = q.cisco_pairs(packet.raw)
+    if not pairs:
+        return ()
+    out: dict[str, str] = {}
+    for name, extra in q._DIRECT.items():
+        value = pairs.get(name, "")
+        if q._NUMBER.match(value):
+            out[extra] = value
+    if "pdd_ms" not in out and setup and "alert-time" in pairs:
+        pdd = q._pdd_ms(setup.decode("utf-8", "replace").partition("=")[2], pairs["alert-time"])
+        if pdd is not None:
+            out["pdd_ms"] = str(pdd)
+    if "loss_pct" not in out and pairs.get("lost-packets", "").isdigit():
+        loss = q._loss_pct(int(pairs["lost-packets"]), packet.attrs.get(47))
+        if loss is not None:
+            out["loss_pct"] = loss
+    return tuple(sorted(out.items()))
+
+
+def test_random_stops_read_as_before() -> None:
+    """A name the Stop does not carry skips the number check (round 17b): random Stops
+    (the kit's h323-conf-id alone, the quality names with numbers, empty, padded or
+    odd values, in any case, repeated) read as they did."""
+    import random
+
+    rng = random.Random(23)
+    names = ["pdd", "mos", "jitter", "packet-loss", "PDD", " Mos ", "lost-packets",
+             "alert-time", "h323-conf-id", "other"]  # fmt: skip
+    values = ["", "0", "12", "4.1", " 7 ", "1.1234567", "1234567890", "x", "-1", "3.",
+              "*15:39:56.843 UTC Tue Nov 23 2010", "=", "12.5"]  # fmt: skip
+    checked = 0
+    for _ in range(3000):
+        vsas = [
+            avpair(f"{rng.choice(names)}={rng.choice(values)}") for _ in range(rng.randrange(6))
+        ]
+        if rng.randrange(3) == 0:
+            vsas.append(rc.cisco_vsa(25, b"h323-setup-time=*15:39:54.343 UTC Tue Nov 23 2010"))
+        if rng.randrange(4) == 0:
+            vsas.append(avpair("noseparator"))
+        rng.shuffle(vsas)
+        packet = stop(*vsas, input_packets=rng.choice([None, 0, 990]))
+        assert call_quality(packet) == _before(packet), vsas
+        checked += bool(call_quality(packet))
+    assert checked > 500
+    kit = stop(avpair("h323-conf-id=a-00000001-DEADBEEF-0001"))
+    assert call_quality(kit) == _before(kit) == ()
