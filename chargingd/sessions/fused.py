@@ -362,7 +362,8 @@ class FusedPath:
             # the record as the script completed it (held + available, or held only),
             # kept for the call's Start (SessionStore.cached; accounting.py notes it)
             credit = int(reply[1]) if held_only else int(reply[1]) + int(reply[2])
-            self.store.cache_authorized(acc, sid, prefix, credit)
+            head_size = rec.head_size(self.store.layout)
+            self.store.cache_authorized(acc, sid, prefix, credit, head_size)
         grant = self.steps.grant(reply, acc, sid)
         return FirstGrant(grant, int(created), fraud=_verdict_of(verdict, fraud))
 

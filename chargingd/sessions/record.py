@@ -579,6 +579,19 @@ class SessionRecord:
         parts[0] = map_header(HEAD_PAIRS + (len(parts) - 2) // 2 + extra)
         return b"".join(parts)
 
+    def head_size(self, layout: Layout | None = None) -> int:
+        """The size of the packed head (``_write_head``) this record keeps for
+        ``layout`` (None: LEGACY), 0 when it keeps none: how far past its map header a
+        value packed from this record starts with it."""
+        return len(self._head) if self._head_keys is (LEGACY if layout is None else layout) else 0
+
+    def keep_head(self, head: bytes, layout: Layout | None = None) -> None:
+        """Keep ``head`` as this record's packed head for ``layout`` (None: LEGACY): the
+        bytes ``_write_head`` writes for it, cut from a value packed from a record
+        with the same fields (SessionStore.cached: the authorize's prefix)."""
+        self._head = head
+        self._head_keys = LEGACY if layout is None else layout
+
     def _write_head(self, k: Layout) -> bytes:
         """_write's first HEAD_PAIRS pairs (the fields a call never changes), kept on
         the record for ``k``: an Interim's and a Stop's packs of a held record write

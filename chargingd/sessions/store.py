@@ -258,7 +258,7 @@ class SessionStore(LiveIndexes):
         # nothing), at most FRESH_MAX, the oldest dropped one by one as new ones come
         # (an OrderedDict: no pause to free a whole generation at once): the calls
         # authorized last are the ones whose Start comes next.
-        self._fresh: OrderedDict[str, tuple[str, bytes, int]] = OrderedDict()
+        self._fresh: OrderedDict[str, tuple[str, bytes, int, int]] = OrderedDict()
         # Told of each CDR this store writes, with its stream entry id (the KPI feeder of
         # this process: KpiFeeder.remember, so it need not decode the entry again).
         self.cdr_written: Callable[[bytes, CDR], None] | None = None
@@ -290,25 +290,36 @@ class SessionStore(LiveIndexes):
         fresh = self._fresh.pop(session_id, None)
         if fresh is None:
             return None
-        account_id, prefix, credit = fresh
+        account_id, prefix, credit, head_size = fresh
         # session_authorize.lua's record: the prefix, then cmsgpack.pack(code, credit)
         stored = prefix + self.layout.credit_micros + msgpack_int(credit)
         rec, known = unpack_known(account_id, session_id, stored)
         if not known:  # (never: this version wrote it)
             return None
+        if head_size:  # the record's packed head, after the map header (fixmap, map16)
+            start = 1 if prefix[0] < 0x90 else 3
+            rec.keep_head(prefix[start : start + head_size], self.layout)
         self.cache(rec, stored)
         return account_id, stored, rec
 
     def cache_authorized(
-        self, account_id: str, session_id: str, prefix: bytes, credit_micros: int
+        self,
+        account_id: str,
+        session_id: str,
+        prefix: bytes,
+        credit_micros: int,
+        head_size: int = 0,
     ) -> None:
         """Remember a record the fused authorize wrote: ``prefix`` its stored value (in
         this store's layout) but for the credit_micros pair the script appends, and that
-        credit (single Redis only: the fused scripts)."""
+        credit (single Redis only: the fused scripts). ``head_size``: the prefix starts
+        (after its map header) with the record's packed head of that size
+        (SessionRecord.head_size): the Start's record keeps it, and its pack does not
+        write those fields again."""
         if self._batcher is None:
             return
         fresh = self._fresh
-        fresh[session_id] = (account_id, prefix, credit_micros)
+        fresh[session_id] = (account_id, prefix, credit_micros, head_size)
         if len(fresh) > FRESH_MAX:
             fresh.popitem(last=False)
 
