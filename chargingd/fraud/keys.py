@@ -27,8 +27,8 @@ from chargingd.ledger.keys import account_tag, tag_of
 
 
 def value_key(account_id: str) -> str:
-    """(Built per authorize: the account's tag from session_keys' memory, when it
-    holds the account, not formatted again.)"""
+    """(Built per authorize: the account's tag as the ledger's key helpers remember it,
+    when they hold the account, not formatted again.)"""
     return tag_of(account_id) + ":fr:v"
 
 
