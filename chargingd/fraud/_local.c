@@ -475,13 +475,20 @@ static int key_is(const node *k, const char *s, size_t n) {
     return k->t == T_BYTES && k->n == n && (n == 0 || memcmp(k->u.s, s, n) == 0);
 }
 
-static node *mget(node *m, const char *s, size_t n) {
+/* The live entry keyed by the bytes s, or NULL. */
+static ent *ment(node *m, const char *s, size_t n) {
     for (uint32_t i = 0; i < m->n; i++) {
         ent *e = &m->u.m[i];
         if (!e->dead && key_is(&e->k, s, n))
-            return &e->v;
+            return e;
     }
     return NULL;
+}
+
+/* Its value, or NULL. */
+static node *mget(node *m, const char *s, size_t n) {
+    ent *e = ment(m, s, n);
+    return e != NULL ? &e->v : NULL;
 }
 
 static ent *mget_int(node *m, int64_t k) {
@@ -553,15 +560,6 @@ static node *mset(arena *a, node *m, const char *s, size_t n, node v) {
 static void mdel(node *m, ent *e) {
     e->dead = 1;
     m->live--;
-}
-
-static ent *ment(node *m, const char *s, size_t n) {
-    for (uint32_t i = 0; i < m->n; i++) {
-        ent *e = &m->u.m[i];
-        if (!e->dead && key_is(&e->k, s, n))
-            return e;
-    }
-    return NULL;
 }
 
 /* local.py _table: the map under field, made when absent; an array becomes the map
