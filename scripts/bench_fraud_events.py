@@ -20,16 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from bench_common import default_fraud, seed_prepaid
-from bench_redis_instructions import _commands, _dumped, _zero
+from bench_redis_instructions import _commands, _dumped, _zero, callgrind_redis
 
 from chargingd.billing.cdr import CDR
 from chargingd.ledger import Ledger
@@ -110,27 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"
-        server = subprocess.Popen(
-            [
-                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-                *(args.redis_server, "--port", "0", "--unixsocket", str(sock)),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(600):
-                if sock.exists():
-                    break
-                time.sleep(0.1)
-            asyncio.run(_run(f"unix://{sock}", server.pid, out, args))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-            os.sync()
+    with callgrind_redis(args.redis_server) as (url, pid, out, _tmp):
+        asyncio.run(_run(url, pid, out, args))
 
 
 if __name__ == "__main__":

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +182,34 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
     await client.aclose()
 
 
+@contextlib.contextmanager
+def callgrind_redis(redis_server: str) -> Iterator[tuple[str, int, Path, Path]]:
+    """A redis-server under callgrind on a unix socket in a temporary directory, for the
+    length of the block: (its url, its pid, the callgrind dump's path, the directory).
+    Stopped at the end, its dump written (benches copy it from there)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"
+        server = subprocess.Popen(
+            [
+                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+                *(redis_server, "--port", "0", "--unixsocket", str(sock)),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(600):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+            yield f"unix://{sock}", server.pid, out, Path(tmp)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            os.sync()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
@@ -233,27 +263,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        sock, out = Path(tmp) / "redis.sock", Path(tmp) / "callgrind.out"
-        server = subprocess.Popen(
-            [
-                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-                *(args.redis_server, "--port", "0", "--unixsocket", str(sock)),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(600):
-                if sock.exists():
-                    break
-                time.sleep(0.1)
-            asyncio.run(_run(f"unix://{sock}", server.pid, out, args, Path(tmp)))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-            os.sync()
+    with callgrind_redis(args.redis_server) as (url, pid, out, tmp):
+        asyncio.run(_run(url, pid, out, args, tmp))
 
 
 if __name__ == "__main__":
