@@ -40,6 +40,7 @@ log = logging.getLogger("chargingd.fraud")
 
 UNBLOCK_FROM = ("blocked/fraud",)
 _UNREADABLE = "fraud rules evaluated in Lua: a value could not be read here"
+_FETCH_FAILED = "fraud rules evaluated in Lua: their values could not be read first"
 # A rule set as authorize uses it (Fraud._split): its own rules, its rules per caller
 # IP, whether it reads deny flags, its compiled ops, its per-IP ops alone
 Split = tuple[tuple[Rule, ...], tuple[Rule, ...], bool, Compiled, Compiled]
@@ -57,7 +58,9 @@ class Prepared:
     __slots__ = (
         "block_keys",
         "destination",
+        "engine",
         "facts",
+        "fetch",
         "ip_value",
         "learn",
         "local",
@@ -66,6 +69,7 @@ class Prepared:
         "plan",
         "record_key",
         "refusal_ttl_ms",
+        "retried",
         "rules",
         "value",
     )
@@ -99,6 +103,9 @@ class Prepared:
         # their outcome for this call (None: not evaluated here, the values not known)
         self.local: LocalRules | None = None
         self.outcome: Outcome | None = None
+        self.fetch = False  # a value not known here: Fraud.fetch reads it first
+        self.engine: Fraud | None = None  # set by Fraud.localize: evaluates it again
+        self.retried = False  # evaluated again once after finding the values moved
 
     def learnt(self, told: Sequence[Any]) -> None:
         """What the rules' values are after the script that ran them in Lua (sent with
@@ -123,6 +130,31 @@ class Prepared:
         local.values.put(self.value, outcome.expect)
         if outcome.ip_expect is not None:
             local.values.put(self.ip_value, outcome.ip_expect)
+
+    async def fetched(self) -> None:
+        """Read the values ``Fraud.localize`` did not know, then evaluate the call here
+        (Fraud.fetch)."""
+        engine = self.engine
+        if engine is not None:
+            await engine.fetch(self)
+
+    def moved(self, told: Sequence[Any]) -> bool:
+        """The plain authorize found the values moved (another daemon or worker, a CDR's
+        event, an unblock) and said what is stored: kept, and the call evaluated again
+        here on them, once (True: decided here, the plain authorize again); moved a
+        second time, or not decided here: the rules' Lua decides it (False)."""
+        local, engine = self.local, self.engine
+        assert local is not None
+        local.counters["moved"] += 1
+        self.outcome = None
+        if self.retried or engine is None or len(told) < 2:
+            return False
+        self.retried = True
+        local.learnt(self.value, told[0])
+        if self.ip_value != self.value:
+            local.learnt(self.ip_value, told[1])
+        engine._evaluate_here(self, local)
+        return self.outcome is not None
 
     def to_lua(self, moved: bool) -> None:
         """The plain authorize did not write this process's evaluation: the values had
@@ -324,17 +356,54 @@ class Fraud:
             out["decided_in_lua"] = local.counters["lua"]
             out["moved_elsewhere"] = local.counters["moved"]
             out["values_kept"] = len(local.values)
+            out["values_fetched"] = local.counters["fetched"]  # read before a first call
             out["evaluated_in_c"] = local.by_c  # fraud/_local.c (0: not built, or declined)
         return out
 
     def localize(self, prepared: Prepared) -> None:
         """Evaluate the call's rules here when this process knows its values (the fused
         authorize, single Redis: session_authorize_fraud.lua writes the outcome only
-        while they are still stored; docs/fraud.md "Seventeenth round")."""
+        while they are still stored; docs/fraud.md "Seventeenth round"). A value it does
+        not know yet: ``prepared.fetch`` set, nothing evaluated (``fetch`` reads it)."""
         local = self.local
         if local is None:
             return
         prepared.local = local
+        prepared.engine = self
+        values = local.values
+        if values.raw(prepared.value) is None or values.raw(prepared.ip_value) is None:
+            prepared.fetch = True
+            return
+        self._evaluate_here(prepared, local)
+
+    async def fetch(self, prepared: Prepared) -> None:
+        """The values of a call ``localize`` did not know, read (one MGET in this tick's
+        pipeline), then the call evaluated here: a GET costs Redis ~5k instructions where
+        the rules in Lua cost ~160k (the account's first call in this process: after each
+        start, and for accounts past ``local_values``). A value another call of this
+        process learnt meanwhile is kept (its evaluation is the newer). Redis failing:
+        nothing learnt, the rules in Lua decide the call (and say what is stored)."""
+        local = prepared.local
+        if local is None or not prepared.fetch:
+            return
+        prepared.fetch = False
+        values = local.values
+        keys = [
+            k for k in dict.fromkeys((prepared.value, prepared.ip_value)) if values.raw(k) is None
+        ]
+        if keys:
+            try:
+                got = await self._send_command(("MGET", *keys))
+            except Exception as exc:  # the rules in Lua decide it, as before
+                self._unreadable.failure(_FETCH_FAILED, exc)
+                return
+            local.counters["fetched"] += len(keys)
+            for key, raw in zip(keys, got, strict=True):
+                if values.raw(key) is None:  # another call's evaluation is the newer
+                    local.learnt(key, raw)
+        self._evaluate_here(prepared, local)
+
+    def _evaluate_here(self, prepared: Prepared, local: LocalRules) -> None:
         facts, dest = prepared.facts, prepared.destination
         try:
             prepared.outcome = local.evaluate(

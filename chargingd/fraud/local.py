@@ -471,7 +471,7 @@ class LocalRules:
         self._ops: dict[bytes, tuple[Op, ...]] = {}
         self._c_ops: dict[bytes, Any] = {}
         self._c: Any = _c_module() if compiled else None
-        self.counters = {"local": 0, "lua": 0, "moved": 0}
+        self.counters = {"local": 0, "lua": 0, "moved": 0, "fetched": 0}
         # calls fraud/_local.c evaluated, and those it left to the Python evaluation
         self.by_c = self.c_declined = 0
 

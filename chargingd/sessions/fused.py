@@ -278,6 +278,8 @@ class FusedPath:
         record's credit_micros is what is held, not held + available (hold_all,
         own_timer: Authorizer._told_micros).
         """
+        if fraud is not None and fraud.fetch:  # values this process does not know yet
+            await fraud.fetched()  # read (one MGET), then evaluated here, not in Lua
         now_ms = self.ledger.clock_ms()
         acc, sid = rec.account_id, rec.session_id
         step = self.steps.reserve(
@@ -619,16 +621,18 @@ def _verdict_of(verdict: list[Any], fraud: Prepared | None) -> Any:
 
 def _to_lua(fraud: Prepared, replied: Any) -> bool:
     """The plain authorize's reply to a call with this process's evaluation of the
-    rules: True when it goes to the rules' Lua (the values moved: nothing done; a record
-    of the call exists: a retransmission, which fraud_seen answers without counting it;
-    the ledger refused it: the rules count it and remember the refusal there), else the
-    values are settled (written with a grant, or left as they were)."""
+    rules: True when it is sent again: the values moved (nothing done; evaluated again
+    here on the bytes the reply says, once, then the plain authorize again, else the
+    rules' Lua), a record of the call exists (a retransmission, which fraud_seen answers
+    without counting it: Lua), the ledger refused it (the rules count it and remember the
+    refusal there: Lua); else the values are settled (written with a grant, or left as
+    they were)."""
     if type(replied) is int:  # a new call granted in full, straight (written)
         fraud.decided_here(True)
         return False
     head = replied[0]
-    if head == b"moved":
-        fraud.to_lua(moved=True)
+    if head == b"moved":  # evaluated again on the bytes it says, once; else in Lua
+        fraud.moved(replied[1])
         return True
     if head == b"known":  # a retransmission (its record exists): fraud_seen's to answer
         fraud.to_lua(moved=False)

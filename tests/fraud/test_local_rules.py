@@ -188,10 +188,13 @@ async def test_two_daemons_evaluating_at_once_keep_the_limit_exact(
 async def test_a_value_written_elsewhere_is_not_overwritten(
     redis7: aioredis.Redis, tmp_path: Path
 ) -> None:
-    """Daemon A knows the value; daemon B then counts 9 calls (A's kept bytes are stale).
+    """Daemon A knows the value; daemon B then counts 8 calls (A's kept bytes are stale).
     A's next call is over the limit of 10 only with B's calls counted: A's evaluation,
-    made on its old bytes, is not written; Lua counts the call on what is stored and
-    refuses the eleventh. Then A knows the bytes again and decides in the daemon."""
+    made on its old bytes, is not written; the plain authorize says what is stored, A
+    evaluates the call again on it, sees the refusal coming and sends it to Lua, which
+    counts the call on what is stored and refuses the eleventh. Then A knows the bytes
+    again and decides in the daemon. Each daemon's first call read the value first
+    (Fraud.fetch): decided in the daemon too."""
     a = await side(redis7, tmp_path / "a", [VELOCITY])
     b = await side(redis7, tmp_path / "b", [VELOCITY])
     await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
@@ -199,16 +202,21 @@ async def test_a_value_written_elsewhere_is_not_overwritten(
     assert isinstance(await a[0].authorize(call("a1")), Authorized)
     assert isinstance(await a[0].authorize(call("a2")), Authorized)
     local = a[2].local
-    assert local is not None and local.counters["local"] == 1  # the second: in the daemon
+    assert local is not None and local.counters["local"] == 2  # both in the daemon
+    assert local.counters["fetched"] == 1 and local.counters["lua"] == 0
     for n in range(8):
         assert isinstance(await b[0].authorize(call(f"b{n}")), Authorized)
+    assert b[2].local is not None and b[2].local.counters["local"] == 8
     assert isinstance(await a[0].authorize(call("a3")), Refused)  # the 11th in 60 s
-    assert local.counters["local"] == 1 and local.counters["lua"] == 2
+    assert local.counters["local"] == 2 and local.counters["lua"] == 1
+    assert local.counters["moved"] == 1
     a[1].advance(61)
     assert isinstance(await a[0].authorize(call("a4")), Authorized)
     assert isinstance(await a[0].authorize(call("a5")), Authorized)
     # a3's reply said the bytes Lua left: a4 and a5 decided here again
-    assert local.counters["local"] == 3 and local.counters["lua"] == 2
+    assert local.counters["local"] == 4 and local.counters["lua"] == 1
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 2  # a4, a5 (the 11 before: out of the window)
 
 
 async def test_a_call_the_ledger_refuses_is_counted_and_its_repeat_goes_to_the_ledger(
@@ -223,7 +231,8 @@ async def test_a_call_the_ledger_refuses_is_counted_and_its_repeat_goes_to_the_l
     refused = await a[0].authorize(call("broke"))
     assert isinstance(refused, Refused) and refused.code is not RefusalCode.FRAUD
     local = a[2].local
-    assert local is not None and local.counters["lua"] == 2  # the first, then the refusal
+    # the first read (Fraud.fetch), then decided here; the refusal in Lua
+    assert local is not None and local.counters["lua"] == 1 and local.counters["local"] == 1
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sum(value["w"]["1/60"][2::3]) == 2
     assert value["r"]["broke"][0] == "known"
@@ -272,7 +281,7 @@ async def test_a_call_granted_in_part_is_counted_and_live_as_in_lua(
             value = unpack_value(await redis.get(FK.value_key("acc1")))
             seen.append((answer, value))
             if engine.local is not None:
-                assert engine.local.counters["local"] == 1  # "part" decided here
+                assert engine.local.counters["local"] == 2  # "first" (read first), "part"
         assert seen[0] == seen[1]
         answer, value = seen[0]
         assert isinstance(answer, Authorized)
@@ -313,7 +322,7 @@ async def test_busy_counters_at_their_edges_and_caps_as_in_lua(
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert len(value["g"]) == 64 and len(value["h"]) == 64  # capped
     assert counters[1]["fired"] > 100  # (the Lua side's rules)
-    assert counters[0]["local"] == 299, counters[0]
+    assert counters[0]["local"] == 300, counters[0]  # the first: read, then here
 
 
 async def test_a_kept_value_this_process_cannot_read_goes_to_lua(
@@ -330,7 +339,7 @@ async def test_a_kept_value_this_process_cannot_read_goes_to_lua(
     local.values.put(FK.value_key("acc1"), b"\xc1 not msgpack")
     for n in (2, 3):
         assert isinstance(await a[0].authorize(call(f"c{n}")), Authorized)
-    assert local.counters["lua"] == 2 and local.counters["local"] == 1  # c1, c2; c3
+    assert local.counters["lua"] == 1 and local.counters["local"] == 2  # c2; c1, c3
     assert sum("could not be read here" in r.getMessage() for r in caplog.records) == 1
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sum(value["w"]["1/60"][2::3]) == 3
@@ -350,7 +359,7 @@ async def test_a_cdr_this_process_counts_leaves_the_value_known_here(
     assert isinstance(await a[0].authorize(call("c3")), Authorized)
     local = a[2].local
     assert local is not None
-    assert local.counters["local"] == 2 and local.counters["moved"] == 0, local.counters
+    assert local.counters["local"] == 3 and local.counters["moved"] == 0, local.counters
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sorted(value["l"]) == ["c2", "c3"]
 
@@ -408,7 +417,7 @@ async def test_distinct_numbers_alike_drop_the_same_one_as_lua(
     calls = [(call(f"d{i}", called=f"03012{i:04d}"), 0.001) for i in range(12)]
     calls += [(call(f"e{i}", called=f"03012{i % 3:04d}"), 0.001) for i in range(6)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
-    assert counters[0]["local"] == len(calls) - 1
+    assert counters[0]["local"] == len(calls)  # the first: read, then decided here
 
 
 async def test_a_number_kept_as_text_among_hashes_alike_is_no_error(
@@ -429,7 +438,7 @@ async def test_a_number_kept_as_text_among_hashes_alike_is_no_error(
         await db.aclose()
     calls = [(call(f"d{i}", called=f"03012{i:04d}"), 0) for i in range(6)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls, flush=False)
-    assert counters[0]["local"] == len(calls) - 1
+    assert counters[0]["local"] == len(calls)  # the first: read, then decided here
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert "+49301234" in value["n"]["1"] and len(value["n"]["1"]) == 2
 
@@ -444,7 +453,7 @@ async def test_live_calls_alike_drop_the_same_one_as_lua(
     rule = {"name": "live", "kind": "concurrent", "max_calls": 1}
     calls = [(call(f"l{i}", called="030123456"), 0.001) for i in range(12)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
-    assert counters[0]["local"] == len(calls) - 1
+    assert counters[0]["local"] == len(calls)  # the first: read, then decided here
 
 
 async def test_range_and_identity_counters_alike_drop_the_same_one_as_lua(
@@ -467,7 +476,7 @@ async def test_range_and_identity_counters_alike_drop_the_same_one_as_lua(
               for i in range(128)]  # fmt: skip
     calls += [(call("new", user="u70", called="0303000000"), 0)]
     counters = await differential(redis7, redis7_server, tmp_path, rules, calls, users=users)
-    assert counters[0]["local"] == len(calls) - 1
+    assert counters[0]["local"] == len(calls)  # the first: read, then decided here
 
 
 async def test_a_retransmission_whose_record_exists_is_answered_as_lua_does(
@@ -520,7 +529,7 @@ async def test_a_clock_back_within_a_bucket_counts_as_the_walk_does(
     steps = (1.0, 0.1, -0.7, 20.1, 0.1)
     calls = [(call(f"c{n}"), step) for n, step in enumerate(steps)]
     counters = await differential(redis7, redis7_server, tmp_path, [rule], calls)
-    assert counters[0]["local"] == len(calls) - 1
+    assert counters[0]["local"] == len(calls)  # the first: read, then decided here
 
 
 # Alerting rules of every kind (the calls stay on the daemon's path) beside refusing and
@@ -649,7 +658,7 @@ async def test_a_send_that_fails_leaves_the_value_not_kept(
     assert isinstance(await a[0].authorize(call("a1")), Authorized)
     assert isinstance(await a[0].authorize(call("a2")), Authorized)
     local = a[2].local
-    assert local is not None and local.counters["local"] == 1  # a2 decided here
+    assert local is not None and local.counters["local"] == 2  # a1 (read first), a2
     value = FK.value_key("acc1")
     assert local.values.get(value) is not None
     acct = await redis7.hgetall(LK.acct_key("acc1"))
@@ -657,10 +666,61 @@ async def test_a_send_that_fails_leaves_the_value_not_kept(
     await redis7.set(LK.acct_key("acc1"), b"not a hash")  # the script fails on it
     with pytest.raises(Exception, match="WRONGTYPE"):
         await a[0].authorize(call("a3"))
-    assert local.counters["local"] == 1 and local.values.get(value) is None
+    assert local.counters["local"] == 2 and local.values.get(value) is None
     await redis7.delete(LK.acct_key("acc1"))
     await redis7.hset(LK.acct_key("acc1"), mapping=acct)
     assert a[0].fraud is not None
     await a[0].fraud.settle()  # the refusal's bookkeeping
     assert isinstance(await a[0].authorize(call("a4")), Authorized)
-    assert local.counters["local"] == 2  # the refusal's note said the bytes
+    assert local.counters["local"] == 3  # the refusal's note said the bytes (or read)
+
+
+async def test_a_moved_value_is_evaluated_again_here_once(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Daemon A knows the value; daemon B counts 3 calls. A's next call finds it moved:
+    the plain authorize says the stored bytes, A evaluates the call again on them and
+    sends the plain authorize again, so the call is decided in the daemon (not in Lua)
+    and counted exactly once, after B's."""
+    a = await side(redis7, tmp_path / "a", [VELOCITY, CONCURRENT])
+    b = await side(redis7, tmp_path / "b", [VELOCITY, CONCURRENT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    assert isinstance(await a[0].authorize(call("a1")), Authorized)
+    for n in range(3):
+        assert isinstance(await b[0].authorize(call(f"b{n}")), Authorized)
+    local = a[2].local
+    assert local is not None
+    assert isinstance(await a[0].authorize(call("a2")), Authorized)
+    assert local.counters == {"local": 2, "lua": 0, "moved": 1, "fetched": 1}
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 5
+    assert sorted(value["l"]) == ["a1", "a2", "b0", "b1", "b2"]
+    assert isinstance(await a[0].authorize(call("a3")), Authorized)  # known again
+    assert local.counters == {"local": 3, "lua": 0, "moved": 1, "fetched": 1}
+
+
+async def test_first_calls_at_once_read_the_value_and_keep_the_limit_exact(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A process that knows no value yet (just started) gets 20 authorizes of one
+    account at once, whose value another daemon left (4 calls in the window): each reads
+    the value (Fraud.fetch) and is decided in the daemon or, found moved, again; the
+    velocity limit of 10 lets exactly 6 more through, every attempt counted once."""
+    a = await side(redis7, tmp_path / "a", [VELOCITY, CONCURRENT])
+    b = await side(redis7, tmp_path / "b", [VELOCITY, CONCURRENT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    for n in range(4):
+        assert isinstance(await a[0].authorize(call(f"a{n}")), Authorized)
+    answers = await asyncio.gather(*(b[0].authorize(call(f"c{n}")) for n in range(20)))
+    await b[2].settle()
+    assert sum(isinstance(x, Authorized) for x in answers) == 6
+    assert all(x == Refused(RefusalCode.FRAUD, "slow down") for x in answers[6:] if
+               not isinstance(x, Authorized))  # fmt: skip
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 24  # every attempt counted once
+    assert len(value["l"]) == 10
+    local = b[2].local
+    assert local is not None and local.counters["fetched"] >= 1
+    assert local.counters["local"] == 6, local.counters  # the refusals: Lua's

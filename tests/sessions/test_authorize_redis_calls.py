@@ -85,6 +85,7 @@ async def test_a_new_calls_authorize_reads_what_it_needs_once(
     assert isinstance(answer, Authorized)  # caller known from now on
     assert first.get("evalsha", 0) + first.get("fcall", 0) == 2, first
     assert first.get("set", 0) == 1 + fraud  # the record; the rules' value
+    assert first.get("mget", 0) == fraud  # the rules' value read first (Fraud.fetch)
     answer, seen = await calls_of_one_authorize(redis, sessions, "s1")
     assert isinstance(answer, Authorized)
     inner = {k: v for k, v in seen.items() if k in NEW_CALL or k in LEDGER_READS}
@@ -99,11 +100,11 @@ async def test_a_new_calls_authorize_reads_what_it_needs_once(
     if fraud:  # the rules' value: one GET and one SET of {a:ID}:fr:v
         inner["get"] -= 1
         inner["set"] -= 1
-        # decided in the daemon (the first call's reply said the value: fraud/local.py,
-        # [fraud] local_values), so the plain authorize ran: no fraud_seen EXISTS
+        # decided in the daemon (fraud/local.py, [fraud] local_values: the first call
+        # read the value first), so the plain authorize ran: no fraud_seen EXISTS
         assert sessions.fraud is not None
         local = sessions.fraud.fraud.local
-        assert local is not None and local.counters["local"] == 1
+        assert local is not None and local.counters["local"] == 2
     assert inner == expected
     account = await ledger.get_account("acc1")
     assert account.live_sessions == 2 and account.reserved_micros > 0

@@ -48,18 +48,22 @@
 -- the plain authorize only, never wrapped): the account's rule value, and the caller
 -- IP's when it has one of its own, as the last 1 or 2 KEYS, and 3 ARGV each after the
 -- 10 above: the bytes the daemon evaluated on ('' none stored), the value the call
--- leaves, its PX ('0': unchanged). Stored bytes other than those: {'moved', {}},
--- nothing done (the daemon sends the call to the rules' Lua); so does a record of the
--- call ({'known', {}}: a retransmission, below). Written when the reserve granted a new
+-- leaves, its PX ('0': unchanged). Stored bytes other than those: {'moved', {the
+-- account's stored bytes, the caller IP's ('' none)}}, nothing done (the daemon
+-- evaluates the call again on them, once, else sends it to the rules' Lua); a record
+-- of the call ({'known', {}}: a retransmission, below). Written when the reserve granted a new
 -- call (in full or in part), as fraud_admit writes after its reserve.
 local fv, fip = nil, nil
 if #ARGV > 10 then
   local nf = (#ARGV - 10) / 3
   fv = KEYS[#KEYS - nf + 1]
-  if (redis.call('GET', fv) or '') ~= ARGV[11] then return {'moved', {}} end
+  local now_v = redis.call('GET', fv) or ''
+  local now_ip = nf == 2 and (redis.call('GET', KEYS[#KEYS]) or '')
+  if now_v ~= ARGV[11] or (now_ip and now_ip ~= ARGV[14]) then
+    return {'moved', {now_v, now_ip or ''}}
+  end
   if nf == 2 then
     fip = KEYS[#KEYS]
-    if (redis.call('GET', fip) or '') ~= ARGV[14] then return {'moved', {}} end
     KEYS[#KEYS] = nil
   end
   KEYS[#KEYS] = nil  -- KEYS[9] the locator, or none
