@@ -288,7 +288,7 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
             "load", sid,
         )  # fmt: skip
 
-    async def build() -> MeteredCredit:
+    async def build() -> tuple[MeteredCredit, Any]:
         await client.flushall()
         rc = RedisConfig()
         ledger = Ledger(
@@ -310,9 +310,9 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
             fraud = await default_fraud(client, ledger, ledger.clock_ms, int(local_values))
         sessions = _sessions(client, ledger, fraud)
         await sessions.store.load_scripts()
-        return MeteredCredit(sessions, ProcessMeters("main"), "radius")
+        return MeteredCredit(sessions, ProcessMeters("main"), "radius"), sessions
 
-    credit = loop.run_until_complete(build())
+    credit, sessions = loop.run_until_complete(build())
 
     async def some(first: int, count: int) -> None:
         sem = asyncio.Semaphore(32)
@@ -326,7 +326,13 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
 
     loop.run_until_complete(some(0, accounts))  # every caller remembered
 
+    first = os.environ.get("BENCH_FRAUD_FIRST") == "1"
+
     def run() -> None:
+        if first and sessions.fraud is not None:  # as after a start: none known
+            local = sessions.fraud.fraud.local
+            assert local is not None and items <= accounts
+            local.values._known.clear()
         loop.run_until_complete(some(accounts, items))
 
     return run
@@ -451,10 +457,18 @@ def main() -> None:
         help="authorize with the default fraud rules on ([fraud] local_values N; 0: the "
         "rules decided in Redis's Lua on every call)",
     )
+    parser.add_argument(
+        "--fraud-first",
+        action="store_true",
+        help="with --fraud-local-values: each authorize counted is its account's first in "
+        "this process (the kept values forgotten before, as after a start; --count <= 500)",
+    )
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
     if args.fraud_local_values:
         os.environ["BENCH_FRAUD_LOCAL_VALUES"] = args.fraud_local_values
+    if args.fraud_first:
+        os.environ["BENCH_FRAUD_FIRST"] = "1"
     for piece in args.pieces or PIECES:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")

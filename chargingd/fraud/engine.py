@@ -146,14 +146,14 @@ class Prepared:
         local, engine = self.local, self.engine
         assert local is not None
         local.counters["moved"] += 1
-        self.outcome = None
         if self.retried or engine is None or len(told) < 2:
+            self.outcome = None
             return False
         self.retried = True
         local.learnt(self.value, told[0])
         if self.ip_value != self.value:
             local.learnt(self.ip_value, told[1])
-        engine._evaluate_here(self, local)
+        engine._evaluate_here(self, local)  # sets self.outcome (None: not decided here)
         return self.outcome is not None
 
     def to_lua(self, moved: bool) -> None:
