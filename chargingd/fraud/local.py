@@ -13,16 +13,19 @@ call leaves once granted. The plain authorize (sessions/lua/session_authorize.lu
 compares the stored bytes with the ones the evaluation started from: equal (nobody
 wrote the value since), it reserves and, when it grants a new call, SETs the packed
 value; no rule runs in Lua. Not equal (another daemon or worker, a CDR's event, an
-unblock, an expiry), it does nothing and says so (``moved``); the call then goes to the
+unblock, an expiry), it does nothing and says so (``moved``) with the stored bytes: the
+call is evaluated again here on them, once (engine.Prepared.moved), else it goes to the
 fused script with the rules in Lua (session_authorize_fraud.lua), exactly as before,
-whose reply says the bytes the rules left: kept for the account's next call.
+whose reply says the bytes the rules left: kept for the account's next call. A value
+this process does not know yet (its first call of the account) is read first, one MGET
+(engine.Fraud.fetch), and the call evaluated here.
 
 So a rule decides on the exact state either way: the comparison is of the whole stored
 value, byte for byte, in the script that writes it. What stays with Lua: every call a
 rule would refuse or block (this process sees it coming and sends the call there), a
 deny flag, a retransmission or a remembered answer, a call the ledger refuses (the
-rules count it and remember the ledger's answer there), the first call of each value
-this process meets. Both paths read and write one stored layout (fraud.lua's value):
+rules count it and remember the ledger's answer there), a value that moved again
+between its re-evaluation and the script. Both paths read and write one stored layout (fraud.lua's value):
 daemons of the previous release and this one can serve the same accounts.
 
 The evaluation itself runs in C when fraud/_local.c is built (both of the Makefile's
