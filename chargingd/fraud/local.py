@@ -25,8 +25,9 @@ value, byte for byte, in the script that writes it. What stays with Lua: every c
 rule would refuse or block (this process sees it coming and sends the call there), a
 deny flag, a retransmission or a remembered answer, a call the ledger refuses (the
 rules count it and remember the ledger's answer there), a value that moved again
-between its re-evaluation and the script. Both paths read and write one stored layout (fraud.lua's value):
-daemons of the previous release and this one can serve the same accounts.
+between its re-evaluation and the script. Both paths read and write one stored layout
+(fraud.lua's value): daemons of the previous release and this one can serve the same
+accounts.
 
 The evaluation itself runs in C when fraud/_local.c is built (both of the Makefile's
 modes build it; optional): the same ops on a typed tree parsed from the stored bytes,
