@@ -27,6 +27,7 @@ from chargingd.rating.durations import NS_PER_S
 from chargingd.rating.model import (
     ANY_SUBJECT,
     DestinationRate,
+    MaxCostStrategy,
     PlanEntry,
     PricingMode,
     RatingError,
@@ -89,6 +90,7 @@ class _Slot:
     per_ns: int  # cost of one ns in 1/L units
     rate: Decimal
     unit_ns: int
+    per_increment: int  # increment_ns * per_ns: the cost of one increment (exact mode)
 
 
 @dataclass(slots=True)
@@ -98,6 +100,15 @@ class _DestRate:
     starts: list[int]
     connect: int  # 1/L units
     max_cost_micros: int | None
+    # src's rounding, read per span of a walk (price.py): native fields, not the
+    # interpreted dataclass's attributes
+    decimals: int
+    method: RoundingMethod
+    strategy: MaxCostStrategy
+    min_ns: int
+    # price.py _enough of this rate's boundary-free walk, for one limit (-1: not yet)
+    enough_limit: int = -1
+    enough: int = -1
 
 
 @dataclass(slots=True)
@@ -174,6 +185,11 @@ class Engine:
         self.scale_exp = max([_DISPLAY_SCALE, tariff.rounding_decimals, *self._exps(drs)])
         units = [s.rate_unit_ns for d in drs for s in d.rate.slots]
         self.denominator = math.lcm(1, *units) * _POW10[self.scale_exp]
+        # What the walks of price.py read per span (native fields): exact pricing or
+        # CGRateS' per-span rounding to `digits` decimals (1/L units per digit unit).
+        self.exact = self.mode is PricingMode.EXACT
+        self.digits = tariff.rounding_decimals
+        self.digit_units = self.denominator // _POW10[self.digits]
         compiled: dict[int, _DestRate] = {}
         self.plans: dict[int, dict[str, tuple[_Entry, ...]]] = {}
         for key, plan in plans.items():
@@ -210,6 +226,9 @@ class Engine:
         # Answers of full walks of max-usage (price.py _walked), by card, start, budget
         # and limit.
         self.card_walks: dict[tuple[int, int, int, int], tuple[object, int]] = {}
+        # The least budget no walk over some entries passes before a limit (price.py
+        # _enough), by id of the entries: (the entries, the limit, that budget).
+        self.enough: dict[int, tuple[tuple[_Entry, ...], int, int]] = {}
 
     @staticmethod
     def _exps(drs: list[DestinationRate]) -> Iterator[int]:
@@ -231,14 +250,22 @@ class Engine:
                 num, exp = _decimal_parts(dr.max_cost)
                 max_cost = num * _POW10[_MICRO_SCALE] // _POW10[exp]
             compiled[id(dr)] = _DestRate(
-                dr, slots, [s.start_ns for s in slots], self._units(dr.rate.connect_fee), max_cost
+                dr,
+                slots,
+                [s.start_ns for s in slots],
+                self._units(dr.rate.connect_fee),
+                max_cost,
+                dr.rounding_decimals,
+                dr.rounding_method,
+                dr.max_cost_strategy,
+                dr.min_duration_ns,
             )
         return _Entry(entry.period, entry.weight, compiled[id(dr)])
 
     def _slot(self, start_ns: int, increment_ns: int, rate: Decimal, unit_ns: int) -> _Slot:
         num, exp = _decimal_parts(rate)
         per_ns = num * self.denominator // (_POW10[exp] * unit_ns)
-        return _Slot(start_ns, increment_ns, per_ns, rate, unit_ns)
+        return _Slot(start_ns, increment_ns, per_ns, rate, unit_ns, increment_ns * per_ns)
 
     def _units(self, value: Decimal) -> int:
         num, exp = _decimal_parts(value)

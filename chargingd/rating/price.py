@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -9,9 +10,11 @@ from typing import ClassVar, Final
 
 from chargingd.rating.engine import (
     Engine,
+    _DestRate,
     _Entry,
     _Match,
     _Piece,
+    _Slot,
     display_cost,
     epoch_ns,
     from_epoch_ns,
@@ -22,7 +25,6 @@ from chargingd.rating.model import (
     CallCost,
     CostSpan,
     MaxCostStrategy,
-    PricingMode,
     RatingError,
     RoundingMethod,
 )
@@ -31,6 +33,12 @@ MAX_REMEMBERED = 65_536  # boundary-free answers kept per engine (the oldest evi
 # full walks' answers kept per engine (the oldest evicted): more than the calls whose
 # Interims come between one call's Interim and its Stop (the kit: blocks of 1,000)
 MAX_WALKS = 8_192
+# The enum members the walks compare with, read once (a compiled module reads a member
+# of an interpreted enum class through the class's attribute look-up every time).
+_DOWN: Final = RoundingMethod.DOWN
+_UP: Final = RoundingMethod.UP
+_FREE: Final = MaxCostStrategy.FREE
+_DISCONNECT: Final = MaxCostStrategy.DISCONNECT
 
 
 class InvalidUsage(RatingError):
@@ -247,9 +255,9 @@ def max_usage_match(
     budget = amount_micros
     max_cost = first.dr.max_cost_micros
     if max_cost is not None:
-        if first.dr.src.max_cost_strategy is MaxCostStrategy.FREE and budget >= max_cost:
+        if first.dr.strategy is _FREE and budget >= max_cost:
             return limit_ns  # the cost never grows past max_cost: free from there on
-        if first.dr.src.max_cost_strategy is MaxCostStrategy.DISCONNECT:
+        if first.dr.strategy is _DISCONNECT:
             budget = min(budget, max_cost)
     result = -1
     if horizon_ns > 0:
@@ -264,7 +272,7 @@ def max_usage_match(
     if result < 0:
         result = _walked(engine, call, match, first, budget, limit_ns, walks, owner)
     result = min(result, limit_ns)
-    min_ns = first.dr.src.min_duration_ns
+    min_ns = first.dr.min_ns
     if 0 < result < min_ns:
         # Any usage up to min_ns is billed as min_ns: affordable only if that is.
         cost = price(result) if price is not None else price_match(engine, call, match, result)
@@ -282,17 +290,25 @@ def _walked(
     walks: dict[tuple[int, int, int, int], tuple[object, int]] | None,
     owner: object,
 ) -> int:
-    """Where the full walk's cost passes `budget` (`limit_ns`: it never does). A walk
-    across a period boundary is ~15,000 instructions a piece, and credit control asks
-    the same one again (the Session-Timeout told, at each Interim and the Stop:
-    sessions/settle.py), so it is remembered in `walks` when given (round 17b)."""
-    key = (id(owner), call.start_ns, budget, limit_ns)
+    """Where the full walk's cost passes `budget` (`limit_ns`: it never does). A budget
+    no walk of the match's rates can spend before the limit (`_enough`: a rich
+    account's, in the kit every one) affords it without walking (round 18a). Credit
+    control asks the same walk again (the Session-Timeout told, at each Interim and the
+    Stop: sessions/settle.py), so it is remembered in `walks` when given (round 17b)."""
+    start_ns = call.start_ns
+    switches = engine.switches
+    index = bisect.bisect_right(switches, start_ns)
+    if index == len(switches) or switches[index] >= start_ns + limit_ns:
+        # No activation switch to re-resolve at: the walk's rates are the match's.
+        entries = match.entries
+        if budget >= _enough(engine, entries, limit_ns) >= 0:
+            return limit_ns
+    key = (id(owner), start_ns, budget, limit_ns)
     if walks is not None:
         known = walks.get(key)
         if known is not None and known[0] is owner:
             return known[1]
-    walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
-    found = _afford(engine, first, walk, budget)
+    found = _afford_walk(engine, call, match, first, budget, limit_ns)
     result = limit_ns if found is None else found
     if walks is not None:
         if len(walks) >= MAX_WALKS:
@@ -301,34 +317,21 @@ def _walked(
     return result
 
 
-def _afford(engine: Engine, first: _Entry, pieces: Iterable[_Piece], budget: int) -> int | None:
-    """Where the walk's cost passes `budget` micro-units (None: it never does)."""
-    acc = first.dr.connect
-    decimals, method = -1, RoundingMethod.HALF_UP
-    ceiling = -1
-    for piece in pieces:
-        if piece.entry.dr.src.rounding_decimals > decimals:
-            decimals, method = _rounding(piece, decimals, method)
-            ceiling = _ceiling(engine, budget, decimals, method)
-        fits = _fit(engine, piece, ceiling - acc)
-        if fits < piece.increments:
-            return piece.offset_ns + fits * piece.slot.increment_ns
-        acc += engine.span_units(piece.slot, piece.increments)[0]
-    return None
-
-
 def _afford_within(engine: Engine, first: _Entry, budget: int, limit_ns: int) -> int | None:
     """_afford of the boundary-free walk, remembered per (destination rate, budget,
     limit): it depends on nothing else (the plan id of its pieces is not read)."""
+    dr = first.dr
+    if budget >= _enough_flat(engine, dr, limit_ns):
+        return None  # (not remembered: a rich account's budget is seldom asked again)
     memo = engine.afford_within
-    key = (id(first.dr), budget, limit_ns)
+    key = (id(dr), budget, limit_ns)
     known = memo.get(key)
-    if known is not None and known[0] is first.dr:
+    if known is not None and known[0] is dr:
         return known[1]
-    found = _afford(engine, first, pieces_within(first, limit_ns, ""), budget)
+    found = _afford_flat(engine, first, budget, limit_ns)
     if len(memo) >= MAX_REMEMBERED:
         del memo[next(iter(memo))]  # the oldest goes
-    memo[key] = (first.dr, found)
+    memo[key] = (dr, found)
     return found
 
 
@@ -348,9 +351,9 @@ def _most(bound: int, den: int, mul: int, method: RoundingMethod) -> int:
     """The largest integer x >= -1 with round_div(x * mul, den, method) <= bound."""
     if bound < 0:
         return -1
-    if method is RoundingMethod.DOWN:
+    if method is _DOWN:
         return ((bound + 1) * den - 1) // mul
-    if method is RoundingMethod.UP:
+    if method is _UP:
         return (bound * den) // mul
     return ((2 * bound + 1) * den - 1) // (2 * mul)
 
@@ -365,47 +368,190 @@ def _ceiling(engine: Engine, budget: int, decimals: int, method: RoundingMethod)
     return _most(units_max, engine.denominator, pow10(decimals), method)
 
 
-def _fit(engine: Engine, piece: _Piece, room: int) -> int:
-    """The most increments of this span (0..piece.increments) costing at most `room` units."""
-    slot, top = piece.slot, piece.increments
+def _units(engine: Engine, slot: _Slot, increments: int) -> int:
+    """Engine.span_units(slot, increments)[0]: the cost of `increments` of a slot (1/L
+    units), without the tuple."""
+    if engine.exact or increments == 0:
+        return increments * slot.per_increment
+    den = engine.denominator
+    # round_div(..., HALF_UP) twice: to `digits` decimals, then per increment
+    span_q = (2 * increments * slot.per_increment * pow10(engine.digits) + den) // (2 * den)
+    increment_q = (2 * span_q + increments) // (2 * increments)
+    return increment_q * increments * engine.digit_units
+
+
+def _fit(engine: Engine, slot: _Slot, top: int, room: int) -> int:
+    """The most increments of a span of `top` increments of `slot` (0..top) costing at
+    most `room` units: in CGRateS' mode the per-span rounding makes the cost not
+    monotonic in the increments, so the answer is the one this search finds (a gallop
+    from room's estimate, then halving): the same probes in the same order always."""
     if room < 0:
         return 0
-    per_increment = slot.increment_ns * slot.per_ns
-    if engine.mode is PricingMode.EXACT:
+    per_increment = slot.per_increment
+    if engine.exact:
         return top if per_increment == 0 else min(top, room // per_increment)
-
-    def ok(n: int) -> bool:
-        return engine.span_units(slot, n)[0] <= room
-
-    if ok(top):
+    if _units(engine, slot, top) <= room:
         return top
-    lo, hi = 0, top  # ok(lo), not ok(hi)
+    lo, hi = 0, top  # fits lo, not hi
     if per_increment > 0 and top > 1:
-        lo, hi = _gallop(ok, min(max(room // per_increment, 1), top - 1), lo, hi)
+        # a gallop: narrow [lo, hi) around the guess by doubling steps
+        guess = min(max(room // per_increment, 1), top - 1)
+        step = 1
+        if _units(engine, slot, guess) <= room:
+            lo = guess
+            while lo + step < hi:
+                if _units(engine, slot, lo + step) > room:
+                    hi = lo + step
+                    break
+                lo += step
+                step *= 2
+        else:
+            hi = guess
+            while hi - step > lo:
+                if _units(engine, slot, hi - step) <= room:
+                    lo = hi - step
+                    break
+                hi -= step
+                step *= 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if ok(mid):
+        if _units(engine, slot, mid) <= room:
             lo = mid
         else:
             hi = mid
     return lo
 
 
-def _gallop(ok: Callable[[int], bool], guess: int, lo: int, hi: int) -> tuple[int, int]:
-    """Narrow [lo, hi) around a guess by doubling steps."""
-    step = 1
-    if ok(guess):
-        lo = guess
-        while lo + step < hi:
-            if not ok(lo + step):
-                return lo, lo + step
-            lo += step
-            step *= 2
-        return lo, hi
-    hi = guess
-    while hi - step > lo:
-        if ok(hi - step):
-            return hi - step, hi
-        hi -= step
-        step *= 2
-    return lo, hi
+def _slot_index(starts: list[int], offset_ns: int) -> int:
+    """bisect_right(starts, offset_ns) - 1 (starts[0] is 0, offset_ns >= 0): a rate
+    has a slot or a few."""
+    index = 0
+    count = len(starts)
+    while index + 1 < count and starts[index + 1] <= offset_ns:
+        index += 1
+    return index
+
+
+def _enough(engine: Engine, entries: tuple[_Entry, ...], limit_ns: int) -> int:
+    """The least budget (micro-units) no full walk over these entries (no activation
+    switch on the way) passes before `limit_ns`, from any start: a budget of at least
+    this much affords the limit without walking (`_least`); remembered per entries.
+    -1 when the walk may meet an instant without a rate (none of the entries' periods
+    is always active): it raises UnratedPeriod there, whatever the budget."""
+    known = engine.enough.get(id(entries))
+    if known is not None and known[0] is entries and known[1] == limit_ns:
+        return known[2]
+    least = -1
+    if any(entry.period.always for entry in entries):
+        least = _least(engine, [entry.dr for entry in entries], limit_ns)
+    if len(engine.enough) >= MAX_REMEMBERED:
+        del engine.enough[next(iter(engine.enough))]  # the oldest goes
+    engine.enough[id(entries)] = (entries, limit_ns, least)
+    return least
+
+
+def _enough_flat(engine: Engine, dr: _DestRate, limit_ns: int) -> int:
+    """_enough of the boundary-free walk of one rate (kept on it, for one limit)."""
+    if dr.enough_limit != limit_ns:
+        dr.enough = _least(engine, [dr], limit_ns)
+        dr.enough_limit = limit_ns
+    return dr.enough
+
+
+def _least(engine: Engine, drs: list[_DestRate], limit_ns: int) -> int:
+    """The least budget no walk priced by these rates only passes before `limit_ns`.
+
+    A walk's spans are billed consecutively from the call start, so their billed
+    lengths add up to where the last one ends: before limit_ns + its increment. The
+    total is then at most the largest connect fee plus that length at the dearest
+    rate per ns (exact mode); CGRateS' per-span rounding adds at most one digit unit
+    per increment (each of span_q and increment_q rounds half up: units(k) <= k * p +
+    (1 + k) * U / 2). Every ceiling a walk compares with (`_ceiling` of the budget, at
+    the decimals and method of one of these rates) is the largest total whose final
+    cost is within the budget, so it is at least this bound once the budget covers
+    the bound's final cost at each rate's rounding."""
+    slots = [slot for dr in drs for slot in dr.slots]
+    billed = limit_ns + max(slot.increment_ns for slot in slots)
+    bound = max(dr.connect for dr in drs) + billed * max(slot.per_ns for slot in slots)
+    if not engine.exact:
+        bound += (billed // min(slot.increment_ns for slot in slots) + 1) * engine.digit_units
+    return max(engine.final_micros(bound, dr.decimals, dr.method) for dr in drs)
+
+
+def _afford_flat(engine: Engine, first: _Entry, budget: int, limit_ns: int) -> int | None:
+    """Where the cost of the boundary-free walk from the call start (`first`'s rate
+    all along: pieces_within) passes `budget` micro-units; None: not before limit_ns.
+    One loop over its spans (a rate's slots), no piece objects."""
+    dr = first.dr
+    acc = dr.connect
+    ceiling = _ceiling(engine, budget, dr.decimals, dr.method)
+    starts = dr.starts
+    count = len(starts)
+    offset = 0
+    while offset < limit_ns:
+        index = _slot_index(starts, offset)
+        stop = limit_ns
+        if index + 1 < count and starts[index + 1] < stop:
+            stop = starts[index + 1]
+        slot = dr.slots[index]
+        step = slot.increment_ns
+        increments = -(-(stop - offset) // step)
+        fits = _fit(engine, slot, increments, ceiling - acc)
+        if fits < increments:
+            return offset + fits * step
+        acc += _units(engine, slot, increments)
+        offset += increments * step
+    return None
+
+
+def _afford_walk(
+    engine: Engine, call: Call, match: _Match, first: _Entry, budget: int, limit_ns: int
+) -> int | None:
+    """Where the cost of the full walk (Engine.pieces of the call until limit_ns: rates
+    by period, boundaries, activation switches and their re-resolution) passes
+    `budget` micro-units; None: not before limit_ns. The total is rounded once with the
+    largest decimals of any span so far (CGRateS GetLongestRounding; the first span
+    with them gives the method), so its ceiling changes only where they grow. One
+    loop, no generator and no piece objects (round 18a)."""
+    acc = first.dr.connect
+    decimals = -1
+    ceiling = -1
+    start_ns = call.start_ns
+    switches = engine.switches
+    switch_count = len(switches)
+    switch = bisect.bisect_right(switches, start_ns)
+    rematch: Callable[[int, int], _Match | None] | None = None
+    entries = match.entries
+    offset = 0
+    while offset < limit_ns:
+        now = start_ns + offset
+        while switch < switch_count and switches[switch] <= now:
+            switch += 1
+            if rematch is None:  # (made when first needed: a switch is crossed)
+                rematch = call.rematcher(engine)
+            found = rematch(now, start_ns) if rematch is not None else None
+            if found is not None:
+                entries = found.entries
+        entry, boundary = engine.at(entries, now)
+        if switch < switch_count and switches[switch] < boundary:
+            boundary = switches[switch]
+        dr = entry.dr
+        starts = dr.starts
+        index = _slot_index(starts, offset)
+        stop = boundary - start_ns
+        if limit_ns < stop:
+            stop = limit_ns
+        if index + 1 < len(starts) and starts[index + 1] < stop:
+            stop = starts[index + 1]
+        slot = dr.slots[index]
+        step = slot.increment_ns
+        increments = -(-(stop - offset) // step)
+        if dr.decimals > decimals:
+            decimals = dr.decimals
+            ceiling = _ceiling(engine, budget, decimals, dr.method)
+        fits = _fit(engine, slot, increments, ceiling - acc)
+        if fits < increments:
+            return offset + fits * step
+        acc += _units(engine, slot, increments)
+        offset += increments * step
+    return None
