@@ -182,11 +182,24 @@ def _pricer(items: int, setup: int) -> Callable[[], None]:
     return run
 
 
+def _clock_ms() -> Callable[[], int]:
+    """The sessions' clock: the wall clock, or (--clock-at, BENCH_CLOCK_AT_MS) one that
+    starts at a given instant and runs on with it: the rating of a call depends on the
+    hour (round 18a: before a tariff period boundary the Session-Timeout's walk crosses
+    it)."""
+    import time
+
+    at_ms = int(os.environ.get("BENCH_CLOCK_AT_MS", "0"))
+    if not at_ms:
+        return lambda: int(time.time() * 1000)
+    offset_ms = at_ms - int(time.time() * 1000)
+    return lambda: int(time.time() * 1000) + offset_ms
+
+
 def _sessions(client: object, ledger: object, fraud: object = None) -> Any:
     """Sessions as the daemon builds them: the sample retail plan, default config
     (imported here, as the pieces import theirs); ``fraud``: its fraud rules."""
     import tempfile
-    import time
 
     from chargingd.core.config import SessionsConfig
     from chargingd.rating.loaders import load_plan
@@ -198,7 +211,7 @@ def _sessions(client: object, ledger: object, fraud: object = None) -> Any:
         ledger=ledger,  # type: ignore[arg-type]
         pricer=Pricer({"retail": load_plan(REPO / "config" / "tariffs" / "sample.toml")}),
         cfg=SessionsConfig(),
-        clock_ms=lambda: int(time.time() * 1000),
+        clock_ms=_clock_ms(),
         data_dir=Path(tempfile.mkdtemp()),
         fraud=fraud,  # type: ignore[arg-type]
     )
@@ -463,8 +476,21 @@ def main() -> None:
         help="with --fraud-local-values: each authorize counted is its account's first in "
         "this process (the kept values forgotten before, as after a start; --count <= 500)",
     )
+    parser.add_argument(
+        "--clock-at",
+        default="",
+        metavar="ISO",
+        help="the sessions' clock starts at this instant (e.g. 2026-12-07T17:30:00+00:00, "
+        "1.5 h before the sample tariff's 19:00 boundary), not now",
+    )
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
+    if args.clock_at:
+        from datetime import datetime
+
+        os.environ["BENCH_CLOCK_AT_MS"] = str(
+            int(datetime.fromisoformat(args.clock_at).timestamp() * 1000)
+        )
     if args.fraud_local_values:
         os.environ["BENCH_FRAUD_LOCAL_VALUES"] = args.fraud_local_values
     if args.fraud_first:

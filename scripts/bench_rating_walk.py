@@ -20,7 +20,9 @@ Saturday 00:00-21:00). Each call is a new start to a number like the kit's
 
 The cards are warm (2,000 calls first in the same windows). Each case runs under
 ``valgrind --tool=callgrind`` twice, with N and 2N calls after the same set-up; the
-difference over N is printed.
+difference over N is printed. String hashing is seeded (PYTHONHASHSEED, default 0);
+runs of one tree still differ by up to ~0.6k (branch) to ~3k (main before round 18a)
+per call (memory addresses: dicts keyed by id(), the collector's timing).
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_rating_walk.py [--count 2000] [CASE...]
 
@@ -119,7 +121,8 @@ def _count(case: str, items: int, setup: int, keep: Path | None) -> int:
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable,
          __file__, "--child", case, str(items), str(setup)],
-        capture_output=True, text=True, check=True, env=dict(os.environ),
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")},
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
