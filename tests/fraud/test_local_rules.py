@@ -724,3 +724,63 @@ async def test_first_calls_at_once_read_the_value_and_keep_the_limit_exact(
     local = b[2].local
     assert local is not None and local.counters["fetched"] >= 1
     assert local.counters["local"] == 6, local.counters  # the refusals: Lua's
+
+
+IP_LIMIT = {"name": "per-ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 4,
+            "window_s": 60, "action": "refuse"}  # fmt: skip
+
+
+async def test_a_caller_ip_value_moved_alone_is_evaluated_again_and_its_limit_holds(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Daemon A knows acc1's value and the caller IP's; daemon B counts a call of
+    another account (acc2) from the same IP, so only the IP's own key moved. A's next
+    call is evaluated again on the IP's stored bytes (the account's unchanged) and
+    counted once there; the IP's limit holds across both daemons and accounts."""
+    a = await side(redis7, tmp_path / "a", [IP_LIMIT])
+    b = await side(redis7, tmp_path / "b", [IP_LIMIT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    await add_account(a[3], "acc2", identities=("user:bob",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    ip = "192.0.2.7"
+    first = call("a1").replace(caller_ip=ip)
+    assert isinstance(await a[0].authorize(first), Authorized)
+    other = call("b1", user="bob").replace(caller_ip=ip)
+    assert isinstance(await b[0].authorize(other), Authorized)
+    local = a[2].local
+    assert local is not None
+    assert isinstance(await a[0].authorize(call("a2").replace(caller_ip=ip)), Authorized)
+    assert local.counters["moved"] == 1 and local.counters["local"] == 2, local.counters
+    ipv = unpack_value(await redis7.get(FK.ip_value_key(ip)))
+    assert sum(ipv["w"]["1/60"][2::3]) == 3, ipv
+    # the 4th from the IP: B (knows the IP at 2: moved, again); the 5th refused (Lua)
+    assert isinstance(await b[0].authorize(call("b2", user="bob").replace(caller_ip=ip)),
+                      Authorized)  # fmt: skip
+    refused = await a[0].authorize(call("a3").replace(caller_ip=ip))
+    assert isinstance(refused, Refused), refused
+    await a[2].settle()
+    await b[2].settle()
+    ipv = unpack_value(await redis7.get(FK.ip_value_key(ip)))
+    assert sum(ipv["w"]["1/60"][2::3]) == 5, ipv  # every attempt counted once
+
+
+async def test_a_retransmission_of_another_daemons_call_found_moved_is_not_counted(
+    redis7: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Daemon A knows the value from before daemon B granted call s1; s1 retransmitted
+    to A: the plain authorize finds the value moved, A's second evaluation sees s1 in
+    the stored bytes and leaves it to fraud_seen, so s1 is counted once, answered as
+    granted."""
+    a = await side(redis7, tmp_path / "a", [VELOCITY, CONCURRENT])
+    b = await side(redis7, tmp_path / "b", [VELOCITY, CONCURRENT])
+    await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+    b[1].now_ms = a[1].now_ms
+    assert isinstance(await a[0].authorize(call("a1")), Authorized)
+    assert isinstance(await b[0].authorize(call("s1")), Authorized)
+    assert isinstance(await a[0].authorize(call("s1")), Authorized)
+    await a[2].settle()
+    local = a[2].local
+    assert local is not None and local.counters["local"] == 1, local.counters
+    value = unpack_value(await redis7.get(FK.value_key("acc1")))
+    assert sum(value["w"]["1/60"][2::3]) == 2, value
+    assert sorted(value["l"]) == ["a1", "s1"]
