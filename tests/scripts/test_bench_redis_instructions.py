@@ -44,8 +44,10 @@ def test_bench_prints_instructions_per_step() -> None:
 
 @pytest.mark.slow
 def test_bench_with_the_fraud_rules_counts_their_authorize() -> None:
-    """--fraud: the authorize is one FCALL of the fused script with the rules, which
-    costs Redis more than the plain one (the rules' Lua, the account's value)."""
+    """--fraud: the authorize is one FCALL, which costs Redis more than without the
+    rules: the account's rule value compared and written (the rules decided in the
+    daemon, fraud/local.py; each account's first call too since its value is read first:
+    docs/fraud.md "Twentieth round"; ~19-22k more here, ~31k with 2,000 calls)."""
     plain, rules = _run()["authorize"][0], _run("--fraud")
     assert rules["authorize"][1] == 1.0, rules
-    assert rules["authorize"][0] > plain + 20_000, (plain, rules)
+    assert rules["authorize"][0] > plain + 10_000, (plain, rules)
