@@ -784,3 +784,32 @@ async def test_a_retransmission_of_another_daemons_call_found_moved_is_not_count
     value = unpack_value(await redis7.get(FK.value_key("acc1")))
     assert sum(value["w"]["1/60"][2::3]) == 2, value
     assert sorted(value["l"]) == ["a1", "s1"]
+
+
+async def test_a_first_call_whose_value_cannot_be_read_goes_to_lua(
+    redis7: aioredis.Redis, redis7_server: EmbeddedRedis, tmp_path: Path, caplog: Any
+) -> None:
+    """The read of a value this process does not know fails (here: an ACL user that may
+    not MGET): nothing is learnt, the rules' Lua decides the call, counts it once and
+    says the bytes it left, so the account's next call is decided in the daemon; the
+    failure is logged, the answer stands."""
+    await redis7.execute_command("ACL", "SETUSER", "nomget", "on", ">pw", "~*", "&*", "+@all",
+                                 "-mget")  # fmt: skip
+    limited = aioredis.Redis(
+        unix_socket_path=str(redis7_server.socket_path), username="nomget", password="pw"
+    )
+    try:
+        a = await side(limited, tmp_path, [VELOCITY])
+        await add_account(a[3], "acc1", identities=("user:alice",), balance_micros=1_000 * EUR)
+        assert isinstance(await a[0].authorize(call("c1")), Authorized)
+        local = a[2].local
+        assert local is not None
+        assert local.counters == {"local": 0, "lua": 1, "moved": 0, "fetched": 0}
+        assert any("could not be read first" in r.getMessage() for r in caplog.records)
+        assert isinstance(await a[0].authorize(call("c2")), Authorized)
+        assert local.counters == {"local": 1, "lua": 1, "moved": 0, "fetched": 0}
+        value = unpack_value(await redis7.get(FK.value_key("acc1")))
+        assert sum(value["w"]["1/60"][2::3]) == 2  # each call counted once
+    finally:
+        await limited.aclose()
+        await redis7.execute_command("ACL", "DELUSER", "nomget")
