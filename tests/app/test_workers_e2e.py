@@ -228,4 +228,12 @@ def test_a_restarted_worker_spreads_as_the_main_process_started() -> None:
     assert (started.server.workers, started.radius.spread) == (2, "request")
     hashed = worker_config(Config(radius=RadiusConfig(spread="request")), 1)
     assert hashed.radius.spread == "source"
+    # By User-Name: the worker's program hashes the attribute the main process chose.
+    by_user = WorkerSupervisor(
+        "/etc/c.toml", "", 1, ComponentStats(), spread_over=2, spread_by="user"
+    )
+    args = parser.parse_args(by_user.argv(7)[4:])
+    assert (args.spread_over, args.spread_by) == (2, "user")
+    started = worker_config(edited, args.spread_over, args.spread_by)
+    assert (started.server.workers, started.radius.spread) == (2, "user")
     assert worker_config(edited, None) is edited  # an older main process: the file's

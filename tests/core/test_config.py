@@ -46,7 +46,7 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"workers": "2"}}, "server.workers must be int"),
         ({"server": {"workers": 0}}, "workers must be between"),
         ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
-        ({"radius": {"spread": "random"}}, 'spread must be "source" or "request"'),
+        ({"radius": {"spread": "random"}}, 'spread must be "source", "request", "user" or "ani"'),
         ({"radius": {"bind": "radius.example"}}, "[radius] bind 'radius.example' is not an IP"),
         ({"radius": {"bind": "localhost.example"}}, "[radius] bind 'localhost.example' is not"),
         (

@@ -455,3 +455,45 @@ async def wait_until_async(probe: Any, want: int, timeout_s: float = 10.0) -> No
         if loop.time() > deadline:
             raise AssertionError(f"not {want} in time")
         await asyncio.sleep(0.05)
+
+
+async def test_spread_by_user_keeps_each_accounts_value_in_one_process(tmp_path: Path) -> None:
+    """[radius] spread = "user", workers = 2: every call comes from a new gateway
+    socket (a new source port), yet each account's calls reach one process, so each
+    account's rule value is read once (its first call) and never moved by the other
+    process. (By Request Authenticator or source port, an account's calls reach both
+    processes: each reads the value, and they move it under each other.)"""
+    top = fraud_toml("", local_values=1000)  # the default rule set, decided in the daemon
+    daemon = start_daemon(
+        lambda: write_setup(
+            tmp_path, top=top, tariff_text=TARIFF, workers=2, radius_options={"spread": "user"}
+        ),
+        tmp_path / "daemon.log",
+    )
+    try:
+        accounts = [f"spread{n}" for n in range(12)]
+        for account in accounts:
+            daemon.create_account(account, "100.00")
+        for turn in range(4):
+            for account in accounts:
+                answer = await place(daemon, Call(f"{account}-{turn}", account, called=UK))
+                assert answer.code == rc.ACCESS_ACCEPT
+        calls = 4 * len(accounts)
+
+        def fraud() -> dict[str, int]:
+            return dict(daemon.call("server.status")["fraud"])
+
+        # A worker's counters arrive with its report (every report_interval_s).
+        for _ in range(100):
+            status = fraud()
+            if status["decided_here"] >= calls:
+                break
+            await asyncio.sleep(0.2)
+        assert status["decided_here"] == calls and status["decided_in_lua"] == 0, status
+        assert status["values_fetched"] == len(accounts), status  # once per account
+        assert status["moved_elsewhere"] == 0, status
+        processes = daemon.call("server.status")["radius"]["processes"]
+        assert len(processes) == 2
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")  # shown when the test fails
+        daemon.kill()

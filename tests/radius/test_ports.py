@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import select
 import socket
 import subprocess
@@ -14,7 +15,13 @@ import pytest
 from radius_e2e_harness import Daemon, write_setup
 
 from chargingd.radius import ports
-from chargingd.radius.ports import PortInUse, bind_udp, ensure_ports_free
+from chargingd.radius.ports import (
+    SPREAD_ATTRIBUTES,
+    PortInUse,
+    bind_udp,
+    ensure_ports_free,
+    spread_index,
+)
 
 
 def _holder(port: int) -> socket.socket:
@@ -64,7 +71,7 @@ def _drain(socks: dict[str, socket.socket]) -> dict[str, list[bytes]]:
         for name, sock in socks.items():
             while True:
                 try:
-                    got[name].append(sock.recv(100))
+                    got[name].append(sock.recv(4096))
                 except BlockingIOError:
                     break
     return got
@@ -113,6 +120,67 @@ def test_one_source_socket_is_spread_by_authenticator_and_retransmissions_stay()
     finally:
         gateway.close()
         for sock in group.values():
+            sock.close()
+
+
+def _with_attributes(attrs: list[tuple[int, bytes]], ident: int = 1) -> bytes:
+    """An Accounting-Request with these attributes and a random Authenticator."""
+    body = b"".join(bytes([kind, len(value) + 2]) + value for kind, value in attrs)
+    return bytes([4, ident]) + (20 + len(body)).to_bytes(2) + os.urandom(16) + body
+
+
+@pytest.mark.parametrize("mode", ["user", "ani"])
+def test_spread_by_caller_keeps_one_callers_requests_in_one_process(mode: str) -> None:
+    """[radius] spread = "user" / "ani": the program hashes that attribute's value, so a
+    caller's requests from every gateway socket reach one process (its kept fraud
+    values are not moved by another), callers still spread over all processes, and a
+    packet without the attribute goes by its Authenticator."""
+    attribute = SPREAD_ATTRIBUTES[mode]
+    group = {"a": bind_udp("127.0.0.1", 0, spread=3, spread_attribute=attribute)}
+    port = group["a"].getsockname()[1]
+    group |= {n: bind_udp("127.0.0.1", port, spread=3, spread_attribute=attribute) for n in "bc"}
+    gateways = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    rng = random.Random(7)
+    try:
+        callers = [f"{1000 + i}" for i in range(40)] + ["", "x", "ab", "abc"]  # 0-3 bytes
+        callers += [f"sip:+4930{i:09d}@sbc.example.net;user=phone{'x' * i}" for i in range(8)]
+        sent: dict[bytes, str | None] = {}
+        for caller in callers:
+            for n in range(6):
+                # Other attributes first (0-4 of them, random values) and after it.
+                before = [(4, os.urandom(4)) for _ in range(rng.randrange(5))]
+                after = [(44, os.urandom(8)), (40, b"\x00\x00\x00\x03")]
+                packet = _with_attributes([*before, (attribute, caller.encode()), *after], n)
+                sent[packet] = caller
+        for n in range(30):  # no such attribute (or past the 16 searched): by Authenticator
+            sent[_with_attributes([(4, os.urandom(4))] * (n % 20), n)] = None
+        for index, packet in enumerate(sent):
+            gateways[index % len(gateways)].sendto(packet, ("127.0.0.1", port))
+        got = _drain(group)
+        where = {p: name for name, packets in got.items() for p in packets}
+        assert set(where) == set(sent)  # nothing dropped by the program
+        for packet in sent:  # the kernel ran what spread_index says
+            assert where[packet] == "abc"[spread_index(packet, 3, attribute)], packet
+        for caller in callers:  # one caller: one process, whatever the gateway socket
+            assert len({where[p] for p, c in sent.items() if c == caller}) == 1, caller
+        for name in "abc":  # 52 callers: each process has a share of them
+            assert len({c for p, c in sent.items() if c is not None and where[p] == name}) > 5
+        no_attribute = [p for p, c in sent.items() if c is None]
+        assert all(where[p] == "abc"[_word_xor(p) % 3] for p in no_attribute)
+        # Malformed: a zero length before the attribute, or the attribute's own length
+        # byte 0/1: delivered (by Authenticator), never dropped.
+        broken = [
+            bytes([4, 9]) + (26).to_bytes(2) + os.urandom(16) + bytes([4, 0, 1, 2, 3, 4]),
+            bytes([4, 9]) + (26).to_bytes(2) + os.urandom(16) + bytes([attribute, 1, 1, 2]),
+            bytes([4, 9]) + (20).to_bytes(2) + os.urandom(16),
+        ]
+        for packet in broken:
+            gateways[0].sendto(packet, ("127.0.0.1", port))
+        again = _drain(group)
+        assert sorted(p for ps in again.values() for p in ps) == sorted(broken)
+        assert all(p in again["abc"[_word_xor(p) % 3]] for p in broken)
+    finally:
+        for sock in [*gateways, *group.values()]:
             sock.close()
 
 

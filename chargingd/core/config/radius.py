@@ -131,8 +131,9 @@ class RadiusConfig:
     # (counted as shed_stale): gateways retransmit after 1-3 s. 0 = never.
     max_wait_ms: int = 500
     # How [server] workers = N processes share the ports: "source" (the kernel's hash
-    # of the source address and port) or "request" (by Request Authenticator, so one
-    # gateway socket reaches every process; radius/ports.py).
+    # of the source address and port), "request" (by Request Authenticator, so one
+    # gateway socket reaches every process), "user" / "ani" (by the User-Name /
+    # Calling-Station-Id value: one caller's requests in one process; radius/ports.py).
     spread: str = "source"
     # Read datagrams with recvmmsg and send the replies of a loop iteration with one
     # sendmmsg (radius/_mmsg.c; Linux, when built): fewer system calls per request.
@@ -156,8 +157,10 @@ class RadiusConfig:
         self._validate_ports()
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
-        if self.spread not in ("source", "request"):
-            raise ValueError(f'spread must be "source" or "request", not {self.spread!r}')
+        if self.spread not in ("source", "request", "user", "ani"):
+            raise ValueError(
+                f'spread must be "source", "request", "user" or "ani", not {self.spread!r}'
+            )
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
         if self.duplicate_cache_ttl_s <= 0 or self.coa_timeout_s <= 0:
