@@ -290,12 +290,16 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
     from chargingd.sessions.ccapi import Authorized, CallInfo
 
     accounts = 1000
+    # --calls-before: each account called this many times before (values as a load run's)
+    before = int(os.environ.get("BENCH_CALLS_BEFORE", "1"))
+    # --numbers: the called numbers repeat every N calls (a load run's 10,000: classified once)
+    numbers = int(os.environ.get("BENCH_NUMBERS", "100000"))
     loop = uvloop.new_event_loop()
     client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 
     def call(i: int) -> CallInfo:  # as scripts/bench_authorize_redis.py
         sid = f"m-{i:08X}-{(i * 2654435761) & 0xFFFFFFFF:08X}-{i & 0xFFFF:04X}"
-        called = f"004420798{i % 100000:05d}"
+        called = f"004420798{i % numbers:05d}"
         return CallInfo(
             sid, f"{i % accounts:012d}", f"3161234{i % 100000:05d}", called, "127.0.0.1",
             "load", sid,
@@ -337,7 +341,8 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
 
         await asyncio.gather(*(one(i) for i in range(first, first + count)))
 
-    loop.run_until_complete(some(0, accounts))  # every caller remembered
+    for k in range(before):  # every caller remembered (and its values grown)
+        loop.run_until_complete(some(k * accounts, accounts))
 
     first = os.environ.get("BENCH_FRAUD_FIRST") == "1"
 
@@ -346,7 +351,7 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
             local = sessions.fraud.fraud.local
             assert local is not None and items <= accounts
             local.values._known.clear()
-        loop.run_until_complete(some(accounts, items))
+        loop.run_until_complete(some(before * accounts, items))
 
     return run
 
@@ -483,6 +488,19 @@ def main() -> None:
         help="the sessions' clock starts at this instant (e.g. 2026-12-07T17:30:00+00:00, "
         "1.5 h before the sample tariff's 19:00 boundary), not now",
     )
+    parser.add_argument(
+        "--calls-before",
+        type=int,
+        default=1,
+        help="authorize: each account called this many times before the counted calls "
+        "(with the fraud rules: values of that many live calls, as a load run's)",
+    )
+    parser.add_argument(
+        "--numbers",
+        type=int,
+        default=100_000,
+        help="authorize: the called numbers repeat every N calls (default: each new)",
+    )
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
     if args.clock_at:
@@ -495,6 +513,8 @@ def main() -> None:
         os.environ["BENCH_FRAUD_LOCAL_VALUES"] = args.fraud_local_values
     if args.fraud_first:
         os.environ["BENCH_FRAUD_FIRST"] = "1"
+    os.environ["BENCH_CALLS_BEFORE"] = str(args.calls_before)
+    os.environ["BENCH_NUMBERS"] = str(args.numbers)
     for piece in args.pieces or PIECES:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")
