@@ -39,6 +39,7 @@ from chargingd.ledger.steps import fused_source
 log = logging.getLogger("chargingd.fraud")
 
 UNBLOCK_FROM = ("blocked/fraud",)
+VALUE_KEYS: Final = 65_536  # accounts whose value's key Fraud keeps built
 _UNREADABLE = "fraud rules evaluated in Lua: a value could not be read here"
 _FETCH_FAILED = "fraud rules evaluated in Lua: their values could not be read first"
 # A rule set as authorize uses it (Fraud._split): its own rules, its rules per caller
@@ -310,6 +311,12 @@ class Fraud:
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
         self._splits: dict[int, tuple[tuple[Rule, ...], Split]] = {}
+        # the last rule set's split: every account has the same set unless overridden
+        self._last_rules: tuple[Rule, ...] = ()
+        self._last_split: Split | None = None
+        # account id -> its value's key (FK.value_key), the oldest dropped first
+        self._value_keys: dict[str, str] = {}
+        self.value_keys_max = VALUE_KEYS
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
         # the authorize rules evaluated here, on the values kept (the fused authorize only)
         self.local = LocalRules(cfg.local_values) if cfg.local_values > 0 else None
@@ -336,13 +343,24 @@ class Fraud:
         if not plan.rules and not must_check and not ip_apart:
             return None
         acc = facts.account_id
-        value = FK.value_key(acc)
+        value = self._value_key(acc)
         block = P.with_block(plan, self.ledger.steps, acc) if plan.may_block else []
         ip_value = FK.ip_value_key(facts.caller_ip) if ip else value
         refusal_ttl = self.ledger.steps.refusal_ttl_ms
         return Prepared(
             facts, dest, plan, rules, now, value, ip_value, block, self.record_key, refusal_ttl
         )
+
+    def _value_key(self, account_id: str) -> str:
+        """FK.value_key, kept per account (a look-up where building it cost ~1k
+        instructions per authorize); up to VALUE_KEYS, the oldest dropped first."""
+        keys = self._value_keys
+        key = keys.get(account_id)
+        if key is None:
+            if len(keys) >= self.value_keys_max:  # the oldest goes (not all at once)
+                del keys[next(iter(keys))]
+            key = keys[account_id] = FK.value_key(account_id)
+        return key
 
     def status(self) -> dict[str, int]:
         """The counters `ctl status` shows (summed over the workers): the rules' own, and
@@ -370,8 +388,8 @@ class Fraud:
             return
         prepared.local = local
         prepared.engine = self
-        values = local.values
-        if values.raw(prepared.value) is None or values.raw(prepared.ip_value) is None:
+        known = local.values.known  # (its dict: two look-ups, not two method calls)
+        if prepared.value not in known or prepared.ip_value not in known:
             prepared.fetch = True
             return
         self._evaluate_here(prepared, local)
@@ -425,6 +443,9 @@ class Fraud:
     def _split(self, rules: tuple[Rule, ...]) -> Split:
         """P.split of a rule set, its compiled ops and its per-IP ops alone (Redis
         Cluster), worked out once per set (authorize runs it every call)."""
+        last = self._last_split
+        if rules is self._last_rules and last is not None:
+            return last
         found = self._splits.get(id(rules))
         if found is None or found[0] is not rules:
             if len(self._splits) >= 10_000:  # the oldest goes (not all at once)
@@ -433,6 +454,8 @@ class Fraud:
             compiled = Compiled(own, per_ip, self.live_ttl_ms)
             ip_alone = Compiled((), per_ip, self.live_ttl_ms)
             found = self._splits[id(rules)] = (rules, (own, per_ip, must_check, compiled, ip_alone))
+        self._last_rules = rules
+        self._last_split = found[1]
         return found[1]
 
     async def check(self, facts: CallFacts) -> Verdict:

@@ -507,7 +507,8 @@ class FusedPath:
             keys.append(fraud.value)
             if outcome.ip_expect is not None:
                 keys.append(fraud.ip_value)
-            return self._authorize.sha, self.library, args + outcome.argv()
+            args.extend(outcome.argv())  # (args is this call's own list)
+            return self._authorize.sha, self.library, args
         # With the rules in Lua, the wrapper checks the account with these 2 arguments
         # (before the rules count the call; the ledger's check_packed.lua, its key the
         # reserve's KEYS[1]): session_authorize does not check it again.
