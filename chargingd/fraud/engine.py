@@ -316,7 +316,6 @@ class Fraud:
         self._last_split: Split | None = None
         # account id -> its value's key (FK.value_key), the oldest dropped first
         self._value_keys: dict[str, str] = {}
-        self.value_keys_max = VALUE_KEYS
         self.counters = {"checked": 0, "refused": 0, "blocked": 0, "events": 0, "fired": 0}
         # the authorize rules evaluated here, on the values kept (the fused authorize only)
         self.local = LocalRules(cfg.local_values) if cfg.local_values > 0 else None
@@ -357,7 +356,7 @@ class Fraud:
         keys = self._value_keys
         key = keys.get(account_id)
         if key is None:
-            if len(keys) >= self.value_keys_max:  # the oldest goes (not all at once)
+            if len(keys) >= VALUE_KEYS:  # the oldest goes (not all at once)
                 del keys[next(iter(keys))]
             key = keys[account_id] = FK.value_key(account_id)
         return key

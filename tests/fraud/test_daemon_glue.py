@@ -14,6 +14,7 @@ from fakes import Clock
 from fraud_harness import BERLIN, call, make_fraud
 
 from chargingd.fraud import keys as FK
+from chargingd.fraud.engine import VALUE_KEYS
 from chargingd.fraud.local import Values
 from chargingd.fraud.plan import AuthPlan
 
@@ -21,22 +22,23 @@ RULE = {"name": "v", "kind": "velocity", "max_calls": 1, "window_s": 60, "action
 
 
 async def test_value_keys_kept_bounded_oldest_first(redis: aioredis.Redis, clock: Clock) -> None:
-    """Each account's value key as FK builds it, at most value_keys_max kept, the
-    oldest dropped first (one at a time: the newest stay), asked again after its drop
-    built again right."""
+    """Each account's value key as FK builds it, at most VALUE_KEYS kept, the oldest
+    dropped first (one at a time: the newest stay), asked again after its drop built
+    again right."""
     fraud = await make_fraud(redis, clock, [RULE])
-    fraud.value_keys_max = 3
-    names = [f"acc{n}" for n in range(5)]
+    names = [f"acc{n}" for n in range(VALUE_KEYS + 5)]
     for name in names:
         assert fraud._value_key(name) == FK.value_key(name)
     kept = fraud._value_keys
-    assert list(kept) == names[2:]  # acc0, acc1 dropped, in that order
+    assert len(kept) == VALUE_KEYS
+    assert next(iter(kept)) == "acc5"  # acc0..acc4 dropped, the rest kept in order
+    assert list(kept)[-3:] == names[-3:]
     assert fraud._value_key("acc0") == FK.value_key("acc0")
-    assert list(kept) == ["acc3", "acc4", "acc0"]
+    assert len(kept) == VALUE_KEYS and "acc5" not in kept and list(kept)[-1] == "acc0"
     for n in range(50):
         prepared = fraud.prepare(call(BERLIN, f"x{n}"))
         assert prepared is not None and prepared.value == FK.value_key(f"x{n}")
-        assert len(kept) <= 3
+    assert len(kept) == VALUE_KEYS
 
 
 async def test_each_rule_set_has_its_own_split_when_accounts_alternate(
