@@ -37,7 +37,16 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.chain import chained
-from chargingd.ledger.thin import CommandNotSent, Entry, Retry, ThinPool, packable
+from chargingd.ledger.thin import (
+    CommandNotSent,
+    Entry,
+    Group,
+    Retry,
+    Slot,
+    ThinPool,
+    Waiter,
+    packable,
+)
 
 try:  # hiredis packs a command in C; redis-py's asyncio packer is pure Python (~15 us)
     from hiredis import pack_command as _pack
@@ -88,6 +97,32 @@ class CommandBatcher:
             self._scheduled = True
             loop.call_soon(self._flush)
         return futures
+
+    def submit_group(
+        self, commands: list[tuple[tuple[Any, ...], Retry]]
+    ) -> asyncio.Future[list[Any]]:
+        """submit_many's commands with one future for all of them: it resolves, once
+        every command's outcome is known, to their replies in order, each command's
+        error (a ResponseError, NOSCRIPT after its retry, a lost connection) in its
+        place as the exception; it is cancelled when any of them is."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        group = Group(future, len(commands))
+        queue = self._queue
+        index = 0
+        for command, retry in commands:
+            queue.append((command, Slot(group, index), retry))
+            index += 1
+        if not index:
+            future.set_result([])
+            return future
+        queued = len(queue)
+        if queued >= self.max_batch or (0 < self.early <= queued and self._redis_idle()):
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
 
     def _redis_idle(self) -> bool:
         """No pipeline of this batcher in Redis's hands or on its way there (a task
@@ -198,7 +233,7 @@ class CommandBatcher:
             if not future.done():  # done: the caller was cancelled; the command ran anyway
                 future.set_result(result)
 
-    def _retry(self, future: asyncio.Future[Any], retry: Callable[[], Awaitable[Any]]) -> None:
+    def _retry(self, future: Waiter, retry: Callable[[], Awaitable[Any]]) -> None:
         async def again() -> None:
             try:
                 result = await retry()

@@ -29,7 +29,7 @@ import importlib
 import select
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
@@ -41,11 +41,82 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chargingd.core.chain import chained
 
+
+class Waiter(Protocol):
+    """What a batch entry's reply is given to: an asyncio.Future, or a Slot of a group
+    of commands sent together (one future for all of them)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def cancel(self, msg: Any | None = None) -> bool: ...
+
+
 # A retry for one command after NOSCRIPT (the script is loaded again, then re-run).
 Retry = Callable[[], Awaitable[Any]] | None
-Entry = tuple[tuple[Any, ...], asyncio.Future[Any], Retry]
+Entry = tuple[tuple[Any, ...], Waiter, Retry]
 # What the batcher does with NOSCRIPT: run the retry, resolve the future with it.
-RetryHook = Callable[[asyncio.Future[Any], Callable[[], Awaitable[Any]]], None]
+RetryHook = Callable[[Waiter, Callable[[], Awaitable[Any]]], None]
+
+
+class Group:
+    """Commands submitted together (CommandBatcher.submit_group): one future, resolved
+    with every command's outcome in order (its reply, or the exception it failed with:
+    a reply is never an exception at the top level, hiredis's error replies are raised
+    as theirs) once the last is known; cancelled when any of them is (a dropped
+    connection, the caller's task). Where a future per command cost its creation, its
+    result and its own await in the caller: ~3,000 instructions a command, 7 of a
+    Stop's close in one group (docs/performance.md, round 19a)."""
+
+    __slots__ = ("future", "pending", "results")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future = future
+        self.results: list[Any] = [None] * count
+        self.pending = count
+
+    def settle(self, index: int, outcome: Any) -> None:
+        self.results[index] = outcome
+        self.pending -= 1
+        if self.pending == 0 and not self.future.done():
+            self.future.set_result(self.results)
+
+
+class Slot:
+    """One command's place in a Group: a Waiter (done, set_result, set_exception, cancel
+    as an asyncio.Future's, for the connection and the batcher)."""
+
+    __slots__ = ("group", "index", "settled")
+
+    def __init__(self, group: Group, index: int) -> None:
+        self.group = group
+        self.index = index
+        self.settled = False
+
+    def done(self) -> bool:
+        return self.settled or self.group.future.done()
+
+    def set_result(self, result: Any, /) -> None:
+        if self.settled:
+            raise asyncio.InvalidStateError("result is already set")
+        self.settled = True
+        self.group.settle(self.index, result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if self.settled:
+            raise asyncio.InvalidStateError("result is already set")
+        self.settled = True
+        self.group.settle(self.index, exception)
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        return self.group.future.cancel(msg)
+
 
 _NONE: list[Entry] = []
 _PUSH: type = getattr(hiredis, "PushNotification", type(None))  # hiredis >= 3.2
@@ -220,6 +291,16 @@ def thin_settings(redis: Redis) -> Settings | None:
     return Settings(probe, int(pool.max_connections))
 
 
+def _resolve(future: Waiter, reply: Any) -> None:
+    """A command's reply to its waiter, unless done (the caller was cancelled: the
+    command ran anyway); a group's Slot by native calls."""
+    if isinstance(future, Slot):
+        if not future.done():
+            future.set_result(reply)
+    elif not future.done():
+        future.set_result(reply)
+
+
 class ThinConnection:
     """One connection (an asyncio protocol, duck-typed): one batch at a time on it."""
 
@@ -292,8 +373,8 @@ class ThinConnection:
                     self.index = index
                     self._drop(reply)
                     return
-            elif not future.done():  # done: the caller was cancelled; the command ran anyway
-                future.set_result(reply)
+            else:
+                _resolve(future, reply)
             if index + 1 == len(batch):
                 self._finished()
 

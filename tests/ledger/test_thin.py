@@ -526,3 +526,87 @@ def test_under_uvloop(server: EmbeddedRedis, scenario: Any) -> None:
             await client.aclose()
 
     uvloop.run(run())
+
+
+@pytest.mark.parametrize("thin", [True, False], ids=["thin", "redis-py"])
+async def test_a_group_resolves_once_with_every_outcome_in_its_place(
+    client: aioredis.Redis, thin: bool
+) -> None:
+    """submit_group (one future for commands sent together, round 19a): the replies in
+    order, a failing command's error in its place (WRONGTYPE, NOSCRIPT without a retry,
+    an argument no Redis type takes), a NOSCRIPT with its retry answered by the retry;
+    the others ran; the same outcomes as a future per command (submit_many)."""
+    batcher = CommandBatcher(client, thin=thin)
+    sha = await client.script_load("return ARGV[1]")
+    await client.set("str", "x")
+    await client.script_flush()
+    retried: list[str] = []
+
+    async def retry() -> Any:
+        retried.append("yes")
+        await client.script_load("return ARGV[1]")
+        return await client.evalsha(sha, 0, "b")
+
+    commands: list[tuple[tuple[Any, ...], Any]] = [
+        (("INCR", "n"), None),
+        (("HGET", "str", "f"), None),  # WRONGTYPE
+        (("EVALSHA", sha, 0, "b"), retry),  # NOSCRIPT, then its retry's reply
+        (("EVALSHA", sha, 0, "c"), None),  # NOSCRIPT, no retry: the error itself
+        (("SET", "who", None), None),  # never sent: DataError
+        (("INCR", "n"), None),
+    ]
+    group = batcher.submit_group(commands)
+    assert not group.done()
+    outcomes = await group
+    assert outcomes[0] == 1 and outcomes[5] == 2
+    assert isinstance(outcomes[1], ResponseError) and "WRONGTYPE" in str(outcomes[1])
+    assert outcomes[2] == b"b" and retried == ["yes"]
+    assert isinstance(outcomes[3], NoScriptError)
+    assert isinstance(outcomes[4], DataError)
+    assert await client.exists("who") == 0
+    # as a future per command answers them
+    await client.script_flush()
+    futures = batcher.submit_many(commands)
+    each = await asyncio.gather(*futures, return_exceptions=True)
+    assert [type(o) for o in each] == [type(o) for o in outcomes]
+    assert (each[0], each[2], each[5]) == (3, b"b", 4)
+    assert await batcher.submit_group([]) == []
+
+
+async def test_a_group_in_a_batch_redis_dropped_fails_every_command_in_its_place(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"
+    group = batcher.submit_group(
+        [(("SET", "k", "1"), None), (("EVAL", BUSY, 0, 2000), None), (("INCR", "n"), None)]
+    )
+    await asyncio.sleep(0.1)  # the script runs
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    outcomes = await group  # resolved (not raised), each command's outcome in its place
+    assert len(outcomes) == 3
+    # (the SET's reply is written by Redis after the script, with it, or not at all)
+    assert outcomes[0] == b"OK" or isinstance(outcomes[0], RedisConnectionError)
+    assert all(isinstance(o, RedisConnectionError) for o in outcomes[1:]), outcomes
+    assert not any(isinstance(o, CommandNotSent) for o in outcomes)  # they may have run
+
+
+async def test_a_group_is_cancelled_with_its_batch(
+    server: EmbeddedRedis, client: aioredis.Redis
+) -> None:
+    batcher = CommandBatcher(client)
+    assert await batcher.submit(("PING",)) == b"PONG"
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        group = batcher.submit_group([(("INCR", "n"), None), (("INCR", "n"), None)])
+        await asyncio.sleep(0.05)
+        batcher.close()
+        assert group.cancelled()
+        assert batcher.thin is not None and not batcher.thin.open
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert await batcher.submit(("GET", "n")) in (b"2", None)  # a new connection
+    assert await batcher.submit(("INCR", "n")) == 3  # the cancelled batch had run
