@@ -444,21 +444,16 @@ class SessionStore(LiveIndexes):
         (redis-py's Script in a Pipeline costs a SCRIPT EXISTS round trip every time.)
         """
         if self._batcher is not None:
-            futures = self._batcher.submit_many([(c, _retry(self, c)) for c in commands])
-            # One batch answers them in order: awaiting each in turn is gather's result
-            # without its per-call future and callbacks (on every request).
-            results = []
-            for index, future in enumerate(futures):
-                try:
-                    results.append(await future)
-                except BaseException as exc:
-                    if errors and isinstance(exc, ResponseError):
-                        results.append(exc)  # this command's own error
-                        continue
-                    for rest in futures[index + 1 :]:  # the caller learns the first
-                        rest.add_done_callback(_retrieved)  # error; theirs are seen
-                    raise
-            return results
+            # One future for the commands (a future per command, and an await of
+            # each, were ~3,000 instructions a command: round 19a): their outcomes in
+            # order, each error in its place; the caller learns the first one.
+            outcomes = await self._batcher.submit_group([(c, _retry(self, c)) for c in commands])
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    if errors and isinstance(outcome, ResponseError):
+                        continue  # this command's own error, its result
+                    raise outcome
+            return outcomes
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
             for command in commands:
@@ -562,28 +557,7 @@ class SessionStore(LiveIndexes):
         locator, old_locator), whose fields naming the record's account it drops.
         ``whole``: (the stored value the caller knows, the new value): the new value
         written as it is while the stored one is still that (no merge in Lua)."""
-        key = record_key(rec.account_id, rec.session_id)
-        self.uncache(rec.session_id)  # its stored value changes
-        merged = fields_map(fields, self.layout)
-        if unlocate is not None:
-            command: tuple[Any, ...] = (
-                "EVALSHA",
-                self._set.sha,
-                3,
-                key,
-                *unlocate,
-                ttl_s,
-                merged,
-                rec.session_id,
-                rec.account_id,
-            )
-        else:
-            command = ("EVALSHA", self._set.sha, 1, key, ttl_s, merged)
-        if whole is None:
-            return command
-        if unlocate is None:
-            command += ("", "")  # (ARGV[3..4]: no locator shards named)
-        return (*command, *whole)
+        return _set_command(self, rec, fields, ttl_s, unlocate, whole)
 
     async def update(self, rec: SessionRecord, **fields: str | int) -> None:
         """Overwrite some fields of a live record (grant, deadline, cut state); a record
@@ -664,7 +638,8 @@ class SessionStore(LiveIndexes):
             await self.mark_closed(rec, **fields)
         else:
             xadd = ("XADD", CDR_STREAM, "*", "cdr", cdr.pack())
-            replies = await self.send([xadd, *self._closing(rec, fields, stored, closed)])
+            # (_closing's function: a native call, not a method's by name)
+            replies = await self.send([xadd, *_closing_writes(self, rec, fields, stored, closed)])
             entry_id = replies[0]
         if self.cdr_written is not None:
             self.cdr_written(entry_id, cdr)
@@ -680,34 +655,7 @@ class SessionStore(LiveIndexes):
         becomes a string kept as long as the closed record (a late Stop finds it); a
         call without a locator (echo_class) gets none (one for this id would be
         another client's call). ``stored``, ``closed``: see append_cdr_and_close."""
-        self._located.pop(rec.session_id, None)
-        acc, sid = rec.account_id, rec.session_id
-        # Single Redis: the record's script drops the live locator too (one script);
-        # Redis Cluster: the locator's shard is in another slot, a script of its own.
-        one_script = self._batcher is not None
-        fields = {**fields, "state": CLOSED}
-        # lastseen, locator and old_locator from one crc32 of the id (three: round 13b)
-        seen, locator, old_locator = close_keys(rec.gateway, sid, self.shards)
-        unlocate = (locator, old_locator) if one_script else None
-        # The closed record whole (session_set.lua writes it as it is while ``stored``
-        # is still the stored value: no decode and re-encode in Lua, -53k of Redis's
-        # instructions a Stop, round 14a), else the fields merged
-        whole = None
-        if stored is not None and closed is not None:
-            whole = (stored, closed.pack(layout=self.layout))
-        marked = self._setting(rec, fields, self.closed_ttl_s, unlocate=unlocate, whole=whole)
-        locating = [] if one_script else self._unlocating(acc, sid)
-        if self.needs_locator(rec):
-            locating.append(("SET", loc_key(sid), acc, "EX", self.closed_ttl_s))
-        who = rec.member
-        return [
-            marked,
-            ("HDEL", live_key(rec.account_id), rec.session_id),
-            *locating,
-            ("ZREM", DEADLINES, who),
-            ("ZREM", seen, who),
-            ("DEL", fin_key(rec.account_id, rec.session_id)),
-        ]
+        return _closing_writes(self, rec, fields, stored, closed)
 
     async def append_cdr(self, cdr: CDR) -> bytes:
         """XADD the rated CDR to the stream the exporter drains (field "cdr", msgpack)."""
@@ -717,6 +665,84 @@ class SessionStore(LiveIndexes):
     async def record_orphan(self, fields: dict[str, str]) -> None:
         """Accounting that matches no account: kept in a stream with its reason."""
         await self.redis.xadd(ORPHANS, fields, maxlen=ORPHANS_MAXLEN, approximate=True)
+
+
+def _set_command(
+    store: SessionStore,
+    rec: SessionRecord,
+    fields: dict[str, str | int],
+    ttl_s: int,
+    unlocate: tuple[str, str] | None,
+    whole: tuple[bytes, bytes] | None,
+) -> tuple[Any, ...]:
+    """SessionStore._setting, a native call from the close's writes (the store is a
+    plain class: a method call by name, and its keyword arguments parsed, per Stop)."""
+    sid = rec.session_id
+    key = record_key(rec.account_id, sid)
+    store._records.pop(sid, None)  # uncache: its stored value changes
+    store._fresh.pop(sid, None)
+    merged = fields_map(fields, store.layout)
+    sha: str = store._set.sha
+    if unlocate is not None:
+        command: tuple[Any, ...] = (
+            "EVALSHA",
+            sha,
+            3,
+            key,
+            unlocate[0],
+            unlocate[1],
+            ttl_s,
+            merged,
+            sid,
+            rec.account_id,
+        )
+    else:
+        command = ("EVALSHA", sha, 1, key, ttl_s, merged)
+    if whole is None:
+        return command
+    if unlocate is None:
+        command += ("", "")  # (ARGV[3..4]: no locator shards named)
+    return (*command, whole[0], whole[1])
+
+
+def _closing_writes(
+    store: SessionStore,
+    rec: SessionRecord,
+    fields: dict[str, str | int],
+    stored: bytes | None,
+    closed: SessionRecord | None,
+) -> list[tuple[Any, ...]]:
+    """SessionStore._closing, a native call (see _set_command): the store's attributes
+    read once, its methods (needs_locator, _setting, _unlocating) by their functions."""
+    acc, sid = rec.account_id, rec.session_id
+    store._located.pop(sid, None)
+    # Single Redis: the record's script drops the live locator too (one script);
+    # Redis Cluster: the locator's shard is in another slot, a script of its own.
+    one_script = store._batcher is not None
+    closed_ttl_s: int = store.closed_ttl_s
+    fields = {**fields, "state": CLOSED}
+    # lastseen, locator and old_locator from one crc32 of the id (three: round 13b)
+    seen, locator, old_locator = close_keys(rec.gateway, sid, store.shards)
+    unlocate = (locator, old_locator) if one_script else None
+    # The closed record whole (session_set.lua writes it as it is while ``stored``
+    # is still the stored value: no decode and re-encode in Lua, -53k of Redis's
+    # instructions a Stop, round 14a), else the fields merged
+    whole = None
+    if stored is not None and closed is not None:
+        whole = (stored, closed.pack(layout=store.layout))
+    marked = _set_command(store, rec, fields, closed_ttl_s, unlocate, whole)
+    locating = [] if one_script else store._unlocating(acc, sid)
+    if _needs_locator(store.echo_class, rec):
+        locating.append(("SET", loc_key(sid), acc, "EX", closed_ttl_s))
+    who = rec.member
+    return [
+        marked,
+        ("HDEL", live_key(acc), sid),
+        *locating,
+        ("ZREM", DEADLINES, who),
+        ("ZREM", seen, who),
+        ("DEL", fin_key(acc, sid)),
+    ]
 
 
 __all__ = [
@@ -741,9 +767,3 @@ __all__ = [
     "record_key",
     "split_member",
 ]
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """Mark a future's outcome as seen (asyncio logs an exception nobody retrieved)."""
-    if not future.cancelled():
-        future.exception()
