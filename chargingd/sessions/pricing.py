@@ -87,6 +87,12 @@ class Pricer:
         self._last_subject = ""
         self._last_number = ""
         self._last_card: RateCard | None = None
+        # number -> (plan, subject, the card _looked_up answered for them): a call's
+        # later questions (its Interim's three, its Stop's two) among the other calls'
+        # without the plan's prefix walk, rating subject and tuple key each time (~3,000
+        # instructions a question, round 19a); checked whole (plan, subject, covers), at
+        # most CARDS_MAX numbers, all forgotten when full.
+        self._by_number: dict[str, tuple[str, str, RateCard]] = {}
 
     def _plan(self, plan_id: str) -> TariffPlan:
         """A loaded plan; UnknownPlan for a live session whose plan is no longer loaded
@@ -124,7 +130,20 @@ class Pricer:
             and last.covers(start_ns)
         ):
             return last
-        card = self._looked_up(plan_id, subject, number, start_ns)
+        known = self._by_number.get(number)
+        if (
+            known is not None
+            and known[1] == subject
+            and known[0] == plan_id
+            and known[2].covers(start_ns)
+        ):
+            card = known[2]
+        else:
+            card = self._looked_up(plan_id, subject, number, start_ns)
+            by_number = self._by_number
+            if len(by_number) >= CARDS_MAX:
+                by_number.clear()
+            by_number[number] = (plan_id, subject, card)
         self._last_plan = plan_id
         self._last_subject = subject
         self._last_number = number

@@ -127,9 +127,7 @@ def _reused(pricer: Pricer, subject: str, number: str, start_ms: int, seen: set[
         ]
     except RatingError as exc:
         return type(exc).__name__
-    plan = pricer.plans["p"]
-    digits = plan.destinations.significant(number.lstrip("+"))
-    seen.add(pricer._cards[("p", plan.rating_subject(subject), digits)])
+    seen.add(pricer._last_card)  # the card that answered them
     return [(c.cost_micros, c.billed_s, c.destination_id) for c in costs], paid
 
 
@@ -203,3 +201,51 @@ def test_the_last_card_answers_only_the_same_question_it_covers() -> None:
             assert (got.cost_micros, got.billed_s, got.destination_id) == _fresh(
                 plan, subject, number, start_ms
             )[0][4]  # type: ignore[index]  # (USAGES_S[4]: 1800)
+
+
+def test_a_numbers_card_is_taken_again_only_for_its_plan_and_subject() -> None:
+    """Pricer._card's card by number (round 19a: a call's later questions among other
+    calls'): the same number asked under two plans (one of them dearer) and three
+    subjects (three rates), interleaved with other numbers, across a period boundary,
+    and past CARDS_MAX numbers (the memo forgotten): every answer as a fresh card's.
+    Fails when the memo is taken for another plan or subject, or past its card's
+    boundary."""
+    sample = REPO / "config" / "tariffs" / "sample.toml"
+    dear = Path(tempfile.mkdtemp(prefix="cards-")) / "dear.toml"
+    dear.write_text(sample.read_text().replace('rate = "0.', 'rate = "1.'))
+    plans = {"p": load_plan(sample), "q": load_plan(dear)}
+    assert plans["p"] is not plans["q"]
+    pricer = Pricer(plans)
+    fresh = {"p": load_plan(sample), "q": load_plan(dear)}
+    rng = random.Random(19)
+    # Monday 4 January 2027, peak until 19:00 London (= UTC in winter)
+    base_ms = int(datetime(2027, 1, 4, 18, 55, tzinfo=UTC).timestamp() * 1000)
+    number = "447700900123"
+    others = [f"4420794{n:05d}" for n in range(40)]
+    answers: set[tuple[int, int, str]] = set()
+    for i in range(3000):
+        plan_id = rng.choice("pq")
+        subject = rng.choice(["acc1", "wholesale", "carrier-b"])
+        called = number if i % 2 else rng.choice(others)
+        start_ms = base_ms + rng.randrange(600_000)  # across 19:00
+        usage_s = rng.choice((1, 61, 600))
+        got = pricer.price(
+            plan_id, subject=subject, number=called, start_ms=start_ms, usage_s=usage_s
+        )
+        card = fresh[plan_id].card(subject=subject, destination=called, start_ns=start_ms * MS)
+        want = card.price(usage_s * 1_000_000_000)
+        assert (got.cost_micros, got.destination_id) == (want.cost_micros, want.destination_id)
+        paid = pricer.paid_s(
+            plan_id, subject=subject, number=called, start_ms=start_ms, amount_micros=70_000
+        )
+        assert paid == card.max_usage(70_000) // 1_000_000_000
+        if called == number and usage_s == 600:
+            answers.add((got.cost_micros, start_ms >= base_ms + 300_000, plan_id + subject))
+        if i == 1500:  # past CARDS_MAX numbers: the memo forgotten, then built again
+            for n in range(5000):
+                pricer.paid_s(
+                    "p", subject="acc1", number=f"3361{n:06d}", start_ms=base_ms,
+                    amount_micros=1,
+                )  # fmt: skip
+    # every plan, subject and period answered, not all at one price
+    assert len({a[2] for a in answers}) == 6 and len({a[0] for a in answers}) >= 6
