@@ -67,7 +67,8 @@ class LedgerBase:
         refusal_ttl_s: int = 60,
         batch_early: int = 16,
     ) -> None:
-        """Optional extras beyond the contract: partial_grants (reserve's default policy),
+        """Optional extras beyond the contract: partial_grants (reserve's default policy
+        for a direct caller; sessions pass partial=True on every path),
         session_ttl_s (tombstone/debit record lifetime), reclaim_per_reserve, the hold
         index pad/grace (see sweep_expired), audit_holds (audit reserve too),
         batch_commands (pipeline each loop tick's calls; default: on unless a cluster;

@@ -297,6 +297,8 @@ class Authorizer:
             rec.session_id,
             amount,
             lease_ms=lease_ms,
+            # always, whatever [ledger] partial_grants says: as the fused authorize's
+            # (FusedPath._constants; docs/credit-control.md "Partial grants")
             partial=True,
             new_session=True,
         )

@@ -219,8 +219,11 @@ class FusedPath:
         (the account check packed in 2: StepBuilder.first_check). The values are in the
         script's code, so its name (a library's: its code's hash) and its sha change
         with them: two configurations or versions side by side each call their own,
-        with the same keys (Redis Cluster never takes this path: sessions/service.py)."""
-        sample = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0)
+        with the same keys (Redis Cluster never takes this path: sessions/service.py).
+        A call's grant is always partial (as the step-by-step authorize's reserve):
+        ``[ledger] partial_grants`` is Ledger.reserve's default for its direct callers,
+        never a call's (docs/credit-control.md, "Partial grants")."""
+        sample = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0, partial=True)
         kept = [*sample.argv[4:10], sample.argv[11], self.store.session_ttl_s]
         values = ", ".join(_lua_text(_wire(v)) for v in kept)
         return "{" + values + f", first = {'true' if first else 'false'}" + "}"
@@ -231,9 +234,12 @@ class FusedPath:
         RENEW_RESERVE, reserve.lua's ARGV.c (its ARGV[5..10] and [12]: partial, new
         session '0', who, audit length, reclaims, audit of holds, refusal ttl): the same
         values as StepBuilder.commit and .reserve give an Interim (renew()), kept in the
-        code, so the name and sha change with them (as _constants)."""
+        code, so the name and sha change with them (as _constants). The renewal is
+        partial whatever ``[ledger] partial_grants`` says, as Grants.renew's (_constants)."""
         commit = self.steps.commit("a", "s", 0, now_ms=0, policy="cap").argv[3:7]
-        step = self.steps.reserve("a", "s", 1, lease_ms=1, now_ms=0, new_session=False)
+        step = self.steps.reserve(
+            "a", "s", 1, lease_ms=1, now_ms=0, partial=True, new_session=False
+        )
         reserve = [*step.argv[4:10], step.argv[11]]
         return (
             f"local RENEW_COMMIT = {_lua_table(commit)}\n"

@@ -133,6 +133,8 @@ class Grants:
                 rec.session_id,
                 max(want, 1),
                 lease_ms=self._grant_lease_ms(grant_s, hold_to_s),
+                # always, whatever [ledger] partial_grants says: as the fused renew's
+                # (FusedPath._renew_constants; docs/credit-control.md "Partial grants")
                 partial=True,
                 new_session=False,
             )

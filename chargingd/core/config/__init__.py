@@ -109,7 +109,8 @@ class AdminConfig:
 class LedgerConfig:
     # How often the sweeper reclaims expired holds.
     sweep_interval_s: float = 5.0
-    # Grant less than asked when the account cannot cover the whole amount.
+    # Ledger.reserve's default for its direct callers: grant less than asked when the
+    # account cannot cover the whole amount. A call's grants are always partial.
     partial_grants: bool = True
     # Audit entries kept per account (oldest trimmed first); 0 keeps all.
     audit_max_entries: int = 100_000
