@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from fraud_harness import make_fraud
 from sessions_harness import (
     BERLIN,
     BERLIN_PER_S,
@@ -42,12 +43,43 @@ GRANT_S = 75
 ANSWER_AFTER_S = 2  # ringing
 
 
+# [fraud] rules that never fire here: the authorize takes the fraud wrapper's script
+# (session_authorize_fraud.lua, its reserve's constants the plain authorize's) or the
+# rules' own script first, step by step
+LENIENT = [
+    {"name": "fast", "kind": "velocity", "scope": "account", "max_calls": 50, "window_s": 60,
+     "action": "refuse"},
+    {"name": "many", "kind": "concurrent", "max_calls": 50, "action": "refuse"},
+]  # fmt: skip
+
+
 async def _sessions(
-    redis: aioredis.Redis, tmp_path: Path, clock: Clock, *, partial_grants: bool, fused: bool
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    clock: Clock,
+    *,
+    partial_grants: bool,
+    fused: bool,
+    fraud: str = "",
 ) -> tuple[Ledger, Sessions]:
+    """``fraud``: "" no rules; "here" the rules evaluated in this process (the plain
+    authorize's script); "lua" in the fused wrapper's script (local_values = 0)."""
     ledger = Ledger(redis, clock_ms=clock, partial_grants=partial_grants)
     await ledger.load_scripts()
     sessions = make_sessions(redis, ledger, clock, tmp_path)
+    if fraud:
+        local_values = 0 if fraud == "lua" else 16_384
+        engine = await make_fraud(redis, clock, LENIENT, ledger=ledger, local_values=local_values)
+        base = sessions
+        sessions = Sessions(
+            redis=redis,
+            ledger=ledger,
+            pricer=base.pricer,
+            cfg=base.cfg,
+            clock_ms=clock,
+            data_dir=tmp_path,
+            fraud=engine,
+        )
     assert sessions.fused is not None  # a single Redis: the fused path unless told
     await sessions.store.load_scripts()  # as a daemon's start (Functions on a 7)
     if not fused:
@@ -86,13 +118,14 @@ async def _run(
     interims: tuple[int, ...],
     stop_s: int,
     known: bool,
+    fraud: str = "",
 ) -> dict[str, Any]:
     """One call (after a warm-up call when ``known``: the caller's one-round-trip
     authorize), step by step as a gateway sends it; what each step answered and left."""
     await redis.flushall()
     clock = Clock()
     ledger, sessions = await _sessions(
-        redis, tmp_path, clock, partial_grants=partial_grants, fused=fused
+        redis, tmp_path, clock, partial_grants=partial_grants, fused=fused, fraud=fraud
     )
     await add_account(ledger, balance_micros=balance_micros)
     if known:  # a call that never rang through: the caller is known, nothing charged
@@ -211,4 +244,31 @@ async def test_first_grant_paid_in_part_is_granted_in_part_on_both_paths(
     assert (stop["state"], stop["balance"], stop["reserved"], stop["debits"]) == (
         "closed", 0, 0, EUR // 2,
     )  # fmt: skip
+    assert seen["cdr"] == ("normal", 50, EUR // 2)
+
+
+@pytest.mark.parametrize("rules", ["here", "lua"])
+@pytest.mark.parametrize("known", [False, True])
+@pytest.mark.parametrize("partial_grants", [False, True])
+async def test_first_grant_paid_in_part_with_the_fraud_rules_on_both_paths(
+    server: aioredis.Redis, tmp_path: Path, partial_grants: bool, known: bool, rules: str
+) -> None:
+    """The same with [fraud] on (rules that do not fire), fused: the rules evaluated
+    here and the plain authorize, or the rules in the wrapper's script
+    (session_authorize_fraud.lua, its reserve's constants the plain authorize's);
+    step by step: the rules' own script, then the reserve."""
+    seen = await _both_paths(
+        server,
+        tmp_path,
+        partial_grants=partial_grants,
+        balance_micros=EUR // 2,
+        interims=(30,),
+        stop_s=50,
+        known=known,
+        fraud=rules,
+    )
+    answer, first, *_ = seen["steps"]
+    assert isinstance(answer, Authorized)
+    assert answer.session_timeout_s == 50 and answer.credit_micros == EUR // 2
+    assert (first["held"], first["limited"]) == (EUR // 2, 1)
     assert seen["cdr"] == ("normal", 50, EUR // 2)
