@@ -1,6 +1,6 @@
 """`[ledger] partial_grants` means the same on every path of a call.
 
-A call's grants are always partial grants (docs/credit-control.md, "Grants"): a call
+A call's grants are always partial grants (docs/credit-control.md, "Partial grants"): a call
 that can afford only part of a grant gets that part and a deadline where it ends, on
 the fused scripts (a single Redis: sessions/fused.py's constants) and step by step
 (Redis Cluster, scripts unavailable: Grants.renew, Authorizer._reserve_first_steps)
