@@ -116,23 +116,42 @@ class EmbeddedRedis:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         import redis as syncredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry as SyncRetry
 
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"embedded redis-server exited; see {self.dir / 'redis.log'}")
-            if self.socket_path.exists():
-                try:
-                    client = syncredis.Redis(unix_socket_path=str(self.socket_path))
-                    # Wait for the AOF to load before serving (LOADING errors otherwise).
-                    if client.ping():
-                        client.close()
-                        log.info("embedded redis ready at %s", self.socket_path)
-                        return
-                except (syncredis.ConnectionError, syncredis.BusyLoadingError):
-                    pass
-            time.sleep(0.02)
+        # One probe per pass, no retries of redis-py's own (3, with back-off: a server
+        # that exits at once, a bad AOF, held this ~4 s per attempt on a stale socket).
+        client = syncredis.Redis(
+            unix_socket_path=str(self.socket_path),
+            retry=SyncRetry(NoBackoff(), 0),
+            socket_connect_timeout=1.0,
+            socket_timeout=1.0,
+        )
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"embedded redis-server exited; see {self.dir / 'redis.log'}"
+                    )
+                if self.socket_path.exists():
+                    try:
+                        # Wait for the AOF to load before serving (LOADING errors otherwise).
+                        if client.ping():
+                            log.info("embedded redis ready at %s", self.socket_path)
+                            return
+                    except (
+                        syncredis.ConnectionError,
+                        syncredis.BusyLoadingError,
+                        syncredis.TimeoutError,
+                    ):
+                        pass
+                time.sleep(0.02)
+        finally:
+            client.close()
         self.stop()
-        raise RuntimeError("embedded redis-server did not become ready")
+        raise RuntimeError(
+            f"embedded redis-server did not become ready; see {self.dir / 'redis.log'}"
+        )
 
     def _stop_orphan(self) -> None:
         """Stop a redis-server left running on this dir by a daemon that was killed.
