@@ -62,6 +62,9 @@ class OpenedRedis:
     client: RedisClient
     label: str
     url: str  # "" = the configured [redis] (workers read it from the config)
+    # The embedded redis-server this call started (stopped when the stack unwinds):
+    # the daemon supervises it (restarts it when it dies); None for any other Redis.
+    embedded: EmbeddedRedis | None = None
 
 
 class Factory:
@@ -93,6 +96,7 @@ class Factory:
         """
         r = self.cfg.redis
         url: str | None = None
+        started: EmbeddedRedis | None = None
         if r.url or r.cluster_nodes:
             label = redact_url(r.url) if r.url else "cluster:" + ",".join(r.cluster_nodes)
         else:
@@ -102,13 +106,14 @@ class Factory:
             if owner or not embedded.socket_path.exists() or not await _answers(url):
                 await asyncio.to_thread(embedded.start)
                 stack.callback(embedded.stop)
+                started = embedded
         client = self.redis_client(url)
         stack.push_async_callback(client.aclose)
         try:
             await wait_ready(client, REDIS_READY_TIMEOUT_S)
         except _UNREACHABLE as exc:
             raise RedisUnreachable(f"cannot reach Redis at {label}: {exc}") from exc
-        return OpenedRedis(client, label, url or r.url)
+        return OpenedRedis(client, label, url or r.url, started)
 
     # -- alerts ------------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ set an event (SIGHUP is logged and ignored: there is no configuration reload);
 components stop in reverse order (the admin socket first: it stops accepting and
 drains in-flight requests), then Redis closes and the embedded server stops. Add a
 component by appending a factory to ``COMPONENTS``.
+
+The embedded redis-server this process started is supervised while it serves
+(core/redisconn.py EmbeddedSupervisor: started again from its AOF when it dies); the
+supervisor stops as soon as the stop event is set, before anything else stops.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
 from chargingd.core.loops import Disabled, run_every
 from chargingd.core.ratelog import RateLimitedLog
-from chargingd.core.redisconn import RedisClient
+from chargingd.core.redisconn import EmbeddedRedis, EmbeddedSupervisor, RedisClient
 from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
 from chargingd.fraud import FraudEvents, FraudOff
 from chargingd.ledger import Ledger, LedgerError
@@ -47,6 +51,8 @@ from chargingd.sessions.upgrade import upgrade_and_log
 log = logging.getLogger("chargingd.server")
 
 SHUTDOWN_GRACE_S = 5.0  # in-flight admin requests get this long to finish
+# server.status's component of the embedded redis-server's supervisor (its restarts).
+EMBEDDED_STATS = EmbeddedSupervisor.name
 
 
 class Component(Protocol):
@@ -292,6 +298,9 @@ def build_monitoring(rt: Runtime) -> Component:
         rt.sessions.store.cdr_written = monitor.feeder.remember
     exporter = rt.registry.component("exporter")
     rt.meters.add_source(lambda: exporter_samples(exporter.counters))
+    embedded = rt.registry.components.get(EMBEDDED_STATS)
+    if embedded is not None:  # the embedded redis-server's supervisor runs here
+        rt.meters.add_source(lambda: embedded_redis_samples(embedded.counters))
     rt.monitor = monitor
     return monitor
 
@@ -306,6 +315,11 @@ def exporter_samples(counters: dict[str, int]) -> list[tuple[str, tuple[str, ...
     ]
     out.append(("chargingd_exporter_errors_total", (), counters.get("errors", 0)))
     return out
+
+
+def embedded_redis_samples(counters: dict[str, int]) -> list[tuple[str, tuple[str, ...], float]]:
+    """The embedded redis-server supervisor's restarts as a metric sample."""
+    return [("chargingd_redis_restarts_total", (), counters.get("restarts", 0))]
 
 
 def build_http(rt: Runtime) -> Component:
@@ -418,6 +432,10 @@ class Daemon:
         claim_socket_path(self.cfg.admin_socket)
         async with contextlib.AsyncExitStack() as stack:
             redis = await self.factory.open_redis(stack, owner=True)
+            supervisor = self._supervise(redis.embedded)
+            if supervisor is not None:
+                # Unwound before the server stops: no restart of a server being stopped.
+                stack.push_async_callback(supervisor.stop)
             # The record layout: the deployment's choice, stored by this main process
             # (its workers and the tools only read it), before anything builds Sessions.
             await self.factory.agree_records(redis.client, store=True)
@@ -447,7 +465,20 @@ class Daemon:
             log.debug("%d objects alive after start-up frozen out of the collector", frozen)
             await stop.wait()
             log.info("chargingd stopping")
+            if supervisor is not None:
+                # From here on a server that exits is not started again: the daemon is
+                # stopping (a service manager may have sent redis-server SIGTERM too).
+                await supervisor.stop()
         log.info("chargingd stopped")
+
+    def _supervise(self, embedded: EmbeddedRedis | None) -> EmbeddedSupervisor | None:
+        """The restarter of the embedded redis-server this process started (none for a
+        configured Redis: chargingd never restarts a Redis it did not start)."""
+        if embedded is None:
+            return None
+        supervisor = EmbeddedSupervisor(embedded, self.registry.component(EMBEDDED_STATS))
+        supervisor.start()
+        return supervisor
 
     async def _stop_components(self) -> None:
         for component in reversed(self.components):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from redis.exceptions import (
 )
 
 from chargingd.core.config import RedisConfig
+from chargingd.core.status import ComponentStats
 
 log = logging.getLogger("chargingd.redis")
 
@@ -182,6 +184,155 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+# The embedded server's supervisor (EmbeddedSupervisor): how often it looks whether the
+# process still runs (a waitpid, off the request path), the pause before a restart
+# when the server keeps dying (doubling), and how long a server must have run for its
+# next death to be restarted at once again.
+SUPERVISE_POLL_S = 0.5
+SUPERVISE_BACKOFF_S = 0.5
+SUPERVISE_BACKOFF_MAX_S = 30.0
+SUPERVISE_HEALTHY_AFTER_S = 30.0
+
+
+def exit_reason(code: int) -> str:
+    """A Popen returncode as an operator reads it: "killed by SIGKILL", "exit code 1"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class EmbeddedSupervisor:
+    """Starts the embedded redis-server again when it dies under the daemon.
+
+    The daemon's main process owns the server (its workers only connect to it). A
+    task polls the child (``Popen.poll``, every SUPERVISE_POLL_S): when it has exited
+    (OOM-killed, SIGKILL, a crash) the same EmbeddedRedis is started again, from its
+    AOF in the same directory, on the same unix socket, with the same options. The
+    first restart after a server that ran SUPERVISE_HEALTHY_AFTER_S is immediate; one
+    that keeps dying (or failing to start) is restarted after 0.5 s, 1 s, 2 s ... up to
+    30 s. Each death and each restart is a WARNING line (the exit code or signal, how
+    long the server was down); a failed restart is one ERROR line per episode. The
+    clients reconnect on their own once the socket answers again.
+
+    ``stop`` (at the daemon's shutdown, before the server is stopped) ends the task;
+    a restart under way finishes first, so the server it started is the one
+    ``EmbeddedRedis.stop`` stops: never one started after it.
+    """
+
+    name = "embedded-redis"
+
+    def __init__(
+        self,
+        server: EmbeddedRedis,
+        stats: ComponentStats,
+        *,
+        poll_s: float = SUPERVISE_POLL_S,
+        backoff_s: float = SUPERVISE_BACKOFF_S,
+        backoff_max_s: float = SUPERVISE_BACKOFF_MAX_S,
+        healthy_after_s: float = SUPERVISE_HEALTHY_AFTER_S,
+    ) -> None:
+        self.server = server
+        self.stats = stats
+        self.poll_s = poll_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.healthy_after_s = healthy_after_s
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        stats.set("restarts", stats.get("restarts"))
+        stats.set("restart_failures", stats.get("restart_failures"))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="embedded-redis-supervisor")
+
+    async def stop(self) -> None:
+        """No restart from now on; waits for one under way (bounded by its start timeout)."""
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep; True when told to stop meanwhile (or before)."""
+        if self._stopping.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return self._stopping.is_set()
+        return True
+
+    async def _run(self) -> None:
+        backoff_s = self.backoff_s
+        restarted_at = -math.inf  # the daemon's own start is no restart
+        seen_alive = time.monotonic()
+        while True:
+            proc = self.server.proc
+            code = proc.poll() if proc is not None else None
+            if code is None:
+                seen_alive = time.monotonic()
+                if await self._pause(self.poll_s):
+                    return
+                continue
+            assert proc is not None
+            noticed = time.monotonic()
+            dead_pid = proc.pid
+            why = exit_reason(code)
+            if noticed - restarted_at >= self.healthy_after_s:
+                backoff_s = self.backoff_s
+                delay_s = 0.0
+            else:  # it died soon after the last restart: it keeps dying, wait first
+                delay_s = backoff_s
+                backoff_s = min(backoff_s * 2, self.backoff_max_s)
+            log.warning(
+                "embedded redis-server pid %d died (%s); restarting it from its AOF%s",
+                dead_pid,
+                why,
+                f" in {delay_s:.1f} s" if delay_s else "",
+            )
+            failed = False
+            while True:
+                if delay_s and await self._pause(delay_s):
+                    return
+                if self._stopping.is_set():
+                    return
+                try:
+                    await asyncio.to_thread(self.server.start)
+                except (RuntimeError, OSError) as exc:
+                    self.stats.inc("restart_failures")
+                    delay_s = backoff_s
+                    backoff_s = min(backoff_s * 2, self.backoff_max_s)
+                    if not failed:  # once per episode; the next attempts are quieter
+                        failed = True
+                        log.error(
+                            "embedded redis-server restart failed: %s; retrying with"
+                            " back-off up to %.0f s",
+                            exc,
+                            self.backoff_max_s,
+                        )
+                    else:
+                        log.info("embedded redis-server restart failed again: %s", exc)
+                    continue
+                break
+            restarted_at = time.monotonic()
+            self.stats.inc("restarts")
+            new = self.server.proc
+            # Down since it died: after it was last seen alive, before it was noticed.
+            log.warning(
+                "embedded redis-server restarted as pid %d after %.1f s down (pid %d %s;"
+                " restart #%d)",
+                new.pid if new is not None else -1,
+                restarted_at - seen_alive,
+                dead_pid,
+                why,
+                self.stats.get("restarts"),
+            )
+            seen_alive = restarted_at
 
 
 # How many times a cluster command is sent again after a timeout, a refused connection

@@ -74,6 +74,9 @@ FAMILIES: dict[str, Family] = {
     "chargingd_redis_errors_total": F(
         "counter", "Requests and background passes that found Redis unreachable", ("where",)
     ),
+    "chargingd_redis_restarts_total": F(
+        "counter", "Times the main process restarted its embedded redis-server after it died"
+    ),
     "chargingd_exporter_cdrs_total": F(
         "counter",
         "CDRs handled by this host's exporter, by result (exported, duplicate, "
