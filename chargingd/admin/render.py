@@ -165,6 +165,7 @@ def _diameter_summary(dia: dict[str, Any]) -> str:
     parts += [f"{k}={front.get(k, 0)}" for k in ("received", "malformed", "unknown_peer")]
     parts += [f"{k}={sent.get(k, 0)}" for k in ("asr_confirmed", "asr_failed", "rar_confirmed")]
     parts.append(f"cc_malformed={dia.get('cc_malformed', 0)}")
+    parts.append(f"cc_unrated={dia.get('cc_unrated', 0)}")
     parts += [f"late_answers={dia.get('late_answers', 0)}", f"relayed={dia.get('relayed', 0)}"]
     return ", ".join(parts)
 

@@ -9,6 +9,16 @@ Every rule (grants, deadlines, idempotency, fail policy) is in sessions/; this
 module translates and keeps the request-number discipline of ccstate.py.
 Granted-Service-Unit is the time the money held pays for; Final-Unit-Indication
 TERMINATE marks the last grant the balance allows (sessions' "limited").
+
+Only time is rated. Units named without CC-Time (octets, service-specific units,
+money: translate.Service.unrated) are never served or closed for free: a
+Requested-Service-Unit of them is refused 5031 DIAMETER_RATING_FAILED (in its MSCC,
+no Granted-Service-Unit; the command's Result-Code when no other service of the CCR
+asks time: a CCR-I or EVENT then authorizes nothing), a CCR-U whose report has no
+CC-Time gets no more quota for that service (5031), and a CCR-T whose report has no
+CC-Time is charged for the session's time (sessions derives it from the CCR-I's and
+the CCR-T's Event-Timestamps, never less than the time reported before). Counted
+(``cc_unrated`` in ctl status) and logged, rate limited.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.diameter import codec as dc
 from chargingd.diameter.ccstate import CcSession, CcStore, digest_of
 from chargingd.diameter.dictionary import (
@@ -103,6 +114,10 @@ class CreditControlApp:
         self.clock = clock
         self.errors = 0
         self.malformed = 0  # CCRs refused before any ccapi call (5005, 5004, 5014)
+        # CCRs naming units without CC-Time (refused 5031, or a CCR-T charged for the
+        # session's time): a line at once, then one per interval with the count.
+        self.unrated = 0
+        self._unrated_log = RateLimitedLog(log, level=logging.WARNING)
 
     async def handle(self, msg: dc.Message, peer: Peer) -> bytes:
         """The CCA for one CCR (an error answer when it cannot be worked)."""
@@ -213,6 +228,11 @@ class CreditControlApp:
 
     # -- the four request types ------------------------------------------------------
     async def _initial(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
+        if ccr.unrated:
+            if self._only_unrated(ccr):  # nothing asked that can be rated
+                self._count_unrated(ccr, peer, "refused 5031, nothing authorized")
+                return self._cca(msg, ccr, Result.RATING_FAILED, message=_UNRATED)
+            self._count_unrated(ccr, peer, "refused 5031 in its MSCC")
         call = self._call(ccr, peer)
         decision = await self.credit.authorize(call)
         if isinstance(decision, Refused):
@@ -232,6 +252,15 @@ class CreditControlApp:
             body = self._cca_body(ccr, Result.UNKNOWN_SESSION_ID, None)
             await self._remember(ccr, used_s, body, groups=groups, ended=True)
             return answer(msg, body)
+        if ccr.unrated:
+            # The time it reported (if any) is accounted above; no more quota for
+            # units whose use cannot be charged.
+            if self._only_unrated(ccr):
+                self._count_unrated(ccr, peer, "refused 5031, no more quota")
+                body = self._cca_body(ccr, Result.RATING_FAILED, None, message=_UNRATED)
+                await self._remember(ccr, used_s, body, groups=groups)
+                return answer(msg, body)
+            self._count_unrated(ccr, peer, "refused 5031 in its MSCC")
         left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
         validity_s = self.settings.validity_time_s
         if state.cut or (state.final and left_s == 0):
@@ -253,7 +282,14 @@ class CreditControlApp:
     async def _terminate(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
         used_s, groups = known.after(ccr.used_by_service())
         call = self._call(ccr, peer)
-        await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
+        report = self._report(call, ccr, UsageKind.STOP, used_s)
+        if any(s.unrated_usu for s in ccr.services) and not any(s.timed for s in ccr.services):
+            # Usage reported in units that are not rated, and no time: the session is
+            # charged for its time (the CCR-I's to this CCR-T's Event-Timestamp, or
+            # arrival times), never less than the time reported before.
+            self._count_unrated(ccr, peer, "charged for the session's time")
+            report = report.replace(usage_reported=False)
+        await self.credit.account(report)
         body = self._cca_body(ccr, Result.SUCCESS, None)
         await self._remember(ccr, used_s, body, groups=groups, ended=True)
         return answer(msg, body)
@@ -261,13 +297,16 @@ class CreditControlApp:
     async def _event(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
         """RFC 4006 §6.3 direct debiting of the requested time: all or nothing."""
         want_s = next((s.requested_s for s in ccr.services if s.requested_s), 0)
-        if ccr.requested_action != ACTION_DIRECT_DEBITING or not want_s:
+        if ccr.requested_action != ACTION_DIRECT_DEBITING or not (want_s or ccr.unrated):
             return self._cca(
                 msg,
                 ccr,
                 Result.UNABLE_TO_COMPLY,
                 message="only direct debiting of CC-Time is offered",
             )
+        if ccr.unrated:  # all or nothing: a direct debit is not split
+            self._count_unrated(ccr, peer, "refused 5031, nothing debited")
+            return self._cca(msg, ccr, Result.RATING_FAILED, message=_UNRATED)
         await self._remember(ccr, 0, b"", pending=True)
         call = self._call(ccr, peer)
         decision = await self.credit.authorize(call)
@@ -297,6 +336,23 @@ class CreditControlApp:
             body = self._cca_body(ccr, Result.SUCCESS, Grant(want_s, 0, final=False))
         await self._remember(ccr, used_s, body, ended=True)
         return answer(msg, body)
+
+    # -- units that are not rated ----------------------------------------------------
+    @staticmethod
+    def _only_unrated(ccr: Ccr) -> bool:
+        """No service of the CCR can be rated (the command's Result-Code is 5031)."""
+        return all(s.unrated for s in ccr.services)
+
+    def _count_unrated(self, ccr: Ccr, peer: Peer, outcome: str) -> None:
+        self.unrated += 1
+        kinds = sorted(
+            {_UNIT_NAMES.get(a.code, str(a.code)) for s in ccr.unrated for a in _units_of(s)}
+        )
+        self._unrated_log.failure(
+            "CCR with units chargingd does not rate",
+            f"{peer.name} {ccr.session_id[:128]} #{ccr.request_number} "
+            f"(type {ccr.request_type}): {'/'.join(kinds)} without CC-Time: {outcome}",
+        )
 
     # -- translation helpers ---------------------------------------------------------
     def _call(self, ccr: Ccr, peer: Peer) -> CallInfo:
@@ -400,11 +456,33 @@ class CreditControlApp:
             parts.append(dc.u32(A.CREDIT_CONTROL_FAILURE_HANDLING, self.settings.failure_handling))
         if message and result != Result.SUCCESS:
             parts.append(dc.utf8(A.ERROR_MESSAGE, message[:120], flags=0))
+        refused_units = result == Result.RATING_FAILED or (
+            result == Result.SUCCESS and grant is not None  # then per MSCC (_quota_avps)
+        )
+        if not failed and refused_units and ccr.unrated:
+            # RFC 4006 §9.1: 5031 names the AVPs that could not be rated.
+            failed = b"".join(s.unrated for s in ccr.unrated)
         if failed:
             parts.append(dc.grouped(A.FAILED_AVP, failed))
         if grant is not None or result != Result.SUCCESS:
             parts += _quota_avps(ccr, result, grant)
         return b"".join(parts)
+
+
+_UNRATED = "only CC-Time is rated"
+_UNIT_NAMES: dict[int, str] = {
+    A.CC_MONEY: "CC-Money",
+    A.CC_TOTAL_OCTETS: "CC-Total-Octets",
+    A.CC_INPUT_OCTETS: "CC-Input-Octets",
+    A.CC_OUTPUT_OCTETS: "CC-Output-Octets",
+    A.CC_SERVICE_SPECIFIC_UNITS: "CC-Service-Specific-Units",
+}
+
+
+def _units_of(service: Service) -> list[dc.Avp]:
+    """The unit AVPs inside the service's unrated Requested-/Used-Service-Units."""
+    avps = dc.decode_avps(service.unrated, 0, len(service.unrated))
+    return [u for a in avps for u in a.group() if u.code in _UNIT_NAMES and u.vendor == 0]
 
 
 def _called_avp(msg: dc.Message) -> bytes:
@@ -427,6 +505,11 @@ def _quota_avps(ccr: Ccr, result: int, grant: Grant | None) -> list[bytes]:
     for service in services:
         inner = list(_service_ids(service))
         code = grant.result if grant is not None and result == Result.SUCCESS else result
+        if service.unrated:
+            # RFC 4006 §9.1: its units cannot be rated; no Granted-Service-Unit.
+            inner.append(dc.u32(A.RESULT_CODE, Result.RATING_FAILED))
+            out.append(dc.grouped(A.MULTIPLE_SERVICES_CREDIT_CONTROL, *inner))
+            continue
         if grant is not None and (service.requested or ccr.request_type == RequestType.INITIAL):
             inner += _unit_avps(grant)
         inner.append(dc.u32(A.RESULT_CODE, code))

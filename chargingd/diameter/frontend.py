@@ -160,6 +160,7 @@ class DiameterFrontend:
             "initiated": self.initiated.counters.as_dict(),
             "cc_errors": self.app.errors,
             "cc_malformed": self.app.malformed,
+            "cc_unrated": self.app.unrated,
             "late_answers": self.late_answers,
             "peer_restarts": self.peer_restarts,
         }

@@ -12,6 +12,10 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
   inside Multiple-Services-Credit-Control, reported per rating group (``Service.key``).
   One call's time is charged once: ccstate.py sums each rating group's reports and
   the call's usage is the longest of those sums.
+- Units chargingd does not rate: a Requested- or Used-Service-Unit that names units
+  (octets, service-specific units, money) but no CC-Time is kept, as it came, in
+  ``Service.unrated`` (credit.py answers it 5031 DIAMETER_RATING_FAILED with it in
+  Failed-AVP; translating it as "no time" would serve or close the units for free).
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ from chargingd.diameter.dictionary import VENDOR_3GPP, A, G, RequestType, Subscr
 # Longest CC-Time accepted in one report: beyond it a client is broken (sessions
 # refuses absurd usages too; this keeps the sum from overflowing a day's worth).
 MAX_REPORT_S = 86_400
+# The unit AVPs of Requested-/Used-Service-Unit (RFC 4006 §8.18, §8.19) beside
+# CC-Time: chargingd rates time only.
+OTHER_UNITS = frozenset(
+    (
+        A.CC_MONEY,
+        A.CC_TOTAL_OCTETS,
+        A.CC_INPUT_OCTETS,
+        A.CC_OUTPUT_OCTETS,
+        A.CC_SERVICE_SPECIFIC_UNITS,
+    )
+)
 
 
 class MissingAvp(ValueError):
@@ -49,6 +64,17 @@ class Service:
     requested_s: int | None = None  # Requested-Service-Unit CC-Time (None: not asked)
     requested: bool = False  # a Requested-Service-Unit was there (possibly empty)
     used_s: int = 0  # Used-Service-Unit CC-Time summed
+    timed: bool = False  # a Used-Service-Unit carried CC-Time (possibly 0)
+    # Requested-/Used-Service-Units naming other units and no CC-Time, as they came
+    # (raw AVPs, for Failed-AVP): time cannot be granted or charged for them. A USU
+    # counts only when no USU of the service carries CC-Time.
+    unrated_rsu: bytes = b""
+    unrated_usu: bytes = b""
+
+    @property
+    def unrated(self) -> bytes:
+        """The unit AVPs of this service chargingd cannot rate (b"": none)."""
+        return self.unrated_rsu + self.unrated_usu
 
     @property
     def key(self) -> str:
@@ -100,7 +126,15 @@ class Ccr:
         if self.request_type == RequestType.EVENT:
             # A direct debit's requested units are what it debits (RFC 4006 §6.3).
             parts += (tuple(s.requested_s for s in self.services),)
+        if any(s.unrated for s in self.services):
+            # Only then (the digests kept for every other request stay as they were).
+            parts += (tuple(s.unrated for s in self.services),)
         return parts
+
+    @property
+    def unrated(self) -> tuple[Service, ...]:
+        """Its services whose units chargingd cannot rate."""
+        return tuple(s for s in self.services if s.unrated)
 
 
 _REQUIRED = (
@@ -247,7 +281,9 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
     # A request is not usage: any amount may be asked, the grant is what the money
     # pays (RFC 4006 §5.1.2); only reported usage has a sane maximum.
     requested_s = _cc_time(rsu, limit=None) if rsu is not None else None
-    used = sum(_cc_time(a) or 0 for a in avps if a.code == A.USED_SERVICE_UNIT and a.vendor == 0)
+    usus = [a for a in avps if a.code == A.USED_SERVICE_UNIT and a.vendor == 0]
+    times = [_cc_time(a) for a in usus]
+    timed = any(t is not None for t in times)
     rg = dc.find(avps, A.RATING_GROUP) if mscc else None
     return Service(
         mscc=mscc,
@@ -257,8 +293,18 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
         ),
         requested_s=requested_s,
         requested=rsu is not None,
-        used_s=used,
+        used_s=sum(t or 0 for t in times),
+        timed=timed,
+        unrated_rsu=rsu.raw() if rsu is not None and requested_s is None and _units(rsu) else b"",
+        # Its time is charged when any of its reports says it (3GPP splits one report
+        # in two at a tariff change: Tariff-Change-Usage).
+        unrated_usu=b"" if timed else b"".join(a.raw() for a in usus if _units(a)),
     )
+
+
+def _units(unit: dc.Avp) -> bool:
+    """The unit AVP names units other than time (octets, service-specific, money)."""
+    return any(a.code in OTHER_UNITS and a.vendor == 0 for a in unit.group())
 
 
 def _cc_time(unit: dc.Avp, limit: int | None = MAX_REPORT_S) -> int | None:

@@ -165,3 +165,46 @@ async def test_watchdog_keeps_the_link_up(running: Running, peer: ErlangPeer) ->
     counters = running.frontend.server.counters
     await until(lambda: counters.watchdogs >= 1, timeout_s=30)  # Tw jitters by ±2 s
     assert not any(e.get("event") == "down" for e in peer.events)
+
+
+async def test_octets_are_refused_5031_and_not_served_for_free(
+    running: Running, peer: ErlangPeer
+) -> None:
+    """OTP's own encoder and decoder: a CCR-I asking CC-Total-Octets only gets 5031 in
+    its MSCC and for the command, no grant, Failed-AVP (nothing held, no session); a
+    call granted time that reports octets only is refused more quota (5031) and its
+    CCR-T is charged for the call's time, not for nothing."""
+    await add_account(running.ledger, balance_micros=10 * EUR, identities=(f"ani:{CALLER}",))
+    up = await peer.connect(running.port, origin_host=GW.origin_host, realm=GW.realm)
+    assert up["event"] == "up"
+    i = await peer.ccr("octets-i", "scscf.ims.test;1;otp-octets", 1, 0, calling=CALLER,
+                       called=BERLIN, requested_octets=10**6, rating_group=100)  # fmt: skip
+    assert (i["result"], i["mscc_result"], i["granted"]) == (5031, 5031, None)
+    assert i["failed_avp"]
+    assert (await running.ledger.get_account("acc1")).reserved_micros == 0
+    assert await running.sessions.store.find("scscf.ims.test;1;otp-octets") is None
+    sid = "scscf.ims.test;1;otp-time"
+    i = await peer.ccr("time-i", sid, 1, 0, calling=CALLER, called=BERLIN, requested=60,
+                       rating_group=100)  # fmt: skip
+    assert (i["result"], i["mscc_result"], i["failed_avp"]) == (2001, 2001, False)
+    assert i["granted"] > 0
+    u = await peer.ccr("time-u", sid, 2, 1, used=20, used_octets=10**5, requested=60,
+                       rating_group=100)  # fmt: skip
+    assert (u["result"], u["mscc_result"], u["failed_avp"]) == (2001, 2001, False)
+    u = await peer.ccr("octets-u", sid, 2, 2, used_octets=10**6, requested=60, rating_group=100)
+    assert (u["result"], u["mscc_result"], u["granted"], u["failed_avp"]) == (
+        5031,
+        5031,
+        None,
+        True,
+    )
+    t = await peer.ccr("octets-t", sid, 3, 3, used_octets=10**5, rating_group=100)
+    assert t["result"] == 2001
+    (cdr,) = await read_cdrs(running.redis)
+    # The call's time (the CCRs' arrival times: OTP sends no Event-Timestamp), never
+    # less than the 20 s reported in CC-Time.
+    assert cdr.call_id == sid and cdr.duration_s >= 20
+    account = await running.ledger.get_account("acc1")
+    assert account.debits_micros == cdr.charged_micros == cdr.duration_s * 10_000
+    assert account.reserved_micros == 0
+    assert running.frontend.counters()["cc_unrated"] == 3

@@ -135,9 +135,17 @@ ccr_avps(Props) ->
             || {calling, V} <- Props],
     Called = [#{'IMS-Information' => [#{'Called-Party-Address' => [V]}]}
               || {called, V} <- Props],
+    %% CC-Time and/or CC-Total-Octets (used_octets, requested_octets) in one unit AVP.
+    Unit = fun(Time, Octets) ->
+                   maps:from_list([{'CC-Time', [N]} || {K, N} <- Props, K =:= Time]
+                                  ++ [{'CC-Total-Octets', [N]} || {K, N} <- Props, K =:= Octets])
+           end,
     Units = maps:from_list(
-              [{'Used-Service-Unit', [#{'CC-Time' => [N]}]} || {used, N} <- Props]
-              ++ [{'Requested-Service-Unit', [#{'CC-Time' => [N]}]} || {requested, N} <- Props]
+              [{'Used-Service-Unit', [Unit(used, used_octets)]}
+               || lists:any(fun({K, _}) -> lists:member(K, [used, used_octets]) end, Props)]
+              ++ [{'Requested-Service-Unit', [Unit(requested, requested_octets)]}
+                  || lists:any(fun({K, _}) -> lists:member(K, [requested, requested_octets]) end,
+                               Props)]
               ++ [{'Rating-Group', [N]} || {rating_group, N} <- Props]),
     M0 = #{'Subscription-Id' => Subs, 'Multiple-Services-Credit-Control' => [Units]},
     case Called of
@@ -162,7 +170,8 @@ cca_fields(A) ->
      {validity, one(maps:get('Validity-Time', Mscc, []))},
      {fui, maps:get('Final-Unit-Indication', Mscc, []) =/= []},
      {fui_top, maps:get('Final-Unit-Indication', A, []) =/= []},
-     {failure_handling, one(maps:get('Credit-Control-Failure-Handling', A, []))}].
+     {failure_handling, one(maps:get('Credit-Control-Failure-Handling', A, []))},
+     {failed_avp, maps:get('Failed-AVP', A, []) =/= []}].
 
 one([V | _]) -> V;
 one([]) -> null;
