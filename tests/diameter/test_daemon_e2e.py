@@ -159,9 +159,11 @@ async def test_erlang_peer_full_call_debits_what_chargingd_rate_prices(
     assert parse_amount(acc["reserved"]) == 0
     status = daemon.call("server.status")
     assert status["diameter"]["frontend"]["received"] >= 4
+    assert status["diameter"]["cc_unrated"] == 0  # a CC-Time call: nothing refused
     shown = subprocess.run([str(BIN), "ctl", "--config", str(daemon.setup.config), "status"],
                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     assert "diameter" in shown.stdout and "peers_open=" in shown.stdout
+    assert "cc_unrated=0" in shown.stdout
 
 
 # -- the same scenarios through both frontends ------------------------------------

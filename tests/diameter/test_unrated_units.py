@@ -257,6 +257,8 @@ async def test_usage_reported_in_octets_only_is_charged_for_the_session_time(
     [cdr] = [x for x in await read_cdrs(running.redis) if x.call_id == sid]
     assert (cdr.duration_s, cdr.charged_micros) == (charged_s, charged_s * PER_S)
     assert cdr.status == "normal"
+    derived = charged_s > (reported_s or 0)
+    assert (cdr.extra.get("usage_from") == "event_timestamps") == derived
     assert await money(running) == (BALANCE - charged_s * PER_S, 0, charged_s * PER_S)
     assert running.frontend.counters()["cc_unrated"] == 2
     await client.close()
