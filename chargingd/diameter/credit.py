@@ -283,7 +283,8 @@ class CreditControlApp:
         used_s, groups = known.after(ccr.used_by_service())
         call = self._call(ccr, peer)
         report = self._report(call, ccr, UsageKind.STOP, used_s)
-        if any(s.unrated_usu for s in ccr.services) and not any(s.timed for s in ccr.services):
+        unrated_usage = bool(ccr.unrated) and any(s.unrated_usu for s in ccr.unrated)
+        if unrated_usage and not any(s.timed for s in ccr.services):
             # Usage reported in units that are not rated, and no time: the session is
             # charged for its time (the CCR-I's to this CCR-T's Event-Timestamp, or
             # arrival times), never less than the time reported before.
@@ -341,7 +342,7 @@ class CreditControlApp:
     @staticmethod
     def _only_unrated(ccr: Ccr) -> bool:
         """No service of the CCR can be rated (the command's Result-Code is 5031)."""
-        return all(s.unrated for s in ccr.services)
+        return len(ccr.unrated) == len(ccr.services)
 
     def _count_unrated(self, ccr: Ccr, peer: Peer, outcome: str) -> None:
         self.unrated += 1

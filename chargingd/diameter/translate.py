@@ -102,6 +102,8 @@ class Ccr:
     termination_cause: int = 0
     requested_action: int = 0
     services: tuple[Service, ...] = field(default_factory=tuple)
+    # Its services whose units chargingd cannot rate (Service.unrated), found once.
+    unrated: tuple[Service, ...] = ()
 
     @property
     def used_s(self) -> int:
@@ -126,15 +128,10 @@ class Ccr:
         if self.request_type == RequestType.EVENT:
             # A direct debit's requested units are what it debits (RFC 4006 §6.3).
             parts += (tuple(s.requested_s for s in self.services),)
-        if any(s.unrated for s in self.services):
+        if self.unrated:
             # Only then (the digests kept for every other request stay as they were).
             parts += (tuple(s.unrated for s in self.services),)
         return parts
-
-    @property
-    def unrated(self) -> tuple[Service, ...]:
-        """Its services whose units chargingd cannot rate."""
-        return tuple(s for s in self.services if s.unrated)
 
 
 _REQUIRED = (
@@ -162,6 +159,11 @@ def parse_ccr(msg: dc.Message) -> Ccr:
         failed = type_avp.raw() if type_avp is not None else b""
         raise dc.Malformed(f"CC-Request-Type {request_type}", dc.INVALID_AVP_VALUE, failed)
     user, calling = _subscriber(msg)
+    services = _services(msg)
+    unrated: tuple[Service, ...] = ()
+    for service in services:
+        if service.unrated_rsu or service.unrated_usu:
+            unrated += (service,)
     return Ccr(
         session_id=_text(msg, A.SESSION_ID),
         origin_host=_text(msg, A.ORIGIN_HOST),
@@ -173,7 +175,8 @@ def parse_ccr(msg: dc.Message) -> Ccr:
         event_timestamp_s=_event_s(msg),
         termination_cause=_u32(msg, A.TERMINATION_CAUSE),
         requested_action=_u32(msg, A.REQUESTED_ACTION),
-        services=_services(msg),
+        services=services,
+        unrated=unrated,
     )
 
 
@@ -281,10 +284,25 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
     # A request is not usage: any amount may be asked, the grant is what the money
     # pays (RFC 4006 §5.1.2); only reported usage has a sane maximum.
     requested_s = _cc_time(rsu, limit=None) if rsu is not None else None
-    usus = [a for a in avps if a.code == A.USED_SERVICE_UNIT and a.vendor == 0]
-    times = [_cc_time(a) for a in usus]
-    timed = any(t is not None for t in times)
+    used_s = 0
+    timed = False  # a Used-Service-Unit carried CC-Time
+    untimed: list[dc.Avp] = []  # those that did not
+    for a in avps:
+        if a.code == A.USED_SERVICE_UNIT and a.vendor == 0:
+            t = _cc_time(a)
+            if t is None:
+                untimed.append(a)
+            else:
+                timed = True
+                used_s += t
     rg = dc.find(avps, A.RATING_GROUP) if mscc else None
+    unrated_rsu = b""
+    if rsu is not None and requested_s is None and rsu.data and _units(rsu):
+        unrated_rsu = rsu.raw()
+    unrated_usu = b""
+    if untimed and not timed:  # its time is charged when any of its reports says it
+        # (3GPP splits one report in two at a tariff change: Tariff-Change-Usage)
+        unrated_usu = b"".join([a.raw() for a in untimed if _units(a)])
     return Service(
         mscc=mscc,
         rating_group=rg.u32() if rg is not None else None,
@@ -293,12 +311,10 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
         ),
         requested_s=requested_s,
         requested=rsu is not None,
-        used_s=sum(t or 0 for t in times),
+        used_s=used_s,
         timed=timed,
-        unrated_rsu=rsu.raw() if rsu is not None and requested_s is None and _units(rsu) else b"",
-        # Its time is charged when any of its reports says it (3GPP splits one report
-        # in two at a tariff change: Tariff-Change-Usage).
-        unrated_usu=b"" if timed else b"".join(a.raw() for a in usus if _units(a)),
+        unrated_rsu=unrated_rsu,
+        unrated_usu=unrated_usu,
     )
 
 
