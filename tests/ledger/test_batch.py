@@ -125,3 +125,34 @@ def test_every_script_names_its_keys_and_argv_at_the_top() -> None:
         assert head[0].startswith(f"-- {name}:"), name
         assert any("KEYS[1]" in line for line in head), name
         assert any("Returns" in line for line in head), name
+
+
+async def test_the_running_loop_is_looked_up_once_while_it_runs(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio.get_running_loop makes a getpid system call per call on CPython 3.11
+    (one per authorize and accounting packet before): the batcher keeps its loop while
+    it runs, and every group is still answered right."""
+    batcher = CommandBatcher(redis)
+
+    async def round_(n: int) -> list[list[object]]:
+        groups = [
+            batcher.submit_group([(("SET", f"k{i}", str(i)), None), (("GET", f"k{i}"), None)])
+            for i in range(n)
+        ]
+        return await asyncio.gather(*groups)
+
+    await round_(50)  # the connections this load needs are open
+    looked_up = []
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        looked_up.append(1)
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    replies = await round_(50)
+    more = await batcher.submit_group([(("GET", "k7"), None)])
+    assert [r[1] for r in replies] == [str(i).encode() for i in range(50)]
+    assert more == [b"7"]
+    assert looked_up == []  # the kept loop: no look-up per group
