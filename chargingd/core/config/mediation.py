@@ -43,6 +43,12 @@ _OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-4]):[0-5][0-9]")
 CHARGE_MODES = ("ledger", "record_only")
 INSUFFICIENT = ("debt", "cap")
 UNPREFIXED = ("international", "national")
+# An outside-line access code is a digit or a few ("9", "0", "81"); a longer one is a
+# mistake (a number pasted in the wrong key).
+ACCESS_CODE_MAX_DIGITS = 4
+# Internal extensions: at most this long. Longer, a callee may be a subscriber number
+# dialled without its area code (8 digits in many cities), a billable call.
+INTERNAL_MAX_DIGITS = 7
 # Fields a generic CSV mapping may fill (see docs/mediation.md).
 MAPPABLE = (
     "call_id",
@@ -72,6 +78,17 @@ class SourceConfig:
     # Digits with neither prefix: "international" (country code included, "4930...")
     # or "national" (national significant number: the country code is prepended).
     unprefixed: str = "international"
+    # A PBX's outside-line access codes ("9" in North America, "0" in much of Europe):
+    # a callee dialled as code + number (CUCM "912125551234" when the route pattern
+    # keeps the code) is read without it when the rest is a possible number; the
+    # longest matching code first, the whole number when no reading without a code is
+    # possible (a route that discarded it). The digits as dialled go to extra
+    # ``dialled``. Empty: none (docs/mediation.md, "Access codes and internal calls").
+    access_codes: tuple[str, ...] = ()
+    # A callee of at most this many digits (as dialled, no "+") is an internal
+    # extension: the call is skipped and counted "internal", not rejected. 0: off (such
+    # a callee is no possible number: rejected).
+    internal_max_digits: int = 0
     # Gateway name for rows that carry none.
     gateway: str = ""
     # Whose money pays: "ani" (ledger identity ani:+E164 of the caller), "accountcode"
@@ -157,6 +174,7 @@ class SourceConfig:
             )
         if self.unprefixed == "national" and not self.default_country:
             raise ValueError("unprefixed = 'national' needs default_country")
+        self._validate_pbx()
         if self.radius_cause_radix not in (10, 16):
             raise ValueError("radius_cause_radix must be 10 or 16")
         if len(self.delimiter) != 1:
@@ -167,6 +185,23 @@ class SourceConfig:
         self._validate_fields()
         self._validate_mapping()
         self._validate_tables()
+
+    def _validate_pbx(self) -> None:
+        """Access codes are digits (a code with anything else never matches a callee,
+        an empty one would match every callee); the extension length a digit count."""
+        for code in self.access_codes:
+            if not (code.isascii() and code.isdigit()) or len(code) > ACCESS_CODE_MAX_DIGITS:
+                raise ValueError(
+                    f"access_codes: {code!r} is no access code (1 to"
+                    f' {ACCESS_CODE_MAX_DIGITS} digits, such as "9" or "0")'
+                )
+        if len(set(self.access_codes)) != len(self.access_codes):
+            raise ValueError(f"access_codes lists a code twice: {list(self.access_codes)}")
+        if not 0 <= self.internal_max_digits <= INTERNAL_MAX_DIGITS:
+            raise ValueError(
+                f"internal_max_digits must be between 0 (off) and {INTERNAL_MAX_DIGITS}"
+                f" (an extension's length), not {self.internal_max_digits}"
+            )
 
     def _validate_charge(self) -> None:
         if self.charge not in CHARGE_MODES:
