@@ -16,7 +16,7 @@ from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import sip_to_q850
 from chargingd.mediation.localtime import LocalClock
-from chargingd.mediation.records import RawCall, RawTime, RowError
+from chargingd.mediation.records import InternalCallError, RawCall, RawTime, RowError
 
 _E164_MAX_DIGITS = 15  # ITU-T E.164 §6: at most 15 digits including the country code
 _SEPARATORS = re.compile(r"[\s\-./()]")
@@ -83,6 +83,11 @@ class Normaliser:
             self._country_code = str(code)
         self._numbers: dict[str, str] = {}
         self._possible: dict[tuple[str, int], bool] = {}
+        # PBX options (access_codes, internal_max_digits): the callee's reading per raw
+        # callee, (E.164, the access code stripped); ("", "") an internal extension.
+        self._codes = sorted(source.access_codes, key=len, reverse=True)  # longest first
+        self._pbx = bool(self._codes or source.internal_max_digits)
+        self._callees: dict[str, tuple[str, str]] = {}
 
     def call(self, raw: RawCall) -> Call:
         """The normalised call; RowError (the reject reason) when it cannot be."""
@@ -104,11 +109,14 @@ class Normaliser:
             if ms and not 0 < ms < _LATEST_MS:
                 raise RowError(f"{what} time out of range (1970-3000): {raw_time(ms)}")
         duration_s = self._talk_s(raw, answer_ms, end_ms)
+        # The callee first: an internal call is skipped before its caller (an
+        # extension too) could reject it.
+        callee = self.callee(raw) if self._pbx else self.number(raw.callee, "callee")
         return Call(
             source=self.name,
             call_id=raw.call_id,
             caller=self.caller(raw),
-            callee=self.number(raw.callee, "callee"),
+            callee=callee,
             start_ms=start_ms,
             answer_ms=answer_ms,
             end_ms=end_ms,
@@ -179,13 +187,53 @@ class Normaliser:
         self._numbers[raw] = result
         return result
 
+    def callee(self, raw: RawCall) -> str:
+        """E.164 of the callee of a source with PBX options: an outside-line access code
+        stripped (the digits as dialled to extra ``dialled``); InternalCallError for an
+        internal extension (docs/mediation.md, "Access codes and internal calls")."""
+        found = self._callees.get(raw.callee)
+        if found is None:
+            found = self._read_callee(raw.callee)
+            if len(self._callees) >= _NUMBER_CACHE_MAX:
+                self._callees.clear()
+            self._callees[raw.callee] = found
+        e164, code = found
+        if not e164:
+            raise InternalCallError(
+                f"internal call: callee {raw.callee!r} is an extension"
+                f" (internal_max_digits = {self.source.internal_max_digits})"
+            )
+        if code:
+            raw.extra["dialled"] = raw.callee
+            raw.extra["access_code"] = code
+        return e164
+
+    def _read_callee(self, raw: str) -> tuple[str, str]:
+        """(E.164, access code stripped or ""); ("", "") for an internal extension. The
+        extension length counts the digits as dialled (an access code included): a
+        callee that short is no E.164 number anyway."""
+        text = _number_text(raw)
+        limit = self.source.internal_max_digits
+        if text.isascii() and text.isdigit() and len(text) <= limit:
+            return "", ""
+        # An access code is stripped whenever the rest is a possible number, also when
+        # the whole would be one too: "9 1 212 555 1234" read whole is India (+91 212...),
+        # "0 0201 234567" (Essen) Egypt (+20 1234567). The whole is read only when no
+        # reading without a code is possible (a route pattern that discarded the code).
+        for code in self._codes:
+            if text.startswith(code) and len(text) > len(code):
+                try:
+                    return self._read(text[len(code) :], raw, "callee"), code
+                except RowError:
+                    continue
+        return self.number(raw, "callee"), ""
+
     def _e164(self, raw: str, what: str) -> str:
-        # CUCM writes E.164 directory numbers with an escaped plus: "\+442079460000".
-        text = _SEPARATORS.sub("", strip_uri(raw)).replace("\\+", "+")
-        # A "#" ending the digits is the caller's end-of-dialling key, no digit: CUCM
-        # writes it as dialled ("902087569174#", CDR definition, "Partitions and
-        # Numbers"), gateways pass it in Called-Station-Id.
-        text = text.rstrip("#")
+        return self._read(_number_text(raw), raw, what)
+
+    def _read(self, text: str, raw: str, what: str) -> str:
+        """E.164 of ``text`` (a number as dialled, separators gone); RowError naming
+        ``raw`` when it is none."""
         digits = self._international_digits(text, raw, what)
         if not (digits.isascii() and digits.isdigit()) or not 2 <= len(digits) <= _E164_MAX_DIGITS:
             raise RowError(f"{what} {raw!r} is not a telephone number")
@@ -219,6 +267,16 @@ class Normaliser:
         if src.unprefixed == "national":
             return self._country_code + text
         return text
+
+
+def _number_text(raw: str) -> str:
+    """A number as dialled, without URI, separators and end-of-dialling key."""
+    # CUCM writes E.164 directory numbers with an escaped plus: "\+442079460000".
+    text = _SEPARATORS.sub("", strip_uri(raw)).replace("\\+", "+")
+    # A "#" ending the digits is the caller's end-of-dialling key, no digit: CUCM
+    # writes it as dialled ("902087569174#", CDR definition, "Partitions and
+    # Numbers"), gateways pass it in Called-Station-Id.
+    return text.rstrip("#")
 
 
 def _is_possible(e164: str) -> bool:

@@ -34,7 +34,14 @@ from chargingd.mediation.pairing import (
 )
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
-from chargingd.mediation.records import Half, RawCall, Reject, RowError
+from chargingd.mediation.records import (
+    Half,
+    Internal,
+    InternalCallError,
+    RawCall,
+    Reject,
+    RowError,
+)
 from chargingd.mediation.store import CdrStore
 
 Progress = Callable[[int], None]  # advanced by the characters read
@@ -50,6 +57,7 @@ class Summary:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    internal: int = 0  # calls to an internal extension (internal_max_digits): skipped
     unanswered: int = 0
     charged_micros: int = 0  # what the ledger moved for the stored calls
     would_debit_micros: int = 0  # --dry-run: what a real run would debit
@@ -64,6 +72,7 @@ class Summary:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.rejected += other.rejected
+        self.internal += other.internal
         self.unanswered += other.unanswered
         self.charged_micros += other.charged_micros
         self.would_debit_micros += other.would_debit_micros
@@ -73,8 +82,11 @@ class Summary:
         """The one-line summary printed at the end of a run."""
         text = (
             f"read {self.read}, stored {self.stored}, duplicates {self.duplicates}, "
-            f"rejected {self.rejected}, unanswered {self.unanswered}"
+            f"rejected {self.rejected}"
         )
+        if self.internal:  # a source with internal_max_digits
+            text += f", internal {self.internal}"
+        text += f", unanswered {self.unanswered}"
         if self.charged_micros:
             text += f", debited {format_amount(self.charged_micros, 2)}"
         if self.would_debit_micros:
@@ -135,6 +147,8 @@ def normalised(
         if isinstance(item, RawCall):
             try:
                 yield line_no, normaliser.call(item)
+            except InternalCallError as exc:
+                yield line_no, Internal(str(exc), item.raw)
             except RowError as exc:
                 yield line_no, Reject(str(exc), item.raw)
         else:
@@ -321,6 +335,9 @@ class Mediator:
         """Read one file into ``batch``, flushing it (counts into ``totals``) when full."""
         for line_no, item in normalised(lines, self.name, self.source, self.normaliser):
             run.summary.read += 1
+            if isinstance(item, Internal):
+                run.summary.internal += 1  # not billable, not a bad row
+                continue
             if self.pairs and isinstance(item, Half):
                 batch.halves.append(Met(item, line_no, run.name, run))
                 run.pending += 1
@@ -390,6 +407,10 @@ class Mediator:
         for m, raw in resolved.calls:
             try:
                 cdr: CDR | Reject = await self._rated(self.normaliser.call(raw))
+            except InternalCallError:  # the pair is an internal call: decided, skipped
+                m.owner.summary.internal += 1
+                resolved.done.append(m.half.key)
+                continue
             except RowError as exc:
                 cdr = Reject(str(exc), raw.raw)
             if isinstance(cdr, Reject):  # the pair is decided: rejected, saying why
@@ -511,5 +532,6 @@ class Mediator:
         for _, summary in files:
             total.read += summary.read
             total.rejected += summary.rejected
+            total.internal += summary.internal
             total.files.extend(summary.files)
         return total, files

@@ -60,6 +60,13 @@ class Half(Reject):
     head: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Internal(Reject):
+    """A call to one of the PBX's own extensions (the source's internal_max_digits):
+    nothing to bill. The mediation skips it and counts it ``internal``; read as a Reject
+    (a caller of normalised() that knows no better), it is one, never lost."""
+
+
 Parsed = tuple[int, RawCall | Reject]
 
 
@@ -71,6 +78,12 @@ class Parser(Protocol):
 
 class RowError(ValueError):
     """A field that cannot be read; the message is the reject reason."""
+
+
+class InternalCallError(RowError):
+    """The callee is an internal extension: the call is skipped, not rejected
+    (normalise.Normaliser.call raises it; a caller that does not catch it rejects the
+    call with its message, so no call is ever dropped unaccounted)."""
 
 
 def int_field(text: str, name: str) -> int:
