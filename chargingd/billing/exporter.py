@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
@@ -335,7 +336,12 @@ class Exporter:
         for entry_id, fields in entries:
             batch.add(entry_id, fields)
         inserted = await self._store(db, batch)
-        pipe = self.redis.pipeline(transaction=True)
+        # A single Redis: the dead letters and the acknowledgement in one MULTI. On Redis
+        # Cluster the two streams are in different slots (one MULTI would be CROSSSLOT):
+        # the dead letters first, then the acknowledgement, so a crash between the two
+        # can write a dead letter twice (the entry is delivered again), never lose one.
+        single = isinstance(self.redis, Redis)
+        pipe = self.redis.pipeline(transaction=single)
         for entry_id, raw, reason in batch.dead:
             pipe.xadd(
                 self.xcfg.dead_letter_stream,
@@ -343,6 +349,9 @@ class Exporter:
                 maxlen=DEAD_LETTER_MAXLEN,
                 approximate=True,
             )
+        if not single and batch.dead:
+            await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
         pipe.xack(self.stream, self.xcfg.group, *batch.ids)
         await pipe.execute()
         for entry_id, _raw, reason in batch.dead:
