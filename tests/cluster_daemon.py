@@ -3,7 +3,10 @@ config's [redis] lines, and the daemon reading the truth back from the cluster."
 
 from __future__ import annotations
 
+from typing import Any
+
 from radius_e2e_harness import Daemon
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.cluster import RedisCluster as SyncCluster
 from redis_cluster import Cluster
 
@@ -15,6 +18,11 @@ class ClusterDaemon(Daemon):
 
     def redis(self) -> SyncCluster:  # type: ignore[override]
         return self.cluster.client()
+
+    def async_redis(self) -> Any:
+        """A cluster-aware asyncio client (the caller closes it: aclose)."""
+        alive = next(n for n in self.cluster.nodes if n.alive)
+        return AsyncCluster(host="127.0.0.1", port=alive.port)
 
 
 def cluster_redis(cluster: Cluster, extra: str = "") -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as syncredis
+import redis.asyncio as aioredis
 
 from chargingd.admin.params import RpcError
 from chargingd.admin.server import AdminClient, AdminUnreachable
@@ -246,6 +247,10 @@ class Daemon:
 
     def redis(self) -> syncredis.Redis:
         return syncredis.Redis(unix_socket_path=str(self.setup.redis_socket))
+
+    def async_redis(self) -> Any:
+        """An asyncio client of the daemon's Redis (the caller closes it: aclose)."""
+        return aioredis.Redis(unix_socket_path=str(self.setup.redis_socket))
 
     def cdrs(self) -> list[CDR]:
         with self.redis() as r:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from invoicing_harness import make_books, query
 from radius_e2e_harness import BIN, MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
 
@@ -170,7 +169,7 @@ def _accounts(daemon: Daemon) -> None:
 
 
 async def _export(daemon: Daemon, db: BillingDB) -> None:
-    client = aioredis.Redis(unix_socket_path=str(daemon.setup.redis_socket))
+    client = daemon.async_redis()
     try:
         await Exporter(client, load_config(daemon.setup.config), db=db).drain()
     finally:
@@ -191,7 +190,7 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
     _accounts(daemon)
     traffic = Traffic(daemon)
     db = await BillingDB.open(pg_url)
-    redis = aioredis.Redis(unix_socket_path=str(daemon.setup.redis_socket))
+    redis = daemon.async_redis()
     day = datetime.now(UTC)
 
     # -- clean traffic: concurrent calls, the switch's file, export, an invoice -------
