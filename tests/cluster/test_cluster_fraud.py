@@ -4,7 +4,8 @@ events stream in theirs): tests/fraud/test_daemon_e2e.py's hijacked account, unc
 against a daemon with two RADIUS processes whose [redis] lists the cluster's nodes.
 The account is blocked after the configured count of risky calls, its live calls are
 cut (Disconnect-Request) and end as `killed` CDRs, one alert, one webhook POST, the
-normal account untouched; unblocked, it calls again."""
+normal account untouched; unblocked, it calls again. Then `ctl fraud state`, `ctl fraud
+alerts` and `ctl fraud rules` show the unblock, the resolved incident and the rules."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cluster_daemon import ClusterDaemon, cluster_redis
+from monitoring_harness import ctl_json
 from fraud.test_daemon_e2e import (
     SCENARIO_RULES,
     TARIFF,
@@ -58,4 +60,12 @@ async def test_hijacked_account_blocked_and_cut_on_the_cluster(
 ) -> None:
     async with gateway_listening(daemon) as gateway:
         await _hijack_blocked(daemon, gateway, hook)
+    # The operator's fraud commands on the cluster (docs/fraud.md "Operator commands").
+    state = ctl_json(daemon, "fraud", "state", "hijack")
+    assert state["id"] == "hijack" and state["state"]["unblocked_by"].startswith("admin:")
+    (incident,) = ctl_json(daemon, "fraud", "alerts")["incidents"]
+    assert incident["incident"] == "fraud.risky-destinations:hijack"
+    assert incident["state"] == "resolved"  # the unblock resolved it
+    rules = ctl_json(daemon, "fraud", "rules", "--account", "hijack")
+    assert "risky-destinations" in [r["name"] for r in rules["rules"]]
     assert "Traceback" not in daemon.log()
