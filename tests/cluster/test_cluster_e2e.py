@@ -12,6 +12,8 @@ runs its CDR exporter into PostgreSQL, checked here.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,10 @@ from radius.test_daemon_e2e import (  # the same flows, with this module's `shar
     test_suspending_an_account_cuts_its_live_calls,
     test_topup_moves_the_deadline_of_a_limited_call,
 )
-from radius_e2e_harness import Call, Daemon, GatewaySocket, write_setup
+from radius_e2e_harness import BIN, Call, Daemon, GatewaySocket, write_setup
 from redis_cluster import Cluster
 
+from chargingd.ledger.keys import acct_key
 from chargingd.radius import codec as rc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -136,6 +139,33 @@ def test_admin_socket_reads_and_writes_on_the_cluster(daemon: Daemon, tmp_path: 
     listed = daemon.call("account.list", {})
     assert "yuri" in [a["id"] for a in listed["accounts"]]
     assert daemon.call("session.list", {"account": "yuri"})["sessions"] == []
+
+
+def test_account_listing_pages_over_accounts_on_every_master(daemon: Daemon) -> None:
+    """account.list (`ctl account list`) pages the account index: every account once,
+    whichever master holds it; account.history reads each one's audit on its master."""
+    cluster = daemon.cluster  # type: ignore[attr-defined]
+    made = [f"list-{n:02d}" for n in range(40)]
+    for account_id in made:
+        daemon.create_account(account_id, "1.00")
+    assert len({cluster.master_of(acct_key(a)).port for a in made}) == 3
+    seen: list[str] = []
+    cursor = 0
+    while True:
+        page = daemon.call("account.list", {"cursor": cursor, "count": 7})
+        seen += [a["id"] for a in page["accounts"] if a["id"].startswith("list-")]
+        cursor = page["cursor"]
+        if cursor == 0:
+            break
+    assert sorted(seen) == made  # each once
+    shown = subprocess.run([str(BIN), "ctl", "--config", str(daemon.setup.config), "--json",
+                            "account", "list", "--count", "1000"], capture_output=True,
+                           text=True, timeout=30, check=True)  # fmt: skip
+    listed = json.loads(shown.stdout)
+    assert set(made) <= {a["id"] for a in listed["accounts"]}
+    for account_id in (made[0], made[-1]):
+        (entry,) = daemon.call("account.history", {"id": account_id})["entries"]
+        assert (entry["what"], entry["after"]["balance"]) == ("create", "1.00")
 
 
 def test_the_cluster_is_three_masters_with_a_replica_each(cluster: Cluster) -> None:
