@@ -4,6 +4,13 @@
   real credit control on the cluster (the step-by-step path; its accounts p0, p1 on one
   master, p3 on another, p2 on the third): invoice usage = the period's CDRs'
   charged_micros = the ledger's debits for those calls, per account.
+- tests/invoicing/test_dunning_e2e.py, unchanged: `ctl charge add`, `chargingd invoice
+  run`, the daemon's dunning loop suspending the account and cutting its call, `ctl
+  payment add` reactivating it.
+- The operator's commands on accounts on all three masters: `chargingd mediate`
+  charging the ledger, `invoice run` (invoices, a statement, the postings), `invoice
+  show/list/pdf/credit-note`, `report revenue/usage/savings`, `rerate --apply`, `cdr
+  list`: every figure equal to the CDRs' sums per account and to each one's ledger.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from typing import Any
 import pytest
 from assurance.test_assure_e2e import Placed, ani, switch_file
 from cluster_daemon import ClusterDaemon, cluster_redis
+from invoicing.test_dunning_e2e import (
+    gateway,
+    test_overdue_suspends_cuts_and_payment_reactivates,
+)
 from invoicing.test_reconcile import test_invoice_usage_equals_cdrs_equals_ledger_debits
 from invoicing_harness import query
 from radius_e2e_harness import BIN, MICROS_PER_S, TARIFF, Setup, write_setup
@@ -29,7 +40,11 @@ from chargingd.ledger.keys import acct_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-__all__ = ["test_invoice_usage_equals_cdrs_equals_ledger_debits"]
+__all__ = [
+    "gateway",
+    "test_invoice_usage_equals_cdrs_equals_ledger_debits",
+    "test_overdue_suspends_cuts_and_payment_reactivates",
+]
 
 
 @pytest.fixture
@@ -39,6 +54,36 @@ async def redis(cluster: Cluster) -> AsyncIterator[Any]:
     client = RedisCluster(host="127.0.0.1", port=alive.port)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def daemon(cluster: Cluster, tmp_path: Path, pg_url: str) -> Iterator[ClusterDaemon]:
+    """test_dunning_e2e's daemon (its dunning loop on) on the cluster."""
+    cluster.flush()
+    setup = write_setup(
+        tmp_path,
+        invoicing="\n".join(
+            (
+                "dunning_in_serve = true",
+                "dunning_interval_s = 0.2",
+                "payment_terms_days = 0",  # due when issued: overdue at once, grace 0
+                "dunning_grace_days = 0",
+                "settle_delay_s = 0",
+                'default_vat_rate = "19"',
+            )
+        ),
+        billing=f'db_url = "{pg_url}"',
+        redis=cluster_redis(cluster),
+    )
+    found = ClusterDaemon(setup, tmp_path / "daemon.log")
+    found.cluster = cluster
+    found.start()
+    try:
+        assert found.wait_ready()["redis"]["url"].startswith("cluster:")
+        yield found
+    finally:
+        found.kill()
+        print(f"---- daemon log ----\n{found.log()}")  # shown only when the test fails
 
 
 # -- the commands an operator runs, on accounts on every master ---------------------------
