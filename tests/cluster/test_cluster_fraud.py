@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from cluster_daemon import ClusterDaemon, cluster_redis
-from monitoring_harness import ctl_json
 from fraud.test_daemon_e2e import (
     SCENARIO_RULES,
     TARIFF,
@@ -27,13 +26,14 @@ from fraud.test_daemon_e2e import (
     place,
     stop,
 )
+from monitoring_harness import ctl_json
 from radius_e2e_harness import Call, write_setup
 from radius_peer import wait_until
 from redis_cluster import Cluster
+from webhook_receiver import Receiver, webhook_receiver
 
 from chargingd.ledger.keys import acct_key
 from chargingd.radius import codec as rc
-from webhook_receiver import Receiver, webhook_receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

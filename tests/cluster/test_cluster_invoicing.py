@@ -115,7 +115,9 @@ def books_daemon(cluster: Cluster, tmp_path: Path, pg_url: str) -> Iterator[Clus
     )
     (tmp_path / "dear.toml").write_text(DEAR)
     text = setup.config.read_text().replace("[invoicing]\n\n", "")
-    text = text.replace("[rating]\n", f'[rating]\nplans = {{ dear = "{tmp_path / "dear.toml"}" }}\n')
+    text = text.replace(
+        "[rating]\n", f'[rating]\nplans = {{ dear = "{tmp_path / "dear.toml"}" }}\n'
+    )
     setup.config.write_text(text + SOURCE)
     found = ClusterDaemon(setup, tmp_path / "daemon.log")
     found.cluster = cluster
