@@ -37,8 +37,8 @@ from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
 from chargingd.core.loops import Disabled, run_every
 from chargingd.core.ratelog import RateLimitedLog
-from chargingd.core.redisconn import EmbeddedRedis, EmbeddedSupervisor, RedisClient
-from chargingd.core.status import ComponentStats, StatusRegistry, redis_info_summary
+from chargingd.core.redisconn import EmbeddedRedis, EmbeddedSupervisor, RedisClient, redis_status
+from chargingd.core.status import ComponentStats, StatusRegistry
 from chargingd.fraud import FraudEvents, FraudOff
 from chargingd.ledger import Ledger, LedgerError
 from chargingd.monitoring import ProcessMeters
@@ -105,7 +105,7 @@ class Runtime:
                 snap[name] = {"error": str(exc)}
         redis: dict[str, Any] = {"url": self.redis_label}
         try:
-            redis.update(redis_info_summary(await self.redis.info()))
+            redis.update(await redis_status(self.redis))
         except (RedisError, OSError) as exc:
             redis["error"] = str(exc)
         snap["redis"] = redis

@@ -57,13 +57,29 @@ def _as_int(value: Any) -> int:
 def redis_info_summary(info: dict[str, Any]) -> dict[str, Any]:
     """The few INFO fields an operator looks at first."""
     if "redis_version" not in info and info:
-        # RedisCluster.info() answers per node: summarise the first one.
-        first = next(iter(info.values()))
-        info = first if isinstance(first, dict) else {}
+        # INFO of several nodes ("host:port" -> its INFO): the cluster's.
+        return cluster_summary([n for n in info.values() if isinstance(n, dict)])
     return {
         "version": str(info.get("redis_version", "")),
         "used_memory_bytes": _as_int(info.get("used_memory")),
         "used_memory_human": str(info.get("used_memory_human", "")),
         "connected_clients": _as_int(info.get("connected_clients")),
         "aof_enabled": bool(_as_int(info.get("aof_enabled"))),
+    }
+
+
+def cluster_summary(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Memory and clients summed over every node (masters and replicas), the versions
+    they run, AOF on only when it is on every node; ``nodes``, ``masters``: how many
+    answered."""
+    memory = sum(_as_int(n.get("used_memory")) for n in nodes)
+    versions = sorted({str(n.get("redis_version", "")) for n in nodes})
+    return {
+        "version": ",".join(versions),
+        "used_memory_bytes": memory,
+        "used_memory_human": f"{memory / (1 << 20):.2f}M",
+        "connected_clients": sum(_as_int(n.get("connected_clients")) for n in nodes),
+        "aof_enabled": bool(nodes) and all(_as_int(n.get("aof_enabled")) for n in nodes),
+        "nodes": len(nodes),
+        "masters": sum(1 for n in nodes if n.get("role") == "master"),
     }

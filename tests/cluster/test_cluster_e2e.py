@@ -168,6 +168,23 @@ def test_account_listing_pages_over_accounts_on_every_master(daemon: Daemon) -> 
         assert (entry["what"], entry["after"]["balance"]) == ("create", "1.00")
 
 
+def test_status_sums_the_redis_of_every_node(daemon: Daemon) -> None:
+    """server.status (`ctl status`) on a cluster: memory and clients of all six nodes
+    (before: INFO went to one node, a sixth of the cluster)."""
+    cluster = daemon.cluster  # type: ignore[attr-defined]
+    largest = 0
+    for node in cluster.nodes:
+        with node.client() as c:
+            largest = max(largest, int(c.info("memory")["used_memory"]))
+    redis = daemon.call("server.status")["redis"]
+    assert redis["used_memory_bytes"] > 3 * largest // 2, (redis, largest)
+    assert (redis["nodes"], redis["masters"], redis["nodes_down"]) == (6, 3, 0), redis
+    assert redis["connected_clients"] >= 6 and redis["version"]
+    shown = subprocess.run([str(BIN), "ctl", "--config", str(daemon.setup.config), "status"],
+                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    assert "redis nodes" in shown.stdout and "redis used_memory_bytes" in shown.stdout
+
+
 def test_the_cluster_is_three_masters_with_a_replica_each(cluster: Cluster) -> None:
     assert len(cluster.masters()) == 3 and len(cluster.seeds) == 6
     with cluster.client() as c:
