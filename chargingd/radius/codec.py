@@ -84,11 +84,16 @@ H323_CURRENCY: Final = 110
 # for, kept in Packet.attrs under vendor << 8 | sub-type (above the one-octet attribute
 # types, so they collide with none). FreeSWITCH, vendor 27880 (mod_radius_cdr.h):
 # Freeswitch-Src / -Dst (the numbers; its packets have no Calling/Called-Station-Id) and
-# Freeswitch-Hangupcause (the Q.850 cause, a 4-octet integer).
+# Freeswitch-Hangupcause (the Q.850 cause, a 4-octet integer), Freeswitch-Callstartdate
+# and -Callanswerdate (text, "2026-12-07T10:00:08.250000+0100": the channel's created
+# and answered times, each sent only when set; its Start goes at routing, before any
+# answer: radius/translate.py).
 FREESWITCH_VENDOR: Final = 27880
 FS_SRC_KEY: Final = FREESWITCH_VENDOR << 8 | 4
 FS_DST_KEY: Final = FREESWITCH_VENDOR << 8 | 5
 FS_HANGUPCAUSE_KEY: Final = FREESWITCH_VENDOR << 8 | 13
+FS_CALLSTARTDATE_KEY: Final = FREESWITCH_VENDOR << 8 | 20
+FS_CALLANSWERDATE_KEY: Final = FREESWITCH_VENDOR << 8 | 21
 # Asterisk, vendor 22736 (cdr_radius.c): one Stop per call with Asterisk-Src / -Dst
 # and Asterisk-Bill-Sec (the talk time, a 4-octet integer) and no Calling/Called-
 # Station-Id nor Acct-Session-Time.
@@ -97,7 +102,7 @@ AST_SRC_KEY: Final = ASTERISK_VENDOR << 8 | 102
 AST_DST_KEY: Final = ASTERISK_VENDOR << 8 | 103
 AST_BILL_SEC_KEY: Final = ASTERISK_VENDOR << 8 | 114
 _KEPT_VSAS: Final = {
-    FREESWITCH_VENDOR: frozenset((4, 5, 13)),
+    FREESWITCH_VENDOR: frozenset((4, 5, 13, 20, 21)),
     ASTERISK_VENDOR: frozenset((102, 103, 114)),
 }
 

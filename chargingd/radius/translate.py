@@ -6,7 +6,9 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
+import re
 import socket
 from typing import Final
 
@@ -100,6 +102,9 @@ def usage_report(
     event_ms = event_ms_of(packet, now_s)
     terminate = packet.integer(rc.ACCT_TERMINATE_CAUSE)
     usage_s, reported = _usage(packet)
+    answer_ms = -1
+    if rc.FS_CALLSTARTDATE_KEY in packet.attrs:  # (a dict look-up for the others)
+        answer_ms = _freeswitch_answer_ms(packet, kind, usage_s, event_ms)
     return UsageReport(
         call=call_info(packet, client, source_ip),
         kind=kind,
@@ -111,7 +116,58 @@ def usage_report(
         sip_code=_sip_code(packet),
         # Stops only: the request path of the other packets pays nothing for it.
         quality=call_quality(packet) if kind is UsageKind.STOP else (),
+        answer_ms=answer_ms,
     )
+
+
+# How far a Freeswitch-Callanswerdate may be from what the packet's own times imply
+# before it is not believed (sessions/store.py's USAGE_SLACK_S: clock skew, delays).
+_FS_DATE_SLACK_MS: Final = 300_000
+
+
+def _freeswitch_answer_ms(packet: rc.Packet, kind: UsageKind, usage_s: int, event_ms: int) -> int:
+    """The answer time of a FreeSWITCH mod_radius_cdr packet (it carries
+    Freeswitch-Callstartdate, the channel's creation time, on every Start and Stop):
+    UsageReport.answer_ms. Its Start goes at routing, before any answer: without
+    Freeswitch-Callanswerdate it is a call still ringing (0), never the answer, whose
+    time the Stop tells (the date, else its event time minus Acct-Session-Time: -1).
+    A date that does not parse or is further than _FS_DATE_SLACK_MS from what the
+    packet's times imply is not believed (-1: as any other gateway's packet)."""
+    raw = packet.attrs.get(rc.FS_CALLANSWERDATE_KEY)
+    if not raw:
+        return 0 if kind is UsageKind.START else -1
+    answer_ms = freeswitch_date_ms(raw)
+    if answer_ms <= 0 or answer_ms > event_ms + _FS_DATE_SLACK_MS:
+        return -1
+    if kind is not UsageKind.START and answer_ms < event_ms - usage_s * 1000 - _FS_DATE_SLACK_MS:
+        return -1  # (a Start may come long after the answer: a transfer routes again)
+    return answer_ms
+
+
+# mod_radius_cdr writes its dates with "%04u-%02u-%02uT%02u:%02u:%02u.%06u%+03d%02d" from
+# the local time and tm_gmtoff / 3600, tm_gmtoff % 3600: the zone's hours, then its
+# remainder in SECONDS (cut to 2 digits by its 32-octet buffer), so only a whole-hour
+# zone reads right ("+0100", "-0500"); "+0518" is India's +05:30. A zone written as
+# minutes (00, 30, 45) is taken; any other is not believed (0).
+_FS_DATE: Final = re.compile(
+    rb"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})([+-])(\d\d)(00|30|45)\x00*"
+)
+
+
+def freeswitch_date_ms(raw: bytes) -> int:
+    """A mod_radius_cdr date (Freeswitch-Callstartdate, -Callanswerdate) as epoch ms; 0
+    when it is not one (or its zone cannot be read: see _FS_DATE)."""
+    m = _FS_DATE.fullmatch(raw)
+    if m is None:
+        return 0
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return 0
+    offset_s = int(m.group(9)) * 3600 + int(m.group(10)) * 60
+    if m.group(8) == b"-":
+        offset_s = -offset_s
+    local_s = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    return (local_s - offset_s) * 1000 + int(m.group(7)) // 1000
 
 
 _SRC_KEYS: Final = (rc.FS_SRC_KEY, rc.AST_SRC_KEY)

@@ -259,6 +259,7 @@ class UsageReport:
     spool's JSON lines are the same)."""
 
     __slots__ = (
+        "answer_ms",
         "call",
         "disconnect_cause",
         "event_ms",
@@ -288,6 +289,11 @@ class UsageReport:
         # loss_pct), as (name, decimal text) pairs; they go into the CDR's extra
         # (monitoring reads them).
         quality: tuple[tuple[str, str], ...] = (),
+        # When the call was answered, if the gateway says (FreeSWITCH's
+        # Freeswitch-Callanswerdate): -1 it does not, the kind and usage imply it (RFC
+        # 2866: a Start is the answer; else event_ms - usage_s, 0 for no usage); 0 not
+        # answered yet (mod_radius_cdr's Start, sent at routing, before the answer).
+        answer_ms: int = -1,
     ) -> None:
         self.call: Final = call
         self.kind: Final = kind
@@ -298,6 +304,7 @@ class UsageReport:
         self.usage_reported: Final = usage_reported
         self.sip_code: Final = sip_code
         self.quality: Final = quality
+        self.answer_ms: Final = answer_ms
 
     def as_dict(self) -> dict[str, Any]:
         """Field -> value in field order (``call`` as it is, not as a dict)."""
@@ -311,6 +318,7 @@ class UsageReport:
             "usage_reported": self.usage_reported,
             "sip_code": self.sip_code,
             "quality": self.quality,
+            "answer_ms": self.answer_ms,
         }
 
     def replace(self, **changes: Any) -> UsageReport:

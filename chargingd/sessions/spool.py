@@ -33,9 +33,12 @@ class SpoolFull(Exception):
 
 
 def report_to_entry(report: UsageReport) -> Entry:
-    """dataclasses.asdict of the report, with its call's fields (CallInfo.as_dict)."""
+    """dataclasses.asdict of the report, with its call's fields (CallInfo.as_dict);
+    answer_ms only when the gateway said it (FreeSWITCH): other lines stay as before."""
     entry: Entry = {"type": "usage", **report.as_dict()}
     entry["call"] = report.call.as_dict()
+    if report.answer_ms < 0:
+        del entry["answer_ms"]
     return entry
 
 
@@ -53,6 +56,7 @@ def entry_to_report(entry: Entry) -> UsageReport:
         usage_reported=bool(entry.get("usage_reported", True)),
         sip_code=int(entry.get("sip_code", 0)),
         quality=tuple((str(k), str(v)) for k, v in entry.get("quality", ())),
+        answer_ms=int(entry.get("answer_ms", -1)),
     )
 
 

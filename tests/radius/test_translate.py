@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 
 from pyrad.packet import AcctPacket
 from radius_peer import DICT
 
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import RadiusClient
-from chargingd.radius.translate import call_info, charged_leg, gateway_of, usage_report
+from chargingd.radius.translate import (
+    call_info,
+    charged_leg,
+    freeswitch_date_ms,
+    gateway_of,
+    usage_report,
+)
 from chargingd.sessions.ccapi import UsageKind
 
 CISCO = RadiusClient("gw", ipaddress.ip_network("10.0.0.1"), b"s", default_account="d")
@@ -97,3 +104,51 @@ def test_caller_ip_from_h323_remote_address_else_framed_ip() -> None:
     garbage = packet(h323_remote_address="h323-remote-address=not an address")
     assert call_info(garbage, CISCO, "10.0.0.1").caller_ip == ""
     assert call_info(packet(User_Name="x"), CISCO, "10.0.0.1").caller_ip == ""
+
+
+def test_freeswitch_dates_as_mod_radius_cdr_writes_them() -> None:
+    # "%04u-%02u-%02uT%02u:%02u:%02u.%06u%+03d%02d" of the local time, tm_gmtoff / 3600
+    # and tm_gmtoff % 3600 (seconds, cut by its 32-octet buffer): only whole-hour zones
+    # (and zones written as minutes) are read; anything else is 0, never a guess.
+    utc_ms = 1_796_551_208_250  # 2026-12-06T10:00:08.250 UTC
+    assert freeswitch_date_ms(b"2026-12-06T10:00:08.250000+0000") == utc_ms
+    assert freeswitch_date_ms(b"2026-12-06T11:00:08.250000+0100") == utc_ms
+    assert freeswitch_date_ms(b"2026-12-06T05:00:08.250999-0500") == utc_ms
+    assert freeswitch_date_ms(b"2026-12-06T15:30:08.250000+0530") == utc_ms
+    assert freeswitch_date_ms(b"2026-12-06T15:30:08.250000+0518") == 0  # India, as FS cuts it
+    assert freeswitch_date_ms(b"2026-12-06T06:30:08.250000-03-1") == 0  # Newfoundland
+    for bad in (b"", b"0", b"2026-13-06T10:00:08.250000+0000", b"2026-12-06 10:00:08 +0000"):
+        assert freeswitch_date_ms(bad) == 0
+
+
+def _fs_packet(*subs: tuple[int, bytes], session_time: int | None = None) -> rc.Packet:
+    attrs = b"".join(
+        struct.pack("!BBIBB", 26, len(v) + 8, 27880, t, len(v) + 2) + v for t, v in subs
+    )
+    if session_time is not None:
+        attrs += struct.pack("!BBI", rc.ACCT_SESSION_TIME, 6, session_time)
+    return rc.decode(
+        struct.pack("!BBH", rc.ACCOUNTING_REQUEST, 1, 20 + len(attrs)) + bytes(16) + attrs
+    )
+
+
+def test_freeswitch_start_at_routing_is_not_the_answer() -> None:
+    # mod_radius_cdr's Start carries Freeswitch-Callstartdate (20) and, only once the
+    # channel was answered, Freeswitch-Callanswerdate (21); other packets say nothing
+    # of the answer (-1: the kind and usage imply it).
+    created = (20, b"2026-12-06T10:00:00.000000+0000")
+    answered = (21, b"2026-12-06T10:00:08.250000+0000")
+    now_s = 1_796_551_238.0  # 10:00:38 UTC
+
+    def answer(kind: UsageKind, p: rc.Packet) -> int:
+        return usage_report(p, GENERIC, "10.0.0.2", kind, now_s).answer_ms
+
+    assert answer(UsageKind.START, _fs_packet(created)) == 0  # ringing
+    assert answer(UsageKind.START, _fs_packet(created, answered)) == 1_796_551_208_250
+    assert answer(UsageKind.START, _fs_packet((4, b"1000"), (5, b"030123456"))) == -1
+    assert answer(UsageKind.START, packet(Acct_Session_Id="s")) == -1
+    stop = _fs_packet(created, answered, session_time=30)
+    assert answer(UsageKind.STOP, stop) == 1_796_551_208_250
+    assert answer(UsageKind.STOP, _fs_packet(created, session_time=0)) == -1  # unanswered
+    a_day_off = (21, b"2026-12-05T10:00:08.250000+0000")  # a box whose zone lies
+    assert answer(UsageKind.STOP, _fs_packet(created, a_day_off, session_time=30)) == -1
