@@ -150,7 +150,7 @@ class Accounting:
         if noted is None or (report.kind not in FINAL and report.usage_s < rec.last_usage_s):
             return False
         if report.kind is UsageKind.START and report.usage_s == 0:
-            return await self._start_noted(noted)
+            return await self._start_noted(noted, report)
         try:
             if report.kind in FINAL:
                 return await self._stop_noted(noted, report)
@@ -169,7 +169,7 @@ class Accounting:
             self.store.uncache(session_id)
             raise
 
-    async def _start_noted(self, noted: Noted) -> bool:
+    async def _start_noted(self, noted: Noted, report: UsageReport) -> bool:
         """A Start (no usage) noted on a held record (the record its authorize wrote,
         usually), written by session_note.lua, then what _update does for a Start;
         False when the stored value moved (nothing written: the touch path reads the
@@ -192,7 +192,7 @@ class Accounting:
             return False
         # the Start is on the record: what follows is _update's for a Start, its errors
         # the caller's (never the touch path again: the note is written)
-        await self._answered(rec, self.modes.holds_all(rec.client))
+        await self._started(rec, report)
         return True
 
     async def _stop_noted(self, noted: Noted, report: UsageReport) -> bool:
@@ -322,13 +322,27 @@ class Accounting:
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
-        holds_all = self.modes.holds_all(rec.client)
         if report.kind is UsageKind.START and usage_s == 0:
-            await self._answered(rec, holds_all)
+            await self._started(rec, report)
             return
+        holds_all = self.modes.holds_all(rec.client)
         # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
         hold_to_s = rec.paid_usage_s if holds_all else 0
         await self.grants.charge(rec, usage_s, hold_to_s=hold_to_s)
+
+    async def _started(self, rec: SessionRecord, report: UsageReport) -> None:
+        """The Start: the answer (RFC 2866 §5.1), or, FreeSWITCH's mod_radius_cdr, one
+        sent at routing, before the answer (report.answer_ms 0: the call rings). A
+        ringing call's clock does not start: no deadline (the own timer, a limited
+        call) counts from it, or the call would be cut early by its ring time; its
+        answer comes with its Stop (mod_radius_cdr sends no Interim), or with a Start
+        that carries it (a transfer routes the answered call again). hold_all /
+        own_timer: its hold is leased again from now all the same."""
+        holds_all = self.modes.holds_all(rec.client)
+        if answer_ms_of(report):
+            await self._answered(rec, holds_all)
+        elif holds_all:
+            await self.grants.relet(rec)
 
     async def _answered(self, rec: SessionRecord, holds_all: bool) -> None:
         """The Start. hold_all / own_timer: the hold leased again from the answer.
@@ -480,7 +494,10 @@ class Accounting:
 
 
 def answer_ms_of(report: UsageReport) -> int:
-    """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7)."""
+    """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7), or the one
+    it says (FreeSWITCH: its answer date; 0 for its Start at routing)."""
+    if report.answer_ms >= 0:
+        return report.answer_ms
     answered = report.kind is UsageKind.START or report.usage_s > 0
     return report.event_ms - report.usage_s * 1000 if answered else 0
 

@@ -1,0 +1,289 @@
+"""FreeSWITCH's mod_radius_cdr over UDP through the real frontend, sessions and ledger
+(a real Redis): its Start goes at routing, before the answer, so it is not the answer.
+
+What the module sends (src/mod/event_handlers/mod_radius_cdr/mod_radius_cdr.c):
+my_on_routing sends Acct-Status-Type Start with Acct-Session-Id (the channel's uuid),
+User-Name, Freeswitch-Src/-CLID/-Dst/-Dialplan, Framed-IP-Address, -Context, -ANI,
+-Source and Freeswitch-Callstartdate (the channel's created time), and the answer
+date only once the channel was answered (a transfer routes it again); my_on_reporting
+sends the Stop with Freeswitch-Hangupcause, -Lastapp, -Billusec, the dates,
+Acct-Session-Time = billsec (hung up - answered, whole seconds) and
+Freeswitch-Direction. No Event-Timestamp and no Interim; freeradius-client adds
+NAS-IP-Address, NAS-Port and Acct-Delay-Time. Dates: "%04u-%02u-%02uT%02u:%02u:%02u.%06u
+%+03d%02d" of the local time and tm_gmtoff / 3600, tm_gmtoff % 3600.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from radius_peer import TestGateway, UdpPeer
+from sessions_harness import EUR, Clock, add_account, make_ledger, make_sessions, read_cdrs
+
+from chargingd.core.config import config_from_dict
+from chargingd.ledger import Ledger
+from chargingd.radius import codec as rc
+from chargingd.radius.dynauth import DynamicAuthClient
+from chargingd.radius.server import RadiusFrontend
+from chargingd.sessions.service import Sessions
+
+SECRET = b"freeswitch-secret"
+UUID = "3f8a1c2e-7b4d-4e1f-9a6c-0d2b5e8f1a37"
+BERLIN = "030123456"  # the harness tariff: 0.60 EUR a minute, per second
+
+
+def attr(attr_type: int, value: bytes | str | int) -> bytes:
+    if isinstance(value, int):
+        return struct.pack("!BBI", attr_type, 6, value)
+    raw = value.encode() if isinstance(value, str) else value
+    return bytes((attr_type, len(raw) + 2)) + raw
+
+
+def fs(sub_type: int, value: str | int) -> bytes:
+    """A Freeswitch (vendor 27880) VSA: strings, or 4-octet integers."""
+    raw = struct.pack("!I", value) if isinstance(value, int) else value.encode()
+    return struct.pack("!BBIBB", 26, len(raw) + 8, 27880, sub_type, len(raw) + 2) + raw
+
+
+def fs_date(epoch_ms: int, zone: str = "+0100") -> str:
+    """A date as mod_radius_cdr writes it: local time, microseconds, the zone as
+    "%+03d%02d" of tm_gmtoff / 3600 and tm_gmtoff % 3600 (cut to its 32-octet buffer)."""
+    sign = -1 if zone[0] == "-" else 1
+    hours = int(zone[1:3])
+    local = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(
+        timezone(sign * timedelta(hours=hours, minutes=30 if zone[3:] == "18" else 0))
+    )
+    return local.strftime("%Y-%m-%dT%H:%M:%S.%f") + zone
+
+
+def accounting_request(ident: int, attrs: bytes) -> bytes:
+    """As freeradius-client sends it: no Message-Authenticator (RFC 2866 §3)."""
+    header = struct.pack("!BBH", rc.ACCOUNTING_REQUEST, ident, 20 + len(attrs))
+    return header + rc.md5(header + bytes(16) + attrs + SECRET) + attrs
+
+
+def access_request(ident: int, attrs: bytes) -> bytes:
+    return rc.encode_access_request(ident, bytes(range(ident, ident + 16)), attrs, SECRET)
+
+
+@dataclass
+class Bench:
+    t0_ms: int
+    clock: Clock
+    ledger: Ledger
+    sessions: Sessions
+    frontend: RadiusFrontend
+    nas: UdpPeer
+    gateway: TestGateway  # the RFC 5176 listener: the cuts that reached the switch
+
+    async def ask(self, packet: bytes, port: int) -> rc.Packet:
+        self.nas.send(packet, port)
+        raw = await self.nas.recv()
+        assert raw is not None, "no answer"
+        return rc.decode(raw)
+
+    async def account(self, ident: int, attrs: bytes) -> None:
+        reply = await self.ask(accounting_request(ident, attrs), self.frontend.acct_port)
+        assert reply.code == rc.ACCOUNTING_RESPONSE
+
+
+@asynccontextmanager
+async def bench(
+    redis: aioredis.Redis, tmp_path: Path, credit_mode: str = "interim"
+) -> AsyncIterator[Bench]:
+    coa = await UdpPeer.open()
+    gateway = TestGateway(coa, SECRET)
+    client: dict[str, Any] = {"name": "fs", "address": "127.0.0.1", "secret": SECRET.decode(),
+                              "coa_port": coa.port, "flavour": "generic",
+                              "credit_mode": credit_mode}  # fmt: skip
+    radius = config_from_dict(
+        {"radius": {"bind": "127.0.0.1", "auth_port": 0, "acct_port": 0, "clients": [client]}}
+    ).radius
+    t0_ms = int(time.time()) * 1000  # whole seconds: exact as the frontend's float clock
+    clock = Clock(t0_ms)
+    ledger = await make_ledger(redis, clock)
+    sessions = make_sessions(redis, ledger, clock, tmp_path, credit_modes={"fs": credit_mode})
+    # The frontend's clock is the test's: mod_radius_cdr sends no Event-Timestamp, so
+    # each packet's event time is its arrival (minus Acct-Delay-Time).
+    frontend = RadiusFrontend(radius, sessions, clock=lambda: clock.now_ms / 1000)
+    dm = DynamicAuthClient(frontend.clients, timeout_s=0.2, retries=0, bind="127.0.0.1")
+    await dm.start()
+    await frontend.start()
+    sessions.attach_call_cutter(dm)
+    nas = await UdpPeer.open()
+    try:
+        yield Bench(t0_ms, clock, ledger, sessions, frontend, nas, gateway)
+    finally:
+        nas.close()
+        await frontend.stop()
+        await dm.close()
+        await gateway.close()
+
+
+def profile() -> bytes:
+    """What both packets carry of the caller profile, and freeradius-client's own."""
+    return (
+        attr(rc.ACCT_SESSION_ID, UUID)
+        + attr(rc.USER_NAME, "1000")
+        + fs(4, "1000")  # Freeswitch-Src
+        + fs(2, "Alice")  # -CLID
+        + fs(5, BERLIN)  # -Dst
+        + fs(3, "XML")  # -Dialplan
+        + attr(rc.FRAMED_IP_ADDRESS, bytes((192, 0, 2, 10)))
+        + fs(18, "default")  # -Context
+        + fs(8, "1000")  # -ANI
+        + fs(19, "mod_sofia")  # -Source
+        + attr(5, 0)  # NAS-Port
+        + attr(rc.ACCT_DELAY_TIME, 0)
+        + attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1)))
+    )
+
+
+def start_at_routing(created_ms: int) -> bytes:
+    """my_on_routing's Start: the channel was created, it is not answered."""
+    return attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START) + profile() + fs(20, fs_date(created_ms))
+
+
+def stop(
+    created_ms: int, answered_ms: int, hungup_ms: int, cause: int, zone: str = "+0100"
+) -> bytes:
+    """my_on_reporting's Stop: billusec = hung up - answered, billsec its whole seconds."""
+    billusec = (hungup_ms - answered_ms) * 1000 if answered_ms else 0
+    packet = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + profile() + fs(13, cause)
+    packet += fs(10, "bridge") + fs(15, billusec) + fs(20, fs_date(created_ms, zone))
+    if answered_ms:
+        packet += fs(21, fs_date(answered_ms, zone))
+    packet += fs(23, fs_date(hungup_ms, zone))
+    packet += attr(rc.ACCT_SESSION_TIME, billusec // 1_000_000) + fs(24, "inbound")
+    return packet
+
+
+async def authorize(b: Bench, session_timeout_s: int) -> None:
+    asked = attr(rc.USER_NAME, "1000") + attr(rc.CALLED_STATION_ID, BERLIN)
+    asked += attr(rc.ACCT_SESSION_ID, UUID)
+    reply = await b.ask(access_request(1, asked), b.frontend.auth_port)
+    assert reply.code == rc.ACCESS_ACCEPT
+    assert reply.integer(rc.SESSION_TIMEOUT) == session_timeout_s
+
+
+@pytest.mark.parametrize(
+    ("zone", "answer_offset_ms"),
+    [
+        ("+0100", 8_250),  # Freeswitch-Callanswerdate, to the millisecond
+        # India (+05:30) as mod_radius_cdr writes it ("+05" then 1800 s cut to "18"):
+        # no zone to read, so the Stop's arrival minus Acct-Session-Time (billsec, cut
+        # to whole seconds): within a second
+        ("+0518", 9_000),
+    ],
+)
+async def test_freeswitch_call_that_rang_8s_is_answered_8s_after_its_start(
+    redis: aioredis.Redis, tmp_path: Path, zone: str, answer_offset_ms: int
+) -> None:
+    # The Start came at routing (t0), the callee answered 8.25 s later, hung up after
+    # 30.5 s of talk (billsec 30). The CDR said answered at t0: the answer time was
+    # early by the ring time. Its retransmissions change nothing.
+    async with bench(redis, tmp_path) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 1000)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 39_000  # the Stop leaves as the channel reports
+        final = stop(t0, t0 + 8_250, t0 + 38_750, 16, zone)
+        await b.account(3, final)
+        await b.account(3, final)  # a retransmission (RFC 5080: the cached answer)
+        await b.account(4, final)  # the same Stop again under another Identifier
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.duration_s, cdr.cost_micros, cdr.charged_micros) == (
+            "normal", 30, 300_000, 300_000)  # fmt: skip
+        assert (cdr.start_ms, cdr.answer_ms) == (t0, t0 + answer_offset_ms)
+        assert cdr.disconnect_cause == 16
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
+
+
+@pytest.mark.parametrize("credit_mode", ["own_timer", "interim"])
+async def test_unanswered_freeswitch_call_is_never_cut_nor_charged(
+    redis: aioredis.Redis, tmp_path: Path, credit_mode: str
+) -> None:
+    # An account with money for 5 s; the call rings 20 s, nobody answers (NO_ANSWER,
+    # 19). The Start at routing was taken as the answer: the own timer (and a limited
+    # interim call's deadline) cut the ringing call 5 s after it, as if it talked.
+    async with bench(redis, tmp_path, credit_mode) as b:
+        await add_account(b.ledger, "acc1", balance_micros=50_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 5)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 6_000
+        await b.sessions.cutter.run_once()
+        b.clock.now_ms = t0 + 20_000
+        await b.sessions.cutter.run_once()
+        assert b.gateway.requests == []  # no Disconnect-Request reached the switch
+        await b.account(3, stop(t0, 0, t0 + 20_000, 19))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "unanswered", 0, 0, 0)  # fmt: skip
+        assert cdr.disconnect_cause == 19
+        assert "cut_reason" not in cdr.extra
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (50_000, 0)
+
+
+async def test_prepaid_freeswitch_call_talks_all_it_paid_for_after_ringing(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # own_timer: money for exactly 60 s. The call rings 8 s, then talks 60 s. The own
+    # timer counted from the Start at routing and cut it after 52 s of talk.
+    async with bench(redis, tmp_path, "own_timer") as b:
+        await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 60)
+        await b.account(2, start_at_routing(t0))
+        for at_s in (61, 67):  # past the Start + 60 s, and 59 s into the talk
+            b.clock.now_ms = t0 + at_s * 1000
+            await b.sessions.cutter.run_once()
+        assert b.gateway.requests == []
+        b.clock.now_ms = t0 + 69_000
+        await b.account(3, stop(t0, t0 + 8_000, t0 + 68_000, 16))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "normal", t0 + 8_000, 60, 600_000)  # fmt: skip
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (0, 0)
+
+
+async def test_a_start_without_freeswitch_dates_is_still_the_answer(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Any other gateway's Start (RFC 2866) is the answer: the own timer counts from it
+    # and cuts at the end of what was paid for; the CDR is answered at the Start. A
+    # Start with Freeswitch-Src/-Dst but no Freeswitch-Callstartdate (not
+    # mod_radius_cdr's) is such a Start too.
+    async with bench(redis, tmp_path, "own_timer") as b:
+        await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 60)
+        b.clock.now_ms = t0 + 8_000
+        await b.account(2, attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START) + profile())
+        b.clock.now_ms = t0 + 8_000 + 60_000
+        assert await b.sessions.cutter.run_once() == 0  # not before the paid 60 s
+        b.clock.now_ms = t0 + 8_000 + 61_000
+        assert await b.sessions.cutter.run_once() == 1
+        (request,) = b.gateway.requests
+        assert request.code == rc.DISCONNECT_REQUEST
+        final = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + profile()
+        await b.account(3, final + attr(rc.ACCT_SESSION_TIME, 61))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "credit_cut", t0 + 8_000, 61, 600_000)  # fmt: skip
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (0, 0)
