@@ -287,3 +287,32 @@ async def test_a_start_without_freeswitch_dates_is_still_the_answer(
             "credit_cut", t0 + 8_000, 61, 600_000)  # fmt: skip
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (0, 0)
+
+
+async def test_a_freeswitch_start_with_an_answer_date_is_the_answer_at_that_date(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # A transfer routes an answered channel again: mod_radius_cdr sends a second Start,
+    # now with Freeswitch-Callanswerdate (and -Calltransferdate). That is the answer,
+    # at its date: the own timer counts from it and cuts at the end of the paid 60 s.
+    async with bench(redis, tmp_path, "own_timer") as b:
+        await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 60)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 20_000
+        again = start_at_routing(t0) + fs(21, fs_date(t0 + 8_000)) + fs(22, fs_date(t0 + 20_000))
+        await b.account(3, again)
+        b.clock.now_ms = t0 + 68_000
+        assert await b.sessions.cutter.run_once() == 0
+        b.clock.now_ms = t0 + 69_000
+        assert await b.sessions.cutter.run_once() == 1
+        (request,) = b.gateway.requests
+        assert request.code == rc.DISCONNECT_REQUEST
+        b.clock.now_ms = t0 + 70_000
+        await b.account(4, stop(t0, t0 + 8_000, t0 + 69_500, 16))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "credit_cut", t0 + 8_000, 61, 600_000)  # fmt: skip
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (0, 0)
