@@ -98,13 +98,13 @@ class Bench:
 
 @asynccontextmanager
 async def bench(
-    redis: aioredis.Redis, tmp_path: Path, credit_mode: str = "interim"
+    redis: aioredis.Redis, tmp_path: Path, credit_mode: str = "interim", **more: Any
 ) -> AsyncIterator[Bench]:
     coa = await UdpPeer.open()
     gateway = TestGateway(coa, SECRET)
     client: dict[str, Any] = {"name": "fs", "address": "127.0.0.1", "secret": SECRET.decode(),
                               "coa_port": coa.port, "flavour": "generic",
-                              "credit_mode": credit_mode}  # fmt: skip
+                              "credit_mode": credit_mode, **more}  # fmt: skip
     radius = config_from_dict(
         {"radius": {"bind": "127.0.0.1", "auth_port": 0, "acct_port": 0, "clients": [client]}}
     ).radius
@@ -316,3 +316,27 @@ async def test_a_freeswitch_start_with_an_answer_date_is_the_answer_at_that_date
             "credit_cut", t0 + 8_000, 61, 600_000)  # fmt: skip
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (0, 0)
+
+
+async def test_accounting_only_freeswitch_call_is_adopted_with_its_real_answer(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # mod_radius_cdr alone (no Access-Request: the trunk's default account): the
+    # ringing Start adopts the call unanswered, the Stop answers and charges it once.
+    async with bench(redis, tmp_path, default_account="trunk", lookup=["default"]) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        t0 = b.t0_ms
+        await b.account(2, start_at_routing(t0))
+        await b.account(3, start_at_routing(t0))  # again, under another Identifier
+        b.clock.now_ms = t0 + 39_000
+        final = stop(t0, t0 + 8_250, t0 + 38_750, 16)
+        await b.account(4, final)
+        await b.account(5, final)
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.status, cdr.answer_ms, cdr.duration_s) == (
+            "trunk", "normal", t0 + 8_250, 30)  # fmt: skip
+        assert (cdr.cost_micros, cdr.charged_micros, cdr.extra["adopted"]) == (
+            300_000, 300_000, "1")  # fmt: skip
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
