@@ -129,18 +129,23 @@ def _freeswitch_answer_ms(packet: rc.Packet, kind: UsageKind, usage_s: int, even
     """The answer time of a FreeSWITCH mod_radius_cdr packet (it carries
     Freeswitch-Callstartdate, the channel's creation time, on every Start and Stop):
     UsageReport.answer_ms. Its Start goes at routing, before any answer: without
-    Freeswitch-Callanswerdate it is a call still ringing (0), never the answer, whose
-    time the Stop tells (the date, else its event time minus Acct-Session-Time: -1).
+    Freeswitch-Callanswerdate it is a call still ringing (0; sessions takes it as the
+    answer all the same, money-safe: docs/credit-control.md). The Stop always says the
+    answer: its date, else its event time minus Acct-Session-Time, 0 never answered.
     A date that does not parse or is further than _FS_DATE_SLACK_MS from what the
-    packet's times imply is not believed (-1: as any other gateway's packet)."""
+    packet's times imply is not believed (a Start: -1, as any other gateway's)."""
     raw = packet.attrs.get(rc.FS_CALLANSWERDATE_KEY)
-    if not raw:
-        return 0 if kind is UsageKind.START else -1
-    answer_ms = freeswitch_date_ms(raw)
+    if kind is UsageKind.START:
+        if not raw:
+            return 0
+        answer_ms = freeswitch_date_ms(raw)  # (a Start may come long after the answer:
+        return answer_ms if 0 < answer_ms <= event_ms + _FS_DATE_SLACK_MS else -1  # a transfer)
+    implied_ms = event_ms - usage_s * 1000 if usage_s else 0
+    answer_ms = freeswitch_date_ms(raw) if raw else 0
     if answer_ms <= 0 or answer_ms > event_ms + _FS_DATE_SLACK_MS:
-        return -1
-    if kind is not UsageKind.START and answer_ms < event_ms - usage_s * 1000 - _FS_DATE_SLACK_MS:
-        return -1  # (a Start may come long after the answer: a transfer routes again)
+        return implied_ms
+    if answer_ms < event_ms - usage_s * 1000 - _FS_DATE_SLACK_MS:
+        return implied_ms
     return answer_ms
 
 

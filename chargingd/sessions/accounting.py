@@ -53,6 +53,7 @@ BUSY_WAIT_S = 1.0
 BUSY_POLL_S = 0.05
 # CdrStatus.NORMAL without a class attribute look-up per Stop (compiled: a static)
 _NORMAL: Final[str] = CdrStatus.NORMAL
+_UNANSWERED: Final[str] = CdrStatus.UNANSWERED
 
 
 class Accounting:
@@ -150,7 +151,7 @@ class Accounting:
         if noted is None or (report.kind not in FINAL and report.usage_s < rec.last_usage_s):
             return False
         if report.kind is UsageKind.START and report.usage_s == 0:
-            return await self._start_noted(noted, report)
+            return await self._start_noted(noted)
         try:
             if report.kind in FINAL:
                 return await self._stop_noted(noted, report)
@@ -169,7 +170,7 @@ class Accounting:
             self.store.uncache(session_id)
             raise
 
-    async def _start_noted(self, noted: Noted, report: UsageReport) -> bool:
+    async def _start_noted(self, noted: Noted) -> bool:
         """A Start (no usage) noted on a held record (the record its authorize wrote,
         usually), written by session_note.lua, then what _update does for a Start;
         False when the stored value moved (nothing written: the touch path reads the
@@ -192,7 +193,7 @@ class Accounting:
             return False
         # the Start is on the record: what follows is _update's for a Start, its errors
         # the caller's (never the touch path again: the note is written)
-        await self._started(rec, report)
+        await self._answered(rec, self.modes.holds_all(rec.client))
         return True
 
     async def _stop_noted(self, noted: Noted, report: UsageReport) -> bool:
@@ -322,30 +323,20 @@ class Accounting:
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
         """Start or Interim: commit the cumulative cost, renew the hold for the next grant."""
-        if report.kind is UsageKind.START and usage_s == 0:
-            await self._started(rec, report)
-            return
         holds_all = self.modes.holds_all(rec.client)
+        if report.kind is UsageKind.START and usage_s == 0:
+            await self._answered(rec, holds_all)
+            return
         # hold_all, own_timer: the hold keeps paying for the rest of the Session-Timeout.
         hold_to_s = rec.paid_usage_s if holds_all else 0
         await self.grants.charge(rec, usage_s, hold_to_s=hold_to_s)
 
-    async def _started(self, rec: SessionRecord, report: UsageReport) -> None:
-        """The Start: the answer (RFC 2866 §5.1), or, FreeSWITCH's mod_radius_cdr, one
-        sent at routing, before the answer (report.answer_ms 0: the call rings). A
-        ringing call's clock does not start: no deadline (the own timer, a limited
-        call) counts from it, or the call would be cut early by its ring time; its
-        answer comes with its Stop (mod_radius_cdr sends no Interim), or with a Start
-        that carries it (a transfer routes the answered call again). hold_all /
-        own_timer: its hold is leased again from now all the same."""
-        holds_all = self.modes.holds_all(rec.client)
-        if answer_ms_of(report):
-            await self._answered(rec, holds_all)
-        elif holds_all:
-            await self.grants.relet(rec)
-
     async def _answered(self, rec: SessionRecord, holds_all: bool) -> None:
         """The Start. hold_all / own_timer: the hold leased again from the answer.
+        FreeSWITCH's Start, sent at routing while the call rings, is taken as the
+        answer here all the same (answer_ms_of): its deadline counts from it, so a
+        call is cut early by at most its ring time, never late (mod_radius_cdr sends
+        nothing more until the Stop, which says the real answer: _ending).
         A cut sent while the call rang and never confirmed (a switch ends answered
         dialogs only: Kamailio's dlg.end_dlg) is sent again now, with its retries; else
         own_timer calls (and limited ones) get their deadline at the end of what is
@@ -398,7 +389,14 @@ class Accounting:
         if derived_s > usage_s:
             usage_s = derived_s
             extra["usage_from"] = "event_timestamps"
-        ending = Ending(report.event_ms, _NORMAL, report.disconnect_cause, extra or None)
+        # FreeSWITCH's Stop says when the call was answered (0: never): the CDR's and
+        # the rating's answer time, not its Start at routing the record took for it;
+        # never answered, the call is unanswered even if the own timer cut it ringing.
+        answer_ms = report.answer_ms
+        status = _UNANSWERED if answer_ms == usage_s == rec.last_usage_s == 0 else _NORMAL
+        ending = Ending(
+            report.event_ms, status, report.disconnect_cause, extra or None, answer_ms=answer_ms
+        )
         return usage_s, ending
 
     async def _close_reported(
@@ -495,9 +493,13 @@ class Accounting:
 
 def answer_ms_of(report: UsageReport) -> int:
     """The answer time a packet implies (0: not answered yet, RFC 2866 §5.7), or the one
-    it says (FreeSWITCH: its answer date; 0 for its Start at routing)."""
-    if report.answer_ms >= 0:
-        return report.answer_ms
+    it says (FreeSWITCH: its answer date, 0 for a Stop never answered). FreeSWITCH's
+    Start at routing (answer_ms 0: it rings) is taken as the answer, as any Start: the
+    deadlines (own timer, a limited call) and the reaper count from it, money-safe
+    (its Stop corrects the CDR's answer time: Accounting._ending)."""
+    said = report.answer_ms
+    if said > 0 or (said == 0 and report.kind is not UsageKind.START):
+        return said
     answered = report.kind is UsageKind.START or report.usage_s > 0
     return report.event_ms - report.usage_s * 1000 if answered else 0
 

@@ -41,7 +41,7 @@ class Ending:
     """How a session ends, as its CDR will say. One per close: a plain class (a
     dataclass's __init__ is interpreted even compiled), frozen (Final)."""
 
-    __slots__ = ("disconnect_cause", "end_ms", "extra", "provisional", "status")
+    __slots__ = ("answer_ms", "disconnect_cause", "end_ms", "extra", "provisional", "status")
 
     def __init__(
         self,
@@ -52,12 +52,18 @@ class Ending:
         # Closed without the gateway's final word (reaper, gateway restart): a later
         # Stop corrects the charge and the CDR (sessions/late.py).
         provisional: bool = False,
+        # The answer time the gateway's final word says, where it knows better than
+        # the record (FreeSWITCH: its Start was sent at routing, so the record's answer
+        # is that Start, the deadlines' money-safe base; its Stop says the real answer,
+        # 0 never answered): the CDR's answer time and the rating's. -1: the record's.
+        answer_ms: int = -1,
     ) -> None:
         self.end_ms: Final = end_ms
         self.status: Final = status
         self.disconnect_cause: Final = disconnect_cause
         self.extra: Final = extra
         self.provisional: Final = provisional
+        self.answer_ms: Final = answer_ms
 
 
 class SessionCloser:
@@ -118,7 +124,7 @@ class SessionCloser:
             if self.fused is None:
                 return STALE
             usage = max(usage_s, rec.last_usage_s)
-            settled = self.settler.settle(rec, usage, ending.status)
+            settled = self.settler.settle(answered_as(rec, ending), usage, ending.status)
             done = await self.fused.stop(noted, token, settled.target_micros, policy=settled.policy)
             if done.release is None or done.record is None:
                 return done.status
@@ -126,7 +132,7 @@ class SessionCloser:
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
             usage = max(usage_s, rec.last_usage_s)
-            settled = self.settler.settle(rec, usage, ending.status)
+            settled = self.settler.settle(answered_as(rec, ending), usage, ending.status)
             done = await self.fused.close(
                 rec, token, usage, settled.target_micros, policy=settled.policy
             )
@@ -142,7 +148,8 @@ class SessionCloser:
         if current is None or current.state != LIVE:
             await self.store.release_close(rec, token)
             return GONE
-        settled = self.settler.settle(current, max(usage_s, current.last_usage_s), ending.status)
+        usage = max(usage_s, current.last_usage_s)
+        settled = self.settler.settle(answered_as(current, ending), usage, ending.status)
         result = await self.ledger.release(
             rec.account_id, rec.session_id, settled.target_micros, policy=settled.policy
         )
@@ -264,7 +271,8 @@ class SessionCloser:
         # Start and Stop Event-Timestamps are whole seconds (RFC 2869 §5.3) and our
         # authorize time is not: a call answered in the second it was authorized would
         # read as answered before it started. Never earlier than the start, then.
-        answer_ms = max(rec.answer_ms, rec.auth_ms) if usage_s else 0
+        answered_ms = rec.answer_ms if ending.answer_ms < 0 else ending.answer_ms
+        answer_ms = max(answered_ms, rec.auth_ms) if usage_s else 0
         # every field, in field order (CDR.of: the frozen dataclass without its interpreted
         # __init__, a frame and 23 object.__setattr__ calls per close)
         return CDR.of(
@@ -293,3 +301,11 @@ class SessionCloser:
                 "revision": revision,
             }
         )
+
+
+def answered_as(rec: SessionRecord, ending: Ending) -> SessionRecord:
+    """``rec`` as rated and settled: answered when its gateway's final word says
+    (Ending.answer_ms), else as recorded (sessions/late.py's correction too)."""
+    if ending.answer_ms < 0 or ending.answer_ms == rec.answer_ms:
+        return rec
+    return rec.replace(answer_ms=ending.answer_ms)

@@ -80,7 +80,11 @@ class LateAccounting:
     async def _correct(self, rec: SessionRecord, report: UsageReport, usage_s: int) -> None:
         final = report.kind in FINAL
         status = CdrStatus.NORMAL if final else rec.status
-        settlement = self.settler.settle(rec, usage_s, status)
+        # a late FreeSWITCH Stop says the real answer (its Start, which the reaper
+        # charged from, was sent at routing): rated and shown from there
+        answer_ms = report.answer_ms if final else -1
+        rated = rec if answer_ms < 0 else rec.replace(answer_ms=answer_ms)
+        settlement = self.settler.settle(rated, usage_s, status)
         why = f"late {report.kind.value} after {rec.status}"
         result = await self.ledger.correct(
             rec.account_id,
@@ -103,9 +107,11 @@ class LateAccounting:
             disconnect_cause=report.disconnect_cause,
             extra=extra,
             provisional=not final,
+            answer_ms=answer_ms,
         )
         # The correction's CDR keeps the answer time the session had (a late Stop of
-        # a call never seen answered is rated from its authorize time).
+        # a call never seen answered is rated from its authorize time), unless the
+        # Stop says its own (FreeSWITCH).
         cdr = self.closer.build_cdr(rec, settlement, result, ending, revision=rec.cdr_revision + 1)
         await self.store.append_cdr_and_close(cdr, rec, self.closer.closed_fields(cdr, ending))
         self.corrected += 1

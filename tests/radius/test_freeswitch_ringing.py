@@ -211,23 +211,17 @@ async def test_freeswitch_call_that_rang_8s_is_answered_8s_after_its_start(
         assert await redis.xlen("cdr:orphans") == 0
 
 
-@pytest.mark.parametrize("credit_mode", ["own_timer", "interim"])
-async def test_unanswered_freeswitch_call_is_never_cut_nor_charged(
-    redis: aioredis.Redis, tmp_path: Path, credit_mode: str
+async def test_unanswered_freeswitch_call_is_unanswered_and_charged_nothing(
+    redis: aioredis.Redis, tmp_path: Path
 ) -> None:
-    # An account with money for 5 s; the call rings 20 s, nobody answers (NO_ANSWER,
-    # 19). The Start at routing was taken as the answer: the own timer (and a limited
-    # interim call's deadline) cut the ringing call 5 s after it, as if it talked.
-    async with bench(redis, tmp_path, credit_mode) as b:
-        await add_account(b.ledger, "acc1", balance_micros=50_000, identities=("user:1000",))
+    # The call rings 20 s, nobody answers (NO_ANSWER, 19): its Stop says no answer
+    # date and billsec 0. It was not charged the ring time as talk.
+    async with bench(redis, tmp_path) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
         t0 = b.t0_ms
-        await authorize(b, 5)
+        await authorize(b, 1000)
         await b.account(2, start_at_routing(t0))
-        b.clock.now_ms = t0 + 6_000
-        await b.sessions.cutter.run_once()
         b.clock.now_ms = t0 + 20_000
-        await b.sessions.cutter.run_once()
-        assert b.gateway.requests == []  # no Disconnect-Request reached the switch
         await b.account(3, stop(t0, 0, t0 + 20_000, 19))
         (cdr,) = await read_cdrs(redis)
         assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
@@ -235,30 +229,102 @@ async def test_unanswered_freeswitch_call_is_never_cut_nor_charged(
         assert cdr.disconnect_cause == 19
         assert "cut_reason" not in cdr.extra
         account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR, 0)
+
+
+@pytest.mark.parametrize("credit_mode", ["own_timer", "interim"])
+async def test_freeswitch_call_ringing_past_its_deadline_is_cut_and_charged_nothing(
+    redis: aioredis.Redis, tmp_path: Path, credit_mode: str
+) -> None:
+    # An account with money for 5 s; the call rings 20 s. mod_radius_cdr sends
+    # nothing between its Start at routing and its Stop, so the own timer (and a
+    # limited interim call's deadline) counts from that Start, money-safe: the
+    # ringing call is cut 5 s after it. Its Stop says it was never answered: one
+    # CDR, unanswered, nothing charged for talk it never had.
+    async with bench(redis, tmp_path, credit_mode) as b:
+        await add_account(b.ledger, "acc1", balance_micros=50_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 5)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 6_000
+        assert await b.sessions.cutter.run_once() == 1
+        (request,) = b.gateway.requests
+        assert request.code == rc.DISCONNECT_REQUEST
+        b.clock.now_ms = t0 + 6_500
+        final = stop(t0, 0, t0 + 6_200, 16)
+        await b.account(3, final)
+        await b.account(4, final)  # again, under another Identifier
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "unanswered", 0, 0, 0)  # fmt: skip
+        assert cdr.extra["cut_reason"] == "credit_cut"
+        account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (50_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
 
 
-async def test_prepaid_freeswitch_call_talks_all_it_paid_for_after_ringing(
+async def test_prepaid_freeswitch_call_is_cut_by_its_ring_time_early_never_late(
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
-    # own_timer: money for exactly 60 s. The call rings 8 s, then talks 60 s. The own
-    # timer counted from the Start at routing and cut it after 52 s of talk.
+    # own_timer: money for exactly 60 s. The call rings 8 s, then talks. mod_radius_cdr
+    # tells nothing of the answer before the Stop, so the own timer counts from the
+    # Start at routing (+ the 999 ms an answer's whole-second time may be early): the
+    # cut goes at Start + 61 s, 53 s into the talk, never after the money. The CDR is
+    # answered when the Stop says, charged the 53 s the call had.
     async with bench(redis, tmp_path, "own_timer") as b:
         await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
         t0 = b.t0_ms
         await authorize(b, 60)
         await b.account(2, start_at_routing(t0))
-        for at_s in (61, 67):  # past the Start + 60 s, and 59 s into the talk
-            b.clock.now_ms = t0 + at_s * 1000
-            await b.sessions.cutter.run_once()
+        b.clock.now_ms = t0 + 60_000
+        assert await b.sessions.cutter.run_once() == 0  # not before Start + the paid 60 s
         assert b.gateway.requests == []
-        b.clock.now_ms = t0 + 69_000
-        await b.account(3, stop(t0, t0 + 8_000, t0 + 68_000, 16))
+        b.clock.now_ms = t0 + 61_000
+        assert await b.sessions.cutter.run_once() == 1
+        (request,) = b.gateway.requests
+        assert request.code == rc.DISCONNECT_REQUEST
+        b.clock.now_ms = t0 + 62_000
+        await b.account(3, stop(t0, t0 + 8_000, t0 + 61_200, 16))
         (cdr,) = await read_cdrs(redis)
         assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
-            "normal", t0 + 8_000, 60, 600_000)  # fmt: skip
+            "credit_cut", t0 + 8_000, 53, 530_000)  # fmt: skip
+        assert cdr.extra["cut_confirmed"] == "1"
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (70_000, 0)
+
+
+async def test_freeswitch_call_whose_stop_is_lost_is_charged_from_its_start(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # hold_all (FreeSWITCH enforces the Session-Timeout itself): money for 60 s, told
+    # 60 s. The Stop never comes (a RADIUS outage). The reaper charges the call from
+    # its Start at routing, bounded by what was granted and told (60 s), as any
+    # other call's: not nothing because the Start was not known to be the answer.
+    async with bench(redis, tmp_path, "hold_all") as b:
+        await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 60)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 3_600_000
+        assert await b.sessions.reaper.run_once() == 1
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+            "stale", t0, 60, 600_000)  # fmt: skip
+        assert cdr.charge_reason == "provisional"
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (0, 0)
+        # The Stop comes after all (answered at t0 + 8 s, 30 s of talk; sent at its
+        # hang-up, retried since: Acct-Delay-Time): it corrects the charge and the
+        # CDR, answered at its date.
+        late = stop(t0, t0 + 8_000, t0 + 38_000, 16)
+        delayed = attr(rc.ACCT_DELAY_TIME, 3_600 - 38)
+        await b.account(3, late.replace(attr(rc.ACCT_DELAY_TIME, 0), delayed))
+        _, corrected = await read_cdrs(redis)
+        assert (corrected.status, corrected.answer_ms, corrected.duration_s) == (
+            "normal", t0 + 8_000, 30)  # fmt: skip
+        assert (corrected.charged_micros, corrected.revision) == (300_000, 1)
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (300_000, 0)
 
 
 async def test_a_start_without_freeswitch_dates_is_still_the_answer(
@@ -293,8 +359,9 @@ async def test_a_freeswitch_start_with_an_answer_date_is_the_answer_at_that_date
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
     # A transfer routes an answered channel again: mod_radius_cdr sends a second Start,
-    # now with Freeswitch-Callanswerdate (and -Calltransferdate). That is the answer,
-    # at its date: the own timer counts from it and cuts at the end of the paid 60 s.
+    # now with Freeswitch-Callanswerdate (and -Calltransferdate). The own timer keeps
+    # counting from the first Start (money-safe: cut at most the ring time early);
+    # the CDR is answered at the date, charged the talk the Stop says.
     async with bench(redis, tmp_path, "own_timer") as b:
         await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
         t0 = b.t0_ms
@@ -303,19 +370,19 @@ async def test_a_freeswitch_start_with_an_answer_date_is_the_answer_at_that_date
         b.clock.now_ms = t0 + 20_000
         again = start_at_routing(t0) + fs(21, fs_date(t0 + 8_000)) + fs(22, fs_date(t0 + 20_000))
         await b.account(3, again)
-        b.clock.now_ms = t0 + 68_000
+        b.clock.now_ms = t0 + 60_000
         assert await b.sessions.cutter.run_once() == 0
-        b.clock.now_ms = t0 + 69_000
+        b.clock.now_ms = t0 + 61_000
         assert await b.sessions.cutter.run_once() == 1
         (request,) = b.gateway.requests
         assert request.code == rc.DISCONNECT_REQUEST
-        b.clock.now_ms = t0 + 70_000
-        await b.account(4, stop(t0, t0 + 8_000, t0 + 69_500, 16))
+        b.clock.now_ms = t0 + 62_000
+        await b.account(4, stop(t0, t0 + 8_000, t0 + 61_500, 16))
         (cdr,) = await read_cdrs(redis)
         assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
-            "credit_cut", t0 + 8_000, 61, 600_000)  # fmt: skip
+            "credit_cut", t0 + 8_000, 53, 530_000)  # fmt: skip
         account = await b.ledger.get_account("acc1")
-        assert (account.balance_micros, account.reserved_micros) == (0, 0)
+        assert (account.balance_micros, account.reserved_micros) == (70_000, 0)
 
 
 async def test_accounting_only_freeswitch_call_is_adopted_with_its_real_answer(

@@ -134,8 +134,9 @@ def _fs_packet(*subs: tuple[int, bytes], session_time: int | None = None) -> rc.
 
 def test_freeswitch_start_at_routing_is_not_the_answer() -> None:
     # mod_radius_cdr's Start carries Freeswitch-Callstartdate (20) and, only once the
-    # channel was answered, Freeswitch-Callanswerdate (21); other packets say nothing
-    # of the answer (-1: the kind and usage imply it).
+    # channel was answered, Freeswitch-Callanswerdate (21); its Stop always says the
+    # answer (the date, else its time minus Acct-Session-Time, 0 never answered);
+    # other packets say nothing of the answer (-1: the kind and usage imply it).
     created = (20, b"2026-12-06T10:00:00.000000+0000")
     answered = (21, b"2026-12-06T10:00:08.250000+0000")
     now_s = 1_796_551_238.0  # 10:00:38 UTC
@@ -149,6 +150,8 @@ def test_freeswitch_start_at_routing_is_not_the_answer() -> None:
     assert answer(UsageKind.START, packet(Acct_Session_Id="s")) == -1
     stop = _fs_packet(created, answered, session_time=30)
     assert answer(UsageKind.STOP, stop) == 1_796_551_208_250
-    assert answer(UsageKind.STOP, _fs_packet(created, session_time=0)) == -1  # unanswered
+    assert answer(UsageKind.STOP, _fs_packet(created, session_time=0)) == 0  # unanswered
     a_day_off = (21, b"2026-12-05T10:00:08.250000+0000")  # a box whose zone lies
-    assert answer(UsageKind.STOP, _fs_packet(created, a_day_off, session_time=30)) == -1
+    implied = 1_796_551_208_000  # the Stop's arrival minus Acct-Session-Time
+    assert answer(UsageKind.STOP, _fs_packet(created, a_day_off, session_time=30)) == implied
+    assert answer(UsageKind.STOP, _fs_packet(created, session_time=30)) == implied
