@@ -292,7 +292,8 @@ class UsageReport:
         # When the call was answered, if the gateway says (FreeSWITCH's
         # Freeswitch-Callanswerdate): -1 it does not, the kind and usage imply it (RFC
         # 2866: a Start is the answer; else event_ms - usage_s, 0 for no usage); 0 not
-        # answered yet (mod_radius_cdr's Start, sent at routing, before the answer).
+        # answered (mod_radius_cdr's Start, sent at routing: the call rings, taken as
+        # the answer all the same, money-safe; its Stop: never answered).
         answer_ms: int = -1,
     ) -> None:
         self.call: Final = call
