@@ -1,5 +1,7 @@
 """FreeSWITCH's mod_radius_cdr over UDP through the real frontend, sessions and ledger
-(a real Redis): its Start goes at routing, before the answer, so it is not the answer.
+(a real Redis): its Start goes at routing, before the answer. The deadlines count
+from it all the same (money first: cut early by the ring time, never late); the Stop
+says the answer, the CDR's and the charge's.
 
 What the module sends (src/mod/event_handlers/mod_radius_cdr/mod_radius_cdr.c):
 my_on_routing sends Acct-Status-Type Start with Acct-Session-Id (the channel's uuid),
