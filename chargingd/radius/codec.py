@@ -87,13 +87,17 @@ H323_CURRENCY: Final = 110
 # Freeswitch-Hangupcause (the Q.850 cause, a 4-octet integer), Freeswitch-Callstartdate
 # and -Callanswerdate (text, "2026-12-07T10:00:08.250000+0100": the channel's created
 # and answered times, each sent only when set; its Start goes at routing, before any
-# answer: radius/translate.py).
+# answer: radius/translate.py), Freeswitch-Direction ("inbound", "outbound": an
+# outbound leg is one FreeSWITCH originated, a bridge's B-leg, whose Stop chargingd
+# never adopts) and Freeswitch-Other-Leg-Id (the bridged partner's uuid).
 FREESWITCH_VENDOR: Final = 27880
 FS_SRC_KEY: Final = FREESWITCH_VENDOR << 8 | 4
 FS_DST_KEY: Final = FREESWITCH_VENDOR << 8 | 5
 FS_HANGUPCAUSE_KEY: Final = FREESWITCH_VENDOR << 8 | 13
 FS_CALLSTARTDATE_KEY: Final = FREESWITCH_VENDOR << 8 | 20
 FS_CALLANSWERDATE_KEY: Final = FREESWITCH_VENDOR << 8 | 21
+FS_DIRECTION_KEY: Final = FREESWITCH_VENDOR << 8 | 24
+FS_OTHER_LEG_ID_KEY: Final = FREESWITCH_VENDOR << 8 | 25
 # Asterisk, vendor 22736 (cdr_radius.c): one Stop per call with Asterisk-Src / -Dst
 # and Asterisk-Bill-Sec (the talk time, a 4-octet integer) and no Calling/Called-
 # Station-Id nor Acct-Session-Time.
@@ -102,7 +106,7 @@ AST_SRC_KEY: Final = ASTERISK_VENDOR << 8 | 102
 AST_DST_KEY: Final = ASTERISK_VENDOR << 8 | 103
 AST_BILL_SEC_KEY: Final = ASTERISK_VENDOR << 8 | 114
 _KEPT_VSAS: Final = {
-    FREESWITCH_VENDOR: frozenset((4, 5, 13, 20, 21)),
+    FREESWITCH_VENDOR: frozenset((4, 5, 13, 20, 21, 24, 25)),
     ASTERISK_VENDOR: frozenset((102, 103, 114)),
 }
 

@@ -117,6 +117,9 @@ def usage_report(
         # Stops only: the request path of the other packets pays nothing for it.
         quality=call_quality(packet) if kind is UsageKind.STOP else (),
         answer_ms=answer_ms,
+        # FreeSWITCH's (mod_radius_cdr): which leg of a bridge this is, and its partner
+        direction=packet.text(rc.FS_DIRECTION_KEY),
+        other_leg_id=packet.text(rc.FS_OTHER_LEG_ID_KEY),
     )
 
 

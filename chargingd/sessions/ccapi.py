@@ -261,9 +261,11 @@ class UsageReport:
     __slots__ = (
         "answer_ms",
         "call",
+        "direction",
         "disconnect_cause",
         "event_ms",
         "kind",
+        "other_leg_id",
         "quality",
         "sip_code",
         "terminate_cause",
@@ -295,6 +297,11 @@ class UsageReport:
         # answered (mod_radius_cdr's Start, sent at routing: the call rings, taken as
         # the answer all the same, money-safe; its Stop: never answered).
         answer_ms: int = -1,
+        # FreeSWITCH's Freeswitch-Direction ("inbound", "outbound": a leg it originated,
+        # a bridge's B-leg, never adopted here) and Freeswitch-Other-Leg-Id (the
+        # bridged partner's session id); "" when the gateway does not say.
+        direction: str = "",
+        other_leg_id: str = "",
     ) -> None:
         self.call: Final = call
         self.kind: Final = kind
@@ -306,6 +313,8 @@ class UsageReport:
         self.sip_code: Final = sip_code
         self.quality: Final = quality
         self.answer_ms: Final = answer_ms
+        self.direction: Final = direction
+        self.other_leg_id: Final = other_leg_id
 
     def as_dict(self) -> dict[str, Any]:
         """Field -> value in field order (``call`` as it is, not as a dict)."""
@@ -320,6 +329,8 @@ class UsageReport:
             "sip_code": self.sip_code,
             "quality": self.quality,
             "answer_ms": self.answer_ms,
+            "direction": self.direction,
+            "other_leg_id": self.other_leg_id,
         }
 
     def replace(self, **changes: Any) -> UsageReport:

@@ -34,11 +34,15 @@ class SpoolFull(Exception):
 
 def report_to_entry(report: UsageReport) -> Entry:
     """dataclasses.asdict of the report, with its call's fields (CallInfo.as_dict);
-    answer_ms only when the gateway said it (FreeSWITCH): other lines stay as before."""
+    answer_ms, direction and other_leg_id only when the gateway said them (FreeSWITCH):
+    other lines stay as before."""
     entry: Entry = {"type": "usage", **report.as_dict()}
     entry["call"] = report.call.as_dict()
     if report.answer_ms < 0:
         del entry["answer_ms"]
+    for said in ("direction", "other_leg_id"):
+        if not entry[said]:
+            del entry[said]
     return entry
 
 
@@ -57,6 +61,8 @@ def entry_to_report(entry: Entry) -> UsageReport:
         sip_code=int(entry.get("sip_code", 0)),
         quality=tuple((str(k), str(v)) for k, v in entry.get("quality", ())),
         answer_ms=int(entry.get("answer_ms", -1)),
+        direction=str(entry.get("direction", "")),
+        other_leg_id=str(entry.get("other_leg_id", "")),
     )
 
 
@@ -71,6 +77,10 @@ def orphan_fields(report: UsageReport, reason: str, source: str) -> dict[str, st
         "event_ms": str(report.event_ms),
         "disconnect_cause": str(report.disconnect_cause),
     }
+    if report.direction:  # FreeSWITCH: which leg, and its partner (to pair them)
+        fields["direction"] = report.direction
+    if report.other_leg_id:
+        fields["other_leg_id"] = report.other_leg_id
     return fields
 
 

@@ -18,6 +18,7 @@ from chargingd.radius.translate import (
     usage_report,
 )
 from chargingd.sessions.ccapi import UsageKind
+from chargingd.sessions.spool import entry_to_report, report_to_entry
 
 CISCO = RadiusClient("gw", ipaddress.ip_network("10.0.0.1"), b"s", default_account="d")
 GENERIC = RadiusClient("sbc", ipaddress.ip_network("10.0.0.2"), b"s", cisco=False)
@@ -155,3 +156,19 @@ def test_freeswitch_start_at_routing_is_not_the_answer() -> None:
     implied = 1_796_551_208_000  # the Stop's arrival minus Acct-Session-Time
     assert answer(UsageKind.STOP, _fs_packet(created, a_day_off, session_time=30)) == implied
     assert answer(UsageKind.STOP, _fs_packet(created, session_time=30)) == implied
+
+
+def test_freeswitch_direction_and_other_leg_id() -> None:
+    # Freeswitch-Direction (24) and Freeswitch-Other-Leg-Id (25): which leg of a bridge
+    # a packet is (an originated B-leg is "outbound"), and its partner's uuid; ""
+    # when the packet does not say (any other gateway's).
+    b_leg = _fs_packet((24, b"outbound"), (25, b"3f8a1c2e-a-leg"), session_time=30)
+    report = usage_report(b_leg, GENERIC, "10.0.0.2", UsageKind.STOP, 1_796_551_238.0)
+    assert (report.direction, report.other_leg_id) == ("outbound", "3f8a1c2e-a-leg")
+    plain = usage_report(packet(Acct_Session_Id="s"), CISCO, "10.0.0.1", UsageKind.STOP, 0.0)
+    assert (plain.direction, plain.other_leg_id) == ("", "")
+    # kept through the spool (a B-leg replayed after an outage is still not adopted);
+    # other lines are written as before
+    assert entry_to_report(report_to_entry(report)) == report
+    assert "direction" not in report_to_entry(plain)
+    assert entry_to_report(report_to_entry(plain)) == plain
