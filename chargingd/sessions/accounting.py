@@ -54,6 +54,8 @@ BUSY_POLL_S = 0.05
 # CdrStatus.NORMAL without a class attribute look-up per Stop (compiled: a static)
 _NORMAL: Final[str] = CdrStatus.NORMAL
 _UNANSWERED: Final[str] = CdrStatus.UNANSWERED
+# Freeswitch-Direction of a leg FreeSWITCH originated (UsageReport.direction)
+OUTBOUND: Final = "outbound"
 
 
 class Accounting:
@@ -420,7 +422,14 @@ class Accounting:
 
     async def _adopt(self, report: UsageReport) -> tuple[SessionRecord | None, bool]:
         """Accounting without our authorize: charge the account found by identity, or
-        orphan it. True with a record this call wrote, already touched by ``report``."""
+        orphan it. True with a record this call wrote, already touched by ``report``.
+        A FreeSWITCH leg it originated (Freeswitch-Direction "outbound": a bridge's
+        B-leg, whose caller profile is the A-leg's clone, same User-Name) is never
+        adopted: its A-leg is the call, charged once (docs/radius.md); a B-leg this
+        daemon authorized has a record and never comes here."""
+        if report.direction == OUTBOUND:
+            await self.orphan(report, "freeswitch_outbound_leg")
+            return None, False
         call = report.call
         account = await self.authorizer.find_account(call)
         if account is None:

@@ -409,3 +409,118 @@ async def test_accounting_only_freeswitch_call_is_adopted_with_its_real_answer(
         account = await b.ledger.get_account("trunk")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+B_UUID = "9c1e4b7a-2d3f-4a5b-8c6d-7e8f9a0b1c2d"
+
+
+def b_leg(packet: bytes) -> bytes:
+    """The B-leg's packet of an A-leg's: FreeSWITCH originated it to bridge the caller,
+    its caller profile cloned from the A-leg (same User-Name, Freeswitch-Src), its own
+    uuid and Freeswitch-Direction "outbound"."""
+    own = packet.replace(attr(rc.ACCT_SESSION_ID, UUID), attr(rc.ACCT_SESSION_ID, B_UUID))
+    return own.replace(fs(24, "inbound"), fs(24, "outbound"))
+
+
+@pytest.mark.parametrize("b_leg_first", [True, False])
+async def test_bridged_freeswitch_call_is_charged_once_not_for_its_b_leg(
+    redis: aioredis.Redis, tmp_path: Path, b_leg_first: bool
+) -> None:
+    # mod_radius_cdr's on_reporting runs for every channel: the B-leg FreeSWITCH
+    # originated to bridge the caller sends its own Stop (its uuid, the A-leg's
+    # User-Name, billsec 30, Freeswitch-Direction "outbound"). It was adopted by that
+    # User-Name and charged the caller a second time; it is kept in cdr:orphans
+    # (freeswitch_outbound_leg), charged nothing, whichever Stop comes first.
+    async with bench(redis, tmp_path) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 1000)
+        await b.account(2, start_at_routing(t0) + fs(25, B_UUID))  # Freeswitch-Other-Leg-Id
+        b.clock.now_ms = t0 + 39_000
+        a_stop = stop(t0, t0 + 8_250, t0 + 38_750, 16)
+        b_stop = b_leg(stop(t0 + 100, t0 + 8_250, t0 + 38_750, 16))
+        first, second = (b_stop, a_stop) if b_leg_first else (a_stop, b_stop)
+        await b.account(3, first)
+        await b.account(4, second)
+        await b.account(3 if b_leg_first else 4, b_stop)  # a retransmission (cached)
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.status, cdr.duration_s, cdr.charged_micros) == (
+            UUID, "normal", 30, 300_000)  # fmt: skip
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        ((_, fields),) = await redis.xrange("cdr:orphans")
+        assert fields[b"reason"] == b"freeswitch_outbound_leg"
+        assert fields[b"call.session_id"] == B_UUID.encode()
+        assert (fields[b"direction"], fields[b"usage_s"]) == (b"outbound", b"30")
+        assert await redis.keys(f"*{B_UUID}*") == []  # no session, nothing in the ledger
+        kept = "accounting kept in cdr:orphans (freeswitch_outbound_leg)"
+        assert b.sessions.accounting.orphans.totals[kept] == 1
+        # The same Stop again under another Identifier: still nothing charged.
+        await b.account(5, b_stop)
+        assert len(await read_cdrs(redis)) == 1
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.keys(f"*{B_UUID}*") == []
+
+
+async def test_accounting_only_freeswitch_b_leg_is_not_adopted(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # No Access-Request at all (the trunk's default account): the inbound A-leg is
+    # adopted and charged once; its outbound B-leg is not a second call.
+    async with bench(redis, tmp_path, default_account="trunk", lookup=["default"]) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        t0 = b.t0_ms
+        await b.account(2, start_at_routing(t0) + fs(25, B_UUID))
+        b.clock.now_ms = t0 + 39_000
+        await b.account(3, b_leg(stop(t0, t0 + 8_250, t0 + 38_750, 16)))
+        await b.account(4, stop(t0, t0 + 8_250, t0 + 38_750, 16))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.charged_micros, cdr.extra["adopted"]) == (UUID, 300_000, "1")
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        ((_, fields),) = await redis.xrange("cdr:orphans")
+        assert fields[b"reason"] == b"freeswitch_outbound_leg"
+
+
+async def test_authorized_freeswitch_outbound_leg_is_charged(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # A leg chargingd authorized (an originate-API call that sent its Access-Request)
+    # is charged as any call, outbound or not: only adoption looks at the direction.
+    async with bench(redis, tmp_path) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 1000)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 39_000
+        outbound = stop(t0, t0 + 8_250, t0 + 38_750, 16).replace(
+            fs(24, "inbound"), fs(24, "outbound")
+        )
+        await b.account(3, outbound)
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.duration_s, cdr.charged_micros) == (UUID, 30, 300_000)
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
+
+
+async def test_accounting_only_call_of_another_gateway_is_still_adopted(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # No FreeSWITCH attributes (RFC 2866 only): adopted and charged as before.
+    async with bench(redis, tmp_path, default_account="trunk", lookup=["default"]) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        t0 = b.t0_ms
+        plain = attr(rc.ACCT_SESSION_ID, "plain-1") + attr(rc.USER_NAME, "1000")
+        plain += attr(rc.CALLED_STATION_ID, BERLIN) + attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1)))
+        await b.account(2, attr(rc.ACCT_STATUS_TYPE, rc.STATUS_START) + plain)
+        b.clock.now_ms = t0 + 30_000
+        final = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + plain
+        await b.account(3, final + attr(rc.ACCT_SESSION_TIME, 30))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.duration_s, cdr.charged_micros, cdr.extra["adopted"]) == (
+            "plain-1", 30, 300_000, "1")  # fmt: skip
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
