@@ -82,6 +82,8 @@ class Accounting:
         self.clock_ms = clock_ms
         self.source = source
         self.orphans = RateLimitedLog(log, level=logging.WARNING)
+        # FreeSWITCH B-legs: expected traffic (one per bridged call), not an anomaly
+        self.legs = RateLimitedLog(log, level=logging.INFO)
         self.unechoed = RateLimitedLog(log, level=logging.WARNING)
         self.modes = authorizer.modes
 
@@ -428,7 +430,7 @@ class Accounting:
         adopted: its A-leg is the call, charged once (docs/radius.md); a B-leg this
         daemon authorized has a record and never comes here."""
         if report.direction == OUTBOUND:
-            await self.orphan(report, "freeswitch_outbound_leg")
+            await self.leg(report, "freeswitch_outbound_leg")
             return None, False
         call = report.call
         account = await self.authorizer.find_account(call)
@@ -498,6 +500,13 @@ class Accounting:
         said = detail or report.call.session_id
         self.orphans.failure(f"accounting kept in cdr:orphans ({reason})", said)
         await self.store.record_orphan(orphan_fields(report, reason, self.source))
+
+    async def leg(self, report: UsageReport, reason: str) -> None:
+        """Keep a leg's report whose call its other leg is (a FreeSWITCH B-leg): in
+        cdr:legs, not cdr:orphans (one per bridged call would crowd out of that bounded
+        stream the unbilled usage it is kept for), said at INFO, a line per interval."""
+        self.legs.failure(f"accounting kept in cdr:legs ({reason})", report.call.session_id)
+        await self.store.record_leg(orphan_fields(report, reason, self.source))
 
 
 def answer_ms_of(report: UsageReport) -> int:

@@ -108,6 +108,11 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 DEADLINES = "sess:deadlines"
 ORPHANS = "cdr:orphans"  # accounting no account could be found for (never lost)
 ORPHANS_MAXLEN = 1_000_000
+# Accounting of a leg that is not a call of its own (FreeSWITCH's bridge B-legs: their
+# A-leg is the call): kept apart from cdr:orphans, so one entry per bridged call never
+# pushes out of that stream the unbilled usage an operator must look at; recent only.
+LEGS = "cdr:legs"
+LEGS_MAXLEN = 100_000
 
 MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
 # records of the calls authorized last, kept for their Start (SessionStore.cached): at
@@ -666,6 +671,10 @@ class SessionStore(LiveIndexes):
         """Accounting that matches no account: kept in a stream with its reason."""
         await self.redis.xadd(ORPHANS, fields, maxlen=ORPHANS_MAXLEN, approximate=True)
 
+    async def record_leg(self, fields: dict[str, str]) -> None:
+        """Accounting of a leg whose call is charged by its other leg (LEGS)."""
+        await self.redis.xadd(LEGS, fields, maxlen=LEGS_MAXLEN, approximate=True)
+
 
 def _set_command(
     store: SessionStore,
@@ -751,6 +760,7 @@ __all__ = [
     "FOREIGN",
     "GATEWAYS",
     "INVALID",
+    "LEGS",
     "LIVE",
     "ORPHANS",
     "REDIS_DOWN",

@@ -429,8 +429,9 @@ async def test_bridged_freeswitch_call_is_charged_once_not_for_its_b_leg(
     # mod_radius_cdr's on_reporting runs for every channel: the B-leg FreeSWITCH
     # originated to bridge the caller sends its own Stop (its uuid, the A-leg's
     # User-Name, billsec 30, Freeswitch-Direction "outbound"). It was adopted by that
-    # User-Name and charged the caller a second time; it is kept in cdr:orphans
-    # (freeswitch_outbound_leg), charged nothing, whichever Stop comes first.
+    # User-Name and charged the caller a second time; it is kept in cdr:legs
+    # (freeswitch_outbound_leg), charged nothing, whichever Stop comes first; cdr:orphans
+    # (bounded: kept for unbilled usage) gets nothing.
     async with bench(redis, tmp_path) as b:
         await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:1000",))
         t0 = b.t0_ms
@@ -448,13 +449,14 @@ async def test_bridged_freeswitch_call_is_charged_once_not_for_its_b_leg(
             UUID, "normal", 30, 300_000)  # fmt: skip
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
-        ((_, fields),) = await redis.xrange("cdr:orphans")
+        assert await redis.xlen("cdr:orphans") == 0
+        ((_, fields),) = await redis.xrange("cdr:legs")
         assert fields[b"reason"] == b"freeswitch_outbound_leg"
         assert fields[b"call.session_id"] == B_UUID.encode()
         assert (fields[b"direction"], fields[b"usage_s"]) == (b"outbound", b"30")
         assert await redis.keys(f"*{B_UUID}*") == []  # no session, nothing in the ledger
-        kept = "accounting kept in cdr:orphans (freeswitch_outbound_leg)"
-        assert b.sessions.accounting.orphans.totals[kept] == 1
+        kept = "accounting kept in cdr:legs (freeswitch_outbound_leg)"
+        assert b.sessions.accounting.legs.totals[kept] == 1
         # The same Stop again under another Identifier: still nothing charged.
         await b.account(5, b_stop)
         assert len(await read_cdrs(redis)) == 1
@@ -479,7 +481,8 @@ async def test_accounting_only_freeswitch_b_leg_is_not_adopted(
         assert (cdr.call_id, cdr.charged_micros, cdr.extra["adopted"]) == (UUID, 300_000, "1")
         account = await b.ledger.get_account("trunk")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
-        ((_, fields),) = await redis.xrange("cdr:orphans")
+        assert await redis.xlen("cdr:orphans") == 0
+        ((_, fields),) = await redis.xrange("cdr:legs")
         assert fields[b"reason"] == b"freeswitch_outbound_leg"
 
 
