@@ -119,6 +119,11 @@ FAMILIES: dict[str, Family] = {
     "chargingd_orphan_accounting": F(
         "gauge", "Accounting reports kept in cdr:orphans (no account found)", scope="cluster"
     ),
+    "chargingd_leg_accounting": F(
+        "gauge",
+        "Accounting reports kept in cdr:legs (a leg charged by its other leg)",
+        scope="cluster",
+    ),
     "chargingd_alert_incidents": F(
         "gauge",
         "Alert incidents opened in the last 24 h (fraud, KPI, assurance) by kind, "

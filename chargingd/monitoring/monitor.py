@@ -192,6 +192,7 @@ class Monitor:
             "reserved": live["reserved"],
             "exporter": self.sampler.exporter,
             "orphans": live.get("orphans", 0),
+            "legs": live.get("legs", 0),
             "calls_per_s": await self.sampler.calls_per_s(),
             "series": series,
             "windows": await self.sampler.windows(),

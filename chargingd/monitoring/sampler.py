@@ -1,8 +1,8 @@
 """Cluster-wide figures read from Redis on a timer, cached for /metrics, ctl and the page.
 
 Active calls (the gateways' last-seen shards of live sessions), live calls per gateway, money
-held by currency (the ledger), exporter lag, dead letters and orphans, and the KPI
-windows. Every daemon reads the same Redis, so these are the same on every host.
+held by currency (the ledger), exporter lag, dead letters, orphans and legs' reports, and
+the KPI windows. Every daemon reads the same Redis, so these are the same on every host.
 A reader that asks for ``fresh`` figures (``ctl stats``) gets them read now.
 """
 
@@ -22,7 +22,7 @@ from chargingd.ledger import Ledger
 from chargingd.monitoring.kpi import window_figures
 from chargingd.monitoring.windows import ALL, BY_NAME, RESOLUTIONS, KpiStore, groups_key
 from chargingd.sessions.shards import SHARDS_KEY, count_per_gateway, parse_shards
-from chargingd.sessions.store import GATEWAYS, ORPHANS
+from chargingd.sessions.store import GATEWAYS, LEGS, ORPHANS
 
 log = logging.getLogger("chargingd.monitoring")
 
@@ -67,8 +67,9 @@ class ClusterSampler:
             pipe.smembers(GATEWAYS)
             pipe.smembers(groups_key("gateway"))
             pipe.xlen(ORPHANS)
+            pipe.xlen(LEGS)
             pipe.get(SHARDS_KEY)
-            live_raw, gateways_raw, orphans, shards_raw = await pipe.execute()
+            live_raw, gateways_raw, orphans, legs, shards_raw = await pipe.execute()
             shards = parse_shards(shards_raw)
             live_gateways = {_name(g) for g in live_raw}
             # Every gateway with live calls, and those the KPIs know (0 when idle).
@@ -84,6 +85,7 @@ class ClusterSampler:
                 "reserved": {c: format_amount(m, 2) for c, m in sorted(reserved.items())},
                 "reserved_micros": reserved,
                 "orphans": int(orphans),
+                "legs": int(legs),
             }
             self.exporter = await self._exporter()
 
@@ -105,6 +107,7 @@ class ClusterSampler:
         out: dict[tuple[str, tuple[str, ...]], float] = {
             ("chargingd_active_calls", ()): live["active_calls"],
             ("chargingd_orphan_accounting", ()): live.get("orphans", 0),
+            ("chargingd_leg_accounting", ()): live.get("legs", 0),
         }
         for gateway, n in live["gateways"].items():
             out[("chargingd_gateway_active_calls", (gateway,))] = n
