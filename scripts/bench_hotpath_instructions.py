@@ -509,6 +509,8 @@ def main() -> None:
         os.environ["BENCH_CLOCK_AT_MS"] = str(
             int(datetime.fromisoformat(args.clock_at).timestamp() * 1000)
         )
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)  # else callgrind fails to write there
     if args.fraud_local_values:
         os.environ["BENCH_FRAUD_LOCAL_VALUES"] = args.fraud_local_values
     if args.fraud_first:
