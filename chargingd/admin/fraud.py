@@ -90,6 +90,7 @@ class FraudMethods:
     """The fraud handlers of the admin socket (mixed into AdminMethods)."""
 
     fraud: Fraud | None = None
+    tariffs: frozenset[str] | None = None  # plan ids this daemon rates with; None: unchecked
 
     def _fraud(self) -> Fraud:
         if self.fraud is None:
@@ -103,6 +104,11 @@ class FraudMethods:
         fraud = self._fraud()
         account = p.ident("account") if p.has("account") else ""
         tariff = p.text("tariff", "")
+        if tariff and self.tariffs is not None and tariff not in self.tariffs:
+            # A typo matches no override: the preview showed the [fraud] rules as if
+            # they were that tariff's (the config refuses such an override key too).
+            known = ", ".join(sorted(self.tariffs)) or "none"
+            raise FraudMethodError(f"unknown tariff {tariff!r} (loaded plans: {known})")
         if account and not tariff:
             # UnknownAccount: a clear error (a mistyped id showed the [fraud] rules).
             tariff = (await fraud.ledger.get_account(account)).tariff or DEFAULT_PLAN_ID

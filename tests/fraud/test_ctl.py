@@ -40,7 +40,10 @@ async def served(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[tuple[F
 
 @contextlib.asynccontextmanager
 async def serve_fraud(
-    redis: aioredis.Redis, tmp_path: Path, tariff_overrides: dict[str, Any]
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    tariff_overrides: dict[str, Any],
+    tariffs: frozenset[str] | None = None,
 ) -> AsyncIterator[tuple[Fraud, Path]]:
     ledger = Ledger(redis, clock_ms=wall_ms)
     await ledger.load_scripts()
@@ -56,7 +59,7 @@ async def serve_fraud(
         return {}
 
     path = tmp_path / "admin.sock"
-    methods = AdminMethods(ledger, status, alerts=fraud.alerts, fraud=fraud)
+    methods = AdminMethods(ledger, status, tariffs=tariffs, alerts=fraud.alerts, fraud=fraud)
     server = AdminServer(
         methods, path, mode=0o660, stats=StatusRegistry().component("admin"), grace_s=2.0
     )
@@ -124,6 +127,24 @@ async def test_rules_of_an_account_take_its_tariff_or_default(
         assert rule.limit == 7
         code, _, err = await ctl(path, capsys, "fraud", "rules", "--account", "nobody")
         assert code == 1 and "no account" in err
+
+
+async def test_rules_of_a_tariff_the_daemon_does_not_load_is_an_error(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctl fraud rules --tariff wholsale` (a typo) showed the [fraud] rules, exit 0, as
+    if they were that tariff's: the operator previewing an override saw none applied."""
+    plans = frozenset({"default", "wholesale"})
+    async with serve_fraud(redis, tmp_path, {"wholesale": WHOLESALE}, plans) as (_, path):
+        code, out, err = await ctl(path, capsys, "fraud", "rules", "--tariff", "wholsale")
+        assert (code, out) == (1, "")
+        assert "unknown tariff 'wholsale' (loaded plans: default, wholesale)" in err
+        code, out, err = await ctl(
+            path, capsys, "--json", "fraud", "rules", "--tariff", "wholesale"
+        )
+        assert code == 0, err
+        premium = json.loads(out)["rules"][0]
+        assert (premium["thresholds"]["max_calls"], premium["action"]) == (50, "alert")
 
 
 async def test_block_alerts_state_unblock(
