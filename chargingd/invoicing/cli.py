@@ -57,7 +57,9 @@ def configure_invoice(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
     p = sub.add_parser("credit-note", help="correct an issued invoice")
     p.add_argument("number")
-    p.add_argument("--amount", required=True, help="credited, tax included, e.g. 11.90")
+    p.add_argument(
+        "--amount", required=True, type=_amount, help="credited, tax included, e.g. 11.90"
+    )
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
 
@@ -201,8 +203,7 @@ async def _invoice(books: Books, args: argparse.Namespace) -> int:
 async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
     action = args.invoice_command
     if action == "credit-note":
-        amount = _amount(args.amount)
-        note = await credit.credit_note(books, args.number, amount, args.reason)
+        note = await credit.credit_note(books, args.number, args.amount, args.reason)
         if args.json:
             _print_json(note.to_json(decimals))
         else:
@@ -242,10 +243,13 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
 
 
 def _amount(text: str) -> int:
+    """--amount: a plain decimal amount, checked while the options are read, so a
+    malformed or negative one is a usage error (exit 2, as `ctl` answers the same
+    amount) before any database or ledger is opened, not a refusal (exit 1)."""
     try:
         return parse_amount(text, allow_negative=False)
     except AmountError as exc:
-        raise Refused(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def report(

@@ -193,10 +193,17 @@ def test_credit_note_calls_csv_and_errors(config: Path, tmp_path: Path) -> None:
     ]
     code, _, err = run("invoice", "--config", c, "show", "INV-1999-000001")
     assert code == 1 and "no invoice 'INV-1999-000001'" in err
+    # A malformed or negative amount is a usage error (exit 2, docs/invoicing.md), as
+    # `ctl` answers the same amount; it exited 1, the code of a refusal.
+    for bad, why in (("1e3", "not a plain decimal amount"), ("-1", "amount must not be negative")):
+        code, _, err = run(
+            "invoice", "--config", c, "credit-note", number, "--amount", bad, "--reason", "x"
+        )
+        assert code == 2 and f"argument --amount: {why}" in err, err
     code, _, err = run(
-        "invoice", "--config", c, "credit-note", number, "--amount", "1e3", "--reason", "x"
+        "invoice", "--config", c, "credit-note", number, "--amount", "0.001", "--reason", "x"
     )
-    assert code == 1 and "not a plain decimal amount" in err
+    assert code == 1 and "whole units of 0.01" in err
     # Malformed periods and dates are usage errors (exit 2, docs/invoicing.md), as in
     # `chargingd assure`; they exited 1, the code of a refusal.
     code, _, err = run("invoice", "--config", c, "run", "--period", "2026-13")
