@@ -113,6 +113,7 @@ SELECT a.source, a.call_id, a.charged_micros, a.start_time,
 FROM a_double d
 JOIN a_charged a ON a.id = d.aid
 JOIN a_charged b ON b.id = d.bid
+WHERE %(sources)s::text[] IS NULL OR a.source = ANY(%(sources)s) OR b.source = ANY(%(sources)s)
 ORDER BY a.start_time, a.id, b.id
 """
 
@@ -175,18 +176,25 @@ async def drop_stored_stuck(conn: Conn) -> None:
 
 
 async def doubles(
-    conn: Conn, params: RunParams, live: tuple[str, ...], *, switched: bool
+    conn: Conn,
+    params: RunParams,
+    live: tuple[str, ...],
+    *,
+    switched: bool,
+    sources: list[str] | None = None,
 ) -> list[Finding]:
     """Calls charged twice; the duplicate (the one no switch record matched, else the
-    later) carries the finding, its money minus the smaller of the two charges."""
-    p = _params(params, live, None)
+    later) carries the finding, its money minus the smaller of the two charges. With
+    ``sources`` (--source and its live sources) only pairs with a CDR of one of them:
+    every pair is still known to the other checks (a_double)."""
+    p = _params(params, live, sources)
     await conn.execute(_CHARGED, p)
     await conn.execute("CREATE INDEX ON a_charged (account_id, caller, callee, start_time)")
     await conn.execute("ANALYZE a_charged")
     await conn.execute(_PAIRS, p)
     if switched:
         await conn.execute(_ID_PAIRS)
-    cur = await conn.execute(_DOUBLES, {"switched": switched})
+    cur = await conn.execute(_DOUBLES, {"switched": switched, "sources": sources})
     out = []
     for row in await cur.fetchall():
         (a_src, a_call, a_charged, a_start, b_src, b_call, b_charged, b_start, acct, currency,

@@ -158,12 +158,12 @@ async def _in_database(
         matching = await calls.match(conn, scope)
     else:
         await conn.execute(calls.EMPTY_MATCH)
-    found += await charges.doubles(conn, params, live_sources, switched=switched)
+    only = _cdr_sources(params, scope)
+    found += await charges.doubles(conn, params, live_sources, switched=switched, sources=only)
     if switched:
         found += await calls.uncharged(conn)
         found += await calls.mismatches(conn, scope)
         found += await calls.unknown(conn, scope)
-    only = _cdr_sources(params, scope)
     found += await charges.without_reason(conn, params, live_sources, only)
     found += await charges.stuck(conn, params, live_sources, only)
     if "ledger" in checks:

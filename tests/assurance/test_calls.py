@@ -178,6 +178,42 @@ async def test_calls_without_caller_id_are_not_one_call_charged_twice(
     await db.close()
 
 
+async def test_a_source_run_reports_only_doubles_of_its_own_cdrs(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    """`assure --source sw1` checks only that source's CDRs and its live ones
+    (docs/assurance.md); it listed every double charge of the period, two other
+    switches' debits of one call among them, as if sw1's records were at fault."""
+    db = await BillingDB.open(pg_url)
+    call = live_cdr(1, usage_s=40)
+    pbx, pbx2 = (
+        dataclasses.replace(
+            call, source=name, call_id=f"{name}-1", charge=CHARGE_MEDIATED, extra={}
+        )
+        for name in ("pbx", "pbx2")
+    )
+    await db.store_cdrs([pbx, pbx2])
+    src = sources()
+    src = dataclasses.replace(
+        src,
+        switch={**src.switch, "pbx": ("ledger", "radius", "call_id", True),
+                "pbx2": ("ledger", "radius", "call_id", True)},
+    )  # fmt: skip
+    ctx = context(db, redis, src)
+
+    async def doubles(source: str | None) -> list[tuple[str, str]]:
+        found = by_kind(await run(ctx, params(source=source)))
+        return [(d.source, d.detail["first_source"]) for d in found.get(Kind.DOUBLE_CHARGE, [])]
+
+    assert await doubles(None) == [("pbx2", "pbx")]
+    assert await doubles("pbx") == [("pbx2", "pbx")]
+    assert await doubles(SWITCH) == []
+    # A live session is among sw1's live CDRs: a double charge with it is in scope.
+    await db.store_cdrs([call])
+    assert await doubles(SWITCH) == [("radius", "pbx"), ("radius", "pbx2")]
+    await db.close()
+
+
 _FLAT_TARIFF = """
 [tariff]
 id = "flat2"
