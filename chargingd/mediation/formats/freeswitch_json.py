@@ -59,11 +59,17 @@ def b_leg(doc: Mapping[str, Any], variables: Mapping[str, Any]) -> bool:
     return False
 
 
+def _what(err: json.JSONDecodeError) -> str:
+    """The parser's message without its own trailing "at" ("Invalid control character
+    at"): the reject adds "at line N" and said "at at line 1"."""
+    return err.msg.removesuffix(" at")
+
+
 def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     """Yield the call of each A-leg document of a mod_json_cdr file."""
     for line_no, raw, doc in documents("".join(lines)):
         if isinstance(doc, json.JSONDecodeError):
-            yield line_no, Reject(f"unreadable JSON: {doc.msg} at line {doc.lineno}", raw)
+            yield line_no, Reject(f"unreadable JSON: {_what(doc)} at line {doc.lineno}", raw)
             continue
         variables = doc.get("variables") if isinstance(doc, dict) else None
         if not isinstance(variables, dict):
