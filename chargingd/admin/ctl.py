@@ -109,6 +109,9 @@ def req_topup(args: argparse.Namespace) -> Request:
 
 def req_adjust(args: argparse.Namespace) -> Request:
     amount = _amount(args.amount, negative=True)
+    if parse_amount(amount, allow_negative=True) == 0:
+        # Refused by the daemon anyway: checked before a txn_id is printed and sent.
+        raise UsageError("an adjustment amount must not be zero")
     params: dict[str, Any] = {"id": args.id, "amount": amount, "txn_id": _txn_id(args)}
     if args.currency:
         params["currency"] = args.currency

@@ -140,6 +140,9 @@ async def test_usage_errors_exit_2(ctl: Ctl) -> None:
     assert code == 2 and "more than 6 decimals" in err
     code, _, err = await ctl("account", "topup", "carol", "-1")
     assert code == 2 and "negative" in err
+    # A zero adjustment exited 1 after printing a txn_id to retry with and sending it.
+    code, _, err = await ctl("account", "adjust", "carol", "-0.00", "--reason", "x")
+    assert (code, err) == (2, "chargingd ctl: an adjustment amount must not be zero\n")
     code, _, err = await ctl("account", "update", "carol")
     assert code == 2 and "nothing to update" in err
     # Which amount was bad: the option is named (a create may give two amounts).
