@@ -23,6 +23,7 @@ from chargingd.mediation.payers import AccountLookup, Payers
 from chargingd.mediation.pipeline import Mediator, Progress, Summary, is_gzip
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, MemoryStore
+from chargingd.rating.loaders import TariffLoadError
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -73,6 +74,13 @@ async def main(
     except ValueError as exc:
         print(f"chargingd mediate: {exc}", file=sys.stderr)
         return 2
+    rater = Rater(source, plans=cfg.rating.plans, default_plan=cfg.rating.default_plan)
+    try:
+        rater.preload()
+    except TariffLoadError as exc:
+        where = f"[mediation.sources.{args.source}] plan" if source.plan else "[rating]"
+        print(f"chargingd mediate: {where}: {exc}", file=sys.stderr)
+        return 2
     rejects_dir = args.rejects or cfg.mediation.rejects_dir
     async with (
         _ledger(cfg, source, open_ledger) as ledger,
@@ -83,7 +91,7 @@ async def main(
             args.source,
             source,
             payers=Payers(source, ledger),
-            rater=Rater(source, plans=cfg.rating.plans, default_plan=cfg.rating.default_plan),
+            rater=rater,
             store=store,
             charger=charger,
             batch_size=cfg.mediation.batch_size,

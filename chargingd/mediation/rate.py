@@ -60,6 +60,19 @@ class Rater:
         except RowError:
             return tariff
 
+    def preload(self) -> None:
+        """Load every plan the run may price with (the source's own, else those of
+        [rating]) before anything is read: one that cannot load is a configuration
+        error (TariffLoadError) up front, not a traceback at the first answered call."""
+        if not self.source.rate:
+            return
+        if self.source.plan:
+            self.plan(self.choose("")[1])
+            return
+        for path in (self.rating.default_plan, *self.rating.plans.values()):
+            if path:
+                self.plan(path)
+
     def plan(self, path: str) -> TariffPlan:
         plan = self._loaded.get(path)
         if plan is None:

@@ -129,6 +129,37 @@ def test_usage_errors(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("broken", ["missing", "bad"])
+def test_a_plan_that_cannot_load_is_a_config_error_before_anything_is_read(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str
+) -> None:
+    """A source plan that cannot load (a typo in its path, a broken file) crashed the
+    run with a traceback (exit 1) at the first answered call; it is a configuration
+    error (exit 2) naming the source, the file and why, and nothing is stored."""
+    plan = tmp_path / "plans" / "wholesale.toml"
+    if broken == "bad":
+        plan.parent.mkdir()
+        sample = (Path(__file__).parents[2] / "config" / "tariffs" / "sample.toml").read_text()
+        plan.write_text(sample.replace('"Europe/London"', '"Europe/Londn"'))
+    config = write_config(tmp_path, pg_url)
+    config.write_text(config.read_text().replace(str(FIXTURES / "tariff_tp"), str(plan)))
+    argv = ["mediate", str(FIXTURES / "asterisk_Master.csv"), "--source", "pbx1"]
+    assert main([*argv, "--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    why = "cannot read" if broken == "missing" else "unknown time zone 'Europe/Londn'"
+    assert err.startswith(f"chargingd mediate: [mediation.sources.pbx1] plan: {plan}")
+    assert why in err and "Traceback" not in err
+
+    async def count() -> int:
+        db = await BillingDB.open(pg_url)
+        try:
+            return await db.count_cdrs()
+        finally:
+            await db.close()
+
+    assert asyncio.run(count()) == 0
+
+
 # The README of the shared samples: C1..C4 by A-number, B-number, start, answer, end, billsec.
 C1 = ("+4930123456", "+4989987654", 1552294800000, 1552294805000, 1552294930000, 125, 16)
 C2 = ("+4930123456", "+4930111222", 1552338000000, 1552338003000, 1552338048000, 45, 16)
