@@ -16,6 +16,7 @@ from chargingd.invoicing import dunning, postings
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Conflict, Invoice, Kind, Refused, money
 from chargingd.invoicing.store import fetch
+from chargingd.invoicing.tax import minor_unit_micros
 
 MAX_REFERENCE = 100
 
@@ -79,8 +80,14 @@ async def add_payment(
 ) -> tuple[Payment, Invoice]:
     """Record a payment of ``amount_micros`` for an invoice; (payment, invoice now)."""
     check_reference(reference)
-    if amount_micros <= 0:
-        raise Refused("a payment amount must be positive")
+    decimals = books.cfg.minor_unit_decimals
+    unit = minor_unit_micros(decimals)
+    if amount_micros <= 0 or amount_micros % unit:
+        # A fraction of a cent can never settle a total rounded to cents: 1.105 of 1.11
+        # left the invoice open with 0.005 outstanding, to be dunned as overdue.
+        raise Refused(
+            f"a payment amount must be positive, in whole units of {money(unit, decimals)}"
+        )
 
     async def work(conn: Conn) -> Payment:
         found = await _existing(conn, reference)

@@ -191,6 +191,26 @@ async def test_payments_are_idempotent_on_their_reference(
     assert rows == [(0,)]
 
 
+async def test_a_payment_of_a_fraction_of_a_cent_is_refused_and_changes_nothing(
+    books: Books, ledger: Ledger, pg_url: str, clock: Clock
+) -> None:
+    """59.495 of 59.50 was recorded: the invoice stayed open with 0.005 outstanding, an
+    amount no one can pay, and went overdue (dunning suspends for it)."""
+    inv = await _invoice(books, ledger, clock, pg_url, "cents", 50 * EUR)  # 59.50
+    with pytest.raises(Refused, match=r"positive, in whole units of 0\.01"):
+        await add_payment(
+            books, "cents", 59_495_000, invoice_number=inv.number, reference="SUB", who="t"
+        )
+    assert await query(pg_url, "SELECT count(*) FROM payments") == [(0,)]
+    assert (await ledger.get_account("cents")).balance_micros == -59_500_000
+    after = await get_invoice(books.db, inv.number, books.now())
+    assert (after.status, after.outstanding_micros) == ("open", 59_500_000)
+    paid, _ = await add_payment(
+        books, "cents", 59_500_000, invoice_number=inv.number, reference="SUB", who="t"
+    )
+    assert paid.created
+
+
 async def test_invoice_states_open_overdue_paid(
     books: Books, ledger: Ledger, pg_url: str, clock: Clock
 ) -> None:
