@@ -23,6 +23,7 @@ from chargingd.core.logs import setup_logging
 from chargingd.ledger import Ledger, LedgerError
 from chargingd.mediation import cli as mediation_cli
 from chargingd.mediation.store import CdrStore, DbStore
+from chargingd.rating.loaders import TariffLoadError
 
 log = logging.getLogger("chargingd.exporter")
 
@@ -70,6 +71,11 @@ def run_rerate(name: str, args: argparse.Namespace) -> int:
     failures = (rerate.RerateError, BillingDBError, LedgerError, RedisError, OSError, psycopg.Error)
     try:
         result: int = uvloop.run(_rerate(Factory(cfg), args, start, end))
+    except TariffLoadError as exc:
+        # --plan or a [rating] plan that cannot load: a usage or config error, found
+        # while pricing, before anything is recorded (it was a traceback, exit 1).
+        print(f"chargingd rerate: {exc}", file=sys.stderr)
+        return 2
     except failures as exc:
         print(f"chargingd rerate: {exc}", file=sys.stderr)
         return 1

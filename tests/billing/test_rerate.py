@@ -248,6 +248,43 @@ def _cli(config: Path, *args: str) -> dict[str, Any]:
     return result
 
 
+async def test_cli_a_plan_that_cannot_load_is_exit_2_and_changes_nothing(
+    db: BillingDB, redis_server: EmbeddedRedis, pg_url: str, tmp_path: Path
+) -> None:
+    """`rerate --plan` naming a missing or broken file (or a broken [rating] plan)
+    ended in a TariffLoadError traceback, exit 1; it is a usage or config error (2)
+    that says which file and why, and no CDR, run or charge is written."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text(PLAN.format(id="b", per_minute="0.10").replace('"UTC"', '"Mars/Base"'))
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n[rating]\ndefault_plan = "{broken}"\n'
+    )
+    cmd = [sys.executable, "-m", "chargingd", "rerate", "--config", str(config)]
+    cmd += ["--from", "2026-11-01", "--to", "2026-11-30"]
+    for extra, why in (
+        (["--plan", str(tmp_path / "missing.toml")], "missing.toml: cannot read"),
+        (["--plan", str(broken), "--apply"], "unknown time zone 'Mars/Base'"),
+        (["--apply"], "unknown time zone 'Mars/Base'"),
+    ):
+        done = subprocess.run(
+            [*cmd, *extra], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("chargingd rerate: ") and why in done.stderr
+        assert "Traceback" not in done.stderr
+
+    async def written(conn: Any) -> list[Any]:
+        cur = await conn.execute(
+            "SELECT (SELECT count(*) FROM rerate_runs), (SELECT count(*) FROM rerate_charges),"
+            " (SELECT count(*) FROM cdrs WHERE rerate_run_id IS NOT NULL)"
+        )
+        return list(await cur.fetchall())
+
+    assert await db.run(written) == [(0, 0, 0)]
+
+
 @pytest.mark.slow
 async def test_cli_report_apply_and_reapply(
     db: BillingDB,
