@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -82,6 +83,12 @@ async def main(
         print(f"chargingd mediate: {where}: {exc}", file=sys.stderr)
         return 2
     rejects_dir = args.rejects or cfg.mediation.rejects_dir
+    if not args.dry_run:
+        try:
+            check_rejects_dir(rejects_dir, paths)
+        except (OSError, ValueError) as exc:
+            print(f"chargingd mediate: {exc}", file=sys.stderr)
+            return 2
     async with (
         _ledger(cfg, source, open_ledger) as ledger,
         _store(cfg, args.dry_run, open_store) as store,
@@ -140,6 +147,27 @@ def input_files(given: list[Path], source: SourceConfig) -> list[Path]:
     if missing:
         raise ValueError(f"no such file: {', '.join(missing)}")
     return paths
+
+
+def check_rejects_dir(rejects_dir: str, paths: list[Path]) -> None:
+    """Where the rejects files go must take them before any row is stored: a rejects
+    directory that is a file (or cannot be made or written), or an input folder that
+    cannot be written without one, failed at the first reject, mid-run, after good
+    rows were stored and with the rejects lost (a traceback). ValueError/OSError: why."""
+    if rejects_dir:
+        where = Path(rejects_dir)
+        if where.exists() and not where.is_dir():
+            raise ValueError(f"rejects directory {where} is not a directory")
+        where.mkdir(parents=True, exist_ok=True)
+        if not os.access(where, os.W_OK):
+            raise ValueError(f"rejects directory {where} is not writable")
+        return
+    for folder in sorted({path.parent for path in paths}):
+        if not os.access(folder, os.W_OK):
+            raise ValueError(
+                f"cannot write rejects files in {folder}: give --rejects DIR"
+                " (or [mediation] rejects_dir)"
+            )
 
 
 def _report(path: Path, summary: Summary) -> None:

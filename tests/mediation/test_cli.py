@@ -129,6 +129,35 @@ def test_usage_errors(
     assert message in capsys.readouterr().err
 
 
+def test_a_rejects_directory_that_cannot_take_files_stops_before_anything_is_stored(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rejects naming a file failed at the first reject with a traceback, after the
+    good rows of the batch were stored and with the rejects lost; it is a usage error
+    (exit 2) up front. A directory that does not exist yet is made."""
+    config = write_config(tmp_path, pg_url)
+    not_a_dir = tmp_path / "rejects"
+    not_a_dir.write_text("")
+    argv = ["mediate", str(FIXTURES / "asterisk_Master.csv"), "--source", "pbx1"]
+    argv += ["--config", str(config), "--quiet"]
+    assert main([*argv, "--rejects", str(not_a_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"chargingd mediate: rejects directory {not_a_dir} is not a directory\n"
+
+    async def count() -> int:
+        db = await BillingDB.open(pg_url)
+        try:
+            return await db.count_cdrs()
+        finally:
+            await db.close()
+
+    assert asyncio.run(count()) == 0
+    made = tmp_path / "new" / "rejects"
+    assert main([*argv, "--rejects", str(made)]) == EXIT_REJECTS
+    assert (made / "asterisk_Master.csv.rejects.csv").exists()
+    assert asyncio.run(count()) == 5
+
+
 @pytest.mark.parametrize("broken", ["missing", "bad"])
 def test_a_plan_that_cannot_load_is_a_config_error_before_anything_is_read(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str
