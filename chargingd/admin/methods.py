@@ -352,7 +352,11 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
 
     async def session_list(self, p: Params, who: str) -> Any:
         account_id = p.ident("account") if p.has("account") else None
-        return await self.sessions.list_live(self._sessions(), account_id)
+        ops = self._sessions()
+        if account_id is not None:
+            # UnknownAccount (-32001): a mistyped id listed "no live calls", exit 0.
+            await self.ledger.get_account(account_id)
+        return await self.sessions.list_live(ops, account_id)
 
     async def session_kill(self, p: Params, who: str) -> Any:
         session_id = p.text("id")

@@ -190,6 +190,10 @@ async def test_operator_kill_through_ctl_sends_disconnect(
     unknown = await asyncio.to_thread(ctl, daemon.setup, "session", "kill", "no-such-call")
     assert unknown.returncode == 1
     assert "no live session" in unknown.stderr
+    # A mistyped account listed no live calls with exit 0, as if it had none.
+    nobody = await asyncio.to_thread(ctl, daemon.setup, "session", "list", "--account", "erni")
+    assert (nobody.returncode, nobody.stdout) == (1, "")
+    assert "no account 'erni'" in nobody.stderr
 
 
 async def test_suspending_an_account_cuts_its_live_calls(
