@@ -155,11 +155,13 @@ def rerate_lines(make: LineMaker, rerates: Iterable[Rerate]) -> list[Line]:
 def correction_lines(make: LineMaker, corrections: Iterable[Correction]) -> list[Line]:
     lines = []
     for c in sorted(corrections, key=lambda c: c.period):
-        calls = f"{c.calls:+d} calls" if c.calls else "charges corrected"
+        # Printed on the customer's invoice: "charges corrected recorded after" did
+        # not read (a rerate changes charges, not the number of calls).
+        what = f"{c.calls:+d} calls recorded" if c.calls else "charges corrected"
         lines.append(
             make.line(
                 "correction",
-                f"Usage correction for {c.period} ({calls} recorded after it was billed)",
+                f"Usage correction for {c.period} ({what} after it was billed)",
                 c.charged_micros,
                 calls=c.calls,
             )

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chargingd.core.config import ConfigError, config_from_dict
-from chargingd.invoicing.build import LineMaker, subscription_lines
+from chargingd.invoicing.build import Correction, LineMaker, correction_lines, subscription_lines
 from chargingd.invoicing.credit import split_gross
 from chargingd.invoicing.model import Subscription
 from chargingd.invoicing.periods import (
@@ -162,3 +162,18 @@ def test_report_price_per_minute_is_rounded_not_floored() -> None:
     assert per_min(-130_000, 90) == "-0.086667"  # a refund: away from zero, as a floor was not
     assert per_min(10_000, 60) == "0.0100"
     assert per_min(0, 0) == "0.0000"
+
+
+def test_correction_lines_read_as_english_with_and_without_new_calls() -> None:
+    """A rerated period (charges changed, no call added) printed "Usage correction for
+    2026-10 (charges corrected recorded after it was billed)" on the invoice."""
+    make = LineMaker(VAT19, 2)
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    lines = correction_lines(
+        make,
+        [Correction("2026-10", start, end, 0, -221_000), Correction("2026-09", start, end, 3, 1)],
+    )
+    assert [ln.description for ln in lines] == [
+        "Usage correction for 2026-09 (+3 calls recorded after it was billed)",
+        "Usage correction for 2026-10 (charges corrected after it was billed)",
+    ]
