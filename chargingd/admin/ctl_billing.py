@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import uuid
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from rich.console import Console
@@ -122,6 +123,18 @@ def req_billing_set(args: argparse.Namespace) -> Request:
     return "billing.set", _common(args, {"id": args.account, **params})
 
 
+def _day(text: str) -> str:
+    """A day YYYY-MM-DD, checked while the options are read: a malformed one is a usage
+    error (exit 2, docs/operations.md), not sent for the daemon to refuse (exit 1)."""
+    try:
+        if len(text) == 10:
+            date.fromisoformat(text)
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"not a date: {text!r} (YYYY-MM-DD)")
+
+
 def _payment_parsers(sub: Any) -> None:
     payment = sub.add_parser("payment", help="payments of invoices")
     actions = payment.add_subparsers(dest="payment_command", metavar="ACTION", required=True)
@@ -143,13 +156,17 @@ def _subscription_parsers(sub: Any) -> None:
     p.add_argument("account")
     p.add_argument("amount", help="monthly price per unit, e.g. 9.90")
     p.add_argument("--description", required=True, help='e.g. "DID rental +49 30 1234"')
-    p.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
-    p.add_argument("--to", dest="end", metavar="DATE", help="last day (included)")
+    p.add_argument(
+        "--from", dest="start", required=True, type=_day, metavar="DATE", help="first day"
+    )
+    p.add_argument("--to", dest="end", type=_day, metavar="DATE", help="last day (included)")
     p.add_argument("--quantity", type=int, default=1, help="units (channels, numbers)")
     p.set_defaults(build=req_subscription_add)
     p = actions.add_parser("end", help="set the last day of a subscription")
     p.add_argument("id", type=int, help="subscription id")
-    p.add_argument("--on", required=True, metavar="DATE", help="last day billed (included)")
+    p.add_argument(
+        "--on", required=True, type=_day, metavar="DATE", help="last day billed (included)"
+    )
     p.set_defaults(build=req_subscription_end)
     p = actions.add_parser("list", help="subscriptions of an account")
     p.add_argument("account")
@@ -167,7 +184,7 @@ def _charge_parsers(sub: Any) -> None:
         p.add_argument("account")
         p.add_argument("amount", help="decimal amount, e.g. 49.00")
         p.add_argument("--description", required=True)
-        p.add_argument("--date", metavar="DATE", help="default: today")
+        p.add_argument("--date", type=_day, metavar="DATE", help="default: today")
         p.add_argument("--ref", help="reference; default: a new one")
         p.set_defaults(build=_charge(name))
         p = actions.add_parser("list", help="charges and credits of an account")

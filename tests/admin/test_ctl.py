@@ -159,6 +159,28 @@ async def test_usage_errors_exit_2(ctl: Ctl) -> None:
     assert (await ctl.json("account", "get", "carol"))["balance"] == "3.50"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("subscription", "add", "acme", "9.90", "--description", "x", "--from", "2026-13-01"),
+        ("subscription", "add", "acme", "9.90", "--description", "x", "--from", "2026-11-16",
+         "--to", "16.11.2026"),
+        ("subscription", "end", "1", "--on", "2026-02-30"),
+        ("charge", "add", "acme", "49.00", "--description", "x", "--date", "20261103"),
+        ("credit", "add", "acme", "1.00", "--description", "x", "--date", "yesterday"),
+    ],
+)  # fmt: skip
+def test_a_malformed_billing_date_is_a_usage_error_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    """Bad options are checked before anything is sent (exit 2, docs/operations.md);
+    dates went to the daemon, which refused them: exit 1, or 3 with no daemon."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ctl", "--socket", str(tmp_path / "none.sock"), *args])
+    assert exit_info.value.code == 2
+    assert "not a date" in capsys.readouterr().err
+
+
 async def test_unreachable_daemon_exits_3_with_hint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
