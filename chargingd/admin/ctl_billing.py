@@ -135,6 +135,13 @@ def _day(text: str) -> str:
     raise argparse.ArgumentTypeError(f"not a date: {text!r} (YYYY-MM-DD)")
 
 
+def _billing_day(text: str) -> int:
+    """--billing-day 1..28, checked before anything is sent (exit 2) as dates are."""
+    if text.isdigit() and 1 <= int(text) <= 28:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a day 1..28, not {text!r}")
+
+
 def _payment_parsers(sub: Any) -> None:
     payment = sub.add_parser("payment", help="payments of invoices")
     actions = payment.add_subparsers(dest="payment_command", metavar="ACTION", required=True)
@@ -200,7 +207,9 @@ def _billing_parsers(sub: Any) -> None:
     p.set_defaults(build=req_billing_show)
     p = actions.add_parser("set", help="change the billing profile")
     p.add_argument("account")
-    p.add_argument("--billing-day", type=int, help="day of the month periods start (1..28)")
+    p.add_argument(
+        "--billing-day", type=_billing_day, help="day of the month periods start (1..28)"
+    )
     p.add_argument("--name", help="customer name printed on invoices")
     p.add_argument("--address", action="append", help="address line (repeat per line)")
     p.add_argument("--email")

@@ -168,9 +168,10 @@ async def test_usage_errors_exit_2(ctl: Ctl) -> None:
         ("subscription", "end", "1", "--on", "2026-02-30"),
         ("charge", "add", "acme", "49.00", "--description", "x", "--date", "20261103"),
         ("credit", "add", "acme", "1.00", "--description", "x", "--date", "yesterday"),
+        ("billing", "set", "acme", "--billing-day", "29"),
     ],
 )  # fmt: skip
-def test_a_malformed_billing_date_is_a_usage_error_before_anything_is_sent(
+def test_a_malformed_billing_date_or_day_is_a_usage_error_before_anything_is_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
 ) -> None:
     """Bad options are checked before anything is sent (exit 2, docs/operations.md);
@@ -178,7 +179,8 @@ def test_a_malformed_billing_date_is_a_usage_error_before_anything_is_sent(
     with pytest.raises(SystemExit) as exit_info:
         main(["ctl", "--socket", str(tmp_path / "none.sock"), *args])
     assert exit_info.value.code == 2
-    assert "not a date" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a date" in err or "must be a day 1..28, not '29'" in err
 
 
 async def test_unreachable_daemon_exits_3_with_hint(
