@@ -37,7 +37,7 @@ from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.invoicing")
 
-_FAILURES = (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error, TariffLoadError)
+_FAILURES = (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error)
 
 
 def run_command(name: str, args: argparse.Namespace) -> int:
@@ -48,6 +48,11 @@ def run_command(name: str, args: argparse.Namespace) -> int:
     setup_logging("warning" if cfg.server.log_level == "info" else cfg.server.log_level)
     try:
         result: int = uvloop.run(_command(Factory(cfg), name, args))
+    except TariffLoadError as exc:
+        # A [rating] plan that cannot load (report savings prices with every plan) is
+        # the config's fault: exit 2, as this docstring and docs/invoicing.md say.
+        print(f"chargingd {name}: {exc}", file=sys.stderr)
+        return 2
     except _FAILURES as exc:
         print(f"chargingd {name}: {exc}", file=sys.stderr)
         return 1

@@ -421,3 +421,15 @@ def test_db_shell_runs_psql_on_the_configured_database(config: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
+
+
+def test_savings_with_a_plan_that_cannot_load_is_a_config_error(config: Path) -> None:
+    """A [rating] plan that does not load is the config's fault: exit 2 (docs/invoicing.md),
+    not 1, the code of a refusal; the message names the file and why."""
+    dear = config.parent / "dear.toml"
+    dear.write_text(dear.read_text().replace('timezone = "UTC"', 'timezone = "Mars/Base"'))
+    code, out, err = run(
+        "report", "--config", str(config), "savings", "--account", "acme", "--period", "2026-11"
+    )
+    assert (code, out) == (2, "")
+    assert f"chargingd report: {dear}" in err and "unknown time zone 'Mars/Base'" in err
