@@ -101,13 +101,20 @@ async def assure(
     )  # fmt: skip
     _print(run, args)
     if run.over_threshold and alerts is not None:
-        await raise_leakage(alerts, run, params.leakage_threshold_micros)
+        # The days the operator gave (the period's zone; the end one included): the
+        # stored run's end is the next midnight, in UTC.
+        days = (params.start.date(), (params.end - timedelta(days=1)).date())
+        await raise_leakage(alerts, run, params.leakage_threshold_micros, days=days)
     return EXIT_LEAKAGE if run.over_threshold else 0
 
 
-async def raise_leakage(alerts: Alerts, run: Run, threshold_micros: int) -> None:
+async def raise_leakage(
+    alerts: Alerts, run: Run, threshold_micros: int, *, days: tuple[date, date]
+) -> None:
     """One alert incident per currency over the threshold (docs/alerts.md): a daily
-    cron run that keeps finding leakage counts into the same incident."""
+    cron run that keeps finding leakage counts into the same incident. ``days``: the
+    first and last day of the period as given."""
+    first, last = days
     for currency, micros in sorted(run.summary.leakage.items()):
         if micros <= threshold_micros:
             continue
@@ -115,8 +122,8 @@ async def raise_leakage(alerts: Alerts, run: Run, threshold_micros: int) -> None
         await alerts.raise_alert(
             "assurance.leakage", severity=Severity.WARNING,
             incident=f"assurance.leakage:{currency}",
-            summary=f"revenue leakage {leak} {currency} from {run.start.date()} to"
-            f" {run.end.date()} (run {run.run_id}; threshold {render.money(threshold_micros)})",
+            summary=f"revenue leakage {leak} {currency} from {first} to"
+            f" {last} (run {run.run_id}; threshold {render.money(threshold_micros)})",
             details={"run_id": run.run_id, "from": run.start.isoformat(),
                      "to": run.end.isoformat(), "source": run.source, "account": run.account_id,
                      "leakage": leak, "currency": currency, "counts": run.summary.counts},

@@ -72,6 +72,8 @@ async def test_runs_are_stored_listed_shown_and_the_exit_status_says_leakage(
     # The alert stream has the incident (one per currency over the threshold).
     (opened,) = [f for _, f in await redis.xrange("{alerts}:stream") if f[b"event"] == b"opened"]
     assert opened[b"key"] == b"assurance.leakage:EUR" and b"0.42 EUR" in opened[b"summary"]
+    # The days given (--to included); it said "from 2026-11-04 to 2026-11-05".
+    assert b"from 2026-11-04 to 2026-11-04 (run" in opened[b"summary"]
 
     lenient = _config(tmp_path, pg_url, redis_server.url, "1.00")
     second = _assure(lenient, *period, "--account", "alice")
