@@ -145,7 +145,7 @@ def render_text(s: Savings) -> str:
     data = s.to_json()
     lines = [
         f"account {s.account_id}: {s.calls} answered calls from {s.start.date()} to"
-        f" {s.end.date()}, charged {data['charged']} {s.currency}"
+        f" {s.end.date()} (end excluded), charged {data['charged']} {s.currency}"
         f" (current plan: {s.current_plan or 'default'})",
         f"{'plan':<24} {'total':>14} {'saving':>14}  note",
     ]

@@ -335,6 +335,13 @@ def test_savings_reprices_under_every_plan(config: Path) -> None:
         ("cheap", "3.00", "9.00", True),
         ("dear", "12.00", "0.00", False),
     ]
+    # "from 2026-11-01 to 2026-12-01" read as December 1 included: say it is not, as
+    # `invoice show` does for its period.
+    code, out, err = run(
+        "report", "--config", str(config), "savings", "--account", "acme", "--period", "2026-11"
+    )
+    assert code == 0, err
+    assert "4 answered calls from 2026-11-01 to 2026-12-01 (end excluded), charged" in out
 
 
 def test_cdr_list_and_show(config: Path) -> None:
