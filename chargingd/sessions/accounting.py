@@ -428,9 +428,16 @@ class Accounting:
         A FreeSWITCH leg it originated (Freeswitch-Direction "outbound": a bridge's
         B-leg, whose caller profile is the A-leg's clone, same User-Name) is never
         adopted: its A-leg is the call, charged once (docs/radius.md); a B-leg this
-        daemon authorized has a record and never comes here."""
+        daemon authorized has a record and never comes here. Nor is a B-leg's Start:
+        mod_radius_cdr sends the direction in its Stop only, but the B-leg routes too
+        (its Start at routing, the A-leg's User-Name) and names its partner in
+        Freeswitch-Other-Leg-Id, which an A-leg's first Start never has (it routes
+        before any bridge); an A-leg whose Start was not adopted is by its Stop."""
         if report.direction == OUTBOUND:
             await self.leg(report, "freeswitch_outbound_leg")
+            return None, False
+        if report.other_leg_id and not report.direction:
+            await self.leg(report, "freeswitch_b_leg_start")
             return None, False
         call = report.call
         account = await self.authorizer.find_account(call)

@@ -482,8 +482,10 @@ async def test_accounting_only_freeswitch_b_leg_is_not_adopted(
         account = await b.ledger.get_account("trunk")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
-        ((_, fields),) = await redis.xrange("cdr:legs")
-        assert fields[b"reason"] == b"freeswitch_outbound_leg"
+        # A Start that names a partner is a B-leg's (an A-leg's first routing comes
+        # before any bridge): not adopted, even this A-leg's; its inbound Stop is.
+        reasons = [fields[b"reason"] for _, fields in await redis.xrange("cdr:legs")]
+        assert reasons == [b"freeswitch_b_leg_start", b"freeswitch_outbound_leg"]
 
 
 async def test_authorized_freeswitch_outbound_leg_is_charged(
@@ -527,3 +529,49 @@ async def test_accounting_only_call_of_another_gateway_is_still_adopted(
         account = await b.ledger.get_account("trunk")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+def b_leg_start(created_ms: int) -> bytes:
+    """The B-leg's Start: sofia_on_init moves the channel FreeSWITCH originated to
+    CS_ROUTING, where the global state handlers run (originate_on_routing returning
+    FALSE skips only the standard dialplan routing), so my_on_routing sends it. Its
+    caller profile is the A-leg's clone (the same User-Name); it carries
+    Freeswitch-Other-Leg-Id (the originator set its signal_bond when the channel was
+    made) and, as every Start, no Freeswitch-Direction (my_on_reporting alone sends it)."""
+    own = start_at_routing(created_ms).replace(
+        attr(rc.ACCT_SESSION_ID, UUID), attr(rc.ACCT_SESSION_ID, B_UUID)
+    )
+    return own + fs(25, UUID)
+
+
+@pytest.mark.parametrize("authorized", [True, False])
+async def test_bridged_freeswitch_call_with_its_b_legs_start_is_charged_once(
+    redis: aioredis.Redis, tmp_path: Path, authorized: bool
+) -> None:
+    # Both legs route, so both send a Start: the B-leg's Start (no direction, the
+    # A-leg's User-Name, Other-Leg-Id = the A-leg) was adopted as a call of its own,
+    # and its Stop (direction outbound) then found that session and charged it: the
+    # caller paid twice for one bridged call.
+    more: dict[str, Any] = {} if authorized else {"default_account": "trunk",
+                                                  "lookup": ["default"]}  # fmt: skip
+    async with bench(redis, tmp_path, **more) as b:
+        account_id = "acc1" if authorized else "trunk"
+        identities = ("user:1000",) if authorized else ()
+        await add_account(b.ledger, account_id, balance_micros=10 * EUR, identities=identities)
+        t0 = b.t0_ms
+        if authorized:
+            await authorize(b, 1000)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 100
+        await b.account(3, b_leg_start(t0 + 100))
+        b.clock.now_ms = t0 + 39_000
+        await b.account(4, b_leg(stop(t0 + 100, t0 + 8_250, t0 + 38_750, 16)))
+        await b.account(5, stop(t0, t0 + 8_250, t0 + 38_750, 16))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.duration_s, cdr.charged_micros) == (UUID, 30, 300_000)
+        account = await b.ledger.get_account(account_id)
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 300_000, 0)
+        assert await redis.keys(f"*{B_UUID}*") == []  # no session, nothing in the ledger
+        assert await redis.xlen("cdr:orphans") == 0
+        reasons = [fields[b"reason"] for _, fields in await redis.xrange("cdr:legs")]
+        assert reasons == [b"freeswitch_b_leg_start", b"freeswitch_outbound_leg"]
