@@ -83,6 +83,10 @@ class LateAccounting:
         # a late FreeSWITCH Stop says the real answer (its Start, which the reaper
         # charged from, was sent at routing): rated and shown from there
         answer_ms = report.answer_ms if final else -1
+        if answer_ms == usage_s == 0:
+            # never answered: unanswered even if the own timer cut it ringing, as a
+            # Stop in time closes it (Accounting._ending), not the cut's status
+            status = CdrStatus.UNANSWERED
         rated = rec if answer_ms < 0 else rec.replace(answer_ms=answer_ms)
         settlement = self.settler.settle(rated, usage_s, status)
         why = f"late {report.kind.value} after {rec.status}"

@@ -575,3 +575,34 @@ async def test_bridged_freeswitch_call_with_its_b_legs_start_is_charged_once(
         assert await redis.xlen("cdr:orphans") == 0
         reasons = [fields[b"reason"] for _, fields in await redis.xrange("cdr:legs")]
         assert reasons == [b"freeswitch_b_leg_start", b"freeswitch_outbound_leg"]
+
+
+async def test_freeswitch_call_cut_ringing_whose_stop_comes_after_the_reaper_is_unanswered(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # own_timer, money for 5 s: the ringing call is cut 5 s after its Start (confirmed:
+    # the switch ACKed), its Stop is held up (a RADIUS outage) and the reaper charges
+    # it from its Start. The Stop, when it comes, says it was never answered: the
+    # correction refunds all and the CDR is unanswered, as when the Stop comes in
+    # time. The correction called it credit_cut (a cut call that talked 0 s).
+    async with bench(redis, tmp_path, "own_timer") as b:
+        await add_account(b.ledger, "acc1", balance_micros=50_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await authorize(b, 5)
+        await b.account(2, start_at_routing(t0))
+        b.clock.now_ms = t0 + 6_000
+        assert await b.sessions.cutter.run_once() == 1
+        b.clock.now_ms = t0 + 3_600_000
+        assert await b.sessions.reaper.run_once() == 1
+        (reaped,) = await read_cdrs(redis)
+        assert (reaped.status, reaped.charged_micros) == ("stale", 50_000)
+        late = stop(t0, 0, t0 + 6_200, 16)
+        delayed = attr(rc.ACCT_DELAY_TIME, 3_600 - 7)
+        await b.account(3, late.replace(attr(rc.ACCT_DELAY_TIME, 0), delayed))
+        _, corrected = await read_cdrs(redis)
+        assert (corrected.status, corrected.answer_ms, corrected.duration_s) == (
+            "unanswered", 0, 0)  # fmt: skip
+        assert (corrected.charged_micros, corrected.revision) == (0, 1)
+        assert corrected.extra["cut_reason"] == "credit_cut"
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (50_000, 0)
