@@ -40,6 +40,7 @@ from chargingd.sessions.grants import Grants
 from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.newrecord import Profile, RecordMaker
 from chargingd.sessions.pricing import Priced, Pricer
+from chargingd.sessions.recordspec import ADOPTED
 from chargingd.sessions.store import (
     LIVE,
     REDIS_DOWN,
@@ -363,22 +364,58 @@ class Authorizer:
             suspended = RefusalReason.SUSPENDED.value
             await self.ledger.refuse(rec.account_id, rec.session_id, suspended)
             return self._inactive(exc.status, exc.reason)
-        return await self._answered(rec, grant, mode, created=created)
+        return await self._answered(rec, grant, mode, created=created, want=want)
 
     async def _answered(
-        self, rec: SessionRecord, grant: Grant, mode: str, *, created: bool
+        self, rec: SessionRecord, grant: Grant, mode: str, *, created: bool, want: int = 0
     ) -> Authorized:
         """The answer; a retransmission's (not ``created``: its record exists), on any
         daemon, from the record as the first answer was, not from what is available now
         (the gateway keeps the first answer it gets; the record's credit_micros is what
-        the call is allowed)."""
+        the call is allowed). A record its Start adopted becomes this authorized call
+        (_authorize_adopted). ``want``: the amount asked (0: granted in full)."""
         if created:
             return self._authorized(rec, grant, mode)
         stored = await self.store.get(rec.account_id, rec.session_id)
+        if (
+            stored is not None
+            and stored.state == LIVE
+            and stored.adopted == ADOPTED
+            and stored.client == rec.client
+        ):
+            return await self._authorize_adopted(stored, grant, mode, want)
         if stored is None or stored.state != LIVE or stored.adopted or not stored.credit_micros:
             return self._authorized(rec, grant, mode)  # not an answered authorize's record
         first = stored.replace(answer_ms=0)  # rated from authorize, as then
         return self._answer(first, stored.credit_micros, stored.held_micros, mode)
+
+    async def _authorize_adopted(
+        self, stored: SessionRecord, grant: Grant, mode: str, want: int
+    ) -> Authorized:
+        """The Access-Request of a call its Start adopted first: FreeSWITCH sends
+        mod_radius_cdr's Start from a global routing handler, before the standard one
+        hunts the dialplan, where mod_xml_radius's radius_auth (inline) asks. The
+        reserve held the money; the record becomes the authorized call (its hold,
+        allowance and deadline, as _grant_first and Accounting._answered give them),
+        else it stays adopted: settled as "no authorize here", charged in full as debt,
+        never cut."""
+        holds_all = self.modes.holds_all(stored.client)
+        held = grant.granted_micros
+        paid_s = self.grants.paid_s(stored, stored.debited_micros + held)
+        credit = self._told_micros(stored.client, grant)
+        fields = {
+            "adopted": 0,
+            "held_micros": held,
+            "paid_usage_s": paid_s,
+            "limited": int(held < want and not holds_all),
+            "credit_micros": credit,
+        }
+        rec = stored.replace(**fields)
+        deadline_ms: int | None = 0 if stored.deadline_ms else None
+        if rec.answer_ms and (rec.limited or self.modes.own_timer(rec.client)):
+            deadline_ms = self.grants.deadline_ms(rec, paid_s)  # its Start came already
+        await self.store.set_grant(stored, fields, deadline_ms=deadline_ms)
+        return self._answer(rec, credit, held, mode)
 
     def _told_micros(self, client: str, grant: Grant) -> int:
         """The money the Session-Timeout of the answer stands for: what is held and

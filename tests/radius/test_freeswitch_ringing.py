@@ -606,3 +606,40 @@ async def test_freeswitch_call_cut_ringing_whose_stop_comes_after_the_reaper_is_
         assert corrected.extra["cut_reason"] == "credit_cut"
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (50_000, 0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("credit_mode", ["hold_all", "own_timer", "interim"])
+async def test_freeswitch_start_before_its_access_request_is_an_authorized_call(
+    redis: aioredis.Redis, tmp_path: Path, credit_mode: str, fused: bool
+) -> None:
+    # mod_radius_cdr's Start goes from a global routing handler, which runs before the
+    # standard one that hunts the dialplan, where mod_xml_radius's radius_auth (an
+    # inline action) sends the Access-Request: the Start comes first. It adopted the
+    # call, and the Access-Request then held the money and answered, but the session
+    # stayed adopted ("no authorize here"): its Stop was charged in full as debt. A
+    # prepaid call that ran into the cut tolerance took the account below zero
+    # (overrun), and an interim call was never cut. Now it is the call authorized
+    # (fused: one script; else step by step, as on Redis Cluster).
+    async with bench(redis, tmp_path, credit_mode) as b:
+        if not fused:
+            b.sessions.step_by_step()
+        await add_account(b.ledger, "acc1", balance_micros=600_000, identities=("user:1000",))
+        t0 = b.t0_ms
+        await b.account(2, start_at_routing(t0))
+        await authorize(b, 60)
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (600_000, 600_000)
+        for at_s in (30, 61, 62):
+            b.clock.now_ms = t0 + at_s * 1000
+            await b.sessions.cutter.run_once()
+        cut = credit_mode != "hold_all"  # (hold_all: the switch ends it at its timeout)
+        assert [r.code for r in b.gateway.requests] == [rc.DISCONNECT_REQUEST] * cut
+        b.clock.now_ms = t0 + 63_000
+        await b.account(3, stop(t0, t0 + 1_000, t0 + 62_500, 16))  # 61 s of talk
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.duration_s, cdr.charged_micros, cdr.charge_reason) == (
+            "credit_cut", 61, 600_000, "cut_tolerance")  # fmt: skip
+        assert "adopted" not in cdr.extra
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (0, 0)
