@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -76,18 +77,41 @@ def redis_server_binary() -> str:
 class EmbeddedRedis:
     """A real redis-server child process with append-only persistence under data_dir."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        appendfsync: str = "everysec",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_args``: more redis-server options after chargingd's own."""
         self.dir = (data_dir / "redis").resolve()
+        self.extra_args = extra_args
         self.socket_path = self.dir / "redis.sock"
         self.port = port
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
+        self._abort = threading.Event()  # abort_start: a start under way gives up
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    def abort_start(self) -> None:
+        """Make a start under way (another thread's) stop the server and give up."""
+        self._abort.set()
+
     def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and return once it serves: its AOF loaded.
+
+        ``timeout_s`` bounds the wait for its first sign of life. A server that answers
+        LOADING (or takes a connection and no answer in LOADING_PROBE_S) is loading its AOF: it is
+        waited for as long as it runs and loads, a
+        progress line every LOADING_LOG_S (a large AOF takes minutes; a bound there
+        would kill every start, restarts included, before it could serve), until
+        abort_start()."""
+        self._abort.clear()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop_orphan()
         args = [
@@ -114,6 +138,7 @@ class EmbeddedRedis:
             str(self.dir / "redis.log"),
             "--pidfile",
             str(self.dir / "redis.pid"),
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -127,30 +152,52 @@ class EmbeddedRedis:
             unix_socket_path=str(self.socket_path),
             retry=SyncRetry(NoBackoff(), 0),
             socket_connect_timeout=1.0,
-            socket_timeout=1.0,
+            socket_timeout=LOADING_PROBE_S,
         )
+        loading_since = 0.0  # when it first answered LOADING
+        logged = 0.0
         try:
-            while time.monotonic() < deadline:
+            while loading_since or time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
                         f"embedded redis-server exited; see {self.dir / 'redis.log'}"
                     )
+                if self._abort.is_set():
+                    break
                 if self.socket_path.exists():
                     try:
                         # Wait for the AOF to load before serving (LOADING errors otherwise).
                         if client.ping():
+                            if loading_since:
+                                log.info(
+                                    "embedded redis loaded its AOF in %.1f s",
+                                    time.monotonic() - loading_since,
+                                )
                             log.info("embedded redis ready at %s", self.socket_path)
                             return
-                    except (
-                        syncredis.ConnectionError,
-                        syncredis.BusyLoadingError,
-                        syncredis.TimeoutError,
-                    ):
-                        pass
+                    except (syncredis.BusyLoadingError, syncredis.TimeoutError):
+                        # LOADING, or connected and no answer within the socket's
+                        # timeout: a loading server answers only between the chunks it
+                        # reads (every 2 MB), so either is a server at work on its AOF.
+                        now = time.monotonic()
+                        loading_since = loading_since or now
+                        if now - logged >= LOADING_LOG_S:
+                            logged = now
+                            log.warning(
+                                "embedded redis-server pid %d is loading its AOF (%s, %.0f s"
+                                " so far); calls are refused until it is loaded",
+                                self.proc.pid,
+                                _loading_progress(client),
+                                now - loading_since,
+                            )
+                    except syncredis.ConnectionError:
+                        pass  # not listening yet
                 time.sleep(0.02)
         finally:
             client.close()
         self.stop()
+        if self._abort.is_set():
+            raise RuntimeError("embedded redis-server start aborted (shutting down)")
         raise RuntimeError(
             f"embedded redis-server did not become ready; see {self.dir / 'redis.log'}"
         )
@@ -184,6 +231,24 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+# A start whose server is loading its AOF says how far it got this often; a probe of a
+# server that took the connection and has not answered after LOADING_PROBE_S is one at
+# work on its AOF (it answers between the chunks it reads); abort_start is seen as fast.
+LOADING_LOG_S = 5.0
+LOADING_PROBE_S = 0.25
+
+
+def _loading_progress(client: Any) -> str:
+    """INFO persistence's loading figures (served while loading): "41.2 % of 512 MB"."""
+    try:
+        info = client.info("persistence")
+        done = float(info.get("loading_loaded_perc", 0.0))
+        total_mb = int(info.get("loading_total_bytes", 0)) / 1e6
+    except Exception:  # the figures are a courtesy; the wait goes on without them
+        return "progress unknown"
+    return f"{done:.1f} % of {total_mb:.0f} MB"
 
 
 # The embedded server's supervisor (EmbeddedSupervisor): how often it looks whether the
@@ -220,8 +285,9 @@ class EmbeddedSupervisor:
     clients reconnect on their own once the socket answers again.
 
     ``stop`` (at the daemon's shutdown, before the server is stopped) ends the task;
-    a restart under way finishes first, so the server it started is the one
-    ``EmbeddedRedis.stop`` stops: never one started after it.
+    a restart under way gives up (abort_start: a server loading a large AOF could take
+    minutes) and stops the server it started, so none is left behind or started
+    after it.
     """
 
     name = "embedded-redis"
@@ -251,8 +317,9 @@ class EmbeddedSupervisor:
         self._task = asyncio.create_task(self._run(), name="embedded-redis-supervisor")
 
     async def stop(self) -> None:
-        """No restart from now on; waits for one under way (bounded by its start timeout)."""
+        """No restart from now on; a restart under way gives up (its server stopped)."""
         self._stopping.set()
+        self.server.abort_start()
         task, self._task = self._task, None
         if task is not None:
             await task
@@ -304,6 +371,8 @@ class EmbeddedSupervisor:
                 try:
                     await asyncio.to_thread(self.server.start)
                 except (RuntimeError, OSError) as exc:
+                    if self._stopping.is_set():
+                        return  # aborted by stop(): its server is stopped
                     self.stats.inc("restart_failures")
                     delay_s = backoff_s
                     backoff_s = min(backoff_s * 2, self.backoff_max_s)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis as syncredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chargingd.core.redisconn import EmbeddedRedis, EmbeddedSupervisor, exit_reason, pid_alive
 from chargingd.core.status import ComponentStats
@@ -105,5 +107,115 @@ async def test_stop_waits_for_a_restart_under_way_and_restarts_nothing_after(
         await asyncio.sleep(0.2)
         assert server.proc is last and not pid_alive(last.pid)
     finally:
+        await supervisor.stop()
+        server.stop()
+
+
+# -- an AOF that loads longer than the start's timeout --------------------------------
+LOADED_KEYS = 20_000
+# redis-server's key-load-delay (µs per key read from the AOF's RDB part; a sleep, ~100
+# µs at least): ~2 s to load, past the 1 s the tests give the start for its first
+# answer. A loading server answers (LOADING) every 2 MB it read: values of 1 KB.
+SLOW_LOAD = ("--key-load-delay", "50")
+VALUE = b"x" * 1024
+
+
+@pytest.fixture(scope="module")
+def large_aof(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose AOF (rewritten: its keys in the RDB preamble) holds
+    LOADED_KEYS keys, the server stopped."""
+    data = tmp_path_factory.mktemp("large-aof")
+    server = EmbeddedRedis(data, appendfsync="no")
+    server.start()
+    try:
+        client = syncredis.Redis(unix_socket_path=str(server.socket_path))
+        pipe = client.pipeline(transaction=False)
+        for first in range(0, LOADED_KEYS, 1000):
+            pipe.mset({f"k{n}": VALUE for n in range(first, first + 1000)})
+        pipe.execute()
+        assert client.dbsize() == LOADED_KEYS
+
+        def rewriting() -> bool:
+            info = client.info("persistence")
+            return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
+
+        deadline = time.monotonic() + 30
+        while rewriting():  # one the fill set off
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.bgrewriteaof()
+        while rewriting():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.close()
+    finally:
+        server.stop()  # SIGTERM: the AOF is fsynced
+    return data
+
+
+def test_a_start_waits_for_an_aof_loading_longer_than_its_timeout(
+    large_aof: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the wait for the first PONG was bounded (10 s): a server still loading
+    a large AOF then was SIGTERMed and the start failed, every restart again."""
+    server = EmbeddedRedis(large_aof, appendfsync="no", extra_args=SLOW_LOAD)
+    caplog.set_level(logging.INFO, logger="chargingd")
+    began = time.monotonic()
+    try:
+        server.start(timeout_s=1.0)
+        took = time.monotonic() - began
+        client = syncredis.Redis(unix_socket_path=str(server.socket_path))
+        assert client.dbsize() == LOADED_KEYS
+        client.close()
+    finally:
+        server.stop()
+    assert took > 1.0  # the load outlasted the timeout
+    said = [r.getMessage() for r in caplog.records]
+    assert any("is loading its AOF" in m for m in said), said
+    assert any("loaded its AOF in" in m for m in said), said
+
+
+async def test_stop_aborts_a_restart_that_is_loading_its_aof(large_aof: Path) -> None:
+    """A shutdown during a long load is not held by it: the restart gives up and the
+    server it started is stopped; nothing restarts after."""
+    server = EmbeddedRedis(large_aof, appendfsync="no", extra_args=SLOW_LOAD)
+    await asyncio.to_thread(server.start)
+    stats = ComponentStats()
+    supervisor = EmbeddedSupervisor(server, stats, poll_s=0.01)
+    supervisor.start()
+    # No retries of redis-py's own: a LOADING answer is what is looked for.
+    client = syncredis.Redis(
+        unix_socket_path=str(server.socket_path),
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        first = server.proc
+        assert first is not None
+        os.kill(first.pid, signal.SIGKILL)
+
+        def loading() -> bool:
+            proc = server.proc
+            if proc is None or proc is first:
+                return False
+            try:
+                client.ping()
+            except (syncredis.BusyLoadingError, syncredis.TimeoutError):
+                return True  # LOADING, or taken and not answered: loading (start's view)
+            except syncredis.ConnectionError:
+                pass
+            return False
+
+        await wait_for(loading)
+        restarted = server.proc
+        assert restarted is not None
+        began = time.monotonic()
+        await supervisor.stop()
+        assert time.monotonic() - began < 1.5  # not the rest of the load (~2.8 s)
+        assert restarted.poll() is not None and not pid_alive(restarted.pid)
+        assert server.proc is restarted
+        assert stats.get("restart_failures") == 0 and stats.get("restarts") == 0
+    finally:
+        client.close()
         await supervisor.stop()
         server.stop()
