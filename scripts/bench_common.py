@@ -53,6 +53,19 @@ class RoundTrips:
         return cls.sent + sum(thin.sent for thin in thins)
 
 
+def sized_sid(i: int, size: int, default: str) -> str:
+    """A session id of ``size`` bytes for call i, unique per call (0: ``default``, the
+    bench's own). 36: a UUID's form, as a gateway's Acct-Session-Id or h323-conf-id and
+    the load bench's; otherwise 'c' and i in hex, zero-padded (docs/fraud.md
+    "Twenty-third round": what the live calls' key length costs)."""
+    if size <= 0:
+        return default
+    i &= 0xFFFFFFFFFFFF
+    if size == 36:
+        return f"{i & 0xFFFFFFFF:08x}-9d1c-4c1e-a0b2-c0ffee{i >> 8 & 0xFFFFFF:06x}"
+    return f"c{i:0{size - 1}x}"[-size:] if size > 1 else f"{i % 10}"
+
+
 async def seed_prepaid(ledger: Ledger, accounts: int) -> None:
     """Prepaid accounts acc0..accN-1 (identity user:uN, tariff retail) that never run out."""
     for a in range(accounts):

@@ -2,14 +2,15 @@
 whose values several calls have grown, as a load run's are, and called numbers that
 repeat (classified once). docs/fraud.md "Twenty-first round (daemon)".
 
-    .venv/bin/python scripts/bench_fraud_steady.py [CALLS_BEFORE [ACCOUNTS]]
+    .venv/bin/python scripts/bench_fraud_steady.py [CALLS_BEFORE [ACCOUNTS [SID_BYTES]]]
     valgrind --tool=callgrind --callgrind-out-file=OUT .venv/bin/python \
         scripts/bench_fraud_steady.py 8 1000    (then callgrind_annotate --inclusive=yes)
 
 Each account is called CALLS_BEFORE times first (Fraud.prepare and localize: evaluated
 here, each value left as the plain authorize would write it), then three passes time
 Fraud.prepare, Fraud.localize and the settling (decided_here, decided, refusal) apart.
-Prints the best pass's us per call of each and the values' mean size. Run from the
+Prints the best pass's us per call of each and the values' mean size. SID_BYTES: the
+session ids' length (default 36, a UUID's form; docs/fraud.md "Twenty-third round"). Run from the
 repository root (it imports this tree's chargingd).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "scripts")]
 
+from bench_common import sized_sid  # noqa: E402
 from bench_fraud_client import hook  # noqa: E402
 
 from chargingd.fraud import keys as FK  # noqa: E402
@@ -32,6 +34,7 @@ from chargingd.sessions.fraudhook import Attempt  # noqa: E402
 def main() -> None:
     calls_before = int(sys.argv[1]) if len(sys.argv) > 1 else 8
     accounts = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    sid_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else 36
     t = [1_760_000_000_000.0]
 
     def clock() -> int:  # ~9,000 calls a second
@@ -55,6 +58,8 @@ def main() -> None:
             attempt = Attempt()
             attempt.found(f"load{n}", f"user:load{n}", "")
             sid = f"{i:08x}-9d1c-4c1e-a0b2-c0ffee{i:06d}"
+            if sid_bytes != 36:
+                sid = sized_sid(i, sid_bytes, sid)
             out.append(h.facts(f"load{n}", sid, f"+44207946{i % 1000:04d}", attempt))
         return out
 

@@ -294,11 +294,18 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
     before = int(os.environ.get("BENCH_CALLS_BEFORE", "1"))
     # --numbers: the called numbers repeat every N calls (a load run's 10,000: classified once)
     numbers = int(os.environ.get("BENCH_NUMBERS", "100000"))
+    # --sid-bytes: session ids of that length (default 0: this bench's own, 24 bytes)
+    sid_bytes = int(os.environ.get("BENCH_SID_BYTES", "0"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_common import sized_sid
+
     loop = uvloop.new_event_loop()
     client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 
     def call(i: int) -> CallInfo:  # as scripts/bench_authorize_redis.py
         sid = f"m-{i:08X}-{(i * 2654435761) & 0xFFFFFFFF:08X}-{i & 0xFFFF:04X}"
+        if sid_bytes:  # --sid-bytes (bench_common.sized_sid)
+            sid = sized_sid(i, sid_bytes, sid)
         called = f"004420798{i % numbers:05d}"
         return CallInfo(
             sid, f"{i % accounts:012d}", f"3161234{i % 100000:05d}", called, "127.0.0.1",
@@ -501,6 +508,13 @@ def main() -> None:
         default=100_000,
         help="authorize: the called numbers repeat every N calls (default: each new)",
     )
+    parser.add_argument(
+        "--sid-bytes",
+        type=int,
+        default=0,
+        help="authorize: session ids of this many bytes (36: a UUID's form, as the load "
+        "bench's; default: 24)",
+    )
     parser.add_argument("pieces", nargs="*", help=f"any of {', '.join(PIECES)} (default all)")
     args = parser.parse_args()
     if args.clock_at:
@@ -517,6 +531,7 @@ def main() -> None:
         os.environ["BENCH_FRAUD_FIRST"] = "1"
     os.environ["BENCH_CALLS_BEFORE"] = str(args.calls_before)
     os.environ["BENCH_NUMBERS"] = str(args.numbers)
+    os.environ["BENCH_SID_BYTES"] = str(args.sid_bytes)
     for piece in args.pieces or PIECES:
         if piece not in PIECES:
             raise SystemExit(f"unknown piece {piece!r}: {', '.join(PIECES)}")

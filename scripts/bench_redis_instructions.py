@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from bench_common import default_fraud, seed_prepaid
+from bench_common import default_fraud, seed_prepaid, sized_sid
 
 from chargingd.core.config import SessionsConfig
 from chargingd.core.status import ComponentStats
@@ -58,8 +58,9 @@ TARIFF = Path(__file__).parent.parent / "config" / "tariffs" / "sample.toml"
 PHASES = ((UsageKind.START, 0), (UsageKind.INTERIM, 30), (UsageKind.STOP, 95))
 
 
-def _call(i: int, accounts: int) -> CallInfo:
-    return CallInfo(f"c{i}", f"u{i % accounts}", "", f"0301234{i % 1000:03d}", "10.0.0.1", "gw1")
+def _call(i: int, accounts: int, sid_bytes: int = 0) -> CallInfo:
+    sid = sized_sid(i, sid_bytes, f"c{i}")
+    return CallInfo(sid, f"u{i % accounts}", "", f"0301234{i % 1000:03d}", "10.0.0.1", "gw1")
 
 
 def _dumped(pid: int, out: Path, keep: Path | None = None, name: str = "") -> int:
@@ -156,8 +157,10 @@ async def _run(url: str, pid: int, out: Path, args: argparse.Namespace, data: Pa
         async with sem:
             assert isinstance(await sessions.authorize(info), Authorized)
 
-    await asyncio.gather(*(authorize(_call(-1 - a, args.accounts)) for a in range(args.accounts)))
-    infos = [_call(i, args.accounts) for i in range(args.calls)]
+    await asyncio.gather(
+        *(authorize(_call(-1 - a, args.accounts, args.sid_bytes)) for a in range(args.accounts))
+    )
+    infos = [_call(i, args.accounts, args.sid_bytes) for i in range(args.calls)]
     start_ms = int(time.time() * 1000)
 
     async def account(info: CallInfo, kind: UsageKind, usage_s: int) -> None:
@@ -252,6 +255,13 @@ def main() -> None:
         default=0.0,
         help="the ledger's request timeout (the daemon's: [redis] command_timeout_s, 2.0): "
         "a new call's reserve gets a deadline, checked by Redis's TIME; 0 none",
+    )
+    parser.add_argument(
+        "--sid-bytes",
+        type=int,
+        default=0,
+        help="session ids of this many bytes (36: a UUID's form, as the load bench's; "
+        "default: 'c' and the call's number, 2-5 bytes)",
     )
     parser.add_argument(
         "--keep",
