@@ -29,7 +29,10 @@ def _run(*extra: str) -> dict[str, tuple[int, float]]:
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout  # fmt: skip
     found = {}
-    for phase in ("authorize", "start", "interim", "stop"):
+    phases = (
+        ("authorize",) if "--authorize-only" in extra else ("authorize", "start", "interim", "stop")
+    )
+    for phase in phases:
         line = re.search(rf"^{phase} +([\d,]+) instructions per packet +FCALL ([\d.]+) ", out, re.M)
         assert line and int(line[1].replace(",", "")) > 10_000, out
         found[phase] = (int(line[1].replace(",", "")), float(line[2]))
@@ -51,3 +54,33 @@ def test_bench_with_the_fraud_rules_counts_their_authorize() -> None:
     plain, rules = _run()["authorize"][0], _run("--fraud")
     assert rules["authorize"][1] == 1.0, rules
     assert rules["authorize"][0] > plain + 10_000, (plain, rules)
+
+
+def test_sized_session_ids_are_unique_and_of_their_length() -> None:
+    """bench_common.sized_sid (the benches' --sid-bytes): every call's id, the warm-up's
+    negative numbers too, is its own and of the length asked (0: the bench's own)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from bench_common import sized_sid
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    calls = range(-1000, 70_000)
+    for size in (8, 16, 36):
+        ids = [sized_sid(i, size, "") for i in calls]
+        assert {len(s) for s in ids} == {size}
+        assert len(set(ids)) == len(ids), size
+    assert [sized_sid(i, 0, f"c{i}") for i in (-1, 7)] == ["c-1", "c7"]
+
+
+@pytest.mark.slow
+def test_longer_session_ids_cost_the_rules_compare_and_set_more() -> None:
+    """--sid-bytes 36: the live calls' keys are part of the value the plain authorize
+    compares and writes, so the rules' extra in Redis grows with the session id's
+    length (docs/fraud.md "Twenty-third round": ~7 instructions a byte of the value;
+    -4.7k per authorize with 16-byte ids at 2,000 calls; here 10 live calls an account,
+    ~29k more with the bench's own 2-5 byte ids, ~36-39k with 36-byte ones)."""
+    few = ("--authorize-only", "--calls", "600", "--accounts", "60")
+    extra_short = _run(*few, "--fraud")["authorize"][0] - _run(*few)["authorize"][0]
+    long_off = _run(*few, "--sid-bytes", "36")["authorize"][0]
+    extra_long = _run(*few, "--fraud", "--sid-bytes", "36")["authorize"][0] - long_off
+    assert extra_long > extra_short + 2_000, (extra_short, extra_long)
