@@ -296,15 +296,17 @@ def _authorize(items: int, setup: int) -> Callable[[], None]:
     numbers = int(os.environ.get("BENCH_NUMBERS", "100000"))
     # --sid-bytes: session ids of that length (default 0: this bench's own, 24 bytes)
     sid_bytes = int(os.environ.get("BENCH_SID_BYTES", "0"))
-    sys.path.insert(0, str(REPO / "scripts"))
-    from bench_common import sized_sid
+    sized_sid: Callable[[int, int, str], str] | None = None
+    if sid_bytes:  # (imported only then: the default runs import what they did before)
+        sys.path.insert(0, str(REPO / "scripts"))
+        from bench_common import sized_sid
 
     loop = uvloop.new_event_loop()
     client = aioredis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 
     def call(i: int) -> CallInfo:  # as scripts/bench_authorize_redis.py
         sid = f"m-{i:08X}-{(i * 2654435761) & 0xFFFFFFFF:08X}-{i & 0xFFFF:04X}"
-        if sid_bytes:  # --sid-bytes (bench_common.sized_sid)
+        if sized_sid is not None:  # --sid-bytes
             sid = sized_sid(i, sid_bytes, sid)
         called = f"004420798{i % numbers:05d}"
         return CallInfo(
