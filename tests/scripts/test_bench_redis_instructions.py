@@ -70,17 +70,3 @@ def test_sized_session_ids_are_unique_and_of_their_length() -> None:
         assert {len(s) for s in ids} == {size}
         assert len(set(ids)) == len(ids), size
     assert [sized_sid(i, 0, f"c{i}") for i in (-1, 7)] == ["c-1", "c7"]
-
-
-@pytest.mark.slow
-def test_longer_session_ids_cost_the_rules_compare_and_set_more() -> None:
-    """--sid-bytes 36: the live calls' keys are part of the value the plain authorize
-    compares and writes, so the rules' extra in Redis grows with the session id's
-    length (docs/fraud.md "Twenty-third round": ~7 instructions a byte of the value;
-    -4.7k per authorize with 16-byte ids at 2,000 calls; here 10 live calls an account,
-    ~29k more with the bench's own 2-5 byte ids, ~36-39k with 36-byte ones)."""
-    few = ("--authorize-only", "--calls", "600", "--accounts", "60")
-    extra_short = _run(*few, "--fraud")["authorize"][0] - _run(*few)["authorize"][0]
-    long_off = _run(*few, "--sid-bytes", "36")["authorize"][0]
-    extra_long = _run(*few, "--fraud", "--sid-bytes", "36")["authorize"][0] - long_off
-    assert extra_long > extra_short + 2_000, (extra_short, extra_long)
