@@ -33,6 +33,13 @@ REQUIRED = (
 )
 _END_OF_CALL = "1"
 _NO_CALL = ("0", "2")  # a start record (not used), a CMR: no call
+# CUCM writes its call management records (diagnostics: packets, jitter, MOS) to files
+# of their own (cmr_<cluster>_<node>_<time>_<seq>, beside the cdr_ ones), same layout:
+# names, types, records of cdrRecordType 2. Their header has none of a CDR's times and
+# numbers but these (CDR guide, "CMR field descriptions"); the v15 guide's example
+# names the first column cmrRecordType.
+_RECORD_TYPE = ("cdrRecordType", "cmrRecordType")
+_CMR_FIELDS = ("numberPacketsSent", "numberPacketsLost", "jitter", "varVQMetrics")
 # Cisco-specific cause codes (CDR guide, "Cisco-Specific Call Termination Cause
 # Codes") are no Q.850 values: a leg a feature ended (262144 conference drop any party,
 # 393216 call split by a transfer) cleared normally; any other is unknown (0), its
@@ -56,6 +63,7 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the end-of-call records of a CUCM CDR flat file."""
     header: list[str] = []
     problem = ""  # what the header lacks: every record is rejected for it
+    cmr = False  # the header is a CMR file's
     ids = RecordIds()
     # Rows may lack trailing empty columns: any closed line stands alone.
     for rec in records(lines, skip=_skip):
@@ -63,22 +71,24 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             yield rec.line_no, Reject(rec.error, rec.raw)
             continue
         row = rec.fields
-        if not header:
+        if not header or row[0].strip() in _RECORD_TYPE:
+            # The first line; or a header again further down (files joined with cat).
             header = [name.strip() for name in row]
-            problem = _lacks(header)
+            cmr = _is_cmr(header)
+            problem = "" if cmr else _lacks(header)
             if problem:  # the header line too: a file without one has a call there
                 yield rec.line_no, Reject(problem, rec.raw)
             continue
-        if problem:
-            yield rec.line_no, Reject(problem, rec.raw)
-            continue
         if not row[0].isdigit() and row[0].startswith(("INTEGER", "VARCHAR", "UNIQUE")):
             continue  # the types line
-        if row[0].strip() == "cdrRecordType":
-            header = [name.strip() for name in row]  # files joined with cat: a header again
-            problem = _lacks(header)
-            if problem:
-                yield rec.line_no, Reject(problem, rec.raw)
+        if cmr:
+            # A CMR file: its records are no calls (their call's CDR is in a cdr_ file).
+            if row[0].strip() not in _NO_CALL:
+                reason = f"cdrRecordType {row[0]!r} in a CMR file (its records are 2)"
+                yield rec.line_no, Reject(reason, rec.raw)
+            continue
+        if problem:
+            yield rec.line_no, Reject(problem, rec.raw)
             continue
         try:
             call = _call(header, row)
@@ -94,6 +104,11 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
             joined = call.extra.get("joinOnBehalfOf", "0") not in ("", "0")
             call.call_id = ids(call.call_id, rec.raw, "" if legs == "-" else legs, not joined)
             yield rec.line_no, call
+
+
+def _is_cmr(header: list[str]) -> bool:
+    """A CMR file's header: a record type and CMR fields, no CDR times."""
+    return "dateTimeOrigination" not in header and any(name in header for name in _CMR_FIELDS)
 
 
 def _lacks(header: list[str]) -> str:
