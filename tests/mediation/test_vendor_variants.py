@@ -155,3 +155,48 @@ def test_cucm_cmr_file_is_no_calls(
     )  # fmt: skip
     assert (code, summary) == (0, "read 0, stored 0, duplicates 0, rejected 0, unanswered 0")
     assert (stored, rejects, debited) == ([], [], 0)
+
+
+# -- Cisco IOS gateway RADIUS accounting -------------------------------------------------
+
+
+CISCO_REJECT = "h323-disconnect-time is not a Cisco time: '12:20:35.000 UTC Mon Dec 32 2026'"
+
+
+@pytest.mark.slow
+def test_cisco_detail_file_stop_only(
+    tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FreeRADIUS detail file of `aaa accounting connection h323 stop-only`: the answer
+    leg's Stop alone; times with the `*` (not authoritative) and `.` (sync lost) markers;
+    V2's voice VSAs packed into Cisco-AVPair; causes hex (10 = 16, 11 = 17)."""
+    code, summary, stored, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, "cisco_radius_detail_stop_only",
+        'format = "cisco_radius"', capsys,
+    )  # fmt: skip
+    assert (code, summary) == (
+        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+    )  # fmt: skip
+    assert stored == [V1, V2]
+    assert rejects == [("34", CISCO_REJECT)]
+    assert debited == 1_250_000
+
+
+@pytest.mark.slow
+def test_cisco_radclient_input_file(
+    tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same Stops in radclient's input syntax (`Name = value,` lines, records apart
+    by a blank line, no timestamp line; the shared samples hold one): was read as no
+    record at all, every line a 'timestamp' of an empty block: 'read 0', exit 0, the
+    calls silently gone."""
+    code, summary, stored, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, "cisco_radius.radclient", 'format = "cisco_radius"',
+        capsys,
+    )  # fmt: skip
+    assert (code, summary) == (
+        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+    )  # fmt: skip
+    assert stored == [V1, V2]
+    assert rejects == [("32", CISCO_REJECT)]
+    assert debited == 1_250_000

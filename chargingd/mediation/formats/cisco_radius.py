@@ -15,6 +15,7 @@ repeated hour of a fall-back night is read right.
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -168,22 +169,41 @@ def records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str]]:
             continue
         elif text[0] in " \t":
             block.append(text)
-            name, eq, value = text.strip().partition(" = ")
-            if not eq:
-                continue
-            attrs[name] = _value(name, value)
-            if name == "Cisco-AVPair":
-                # Gateways that pack the voice VSAs into Cisco-AVPair ("h323-disconnect-
-                # cause=10", several such lines): each counts as its own attribute.
-                packed, eq, inner = attrs[name].partition("=")
-                if eq and packed.startswith("h323-"):
-                    attrs.setdefault(packed, inner)
+            _attribute(attrs, text.strip())
+        elif " = " in text:
+            # radclient's input syntax (the records radclient sends, as written to test
+            # a server or replay accounting): no timestamp line, no indent, attributes
+            # separated by commas (a line each or several on one), records by a blank
+            # line. Was: each line read as a timestamp, the records dropped unaccounted.
+            if not block:
+                first = line_no
+            block.append(text)
+            for pair in _RADCLIENT_PAIRS.split(text.strip().rstrip(",")):
+                _attribute(attrs, pair.strip())
         else:
             if attrs:
                 yield first, attrs, "\n".join(block)
             attrs, first, block = {}, line_no, [text]
     if attrs:
         yield first, attrs, "\n".join(block)
+
+
+# radclient: "A = 1, B = "x"": a comma outside quotes before the next attribute name.
+_RADCLIENT_PAIRS = re.compile(r',\s*(?=[A-Za-z][\w-]*\s+=\s)(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+def _attribute(attrs: dict[str, str], text: str) -> None:
+    """Read one ``Name = value`` into ``attrs``."""
+    name, eq, value = text.partition(" = ")
+    if not eq:
+        return
+    attrs[name] = _value(name, value)
+    if name == "Cisco-AVPair":
+        # Gateways that pack the voice VSAs into Cisco-AVPair ("h323-disconnect-
+        # cause=10", several such lines): each counts as its own attribute.
+        packed, eq, inner = attrs[name].partition("=")
+        if eq and packed.startswith("h323-"):
+            attrs.setdefault(packed, inner)
 
 
 def _value(name: str, value: str) -> str:
