@@ -200,3 +200,79 @@ def test_cisco_radclient_input_file(
     assert stored == [V1, V2]
     assert rejects == [("32", CISCO_REJECT)]
     assert debited == 1_250_000
+
+
+# -- Asterisk cdr_csv and cdr_custom -----------------------------------------------------
+
+
+def _unanswered(callee: str, start_s: int, ring_s: int, cause: int) -> tuple[object, ...]:
+    return ("+4930555000", callee, start_s * 1000, None, (start_s + ring_s) * 1000, 0, cause,
+            "unanswered")  # fmt: skip
+
+
+TWO_CALLS = "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+BERLIN = 'time_zone = "Europe/Berlin"'
+LOCAL_END = "end is not a time: '2026-12-07 13:5'"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "options", "summary", "more", "rejects"),
+    [
+        pytest.param(
+            # cdr.conf [csv] defaults: 16 columns, local time; every disposition of
+            # ast_cdr_disp2str (NO ANSWER 19, FAILED 41, CONGESTION 34 after V1, V2).
+            "asterisk_cdr_csv_defaults.csv", BERLIN,
+            "read 6, stored 5, duplicates 0, rejected 1, unanswered 4, debited 1.25",
+            [_unanswered("+4915123456789", 1796646000, 30, 19),
+             _unanswered("+4915123456789", 1796646600, 1, 41),
+             _unanswered("+4915123456789", 1796647200, 2, 34)],
+            [("6", LOCAL_END)],
+            id="cdr_csv-defaults",
+        ),
+        pytest.param(
+            # loguniqueid=yes alone (17): the source says so; a row of another count is
+            # rejected with the layout it was read with, never guessed.
+            "asterisk_cdr_csv_loguniqueid.csv", f"{BERLIN}\nloguniqueid = true", TWO_CALLS, [],
+            [("3", "16 columns; the source's Master.csv has 17 (loguniqueid=yes,"
+                   " loguserfield=no, newcdrcolumns=no)")],
+            id="cdr_csv-loguniqueid",
+        ),
+        pytest.param(
+            # loguniqueid, loguserfield, newcdrcolumns (21) with usegmtime=yes: UTC.
+            "asterisk_cdr_csv_all_columns_gmt.csv", "usegmtime = true", TWO_CALLS, [],
+            [("3", "end is not a time: '2026-12-07 12:5'")],
+            id="cdr_csv-all-columns-usegmtime",
+        ),
+        pytest.param(
+            # cdr_custom.conf.sample's Master.csv mapping (19 columns, all quoted).
+            "asterisk_cdr_custom_sample.csv", BERLIN, TWO_CALLS, [], [("3", LOCAL_END)],
+            id="cdr_custom-sample",
+        ),
+        pytest.param(
+            # The sample mapping with the operator's own ${CDR(callid)},${CDR(rtcpinfo)}
+            # appended (21 columns): was read as cdr_csv with all three options (lastdata
+            # as the start, answer as the end...), every call rejected or misread.
+            "asterisk_cdr_custom_own_columns.csv", BERLIN, TWO_CALLS, [], [("3", LOCAL_END)],
+            id="cdr_custom-sample-and-own-columns",
+        ),
+    ],
+)
+def test_asterisk(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+    fixture: str,
+    options: str,
+    summary: str,
+    more: list[tuple[object, ...]],
+    rejects: list[tuple[str, str]],
+) -> None:
+    code, said, stored, rejected, debited = mediate(
+        tmp_path, redis_server, pg_url, fixture, f'format = "asterisk"\n{options}', capsys
+    )
+    assert (code, said) == (1, summary)
+    assert stored == [V1, V2, *more]
+    assert rejected == rejects
+    assert debited == 1_250_000

@@ -11,9 +11,9 @@ count is rejected, never guessed. A source that says none of them reads the colu
 from the file's first row, by its count, where the count has one meaning: 16 (none),
 18 (uniqueid, userfield: the sample cdr.conf's), 19 (newcdrcolumns), 21 (all three);
 17 and 20 (uniqueid or userfield?) are rejected with a reason that asks the source to
-say; the rest of the file must have the first row's count. A first row of 19 whose
-9th and 11th values are times is cdr_custom's sample mapping (``CUSTOM``), which
-writes cdr-custom/Master.csv.
+say; the rest of the file must have the first row's count. A first row of 19 or more
+whose 9th and 11th values are times is cdr_custom's sample mapping (``CUSTOM``), which
+writes cdr-custom/Master.csv, with any columns the operator appended to it after.
 Strings are quoted with inner quotes doubled (append_string), integers are
 not, an unset time is an empty field; times are local "YYYY-MM-DD HH:MM:SS", or UTC
 with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
@@ -112,8 +112,10 @@ BY_COUNT: dict[int, tuple[str, ...]] = {
 def _by_first_row(row: list[str]) -> tuple[str, ...]:
     """The columns of a file whose first row is ``row`` (cdr_csv by its count, or
     cdr_custom's sample mapping), or why they are unknown."""
-    if len(row) == len(CUSTOM) and _is_stamp(row[8]) and _is_stamp(row[10]):
-        return CUSTOM  # cdr_csv's 9th and 11th columns are lastdata and answer
+    if len(row) >= len(CUSTOM) and _is_stamp(row[8]) and _is_stamp(row[10]):
+        # cdr_csv's 9th and 11th columns are lastdata and answer. Columns after the
+        # sample's are the operator's own, appended to its mapping (${CDR(callid)}...).
+        return CUSTOM + tuple(f"column{i}" for i in range(len(CUSTOM) + 1, len(row) + 1))
     return _by_count(len(row))
 
 
@@ -188,7 +190,8 @@ def _stamp(text: str, name: str, utc: bool) -> datetime | None:
 def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool, said: bool) -> RawCall:
     if len(row) != len(names):
         whose = "the source's Master.csv" if said else "this file's first row"
-        layout = "cdr_custom's sample mapping" if names is CUSTOM else _options(names)
+        custom = names[: len(CUSTOM)] == CUSTOM
+        layout = "cdr_custom's sample mapping" if custom else _options(names)
         raise RowError(f"{len(row)} columns; {whose} has {len(names)}"
                        f" ({layout})")  # fmt: skip
     rec = dict(zip(names, row, strict=True))
