@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from paths import FIXTURES
 
 from chargingd.app.cli import main
+from chargingd.core.config import ConfigError, config_from_dict
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
 
@@ -222,39 +223,73 @@ LOCAL_END = "end is not a time: '2026-12-07 13:5'"
         pytest.param(
             # cdr.conf [csv] defaults: 16 columns, local time; every disposition of
             # ast_cdr_disp2str (NO ANSWER 19, FAILED 41, CONGESTION 34 after V1, V2).
-            "asterisk_cdr_csv_defaults.csv", BERLIN,
+            "asterisk_cdr_csv_defaults.csv",
+            BERLIN,
             "read 6, stored 5, duplicates 0, rejected 1, unanswered 4, debited 1.25",
-            [_unanswered("+4915123456789", 1796646000, 30, 19),
-             _unanswered("+4915123456789", 1796646600, 1, 41),
-             _unanswered("+4915123456789", 1796647200, 2, 34)],
+            [
+                _unanswered("+4915123456789", 1796646000, 30, 19),
+                _unanswered("+4915123456789", 1796646600, 1, 41),
+                _unanswered("+4915123456789", 1796647200, 2, 34),
+            ],
             [("6", LOCAL_END)],
             id="cdr_csv-defaults",
         ),
         pytest.param(
             # loguniqueid=yes alone (17): the source says so; a row of another count is
             # rejected with the layout it was read with, never guessed.
-            "asterisk_cdr_csv_loguniqueid.csv", f"{BERLIN}\nloguniqueid = true", TWO_CALLS, [],
-            [("3", "16 columns; the source's Master.csv has 17 (loguniqueid=yes,"
-                   " loguserfield=no, newcdrcolumns=no)")],
+            "asterisk_cdr_csv_loguniqueid.csv",
+            f"{BERLIN}\nloguniqueid = true",
+            TWO_CALLS,
+            [],
+            [
+                (
+                    "3",
+                    "16 columns; the source's Master.csv has 17 (loguniqueid=yes,"
+                    " loguserfield=no, newcdrcolumns=no)",
+                )
+            ],
             id="cdr_csv-loguniqueid",
         ),
         pytest.param(
             # loguniqueid, loguserfield, newcdrcolumns (21) with usegmtime=yes: UTC.
-            "asterisk_cdr_csv_all_columns_gmt.csv", "usegmtime = true", TWO_CALLS, [],
+            "asterisk_cdr_csv_all_columns_gmt.csv",
+            "usegmtime = true",
+            TWO_CALLS,
+            [],
             [("3", "end is not a time: '2026-12-07 12:5'")],
             id="cdr_csv-all-columns-usegmtime",
         ),
         pytest.param(
             # cdr_custom.conf.sample's Master.csv mapping (19 columns, all quoted).
-            "asterisk_cdr_custom_sample.csv", BERLIN, TWO_CALLS, [], [("3", LOCAL_END)],
+            "asterisk_cdr_custom_sample.csv",
+            BERLIN,
+            TWO_CALLS,
+            [],
+            [("3", LOCAL_END)],
             id="cdr_custom-sample",
         ),
         pytest.param(
             # The sample mapping with the operator's own ${CDR(callid)},${CDR(rtcpinfo)}
             # appended (21 columns): was read as cdr_csv with all three options (lastdata
             # as the start, answer as the end...), every call rejected or misread.
-            "asterisk_cdr_custom_own_columns.csv", BERLIN, TWO_CALLS, [], [("3", LOCAL_END)],
+            "asterisk_cdr_custom_own_columns.csv",
+            BERLIN,
+            TWO_CALLS,
+            [],
+            [("3", LOCAL_END)],
             id="cdr_custom-sample-and-own-columns",
+        ),
+        pytest.param(
+            # A mapping of the operator's own, named in fields: uniqueid, src, dst,
+            # ${CDR(start,u)} epoch times (unset 0.000000), ${CDR(billsec,f)}, disposition,
+            # accountcode (was: fields refused for asterisk, the file read as cdr_csv).
+            "asterisk_cdr_custom_own_mapping.csv",
+            'fields = ["uniqueid", "src", "dst", "start", "answer", "end", "billsec",'
+            ' "disposition", "accountcode"]',
+            TWO_CALLS,
+            [],
+            [("3", "end is not a time: '17966460xx.000000'")],
+            id="cdr_custom-own-mapping",
         ),
     ],
 )
@@ -276,3 +311,11 @@ def test_asterisk(
     assert stored == [V1, V2, *more]
     assert rejected == rejects
     assert debited == 1_250_000
+
+
+def test_asterisk_fields_must_name_the_callee_and_the_end() -> None:
+    """A cdr_custom mapping without dst or end would reject every row: refused at load."""
+    table = {"format": "asterisk", "charge": "ledger", "fields": ["src", "start", "billsec"]}
+    with pytest.raises(ConfigError, match=r"fields \(a cdr_custom mapping's CDR names\) needs"
+                       r" dst, end"):  # fmt: skip
+        config_from_dict({"mediation": {"sources": {"pbx": table}}}, "my.toml")

@@ -217,9 +217,19 @@ class SourceConfig:
             raise ValueError('charge = "record_only" needs match_source and match_on')
 
     def _validate_fields(self) -> None:
-        """A custom FreeSWITCH template must name a call id, a callee and an end time
-        (without them every row would be rejected at run time)."""
-        if self.format != "freeswitch" or not self.fields:
+        """A custom FreeSWITCH template must name a call id, a callee and an end time,
+        an Asterisk cdr_custom mapping a callee and an end time (without them every row
+        would be rejected at run time)."""
+        if not self.fields:
+            return
+        if self.format == "asterisk":
+            missing = [name for name in ("dst", "end") if name not in self.fields]
+            if missing:
+                raise ValueError(
+                    f"fields (a cdr_custom mapping's CDR names) needs {', '.join(missing)}"
+                )
+            return
+        if self.format != "freeswitch":
             return
         for needed in _FREESWITCH_NEEDS:
             if not set(needed) & set(self.fields):

@@ -14,6 +14,8 @@ from the file's first row, by its count, where the count has one meaning: 16 (no
 say; the rest of the file must have the first row's count. A first row of 19 or more
 whose 9th and 11th values are times is cdr_custom's sample mapping (``CUSTOM``), which
 writes cdr-custom/Master.csv, with any columns the operator appended to it after.
+A cdr_custom mapping of the operator's own is the source's ``fields`` (its CDR names in
+order; unknown names are read past); its times may be ``${CDR(start,u)}`` epoch seconds.
 Strings are quoted with inner quotes doubled (append_string), integers are
 not, an unset time is an empty field; times are local "YYYY-MM-DD HH:MM:SS", or UTC
 with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
@@ -22,7 +24,7 @@ with ``usegmtime=yes``. A damaged line never swallows the next one (csvlines).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import ASTERISK_DISPOSITIONS
@@ -30,6 +32,7 @@ from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
+    RawTime,
     RecordIds,
     Reject,
     RowError,
@@ -85,8 +88,11 @@ CUSTOM = (
 
 
 def layout(source: SourceConfig) -> tuple[str, ...] | None:
-    """The columns of the source's Master.csv, as its cdr.conf [csv] options make them;
-    None when the source says none of the options (the file's first row says)."""
+    """The columns of the source's Master.csv, as its cdr.conf [csv] options make them
+    (or, ``fields``, as its cdr_custom.conf mapping names them); None when the source
+    says none of them (the file's first row says)."""
+    if source.fields:
+        return tuple(source.fields)
     options = (source.loguniqueid, source.loguserfield, source.newcdrcolumns)
     if all(option is None for option in options):
         return None
@@ -172,7 +178,10 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
             names = known[0]
             if names is None:
                 names = known[0] = _by_first_row(rec.fields)
-            call = _call(names, rec.fields, rec.raw, source.usegmtime, said is not None)
+            if len(rec.fields) != len(names):
+                layout_said = _described(names, source, said is not None)
+                raise RowError(f"{len(rec.fields)} columns; {layout_said}")
+            call = _call(names, rec.fields, rec.raw, source.usegmtime)
         except RowError as exc:
             yield rec.line_no, Reject(str(exc), rec.raw)
             continue
@@ -182,42 +191,67 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
         yield rec.line_no, call
 
 
-def _stamp(text: str, name: str, utc: bool) -> datetime | None:
+def _stamp(text: str, name: str, utc: bool) -> RawTime:
+    if text[:1].isdigit() and "-" not in text:
+        return _epoch(text, name)
     when = parse_stamp(text, name)
     return when.replace(tzinfo=UTC) if when is not None and utc else when
 
 
-def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool, said: bool) -> RawCall:
-    if len(row) != len(names):
-        whose = "the source's Master.csv" if said else "this file's first row"
-        custom = names[: len(CUSTOM)] == CUSTOM
-        layout = "cdr_custom's sample mapping" if custom else _options(names)
-        raise RowError(f"{len(row)} columns; {whose} has {len(names)}"
-                       f" ({layout})")  # fmt: skip
+def _described(names: tuple[str, ...], source: SourceConfig, said: bool) -> str:
+    """Whose layout a row of another count was read against, for its reject."""
+    if source.fields:
+        return f"the source's fields (its cdr_custom mapping) name {len(names)}"
+    whose = "the source's Master.csv" if said else "this file's first row"
+    custom = names[: len(CUSTOM)] == CUSTOM
+    layout = "cdr_custom's sample mapping" if custom else _options(names)
+    return f"{whose} has {len(names)} ({layout})"
+
+
+def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool) -> RawCall:
     rec = dict(zip(names, row, strict=True))
-    # Without loguniqueid the row has no id of its own: channel + start is unique per call.
-    call_id = rec.get("uniqueid") or f"{rec['channel']}@{rec['start']}"
-    extra = {"channel": rec["channel"], "dstchannel": rec["dstchannel"]}
+    # Without loguniqueid the row has no id of its own: channel + start is unique per
+    # call (a cdr_custom mapping without channel: the numbers and the start).
+    channel = rec.get("channel", "")
+    start = rec.get("start", "")
+    call_id = rec.get("uniqueid") or (
+        f"{channel}@{start}" if channel else f"{rec.get('src', '')}>{rec['dst']}@{start}"
+    )
+    dstchannel = rec.get("dstchannel", "")
+    extra = {"channel": channel, "dstchannel": dstchannel}
     for name in ("userfield", "linkedid", "peeraccount"):
         if rec.get(name):
             extra[name] = rec[name]
-    disposition = rec["disposition"]
+    disposition = rec.get("disposition", "")
+    billsec = rec.get("billsec")
+    duration = rec.get("duration")
     return RawCall(
         call_id=call_id,
-        caller=rec["src"],
+        caller=rec.get("src", ""),
         callee=rec["dst"],
-        start=_stamp(rec["start"], "start", utc),
-        answer=_stamp(rec["answer"], "answer", utc),
+        start=_stamp(start, "start", utc),
+        answer=_stamp(rec.get("answer", ""), "answer", utc),
         end=_stamp(rec["end"], "end", utc),
-        talk_s=_seconds(rec["billsec"], "billsec"),
+        talk_s=None if billsec is None else _seconds(billsec, "billsec"),
         q850=ASTERISK_DISPOSITIONS.get(disposition),
         cause_text=disposition,
-        account=rec["accountcode"],
-        gateway=_gateway(rec["dstchannel"]),
+        account=rec.get("accountcode", ""),
+        gateway=_gateway(dstchannel),
         extra=extra,
-        total_s=_seconds(rec["duration"], "duration"),
+        total_s=None if duration is None else _seconds(duration, "duration"),
         raw=raw,
     )
+
+
+def _epoch(text: str, name: str) -> int | None:
+    """${CDR(start,u)} in a cdr_custom mapping: func_cdr's raw value, epoch seconds
+    "1796644800.123456" (UTC whatever usegmtime says; unset: "0.000000") -> epoch ms."""
+    whole, _, frac = text.partition(".")
+    if not (
+        whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit()))
+    ):
+        raise RowError(f"{name} is not a time: {text!r}")
+    return int(whole) * 1000 + int((frac + "000")[:3]) or None
 
 
 def _seconds(text: str, name: str) -> int:
