@@ -319,3 +319,38 @@ def test_asterisk_fields_must_name_the_callee_and_the_end() -> None:
     with pytest.raises(ConfigError, match=r"fields \(a cdr_custom mapping's CDR names\) needs"
                        r" dst, end"):  # fmt: skip
         config_from_dict({"mediation": {"sources": {"pbx": table}}}, "my.toml")
+
+
+# -- OpenSIPS and Kamailio acc ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_opensips_acc_table_in_cdr_mode(
+    tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary, stored, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, "opensips_acc_cdr_mode.csv",
+        f'format = "opensips_db"\n{BERLIN}', capsys,
+    )  # fmt: skip
+    assert (code, summary) == (1, TWO_CALLS)
+    assert stored == [V1, V2]
+    assert rejects == [("4", "time is not a time: '2026-12-07 13:5'")]
+    assert debited == 1_250_000
+
+
+@pytest.mark.slow
+def test_opensips_missed_calls_table(
+    tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`do_accounting("db", "cdr|missed")` writes the failed calls to missed_calls, the
+    acc columns without duration (OpenSIPS DB schema): its rows are unanswered calls
+    (was: every row rejected, 'the header has no duration column: not an acc table in
+    CDR mode'); a 200 in it is no missed call and is rejected."""
+    code, summary, stored, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, "opensips_missed_calls.csv",
+        f'format = "opensips_db"\n{BERLIN}', capsys,
+    )  # fmt: skip
+    assert (code, summary) == (1, "read 2, stored 1, duplicates 0, rejected 1, unanswered 1")
+    assert stored == [V2]
+    assert rejects == [("3", "sip_code 200 in a missed_calls table (a failed call's is >= 300)")]
+    assert debited == 0
