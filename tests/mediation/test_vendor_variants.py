@@ -110,11 +110,12 @@ def mediate(
             " (extract(epoch FROM end_time) * 1000)::bigint, duration_s, disconnect_cause,"
             " status FROM cdrs WHERE source = 'sw' ORDER BY start_time"
         ).fetchall()
-    rejects_file = path.parent / f"{path.name}.rejects.csv"
+    # A spool directory's rejects are beside each file: "NAME:LINE" then.
     rejects: list[tuple[str, str]] = []
-    if rejects_file.exists():
-        with open(rejects_file, newline="", encoding="utf-8") as fh:
-            rejects = [(r["line"], r["reason"]) for r in csv.DictReader(fh)]
+    for found in sorted(tmp_path.rglob("*.rejects.csv")):
+        where = f"{found.name.removesuffix('.rejects.csv')}:" if source.is_dir() else ""
+        with open(found, newline="", encoding="utf-8") as fh:
+            rejects += [(where + r["line"], r["reason"]) for r in csv.DictReader(fh)]
     debited = BALANCE - asyncio.run(_ledger(redis_server.url))
     return code, summary, [tuple(r) for r in stored], rejects, debited
 
@@ -354,3 +355,117 @@ def test_opensips_missed_calls_table(
     assert stored == [V2]
     assert rejects == [("3", "sip_code 200 in a missed_calls table (a failed call's is >= 300)")]
     assert debited == 0
+
+
+# Kamailio's acc module logs the answered INVITE (at the 200 OK) and the BYE: the call
+# starts at its answer (the INVITE's time); a missed call at its failure.
+K1 = (*V1[:2], V1[3], *V1[3:])
+K2 = (*V2[:2], V2[4], *V2[3:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "options", "stored", "reject"),
+    [
+        pytest.param(
+            # acc_log_request() lines as syslog writes them, with the acc docs' log_extra
+            # (src_user, src_domain, src_ip, dst_ouser, dst_user, dst_domain); the BYE
+            # from the callee (tags the other way round), the ACK, another log line.
+            "kamailio_acc_syslog_doc_extras.log",
+            'format = "kamailio"',
+            [K1, K2],
+            ("6", "timestamp is not an epoch: '17966x7005'"),
+            id="acc-syslog",
+        ),
+        pytest.param(
+            # The acc table with the docs' db_extra columns, local DATETIME.
+            "kamailio_acc_db_doc_extras.csv",
+            f'format = "kamailio_db"\n{BERLIN}',
+            [K1, K2],
+            ("5", "time is not a time: '2026-12-07 13:5'"),
+            id="acc-db",
+        ),
+        pytest.param(
+            # acc_cdrs of the dialog module's CDRs (cdr_start_on_confirmed, cdr_on_failed
+            # with sip_code in cdr_extra), local DATETIME.
+            "kamailio_acc_cdrs.csv",
+            f'format = "kamailio_cdrs"\ncdr_start = "confirmed"\n{BERLIN}',
+            [K1, K2],
+            ("4", "end_time is not a time: '2026-12-07 13:5'"),
+            id="acc-cdrs",
+        ),
+    ],
+)
+def test_kamailio_acc(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+    fixture: str,
+    options: str,
+    stored: list[tuple[object, ...]],
+    reject: tuple[str, str],
+) -> None:
+    code, summary, found, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, fixture, options, capsys
+    )
+    assert (code, summary) == (1, TWO_CALLS)
+    assert found == stored
+    assert rejects == [reject]
+    assert debited == 1_250_000
+
+
+# -- FreeSWITCH --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "options", "reject"),
+    [
+        pytest.param(
+            # mod_cdr_csv's built-in default template (cdr_csv.conf naming no
+            # default-template): the 13 values, a space before accountcode's quote.
+            "freeswitch_cdr_csv_default_template.csv",
+            f'format = "freeswitch"\n{BERLIN}',
+            ("3", "end_stamp is not a time: '2026-12-07 13:5'"),
+            id="cdr_csv-default-template",
+        ),
+        pytest.param(
+            # mod_json_cdr spool: a_<uuid>.cdr.json A-legs (URL-encoded values, +E.164
+            # caller, *_uepoch, billusec), the B-leg (originator: skipped), a file cut short.
+            "freeswitch_json_cdr",
+            'format = "freeswitch_json"',
+            (
+                "a_e3d2c7f1-d1f1-11f1-9d2a-0242ac120002.cdr.json:1",
+                "unreadable JSON: Expecting ':' delimiter at line 2",
+            ),
+            id="json_cdr",
+        ),
+        pytest.param(
+            # mod_xml_cdr spool: the same legs as <cdr><variables> documents.
+            "freeswitch_xml_cdr",
+            'format = "freeswitch_xml"',
+            (
+                "a_e3d2c7f1-d1f1-11f1-9d2a-0242ac120002.cdr.xml:1",
+                "unreadable XML: no element found: line 4, column 587",
+            ),
+            id="xml_cdr",
+        ),
+    ],
+)
+def test_freeswitch(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+    fixture: str,
+    options: str,
+    reject: tuple[str, str],
+) -> None:
+    code, summary, stored, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, fixture, options, capsys
+    )
+    assert (code, summary) == (1, TWO_CALLS)
+    assert stored == [V1, V2]
+    assert rejects == [reject]
+    assert debited == 1_250_000
