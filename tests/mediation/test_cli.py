@@ -205,6 +205,8 @@ C4 = ("+4930555000", "+4915123456789", 1552296000000, 0, 1552296030000, 0, 19)
         ("freeswitch_sql_template.sql", "freeswitch", [C1, C3]),
         ("cucm_cdr_sample.csv", "cucm", [C1, C3]),
         ("cisco_ios_radius_acct.txt", "cisco_radius", None),
+        # C1's answer leg Stop in radclient's input syntax (was: no record read at all).
+        ("cisco_ios_radius_acct.radclient", "cisco_radius", None),
         ("kamailio_acc_syslog.log", "kamailio", None),
         ("kamailio_acc_db.csv", "kamailio_db", None),
     ],
