@@ -314,6 +314,34 @@ def test_asterisk(
     assert debited == 1_250_000
 
 
+@pytest.mark.slow
+def test_asterisk_accountlogs_file_repeats_master_csv_calls(
+    tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cdr.conf [csv] accountlogs=yes (the default) writes a call with an accountcode to
+    cdr-csv/<accountcode>.csv too, the same record as in Master.csv: a collector that
+    picks up both stores and debits the call once (the id is the same: channel@start)."""
+    code, summary, _, _, debited = mediate(
+        tmp_path,
+        redis_server,
+        pg_url,
+        "asterisk_cdr_csv_defaults.csv",
+        f'format = "asterisk"\n{BERLIN}',
+        capsys,
+    )
+    assert (code, debited) == (1, 1_250_000) and summary.startswith("read 6, stored 5,")
+    master = (VARIANTS / "asterisk_cdr_csv_defaults.csv").read_text().splitlines(keepends=True)
+    per_account = tmp_path / "1001.csv"
+    per_account.write_text("".join(line for line in master if line.startswith('"1001"')))
+    argv = ["mediate", str(per_account), "--source", "sw", "--config",
+            str(tmp_path / "chargingd.toml"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 1, stored 0, duplicates 1, rejected 0, unanswered 0"
+    )
+    assert BALANCE - asyncio.run(_ledger(redis_server.url)) == 1_250_000
+
+
 def test_asterisk_fields_must_name_the_callee_and_the_end() -> None:
     """A cdr_custom mapping without dst or end would reject every row: refused at load."""
     table = {"format": "asterisk", "charge": "ledger", "fields": ["src", "start", "billsec"]}
