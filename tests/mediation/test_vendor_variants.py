@@ -27,8 +27,11 @@ from paths import FIXTURES
 
 from chargingd.app.cli import main
 from chargingd.core.config import ConfigError, config_from_dict
+from chargingd.core.config.mediation import SourceConfig
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
+from chargingd.mediation.pipeline import normalised
+from chargingd.mediation.records import Reject
 
 VARIANTS = FIXTURES / "cdr" / "variants"
 BALANCE = 100_000_000
@@ -289,7 +292,7 @@ LOCAL_END = "end is not a time: '2026-12-07 13:5'"
             ' "disposition", "accountcode"]',
             TWO_CALLS,
             [],
-            [("3", "end is not a time: '17966460xx.000000'")],
+            [("3", "end is not a time: '1796646x00.000000'")],
             id="cdr_custom-own-mapping",
         ),
     ],
@@ -497,3 +500,14 @@ def test_freeswitch(
     assert stored == [V1, V2]
     assert rejects == [reject]
     assert debited == 1_250_000
+
+
+def test_asterisk_epoch_times_are_only_func_cdr_raw_values() -> None:
+    """${CDR(start,u)} writes "%ld.%06ld"; a cdr_csv time cut short to digits ("2",
+    "2026") is still a reject, never an epoch in 1970."""
+    row = (VARIANTS / "asterisk_cdr_csv_defaults.csv").read_text().splitlines()[0]
+    for cut in ("2", "2026", "1796644800.5"):
+        bad = row.replace('"2026-12-07 13:00:00"', f'"{cut}"') + "\n"
+        source = SourceConfig(format="asterisk", time_zone="Europe/Berlin")
+        ((_, item),) = list(normalised([bad], "s", source))
+        assert isinstance(item, Reject) and item.reason == f"start is not a time: {cut!r}"

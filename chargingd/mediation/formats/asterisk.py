@@ -192,8 +192,11 @@ def parse(lines: Iterable[str], source: SourceConfig | None = None) -> Iterator[
 
 
 def _stamp(text: str, name: str, utc: bool) -> RawTime:
-    if text[:1].isdigit() and "-" not in text:
-        return _epoch(text, name)
+    whole, dot, frac = text.partition(".")
+    if dot and len(frac) == 6 and whole.isdigit() and frac.isdigit() and whole.isascii():
+        # ${CDR(start,u)} in a cdr_custom mapping: func_cdr's raw value "%ld.%06ld",
+        # epoch seconds (UTC whatever usegmtime says; unset: "0.000000") -> epoch ms.
+        return int(whole) * 1000 + int(frac[:3]) or None
     when = parse_stamp(text, name)
     return when.replace(tzinfo=UTC) if when is not None and utc else when
 
@@ -241,17 +244,6 @@ def _call(names: tuple[str, ...], row: list[str], raw: str, utc: bool) -> RawCal
         total_s=None if duration is None else _seconds(duration, "duration"),
         raw=raw,
     )
-
-
-def _epoch(text: str, name: str) -> int | None:
-    """${CDR(start,u)} in a cdr_custom mapping: func_cdr's raw value, epoch seconds
-    "1796644800.123456" (UTC whatever usegmtime says; unset: "0.000000") -> epoch ms."""
-    whole, _, frac = text.partition(".")
-    if not (
-        whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit()))
-    ):
-        raise RowError(f"{name} is not a time: {text!r}")
-    return int(whole) * 1000 + int((frac + "000")[:3]) or None
 
 
 def _seconds(text: str, name: str) -> int:
