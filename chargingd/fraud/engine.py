@@ -197,7 +197,7 @@ class Prepared:
         # (dest.number is facts.callee; dest.member its P.member_hash, cached with it)
         argv: list[Any] = [self.now_ms, facts.identity, facts.session_id, plan.ops]
         argv += [facts.callee, dest.country, self.refusal_ttl_ms, plan.ttl_ms, plan.ip_ttl_ms]
-        argv += [0, dest.member, *plan.block_argv]
+        argv += [facts.client, dest.member, *plan.block_argv]
         return argv
 
     def add_fused(self, keys: list[str], argv: list[Any]) -> None:
@@ -296,12 +296,14 @@ class Fraud:
         self.value_ttl_ms = max(longest, self.live_ttl_ms) + P.KEY_MARGIN_MS
         lua = resources.files("chargingd.fraud") / "lua"
 
-        def load(name: str, *, events: bool = False) -> Any:
-            # off the authorize path: the value's helpers alone, then the events' Lua
+        def load(name: str, *, events: bool = False, started: str = "") -> Any:
+            # off the authorize path: the value's helpers alone, then the events' Lua;
+            # ``started``: Lua setting fr_started (Fraud.records)
             body = f"{fragment(value_only=True)}\n{events_fragment()}" if events else fragment()
-            body += "\n" + (lua / f"{name}.lua").read_text()
+            body += "\n" + started + (lua / f"{name}.lua").read_text()
             return redis.register_script(fused_source(body, ("status",)))
 
+        self._load = load
         self._check = load("check")
         self._ip_script = load("check_ip")
         self._admit = load("admit")
@@ -320,6 +322,15 @@ class Fraud:
         # the authorize rules evaluated here, on the values kept (the fused authorize only)
         self.local = LocalRules(cfg.local_values) if cfg.local_values > 0 else None
         self._unreadable = RateLimitedLog(log)  # a line per interval, not per call
+
+    def records(self, record_key: Callable[[str, str], str], started: str) -> None:
+        """Set by sessions: the key of a call's session record (a call the ledger
+        granted: its repeats are not counted again), and ``started``, Lua that sets
+        fraud.lua's fr_started in check.lua's layout (which records are no authorize's:
+        a call its accounting Start adopted, whose Access-Request came after it, is new
+        to the rules)."""
+        self.record_key = record_key
+        self._check = self._load("check", started=started)
 
     async def load_scripts(self) -> None:
         scripts = (self._check, self._ip_script, self._admit, self._event, self._note)

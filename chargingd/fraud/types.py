@@ -20,7 +20,15 @@ class CallFacts:
     authorize: a plain class with its own __init__ (a dataclass's is interpreted even
     compiled: docs/fraud.md "Tenth round"), frozen (Final)."""
 
-    __slots__ = ("account_id", "callee", "caller_ip", "identity", "session_id", "tariff")
+    __slots__ = (
+        "account_id",
+        "callee",
+        "caller_ip",
+        "client",
+        "identity",
+        "session_id",
+        "tariff",
+    )
 
     def __init__(
         self,
@@ -30,6 +38,7 @@ class CallFacts:
         identity: str = "",  # "user:NAME" / "ani:+E164" the account was found by; "" default
         caller_ip: str = "",  # where the call came from, when the gateway says; "" unknown
         tariff: str = "",  # the account's plan id (overrides per tariff)
+        client: str = "",  # the gateway that asks (the caller's records: fraud.lua fr_started)
     ) -> None:
         self.account_id: Final = account_id
         self.session_id: Final = session_id
@@ -37,6 +46,7 @@ class CallFacts:
         self.identity: Final = identity
         self.caller_ip: Final = caller_ip
         self.tariff: Final = tariff
+        self.client: Final = client
 
     def _values(self) -> tuple[str, ...]:
         return (
@@ -46,6 +56,7 @@ class CallFacts:
             self.identity,
             self.caller_ip,
             self.tariff,
+            self.client,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -61,7 +72,8 @@ class CallFacts:
         return (
             f"CallFacts(account_id={self.account_id!r}, session_id={self.session_id!r}, "
             f"callee={self.callee!r}, identity={self.identity!r}, "
-            f"caller_ip={self.caller_ip!r}, tariff={self.tariff!r})"
+            f"caller_ip={self.caller_ip!r}, tariff={self.tariff!r}, "
+            f"client={self.client!r})"
         )
 
 

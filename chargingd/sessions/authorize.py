@@ -118,7 +118,7 @@ class Authorizer:
         """Decide an Access-Request (the session id is already checked)."""
         # A known caller's one round trip in this coroutine itself, the rest in
         # _decide: each coroutine level costs a generator and a resume per request.
-        attempt = None if self.fraud is None else Attempt(caller_ip=call.caller_ip)
+        attempt = None if self.fraud is None else Attempt(call.caller_ip, call.client)
         try:
             answer: Authorized | Refused | None = None
             if self.fused is not None:

@@ -41,13 +41,14 @@ class Attempt:
     Built per authorize (with the rules on): a plain class with its own __init__ (a
     dataclass's is interpreted even compiled)."""
 
-    __slots__ = ("account_id", "admitted", "caller_ip", "identity", "tariff", "tried")
+    __slots__ = ("account_id", "admitted", "caller_ip", "client", "identity", "tariff", "tried")
 
-    def __init__(self, caller_ip: str = "") -> None:
+    def __init__(self, caller_ip: str = "", client: str = "") -> None:
         self.account_id: str | None = None
         self.identity = ""
         self.tariff = ""
         self.caller_ip = caller_ip  # CallInfo.caller_ip: velocity per caller IP
+        self.client = client  # CallInfo.client: a record its Start adopted is this client's
         self.admitted = False  # counted live (concurrent): forgotten if refused after all
         self.tried: tuple[str, ...] = ()  # identities looked up (none: no allocation)
 
@@ -57,7 +58,7 @@ class Attempt:
     def __repr__(self) -> str:
         return (
             f"Attempt(account_id={self.account_id!r}, identity={self.identity!r}, "
-            f"tariff={self.tariff!r}, caller_ip={self.caller_ip!r}, "
+            f"tariff={self.tariff!r}, caller_ip={self.caller_ip!r}, client={self.client!r}, "
             f"admitted={self.admitted!r}, tried={self.tried!r})"
         )
 
@@ -80,6 +81,7 @@ class FraudHook:
             identity=attempt.identity,
             caller_ip=attempt.caller_ip,
             tariff=attempt.tariff,
+            client=attempt.client,
         )
 
     def prepare(self, facts: CallFacts) -> Prepared | None:

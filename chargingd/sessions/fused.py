@@ -25,7 +25,8 @@ from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source, session_deadline_ms
 from chargingd.sessions.fusedlib import FRAUD_RESET, FusedLibrary, missing
 from chargingd.sessions.noting import Noted
-from chargingd.sessions.record import record_lua, unpack_known
+from chargingd.sessions.record import Layout, record_lua, unpack_known
+from chargingd.sessions.recordspec import ADOPTED
 from chargingd.sessions.store import (
     DEADLINES,
     SessionRecord,
@@ -48,6 +49,35 @@ FRAUD_LAYOUT: Final = {
     "NOW": 17, "IDENTITY": 12, "SID": 2, "OPS": 13, "NUMBER": 14, "COUNTRY": 15,
     "REFUSAL": 1, "TTL": 8, "IP_TTL": 9, "HASH": 16, "BLOCK": 18,
 }  # fmt: skip
+
+
+# fraud.lua's fr_started (its fraud_seen calls it only when the call's record exists):
+# is that record one the call's accounting Start adopted before its Access-Request came
+# (FreeSWITCH's order: mod_radius_cdr's Start at routing, mod_xml_radius's radius_auth
+# after it), live and of the call's client? Then the Access-Request is the call's first
+# to the rules (counted, refused, admitted as a new call); an authorize's record (adopted
+# 0: the record _authorize_adopted made its own too) is a retransmission's. The client:
+# check.lua's ARGV[10] (fraud's CallFacts.client); in session_authorize_fraud.lua the
+# record it would write (its ARGV[10], the last pair, credit_micros, to append).
+_STARTED = """%s
+local r = rec_unpack(raw)
+return (r[$state] or 'live') == 'live' and r[$adopted] == %d and r[$client] == client
+"""
+_STARTED_STEP = "local raw, client = redis.call('GET', key), ARGV[10]"
+_STARTED_FUSED = (
+    "local raw = redis.call('GET', key)\n"
+    "local client = rec_unpack(ARGV[10] .. cmsgpack.pack($credit_micros, 0))[$client]"
+)
+
+
+def started_lua(layout: Layout | None, *, fused: bool = False) -> str:
+    """fraud.lua's fr_started for check.lua (Fraud.records), or, ``fused``, for
+    session_authorize_fraud.lua: Lua defined after fraud.lua's fragment. Its record
+    helpers defined in its own body (run only for a call with a record): a library's
+    definitions run where cmsgpack is not yet there (sessions/fusedlib.py)."""
+    text = _STARTED % (_STARTED_FUSED if fused else _STARTED_STEP, ADOPTED)
+    body = record_lua(text, layout)
+    return f"fr_started = function(key, ARGV)\n{body}end\n"
 
 
 class FirstGrant:
@@ -151,8 +181,10 @@ class FusedPath:
         # REFUSAL_TTL: how long the rules remember a refusal (fraud.lua's ARGV[7], per
         # process: the ledger's, as Fraud.prepare sends it on the step-by-step path)
         refusal = f"local REFUSAL_TTL = {int(self.steps.refusal_ttl_ms)}\n"
+        started = started_lua(store.layout, fused=True)
         definitions = (
-            f"{fragment(FRAUD_LAYOUT)}\n{wrapped}local CONF = {self._constants()}\n{refusal}"
+            f"{fragment(FRAUD_LAYOUT)}\n{started}{wrapped}local CONF = {self._constants()}\n"
+            f"{refusal}"
         )
         body = (lua / "session_authorize_fraud.lua").read_text()
         embeds = ("account_check", "check_packed", "reserve", "reserve_first", "status")

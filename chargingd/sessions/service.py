@@ -48,7 +48,7 @@ from chargingd.sessions.ccapi import (
 from chargingd.sessions.close import CloseBusy, SessionCloser
 from chargingd.sessions.cutter import Cutter
 from chargingd.sessions.fraudhook import FraudHook
-from chargingd.sessions.fused import FusedPath
+from chargingd.sessions.fused import FusedPath, started_lua
 from chargingd.sessions.grants import Grants
 from chargingd.sessions.late import LateAccounting
 from chargingd.sessions.modes import CreditModes
@@ -146,7 +146,9 @@ class Sessions:
         self.fraud = FraudHook(fraud) if fraud is not None else None
         if fraud is not None:
             fraud.cut_account = self.cut_account
-            fraud.record_key = record_key  # a granted call's repeats are not counted again
+            # a granted call's repeats are not counted again; a call its Start adopted is
+            # new to the rules (fused.started_lua)
+            fraud.records(record_key, started_lua(self.store.layout))
         self.authorizer = Authorizer(
             store=self.store,
             ledger=ledger,

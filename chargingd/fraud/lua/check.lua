@@ -7,12 +7,14 @@
 -- does; the verdict's 6th value says whether admit.lua has a country to learn (1) or
 -- not (0: the country is known, called lately). KEYS and ARGV: see fraud.lua
 -- (authorize).
-local seen = fraud_seen(KEYS, ARGV)
+local seen, started = fraud_seen(KEYS, ARGV)
 if seen then return seen end
 local verdict = fraud_check(KEYS, ARGV)
 if verdict[1] == 'ok' then
   fraud_admit(KEYS, ARGV, 'l')
   fraud_counted(KEYS, ARGV)
+  -- a call its Start adopted (its record no authorize's yet): its repeats are known
+  if started then fraud_known(KEYS, ARGV) end
 else
   fraud_remember(KEYS, ARGV, verdict)
 end

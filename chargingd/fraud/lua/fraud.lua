@@ -58,7 +58,8 @@
 --   g, of SLOT for d: compiled.counter_id), window ms, limit, act, rule name ('' when
 --   it neither refuses nor blocks), extra (range digits)
 --   [5] called number  [6] its country  [7] how long a refusal is remembered (ms)
---   [8] the account value's ttl (ms)  [9] the caller IP value's  [10] unused (0)
+--   [8] the account value's ttl (ms)  [9] the caller IP value's  [10] the call's client
+--   (its gateway: fr_started, below; '' none)
 --   [11] the called number's hash  [12..18] when an op may block, the 7 ARGV of
 --   the ledger's status step
 -- Op kinds: 'c' count per slot, 'i' count per slot and identity, 'g' count per slot and
@@ -519,15 +520,34 @@ local function fr_deny(v, now, identity)
 end
 
 
+-- A record of the call that is no authorize's: set by a caller with session records
+-- (the sessions' Lua, defined after this file in the scripts that call fraud_seen:
+-- sessions/rulesrecord.py), nil otherwise (every record an authorize's).
+-- fr_started(key, ARGV): true when the record at key (which exists) is one the call's
+-- accounting Start adopted before its Access-Request came (FreeSWITCH: mod_radius_cdr's
+-- Start at routing, mod_xml_radius's radius_auth after it), live and of the same client:
+-- that Access-Request is the call's first, decided by the rules as a new call (a
+-- retransmission of it is still known: by the answer the call's admission remembers
+-- (fraud_started), then by its record, which its authorize made an authorize's).
+local fr_started = nil
+
 -- A retransmitted authorize (same session id, on any daemon) is answered as the first
 -- one was, and counted once: nil for a new call; {'known', ...} when the ledger
 -- answered it already (its record exists, it is live, the ledger refused it: its
 -- reserve answers the same again); {'again', 0, 0, {}, 'refuse|RULE' or 'block|RULE'}
--- when a rule refused it.
+-- when a rule refused it. A record its Start adopted (fr_started) is no answer: the
+-- remembered ones decide. Only a call with a record pays for that look.
 -- now: ARGV[1] + 0 (a number already in the fused authorize, whose wrapper converts it
 -- once; a digit string in check.lua's: the same conversion as tonumber's, no call).
+-- Its second value: true when the call's record is one its Start adopted (the caller
+-- remembers the call's admission: fraud_known, for a repeat before its authorize has
+-- made that record its own).
 local function fraud_seen(KEYS, ARGV)
-  if redis.call('EXISTS', KEYS[$F_RECORD]) == 1 then return {'known', 0, 0, {}, ''} end
+  local started = false
+  if redis.call('EXISTS', KEYS[$F_RECORD]) == 1 then
+    started = fr_started and fr_started(KEYS[$F_RECORD], ARGV)
+    if not started then return {'known', 0, 0, {}, ''} end
+  end
   local now, sid = ARGV[$F_NOW] + 0, ARGV[$F_SID]
   local v = fr_load(KEYS[$F_VALUE])
   local e = v.r and v.r[sid]
@@ -543,7 +563,7 @@ local function fraud_seen(KEYS, ARGV)
       if s == sid then return {'known', 0, 0, {}, ''} end
     end
   end
-  return nil
+  return nil, started
 end
 
 -- 1 when fraud_check found a country fraud_admit would write (admit.lua is worth

@@ -53,7 +53,9 @@ local locator = nil
 if at > 0 then locator, KEYS[at] = KEYS[at], nil end
 ARGV[1] = REFUSAL_TTL
 ARGV[17] = ARGV[17] + 0
-local verdict = fraud_seen(KEYS, ARGV)
+-- started: the call's record is one its accounting Start adopted (fr_started,
+-- sessions/rulesrecord.py): a new call to the rules, its reserve as before
+local verdict, started = fraud_seen(KEYS, ARGV)
 local new = verdict == nil
 if new then
   verdict = fraud_check(KEYS, ARGV)
@@ -79,6 +81,9 @@ KEYS[9] = value
 if new then
   if type(r[1]) == 'table' and r[1][1] == 'ok' then
     fraud_admit(KEYS, ARGV, 'ln')
+    -- its repeats known until its authorize has made the adopted record its own
+    -- (sessions/authorize.py _authorize_adopted, after this run)
+    if started then fraud_known(KEYS, ARGV) end
   elseif type(r[1]) == 'table' then
     fraud_known(KEYS, ARGV)  -- the ledger refused it: its repeats go to the ledger
   end
