@@ -52,9 +52,9 @@ CASES: list[tuple[type, tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]] = [
     (Step, ("keys", "argv"), (["k1", "k2"], [1, "x"]), (["k1"], [1, "x"])),
     (
         CallFacts,
-        ("account_id", "session_id", "callee", "identity", "caller_ip", "tariff"),
-        ("acc1", "s1", "+4930123456", "user:alice", "192.0.2.7", "t1"),
-        ("acc1", "s1", "+4930123456", "", "", ""),
+        ("account_id", "session_id", "callee", "identity", "caller_ip", "tariff", "client"),
+        ("acc1", "s1", "+4930123456", "user:alice", "192.0.2.7", "t1", "fs1"),
+        ("acc1", "s1", "+4930123456", "", "", "", ""),
     ),
     (
         ReserveStep,
@@ -151,7 +151,7 @@ def test_defaults() -> None:
     assert not Grant(5, RefusalReason.SUSPENDED).ok
     assert Authorized("a", 1, 2, 3, "EUR") == Authorized("a", 1, 2, 3, "EUR", False, 0, False)
     assert AccountCheck("t", "EUR", "") == AccountCheck("t", "EUR", "", "")
-    assert CallFacts("a", "s", "+49") == CallFacts("a", "s", "+49", "", "", "")
+    assert CallFacts("a", "s", "+49") == CallFacts("a", "s", "+49", "", "", "", "")
     first = FirstGrant(None)
     assert (first.grant, first.created, first.status, first.reason, first.fraud) == (
         None,
