@@ -168,3 +168,30 @@ async def test_concurrent_counts_start_first_calls_once(
     await fraud.cdr(cdr, "1-0")
     assert isinstance(await start_first(sessions, call("c4")), Authorized)
     assert live_calls(await fraud_value(redis)) == ["c2", "c4"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_repeat_before_the_adopted_record_became_the_call_is_not_counted(
+    any_redis: aioredis.Redis, tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rules admitted the call, but its record is still the Start's (the write that
+    # makes it the authorized call comes after their script: lost here, as a daemon
+    # that died in between loses it): its repeat is known by the answer the admission
+    # remembered, not counted again.
+    redis, sessions, _ = await start(any_redis, tmp_path, [VELOCITY], path)
+    info = call("v0")
+    set_grant = sessions.store.set_grant
+
+    async def lost(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(sessions.store, "set_grant", lost)
+    assert isinstance(await start_first(sessions, info), Authorized)
+    stored = await sessions.store.get("acc1", "v0")
+    assert stored is not None and stored.adopted == ADOPTED
+    assert counted(await fraud_value(redis)) == 1
+    monkeypatch.setattr(sessions.store, "set_grant", set_grant)
+    assert isinstance(await sessions.authorize(info), Authorized)
+    stored = await sessions.store.get("acc1", "v0")
+    assert stored is not None and stored.adopted == 0
+    assert counted(await fraud_value(redis)) == 1
