@@ -35,6 +35,7 @@ from chargingd.mediation.pairing import (
 from chargingd.mediation.payers import Payers
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import (
+    BLeg,
     Half,
     Internal,
     InternalCallError,
@@ -58,6 +59,7 @@ class Summary:
     duplicates: int = 0
     rejected: int = 0
     internal: int = 0  # calls to an internal extension (internal_max_digits): skipped
+    b_legs: int = 0  # B-legs of bridged calls their A-leg bills (cdr_csv legs = "ab"): skipped
     unanswered: int = 0
     charged_micros: int = 0  # what the ledger moved for the stored calls
     would_debit_micros: int = 0  # --dry-run: what a real run would debit
@@ -73,6 +75,7 @@ class Summary:
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.internal += other.internal
+        self.b_legs += other.b_legs
         self.unanswered += other.unanswered
         self.charged_micros += other.charged_micros
         self.would_debit_micros += other.would_debit_micros
@@ -86,6 +89,8 @@ class Summary:
         )
         if self.internal:  # a source with internal_max_digits
             text += f", internal {self.internal}"
+        if self.b_legs:  # FreeSWITCH cdr_csv with legs = "ab"
+            text += f", b-legs {self.b_legs}"
         text += f", unanswered {self.unanswered}"
         if self.charged_micros:
             text += f", debited {format_amount(self.charged_micros, 2)}"
@@ -338,6 +343,9 @@ class Mediator:
             if isinstance(item, Internal):
                 run.summary.internal += 1  # not billable, not a bad row
                 continue
+            if isinstance(item, BLeg):
+                run.summary.b_legs += 1  # its A-leg bills the call
+                continue
             if self.pairs and isinstance(item, Half):
                 batch.halves.append(Met(item, line_no, run.name, run))
                 run.pending += 1
@@ -533,5 +541,6 @@ class Mediator:
             total.read += summary.read
             total.rejected += summary.rejected
             total.internal += summary.internal
+            total.b_legs += summary.b_legs
             total.files.extend(summary.files)
         return total, files

@@ -67,6 +67,13 @@ class Internal(Reject):
     (a caller of normalised() that knows no better), it is one, never lost."""
 
 
+@dataclass(frozen=True, slots=True)
+class BLeg(Reject):
+    """The B-leg of a bridged call whose A-leg bills it (FreeSWITCH cdr_csv with
+    legs = "ab" writes a line per leg): the mediation skips it and counts it ``b-legs``;
+    read as a Reject (a caller of normalised() that knows no better), it is one."""
+
+
 Parsed = tuple[int, RawCall | Reject]
 
 

@@ -502,6 +502,79 @@ def test_freeswitch(
     assert debited == 1_250_000
 
 
+# mod_cdr_csv.c my_on_reporting: legs = "a" (the default) skips a channel with an
+# originator caller profile (a B-leg); legs = "ab" writes every channel, with the same
+# template, to the same Master.csv. The A-leg of a bridged call names its B-leg in
+# ${bleg_uuid}; the B-leg repeats the call. Before 2026-12-07 both lines were billed.
+EXAMPLE_AND_ORIGIN = (
+    'fields = ["caller_id_name", "caller_id_number", "destination_number", "context",'
+    ' "start_stamp", "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause",'
+    ' "uuid", "bleg_uuid", "accountcode", "read_codec", "write_codec",'
+    ' "originating_leg_uuid"]'
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fixture", "options", "summary", "stored"),
+    [
+        pytest.param(
+            # The example template: V1's B-leg (written first: the callee hung up) is
+            # the line whose uuid V1's A-leg names as bleg_uuid. V2's B-leg, an
+            # originate that failed (busy: no bridge, nothing names it), cannot be told
+            # from a call with this template: stored unanswered, nothing debited.
+            "freeswitch_cdr_csv_legs_ab.csv",
+            f'format = "freeswitch"\n{BERLIN}',
+            "read 4, stored 3, duplicates 0, rejected 0, b-legs 1, unanswered 2, debited 1.25",
+            [V1, V2, V2],
+            id="example-template",
+        ),
+        pytest.param(
+            # The example template with ${originating_leg_uuid}, which originate sets on
+            # the channel it makes: both B-legs are skipped, the failed one too.
+            "freeswitch_cdr_csv_legs_ab_originating_leg.csv",
+            f'format = "freeswitch"\n{BERLIN}\n{EXAMPLE_AND_ORIGIN}',
+            "read 4, stored 2, duplicates 0, rejected 0, b-legs 2, unanswered 1, debited 1.25",
+            [V1, V2],
+            id="originating_leg_uuid",
+        ),
+    ],
+)
+def test_freeswitch_cdr_csv_legs_ab_bills_a_bridged_call_once(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+    fixture: str,
+    options: str,
+    summary: str,
+    stored: list[tuple[object, ...]],
+) -> None:
+    code, line, found, rejects, debited = mediate(
+        tmp_path, redis_server, pg_url, fixture, options, capsys
+    )
+    assert (code, line) == (0, summary)
+    assert found == stored
+    assert rejects == []
+    assert debited == 1_250_000  # V1 once (125 s at 0.60 a minute), not twice
+
+
+def test_freeswitch_b_leg_lines_apart_from_their_a_leg() -> None:
+    """Other calls' lines between a call's two legs, the B-leg before or after its A-leg:
+    each B-leg is known as one (a BLeg, not a call), in the file's order."""
+    rows = (VARIANTS / "freeswitch_cdr_csv_legs_ab.csv").read_text().splitlines(keepends=True)
+    b1, a1, a2, _ = rows
+    between = [a2.replace("d2c1b6e0", f"{n:08x}") for n in range(50)]
+    source = SourceConfig(format="freeswitch", time_zone="Europe/Berlin")
+    for lines in ([b1, *between, a1], [a1, *between, b1]):
+        items = list(normalised(lines, "s", source))
+        assert [n for n, _ in items] == list(range(1, len(lines) + 1))
+        kinds = [type(item).__name__ for _, item in items]
+        b_at = lines.index(b1)
+        assert kinds[b_at] == "BLeg" and kinds.count("BLeg") == 1
+        assert "6b1a5c3e-d1f0-11f1-9d2a-0242ac120002" in items[b_at][1].reason
+
+
 def test_asterisk_epoch_times_are_only_func_cdr_raw_values() -> None:
     """${CDR(start,u)} writes "%ld.%06ld"; a cdr_csv time cut short to digits ("2",
     "2026") is still a reject, never an epoch in 1970."""

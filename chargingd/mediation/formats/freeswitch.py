@@ -13,11 +13,24 @@ cdr_csv writes one call per line and expands variables as they are (no escaping)
 value holding a quote breaks the CSV quoting, so a line is read alone (it never takes
 the next with it), and a line whose quotes do not add up is split on the ``","``
 between its quoted values when that gives the template's column count.
+
+cdr_csv.conf's ``legs`` (mod_cdr_csv.c my_on_reporting) picks the channels written:
+"a" (the default) skips a channel with an originator caller profile (a B-leg, one
+another channel originated), "b" one with an originatee profile, "ab" writes every
+channel, with the same template to the same Master.csv. A bridged call is then two
+lines: its A-leg names the B-leg in ``${bleg_uuid}``, the B-leg repeats the call
+(the caller's number, the number dialled, its own times). A line whose uuid is
+another line's bleg_uuid, or whose ``${originating_leg_uuid}`` (a template's own
+column; set on an originated channel) is set, is a B-leg: a ``BLeg``, skipped, so
+the call is billed once, from its A-leg. The two lines are written when each leg
+hangs up, in either order and with other calls' lines between them: a line is held
+back until ``LEG_WINDOW`` lines followed it (or the file ended) before it is yielded.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -25,6 +38,7 @@ from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
 from chargingd.mediation.formats.fscdr import exact_billsec
 from chargingd.mediation.records import (
+    BLeg,
     Parsed,
     RawCall,
     RawTime,
@@ -55,6 +69,9 @@ EXAMPLE = (
 )
 SQL = EXAMPLE[:13]
 _SQL_HEAD = "INSERT INTO "
+# How many lines after a line its other leg may come (legs = "ab"): FreeSWITCH writes
+# a bridged call's two lines when each leg hangs up, milliseconds apart.
+LEG_WINDOW = 10_000
 
 
 class _Template:
@@ -69,6 +86,8 @@ class _Template:
         # A template may log no answer time at all: then billsec says the call was
         # answered, billsec seconds before its end.
         self.answer_logged = any(f"answer_{kind}" in at for kind in ("stamp", "epoch", "uepoch"))
+        # legs = "ab": a template's own ${originating_leg_uuid} column marks a B-leg.
+        self.origin = at.get("originating_leg_uuid")
         self.extra: tuple[tuple[str, int], ...] = tuple(
             (k, at[k]) for k in ("caller_id_name", "bleg_uuid", "context") if k in at
         )
@@ -137,10 +156,69 @@ def _time_reader(at: dict[str, int], stem: str) -> Callable[[list[str]], RawTime
     return lambda values: None
 
 
+class _Legs:
+    """A file's lines in order, each held back until ``window`` lines followed it, so
+    that a B-leg written before its A-leg is known as one when it is yielded
+    (legs = "ab"). Memory: the window, and the B-leg uuids named in about the last
+    two windows' lines (a B-leg comes within the window of its A-leg)."""
+
+    def __init__(self, window: int = LEG_WINDOW) -> None:
+        self.window = window
+        self.queue: deque[tuple[int, RawCall | Reject, str]] = deque()
+        self.held: dict[str, int] = {}  # uuid -> the line of its queued call
+        self.marked: dict[int, str] = {}  # the line of a queued B-leg -> its A-leg's uuid
+        self.named: dict[str, str] = {}  # B-leg uuid -> its A-leg's uuid
+        self.older: dict[str, str] = {}  # the generation before
+
+    def add(self, line_no: int, item: RawCall | Reject, origin: str = "") -> Parsed | None:
+        """Queue one line's call (``origin``: its originating_leg_uuid) or reject; the
+        line that leaves the window, if one does (a plain return: a generator per line
+        cost a third of the parser's time)."""
+        uuid = ""
+        if isinstance(item, RawCall):
+            uuid = item.call_id
+            a_leg = origin or self.named.get(uuid) or self.older.get(uuid)
+            if a_leg:
+                item = _b_leg(item, a_leg)
+            else:
+                b_leg = item.extra.get("bleg_uuid")
+                if b_leg and b_leg != uuid:
+                    if len(self.named) >= self.window:
+                        self.older, self.named = self.named, {}
+                    self.named[b_leg] = uuid
+                    other = self.held.get(b_leg)
+                    if other is not None:
+                        self.marked[other] = uuid
+                self.held[uuid] = line_no
+        self.queue.append((line_no, item, uuid))
+        return self._pop() if len(self.queue) > self.window else None
+
+    def rest(self) -> Iterator[Parsed]:
+        """The lines still held: the file ended."""
+        while self.queue:
+            yield self._pop()
+
+    def _pop(self) -> Parsed:
+        line_no, item, uuid = self.queue.popleft()
+        if uuid and self.held.get(uuid) == line_no:
+            del self.held[uuid]
+        if self.marked and isinstance(item, RawCall):
+            a_leg = self.marked.pop(line_no, None)
+            if a_leg is not None:
+                return line_no, _b_leg(item, a_leg)
+        return line_no, item
+
+
+def _b_leg(call: RawCall, a_leg: str) -> BLeg:
+    return BLeg(f"B-leg of {a_leg}: its A-leg bills the call", call.raw)
+
+
 def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed]:
-    """Yield the calls of a cdr_csv file written with ``fields`` (default: example)."""
+    """Yield the calls of a cdr_csv file written with ``fields`` (default: example);
+    a B-leg (legs = "ab") as a BLeg."""
     template = _Template(fields or EXAMPLE)
     sql = _Template(SQL) if not fields else template
+    legs = _Legs()
     for line_no, line in enumerate(lines, start=1):
         raw = line.rstrip("\r\n")
         text = raw.strip()
@@ -150,10 +228,14 @@ def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed
             used, values = _split(text, template, sql)
             call = used.call(values)
         except RowError as exc:
-            yield line_no, Reject(str(exc), raw)
-            continue
-        call.raw = raw
-        yield line_no, call
+            out = legs.add(line_no, Reject(str(exc), raw))
+        else:
+            call.raw = raw
+            origin = used.origin
+            out = legs.add(line_no, call, values[origin] if origin is not None else "")
+        if out is not None:
+            yield out
+    yield from legs.rest()
 
 
 def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, list[str]]:
