@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from chargingd.admin.rpc import NOT_FOUND
 from chargingd.alerts import Alerts
 
 LIST_MAX = 1000
@@ -33,6 +34,8 @@ class NoAlerts(AlertMethodError):
 
 class NoIncident(AlertMethodError):
     """alert.resolve of a key with no open incident."""
+
+    rpc_code = NOT_FOUND
 
 
 class Params(Protocol):

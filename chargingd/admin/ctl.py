@@ -1,7 +1,9 @@
 """`chargingd ctl`: the operator's command line over the admin socket.
 
 Readable tables by default, ``--json`` prints the raw JSON-RPC result. Exit codes:
-0 ok, 1 the daemon refused (message on stderr), 2 usage error, 3 daemon not reachable.
+0 ok, 1 the daemon refused (message on stderr), 2 usage error (found here, or the
+daemon's invalid params, -32602: a value out of range, an unknown currency), 3 daemon
+not reachable.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from chargingd.admin import ctl_alerts, ctl_billing, ctl_fraud
 from chargingd.admin.client import AdminClient, AdminUnreachable
 from chargingd.admin.render import RENDERERS, make_console
-from chargingd.admin.rpc import RpcError
+from chargingd.admin.rpc import INVALID_PARAMS, RpcError
 from chargingd.core.config import ConfigError, load_config
 from chargingd.core.money import AmountError, parse_amount
 
@@ -312,7 +314,9 @@ def run(name: str, args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     except RpcError as exc:
         _err(exc.message)
-        return EXIT_REFUSED
+        # Invalid params (a --count out of range, an unknown currency) are a usage
+        # error whichever side finds them; every other refusal is the daemon's.
+        return EXIT_USAGE if exc.code == INVALID_PARAMS else EXIT_REFUSED
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -36,6 +36,7 @@ from chargingd.admin.params import (
     INVALID_REQUEST,
     LEDGER_CODES,
     METHOD_NOT_FOUND,
+    NOT_FOUND,
     REDIS_UNAVAILABLE,
     Params,
     Peer,
@@ -204,7 +205,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         acc = await self.ledger.create_account(
             p.ident(),
             mode=mode,
-            currency=p.currency(),
+            currency=p.currency(known=True),
             balance_micros=p.amount("balance", "0", negative=True),
             credit_limit_micros=p.amount("credit_limit", "0"),
             tariff=self._tariff(p.text("tariff", "")),
@@ -249,7 +250,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         if p.has("max_calls"):
             changes["max_calls"] = p.integer("max_calls")
         if p.has("currency"):
-            changes["currency"] = p.currency()
+            changes["currency"] = p.currency(known=True)
         if p.has("identities"):
             changes["identities"] = p.identities()
         if p.has("mode"):
@@ -362,7 +363,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         session_id = p.text("id")
         result = await self.sessions.kill(self._sessions(), session_id)
         if result is None:
-            raise RpcError(INVALID_PARAMS, f"no live session {session_id!r}")
+            raise RpcError(NOT_FOUND, f"no live session {session_id!r}")
         log.info("session %s killed by %s: %s", session_id, who, result)
         return result
 

@@ -13,8 +13,10 @@ from chargingd.admin.rpc import INTERNAL_ERROR as INTERNAL_ERROR
 from chargingd.admin.rpc import INVALID_PARAMS as INVALID_PARAMS
 from chargingd.admin.rpc import INVALID_REQUEST as INVALID_REQUEST
 from chargingd.admin.rpc import METHOD_NOT_FOUND as METHOD_NOT_FOUND
+from chargingd.admin.rpc import NOT_FOUND as NOT_FOUND
 from chargingd.admin.rpc import PARSE_ERROR as PARSE_ERROR
 from chargingd.admin.rpc import RpcError as RpcError
+from chargingd.core.currencies import is_known_currency
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.ledger import Account, AuditEntry, Mode
 
@@ -175,10 +177,17 @@ class Params:
             message = str(exc) if name == "amount" else f"{name}: {exc}"
             raise RpcError(INVALID_PARAMS, message) from None
 
-    def currency(self, name: str = "currency") -> str:
+    def currency(self, name: str = "currency", *, known: bool = False) -> str:
+        """``known``: a code ISO 4217 has (an account's new currency); without it any
+        three capitals (a check against an account's stored currency, which may be
+        an older, odd one)."""
         value = self.text(name)
         if not _CURRENCY.match(value):
             raise RpcError(INVALID_PARAMS, f"{name} must be a 3-letter ISO 4217 code such as EUR")
+        if known and not is_known_currency(value):
+            raise RpcError(
+                INVALID_PARAMS, f"{name} {value!r} is not an ISO 4217 currency code (EUR, USD...)"
+            )
         return value
 
     def mode(self, name: str = "mode") -> Mode:

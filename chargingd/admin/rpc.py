@@ -13,6 +13,10 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
+# Application code: the object named does not exist (no live session, no open
+# incident). Not -32602: `chargingd ctl` exits 2 (usage) on invalid params, 1 on this.
+NOT_FOUND = -32011
+
 
 class RpcError(Exception):
     """A JSON-RPC error: raised by handlers, and by the clients on an error response."""

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from chargingd.admin.render import render_status
 from chargingd.app.cli import main
+from chargingd.ledger import Mode
 
 
 @pytest.fixture
@@ -157,6 +158,39 @@ async def test_usage_errors_exit_2(ctl: Ctl) -> None:
         await ctl("account", "create", "dave", "--mode", "prepay", "--currency", "EUR")
     assert exit_info.value.code == 2
     assert (await ctl.json("account", "get", "carol"))["balance"] == "3.50"
+
+
+async def test_unknown_currency_is_refused_and_creates_nothing(ctl: Ctl, admin: Harness) -> None:
+    # Any three capitals were accepted: XYZ made an account no tariff could ever rate.
+    code, out, err = await ctl(
+        "account", "create", "dave", "--mode", "prepaid", "--currency", "XYZ",
+    )  # fmt: skip
+    assert (code, out) == (2, "")
+    assert "'XYZ' is not an ISO 4217 currency code" in err
+    code, _, err = await ctl("account", "get", "dave")
+    assert code == 1 and "no account" in err
+    await ctl(*CREATE)
+    code, _, err = await ctl("account", "update", "carol", "--currency", "XYZ")
+    assert code == 2 and "ISO 4217" in err
+    assert (await ctl.json("account", "get", "carol"))["currency"] == "EUR"
+    # An account stored earlier in an odd code stays readable and usable.
+    await admin.ledger.create_account("old", mode=Mode.PREPAID, currency="XYZ", who="t", why="")
+    assert (await ctl.json("account", "get", "old"))["currency"] == "XYZ"
+    acc = await ctl.json("account", "topup", "old", "1", "--currency", "XYZ", "--txn-id", "t1")
+    assert acc["balance"] == "1.00"
+
+
+async def test_values_the_daemon_finds_out_of_range_exit_2(ctl: Ctl) -> None:
+    # The daemon's invalid params (-32602) exited 1 like a refusal of a valid request.
+    await ctl(*CREATE)
+    code, out, err = await ctl("account", "history", "carol", "--count", "2000")
+    assert (code, out) == (2, "")
+    assert "count must be between 1 and" in err
+    code, _, err = await ctl("account", "list", "--count", "0")
+    assert code == 2 and "count must be between 1 and" in err
+    # A refusal of a well-formed request stays 1.
+    code, _, err = await ctl("account", "history", "nobody")
+    assert code == 1 and "no account" in err
 
 
 @pytest.mark.parametrize(

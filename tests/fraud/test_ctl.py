@@ -137,7 +137,7 @@ async def test_rules_of_a_tariff_the_daemon_does_not_load_is_an_error(
     plans = frozenset({"default", "wholesale"})
     async with serve_fraud(redis, tmp_path, {"wholesale": WHOLESALE}, plans) as (_, path):
         code, out, err = await ctl(path, capsys, "fraud", "rules", "--tariff", "wholsale")
-        assert (code, out) == (1, "")
+        assert (code, out) == (2, "")  # invalid params (-32602): a usage error
         assert "unknown tariff 'wholsale' (loaded plans: default, wholesale)" in err
         code, out, err = await ctl(
             path, capsys, "--json", "fraud", "rules", "--tariff", "wholesale"
@@ -178,7 +178,7 @@ async def test_block_alerts_state_unblock(
     assert json.loads(out)["incidents"][0]["incident"] == "fraud.premium:acc1"
 
     code, _, err = await ctl(path, capsys, "fraud", "unblock", "acc1", "--reason", " ")
-    assert code == 1 and "needs a reason" in err
+    assert code == 2 and "needs a reason" in err  # invalid params: a usage error
     code, out, err = await ctl(
         path, capsys, "--operator", "ops", "fraud", "unblock", "acc1", "--reason", "confirmed"
     )
