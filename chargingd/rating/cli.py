@@ -4,7 +4,8 @@ The called number is read as the daemon reads it when ``--country`` says where i
 dialled from; ``--usage 95`` is 95 seconds (never nanoseconds).
 
 Both print exactly one JSON object on stdout; a call that cannot be rated prints
-{"error": code, "message": ...} and exits 1 (a tariff that does not load: 2).
+{"error": code, "message": ...} and exits 1 (a tariff that does not load, or bad
+input such as a destination that is no number: 2).
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ def destination(text: str, country: str | None) -> tuple[str, str | None]:
     With ``country`` the number is read exactly as the daemon reads a Called-Station-Id
     from a gateway of that country (core.numbers.to_e164). Without it a "+E.164" number
     is checked and used; a number starting with a dialling prefix ("0", "00") is
-    refused, since only a country says what it means; anything else (tariff digits,
-    CGRateS destination names) is rated as written.
+    refused, since only a country says what it means; other digits (as the tariff's
+    prefixes read them) are rated as written. Text that is no number at all ("abc")
+    is a usage error (ValueError, exit 2), not "unknown destination" (exit 1):
+    prefixes are digits, and the daemon refuses such a Called-Station-Id.
     """
     raw = text.strip()
     if country:
@@ -115,6 +118,11 @@ def destination(text: str, country: str | None) -> tuple[str, str | None]:
         raise ValueError(
             f"--destination {raw!r} starts with a dialling prefix: give --country (the"
             " daemon's default_country for the gateway) to read it as the daemon does"
+        )
+    if not (raw.isascii() and raw.isdigit()):
+        raise ValueError(
+            f"--destination {text!r} is not a number: give digits as the tariff's prefixes"
+            " read them (4930...), +E.164, or the number as dialled with --country"
         )
     return raw, None
 

@@ -83,6 +83,20 @@ def test_bad_input_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 2 and body["error"] == "bad_tariff" and "bad.toml:1" in str(body["message"])
 
 
+def test_a_destination_that_is_no_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "abc" answered exit 1 "unknown destination", as a number no tariff covers does.
+    for text in ("abc", "44abc", "", "４４"):
+        for name, tail in (("rate", ("--usage", "60s")), ("max-usage", ("--amount", "1"))):
+            code, body = _run(capsys, name, *BASE, "--destination", text, *tail)
+            assert (code, body["error"]) == (2, "bad_request"), (name, text)
+            assert "is not a number" in str(body["message"])
+    # A well-formed number no tariff covers stays a rating error.
+    code, body = _run(capsys, "rate", *BASE, "--destination", "999", "--usage", "60s")
+    assert (code, body["error"]) == (1, "unknown_destination")
+
+
 CGRATES_STYLE = """
 [tariff]
 pricing = "cgrates"
