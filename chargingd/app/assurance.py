@@ -19,7 +19,8 @@ from chargingd.app.factory import Factory
 from chargingd.assurance import AssuranceError, Context, Sources
 from chargingd.assurance import cli as assure_cli
 from chargingd.assurance.pricing import CallPricer, TariffLookup
-from chargingd.billing.db import BillingDBError
+from chargingd.billing import lookup
+from chargingd.billing.db import BillingDB, BillingDBError
 from chargingd.billing.journal import JournalExport
 from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
@@ -76,6 +77,11 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
         params = assure_cli.run_params(args, cfg.assurance, cfg.invoicing.time_zone)
         redis = await factory.open_redis(stack, owner=False)
         ledger = await factory.open_ledger(redis.client)
+        if args.account is not None and not await _account_exists(db, ledger, args.account):
+            # An empty run, exit 0, looked like an account with nothing wrong; refused
+            # before anything is stored, exit 1 as `--show` of no run.
+            print(f"chargingd assure: no such account {args.account!r}", file=sys.stderr)
+            return 1
         journal = JournalExport(redis.client)
 
         async def sync_journal() -> int:
@@ -105,6 +111,16 @@ async def _assure(factory: Factory, args: argparse.Namespace) -> int:
         return await assure_cli.assure(
             ctx, params, args, now_ms=factory.clock_ms, who=f"cli:{os.getuid()}", alerts=alerts
         )
+
+
+async def _account_exists(db: BillingDB, ledger: Ledger, account_id: str) -> bool:
+    """The ledger has it, or the billing database keeps a trace of it (CDRs, journal):
+    an account gone from Redis is still reconciled."""
+    try:
+        await ledger.get_account(account_id)
+    except UnknownAccount:
+        return await lookup.account_known(db, account_id)
+    return True
 
 
 def _tariff_lookup(ledger: Ledger) -> TariffLookup:

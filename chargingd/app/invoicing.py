@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from chargingd.app.commands import _load
 from chargingd.app.factory import Factory
+from chargingd.billing import lookup
 from chargingd.billing.db import BillingDBError, database_url
 from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
@@ -31,7 +32,7 @@ from chargingd.core.loops import Disabled
 from chargingd.invoicing import Books
 from chargingd.invoicing import cli as invoicing_cli
 from chargingd.invoicing.dunning import Dunning
-from chargingd.ledger import Ledger, LedgerError
+from chargingd.ledger import Ledger, LedgerError, UnknownAccount
 from chargingd.rating.loaders import TariffLoadError, load_plan
 from chargingd.rating.plan import TariffPlan
 
@@ -76,7 +77,22 @@ async def _command(factory: Factory, name: str, args: argparse.Namespace) -> int
         if ledger is not None and args.report_command == "savings":
             with contextlib.suppress(LedgerError):
                 current = (await ledger.get_account(args.account)).tariff
-        return await invoicing_cli.report(books, args, _plans(factory.cfg), current)
+
+        async def account_exists(account_id: str) -> bool:
+            """The billing database's trace of it, else the ledger (Redis), where a new
+            account with no call and no journal copy yet lives alone: opened only then."""
+            if await lookup.account_known(db, account_id):
+                return True
+            redis = await factory.open_redis(stack, owner=False)
+            try:
+                await (await factory.open_ledger(redis.client)).get_account(account_id)
+            except UnknownAccount:
+                return False
+            return True
+
+        return await invoicing_cli.report(
+            books, args, _plans(factory.cfg), current, account_exists=account_exists
+        )
 
 
 def _plans(cfg: Config) -> dict[str, TariffPlan]:

@@ -5,7 +5,8 @@
     chargingd assure --show RUN [--json|--csv]
 
 Exit status: 0 done (leakage within [assurance] leakage_threshold), 3 done and some
-currency's leakage exceeds it (cron alerts on it), 1 failed, 2 usage or config error.
+currency's leakage exceeds it (cron alerts on it), 1 failed (or no such --account),
+2 usage or config error.
 chargingd.app wires the command (it opens the database and Redis).
 """
 

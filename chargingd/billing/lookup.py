@@ -36,3 +36,25 @@ async def charges(db: BillingDB, source: str, call_ids: Sequence[str]) -> dict[s
 
     result: dict[str, StoredCharge] = await db.run(work)
     return result
+
+
+_KNOWN_ACCOUNT = """
+SELECT EXISTS (SELECT 1 FROM cdrs WHERE account_id = %(a)s)
+    OR EXISTS (SELECT 1 FROM ledger_journal WHERE account_id = %(a)s)
+    OR EXISTS (SELECT 1 FROM billing_profiles WHERE account_id = %(a)s)
+"""
+
+
+async def account_known(db: BillingDB, account_id: str) -> bool:
+    """The billing database has a trace of the account: a CDR, a ledger journal entry
+    (the exporter copies its "open"), or a billing profile. False does not prove the
+    account missing: one created since the last journal copy, with no call yet, lives
+    in the ledger (Redis) only, which the caller asks then."""
+
+    async def work(conn: Conn) -> bool:
+        cur = await conn.execute(_KNOWN_ACCOUNT, {"a": account_id})
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    found: bool = await db.run(work)
+    return found

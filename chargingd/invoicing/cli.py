@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +257,11 @@ async def report(
     args: argparse.Namespace,
     plans: Mapping[str, TariffPlan] | None = None,
     current_plan: str = "",
+    account_exists: Callable[[str], Awaitable[bool]] | None = None,
 ) -> int:
-    """`chargingd report REPORT`."""
+    """`chargingd report REPORT`. ``account_exists`` (the app asks the billing
+    database, then the ledger): `usage --account` of an account that does not exist is
+    refused (exit 1, as `invoice show` of no invoice), not an empty report."""
     try:
         if args.report_command == "savings":
             return await _savings(books, args, plans or {}, current_plan)
@@ -268,6 +271,11 @@ async def report(
         if end <= start:  # a usage error, like a malformed date
             print("chargingd report: --to must not be before --from", file=sys.stderr)
             return 2
+        account_id = getattr(args, "account", None)
+        known = account_exists is None or account_id is None or await account_exists(account_id)
+        if not known:
+            print(f"chargingd report: no such account {account_id!r}", file=sys.stderr)
+            return 1
         rows = await reports.report(
             books.db,
             by=args.by,
@@ -275,7 +283,7 @@ async def report(
             end=end,
             time_zone=tz,
             groups=books.cfg.destination_groups,
-            account_id=getattr(args, "account", None),
+            account_id=account_id,
         )
     except (InvoicingError, PeriodError) as exc:
         print(f"chargingd report: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from assurance_harness import MICROS_PER_S, live_cdr, switch_cdr
 
 from chargingd.billing.db import BillingDB
 from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger, Mode
 
 BIN = Path(sys.executable).parent / "chargingd"
 
@@ -108,3 +109,24 @@ def test_usage_errors(tmp_path: Path, pg_url: str, redis_server: EmbeddedRedis) 
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr
     assert _assure(config, "--show", "999999").returncode == 1
+
+
+async def test_an_account_that_does_not_exist_is_refused(
+    tmp_path: Path, pg_url: str, redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """`assure --account NOPE` stored and printed an empty run, exit 0, as if the
+    account had nothing wrong: a mistyped id passed the daily check."""
+    config = _config(tmp_path, pg_url, redis_server.url, "0")
+    day = ("--from", "2026-10-01", "--to", "2026-10-01")
+    before = json.loads(_assure(config, "--list", "--json").stdout)
+    refused = _assure(config, *day, "--account", "nope-qp", "--json")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == "chargingd assure: no such account 'nope-qp'\n"
+    assert json.loads(_assure(config, "--list", "--json").stdout) == before  # none stored
+    # One the ledger has, with no call in the period (nor ever): an empty run, exit 0.
+    ledger = Ledger(redis)
+    await ledger.load_scripts()
+    await ledger.create_account("quiet-qp", mode=Mode.PREPAID, currency="EUR", who="test")
+    quiet = _assure(config, *day, "--account", "quiet-qp", "--json")
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["findings"] == []

@@ -319,6 +319,39 @@ def test_reports_by_destination_show_no_row_for_unanswered_attempts_alone(
     assert code == 0 and "Other" not in out and "FR_MOB" not in out
 
 
+def test_usage_of_an_account_that_does_not_exist_is_refused(
+    config: Path, redis_server: EmbeddedRedis
+) -> None:
+    """`report usage --account NOPE` printed an empty report, exit 0, as for an account
+    with no calls: a mistyped id looked like a quiet customer."""
+    c = str(config)
+    common = ("--from", "2026-11-01", "--to", "2026-11-30")
+    code, out, err = run("report", "--config", c, "usage", "--account", "nope", *common)
+    assert (code, out, err) == (1, "", "chargingd report: no such account 'nope'\n")
+    code, out, _ = run("report", "--config", c, "usage", "--account", "nope", *common,
+                       "--format", "json")  # fmt: skip
+    assert (code, out) == (1, "")
+    # An account with CDRs, none in the period: an empty report.
+    october = ("--from", "2026-10-01", "--to", "2026-10-31")
+    code, out, err = run("report", "--config", c, "usage", "--account", "acme", *october)
+    assert code == 0 and "no calls" in out, err
+    # One the ledger alone has (no call, no journal copy in the database yet): the same.
+    asyncio.run(_new_account(redis_server.url, "fresh"))
+    assert run_json_report("usage", c, "--account", "fresh", *common) == []
+
+
+async def _new_account(redis_url: str, account_id: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        ledger = Ledger(client)
+        await ledger.load_scripts()
+        await postpaid(ledger, account_id)
+    finally:
+        await client.aclose()
+
+
 def run_json_report(kind: str, config: str, *args: str) -> list[dict[str, Any]]:
     code, out, err = run("report", "--config", config, kind, *args, "--format", "json")
     assert code == 0, err
