@@ -261,10 +261,11 @@ async def report(
 ) -> int:
     """`chargingd report REPORT`. ``account_exists`` (the app asks the billing
     database, then the ledger): `usage --account` of an account that does not exist is
-    refused (exit 1, as `invoice show` of no invoice), not an empty report."""
+    refused (exit 1, as `invoice show` of no invoice), not an empty report; so is
+    `savings --account`."""
     try:
         if args.report_command == "savings":
-            return await _savings(books, args, plans or {}, current_plan)
+            return await _savings(books, args, plans or {}, current_plan, account_exists)
         tz = books.cfg.time_zone
         start = reports.parse_day(args.start, tz)
         end = reports.parse_day(args.end, tz, end=True)
@@ -293,7 +294,11 @@ async def report(
 
 
 async def _savings(
-    books: Books, args: argparse.Namespace, plans: Mapping[str, TariffPlan], current: str
+    books: Books,
+    args: argparse.Namespace,
+    plans: Mapping[str, TariffPlan],
+    current: str,
+    account_exists: Callable[[str], Awaitable[bool]] | None = None,
 ) -> int:
     tz = books.cfg.time_zone
     if args.period:
@@ -305,6 +310,9 @@ async def _savings(
         raise Refused("give --period YYYY-MM or --from and --to")
     if not plans:
         raise Refused("no tariff plans are loaded: configure [rating] plans or default_plan")
+    if account_exists is not None and not await account_exists(args.account):
+        print(f"chargingd report: no such account {args.account!r}", file=sys.stderr)
+        return 1
     found = await savings.savings(
         books.db, plans, account_id=args.account, start=start, end=end, current_plan=current
     )

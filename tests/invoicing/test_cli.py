@@ -375,6 +375,11 @@ def test_savings_reprices_under_every_plan(config: Path) -> None:
     )
     assert code == 0, err
     assert "4 answered calls from 2026-11-01 to 2026-12-01 (end excluded), charged" in out
+    # A mistyped account is no customer who would save nothing: refused, as usage's.
+    code, out, err = run(
+        "report", "--config", str(config), "savings", "--account", "nope", "--period", "2026-11"
+    )
+    assert (code, out, err) == (1, "", "chargingd report: no such account 'nope'\n")
 
 
 def test_cdr_list_and_show(config: Path) -> None:
