@@ -522,7 +522,7 @@ end
 
 -- A record of the call that is no authorize's: set by a caller with session records
 -- (the sessions' Lua, defined after this file in the scripts that call fraud_seen:
--- sessions/rulesrecord.py), nil otherwise (every record an authorize's).
+-- sessions/fused.py started_lua), nil otherwise (every record an authorize's).
 -- fr_started(key, ARGV): true when the record at key (which exists) is one the call's
 -- accounting Start adopted before its Access-Request came (FreeSWITCH: mod_radius_cdr's
 -- Start at routing, mod_xml_radius's radius_auth after it), live and of the same client:

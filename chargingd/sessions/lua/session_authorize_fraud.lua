@@ -54,7 +54,7 @@ if at > 0 then locator, KEYS[at] = KEYS[at], nil end
 ARGV[1] = REFUSAL_TTL
 ARGV[17] = ARGV[17] + 0
 -- started: the call's record is one its accounting Start adopted (fr_started,
--- sessions/rulesrecord.py): a new call to the rules, its reserve as before
+-- sessions/fused.py started_lua): a new call to the rules, its reserve as before
 local verdict, started = fraud_seen(KEYS, ARGV)
 local new = verdict == nil
 if new then
