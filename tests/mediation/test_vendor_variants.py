@@ -30,6 +30,7 @@ from chargingd.core.config import ConfigError, config_from_dict
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
+from chargingd.mediation.formats.freeswitch import EXAMPLE
 from chargingd.mediation.pipeline import normalised
 from chargingd.mediation.records import Reject
 
@@ -524,7 +525,7 @@ EXAMPLE_AND_ORIGIN = (
             # originate that failed (busy: no bridge, nothing names it), cannot be told
             # from a call with this template: stored unanswered, nothing debited.
             "freeswitch_cdr_csv_legs_ab.csv",
-            f'format = "freeswitch"\n{BERLIN}',
+            f'format = "freeswitch"\nlegs = "ab"\n{BERLIN}',
             "read 4, stored 3, duplicates 0, rejected 0, b-legs 1, unanswered 2, debited 1.25",
             [V1, V2, V2],
             id="example-template",
@@ -533,7 +534,7 @@ EXAMPLE_AND_ORIGIN = (
             # The example template with ${originating_leg_uuid}, which originate sets on
             # the channel it makes: both B-legs are skipped, the failed one too.
             "freeswitch_cdr_csv_legs_ab_originating_leg.csv",
-            f'format = "freeswitch"\n{BERLIN}\n{EXAMPLE_AND_ORIGIN}',
+            f'format = "freeswitch"\nlegs = "ab"\n{BERLIN}\n{EXAMPLE_AND_ORIGIN}',
             "read 4, stored 2, duplicates 0, rejected 0, b-legs 2, unanswered 1, debited 1.25",
             [V1, V2],
             id="originating_leg_uuid",
@@ -565,7 +566,7 @@ def test_freeswitch_b_leg_lines_apart_from_their_a_leg() -> None:
     rows = (VARIANTS / "freeswitch_cdr_csv_legs_ab.csv").read_text().splitlines(keepends=True)
     b1, a1, a2, _ = rows
     between = [a2.replace("d2c1b6e0", f"{n:08x}") for n in range(50)]
-    source = SourceConfig(format="freeswitch", time_zone="Europe/Berlin")
+    source = SourceConfig(format="freeswitch", time_zone="Europe/Berlin", legs="ab")
     for lines in ([b1, *between, a1], [a1, *between, b1]):
         items = list(normalised(lines, "s", source))
         assert [n for n, _ in items] == list(range(1, len(lines) + 1))
@@ -573,6 +574,28 @@ def test_freeswitch_b_leg_lines_apart_from_their_a_leg() -> None:
         b_at = lines.index(b1)
         assert kinds[b_at] == "BLeg" and kinds.count("BLeg") == 1
         assert "6b1a5c3e-d1f0-11f1-9d2a-0242ac120002" in items[b_at][1].reason
+
+
+def test_freeswitch_bleg_uuid_pairing_only_where_the_source_says_legs_ab() -> None:
+    """legs = "a" (cdr_csv.conf's default, the source's too): every line is an A-leg's
+    and billed, even one another line's bleg_uuid names (two inbound calls bridged to
+    each other are two calls); originating_leg_uuid still marks an originated channel.
+    A legs value cdr_csv.conf has no use for here is refused."""
+    rows = (VARIANTS / "freeswitch_cdr_csv_legs_ab.csv").read_text().splitlines(keepends=True)
+    plain = SourceConfig(format="freeswitch", time_zone="Europe/Berlin")
+    kinds = [type(item).__name__ for _, item in normalised(rows, "s", plain)]
+    assert "BLeg" not in kinds and len(kinds) == len(rows)
+    paired = SourceConfig(format="freeswitch", time_zone="Europe/Berlin", legs="ab")
+    kinds = [type(item).__name__ for _, item in normalised(rows, "s", paired)]
+    assert kinds.count("BLeg") == 1
+    origin = VARIANTS / "freeswitch_cdr_csv_legs_ab_originating_leg.csv"
+    fields = (*EXAMPLE, "originating_leg_uuid")
+    with_origin = SourceConfig(format="freeswitch", time_zone="Europe/Berlin", fields=fields)
+    lines = origin.read_text().splitlines(keepends=True)
+    kinds = [type(item).__name__ for _, item in normalised(lines, "s", with_origin)]
+    assert kinds.count("BLeg") == 2
+    with pytest.raises(ValueError, match="legs must be"):
+        SourceConfig(format="freeswitch", legs="b", charge="ledger").validate()
 
 
 def test_asterisk_epoch_times_are_only_func_cdr_raw_values() -> None:

@@ -153,6 +153,11 @@ class SourceConfig:
     # freeswitch_json / freeswitch_xml: what json_cdr.conf / xml_cdr.conf say in
     # encode-values (default true: every value is URL-encoded, and is decoded here).
     encode_values: bool = True
+    # freeswitch (cdr_csv): what cdr_csv.conf's `legs` says: "a" (its default: A-legs
+    # only) or "ab" (every channel: a bridged call's B-leg line, the one another line's
+    # ${bleg_uuid} names, is skipped, so the call is billed once). Lines with an
+    # ${originating_leg_uuid} set are B-legs either way.
+    legs: str = "a"
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -175,8 +180,7 @@ class SourceConfig:
         if self.unprefixed == "national" and not self.default_country:
             raise ValueError("unprefixed = 'national' needs default_country")
         self._validate_pbx()
-        if self.radius_cause_radix not in (10, 16):
-            raise ValueError("radius_cause_radix must be 10 or 16")
+        self._validate_switch()
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be one character")
         for label, offset in self.zone_labels.items():
@@ -185,6 +189,13 @@ class SourceConfig:
         self._validate_fields()
         self._validate_mapping()
         self._validate_tables()
+
+    def _validate_switch(self) -> None:
+        """Settings that say what the switch writes."""
+        if self.legs not in ("a", "ab"):
+            raise ValueError('legs must be "a" or "ab" (cdr_csv.conf\'s legs)')
+        if self.radius_cause_radix not in (10, 16):
+            raise ValueError("radius_cause_radix must be 10 or 16")
 
     def _validate_pbx(self) -> None:
         """Access codes are digits (a code with anything else never matches a callee,

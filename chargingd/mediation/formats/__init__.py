@@ -29,7 +29,7 @@ def parser_for(source: SourceConfig) -> Parser:
     """The parser of the source's format, bound to its settings."""
     parsers: dict[str, Parser] = {
         "asterisk": partial(asterisk.parse, source=source),
-        "freeswitch": partial(freeswitch.parse, fields=source.fields),
+        "freeswitch": partial(freeswitch.parse, fields=source.fields, legs=source.legs),
         "kamailio": kamailio.parse_syslog,
         "kamailio_db": partial(kamailio.parse_db, delimiter=source.delimiter),
         "cucm": cucm.parse,

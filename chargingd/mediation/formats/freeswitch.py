@@ -25,6 +25,10 @@ column; set on an originated channel) is set, is a B-leg: a ``BLeg``, skipped, s
 the call is billed once, from its A-leg. The two lines are written when each leg
 hangs up, in either order and with other calls' lines between them: a line is held
 back until ``LEG_WINDOW`` lines followed it (or the file ended) before it is yielded.
+The bleg_uuid pairing runs only where the source says ``legs = "ab"``: in a file of
+A-legs (the default) a line another names is no B-leg to skip (FreeSWITCH's source
+does not show that bleg_uuid never names an inbound channel: two inbound calls
+bridged by uuid_bridge or intercept would then lose one's billing).
 """
 
 from __future__ import annotations
@@ -213,12 +217,13 @@ def _b_leg(call: RawCall, a_leg: str) -> BLeg:
     return BLeg(f"B-leg of {a_leg}: its A-leg bills the call", call.raw)
 
 
-def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed]:
+def parse(lines: Iterable[str], fields: tuple[str, ...] = (), legs: str = "a") -> Iterator[Parsed]:
     """Yield the calls of a cdr_csv file written with ``fields`` (default: example);
-    a B-leg (legs = "ab") as a BLeg."""
+    a B-leg as a BLeg: one whose originating_leg_uuid is set, and with ``legs`` "ab"
+    one another line's bleg_uuid names."""
     template = _Template(fields or EXAMPLE)
     sql = _Template(SQL) if not fields else template
-    legs = _Legs()
+    paired = _Legs() if legs == "ab" else None
     for line_no, line in enumerate(lines, start=1):
         raw = line.rstrip("\r\n")
         text = raw.strip()
@@ -228,14 +233,22 @@ def parse(lines: Iterable[str], fields: tuple[str, ...] = ()) -> Iterator[Parsed
             used, values = _split(text, template, sql)
             call = used.call(values)
         except RowError as exc:
-            out = legs.add(line_no, Reject(str(exc), raw))
+            item: RawCall | Reject = Reject(str(exc), raw)
+            origin = ""
         else:
             call.raw = raw
-            origin = used.origin
-            out = legs.add(line_no, call, values[origin] if origin is not None else "")
-        if out is not None:
-            yield out
-    yield from legs.rest()
+            item = call
+            origin = values[used.origin] if used.origin is not None else ""
+        if paired is not None:
+            out = paired.add(line_no, item, origin)
+            if out is not None:
+                yield out
+        elif origin and isinstance(item, RawCall):
+            yield line_no, _b_leg(item, origin)
+        else:
+            yield line_no, item
+    if paired is not None:
+        yield from paired.rest()
 
 
 def _split(text: str, template: _Template, sql: _Template) -> tuple[_Template, list[str]]:
