@@ -181,7 +181,7 @@ def known_traffic() -> list[KnownCall]:
     1 failed, 1 without a cause) and 3 refusals (2 no money, 1 unknown user)."""
     q1 = (
         rc.cisco_vsa(25, b"h323-setup-time=*10:00:00.000 UTC Mon Jan 5 2026"),
-        avpair("alert-time=*10:00:02.000 UTC Mon Jan 5 2026"),
+        avpair("alert-timepoint=*10:00:02.000 UTC Mon Jan 5 2026"),  # Cisco's name
         avpair("mos=4.2"),
         avpair("jitter=10"),
         avpair("lost-packets=10"),

@@ -3,8 +3,11 @@
 Read only from Stops, so the request path of Access-Requests and Interims pays
 nothing. What is read (docs/monitoring.md lists it for operators):
 
-- Cisco VSA 25 ``h323-setup-time`` and the Cisco-AVPair ``alert-time`` (both Cisco's
-  ``hh:mm:ss.mmm ZONE Day Mon dd yyyy``): post-dial delay = alert - setup;
+- Cisco VSA 25 ``h323-setup-time`` and the Cisco-AVPair ``alert-timepoint`` (both
+  Cisco's ``hh:mm:ss.mmm ZONE Day Mon dd yyyy``): post-dial delay = alert - setup.
+  ``alert-timepoint`` is the name Cisco IOS gateways (and B2BUAs that speak Cisco's
+  accounting, such as Sippy) send; ``alert-time``, which earlier versions read alone
+  and which no gateway is known to send, is still read when the other is absent;
 - Cisco-AVPair ``lost-packets`` with Acct-Input-Packets (RFC 2866 §5.8): RTP loss =
   lost / (lost + received);
 - Cisco-AVPair ``pdd`` (ms), ``mos`` (1-5), ``jitter`` (ms), ``packet-loss`` (%):
@@ -36,7 +39,9 @@ _CISCO_TIME = re.compile(
 _DIRECT = {"pdd": "pdd_ms", "mos": "mos", "jitter": "jitter_ms", "packet-loss": "loss_pct"}
 _NUMBER = re.compile(r"^\d{1,9}(\.\d{1,6})?$")
 # every AVPair name call_quality reads
-_READ = frozenset((*_DIRECT, "alert-time", "lost-packets"))
+# the alert time's names, Cisco's own first
+_ALERT = ("alert-timepoint", "alert-time")
+_READ = frozenset((*_DIRECT, *_ALERT, "lost-packets"))
 
 
 def cisco_pairs(raw: bytes) -> tuple[dict[str, str], bytes]:
@@ -88,10 +93,12 @@ def call_quality(packet: rc.Packet) -> tuple[tuple[str, str], ...]:
         value = pairs.get(name)
         if value is not None and _NUMBER.match(value):
             out[extra] = value
-    if "pdd_ms" not in out and setup and "alert-time" in pairs:
-        pdd = _pdd_ms(setup.decode("utf-8", "replace").partition("=")[2], pairs["alert-time"])
-        if pdd is not None:
-            out["pdd_ms"] = str(pdd)
+    if "pdd_ms" not in out and setup:
+        alert = pairs.get(_ALERT[0]) or pairs.get(_ALERT[1])
+        if alert is not None:
+            pdd = _pdd_ms(setup.decode("utf-8", "replace").partition("=")[2], alert)
+            if pdd is not None:
+                out["pdd_ms"] = str(pdd)
     if "loss_pct" not in out and pairs.get("lost-packets", "").isdigit():
         loss = _loss_pct(int(pairs["lost-packets"]), packet.attrs.get(ACCT_INPUT_PACKETS))
         if loss is not None:

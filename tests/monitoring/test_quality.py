@@ -29,6 +29,20 @@ def test_cisco_setup_and_alert_times_give_the_pdd() -> None:
     assert dict(call_quality(packet)) == {"pdd_ms": "2500", "loss_pct": "1.000"}
 
 
+def test_ciscos_own_alert_timepoint_gives_the_pdd() -> None:
+    """Cisco IOS names the alert time "alert-timepoint" (its Cisco-AVPair list; Sippy's
+    B2BUA sends the same): the PDD of real gateways' Stops. It wins over "alert-time"."""
+    setup = rc.cisco_vsa(25, b"h323-setup-time=*09:40:00.100 UTC Mon Dec 7 2026")
+    packet = stop(setup, avpair("alert-timepoint=*09:40:03.600 UTC Mon Dec 7 2026"))
+    assert dict(call_quality(packet)) == {"pdd_ms": "3500"}
+    both = stop(
+        setup,
+        avpair("alert-time=*09:40:01.100 UTC Mon Dec 7 2026"),
+        avpair("alert-timepoint=.09:40:02.100 UTC Mon Dec 7 2026"),
+    )
+    assert dict(call_quality(both)) == {"pdd_ms": "2000"}
+
+
 def test_direct_pairs_and_every_avpair_is_read() -> None:
     packet = stop(
         avpair("h323-ivr-out=x:y"), avpair("mos=4.1"), avpair("jitter=12"),
@@ -62,8 +76,9 @@ def _before(packet: rc.Packet) -> tuple[tuple[str, str], ...]:
         value = pairs.get(name, "")
         if q._NUMBER.match(value):
             out[extra] = value
-    if "pdd_ms" not in out and setup and "alert-time" in pairs:
-        pdd = q._pdd_ms(setup.decode("utf-8", "replace").partition("=")[2], pairs["alert-time"])
+    alert = pairs.get("alert-timepoint") or pairs.get("alert-time")
+    if "pdd_ms" not in out and setup and alert is not None:
+        pdd = q._pdd_ms(setup.decode("utf-8", "replace").partition("=")[2], alert)
         if pdd is not None:
             out["pdd_ms"] = str(pdd)
     if "loss_pct" not in out and pairs.get("lost-packets", "").isdigit():
@@ -81,7 +96,7 @@ def test_random_stops_read_as_before() -> None:
 
     rng = random.Random(23)
     names = ["pdd", "mos", "jitter", "packet-loss", "PDD", " Mos ", "lost-packets",
-             "alert-time", "h323-conf-id", "other"]  # fmt: skip
+             "alert-time", "alert-timepoint", "h323-conf-id", "other"]  # fmt: skip
     values = ["", "0", "12", "4.1", " 7 ", "1.1234567", "1234567890", "x", "-1", "3.",
               "*15:39:56.843 UTC Tue Nov 23 2010", "=", "12.5"]  # fmt: skip
     checked = 0
