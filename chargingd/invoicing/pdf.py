@@ -9,10 +9,12 @@ Amounts printed are the stored figures (chargingd.invoicing.tax, "the rule").
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from reportlab.lib import colors
@@ -20,6 +22,8 @@ from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     KeepTogether,
@@ -36,6 +40,49 @@ from chargingd.invoicing.model import Invoice, Kind
 from chargingd.invoicing.tax import TaxMode, percent
 from chargingd.invoicing.usage import group_of
 
+log = logging.getLogger("chargingd.invoicing")
+
+# DejaVu Sans, embedded (subset) when the host has it: Latin with every European
+# diacritic (Łódź, Příbram, Győr, Constanța), Greek and Cyrillic, so customers' names
+# and addresses print as written. Without it the PDF standard Helvetica, which has
+# Latin-1 only: any other letter prints as a black box. Debian/Ubuntu:
+# fonts-dejavu-core; Fedora/RHEL: dejavu-sans-fonts; Alpine: font-dejavu.
+FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/usr/share/fonts/dejavu-sans-fonts",
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+    "/usr/local/share/fonts/dejavu",
+)
+
+
+def _pick_fonts() -> tuple[str, str]:
+    """(regular, bold) font names for every text of the documents."""
+    for folder in FONT_DIRS:
+        regular, bold = Path(folder, "DejaVuSans.ttf"), Path(folder, "DejaVuSans-Bold.ttf")
+        if regular.is_file() and bold.is_file():
+            try:
+                pdfmetrics.registerFont(TTFont("DejaVuSans", str(regular)))
+                pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(bold)))
+            except Exception as exc:  # an unreadable or broken file: the next, else Helvetica
+                log.warning("invoice PDFs: cannot use %s: %s", regular, exc)
+                continue
+            return "DejaVuSans", "DejaVuSans-Bold"
+    log.info("invoice PDFs: DejaVu Sans not found (%s): Helvetica, Latin-1 text only", FONT_DIRS[0])
+    return "Helvetica", "Helvetica-Bold"
+
+
+FONT, FONT_BOLD = _pick_fonts()
+# DejaVu Sans runs ~14 % wider than Helvetica (its digits are 0.636 em, Helvetica's
+# 0.556) and has a taller x-height: set a little smaller, it reads as large and the
+# layout (columns, one-line payment instructions) stays as drawn for Helvetica.
+SCALE = 0.88 if FONT == "DejaVuSans" else 1.0
+
+
+def _pt(size: float) -> float:
+    return round(size * SCALE, 2)
+
+
 TITLES = {Kind.INVOICE: "INVOICE", Kind.CREDIT_NOTE: "CREDIT NOTE", Kind.STATEMENT: "STATEMENT"}
 INK = colors.HexColor("#1f2933")
 ACCENT = colors.HexColor("#1d4e89")
@@ -44,14 +91,14 @@ ZEBRA = colors.HexColor("#f3f5f7")
 WIDTH = A4[0] - 36 * mm - 12  # inside the margins and the frame's own 6 pt padding
 
 _base = getSampleStyleSheet()["Normal"]
-NORMAL = ParagraphStyle("n", parent=_base, fontName="Helvetica", fontSize=9, leading=12)
-SMALL = ParagraphStyle("s", parent=NORMAL, fontSize=8, leading=10, textColor=colors.grey)
+NORMAL = ParagraphStyle("n", parent=_base, fontName=FONT, fontSize=_pt(9), leading=12)
+SMALL = ParagraphStyle("s", parent=NORMAL, fontSize=_pt(8), leading=10, textColor=colors.grey)
 LABEL = ParagraphStyle("l", parent=NORMAL, textColor=colors.grey)
-BOLD = ParagraphStyle("b", parent=NORMAL, fontName="Helvetica-Bold")
+BOLD = ParagraphStyle("b", parent=NORMAL, fontName=FONT_BOLD)
 RIGHT = ParagraphStyle("r", parent=NORMAL, alignment=TA_RIGHT)
-ISSUER = ParagraphStyle("i", parent=BOLD, fontSize=15, leading=19, textColor=ACCENT)
-TITLE = ParagraphStyle("t", parent=BOLD, fontSize=20, leading=24, alignment=TA_RIGHT)
-HEADING = ParagraphStyle("h", parent=BOLD, fontSize=11, leading=14, spaceBefore=6)
+ISSUER = ParagraphStyle("i", parent=BOLD, fontSize=_pt(15), leading=19, textColor=ACCENT)
+TITLE = ParagraphStyle("t", parent=BOLD, fontSize=_pt(20), leading=24, alignment=TA_RIGHT)
+HEADING = ParagraphStyle("h", parent=BOLD, fontSize=_pt(11), leading=14, spaceBefore=6)
 
 
 def amount(micros: int, decimals: int = 2) -> str:
@@ -97,7 +144,7 @@ class _NumberedCanvas(Canvas):  # type: ignore[misc]
         total = len(self._pages)
         for state in self._pages:
             self.__dict__.update(state)
-            self.setFont("Helvetica", 7.5)
+            self.setFont(FONT, _pt(7.5))
             self.setFillColor(colors.grey)
             self.setStrokeColor(RULE)
             left, right = 18 * mm + 6, A4[0] - 18 * mm - 6  # the text's edges
@@ -168,8 +215,8 @@ def _parties(inv: Invoice) -> Table:
 def _grid(rows: list[list[Any]], widths: Sequence[float], numeric_from: int) -> Table:
     table = Table(rows, colWidths=[WIDTH * w for w in widths], repeatRows=1)
     style: list[tuple[Any, ...]] = [
-        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8.5),
-        ("FONT", (0, 1), (-1, -1), "Helvetica", 9),
+        ("FONT", (0, 0), (-1, 0), FONT_BOLD, _pt(8.5)),
+        ("FONT", (0, 1), (-1, -1), FONT, _pt(9)),
         ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
         ("BACKGROUND", (0, 0), (-1, 0), ACCENT),
         ("ALIGN", (numeric_from, 0), (-1, -1), "RIGHT"),
@@ -229,9 +276,9 @@ def _totals(inv: Invoice, decimals: int) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9.5),
+                ("FONT", (0, 0), (-1, -1), FONT, _pt(9.5)),
                 ("ALIGN", (1, 0), (1, -1), "RIGHT"),
-                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 11),
+                ("FONT", (0, -1), (-1, -1), FONT_BOLD, _pt(11)),
                 ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
                 ("TOPPADDING", (0, -1), (-1, -1), 5),
             ]
@@ -256,9 +303,9 @@ def _statement_summary(inv: Invoice) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9.5),
+                ("FONT", (0, 0), (-1, -1), FONT, _pt(9.5)),
                 ("ALIGN", (1, 0), (1, -1), "RIGHT"),
-                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 10.5),
+                ("FONT", (0, -1), (-1, -1), FONT_BOLD, _pt(10.5)),
                 ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
             ]
         )
@@ -323,7 +370,7 @@ def _appendix(
          amount(sum(c.charged_micros for c in shown), 6)]
     )  # fmt: skip
     table = _grid(rows, (0.24, 0.24, 0.22, 0.12, 0.18), 3)
-    table.setStyle(TableStyle([("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 9)]))
+    table.setStyle(TableStyle([("FONT", (0, -1), (-1, -1), FONT_BOLD, _pt(9))]))
     story.append(table)
     if len(calls) > limit:
         story.append(_p(f"First {limit} of {len(calls)} calls; the CSV has them all.", SMALL))

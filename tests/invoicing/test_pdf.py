@@ -190,3 +190,38 @@ async def test_first_page_renders_to_png(books: Books, pg_url: str, tmp_path: Pa
     )
     (png,) = tmp_path.glob("p*.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+async def test_customer_names_outside_latin_1_print_as_written(
+    books: Books, tmp_path: Path
+) -> None:
+    """Polish, Czech, Romanian and Greek customers: their names, addresses and the lines'
+    descriptions print as written (DejaVu Sans embedded), not as black boxes (the PDF
+    standard Helvetica has Latin-1 only)."""
+    assert books.ledger is not None
+    await postpaid(books.ledger, "lodz")
+    name = "Łódź Telekom Sp. z o.o."
+    address = ["ul. Piotrkowska 104", "90-926 Łódź", "Příbram · Constanța · Αθήνα"]
+    await set_profile(
+        books.db,
+        "lodz",
+        {"customer_name": name, "customer_address": address, "country": "PL"},
+        who="t",
+    )
+    description = "Opłata instalacyjna – numer 22 123 45 67"
+    await add_charge(
+        books.db,
+        "lodz",
+        kind="charge",
+        description=description,
+        amount_micros=49_000_000,
+        charge_date=date(2026, 11, 3),
+        reference="setup-lodz",
+        who="t",
+    )
+    (inv,) = (await invoice_run(books, "2026-11")).issued
+    assert isinstance(inv, Invoice)
+    text = pdf_text(render_pdf(await get_invoice(books.db, inv.number, books.now())), tmp_path)
+    for written in (name, *address, description):
+        assert written in text, (written, text)
+    assert "■" not in text
