@@ -327,7 +327,10 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
         notes.append(_p(f"{tax.note} Customer VAT ID: {tax.vat_id}.", BOLD))
     elif tax.note:
         notes.append(_p(tax.note, BOLD))
-    if inv.kind is Kind.INVOICE:
+    if inv.kind is Kind.INVOICE and inv.total_micros > 0 and inv.outstanding_micros <= 0:
+        # printed again after payment (a copy for the customer's books): not "pay 0.00"
+        notes.append(_p("Paid in full: nothing is due. Thank you."))
+    elif inv.kind is Kind.INVOICE:
         due = f"{amount(inv.outstanding_micros, decimals)} {inv.currency}"
         bank = inv.issuer.get("bank")
         text = f"Please pay {due} by {_day(inv.due_at)}, quoting {inv.number}"

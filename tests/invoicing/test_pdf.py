@@ -19,6 +19,7 @@ from chargingd.invoicing.cdrs import call_detail
 from chargingd.invoicing.charges import add_charge, add_subscription
 from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.model import money
+from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.pdf import amount, render_pdf
 from chargingd.invoicing.profiles import set_profile
 from chargingd.invoicing.store import get_invoice
@@ -225,3 +226,20 @@ async def test_customer_names_outside_latin_1_print_as_written(
     for written in (name, *address, description):
         assert written in text, (written, text)
     assert "■" not in text
+
+
+async def test_a_paid_invoice_printed_again_asks_for_nothing(
+    books: Books, pg_url: str, tmp_path: Path
+) -> None:
+    """A copy printed after the payment says it is paid, not "Please pay 0.00 EUR"."""
+    inv = await _issue(books, pg_url)
+    assert "Please pay" in pdf_text(render_pdf(inv), tmp_path)
+    await add_payment(
+        books, "acme", inv.total_micros, invoice_number=inv.number, reference="bank-1", who="t"
+    )
+    paid = await get_invoice(books.db, inv.number, books.now())
+    assert paid.status == "paid"
+    text = pdf_text(render_pdf(paid), tmp_path)
+    assert "Please pay" not in text
+    assert "Paid in full: nothing is due. Thank you." in text
+    assert re.search(r"Amount due\s+0.00 EUR", text)
