@@ -9,7 +9,9 @@ those still stuck in Redis, ``a_stuck``) and the matches (``a_match``). Matching
    the live CDR's call id (Acct-Session-Id, h323-conf-id for cisco clients, the SIP
    Call-ID Kamailio sends as Acct-Session-Id), compared upper-case without spaces;
 2. then, among calls neither side matched, by caller, callee and start within the
-   tolerance: pairs that are each other's nearest (mutual best) are matched.
+   tolerance: pairs that are each other's nearest (mutual best) are matched;
+3. then a call without caller ID on one side only, by account, callee and start (an
+   empty caller is no evidence either way), mutual nearest as in 2.
 
 What stays unmatched on the switch side was never charged; what stays on the live
 side is unknown to the switch; matched pairs whose durations differ beyond both
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chargingd.assurance.charges import NOT_REPLACED
+from chargingd.assurance.charges import NO_CALLER, NOT_REPLACED
 from chargingd.assurance.model import Finding, Kind, RunParams
 from chargingd.billing.db import Conn
 
@@ -132,14 +134,47 @@ SELECT sid, lid, %(fuzzy)s FROM (
 WHERE rs = 1 AND rl = 1
 """
 
+# Then a live call without caller ID (the gateway sent no Calling-Station-Id: the
+# README's radclient example, a withheld number some gateways leave out) and a switch
+# record that has one, or the reverse: an empty caller is no evidence either way, so
+# such a pair is matched on account, callee and start (mutual nearest, as above). The
+# side without caller ID drives each join (few rows: one pass over the other table).
+_NO_CALLER = """
+INSERT INTO a_match (sid, lid, how)
+SELECT sid, lid, %(no_caller)s FROM (
+    SELECT sid, lid,
+        row_number() OVER (PARTITION BY sid ORDER BY gap, lid) AS rs,
+        row_number() OVER (PARTITION BY lid ORDER BY gap, sid) AS rl
+    FROM (
+        SELECT s.id AS sid, l.id AS lid, abs(extract(epoch FROM l.start_time - s.start_time)) AS gap
+        FROM a_live l
+        JOIN a_switch s ON s.account_id = l.account_id AND s.callee = l.callee
+            AND s.caller <> ''
+            AND s.start_time BETWEEN l.start_time - %(tol)s AND l.start_time + %(tol)s
+        WHERE l.caller = ''
+        UNION ALL
+        SELECT s.id, l.id, abs(extract(epoch FROM l.start_time - s.start_time))
+        FROM a_switch s
+        JOIN a_live l ON l.account_id = s.account_id AND l.callee = s.callee
+            AND l.caller <> ''
+            AND l.start_time BETWEEN s.start_time - %(tol)s AND s.start_time + %(tol)s
+        WHERE s.caller = ''
+    ) candidates
+    WHERE NOT EXISTS (SELECT 1 FROM a_match m WHERE m.sid = candidates.sid)
+        AND NOT EXISTS (SELECT 1 FROM a_match m WHERE m.lid = candidates.lid)
+) pairs
+WHERE rs = 1 AND rl = 1
+"""
+
 _MATCH_INDEXES = ("CREATE INDEX ON a_match (sid)", "CREATE INDEX ON a_match (lid)")
 
 _COUNTS = """
 SELECT
     (SELECT count(*) FROM a_switch),
     (SELECT count(*) FROM a_live WHERE start_time >= %(start)s AND start_time < %(end)s),
-    (SELECT count(*) FROM a_match WHERE how <> %(fuzzy)s),
-    (SELECT count(*) FROM a_match WHERE how = %(fuzzy)s)
+    (SELECT count(*) FROM a_match WHERE how <> %(fuzzy)s AND how <> %(no_caller)s),
+    (SELECT count(*) FROM a_match WHERE how = %(fuzzy)s),
+    (SELECT count(*) FROM a_match WHERE how = %(no_caller)s)
 """
 
 _UNCHARGED = """
@@ -178,25 +213,27 @@ ORDER BY l.start_time, l.id
 
 async def match(conn: Conn, scope: CallScope) -> dict[str, int]:
     """Build a_switch, a_live and a_match; the counts of what was compared and how."""
-    params = scope.sql_params() | {"fuzzy": FUZZY}
+    params = scope.sql_params() | {"fuzzy": FUZZY, "no_caller": NO_CALLER}
     await conn.execute(_SWITCH, params)
     await conn.execute(_LIVE, params)
     for statement in _INDEXES:
         await conn.execute(statement)
     await conn.execute(_BY_ID)
     await conn.execute(_FUZZY, params)
+    await conn.execute(_NO_CALLER, params)
     for statement in _MATCH_INDEXES:
         await conn.execute(statement)
     await conn.execute("ANALYZE a_match")
     cur = await conn.execute(_COUNTS, params)
     row = await cur.fetchone()
     assert row is not None
-    switch, live, by_id, fuzzy = (int(v) for v in row)
+    switch, live, by_id, fuzzy, no_caller = (int(v) for v in row)
     return {
         "switch_calls": switch,
         "live_calls": live,
         "matched_by_id": by_id,
         "matched_by_caller_callee_start": fuzzy,
+        "matched_by_callee_start_no_caller_id": no_caller,
     }
 
 

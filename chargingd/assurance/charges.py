@@ -5,8 +5,8 @@ Charged records are the live CDRs (stored or stuck) and the mediated debits of t
 period. Two of them are one call charged twice when they are the same account,
 caller and callee, start within the start tolerance and overlap in time (two
 sessions of one call, or a live call also debited from a switch file; without a
-caller ID, only records of two sources), or when one switch record matched both
-(the same id in two live sources).
+caller ID, only records of two sources, and then also with a record that has one),
+or when one switch record matched both (the same id in two live sources).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 
 from chargingd.assurance.model import Finding, Kind, RunParams
 from chargingd.billing.db import Conn
+
+# How a pair without caller ID on one side was matched (calls.py uses it too).
+NO_CALLER = "callee+start (no caller ID)"
 
 # Stuck CDRs read from Redis (live.py) are loaded here first; those the database
 # holds after all (stored, then the acknowledgement was lost) are dropped. A stuck
@@ -90,6 +93,26 @@ JOIN a_charged b ON b.account_id = a.account_id AND b.caller = a.caller
     AND b.start_time <= a.start_time + %(tol)s
     AND b.t0 < a.t1 AND a.t0 < b.t1
 WHERE a.start_time >= %(start)s AND a.start_time < %(end)s
+"""
+
+# A record without caller ID and one of another source that has it (a live call whose
+# gateway sent no Calling-Station-Id, also debited from a switch file that knows the
+# caller): one call all the same when account, callee, start and talk time agree. The
+# record without caller ID drives the join (few of them: one pass over the others);
+# the earlier of the two is ``aid``, as above.
+_NO_CALLER_PAIRS = """
+INSERT INTO a_double (aid, bid, how)
+SELECT CASE WHEN (e.start_time, e.id) < (o.start_time, o.id) THEN e.id ELSE o.id END,
+    CASE WHEN (e.start_time, e.id) < (o.start_time, o.id) THEN o.id ELSE e.id END,
+    %(no_caller)s
+FROM a_charged e
+JOIN a_charged o ON o.account_id = e.account_id AND o.callee = e.callee AND o.caller <> ''
+    AND o.source <> e.source
+    AND o.start_time BETWEEN e.start_time - %(tol)s AND e.start_time + %(tol)s
+    AND o.t0 < e.t1 AND e.t0 < o.t1
+WHERE e.caller = ''
+    AND least(e.start_time, o.start_time) >= %(start)s
+    AND least(e.start_time, o.start_time) < %(end)s
 """
 
 # One switch record matched by id to two charged live CDRs (both frontends, say).
@@ -192,6 +215,7 @@ async def doubles(
     await conn.execute("CREATE INDEX ON a_charged (account_id, caller, callee, start_time)")
     await conn.execute("ANALYZE a_charged")
     await conn.execute(_PAIRS, p)
+    await conn.execute(_NO_CALLER_PAIRS, p | {"no_caller": NO_CALLER})
     if switched:
         await conn.execute(_ID_PAIRS)
     cur = await conn.execute(_DOUBLES, {"switched": switched, "sources": sources})

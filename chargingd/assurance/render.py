@@ -99,6 +99,11 @@ def text(run: Run, *, findings: bool = True) -> str:
             f"calls: {m.get('switch_calls', 0)} on the switches, {m.get('live_calls', 0)} live;"
             f" matched {m.get('matched_by_id', 0)} by id,"
             f" {m.get('matched_by_caller_callee_start', 0)} by caller+callee+start"
+            + (
+                f", {m['matched_by_callee_start_no_caller_id']} by callee+start (no caller ID)"
+                if m.get("matched_by_callee_start_no_caller_id")
+                else ""
+            )
         )
     lines.append(f"{'KIND':<24}{'FOUND':>7}  MONEY")
     for kind in Kind:

@@ -216,7 +216,7 @@ async def test_clean_traffic_then_one_fault_of_every_kind(
     assert (code, run["counts"], run["findings"]) == (0, {}, []), run
     assert run["matching"] == {
         "switch_calls": len(clean), "live_calls": len(clean), "matched_by_id": len(clean) - 1,
-        "matched_by_caller_callee_start": 1,
+        "matched_by_caller_callee_start": 1, "matched_by_callee_start_no_caller_id": 0,
     }  # fmt: skip
 
     # -- one fault of every kind ---------------------------------------------------

@@ -7,6 +7,7 @@ import dataclasses
 
 import redis.asyncio as aioredis
 from assurance_harness import (
+    BASE_MS,
     MICROS_PER_S,
     SWITCH,
     by_kind,
@@ -35,7 +36,7 @@ async def test_clean_calls_produce_no_finding(pg_url: str, redis: aioredis.Redis
     assert outcome.findings == []
     assert outcome.matching == {
         "switch_calls": 21, "live_calls": 21, "matched_by_id": 21,
-        "matched_by_caller_callee_start": 0,
+        "matched_by_caller_callee_start": 0, "matched_by_callee_start_no_caller_id": 0,
     }  # fmt: skip
     await db.close()
 
@@ -88,7 +89,7 @@ async def test_each_call_finding_with_its_money_and_how_it_matched(
     assert double.detail["first_call_id"] == "sess-14"
     assert outcome.matching == {
         "switch_calls": 9, "live_calls": 10, "matched_by_id": 7,
-        "matched_by_caller_callee_start": 1,
+        "matched_by_caller_callee_start": 1, "matched_by_callee_start_no_caller_id": 0,
     }  # fmt: skip
     await db.close()
 
@@ -240,3 +241,47 @@ subject = "*any"
 plan = "FLAT"
 from = 2020-01-01T00:00:00Z
 """
+
+
+async def test_a_live_call_without_caller_id_still_meets_its_switch_record_and_its_double(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    """A gateway that sends no Calling-Station-Id (the README's radclient example does
+    not) leaves the live CDR without caller; the switch's own record has the caller.
+    The switch record under another id is the same call (account, callee, start), not
+    an uncharged call plus a call unknown to the switch; the same call also debited
+    from a ledger-charging file is a double charge. Without caller ID on both sides of
+    one source they stay two calls (a trunk's concurrent calls), as before."""
+    db = await BillingDB.open(pg_url)
+    anonymous = live_cdr(1, usage_s=50, caller="")
+    on_switch = switch_cdr(
+        anonymous, caller="+4930111111", call_id="SW-OTHER-1", start_ms=anonymous.start_ms - 2000
+    )
+    charged = live_cdr(2, usage_s=45, caller="")
+    debited = dataclasses.replace(
+        charged, source="pbx", call_id="pbx-2", caller="+4930111111", charge=CHARGE_MEDIATED,
+        extra={}, start_ms=charged.start_ms - 2000,
+    )  # fmt: skip
+    # Another account's debit of the same callee at the same time: not alice's call.
+    bob = dataclasses.replace(debited, call_id="pbx-bob", account_id="bob")
+    trunk = live_cdr(3, usage_s=30, caller="")
+    concurrent = dataclasses.replace(trunk, call_id="sess-3b")
+    await db.store_cdrs([anonymous, on_switch, charged, debited, bob, trunk, concurrent])
+    await db.store_cdrs([switch_cdr(trunk), switch_cdr(concurrent), switch_cdr(charged)])
+    outcome = await reconcile(context(db, redis), params(), BASE_MS + 86_400_000)
+    found = by_kind(outcome.findings)
+    assert set(found) == {Kind.DOUBLE_CHARGE}, outcome.findings
+    (double,) = found[Kind.DOUBLE_CHARGE]
+    # The switch (record_only) matched the live call: the ledger file's debit is the extra.
+    assert (double.source, double.call_id, double.money_micros) == (
+        "pbx",
+        "pbx-2",
+        -45 * MICROS_PER_S,
+    )
+    assert double.detail["first_call_id"] == "sess-2"
+    assert double.matched_by == "callee+start (no caller ID)"
+    assert outcome.matching == {
+        "switch_calls": 4, "live_calls": 4, "matched_by_id": 3,
+        "matched_by_caller_callee_start": 0, "matched_by_callee_start_no_caller_id": 1,
+    }  # fmt: skip
+    await db.close()
