@@ -106,7 +106,35 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is None or name == only:
             configure_fn: Configure = resolve(configure)
             configure_fn(name, sp)
+            _config_after_actions(sp)
     return parser
+
+
+def _config_after_actions(parser: argparse.ArgumentParser) -> None:
+    """A command's ``--config`` (and ``ctl --json``) also after its action: ``chargingd
+    invoice run --period 2026-11 --config my.toml``, ``chargingd ctl session list
+    --json``, as operators type them; argparse stopped with "unrecognized arguments".
+    SUPPRESS keeps the value given before the action when none is given after it."""
+    given = {o for a in parser._actions for o in a.option_strings} & {"--config", "--json"}
+    todo = [parser] if given else []
+    while todo:
+        current = todo.pop()
+        for action in current._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for child in action.choices.values():
+                has = {o for a in child._actions for o in a.option_strings}
+                if "--config" in given - has:
+                    child.add_argument(
+                        "--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="TOML config file (also accepted before the action)",
+                    )  # fmt: skip
+                if "--json" in given - has:
+                    child.add_argument(
+                        "--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the raw JSON result",
+                    )  # fmt: skip
+                todo.append(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

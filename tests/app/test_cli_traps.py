@@ -119,3 +119,37 @@ async def test_ctl_into_a_closed_pipe_ends_quietly(admin: Harness) -> None:
         assert len(out.decode().splitlines()) == 1
         # 141 = 128 + SIGPIPE, as coreutils report it; 0 when the writes raced ahead of head.
         assert text.strip().splitlines()[-1] in ("ctl=141", "ctl=0"), text
+
+
+async def test_config_and_json_also_after_the_action(admin: Harness, tmp_path: Path) -> None:
+    """`chargingd invoice run --period 2026-11 --config C`, `ctl account get ID --config
+    C --json`: options of the command typed after its action, as operators type them,
+    were "unrecognized arguments" (exit 2)."""
+    await admin.ledger.create_account("late-opts", mode=Mode.PREPAID, currency="EUR", who="t")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[admin]\nsocket_path = "{admin.path}"\n'
+        '[billing]\ndb_url = "postgresql://u@db.example.invalid/bills"\n'
+    )
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await run(
+        "ctl", "account", "get", "late-opts", "--config", str(config), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["id"] == "late-opts"
+    code, out, err = await run("ctl", "--config", str(config), "account", "get", "late-opts")
+    assert code == 0 and "late-opts" in out and not out.startswith("{"), err  # a table
+    code, out, err = await run("db", "url", "--config", str(config))
+    assert (code, out.strip()) == (0, "postgresql://u@db.example.invalid/bills"), err
+    # Given after the action, it wins over the one before it (the default here).
+    code, out, err = await run(
+        "db", "--config", "/nonexistent.toml", "url", "--config", str(config)
+    )
+    assert (code, out.strip()) == (0, "postgresql://u@db.example.invalid/bills"), err
