@@ -257,10 +257,15 @@ def _lines(inv: Invoice, decimals: int) -> Table:
 
 def _totals(inv: Invoice, decimals: int) -> Table:
     cur = inv.currency
-    vat = "VAT" if inv.tax.mode is TaxMode.STANDARD else "VAT (0 %)"
+    vat = f"VAT {percent(inv.tax.rate_ppm)} %"
+    if (
+        inv.tax.mode is not TaxMode.STANDARD
+    ):  # no VAT charged, and why ("VAT (0 %) 0 %" was printed)
+        why = "reverse charge" if inv.tax.mode is TaxMode.REVERSE_CHARGE else "exempt"
+        vat = f"VAT 0 % ({why})"
     rows = [
         ["Subtotal", f"{amount(inv.subtotal_micros, decimals)} {cur}"],
-        [f"{vat} {percent(inv.tax.rate_ppm)} %", f"{amount(inv.tax_micros, decimals)} {cur}"],
+        [vat, f"{amount(inv.tax_micros, decimals)} {cur}"],
         [
             "Total credited" if inv.kind is Kind.CREDIT_NOTE else "Total",
             f"{amount(inv.total_micros, decimals)} {cur}",

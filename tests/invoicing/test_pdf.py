@@ -179,6 +179,9 @@ async def test_reverse_charge_and_credit_note_pdfs(
     assert "Reverse charge: VAT to be accounted for by the recipient" in flat
     assert "Customer VAT ID: FR40303265045" in flat
     assert re.search(r"Total\s+10.00 EUR", text) and "Page 1 of 1" in text
+    # The VAT line says none is charged and why (it read "VAT (0 %) 0 %").
+    assert re.search(r"VAT 0 % \(reverse charge\)\s+0.00 EUR", text), text
+    assert "VAT (0 %)" not in text
 
 
 async def test_first_page_renders_to_png(books: Books, pg_url: str, tmp_path: Path) -> None:
