@@ -333,8 +333,14 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
     elif tax.note:
         notes.append(_p(tax.note, BOLD))
     if inv.kind is Kind.INVOICE and inv.total_micros > 0 and inv.outstanding_micros <= 0:
-        # printed again after payment (a copy for the customer's books): not "pay 0.00"
-        notes.append(_p("Paid in full: nothing is due. Thank you."))
+        # printed again once settled (a copy for the customer's books): not "pay 0.00"
+        if not inv.credited_micros:
+            settled = "Paid in full: nothing is due. Thank you."
+        elif not inv.paid_micros:
+            settled = f"Credited in full ({', '.join(inv.credit_notes)}): nothing is due."
+        else:
+            settled = "Settled by payments and credit notes: nothing is due. Thank you."
+        notes.append(_p(settled))
     elif inv.kind is Kind.INVOICE:
         due = f"{amount(inv.outstanding_micros, decimals)} {inv.currency}"
         bank = inv.issuer.get("bank")

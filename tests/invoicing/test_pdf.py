@@ -231,6 +231,19 @@ async def test_customer_names_outside_latin_1_print_as_written(
     assert "■" not in text
 
 
+async def _issue_for(books: Books, pg_url: str, account: str) -> Invoice:
+    """A one-line invoice (a setup fee) of another account in 2026-11."""
+    assert books.ledger is not None
+    await postpaid(books.ledger, account)
+    await add_charge(
+        books.db, account, kind="charge", description="Setup fee", amount_micros=20_000_000,
+        charge_date=date(2026, 11, 5), reference=f"setup-{account}", who="t",
+    )  # fmt: skip
+    (inv,) = (await invoice_run(books, "2026-11", account_id=account)).issued
+    assert isinstance(inv, Invoice)
+    return await get_invoice(books.db, inv.number, books.now())
+
+
 async def test_a_paid_invoice_printed_again_asks_for_nothing(
     books: Books, pg_url: str, tmp_path: Path
 ) -> None:
@@ -246,3 +259,11 @@ async def test_a_paid_invoice_printed_again_asks_for_nothing(
     assert "Please pay" not in text
     assert "Paid in full: nothing is due. Thank you." in text
     assert re.search(r"Amount due\s+0.00 EUR", text)
+    # Credited in full instead: it says so, not "paid".
+    other = await _issue_for(books, pg_url, "beta")
+    note = await credit_note(books, other.number, other.total_micros, "service never delivered")
+    credited = pdf_text(
+        render_pdf(await get_invoice(books.db, other.number, books.now())), tmp_path
+    )
+    assert f"Credited in full ({note.number}): nothing is due." in credited
+    assert "Please pay" not in credited and "Paid in full" not in credited
