@@ -187,7 +187,8 @@ def _facts(inv: Invoice) -> list[tuple[str, str]]:
     if inv.kind is Kind.INVOICE:
         facts.insert(2, ("Due date", _day(inv.due_at)))
     if inv.refers_to:
-        facts.insert(2, ("Corrects invoice", inv.refers_to))
+        label = "Credit applied to" if inv.kind is Kind.INVOICE else "Corrects invoice"
+        facts.insert(2, (label, inv.refers_to))
     return facts
 
 
@@ -341,6 +342,11 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
         else:
             settled = "Settled by payments and credit notes: nothing is due. Thank you."
         notes.append(_p(settled))
+    elif inv.kind is Kind.INVOICE and inv.total_micros < 0:
+        # the corrections of earlier periods exceed this period's charges: a credit
+        credit = f"{amount(-inv.total_micros, decimals)} {inv.currency}"
+        where = f"settles invoice {inv.refers_to}" if inv.refers_to else "stays on your account"
+        notes.append(_p(f"Nothing to pay: the credit of {credit} {where}."))
     elif inv.kind is Kind.INVOICE:
         due = f"{amount(inv.outstanding_micros, decimals)} {inv.currency}"
         bank = inv.issuer.get("bank")

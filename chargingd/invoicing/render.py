@@ -45,7 +45,9 @@ def invoice_text(inv: Invoice, decimals: int = 2) -> str:
             f" {s['adjustments']}  calls -{s['call_debits']}  other {s['other']}"
             f"  closing {s['closing_balance']} {cur}"
         )
-    if inv.refers_to:
+    if inv.refers_to and inv.kind is Kind.INVOICE:  # a negative invoice's credit
+        out.append(f"  credit applied to {inv.refers_to}")
+    elif inv.refers_to:
         out.append(f"  corrects {inv.refers_to}: {inv.reason}")
     return "\n".join(out) + "\n"
 

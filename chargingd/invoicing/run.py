@@ -14,10 +14,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chargingd.billing.db import Conn
-from chargingd.invoicing import charges, issue, postings, statements, tax, usage
+from chargingd.invoicing import charges, issue, postings, statements, store, tax, usage
 from chargingd.invoicing.build import Correction, Inputs, Rerate, invoice_draft
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import (
@@ -246,6 +246,19 @@ def _zero_refused(books: Books, draft: Draft, profile: Profile) -> str | None:
     return None
 
 
+async def _settling(conn: Conn, draft: Draft) -> Draft:
+    """A negative invoice (the corrections of earlier periods exceed what its own period
+    charges) refers to the account's oldest invoice still owed: its credit lowers that
+    invoice's outstanding as a credit note's would, so dunning does not suspend for money
+    the customer no longer owes. With nothing owed the credit stays on the account (its
+    ledger balance, as the invoice's posting moves it either way)."""
+    owed = await store.oldest_owed(conn, draft.account_id)
+    if owed is None:
+        return draft
+    invoice_id, number = owed
+    return replace(draft, refers_to=invoice_id, reason=f"credit applied to invoice {number}")
+
+
 async def _issue_batch(
     books: Books,
     kind: Kind,
@@ -274,6 +287,8 @@ async def _issue_batch(
             if why is not None or draft is None:
                 skipped.append((why or "nothing to report", acc.id))
                 continue
+            if draft.kind is Kind.INVOICE and draft.total_micros < 0:
+                draft = await _settling(conn, draft)
             drafts.append(draft)
         if result.dry_run:
             return drafts

@@ -158,3 +158,17 @@ async def overdue(
 
     result: dict[str, list[tuple[str, datetime, int]]] = await db.run(work)
     return result
+
+
+async def oldest_owed(conn: Conn, account_id: str) -> tuple[int, str] | None:
+    """The account's oldest invoice with something still owed on it: (id, number)."""
+    cur = await conn.execute(
+        "SELECT o.id, o.number FROM (SELECT i.id, i.number, i.due_at, i.total_micros"
+        "   - coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0)"
+        "   + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)"
+        "   AS owed FROM invoices i WHERE i.kind = 'invoice' AND i.account_id = %s) o"
+        " WHERE o.owed > 0 ORDER BY o.due_at, o.id LIMIT 1",
+        (account_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))

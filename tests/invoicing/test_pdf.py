@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid
+from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid, query
 
 from chargingd.invoicing import Books, Invoice, invoice_run
 from chargingd.invoicing.cdrs import call_detail
@@ -20,7 +20,7 @@ from chargingd.invoicing.charges import add_charge, add_subscription
 from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.model import money
 from chargingd.invoicing.payments import add_payment
-from chargingd.invoicing.pdf import amount, render_pdf
+from chargingd.invoicing.pdf import FONT, amount, render_pdf
 from chargingd.invoicing.profiles import set_profile
 from chargingd.invoicing.store import get_invoice
 from chargingd.ledger import Ledger
@@ -196,6 +196,9 @@ async def test_first_page_renders_to_png(books: Books, pg_url: str, tmp_path: Pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.skipif(
+    FONT != "DejaVuSans", reason="DejaVu Sans is not installed (Debian: fonts-dejavu-core)"
+)
 async def test_customer_names_outside_latin_1_print_as_written(
     books: Books, tmp_path: Path
 ) -> None:
@@ -267,3 +270,29 @@ async def test_a_paid_invoice_printed_again_asks_for_nothing(
     )
     assert f"Credited in full ({note.number}): nothing is due." in credited
     assert "Please pay" not in credited and "Paid in full" not in credited
+
+
+async def test_a_negative_invoice_says_nothing_to_pay_and_which_invoice_it_credits(
+    books: Books, pg_url: str, tmp_path: Path
+) -> None:
+    """A rerate refunded more of November's calls than December charges: December's
+    invoice is a credit applied to November's, and its PDF asks for nothing (it read
+    'Please pay 0.00 EUR')."""
+    assert books.ledger is not None
+    await postpaid(books.ledger, "negpdf")
+    await load_cdrs(pg_url, [cdr(1, "negpdf", at(10), charged_micros=1_000_000)])
+    nov = (await invoice_run(books, "2026-11")).issued[0]
+    await query(
+        pg_url,
+        "INSERT INTO rerate_runs (run_id, from_time, to_time, plan, who, reason, cdrs,"
+        " changed_cdrs) VALUES ('rr-p', now(), now(), '', 't', 't', 1, 1);"
+        "INSERT INTO rerate_adjustments (run_id, account_id, currency, cdrs, old_cost_micros,"
+        " new_cost_micros, amount_micros, txn_id, applied_at) VALUES ('rr-p', 'negpdf', 'EUR',"
+        " 1, 1000000, 400000, 600000, 'rr-p:x', '2026-12-05T10:00:00Z')",
+    )
+    dec = (await invoice_run(books, "2026-12")).issued[0]
+    stored = await get_invoice(books.db, dec.number, books.now())
+    text = pdf_text(render_pdf(stored), tmp_path)
+    assert "Please pay" not in text
+    assert f"Nothing to pay: the credit of 0.71 EUR settles invoice {nov.number}." in text
+    assert re.search(rf"Credit applied to\s+{nov.number}", text), text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 
 import psycopg
 import pytest
@@ -22,7 +22,10 @@ from invoicing_harness import (
 from chargingd.invoicing import Books, Invoice, PeriodError, Refused, invoice_run
 from chargingd.invoicing.charges import add_charge, add_subscription, list_charges
 from chargingd.invoicing.model import Kind
+from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.profiles import set_profile
+from chargingd.invoicing.render import invoice_text
+from chargingd.invoicing.store import get_invoice, overdue
 from chargingd.invoicing.tax import TaxMode
 from chargingd.ledger import Ledger
 
@@ -388,3 +391,63 @@ async def test_a_period_not_over_is_refused(books: Books, ledger: Ledger) -> Non
         await invoice_run(books, "2027-03", account_id="early")
     result = await invoice_run(books, "2027-03")
     assert result.skipped == {"period not over yet": ["early"]}
+
+
+async def _refund_november(pg_url: str, account_id: str, amount_micros: int) -> None:
+    """A rerate, applied after November was invoiced, that lowered its calls."""
+    await query(
+        pg_url,
+        "INSERT INTO rerate_runs (run_id, from_time, to_time, plan, who, reason, cdrs,"
+        " changed_cdrs) VALUES ('rr-neg', now(), now(), '', 't', 't', 1, 1);"
+        "INSERT INTO rerate_adjustments (run_id, account_id, currency, cdrs, old_cost_micros,"
+        f" new_cost_micros, amount_micros, txn_id, applied_at) VALUES ('rr-neg', '{account_id}',"
+        f" 'EUR', 1, 1000000, {1_000_000 - amount_micros}, {amount_micros}, 'rr-neg:x',"
+        " '2026-12-05T10:00:00Z')",
+    )
+
+
+async def test_a_negative_invoice_credits_the_oldest_invoice_still_owed(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """November invoiced 1.19 and unpaid; a rerate then refunded 0.60 of its calls and
+    December has nothing else: December's invoice is -0.71 (0.60 + 19 % VAT). Its credit
+    lowers November's outstanding to 0.48, so dunning asks for 0.48, not 1.19 (before,
+    November stayed owed in full and December read 'paid')."""
+    await postpaid(ledger, "neg")
+    await load_cdrs(pg_url, [cdr(1, "neg", at(10), charged_micros=1_000_000)])
+    nov = (await invoice_run(books, "2026-11")).issued[0]
+    assert nov.total_micros == 1_190_000
+    await _refund_november(pg_url, "neg", 600_000)
+    dec = (await invoice_run(books, "2026-12")).issued[0]
+    assert dec.kind is Kind.INVOICE and dec.total_micros == -710_000
+    now = books.now()
+    dec_read = await get_invoice(books.db, dec.number, now)
+    assert dec_read.refers_to == nov.number
+    nov_read = await get_invoice(books.db, nov.number, now)
+    assert (nov_read.credited_micros, nov_read.outstanding_micros) == (710_000, 480_000)
+    assert nov_read.status != "paid"
+    far = now + timedelta(days=400)
+    assert await overdue(books.db, far, "neg") == {"neg": [(nov.number, nov.due_at, 480_000)]}
+    text = invoice_text(dec_read)
+    assert f"credit applied to {nov.number}" in text
+    await add_payment(books, "neg", 480_000, invoice_number=nov.number, reference="neg-1", who="t")
+    assert (await get_invoice(books.db, nov.number, now)).status == "paid"
+    assert await overdue(books.db, far, "neg") == {}
+
+
+async def test_a_negative_invoice_with_nothing_owed_keeps_its_credit_on_the_account(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    await postpaid(ledger, "negpaid")
+    await load_cdrs(pg_url, [cdr(1, "negpaid", at(10), charged_micros=1_000_000)])
+    nov = (await invoice_run(books, "2026-11")).issued[0]
+    await add_payment(
+        books, "negpaid", nov.total_micros, invoice_number=nov.number, reference="np-1",
+        who="t",
+    )  # fmt: skip
+    await _refund_november(pg_url, "negpaid", 600_000)
+    dec = (await invoice_run(books, "2026-12")).issued[0]
+    assert dec.total_micros == -710_000
+    assert (await get_invoice(books.db, dec.number, books.now())).refers_to is None
+    assert (await get_invoice(books.db, nov.number, books.now())).credited_micros == 0
+    assert await overdue(books.db, books.now() + timedelta(days=400), "negpaid") == {}
