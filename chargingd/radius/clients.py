@@ -26,6 +26,7 @@ class RadiusClient:
     cisco: bool = True
     cisco_leg: str = "originate"  # h323-call-origin charged; "all" = every leg
     coa_port: int = 3799
+    coa_address: str = ""  # "" = the call's gateway (NAS-IP-Address, else the source)
     require_message_authenticator: bool = True
     cut_backend: str = "rfc5176"  # or "kamailio_jsonrpc" (radius/kamailio_rpc.py)
     jsonrpc_url: str = ""
@@ -44,6 +45,7 @@ class RadiusClient:
             cisco=cfg.flavour == "cisco",
             cisco_leg=cfg.cisco_leg,
             coa_port=cfg.coa_port,
+            coa_address=cfg.coa_address,
             require_message_authenticator=(
                 radius.require_message_authenticator if require is None else require
             ),

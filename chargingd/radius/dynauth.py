@@ -205,6 +205,8 @@ class DynamicAuthClient:
 def _destination(client: RadiusClient | None, gateway: str) -> Address | None:
     if client is None or not client.coa_port:
         return None
+    if client.coa_address:  # the operator's own route (validated at start)
+        return (client.coa_address, client.coa_port)
     try:
         ipaddress.ip_address(gateway)
     except ValueError:

@@ -138,6 +138,7 @@ CLIENT_SPECIAL: dict[str, Any] = {
     "credit_mode": "own_timer",
     "cut_backend": "kamailio_jsonrpc",
     "jsonrpc_url": "http://127.0.0.2:5071/RPC",
+    "coa_address": "127.0.0.9",
 }
 
 
@@ -307,6 +308,7 @@ def _client_as_configured(c: Any) -> dict[str, Any]:
         "default_account": c.default_account,
         "lookup": list(c.lookup),
         "coa_port": c.coa_port,
+        "coa_address": c.coa_address,
         "flavour": "cisco" if c.cisco else "generic",
         "cisco_leg": c.cisco_leg,
         "require_message_authenticator": c.require_message_authenticator,

@@ -843,3 +843,29 @@ async def test_intake_queue_behaves_as_asyncio_queue() -> None:
     await asyncio.wait_for(joined, 1)
     with pytest.raises(ValueError):
         queue.task_done()
+
+
+async def test_coa_address_routes_disconnects_of_a_gateway_behind_nat() -> None:
+    """A gateway whose NAS-IP-Address chargingd cannot reach (behind NAT: 10.255.255.1
+    here, never sent to) is cut at the client's coa_address; the request still names
+    the gateway's own NAS-IP-Address, which its RFC 5176 handler matches."""
+    peer = await UdpPeer.open()
+    gw = TestGateway(peer, SECRET.encode())
+    clients = [dict(CLIENTS[0], coa_port=peer.port, coa_address="127.0.0.1")]
+    table = ClientTable.from_config(radius_config(clients=clients))
+    client = DynamicAuthClient(table, timeout_s=0.05, retries=2)
+    await client.start()
+    try:
+        ref = SessionRef("leg-9", "alice", "10.255.255.1", "cisco-gw")
+        assert await client.disconnect(ref, "credit exhausted")
+        assert gw.requests[0]["NAS-IP-Address"] == ["10.255.255.1"]
+        assert gw.requests[0]["Acct-Session-Id"] == ["leg-9"]
+        assert client.counters.unroutable == 0
+    finally:
+        await client.close()
+        await gw.close()
+
+
+def test_coa_address_must_be_an_ip_literal() -> None:
+    with pytest.raises(ValueError, match="coa_address must be an IP literal"):
+        radius_config(clients=[dict(CLIENTS[0], coa_address="sbc.example")])

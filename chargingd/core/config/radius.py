@@ -58,6 +58,11 @@ class RadiusClientConfig:
     lookup: tuple[str, ...] = _LOOKUPS
     # RFC 5176 Dynamic Authorization port on the gateway; 0 = no Disconnect/CoA.
     coa_port: int = 3799
+    # Where Disconnect/CoA-Requests go, an IP literal; "" = the call's gateway (its
+    # NAS-IP-Address, else the address its packets came from). For a gateway whose
+    # NAS-IP-Address is not reachable from chargingd (NAT, a private or loopback
+    # identity, an SBC cluster answering RFC 5176 on one address).
+    coa_address: str = ""
     # "cisco" adds the h323-* VSAs (vendor 9) to replies; "generic" sends RFC attributes only.
     flavour: str = "cisco"
     # Cisco gateways account each call leg apart, all legs sharing h323-conf-id (the
@@ -94,6 +99,14 @@ class RadiusClientConfig:
             raise ValueError(f"client {self.name!r}: lookup items must be user, ani or default")
         if not 0 <= self.coa_port <= 65535:
             raise ValueError(f"client {self.name!r}: coa_port must be 0..65535")
+        if self.coa_address:
+            try:
+                ipaddress.ip_address(self.coa_address)
+            except ValueError:
+                raise ValueError(
+                    f"client {self.name!r}: coa_address must be an IP literal,"
+                    f" not {self.coa_address!r}"
+                ) from None
         if self.flavour not in ("cisco", "generic"):
             raise ValueError(f"client {self.name!r}: flavour must be cisco or generic")
         if self.cisco_leg not in ("originate", "answer", "all"):
