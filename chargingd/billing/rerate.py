@@ -2,7 +2,8 @@
 
 The report compares each answered CDR's stored cost with its price under the
 account's current tariff (as live credit control picks it: [rating] plans, or
-default_plan) or a given plan, and what the ledger would move (rerate_model: only
+default_plan; a mediation source's own ``plan`` for that source's CDRs, as mediation
+priced them) or a given plan, and what the ledger would move (rerate_model: only
 the difference to what each call charged; never a refund of money never taken). With
 ``--apply`` one run records the new costs and one charge row per moving call, then
 the ledger moves each call's charge once (rerate_apply); an interrupted run is
@@ -63,6 +64,7 @@ __all__ = [
     "post_pending",
     "record",
     "rerate",
+    "source_rating",
     "target_charge",
 ]
 
@@ -77,12 +79,18 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="end", required=True, metavar="DATE",
                         help="last day, included (or an exclusive ISO date-time)")  # fmt: skip
     parser.add_argument("--account", metavar="ID", help="only this account")
-    parser.add_argument("--plan", metavar="PATH", help="price with this plan, not each account's")
+    parser.add_argument(
+        "--plan", metavar="PATH", help="price with this plan, not each account's (or source's)"
+    )
     parser.add_argument("--apply", action="store_true", help="record new costs, adjust ledger")
     parser.add_argument("--reason", default="rerate", help="why, recorded with the run")
     parser.add_argument("--who", default="rerate", help="operator recorded in the ledger audit")
-    parser.add_argument("--tenant", default="", help="rating tenant (default: the plan's)")
-    parser.add_argument("--category", default="call", help="rating category")
+    parser.add_argument(
+        "--tenant", default="", help="rating tenant (default: the source's, else the plan's)"
+    )
+    parser.add_argument(
+        "--category", default="", help="rating category (default: the source's, else call)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -108,6 +116,7 @@ async def rerate(
     report = await compute(
         db, plan_for, start=start, end=end, account_id=args.account,
         plan_label=args.plan or "", tenant=args.tenant, category=args.category,
+        source_rating=source_rating(cfg),
     )  # fmt: skip
     run_id: str | None = None
     if args.apply:
@@ -123,8 +132,15 @@ def needs_ledger(args: argparse.Namespace) -> bool:
     return bool(args.apply or not args.plan)
 
 
+def source_rating(cfg: Config) -> dict[str, tuple[str, str]]:
+    """Each mediation source's (tenant, category): what mediation priced its calls with."""
+    return {name: (src.tenant, src.category) for name, src in cfg.mediation.sources.items()}
+
+
 def make_plan_resolver(cfg: Config, ledger: Ledger | None, plan_path: str | None) -> PlanFor:
-    """Plan per account: the given file, else the account's tariff, else the default."""
+    """Plan per CDR: the given file; else, for a mediation source with its own ``plan``,
+    that plan (mediation priced its calls with it, whatever the account's tariff); else
+    the account's tariff as live credit control picks it, else the default plan."""
     loaded: dict[str, TariffPlan] = {}
     by_account: dict[str, str] = {}
 
@@ -133,9 +149,12 @@ def make_plan_resolver(cfg: Config, ledger: Ledger | None, plan_path: str | None
             loaded[path] = load_plan(path)  # a broken plan file stops the run
         return loaded[path]
 
-    async def plan_for(account_id: str) -> TariffPlan | None:
+    async def plan_for(account_id: str, source: str) -> TariffPlan | None:
         if plan_path:
             return plan_at(plan_path)
+        mediated = cfg.mediation.sources.get(source)
+        if mediated is not None and mediated.plan:
+            return plan_at(cfg.rating.plan_named(mediated.plan)[1])  # as mediation picks it
         if account_id not in by_account:
             tariff = ""
             if ledger is not None:

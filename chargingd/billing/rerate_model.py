@@ -21,7 +21,7 @@ unrated, the reason in ``errors``), as live credit control refuses such a tariff
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,7 +32,8 @@ from chargingd.core.money import format_amount
 from chargingd.rating.durations import billed_seconds, seconds_to_ns
 from chargingd.rating.plan import TariffPlan
 
-PlanFor = Callable[[str], Awaitable[TariffPlan | None]]
+# (account id, the CDR's source) -> the plan that prices it now, None: no plan
+PlanFor = Callable[[str, str], Awaitable[TariffPlan | None]]
 
 
 class RerateError(Exception):
@@ -190,9 +191,15 @@ async def compute(
     account_id: str | None = None,
     plan_label: str = "",
     tenant: str = "",
-    category: str = "call",
+    category: str = "",
+    source_rating: Mapping[str, tuple[str, str]] | None = None,
 ) -> Report:
-    """Price the answered CDRs started in [start, end) again; change nothing."""
+    """Price the answered CDRs started in [start, end) again; change nothing.
+
+    ``source_rating``: a mediation source's (tenant, category), used for its CDRs
+    when ``tenant`` / ``category`` are not given (mediation priced them with those);
+    any other CDR is priced with the plan's tenant and category "call".
+    """
     if end <= start:
         raise RerateError("--to must be after --from")
     report = Report(start, end, account_id, plan_label)
@@ -205,7 +212,10 @@ async def compute(
         diff = report.accounts.setdefault(
             (row.account_id, row.currency), AccountDiff(row.account_id, row.currency)
         )
-        price = await _price(report, diff, plan_for, row, tenant, category)
+        own_tenant, own_category = (source_rating or {}).get(row.source, ("", ""))
+        price = await _price(
+            report, diff, plan_for, row, tenant or own_tenant, category or own_category or "call"
+        )
         if price is None:
             continue
         new_cost, billed_s = price
@@ -230,7 +240,7 @@ async def _price(
     report: Report, diff: AccountDiff, plan_for: PlanFor, row: _Row, tenant: str, category: str
 ) -> tuple[int, int] | None:
     """(new cost, billed seconds), or None counted as unrated."""
-    plan = await plan_for(row.account_id)
+    plan = await plan_for(row.account_id, row.source)
     if plan is None:
         diff.unrated += 1
         report.errors["no tariff plan"] = report.errors.get("no tariff plan", 0) + 1

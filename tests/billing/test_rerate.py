@@ -286,6 +286,50 @@ async def test_cli_a_plan_that_cannot_load_is_exit_2_and_changes_nothing(
 
 
 @pytest.mark.slow
+async def test_cli_a_mediation_source_with_its_own_plan_is_priced_with_it(
+    redis_server: EmbeddedRedis, ledger: Ledger, pg_url: str, tmp_path: Path
+) -> None:
+    """Mediation prices a source's calls with its `plan` (and its category), whatever
+    the account's tariff. A rerate re-priced them with the account's plan (here the
+    default plan) instead, and --apply moved the difference: a run meant for a price
+    change of the retail plan refunded or debited every mediated call of the source."""
+    own = _plan(tmp_path, "pbx-own", "0.60").read_text()  # the stored price: no change
+    (tmp_path / "own.toml").write_text(
+        own.replace('plan = "P"', 'plan = "P"\ncategory = "wholesale"')
+    )
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n'
+        f'[rating]\ndefault_plan = "{_plan(tmp_path, "retail", "0.012")}"\n'
+        f'[mediation.sources.pbx]\nformat = "asterisk"\ncharge = "ledger"\n'
+        f'plan = "{tmp_path / "own.toml"}"\ncategory = "wholesale"\n'
+    )
+    db = await BillingDB.open(pg_url)
+    try:
+        mediated = [
+            make_cdr(
+                i,
+                source="pbx",
+                account_id="acct-0",
+                charge="mediated_debit",
+                charged_micros=make_cdr(i).cost_micros,
+            )
+            for i in range(0, 9, 3)
+        ]
+        live = [live_cdr(i) for i in range(9, 18, 3)]  # acct-0 too: the default plan
+        assert await db.store_cdrs([*mediated, *live]) == 6
+    finally:
+        await db.close()
+    applied = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30", "--apply")
+    assert applied["changed_cdrs"] == 3, applied  # the live calls only
+    (account,) = applied["accounts"]
+    assert account["cdrs"] == 6 and account["unrated"] == 0, account
+    refund = sum(c.duration_s * (10_000 - 200) for c in live)
+    assert (await ledger.get_account("acct-0")).balance_micros == refund
+
+
+@pytest.mark.slow
 async def test_cli_report_apply_and_reapply(
     db: BillingDB,
     ledger: Ledger,
