@@ -75,6 +75,10 @@ class Normaliser:
         self.name = name
         self.source = source
         self.clock = LocalClock(source.time_zone)
+        # A csv mapping without an end column: the end is start + duration, else
+        # answer (or start) + billsec, in UTC (never wall-clock time across a DST change).
+        self._end_computed = source.format == "csv" and "end" not in source.mapping
+        self._answer = "answer" in source.mapping
         self._country_code = ""
         if source.default_country:
             code = phonenumbers.country_code_for_region(source.default_country.upper())
@@ -98,6 +102,8 @@ class Normaliser:
         start_ms, answer_ms, end_ms = self.clock.resolve(
             raw.start, raw.answer, raw.end, talk_s=raw.talk_s, total_s=raw.total_s
         )
+        if not end_ms and self._end_computed:
+            start_ms, answer_ms, end_ms = _computed_end(raw, start_ms, answer_ms, self._answer)
         if not end_ms:
             raise RowError("no end time")
         start_ms = start_ms or answer_ms or end_ms
@@ -298,3 +304,24 @@ def raw_time(ms: int) -> str:
 def utc_datetime(ms: int) -> datetime:
     """An aware UTC datetime for epoch ms (what the rating engine takes)."""
     return _EPOCH_UTC + timedelta(milliseconds=ms)
+
+
+def _computed_end(
+    raw: RawCall, start_ms: int, answer_ms: int, has_answer: bool
+) -> tuple[int, int, int]:
+    """(start, answer, end) of a csv row whose mapping has no end column.
+
+    The end is start + duration (the whole call), else answer + billsec, else (no
+    answer: an unanswered call, or a mapping without an answer column) start +
+    billsec. Without an answer column, a call with billsec > 0 was answered billsec
+    before its end, as for a row with an end column: at its start when there is no
+    duration either."""
+    if start_ms and raw.total_s is not None:
+        end_ms = start_ms + raw.total_s * 1000
+    elif raw.talk_s is not None and (answer_ms or start_ms):
+        end_ms = (answer_ms or start_ms) + raw.talk_s * 1000
+    else:
+        return start_ms, answer_ms, 0
+    if not has_answer and raw.talk_s:
+        answer_ms = end_ms - raw.talk_s * 1000
+    return start_ms, answer_ms, end_ms

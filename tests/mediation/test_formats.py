@@ -441,6 +441,52 @@ def test_generic_csv_bad_rows(row: str, reason: str) -> None:
     assert item.reason == reason
 
 
+def _csv_calls(mapping: dict[str, str | int], *lines: str) -> list[Call]:
+    source = de(format="csv", header=False, time_format="%Y-%m-%d %H:%M:%S", mapping=mapping)
+    items = [item for _, item in normalised(list(lines), "src", source)]
+    assert all(isinstance(item, Call) for item in items), items
+    return [item for item in items if isinstance(item, Call)]
+
+
+def test_generic_csv_without_an_end_column_computes_the_end_in_utc() -> None:
+    """Many CDR exports give a start and a duration (or an answer and a billsec), no
+    end: the config was refused ("needs mapping for end"). The end is computed on the
+    UTC clock: across the Berlin fall-back night (2026-10-25, 03:00 CEST -> 02:00 CET)
+    a call from 01:50 CEST lasting 4800 s ends at 02:10 CET (01:10 UTC), not at a
+    wall-clock 03:10."""
+    start_duration = {"call_id": 0, "callee": 1, "start": 2, "duration": 3, "billsec": 4}
+    night, unanswered = _csv_calls(
+        start_duration,
+        "n1,+498912345678,2026-10-25 01:50:00,4800,4790\n",
+        "n2,+498912345678,2026-10-25 01:55:00,20,0\n",
+    )
+    check(
+        night,
+        start_ms=ms("2026-10-24 23:50:00"),
+        answer_ms=ms("2026-10-25 01:10:00") - 4_790_000,  # billsec before the end
+        end_ms=ms("2026-10-25 01:10:00"),
+        duration_s=4790,
+        status="normal",
+    )
+    check(unanswered, end_ms=ms("2026-10-24 23:55:20"), answer_ms=0, status="unanswered")
+    # answer + billsec: the end is the answer + billsec; an empty answer is unanswered.
+    answer_billsec = {"call_id": 0, "callee": 1, "start": 2, "answer": 3, "billsec": 4}
+    answered, busy = _csv_calls(
+        answer_billsec,
+        "a1,+498912345678,2026-07-01 10:00:00,2026-07-01 10:00:06,125\n",
+        "a2,+498912345678,2026-07-01 10:10:00,,0\n",
+    )
+    check(answered, answer_ms=ms("2026-07-01 08:00:06"), end_ms=ms("2026-07-01 08:02:11"),
+          duration_s=125)  # fmt: skip
+    check(busy, start_ms=ms("2026-07-01 08:10:00"), end_ms=ms("2026-07-01 08:10:00"),
+          status="unanswered")  # fmt: skip
+    # start + billsec, nothing else: answered at its start, for billsec.
+    (only,) = _csv_calls({"callee": 0, "start": 1, "billsec": 2},
+                         "+498912345678,2026-07-01 10:00:00,61\n")  # fmt: skip
+    check(only, answer_ms=ms("2026-07-01 08:00:00"), end_ms=ms("2026-07-01 08:01:01"),
+          duration_s=61, status="normal")  # fmt: skip
+
+
 # Asterisk's cdr_csv writes 16 columns with cdr.conf's [csv] defaults, 18 with the sample
 # cdr.conf's loguniqueid=yes and loguserfield=yes, 19 with newcdrcolumns=yes alone, 21
 # with all three (cdr_csv.c build_csv_record). A source that says none of the options

@@ -206,6 +206,8 @@ def test_sources_table_in_config() -> None:
         ({"account_rule": "fixed"}, "needs account"),
         ({"formt": "csv"}, "unknown key mediation.sources.x.formt"),
         ({"format": "csv", "mapping": {"callee": 1}}, "needs mapping for end"),
+        ({"format": "csv", "mapping": {"callee": 1, "start": 2}}, "needs mapping for end"),
+        ({"format": "csv", "mapping": {"start": 1, "end": 2}}, "needs mapping for callee"),
         ({"format": "csv", "mapping": {"callee": 1, "end": 2, "who": 3}}, "unknown fields"),
         ({"cause_map": {"BUSY": "17"}}, "cause_map.BUSY must be int"),
         ({"radius_cause_radix": 8}, "radix must be 10 or 16"),

@@ -64,6 +64,9 @@ MAPPABLE = (
     "account",
     "gateway",
 )
+# What a csv mapping needs to know when a call ended: its end, or what the end is
+# computed from (start + duration, answer + billsec, start + billsec: mediation/normalise.py).
+CSV_ENDS = (("end",), ("start", "duration"), ("answer", "billsec"), ("start", "billsec"))
 
 
 @dataclass(frozen=True)
@@ -253,9 +256,13 @@ class SourceConfig:
         if self.format in HEADED_TABLES:
             return  # _validate_tables
         if self.format == "csv":
-            missing = [f for f in ("callee", "end") if f not in self.mapping]
-            if missing:
-                raise ValueError(f"format 'csv' needs mapping for {', '.join(missing)}")
+            if "callee" not in self.mapping:
+                raise ValueError("format 'csv' needs mapping for callee")
+            if not any(set(ends) <= set(self.mapping) for ends in CSV_ENDS):
+                raise ValueError(
+                    "format 'csv' needs mapping for end (or for start and duration, or"
+                    " for answer or start and billsec: the end is then computed)"
+                )
             if not self.header and any(isinstance(v, str) for v in self.mapping.values()):
                 raise ValueError("header = false needs column indexes in mapping")
 
