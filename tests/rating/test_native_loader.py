@@ -166,6 +166,22 @@ def _line(text: str, needle: str, nth: int = 0) -> int:
             "unknown time zone",
             "[tariff]",
         ),
+        # Live credit control refuses every call of an account whose currency is not the
+        # tariff's: "eur" or "EURO" loaded, then refused every call (system_error).
+        (
+            'timezone = "UTC"',
+            'timezone = "UTC"\ncurrency = "eur"',
+            "tariff.currency",
+            "'eur' is not an ISO 4217 currency code",
+            "[tariff]",
+        ),
+        (
+            'timezone = "UTC"',
+            'timezone = "UTC"\ncurrency = "EURO"',
+            "tariff.currency",
+            "not an ISO 4217",
+            "[tariff]",
+        ),
         ("connect_fee = 0.4", 'connect_fee = "lots"', "rates.R", "not an amount", "[rates.R]"),
         ("connect_fee = 0.4", "connect_fee = -1", "rates.R", "connect fee must be", "[rates.R]"),
         (

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chargingd.core.currencies import is_known_currency
 from chargingd.core.money import PLAIN_DECIMAL
 from chargingd.rating.durations import DurationError, parse_duration
 from chargingd.rating.loaders.errors import TariffLoadError
@@ -151,6 +152,7 @@ def _build(ctx: _Ctx, data: dict[str, Any], rounding_decimals: int | None) -> Ta
         "tariff.max_call_duration", "tariff", lambda: parse_duration(max_call or "0")
     )
     zone = _zone(ctx, meta)
+    currency = _currency(ctx, meta)
     return ctx.convert(
         "tariff",
         "tariff",
@@ -163,7 +165,7 @@ def _build(ctx: _Ctx, data: dict[str, Any], rounding_decimals: int | None) -> Ta
             rounding_decimals=digits if rounding_decimals is None else rounding_decimals,
             default_tenant=tenant,
             max_call_ns=max_call_ns or DEFAULT_MAX_CALL_NS,
-            currency=ctx.get(meta, "currency", str, "tariff", ""),
+            currency=currency,
         ),
     )
 
@@ -172,6 +174,17 @@ def _defaults(ctx: _Ctx, meta: dict[str, Any]) -> tuple[RoundingMethod, int]:
     method = ctx.get(meta, "rounding", str, "tariff", "half-up")
     parsed = ctx.convert("tariff.rounding", "tariff", lambda: RoundingMethod.parse(method))
     return parsed, ctx.get(meta, "decimals", int, "tariff", 4)
+
+
+def _currency(ctx: _Ctx, meta: dict[str, Any]) -> str:
+    """The ISO 4217 code the prices are in ("" = any). Live credit control refuses the
+    calls of an account in another currency: "eur" or "EURO" would refuse every call."""
+    code = ctx.get(meta, "currency", str, "tariff", "")
+    if code and not is_known_currency(code):
+        raise ctx.fail(
+            "tariff.currency", f"{code!r} is not an ISO 4217 currency code (EUR, USD...)", "tariff"
+        )
+    return code
 
 
 def _zone(ctx: _Ctx, meta: dict[str, Any]) -> ZoneInfo:
