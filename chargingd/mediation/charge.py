@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,6 +30,21 @@ from chargingd.ledger import LedgerError, UsageCharge, UsageRequest
 from chargingd.mediation.store import CdrStore
 
 UNMATCHED, OTHER_ACCOUNT = "unmatched", "other_account"
+_CONF_ID = re.compile(r"[0-9A-Fa-f]{32}")
+
+
+def live_ids(call_id: str) -> list[str]:
+    """The ids a live CDR of this call may have. cisco_radius reads a call's
+    h323-conf-id without its spaces (3A7F2C1011E9A1B28000C0A80A0A0001); a live CDR of
+    a ``cisco`` RADIUS client keeps it as the gateway sent it, in Cisco's four groups
+    (3A7F2C10 11E9A1B2 8000C0A8 0A0A0001): both are asked for, else no call of such a
+    gateway ever matched (every one "unmatched", as if it bypassed chargingd)."""
+    if not call_id:
+        return []
+    if not _CONF_ID.fullmatch(call_id):
+        return [call_id]
+    spaced = " ".join(call_id[i : i + 8] for i in range(0, 32, 8))
+    return list(dict.fromkeys((call_id, spaced, spaced.upper(), spaced.lower())))
 
 
 class UsageLedger(Protocol):
@@ -134,11 +150,11 @@ class Charger:
         return c.call_id if on == "call_id" else c.extra.get(on, "")
 
     async def _matched(self, cdrs: Sequence[CDR]) -> list[CDR]:
-        ids = sorted({i for i in (self._live_id(c) for c in cdrs) if i})
+        ids = sorted({i for c in cdrs for i in live_ids(self._live_id(c))})
         live = await self.store.charges(self.source.match_source, ids)
         out = []
         for c in cdrs:
-            found = live.get(self._live_id(c))
+            found = next((live[i] for i in live_ids(self._live_id(c)) if i in live), None)
             extra = dict(c.extra)
             reason = UNMATCHED
             if found is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def config(tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str) -> Path:
         + _source("pbx", charge="ledger")
         + _source("pbxcap", charge="ledger", insufficient="cap")
         + _source("gw", charge="record_only", match_source="radius")
+        + '[mediation.sources.ciscogw]\nformat = "cisco_radius"\ncharge = "record_only"\n'
+        'account_rule = "fixed"\naccount = "alice"\n'
     )
     return path
 
@@ -286,3 +289,49 @@ async def test_record_only_calls_match_their_live_cdrs_and_move_nothing(
     assert row["ledger"] == f"{(live_new - live_cost) / 1e6:.6f}"
     assert (await ledger.get_account("alice")).balance_micros == 10_000_000 + live_cost - live_new
     assert {c[1] for c in (await _cdrs(db, "gw")).values()} == {0}
+
+
+def _cisco_stop(conf_id: str, session_id: str, talk_s: int) -> str:
+    """A Cisco gateway's answer-leg Stop (FreeRADIUS detail file), as in its docs."""
+    t = time.gmtime(START_S)
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", t)
+    setup = time.strftime("%H:%M:%S.000 UTC %a %b %d %Y", t)
+    end = time.strftime("%H:%M:%S.000 UTC %a %b %d %Y", time.gmtime(START_S + talk_s))
+    return (
+        f"{stamp}\n\tAcct-Status-Type = Stop\n\tNAS-IP-Address = 192.0.2.10\n"
+        f'\tAcct-Session-Id = "{session_id}"\n\tCalling-Station-Id = "4930111111"\n'
+        f'\tCalled-Station-Id = "4930222222"\n\th323-conf-id = "h323-conf-id={conf_id}"\n'
+        '\th323-call-origin = "h323-call-origin=answer"\n'
+        f'\th323-setup-time = "h323-setup-time={setup}"\n'
+        f'\th323-connect-time = "h323-connect-time={setup}"\n'
+        f'\th323-disconnect-time = "h323-disconnect-time={end}"\n'
+        '\th323-disconnect-cause = "h323-disconnect-cause=10"\n'
+        f"\tAcct-Session-Time = {talk_s}\n\n"
+    )
+
+
+async def test_record_only_cisco_calls_match_live_cdrs_keyed_by_the_spaced_conf_id(
+    config: Path, ledger: Ledger, db: BillingDB, tmp_path: Path
+) -> None:
+    """A cisco RADIUS client's live CDR is keyed by the h323-conf-id as the gateway
+    sends it, in four groups ("3A7F2C10 11E9A1B2 ..."); cisco_radius reads the same
+    call's id without the spaces. The record_only match looked the latter up as it
+    is, so every call of the gateway's own accounting file was "unmatched" (as if it
+    had bypassed chargingd)."""
+    spaced = "3A7F2C10 11E9A1B2 8000C0A8 0A0A0001"
+    live = make_cdr(1, call_id=spaced, account_id="alice", start_ms=START_S * 1000,
+                    charge="live", charged_micros=make_cdr(1).cost_micros)  # fmt: skip
+    assert await db.store_cdrs([live]) == 1
+    detail = tmp_path / "detail-20260701"
+    detail.write_text(
+        _cisco_stop(spaced, "0000001A", 61) + _cisco_stop("0A0A0002 " * 3 + "0A0A0002", "1B", 5)
+    )
+    out = await _mediate(config, detail, "ciscogw")
+    assert "stored 2" in out, out
+    cdrs = await _cdrs(db, "ciscogw")
+    _, charged, charge, reason, _, extra = cdrs[spaced.replace(" ", "")]
+    assert (charged, charge, reason, extra.get("live_call_id")) == (
+        0, "recorded_only", "", spaced,
+    )  # fmt: skip
+    assert cdrs["0A0A0002" * 4][3] == "unmatched"  # no live CDR: still said
+    assert (await ledger.get_account("alice")).balance_micros == 10_000_000
