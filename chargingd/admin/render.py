@@ -128,6 +128,10 @@ def render_status(console: Console, status: dict[str, Any]) -> None:
         counters = status.get(probe)
         if isinstance(counters, dict):
             table.add_row(probe, _flat(counters) or "-")
+    # The exporter runs outside serve (`chargingd export`): its group's lag, from Redis.
+    backlog = status.get("export_backlog")
+    if isinstance(backlog, dict):
+        table.add_row("exporter backlog", _flat(backlog) or "-")
     for proc in (status.get("radius") or {}).get("processes", []):
         front = proc.get("frontend", {})
         text = ", ".join(f"{k}={front.get(k, 0)}" for k in ("received", "accepted", "accounted"))

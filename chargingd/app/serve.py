@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from chargingd.app.demo import create_demo_accounts
 from chargingd.app.factory import Factory
 from chargingd.app.invoicing import BillingBooks, build_dunning
 from chargingd.app.workers import WorkerSupervisor, install_signals, remove_signals, serve_worker
+from chargingd.billing.cdr import CDR_STREAM
+from chargingd.billing.exporter import group_backlog
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
@@ -243,10 +246,22 @@ def build_admin(rt: Runtime) -> Component:
 
 
 def build_exporter(rt: Runtime) -> Component:
-    """The CDR exporter (cdr:stream -> PostgreSQL), unless [export] run_in_serve = false."""
+    """The CDR exporter (cdr:stream -> PostgreSQL), unless [export] run_in_serve = false:
+    `chargingd export` drains the stream elsewhere, and server.status shows its
+    group's backlog, read from Redis (``export_backlog``), so its lag stays visible."""
     if not rt.cfg.export.run_in_serve:
+        redis, group = rt.redis, rt.cfg.export.group
+        rt.probes["export_backlog"] = lambda: export_backlog(redis, group)
         return Disabled("exporter", "[export] run_in_serve = false")
     return rt.factory.exporter(rt.redis, stats=rt.registry.component("exporter"))
+
+
+async def export_backlog(redis: RedisClient, group: str) -> dict[str, Any]:
+    """The exporter group's backlog on cdr:stream, whoever runs the exporter."""
+    found = await group_backlog(redis, CDR_STREAM, group, time.time())
+    if found is None:
+        return {"group": group, "state": "no CDR stream or exporter group yet"}
+    return {"group": group, "runs": "outside serve (chargingd export)", **found}
 
 
 def build_radius(rt: Runtime) -> Component:

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 from cdr_factory import make_cdr
+from rich.console import Console
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.billing.csvspool import CsvSpool
@@ -449,9 +450,57 @@ def test_exporter_can_stay_out_of_serve() -> None:
     from chargingd.app.serve import build_exporter
 
     cfg = config_from_dict({"export": {"run_in_serve": False}})
-    component = build_exporter(SimpleNamespace(cfg=cfg, factory=Factory(cfg)))  # type: ignore[arg-type]
+    rt = SimpleNamespace(cfg=cfg, factory=Factory(cfg), redis=None, probes={})
+    component = build_exporter(rt)  # type: ignore[arg-type]
     assert not isinstance(component, Exporter)
     assert component.name == "exporter"
+
+
+async def test_status_shows_the_lag_of_an_exporter_run_outside_serve(
+    redis_server: EmbeddedRedis, redis: aioredis.Redis, db: BillingDB, pg_url: str, tmp_path: Path
+) -> None:
+    """With [export] run_in_serve = false (`chargingd export` elsewhere) server.status
+    said nothing about the export: the issue's "its lag is visible in server status"
+    held only for an exporter inside serve. The group's backlog is read from Redis."""
+    from chargingd.admin.render import render_status
+    from chargingd.admin.server import AsyncAdminClient
+    from chargingd.app.serve import Daemon
+
+    cfg = config_from_dict(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "redis": {"url": redis_server.url},
+            "billing": {"db_url": pg_url},
+            "export": {"run_in_serve": False, "block_ms": 100, "consumer": "elsewhere"},
+            "radius": {"enabled": False},
+        }
+    )
+    outside = Exporter(redis, cfg, db=db)
+    await redis.xgroup_create(CDR_STREAM, "exporter", id="0", mkstream=True)
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await _xadd(redis, [make_cdr(i).pack() for i in range(3)])
+        deadline = time.monotonic() + 10
+        while not Path(cfg.admin_socket).exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the oldest CDR is at least this old
+        async with AsyncAdminClient(cfg.admin_socket) as client:
+            status = await client.call("server.status", {})
+        backlog = status["export_backlog"]
+        assert (backlog["group"], backlog["undelivered"], backlog["pending"]) == ("exporter", 3, 0)
+        assert backlog["behind_s"] >= 0.2
+        console = Console(width=400, record=True)
+        render_status(console, status)
+        assert "exporter backlog" in console.export_text()
+        assert await outside.drain() == 3  # the exporter elsewhere drains it
+        async with AsyncAdminClient(cfg.admin_socket) as client:
+            status = await client.call("server.status", {})
+        assert status["export_backlog"]["undelivered"] == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
 
 
 async def test_recreates_the_group_when_the_stream_is_deleted(
