@@ -16,11 +16,11 @@ import uvloop
 from redis.exceptions import RedisError
 
 from chargingd.app.factory import Factory
-from chargingd.billing import exportcli, rerate
+from chargingd.billing import exportcli, lookup, rerate
 from chargingd.billing.db import BillingDBError
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.logs import setup_logging
-from chargingd.ledger import Ledger, LedgerError
+from chargingd.ledger import Ledger, LedgerError, UnknownAccount
 from chargingd.mediation import cli as mediation_cli
 from chargingd.mediation.store import CdrStore, DbStore
 from chargingd.rating.loaders import TariffLoadError
@@ -64,6 +64,8 @@ def run_rerate(name: str, args: argparse.Namespace) -> int:
         return 2
     try:
         start, end = rerate.parse_when(args.start), rerate.parse_when(args.end, end=True)
+        if end <= start:  # a usage error like a bad date, found before anything opens
+            raise rerate.RerateError("--to must be after --from")
     except rerate.RerateError as exc:
         print(f"chargingd rerate: {exc}", file=sys.stderr)
         return 2
@@ -89,9 +91,17 @@ async def _rerate(
         db = await factory.billing_db()
         stack.push_async_callback(db.close)
         ledger: Ledger | None = None
-        if rerate.needs_ledger(args):
+        unseen = bool(args.account) and not await lookup.account_known(db, args.account)
+        if rerate.needs_ledger(args) or unseen:
             redis = await factory.open_redis(stack, owner=False)
             ledger = await factory.open_ledger(redis.client)
+        if unseen and ledger is not None:
+            try:  # a new account with no call yet lives in the ledger alone
+                await ledger.get_account(args.account)
+            except UnknownAccount:
+                # It reported "0 CDRs would change", exit 0: a mistyped id looked like
+                # an account whose prices had not changed (as report usage and assure).
+                raise rerate.RerateError(f"no account {args.account!r}") from None
         return await rerate.rerate(factory.cfg, args, db, ledger, start, end)
 
 

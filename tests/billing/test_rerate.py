@@ -286,6 +286,37 @@ async def test_cli_a_plan_that_cannot_load_is_exit_2_and_changes_nothing(
 
 
 @pytest.mark.slow
+async def test_cli_an_unknown_account_or_reversed_dates_are_refused(
+    db: BillingDB, ledger: Ledger, redis_server: EmbeddedRedis, pg_url: str, tmp_path: Path
+) -> None:
+    """`--account` of an account that does not exist printed "0 CDRs would change",
+    exit 0 (a mistyped id looked like prices unchanged), as report usage and assure
+    did before; --to before --from was exit 1 (a failure) where a bad date is 2."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n'
+    )
+    cheap = str(_plan(tmp_path, "cheap", "0.012"))
+    cmd = [sys.executable, "-m", "chargingd", "rerate", "--config", str(config)]
+    days = ["--from", "2026-11-01", "--to", "2026-11-30"]
+    for extra in (["--account", "acct-9"], ["--account", "acct-9", "--plan", cheap]):
+        done = subprocess.run([*cmd, *days, *extra], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ))  # fmt: skip
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert "no account 'acct-9'" in done.stderr
+    # An account with CDRs, or one the ledger alone knows (no call yet): reported.
+    await ledger.create_account("new-1", mode=Mode.PREPAID, currency="EUR", who="t")
+    for account in ("acct-1", "new-1"):
+        report = _cli(config, *days, "--account", account, "--plan", cheap)
+        assert report["run_id"] is None
+    reversed_days = ["--from", "2026-11-30", "--to", "2026-11-01"]
+    done = subprocess.run([*cmd, *reversed_days], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ))  # fmt: skip
+    assert done.returncode == 2 and "--to must be after --from" in done.stderr
+
+
+@pytest.mark.slow
 async def test_cli_a_mediation_source_with_its_own_plan_is_priced_with_it(
     redis_server: EmbeddedRedis, ledger: Ledger, pg_url: str, tmp_path: Path
 ) -> None:
