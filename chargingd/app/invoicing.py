@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ from chargingd.invoicing import Books
 from chargingd.invoicing import cli as invoicing_cli
 from chargingd.invoicing.dunning import Dunning
 from chargingd.ledger import Ledger, LedgerError, UnknownAccount
-from chargingd.rating.loaders import TariffLoadError, load_plan
+from chargingd.rating.loaders import TariffLoadError, load_configured
 from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.invoicing")
@@ -97,9 +98,15 @@ async def _command(factory: Factory, name: str, args: argparse.Namespace) -> int
 
 def _plans(cfg: Config) -> dict[str, TariffPlan]:
     """Every loaded plan by id ([rating] plans, and "default" for default_plan)."""
-    plans = {plan_id: load_plan(path) for plan_id, path in cfg.rating.plans.items()}
-    if cfg.rating.default_plan:
-        plans.setdefault("default", load_plan(cfg.rating.default_plan))
+    rating = cfg.rating
+    load = functools.partial(
+        load_configured,
+        tp_timezone=rating.cgrates_timezone,
+        tp_rounding_decimals=rating.cgrates_rounding_decimals,
+    )
+    plans = {plan_id: load(path) for plan_id, path in rating.plans.items()}
+    if rating.default_plan:
+        plans.setdefault("default", load(rating.default_plan))
     return plans
 
 

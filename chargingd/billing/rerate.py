@@ -41,7 +41,7 @@ from chargingd.billing.rerate_model import (
 from chargingd.core.config import Config
 from chargingd.core.money import format_amount
 from chargingd.ledger import Ledger, LedgerError
-from chargingd.rating.loaders import load_plan
+from chargingd.rating.loaders import load_configured
 from chargingd.rating.plan import TariffPlan
 
 log = logging.getLogger("chargingd.rerate")
@@ -146,7 +146,11 @@ def make_plan_resolver(cfg: Config, ledger: Ledger | None, plan_path: str | None
 
     def plan_at(path: str) -> TariffPlan:
         if path not in loaded:
-            loaded[path] = load_plan(path)  # a broken plan file stops the run
+            loaded[path] = load_configured(  # a broken plan file stops the run
+                path,
+                tp_timezone=cfg.rating.cgrates_timezone,
+                tp_rounding_decimals=cfg.rating.cgrates_rounding_decimals,
+            )
         return loaded[path]
 
     async def plan_for(account_id: str, source: str) -> TariffPlan | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +25,7 @@ from chargingd.mediation.payers import AccountLookup, Payers
 from chargingd.mediation.pipeline import Mediator, Progress, Summary, is_gzip
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, MemoryStore
-from chargingd.rating.loaders import TariffLoadError
+from chargingd.rating.loaders import TariffLoadError, load_configured
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -75,7 +76,16 @@ async def main(
     except ValueError as exc:
         print(f"chargingd mediate: {exc}", file=sys.stderr)
         return 2
-    rater = Rater(source, plans=cfg.rating.plans, default_plan=cfg.rating.default_plan)
+    rater = Rater(
+        source,
+        plans=cfg.rating.plans,
+        default_plan=cfg.rating.default_plan,
+        loader=functools.partial(
+            load_configured,
+            tp_timezone=cfg.rating.cgrates_timezone,
+            tp_rounding_decimals=cfg.rating.cgrates_rounding_decimals,
+        ),
+    )
     try:
         rater.preload()
     except TariffLoadError as exc:

@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 from chargingd.core.config import RatingConfig
 from chargingd.rating.card import RateCard
 from chargingd.rating.durations import billed_seconds, seconds_to_ns
-from chargingd.rating.loaders import load_plan
+from chargingd.rating.loaders import load_configured
 from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
@@ -211,8 +211,13 @@ def _when(ms: int) -> datetime:
 
 def load_pricer(cfg: RatingConfig) -> Pricer:
     """Load every configured plan at start; a bad file stops the daemon (TariffLoadError)."""
-    plans = {plan_id: load_plan(path) for plan_id, path in cfg.plans.items()}
-    default = load_plan(cfg.default_plan) if cfg.default_plan else None
+    load = functools.partial(
+        load_configured,
+        tp_timezone=cfg.cgrates_timezone,
+        tp_rounding_decimals=cfg.cgrates_rounding_decimals,
+    )
+    plans = {plan_id: load(path) for plan_id, path in cfg.plans.items()}
+    default = load(cfg.default_plan) if cfg.default_plan else None
     return Pricer(plans, default)
 
 

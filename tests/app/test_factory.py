@@ -67,6 +67,8 @@ SPECIAL: dict[str, Any] = {
     "sessions.client_countries": {"gw1": "GB"},
     "rating.default_plan": SAMPLE,
     "rating.plans": {"gold": SAMPLE},
+    "rating.cgrates_timezone": "Europe/Berlin",
+    "rating.cgrates_rounding_decimals": 6,
     "billing.embedded_database": "chargingd_nd",
     "export.consumer": "consumer-nd",
     "export.dead_letter_stream": "cdr:dead-nd",
@@ -229,6 +231,10 @@ REACHES: dict[str, Check] = {
     "sessions.compact_records": lambda b: b.sessions.store.layout is COMPACT,
     "rating.default_plan": lambda b: SAMPLE if b.sessions.pricer.has_default else None,
     "rating.plans": lambda b: {"gold": SAMPLE} if "gold" in b.sessions.pricer.plans else None,
+    # read where plans load (sessions/pricing.load_pricer; tests/rating/test_cgrates.py
+    # test_the_daemons_plans_read_a_tp_directory_with_the_configured_cgrates_settings)
+    "rating.cgrates_timezone": lambda b: b.cfg.rating.cgrates_timezone,
+    "rating.cgrates_rounding_decimals": lambda b: b.cfg.rating.cgrates_rounding_decimals,
     "billing.db_url": lambda b: b.db.url,
     "billing.connect_timeout_s": lambda b: b.db.connect_timeout_s,
     "billing.embedded_dir": lambda b: str(b.billing_embedded_dir),

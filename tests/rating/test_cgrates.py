@@ -319,3 +319,26 @@ def test_timing_with_an_inclusive_end_time(tmp_path: Path) -> None:
     assert _micros(plan, "x", "49", start.replace(hour=11), 60 * S) == 660_000
     # Sat 12:30 +60s: lunch applies every day (weekdays *any) -> 0.72
     assert _micros(plan, "x", "49", datetime(2024, 1, 13, 12, 30, tzinfo=UTC), 60 * S) == 720_000
+
+
+def test_the_daemons_plans_read_a_tp_directory_with_the_configured_cgrates_settings() -> None:
+    """A CGRateS operator's Timings mean their cgrates.json default_timezone ("Local"
+    by default). `chargingd rate --timezone` honoured it, but the daemon's [rating]
+    plans (live calls, mediation, rerate, invoices) read a TP directory in UTC with no
+    setting: PEAK 08:00 Berlin was priced from 09:00 Berlin, a wrong price an hour a
+    day. [rating] cgrates_timezone / cgrates_rounding_decimals now reach every load."""
+    from chargingd.core.config import RatingConfig, config_from_dict
+    from chargingd.sessions.pricing import load_pricer
+
+    tp = str(FIXTURES / "peak_offpeak")
+    # Mon 2024-01-08 07:30 UTC is 08:30 in Berlin: peak there (0.6/min), not in UTC.
+    start_ms = int(datetime(2024, 1, 8, 7, 30, tzinfo=UTC).timestamp() * 1000)
+    prices = {}
+    for zone in ("UTC", "Europe/Berlin"):
+        pricer = load_pricer(RatingConfig(plans={"cg": tp}, cgrates_timezone=zone))
+        priced = pricer.price("cg", subject="a", number="4930123456", start_ms=start_ms,
+                              usage_s=60)  # fmt: skip
+        prices[zone] = priced.cost_micros
+    assert prices == {"UTC": 120_000, "Europe/Berlin": 600_000}
+    with pytest.raises(Exception, match="cgrates_timezone 'Mars/Base' is not an IANA zone"):
+        config_from_dict({"rating": {"cgrates_timezone": "Mars/Base"}})

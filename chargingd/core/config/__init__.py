@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chargingd.core.config.alerts import AlertsConfig
 from chargingd.core.config.assurance import AssuranceConfig
@@ -246,8 +247,20 @@ class RatingConfig:
     default_plan: str = ""
     # Plan id (Account.tariff) -> tariff file path, loaded at start.
     plans: dict[str, str] = field(default_factory=dict)
+    # A plan that is a CGRateS TP directory: CGRateS' general.default_timezone (the zone
+    # its Timings and zone-less activation times are read in) and rounding_decimals.
+    cgrates_timezone: str = "UTC"
+    cgrates_rounding_decimals: int = 5
 
     def validate(self) -> None:
+        try:
+            ZoneInfo(self.cgrates_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"cgrates_timezone {self.cgrates_timezone!r} is not an IANA zone"
+            ) from None
+        if not 0 <= self.cgrates_rounding_decimals <= 12:
+            raise ValueError("cgrates_rounding_decimals must be between 0 and 12")
         for plan_id, path in self.plans.items():
             if not plan_id or not path:
                 raise ValueError('plans entries must be id = "path" with both non-empty')

@@ -13,7 +13,7 @@ from chargingd.rating.loaders.errors import TariffLoadError
 from chargingd.rating.loaders.native import load_native
 from chargingd.rating.plan import TariffPlan
 
-__all__ = ["TariffLoadError", "load_plan"]
+__all__ = ["TariffLoadError", "load_configured", "load_plan"]
 
 
 def load_plan(
@@ -34,3 +34,16 @@ def load_plan(
             path, "a time zone is given only for a CGRateS TP directory: set [tariff].timezone"
         )
     return load_native(path, rounding_decimals=rounding_decimals)
+
+
+def load_configured(
+    path: str | Path, *, tp_timezone: str = "UTC", tp_rounding_decimals: int | None = None
+) -> TariffPlan:
+    """A plan of the config ([rating] default_plan / plans, a mediation source's plan):
+    a CGRateS TP directory is read with [rating] cgrates_timezone and
+    cgrates_rounding_decimals (CGRateS' general settings); a native file with its own
+    [tariff] timezone and rounding_decimals."""
+    path = Path(path)
+    if path.is_dir():
+        return load_tp_dir(path, rounding_decimals=tp_rounding_decimals, timezone=tp_timezone)
+    return load_native(path)
