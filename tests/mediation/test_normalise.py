@@ -180,7 +180,7 @@ def test_sources_table_in_config() -> None:
                     "pbx": {"format": "asterisk", "cause_map": {"BUSY": 17}, "charge": "ledger"},
                     "gen": {
                         "format": "csv",
-                        "mapping": {"callee": 1, "end": "stop"},
+                        "mapping": {"callee": 1, "end": "stop", "billsec": 2},
                         "charge": "record_only",
                     },
                 }
@@ -190,7 +190,7 @@ def test_sources_table_in_config() -> None:
     assert cfg.mediation.sources["pbx"] == SourceConfig(
         format="asterisk", cause_map={"BUSY": 17}, charge="ledger"
     )
-    assert cfg.mediation.sources["gen"].mapping == {"callee": 1, "end": "stop"}
+    assert cfg.mediation.sources["gen"].mapping == {"callee": 1, "end": "stop", "billsec": 2}
 
 
 @pytest.mark.parametrize(
@@ -209,6 +209,10 @@ def test_sources_table_in_config() -> None:
         ({"format": "csv", "mapping": {"callee": 1, "start": 2}}, "needs mapping for end"),
         ({"format": "csv", "mapping": {"start": 1, "end": 2}}, "needs mapping for callee"),
         ({"format": "csv", "mapping": {"callee": 1, "end": 2, "who": 3}}, "unknown fields"),
+        (
+            {"format": "csv", "mapping": {"callee": 1, "start": 2, "end": 3, "cause": 4}},
+            "needs mapping for answer or billsec",
+        ),
         ({"cause_map": {"BUSY": "17"}}, "cause_map.BUSY must be int"),
         ({"radius_cause_radix": 8}, "radix must be 10 or 16"),
         (

@@ -263,6 +263,12 @@ class SourceConfig:
                     "format 'csv' needs mapping for end (or for start and duration, or"
                     " for answer or start and billsec: the end is then computed)"
                 )
+            if "answer" not in self.mapping and "billsec" not in self.mapping:
+                raise ValueError(
+                    "format 'csv' needs mapping for answer or billsec (the talk time):"
+                    " without either no call can be told answered, and every call would be"
+                    " stored unanswered and billed nothing"
+                )
             if not self.header and any(isinstance(v, str) for v in self.mapping.values()):
                 raise ValueError("header = false needs column indexes in mapping")
 
