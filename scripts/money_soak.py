@@ -139,14 +139,15 @@ async def play(
         # Silent: reaped after 2 x 10 s (unless its money runs out and it is cut first).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(cut.wait(), 25.0)
-        out.status, out.cause = "normal", 31
+        out.status, out.cause = ("credit_cut" if usage >= timeout_s else "normal"), 31
         if not cut.is_set():  # hung up: a cut from now on finds no call (NAKed)
             world.dms.pop(out.session_id, None)
         await acct(world, gw, call.accounting(rc.STATUS_STOP, usage, cause_hex="1F"), rng)
         return
     if usage > 10:
         await acct(world, gw, call.accounting(rc.STATUS_INTERIM, usage // 2), rng)
-    out.status, out.cause = "normal", 16
+    # A call that ran to the Session-Timeout its money set (told 1 s) is credit_cut.
+    out.status, out.cause = ("credit_cut" if usage >= timeout_s else "normal"), 16
     if not cut.is_set():
         # The gateway hangs up first: a cut that reaches it after this (another daemon's
         # cutter a few ms behind the Stop) finds no call and is NAKed; the CDR says normal.

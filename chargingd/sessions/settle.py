@@ -9,7 +9,9 @@ to it (DESIGN: a call overruns only when its gateway ignores both the Session-Ti
 and the cut). Then:
 
 - usage within the allowance: its rated cost, never more than the account can give
-  (policy ``cap``; ``capped`` when the money was not there, e.g. promised twice);
+  (policy ``cap``; ``capped`` when the money was not there, e.g. promised twice); a
+  call that ran exactly to an allowance the money set (below ``max_session_s``) is
+  ``credit_cut``, as one a second past it is;
 - past it by at most ``cut_tolerance_s`` (the gateway obeyed the cut or its
   Session-Timeout, a second or two late): what the allowed usage costs, so a prepaid
   account that was cut never ends below zero (``cut_tolerance``);
@@ -134,12 +136,17 @@ class Settler:
         if rec.adopted:  # no authorize here, nothing allowed or refused: the call happened
             return Settlement(usage_s, priced, cost, DEBT, final, "", 0, confirmed)
         allowed = self.allowed_s(rec, confirmed)
-        if usage_s <= allowed:
+        if usage_s < allowed:
+            return Settlement(usage_s, priced, cost, CAP, final, "", allowed, confirmed)
+        # From the allowance to the tolerance past it: the call ran to its Session-Timeout
+        # (or the cut), which the money set when it is below max_session_s. The gateway's
+        # timer rounding decides between "at" and "a second past" it: one status for both.
+        if final == _NORMAL and allowed < self.max_session_s:
+            final = _CREDIT_CUT
+        if usage_s == allowed:
             return Settlement(usage_s, priced, cost, CAP, final, "", allowed, confirmed)
         if usage_s <= allowed + self.tolerance_s:
             paid = min(cost, self.rated(rec, allowed).cost_micros)
-            if final == _NORMAL and allowed < self.max_session_s:
-                final = _CREDIT_CUT  # its Session-Timeout was the money running out
             return Settlement(usage_s, priced, paid, CAP, final, CUT_TOLERANCE, allowed, confirmed)
         overrun = _OVERRUN
         return Settlement(usage_s, priced, cost, DEBT, overrun, OVERRUN, allowed, confirmed)

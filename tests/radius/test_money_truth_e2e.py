@@ -221,6 +221,35 @@ async def test_gateway_without_interims_within_its_session_timeout_is_charged_in
     assert balance(daemon, "nointerim") == (10_000_000 - 100 * MICROS_PER_S, 0)
 
 
+async def test_gateway_ending_the_call_at_its_paid_session_timeout_is_a_credit_cut(
+    daemon: Daemon,
+) -> None:
+    """A gateway that ends the call itself when the Session-Timeout the money set is
+    over (Kamailio's dialog timer, an FUI-obeying client) reports it or a second more,
+    as its timer rounds: both are the money running out, one status (the 60 s Stop was
+    `normal`, the 61 s one `credit_cut`), both charged the 2.00 paid, balance 0."""
+    for n, usage_s in enumerate((60, 61)):
+        account = f"ranout{n}"
+        daemon.create_account(account, "2.00")
+        sock = await GatewaySocket.open()
+        call = Call(f"mt-ranout-{n}", account, called=PREMIUM)
+        try:
+            # Answered 58 s ago: the Stop comes before the deadline, no cut is sent.
+            assert await answered(daemon, sock, call, age_s=58) == 60
+            stop = call.accounting(rc.STATUS_STOP, usage_s, cause_hex="10")
+            assert (await sock.ask(stop, daemon.setup.acct_port)).code == rc.ACCOUNTING_RESPONSE
+        finally:
+            sock.close()
+        (cdr,) = await cdrs_of(daemon, account, 1)
+        assert (cdr.status, cdr.duration_s, cdr.charged_micros) == (
+            "credit_cut",
+            usage_s,
+            2_000_000,
+        ), cdr
+        assert cdr.charge_reason == ("" if usage_s == 60 else "cut_tolerance")
+        assert balance(daemon, account) == (0, 0)
+
+
 # -- finding 2 ------------------------------------------------------------------------
 
 

@@ -212,7 +212,7 @@ async def test_renewal_paid_in_part_is_granted_in_part_on_both_paths(
     assert (stop["state"], stop["balance"], stop["reserved"], stop["debits"]) == (
         "closed", 0, 0, 1 * EUR,
     )  # fmt: skip
-    assert seen["cdr"] == ("normal", 100, 1 * EUR)
+    assert seen["cdr"] == ("credit_cut", 100, 1 * EUR)  # ran to what its money paid
 
 
 @pytest.mark.parametrize("known", [False, True])
@@ -244,7 +244,7 @@ async def test_first_grant_paid_in_part_is_granted_in_part_on_both_paths(
     assert (stop["state"], stop["balance"], stop["reserved"], stop["debits"]) == (
         "closed", 0, 0, EUR // 2,
     )  # fmt: skip
-    assert seen["cdr"] == ("normal", 50, EUR // 2)
+    assert seen["cdr"] == ("credit_cut", 50, EUR // 2)  # ran to what its money paid
 
 
 @pytest.mark.parametrize("rules", ["here", "lua"])
@@ -271,4 +271,4 @@ async def test_first_grant_paid_in_part_with_the_fraud_rules_on_both_paths(
     assert isinstance(answer, Authorized)
     assert answer.session_timeout_s == 50 and answer.credit_micros == EUR // 2
     assert (first["held"], first["limited"]) == (EUR // 2, 1)
-    assert seen["cdr"] == ("normal", 50, EUR // 2)
+    assert seen["cdr"] == ("credit_cut", 50, EUR // 2)  # ran to what its money paid

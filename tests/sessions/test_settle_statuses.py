@@ -23,19 +23,22 @@ def _paid_s(rec: SessionRecord, amount_micros: int) -> int:
     return amount_micros // 1000
 
 
+def _old_confirmed(rec: SessionRecord, usage_s: int, status: str) -> bool:
+    if not rec.cut_reason:
+        return False
+    if rec.cut_ok:
+        return True
+    if status != CdrStatus.NORMAL:
+        return False
+    if not rec.answer_ms or not rec.cut_ms:
+        return True
+    return rec.answer_ms + usage_s * 1000 <= rec.cut_ms + (TOLERANCE_S + 1) * 1000
+
+
 def _old(rec: SessionRecord, usage_s: int, status: str) -> tuple[object, ...]:
     """Settler.settle as written with CdrStatus.X (status, target, policy, reason,
     allowed, confirmed)."""
-    confirmed = False
-    if rec.cut_reason:
-        if rec.cut_ok:
-            confirmed = True
-        elif status != CdrStatus.NORMAL:
-            confirmed = False
-        elif not rec.answer_ms or not rec.cut_ms:
-            confirmed = True
-        else:
-            confirmed = rec.answer_ms + usage_s * 1000 <= rec.cut_ms + (TOLERANCE_S + 1) * 1000
+    confirmed = _old_confirmed(rec, usage_s, status)
     final: str = status
     if status == CdrStatus.NORMAL and confirmed:
         final = rec.cut_reason
@@ -49,12 +52,14 @@ def _old(rec: SessionRecord, usage_s: int, status: str) -> tuple[object, ...]:
         allowed = rec.paid_usage_s
     else:
         allowed = max(rec.paid_usage_s, told)
-    if usage_s <= allowed:
+    if usage_s < allowed:
         return (final, cost, CAP, "", allowed, confirmed)
     if usage_s <= allowed + TOLERANCE_S:
         paid = min(cost, allowed * 1000 if allowed > 0 else 0)
         if final == CdrStatus.NORMAL and allowed < MAX_S:
-            final = CdrStatus.CREDIT_CUT
+            final = CdrStatus.CREDIT_CUT  # at the allowance, or a second past it
+        if usage_s == allowed:
+            return (final, cost, CAP, "", allowed, confirmed)
         return (final, paid, CAP, CUT_TOLERANCE, allowed, confirmed)
     return (CdrStatus.OVERRUN, cost, DEBT, OVERRUN, allowed, confirmed)
 
@@ -67,7 +72,7 @@ def test_settle_is_the_enum_rules() -> None:
         [0, 1],  # cut_ok
         [0, 3000],  # answer_ms
         [0, 40_000],  # cut_ms
-        [0, 1, 30, 34, 36, 60, 9000],  # usage_s
+        [0, 1, 30, 34, 36, 40, 60, 9000],  # usage_s
         [CdrStatus.NORMAL, CdrStatus.STALE, CdrStatus.GATEWAY_RESTART, "normal"],
         [0, 1],  # adopted
         [0, 30],  # paid_usage_s
@@ -88,4 +93,4 @@ def test_settle_is_the_enum_rules() -> None:
         assert type(got.status) is type(want[0]) and repr(got.status) == repr(want[0])
         assert got.usage_s == usage and got.priced.cost_micros == (usage * 1000 if usage else 0)
         checked += 1
-    assert checked == 3 * 2 * 2 * 2 * 7 * 4 * 2 * 2 * 2
+    assert checked == 3 * 2 * 2 * 2 * 8 * 4 * 2 * 2 * 2
