@@ -163,7 +163,7 @@ def _session_parsers(session: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="live calls")
     p.add_argument("--account", help="only this account's calls")
     p.set_defaults(build=req_session_list)
-    p = sub.add_parser("kill", help="cut a call now (Disconnect-Request to its gateway)")
+    p = sub.add_parser("kill", help="cut a call now (Disconnect-Request, JSON-RPC or ASR)")
     p.add_argument("session_id")
     p.add_argument("--reason", help="why, for the log")
     p.set_defaults(build=req_session_kill)
