@@ -26,9 +26,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chargingd.core.ratelog import RateLimitedLog
+from chargingd.core.redisconn import block_below_timeout
 from chargingd.sessions.ccapi import CallCutter, SessionRef
 
 log = logging.getLogger("chargingd.diameter.relay")
+
+QUEUE_DOWN = "relay queue unavailable"
 
 OWNER_TTL_S = 30
 REPLY_TTL_S = 60
@@ -72,11 +76,25 @@ class RelayClient:
         request = {"op": op, "ref": list(_ref_fields(ref)), "arg": arg, "reply": reply}
         await self.redis.rpush(queue_key(raw.decode()), json.dumps(request))
         self.sent += 1
-        answer = await self.redis.blpop([reply], timeout=max(int(self.timeout_s), 1))
+        answer = await self._wait_reply(reply)
         if answer is None:
             self.unanswered += 1
             return False
         return bool(answer[1] == b"1")
+
+    async def _wait_reply(self, reply: str) -> Any:
+        """BLPOP the reply for up to timeout_s, in waits that end before the client's
+        socket timeout: one as long as it ([redis] command_timeout_s, 2 s, against
+        request_timeout_s, 2 s) raced it, and a timeout is retried by redis-py (~26 s
+        of waiting, then an error instead of "unanswered")."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        most_s = block_below_timeout(self.redis, max(int(self.timeout_s * 1000), 1)) / 1000
+        while True:
+            left = deadline - loop.time()
+            answer = await self.redis.blpop([reply], timeout=max(min(most_s, left), 0.001))
+            if answer is not None or loop.time() >= deadline:
+                return answer
 
 
 def _ref_fields(ref: SessionRef) -> tuple[str, str, str, str]:
@@ -93,6 +111,12 @@ class RelayServer:
         self.peers_open = peers_open  # () -> names of peers with an open link here
         self.served = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # A Redis outage fails every poll: one line per interval and one on recovery.
+        self._outage = RateLimitedLog(log, level=logging.WARNING)
+        # Each poll's BLPOP ends before the client's socket timeout ([redis]
+        # command_timeout_s): at or under POLL_S every poll failed (TimeoutError, after
+        # redis-py's retries), so nothing queued here was served.
+        self.poll_s = block_below_timeout(redis, int(POLL_S * 1000)) / 1000
 
     async def announce(self, peer_names: list[str]) -> None:
         """Say (again, TTL) that this process holds a link to each of these peers."""
@@ -110,13 +134,14 @@ class RelayServer:
             try:
                 if self.peers_open is not None:
                     await self.announce(list(self.peers_open()))
-                item = await self.redis.blpop([key], timeout=POLL_S)
+                item = await self.redis.blpop([key], timeout=self.poll_s)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("relay queue unavailable: %s", exc)
+                self._outage.failure(QUEUE_DOWN, exc)
                 await asyncio.sleep(POLL_S)
                 continue
+            self._outage.recovered(QUEUE_DOWN)
             if item is not None:
                 task = asyncio.create_task(self._serve(item[1]))
                 self._tasks.add(task)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,57 @@ async def test_outage_logs_once_per_kind_and_once_on_recovery(
     assert len(log.splitlines()) < 80
     total = int(re.search(r"at authorize: recovered after (\d+) failures", log).group(1))  # type: ignore[union-attr]
     assert total >= OUTAGE_REQUESTS
+
+
+@pytest.fixture
+def diameter_daemon(tmp_path: Path) -> Iterator[tuple[Daemon, EmbeddedRedis]]:
+    """The daemon with the Diameter frontend on: its relay server polls Redis for
+    ASR/RAR queued by other processes (diameter/relay.py), once a second."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    setup = write_setup(
+        tmp_path,
+        extra=f"""
+[diameter]
+enabled = true
+bind = "127.0.0.1"
+port = {port}
+
+[[diameter.peers]]
+name = "ims1"
+origin_host = "scscf.ims.test"
+realm = "ims.test"
+addresses = ["127.0.0.1"]
+""",
+    )
+    redis = EmbeddedRedis(setup.data, appendfsync="always")
+    redis.start()
+    with open(setup.config, "a") as fh:
+        fh.write(f'\n[redis]\nurl = "{redis.url}"\ncommand_timeout_s = 0.5\n')
+        fh.write("connect_timeout_s = 0.5\n")
+    d = Daemon(setup, tmp_path / "daemon.log")
+    d.start()
+    try:
+        d.wait_ready()
+        yield d, redis
+    finally:
+        print(f"---- daemon log ----\n{d.log()}")
+        d.kill()
+        redis.stop()
+
+
+async def test_diameter_relay_outage_logs_once_and_on_recovery(
+    diameter_daemon: tuple[Daemon, EmbeddedRedis],
+) -> None:
+    """The relay server's poll failed once a second during an outage and logged each
+    failure (a line a second for as long as Redis is away, no recovery line)."""
+    d, redis = diameter_daemon
+    await _wait_for(d, r"Diameter on 127\.0\.0\.1:")
+    redis.stop()
+    await _wait_for(d, r"relay queue unavailable: ")
+    await asyncio.sleep(5.0)  # five polls or more fail meanwhile
+    redis.start()
+    await _wait_for(d, r"relay queue unavailable: recovered after \d+ failures")
+    lines = _count(d.log(), r"relay queue unavailable: ")
+    assert lines == 2, lines  # the first failure and the recovery (10 s interval)
