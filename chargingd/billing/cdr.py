@@ -56,7 +56,9 @@ class CdrStatus(enum.StrEnum):
 
     NORMAL = "normal"  # answered and stopped by the gateway
     UNANSWERED = "unanswered"  # no talk time: nothing charged
-    CREDIT_CUT = "credit_cut"  # the cutter ended it: the money ran out (cut confirmed)
+    # The money ran out: the cutter ended it (cut confirmed), or it ran to (or within the
+    # cut tolerance past) the Session-Timeout or grant its money set.
+    CREDIT_CUT = "credit_cut"
     KILLED = "killed"  # an operator (or a fraud rule) ended it (cut confirmed)
     STALE = "stale"  # reaped: its gateway went silent (charged provisionally)
     GATEWAY_RESTART = "gateway_restart"  # closed because its gateway restarted
