@@ -85,8 +85,8 @@ class RelayClient:
     async def _wait_reply(self, reply: str) -> Any:
         """BLPOP the reply for up to timeout_s, in waits that end before the client's
         socket timeout: one as long as it ([redis] command_timeout_s, 2 s, against
-        request_timeout_s, 2 s) raced it, and a timeout is retried by redis-py (~26 s
-        of waiting, then an error instead of "unanswered")."""
+        request_timeout_s, 2 s) raced it, and an unanswered relay raised TimeoutError
+        (the cutter logged a traceback) instead of returning "unanswered"."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         most_s = block_below_timeout(self.redis, max(int(self.timeout_s * 1000), 1)) / 1000
@@ -114,8 +114,8 @@ class RelayServer:
         # A Redis outage fails every poll: one line per interval and one on recovery.
         self._outage = RateLimitedLog(log, level=logging.WARNING)
         # Each poll's BLPOP ends before the client's socket timeout ([redis]
-        # command_timeout_s): at or under POLL_S every poll failed (TimeoutError, after
-        # redis-py's retries), so nothing queued here was served.
+        # command_timeout_s): at or under POLL_S every poll failed (TimeoutError), so
+        # nothing queued here was served.
         self.poll_s = block_below_timeout(redis, int(POLL_S * 1000)) / 1000
 
     async def announce(self, peer_names: list[str]) -> None:

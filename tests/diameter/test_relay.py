@@ -63,7 +63,7 @@ async def test_relay_works_with_a_short_command_timeout(
 ) -> None:
     """[redis] command_timeout_s = 0.5 (the daemon's client, core/redisconn.connect):
     the relay server's BLPOP of 1 s outlived the socket timeout, so every poll failed
-    (TimeoutError after redis-py's retries, a warning each) and a queued ASR/RAR was
+    (TimeoutError, a warning each) and a queued ASR/RAR was
     never served; the client's wait for a reply raced its socket timeout the same way
     (2 s against 2 s by default). Both now wait in BLPOPs that end before it."""
     short = connect(RedisConfig(url=redis_server.url, command_timeout_s=0.5))
@@ -102,3 +102,19 @@ async def test_relay_works_with_a_short_command_timeout(
         assert 0.9 <= loop.time() - started < 2.0 and quiet.unanswered == 1
     assert "relay queue unavailable" not in caplog.text
     await short.aclose()
+
+
+async def test_unanswered_relay_at_the_default_timeouts_is_a_plain_failure(
+    redis_server: EmbeddedRedis, redis: aioredis.Redis
+) -> None:
+    """The defaults: [redis] command_timeout_s 2 s, [diameter] request_timeout_s 2 s.
+    A relay its owner does not answer waited in one BLPOP of 2 s on a socket that
+    times out at 2 s: TimeoutError (a traceback in the cutter's log), not "unanswered"."""
+    client = connect(RedisConfig(url=redis_server.url))
+    await redis.set(owner_key("ims1"), "gone:1")  # a process that no longer serves
+    remote = RelayClient(client, timeout_s=2.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await remote.disconnect(SessionRef("s1", "", "gw", "ims1"), "killed") is False
+    assert 1.9 <= loop.time() - started < 3.0 and remote.unanswered == 1
+    await client.aclose()
