@@ -30,7 +30,7 @@ from chargingd.fraud import plan as P
 from chargingd.fraud.compiled import Compiled
 from chargingd.fraud.destinations import Classifier, Destination
 from chargingd.fraud.local import LocalRules, Outcome
-from chargingd.fraud.report import alert_for, incident_key
+from chargingd.fraud.report import alert_for, rule_incident_key
 from chargingd.fraud.rules import Rule, RuleBook
 from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Verdict
 from chargingd.ledger import Account, AccountNotActive, Ledger, Status
@@ -647,8 +647,11 @@ class Fraud:
         keys = [FK.value_key(account_id)]
         await self._unblock(keys=keys, args=[self.clock_ms(), who, self.value_ttl_ms])
         if self.alerts is not None:
-            for rule in self.book.base:
-                await self.alerts.resolve(incident_key(rule, account_id), who=who, why=why)
+            # Every configured rule, not only the base set: an override may enable a
+            # rule for this account (or its tariff) that the base set leaves out, or an
+            # account's tariff may have changed since the rule fired.
+            for name in self.book.slots:
+                await self.alerts.resolve(rule_incident_key(name, account_id), who=who, why=why)
         log.warning("fraud: account %s unblocked by %s: %s", account_id, who, why)
         return account
 

@@ -12,7 +12,12 @@ from chargingd.fraud.types import CallFacts, Decision, Fired, Verdict
 
 def incident_key(rule: Rule, subject: str) -> str:
     """One incident per rule and account (or caller IP, or unknown identity)."""
-    return f"fraud.{rule.name}:{subject}"
+    return rule_incident_key(rule.name, subject)
+
+
+def rule_incident_key(rule_name: str, subject: str) -> str:
+    """incident_key of the rule named ``rule_name``."""
+    return f"fraud.{rule_name}:{subject}"
 
 
 def _measure(rule: Rule, count: int, dest: Destination | None) -> str:

@@ -88,6 +88,36 @@ async def test_unblock_starts_the_counts_over_and_resolves_the_incident(
         await fraud.unblock("acc1", who="admin:ops", why="again")
 
 
+async def test_unblock_resolves_the_incident_of_a_rule_an_override_enables(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A rule off in the base set and on for one account (or its tariff): unblocking that
+    account resolves the rule's incident too (it used to resolve only the base set's, so
+    the incident stayed open and the next block counted into it: no new alert)."""
+    off = {**BLOCK, "enabled": False}
+    overrides = {"acc1": {"premium": {"enabled": True}}}
+    fraud = await make_fraud(redis, clock, [off], account_overrides=overrides)
+    await add_account(fraud.ledger)
+    fraud.cut_account = None
+    for _ in range(4):
+        await fraud.check(call(LIBERIA_PREMIUM))
+    await fraud.settle()
+    assert (await fraud.ledger.get_account("acc1")).status == Status.BLOCKED
+    clock.advance(1)
+    await fraud.unblock("acc1", who="admin:ops", why="customer confirmed")
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert incident.key == "fraud.premium:acc1"
+    assert (incident.state, incident.closed["by"]) == ("resolved", "admin:ops")
+    # A second attack is a new incident (a new alert), not a count of the first one.
+    clock.advance(1)
+    for _ in range(4):
+        await fraud.check(call(LIBERIA_PREMIUM))
+    await fraud.settle()
+    latest, first = await fraud.alerts.incidents()
+    assert (latest.state, latest.count, first.state) == ("open", 1, "resolved")
+
+
 async def test_unblock_refuses_an_operator_suspension(ledger: Ledger, redis: aioredis.Redis,
                                                       clock: Clock) -> None:  # fmt: skip
     fraud = await make_fraud(redis, clock, [BLOCK], ledger=ledger)
