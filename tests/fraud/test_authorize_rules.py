@@ -238,6 +238,38 @@ async def test_overrides_per_tariff_and_account(redis: aioredis.Redis, clock: Cl
     assert await allowed("vip", "", 5) == [True] * 5
 
 
+async def test_overrides_of_the_kinds_own_thresholds(redis: aioredis.Redis, clock: Clock) -> None:
+    """docs/fraud.md: an override may set the thresholds its rule's kind has. A tariff's
+    exempt_countries (its customers' home market) and memory_days, an account's
+    range_digits: they were refused at startup ("unknown key") though documented."""
+    rules = [
+        {"name": "nc", "kind": "new_country", "exempt_countries": ["DE"], "action": "refuse"},
+        {"name": "sd", "kind": "same_destination", "range_digits": 2, "max_calls": 2,
+         "window_s": 60, "action": "refuse"},
+    ]  # fmt: skip
+    fraud = await make_fraud(
+        redis,
+        clock,
+        rules,
+        tariff_overrides={"uk": {"nc": {"exempt_countries": ["DE", "GB"], "memory_days": 7}}},
+        account_overrides={"wide": {"sd": {"range_digits": 4}}},
+    )
+
+    async def allowed(account: str, tariff: str, numbers: list[str]) -> list[bool]:
+        facts = [call(n, account_id=account, tariff=tariff) for n in numbers]
+        return [v.allowed for v in await run(fraud, facts)]
+
+    home_then_away = [BERLIN, "+442079460001", "+442079460002", "+33123456789"]
+    assert await allowed("retail", "", home_then_away) == [True, False, False, False]
+    assert await allowed("trunk", "uk", home_then_away) == [True, True, True, False]
+    (nc,) = [r for r in fraud.book.rules_for("trunk", "uk") if r.name == "nc"]
+    assert nc.window_ms == 7 * 86400 * 1000
+    # range_digits 4: +331234 5xxxx is one range for "wide", three for the others.
+    spread = ["+33123451111", "+33123452222", "+33123453333"]
+    assert await allowed("wide", "", spread) == [True, True, False]
+    assert await allowed("narrow", "", spread) == [True, True, True]
+
+
 async def test_the_default_plans_override_applies_to_accounts_naming_no_tariff(
     redis: aioredis.Redis, clock: Clock
 ) -> None:

@@ -154,6 +154,29 @@ def test_tariff_overrides_must_name_a_loaded_plan() -> None:
             {"rules": [RULE], "tariff_overrides": {"t": {"r": {"action": "x"}}}},
             "action must be one of",
         ),
+        # What a rule counts is its own: an override changes how much, not what.
+        (
+            {"rules": [RULE], "tariff_overrides": {"t": {"r": {"scope": "identity"}}}},
+            "tariff_overrides.t.r: scope cannot be overridden",
+        ),
+        (
+            {
+                "rules": [{"name": "d", "kind": "destination", "max_calls": 1, "window_s": 60}],
+                "account_overrides": {"a1": {"d": {"match": ["premium_rate"]}}},
+            },
+            "account_overrides.a1.d: match cannot be overridden",
+        ),
+        (
+            {
+                "rules": [{"name": "n", "kind": "new_country"}],
+                "account_overrides": {"a1": {"n": {"exempt_countries": ["UK"]}}},
+            },
+            "account_overrides.a1.n: rule 'n': exempt country 'UK' is not an ISO 3166 code",
+        ),
+        (
+            {"rules": [RULE], "account_overrides": {"a1": {"r": {"range_digits": 2}}}},
+            "account_overrides.a1.r: range_digits does not apply to a velocity rule",
+        ),
     ],
 )
 def test_bad_rules_stop_startup_naming_the_problem(fraud: dict[str, Any], message: str) -> None:

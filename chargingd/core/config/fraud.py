@@ -77,6 +77,9 @@ THRESHOLDS = frozenset(
         "memory_days",
     }
 )
+# Thresholds an override may not change: what the rule counts (per caller IP or not,
+# which destinations), not how much of it.
+NOT_OVERRIDDEN = frozenset({"scope", "match"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
@@ -192,7 +195,10 @@ class RuleConfig:
 
 @dataclass(frozen=True)
 class RuleOverride:
-    """What an account or a tariff changes of one rule (unset: the rule's own value)."""
+    """What an account or a tariff changes of one rule (unset: the rule's own value):
+    enabled, action, shadow and the thresholds of the rule's kind, except ``scope`` and
+    ``match``, which choose what the rule counts (refused with a clear error: give such
+    a variant a rule of its own, enabled where it applies)."""
 
     enabled: bool | None = None
     action: str | None = None
@@ -205,6 +211,12 @@ class RuleOverride:
     min_asr_pct: int | None = None
     min_calls: int | None = None
     cooldown_s: int | None = None
+    range_digits: int | None = None
+    exempt_countries: tuple[str, ...] | None = None
+    memory_days: int | None = None
+    # Never valid in an override; fields only to name them in the error.
+    scope: str | None = None
+    match: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         if self.action is not None and self.action not in ACTIONS:
@@ -339,6 +351,11 @@ def _check_applies(rule: RuleConfig, override: RuleOverride, where: str) -> None
         value = getattr(override, f.name)
         if value is None or f.name not in THRESHOLDS:
             continue
+        if f.name in NOT_OVERRIDDEN:
+            raise ValueError(
+                f"{where}: {f.name} cannot be overridden (it chooses what the rule"
+                " counts): give that variant a rule of its own, enabled where it applies"
+            )
         if f.name not in required | optional:
             raise ValueError(f"{where}: {f.name} does not apply to a {rule.kind} rule")
     try:
