@@ -58,6 +58,9 @@ def add_parsers(sub: Any) -> None:
     json_option(p)
 
 
+OVERRIDES_SHOWN = 10  # owners listed by `ctl fraud rules` (--json: all of them)
+
+
 def render_rules(console: Console, result: dict[str, Any]) -> None:
     whose = result.get("account") or result.get("tariff") or ""
     title = "fraud rules" + (f" of {whose}" if whose else "")
@@ -74,6 +77,21 @@ def render_rules(console: Console, result: dict[str, Any]) -> None:
         action = rule["action"] + (" (shadow)" if rule["shadow"] else "")
         table.add_row(rule["name"], rule["kind"], rule["at"], limits, action)
     console.print(table)
+    if result.get("disabled"):
+        console.print("off here (enabled = false): " + ", ".join(result["disabled"]))
+    for what in ("account", "tariff"):
+        overrides = result.get(f"{what}_overrides") or {}
+        if overrides:
+            shown = [
+                f"{k} ({', '.join(v)})" for k, v in sorted(overrides.items())[:OVERRIDES_SHOWN]
+            ]
+            more = len(overrides) - len(shown)
+            tail = f" and {more} more" if more > 0 else ""
+            console.print(
+                f"overridden for {len(overrides)} {what}(s) (see --{what}): "
+                + ", ".join(shown)
+                + tail
+            )
     console.print("high-risk countries: " + ", ".join(result["high_risk_countries"]))
     console.print("high-risk prefixes: " + ", ".join(result["high_risk_prefixes"]))
 

@@ -113,7 +113,7 @@ class FraudMethods:
             # UnknownAccount: a clear error (a mistyped id showed the [fraud] rules).
             tariff = (await fraud.ledger.get_account(account)).tariff or DEFAULT_PLAN_ID
         rules = fraud.book.rules_for(account, tariff) if account or tariff else fraud.book.base
-        return {
+        out: dict[str, Any] = {
             "enabled": True,
             "shadow": fraud.cfg.shadow,
             "account": account,
@@ -122,6 +122,14 @@ class FraudMethods:
             "high_risk_countries": list(fraud.cfg.high_risk_countries),
             "high_risk_prefixes": list(fraud.cfg.high_risk_prefixes),
         }
+        if not account and not tariff:
+            # The [fraud] rules alone hide what overrides change: a rule off here and
+            # on for some accounts (or tariffs) is in force for them all the same.
+            cfg = fraud.cfg
+            out["disabled"] = [r.name for r in cfg.rules if not r.enabled]
+            out["account_overrides"] = {k: sorted(v) for k, v in cfg.account_overrides.items()}
+            out["tariff_overrides"] = {k: sorted(v) for k, v in cfg.tariff_overrides.items()}
+        return out
 
     async def fraud_state(self, p: Params, who: str) -> dict[str, Any]:
         """What the rules hold against an account (blocked by, deny flags, since)."""

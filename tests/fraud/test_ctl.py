@@ -44,15 +44,19 @@ async def serve_fraud(
     tmp_path: Path,
     tariff_overrides: dict[str, Any],
     tariffs: frozenset[str] | None = None,
+    *,
+    rules: list[dict[str, Any]] = RULES,
+    account_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[Fraud, Path]]:
     ledger = Ledger(redis, clock_ms=wall_ms)
     await ledger.load_scripts()
     fraud = await make_fraud(
         redis,
         wall_ms,  # type: ignore[arg-type]
-        RULES,
+        rules,
         ledger=ledger,
         tariff_overrides=tariff_overrides,
+        account_overrides=account_overrides or {},
     )
 
     async def status() -> dict[str, Any]:
@@ -95,6 +99,37 @@ async def test_rules_with_overrides(
     assert (premium["thresholds"]["max_calls"], premium["action"]) == (50, "alert")
     code, out, _ = await ctl(path, capsys, "fraud", "rules")
     assert code == 0 and "premium" in out and "high-risk countries: " in out
+
+
+async def test_rules_name_the_rules_off_here_and_the_overrides(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rules off in [fraud] and on per account: `ctl fraud rules` showed an empty table
+    (the [fraud] rules alone) while authorize applied them to those accounts; it names
+    the rules off here and who has overrides (--json: all of them)."""
+    rules = [{**RULES[0], "enabled": False}, RULES[1]]
+    accounts = {f"acc{i:02}": {"premium": {"enabled": True}} for i in range(12)}
+    async with serve_fraud(
+        redis, tmp_path, {"wholesale": WHOLESALE}, rules=rules, account_overrides=accounts
+    ) as (fraud, path):
+        await add_account(fraud.ledger, "acc00")
+        code, out, err = await ctl(path, capsys, "--json", "fraud", "rules")
+        assert code == 0, err
+        found = json.loads(out)
+        assert [r["name"] for r in found["rules"]] == ["spend"]
+        assert found["disabled"] == ["premium"]
+        assert found["account_overrides"] == {a: ["premium"] for a in accounts}
+        assert found["tariff_overrides"] == {"wholesale": ["premium"]}
+        code, out, _ = await ctl(path, capsys, "fraud", "rules")
+        text = " ".join(out.split())
+        assert "off here (enabled = false): premium" in text
+        assert "overridden for 12 account(s) (see --account): acc00 (premium)," in text
+        assert "acc09 (premium) and 2 more" in text
+        assert "overridden for 1 tariff(s) (see --tariff): wholesale (premium)" in text
+        code, out, _ = await ctl(path, capsys, "--json", "fraud", "rules", "--account", "acc00")
+        found = json.loads(out)  # the account's own set: the rule in force, nothing hidden
+        assert [r["name"] for r in found["rules"]] == ["premium", "spend"]
+        assert "disabled" not in found
 
 
 async def test_rules_of_an_account_take_its_tariff_or_default(
