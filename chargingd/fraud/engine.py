@@ -589,10 +589,13 @@ class Fraud:
         self._after(verdict, cdr.account_id, None, None, call=cdr.call_id)
         return verdict
 
-    async def refused(self, account_id: str | None, identity: str, session_id: str) -> Verdict:
+    async def refused(
+        self, account_id: str | None, identity: str, session_id: str, tariff: str = ""
+    ) -> Verdict:
         """Count one Access-Reject (failed_attempts): of an account (a refusing rule
-        refuses this identity's calls for its cooldown), or of an identity no account
-        has (alerts only)."""
+        refuses this identity's calls for its cooldown), with its tariff's overrides as
+        authorize and the CDRs take them ("" = the default plan's), or of an identity no
+        account has (alerts only)."""
         now = self.clock_ms()
         if account_id is None:
             if not identity:
@@ -608,7 +611,7 @@ class Fraud:
             verdict = P.decode(plan, reply, {})
             self._after(verdict, identity, None, None, call=session_id)
             return verdict
-        rules = self.book.rules_for(account_id, "")
+        rules = self.book.rules_for(account_id, tariff or DEFAULT_PLAN_ID)
         plan = P.Plan(now, identity, event_id=f"rej:{session_id}")
         P.refusal_ops(plan, rules, account_id, session_id)
         verdict = await self._event_verdict(plan, account_id, rules)

@@ -137,7 +137,11 @@ class Authorizer:
         assert self.fraud is not None
         identity = attempt.identity if attempt.account_id else next(iter(attempt.tried), "")
         self.fraud.after_refusal(
-            attempt.account_id, identity, call.session_id, admitted=attempt.admitted
+            attempt.account_id,
+            identity,
+            call.session_id,
+            admitted=attempt.admitted,
+            tariff=attempt.tariff,
         )
 
     async def _decide(self, call: CallInfo, attempt: Attempt | None) -> Authorized | Refused:

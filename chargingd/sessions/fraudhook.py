@@ -136,13 +136,19 @@ class FraudHook:
         return Refused(RefusalCode.FRAUD, message)
 
     def after_refusal(
-        self, account_id: str | None, identity: str, session_id: str, *, admitted: bool
+        self,
+        account_id: str | None,
+        identity: str,
+        session_id: str,
+        *,
+        admitted: bool,
+        tariff: str = "",
     ) -> None:
-        """A refused authorize: counted for failed_attempts; forgotten from the live
-        calls when the rules had admitted it."""
+        """A refused authorize: counted for failed_attempts (with the overrides of the
+        account's tariff); forgotten from the live calls when the rules had admitted it."""
         if admitted and account_id is not None:
             self._soon(self.fraud.forget(account_id, session_id))
-        self._soon(self.fraud.refused(account_id, identity, session_id))
+        self._soon(self.fraud.refused(account_id, identity, session_id, tariff))
 
     def _soon(self, coro: Coroutine[Any, Any, Any]) -> None:
         if len(self._pending) >= MAX_PENDING:

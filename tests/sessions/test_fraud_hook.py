@@ -200,6 +200,36 @@ async def test_refusals_feed_failed_attempts(
 
 
 @pytest.mark.parametrize("fused", [True, False])
+async def test_refusals_count_with_the_overrides_of_the_accounts_tariff(
+    redis: aioredis.Redis, tmp_path: Path, fused: bool
+) -> None:
+    """failed_attempts fed by Access-Rejects took the [fraud] rules without the account's
+    tariff overrides (authorize and the CDRs take them): a wholesale trunk refused for
+    credit hit the retail limit that `ctl fraud rules --account` said it did not have."""
+    failed = {"name": "failed", "kind": "failed_attempts", "max_calls": 2, "window_s": 300,
+              "action": "refuse"}  # fmt: skip
+    # the harness's plans: "retail", and the same plan as the default one (tariff "")
+    overrides = {"retail": {"failed": {"max_calls": 4}}, "default": {"failed": {"max_calls": 3}}}
+    sessions, _, ledger, _ = await build(
+        redis, tmp_path, [failed], fused=fused, tariff_overrides=overrides
+    )
+    await add_account(ledger, "trunk", identities=("user:trunk",), balance_micros=0)
+    await add_account(ledger, "plain", identities=("user:plain",), balance_micros=0, tariff="")
+
+    async def fraud_refused(user: str, n: int) -> list[bool]:
+        out = []
+        for i in range(n):
+            answer = await sessions.authorize(call(f"{user}{i}", user=user))
+            assert isinstance(answer, Refused)
+            out.append(answer.code is RefusalCode.FRAUD)
+            await settle(sessions)  # the refusal is counted in the background
+        return out
+
+    assert await fraud_refused("trunk", 6) == [False] * 5 + [True]  # fires at the 5th
+    assert await fraud_refused("plain", 5) == [False] * 4 + [True]  # tariff "default"
+
+
+@pytest.mark.parametrize("fused", [True, False])
 async def test_velocity_per_caller_ip_counts_every_account_from_that_address(
     redis: aioredis.Redis, tmp_path: Path, fused: bool
 ) -> None:
