@@ -19,9 +19,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis._parsers.base import BaseParser
 from redis.exceptions import (
     ClusterError,
+    MasterDownError,
+    ReadOnlyError,
     RedisClusterUnreachableError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -41,11 +45,56 @@ RedisClient = aioredis.Redis | RedisCluster
 # slot migrates), no node known for the slot, no node reachable. Each is Redis being
 # unavailable for that key, as a refused connection is: what the request path and the
 # background loops treat as "Redis down" (refuse, spool, retry; a line, no traceback).
+
+
+class NoReplicasError(ResponseError):
+    """NOREPLICAS: a master with ``min-replicas-to-write`` set that has fewer good
+    replicas than that refuses every write (docs/redis-cluster.md recommends it; a
+    replica promoted by a failover has none until the old master rejoins). Nothing was
+    written (a script stops at its first write). redis-py has no class of its own for
+    it, so without this it was a bare ResponseError: a traceback per request, the
+    Accounting-Request unanswered instead of spooled, the Access-Request refused as a
+    "system error" instead of "charging unavailable"."""
+
+
+# redis-py maps an error reply's first word to its exception class (both parsers,
+# and ledger/thin.py's through BaseParser.parse_error): NOREPLICAS gets its own.
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+
+# Redis 6 wraps an error raised inside a script ("ERR Error running script (call to f_..):
+# @user_script:332: @user_script: 332: -NOREPLICAS Not enough ..."), so its first word
+# says nothing: the code after " -" picks the class, as the first word does on Redis 7.
+_WRAPPED_WRITE_REFUSALS: dict[str, type[ResponseError]] = {
+    " -NOREPLICAS ": NoReplicasError,
+    " -READONLY ": ReadOnlyError,
+    " -MASTERDOWN ": MasterDownError,
+}
+_parse_error = BaseParser.parse_error
+
+
+def _parse_error_unwrapped(cls: type[BaseParser], response: str) -> Any:
+    found = _parse_error.__func__(cls, response)  # type: ignore[attr-defined]
+    if type(found) is ResponseError and "Error running script" in response:
+        for code, kind in _WRAPPED_WRITE_REFUSALS.items():
+            if code in response:
+                return kind(response)
+    return found
+
+
+BaseParser.parse_error = classmethod(_parse_error_unwrapped)  # type: ignore[method-assign,assignment]
+
 CLUSTER_UNAVAILABLE: tuple[type[BaseException], ...] = (
     ClusterError,
     TryAgainError,
     SlotNotCoveredError,
     RedisClusterUnreachableError,
+    # A node that takes no writes right now, nothing written: NOREPLICAS (a master
+    # without its min-replicas-to-write, e.g. just promoted), READONLY (a replica or a
+    # demoted master reached as a master), MASTERDOWN (a replica whose master is gone,
+    # replica-serve-stale-data no).
+    NoReplicasError,
+    ReadOnlyError,
+    MasterDownError,
 )
 
 
