@@ -46,7 +46,7 @@ from chargingd.admin.params import (
     render_audit,
 )
 from chargingd.alerts import AlertError, Alerts
-from chargingd.core.ratelog import RateLimitedLog
+from chargingd.core.ratelog import REQUEST_SETTLE_S, RateLimitedLog
 from chargingd.core.redisconn import CLUSTER_UNAVAILABLE
 from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
@@ -139,7 +139,8 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         # Plan id -> the currency it prices in ("" or absent: not checked).
         self.plan_currencies = dict(plan_currencies or {})
         self.sessions = adminsessions.SessionHooks(sessions)  # None: RADIUS off
-        self.outage = RateLimitedLog(log)  # Redis down: a line per interval, not per request
+        # Redis down: a line per interval, not per request (nor per flip: one shard away)
+        self.outage = RateLimitedLog(log, settle_s=REQUEST_SETTLE_S)
 
     async def dispatch(self, request: Any, peer: Peer) -> dict[str, Any] | None:
         """Validate and run one request object; always an outcome, never an exception."""

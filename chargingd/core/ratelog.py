@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DEFAULT_INTERVAL_S = 10.0
+# The settle_s of kinds that concurrent requests feed (see RateLimitedLog).
+REQUEST_SETTLE_S = 1.0
 
 
 @dataclass
@@ -34,6 +36,7 @@ class _Episode:
     last_logged_s: float
     total: int = 1
     unlogged: int = 0  # failures since the last line
+    last_failure_s: float = 0.0
 
 
 class RateLimitedLog:
@@ -41,6 +44,13 @@ class RateLimitedLog:
 
     ``trace``: the first line of an episode carries the traceback (for errors nobody
     expected); repeats never do.
+
+    ``settle_s``: a success ends the episode only once no failure came for that long.
+    For kinds that concurrent requests feed: when only part of Redis is away (one shard
+    of a cluster failing over, or taking no writes), requests on the other shards
+    succeed between the failures, and each success ending the episode made each next
+    failure a new one: two lines per flip (a partial outage logged dozens of lines a
+    second instead of one per interval). 0: the first success ends it (a loop's pass).
     """
 
     def __init__(
@@ -50,8 +60,10 @@ class RateLimitedLog:
         interval_s: float = DEFAULT_INTERVAL_S,
         clock_s: Callable[[], float] = time.monotonic,
         level: int = logging.ERROR,
+        settle_s: float = 0.0,
     ) -> None:
         self.log = log
+        self.settle_s = settle_s
         self.interval_s = interval_s
         self.clock_s = clock_s
         self.level = level
@@ -72,12 +84,13 @@ class RateLimitedLog:
         self.totals[kind] = self.totals.get(kind, 0) + 1
         episode = self.episodes.get(kind)
         if episode is None:
-            self.episodes[kind] = _Episode(first_s=now, last_logged_s=now)
+            self.episodes[kind] = _Episode(first_s=now, last_logged_s=now, last_failure_s=now)
             exc_info = exc if trace and isinstance(exc, BaseException) else None
             self.log.log(self.level, "%s: %s", kind, why, exc_info=exc_info)
             return
         episode.total += 1
         episode.unlogged += 1
+        episode.last_failure_s = now
         if now - episode.last_logged_s >= self.interval_s:
             self.log.log(
                 self.level,
@@ -93,12 +106,17 @@ class RateLimitedLog:
             episode.unlogged = 0
 
     def recovered(self, kind: str) -> None:
-        """``kind`` worked: if it was failing, say so once, with the outage's figures."""
-        episode = self.episodes.pop(kind, None)
-        if episode is not None:
-            self.log.warning(
-                "%s: recovered after %d failures in %.1f s",
-                kind,
-                episode.total,
-                self.clock_s() - episode.first_s,
-            )
+        """``kind`` worked: if it was failing, say so once, with the outage's figures
+        (with ``settle_s``: once it failed no more for that long)."""
+        episode = self.episodes.get(kind)
+        if episode is None:
+            return
+        if self.settle_s > 0 and self.clock_s() - episode.last_failure_s < self.settle_s:
+            return  # still failing for some requests: the same episode
+        del self.episodes[kind]
+        self.log.warning(
+            "%s: recovered after %d failures in %.1f s",
+            kind,
+            episode.total,
+            self.clock_s() - episode.first_s,
+        )

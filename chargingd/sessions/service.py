@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config import Config, SessionsConfig
-from chargingd.core.ratelog import RateLimitedLog
+from chargingd.core.ratelog import REQUEST_SETTLE_S, RateLimitedLog
 from chargingd.fraud import Fraud
 from chargingd.ledger import (
     Ledger,
@@ -106,7 +106,9 @@ class Sessions:
         self.ledger = ledger
         self.pricer = pricer
         self.cfg = cfg
-        self.outage = RateLimitedLog(log)  # Redis outages: a line per interval, not per call
+        # Redis outages: a line per interval, not per call (nor per flip while one shard
+        # of a cluster is away and the others answer)
+        self.outage = RateLimitedLog(log, settle_s=REQUEST_SETTLE_S)
         self.undone = RateLimitedLog(log, level=logging.WARNING)
         self.clock_ms = clock_ms
         self.source = source

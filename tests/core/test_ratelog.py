@@ -112,3 +112,31 @@ async def test_an_unreachable_billing_database_logs_no_traceback(
         "exporter pass failed: DatabaseUnavailable: cannot connect to the billing database: refused"
     )
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_failures_between_successes_are_one_episode_with_settle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One shard of a Redis Cluster away (failing over, or taking no writes): requests
+    for the other shards succeed between the failures. Without ``settle_s`` each success
+    ended the episode and the next failure began one: 2 lines per flip (a live daemon
+    logged 50 lines in 15 s of a failover), not the one line per interval promised."""
+    clock = Clock()
+    out = RateLimitedLog(logging.getLogger("t.settle"), interval_s=10, clock_s=clock, settle_s=1)
+    caplog.set_level(logging.INFO, "t.settle")
+    for _ in range(641):  # 10 s, a failure then a success every 1/64 s (exact in binary)
+        out.failure("redis unreachable at authorize", "NoReplicasError: no replicas")
+        clock.now += 1 / 128
+        out.recovered("redis unreachable at authorize")
+        clock.now += 1 / 128
+    lines = _lines(caplog)
+    assert lines[0] == "redis unreachable at authorize: NoReplicasError: no replicas"
+    assert len(lines) == 2 and "(640 more in the last 10 s" in lines[1], lines
+    assert out.failing("redis unreachable at authorize")
+    clock.now += 1.0  # a success once none failed for settle_s ends it, once
+    out.recovered("redis unreachable at authorize")
+    out.recovered("redis unreachable at authorize")
+    assert _lines(caplog)[2:] == [
+        "redis unreachable at authorize: recovered after 641 failures in 11.0 s"
+    ]
+    assert not out.failing("redis unreachable at authorize")
