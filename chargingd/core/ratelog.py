@@ -114,9 +114,12 @@ class RateLimitedLog:
         if self.settle_s > 0 and self.clock_s() - episode.last_failure_s < self.settle_s:
             return  # still failing for some requests: the same episode
         del self.episodes[kind]
+        # With settle_s the success that ends it may come long after the last failure
+        # (no traffic meanwhile): the outage lasted until that failure.
+        until = episode.last_failure_s if self.settle_s > 0 else self.clock_s()
         self.log.warning(
             "%s: recovered after %d failures in %.1f s",
             kind,
             episode.total,
-            self.clock_s() - episode.first_s,
+            until - episode.first_s,
         )
