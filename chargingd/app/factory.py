@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from chargingd.alerts import Alerts, build_alerts
 from chargingd.app.diameter import DiameterComponent
@@ -112,7 +112,17 @@ class Factory:
         try:
             await wait_ready(client, REDIS_READY_TIMEOUT_S)
         except _UNREACHABLE as exc:
-            raise RedisUnreachable(f"cannot reach Redis at {label}: {exc}") from exc
+            hint = ""
+            if r.cluster_nodes and "not enabled" in str(exc):
+                hint = " (a single Redis, not a cluster node: set [redis] url instead)"
+            raise RedisUnreachable(f"cannot reach Redis at {label}: {exc}{hint}") from exc
+        if r.url and await _cluster_enabled(client):
+            # PING answers on a cluster node; the first keyed command then failed with
+            # a bare MOVED ("chargingd cannot run: 14011 127.0.0.1:24003").
+            raise RedisUnreachable(
+                f"Redis at {label} is a Redis Cluster node: list the cluster's nodes in"
+                " [redis] cluster_nodes (and leave url empty) instead"
+            )
         return OpenedRedis(client, label, url or r.url, started)
 
     # -- alerts ------------------------------------------------------------------------
@@ -274,8 +284,24 @@ class Factory:
 
 
 # Redis down; for a cluster also none of its nodes answering (RedisClusterUnreachableError
-# is no RedisError: `chargingd serve` and the tools died with its traceback).
-_UNREACHABLE: tuple[type[BaseException], ...] = (RedisError, OSError, *CLUSTER_UNAVAILABLE)
+# is no RedisError: `chargingd serve` and the tools died with its traceback), or a seed
+# that is no cluster node (RedisClusterException, no RedisError either: the same).
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    RedisError,
+    OSError,
+    RedisClusterException,
+    *CLUSTER_UNAVAILABLE,
+)
+
+
+async def _cluster_enabled(client: Any) -> bool:
+    """Is the Redis behind a (non-cluster) client a Redis Cluster node? False when it
+    does not say (INFO refused by an ACL, an old server)."""
+    try:
+        info = await client.info("cluster")
+    except RedisError:
+        return False
+    return bool(info.get("cluster_enabled"))
 
 
 async def _answers(url: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,7 +13,7 @@ from aiohttp import web
 from chargingd.app import factory as factory_module
 from chargingd.app.factory import Factory
 from chargingd.core.config import config_from_dict
-from chargingd.core.redisconn import RedisUnreachable
+from chargingd.core.redisconn import EmbeddedRedis, RedisUnreachable
 from chargingd.monitoring.web import HttpBindError, HttpServer
 
 
@@ -55,6 +56,53 @@ async def test_unreachable_cluster_is_named_in_the_error(
     text = str(caught.value)
     assert text.startswith(f"cannot reach Redis at cluster:{','.join(seeds)}: "), text
     assert "Connection refused" in text or "Error 111" in text
+
+
+async def test_a_cluster_seed_that_is_a_single_redis_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cluster_nodes` naming a Redis without cluster mode: `chargingd serve` died
+    with redis-py's RedisClusterException traceback (no RedisError) and exit code 1."""
+    monkeypatch.setattr(factory_module, "REDIS_READY_TIMEOUT_S", 0.2)
+    port = _closed_port()
+    single = EmbeddedRedis(tmp_path, port=port, appendfsync="no")
+    single.start()
+    try:
+        cfg = config_from_dict({"redis": {"cluster_nodes": [f"127.0.0.1:{port}"]}})
+        async with contextlib.AsyncExitStack() as stack:
+            with pytest.raises(RedisUnreachable) as caught:
+                await Factory(cfg).open_redis(stack, owner=True)
+    finally:
+        single.stop()
+    text = str(caught.value)
+    assert text.startswith(f"cannot reach Redis at cluster:127.0.0.1:{port}: "), text
+    assert text.endswith("(a single Redis, not a cluster node: set [redis] url instead)")
+
+
+async def test_a_url_naming_a_cluster_node_is_named_in_the_error(tmp_path: Path) -> None:
+    """`[redis] url` naming a Redis Cluster node (cluster_nodes meant): PING answered, and
+    `chargingd serve` then stopped with "chargingd cannot run: 14011 127.0.0.1:24003",
+    the bare text of the first MOVED."""
+    port = _closed_port()
+    conf = tmp_path / "nodes.conf"
+    node = EmbeddedRedis(
+        tmp_path,
+        port=port,
+        appendfsync="no",
+        extra_args=("--cluster-enabled", "yes", "--cluster-config-file", str(conf)),
+    )
+    node.start()
+    try:
+        cfg = config_from_dict({"redis": {"url": f"redis://127.0.0.1:{port}/0"}})
+        async with contextlib.AsyncExitStack() as stack:
+            with pytest.raises(RedisUnreachable) as caught:
+                await Factory(cfg).open_redis(stack, owner=True)
+    finally:
+        node.stop()
+    assert str(caught.value) == (
+        f"Redis at redis://127.0.0.1:{port}/0 is a Redis Cluster node: list the cluster's"
+        " nodes in [redis] cluster_nodes (and leave url empty) instead"
+    )
 
 
 async def test_http_port_in_use_is_named_in_the_error() -> None:
