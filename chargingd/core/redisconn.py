@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis._parsers.base import BaseParser
 from redis.exceptions import (
     ClusterError,
     MasterDownError,
