@@ -37,6 +37,7 @@ class _Episode:
     total: int = 1
     unlogged: int = 0  # failures since the last line
     last_failure_s: float = 0.0
+    flapping: bool = False  # failed again within settle_s of a success that ended it
 
 
 class RateLimitedLog:
@@ -45,12 +46,14 @@ class RateLimitedLog:
     ``trace``: the first line of an episode carries the traceback (for errors nobody
     expected); repeats never do.
 
-    ``settle_s``: a success ends the episode only once no failure came for that long.
-    For kinds that concurrent requests feed: when only part of Redis is away (one shard
-    of a cluster failing over, or taking no writes), requests on the other shards
-    succeed between the failures, and each success ending the episode made each next
-    failure a new one: two lines per flip (a partial outage logged dozens of lines a
-    second instead of one per interval). 0: the first success ends it (a loop's pass).
+    ``settle_s``: for kinds that concurrent requests feed. When only part of Redis is
+    away (one shard of a cluster failing over, or taking no writes), requests on the
+    other shards succeed between the failures; each success ending the episode made
+    each next failure a new one: two lines per flip (a partial outage logged dozens of
+    lines a second instead of one per interval). With ``settle_s``, a failure within
+    that long of the success that ended its kind's episode reopens that episode without
+    a line, and a reopened (flapping) episode ends only at a success that comes
+    ``settle_s`` after its last failure. 0: every success ends it (a loop's pass).
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class RateLimitedLog:
         self.episodes: dict[str, _Episode] = {}
         # Every failure ever counted, by kind (monitoring exports them as counters).
         self.totals: dict[str, int] = {}
+        # With settle_s: each kind's last ended episode and when it ended.
+        self._ended: dict[str, tuple[_Episode, float]] = {}
 
     def failing(self, kind: str) -> bool:
         """True while ``kind`` has failed since it last worked."""
@@ -83,6 +88,12 @@ class RateLimitedLog:
         why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         self.totals[kind] = self.totals.get(kind, 0) + 1
         episode = self.episodes.get(kind)
+        if episode is None and self._ended:
+            ended = self._ended.pop(kind, None)
+            if ended is not None and now - ended[1] < self.settle_s:
+                episode = ended[0]  # flapping: the same outage, no new first line
+                episode.flapping = True
+                self.episodes[kind] = episode
         if episode is None:
             self.episodes[kind] = _Episode(first_s=now, last_logged_s=now, last_failure_s=now)
             exc_info = exc if trace and isinstance(exc, BaseException) else None
@@ -107,16 +118,19 @@ class RateLimitedLog:
 
     def recovered(self, kind: str) -> None:
         """``kind`` worked: if it was failing, say so once, with the outage's figures
-        (with ``settle_s``: once it failed no more for that long)."""
+        (a flapping one: once it failed no more for ``settle_s``)."""
         episode = self.episodes.get(kind)
         if episode is None:
             return
-        if self.settle_s > 0 and self.clock_s() - episode.last_failure_s < self.settle_s:
+        now = self.clock_s()
+        if episode.flapping and now - episode.last_failure_s < self.settle_s:
             return  # still failing for some requests: the same episode
         del self.episodes[kind]
-        # With settle_s the success that ends it may come long after the last failure
-        # (no traffic meanwhile): the outage lasted until that failure.
-        until = episode.last_failure_s if self.settle_s > 0 else self.clock_s()
+        if self.settle_s > 0:
+            self._ended[kind] = (episode, now)
+        # A flapping episode's ending success may come long after its last failure (no
+        # traffic meanwhile): the outage lasted until that failure.
+        until = episode.last_failure_s if episode.flapping else now
         self.log.warning(
             "%s: recovered after %d failures in %.1f s",
             kind,

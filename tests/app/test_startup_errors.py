@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from redis_cluster import _free_pair
 
 from chargingd.app import factory as factory_module
 from chargingd.app.factory import Factory
@@ -83,7 +84,7 @@ async def test_a_url_naming_a_cluster_node_is_named_in_the_error(tmp_path: Path)
     """`[redis] url` naming a Redis Cluster node (cluster_nodes meant): PING answered, and
     `chargingd serve` then stopped with "chargingd cannot run: 14011 127.0.0.1:24003",
     the bare text of the first MOVED."""
-    port = _closed_port()
+    port = _free_pair()  # (a cluster node's bus port is port + 10000: both free)
     conf = tmp_path / "nodes.conf"
     node = EmbeddedRedis(
         tmp_path,

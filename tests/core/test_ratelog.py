@@ -124,19 +124,40 @@ def test_failures_between_successes_are_one_episode_with_settle(
     clock = Clock()
     out = RateLimitedLog(logging.getLogger("t.settle"), interval_s=10, clock_s=clock, settle_s=1)
     caplog.set_level(logging.INFO, "t.settle")
+    kind = "redis unreachable at authorize"
     for _ in range(641):  # 10 s, a failure then a success every 1/64 s (exact in binary)
-        out.failure("redis unreachable at authorize", "NoReplicasError: no replicas")
+        out.failure(kind, "NoReplicasError: no replicas")
         clock.now += 1 / 128
-        out.recovered("redis unreachable at authorize")
+        out.recovered(kind)
         clock.now += 1 / 128
-    lines = _lines(caplog)
-    assert lines[0] == "redis unreachable at authorize: NoReplicasError: no replicas"
-    assert len(lines) == 2 and "(640 more in the last 10 s" in lines[1], lines
-    assert out.failing("redis unreachable at authorize")
-    clock.now += 30.0  # a success once none failed for settle_s ends it, once
-    out.recovered("redis unreachable at authorize")
-    out.recovered("redis unreachable at authorize")
-    assert _lines(caplog)[2:] == [  # the outage's length: to its last failure
-        "redis unreachable at authorize: recovered after 641 failures in 10.0 s"
+    assert _lines(caplog) == [
+        f"{kind}: NoReplicasError: no replicas",
+        f"{kind}: recovered after 1 failures in 0.0 s",  # not yet known to flap
+        f"{kind}: NoReplicasError: no replicas (640 more in the last 10 s; 641 since 10 s ago)",
     ]
-    assert not out.failing("redis unreachable at authorize")
+    assert out.failing(kind)
+    clock.now += 30.0  # a success once none failed for settle_s ends it, once
+    out.recovered(kind)
+    out.recovered(kind)
+    # the outage's length: to its last failure
+    assert _lines(caplog)[3:] == [f"{kind}: recovered after 641 failures in 10.0 s"]
+    assert not out.failing(kind)
+    clock.now += 5.0
+    out.failure(kind, "again")  # long after: a new outage, a line at once
+    assert _lines(caplog)[4:] == [f"{kind}: again"]
+
+
+def test_settle_keeps_a_plain_outage_ending_at_its_first_success(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whole Redis away: no success between the failures, so the first success ends the
+    episode at once, as without settle_s."""
+    clock = Clock()
+    out = RateLimitedLog(logging.getLogger("t.plain"), interval_s=10, clock_s=clock, settle_s=1)
+    caplog.set_level(logging.INFO, "t.plain")
+    for _ in range(5):
+        out.failure("k", "down")
+        clock.now += 0.25
+    out.recovered("k")
+    assert _lines(caplog) == ["k: down", "k: recovered after 5 failures in 1.2 s"]
+    assert not out.failing("k")
