@@ -129,12 +129,14 @@ async def list_invoices(
     return result
 
 
-_OVERDUE = """
-SELECT i.account_id, i.number, i.due_at,
-       i.total_micros
+# What is still owed on invoice i: its total less its payments and the credits that
+# refer to it (credit notes, a negative invoice's credit).
+_OWED = """i.total_micros
          - coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0)
-         + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)
-         AS owed
+         + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)"""
+
+_OVERDUE = f"""
+SELECT i.account_id, i.number, i.due_at, {_OWED} AS owed
 FROM invoices i
 WHERE i.kind = 'invoice' AND i.due_at < %(cutoff)s
   AND (%(account)s::text IS NULL OR i.account_id = %(account)s)
@@ -163,10 +165,8 @@ async def overdue(
 async def oldest_owed(conn: Conn, account_id: str) -> tuple[int, str] | None:
     """The account's oldest invoice with something still owed on it: (id, number)."""
     cur = await conn.execute(
-        "SELECT o.id, o.number FROM (SELECT i.id, i.number, i.due_at, i.total_micros"
-        "   - coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0)"
-        "   + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)"
-        "   AS owed FROM invoices i WHERE i.kind = 'invoice' AND i.account_id = %s) o"
+        f"SELECT o.id, o.number FROM (SELECT i.id, i.number, i.due_at, {_OWED} AS owed"
+        "  FROM invoices i WHERE i.kind = 'invoice' AND i.account_id = %s) o"
         " WHERE o.owed > 0 ORDER BY o.due_at, o.id LIMIT 1",
         (account_id,),
     )
