@@ -63,6 +63,10 @@ def test_example_file_equals_defaults() -> None:
         ({"redis": {"cluster_nodes": ["10.0.0.1:0"]}}, "port must be 1..65535"),
         ({"redis": {"batch_early": 513}}, "batch_early must be 0..512"),
         ({"ledger": {"partial_grants": 1}}, "ledger.partial_grants must be bool"),
+        (  # an amount written as a number: it said "has the wrong type (int)" only
+            {"fraud": {"rules": [{"name": "s", "kind": "spend", "max_amount": 50}]}},
+            'max_amount must be str, not int: write it as a string, in quotes ("50")',
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> None:

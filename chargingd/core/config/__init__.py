@@ -596,7 +596,15 @@ def _coerce_union(args: tuple[Any, ...], value: Any, source: str, where: str) ->
             return _coerce(arg, value, source, where)
         except ConfigError:
             continue
-    raise ConfigError(f"{source}: {where} has the wrong type ({type(value).__name__})")
+    wanted = [a for a in args if a is not type(None)]
+    names = " or ".join(getattr(a, "__name__", str(a)) for a in wanted)
+    hint = ""
+    if str in wanted and isinstance(value, int | float) and not isinstance(value, bool):
+        # an amount written as a number: max_amount = 50 for max_amount = "50.00" (a
+        # secret's value is never echoed)
+        secret = _SECRET_KEY_WORDS.intersection(where.lower().split(".")[-1].split("_"))
+        hint = ": write it as a string, in quotes" + ("" if secret else f' ("{value}")')
+    raise ConfigError(f"{source}: {where} must be {names}, not {type(value).__name__}{hint}")
 
 
 _SECRET_KEY_WORDS = frozenset({"secret", "password", "passwd", "token"})
