@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_daemon import ClusterDaemon, cluster_redis
+from cluster_daemon import ClusterDaemon, cluster_redis, running
 from radius_e2e_harness import MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
 from redis_cluster import Cluster
 
@@ -44,15 +44,8 @@ USAGE = (
 def daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDaemon]:
     tmp = tmp_path_factory.mktemp("cluster-failover")
     setup = write_setup(tmp, redis=cluster_redis(cluster), sessions="reaper_interval_s = 0.5")
-    found = ClusterDaemon(setup, tmp / "daemon.log")
-    found.cluster = cluster
-    found.start()
-    try:
-        found.wait_ready()
+    with running(cluster, setup, tmp / "daemon.log") as found:
         yield found
-    finally:
-        found.kill()
-        print(f"---- daemon log ----\n{found.log()[-20000:]}")  # shown when the test fails
 
 
 async def _ask(sock: GatewaySocket, packet: bytes, port: int, tries: int = 30) -> rc.Packet:

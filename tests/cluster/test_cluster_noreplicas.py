@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_daemon import ClusterDaemon, cluster_redis
+from cluster_daemon import ClusterDaemon, account_on, cluster_redis, running
 from radius_e2e_harness import BIN, MICROS_PER_S, Call, GatewaySocket, Setup, write_setup
 from redis_cluster import Cluster, Node
 
@@ -33,15 +33,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 def daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDaemon]:
     tmp = tmp_path_factory.mktemp("cluster-noreplicas")
     setup = write_setup(tmp, redis=cluster_redis(cluster), sessions="reaper_interval_s = 0.5")
-    found = ClusterDaemon(setup, tmp / "daemon.log")
-    found.cluster = cluster
-    found.start()
-    try:
-        found.wait_ready()
+    with running(cluster, setup, tmp / "daemon.log") as found:
         yield found
-    finally:
-        found.kill()
-        print(f"---- daemon log ----\n{found.log()[-20000:]}")  # shown when the test fails
 
 
 def _ctl(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,14 +44,6 @@ def _ctl(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
     )
-
-
-def _account_on(cluster: Cluster, master: Node, prefix: str) -> str:
-    for n in range(1000):
-        name = f"{prefix}{n}"
-        if cluster.master_of(f"{{a:{name}}}:acct") is master:
-            return name
-    raise AssertionError("no account name on that master")
 
 
 def _min_replicas(node: Node, count: int) -> None:
@@ -71,7 +56,7 @@ async def test_a_master_without_its_replicas_gives_clear_answers_and_recovers(
 ) -> None:
     # Not the CDR stream's master: the Stop's close lease is on the account's master.
     victim = next(m for m in cluster.masters() if m is not cluster.master_of(CDR_STREAM))
-    account = _account_on(cluster, victim, "norep")
+    account = account_on(cluster, victim, "norep")
     daemon.create_account(account, "10.00")
     auth, acct = daemon.setup.auth_port, daemon.setup.acct_port
     sock = await GatewaySocket.open()

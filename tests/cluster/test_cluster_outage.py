@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_daemon import ClusterDaemon, cluster_redis
+from cluster_daemon import ClusterDaemon, account_on, cluster_redis, running
 from radius_e2e_harness import BIN, MICROS_PER_S, Call, GatewaySocket, Setup, write_setup
 from redis_cluster import Cluster, Node
 
@@ -38,15 +38,8 @@ def daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         redis=cluster_redis(cluster, "command_timeout_s = 0.5\nconnect_timeout_s = 0.5"),
         sessions="reaper_interval_s = 0.5",
     )
-    found = ClusterDaemon(setup, tmp / "daemon.log")
-    found.cluster = cluster
-    found.start()
-    try:
-        found.wait_ready()
+    with running(cluster, setup, tmp / "daemon.log") as found:
         yield found
-    finally:
-        found.kill()
-        print(f"---- daemon log ----\n{found.log()[-20000:]}")  # shown when the test fails
 
 
 def ctl(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,14 +49,6 @@ def ctl(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def _account_on(cluster: Cluster, master: Node, prefix: str) -> str:
-    for n in range(1000):
-        name = f"{prefix}{n}"
-        if cluster.master_of(f"{{a:{name}}}:acct") is master:
-            return name
-    raise AssertionError("no account name on that master")
 
 
 def _cluster_state(node: Node) -> str:
@@ -93,9 +78,9 @@ async def test_a_shard_down_gives_clear_answers_and_recovers(
     victim = cluster.master_of("{a:x}:acct")
     replica = cluster.replica_of(victim)
     healthy = next(m for m in cluster.masters() if m is not victim)
-    account = _account_on(cluster, victim, "down")
+    account = account_on(cluster, victim, "down")
     daemon.create_account(account, "10.00")
-    other = _account_on(cluster, healthy, "up")
+    other = account_on(cluster, healthy, "up")
     daemon.create_account(other, "10.00")
     auth, acct = daemon.setup.auth_port, daemon.setup.acct_port
     sock = await GatewaySocket.open()
