@@ -56,7 +56,7 @@ class RoundTrips:
 def sized_sid(i: int, size: int, default: str) -> str:
     """A session id of ``size`` bytes for call i, unique per call (0: ``default``, the
     bench's own). 36: a UUID's form, as a gateway's Acct-Session-Id or h323-conf-id and
-    the load bench's; otherwise 'c' and i in hex, zero-padded (docs/fraud.md
+    the load bench's; otherwise 'c' and i in hex, zero-padded (docs/fraud-cost.md
     "Twenty-third round": what the live calls' key length costs)."""
     if size <= 0:
         return default

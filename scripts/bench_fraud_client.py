@@ -10,7 +10,7 @@ rule fired). Calls go to 1,000 accounts dialling UK numbers of ten ranges, as
 bench_fraud_load.py's loadgen does; "new numbers" clears the number-type cache before
 each pass (every number typed again), "repeated numbers" keeps it. Prints the minimum
 over the passes (us per call) and each part alone. Compiled (mypyc) when the tree has
-its .so files (docs/fraud.md "Tenth round").
+its .so files (docs/fraud-cost.md "Tenth round").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the default authorize rules would cost evaluated in the daemon, on per-account
-state each daemon keeps (docs/fraud.md "Sixteenth round": a design measured, not built).
+state each daemon keeps (docs/fraud-cost.md "Sixteenth round": a design measured, not built).
 
     .venv/bin/python scripts/bench_fraud_daemon_state.py [--calls 20000] [--accounts 5000]
         [--interpreted]

@@ -12,7 +12,7 @@ charges --charge-micros, all answered, none short).
 
 bench_redis_instructions.py --fraud --events measures the CDRs of whole calls made
 through Sessions (each account a few calls: sparse windows); this one the CDRs of
-accounts whose windows are full (docs/fraud.md "Nineteenth round").
+accounts whose windows are full (docs/fraud-cost.md "Nineteenth round").
 """
 
 from __future__ import annotations

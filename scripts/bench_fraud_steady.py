@@ -1,6 +1,6 @@
 """The daemon's fraud code per authorize in steady state, in a loop (no Redis): accounts
 whose values several calls have grown, as a load run's are, and called numbers that
-repeat (classified once). docs/fraud.md "Twenty-first round (daemon)".
+repeat (classified once). docs/fraud-cost.md "Twenty-first round (daemon)".
 
     .venv/bin/python scripts/bench_fraud_steady.py [CALLS_BEFORE [ACCOUNTS [SID_BYTES]]]
     valgrind --tool=callgrind --callgrind-out-file=OUT .venv/bin/python \
@@ -10,7 +10,7 @@ Each account is called CALLS_BEFORE times first (Fraud.prepare and localize: eva
 here, each value left as the plain authorize would write it), then three passes time
 Fraud.prepare, Fraud.localize and the settling (decided_here, decided, refusal) apart.
 Prints the best pass's us per call of each and the values' mean size. SID_BYTES: the
-session ids' length (default 36, a UUID's form; docs/fraud.md "Twenty-third round"). Run from the
+session ids' length (default 36, a UUID's form; docs/fraud-cost.md "Twenty-third round"). Run from the
 repository root (it imports this tree's chargingd).
 """
 

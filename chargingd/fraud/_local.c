@@ -1,7 +1,7 @@
 /* The authorize rules of fraud/local.py evaluated in C, on the stored value's bytes.
 
 local.py's evaluation works on the value decoded to Python dicts, tuples and ints: ~80k
-instructions per call of CPython's generic object work (docs/fraud.md, "Eighteenth
+instructions per call of CPython's generic object work (docs/fraud-cost.md, "Eighteenth
 round, measured"). This module does the same on a small typed tree parsed from the
 value's msgpack bytes, and packs the tree back as local.py's Packer does (use_bin_type
 False, dicts in insertion order), so its bytes are exactly local.py's: the value a call

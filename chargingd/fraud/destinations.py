@@ -107,7 +107,7 @@ class Classifier:
         self._cache_size = cache_size
         # (first characters, length) -> (country, kind, decided): a number's answer for
         # every "+digits" number of that length starting so (decided False: none, each
-        # number is worked out); docs/fraud.md "Nineteenth round"
+        # number is worked out); docs/fraud-cost.md "Nineteenth round"
         self._by_prefix: dict[tuple[str, int], tuple[str, str, bool]] = {}
         self._prefix_cache = prefix_cache
 

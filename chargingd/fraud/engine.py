@@ -391,7 +391,7 @@ class Fraud:
     def localize(self, prepared: Prepared) -> None:
         """Evaluate the call's rules here when this process knows its values (the fused
         authorize, single Redis: session_authorize_fraud.lua writes the outcome only
-        while they are still stored; docs/fraud.md "Seventeenth round"). A value it does
+        while they are still stored; docs/fraud-cost.md "Seventeenth round"). A value it does
         not know yet: ``prepared.fetch`` set, nothing evaluated (``fetch`` reads it)."""
         local = self.local
         if local is None:

@@ -142,7 +142,7 @@ class FraudEvents:
         """Each CDR through the event rules, then acknowledged (a bad one too: counted).
         Up to IN_FLIGHT CDRs at once, queued in stream order into the tick's pipeline:
         one after the other took a round trip (an event-loop tick) each, and a daemon
-        under load counted fewer CDRs a second than its calls ended (docs/fraud.md
+        under load counted fewer CDRs a second than its calls ended (docs/fraud-cost.md
         "Nineteenth round"). A CDR counts once whatever its order (fraud_event's dedupe)."""
         if not entries:
             return 0

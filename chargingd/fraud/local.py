@@ -2,7 +2,7 @@
 last saw it stored, and written by the authorize only while it still is.
 
 fraud.lua evaluates a call's ops on the account's value (and the caller IP's) inside
-Redis: ~160k of Redis's instructions per call on its one thread (docs/fraud.md
+Redis: ~160k of Redis's instructions per call on its one thread (docs/fraud-cost.md
 "Seventeenth round"), the bottleneck with the rules on. Here the same ops run in the
 process that answers the call, on the same value, decoded: the process keeps, per value
 key, the bytes it last knew stored and their decoded table (``Values``). For a call

@@ -18,7 +18,7 @@ class Decision(enum.StrEnum):
 class CallFacts:
     """One authorize, as the rules see it (never changed once built). Built per
     authorize: a plain class with its own __init__ (a dataclass's is interpreted even
-    compiled: docs/fraud.md "Tenth round"), frozen (Final)."""
+    compiled: docs/fraud-cost.md "Tenth round"), frozen (Final)."""
 
     __slots__ = (
         "account_id",

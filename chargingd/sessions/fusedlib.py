@@ -2,7 +2,7 @@
 
 An EVALSHA runs its script's top level on every call: the definition of every function
 it embeds (the ledger's prelude and steps; for session_authorize_fraud the fraud
-rules' too): about 10 us of Redis per authorize with the rules (docs/fraud.md, "Fifth
+rules' too): about 10 us of Redis per authorize with the rules (docs/fraud-cost.md, "Fifth
 round"), ~1 us for the plain authorize and the accounting scripts, plus the sha's
 lookup (docs/performance.md, "Round 6b"). A library's top level runs once, at
 FUNCTION LOAD; each FCALL runs only the body. The body is the same Lua (e.g.
@@ -16,14 +16,14 @@ Safety:
   (fraud.lua's fr_vals, fr_parsed, fr_learn, fr_scan_v: what one run read and decoded) are reset
   at the start of each call, as a fresh EVALSHA run starts them; kept on purpose:
   fraud.lua's fr_ops_seen, the decoded ops by their msgpack text (read only, at most
-  256, another text another entry: ~2 us of Redis a call, docs/fraud.md "Seventh
+  256, another text another entry: ~2 us of Redis a call, docs/fraud-cost.md "Seventh
   round"), and fr_kept, the values the library wrote, decoded, taken only when GET
   returns the very bytes written (taken out when read, put back when written: a
-  failed run leaves none; docs/fraud.md "Ninth round"), and fr_gen_seen, each ops
+  failed run leaves none; docs/fraud-cost.md "Ninth round"), and fr_gen_seen, each ops
   text's generated Lua, compiled once (read only, at most 256, another text another
-  entry: docs/fraud.md "Tenth round"), and fr_sum/fr_edge, each counter table's window
+  entry: docs/fraud-cost.md "Tenth round"), and fr_sum/fr_edge, each counter table's window
   sum and the soonest one of its buckets stops counting, by the table (weak keys: gone
-  with it; only tables fr_kept hands back, the very ones written: docs/fraud.md
+  with it; only tables fr_kept hands back, the very ones written: docs/fraud-cost.md
   "Thirteenth round"); and the ledger's RESERVE_STEPS (ledger/lua/common.lua):
   reserve.lua's three functions of their arguments, made by its first run and never
   changed after (docs/performance.md, round 13a);
@@ -49,7 +49,7 @@ from redis.exceptions import ResponseError
 
 # fraud.lua's per-run state (its head): what a fresh script run starts with; fr_lib:
 # this run is a library's, whose top level is kept between calls (fraud.lua runs the
-# ops' generated Lua, compiled once per ops text: docs/fraud.md "Tenth round")
+# ops' generated Lua, compiled once per ops text: docs/fraud-cost.md "Tenth round")
 FRAUD_RESET = "fr_vals = {} fr_learn = 0 fr_parsed = nil fr_scan_v = nil fr_lib = true"
 PREFIX = "chargingd_af_"  # the authorize with the fraud rules; the others: fused.py
 

@@ -1,6 +1,6 @@
 """A prototype, not chargingd's engine: the default set's authorize rules evaluated on
 per-account state a daemon keeps in memory, and the call's fact packed for a per-account
-log in Redis (docs/fraud.md "Sixteenth round"). Measured by
+log in Redis (docs/fraud-cost.md "Sixteenth round"). Measured by
 scripts/bench_fraud_daemon_state.py; tests/scripts/test_fraud_daemon_state.py checks
 that each rule fires at its default threshold and not below it (so the figure is of
 working rules). Thresholds are the default set's: 120 calls / 60 s per account, 60 per

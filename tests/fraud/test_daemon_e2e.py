@@ -366,7 +366,7 @@ def two_daemons(
 ) -> Iterator[tuple[Daemon, Daemon]]:
     """Two `chargingd serve` on the test session's Redis (flushed first: ``redis``); the
     rules in Redis's Lua, or decided in each daemon on the values it keeps ([fraud]
-    local_values: docs/fraud.md "Seventeenth round"): the limits hold either way."""
+    local_values: docs/fraud-cost.md "Seventeenth round"): the limits hold either way."""
     daemons = []
     try:
         for name in ("one", "two"):

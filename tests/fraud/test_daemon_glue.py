@@ -1,4 +1,4 @@
-"""The daemon's glue around the authorize rules kept cheap per call (docs/fraud.md
+"""The daemon's glue around the authorize rules kept cheap per call (docs/fraud-cost.md
 "Twenty-first round (daemon)"): what it keeps between calls (the value keys, the last
 rule set's split, the kept values' order) stays bounded and right when it changes, and
 fraud/_local.c reads its integer arguments exactly."""

@@ -198,7 +198,7 @@ async def test_spend_sums_the_window_buckets_exactly_and_drops_those_that_left(
     """Spend over seven hours of CDRs 170 s apart (about three buckets of 60 s): each CDR
     reports the sum of the buckets of its window (b - 59 .. b), as a model sums them, and
     the events' hash keeps no bucket that left the window (the read is of the fields
-    there are: fraud_events.lua fr_ev_read; docs/fraud.md "Nineteenth round")."""
+    there are: fraud_events.lua fr_ev_read; docs/fraud-cost.md "Nineteenth round")."""
     rule = {"name": "spend", "kind": "spend", "max_amount": "0.000001", "window_s": 3600}
     fraud = await make_fraud(redis, clock, [rule])
     width_ms, buckets = 60_000, {}
@@ -241,7 +241,7 @@ async def test_the_event_scripts_leave_out_the_authorize_rules(
 ) -> None:
     """An EVALSHA defines every function of its script on each run: the scripts off the
     authorize path (event, note, unblock) hold fraud.lua's value helpers, not its
-    authorize rules (~40k instructions a CDR; docs/fraud.md "Nineteenth round")."""
+    authorize rules (~40k instructions a CDR; docs/fraud-cost.md "Nineteenth round")."""
     fraud = await make_fraud(redis, clock, [])
     for script in (fraud._event, fraud._note, fraud._unblock):
         assert "local function fr_verdict(" in script.script

@@ -50,7 +50,7 @@ def test_bench_with_the_fraud_rules_counts_their_authorize() -> None:
     """--fraud: the authorize is one FCALL, which costs Redis more than without the
     rules: the account's rule value compared and written (the rules decided in the
     daemon, fraud/local.py; each account's first call too since its value is read first:
-    docs/fraud.md "Twentieth round"; ~19-22k more here, ~31k with 2,000 calls)."""
+    docs/fraud-cost.md "Twentieth round"; ~19-22k more here, ~31k with 2,000 calls)."""
     plain, rules = _run()["authorize"][0], _run("--fraud")
     assert rules["authorize"][1] == 1.0, rules
     assert rules["authorize"][0] > plain + 10_000, (plain, rules)

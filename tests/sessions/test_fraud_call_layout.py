@@ -1,5 +1,5 @@
 """The fused authorize with the fraud rules reads its call as the daemon lays it out
-(sessions/fused.py, fraud/engine.py Prepared.add_fused; docs/fraud.md "Fourteenth
+(sessions/fused.py, fraud/engine.py Prepared.add_fused; docs/fraud-cost.md "Fourteenth
 round"): the account check in the plain authorize's two packed arguments, read by the
 ledger's check_packed.lua (each part of it compared: a mismatch of any one is stale,
 nothing counted), and the values' ttls worked out by the script from the ops (not

@@ -310,7 +310,7 @@ class FraudConfig:
     events_group: str = "fraud"
     # Accounts (and caller IPs) whose rule state each process keeps decoded, to evaluate
     # their authorize rules itself, off Redis's thread (up to ~4 KB each); 0: every
-    # call's rules run in Redis's Lua. docs/fraud.md "Seventeenth round".
+    # call's rules run in Redis's Lua. docs/fraud-cost.md "Seventeenth round".
     local_values: int = 16_384
 
     def validate(self) -> None:

@@ -47,7 +47,7 @@
 -- fused authorize's call holds them in other places, read there: its own layout,
 -- sessions/fused.py FRAUD_LAYOUT). In this file each place is written as $F_ and its name,
 -- put in by fraud.fragment(layout) as a number: read in place, no copy of a call's KEYS and
--- ARGV into this layout (docs/fraud.md "Fourteenth round").
+-- ARGV into this layout (docs/fraud-cost.md "Fourteenth round").
 -- Authorize KEYS: [1] account value  [2] ledger acct  [3] ledger audit (the block step's
 --   keys)  [4] the call's session record {a:ACC}:r:SID (a call the ledger granted)
 --   [5] the caller IP's value (or [1] again)  [6] the call's own answer key
@@ -119,7 +119,7 @@ local fr_lib = false
 -- between leaves none; a value another script or version wrote meanwhile (a CDR's
 -- event, an unblock, an expiry) has other bytes and is decoded. Two generations of at
 -- most KEPT_MAX each (a full one becomes the old one, the older dropped): ~1 KB of the
--- Functions' Lua memory a small value (docs/fraud.md "Ninth round").
+-- Functions' Lua memory a small value (docs/fraud-cost.md "Ninth round").
 local fr_kept, fr_kept_old, fr_kept_n, KEPT_MAX = {}, {}, 0, 2048
 local fr_kept_v, fr_kept_old_v = {}, {}
 
@@ -231,7 +231,7 @@ end
 -- scripts off the authorize path (note, unblock, event: fraud_events.lua) are loaded
 -- with the part above only (engine.fragment(value_only=True)): a run (EVALSHA) defines
 -- every function of its text again, ~60k instructions for the part below
--- (docs/fraud.md "Nineteenth round").
+-- (docs/fraud-cost.md "Nineteenth round").
 
 -- A counter's window sum, kept by a library (fr_lib: FCALL; nil in a script's run) for
 -- the counter tables it updated, by the table itself (weak keys: gone with the table):
@@ -243,7 +243,7 @@ end
 -- same table as the walk (nothing dropped, nothing moved). Sound because only fr_bucket
 -- changes a counter table, and a library takes a value's tables again only when GET
 -- returns the very bytes it wrote from them (fr_kept); any other table (decoded, or a
--- script's run) has no entry and is walked. docs/fraud.md "Thirteenth round".
+-- script's run) has no entry and is walked. docs/fraud-cost.md "Thirteenth round".
 local fr_sum, fr_edge = nil, nil
 local FR_WEAK = {__mode = 'k'}
 local fr_hits = 0  -- calls added without the walk (tests' probe)
@@ -575,7 +575,7 @@ local fr_learn = 0
 -- kind, counter id, window, limit and act written in as constants, compiled once per
 -- ops text (loadstring) and kept beside fr_ops_seen, so a call runs no op dispatch and
 -- fetches no op field. It does what the loop does, op by op, in the same order (the
--- same helpers, the same reads and writes of the values: docs/fraud.md "Tenth
+-- same helpers, the same reads and writes of the values: docs/fraud-cost.md "Tenth
 -- round"); tests/sessions/test_fused_library.py compares both on a sequence of calls.
 -- An EVALSHA run (Redis 6, the step-by-step path) would compile on every call: there
 -- the loop runs.

@@ -65,7 +65,7 @@ end
 -- changes it: key -> tag ('SLOT:FIELD:') -> {bucket -> amount}. Its fields are tag ..
 -- bucket (Lua's text of the number). One read of the fields there are, rather than an HMGET
 -- of the 60 names a window may hold per rule and field (most of them absent):
--- docs/fraud.md "Nineteenth round".
+-- docs/fraud-cost.md "Nineteenth round".
 local fr_ev = {}
 
 local function fr_ev_read(key)

@@ -2,7 +2,7 @@
 -- authorize sends them (StepBuilder.first_check) and reserve_first.lua reads them.
 -- Embedded in the fraud rules' fused authorize (sessions/lua/session_authorize_fraud.lua)
 -- as ledger_check_packed(key, check, identity): plain values in, plain values out (no
--- KEYS, ARGV or reply tables: docs/fraud.md "Fourteenth round").
+-- KEYS, ARGV or reply tables: docs/fraud-cost.md "Fourteenth round").
 -- key {a:ID}:acct   check '' (nothing to check) or "TARIFF\0CURRENCY\0MODE" (MODE '':
 --   any) the account must still have   identity '' or an identity it must still list
 -- Returns what account_check.lua returns, unpacked: 'ok', fields (the HMGET's reply: its

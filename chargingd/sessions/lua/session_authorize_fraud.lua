@@ -4,7 +4,7 @@
 -- rules' functions (chargingd/fraud/lua/fraud.lua) and session_authorize.lua wrapped as
 -- session_authorize(KEYS, ARGV): nothing is copied. fraud.lua's functions read this
 -- call's KEYS and ARGV where they are (its places written in: sessions/fused.py
--- FRAUD_LAYOUT; docs/fraud.md "Fourteenth round").
+-- FRAUD_LAYOUT; docs/fraud-cost.md "Fourteenth round").
 -- KEYS[1..8] session_authorize's KEYS[1..8] ([1] the account, [4] its audit stream, [6]
 --   the call's record: fraud.lua's block step's two and record), then the rules' own:
 --   [9] the account's value, [10] the call's answer key, [11] the caller IP's value when
@@ -21,7 +21,7 @@
 --   Written here, in places the call no longer needs: now as a number (read by every
 --   fraud step: one conversion), the refusal's ttl REFUSAL_TTL (per process, in the
 --   code, as CONF) in ARGV[1], the values' ttls worked out from the ops (fraud_ttls) in
---   ARGV[8], ARGV[9]. (docs/fraud.md "Tenth round", "Twelfth round", "Fourteenth
+--   ARGV[8], ARGV[9]. (docs/fraud-cost.md "Tenth round", "Twelfth round", "Fourteenth
 --   round": what the call has already, or what the script can work out, is not sent.)
 -- Returns what session_authorize returns when the account changed or is not active
 -- (nothing counted), {'fraud', verdict} when a rule refuses or blocks (nothing
