@@ -10,8 +10,8 @@ Each account is called CALLS_BEFORE times first (Fraud.prepare and localize: eva
 here, each value left as the plain authorize would write it), then three passes time
 Fraud.prepare, Fraud.localize and the settling (decided_here, decided, refusal) apart.
 Prints the best pass's us per call of each and the values' mean size. SID_BYTES: the
-session ids' length (default 36, a UUID's form; docs/fraud-cost.md "Twenty-third round"). Run from the
-repository root (it imports this tree's chargingd).
+session ids' length (default 36, a UUID's form; docs/fraud-cost.md "Twenty-third
+round"). Run from the repository root (it imports this tree's chargingd).
 """
 
 from __future__ import annotations
