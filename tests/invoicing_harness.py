@@ -74,11 +74,13 @@ async def make_books(url: str, ledger: Ledger | None, *, now: datetime = NOW, **
     return Books(invoicing_config(**cfg), db, ledger, clock=lambda: now, who="test")
 
 
-async def postpaid(ledger: Ledger, account_id: str, *, limit: str = "1000", **more: Any) -> None:
+async def postpaid(
+    ledger: Ledger, account_id: str, *, limit: str = "1000", currency: str = "EUR", **more: Any
+) -> None:
     await ledger.create_account(
         account_id,
         mode=Mode.POSTPAID,
-        currency="EUR",
+        currency=currency,
         credit_limit_micros=int(limit) * 1_000_000,
         who="test",
         **more,

@@ -168,6 +168,7 @@ async def invoice(books: Books, args: argparse.Namespace) -> int:
 
 
 async def _invoice(books: Books, args: argparse.Namespace) -> int:
+    # None: each document in its currency's own minor unit (else the configured decimals).
     decimals = books.cfg.minor_unit_decimals
     action = args.invoice_command
     if action == "run":
@@ -182,7 +183,8 @@ async def _invoice(books: Books, args: argparse.Namespace) -> int:
             _print_json(
                 {"run_id": result.run_id, "period": result.period, "dry_run": result.dry_run,
                  "issued": docs, "skipped": result.skipped, "cdrs": result.cdrs,
-                 "errors": result.errors, "elapsed_s": round(result.elapsed_s, 3)}
+                 "errors": result.errors, "notes": result.notes,
+                 "elapsed_s": round(result.elapsed_s, 3)}
             )  # fmt: skip
         else:
             print(render.run_text(result, decimals), end="")
@@ -200,7 +202,7 @@ async def _invoice(books: Books, args: argparse.Namespace) -> int:
     return await _one(books, args, decimals)
 
 
-async def _one(books: Books, args: argparse.Namespace, decimals: int) -> int:
+async def _one(books: Books, args: argparse.Namespace, decimals: int | None) -> int:
     action = args.invoice_command
     if action == "credit-note":
         note = await credit.credit_note(books, args.number, args.amount, args.reason)

@@ -21,7 +21,7 @@ from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Draft, Invoice, Kind, Line, Refused, money
 from chargingd.invoicing.periods import Period, round_half_up_div
 from chargingd.invoicing.store import fetch
-from chargingd.invoicing.tax import PPM, minor_unit_micros, round_minor
+from chargingd.invoicing.tax import PPM, minor_unit_micros, round_minor, whole_units
 
 
 def split_gross(gross_micros: int, rate_ppm: int, decimals: int) -> tuple[int, int]:
@@ -78,9 +78,13 @@ def _check(inv: Invoice, amount_micros: int, reason: str, decimals: int) -> None
         raise Refused(f"{inv.number} is a {inv.kind}; only invoices take credit notes")
     if not reason.strip() or len(reason) > 300 or not reason.isprintable():
         raise Refused("a credit note needs a reason (printable, up to 300 characters)")
-    if amount_micros <= 0 or amount_micros % minor_unit_micros(decimals):
-        raise Refused(f"the amount must be positive, in whole units of 0.{'0' * (decimals - 1)}1")
     room = inv.total_micros - inv.credited_micros
+    if not whole_units(amount_micros, decimals, room):
+        unit = money(minor_unit_micros(decimals), decimals)
+        raise Refused(
+            f"the amount must be positive, in whole units of {unit} {inv.currency}"
+            f" ({inv.number} is in {inv.currency}): {money(amount_micros, 0)} is not"
+        )
     if amount_micros > room:
         raise Refused(
             f"{inv.number}: at most {money(room, decimals)} {inv.currency} can still be credited"
@@ -102,8 +106,8 @@ async def _credited(conn: Conn, invoice_id: int) -> tuple[int, int]:
 
 
 async def credit_note(books: Books, number: str, amount_micros: int, reason: str) -> Invoice:
-    """Issue a credit note against invoice ``number``; the issued credit note."""
-    decimals = books.cfg.minor_unit_decimals
+    """Issue a credit note against invoice ``number``; the issued credit note. Its
+    amounts are in the minor unit of the invoice's currency (or the configured one)."""
     issued_at = books.now()
     series = issue.series_name(books.cfg.credit_note_series, issued_at)
     numbering = issue.Numbering(series, books.cfg.number_digits)
@@ -112,6 +116,7 @@ async def credit_note(books: Books, number: str, amount_micros: int, reason: str
         last = await issue.lock_series(conn, numbering.series)
         # Read under the lock: two credit notes at once never exceed the total.
         inv = await fetch(conn, number, issued_at)
+        decimals = books.cfg.decimals(inv.currency)
         _check(inv, amount_micros, reason, decimals)
         draft = credit_draft(inv, amount_micros, reason, decimals, await _credited(conn, inv.id))
         (issued,) = await issue.write(

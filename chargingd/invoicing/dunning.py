@@ -111,10 +111,10 @@ async def dunning_pass(
     cutoff = books.now() - timedelta(days=books.cfg.dunning_grace_days)
     late = await store.overdue(books.db, cutoff, account_id)
     suspended = reactivated = 0
-    decimals = books.cfg.minor_unit_decimals
     for acc_id, invoices in sorted(late.items()):
-        number, due, owed = invoices[0]
-        why = f"invoice {number} unpaid ({money(owed, decimals)} due {due.date().isoformat()})"
+        number, due, owed, currency = invoices[0]
+        left = f"{money(owed, books.cfg.decimals(currency))} {currency}"
+        why = f"invoice {number} unpaid ({left} due {due.date().isoformat()})"
         try:
             suspended += await suspend(books, acc_id, number, why, cut)
         except UnknownAccount:

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.invoicing.periods import Period
 from chargingd.invoicing.tax import TaxProfile
@@ -48,6 +49,13 @@ class Conflict(InvoicingError):
 def money(micros: int, decimals: int = 2) -> str:
     """Micro-units as a decimal string with at least ``decimals`` decimals."""
     return format_amount(micros, decimals)
+
+
+def currency_decimals(currency: str, decimals: int | None = None) -> int:
+    """The decimals a document in ``currency`` is written with: ``decimals`` when given
+    (``[invoicing] minor_unit_decimals`` set: one value for every currency), else the
+    currency's own minor unit (ISO 4217: EUR 2, JPY 0, BHD 3)."""
+    return minor_unit(currency) if decimals is None else decimals
 
 
 @dataclass(frozen=True)
@@ -208,7 +216,9 @@ class Invoice:
             return 0
         return max(0, self.total_micros - self.paid_micros - self.credited_micros)
 
-    def to_json(self, decimals: int = 2) -> dict[str, Any]:
+    def to_json(self, decimals: int | None = None) -> dict[str, Any]:
+        """``decimals``: None, the currency's own minor unit (currency_decimals)."""
+        decimals = currency_decimals(self.currency, decimals)
         out: dict[str, Any] = {
             "number": self.number,
             "kind": str(self.kind),
@@ -280,6 +290,7 @@ class RunResult:
     aggregate_s: float = 0.0
     posted: int = 0  # ledger postings applied
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not an error
 
     def skip(self, reason: str, account_id: str) -> None:
         self.skipped.setdefault(reason, []).append(account_id)

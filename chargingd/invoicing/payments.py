@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chargingd.billing.db import Conn
+from chargingd.core.currencies import minor_unit
 from chargingd.invoicing import dunning, postings
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Conflict, Invoice, Kind, Refused, money
 from chargingd.invoicing.store import fetch
-from chargingd.invoicing.tax import minor_unit_micros
+from chargingd.invoicing.tax import minor_unit_micros, whole_units
 
 MAX_REFERENCE = 100
 
@@ -62,11 +63,26 @@ def _replay(
 ) -> Payment:
     acc, inv, amt, currency, received = found
     if (acc, inv, amt) != (account_id, number, amount):
+        shown = money(amt, minor_unit(currency))
         raise Conflict(
-            f"payment reference {ref!r} is already recorded: {money(amt)} {currency} from"
+            f"payment reference {ref!r} is already recorded: {shown} {currency} from"
             f" account {acc} for invoice {inv}; a new payment needs a new reference"
         )
     return Payment(ref, acc, inv, amt, currency, received, created=False)
+
+
+def _check_units(books: Books, inv: Invoice, amount_micros: int) -> None:
+    """In whole minor units of the invoice's currency (or exactly what it still owes):
+    a fraction of a cent can never settle a total rounded to cents (1.105 of 1.11 left
+    the invoice open with 0.005 outstanding, to be dunned as overdue), nor 0.5 yen one
+    rounded to whole yen."""
+    decimals = books.cfg.decimals(inv.currency)
+    if not whole_units(amount_micros, decimals, inv.outstanding_micros):
+        unit = money(minor_unit_micros(decimals), decimals)
+        raise Refused(
+            f"a payment amount must be positive, in whole units of {unit} {inv.currency}"
+            f" ({inv.number} is in {inv.currency}): {money(amount_micros, 0)} is not"
+        )
 
 
 async def add_payment(
@@ -80,14 +96,8 @@ async def add_payment(
 ) -> tuple[Payment, Invoice]:
     """Record a payment of ``amount_micros`` for an invoice; (payment, invoice now)."""
     check_reference(reference)
-    decimals = books.cfg.minor_unit_decimals
-    unit = minor_unit_micros(decimals)
-    if amount_micros <= 0 or amount_micros % unit:
-        # A fraction of a cent can never settle a total rounded to cents: 1.105 of 1.11
-        # left the invoice open with 0.005 outstanding, to be dunned as overdue.
-        raise Refused(
-            f"a payment amount must be positive, in whole units of {money(unit, decimals)}"
-        )
+    if amount_micros <= 0:
+        raise Refused("a payment amount must be positive")
 
     async def work(conn: Conn) -> Payment:
         found = await _existing(conn, reference)
@@ -98,6 +108,7 @@ async def add_payment(
             raise Refused(f"{inv.number} is a {inv.kind}, not an invoice")
         if inv.account_id != account_id:
             raise Refused(f"invoice {inv.number} is not an invoice of account {account_id}")
+        _check_units(books, inv, amount_micros)
         cur = await conn.execute(
             "INSERT INTO payments (reference, account_id, invoice_id, amount_micros, currency,"
             " received_at, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s)"

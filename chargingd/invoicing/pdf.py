@@ -36,7 +36,7 @@ from reportlab.platypus import (
 )
 
 from chargingd.invoicing.cdrs import CdrRow
-from chargingd.invoicing.model import Invoice, Kind
+from chargingd.invoicing.model import Invoice, Kind, currency_decimals
 from chargingd.invoicing.tax import TaxMode, percent
 from chargingd.invoicing.usage import group_of
 
@@ -102,13 +102,17 @@ HEADING = ParagraphStyle("h", parent=BOLD, fontSize=_pt(11), leading=14, spaceBe
 
 
 def amount(micros: int, decimals: int = 2) -> str:
-    """1234567800 -> "1,234.57" (grouped thousands; micros already rounded)."""
+    """1234567800 -> "1,234.57" (grouped thousands; micros already rounded to
+    ``decimals``): at least ``decimals`` decimals, more where the amount has them (a
+    document issued when its currency was rounded to more decimals prints as issued)."""
     unit = 10**6
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), unit)
     text = f"{whole:,}"
-    if decimals:
-        text += "." + f"{frac:06d}"[:decimals]
+    digits = f"{frac:06d}"
+    keep = max(decimals, len(digits.rstrip("0")))
+    if keep:
+        text += "." + digits[:keep]
     return sign + text
 
 
@@ -401,11 +405,13 @@ def render_pdf(
     inv: Invoice,
     *,
     calls: Sequence[CdrRow] | None = None,
-    decimals: int = 2,
+    decimals: int | None = None,
     call_limit: int = 5000,
     groups: Mapping[str, Sequence[str]] | None = None,
 ) -> bytes:
-    """The document as PDF bytes; ``calls`` adds the call-detail appendix."""
+    """The document as PDF bytes; ``calls`` adds the call-detail appendix. ``decimals``:
+    None, the minor unit of the document's currency (JPY 0, EUR 2, BHD 3)."""
+    decimals = currency_decimals(inv.currency, decimals)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chargingd.invoicing.model import Draft, Invoice, Kind, RunResult, money
+from chargingd.invoicing.model import Draft, Invoice, Kind, RunResult, currency_decimals, money
 from chargingd.invoicing.tax import percent
 
 
-def invoice_text(inv: Invoice, decimals: int = 2) -> str:
-    """One document: header, lines, totals, state."""
+def invoice_text(inv: Invoice, decimals: int | None = None) -> str:
+    """One document: header, lines, totals, state. ``decimals``: None, the currency's."""
     cur = inv.currency
+    decimals = currency_decimals(cur, decimals)
     out = [
         f"{inv.kind.replace('_', ' ')} {inv.number}  account {inv.account_id}  period {inv.period}"
         f" ({inv.period_start.date()} to {inv.period_end.date()}, end excluded)",
@@ -52,12 +53,13 @@ def invoice_text(inv: Invoice, decimals: int = 2) -> str:
     return "\n".join(out) + "\n"
 
 
-def list_text(invoices: Sequence[Invoice], decimals: int = 2) -> str:
+def list_text(invoices: Sequence[Invoice], decimals: int | None = None) -> str:
     if not invoices:
         return "no invoices\n"
     out = [f"{'number':<20} {'kind':<12} {'account':<20} {'period':<8} {'total':>14} {'status':<8}"]
     for inv in invoices:
-        total = f"{money(inv.total_micros, decimals)} {inv.currency}"
+        total = f"{money(inv.total_micros, currency_decimals(inv.currency, decimals))}"
+        total += f" {inv.currency}"
         out.append(
             f"{inv.number:<20} {inv.kind:<12} {inv.account_id:<20} {inv.period:<8}"
             f" {total:>14} {inv.status:<8}"
@@ -65,7 +67,7 @@ def list_text(invoices: Sequence[Invoice], decimals: int = 2) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_text(result: RunResult, decimals: int = 2) -> str:
+def run_text(result: RunResult, decimals: int | None = None) -> str:
     verb = "would issue" if result.dry_run else "issued"
     out = [
         f"invoice run {result.run_id} for {result.period}: {verb} {len(result.issued)}"
@@ -75,8 +77,9 @@ def run_text(result: RunResult, decimals: int = 2) -> str:
     for doc in result.issued:
         number = doc.number if isinstance(doc, Invoice) else "(draft)"
         kind = doc.kind
-        total = money(doc.total_micros, decimals)
-        usage = money(doc.usage_micros, decimals)
+        places = currency_decimals(doc.currency, decimals)
+        total = money(doc.total_micros, places)
+        usage = money(doc.usage_micros, places)
         out.append(
             f"  {number:<20} {kind:<10} {doc.account_id:<20} total {total} {doc.currency}"
             f" (usage {usage}, {len(doc.lines)} lines)"
@@ -84,12 +87,14 @@ def run_text(result: RunResult, decimals: int = 2) -> str:
     for reason, accounts in sorted(result.skipped.items()):
         shown = ", ".join(accounts[:10]) + (" ..." if len(accounts) > 10 else "")
         out.append(f"  skipped ({reason}): {len(accounts)}: {shown}")
+    out += [f"  note: {n}" for n in result.notes]
     out += [f"  error: {e}" for e in result.errors]
     return "\n".join(out) + "\n"
 
 
-def draft_json(d: Draft, decimals: int = 2) -> dict[str, object]:
+def draft_json(d: Draft, decimals: int | None = None) -> dict[str, object]:
     """A draft of a dry run as JSON (no number yet)."""
+    decimals = currency_decimals(d.currency, decimals)
     return {
         "number": None,
         "kind": str(d.kind),

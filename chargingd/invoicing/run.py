@@ -76,6 +76,11 @@ async def invoice_run(
     window(label, 1, books.cfg.time_zone)  # a bad label fails before any work
     result = RunResult(f"run-{uuid.uuid4().hex[:12]}", label, dry_run)
     accounts = await all_accounts(books, account_id)
+    for currency in sorted({a.currency for a in accounts}):
+        note = books.cfg.overridden(currency)  # minor_unit_decimals set, not the currency's
+        if note is not None:
+            result.notes.append(note)
+            log.warning("%s", note)
     ids = [a.id for a in accounts] if account_id else None
     profiles = await books.db.run(lambda conn: load_profiles(conn, ids))
     by_day: dict[int, list[Account]] = {}
@@ -222,7 +227,7 @@ async def _billables(
 
 
 def _draft(books: Books, kind: Kind, batch: Batch, acc: Account, inputs: Inputs) -> Draft | None:
-    decimals = books.cfg.minor_unit_decimals
+    decimals = books.cfg.decimals(inputs.currency)  # the currency's minor unit (or the config's)
     if kind is Kind.STATEMENT:
         summary = batch.summaries.get(acc.id)
         if summary is None:

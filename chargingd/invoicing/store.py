@@ -136,7 +136,7 @@ _OWED = """i.total_micros
          + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)"""
 
 _OVERDUE = f"""
-SELECT i.account_id, i.number, i.due_at, {_OWED} AS owed
+SELECT i.account_id, i.number, i.due_at, {_OWED} AS owed, i.currency
 FROM invoices i
 WHERE i.kind = 'invoice' AND i.due_at < %(cutoff)s
   AND (%(account)s::text IS NULL OR i.account_id = %(account)s)
@@ -145,20 +145,21 @@ WHERE i.kind = 'invoice' AND i.due_at < %(cutoff)s
 
 async def overdue(
     db: BillingDB, cutoff: datetime, account_id: str | None = None
-) -> dict[str, list[tuple[str, datetime, int]]]:
-    """Per account: invoices due before ``cutoff`` still not settled (number, due, owed)."""
+) -> dict[str, list[tuple[str, datetime, int, str]]]:
+    """Per account: invoices due before ``cutoff`` still not settled (number, due, owed,
+    currency)."""
 
-    async def work(conn: Conn) -> dict[str, list[tuple[str, datetime, int]]]:
+    async def work(conn: Conn) -> dict[str, list[tuple[str, datetime, int, str]]]:
         cur = await conn.execute(
             f"SELECT * FROM ({_OVERDUE}) o WHERE o.owed > 0 ORDER BY o.account_id, o.due_at",
             {"cutoff": cutoff, "account": account_id},
         )
-        found: dict[str, list[tuple[str, datetime, int]]] = {}
-        for acc, number, due, owed in await cur.fetchall():
-            found.setdefault(acc, []).append((number, due, int(owed)))
+        found: dict[str, list[tuple[str, datetime, int, str]]] = {}
+        for acc, number, due, owed, currency in await cur.fetchall():
+            found.setdefault(acc, []).append((number, due, int(owed), currency))
         return found
 
-    result: dict[str, list[tuple[str, datetime, int]]] = await db.run(work)
+    result: dict[str, list[tuple[str, datetime, int, str]]] = await db.run(work)
     return result
 
 

@@ -3,7 +3,7 @@
 The rule, in integers:
 1. A line's exact amount is kept in micro-units (usage: the sum of its CDRs'
    ``charged_micros``); its net amount is that, rounded half away from zero to the
-   currency's minor unit (cents with 2 decimals), once per line.
+   currency's minor unit (cents for EUR, whole yen for JPY, 0.001 for BHD), once per line.
 2. A line's tax is its rounded net amount times the rate, rounded the same way.
 3. Subtotal, tax and total are sums of the rounded line figures, so every figure
    printed on an invoice adds up as printed.
@@ -88,6 +88,15 @@ def resolve(
 def minor_unit_micros(decimals: int) -> int:
     """Micro-units in one minor unit: 10_000 for cents (2 decimals)."""
     return int(10 ** (6 - decimals))
+
+
+def whole_units(amount_micros: int, decimals: int, rest: int) -> bool:
+    """A positive amount in whole minor units (``decimals``), or exactly ``rest``: what
+    is left of a document issued when its currency was rounded to more decimals (a
+    JPY invoice of 135.81 from before invoices knew the yen has no minor unit)."""
+    return amount_micros > 0 and (
+        amount_micros % minor_unit_micros(decimals) == 0 or amount_micros == rest
+    )
 
 
 def round_minor(micros: int, decimals: int) -> int:

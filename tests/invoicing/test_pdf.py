@@ -296,3 +296,24 @@ async def test_a_negative_invoice_says_nothing_to_pay_and_which_invoice_it_credi
     assert "Please pay" not in text
     assert f"Nothing to pay: the credit of 0.71 EUR settles invoice {nov.number}." in text
     assert re.search(rf"Credit applied to\s+{nov.number}", text), text
+
+
+async def test_a_yen_invoice_prints_whole_yen(books: Books, pg_url: str, tmp_path: Path) -> None:
+    """JPY has no minor unit: three calls of 12,345.6789 yen are one line of 37,037 yen,
+    VAT 7,037 (19 % of it, 7,037.03), total 44,074: no sen, printed as "44,074.00"."""
+    assert books.ledger is not None
+    await postpaid(books.ledger, "yen", currency="JPY")
+    await load_cdrs(
+        pg_url,
+        [cdr(i, "yen", at(3 + i), charged_micros=12_345_678_900, currency="JPY") for i in range(3)],
+    )
+    (inv,) = (await invoice_run(books, "2026-11", account_id="yen")).issued
+    assert (inv.subtotal_micros, inv.tax_micros, inv.total_micros) == (
+        37_037_000_000, 7_037_000_000, 44_074_000_000,
+    )  # fmt: skip
+    text = pdf_text(render_pdf(await get_invoice(books.db, inv.number, books.now())), tmp_path)
+    assert re.search(r"Calls to DE_FIX \(3 calls\)\s+3\.00\s+min\s+37,037\s+7,037\s+44,074\n", text)
+    for label, figure in (("Subtotal", "37,037"), ("VAT 19 %", "7,037"), ("Total", "44,074")):
+        assert re.search(rf"{label}\s+{figure} JPY\n", text), label
+    assert "Please pay 44,074 JPY by" in text
+    assert ".00 JPY" not in text

@@ -427,7 +427,9 @@ async def test_a_negative_invoice_credits_the_oldest_invoice_still_owed(
     assert (nov_read.credited_micros, nov_read.outstanding_micros) == (710_000, 480_000)
     assert nov_read.status != "paid"
     far = now + timedelta(days=400)
-    assert await overdue(books.db, far, "neg") == {"neg": [(nov.number, nov.due_at, 480_000)]}
+    assert await overdue(books.db, far, "neg") == {
+        "neg": [(nov.number, nov.due_at, 480_000, "EUR")]
+    }
     text = invoice_text(dec_read)
     assert f"credit applied to {nov.number}" in text
     await add_payment(books, "neg", 480_000, invoice_number=nov.number, reference="neg-1", who="t")

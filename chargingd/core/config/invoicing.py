@@ -12,6 +12,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from chargingd.core.currencies import minor_unit
 from chargingd.core.numbers import is_iso_country
 
 _SERIES = re.compile(r"[A-Za-z0-9._/-]*(\{year\})?[A-Za-z0-9._/-]*")
@@ -79,9 +80,10 @@ class InvoicingConfig:
     zero_amount_invoices: bool = False
     # Issue prepaid statements for periods without any money movement or call.
     empty_statements: bool = False
-    # Decimals of the currency's minor unit: line amounts, taxes and totals are
-    # rounded to it (docs/invoicing.md, "Rounding").
-    minor_unit_decimals: int = 2
+    # Line amounts, taxes and totals are rounded to the minor unit of the document's
+    # currency (ISO 4217: 2 for EUR, 0 for JPY, 3 for BHD; docs/invoicing.md, "Taxes
+    # and rounding"). Set, this many decimals apply to every currency instead.
+    minor_unit_decimals: int | None = None
     # A period can be invoiced once it ended this long ago (late Stops, mediation files).
     settle_delay_s: int = 3600
     # Earlier periods re-counted at each run: CDRs stored or corrected after their
@@ -132,12 +134,32 @@ class InvoicingConfig:
             raise ValueError("payment_terms_days and dunning_grace_days must be 0..365")
         if self.dunning_interval_s <= 0:
             raise ValueError("dunning_interval_s must be positive")
-        if not 0 <= self.minor_unit_decimals <= 6:
+        if self.minor_unit_decimals is not None and not 0 <= self.minor_unit_decimals <= 6:
             raise ValueError("minor_unit_decimals must be 0..6")
         if self.settle_delay_s < 0 or not 0 <= self.late_usage_periods <= 12:
             raise ValueError("settle_delay_s must be >= 0 and late_usage_periods 0..12")
         if not 1 <= self.batch_size <= 10_000 or self.call_detail_max_rows < 0:
             raise ValueError("batch_size must be 1..10000, call_detail_max_rows >= 0")
+
+    def decimals(self, currency: str) -> int:
+        """What a document in ``currency`` is rounded to: ``minor_unit_decimals`` when the
+        config sets it (one value for every currency), else the currency's own minor
+        unit (ISO 4217; 2 for a code without one)."""
+        if self.minor_unit_decimals is not None:
+            return self.minor_unit_decimals
+        return minor_unit(currency)
+
+    def overridden(self, currency: str) -> str | None:
+        """Why ``currency`` is rounded to other decimals than its own (a note for the
+        run's output), else None."""
+        own = minor_unit(currency)
+        if self.minor_unit_decimals is None or self.minor_unit_decimals == own:
+            return None
+        return (
+            f"[invoicing] minor_unit_decimals = {self.minor_unit_decimals} rounds {currency}"
+            f" to {self.minor_unit_decimals} decimals, not its own {own} (ISO 4217):"
+            " remove the option to round each currency to its own minor unit"
+        )
 
     def vat_ppm(self, country: str) -> int:
         """The VAT rate of a customer country (parts per million), else the default."""
