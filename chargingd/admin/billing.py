@@ -25,7 +25,7 @@ from chargingd.invoicing import payments as pay
 from chargingd.invoicing import profiles as prof
 from chargingd.invoicing.model import Charge, Profile, Subscription, money
 from chargingd.invoicing.tax import percent
-from chargingd.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode, UnknownAccount
 
 log = logging.getLogger("chargingd.admin")
 
@@ -131,25 +131,26 @@ def render_profile(p: Profile) -> dict[str, Any]:
     }
 
 
-def render_subscription(s: Subscription) -> dict[str, Any]:
+def render_subscription(s: Subscription, decimals: int = 2) -> dict[str, Any]:
+    """``decimals``: at least those of the account's currency (BillingMethods._places)."""
     return {
         "subscription": s.id,
         "account": s.account_id,
         "description": s.description,
-        "amount": money(s.amount_micros),
+        "amount": money(s.amount_micros, decimals),
         "quantity": s.quantity,
         "starts_on": s.starts_on.isoformat(),
         "ends_on": s.ends_on.isoformat() if s.ends_on else None,
     }
 
 
-def render_charge(c: Charge) -> dict[str, Any]:
+def render_charge(c: Charge, decimals: int = 2) -> dict[str, Any]:
     return {
         "charge": c.id,
         "account": c.account_id,
         "kind": c.kind,
         "description": c.description,
-        "amount": money(c.amount_micros),
+        "amount": money(c.amount_micros, decimals),
         "date": c.charge_date.isoformat(),
         "reference": c.reference,
         "invoice": c.invoice,
@@ -181,13 +182,24 @@ class BillingMethods:
             self._books = await self.open_books()
         return self._books
 
-    async def _postpaid(self, account_id: str) -> None:
+    async def _postpaid(self, account_id: str) -> int:
+        """The account's invoicing decimals; refused unless it is postpaid."""
         acc = await self.ledger.get_account(account_id)  # UnknownAccount: a clear error
         if acc.mode is not Mode.POSTPAID:
             raise Refused(
                 f"account {account_id} is prepaid: subscriptions and charges are billed on"
                 " postpaid invoices (a prepaid account pays by top-up)",
             )
+        return (await self.books()).cfg.decimals(acc.currency)
+
+    async def _places(self, account_id: str) -> int:
+        """Decimals of an account's invoicing amounts: its currency's minor unit (or
+        [invoicing] minor_unit_decimals); 2 for an account the ledger does not know."""
+        try:
+            currency = (await self.ledger.get_account(account_id)).currency
+        except UnknownAccount:
+            currency = ""
+        return (await self.books()).cfg.decimals(currency)
 
     @billing_errors
     async def billing_get(self, p: Params, who: str) -> Any:
@@ -206,7 +218,7 @@ class BillingMethods:
     @billing_errors
     async def subscription_add(self, p: Params, who: str) -> Any:
         account_id = p.ident()
-        await self._postpaid(account_id)
+        places = await self._postpaid(account_id)
         sub = await ch.add_subscription(
             (await self.books()).db,
             account_id,
@@ -217,23 +229,25 @@ class BillingMethods:
             quantity=p.integer("quantity", 1, lo=1, hi=1_000_000),
             who=who,
         )
-        return render_subscription(sub)
+        return render_subscription(sub, places)
 
     @billing_errors
     async def subscription_end(self, p: Params, who: str) -> Any:
         sub_id = p.integer("subscription", lo=1, hi=1 << 62)
         sub = await ch.end_subscription((await self.books()).db, sub_id, _date(p, "ends_on"))
-        return render_subscription(sub)
+        return render_subscription(sub, await self._places(sub.account_id))
 
     @billing_errors
     async def subscription_list(self, p: Params, who: str) -> Any:
-        subs = await ch.list_subscriptions((await self.books()).db, p.ident())
-        return {"subscriptions": [render_subscription(s) for s in subs]}
+        account_id = p.ident()
+        subs = await ch.list_subscriptions((await self.books()).db, account_id)
+        places = await self._places(account_id)
+        return {"subscriptions": [render_subscription(s, places) for s in subs]}
 
     @billing_errors
     async def charge_add(self, p: Params, who: str) -> Any:
         account_id = p.ident()
-        await self._postpaid(account_id)
+        places = await self._postpaid(account_id)
         books = await self.books()
         charge, created = await ch.add_charge(
             books.db,
@@ -245,12 +259,14 @@ class BillingMethods:
             reference=p.text("reference") if p.has("reference") else f"ctl-{uuid.uuid4().hex}",
             who=who,
         )
-        return render_charge(charge) | {"created": created}
+        return render_charge(charge, places) | {"created": created}
 
     @billing_errors
     async def charge_list(self, p: Params, who: str) -> Any:
-        found = await ch.list_charges((await self.books()).db, p.ident())
-        return {"charges": [render_charge(c) for c in found]}
+        account_id = p.ident()
+        found = await ch.list_charges((await self.books()).db, account_id)
+        places = await self._places(account_id)
+        return {"charges": [render_charge(c, places) for c in found]}
 
     @billing_errors
     async def payment_add(self, p: Params, who: str) -> Any:
@@ -266,29 +282,31 @@ class BillingMethods:
             who=who,
         )
         after = await self.ledger.get_account(account_id)
+        places = books.cfg.decimals(payment.currency)
         return {
             "reference": payment.reference,
             "account": payment.account_id,
             "invoice": payment.invoice,
-            "amount": money(payment.amount_micros),
+            "amount": money(payment.amount_micros, places),
             "currency": payment.currency,
             "received_at": payment.received_at.isoformat(),
             "created": payment.created,
             "invoice_status": invoice.status,
-            "outstanding": money(invoice.outstanding_micros),
+            "outstanding": money(invoice.outstanding_micros, places),
             "account_status": str(after.status),
-            "balance": money(after.balance_micros),
+            "balance": money(after.balance_micros, places),
         }
 
     @billing_errors
     async def payment_list(self, p: Params, who: str) -> Any:
-        found = await pay.list_payments(await self.books(), p.ident())
+        books = await self.books()
+        found = await pay.list_payments(books, p.ident())
         return {
             "payments": [
                 {
                     "reference": x.reference,
                     "invoice": x.invoice,
-                    "amount": money(x.amount_micros),
+                    "amount": money(x.amount_micros, books.cfg.decimals(x.currency)),
                     "currency": x.currency,
                     "received_at": x.received_at.isoformat(),
                 }

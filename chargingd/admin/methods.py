@@ -325,9 +325,9 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         count = p.integer("count", 20, lo=1, hi=_HISTORY_MAX)
         before = p.text("before", "+")
         # An unknown account has no history; say so rather than answer an empty list.
-        await self.ledger.get_account(account_id)
+        acc = await self.ledger.get_account(account_id)
         entries = await self.ledger.audit(account_id, count=count, before_id=before)
-        rendered = [render_audit(e) for e in entries]
+        rendered = [render_audit(e, acc.currency) for e in entries]
         more = len(entries) == count
         return {"entries": rendered, "next_before": rendered[-1]["id"] if more else None}
 

@@ -16,7 +16,7 @@ from chargingd.admin.rpc import METHOD_NOT_FOUND as METHOD_NOT_FOUND
 from chargingd.admin.rpc import NOT_FOUND as NOT_FOUND
 from chargingd.admin.rpc import PARSE_ERROR as PARSE_ERROR
 from chargingd.admin.rpc import RpcError as RpcError
-from chargingd.core.currencies import is_known_currency
+from chargingd.core.currencies import is_known_currency, minor_unit
 from chargingd.core.money import AmountError, format_amount, parse_amount
 from chargingd.ledger import Account, AuditEntry, Mode
 
@@ -55,10 +55,13 @@ def error_response(req_id: Any, code: int, message: str, data: Any = None) -> di
 
 
 def render_account(acc: Account) -> dict[str, Any]:
-    """An account as JSON: amounts as decimal strings with at least 2 decimals."""
+    """An account as JSON: amounts as decimal strings with at least the decimals of the
+    currency's minor unit (2 for EUR, 0 for JPY, 3 for BHD), more where they have them
+    (9.8512 EUR)."""
+    places = minor_unit(acc.currency)
 
     def amt(micros: int) -> str:
-        return format_amount(micros, 2)
+        return format_amount(micros, places)
 
     return {
         "id": acc.id,
@@ -90,24 +93,26 @@ AUDIT_AMOUNT_KEYS = frozenset(
 _INT = re.compile(r"^-?[0-9]+$")
 
 
-def _audit_fields(fields: dict[str, str]) -> dict[str, str]:
+def _audit_fields(fields: dict[str, str], places: int) -> dict[str, str]:
     return {
-        k: format_amount(int(v), 2) if k in AUDIT_AMOUNT_KEYS and _INT.match(v) else v
+        k: format_amount(int(v), places) if k in AUDIT_AMOUNT_KEYS and _INT.match(v) else v
         for k, v in fields.items()
     }
 
 
-def render_audit(entry: AuditEntry) -> dict[str, Any]:
-    """An audit entry as JSON; amounts in before/after/details as decimal strings."""
+def render_audit(entry: AuditEntry, currency: str = "") -> dict[str, Any]:
+    """An audit entry as JSON; amounts in before/after/details as decimal strings, with
+    the decimals of the account's ``currency`` at least (2 when not given)."""
+    places = minor_unit(currency)
     return {
         "id": entry.id,
         "ts_ms": entry.ts_ms,
         "who": entry.who,
         "what": entry.what,
         "why": entry.why,
-        "before": _audit_fields(entry.before),
-        "after": _audit_fields(entry.after),
-        "details": _audit_fields(entry.details),
+        "before": _audit_fields(entry.before, places),
+        "after": _audit_fields(entry.after, places),
+        "details": _audit_fields(entry.details, places),
     }
 
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.sessions.store import SessionRecord
 
@@ -50,8 +51,8 @@ def render_session(rec: SessionRecord) -> dict[str, Any]:
         "answer_ms": rec.answer_ms,
         "last_seen_ms": rec.last_seen_ms,
         "usage_s": rec.last_usage_s,
-        "debited": format_amount(rec.debited_micros, 2),
-        "held": format_amount(rec.held_micros, 2),
+        "debited": format_amount(rec.debited_micros, minor_unit(rec.currency)),
+        "held": format_amount(rec.held_micros, minor_unit(rec.currency)),
         "paid_usage_s": rec.paid_usage_s,
         "deadline_ms": rec.deadline_ms,
         "cut_reason": rec.cut_reason,

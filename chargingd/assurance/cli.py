@@ -119,12 +119,12 @@ async def raise_leakage(
     for currency, micros in sorted(run.summary.leakage.items()):
         if micros <= threshold_micros:
             continue
-        leak = render.money(micros)
+        leak = render.money(micros, currency)
         await alerts.raise_alert(
             "assurance.leakage", severity=Severity.WARNING,
             incident=f"assurance.leakage:{currency}",
             summary=f"revenue leakage {leak} {currency} from {first} to"
-            f" {last} (run {run.run_id}; threshold {render.money(threshold_micros)})",
+            f" {last} (run {run.run_id}; threshold {render.money(threshold_micros, currency)})",
             details={"run_id": run.run_id, "from": run.start.isoformat(),
                      "to": run.end.isoformat(), "source": run.source, "account": run.account_id,
                      "leakage": leak, "currency": currency, "counts": run.summary.counts},

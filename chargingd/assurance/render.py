@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from chargingd.assurance.model import Finding, Kind, Run
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 
 _DETAIL_KEYS = (
@@ -17,8 +18,10 @@ _DETAIL_KEYS = (
 )  # fmt: skip
 
 
-def money(micros: int) -> str:
-    return format_amount(micros, 2)
+def money(micros: int, currency: str = "") -> str:
+    """At least the decimals of the currency's minor unit (2 when not given), more
+    where the amount has them: findings are exact, to the micro-unit."""
+    return format_amount(micros, minor_unit(currency))
 
 
 def finding_json(f: Finding) -> dict[str, Any]:
@@ -26,7 +29,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "kind": f.kind.value,
         "account": f.account_id,
         "currency": f.currency,
-        "money": money(f.money_micros),
+        "money": money(f.money_micros, f.currency),
         "money_micros": f.money_micros,
         "source": f.source,
         "call_id": f.call_id,
@@ -48,8 +51,8 @@ def run_json(run: Run, *, findings: bool = True) -> dict[str, Any]:
         "params": run.params,
         "counts": s.counts,
         "matching": s.matching,
-        "money": {k: {c: money(m) for c, m in per.items()} for k, per in s.money.items()},
-        "leakage": {c: money(m) for c, m in s.leakage.items()},
+        "money": {k: {c: money(m, c) for c, m in per.items()} for k, per in s.money.items()},
+        "leakage": {c: money(m, c) for c, m in s.leakage.items()},
         "over_threshold": run.over_threshold,
         "findings_kept": run.findings_kept,
         "created_by": run.created_by,
@@ -69,7 +72,8 @@ def findings_csv(run: Run) -> str:
     w.writerow(("run_id", "kind", "account", "currency", "money", "money_micros", "source",
                 "call_id", "matched_by", "detail"))  # fmt: skip
     for f in run.findings:
-        w.writerow((run.run_id, f.kind.value, f.account_id, f.currency, money(f.money_micros),
+        w.writerow((run.run_id, f.kind.value, f.account_id, f.currency,
+                    money(f.money_micros, f.currency),
                     f.money_micros, f.source, f.call_id, f.matched_by,
                     json.dumps(f.detail, sort_keys=True, separators=(",", ":"))))  # fmt: skip
     return buf.getvalue()
@@ -109,9 +113,9 @@ def text(run: Run, *, findings: bool = True) -> str:
     for kind in Kind:
         count = s.counts.get(kind.value, 0)
         per = s.money.get(kind.value, {})
-        amounts = ", ".join(f"{money(v)} {c}" for c, v in sorted(per.items())) or "-"
+        amounts = ", ".join(f"{money(v, c)} {c}" for c, v in sorted(per.items())) or "-"
         lines.append(f"{kind.value:<24}{count:>7}  {amounts}")
-    leak = ", ".join(f"{money(v)} {c}" for c, v in sorted(s.leakage.items())) or "none"
+    leak = ", ".join(f"{money(v, c)} {c}" for c, v in sorted(s.leakage.items())) or "none"
     state = "OVER THE THRESHOLD" if run.over_threshold else "within the threshold"
     lines.append(f"leakage: {leak} ({state})")
     if findings and run.findings:
@@ -120,7 +124,8 @@ def text(run: Run, *, findings: bool = True) -> str:
             ref = f"{f.source}:{f.call_id}" if f.source else f.call_id
             how = f" [{f.matched_by}]" if f.matched_by else ""
             lines.append(
-                f"{f.kind.value:<24}{f.account_id:<16}{money(f.money_micros):>12} {f.currency:<4}"
+                f"{f.kind.value:<24}{f.account_id:<16}{money(f.money_micros, f.currency):>12}"
+                f" {f.currency:<4}"
                 f" {ref}{how} {_short(f.detail)}".rstrip()
             )
         if run.findings_kept < sum(s.counts.values()):
@@ -131,7 +136,7 @@ def text(run: Run, *, findings: bool = True) -> str:
 def run_list(runs: list[Run]) -> str:
     lines = [f"{'RUN':>6}  {'STARTED':<25} {'FROM':<25} {'TO':<25} FINDINGS  LEAKAGE"]
     for r in runs:
-        leak = ", ".join(f"{money(v)} {c}" for c, v in sorted(r.summary.leakage.items())) or "-"
+        leak = ", ".join(f"{money(v, c)} {c}" for c, v in sorted(r.summary.leakage.items())) or "-"
         flag = " OVER" if r.over_threshold else ""
         lines.append(
             f"{r.run_id:>6}  {r.started_at.isoformat(timespec='seconds'):<25}"

@@ -16,6 +16,7 @@ from typing import Any
 
 from chargingd.billing.cdr import CDR_STREAM
 from chargingd.billing.exporter import group_backlog
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.core.redisconn import RedisClient
 from chargingd.ledger import Ledger
@@ -82,7 +83,9 @@ class ClusterSampler:
             self.live = {
                 "active_calls": int(active),
                 "gateways": {g: int(n) for g, n in per_gateway.items()},
-                "reserved": {c: format_amount(m, 2) for c, m in sorted(reserved.items())},
+                "reserved": {
+                    c: format_amount(m, minor_unit(c)) for c, m in sorted(reserved.items())
+                },
                 "reserved_micros": reserved,
                 "orphans": int(orphans),
                 "legs": int(legs),

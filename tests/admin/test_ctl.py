@@ -276,3 +276,28 @@ async def test_a_timeout_must_be_positive_seconds(ctl: Ctl, bad: str) -> None:
     )
     code, _, err = await ctl("--timeout", "0.5", "status")
     assert code == 0, err
+
+
+async def test_amounts_show_the_decimals_of_the_account_currency(ctl: Ctl) -> None:
+    """A yen has no minor unit and a Bahraini dinar three decimals: `1000.00 JPY` and
+    `1.50 BHD` were printed. Amounts with more digits keep them (9.8512 EUR)."""
+    for account, currency, balance in (("yen", "JPY", "1000"), ("fils", "BHD", "1.5")):
+        code, _, err = await ctl(
+            "account", "create", account, "--mode", "prepaid", "--currency", currency,
+            "--balance", balance,
+        )  # fmt: skip
+        assert code == 0, err
+    code, out, _ = await ctl("account", "get", "yen")
+    assert code == 0 and "1000 JPY" in out and "1000.00" not in out
+    acc = await ctl.json("account", "topup", "yen", "0.5", "--reason", "odd")
+    assert (acc["balance"], acc["reserved"], acc["topups"]) == ("1000.5", "0", "0.5")
+    code, out, _ = await ctl("account", "get", "fils")
+    assert code == 0 and "1.500 BHD" in out
+    listed = {a["id"]: a for a in (await ctl.json("account", "list"))["accounts"]}
+    assert (listed["fils"]["balance"], listed["yen"]["credit_limit"]) == ("1.500", "0")
+    hist = await ctl.json("account", "history", "yen", "--count", "1")
+    assert hist["entries"][0]["after"]["balance"] == "1000.5"
+    assert hist["entries"][0]["details"]["amount"] == "0.5"
+    await ctl("account", "create", "eu", "--mode", "prepaid", "--currency", "EUR", "--balance",
+              "9.8512")  # fmt: skip
+    assert (await ctl.json("account", "get", "eu"))["balance"] == "9.8512"
