@@ -97,7 +97,7 @@ async def _credited(conn: Conn, invoice_id: int) -> tuple[int, int]:
     """Net and tax given back by the credit notes of an invoice so far (positive)."""
     cur = await conn.execute(
         "SELECT coalesce(-sum(subtotal_micros), 0), coalesce(-sum(tax_micros), 0)"
-        " FROM invoices WHERE refers_to = %s",
+        " FROM invoices WHERE refers_to = %s AND kind = 'credit_note'",
         (invoice_id,),
     )
     row = await cur.fetchone()

@@ -158,6 +158,7 @@ async def _write_links(conn: Conn, numbered: Sequence[tuple[int, str, int, Draft
     """Charges and rerates now billed, and what the ledger is owed for each document."""
     await charges.mark_billed(conn, {i: d.charge_ids for i, _, _, d in numbered if d.charge_ids})
     rerates = [(*key, i) for i, _, _, d in numbered for key in d.rerates]
+    credits = [(i, owed_id, amount) for i, _, _, d in numbered for owed_id, _, amount in d.settles]
     postings = [
         (posting_txn(number), d.account_id, d.currency, d.posting_micros, _posting_why(number, d))
         for _, number, _, d in numbered
@@ -169,6 +170,12 @@ async def _write_links(conn: Conn, numbered: Sequence[tuple[int, str, int, Draft
                 "INSERT INTO invoiced_rerates (run_id, account_id, currency, invoice_id)"
                 " VALUES (%s, %s, %s, %s)",
                 rerates,
+            )
+        if credits:
+            await cur.executemany(
+                "INSERT INTO invoice_credits (credit_id, invoice_id, amount_micros)"
+                " VALUES (%s, %s, %s)",
+                credits,
             )
         if postings:
             await cur.executemany(
@@ -213,5 +220,7 @@ def _issued(invoice_id: int, number: str, draft: Draft, meta: dict[str, Any]) ->
         statement=draft.statement,
         call_detail=draft.call_detail,
         reason=draft.reason,
+        refers_to=draft.settles[0][1] if draft.settles else None,
+        settles=tuple((number, amount) for _, number, amount in draft.settles),
         status="open" if draft.kind is Kind.INVOICE else "issued",
     )

@@ -155,6 +155,9 @@ class Draft:
     refers_to: int | None = None
     reason: str = ""
     posting_micros: int = 0  # what the ledger still has to move for this document
+    # A negative invoice: the owed invoices its credit settles, oldest first
+    # (invoice id, number, micro-units); the rest of the credit stays on the account.
+    settles: tuple[tuple[int, str, int], ...] = ()
 
     @property
     def subtotal_micros(self) -> int:
@@ -208,7 +211,17 @@ class Invoice:
     paid_micros: int = 0
     credited_micros: int = 0
     status: str = "open"  # open, paid, overdue (invoices); issued (others)
-    credit_notes: tuple[str, ...] = ()
+    credit_notes: tuple[str, ...] = ()  # credit notes and negative invoices crediting it
+    # A negative invoice: the owed invoices its credit settled, oldest first, and how
+    # much of each (number, micro-units); the rest of the credit stays on the account.
+    settles: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def credit_left_micros(self) -> int:
+        """A negative invoice: the part of its credit no invoice took (on the account)."""
+        if self.kind is not Kind.INVOICE or self.total_micros >= 0:
+            return 0
+        return -self.total_micros - sum(amount for _, amount in self.settles)
 
     @property
     def outstanding_micros(self) -> int:
@@ -248,6 +261,12 @@ class Invoice:
         if self.refers_to is not None:
             out["refers_to"] = self.refers_to
             out["reason"] = self.reason
+        if self.kind is Kind.INVOICE and self.total_micros < 0:
+            out["settles"] = [
+                {"invoice": number, "amount": money(amount, decimals)}
+                for number, amount in self.settles
+            ]
+            out["credit_on_account"] = money(self.credit_left_micros, decimals)
         if self.statement is not None:
             out["statement"] = self.statement
         return out

@@ -37,6 +37,7 @@ from reportlab.platypus import (
 
 from chargingd.invoicing.cdrs import CdrRow
 from chargingd.invoicing.model import Invoice, Kind, currency_decimals
+from chargingd.invoicing.render import credit_went
 from chargingd.invoicing.tax import TaxMode, percent
 from chargingd.invoicing.usage import group_of
 
@@ -190,7 +191,9 @@ def _facts(inv: Invoice) -> list[tuple[str, str]]:
     ]
     if inv.kind is Kind.INVOICE:
         facts.insert(2, ("Due date", _day(inv.due_at)))
-    if inv.refers_to:
+    if inv.kind is Kind.INVOICE and inv.settles:  # a negative invoice's credit
+        facts.insert(2, ("Credit applied to", ", ".join(n for n, _ in inv.settles)))
+    elif inv.refers_to:
         label = "Credit applied to" if inv.kind is Kind.INVOICE else "Corrects invoice"
         facts.insert(2, (label, inv.refers_to))
     return facts
@@ -280,8 +283,8 @@ def _totals(inv: Invoice, decimals: int) -> Table:
         rows.append(["Paid", f"-{amount(inv.paid_micros, decimals)} {cur}"])
         rows.append(["Credited", f"-{amount(inv.credited_micros, decimals)} {cur}"])
         rows.append(["Amount due", f"{amount(inv.outstanding_micros, decimals)} {cur}"])
-    elif inv.kind is Kind.INVOICE:
-        rows.append(["Amount due", f"{amount(inv.total_micros, decimals)} {cur}"])
+    elif inv.kind is Kind.INVOICE:  # a negative one asks for nothing: its credit went on
+        rows.append(["Amount due", f"{amount(max(0, inv.total_micros), decimals)} {cur}"])
     table = Table(rows, colWidths=[WIDTH * 0.22, WIDTH * 0.2], hAlign="RIGHT")
     table.setStyle(
         TableStyle(
@@ -349,8 +352,7 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
     elif inv.kind is Kind.INVOICE and inv.total_micros < 0:
         # the corrections of earlier periods exceed this period's charges: a credit
         credit = f"{amount(-inv.total_micros, decimals)} {inv.currency}"
-        where = f"settles invoice {inv.refers_to}" if inv.refers_to else "stays on your account"
-        notes.append(_p(f"Nothing to pay: the credit of {credit} {where}."))
+        notes.append(_p(f"Nothing to pay: the credit of {credit} {credit_went(inv, decimals)}."))
     elif inv.kind is Kind.INVOICE:
         due = f"{amount(inv.outstanding_micros, decimals)} {inv.currency}"
         bank = inv.issuer.get("bank")

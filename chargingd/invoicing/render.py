@@ -8,6 +8,22 @@ from chargingd.invoicing.model import Draft, Invoice, Kind, RunResult, currency_
 from chargingd.invoicing.tax import percent
 
 
+def credit_went(inv: Invoice, decimals: int) -> str:
+    """Where a negative invoice's credit went, to follow "the credit of 2.50 EUR": the
+    owed invoices it settled (oldest first) and what stays on the account."""
+    cur = inv.currency
+    left = inv.credit_left_micros
+    if len(inv.settles) == 1 and not left:
+        return f"settles invoice {inv.settles[0][0]}"
+    parts = [f"{money(amount, decimals)} {cur} of invoice {n}" for n, amount in inv.settles]
+    if not parts:
+        return "stays on your account"
+    text = "settles " + (", ".join(parts[:-1]) + " and " if len(parts) > 1 else "") + parts[-1]
+    if left:
+        text += f"; the remaining {money(left, decimals)} {cur} stays on your account"
+    return text
+
+
 def invoice_text(inv: Invoice, decimals: int | None = None) -> str:
     """One document: header, lines, totals, state. ``decimals``: None, the currency's."""
     cur = inv.currency
@@ -46,8 +62,14 @@ def invoice_text(inv: Invoice, decimals: int | None = None) -> str:
             f" {s['adjustments']}  calls -{s['call_debits']}  other {s['other']}"
             f"  closing {s['closing_balance']} {cur}"
         )
-    if inv.refers_to and inv.kind is Kind.INVOICE:  # a negative invoice's credit
-        out.append(f"  credit applied to {inv.refers_to}")
+    if inv.kind is Kind.INVOICE and inv.total_micros < 0:  # a negative invoice's credit
+        applied = ", ".join(f"{n} ({money(a, decimals)} {cur})" for n, a in inv.settles)
+        left = inv.credit_left_micros
+        if not applied:
+            out.append(f"  credit of {money(left, decimals)} {cur} stays on the account")
+        else:
+            kept = f"; {money(left, decimals)} {cur} stays on the account" if left else ""
+            out.append(f"  credit applied to {applied}{kept}")
     elif inv.refers_to:
         out.append(f"  corrects {inv.refers_to}: {inv.reason}")
     return "\n".join(out) + "\n"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from chargingd.billing.db import Conn
-from chargingd.invoicing import charges, issue, postings, statements, store, tax, usage
+from chargingd.invoicing import charges, dunning, issue, postings, statements, store, tax, usage
 from chargingd.invoicing.build import Correction, Inputs, Rerate, invoice_draft
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import (
@@ -28,6 +28,7 @@ from chargingd.invoicing.model import (
     Profile,
     RunResult,
     Subscription,
+    money,
 )
 from chargingd.invoicing.periods import Period, PeriodError, check_closed, window
 from chargingd.invoicing.profiles import load_profiles
@@ -103,6 +104,11 @@ async def invoice_run(
         result.posted = await postings.post_pending(
             books.db, books.need_ledger(), who=books.who, account_ids=ids
         )
+        # A negative invoice that settled what dunning suspended for lifts it now, as a
+        # credit note does (the loop would, at its next pass).
+        for doc in result.issued:
+            if isinstance(doc, Invoice) and doc.settles:
+                await dunning.settle(books, doc.account_id)
     result.elapsed_s = time.perf_counter() - started
     log.info(
         "invoice run %s %s: %d issued, %d CDRs aggregated in %.1f s (run %.1f s)",
@@ -251,17 +257,33 @@ def _zero_refused(books: Books, draft: Draft, profile: Profile) -> str | None:
     return None
 
 
-async def _settling(conn: Conn, draft: Draft) -> Draft:
+async def _settling(conn: Conn, draft: Draft, decimals: int) -> Draft:
     """A negative invoice (the corrections of earlier periods exceed what its own period
-    charges) refers to the account's oldest invoice still owed: its credit lowers that
-    invoice's outstanding as a credit note's would, so dunning does not suspend for money
-    the customer no longer owes. With nothing owed the credit stays on the account (its
-    ledger balance, as the invoice's posting moves it either way)."""
-    owed = await store.oldest_owed(conn, draft.account_id)
-    if owed is None:
+    charges): its credit settles the account's invoices still owed, oldest first, each
+    up to what it owes, as a credit note would (invoice_credits), so dunning does not
+    suspend for money the customer no longer owes. What no invoice takes stays on the
+    account: its ledger balance, which the invoice's posting moves in full either way."""
+    credit = -draft.total_micros
+    settles = []
+    for invoice_id, number, owed in await store.owed_invoices(
+        conn, draft.account_id, draft.currency
+    ):
+        if credit <= 0:
+            break
+        part = min(credit, owed)
+        settles.append((invoice_id, number, part))
+        credit -= part
+    if not settles:
         return draft
-    invoice_id, number = owed
-    return replace(draft, refers_to=invoice_id, reason=f"credit applied to invoice {number}")
+    cur = draft.currency
+    applied = ", ".join(f"invoice {n} ({money(m, decimals)} {cur})" for _, n, m in settles)
+    kept = f"; {money(credit, decimals)} {cur} stays on the account" if credit else ""
+    return replace(
+        draft,
+        refers_to=settles[0][0],
+        reason=f"credit applied to {applied}{kept}",
+        settles=tuple(settles),
+    )
 
 
 async def _issue_batch(
@@ -293,7 +315,7 @@ async def _issue_batch(
                 skipped.append((why or "nothing to report", acc.id))
                 continue
             if draft.kind is Kind.INVOICE and draft.total_micros < 0:
-                draft = await _settling(conn, draft)
+                draft = await _settling(conn, draft, books.cfg.decimals(draft.currency))
             drafts.append(draft)
         if result.dry_run:
             return drafts

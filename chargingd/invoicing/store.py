@@ -22,9 +22,18 @@ SELECT i.id, i.number, i.kind, i.account_id, i.period, i.period_start, i.period_
        i.tax_micros, i.total_micros, i.usage_micros, i.usage_calls, i.statement,
        i.call_detail, r.number, i.reason,
        coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0),
-       coalesce((SELECT -sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0),
+       coalesce((SELECT -sum(c.total_micros) FROM invoices c
+                 WHERE c.refers_to = i.id AND c.kind = 'credit_note'), 0)
+       + coalesce((SELECT sum(a.amount_micros) FROM invoice_credits a
+                   WHERE a.invoice_id = i.id), 0),
        coalesce((SELECT array_agg(c.number ORDER BY c.id) FROM invoices c
-                 WHERE c.refers_to = i.id), '{}')
+                 WHERE (c.refers_to = i.id AND c.kind = 'credit_note')
+                    OR c.id IN (SELECT a.credit_id FROM invoice_credits a
+                                WHERE a.invoice_id = i.id)), '{}'),
+       coalesce((SELECT json_agg(json_build_array(s.number, a.amount_micros)
+                                 ORDER BY s.due_at, s.id)
+                 FROM invoice_credits a JOIN invoices s ON s.id = a.invoice_id
+                 WHERE a.credit_id = i.id), '[]')
 FROM invoices i LEFT JOIN invoices r ON r.id = i.refers_to
 """
 
@@ -69,6 +78,7 @@ def _invoice(row: Sequence[Any], now: datetime, lines: tuple[Line, ...] = ()) ->
         credited_micros=credited,
         status=status_of(kind, int(row[15]), paid + credited, row[9], now),
         credit_notes=tuple(row[24]),
+        settles=tuple((str(n), int(m)) for n, m in row[25]),
         lines=lines,
     )
 
@@ -129,11 +139,14 @@ async def list_invoices(
     return result
 
 
-# What is still owed on invoice i: its total less its payments and the credits that
-# refer to it (credit notes, a negative invoice's credit).
+# What is still owed on invoice i: its total less its payments, its credit notes and
+# the parts of negative invoices' credits that settled it (invoice_credits).
 _OWED = """i.total_micros
          - coalesce((SELECT sum(p.amount_micros) FROM payments p WHERE p.invoice_id = i.id), 0)
-         + coalesce((SELECT sum(c.total_micros) FROM invoices c WHERE c.refers_to = i.id), 0)"""
+         + coalesce((SELECT sum(c.total_micros) FROM invoices c
+                     WHERE c.refers_to = i.id AND c.kind = 'credit_note'), 0)
+         - coalesce((SELECT sum(a.amount_micros) FROM invoice_credits a
+                     WHERE a.invoice_id = i.id), 0)"""
 
 _OVERDUE = f"""
 SELECT i.account_id, i.number, i.due_at, {_OWED} AS owed, i.currency
@@ -163,13 +176,20 @@ async def overdue(
     return result
 
 
-async def oldest_owed(conn: Conn, account_id: str) -> tuple[int, str] | None:
-    """The account's oldest invoice with something still owed on it: (id, number)."""
-    cur = await conn.execute(
-        f"SELECT o.id, o.number FROM (SELECT i.id, i.number, i.due_at, {_OWED} AS owed"
-        "  FROM invoices i WHERE i.kind = 'invoice' AND i.account_id = %s) o"
-        " WHERE o.owed > 0 ORDER BY o.due_at, o.id LIMIT 1",
+async def owed_invoices(conn: Conn, account_id: str, currency: str) -> list[tuple[int, str, int]]:
+    """The account's invoices in ``currency`` with something still owed on them, oldest
+    first: (id, number, owed). Its invoices are locked for the caller's transaction
+    first (FOR UPDATE waits for a payment or credit note being written against one of
+    them, which holds a key-share lock on it till it commits); what they owe is then
+    read after it, never while it is half known."""
+    await conn.execute(
+        "SELECT id FROM invoices WHERE kind = 'invoice' AND account_id = %s FOR UPDATE",
         (account_id,),
     )
-    row = await cur.fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))
+    cur = await conn.execute(
+        f"SELECT o.id, o.number, o.owed FROM (SELECT i.id, i.number, i.due_at, {_OWED} AS owed"
+        "  FROM invoices i WHERE i.kind = 'invoice' AND i.account_id = %s"
+        "  AND i.currency = %s) o WHERE o.owed > 0 ORDER BY o.due_at, o.id",
+        (account_id, currency),
+    )
+    return [(int(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]

@@ -317,3 +317,36 @@ async def test_a_yen_invoice_prints_whole_yen(books: Books, pg_url: str, tmp_pat
         assert re.search(rf"{label}\s+{figure} JPY\n", text), label
     assert "Please pay 44,074 JPY by" in text
     assert ".00 JPY" not in text
+
+
+async def test_a_negative_invoice_says_which_invoices_its_credit_settled_and_what_is_left(
+    books: Books, pg_url: str, tmp_path: Path
+) -> None:
+    """October 1.00 and November 2.00 owed; December credits 3.50 (goodwill): it settles
+    both and 0.50 stays on the account. The PDF said 'settles invoice <October>' for all
+    3.50, and November stayed owed in full."""
+    assert books.ledger is not None
+    await postpaid(books.ledger, "neg")
+    await set_profile(books.db, "neg", {"tax_mode": "exempt"}, who="t")
+    issued = []
+    for month, kind, amount_ in ((10, "charge", 1), (11, "charge", 2), (12, "credit", 3.5)):
+        await add_charge(
+            books.db, "neg", kind=kind, description="Rental" if kind == "charge" else "Goodwill",
+            amount_micros=int(amount_ * 1_000_000), charge_date=date(2026, month, 5),
+            reference=f"n{month}", who="t",
+        )  # fmt: skip
+        issued.append((await invoice_run(books, f"2026-{month}", account_id="neg")).issued[0])
+    oct_, nov, dec = [await get_invoice(books.db, i.number, books.now()) for i in issued]
+    assert dec.total_micros == -3_500_000
+    text = pdf_text(render_pdf(dec), tmp_path)
+    flat = " ".join(text.split())
+    assert (
+        f"Nothing to pay: the credit of 3.50 EUR settles 1.00 EUR of invoice {oct_.number} and"
+        f" 2.00 EUR of invoice {nov.number}; the remaining 0.50 EUR stays on your account."
+    ) in flat, flat
+    assert re.search(r"Total\s+-3.50 EUR\n", text) and re.search(r"Amount due\s+0.00 EUR\n", text)
+    facts = text.split("Due date")[0]  # the document's facts, above the lines
+    assert "Credit applied to" in facts and f"{oct_.number}," in facts and nov.number in facts
+    settled = " ".join(pdf_text(render_pdf(nov), tmp_path).split())
+    assert f"Credited in full ({dec.number}): nothing is due." in settled
+    assert re.search(r"Amount due 0.00 EUR", settled) and "Please pay" not in settled

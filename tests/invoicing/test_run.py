@@ -10,6 +10,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from invoicing_harness import (
+    NOW,
     at,
     cdr,
     invoicing_config,
@@ -19,6 +20,7 @@ from invoicing_harness import (
     query,
 )
 
+from chargingd.billing.db import BillingDB, load_migrations, migrate
 from chargingd.invoicing import Books, Invoice, PeriodError, Refused, invoice_run
 from chargingd.invoicing.charges import add_charge, add_subscription, list_charges
 from chargingd.invoicing.model import Kind
@@ -435,6 +437,121 @@ async def test_a_negative_invoice_credits_the_oldest_invoice_still_owed(
     await add_payment(books, "neg", 480_000, invoice_number=nov.number, reference="neg-1", who="t")
     assert (await get_invoice(books.db, nov.number, now)).status == "paid"
     assert await overdue(books.db, far, "neg") == {}
+
+
+async def _owing_one_and_two(books: Books, ledger: Ledger, account_id: str) -> list[Invoice]:
+    """October's invoice 1.00 and November's 2.00 (no VAT), both unpaid."""
+    await postpaid(ledger, account_id)
+    await set_profile(books.db, account_id, {"tax_mode": "exempt"}, who="t")
+    issued = []
+    for month, amount in ((10, 1_000_000), (11, 2_000_000)):
+        await add_charge(
+            books.db, account_id, kind="charge", description="Number rental",
+            amount_micros=amount, charge_date=date(2026, month, 5),
+            reference=f"{account_id}{month}", who="t",
+        )  # fmt: skip
+        issued.append((await invoice_run(books, f"2026-{month}", account_id=account_id)).issued[0])
+    assert [inv.total_micros for inv in issued] == [1_000_000, 2_000_000]
+    return issued
+
+
+async def test_a_negative_invoice_settles_the_invoices_owed_oldest_first(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """A rerate refunded 2.50 after October (1.00) and November (2.00) were invoiced,
+    both unpaid: December's invoice is -2.50. Its credit settles October (1.00) and
+    1.50 of November, which still owes 0.50: dunning asks for 0.50. It was all applied
+    to October, which owed 1.00: 1.50 of it vanished and November stayed owed in full."""
+    oct_, nov = await _owing_one_and_two(books, ledger, "neg2")
+    await _refund_november(pg_url, "neg2", 2_500_000)
+    dec = (await invoice_run(books, "2026-12", account_id="neg2")).issued[0]
+    assert dec.total_micros == -2_500_000
+    now = books.now()
+    oct_read, nov_read, dec_read = [
+        await get_invoice(books.db, inv.number, now) for inv in (oct_, nov, dec)
+    ]
+    assert (oct_read.credited_micros, oct_read.outstanding_micros) == (1_000_000, 0)
+    assert oct_read.status == "paid" and oct_read.credit_notes == (dec.number,)
+    assert (nov_read.credited_micros, nov_read.outstanding_micros) == (1_500_000, 500_000)
+    assert nov_read.status != "paid" and nov_read.credit_notes == (dec.number,)
+    assert dec_read.settles == ((oct_.number, 1_000_000), (nov.number, 1_500_000))
+    assert dec_read.credit_left_micros == 0 and dec_read.refers_to == oct_.number
+    shown = dec_read.to_json()
+    assert shown["settles"] == [
+        {"invoice": oct_.number, "amount": "1.00"},
+        {"invoice": nov.number, "amount": "1.50"},
+    ]
+    assert shown["credit_on_account"] == "0.00"
+    text = invoice_text(dec_read)
+    assert f"credit applied to {oct_.number} (1.00 EUR), {nov.number} (1.50 EUR)\n" in text
+    far = now + timedelta(days=400)
+    assert await overdue(books.db, far, "neg2") == {
+        "neg2": [(nov.number, nov.due_at, 500_000, "EUR")]
+    }
+    # What settled an invoice is written once, like the invoices themselves.
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="never change"):
+        await query(pg_url, "UPDATE invoice_credits SET amount_micros = 1")
+    await add_payment(books, "neg2", 500_000, invoice_number=nov.number, reference="n2", who="t")
+    assert await overdue(books.db, far, "neg2") == {}
+
+
+async def test_a_negative_invoice_larger_than_what_is_owed_leaves_the_rest_on_the_account(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    oct_, nov = await _owing_one_and_two(books, ledger, "neg3")
+    await add_payment(books, "neg3", 2_000_000, invoice_number=nov.number, reference="n3", who="t")
+    await _refund_november(pg_url, "neg3", 2_500_000)
+    dec = (await invoice_run(books, "2026-12", account_id="neg3")).issued[0]
+    dec_read = await get_invoice(books.db, dec.number, books.now())
+    assert dec_read.settles == ((oct_.number, 1_000_000),)
+    assert dec_read.credit_left_micros == 1_500_000
+    assert dec_read.to_json()["credit_on_account"] == "1.50"
+    assert f"credit applied to {oct_.number} (1.00 EUR); 1.50 EUR stays on the account" in (
+        invoice_text(dec_read)
+    )
+    assert (await get_invoice(books.db, oct_.number, books.now())).outstanding_micros == 0
+    assert await overdue(books.db, books.now() + timedelta(days=400), "neg3") == {}
+
+
+def _legacy_invoice(n: int, month: int, total: int, refers_to: int | None) -> str:
+    """An invoice row as chargingd wrote it before migration 011."""
+    return (
+        "INSERT INTO invoices (id, number, series, seq, kind, account_id, period, period_start,"
+        " period_end, currency, issued_at, due_at, refers_to, reason, customer, issuer, tax,"
+        " subtotal_micros, tax_micros, total_micros, run_id, created_by) VALUES"
+        f" ({n}, 'INV-2026-00000{n}', 'INV-2026', {n}, 'invoice', 'old', '2026-{month:02d}',"
+        f" '2026-{month:02d}-01Z', '2026-{month + 1:02d}-01Z', 'EUR', '2026-{month + 1:02d}-02Z',"
+        f" '2026-{month + 1:02d}-16Z', {'NULL' if refers_to is None else refers_to}, '', '{{}}',"
+        f" '{{}}', '{{\"mode\": \"exempt\", \"rate_ppm\": 0}}', {total}, 0, {total}, 'r', 't');"
+    )
+
+
+async def test_negative_invoices_issued_before_migration_011_count_as_they_did(
+    pg_empty_url: str,
+) -> None:
+    """Before 011 a negative invoice's whole credit counted against the one invoice it
+    named: the migration keeps that (issued documents never change their meaning)."""
+    async with await psycopg.AsyncConnection.connect(pg_empty_url) as conn:
+        await migrate(conn, [m for m in load_migrations() if m.version <= 10])
+        for n, month, total, refers in ((1, 9, 1_000_000, None), (2, 10, 2_000_000, None),
+                                        (3, 11, -2_500_000, 1)):  # fmt: skip
+            await conn.execute(_legacy_invoice(n, month, total, refers).encode())
+        await conn.commit()
+        assert await migrate(conn) == [11]
+    db = await BillingDB.open(pg_empty_url)
+    try:
+        now = NOW
+        first, second, credit = [
+            await get_invoice(db, f"INV-2026-00000{n}", now) for n in (1, 2, 3)
+        ]
+        assert (first.credited_micros, first.outstanding_micros) == (2_500_000, 0)
+        assert (second.credited_micros, second.outstanding_micros) == (0, 2_000_000)
+        assert credit.settles == (("INV-2026-000001", 2_500_000),)
+        assert credit.refers_to == "INV-2026-000001" and first.credit_notes == (credit.number,)
+        found = await overdue(db, now)
+        assert found == {"old": [("INV-2026-000002", second.due_at, 2_000_000, "EUR")]}
+    finally:
+        await db.close()
 
 
 async def test_a_negative_invoice_with_nothing_owed_keeps_its_credit_on_the_account(
