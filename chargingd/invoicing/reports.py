@@ -24,7 +24,7 @@ from typing import Any
 
 from chargingd.billing.db import BillingDB, Conn
 from chargingd.invoicing.build import minutes
-from chargingd.invoicing.model import Refused, money
+from chargingd.invoicing.model import Refused, currency_decimals, money
 from chargingd.invoicing.periods import round_half_up_div
 from chargingd.invoicing.usage import OTHER, group_arrays
 
@@ -88,8 +88,8 @@ class ReportRow:
             "calls": self.calls,
             "cdrs": self.cdrs,
             "minutes": str(minutes(self.billed_s)),
-            "rated": money(self.cost_micros, 2),
-            "charged": money(self.charged_micros, 2),
+            "rated": money(self.cost_micros, currency_decimals(self.currency)),
+            "charged": money(self.charged_micros, currency_decimals(self.currency)),
             "charged_per_minute": money(per_minute, 4),
         }
 
@@ -182,6 +182,7 @@ def _totals(rows: Sequence[ReportRow]) -> str:
     if not per:
         return "no calls"
     return "; ".join(
-        f"{calls} calls, {minutes(billed)} min, {money(charged, 2)} {cur} charged"
+        f"{calls} calls, {minutes(billed)} min,"
+        f" {money(charged, currency_decimals(cur))} {cur} charged"
         for cur, (calls, billed, charged) in sorted(per.items())
     )

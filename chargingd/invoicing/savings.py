@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chargingd.billing.db import BillingDB, Conn
-from chargingd.invoicing.model import money
+from chargingd.invoicing.model import currency_decimals, money
 from chargingd.rating.model import RatingError
 from chargingd.rating.plan import TariffPlan
 
@@ -63,8 +63,8 @@ class Savings:
                 {
                     "plan": p.plan,
                     "currency": p.currency,
-                    "total": money(p.total_micros, 2),
-                    "saving": money(saving, 2) if comparable else None,
+                    "total": money(p.total_micros, currency_decimals(p.currency)),
+                    "saving": money(saving, currency_decimals(p.currency)) if comparable else None,
                     "cheaper": comparable and saving > 0,
                     "unpriced_calls": p.unpriced,
                     "unpriced_reasons": p.reasons,
@@ -76,7 +76,7 @@ class Savings:
             "to": self.end.isoformat(),
             "current_plan": self.current_plan,
             "calls": self.calls,
-            "charged": money(self.charged_micros, 2),
+            "charged": money(self.charged_micros, currency_decimals(self.currency)),
             "currency": self.currency,
             "plans": rows,
         }

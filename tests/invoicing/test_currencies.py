@@ -18,6 +18,7 @@ from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.dunning import dunning_pass
 from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.render import invoice_text, run_text
+from chargingd.invoicing.reports import render, report
 from chargingd.invoicing.store import get_invoice
 from chargingd.ledger import Ledger
 
@@ -130,6 +131,16 @@ async def test_jpy_and_bhd_invoices_are_rounded_to_their_own_minor_unit(
     assert (await ledger.get_account("jp")).balance_micros == -639 * UNIT
     assert (await ledger.get_account("bh")).balance_micros == -2_852_000
     assert result.notes == []  # each currency in its own minor unit: nothing to say
+    # The usage report writes each currency with its decimals too (333.50 JPY was shown).
+    rows = await report(
+        books.db, by="destination", start=datetime(2026, 11, 1, tzinfo=UTC),
+        end=datetime(2026, 12, 1, tzinfo=UTC), time_zone="UTC", groups={},
+    )  # fmt: skip
+    shown_rows = {r.key: r.to_json() for r in rows}
+    assert (shown_rows["JP_MOB"]["charged"], shown_rows["BH_MOB"]["rated"]) == ("333.5", "0.1235")
+    assert shown_rows["DE_FIX"]["charged"] == "3.70371"
+    mobile = [r for r in rows if r.key == "JP_MOB"]
+    assert "10 calls, 10.00 min, 333.5 JPY charged" in render(mobile, "destination", "table")
 
 
 async def test_minor_unit_decimals_set_in_the_config_applies_to_every_currency(
