@@ -513,6 +513,30 @@ async def test_a_negative_invoice_larger_than_what_is_owed_leaves_the_rest_on_th
     assert await overdue(books.db, books.now() + timedelta(days=400), "neg3") == {}
 
 
+async def test_a_negative_invoice_waits_for_a_payment_being_recorded(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """October is being paid while December's credit is shared out: the run waits for
+    the payment, then settles November alone (2.00) and leaves 0.50 on the account;
+    reading October as owed meanwhile would have settled it twice."""
+    oct_, nov = await _owing_one_and_two(books, ledger, "neg4")
+    await _refund_november(pg_url, "neg4", 2_500_000)
+    async with await psycopg.AsyncConnection.connect(pg_url) as other:
+        await other.execute(
+            "INSERT INTO payments (reference, account_id, invoice_id, amount_micros, currency,"
+            " created_by) VALUES ('race', 'neg4', %s, 1000000, 'EUR', 't')",
+            (oct_.id,),
+        )
+        run = asyncio.create_task(invoice_run(books, "2026-12", account_id="neg4"))
+        await asyncio.sleep(0.5)
+        assert not run.done()
+        await other.commit()
+        dec = (await run).issued[0]
+    dec_read = await get_invoice(books.db, dec.number, books.now())
+    assert dec_read.settles == ((nov.number, 2_000_000),)
+    assert dec_read.credit_left_micros == 500_000
+
+
 def _legacy_invoice(n: int, month: int, total: int, refers_to: int | None) -> str:
     """An invoice row as chargingd wrote it before migration 011."""
     return (
