@@ -1,4 +1,4 @@
-"""`chargingd ctl fraud rules|alerts|state|unblock` (admin/fraud.py, admin/alerts.py)."""
+"""`chargingd ctl fraud rules|alerts|state|unblock|lift` (admin/fraud.py, admin/alerts.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def req_unblock(args: argparse.Namespace) -> Request:
     return "fraud.unblock", params
 
 
+def req_lift(args: argparse.Namespace) -> Request:
+    params: dict[str, Any] = {"reason": args.reason}
+    if args.id:
+        params["id"] = args.id
+    if args.identity:
+        params["identity"] = args.identity
+    if args.operator:
+        params["operator"] = args.operator
+    return "fraud.lift", params
+
+
 def add_parsers(sub: Any) -> None:
     """`ctl fraud ...`."""
     fraud = sub.add_parser("fraud", help="fraud rules, their alerts, blocked accounts")
@@ -55,6 +66,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("id", help="account id")
     p.add_argument("--reason", required=True, help="why, for the audit trail")
     p.set_defaults(build=req_unblock)
+    json_option(p)
+    p = actions.add_parser(
+        "lift", help="end a refusal of an active account or identity early (not a block)"
+    )
+    p.add_argument("id", nargs="?", help="account id (or --identity)")
+    p.add_argument("--identity", help="an identity (user:alice), its account's or its own")
+    p.add_argument("--reason", required=True, help="why, for the audit trail")
+    p.set_defaults(build=req_lift)
     json_option(p)
 
 
@@ -122,8 +141,17 @@ def render_unblocked(console: Console, result: dict[str, Any]) -> None:
     console.print(f"account {result['id']} unblocked: status {result['status']}{reason}")
 
 
+def render_lifted(console: Console, result: dict[str, Any]) -> None:
+    if not result["id"]:
+        console.print(f"identity {result['identity']} (no account): its counts cleared")
+        return
+    lifted = ", ".join(result["lifted"]) or "none in force"
+    console.print(f"account {result['id']}: refusals lifted ({lifted}), its counts start over")
+
+
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {
     "fraud.rules": render_rules,
     "fraud.state": render_state,
     "fraud.unblock": render_unblocked,
+    "fraud.lift": render_lifted,
 }

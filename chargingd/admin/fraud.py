@@ -1,4 +1,5 @@
-"""Admin-socket methods of the fraud rules: fraud.rules, fraud.state, fraud.unblock.
+"""Admin-socket methods of the fraud rules: fraud.rules, fraud.state, fraud.unblock,
+fraud.lift.
 Used by AdminMethods (a mixin: the handlers share its Params and its error boundary);
 `chargingd ctl fraud` (admin/ctl_fraud.py) calls them, and `ctl fraud alerts` reads
 the alert stream's fraud.* kinds (alert.list).
@@ -18,6 +19,7 @@ FRAUD_METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "fraud.rules": ("fraud_rules", frozenset({"account", "tariff"})),
     "fraud.state": ("fraud_state", frozenset({"id"})),
     "fraud.unblock": ("fraud_unblock", _WRITE | {"id"}),
+    "fraud.lift": ("fraud_lift", _WRITE | {"id", "identity"}),
 }
 FRAUD_READ_ONLY = frozenset({"fraud.rules", "fraud.state"})
 
@@ -145,6 +147,18 @@ class FraudMethods:
             raise FraudMethodError("an unblock needs a reason (--reason)")
         account = await self._fraud().unblock(p.ident(), who=who, why=reason)
         return unblocked(account)
+
+    async def fraud_lift(self, p: Params, who: str) -> dict[str, Any]:
+        """End early what the rules refuse an active account (a refusal's cooldown, a
+        velocity count) or an identity (needs a reason; audited)."""
+        reason = p.text("reason", "")
+        if not reason.strip():
+            raise FraudMethodError("a lift needs a reason (--reason)")
+        identity = p.text("identity", "")
+        if p.has("id") == bool(identity):
+            raise FraudMethodError("name an account (id) or an identity, one of them")
+        account_id = p.ident() if p.has("id") else None
+        return await self._fraud().lift(account_id, identity=identity, who=who, why=reason)
 
 
 def unblocked(account: Account) -> dict[str, Any]:

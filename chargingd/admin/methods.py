@@ -109,7 +109,7 @@ METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "session.kill": ("session_kill", _WRITE | {"id"}),
     **BILLING_METHODS,  # admin/billing.py: profiles, subscriptions, charges, payments
     **ALERT_METHODS,  # admin/alerts.py: alert.list, alert.resolve
-    **FRAUD_METHODS,  # admin/fraud.py: fraud.rules, fraud.state, fraud.unblock
+    **FRAUD_METHODS,  # admin/fraud.py: fraud.rules, fraud.state, fraud.unblock, fraud.lift
     "stats.kpi": ("stats_kpi", frozenset({"by", "window"})),
 }
 

@@ -33,7 +33,7 @@ from chargingd.fraud.local import LocalRules, Outcome
 from chargingd.fraud.report import alert_for, rule_incident_key
 from chargingd.fraud.rules import Rule, RuleBook
 from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Verdict
-from chargingd.ledger import Account, AccountNotActive, Ledger, Status
+from chargingd.ledger import Account, AccountNotActive, Ledger, Status, UnknownAccount
 from chargingd.ledger.steps import fused_source
 
 log = logging.getLogger("chargingd.fraud")
@@ -256,7 +256,7 @@ def fragment(layout: dict[str, int] = LAYOUT, *, value_only: bool = False) -> st
 
 
 def events_fragment() -> str:
-    """lua/fraud_events.lua: fraud_note, fraud_unblock and fraud_event (after
+    """lua/fraud_events.lua: fraud_note, fraud_unblock, fraud_lift and fraud_event (after
     fragment(value_only=True): an EVALSHA defines every function of its script again on
     each run, so these scripts leave out the authorize rules' part of fraud.lua)."""
     return (resources.files("chargingd.fraud") / "lua" / "fraud_events.lua").read_text()
@@ -310,6 +310,7 @@ class Fraud:
         self._event = load("event", events=True)
         self._note = load("note", events=True)
         self._unblock = load("unblock", events=True)
+        self._lift = load("lift", events=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         # rule set (by identity: RuleBook keeps each) -> P.split of it
         self._splits: dict[int, tuple[tuple[Rule, ...], Split]] = {}
@@ -334,7 +335,7 @@ class Fraud:
 
     async def load_scripts(self) -> None:
         scripts = (self._check, self._ip_script, self._admit, self._event, self._note)
-        for script in (*scripts, self._unblock):
+        for script in (*scripts, self._unblock, self._lift):
             await self.redis.script_load(script.script)
 
     # -- authorize ----------------------------------------------------------------------
@@ -649,14 +650,66 @@ class Fraud:
         )
         keys = [FK.value_key(account_id)]
         await self._unblock(keys=keys, args=[self.clock_ms(), who, self.value_ttl_ms])
-        if self.alerts is not None:
-            # Every configured rule, not only the base set: an override may enable a
-            # rule for this account (or its tariff) that the base set leaves out, or an
-            # account's tariff may have changed since the rule fired.
-            for name in self.book.slots:
-                await self.alerts.resolve(rule_incident_key(name, account_id), who=who, why=why)
+        # Every configured rule, not only the base set: an override may enable a rule
+        # for this account (or its tariff) that the base set leaves out, or an
+        # account's tariff may have changed since the rule fired.
+        await self._resolve(account_id, who=who, why=why)
         log.warning("fraud: account %s unblocked by %s: %s", account_id, who, why)
         return account
+
+    async def lift(
+        self, account_id: str | None, *, identity: str = "", who: str, why: str
+    ) -> dict[str, Any]:
+        """End early what the rules refuse an active account (given by its id, or found
+        by ``identity``): its deny flags (failed_attempts, spend... refusing its next
+        calls, or one identity's) cleared and its counts started over as an unblock
+        starts them (a velocity refusal ends too), its incidents resolved, an audit
+        entry ``fraud_lift`` in its trail. An identity no account has: its failed-attempt
+        count cleared, its incidents resolved. UnknownAccount for an account id no
+        account has; AccountNotActive for an account a rule blocked (``unblock``)."""
+        if account_id is None:
+            found = await self.ledger.find_account(identity)
+            if found is None:
+                return await self._lift_stranger(identity, who=who, why=why)
+            account_id = found
+        step = self.ledger.steps.audit(account_id, now_ms=self.clock_ms(), who=who, why=why)
+        keys = [FK.value_key(account_id), *step.keys]
+        reply = await self._lift(keys=keys, args=[*step.argv, self.value_ttl_ms])
+        outcome = _text(reply[0])
+        if outcome == "unknown":
+            raise UnknownAccount(f"no account {account_id!r}")
+        if outcome == "blocked":
+            raise AccountNotActive(
+                f"account {account_id!r} is blocked by a fraud rule: `ctl fraud unblock`"
+                " makes it active again; nothing changed"
+            )
+        lifted = [f for f in _text(reply[1]).split(",") if f]
+        await self._resolve(account_id, who=who, why=why)
+        log.warning(
+            "fraud: refusals of account %s lifted by %s (%s): %s",
+            account_id,
+            who,
+            ", ".join(lifted) or "none in force, counts start over",
+            why,
+        )
+        return {"id": account_id, "identity": identity, "lifted": lifted}
+
+    async def _lift_stranger(self, identity: str, *, who: str, why: str) -> dict[str, Any]:
+        """An identity no account has: refused as unknown, never by a rule (its rules
+        alert): its count starts over, its incidents are resolved."""
+        await self.redis.delete(FK.stranger_log_key(identity), FK.stranger_value_key(identity))
+        await self._resolve(identity, who=who, why=why)
+        log.warning(
+            "fraud: counts of identity %s (no account) cleared by %s: %s", identity, who, why
+        )
+        return {"id": "", "identity": identity, "lifted": []}
+
+    async def _resolve(self, subject: str, *, who: str, why: str) -> None:
+        """Resolve the incidents of every configured rule about ``subject``."""
+        if self.alerts is None:
+            return
+        for name in self.book.slots:
+            await self.alerts.resolve(rule_incident_key(name, subject), who=who, why=why)
 
     async def state(self, account_id: str) -> dict[str, str]:
         """The account's fraud state: blocked_by, blocked_ms, since, unblocked_by,
@@ -791,3 +844,8 @@ def state_fields(value: dict[str, Any]) -> dict[str, str]:
     if isinstance(countries, dict) and countries:
         out["countries"] = ",".join(sorted(countries))
     return out
+
+
+def _text(value: Any) -> str:
+    """A script's reply item as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

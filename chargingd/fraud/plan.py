@@ -218,12 +218,13 @@ def _counts(rule: Rule, answered: bool, duration_s: int) -> bool:
 
 
 def refusal_ops(plan: Plan, rules: Sequence[Rule], account_id: str, session_id: str) -> None:
-    """An Access-Reject of a known account: failed_attempts counts it."""
+    """An Access-Reject of a known account: failed_attempts counts it, unless the rule
+    refuses the identity already (fraud_events.lua 'f': the reject is that refusal's)."""
     plan.add(None, "u", FK.seen_key(account_id), SEEN_MS, "")
     for rule in rules:
         if rule.kind == "failed_attempts":
             key = FK.log_key(account_id)
-            plan.add(rule, "c", key, rule.window_ms, session_id, extra=rule.cooldown_ms)
+            plan.add(rule, "f", key, rule.window_ms, session_id, extra=rule.cooldown_ms)
 
 
 def stranger_ops(plan: Plan, rules: Sequence[Rule], identity: str, session_id: str) -> None:

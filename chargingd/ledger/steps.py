@@ -409,6 +409,16 @@ class StepBuilder:
         keys = [K.acct_key(account_id), K.audit_key(account_id)]
         return Step(keys, [checked.value, now_ms, who, why, self.audit_max, reason, expect])
 
+    def audit(self, account_id: object, *, now_ms: int, who: object, why: object) -> Step:
+        """An audit entry a script outside the ledger writes with common.lua's audit()
+        (a change of the account's that is no ledger script's: `ctl fraud lift`): KEYS
+        the account and its audit stream, ARGV now, who, why, the trail's max entries."""
+        account_id = K.check_account_id(account_id)
+        K.check_text(who, "who", required=True)
+        K.check_text(why, "why")
+        keys = [K.acct_key(account_id), K.audit_key(account_id)]
+        return Step(keys, [now_ms, who, why, self.audit_max])
+
     @staticmethod
     def grant(reply: Sequence[Any], account_id: str, session_id: str) -> Grant:
         """A reserve.lua reply as a Grant; SessionClosed for a session already released."""

@@ -12,7 +12,7 @@ from fraud_harness import LIBERIA_PREMIUM, add_account, call, make_fraud
 
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.fraud import Decision, Fraud
-from chargingd.ledger import AccountNotActive, Ledger, Status
+from chargingd.ledger import AccountNotActive, Ledger, Mode, Status, UnknownAccount
 
 BLOCK = {"name": "premium", "kind": "destination", "max_calls": 3, "window_s": 600,
          "action": "block"}  # fmt: skip
@@ -150,3 +150,68 @@ async def test_limits_hold_across_two_daemons_under_concurrent_calls(
     finally:
         await other.aclose()
     assert sum(v.allowed for v in verdicts) == allowed
+
+
+FAST = {"name": "fast", "kind": "velocity", "max_calls": 2, "window_s": 600, "action": "refuse"}
+
+
+async def test_lift_ends_a_refusal_of_an_active_account_early_and_is_audited(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """`ctl fraud lift`: a velocity refusal (the retries count: it holds while they
+    come) and an event rule's deny flag end at once, the counts start over, the
+    incidents are resolved, an audit entry says who and why. Not for a blocked account
+    (unblock), nor an unknown one."""
+    failed = {"name": "fa", "kind": "failed_attempts", "max_calls": 1, "window_s": 600,
+              "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [FAST, failed, BLOCK])
+    await fraud.ledger.create_account(
+        "acc1", mode=Mode.PREPAID, currency="EUR", balance_micros=10**8,
+        identities=("user:alice",), who="test",
+    )  # fmt: skip
+    for _ in range(2):
+        await fraud.refused("acc1", "user:alice", f"rej-{clock()}")
+        clock.advance(1)
+    assert [(await fraud.check(call())).allowed for _ in range(3)] == [False] * 3
+    assert "deny:fa|user:alice" in await fraud.state("acc1")
+    lifted = await fraud.lift(None, identity="user:alice", who="admin:ops",
+                              why="customer's phone fixed")  # fmt: skip
+    assert lifted == {"id": "acc1", "identity": "user:alice", "lifted": ["fa|user:alice"]}
+    assert (await fraud.check(call())).allowed
+    assert "deny:fa|user:alice" not in await fraud.state("acc1")
+    (entry, *_) = await fraud.ledger.audit("acc1", count=1)
+    assert (entry.what, entry.who, entry.why) == (
+        "fraud_lift",
+        "admin:ops",
+        "customer's phone fixed",
+    )
+    assert entry.details == {"lifted": "fa|user:alice"}
+    await fraud.settle()
+    assert fraud.alerts is not None
+    assert {i.state for i in await fraud.alerts.incidents()} == {"resolved"}
+    # a blocked account is unblock's
+    for _ in range(4):
+        clock.advance(1)
+        await fraud.check(call(LIBERIA_PREMIUM))
+    await fraud.settle()
+    assert (await fraud.ledger.get_account("acc1")).status is Status.BLOCKED
+    with pytest.raises(AccountNotActive, match="ctl fraud unblock"):
+        await fraud.lift("acc1", who="admin:ops", why="x")
+    with pytest.raises(UnknownAccount):
+        await fraud.lift("nobody", who="admin:ops", why="x")
+
+
+async def test_lift_of_an_identity_no_account_has_clears_its_count(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    failed = {"name": "fa", "kind": "failed_attempts", "max_calls": 1, "window_s": 600}
+    fraud = await make_fraud(redis, clock, [failed])
+    verdicts = [await fraud.refused(None, "user:mallory", f"rej-{i}") for i in range(2)]
+    assert [bool(v.fired) for v in verdicts] == [False, True]
+    lifted = await fraud.lift(None, identity="user:mallory", who="admin:ops", why="typo")
+    assert lifted == {"id": "", "identity": "user:mallory", "lifted": []}
+    assert not (await fraud.refused(None, "user:mallory", "rej-3")).fired  # counted anew
+    await fraud.settle()
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert incident.state == "resolved"

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import itertools
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -497,3 +498,116 @@ async def test_spread_by_user_keeps_each_accounts_value_in_one_process(tmp_path:
     finally:
         print(f"---- daemon log ----\n{daemon.log()}")  # shown when the test fails
         daemon.kill()
+
+
+# -- failed_attempts through the real daemon over RADIUS: a refusal it made ends
+# after its cooldown while the gateway keeps retrying, and `ctl fraud lift` ends it
+# at once.
+#
+# An identity hammering the daemon is refused (here: an account with no money, every
+# Access-Request an Access-Reject); past `max_calls` the rule refuses the identity for
+# `cooldown_s`. The gateway keeps retrying. Each of those retries is refused by the rule
+# itself: counted again as a failed attempt, it renewed the refusal, so the identity
+# stayed refused for as long as the gateway retried, whatever its cooldown. Now the
+# rule's own refusals are not new failed attempts: the cooldown ends, and the call of an
+# account topped up meanwhile is accepted. An operator who knows the cause is fixed
+# lifts the refusal at once (`ctl fraud lift`), audited as an unblock is.
+
+FA_COOLDOWN_S = 2
+FA_MESSAGE = "too many failed attempts"
+FA_RULES = f"""
+[[fraud.rules]]
+name = "failed"
+kind = "failed_attempts"
+max_calls = 3
+window_s = 60
+cooldown_s = {FA_COOLDOWN_S}
+action = "refuse"
+message = "{FA_MESSAGE}"
+
+# the same rule with a cooldown no test waits for: only an operator ends it early
+[fraud.account_overrides.held]
+failed = {{ cooldown_s = 600 }}
+"""
+
+
+@pytest.fixture
+def fa_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    daemon = start_daemon(
+        lambda: write_setup(tmp_path, top=fraud_toml(FA_RULES), tariff_text=TARIFF),
+        tmp_path / "daemon.log",
+    )
+    try:
+        yield daemon
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")  # shown when the test fails
+        daemon.kill()
+
+
+async def attempt(daemon: Daemon, user: str) -> rc.Packet:
+    return await place(daemon, Call(f"{user}-{next(_ids)}", user, called=UK), start=False)
+
+
+def refused_by_rule(answer: rc.Packet) -> bool:
+    return answer.code == rc.ACCESS_REJECT and answer.text(rc.REPLY_MESSAGE) == FA_MESSAGE
+
+
+async def hammer_until_refused(daemon: Daemon, user: str) -> float:
+    """Access-Requests of ``user`` (no money: each an Access-Reject) until the rule
+    refuses it (counted in the background: the 4th reject fires it); when it did."""
+    for _ in range(50):
+        answer = await attempt(daemon, user)
+        assert answer.code == rc.ACCESS_REJECT
+        if refused_by_rule(answer):
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{user} never refused by failed_attempts")
+
+
+def topup(daemon: Daemon, account: str) -> None:
+    daemon.call("account.topup", {"id": account, "amount": "5.00", "txn_id": f"{account}-t1"})
+
+
+async def test_a_refusal_ends_after_its_cooldown_while_the_gateway_retries(
+    fa_daemon: Daemon,
+) -> None:
+    daemon = fa_daemon
+    daemon.create_account("guess", "0.00")
+    refused_at = await hammer_until_refused(daemon, "guess")
+    topup(daemon, "guess")  # the cause is gone; the refusal holds for its cooldown
+    answers: list[tuple[float, rc.Packet]] = []
+    while time.monotonic() - refused_at < FA_COOLDOWN_S + 3:
+        answer = await attempt(daemon, "guess")  # a retry every 100 ms
+        answers.append((time.monotonic() - refused_at, answer))
+        if answer.code == rc.ACCESS_ACCEPT:
+            break
+        await asyncio.sleep(0.1)
+    seen = [(round(t, 2), a.code, a.text(rc.REPLY_MESSAGE)) for t, a in answers]
+    assert answers[-1][1].code == rc.ACCESS_ACCEPT, seen  # stayed refused while retried
+    assert all(refused_by_rule(a) for _, a in answers[:-1]), seen
+    assert answers[-1][0] >= FA_COOLDOWN_S - 0.5, seen  # not before its cooldown
+    state = daemon.call("fraud.state", {"id": "guess"})["state"]
+    assert int(state["deny:failed|user:guess"]) <= time.time() * 1000, state
+
+
+async def test_an_operator_lifts_the_refusal_at_once(fa_daemon: Daemon) -> None:
+    daemon = fa_daemon
+    daemon.create_account("held", "0.00")
+    await hammer_until_refused(daemon, "held")
+    topup(daemon, "held")
+    assert refused_by_rule(await attempt(daemon, "held"))  # 600 s of cooldown left
+    # `ctl fraud unblock` is for blocked accounts; this one is active
+    shown = subprocess.run(
+        [str(BIN), "ctl", "--config", str(daemon.setup.config), "fraud", "lift", "held",
+         "--reason", "customer fixed the phone's password"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "held: refusals lifted" in shown.stdout, shown.stdout
+    assert (await attempt(daemon, "held")).code == rc.ACCESS_ACCEPT
+    audit = daemon.call("account.history", {"id": "held", "count": 5})["entries"]
+    lifted = [e for e in audit if e["what"] == "fraud_lift"]
+    assert [(e["who"], e["why"]) for e in lifted] == [
+        (lifted[0]["who"], "customer fixed the phone's password")
+    ], audit
+    assert lifted[0]["details"]["lifted"] == "failed|user:held", lifted

@@ -137,6 +137,29 @@ async def test_rejects_deny_only_that_identity(redis: aioredis.Redis, clock: Clo
     assert (await fraud.check(call(identity="user:bob"))).allowed
 
 
+async def test_the_rules_own_refusals_are_no_new_failed_attempts(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A gateway that retries a refused identity: each retry is refused by the rule's
+    own deny flag. Counted as a failed attempt, it renewed the refusal, which then never
+    ended while the gateway retried (fraud_events.lua 'f'). Rejects of the identity
+    while it is not refused count as before, and fire again."""
+    rule = {"name": "fa", "kind": "failed_attempts", "max_calls": 2, "window_s": 300,
+            "cooldown_s": 10, "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    fired = [v.decision for v in await rejects("user:alice", 3)(fraud)]
+    assert fired == [Decision.ALLOW, Decision.ALLOW, Decision.REFUSE]
+    for _ in range(19):  # a retry every 0.5 s for 9.5 s, each refused by the rule
+        clock.advance(0.5)
+        assert not (await fraud.check(call(identity="user:alice"))).allowed
+        assert (await rejects("user:alice", 1)(fraud))[0].decision is Decision.ALLOW
+    clock.advance(1)  # 10.5 s after it fired: the cooldown is over
+    assert (await fraud.check(call(identity="user:alice"))).allowed
+    # failing again once the refusal ended: counted (3 in the window), refused again
+    assert (await rejects("user:alice", 1)(fraud))[0].decision is Decision.REFUSE
+    assert not (await fraud.check(call(identity="user:alice"))).allowed
+
+
 async def test_rejects_of_an_unknown_identity_only_alert(
     redis: aioredis.Redis, clock: Clock
 ) -> None:

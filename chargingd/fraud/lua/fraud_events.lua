@@ -1,6 +1,6 @@
 -- The fraud rules' Lua off the authorize path, as functions (loaded after fraud.lua,
--- whose value helpers they use): fraud_note, fraud_unblock, fraud_event. Not a script
--- by itself: note.lua, unblock.lua and event.lua call them.
+-- whose value helpers they use): fraud_note, fraud_unblock, fraud_lift, fraud_event.
+-- Not a script by itself: note.lua, unblock.lua, lift.lua and event.lua call them.
 
 -- note.lua: KEYS[1] the account's value  [2] the call's answer key  ARGV[1] now  [2] session id  [3] what:
 -- 'forget' (a call the rules admitted was not granted after all: not live, and its
@@ -30,6 +30,33 @@ local function fraud_unblock(KEYS, ARGV)
   fr_save(now, tonumber(ARGV[3]))
 end
 
+-- lift.lua: an operator ends the refusals the rules hold against an active account
+-- (not a block: fraud_unblock's): its deny flags cleared and its counts started over as
+-- fraud_unblock does (so a velocity or failed_attempts refusal ends too), audited in the
+-- ledger's trail (common.lua's audit). KEYS[1] the value  [2] the account  [3] its audit
+-- stream  ARGV[1] now  [2] who  [3] why  [4] the audit's max entries  [5] the value's ttl
+-- Returns {'ok', the deny flags that were in force (comma separated)} | {'unknown'} |
+-- {'blocked'} (blocked by a rule: nothing changed)
+local function fraud_lift(KEYS, ARGV)
+  local now = tonumber(ARGV[1])
+  local a = redis.call('HMGET', KEYS[2], 'status', 'status_reason')
+  if not a[1] then return {'unknown'} end
+  if a[1] == 'blocked' and a[2] == 'fraud' then return {'blocked'} end
+  local v = fr_load(KEYS[1])
+  local lifted = {}
+  for f, until_ms in pairs(v.d or {}) do
+    if until_ms > now then lifted[#lifted + 1] = f end
+  end
+  table.sort(lifted)
+  lifted = table.concat(lifted, ',')
+  v.s, v.w, v.g, v.h, v.n, v.d, v.q = now, {}, nil, nil, nil, nil, nil
+  v._dirty = true
+  fr_save(now, tonumber(ARGV[5]))
+  local snap = snapshot(KEYS[2])
+  audit(KEYS[3], ARGV[4], now, ARGV[2], 'fraud_lift', ARGV[3], snap, snap, {'lifted', lifted})
+  return {'ok', lifted}
+end
+
 -- Event ops (fraud_event): KEYS [1] the value  [2..3] the block step  [4..] the ops' keys
 -- ARGV [1] now  [2] identity  [3] the event id (deduplication)  [4] the ops, one JSON
 --   array of arrays of 10: kind, key index, slot, window ms, limit, act, rule name, key
@@ -37,7 +64,9 @@ end
 --   ratio needs; else the refusal's cooldown ms, 0 = the window), member
 --   [7] the value's ttl (ms)  [8..11] unused  [12..18] the block step's ARGV
 -- Kinds: 'x' a live call ended (member: its session id), 'u' deduplicate the event
---   (window: how long ids are kept), 'c' count (a zset; member: a call id), 's' spend
+--   (window: how long ids are kept), 'c' count (a zset; member: a call id), 'f' count
+--   an Access-Reject as 'c' does, unless the op's rule refuses the event's identity now
+--   (its deny flag: the reject is that refusal's own, no new failed attempt), 's' spend
 --   (member: micros; a corrected CDR: the change), 'r' answered ratio (member 1|0; 'R'
 --   a corrected CDR's change, -1|1). Counted calls live in zsets with score
 --   slot * 1e13 + ms; spend and answer ratios are summed over 60 buckets per window in
@@ -122,6 +151,15 @@ local function fr_buckets(key, now, since, slot, win, f1, a1, f2, a2)
   return s1, s2
 end
 
+-- Does the rule named `name` (a refusing one: only those are named) refuse `identity`
+-- ('' the account) at `now`? Its deny flag as fraud_event writes it.
+local function fr_refusing(v, now, name, identity)
+  if name == '' or not v.d then return false end
+  local field = name
+  if identity ~= '' then field = name .. '|' .. identity end
+  return (v.d[field] or 0) > now
+end
+
 local function fraud_event(KEYS, ARGV)
   local now, id = tonumber(ARGV[1]), ARGV[3]
   fr_ev = {}
@@ -145,7 +183,11 @@ local function fraud_event(KEYS, ARGV)
     elseif kind == 'u' then  -- an event seen before (a re-delivered CDR) counts once
       redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
       if redis.call('ZADD', key, 'NX', now, id) == 0 then return {'dup', 0, 0, {}, ''} end
-    elseif kind == 'c' then
+    elseif kind == 'f' and fr_refusing(v, now, o[7], ARGV[2]) then
+      -- an Access-Reject of this rule's own refusal: counted, it would renew the
+      -- refusal for as long as the gateway retries (the cooldown never ending)
+      ttl = 0
+    elseif kind == 'c' or kind == 'f' then
       count = fr_count(key, now, since, slot, win, limit, member)
       hit = count > limit
     elseif kind == 's' then
