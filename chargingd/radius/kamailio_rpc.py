@@ -9,6 +9,8 @@ is two calls (docs/kamailio.md "Cutting a call from outside"):
    session id is Kamailio's Call-ID); 404 ``Not found``: the call is gone already.
 2. ``dlg.end_dlg [h_entry, h_id]`` for each: ``{}`` once Kamailio sent BYE both ways
    (its ``tm:local-request`` route accounts the Stop); 404 ``Dialog not found``: gone.
+   The cut attempt's time is stamped anew just before (``cut_going_out``): the Stop
+   comes before this answer, and is the cut's when it ends within the tolerance of it.
 
 Gone counts as confirmed (what a Disconnect-NAK 503 means in RFC 5176). Anything else
 (no connection, a timeout, an HTTP or JSON-RPC error, a dialog not yet confirmed) is
@@ -29,6 +31,7 @@ import aiohttp
 
 from chargingd.radius.clients import ClientTable, RadiusClient
 from chargingd.sessions.ccapi import SessionRef
+from chargingd.sessions.cutter import cut_going_out
 
 log = logging.getLogger("chargingd.aaa.kamailio")
 
@@ -139,6 +142,10 @@ class KamailioRpcCutter:
             raise RpcError(409, f"dialog not confirmed (state {early[0].get('state')})")
         ended = False
         url = client.jsonrpc_url
+        # The cut goes out now (the look-up may have waited out a stall): Kamailio
+        # accounts the call's Stop before it answers end_dlg, and that Stop is the
+        # cut's when it ends within the tolerance of this time (sessions/cutter.py).
+        await cut_going_out()
         for dialog in live:
             try:
                 await self.call(url, "dlg.end_dlg", dialog["h_entry"], dialog["h_id"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.core.loops import run_every
@@ -23,6 +24,28 @@ log = logging.getLogger("chargingd.cutter")
 # How long a claimed deadline is this daemon's: longer than one Disconnect exchange
 # with its retransmissions (RFC 5176 over UDP: 1 + 2 + 4 + 8 s with the defaults).
 CLAIM_MS = 60_000
+
+
+# The cut attempt this task is sending: a coroutine function that stamps the attempt's
+# time (``cut_ms``) anew. Set by Cutter.cut around the frontend's exchange; a backend
+# whose exchange first looks the call up (Kamailio's JSON-RPC: dlg.list_match, retried
+# through a stall for many seconds) calls ``cut_going_out`` just before the request that
+# ends the call. Kamailio accounts that call's Stop before it answers the request, so
+# the Stop is closed while the cut is unconfirmed and is read as "ended at the cut" only
+# when it ended within the cut tolerance of ``cut_ms`` (sessions/settle.py): stamped at
+# the attempt's start, a kill sent during a Kamailio stall of more than ~3 s was
+# labelled ``normal``.
+_GOING_OUT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "cut_going_out", default=None
+)
+
+
+async def cut_going_out() -> None:
+    """A cut backend sends the request that ends the call now: the cut attempt's time
+    is now (nothing when no cut attempt runs in this task)."""
+    stamp = _GOING_OUT.get()
+    if stamp is not None:
+        await stamp()
 
 
 # refresh(rec, claim_ms) -> (its deadline ms, 0: none; the Session-Timeout to announce;
@@ -111,7 +134,15 @@ class Cutter:
         await self.store.update(
             rec, cut_reason=reason, cut_attempts=attempts, cut_ms=self.clock_ms()
         )
-        ok = await self._disconnect(rec, reason)
+
+        async def going_out() -> None:  # the backend's request that ends the call
+            await self.store.update(rec, cut_ms=self.clock_ms())
+
+        token = _GOING_OUT.set(going_out)
+        try:
+            ok = await self._disconnect(rec, reason)
+        finally:
+            _GOING_OUT.reset(token)
         if ok:
             await self.store.update(rec, cut_ok=1)
             await self.store.clear_deadline(rec)

@@ -21,7 +21,8 @@ and the cut). Then:
 A cut shows in the CDR (status ``credit_cut`` or ``killed``) only once it was
 confirmed: the gateway answered it (Disconnect-ACK, JSON-RPC success, the session
 already gone: ``cut_ok``), or the call's Stop says it ended at the cut (answer +
-usage no later than the last cut attempt + ``cut_tolerance_s``, or never answered).
+usage no later than the last cut attempt + ``cut_tolerance_s``, or never answered;
+Kamailio's attempt counts from its ``dlg.end_dlg``: sessions/cutter.py cut_going_out).
 A cut nobody answered leaves the call running: its Stop, long after, is closed with
 the status the rules give (normal, or overrun past what a credit cut allowed), and
 the CDR keeps ``cut_reason`` with ``cut_confirmed = 0``.
