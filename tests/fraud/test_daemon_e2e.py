@@ -532,9 +532,11 @@ failed = {{ cooldown_s = 600 }}
 
 
 @pytest.fixture
-def fa_daemon(tmp_path: Path) -> Iterator[Daemon]:
+def fa_daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """``request.param``: [fraud] local_values (0: the rules decided in Lua)."""
+    top = fraud_toml(FA_RULES, local_values=getattr(request, "param", 0))
     daemon = start_daemon(
-        lambda: write_setup(tmp_path, top=fraud_toml(FA_RULES), tariff_text=TARIFF),
+        lambda: write_setup(tmp_path, top=top, tariff_text=TARIFF),
         tmp_path / "daemon.log",
     )
     try:
@@ -568,6 +570,8 @@ def topup(daemon: Daemon, account: str) -> None:
     daemon.call("account.topup", {"id": account, "amount": "5.00", "txn_id": f"{account}-t1"})
 
 
+@pytest.mark.parametrize("fa_daemon", [0, 1000], ids=["rules-in-lua", "decided-in-daemon"],
+                         indirect=True)  # fmt: skip
 async def test_a_refusal_ends_after_its_cooldown_while_the_gateway_retries(
     fa_daemon: Daemon,
 ) -> None:
