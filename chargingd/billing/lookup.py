@@ -38,6 +38,27 @@ async def charges(db: BillingDB, source: str, call_ids: Sequence[str]) -> dict[s
     return result
 
 
+async def naming(db: BillingDB, source: str, uuids: Sequence[str]) -> set[str]:
+    """Which of ``uuids`` a stored CDR of ``source`` names as its B-leg (extra
+    bleg_uuid: a FreeSWITCH A-leg; index cdrs_bleg_uuid, migration 011)."""
+    if not uuids:
+        return set()
+
+    async def work(conn: Conn) -> set[str]:
+        # A lookup per uuid (LATERAL ... LIMIT 1), not "= ANY": the planner cannot know
+        # how few rows a thousand uuids match, and chose a scan of the whole table.
+        cur = await conn.execute(
+            "SELECT u FROM unnest(%s::text[]) AS u, LATERAL (SELECT 1 FROM cdrs"
+            " WHERE extra ? 'bleg_uuid' AND extra ->> 'bleg_uuid' = u AND source = %s"
+            " LIMIT 1) AS hit",
+            (list(uuids), source),
+        )
+        return {str(row[0]) for row in await cur.fetchall()}
+
+    result: set[str] = await db.run(work)
+    return result
+
+
 _KNOWN_ACCOUNT = """
 SELECT EXISTS (SELECT 1 FROM cdrs WHERE account_id = %(a)s)
     OR EXISTS (SELECT 1 FROM ledger_journal WHERE account_id = %(a)s)

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from chargingd.billing.cdr import CDR
 from chargingd.billing.db import BillingDB
-from chargingd.billing.lookup import StoredCharge, charges
+from chargingd.billing.lookup import StoredCharge, charges, naming
 from chargingd.mediation import pendingdb
 from chargingd.mediation.pendingdb import PendingHalf
 
@@ -27,6 +27,10 @@ class CdrStore(Protocol):
 
     async def charges(self, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
         """The stored CDRs of ``source`` among ``call_ids``, by call id."""
+        ...
+
+    async def named(self, source: str, uuids: Sequence[str]) -> set[str]:
+        """Which of ``uuids`` a stored CDR of ``source`` names as its B-leg (bleg_uuid)."""
         ...
 
     async def pend(
@@ -60,6 +64,9 @@ class DbStore:
 
     async def charges(self, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
         return await charges(self.db, source, call_ids)
+
+    async def named(self, source: str, uuids: Sequence[str]) -> set[str]:
+        return await naming(self.db, source, uuids)
 
     async def pend(
         self, source: str, halves: Sequence[PendingHalf]
@@ -101,6 +108,14 @@ class MemoryStore:
             )
             for c in found
             if c is not None
+        }
+
+    async def named(self, source: str, uuids: Sequence[str]) -> set[str]:
+        wanted = set(uuids)
+        return {
+            c.extra["bleg_uuid"]
+            for (src, _), c in self.cdrs.items()
+            if src == source and c.extra.get("bleg_uuid") in wanted
         }
 
     async def pend(
