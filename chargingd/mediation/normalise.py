@@ -54,6 +54,7 @@ class Call:
     status: str  # CdrStatus.NORMAL or CdrStatus.UNANSWERED
     extra: dict[str, str] = field(default_factory=dict)
     raw: str = ""  # the record as the file holds it (for a reject after normalising)
+    leg: str = ""  # RawCall.leg: a FreeSWITCH line whose other leg may be in another file
 
 
 def strip_uri(raw: str) -> str:
@@ -133,6 +134,7 @@ class Normaliser:
             status=CdrStatus.NORMAL if answer_ms else CdrStatus.UNANSWERED,
             extra=raw.extra,
             raw=raw.raw,
+            leg=raw.leg,
         )
 
     def caller(self, raw: RawCall) -> str:

@@ -34,6 +34,18 @@ class RawCall:
     extra: dict[str, str] = field(default_factory=dict)
     total_s: int | None = None  # the switch's whole duration (end - start), when it has one
     raw: str = ""  # the record as the file holds it (its line or lines), for rejects
+    # FreeSWITCH cdr_csv with legs = "ab" (formats/freeswitch.py): what its file says of
+    # the line's other leg. "" nothing to settle (no legs, or both legs in the file);
+    # LONE: no line of the file names its uuid and it names none (a call of its own, or a
+    # B-leg whose A-leg is in another file); TAIL: a LONE line at the end of its file
+    # (its A-leg may come first in the next file); DANGLING: an A-leg whose bleg_uuid
+    # names no line of its file (its B-leg is in another file).
+    leg: str = ""
+
+
+LONE = "lone"
+TAIL = "tail"
+DANGLING = "dangling"
 
 
 @dataclass(frozen=True, slots=True)

@@ -576,6 +576,24 @@ def test_freeswitch_b_leg_lines_apart_from_their_a_leg() -> None:
         assert "6b1a5c3e-d1f0-11f1-9d2a-0242ac120002" in items[b_at][1].reason
 
 
+def test_freeswitch_lines_whose_other_leg_is_in_another_file() -> None:
+    """legs = "ab": what the file says of each call line's other leg (RawCall.leg): an
+    A-leg whose B-leg is not in the file is DANGLING, a line nothing names LONE, and
+    TAIL when it ended within TAIL_S of the file's last line; a pair in the file is
+    settled ("")."""
+    b1, a1, a2, b2 = (VARIANTS / "freeswitch_cdr_csv_legs_ab.csv").read_text().splitlines()
+    b_uuid = "6b1a6f7a-d1f0-11f1-9d2a-0242ac120002"
+    lone = a1.replace("6b1a5c3e", "0000aaaa").replace(b_uuid, "").replace("13:02:10", "13:05:00")
+    dangling = a1.replace("6b1a5c3e", "0000bbbb").replace("6b1a6f7a", "ffff0000")
+    source = SourceConfig(format="freeswitch", time_zone="Europe/Berlin", legs="ab")
+    lines = [f"{row}\n" for row in (b1, dangling, a1, lone, a2, b2)]
+    legs = [getattr(item, "leg", "BLeg") for _, item in normalised(lines, "s", source)]
+    # lone ended 13:05:00, five minutes before the file's last line (13:10:20).
+    assert legs == ["BLeg", "dangling", "", "lone", "tail", "tail"]
+    plain = SourceConfig(format="freeswitch", time_zone="Europe/Berlin")
+    assert {getattr(item, "leg", "?") for _, item in normalised(lines, "s", plain)} == {""}
+
+
 def test_freeswitch_bleg_uuid_pairing_only_where_the_source_says_legs_ab() -> None:
     """legs = "a" (cdr_csv.conf's default, the source's too): every line is an A-leg's
     and billed, even one another line's bleg_uuid names (two inbound calls bridged to

@@ -25,6 +25,9 @@ column; set on an originated channel) is set, is a B-leg: a ``BLeg``, skipped, s
 the call is billed once, from its A-leg. The two lines are written when each leg
 hangs up, in either order and with other calls' lines between them: a line is held
 back until ``LEG_WINDOW`` lines followed it (or the file ended) before it is yielded.
+A rotation between the two hang-ups puts them in two files: a line whose other leg
+may be in another file says so in ``RawCall.leg`` (DANGLING, LONE, TAIL), and the
+mediation settles it with what it stored (mediation/legs.py).
 The bleg_uuid pairing runs only where the source says ``legs = "ab"``: in a file of
 A-legs (the default) a line another names is no B-leg to skip (FreeSWITCH's source
 does not show that bleg_uuid never names an inbound channel: two inbound calls
@@ -36,12 +39,15 @@ from __future__ import annotations
 import csv
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
 from chargingd.mediation.formats.fscdr import exact_billsec
 from chargingd.mediation.records import (
+    DANGLING,
+    LONE,
+    TAIL,
     BLeg,
     Parsed,
     RawCall,
@@ -76,6 +82,9 @@ _SQL_HEAD = "INSERT INTO "
 # How many lines after a line its other leg may come (legs = "ab"): FreeSWITCH writes
 # a bridged call's two lines when each leg hangs up, milliseconds apart.
 LEG_WINDOW = 10_000
+# A line that ended within this of its file's last line may have its other leg in the
+# next file (a rotation between the two legs' hang-ups, milliseconds apart).
+TAIL_S = 60
 
 
 class _Template:
@@ -164,7 +173,13 @@ class _Legs:
     """A file's lines in order, each held back until ``window`` lines followed it, so
     that a B-leg written before its A-leg is known as one when it is yielded
     (legs = "ab"). Memory: the window, and the B-leg uuids named in about the last
-    two windows' lines (a B-leg comes within the window of its A-leg)."""
+    two windows' lines (a B-leg comes within the window of its A-leg).
+
+    A call a rotation split has one leg in each file: a line yielded as a call says so
+    in ``RawCall.leg`` (DANGLING: an A-leg whose B-leg is not in the file; LONE: a
+    line no other names and that names none; TAIL: a LONE line that ended within
+    ``TAIL_S`` of the file's last line, whose A-leg may come in the next file), for the
+    mediation to settle with what it stored of the other files (pipeline.py)."""
 
     def __init__(self, window: int = LEG_WINDOW) -> None:
         self.window = window
@@ -173,6 +188,8 @@ class _Legs:
         self.marked: dict[int, str] = {}  # the line of a queued B-leg -> its A-leg's uuid
         self.named: dict[str, str] = {}  # B-leg uuid -> its A-leg's uuid
         self.older: dict[str, str] = {}  # the generation before
+        self.found: set[str] = set()  # B-legs met of A-legs still queued
+        self.last = -(2**62)  # the latest end of the file's lines so far (_when)
 
     def add(self, line_no: int, item: RawCall | Reject, origin: str = "") -> Parsed | None:
         """Queue one line's call (``origin``: its originating_leg_uuid) or reject; the
@@ -181,9 +198,13 @@ class _Legs:
         uuid = ""
         if isinstance(item, RawCall):
             uuid = item.call_id
-            a_leg = origin or self.named.get(uuid) or self.older.get(uuid)
+            self.last = max(self.last, _when(item.end))
+            named_by = self.named.get(uuid) or self.older.get(uuid)
+            a_leg = origin or named_by
             if a_leg:
                 item = _b_leg(item, a_leg)
+                if named_by:
+                    self.found.add(uuid)  # its A-leg, queued still, is no DANGLING one
             else:
                 b_leg = item.extra.get("bleg_uuid")
                 if b_leg and b_leg != uuid:
@@ -193,24 +214,50 @@ class _Legs:
                     other = self.held.get(b_leg)
                     if other is not None:
                         self.marked[other] = uuid
-                self.held[uuid] = line_no
+                        self.found.add(b_leg)
+            self.held[uuid] = line_no  # a B-leg too: an A-leg after it finds it there
         self.queue.append((line_no, item, uuid))
         return self._pop() if len(self.queue) > self.window else None
 
     def rest(self) -> Iterator[Parsed]:
         """The lines still held: the file ended."""
+        tail = self.last - TAIL_S * 1000
         while self.queue:
-            yield self._pop()
+            line_no, item = self._pop()
+            if isinstance(item, RawCall) and item.leg == LONE and _when(item.end) >= tail:
+                item.leg = TAIL
+            yield line_no, item
 
     def _pop(self) -> Parsed:
         line_no, item, uuid = self.queue.popleft()
         if uuid and self.held.get(uuid) == line_no:
             del self.held[uuid]
-        if self.marked and isinstance(item, RawCall):
-            a_leg = self.marked.pop(line_no, None)
-            if a_leg is not None:
-                return line_no, _b_leg(item, a_leg)
+        a_leg = self.marked.pop(line_no, None) if self.marked else None
+        if not isinstance(item, RawCall):
+            return line_no, item
+        if a_leg is not None:
+            return line_no, _b_leg(item, a_leg)
+        b_leg = item.extra.get("bleg_uuid", "")
+        if not b_leg or b_leg == uuid:
+            item.leg = LONE
+        elif b_leg in self.found:
+            self.found.discard(b_leg)
+        else:
+            item.leg = DANGLING
         return line_no, item
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _when(when: RawTime) -> int:
+    """A line's time as a number to compare within its file: epoch ms, or a local time's
+    ms since 1970 on its own clock; a line without one counts as the earliest."""
+    if when is None:
+        return -(2**62)
+    if isinstance(when, int):
+        return when
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _b_leg(call: RawCall, a_leg: str) -> BLeg:
