@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -22,7 +23,8 @@ from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.core.money import format_amount
 from chargingd.mediation.charge import Charger
-from chargingd.mediation.formats import parser_for
+from chargingd.mediation.formats import freeswitch, parser_for
+from chargingd.mediation.legs import LEG_KIND, LEG_REASON, due, settle
 from chargingd.mediation.normalise import Call, Normaliser
 from chargingd.mediation.pairing import (
     PAIRED_FORMATS,
@@ -33,8 +35,12 @@ from chargingd.mediation.pairing import (
     resolve,
 )
 from chargingd.mediation.payers import Payers
+from chargingd.mediation.pendingdb import PendingHalf
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import (
+    DANGLING,
+    LONE,
+    TAIL,
     BLeg,
     Half,
     Internal,
@@ -289,6 +295,10 @@ class _Batch:
     raws: list[str] = field(default_factory=list)  # the raw record of each CDR
     runs: list[_FileRun] = field(default_factory=list)  # the file of each CDR
     halves: list[Met[_FileRun]] = field(default_factory=list)  # of calls a rotation split
+    legs: list[str] = field(default_factory=list)  # each CDR's RawCall.leg (cdr_csv legs ab)
+    # cdr_csv legs = "ab": answered lines at the end of their file (leg TAIL), not rated:
+    # kept until the next file's A-leg names them, or billed once none can (_release).
+    tails: list[tuple[Call, int, _FileRun]] = field(default_factory=list)
     done: list[_FileRun] = field(default_factory=list)  # read; closed after the flush
 
 
@@ -320,6 +330,14 @@ class Mediator:
         # Halves of calls split by a rotation are kept (pairing.py); 0: rejected at once.
         self.pending_max_age_s = pending_max_age_s
         self.pairs = source.format in PAIRED_FORMATS and pending_max_age_s > 0
+        # FreeSWITCH cdr_csv with legs = "ab": a bridged call's two lines may be in two
+        # files (a rotation between the legs' hang-ups). Lines whose other leg is not in
+        # their file are settled with what is stored (_settle_legs); an answered line at
+        # the end of its file is kept (not with pending_max_age_s = 0) until an A-leg of
+        # the next file names it, or billed once none can (_release).
+        self.legs = source.format == "freeswitch" and source.legs == "ab"
+        self.holds = self.legs and pending_max_age_s > 0
+        self.latest_end_ms = 0  # the latest end of the calls read by this Mediator
         # The call ids whose halves the store keeps (read when a run starts, and those
         # this run keeps): a stored call of one forgets them, a Kamailio call of one is
         # rejoined. Another import's halves meanwhile: forgotten at their expiry (their
@@ -352,6 +370,15 @@ class Mediator:
                 if len(batch.cdrs) + len(batch.halves) >= self.batch_size:
                     totals.add(await self._flush(batch))
                 continue
+            if isinstance(item, Call):
+                if item.end_ms > self.latest_end_ms:
+                    self.latest_end_ms = item.end_ms
+                if item.leg == TAIL and self.holds and item.answer_ms:
+                    batch.tails.append((item, line_no, run))
+                    run.pending += 1
+                    if len(batch.cdrs) + len(batch.tails) >= self.batch_size:
+                        totals.add(await self._flush(batch))
+                    continue
             cdr = item if isinstance(item, Reject) else await self._rated(item)
             if isinstance(cdr, Reject):
                 run.reject(line_no, cdr)
@@ -360,8 +387,9 @@ class Mediator:
             batch.lines.append(line_no)
             batch.raws.append(item.raw if isinstance(item, Call) else "")
             batch.runs.append(run)
+            batch.legs.append(item.leg if isinstance(item, Call) else "")
             run.pending += 1
-            if len(batch.cdrs) + len(batch.halves) >= self.batch_size:
+            if len(batch.cdrs) + len(batch.halves) + len(batch.tails) >= self.batch_size:
                 totals.add(await self._flush(batch))
 
     async def _rated(self, call: Call) -> CDR | Reject:
@@ -376,6 +404,8 @@ class Mediator:
         CDRs were in it have their rejects files closed."""
         counts = Summary()
         done = await self._pair(batch, counts) if batch.halves else []
+        if self.legs and (batch.cdrs or batch.tails):
+            done += await self._settle_legs(batch, counts)
         if batch.cdrs and self.kept_keys and self.source.format in REJOINED_FORMATS:
             await self._rejoin(batch)
         if batch.cdrs:
@@ -396,12 +426,99 @@ class Mediator:
             # A call stored (or refused) ends the halves kept of it.
             done.extend(c.call_id for c in batch.cdrs if c.call_id in self.kept_keys)
             batch.cdrs, batch.lines, batch.raws, batch.runs = [], [], [], []
+            batch.legs = []
         if done:
             await self.store.unpend(self.name, [(key, "") for key in sorted(set(done))])
         for run in batch.done:
             run.close()
         batch.done = []
         return counts
+
+    async def _settle_legs(self, batch: _Batch, counts: Summary) -> list[str]:
+        """cdr_csv legs = "ab": the batch's lines whose other leg is not in their file,
+        settled with what the store holds (legs.settle): B-legs leave the batch, an
+        A-leg whose call is billed already is a duplicate, answered lines at the end
+        of their file are kept. The kept lines to forget once the batch is stored."""
+        dangling: dict[str, int] = {}  # bleg_uuid -> the index of its A-leg's CDR
+        lone: dict[str, int] = {}  # uuid -> the index of its CDR
+        for i, (cdr, leg) in enumerate(zip(batch.cdrs, batch.legs, strict=True)):
+            if leg == DANGLING:
+                dangling[cdr.extra.get("bleg_uuid", "")] = i
+            elif leg in (LONE, TAIL):
+                lone[cdr.call_id] = i
+        tails: dict[str, _FileRun] = {}
+        pending: list[PendingHalf] = []
+        for call, line_no, run in batch.tails:
+            tails[call.call_id] = run
+            run.pending = 0
+            pending.append(
+                PendingHalf(call.call_id, LEG_KIND, 0, LEG_REASON, call.raw, "", run.name, line_no)
+            )
+        batch.tails = []
+        out = await settle(self.store, self.name, sorted(dangling), sorted(lone), pending)
+        counts.b_legs += len(out.forget)  # read in an earlier file, decided now
+        counts.duplicates += len(out.billed) + len(out.stored_tails)
+        for uuid in out.b_legs:
+            run = tails[uuid] if uuid in tails else batch.runs[lone[uuid]]
+            run.summary.b_legs += 1
+        drop = {dangling[b] for b in out.billed} | {lone[u] for u in out.b_legs if u in lone}
+        if drop:
+            for i in drop:
+                batch.runs[i].pending = 0
+            at = [i for i in range(len(batch.cdrs)) if i not in drop]
+            batch.cdrs = [batch.cdrs[i] for i in at]
+            batch.lines = [batch.lines[i] for i in at]
+            batch.raws = [batch.raws[i] for i in at]
+            batch.runs = [batch.runs[i] for i in at]
+            batch.legs = [batch.legs[i] for i in at]
+        return out.forget
+
+    async def _release(self, run: _FileRun) -> Summary:
+        """cdr_csv legs = "ab": the lines kept at the end of a file that no A-leg can
+        name any more (legs.due) are billed; one a stored A-leg names is forgotten (a
+        B-leg). Their rejects go to ``run`` (the run's first file), naming the file
+        they came from. The counts it adds."""
+        counts = Summary()
+        held = [h for h in await self.store.kept(self.name) if h.kind == LEG_KIND]
+        old_ms = int(time.time() * 1000) - self.pending_max_age_s * 1000
+        due_now: dict[str, tuple[PendingHalf, Call | Reject]] = {}
+        for h in held:
+            call = self._reread(h)
+            if isinstance(call, Reject) or due(call.end_ms, h.since_ms, self.latest_end_ms, old_ms):
+                due_now[h.key] = (h, call)
+        if not due_now:
+            return counts
+        named = await self.store.named(self.name, sorted(due_now))
+        stored = await self.store.charges(self.name, sorted(due_now))
+        counts.b_legs += len(named)
+        batch = _Batch()
+        for key, (h, call) in due_now.items():
+            if key in named or key in stored:
+                continue  # a B-leg, or billed already: forgotten below
+            cdr = call if isinstance(call, Reject) else await self._rated(call)
+            if isinstance(cdr, Reject):
+                run.reject(h.line, Reject(f"{cdr.reason} (kept from {h.file}:{h.line})", h.raw))
+                continue
+            batch.cdrs.append(cdr)
+            batch.lines.append(h.line)
+            batch.raws.append(h.raw)
+            batch.runs.append(run)
+            batch.legs.append("")
+        counts.add(await self._flush(batch))
+        await self.store.unpend(self.name, [(key, LEG_KIND) for key in sorted(due_now)])
+        return counts
+
+    def _reread(self, kept: PendingHalf) -> Call | Reject:
+        """A kept cdr_csv line read again as a call of its own (a reject: the source's
+        template or numbering changed since it was kept)."""
+        for _, item in freeswitch.parse([kept.raw], fields=self.source.fields):
+            if isinstance(item, Reject):
+                return item
+            try:
+                return self.normaliser.call(item)
+            except RowError as exc:
+                return Reject(str(exc), kept.raw)
+        return Reject("an empty line", kept.raw)
 
     async def _pair(self, batch: _Batch, counts: Summary) -> list[str]:
         """The batch's halves: paired calls join the batch (rated, charged and stored
@@ -484,6 +601,9 @@ class Mediator:
                 await self._feed(counted(readable, progress), run, batch, run.summary)
                 readable.reject(run)
                 run.summary.add(await self._flush(batch))
+            if self.holds:
+                run.summary.add(await self._release(run))
+                run.summary.pending = len(await self.store.kept(self.name))
         finally:
             run.close()
         run.summary.files.append(str(path))
@@ -508,8 +628,9 @@ class Mediator:
                     None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)),
                     str(path),
                 )
+                if not runs and (self.pairs or self.holds) and not self.dry_run:
+                    run.held = True  # expired or released lines: its rejects, at the end
                 if not runs and self.pairs and not self.dry_run:
-                    run.held = True  # expired halves: its rejects, after the pairing
                     await self._load_kept()
                 runs.append(run)
                 shown = progress(path) if progress is not None else nullcontext(None)
@@ -527,11 +648,14 @@ class Mediator:
                 else:
                     run.close()
             total.add(await self._flush(batch))
+            if runs and self.holds:
+                total.add(await self._release(runs[0]))
             if runs and runs[0].held:
                 runs[0].held = False
-                await self._expire(runs[0])
+                if self.pairs:
+                    await self._expire(runs[0])
                 runs[0].close()
-            if self.pairs:
+            if self.pairs or self.holds:
                 total.pending = len(await self.store.kept(self.name))
         finally:
             for run in runs:

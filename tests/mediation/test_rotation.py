@@ -75,6 +75,8 @@ def config(tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str) -> Path:
         f'[rating]\nplans = {{ std = "{FIXTURES / "cdr" / "tariff_tp"}" }}\n'
         f'[mediation.sources.sbc]\nformat = "kamailio"\n{source}'
         f'[mediation.sources.gw]\nformat = "cisco_radius"\n{source}'
+        f'[mediation.sources.fs]\nformat = "freeswitch"\nlegs = "ab"\n{source}'
+        f'[mediation.sources.fsa]\nformat = "freeswitch"\n{source}'
     )
     return path
 
@@ -174,3 +176,109 @@ def test_cisco_start_and_stop_in_two_files(
     # Both again: the Start is no longer kept (its call is stored), the Stop a duplicate.
     assert mediate(config, "gw", capsys, a, b) == (0, summary(2, 0, 2, 0))
     assert cdrs(pg_url, "gw") == [("3D6A4C2B1A2B11E08001D0C789A1B2C3", 125, 112_500, 112_500)]
+
+
+def fs(uuid: str, start: str, end: str, billsec: int, bleg: str = "", name: str = "Al") -> str:
+    """A mod_cdr_csv line of the example template (UTC stamps): answered billsec seconds
+    before its end (unanswered when 0)."""
+    day = "2026-12-05 "
+    answer = "" if not billsec else f"{day}{_minus(end, billsec)}"
+    values = [
+        name, "4930123456", "4989987654", "default", day + start, answer, day + end,
+        str(billsec + 5), str(billsec), "NORMAL_CLEARING" if billsec else "NO_ANSWER",
+        uuid, bleg, "", "PCMA", "PCMA",
+    ]  # fmt: skip
+    return ",".join(f'"{v}"' for v in values) + "\n"
+
+
+def _minus(clock: str, seconds: int) -> str:
+    h, m, s = map(int, clock.split(":"))
+    t = h * 3600 + m * 60 + s - seconds
+    return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+
+
+def test_freeswitch_legs_ab_call_across_a_rotation_is_billed_once(
+    tmp_path: Path, config: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mod_cdr_csv with legs = "ab" writes each leg of a bridged call when it hangs up;
+    `fsctl cdr_csv rotate` between the two hang-ups puts them in two files, in either
+    order. Each B-leg's line, alone in its file, was billed as a call of its own (the
+    call billed twice). Now: the call is billed once, from its A-leg, and the files
+    imported again change nothing."""
+    one, two = tmp_path / "Master.csv.1", tmp_path / "Master.csv.2"
+    one.write_text(
+        fs("a1", "10:00:00", "10:02:10", 125, bleg="b1")  # both legs in the file
+        + fs("b1", "10:00:01", "10:02:10", 125)
+        + fs("a2", "10:58:00", "10:59:59", 60, bleg="b2")  # A-leg first, B-leg next file
+        + fs("b3", "10:57:01", "10:59:59", 60)  # B-leg first (the callee hung up)
+        + fs("c6", "10:58:00", "10:59:30", 60, name="IVR")  # alone: a call of its own
+    )
+    two.write_text(
+        fs("b2", "10:58:01", "11:00:00", 60)
+        + fs("a3", "10:57:00", "11:00:00", 60, bleg="b3")
+        + fs("c4", "11:05:00", "11:10:00", 60)  # alone, not at an end: billed at once
+        + fs("c5", "11:29:00", "11:30:00", 0)  # unanswered: nothing to keep
+    )
+    paid = ", b-legs 1, unanswered 0, debited 0.1925, pending 2"
+    assert mediate(config, "fs", capsys, one) == (
+        0, f"read 5, stored 2, duplicates 0, rejected 0{paid}"
+    )  # fmt: skip
+    # b3 and c6 are kept: an A-leg of the next file may name them.
+    assert main(["mediate", "--pending", "--source", "fs", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[-1] == "pending 2" and f"  leg  b3  {one}:4  answered at the end" in listed[0]
+    # b2 is a2's B-leg (a2 is stored), b3 a3's; c6 was no B-leg: billed, once no A-leg
+    # of a later file could name it (the run read calls ending after it).
+    paid = ", b-legs 2, unanswered 1, debited 0.24"
+    assert mediate(config, "fs", capsys, two) == (
+        0, f"read 4, stored 4, duplicates 0, rejected 0{paid}"
+    )  # fmt: skip
+    billed = [
+        ("a1", 125, 112_500, 112_500), ("a2", 60, 80_000, 80_000), ("a3", 60, 80_000, 80_000),
+        ("c4", 60, 80_000, 80_000), ("c5", 0, 0, 0), ("c6", 60, 80_000, 80_000),
+    ]  # fmt: skip
+    assert cdrs(pg_url, "fs") == billed
+    # Both files again, in one run, then each alone, then in the other order: nothing
+    # is billed again, nothing kept again.
+    again = "duplicates 6, rejected 0, b-legs 3, unanswered 1"
+    assert mediate(config, "fs", capsys, one, two) == (0, f"read 9, stored 0, {again}")
+    assert mediate(config, "fs", capsys, one) == (
+        0, "read 5, stored 0, duplicates 3, rejected 0, b-legs 2, unanswered 0"
+    )  # fmt: skip
+    assert mediate(config, "fs", capsys, two, one) == (0, f"read 9, stored 0, {again}")
+    assert cdrs(pg_url, "fs") == billed
+    assert balance(config) == -(112_500 + 4 * 80_000)
+
+
+def test_freeswitch_legs_ab_line_kept_at_a_file_end_is_billed_after_the_bound(
+    tmp_path: Path, config: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line kept at the end of its file that no later file's A-leg names (no later
+    file comes: the switch was shut down) is billed once it was kept longer than
+    pending_max_age_s, never lost; the same files with legs = "a" (the default) are
+    read as before: every line a call."""
+    last = tmp_path / "Master.csv.9"
+    last.write_text(fs("z1", "12:00:00", "12:01:00", 60))
+    tail = "unanswered 0, pending 1"
+    assert mediate(config, "fs", capsys, last) == (
+        0,
+        f"read 1, stored 0, duplicates 0, rejected 0, {tail}",
+    )
+    assert mediate(config, "fs", capsys, last) == (
+        0,
+        f"read 1, stored 0, duplicates 0, rejected 0, {tail}",
+    )
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE mediation_pending SET since = since - interval '1 day 1 second'")
+    assert mediate(config, "fs", capsys, last) == (
+        0, "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.08"
+    )  # fmt: skip
+    assert cdrs(pg_url, "fs") == [("z1", 60, 80_000, 80_000)]
+    # legs = "a": both legs of a call are billed (a file of A-legs has no B-leg to skip).
+    one = tmp_path / "Master.csv.1"
+    one.write_text(
+        fs("a2", "10:58:00", "10:59:59", 60, bleg="b2") + fs("b3", "10:57:01", "10:59:59", 60)
+    )
+    assert mediate(config, "fsa", capsys, one) == (
+        0, "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 0.16"
+    )  # fmt: skip
