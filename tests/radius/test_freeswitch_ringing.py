@@ -643,3 +643,55 @@ async def test_freeswitch_start_before_its_access_request_is_an_authorized_call(
         assert "adopted" not in cdr.extra
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (0, 0)
+
+
+E_UUID = "5b2d7c9e-1f3a-4b6c-8d0e-2a4c6e8f0b1d"
+
+
+def originated(packet: bytes) -> bytes:
+    """A channel switch_ivr_originate made without an originating session: the
+    originate API (click-to-call), or a leg of an enterprise originate (a bridge to
+    "a:_:b": enterprise_originate_thread calls switch_ivr_originate(NULL, ...) with the
+    A-leg's caller profile duplicated, so the same User-Name). No session, so no
+    signal_bond (switch_core_session_outgoing_channel sets it from the originating
+    session only): its Start names no other leg; its Stop says "outbound"."""
+    own = packet.replace(attr(rc.ACCT_SESSION_ID, UUID), attr(rc.ACCT_SESSION_ID, E_UUID))
+    return own.replace(fs(24, "inbound"), fs(24, "outbound"))
+
+
+async def test_freeswitch_leg_originated_without_a_session_is_a_call_of_its_own(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # An originate-API call (click-to-call: no Access-Request, no A-leg) is a real call:
+    # its Start (no Other-Leg-Id, no direction) is adopted, its outbound Stop charges it
+    # once. Nothing in what mod_radius_cdr sends tells it from a leg of an enterprise
+    # originate (the same packets, the A-leg's User-Name): that leg is charged as a
+    # call of its own too (docs/radius.md). With disable_radius_start on those legs
+    # (<disable_radius_start=true> in the enterprise dial string) only their Stop comes:
+    # an outbound leg nobody authorized is never adopted, the A-leg bills the call once.
+    async with bench(redis, tmp_path, default_account="trunk", lookup=["default"]) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        t0 = b.t0_ms
+        await b.account(2, originated(start_at_routing(t0)))
+        b.clock.now_ms = t0 + 39_000
+        await b.account(3, originated(stop(t0, t0 + 8_250, t0 + 38_750, 16)))
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.call_id, cdr.duration_s, cdr.charged_micros) == (E_UUID, 30, 300_000)
+        assert cdr.extra["adopted"] == "1"
+        # A bridged call whose enterprise B-leg sends no Start: charged once, its A-leg.
+        b.clock.now_ms = t0 + 40_000
+        await b.account(4, start_at_routing(t0 + 40_000))
+        b.clock.now_ms = t0 + 79_000
+        leg = originated(stop(t0 + 40_100, t0 + 48_250, t0 + 78_750, 16))
+        await b.account(
+            5, leg.replace(attr(rc.ACCT_SESSION_ID, E_UUID), attr(rc.ACCT_SESSION_ID, B_UUID))
+        )
+        await b.account(6, stop(t0 + 40_000, t0 + 48_250, t0 + 78_750, 16))
+        cdrs = await read_cdrs(redis)
+        assert sorted((c.call_id, c.charged_micros) for c in cdrs) == sorted(
+            [(E_UUID, 300_000), (UUID, 300_000)]
+        )
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
+        reasons = [fields[b"reason"] for _, fields in await redis.xrange("cdr:legs")]
+        assert reasons == [b"freeswitch_outbound_leg"]
