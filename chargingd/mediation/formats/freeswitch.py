@@ -39,7 +39,7 @@ from __future__ import annotations
 import csv
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from chargingd.mediation.causes import FREESWITCH_CAUSES
 from chargingd.mediation.formats.csvlines import left_open
@@ -189,7 +189,7 @@ class _Legs:
         self.named: dict[str, str] = {}  # B-leg uuid -> its A-leg's uuid
         self.older: dict[str, str] = {}  # the generation before
         self.found: set[str] = set()  # B-legs met of A-legs still queued
-        self.last = -(2**62)  # the latest end of the file's lines so far (_when)
+        self.last: RawTime = None  # the latest end of the file's lines so far
 
     def add(self, line_no: int, item: RawCall | Reject, origin: str = "") -> Parsed | None:
         """Queue one line's call (``origin``: its originating_leg_uuid) or reject; the
@@ -198,7 +198,9 @@ class _Legs:
         uuid = ""
         if isinstance(item, RawCall):
             uuid = item.call_id
-            self.last = max(self.last, _when(item.end))
+            end = item.end
+            if end is not None and (self.last is None or _later(end, self.last)):
+                self.last = end
             named_by = self.named.get(uuid) or self.older.get(uuid)
             a_leg = origin or named_by
             if a_leg:
@@ -221,11 +223,16 @@ class _Legs:
 
     def rest(self) -> Iterator[Parsed]:
         """The lines still held: the file ended."""
-        tail = self.last - TAIL_S * 1000
+        try:
+            tail = None if self.last is None else shifted(self.last, -TAIL_S * 1000, "end")
+        except RowError:  # a local time at the start of year 1
+            tail = None
         while self.queue:
             line_no, item = self._pop()
-            if isinstance(item, RawCall) and item.leg == LONE and _when(item.end) >= tail:
-                item.leg = TAIL
+            if isinstance(item, RawCall) and item.leg == LONE:
+                end = item.end
+                if tail is None or end is None or not _later(tail, end):
+                    item.leg = TAIL  # ended within TAIL_S of the last line (or unknown)
             yield line_no, item
 
     def _pop(self) -> Parsed:
@@ -247,17 +254,12 @@ class _Legs:
         return line_no, item
 
 
-_EPOCH = datetime(1970, 1, 1)
-
-
-def _when(when: RawTime) -> int:
-    """A line's time as a number to compare within its file: epoch ms, or a local time's
-    ms since 1970 on its own clock; a line without one counts as the earliest."""
-    if when is None:
-        return -(2**62)
-    if isinstance(when, int):
-        return when
-    return (when - _EPOCH) // timedelta(milliseconds=1)
+def _later(a: int | datetime, b: int | datetime) -> bool:
+    """``a`` after ``b``: two ends of one file's lines, both epoch ms or both local
+    times (a template writes one kind); never for one of each."""
+    if isinstance(a, datetime):
+        return isinstance(b, datetime) and a > b
+    return not isinstance(b, datetime) and a > b
 
 
 def _b_leg(call: RawCall, a_leg: str) -> BLeg:
