@@ -458,9 +458,11 @@ class Mediator:
         out = await settle(self.store, self.name, sorted(dangling), sorted(lone), pending)
         counts.b_legs += len(out.forget)  # read in an earlier file, decided now
         counts.duplicates += len(out.billed) + len(out.stored_tails)
-        for uuid in out.b_legs:
-            run = tails[uuid] if uuid in tails else batch.runs[lone[uuid]]
-            run.summary.b_legs += 1
+        for uuid in out.b_legs:  # counted in the file that has the line
+            if uuid in tails:
+                tails[uuid].summary.b_legs += 1
+            if uuid in lone:
+                batch.runs[lone[uuid]].summary.b_legs += 1
         drop = {dangling[b] for b in out.billed} | {lone[u] for u in out.b_legs if u in lone}
         if drop:
             for i in drop:
