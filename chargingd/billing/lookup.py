@@ -40,7 +40,7 @@ async def charges(db: BillingDB, source: str, call_ids: Sequence[str]) -> dict[s
 
 async def naming(db: BillingDB, source: str, uuids: Sequence[str]) -> set[str]:
     """Which of ``uuids`` a stored CDR of ``source`` names as its B-leg (extra
-    bleg_uuid: a FreeSWITCH A-leg; index cdrs_bleg_uuid, migration 011)."""
+    bleg_uuid: a FreeSWITCH A-leg; index cdrs_bleg_uuid, migration 012)."""
     if not uuids:
         return set()
 

@@ -1,4 +1,4 @@
--- 011: the stored CDRs by the B-leg they name (extra bleg_uuid: FreeSWITCH cdr_csv,
+-- 012: the stored CDRs by the B-leg they name (extra bleg_uuid: FreeSWITCH cdr_csv,
 -- json_cdr and xml_cdr A-legs). A FreeSWITCH cdr_csv file written with legs = "ab"
 -- holds both legs of a bridged call; when the file was rotated between the two legs'
 -- hang-ups, the B-leg's line is in another file than its A-leg's: mediation asks which
