@@ -561,7 +561,7 @@ async def test_negative_invoices_issued_before_migration_011_count_as_they_did(
                                         (3, 11, -2_500_000, 1)):  # fmt: skip
             await conn.execute(_legacy_invoice(n, month, total, refers).encode())
         await conn.commit()
-        assert await migrate(conn) == [11]
+        assert (await migrate(conn))[0] == 11  # (and the later ones)
     db = await BillingDB.open(pg_empty_url)
     try:
         now = NOW
