@@ -31,6 +31,7 @@ from setuptools import Extension, setup
 
 COMPILED = [
     "chargingd/core/clock.py",
+    "chargingd/core/identities.py",
     "chargingd/core/money.py",
     "chargingd/core/numbers.py",
     "chargingd/fraud/compiled.py",

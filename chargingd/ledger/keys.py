@@ -27,6 +27,7 @@ import re
 from typing import Final
 
 from chargingd.core import money
+from chargingd.core.identities import canonical_identity
 from chargingd.ledger.types import InvalidRequest
 
 ACCOUNTS_KEY = "ledger:accounts"
@@ -193,14 +194,20 @@ def check_int(value: object, what: str, lo: int, hi: int) -> int:
 
 
 def check_identities(identities: object) -> tuple[str, ...]:
-    """ "user:NAME" (RADIUS User-Name) or "ani:+E164" (caller ANI); duplicates dropped."""
+    """ "user:NAME" (RADIUS User-Name, a SIP URI, an NAI) or "ani:+E164" (caller ANI), a
+    user identity in its canonical form (core/identities.py: ``user:sip:Alice@EXAMPLE.COM``
+    is ``user:Alice@example.com``, as a gateway's SIP URI is looked up); duplicates
+    (also two spellings of one identity) dropped."""
     if isinstance(identities, str) or not isinstance(identities, (tuple, list)):
         raise InvalidRequest("identities must be a list such as ['user:alice', 'ani:+4930123']")
     checked: list[str] = []
     for ident in identities:
         if not isinstance(ident, str) or not (_USER.fullmatch(ident) or _ANI.fullmatch(ident)):
             raise InvalidRequest(f"bad identity {ident!r}: want user:NAME or ani:+E164")
-        checked.append(ident)
+        canonical = canonical_identity(ident)
+        if not _USER.fullmatch(canonical) and not _ANI.fullmatch(canonical):
+            raise InvalidRequest(f"bad identity {ident!r}: want user:NAME or ani:+E164")
+        checked.append(canonical)
     return tuple(dict.fromkeys(checked))
 
 

@@ -380,3 +380,29 @@ async def test_reserved_by_currency_over_more_accounts_than_one_pipeline(ledger:
             expected[currency] += 1_000 + i
     assert await ledger.reserved_by_currency() == expected
     assert await ledger.reserved_by_currency(limit=10) != expected  # the bound still holds
+
+
+async def test_user_identities_are_stored_in_one_form(ledger: Ledger) -> None:
+    """Two spellings of one SIP address are one identity (RFC 3261 §19.1.4): stored
+    once, canonical, and taken for another account in either spelling."""
+    await ledger.create_account(
+        "sipper",
+        mode=Mode.PREPAID,
+        currency="EUR",
+        identities=("user:sip:alice@EXAMPLE.COM", "user:alice@example.com", "ani:+4930111"),
+        who="test",
+    )
+    account = await ledger.get_account("sipper")
+    assert account.identities == ("user:alice@example.com", "ani:+4930111")
+    assert await ledger.find_account("user:alice@example.com") == "sipper"
+    with pytest.raises(InvalidRequest):
+        await ledger.create_account(
+            "other", mode=Mode.PREPAID, currency="EUR", identities=("user:SIP:alice@Example.COM",),
+            who="test",
+        )  # fmt: skip
+    # The user part is case-sensitive: "Alice@..." is another address, and free.
+    await ledger.create_account(
+        "other", mode=Mode.PREPAID, currency="EUR", identities=("user:Alice@Example.COM",),
+        who="test",
+    )  # fmt: skip
+    assert (await ledger.get_account("other")).identities == ("user:Alice@example.com",)
