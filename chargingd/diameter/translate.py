@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chargingd.core.identities import sip_address
 from chargingd.diameter import codec as dc
 from chargingd.diameter.dictionary import VENDOR_3GPP, A, G, RequestType, SubscriptionIdType
 
@@ -240,14 +241,12 @@ def _subscription_ids(msg: dc.Message) -> list[tuple[int, str]]:
 
 
 def _user_of(kind: int, data: str) -> str:
-    """The "user" identity of a non-E.164 Subscription-Id: a SIP URI without its
-    scheme and parameters ("sip:alice@example.net;x=y" -> "alice@example.net")."""
+    """The "user" identity of a non-E.164 Subscription-Id: a SIP URI as its address of
+    record, without its scheme and parameters ("sip:alice@Example.NET;x=y" ->
+    "alice@Example.NET"). Sessions looks it up in its canonical form, the host in lower
+    case (RFC 3261 §19.1.4; core/identities.py), then as sent."""
     if kind == SubscriptionIdType.END_USER_SIP_URI:
-        text = data.strip().strip("<>")
-        for scheme in ("sips:", "sip:"):
-            if text.lower().startswith(scheme):
-                text = text[len(scheme) :]
-        return text.split(";", 1)[0]
+        return sip_address(data)
     return data
 
 

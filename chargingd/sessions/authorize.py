@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from chargingd.core.chain import chained
 from chargingd.core.config import SessionsConfig
+from chargingd.core.identities import USER_PREFIX, user_identity
 from chargingd.core.numbers import NumberError, to_e164
 from chargingd.ledger import (
     Account,
@@ -490,6 +491,11 @@ class Authorizer:
                 if attempt is not None and identity is not None:
                     attempt.tried = (*attempt.tried, identity)
                 account = await self._by_identity(identity)
+                as_sent = _as_sent(method, call, identity)
+                if account is None and as_sent is not None:
+                    # An identity stored before user identities were stored in their
+                    # canonical form (core/identities.py), as the gateway writes it.
+                    account = await self._by_identity(as_sent)
             if account is not None:
                 return account
         return None
@@ -500,6 +506,9 @@ class Authorizer:
             identity = self._identity(method, call) if method != "default" else None
             if identity is not None and identity in account.identities:
                 return identity
+            as_sent = _as_sent(method, call, identity)
+            if as_sent is not None and as_sent in account.identities:
+                return as_sent
         return ""
 
     def _inactive(self, status: str, reason: str) -> Refused:
@@ -510,7 +519,9 @@ class Authorizer:
 
     def _identity(self, method: str, call: CallInfo) -> str | None:
         if method == "user" and call.user_name:
-            return f"user:{call.user_name}"
+            # RFC 3261 §19.1.4: "sip:alice@EXAMPLE.COM" is the account's
+            # "user:alice@example.com" (the form ledger/keys.py stores).
+            return user_identity(call.user_name)
         if method == "ani" and call.calling:
             try:
                 country = self.records.country_of(call.client)
@@ -567,6 +578,15 @@ def _inactive(status: str, reason: str) -> Refused:
     if reason and reason != "operator":  # a rule's reason (dunning) tells the caller why
         return Refused(RefusalCode.SUSPENDED, f"account {status}: {reason}")
     return Refused(RefusalCode.SUSPENDED, f"account {status}")
+
+
+def _as_sent(method: str, call: CallInfo, identity: str | None) -> str | None:
+    """The user identity as the gateway wrote it, when its canonical form differs
+    (None otherwise: nothing more to try)."""
+    if method != "user" or identity is None:
+        return None
+    as_sent = USER_PREFIX + call.user_name
+    return as_sent if as_sent != identity else None
 
 
 def _remember(cache: dict[str, V], key: str, value: V) -> None:
