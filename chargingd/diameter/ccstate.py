@@ -4,9 +4,8 @@ RFC 4006 §5.1: CC-Request-Numbers of a session grow; (Session-Id, CC-Request-Nu
 is the idempotency key, and Used-Service-Unit reports the units used since the
 last report, while sessions/ charges the *cumulative* usage. So per session this
 keeps the last request number, the cumulative usage of each rating group and of
-the call (the longest of them: one call's time is charged once), what the last
-request said (to tell a retransmission from a changed request) and the answer
-given to it.
+the call (one call's time is charged once: ``Spans`` below), what the last request
+said (to tell a retransmission from a changed request) and the answer given to it.
 
 It lives in this process's memory and in Redis (``dia:cc:SESSION``, a hash with a
 TTL), so a peer that fails over to another chargingd process or host finds it.
@@ -21,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 KEY_PREFIX = "dia:cc:"
 # Sent as EVAL (Redis caches it by its hash): the shared pipeline's NOSCRIPT reload
@@ -29,6 +28,179 @@ KEY_PREFIX = "dia:cc:"
 PUT_LUA = (resources.files("chargingd.diameter") / "lua" / "cc_put.lua").read_text()
 Send = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
 MEMORY_MAX = 200_000
+
+
+# Cut points (CCRs) a session's Spans keeps open at most; past them the oldest is made
+# final (a report whose window reaches back past it then counts in the per-group sums
+# only, as before Spans).
+SPANS_OPEN_MAX = 16
+Report = tuple[str, int, int, int]  # (service key, window start, window end, CC-Time)
+
+
+class Spans(NamedTuple):
+    """The least time a call's rating groups' reports can mean, used one after another
+    or at once.
+
+    RFC 4006 §8.19: a Used-Service-Unit holds the units used "from the point when the
+    service became active or, if interim interrogations are used during the session,
+    from the point when the previous measurement ended". So a report of a rating
+    group in the CCR numbered ``m`` lies in that group's *window* ``(a, m]``: ``a`` the
+    CCR of the group's previous report, else the CCR that first asked quota for it
+    (its Requested-Service-Unit; the CCR-I for the groups it names), else the CCR-I.
+    CCRs are the points of the call's timeline. Reports whose windows overlap may be
+    the same seconds (voice and video of one call: charged once); reports in windows
+    that do not overlap cannot be (a group that ended, then another group: each is
+    charged). The call's usage is the least union of time all reports can mean: the
+    best split of the timeline at CCRs into pieces, each worth the largest sum one
+    group reports inside it (a report counts in a piece when its window lies in it).
+    It is never more than any placement of the reported seconds in their windows can
+    cover (nothing is charged twice), and never less than the largest group's sum
+    (one piece: the rule before, also taken as the least up to each CCR when larger,
+    e.g. for reports whose windows are not known).
+
+    ``least`` is computed at each CCR for the timeline up to it (an earlier CCR's value
+    does not change: later reports end later), so only the pieces' starts since the
+    last *final* cut are kept: a CCR every group has reported at or after, with no
+    report's window across it (every split there only adds). Past SPANS_OPEN_MAX open
+    starts the oldest is made final (a window reaching back past it is left out here,
+    still in the per-group sums)."""
+
+    at: int  # the CC-Request-Number this was computed for
+    start: int  # the CCR-I's number (-1: not known, a state written before Spans)
+    cut: int  # the final cut: no piece begins before it
+    base: int  # the least usage up to the cut
+    # (CCR number, least usage up to it) of the open starts after the cut, ascending
+    open: tuple[tuple[int, int], ...] = ()
+    marks: tuple[tuple[str, int], ...] = ()  # service key -> the start of its window
+    reports: tuple[Report, ...] = ()  # the reports whose windows begin at the cut or later
+
+    @classmethod
+    def initial(cls, number: int, keys: tuple[str, ...]) -> Spans:
+        """At the CCR-I: every service it names has its window begin there."""
+        return cls(number, number, number, 0, marks=tuple((k, number) for k in sorted(set(keys))))
+
+    @classmethod
+    def before(cls, number: int, used_s: int) -> Spans:
+        """For a state written without Spans: a final cut at its last CCR, worth the usage
+        so far; the windows of its groups are not known (their next report counts in
+        the per-group sums only)."""
+        return cls(number, -1, number, used_s)
+
+    def step(
+        self, number: int, reported: dict[str, int], asked: tuple[str, ...], floor: int = 0
+    ) -> Spans:
+        """After the CCR ``number``: its reports (service key -> CC-Time, also 0: a
+        measurement ended) and the services it asks quota for. ``floor``: another least
+        usage up to it (the longest group's sum), taken when larger."""
+        if len(self.marks) == 1 and len(reported) == 1 and not self.open and not self.reports:
+            # One service (most calls), settled: what follows, without its work per CCR.
+            ((key, mark),) = self.marks
+            used_s = reported.get(key)
+            if used_s is not None and (not asked or asked == (key,)):
+                piece = used_s if mark >= self.cut else 0
+                least = max(self.base + piece, floor)
+                return Spans(number, self.start, number, least, (), ((key, number),), ())
+        marks = dict(self.marks)
+        reports = list(self.reports)
+        for key, used_s in sorted(reported.items()):
+            begin = marks.get(key, self.start)
+            if used_s > 0 and begin >= self.cut:
+                reports.append((key, begin, number, used_s))
+            marks[key] = number
+        for key in asked:
+            marks.setdefault(key, number)
+        if not self.open and not self.reports and all(m == number for m in marks.values()):
+            # Every group reported here (one group, or all at once: the usual calls),
+            # after a final cut: one piece, and a final cut here. (The same as below.)
+            piece = max([r[3] for r in reports], default=0)
+            return Spans(
+                number, self.start, number, max(self.base + piece, floor),
+                marks=tuple(sorted(marks.items())),
+            )  # fmt: skip
+        least = max(_least(((self.cut, self.base), *self.open), reports), floor)
+        spans = Spans(
+            number, self.start, self.cut, self.base, (*self.open, (number, least)),
+            tuple(sorted(marks.items())), tuple(reports),
+        )  # fmt: skip
+        return spans._settled()
+
+    @property
+    def least(self) -> int:
+        """The least usage up to the CCR this was computed for."""
+        return self.open[-1][1] if self.open else self.base
+
+    def _settled(self) -> Spans:
+        """The latest final cut made (then the oldest open starts past the bound)."""
+        first_mark = min((m for _, m in self.marks), default=self.at)
+        final = None
+        for j, least in self.open:
+            if j > first_mark:
+                break
+            if not any(a < j < b for _, a, b, _ in self.reports):
+                final = (j, least)
+        spans = self if final is None else self._cut_at(*final)
+        while len(spans.open) > SPANS_OPEN_MAX:
+            spans = spans._cut_at(*spans.open[0])
+        return spans
+
+    def _cut_at(self, cut: int, base: int) -> Spans:
+        return Spans(
+            self.at, self.start, cut, base,
+            tuple(o for o in self.open if o[0] > cut),
+            self.marks,
+            tuple(r for r in self.reports if r[1] >= cut),
+        )  # fmt: skip
+
+    def encode(self) -> str:
+        """One hash field: "at|start|cut|base|n=v,..|key=n,..|key:a:b:u,..". Service keys
+        are digits, "s1-2" or "" (translate.Service.key): none holds | , = or :."""
+        if len(self.marks) == 1 and not self.open and not self.reports:  # (most calls)
+            ((key, mark),) = self.marks
+            return f"{self.at}|{self.start}|{self.cut}|{self.base}||{key}={mark}|"
+        return "|".join(
+            (
+                str(self.at),
+                str(self.start),
+                str(self.cut),
+                str(self.base),
+                ",".join(f"{n}={v}" for n, v in self.open),
+                ",".join(f"{k}={n}" for k, n in self.marks),
+                ",".join(f"{k}:{a}:{b}:{u}" for k, a, b, u in self.reports),
+            )
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Spans:
+        at, start, cut, base, open_, marks, reports = raw.decode().split("|")
+        return cls(
+            int(at),
+            int(start),
+            int(cut),
+            int(base),
+            tuple((int(n), int(v)) for n, _, v in (i.partition("=") for i in _items(open_))),
+            tuple((k, int(n)) for k, _, n in (i.rpartition("=") for i in _items(marks))),
+            tuple(
+                (k, int(a), int(b), int(u))
+                for k, a, b, u in (i.rsplit(":", 3) for i in _items(reports))
+            ),
+        )
+
+
+def _items(text: str) -> list[str]:
+    return [i for i in text.split(",") if i] if text else []
+
+
+def _least(starts: tuple[tuple[int, int], ...], reports: list[Report]) -> int:
+    """The least usage up to the CCR the last reports end at: the best of "the least up
+    to a piece's start + the largest sum one group reports inside the piece"."""
+    best = 0
+    for begin, before in starts:
+        sums: dict[str, int] = {}
+        for key, a, _, used_s in reports:
+            if a >= begin:
+                sums[key] = sums.get(key, 0) + used_s
+        best = max(best, before + max(sums.values(), default=0))
+    return best
 
 
 def cc_key(session_id: str) -> str:
@@ -59,6 +231,9 @@ class CcSession:
     # the same request sent again after its answer was lost is told apart from a
     # reused Session-Id (RFC 4006 §8.15; credit.py asks sessions what was done).
     pending: bool = False
+    # Where the groups' reports lie on the call's timeline (Spans); None: not kept
+    # (written before Spans, or by an EVENT).
+    spans: Spans | None = None
 
     def after(self, reported: dict[str, int]) -> tuple[int, tuple[tuple[str, int], ...]]:
         """The call's cumulative usage and the groups' after a CCR's reports: each group's
@@ -69,6 +244,20 @@ class CcSession:
             groups[key] = groups.get(key, base_s) + used_s
         return max(self.used_s, *groups.values(), 0), tuple(sorted(groups.items()))
 
+    def reported(
+        self, number: int, reported: dict[str, int], asked: tuple[str, ...]
+    ) -> tuple[int, tuple[tuple[str, int], ...], Spans]:
+        """The call's cumulative usage, the groups' sums and the Spans after the CCR
+        ``number`` (its CC-Time per service key, 0 included, and the keys it asks
+        quota for): the larger of the longest group's sum (``after``) and the least
+        time the reports can mean when groups are used one after another (Spans)."""
+        longest_s, groups = self.after({k: v for k, v in reported.items() if v})
+        spans = self.spans
+        if spans is None or spans.at != self.number:  # written before Spans, or stale
+            spans = Spans.before(self.number, self.used_s)
+        spans = spans.step(number, reported, asked, floor=max(longest_s, self.used_s))
+        return spans.least, groups, spans
+
     def to_mapping(self) -> dict[str, str | int | bytes]:
         return {
             "n": self.number,
@@ -78,6 +267,7 @@ class CcSession:
             "e": int(self.ended),
             "g": ",".join(f"{k}={v}" for k, v in self.groups),
             "p": int(self.pending),
+            "w": self.spans.encode() if self.spans is not None else "",
         }
 
     @classmethod
@@ -93,6 +283,7 @@ class CcSession:
                 groups=_groups(raw[b"g"]) if b"g" in raw else (),
                 legacy=b"g" not in raw,
                 pending=raw.get(b"p") == b"1",
+                spans=Spans.decode(raw[b"w"]) if raw.get(b"w") else None,
             )
         except (KeyError, ValueError):
             return None  # written by another version, or damaged: treat as unknown

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.diameter import codec as dc
-from chargingd.diameter.ccstate import CcSession, CcStore, digest_of
+from chargingd.diameter.ccstate import CcSession, CcStore, Spans, digest_of
 from chargingd.diameter.dictionary import (
     ACTION_DIRECT_DEBITING,
     APP_CREDIT_CONTROL,
@@ -240,17 +240,18 @@ class CreditControlApp:
         await self.credit.account(self._report(call, ccr, UsageKind.START, 0))
         grant = self._first_grant(decision)
         body = self._cca_body(ccr, Result.SUCCESS, grant)
-        await self._remember(ccr, 0, body)
+        spans = Spans.initial(ccr.request_number, tuple(s.key for s in ccr.services))
+        await self._remember(ccr, 0, body, spans=spans)
         return answer(msg, body)
 
     async def _update(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
-        used_s, groups = known.after(ccr.used_by_service())
+        used_s, groups, spans = _usage(known, ccr)
         call = self._call(ccr, peer)
         await self.credit.account(self._report(call, ccr, UsageKind.INTERIM, used_s))
         state = await self.credit.grant_state(ccr.session_id)
         if state is None:  # closed meanwhile (reaped, gateway restart): nothing to grant
             body = self._cca_body(ccr, Result.UNKNOWN_SESSION_ID, None)
-            await self._remember(ccr, used_s, body, groups=groups, ended=True)
+            await self._remember(ccr, used_s, body, groups=groups, spans=spans, ended=True)
             return answer(msg, body)
         if ccr.unrated:
             # The time it reported (if any) is accounted above; no more quota for
@@ -258,7 +259,7 @@ class CreditControlApp:
             if self._only_unrated(ccr):
                 self._count_unrated(ccr, peer, "refused 5031, no more quota")
                 body = self._cca_body(ccr, Result.RATING_FAILED, None, message=_UNRATED)
-                await self._remember(ccr, used_s, body, groups=groups)
+                await self._remember(ccr, used_s, body, groups=groups, spans=spans)
                 return answer(msg, body)
             self._count_unrated(ccr, peer, "refused 5031 in its MSCC")
         left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
@@ -270,17 +271,17 @@ class CreditControlApp:
                 body = self._cca_body(
                     ccr, Result.CREDIT_LIMIT_REACHED, None, message="credit used up"
                 )
-                await self._remember(ccr, used_s, body, groups=groups)
+                await self._remember(ccr, used_s, body, groups=groups, spans=spans)
                 return answer(msg, body)
             grant = Grant(0, validity_s, final=True, result=Result.CREDIT_LIMIT_REACHED)
         else:
             grant = Grant(left_s, validity_s, final=state.final)
         body = self._cca_body(ccr, Result.SUCCESS, grant)
-        await self._remember(ccr, used_s, body, groups=groups)
+        await self._remember(ccr, used_s, body, groups=groups, spans=spans)
         return answer(msg, body)
 
     async def _terminate(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
-        used_s, groups = known.after(ccr.used_by_service())
+        used_s, groups, spans = _usage(known, ccr)
         call = self._call(ccr, peer)
         report = self._report(call, ccr, UsageKind.STOP, used_s)
         unrated_usage = bool(ccr.unrated) and any(s.unrated_usu for s in ccr.unrated)
@@ -292,7 +293,7 @@ class CreditControlApp:
             report = report.replace(usage_reported=False)
         await self.credit.account(report)
         body = self._cca_body(ccr, Result.SUCCESS, None)
-        await self._remember(ccr, used_s, body, groups=groups, ended=True)
+        await self._remember(ccr, used_s, body, groups=groups, spans=spans, ended=True)
         return answer(msg, body)
 
     async def _event(self, msg: dc.Message, ccr: Ccr, peer: Peer) -> bytes:
@@ -402,6 +403,7 @@ class CreditControlApp:
         ended: bool = False,
         groups: tuple[tuple[str, int], ...] = (),
         pending: bool = False,
+        spans: Spans | None = None,
     ) -> None:
         await self.store.put(
             CcSession(
@@ -413,6 +415,7 @@ class CreditControlApp:
                 ended=ended,
                 groups=groups,
                 pending=pending,
+                spans=spans,
             )
         )
 
@@ -468,6 +471,17 @@ class CreditControlApp:
         if grant is not None or result != Result.SUCCESS:
             parts += _quota_avps(ccr, result, grant)
         return b"".join(parts)
+
+
+def _usage(known: CcSession, ccr: Ccr) -> tuple[int, tuple[tuple[str, int], ...], Spans]:
+    """The call's cumulative usage after this CCR's reports (ccstate.Spans: rating groups
+    used at once are charged once, used one after another each), the groups' sums."""
+    reported: dict[str, int] = {}
+    for service in ccr.services:
+        if service.timed:  # (0 too: that group's measurement ended here)
+            reported[service.key] = reported.get(service.key, 0) + service.used_s
+    asked = tuple(s.key for s in ccr.services if s.requested)
+    return known.reported(ccr.request_number, reported, asked)
 
 
 _UNRATED = "only CC-Time is rated"

@@ -10,8 +10,8 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
   IMS-Information / Called-Party-Address (TS 32.299), else Requested-Party-Address.
 - Used units: CC-Time of Used-Service-Unit, top level (RFC 4006 single service) or
   inside Multiple-Services-Credit-Control, reported per rating group (``Service.key``).
-  One call's time is charged once: ccstate.py sums each rating group's reports and
-  the call's usage is the longest of those sums.
+  One call's time is charged once: ccstate.Spans places each rating group's reports
+  on the call's timeline (groups used at once charged once, one after another each).
 - Units chargingd does not rate: a Requested- or Used-Service-Unit that names units
   (octets, service-specific units, money) but no CC-Time is kept, as it came, in
   ``Service.unrated`` (credit.py answers it 5031 DIAMETER_RATING_FAILED with it in

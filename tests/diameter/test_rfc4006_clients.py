@@ -80,6 +80,77 @@ async def test_rating_groups_reporting_in_different_ccrs_are_charged_once(
     await client.close()
 
 
+async def test_rating_groups_used_one_after_another_are_each_charged(running: Running) -> None:
+    """A service change mid-call (TS 32.299 §5.2.2): RG 100 reports 30 s, then its last
+    20 s (FINAL) in the CCR that asks quota for RG 200, which reports 30 s and 10 s after
+    it. RFC 4006 §8.19: a report covers the time since that group's previous one, so the
+    two groups' windows do not overlap: 90 s. The longest group's sum charged 50. A
+    retransmitted CCR changes nothing; the state is read back from Redis (dia:cc) by a
+    process that lost its memory of the session."""
+    client = await open_client(running.port)
+    c = cl.Call("rg-sequential", calling=CALLER, called=BERLIN, rating_group=None)
+    assert (await client.ccr(c, 1, 0, extra=mscc(100, requested_s=60))).result == 2001
+    assert (await client.ccr(c, 2, 1, extra=mscc(100, used_s=30, requested_s=60))).result == 2001
+    change = mscc(100, used_s=20, reason=FINAL) + mscc(200, requested_s=60)
+    assert (await client.ccr(c, 2, 2, extra=change)).result == 2001
+    running.frontend.app.store.forget("rg-sequential")  # another process: Redis's state
+    third = mscc(200, used_s=30, requested_s=60, reason=VALIDITY_TIME)
+    first_answer = await client.ccr(c, 2, 3, extra=third)
+    again = await client.ccr(c, 2, 3, extra=third)  # retransmitted: the same answer
+    assert (first_answer.result, again.result) == (2001, 2001)
+    assert [a.raw() for a in again.msg.avps] == [a.raw() for a in first_answer.msg.avps]
+    account = await running.ledger.get_account("acc1")
+    assert account.debits_micros == 80 * PER_S  # 30 + 20 + 30 committed at the interim
+    assert (await client.ccr(c, 3, 4, extra=mscc(200, used_s=10, reason=FINAL))).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (90, 90 * PER_S)
+    await client.close()
+
+
+async def test_reports_in_windows_that_do_not_overlap_are_not_the_same_seconds(
+    running: Running,
+) -> None:
+    """Both groups report in every CCR; the longer one changes: 30 s of RG 10 (RG 20:
+    10 s) up to #1, then 30 s of RG 20 (RG 10: 5 s) between #1 and #2. Those two 30 s
+    lie in windows that do not overlap: at least 60 s, where the longest sum said 40.
+    Groups that report the same seconds (the test above) stay charged once."""
+    client = await open_client(running.port)
+    c = cl.Call("rg-windows", calling=CALLER, called=BERLIN, rating_group=None)
+    both = mscc(10, requested_s=60) + mscc(20, requested_s=60)
+    assert (await client.ccr(c, 1, 0, extra=both)).result == 2001
+    one = mscc(10, used_s=30, requested_s=60) + mscc(20, used_s=10, requested_s=60)
+    assert (await client.ccr(c, 2, 1, extra=one)).result == 2001
+    two = mscc(10, used_s=5, reason=FINAL) + mscc(20, used_s=30, reason=FINAL)
+    assert (await client.ccr(c, 3, 2, extra=two)).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (60, 60 * PER_S)
+    await client.close()
+
+
+def test_spans_of_a_state_written_before_them_and_their_bound() -> None:
+    """A state written without Spans (by the version before): its usage so far is a
+    final cut, and a group's next report, whose window is not known, counts in the
+    per-group sums only (never more than before). A group that stopped reporting keeps
+    the open starts from being made final: they stay bounded."""
+    from chargingd.diameter.ccstate import SPANS_OPEN_MAX, CcSession, Spans
+
+    old = CcSession("s", 3, 40, "d", b"", groups=(("10", 40), ("20", 15)))
+    used_s, groups, spans = old.reported(4, {"20": 30}, ())
+    assert (used_s, groups) == (45, (("10", 40), ("20", 45)))  # the longest sum, as before
+    state = CcSession("s", 4, used_s, "d", b"", groups=groups, spans=spans)
+    used_s, groups, spans = state.reported(5, {"20": 10}, ())  # its window is known now
+    assert used_s == 55 and spans.least == 55
+    state = CcSession("s", 0, 0, "d", b"", spans=Spans.initial(0, ("1",)))
+    used_s, groups, spans = state.reported(1, {"1": 30}, ("2",))  # group 2 asked here
+    state = CcSession("s", 1, used_s, "d", b"", groups=groups, spans=spans)
+    for n in range(2, 60):  # group 1 is never heard of again; group 2 reports 10 s each
+        used_s, groups, spans = state.reported(n, {"2": 10}, ())
+        assert len(spans.open) <= SPANS_OPEN_MAX
+        state = CcSession("s", n, used_s, "d", b"", groups=groups, spans=spans)
+    assert state.used_s == 30 + 58 * 10  # one after the other
+    assert Spans.decode(spans.encode().encode()) == spans
+
+
 def test_per_group_usage_survives_redis_and_an_older_writers_state() -> None:
     """The per-group sums round-trip through dia:cc; a state an older version wrote (no
     per-group field) counts its cumulative usage as each group's, never less."""
