@@ -335,3 +335,45 @@ async def test_cuts_claimed_by_a_worker_reach_the_peer_as_asr(daemon_with_worker
         assert (cdr.status, cdr.cost_micros) == ("credit_cut", 30_000)
     status = daemon.call("server.status")
     print("diameter status:", status["diameter"])
+
+
+async def test_operator_story_sip_subscriber_and_a_service_change_mid_call(
+    daemon: Daemon,
+) -> None:
+    """The operator adds the subscriber as the IMS core shows it (upper-case scheme and
+    host); the S-CSCF names it in another case; mid-call the service changes from RG 100
+    to RG 200 (RG 100's last report in the CCR that asks quota for RG 200). The real
+    daemon finds the account and charges both services' time: 30 + 20 + 25 + 15 s."""
+    from chargingd.diameter import codec as dc
+    from chargingd.diameter.dictionary import A
+
+    made = daemon.create_account("erin", "10.00", identities=["user:SIP:Erin@Example.NET"])
+    assert made["identities"] == ["user:Erin@example.net"]
+
+    def mscc(rg: int, used_s: int | None = None, requested_s: int | None = None) -> bytes:
+        parts = []
+        if requested_s is not None:
+            parts.append(dc.grouped(A.REQUESTED_SERVICE_UNIT, dc.u32(A.CC_TIME, requested_s)))
+        if used_s is not None:
+            parts.append(dc.grouped(A.USED_SERVICE_UNIT, dc.u32(A.CC_TIME, used_s)))
+        return dc.grouped(A.MULTIPLE_SERVICES_CREDIT_CONTROL, *parts, dc.u32(A.RATING_GROUP, rg))
+
+    client = await open_client(port_of(daemon))
+    call = cl.Call(f"{PEER_HOST};svc-change", sip_uri="sip:Erin@EXAMPLE.NET;transport=tcp",
+                   called=f"tel:{UK}", rating_group=None)  # fmt: skip
+    steps = [
+        (1, mscc(100, requested_s=60)),
+        (2, mscc(100, used_s=30, requested_s=60)),
+        (2, mscc(100, used_s=20) + mscc(200, requested_s=60)),
+        (2, mscc(200, used_s=25, requested_s=60)),
+        (3, mscc(200, used_s=15)),
+    ]
+    try:
+        for number, (kind, extra) in enumerate(steps):
+            assert (await client.ccr(call, kind, number, extra=extra)).result == 2001, number
+    finally:
+        await client.close()
+    [cdr] = await wait_cdrs(daemon, "erin", 1)
+    assert (cdr.duration_s, cdr.charged_micros) == (90, 90 * 10_000)
+    account = daemon.call("account.get", {"id": "erin"})
+    assert (account["debits"], account["reserved"]) == ("0.90", "0.00")
