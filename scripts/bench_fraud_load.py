@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument(
         "--spread",
         default="source",
-        choices=["source", "request", "user", "ani"],
+        choices=["source", "request", "user", "ani", "auto"],
         help="[radius] spread with --workers > 1: how the processes share the ports "
         "(user: one account's calls in one process, its kept values never moved by "
         "the other)",

@@ -46,7 +46,10 @@ def test_example_file_equals_defaults() -> None:
         ({"server": {"workers": "2"}}, "server.workers must be int"),
         ({"server": {"workers": 0}}, "workers must be between"),
         ({"server": {"log_level": "verbose"}}, "[server] log_level must be one of debug"),
-        ({"radius": {"spread": "random"}}, 'spread must be "source", "request", "user" or "ani"'),
+        (
+            {"radius": {"spread": "random"}},
+            'spread must be "auto", "source", "request", "user" or "ani"',
+        ),
         ({"radius": {"bind": "radius.example"}}, "[radius] bind 'radius.example' is not an IP"),
         ({"radius": {"bind": "localhost.example"}}, "[radius] bind 'localhost.example' is not"),
         (
@@ -280,3 +283,17 @@ def test_lastseen_shards_out_of_range_stops_startup(shards: int) -> None:
 def test_lastseen_shards_not_an_integer_stops_startup() -> None:
     with pytest.raises(ConfigError, match="lastseen_shards"):
         config_from_dict({"sessions": {"lastseen_shards": "many"}}, "my.toml")
+
+
+def test_spread_auto_keeps_each_callers_fraud_value_in_one_process() -> None:
+    """[radius] spread = "auto" (the default): "user" with the fraud rules on and several
+    RADIUS processes (each caller's kept value in one process: docs/fraud-cost.md,
+    twenty-first round), else "source" (no program on the ports); a value written stays."""
+    assert Config().radius.spread == "source"
+    two = {"server": {"workers": 2}}
+    assert config_from_dict(two).radius.spread == "source"  # no rules: the kernel's hash
+    assert config_from_dict({**two, "fraud": {"enabled": True}}).radius.spread == "user"
+    assert config_from_dict({"fraud": {"enabled": True}}).radius.spread == "source"
+    chosen = {**two, "fraud": {"enabled": True}, "radius": {"spread": "request"}}
+    assert config_from_dict(chosen).radius.spread == "request"
+    assert config_from_dict({"radius": {"spread": "auto"}}).radius.spread == "source"

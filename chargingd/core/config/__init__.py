@@ -402,6 +402,17 @@ class Config:
     # WARNING once logging is set up. Not part of the configuration's value.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
+    def __post_init__(self) -> None:
+        # [radius] spread = "auto": with the fraud rules on and several RADIUS processes,
+        # one caller's calls go to one process, which keeps its fraud value and decides
+        # its calls without a second read or a move under the other process (with
+        # "source" both kept and moved every value: the rules cost the daemon +99 % CPU per
+        # request against +25 %, docs/fraud-cost.md "Twenty-first round (workers)"); else
+        # the kernel's hash of the source ("source", no program on the ports).
+        if self.radius.spread == "auto":
+            chosen = "user" if self.fraud.enabled and self.server.workers > 1 else "source"
+            object.__setattr__(self, "radius", dataclasses.replace(self.radius, spread=chosen))
+
     def validate(self) -> None:
         # A session's client name routes its cuts (Disconnect-Request or ASR): one
         # name must not be both a RADIUS client and a Diameter peer.

@@ -130,6 +130,9 @@ class RadiusClientConfig:
             )
 
 
+SPREADS = ("auto", "source", "request", "user", "ani")
+
+
 @dataclass(frozen=True)
 class RadiusConfig:
     # Run the RADIUS frontend and the session loops (cutter, reaper) in `chargingd serve`.
@@ -147,7 +150,9 @@ class RadiusConfig:
     # of the source address and port), "request" (by Request Authenticator, so one
     # gateway socket reaches every process), "user" / "ani" (by the User-Name /
     # Calling-Station-Id value: one caller's requests in one process; radius/ports.py).
-    spread: str = "source"
+    # "auto" (the default): "user" when the fraud rules are on and workers > 1 (each
+    # caller's kept fraud value in one process), else "source"; Config resolves it.
+    spread: str = "auto"
     # Read datagrams with recvmmsg and send the replies of a loop iteration with one
     # sendmmsg (radius/_mmsg.c; Linux, when built): fewer system calls per request.
     batch_syscalls: bool = True
@@ -170,9 +175,9 @@ class RadiusConfig:
         self._validate_ports()
         if self.queue_size < 1 or self.worker_tasks < 1 or self.duplicate_cache_size < 1:
             raise ValueError("queue_size, worker_tasks and duplicate_cache_size must be >= 1")
-        if self.spread not in ("source", "request", "user", "ani"):
+        if self.spread not in SPREADS:
             raise ValueError(
-                f'spread must be "source", "request", "user" or "ani", not {self.spread!r}'
+                f'spread must be "auto", "source", "request", "user" or "ani", not {self.spread!r}'
             )
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0 (0: never shed)")
