@@ -8,7 +8,7 @@
 # loaded as a shared library without -fno-semantic-interposition (pyenv's and most
 # hand-made builds: ./configure --enable-shared without --enable-optimizations) calls
 # its own functions through the PLT; a distribution's python3 (Debian, Ubuntu: the core
-# linked into /usr/bin/python3.X, built with PGO and LTO) does not. Measured with the
+# linked into /usr/bin/python3.X) does not. Measured with the
 # side-by-side kit (auth32w1, 1 worker, the same compiled tree): the daemon's CPU per
 # Access-Request 84-87 us on pyenv's 3.11.7, 66-72 us on Debian's 3.11.2
 # (docs/performance.md, round 23). `make PYTHON=/path/to/python3` chooses by hand.
