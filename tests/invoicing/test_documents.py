@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 from fakes import Clock
 from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid, query
 
@@ -23,13 +22,6 @@ EUR = 1_000_000
 @pytest.fixture
 def clock() -> Clock:
     return Clock(int(datetime(2026, 10, 20, tzinfo=UTC).timestamp() * 1000))
-
-
-@pytest.fixture
-async def ledger(redis: aioredis.Redis, clock: Clock) -> Ledger:
-    led = Ledger(redis, clock_ms=clock)
-    await led.load_scripts()
-    return led
 
 
 @pytest.fixture
