@@ -114,6 +114,7 @@ async def main(
             batch_size=cfg.mediation.batch_size,
             dry_run=args.dry_run,
             pending_max_age_s=cfg.mediation.pending_max_age_s,
+            waiting=_waiting,
         )
         show = not args.quiet and sys.stderr.isatty()
         total, files = await mediator.run_files(
@@ -125,6 +126,11 @@ async def main(
     print(f"{prefix}{total.line()}")
     # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
     return EXIT_REJECTS if total.rejected else 0
+
+
+def _waiting(why: str) -> None:
+    """Another import of the source runs: say why nothing happens (also under --quiet)."""
+    print(f"chargingd mediate: {why}", file=sys.stderr, flush=True)
 
 
 async def _list_pending(name: str, store: CdrStore) -> None:

@@ -1,16 +1,34 @@
-"""Pending halves in the billing database (table mediation_pending, migration 009).
+"""Pending halves in the billing database (table mediation_pending, migration 009), and
+the lock that runs one import of a source at a time.
 
 The halves of one key are written and read under a transaction-scoped advisory lock
 on (source, key): two imports running at once, one with the INVITE and one with the
 BYE, cannot both miss the other (the second reads the first's committed half).
+
+``import_lock``: a session advisory lock per source, held by an import from before it
+reads its first file until it stored its last call. An import's decisions (is this
+FreeSWITCH line a B-leg an A-leg names? is this kept line billed now?) read what
+earlier imports stored; two imports of adjacent files interleaved would each decide
+without the other's calls (a B-leg at the start of the later file, read before the
+other import stored its A-leg, was billed as a call of its own: the call billed
+twice). Held, the imports of a source run one after the other, as cron runs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg
+
 from chargingd.billing.db import BillingDB, Conn
+from chargingd.billing.errors import DatabaseUnavailable
+
+# The advisory lock of a source's imports: (IMPORT_LOCK, hashtext(source)), in the
+# two-int key space, which the one-bigint locks of (source, key) above never meet.
+IMPORT_LOCK = 0x6D656469  # "medi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +152,49 @@ async def kept(db: BillingDB, source: str, keys: Sequence[str] | None = None) ->
 
     result: list[PendingHalf] = await db.run(work)
     return result
+
+
+_HOLDER = (
+    "SELECT a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC',"
+    " 'YYYY-MM-DD HH24:MI:SS'), l.pid FROM pg_locks AS l"
+    " LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+    " AND l.granted AND l.classid = %s::oid"
+    " AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid AND l.objsubid = 2"
+)
+
+
+@contextlib.asynccontextmanager
+async def import_lock(
+    db: BillingDB, source: str, waiting: Callable[[str], None] | None = None
+) -> AsyncIterator[None]:
+    """Hold the import lock of ``source`` (see the module doc) on a connection of its
+    own, while the body runs: an import of the source holding it already is waited for,
+    as long as it holds it (until it ends: finished, failed or killed, its connection
+    closes), after ``waiting`` is told who holds it."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            db.url,
+            autocommit=True,
+            connect_timeout=max(1, round(db.connect_timeout_s)),
+            application_name=f"chargingd mediate {source} (pid {os.getpid()})"[:63],
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to the billing database: {exc}") from None
+    try:
+        cur = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (IMPORT_LOCK, source)
+        )
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            cur = await conn.execute(_HOLDER, (IMPORT_LOCK, source))
+            held = await cur.fetchone()
+            if held and waiting is not None:  # (else it ended meanwhile)
+                who = held[0] or f"PostgreSQL backend pid {held[2]}"
+                waiting(
+                    f"waiting for another import of source {source} to end ({who},"
+                    f" since {held[1]} UTC): one import of a source at a time"
+                )
+            await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (IMPORT_LOCK, source))
+        yield
+    finally:
+        await conn.close()  # the lock ends with its session

@@ -14,7 +14,7 @@ import gzip
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -317,6 +317,7 @@ class Mediator:
         batch_size: int = 1000,
         dry_run: bool = False,
         pending_max_age_s: int = 86_400,
+        waiting: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -343,13 +344,29 @@ class Mediator:
         # rejoined. Another import's halves meanwhile: forgotten at their expiry (their
         # call is stored). Calls of other ids cost no store round trip.
         self.kept_keys: set[str] = set()
+        # Told when another import of the source holds its lock (_exclusive): why we wait.
+        self.waiting = waiting
+
+    def _exclusive(self) -> AbstractAsyncContextManager[None]:
+        """One import of a source at a time (store.exclusive: a PostgreSQL advisory lock
+        per source), from before the first file is read until its last call is stored.
+        Each import decides its lines with what earlier imports stored (a FreeSWITCH
+        B-leg named by a stored A-leg, a kept line billed once nothing can name it, a
+        Kamailio call begun at a kept INVITE); interleaved, two imports of adjacent
+        files each missed the other's calls (a B-leg at the start of the later file,
+        read before the other import stored its A-leg, was billed: the call twice).
+        A dry run stores nothing: it takes no lock."""
+        if self.dry_run:
+            return nullcontext()
+        return self.store.exclusive(self.name, self.waiting)
 
     async def run_lines(self, lines: Iterable[str], rejects: RejectWriter | None = None) -> Summary:
         """Mediate one file's lines; rejects go to ``rejects`` when given."""
         run = _FileRun(rejects)
         batch = _Batch()
-        await self._feed(lines, run, batch, run.summary)
-        run.summary.add(await self._flush(batch))
+        async with self._exclusive():
+            await self._feed(lines, run, batch, run.summary)
+            run.summary.add(await self._flush(batch))
         return run.summary
 
     async def _feed(
@@ -591,6 +608,10 @@ class Mediator:
         self, path: Path, rejects_dir: str = "", progress: Progress | None = None
     ) -> Summary:
         """Mediate one file; its rejects go to FILE.rejects.csv (a dry run writes none)."""
+        async with self._exclusive():
+            return await self._run_file(path, rejects_dir, progress)
+
+    async def _run_file(self, path: Path, rejects_dir: str, progress: Progress | None) -> Summary:
         run = _FileRun(
             None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)), str(path)
         )
@@ -620,6 +641,15 @@ class Mediator:
         """Mediate files with batches that span them (a FreeSWITCH spool directory is a
         file per call: a store round trip each would cost ~1.5 ms a call). The total, and
         each file's summary (read, rejected, its rejects file or kept rejects)."""
+        async with self._exclusive():
+            return await self._run_files(paths, rejects_dir, progress)
+
+    async def _run_files(
+        self,
+        paths: Iterable[Path],
+        rejects_dir: str,
+        progress: Callable[[Path], AbstractContextManager[Progress | None]] | None,
+    ) -> tuple[Summary, list[tuple[Path, Summary]]]:
         total = Summary()
         files: list[tuple[Path, Summary]] = []
         batch = _Batch()

@@ -8,9 +8,12 @@ the pending halves of calls a rotated file split (mediation.pairing).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from chargingd.billing.cdr import CDR
@@ -21,6 +24,13 @@ from chargingd.mediation.pendingdb import PendingHalf
 
 
 class CdrStore(Protocol):
+    def exclusive(
+        self, source: str, waiting: Callable[[str], None] | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Run one import of ``source`` at a time: held while the body runs; another
+        import holding it is waited for (``waiting`` is told so first)."""
+        ...
+
     async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
         """Store the CDRs not stored yet; how many were new."""
         ...
@@ -59,6 +69,11 @@ class DbStore:
     def __init__(self, db: BillingDB) -> None:
         self.db = db
 
+    def exclusive(
+        self, source: str, waiting: Callable[[str], None] | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        return pendingdb.import_lock(self.db, source, waiting)
+
     async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
         return await self.db.store_cdrs(cdrs)
 
@@ -90,6 +105,17 @@ class MemoryStore:
         self.cdrs: dict[tuple[str, str], CDR] = {}
         # (source, key) -> kind -> the half kept
         self.halves: dict[tuple[str, str], dict[str, PendingHalf]] = {}
+        self._imports: dict[str, asyncio.Lock] = {}  # a lock per source (exclusive)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self, source: str, waiting: Callable[[str], None] | None = None
+    ) -> AsyncIterator[None]:
+        lock = self._imports.setdefault(source, asyncio.Lock())
+        if lock.locked() and waiting is not None:
+            waiting(f"waiting for another import of source {source} to end")
+        async with lock:
+            yield
 
     async def store_cdrs(self, cdrs: Sequence[CDR]) -> int:
         new = 0

@@ -6,12 +6,17 @@ rejected, the call never billed; now the first half is kept until the other come
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from paths import FIXTURES
+from paths import FIXTURES, REPO
 
 from chargingd.app.cli import main
 from chargingd.core.redisconn import EmbeddedRedis
@@ -282,3 +287,69 @@ def test_freeswitch_legs_ab_line_kept_at_a_file_end_is_billed_after_the_bound(
     assert mediate(config, "fsa", capsys, one) == (
         0, "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 0.16"
     )  # fmt: skip
+
+
+def _waiting_on_advisory_locks(pg_url: str) -> int:
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _until(what: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_freeswitch_legs_ab_two_imports_at_once_bill_the_call_once(
+    tmp_path: Path, config: Path, pg_url: str
+) -> None:
+    """Two `chargingd mediate` runs of one legs = "ab" source at once (a cron run still
+    going when the next starts), of adjacent files: the A-leg ends the earlier file, its
+    B-leg starts the later one. The later file's import read the B-leg before the other
+    stored its A-leg and billed it as a call of its own: the call billed twice. The
+    interleaving is made every time: the test holds the lock the first import takes to
+    keep the answered line that ends its file (t9), so it stops after deciding its
+    A-leg and before storing it, and the second import starts then. Now the second
+    waits for the first (saying so), then skips the B-leg: one call, the A-leg's."""
+    one, two = tmp_path / "Master.csv.1", tmp_path / "Master.csv.2"
+    one.write_text(
+        fs("a2", "10:58:00", "10:59:58", 60, bleg="b2")  # its B-leg is in the next file
+        + fs("t9", "10:58:30", "10:59:59", 60, name="IVR")  # kept: an A-leg may name it
+    )
+    two.write_text(
+        fs("b2", "10:58:01", "11:00:00", 59)  # the B-leg, first line of the later file
+        + fs("c5", "11:29:00", "11:30:00", 0)
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def start(path: Path) -> subprocess.Popen[str]:
+        argv = ["mediate", str(path), "--source", "fs", "--config", str(config), "--quiet"]
+        return subprocess.Popen(
+            [sys.executable, "-m", "chargingd", *argv],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    with psycopg.connect(pg_url, autocommit=True) as hold:
+        hold.execute("SELECT pg_advisory_lock(hashtextextended('fs/t9', 0))")
+        first = start(one)
+        _until(lambda: _waiting_on_advisory_locks(pg_url) == 1)  # held before its store
+        second = start(two)
+        # The second import ends (it billed the B-leg), or waits for the first.
+        _until(lambda: second.poll() is not None or _waiting_on_advisory_locks(pg_url) == 2)
+        hold.execute("SELECT pg_advisory_unlock_all()")
+        out1, err1 = first.communicate(timeout=60)
+        out2, err2 = second.communicate(timeout=60)
+    assert (first.returncode, second.returncode) == (0, 0), (err1, err2)
+    # a2 billed once, at its own figures (not b2's 59 s); t9, kept at the end of the
+    # earlier file, billed as a call of its own once the later file came without naming it.
+    assert cdrs(pg_url, "fs") == [
+        ("a2", 60, 80_000, 80_000), ("c5", 0, 0, 0), ("t9", 60, 80_000, 80_000)
+    ]  # fmt: skip
+    assert balance(config) == -2 * 80_000
+    assert "pending 1" in out1 and "b-legs 1" in out2, (out1, out2)
+    assert "waiting for another import of source fs" in err2, err2
