@@ -190,9 +190,10 @@ async def import_lock(
             held = await cur.fetchone()
             if held and waiting is not None:  # (else it ended meanwhile)
                 who = held[0] or f"PostgreSQL backend pid {held[2]}"
+                who += f", since {held[1]} UTC" if held[1] else ""
                 waiting(
-                    f"waiting for another import of source {source} to end ({who},"
-                    f" since {held[1]} UTC): one import of a source at a time"
+                    f"waiting for another import of source {source} to end ({who}):"
+                    " one import of a source at a time"
                 )
             await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (IMPORT_LOCK, source))
         yield
