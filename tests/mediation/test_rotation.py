@@ -315,7 +315,8 @@ def test_freeswitch_legs_ab_two_imports_at_once_bill_the_call_once(
     interleaving is made every time: the test holds the lock the first import takes to
     keep the answered line that ends its file (t9), so it stops after deciding its
     A-leg and before storing it, and the second import starts then. Now the second
-    waits for the first (saying so), then skips the B-leg: one call, the A-leg's."""
+    waits for the first (saying so), then skips the B-leg: one call, the A-leg's. An
+    import of another source is not held up meanwhile."""
     one, two = tmp_path / "Master.csv.1", tmp_path / "Master.csv.2"
     one.write_text(
         fs("a2", "10:58:00", "10:59:58", 60, bleg="b2")  # its B-leg is in the next file
@@ -327,8 +328,8 @@ def test_freeswitch_legs_ab_two_imports_at_once_bill_the_call_once(
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    def start(path: Path) -> subprocess.Popen[str]:
-        argv = ["mediate", str(path), "--source", "fs", "--config", str(config), "--quiet"]
+    def start(path: Path, source: str = "fs") -> subprocess.Popen[str]:
+        argv = ["mediate", str(path), "--source", source, "--config", str(config), "--quiet"]
         return subprocess.Popen(
             [sys.executable, "-m", "chargingd", *argv],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -338,6 +339,9 @@ def test_freeswitch_legs_ab_two_imports_at_once_bill_the_call_once(
         hold.execute("SELECT pg_advisory_lock(hashtextextended('fs/t9', 0))")
         first = start(one)
         _until(lambda: _waiting_on_advisory_locks(pg_url) == 1)  # held before its store
+        # Another source's import meanwhile is not held up (legs = "a": both lines billed).
+        other = start(two, "fsa")
+        assert other.communicate(timeout=60)[0].startswith("read 2, stored 2")
         second = start(two)
         # The second import ends (it billed the B-leg), or waits for the first.
         _until(lambda: second.poll() is not None or _waiting_on_advisory_locks(pg_url) == 2)
@@ -350,6 +354,6 @@ def test_freeswitch_legs_ab_two_imports_at_once_bill_the_call_once(
     assert cdrs(pg_url, "fs") == [
         ("a2", 60, 80_000, 80_000), ("c5", 0, 0, 0), ("t9", 60, 80_000, 80_000)
     ]  # fmt: skip
-    assert balance(config) == -2 * 80_000
+    assert balance(config) == -(2 * 80_000 + 79_500)  # and fsa's b2
     assert "pending 1" in out1 and "b-legs 1" in out2, (out1, out2)
     assert "waiting for another import of source fs" in err2, err2
