@@ -47,6 +47,9 @@ class Spans(NamedTuple):
     group in the CCR numbered ``m`` lies in that group's *window* ``(a, m]``: ``a`` the
     CCR of the group's previous report, else the CCR that first asked quota for it
     (its Requested-Service-Unit; the CCR-I for the groups it names), else the CCR-I.
+    A group whose report said its use ended (Reporting-Reason FINAL, or QHT without
+    asking again) has no window until a CCR asks quota for it again: its next window
+    begins there (what it reports later lies after its last report).
     CCRs are the points of the call's timeline. Reports whose windows overlap may be
     the same seconds (voice and video of one call: charged once); reports in windows
     that do not overlap cannot be (a group that ended, then another group: each is
@@ -87,11 +90,18 @@ class Spans(NamedTuple):
         return cls(number, -1, number, used_s)
 
     def step(
-        self, number: int, reported: dict[str, int], asked: tuple[str, ...], floor: int = 0
+        self,
+        number: int,
+        reported: dict[str, int],
+        asked: tuple[str, ...],
+        floor: int = 0,
+        ended: tuple[str, ...] = (),
     ) -> Spans:
         """After the CCR ``number``: its reports (service key -> CC-Time, also 0: a
-        measurement ended) and the services it asks quota for. ``floor``: another least
-        usage up to it (the longest group's sum), taken when larger."""
+        measurement ended), the services it asks quota for and those whose use ended
+        with this report (Reporting-Reason FINAL, or QHT without asking again: no
+        window is open for them until a CCR asks quota for them again, there). ``floor``:
+        another least usage up to it (the longest group's sum), taken when larger."""
         if len(self.marks) == 1 and len(reported) == 1 and not self.open and not self.reports:
             # One service (most calls), settled: what follows, without its work per CCR.
             ((key, mark),) = self.marks
@@ -99,7 +109,10 @@ class Spans(NamedTuple):
             if used_s is not None and (not asked or asked == (key,)):
                 piece = used_s if mark >= self.cut else 0
                 least = max(self.base + piece, floor)
-                return Spans(number, self.start, number, least, (), ((key, number),), ())
+                kept: tuple[tuple[str, int], ...] = ((key, number),)
+                if key in ended and key not in asked:
+                    kept = ()  # its use ended: no window until it is asked again
+                return Spans(number, self.start, number, least, (), kept, ())
         marks = dict(self.marks)
         reports = list(self.reports)
         for key, used_s in sorted(reported.items()):
@@ -107,6 +120,12 @@ class Spans(NamedTuple):
             if used_s > 0 and begin >= self.cut:
                 reports.append((key, begin, number, used_s))
             marks[key] = number
+        for key in ended:
+            # Its last report is in; it is not used again before it is asked for: a
+            # service started later (asked then) lies after this CCR, never beside
+            # what was reported up to it, and its stale window does not hold the
+            # final cuts back.
+            marks.pop(key, None)
         for key in asked:
             marks.setdefault(key, number)
         if not self.open and not self.reports and all(m == number for m in marks.values()):
@@ -245,17 +264,23 @@ class CcSession:
         return max(self.used_s, *groups.values(), 0), tuple(sorted(groups.items()))
 
     def reported(
-        self, number: int, reported: dict[str, int], asked: tuple[str, ...]
+        self,
+        number: int,
+        reported: dict[str, int],
+        asked: tuple[str, ...],
+        ended: tuple[str, ...] = (),
     ) -> tuple[int, tuple[tuple[str, int], ...], Spans]:
         """The call's cumulative usage, the groups' sums and the Spans after the CCR
-        ``number`` (its CC-Time per service key, 0 included, and the keys it asks
-        quota for): the larger of the longest group's sum (``after``) and the least
-        time the reports can mean when groups are used one after another (Spans)."""
+        ``number`` (its CC-Time per service key, 0 included, the keys it asks quota
+        for and those whose use ended there): the larger of the longest group's sum
+        (``after``) and the least time the reports can mean when groups are used one
+        after another (Spans)."""
         longest_s, groups = self.after({k: v for k, v in reported.items() if v})
         spans = self.spans
         if spans is None or spans.at != self.number:  # written before Spans, or stale
             spans = Spans.before(self.number, self.used_s)
-        spans = spans.step(number, reported, asked, floor=max(longest_s, self.used_s))
+        floor = max(longest_s, self.used_s)
+        spans = spans.step(number, reported, asked, floor=floor, ended=ended)
         return spans.least, groups, spans
 
     def to_mapping(self) -> dict[str, str | int | bytes]:

@@ -19,6 +19,13 @@ CC-Time gets no more quota for that service (5031), and a CCR-T whose report has
 CC-Time is charged for the session's time (sessions derives it from the CCR-I's and
 the CCR-T's Event-Timestamps, never less than the time reported before). Counted
 (``cc_unrated`` in ctl status) and logged, rate limited.
+
+Reporting-Reason FINAL in an MSCC (or its Used-Service-Unit) ends that rating group:
+its report is charged with the call's usage, its MSCC is answered 2001 without
+Granted-Service-Unit (also when an RSU came along), and it is no longer counted as
+in use (ccstate.Spans closes its window: quota asked for it later opens a new one).
+The other groups of the session go on as before. Quota is one hold per call
+(sessions/), not per group: a group's end frees nothing of its own.
 """
 
 from __future__ import annotations
@@ -265,7 +272,7 @@ class CreditControlApp:
         left_s = max(state.paid_usage_s - max(used_s, state.usage_s), 0)
         validity_s = self.settings.validity_time_s
         if state.cut or (state.final and left_s == 0):
-            if not any(s.mscc for s in ccr.services):
+            if not any(s.mscc for s in ccr.services) and not ccr.services[0].final:
                 # RFC 4006 single service: the command's Result-Code is the service's
                 # (a 2001 with GSU 0 reads as "go on" to clients that ignore the FUI).
                 body = self._cca_body(
@@ -480,8 +487,10 @@ def _usage(known: CcSession, ccr: Ccr) -> tuple[int, tuple[tuple[str, int], ...]
     for service in ccr.services:
         if service.timed:  # (0 too: that group's measurement ended here)
             reported[service.key] = reported.get(service.key, 0) + service.used_s
-    asked = tuple(s.key for s in ccr.services if s.requested)
-    return known.reported(ccr.request_number, reported, asked)
+    # A FINAL service asks for nothing, whatever RSU came with it (_quota_avps).
+    asked = tuple(s.key for s in ccr.services if s.requested and not s.final)
+    ended = tuple(s.key for s in ccr.services if s.ended and s.key not in asked)
+    return known.reported(ccr.request_number, reported, asked, ended)
 
 
 _UNRATED = "only CC-Time is rated"
@@ -515,7 +524,9 @@ def _quota_avps(ccr: Ccr, result: int, grant: Grant | None) -> list[bytes]:
     Validity-Time and FUI inside it), else at the top level (RFC 4006 §8.16)."""
     services = [s for s in ccr.services if s.mscc]
     if not services:
-        return _unit_avps(grant) if grant is not None else []
+        if grant is None or ccr.services[0].final:  # (FINAL: the service ended)
+            return []
+        return _unit_avps(grant)
     out: list[bytes] = []
     for service in services:
         inner = list(_service_ids(service))
@@ -525,7 +536,14 @@ def _quota_avps(ccr: Ccr, result: int, grant: Grant | None) -> list[bytes]:
             inner.append(dc.u32(A.RESULT_CODE, Result.RATING_FAILED))
             out.append(dc.grouped(A.MULTIPLE_SERVICES_CREDIT_CONTROL, *inner))
             continue
-        if grant is not None and (service.requested or ccr.request_type == RequestType.INITIAL):
+        if service.final:
+            # Reporting-Reason FINAL (TS 32.299 §7.2.175): the service ended, its
+            # report is in (charged with the call); no quota for it, also when an
+            # RSU came along (a client that sends one in every MSCC). Its report was
+            # taken: 2001 while the command succeeds.
+            if result == Result.SUCCESS:
+                code = Result.SUCCESS
+        elif grant is not None and (service.requested or ccr.request_type == RequestType.INITIAL):
             inner += _unit_avps(grant)
         inner.append(dc.u32(A.RESULT_CODE, code))
         out.append(dc.grouped(A.MULTIPLE_SERVICES_CREDIT_CONTROL, *inner))

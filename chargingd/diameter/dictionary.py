@@ -221,6 +221,24 @@ class RequestType(IntEnum):
     EVENT = 4
 
 
+class ReportingReason(IntEnum):
+    """Reporting-Reason (TS 32.299 §7.2.175; 3GPP AVP 872, vendor 10415): why a
+    Used-Service-Unit is sent, in its Multiple-Services-Credit-Control (for all its
+    units) or in the Used-Service-Unit (for one quota type). It is 3GPP's, not RFC
+    4006's: RFC 4006 has no such AVP."""
+
+    THRESHOLD = 0
+    QHT = 1  # Quota-Holding-Time expired: the service is idle, its quota given back
+    FINAL = 2  # the service ended (the user stopped using it): no more quota for it
+    QUOTA_EXHAUSTED = 3
+    VALIDITY_TIME = 4
+    OTHER_QUOTA_TYPE = 5
+    RATING_CONDITION_CHANGE = 6
+    FORCED_REAUTHORISATION = 7
+    POOL_EXHAUSTED = 8
+    UNUSED_QUOTA_TIMER = 9
+
+
 class SubscriptionIdType(IntEnum):
     """Subscription-Id-Type (RFC 4006 §8.47)."""
 

@@ -16,6 +16,12 @@ translate; they decide nothing (DESIGN: frontends translate, sessions decides).
   (octets, service-specific units, money) but no CC-Time is kept, as it came, in
   ``Service.unrated`` (credit.py answers it 5031 DIAMETER_RATING_FAILED with it in
   Failed-AVP; translating it as "no time" would serve or close the units for free).
+- Reporting-Reason (TS 32.299 §7.2.175, 3GPP AVP 872) in an MSCC or in one of its
+  Used-Service-Units: FINAL says the service ended (``Service.final``: its report is
+  its last, no more quota for it, even when an RSU came along); QHT without an RSU
+  says it is idle, its quota given back (``Service.ended`` for both: its window on the
+  call's timeline closes, ccstate.Spans). The other reasons only say why the report
+  came (the report is charged, an RSU granted, as without a reason).
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ from dataclasses import dataclass, field
 
 from chargingd.core.identities import sip_address
 from chargingd.diameter import codec as dc
-from chargingd.diameter.dictionary import VENDOR_3GPP, A, G, RequestType, SubscriptionIdType
+from chargingd.diameter.dictionary import (
+    VENDOR_3GPP,
+    A,
+    G,
+    ReportingReason,
+    RequestType,
+    SubscriptionIdType,
+)
 
 # Longest CC-Time accepted in one report: beyond it a client is broken (sessions
 # refuses absurd usages too; this keeps the sum from overflowing a day's worth).
@@ -71,6 +84,20 @@ class Service:
     # counts only when no USU of the service carries CC-Time.
     unrated_rsu: bytes = b""
     unrated_usu: bytes = b""
+    # Reporting-Reasons of the MSCC and of its Used-Service-Units, as sent.
+    reasons: tuple[int, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        """Reporting-Reason FINAL: the service ended here; its report is its last, and
+        it is granted nothing more (TS 32.299 §5.2.2, §7.2.175)."""
+        return ReportingReason.FINAL in self.reasons
+
+    @property
+    def ended(self) -> bool:
+        """No use of the service follows this report until a Requested-Service-Unit
+        asks for it again: FINAL, or QHT (its quota given back) without an RSU."""
+        return self.final or (ReportingReason.QHT in self.reasons and not self.requested)
 
     @property
     def unrated(self) -> bytes:
@@ -286,6 +313,7 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
     used_s = 0
     timed = False  # a Used-Service-Unit carried CC-Time
     untimed: list[dc.Avp] = []  # those that did not
+    reasons: list[int] = []
     for a in avps:
         if a.code == A.USED_SERVICE_UNIT and a.vendor == 0:
             t = _cc_time(a)
@@ -294,6 +322,9 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
             else:
                 timed = True
                 used_s += t
+            reasons += _reasons(a.group())
+        elif mscc and a.code == G.REPORTING_REASON and a.vendor == VENDOR_3GPP:
+            reasons.append(a.u32())
     rg = dc.find(avps, A.RATING_GROUP) if mscc else None
     unrated_rsu = b""
     if rsu is not None and requested_s is None and rsu.data and _units(rsu):
@@ -314,7 +345,13 @@ def _service(avps: list[dc.Avp], *, mscc: bool) -> Service:
         timed=timed,
         unrated_rsu=unrated_rsu,
         unrated_usu=unrated_usu,
+        reasons=tuple(reasons),
     )
+
+
+def _reasons(avps: list[dc.Avp]) -> list[int]:
+    """The Reporting-Reasons among ``avps`` (a Used-Service-Unit's members)."""
+    return [a.u32() for a in avps if a.code == G.REPORTING_REASON and a.vendor == VENDOR_3GPP]
 
 
 def _units(unit: dc.Avp) -> bool:
