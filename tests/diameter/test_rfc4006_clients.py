@@ -42,13 +42,17 @@ async def one_story(r: Running, account_id: str = "acc1") -> CDR:
 
 
 def mscc(rg: int, *, used_s: int | None = None, requested_s: int | None = None,
-         reason: int | None = None) -> bytes:  # fmt: skip
-    """One Multiple-Services-Credit-Control as a TS 32.299 client sends it."""
+         reason: int | None = None, usu_reason: int | None = None) -> bytes:  # fmt: skip
+    """One Multiple-Services-Credit-Control as a TS 32.299 client sends it (its
+    Reporting-Reason in the MSCC, or ``usu_reason`` inside the Used-Service-Unit)."""
     parts = []
     if requested_s is not None:
         parts.append(dc.grouped(A.REQUESTED_SERVICE_UNIT, dc.u32(A.CC_TIME, requested_s)))
     if used_s is not None:
-        parts.append(dc.grouped(A.USED_SERVICE_UNIT, dc.u32(A.CC_TIME, used_s)))
+        usu = [dc.u32(A.CC_TIME, used_s)]
+        if usu_reason is not None:
+            usu.append(dc.u32(G.REPORTING_REASON, usu_reason, vendor=VENDOR_3GPP))
+        parts.append(dc.grouped(A.USED_SERVICE_UNIT, *usu))
     parts.append(dc.u32(A.RATING_GROUP, rg))
     if reason is not None:
         parts.append(dc.u32(G.REPORTING_REASON, reason, vendor=VENDOR_3GPP))
@@ -229,3 +233,153 @@ async def test_two_msccs_in_one_ccr_one_used_up(running: Running) -> None:
     assert (cdr.duration_s, cdr.charged_micros) == (20, 200_000)
     assert (await running.ledger.get_account("poor")).balance_micros == 0
     await client.close()
+
+
+# -- Reporting-Reason FINAL: a rating group's service ended ----------------------------
+QHT = 1
+
+
+async def test_a_final_group_gets_no_quota_and_the_other_goes_on(running: Running) -> None:
+    """Voice (RG 10) and video (RG 20) from the CCR-I. At #1 the video ends: its MSCC
+    says FINAL with its last 30 s, and (as some clients send one in every MSCC) an RSU.
+    FINAL is the group's last report (TS 32.299 §7.2.175): its MSCC is answered 2001
+    without Granted-Service-Unit; voice is granted as before and goes on: 40 s, then
+    10 s in the CCR-T. Video ran beside voice: 30 + 40 + 10 = 80 s. (Before, the
+    finished video was granted 75 s more.)"""
+    client = await open_client(running.port)
+    c = cl.Call("rg-final", calling=CALLER, called=BERLIN, rating_group=None)
+    first = await client.ccr(c, 1, 0, extra=mscc(10, requested_s=60) + mscc(20, requested_s=60))
+    assert _mscc_results(first.msg) == {10: (2001, 75, False), 20: (2001, 75, False)}
+    ends = mscc(10, used_s=30, requested_s=60, reason=VALIDITY_TIME) + mscc(
+        20, used_s=30, requested_s=60, reason=FINAL
+    )
+    update = await client.ccr(c, 2, 1, extra=ends)
+    assert update.result == 2001
+    assert _mscc_results(update.msg) == {10: (2001, 75, False), 20: (2001, None, False)}
+    voice = await client.ccr(c, 2, 2, extra=mscc(10, used_s=40, requested_s=60))
+    assert _mscc_results(voice.msg) == {10: (2001, 75, False)}
+    assert (await running.ledger.get_account("acc1")).debits_micros == 70 * PER_S
+    assert (await client.ccr(c, 3, 3, extra=mscc(10, used_s=10, reason=FINAL))).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (80, 80 * PER_S)
+    await client.close()
+
+
+async def test_a_retransmitted_final_charges_once(running: Running) -> None:
+    """A service change: voice and video from the CCR-I; video ends at #1 (FINAL, 30 s,
+    voice 30 s beside it), voice ends at #2 (FINAL, 20 s) in the CCR that asks video
+    again, which then reports 40 s in the CCR-T. Video's new use lies after #2, not
+    beside voice: 30 + 20 + 40 = 90 s (before, video's window still began at its last
+    report and its 40 s were taken as beside voice's 20 s: 70 s). Each FINAL CCR-U is
+    sent three times: as sent, again with the same Hop-by-Hop and End-to-End ids and
+    the T flag (RFC 6733 duplicate), and again under new ids (the same
+    CC-Request-Number): the same answer, charged once; #2 is worked by a process that
+    reads the state back from Redis."""
+    client = await open_client(running.port)
+    c = cl.Call("rg-final-again", calling=CALLER, called=BERLIN, rating_group=None)
+    both = mscc(10, requested_s=60) + mscc(20, requested_s=60)
+    assert (await client.ccr(c, 1, 0, extra=both)).result == 2001
+
+    async def thrice(number: int, extra: bytes) -> dict[int, tuple[int, int | None, bool]]:
+        hbh, e2e = client.next_ids()
+        data = cl.ccr(client.me, c, 2, number, hbh, e2e, extra=extra)
+        answers = [await client.ask(data)]
+        again = bytearray(data)
+        again[4] |= dc.FLAG_T  # the command flags: a retransmission
+        answers.append(await client.ask(bytes(again)))
+        answers.append((await client.ccr(c, 2, number, extra=extra)).msg)
+        bodies = {tuple(a.raw() for a in m.avps) for m in answers}
+        assert len(bodies) == 1, "one answer, sent again"
+        return _mscc_results(answers[0])
+
+    video_ends = mscc(10, used_s=30, requested_s=60) + mscc(20, used_s=30, reason=FINAL)
+    assert await thrice(1, video_ends) == {10: (2001, 75, False), 20: (2001, None, False)}
+    assert (await running.ledger.get_account("acc1")).debits_micros == 30 * PER_S
+    running.frontend.app.store.forget("rg-final-again")  # another process: Redis's state
+    voice_ends = mscc(10, used_s=20, reason=FINAL) + mscc(20, requested_s=60)
+    assert await thrice(2, voice_ends) == {10: (2001, None, False), 20: (2001, 75, False)}
+    assert (await running.ledger.get_account("acc1")).debits_micros == 50 * PER_S
+    assert (await client.ccr(c, 3, 3, extra=mscc(20, used_s=40, reason=FINAL))).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (90, 90 * PER_S)
+    await client.close()
+
+
+async def test_final_on_the_only_group_keeps_the_session_without_quota(
+    running: Running,
+) -> None:
+    """The only group ends in a CCR-U (FINAL, here inside its Used-Service-Unit as some
+    clients put it; 30 s, no RSU anywhere): its report is
+    charged, the CCA is 2001 with the MSCC's 2001 and no GSU (nothing to report
+    before it asks again), and the session stays open for the CCR-T. Later the client
+    asks quota again, for video (RG 20), which ends after 40 s in the CCR that asks
+    voice (RG 10) again; voice's last 25 s come in the CCR-T. Each use lies after the
+    previous one's end: 30 + 40 + 25 = 95 s (before, voice's second use was taken as
+    beside video, from voice's last report on: 70 s)."""
+    client = await open_client(running.port)
+    c = cl.Call("rg-final-only", calling=CALLER, called=BERLIN, rating_group=None)
+    assert (await client.ccr(c, 1, 0, extra=mscc(10, requested_s=60))).result == 2001
+    ends = await client.ccr(c, 2, 1, extra=mscc(10, used_s=30, usu_reason=FINAL))
+    assert ends.result == 2001
+    assert _mscc_results(ends.msg) == {10: (2001, None, False)}
+    assert ends.msg.get(A.VALIDITY_TIME) is None
+    assert (await running.ledger.get_account("acc1")).debits_micros == 30 * PER_S
+    assert (await running.sessions.grant_state("rg-final-only")) is not None  # still open
+    video = await client.ccr(c, 2, 2, extra=mscc(20, requested_s=60))
+    assert _mscc_results(video.msg) == {20: (2001, 75, False)}
+    back = mscc(20, used_s=40, reason=FINAL) + mscc(10, requested_s=60)
+    assert _mscc_results((await client.ccr(c, 2, 3, extra=back)).msg) == {
+        20: (2001, None, False),
+        10: (2001, 75, False),
+    }
+    assert (await client.ccr(c, 3, 4, extra=mscc(10, used_s=25, reason=FINAL))).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (95, 95 * PER_S)
+    await client.close()
+
+
+async def test_final_without_mscc(running: Running) -> None:
+    """RFC 4006 single service (no MSCC): a FINAL inside the top-level Used-Service-Unit
+    ends the service: 2001 without Granted-Service-Unit (before: 75 s more granted); the
+    CCR-T without USU charges the 30 s reported."""
+    client = await open_client(running.port)
+    c = cl.Call("single-final", calling=CALLER, called=BERLIN, rating_group=None)
+    assert (await client.ccr(c, 1, 0, requested_s=60)).granted == 75
+    usu = dc.grouped(
+        A.USED_SERVICE_UNIT,
+        dc.u32(A.CC_TIME, 30),
+        dc.u32(G.REPORTING_REASON, FINAL, vendor=VENDOR_3GPP),
+    )
+    ends = await client.ccr(c, 2, 1, extra=usu)
+    assert (ends.result, ends.granted, ends.msg.get(A.GRANTED_SERVICE_UNIT)) == (2001, None, None)
+    assert (await client.ccr(c, 3, 2)).result == 2001
+    cdr = await one_story(running)
+    assert (cdr.duration_s, cdr.charged_micros) == (30, 30 * PER_S)
+    await client.close()
+
+
+def test_what_ends_a_groups_window() -> None:
+    """FINAL ends a group's use, also with an RSU beside it (then nothing is asked);
+    QHT (quota given back after its holding time) ends it unless the MSCC asks again;
+    the other reasons only say why the report came. An ended group's window no longer
+    holds the final cuts back (the state stays one cut), and quota asked for it later
+    opens a new window there."""
+    from chargingd.diameter.ccstate import Spans
+    from chargingd.diameter.translate import Service
+
+    def service(*reasons: int, requested: bool = False) -> Service:
+        return Service(mscc=True, rating_group=10, used_s=5, timed=True,
+                       requested=requested, reasons=reasons)  # fmt: skip
+
+    assert service(FINAL).ended and service(FINAL, requested=True).final
+    assert service(QHT).ended and not service(QHT, requested=True).ended
+    others = (0, QUOTA_EXHAUSTED, VALIDITY_TIME, 5, 6, 7, 8, 9)
+    assert not any(service(r).ended or service(r).final for r in others)
+    spans = Spans.initial(0, ("10", "20"))
+    spans = spans.step(1, {"10": 30, "20": 30}, ("10",), ended=("20",))
+    assert (spans.least, spans.cut, spans.marks) == (30, 1, (("10", 1),))
+    spans = spans.step(2, {"10": 20}, ("20",), ended=("10",))
+    assert (spans.least, spans.cut, spans.marks, spans.open) == (50, 2, (("20", 2),), ())
+    spans = spans.step(3, {"20": 40}, (), ended=("20",))
+    assert (spans.least, spans.marks) == (90, ())
+    assert Spans.decode(spans.encode().encode()) == spans
