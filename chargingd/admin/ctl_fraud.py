@@ -71,7 +71,10 @@ def add_parsers(sub: Any) -> None:
         "lift", help="end a refusal of an active account or identity early (not a block)"
     )
     p.add_argument("id", nargs="?", help="account id (or --identity)")
-    p.add_argument("--identity", help="an identity (user:alice), its account's or its own")
+    p.add_argument(
+        "--identity",
+        help="only this identity's refusal (user:alice); the account's own stay (lift ACCOUNT)",
+    )
     p.add_argument("--reason", required=True, help="why, for the audit trail")
     p.set_defaults(build=req_lift)
     json_option(p)
@@ -145,8 +148,32 @@ def render_lifted(console: Console, result: dict[str, Any]) -> None:
     if not result["id"]:
         console.print(f"identity {result['identity']} (no account): its counts cleared")
         return
-    lifted = ", ".join(result["lifted"]) or "none in force"
-    console.print(f"account {result['id']}: refusals lifted ({lifted}), its counts start over")
+    if "account_refusals" not in result:  # the account's lift
+        lifted = ", ".join(result["lifted"]) or "none in force"
+        console.print(f"account {result['id']}: refusals lifted ({lifted}), its counts start over")
+        return
+    identity = result["identity"]
+    rules = [f.partition("|")[0] for f in result["lifted"]]
+    lifted = ", ".join(rules) or "none in force"
+    console.print(
+        f"identity {identity} of account {result['id']}: refusal lifted ({lifted}),"
+        " its counts start over"
+    )
+    held = result["account_refusals"]
+    if held:
+        console.print(
+            f"still refused: every call of account {result['id']} (any identity) by "
+            + "; ".join(_refusal(r) for r in held)
+            + f": `ctl fraud lift {result['id']}` ends these"
+        )
+
+
+def _refusal(held: dict[str, Any]) -> str:
+    """One account refusal `lift --identity` left in force, as an operator reads it."""
+    if "until_ms" in held:
+        return f"{held['rule']} until {_ts(int(held['until_ms']))} UTC"
+    window = f" in {held['window_s']} s" if "window_s" in held else " live"
+    return f"{held['rule']} ({held['count']} calls{window}, limit {held['limit']})"
 
 
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {

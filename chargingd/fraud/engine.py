@@ -27,11 +27,11 @@ from chargingd.core.config.fraud import DEFAULT_MATCH, FraudConfig
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.fraud import keys as FK
 from chargingd.fraud import plan as P
-from chargingd.fraud.compiled import Compiled
+from chargingd.fraud.compiled import Compiled, counter_id
 from chargingd.fraud.destinations import Classifier, Destination
-from chargingd.fraud.local import LocalRules, Outcome
+from chargingd.fraud.local import NB, LocalRules, Outcome, _bucket
 from chargingd.fraud.report import alert_for, rule_incident_key
-from chargingd.fraud.rules import Rule, RuleBook
+from chargingd.fraud.rules import Action, Rule, RuleBook
 from chargingd.fraud.types import ALLOWED, CallFacts, Decision, Verdict
 from chargingd.ledger import Account, AccountNotActive, Ledger, Status, UnknownAccount
 from chargingd.ledger.steps import fused_source
@@ -660,21 +660,30 @@ class Fraud:
     async def lift(
         self, account_id: str | None, *, identity: str = "", who: str, why: str
     ) -> dict[str, Any]:
-        """End early what the rules refuse an active account (given by its id, or found
-        by ``identity``): its deny flags (failed_attempts, spend... refusing its next
-        calls, or one identity's) cleared and its counts started over as an unblock
-        starts them (a velocity refusal ends too), its incidents resolved, an audit
-        entry ``fraud_lift`` in its trail. An identity no account has: its failed-attempt
-        count cleared, its incidents resolved. UnknownAccount for an account id no
-        account has; AccountNotActive for an account a rule blocked (``unblock``)."""
+        """End early what the rules refuse an active account, or one identity of it.
+
+        By the account's id: its deny flags (failed_attempts of any identity, spend...)
+        cleared and its counts started over as an unblock starts them (a velocity refusal
+        ends too), its incidents resolved. By ``identity``: that identity's alone (its
+        deny flags, its counts per identity, its failed attempts in the account's count),
+        the incidents of the rules that refused it resolved unless they still refuse
+        another identity or the account; what still refuses the whole account (an account
+        deny flag, a per-account count over its limit) is left and returned as
+        ``account_refusals`` (only a lift of the account ends it). An audit entry
+        ``fraud_lift`` in the account's trail (with the identity). An identity no account
+        has: its failed-attempt count cleared, its incidents resolved. UnknownAccount for
+        an account id no account has; AccountNotActive for an account a rule blocked
+        (``unblock``)."""
+        only = ""
         if account_id is None:
             found = await self.ledger.find_account(identity)
             if found is None:
                 return await self._lift_stranger(identity, who=who, why=why)
-            account_id = found
-        step = self.ledger.steps.audit(account_id, now_ms=self.clock_ms(), who=who, why=why)
-        keys = [FK.value_key(account_id), *step.keys]
-        reply = await self._lift(keys=keys, args=[*step.argv, self.value_ttl_ms])
+            account_id, only = found, identity
+        now = self.clock_ms()
+        step = self.ledger.steps.audit(account_id, now_ms=now, who=who, why=why)
+        keys = [FK.value_key(account_id), *step.keys, FK.log_key(account_id)]
+        reply = await self._lift(keys=keys, args=[*step.argv, self.value_ttl_ms, only])
         outcome = _text(reply[0])
         if outcome == "unknown":
             raise UnknownAccount(f"no account {account_id!r}")
@@ -684,15 +693,50 @@ class Fraud:
                 " makes it active again; nothing changed"
             )
         lifted = [f for f in _text(reply[1]).split(",") if f]
-        await self._resolve(account_id, who=who, why=why)
+        if not only:
+            await self._resolve(account_id, who=who, why=why)
+            log.warning(
+                "fraud: refusals of account %s lifted by %s (%s): %s",
+                account_id,
+                who,
+                ", ".join(lifted) or "none in force, counts start over",
+                why,
+            )
+            return {"id": account_id, "identity": identity, "lifted": lifted}
+        account = await self.ledger.get_account(account_id)
+        rules = self.book.rules_for(account_id, account.tariff or DEFAULT_PLAN_ID)
+        value = await self.value(account_id)
+        refusing = account_refusals(value, rules, now)
+        deny = value.get("d")
+        still = {  # rules that still refuse the account or another identity
+            str(f).partition("|")[0]
+            for f, until in (deny.items() if isinstance(deny, dict) else ())
+            if isinstance(until, int) and until > now
+        }
+        for rule in rules:  # the rules that refuse an identity: failed_attempts, per identity
+            name = rule.name
+            mine = rule.kind == "failed_attempts" or (
+                rule.kind == "velocity" and rule.scope == "identity"
+            )
+            if mine and name not in still and self.alerts is not None:
+                await self.alerts.resolve(rule_incident_key(name, account_id), who=who, why=why)
         log.warning(
-            "fraud: refusals of account %s lifted by %s (%s): %s",
+            "fraud: refusals of identity %s (account %s) lifted by %s (%s)%s: %s",
+            only,
             account_id,
             who,
-            ", ".join(lifted) or "none in force, counts start over",
+            ", ".join(lifted) or "none in force, its counts start over",
+            "; the account's still in force: " + ", ".join(r["rule"] for r in refusing)
+            if refusing
+            else "",
             why,
         )
-        return {"id": account_id, "identity": identity, "lifted": lifted}
+        return {
+            "id": account_id,
+            "identity": identity,
+            "lifted": lifted,
+            "account_refusals": refusing,
+        }
 
     async def _lift_stranger(self, identity: str, *, who: str, why: str) -> dict[str, Any]:
         """An identity no account has: refused as unknown, never by a rule (its rules
@@ -843,6 +887,49 @@ def state_fields(value: dict[str, Any]) -> dict[str, str]:
     countries = value.get("c")
     if isinstance(countries, dict) and countries:
         out["countries"] = ",".join(sorted(countries))
+    return out
+
+
+def account_refusals(
+    value: dict[str, Any], rules: Sequence[Rule], now: int
+) -> list[dict[str, Any]]:
+    """What refuses every call of the account at ``now`` whatever its identity (what
+    `ctl fraud lift --identity` leaves in force): the account's own deny flags (spend,
+    short_calls, asr, failed_attempts of its unanswered calls: until when), and its
+    refusing `velocity` (per account) and `concurrent` counts that the next call would
+    take past their limit (the count, the limit). A rule in shadow refuses nothing."""
+    out: list[dict[str, Any]] = []
+    deny = value.get("d")
+    for field, until in sorted(deny.items()) if isinstance(deny, dict) else ():
+        if "|" not in str(field) and isinstance(until, int) and until > now:
+            out.append({"rule": str(field), "until_ms": until})
+    counters = value.get("w")
+    live = value.get("l")
+    for rule in rules:
+        if rule.shadow or rule.action is Action.ALERT or not rule.at_authorize:
+            continue
+        if rule.kind == "velocity" and rule.scope == "account":
+            cid = counter_id("c", rule.slot, rule.window_ms)
+            w = dict(counters) if isinstance(counters, dict) else {}
+            # the next call's count: this counter as fraud.lua counts it, on a copy
+            width = -(-rule.window_ms // NB)
+            stored = w.get(cid)
+            if isinstance(stored, (list, tuple)) and stored:
+                width = int(stored[0])
+            count = _bucket(w, cid, now, rule.window_ms, width) - 1
+            if count + 1 > rule.limit:
+                window_s = rule.window_ms // 1000
+                out.append(
+                    {"rule": rule.name, "count": count, "limit": rule.limit, "window_s": window_s}
+                )
+        elif rule.kind == "concurrent":
+            count = sum(
+                1
+                for lapse in (live.values() if isinstance(live, dict) else ())
+                if lapse * 1000 > now
+            )
+            if count + 1 > rule.limit:
+                out.append({"rule": rule.name, "count": count, "limit": rule.limit})
     return out
 
 

@@ -221,10 +221,19 @@ def refusal_ops(plan: Plan, rules: Sequence[Rule], account_id: str, session_id: 
     """An Access-Reject of a known account: failed_attempts counts it, unless the rule
     refuses the identity already (fraud_events.lua 'f': the reject is that refusal's)."""
     plan.add(None, "u", FK.seen_key(account_id), SEEN_MS, "")
+    member = reject_member(plan.identity, session_id)
     for rule in rules:
         if rule.kind == "failed_attempts":
             key = FK.log_key(account_id)
-            plan.add(rule, "f", key, rule.window_ms, session_id, extra=rule.cooldown_ms)
+            plan.add(rule, "f", key, rule.window_ms, member, extra=rule.cooldown_ms)
+
+
+def reject_member(identity: str, session_id: str) -> str:
+    """What the account's event log keeps of an Access-Reject: its identity (its length
+    first, in bytes: an identity or session id may hold any character) and its session
+    id, so that `ctl fraud lift --identity` takes out that identity's failed attempts
+    alone (fraud_events.lua fraud_lift)."""
+    return f"f:{len(identity.encode())}:{identity}|{session_id}"
 
 
 def stranger_ops(plan: Plan, rules: Sequence[Rule], identity: str, session_id: str) -> None:

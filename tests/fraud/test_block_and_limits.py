@@ -174,9 +174,8 @@ async def test_lift_ends_a_refusal_of_an_active_account_early_and_is_audited(
         clock.advance(1)
     assert [(await fraud.check(call())).allowed for _ in range(3)] == [False] * 3
     assert "deny:fa|user:alice" in await fraud.state("acc1")
-    lifted = await fraud.lift(None, identity="user:alice", who="admin:ops",
-                              why="customer's phone fixed")  # fmt: skip
-    assert lifted == {"id": "acc1", "identity": "user:alice", "lifted": ["fa|user:alice"]}
+    lifted = await fraud.lift("acc1", who="admin:ops", why="customer's phone fixed")
+    assert lifted == {"id": "acc1", "identity": "", "lifted": ["fa|user:alice"]}
     assert (await fraud.check(call())).allowed
     assert "deny:fa|user:alice" not in await fraud.state("acc1")
     (entry, *_) = await fraud.ledger.audit("acc1", count=1)
@@ -197,8 +196,67 @@ async def test_lift_ends_a_refusal_of_an_active_account_early_and_is_audited(
     assert (await fraud.ledger.get_account("acc1")).status is Status.BLOCKED
     with pytest.raises(AccountNotActive, match="ctl fraud unblock"):
         await fraud.lift("acc1", who="admin:ops", why="x")
+    with pytest.raises(AccountNotActive, match="ctl fraud unblock"):
+        await fraud.lift(None, identity="user:alice", who="admin:ops", why="x")
     with pytest.raises(UnknownAccount):
         await fraud.lift("nobody", who="admin:ops", why="x")
+
+
+async def test_lift_of_an_identity_ends_its_refusal_alone(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """`ctl fraud lift --identity`: that identity's deny flag and failed attempts go (the
+    account's count no longer holds them), another identity's refusal and the account's
+    own (a velocity count per account) stay, and the answer names the account's; its
+    incidents stay open while the rule still refuses another identity. The audit entry
+    names the identity."""
+    failed = {"name": "fa", "kind": "failed_attempts", "max_calls": 2, "window_s": 600,
+              "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [FAST, failed])
+    await fraud.ledger.create_account(
+        "acc1", mode=Mode.PREPAID, currency="EUR", balance_micros=10**8,
+        identities=("user:alice", "user:bob"), who="test",
+    )  # fmt: skip
+    for who in ("user:bob", "user:bob", "user:bob", "user:alice"):  # bob brute-forced
+        await fraud.refused("acc1", who, f"rej-{clock()}")
+        clock.advance(1)
+    state = await fraud.state("acc1")
+    assert "deny:fa|user:alice" in state and "deny:fa|user:bob" in state, state
+    lifted = await fraud.lift(None, identity="user:alice", who="admin:ops", why="her phone")
+    assert lifted == {
+        "id": "acc1", "identity": "user:alice", "lifted": ["fa|user:alice"],
+        "account_refusals": [],
+    }  # fmt: skip
+    state = await fraud.state("acc1")
+    assert "deny:fa|user:alice" not in state and "deny:fa|user:bob" in state, state
+    assert (await fraud.check(call(identity="user:alice"))).allowed
+    assert not (await fraud.check(call(identity="user:bob"))).allowed  # still refused
+    (entry, *_) = await fraud.ledger.audit("acc1", count=1)
+    assert (entry.what, entry.details) == (
+        "fraud_lift",
+        {"identity": "user:alice", "lifted": "fa|user:alice"},
+    )
+    await fraud.settle()
+    assert fraud.alerts is not None
+    assert {i.state for i in await fraud.alerts.incidents()} == {"open"}  # bob's
+    # bob's password fixed: lifted too; alice's one failed attempt left the count with
+    # her lift, so bob's lift leaves the count empty (a failed attempt counts as the 1st)
+    await fraud.lift(None, identity="user:bob", who="admin:ops", why="new password")
+    assert (await fraud.refused("acc1", "user:bob", "rej-x")).allowed
+    assert not (await fraud.refused("acc1", "user:bob", "rej-y")).fired  # 2 of 2
+    await fraud.settle()
+    assert {i.state for i in await fraud.alerts.incidents()} == {"resolved"}
+    # velocity per account (2 calls, then refused): the account's, left by --identity
+    # (alice's call above was the 1st; bob's, refused by his deny flag, did not count)
+    assert (await fraud.check(call(identity="user:alice"))).allowed
+    assert not (await fraud.check(call(identity="user:alice"))).allowed
+    lifted = await fraud.lift(None, identity="user:alice", who="admin:ops", why="x")
+    assert lifted["account_refusals"] == [
+        {"rule": "fast", "count": 3, "limit": 2, "window_s": 600}
+    ], lifted
+    assert not (await fraud.check(call(identity="user:alice"))).allowed
+    await fraud.lift("acc1", who="admin:ops", why="the account's")
+    assert (await fraud.check(call(identity="user:alice"))).allowed
 
 
 async def test_lift_of_an_identity_no_account_has_clears_its_count(

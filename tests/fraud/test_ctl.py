@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from fraud_harness import LIBERIA_PREMIUM, add_account, call, make_fraud
+from fraud_harness import LIBERIA_PREMIUM, add_account, call, cdr, make_fraud
 
 from chargingd.admin.methods import AdminMethods
 from chargingd.admin.server import AdminServer
@@ -20,7 +20,7 @@ from chargingd.app.cli import main
 from chargingd.core.clock import wall_ms
 from chargingd.core.status import StatusRegistry
 from chargingd.fraud import Fraud
-from chargingd.ledger import Ledger
+from chargingd.ledger import Ledger, Mode
 
 RULES = [
     {"name": "premium", "kind": "destination", "max_calls": 1, "window_s": 600,
@@ -228,6 +228,44 @@ async def test_block_alerts_state_unblock(
         ("admin:ops", "active"),
         ("fraud", "blocked"),
     ]
+
+
+async def test_lift_of_an_identity_says_what_still_refuses_the_account(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctl fraud lift --identity`: the identity's refusal ends; a refusal of the whole
+    account (spend's deny flag) stays, and the output says so and until when (the
+    operator would otherwise expect the calls to go through)."""
+    rules = [
+        {"name": "spend", "kind": "spend", "max_amount": "1", "window_s": 3600,
+         "cooldown_s": 600, "action": "refuse"},
+        {"name": "fa", "kind": "failed_attempts", "max_calls": 1, "window_s": 600,
+         "action": "refuse"},
+    ]  # fmt: skip
+    async with serve_fraud(redis, tmp_path, {}, rules=rules) as (fraud, path):
+        await fraud.ledger.create_account(
+            "acc1", mode=Mode.PREPAID, currency="EUR", balance_micros=10**8,
+            identities=("user:alice", "user:bob"), who="test",
+        )  # fmt: skip
+        for sid in ("rej-1", "rej-2"):
+            await fraud.refused("acc1", "user:alice", sid)
+        await fraud.cdr(cdr(charged_micros=2_000_000), "1-0")  # spend: 2.00 > 1.00
+        until = int((await fraud.state("acc1"))["deny:spend"])
+        code, out, err = await ctl(
+            path, capsys, "fraud", "lift", "--identity", "user:alice", "--reason", "her phone"
+        )
+        assert code == 0, err
+        stamp = datetime.fromtimestamp(until / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        assert out.splitlines() == [
+            "identity user:alice of account acc1: refusal lifted (fa), its counts start over",
+            "still refused: every call of account acc1 (any identity) by spend until"
+            f" {stamp} UTC: `ctl fraud lift acc1` ends these",
+        ], out
+        state = await fraud.state("acc1")
+        assert "deny:spend" in state and "deny:fa|user:alice" not in state
+        code, out, err = await ctl(path, capsys, "fraud", "lift", "acc1", "--reason", "paid")
+        assert code == 0, err
+        assert out.strip() == "account acc1: refusals lifted (spend), its counts start over"
 
 
 async def test_a_daemon_without_fraud_says_so(

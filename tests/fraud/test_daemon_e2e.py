@@ -528,6 +528,9 @@ message = "{FA_MESSAGE}"
 # the same rule with a cooldown no test waits for: only an operator ends it early
 [fraud.account_overrides.held]
 failed = {{ cooldown_s = 600 }}
+
+[fraud.account_overrides.pbx]
+failed = {{ cooldown_s = 600 }}
 """
 
 
@@ -615,3 +618,32 @@ async def test_an_operator_lifts_the_refusal_at_once(fa_daemon: Daemon) -> None:
         (lifted[0]["who"], "customer fixed the phone's password")
     ], audit
     assert lifted[0]["details"]["lifted"] == "failed|user:held", lifted
+
+
+async def test_lifting_one_identity_leaves_the_others_refusal(fa_daemon: Daemon) -> None:
+    """An account with two SIP identities: one hijacked and brute-forced (refused by
+    failed_attempts), the legitimate one refused too by the account's count. The operator
+    lifts the legitimate identity (`ctl fraud lift --identity`): its refusal ends, the
+    hijacked one's stays (it used to be lifted with it: the whole account's flags and
+    counts were reset), and the audit entry names the identity."""
+    daemon = fa_daemon
+    daemon.create_account("pbx", "0.00", identities=["user:pbx", "user:pbx-ext"])
+    await hammer_until_refused(daemon, "pbx-ext")  # the hijacked extension
+    await hammer_until_refused(daemon, "pbx")  # the account's count is past the limit
+    topup(daemon, "pbx")
+    assert refused_by_rule(await attempt(daemon, "pbx"))
+    assert refused_by_rule(await attempt(daemon, "pbx-ext"))
+    shown = subprocess.run(
+        [str(BIN), "ctl", "--config", str(daemon.setup.config), "fraud", "lift",
+         "--identity", "user:pbx", "--reason", "the owner's phone is fine"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "identity user:pbx of account pbx: refusal lifted (failed)" in shown.stdout, shown.stdout
+    assert (await attempt(daemon, "pbx")).code == rc.ACCESS_ACCEPT
+    assert refused_by_rule(await attempt(daemon, "pbx-ext"))  # still the hijacker's
+    state = daemon.call("fraud.state", {"id": "pbx"})["state"]
+    assert "deny:failed|user:pbx-ext" in state and "deny:failed|user:pbx" not in state, state
+    audit = daemon.call("account.history", {"id": "pbx", "count": 5})["entries"]
+    (lifted,) = [e for e in audit if e["what"] == "fraud_lift"]
+    assert lifted["details"] == {"identity": "user:pbx", "lifted": "failed|user:pbx"}, lifted

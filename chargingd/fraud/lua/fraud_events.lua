@@ -31,29 +31,61 @@ local function fraud_unblock(KEYS, ARGV)
 end
 
 -- lift.lua: an operator ends the refusals the rules hold against an active account
--- (not a block: fraud_unblock's): its deny flags cleared and its counts started over as
--- fraud_unblock does (so a velocity or failed_attempts refusal ends too), audited in the
--- ledger's trail (common.lua's audit). KEYS[1] the value  [2] the account  [3] its audit
--- stream  ARGV[1] now  [2] who  [3] why  [4] the audit's max entries  [5] the value's ttl
--- Returns {'ok', the deny flags that were in force (comma separated)} | {'unknown'} |
--- {'blocked'} (blocked by a rule: nothing changed)
+-- (not a block: fraud_unblock's), or against one identity of it. KEYS[1] the value
+-- [2] the account  [3] its audit stream  [4] the account's event log ({a:ID}:fr:log)
+-- ARGV[1] now  [2] who  [3] why  [4] the audit's max entries  [5] the value's ttl
+-- [6] the identity ('' the whole account)
+-- The account: its deny flags cleared and its counts started over as fraud_unblock
+-- does (so a velocity or failed_attempts refusal ends too).
+-- An identity: only what is that identity's: its deny flags ('RULE|IDENTITY'), its
+-- counters per identity (v.h 'SLOT/WIN|IDENTITY') and its failed attempts in the
+-- account's event log (members 'SLOT|f:LEN:IDENTITY|SID', fraud_event 'f'); the
+-- account's own flags and counts (and other identities') are left as they are: only a
+-- lift of the account ends them.
+-- Audited in the ledger's trail (common.lua's audit). Returns {'ok', the deny flags
+-- lifted that were in force (comma separated)} | {'unknown'} | {'blocked'} (blocked by
+-- a rule: nothing changed)
 local function fraud_lift(KEYS, ARGV)
-  local now = tonumber(ARGV[1])
+  local now, identity = tonumber(ARGV[1]), ARGV[6] or ''
   local a = redis.call('HMGET', KEYS[2], 'status', 'status_reason')
   if not a[1] then return {'unknown'} end
   if a[1] == 'blocked' and a[2] == 'fraud' then return {'blocked'} end
   local v = fr_load(KEYS[1])
   local lifted = {}
-  for f, until_ms in pairs(v.d or {}) do
-    if until_ms > now then lifted[#lifted + 1] = f end
+  if identity == '' then
+    for f, until_ms in pairs(v.d or {}) do
+      if until_ms > now then lifted[#lifted + 1] = f end
+    end
+    v.s, v.w, v.g, v.h, v.n, v.d, v.q = now, {}, nil, nil, nil, nil, nil
+  else
+    for f, until_ms in pairs(v.d or {}) do
+      local _, who = string.match(f, '^([^|]*)|?(.*)$')
+      if who == identity then
+        if until_ms > now then lifted[#lifted + 1] = f end
+        v.d[f] = nil
+      end
+    end
+    if v.d and next(v.d) == nil then v.d = nil end
+    for id in pairs(v.h or {}) do
+      local p = string.find(id, '|', 1, true)
+      if p and string.sub(id, p + 1) == identity then v.h[id] = nil end
+    end
+    local tag = 'f:' .. #identity .. ':' .. identity .. '|'
+    local mine = {}
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+      local p = string.find(m, '|', 1, true)
+      if p and string.sub(m, p + 1, p + #tag) == tag then mine[#mine + 1] = m end
+    end
+    if #mine > 0 then redis.call('ZREM', KEYS[4], unpack(mine)) end
   end
   table.sort(lifted)
   lifted = table.concat(lifted, ',')
-  v.s, v.w, v.g, v.h, v.n, v.d, v.q = now, {}, nil, nil, nil, nil, nil
   v._dirty = true
   fr_save(now, tonumber(ARGV[5]))
   local snap = snapshot(KEYS[2])
-  audit(KEYS[3], ARGV[4], now, ARGV[2], 'fraud_lift', ARGV[3], snap, snap, {'lifted', lifted})
+  local details = {'lifted', lifted}
+  if identity ~= '' then details = {'identity', identity, 'lifted', lifted} end
+  audit(KEYS[3], ARGV[4], now, ARGV[2], 'fraud_lift', ARGV[3], snap, snap, details)
   return {'ok', lifted}
 end
 
@@ -66,7 +98,8 @@ end
 -- Kinds: 'x' a live call ended (member: its session id), 'u' deduplicate the event
 --   (window: how long ids are kept), 'c' count (a zset; member: a call id), 'f' count
 --   an Access-Reject as 'c' does, unless the op's rule refuses the event's identity now
---   (its deny flag: the reject is that refusal's own, no new failed attempt), 's' spend
+--   (its deny flag: the reject is that refusal's own, no new failed attempt; member:
+--   'f:LEN:IDENTITY|SID', plan.reject_member, for fraud_lift's identity), 's' spend
 --   (member: micros; a corrected CDR: the change), 'r' answered ratio (member 1|0; 'R'
 --   a corrected CDR's change, -1|1). Counted calls live in zsets with score
 --   slot * 1e13 + ms; spend and answer ratios are summed over 60 buckets per window in
