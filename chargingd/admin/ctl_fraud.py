@@ -92,9 +92,13 @@ def render_rules(console: Console, result: dict[str, Any]) -> None:
     for col in ("rule", "kind", "when", "thresholds", "action"):
         table.add_column(col)
     for rule in result["rules"]:
+        limit = dict(rule["thresholds"])
+        if "currency" in limit:  # a spend cap: in the account's currency, or each one's
+            code = limit.pop("currency")
+            suffix = f" {code}" if code else " (each account's currency)"
+            limit["max_amount"] = f"{limit['max_amount']}{suffix}"
         limits = ", ".join(
-            f"{k}={','.join(v) if isinstance(v, list) else v}"
-            for k, v in rule["thresholds"].items()
+            f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in limit.items()
         )
         action = rule["action"] + (" (shadow)" if rule["shadow"] else "")
         table.add_row(rule["name"], rule["kind"], rule["at"], limits, action)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from chargingd.core.config import DEFAULT_PLAN_ID
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.fraud import Fraud, Rule
 from chargingd.ledger import Account
@@ -44,8 +45,9 @@ class Params(Protocol):
     def ident(self, name: str = "id") -> str: ...
 
 
-def render_rule(rule: Rule) -> dict[str, Any]:
-    """A rule as JSON: its thresholds in config units (seconds, decimal amounts)."""
+def render_rule(rule: Rule, currency: str = "") -> dict[str, Any]:
+    """A rule as JSON: its thresholds in config units (seconds, decimal amounts in
+    ``currency``, the account's; "": no single one, each account's own)."""
     out: dict[str, Any] = {
         "name": rule.name,
         "kind": rule.kind,
@@ -55,12 +57,15 @@ def render_rule(rule: Rule) -> dict[str, Any]:
         "message": rule.message,
         "at": "authorize" if rule.at_authorize else "events",
     }
-    out["thresholds"] = thresholds(rule)
+    out["thresholds"] = thresholds(rule, currency)
     return out
 
 
-def thresholds(rule: Rule) -> dict[str, Any]:
-    """A rule's thresholds in config units (seconds, decimal amounts)."""
+def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
+    """A rule's thresholds in config units (seconds, decimal amounts). A spend cap is
+    counted in each account's own currency: of one account (``currency``), written with
+    that currency's minor-unit decimals (1000 JPY, 20.00 EUR) and its code; else
+    exactly as configured (20, 0.5) with ``currency`` "" (no single currency)."""
     window_s = rule.window_ms // 1000
     limits: dict[str, Any] = {"window_s": window_s}
     kind = rule.kind
@@ -79,8 +84,12 @@ def thresholds(rule: Rule) -> dict[str, Any]:
     name = {"distinct_destinations": "max_destinations", "spend": "max_amount"}
     name |= {"asr": "min_asr_pct", "new_country": ""}
     if name.get(kind, "max_calls"):
-        limit: Any = format_amount(rule.limit, 2) if kind == "spend" else rule.limit
+        limit: Any = rule.limit
+        if kind == "spend":
+            limit = format_amount(rule.limit, minor_unit(currency) if currency else 0)
         limits[name.get(kind, "max_calls")] = limit
+        if kind == "spend":
+            limits["currency"] = currency
     if kind == "asr":
         limits["min_calls"] = rule.min_calls
     if not rule.at_authorize:
@@ -111,16 +120,20 @@ class FraudMethods:
             # they were that tariff's (the config refuses such an override key too).
             known = ", ".join(sorted(self.tariffs)) or "none"
             raise FraudMethodError(f"unknown tariff {tariff!r} (loaded plans: {known})")
-        if account and not tariff:
+        currency = ""  # a spend cap is in the account's currency; without one, in each's
+        if account:
             # UnknownAccount: a clear error (a mistyped id showed the [fraud] rules).
-            tariff = (await fraud.ledger.get_account(account)).tariff or DEFAULT_PLAN_ID
+            found = await fraud.ledger.get_account(account)
+            currency = found.currency
+            if not tariff:
+                tariff = found.tariff or DEFAULT_PLAN_ID
         rules = fraud.book.rules_for(account, tariff) if account or tariff else fraud.book.base
         out: dict[str, Any] = {
             "enabled": True,
             "shadow": fraud.cfg.shadow,
             "account": account,
             "tariff": tariff,
-            "rules": [render_rule(r) for r in rules],
+            "rules": [render_rule(r, currency) for r in rules],
             "high_risk_countries": list(fraud.cfg.high_risk_countries),
             "high_risk_prefixes": list(fraud.cfg.high_risk_prefixes),
         }

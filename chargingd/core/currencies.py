@@ -12,6 +12,8 @@ invoices round to (JPY in whole yen, BHD to the fils, 0.001).
 
 from __future__ import annotations
 
+from chargingd.core.money import format_amount
+
 ISO_4217: frozenset[str] = frozenset(
     [
         "AED",
@@ -388,3 +390,17 @@ def minor_unit(code: str) -> int:
 def is_known_currency(code: str) -> bool:
     """An ISO 4217 alphabetic code in use (upper case, as accounts store it)."""
     return code in ISO_4217
+
+
+def money_text(micros: int, currency: str) -> str:
+    """An amount for people: at least its currency's minor-unit decimals (more where it
+    has them, to the micro-unit: nothing held is hidden) and the code (1500 JPY, 12.50
+    EUR, 1.250 BHD); without a currency ("" unknown), 2 decimals and no code."""
+    text = format_amount(micros, minor_unit(currency))
+    return f"{text} {currency}" if currency else text
+
+
+def totals_text(per_currency: dict[str, int]) -> str:
+    """Amounts of several currencies, each in its own (300 JPY + 2.08 EUR): never summed
+    into one number, nor shown as one currency's."""
+    return " + ".join(money_text(m, c) for c, m in sorted(per_currency.items()) if m) or "0"

@@ -584,10 +584,10 @@ class Fraud:
             return ALLOWED
         rules = self.book.rules_for(cdr.account_id, cdr.tariff)
         counted_as = P.cdr_event_id(cdr) if cdr.call_id else f"cdr:{event_id}"
-        plan = P.Plan(self.clock_ms(), "", event_id=counted_as)
+        plan = P.Plan(self.clock_ms(), "", event_id=counted_as, currency=cdr.currency)
         P.cdr_ops(plan, rules, cdr)
         verdict = await self._event_verdict(plan, cdr.account_id, rules)
-        self._after(verdict, cdr.account_id, None, None, call=cdr.call_id)
+        self._after(verdict, cdr.account_id, None, None, call=cdr.call_id, currency=cdr.currency)
         return verdict
 
     async def refused(
@@ -790,14 +790,18 @@ class Fraud:
         dest: Destination | None,
         *,
         call: str = "",
+        currency: str = "",
     ) -> None:
-        """Alerts for what fired; the cut of a freshly blocked account's calls."""
+        """Alerts for what fired (``currency``: the account's, a CDR's); the cut of a
+        freshly blocked account's calls."""
         if verdict.decision is not Decision.ALLOW:
             self.counters["refused"] += 1
         for fired in verdict.fired:
             self.counters["fired"] += 1
             if self.alerts is not None:
-                kind, key, summary, details = alert_for(fired, verdict, subject, facts, dest)
+                kind, key, summary, details = alert_for(
+                    fired, verdict, subject, facts, dest, currency
+                )
                 self.alerts.raise_soon(
                     kind,
                     severity=fired.rule.severity,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chargingd.billing.cdr import CDR
+from chargingd.core.currencies import minor_unit
 from chargingd.fraud import keys as FK
 from chargingd.fraud.rules import Action, Rule
 from chargingd.fraud.types import ALLOWED, KNOWN, Decision, Fired, Verdict
@@ -39,6 +40,7 @@ class Plan:
     now_ms: int
     identity: str
     event_id: str = ""
+    currency: str = ""  # the account's (a CDR's): a spend block's why is written in it
     keys: list[str] = field(default_factory=list)
     # each op as JSON (fraud.lua's 10 fields) around its ttl, its key index, its kind
     ops: list[tuple[str, str, int, str]] = field(default_factory=list)
@@ -95,7 +97,9 @@ class Plan:
                 parts.append(f"{head}{ttl[index]}{tail}")
         ops = "[" + ",".join(parts) + "]"
         value_ttl = max(ttl.values(), default=KEY_MARGIN_MS)
-        fixed: list[Any] = [self.now_ms, self.identity, self.event_id, ops, "", "", value_ttl]
+        places = minor_unit(self.currency) if self.currency else ""
+        fixed: list[Any] = [self.now_ms, self.identity, self.event_id, ops, self.currency, places]
+        fixed.append(value_ttl)
         fixed += [0, 0, 0, 0]  # fraud.lua's ARGV 8-11 (authorize only)
         return fixed + self.block_argv
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chargingd.core.money import format_amount
+from chargingd.core.currencies import money_text
 from chargingd.fraud.destinations import Destination
 from chargingd.fraud.rules import Action, Rule
 from chargingd.fraud.types import CallFacts, Decision, Fired, Verdict
@@ -20,7 +20,7 @@ def rule_incident_key(rule_name: str, subject: str) -> str:
     return f"fraud.{rule_name}:{subject}"
 
 
-def _measure(rule: Rule, count: int, dest: Destination | None) -> str:
+def _measure(rule: Rule, count: int, dest: Destination | None, currency: str) -> str:
     window = f"{rule.window_ms // 1000} s"
     if rule.kind == "concurrent":
         return f"{count} live calls (limit {rule.limit})"
@@ -30,7 +30,8 @@ def _measure(rule: Rule, count: int, dest: Destination | None) -> str:
     if rule.kind == "distinct_destinations":
         return f"{count} numbers in {window} (limit {rule.limit})"
     if rule.kind == "spend":
-        spent, cap = format_amount(count, 2), format_amount(rule.limit, 2)
+        # the account's currency (the CDR's): its minor unit and code (1500 JPY)
+        spent, cap = money_text(count, currency), money_text(rule.limit, currency)
         return f"spent {spent} in {window} (cap {cap})"
     if rule.kind == "asr":
         return f"ASR {count}% in {window} (lowest {rule.limit}%, {rule.min_calls}+ calls)"
@@ -54,13 +55,15 @@ def alert_for(
     subject: str,
     facts: CallFacts | None,
     dest: Destination | None,
+    currency: str = "",
 ) -> tuple[str, str, str, dict[str, Any]]:
-    """(kind, incident key, summary, details) of one fired rule."""
+    """(kind, incident key, summary, details) of one fired rule; ``currency`` the
+    account's (spend: what its amounts are in)."""
     rule = fired.rule
     if rule.scope == "caller_ip" and facts is not None and facts.caller_ip:
         subject = facts.caller_ip
     outcome = _outcome(fired, verdict)
-    summary = f"{rule.name}: {_measure(rule, fired.count, dest)}: {outcome}"
+    summary = f"{rule.name}: {_measure(rule, fired.count, dest, currency)}: {outcome}"
     details: dict[str, Any] = {
         "rule": rule.name,
         "kind": rule.kind,
@@ -72,6 +75,8 @@ def alert_for(
         "shadow": rule.shadow,
         "outcome": outcome,
     }
+    if rule.kind == "spend":  # count and limit in micro-units of the account's currency
+        details["currency"] = currency
     if facts is not None:
         details |= {"account": facts.account_id, "identity": facts.identity}
         if facts.caller_ip:

@@ -93,12 +93,45 @@ async def test_rules_with_overrides(
         ("spend", "events", "alert"),
     ]
     assert rules[0]["thresholds"]["max_calls"] == 1
-    assert rules[1]["thresholds"] == {"window_s": 3600, "max_amount": "20.00", "cooldown_s": 60}
+    # no account: the cap is in each account's own currency (no single one: no code, and
+    # no currency's decimals guessed; it said "20.00")
+    assert rules[1]["thresholds"] == {
+        "window_s": 3600, "max_amount": "20", "currency": "", "cooldown_s": 60,
+    }  # fmt: skip
     code, out, _ = await ctl(path, capsys, "--json", "fraud", "rules", "--tariff", "wholesale")
     premium = json.loads(out)["rules"][0]
     assert (premium["thresholds"]["max_calls"], premium["action"]) == (50, "alert")
     code, out, _ = await ctl(path, capsys, "fraud", "rules")
     assert code == 0 and "premium" in out and "high-risk countries: " in out
+
+
+async def test_rules_of_an_account_show_its_spend_cap_in_its_currency(
+    served: tuple[Fraud, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctl fraud rules --account`: the spend cap in the account's currency, its minor
+    unit and code (a yen account's said 20.00); without an account, the output says the
+    cap is in each account's currency."""
+    fraud, path = served
+    for account, currency in (("yen", "JPY"), ("euro", "EUR"), ("dinar", "BHD")):
+        await fraud.ledger.create_account(
+            account, mode=Mode.PREPAID, currency=currency, balance_micros=10**8, who="test"
+        )
+    shown = {}
+    for account in ("yen", "euro", "dinar"):
+        code, out, err = await ctl(path, capsys, "--json", "fraud", "rules", "--account", account)
+        assert code == 0, err
+        spend = json.loads(out)["rules"][1]["thresholds"]
+        shown[account] = (spend["max_amount"], spend["currency"])
+        code, out, err = await ctl(path, capsys, "fraud", "rules", "--account", account)
+        assert code == 0, err
+        shown[account] += (" ".join(out.split()).count(f"max_amount={spend['max_amount']} "),)
+    assert shown == {
+        "yen": ("20", "JPY", 1), "euro": ("20.00", "EUR", 1), "dinar": ("20.000", "BHD", 1),
+    }  # fmt: skip
+    code, out, _ = await ctl(path, capsys, "fraud", "rules", "--account", "yen")
+    assert "max_amount=20 JPY," in " ".join(out.split())
+    code, out, _ = await ctl(path, capsys, "fraud", "rules")
+    assert "max_amount=20 (each account's currency)," in " ".join(out.split())
 
 
 async def test_rules_name_the_rules_off_here_and_the_overrides(

@@ -4,6 +4,7 @@ for the cooldown; a block goes through the ledger; a re-delivered CDR counts onc
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +16,7 @@ from fraud_harness import add_account, call, cdr, make_fraud
 
 from chargingd.fraud import Decision, Fraud, Verdict
 from chargingd.fraud import keys as FK
-from chargingd.ledger import Status
+from chargingd.ledger import Mode, Status
 
 EUR = 1_000_000
 Feed = Callable[[Fraud], Awaitable[list[Verdict]]]
@@ -111,8 +112,44 @@ async def test_spend_and_asr_report_what_they_measured(redis: aioredis.Redis, cl
     summaries = sorted(i.summary for i in await fraud.alerts.incidents())
     assert summaries == [
         "asr: ASR 33% in 3600 s (lowest 50%, 2+ calls): alert",
-        "spend: spent 12.50 in 3600 s (cap 10.00): alert",
+        "spend: spent 12.50 EUR in 3600 s (cap 10.00 EUR): alert",
     ]
+
+
+async def test_spend_texts_are_written_in_the_account_currency(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A spend cap counts in each account's own currency, and its texts say it in that
+    currency's minor unit with its code: a yen account's alert said "spent 1500.00 (cap
+    1000.00)" and the why of its block (its audit trail) micro-units, "1500000000 (limit
+    1000000000"; a euro account's keep their cents."""
+    rules = [{"name": "spend", "kind": "spend", "max_amount": "1000", "window_s": 3600,
+              "action": "block"}]  # fmt: skip
+    fraud = await make_fraud(redis, clock, rules)
+    for account, currency in (("yen", "JPY"), ("euro", "EUR")):
+        await fraud.ledger.create_account(
+            account, mode=Mode.PREPAID, currency=currency, balance_micros=10**10, who="test"
+        )
+    spent = dataclasses.replace(cdr("yen", charged_micros=1500 * EUR), currency="JPY")
+    (v,) = await cdrs(spent)(fraud)
+    assert v.decision is Decision.BLOCK
+    (v,) = await cdrs(cdr("euro", charged_micros=1000 * EUR + 500_000))(fraud)
+    assert v.decision is Decision.BLOCK
+    await fraud.settle()
+    assert fraud.alerts is not None
+    summaries = {i.details["subject"]: i.summary for i in await fraud.alerts.incidents()}
+    assert summaries == {
+        "yen": "spend: spent 1500 JPY in 3600 s (cap 1000 JPY): account blocked",
+        "euro": "spend: spent 1000.50 EUR in 3600 s (cap 1000.00 EUR): account blocked",
+    }
+    whys = {}
+    for account in ("yen", "euro"):
+        (entry,) = [e for e in await fraud.ledger.audit(account) if e.what == "status"]
+        whys[account] = entry.why
+    assert whys == {
+        "yen": "fraud rule spend: 1500 JPY (limit 1000 JPY, window 3600 s)",
+        "euro": "fraud rule spend: 1000.50 EUR (limit 1000.00 EUR, window 3600 s)",
+    }
 
 
 async def test_refusal_lasts_the_cooldown(redis: aioredis.Redis, clock: Clock) -> None:

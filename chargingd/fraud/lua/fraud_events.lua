@@ -94,7 +94,9 @@ end
 --   array of arrays of 10: kind, key index, slot, window ms, limit, act, rule name, key
 --   ttl ms (0: an earlier op set it), extra (kind 'r': the least number of calls the
 --   ratio needs; else the refusal's cooldown ms, 0 = the window), member
---   [7] the value's ttl (ms)  [8..11] unused  [12..18] the block step's ARGV
+--   [5] the account's currency ('' unknown)  [6] its minor unit (decimals: a spend
+--   block's why, fr_money)  [7] the value's ttl (ms)  [8..11] unused  [12..18] the
+--   block step's ARGV
 -- Kinds: 'x' a live call ended (member: its session id), 'u' deduplicate the event
 --   (window: how long ids are kept), 'c' count (a zset; member: a call id), 'f' count
 --   an Access-Reject as 'c' does, unless the op's rule refuses the event's identity now
@@ -193,6 +195,23 @@ local function fr_refusing(v, now, name, identity)
   return (v.d[field] or 0) > now
 end
 
+-- An amount (micro-units) as people read it, as core/currencies.py money_text writes
+-- it: at least the currency's minor-unit decimals (more where it has them) and its
+-- code (1500 JPY, 12.50 EUR); '' code: 2 decimals, no code.
+local function fr_money(micros, code, places)
+  local sign = ''
+  if micros < 0 then sign, micros = '-', -micros end
+  local whole = math.floor(micros / 1000000)
+  local frac = string.format('%06d', micros - whole * 1000000)
+  local keep = #(string.gsub(frac, '0+$', ''))
+  places = tonumber(places) or 2
+  if places > keep then keep = places end
+  local text = sign .. string.format('%d', whole)
+  if keep > 0 then text = text .. '.' .. string.sub(frac, 1, keep) end
+  if code ~= '' then text = text .. ' ' .. code end
+  return text
+end
+
 local function fraud_event(KEYS, ARGV)
   local now, id = tonumber(ARGV[1]), ARGV[3]
   fr_ev = {}
@@ -256,7 +275,12 @@ local function fraud_event(KEYS, ARGV)
     verdict = {'refuse', worst_i, 0, fired, o[7]}
   elseif worst_i > 0 then
     local o = ops[worst_i]
-    verdict = fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, counts, o[4], o[5], o[7])
+    local shown, limit = counts, o[5]
+    if o[1] == 's' then  -- spend: the block's why in the account's currency, not micro-units
+      shown = {[worst_i] = fr_money(counts[worst_i], ARGV[5], ARGV[6])}
+      limit = fr_money(limit, ARGV[5], ARGV[6])
+    end
+    verdict = fr_verdict(KEYS, ARGV, now, fired, worst, worst_i, shown, o[4], limit, o[7])
   else
     verdict = {'ok', 0, 0, fired, ''}
   end
