@@ -12,7 +12,7 @@ once whatever happens. The CDR records what the ledger moved (charged_micros, re
 says ``unmatched`` when no live CDR has that id (revenue assurance looks at those).
 
 An unrated source (rate = false) charges nothing (``none``). ``--dry-run`` touches no
-ledger: the CDRs say what would have been debited in ``would_debit_micros``.
+ledger: the CDRs say what would have been debited in ``would_debit`` (per currency).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class Settled:
 
     cdrs: list[CDR] = field(default_factory=list)
     refused: list[tuple[CDR, str]] = field(default_factory=list)
-    would_debit_micros: int = 0  # --dry-run: the new calls' costs
+    would_debit: dict[str, int] = field(default_factory=dict)  # --dry-run: the new calls'
+    # costs, per currency
 
 
 class Charger:
@@ -100,7 +101,10 @@ class Charger:
                 due[c.call_id] = c  # new, and the first record of it in this batch
         if self.dry_run or self.ledger is None:
             out = [dataclasses.replace(c, charge=CHARGE_MEDIATED) for c in cdrs]
-            return Settled(out, would_debit_micros=sum(c.cost_micros for c in due.values()))
+            costs: dict[str, int] = {}
+            for c in due.values():
+                costs[c.currency] = costs.get(c.currency, 0) + c.cost_micros
+            return Settled(out, would_debit=costs)
         ledger = self.ledger
         results = await asyncio.gather(
             *(ledger.charge_usage(self._request(c), c.cost_micros) for c in due.values()),

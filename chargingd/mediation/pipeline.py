@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.core.money import format_amount
+from chargingd.core.currencies import totals_text
 from chargingd.mediation.charge import Charger
 from chargingd.mediation.formats import freeswitch, parser_for
 from chargingd.mediation.legs import LEG_KIND, LEG_REASON, due, settle
@@ -67,8 +67,10 @@ class Summary:
     internal: int = 0  # calls to an internal extension (internal_max_digits): skipped
     b_legs: int = 0  # B-legs of bridged calls their A-leg bills (cdr_csv legs = "ab"): skipped
     unanswered: int = 0
-    charged_micros: int = 0  # what the ledger moved for the stored calls
-    would_debit_micros: int = 0  # --dry-run: what a real run would debit
+    # what the ledger moved for the stored calls, per currency (a source's accounts may
+    # hold several: never one sum)
+    charged: dict[str, int] = field(default_factory=dict)
+    would_debit: dict[str, int] = field(default_factory=dict)  # --dry-run: a real run's
     pending: int = 0  # halves of calls kept for their other half (the source's, after the run)
     reject_file: str = ""
     files: list[str] = field(default_factory=list)
@@ -83,8 +85,8 @@ class Summary:
         self.internal += other.internal
         self.b_legs += other.b_legs
         self.unanswered += other.unanswered
-        self.charged_micros += other.charged_micros
-        self.would_debit_micros += other.would_debit_micros
+        _add(self.charged, other.charged)
+        _add(self.would_debit, other.would_debit)
         self.files.extend(other.files)
 
     def line(self) -> str:
@@ -98,23 +100,30 @@ class Summary:
         if self.b_legs:  # FreeSWITCH cdr_csv with legs = "ab"
             text += f", b-legs {self.b_legs}"
         text += f", unanswered {self.unanswered}"
-        if self.charged_micros:
-            text += f", debited {format_amount(self.charged_micros, 2)}"
-        if self.would_debit_micros:
-            text += f", would debit {format_amount(self.would_debit_micros, 2)}"
+        # each currency's amount with its minor unit and code (300 JPY, 2.08 EUR)
+        if any(self.charged.values()):
+            text += f", debited {totals_text(self.charged)}"
+        if any(self.would_debit.values()):
+            text += f", would debit {totals_text(self.would_debit)}"
         if self.pending:
             text += f", pending {self.pending}"
         return text
 
 
-def _charged(cdrs: list[CDR]) -> int:
-    """What the ledger holds for these calls (the first record of each call)."""
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for currency, micros in more.items():
+        into[currency] = into.get(currency, 0) + micros
+
+
+def _charged(cdrs: list[CDR]) -> dict[str, int]:
+    """What the ledger holds for these calls (the first record of each call), per
+    currency."""
     seen: set[str] = set()
-    total = 0
+    total: dict[str, int] = {}
     for c in cdrs:
         if c.call_id not in seen:
             seen.add(c.call_id)
-            total += c.charged_micros
+            total[c.currency] = total.get(c.currency, 0) + c.charged_micros
     return total
 
 
@@ -438,8 +447,8 @@ class Mediator:
             counts.stored = inserted
             counts.duplicates += len(settled.cdrs) - inserted
             counts.unanswered = sum(1 for c in settled.cdrs if c.status == CdrStatus.UNANSWERED)
-            counts.would_debit_micros = settled.would_debit_micros
-            counts.charged_micros = _charged(settled.cdrs)
+            counts.would_debit = settled.would_debit
+            counts.charged = _charged(settled.cdrs)
             # A call stored (or refused) ends the halves kept of it.
             done.extend(c.call_id for c in batch.cdrs if c.call_id in self.kept_keys)
             batch.cdrs, batch.lines, batch.raws, batch.runs = [], [], [], []

@@ -75,7 +75,7 @@ def _source(name: str, **extra: str) -> str:
         'mapping = { call_id = "id", account = "account", caller = "from", callee = "to",'
         ' start = "start", answer = "answer", end = "end", billsec = "talk" }',
         'account_rule = "accountcode"',
-        'account_map = { A = "alice", B = "bob", C = "acme" }',
+        'account_map = { A = "alice", B = "bob", C = "acme", Y = "yoko" }',
     ]
     lines += [f'{k} = "{v}"' for k, v in extra.items()]
     return "\n".join(lines) + "\n"
@@ -87,12 +87,14 @@ def config(tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str) -> Path:
     std.write_text(TARIFF.format(id="std", per_minute="0.60"))
     cheap = tmp_path / "cheap.toml"
     cheap.write_text(TARIFF.format(id="cheap", per_minute="0.45"))
+    yen = tmp_path / "yen.toml"  # 6 yen a minute, billed per second
+    yen.write_text(TARIFF.format(id="yen", per_minute="6").replace('"EUR"', '"JPY"'))
     path = tmp_path / "chargingd.toml"
     path.write_text(
         f'[server]\ndata_dir = "{tmp_path / "var"}"\n'
         f'[redis]\nurl = "{redis_server.url}"\n'
         f'[billing]\ndb_url = "{pg_url}"\n'
-        f'[rating]\nplans = {{ std = "{std}", cheap = "{cheap}" }}\n'
+        f'[rating]\nplans = {{ std = "{std}", cheap = "{cheap}", yen = "{yen}" }}\n'
         + _source("pbx", charge="ledger")
         + _source("pbxcap", charge="ledger", insufficient="cap")
         + _source("gw", charge="record_only", match_source="radius")
@@ -115,6 +117,10 @@ async def ledger(redis: aioredis.Redis) -> AsyncIterator[Ledger]:
     )
     await led.create_account(
         "acme", mode=Mode.POSTPAID, currency="EUR", credit_limit_micros=5_000_000, tariff="std",
+        who="t",
+    )  # fmt: skip
+    await led.create_account(
+        "yoko", mode=Mode.PREPAID, currency="JPY", balance_micros=1000 * 10**6, tariff="yen",
         who="t",
     )  # fmt: skip
     yield led
@@ -170,7 +176,7 @@ async def test_mediated_calls_are_debited_once_and_rerate_settles_the_difference
     rows = [_row(c, "A", s, i * 100) for i, (c, s) in enumerate(ALICE_CALLS)]
     path = _file(tmp_path / "pbx.csv", [*rows, _row("a5", "A", 0, 500)])  # and one unanswered
     out = await _mediate(config, path, "pbx")
-    assert "stored 5, duplicates 0, rejected 0, unanswered 1, debited 2.08" in out
+    assert "stored 5, duplicates 0, rejected 0, unanswered 1, debited 2.08 EUR" in out
     alice = await ledger.get_account("alice")
     assert alice.balance_micros == 10_000_000 - 2_080_000
     cdrs = await _cdrs(db, "pbx")
@@ -201,6 +207,33 @@ async def test_mediated_calls_are_debited_once_and_rerate_settles_the_difference
     again_report = await _rerate(config, "--plan", str(tmp_path / "cheap.toml"), "--apply")
     assert again_report["changed_cdrs"] == 0 and again_report["applied"] == []
     assert (await ledger.get_account("alice")).balance_micros == 8_440_000
+
+
+async def test_the_summary_writes_each_currency_in_its_minor_unit(
+    config: Path, ledger: Ledger, db: BillingDB, tmp_path: Path
+) -> None:
+    """`chargingd mediate`'s summary: what was debited in the currency's minor unit with
+    its code (a yen account's 18 yen said "debited 18.00"); a file whose calls are of
+    accounts in two currencies says each one's amount, never one sum of both."""
+    yen = [_row("y1", "Y", 60), _row("y2", "Y", 120, 100)]  # 6 + 12 yen
+    out = await _mediate(config, _file(tmp_path / "yen.csv", yen), "pbx")
+    assert out.strip() == "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 18 JPY"
+    assert (await ledger.get_account("yoko")).balance_micros == (1000 - 18) * 10**6
+    eur = [_row(c, "A", t, i * 100) for i, (c, t) in enumerate(ALICE_CALLS)]
+    out = await _mediate(config, _file(tmp_path / "eur.csv", eur), "pbx")
+    assert out.strip() == (
+        "read 4, stored 4, duplicates 0, rejected 0, unanswered 0, debited 2.08 EUR"
+    )
+    both = [_row("m1", "A", 60, 1000), _row("m2", "Y", 60, 1000)]
+    code, out, err = await _run("mediate", str(_file(tmp_path / "both.csv", both)), "--source",
+                                "pbx", "--config", str(config), "--quiet", "--dry-run")  # fmt: skip
+    assert code == 0, out + err
+    assert out.strip() == (
+        "dry run: read 2, stored 2, duplicates 0, rejected 0, unanswered 0,"
+        " would debit 0.60 EUR + 6 JPY"
+    )
+    out = await _mediate(config, _file(tmp_path / "both.csv", both), "pbx")
+    assert out.strip().endswith(", debited 0.60 EUR + 6 JPY"), out
 
 
 async def test_two_imports_of_one_file_at_once_charge_once(
@@ -243,7 +276,7 @@ async def test_insufficient_prepaid_balance_debt_or_cap(
     # The capping source takes what bob has (1.00), charges the rest nothing, says so.
     capped = [_row(f"b{i}", "B", 60, i * 100) for i in range(3)]  # 3 x 0.60
     out = await _mediate(config, _file(tmp_path / "b.csv", capped), "pbxcap")
-    assert "debited 1.00" in out
+    assert "debited 1.00 EUR" in out
     bob = await ledger.get_account("bob")
     assert bob.balance_micros == 0
     cdrs = await _cdrs(db, "pbxcap")

@@ -436,7 +436,7 @@ def test_cucm_file_into_the_ledger_and_billing_database(
     assert main(argv) == 0
     # 60 s + 62 s to the US at 0.60/min, 61 s + 63 s to the UK at 1.20/min.
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "read 6, stored 4, duplicates 0, rejected 0, internal 2, unanswered 0, debited 3.70"
+        "read 6, stored 4, duplicates 0, rejected 0, internal 2, unanswered 0, debited 3.70 USD"
     )
     assert asyncio.run(balance()) == 20_000_000 - 3_700_000
     with psycopg.connect(pg_url) as conn:

@@ -119,9 +119,9 @@ def test_kamailio_call_across_a_rotation_is_billed_once(
     b.write_text(acc("BYE", T + 125, "k1", ("t", "f")) + acc("BYE", T + 3660, "k2"))
     c.write_text(acc("INVITE", T + 3600, "k2") + acc("INVITE", T + 3700, "k3"))
     assert mediate(config, "sbc", capsys, a) == (0, summary(1, 0, 0, 0, ", pending 1"))
-    paid = ", debited 0.1125, pending 1"
+    paid = ", debited 0.1125 EUR, pending 1"
     assert mediate(config, "sbc", capsys, b) == (0, summary(2, 1, 0, 0, paid))
-    paid = ", debited 0.08, pending 1"
+    paid = ", debited 0.08 EUR, pending 1"
     assert mediate(config, "sbc", capsys, c) == (0, summary(2, 1, 0, 0, paid))
     # 125 s and 60 s to Munich: 0.05 + 0.03/min per second.
     billed = [("k1", 125, 112_500, 112_500), ("k2", 60, 80_000, 80_000)]
@@ -140,7 +140,7 @@ def test_kamailio_call_across_a_rotation_is_billed_once(
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE mediation_pending SET since = since - interval '1 day 1 second'")
     d.write_text(acc("INVITE", T + 7200, "k4") + acc("BYE", T + 7210, "k4"))
-    assert mediate(config, "sbc", capsys, d) == (1, summary(1, 1, 0, 1, ", debited 0.055"))
+    assert mediate(config, "sbc", capsys, d) == (1, summary(1, 1, 0, 1, ", debited 0.055 EUR"))
     rejects = (tmp_path / "acc.log.d.rejects.csv").read_text()
     assert "incomplete: INVITE without BYE at end of file; kept since " in rejects
     assert f"(from {c}:2), its other half never came within pending_max_age_s = 86400" in rejects
@@ -152,7 +152,7 @@ def test_kamailio_call_across_a_rotation_is_billed_once(
     e.write_text(acc("INVITE", T + 8000, "k5"))
     f.write_text(acc("INVITE", T + 8900, "k5", ("t", "f")) + acc("BYE", T + 9000, "k5"))
     assert mediate(config, "sbc", capsys, e) == (0, summary(1, 0, 0, 0, ", pending 1"))
-    assert mediate(config, "sbc", capsys, f) == (0, summary(1, 1, 0, 0, ", debited 0.55"))
+    assert mediate(config, "sbc", capsys, f) == (0, summary(1, 1, 0, 0, ", debited 0.55 EUR"))
     assert cdrs(pg_url, "sbc")[-1] == ("k5", 1000, 550_000, 550_000)
     assert balance(config) == -(112_500 + 80_000 + 55_000 + 550_000)  # each call once
 
@@ -177,7 +177,7 @@ def test_cisco_start_and_stop_in_two_files(
     a.write_text(cisco("Start", "answer", "2A") + cisco("Start", "originate", "2B"))
     b.write_text(cisco("Stop", "originate", "2B", 124) + cisco("Stop", "answer", "2A", 125))
     assert mediate(config, "gw", capsys, a) == (0, summary(1, 0, 0, 0, ", pending 1"))
-    assert mediate(config, "gw", capsys, b) == (0, summary(1, 1, 0, 0, ", debited 0.1125"))
+    assert mediate(config, "gw", capsys, b) == (0, summary(1, 1, 0, 0, ", debited 0.1125 EUR"))
     # Both again: the Start is no longer kept (its call is stored), the Stop a duplicate.
     assert mediate(config, "gw", capsys, a, b) == (0, summary(2, 0, 2, 0))
     assert cdrs(pg_url, "gw") == [("3D6A4C2B1A2B11E08001D0C789A1B2C3", 125, 112_500, 112_500)]
@@ -224,7 +224,7 @@ def test_freeswitch_legs_ab_call_across_a_rotation_is_billed_once(
         + fs("c4", "11:05:00", "11:10:00", 60)  # alone, not at an end: billed at once
         + fs("c5", "11:29:00", "11:30:00", 0)  # unanswered: nothing to keep
     )
-    paid = ", b-legs 1, unanswered 0, debited 0.1925, pending 2"
+    paid = ", b-legs 1, unanswered 0, debited 0.1925 EUR, pending 2"
     assert mediate(config, "fs", capsys, one) == (
         0, f"read 5, stored 2, duplicates 0, rejected 0{paid}"
     )  # fmt: skip
@@ -234,7 +234,7 @@ def test_freeswitch_legs_ab_call_across_a_rotation_is_billed_once(
     assert listed[-1] == "pending 2" and f"  leg  b3  {one}:4  answered at the end" in listed[0]
     # b2 is a2's B-leg (a2 is stored), b3 a3's; c6 was no B-leg: billed, once no A-leg
     # of a later file could name it (the run read calls ending after it).
-    paid = ", b-legs 2, unanswered 1, debited 0.24"
+    paid = ", b-legs 2, unanswered 1, debited 0.24 EUR"
     assert mediate(config, "fs", capsys, two) == (
         0, f"read 4, stored 4, duplicates 0, rejected 0{paid}"
     )  # fmt: skip
@@ -276,7 +276,7 @@ def test_freeswitch_legs_ab_line_kept_at_a_file_end_is_billed_after_the_bound(
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE mediation_pending SET since = since - interval '1 day 1 second'")
     assert mediate(config, "fs", capsys, last) == (
-        0, "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.08"
+        0, "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.08 EUR"
     )  # fmt: skip
     assert cdrs(pg_url, "fs") == [("z1", 60, 80_000, 80_000)]
     # legs = "a": both legs of a call are billed (a file of A-legs has no B-leg to skip).
@@ -285,7 +285,7 @@ def test_freeswitch_legs_ab_line_kept_at_a_file_end_is_billed_after_the_bound(
         fs("a2", "10:58:00", "10:59:59", 60, bleg="b2") + fs("b3", "10:57:01", "10:59:59", 60)
     )
     assert mediate(config, "fsa", capsys, one) == (
-        0, "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 0.16"
+        0, "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 0.16 EUR"
     )  # fmt: skip
 
 

@@ -139,7 +139,7 @@ def test_cucm_cdr_file(
         'format = "cucm"', capsys,
     )  # fmt: skip
     assert (code, summary) == (
-        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25 EUR"
     )  # fmt: skip
     assert stored == [V1, V2]
     assert rejects == [("6", "dateTimeDisconnect is not an integer: '17966460x0'")]
@@ -181,7 +181,7 @@ def test_cisco_detail_file_stop_only(
         'format = "cisco_radius"', capsys,
     )  # fmt: skip
     assert (code, summary) == (
-        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25 EUR"
     )  # fmt: skip
     assert stored == [V1, V2]
     assert rejects == [("34", CISCO_REJECT)]
@@ -201,7 +201,7 @@ def test_cisco_radclient_input_file(
         capsys,
     )  # fmt: skip
     assert (code, summary) == (
-        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+        1, "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25 EUR"
     )  # fmt: skip
     assert stored == [V1, V2]
     assert rejects == [("32", CISCO_REJECT)]
@@ -216,7 +216,7 @@ def _unanswered(callee: str, start_s: int, ring_s: int, cause: int) -> tuple[obj
             "unanswered")  # fmt: skip
 
 
-TWO_CALLS = "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25"
+TWO_CALLS = "read 3, stored 2, duplicates 0, rejected 1, unanswered 1, debited 1.25 EUR"
 BERLIN = 'time_zone = "Europe/Berlin"'
 LOCAL_END = "end is not a time: '2026-12-07 13:5'"
 
@@ -230,7 +230,7 @@ LOCAL_END = "end is not a time: '2026-12-07 13:5'"
             # ast_cdr_disp2str (NO ANSWER 19, FAILED 41, CONGESTION 34 after V1, V2).
             "asterisk_cdr_csv_defaults.csv",
             BERLIN,
-            "read 6, stored 5, duplicates 0, rejected 1, unanswered 4, debited 1.25",
+            "read 6, stored 5, duplicates 0, rejected 1, unanswered 4, debited 1.25 EUR",
             [
                 _unanswered("+4915123456789", 1796646000, 30, 19),
                 _unanswered("+4915123456789", 1796646600, 1, 41),
@@ -526,7 +526,7 @@ EXAMPLE_AND_ORIGIN = (
             # from a call with this template: stored unanswered, nothing debited.
             "freeswitch_cdr_csv_legs_ab.csv",
             f'format = "freeswitch"\nlegs = "ab"\n{BERLIN}',
-            "read 4, stored 3, duplicates 0, rejected 0, b-legs 1, unanswered 2, debited 1.25",
+            "read 4, stored 3, duplicates 0, rejected 0, b-legs 1, unanswered 2, debited 1.25 EUR",
             [V1, V2, V2],
             id="example-template",
         ),
@@ -535,7 +535,7 @@ EXAMPLE_AND_ORIGIN = (
             # the channel it makes: both B-legs are skipped, the failed one too.
             "freeswitch_cdr_csv_legs_ab_originating_leg.csv",
             f'format = "freeswitch"\nlegs = "ab"\n{BERLIN}\n{EXAMPLE_AND_ORIGIN}',
-            "read 4, stored 2, duplicates 0, rejected 0, b-legs 2, unanswered 1, debited 1.25",
+            "read 4, stored 2, duplicates 0, rejected 0, b-legs 2, unanswered 1, debited 1.25 EUR",
             [V1, V2],
             id="originating_leg_uuid",
         ),
