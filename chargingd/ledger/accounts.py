@@ -48,7 +48,7 @@ class AccountLedger(LedgerBase):
         K.check_amount(balance_micros, "balance")
         K.check_amount(credit_limit_micros, "credit limit", lo=0)
         if mode is Mode.PREPAID and credit_limit_micros:
-            raise C.prepaid_credit_limit(credit_limit_micros)
+            raise C.prepaid_credit_limit(credit_limit_micros, currency)
         K.check_text(tariff, "tariff", max_len=128)
         K.check_int(max_calls, "max_calls", 0, C.MAX_CALLS_LIMIT)
         identities = K.check_identities(identities)
@@ -104,7 +104,7 @@ class AccountLedger(LedgerBase):
         args = [self.clock_ms(), who, why, self.audit_max, expected, *pairs]
         try:
             res = await self._run("update", [K.acct_key(account_id), K.audit_key(account_id)], args)
-            C.check_update_status(res, account_id)
+            C.check_update_status(res, account_id, currency or current.currency)
         except Exception:
             await self._unclaim(account_id, claimed)
             raise

@@ -11,7 +11,8 @@ from importlib import resources
 from typing import Any
 
 from chargingd.core.chain import chained
-from chargingd.core.money import MAX_TOTAL_MICROS, format_amount
+from chargingd.core.currencies import money_text
+from chargingd.core.money import MAX_TOTAL_MICROS
 from chargingd.ledger import keys as K
 from chargingd.ledger.types import (
     Account,
@@ -147,20 +148,21 @@ def update_pairs(
     return pairs
 
 
-def prepaid_credit_limit(credit_limit_micros: int) -> InvalidRequest:
+def prepaid_credit_limit(credit_limit_micros: int, currency: str = "") -> InvalidRequest:
     """The refusal of a credit limit on a prepaid account: only postpaid accounts
-    spend below zero (the Lua credit floor), a prepaid one would show it unused."""
+    spend below zero (the Lua credit floor), a prepaid one would show it unused. The
+    limit in the account's ``currency`` (its minor unit and code)."""
     return InvalidRequest(
         "a prepaid account has no credit limit (it spends its balance only):"
-        f" credit_limit {format_amount(credit_limit_micros, 2)} needs mode postpaid,"
+        f" credit_limit {money_text(credit_limit_micros, currency)} needs mode postpaid,"
         " or set credit_limit 0"
     )
 
 
-def check_update_status(res: Sequence[Any], account_id: str) -> None:
+def check_update_status(res: Sequence[Any], account_id: str, currency: str = "") -> None:
     status = s(res[0])
     if status == "prepaid_credit_limit":
-        raise prepaid_credit_limit(int(res[1]))
+        raise prepaid_credit_limit(int(res[1]), currency)
     if status == "unknown":
         raise UnknownAccount(f"no account {account_id!r}")
     if status == "identities_changed":
@@ -170,9 +172,15 @@ def check_update_status(res: Sequence[Any], account_id: str) -> None:
 
 
 def money_result(
-    res: Sequence[Any], account_id: str, txn_id: str, currency: str | None, what: str
+    res: Sequence[Any],
+    account_id: str,
+    txn_id: str,
+    currency: str | None,
+    what: str,
+    shown: str = "",
 ) -> Account:
-    """The account after topup.lua, or its refusal as a typed error (nothing changed)."""
+    """The account after topup.lua, or its refusal as a typed error (nothing changed);
+    ``shown`` the account's currency, amounts of the refusal are written in."""
     status = s(res[0])
     if status in ("ok", "replay"):
         flat, live = json.loads(s(res[1]))
@@ -180,7 +188,7 @@ def money_result(
     if status == "debt":
         raise InsufficientCredit(
             f"{what} exceeds what {account_id!r} has available"
-            f" ({format_amount(int(res[1]), 2)});"
+            f" ({money_text(int(res[1]), shown)});"
             " allow_debt is needed to leave a debt"
         )
     if status == "range":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chargingd.core.money import format_amount
+from chargingd.core.currencies import money_text
 from chargingd.ledger import codec as C
 from chargingd.ledger import keys as K
 from chargingd.ledger.accounts import AccountLedger
@@ -138,8 +138,13 @@ class Ledger(AccountLedger):
         res = await self._run("topup", keys, args)
         if claimed == "new" and C.s(res[0]) == "unknown":
             await self._run("txn_unclaim", [K.txn_owner_key(txn_id)], [account_id])
-        what = f"{kind} of {format_amount(amount_micros, 2)}"
-        return C.money_result(res, account_id, txn_id, currency, what)
+        shown = currency or ""
+        if not shown and C.s(res[0]) not in ("ok", "replay"):  # a refusal: its amounts
+            # in the account's currency (one read, on refusals only)
+            stored = await self.redis.hget(K.acct_key(account_id), "currency")
+            shown = C.s(stored) if stored else ""
+        what = f"{kind} of {money_text(amount_micros, shown)}"
+        return C.money_result(res, account_id, txn_id, currency, what, shown)
 
     async def _claim_txn(self, account_id: str, txn_id: str) -> str:
         """Claim ``txn_id`` for ``account_id`` ("new" or "ok"); DuplicateTransaction when

@@ -95,7 +95,7 @@ async def test_prepaid_account_with_a_credit_limit_is_refused(client: AsyncAdmin
     assert (err.value.code, err.value.data) == (-32007, {"code": "invalid_request"})
     assert err.value.message == (
         "a prepaid account has no credit limit (it spends its balance only):"
-        " credit_limit 50.00 needs mode postpaid, or set credit_limit 0"
+        " credit_limit 50.00 EUR needs mode postpaid, or set credit_limit 0"
     )
     with pytest.raises(RpcError) as err:
         await client.call("account.get", {"id": "alice"})

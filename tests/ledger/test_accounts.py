@@ -223,7 +223,7 @@ async def test_prepaid_account_with_a_credit_limit_is_refused(ledger: Ledger) ->
     """A prepaid account spends its balance only (available = balance - holds): a
     credit limit on one was stored, shown by `ctl account show`, and ignored."""
     message = r"a prepaid account has no credit limit \(it spends its balance only\)"
-    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.00001 needs mode"):
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.00001 EUR needs mode"):
         await ledger.create_account(
             "pre", mode=Mode.PREPAID, currency="EUR", credit_limit_micros=10,
             identities=("user:pre",), who="op",
@@ -235,11 +235,15 @@ async def test_prepaid_account_with_a_credit_limit_is_refused(ledger: Ledger) ->
     with pytest.raises(InvalidRequest, match=message):
         await ledger.update_account("pre", who="op", credit_limit_micros=5_000_000)
     assert (await ledger.get_account("pre")).credit_limit_micros == 0
+    # in the account's currency: a yen account's limit in whole yen (it said 5000.00)
+    await ledger.create_account("yen", mode=Mode.PREPAID, currency="JPY", who="op")
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 5000 JPY needs mode"):
+        await ledger.update_account("yen", who="op", credit_limit_micros=5_000_000_000)
     # Postpaid to prepaid: a limit named with it is refused; none named, it goes (audited).
     await ledger.create_account(
         "post", mode=Mode.POSTPAID, currency="EUR", credit_limit_micros=500_000_000, who="op"
     )
-    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.10 needs mode"):
+    with pytest.raises(InvalidRequest, match=message + r": credit_limit 0\.10 EUR needs mode"):
         await ledger.update_account(
             "post", who="op", mode=Mode.PREPAID, credit_limit_micros=100_000
         )

@@ -450,7 +450,17 @@ async def test_admin_socket_amount_edges_and_debt(redis: aioredis.Redis, tmp_pat
             await c.call("account.adjust", adjust)
         assert err.value.code == -32004
         # Meant for the operator: amounts as amounts, never micro-units.
-        assert "adjust of -1.50 exceeds what 'al' has available (1.00)" in str(err.value)
+        assert "adjust of -1.50 EUR exceeds what 'al' has available (1.00 EUR)" in str(err.value)
+        # in the account's currency's minor unit, the currency named or not (it said
+        # "adjust of -150.00 exceeds what 'yen' has available (100.00)")
+        await c.call("account.create", {**base, "id": "yen", "currency": "JPY", "balance": "100"})
+        for given in ({}, {"currency": "JPY"}):
+            with pytest.raises(RpcError) as err:
+                await c.call(
+                    "account.adjust",
+                    {**adjust, "id": "yen", "amount": "-150", "txn_id": "y1", **given},
+                )
+            assert "adjust of -150 JPY exceeds what 'yen' has available (100 JPY)" in str(err.value)
         with pytest.raises(RpcError) as err:
             await c.call("account.adjust", {**adjust, "allow_debt": "yes"})
         assert err.value.code == -32602
