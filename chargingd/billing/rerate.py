@@ -39,6 +39,7 @@ from chargingd.billing.rerate_model import (
     target_charge,
 )
 from chargingd.core.config import Config
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.ledger import Ledger, LedgerError
 from chargingd.rating.loaders import load_configured
@@ -182,7 +183,8 @@ def _applied(settled: list[Settled]) -> list[dict[str, object]]:
         moved = sum(s.moved_micros for s in items if not s.error)
         out.append({
             "account_id": account_id, "currency": currency, "calls": len(items),
-            "amount": format_amount(-moved), "errors": sum(1 for s in items if s.error),
+            "amount": format_amount(-moved, minor_unit(currency)),
+            "errors": sum(1 for s in items if s.error),
         })  # fmt: skip
     return out
 

@@ -26,7 +26,7 @@ from psycopg import AsyncCursor
 from chargingd.billing.db import BillingDB, Conn
 from chargingd.billing.rerate_model import Change, Report, RerateError
 from chargingd.core.config import Config
-from chargingd.core.money import format_amount
+from chargingd.core.currencies import money_text
 from chargingd.ledger import Ledger, LedgerError, UsageCharge, UsageRequest
 
 log = logging.getLogger("chargingd.rerate")
@@ -287,7 +287,9 @@ async def post_legacy(db: BillingDB, ledger: Ledger, *, who: str) -> list[Adjust
 
     done: list[Adjustment] = []
     for adj in await db.run(pending):
-        why = f"rerate {adj.run_id}: {adj.cdrs} CDRs ({format_amount(adj.amount_micros)})"
+        why = (
+            f"rerate {adj.run_id}: {adj.cdrs} CDRs ({money_text(adj.amount_micros, adj.currency)})"
+        )
         await ledger.adjust(
             adj.account_id, adj.amount_micros, txn_id=adj.txn_id, who=who, why=why,
             currency=adj.currency, allow_debt=True,

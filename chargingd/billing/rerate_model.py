@@ -28,6 +28,7 @@ from typing import Any
 
 from chargingd.billing.cdr import LEDGER_CHARGES
 from chargingd.billing.db import BillingDB, Conn
+from chargingd.core.currencies import minor_unit
 from chargingd.core.money import format_amount
 from chargingd.rating.durations import billed_seconds, seconds_to_ns
 from chargingd.rating.plan import TariffPlan
@@ -102,17 +103,20 @@ class AccountDiff:
         return self.new_charged - self.old_charged
 
     def to_json(self) -> dict[str, Any]:
+        """Amounts with at least the currency's minor-unit decimals (more where they have
+        them, to the micro-unit: a rerate's sub-cent differences stay): 52 JPY, 0.52 EUR."""
+        places = minor_unit(self.currency)
         return {
             "account_id": self.account_id,
             "currency": self.currency,
             "cdrs": self.cdrs,
             "unrated": self.unrated,
-            "old": format_amount(self.old_micros),
-            "new": format_amount(self.new_micros),
-            "difference": format_amount(self.diff_micros),
-            "charged_old": format_amount(self.old_charged),
-            "charged_new": format_amount(self.new_charged),
-            "ledger": format_amount(self.ledger_micros),
+            "old": format_amount(self.old_micros, places),
+            "new": format_amount(self.new_micros, places),
+            "difference": format_amount(self.diff_micros, places),
+            "charged_old": format_amount(self.old_charged, places),
+            "charged_new": format_amount(self.new_charged, places),
+            "ledger": format_amount(self.ledger_micros, places),
         }
 
 

@@ -26,6 +26,7 @@ from chargingd.billing.rerate import (
     record,
 )
 from chargingd.core.config import config_from_dict
+from chargingd.core.money import format_amount
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode, UsageRequest
 
@@ -380,7 +381,8 @@ async def test_cli_report_apply_and_reapply(
     assert report["run_id"] is None and report["changed_cdrs"] == N
     by_account = {a["account_id"]: a for a in report["accounts"]}
     old1 = sum(d * 10_000 for d in _durations(1))
-    assert by_account["acct-1"]["difference"] == f"{old1 // 2 / 1e6:.6f}"  # 0.90 vs 0.60
+    # 0.90 vs 0.60; in the currency's minor unit (EUR: at least 2 decimals; it was 6)
+    assert by_account["acct-1"]["difference"] == format_amount(old1 // 2, 2)
     assert (await ledger.get_account("acct-1")).balance_micros == 0  # report only
 
     applied = _cli(config, "--from", "2026-11-01", "--to", "2026-11-30", "--apply")

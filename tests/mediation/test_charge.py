@@ -199,7 +199,7 @@ async def test_mediated_calls_are_debited_once_and_rerate_settles_the_difference
     # charged (2.08 - 1.56), and nothing more however often the rerate runs.
     report = await _rerate(config, "--plan", str(tmp_path / "cheap.toml"), "--apply")
     (row,) = report["accounts"]
-    assert (row["account_id"], row["ledger"]) == ("alice", "-0.520000")
+    assert (row["account_id"], row["ledger"]) == ("alice", "-0.52")
     assert (await ledger.get_account("alice")).balance_micros == 10_000_000 - 1_560_000
     cdrs = await _cdrs(db, "pbx")
     assert sum(c[0] for c in cdrs.values()) == sum(c[1] for c in cdrs.values()) == 1_560_000
