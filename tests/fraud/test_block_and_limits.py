@@ -259,6 +259,26 @@ async def test_lift_of_an_identity_ends_its_refusal_alone(
     assert (await fraud.check(call(identity="user:alice"))).allowed
 
 
+async def test_lift_of_an_identity_starts_its_own_velocity_count_over(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A velocity rule per identity: `lift --identity` starts that identity's count over,
+    another identity's count goes on (it was reset with it: the account's counts)."""
+    per_identity = {**FAST, "scope": "identity", "max_calls": 1}
+    fraud = await make_fraud(redis, clock, [per_identity])
+    await fraud.ledger.create_account(
+        "acc1", mode=Mode.PREPAID, currency="EUR", balance_micros=10**8,
+        identities=("user:alice", "user:bob"), who="test",
+    )  # fmt: skip
+    for who in ("user:alice", "user:bob"):
+        assert (await fraud.check(call(identity=who))).allowed
+        assert not (await fraud.check(call(identity=who))).allowed
+    lifted = await fraud.lift(None, identity="user:alice", who="admin:ops", why="x")
+    assert lifted["lifted"] == [] and lifted["account_refusals"] == []
+    assert (await fraud.check(call(identity="user:alice"))).allowed
+    assert not (await fraud.check(call(identity="user:bob"))).allowed
+
+
 async def test_lift_of_an_identity_no_account_has_clears_its_count(
     redis: aioredis.Redis, clock: Clock
 ) -> None:
