@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from cdr_factory import make_cdr
 
 from chargingd.billing.db import BillingDB
+from chargingd.core.money import format_amount
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode, Status
 
@@ -319,7 +320,7 @@ async def test_record_only_calls_match_their_live_cdrs_and_move_nothing(
     (row,) = report["accounts"]
     live_cost = sum(c.cost_micros for c in live)
     live_new = sum(c.duration_s * 7_500 for c in live)  # 0.45/min
-    assert row["ledger"] == f"{(live_new - live_cost) / 1e6:.6f}"
+    assert row["ledger"] == format_amount(live_new - live_cost, 2)  # EUR: 2 decimals or more
     assert (await ledger.get_account("alice")).balance_micros == 10_000_000 + live_cost - live_new
     assert {c[1] for c in (await _cdrs(db, "gw")).values()} == {0}
 
