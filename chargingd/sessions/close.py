@@ -125,9 +125,29 @@ class SessionCloser:
                 return STALE
             usage = max(usage_s, rec.last_usage_s)
             settled = self.settler.settle(answered_as(rec, ending), usage, ending.status)
-            done = await self.fused.stop(noted, token, settled.target_micros, policy=settled.policy)
+            # The CDR and the closed record as they will be when the release debits the
+            # whole target without an overrun (nearly every Stop): the script then
+            # XADDs and closes too, one round trip; else they are built again from
+            # what the release did (_finish)
+            expected = CommitResult(0, settled.target_micros, 0, False, False)
+            cdr = self.build_cdr(rec, settled, expected, ending)
+            closed = rec.closed(
+                cdr.duration_s,
+                "".join((cdr.status,)),  # (as closed_fields: the plain str)
+                cdr.cost_micros,
+                cdr.charged_micros,
+                int(ending.provisional),
+                rec.last_usage_s,
+                cdr.revision,
+            ).pack(layout=self.store.layout)
+            done = await self.fused.stop(
+                noted, token, settled.target_micros, policy=settled.policy, close=(cdr, closed)
+            )
             if done.release is None or done.record is None:
                 return done.status
+            if done.entry_id is not None:  # closed by the script: the CDR as built
+                _log_closed(done.record, cdr)
+                return cdr
             return await self._finish(done.record, settled, done.release, ending, done.stored)
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
@@ -191,18 +211,7 @@ class SessionCloser:
                 cdr.revision,
             )
         await self.store.append_cdr_and_close(cdr, current, fields, stored, closed)
-        # (asked first: below INFO, Logger.info's own frame and its seven arguments
-        # were built per Stop for nothing)
-        if log.isEnabledFor(_INFO):
-            log.info(
-                "closed %s account=%s usage=%ss cost=%s charged=%s status=%s",
-                current.session_id,
-                current.account_id,
-                cdr.duration_s,
-                cdr.cost_micros,
-                cdr.charged_micros,
-                cdr.status,
-            )
+        _log_closed(current, cdr)
         return cdr
 
     def build_cdr(
@@ -300,6 +309,21 @@ class SessionCloser:
                 "charge_reason": reason,
                 "revision": revision,
             }
+        )
+
+
+def _log_closed(rec: SessionRecord, cdr: CDR) -> None:
+    """The close's INFO line (asked first: below INFO, Logger.info's own frame and its
+    seven arguments were built per Stop for nothing)."""
+    if log.isEnabledFor(_INFO):
+        log.info(
+            "closed %s account=%s usage=%ss cost=%s charged=%s status=%s",
+            rec.session_id,
+            rec.account_id,
+            cdr.duration_s,
+            cdr.cost_micros,
+            cdr.charged_micros,
+            cdr.status,
         )
 
 

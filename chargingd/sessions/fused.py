@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
+from chargingd.billing.cdr import CDR
 from chargingd.fraud import Prepared, fragment
 from chargingd.ledger import CommitResult, Grant, Ledger
 from chargingd.ledger.steps import AccountCheck, ReserveStep, fused_source, session_deadline_ms
@@ -135,7 +136,15 @@ class Closing:
     """What session_close.lua did: status busy|gone|stale|ok, and its data. One per
     Stop: a plain class (a dataclass's __init__ is interpreted even compiled)."""
 
-    __slots__ = ("answer_ms", "last_usage_s", "record", "release", "status", "stored")
+    __slots__ = (
+        "answer_ms",
+        "entry_id",
+        "last_usage_s",
+        "record",
+        "release",
+        "status",
+        "stored",
+    )
 
     def __init__(
         self,
@@ -145,6 +154,7 @@ class Closing:
         last_usage_s: int = 0,
         answer_ms: int = 0,
         stored: bytes | None = None,
+        entry_id: bytes | None = None,
     ) -> None:
         self.status: Final = status
         self.release: Final = release
@@ -154,6 +164,9 @@ class Closing:
         # the record's stored value as the script left it, when ``record`` is all of it
         # (the closed mark then writes the closed record whole: store.append_cdr_and_close)
         self.stored: Final = stored
+        # the CDR's stream entry id when session_stop.lua made the close too (the CDR
+        # XADDed, the record closed, out of the indexes): nothing left to write
+        self.entry_id: Final = entry_id
 
 
 class FusedPath:
@@ -284,7 +297,11 @@ class FusedPath:
         length, session ttl, reclaims), as StepBuilder.release gives a Stop (stop())."""
         release = self.steps.release("a", "s", 0, now_ms=0).argv[3:7]
         lease = _lua_text(str(CLOSE_LEASE_S))
-        return f"local STOP_LEASE_S = {lease}\nlocal STOP_RELEASE = {_lua_table(release)}\n"
+        kept = _lua_text(str(self.store.closed_ttl_s))
+        return (
+            f"local STOP_LEASE_S = {lease}\nlocal STOP_RELEASE = {_lua_table(release)}\n"
+            f"local STOP_CLOSED_TTL_S = {kept}\n"
+        )
 
     @property
     def libraries(self) -> tuple[FusedLibrary, ...]:
@@ -485,11 +502,22 @@ class FusedPath:
         return Closing(status, self.steps.commit_result(reply[1], acc), record, stored=stored)
 
     async def stop(
-        self, noted: Noted, token: str, final_cost_micros: int, *, policy: str
+        self,
+        noted: Noted,
+        token: str,
+        final_cost_micros: int,
+        *,
+        policy: str,
+        close: tuple[CDR, bytes] | None = None,
     ) -> Closing:
         """session_close's lease and release for a Stop noted on a held record
         (``noted.rec``, priced at ``final_cost``), with the note written, if that
-        record is still the stored one: status ok, or stale|busy (nothing done)."""
+        record is still the stored one: status ok, or stale|busy (nothing done).
+        ``close``: the CDR and the closed record (its stored value) the caller built
+        for the release it expects (``final_cost`` the session's whole debit, no
+        overrun): when the release moved just that, the same script XADDs the CDR and
+        makes the close's writes (Closing.entry_id, the CDR's stream entry); else the
+        caller builds them from the release's reply (Closing.entry_id None)."""
         rec = noted.rec
         acc, sid = rec.account_id, rec.session_id
         now_ms = self.ledger.clock_ms()
@@ -501,6 +529,10 @@ class FusedPath:
         # '' none), now and policy here
         argv = release.argv
         args: list[Any] = [token, noted.before, after, argv[0], argv[1], now_ms, argv[7]]
+        if close is not None:
+            cdr, closed = close
+            keys += self.store.closing_keys(rec)
+            args += [cdr.pack(), cdr.charged_micros, closed, acc, rec.member]
         reply = await self._send_with_index(
             self._stop.sha, keys, args, None, None, self.stop_library
         )
@@ -509,7 +541,12 @@ class FusedPath:
             return Closing(head.decode())
         # released: the reply is release.lua's own (not nested: round 17a)
         self.store.uncache(sid)  # closing
-        return Closing("ok", self.steps.commit_result(reply, acc), rec, stored=after)
+        result = self.steps.commit_result(reply, acc)
+        if close is not None and len(reply) > 5:  # closed here: the CDR's entry id
+            entry_id: bytes = reply[5]
+            self.store.closed_here(rec, close[0], entry_id)
+            return Closing("ok", result, rec, stored=after, entry_id=entry_id)
+        return Closing("ok", result, rec, stored=after)
 
     async def _send_with_index(
         self,

@@ -649,6 +649,29 @@ class SessionStore(LiveIndexes):
         if self.cdr_written is not None:
             self.cdr_written(entry_id, cdr)
 
+    def closing_keys(self, rec: SessionRecord) -> list[str]:
+        """The keys of the close's writes beside the record's and the close lease's,
+        for session_stop.lua's close (single Redis): the account's live ids, the call's
+        last-seen shard and live locator shards, the CDR stream, the deadline index,
+        and the closed call's locator when it needs one (the writes _closing_writes
+        sends itself otherwise)."""
+        sid = rec.session_id
+        seen, locator, old_locator = close_keys(rec.gateway, sid, self.shards)
+        keys = [live_key(rec.account_id), seen, locator, old_locator, CDR_STREAM, DEADLINES]
+        if _needs_locator(self.echo_class, rec):
+            keys.append(loc_key(sid))
+        return keys
+
+    def closed_here(self, rec: SessionRecord, cdr: CDR, entry_id: bytes) -> None:
+        """session_stop.lua made the close (closing_keys): forget the call as
+        _closing_writes does, and tell ``cdr_written`` the CDR and its entry id."""
+        sid = rec.session_id
+        self._located.pop(sid, None)
+        self._records.pop(sid, None)
+        self._fresh.pop(sid, None)
+        if self.cdr_written is not None:
+            self.cdr_written(entry_id, cdr)
+
     def _closing(
         self,
         rec: SessionRecord,

@@ -25,7 +25,8 @@ from sessions_harness import (
 
 from chargingd.billing.cdr import CdrStatus
 from chargingd.sessions.ccapi import Authorized, UsageKind
-from chargingd.sessions.record import SessionRecord
+from chargingd.sessions.close import Ending, SessionCloser
+from chargingd.sessions.record import SessionRecord, fields_map
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import CLOSED, LIVE, record_key
 
@@ -158,23 +159,42 @@ async def test_a_stop_closes_the_record_whole(
     info = call("s1")
     before = await script_runs(redis)
     closed_with: list[tuple[object, ...]] = []  # session_set's ARGV
+    stopped_with: list[tuple[object, ...]] = []  # session_stop's ARGV
     send = sessions.store.send
+    assert sessions.fused is not None
+    stop = (sessions.fused.stop_library.name, sessions.fused._stop.sha)  # FCALL, EVALSHA
 
     async def spying(commands: list[tuple[object, ...]], **kw: object) -> list[object]:
         for command in commands:
             if command[0] == "EVALSHA" and command[1] == sessions.store._set.sha:
                 closed_with.append(command[3 + int(command[2]) :])  # type: ignore[call-overload]
+            if command[1] in stop:
+                stopped_with.append(command[3 + int(command[2]) :])  # type: ignore[call-overload]
         return await send(commands, **kw)  # type: ignore[arg-type]
 
     sessions.store.send = spying  # type: ignore[method-assign]
     await sessions.account(usage(info, UsageKind.STOP, usage_s, T0_MS + usage_s * 1000))
-    # noted: the release with the Stop noted, then the mark; else touch, close, mark
-    assert await script_runs(redis) - before == (2 if held else 3)
+    # noted: one script, the release with the Stop noted and the close (the CDR and the
+    # closed record as the closer built them: paid in full); else touch, close, mark
+    assert await script_runs(redis) - before == (1 if held else 3)
     (cdr,) = await read_cdrs(redis)
     assert cdr.duration_s == usage_s and cdr.cost_micros == usage_s * BERLIN_PER_S
     assert cdr.charged_micros == min(balance, cdr.cost_micros)
     stored = await redis.get(record_key("acc1", "s1"))
-    ((ttl, fields, _sid, _acc, live, whole),) = closed_with
+    if held:
+        assert not closed_with  # no session_set: the closed record came with the Stop
+        ((_token, _before, live, *_release, sent_cdr, total, whole, _acc, _who),) = stopped_with
+        assert sent_cdr == cdr.pack() and total == cdr.charged_micros
+        ttl = sessions.store.closed_ttl_s
+        closing = {
+            **SessionCloser.closed_fields(cdr, Ending(0, cdr.status)),
+            "reported_usage_s": usage_s,
+            "state": CLOSED,
+        }
+        fields = fields_map(closing, sessions.store.layout)
+        assert 0 < await redis.ttl(record_key("acc1", "s1")) <= ttl
+    else:
+        ((ttl, fields, _sid, _acc, live, whole),) = closed_with  # type: ignore[misc]
     assert whole == stored  # the closer's closed record, as it packed it
     # ... the record session_set.lua's merge of the same fields gives (a scratch key)
     await redis.set("scratch", live)  # type: ignore[arg-type]

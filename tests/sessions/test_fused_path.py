@@ -100,7 +100,7 @@ async def test_one_round_trip_per_step_once_the_caller_is_known(
     assert batcher.batches - before == 1  # the interim noted + commit + renew + record
     before = batcher.batches
     await sessions.account(usage(info, UsageKind.STOP, 70, T0_MS + 70_000))
-    assert batcher.batches - before == 2  # the Stop noted + lease + release; CDR + closed mark
+    assert batcher.batches - before == 1  # the Stop noted + lease + release + CDR + close
     rec = await sessions.store.get("acc1", "s2")
     assert rec is not None and rec.state == "closed" and rec.last_usage_s == 70
 

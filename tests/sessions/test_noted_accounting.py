@@ -33,6 +33,7 @@ from chargingd.sessions.ccapi import Authorized, UsageKind
 from chargingd.sessions.noting import note
 from chargingd.sessions.record import SessionRecord
 from chargingd.sessions.service import Sessions
+from chargingd.sessions.settle import CAPPED
 from chargingd.sessions.store import INVALID, LIVE, record_key
 
 
@@ -112,8 +113,9 @@ async def test_interim_and_stop_run_one_script_each(redis: aioredis.Redis, tmp_p
     before = await script_runs(redis)
     stop = usage(info.replace(nas_session_id="n1"), UsageKind.STOP, 130, T0_MS + 130_000)
     await sessions.account(stop)
-    # the close with the Stop noted; the closed mark (with the live locator's drop)
-    assert await script_runs(redis) - before == 2
+    # the close with the Stop noted, the CDR and the closed mark (with the live
+    # locator's drop): one script
+    assert await script_runs(redis) - before == 1
     (cdr,) = await read_cdrs(redis)
     assert cdr.duration_s == 130 and cdr.charged_micros == 130 * BERLIN_PER_S
     rec = await sessions.store.get("acc1", "s1")
@@ -162,12 +164,19 @@ async def test_another_writer_between_packets_is_seen(
 
 async def test_stop_is_noted_with_the_release(redis: aioredis.Redis, tmp_path: Path) -> None:
     """A closer that dies after the release (before its CDR) leaves the Stop's usage on
-    the record, as the touch did: the reaper that closes it later charges that usage."""
+    the record, as the touch did: the reaper that closes it later charges that usage.
+    (A Stop paid in full is released, its CDR written and its record closed by one
+    script: no such window. Here the account was spent down to the call's 75 s hold
+    meanwhile, so the release takes less than the 100 s cost and the closer builds the
+    CDR from what it took.)"""
     clock = Clock()
     ledger = await make_ledger(redis, clock)
     sessions = make_sessions(redis, ledger, clock, tmp_path)
     await add_account(ledger)
     await _answered_call(sessions)
+    hold = (await ledger.get_account("acc1")).reserved_micros
+    assert hold == 75 * BERLIN_PER_S
+    await ledger.adjust("acc1", hold - 10 * EUR, txn_id="spent", who="test", why="elsewhere")
     info = call("s1")
     clock.advance(100)
 
@@ -186,8 +195,9 @@ async def test_stop_is_noted_with_the_release(redis: aioredis.Redis, tmp_path: P
         rec, usage_s=rec.last_usage_s, end_ms=clock.now_ms, status=CdrStatus.STALE
     )
     assert cdr is not None and cdr.duration_s == 100
-    assert cdr.charged_micros == 100 * BERLIN_PER_S
-    assert (await ledger.get_account("acc1")).balance_micros == 10 * EUR - 100 * BERLIN_PER_S
+    assert cdr.cost_micros == 100 * BERLIN_PER_S and cdr.charged_micros == hold
+    assert cdr.charge_reason == CAPPED
+    assert (await ledger.get_account("acc1")).balance_micros == 0
 
 
 @pytest.mark.parametrize("balance", [3 * EUR // 2, 2 * EUR, 3 * EUR])
