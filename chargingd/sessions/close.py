@@ -112,7 +112,9 @@ class SessionCloser:
         Order: release (idempotent in the ledger), XADD the CDR, mark closed. A crash
         between XADD and mark may write the CDR twice; the exporter keeps one row per
         (source, call_id). On a single Redis the lease and the release are one script
-        (sessions/fused.py), and the XADD and the closed mark one pipeline.
+        (sessions/fused.py), and the XADD and the closed mark one pipeline; for a
+        Stop noted on a held record whose release debits the whole cost (no overrun),
+        all of it is that one script: the CDR built first, for that release.
         ``noted`` (fused path only): ``rec`` is a Stop noted on a record this process
         holds, written by the same script; STALE or BUSY when that record is no
         longer the stored one or another closer has it (nothing done either way).

@@ -4,8 +4,9 @@ authorize = account check + reserve + live record + its indexes
 (lua/session_authorize.lua), interim = commit + renewed hold + grant fields
 (lua/session_renew.lua), stop = close lease + release (lua/session_close.lua). An
 accounting packet of a call whose record this process holds is noted in the same
-script (sessions/noting.py: renew with the note, lua/session_stop.lua), else by
-session_touch.lua first. Each
+script (sessions/noting.py: renew with the note, lua/session_stop.lua, which also
+writes the CDR and the close when the release debits what the closer built them for),
+else by session_touch.lua first. Each
 wraps the ledger's own scripts (chargingd/ledger/steps.py), and the ledger builds
 their keys and arguments and decodes their replies, so money still moves only
 through the ledger. Used only when the SessionStore batches (a single Redis): the
