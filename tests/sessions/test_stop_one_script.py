@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 from fakes import T0_MS, Clock
+from redis.exceptions import ResponseError
 from sessions_harness import (
     BERLIN_PER_S,
     EUR,
