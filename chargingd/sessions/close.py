@@ -86,6 +86,11 @@ class SessionCloser:
         self.source = source
         # The CDR source of the clients of another frontend ("diameter" for its peers).
         self.client_sources: dict[str, str] = {}
+        # A Stop noted on a held record: its CDR and close built for the release it
+        # expects and sent with it (one script); False: the release first, then the CDR
+        # and the closed mark (what a release that moved another amount takes; tests
+        # compare the two)
+        self.close_in_script = True
 
     async def close(
         self,
@@ -131,25 +136,15 @@ class SessionCloser:
             # whole target without an overrun (nearly every Stop): the script then
             # XADDs and closes too, one round trip; else they are built again from
             # what the release did (_finish)
-            expected = CommitResult(0, settled.target_micros, 0, False, False)
-            cdr = self.build_cdr(rec, settled, expected, ending)
-            closed = rec.closed(
-                cdr.duration_s,
-                "".join((cdr.status,)),  # (as closed_fields: the plain str)
-                cdr.cost_micros,
-                cdr.charged_micros,
-                int(ending.provisional),
-                rec.last_usage_s,
-                cdr.revision,
-            ).pack(layout=self.store.layout)
+            close = self._expected_close(rec, settled, ending) if self.close_in_script else None
             done = await self.fused.stop(
-                noted, token, settled.target_micros, policy=settled.policy, close=(cdr, closed)
+                noted, token, settled.target_micros, policy=settled.policy, close=close
             )
             if done.release is None or done.record is None:
                 return done.status
-            if done.entry_id is not None:  # closed by the script: the CDR as built
-                _log_closed(done.record, cdr)
-                return cdr
+            if close is not None and done.entry_id is not None:  # closed by the script
+                _log_closed(done.record, close[0])
+                return close[0]
             return await self._finish(done.record, settled, done.release, ending, done.stored)
         for _ in range(FUSED_ATTEMPTS if self.fused is not None else 0):
             assert self.fused is not None
@@ -176,6 +171,24 @@ class SessionCloser:
             rec.account_id, rec.session_id, settled.target_micros, policy=settled.policy
         )
         return await self._finish(current, settled, result, ending)
+
+    def _expected_close(
+        self, rec: SessionRecord, settled: Settlement, ending: Ending
+    ) -> tuple[CDR, bytes]:
+        """The CDR and the closed record (its stored value) of ``rec`` as they are
+        when the release debits the whole ``settled`` target without an overrun."""
+        expected = CommitResult(0, settled.target_micros, 0, False, False)
+        cdr = self.build_cdr(rec, settled, expected, ending)
+        closed = rec.closed(
+            cdr.duration_s,
+            "".join((cdr.status,)),  # (as closed_fields: the plain str)
+            cdr.cost_micros,
+            cdr.charged_micros,
+            int(ending.provisional),
+            rec.last_usage_s,
+            cdr.revision,
+        )
+        return cdr, closed.pack(layout=self.store.layout)
 
     async def _finish(
         self,

@@ -31,7 +31,6 @@ from sessions_harness import (
 
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.sessions.ccapi import Authorized, UsageKind
-from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.store import CLOSED, record_key
 
@@ -76,18 +75,10 @@ async def _snapshot(redis: aioredis.Redis) -> dict[bytes, Any]:
     return out
 
 
-def _two_trips(sessions: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
+def _two_trips(sessions: Sessions) -> None:
     """This process's Stops without the close in the script: the release script, then
     the CDR's XADD and the closed mark (the path before, and the fallback now)."""
-    fused = sessions.fused
-    assert fused is not None
-    stop = FusedPath.stop
-
-    async def released_only(self: FusedPath, *args: Any, **kw: Any) -> Any:
-        kw["close"] = None
-        return await stop(self, *args, **kw)
-
-    monkeypatch.setattr(FusedPath, "stop", released_only)
+    sessions.closer.close_in_script = False
 
 
 async def _calls(sessions: Sessions, clock: Clock, n: int, *, duplicates: int = 1) -> None:
@@ -111,7 +102,7 @@ async def _calls(sessions: Sessions, clock: Clock, n: int, *, duplicates: int = 
 
 
 async def test_the_close_in_the_script_writes_what_the_two_trips_write(
-    redis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis: aioredis.Redis, tmp_path: Path
 ) -> None:
     states, runs = [], []
     for one_script in (True, False):
@@ -122,7 +113,7 @@ async def test_the_close_in_the_script_writes_what_the_two_trips_write(
         await sessions.store.load_scripts()
         await add_account(ledger, balance_micros=50 * EUR)
         if not one_script:
-            _two_trips(sessions, monkeypatch)
+            _two_trips(sessions)
         before = await script_runs(redis)
         await _calls(sessions, clock, 6)
         runs.append(await script_runs(redis) - before)
@@ -134,7 +125,6 @@ async def test_the_close_in_the_script_writes_what_the_two_trips_write(
             assert rec is not None and rec.state == CLOSED
             assert 0 < await redis.ttl(record_key("acc1", f"s{i}")) <= sessions.store.closed_ttl_s
         states.append(await _snapshot(redis))
-        monkeypatch.undo()
     # the 6 Stops: 1 script each, else 2 (the release, then the closed mark)
     assert runs[1] - runs[0] == 6
     one, two = states
