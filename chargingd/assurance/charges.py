@@ -132,7 +132,8 @@ SELECT a.source, a.call_id, a.charged_micros, a.start_time,
     b.source, b.call_id, b.charged_micros, b.start_time,
     b.account_id, b.currency, b.caller, b.callee, d.how,
     %(switched)s AND EXISTS (SELECT 1 FROM a_match m WHERE m.lid = a.id),
-    %(switched)s AND EXISTS (SELECT 1 FROM a_match m WHERE m.lid = b.id)
+    %(switched)s AND EXISTS (SELECT 1 FROM a_match m WHERE m.lid = b.id),
+    a.id, b.id
 FROM a_double d
 JOIN a_charged a ON a.id = d.aid
 JOIN a_charged b ON b.id = d.bid
@@ -207,7 +208,10 @@ async def doubles(
     sources: list[str] | None = None,
 ) -> list[Finding]:
     """Calls charged twice; the duplicate (the one no switch record matched, else the
-    later) carries the finding, its money minus the smaller of the two charges. With
+    later) carries the finding, its money minus the smaller of the two charges. A call
+    charged three times is two duplicates, each reported once (against the earliest
+    record it pairs with), not one finding per pair: its money is the two extra
+    charges, never more than was charged. With
     ``sources`` (--source and its live sources) only pairs with a CDR of one of them:
     every pair is still known to the other checks (a_double)."""
     p = _params(params, live, sources)
@@ -220,12 +224,18 @@ async def doubles(
         await conn.execute(_ID_PAIRS)
     cur = await conn.execute(_DOUBLES, {"switched": switched, "sources": sources})
     out = []
+    reported: set[int] = set()  # the duplicates already reported (a_charged ids)
     for row in await cur.fetchall():
         (a_src, a_call, a_charged, a_start, b_src, b_call, b_charged, b_start, acct, currency,
-         caller, callee, how, a_on_switch, b_on_switch) = row  # fmt: skip
+         caller, callee, how, a_on_switch, b_on_switch, a_id, b_id) = row  # fmt: skip
         first, second = (a_src, a_call, a_charged, a_start), (b_src, b_call, b_charged, b_start)
+        duplicate = int(b_id)
         if b_on_switch and not a_on_switch:
             first, second = second, first
+            duplicate = int(a_id)
+        if duplicate in reported:
+            continue
+        reported.add(duplicate)
         out.append(
             Finding(
                 Kind.DOUBLE_CHARGE, acct, currency, -min(int(a_charged), int(b_charged)),
