@@ -13,6 +13,7 @@ chargingd.app wires the command (it opens the database and Redis).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import zoneinfo
 from collections.abc import Callable
@@ -132,12 +133,23 @@ async def raise_leakage(
 
 
 def _print(run: Run, args: argparse.Namespace) -> None:
-    if args.json:
-        print(render.as_json(render.run_json(run)))
-    elif args.csv:
-        sys.stdout.write(render.findings_csv(run))
-    else:
-        print(render.text(run))
+    """The run on stdout. A reader that went away (``assure ... | head -50 | mail``)
+    changes nothing else: the run is stored, its leakage alert still raised and the
+    exit status still says leakage (it was "[Errno 32] Broken pipe", exit 1 and no
+    alert: the cron job that mailed the head of the report never alerted)."""
+    try:
+        if args.json:
+            print(render.as_json(render.run_json(run)))
+        elif args.csv:
+            sys.stdout.write(render.findings_csv(run))
+        else:
+            print(render.text(run))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What is left in the buffer would fail again at exit: write on into /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 async def stored(db: BillingDB, args: argparse.Namespace) -> int:

@@ -96,6 +96,33 @@ async def test_runs_are_stored_listed_shown_and_the_exit_status_says_leakage(
     assert json.loads(rows[0]["detail"])["switch_duration_s"] == 42
 
 
+async def test_a_reader_that_goes_away_still_gets_the_alert_and_the_exit_status(
+    pg_url: str, redis: aioredis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """`chargingd assure ... | head -50 | mail ops` (cron): the report is longer than the
+    pipe holds and head leaves. The run is stored and its leakage alert raised, and the
+    exit status is still 3; it was "[Errno 32] Broken pipe", exit 1 and no alert."""
+    db = await BillingDB.open(pg_url)
+    await db.store_cdrs([switch_cdr(live_cdr(n, usage_s=42)) for n in range(1500)])
+    await db.close()
+    config = _config(tmp_path, pg_url, redis_server.url, "0")
+    proc = subprocess.Popen(
+        [str(BIN), "assure", "--config", str(config), "--from", "2026-11-04", "--to",
+         "2026-11-04"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"assurance run 1:")
+    proc.stdout.close()  # the reader goes away; 1,500 finding lines are ~200 kB
+    assert proc.wait(timeout=120) == 3
+    with proc.stderr:
+        assert b"Broken pipe" not in proc.stderr.read()
+    (opened,) = [f for _, f in await redis.xrange("{alerts}:stream") if f[b"event"] == b"opened"]
+    assert (
+        opened[b"key"] == b"assurance.leakage:EUR" and b"leakage 352.80 EUR" in opened[b"summary"]
+    )
+
+
 def test_usage_errors(tmp_path: Path, pg_url: str, redis_server: EmbeddedRedis) -> None:
     config = _config(tmp_path, pg_url, redis_server.url, "0")
     for args, message in (
