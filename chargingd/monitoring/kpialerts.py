@@ -7,8 +7,9 @@ calls count), for one group or every group of a dimension that had at least
 ``kpi.<figure>`` with the incident key ``kpi:<rule>:<dimension>:<group>`` through
 chargingd.alerts (one incident per key: a log line, the alert stream, the webhook;
 repeated raises only count); when the condition no longer holds the incident is
-resolved, so the next breach opens a new one. Several daemons evaluating the same
-rule raise the same key: one incident.
+resolved, so the next breach opens a new one (also one opened before a restart, or
+by another daemon). Several daemons evaluating the same rule raise the same key: one
+incident.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class KpiAlerts:
         self.store = store
         self.alerts = alerts
         self.raised: set[str] = set()  # incident keys this process holds open
+        # Keys this process has judged: the first judgement within the threshold also
+        # resolves an incident some other process opened (this daemon before its
+        # restart, another daemon): one no-op script call per key and process.
+        self.judged: set[str] = set()
         self.evaluations = 0
 
     async def evaluate(self) -> list[str]:
@@ -47,9 +52,10 @@ class KpiAlerts:
                 if _breached(rule, fig):
                     breaching.append(key)
                     await self._raise(rule, key, group, fig)
-                elif key in self.raised:
+                elif key in self.raised or key not in self.judged:
                     self.raised.discard(key)
                     await self.alerts.resolve(key, who="kpi", why="back within the threshold")
+                self.judged.add(key)
         self.evaluations += 1
         return breaching
 

@@ -76,6 +76,28 @@ async def test_low_asr_over_15_minutes_with_enough_attempts(redis: aioredis.Redi
     assert resolved.state != "open"
 
 
+async def test_an_incident_opened_before_a_restart_is_resolved_after_it(
+    redis: aioredis.Redis,
+) -> None:
+    """The daemon restarts (or another daemon judges the rule) while an incident is open:
+    once the route is back within the threshold it is resolved. It stayed open until
+    the dedup window (an hour) passed: only the process that raised it resolved it."""
+    clock = Clock()
+    before, alerts = make(redis, clock, rule())
+    await calls(before.store, clock, "10.0.0.1", attempts=60, answered=12)  # ASR 20 %
+    assert await before.evaluate() == ["kpi:low-asr:gateway:10.0.0.1"]
+    after, _ = make(redis, clock, rule())  # the restarted daemon: a new process
+    await calls(after.store, clock, "10.0.0.1", attempts=40, answered=40)  # 52 / 100
+    assert await after.evaluate() == []
+    (resolved,) = await alerts.incidents()
+    assert resolved.state == "resolved"
+    assert await after.evaluate() == []  # judged again: no second resolve, nothing new
+    assert [f[b"event"] for _, f in await redis.xrange("{alerts}:stream")] == [
+        b"opened",
+        b"closed",
+    ]
+
+
 async def test_no_answered_call_on_a_gateway_for_10_minutes(redis: aioredis.Redis) -> None:
     clock = Clock()
     silent = rule(name="no-answer", kpi="answered", below=1, window_s=600, min_attempts=1,
