@@ -124,6 +124,22 @@ async def test_dashboard_shows_live_calls_and_kpis(
         print(f"dashboard screenshot: {shot}")
     finally:
         sock.close()
+    # At 1280 px (8 tiles a row down to 1100 px) every figure stays on one line inside
+    # its tile: "90.0%" ran past the NER tile's edge and "1m 15s" took two lines (and
+    # 132,944 active calls ran past the tile at 1920 px).
+    browser.set_window_size(1280, 1000)
+    wait_for(lambda: browser.execute_script(_SPILLING) == [], "every tile figure to fit")
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
     assert browser.find_element("id", "link").get_attribute("class") == "dot up"
+
+
+# The tile figures wider than their tile or on more than one line.
+_SPILLING = """
+return [...document.querySelectorAll(".tile .value")].filter(e => {
+  const r = document.createRange();
+  r.selectNodeContents(e);
+  const lines = new Set([...r.getClientRects()].map(q => Math.round(q.top))).size;
+  return e.scrollWidth > e.clientWidth || lines > 1;
+}).map(e => e.id + "=" + e.textContent);
+"""
