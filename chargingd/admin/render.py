@@ -283,7 +283,7 @@ def render_stats(console: Console, result: dict[str, Any]) -> None:
         f"{result.get('min_samples')} calls shows -"
     )
     if not result.get("kpis", True):
-        console.print("KPIs are off ([monitoring] enabled = false)")
+        console.print("KPIs are off ([monitoring] enabled = false)", markup=False)
         return
     for window, dimensions in result.get("windows", {}).items():
         table = Table(title=f"last {window}" + ("" if by == "all" else f", by {by}"))

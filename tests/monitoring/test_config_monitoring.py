@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import io
 
+import pytest
+from rich.console import Console
+
+from chargingd.admin.render import render_stats
 from chargingd.core.config import ConfigError, config_from_dict
 
 
@@ -36,3 +40,12 @@ def test_a_token_is_never_echoed() -> None:
     assert "1234567890123456789" not in str(err.value)
     cfg = config_from_dict({"http": {"bind": "0.0.0.0", "enabled": True, "token": "x" * 20}})
     assert "x" * 20 not in repr(cfg)
+
+
+def test_ctl_stats_names_the_section_that_turns_kpis_off() -> None:
+    """With [monitoring] enabled = false, `ctl stats` said "KPIs are off ( enabled =
+    false)": rich took "[monitoring]" for markup and dropped it."""
+    out = io.StringIO()
+    render_stats(Console(file=out, width=120), {"active_calls": 0, "min_samples": 10,
+                                                "kpis": False, "windows": {}})  # fmt: skip
+    assert "KPIs are off ([monitoring] enabled = false)" in out.getvalue()
