@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -71,10 +72,13 @@ def run(name: str, args: argparse.Namespace) -> int:
     """Load the plan, rate or invert, print one JSON object."""
     try:
         start = _parse_start(args.start)
-        number, e164 = destination(args.destination, args.country)  # NumberError too
         plan = load_plan(
             args.plan, rounding_decimals=args.rounding_decimals, timezone=args.timezone
         )
+        # A CGRateS TP matches destinations as text ("voicemail", a data plan's
+        # "*any"): any word is a destination there, as cgr-loader's plans expect.
+        text_ok = Path(args.plan).is_dir()
+        number, e164 = destination(args.destination, args.country, text_ok=text_ok)
     except TariffLoadError as exc:
         return _fail("bad_tariff", str(exc), EXIT_BAD_INPUT)
     except ValueError as exc:
@@ -94,7 +98,9 @@ def run(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def destination(text: str, country: str | None) -> tuple[str, str | None]:
+def destination(
+    text: str, country: str | None, *, text_ok: bool = False
+) -> tuple[str, str | None]:
     """(the digits the tariff matches, the E.164 number when it was normalised).
 
     With ``country`` the number is read exactly as the daemon reads a Called-Station-Id
@@ -104,6 +110,8 @@ def destination(text: str, country: str | None) -> tuple[str, str | None]:
     prefixes read them) are rated as written. Text that is no number at all ("abc")
     is a usage error (ValueError, exit 2), not "unknown destination" (exit 1):
     prefixes are digits, and the daemon refuses such a Called-Station-Id.
+    With ``text_ok`` (a CGRateS TP directory, whose Destinations.csv may hold text
+    prefixes such as "voicemail") a word without spaces is rated as written.
     """
     raw = text.strip()
     if country:
@@ -119,6 +127,8 @@ def destination(text: str, country: str | None) -> tuple[str, str | None]:
             f"--destination {raw!r} starts with a dialling prefix: give --country (the"
             " daemon's default_country for the gateway) to read it as the daemon does"
         )
+    if text_ok and raw.isascii() and raw.isprintable() and raw and " " not in raw:
+        return raw, None
     if not (raw.isascii() and raw.isdigit()):
         raise ValueError(
             f"--destination {text!r} is not a number: give digits as the tariff's prefixes"

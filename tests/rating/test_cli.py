@@ -191,3 +191,38 @@ def test_timezone_flag_is_refused_for_a_native_tariff(
         "--timezone", "Europe/Berlin",
     )  # fmt: skip
     assert code == 2 and body["error"] == "bad_tariff" and "[tariff].timezone" in body["message"]
+
+
+def test_a_cgrates_tp_rates_its_text_destinations(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # CGRateS' tutorial2 has DST_VOICEMAIL = "voicemail" and a data plan bound to *any;
+    # `rate --destination voicemail` answered exit 2 "is not a number".
+    files = {
+        "Destinations.csv": "#Id,Prefix\nDST_VM,voicemail\nDST_44,44\n",
+        "Rates.csv": "#Id,ConnectFee,Rate,RateUnit,RateIncrement,GroupIntervalStart\n"
+        "RT_VM,0.05,0.01,1s,1s,0s\nRT_DATA,0,1,1024,1024,0\n",
+        "DestinationRates.csv": "#Id,DestinationId,RatesTag,RoundingMethod,"
+        "RoundingDecimals,MaxCost,MaxCostStrategy\n"
+        "DR_VM,DST_VM,RT_VM,*up,4,,\nDR_DATA,*any,RT_DATA,*up,4,,\n",
+        "RatingPlans.csv": "#Id,DestinationRatesId,TimingTag,Weight\n"
+        "RP_VM,DR_VM,*any,10\nRP_DATA,DR_DATA,*any,10\n",
+        "RatingProfiles.csv": "#Tenant,Category,Subject,ActivationTime,RatingPlanId,"
+        "RatesFallbackSubject\ncgr.org,call,*any,2020-01-01T00:00:00Z,RP_VM,\n"
+        "cgr.org,data,*any,2020-01-01T00:00:00Z,RP_DATA,\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    common = ["--plan", str(tmp_path), "--subject", "1001", "--start", "2024-01-08T10:00:00Z"]
+    code, body = _run(capsys, "rate", *common, "--destination", "voicemail", "--usage", "30s")
+    assert (code, body["cost"], body["destination_id"]) == (0, "0.3500", "DST_VM")
+    data = [*common, "--category", "data", "--destination", "data"]
+    code, body = _run(capsys, "rate", *data, "--usage", "2049ns")
+    assert (code, body["cost"]) == (0, "3.0000")
+    code, body = _run(capsys, "max-usage", *data, "--amount", "5")
+    assert (code, body["usage_ns"]) == (0, 5120)
+    # A word the plan does not know is a rating error there, not a usage error.
+    code, body = _run(capsys, "rate", *common, "--destination", "fax", "--usage", "30s")
+    assert (code, body["error"]) == (1, "unknown_destination")
+    code, body = _run(capsys, "rate", *common, "--destination", "a b", "--usage", "30s")
+    assert (code, body["error"]) == (2, "bad_request")
