@@ -98,9 +98,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def destination(
-    text: str, country: str | None, *, text_ok: bool = False
-) -> tuple[str, str | None]:
+def destination(text: str, country: str | None, *, text_ok: bool = False) -> tuple[str, str | None]:
     """(the digits the tariff matches, the E.164 number when it was normalised).
 
     With ``country`` the number is read exactly as the daemon reads a Called-Station-Id

@@ -41,6 +41,14 @@ from chargingd.rating.prefixes import PrefixError, PrefixIndex
 
 T = TypeVar("T")
 _LINE_RE = re.compile(r"at line (\d+)")
+_QUOTED_RE = re.compile(r"'([^']*)'")
+_KIND_NAMES: dict[type, str] = {
+    int: "an integer",
+    str: "a string",
+    dict: "a table",
+    list: "a list",
+    bool: "true or false",
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _TARIFF_KEYS = {
@@ -66,7 +74,37 @@ class _Ctx:
         self.lines = text.splitlines()
 
     def fail(self, key: str, reason: str, table: str = "", nth: int = 0) -> TariffLoadError:
-        return TariffLoadError(self.path, reason, line=self._line_of(table, nth), key=key)
+        line = self._line_of(table, nth)
+        if line is not None:
+            line = self._line_in_block(line, key, table, reason)
+        return TariffLoadError(self.path, reason, line=line, key=key)
+
+    def _line_in_block(self, header: int, key: str, table: str, reason: str) -> int:
+        """The line inside the table that starts at ``header`` which the error is about.
+
+        The key's own line (`timezone = ...` for tariff.timezone) or the line holding
+        the value the reason quotes ('abc', '-1s'); else the table's header line.
+        """
+        if not self.lines[header - 1].lstrip().startswith("["):
+            return header  # `table = ...` written inline: that line is the place
+        block = []
+        for number in range(header + 1, len(self.lines) + 1):
+            text = self.lines[number - 1].split("#", 1)[0].strip()
+            if text.startswith("["):
+                break
+            block.append((number, text))
+        leaf = re.sub(r"\[\d+\]$", "", key.rsplit(".", 1)[-1])
+        if key.startswith(f"{table}.") and leaf:
+            for number, text in block:
+                if re.match(rf'"?{re.escape(leaf)}"?\s*=', text):
+                    return number
+        quoted = _QUOTED_RE.search(reason)
+        if quoted and quoted.group(1):
+            value = quoted.group(1)
+            for number, text in block:
+                if f'"{value}"' in text or f"'{value}'" in text or f"= {value}" in text:
+                    return number
+        return header
 
     def _line_of(self, table: str, nth: int) -> int | None:
         """Best effort: the line of the nth [table] / [[table]] header, or of `table = `."""
@@ -95,7 +133,8 @@ class _Ctx:
     def get(self, table: dict[str, Any], name: str, kind: type[T], key: str, default: T) -> T:
         value = table.get(name, default)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise self.fail(f"{key}.{name}", f"must be a {kind.__name__}", key)
+            what = _KIND_NAMES.get(kind, f"a {kind.__name__}")
+            raise self.fail(f"{key}.{name}", f"must be {what}", key)
         return value
 
     def convert(self, key: str, table: str, func: Callable[[], T], nth: int = 0) -> T:
