@@ -308,8 +308,12 @@ async def _savings(
         start, end = period.start, period.end
     elif args.start and args.end:
         start, end = reports.parse_day(args.start, tz), reports.parse_day(args.end, tz, end=True)
-    else:
-        raise Refused("give --period YYYY-MM or --from and --to")
+        if end <= start:  # a usage error, as in `report usage`
+            print("chargingd report: --to must not be before --from", file=sys.stderr)
+            return 2
+    else:  # a usage error: nothing says which calls
+        print("chargingd report: give --period YYYY-MM or --from and --to", file=sys.stderr)
+        return 2
     if not plans:
         raise Refused("no tariff plans are loaded: configure [rating] plans or default_plan")
     if account_exists is not None and not await account_exists(args.account):
@@ -334,11 +338,17 @@ async def cdr(books: Books, args: argparse.Namespace) -> int:
                 raise Refused(f"no CDR with call id {args.call_id!r}")
         else:
             tz = books.cfg.time_zone
+            start = reports.parse_day(args.start, tz) if args.start else None
+            end = reports.parse_day(args.end, tz, end=True) if args.end else None
+            if start is not None and end is not None and end <= start:
+                # "no CDRs" for swapped dates read as "none in that window"
+                print("chargingd cdr list: --to must not be before --from", file=sys.stderr)
+                return 2
             found = await cdrs.list_cdrs(
                 books.db,
                 account_id=args.account,
-                start=reports.parse_day(args.start, tz) if args.start else None,
-                end=reports.parse_day(args.end, tz, end=True) if args.end else None,
+                start=start,
+                end=end,
                 after_id=args.after,
                 limit=args.limit,
             )

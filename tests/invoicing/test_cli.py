@@ -221,6 +221,17 @@ def test_credit_note_calls_csv_and_errors(config: Path, tmp_path: Path) -> None:
     assert code == 2 and "--to must not be before --from" in err
     code, _, err = run("report", "--config", c, "savings", "--account", "acme", "--period", "x")
     assert code == 2 and "YYYY-MM" in err
+    # Swapped dates were an empty answer, exit 0 ("no CDRs", a savings report of 0 calls)
+    # where `report usage` says it is a usage error; no dates at all was a refusal (1).
+    swapped = ("--from", "2026-11-30", "--to", "2026-11-01")
+    code, out, err = run("cdr", "--config", c, "list", *swapped)
+    assert (code, out) == (2, "") and "--to must not be before --from" in err
+    code, out, err = run("report", "--config", c, "savings", "--account", "acme", *swapped)
+    assert (code, out) == (2, "") and "--to must not be before --from" in err
+    code, out, err = run(
+        "report", "--config", c, "savings", "--account", "acme", "--from", "2026-11-01"
+    )
+    assert (code, out) == (2, "") and "give --period YYYY-MM or --from and --to" in err
     code, _, err = run("cdr", "--config", c, "list", "--to", "tomorrow")
     assert code == 2 and "not a date" in err
     # A well-formed period that is not over yet stays a refusal.
