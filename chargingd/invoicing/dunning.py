@@ -114,7 +114,8 @@ async def dunning_pass(
     for acc_id, invoices in sorted(late.items()):
         number, due, owed, currency = invoices[0]
         left = f"{money(owed, books.cfg.decimals(currency))} {currency}"
-        why = f"invoice {number} unpaid ({left} due {due.date().isoformat()})"
+        day = due.astimezone(cutoff.tzinfo).date()  # in the invoicing time zone
+        why = f"invoice {number} unpaid ({left} due {day.isoformat()})"
         try:
             suspended += await suspend(books, acc_id, number, why, cut)
         except UnknownAccount:

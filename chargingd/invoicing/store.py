@@ -49,19 +49,27 @@ def status_of(kind: Kind, total: int, settled: int, due_at: datetime | None, now
 
 
 def _invoice(row: Sequence[Any], now: datetime, lines: tuple[Line, ...] = ()) -> Invoice:
+    """An invoice as read; its moments in ``now``'s zone (the invoicing time zone), so
+    that a period from 2026-11-08 00:00 in Asia/Tokyo prints as 08 Nov to 07 Dec, not
+    as the UTC dates of those midnights (07 Nov to 06 Dec)."""
     kind = Kind(row[2])
     paid, credited = int(row[22]), int(row[23])
+    zone = now.tzinfo
+
+    def local(moment: datetime | None) -> datetime | None:
+        return None if moment is None or zone is None else moment.astimezone(zone)
+
     return Invoice(
         id=int(row[0]),
         number=row[1],
         kind=kind,
         account_id=row[3],
         period=row[4],
-        period_start=row[5],
-        period_end=row[6],
+        period_start=local(row[5]) or row[5],
+        period_end=local(row[6]) or row[6],
         currency=row[7],
-        issued_at=row[8],
-        due_at=row[9],
+        issued_at=local(row[8]) or row[8],
+        due_at=local(row[9]),
         customer=row[10],
         issuer=row[11],
         tax=TaxProfile.from_json(row[12]),

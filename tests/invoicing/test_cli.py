@@ -489,3 +489,33 @@ def test_savings_with_a_plan_that_cannot_load_is_a_config_error(config: Path) ->
     )
     assert (code, out) == (2, "")
     assert f"chargingd report: {dear}" in err and "unknown time zone 'Mars/Base'" in err
+
+
+def test_documents_show_their_dates_in_the_invoicing_time_zone(config: Path) -> None:
+    """With time_zone = "Europe/Berlin" period 2026-11 runs from 1 November 00:00 CET
+    (31 October 23:00 UTC): show, --json and the PDF printed the UTC dates of those
+    midnights, "2026-10-31 to 2026-11-30" and "31 Oct 2026 – 29 Nov 2026", and the
+    issue and due dates of the UTC day, on a German operator's invoice."""
+    config.write_text(
+        config.read_text().replace(
+            "settle_delay_s = 0", 'settle_delay_s = 0\ntime_zone = "Europe/Berlin"'
+        )
+    )
+    c = str(config)
+    number = run_json("invoice", "--config", c, "run", "--period", "2026-11")["issued"][0]["number"]
+    shown = run_json("invoice", "--config", c, "show", number)
+    assert shown["period_start"] == "2026-11-01T00:00:00+01:00"
+    assert shown["period_end"] == "2026-12-01T00:00:00+01:00"
+    assert shown["issued_at"].endswith("+01:00") and shown["due_at"].endswith("+01:00")
+    code, text, _ = run("invoice", "--config", c, "show", number)
+    assert code == 0 and "(2026-11-01 to 2026-12-01, end excluded)" in text
+    assert " CET  due " in text
+    if shutil.which("pdftotext") is None:
+        return
+    pdf_path = config.parent / "inv.pdf"
+    code, _, err = run("invoice", "--config", c, "pdf", number, "-o", str(pdf_path))
+    assert code == 0, err
+    pdf = subprocess.run(
+        ["pdftotext", "-layout", str(pdf_path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "01 Nov 2026 – 30 Nov 2026" in pdf
