@@ -45,7 +45,9 @@ def configure_invoice(name: str, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("pdf", help="write a document as PDF")
     p.add_argument("number")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the PDF file; - for stdout"
+    )
     p.add_argument(
         "--calls",
         choices=["auto", "yes", "no"],
@@ -223,7 +225,7 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int | None) -> 
     )
     if action == "calls":
         text = cdrs.calls_csv(rows)
-        if args.output:
+        if args.output and args.output != "-":
             Path(args.output).write_text(text, encoding="utf-8")
         else:
             print(text, end="")
@@ -239,6 +241,11 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int | None) -> 
         call_limit=books.cfg.call_detail_max_rows,
         groups=books.cfg.destination_groups,
     )
+    if args.output == "-":  # `-o - | lpr`, as with other tools; it made a file named "-"
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
     Path(args.output).write_bytes(data)
     print(f"{inv.number}: {len(data)} bytes written to {args.output}", file=sys.stderr)
     return 0

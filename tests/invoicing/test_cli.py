@@ -519,3 +519,18 @@ def test_documents_show_their_dates_in_the_invoicing_time_zone(config: Path) -> 
         ["pdftotext", "-layout", str(pdf_path), "-"], capture_output=True, text=True, check=True
     ).stdout
     assert "01 Nov 2026 – 30 Nov 2026" in pdf
+
+
+def test_pdf_to_stdout_with_a_dash(config: Path, tmp_path: Path) -> None:
+    """`invoice pdf N -o -` wrote a file named "-" in the working directory."""
+    c = str(config)
+    number = run_json("invoice", "--config", c, "run", "--period", "2026-11")["issued"][0]["number"]
+    done = subprocess.run(
+        [str(BIN), "invoice", "--config", c, "pdf", number, "-o", "-"],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"%PDF-") and done.stdout.rstrip().endswith(b"%%EOF")
+    assert not (tmp_path / "-").exists()
