@@ -378,12 +378,16 @@ def _appendix(
 ) -> list[Any]:
     """Every call (up to ``limit``) with the exact amount the ledger moved for it."""
     story: list[Any] = [PageBreak(), _p(f"Call detail – {inv.number}", HEADING), Spacer(1, 3 * mm)]
-    header = ["Start (UTC)", "Called number", "Destination", "Seconds", f"Amount ({inv.currency})"]
+    # Call times in the zone the document's dates are in ([invoicing] time_zone).
+    zone = inv.period_start.tzinfo
+    zone_name = str(getattr(zone, "key", "UTC"))
+    header = [f"Start ({zone_name})", "Called number", "Destination", "Seconds"]
+    header.append(f"Amount ({inv.currency})")
     rows: list[list[Any]] = [header]
     for c in calls[:limit]:
         rows.append(
             [
-                c.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                c.start_time.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
                 c.callee,
                 group_of(c.destination, groups),
                 str(c.billed_s),

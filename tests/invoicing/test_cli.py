@@ -519,6 +519,15 @@ def test_documents_show_their_dates_in_the_invoicing_time_zone(config: Path) -> 
         ["pdftotext", "-layout", str(pdf_path), "-"], capture_output=True, text=True, check=True
     ).stdout
     assert "01 Nov 2026 – 30 Nov 2026" in pdf
+    # The call detail appendix: call times in that zone too (09:00 UTC is 10:00 CET).
+    code, _, err = run(
+        "invoice", "--config", c, "pdf", number, "-o", str(pdf_path), "--calls", "yes"
+    )
+    assert code == 0, err
+    pdf = subprocess.run(
+        ["pdftotext", "-layout", str(pdf_path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Start (Europe/Berlin)" in pdf and "2026-11-02 10:00:00" in pdf
 
 
 def test_pdf_to_stdout_with_a_dash(config: Path, tmp_path: Path) -> None:
