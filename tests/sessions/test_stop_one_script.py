@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +24,7 @@ from sessions_harness import (
     make_ledger,
     make_sessions,
     read_cdrs,
+    redis_state,
     script_runs,
     usage,
 )
@@ -50,29 +50,6 @@ async def redis(server_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.execute_command("FUNCTION", "FLUSH")
     yield client
     await client.aclose()
-
-
-async def _snapshot(redis: aioredis.Redis) -> dict[bytes, Any]:
-    """Every key's type and value (streams without their entry ids, which are Redis's
-    clock) and whether it expires."""
-    out: dict[bytes, Any] = {}
-    for key in sorted(await redis.keys("*")):
-        kind = (await redis.type(key)).decode()
-        value: Any
-        if kind == "string":
-            value = await redis.get(key)
-        elif kind == "hash":
-            value = await redis.hgetall(key)
-        elif kind == "zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "set":
-            value = sorted(await redis.smembers(key))
-        elif kind == "stream":
-            value = [fields for _, fields in await redis.xrange(key)]
-        else:
-            value = kind
-        out[key] = (kind, value, await redis.ttl(key) > 0)
-    return out
 
 
 def _two_trips(sessions: Sessions) -> None:
@@ -124,7 +101,7 @@ async def test_the_close_in_the_script_writes_what_the_two_trips_write(
             rec = await sessions.store.get("acc1", f"s{i}")
             assert rec is not None and rec.state == CLOSED
             assert 0 < await redis.ttl(record_key("acc1", f"s{i}")) <= sessions.store.closed_ttl_s
-        states.append(await _snapshot(redis))
+        states.append(await redis_state(redis))
     # the 6 Stops: 1 script each, else 2 (the release, then the closed mark)
     assert runs[1] - runs[0] == 6
     one, two = states
