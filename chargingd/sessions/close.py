@@ -179,16 +179,7 @@ class SessionCloser:
         when the release debits the whole ``settled`` target without an overrun."""
         expected = CommitResult(0, settled.target_micros, 0, False, False)
         cdr = self.build_cdr(rec, settled, expected, ending)
-        closed = rec.closed(
-            cdr.duration_s,
-            "".join((cdr.status,)),  # (as closed_fields: the plain str)
-            cdr.cost_micros,
-            cdr.charged_micros,
-            int(ending.provisional),
-            rec.last_usage_s,
-            cdr.revision,
-        )
-        return cdr, closed.pack(layout=self.store.layout)
+        return cdr, closed_record(rec, cdr, ending).pack(layout=self.store.layout)
 
     async def _finish(
         self,
@@ -216,15 +207,7 @@ class SessionCloser:
         fields["reported_usage_s"] = current.last_usage_s
         closed = None
         if stored is not None:  # the closed record whole: ``fields`` applied to current
-            closed = current.closed(
-                cdr.duration_s,
-                "".join((cdr.status,)),  # (as closed_fields: the plain str)
-                cdr.cost_micros,
-                cdr.charged_micros,
-                int(ending.provisional),
-                current.last_usage_s,
-                cdr.revision,
-            )
+            closed = closed_record(current, cdr, ending)
         await self.store.append_cdr_and_close(cdr, current, fields, stored, closed)
         _log_closed(current, cdr)
         return cdr
@@ -325,6 +308,20 @@ class SessionCloser:
                 "revision": revision,
             }
         )
+
+
+def closed_record(rec: SessionRecord, cdr: CDR, ending: Ending) -> SessionRecord:
+    """``rec`` closed with its CDR's figures: SessionCloser.closed_fields applied to it
+    (and ``reported_usage_s`` its last usage), what the closed mark writes whole."""
+    return rec.closed(
+        cdr.duration_s,
+        "".join((cdr.status,)),  # (as closed_fields: the plain str)
+        cdr.cost_micros,
+        cdr.charged_micros,
+        int(ending.provisional),
+        rec.last_usage_s,
+        cdr.revision,
+    )
 
 
 def _log_closed(rec: SessionRecord, cdr: CDR) -> None:
