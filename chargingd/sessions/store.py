@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -120,6 +121,19 @@ MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionSto
 FRESH_MAX = 50_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 FOREIGN = "foreign"  # touch found another client's call of the session id: nothing changed
+# How long append_cdr remembers a CDR it added (session_cdr_once.lua), so that the same
+# bytes sent again (the client's retry after a dropped connection or a timeout, a close
+# run again after a failover) add nothing: longer than a close lease (30 s), the
+# client's retries and a reaper pass; ~100 bytes a CDR for that long, cluster only.
+CDR_ONCE_TTL_S = 3600
+
+
+def cdr_once_key(packed: bytes) -> str:
+    """The marker of one CDR's bytes, in the CDR stream's slot (its hash tag is the
+    stream's whole name)."""
+    return f"{{{CDR_STREAM}}}:once:{hashlib.blake2b(packed, digest_size=16).hexdigest()}"
+
+
 # How far a reported usage may run ahead of (now - authorize): clock skew, delays.
 USAGE_SLACK_S = 300
 
@@ -226,9 +240,11 @@ class SessionStore(LiveIndexes):
         self._claim_until = load("session_claim_until")
         self._unlease = load("session_unlease")
         self._unlocate = load("session_unlocate")
+        self._cdr_once = load("session_cdr_once")
         self.scripts: list[Any] = [
             redis.register_script(SHARDS_LUA),  # LiveIndexes.over_shards
             self._unlocate,
+            self._cdr_once,
             self._touch,
             self._create,
             self._set,
@@ -686,8 +702,14 @@ class SessionStore(LiveIndexes):
         return _closing_writes(self, rec, fields, stored, closed)
 
     async def append_cdr(self, cdr: CDR) -> bytes:
-        """XADD the rated CDR to the stream the exporter drains (field "cdr", msgpack)."""
-        entry_id: bytes = await self.redis.xadd(CDR_STREAM, {"cdr": cdr.pack()})
+        """XADD the rated CDR to the stream the exporter drains (field "cdr", msgpack),
+        once: the same bytes sent again within CDR_ONCE_TTL_S (the client retries a
+        command whose connection dropped; on a cluster the master that ran it may have
+        replicated it before it died) return the first entry's id and add nothing."""
+        packed = cdr.pack()
+        entry_id: bytes = await self._cdr_once(
+            keys=[CDR_STREAM, cdr_once_key(packed)], args=[packed, CDR_ONCE_TTL_S]
+        )
         return entry_id
 
     async def record_orphan(self, fields: dict[str, str]) -> None:
