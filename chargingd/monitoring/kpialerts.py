@@ -10,6 +10,14 @@ repeated raises only count); when the condition no longer holds the incident is
 resolved, so the next breach opens a new one (also one opened before a restart, or
 by another daemon). Several daemons evaluating the same rule raise the same key: one
 incident.
+
+An incident whose group is no longer judged (its traffic stopped, or fell below the
+rule's ``min_attempts`` in the window) is resolved too, with that reason ("no traffic
+in the last 900 s"): it does not stay open until the alert's dedup window ends. A
+process resolves the incidents it raised and, read once at its first evaluation, the
+open ``kpi.*`` incidents in the stream (raised before a restart or by another daemon).
+That a group went silent is itself an alert only where a rule asks for it (a rule on
+that group with ``min_attempts = 0``, docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from chargingd.monitoring.windows import Group, KpiStore, resolution_for
 log = logging.getLogger("chargingd.monitoring")
 
 EVALUATE_EVERY_S = 10.0
+INHERIT_MAX = 1000  # open KPI incidents read from the stream at the first evaluation
 
 
 class KpiAlerts:
@@ -40,24 +49,49 @@ class KpiAlerts:
         # restart, another daemon): one no-op script call per key and process.
         self.judged: set[str] = set()
         self.evaluations = 0
+        self._inherited = False  # the open kpi.* incidents of the stream read (once)
 
     async def evaluate(self) -> list[str]:
         """One pass over every rule; returns the incident keys in breach now."""
+        if not self._inherited:
+            await self._inherit()
         breaching: list[str] = []
         for rule in self.rules:
             res, buckets = resolution_for(rule.window_s)
             sums = await self.store.read(res, buckets=buckets)
+            prefix = f"kpi:{rule.name}:"
+            judged_now: set[str] = set()
             for group, fig in _candidates(rule, sums).items():
-                key = f"kpi:{rule.name}:{group[0]}:{group[1]}"
+                key = f"{prefix}{group[0]}:{group[1]}"
+                judged_now.add(key)
                 if _breached(rule, fig):
                     breaching.append(key)
                     await self._raise(rule, key, group, fig)
                 elif key in self.raised or key not in self.judged:
                     self.raised.discard(key)
-                    await self.alerts.resolve(key, who="kpi", why="back within the threshold")
+                    await self.alerts.resolve(key, who="kpi", why=_within(rule, fig))
                 self.judged.add(key)
+            # Open incidents of groups not judged now: their traffic stopped (or fell
+            # below min_attempts). Nothing will judge them until traffic comes back.
+            for key in sorted(k for k in self.raised if k.startswith(prefix)):
+                if key not in judged_now:
+                    self.raised.discard(key)
+                    dimension, _, name = key[len(prefix) :].partition(":")
+                    fig = figures(sums.get((dimension, name), {}), min_samples=1)
+                    await self.alerts.resolve(key, who="kpi", why=_unjudged(rule, fig))
         self.evaluations += 1
         return breaching
+
+    async def _inherit(self) -> None:
+        """Hold the open kpi.* incidents of configured rules as this process's own: an
+        incident raised before a restart (or by another daemon) whose group is silent
+        now is resolved like one raised here."""
+        prefixes = tuple(f"kpi:{rule.name}:" for rule in self.rules)
+        if prefixes:
+            for incident in await self.alerts.incidents(kind_prefix="kpi.", limit=INHERIT_MAX):
+                if incident.state == "open" and incident.key.startswith(prefixes):
+                    self.raised.add(incident.key)
+        self._inherited = True
 
     async def _raise(self, rule: KpiAlertRule, key: str, group: Group, fig: dict[str, Any]) -> None:
         value = fig[rule.kpi]
@@ -105,6 +139,25 @@ def _candidates(rule: KpiAlertRule, sums: dict[Group, dict[str, int]]) -> dict[G
         if fig["attempts"] >= rule.min_attempts:
             out[group] = fig
     return out
+
+
+def _within(rule: KpiAlertRule, fig: dict[str, Any]) -> str:
+    """Why a judged group's incident is resolved."""
+    value = fig.get(rule.kpi)
+    if value is None:
+        return f"no {rule.kpi} to judge over the last {rule.window_s} s"
+    return f"back within the threshold: {rule.kpi} {value:g} over the last {rule.window_s} s"
+
+
+def _unjudged(rule: KpiAlertRule, fig: dict[str, Any]) -> str:
+    """Why the incident of a group the rule no longer judges is resolved."""
+    attempts = fig["attempts"]
+    if attempts == 0:
+        return f"no traffic in the last {rule.window_s} s"
+    return (
+        f"{attempts} attempts in the last {rule.window_s} s, fewer than the rule's "
+        f"min_attempts ({rule.min_attempts}): too few to judge"
+    )
 
 
 def _breached(rule: KpiAlertRule, fig: dict[str, Any]) -> bool:

@@ -109,6 +109,70 @@ async def test_no_answered_call_on_a_gateway_for_10_minutes(redis: aioredis.Redi
     assert incident.kind == "kpi.answered" and incident.severity == "critical"
     clock.ms += 11 * 60_000  # the attempts leave the 10 minute window: nothing to judge
     assert await kpi.evaluate() == []
+    (resolved,) = await alerts.incidents()  # not open until the hour's dedup window ends
+    assert resolved.state == "resolved"
+    assert resolved.closed == {
+        "why": "resolved",
+        "by": "kpi",
+        "note": "no traffic in the last 600 s",
+    }
+
+
+async def test_a_gateway_that_stops_sending_traffic_ends_its_incident(
+    redis: aioredis.Redis,
+) -> None:
+    """A route with a low ASR stops carrying calls (the switch moved its traffic away):
+    the incident ends once its calls leave the window, saying why, instead of staying
+    open for the alert's dedup window (an hour); a restarted daemon ends the incidents
+    raised before its restart; a route below min_attempts ends with that reason."""
+    clock = Clock()
+    kpi, alerts = make(redis, clock, rule())
+    await calls(kpi.store, clock, "10.0.0.1", attempts=60, answered=12)  # ASR 20 %
+    await calls(kpi.store, clock, "10.0.0.2", attempts=60, answered=6)  # ASR 10 %
+    await calls(kpi.store, clock, "10.0.0.3", attempts=60, answered=0)  # ASR 0 %
+    assert await kpi.evaluate() == [f"kpi:low-asr:gateway:10.0.0.{i}" for i in (1, 2, 3)]
+    restarted, _ = make(redis, clock, rule())  # a new process: raised nothing itself
+    clock.ms += 16 * 60_000  # the 15 minute window is past every call
+    await calls(kpi.store, clock, "10.0.0.2", attempts=10, answered=0)  # 10 < 50 attempts
+    assert await restarted.evaluate() == []
+    closed = {i.key: (i.state, i.closed.get("note")) for i in await alerts.incidents()}
+    assert closed == {
+        "kpi:low-asr:gateway:10.0.0.1": ("resolved", "no traffic in the last 900 s"),
+        "kpi:low-asr:gateway:10.0.0.2": (
+            "resolved",
+            "10 attempts in the last 900 s, fewer than the rule's min_attempts (50): "
+            "too few to judge",
+        ),
+        "kpi:low-asr:gateway:10.0.0.3": ("resolved", "no traffic in the last 900 s"),
+    }
+    assert await kpi.evaluate() == []  # the first process: already resolved, nothing new
+    assert await restarted.evaluate() == []
+    events = [f[b"event"] for _, f in await redis.xrange("{alerts}:stream")]
+    assert events.count(b"opened") == 3 and events.count(b"closed") == 3
+    # The route carries bad traffic again: a new incident, opened by whichever judges.
+    await calls(kpi.store, clock, "10.0.0.1", attempts=60, answered=0)
+    assert await restarted.evaluate() == ["kpi:low-asr:gateway:10.0.0.1"]
+    newest = (await alerts.incidents())[0]
+    assert newest.key == "kpi:low-asr:gateway:10.0.0.1" and newest.state == "open"
+
+
+async def test_a_silent_gateway_alerts_only_where_a_rule_asks(redis: aioredis.Redis) -> None:
+    """The gateway stops: its low-ASR incident ends ("no traffic"), and the rule written
+    for its silence (a named group, min_attempts 0) opens one and holds it."""
+    clock = Clock()
+    silent = rule(name="silent", kpi="attempts", below=1, window_s=300, min_attempts=0,
+                  group="10.0.0.5", severity="critical")  # fmt: skip
+    kpi, alerts = make(redis, clock, rule(), silent)
+    await calls(kpi.store, clock, "10.0.0.5", attempts=60, answered=0)
+    assert await kpi.evaluate() == ["kpi:low-asr:gateway:10.0.0.5"]
+    clock.ms += 16 * 60_000
+    assert await kpi.evaluate() == ["kpi:silent:gateway:10.0.0.5"]
+    assert await kpi.evaluate() == ["kpi:silent:gateway:10.0.0.5"]
+    states = {i.key: (i.state, i.count, i.closed.get("note")) for i in await alerts.incidents()}
+    assert states == {
+        "kpi:low-asr:gateway:10.0.0.5": ("resolved", 1, "no traffic in the last 900 s"),
+        "kpi:silent:gateway:10.0.0.5": ("open", 2, None),
+    }
 
 
 @pytest.mark.parametrize(
