@@ -243,6 +243,10 @@ def render_incidents(console: Console, result: dict[str, Any]) -> None:
     for inc in result.get("incidents", []):
         calls = ", ".join(inc.get("calls", [])[:3])
         text = inc["summary"] + (f"\ncalls: {calls}" if calls else "")
+        closed = inc.get("closed") or {}
+        if closed.get("why") == "resolved":  # who ended it, and why (a KPI rule: no traffic)
+            note = f": {closed['note']}" if closed.get("note") else ""
+            text += f"\nresolved by {closed.get('by') or '?'}{note}"
         table.add_row(
             _ts(inc["first_ms"]),
             _ts(inc["last_ms"]),

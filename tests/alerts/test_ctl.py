@@ -96,6 +96,8 @@ async def test_list_filter_and_resolve(
     assert "resolved after 3 occurrences" in out
     (latest,) = await alerts.incidents(kind_prefix="fraud.")
     assert latest.closed == {"why": "resolved", "by": "admin:ops", "note": "checked"}
+    code, out, _ = await ctl(path, capsys, "alerts", "list", "--kind", "fraud.")
+    assert code == 0 and "resolved by admin:ops: checked" in " ".join(out.split()), out
 
     code, _, err = await ctl(path, capsys, "alerts", "resolve", "fraud.velocity:acc1")
     assert code == 1 and "no open incident" in err
