@@ -19,11 +19,13 @@ MAX_LINE_BYTES = 1 << 20  # one request line; longer lines are refused
 
 
 class AdminUnreachable(ConnectionError):
-    """No daemon answers on the admin socket."""
+    """No daemon answers on the admin socket. ``sent``: the request had been sent (the
+    daemon closed the connection or gave no answer in time): it may have been applied."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, sent: bool = False) -> None:
         super().__init__(f"cannot reach chargingd at {path}: {reason}")
         self.path = path
+        self.sent = sent
 
 
 def encode_line(obj: Any) -> bytes:
@@ -71,15 +73,22 @@ class AdminClient:
         request["params"] = params or {}
         try:
             sock.sendall(encode_line(request))
+        except TimeoutError:
+            raise AdminUnreachable(self.path, f"not read within {self.timeout_s} s") from None
+        except OSError as exc:
+            raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
+        try:
             while b"\n" not in self._buf:
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise AdminUnreachable(self.path, "connection closed by the daemon")
+                    raise AdminUnreachable(self.path, "connection closed by the daemon", sent=True)
                 self._buf += chunk
         except TimeoutError:
-            raise AdminUnreachable(self.path, f"no answer within {self.timeout_s} s") from None
+            raise AdminUnreachable(
+                self.path, f"no answer within {self.timeout_s} s", sent=True
+            ) from None
         except OSError as exc:
-            raise AdminUnreachable(self.path, exc.strerror or str(exc)) from None
+            raise AdminUnreachable(self.path, exc.strerror or str(exc), sent=True) from None
         line, _, self._buf = self._buf.partition(b"\n")
         return _unwrap(json.loads(line), method)
 

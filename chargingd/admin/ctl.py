@@ -1,9 +1,11 @@
 """`chargingd ctl`: the operator's command line over the admin socket.
 
-Readable tables by default, ``--json`` prints the raw JSON-RPC result. Exit codes:
-0 ok, 1 the daemon refused (message on stderr), 2 usage error (found here, or the
-daemon's invalid params, -32602: a value out of range, an unknown currency), 3 daemon
-not reachable.
+Readable tables by default, ``--json`` prints the raw JSON-RPC result. Exit codes
+(chargingd.core.exits, the same meaning in every command): 0 ok, 1 the daemon refused
+(message on stderr), 2 usage error (found here, or the daemon's invalid params, -32602:
+a value out of range, an unknown currency), 69 the daemon could not be reached (no
+socket, nobody listening, no answer within --timeout). It was 3, which `chargingd
+assure` uses for "leakage found": a script could not tell a down daemon from a finding.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from chargingd.admin.client import AdminClient, AdminUnreachable
 from chargingd.admin.render import RENDERERS, make_console
 from chargingd.admin.rpc import INVALID_PARAMS, RpcError
 from chargingd.core.config import ConfigError, load_config
+from chargingd.core.exits import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
 from chargingd.core.money import AmountError, parse_amount
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+EXIT_REFUSED = EXIT_FAILED
+EXIT_UNREACHABLE = EXIT_UNAVAILABLE
 
 Request = tuple[str, dict[str, Any]]
 
@@ -293,6 +295,22 @@ def _not_resumed(acc: dict[str, Any]) -> str:
     return f"account {acc.get('id')} is {acc.get('status')} ({acc.get('status_reason')})"
 
 
+def _unreachable_hint(exc: AdminUnreachable, path: Path | str, params: dict[str, Any]) -> str:
+    """What an operator (or a script's log) needs after exit 69: whether the request
+    reached the daemon. Sent and unanswered, it may have been applied."""
+    if not exc.sent:
+        return f"is chargingd serve running? socket {path} (nothing was sent)"
+    again = (
+        f"send it again with --txn-id {params['txn_id']}: it is applied at most once"
+        if params.get("txn_id")
+        else "check before sending it again"
+    )
+    return (
+        f"the request was sent but not answered: the daemon may have applied it; {again} "
+        f"(socket {path}; --timeout waits longer)"
+    )
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     """Send one request, print the answer; returns the exit code."""
     try:
@@ -310,7 +328,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         with AdminClient(path, timeout_s=args.timeout) as client:
             result = client.call(method, params)
     except AdminUnreachable as exc:
-        _err(f"{exc}\nis chargingd serve running? socket {path}")
+        _err(f"{exc}\n{_unreachable_hint(exc, path, params)}")
         return EXIT_UNREACHABLE
     except RpcError as exc:
         _err(exc.message)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from admin_harness import Harness, running_admin
+from radius_e2e_harness import BIN
 from rich.console import Console
 
 from chargingd.admin.render import render_status
 from chargingd.app.cli import main
+from chargingd.core.exits import EXIT_LEAKAGE, EXIT_REJECTS, EXIT_UNAVAILABLE, EXIT_USAGE
 from chargingd.ledger import Mode
 
 
@@ -209,7 +213,7 @@ def test_a_malformed_billing_date_or_day_is_a_usage_error_before_anything_is_sen
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
 ) -> None:
     """Bad options are checked before anything is sent (exit 2, docs/operations.md);
-    dates went to the daemon, which refused them: exit 1, or 3 with no daemon."""
+    dates went to the daemon, which refused them: exit 1, or 69 (then 3) with no daemon."""
     with pytest.raises(SystemExit) as exit_info:
         main(["ctl", "--socket", str(tmp_path / "none.sock"), *args])
     assert exit_info.value.code == 2
@@ -217,14 +221,68 @@ def test_a_malformed_billing_date_or_day_is_a_usage_error_before_anything_is_sen
     assert "not a date" in err or "must be a day 1..28, not '29'" in err
 
 
-async def test_unreachable_daemon_exits_3_with_hint(
+def ctl_process(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`chargingd ctl` as a cron job runs it: its own process, its exit status."""
+    return subprocess.run(
+        [str(BIN), "ctl", "--socket", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_no_daemon_exits_69_never_a_code_another_command_uses(tmp_path: Path) -> None:
+    """No socket: exit 69 (EX_UNAVAILABLE) with what to check. It was 3, which `chargingd
+    assure` exits with for "leakage found": a script could not tell the two apart."""
+    path = tmp_path / "none.sock"
+    done = ctl_process(path, "status")
+    assert done.returncode == EXIT_UNAVAILABLE == 69 and done.stdout == ""
+    assert done.returncode not in (EXIT_LEAKAGE, EXIT_REJECTS, EXIT_USAGE)
+    assert done.stderr == (
+        f"chargingd ctl: cannot reach chargingd at {path}: No such file or directory\n"
+        f"is chargingd serve running? socket {path} (nothing was sent)\n"
+    ), done.stderr
+
+
+def test_a_socket_nobody_listens_on_exits_69(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "none.sock"
-    code = main(["ctl", "--socket", str(path), "status"])
+    """The socket file a killed daemon left behind: connection refused, exit 69."""
+    path = tmp_path / "stale.sock"
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(path))
+    left.close()  # the file stays; nobody listens
+    assert path.exists()
+    code = main(["ctl", "--socket", str(path), "account", "get", "alice"])
     err = capsys.readouterr().err
-    assert code == 3
-    assert f"is chargingd serve running? socket {path}" in err
+    assert code == 69
+    assert f"cannot reach chargingd at {path}: Connection refused" in err
+    assert "is chargingd serve running?" in err and "(nothing was sent)" in err
+
+
+def test_a_daemon_that_never_answers_exits_69_and_says_it_may_have_applied_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hung daemon: the connection is accepted (the listen backlog) but no answer
+    comes within --timeout. Exit 69, and the request was sent: a top-up may have been
+    applied, so the hint gives its --txn-id (applied at most once) for the retry."""
+    path = tmp_path / "hung.sock"
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(str(path))
+    hung.listen(4)  # never accepted, never read
+    try:
+        code = main(["ctl", "--socket", str(path), "--timeout", "0.3", "status"])
+        err = capsys.readouterr().err
+        assert code == 69
+        assert f"cannot reach chargingd at {path}: no answer within 0.3 s" in err
+        assert "the request was sent but not answered: the daemon may have applied it" in err
+        assert "check before sending it again" in err
+        topup = ["account", "topup", "alice", "5.00", "--txn-id", "tx-42"]
+        code = main(["ctl", "--socket", str(path), "--timeout", "0.3", *topup])
+        err = capsys.readouterr().err
+        assert code == 69 and "send it again with --txn-id tx-42" in err, err
+    finally:
+        hung.close()
 
 
 async def test_socket_from_config(

@@ -183,7 +183,7 @@ def test_serve_ctl_restart_keeps_balance(tmp_path: Path, daemon_factory: Any) ->
     assert not sock.exists()
     assert not pid_alive(redis_pid)  # the embedded redis-server stopped with the daemon
     down = ctl(config, "status")
-    assert down.returncode == 3 and "is chargingd serve running?" in down.stderr
+    assert down.returncode == 69 and "is chargingd serve running?" in down.stderr  # EX_UNAVAILABLE
 
     # Same data dir again: the AOF brings everything back; demo creation is idempotent.
     again = daemon_factory(config)
