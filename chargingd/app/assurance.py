@@ -14,7 +14,7 @@ import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chargingd.app.commands import _load
+from chargingd.app.commands import _load, _unavailable
 from chargingd.app.factory import Factory
 from chargingd.assurance import AssuranceError, Context, Sources
 from chargingd.assurance import cli as assure_cli
@@ -24,6 +24,7 @@ from chargingd.billing.db import BillingDB, BillingDBError
 from chargingd.billing.journal import JournalExport
 from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
+from chargingd.core.loops import SERVICE_DOWN
 from chargingd.ledger import Ledger, LedgerError, UnknownAccount
 from chargingd.rating.loaders import TariffLoadError
 from chargingd.sessions.shards import stored_shards
@@ -47,7 +48,8 @@ def sources(cfg: Config) -> Sources:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    """`chargingd assure`: 0 done, 3 leakage over the threshold, 1 failed, 2 usage/config."""
+    """`chargingd assure`: 0 done, 3 leakage over the threshold, 1 failed, 2 usage/config,
+    69 Redis or the database unreachable (never 3: a cron job alerts on 3)."""
     problem = assure_cli.usage_error(args)
     if problem is not None:
         print(f"chargingd {name}: {problem}", file=sys.stderr)
@@ -61,6 +63,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     except AssuranceError as exc:
         print(f"chargingd {name}: {exc}", file=sys.stderr)
         return 2
+    except SERVICE_DOWN as exc:
+        return _unavailable(name, exc)
     except _FAILURES as exc:
         print(f"chargingd {name}: {exc}", file=sys.stderr)
         return 1

@@ -16,8 +16,7 @@ from importlib import import_module
 from typing import Any
 
 from chargingd import __version__
-
-EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
+from chargingd.core.exits import EXIT_BROKEN_PIPE
 
 Configure = Callable[[str, argparse.ArgumentParser], None]
 Run = Callable[[str, argparse.Namespace], int]

@@ -19,7 +19,9 @@ from chargingd.app.factory import Factory
 from chargingd.billing import exportcli, lookup, rerate
 from chargingd.billing.db import BillingDBError
 from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.exits import EXIT_MEDIATE_FAILED, EXIT_UNAVAILABLE
 from chargingd.core.logs import setup_logging
+from chargingd.core.loops import SERVICE_DOWN
 from chargingd.ledger import Ledger, LedgerError, UnknownAccount
 from chargingd.mediation import cli as mediation_cli
 from chargingd.mediation.store import CdrStore, DbStore
@@ -36,14 +38,25 @@ def _load(command: str, path: str | None) -> Config | None:
         return None
 
 
+def _unavailable(command: str, exc: BaseException) -> int:
+    """Redis or the billing database could not be reached: exit 69 (EX_UNAVAILABLE), the
+    same code in every command, never one a command uses for a finding (docs/operations.md)."""
+    print(f"chargingd {command}: {exc}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
 def run_export(name: str, args: argparse.Namespace) -> int:
-    """`chargingd export`: 0 when done (or stopped), 1 on failure, 2 on a bad config."""
+    """`chargingd export`: 0 when done (or stopped), 1 on failure, 2 on a bad config,
+    69 Redis or the database unreachable."""
     cfg = _load("export", args.config)
     if cfg is None:
         return 2
     setup_logging(cfg.server.log_level)
     try:
         return uvloop.run(_export(Factory(cfg), once=args.once))
+    except SERVICE_DOWN as exc:
+        log.error("chargingd export failed: %s", exc)
+        return EXIT_UNAVAILABLE
     except (BillingDBError, RedisError, OSError, RuntimeError, psycopg.Error) as exc:
         log.error("chargingd export failed: %s", exc)
         return 1
@@ -58,7 +71,8 @@ async def _export(factory: Factory, *, once: bool) -> int:
 
 
 def run_rerate(name: str, args: argparse.Namespace) -> int:
-    """`chargingd rerate`: 0 done, 1 failure, 2 bad config or arguments."""
+    """`chargingd rerate`: 0 done, 1 failure, 2 bad config or arguments, 69 Redis or
+    the database unreachable."""
     cfg = _load("rerate", args.config)
     if cfg is None:
         return 2
@@ -78,6 +92,8 @@ def run_rerate(name: str, args: argparse.Namespace) -> int:
         # while pricing, before anything is recorded (it was a traceback, exit 1).
         print(f"chargingd rerate: {exc}", file=sys.stderr)
         return 2
+    except SERVICE_DOWN as exc:
+        return _unavailable("rerate", exc)
     except failures as exc:
         print(f"chargingd rerate: {exc}", file=sys.stderr)
         return 1
@@ -106,10 +122,19 @@ async def _rerate(
 
 
 def run_mediate(name: str, args: argparse.Namespace) -> int:
-    """`chargingd mediate`: 0 all rows stored, 1 some rejected, 2 usage or config error."""
-    return asyncio.run(
-        mediation_cli.main(args, open_ledger=_mediation_ledger, open_store=_mediation_store)
-    )
+    """`chargingd mediate`: 0 all rows stored, 1 some rejected, 2 usage or config error,
+    69 Redis or the database unreachable, 70 failed part way for another reason. Both
+    were a traceback and exit 1, which says "rows rejected" here: a cron job took a
+    database outage for bad rows."""
+    try:
+        return asyncio.run(
+            mediation_cli.main(args, open_ledger=_mediation_ledger, open_store=_mediation_store)
+        )
+    except SERVICE_DOWN as exc:
+        return _unavailable("mediate", exc)
+    except (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error) as exc:
+        print(f"chargingd mediate: failed: {exc}", file=sys.stderr)
+        return EXIT_MEDIATE_FAILED
 
 
 @contextlib.asynccontextmanager

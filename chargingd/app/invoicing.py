@@ -23,13 +23,13 @@ import psycopg
 import uvloop
 from redis.exceptions import RedisError
 
-from chargingd.app.commands import _load
+from chargingd.app.commands import _load, _unavailable
 from chargingd.app.factory import Factory
 from chargingd.billing import lookup
 from chargingd.billing.db import BillingDBError, database_url
 from chargingd.core.config import Config
 from chargingd.core.logs import setup_logging
-from chargingd.core.loops import Disabled
+from chargingd.core.loops import SERVICE_DOWN, Disabled
 from chargingd.invoicing import Books
 from chargingd.invoicing import cli as invoicing_cli
 from chargingd.invoicing.dunning import Dunning
@@ -43,7 +43,8 @@ _FAILURES = (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error)
 
 
 def run_command(name: str, args: argparse.Namespace) -> int:
-    """`chargingd invoice|report|cdr ...`: 0 ok, 1 refused or failed, 2 bad config."""
+    """`chargingd invoice|report|cdr ...`: 0 ok, 1 refused or failed, 2 bad config,
+    69 Redis or the database unreachable."""
     cfg = _load(name, args.config)
     if cfg is None:
         return 2
@@ -55,6 +56,8 @@ def run_command(name: str, args: argparse.Namespace) -> int:
         # the config's fault: exit 2, as this docstring and docs/invoicing.md say.
         print(f"chargingd {name}: {exc}", file=sys.stderr)
         return 2
+    except SERVICE_DOWN as exc:
+        return _unavailable(name, exc)
     except _FAILURES as exc:
         print(f"chargingd {name}: {exc}", file=sys.stderr)
         return 1
@@ -142,6 +145,8 @@ def run_db(name: str, args: argparse.Namespace) -> int:
         return 2
     try:
         url = asyncio.run(database_url(cfg))
+    except SERVICE_DOWN as exc:
+        return _unavailable(name, exc)
     except (BillingDBError, OSError, psycopg.Error) as exc:
         print(f"chargingd db: {exc}", file=sys.stderr)
         return 1

@@ -36,9 +36,10 @@ from chargingd.app.workers import WorkerSupervisor, install_signals, remove_sign
 from chargingd.billing.cdr import CDR_STREAM
 from chargingd.billing.exporter import group_backlog
 from chargingd.core.config import Config, ConfigError, load_config
+from chargingd.core.exits import EXIT_UNAVAILABLE
 from chargingd.core.heap import freeze_after_start
 from chargingd.core.logs import setup_logging
-from chargingd.core.loops import Disabled, run_every
+from chargingd.core.loops import SERVICE_DOWN, Disabled, run_every
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.core.redisconn import EmbeddedRedis, EmbeddedSupervisor, RedisClient, redis_status
 from chargingd.core.status import ComponentStats, StatusRegistry
@@ -568,7 +569,8 @@ def log_config_warnings(cfg: Config) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    """Entry point of `chargingd serve`: 0 after a clean stop, 1 on failure, 2 bad config."""
+    """Entry point of `chargingd serve`: 0 after a clean stop, 1 on failure, 2 bad config,
+    69 Redis unreachable at start (the same code as every command's)."""
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -583,6 +585,9 @@ def run(name: str, args: argparse.Namespace) -> int:
             uvloop.run(serve_worker(cfg, args.worker_of, args.report_fd))
         else:
             uvloop.run(serve(cfg))
+    except SERVICE_DOWN as exc:
+        log.error("chargingd cannot run: %s", exc)
+        return EXIT_UNAVAILABLE
     except (
         AdminSocketInUse,
         LedgerError,

@@ -9,9 +9,10 @@ sessions and holds, balances) is read first (live.py). Runs are stored (runs.py)
 chargingd.app wires the command.
 """
 
-from chargingd.assurance.cli import EXIT_LEAKAGE, configure_parser
+from chargingd.assurance.cli import configure_parser
 from chargingd.assurance.model import AssuranceError, Finding, Kind, RunParams, Sources, Summary
 from chargingd.assurance.reconcile import Context, Outcome, reconcile
+from chargingd.core.exits import EXIT_LEAKAGE
 
 __all__ = [
     "EXIT_LEAKAGE",

@@ -6,7 +6,7 @@
 
 Exit status: 0 done (leakage within [assurance] leakage_threshold), 3 done and some
 currency's leakage exceeds it (cron alerts on it), 1 failed (or no such --account),
-2 usage or config error.
+2 usage or config error, 69 the database or Redis out of reach (chargingd.core.exits).
 chargingd.app wires the command (it opens the database and Redis).
 """
 
@@ -25,8 +25,7 @@ from chargingd.assurance.model import AssuranceError, Run, RunParams, Summary
 from chargingd.assurance.reconcile import Context, reconcile
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.assurance import AssuranceConfig
-
-EXIT_LEAKAGE = 3
+from chargingd.core.exits import EXIT_LEAKAGE
 
 
 def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:

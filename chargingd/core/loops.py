@@ -21,15 +21,17 @@ class ServiceUnreachable(Exception):
     traceback, which would only show the retry path."""
 
 
-# Failures that say "the server is not there" (their traceback tells nothing); a
-# cluster's slot not served right now is one of them (core.redisconn).
-UNREACHABLE: tuple[type[BaseException], ...] = (
+# Failures that say "a server this process needs (Redis, the billing database) is not
+# there", never an error of the work itself; a cluster's slot not served right now is
+# one of them (core.redisconn). The commands exit 69 on them (core.exits).
+SERVICE_DOWN: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    OSError,
     ServiceUnreachable,
     *CLUSTER_UNAVAILABLE,
 )
+# The same and any OSError (their traceback tells nothing): logged without a traceback.
+UNREACHABLE: tuple[type[BaseException], ...] = (*SERVICE_DOWN, OSError)
 
 
 async def wait_or_stop(stop: asyncio.Event, timeout_s: float) -> bool:

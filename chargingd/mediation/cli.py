@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from chargingd.core.config import Config, ConfigError, load_config
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.core.exits import EXIT_REJECTS
 from chargingd.mediation.charge import Charger, UsageLedger
 from chargingd.mediation.formats import SPOOL_SUFFIXES
 from chargingd.mediation.payers import AccountLookup, Payers
@@ -29,9 +30,6 @@ from chargingd.rating.loaders import TariffLoadError, load_configured
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
-
-
-EXIT_REJECTS = 1  # the run completed, but some rows went to a rejects file
 
 
 DRY_RUN_REJECTS_SHOWN = 20  # per file: a dry run writes no rejects file, it shows them
