@@ -152,6 +152,11 @@ def _within(rule: KpiAlertRule, fig: dict[str, Any]) -> str:
 def _unjudged(rule: KpiAlertRule, fig: dict[str, Any]) -> str:
     """Why the incident of a group the rule no longer judges is resolved."""
     attempts = fig["attempts"]
+    if attempts == 0 and fig["refused"]:  # refusals are not attempts (docs/monitoring.md)
+        return (
+            f"no call attempts in the last {rule.window_s} s, only {fig['refused']} "
+            "refused authorizations"
+        )
     if attempts == 0:
         return f"no traffic in the last {rule.window_s} s"
     return (

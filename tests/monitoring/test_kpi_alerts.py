@@ -134,6 +134,9 @@ async def test_a_gateway_that_stops_sending_traffic_ends_its_incident(
     restarted, _ = make(redis, clock, rule())  # a new process: raised nothing itself
     clock.ms += 16 * 60_000  # the 15 minute window is past every call
     await calls(kpi.store, clock, "10.0.0.2", attempts=10, answered=0)  # 10 < 50 attempts
+    refused = Increments()  # 10.0.0.3's customers have no money left: refusals only
+    refused.add(clock.ms, [ALL, ("gateway", "10.0.0.3")], {"refused": 7})
+    await kpi.store.write(refused)
     assert await restarted.evaluate() == []
     closed = {i.key: (i.state, i.closed.get("note")) for i in await alerts.incidents()}
     assert closed == {
@@ -143,7 +146,10 @@ async def test_a_gateway_that_stops_sending_traffic_ends_its_incident(
             "10 attempts in the last 900 s, fewer than the rule's min_attempts (50): "
             "too few to judge",
         ),
-        "kpi:low-asr:gateway:10.0.0.3": ("resolved", "no traffic in the last 900 s"),
+        "kpi:low-asr:gateway:10.0.0.3": (
+            "resolved",
+            "no call attempts in the last 900 s, only 7 refused authorizations",
+        ),
     }
     assert await kpi.evaluate() == []  # the first process: already resolved, nothing new
     assert await restarted.evaluate() == []
