@@ -326,6 +326,33 @@ def _statement_summary(inv: Invoice) -> Table:
     return table
 
 
+def _statement_totals(inv: Invoice, decimals: int) -> Table:
+    """Under the usage lines: their sum (the statement's total, as on an invoice), the
+    rounding of the lines to the minor unit and the calls debited that both make up."""
+    s = inv.statement or {}
+    cur = inv.currency
+    unit = amount(10 ** (6 - decimals), decimals)
+    rows = [
+        ["Total usage shown", f"{amount(inv.total_micros, decimals)} {cur}"],
+        [f"Rounding of the lines to {unit} {cur}", f"{s.get('rounding', '')} {cur}"],
+    ]
+    if s.get("boundary_difference", "0").strip("0.-") != "":
+        rows.append(["Calls across the period's edges", f"{s['boundary_difference']} {cur}"])
+    rows.append(["Calls debited", f"{s.get('call_debits', '')} {cur}"])
+    table = Table(rows, colWidths=[WIDTH * 0.32, WIDTH * 0.2], hAlign="RIGHT")
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), FONT, _pt(9.5)),
+                ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+                ("FONT", (0, -1), (-1, -1), FONT_BOLD, _pt(10.5)),
+                ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
+            ]
+        )
+    )
+    return table
+
+
 def _negated(text: str) -> str:
     """ "4.30" -> "-4.30"; "0.00" stays; "-1.00" -> "1.00" (a refund)."""
     if text.strip("0.") == "":
@@ -436,6 +463,8 @@ def render_pdf(
     story += [_lines(inv, decimals), Spacer(1, 4 * mm)]
     if inv.kind is not Kind.STATEMENT:
         story.append(KeepTogether([_totals(inv, decimals)]))
+    elif inv.statement and "usage_total" in inv.statement:
+        story.append(KeepTogether([_statement_totals(inv, decimals)]))
     story += [Spacer(1, 6 * mm), *_notes(inv, decimals)]
     if calls is not None:
         story += _appendix(inv, calls, call_limit, groups or {})

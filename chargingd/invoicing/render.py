@@ -62,6 +62,12 @@ def invoice_text(inv: Invoice, decimals: int | None = None) -> str:
             f" {s['adjustments']}  calls -{s['call_debits']}  other {s['other']}"
             f"  closing {s['closing_balance']} {cur}"
         )
+        if "usage_total" in s:  # statements issued before it was recorded have not
+            out.append(
+                f"  usage shown {s['usage_total']} + rounding {s['rounding']} + across the"
+                f" period's edges {s['boundary_difference']} = calls debited"
+                f" {s['call_debits']} {cur}"
+            )
     if inv.kind is Kind.INVOICE and inv.total_micros < 0:  # a negative invoice's credit
         applied = ", ".join(f"{n} ({money(a, decimals)} {cur})" for n, a in inv.settles)
         left = inv.credit_left_micros

@@ -7,7 +7,9 @@ last change in it; in between, changes are summed by kind: top-ups, adjustments,
 call debits (commit/release) and anything else. Usage by destination group comes
 from the period's CDRs (``charged_micros``); a call that spans the period boundary
 is debited in the ledger when its money moves, so the two can differ: the
-statement shows both and the difference.
+statement shows both and the difference. Its usage lines are rounded like an invoice's
+(once per line, the total is their sum); the exact usage minus that total is shown as
+``rounding``, so call debits = lines shown + rounding + boundary difference.
 
 The audit trail is trimmed to ``[ledger] audit_max_entries`` per account: when it
 no longer reaches back to the period, no statement is issued (an error says so).
@@ -135,8 +137,15 @@ def statement_draft(inputs: Inputs, summary: LedgerSummary, decimals: int) -> Dr
     lines = [*usage_lines(make, inputs.usage), *correction_lines(make, inputs.corrections)]
     counts = usage_counts(inputs.period, inputs.usage, inputs.corrections)
     cdr_usage = sum(u.charged_micros for u in counts)
+    # The invoice's rule: each line rounded once, the total is the sum of the lines
+    # shown (so a statement's total is the subtotal of an invoice of the same calls).
+    # What the balance lost is exact: call debits = the lines shown + their rounding
+    # + calls across the period's edges, every figure printed (docs/invoicing.md).
+    shown = sum(line.amount_micros for line in lines)
     data = summary.to_json(decimals)
     data["cdr_usage"] = money(cdr_usage, decimals)
+    data["usage_total"] = money(shown, decimals)
+    data["rounding"] = money(cdr_usage - shown, decimals)
     # Calls spanning the period's edges are debited when their money moves.
     data["boundary_difference"] = money(-summary.calls - cdr_usage, decimals)
     data["consistent"] = summary.consistent

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fakes import Clock
@@ -13,6 +17,8 @@ from invoicing_harness import at, cdr, load_cdrs, make_books, postpaid, query
 from chargingd.invoicing import Books, Conflict, Invoice, Kind, Refused, invoice_run
 from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.payments import add_payment
+from chargingd.invoicing.pdf import render_pdf
+from chargingd.invoicing.render import invoice_text
 from chargingd.invoicing.store import get_invoice, list_invoices
 from chargingd.ledger import Ledger, Mode
 
@@ -266,6 +272,8 @@ async def test_prepaid_statement_from_the_ledger_and_the_cdrs(
         "closing_balance": "24.20",
         "movements": 5,
         "cdr_usage": "4.60",
+        "usage_total": "4.60",  # the lines shown: 3.10 + 1.50
+        "rounding": "0.00",
         "boundary_difference": "-0.30",
         "consistent": True,
     }
@@ -300,3 +308,52 @@ async def _call(
     else:
         clock.advance(60)
     await ledger.release(account, sid, cost)
+
+
+async def test_statement_usage_lines_add_up_to_its_total_and_the_rounding_is_shown(
+    books: Books, ledger: Ledger, pg_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    """Twelve destination groups of 0.014 EUR each: the ledger debited 0.168, each line
+    rounds to 0.01 (the invoice's rule: once per line, the total is the sum of the lines
+    shown). The statement's total is the 0.12 its lines show, like the invoice of the
+    same calls, and the 0.168 the balance lost is printed as that total plus the rounding
+    of the lines, so every figure the statement prints adds up as printed."""
+    await ledger.create_account(
+        "pre", mode=Mode.PREPAID, currency="EUR", balance_micros=10 * EUR, who="t"
+    )
+    await postpaid(ledger, "post")
+    groups = [f"G{n:02d}" for n in range(12)]
+    rows = []
+    for n, group in enumerate(groups):
+        start = datetime(2026, 11, 5, 10, n, tzinfo=UTC)
+        await _call(ledger, clock, f"r-{n}", start, 14_000)
+        rows.append(cdr(n, "pre", start, charged_micros=14_000, destination=group))
+        rows.append(cdr(100 + n, "post", start, charged_micros=14_000, destination=group))
+    await load_cdrs(pg_url, rows)
+    issued = (await invoice_run(books, "2026-11")).issued
+    (inv,) = [d for d in issued if isinstance(d, Invoice) and d.kind is Kind.INVOICE]
+    (stm,) = [d for d in issued if isinstance(d, Invoice) and d.kind is Kind.STATEMENT]
+    assert len(stm.lines) == 12 and {ln.amount_micros for ln in stm.lines} == {10_000}
+    assert stm.total_micros == sum(ln.amount_micros for ln in stm.lines) == inv.subtotal_micros
+    assert stm.statement is not None
+    s = stm.statement
+    assert (s["call_debits"], s["cdr_usage"], s["usage_total"], s["rounding"]) == (
+        "0.168",
+        "0.168",
+        "0.12",
+        "0.048",
+    )
+    # calls debited = usage shown + rounding of its lines + calls across the edges
+    assert s["boundary_difference"] == "0.00"
+    shown = await get_invoice(books.db, stm.number, books.now())
+    text = invoice_text(shown)
+    assert "usage shown 0.12 + rounding 0.048 + across the period's edges 0.00" in text
+    assert "= calls debited 0.168 EUR" in text
+    if shutil.which("pdftotext"):
+        pdf = tmp_path / "stm.pdf"
+        pdf.write_bytes(render_pdf(shown))
+        out = subprocess.run(
+            ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+        ).stdout
+        assert re.search(r"Total usage shown\s+0\.12", out), out
+        assert re.search(r"Rounding of the lines to 0\.01 EUR\s+0\.048", out), out
