@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 
 from chargingd.billing.db import BillingDBError
-from chargingd.invoicing import Books, InvoicingError, Refused
+from chargingd.invoicing import Books, InvoicingError, Refused, backdating
 from chargingd.invoicing import charges as ch
 from chargingd.invoicing import payments as pay
 from chargingd.invoicing import profiles as prof
@@ -219,8 +219,9 @@ class BillingMethods:
     async def subscription_add(self, p: Params, who: str) -> Any:
         account_id = p.ident()
         places = await self._postpaid(account_id)
+        books = await self.books()
         sub = await ch.add_subscription(
-            (await self.books()).db,
+            books.db,
             account_id,
             description=p.text("description"),
             amount_micros=p.amount("amount"),
@@ -229,13 +230,21 @@ class BillingMethods:
             quantity=p.integer("quantity", 1, lo=1, hi=1_000_000),
             who=who,
         )
-        return render_subscription(sub, places)
+        # Started in a period already invoiced: that invoice does not bill it, nor will
+        # any later run (docs/invoicing.md): say so, and how to bill it.
+        diffs = await backdating.effects(books, None, sub)
+        return render_subscription(sub, places) | backdating.answer(diffs, sub)
 
     @billing_errors
     async def subscription_end(self, p: Params, who: str) -> Any:
         sub_id = p.integer("subscription", lo=1, hi=1 << 62)
-        sub = await ch.end_subscription((await self.books()).db, sub_id, _date(p, "ends_on"))
-        return render_subscription(sub, await self._places(sub.account_id))
+        books = await self.books()
+        before, sub = await ch.end_subscription(books.db, sub_id, _date(p, "ends_on"))
+        # Ended back to a day an issued invoice covers (or extended into one): the
+        # invoice stays as issued; say which, by how much, and what to issue instead.
+        diffs = await backdating.effects(books, before, sub)
+        answer = render_subscription(sub, await self._places(sub.account_id))
+        return answer | backdating.answer(diffs, sub)
 
     @billing_errors
     async def subscription_list(self, p: Params, who: str) -> Any:

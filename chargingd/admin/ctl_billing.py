@@ -257,11 +257,20 @@ def _rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _subscription(console: Console, result: dict[str, Any]) -> None:
+    """A subscription; the issued invoices that bill it otherwise than it now runs (the
+    warnings saying what to issue go to stderr, as every ctl warning)."""
+    shown = {k: v for k, v in result.items() if k not in ("issued_invoices", "warnings")}
+    _kv(console, f"subscription {result['subscription']}", shown)
+    if result.get("issued_invoices"):
+        _rows(console, "issued invoices that bill it otherwise", result["issued_invoices"])
+
+
 RENDERERS: dict[str, Callable[[Console, Any], None]] = {
     "payment.add": lambda c, r: _kv(c, f"payment {r['reference']}", r),
     "payment.list": lambda c, r: _rows(c, "payments", r["payments"]),
-    "subscription.add": lambda c, r: _kv(c, f"subscription {r['subscription']}", r),
-    "subscription.end": lambda c, r: _kv(c, f"subscription {r['subscription']}", r),
+    "subscription.add": _subscription,
+    "subscription.end": _subscription,
     "subscription.list": lambda c, r: _rows(c, "subscriptions", r["subscriptions"]),
     "charge.add": lambda c, r: _kv(c, f"{r['kind']} {r['charge']}", r),
     "charge.list": lambda c, r: _rows(c, "charges and credits", r["charges"]),

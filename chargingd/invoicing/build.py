@@ -108,6 +108,13 @@ def usage_lines(make: LineMaker, rows: Iterable[UsageRow]) -> list[Line]:
     return lines
 
 
+def subscription_description(sub: Subscription, decimals: int) -> str:
+    """A subscription's line description before the days it ran ("DID rental, 3 x 2.00")."""
+    if sub.quantity > 1:
+        return f"{sub.description}, {sub.quantity} x {format_amount(sub.amount_micros, decimals)}"
+    return sub.description
+
+
 def subscription_lines(make: LineMaker, period: Period, subs: Iterable[Subscription]) -> list[Line]:
     """Recurring charges for the days of the period they ran, prorated by day."""
     lines = []
@@ -116,9 +123,7 @@ def subscription_lines(make: LineMaker, period: Period, subs: Iterable[Subscript
         if days <= 0:
             continue
         monthly = sub.amount_micros * sub.quantity
-        description = sub.description
-        if sub.quantity > 1:
-            description += f", {sub.quantity} x {format_amount(sub.amount_micros, make.decimals)}"
+        description = subscription_description(sub, make.decimals)
         if days < period.days:
             description += f" ({days} of {period.days} days)"
         months = (Decimal(days) / period.days).quantize(Decimal("0.0001"))

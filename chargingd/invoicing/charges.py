@@ -72,10 +72,13 @@ async def add_subscription(
     return result
 
 
-async def end_subscription(db: BillingDB, subscription_id: int, ends_on: date) -> Subscription:
-    """Set the last day billed (included)."""
+async def end_subscription(
+    db: BillingDB, subscription_id: int, ends_on: date
+) -> tuple[Subscription, Subscription]:
+    """Set the last day billed (included); (the subscription before, after). Invoices
+    already issued are not changed (invoicing.backdating says what they billed)."""
 
-    async def work(conn: Conn) -> Subscription:
+    async def work(conn: Conn) -> tuple[Subscription, Subscription]:
         cur = await conn.execute(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = %s FOR UPDATE",
             (subscription_id,),
@@ -91,9 +94,9 @@ async def end_subscription(db: BillingDB, subscription_id: int, ends_on: date) -
         )
         updated = await cur.fetchone()
         assert updated is not None
-        return _subscription(updated)
+        return _subscription(row), _subscription(updated)
 
-    result: Subscription = await db.run(work)
+    result: tuple[Subscription, Subscription] = await db.run(work)
     return result
 
 
