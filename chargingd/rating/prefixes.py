@@ -26,17 +26,32 @@ def normalize_number(number: str) -> str:
 
 
 class PrefixIndex:
-    """Prefix -> destination ids, longest match first."""
+    """Prefix -> destination ids, longest match first; and whole numbers matched only
+    exactly (a tariff's ``[numbers]``: short codes and extensions, "+494711", which as
+    a prefix would also match every longer number starting so: +49 471 1...)."""
 
-    __slots__ = ("_ids", "_map", "_max_len")
+    __slots__ = ("_ids", "_map", "_max_len", "_whole")
 
     def __init__(self) -> None:
         self._map: dict[str, tuple[str, ...]] = {}
         self._ids: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._max_len = 0
+        self._whole: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._map) + len(self._whole)
+
+    def add_whole(self, number: str, destination_id: str) -> None:
+        """Add one whole number (E.164 digits, a "+" allowed) to a destination: it
+        matches that number only, before any prefix of it."""
+        digits = normalize_number(number.strip())
+        if not (1 <= len(digits) <= 15 and digits.isdigit() and digits.isascii()):
+            raise PrefixError(f"number {number!r} is not 1-15 digits (E.164, country code first)")
+        old = self._whole.get(digits)
+        if old is not None and destination_id in old:
+            return
+        ids = (*old, destination_id) if old else (destination_id,)
+        self._whole[digits] = self._ids.setdefault(ids, ids)
 
     def add(self, prefix: str, destination_id: str, *, digits_only: bool = True) -> None:
         """Add one prefix to a destination (a prefix may belong to several).
@@ -118,13 +133,22 @@ class PrefixIndex:
         return 1
 
     def significant(self, number: str) -> str:
-        """The leading digits of a number that decide its matches (no prefix is longer)."""
+        """The leading digits of a number that decide its matches (no prefix is longer);
+        a whole number of ``[numbers]`` is itself, marked ("=494711": not the key of the
+        longer numbers it begins)."""
         number = normalize_number(number)
+        if self._whole and number in self._whole:
+            return "=" + number
         return number[: self._max_len]
 
     def matches(self, number: str) -> Iterator[tuple[str, tuple[str, ...]]]:
-        """Yield (prefix, destination ids) for every prefix of number, longest first."""
+        """Yield (prefix, destination ids) for the number itself when it is a whole
+        number of the index, then every prefix of number, longest first."""
         number = normalize_number(number)
+        if self._whole:
+            whole = self._whole.get(number)
+            if whole is not None:
+                yield number, whole
         get = self._map.get
         for length in range(min(len(number), self._max_len), 0, -1):
             ids = get(number[:length])
@@ -135,6 +159,12 @@ class PrefixIndex:
         """The longest prefix of number with a destination in `wanted`, and those ids."""
         if number.startswith("+"):
             number = number[1:]
+        if self._whole:
+            whole = self._whole.get(number)
+            if whole is not None:
+                found = tuple(d for d in whole if d in wanted)
+                if found:
+                    return number, found
         get = self._map.get
         for length in range(min(len(number), self._max_len), 0, -1):
             ids = get(number[:length])
@@ -146,4 +176,4 @@ class PrefixIndex:
 
     def destination_ids(self) -> set[str]:
         """Every destination id that has at least one prefix."""
-        return {d for ids in self._ids for d in ids}
+        return {d for ids in self._ids for d in ids}  # ids of prefixes and whole numbers

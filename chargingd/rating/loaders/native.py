@@ -63,7 +63,7 @@ _BINDING_KEYS = {
     "max_cost_strategy", "min_duration",
 }  # fmt: skip
 _PROFILE_KEYS = {"tenant", "category", "subject", "plan", "from", "fallback_subjects"}
-_TOP_KEYS = {"tariff", "destinations", "periods", "rates", "plans", "profiles"}
+_TOP_KEYS = {"tariff", "destinations", "numbers", "periods", "rates", "plans", "profiles"}
 
 
 class _Ctx:
@@ -241,6 +241,15 @@ def _destinations(ctx: _Ctx, data: dict[str, Any], meta: dict[str, Any]) -> Pref
         if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
             raise ctx.fail(key, 'must be a list of prefix strings, e.g. ["447"]', key)
         ctx.convert(key, key, partial(index.add_many, name, prefixes))
+    # Whole numbers, matched exactly: short codes and extensions as the daemon reads
+    # them from a gateway of its country (4711 from DE: +494711), which as prefixes
+    # would also match every longer number beginning so.
+    for name, numbers in ctx.get(data, "numbers", dict, "", {}).items():
+        key = f"numbers.{name}"
+        if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
+            raise ctx.fail(key, 'must be a list of whole numbers, e.g. ["+494711"]', key)
+        for number in numbers:
+            ctx.convert(key, key, partial(index.add_whole, number, name))
     for number, deck in enumerate(ctx.get(meta, "destination_files", list, "tariff", [])):
         key = f"tariff.destination_files[{number}]"
         if not isinstance(deck, str):
