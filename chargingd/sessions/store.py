@@ -117,8 +117,12 @@ LEGS_MAXLEN = 100_000
 
 MAX_HELD = 50_000  # live records whose stored value a process keeps (SessionStore.cache)
 # records of the calls authorized last, kept for their Start (SessionStore.cached): at
-# most this many (~0.5 KB each: the session id, a tuple and the record's bytes; ~25 MB)
-FRESH_MAX = 50_000
+# most this many (~0.55 KB each: the session id, a tuple and the record's bytes; ~55 MB
+# at most per process). Sized for the calls authorized and not yet answered: 100,000
+# is 5,000 call attempts a second ringing 20 s (a burst of redials after an outage, a
+# televoting peak); a Start past it takes session_touch.lua (~2x Redis's work). It was
+# 50,000, below the kit's 60,000 authorizations before its first Start.
+FRESH_MAX = 100_000
 INVALID = "invalid"  # touch refused a usage longer than the time since authorize
 FOREIGN = "foreign"  # touch found another client's call of the session id: nothing changed
 # How long append_cdr remembers a CDR it added (session_cdr_once.lua), so that the same
