@@ -127,9 +127,11 @@ INVALID = "invalid"  # touch refused a usage longer than the time since authoriz
 FOREIGN = "foreign"  # touch found another client's call of the session id: nothing changed
 # How long append_cdr remembers a CDR it added (session_cdr_once.lua), so that the same
 # bytes sent again (the client's retry after a dropped connection or a timeout, a close
-# run again after a failover) add nothing: longer than a close lease (30 s), the
-# client's retries and a reaper pass; ~100 bytes a CDR for that long, cluster only.
-CDR_ONCE_TTL_S = 3600
+# run again after a failover) add nothing: well past a close lease (30 s), the client's
+# retries, reaper passes and a failover's spool replays. ~200 bytes of the stream's
+# master per CDR for that long (60 MB at 1,000 calls/s), cluster only; a resend later
+# than that is one row in the billing database still (UNIQUE (source, call_id)).
+CDR_ONCE_TTL_S = 300
 
 
 def cdr_once_key(packed: bytes) -> str:
