@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -355,9 +356,15 @@ class SessionStore(LiveIndexes):
         scripts)."""
         if self._batcher is None:
             return
-        if len(self._records) >= MAX_HELD:
-            self._records.clear()
-        self._records[rec.session_id] = (rec.account_id, stored, rec)
+        records = self._records
+        sid = rec.session_id
+        if len(records) >= MAX_HELD and sid not in records:
+            # The tenth held longest goes, not all: a wipe sent every live call's next
+            # packet to the read path at once, again each time a process holding more
+            # than MAX_HELD calls filled up (a dict keeps insertion order).
+            for old in list(itertools.islice(records, MAX_HELD // 10 or 1)):
+                del records[old]
+        records[sid] = (rec.account_id, stored, rec)
 
     def uncache(self, session_id: str) -> None:
         self._records.pop(session_id, None)

@@ -156,3 +156,26 @@ async def test_the_calls_authorized_last_are_kept(
         await sessions.account(usage(call(f"c{i}"), UsageKind.START, 0, T0_MS))
         rec = await sessions.store.get("acc1", f"c{i}")
         assert rec is not None and rec.answer_ms == T0_MS and rec.state == LIVE
+
+
+async def test_a_full_table_of_held_records_drops_its_oldest_tenth(
+    redis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_HELD live records held: when full, the tenth held longest is dropped
+    (not every one: a wipe sent each live call's next packet to the read path at once),
+    and a dropped call's Interim still applies (read from Redis)."""
+    monkeypatch.setattr(store_module, "MAX_HELD", 20)
+    clock = Clock()
+    sessions = await _daemon(redis, clock, tmp_path, False)
+    await add_account(sessions.ledger, balance_micros=1000 * EUR)
+    for i in range(25):
+        assert isinstance(await sessions.authorize(call(f"h{i}")), Authorized)
+        await sessions.account(usage(call(f"h{i}"), UsageKind.START, 0, T0_MS))
+    held = [i for i in range(25) if f"h{i}" in sessions.store._records]
+    # full at 20: h20 dropped h0 and h1, h22 dropped h2 and h3, h24 h4 and h5
+    assert held == list(range(6, 25))
+    clock.advance(30)
+    for i in (0, 24):  # one read back from Redis, one held
+        await sessions.account(usage(call(f"h{i}"), UsageKind.INTERIM, 30, T0_MS))
+        rec = await sessions.store.get("acc1", f"h{i}")
+        assert rec is not None and rec.last_usage_s == 30 and rec.state == LIVE
