@@ -42,7 +42,7 @@ BERLIN = "030123456"  # 0.60 EUR/min per second  -> +4930123456
 MUNICH = "089123456"  # 1.20 EUR/min per minute + 0.10 connect fee
 
 
-def make_plan() -> TariffPlan:
+def make_plan(plan_id: str = "retail", currency: str = "EUR") -> TariffPlan:
     """A small real tariff: Berlin per second, the rest of Germany per minute."""
     idx = PrefixIndex()
     idx.add("4930", "DE_BERLIN")
@@ -62,7 +62,7 @@ def make_plan() -> TariffPlan:
     )
     since = datetime(2000, 1, 1, tzinfo=UTC)
     profile = RatingProfile("", "call", ANY_SUBJECT, (RatingActivation(since, plan),))
-    return TariffPlan("retail", idx, [profile], currency="EUR")
+    return TariffPlan(plan_id, idx, [profile], currency=currency)
 
 
 @dataclass
@@ -114,13 +114,15 @@ def make_sessions(
     cutter: RecordingCutter | None = None,
     credit_modes: dict[str, str] | None = None,
     echo_class: tuple[str, ...] = (),
+    plans: tuple[TariffPlan, ...] = (),
     **cfg: Any,
 ) -> Sessions:
+    """``plans``: more tariffs (by their id) beside the default "retail" (EUR)."""
     plan = make_plan()
     return Sessions(
         redis=redis,
         ledger=ledger,
-        pricer=Pricer({"retail": plan}, default=plan),
+        pricer=Pricer({"retail": plan} | {p.id: p for p in plans}, default=plan),
         cfg=session_config(**cfg),
         clock_ms=clock,
         data_dir=data_dir,

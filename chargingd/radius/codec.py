@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from chargingd.core.currencies import minor_unit
+
 # Packet codes: RFC 2865 §3, RFC 2866 §4, RFC 5176 §2.3.
 ACCESS_REQUEST: Final = 1
 ACCESS_ACCEPT: Final = 2
@@ -504,20 +506,46 @@ _BILLING_MODEL: Final = b"h323-billing-model="
 _CURRENCY: Final = b"h323-currency="
 
 
-def format_credit_amount(credit_micros: int) -> bytes:
-    """Micro-units as a decimal with 2 places, rounded down (never shows more than there is)."""
+def _fractions(decimals: int) -> tuple[bytes, ...]:
+    """The ".xx" of every count of minor units below one unit: b".00" .. b".99" for 2
+    decimals, (b"",) for none (JPY)."""
+    if decimals <= 0:
+        return (b"",)
+    return tuple(b".%0*d" % (decimals, n) for n in range(10**decimals))
+
+
+_FORMS: dict[int, tuple[int, tuple[bytes, ...]]] = {}
+
+
+def _amount_form(decimals: int) -> tuple[int, tuple[bytes, ...]]:
+    """How a currency of `decimals` writes an amount: micro-units per minor unit, and
+    the ".xx" text of each count of them below one unit (decimals within 0..6); made
+    once per number of decimals (4 decimals: 10,000 texts, and only if asked)."""
+    decimals = min(max(decimals, 0), 6)
+    form = _FORMS.get(decimals)
+    if form is None:
+        form = _FORMS[decimals] = (10 ** (6 - decimals), _fractions(decimals))
+    return form
+
+
+def format_credit_amount(credit_micros: int, decimals: int = 2) -> bytes:
+    """Micro-units as a decimal with `decimals` places (the currency's minor unit: 2 for
+    EUR, 0 for JPY, 3 for KWD), rounded down (never shows more than there is)."""
+    step, fractions = _amount_form(decimals)
+    return _credit_text(credit_micros, step, fractions)
+
+
+def _credit_text(credit_micros: int, step: int, fractions: tuple[bytes, ...]) -> bytes:
     whole = credit_micros // 1_000_000
     if whole < 0:
-        return b"0.00"
-    cents = credit_micros % 1_000_000 // 10_000
-    # (str and concatenation: mypyc's own operations; b"%d.%02d" % ... is generic)
-    return (str(whole) + (".0" if cents < 10 else ".") + str(cents)).encode("ascii")
+        return b"0" + fractions[0]
+    # (str, encode and a tuple index: mypyc's own operations; b"%d" % ... is generic)
+    return str(whole).encode("ascii") + fractions[credit_micros % 1_000_000 // step]
 
 
 # Constant reply pieces, encoded once (the reply templates of the hot path).
 _RETURN_CODE_OK: Final = cisco_vsa(H323_RETURN_CODE, _RETURN_CODE + b"0")
 _BILLING_MODELS: dict[int, bytes] = {}
-_CURRENCIES: dict[str, bytes] = {}
 
 
 def _billing_model_vsa(billing_model: int) -> bytes:
@@ -528,13 +556,34 @@ def _billing_model_vsa(billing_model: int) -> bytes:
     return vsa
 
 
-def _currency_vsa(currency: str) -> bytes:
-    vsa = _CURRENCIES.get(currency)
-    if vsa is None:
-        vsa = cisco_vsa(H323_CURRENCY, _CURRENCY + currency.encode("ascii", "replace"))
+class _Currency:
+    """A currency's reply pieces, made once per currency (not per request): its
+    h323-currency VSA (b"" for no currency) and how h323-credit-amount is written in
+    it (micro-units per minor unit, the ".xx" texts of its minor-unit decimals)."""
+
+    __slots__ = ("fractions", "step", "vsa")
+
+    def __init__(self, vsa: bytes, step: int, fractions: tuple[bytes, ...]) -> None:
+        self.vsa: Final = vsa
+        self.step: Final = step
+        self.fractions: Final = fractions
+
+
+_CURRENCIES: dict[str, _Currency] = {}
+
+
+def _currency(currency: str) -> _Currency:
+    cur = _CURRENCIES.get(currency)
+    if cur is None:
+        # ISO 4217's minor unit (2 for a code without one, and for no currency)
+        step, fractions = _amount_form(minor_unit(currency))
+        vsa = b""
+        if currency:
+            vsa = cisco_vsa(H323_CURRENCY, _CURRENCY + currency.encode("ascii", "replace"))
+        cur = _Currency(vsa, step, fractions)
         if len(_CURRENCIES) < 1000:  # ISO 4217 codes: a handful in practice
-            _CURRENCIES[currency] = vsa
-    return vsa
+            _CURRENCIES[currency] = cur
+    return cur
 
 
 def _vsa_heads(sub_type: int) -> tuple[bytes, ...]:
@@ -575,7 +624,8 @@ def accept_attributes(
         return b"".join(
             (_TIMEOUT_HDR, timeout.to_bytes(4, "big"), _INTERIM_HDR, interim.to_bytes(4, "big"))
         )
-    amount = format_credit_amount(credit_micros)
+    cur = _currency(currency)
+    amount = _credit_text(credit_micros, cur.step, cur.fractions)
     seconds = str(max(session_timeout_s, 0)).encode("ascii")
     return b"".join(
         (
@@ -591,7 +641,7 @@ def accept_attributes(
             seconds,
             _RETURN_CODE_OK,
             _billing_model_vsa(billing_model),
-            _currency_vsa(currency) if currency else b"",
+            cur.vsa,
         )
     )  # fmt: skip
 
@@ -600,13 +650,14 @@ def authentication_attributes(credit_micros: int, currency: str, billing_model: 
     """The Access-Accept of a debit-card authentication (Cisco "Debit Card Application":
     h323-credit-amount for the IVR to announce, h323-return-code=0, -billing-model,
     -currency); no Session-Timeout or h323-credit-time: no call is authorized yet."""
-    amount = _CREDIT_AMOUNT + format_credit_amount(credit_micros)
+    cur = _currency(currency)
+    amount = _CREDIT_AMOUNT + _credit_text(credit_micros, cur.step, cur.fractions)
     return b"".join(
         (
             cisco_vsa(H323_CREDIT_AMOUNT, amount),
             _RETURN_CODE_OK,
             _billing_model_vsa(billing_model),
-            _currency_vsa(currency) if currency else b"",
+            cur.vsa,
         )
     )
 

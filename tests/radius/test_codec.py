@@ -270,6 +270,22 @@ def test_amounts_and_integers() -> None:
     assert rc.format_credit_amount(-5_000_000) == b"0.00"
     assert rc.format_credit_amount(1_059_999) == b"1.05"
     assert rc.format_credit_amount(10**20 + 990_000) == b"100000000000000.99"
+    # in the currency's minor unit, rounded down: JPY 0 decimals, KWD 3, CLF 4
+    assert rc.format_credit_amount(1_500_999_999, 0) == b"1500"
+    assert rc.format_credit_amount(-1, 0) == b"0"
+    assert rc.format_credit_amount(12_345_678, 3) == b"12.345"
+    assert rc.format_credit_amount(5_999, 3) == b"0.005"
+    assert rc.format_credit_amount(-5_000_000, 3) == b"0.000"
+    assert rc.format_credit_amount(12_345_678, 4) == b"12.3456"
+    for currency, text in (("JPY", b"=1500"), ("KWD", b"=1500.999"), ("XAU", b"=1500.99")):
+        for attrs in (
+            rc.accept_attributes(60, 30, True, 1_500_999_999, currency),
+            rc.authentication_attributes(1_500_999_999, currency, 1),
+        ):
+            assert b"h323-credit-amount" + text + b"\x1a" in attrs
+            assert attrs.endswith(b"h323-currency=" + currency.encode())
+    # no currency: 2 decimals and no h323-currency
+    assert b"h323-currency" not in rc.accept_attributes(60, 30, True, 1_000_000, "")
     assert rc.attr_u32(rc.SESSION_TIMEOUT, -3) == b"\x1b\x06\x00\x00\x00\x00"
     assert rc.attr_u32(rc.SESSION_TIMEOUT, 2**40)[2:] == b"\xff\xff\xff\xff"
     assert len(rc.attr_bytes(rc.REPLY_MESSAGE, b"x" * 400)) == 255

@@ -13,12 +13,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from radius_peer import UdpPeer
-from sessions_harness import EUR, Clock, add_account, make_ledger, make_sessions, read_cdrs
+from sessions_harness import (
+    EUR,
+    Clock,
+    add_account,
+    make_ledger,
+    make_plan,
+    make_sessions,
+    read_cdrs,
+)
 
 from chargingd.core.config import config_from_dict
 from chargingd.ledger import Ledger
 from chargingd.radius import codec as rc
 from chargingd.radius.server import RadiusFrontend, start_radius
+from chargingd.rating.plan import TariffPlan
 
 SECRET = b"dialect-secret"
 
@@ -56,7 +65,10 @@ class Bench:
 
 @asynccontextmanager
 async def bench(
-    redis: aioredis.Redis, tmp_path: Path, clients: list[dict[str, Any]]
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    clients: list[dict[str, Any]],
+    plans: tuple[TariffPlan, ...] = (),
 ) -> AsyncIterator[Bench]:
     radius = config_from_dict(
         {"radius": {"bind": "127.0.0.1", "auth_port": 0, "acct_port": 0, "clients": clients}}
@@ -64,7 +76,7 @@ async def bench(
     t0_s = int(time.time())
     clock = Clock(t0_s * 1000)
     ledger = await make_ledger(redis, clock)
-    sessions = make_sessions(redis, ledger, clock, tmp_path)
+    sessions = make_sessions(redis, ledger, clock, tmp_path, plans=plans)
     frontend, cutter = await start_radius(radius, sessions)
     sessions.attach_call_cutter(cutter)
     try:
@@ -190,6 +202,37 @@ async def test_cisco_debit_card_authentication_then_authorization_then_two_legs(
         assert (cdr.duration_s, cdr.cost_micros, cdr.disconnect_cause) == (60, 600_000, 16)
         account = await b.ledger.get_account("card")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
+
+
+async def test_cisco_credit_amount_is_written_in_the_accounts_currency_minor_unit(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # h323-credit-amount (what the IVR announces, and the Access-Accept's) had 2 decimals
+    # whatever the currency: 1500.00 for a yen card, 12.34 for 12.345 KWD. Now the
+    # currency's minor unit (ISO 4217: JPY 0, KWD 3, EUR 2), still rounded down.
+    clients = [{"name": "as5400", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0}]
+    plans = tuple(make_plan(c.lower(), c) for c in ("EUR", "JPY", "KWD"))
+    async with bench(redis, tmp_path, clients, plans) as b:
+        cards = (("5550100", "EUR", 12_345_678, "12.34"),
+                 ("5550200", "JPY", 1_500_999_999, "1500"),
+                 ("5550300", "KWD", 12_345_678, "12.345"))  # fmt: skip
+        for card, currency, micros, _ in cards:
+            await add_account(b.ledger, currency, balance_micros=micros, currency=currency,
+                              identities=(f"user:{card}",), tariff=currency.lower())  # fmt: skip
+        nas = await UdpPeer.open()
+        try:
+            for n, (card, currency, _, announced) in enumerate(cards):
+                ask_card = attr(rc.USER_NAME, card) + attr(rc.USER_PASSWORD, bytes(16))
+                ask_card += attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1)))
+                ask_card += cisco(rc.H323_CONF_ID, f"h323-conf-id=0000000{n} 1 2 3")
+                dialled = ask_card + attr(rc.CALLED_STATION_ID, "030123456")
+                for ident, packet in ((2 * n + 1, ask_card), (2 * n + 2, dialled)):
+                    reply = await ask(nas, access_request(ident, packet), b.frontend.auth_port)
+                    assert reply.code == rc.ACCESS_ACCEPT, (currency, reply.code)
+                    assert reply.cisco_value(rc.H323_CURRENCY) == currency
+                    assert reply.cisco_value(rc.H323_CREDIT_AMOUNT) == announced
+        finally:
+            nas.close()
 
 
 def freeswitch(sub_type: int, value: bytes | int) -> bytes:
