@@ -53,8 +53,10 @@ EVERY_KIND = [
 ]  # fmt: skip
 
 
-def fraud_config(rules: list[dict[str, Any]], **fraud: Any) -> Any:
-    return config_from_dict({"fraud": {"enabled": True, "rules": rules, **fraud}}).fraud
+def fraud_config(rules: list[dict[str, Any]] | None, **fraud: Any) -> Any:
+    """[fraud] on, with ``rules`` (None: the default rule set)."""
+    given = {} if rules is None else {"rules": rules}
+    return config_from_dict({"fraud": {"enabled": True, **given, **fraud}}).fraud
 
 
 # Every Alerts made here: the redis fixtures (conftest.py) settle their background
@@ -89,7 +91,7 @@ def make_alerts(redis: aioredis.Redis, clock: Clock) -> Alerts:
 async def make_fraud(
     redis: aioredis.Redis,
     clock: Clock,
-    rules: list[dict[str, Any]],
+    rules: list[dict[str, Any]] | None,
     *,
     ledger: Ledger | None = None,
     single_redis: bool = True,

@@ -95,8 +95,14 @@ def render_rules(console: Console, result: dict[str, Any]) -> None:
         limit = dict(rule["thresholds"])
         if "currency" in limit:  # a spend cap: in the account's currency, or each one's
             code = limit.pop("currency")
-            suffix = f" {code}" if code else " (each account's currency)"
-            limit["max_amount"] = f"{limit['max_amount']}{suffix}"
+            if code and limit.get("max_amount") is None:
+                limit["max_amount"] = f"none in {code} (not counted)"
+            elif code:
+                limit["max_amount"] = f"{limit['max_amount']} {code}"
+            elif "max_amount" in limit:
+                limit["max_amount"] = f"{limit['max_amount']} (each account's currency)"
+            if "max_amounts" in limit:  # per currency, as configured
+                limit["max_amounts"] = " ".join(f"{a} {c}" for c, a in limit["max_amounts"].items())
         limits = ", ".join(
             f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in limit.items()
         )

@@ -63,9 +63,9 @@ def render_rule(rule: Rule, currency: str = "") -> dict[str, Any]:
 
 def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
     """A rule's thresholds in config units (seconds, decimal amounts). A spend cap is
-    counted in each account's own currency: of one account (``currency``), written with
+    counted in the account's currency: of one account (``currency``), written with
     that currency's minor-unit decimals (1000 JPY, 20.00 EUR) and its code; else
-    exactly as configured (20, 0.5) with ``currency`` "" (no single currency)."""
+    as configured (spend_thresholds) with ``currency`` "" (no single currency)."""
     window_s = rule.window_ms // 1000
     limits: dict[str, Any] = {"window_s": window_s}
     kind = rule.kind
@@ -83,18 +83,33 @@ def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
         limits["max_duration_s"] = rule.max_duration_s
     name = {"distinct_destinations": "max_destinations", "spend": "max_amount"}
     name |= {"asr": "min_asr_pct", "new_country": ""}
-    if name.get(kind, "max_calls"):
-        limit: Any = rule.limit
-        if kind == "spend":
-            limit = format_amount(rule.limit, minor_unit(currency) if currency else 0)
-        limits[name.get(kind, "max_calls")] = limit
-        if kind == "spend":
-            limits["currency"] = currency
+    if kind == "spend":
+        limits |= spend_thresholds(rule, currency)
+    elif name.get(kind, "max_calls"):
+        limits[name.get(kind, "max_calls")] = rule.limit
     if kind == "asr":
         limits["min_calls"] = rule.min_calls
     if not rule.at_authorize:
         limits["cooldown_s"] = (rule.cooldown_ms or rule.window_ms) // 1000
     return limits
+
+
+def spend_thresholds(rule: Rule, currency: str) -> dict[str, Any]:
+    """A spend rule's cap: of an account in ``currency`` (its max_amounts entry, else
+    max_amount; None: no cap in that currency, its spend is not counted), or as
+    configured (max_amount in each account's currency, max_amounts per currency)."""
+    caps = dict(rule.caps)
+    if currency:
+        cap = caps.get(currency, rule.limit)
+        shown = format_amount(cap, minor_unit(currency)) if cap else None
+        return {"max_amount": shown, "currency": currency}
+    out: dict[str, Any] = {}
+    if rule.limit:
+        out["max_amount"] = format_amount(rule.limit, 0)
+    out["currency"] = ""
+    if caps:
+        out["max_amounts"] = {c: format_amount(m, minor_unit(c)) for c, m in caps.items()}
+    return out
 
 
 class FraudMethods:

@@ -582,7 +582,8 @@ class Fraud:
         unanswered calls and the answer ratio (a corrected revision: what changed)."""
         if not cdr.account_id:
             return ALLOWED
-        rules = self.book.rules_for(cdr.account_id, cdr.tariff)
+        # spend caps in the account's currency (the CDR's): 50 EUR is not 50 JPY
+        rules = self.book.in_currency(cdr.account_id, cdr.tariff, cdr.currency)
         counted_as = P.cdr_event_id(cdr) if cdr.call_id else f"cdr:{event_id}"
         plan = P.Plan(self.clock_ms(), "", event_id=counted_as, currency=cdr.currency)
         P.cdr_ops(plan, rules, cdr)

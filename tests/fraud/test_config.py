@@ -29,7 +29,12 @@ def test_the_default_rules_cover_every_kind_and_compile() -> None:
     book = RuleBook(cfg)
     assert [r.slot for r in book.base] == list(range(1, len(DEFAULT_RULES) + 1))
     by_name = {r.name: r for r in book.base}
-    assert by_name["spend-hour"].limit == 50_000_000  # micros
+    # the default spend caps are euros, for EUR accounts (not 50 of any currency)
+    assert by_name["spend-hour"].caps == (("EUR", 50_000_000),)  # micros
+    in_eur = {r.name: r.limit for r in book.in_currency("acc", "default", "EUR")}
+    assert (in_eur["spend-hour"], in_eur["spend-day"]) == (50_000_000, 200_000_000)
+    in_jpy = {r.name for r in book.in_currency("acc", "default", "JPY")}
+    assert in_jpy == set(by_name) - {"spend-hour", "spend-day"}
     assert by_name["risky-destinations"].action == "block"
     assert by_name["risky-destinations"].severity == "critical"
     assert by_name["new-country"].window_ms == 90 * 86400 * 1000
@@ -105,6 +110,26 @@ def test_tariff_overrides_must_name_a_loaded_plan() -> None:
         (
             {"rules": [{"name": "s", "kind": "spend", "max_amount": "1e3", "window_s": 60}]},
             "max_amount: not a plain decimal",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "window_s": 60}]},
+            "rule 's': a spend rule needs max_amount (in each account's currency) or max_amounts",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "max_amounts": {"YEN": "1"}, "window_s": 9}]},
+            "rule 's': max_amounts: 'YEN' is not an ISO 4217 currency code",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "max_amounts": {"JPY": "0"}, "window_s": 9}]},
+            "rule 's': max_amounts.JPY must be positive",
+        ),
+        (
+            {"rules": [{"name": "s", "kind": "spend", "max_amounts": {"JPY": 80}, "window_s": 9}]},
+            "fraud.rules[0].max_amounts.JPY must be str, not int",
+        ),
+        (
+            {"tariff_overrides": {"default": {"spend-day": {"max_amounts": {"jpy": "9"}}}}},
+            "tariff_overrides.default.spend-day] override: max_amounts: 'jpy' is not an ISO 4217",
         ),
         (
             {
@@ -189,3 +214,17 @@ def test_bad_rules_stop_startup_naming_the_problem(fraud: dict[str, Any], messag
 def test_destination_may_refuse_the_first_risky_call() -> None:
     cfg = load({"rules": [{"name": "d", "kind": "destination", "max_calls": 0, "window_s": 60}]})
     assert cfg.rules[0].max_calls == 0
+
+
+def test_spend_caps_per_currency_and_in_each_accounts_own() -> None:
+    """max_amounts caps the accounts of the currencies it lists (in theirs), max_amount
+    the others (in each one's own); an override's max_amounts adds to the rule's."""
+    rule = {"name": "s", "kind": "spend", "window_s": 60, "max_amount": "50",
+            "max_amounts": {"JPY": "8000", "KWD": "15.5"}}  # fmt: skip
+    over = {"acme": {"s": {"max_amounts": {"JPY": "20000"}}}}
+    book = RuleBook(load({"rules": [rule], "account_overrides": over}))
+    caps = {c: book.in_currency("acc", "", c)[0].limit for c in ("JPY", "KWD", "EUR", "")}
+    assert caps == {"JPY": 8_000_000_000, "KWD": 15_500_000, "EUR": 50_000_000, "": 50_000_000}
+    acme = {c: book.in_currency("acme", "", c)[0].limit for c in ("JPY", "KWD")}
+    assert acme == {"JPY": 20_000_000_000, "KWD": 15_500_000}
+    assert book.in_currency("acme", "", "JPY") is book.in_currency("acme", "", "JPY")  # once

@@ -134,6 +134,32 @@ async def test_rules_of_an_account_show_its_spend_cap_in_its_currency(
     assert "max_amount=20 (each account's currency)," in " ".join(out.split())
 
 
+async def test_rules_show_spend_caps_per_currency(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """max_amounts: the caps per currency as configured; of an account, its currency's,
+    or that it has none (its spend is not counted by the rule)."""
+    rules = [{"name": "spend", "kind": "spend", "window_s": 3600,
+              "max_amounts": {"EUR": "50", "KWD": "15.5"}}]  # fmt: skip
+    async with serve_fraud(redis, tmp_path, {}, rules=rules) as (fraud, path):
+        for account, currency in (("yen", "JPY"), ("dinar", "KWD")):
+            await fraud.ledger.create_account(
+                account, mode=Mode.PREPAID, currency=currency, balance_micros=10**8, who="t"
+            )
+        code, out, err = await ctl(path, capsys, "--json", "fraud", "rules")
+        assert code == 0, err
+        assert json.loads(out)["rules"][0]["thresholds"] == {
+            "window_s": 3600, "currency": "", "cooldown_s": 3600,
+            "max_amounts": {"EUR": "50.00", "KWD": "15.500"},
+        }  # fmt: skip
+        code, out, _ = await ctl(path, capsys, "fraud", "rules")
+        assert "max_amounts=50.00 EUR 15.500 KWD," in " ".join(out.split())
+        for account, text in (("dinar", "max_amount=15.500 KWD,"),
+                              ("yen", "max_amount=none in JPY (not counted),")):  # fmt: skip
+            code, out, _ = await ctl(path, capsys, "fraud", "rules", "--account", account)
+            assert code == 0 and text in " ".join(out.split()), out
+
+
 async def test_rules_name_the_rules_off_here_and_the_overrides(
     redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

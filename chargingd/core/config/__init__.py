@@ -606,6 +606,8 @@ def _coerce_union(args: tuple[Any, ...], value: Any, source: str, where: str) ->
         try:
             return _coerce(arg, value, source, where)
         except ConfigError:
+            if typing.get_origin(arg) is dict and isinstance(value, dict):
+                raise  # a table with a bad value: that value's error, not "must be dict"
             continue
     wanted = [a for a in args if a is not type(None)]
     names = " or ".join(getattr(a, "__name__", str(a)) for a in wanted)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
+from chargingd.core.currencies import is_known_currency
 from chargingd.core.money import AmountError, parse_amount
 from chargingd.core.numbers import is_region, region_fault
 
@@ -40,7 +41,8 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "new_country": (frozenset(), frozenset({"exempt_countries", "memory_days"})),
     "same_destination": (frozenset({"max_calls", "window_s"}), frozenset({"range_digits"})),
     "distinct_destinations": (frozenset({"max_destinations", "window_s"}), frozenset()),
-    "spend": (frozenset({"max_amount", "window_s"}), frozenset({"cooldown_s"})),
+    # spend: max_amount, max_amounts or both (_check_rule_extras)
+    "spend": (frozenset({"window_s"}), frozenset({"max_amount", "max_amounts", "cooldown_s"})),
     "short_calls": (
         frozenset({"max_calls", "window_s", "max_duration_s"}),
         frozenset({"cooldown_s"}),
@@ -66,6 +68,7 @@ THRESHOLDS = frozenset(
         "max_calls",
         "max_destinations",
         "max_amount",
+        "max_amounts",
         "scope",
         "match",
         "range_digits",
@@ -158,7 +161,12 @@ class RuleConfig:
     window_s: int | None = None
     max_calls: int | None = None  # the rule fires at call max_calls + 1 in the window
     max_destinations: int | None = None
-    max_amount: str | None = None  # decimal, in the account's currency ("50.00")
+    # spend caps: per currency (ISO 4217 code -> decimal in that currency: {JPY =
+    # "8000", EUR = "50.00"}), and max_amount, in each account's own currency, for the
+    # accounts of a currency max_amounts does not list; an account of a currency that
+    # neither gives a cap is not counted by the rule (docs/fraud.md "Spend caps").
+    max_amount: str | None = None
+    max_amounts: dict[str, str] | None = None
     scope: str | None = None  # velocity: account | identity | caller_ip
     match: tuple[str, ...] | None = None  # destination: see MATCHES
     range_digits: int | None = None  # same_destination: digits cut off the end
@@ -207,6 +215,7 @@ class RuleOverride:
     max_calls: int | None = None
     max_destinations: int | None = None
     max_amount: str | None = None
+    max_amounts: dict[str, str] | None = None  # merged into the rule's, per currency
     max_duration_s: int | None = None
     min_asr_pct: int | None = None
     min_calls: int | None = None
@@ -235,17 +244,33 @@ def check_thresholds(obj: RuleConfig | RuleOverride, where: str) -> None:
     lowest = 0 if getattr(obj, "kind", "") == "destination" else 1
     _bounded(obj, "max_calls", lowest, MAX_COUNT, where)
     if obj.max_amount is not None:
-        try:
-            micros = parse_amount(obj.max_amount)
-        except AmountError as exc:
-            raise ValueError(f"{where}: max_amount: {exc}") from None
-        if micros <= 0:
-            raise ValueError(f"{where}: max_amount must be positive")
+        _check_cap(obj.max_amount, f"{where}: max_amount")
+    for code, amount in (obj.max_amounts or {}).items():
+        if not is_known_currency(code):
+            raise ValueError(
+                f"{where}: max_amounts: {code!r} is not an ISO 4217 currency code"
+                " (upper case, as accounts are kept: EUR, JPY, KWD)"
+            )
+        _check_cap(amount, f"{where}: max_amounts.{code}")
     if isinstance(obj, RuleConfig):
         _check_rule_extras(obj, where)
 
 
+def _check_cap(amount: str, where: str) -> None:
+    try:
+        micros = parse_amount(amount)
+    except AmountError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if micros <= 0:
+        raise ValueError(f"{where} must be positive")
+
+
 def _check_rule_extras(rule: RuleConfig, where: str) -> None:
+    if rule.kind == "spend" and rule.max_amount is None and not rule.max_amounts:
+        raise ValueError(
+            f"{where}: a spend rule needs max_amount (in each account's currency)"
+            " or max_amounts (per currency)"
+        )
     _bounded(rule, "range_digits", 0, 12, where)
     _bounded(rule, "memory_days", 1, 3650, where)
     if rule.scope is not None and rule.scope not in VELOCITY_SCOPES:
@@ -282,8 +307,11 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
     _rule("new-country", "new_country"),
     _rule("same-range", "same_destination", range_digits=3, max_calls=20, window_s=600),
     _rule("many-destinations", "distinct_destinations", max_destinations=30, window_s=300),
-    _rule("spend-hour", "spend", max_amount="50.00", window_s=3600),
-    _rule("spend-day", "spend", max_amount="200.00", window_s=86400),
+    # spend caps in euros, for EUR accounts only: 50 of another currency is another sum
+    # (50 yen, 50 dinars); an account of another currency is capped where its currency
+    # (or its tariff, or itself) is given a cap (docs/fraud.md "Spend caps")
+    _rule("spend-hour", "spend", max_amounts={"EUR": "50.00"}, window_s=3600),
+    _rule("spend-day", "spend", max_amounts={"EUR": "200.00"}, window_s=86400),
     _rule("short-calls", "short_calls", max_duration_s=6, max_calls=20, window_s=600),
     _rule("failed-attempts", "failed_attempts", max_calls=20, window_s=300),
     _rule("asr-collapse", "asr", min_asr_pct=10, min_calls=30, window_s=3600),
@@ -369,4 +397,6 @@ def merged(rule: RuleConfig, override: RuleOverride) -> RuleConfig:
     changes = {f.name: getattr(override, f.name) for f in fields(override)}
     values = {f.name: getattr(rule, f.name) for f in fields(rule)}
     values.update({k: v for k, v in changes.items() if v is not None})
+    if rule.max_amounts and override.max_amounts:  # per currency: the others stay
+        values["max_amounts"] = rule.max_amounts | override.max_amounts
     return RuleConfig(**values)
