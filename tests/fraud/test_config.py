@@ -29,12 +29,17 @@ def test_the_default_rules_cover_every_kind_and_compile() -> None:
     book = RuleBook(cfg)
     assert [r.slot for r in book.base] == list(range(1, len(DEFAULT_RULES) + 1))
     by_name = {r.name: r for r in book.base}
-    # the default spend caps are euros, for EUR accounts (not 50 of any currency)
-    assert by_name["spend-hour"].caps == (("EUR", 50_000_000),)  # micros
+    # the default spend caps are per currency, each in its own unit (not 50 of any)
+    assert dict(by_name["spend-hour"].caps) == {
+        "CHF": 50_000_000, "EUR": 50_000_000, "GBP": 50_000_000, "JPY": 8000_000_000,
+        "USD": 50_000_000,
+    }  # fmt: skip
     in_eur = {r.name: r.limit for r in book.in_currency("acc", "default", "EUR")}
     assert (in_eur["spend-hour"], in_eur["spend-day"]) == (50_000_000, 200_000_000)
-    in_jpy = {r.name for r in book.in_currency("acc", "default", "JPY")}
-    assert in_jpy == set(by_name) - {"spend-hour", "spend-day"}
+    in_jpy = {r.name: r.limit for r in book.in_currency("acc", "default", "JPY")}
+    assert (in_jpy["spend-hour"], in_jpy["spend-day"]) == (8000_000_000, 30000_000_000)
+    in_kwd = {r.name for r in book.in_currency("acc", "default", "KWD")}
+    assert in_kwd == set(by_name) - {"spend-hour", "spend-day"}  # no cap in KWD
     assert by_name["risky-destinations"].action == "block"
     assert by_name["risky-destinations"].severity == "critical"
     assert by_name["new-country"].window_ms == 90 * 86400 * 1000

@@ -157,10 +157,11 @@ async def test_default_spend_caps_count_in_each_accounts_currency(
 ) -> None:
     """The default caps (50 an hour, 200 a day) were counted in each account's own
     currency: a yen account was alerted at 60 JPY (~0.40 EUR), a dinar one only at 50
-    KWD (~150 EUR). They are euros now (max_amounts = {EUR = ...}); a yen account is
-    counted against a cap given for its currency (here its tariff's, as an operator
-    writes it), one of a currency without a cap not at all, and that is logged once."""
-    jp = {"spend-hour": {"max_amounts": {"JPY": "8000"}}}
+    KWD (~150 EUR). They are per currency now (about 50 euros in EUR, USD, GBP, CHF and
+    JPY); a yen account is counted against its currency's cap (the default's 8000, or
+    one its tariff gives, as an operator writes it), one of a currency without a cap not
+    at all, and that is logged once."""
+    jp = {"spend-hour": {"max_amounts": {"JPY": "5000"}}}
     fraud = await make_fraud(redis, clock, None, tariff_overrides={"jp-retail": jp})
     accounts = (("yen", "JPY", ""), ("card", "JPY", "jp-retail"), ("euro", "EUR", ""),
                 ("dinar", "KWD", ""))  # fmt: skip
@@ -175,9 +176,9 @@ async def test_default_spend_caps_count_in_each_accounts_currency(
         return dataclasses.replace(made, currency=currency, tariff=tariff)
 
     fired = [[f.rule.name for f in v.fired] for v in await cdrs(
-        spent("yen", "JPY", 60 * EUR),  # 60 JPY: no cap in JPY for its tariff
-        spent("card", "JPY", 60 * EUR, "jp-retail"),  # 60 JPY: under its cap of 8000
-        spent("card", "JPY", 7950 * EUR, "jp-retail"),  # 8010 JPY: over it
+        spent("yen", "JPY", 60 * EUR),  # 60 JPY: under the default's 8000
+        spent("card", "JPY", 60 * EUR, "jp-retail"),  # 60 JPY: under its tariff's 5000
+        spent("card", "JPY", 4950 * EUR, "jp-retail"),  # 5010 JPY: over it
         spent("euro", "EUR", 50 * EUR),  # 50.00 EUR: at the cap, not over it
         spent("euro", "EUR", 10_000),  # 50.01 EUR
         spent("dinar", "KWD", 60 * EUR),  # 60 KWD: no cap in KWD (spend-day neither)
@@ -188,11 +189,13 @@ async def test_default_spend_caps_count_in_each_accounts_currency(
     summaries = sorted(i.summary for i in await fraud.alerts.incidents())
     assert summaries == [
         "spend-hour: spent 50.01 EUR in 3600 s (cap 50.00 EUR): alert",
-        "spend-hour: spent 8010 JPY in 3600 s (cap 8000 JPY): alert",
+        "spend-hour: spent 5010 JPY in 3600 s (cap 5000 JPY): alert",
     ]
     uncapped = [r.getMessage() for r in caplog.records if "no spend cap in KWD" in r.getMessage()]
     assert len(uncapped) == 2  # spend-hour and spend-day, once each
-    assert uncapped[0].startswith("fraud: rule spend-hour has no spend cap in KWD (caps: EUR)")
+    assert uncapped[0].startswith(
+        "fraud: rule spend-hour has no spend cap in KWD (caps: CHF, EUR, GBP, JPY, USD)"
+    )
 
 
 async def test_refusal_lasts_the_cooldown(redis: aioredis.Redis, clock: Clock) -> None:

@@ -298,6 +298,18 @@ def _rule(name: str, kind: str, **thresholds: object) -> RuleConfig:
 
 # The default rule set: alerts, except for hijacked-account traffic to risky
 # destinations, which blocks. Tune per tariff (wholesale trunks call more) and account.
+
+# The shipped spend caps (spend-hour, spend-day): about 50 and 200 euros in each of the
+# currencies most operators bill in, each in its own unit; a starting point, not rates.
+DEFAULT_HOUR_CAPS = {"EUR": "50.00", "USD": "50.00", "GBP": "50.00", "CHF": "50.00", "JPY": "8000"}
+DEFAULT_DAY_CAPS = {
+    "EUR": "200.00",
+    "USD": "200.00",
+    "GBP": "200.00",
+    "CHF": "200.00",
+    "JPY": "30000",
+}
+
 DEFAULT_RULES: tuple[RuleConfig, ...] = (
     _rule("velocity-account", "velocity", scope="account", max_calls=120, window_s=60),
     _rule("velocity-identity", "velocity", scope="identity", max_calls=60, window_s=60),
@@ -307,11 +319,12 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
     _rule("new-country", "new_country"),
     _rule("same-range", "same_destination", range_digits=3, max_calls=20, window_s=600),
     _rule("many-destinations", "distinct_destinations", max_destinations=30, window_s=300),
-    # spend caps in euros, for EUR accounts only: 50 of another currency is another sum
-    # (50 yen, 50 dinars); an account of another currency is capped where its currency
-    # (or its tariff, or itself) is given a cap (docs/fraud.md "Spend caps")
-    _rule("spend-hour", "spend", max_amounts={"EUR": "50.00"}, window_s=3600),
-    _rule("spend-day", "spend", max_amounts={"EUR": "200.00"}, window_s=86400),
+    # spend caps per currency, about the same sum in each (50 / 200 euros): 50 of any
+    # currency is another sum (50 yen, 50 dinars); an account of a currency not listed
+    # is capped where its currency (or its tariff, or itself) is given a cap
+    # (docs/fraud.md "Spend caps")
+    _rule("spend-hour", "spend", max_amounts=DEFAULT_HOUR_CAPS, window_s=3600),
+    _rule("spend-day", "spend", max_amounts=DEFAULT_DAY_CAPS, window_s=86400),
     _rule("short-calls", "short_calls", max_duration_s=6, max_calls=20, window_s=600),
     _rule("failed-attempts", "failed_attempts", max_calls=20, window_s=300),
     _rule("asr-collapse", "asr", min_asr_pct=10, min_calls=30, window_s=3600),
