@@ -189,7 +189,8 @@ class Ledger(AccountLedger):
         new_session: bool = True,
         who: str = "sessions",
     ) -> Grant:
-        """Set this session's hold to ``amount`` (renewal replaces the previous hold).
+        """Set this session's hold to ``amount`` (renewal replaces the previous hold; a
+        renewal may set it to 0: nothing held, the session stays open).
 
         Refusals are returned (not raised) as Grant.reason. Reclaims the account's
         expired holds first. ``new_session`` applies the concurrent-call limit.

@@ -219,7 +219,9 @@ class StepBuilder:
         ``deadline_ms`` (Redis's clock, 0 none): a later run refuses itself ('late')."""
         account_id = K.check_account_id(account_id)
         session_id = K.check_token(session_id, "session id")
-        amount = K.check_amount(amount_micros, "reserve amount", lo=1)
+        # a renewal may hold nothing (a session whose usage is final: sessions/idle.py)
+        lo = 0 if new_session is False else 1
+        amount = K.check_amount(amount_micros, "reserve amount", lo=lo)
         lease = K.check_int(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
         allow_partial = self.partial_grants if partial is None else partial
         args: list[Any] = [session_id, amount, now_ms, lease, _flag(allow_partial, "partial")]

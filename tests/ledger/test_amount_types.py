@@ -119,3 +119,20 @@ async def test_reserve_refuses_a_flag_that_is_not_a_bool_and_holds_nothing(
     assert await _money(ledger) == before
     grant = await ledger.reserve("amt", "s-good", 1_000_000, lease_ms=60_000, partial=1)
     assert grant.granted_micros == 1_000_000
+
+
+async def test_a_renewal_may_hold_nothing_and_the_session_stays_open(ledger: Ledger) -> None:
+    """A renewal of 0 (a session whose usage is final: sessions/idle.py) drops the hold
+    and keeps the session open: a later renewal holds again, the release charges the
+    final cost once. A new session of 0 is refused (above)."""
+    assert (await ledger.reserve("amt", "s-idle", 1_000_000, lease_ms=60_000)).granted_micros
+    await ledger.commit("amt", "s-idle", 300_000)
+    grant = await ledger.reserve("amt", "s-idle", 0, lease_ms=60_000, new_session=False)
+    assert (grant.reason, grant.granted_micros) == (None, 0)
+    assert await _money(ledger) == (9_700_000, 0, 300_000)
+    again = await ledger.reserve("amt", "s-idle", 500_000, lease_ms=60_000, new_session=False)
+    assert again.granted_micros == 500_000
+    assert await _money(ledger) == (9_700_000, 500_000, 300_000)
+    await ledger.release("amt", "s-idle", 400_000)
+    await ledger.release("amt", "s-idle", 400_000)  # a duplicate: nothing more
+    assert await _money(ledger) == (9_600_000, 0, 400_000)
