@@ -10,7 +10,11 @@ no Interim by design, also by the Session-Timeout it was told, where it ends the
 itself), and never less than the usage its gateway reported; nothing for a call
 never answered. The CDR says
 ``charge_reason = provisional``; a Stop that arrives later corrects the charge and
-the CDR (sessions/late.py). Entries are
+the CDR (sessions/late.py). A session whose client said its usage is final
+(``status`` USAGE_FINAL: every Diameter rating group reported FINAL, sessions/idle.py)
+is charged exactly that usage instead, ending at its last report: not provisional
+(a later CCR-T is a duplicate Stop), the CDR saying ``usage_from =
+reporting_reason_final``. Entries are
 claimed by moving their score to now (one daemon wins; a daemon that dies mid-close
 leaves the session to the next window).
 
@@ -37,6 +41,7 @@ from typing import Any, Protocol
 
 from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.loops import run_every
+from chargingd.sessions.recordspec import USAGE_FINAL
 from chargingd.sessions.spool import Spool
 from chargingd.sessions.store import (
     LIVE,
@@ -48,9 +53,20 @@ from chargingd.sessions.store import (
 log = logging.getLogger("chargingd.reaper")
 
 
+# The CDR's extra of a session reaped with the usage its client said is final.
+FINAL_EXTRA = {"usage_from": "reporting_reason_final"}
+
+
 class Closer(Protocol):
     async def __call__(
-        self, rec: SessionRecord, *, usage_s: int, end_ms: int, status: str, provisional: bool
+        self,
+        rec: SessionRecord,
+        *,
+        usage_s: int,
+        end_ms: int,
+        status: str,
+        extra: dict[str, str] | None = None,
+        provisional: bool,
     ) -> CDR | None: ...
 
 
@@ -115,13 +131,15 @@ class Reaper:
             # Silent by design, within its Session-Timeout: due again at its time.
             await self.store.redis.zadd(index, {raw: not_before_ms - self.stale_ms})
             return 0
+        final = rec.status == USAGE_FINAL  # its usage is all reported (sessions/idle.py)
         try:
             cdr = await self.close(
                 rec,
                 usage_s=self.provisional_usage_s(rec, now_ms),
-                end_ms=now_ms,
+                end_ms=max(rec.last_seen_ms, rec.answer_ms) if final else now_ms,
                 status=CdrStatus.STALE,
-                provisional=True,
+                extra=dict(FINAL_EXTRA) if final else None,
+                provisional=not final,
             )
         except asyncio.CancelledError:
             raise
@@ -140,8 +158,9 @@ class Reaper:
         return 1
 
     def provisional_usage_s(self, rec: SessionRecord, now_ms: int) -> int:
-        """The documented estimate of a silent call's usage (see the module docstring)."""
-        if not rec.answer_ms:
+        """The documented estimate of a silent call's usage (see the module docstring);
+        exactly the usage reported when its client said it is final."""
+        if not rec.answer_ms or rec.status == USAGE_FINAL:
             return rec.last_usage_s
         since_answer_s = max(0, (now_ms - rec.answer_ms) // 1000)
         granted_s = rec.paid_usage_s

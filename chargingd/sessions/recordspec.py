@@ -10,6 +10,10 @@ import dataclasses
 
 LIVE = "live"
 CLOSED = "closed"
+# A live record's ``status`` (otherwise "": it says how a closed record ended) when its
+# client said its usage is final (Diameter: every rating group reported FINAL): the
+# reaper charges it exactly that usage (sessions/idle.py).
+USAGE_FINAL = "usage_final"
 
 # Field -> its code in the stored map. Stored data: never reuse or change a code.
 CODES: dict[str, str] = {
