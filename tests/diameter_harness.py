@@ -17,6 +17,7 @@ from chargingd.core.clock import wall_ms
 from chargingd.core.config.diameter import DiameterConfig, DiameterPeerConfig
 from chargingd.diameter.frontend import DiameterFrontend
 from chargingd.ledger import Ledger
+from chargingd.sessions.idle import FinalUsage
 from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions
 
@@ -84,6 +85,7 @@ async def running_frontend(
         validity_time_s=cfg.interim_interval_s,
         session_ttl_s=cfg.session_ttl_s,
         closed_ttl_s=cfg.closed_ttl_s,
+        final_usage=FinalUsage.of(sessions),
     )
     await frontend.start()
     sessions.attach_call_cutter(frontend.initiated, owns=frontend.owns)

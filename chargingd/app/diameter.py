@@ -26,6 +26,7 @@ from chargingd.diameter.frontend import DiameterFrontend
 from chargingd.diameter.relay import RelayServer
 from chargingd.monitoring import MeteredCredit, ProcessMeters
 from chargingd.sessions.ccapi import QuotaControl
+from chargingd.sessions.idle import FinalUsage
 from chargingd.sessions.service import Sessions
 
 log = logging.getLogger("chargingd.diameter")
@@ -63,6 +64,7 @@ class DiameterComponent:
             validity_time_s=s.interim_interval_s,
             session_ttl_s=s.session_ttl_s,
             closed_ttl_s=s.closed_ttl_s,
+            final_usage=FinalUsage.of(sessions),
         )
         self.relay = RelayServer(
             redis, self.frontend.initiated, peers_open=self.frontend.server.open_peer_names

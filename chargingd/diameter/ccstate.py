@@ -144,6 +144,13 @@ class Spans(NamedTuple):
         return spans._settled()
 
     @property
+    def idle(self) -> bool:
+        """No service is in use after the CCR this was computed for: every one that had
+        a window ended (FINAL, or QHT without asking again) and none asks quota. False
+        for a state written before Spans (its groups are not known)."""
+        return not self.marks and self.start >= 0
+
+    @property
     def least(self) -> int:
         """The least usage up to the CCR this was computed for."""
         return self.open[-1][1] if self.open else self.base

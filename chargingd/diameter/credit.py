@@ -25,7 +25,11 @@ its report is charged with the call's usage, its MSCC is answered 2001 without
 Granted-Service-Unit (also when an RSU came along), and it is no longer counted as
 in use (ccstate.Spans closes its window: quota asked for it later opens a new one).
 The other groups of the session go on as before. Quota is one hold per call
-(sessions/), not per group: a group's end frees nothing of its own.
+(sessions/), not per group: a group's end frees nothing of its own. When no group is
+in use any more (every one ended, none asks: ``Spans.idle``) the call's usage is
+final: sessions releases its hold and marks it (``FinalUsageMarks``, sessions/idle.py),
+so a client that never sends its CCR-T is reaped charged exactly what it reported; a
+CCR-U that asks quota again unmarks it (its Interim has held money for the grant).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.diameter import codec as dc
@@ -92,6 +97,14 @@ class CcSettings:
     session_failover: bool = False
 
 
+class FinalUsageMarks(Protocol):
+    """sessions/idle.py's FinalUsage: a live session's usage is final, or no longer."""
+
+    async def mark(self, session_id: str) -> bool: ...
+
+    async def unmark(self, session_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Grant:
     """The quota of one answer (GSU CC-Time, Validity-Time, FUI)."""
@@ -113,8 +126,10 @@ class CreditControlApp:
         settings: CcSettings,
         *,
         clock: Callable[[], float] = time.time,
+        final_usage: FinalUsageMarks | None = None,
     ) -> None:
         self.credit = credit
+        self.final_usage = final_usage
         self.store = store
         self.ident = ident
         self.settings = settings
@@ -284,8 +299,21 @@ class CreditControlApp:
         else:
             grant = Grant(left_s, validity_s, final=state.final)
         body = self._cca_body(ccr, Result.SUCCESS, grant)
+        await self._usage_final(ccr, known, spans)
         await self._remember(ccr, used_s, body, groups=groups, spans=spans)
         return answer(msg, body)
+
+    async def _usage_final(self, ccr: Ccr, known: CcSession, spans: Spans) -> None:
+        """No group in use after this CCR-U (every one reported FINAL, none asks): the
+        call's usage is final (sessions releases the hold; the reaper charges what was
+        reported). Asked again after that: no longer final. (Before the answer is
+        kept: when this fails the CCR is answered 5012 and its retry does it.)"""
+        if self.final_usage is None:
+            return
+        if spans.idle:
+            await self.final_usage.mark(ccr.session_id)
+        elif known.spans is not None and known.spans.idle:
+            await self.final_usage.unmark(ccr.session_id)
 
     async def _terminate(self, msg: dc.Message, ccr: Ccr, peer: Peer, known: CcSession) -> bytes:
         used_s, groups, spans = _usage(known, ccr)

@@ -14,7 +14,7 @@ from typing import Any
 from chargingd.core.config.diameter import DiameterConfig
 from chargingd.diameter import codec as dc
 from chargingd.diameter.ccstate import CcStore, Send
-from chargingd.diameter.credit import CcSettings, CreditControlApp
+from chargingd.diameter.credit import CcSettings, CreditControlApp, FinalUsageMarks
 from chargingd.diameter.dictionary import FAILURE_HANDLING
 from chargingd.diameter.initiated import ServerInitiated
 from chargingd.diameter.messages import Identity, new_origin_state_id
@@ -70,7 +70,11 @@ class DiameterFrontend:
         session_ttl_s: int,
         closed_ttl_s: int,
         reuse_port: bool = False,
+        final_usage: FinalUsageMarks | None = None,
     ) -> None:
+        """``final_usage``: sessions' FinalUsage (sessions/idle.py): a session whose every
+        rating group reported FINAL has its hold released and is reaped charged its
+        reported usage; None: it keeps its hold until the CCR-T (as before)."""
         self.cfg = cfg
         self.ident = identity(cfg)
         handling = cfg.credit_control_failure_handling
@@ -83,6 +87,7 @@ class DiameterFrontend:
                 validity_time_s=cfg.validity_time_s or validity_time_s,
                 session_failover=cfg.cc_session_failover,
             ),
+            final_usage=final_usage,
         )
         self.late_answers = 0
         self.server = DiameterServer(

@@ -18,6 +18,7 @@ from chargingd.diameter import client as cl
 from chargingd.diameter import codec as dc
 from chargingd.diameter.dictionary import A
 from chargingd.diameter.frontend import DiameterFrontend
+from chargingd.sessions.idle import FinalUsage
 
 CALLER = "+4930555000"
 BERLIN = "tel:+4930123456"  # 10_000 micros a second
@@ -42,6 +43,7 @@ async def second(running: Running) -> AsyncIterator[DiameterFrontend]:
         validity_time_s=cfg.interim_interval_s,
         session_ttl_s=cfg.session_ttl_s,
         closed_ttl_s=cfg.closed_ttl_s,
+        final_usage=FinalUsage.of(running.sessions),
     )
     await other.start()
     try:
