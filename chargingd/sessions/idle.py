@@ -23,7 +23,10 @@ close overwrites it with the CDR's status. The RADIUS path never sets it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from chargingd.ledger import Ledger, SessionClosed
@@ -33,6 +36,10 @@ from chargingd.sessions.recordspec import USAGE_FINAL
 from chargingd.sessions.store import DEADLINES, LIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("chargingd.sessions")
+
+# The close lease mark and unmark hold (a few commands); a process that dies holding
+# it delays a Stop by this much at most (the Stop waits, then is spooled and replayed).
+LEASE_S = 5
 
 
 class _HasParts(Protocol):
@@ -69,13 +76,35 @@ class FinalUsage:
         rec = None if account_id is None else await self.store.get(account_id, session_id)
         return rec if rec is not None and rec.state == LIVE else None
 
+    @contextlib.asynccontextmanager
+    async def _leased(self, session_id: str) -> AsyncIterator[SessionRecord | None]:
+        """The live record under the session's close lease (no closer can close it
+        meanwhile, so nothing here is merged into a closed record); None when it is
+        not live or a closer holds the lease (it is being closed)."""
+        rec = await self._live(session_id)
+        token = uuid.uuid4().hex
+        if rec is None or not await self.store.acquire_close(rec, token, lease_s=LEASE_S):
+            yield None
+            return
+        try:
+            fresh = await self.store.get(rec.account_id, rec.session_id)
+            yield fresh if fresh is not None and fresh.state == LIVE else None
+        finally:
+            await self.store.release_close(rec, token)
+
     async def mark(self, session_id: str) -> bool:
         """The session's usage is final: release its hold, mark it. False when it is
-        not live, is being cut (the cut closes it), or its client's credit mode holds
-        all the money for its Session-Timeout (nothing of it is Diameter's)."""
-        rec = await self._live(session_id)
-        if rec is None or rec.cut_reason or self.modes.holds_all(rec.client):
-            return False
+        not live (or being closed), is being cut (the cut closes it), or its client's
+        credit mode holds all the money for its Session-Timeout."""
+        async with self._leased(session_id) as rec:
+            if rec is None or rec.cut_reason or self.modes.holds_all(rec.client):
+                return False
+            await self._release(rec)
+        self.marked += 1
+        log.debug("usage of %s is final: hold released", session_id)
+        return True
+
+    async def _release(self, rec: SessionRecord) -> None:
         fields: dict[str, str | int] = {"status": USAGE_FINAL, "limited": 0, "deadline_ms": 0}
         try:
             grant = await self.ledger.reserve(
@@ -86,9 +115,9 @@ class FinalUsage:
                 partial=True,
                 new_session=False,
             )
-        except SessionClosed:
-            return False  # closed meanwhile (another daemon's Stop): nothing held
-        if grant.reason is None:
+        except SessionClosed:  # released in the ledger already: nothing is held
+            grant = None
+        if grant is not None and grant.reason is None:
             fields["held_micros"] = grant.granted_micros
             fields["paid_usage_s"] = self.grants.paid_s(rec, rec.debited_micros)
         # else (the account suspended meanwhile): the hold stays as it was; the close
@@ -96,12 +125,9 @@ class FinalUsage:
         await self.store.update(rec, **fields)
         if rec.deadline_ms:
             await self.store.redis.zrem(DEADLINES, rec.member)
-        self.marked += 1
-        log.debug("usage of %s is final: hold released", session_id)
-        return True
 
     async def unmark(self, session_id: str) -> None:
         """Quota asked again: the session's usage is no longer final."""
-        rec = await self._live(session_id)
-        if rec is not None and rec.status == USAGE_FINAL:
-            await self.store.update(rec, status="")
+        async with self._leased(session_id) as rec:
+            if rec is not None and rec.status == USAGE_FINAL:
+                await self.store.update(rec, status="")
