@@ -117,7 +117,78 @@ FREESWITCH_CAUSES: dict[str, int] = {
     "USER_NOT_REGISTERED": 20,
     "CRASH": 41,
     "SYSTEM_SHUTDOWN": 41,
+    "SUCCESS": 16,
+    "BOWOUT": 16,
+    "USER_CHALLENGE": 21,
+    "INVALID_GATEWAY": 3,
+    "GATEWAY_DOWN": 38,
+    "INVALID_URL": 28,
+    "INVALID_PROFILE": 41,
+    "NO_PICKUP": 19,
+    "SRTP_READ_ERROR": 41,
+    "BUSY_EVERYWHERE": 17,  # SIP 600
+    "DECLINE": 21,  # SIP 603
+    "DOES_NOT_EXIST_ANYWHERE": 1,  # SIP 604
+    "NOT_ACCEPTABLE": 127,  # SIP 606
+    "UNWANTED": 21,  # SIP 607
+    "NO_IDENTITY": 21,  # SIP 428 and the other STIR/SHAKEN refusals
+    "BAD_IDENTITY_INFO": 21,
+    "UNSUPPORTED_CERTIFICATE": 21,
+    "INVALID_IDENTITY": 21,
+    "STALE_DATE": 21,
+    "REJECT_ALL": 21,
 }
+
+# The numbers switch_types.h gives the FreeSWITCH-only causes above: its docs' "Hangup
+# Cause Code Table" lists them in its "Q.850 Code" column (ORIGINATOR_CANCEL 487), so a
+# hangup_cause_q850 of one is read as that cause's nearest Q.850 meaning.
+_FREESWITCH_NUMBERS: dict[int, str] = {
+    142: "SUCCESS",
+    487: "ORIGINATOR_CANCEL",
+    700: "CRASH",
+    701: "SYSTEM_SHUTDOWN",
+    702: "LOSE_RACE",
+    703: "MANAGER_REQUEST",
+    800: "BLIND_TRANSFER",
+    801: "ATTENDED_TRANSFER",
+    802: "ALLOTTED_TIMEOUT",
+    803: "USER_CHALLENGE",
+    804: "MEDIA_TIMEOUT",
+    805: "PICKED_OFF",
+    806: "USER_NOT_REGISTERED",
+    807: "PROGRESS_TIMEOUT",
+    808: "INVALID_GATEWAY",
+    809: "GATEWAY_DOWN",
+    810: "INVALID_URL",
+    811: "INVALID_PROFILE",
+    812: "NO_PICKUP",
+    813: "SRTP_READ_ERROR",
+    814: "BOWOUT",
+    815: "BUSY_EVERYWHERE",
+    816: "DECLINE",
+    817: "DOES_NOT_EXIST_ANYWHERE",
+    818: "NOT_ACCEPTABLE",
+    819: "UNWANTED",
+    820: "NO_IDENTITY",
+    821: "BAD_IDENTITY_INFO",
+    822: "UNSUPPORTED_CERTIFICATE",
+    823: "INVALID_IDENTITY",
+    824: "STALE_DATE",
+    825: "REJECT_ALL",
+}
+
+
+def freeswitch_q850(q850: int | None, name: str | None) -> int | None:
+    """The Q.850 cause of a FreeSWITCH leg: its hangup_cause_q850 when that is a Q.850
+    value (0..127), else its hangup_cause name's (or the number's, for a FreeSWITCH-only
+    cause) nearest Q.850 meaning; None when neither says (the SIP code may)."""
+    if q850 is not None and 0 <= q850 <= INTERWORKING:
+        return q850
+    mapped = FREESWITCH_CAUSES.get(name or "")
+    if mapped is None and q850 is not None:
+        mapped = FREESWITCH_CAUSES.get(_FREESWITCH_NUMBERS.get(q850, ""))
+    return mapped
+
 
 # Asterisk cdr disposition strings (cdr.c ast_cdr_disp2str).
 ASTERISK_DISPOSITIONS: dict[str, int] = {

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
-from chargingd.mediation.causes import FREESWITCH_CAUSES
+from chargingd.mediation.causes import freeswitch_q850
 from chargingd.mediation.formats.csvlines import left_open
 from chargingd.mediation.formats.fscdr import exact_billsec
 from chargingd.mediation.records import (
@@ -112,9 +112,9 @@ class _Template:
     def call(self, values: list[str]) -> RawCall:
         get = self.get
         cause = get(values, "hangup_cause")
-        q850 = opt_int(get(values, "hangup_cause_q850"), "hangup_cause_q850")
-        if q850 is None:
-            q850 = FREESWITCH_CAUSES.get(cause)
+        q850 = freeswitch_q850(
+            opt_int(get(values, "hangup_cause_q850"), "hangup_cause_q850"), cause
+        )
         billsec = get(values, "billsec")
         exact = (get(values, "billmsec"), get(values, "billusec"))
         extra: dict[str, str] = {k: values[i] for k, i in self.extra if values[i]}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from chargingd.mediation.causes import FREESWITCH_CAUSES
+from chargingd.mediation.causes import freeswitch_q850
 from chargingd.mediation.records import RawCall, RawTime, RowError, opt_int, parse_stamp
 
 
@@ -77,9 +77,7 @@ def raw_call(v: Variables, raw: str) -> RawCall:
     try:
         call_id = v.get("uuid") or v.get("call_uuid")
         cause = v.get("hangup_cause")
-        q850 = opt_int(v.get("hangup_cause_q850"), "hangup_cause_q850")
-        if q850 is None:
-            q850 = FREESWITCH_CAUSES.get(cause)
+        q850 = freeswitch_q850(opt_int(v.get("hangup_cause_q850"), "hangup_cause_q850"), cause)
         billsec = exact_billsec(
             opt_int(v.get("billsec"), "billsec"),
             opt_int(v.get("billmsec"), "billmsec"),
