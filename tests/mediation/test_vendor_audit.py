@@ -78,3 +78,49 @@ def test_freeswitch_cdr_csv_template_with_a_freeswitch_only_cause_number() -> No
     (call,) = calls_of([line], source)
     assert call.cause == 16
     assert call.status == "unanswered"
+
+
+def test_opensips_acc_log_missed_call_reads_the_same_extras_as_its_cdr_line() -> None:
+    # OpenSIPS acc module, log backend: one extra_fields list ("log: caller->caller;
+    # callee->callee") is written on every line, the CDR line of an answered call
+    # (do_accounting("log", "cdr")) and the "call missed" line of a failed one. The
+    # CDR line was read; the missed call beside it was rejected ("callee ''").
+    lines = [
+        "Jun  1 10:02:13 sbc2 /usr/sbin/opensips[3001]: ACC: call ended: created=1780308000;"
+        "call_start_time=1780308008;duration=125;ms_duration=124600;setuptime=8;"
+        "method=INVITE;from_tag=of1;to_tag=ot1;call_id=ol1@h;code=200;reason=OK;"
+        "caller=+4930111222;callee=0612345678\n",
+        "Jun  1 10:03:00 sbc2 /usr/sbin/opensips[3001]: ACC: call missed: timestamp=1780308180;"
+        "method=INVITE;from_tag=of2;to_tag=;call_id=ol2@h;code=486;reason=Busy Here;"
+        "caller=+4930111222;callee=0612345678\n",
+    ]
+    source = SourceConfig(format="kamailio", default_country="DE", charge="record_only")
+    answered, missed = calls_of(lines, source)
+    assert (answered.caller, answered.callee, answered.duration_s) == (
+        "+4930111222",
+        "+49612345678",
+        125,
+    )
+    assert (missed.call_id, missed.caller, missed.callee) == (
+        "ol2@h",
+        "+4930111222",
+        "+49612345678",
+    )
+    assert (missed.status, missed.cause, missed.end_ms) == ("unanswered", 17, 1780308180000)
+
+
+def test_kamailio_acc_table_with_from_and_to_user_extras() -> None:
+    # acc table exported with its db_extra columns named after the pseudo-variables
+    # ("from_user=$fU;to_user=$tU;source_ip=$si"), names kamailio_cdrs and opensips_db
+    # already read: the INVITE/BYE pair was rejected for want of src_user/dst_user.
+    lines = [
+        "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,from_user,to_user,source_ip\n",
+        "1,INVITE,ft1,tt1,c1@h,200,OK,2026-06-01 12:00:05,+4930111222,0612345678,192.0.2.7\n",
+        "2,BYE,tt1,ft1,c1@h,200,OK,2026-06-01 12:02:05,0612345678,+4930111222,192.0.2.9\n",
+    ]
+    source = SourceConfig(
+        format="kamailio_db", time_zone="Europe/Berlin", default_country="DE", charge="record_only"
+    )
+    (call,) = calls_of(lines, source)
+    assert (call.caller, call.callee, call.gateway) == ("+4930111222", "+49612345678", "192.0.2.7")
+    assert (call.start_ms, call.end_ms, call.duration_s) == (1780308005000, 1780308125000, 120)

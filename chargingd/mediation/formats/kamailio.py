@@ -138,17 +138,26 @@ def _call(invite: _Event, bye: _Event | None) -> RawCall:
     raw = invite.raw if bye is None else f"{invite.raw}\n{bye.raw}"
     return RawCall(
         call_id=invite.call_id,
-        caller=pairs.get("src_user", ""),
-        callee=pairs.get("dst_user", ""),
+        # The extra names the table formats and OpenSIPS's "call ended" lines read
+        # (src_user first): one acc config's extras name the caller the same way in
+        # every line it writes (before, only src_user/dst_user: an OpenSIPS "call
+        # missed" line beside a readable "call ended" one was rejected, no callee).
+        caller=_first(pairs, CANDIDATES["caller"]),
+        callee=_first(pairs, CANDIDATES["callee"]),
         start=invite.when,
         answer=invite.when if bye is not None else None,
         end=bye.when if bye is not None else invite.when,
         sip_code=invite.code if bye is None else 200,
         cause_text=pairs.get("reason", ""),
-        gateway=pairs.get("src_ip", ""),
+        gateway=_first(pairs, CANDIDATES["gateway"]),
         extra=extra,
         raw=raw,
     )
+
+
+def _first(pairs: dict[str, str], names: tuple[str, ...]) -> str:
+    """The first of ``names`` with a value in ``pairs``; "" when none has one."""
+    return next((pairs[n] for n in names if pairs.get(n)), "")
 
 
 def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
@@ -211,20 +220,17 @@ def _ended_call(pairs: dict[str, str], raw: str) -> RawCall:
     if duration < 0 or ms < 0:
         raise RowError(f"negative duration {duration} or ms_duration {ms}")
 
-    def first(names: tuple[str, ...]) -> str:
-        return next((pairs[n] for n in names if pairs.get(n)), "")
-
     return RawCall(
         call_id=call_id,
-        caller=first(CANDIDATES["caller"]),
-        callee=first(CANDIDATES["callee"]),
+        caller=_first(pairs, CANDIDATES["caller"]),
+        callee=_first(pairs, CANDIDATES["callee"]),
         start=start,
         answer=answer,
         end=answer + ms,
         talk_s=(ms + 500) // 1000,
         sip_code=int_field(pairs.get("code", ""), "code"),
         cause_text=pairs.get("reason", ""),
-        gateway=first(CANDIDATES["gateway"]),
+        gateway=_first(pairs, CANDIDATES["gateway"]),
         extra={
             "setuptime_s": pairs.get("setuptime", ""),
             "from_tag": pairs.get("from_tag", ""),
