@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.ledger import UnknownAccount
+from chargingd.ledger import InvalidRequest, UnknownAccount
+from chargingd.ledger.keys import check_account_id
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.records import RowError
 
@@ -81,6 +82,19 @@ class Payers:
             account_id = key
         else:
             account_id = ""
+        if rule != "ani":
+            # An account code is the switch's free text (Asterisk and FreeSWITCH take
+            # any): one that is no account id (a space, a slash, "Sales Dept") is this
+            # row's reject. It was the ledger's InvalidRequest, which ended the whole
+            # run (exit 70) at the first such row, the rows after it never read.
+            try:
+                check_account_id(account_id)
+            except InvalidRequest:
+                via = f" (account code {key!r})" if account_id != key else ""
+                return (
+                    f"account {account_id!r}{via} is no account id"
+                    " (1-64 of A-Z a-z 0-9 . _ : @ + -): map it with account_map"
+                )
         if self.ledger is None:
             if rule == "ani":
                 return "the ani account rule needs the ledger (Redis)"

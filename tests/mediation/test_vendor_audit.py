@@ -3,9 +3,17 @@ issue 5 (each test failed before its fix)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
+import redis.asyncio as aioredis
+
+from chargingd.app.cli import main
 from chargingd.core.config.mediation import SourceConfig
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger, Mode
+from chargingd.mediation.cli import EXIT_REJECTS
 from chargingd.mediation.normalise import Call
 from chargingd.mediation.pipeline import normalised
 
@@ -124,3 +132,54 @@ def test_kamailio_acc_table_with_from_and_to_user_extras() -> None:
     (call,) = calls_of(lines, source)
     assert (call.caller, call.callee, call.gateway) == ("+4930111222", "+49612345678", "192.0.2.7")
     assert (call.start_ms, call.end_ms, call.duration_s) == (1780308005000, 1780308125000, 120)
+
+
+# Asterisk cdr_csv (cdr.conf [csv] defaults: 16 columns): accountcode is the switch's
+# free text, set by the dialplan (Set(CDR(accountcode)=Sales Dept)) or the peer's
+# accountcode; the first row's code is no ledger account id, the second's is.
+ASTERISK_ACCOUNTCODES = (
+    '"Sales Dept","+4930111222","0612345678","from-internal","","SIP/1001-00000a01",'
+    '"SIP/trunk-00000a02","Dial","SIP/trunk/0612345678","2026-06-01 12:00:00",'
+    '"2026-06-01 12:00:05","2026-06-01 12:00:45",45,40,"ANSWERED","DOCUMENTATION"\n'
+    '"acc1","+4930111222","0612345678","from-internal","","SIP/1001-00000a03",'
+    '"SIP/trunk-00000a04","Dial","SIP/trunk/0612345678","2026-06-01 12:01:00",'
+    '"2026-06-01 12:01:05","2026-06-01 12:02:05",65,60,"ANSWERED","DOCUMENTATION"\n'
+)
+
+
+async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_run(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # It ended the run (exit 70, "failed: bad account id 'Sales Dept'") at that row:
+    # the rows after it were never read.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    tariff = tmp_path / "de.toml"
+    tariff.write_text(
+        '[tariff]\nid = "de"\ncurrency = "EUR"\ntimezone = "UTC"\n[destinations]\nDE = ["49"]\n'
+        '[rates.R]\nrate = "0.60"\nunit = "60s"\nincrement = "1s"\n'
+        '[plans.P]\n[[plans.P.rates]]\ndestinations = ["DE"]\nrate = "R"\n'
+        '[[profiles]]\nsubject = "*any"\nplan = "P"\nfrom = 2020-01-01T00:00:00Z\n'
+    )
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "var"}"\n[redis]\nurl = "{redis_server.url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n'
+        f'[mediation.sources.pbx]\nformat = "asterisk"\ntime_zone = "Europe/Berlin"\n'
+        f'default_country = "DE"\naccount_rule = "accountcode"\n'
+        f'account_map = {{ acc1 = "acme" }}\nplan = "{tariff}"\ncharge = "ledger"\n'
+    )
+    master = tmp_path / "Master.csv"
+    master.write_text(ASTERISK_ACCOUNTCODES)
+    argv = ["mediate", str(master), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    rejects = (tmp_path / "Master.csv.rejects.csv").read_text()
+    assert "1,account 'Sales Dept' is no account id" in rejects
+    account = await led.get_account("acme")
+    assert account.balance_micros == 10_000_000 - 600_000  # the second call, 60 s at 0.60
+    # Run again: the good call is a duplicate, the bad row a reject again, nothing moves.
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - 600_000
