@@ -53,6 +53,7 @@ from chargingd.mediation.store import CdrStore
 
 Progress = Callable[[int], None]  # advanced by the characters read
 BOM = "\ufeff"  # a UTF-8 byte-order mark, decoded: any format's file may start with one
+NUL_REASON = "damaged record: a NUL byte in it (the file was damaged: a crash while written?)"
 DRY_RUN_REJECTS_KEPT = 1000
 
 
@@ -153,6 +154,12 @@ def without_bom(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         if not line.isascii():
             line = text_line(line)
+        if "\x00" in line:
+            # NUL bytes before a record: the padding a crash (power loss) leaves where
+            # the file's last writes were lost; the switch's next record follows it on
+            # the same physical line, whole. NULs anywhere else damage the record
+            # (normalised() rejects it: PostgreSQL text cannot hold them).
+            line = line.lstrip("\x00")
         yield line[1:] if line[:1] == BOM else line
 
 
@@ -164,7 +171,13 @@ def normalised(
     per call), else a new one."""
     normaliser = normaliser or Normaliser(name, source)
     for line_no, item in parser_for(source)(without_bom(lines)):
-        if isinstance(item, RawCall):
+        if "\x00" in item.raw and (isinstance(item, (RawCall, Half)) or type(item) is Reject):
+            # A record holding a NUL byte (a damaged file) is this record's reject:
+            # stored, it failed the whole batch in PostgreSQL (exit 70, the good
+            # records beside it lost with it); a reject says so before its reason.
+            reason = NUL_REASON if type(item) is not Reject else f"{NUL_REASON}; {item.reason}"
+            yield line_no, Reject(reason, item.raw)
+        elif isinstance(item, RawCall):
             try:
                 yield line_no, normaliser.call(item)
             except InternalCallError as exc:

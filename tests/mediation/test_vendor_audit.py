@@ -147,16 +147,9 @@ ASTERISK_ACCOUNTCODES = (
 )
 
 
-async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_run(
-    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
-) -> None:
-    # It ended the run (exit 70, "failed: bad account id 'Sales Dept'") at that row:
-    # the rows after it were never read.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+def _config(tmp_path: Path, redis_server: EmbeddedRedis, pg_url: str) -> Path:
+    """A config with source pbx: Asterisk, account codes (acc1 = acme), charged to the
+    ledger at 0.60 a minute for German numbers."""
     tariff = tmp_path / "de.toml"
     tariff.write_text(
         '[tariff]\nid = "de"\ncurrency = "EUR"\ntimezone = "UTC"\n[destinations]\nDE = ["49"]\n'
@@ -172,6 +165,20 @@ async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_ru
         f'default_country = "DE"\naccount_rule = "accountcode"\n'
         f'account_map = {{ acc1 = "acme" }}\nplan = "{tariff}"\ncharge = "ledger"\n'
     )
+    return config
+
+
+async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_run(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # It ended the run (exit 70, "failed: bad account id 'Sales Dept'") at that row:
+    # the rows after it were never read.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
     master = tmp_path / "Master.csv"
     master.write_text(ASTERISK_ACCOUNTCODES)
     argv = ["mediate", str(master), "--source", "pbx", "--config", str(config), "--quiet"]
@@ -183,3 +190,50 @@ async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_ru
     # Run again: the good call is a duplicate, the bad row a reject again, nothing moves.
     assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - 600_000
+
+
+def _asterisk_row(n: int, talk_s: int, gateway: str = "SIP/trunk") -> str:
+    """A 16-column cdr_csv row of call n (answered at 12:0n:05 local, talk_s long)."""
+    return (
+        f'"acc1","+4930111222","0612345678","from-internal","","SIP/1001-0000{n:04x}",'
+        f'"{gateway}-0000{n:04x}","Dial","x","2026-06-01 12:0{n}:00","2026-06-01 12:0{n}:05",'
+        f'"2026-06-01 12:0{n}:{5 + talk_s:02d}",{5 + talk_s},{talk_s},"ANSWERED","DOCUMENTATION"\n'
+    )
+
+
+async def test_nul_bytes_of_a_damaged_file_reject_their_record_only(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # A Master.csv after a power loss: the blocks of the last writes read back as NUL
+    # bytes. Line 2: record 2 cut short by them, the switch's next record appended after
+    # them (both rejected: the line is one damaged record). Line 3: the padding ended
+    # at a line's end, the record after it is whole (read). Line 4: a NUL byte inside a
+    # record. Such a record was sent to PostgreSQL, which refuses NUL in text: the run
+    # failed (exit 70) and the good records of its batch were lost with it.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
+    master = tmp_path / "Master.csv"
+    master.write_text(
+        _asterisk_row(1, 10)
+        + _asterisk_row(2, 20)[:60]
+        + "\x00" * 100
+        + _asterisk_row(3, 30)
+        + "\x00" * 512
+        + _asterisk_row(4, 40)
+        + _asterisk_row(5, 45, gateway="SIP/tr\x00unk")
+        + _asterisk_row(6, 50)
+    )
+    argv = ["mediate", str(master), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    rejects = (tmp_path / "Master.csv.rejects.csv").read_text()
+    assert rejects.count("\n") == 3, rejects  # the header, lines 2 and 4
+    assert '\n2,"damaged record: a NUL byte in it' in rejects
+    assert "\n4,damaged record: a NUL byte in it" in rejects
+    # calls 1, 4 and 6 billed: 100 s at 0.60 a minute
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_000_000
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS  # again: nothing moves
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_000_000
