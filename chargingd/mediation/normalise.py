@@ -26,6 +26,10 @@ _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 # Times outside 1970 .. 3000 are a corrupt field, never a call (a CUCM epoch of 14
 # digits, a FreeSWITCH *_uepoch read as seconds): rejected, not rated or stored.
 _LATEST_MS = 32_503_680_000_000  # 3000-01-01 UTC
+# A call longer than a year is a corrupt time (a BYE stamp in 2999), never a call:
+# rejected before it is rated and debited (a 974-year call cost 25.6 million EUR, then
+# failed the store: its duration is no PostgreSQL integer, exit 70, no CDR for the debit).
+_LONGEST_MS = 366 * 86_400_000
 # How far a switch's talk time may exceed end - answer: its own whole-second
 # rounding (acc_cdrs duration 125.8 s between stamps cut to the second: 126 vs 125).
 _TALK_SLACK_S = 2
@@ -115,6 +119,11 @@ class Normaliser:
         for what, ms in (("start", start_ms), ("answer", answer_ms), ("end", end_ms)):
             if ms and not 0 < ms < _LATEST_MS:
                 raise RowError(f"{what} time out of range (1970-3000): {raw_time(ms)}")
+        if end_ms - start_ms > _LONGEST_MS:
+            raise RowError(
+                f"call of {(end_ms - start_ms) // 1000} s ({raw_time(start_ms)} to"
+                f" {raw_time(end_ms)}) is longer than a year: a corrupt time?"
+            )
         duration_s = self._talk_s(raw, answer_ms, end_ms)
         # The callee first: an internal call is skipped before its caller (an
         # extension too) could reject it.

@@ -237,3 +237,50 @@ async def test_nul_bytes_of_a_damaged_file_reject_their_record_only(
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_000_000
     assert await asyncio.to_thread(main, argv) == EXIT_REJECTS  # again: nothing moves
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_000_000
+
+
+def _acc_line(ts: int, method: str, tag: str, call_id: str) -> str:
+    """A Kamailio acc syslog line (acc_log_request, acc_time_mode 0) + log_extra."""
+    return (
+        f"Jun  1 10:00:05 sbc1 /usr/sbin/kamailio[2101]: NOTICE: acc [acc.c:277]: ACC:"
+        f" transaction answered: timestamp={ts};method={method};from_tag=f{tag};"
+        f"to_tag=t{tag};call_id={call_id};code=200;reason=OK;src_user=+4930111222;"
+        f"dst_user=0612345678\n"
+    )
+
+
+async def test_a_corrupt_time_making_a_call_of_centuries_is_rejected_before_it_is_debited(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # A BYE whose timestamp is corrupt but inside 1970-3000 (2999-12-31) made a call of
+    # 974 years: it was rated and debited (25.6 million EUR at 0.05 a minute; here
+    # 0.60), then its duration, no PostgreSQL integer, failed the store: exit 70, the
+    # debit without a CDR, the good call of the batch lost. A 3-day call is billed.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
+    config.write_text(
+        config.read_text().replace('format = "asterisk"', 'format = "kamailio"')
+        .replace('account_rule = "accountcode"', 'account_rule = "fixed"\naccount = "acme"')
+    )  # fmt: skip
+    acc = tmp_path / "acc.log"
+    start = 1_780_308_005  # 2026-06-01T10:00:05Z
+    acc.write_text(
+        _acc_line(start, "INVITE", "1", "c1@h")
+        + _acc_line(32_503_679_000, "BYE", "1", "c1@h")
+        + _acc_line(start, "INVITE", "2", "c2@h")
+        + _acc_line(start + 60, "BYE", "2", "c2@h")
+        + _acc_line(start, "INVITE", "3", "c3@h")
+        + _acc_line(start + 3 * 86_400, "BYE", "3", "c3@h")
+    )
+    argv = ["mediate", str(acc), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    rejects = (tmp_path / "acc.log.rejects.csv").read_text()
+    assert "\n1,call of 30723370995 s (2026-06-01T10:00:05+00:00 to 2999-12-31" in rejects
+    assert "is longer than a year" in rejects
+    # 60 s + 3 days at 0.60 a minute: 0.60 + 2592.00
+    spent = 600_000 + 2_592_000_000
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - spent
