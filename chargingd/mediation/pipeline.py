@@ -15,7 +15,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -179,13 +179,46 @@ def normalised(
             yield line_no, Reject(reason, item.raw)
         elif isinstance(item, RawCall):
             try:
-                yield line_no, normaliser.call(item)
+                call = _storable(normaliser.call(item))
+                yield line_no, call if not isinstance(call, str) else Reject(call, item.raw)
             except InternalCallError as exc:
                 yield line_no, Internal(str(exc), item.raw)
             except RowError as exc:
                 yield line_no, Reject(str(exc), item.raw)
         else:
             yield line_no, item
+
+
+def _storable(call: Call) -> Call | str:
+    """The call as PostgreSQL can store it (text and jsonb hold UTF-8 without NUL), or
+    why it cannot be: an id, gateway or account code holding a NUL byte or a lone UTF-16
+    surrogate (a JSON CDR's "\\ud83d", half an emoji cut by the switch) is a damaged
+    record; in an extra value (a display name) such a character becomes U+FFFD, never a
+    reason to lose the call. Checked before the call is rated and charged: stored as it
+    was, it failed the whole batch (exit 70, a debit without its CDR)."""
+    for text in (call.call_id, call.gateway, call.account):
+        if not _is_storable(text):
+            return f"damaged record: {text!r} is no text PostgreSQL can hold (NUL, lone surrogate)"
+    if all(_is_storable(k) and _is_storable(v) for k, v in call.extra.items()):
+        return call
+    extra = {_clean(k): _clean(v) for k, v in call.extra.items()}
+    return replace(call, extra=extra)
+
+
+def _is_storable(text: str) -> bool:
+    if text.isascii():
+        return "\x00" not in text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _clean(text: str) -> str:
+    if _is_storable(text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" or ch == "\x00" else ch for ch in text)
 
 
 class RejectWriter:

@@ -10,6 +10,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from chargingd.app.cli import main
+from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger, Mode
@@ -284,3 +285,47 @@ async def test_a_corrupt_time_making_a_call_of_centuries_is_rejected_before_it_i
     # 60 s + 3 days at 0.60 a minute: 0.60 + 2592.00
     spent = 600_000 + 2_592_000_000
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - spent
+
+
+async def test_a_lone_surrogate_in_a_json_cdr_is_no_failed_run(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # mod_json_cdr spool files; JSON escapes a character as \uXXXX, and a display name
+    # cut inside an emoji leaves half of its UTF-16 pair ("\ud83d"): no UTF-8, which
+    # PostgreSQL refused (jsonb), failing the whole batch (exit 70) after its calls were
+    # debited. A display name is never a reason to lose the call (U+FFFD in its place);
+    # a uuid holding one is a damaged record.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
+    config.write_text(
+        config.read_text().replace('format = "asterisk"', 'format = "freeswitch_json"')
+        .replace('account_rule = "accountcode"', 'account_rule = "fixed"\naccount = "acme"')
+    )  # fmt: skip
+    spool = tmp_path / "json_cdr"
+    spool.mkdir()
+    for uuid, name in (
+        ("a1111111-2222-4333-8444-555555555555", "\\ud83d"),  # cut emoji: kept, U+FFFD
+        ("a2222222-2222-4333-8444-555555555555", "Alice"),
+        ("a3333333-\\ud83d", "Bob"),  # a uuid no text can hold: rejected
+    ):
+        doc = (
+            f'{{"variables":{{"uuid":"{uuid}","caller_id_name":"{name}",'
+            '"caller_id_number":"%2B4930111222","destination_number":"0612345678",'
+            '"start_epoch":"1780308000","answer_epoch":"1780308005",'
+            '"end_epoch":"1780308065","billsec":"60","hangup_cause":"NORMAL_CLEARING"}}\n'
+        )
+        (spool / f"{uuid[:8]}.cdr.json").write_text(doc)
+    argv = ["mediate", str(spool), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    rejects = (spool / "a3333333.cdr.json.rejects.csv").read_text()
+    assert "damaged record: 'a3333333-\\ud83d' is no text PostgreSQL can hold" in rejects
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_200_000
+    db = await BillingDB.open(pg_url)
+    try:
+        assert await db.count_cdrs() == 2
+    finally:
+        await db.close()
