@@ -30,6 +30,7 @@ _LATEST_MS = 32_503_680_000_000  # 3000-01-01 UTC
 # rejected before it is rated and debited (a 974-year call cost 25.6 million EUR, then
 # failed the store: its duration is no PostgreSQL integer, exit 70, no CDR for the debit).
 _LONGEST_MS = 366 * 86_400_000
+_LAST_Q850 = 127  # Q.850 cause values are 0..127 (interworking, unspecified)
 # How far a switch's talk time may exceed end - answer: its own whole-second
 # rounding (acc_cdrs duration 125.8 s between stamps cut to the second: 126 vs 125).
 _TALK_SLACK_S = 2
@@ -181,8 +182,16 @@ class Normaliser:
         """Q.850 cause: the source's cause_map, the switch's own value, then its SIP code."""
         if raw.cause_text and raw.cause_text in self.source.cause_map:
             return self.source.cause_map[raw.cause_text]
-        if raw.q850 is not None:
-            return raw.q850
+        q850 = raw.q850
+        if q850 is not None and 0 <= q850 <= _LAST_Q850:
+            return q850
+        if q850 is not None and 100 <= q850 <= 699:
+            # No Q.850 value (1..127): a SIP response code in the cause column (billing
+            # exports write one there) is read as one, RFC 3398.
+            return sip_to_q850(q850)
+        # Any other number (a corrupt field) is no cause: the SIP code says, else 0.
+        # Stored as it was, 486 was a Q.850 cause Q.850 does not have, and a number past
+        # the database's integer failed the run (exit 70) after the calls were debited.
         if raw.sip_code is not None:
             return sip_to_q850(raw.sip_code)
         return 0

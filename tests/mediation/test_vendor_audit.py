@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import psycopg
 import redis.asyncio as aioredis
 
 from chargingd.app.cli import main
@@ -329,3 +330,41 @@ async def test_a_lone_surrogate_in_a_json_cdr_is_no_failed_run(
         assert await db.count_cdrs() == 2
     finally:
         await db.close()
+
+
+async def test_a_cause_column_holding_no_q850_value(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # A billing export's "Cause" column holding the SIP response (486) was stored as
+    # Q.850 cause 486; a corrupt one past PostgreSQL's integer (99999999999) failed the
+    # run (exit 70) after its calls were debited, the batch not stored.
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
+    config.write_text(
+        config.read_text().replace(
+            'format = "asterisk"',
+            'format = "csv"\ndelimiter = ";"\ntime_format = "%d.%m.%Y %H:%M:%S"\n'
+            'mapping = { call_id = "CallRef", caller = "From", callee = "To", start = "Begin",'
+            ' answer = "Connected", end = "Finished", billsec = "Talk", cause = "Cause",'
+            ' account = "Customer" }',
+        )
+    )
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "CallRef;From;To;Begin;Connected;Finished;Talk;Cause;Customer\n"
+        "Q1;+4930111222;0612345678;01.06.2026 12:00:00;01.06.2026 12:00:05;"
+        "01.06.2026 12:01:05;60;99999999999;acc1\n"
+        "Q2;+4930111222;0612345678;01.06.2026 12:00:00;;01.06.2026 12:00:20;0;486;acc1\n"
+        "Q3;+4930111222;0612345678;01.06.2026 12:00:00;01.06.2026 12:00:05;"
+        "01.06.2026 12:01:05;60;16;acc1\n"
+    )
+    argv = ["mediate", str(export), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == 0
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT call_id, disconnect_cause FROM cdrs ORDER BY call_id")
+        assert rows.fetchall() == [("Q1", 0), ("Q2", 17), ("Q3", 16)]
+    assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_200_000
