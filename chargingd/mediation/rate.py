@@ -85,6 +85,14 @@ class Rater:
             return _make(call, payer, payer.currency, self._name(payer.tariff), "", 0, 0)
         plan_id, path = self.choose(payer.tariff)
         plan = self.plan(path)
+        if payer.from_ledger and plan.currency and plan.currency != payer.currency:
+            # Live credit control refuses such a call ("tariff currency mismatch"); a
+            # mediated one was priced in the plan's money and debited as the account's
+            # (0.035 USD taken as 0.035 EUR).
+            raise RowError(
+                f"currency mismatch: tariff {plan_id} prices in"
+                f" {plan.currency}, account {payer.account_id} holds {payer.currency}"
+            )
         try:
             cost = plan.rate(
                 subject=payer.account_id,

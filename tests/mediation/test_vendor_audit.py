@@ -368,3 +368,27 @@ async def test_a_cause_column_holding_no_q850_value(
         rows = conn.execute("SELECT call_id, disconnect_cause FROM cdrs ORDER BY call_id")
         assert rows.fetchall() == [("Q1", 0), ("Q2", 17), ("Q3", 16)]
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - 1_200_000
+
+
+async def test_a_tariff_in_another_currency_than_the_account_is_a_reject(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, pg_url: str
+) -> None:
+    # The source's plan prices in USD, the account holds EUR: live credit control
+    # refuses such a call ("tariff currency mismatch"); mediation debited the USD
+    # amount from the EUR balance (0.40 USD taken as 0.40 EUR).
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    config = _config(tmp_path, redis_server, pg_url)
+    tariff = tmp_path / "de.toml"
+    tariff.write_text(tariff.read_text().replace('currency = "EUR"', 'currency = "USD"'))
+    master = tmp_path / "Master.csv"
+    master.write_text(_asterisk_row(1, 40))
+    argv = ["mediate", str(master), "--source", "pbx", "--config", str(config), "--quiet"]
+    assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
+    rejects = (tmp_path / "Master.csv.rejects.csv").read_text()
+    assert "currency mismatch: tariff" in rejects
+    assert "prices in USD, account acme holds EUR" in rejects
+    assert (await led.get_account("acme")).balance_micros == 10_000_000
