@@ -312,18 +312,7 @@ def _statement_summary(inv: Invoice) -> Table:
         ["Closing balance", s.get("closing_balance", "")],
     ]
     rows = [[k, f"{v} {cur}"] for k, v in rows]
-    table = Table(rows, colWidths=[WIDTH * 0.25, WIDTH * 0.2], hAlign="LEFT")
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONT", (0, 0), (-1, -1), FONT, _pt(9.5)),
-                ("ALIGN", (1, 0), (1, -1), "RIGHT"),
-                ("FONT", (0, -1), (-1, -1), FONT_BOLD, _pt(10.5)),
-                ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
-            ]
-        )
-    )
-    return table
+    return _sum_table(rows, [WIDTH * 0.25, WIDTH * 0.2], "LEFT")
 
 
 def _statement_totals(inv: Invoice, decimals: int) -> Table:
@@ -339,7 +328,12 @@ def _statement_totals(inv: Invoice, decimals: int) -> Table:
     if s.get("boundary_difference", "0").strip("0.-") != "":
         rows.append(["Calls across the period's edges", f"{s['boundary_difference']} {cur}"])
     rows.append(["Calls debited", f"{s.get('call_debits', '')} {cur}"])
-    table = Table(rows, colWidths=[WIDTH * 0.32, WIDTH * 0.2], hAlign="RIGHT")
+    return _sum_table(rows, [WIDTH * 0.32, WIDTH * 0.2], "RIGHT")
+
+
+def _sum_table(rows: list[list[str]], widths: list[float], align: str) -> Table:
+    """Label and amount rows whose last row is their result (bold, ruled above)."""
+    table = Table(rows, colWidths=widths, hAlign=align)
     table.setStyle(
         TableStyle(
             [

@@ -175,11 +175,7 @@ async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_ru
 ) -> None:
     # It ended the run (exit 70, "failed: bad account id 'Sales Dept'") at that row:
     # the rows after it were never read.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     master = tmp_path / "Master.csv"
     master.write_text(ASTERISK_ACCOUNTCODES)
@@ -192,6 +188,16 @@ async def test_an_account_code_that_is_no_account_id_is_a_reject_not_a_failed_ru
     # Run again: the good call is a duplicate, the bad row a reject again, nothing moves.
     assert await asyncio.to_thread(main, argv) == EXIT_REJECTS
     assert (await led.get_account("acme")).balance_micros == 10_000_000 - 600_000
+
+
+async def _acme(redis: aioredis.Redis) -> Ledger:
+    """The ledger with account acme: prepaid, 10.00 EUR."""
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
+    )
+    return led
 
 
 def _asterisk_row(n: int, talk_s: int, gateway: str = "SIP/trunk") -> str:
@@ -212,11 +218,7 @@ async def test_nul_bytes_of_a_damaged_file_reject_their_record_only(
     # at a line's end, the record after it is whole (read). Line 4: a NUL byte inside a
     # record. Such a record was sent to PostgreSQL, which refuses NUL in text: the run
     # failed (exit 70) and the good records of its batch were lost with it.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     master = tmp_path / "Master.csv"
     master.write_text(
@@ -258,11 +260,7 @@ async def test_a_corrupt_time_making_a_call_of_centuries_is_rejected_before_it_i
     # 974 years: it was rated and debited (25.6 million EUR at 0.05 a minute; here
     # 0.60), then its duration, no PostgreSQL integer, failed the store: exit 70, the
     # debit without a CDR, the good call of the batch lost. A 3-day call is billed.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     config.write_text(
         config.read_text().replace('format = "asterisk"', 'format = "kamailio"')
@@ -296,11 +294,7 @@ async def test_a_lone_surrogate_in_a_json_cdr_is_no_failed_run(
     # PostgreSQL refused (jsonb), failing the whole batch (exit 70) after its calls were
     # debited. A display name is never a reason to lose the call (U+FFFD in its place);
     # a uuid holding one is a damaged record.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     config.write_text(
         config.read_text().replace('format = "asterisk"', 'format = "freeswitch_json"')
@@ -338,11 +332,7 @@ async def test_a_cause_column_holding_no_q850_value(
     # A billing export's "Cause" column holding the SIP response (486) was stored as
     # Q.850 cause 486; a corrupt one past PostgreSQL's integer (99999999999) failed the
     # run (exit 70) after its calls were debited, the batch not stored.
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     config.write_text(
         config.read_text().replace(
@@ -376,11 +366,7 @@ async def test_a_tariff_in_another_currency_than_the_account_is_a_reject(
     # The source's plan prices in USD, the account holds EUR: live credit control
     # refuses such a call ("tariff currency mismatch"); mediation debited the USD
     # amount from the EUR balance (0.40 USD taken as 0.40 EUR).
-    led = Ledger(redis)
-    await led.load_scripts()
-    await led.create_account(
-        "acme", mode=Mode.PREPAID, currency="EUR", balance_micros=10_000_000, who="t"
-    )
+    led = await _acme(redis)
     config = _config(tmp_path, redis_server, pg_url)
     tariff = tmp_path / "de.toml"
     tariff.write_text(tariff.read_text().replace('currency = "EUR"', 'currency = "USD"'))
