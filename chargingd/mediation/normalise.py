@@ -263,6 +263,8 @@ class Normaliser:
         digits = self._international_digits(text, raw, what)
         if not (digits.isascii() and digits.isdigit()) or not 2 <= len(digits) <= _E164_MAX_DIGITS:
             raise RowError(f"{what} {raw!r} is not a telephone number")
+        if "(0)" in raw:
+            digits = _without_bracketed_trunk(digits)
         # ITU-T E.164 country codes are prefix-free: the first known 1-3 digit head is it.
         for cc_len in (1, 2, 3):
             if int(digits[:cc_len]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
@@ -303,6 +305,20 @@ def _number_text(raw: str) -> str:
     # writes it as dialled ("902087569174#", CDR definition, "Partitions and
     # Numbers"), gateways pass it in Called-Station-Id.
     return text.rstrip("#")
+
+
+def _without_bracketed_trunk(digits: str) -> str:
+    """The digits of "+49 (0)30 1234567" (a country code, then the national trunk
+    prefix in brackets: a common way to print a number for callers at home and abroad)
+    without that "0" where the country dials it only nationally (+49, +44: 4930...), and
+    with it where it belongs to the number (+39: 3906...), as phonenumbers reads them
+    and the live path (core.numbers) does; unchanged when phonenumbers reads none."""
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return digits
+    e164: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return e164[1:]
 
 
 def _is_possible(e164: str) -> bool:

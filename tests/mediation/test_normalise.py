@@ -29,6 +29,14 @@ from chargingd.mediation.records import RawCall, RowError
         ("US", "1", "011", "national", "2125550123", "+12125550123"),
         ("US", "1", "011", "national", "12125550123", "+12125550123"),
         ("FR", "0", "00", "international", "0123456789", "+33123456789"),
+        # the trunk prefix printed in brackets after the country code: dropped where it
+        # is dialled only nationally, kept where it is part of the number (Italy), as
+        # the live path reads them (it was +490301234567)
+        ("DE", "0", "00", "international", "+49 (0)30 1234567", "+49301234567"),
+        ("DE", "0", "00", "international", "0049 (0)30 1234567", "+49301234567"),
+        ("GB", "0", "00", "international", "+44 (0)20 7946 0000", "+442079460000"),
+        ("DE", "0", "00", "international", "+39 (0)6 1234 5678", "+390612345678"),
+        ("DE", "0", "00", "international", "(0)30 1234567", "+49301234567"),
     ],
 )
 def test_numbers_to_e164(
