@@ -8,12 +8,14 @@ operates the daemon over its admin socket, like an operator would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +348,30 @@ class GatewaySocket:
 
     def close(self) -> None:
         self.transport.close()
+
+
+@contextlib.contextmanager
+def serving(setup: Setup, log_path: Path) -> Iterator[Daemon]:
+    """`chargingd serve` of ``setup``, ready; killed after (its log printed: pytest
+    shows it only when the test fails)."""
+    d = Daemon(setup, log_path)
+    d.start()
+    try:
+        d.wait_ready()
+        yield d
+    finally:
+        d.kill()
+        print(f"---- daemon log ----\n{d.log()}")
+
+
+def cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    """One `chargingd COMMAND --config SETUP ARGS...` run (its output captured)."""
+    return subprocess.run(
+        [str(BIN), *args[:1], "--config", str(setup.config), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def radius_processes(status: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from radius_e2e_harness import BIN, Daemon, Setup, write_setup
+from radius_e2e_harness import Daemon, Setup, cli, serving, write_setup
 
 from chargingd.invoicing.periods import prorate, round_half_up_div
 
@@ -40,23 +39,8 @@ def daemon(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
         invoicing='settle_delay_s = 0\ndefault_vat_rate = "19"',
         billing=f'db_url = "{pg_url}"',
     )
-    d = Daemon(setup, tmp_path / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp_path / "daemon.log") as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
-
-
-def cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), *args[:1], "--config", str(setup.config), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def ok(setup: Setup, *args: str) -> Any:

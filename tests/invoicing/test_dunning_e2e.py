@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from radius_e2e_harness import BIN, SECRET, Call, Daemon, GatewaySocket, Setup, write_setup
+from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, cli, write_setup
 from radius_peer import TestGateway, UdpPeer, wait_until
 
 from chargingd.radius import codec as rc
@@ -64,15 +63,6 @@ async def gateway(daemon: Daemon) -> AsyncIterator[TestGateway]:
     gw = TestGateway(peer, SECRET)
     yield gw
     await gw.close()
-
-
-def cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), *args[:1], "--config", str(setup.config), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def cli_json(setup: Setup, *args: str) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from radius_e2e_harness import Call, Daemon, GatewaySocket, write_setup
+from radius_e2e_harness import Call, Daemon, GatewaySocket, serving, write_setup
 from radius_peer import wait_until
 
 from chargingd.billing.cdr import CDR
@@ -61,14 +61,8 @@ from = 2020-01-01T00:00:00Z
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     setup = write_setup(tmp_path, tariff_text=TARIFF, session_options={"default_country": "DE"})
-    d = Daemon(setup, tmp_path / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp_path / "daemon.log") as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
 
 
 async def _call(daemon: Daemon, sock: GatewaySocket, call: Call, usage_s: int) -> rc.Packet:
