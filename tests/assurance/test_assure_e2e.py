@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from invoicing_harness import make_books, query
-from radius_e2e_harness import BIN, MICROS_PER_S, Call, Daemon, GatewaySocket, write_setup
+from radius_e2e_harness import BIN, MICROS_PER_S, Call, Daemon, GatewaySocket, serving, write_setup
 
 from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.billing.db import BillingDB
@@ -149,14 +149,8 @@ def daemon(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
         "run_in_serve = false", "run_in_serve = false\nclaim_idle_ms = 3600000"
     )
     setup.config.write_text(text + EXTRA_CONFIG)
-    d = Daemon(setup, tmp_path / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp_path / "daemon.log") as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
 
 
 def _accounts(daemon: Daemon) -> None:

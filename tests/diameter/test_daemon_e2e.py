@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from diameter_client import open_client
 from diameter_peer import ErlangPeer, compile_dictionaries, erlang_missing
-from radius_e2e_harness import BIN, Call, Daemon, GatewaySocket, write_setup
+from radius_e2e_harness import BIN, Call, Daemon, GatewaySocket, serving, write_setup
 
 from chargingd.billing.cdr import CDR
 from chargingd.core.money import parse_amount
@@ -64,15 +64,9 @@ realm = "{PEER_REALM}"
 addresses = ["127.0.0.1"]
 """,
     )
-    d = Daemon(setup, tmp / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp / "daemon.log") as d:
         d.diameter_port = port  # type: ignore[attr-defined]
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")
 
 
 def port_of(daemon: Daemon) -> int:
@@ -289,15 +283,9 @@ realm = "{PEER_REALM}"
 addresses = ["127.0.0.1"]
 """,
     )
-    d = Daemon(setup, tmp / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp / "daemon.log") as d:
         d.diameter_port = port  # type: ignore[attr-defined]
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")
 
 
 async def test_cuts_claimed_by_a_worker_reach_the_peer_as_asr(daemon_with_workers: Daemon) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, cli, write_setup
+from radius_e2e_harness import SECRET, Call, Daemon, GatewaySocket, Setup, cli, serving, write_setup
 from radius_peer import TestGateway, UdpPeer, wait_until
 
 from chargingd.radius import codec as rc
@@ -47,14 +47,8 @@ def daemon(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
         ),
         billing=f'db_url = "{pg_url}"',
     )
-    d = Daemon(setup, tmp_path / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp_path / "daemon.log") as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")  # shown only when the test fails
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from pyrad.packet import CoAPacket
-from radius_e2e_harness import SECRET, Daemon, GatewaySocket, write_setup
+from radius_e2e_harness import SECRET, Daemon, GatewaySocket, serving, write_setup
 from radius_peer import DICT, UdpPeer, wait_until
 
 from chargingd.radius import codec as rc
@@ -42,14 +42,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         session_options={"disconnect_retries": 4, "disconnect_backoff_s": BACKOFF_S},
         radius_options={"coa_timeout_s": COA_TIMEOUT_S, "coa_retries": 1},
     )
-    d = Daemon(setup, tmp / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(setup, tmp / "daemon.log") as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")
 
 
 @dataclass

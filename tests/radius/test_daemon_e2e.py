@@ -24,6 +24,7 @@ from radius_e2e_harness import (
     Daemon,
     GatewaySocket,
     Setup,
+    serving,
     write_setup,
 )
 from radius_peer import TestGateway, UdpPeer, wait_until
@@ -39,13 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("radius-e2e")
     setup = write_setup(tmp)
-    daemon = Daemon(setup, tmp / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
+    with serving(setup, tmp / "daemon.log") as daemon:
         yield daemon
-    finally:
-        daemon.kill()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from kamailio_harness import Switch, missing_reason
-from radius_e2e_harness import BIN, SECRET, Daemon, write_setup
+from radius_e2e_harness import BIN, SECRET, Daemon, serving, write_setup
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,14 +26,10 @@ pytestmark = [
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     # The default: [radius] require_message_authenticator = true, no client override.
-    d = Daemon(write_setup(tmp_path, extra='flavour = "generic"\n'), tmp_path / "daemon.log")
-    d.start()
-    try:
-        d.wait_ready()
+    with serving(
+        write_setup(tmp_path, extra='flavour = "generic"\n'), tmp_path / "daemon.log"
+    ) as d:
         yield d
-    finally:
-        d.kill()
-        print(f"---- daemon log ----\n{d.log()}")
 
 
 @pytest.fixture

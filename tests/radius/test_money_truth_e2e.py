@@ -34,6 +34,7 @@ from radius_e2e_harness import (
     Call,
     Daemon,
     GatewaySocket,
+    serving,
     write_setup,
 )
 from radius_peer import TestGateway, UdpPeer, wait_until
@@ -87,13 +88,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory, billing_url: str) -> Iterat
         billing=f'db_url = "{billing_url}"',
         tariff_text=PREMIUM_TARIFF,
     )
-    daemon = Daemon(setup, tmp / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
+    with serving(setup, tmp / "daemon.log") as daemon:
         yield daemon
-    finally:
-        daemon.kill()
 
 
 @pytest.fixture
