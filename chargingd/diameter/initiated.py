@@ -27,6 +27,7 @@ from chargingd.diameter.dictionary import (
 from chargingd.diameter.messages import result_code
 from chargingd.diameter.server import DiameterServer
 from chargingd.sessions.ccapi import SessionRef
+from chargingd.sessions.cutter import cut_not_sent
 
 log = logging.getLogger("chargingd.diameter")
 
@@ -87,6 +88,7 @@ class ServerInitiated:
         peer = self.server.peers.by_name(ref.client)
         if peer is None:
             self.counters.unroutable += 1
+            cut_not_sent()  # (a cut's attempt: nothing went out, no CCR-T confirms it)
             return None
         # RFC 6733 §8.5 / §8.3: Session-Id first, then the routing AVPs.
         body = (
@@ -97,12 +99,16 @@ class ServerInitiated:
             + extra
         )
         wait_s = self.timeout_s
+        sent = 0  # requests written to a connection
         for _ in range(self.retries + 1):
             link = self.server.link_of(peer.name)
             if link is None:
                 self.counters.unroutable += 1
                 log.warning("no open Diameter connection to %s for %s", peer.name, ref.session_id)
+                if sent == 0:
+                    cut_not_sent()
                 return None
+            sent += 1
             try:
                 return await link.request(command, APP_CREDIT_CONTROL, body, wait_s)
             except TimeoutError:

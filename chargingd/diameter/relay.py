@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from chargingd.core.ratelog import RateLimitedLog
 from chargingd.core.redisconn import block_below_timeout
 from chargingd.sessions.ccapi import CallCutter, SessionRef
+from chargingd.sessions.cutter import cut_not_sent
 
 log = logging.getLogger("chargingd.diameter.relay")
 
@@ -71,6 +72,8 @@ class RelayClient:
         raw = await self.redis.get(owner_key(ref.client))
         if raw is None:
             log.warning("no process holds a connection to %s for %s", ref.client, ref.session_id)
+            if op == "disconnect":
+                cut_not_sent()  # nothing went out: no CCR-T confirms this attempt
             return False
         reply = f"dia:reply:{uuid.uuid4().hex}"
         request = {"op": op, "ref": list(_ref_fields(ref)), "arg": arg, "reply": reply}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import ClientTable, RadiusClient
 from chargingd.sessions.ccapi import SessionRef
+from chargingd.sessions.cutter import cut_not_sent
 
 log = logging.getLogger("chargingd.aaa.dm")
 
@@ -135,6 +136,7 @@ class DynamicAuthClient:
         if client is None or address is None:
             self.counters.unroutable += 1
             log.warning("no Disconnect/CoA route to client %r at %r", ref.client, ref.gateway)
+            cut_not_sent()  # (a cut's attempt: nothing went out, no Stop confirms it)
             return None
         # RFC 5176 §3: the NAS matches on its own identification attributes. A Cisco
         # gateway's POD handler matches its own Acct-Session-Id (not the h323-conf-id

@@ -31,7 +31,7 @@ import aiohttp
 
 from chargingd.radius.clients import ClientTable, RadiusClient
 from chargingd.sessions.ccapi import SessionRef
-from chargingd.sessions.cutter import cut_going_out
+from chargingd.sessions.cutter import cut_going_out, cut_not_sent
 
 log = logging.getLogger("chargingd.aaa.kamailio")
 
@@ -99,6 +99,7 @@ class KamailioRpcCutter:
         if client is None or not client.jsonrpc_url:
             self.counters.unroutable += 1
             log.warning("no JSON-RPC route to client %r for %s", ref.client, ref.session_id)
+            cut_not_sent()
             return False
         self.counters.sent += 1
         call_id = ref.nas_session_id or ref.session_id
@@ -127,19 +128,14 @@ class KamailioRpcCutter:
     async def _end_call(self, client: RadiusClient, call_id: str) -> bool:
         """True when a dialog was ended, False when there was none (gone); raises."""
         try:
-            found = await self.call(client.jsonrpc_url, "dlg.list_match", "callid", "eq", call_id)
-        except RpcError as exc:
-            if exc.code == 404:
-                return False
+            live = await self._live_dialogs(client, call_id)
+        except Exception:
+            # Raised before dlg.end_dlg went out: nothing could have ended the call, so
+            # its Stop does not confirm this attempt (sessions/cutter.py cut_not_sent).
+            cut_not_sent()
             raise
-        dialogs = [d for d in _dialogs(found) if d.get("call-id") == call_id]
-        live = [d for d in dialogs if d.get("state") != GONE_STATE]
         if not live:
             return False
-        early = [d for d in live if d.get("state") != CONFIRMED_STATE]
-        if early:
-            # Kamailio ends confirmed dialogs only: not answered yet, try again later.
-            raise RpcError(409, f"dialog not confirmed (state {early[0].get('state')})")
         ended = False
         url = client.jsonrpc_url
         # The cut goes out now (the look-up may have waited out a stall): Kamailio
@@ -154,6 +150,22 @@ class KamailioRpcCutter:
                 if exc.code != 404:
                     raise
         return ended
+
+    async def _live_dialogs(self, client: RadiusClient, call_id: str) -> list[dict[str, Any]]:
+        """The call's confirmed dialogs ([]: gone); raises, also for one not confirmed."""
+        try:
+            found = await self.call(client.jsonrpc_url, "dlg.list_match", "callid", "eq", call_id)
+        except RpcError as exc:
+            if exc.code == 404:
+                return []
+            raise
+        dialogs = [d for d in _dialogs(found) if d.get("call-id") == call_id]
+        live = [d for d in dialogs if d.get("state") != GONE_STATE]
+        early = [d for d in live if d.get("state") != CONFIRMED_STATE]
+        if early:
+            # Kamailio ends confirmed dialogs only: not answered yet, try again later.
+            raise RpcError(409, f"dialog not confirmed (state {early[0].get('state')})")
+        return live
 
     async def call(self, url: str, method: str, *params: Any) -> Any:
         """One JSON-RPC 2.0 request: its result; RpcError for an error answer,

@@ -48,6 +48,28 @@ async def cut_going_out() -> None:
         await stamp()
 
 
+# The cut attempt this task is sending: a function a backend calls when nothing that
+# could end the call went out in this attempt (no route to the gateway: coa_port = 0,
+# no jsonrpc_url, no Diameter connection; Kamailio's JSON-RPC not answering before
+# dlg.end_dlg). The attempt then does not count as sent: ``cut_ms`` goes back to the
+# latest attempt that did go out, or NOT_SENT_MS when none did, so a Stop never reads
+# as "ended at a cut" nobody could have received (a hold_all Kamailio's kill was
+# labelled ``killed``, confirmed, when its caller hung up a moment later).
+_NOT_SENT: ContextVar[Callable[[], None] | None] = ContextVar("cut_not_sent", default=None)
+
+# cut_ms when no attempt of a cut went out: earlier than any answered call's end, so
+# sessions/settle.py never reads a Stop as ended at it.
+NOT_SENT_MS = -1
+
+
+def cut_not_sent() -> None:
+    """A cut backend could send nothing that ends the call in this attempt (nothing
+    when no cut attempt runs in this task)."""
+    mark = _NOT_SENT.get()
+    if mark is not None:
+        mark()
+
+
 # refresh(rec, claim_ms) -> (its deadline ms, 0: none; the Session-Timeout to announce;
 # the money behind it). claim_ms: this cutter's claim on the entry, kept as the index
 # score while it is due.
@@ -131,18 +153,30 @@ class Cutter:
         live and is logged; its Stop shows no cut status unless it ended at the cut.
         """
         attempts = rec.cut_attempts + 1
+        sent_ms = rec.cut_ms  # the latest earlier attempt that went out (0: none yet)
         await self.store.update(
             rec, cut_reason=reason, cut_attempts=attempts, cut_ms=self.clock_ms()
         )
+        sent = True
 
         async def going_out() -> None:  # the backend's request that ends the call
+            nonlocal sent
+            sent = True
             await self.store.update(rec, cut_ms=self.clock_ms())
 
+        def not_sent() -> None:  # the backend sent nothing that could end the call
+            nonlocal sent
+            sent = False
+
         token = _GOING_OUT.set(going_out)
+        unsent_token = _NOT_SENT.set(not_sent)
         try:
             ok = await self._disconnect(rec, reason)
         finally:
+            _NOT_SENT.reset(unsent_token)
             _GOING_OUT.reset(token)
+        if not ok and not sent:
+            await self.store.update(rec, cut_ms=sent_ms if sent_ms > 0 else NOT_SENT_MS)
         if ok:
             await self.store.update(rec, cut_ok=1)
             await self.store.clear_deadline(rec)
@@ -174,6 +208,7 @@ class Cutter:
     async def _disconnect(self, rec: SessionRecord, reason: str) -> bool:
         if self.frontend is None:
             log.error("no call cutter attached: cannot cut %s", rec.session_id)
+            cut_not_sent()
             return False
         self.disconnects_sent += 1
         try:
