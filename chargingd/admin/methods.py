@@ -51,6 +51,7 @@ from chargingd.core.redisconn import CLUSTER_UNAVAILABLE
 from chargingd.fraud import Fraud
 from chargingd.invoicing import InvoicingError
 from chargingd.ledger import Ledger, LedgerError, Status
+from chargingd.ledger.codec import MAX_CALLS_LIMIT
 from chargingd.sessions.pricing import DEFAULT_PLAN
 
 log = logging.getLogger("chargingd.admin")
@@ -210,7 +211,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
             balance_micros=p.amount("balance", "0", negative=True),
             credit_limit_micros=p.amount("credit_limit", "0"),
             tariff=self._tariff(p.text("tariff", "")),
-            max_calls=p.integer("max_calls", 0),
+            max_calls=p.integer("max_calls", 0, hi=MAX_CALLS_LIMIT),
             identities=p.identities(),
             who=who,
             why=p.text("reason", ""),
@@ -249,7 +250,7 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
         if p.has("tariff"):
             changes["tariff"] = self._tariff(p.text("tariff"))
         if p.has("max_calls"):
-            changes["max_calls"] = p.integer("max_calls")
+            changes["max_calls"] = p.integer("max_calls", hi=MAX_CALLS_LIMIT)
         if p.has("currency"):
             changes["currency"] = p.currency(known=True)
         if p.has("identities"):

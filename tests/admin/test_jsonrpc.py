@@ -266,6 +266,13 @@ async def test_unknown_account(client: AsyncAdminClient) -> None:
         ({"id": "carol", "mode": "prepaid", "currency": "EUR", "balance": 1.5}, "decimal string"),
         ({"id": "carol", "mode": "prepaid", "currency": "EUR", "identities": "x"}, "list"),
         ({"id": "carol", "mode": "prepaid", "currency": "EUR", "max_calls": "2"}, "integer"),
+        # The ledger's limit, said alike on both sides of it (it said "between 0 and
+        # 2147483648" for -1 and 2**31 + 1, "in [0, 1000000]" for 2**31).
+        ({"id": "carol", "mode": "prepaid", "currency": "EUR", "max_calls": -1}, "0 and 1000000"),
+        (
+            {"id": "carol", "mode": "prepaid", "currency": "EUR", "max_calls": 2**31},
+            "0 and 1000000",
+        ),
         ({"id": "car ol", "mode": "prepaid", "currency": "EUR"}, "without spaces"),
     ],
 )
