@@ -317,6 +317,17 @@ class AdminMethods(BillingMethods, AlertMethods, FraudMethods):
 
     async def account_resume(self, p: Params, who: str) -> Any:
         account_id, why = p.ident(), p.text("reason", "")
+        fraud = self.fraud
+        if fraud is not None:
+            # An account a fraud rule blocked, where the rules run: resumed as `ctl fraud
+            # unblock` does it (its counts start over, its incidents are resolved). A bare
+            # status change kept the counts that blocked it (blocked again by its next
+            # risky call) and its incident open (that second block raised no new alert,
+            # no webhook), and `fraud state` still said blocked_by.
+            before = await self.ledger.get_account(account_id)
+            if (before.status, before.status_reason) == (Status.BLOCKED, "fraud"):
+                why = why or "ctl account resume"
+                return render_account(await fraud.unblock(account_id, who=who, why=why))
         return render_account(
             await self.ledger.set_status(account_id, Status.ACTIVE, who=who, why=why)
         )

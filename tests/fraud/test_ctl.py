@@ -20,7 +20,7 @@ from chargingd.app.cli import main
 from chargingd.core.clock import wall_ms
 from chargingd.core.status import StatusRegistry
 from chargingd.fraud import Fraud
-from chargingd.ledger import Ledger, Mode
+from chargingd.ledger import Ledger, Mode, Status
 
 RULES = [
     {"name": "premium", "kind": "destination", "max_calls": 1, "window_s": 600,
@@ -284,6 +284,42 @@ async def test_block_alerts_state_unblock(
     assert code == 1 and "no account" in err
     history = await fraud.ledger.audit("acc1", count=5)
     assert [(e.who, e.after["status"]) for e in history if e.what == "status"] == [
+        ("admin:ops", "active"),
+        ("fraud", "blocked"),
+    ]
+
+
+async def test_account_resume_of_a_blocked_account_starts_its_counts_over(
+    served: tuple[Fraud, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctl account resume` of an account a rule blocked (the rules running) resumes it
+    as `ctl fraud unblock` does: it kept the counts that blocked it, so its next premium
+    call blocked it again at once, into the still open incident (no new alert, no
+    webhook), and `fraud state` still said blocked_by."""
+    fraud, path = served
+    await add_account(fraud.ledger)
+    for _ in range(2):
+        await fraud.check(call(LIBERIA_PREMIUM))
+    await fraud.settle()
+    assert (await fraud.ledger.get_account("acc1")).status == Status.BLOCKED
+
+    code, out, err = await ctl(
+        path, capsys, "--operator", "ops", "--json", "account", "resume", "acc1"
+    )
+    assert code == 0, err
+    assert json.loads(out)["status"] == "active"
+    assert "blocked_by" not in await fraud.state("acc1")
+    assert (await fraud.check(call(LIBERIA_PREMIUM))).allowed  # counted from now on
+    assert fraud.alerts is not None
+    (incident,) = await fraud.alerts.incidents()
+    assert incident.state == "resolved"
+    # the next block is a new incident (a new alert, a new webhook)
+    assert not (await fraud.check(call(LIBERIA_PREMIUM))).allowed
+    await fraud.settle()
+    assert [i.state for i in await fraud.alerts.incidents()] == ["open", "resolved"]
+    history = await fraud.ledger.audit("acc1", count=10)
+    assert [(e.who, e.after["status"]) for e in history if e.what == "status"] == [
+        ("fraud", "blocked"),
         ("admin:ops", "active"),
         ("fraud", "blocked"),
     ]
