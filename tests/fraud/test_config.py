@@ -216,6 +216,43 @@ def test_bad_rules_stop_startup_naming_the_problem(fraud: dict[str, Any], messag
     assert message in str(err.value)
 
 
+def test_an_overrides_max_amount_is_the_cap_of_its_accounts_whatever_the_rules_list() -> None:
+    """An override's max_amount caps its account (its tariff's accounts) in their own
+    currency, also one the rule's max_amounts lists (the shipped spend rules list EUR,
+    USD, GBP, CHF and JPY): it changed nothing for those, so raising one EUR customer's
+    cap with max_amount was silently ignored. A currency the override's own max_amounts
+    lists keeps that cap; a tariff's max_amount gives way to an account's."""
+    rule = {"name": "s", "kind": "spend", "window_s": 60,
+            "max_amounts": {"EUR": "50.00", "JPY": "8000"}}  # fmt: skip
+    book = RuleBook(
+        load(
+            {
+                "rules": [rule],
+                "account_overrides": {
+                    "big": {"s": {"max_amount": "5000.00"}},
+                    "mixed": {"s": {"max_amount": "70.00", "max_amounts": {"JPY": "9000"}}},
+                    "jp": {"s": {"max_amounts": {"JPY": "20000"}}},
+                },
+                "tariff_overrides": {"wholesale": {"s": {"max_amount": "900.00"}}},
+            }
+        )
+    )
+
+    def cap(account: str, currency: str, tariff: str = "") -> int:
+        return book.in_currency(account, tariff, currency)[0].limit
+
+    assert (cap("other", "EUR"), cap("other", "JPY")) == (50_000_000, 8_000_000_000)
+    assert (cap("big", "EUR"), cap("big", "JPY")) == (5_000_000_000, 5_000_000_000)
+    assert (cap("mixed", "EUR"), cap("mixed", "JPY")) == (70_000_000, 9_000_000_000)
+    assert (cap("other", "EUR", "wholesale"), cap("big", "EUR", "wholesale")) == (
+        900_000_000,
+        5_000_000_000,
+    )
+    # jp's tariff's max_amount gives way to jp's own JPY cap, and max_amounts alone
+    # still adds to the rule's (EUR kept)
+    assert (cap("jp", "JPY", "wholesale"), cap("jp", "EUR")) == (20_000_000_000, 50_000_000)
+
+
 def test_destination_may_refuse_the_first_risky_call() -> None:
     cfg = load({"rules": [{"name": "d", "kind": "destination", "max_calls": 0, "window_s": 60}]})
     assert cfg.rules[0].max_calls == 0

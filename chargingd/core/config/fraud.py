@@ -410,6 +410,12 @@ def merged(rule: RuleConfig, override: RuleOverride) -> RuleConfig:
     changes = {f.name: getattr(override, f.name) for f in fields(override)}
     values = {f.name: getattr(rule, f.name) for f in fields(rule)}
     values.update({k: v for k, v in changes.items() if v is not None})
-    if rule.max_amounts and override.max_amounts:  # per currency: the others stay
+    if override.max_amount is not None:
+        # An account (a tariff's accounts) has one currency: the override's max_amount
+        # is its cap, but in a currency the override's own max_amounts lists. Under the
+        # rule's max_amounts (the shipped spend rules list EUR, USD, GBP, CHF and JPY)
+        # it used to change nothing for the accounts of those currencies, silently.
+        values["max_amounts"] = override.max_amounts
+    elif rule.max_amounts and override.max_amounts:  # per currency: the others stay
         values["max_amounts"] = rule.max_amounts | override.max_amounts
     return RuleConfig(**values)
