@@ -649,7 +649,7 @@ class Fraud:
         account = await self.ledger.set_status(
             account_id, Status.ACTIVE, who=who, why=why, only_from=UNBLOCK_FROM
         )
-        keys = [FK.value_key(account_id)]
+        keys = [FK.value_key(account_id), FK.events_key(account_id)]
         await self._unblock(keys=keys, args=[self.clock_ms(), who, self.value_ttl_ms])
         # Every configured rule, not only the base set: an override may enable a rule
         # for this account (or its tariff) that the base set leaves out, or an
@@ -684,6 +684,7 @@ class Fraud:
         now = self.clock_ms()
         step = self.ledger.steps.audit(account_id, now_ms=now, who=who, why=why)
         keys = [FK.value_key(account_id), *step.keys, FK.log_key(account_id)]
+        keys.append(FK.events_key(account_id))
         reply = await self._lift(keys=keys, args=[*step.argv, self.value_ttl_ms, only])
         outcome = _text(reply[0])
         if outcome == "unknown":

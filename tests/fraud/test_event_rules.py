@@ -320,20 +320,68 @@ async def test_spend_sums_the_window_buckets_exactly_and_drops_those_that_left(
     assert kept and all(k > b - 60 for k in kept), (b, kept)
 
 
-async def test_a_cdr_in_the_unblocks_bucket(redis: aioredis.Redis, clock: Clock) -> None:
-    """Counts start over at an unblock, by bucket: a CDR in the unblock's own bucket is
-    counted in nothing (that bucket never counts again) and is no error; the next
-    bucket's count from it."""
+async def test_spend_in_the_unblocks_bucket_counts(redis: aioredis.Redis, clock: Clock) -> None:
+    """Counts start over at an unblock, and what is spent after it counts from the first
+    CDR on: the buckets are dropped at the unblock, so its own bucket counts again. It
+    used to be left out whole: with a daily cap (buckets of 24 min) what an account
+    spent in the 24 min after an unblock was counted in nothing, the whole day."""
+    rule = {"name": "spend", "kind": "spend", "max_amount": "5", "window_s": 86400,
+            "action": "block"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await add_account(fraud.ledger)
+    fraud.cut_account = None
+    clock.now_ms -= clock.now_ms % 1_440_000  # a bucket's start (buckets of 24 min)
+    assert (await fraud.cdr(cdr(charged_micros=6 * EUR), "1-0")).blocked_now
+    await fraud.settle()
+    clock.advance(1)
+    await fraud.unblock("acc1", who="ops", why="confirmed")
+    clock.advance(600)
+    assert not (await fraud.cdr(cdr(charged_micros=4 * EUR), "2-0")).fired  # 4 (the 6: gone)
+    verdict = await fraud.cdr(cdr(charged_micros=2 * EUR), "3-0")
+    assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 6 * EUR)]
+    assert verdict.blocked_now
+
+
+async def test_a_lift_starts_the_answer_ratio_over_from_its_own_bucket(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """`ctl fraud lift ACCOUNT`: the ASR counts start over, the lift's own bucket
+    included (the calls after it were left out until the next bucket: an ASR collapse
+    right after a lift went unseen)."""
+    rule = {"name": "asr", "kind": "asr", "min_asr_pct": 50, "min_calls": 4,
+            "window_s": 3600}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await add_account(fraud.ledger)
+    clock.now_ms -= clock.now_ms % 60_000
+    for n in range(4):
+        await fraud.cdr(cdr(answered=n == 0), f"{next(_entry)}-0")  # 25 %: fired
+    await fraud.lift("acc1", who="ops", why="checked")
+    clock.advance(1)
+    answers = [True, True, False, False, False]
+    fired = [bool((await fraud.cdr(cdr(answered=a), f"{next(_entry)}-0")).fired) for a in answers]
+    assert fired == [False, False, False, False, True]  # 2 of 4: 50 %; 2 of 5: 40 %
+
+
+async def test_a_since_set_by_the_release_before_leaves_its_bucket_out(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """An unblock by the release before (no note of it in the events' hash, which still
+    holds the buckets before it): the unblock's bucket is left out whole, as that release
+    left it, so nothing from before the unblock counts again."""
     rule = {"name": "spend", "kind": "spend", "max_amount": "5", "window_s": 3600,
             "action": "block"}  # fmt: skip
     fraud = await make_fraud(redis, clock, [rule])
     await add_account(fraud.ledger)
     fraud.cut_account = None
     clock.now_ms -= clock.now_ms % 60_000  # a bucket's start (buckets of 60 s)
+    key = FK.events_key("acc1")
     assert (await fraud.cdr(cdr(charged_micros=6 * EUR), "1-0")).blocked_now
     await fraud.settle()
+    before = await redis.hgetall(key)
     clock.advance(1)
     await fraud.unblock("acc1", who="ops", why="confirmed")
+    await redis.delete(key)
+    await redis.hset(key, mapping=before)  # as the release before left it
     clock.advance(1)
     assert not (await fraud.cdr(cdr(charged_micros=4 * EUR), "2-0")).fired
     clock.advance(60)

@@ -18,9 +18,21 @@ local function fraud_note(KEYS, ARGV)
   fr_save(now, tonumber(ARGV[5]))
 end
 
+-- The counts of the events' buckets start over at `now` (an unblock, a lift of the
+-- account): the buckets of the account's spend and answers ({a:ACC}:fr:ev) are dropped
+-- and the hash notes when (field 'c'), so the bucket `now` falls in counts again from
+-- its next event on (fr_buckets). Without the note (a value whose since an older version
+-- set) that bucket is left out whole, as before: its events before since may be in it.
+local function fr_ev_restart(key, now, ttl)
+  if not key then return end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'c', now)
+  redis.call('PEXPIRE', key, ttl)
+end
+
 -- unblock.lua: the counts start over (since = now), deny flags and the block cleared;
--- live calls, countries and remembered answers kept. KEYS[1] the value  ARGV[1] now
--- [2] who  [3] the value's ttl (ms)
+-- live calls, countries and remembered answers kept. KEYS[1] the value  [2] the
+-- account's events hash (fr_ev_restart)  ARGV[1] now  [2] who  [3] the value's ttl (ms)
 local function fraud_unblock(KEYS, ARGV)
   local now = tonumber(ARGV[1])
   local v = fr_load(KEYS[1])
@@ -28,11 +40,13 @@ local function fraud_unblock(KEYS, ARGV)
     now, ARGV[2], {}, nil, nil, nil, nil, nil, nil, nil
   v._dirty = true
   fr_save(now, tonumber(ARGV[3]))
+  fr_ev_restart(KEYS[2], now, tonumber(ARGV[3]))
 end
 
 -- lift.lua: an operator ends the refusals the rules hold against an active account
 -- (not a block: fraud_unblock's), or against one identity of it. KEYS[1] the value
 -- [2] the account  [3] its audit stream  [4] the account's event log ({a:ID}:fr:log)
+-- [5] its events hash ({a:ID}:fr:ev, fr_ev_restart: a lift of the account)
 -- ARGV[1] now  [2] who  [3] why  [4] the audit's max entries  [5] the value's ttl
 -- [6] the identity ('' the whole account)
 -- The account: its deny flags cleared and its counts started over as fraud_unblock
@@ -57,6 +71,7 @@ local function fraud_lift(KEYS, ARGV)
       if until_ms > now then lifted[#lifted + 1] = f end
     end
     v.s, v.w, v.g, v.h, v.n, v.d, v.q = now, {}, nil, nil, nil, nil, nil
+    fr_ev_restart(KEYS[5], now, tonumber(ARGV[5]))
   else
     for f, until_ms in pairs(v.d or {}) do
       local _, who = string.match(f, '^([^|]*)|?(.*)$')
@@ -141,7 +156,9 @@ local function fr_ev_read(key)
     local f = flat[i]
     local p = string.find(f, ':', 1, true)
     local k = p and tonumber(string.sub(f, p + 3))
-    if k then
+    if f == 'c' then
+      all[f] = tonumber(flat[i + 1])  -- when its counts started over (fr_ev_restart)
+    elseif k then
       local tag = string.sub(f, 1, p + 2)
       local t = all[tag]
       if not t then t = {}; all[tag] = t end
@@ -177,9 +194,12 @@ local function fr_buckets(key, now, since, slot, win, f1, a1, f2, a2)
   local width = math.max(1, math.floor(win / 60))
   local b = math.floor(now / width)
   local first = b - 59
-  local from_since = math.floor(since / width) + 1
-  if since > 0 and from_since > first then first = from_since end
   local all, gone = fr_ev_read(key), {}
+  -- the bucket since falls in: counted when the hash was emptied at since (everything
+  -- in it came after), else left out whole (it may hold events from before since)
+  local from_since = math.floor(since / width)
+  if all['c'] ~= since then from_since = from_since + 1 end
+  if since > 0 and from_since > first then first = from_since end
   local s1 = fr_bucket_sum(key, all, slot .. ':' .. f1 .. ':', b, first, a1, gone)
   local s2 = f2 and fr_bucket_sum(key, all, slot .. ':' .. f2 .. ':', b, first, a2, gone)
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
