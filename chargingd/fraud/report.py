@@ -46,6 +46,13 @@ def _outcome(fired: Fired, verdict: Verdict) -> str:
         return "account blocked" if verdict.blocked_now else "refused (account blocked)"
     if verdict.rule is rule and verdict.decision is Decision.REFUSE:
         return "refused" if rule.at_authorize else "next calls refused"
+    by = verdict.rule
+    if rule.action is not Action.ALERT and by is not None and not verdict.allowed:
+        # A refusing or blocking rule that fired with another that decided: its call (its
+        # account) was refused all the same; "alert" read as if the rule only alerted.
+        if verdict.decision is Decision.BLOCK:
+            return f"account blocked (by {by.name})"
+        return f"{'refused' if by.at_authorize else 'next calls refused'} (by {by.name})"
     return "alert"
 
 

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
-from fraud_harness import BERLIN, DE_SHARED, LIBERIA_PREMIUM, UK_PREMIUM, call, make_fraud
+from fraud_harness import (
+    BERLIN,
+    DE_SHARED,
+    LIBERIA_PREMIUM,
+    UK_PREMIUM,
+    add_account,
+    call,
+    make_fraud,
+)
 
 from chargingd.fraud import CallFacts, Decision, Fraud, Verdict
 
@@ -157,6 +165,42 @@ async def test_the_worst_action_decides(redis: aioredis.Redis, clock: Clock) -> 
     assert v2.allowed and [f.rule.name for f in v2.fired] == ["soft"]
     assert v3.decision is Decision.REFUSE and v3.message == "too fast"
     assert sorted(f.rule.name for f in v3.fired) == ["hard", "soft"]
+
+
+async def test_a_refusing_rule_that_fired_beside_the_deciding_one_does_not_say_alert(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A call over a refusing rule's threshold that another rule blocked (or refused):
+    the refusing rule's alert said "alert", as if it only alerted; it says which rule
+    refused the call. An alerting rule still says alert."""
+    rules = [
+        {"name": "premium", "kind": "destination", "max_calls": 1, "window_s": 600,
+         "action": "block"},
+        {"name": "fast", "kind": "velocity", "max_calls": 1, "window_s": 60, "action": "refuse"},
+        {"name": "live", "kind": "concurrent", "max_calls": 1, "action": "refuse"},
+        {"name": "watch", "kind": "velocity", "max_calls": 1, "window_s": 60},
+    ]  # fmt: skip
+    fraud = await make_fraud(redis, clock, rules)
+    await add_account(fraud.ledger)
+    verdicts = await run(fraud, [call(LIBERIA_PREMIUM, sid="a"), call(LIBERIA_PREMIUM)])
+    assert [v.decision for v in verdicts] == [Decision.ALLOW, Decision.BLOCK]
+    await fraud.settle()
+    assert fraud.alerts is not None
+    outcome = {i.key: i.details["outcome"] for i in await fraud.alerts.incidents()}
+    assert outcome == {
+        "fraud.premium:acc1": "account blocked",
+        "fraud.fast:acc1": "account blocked (by premium)",
+        "fraud.live:acc1": "account blocked (by premium)",
+        "fraud.watch:acc1": "alert",
+    }
+    # refused by another refusing rule
+    fraud2 = await make_fraud(redis, clock, rules[1:])
+    await run(fraud2, [call(BERLIN, "acc2", sid="b"), call(BERLIN, "acc2")])
+    await fraud2.settle()
+    assert fraud2.alerts is not None
+    outcome = {i.key: i.details["outcome"] for i in await fraud2.alerts.incidents()}
+    assert outcome["fraud.fast:acc2"] == "refused"
+    assert outcome["fraud.live:acc2"] == "refused (by fast)"
 
 
 async def test_concurrent_calls_end_with_their_cdr_and_a_refused_call_is_forgotten(
