@@ -384,8 +384,15 @@ class Sessions:
                 moved += await self._retell(rec)
                 continue
             old_deadline = rec.deadline_ms
+            told_s = min(self.grants.paid_s(rec, rec.credit_micros), self.cfg.max_session_s)
             deadline_ms, timeout_s, credit_micros = await self.grants.refresh(rec)
-            if deadline_ms != old_deadline:
+            # The deadline stays where it was when the next grant lies within what is
+            # paid already (per-minute billing: a call at 70 s paid to 120 s, a grant of
+            # 35 s), yet the money now pays for longer than the gateway was told: a
+            # Diameter client holding a Final-Unit-Indication ends the call at its
+            # final units unless a RAR makes it re-authorize, a RADIUS gateway at its
+            # Session-Timeout unless a CoA moves it.
+            if deadline_ms != old_deadline or timeout_s > told_s:
                 moved += 1
                 # What the gateway is told is what it is allowed (sessions/settle.py);
                 # a top-up only adds to it (unanswered too: a lost CoA-ACK must not

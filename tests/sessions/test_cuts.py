@@ -428,3 +428,40 @@ async def test_topup_leaves_a_call_told_the_longest_session_alone(
     await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
     assert await sessions.on_topup("acc1") == 0
     assert cutter.timeouts == []
+
+
+async def test_topup_retimes_a_limited_call_whose_next_grant_is_paid_already(
+    redis: aioredis.Redis, ledger: Ledger, clock: Clock, tmp_path: Path
+) -> None:
+    """Per-minute billing: 2.50 EUR pays 120 s; the Interim at 70 s commits it all and
+    the call is limited, its deadline at 120 s. A top-up at 75 s renews for 75 s + a
+    35 s grant = 110 s, which the committed minutes pay already, so the deadline stays
+    where it was. The gateway must still be told the longer Session-Timeout (CoA; a
+    Diameter client its RAR, or it ends the call at the Final-Unit-Indication it
+    holds): before, nothing was sent and the call ended at 120 s with 5 EUR there."""
+    cutter = RecordingCutter()
+    sessions = make_sessions(redis, ledger, clock, tmp_path, cutter, interim_interval_s=20)
+    await add_account(ledger, balance_micros=2_500_000)
+    info = call("s1", called="+4940123456")  # DE: 0.10 + 1.20 EUR per started minute
+    clock.now_ms = T0_MS
+    first = await sessions.authorize(info)
+    assert isinstance(first, Authorized) and first.session_timeout_s == 120
+    clock.now_ms = ANSWER_MS
+    await sessions.account(usage(info, UsageKind.START, 0, ANSWER_MS))
+    clock.now_ms = ANSWER_MS + 70_000
+    await sessions.account(usage(info, UsageKind.INTERIM, 70, clock.now_ms))
+    rec = await sessions.store.find("s1")
+    assert rec is not None and (rec.limited, rec.deadline_ms) == (1, ANSWER_MS + 120_000)
+    clock.now_ms = ANSWER_MS + 75_000
+    await ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    assert await sessions.on_topup("acc1") == 1
+    # 7.50 EUR in all pays 6 started minutes: 0.10 + 6 x 1.20.
+    assert [(ref.session_id, t) for ref, t in cutter.timeouts] == [("s1", 360)]
+    rec = await sessions.store.find("s1")
+    assert rec is not None and rec.credit_micros == 7_500_000
+    clock.now_ms = ANSWER_MS + 200_000
+    await sessions.account(usage(info, UsageKind.STOP, 200, clock.now_ms))
+    (cdr,) = await read_cdrs(redis)
+    assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 200, 4_900_000)
+    account = await ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (2_600_000, 0)
