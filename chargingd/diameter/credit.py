@@ -423,10 +423,15 @@ class CreditControlApp:
         # A fail-open grant (Redis down) has no hold: its Session-Timeout is the quota.
         granted_s = decision.grant_s or decision.session_timeout_s
         validity_s = self.settings.validity_time_s or decision.interim_interval_s
+        # The last grant the balance allows is also one the money pays in full but
+        # nothing past (session_timeout_s: what held + available pays): a balance of
+        # exactly one billed minute. sessions does not call that "limited" (the hold
+        # is what it asked), so without this no FUI was sent.
+        last = 0 < decision.grant_s and decision.session_timeout_s <= decision.grant_s
         return Grant(
             min(granted_s, decision.session_timeout_s or granted_s),
             validity_s,
-            final=decision.final,
+            final=decision.final or last,
         )
 
     async def _remember(

@@ -52,3 +52,32 @@ async def test_topup_after_fui_sends_a_rar_when_the_deadline_stays(
         assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 135, 3_700_000)
         account = await running.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (3_800_000, 0)
+
+
+async def test_topup_after_a_first_grant_with_fui_sends_a_rar(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """1.30 EUR pays exactly the first minute: FUI on the CCR-I (no deadline: the hold
+    is all sessions asked). A top-up re-tells it (RAR); the next CCR-U is granted."""
+    async with running_frontend(redis, tmp_path, interim_interval_s=20) as running:
+        await add_account(running.ledger, balance_micros=1_300_000, identities=(f"ani:{CALLER}",))
+        c = await open_client(running.port)
+        try:
+            call = cl.Call("scscf.ims.test;1;topup-first", calling=CALLER, called=HAMBURG)
+            i = await c.ccr(call, 1, 0, requested_s=0)
+            assert (i.result, i.mscc_result, i.granted, i.fui) == (2001, 2001, 60, True)
+            await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+            assert await running.sessions.on_topup("acc1") == 1
+            for _ in range(100):
+                if c.server_requests:
+                    break
+                await asyncio.sleep(0.02)
+            assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
+            u = await c.ccr(call, 2, 1, used_s=55, requested_s=0)
+            assert (u.result, u.mscc_result, u.fui) == (2001, 2001, False) and u.granted
+            t = await c.ccr(call, 3, 2, used_s=30)
+            assert t.result == 2001
+        finally:
+            await c.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 85, 2_500_000)
