@@ -143,7 +143,11 @@ class ErlangPeer:
     ) -> dict[str, Any]:
         plist = [(Atom(k), v) for k, v in props.items() if v is not None]
         await self.send(Atom("ccr"), tag, session_id, request_type, number, plist)
-        return await self.wait_for(lambda e: e.get("tag") == tag)
+        answer = await self.wait_for(lambda e: e.get("tag") == tag)
+        # OTP decoded the CCA against RFC 4006's grammar without complaint (a strict
+        # client with answer_errors = discard, OTP's default, would drop it otherwise).
+        assert answer.get("decode_errors", "[]") == "[]", answer
+        return answer
 
     async def answer_with(self, which: str, code: int) -> None:
         await self.send(Atom("answer_with"), Atom(which), code)

@@ -11,7 +11,8 @@
 %%
 %%   {start, OriginHost, Realm, DestRealm, Form}.      Form = plain | vsai
 %%   {connect, Port, WatchdogMs}.                      -> {"event":"up"} | {"event":"down"}
-%%   {ccr, Tag, SessionId, Type, Number, Props}.       -> {"tag":Tag,"result":..,"granted":..}
+%%   {ccr, Tag, SessionId, Type, Number, Props}.       -> {"tag":Tag,"result":..,"granted":..,
+%%                                                         "decode_errors":"[]"}
 %%        Props: [{calling,S}, {called,S}, {used,N}, {requested,N}, {rating_group,N}]
 %%   {answer_with, asr | rar, ResultCode}.             how the next ASR/RAR are answered
 %%   stop.
@@ -110,7 +111,10 @@ command({ccr, Tag, SessionId, Type, Number, Props}) ->
              'CC-Request-Number' => Number},
     Msg = ['CCR' | maps:merge(Base, ccr_avps(Props))],
     case diameter:call(?SVC, ro, Msg, [{timeout, 8000}]) of
-        ['CCA' | Answer] -> emit([{tag, Tag} | cca_fields(Answer)]);
+        %% decode_errors: what OTP's decoder found wrong in the CCA (an AVP with the
+        %% M bit that the CCA's grammar does not allow, a bad length, ...).
+        {['CCA' | Answer], Errors} ->
+            emit([{tag, Tag} | cca_fields(Answer)] ++ [{decode_errors, fmt(Errors)}]);
         {error, Reason} -> emit([{tag, Tag}, {error, fmt(Reason)}]);
         Other -> emit([{tag, Tag}, {error, fmt(Other)}])
     end;
@@ -187,7 +191,8 @@ pick_peer([Peer | _], _, _Svc, _State) -> {ok, Peer};
 pick_peer([], _, _Svc, _State) -> false.
 prepare_request(Packet, _Svc, _Peer) -> {send, Packet}.
 prepare_retransmit(Packet, _Svc, _Peer) -> {send, Packet}.
-handle_answer(#diameter_packet{msg = Msg}, _Request, _Svc, _Peer) -> Msg.
+handle_answer(#diameter_packet{msg = Msg, errors = Errors}, _Request, _Svc, _Peer) ->
+    {Msg, Errors}.
 handle_error(Reason, _Request, _Svc, _Peer) -> {error, Reason}.
 
 handle_request(#diameter_packet{msg = [Name | Avps]}, _Svc, {_, Caps})
