@@ -13,7 +13,15 @@ import time
 from dataclasses import dataclass
 
 from chargingd.diameter import codec as dc
-from chargingd.diameter.dictionary import GROUPED, KNOWN, A, is_protocol_error, key
+from chargingd.diameter.dictionary import (
+    GROUPED,
+    KNOWN,
+    VENDOR_3GPP,
+    A,
+    G,
+    is_protocol_error,
+    key,
+)
 
 
 @dataclass(frozen=True)
@@ -104,21 +112,34 @@ def command_ids(req: dc.Message) -> bytes:
     return b"".join(out)
 
 
-def unsupported_mandatory(avps: list[dc.Avp]) -> dc.Avp | None:
+def unsupported_mandatory(avps: list[dc.Avp], *, charging_info: bool = False) -> dc.Avp | None:
     """The first AVP with the M bit that chargingd does not know (RFC 6733 §4.1:
     answered 5001 AVP_UNSUPPORTED with it in Failed-AVP), looking into the known
-    Grouped AVPs too. Malformed propagates (a Grouped AVP that does not parse)."""
+    Grouped AVPs too. Malformed propagates (a Grouped AVP that does not parse).
+
+    Inside Service-Information (``charging_info``) a 3GPP AVP is never refused: TS
+    32.299 defines that tree as the charging information of the service (IMS,
+    PS, SMS, ...), scores of AVPs with the M bit that a Ro client fills as it
+    sees fit (Kamailio's ims_charging: SIP-Method in Event-Type, User-Session-Id,
+    the IOIs, the timestamp fractions, Trunk-Group-Id, ...); chargingd reads the
+    called party from it and rates nothing else. A 5001 there refused every call
+    of such a client. Other vendors' AVPs with the M bit are still refused."""
     for a in avps:
         k = key(a.code, a.vendor)
         if k not in KNOWN:
-            if a.flags & dc.AVP_M:
+            if a.flags & dc.AVP_M and not (charging_info and a.vendor == VENDOR_3GPP):
                 return a
             continue
         if k in GROUPED:
-            inner = unsupported_mandatory(a.group())
+            inner = unsupported_mandatory(
+                a.group(), charging_info=charging_info or k == _SERVICE_INFORMATION
+            )
             if inner is not None:
                 return inner
     return None
+
+
+_SERVICE_INFORMATION = key(G.SERVICE_INFORMATION, VENDOR_3GPP)
 
 
 def request(

@@ -54,6 +54,62 @@ async def test_3gpp_vendor_avps_with_m_bit_are_understood(running: Running) -> N
     await client.close()
 
 
+def _ims_information(*members: bytes) -> bytes:
+    v = VENDOR_3GPP
+    called = dc.utf8(G.CALLED_PARTY_ADDRESS, BERLIN, vendor=v)
+    return dc.grouped(
+        G.SERVICE_INFORMATION, dc.grouped(G.IMS_INFORMATION, called, *members, vendor=v), vendor=v
+    )
+
+
+async def test_the_ims_information_of_a_kamailio_s_cscf_is_accepted(running: Running) -> None:
+    """Kamailio's ims_charging (cdp_avp epcapp.h) sends these TS 32.299 AVPs with V and
+    M inside IMS-Information. chargingd answered each of them 5001, so every call of
+    such an S-CSCF was refused; now a 3GPP AVP inside Service-Information is taken
+    as the charging information it is, and the call is rated as before."""
+    v = VENDOR_3GPP
+    members = [
+        dc.grouped(823, dc.utf8(824, "INVITE", vendor=v), dc.u32(888, 3600, vendor=v), vendor=v),
+        dc.u32(G.ROLE_OF_NODE, 0, vendor=v),
+        dc.u32(G.NODE_FUNCTIONALITY, 0, vendor=v),
+        dc.utf8(830, "a84b4c76e66710@pc33.ims.test", vendor=v),  # User-Session-Id
+        dc.grouped(
+            833,
+            dc.u32(834, 3_974_000_000, vendor=v, flags=dc.AVP_V),
+            dc.u32(2301, 125, vendor=v),
+            vendor=v,
+        ),  # fmt: skip
+        dc.grouped(838, dc.utf8(839, "ims.test", vendor=v), vendor=v),  # Originating-IOI
+        dc.utf8(841, "icid-0001", vendor=v),
+        dc.grouped(
+            851, dc.utf8(852, "in-1", vendor=v), dc.utf8(853, "out-1", vendor=v), vendor=v
+        ),  # fmt: skip
+        dc.utf8(855, "voice", vendor=v),  # Service-ID
+        dc.grouped(850, dc.utf8(837, BERLIN, vendor=v), vendor=v),
+    ]
+    client = await open_client(running.port)
+    try:
+        c = cl.Call("pit-kamailio", calling=CALLER)  # the called party only in IMS-Information
+        i = await client.ccr(c, 1, 0, requested_s=60, extra=_ims_information(*members))
+        assert (i.result, i.mscc_result) == (2001, 2001)
+        rec = await running.sessions.store.find("pit-kamailio")
+        assert rec is not None and (rec.callee, rec.destination) == ("+4930123456", "DE_BERLIN")
+        t = await client.ccr(c, 3, 1, used_s=30)
+        assert t.result == 2001
+        account = await running.ledger.get_account("acc1")
+        assert account.balance_micros == 10 * EUR - 30 * 10_000
+        # Another vendor's AVP with the M bit in there is still refused (RFC 6733 §4.1).
+        odd = dc.u32(4711, 1, vendor=193)
+        data = cl.ccr(client.me, cl.Call("pit-kamailio-2", calling=CALLER), 1, 0,
+                      *client.next_ids(), requested_s=60, extra=_ims_information(odd))  # fmt: skip
+        refused = await client.ask(data)
+        assert result_code(refused) == Result.AVP_UNSUPPORTED
+        failed = refused.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+        assert [(a.code, a.vendor) for a in failed] == [(4711, 193)]
+    finally:
+        await client.close()
+
+
 async def test_request_number_after_a_rar(running: Running) -> None:
     """After a RAR the client's re-authorization is its *next* CCR-U number (RFC 4006
     §5.5); a client that restarts numbering at 0 is refused, nothing moves."""
