@@ -427,7 +427,7 @@ class CreditControlApp:
         # nothing past (session_timeout_s: what held + available pays): a balance of
         # exactly one billed minute. sessions does not call that "limited" (the hold
         # is what it asked), so without this no FUI was sent.
-        last = 0 < decision.grant_s and decision.session_timeout_s <= decision.grant_s
+        last = decision.grant_s > 0 and decision.session_timeout_s <= decision.grant_s
         return Grant(
             min(granted_s, decision.session_timeout_s or granted_s),
             validity_s,

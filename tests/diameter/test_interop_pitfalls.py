@@ -78,12 +78,10 @@ async def test_the_ims_information_of_a_kamailio_s_cscf_is_accepted(running: Run
             dc.u32(834, 3_974_000_000, vendor=v, flags=dc.AVP_V),
             dc.u32(2301, 125, vendor=v),
             vendor=v,
-        ),  # fmt: skip
+        ),
         dc.grouped(838, dc.utf8(839, "ims.test", vendor=v), vendor=v),  # Originating-IOI
         dc.utf8(841, "icid-0001", vendor=v),
-        dc.grouped(
-            851, dc.utf8(852, "in-1", vendor=v), dc.utf8(853, "out-1", vendor=v), vendor=v
-        ),  # fmt: skip
+        dc.grouped(851, dc.utf8(852, "in-1", vendor=v), dc.utf8(853, "out-1", vendor=v), vendor=v),
         dc.utf8(855, "voice", vendor=v),  # Service-ID
         dc.grouped(850, dc.utf8(837, BERLIN, vendor=v), vendor=v),
     ]
