@@ -260,9 +260,15 @@ class EmbeddedRedis:
         try:
             pid = int((self.dir / "redis.pid").read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            # redis-server replaces its command line with its process title,
+            # "redis-server 127.0.0.1:PORT" when it listens on TCP (the dir is then
+            # nowhere in it: such an orphan was left running, answered the new
+            # daemon on the socket path while the new server, its port taken,
+            # exited and was restarted again and again); it runs in its --dir.
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except (OSError, ValueError):
             return
-        if b"redis-server" not in cmdline or str(self.dir).encode() not in cmdline:
+        if b"redis-server" not in cmdline or cwd != str(self.dir):
             return
         log.warning("stopping orphaned embedded redis-server pid %d on %s", pid, self.dir)
         os.kill(pid, signal.SIGTERM)

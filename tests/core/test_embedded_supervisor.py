@@ -219,3 +219,41 @@ async def test_stop_aborts_a_restart_that_is_loading_its_aof(large_aof: Path) ->
         client.close()
         await supervisor.stop()
         server.stop()
+
+
+def test_an_orphan_listening_on_a_tcp_port_is_stopped_at_start(tmp_path: Path) -> None:
+    """A daemon SIGKILLed with [redis] embedded_port set leaves its redis-server
+    running, titled "redis-server 127.0.0.1:PORT" (no dir in its command line). The
+    next start must stop it: before, it was kept, answered on the socket path, and
+    the new server (its port taken) died and was restarted over and over."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # The orphan: started by a process that then dies without stopping it.
+    code = (
+        "from pathlib import Path; import os\n"
+        "from chargingd.core.redisconn import EmbeddedRedis\n"
+        f"r = EmbeddedRedis(Path({str(tmp_path)!r}), port={port})\n"
+        "r.start(); os._exit(0)\n"
+    )
+    # No pipes: the orphan would hold them open.
+    subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, check=True)
+    orphan = int((tmp_path / "redis" / "redis.pid").read_text())
+    assert pid_alive(orphan)
+    server = EmbeddedRedis(tmp_path, port=port)
+    try:
+        server.start()
+        assert server.proc is not None
+        with syncredis.Redis(unix_socket_path=str(server.socket_path)) as r:
+            assert int(r.info("server")["process_id"]) == server.proc.pid
+        time.sleep(0.3)
+        assert server.proc.poll() is None, "the new server is the one running"
+        assert not pid_alive(orphan)
+    finally:
+        server.stop()
+        if pid_alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
