@@ -166,7 +166,12 @@ def _diameter_summary(dia: dict[str, Any]) -> str:
     """One line of the Diameter frontend's counters (server.status "diameter")."""
     front, sent = dia.get("frontend") or {}, dia.get("initiated") or {}
     parts = [f"port={dia.get('port', '')}", f"peers_open={dia.get('peers_open', 0)}"]
-    parts += [f"{k}={front.get(k, 0)}" for k in ("received", "malformed", "unknown_peer")]
+    # framing_lost: connections closed on a length or version that breaks the stream;
+    # unsupported_avp: requests answered 5001 (an M-bit AVP chargingd does not know).
+    parts += [
+        f"{k}={front.get(k, 0)}"
+        for k in ("received", "malformed", "framing_lost", "unsupported_avp", "unknown_peer")
+    ]
     parts += [f"{k}={sent.get(k, 0)}" for k in ("asr_confirmed", "asr_failed", "rar_confirmed")]
     parts.append(f"cc_malformed={dia.get('cc_malformed', 0)}")
     parts.append(f"cc_unrated={dia.get('cc_unrated', 0)}")

@@ -303,6 +303,18 @@ def test_status_table_shows_the_http_port(capsys: pytest.CaptureFixture[str]) ->
     assert "bind=127.0.0.1" in row and "port=9812" in row and "dashboard=True" in row
 
 
+def test_status_table_shows_the_diameter_streams_lost_and_5001_answers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/diameter.md: what was refused on the wire is counted in `ctl status`. A
+    peer whose message lengths break the stream (connection closed) and one whose
+    CCRs were answered 5001 showed malformed=0 and nothing else in the table."""
+    front = {"received": 9, "malformed": 0, "framing_lost": 5, "unsupported_avp": 3}
+    render_status(Console(width=300), {"version": "0", "diameter": {"frontend": front}})
+    row = next(line for line in capsys.readouterr().out.splitlines() if " diameter " in line)
+    assert "framing_lost=5" in row and "unsupported_avp=3" in row
+
+
 async def test_resume_at_the_credit_limit_says_why_it_stays_suspended(ctl: Ctl) -> None:
     """`account resume` of a postpaid account at its credit limit answers the account
     still suspended (the credit rule): ctl said nothing and exited 0 as if resumed."""
