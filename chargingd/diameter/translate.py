@@ -38,6 +38,7 @@ from chargingd.diameter.dictionary import (
     RequestType,
     SubscriptionIdType,
 )
+from chargingd.sessions.accounting import valid_session_id
 
 # Longest CC-Time accepted in one report: beyond it a client is broken (sessions
 # refuses absurd usages too; this keeps the sum from overflowing a day's worth).
@@ -181,6 +182,16 @@ def parse_ccr(msg: dc.Message) -> Ccr:
     for code in _REQUIRED:
         if msg.get(code) is None:
             raise MissingAvp(code)
+    sid_avp = msg.get(A.SESSION_ID)
+    if sid_avp is not None and not valid_session_id(sid_avp.text()):
+        # What sessions and the ledger take (1-256 printable characters): refused
+        # there as a system error, 5012 UNABLE_TO_COMPLY, before; it is the
+        # request's value that is wrong.
+        raise dc.Malformed(
+            f"Session-Id of {len(sid_avp.data)} bytes: 1-256 printable characters",
+            dc.INVALID_AVP_VALUE,
+            sid_avp.raw(),
+        )
     type_avp = msg.get(A.CC_REQUEST_TYPE)
     request_type = type_avp.u32() if type_avp is not None else 0
     if type_avp is None or request_type not in _REQUEST_TYPES:

@@ -295,3 +295,27 @@ async def test_cer_without_origin_host_gets_5005_not_unknown_peer(running: Runni
     await client.close()
     counters = running.frontend.server.counters
     assert (counters.malformed, counters.unknown_peer) == (1, 0)
+
+
+async def test_a_session_id_sessions_cannot_keep_is_5004_not_5012(running: Running) -> None:
+    """Sessions and the ledger take 1-256 printable characters as a session id. A
+    longer Session-Id was refused there as a system error: 5012 UNABLE_TO_COMPLY,
+    "invalid session id", uncounted. It is the request's value that is wrong: 5004
+    with the Session-Id in Failed-AVP, counted as malformed; nothing moves."""
+    before = await money(running)
+    client = await open_client(running.port)
+    try:
+        long_sid = "scscf.ims.test;1;" + "x" * 300
+        answer = await client.ccr(call(long_sid), 1, 0, requested_s=60)
+        assert answer.result == Result.INVALID_AVP_VALUE
+        failed = answer.msg.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+        assert [(a.code, a.text()) for a in failed] == [(A.SESSION_ID, long_sid)]
+        assert running.frontend.counters()["cc_malformed"] == 1
+        ok = await client.ccr(call("scscf.ims.test;1;" + "x" * 239), 1, 0, requested_s=60)
+        assert ok.result == 2001, "256 characters are still taken"
+        assert (
+            await client.ccr(call("scscf.ims.test;1;" + "x" * 239), 3, 1, used_s=2)
+        ).result == 2001
+    finally:
+        await client.close()
+    assert (await money(running))[0] == before[0] - 20_000
