@@ -392,7 +392,9 @@ class Sessions:
             # Diameter client holding a Final-Unit-Indication ends the call at its
             # final units unless a RAR makes it re-authorize, a RADIUS gateway at its
             # Session-Timeout unless a CoA moves it.
-            if deadline_ms != old_deadline or timeout_s > told_s:
+            # (An adopted call, credit_micros 0, was told nothing: as in _retell.)
+            longer = rec.credit_micros > 0 and timeout_s > told_s
+            if deadline_ms != old_deadline or longer:
                 moved += 1
                 # What the gateway is told is what it is allowed (sessions/settle.py);
                 # a top-up only adds to it (unanswered too: a lost CoA-ACK must not
