@@ -268,7 +268,8 @@ class EmbeddedRedis:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except (OSError, ValueError):
             return
-        if b"redis-server" not in cmdline or cwd != str(self.dir):
+        ours = str(self.dir).encode() in cmdline or Path(cwd) == self.dir.resolve()
+        if b"redis-server" not in cmdline or not ours:
             return
         log.warning("stopping orphaned embedded redis-server pid %d on %s", pid, self.dir)
         os.kill(pid, signal.SIGTERM)
