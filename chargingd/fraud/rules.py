@@ -58,6 +58,8 @@ class Rule:
     cooldown_ms: int = 0
     exempt_countries: frozenset[str] = frozenset()
     caps: tuple[tuple[str, int], ...] = ()
+    # the h323-return-code of its refusal (-1: the frontend's own for fraud)
+    return_code: int = -1
 
     @property
     def at_authorize(self) -> bool:
@@ -105,6 +107,7 @@ def compile_rule(
         cooldown_ms=(cfg.cooldown_s or 0) * 1000,
         exempt_countries=frozenset(cfg.exempt_countries or ()),
         caps=caps,
+        return_code=-1 if cfg.h323_return_code is None else cfg.h323_return_code,
     )
 
 

@@ -105,6 +105,11 @@ class Verdict:
         """The Reply-Message of a refusal."""
         return self.rule.message if self.rule is not None else ""
 
+    @property
+    def return_code(self) -> int:
+        """The refusal's h323-return-code the rule names (-1: the frontend's own)."""
+        return self.rule.return_code if self.rule is not None else -1
+
 
 ALLOWED = Verdict(Decision.ALLOW)
 KNOWN = Verdict(Decision.ALLOW, again=True)  # the ledger answered the call: it answers again

@@ -349,7 +349,10 @@ class RadiusFrontend:
             code = rc.ACCESS_ACCEPT
         else:
             self.counters.rejected += 1
-            return_code = self._return_codes[decision.code] if client.cisco else None
+            return_code: int | None = None
+            if client.cisco:  # the refusal's own (a fraud rule's), else its reason's
+                own = decision.return_code
+                return_code = own if own >= 0 else self._return_codes[decision.code]
             attrs = rc.reject_attributes(decision.message, return_code)
             code = rc.ACCESS_REJECT
         if packet.proxy_state:  # RFC 2865 §5.33: echoed, in order, after ours

@@ -248,6 +248,9 @@ class GrantState:
 class Refused:
     code: RefusalCode
     message: str  # for Reply-Message; never contains secrets
+    # RADIUS h323-return-code for Cisco-style clients when the refusal names its own (a
+    # fraud rule's h323_return_code); -1: [radius.h323_return_codes] of ``code``
+    return_code: int = -1
 
 
 class UsageReport:

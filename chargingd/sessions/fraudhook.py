@@ -133,7 +133,7 @@ class FraudHook:
             message = verdict.message or self.block_message
         else:
             message = verdict.message or self.fraud.cfg.refuse_message
-        return Refused(RefusalCode.FRAUD, message)
+        return Refused(RefusalCode.FRAUD, message, verdict.return_code)
 
     def after_refusal(
         self,

@@ -169,6 +169,18 @@ def test_tariff_overrides_must_name_a_loaded_plan() -> None:
         ({"high_risk_prefixes": ["882"]}, "'882' is not +DIGITS"),
         ({"refuse_message": ""}, "refuse_message and block_message"),
         (
+            {"rules": [{**RULE, "h323_return_code": 256}]},
+            "rule 'r': h323_return_code must be an integer 0-255, got 256",
+        ),
+        (
+            {"rules": [{**RULE, "h323_return_code": -1}]},
+            "rule 'r': h323_return_code must be an integer 0-255, got -1",
+        ),
+        (
+            {"rules": [{**RULE, "h323_return_code": "9"}]},
+            "fraud.rules[0].h323_return_code must be int",
+        ),
+        (
             {"rules": [RULE], "account_overrides": {"a1": {"nope": {"max_calls": 3}}}},
             "account_overrides.a1.nope: no rule named 'nope'",
         ),

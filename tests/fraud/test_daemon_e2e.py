@@ -647,3 +647,49 @@ async def test_lifting_one_identity_leaves_the_others_refusal(fa_daemon: Daemon)
     audit = daemon.call("account.history", {"id": "pbx", "count": 5})["entries"]
     (lifted,) = [e for e in audit if e["what"] == "fraud_lift"]
     assert lifted["details"] == {"identity": "user:pbx", "lifted": "failed|user:pbx"}, lifted
+
+
+# A destination rule that names its refusals' h323-return-code (9, "called number
+# blocked"), and a velocity rule that names none ([radius.h323_return_codes] fraud, 7).
+CODE_RULES = """
+[[fraud.rules]]
+name = "premium-lr"
+kind = "destination"
+match = ["high_risk_country"]
+max_calls = 1
+window_s = 3600
+action = "refuse"
+message = "destination barred"
+h323_return_code = 9
+
+[[fraud.rules]]
+name = "fast"
+kind = "velocity"
+scope = "account"
+max_calls = 3
+window_s = 3600
+action = "refuse"
+"""
+
+
+async def test_a_rules_refusal_carries_the_h323_return_code_it_names(tmp_path: Path) -> None:
+    daemon = start_daemon(
+        lambda: write_setup(tmp_path, top=fraud_toml(CODE_RULES), tariff_text=TARIFF),
+        tmp_path / "daemon.log",
+    )
+    try:
+        daemon.create_account("risky", "10.00")
+        daemon.create_account("quick", "10.00")
+        answers = [await place(daemon, Call(f"c-{next(_ids)}", "risky", called=LIBERIA_PREMIUM),
+                               start=False) for _ in range(2)]  # fmt: skip
+        assert [a.code for a in answers] == [rc.ACCESS_ACCEPT, rc.ACCESS_REJECT]
+        assert answers[1].text(rc.REPLY_MESSAGE) == "destination barred"
+        assert answers[1].cisco_value(rc.H323_RETURN_CODE) == "9"  # the rule's own
+        answers = [await place(daemon, Call(f"c-{next(_ids)}", "quick", called=UK), start=False)
+                   for _ in range(4)]  # fmt: skip
+        assert [a.code for a in answers] == [rc.ACCESS_ACCEPT] * 3 + [rc.ACCESS_REJECT]
+        assert answers[3].text(rc.REPLY_MESSAGE) == "call not allowed"
+        assert answers[3].cisco_value(rc.H323_RETURN_CODE) == "7"  # [radius.h323_return_codes]
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")
+        daemon.kill()

@@ -158,6 +158,10 @@ class RuleConfig:
     severity: str = ""
     # Reply-Message of the refusal; "" = [fraud] refuse_message / block_message.
     message: str = ""
+    # The h323-return-code of its Access-Reject to Cisco-style clients (0-255, e.g. 9
+    # "called number blocked" for a destination rule); unset = [radius.h323_return_codes]
+    # fraud (7, user denied). Later calls of an account it blocked get that one too.
+    h323_return_code: int | None = None
     window_s: int | None = None
     max_calls: int | None = None  # the rule fires at call max_calls + 1 in the window
     max_destinations: int | None = None
@@ -189,6 +193,9 @@ class RuleConfig:
             raise ValueError(f"{where}: severity must be info, warning or critical")
         if len(self.message) > 200 or not self.message.isprintable():
             raise ValueError(f"{where}: message must be printable, at most 200 characters")
+        code = self.h323_return_code
+        if code is not None and (isinstance(code, bool) or not 0 <= code <= 255):
+            raise ValueError(f"{where}: h323_return_code must be an integer 0-255, got {code!r}")
         required, optional = KINDS[self.kind]
         given = {f.name for f in fields(self) if f.name in THRESHOLDS}
         given = {name for name in given if getattr(self, name) is not None}
