@@ -117,13 +117,16 @@ def unsupported_mandatory(avps: list[dc.Avp], *, charging_info: bool = False) ->
     answered 5001 AVP_UNSUPPORTED with it in Failed-AVP), looking into the known
     Grouped AVPs too. Malformed propagates (a Grouped AVP that does not parse).
 
-    Inside Service-Information (``charging_info``) a 3GPP AVP is never refused: TS
-    32.299 defines that tree as the charging information of the service (IMS,
-    PS, SMS, ...), scores of AVPs with the M bit that a Ro client fills as it
-    sees fit (Kamailio's ims_charging: SIP-Method in Event-Type, User-Session-Id,
-    the IOIs, the timestamp fractions, Trunk-Group-Id, ...); chargingd reads the
-    called party from it and rates nothing else. A 5001 there refused every call
-    of such a client. Other vendors' AVPs with the M bit are still refused."""
+    Inside Service-Information and Multiple-Services-Credit-Control (``charging_info``)
+    a 3GPP AVP is never refused: TS 32.299 defines the first as the charging
+    information of the service (IMS, PS, SMS, ...), scores of AVPs with the M bit
+    that a Ro client fills as it sees fit (Kamailio's ims_charging: SIP-Method in
+    Event-Type, User-Session-Id, the IOIs, the timestamp fractions, Trunk-Group-Id,
+    ...), and extends the second and its units with its own (Event-Charging-TimeStamp
+    in Used-Service-Unit, Trigger, Envelope-Reporting, Time-Quota-Mechanism,
+    QoS-Information, ...); chargingd reads the called party and the reporting reason
+    from them and rates nothing else. A 5001 there refused every call of such a
+    client. Other vendors' AVPs with the M bit are still refused."""
     for a in avps:
         k = key(a.code, a.vendor)
         if k not in KNOWN:
@@ -132,14 +135,17 @@ def unsupported_mandatory(avps: list[dc.Avp], *, charging_info: bool = False) ->
             continue
         if k in GROUPED:
             inner = unsupported_mandatory(
-                a.group(), charging_info=charging_info or k == _SERVICE_INFORMATION
+                a.group(), charging_info=charging_info or k in _CHARGING_TREES
             )
             if inner is not None:
                 return inner
     return None
 
 
-_SERVICE_INFORMATION = key(G.SERVICE_INFORMATION, VENDOR_3GPP)
+# The Grouped AVPs whose 3GPP members are charging information (unsupported_mandatory)
+_CHARGING_TREES = frozenset(
+    (key(G.SERVICE_INFORMATION, VENDOR_3GPP), key(A.MULTIPLE_SERVICES_CREDIT_CONTROL))
+)
 
 
 def request(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from diameter_client import ME, open_client
+from diameter_client import ME, Answered, open_client
 from diameter_harness import Running, running_frontend
 from sessions_harness import EUR, add_account
 
@@ -104,6 +104,49 @@ async def test_the_ims_information_of_a_kamailio_s_cscf_is_accepted(running: Run
         assert result_code(refused) == Result.AVP_UNSUPPORTED
         failed = refused.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
         assert [(a.code, a.vendor) for a in failed] == [(4711, 193)]
+    finally:
+        await client.close()
+
+
+async def test_3gpp_avps_inside_the_mscc_and_its_units_are_accepted(running: Running) -> None:
+    """TS 32.299 extends Multiple-Services-Credit-Control and Used-Service-Unit with 3GPP
+    AVPs of the M bit (an OCS client sends Event-Charging-TimeStamp in each USU, Trigger
+    and Time-Quota-Mechanism in the MSCC): chargingd answered them 5001 and refused the
+    CCR-U. Now they are charging information as inside Service-Information; another
+    vendor's AVP with the M bit there is still refused."""
+    v = VENDOR_3GPP
+    client = await open_client(running.port)
+    try:
+        c = cl.Call("pit-mscc", calling=CALLER, called=BERLIN)
+        i = await client.ccr(c, 1, 0, requested_s=60)
+        assert (i.result, i.mscc_result) == (2001, 2001)
+
+        def mscc(*more: bytes, usu_more: bytes = b"") -> bytes:
+            usu = dc.grouped(A.USED_SERVICE_UNIT, dc.u32(A.CC_TIME, 30), usu_more)
+            rsu = dc.grouped(A.REQUESTED_SERVICE_UNIT, b"")
+            return dc.grouped(
+                A.MULTIPLE_SERVICES_CREDIT_CONTROL, rsu, usu, dc.u32(A.RATING_GROUP, 100), *more
+            )
+
+        bare = cl.Call("pit-mscc", calling=CALLER, called=BERLIN, rating_group=None)
+        ects = dc.u32(1258, int(time.time()) + 2_208_988_800, vendor=v)  # NTP seconds
+        trigger = dc.grouped(1264, dc.u32(870, 1, vendor=v), vendor=v)  # Trigger/Trigger-Type
+        tqm = dc.grouped(1270, dc.u32(1271, 0, vendor=v), dc.u32(1272, 0, vendor=v), vendor=v)
+        u = Answered.of(await client.ask(cl.ccr(
+            client.me, bare, 2, 1, *client.next_ids(), extra=mscc(trigger, tqm, usu_more=ects)
+        )))  # fmt: skip
+        assert (u.result, u.mscc_result) == (2001, 2001)
+        odd = dc.u32(4711, 1, vendor=193)
+        refused = await client.ask(
+            cl.ccr(client.me, bare, 2, 2, *client.next_ids(), extra=mscc(usu_more=odd))
+        )
+        assert result_code(refused) == Result.AVP_UNSUPPORTED
+        failed = refused.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+        assert [(a.code, a.vendor) for a in failed] == [(4711, 193)]
+        t = await client.ccr(c, 3, 3, used_s=45)
+        assert t.result == 2001
+        account = await running.ledger.get_account("acc1")
+        assert account.balance_micros == 10 * EUR - (30 + 45) * 10_000
     finally:
         await client.close()
 
