@@ -116,5 +116,6 @@ async def test_unanswered_relay_at_the_default_timeouts_is_a_plain_failure(
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await remote.disconnect(SessionRef("s1", "", "gw", "ims1"), "killed") is False
-    assert 1.9 <= loop.time() - started < 3.0 and remote.unanswered == 1
+    # one wait of 2 s (a second one would be >= 4 s; a loaded box adds up to ~1 s)
+    assert 1.9 <= loop.time() - started < 3.9 and remote.unanswered == 1
     await client.aclose()
