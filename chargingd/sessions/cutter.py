@@ -154,15 +154,23 @@ class Cutter:
         """
         attempts = rec.cut_attempts + 1
         sent_ms = rec.cut_ms  # the latest earlier attempt that went out (0: none yet)
-        await self.store.update(
-            rec, cut_reason=reason, cut_attempts=attempts, cut_ms=self.clock_ms()
-        )
+        # A cut the gateway already confirmed keeps its time: a cut sent again to a
+        # gateway that answered and talked on must not move the moment the call was
+        # told to end (sessions/settle.py counts the cut tolerance from it).
+        stamp = not rec.cut_ok
+        if stamp:
+            await self.store.update(
+                rec, cut_reason=reason, cut_attempts=attempts, cut_ms=self.clock_ms()
+            )
+        else:
+            await self.store.update(rec, cut_reason=reason, cut_attempts=attempts)
         sent = True
 
         async def going_out() -> None:  # the backend's request that ends the call
             nonlocal sent
             sent = True
-            await self.store.update(rec, cut_ms=self.clock_ms())
+            if stamp:
+                await self.store.update(rec, cut_ms=self.clock_ms())
 
         def not_sent() -> None:  # the backend sent nothing that could end the call
             nonlocal sent
@@ -175,7 +183,7 @@ class Cutter:
         finally:
             _NOT_SENT.reset(unsent_token)
             _GOING_OUT.reset(token)
-        if not ok and not sent:
+        if not ok and not sent and stamp:
             await self.store.update(rec, cut_ms=sent_ms if sent_ms > 0 else NOT_SENT_MS)
         if ok:
             await self.store.update(rec, cut_ok=1)

@@ -13,7 +13,9 @@ and the cut). Then:
   call that ran exactly to an allowance the money set (below ``max_session_s``) is
   ``credit_cut``, as one a second past it is;
 - past it by at most ``cut_tolerance_s`` (the gateway obeyed the cut or its
-  Session-Timeout, a second or two late): what the allowed usage costs, so a prepaid
+  Session-Timeout, a second or two late), or past it but within ``cut_tolerance_s``
+  of a confirmed credit cut that itself left late (the cutter waited on another
+  gateway's Disconnect exchange): what the allowed usage costs, so a prepaid
   account that was cut never ends below zero (``cut_tolerance``);
 - further: the gateway overran: the rated cost is committed as debt (policy
   ``debt``), status ``overrun``. Revenue is never silently dropped.
@@ -146,11 +148,20 @@ class Settler:
             final = _CREDIT_CUT
         if usage_s == allowed:
             return Settlement(usage_s, priced, cost, CAP, final, "", allowed, confirmed)
-        if usage_s <= allowed + self.tolerance_s:
+        if usage_s <= allowed + self.tolerance_s or self.ended_at_late_cut(rec, usage_s, confirmed):
             paid = min(cost, self.rated(rec, allowed).cost_micros)
             return Settlement(usage_s, priced, paid, CAP, final, CUT_TOLERANCE, allowed, confirmed)
         overrun = _OVERRUN
         return Settlement(usage_s, priced, cost, DEBT, overrun, OVERRUN, allowed, confirmed)
+
+    def ended_at_late_cut(self, rec: SessionRecord, usage_s: int, confirmed: bool) -> bool:
+        """A confirmed credit cut that left after the paid second (the cutter was late:
+        another gateway's Disconnect exchange, a busy daemon) and a Stop within the cut
+        tolerance of it: the gateway obeyed the cut, so it pays what was paid, never
+        debt. The tolerance counts from the cut, not from the paid second."""
+        if rec.cut_reason != _CREDIT_CUT or not confirmed or not rec.answer_ms or not rec.cut_ms:
+            return False
+        return usage_s <= (rec.cut_ms - rec.answer_ms) // 1000 + self.tolerance_s
 
     def cut_confirmed(self, rec: SessionRecord, usage_s: int, status: str) -> bool:
         """A cut was sent and the gateway confirmed it, or this Stop ended the call at

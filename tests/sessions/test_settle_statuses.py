@@ -54,7 +54,14 @@ def _old(rec: SessionRecord, usage_s: int, status: str) -> tuple[object, ...]:
         allowed = max(rec.paid_usage_s, told)
     if usage_s < allowed:
         return (final, cost, CAP, "", allowed, confirmed)
-    if usage_s <= allowed + TOLERANCE_S:
+    # a Stop within the tolerance of a confirmed credit cut that left late: what was paid
+    late_cut = (
+        rec.cut_reason == CdrStatus.CREDIT_CUT
+        and confirmed
+        and bool(rec.answer_ms and rec.cut_ms)
+        and usage_s <= (rec.cut_ms - rec.answer_ms) // 1000 + TOLERANCE_S
+    )
+    if usage_s <= allowed + TOLERANCE_S or late_cut:
         paid = min(cost, allowed * 1000 if allowed > 0 else 0)
         if final == CdrStatus.NORMAL and allowed < MAX_S:
             final = CdrStatus.CREDIT_CUT  # at the allowance, or a second past it
