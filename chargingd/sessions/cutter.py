@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from chargingd.billing.cdr import CdrStatus
-from chargingd.core.loops import run_every
+from chargingd.core.loops import UNREACHABLE, run_every
+from chargingd.core.ratelog import RateLimitedLog
 from chargingd.sessions.ccapi import CallCutter, SessionRef
 from chargingd.sessions.store import DEADLINES, LIVE, SessionRecord, SessionStore, split_member
 
@@ -110,12 +111,22 @@ class Cutter:
         self.recheck = recheck
         self.disconnects_sent = 0
         self.disconnects_failed = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._failures = RateLimitedLog(log)
 
-    async def run_once(self, *, limit: int = 100) -> int:
-        """Act on every deadline due now; returns how many entries this daemon claimed."""
+    async def run_once(self, *, limit: int = 100, wait: bool = True) -> int:
+        """Act on every deadline due now; returns how many entries this daemon claimed.
+
+        The claimed entries are acted on concurrently: one gateway that does not answer
+        holds its own cut for a whole Disconnect exchange (1 + 2 + 4 + 8 s with the
+        defaults), and a cut sent one after the other behind it left every other call
+        talking past its paid second (an obedient gateway's Stop then reads as an
+        overrun). ``wait=False`` (the loop) returns once they are started, so the next
+        pass fires the deadlines that come due meanwhile; the claim (CLAIM_MS) keeps an
+        entry in hand from being claimed again while its cut is under way."""
         now_ms = self.clock_ms()
-        claimed = 0
         retry_ms = now_ms + CLAIM_MS
+        acts: list[asyncio.Task[None]] = []
         for raw in await self.store.due(DEADLINES, now_ms, limit=limit):
             # Claimed by moving it to retry_ms (not ZREM): a daemon that dies before
             # the cut leaves it to be fired again, by any daemon. The claim outlasts one
@@ -123,13 +134,36 @@ class Cutter:
             # outcome then sets the entry's real next time (retry, or none).
             if not await self.store.claim_until(DEADLINES, raw, now_ms, retry_ms):
                 continue  # another daemon has it
-            claimed += 1
-            rec = await self.store.get(*split_member(raw))
-            if rec is None or rec.state != LIVE:
-                await self.store.redis.zrem(DEADLINES, raw)
-                continue
-            await self._due(rec, now_ms, retry_ms)
-        return claimed
+            acts.append(asyncio.ensure_future(self._claimed(raw, now_ms, retry_ms)))
+        if not acts:
+            return 0
+        if wait:
+            results = await asyncio.gather(*acts, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        else:
+            for task in acts:
+                self._in_flight.add(task)
+                task.add_done_callback(self._act_done)
+        return len(acts)
+
+    async def _claimed(self, raw: bytes, now_ms: int, retry_ms: int) -> None:
+        rec = await self.store.get(*split_member(raw))
+        if rec is None or rec.state != LIVE:
+            await self.store.redis.zrem(DEADLINES, raw)
+            return
+        await self._due(rec, now_ms, retry_ms)
+
+    def _act_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._failures.recovered("cut")
+        else:
+            self._failures.failure("cut", exc, trace=not isinstance(exc, UNREACHABLE))
 
     async def _due(self, rec: SessionRecord, now_ms: int, claim_ms: int) -> None:
         if not rec.cut_reason:
@@ -241,4 +275,13 @@ class Cutter:
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Fire due deadlines every ``interval_s`` until ``stop`` is set."""
-        await run_every(stop, interval_s, self.run_once, log=log, what="cutter")
+
+        async def one_pass() -> None:
+            await self.run_once(wait=False)
+
+        try:
+            await run_every(stop, interval_s, one_pass, log=log, what="cutter")
+        finally:
+            # Cuts under way finish (their claims stay otherwise, fired again in 60 s).
+            if self._in_flight:
+                await asyncio.gather(*list(self._in_flight), return_exceptions=True)
