@@ -157,11 +157,14 @@ class Settler:
     def ended_at_late_cut(self, rec: SessionRecord, usage_s: int, confirmed: bool) -> bool:
         """A confirmed credit cut that left after the paid second (the cutter was late:
         another gateway's Disconnect exchange, a busy daemon) and a Stop within the cut
-        tolerance of it: the gateway obeyed the cut, so it pays what was paid, never
-        debt. The tolerance counts from the cut, not from the paid second."""
+        tolerance of it, and of the Session-Timeout the gateway was told: the gateway
+        obeyed both, so it pays what was paid, never debt. The tolerance counts from
+        the cut, not from the paid second. One that ran past its Session-Timeout
+        ignored it: an overrun, however late the cut."""
         if rec.cut_reason != _CREDIT_CUT or not confirmed or not rec.answer_ms or not rec.cut_ms:
             return False
-        return usage_s <= (rec.cut_ms - rec.answer_ms) // 1000 + self.tolerance_s
+        limit_s = min((rec.cut_ms - rec.answer_ms) // 1000, self.told_s(rec))
+        return usage_s <= limit_s + self.tolerance_s
 
     def cut_confirmed(self, rec: SessionRecord, usage_s: int, status: str) -> bool:
         """A cut was sent and the gateway confirmed it, or this Stop ended the call at

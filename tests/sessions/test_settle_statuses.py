@@ -59,7 +59,7 @@ def _old(rec: SessionRecord, usage_s: int, status: str) -> tuple[object, ...]:
         rec.cut_reason == CdrStatus.CREDIT_CUT
         and confirmed
         and bool(rec.answer_ms and rec.cut_ms)
-        and usage_s <= (rec.cut_ms - rec.answer_ms) // 1000 + TOLERANCE_S
+        and usage_s <= min((rec.cut_ms - rec.answer_ms) // 1000, told) + TOLERANCE_S
     )
     if usage_s <= allowed + TOLERANCE_S or late_cut:
         paid = min(cost, allowed * 1000 if allowed > 0 else 0)
