@@ -77,6 +77,12 @@ def cut_not_sent() -> None:
 Recheck = Callable[[SessionRecord, int], Awaitable[tuple[int, int, int]]]
 
 
+def credit_cut_pending(rec: SessionRecord) -> bool:
+    """A credit cut was sent and nobody confirmed it yet: the call is still live and,
+    until the next attempt, money (a top-up) can still save it."""
+    return rec.cut_reason == CdrStatus.CREDIT_CUT and not rec.cut_ok
+
+
 def ref_of(rec: SessionRecord) -> SessionRef:
     """How a frontend addresses this call at its gateway (RFC 5176 §3)."""
     return SessionRef(
@@ -166,7 +172,9 @@ class Cutter:
             self._failures.failure("cut", exc, trace=not isinstance(exc, UNREACHABLE))
 
     async def _due(self, rec: SessionRecord, now_ms: int, claim_ms: int) -> None:
-        if not rec.cut_reason:
+        if not rec.cut_reason or credit_cut_pending(rec):
+            # A credit cut the gateway has not confirmed is retried only if the money is
+            # still not there: a top-up between two attempts extends the call.
             # A credit deadline: money may have arrived since it was set. The recheck
             # keeps this daemon's claim on the entry if the deadline is still due.
             deadline_ms, _, _ = await self.recheck(rec, claim_ms)

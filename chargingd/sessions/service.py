@@ -46,7 +46,7 @@ from chargingd.sessions.ccapi import (
     UsageReport,
 )
 from chargingd.sessions.close import CloseBusy, SessionCloser
-from chargingd.sessions.cutter import Cutter
+from chargingd.sessions.cutter import Cutter, credit_cut_pending
 from chargingd.sessions.fraudhook import FraudHook
 from chargingd.sessions.fused import FusedPath, started_lua
 from chargingd.sessions.grants import Grants
@@ -375,8 +375,10 @@ class Sessions:
         Session-Timeout (own_timer's timer re-checks the money at its deadline)."""
         moved = 0
         for rec in await self.store.live_of_account(account_id):
-            if rec.cut_reason or self.modes.holds_all(rec.client):
+            if self.modes.holds_all(rec.client):
                 continue
+            if rec.cut_reason and not credit_cut_pending(rec):
+                continue  # being killed, or its credit cut confirmed: the call is ending
             if not (rec.limited or rec.deadline_ms):
                 # A full grant has no deadline, but the Session-Timeout it was told
                 # ends where the money of its authorize ran out: the gateway hangs
