@@ -195,6 +195,12 @@ class Exporter:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._recovering = True
             self._group_ready = False  # the stream may have been deleted (NOGROUP)
+            # The lag in server.status is refreshed by a pass that got through; during
+            # a database outage, when CDRs pile up, it stayed at its last value (0).
+            try:
+                await self.refresh_lag()
+            except Exception:  # Redis down too: the error below says why
+                log.debug("exporter: lag not refreshed", exc_info=True)
             raise
 
     # -- one step -------------------------------------------------------------------

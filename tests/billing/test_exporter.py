@@ -215,6 +215,27 @@ async def test_database_down_keeps_entries_and_recovers(
     assert await _pending(redis) == 0
 
 
+async def test_lag_in_status_grows_while_the_database_is_down(
+    redis: aioredis.Redis, db: BillingDB, pg_url: str
+) -> None:
+    """server.status shows the exporter's counters: during an outage, when CDRs pile up,
+    pending/undelivered/behind_ms must say so (they stayed 0: only a pass that got
+    through refreshed them)."""
+    await _xadd(redis, [make_cdr(i).pack() for i in range(30)])
+    await asyncio.sleep(0.05)
+    broken = BillingDB("postgresql://nobody@127.0.0.1:9/none", connect_timeout_s=1)
+    exporter = Exporter(redis, _cfg(pg_url, consumer="t5lag", block_ms=50), db=broken)
+    await exporter.start()
+    deadline = time.monotonic() + 10
+    while exporter.stats.get("errors") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await exporter.stop()
+    counters = exporter.stats.counters
+    assert counters["pending"] + counters["undelivered"] == 30
+    assert counters["behind_ms"] > 0
+    assert await db.count_cdrs() == 0
+
+
 def _csv_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
