@@ -162,6 +162,15 @@ class SourceConfig:
     # ${originating_leg_uuid} set are B-legs either way.
     legs: str = "a"
 
+    def __post_init__(self) -> None:
+        # The names as the switch's own config writes them (copied from cdr_csv.conf's
+        # template, cdr_custom.conf's mapping) are the names: "${uuid}" is uuid,
+        # "${CSV_QUOTE(${CDR(start,u)})}" is start. They were refused ("fields needs one
+        # of uuid") or, past validation, never matched a column name.
+        names = tuple(_template_name(name) for name in self.fields)
+        if names != self.fields:
+            object.__setattr__(self, "fields", names)
+
     def validate(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
@@ -297,6 +306,19 @@ class SourceConfig:
                     f"format {self.format!r}: mapping.{name} must be a column name of the"
                     " exported table's header"
                 )
+
+
+_CDR_VAR = re.compile(r"\$\{CDR\(\s*([A-Za-z0-9_-]+)[^)]*\)\}")
+_CHANNEL_VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def _template_name(text: str) -> str:
+    """A template's variable as written in the switch's config, reduced to its name:
+    FreeSWITCH "${uuid}" -> uuid, Asterisk "${CDR(billsec,f)}" (also inside
+    ${CSV_QUOTE(...)}) -> billsec. A bare name stays as it is."""
+    text = text.strip()
+    found = _CDR_VAR.search(text) or _CHANNEL_VAR.fullmatch(text)
+    return found.group(1) if found else text
 
 
 _FREESWITCH_NEEDS = (
