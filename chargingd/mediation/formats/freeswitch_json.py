@@ -59,6 +59,15 @@ def b_leg(doc: Mapping[str, Any], variables: Mapping[str, Any]) -> bool:
     return False
 
 
+def caller_profile(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The leg's current caller profile: the first callflow's (switch_ivr_generate_json_cdr
+    writes the channel's profile first, then the ones a transfer replaced)."""
+    flows = doc.get("callflow")
+    flow = (flows[0] if flows else None) if isinstance(flows, list) else flows
+    profile = flow.get("caller_profile") if isinstance(flow, dict) else None
+    return profile if isinstance(profile, dict) else None
+
+
 def _what(err: json.JSONDecodeError) -> str:
     """The parser's message without its own trailing "at" ("Invalid control character
     at"): the reject adds "at line N" and said "at at line 1"."""
@@ -78,6 +87,9 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if b_leg(doc, variables):
             continue
         try:
-            yield line_no, raw_call(Variables(variables, source.encode_values), raw)
+            yield (
+                line_no,
+                raw_call(Variables(variables, source.encode_values), raw, caller_profile(doc)),
+            )
         except RowError as exc:
             yield line_no, Reject(str(exc), raw)

@@ -70,6 +70,10 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         ):
             continue  # a B-leg: its A-leg carries the call
         try:
-            yield line_no, raw_call(Variables(variables, source.encode_values), raw)
+            found = root.find("callflow/caller_profile")  # the first: the current one
+            profile = (
+                {child.tag: child.text or "" for child in found} if found is not None else None
+            )
+            yield line_no, raw_call(Variables(variables, source.encode_values), raw, profile)
         except RowError as exc:
             yield line_no, Reject(str(exc), raw)

@@ -72,8 +72,22 @@ def exact_billsec(billsec: int | None, billmsec: int | None, billusec: int | Non
     return billsec
 
 
-def raw_call(v: Variables, raw: str) -> RawCall:
-    """The call of one leg's variables; RowError (the reject reason) when unreadable."""
+def profile_field(profile: Mapping[str, object] | None, name: str) -> str:
+    """A field of the leg's current caller profile (the document's first callflow),
+    written as the channel holds it (not URL-encoded)."""
+    value = profile.get(name) if profile is not None else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+def raw_call(v: Variables, raw: str, profile: Mapping[str, object] | None = None) -> RawCall:
+    """The call of one leg's variables; RowError (the reject reason) when unreadable.
+
+    caller_id_number and destination_number are caller profile fields: the
+    ``variables`` object holds them only when the dialplan set them as variables, and
+    the callflow's ``caller_profile`` always has them (cdr_csv's ${destination_number}
+    reads the variable, else the profile field: the same order here), before the SIP
+    headers' users (sip_to_user is the To header's, not the number the dialplan
+    routed)."""
     try:
         call_id = v.get("uuid") or v.get("call_uuid")
         cause = v.get("hangup_cause")
@@ -85,8 +99,18 @@ def raw_call(v: Variables, raw: str) -> RawCall:
         )
         duration = opt_int(v.get("duration"), "duration")
         start, answer, end = (_time(v, stem) for stem in ("start", "answer", "end"))
-        caller = v.get("caller_id_number") or v.get("sip_from_user") or v.get("ani")
-        callee = v.get("destination_number") or v.get("sip_to_user") or v.get("sip_req_user")
+        caller = (
+            v.get("caller_id_number")
+            or profile_field(profile, "caller_id_number")
+            or v.get("sip_from_user")
+            or v.get("ani")
+        )
+        callee = (
+            v.get("destination_number")
+            or profile_field(profile, "destination_number")
+            or v.get("sip_to_user")
+            or v.get("sip_req_user")
+        )
         sip_code = opt_int(v.get("sip_term_status"), "sip_term_status")
         account = v.get("accountcode")
         gateway = v.get("sip_network_ip") or v.get("network_addr")
