@@ -250,10 +250,22 @@ class RejectWriter:
             self._fh = None
 
 
-def rejects_path(path: Path, rejects_dir: str) -> Path:
-    """Where the rejects of ``path`` go: FILE.rejects.csv, next to it or in rejects_dir."""
-    name = path.name + ".rejects.csv"
-    return Path(rejects_dir) / name if rejects_dir else path.with_name(name)
+def rejects_path(path: Path, rejects_dir: str, taken: set[Path] | None = None) -> Path:
+    """Where the rejects of ``path`` go: FILE.rejects.csv, next to it or in rejects_dir.
+
+    ``taken``: the rejects files of the run's earlier files. Two files of one name (a
+    switch's Master.csv of two days, from two folders, with one rejects_dir) would
+    share one: the second truncated the first's rejects, or removed them when it had
+    none. A later one gets FILE.2.rejects.csv (.3, ...)."""
+    folder = Path(rejects_dir) if rejects_dir else path.parent
+    found = folder / (path.name + ".rejects.csv")
+    n = 1
+    while taken is not None and found in taken:
+        n += 1
+        found = folder / f"{path.name}.{n}.rejects.csv"
+    if taken is not None:
+        taken.add(found)
+    return found
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -712,10 +724,11 @@ class Mediator:
         files: list[tuple[Path, Summary]] = []
         batch = _Batch()
         runs: list[_FileRun] = []
+        taken: set[Path] = set()
         try:
             for path in paths:
                 run = _FileRun(
-                    None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir)),
+                    None if self.dry_run else RejectWriter(rejects_path(path, rejects_dir, taken)),
                     str(path),
                 )
                 if not runs and (self.pairs or self.holds) and not self.dry_run:

@@ -361,3 +361,35 @@ async def test_acc_table_exports_with_other_columns_pair(tmp_path: Path) -> None
             total, _ = await mediator(source, store).run_files(files, str(tmp_path))
         assert (total.stored, total.rejected, total.pending) == (1, 0, 0), order
         assert [c.duration_s for c in store.cdrs.values()] == [300]
+
+
+async def test_files_of_one_name_keep_their_own_rejects_in_one_rejects_dir(
+    tmp_path: Path,
+) -> None:
+    """Master.csv of two days, from two folders, into one --rejects DIR: each file's
+    rejects were written to DIR/Master.csv.rejects.csv, the second truncating the
+    first's (or removing them when it had none)."""
+    lines = (FIXTURES / "asterisk_Master.csv").read_text().splitlines(keepends=True)
+    day1, day2, rejects = tmp_path / "d1", tmp_path / "d2", tmp_path / "rejects"
+    day1.mkdir()
+    day2.mkdir()
+    (day1 / "Master.csv").write_text("".join(lines))  # its bad rows are rejected
+    (day2 / "Master.csv").write_text("".join(lines[:5]))  # good rows only
+    total, files = await mediator(ASTERISK, MemoryStore()).run_files(
+        [day1 / "Master.csv", day2 / "Master.csv"], str(rejects)
+    )
+    first = files[0][1]
+    assert first.rejected > 0 and first.reject_file == str(rejects / "Master.csv.rejects.csv")
+    assert len(read_rejects(rejects / "Master.csv.rejects.csv")) == first.rejected
+    assert files[1][1].rejected == 0 and total.rejected == first.rejected
+    # and a second file with rejects of its own gets its own rejects file
+    (day2 / "Master.csv").write_text("".join(lines))
+    _, files = await mediator(ASTERISK, MemoryStore()).run_files(
+        [day1 / "Master.csv", day2 / "Master.csv"], str(rejects)
+    )
+    assert [summary.reject_file for _, summary in files] == [
+        str(rejects / "Master.csv.rejects.csv"),
+        str(rejects / "Master.csv.2.rejects.csv"),
+    ]
+    assert len(read_rejects(rejects / "Master.csv.rejects.csv")) == first.rejected
+    assert len(read_rejects(rejects / "Master.csv.2.rejects.csv")) == first.rejected
