@@ -3,10 +3,12 @@ the switches' own documentation writes them."""
 
 from __future__ import annotations
 
+import json
+
 from chargingd.core.config import config_from_dict
 from chargingd.core.config.mediation import SourceConfig
-from chargingd.mediation.pipeline import normalised
 from chargingd.mediation.normalise import Call
+from chargingd.mediation.pipeline import normalised
 
 
 def calls_of(lines: list[str], source: SourceConfig) -> list[Call]:
@@ -87,9 +89,7 @@ _PROFILES = [
 def test_freeswitch_json_and_xml_numbers_from_the_callflow_caller_profile() -> None:
     """The numbers were read from sip_from_user / sip_to_user when the variables had no
     caller_id_number / destination_number (as in every real mod_json_cdr file): the
-    call was billed to 900442079460000 (+90: Turkey) and from no caller."""
-    import json
-
+    call was billed to 900442079460000 (+90: Turkey)."""
     doc = {
         "variables": _fs_variables(),
         "callflow": [{"profile_index": "2", "caller_profile": _PROFILES[0]},
