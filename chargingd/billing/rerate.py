@@ -223,5 +223,19 @@ def _print(
         return
     print(f"run {run_id or '-'}: {len(report.changes)} CDRs changed")
     for a in _applied(settled):
-        # amount: credited to the account (> 0) or debited (< 0).
-        print(f"ledger: {a['account_id']} {a['amount']} {a['currency']} over {a['calls']} calls")
+        print(applied_line(a))
+
+
+def applied_line(a: dict[str, object]) -> str:
+    """What --apply moved on one account, in words: the JSON ``amount`` is signed as the
+    balance moved (-0.95 = debited), the report's ``ledger`` column as the charge moved
+    (0.95 = debited); printed as the bare amount, the two read as opposite moves."""
+    amount = str(a["amount"])
+    if amount.startswith("-"):
+        verb, amount = "debited", amount[1:]
+    elif amount.strip("0.") == "":
+        verb = "moved"
+    else:
+        verb = "refunded"
+    errors = f", {a['errors']} not posted" if a.get("errors") else ""
+    return f"ledger: {a['account_id']} {verb} {amount} {a['currency']} ({a['calls']} calls{errors})"

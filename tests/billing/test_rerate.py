@@ -398,3 +398,15 @@ async def test_cli_report_apply_and_reapply(
     assert again["changed_cdrs"] == 0 and again["applied"] == [] and again["run_id"] is None
     assert {a: (await ledger.get_account(f"acct-{a}")).balance_micros for a in range(3)} == balance
     assert {a: len(await ledger.audit(f"acct-{a}")) for a in range(3)} == audits
+
+
+def test_applied_line_says_which_way_the_money_moved() -> None:
+    """After the report's `ledger` column (charge moved: 0.95 = debited), --apply printed
+    `ledger: alice -0.95 EUR over 19 calls` (balance moved): a debit read as a refund."""
+    from chargingd.billing.rerate import applied_line
+
+    debit = {"account_id": "alice", "currency": "EUR", "calls": 19, "amount": "-0.95", "errors": 0}
+    assert applied_line(debit) == "ledger: alice debited 0.95 EUR (19 calls)"
+    refund = dict(debit, amount="0.52", calls=2, errors=1)
+    assert applied_line(refund) == "ledger: alice refunded 0.52 EUR (2 calls, 1 not posted)"
+    assert applied_line(dict(debit, amount="0.00")) == "ledger: alice moved 0.00 EUR (19 calls)"
