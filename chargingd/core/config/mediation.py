@@ -309,7 +309,7 @@ class SourceConfig:
 
 
 _CDR_VAR = re.compile(r"\$\{CDR\(\s*([A-Za-z0-9_-]+)[^)]*\)\}")
-_CHANNEL_VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_CHANNEL_VAR = re.compile(r"\$\{([^{}()]+)\}")
 
 
 def _template_name(text: str) -> str:
