@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chargingd.alerts import Alerts, Incident
+from chargingd.billing.cdr import CdrStatus
 from chargingd.core.clock import ClockMs, wall_ms
 from chargingd.core.config import Config
 from chargingd.core.loops import run_every
@@ -26,9 +27,12 @@ from chargingd.monitoring.feeder import KpiFeeder
 from chargingd.monitoring.host import HistogramSum, HostView, LabelKey
 from chargingd.monitoring.kpialerts import KpiAlerts
 from chargingd.monitoring.meters import ProcessMeters
+from chargingd.monitoring.outcomes import OUTCOMES
 from chargingd.monitoring.reporter import ProcessReporter
 from chargingd.monitoring.sampler import ClusterSampler
 from chargingd.monitoring.windows import RESOLUTIONS, KpiStore
+from chargingd.sessions.ccapi import RefusalCode
+from chargingd.sessions.service import ACCOUNTING_DOWN, AUTHORIZE_DOWN
 
 log = logging.getLogger("chargingd.monitoring")
 
@@ -36,6 +40,12 @@ STOP_S = 5.0
 LIVE_MAX_AGE_S = 0.5  # the page's active-call count is at most this old
 INCIDENTS_SINCE_MS = 24 * 3600 * 1000  # the incidents /metrics and the page count
 PAGE_ALERTS = 8
+# Where a frontend's request can find Redis unreachable (sources.outage_samples' label)
+REDIS_ERROR_PLACES = tuple(
+    kind.removeprefix("redis unreachable at ").replace(" ", "_")
+    for kind in (AUTHORIZE_DOWN, ACCOUNTING_DOWN)
+)
+AUTHORIZE_RESULTS = ("accepted", "refused", "fail_open", "error")
 
 
 class Monitor:
@@ -159,7 +169,38 @@ class Monitor:
                 counters[("chargingd_calls_ended_total", (status,))] = n
             counters[("chargingd_call_talk_seconds_total", ())] = feeder.talk_s
             counters[("chargingd_kpi_undecodable_cdrs_total", ())] = feeder.undecodable
+        self._known_zeros(counters)
         return counters, gauges, histograms
+
+    def _known_zeros(self, counters: Values) -> None:
+        """The counters operators alert on, at 0 for every label value they can take
+        until its first event: rate() and increase() need a sample before the jump, so
+        a series that appears only with the first Redis error, fail-open decision,
+        refusal reason or credit cut would hide that first event from an alert."""
+        protocols = [
+            name
+            for name, on in (
+                ("radius", self.cfg.radius.enabled),
+                ("diameter", self.cfg.diameter.enabled),
+            )
+            if on
+        ]
+        if protocols:
+            for where in REDIS_ERROR_PLACES:
+                counters.setdefault(("chargingd_redis_errors_total", (where,)), 0)
+        if not self.enabled:  # no metering: these are never counted
+            return
+        for protocol in protocols:
+            for result in AUTHORIZE_RESULTS:
+                counters.setdefault(
+                    ("chargingd_requests_total", (protocol, "authorize", result)), 0
+                )
+        for reason in RefusalCode:
+            counters.setdefault(("chargingd_refusals_total", (reason.value,)), 0)
+        for outcome in OUTCOMES:
+            counters.setdefault(("chargingd_calls_total", (outcome,)), 0)
+        for status in CdrStatus:
+            counters.setdefault(("chargingd_calls_ended_total", (status.value,)), 0)
 
     def _alert_values(self, counters: Values, gauges: Values) -> None:
         if self.alerts is None:
