@@ -240,3 +240,15 @@ def test_a_directory_is_a_cgrates_tariff_plan() -> None:
     first = sorted(p for p in CGRATES_FIXTURES.iterdir() if p.is_dir())[0]
     plan = load_plan(first, rounding_decimals=5)
     assert plan.mode is PricingMode.CGRATES and plan.rounding_decimals == 5
+
+
+@pytest.mark.parametrize("literal", ["5e-2", "+0.4", "4E-1"])
+def test_amount_with_an_exponent_gives_the_line(tmp_path: Path, literal: str) -> None:
+    """A TOML float written with an exponent or a "+" is refused with its line, like
+    every other bad value (it failed inside tomllib's parse_float: no line at all)."""
+    text = MINIMAL.replace("connect_fee = 0.4", f"connect_fee = {literal}", 1)
+    assert text != MINIMAL
+    error = _error(tmp_path, text)
+    assert "is not an amount" in error.reason
+    assert error.line == _line(text, f"connect_fee = {literal}")
+    assert f"bad.toml:{error.line}:" in str(error)

@@ -155,7 +155,7 @@ def load_native(path: str | Path, *, rounding_decimals: int | None = None) -> Ta
     try:
         data = tomllib.loads(text, parse_float=_plain_float)
     except _NotPlain as exc:
-        raise TariffLoadError(path, str(exc)) from None
+        raise TariffLoadError(path, str(exc), line=_line_of_literal(text, exc.literal)) from None
     except tomllib.TOMLDecodeError as exc:
         found = _LINE_RE.search(str(exc))
         raise TariffLoadError(path, str(exc), line=int(found.group(1)) if found else None) from None
@@ -300,11 +300,27 @@ def _period(ctx: _Ctx, name: str, spec: dict[str, Any], key: str) -> TimePeriod:
 class _NotPlain(ValueError):
     """A TOML number written with an exponent or a sign "+" (money is written plainly)."""
 
+    def __init__(self, literal: str) -> None:
+        super().__init__(f"{literal} is not an amount: write it as a plain decimal such as 0.05")
+        self.literal = literal
+
 
 def _plain_float(text: str) -> Decimal:
     if not PLAIN_DECIMAL.fullmatch(text.replace("_", "")):
-        raise _NotPlain(f"{text} is not an amount: write it as a plain decimal such as 0.05")
+        raise _NotPlain(text)
     return Decimal(text.replace("_", ""))
+
+
+def _line_of_literal(text: str, literal: str) -> int | None:
+    """The first line holding `literal` as a TOML value (after `=`, `[`, `,` or `{`,
+    outside a comment): tomllib's parse_float is told the number, not where it is. The
+    first such line is the one tomllib met first (it reads the file in order)."""
+    value = re.compile(r"(?:^|[=\[,{])\s*" + re.escape(literal) + r"\s*(?:$|[\],}])")
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0]
+        if value.search(code):
+            return number
+    return None
 
 
 def _money(value: object) -> Decimal:
