@@ -164,15 +164,34 @@ WHERE i.kind = 'invoice' AND i.due_at < %(cutoff)s
 """
 
 
+# What each account owes net per currency over all its invoices: an overpaid invoice
+# (paid beyond its total; the surplus stays on the account as credit) counts negative,
+# a negative invoice only with the part of its credit that settled no invoice (the rest
+# already lowers what the invoices it settled owe).
+_NET_OWED = f"""
+SELECT i.account_id, i.currency,
+       sum({_OWED} + coalesce((SELECT sum(s.amount_micros) FROM invoice_credits s
+                               WHERE s.credit_id = i.id), 0)) AS net
+FROM invoices i
+WHERE i.kind = 'invoice' AND (%(account)s::text IS NULL OR i.account_id = %(account)s)
+GROUP BY i.account_id, i.currency
+"""
+
+
 async def overdue(
     db: BillingDB, cutoff: datetime, account_id: str | None = None
 ) -> dict[str, list[tuple[str, datetime, int, str]]]:
     """Per account: invoices due before ``cutoff`` still not settled (number, due, owed,
-    currency)."""
+    currency), oldest first. Each is owed at most what the account owes net in its
+    currency: an overpayment of another invoice settles it first (it is left out when
+    the account owes nothing net)."""
 
     async def work(conn: Conn) -> dict[str, list[tuple[str, datetime, int, str]]]:
         cur = await conn.execute(
-            f"SELECT * FROM ({_OVERDUE}) o WHERE o.owed > 0 ORDER BY o.account_id, o.due_at",
+            f"SELECT o.account_id, o.number, o.due_at, least(o.owed, n.net), o.currency"
+            f" FROM ({_OVERDUE}) o JOIN ({_NET_OWED}) n"
+            "  ON n.account_id = o.account_id AND n.currency = o.currency"
+            " WHERE o.owed > 0 AND n.net > 0 ORDER BY o.account_id, o.due_at",
             {"cutoff": cutoff, "account": account_id},
         )
         found: dict[str, list[tuple[str, datetime, int, str]]] = {}

@@ -572,8 +572,10 @@ async def test_negative_invoices_issued_before_migration_011_count_as_they_did(
         assert (second.credited_micros, second.outstanding_micros) == (0, 2_000_000)
         assert credit.settles == (("INV-2026-000001", 2_500_000),)
         assert credit.refers_to == "INV-2026-000001" and first.credit_notes == (credit.number,)
+        # The 1.50 credited beyond what INV-1 owed is the account's credit (the ledger
+        # moved all 2.50): dunning asks for what the account owes net, 0.50.
         found = await overdue(db, now)
-        assert found == {"old": [("INV-2026-000002", second.due_at, 2_000_000, "EUR")]}
+        assert found == {"old": [("INV-2026-000002", second.due_at, 500_000, "EUR")]}
     finally:
         await db.close()
 
