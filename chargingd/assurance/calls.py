@@ -178,12 +178,20 @@ SELECT
 """
 
 _UNCHARGED = """
-SELECT s.source, s.call_id, s.account_id, s.caller, s.callee, s.start_time, s.answer_time,
-    s.duration_s, s.cost_micros, s.currency, s.tariff
-FROM a_switch s
-WHERE s.answer_time IS NOT NULL AND s.duration_s > 0
-    AND NOT EXISTS (SELECT 1 FROM a_match m WHERE m.sid = s.id)
-ORDER BY s.start_time, s.id
+WITH u AS MATERIALIZED (
+    SELECT s.* FROM a_switch s
+    WHERE s.answer_time IS NOT NULL AND s.duration_s > 0
+        AND NOT EXISTS (SELECT 1 FROM a_match m WHERE m.sid = s.id)
+)
+SELECT u.source, u.call_id, u.account_id, u.caller, u.callee, u.start_time, u.answer_time,
+    u.duration_s, u.cost_micros, u.currency, u.tariff
+FROM u
+WHERE NOT (%(ledger)s AND EXISTS (
+    SELECT 1 FROM ledger_journal j
+    WHERE j.account_id = u.account_id AND j.kind IN ('debit', 'correct')
+        AND upper(replace(j.ref, ' ', '')) = u.key
+        AND j.at >= u.start_time - interval '1 day'))
+ORDER BY u.start_time, u.id
 """
 
 _MISMATCH = """
@@ -241,11 +249,13 @@ def _iso(when: datetime | None) -> str:
     return when.isoformat() if when is not None else ""
 
 
-async def uncharged(conn: Conn) -> list[Finding]:
+async def uncharged(conn: Conn, *, ledger_checked: bool = False) -> list[Finding]:
     """Switch calls with talk time that no live CDR matched: leakage, at the cost the
     mediation rated them at under the account's plan (0 here for an unrated source:
-    pricing.py prices those)."""
-    cur = await conn.execute(_UNCHARGED)
+    pricing.py prices those). With the ledger checked, a call whose session the ledger
+    debited under its id was charged: its CDR was lost, and it is reported once, as the
+    unexplained movement (ledger_checks.py), not also as leakage to be billed again."""
+    cur = await conn.execute(_UNCHARGED, {"ledger": ledger_checked})
     out = []
     for (
         src,

@@ -161,7 +161,7 @@ async def _in_database(
     only = _cdr_sources(params, scope)
     found += await charges.doubles(conn, params, live_sources, switched=switched, sources=only)
     if switched:
-        found += await calls.uncharged(conn)
+        found += await calls.uncharged(conn, ledger_checked="ledger" in checks)
         found += await calls.mismatches(conn, scope)
         found += await calls.unknown(conn, scope)
     found += await charges.without_reason(conn, params, live_sources, only)

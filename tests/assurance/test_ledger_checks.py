@@ -9,7 +9,16 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
-from assurance_harness import BASE_MS, by_kind, context, live_cdr, params, run
+from assurance_harness import (
+    BASE_MS,
+    by_kind,
+    context,
+    live_cdr,
+    params,
+    run,
+    sources,
+    switch_cdr,
+)
 
 from chargingd.assurance import Kind, Sources
 from chargingd.billing.cdr import CHARGE_MEDIATED
@@ -120,4 +129,31 @@ async def test_each_ledger_fault_is_found_once(pg_url: str, redis: aioredis.Redi
     assert unrecorded.detail["moved_micros"] == 200_000
     (balance,) = found[Kind.BALANCE_MISMATCH]
     assert (balance.account_id, balance.money_micros) == ("carol", -EUR)
+    await db.close()
+
+
+async def test_a_lost_cdr_of_a_call_the_switch_has_is_reported_once(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    """The ledger debited the session, its CDR was lost, the switch file has the call:
+    the call was charged. It is one unexplained movement (find the CDR), not also an
+    uncharged call whose advice (bill it) would charge the customer twice."""
+    ledger, db = await _setup(redis, pg_url)
+    await _charged_call(ledger, db, 1, "alice", 60)
+    await ledger.reserve("alice", "sess-2", 400_000, lease_ms=60_000)
+    await ledger.release("alice", "sess-2", 300_000)  # 30 s at 0.01/s, CDR never stored
+    on_switch = [switch_cdr(live_cdr(1, "alice")), switch_cdr(live_cdr(2, "alice", usage_s=30))]
+    await db.store_cdrs(on_switch)
+    ctx = context(db, redis, sources())
+    ctx.sync_journal = lambda: JournalExport(redis).drain(db)
+    period = params(end=datetime.now(UTC) + timedelta(days=1))
+    found = by_kind(await run(ctx, period, BASE_MS + 10_000))
+    assert set(found) == {Kind.UNEXPLAINED_MOVEMENT}, found
+    (lost,) = found[Kind.UNEXPLAINED_MOVEMENT]
+    assert (lost.call_id, lost.money_micros) == ("sess-2", -300_000)
+    # The switch alone (--source): no ledger check, so the call stays an uncharged one.
+    alone = by_kind(await run(ctx, dataclasses.replace(period, source="sw1"), BASE_MS + 10_000))
+    assert [(f.call_id, f.money_micros) for f in alone[Kind.UNCHARGED_CALL]] == [
+        ("SESS-2", 300_000)
+    ]
     await db.close()
