@@ -136,13 +136,18 @@ def _print(run: Run, args: argparse.Namespace) -> None:
     changes nothing else: the run is stored, its leakage alert still raised and the
     exit status still says leakage (it was "[Errno 32] Broken pipe", exit 1 and no
     alert: the cron job that mailed the head of the report never alerted)."""
+    if args.json:
+        _write(render.as_json(render.run_json(run)) + "\n")
+    elif args.csv:
+        _write(render.findings_csv(run))
+    else:
+        _write(render.text(run) + "\n")
+
+
+def _write(text: str) -> None:
+    """Write to stdout; a reader that went away is no error (see _print)."""
     try:
-        if args.json:
-            print(render.as_json(render.run_json(run)))
-        elif args.csv:
-            sys.stdout.write(render.findings_csv(run))
-        else:
-            print(render.text(run))
+        sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         # What is left in the buffer would fail again at exit: write on into /dev/null.
@@ -156,9 +161,9 @@ async def stored(db: BillingDB, args: argparse.Namespace) -> int:
     if args.list:
         found = await runs.list_runs(db, limit=max(1, args.limit))
         if args.json:
-            print(render.as_json([render.run_json(r, findings=False) for r in found]))
+            _write(render.as_json([render.run_json(r, findings=False) for r in found]) + "\n")
         else:
-            print(render.run_list(found))
+            _write(render.run_list(found) + "\n")
         return 0
     run = await runs.show(db, args.show)
     if run is None:

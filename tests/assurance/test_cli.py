@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,23 @@ async def test_an_account_that_does_not_exist_is_refused(
     quiet = _assure(config, *day, "--account", "quiet-qp", "--json")
     assert quiet.returncode == 0, quiet.stderr
     assert json.loads(quiet.stdout)["findings"] == []
+
+
+def test_list_to_a_reader_that_went_away_is_no_error(
+    pg_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """`chargingd assure --list | head -5`: head may leave before the list is written.
+    It said "chargingd assure: [Errno 32] Broken pipe" and exited 1 (a failure, for
+    a list that was shown); --show and a run already ended quietly."""
+    config = _config(tmp_path, pg_url, redis_server.url, "0")
+    assert _assure(config, "--from", "2026-11-04", "--to", "2026-11-04").returncode == 0
+    for args in (["--list"], ["--list", "--json"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written
+        try:
+            done = subprocess.run([str(BIN), "assure", "--config", str(config), *args],
+                                  stdout=write, stderr=subprocess.PIPE, text=True,
+                                  timeout=120, check=False)  # fmt: skip
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (0, ""), args
