@@ -87,6 +87,8 @@ def run_rerate(name: str, args: argparse.Namespace) -> int:
     failures = (rerate.RerateError, BillingDBError, LedgerError, RedisError, OSError, psycopg.Error)
     try:
         result: int = uvloop.run(_rerate(Factory(cfg), args, start, end))
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main() exits 141 quietly (not a failure, 1)
     except TariffLoadError as exc:
         # --plan or a [rating] plan that cannot load: a usage or config error, found
         # while pricing, before anything is recorded (it was a traceback, exit 1).
@@ -130,6 +132,8 @@ def run_mediate(name: str, args: argparse.Namespace) -> int:
         return asyncio.run(
             mediation_cli.main(args, open_ledger=_mediation_ledger, open_store=_mediation_store)
         )
+    except BrokenPipeError:
+        raise  # the summary's reader went away: main() exits 141 (not 70, "failed part way")
     except SERVICE_DOWN as exc:
         return _unavailable("mediate", exc)
     except (BillingDBError, LedgerError, RedisError, OSError, psycopg.Error) as exc:

@@ -51,6 +51,8 @@ def run_command(name: str, args: argparse.Namespace) -> int:
     setup_logging("warning" if cfg.server.log_level == "info" else cfg.server.log_level)
     try:
         result: int = uvloop.run(_command(Factory(cfg), name, args))
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main() exits 141 quietly (not a failure, 1)
     except TariffLoadError as exc:
         # A [rating] plan that cannot load (report savings prices with every plan) is
         # the config's fault: exit 2, as this docstring and docs/invoicing.md say.

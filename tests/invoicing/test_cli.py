@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -543,3 +544,25 @@ def test_pdf_to_stdout_with_a_dash(config: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"%PDF-") and done.stdout.rstrip().endswith(b"%%EOF")
     assert not (tmp_path / "-").exists()
+
+
+def test_a_reader_that_went_away_exits_141_not_failed(config: Path) -> None:
+    """`chargingd cdr list | head` and the like (docs/operations.md: every command 141
+    when the reader of stdout went away). They said "[Errno 32] Broken pipe" and exited
+    1, which these commands use for "refused or failed"."""
+    c = str(config)
+    for argv in (
+        ["invoice", "--config", c, "run", "--period", "2026-11", "--dry-run"],
+        ["report", "--config", c, "usage", "--account", "acme", "--from", "2026-11-01",
+         "--to", "2026-11-30", "--by", "day"],
+        ["cdr", "--config", c, "list"],
+        ["rerate", "--config", c, "--from", "2026-11-01", "--to", "2026-11-30"],
+    ):  # fmt: skip
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written
+        try:
+            done = subprocess.run([str(BIN), *argv], stdout=write, stderr=subprocess.PIPE,
+                                  text=True, timeout=120, check=False)  # fmt: skip
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (141, ""), argv
