@@ -37,7 +37,7 @@ from reportlab.platypus import (
 
 from chargingd.invoicing.cdrs import CdrRow
 from chargingd.invoicing.model import Invoice, Kind, currency_decimals
-from chargingd.invoicing.render import credit_went
+from chargingd.invoicing.render import credit_went, negated
 from chargingd.invoicing.tax import TaxMode, percent
 from chargingd.invoicing.usage import group_of
 
@@ -307,7 +307,7 @@ def _statement_summary(inv: Invoice) -> Table:
         ["Opening balance", s.get("opening_balance", "")],
         ["Top-ups", s.get("topups", "")],
         ["Adjustments", s.get("adjustments", "")],
-        ["Calls (debited)", _negated(s.get("call_debits", "0"))],
+        ["Calls (debited)", negated(s.get("call_debits", "0"))],
         ["Other", s.get("other", "")],
         ["Closing balance", s.get("closing_balance", "")],
     ]
@@ -345,13 +345,6 @@ def _sum_table(rows: list[list[str]], widths: list[float], align: str) -> Table:
         )
     )
     return table
-
-
-def _negated(text: str) -> str:
-    """ "4.30" -> "-4.30"; "0.00" stays; "-1.00" -> "1.00" (a refund)."""
-    if text.strip("0.") == "":
-        return text
-    return text[1:] if text.startswith("-") else f"-{text}"
 
 
 def _notes(inv: Invoice, decimals: int) -> list[Any]:

@@ -8,6 +8,15 @@ from chargingd.invoicing.model import Draft, Invoice, Kind, RunResult, currency_
 from chargingd.invoicing.tax import percent
 
 
+def negated(text: str) -> str:
+    """A statement's debited amount as the balance moved: "4.30" -> "-4.30"; "0.00"
+    stays (not "-0.00" on a statement of a month without calls); "-1.00" -> "1.00" (a
+    refund)."""
+    if text.strip("0.") == "":
+        return text
+    return text[1:] if text.startswith("-") else f"-{text}"
+
+
 def credit_went(inv: Invoice, decimals: int) -> str:
     """Where a negative invoice's credit went, to follow "the credit of 2.50 EUR": the
     owed invoices it settled (oldest first) and what stays on the account."""
@@ -59,7 +68,7 @@ def invoice_text(inv: Invoice, decimals: int | None = None) -> str:
         s = inv.statement
         out.append(
             f"  opening {s['opening_balance']}  top-ups {s['topups']}  adjustments"
-            f" {s['adjustments']}  calls -{s['call_debits']}  other {s['other']}"
+            f" {s['adjustments']}  calls {negated(s['call_debits'])}  other {s['other']}"
             f"  closing {s['closing_balance']} {cur}"
         )
         if "usage_total" in s:  # statements issued before it was recorded have not

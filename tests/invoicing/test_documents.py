@@ -18,7 +18,7 @@ from chargingd.invoicing import Books, Conflict, Invoice, Kind, Refused, invoice
 from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.pdf import render_pdf
-from chargingd.invoicing.render import invoice_text
+from chargingd.invoicing.render import invoice_text, negated
 from chargingd.invoicing.store import get_invoice, list_invoices
 from chargingd.ledger import Ledger, Mode
 
@@ -281,6 +281,25 @@ async def test_prepaid_statement_from_the_ledger_and_the_cdrs(
         ("Calls to DE_FIX (2 calls)", 3_100_000),
         ("Calls to UK_MOB (1 call)", 1_500_000),
     ]
+    assert "  calls -4.30  other 0.00  closing 24.20 EUR\n" in invoice_text(stm)
+
+
+async def test_a_statement_of_a_month_without_calls_shows_no_minus_zero(
+    books: Books, ledger: Ledger, pg_url: str, clock: Clock
+) -> None:
+    """A prepaid account topped up in November and never called: its statement's calls
+    are 0.00 (the text printed "calls -0.00", the PDF "0.00")."""
+    await ledger.create_account(
+        "idle", mode=Mode.PREPAID, currency="EUR", balance_micros=5 * EUR, who="t"
+    )
+    clock.now_ms = _ms(datetime(2026, 11, 3, tzinfo=UTC))
+    await ledger.topup("idle", 10 * EUR, txn_id="t-idle", who="t")
+    (stm,) = (await invoice_run(books, "2026-11")).issued
+    assert isinstance(stm, Invoice) and stm.kind is Kind.STATEMENT
+    assert stm.statement is not None and stm.statement["call_debits"] == "0.00"
+    text = invoice_text(stm)
+    assert "  calls 0.00  other" in text and "-0.00" not in text, text
+    assert [negated(x) for x in ("4.30", "0.00", "-1.00")] == ["-4.30", "0.00", "1.00"]
 
 
 def _ms(when: datetime) -> int:
