@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +36,9 @@ from chargingd.sessions.ccapi import Authorized, CallInfo, SessionRef, UsageKind
 from chargingd.sessions.pricing import Pricer
 from chargingd.sessions.service import Sessions
 from chargingd.sessions.shards import shard_keys, stored_shards
+
+# make(cutter, **make_sessions options) -> Sessions (tests/sessions/conftest.py on_both_paths)
+MakeSessions = Callable[..., Sessions]
 
 EUR = 1_000_000
 BERLIN_PER_S = 10_000  # the harness tariff's Berlin rate: 0.60 EUR/min, per second

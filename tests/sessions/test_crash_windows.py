@@ -12,10 +12,10 @@ from sessions_harness import (
     EUR,
     T0_MS,
     Clock,
+    MakeSessions,
     RecordingCutter,
     add_account,
     call,
-    make_sessions,
     read_cdrs,
     usage,
 )
@@ -31,18 +31,9 @@ PER_S = 10_000  # Berlin: 0.60 EUR a minute, billed per second
 ANSWER_MS = T0_MS + 2_000
 
 
-@pytest.fixture(params=["fused", "stepwise"])
-def sessions(
-    request: pytest.FixtureRequest,
-    redis: aioredis.Redis,
-    ledger: Ledger,
-    clock: Clock,
-    tmp_path: Path,
-) -> Sessions:
-    made = make_sessions(redis, ledger, clock, tmp_path, RecordingCutter())
-    if request.param == "stepwise":
-        made.step_by_step()
-    return made
+@pytest.fixture
+def sessions(on_both_paths: MakeSessions) -> Sessions:
+    return on_both_paths(RecordingCutter())
 
 
 async def orphan_reasons(redis: aioredis.Redis) -> list[bytes]:

@@ -10,12 +10,18 @@ Seen as 0.75 left reserved after tests/cluster/test_cluster_failover.py under lo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from sessions_harness import EUR, T0_MS, Clock, RecordingCutter, add_account, call, make_sessions
+from sessions_harness import (
+    EUR,
+    T0_MS,
+    Clock,
+    MakeSessions,
+    RecordingCutter,
+    add_account,
+    call,
+)
 
 from chargingd.ledger import Ledger
 from chargingd.ledger.thin import CommandNotSent
@@ -29,18 +35,9 @@ def spooled(sessions: Sessions) -> int:
     return sum(len(path.read_text().splitlines()) for path in sessions.spool.pending())
 
 
-@pytest.fixture(params=["fused", "stepwise"])
-def sessions(
-    request: pytest.FixtureRequest,
-    redis: aioredis.Redis,
-    ledger: Ledger,
-    clock: Clock,
-    tmp_path: Path,
-) -> Sessions:
-    made = make_sessions(redis, ledger, clock, tmp_path, RecordingCutter())
-    if request.param == "stepwise":
-        made.step_by_step()
-    return made
+@pytest.fixture
+def sessions(on_both_paths: MakeSessions) -> Sessions:
+    return on_both_paths(RecordingCutter())
 
 
 def record_write_not_sent(sessions: Sessions) -> list[str]:

@@ -12,18 +12,16 @@ clock, both paths (fused scripts, step by step).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import redis.asyncio as aioredis
 from sessions_harness import (
     EUR,
     T0_MS,
     Clock,
+    MakeSessions,
     RecordingCutter,
     add_account,
     call,
-    make_sessions,
     read_cdrs,
     usage,
 )
@@ -37,23 +35,8 @@ ANSWER_MS = T0_MS + 2_000
 
 
 @pytest.fixture
-def cutter() -> RecordingCutter:
-    return RecordingCutter()
-
-
-@pytest.fixture(params=["fused", "stepwise"])
-def sessions(
-    request: pytest.FixtureRequest,
-    redis: aioredis.Redis,
-    ledger: Ledger,
-    clock: Clock,
-    tmp_path: Path,
-    cutter: RecordingCutter,
-) -> Sessions:
-    made = make_sessions(redis, ledger, clock, tmp_path, cutter)
-    if request.param == "stepwise":
-        made.step_by_step()
-    return made
+def sessions(on_both_paths: MakeSessions, cutter: RecordingCutter) -> Sessions:
+    return on_both_paths(cutter)
 
 
 async def stop(sessions: Sessions, clock: Clock, info: CallInfo, usage_s: int) -> None:

@@ -18,6 +18,7 @@ from sessions_harness import (
     EUR,
     T0_MS,
     Clock,
+    MakeSessions,
     RecordingCutter,
     add_account,
     call,
@@ -37,23 +38,8 @@ ANSWER_MS = T0_MS + 2_000
 
 
 @pytest.fixture
-def cutter() -> RecordingCutter:
-    return RecordingCutter()
-
-
-@pytest.fixture(params=["fused", "stepwise"])
-def sessions(
-    request: pytest.FixtureRequest,
-    redis: aioredis.Redis,
-    ledger: Ledger,
-    clock: Clock,
-    tmp_path: Path,
-    cutter: RecordingCutter,
-) -> Sessions:
-    made = make_sessions(redis, ledger, clock, tmp_path, cutter)
-    if request.param == "stepwise":
-        made.step_by_step()
-    return made
+def sessions(on_both_paths: MakeSessions, cutter: RecordingCutter) -> Sessions:
+    return on_both_paths(cutter)
 
 
 async def orphans(redis: aioredis.Redis) -> list[dict[bytes, bytes]]:

@@ -9,18 +9,16 @@ re-times such a call (CoA). Real Redis and Ledger, a moved clock.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import redis.asyncio as aioredis
 from sessions_harness import (
     EUR,
     T0_MS,
     Clock,
+    MakeSessions,
     RecordingCutter,
     add_account,
     call,
-    make_sessions,
     read_cdrs,
     usage,
 )
@@ -35,25 +33,8 @@ ANSWER_MS = T0_MS + 2_000
 
 
 @pytest.fixture
-def cutter() -> RecordingCutter:
-    return RecordingCutter()
-
-
-@pytest.fixture(params=["fused", "stepwise"])
-def sessions(
-    request: pytest.FixtureRequest,
-    redis: aioredis.Redis,
-    ledger: Ledger,
-    clock: Clock,
-    tmp_path: Path,
-    cutter: RecordingCutter,
-) -> Sessions:
-    made = make_sessions(
-        redis, ledger, clock, tmp_path, cutter, disconnect_retries=5, disconnect_backoff_s=1.0
-    )
-    if request.param == "stepwise":
-        made.step_by_step()
-    return made
+def sessions(on_both_paths: MakeSessions, cutter: RecordingCutter) -> Sessions:
+    return on_both_paths(cutter, disconnect_retries=5, disconnect_backoff_s=1.0)
 
 
 async def cut_refused_once(sessions: Sessions, clock: Clock, cutter: RecordingCutter) -> CallInfo:
