@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ports
 from paths import REPO
 from sipua import Dialog, SipPhone
 
@@ -65,11 +66,8 @@ def missing_reason() -> str | None:
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
-    """A port free on 127.0.0.1 right now (bound, read, released)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 right now, outside the ephemeral range (tests/ports.py)."""
+    return ports.free_port(kind)
 
 
 def write_radcli(

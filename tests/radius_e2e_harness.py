@@ -22,6 +22,7 @@ from typing import Any
 
 import redis as syncredis
 import redis.asyncio as aioredis
+from ports import free_ports
 
 from chargingd.admin.params import RpcError
 from chargingd.admin.server import AdminClient, AdminUnreachable
@@ -65,16 +66,8 @@ MICROS_PER_S = 10_000  # what one second costs under TARIFF
 
 
 def free_udp_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (bound, read, released)."""
-    socks = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """Ports free on 127.0.0.1 right now, outside the ephemeral range (tests/ports.py)."""
+    return free_ports(count, socket.SOCK_DGRAM)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import ports
 import redis as syncredis
 from redis.cluster import RedisCluster as SyncCluster
 
@@ -33,20 +33,9 @@ BUS_OFFSET = 10000  # Redis < 7 has no cluster-port: the bus is port + 10000
 
 
 def _free_pair() -> int:
-    """A TCP port p such that p and p + 10000 are free on 127.0.0.1 right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port + BUS_OFFSET > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + BUS_OFFSET))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
+    """A TCP port p such that p and p + 10000 are free on 127.0.0.1 right now, both
+    outside the ephemeral range (tests/ports.py)."""
+    return ports.free_pair()
 
 
 @dataclass

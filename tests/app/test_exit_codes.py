@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import ports
 import pytest
 from paths import FIXTURES
 
@@ -20,9 +21,7 @@ from chargingd.core.logs import stop_logging
 
 def closed_port() -> int:
     """A loopback port nobody listens on (bound once by the OS for us, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return ports.free_port(socket.SOCK_STREAM)
 
 
 @pytest.fixture

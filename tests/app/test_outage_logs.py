@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import ports
 import pytest
 from radius_e2e_harness import Call, Daemon, GatewaySocket, write_setup
 
@@ -121,9 +122,7 @@ async def test_outage_logs_once_per_kind_and_once_on_recovery(
 def diameter_daemon(tmp_path: Path) -> Iterator[tuple[Daemon, EmbeddedRedis]]:
     """The daemon with the Diameter frontend on: its relay server polls Redis for
     ASR/RAR queued by other processes (diameter/relay.py), once a second."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = ports.free_port(socket.SOCK_STREAM)
     setup = write_setup(
         tmp_path,
         extra=f"""

@@ -7,6 +7,7 @@ import contextlib
 import socket
 from pathlib import Path
 
+import ports
 import pytest
 from aiohttp import web
 from redis_cluster import _free_pair
@@ -20,10 +21,7 @@ from chargingd.monitoring.web import HttpBindError, HttpServer
 
 def _closed_port() -> int:
     """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return ports.free_port(socket.SOCK_STREAM)
 
 
 async def test_unreachable_redis_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import ports
 import pytest
 import redis as syncredis
 from redis.backoff import NoBackoff
@@ -230,9 +231,7 @@ def test_an_orphan_listening_on_a_tcp_port_is_stopped_at_start(tmp_path: Path) -
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = ports.free_port(socket.SOCK_STREAM)
     # The orphan: started by a process that then dies without stopping it.
     code = (
         "from pathlib import Path; import os\n"

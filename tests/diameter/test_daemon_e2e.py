@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 from diameter_client import open_client
 from diameter_peer import ErlangPeer, compile_dictionaries, erlang_missing
@@ -35,10 +36,7 @@ UK = "+442079460000"  # the e2e tariff: 0.60 EUR/min per second to +44
 
 
 def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return ports.free_port(socket.SOCK_STREAM)
 
 
 @pytest.fixture(scope="module")

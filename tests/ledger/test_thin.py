@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 import redis.asyncio as aioredis
 import uvloop
@@ -34,9 +35,7 @@ return 'done'
 
 
 def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return ports.free_port(socket.SOCK_STREAM)
 
 
 @pytest.fixture
