@@ -177,9 +177,10 @@ coa_port = {coa_port}
 class Daemon:
     """One `chargingd serve` subprocess; `log()` is printed by the fixture on teardown."""
 
-    def __init__(self, setup: Setup, log_path: Path) -> None:
+    def __init__(self, setup: Setup, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.setup = setup
         self.log_path = log_path
+        self.env = env or {}  # added to this process's environment
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -189,6 +190,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
 
     def wait_ready(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from chargingd.admin.server import AdminServer, AdminSocketInUse, claim_socket_p
 from chargingd.app.demo import create_demo_accounts
 from chargingd.app.factory import Factory
 from chargingd.app.invoicing import BillingBooks, build_dunning
+from chargingd.app.notify import ServiceNotifier
 from chargingd.app.workers import WorkerSupervisor, install_signals, remove_signals, serve_worker
 from chargingd.billing.cdr import CDR_STREAM
 from chargingd.billing.exporter import group_backlog
@@ -435,8 +436,15 @@ COMPONENTS: list[ComponentFactory] = [
 class Daemon:
     """One chargingd process: owns Redis, the ledger and the components."""
 
-    def __init__(self, cfg: Config, factories: Sequence[ComponentFactory] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        factories: Sequence[ComponentFactory] | None = None,
+        notifier: ServiceNotifier | None = None,
+    ) -> None:
         self.cfg = cfg
+        # systemd's Type=notify (app/notify.py); none outside a service manager
+        self.notifier = notifier or ServiceNotifier(None)
         self.factory = Factory(cfg)
         self.factories = list(COMPONENTS if factories is None else factories)
         self.registry = StatusRegistry()
@@ -479,8 +487,11 @@ class Daemon:
             frozen = freeze_after_start()
             log.info("chargingd ready admin=%s redis=%s", self.cfg.admin_socket, redis.label)
             log.debug("%d objects alive after start-up frozen out of the collector", frozen)
+            self.notifier.ready(f"ready: admin {self.cfg.admin_socket}, redis {redis.label}")
+            stack.push_async_callback(self.notifier.close)
             await stop.wait()
             log.info("chargingd stopping")
+            self.notifier.stopping()
             if supervisor is not None:
                 # From here on a server that exits is not started again: the daemon is
                 # stopping (a service manager may have sent redis-server SIGTERM too).
@@ -507,11 +518,14 @@ class Daemon:
 
 async def serve(cfg: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored)."""
+    # Before anything starts a child (the embedded redis-server, the workers): the
+    # service manager's variables are the main process's alone.
+    notifier = ServiceNotifier.from_environment()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     install_signals(loop, stop)
     try:
-        await Daemon(cfg).run(stop)
+        await Daemon(cfg, notifier=notifier).run(stop)
     finally:
         remove_signals(loop)
 
