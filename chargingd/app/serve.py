@@ -50,7 +50,7 @@ from chargingd.monitoring import ProcessMeters
 from chargingd.monitoring.monitor import Monitor
 from chargingd.monitoring.web import HttpServer, build_app
 from chargingd.rating.loaders import TariffLoadError
-from chargingd.sessions.pricing import DEFAULT_PLAN
+from chargingd.sessions.pricing import DEFAULT_PLAN, load_pricer
 from chargingd.sessions.upgrade import upgrade_and_log
 
 log = logging.getLogger("chargingd.server")
@@ -549,6 +549,12 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
         "--config", metavar="PATH", help="TOML config file (default: built-in defaults)"
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load the config and every tariff plan it names as serve would, print a "
+        "summary and exit: 0 OK, 2 bad (nothing is started, no Redis is touched)",
+    )
+    parser.add_argument(
         "--report-fd",
         metavar="FD",
         type=int,
@@ -582,6 +588,49 @@ def log_config_warnings(cfg: Config) -> None:
         log.warning("config: %s", warning)
 
 
+def check(cfg: Config, path: str | None) -> int:
+    """`serve --check`: the tariff plans loaded as serve loads them, a summary of what
+    serve would start; 0, or 2 when a plan cannot load (the config loaded already).
+    Run it before a restart: a daemon that cannot start takes no calls."""
+    source = path or "(built-in defaults)"
+    try:
+        pricer = load_pricer(cfg.rating)
+    except TariffLoadError as exc:
+        print(f"chargingd serve --check: {source}: {exc}", file=sys.stderr)
+        return 2
+    for warning in cfg.warnings:
+        print(f"warning: {warning}")
+    redis = cfg.redis
+    if redis.cluster_nodes:
+        store = f"Redis Cluster, {len(redis.cluster_nodes)} seed nodes"
+    elif redis.url:
+        store = "Redis at the configured url"
+    else:
+        store = f"embedded redis-server under {cfg.server.data_dir}"
+    rad = cfg.radius
+    radius = (
+        f"{rad.bind}:{rad.auth_port} (auth), :{rad.acct_port} (accounting), "
+        f"{len(rad.clients)} clients"
+        if rad.enabled
+        else "off"
+    )
+    if rad.enabled and not rad.clients:
+        radius += " (no [[radius.clients]]: every packet would be dropped)"
+    dia = cfg.diameter
+    tariffs = ", ".join(
+        f"{pid} ({plan.id}, {plan.currency or 'no currency'})"
+        for pid, plan in sorted(pricer.plans.items())
+    )
+    print(f"{source}: configuration OK")
+    print(f"  redis:    {store}")
+    print(f"  radius:   {radius}")
+    print(f"  diameter: {f'{dia.bind}:{dia.port}' if dia.enabled else 'off'}")
+    print(f"  tariffs:  {tariffs or 'none (every call would be refused: no plan to rate it)'}")
+    print(f"  fraud:    {'on' if cfg.fraud.enabled else 'off'}")
+    print(f"  workers:  {cfg.server.workers}")
+    return 0
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     """Entry point of `chargingd serve`: 0 after a clean stop, 1 on failure, 2 bad config,
     69 Redis unreachable at start (the same code as every command's)."""
@@ -590,6 +639,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"chargingd serve: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return check(cfg, args.config)
     setup_logging(cfg.server.log_level)
     if not args.worker_of:  # once, not by each worker that loads the file again
         log_config_warnings(cfg)
