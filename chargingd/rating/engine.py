@@ -106,6 +106,9 @@ class _DestRate:
     method: RoundingMethod
     strategy: MaxCostStrategy
     min_ns: int
+    # DestinationRate.rounding_rank (None: its decimals): which rate of a walk rounds
+    # the total (the first of the largest rank)
+    rank: int
     # price.py _enough of this rate's boundary-free walk, for one limit (-1: not yet)
     enough_limit: int = -1
     enough: int = -1
@@ -259,6 +262,7 @@ class Engine:
                 dr.rounding_method,
                 dr.max_cost_strategy,
                 dr.min_duration_ns,
+                dr.rounding_decimals if dr.rounding_rank is None else dr.rounding_rank,
             )
         return _Entry(entry.period, entry.weight, compiled[id(dr)])
 

@@ -131,6 +131,11 @@ class DestinationRate:
     max_cost_strategy: MaxCostStrategy = MaxCostStrategy.FREE
     min_duration_ns: int = 0  # a shorter (non-zero) call is billed as this long
     id: str = ""  # the DestinationRates group id, for breakdowns
+    # Which of a call's rates rounds its total: the first of the largest rank (CGRateS
+    # GetLongestRounding compares the RoundingDecimals as written). None: the
+    # rounding_decimals. A CGRateS rate that does not round (RoundingDecimals 0 or no
+    # RoundingMethod) keeps its written decimals here and rounds to micro-units.
+    rounding_rank: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.rounding_decimals <= 12:
@@ -139,6 +144,8 @@ class DestinationRate:
             raise TariffError("max cost must be a non-negative decimal")
         if self.min_duration_ns < 0:
             raise TariffError("minimum duration must not be negative")
+        if self.rounding_rank is not None and not 0 <= self.rounding_rank <= 12:
+            raise TariffError("rounding rank must be 0..12")
 
 
 @dataclass(frozen=True)

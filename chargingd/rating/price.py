@@ -45,12 +45,16 @@ class InvalidUsage(RatingError):
     code: ClassVar[str] = "invalid_usage"
 
 
-def _rounding(piece: _Piece, decimals: int, method: RoundingMethod) -> tuple[int, RoundingMethod]:
-    """CGRateS GetLongestRounding: the largest decimals of any span, with its method."""
-    src = piece.entry.dr.src
-    if src.rounding_decimals > decimals:
-        return src.rounding_decimals, src.rounding_method
-    return decimals, method
+def _rounding(
+    piece: _Piece, rank: int, decimals: int, method: RoundingMethod
+) -> tuple[int, int, RoundingMethod]:
+    """CGRateS GetLongestRounding: the rounding of the first span of the largest rank
+    (its RoundingDecimals as written: one of 0 never rounds the total there), as
+    (rank, decimals, method)."""
+    dr = piece.entry.dr
+    if dr.rank > rank:
+        return dr.rank, dr.decimals, dr.method
+    return rank, decimals, method
 
 
 class Call:
@@ -151,13 +155,13 @@ def price_match(
     if breakdown and start is None:
         start = from_epoch_ns(call.start_ns)
     total = first.dr.connect
-    decimals, method = -1, RoundingMethod.HALF_UP
+    rank, decimals, method = -1, -1, RoundingMethod.HALF_UP
     spans: list[CostSpan] = []
     billed_end = 0
     for piece in pieces:
         units, increment_q = engine.span_units(piece.slot, piece.increments)
         total += units
-        decimals, method = _rounding(piece, decimals, method)
+        rank, decimals, method = _rounding(piece, rank, decimals, method)
         if start is not None and breakdown:
             spans.append(_span(engine, start, piece, units, increment_q, usage_ns, not spans))
         billed_end = piece.offset_ns + piece.increments * piece.slot.increment_ns
@@ -509,12 +513,12 @@ def _afford_walk(
 ) -> int | None:
     """Where the cost of the full walk (Engine.pieces of the call until limit_ns: rates
     by period, boundaries, activation switches and their re-resolution) passes
-    `budget` micro-units; None: not before limit_ns. The total is rounded once with the
-    largest decimals of any span so far (CGRateS GetLongestRounding; the first span
-    with them gives the method), so its ceiling changes only where they grow. One
-    loop, no generator and no piece objects (round 18a)."""
+    `budget` micro-units; None: not before limit_ns. The total is rounded once as the
+    first span of the largest rounding rank so far rounds (CGRateS GetLongestRounding:
+    the largest RoundingDecimals as written), so its ceiling changes only where the
+    rank grows. One loop, no generator and no piece objects (round 18a)."""
     acc = first.dr.connect
-    decimals = -1
+    rank = -1
     ceiling = -1
     start_ns = call.start_ns
     switches = engine.switches
@@ -546,9 +550,9 @@ def _afford_walk(
         slot = dr.slots[index]
         step = slot.increment_ns
         increments = -(-(stop - offset) // step)
-        if dr.decimals > decimals:
-            decimals = dr.decimals
-            ceiling = _ceiling(engine, budget, decimals, dr.method)
+        if dr.rank > rank:
+            rank = dr.rank
+            ceiling = _ceiling(engine, budget, dr.decimals, dr.method)
         fits = _fit(engine, slot, increments, ceiling - acc)
         if fits < increments:
             return offset + fits * step

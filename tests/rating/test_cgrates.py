@@ -235,6 +235,34 @@ def test_total_rounded_once_with_the_longest_decimals() -> None:
     assert _micros(_plan("rounding"), "x", "455", start, 20 * S) == 25_000
 
 
+def test_rounding_decimals_zero_does_not_round_the_total() -> None:
+    """CGRateS engine/callcost.go GetLongestRounding starts from (0, "") and takes a
+    span's rounding only for RoundingDecimals > 0; utils.Round with method "" returns
+    the value unrounded. So "*up,0" and "*down,0" leave the total as the spans sum it
+    (chargingd: micro-units), and a span of the same call with decimals > 0 rounds it."""
+    plan = _plan("rounding_zero")
+    # DST_UP0 (*up 0): 0.15 connect fee + 70s at 0.01/s = 0.85, not 1
+    assert _micros(plan, "x", "555", MONDAY, 70 * S) == 850_000
+    # DST_DOWN0 (*down 0): 70s at 0.01/s = 0.7, not 0
+    assert _micros(plan, "x", "855", MONDAY, 70 * S) == 700_000
+    # max usage: 0.50 buys 35s after the 0.15 connect fee (was 0: any usage cost 1)
+    found = plan.max_usage(
+        subject="x", destination="555", start=MONDAY, amount_micros=500_000, limit_ns=600 * S
+    )
+    assert found == 35 * S
+    # 11:59:30 +60s, 30s AM then 30s PM at 0.0111/s: 0.333 + 0.333 = 0.666. The AM span's
+    # RoundingDecimals 0 never counts, the PM span's *up 2 rounds the total -> 0.67, in
+    # either order (23:59:30: PM, then AM after midnight)
+    noon = datetime(2024, 1, 8, 11, 59, 30, tzinfo=UTC)
+    night = datetime(2024, 1, 8, 23, 59, 30, tzinfo=UTC)
+    for dest in ("655", "755"):  # AM "*up,0" / AM no RoundingMethod, decimals 0
+        assert _micros(plan, "x", dest, noon, 60 * S) == 670_000
+        assert _micros(plan, "x", dest, night, 60 * S) == 670_000
+    # the AM span alone (10:00, 60s): 0.666, not rounded
+    assert _micros(plan, "x", "655", MONDAY, 60 * S) == 666_000
+    assert _micros(plan, "x", "755", MONDAY, 60 * S) == 666_000
+
+
 # -- data and SMS units: bare integers are nanoseconds --------------------------------------
 
 

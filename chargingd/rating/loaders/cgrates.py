@@ -171,7 +171,13 @@ class _Builder:
             raise TariffLoadError(path, reason, line=row.line)
         method = _ROUNDING.get(row.rounding_method, RoundingMethod.HALF_UP)
         decimals = row.rounding_decimals
-        if not row.rounding_method:
+        if not row.rounding_method or decimals == 0:
+            # CGRateS does not round such a total: GetLongestRounding takes a span's
+            # rounding only for RoundingDecimals > 0 (starting from 0 and no method),
+            # and utils.Round without a method returns the value. So 70s at 0.01/s
+            # with "*up,0" costs 0.7, not 1. Its rank stays the written decimals: a
+            # span of the same call with more decimals rounds the total.
+            method = RoundingMethod.HALF_UP
             decimals = max(decimals, _UNROUNDED_DECIMALS)
         # CGRateS ignores MaxCost unless both a strategy and a positive cost are set.
         capped = bool(row.max_cost_strategy) and row.max_cost > 0
@@ -186,6 +192,7 @@ class _Builder:
                     MaxCostStrategy.parse(row.max_cost_strategy) if capped else MaxCostStrategy.FREE
                 ),
                 id=dr_id,
+                rounding_rank=row.rounding_decimals,
             )
         except (TariffError, ValueError) as exc:
             raise TariffLoadError(path, str(exc), line=row.line) from None
