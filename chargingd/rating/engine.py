@@ -17,6 +17,7 @@ import bisect
 import dataclasses
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -49,6 +50,9 @@ _DISPLAY_SCALE = 12
 _CACHE_MAX = 65536
 _POW10: list[int] = [10**i for i in range(64)]
 _MAX_DECIMALS = 18
+# CGRateS calldesc.go RECURSION_MAX_DEPTH: the subject's own profile is depth 1, its
+# RatesFallbackSubjects 2, theirs 3; getRatingPlansForPrefix refuses depth 4.
+_FALLBACK_DEPTH = 3
 
 
 class UnratedPeriod(RatingError):
@@ -346,22 +350,29 @@ class Engine:
         when_ns: int,
         own_ns: int,
     ) -> tuple[_Match, bool]:
-        """resolve(), and whether a plan with period-bound destinations was consulted."""
-        queue, seen, any_profile, timed = [subject], set(), False, False
-        index = 0
-        while index < len(queue) or ANY_SUBJECT not in seen:
-            if index >= len(queue):
-                queue.append(ANY_SUBJECT)
-            candidate = queue[index]
-            index += 1
-            if candidate in seen:
-                continue
-            seen.add(candidate)
+        """resolve(), and whether a plan with period-bound destinations was consulted.
+
+        Fallback subjects: CGRateS (calldesc.go getRatingPlansForPrefix) recurses into
+        each fallback subject's own fallbacks before trying the next one (depth first),
+        and not below _FALLBACK_DEPTH. A native tariff tries them breadth first, with
+        no depth limit."""
+        depth_first = self.mode is PricingMode.CGRATES
+        pending: deque[tuple[str, int]] = deque([(subject, 1)])
+        tried: dict[str, int] = {}  # subject -> the least depth it was tried at
+        any_profile, timed = False, False
+        while pending or ANY_SUBJECT not in tried:
+            if not pending:
+                pending.append((ANY_SUBJECT, 1))
+            candidate, depth = pending.popleft()
+            known = tried.get(candidate)
+            if known is not None and known <= depth:
+                continue  # tried already, its fallbacks at least as deep
+            tried[candidate] = depth
             profile = self.profiles.get((tenant, category, candidate))
             activation = profile.active_at(when) if profile else None
             if activation is None:
                 continue
-            direct = index == 1 or not any_profile  # not reached through a fallback
+            direct = not any_profile  # not reached through a fallback
             any_profile = True
             timed = timed or id(activation.plan) not in self._timeless
             found = self._match_plan(
@@ -369,7 +380,11 @@ class Engine:
             )
             if found is not None:
                 return found, timed
-            queue.extend(activation.fallback_subjects)
+            fallbacks = [(s, depth + 1) for s in activation.fallback_subjects]
+            if not depth_first:
+                pending.extend(fallbacks)
+            elif depth < _FALLBACK_DEPTH:
+                pending.extendleft(reversed(fallbacks))
         if not any_profile:
             raise UnknownSubject(f"no rating profile for {tenant}/{category}/{subject} at {when}")
         raise UnknownDestination(f"no rate for destination {number!r} (subject {subject})")
