@@ -29,6 +29,7 @@ from chargingd.rating.model import (
     RoundingMethod,
 )
 
+_MICROS = 1_000_000  # micro-units per currency unit
 MAX_REMEMBERED = 65_536  # boundary-free answers kept per engine (the oldest evicted)
 # full walks' answers kept per engine (the oldest evicted): more than the calls whose
 # Interims come between one call's Interim and its Stop (the kit: blocks of 1,000)
@@ -168,12 +169,17 @@ def price_match(
     micros = engine.final_micros(total, decimals, method)
     capped = False
     max_cost = first.dr.max_cost_micros
-    if (
-        max_cost is not None
-        and first.dr.src.max_cost_strategy is MaxCostStrategy.FREE
-        and micros > max_cost
-    ):
-        micros, capped = max_cost, True
+    if max_cost is not None and first.dr.src.max_cost_strategy is MaxCostStrategy.FREE:
+        if engine.exact:
+            if micros > max_cost:  # the rounded total is capped
+                micros, capped = max_cost, True
+        else:
+            # CGRateS GetCost caps the sum before the final rounding (cost = maxCost
+            # once MaxCostSoFar >= maxCost), then rounds the capped cost: a MaxCost
+            # with more decimals than the RoundingDecimals is rounded too.
+            max_units = max_cost * (engine.denominator // _MICROS)
+            if total >= max_units:
+                micros, capped = engine.final_micros(max_units, decimals, method), True
     return CallCost(
         micros,
         usage_ns,
@@ -259,7 +265,12 @@ def max_usage_match(
     budget = amount_micros
     max_cost = first.dr.max_cost_micros
     if max_cost is not None:
-        if first.dr.strategy is _FREE and budget >= max_cost:
+        capped_cost = max_cost
+        if not engine.exact and first.dr.strategy is _FREE:
+            # CGRateS rounds the capped cost (price_match)
+            max_units = max_cost * (engine.denominator // _MICROS)
+            capped_cost = engine.final_micros(max_units, first.dr.decimals, first.dr.method)
+        if first.dr.strategy is _FREE and budget >= capped_cost:
             return limit_ns  # the cost never grows past max_cost: free from there on
         if first.dr.strategy is _DISCONNECT:
             budget = min(budget, max_cost)

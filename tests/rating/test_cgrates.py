@@ -230,6 +230,31 @@ def test_max_cost_disconnect_limits_usage_not_cost() -> None:
     )
 
 
+def test_max_cost_free_caps_before_the_final_rounding() -> None:
+    """CGRateS engine/calldesc.go GetCost: `if strategy == *free && MaxCostSoFar >=
+    maxCost { cost = maxCost }`, then `cc.Cost = utils.Round(cc.Cost,
+    GetLongestRounding())`: the unrounded sum is compared and the capped cost rounded.
+    DR_49: 0.01/s, *up 2, MaxCost 0.625 *free."""
+    plan = _plan("max_cost_decimals")
+    cost = plan.rate(subject="x", destination="4930", start=MONDAY, usage_ns=120 * S)
+    assert (cost.cost_micros, cost.capped) == (630_000, True)  # 0.625 -> *up 2 -> 0.63
+    assert _micros(plan, "x", "4930", MONDAY, 63 * S) == 630_000  # 0.63 >= 0.625: capped
+    assert _micros(plan, "x", "4930", MONDAY, 62 * S) == 620_000  # 0.62 < 0.625
+    # 0.63 pays for any call; 0.625 for 62 s (63 s cost 0.63)
+    assert (
+        plan.max_usage(
+            subject="x", destination="4930", start=MONDAY, amount_micros=630_000, limit_ns=3600 * S
+        )
+        == 3600 * S
+    )
+    assert (
+        plan.max_usage(
+            subject="x", destination="4930", start=MONDAY, amount_micros=625_000, limit_ns=3600 * S
+        )
+        == 62 * S
+    )
+
+
 # -- rounding methods ----------------------------------------------------------------------
 
 
