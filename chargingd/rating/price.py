@@ -263,17 +263,10 @@ def max_usage_match(
     if first is None:
         first, _ = engine.at(match.entries, call.start_ns)
     budget = amount_micros
-    max_cost = first.dr.max_cost_micros
-    if max_cost is not None:
-        capped_cost = max_cost
-        if not engine.exact and first.dr.strategy is _FREE:
-            # CGRateS rounds the capped cost (price_match)
-            max_units = max_cost * (engine.denominator // _MICROS)
-            capped_cost = engine.final_micros(max_units, first.dr.decimals, first.dr.method)
-        if first.dr.strategy is _FREE and budget >= capped_cost:
+    if first.dr.max_cost_micros is not None:
+        budget, limit_ns = _max_cost_limits(engine, call, match, first, budget, limit_ns)
+        if budget < 0:
             return limit_ns  # the cost never grows past max_cost: free from there on
-        if first.dr.strategy is _DISCONNECT:
-            budget = min(budget, max_cost)
     result = -1
     if horizon_ns > 0:
         # Up to the horizon the boundary-free walk has the same spans as the full one
@@ -293,6 +286,49 @@ def max_usage_match(
         cost = price(result) if price is not None else price_match(engine, call, match, result)
         return result if cost.cost_micros <= budget else 0
     return result
+
+
+def _max_cost_limits(
+    engine: Engine, call: Call, match: _Match, first: _Entry, budget: int, limit_ns: int
+) -> tuple[int, int]:
+    """The budget and limit of max_usage under the start's MaxCost (set): a budget of
+    -1 when the call is free from some point on and the budget pays up to it."""
+    dr = first.dr
+    max_cost = dr.max_cost_micros
+    assert max_cost is not None
+    max_units = max_cost * (engine.denominator // _MICROS)
+    if dr.strategy is _FREE:
+        # CGRateS rounds the capped cost (price_match)
+        capped = (
+            max_cost if engine.exact else engine.final_micros(max_units, dr.decimals, dr.method)
+        )
+        return (-1 if budget >= capped else budget), limit_ns
+    if engine.exact:
+        return min(budget, max_cost), limit_ns
+    return budget, _disconnect_at(engine, call, match, max_units, limit_ns)
+
+
+def _disconnect_at(engine: Engine, call: Call, match: _Match, max_units: int, limit_ns: int) -> int:
+    """Where CGRateS cuts a call whose MaxCost strategy is *disconnect (CGRATES mode):
+    its debit (engine/balances.go debitMoney) pays increment after increment and cuts
+    before the next one once the increments paid so far (MaxCostSoFar: not the connect
+    fee, which DebitConnectionFee pays apart) reach MaxCost, so the increment that
+    reaches it is still granted. `max_units`: MaxCost in 1/L units; limit_ns when the
+    increments up to it never reach MaxCost."""
+    paid = 0
+    for piece in engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine)):
+        if paid >= max_units:
+            return piece.offset_ns
+        units, increment_q = engine.span_units(piece.slot, piece.increments)
+        if increment_q is None or increment_q == 0:
+            paid += units
+            continue
+        each = increment_q * engine.digit_units
+        needed = -(-(max_units - paid) // each)  # increments until MaxCost is reached
+        if needed <= piece.increments:
+            return min(limit_ns, piece.offset_ns + needed * piece.slot.increment_ns)
+        paid += units
+    return limit_ns
 
 
 def _walked(

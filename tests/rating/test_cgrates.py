@@ -230,6 +230,30 @@ def test_max_cost_disconnect_limits_usage_not_cost() -> None:
     )
 
 
+def test_max_cost_disconnect_cuts_where_the_increments_reach_max_cost() -> None:
+    """CGRateS engine/balances.go debitMoney: the connect fee is paid apart
+    (DebitConnectionFee) and skipped in the increment loop, which adds each paid
+    increment to cd.MaxCostSoFar and, before the next one, cuts the call when
+    `strategy == *disconnect && cd.MaxCostSoFar >= maxCost`; getMaxSessionDuration
+    answers the duration of the increments kept. RT_1C_CF: 0.10 connect, 0.01/s."""
+    plan = _plan("max_cost_disconnect")
+
+    def max_usage(dest: str, amount_micros: int) -> int:
+        return plan.max_usage(
+            subject="x", destination=dest, start=MONDAY, amount_micros=amount_micros,
+            limit_ns=3600 * S,
+        )  # fmt: skip
+
+    # MaxCost 0.12: 12 increments reach it (the 0.10 connect fee does not count): 12 s
+    assert max_usage("900123", 10 * M) == 12 * S
+    # MaxCost 0.125: 12 increments (0.12) are below it, the 13th reaches it: 13 s
+    assert max_usage("901123", 10 * M) == 13 * S
+    # the money still limits: 0.15 pays the connect fee and 5 s
+    assert max_usage("900123", 150_000) == 5 * S
+    # the cost is not capped: 60 s = 0.10 + 0.60
+    assert _micros(plan, "x", "900123", MONDAY, 60 * S) == 700_000
+
+
 def test_max_cost_free_caps_before_the_final_rounding() -> None:
     """CGRateS engine/calldesc.go GetCost: `if strategy == *free && MaxCostSoFar >=
     maxCost { cost = maxCost }`, then `cc.Cost = utils.Round(cc.Cost,

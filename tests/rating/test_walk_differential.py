@@ -161,6 +161,24 @@ def ref_pieces_within(entry: _Entry, target_ns: int) -> Iterable[_Piece]:
         offset += increments * slot.increment_ns
 
 
+def ref_disconnect_at(
+    engine: Engine, call: price.Call, match: _Match, max_units: int, limit_ns: int
+) -> int:
+    """CGRateS' *disconnect cut, increment by increment: before each increment, the
+    increments paid so far (no connect fee) at MaxCost or more end the call."""
+    paid = 0
+    walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
+    for piece in walk:
+        units = ref_span_units(engine, piece.slot, piece.increments)
+        each = units // piece.increments  # every increment of a span costs the same
+        # the first increment k (0-based) before which the paid ones reach MaxCost
+        k = 0 if paid >= max_units else (-1 if each == 0 else -(-(max_units - paid) // each))
+        if 0 <= k < piece.increments:
+            return piece.offset_ns + k * piece.slot.increment_ns
+        paid += units
+    return limit_ns
+
+
 def ref_max_usage(
     engine: Engine, call: price.Call, match: _Match, amount: int, limit_ns: int
 ) -> int:
@@ -173,10 +191,17 @@ def ref_max_usage(
     budget = amount
     max_cost = first.dr.max_cost_micros
     if max_cost is not None:
-        if src.max_cost_strategy is MaxCostStrategy.FREE and budget >= max_cost:
+        cgrates = engine.mode is PricingMode.CGRATES
+        max_units = max_cost * engine.denominator // 1_000_000
+        free_from = max_cost
+        if cgrates:  # CGRateS rounds the capped cost
+            free_from = engine.final_micros(max_units, src.rounding_decimals, src.rounding_method)
+        if src.max_cost_strategy is MaxCostStrategy.FREE and budget >= free_from:
             return limit_ns
-        if src.max_cost_strategy is MaxCostStrategy.DISCONNECT:
+        if src.max_cost_strategy is MaxCostStrategy.DISCONNECT and not cgrates:
             budget = min(budget, max_cost)
+        if src.max_cost_strategy is MaxCostStrategy.DISCONNECT and cgrates:
+            limit_ns = ref_disconnect_at(engine, call, match, max_units, limit_ns)
     walk = engine.pieces(match, call.start_ns, None, limit_ns, call.rematcher(engine))
     found = ref_afford(engine, first, walk, budget)
     result = min(limit_ns if found is None else found, limit_ns)
