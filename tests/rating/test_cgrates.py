@@ -160,20 +160,22 @@ def test_fallback_subjects_depth_first_and_at_most_two_deep() -> None:
     """CGRateS engine/calldesc.go getRatingPlansForPrefix: a fallback subject whose
     plan lacks the destination recurses into its own RatesFallbackSubject before the
     next fallback is tried, and recursionDepth > RECURSION_MAX_DEPTH (3: the subject
-    1, its fallbacks 2, theirs 3) refuses a fourth level."""
+    1, its fallbacks 2, theirs 3) refuses a fourth level. (The fallbacks are named in
+    alphabetical order, which CGRateS v0.10's utils.FallbackSubjKeys sorts them into;
+    current CGRateS keeps the file's order.)"""
     plan = _plan("fallback_chain")
     # customer (RP_LOCAL) -> reseller (RP_LOCAL) -> reseller's carrier_c (0.03/s),
-    # before customer's second fallback carrier_b (0.02/s): 60s -> 1.80, not 1.20
+    # before customer's second fallback wholesale (0.02/s): 60s -> 1.80, not 1.20
     cost = plan.rate(
         tenant="cgrates.org", subject="customer", destination="4930", start=MONDAY, usage_ns=60 * S
     )
     assert (cost.subject, cost.cost_micros) == ("carrier_c", 1_800_000)
-    # d1 -> d2 -> d3 -> carrier_b would be depth 4: CGRateS answers
+    # d1 -> d2 -> d3 -> wholesale would be depth 4: CGRateS answers
     # UNAUTHORIZED_DESTINATION (no *any profile here either)
     with pytest.raises(RatingError) as failed:
         _micros(plan, "d1", "4930", MONDAY, 60 * S)
     assert failed.value.code == "unknown_destination"
-    # d2 -> d3 -> carrier_b is depth 3: rated, 0.02/s
+    # d2 -> d3 -> wholesale is depth 3: rated, 0.02/s
     assert _micros(plan, "d2", "4930", MONDAY, 60 * S) == 1_200_000
 
 
