@@ -240,7 +240,9 @@ class GrantState:
 
     usage_s: int  # the cumulative usage charged so far
     paid_usage_s: int  # the usage the debited plus held money pays for
-    final: bool  # the grant is the last the balance allows (the session has a deadline)
+    # the grant is the last the balance allows: the session has a deadline, or its hold
+    # was granted in full but the money left pays no usage past it (Grants.last_grant)
+    final: bool
     cut: bool = False  # the cutter is cutting it (credit gone, killed)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from chargingd.core.config import SessionsConfig
-from chargingd.ledger import Grant, Ledger, SessionClosed
+from chargingd.ledger import Grant, Ledger, SessionClosed, UnknownAccount
 from chargingd.sessions.fused import FusedPath
 from chargingd.sessions.modes import CreditModes
 from chargingd.sessions.noting import Noted
@@ -228,6 +228,23 @@ class Grants:
         told_s = min(self.paid_s(rec, rec.credit_micros), self.cfg.max_session_s)
         ends_ms = rec.answer_ms + (told_s + self.cfg.cut_tolerance_s) * 1000 + 999
         return self.clock_ms() > ends_ms
+
+    async def last_grant(self, rec: SessionRecord) -> bool:
+        """Whether the grant the session has now is the last the money allows, though
+        held in full (not ``limited``): what is debited, held and still available pays
+        for no usage past ``paid_usage_s`` (a balance that pays this renewal exactly,
+        or leaves less than the next billing increment). Diameter's CCA then carries
+        Final-Unit-Indication (RFC 4006 §5.6.1), as a first grant does when the
+        Session-Timeout is no longer than it (sessions/authorize.py). No deadline:
+        the hold is what was asked; the next renewal finds nothing and is limited."""
+        if rec.paid_usage_s >= self._session_ttl_s:
+            return False  # paid_s is capped there: no statement about the money
+        try:
+            account = await self.ledger.get_account(rec.account_id)
+        except UnknownAccount:
+            return False  # deleted under a live call: nothing to say about its money
+        total = rec.debited_micros + rec.held_micros + account.available_micros
+        return self.paid_s(rec, total) <= rec.paid_usage_s
 
     async def told_again(self, rec: SessionRecord) -> tuple[int, int, int]:
         """A full-grant call whose Session-Timeout the money bounded: (the Session-Timeout

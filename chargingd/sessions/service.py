@@ -436,10 +436,13 @@ class Sessions:
         rec = None if account_id is None else await self.store.get(account_id, session_id)
         if rec is None or rec.state != LIVE:
             return None
+        final = bool(rec.limited)
+        if not final and not rec.cut_reason and not self.modes.hold_all(rec.client):
+            final = await self.grants.last_grant(rec)
         return GrantState(
             usage_s=rec.last_usage_s,
             paid_usage_s=rec.paid_usage_s,
-            final=bool(rec.limited),
+            final=final,
             cut=bool(rec.cut_reason),
         )
 

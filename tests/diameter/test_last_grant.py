@@ -52,3 +52,55 @@ async def test_first_grant_that_is_all_the_money_pays_carries_fui(
         assert (cdr.duration_s, cdr.cost_micros) == (60, 1_300_000)
         account = await running.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (balance_micros - 1_300_000, 0)
+
+
+BERLIN = "tel:+4930123456"  # DE_BERLIN: 0.60 EUR per minute, per second (0.01 a second)
+
+
+@pytest.mark.parametrize(
+    ("called", "balance_micros", "fui"),
+    [
+        # per second: CCR-I 35 s held (0.35); the CCR-U at 20 s commits 0.20 and holds
+        # 35 s more (0.35): 0.55 is exactly that, 0.56 one second past it
+        (BERLIN, 550_000, True),
+        (BERLIN, 560_000, False),
+        # per minute (0.10 + 1.20 a started minute): the CCR-U at 60 s holds the second
+        # minute; 2.50 pays exactly two, 2.60 leaves 0.10 that buys no third, 3.70 does
+        (HAMBURG, 2_500_000, True),
+        (HAMBURG, 2_600_000, True),
+        (HAMBURG, 3_700_000, False),
+    ],
+)
+async def test_renewal_that_is_all_the_money_pays_carries_fui(
+    redis: aioredis.Redis, tmp_path: Path, called: str, balance_micros: int, fui: bool
+) -> None:
+    """RFC 4006 §5.6.1/§8.34: the OCS sends Final-Unit-Indication with the last units it
+    grants. Before, a CCR-U whose renewal was held in full but used up the balance
+    exactly (sessions did not call it limited) was granted without FUI: the client
+    learnt only at its next CCR-U (4012, GSU 0) that the units it had were the last,
+    and a client that plays an announcement or redirects on FUI could not."""
+    async with running_frontend(redis, tmp_path, interim_interval_s=20) as running:
+        await add_account(
+            running.ledger, balance_micros=balance_micros, identities=(f"ani:{CALLER}",)
+        )
+        c = await open_client(running.port)
+        try:
+            call = cl.Call(f"scscf.ims.test;1;renew{balance_micros}", calling=CALLER, called=called)
+            i = await c.ccr(call, 1, 0, requested_s=0)
+            assert (i.result, i.mscc_result, i.fui) == (2001, 2001, False)
+            used = 20 if called == BERLIN else 60
+            u = await c.ccr(call, 2, 1, used_s=used, requested_s=0)
+            assert (u.result, u.mscc_result, u.fui) == (2001, 2001, fui)
+            assert u.granted == (35 if called == BERLIN else 60)
+            u2 = await c.ccr(call, 2, 2, used_s=u.granted, requested_s=0)
+            if fui:  # what FUI announced: nothing more
+                assert (u2.result, u2.mscc_result, u2.granted) == (2001, 4012, 0)
+            else:  # (the money left pays part of the next grant, or all: FUI)
+                assert u2.mscc_result == 2001 and u2.granted
+            t = await c.ccr(call, 3, 3, used_s=0)
+            assert t.result == 2001
+        finally:
+            await c.close()
+        account = await running.ledger.get_account("acc1")
+        assert account.reserved_micros == 0
+        assert account.balance_micros >= 0
