@@ -18,6 +18,7 @@ from chargingd.diameter import codec as dc
 from chargingd.diameter.dictionary import (
     APP_CREDIT_CONTROL,
     APP_RELAY,
+    CCR_TOP_CHARGING,
     VENDOR_3GPP,
     A,
     Cmd,
@@ -235,7 +236,7 @@ class Connection:
             out.send.append(error_answer(msg, self.ident, Result.APPLICATION_UNSUPPORTED))
             return
         try:
-            unknown = unsupported_mandatory(msg.avps)
+            unknown = unsupported_mandatory(msg.avps, also=CCR_TOP_CHARGING)
         except dc.Malformed as exc:
             self.counters.malformed += 1
             ids = b"" if is_protocol_error(exc.result_code) else command_ids(msg)

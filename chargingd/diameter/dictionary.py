@@ -286,6 +286,49 @@ KNOWN: frozenset[int] = frozenset(
     [key(int(code)) for code in A] + [key(int(code), VENDOR_3GPP) for code in G]
 )
 
+# 3GPP AVPs (vendor 10415) with the M bit that a Ro/Gy client puts at the CCR's top
+# level and that are charging information, accepted there and ignored
+# (messages.unsupported_mandatory). TS 32.299 §6.4.2's CCR names one 3GPP AVP at the
+# top level besides Service-Information: AoC-Request-Type (§7.2.15a; V and M), which
+# asks for Advice of Charge; an OCS that gives none answers without AoC-Information
+# (open5gs's SMF sends AoC_FULL in every Gy CCR). Gy clients also put TS 29.061
+# §16.4.7's 3GPP-* AVPs there (the ones TS 32.299 carries in PS-Information:
+# location, RAT, charging id, node addresses; freeDiameter's dict_dcca_3gpp and the
+# clients built on it set M on all of them): descriptions of the bearer, nothing
+# chargingd rates. Not the 3GPP-* of TS 29.061 that instruct the GGSN on Gi
+# (3GPP-IPv6-DNS-Servers 17, 3GPP-Teardown-Indicator 19, 3GPP-Packet-Filter 25,
+# 3GPP-Negotiated-DSCP 26, 3GPP-Allocate-IP-Type 27), nor any other 3GPP AVP: an
+# M-bit AVP chargingd cannot tell is charging information is still 5001 (RFC 6733
+# §4.1, §7.1.5), as is every unknown vendor's.
+AOC_REQUEST_TYPE = 2055
+TS29061_CHARGING = (
+    1,  # 3GPP-IMSI
+    2,  # 3GPP-Charging-Id
+    3,  # 3GPP-PDP-Type
+    4,  # 3GPP-CG-Address
+    5,  # 3GPP-GPRS-Negotiated-QoS-Profile
+    6,  # 3GPP-SGSN-Address
+    7,  # 3GPP-GGSN-Address
+    8,  # 3GPP-IMSI-MCC-MNC
+    9,  # 3GPP-GGSN-MCC-MNC
+    10,  # 3GPP-NSAPI
+    11,  # 3GPP-Session-Stop-Indicator
+    12,  # 3GPP-Selection-Mode
+    13,  # 3GPP-Charging-Characteristics
+    14,  # 3GPP-CG-IPv6-Address
+    15,  # 3GPP-SGSN-IPv6-Address
+    16,  # 3GPP-GGSN-IPv6-Address
+    18,  # 3GPP-SGSN-MCC-MNC
+    20,  # 3GPP-IMEISV
+    21,  # 3GPP-RAT-Type
+    22,  # 3GPP-User-Location-Info
+    23,  # 3GPP-MS-TimeZone
+    24,  # 3GPP-CAMEL-Charging-Info
+)
+CCR_TOP_CHARGING: frozenset[int] = frozenset(
+    key(code, VENDOR_3GPP) for code in (AOC_REQUEST_TYPE, *TS29061_CHARGING)
+)
+
 # Grouped AVPs whose members are checked for unsupported M-bit AVPs too.
 GROUPED: frozenset[int] = frozenset(
     [

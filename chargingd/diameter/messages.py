@@ -112,7 +112,9 @@ def command_ids(req: dc.Message) -> bytes:
     return b"".join(out)
 
 
-def unsupported_mandatory(avps: list[dc.Avp], *, charging_info: bool = False) -> dc.Avp | None:
+def unsupported_mandatory(
+    avps: list[dc.Avp], *, charging_info: bool = False, also: frozenset[int] = frozenset()
+) -> dc.Avp | None:
     """The first AVP with the M bit that chargingd does not know (RFC 6733 §4.1:
     answered 5001 AVP_UNSUPPORTED with it in Failed-AVP), looking into the known
     Grouped AVPs too. Malformed propagates (a Grouped AVP that does not parse).
@@ -126,10 +128,17 @@ def unsupported_mandatory(avps: list[dc.Avp], *, charging_info: bool = False) ->
     in Used-Service-Unit, Trigger, Envelope-Reporting, Time-Quota-Mechanism,
     QoS-Information, ...); chargingd reads the called party and the reporting reason
     from them and rates nothing else. A 5001 there refused every call of such a
-    client. Other vendors' AVPs with the M bit are still refused."""
+    client. Other vendors' AVPs with the M bit are still refused.
+
+    ``also``: AVPs accepted (and ignored) in ``avps`` itself, not inside its Grouped
+    AVPs: the 3GPP charging AVPs a Ro/Gy client puts at a CCR's top level
+    (dictionary.CCR_TOP_CHARGING); any other 3GPP AVP with the M bit there is
+    refused."""
     for a in avps:
         k = key(a.code, a.vendor)
         if k not in KNOWN:
+            if k in also:
+                continue
             if a.flags & dc.AVP_M and not (charging_info and a.vendor == VENDOR_3GPP):
                 return a
             continue

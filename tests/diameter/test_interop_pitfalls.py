@@ -151,6 +151,87 @@ async def test_3gpp_avps_inside_the_mscc_and_its_units_are_accepted(running: Run
         await client.close()
 
 
+def _gy_top_level() -> bytes:
+    """What a TS 32.299 Gy/Ro client puts at the CCR's top level beside the RFC 4006
+    AVPs, 3GPP AVPs with V and M (freeDiameter's dict_dcca_3gpp sets M on all of
+    them): open5gs's SMF sends Requested-Action, AoC-Request-Type AoC_FULL and
+    Multiple-Services-Indicator in every CCR; GGSNs of the pre-PS-Information Gy
+    send TS 29.061's 3GPP-* charging AVPs there."""
+    v = VENDOR_3GPP
+    return b"".join(
+        [
+            dc.u32(A.REQUESTED_ACTION, 0),
+            dc.u32(2055, 1, vendor=v),  # AoC-Request-Type AoC_FULL
+            dc.u32(A.MULTIPLE_SERVICES_INDICATOR, 1),
+            dc.avp(21, b"06", vendor=v),  # 3GPP-RAT-Type (EUTRAN)
+            dc.avp(22, bytes.fromhex("8262f2100001626f210001e240"), vendor=v),  # ULI
+            dc.u32(2, 0x1234, vendor=v),  # 3GPP-Charging-Id
+            dc.avp(6, bytes([127, 0, 0, 2]), vendor=v),  # 3GPP-SGSN-Address
+            dc.avp(7, bytes([127, 0, 0, 3]), vendor=v),  # 3GPP-GGSN-Address
+            dc.utf8(18, "26201", vendor=v),  # 3GPP-SGSN-MCC-MNC
+            dc.avp(23, b"\x40\x00", vendor=v),  # 3GPP-MS-TimeZone
+            dc.utf8(12, "0", vendor=v),  # 3GPP-Selection-Mode
+            dc.utf8(13, "0800", vendor=v),  # 3GPP-Charging-Characteristics
+        ]
+    )
+
+
+async def test_3gpp_charging_avps_at_the_ccr_top_level_are_accepted(running: Running) -> None:
+    """TS 32.299 §6.4.2 puts AoC-Request-Type (2055, vendor 10415, M) at the CCR's top
+    level, and Gy clients put TS 29.061's 3GPP-* charging AVPs there (3GPP-RAT-Type,
+    3GPP-User-Location-Info, ...; V and M in freeDiameter's dictionary). Only those
+    inside Service-Information and the MSCC were taken as charging information: each
+    CCR of such a client was answered 5001, every session refused. Now they are
+    ignored as the charging information they are, and the call is charged as any."""
+    client = await open_client(running.port)
+    try:
+        c = cl.Call("pit-gy-top", calling=CALLER, called=BERLIN)
+        top = _gy_top_level()
+        i = await client.ccr(c, 1, 0, requested_s=60, extra=top)
+        assert (i.result, i.mscc_result) == (2001, 2001) and i.granted
+        u = await client.ccr(c, 2, 1, used_s=30, requested_s=60, extra=top)
+        assert (u.result, u.mscc_result) == (2001, 2001) and u.granted
+        t = await client.ccr(c, 3, 2, used_s=15, extra=top + dc.u32(A.TERMINATION_CAUSE, 1))
+        assert t.result == 2001
+        account = await running.ledger.get_account("acc1")
+        assert account.balance_micros == 10 * EUR - 45 * 10_000
+        assert account.reserved_micros == 0
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "vendor"),
+    [
+        (9999, VENDOR_3GPP),  # a 3GPP AVP chargingd does not know
+        (1001, VENDOR_3GPP),  # Gx Charging-Rule-Install: no charging information
+        (19, VENDOR_3GPP),  # 3GPP-Teardown-Indicator: a Gi instruction to the GGSN
+        (2055, 12345),  # AoC-Request-Type's code under an unknown vendor
+        (99999, 12345),  # an unknown vendor's AVP
+    ],
+)
+async def test_other_mandatory_avps_at_the_top_level_are_still_refused(
+    running: Running, code: int, vendor: int
+) -> None:
+    """RFC 6733 §4.1 / §7.1.5: an AVP with the M bit chargingd does not understand is
+    answered 5001 with it in Failed-AVP; the top-level charging AVPs above do not
+    widen that to every 3GPP AVP (a Gx or Gi instruction is no charging information),
+    nor to another vendor's. Nothing is authorized."""
+    client = await open_client(running.port)
+    try:
+        odd = dc.u32(code, 1, vendor=vendor)
+        c = cl.Call(f"pit-top-{code}-{vendor}", calling=CALLER, called=BERLIN)
+        data = cl.ccr(client.me, c, 1, 0, *client.next_ids(), requested_s=60,
+                      extra=_gy_top_level() + odd)  # fmt: skip
+        refused = await client.ask(data)
+        assert result_code(refused) == Result.AVP_UNSUPPORTED
+        failed = refused.get(A.FAILED_AVP).group()  # type: ignore[union-attr]
+        assert [(a.code, a.vendor) for a in failed] == [(code, vendor)]
+        assert await running.sessions.store.find(c.session_id) is None
+    finally:
+        await client.close()
+
+
 async def test_request_number_after_a_rar(running: Running) -> None:
     """After a RAR the client's re-authorization is its *next* CCR-U number (RFC 4006
     §5.5); a client that restarts numbering at 0 is refused, nothing moves."""
