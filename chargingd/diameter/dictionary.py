@@ -264,7 +264,11 @@ DISCONNECT_BUSY = 1
 DISCONNECT_DO_NOT_WANT_TO_TALK = 2
 AUTHORIZE_ONLY = 0
 NO_STATE_MAINTAINED = 1
-# Termination-Cause (RFC 6733 §8.15) values, for the CDR's terminate_cause.
+# Termination-Cause (RFC 6733 §8.15) values, for the CDR's terminate_cause. 11-28 are
+# RFC 7155's (NASREQ; IANA's registry of AVP 295): RADIUS Acct-Terminate-Cause + 10,
+# sent by NASREQ-derived clients and RADIUS-Diameter gateways. They are named as a
+# RADIUS gateway's CDR names the same cause (radius/codec.py TERMINATE_CAUSES), so
+# one cause reads the same whichever protocol reported it (before: "11", "15").
 TERMINATION_CAUSES = {
     1: "Logout",
     2: "Service-Not-Provided",
@@ -274,6 +278,24 @@ TERMINATION_CAUSES = {
     6: "Auth-Expired",
     7: "User-Moved",
     8: "Session-Timeout",
+    11: "User-Request",
+    12: "Lost-Carrier",
+    13: "Lost-Service",
+    14: "Idle-Timeout",
+    15: "Session-Timeout",
+    16: "Admin-Reset",
+    17: "Admin-Reboot",
+    18: "Port-Error",
+    19: "NAS-Error",
+    20: "NAS-Request",
+    21: "NAS-Reboot",
+    22: "Port-Unneeded",
+    23: "Port-Preempted",
+    24: "Port-Suspended",
+    25: "Service-Unavailable",
+    26: "Callback",
+    27: "User-Error",
+    28: "Host-Request",
 }
 
 

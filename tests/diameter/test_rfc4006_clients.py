@@ -175,10 +175,18 @@ def test_per_group_usage_survives_redis_and_an_older_writers_state() -> None:
 async def test_ccr_t_without_usu_and_its_termination_cause_in_the_cdr(running: Running) -> None:
     """A CCR-T without Used-Service-Unit (nothing used since the last report, RFC 4006
     §5.1.2) charges the usage reported so far; its Termination-Cause (RFC 6733 §8.15)
-    is the CDR's terminate_cause, by name, or by number when RFC 6733 names none (it
-    was dropped)."""
+    is the CDR's terminate_cause, by name, or by number when no RFC names it (it was
+    dropped). RFC 7155's values (RADIUS Acct-Terminate-Cause + 10, from NASREQ-derived
+    clients) are named as a RADIUS gateway's CDR names them (before: "11", "16")."""
     client = await open_client(running.port)
-    for sid, cause, named in (("tc-known", 8, "Session-Timeout"), ("tc-odd", 99, "99")):
+    causes = (
+        ("tc-known", 8, "Session-Timeout"),
+        ("tc-odd", 99, "99"),
+        ("tc-nas-user", 11, "User-Request"),
+        ("tc-nas-admin", 16, "Admin-Reset"),
+        ("tc-nas-host", 28, "Host-Request"),
+    )
+    for sid, cause, named in causes:
         c = cl.Call(sid, calling=CALLER, called=BERLIN)
         assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
         assert (await client.ccr(c, 2, 1, used_s=20, requested_s=60)).result == 2001
@@ -189,7 +197,7 @@ async def test_ccr_t_without_usu_and_its_termination_cause_in_the_cdr(running: R
         assert cdr.extra["terminate_cause"] == named
     account = await running.ledger.get_account("acc1")
     cdrs = await read_cdrs(running.redis)
-    assert account.debits_micros == sum(x.charged_micros for x in cdrs) == 40 * PER_S
+    assert account.debits_micros == sum(x.charged_micros for x in cdrs) == 20 * PER_S * len(causes)
     assert account.reserved_micros == 0
     await client.close()
 
