@@ -116,6 +116,24 @@ async def test_money_running_out_gets_fui_then_an_asr(running: Running, peer: Er
     await until(lambda: running.frontend.initiated.counters.asr_confirmed == 1)
 
 
+@pytest.mark.parametrize(("balance_micros", "fui"), [(1_050_000, True), (1_060_000, False)])
+async def test_a_renewal_that_takes_the_last_of_the_money_carries_fui(
+    running: Running, peer: ErlangPeer, balance_micros: int, fui: bool
+) -> None:
+    """OTP's decoder reads the CCA-U: 1.05 EUR pays 105 s at 0.01 a second; the CCR-U
+    at 30 s renews for 75 s, exactly the rest (Final-Unit-Indication, RFC 4006 §5.6.1);
+    one cent more and it is not the last grant. Before, both came without FUI."""
+    sid = f"scscf.ims.test;1;otp-last-{balance_micros}"
+    i = await _open_call(running, peer, sid, balance_micros)
+    assert (i["result"], i["mscc_result"], i["granted"], i["fui"]) == (2001, 2001, 75, False)
+    u = await peer.ccr("u", sid, 2, 1, used=30, requested=60, rating_group=100)
+    assert (u["result"], u["mscc_result"], u["granted"], u["fui"]) == (2001, 2001, 75, fui)
+    t = await peer.ccr("t", sid, 3, 2, used=20, rating_group=100)
+    assert t["result"] == 2001
+    account = await running.ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (balance_micros - 500_000, 0)
+
+
 async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
     redis: aioredis.Redis, tmp_path: Path, peer: ErlangPeer
 ) -> None:

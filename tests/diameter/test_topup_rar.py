@@ -81,3 +81,37 @@ async def test_topup_after_a_first_grant_with_fui_sends_a_rar(
             await c.close()
         (cdr,) = await read_cdrs(redis)
         assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 85, 2_500_000)
+
+
+async def test_topup_after_a_renewal_with_fui_sends_a_rar(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """2.50 EUR pays two minutes: the CCR-U at 60 s is granted the second minute, the
+    last (FUI, no deadline: held in full). A top-up re-tells it (RAR), and the next
+    CCR-U is granted without FUI: the FUI did not strand a call whose money came."""
+    async with running_frontend(redis, tmp_path, interim_interval_s=20) as running:
+        await add_account(running.ledger, balance_micros=2_500_000, identities=(f"ani:{CALLER}",))
+        c = await open_client(running.port)
+        try:
+            call = cl.Call("scscf.ims.test;1;topup-renew", calling=CALLER, called=HAMBURG)
+            i = await c.ccr(call, 1, 0, requested_s=0)
+            assert (i.result, i.mscc_result, i.granted, i.fui) == (2001, 2001, 60, False)
+            u = await c.ccr(call, 2, 1, used_s=60, requested_s=0)
+            assert (u.result, u.mscc_result, u.granted, u.fui) == (2001, 2001, 60, True)
+            await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+            assert await running.sessions.on_topup("acc1") == 1
+            for _ in range(100):
+                if c.server_requests:
+                    break
+                await asyncio.sleep(0.02)
+            assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
+            u = await c.ccr(call, 2, 2, used_s=30, requested_s=0)
+            assert (u.result, u.mscc_result, u.fui) == (2001, 2001, False) and u.granted
+            t = await c.ccr(call, 3, 3, used_s=40)
+            assert t.result == 2001
+        finally:
+            await c.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.status, cdr.duration_s, cdr.cost_micros) == ("normal", 130, 3_700_000)
+        account = await running.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (3_800_000, 0)
