@@ -8,7 +8,10 @@ router sends each session to the frontend owning its client name):
   Disconnect-ACK or a NAK 503 does; anything else, or no answer, is a failure the
   cutter retries with its back-off, as for a Disconnect-Request.
 - ``change_timeout`` -> Re-Auth-Request AUTHORIZE_ONLY (RFC 6733 §8.3, RFC 4006
-  §5.5): the client sends a CCR-U and gets the larger grant the top-up pays for.
+  §5.5): the client sends a CCR-U and gets the larger grant the top-up pays for. RAA
+  2002 DIAMETER_LIMITED_SUCCESS confirms it as 2001 does: RFC 4006 §5.5 says a
+  client SHOULD answer 2002 ("a CCR-U follows"), 2001 when a re-authorization was
+  already under way.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class InitiatedCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# RAA Result-Codes that say the client re-authorizes (RFC 4006 §5.5).
+_RAA_TOLD = frozenset((Result.SUCCESS, Result.LIMITED_SUCCESS))
+
+
 class ServerInitiated:
     """ASR / RAR to the peer that owns a session, over its open connection."""
 
@@ -78,7 +85,7 @@ class ServerInitiated:
         self.counters.rar_sent += 1
         extra = dc.u32(A.RE_AUTH_REQUEST_TYPE, AUTHORIZE_ONLY)
         answer = await self._send(Cmd.RE_AUTH, ref, extra)
-        if answer is not None and result_code(answer) == Result.SUCCESS:
+        if answer is not None and result_code(answer) in _RAA_TOLD:
             self.counters.rar_confirmed += 1
             return True
         self.counters.rar_failed += 1

@@ -154,16 +154,20 @@ async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
         assert rec is not None and rec.cut_ok == 1 and rec.cut_attempts >= 2
 
 
+@pytest.mark.parametrize("raa", [2001, 2002])
 async def test_top_up_sends_a_rar_and_the_next_ccr_u_gets_a_larger_grant(
-    running: Running, peer: ErlangPeer
+    running: Running, peer: ErlangPeer, raa: int
 ) -> None:
-    sid = "scscf.ims.test;1;otp-topup"
+    """RAA 2002 DIAMETER_LIMITED_SUCCESS is what RFC 4006 §5.5 says a client SHOULD
+    answer (a CCR-U follows): it confirms the RAR as 2001 does (before: counted failed)."""
+    sid = f"scscf.ims.test;1;otp-topup-{raa}"
     i = await _open_call(running, peer, sid, 50_000)  # 5 s of money
     assert i["fui"] and i["granted"] == 5
+    await peer.answer_with("rar", raa)
     await running.ledger.topup("acc1", 10 * EUR, txn_id="t1", who="test")
     assert await running.sessions.on_topup("acc1") == 1
     rar = await peer.wait_for(lambda e: e.get("event") == "rar")
-    assert rar["session"] == sid and rar["answered"] == 2001
+    assert rar["session"] == sid and rar["answered"] == raa
     # RFC 4006 §5.5: after the RAR the client re-authorizes with its next request number.
     u = await peer.ccr("u", sid, 2, 1, used=1, requested=60, rating_group=100)
     assert (u["result"], u["mscc_result"], u["fui"]) == (2001, 2001, False)

@@ -257,6 +257,31 @@ async def test_request_number_after_a_rar(running: Running) -> None:
     await client.close()
 
 
+@pytest.mark.parametrize(("raa", "told"), [(2001, True), (2002, True), (5012, False)])
+async def test_raa_limited_success_confirms_the_rar(running: Running, raa: int, told: bool) -> None:
+    """RFC 4006 §5.5: a client that receives a RAR answers RAA 2002
+    DIAMETER_LIMITED_SUCCESS ("a CCR-U follows to complete the procedure"; 2001 when a
+    re-authorization was already under way), then re-authorizes. chargingd counted a
+    2002 as a failed RAR (ctl status rar_failed, and False to the relay's requester),
+    though the client did exactly what the RFC asks; now 2001 and 2002 confirm it."""
+    client = await open_client(running.port)
+    client.answer_rar = raa
+    try:
+        c = cl.Call(f"pit-raa-{raa}", calling=CALLER, called=BERLIN)
+        assert (await client.ccr(c, 1, 0, requested_s=60)).result == 2001
+        rec = await running.sessions.store.find(c.session_id)
+        assert rec is not None
+        from chargingd.sessions.cutter import ref_of
+
+        counters = running.frontend.initiated.counters
+        assert await running.frontend.initiated.change_timeout(ref_of(rec), 0) is told
+        assert (counters.rar_confirmed, counters.rar_failed) == (int(told), int(not told))
+        u = await client.ccr(c, 2, 1, used_s=20, requested_s=60)
+        assert (u.result, u.mscc_result) == (2001, 2001) and u.granted
+    finally:
+        await client.close()
+
+
 async def test_answers_come_well_within_the_clients_tx(running: Running) -> None:
     """RFC 4006 §13: Tx (10 s by default) then the client fails over or applies CCFH.
     60 calls' CCR-I, U and T at once on 3 connections all answer within half of it
