@@ -134,6 +134,28 @@ async def test_a_renewal_that_takes_the_last_of_the_money_carries_fui(
     assert (account.balance_micros, account.reserved_micros) == (balance_micros - 500_000, 0)
 
 
+async def test_top_level_3gpp_charging_avps_of_otp_are_accepted(
+    running: Running, peer: ErlangPeer
+) -> None:
+    """OTP encodes AoC-Request-Type (2055) and 3GPP-RAT-Type (21) at the CCR's top level
+    with V and M, as its dictionary (TS 32.299 §6.4.2, freeDiameter's flags) says:
+    each CCR of it was answered 5001 before; now the call is charged as any."""
+    await add_account(running.ledger, balance_micros=10 * EUR, identities=(f"ani:{CALLER}",))
+    up = await peer.connect(running.port, origin_host=GW.origin_host, realm=GW.realm)
+    assert up["event"] == "up"
+    sid = "scscf.ims.test;1;otp-aoc"
+    top = {"aoc": 1, "rat_type": "06"}  # AOC_FULL, EUTRAN
+    i = await peer.ccr("i", sid, 1, 0, calling=CALLER, called=BERLIN, requested=60,
+                       rating_group=100, **top)  # fmt: skip
+    assert (i["result"], i["mscc_result"]) == (2001, 2001) and i["granted"] > 0
+    u = await peer.ccr("u", sid, 2, 1, used=30, requested=60, rating_group=100, **top)
+    assert (u["result"], u["mscc_result"]) == (2001, 2001)
+    t = await peer.ccr("t", sid, 3, 2, used=10, rating_group=100, **top)
+    assert t["result"] == 2001
+    account = await running.ledger.get_account("acc1")
+    assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 400_000, 0)
+
+
 async def test_unconfirmed_asr_is_retried_like_a_disconnect_request(
     redis: aioredis.Redis, tmp_path: Path, peer: ErlangPeer
 ) -> None:

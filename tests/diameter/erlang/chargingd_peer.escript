@@ -13,7 +13,8 @@
 %%   {connect, Port, WatchdogMs}.                      -> {"event":"up"} | {"event":"down"}
 %%   {ccr, Tag, SessionId, Type, Number, Props}.       -> {"tag":Tag,"result":..,"granted":..,
 %%                                                         "decode_errors":"[]"}
-%%        Props: [{calling,S}, {called,S}, {used,N}, {requested,N}, {rating_group,N}]
+%%        Props: [{calling,S}, {called,S}, {used,N}, {requested,N}, {rating_group,N},
+%%                {aoc,N}, {rat_type,S}]  (AoC-Request-Type, 3GPP-RAT-Type: top level)
 %%   {answer_with, asr | rar, ResultCode}.             how the next ASR/RAR are answered
 %%   stop.
 %%
@@ -151,7 +152,10 @@ ccr_avps(Props) ->
                   || lists:any(fun({K, _}) -> lists:member(K, [requested, requested_octets]) end,
                                Props)]
               ++ [{'Rating-Group', [N]} || {rating_group, N} <- Props]),
-    M0 = #{'Subscription-Id' => Subs, 'Multiple-Services-Credit-Control' => [Units]},
+    Top = maps:from_list([{'AoC-Request-Type', [N]} || {aoc, N} <- Props]
+                         ++ [{'3GPP-RAT-Type', [V]} || {rat_type, V} <- Props]),
+    M0 = maps:merge(Top, #{'Subscription-Id' => Subs,
+                           'Multiple-Services-Credit-Control' => [Units]}),
     case Called of
         [] -> M0;
         [SI] -> M0#{'Service-Information' => [SI]}
