@@ -290,9 +290,14 @@ class CreditControlApp:
             if not any(s.mscc for s in ccr.services) and not ccr.services[0].final:
                 # RFC 4006 single service: the command's Result-Code is the service's
                 # (a 2001 with GSU 0 reads as "go on" to clients that ignore the FUI).
+                # A CCR-U answered with a failure ends the session on both sides (RFC
+                # 4006 §7: the server goes Idle, its used units debited; the client
+                # goes Idle without a CCR-T), so it is closed here, charged what it
+                # reported. A CCR-T sent anyway is a duplicate Stop (2001, no charge).
                 body = self._cca_body(
                     ccr, Result.CREDIT_LIMIT_REACHED, None, message="credit used up"
                 )
+                await self.credit.account(self._report(call, ccr, UsageKind.STOP, used_s))
                 await self._remember(ccr, used_s, body, groups=groups, spans=spans)
                 return answer(msg, body)
             grant = Grant(0, validity_s, final=True, result=Result.CREDIT_LIMIT_REACHED)

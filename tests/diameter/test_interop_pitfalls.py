@@ -151,6 +151,46 @@ async def test_3gpp_avps_inside_the_mscc_and_its_units_are_accepted(running: Run
         await client.close()
 
 
+async def test_single_service_4012_on_a_ccr_u_ends_the_session_there(running: Running) -> None:
+    """RFC 4006 §7: a CCR-U answered with a failure Result-Code (here 4012 at the command
+    level, the only one without MSCC) takes the server's session to Idle, its used
+    units debited, and the client's too: it terminates the service (or goes on
+    without credit control, CCFH CONTINUE) and sends no CCR-T. chargingd kept the
+    session live for a CCR-T that does not come: the call counted as live, got an ASR
+    at its deadline (answered 5002: the client has no such session any more), and was
+    reaped as stale, charged provisionally. Now the CCR-U closes it, charged what it
+    reported: one CDR at once; a CCR-T sent anyway is answered 2001 and moves
+    nothing."""
+    from sessions_harness import read_cdrs
+
+    await add_account(running.ledger, "poor", balance_micros=50_000,
+                      identities=("ani:+4930777000",))  # fmt: skip
+    client = await open_client(running.port)
+    try:
+        c = cl.Call("pit-single-idle", calling="+4930777000", called=BERLIN, rating_group=None)
+        first = await client.ccr(c, 1, 0, requested_s=60)
+        assert (first.result, first.granted, first.fui) == (2001, 5, True)
+        update = await client.ccr(c, 2, 1, used_s=5, requested_s=60)
+        assert update.result == Result.CREDIT_LIMIT_REACHED
+        (cdr,) = await read_cdrs(running.redis)
+        assert (cdr.status, cdr.duration_s, cdr.charged_micros) == ("credit_cut", 5, 50_000)
+        assert cdr.extra.get("charge_reason", "") == "" and cdr.charge_reason == ""
+        rec = await running.sessions.store.find(c.session_id)
+        assert rec is None or rec.state != "live"
+        again = await client.ccr(c, 2, 1, used_s=5, requested_s=60)  # retransmitted
+        assert again.result == Result.CREDIT_LIMIT_REACHED
+        late = await client.ccr(c, 3, 2, used_s=0)
+        assert late.result == 2001
+        assert len(await read_cdrs(running.redis)) == 1
+        account = await running.ledger.get_account("poor")
+        assert (account.balance_micros, account.reserved_micros) == (0, 0)
+        assert account.debits_micros == 50_000
+        await asyncio.sleep(0.5)  # the cutter runs every 0.2 s: nothing left to cut
+        assert not [m for m in client.server_requests if m.command == Cmd.ABORT_SESSION]
+    finally:
+        await client.close()
+
+
 def _gy_top_level() -> bytes:
     """What a TS 32.299 Gy/Ro client puts at the CCR's top level beside the RFC 4006
     AVPs, 3GPP AVPs with V and M (freeDiameter's dict_dcca_3gpp sets M on all of
