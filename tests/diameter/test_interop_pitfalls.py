@@ -191,6 +191,39 @@ async def test_single_service_4012_on_a_ccr_u_ends_the_session_there(running: Ru
         await client.close()
 
 
+@pytest.mark.parametrize(("action", "name"), [(1, "REFUND_ACCOUNT"), (2, "CHECK_BALANCE"),
+                                               (3, "PRICE_ENQUIRY")])  # fmt: skip
+async def test_event_actions_other_than_direct_debiting_are_5012(
+    running: Running, action: int, name: str
+) -> None:
+    """RFC 4006 §6: chargingd offers direct debiting of time only. A refund, balance
+    check or price enquiry is answered 5012 UNABLE_TO_COMPLY, a permanent failure (RFC
+    4006 §7, client event table: the client indicates a service error and deletes a
+    refund rather than storing it for re-sending, as it would after a 3xxx), in the CCA
+    grammar (Auth-Application-Id, CC-Request-Type, CC-Request-Number) with why in
+    Error-Message; nothing is debited or kept: no session, no CDR."""
+    from sessions_harness import read_cdrs
+
+    client = await open_client(running.port)
+    try:
+        c = cl.Call(f"pit-event-{name}", calling=CALLER, called=BERLIN)
+        data = cl.ccr(client.me, c, 4, 0, *client.next_ids(), requested_s=60)
+        data = data.replace(dc.u32(A.REQUESTED_ACTION, 0), dc.u32(A.REQUESTED_ACTION, action))
+        ans = Answered.of(await client.ask(data))
+        assert (ans.result, ans.mscc_result, ans.granted) == (5012, 5012, None)
+        msg = ans.msg
+        assert [msg.get(a).u32() for a in (A.AUTH_APPLICATION_ID, A.CC_REQUEST_TYPE,  # type: ignore[union-attr]
+                                           A.CC_REQUEST_NUMBER)] == [4, 4, 0]  # fmt: skip
+        assert "direct debiting" in msg.get(A.ERROR_MESSAGE).text()  # type: ignore[union-attr]
+        assert not msg.flags & dc.FLAG_E
+        account = await running.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR, 0)
+        assert await running.sessions.store.find(c.session_id) is None
+        assert await read_cdrs(running.redis) == []
+    finally:
+        await client.close()
+
+
 def _gy_top_level() -> bytes:
     """What a TS 32.299 Gy/Ro client puts at the CCR's top level beside the RFC 4006
     AVPs, 3GPP AVPs with V and M (freeDiameter's dict_dcca_3gpp sets M on all of
