@@ -19,6 +19,7 @@ class StoredCharge:
     cost_micros: int
     charged_micros: int
     charge: str
+    status: str = ""  # CdrStatus: an unanswered call's id may be taken by its answered one
 
 
 async def charges(db: BillingDB, source: str, call_ids: Sequence[str]) -> dict[str, StoredCharge]:
@@ -28,7 +29,7 @@ async def charges(db: BillingDB, source: str, call_ids: Sequence[str]) -> dict[s
 
     async def work(conn: Conn) -> dict[str, StoredCharge]:
         cur = await conn.execute(
-            "SELECT call_id, account_id, cost_micros, charged_micros, charge FROM cdrs"
+            "SELECT call_id, account_id, cost_micros, charged_micros, charge, status FROM cdrs"
             " WHERE source = %s AND call_id = ANY(%s)",
             (source, list(call_ids)),
         )

@@ -151,7 +151,11 @@ class Charger:
     # -- record_only ----------------------------------------------------------------
     def _live_id(self, c: CDR) -> str:
         on = self.source.match_on
-        return c.call_id if on == "call_id" else c.extra.get(on, "")
+        if on == "call_id":
+            # An answered call stored under <id>#answered (pipeline): its live CDR has
+            # the switch's id.
+            return c.extra.get("switch_call_id") or c.call_id
+        return c.extra.get(on, "")
 
     async def _matched(self, cdrs: Sequence[CDR]) -> list[CDR]:
         ids = sorted({i for c in cdrs for i in live_ids(self._live_id(c))})

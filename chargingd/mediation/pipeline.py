@@ -111,6 +111,10 @@ class Summary:
         return text
 
 
+# The id of an answered call whose switch id an unanswered record of it holds.
+ANSWERED_SUFFIX = "#answered"
+
+
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
     for currency, micros in more.items():
         into[currency] = into.get(currency, 0) + micros
@@ -496,6 +500,8 @@ class Mediator:
         if batch.cdrs and self.kept_keys and self.source.format in REJOINED_FORMATS:
             await self._rejoin(batch)
         if batch.cdrs:
+            kept_done = [c.call_id for c in batch.cdrs if c.call_id in self.kept_keys]
+            batch.cdrs = await self._answered_after_unanswered(batch.cdrs)
             settled = await self.charger.settle(batch.cdrs)
             refused = {id(c): why for c, why in settled.refused}
             for cdr, line_no, raw, run in zip(
@@ -511,7 +517,7 @@ class Mediator:
             counts.would_debit = settled.would_debit
             counts.charged = _charged(settled.cdrs)
             # A call stored (or refused) ends the halves kept of it.
-            done.extend(c.call_id for c in batch.cdrs if c.call_id in self.kept_keys)
+            done.extend(kept_done)
             batch.cdrs, batch.lines, batch.raws, batch.runs = [], [], [], []
             batch.legs = []
         if done:
@@ -520,6 +526,33 @@ class Mediator:
             run.close()
         batch.done = []
         return counts
+
+    async def _answered_after_unanswered(self, cdrs: list[CDR]) -> list[CDR]:
+        """The batch, with an answered call whose switch id an unanswered record holds
+        (stored, or earlier in the batch) under an id of its own, ``<id>#answered``
+        (extra ``switch_call_id`` keeps the switch's).
+
+        A switch may write a failed attempt and the answered call under one id: Kamailio
+        and OpenSIPS log a serial-forking branch that failed (log/db_missed_flag set again
+        in failure_route, the missed_calls table) with the Call-ID of the branch that
+        answered, and the two records can be in two files (missed_calls and acc exports,
+        a rotation between the two branches). Whichever came first held the id: the
+        answered call after an unanswered one was a duplicate and never billed, or (one
+        run) was debited while the unanswered record was stored with its charge. A
+        record after an answered one stays a duplicate; re-running finds the new id."""
+        answered = sorted({c.call_id for c in cdrs if c.status != CdrStatus.UNANSWERED})
+        if not answered:
+            return cdrs
+        stored = await self.store.charges(self.name, answered)
+        holder = {call_id: found.status for call_id, found in stored.items()}
+        out = []
+        for cdr in cdrs:
+            held = holder.setdefault(cdr.call_id, cdr.status)
+            if held == CdrStatus.UNANSWERED and cdr.status != CdrStatus.UNANSWERED:
+                extra = {**cdr.extra, "switch_call_id": cdr.call_id}
+                cdr = replace(cdr, call_id=f"{cdr.call_id}{ANSWERED_SUFFIX}", extra=extra)
+            out.append(cdr)
+        return out
 
     async def _settle_legs(self, batch: _Batch, counts: Summary) -> list[str]:
         """cdr_csv legs = "ab": the batch's lines whose other leg is not in their file,

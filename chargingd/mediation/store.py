@@ -130,7 +130,7 @@ class MemoryStore:
         found = (self.cdrs.get((source, call_id)) for call_id in call_ids)
         return {
             c.call_id: StoredCharge(
-                c.call_id, c.account_id, c.cost_micros, c.charged_micros, c.charge
+                c.call_id, c.account_id, c.cost_micros, c.charged_micros, c.charge, c.status
             )
             for c in found
             if c is not None

@@ -1,0 +1,140 @@
+"""Third-round vendor audit of mediation: files written as the switches document them,
+run through the Mediator on a real Redis ledger and the real billing database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from paths import FIXTURES
+
+from chargingd.billing.db import BillingDB
+from chargingd.core.config.mediation import SourceConfig
+from chargingd.ledger import Ledger, Mode
+from chargingd.mediation.charge import Charger
+from chargingd.mediation.payers import Payers
+from chargingd.mediation.pipeline import Mediator
+from chargingd.mediation.rate import Rater
+from chargingd.mediation.store import CdrStore, DbStore, MemoryStore
+
+TARIFF = str(FIXTURES / "cdr" / "tariff_tp")
+
+# Kamailio's acc table and its missed_calls table (db_flag, db_missed_flag), exported
+# as CSV. Serial forking: the first branch timed out (408, logged to missed_calls since
+# failure_route set db_missed_flag again, as the acc docs say to log every attempt),
+# the second answered: the same Call-ID in both tables, 600 s of talk.
+HEAD = "id,method,from_tag,to_tag,callid,sip_code,sip_reason,time,src_user,dst_user\n"
+MISSED = HEAD + (
+    "1,INVITE,ft1,tt-b1,fork-1@10.0.0.1,408,Request Timeout,2026-11-03 10:00:30,"
+    "4930111222,4989987654\n"
+)
+ACC = HEAD + (
+    "7,INVITE,ft1,tt-b2,fork-1@10.0.0.1,200,OK,2026-11-03 10:00:35,4930111222,4989987654\n"
+    "8,BYE,ft1,tt-b2,fork-1@10.0.0.1,200,OK,2026-11-03 10:10:35,4930111222,4989987654\n"
+)
+# DST_DE_MUC: connect fee 0.05 + 0.03 a minute per second: 600 s = 0.35.
+COST = 350_000
+
+SOURCE = SourceConfig(
+    format="kamailio_db",
+    time_zone="UTC",
+    default_country="DE",
+    account_rule="ani",
+    plan=TARIFF,
+    tenant="chargingd.test",
+    charge="ledger",
+)
+
+
+@pytest.fixture
+async def ledger(redis: aioredis.Redis) -> AsyncIterator[Ledger]:
+    led = Ledger(redis)
+    await led.load_scripts()
+    await led.create_account(
+        "carol",
+        mode=Mode.PREPAID,
+        currency="EUR",
+        balance_micros=10_000_000,
+        identities=("ani:+4930111222",),
+        who="test",
+    )
+    yield led
+
+
+def _mediator(store: CdrStore, ledger: Ledger) -> Mediator:
+    return Mediator(
+        "kdb",
+        SOURCE,
+        payers=Payers(SOURCE, ledger),
+        rater=Rater(SOURCE),
+        store=store,
+        charger=Charger("kdb", SOURCE, store, ledger),
+    )
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    missed, acc = tmp_path / "missed_calls.csv", tmp_path / "acc.csv"
+    missed.write_text(MISSED)
+    acc.write_text(ACC)
+    return missed, acc
+
+
+async def _balance(ledger: Ledger) -> int:
+    return (await ledger.get_account("carol")).balance_micros
+
+
+async def test_answered_call_after_its_unanswered_attempt_in_an_earlier_run_is_billed(
+    ledger: Ledger, pg_url: str, tmp_path: Path
+) -> None:
+    """The missed_calls export imported first: its 408 stored the Call-ID as an
+    unanswered call, and the answered call of the acc export was then a "duplicate":
+    10 minutes of talk never billed (read 1, stored 0, duplicates 1)."""
+    missed, acc = _files(tmp_path)
+    db = await BillingDB.open(pg_url)
+    try:
+        first = await _mediator(DbStore(db), ledger).run_file(missed)
+        assert (first.stored, first.unanswered) == (1, 1)
+        second = await _mediator(DbStore(db), ledger).run_file(acc)
+        assert (second.stored, second.duplicates) == (1, 0)
+        assert await _balance(ledger) == 10_000_000 - COST
+        # Re-running either file charges nothing again.
+        for path in (missed, acc):
+            again = await _mediator(DbStore(db), ledger).run_file(path)
+            assert (again.stored, again.duplicates) == (0, 1)
+        assert await _balance(ledger) == 10_000_000 - COST
+    finally:
+        await db.close()
+
+
+async def test_answered_call_after_its_unanswered_attempt_in_one_run_is_stored_answered(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """Both exports in one run: the answered call's cost was debited, but the CDR stored
+    was the 408's (unanswered, cost 0, charged 0.35): an invoice showing an unanswered
+    call that cost money, and a rerate at its cost 0 refunding the call."""
+    missed, acc = _files(tmp_path)
+    store = MemoryStore()
+    summary, _ = await _mediator(store, ledger).run_files([missed, acc])
+    assert (summary.stored, summary.duplicates, summary.unanswered) == (2, 0, 1)
+    by_status = {c.status: c for c in store.cdrs.values()}
+    unanswered, answered = by_status["unanswered"], by_status["normal"]
+    assert (unanswered.call_id, unanswered.cost_micros, unanswered.charged_micros) == (
+        "fork-1@10.0.0.1",
+        0,
+        0,
+    )
+    assert (answered.billed_s, answered.cost_micros, answered.charged_micros) == (
+        600,
+        COST,
+        COST,
+    )
+    assert answered.extra["switch_call_id"] == "fork-1@10.0.0.1"
+    assert await _balance(ledger) == 10_000_000 - COST
+    # The other order (the acc export first): the answered call holds the Call-ID, the
+    # missed attempt is the duplicate.
+    store2 = MemoryStore()
+    summary2, _ = await _mediator(store2, ledger).run_files([acc, missed])
+    assert (summary2.stored, summary2.duplicates) == (1, 1)
+    assert [c.status for c in store2.cdrs.values()] == ["normal"]
