@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from chargingd.billing.cdr import CdrStatus
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats import parser_for
 from chargingd.mediation.pendingdb import PendingHalf
@@ -54,6 +55,10 @@ class Met(Generic[T]):
     owner: T
 
 
+# The halves that belong to an answered call only (kamailio: an answered INVITE, a BYE).
+_ANSWERED_HALVES = ("INVITE", "BYE")
+
+
 @dataclass
 class Resolved(Generic[T]):
     """What became of a batch's halves."""
@@ -70,9 +75,19 @@ async def resolve(
     """Pair, keep or count as duplicates the halves ``met`` (see the module doc)."""
     out: Resolved[T] = Resolved()
     keys = sorted({m.half.key for m in met})
-    stored = await store.charges(name, keys)
+    found = await store.charges(name, keys)
+    # A Kamailio INVITE or BYE half is part of an answered call: an unanswered call
+    # stored under its Call-ID (a failed serial-forking branch, logged as "call missed"
+    # in an earlier file) does not end it; the pipeline stores the call as <id>#answered.
+    # Before 2026-12-07 the half was a duplicate and the answered call never billed.
+    stored = {
+        key
+        for key, charge in found.items()
+        if charge.status != CdrStatus.UNANSWERED
+        or any(m.half.kind not in _ANSWERED_HALVES for m in met if m.half.key == key)
+    }
     if stored:
-        out.done.extend(stored)
+        out.done.extend(sorted(stored))
     fresh: dict[tuple[str, str], Met[T]] = {}
     for m in met:
         at = (m.half.key, m.half.kind)

@@ -138,3 +138,56 @@ async def test_answered_call_after_its_unanswered_attempt_in_one_run_is_stored_a
     summary2, _ = await _mediator(store2, ledger).run_files([acc, missed])
     assert (summary2.stored, summary2.duplicates) == (1, 1)
     assert [c.status for c in store2.cdrs.values()] == ["normal"]
+
+
+# The same serial forking in Kamailio's acc syslog, hourly files: the failed branch at
+# the end of one file (a "call missed" line), the answered INVITE in the next, its BYE
+# in the one after. The INVITE is kept for its BYE; it was counted a duplicate of the
+# unanswered call and dropped: the call never billed.
+_LOG = (
+    "Nov  3 10:00:{s} sbc kamailio[100]: NOTICE: acc [acc.c:275]: ACC: {what}: "
+    "timestamp={ts};method={method};from_tag=ft9;to_tag={tag};call_id=fork-9@10.0.0.1;"
+    "code={code};reason={reason};src_user=4930111222;dst_user=4989987654\n"
+)
+T0 = 1_793_786_430  # 2026-11-03T10:00:30Z
+KAMAILIO_LOGS = (
+    _LOG.format(s=30, what="call missed", ts=T0, method="INVITE", tag="tb1", code=408,
+                reason="Request Timeout"),
+    _LOG.format(s=35, what="transaction answered", ts=T0 + 5, method="INVITE", tag="tb2",
+                code=200, reason="OK"),
+    _LOG.format(s=35, what="transaction answered", ts=T0 + 605, method="BYE", tag="tb2",
+                code=200, reason="OK"),
+)  # fmt: skip
+
+
+async def test_answered_invite_kept_across_rotations_after_a_missed_branch_is_billed(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    source = SourceConfig(
+        format="kamailio",
+        default_country="DE",
+        account_rule="ani",
+        plan=TARIFF,
+        tenant="chargingd.test",
+        charge="ledger",
+    )
+    store = MemoryStore()
+    summaries, kept = [], []
+    for n, text in enumerate(KAMAILIO_LOGS):
+        path = tmp_path / f"acc.log.{3 - n}"
+        path.write_text(text)
+        med = Mediator(
+            "kam", source, payers=Payers(source, ledger), rater=Rater(source), store=store,
+            charger=Charger("kam", source, store, ledger),
+        )  # fmt: skip
+        summaries.append(await med.run_file(path))
+        kept.append([h.kind for h in await store.kept("kam")])
+    assert [(s.stored, s.duplicates) for s in summaries] == [
+        (1, 0),  # the missed branch: an unanswered call
+        (0, 0),  # the answered INVITE, kept for its BYE (was: a duplicate, dropped)
+        (1, 0),  # paired: the call
+    ]
+    assert kept == [[], ["INVITE"], []]
+    answered = store.cdrs[("kam", "fork-9@10.0.0.1#answered")]
+    assert (answered.status, answered.billed_s, answered.charged_micros) == ("normal", 600, COST)
+    assert await _balance(ledger) == 10_000_000 - COST
