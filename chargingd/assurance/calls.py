@@ -66,7 +66,8 @@ CREATE TEMP TABLE a_switch ON COMMIT DROP AS
 SELECT c.id, c.source, c.call_id, c.account_id, c.caller, c.callee, c.start_time,
     c.answer_time, c.duration_s, c.cost_micros, c.currency, c.tariff,
     'id:' || m.match_on AS how,
-    upper(replace(CASE WHEN m.match_on = 'call_id' THEN c.call_id
+    upper(replace(CASE WHEN m.match_on = 'call_id'
+                       THEN coalesce(c.extra ->> 'switch_call_id', c.call_id)
                        ELSE coalesce(c.extra ->> m.match_on, '') END, ' ', '')) AS key
 FROM cdrs c
 JOIN unnest(%(names)s::text[], %(match_on)s::text[]) AS m (source, match_on)
@@ -109,11 +110,17 @@ _INDEXES = (
     "ANALYZE a_live",
 )
 
+# An answered call a mediation stored as <id>#answered (its failed serial-forking
+# branch, unanswered, holds the switch's id: docs/mediation.md) is keyed by the switch's
+# id (extra switch_call_id), and that unanswered record is no match of the live call.
 _BY_ID = """
 CREATE TEMP TABLE a_match ON COMMIT DROP AS
 SELECT s.id AS sid, l.id AS lid, s.how
 FROM a_switch s JOIN a_live l ON l.key = s.key
 WHERE s.key <> ''
+    AND NOT (s.answer_time IS NULL AND EXISTS (
+        SELECT 1 FROM a_switch o
+        WHERE o.key = s.key AND o.source = s.source AND o.answer_time IS NOT NULL))
 """
 
 # Among what neither side matched: pairs that are each other's nearest start.

@@ -318,3 +318,26 @@ async def test_a_live_call_without_caller_id_still_meets_its_switch_record_and_i
         "matched_by_caller_callee_start": 0, "matched_by_callee_start_no_caller_id": 1,
     }  # fmt: skip
     await db.close()
+
+
+async def test_an_answered_switch_call_stored_after_its_failed_branch_matches_its_live_cdr(
+    pg_url: str, redis: aioredis.Redis
+) -> None:
+    """Serial forking in a Kamailio acc log of calls charged live: the failed branch is
+    an unanswered switch record with the Call-ID, the answered call is stored as
+    <id>#answered (extra switch_call_id, docs/mediation.md). The live CDR has the
+    Call-ID: the unanswered record took it (a 0 s vs 60 s duration mismatch) and the
+    answered call, matched by nothing, was reported as never charged."""
+    db = await BillingDB.open(pg_url)
+    live = live_cdr(1, usage_s=60)
+    failed = switch_cdr(live, usage_s=0, answer_ms=0, status="unanswered", cost_micros=0,
+                        end_ms=live.start_ms)  # fmt: skip
+    answered = switch_cdr(
+        live, call_id=f"{live.call_id.upper()}#answered",
+        extra={"switch_call_id": live.call_id.upper()},
+    )  # fmt: skip
+    await db.store_cdrs([live, failed, answered])
+    outcome = await reconcile(context(db, redis), params(), 0)
+    assert outcome.findings == []
+    assert outcome.matching["matched_by_id"] == 1
+    await db.close()
