@@ -23,7 +23,7 @@ from chargingd.core.exits import EXIT_REJECTS
 from chargingd.mediation.charge import Charger, UsageLedger
 from chargingd.mediation.formats import SPOOL_SUFFIXES
 from chargingd.mediation.payers import AccountLookup, Payers
-from chargingd.mediation.pipeline import Mediator, Progress, Summary, is_gzip
+from chargingd.mediation.pipeline import Mediator, Progress, Summary, compression
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, MemoryStore
 from chargingd.rating.loaders import TariffLoadError, load_configured
@@ -234,7 +234,7 @@ def _progress(path: Path, show: bool) -> Iterator[Progress | None]:
     bar: RichProgress
     with RichProgress(console=Console(stderr=True), transient=False) as bar:
         # A compressed file's size says nothing of its characters: no total then.
-        total = None if is_gzip(path) else path.stat().st_size
+        total = None if compression(path) else path.stat().st_size
         task = bar.add_task(path.name, total=total)
 
         def advance(chars: int) -> None:

@@ -9,8 +9,11 @@ file (its rejects are kept in the Summary for the command to show).
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
+import io
+import lzma
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -273,21 +276,64 @@ def rejects_path(path: Path, rejects_dir: str, taken: set[Path] | None = None) -
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+# What logrotate's compresscmd may write instead of gzip (compressext .bz2, .xz, .zst):
+# the files' magic bytes, whatever their names.
+MAGIC = (
+    (GZIP_MAGIC, "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+def compression(path: Path) -> str:
+    """How the file is compressed, by its first bytes: gzip, bzip2, xz, zstd or ""."""
+    with open(path, "rb") as probe:
+        head = probe.read(6)
+    return next((name for magic, name in MAGIC if head.startswith(magic)), "")
 
 
 def is_gzip(path: Path) -> bool:
     """The file starts with gzip's magic bytes (whatever its name)."""
-    with open(path, "rb") as probe:
-        return probe.read(2) == GZIP_MAGIC
+    return compression(path) == "gzip"
+
+
+class UnreadableFile(Exception):
+    """A file chargingd cannot read at all: its one reject says why (Readable)."""
+
+
+class _Refused(io.StringIO):
+    """The text of a file that cannot be read: reading it raises UnreadableFile."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__("")
+        self.why = why
+
+    def __next__(self) -> str:  # type: ignore[override]  # typeshed: _IOBase's bytes
+        raise UnreadableFile(self.why)
 
 
 def open_cdr_file(path: Path) -> IO[str]:
     """A CDR file's text: UTF-8, its bytes that are not kept as surrogates for
     text_line to read the line as Windows-1252 (normalised does, line by line);
-    decompressed when gzip-compressed (logrotate's Master.csv.1.gz)."""
-    if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
-    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+    decompressed when gzip-, bzip2- or xz-compressed (logrotate's Master.csv.1.gz, or
+    its compresscmd's .bz2 / .xz). A zstd file (no reader in Python's standard library)
+    is one reject saying so: before 2026-12-07 a file compressed other than by gzip was
+    read as binary noise, an acc log as no call at all (read 0, exit 0)."""
+    kind = compression(path)
+    enc, errors = "utf-8", "surrogateescape"
+    if kind == "gzip":
+        return gzip.open(path, "rt", encoding=enc, errors=errors, newline="")
+    if kind == "bzip2":
+        return bz2.open(path, "rt", encoding=enc, errors=errors, newline="")
+    if kind == "xz":
+        return lzma.open(path, "rt", encoding=enc, errors=errors, newline="")
+    if kind == "zstd":
+        return _Refused(
+            "zstd-compressed file: not read (chargingd reads gzip, bzip2 and xz);"
+            " decompress it (zstd -d) and mediate that"
+        )
+    return open(path, encoding=enc, errors=errors, newline="")
 
 
 class Readable:
@@ -307,7 +353,10 @@ class Readable:
             for line in self.fh:
                 self.lines += 1
                 yield line
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        except UnreadableFile as exc:
+            self.error = str(exc)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            # gzip.BadGzipFile and bz2's "Invalid data stream" are OSErrors.
             self.error = f"damaged compressed file, the rest unreadable: {exc}"
 
     def reject(self, run: _FileRun) -> None:

@@ -3,13 +3,17 @@ run through the Mediator on a real Redis ledger and the real billing database.""
 
 from __future__ import annotations
 
+import bz2
+import lzma
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from paths import FIXTURES
 
+from chargingd.app.cli import main
 from chargingd.billing.db import BillingDB
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.ledger import Ledger, Mode
@@ -191,3 +195,56 @@ async def test_answered_invite_kept_across_rotations_after_a_missed_branch_is_bi
     answered = store.cdrs[("kam", "fork-9@10.0.0.1#answered")]
     assert (answered.status, answered.billed_s, answered.charged_micros) == ("normal", 600, COST)
     assert await _balance(ledger) == 10_000_000 - COST
+
+
+# logrotate compresses with gzip unless told otherwise: `compresscmd /usr/bin/xz`
+# (`compressext .xz`), bzip2 or zstd are common for big syslog files. A Kamailio acc
+# log so compressed was read as binary noise, no line an ACC line: read 0, exit 0, the
+# hour's calls silently never billed.
+_ACC_LOG = "".join(KAMAILIO_LOGS[1:])  # an answered INVITE and its BYE: 600 s
+
+
+def _kamailio_config(tmp_path: Path) -> Path:
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[mediation.sources.sbc]\nformat = "kamailio"\n'
+        'default_country = "DE"\naccount_rule = "fixed"\naccount = "c1"\n'
+        f'plan = "{TARIFF}"\ntenant = "chargingd.test"\ncharge = "record_only"\n'
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [(".bz2", bz2.compress), (".xz", lzma.compress)],
+    ids=["bzip2", "xz"],
+)
+def test_acc_log_compressed_by_logrotate_compresscmd_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, compress: Any
+) -> None:
+    path = tmp_path / f"acc.log.1{suffix}"
+    path.write_bytes(compress(_ACC_LOG.encode()))
+    argv = ["mediate", str(path), "--source", "sbc", "--quiet", "--dry-run"]
+    assert main([*argv, "--config", str(_kamailio_config(tmp_path))]) == 0
+    assert "dry run: read 1, stored 1, duplicates 0, rejected 0" in capsys.readouterr().out
+    # Cut short (logrotate still compressing it): the lines before the damage, then
+    # one reject saying why.
+    path.write_bytes(compress((_ACC_LOG * 40).encode())[:-40])
+    assert main([*argv, "--config", str(_kamailio_config(tmp_path))]) == 1
+    out = capsys.readouterr().out
+    assert "damaged compressed file, the rest unreadable" in out
+
+
+def test_zstd_compressed_file_is_one_reject_not_an_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zstd (compresscmd /usr/bin/zstd) has no reader in Python's standard library: the
+    file is one reject that says so (exit 1), never 'read 0' and exit 0."""
+    path = tmp_path / "acc.log.1.zst"
+    # A zstd frame: magic 28 B5 2F FD, then a frame header and a raw block.
+    path.write_bytes(b"\x28\xb5\x2f\xfd\x24\x0b\x59\x00\x00hello world\x00\x00\x00\x00")
+    argv = ["mediate", str(path), "--source", "sbc", "--quiet", "--dry-run"]
+    assert main([*argv, "--config", str(_kamailio_config(tmp_path))]) == 1
+    out = capsys.readouterr().out
+    assert "dry run: read 1, stored 0, duplicates 0, rejected 1" in out
+    assert "zstd-compressed" in out
