@@ -248,3 +248,47 @@ def test_zstd_compressed_file_is_one_reject_not_an_empty_file(
     out = capsys.readouterr().out
     assert "dry run: read 1, stored 0, duplicates 0, rejected 1" in out
     assert "zstd-compressed" in out
+
+
+def _json_log(message: str, eol: str = "\\n") -> str:
+    """A Kamailio log line with --log-engine=json (core docs, "Log Engine CLI
+    Parameter"): one JSON document a line, the log text in "message", JSON-escaped,
+    its end of line kept unless the engine data has the M flag."""
+    return (
+        '{ "idx": 1, "pid": 18239, "level": "NOTICE", "module": "acc", "file": "acc.c",'
+        ' "line": 275, "function": "acc_log_request", "logprefix": "{1 1 INVITE x} ",'
+        f' "message": "{message}{eol}" }}\n'
+    )
+
+
+def test_kamailio_json_log_engine_acc_lines_are_read() -> None:
+    """The ACC text inside "message": its last pair (dst_user) ended in '\\n" }' and
+    every call was rejected ("callee '4989987654\\n\\" }' is not a telephone number")."""
+    from chargingd.mediation.pipeline import normalised
+
+    acc = [line.split("ACC: ", 1)[1].rstrip("\n") for line in KAMAILIO_LOGS[1:]]
+    source = SourceConfig(format="kamailio", default_country="DE")
+    for eol in ("\\n", ""):  # without and with the M flag
+        lines = [_json_log(f"ACC: {text}", eol) for text in acc]
+        found = [item for _, item in normalised(lines, "s", source)]
+        assert [(c.call_id, c.callee, c.duration_s) for c in found] == [  # type: ignore[union-attr]
+            ("fork-9@10.0.0.1", "+4989987654", 600)
+        ], found
+    # A plain syslog line whose log_prefix holds braces is read as before.
+    prefixed = [f"Nov  3 10:00:35 sbc kamailio[100]: {{1 1 INVITE x}} ACC: {t}\n" for t in acc]
+    (call,) = [item for _, item in normalised(prefixed, "s", source)]
+    assert call.callee == "+4989987654"  # type: ignore[union-attr]
+
+
+def test_kamailio_dialog_cdr_in_a_json_log_engine_line_is_read() -> None:
+    """acc_cdr.c's log line through the JSON log engine: its last cdr_extra pair ended
+    in '\\n" }' (a callee that is no number)."""
+    from chargingd.mediation.pipeline import normalised
+
+    cdr = (
+        "start_time=1773219605.900000; end_time=1773219666.300000; duration=60.400000;"
+        " callid=c1@h; src_user=4930123456; dst_user=4930111222"
+    )
+    source = SourceConfig(format="kamailio_cdrs", cdr_start="confirmed", default_country="DE")
+    (call,) = [item for _, item in normalised([_json_log(cdr)], "s", source)]
+    assert (call.call_id, call.callee, call.duration_s) == ("c1@h", "+4930111222", 60)  # type: ignore[union-attr]

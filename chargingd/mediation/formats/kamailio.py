@@ -19,6 +19,7 @@ sip_reason, time (local "YYYY-MM-DD HH:MM:SS") and the db_extra columns.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,6 +161,24 @@ def _first(pairs: dict[str, str], names: tuple[str, ...]) -> str:
     return next((pairs[n] for n in names if pairs.get(n)), "")
 
 
+def log_message(line: str) -> str:
+    """The log text of one log line: the line itself, or, for Kamailio's JSON log
+    engine (``--log-engine=json``, core docs "Log Engine CLI Parameter": a JSON document
+    a line, after a syslog header or "@cee: " if syslog wrote it), its ``message``
+    field, unescaped and without the end of line the engine keeps in it (no M flag).
+    Read as it stood, the document's closing '"}' ended the last pair: every call's
+    dst_user was '4989987654\\n" }', no number, the file's calls all rejected."""
+    if '"message"' not in line:
+        return line
+    brace = line.find("{")
+    try:
+        doc = json.loads(line[brace:])
+    except ValueError:
+        return line  # a plain line (a log_prefix may hold braces)
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return message.rstrip("\r\n") if isinstance(message, str) else line
+
+
 def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
     """Yield the calls of acc syslog lines (other log lines are skipped)."""
     pairer = _Pairer()
@@ -167,17 +186,22 @@ def parse_syslog(lines: Iterable[str]) -> Iterator[Parsed]:
         at = line.find(_MARKER)
         if at < 0:
             continue
-        text = line.rstrip("\r\n")
+        raw = line.rstrip("\r\n")  # the line as the file holds it, for rejects
+        text = log_message(raw)
+        if text is not raw:
+            at = text.find(_MARKER)
+            if at < 0:
+                continue
         try:
             pairs = _syslog_pairs(text, at)
             if _ENDED in pairs:  # OpenSIPS "call ended": the whole call in one line
-                call = _ended_call(pairs, text)
+                call = _ended_call(pairs, raw)
                 pairer.missed.pop(call.call_id, None)  # a failed branch of this call
                 yield line_no, call
                 continue
-            ev = _syslog_event(line_no, text, pairs)
+            ev = _syslog_event(line_no, pairs, raw)
         except RowError as exc:
-            yield line_no, Reject(str(exc), text)
+            yield line_no, Reject(str(exc), raw)
             continue
         yield from pairer.feed(ev)
     yield from pairer.finish()
@@ -247,7 +271,7 @@ def _epoch_s(text: str, name: str) -> int:
     return int(text) * 1000
 
 
-def _syslog_event(line_no: int, text: str, pairs: dict[str, str]) -> _Event:
+def _syslog_event(line_no: int, pairs: dict[str, str], raw: str) -> _Event:
     stamp = pairs.get("timestamp")
     if not stamp:
         raise RowError("ACC line without timestamp (acc_time_mode=0 writes one)")
@@ -255,7 +279,7 @@ def _syslog_event(line_no: int, text: str, pairs: dict[str, str]) -> _Event:
     when = int(Decimal(stamp) * 1000) if _is_number(stamp) else None
     if when is None or not 0 < when < 32_503_680_000_000:  # year 3000: corrupt field
         raise RowError(f"timestamp is not an epoch: {stamp!r}")
-    return _event(line_no, pairs, _precise(pairs, when), text, "call_id", "code")
+    return _event(line_no, pairs, _precise(pairs, when), raw, "call_id", "code")
 
 
 # acc_time_mode (acc docs; acc.c acc_log_request / acc_db_request): 1 adds the

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.causes import NORMAL_CLEARING
+from chargingd.mediation.formats.kamailio import log_message
 from chargingd.mediation.formats.tables import Columns, Header, Row, rows, seconds, whole_seconds
 from chargingd.mediation.records import (
     Parsed,
@@ -88,8 +89,12 @@ def _parse_log(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         if at < 0:
             continue  # another log line
         raw = line.rstrip("\r\n")
+        text = log_message(raw)  # the message of a JSON log engine line
+        at = text.find(marker)
+        if at < 0:
+            continue
         values: dict[str, str] = {}
-        for item in raw[at:].split("; "):
+        for item in text[at:].split("; "):
             key, eq, value = item.partition("=")
             if eq:
                 values[key.strip()] = value.strip()
