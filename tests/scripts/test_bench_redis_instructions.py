@@ -51,7 +51,11 @@ def test_bench_with_the_fraud_rules_counts_their_authorize() -> None:
     rules: the account's rule value compared and written (the rules decided in the
     daemon, fraud/local.py; each account's first call too since its value is read first:
     docs/fraud-cost.md "Twentieth round"; ~19-22k more here, ~31k with 2,000 calls)."""
-    plain, rules = _run()["authorize"][0], _run("--fraud")
+    # One call at a time: two authorizes of one account in flight together may both
+    # read its rule value, and the second's compare-and-set then finds it moved and runs
+    # again (a second FCALL, as designed); how often depends on the box's scheduling
+    # (1.4 FCALLs per authorize once, under load).
+    plain, rules = _run()["authorize"][0], _run("--fraud", "--inflight", "1")
     assert rules["authorize"][1] == 1.0, rules
     assert rules["authorize"][0] > plain + 10_000, (plain, rules)
 
