@@ -42,6 +42,9 @@ LAG_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 10.0
 STOP_GRACE_S = 5.0
 DEAD_LETTER_MAXLEN = 100_000  # about; the oldest dead letters are trimmed first
+# The counters of status() (and of `server.status`), present from the start.
+COUNTERS = ("exported", "duplicates", "dead_letters", "claimed", "batches", "errors", "trimmed",
+            "journal_entries")  # fmt: skip
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -111,6 +114,11 @@ class Exporter:
         self.db = db
         self._owns_db = db is None
         self.stats = stats or ComponentStats()
+        # Every documented counter is shown from the start, 0 until it counts
+        # (docs/billing.md "Lag"): a script reading `exported` of a pass that found
+        # nothing gets 0, not a missing key.
+        for counter in COUNTERS:
+            self.stats.counters.setdefault(counter, 0)
         self.clock_s = clock_s
         self.stream = stream
         self.consumer = self.xcfg.consumer or socket.gethostname()

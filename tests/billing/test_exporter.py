@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -615,3 +616,22 @@ async def test_export_command_runs_until_sigterm(
     # A clean stop publishes the CSV file in progress.
     assert not list((tmp_path / "csv").glob("*.tmp"))
     assert sum(len(_csv_rows(f)) for f in (tmp_path / "csv").glob("cdrs-*.csv")) == 60
+
+
+async def test_export_once_reports_every_documented_counter_on_an_empty_stream(
+    redis: aioredis.Redis, redis_server: EmbeddedRedis, pg_url: str, tmp_path: Path
+) -> None:
+    # docs/billing.md "Lag": `chargingd export --once` prints exported, duplicates,
+    # dead_letters, claimed, batches, errors, trimmed, pending, undelivered, behind_s,
+    # last_exported_id, last_error. A monitoring script reading `.exported` of a run
+    # that found nothing new (the daemon's own exporter had drained the stream) got no
+    # key at all: the counters were only printed once they had counted something.
+    config = _write_config(tmp_path, redis_server.url, pg_url, tmp_path / "csv")
+    done = _export_once(config, dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    documented = ("exported", "duplicates", "dead_letters", "claimed", "batches", "errors",
+                  "trimmed", "pending", "undelivered", "behind_s", "last_exported_id",
+                  "last_error")  # fmt: skip
+    assert [key for key in documented if key not in status] == []
+    assert {key: status[key] for key in documented[:7]} == dict.fromkeys(documented[:7], 0)
