@@ -161,6 +161,15 @@ class EmbeddedRedis:
         would kill every start, restarts included, before it could serve), until
         abort_start()."""
         self._abort.clear()
+        too_long = len(os.fsencode(str(self.socket_path))) - UNIX_PATH_MAX
+        if too_long > 0:
+            # redis-server would bind a truncated name (and log "ready"), and no client
+            # could ever reach it: say why now instead of waiting for it.
+            raise RuntimeError(
+                f"embedded redis-server's unix socket {self.socket_path} would be "
+                f"{too_long} bytes longer than the {UNIX_PATH_MAX} a unix socket path may "
+                "have: choose a shorter [server] data_dir (or set [redis] url)"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop_orphan()
         args = [
@@ -294,6 +303,8 @@ class EmbeddedRedis:
 # work on its AOF (it answers between the chunks it reads); abort_start is seen as fast.
 LOADING_LOG_S = 5.0
 LOADING_PROBE_S = 0.25
+# Longest unix socket path Linux binds whole (sun_path is 108 bytes with its NUL).
+UNIX_PATH_MAX = 107
 
 
 def _loading_progress(client: Any) -> str:

@@ -256,3 +256,21 @@ def test_an_orphan_listening_on_a_tcp_port_is_stopped_at_start(tmp_path: Path) -
         server.stop()
         if pid_alive(orphan):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_data_dir_too_deep_for_the_unix_socket_is_refused_at_once(tmp_path: Path) -> None:
+    # An operator's data_dir under a deep path: <data_dir>/redis/redis.sock over the
+    # 107 bytes a unix socket path may have. redis-server logged "ready to accept
+    # connections" at that path (the kernel binds a truncated name), the daemon waited
+    # 10 s for a socket it could never reach and said "did not become ready; see
+    # redis.log", whose last word was "ready". Now it says why at once.
+    deep = tmp_path / ("d" * max(1, 110 - len(str(tmp_path))))
+    server = EmbeddedRedis(deep)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as refused:
+        server.start()
+    assert time.monotonic() - started < 2.0
+    message = str(refused.value)
+    assert str(server.socket_path) in message
+    assert "107" in message and "data_dir" in message
+    assert server.proc is None  # no redis-server was started
