@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -635,3 +636,16 @@ async def test_export_once_reports_every_documented_counter_on_an_empty_stream(
                   "last_error")  # fmt: skip
     assert [key for key in documented if key not in status] == []
     assert {key: status[key] for key in documented[:7]} == dict.fromkeys(documented[:7], 0)
+
+
+def test_the_csv_columns_are_the_ones_docs_billing_lists_in_order() -> None:
+    # docs/billing.md said charged, charge, charge_reason were the CSV's "last three
+    # columns"; revision comes after them. A billing import that took the last three
+    # by position read charge as the amount and revision as the reason.
+    from chargingd.billing.csvspool import COLUMNS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "billing.md").read_text()
+    listed = re.search(r"naming the columns, in this order: (.*?)\. ", doc, re.S)
+    assert listed is not None, "docs/billing.md lists no CSV columns"
+    assert tuple(re.findall(r"`(\w+)`", listed.group(1))) == COLUMNS
+    assert "as its last\nthree columns" not in doc
