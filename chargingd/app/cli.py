@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "invoice": (
         "chargingd.invoicing.cli:configure_invoice",
         "chargingd.app.invoicing:run_command",
-        "invoices, statements and credit notes: run, list, show, pdf, credit-note",
+        "invoices, statements and credit notes: run, list, show, pdf, calls, credit-note",
     ),
     "report": (
         "chargingd.invoicing.cli:configure_report",

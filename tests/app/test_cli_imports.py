@@ -4,6 +4,7 @@ not load the daemon, the database drivers or the HTTP client."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -52,3 +53,18 @@ def test_the_top_level_help_lists_every_command_and_each_parses() -> None:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, "--help"])
         assert exc.value.code == 0
+
+
+def test_the_invoice_summary_names_every_invoice_action() -> None:
+    # `chargingd --help` summed up `invoice` as "run, list, show, pdf, credit-note":
+    # `invoice calls` (the CSV call detail docs/invoicing.md shows) was not named.
+    out, _ = _loaded("--help")
+    summary = " ".join(out.split())
+    actions, _ = _loaded("invoice", "--help")
+    listed = re.findall(r"^    ([a-z-]+) ", actions, re.M)
+    assert "calls" in listed
+    for action in listed:
+        assert (
+            action
+            in summary.split("invoices, statements and credit notes:")[1].split(" report ")[0]
+        ), action
