@@ -187,7 +187,12 @@ def _account_options(p: argparse.ArgumentParser, *, create: bool) -> None:
 def _account_parsers(account: argparse.ArgumentParser) -> None:
     sub = account.add_subparsers(dest="account_command", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="list accounts")
-    p.add_argument("--count", type=int, default=100, help="page size")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=100,
+        help="a hint to Redis of how many per page (page until the cursor is 0)",
+    )
     p.add_argument("--cursor", type=int, default=0, help="continue a previous listing")
     p.set_defaults(build=req_list)
     p = sub.add_parser("get", help="show one account")

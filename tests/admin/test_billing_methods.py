@@ -74,6 +74,11 @@ async def test_billing_profile(methods: AdminMethods) -> None:
         "19",
         ["Hauptstr. 1", "Berlin"],
     )
+    # A fraction typed for a percentage would tax a hundredfold too little: refused.
+    assert await error(methods, "billing.set", {"id": "post", "vat_rate": "0.19"}) == (
+        -32020,
+        "vat_rate: '0.19' would be 0.19 %: rates are in percent (\"19\" for 19 %)",
+    )
     assert await error(methods, "billing.set", {"id": "post", "billing_day": 31}) == (
         -32020,
         "billing_day must be an integer 1..28",

@@ -70,6 +70,10 @@ def test_example_file_equals_defaults() -> None:
             {"fraud": {"rules": [{"name": "s", "kind": "spend", "max_amount": 50}]}},
             'max_amount must be str, not int: write it as a string, in quotes ("50")',
         ),
+        (
+            {"invoicing": {"vat_rates": {"DE": "0.19"}}},
+            "'0.19' would be 0.19 %: rates are in percent (\"19\" for 19 %)",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> None:

@@ -42,6 +42,13 @@ def percent_to_ppm(text: str) -> int:
         raise ValueError(f"{text!r} is not a percentage") from None
     if value > 100:
         raise ValueError(f"{text!r}: a tax rate must be between 0 and 100 percent")
+    if 0 < value < 1:
+        # No VAT or sales tax is below 1 %; "0.19" is a fraction typed for 19 %, and
+        # taken as percent it would under-tax every invoice a hundredfold.
+        raise ValueError(
+            f"{text!r} would be {text} %: rates are in percent "
+            f'("{(value * 100).normalize():f}" for {(value * 100).normalize():f} %)'
+        )
     return int(value * 10_000)
 
 
