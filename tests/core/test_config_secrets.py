@@ -25,7 +25,9 @@ def test_other_mistyped_values_are_still_shown() -> None:
         config_from_dict({"server": {"workers": "two"}}, "x.toml")
 
 
-@pytest.mark.parametrize("url", ["redis://:pw-4711@localhost:99999/0", "redis://h:port/0"])
+@pytest.mark.parametrize(
+    "url", ["redis://:pw-4711@localhost:99999/0", "redis://h:port/0", "redis://:pw-4711@h:0/0"]
+)
 def test_redis_url_with_a_bad_port_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict({"redis": {"url": url}}, "r.toml")

@@ -70,10 +70,13 @@ class RedisConfig:
         if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("url must start with redis://, rediss:// or unix://")
         try:
-            urllib.parse.urlsplit(self.url).port  # noqa: B018 (raises on a bad port)
+            url_port = urllib.parse.urlsplit(self.url).port  # raises on a bad port
         except ValueError:
-            # Never echo the URL: it may carry a password.
-            raise ValueError("url has an invalid port (must be 0..65535)") from None
+            url_port = -1
+        if url_port in (0, -1):
+            # Never echo the URL: it may carry a password. Port 0: redis-py connects to
+            # 6379 instead (a falsy port is its default), maybe another Redis.
+            raise ValueError("url has an invalid port (must be 1..65535)")
         for node in self.cluster_nodes:
             host, _, port = node.rpartition(":")
             if not host or not port.isdigit():
