@@ -203,13 +203,26 @@ def _usage(packet: rc.Packet) -> tuple[int, bool]:
     return 0, False
 
 
+# The longest Acct-Delay-Time believed (RFC 2866 §5.2: how long the client has been
+# trying to send the record). Sippy B2BUA writes the Unix time of the call's first
+# provisional response there (RadiusAccounting.asend: "Acct-Delay-Time =
+# round(p1xx_ts)", no Event-Timestamp): read as a delay it put the event in 1970.
+# A week is far longer than any gateway keeps retrying a record, and far shorter
+# than any epoch time.
+MAX_ACCT_DELAY_S: Final = 7 * 86_400
+
+
 def event_ms_of(packet: rc.Packet, now_s: float) -> int:
     """When an accounting event happened at the NAS: Event-Timestamp (RFC 2869 §5.3),
-    else the arrival time minus Acct-Delay-Time (RFC 2866 §5.2)."""
+    else the arrival time minus Acct-Delay-Time (RFC 2866 §5.2); a delay over
+    MAX_ACCT_DELAY_S is not one (Sippy's timestamp): the arrival time then."""
     event_s = packet.integer(rc.EVENT_TIMESTAMP)
     if event_s:
         return event_s * 1000
-    return int(now_s * 1000) - packet.integer(rc.ACCT_DELAY_TIME) * 1000
+    delay_s = packet.integer(rc.ACCT_DELAY_TIME)
+    if delay_s > MAX_ACCT_DELAY_S:
+        delay_s = 0
+    return int(now_s * 1000) - delay_s * 1000
 
 
 def _sip_code(packet: rc.Packet) -> int:

@@ -451,3 +451,46 @@ async def test_one_gateway_authorizing_and_accounting_from_two_addresses_is_one_
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 450_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+async def test_sippy_stop_whose_acct_delay_time_is_a_timestamp_is_charged_at_its_arrival(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Sippy B2BUA (RadiusAccounting.asend, Python and Go) sends no Event-Timestamp and
+    # puts the Unix time of the first provisional response in Acct-Delay-Time
+    # ("Acct-Delay-Time = round(p1xx_ts)"). Read as a delay (RFC 2866 §5.2) it moved
+    # the Stop back to 1970: the accounting-only call was priced in 1970, where no
+    # tariff profile applies, and went to cdr:orphans as destination_not_allowed (42 s
+    # of talk never charged); an authorized call's CDR ended at its start.
+    clients = [
+        {"name": "sippy", "address": "127.0.0.1", "secret": SECRET.decode(), "coa_port": 0,
+         "flavour": "generic", "default_account": "trunk", "lookup": ["default"]},
+    ]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        nas = await UdpPeer.open()
+        arrival_s = int(time.time())  # the frontend's clock: the wall clock
+        call = attr(rc.USER_NAME, "10.0.0.9") + attr(rc.CALLING_STATION_ID, "4940555666")
+        call += attr(rc.CALLED_STATION_ID, "030123456") + attr(
+            rc.ACCT_SESSION_ID, "5c3e1b2a@10.0.0.9"
+        )
+        call += cisco(rc.H323_CONF_ID, "h323-conf-id=3A5F8B2C 11D2AABB 00112233 44556677")
+        call += cisco(1, "call-id=5c3e1b2a@10.0.0.9") + cisco(27, "h323-call-type=VoIP")
+        stop = call + cisco(rc.H323_CALL_ORIGIN, "h323-call-origin=originate")
+        stop += cisco(29, "h323-disconnect-time=10:10:42.000 GMT Mon Dec 7 2026")
+        stop += attr(rc.ACCT_SESSION_TIME, 42) + cisco(
+            rc.H323_DISCONNECT_CAUSE, "h323-disconnect-cause=10"
+        )
+        stop += cisco(28, "h323-connect-time=10:10:00.000 GMT Mon Dec 7 2026")
+        stop += attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP)
+        stop += attr(rc.ACCT_DELAY_TIME, arrival_s - 48)  # the first 1xx's Unix time
+        try:
+            await ask(nas, accounting_request(1, stop), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.duration_s, cdr.cost_micros, cdr.disconnect_cause) == (42, 420_000, 16)
+        assert abs(cdr.end_ms // 1000 - arrival_s) <= 2  # not 1970, nor its answer time
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
