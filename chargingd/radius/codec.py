@@ -72,6 +72,7 @@ ERROR_SESSION_CONTEXT_NOT_FOUND: Final = 503
 
 # Cisco, vendor 9: the h323-* VSAs carry "name=value" strings.
 CISCO_VENDOR: Final = 9
+CISCO_AVPAIR: Final = 1  # "name=value", repeated: the codec keeps the first
 H323_REMOTE_ADDRESS: Final = 23
 H323_CONF_ID: Final = 24
 H323_CALL_ORIGIN: Final = 26

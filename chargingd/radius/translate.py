@@ -14,7 +14,7 @@ from typing import Final
 
 from chargingd.radius import codec as rc
 from chargingd.radius.clients import RadiusClient
-from chargingd.radius.quality import call_quality
+from chargingd.radius.quality import call_quality, cisco_pairs
 from chargingd.sessions.ccapi import CallInfo, UsageKind, UsageReport, account_of_class
 
 _inet_ntoa: Final = socket.inet_ntoa  # (Final: no module attribute look-up per packet)
@@ -71,10 +71,14 @@ def charged_leg(packet: rc.Packet, client: RadiusClient) -> bool:
 def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallInfo:
     """The ccapi view of a call: raw numbers and a session id. Cisco's Access-Request
     has no Acct-Session-Id and each leg has its own, so "cisco" clients use the
-    h323-conf-id the legs share; others use Acct-Session-Id (else h323-conf-id)."""
+    h323-conf-id the legs share; others use Acct-Session-Id (else a Cisco-AVPair
+    call-id, else h323-conf-id). A packet without either id: its call-id."""
     conf_id = packet.cisco_value(rc.H323_CONF_ID)
     acct_session_id = packet.text(rc.ACCT_SESSION_ID)
-    session_id = (conf_id or acct_session_id) if client.cisco else (acct_session_id or conf_id)
+    if client.cisco:
+        session_id = conf_id or acct_session_id or sip_call_id(packet)
+    else:  # Sippy's Access-Request: its Call-ID, its accounting's Acct-Session-Id
+        session_id = acct_session_id or sip_call_id(packet) or conf_id
     return CallInfo(
         session_id=session_id,
         user_name=packet.text(rc.USER_NAME),
@@ -91,6 +95,18 @@ def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallIn
         caller_ip=caller_ip_of(packet),
         account_hint=account_of_class(packet.attrs.get(rc.CLASS, b"")) if client.echo_class else "",
     )
+
+
+def sip_call_id(packet: rc.Packet) -> str:
+    """The SIP Call-ID a Cisco-AVPair "call-id=..." carries ("" none). Sippy B2BUA's
+    Access-Request (RadiusAuthorisation.do_auth) has no Acct-Session-Id: User-Name, the
+    numbers, call-id, h323-remote-address, h323-session-protocol (and h323-conf-id in
+    older versions only); its accounting's Acct-Session-Id is that Call-ID. Read
+    only for a packet without Acct-Session-Id (the codec keeps the first Cisco-AVPair
+    only: this scans them all)."""
+    if rc.CISCO_AVPAIR not in packet.cisco:
+        return ""
+    return cisco_pairs(packet.raw)[0].get("call-id", "")
 
 
 def usage_report(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from radius_peer import UdpPeer
 from sessions_harness import (
@@ -492,5 +493,56 @@ async def test_sippy_stop_whose_acct_delay_time_is_a_timestamp_is_charged_at_its
         assert (cdr.duration_s, cdr.cost_micros, cdr.disconnect_cause) == (42, 420_000, 16)
         assert abs(cdr.end_ms // 1000 - arrival_s) <= 2  # not 1970, nor its answer time
         account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
+
+
+@pytest.mark.parametrize("conf_id_asked", [False, True], ids=["current", "older"])
+async def test_sippy_access_request_with_only_a_call_id_avpair_is_authorized_and_charged_once(
+    redis: aioredis.Redis, tmp_path: Path, conf_id_asked: bool
+) -> None:
+    # Sippy B2BUA's Access-Request (RadiusAuthorisation.do_auth) carries User-Name, the
+    # numbers, Cisco-AVPair "call-id=<SIP Call-ID>", h323-remote-address and
+    # "h323-session-protocol=sipv2": no Acct-Session-Id and, in current versions, no
+    # h323-conf-id. It was refused "invalid session id" (Sippy answers the caller 403):
+    # no call through Sippy could be made. Its accounting's Acct-Session-Id is that
+    # Call-ID, one Stop per leg (answer, then originate) with Sippy's Acct-Delay-Time.
+    # Older versions also put the h323-conf-id in the Access-Request: a generic client's
+    # call was keyed by it there and by the Call-ID in its accounting (two calls).
+    clients = [{"name": "sippy", "address": "127.0.0.1", "secret": SECRET.decode(),
+                "coa_port": 0, "flavour": "generic"}]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:alice",))
+        nas = await UdpPeer.open()
+        call_id = "5c3e1b2a-7f1d@10.0.0.9"
+        who = attr(rc.CALLING_STATION_ID, "4940555666") + attr(rc.CALLED_STATION_ID, "030123456")
+        asked = attr(rc.USER_NAME, "alice") + attr(rc.USER_PASSWORD, bytes(16)) + who
+        asked += cisco(1, "call-id=" + call_id) + cisco(23, "h323-remote-address=10.0.0.9")
+        asked += cisco(1, "h323-session-protocol=sipv2")
+        conf = cisco(rc.H323_CONF_ID, "h323-conf-id=3A5F8B2C 11D2AABB 00112233 44556677")
+        if conf_id_asked:
+            asked += conf
+        try:
+            reply = await ask(nas, access_request(1, asked), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT, reply.text(rc.REPLY_MESSAGE)
+            assert reply.integer(rc.SESSION_TIMEOUT) == 1000  # 10 EUR at 0.60 a minute
+            account = await b.ledger.get_account("acc1")
+            assert account.reserved_micros > 0  # the call's hold
+            b.clock.now_ms += 42_000
+            for n, origin in enumerate(("answer", "originate")):
+                stop = cisco(rc.H323_CALL_ORIGIN, "h323-call-origin=" + origin)
+                stop += cisco(27, "h323-call-type=VoIP") + cisco(1, "h323-session-protocol=sipv2")
+                stop += attr(rc.USER_NAME, "alice") + who
+                stop += conf + cisco(1, "call-id=" + call_id) + attr(rc.ACCT_SESSION_ID, call_id)
+                stop += attr(rc.ACCT_SESSION_TIME, 42) + attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP)
+                stop += cisco(rc.H323_DISCONNECT_CAUSE, "h323-disconnect-cause=10")
+                stop += attr(rc.ACCT_DELAY_TIME, int(time.time()) - 45)
+                await ask(nas, accounting_request(2 + n, stop), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.call_id, cdr.duration_s) == ("acc1", call_id, 42)
+        assert cdr.cost_micros == 420_000
+        account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
