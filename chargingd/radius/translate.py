@@ -59,13 +59,18 @@ def caller_ip_of(packet: rc.Packet) -> str:
 
 
 def charged_leg(packet: rc.Packet, client: RadiusClient) -> bool:
-    """False for a Cisco leg whose accounting the client's `cisco_leg` excludes."""
+    """False for a Cisco leg whose accounting the client's `cisco_leg` excludes. GNU
+    Gatekeeper's RadAcct writes "h323-call-origin=proxy" on every record: one record
+    per call, the gatekeeper's own (radacct.cxx), charged whatever `cisco_leg` says."""
     if not client.cisco or client.cisco_leg == "all":
         return True
     origin = packet.cisco_value(rc.H323_CALL_ORIGIN)
     # Cisco writes "originate", AudioCodes "Originate" (Mediant SIP User's Manual,
     # "RADIUS Accounting" example): the same leg.
-    return not origin or origin == client.cisco_leg or origin.lower() == client.cisco_leg
+    if not origin or origin == client.cisco_leg:
+        return True
+    origin = origin.lower()
+    return origin == client.cisco_leg or origin == "proxy"
 
 
 def call_info(packet: rc.Packet, client: RadiusClient, source_ip: str) -> CallInfo:

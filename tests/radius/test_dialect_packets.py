@@ -546,3 +546,51 @@ async def test_sippy_access_request_with_only_a_call_id_avpair_is_authorized_and
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 420_000, 0)
         assert await redis.xlen("cdr:orphans") == 0
+
+
+async def test_gnu_gatekeeper_proxy_records_are_charged(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    # GNU Gatekeeper's RadAuth authorizes the caller's ARQ with the Cisco VSAs
+    # (h323-conf-id, h323-call-origin=originate); its RadAcct sends one record per
+    # call, Start at the Setup, Interim-Updates, Stop, each "h323-call-origin=proxy"
+    # (radacct.cxx). A cisco client ignored every record that was not "originate": the
+    # 60 s call was never charged and its hold stayed until the reaper.
+    clients = [{"name": "gnugk", "address": "127.0.0.1", "secret": SECRET.decode(),
+                "coa_port": 0}]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "acc1", balance_micros=10 * EUR, identities=("user:alice",))
+        nas = await UdpPeer.open()
+        conf = cisco(rc.H323_CONF_ID, "h323-conf-id=FF8E71DC 7FF41810 93FA0001 6CC7CC03")
+        gk = attr(rc.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))) + attr(32, "ASMODEUSGK") + attr(61, 5)
+        who = attr(rc.CALLING_STATION_ID, "4940555666") + attr(rc.CALLED_STATION_ID, "030123456")
+        arq = attr(rc.USER_NAME, "alice") + attr(rc.USER_PASSWORD, bytes(16)) + gk + who + conf
+        arq += cisco(rc.H323_CALL_ORIGIN, "h323-call-origin=originate")
+        arq += cisco(27, "h323-call-type=VoIP") + cisco(33, "h323-gw-id=ASMODEUSGK")
+        try:
+            reply = await ask(nas, access_request(1, arq), b.frontend.auth_port)
+            assert reply.code == rc.ACCESS_ACCEPT
+            for n, (status, usage_s) in enumerate(
+                ((rc.STATUS_START, None), (rc.STATUS_INTERIM, 30), (rc.STATUS_STOP, 60))
+            ):
+                b.clock.now_ms = (b.t0_s + (usage_s or 0)) * 1000
+                record = attr(rc.ACCT_STATUS_TYPE, status) + gk + attr(6, 1)
+                record += attr(rc.ACCT_SESSION_ID, "e5a1624d4211242c") + attr(rc.USER_NAME, "alice")
+                if usage_s is not None:
+                    record += attr(rc.ACCT_SESSION_TIME, usage_s)
+                record += who + cisco(33, "h323-gw-id=ASMODEUSGK") + conf
+                record += cisco(rc.H323_CALL_ORIGIN, "h323-call-origin=proxy")
+                record += cisco(27, "h323-call-type=VoIP")
+                record += cisco(25, "h323-setup-time=14:24:55.000 EET Mon Nov 28 2005")
+                if status == rc.STATUS_STOP:
+                    record += cisco(rc.H323_DISCONNECT_CAUSE, "h323-disconnect-cause=10")
+                record += cisco(1, "h323-ivr-out=h323-call-id:FF8E71DC 7FF41810 93F90001 6CC7CC03")
+                record += attr(rc.ACCT_DELAY_TIME, 0)
+                await ask(nas, accounting_request(2 + n, record), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        assert (cdr.account_id, cdr.duration_s, cdr.cost_micros) == ("acc1", 60, 600_000)
+        account = await b.ledger.get_account("acc1")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
+        assert b.frontend.counters.accounting_ignored == 0
