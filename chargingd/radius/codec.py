@@ -58,6 +58,13 @@ ERROR_CAUSE: Final = 101
 # accounted transaction here, a 4-octet integer. RFC 7268 gave 102 to EAP-Key-Name, which
 # no call accounting carries; it is read only from Accounting-Requests, only as 4 octets.
 SIP_RESPONSE_CODE: Final = 102
+# OpenSIPS's acc module in CDR mode (acc_aaa_cdrs: one Stop per call, no Start, no
+# Acct-Session-Time; etc/dictionary.opensips): Sip-Call-Duration (the talk time in
+# seconds) and Sip-Call-MSDuration (in ms), 4-octet integers in the implementation-
+# specific range (RFC 2865 §5.26 / IANA 224-240); its Event-Timestamp is the call's
+# start (the answer), not its end.
+SIP_CALL_DURATION: Final = 227
+SIP_CALL_MS_DURATION: Final = 230
 
 # Acct-Status-Type values (RFC 2866 §5.1).
 STATUS_START: Final = 1

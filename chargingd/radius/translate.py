@@ -123,6 +123,8 @@ def usage_report(
     event_ms = event_ms_of(packet, now_s)
     terminate = packet.integer(rc.ACCT_TERMINATE_CAUSE)
     usage_s, reported = _usage(packet)
+    if reported and rc.ACCT_SESSION_TIME not in packet.attrs:
+        event_ms += _opensips_talk_ms(packet)
     answer_ms = -1
     if rc.FS_CALLSTARTDATE_KEY in packet.attrs:  # (a dict look-up for the others)
         answer_ms = _freeswitch_answer_ms(packet, kind, usage_s, event_ms)
@@ -215,13 +217,36 @@ def _softswitch_number(packet: rc.Packet, keys: tuple[int, ...]) -> str:
 
 def _usage(packet: rc.Packet) -> tuple[int, bool]:
     """(usage_s, reported): Acct-Session-Time, else Asterisk-Bill-Sec (cdr_radius sends
-    the talk time there only); (0, False) when neither says."""
+    the talk time there only), else OpenSIPS's Sip-Call-MSDuration / Sip-Call-Duration
+    (its acc module's CDR mode); (0, False) when none says."""
     if rc.ACCT_SESSION_TIME in packet.attrs:
         return packet.integer(rc.ACCT_SESSION_TIME), True
     bill_sec = packet.attrs.get(rc.AST_BILL_SEC_KEY)
     if bill_sec is not None and len(bill_sec) == 4:
         return int.from_bytes(bill_sec, "big"), True
+    duration = packet.attrs.get(rc.SIP_CALL_DURATION)
+    if duration is not None and len(duration) == 4:
+        # Sip-Call-Duration is a difference of whole seconds (05.900 to 66.300 is 61):
+        # Sip-Call-MSDuration rounded half up when sent, as mediation reads the same
+        # call from OpenSIPS's acc table (docs/mediation.md, opensips_db)
+        ms = packet.attrs.get(rc.SIP_CALL_MS_DURATION)
+        if ms is not None and len(ms) == 4:
+            return (int.from_bytes(ms, "big") + 500) // 1000, True
+        return int.from_bytes(duration, "big"), True
     return 0, False
+
+
+def _opensips_talk_ms(packet: rc.Packet) -> int:
+    """How far an OpenSIPS CDR's end is past its Event-Timestamp, which acc_aaa_cdrs
+    sets to the call's start: Sip-Call-MSDuration, else Sip-Call-Duration seconds; 0
+    for any other packet (or one without Event-Timestamp: its time is its arrival)."""
+    duration = packet.attrs.get(rc.SIP_CALL_DURATION)
+    if duration is None or len(duration) != 4 or rc.EVENT_TIMESTAMP not in packet.attrs:
+        return 0
+    ms = packet.attrs.get(rc.SIP_CALL_MS_DURATION)
+    if ms is not None and len(ms) == 4:
+        return int.from_bytes(ms, "big")
+    return int.from_bytes(duration, "big") * 1000
 
 
 # The longest Acct-Delay-Time believed (RFC 2866 §5.2: how long the client has been

@@ -594,3 +594,42 @@ async def test_gnu_gatekeeper_proxy_records_are_charged(
         account = await b.ledger.get_account("acc1")
         assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 600_000, 0)
         assert b.frontend.counters.accounting_ignored == 0
+
+
+@pytest.mark.parametrize("authorized", [True, False], ids=["authorized", "accounting_only"])
+async def test_opensips_cdr_mode_stop_is_charged_its_sip_call_duration(
+    redis: aioredis.Redis, tmp_path: Path, authorized: bool
+) -> None:
+    # OpenSIPS's acc module in CDR mode (do_accounting("aaa", "cdr"): acc_aaa_cdrs)
+    # sends one Stop per call, no Start and no Acct-Session-Time: the talk time is in
+    # Sip-Call-Duration (227, seconds) and Sip-Call-MSDuration (230), its
+    # Event-Timestamp is the call's start (etc/dictionary.opensips: Sip-Method 204,
+    # Sip-Response-Code 205, Sip-From-Tag 206, Sip-To-Tag 207). Every such call was
+    # stored unanswered and charged nothing.
+    clients = [{"name": "opensips", "address": "127.0.0.1", "secret": SECRET.decode(),
+                "coa_port": 0, "flavour": "generic", "default_account": "trunk"}]  # fmt: skip
+    async with bench(redis, tmp_path, clients) as b:
+        await add_account(b.ledger, "trunk", balance_micros=10 * EUR, identities=())
+        nas = await UdpPeer.open()
+        call = attr(rc.USER_NAME, "alice") + attr(rc.ACCT_SESSION_ID, "a84b4c76e66710@10.0.0.1")
+        call += attr(rc.CALLING_STATION_ID, "sip:4940555666@10.0.0.1")
+        call += attr(rc.CALLED_STATION_ID, "sip:030123456@10.0.0.1")
+        try:
+            if authorized:
+                reply = await ask(nas, access_request(1, call), b.frontend.auth_port)
+                assert reply.code == rc.ACCESS_ACCEPT
+            b.clock.now_ms += 65_000
+            cdr_stop = attr(rc.ACCT_STATUS_TYPE, rc.STATUS_STOP) + attr(6, 15)  # Sip-Session
+            cdr_stop += attr(205, 200) + attr(204, 1) + attr(rc.EVENT_TIMESTAMP, b.t0_s + 2)
+            cdr_stop += attr(206, "as6f3c1a") + attr(207, "b78c2d") + call
+            cdr_stop += attr(227, 62) + attr(230, 61_400) + attr(228, 2)  # 05.9 to 67.3
+            await ask(nas, accounting_request(2, cdr_stop), b.frontend.acct_port)
+        finally:
+            nas.close()
+        (cdr,) = await read_cdrs(redis)
+        # the talk in ms rounded half up, as mediation reads OpenSIPS's acc table
+        assert (cdr.account_id, cdr.duration_s, cdr.cost_micros) == ("trunk", 61, 610_000)
+        assert cdr.answer_ms // 1000 == b.t0_s + 2  # the Event-Timestamp: the answer
+        account = await b.ledger.get_account("trunk")
+        assert (account.balance_micros, account.reserved_micros) == (10 * EUR - 610_000, 0)
+        assert await redis.xlen("cdr:orphans") == 0
