@@ -18,9 +18,11 @@ from fraud_harness import (
     UK_PREMIUM,
     add_account,
     call,
+    fraud_config,
     make_fraud,
 )
 
+from chargingd.core.config import ConfigError
 from chargingd.fraud import CallFacts, Decision, Fraud, Verdict
 
 Calls = Callable[[], list[CallFacts]]
@@ -280,6 +282,39 @@ async def test_overrides_per_tariff_and_account(redis: aioredis.Redis, clock: Cl
     assert await allowed("trunk", "wholesale", 4) == [True, True, True, False]
     assert await allowed("acc2", "wholesale", 3) == [True, True, False]  # account wins
     assert await allowed("vip", "", 5) == [True] * 5
+
+
+async def test_a_tariff_or_account_override_refuses_the_first_risky_call(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """docs/fraud.md "Tuning": `destination` with max_calls = 0 refuses the first risky
+    call, "right for retail accounts that never call premium ranges", and thresholds are
+    tuned per tariff and account. Such an override stopped startup ("max_calls must be
+    between 1 and 1000000, not 0"): the override was checked as if of a velocity rule,
+    so retail tariffs could only keep the shipped 10 risky calls an hour."""
+    rule = {"name": "risky", "kind": "destination", "max_calls": 3, "window_s": 3600,
+            "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(
+        redis,
+        clock,
+        [rule],
+        tariff_overrides={"retail": {"risky": {"max_calls": 0}}},
+        account_overrides={"careful": {"risky": {"max_calls": 0}}},
+    )
+
+    async def allowed(account: str, tariff: str, n: int) -> list[bool]:
+        facts = [call(LIBERIA_PREMIUM, account_id=account, tariff=tariff) for _ in range(n)]
+        return [v.allowed for v in await run(fraud, facts)]
+
+    assert await allowed("shop", "retail", 2) == [False, False]
+    assert await allowed("careful", "", 2) == [False, False]
+    assert await allowed("trunk", "wholesale", 4) == [True, True, True, False]
+    # max_calls = 0 stays an error for the kinds that would then refuse every call
+    with pytest.raises(ConfigError, match="rule 'v': max_calls must be between 1"):
+        fraud_config(
+            [{"name": "v", "kind": "velocity", "max_calls": 5, "window_s": 60}],
+            tariff_overrides={"retail": {"v": {"max_calls": 0}}},
+        )
 
 
 async def test_overrides_of_the_kinds_own_thresholds(redis: aioredis.Redis, clock: Clock) -> None:

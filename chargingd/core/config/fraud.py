@@ -248,7 +248,9 @@ def check_thresholds(obj: RuleConfig | RuleOverride, where: str) -> None:
     _bounded(obj, "min_asr_pct", 1, 100, where)
     _bounded(obj, "min_calls", 1, MAX_COUNT, where)
     _bounded(obj, "cooldown_s", 1, MAX_WINDOW_S, where)
-    lowest = 0 if getattr(obj, "kind", "") == "destination" else 1
+    # 0 is a destination rule's "the first risky call"; an override does not know its
+    # rule's kind here: _check_applies validates the rule it makes (1 for the others)
+    lowest = 0 if isinstance(obj, RuleOverride) or obj.kind == "destination" else 1
     _bounded(obj, "max_calls", lowest, MAX_COUNT, where)
     if obj.max_amount is not None:
         _check_cap(obj.max_amount, f"{where}: max_amount")
