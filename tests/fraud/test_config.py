@@ -282,3 +282,30 @@ def test_spend_caps_per_currency_and_in_each_accounts_own() -> None:
     acme = {c: book.in_currency("acme", "", c)[0].limit for c in ("JPY", "KWD")}
     assert acme == {"JPY": 20_000_000_000, "KWD": 15_500_000}
     assert book.in_currency("acme", "", "JPY") is book.in_currency("acme", "", "JPY")  # once
+
+
+def test_an_overrides_shadow_false_under_the_shadow_switch_is_warned_at_startup() -> None:
+    """[fraud] shadow = true puts every rule in shadow mode, overrides included. An
+    operator taking one account or tariff live with an override's shadow = false (the
+    documented way to tune per account) kept it alerting only, with no word at startup:
+    its fraud was let through while the config said otherwise. The switch still wins
+    (it stops every refusal at once); the startup log now says the override does
+    nothing, and how to run some rules live."""
+    fraud = {
+        "enabled": True,
+        "shadow": True,
+        "rules": [RULE],
+        "account_overrides": {"acme": {"r": {"shadow": False, "max_calls": 9}}},
+        "tariff_overrides": {"retail": {"r": {"shadow": True}}},
+    }
+    cfg = config_from_dict({"fraud": fraud, "rating": {"plans": {"retail": "r.toml"}}}, "c.toml")
+    (warning,) = cfg.warnings
+    assert warning.startswith("c.toml: [fraud.account_overrides.acme.r] shadow = false has no")
+    assert "[fraud] shadow = false" in warning
+    (rule,) = RuleBook(cfg.fraud).rules_for("acme", "default")
+    assert rule.shadow and rule.limit == 9
+    off = config_from_dict(
+        {"fraud": fraud | {"shadow": False}, "rating": {"plans": {"retail": "r.toml"}}}
+    )
+    assert off.warnings == ()
+    assert not RuleBook(off.fraud).rules_for("acme", "default")[0].shadow

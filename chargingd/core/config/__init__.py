@@ -540,6 +540,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<inline>") -> Config:
     warnings = [
         w for (s, k), value in retired.items() if (w := _retired_warning(cfg, s, k, value, source))
     ]
+    warnings += [f"{source}: {w}" for w in cfg.fraud.ignored()]
     return dataclasses.replace(cfg, warnings=tuple(warnings)) if warnings else cfg
 
 

@@ -383,6 +383,28 @@ class FraudConfig:
             raise ValueError("local_values: 0 (off) to 1000000")
         self._validate_overrides(set(names))
 
+    def ignored(self) -> list[str]:
+        """What the config sets and the rules cannot apply: an override's ``shadow =
+        false`` under ``[fraud] shadow = true`` (every rule in shadow mode, whatever an
+        override says: the switch that stops every refusal at once). Startup WARNINGs:
+        an operator who takes one tariff or account live this way sees its rules still
+        only alert."""
+        if not self.shadow:
+            return []
+        out = []
+        for what, table in (("account", self.account_overrides), ("tariff", self.tariff_overrides)):
+            for owner, overrides in table.items():
+                for rule_name, override in overrides.items():
+                    if override.shadow is False:
+                        out.append(
+                            f"[fraud.{what}_overrides.{owner}.{rule_name}] shadow = false"
+                            " has no effect: [fraud] shadow = true puts every rule in shadow"
+                            " mode (it alerts, never refuses or blocks); to run some rules"
+                            " live, set shadow = true on the others ([[fraud.rules]] or"
+                            " overrides) and [fraud] shadow = false"
+                        )
+        return out
+
     def _validate_overrides(self, names: set[str]) -> None:
         by_name = {r.name: r for r in self.rules}
         for what, table in (("account", self.account_overrides), ("tariff", self.tariff_overrides)):
