@@ -15,7 +15,8 @@ rule, the account's block and the sessions' authorize script share one Cluster s
   {a:ID}:fr:log         zset  calls counted by the event rules (short calls, failed
                               attempts; score slot*1e13+ms; an Access-Reject's member
                               names its identity: plan.reject_member)
-  {a:ID}:fr:ev          hash  spend and answer buckets of the event rules
+  {a:ID}:fr:ev          hash  spend and answer buckets of the event rules (SLOT:m/a/n:B;
+                              SLOT:t:B when bucket B's last event came)
   {a:ID}:fr:seen        zset  CDR / refusal ids already counted (re-deliveries)
   {fip:IP}:fr:v         string  one caller IP's state (velocity per caller IP)
   {fid:IDENT}:fr:log    zset  refusals of an identity no account has

@@ -302,22 +302,48 @@ async def test_spend_sums_the_window_buckets_exactly_and_drops_those_that_left(
     redis: aioredis.Redis, clock: Clock
 ) -> None:
     """Spend over seven hours of CDRs 170 s apart (about three buckets of 60 s): each CDR
-    reports the sum of the buckets of its window (b - 59 .. b), as a model sums them, and
-    the events' hash keeps no bucket that left the window (the read is of the fields
-    there are: fraud_events.lua fr_ev_read; docs/fraud-cost.md "Nineteenth round")."""
+    reports the sum of the buckets of its window (b - 59 .. b, and b - 60, which the
+    window's start cuts through, while its last CDR is within the window), as a model
+    sums them, and the events' hash keeps no bucket that left the window (the read is
+    of the fields there are: fraud_events.lua fr_ev_read; docs/fraud-cost.md "Nineteenth
+    round")."""
     rule = {"name": "spend", "kind": "spend", "max_amount": "0.000001", "window_s": 3600}
     fraud = await make_fraud(redis, clock, [rule])
-    width_ms, buckets = 60_000, {}
+    width_ms, buckets, last = 60_000, {}, {}
     for i in range(150):
         clock.advance(170)
-        b = clock() // width_ms
+        now = clock()
+        b = now // width_ms
         buckets[b] = buckets.get(b, 0) + (i + 1) * 1000
+        last[b] = now
         verdict = await fraud.cdr(cdr(charged_micros=(i + 1) * 1000), f"{next(_entry)}-0")
-        expected = sum(n for k, n in buckets.items() if b - 59 <= k <= b)
+        edge = last.get(b - 60, 0) >= now - 3_600_000
+        expected = sum(n for k, n in buckets.items() if b - 59 <= k <= b or (edge and k == b - 60))
         assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", expected)], i
     fields = await redis.hkeys(FK.events_key("acc1"))
     kept = sorted(int(f.rsplit(b":", 1)[1]) for f in fields)
-    assert kept and all(k > b - 60 for k in kept), (b, kept)
+    assert kept and all(k > b - 60 or (edge and k == b - 60) for k in kept), (b, kept)
+
+
+async def test_spend_counts_the_bucket_the_windows_start_cuts_through(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A spend cap of 50 an hour: 49 spent, then 2 spent 59.5 minutes later are 51 in
+    the hour. The window summed its last 60 buckets of 60 s (b - 59 .. b), leaving out
+    the one its start cuts through: the 49 were counted nowhere and the 51 passed
+    unseen (a day's cap: what was spent in the window's first 24 minutes). That bucket
+    counts now while its last CDR is within the window, as the authorize counters'
+    (never less than the window holds); once that CDR has left, it no longer counts."""
+    rule = {"name": "spend", "kind": "spend", "max_amount": "50", "window_s": 3600}
+    fraud = await make_fraud(redis, clock, [rule])
+    clock.advance(30)  # 30 s into a bucket of 60 s
+    assert not (await fraud.cdr(cdr(charged_micros=49 * EUR), "1-0")).fired
+    clock.advance(3570)  # 59.5 min later: the 49 still in the hour, 60 buckets on
+    verdict = await fraud.cdr(cdr(charged_micros=2 * EUR), "2-0")
+    assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 51 * EUR)]
+    clock.advance(31)  # the 49 left the hour: its bucket no longer counts
+    verdict = await fraud.cdr(cdr(charged_micros=2 * EUR), "3-0")
+    assert not verdict.fired
 
 
 async def test_spend_in_the_unblocks_bucket_counts(redis: aioredis.Redis, clock: Clock) -> None:
@@ -419,5 +445,6 @@ async def test_buckets_written_by_the_release_before_are_summed_as_it_summed_the
     await redis.hset(key, mapping={**kept, f"{s}:m:{b - 60}": 7, f"{s}:m:{b - 200}": 11})
     verdict = await fraud.cdr(cdr(charged_micros=2), "1-0")
     assert [(f.rule.name, f.count) for f in verdict.fired] == [("spend", 5 + 3 + 2)]
-    assert await redis.hgetall(key) == {k.encode(): str(v + 2 * (k == f"{s}:m:{b}")).encode()
-                                        for k, v in kept.items()}  # fmt: skip
+    # this CDR's 2 in bucket b, and when its last event came (field t)
+    kept |= {f"{s}:m:{b}": 3 + 2, f"{s}:t:{b}": clock()}
+    assert await redis.hgetall(key) == {k.encode(): str(v).encode() for k, v in kept.items()}
