@@ -41,6 +41,8 @@ def req_lift(args: argparse.Namespace) -> Request:
         params["id"] = args.id
     if args.identity:
         params["identity"] = args.identity
+    if args.caller_ip:
+        params["caller_ip"] = args.caller_ip
     if args.operator:
         params["operator"] = args.operator
     return "fraud.lift", params
@@ -74,6 +76,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--identity",
         help="only this identity's refusal (user:alice); the account's own stay (lift ACCOUNT)",
+    )
+    p.add_argument(
+        "--caller-ip",
+        help="the counts of the rules per caller IP of this address (its refusal ends)",
     )
     p.add_argument("--reason", required=True, help="why, for the audit trail")
     p.set_defaults(build=req_lift)
@@ -155,6 +161,10 @@ def render_unblocked(console: Console, result: dict[str, Any]) -> None:
 
 
 def render_lifted(console: Console, result: dict[str, Any]) -> None:
+    if result.get("caller_ip"):
+        state = "its counts cleared" if result["lifted"] else "no counts kept"
+        console.print(f"caller IP {result['caller_ip']}: {state}, its incidents resolved")
+        return
     if not result["id"]:
         console.print(f"identity {result['identity']} (no account): its counts cleared")
         return

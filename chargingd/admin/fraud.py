@@ -20,7 +20,7 @@ FRAUD_METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "fraud.rules": ("fraud_rules", frozenset({"account", "tariff"})),
     "fraud.state": ("fraud_state", frozenset({"id"})),
     "fraud.unblock": ("fraud_unblock", _WRITE | {"id"}),
-    "fraud.lift": ("fraud_lift", _WRITE | {"id", "identity"}),
+    "fraud.lift": ("fraud_lift", _WRITE | {"id", "identity", "caller_ip"}),
 }
 FRAUD_READ_ONLY = frozenset({"fraud.rules", "fraud.state"})
 
@@ -183,8 +183,16 @@ class FraudMethods:
         if not reason.strip():
             raise FraudMethodError("a lift needs a reason (--reason)")
         identity = p.text("identity", "")
-        if p.has("id") == bool(identity):
-            raise FraudMethodError("name an account (id) or an identity, one of them")
+        caller_ip = p.text("caller_ip", "")
+        if p.has("id") + bool(identity) + bool(caller_ip) != 1:
+            raise FraudMethodError(
+                "name an account (id), an identity or a caller IP (caller_ip), one of them"
+            )
+        if caller_ip:
+            try:
+                return await self._fraud().lift_caller_ip(caller_ip, who=who, why=reason)
+            except ValueError as exc:
+                raise FraudMethodError(str(exc)) from None
         account_id = p.ident() if p.has("id") else None
         return await self._fraud().lift(account_id, identity=identity, who=who, why=reason)
 

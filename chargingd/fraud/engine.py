@@ -12,6 +12,7 @@ and the alerts follow here, off the request path (never awaited by authorize).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -739,6 +740,32 @@ class Fraud:
             "lifted": lifted,
             "account_refusals": refusing,
         }
+
+    async def lift_caller_ip(self, ip: str, *, who: str, why: str) -> dict[str, Any]:
+        """End what the rules per caller IP hold against ``ip`` (a ``velocity`` rule with
+        scope caller_ip that refuses: while its callers keep retrying, refused attempts
+        count and the address stays refused, every account behind it, an SBC's or a
+        PBX's public address too): its counts start over and its incidents are resolved.
+        No account's own counts or refusals change (``lift ACCOUNT`` is for those).
+        ValueError for a text that is no IP address."""
+        try:
+            address = ipaddress.ip_address(ip.strip())
+        except ValueError:
+            raise ValueError(f"--caller-ip {ip!r}: not an IP address") from None
+        shown = str(address)
+        key = FK.ip_value_key(shown)
+        had = bool(await self.redis.delete(key))
+        if self.local is not None:
+            self.local.values.drop(key)  # this process's copy (the others' meet the change)
+        await self._resolve(shown, who=who, why=why)
+        log.warning(
+            "fraud: counts of caller IP %s %s by %s: %s",
+            shown,
+            "cleared" if had else "(none kept) cleared",
+            who,
+            why,
+        )
+        return {"id": "", "identity": "", "caller_ip": shown, "lifted": ["counts"] if had else []}
 
     async def _lift_stranger(self, identity: str, *, who: str, why: str) -> dict[str, Any]:
         """An identity no account has: refused as unknown, never by a rule (its rules

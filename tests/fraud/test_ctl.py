@@ -384,3 +384,42 @@ async def test_a_daemon_without_fraud_says_so(
         assert code == 1 and "no alert stream" in err
     finally:
         await server.stop()
+
+
+async def test_lift_of_a_caller_ip_ends_its_refusal(
+    redis: aioredis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A velocity rule per caller IP that refuses holds while the address's callers keep
+    retrying (refused attempts count): an SBC's or a hosted PBX's public address refused
+    every account behind it, and no command ended it (`lift ACCOUNT` leaves the
+    address's value as it is): the operator had to change the config and restart.
+    `ctl fraud lift --caller-ip` starts the address's counts over and resolves its
+    incident; the accounts' own counts stay."""
+    rules = [
+        {"name": "ip", "kind": "velocity", "scope": "caller_ip", "max_calls": 2,
+         "window_s": 600, "action": "refuse"},
+        {"name": "acct", "kind": "velocity", "max_calls": 50, "window_s": 600},
+    ]  # fmt: skip
+    async with serve_fraud(redis, tmp_path, {}, rules=rules) as (fraud, path):
+        sbc = "198.51.100.20"
+        verdicts = [await fraud.check(call(account_id=f"pbx{i}", caller_ip=sbc)) for i in range(4)]
+        assert [v.allowed for v in verdicts] == [True, True, False, False]
+        code, out, err = await ctl(
+            path, capsys, "fraud", "lift", "--caller-ip", sbc, "--reason", "our SBC"
+        )
+        assert code == 0, err
+        assert out.strip() == f"caller IP {sbc}: its counts cleared, its incidents resolved"
+        assert (await fraud.check(call(account_id="pbx9", caller_ip=sbc))).allowed
+        await fraud.settle()
+        assert fraud.alerts is not None
+        (incident,) = await fraud.alerts.incidents()
+        assert (incident.key, incident.state) == (f"fraud.ip:{sbc}", "resolved")
+        assert (await fraud.value("pbx0")).get("w")  # the account's own counts stay
+        code, out, err = await ctl(
+            path, capsys, "fraud", "lift", "--caller-ip", "sbc1", "--reason", "x"
+        )
+        assert code != 0 and "not an IP address" in err, (out, err)
+        code, out, err = await ctl(
+            path, capsys, "fraud", "lift", "pbx0", "--caller-ip", sbc, "--reason", "x"
+        )
+        assert code != 0 and "one of them" in err, (out, err)
