@@ -30,13 +30,16 @@ from chargingd.invoicing.model import (
     Subscription,
     money,
 )
-from chargingd.invoicing.periods import Period, PeriodError, check_closed, window
+from chargingd.invoicing.periods import Period, PeriodError, check_closed, utc, window
 from chargingd.invoicing.profiles import load_profiles
 from chargingd.ledger import Account, Mode
 
 log = logging.getLogger("chargingd.invoicing")
 
 BeforeCommit = Callable[[list[Invoice]], None]
+
+# A period without an invoice whose late calls a later invoice billed as a correction.
+BILLED_LATE = "already billed as a usage correction"
 
 
 @dataclass(frozen=True)
@@ -303,8 +306,14 @@ async def _issue_batch(
         ids = [a.id for a in batch.accounts]
         last = 0 if result.dry_run else await issue.lock_series(conn, numbering.series)
         done = await issue.already_issued(conn, kind, batch.period.label, ids)
-        todo = [a for a in batch.accounts if a.id not in done]
         skipped.extend(("already issued", a) for a in sorted(done))
+        if kind is Kind.INVOICE:
+            # The period had no invoice and a later one billed its late calls already.
+            late = await usage.billed_as_correction(conn, batch.period.label, ids) - done
+            skipped.extend((BILLED_LATE, a) for a in sorted(late))
+            done |= late
+        todo = [a for a in batch.accounts if a.id not in done]
+        uninvoiced = []
         billables = await _billables(books, conn, kind, batch.period, [a.id for a in todo])
         drafts = []
         for acc in todo:
@@ -313,12 +322,19 @@ async def _issue_batch(
             why = _zero_refused(books, draft, inputs.profile) if draft else "nothing to report"
             if why is not None or draft is None:
                 skipped.append((why or "nothing to report", acc.id))
+                if draft is not None and draft.kind is Kind.INVOICE:
+                    own = draft.usage[0]  # what this run counted of the period
+                    uninvoiced.append(
+                        (acc.id, own.period, utc(own.start), utc(own.end), draft.currency,
+                         own.calls, own.charged_micros, why or "", result.run_id)
+                    )  # fmt: skip
                 continue
             if draft.kind is Kind.INVOICE and draft.total_micros < 0:
                 draft = await _settling(conn, draft, books.cfg.decimals(draft.currency))
             drafts.append(draft)
         if result.dry_run:
             return drafts
+        await usage.record_uninvoiced(conn, uninvoiced)
         issued = await issue.write(
             conn, drafts, numbering=numbering, last_number=last, issued_at=issued_at,
             issuer=books.issuer(), run_id=result.run_id, who=books.who,

@@ -105,14 +105,29 @@ async def usage_by_group(
 
 # Earlier periods these accounts were billed for, and what their CDRs hold now, in the
 # currency they were billed in (CDRs in another one are the run's errors, never billed).
+# A period a run issued no invoice for ("nothing to bill", "zero amount") counts what
+# that run counted (uninvoiced_periods), until an invoice of the period is issued: a
+# call of it stored later was never billed, and is billed as a correction too.
 _RECOUNT = """
-WITH counted AS (
-    SELECT u.account_id, u.period, i.currency, min(u.period_start) AS ps,
-           max(u.period_end) AS pe, sum(u.calls) AS calls, sum(u.charged_micros) AS charged
+WITH billed AS (
+    SELECT u.account_id, u.period, i.currency, u.period_start, u.period_end, u.calls,
+           u.charged_micros
     FROM invoice_usage u JOIN invoices i ON i.id = u.invoice_id
     WHERE u.account_id = ANY(%(accounts)s) AND u.period_end <= %(before)s
       AND u.period_end > %(since)s
-    GROUP BY u.account_id, u.period, i.currency
+    UNION ALL
+    SELECT s.account_id, s.period, s.currency, s.period_start, s.period_end, s.calls,
+           s.charged_micros
+    FROM uninvoiced_periods s
+    WHERE s.account_id = ANY(%(accounts)s) AND s.period_end <= %(before)s
+      AND s.period_end > %(since)s
+      AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.account_id = s.account_id
+                      AND i.period = s.period AND i.kind <> 'credit_note')
+), counted AS (
+    SELECT account_id, period, currency, min(period_start) AS ps, max(period_end) AS pe,
+           sum(calls) AS calls, sum(charged_micros) AS charged
+    FROM billed
+    GROUP BY account_id, period, currency
 )
 SELECT c.account_id, c.period, c.ps, c.pe, n.calls - c.calls, n.charged - c.charged
 FROM counted c
@@ -163,3 +178,35 @@ async def open_rerates(
             Rerate(run_id, account_id, currency, int(cdrs), int(amount))
         )
     return found
+
+
+async def record_uninvoiced(
+    conn: Conn, rows: Sequence[tuple[str, str, datetime, datetime, str, int, int, str, str]]
+) -> None:
+    """Periods a run issued no invoice for: (account, period, start, end, currency,
+    calls, charged, reason, run id), with the usage it counted (re-counted later)."""
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO uninvoiced_periods (account_id, period, period_start, period_end,"
+            " currency, calls, charged_micros, reason, run_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (account_id, period) DO UPDATE SET period_start ="
+            " EXCLUDED.period_start, period_end = EXCLUDED.period_end, currency ="
+            " EXCLUDED.currency, calls = EXCLUDED.calls, charged_micros ="
+            " EXCLUDED.charged_micros, reason = EXCLUDED.reason, run_id = EXCLUDED.run_id,"
+            " recorded_at = now()",
+            rows,
+        )
+
+
+async def billed_as_correction(conn: Conn, period: str, account_ids: Sequence[str]) -> set[str]:
+    """Accounts whose usage of ``period`` a later invoice already billed as a correction
+    (the period had no invoice of its own): an invoice of it now would bill it twice."""
+    cur = await conn.execute(
+        "SELECT DISTINCT u.account_id FROM invoice_usage u JOIN invoices i ON i.id = u.invoice_id"
+        " WHERE u.period = %s AND i.period <> u.period AND u.account_id = ANY(%s)",
+        (period, list(account_ids)),
+    )
+    return {row[0] for row in await cur.fetchall()}

@@ -351,6 +351,51 @@ async def test_late_calls_and_rerates_are_billed_on_the_next_invoice(
     assert third.issued == [] and third.skipped == {"nothing to bill": ["late"]}
 
 
+async def test_late_calls_of_a_period_that_had_nothing_to_bill_are_billed_next(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """An account with no call in October gets no October invoice ("nothing to bill");
+    a switch file with an October call of 2.00 arrives after that run (the ledger
+    debited it). November's invoice bills it as a correction of October, like a late
+    call of an invoiced period: it was never billed at all (the re-count only looked at
+    periods an invoice counted). October run again then issues nothing: its usage is
+    billed."""
+    for account_id in ("quiet", "tiny"):
+        await postpaid(ledger, account_id)
+    # "tiny": October's one call rounds to 0.00, no invoice ("zero amount"); nothing
+    # changes after, so nothing is corrected.
+    await load_cdrs(pg_url, [cdr(1, "tiny", at(20, month=10), charged_micros=4_000)])
+    october = await invoice_run(books, "2026-10")
+    assert october.issued == []
+    assert october.skipped == {"nothing to bill": ["quiet"], "zero amount": ["tiny"]}
+    await load_cdrs(
+        pg_url,
+        [
+            cdr(2, "quiet", at(20, month=10), charged_micros=2_000_000, source="mediation"),
+            cdr(3, "quiet", at(5), charged_micros=500_000),
+            cdr(4, "tiny", at(5), charged_micros=500_000),
+        ],
+    )
+    november = {d.account_id: d for d in (await invoice_run(books, "2026-11")).issued}
+    got = [(ln.kind, ln.description, ln.exact_micros) for ln in november["quiet"].lines]
+    assert got == [
+        ("usage", "Calls to DE_FIX (1 call)", 500_000),
+        (
+            "correction",
+            "Usage correction for 2026-10 (+1 calls recorded after it was billed)",
+            2_000_000,
+        ),
+    ]
+    assert november["quiet"].total_micros == 2_980_000  # 2.50 + 19 % (0.10 + 0.38)
+    assert [ln.kind for ln in november["tiny"].lines] == ["usage"]
+    again = await invoice_run(books, "2026-10")
+    assert again.issued == []
+    assert again.skipped == {
+        "already billed as a usage correction": ["quiet"],
+        "zero amount": ["tiny"],
+    }
+
+
 async def test_cdrs_in_another_currency_never_reach_an_invoice_as_a_correction(
     books: Books, ledger: Ledger, pg_url: str
 ) -> None:
