@@ -22,7 +22,7 @@ from chargingd.billing.db import Conn
 from chargingd.invoicing.build import LineMaker, subscription_description, subscription_lines
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Subscription, money
-from chargingd.invoicing.periods import Period
+from chargingd.invoicing.periods import Period, window
 from chargingd.invoicing.tax import TaxProfile
 
 
@@ -75,9 +75,15 @@ class IssuedDifference:
 
 
 def _period(label: str, start: datetime, end: datetime, time_zone: str) -> Period:
+    """An issued invoice's period, prorated as it was: a period ends on its billing day;
+    one that starts elsewhere is a transition period (the billing day changed), its
+    subscriptions prorated by the days of the regular period of its label."""
     zone = zoneinfo.ZoneInfo(time_zone)
-    first = start.astimezone(zone)
-    return Period(label, first.day, first, end.astimezone(zone))
+    first, last = start.astimezone(zone), end.astimezone(zone)
+    regular = window(label, last.day, time_zone) if last.day <= 28 else None
+    if regular is None or regular.end != last or regular.start == first:
+        return Period(label, first.day, first, last)
+    return regular.transition(first)
 
 
 def _billed(lines: Sequence[tuple[str, int, int]], base: str, expected: str) -> tuple[int, int]:

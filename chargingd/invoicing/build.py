@@ -124,14 +124,15 @@ def subscription_lines(make: LineMaker, period: Period, subs: Iterable[Subscript
             continue
         monthly = sub.amount_micros * sub.quantity
         description = subscription_description(sub, make.decimals)
-        if days < period.days:
-            description += f" ({days} of {period.days} days)"
-        months = (Decimal(days) / period.days).quantize(Decimal("0.0001"))
+        month = period.prorate_days
+        if days != month:
+            description += f" ({days} of {month} days)"
+        months = (Decimal(days) / month).quantize(Decimal("0.0001"))
         lines.append(
             make.line(
                 "subscription",
                 description,
-                prorate(monthly, days, period.days),
+                prorate(monthly, days, month),
                 quantity=months.normalize() if months != 1 else Decimal(1),
                 unit="month",
             )

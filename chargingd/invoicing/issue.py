@@ -70,6 +70,25 @@ async def issued_in(conn: Conn, period: str, accounts: Sequence[Any] | None) -> 
     return {row[0] for row in await cur.fetchall()}
 
 
+async def previous_ends(
+    conn: Conn, label: str, account_ids: Sequence[str] | None
+) -> dict[str, tuple[str, datetime]]:
+    """Where the period ``label`` of each account (of these, or all) that a run looked
+    at ended: (its document's number, or "" when it issued none, its end). A period
+    after it starts there, whatever the billing day says now."""
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (account_id) account_id, number, period_end FROM ("
+        " SELECT account_id, number, period_end FROM invoices"
+        "  WHERE period = %(label)s AND kind <> 'credit_note'"
+        " UNION ALL SELECT account_id, '', period_end FROM uninvoiced_periods"
+        "  WHERE period = %(label)s) p"
+        " WHERE %(ids)s::text[] IS NULL OR account_id = ANY(%(ids)s::text[])"
+        " ORDER BY account_id, period_end DESC, number DESC",
+        {"label": label, "ids": None if account_ids is None else list(account_ids)},
+    )
+    return {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+
+
 _INVOICE_COLUMNS = (
     "id, number, series, seq, kind, account_id, period, period_start, period_end, currency,"
     " issued_at, due_at, refers_to, reason, customer, issuer, tax, subtotal_micros, tax_micros,"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 _LABEL = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
@@ -29,6 +29,10 @@ class Period:
     billing_day: int
     start: datetime
     end: datetime
+    # Days a monthly amount is prorated by: 0 for the period's own days. A transition
+    # period (the billing day changed: it starts where the last invoice ended) keeps
+    # the days of the regular period of its label (transition()).
+    month_days: int = 0
 
     @property
     def first_day(self) -> date:
@@ -42,6 +46,17 @@ class Period:
     @property
     def days(self) -> int:
         return (self.end_day - self.first_day).days
+
+    @property
+    def prorate_days(self) -> int:
+        """The days of a month subscriptions are prorated by (the period's own, except
+        in a transition period)."""
+        return self.month_days or self.days
+
+    def transition(self, start: datetime) -> Period:
+        """This period starting at ``start`` instead (where the last document of the
+        account ended, its billing day changed since), prorated as this period."""
+        return replace(self, start=start.astimezone(self.start.tzinfo), month_days=self.days)
 
     def earlier(self, months: int) -> Period:
         """The period ``months`` before this one, same billing day and zone."""
@@ -98,10 +113,18 @@ def round_half_up_div(numerator: int, denominator: int) -> int:
 
 
 def prorate(amount_micros: int, days: int, period_days: int) -> int:
-    """A monthly amount for ``days`` of a ``period_days`` period (half up to the micro)."""
-    if days >= period_days:
+    """A monthly amount for ``days`` of a ``period_days`` period (half up to the micro);
+    more days than a period has (a transition period after the billing day moved later)
+    bill more than a month."""
+    if days == period_days:
         return amount_micros
     return round_half_up_div(amount_micros * days, period_days)
+
+
+def previous_label(label: str) -> str:
+    """ "2026-01" -> "2025-12"."""
+    year, month = parse_label(label)
+    return f"{year - 1:04d}-12" if month == 1 else f"{year:04d}-{month - 1:02d}"
 
 
 def label_of(moment: datetime, time_zone: str) -> str:

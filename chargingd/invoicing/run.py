@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from chargingd.billing.db import Conn
 from chargingd.invoicing import charges, dunning, issue, postings, statements, store, tax, usage
@@ -30,7 +31,14 @@ from chargingd.invoicing.model import (
     Subscription,
     money,
 )
-from chargingd.invoicing.periods import Period, PeriodError, check_closed, utc, window
+from chargingd.invoicing.periods import (
+    Period,
+    PeriodError,
+    check_closed,
+    previous_label,
+    utc,
+    window,
+)
 from chargingd.invoicing.profiles import load_profiles
 from chargingd.ledger import Account, Mode
 
@@ -87,12 +95,8 @@ async def invoice_run(
             log.warning("%s", note)
     ids = [a.id for a in accounts] if account_id else None
     profiles = await books.db.run(lambda conn: load_profiles(conn, ids))
-    by_day: dict[int, list[Account]] = {}
-    for acc in accounts:
-        day = profiles.get(acc.id, Profile(acc.id)).billing_day
-        by_day.setdefault(day, []).append(acc)
-    for day, group in sorted(by_day.items()):
-        period = window(label, day, books.cfg.time_zone)
+    by_window, covered = await _windows(books, label, accounts, profiles, ids, result)
+    for _, (period, group) in sorted(by_window.items(), key=lambda item: item[0]):
         try:
             check_closed(period, books.now(), books.cfg.settle_delay_s)
         except PeriodError:
@@ -101,7 +105,7 @@ async def invoice_run(
             for acc in group:
                 result.skip("period not over yet", acc.id)
             continue
-        whole_ledger = account_id is None and len(by_day) == 1
+        whole_ledger = account_id is None and len(by_window) == 1 and not covered
         await _run_window(books, period, group, profiles, result, whole_ledger, before_commit)
     if not dry_run:
         result.posted = await postings.post_pending(
@@ -119,6 +123,41 @@ async def invoice_run(
         result.elapsed_s,
     )  # fmt: skip
     return result
+
+
+Windows = dict[tuple[int, datetime], tuple[Period, list[Account]]]
+
+
+async def _windows(
+    books: Books,
+    label: str,
+    accounts: Sequence[Account],
+    profiles: dict[str, Profile],
+    ids: list[str] | None,
+    result: RunResult,
+) -> tuple[Windows, bool]:
+    """The accounts by the window of their period (billing day), and whether some were
+    left out because an earlier document covers the whole period already.
+
+    Where each account's previous period ended: after its billing day changed, this
+    period starts there (a transition period: no day billed twice, none skipped), not
+    on the new day."""
+    before = previous_label(label)
+    ends = await books.db.run(lambda conn: issue.previous_ends(conn, before, ids))
+    by_window: Windows = {}
+    covered = False
+    for acc in accounts:
+        day = profiles.get(acc.id, Profile(acc.id)).billing_day
+        period = window(label, day, books.cfg.time_zone)
+        number, end = ends.get(acc.id, ("", period.start))
+        if end >= period.end:
+            result.skip(f"period {label} billed by {number or before} already", acc.id)
+            covered = True
+            continue
+        if end != period.start:
+            period = period.transition(end)
+        by_window.setdefault((day, period.start), (period, []))[1].append(acc)
+    return by_window, covered
 
 
 async def _run_window(

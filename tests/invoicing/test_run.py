@@ -21,8 +21,14 @@ from invoicing_harness import (
 )
 
 from chargingd.billing.db import BillingDB, load_migrations, migrate
-from chargingd.invoicing import Books, Invoice, PeriodError, Refused, invoice_run
-from chargingd.invoicing.charges import add_charge, add_subscription, list_charges
+from chargingd.invoicing import Books, Invoice, PeriodError, Refused, backdating, invoice_run
+from chargingd.invoicing.charges import (
+    add_charge,
+    add_subscription,
+    end_subscription,
+    list_charges,
+    list_subscriptions,
+)
 from chargingd.invoicing.model import Kind
 from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.profiles import set_profile
@@ -394,6 +400,68 @@ async def test_late_calls_of_a_period_that_had_nothing_to_bill_are_billed_next(
         "already billed as a usage correction": ["quiet"],
         "zero amount": ["tiny"],
     }
+
+
+async def test_a_changed_billing_day_neither_bills_days_twice_nor_skips_them(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """November was invoiced on billing day 15 (15 Nov - 15 Dec) for "back", on day 1
+    (1 Nov - 1 Dec) for "fwd"; then their billing days changed. December's invoice of
+    "back" (day 1: 1 Dec - 1 Jan) billed the call of 5 December and 1-15 December of
+    its subscription a second time; that of "fwd" (day 15: 15 Dec - 15 Jan) never
+    billed 1-15 December. December now starts where November's invoice ended (a
+    transition period), subscriptions prorated by the days of a December period."""
+    for account_id, day in (("back", 15), ("fwd", 1)):
+        await postpaid(ledger, account_id)
+        await set_profile(books.db, account_id, {"billing_day": day}, who="t")
+        await add_subscription(
+            books.db, account_id, description="DID", amount_micros=31_000_000,
+            starts_on=date(2026, 10, 1), who="t",
+        )  # fmt: skip
+    await load_cdrs(
+        pg_url,
+        [
+            cdr(1, "back", at(5, month=12), charged_micros=1_000_000),
+            cdr(2, "back", at(20, month=12), charged_micros=2_000_000),
+            cdr(3, "fwd", at(5, month=12), charged_micros=1_000_000),
+            cdr(4, "fwd", at(20, month=12), charged_micros=2_000_000),
+        ],
+    )
+    november = {d.account_id: d for d in (await invoice_run(books, "2026-11")).issued}
+    assert november["back"].usage_micros == 1_000_000  # 15 Nov - 15 Dec
+    assert november["fwd"].usage_micros == 0  # 1 Nov - 1 Dec
+    await set_profile(books.db, "back", {"billing_day": 1}, who="t")
+    await set_profile(books.db, "fwd", {"billing_day": 15}, who="t")
+    december = {d.account_id: d for d in (await invoice_run(books, "2026-12")).issued}
+    back, fwd = december["back"], december["fwd"]
+    assert (back.period_start.date(), back.period_end.date()) == (
+        date(2026, 12, 15),
+        date(2027, 1, 1),
+    )
+    assert [(ln.description, ln.exact_micros) for ln in back.lines] == [
+        ("Calls to DE_FIX (1 call)", 2_000_000),
+        ("DID (17 of 31 days)", 17_000_000),
+    ]
+    assert (fwd.period_start.date(), fwd.period_end.date()) == (
+        date(2026, 12, 1),
+        date(2027, 1, 15),
+    )
+    assert [(ln.description, ln.exact_micros) for ln in fwd.lines] == [
+        ("Calls to DE_FIX (2 calls)", 3_000_000),
+        ("DID (45 of 31 days)", 45_000_000),
+    ]
+    # Ending the subscription back on 20 December: the transition invoice billed 17
+    # days of 31 (17.00 + VAT), 6 of 31 were due; the warning says so.
+    (sub,) = await list_subscriptions(books.db, "back")
+    before, after = await end_subscription(books.db, sub.id, date(2026, 12, 20))
+    diffs = [d.to_json() for d in await backdating.effects(books, before, after)]
+    assert {"invoice": back.number, "billed": "20.23", "due_now": "7.14"} in [
+        {k: d[k] for k in ("invoice", "billed", "due_now")} for d in diffs
+    ]
+    # January runs on the new billing days as usual.
+    january = {d.account_id: d for d in (await invoice_run(books, "2027-01")).issued}
+    assert "back" not in january  # its subscription ended in December
+    assert january["fwd"].period_start.date() == date(2027, 1, 15)
 
 
 async def test_cdrs_in_another_currency_never_reach_an_invoice_as_a_correction(
