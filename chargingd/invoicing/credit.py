@@ -21,12 +21,14 @@ from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import Draft, Invoice, Kind, Line, Refused, money
 from chargingd.invoicing.periods import Period, round_half_up_div
 from chargingd.invoicing.store import fetch
-from chargingd.invoicing.tax import PPM, minor_unit_micros, round_minor, whole_units
+from chargingd.invoicing.tax import PPM, minor_unit_micros, whole_units
 
 
 def split_gross(gross_micros: int, rate_ppm: int, decimals: int) -> tuple[int, int]:
-    """(net, tax) of a tax-included amount, the net rounded to the minor unit."""
-    net = round_minor(round_half_up_div(gross_micros * PPM, PPM + rate_ppm), decimals)
+    """(net, tax) of a tax-included amount, the net rounded to the minor unit once
+    (rounding to the micro-unit first turned 0.66049... into 0.660500, then 0.661)."""
+    unit = minor_unit_micros(decimals)
+    net = round_half_up_div(gross_micros * PPM, (PPM + rate_ppm) * unit) * unit
     return net, gross_micros - net
 
 

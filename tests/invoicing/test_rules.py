@@ -119,6 +119,27 @@ def test_credit_note_split_adds_up(gross: int, rate: int) -> None:
     assert abs(tax - line_tax(net, rate, 2)) <= 10_000  # within a cent of the line rule
 
 
+@given(
+    st.integers(1, 10**7),
+    st.sampled_from([0, 2, 3]),
+    st.sampled_from([70_000, 77_000, 81_000, 190_000]),
+)
+def test_credit_note_net_is_rounded_once(units: int, decimals: int, rate: int) -> None:
+    """A credit note's net is amount / (1 + rate) rounded half up once, to the minor
+    unit: 0.714 BHD at 8.1 % is 0.660 net (0.66049...), not 0.661 (rounded to the
+    micro-unit first, 0.660500, then up again), and 0.007 BHD at 7.7 % is 0.006."""
+    unit = 10 ** (6 - decimals)
+    gross = units * unit
+    net, _ = split_gross(gross, rate, decimals)
+    exact = Decimal(gross) / (Decimal(10**6 + rate) / 10**6) / unit
+    assert net == int(exact.quantize(Decimal(1), rounding="ROUND_HALF_UP")) * unit
+
+
+def test_credit_note_net_rounded_once_examples() -> None:
+    assert split_gross(714_000, 81_000, 3) == (660_000, 54_000)
+    assert split_gross(7_000, 77_000, 3) == (6_000, 1_000)
+
+
 def test_destination_patterns_are_like_patterns() -> None:
     assert like_pattern("DE_MOB*") == "DE\\_MOB%"
     assert like_pattern("100%*") == "100\\%%"
