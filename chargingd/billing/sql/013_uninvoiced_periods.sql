@@ -18,4 +18,6 @@ CREATE TABLE uninvoiced_periods (
     recorded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, period)
 );
-CREATE INDEX uninvoiced_periods_end ON uninvoiced_periods (account_id, period_end);
+-- The run reads a label's rows of every account (where the last period ended, for a
+-- changed billing day); the re-count reads an account's by the primary key.
+CREATE INDEX uninvoiced_periods_period ON uninvoiced_periods (period, account_id);
