@@ -151,7 +151,10 @@ async def _windows(
         period = window(label, day, books.cfg.time_zone)
         number, end = ends.get(acc.id, ("", period.start))
         if end >= period.end:
-            result.skip(f"period {label} billed by {number or before} already", acc.id)
+            # A guard: the previous label's period ends in this label's month, before
+            # this period's end, with billing days 1..28.
+            log.warning("%s: period %s is covered by %s already", acc.id, label, number or before)
+            result.skip("period covered by the previous one (billing day changed)", acc.id)
             covered = True
             continue
         if end != period.start:
