@@ -36,7 +36,10 @@ class Period:
 
     @property
     def first_day(self) -> date:
-        return self.start.date()
+        """The day the period starts: its start's nearest local midnight. A period
+        starts at midnight, except a transition period after a change of the time zone
+        (an hour before or after it: that hour is no day of a subscription)."""
+        return (self.start + timedelta(hours=12)).date()
 
     @property
     def end_day(self) -> date:

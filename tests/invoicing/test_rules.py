@@ -140,6 +140,24 @@ def test_credit_note_net_rounded_once_examples() -> None:
     assert split_gross(7_000, 77_000, 3) == (6_000, 1_000)
 
 
+def test_a_transition_period_after_a_time_zone_change_bills_a_month_of_days() -> None:
+    """November was invoiced in Europe/Berlin (to 30 Nov 23:00 UTC), then [invoicing]
+    time_zone became UTC: December starts where November ended, an hour before
+    midnight. Its calls are cut at that instant; its subscriptions are billed for the
+    31 days of December, not 32 (the hour of 30 November is no day), and the other way
+    (UTC, then Berlin: 1 Dec 01:00 local) for 31 too."""
+    sub = Subscription(1, "a", "DID", 31_000_000, 1, date(2026, 1, 1), None)
+    make = LineMaker(TaxProfile(TaxMode.EXEMPT, 0), 2)
+    for zone, start in (
+        ("UTC", datetime(2026, 11, 30, 23, tzinfo=UTC)),
+        ("Europe/Berlin", datetime(2026, 12, 1, 0, tzinfo=UTC)),
+    ):
+        period = window("2026-12", 1, zone).transition(start)
+        assert period.start == start and period.first_day == date(2026, 12, 1)
+        (line,) = subscription_lines(make, period, [sub])
+        assert (line.description, line.exact_micros) == ("DID", 31_000_000), zone
+
+
 def test_destination_patterns_are_like_patterns() -> None:
     assert like_pattern("DE_MOB*") == "DE\\_MOB%"
     assert like_pattern("100%*") == "100\\%%"
