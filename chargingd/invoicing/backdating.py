@@ -86,10 +86,17 @@ def _period(label: str, start: datetime, end: datetime, time_zone: str) -> Perio
     return regular.transition(first)
 
 
-def _billed(lines: Sequence[tuple[str, int, int]], base: str, expected: str) -> tuple[int, int]:
+def _billed(
+    lines: Sequence[tuple[str, int, int]], base: str, expected: str, expected_net: int
+) -> tuple[int, int]:
     """(net, tax) of the invoice's line of this subscription: the line the subscription
-    as it was would have had, else one whose description is the subscription's with the
-    days it ran; (0, 0) when the invoice has none (issued before the subscription was)."""
+    as it was would have had (its description and amount: two subscriptions may share a
+    description), else one with that description, else one whose description is the
+    subscription's with the days it ran; (0, 0) when the invoice has none (issued
+    before the subscription was)."""
+    for description, net, tax in lines:
+        if description == expected and net == expected_net:
+            return net, tax
     for description, net, tax in lines:
         if description == expected:
             return net, tax
@@ -135,8 +142,8 @@ async def effects(
         if not was and not now:
             continue
         base = subscription_description(after, decimals)
-        expected = was[0].description if was else ""
-        billed_net, billed_tax = _billed(inv_lines, base, expected)
+        expected, expected_net = (was[0].description, was[0].amount_micros) if was else ("", 0)
+        billed_net, billed_tax = _billed(inv_lines, base, expected, expected_net)
         due_net = now[0].amount_micros if now else 0
         due_tax = now[0].tax_micros if now else 0
         if (billed_net, billed_tax) != (due_net, due_tax):

@@ -464,6 +464,28 @@ async def test_a_changed_billing_day_neither_bills_days_twice_nor_skips_them(
     assert january["fwd"].period_start.date() == date(2027, 1, 15)
 
 
+async def test_a_backdated_end_names_what_the_invoice_billed_for_that_subscription(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """Two subscriptions with the same description (two numbers rented, 10.00 and
+    20.00) on November's invoice; the 20.00 one ends back on 10 November. The warning
+    took the first "DID rental" line (10.00 + VAT) as what the invoice billed for it and
+    advised a credit note of 11.90 - 7.94 = 3.96; it billed 23.80, 15.86 are due back."""
+    await postpaid(ledger, "two")
+    for amount in (10_000_000, 20_000_000):
+        await add_subscription(
+            books.db, "two", description="DID rental", amount_micros=amount,
+            starts_on=date(2026, 10, 1), who="t",
+        )  # fmt: skip
+    (inv,) = (await invoice_run(books, "2026-11")).issued
+    assert [ln.amount_micros for ln in inv.lines] == [10_000_000, 20_000_000]
+    second = (await list_subscriptions(books.db, "two"))[1]
+    before, after = await end_subscription(books.db, second.id, date(2026, 11, 10))
+    (diff,) = await backdating.effects(books, before, after)
+    # 10 of 30 days of 20.00: 6.67 + 1.27 VAT
+    assert (diff.billed_gross, diff.due_gross) == (23_800_000, 7_940_000)
+
+
 async def test_cdrs_in_another_currency_never_reach_an_invoice_as_a_correction(
     books: Books, ledger: Ledger, pg_url: str
 ) -> None:
