@@ -302,11 +302,15 @@ class Ledger(AccountLedger):
         policy: str,
         why: str,
         who: str = "sessions",
+        source: str = "",
     ) -> CommitResult:
         """Move a released session's cumulative debit to ``target_micros`` (a Stop that
         came after a provisional close): debit or refund the difference, once per target
         (correct.lua). ``debited_micros`` is what moved (< 0: refunded); ``duplicate``
-        when this target was applied already or the session was never released."""
+        when this target was applied already or the session was never released.
+        ``source``: the CDR source of the session's call; a rerate that moved the call's
+        charge since its provisional close (its usage key) is then corrected from too,
+        and ``total_debited_micros`` is the call's whole charge."""
         step = self.steps.correct(
             account_id,
             session_id,
@@ -315,6 +319,7 @@ class Ledger(AccountLedger):
             why=why,
             policy=policy,
             who=who,
+            source=source,
         )
         res = await self._run("correct", step.keys, step.argv)
         if C.s(res[0]) == "range":

@@ -331,15 +331,22 @@ class StepBuilder:
         why: object,
         policy: object,
         who: object = "sessions",
+        source: object = "",
     ) -> Step:
-        """correct.lua's keys and ARGV: move a released session's debit to a target."""
+        """correct.lua's keys and ARGV: move a released session's debit to a target;
+        with ``source`` (the call's CDR source) the call's usage key too (a rerate's
+        move since the provisional close)."""
         account_id = K.check_account_id(account_id)
         session_id = K.check_token(session_id, "session id")
         target = K.check_amount(target_micros, "corrected cost", lo=0)
         why = K.check_text(why, "why", required=True)
         args: list[Any] = [session_id, target, now_ms, _who(who), why, self.audit_max]
         args += [self.session_ttl_ms, check_policy(policy)]
-        return Step(K.session_keys(account_id, session_id), args)
+        keys = K.session_keys(account_id, session_id)
+        if source:
+            source = K.check_token(source, "source")
+            keys = [*keys[:5], K.usage_key(account_id, source, session_id)]
+        return Step(keys, args)
 
     @staticmethod
     def known(account_id: object, session_id: object) -> Step:

@@ -201,6 +201,7 @@ class SessionCloser:
                 settled.target_micros,
                 policy=settled.policy,
                 why="closed again after a closer died",
+                source=self.source_of(current),
             )
         cdr = self.build_cdr(current, settled, result, ending)
         fields = self.closed_fields(cdr, ending)
@@ -211,6 +212,10 @@ class SessionCloser:
         await self.store.append_cdr_and_close(cdr, current, fields, stored, closed)
         _log_closed(current, cdr)
         return cdr
+
+    def source_of(self, rec: SessionRecord) -> str:
+        """The CDR source of the session's call (a rerate keys its move by it)."""
+        return self.client_sources.get(rec.client, self.source)
 
     def build_cdr(
         self,

@@ -96,6 +96,7 @@ class LateAccounting:
             settlement.target_micros,
             policy=settlement.policy,
             why=why,
+            source=self.closer.source_of(rec),
         )
         extra = {
             "corrected": f"late_{report.kind.value}",

@@ -9,7 +9,14 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import Clock
 
-from chargingd.ledger import CommitResult, InvalidRequest, Ledger, Mode, UnknownAccount
+from chargingd.ledger import (
+    CommitResult,
+    InvalidRequest,
+    Ledger,
+    Mode,
+    UnknownAccount,
+    UsageRequest,
+)
 
 LEASE_MS = 60_000
 
@@ -109,6 +116,40 @@ async def test_correct_caps_or_takes_debt_by_policy(ledger: Ledger) -> None:
     assert (capped.total_debited_micros, capped.balance_micros) == (900, 0)
     debt = await ledger.correct("pre", "b", 600, policy="debt", why="late stop")
     assert (debt.total_debited_micros, debt.balance_micros, debt.overrun) == (600, -500, True)
+
+
+def rerate_req(call_id: str) -> UsageRequest:
+    return UsageRequest(
+        account_id="pre", source="radius", call_id=call_id, currency="EUR",
+        insufficient="debt", who="rerate", why="rerate r1",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("target", [450, 120])
+async def test_correct_after_a_rerate_moves_from_what_the_call_was_charged_in_all(
+    ledger: Ledger, target: int
+) -> None:
+    """A reaped call (provisional 200) rerated to 300 before its late Stop: the Stop's
+    correction moves the call from 300 to its cost, not from the session's 200 (the
+    rerate's 100 stayed in the balance while the corrected CDR said the session's
+    charge alone), and a later rerate starts from the corrected charge."""
+    await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
+    await ledger.release("pre", "s1", 200)  # the reaper's provisional close
+    await ledger.rerate_usage(rerate_req("s1"), charged_micros=200, target_micros=300)
+    done = await ledger.correct(
+        "pre", "s1", target, policy="debt", why="late stop after stale", source="radius"
+    )
+    assert (done.debited_micros, done.total_debited_micros) == (target - 300, target)
+    acc = await ledger.get_account("pre")
+    assert (acc.balance_micros, acc.debits_micros) == (1_000 - target, target)
+    again = await ledger.correct(
+        "pre", "s1", target, policy="debt", why="late stop after stale", source="radius"
+    )
+    assert again.duplicate and again.total_debited_micros == target
+    # a rerate of the corrected CDR (charged ``target``) moves from there
+    later = await ledger.rerate_usage(rerate_req("s1"), charged_micros=target, target_micros=500)
+    assert later.moved_micros == 500 - target
+    assert (await ledger.get_account("pre")).balance_micros == 500
 
 
 async def test_correct_of_a_session_never_released_changes_nothing(ledger: Ledger) -> None:

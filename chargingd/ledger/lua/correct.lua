@@ -4,6 +4,7 @@
 -- ends with what the gateway's own report costs (DESIGN invariant 4).
 -- KEYS[1] acct hash   KEYS[2] holds hash   KEYS[3] leases zset   KEYS[4] audit stream
 -- KEYS[5] session hash (debited, closed, target)
+-- KEYS[6] (optional) the call's usage hash (usage.lua): see "rerated" below
 -- ARGV[1] session id  ARGV[2] target cumulative cost micros  ARGV[3] now ms  ARGV[4] who
 -- ARGV[5] why  ARGV[6] audit max entries  ARGV[7] session key ttl ms
 -- ARGV[8] 'cap': a debit is cut to what the account has available (balance - holds -
@@ -23,11 +24,19 @@ local balance = num(a[4])
 local st = redis.call('HMGET', sess, 'debited', 'closed', 'target')
 local done = num(st[1])
 if st[2] ~= '1' then return {'open', 0, done, balance, 0} end
-if st[3] == ARGV[2] then return {'dup', 0, done, balance, 0} end
+-- rerated: a rerate moved the call's charge after its provisional close; its usage hash
+-- holds what the ledger charged for the call in all (the session's debit + the rerate's
+-- move). The correction moves from there and writes it back: else the rerate's move
+-- stayed in the balance while the corrected CDR said the session's charge alone.
+local ukey, charged = KEYS[6], done
+local rerated = false
+if ukey then rerated = redis.call('HGET', ukey, 'charged') end
+if rerated then charged = num(rerated) end
+if st[3] == ARGV[2] then return {'dup', 0, charged, balance, 0} end
 
 local credit_limit = num(a[5])
 local floor = credit_floor(a[1], credit_limit)
-local move = target - done
+local move = target - charged
 if move > 0 and ARGV[8] == 'cap' then
   local room = balance - num(a[6]) - floor
   if room < 0 then room = 0 end
@@ -49,8 +58,11 @@ redis.call('HSET', acct, 'balance', s(balance), 'debits', s(debits), 'topups', s
 journal(acct, now, 'correct', -move, sid, '', ARGV[4], ARGV[5])
 redis.call('HSET', sess, 'debited', s(done + move), 'target', ARGV[2])
 redis.call('PEXPIRE', sess, ARGV[7])
+if rerated then
+  redis.call('HSET', ukey, 'charged', s(charged + move), 'cost', ARGV[2], 'reason', '')
+end
 audit(stream, ARGV[6], now, ARGV[4], 'correct', ARGV[5], before,
       {balance = s(balance), reserved = a[6], status = status, status_reason = reason},
-      {'session', sid, 'amount', s(move), 'cumulative', s(done + move),
+      {'session', sid, 'amount', s(move), 'cumulative', s(charged + move),
        'target', ARGV[2], 'overrun', s(overrun)})
-return {'ok', move, done + move, balance, overrun}
+return {'ok', move, charged + move, balance, overrun}
