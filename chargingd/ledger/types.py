@@ -65,6 +65,14 @@ class DuplicateTransaction(LedgerError):
     code: ClassVar[str] = "duplicate_transaction"
 
 
+class StaleCharge(LedgerError):
+    """A rerate's "charged before" is not what the ledger holds for the call: a late
+    Stop corrected the call after the CDR the rerate priced (its newer revision not
+    yet in the billing database). Nothing moved."""
+
+    code: ClassVar[str] = "stale_charge"
+
+
 class SessionClosed(LedgerError):
     """reserve on a session that was already released (its tombstone is still there)."""
 

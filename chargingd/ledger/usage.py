@@ -20,7 +20,7 @@ from typing import Any
 
 from chargingd.ledger import keys as K
 from chargingd.ledger.codec import s
-from chargingd.ledger.types import CurrencyMismatch, InvalidRequest, UnknownAccount
+from chargingd.ledger.types import CurrencyMismatch, InvalidRequest, StaleCharge, UnknownAccount
 
 INSUFFICIENT_POLICIES = ("debt", "cap")
 Run = Callable[[str, list[str], list[Any]], Awaitable[Any]]
@@ -82,6 +82,8 @@ async def run_usage(
         K.usage_key(req.account_id, req.source, req.call_id),
         K.audit_key(req.account_id),
     ]
+    if mode == "rerate":  # a live call's session: corrected since its CDR was stored?
+        keys.append(K.session_keys(req.account_id, req.call_id)[4])
     args: list[Any] = [mode, amount_micros, base_micros, req.insufficient, req.currency or ""]
     args += [now_ms, req.who, req.why, audit_max, ttl_ms, req.source, req.call_id]
     return decode(await run("usage", keys, args), req)
@@ -101,4 +103,10 @@ def decode(res: Sequence[Any], req: UsageRequest) -> UsageCharge:
         raise CurrencyMismatch(f"account {req.account_id!r} is in {s(res[1])}, not {req.currency}")
     if status == "range":
         raise InvalidRequest(f"call {req.call_id!r} takes {req.account_id!r} out of range")
+    if status == "stale":
+        raise StaleCharge(
+            f"call {req.call_id!r} of {req.account_id!r}: a late Stop corrected its charge to"
+            f" {s(res[1])} micro-units after the CDR this rerate priced was stored; rerate"
+            " again once its new revision is exported"
+        )
     raise UnknownAccount(f"no account {req.account_id!r}")

@@ -14,6 +14,7 @@ from chargingd.ledger import (
     InvalidRequest,
     Ledger,
     Mode,
+    StaleCharge,
     UnknownAccount,
     UsageRequest,
 )
@@ -150,6 +151,27 @@ async def test_correct_after_a_rerate_moves_from_what_the_call_was_charged_in_al
     later = await ledger.rerate_usage(rerate_req("s1"), charged_micros=target, target_micros=500)
     assert later.moved_micros == 500 - target
     assert (await ledger.get_account("pre")).balance_micros == 500
+
+
+async def test_a_rerate_from_a_charge_a_late_stop_corrected_since_is_refused(
+    ledger: Ledger,
+) -> None:
+    """The late Stop corrected the call (200 -> 450) while the billing database still
+    had its provisional CDR (charged 200): a rerate from 200 would have moved 100 on
+    top of 450 that no CDR shows. Refused, nothing moved; from 450 it applies."""
+    await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
+    await ledger.release("pre", "s1", 200)
+    await ledger.correct("pre", "s1", 450, policy="debt", why="late stop", source="radius")
+    with pytest.raises(StaleCharge):
+        await ledger.rerate_usage(rerate_req("s1"), charged_micros=200, target_micros=300)
+    assert (await ledger.get_account("pre")).balance_micros == 550
+    done = await ledger.rerate_usage(rerate_req("s1"), charged_micros=450, target_micros=900)
+    assert (done.moved_micros, done.charged_micros) == (450, 900)
+    # a reaped call never corrected is rerated from its CDR's charge as before
+    await ledger.reserve("pre", "s2", 100, lease_ms=LEASE_MS)
+    await ledger.release("pre", "s2", 50)
+    other = await ledger.rerate_usage(rerate_req("s2"), charged_micros=50, target_micros=80)
+    assert other.moved_micros == 30
 
 
 async def test_correct_of_a_session_never_released_changes_nothing(ledger: Ledger) -> None:

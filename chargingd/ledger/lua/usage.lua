@@ -1,12 +1,12 @@
 -- usage: the money of one call the ledger did not see live (a mediated switch record),
 -- or the re-pricing of any charged call: idempotent on the call (source, call id).
 -- KEYS[1] acct hash   KEYS[2] usage hash {a:ID}:u:... (charged, cost, reason)
--- KEYS[3] audit stream
+-- KEYS[3] audit stream   KEYS[4] (rerate) the session hash of a live call of that id
 -- ARGV[1] mode  ARGV[2] amount  ARGV[3] base  ARGV[4] insufficient  ARGV[5] currency
 -- ARGV[6] now ms  ARGV[7] who  ARGV[8] why  ARGV[9] audit max entries  ARGV[10] ttl ms
 -- ARGV[11] source  ARGV[12] call id
 -- Returns {'ok'|'replay', charged, reason, balance, moved} | {'unknown'}
---       | {'currency', account currency} | {'range'}
+--       | {'currency', account currency} | {'range'} | {'stale', charged}
 -- moved: what this call of the script debited (> 0) or refunded (< 0).
 --
 -- mode 'charge': debit the rated cost (amount) once; a known call is a replay.
@@ -31,6 +31,13 @@ elseif prev[1] then
   if current == amount then return {'replay', prev[1], prev[2] or '', s(balance), '0'} end
 else
   current = tonumber(ARGV[3])
+  -- A live call corrected by a late Stop after the CDR the rerate priced (base) was
+  -- stored: its newer revision, not yet in the database, says another charge. Moving
+  -- from base would leave the difference in the balance and in no CDR.
+  if KEYS[4] then
+    local st = redis.call('HMGET', KEYS[4], 'debited', 'closed', 'target')
+    if st[2] == '1' and st[3] and num(st[1]) ~= current then return {'stale', st[1]} end
+  end
 end
 
 local target, reason = amount, ''
