@@ -739,3 +739,108 @@ async def test_rerate_while_a_late_stops_correction_waits_for_the_exporter(
     _, run = assure(daemon)
     kinds = {f["kind"] for f in run["findings"]} - {"unknown_to_switch"}
     assert kinds == set(), run
+
+
+async def test_rerate_apply_while_new_calls_of_both_protocols_arrive(
+    daemon: Daemon, pg_url: str, tmp_path: Path
+) -> None:
+    """`chargingd rerate --apply` at double price runs while new RADIUS and Diameter
+    calls are authorized, charged, closed and exported: whichever calls it priced,
+    the billing DB's charged_micros add up to what the ledger took."""
+    daemon.create_account("rn", "50.00", identities=["user:rn", f"ani:{ANI}"])
+    first = await asyncio.gather(*(radius_call(daemon, f"rn-old-{i}", "rn", 30) for i in range(6)))
+    await db_rows(pg_url, "rn", len(first))
+    loop = asyncio.get_running_loop()
+    client = await open_client(daemon.diameter_port)  # type: ignore[attr-defined]
+    try:
+        results = await asyncio.gather(
+            loop.run_in_executor(None, rerate_apply, daemon, "rn", tmp_path / "double.toml"),
+            *(radius_call(daemon, f"rn-new-{i}", "rn", 10 + i) for i in range(10)),
+            *(diameter_call(client, f"rnd-{i}", ANI, [5, 5, i + 1]) for i in range(5)),
+        )
+    finally:
+        await client.close()
+    done = results[0]
+    assert done.returncode == 0, done.stdout + done.stderr
+    acc = await wait_no_holds(daemon, "rn")
+    charged = await db_rows(pg_url, "rn", 6 + 10 + 5)
+    assert parse_amount(acc["balance"]) == 50_000_000 - sum(charged.values()), charged
+    # the old calls at double price now (the new ones: whichever the rerate saw)
+    assert all(charged[f"rn-old-{i}"] == 2 * 30 * MICROS_PER_S for i in range(6)), charged
+    _, run = assure(daemon)
+    kinds = {f["kind"] for f in run["findings"]} - {"unknown_to_switch"}
+    assert kinds == set(), run
+
+
+async def both_at_once(sock: GatewaySocket, packet: bytes, ports: list[int]) -> None:
+    """The same bytes to both daemons at the same moment (a gateway that sends every
+    accounting packet to both of its servers); both answers awaited."""
+    for port in ports:
+        sock.transport.sendto(packet, ("127.0.0.1", port))
+    for _ in ports:
+        data = await asyncio.wait_for(sock.proto.inbox.get(), 10)
+        assert data[1] == packet[1]
+
+
+async def test_two_daemons_get_every_accounting_packet_at_once(
+    tmp_path: Path, redis7_server: Any, pg_url: str
+) -> None:
+    """Start, Interims and Stop of each call to both daemons at the same moment, the
+    same txn id's top-up to both, calls of the account from both: one charge per
+    call, one top-up per txn id, the story adds up."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis7_server.url)
+    await r.flushall()
+    await r.execute_command("FUNCTION", "FLUSH")
+    await r.aclose()
+    setup_a, setup_b = two_daemon_setups(
+        tmp_path, redis7_server.url, pg_url, ports.free_port(socket.SOCK_STREAM)
+    )
+    a, b = Daemon(setup_a, tmp_path / "a.log"), Daemon(setup_b, tmp_path / "b.log")
+    a.start()
+    b.start()
+    loop = asyncio.get_running_loop()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        a.create_account("dup", "20.00", identities=["user:dup", f"ani:{ANI}"])
+        acct = [a.setup.acct_port, b.setup.acct_port]
+
+        async def call(sid: str, usage_s: int) -> None:
+            c = Call(sid, "dup", called=callee_of(sid, national=True), calling=ANI)
+            sock = await GatewaySocket.open()
+            try:
+                auth = a.setup.auth_port if hash(sid) % 2 else b.setup.auth_port
+                assert (await sock.ask(c.access_request(), auth)).code == rc.ACCESS_ACCEPT
+                await both_at_once(sock, c.accounting(rc.STATUS_START, 0), acct)
+                await both_at_once(sock, c.accounting(rc.STATUS_INTERIM, usage_s // 3), acct)
+                await both_at_once(sock, c.accounting(rc.STATUS_INTERIM, usage_s // 2), acct)
+                await both_at_once(sock, c.accounting(rc.STATUS_STOP, usage_s), acct)
+            finally:
+                sock.close()
+
+        def topup(d: Daemon, txn: str) -> Any:
+            params = {"id": "dup", "amount": "0.70", "txn_id": txn}
+            return loop.run_in_executor(None, d.call, "account.topup", params)
+
+        usage = {f"dup-{i}": 15 + 2 * i for i in range(16)}
+        await asyncio.gather(
+            *(call(s, u) for s, u in usage.items()),
+            *(topup(d, f"dt{i}") for i in range(4) for d in (a, b)),
+        )
+        acc = await wait_no_holds(a, "dup")
+        expected = {s: u * MICROS_PER_S for s, u in usage.items()}
+        charged = await db_rows(pg_url, "dup", len(expected))
+        assert charged == expected
+        assert parse_amount(acc["balance"]) == 20_000_000 + 4 * 700_000 - sum(charged.values())
+        both_logs = a.log() + b.log()
+        closes = {s: both_logs.count(f" closed {s} account=") for s in usage}
+        assert set(closes.values()) == {1}, closes
+        _, run = assure(a)
+        kinds = {f["kind"] for f in run["findings"]} - {"unknown_to_switch"}
+        assert kinds == set(), run
+    finally:
+        for d in (a, b):
+            d.kill()
+        print(f"---- daemon A ----\n{a.log()}\n---- daemon B ----\n{b.log()}")
