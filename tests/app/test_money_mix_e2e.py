@@ -844,3 +844,66 @@ async def test_two_daemons_get_every_accounting_packet_at_once(
         for d in (a, b):
             d.kill()
         print(f"---- daemon A ----\n{a.log()}\n---- daemon B ----\n{b.log()}")
+
+
+@pytest.fixture
+def reaping_both(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
+    """RADIUS and Diameter, the reaper at 20 s of silence, the exporter on."""
+    port = ports.free_port(socket.SOCK_STREAM)
+    setup = write_setup(
+        tmp_path,
+        billing=f'db_url = "{pg_url}"',
+        export="run_in_serve = true\nblock_ms = 50",
+        session_options={"interim_interval_s": 10, "stale_factor": 2, "reaper_interval_s": 0.5},
+        extra=EXTRA_DIAMETER.format(port=port),
+    )
+    double = tmp_path / "double.toml"
+    double.write_text(TARIFF.replace('id = "e2e"', 'id = "double"').replace('"0.60"', '"1.20"'))
+    setup.config.write_text(setup.config.read_text() + EXTRA)
+    with serving(setup, tmp_path / "daemon.log") as d:
+        d.diameter_port = port  # type: ignore[attr-defined]
+        yield d
+
+
+async def test_reaped_calls_of_both_protocols_rerated_then_their_late_ends(
+    reaping_both: Daemon, pg_url: str, tmp_path: Path
+) -> None:
+    """A RADIUS call and a Diameter session go silent, are reaped, rerated (--apply),
+    then end late (Stop, CCR-T) while top-ups arrive: each final CDR says all the
+    ledger took for its call."""
+    daemon = reaping_both
+    daemon.create_account("rb", "10.00", identities=["user:rb", f"ani:{ANI}"])
+    call = Call("rb-1", "rb", called=callee_of("rb-1", national=True), calling=ANI)
+    dcall = cl.Call(f"{PEER_HOST};rbd-1", calling=ANI, called=f"tel:{callee_of('rbd-1')}")
+    sock = await GatewaySocket.open()
+    client = await open_client(daemon.diameter_port)  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    try:
+        accept = await sock.ask(call.access_request(), daemon.setup.auth_port)
+        assert accept.code == rc.ACCESS_ACCEPT
+        await sock.ask(call.accounting(rc.STATUS_START, 0), daemon.setup.acct_port)
+        i = await client.ccr(dcall, RequestType.INITIAL, 0, requested_s=30)
+        assert i.result == 2001
+        await db_row(pg_url, "rb-1", 0)
+        await db_row(pg_url, dcall.session_id, 0)  # both reaped, provisional
+        done = rerate_apply(daemon, "rb", tmp_path / "double.toml")
+        assert done.returncode == 0, done.stdout + done.stderr
+        stop = call.accounting(rc.STATUS_STOP, 90)
+        await asyncio.gather(
+            sock.ask(stop, daemon.setup.acct_port),
+            client.ccr(dcall, RequestType.TERMINATION, 1, used_s=70),
+            *(loop.run_in_executor(None, daemon.call, "account.topup",
+                                   {"id": "rb", "amount": "0.10", "txn_id": f"rb{k}"})
+              for k in range(3)),
+        )  # fmt: skip
+    finally:
+        sock.close()
+        await client.close()
+    final = await db_row(pg_url, "rb-1", 1)
+    dfinal = await db_row(pg_url, dcall.session_id, 1)
+    assert (final[0], dfinal[0]) == (90, 70)
+    acc = await wait_no_holds(daemon, "rb")
+    assert parse_amount(acc["balance"]) == 10_000_000 + 300_000 - final[2] - dfinal[2]
+    _, run = assure(daemon)
+    kinds = {f["kind"] for f in run["findings"]} - {"unknown_to_switch"}
+    assert kinds == set(), run
