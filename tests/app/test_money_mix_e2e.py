@@ -533,6 +533,8 @@ async def diameter_failover_call(port: int, sid: str, used: list[int], pause_s: 
                     data = cl.ccr(client.me, call, kind, number, *client.next_ids(), **kw)
                     answer = Answered.of(await client.ask(data, timeout_s=1.0))
                 except (OSError, TimeoutError, AssertionError, ConnectionError):
+                    if client is not None:
+                        await client.close()
                     client = None
                     await asyncio.sleep(0.2)
                     continue
