@@ -174,6 +174,26 @@ async def test_a_rerate_from_a_charge_a_late_stop_corrected_since_is_refused(
     assert other.moved_micros == 30
 
 
+async def test_a_second_rerate_from_the_charge_before_a_late_stops_correction_is_refused(
+    ledger: Ledger,
+) -> None:
+    """Reaped (200), rerated (300, written back to the provisional CDR), corrected by
+    the late Stop (450) whose revision is not exported yet: a second rerate of the
+    provisional CDR (charged 300) is refused; of the corrected one (450) it applies."""
+    await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
+    await ledger.release("pre", "s1", 200)
+    await ledger.rerate_usage(rerate_req("s1"), charged_micros=200, target_micros=300)
+    await ledger.correct("pre", "s1", 450, policy="debt", why="late stop", source="radius")
+    with pytest.raises(StaleCharge):
+        await ledger.rerate_usage(rerate_req("s1"), charged_micros=300, target_micros=600)
+    assert (await ledger.get_account("pre")).balance_micros == 550
+    done = await ledger.rerate_usage(rerate_req("s1"), charged_micros=450, target_micros=600)
+    assert (done.moved_micros, done.charged_micros) == (150, 600)
+    # the same target again (a pending charge posted twice) is a replay, whatever base
+    again = await ledger.rerate_usage(rerate_req("s1"), charged_micros=450, target_micros=600)
+    assert again.replay
+
+
 async def test_correct_of_a_session_never_released_changes_nothing(ledger: Ledger) -> None:
     await ledger.reserve("pre", "s1", 300, lease_ms=LEASE_MS)
     result = await ledger.correct("pre", "s1", 50, policy="cap", why="late stop")

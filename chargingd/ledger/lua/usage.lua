@@ -29,6 +29,12 @@ if mode == 'charge' then
   if prev[1] then return {'replay', prev[1], prev[2] or '', s(balance), '0'} end
 elseif prev[1] then
   if current == amount then return {'replay', prev[1], prev[2] or '', s(balance), '0'} end
+  -- rerated before, then corrected by a late Stop (correct.lua wrote the key) whose
+  -- revision is not in the database yet: the CDR priced (base) is stale, as below
+  if KEYS[4] and current ~= tonumber(ARGV[3])
+     and redis.call('HEXISTS', KEYS[4], 'target') == 1 then
+    return {'stale', prev[1]}
+  end
 else
   current = tonumber(ARGV[3])
   -- A live call corrected by a late Stop after the CDR the rerate priced (base) was
