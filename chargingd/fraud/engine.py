@@ -23,6 +23,7 @@ import msgpack
 
 from chargingd.alerts import Alerts
 from chargingd.billing.cdr import CDR
+from chargingd.core.chain import chained
 from chargingd.core.config import DEFAULT_PLAN_ID
 from chargingd.core.config.fraud import DEFAULT_MATCH, FraudConfig
 from chargingd.core.ratelog import RateLimitedLog
@@ -751,7 +752,7 @@ class Fraud:
         try:
             address = ipaddress.ip_address(ip.strip())
         except ValueError:
-            raise ValueError(f"--caller-ip {ip!r}: not an IP address") from None
+            raise chained(ValueError(f"--caller-ip {ip!r}: not an IP address"), None) from None
         shown = str(address)
         key = FK.ip_value_key(shown)
         had = bool(await self.redis.delete(key))
