@@ -72,21 +72,7 @@ def daemon(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
         tmp_path,
         billing=f'db_url = "{pg_url}"',
         export="run_in_serve = true\nblock_ms = 50",
-        extra=f"""
-[diameter]
-enabled = true
-bind = "127.0.0.1"
-port = {port}
-origin_host = "ocs.chargingd.test"
-origin_realm = "chargingd.test"
-request_timeout_s = 1.0
-
-[[diameter.peers]]
-name = "ims1"
-origin_host = "{PEER_HOST}"
-realm = "{PEER_REALM}"
-addresses = ["127.0.0.1"]
-""",
+        extra=EXTRA_DIAMETER.format(port=port),
     )
     double = tmp_path / "double.toml"
     double.write_text(TARIFF.replace('id = "e2e"', 'id = "double"').replace('"0.60"', '"1.20"'))
@@ -455,19 +441,20 @@ def two_daemon_setups(tmp_path: Path, redis_url: str, pg_url: str, dia_port: int
     return out
 
 
-EXTRA_DIAMETER = """
+# The Diameter frontend of a daemon on a port: EXTRA_DIAMETER.format(port=...)
+EXTRA_DIAMETER = f"""
 [diameter]
 enabled = true
 bind = "127.0.0.1"
-port = {port}
+port = {{port}}
 origin_host = "ocs.chargingd.test"
 origin_realm = "chargingd.test"
 request_timeout_s = 1.0
 
 [[diameter.peers]]
 name = "ims1"
-origin_host = "scscf.ims.test"
-realm = "ims.test"
+origin_host = "{PEER_HOST}"
+realm = "{PEER_REALM}"
 addresses = ["127.0.0.1"]
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from diameter_client import open_client
@@ -16,6 +17,18 @@ from chargingd.diameter.dictionary import Cmd
 
 CALLER = "+4930555000"
 HAMBURG = "tel:+4940123456"  # DE: 0.10 + 1.20 EUR per started minute
+
+
+async def top_up_and_see_the_rar(running: Any, c: Any) -> None:
+    """5 EUR topped up on acc1: sessions re-tells its one live call, and the client
+    receives exactly one RAR (within 2 s)."""
+    await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
+    assert await running.sessions.on_topup("acc1") == 1
+    for _ in range(100):
+        if c.server_requests:
+            break
+        await asyncio.sleep(0.02)
+    assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
 
 
 async def test_topup_after_fui_sends_a_rar_when_the_deadline_stays(
@@ -33,13 +46,7 @@ async def test_topup_after_fui_sends_a_rar_when_the_deadline_stays(
             assert (i.result, i.mscc_result, i.granted, i.fui) == (2001, 2001, 60, False)
             u = await c.ccr(call, 2, 1, used_s=70, requested_s=0)
             assert (u.result, u.mscc_result, u.granted, u.fui) == (2001, 2001, 50, True)
-            await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
-            assert await running.sessions.on_topup("acc1") == 1
-            for _ in range(100):
-                if c.server_requests:
-                    break
-                await asyncio.sleep(0.02)
-            assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
+            await top_up_and_see_the_rar(running, c)
             # RFC 4006 §5.5: the client re-authorizes with its next number.
             u = await c.ccr(call, 2, 2, used_s=10, requested_s=0)
             assert (u.result, u.mscc_result, u.fui) == (2001, 2001, False)
@@ -66,13 +73,7 @@ async def test_topup_after_a_first_grant_with_fui_sends_a_rar(
             call = cl.Call("scscf.ims.test;1;topup-first", calling=CALLER, called=HAMBURG)
             i = await c.ccr(call, 1, 0, requested_s=0)
             assert (i.result, i.mscc_result, i.granted, i.fui) == (2001, 2001, 60, True)
-            await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
-            assert await running.sessions.on_topup("acc1") == 1
-            for _ in range(100):
-                if c.server_requests:
-                    break
-                await asyncio.sleep(0.02)
-            assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
+            await top_up_and_see_the_rar(running, c)
             u = await c.ccr(call, 2, 1, used_s=55, requested_s=0)
             assert (u.result, u.mscc_result, u.fui) == (2001, 2001, False) and u.granted
             t = await c.ccr(call, 3, 2, used_s=30)
@@ -98,13 +99,7 @@ async def test_topup_after_a_renewal_with_fui_sends_a_rar(
             assert (i.result, i.mscc_result, i.granted, i.fui) == (2001, 2001, 60, False)
             u = await c.ccr(call, 2, 1, used_s=60, requested_s=0)
             assert (u.result, u.mscc_result, u.granted, u.fui) == (2001, 2001, 60, True)
-            await running.ledger.topup("acc1", 5 * EUR, txn_id="t1", who="test")
-            assert await running.sessions.on_topup("acc1") == 1
-            for _ in range(100):
-                if c.server_requests:
-                    break
-                await asyncio.sleep(0.02)
-            assert [m.command for m in c.server_requests] == [Cmd.RE_AUTH]
+            await top_up_and_see_the_rar(running, c)
             u = await c.ccr(call, 2, 2, used_s=30, requested_s=0)
             assert (u.result, u.mscc_result, u.fui) == (2001, 2001, False) and u.granted
             t = await c.ccr(call, 3, 3, used_s=40)
