@@ -4,7 +4,9 @@ the test's real Redis and PostgreSQL, and a run of the reconciliation."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -94,3 +96,46 @@ def by_kind(findings: list[Finding]) -> dict[Kind, list[Finding]]:
     for f in findings:
         out.setdefault(f.kind, []).append(f)
     return out
+
+
+@dataclass
+class SwitchCall:
+    """A RADIUS call as its gateway's own accounting file records it."""
+
+    session_id: str
+    caller: str
+    callee: str
+    usage_s: int
+    setup_ms: int
+
+
+def _cisco_time(ms: int) -> str:
+    t = datetime.fromtimestamp(ms / 1000, UTC)
+    return f"{t:%H:%M:%S}.{t.microsecond // 1000:03d} UTC {t:%a %b} {t.day} {t.year}"
+
+
+def cisco_detail_file(path: Path, calls: list[SwitchCall]) -> Path:
+    """The gateway's own accounting of ``calls``: a FreeRADIUS detail file of a Cisco
+    gateway's originate leg (Start and Stop, answered 200 ms after setup)."""
+    out = []
+    for p in calls:
+        connect_ms = p.setup_ms + 200
+        common = [
+            "\tNAS-IP-Address = 127.0.0.1",
+            f'\tAcct-Session-Id = "{p.session_id}"',
+            f'\tCalling-Station-Id = "{p.caller}"',
+            f'\tCalled-Station-Id = "{p.callee}"',
+            f'\th323-conf-id = "h323-conf-id={p.session_id}"',
+            '\th323-call-origin = "h323-call-origin=originate"',
+            f'\th323-setup-time = "h323-setup-time={_cisco_time(p.setup_ms)}"',
+        ]
+        stamp = datetime.fromtimestamp(p.setup_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S %Y")
+        out += [stamp, "\tAcct-Status-Type = Start", *common, ""]
+        out += [stamp, "\tAcct-Status-Type = Stop", *common,
+                f'\th323-connect-time = "h323-connect-time={_cisco_time(connect_ms)}"',
+                '\th323-disconnect-time = "h323-disconnect-time='
+                f'{_cisco_time(connect_ms + p.usage_s * 1000)}"',
+                '\th323-disconnect-cause = "h323-disconnect-cause=10"',
+                f"\tAcct-Session-Time = {p.usage_s}", ""]  # fmt: skip
+    path.write_text("\n".join(out))
+    return path

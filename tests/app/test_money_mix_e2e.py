@@ -18,7 +18,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import ports
 import psycopg
 import pytest
+from assurance_harness import SwitchCall, cisco_detail_file
 from diameter_client import Answered, TcpClient, open_client
 from radius_e2e_harness import (
     BIN,
@@ -87,47 +87,7 @@ def account(daemon: Daemon, account_id: str) -> dict[str, Any]:
     return daemon.call("account.get", {"id": account_id})  # type: ignore[no-any-return]
 
 
-@dataclass
-class Placed:
-    """A RADIUS call as its gateway's own accounting file records it."""
-
-    session_id: str
-    caller: str
-    callee: str
-    usage_s: int
-    setup_ms: int
-
-
-def _cisco_time(ms: int) -> str:
-    t = datetime.fromtimestamp(ms / 1000, UTC)
-    return f"{t:%H:%M:%S}.{t.microsecond // 1000:03d} UTC {t:%a %b} {t.day} {t.year}"
-
-
-def switch_file(path: Path, calls: list[Placed]) -> Path:
-    """The gateway's own accounting of the calls (FreeRADIUS detail file, originate leg),
-    as tests/assurance/test_assure_e2e.py writes it."""
-    out = []
-    for p in calls:
-        connect_ms = p.setup_ms + 200
-        common = [
-            "\tNAS-IP-Address = 127.0.0.1",
-            f'\tAcct-Session-Id = "{p.session_id}"',
-            f'\tCalling-Station-Id = "{p.caller}"',
-            f'\tCalled-Station-Id = "{p.callee}"',
-            f'\th323-conf-id = "h323-conf-id={p.session_id}"',
-            '\th323-call-origin = "h323-call-origin=originate"',
-            f'\th323-setup-time = "h323-setup-time={_cisco_time(p.setup_ms)}"',
-        ]
-        stamp = datetime.fromtimestamp(p.setup_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S %Y")
-        out += [stamp, "\tAcct-Status-Type = Start", *common, ""]
-        out += [stamp, "\tAcct-Status-Type = Stop", *common,
-                f'\th323-connect-time = "h323-connect-time={_cisco_time(connect_ms)}"',
-                '\th323-disconnect-time = "h323-disconnect-time='
-                f'{_cisco_time(connect_ms + p.usage_s * 1000)}"',
-                '\th323-disconnect-cause = "h323-disconnect-cause=10"',
-                f"\tAcct-Session-Time = {p.usage_s}", ""]  # fmt: skip
-    path.write_text("\n".join(out))
-    return path
+Placed = SwitchCall  # a RADIUS call as its gateway's own accounting file records it
 
 
 async def mediate(daemon: Daemon, path: Path) -> None:
@@ -290,10 +250,25 @@ async def test_radius_diameter_topups_adjustments_on_one_account_at_once(
     # The switch's own file of the RADIUS calls (record_only): no money moves.
     placed = [r for r in results if isinstance(r, Placed)]
     assert len(placed) == len(radius_usage)
-    await mediate(daemon, switch_file(tmp_path / "sw1.detail", placed))
+    await mediate(daemon, cisco_detail_file(tmp_path / "sw1.detail", placed))
     assert parse_amount(account(daemon, "mix")["balance"]) == balance
     code, run = assure(daemon)
     assert (code, run["findings"]) == (0, []), run
+
+
+async def granted_diameter_calls(client: TcpClient, prefix: str, n: int) -> list[cl.Call]:
+    """``n`` Diameter calls of ANI opened at once (CCR-I, 30 s asked), each granted."""
+    calls = [
+        cl.Call(
+            f"{PEER_HOST};{prefix}-{i}", calling=ANI, called=f"tel:{callee_of(f'{prefix}-{i}')}"
+        )
+        for i in range(n)
+    ]
+    answers = await asyncio.gather(
+        *(client.ccr(c, RequestType.INITIAL, 0, requested_s=30) for c in calls)
+    )
+    assert {a.result for a in answers} == {2001}
+    return calls
 
 
 async def started_radius(daemon: Daemon, sid: str, user: str) -> tuple[Call, GatewaySocket]:
@@ -330,12 +305,7 @@ async def test_suspend_and_resume_while_calls_of_both_protocols_run(
 
     try:
         live = await asyncio.gather(*(started_radius(daemon, f"s-{i}", "sus") for i in range(6)))
-        calls = [cl.Call(f"{PEER_HOST};sd-{i}", calling=ANI, called=f"tel:{callee_of(f'sd-{i}')}")
-                 for i in range(4)]  # fmt: skip
-        answers = await asyncio.gather(
-            *(client.ccr(c, RequestType.INITIAL, 0, requested_s=30) for c in calls)
-        )
-        assert {a.result for a in answers} == {2001}
+        calls = await granted_diameter_calls(client, "sd", 4)
         # suspend while Interims, CCR-Us and top-ups arrive
         port = daemon.setup.acct_port
         await asyncio.gather(
@@ -386,12 +356,7 @@ async def test_tariff_change_while_calls_of_both_protocols_run(daemon: Daemon, p
     loop = asyncio.get_running_loop()
     try:
         live = await asyncio.gather(*(started_radius(daemon, f"t-{i}", "tar") for i in range(4)))
-        calls = [cl.Call(f"{PEER_HOST};td-{i}", calling=ANI, called=f"tel:{callee_of(f'td-{i}')}")
-                 for i in range(3)]  # fmt: skip
-        answers = await asyncio.gather(
-            *(client.ccr(c, RequestType.INITIAL, 0, requested_s=30) for c in calls)
-        )
-        assert {a.result for a in answers} == {2001}
+        calls = await granted_diameter_calls(client, "td", 3)
         port = daemon.setup.acct_port
         await asyncio.gather(
             *(sock.ask(call.accounting(rc.STATUS_INTERIM, 10), port) for call, sock in live),

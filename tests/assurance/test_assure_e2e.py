@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from assurance_harness import SwitchCall, cisco_detail_file
 from invoicing_harness import make_books, query
 from radius_e2e_harness import BIN, MICROS_PER_S, Call, Daemon, GatewaySocket, serving, write_setup
 
@@ -105,35 +106,12 @@ class Traffic:
         raise AssertionError(f"no CDR for {session_id}")
 
 
-def _cisco_time(ms: int) -> str:
-    t = datetime.fromtimestamp(ms / 1000, UTC)
-    return f"{t:%H:%M:%S}.{t.microsecond // 1000:03d} UTC {t:%a %b} {t.day} {t.year}"
-
-
 def switch_file(path: Path, calls: list[Placed]) -> Path:
     """The gateway's own accounting (FreeRADIUS detail file, originate leg)."""
-    out = []
-    for p in calls:
-        connect_ms = p.setup_ms + 200
-        common = [
-            "\tNAS-IP-Address = 127.0.0.1",
-            f'\tAcct-Session-Id = "{p.session_id}"',
-            f'\tCalling-Station-Id = "{ani(p.account)}"',
-            f'\tCalled-Station-Id = "{p.callee}"',
-            f'\th323-conf-id = "h323-conf-id={p.session_id}"',
-            '\th323-call-origin = "h323-call-origin=originate"',
-            f'\th323-setup-time = "h323-setup-time={_cisco_time(p.setup_ms)}"',
-        ]
-        stamp = datetime.fromtimestamp(p.setup_ms / 1000, UTC).strftime("%a %b %d %H:%M:%S %Y")
-        out += [stamp, "\tAcct-Status-Type = Start", *common, ""]
-        out += [stamp, "\tAcct-Status-Type = Stop", *common,
-                f'\th323-connect-time = "h323-connect-time={_cisco_time(connect_ms)}"',
-                '\th323-disconnect-time = "h323-disconnect-time='
-                f'{_cisco_time(connect_ms + p.usage_s * 1000)}"',
-                '\th323-disconnect-cause = "h323-disconnect-cause=10"',
-                f"\tAcct-Session-Time = {p.usage_s}", ""]  # fmt: skip
-    path.write_text("\n".join(out))
-    return path
+    placed = [
+        SwitchCall(p.session_id, ani(p.account), p.callee, p.usage_s, p.setup_ms) for p in calls
+    ]
+    return cisco_detail_file(path, placed)
 
 
 def chargingd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
