@@ -64,6 +64,7 @@ _REFUSALS = {
     RefusalReason.LATE: RefusalCode.SYSTEM_ERROR,
     RefusalReason.SYSTEM_ERROR: RefusalCode.SYSTEM_ERROR,
 }
+ANSWER = "answer"  # h323-call-origin of the answering side
 UNAVAILABLE = "charging unavailable"  # what a gateway hears when Redis does not answer
 BLOCKED = "account blocked"  # a fraud rule blocked the account ([fraud] block_message)
 
@@ -117,6 +118,10 @@ class Authorizer:
 
     async def authorize(self, call: CallInfo) -> Authorized | Refused:
         """Decide an Access-Request (the session id is already checked)."""
+        if call.call_origin and call.conf_id == call.session_id and _answering(call):
+            answered = await self._answer_leg(call)
+            if answered is not None:
+                return answered
         # A known caller's one round trip in this coroutine itself, the rest in
         # _decide: each coroutine level costs a generator and a resume per request.
         attempt = None if self.fraud is None else Attempt(call.caller_ip, call.client)
@@ -133,6 +138,48 @@ class Authorizer:
         if attempt is not None and isinstance(answer, Refused):
             self._refused(call, attempt)
         return answer
+
+    async def _answer_leg(self, call: CallInfo) -> Authorized | Refused | None:
+        """An Access-Request of the answering side ("h323-call-origin=answer") of a call
+        keyed by its h323-conf-id: GNU Gatekeeper's RadAuth authorizes the called
+        endpoint's ARQ (answerCall) with the conf-id of the caller's call. When this
+        client and gateway hold that call live, this is its other end: answered as the
+        call's first answer was (its Session-Timeout), nothing held, no record, no
+        locator written, nobody counted or charged: the caller's call pays, once, and its
+        Stop releases its hold. A conf-id live or closed elsewhere (another client or
+        gateway, a call over, an adopted one) is refused: an answer never takes over
+        another call nor rides one it does not belong to. None: no call of this conf-id
+        here, decided as any Access-Request (the account its User-Name names pays)."""
+        sid = call.session_id
+        owner = await self.store.locate(sid, fresh=True)
+        if owner is None and call.client in self.store.echo_class:
+            owner = await self.store.search(sid, call.gateway)  # (such a call has no locator)
+        rec = None if owner is None else await self.store.get(owner, sid)
+        if rec is None:
+            return None
+        if (
+            rec.client != call.client
+            or rec.gateway != call.gateway
+            or rec.state != LIVE
+            or rec.adopted
+            or not rec.credit_micros
+        ):
+            log.warning(
+                "answer Access-Request of %s from %s refused: the conf-id is %s's call%s",
+                sid,
+                call.client,
+                rec.account_id,
+                "" if rec.state == LIVE else " (closed)",
+            )
+            return Refused(RefusalCode.SYSTEM_ERROR, "session id already used")
+        profile = self._profiles.get(rec.account_id)
+        if profile is not None:
+            mode = profile.mode
+        else:
+            account = await self._get(rec.account_id)
+            mode = "" if account is None else account.mode.value
+        first = rec.replace(answer_ms=0)  # rated from authorize, as the first answer was
+        return self._answer(first, rec.credit_micros, rec.held_micros, mode)
 
     def _refused(self, call: CallInfo, attempt: Attempt) -> None:
         assert self.fraud is not None
@@ -562,6 +609,12 @@ class Authorizer:
         """A live record for this call and the price of ``usage_s`` seconds on it
         (sessions/newrecord.py)."""
         return self.records.new_record(call, account, now_ms, usage_s, hold=hold)
+
+
+def _answering(call: CallInfo) -> bool:
+    """The answering side's Access-Request: h323-call-origin "answer" (GNU Gatekeeper's
+    answerCall ARQ; compared without case, as AudioCodes capitalises it)."""
+    return call.call_origin.lower() == ANSWER
 
 
 def _refusal(grant: Grant) -> Refused:
