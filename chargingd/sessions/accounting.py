@@ -56,6 +56,10 @@ _NORMAL: Final[str] = CdrStatus.NORMAL
 _UNANSWERED: Final[str] = CdrStatus.UNANSWERED
 # Freeswitch-Direction of a leg FreeSWITCH originated (UsageReport.direction)
 OUTBOUND: Final = "outbound"
+# How far a later leg of a conf-id call may seem to start before the end of the usage
+# its closed call was charged (whole-second times, Acct-Delay-Time) and still be a leg
+# of its own (sessions/accounting.py _later_leg).
+LEG_OVERLAP_SLACK_MS = 2_000
 
 
 class Accounting:
@@ -301,6 +305,9 @@ class Accounting:
         if rec is None or rec.state != CLOSED:
             await self.orphan(report, "session_gone")
             return
+        if _later_leg(rec, report):
+            await self._later_leg(rec, report)
+            return
         usage_s = max(report.usage_s, rec.reported_usage_s if report.kind in FINAL else 0)
         if report.kind in FINAL:
             derived = self._derived_usage(rec, report)
@@ -309,6 +316,38 @@ class Accounting:
                 return
             usage_s = max(usage_s, derived)
         await self.late.closed(rec, report, usage_s)
+
+    async def _later_leg(self, rec: SessionRecord, report: UsageReport) -> None:
+        """A leg of a closed conf-id call that is not the leg its Stop closed: a Cisco
+        gateway's next attempt of the same call (rotary hunting over dial-peers, a
+        redirect or a forward it follows itself), with its own Acct-Session-Id and the
+        call's h323-conf-id. Cisco writes a new h323-conf-id for each billable call
+        (the calls of one session share h323-incoming-conf-id), so this is the call the
+        conf-id's account authorized, continued: charged to that account, once, as a
+        session of its own ("CONF-ID#ACCT-SESSION-ID": each of its packets, and a
+        retransmission, finds it). One that overlaps the usage the closed call was
+        charged is kept in cdr:legs (its time was charged), or orphaned when it reports
+        more (time nobody paid for): never acknowledged and forgotten."""
+        call = report.call
+        leg_start_ms = report.event_ms - report.usage_s * 1000
+        charged_until_ms = rec.answer_ms + rec.last_usage_s * 1000
+        if rec.last_usage_s and leg_start_ms < charged_until_ms - LEG_OVERLAP_SLACK_MS:
+            if report.usage_s > rec.last_usage_s:
+                said = f"{rec.session_id} leg {call.nas_session_id} overlaps its charged call"
+                await self.orphan(report, "h323_leg_overlaps_call", said)
+            else:
+                await self.leg(report, "h323_leg_within_call")
+            return
+        leg = call.replace(
+            session_id=f"{call.session_id}#{call.nas_session_id}",
+            lookup=("default",),
+            default_account=rec.account_id,
+            account_hint="",
+        )
+        if not valid_session_id(leg.session_id):
+            await self.orphan(report, "invalid_session_id")
+            return
+        await self.apply(report.replace(call=leg))
 
     async def _touch(
         self, account_id: str, report: UsageReport, owner: str | None = None
@@ -527,6 +566,23 @@ def answer_ms_of(report: UsageReport) -> int:
         return said
     answered = report.kind is UsageKind.START or report.usage_s > 0
     return report.event_ms - report.usage_s * 1000 if answered else 0
+
+
+def _later_leg(rec: SessionRecord, report: UsageReport) -> bool:
+    """Is ``report`` another leg of ``rec``'s conf-id call than the one its own Stop
+    closed it with: keyed by the conf-id, the same h323-call-origin (the other side's
+    legs are what they always were), another Acct-Session-Id. Not for a provisional
+    close (its late Stop corrects it)."""
+    call = report.call
+    return bool(
+        call.conf_id
+        and call.conf_id == call.session_id
+        and call.nas_session_id
+        and rec.nas_session_id
+        and call.nas_session_id != rec.nas_session_id
+        and call.call_origin.lower() == rec.call_origin.lower()
+        and not rec.provisional
+    )
 
 
 def _id_owner(report: UsageReport) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -33,7 +34,7 @@ SERVICE_TYPE = 6
 LOGIN_USER, CALL_CHECK = 1, 10  # radauth.cxx: originate Login-User, answerCall Call-Check
 NAS_IDENTIFIER = 32
 NAS_PORT_TYPE, VIRTUAL = 61, 5
-H323_CALL_TYPE, H323_GW_ID = 27, 33
+H323_CALL_TYPE, H323_GW_ID, H323_INCOMING_CONF_ID = 27, 33, 35
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +254,136 @@ async def test_answer_arq_never_takes_over_nor_rides_another_call(daemon: Daemon
     assert money(daemon, "gk-erin") == (parse_amount("10.00") - 25 * MICROS_PER_S, 0, 0)
     assert money(daemon, "gk-frank") == (parse_amount("10.00") - 5 * MICROS_PER_S, 0, 0)
     assert await orphans(daemon) == 0
+
+
+def cisco_leg(
+    conf: str,
+    leg_id: str,
+    user: str,
+    dialled: str,
+    origin: str,
+    status: int,
+    event_s: int,
+    usage_s: int = 0,
+    cause_hex: str = "10",
+) -> bytes:
+    """An Accounting-Request of one call leg as Cisco IOS writes it (the
+    cisco_ios_radius_acct samples): its own Acct-Session-Id, the call's h323-conf-id and
+    h323-incoming-conf-id, h323-call-origin / -call-type of the leg."""
+    call_type = b"Telephony" if origin == "answer" else b"VoIP"
+    attrs = (
+        rc.attr_u32(rc.ACCT_STATUS_TYPE, status)
+        + rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1")
+        + rc.attr_bytes(rc.ACCT_SESSION_ID, leg_id.encode())
+        + rc.attr_bytes(rc.USER_NAME, user.encode())
+        + rc.attr_bytes(rc.CALLING_STATION_ID, b"4930123456")
+        + rc.attr_bytes(rc.CALLED_STATION_ID, dialled.encode())
+        + rc.cisco_vsa(H323_GW_ID, b"h323-gw-id=gw1.example.net")
+        + rc.cisco_vsa(rc.H323_CONF_ID, f"h323-conf-id={conf}".encode())
+        + rc.cisco_vsa(H323_INCOMING_CONF_ID, f"h323-incoming-conf-id={conf}".encode())
+        + rc.cisco_vsa(rc.H323_CALL_ORIGIN, f"h323-call-origin={origin}".encode())
+        + rc.cisco_vsa(H323_CALL_TYPE, b"h323-call-type=" + call_type)
+        + rc.attr_u32(rc.ACCT_DELAY_TIME, 0)
+        + rc.attr_u32(rc.EVENT_TIMESTAMP, event_s)
+    )
+    if status == rc.STATUS_STOP:
+        attrs += rc.attr_u32(rc.ACCT_SESSION_TIME, usage_s)
+        attrs += rc.cisco_vsa(
+            rc.H323_DISCONNECT_CAUSE, f"h323-disconnect-cause={cause_hex}".encode()
+        )
+    return rc.encode_request(rc.ACCOUNTING_REQUEST, 3, attrs, SECRET)
+
+
+async def cisco_call(
+    daemon: Daemon, conf: str, user: str, attempts: list[tuple[str, int, int, str]]
+) -> rc.Packet:
+    """The IVR's Access-Request, the incoming (answer) leg's Start, then one outgoing
+    (originate) leg per attempt (leg id, start offset s, usage s, cause), each Start
+    then Stop, its Stop sent again from another socket, then the incoming leg's Stop."""
+    sock, resend = await GatewaySocket.open(), await GatewaySocket.open()
+    dialled, t0 = number(conf, "0044207946"), int(time.time())
+    ivr = (
+        rc.attr_bytes(rc.USER_NAME, user.encode())
+        + rc.attr_bytes(rc.USER_PASSWORD, bytes(16))
+        + rc.attr_bytes(rc.CALLING_STATION_ID, b"4930123456")
+        + rc.attr_bytes(rc.CALLED_STATION_ID, dialled.encode())
+        + rc.attr_ipv4(rc.NAS_IP_ADDRESS, "127.0.0.1")
+        + rc.cisco_vsa(rc.H323_CONF_ID, f"h323-conf-id={conf}".encode())
+    )
+    port = daemon.setup.acct_port
+    try:
+        accept = await sock.ask(
+            rc.encode_access_request(1, os.urandom(16), ivr, SECRET), daemon.setup.auth_port
+        )
+        assert accept.code == rc.ACCESS_ACCEPT, accept
+        incoming = conf.replace(" ", "")[:7] + "A"
+        await sock.ask(
+            cisco_leg(conf, incoming, user, dialled, "answer", rc.STATUS_START, t0), port
+        )
+        end_s = 0
+        for leg_id, offset_s, usage_s, cause in attempts:
+            start = cisco_leg(
+                conf, leg_id, user, dialled, "originate", rc.STATUS_START, t0 + offset_s
+            )
+            assert (await sock.ask(start, port)).code == rc.ACCOUNTING_RESPONSE
+            end_s = offset_s + usage_s
+            stop = cisco_leg(
+                conf, leg_id, user, dialled, "originate", rc.STATUS_STOP, t0 + end_s, usage_s, cause
+            )
+            # sent again from another port (the RADIUS duplicate cache does not see it)
+            for peer in (sock, resend):
+                assert (await peer.ask(stop, port)).code == rc.ACCOUNTING_RESPONSE
+        stop = cisco_leg(conf, incoming, user, dialled, "answer", rc.STATUS_STOP, t0 + end_s, end_s)
+        assert (await sock.ask(stop, port)).code == rc.ACCOUNTING_RESPONSE
+    finally:
+        sock.close()
+        resend.close()
+    return accept
+
+
+async def test_cisco_leg_after_the_first_legs_stop_is_charged_once(daemon: Daemon) -> None:
+    # A Cisco gateway tries the call's next dial-peer (rotary hunting), or follows a
+    # redirect or a forward, with a new outgoing leg: its own Acct-Session-Id, the
+    # call's h323-conf-id (Cisco writes a new conf-id per billable call, the calls of
+    # one session sharing h323-incoming-conf-id). The first leg's Stop closed the call;
+    # the next leg's packets met a closed call: its Stop went to cdr:orphans
+    # (stop_after_close) and, with less usage than the first leg, was dropped unbilled.
+    for name in ("hunt", "fwd", "both"):
+        daemon.create_account(f"cs-{name}", "10.00", identities=[f"user:cs-{name}"])
+    before = await orphans(daemon)
+    calls = {
+        # busy on the first dial-peer (cause 0x11), answered on the second
+        conf_id(): ("cs-hunt", [("0000001B", 0, 0, "11"), ("0000001C", 1, 50, "10")]),
+        # 30 s answered, then forwarded: a second leg of 20 s
+        conf_id(): ("cs-fwd", [("0000002B", 0, 30, "10"), ("0000002C", 31, 20, "10")]),
+        # two failed attempts, then 12 s on the third
+        conf_id(): ("cs-both", [("3B", 0, 0, "22"), ("3C", 1, 0, "26"), ("3D", 2, 12, "10")]),
+    }
+    await asyncio.gather(
+        *(cisco_call(daemon, conf, user, legs) for conf, (user, legs) in calls.items())
+    )
+    for conf, (user, legs) in calls.items():
+        paid = sum(usage_s for _, _, usage_s, _ in legs) * MICROS_PER_S
+        assert money(daemon, user) == (parse_amount("10.00") - paid, 0, 0), user
+        mine = [c for c in daemon.cdrs() if c.account_id == user]
+        assert sum(c.charged_micros for c in mine) == paid
+        assert {c.call_id.split("#")[0] for c in mine} == {conf}
+        charged = sorted(c.duration_s for c in mine if c.charged_micros)
+        assert charged == sorted(u for _, _, u, _ in legs if u)
+    assert await orphans(daemon) == before
+
+
+async def test_cisco_leg_overlapping_the_charged_call_is_kept_not_charged(daemon: Daemon) -> None:
+    # A leg of the same conf-id whose time lies within what the call was charged (a
+    # hairpin's second leg reported after the first's Stop) is not charged again: kept
+    # in cdr:legs with its reason, not orphaned, not dropped.
+    daemon.create_account("cs-pin", "10.00", identities=["user:cs-pin"])
+    conf = conf_id()
+    with daemon.redis() as r:
+        legs_before = r.xlen("cdr:legs") if r.exists("cdr:legs") else 0
+    await cisco_call(daemon, conf, "cs-pin", [("4B", 0, 40, "10"), ("4C", 10, 25, "10")])
+    assert money(daemon, "cs-pin") == (parse_amount("10.00") - 40 * MICROS_PER_S, 0, 0)
+    with daemon.redis() as r:
+        assert r.xlen("cdr:legs") == legs_before + 3  # its Start and its Stop, twice
+        ((_, last),) = r.xrevrange("cdr:legs", count=1)
+    assert b"h323_leg_within_call" in b"".join(last.values())
