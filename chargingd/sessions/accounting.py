@@ -155,6 +155,7 @@ class Accounting:
             nas_session_id=report.call.nas_session_id,
             call_origin=report.call.call_origin,
             gateway=report.call.gateway,
+            answer_move_ms=answer_move_ms_of(report),
         )
         if noted is None or (report.kind not in FINAL and report.usage_s < rec.last_usage_s):
             return False
@@ -362,6 +363,7 @@ class Accounting:
             call_origin=report.call.call_origin,
             gateway=report.call.gateway,
             client=_id_owner(report) if owner is None else owner,
+            answer_move_ms=answer_move_ms_of(report),
         )
 
     async def _update(self, rec: SessionRecord, usage_s: int, report: UsageReport) -> None:
@@ -583,6 +585,16 @@ def _later_leg(rec: SessionRecord, report: UsageReport) -> bool:
         and call.call_origin.lower() == rec.call_origin.lower()
         and not rec.provisional
     )
+
+
+def answer_move_ms_of(report: UsageReport) -> int:
+    """The answer an Interim-Update says, to which a record answered by its Start moves
+    (later only): the h323 dialect's Start goes at the leg's setup and its Interim
+    says the call connected (radius/translate.py: the earliest it can have, money
+    first). 0: none (every other packet; a Start never moves an answer: FreeSWITCH's
+    Start of a transfer says an answer date, and must not move the first Start's)."""
+    said = report.answer_ms
+    return said if said > 0 and report.kind is UsageKind.INTERIM else 0
 
 
 def _id_owner(report: UsageReport) -> str:

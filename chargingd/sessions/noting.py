@@ -76,9 +76,11 @@ def note(
     nas_session_id: str = "",
     call_origin: str = "",
     gateway: str = "",
+    answer_move_ms: int = 0,
 ) -> Noted | None:
     """session_touch.lua's rules on ``rec`` (live, decoded from ``before``); None when
-    the usage is longer than the call has existed here (the script path orphans it)."""
+    the usage is longer than the call has existed here (the script path orphans it).
+    ``answer_move_ms``: the answer an Interim says (0: none), see answer_moved."""
     if usage_s * 1000 > now_ms - rec.auth_ms + USAGE_SLACK_S * 1000:
         return None
     fields: dict[str, Any] = {"last_seen_ms": now_ms}
@@ -89,6 +91,7 @@ def note(
         rec.call_origin,
         rec.answer_ms,
     )
+    moved = answer_moved(answered, answer_move_ms, last_usage_s, usage_s, now_ms)
     if usage_s > last_usage_s:
         fields["last_usage_s"] = last_usage_s = usage_s
     if nas_session_id:
@@ -97,5 +100,27 @@ def note(
         fields["call_origin"] = origin = call_origin
     if answer_ms > 0 and not answered:
         fields["answer_ms"] = answered = answer_ms
+    elif moved:
+        fields["answer_ms"] = answered = moved
     noted = rec.noted(now_ms, last_usage_s, answered, nas, origin)
     return Noted(before, noted, fields, gateway)
+
+
+def answer_moved(
+    answered_ms: int, move_ms: int, last_usage_s: int, usage_s: int, now_ms: int
+) -> int:
+    """Where an Interim moves the answer of a call its Start answered (0: it does not).
+    The h323 dialect's Start goes at the leg's setup; its Interim says when the leg
+    connected (``move_ms``: the earliest it can have, sessions/accounting.py
+    answer_move_ms_of). Later only, and never later than ``usage_s`` before now
+    (chargingd's clock: a gateway clock ahead of it moves nothing past what it has
+    seen), so the deadlines counted from it (own timer, a limited call's, the reaper's)
+    cut early by a second at most, never past the money. One that reports no talk
+    moves it only while no talk was reported: once talk is on the record, a later
+    packet's connect time is no news. session_touch.lua applies the same rule."""
+    if not answered_ms or move_ms <= answered_ms:
+        return 0
+    if usage_s == 0 and last_usage_s > 0:
+        return 0
+    move_ms = min(move_ms, now_ms - usage_s * 1000)
+    return move_ms if move_ms > answered_ms else 0

@@ -547,6 +547,7 @@ class SessionStore(LiveIndexes):
         call_origin: str = "",
         gateway: str = "",
         client: str = "",
+        answer_move_ms: int = 0,
     ) -> tuple[str, int, SessionRecord | None]:
         """Raise last_usage_s to ``usage_s`` (never lower it), note the packet time.
 
@@ -559,9 +560,12 @@ class SessionStore(LiveIndexes):
         another gateway than the record's moves nothing: the reaper reads the record's
         last_seen_ms before it reaps, so it only costs the reaper a look). ``client``
         (non-empty): a record of another client is not touched (state FOREIGN).
+        ``answer_move_ms``: the answer an Interim says, to which a Start's answer moves
+        (later only: sessions/noting.py answer_moved, the same rule).
         """
         key = record_key(account_id, session_id)
-        args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin, client)
+        args = (usage_s, now_ms, answer_ms, USAGE_SLACK_S, nas_session_id, call_origin, client,
+                answer_move_ms)  # fmt: skip
         (state, usage, blob), _ = await self.send(
             [
                 ("EVALSHA", self._touch.sha, 1, key, *args),

@@ -8,6 +8,9 @@
 -- ARGV[5] = nas_session_id        the gateway's own Acct-Session-Id ('' = not given)
 -- ARGV[6] = call_origin           the leg's h323-call-origin ('' = not given)
 -- ARGV[7] = client                the packet's client ('' = not checked)
+-- ARGV[8] = answer_move_ms        the answer an Interim says (0 = none): a record
+--                                 answered by its Start moves there, later only
+--                                 (sessions/noting.py answer_moved: the same rule)
 -- Returns {state, last_usage_s, the record after the update ('' unless live)};
 -- usage never moves backwards (reordered packets), a closed record is not changed;
 -- {'invalid', last_usage_s, ''}: more usage than time since authorize, nothing changed;
@@ -31,6 +34,7 @@ local now = tonumber(ARGV[2])
 if usage * 1000 > now - (r[$auth_ms] or 0) + tonumber(ARGV[4]) * 1000 then
   return {'invalid', last, ''}
 end
+local before = last
 if usage > last then
   r[$last_usage_s] = usage
   last = usage
@@ -41,8 +45,14 @@ r[$last_seen_ms] = now
 if ARGV[5] and ARGV[5] ~= '' then r[$nas_session_id] = ARGV[5] end
 if ARGV[6] and ARGV[6] ~= '' then r[$call_origin] = ARGV[6] end
 local answer = tonumber(ARGV[3])
-if answer > 0 and (r[$answer_ms] or 0) == 0 then
+local answered = r[$answer_ms] or 0
+local move = tonumber(ARGV[8] or '0') or 0
+if answer > 0 and answered == 0 then
   r[$answer_ms] = answer
+elseif answered > 0 and move > answered and (usage > 0 or before == 0) then
+  -- never later than the talk reported before now (chargingd's clock)
+  move = math.min(move, now - usage * 1000)
+  if move > answered then r[$answer_ms] = move end
 end
 raw = rec_pack(r)
 redis.call('SET', KEYS[1], raw, 'KEEPTTL')
