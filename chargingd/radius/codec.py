@@ -82,7 +82,9 @@ CISCO_VENDOR: Final = 9
 CISCO_AVPAIR: Final = 1  # "name=value", repeated: the codec keeps the first
 H323_REMOTE_ADDRESS: Final = 23
 H323_CONF_ID: Final = 24
+H323_SETUP_TIME: Final = 25  # "hh:mm:ss.mmm ZONE Day Mon dd yyyy" (Cisco's NTP format)
 H323_CALL_ORIGIN: Final = 26
+H323_CONNECT_TIME: Final = 28  # the leg's answer, same format: Interim-Update and Stop
 H323_DISCONNECT_CAUSE: Final = 30
 H323_CREDIT_AMOUNT: Final = 101
 H323_CREDIT_TIME: Final = 102

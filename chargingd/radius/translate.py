@@ -128,6 +128,8 @@ def usage_report(
     answer_ms = -1
     if rc.FS_CALLSTARTDATE_KEY in packet.attrs:  # (a dict look-up for the others)
         answer_ms = _freeswitch_answer_ms(packet, kind, usage_s, event_ms)
+    elif kind is not UsageKind.START and packet.cisco and _h323_timed(packet):
+        answer_ms = _h323_answer_ms(packet, kind, usage_s, reported, event_ms)
     return UsageReport(
         call=call_info(packet, client, source_ip),
         kind=kind,
@@ -173,6 +175,67 @@ def _freeswitch_answer_ms(packet: rc.Packet, kind: UsageKind, usage_s: int, even
     if answer_ms < event_ms - usage_s * 1000 - _FS_DATE_SLACK_MS:
         return implied_ms
     return answer_ms
+
+
+def _h323_timed(packet: rc.Packet) -> bool:
+    """A record of the Cisco VSA dialect that times its call legs (h323-setup-time or
+    h323-connect-time): Cisco IOS voice gateways, GNU Gatekeeper's RadAcct (with
+    AppendCiscoAttributes, its default), AudioCodes. Their Start goes at the leg's
+    setup, before any answer (docs/radius.md "Start at setup")."""
+    cisco = packet.cisco
+    return rc.H323_SETUP_TIME in cisco or rc.H323_CONNECT_TIME in cisco
+
+
+# How far an h323-connect-time's time of day may be from its packet's event time for
+# the packet to be the one sent at the connect (clock skew, a whole-second
+# Event-Timestamp, the way over the network).
+_H323_CONNECT_SLACK_MS: Final = 2_000
+_QUARTER_HOUR_MS: Final = 900_000  # every time zone's offset is a multiple of it
+_DAY_MS: Final = 86_400_000
+_H323_CLOCK: Final = re.compile(r"[*.]?(\d{1,2}):(\d\d):(\d\d)(?:\.(\d{1,3}))?\s")
+
+
+def _h323_answer_ms(
+    packet: rc.Packet, kind: UsageKind, usage_s: int, reported: bool, event_ms: int
+) -> int:
+    """The answer an Interim-Update or Stop of the h323 dialect says (-1: none).
+
+    Stop: its event time minus Acct-Session-Time, the talk (0: never answered): the
+    CDR's answer time and the rating's, where the record's answer is the Start at
+    setup. Interim-Update: the EARLIEST the call can have been answered, so that a
+    deadline counted from it cuts early by at most a second, never late (the
+    gateway's times are whole seconds: Event-Timestamp, Acct-Session-Time):
+    - Acct-Session-Time > 0 (Cisco's periodic Interim, GNU Gatekeeper's update: both
+      sent for connected calls only): event - usage - 1 s;
+    - no talk yet, but h323-connect-time whose time of day is the packet's own event
+      time (Cisco's "RADIUS Interim Update at Call Connect", `aaa accounting update
+      newinfo`: sent when the leg connects): the earlier of the event - 1 s and that
+      connect time. Its zone is not read: the time of day is compared modulo a
+      quarter of an hour (every zone's offset is a multiple of it). A connect time
+      repeated later (a gateway that reports no talk while it talks) is not the
+      answer, nor is a gateway clock more than 2 s off: no move, the Start stays the
+      answer (money first)."""
+    if kind is UsageKind.STOP:
+        if not reported:
+            return -1  # the record's (Kamailio-style: the usage comes from timestamps)
+        return event_ms - usage_s * 1000 if usage_s else 0
+    if kind is not UsageKind.INTERIM:
+        return -1
+    if usage_s > 0:
+        return event_ms - usage_s * 1000 - 1000
+    connect = packet.cisco_value(rc.H323_CONNECT_TIME)
+    match = _H323_CLOCK.match(connect) if connect else None
+    if match is None:
+        return -1
+    hours, minutes, seconds, millis = match.groups()
+    connect_ms = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000
+    connect_ms += int((millis or "0").ljust(3, "0"))
+    ahead_ms = (event_ms % _DAY_MS - connect_ms) % _QUARTER_HOUR_MS
+    if ahead_ms > _QUARTER_HOUR_MS // 2:
+        ahead_ms -= _QUARTER_HOUR_MS  # the connect time is past the event (clock skew)
+    if abs(ahead_ms) > _H323_CONNECT_SLACK_MS:
+        return -1
+    return min(event_ms - 1000, event_ms - ahead_ms)
 
 
 # mod_radius_cdr writes its dates with "%04u-%02u-%02uT%02u:%02u:%02u.%06u%+03d%02d" from

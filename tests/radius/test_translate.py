@@ -172,3 +172,42 @@ def test_freeswitch_direction_and_other_leg_id() -> None:
     assert entry_to_report(report_to_entry(report)) == report
     assert "direction" not in report_to_entry(plain)
     assert entry_to_report(report_to_entry(plain)) == plain
+
+
+def test_h323_dialect_says_the_answer_in_its_interim_and_stop() -> None:
+    # Cisco IOS, GNU Gatekeeper and AudioCodes send their Start at the leg's setup
+    # (h323-setup-time, no h323-connect-time): it says nothing of the answer. An
+    # Interim says the EARLIEST the call can have been answered (whole-second
+    # times): Acct-Session-Time > 0, event - talk - 1 s; no talk yet, an
+    # h323-connect-time whose time of day is the packet's own (Cisco's Interim at
+    # call connect), the earlier of event - 1 s and that time, whatever the zone
+    # label (compared modulo a quarter of an hour). The Stop: event - talk, 0 never
+    # answered.
+    now_s = 1_796_551_238.0  # 10:00:38 UTC (Acct-Delay-Time 0: the event time)
+    setup = "h323-setup-time=*10:00:30.120 UTC Sun Dec 6 2026"
+
+    def answer(kind: UsageKind, **attrs: object) -> int:
+        p = packet(h323_setup_time=setup, Acct_Session_Id="s", **attrs)
+        return usage_report(p, CISCO, "10.0.0.1", kind, now_s).answer_ms
+
+    event_ms = int(now_s * 1000)
+    assert answer(UsageKind.START) == -1
+    assert answer(UsageKind.INTERIM, Acct_Session_Time=5) == event_ms - 6_000
+    assert answer(UsageKind.INTERIM, Acct_Session_Time=0) == -1  # still ringing
+    connect = "h323-connect-time=10:00:37.600 UTC Sun Dec 6 2026"
+    assert answer(UsageKind.INTERIM, h323_connect_time=connect) == event_ms - 1_000
+    connect = "h323-connect-time=.11:00:37.100 CET Sun Dec 6 2026"  # a zone, not read
+    assert answer(UsageKind.INTERIM, h323_connect_time=connect) == event_ms - 1_000
+    connect = "h323-connect-time=10:00:36.500 UTC Sun Dec 6 2026"
+    assert answer(UsageKind.INTERIM, Acct_Session_Time=0, h323_connect_time=connect) == (
+        event_ms - 1_500
+    )
+    stale = "h323-connect-time=09:59:58.000 UTC Sun Dec 6 2026"  # 40 s ago: no news
+    assert answer(UsageKind.INTERIM, h323_connect_time=stale) == -1
+    assert answer(UsageKind.INTERIM, h323_connect_time="h323-connect-time=garbage") == -1
+    assert answer(UsageKind.STOP, Acct_Session_Time=30) == event_ms - 30_000
+    assert answer(UsageKind.STOP, Acct_Session_Time=0) == 0  # never answered
+    assert answer(UsageKind.STOP) == -1  # no usage said: the record's answer
+    # other dialects' Interims say nothing (the kind and usage imply it)
+    plain = packet(Acct_Session_Id="s", Acct_Session_Time=5)
+    assert usage_report(plain, CISCO, "10.0.0.1", UsageKind.INTERIM, now_s).answer_ms == -1
