@@ -186,7 +186,8 @@ async def test_cisco_interim_at_connect_moves_the_cut_to_the_paid_talk(
         talk_s = cut_s - connect_s
         # At most a second early (the gateway's times are whole seconds), never late:
         # the old cut came 2 s into the talk
-        assert PAID_S - 1.5 <= talk_s <= PAID_S + 0.5, talk_s
+        # (the upper bound leaves the cutter's tick and a loaded box a second)
+        assert PAID_S - 1.5 <= talk_s <= PAID_S + 1.0, talk_s
         usage_s = int(time.time() - connect_s)
         await send(sock, leg.accounting(rc.STATUS_STOP, usage_s, connect_s=connect_s),
                    d.setup.acct_port)  # fmt: skip
@@ -229,7 +230,8 @@ async def test_gnugk_update_moves_the_own_timer_to_the_answer(
                    d.setup.acct_port)  # fmt: skip
         cut_s = await first_cut(gateway)
         talk_s = cut_s - connect_s
-        assert PAID_S - 1.5 <= talk_s <= PAID_S + 1.0, talk_s  # (own_timer: +999 ms)
+        # own_timer cuts 999 ms after the paid second (the answer's whole second)
+        assert PAID_S - 1.5 <= talk_s <= PAID_S + 1.5, talk_s
         usage_s = int(time.time() - connect_s)
         await send(sock, leg.accounting(rc.STATUS_STOP, usage_s, connect_s=connect_s),
                    d.setup.acct_port)  # fmt: skip
@@ -267,7 +269,7 @@ async def test_without_a_connect_signal_the_start_stays_the_answer_money_first(
         await asyncio.sleep(3.0)  # it rings
         connect_s = time.time()
         cut_s = await first_cut(gateway)
-        assert cut_s - start_s <= PAID_S + 0.5  # never past the money
+        assert cut_s - start_s <= PAID_S + 1.0  # never past the money (+ a loaded tick)
         usage_s = int(time.time() - connect_s)
         await send(sock, leg.accounting(rc.STATUS_STOP, usage_s, connect_s=connect_s),
                    d.setup.acct_port)  # fmt: skip
@@ -279,3 +281,33 @@ async def test_without_a_connect_signal_the_start_stays_the_answer_money_first(
     assert cdr.charged_micros == usage_s * MICROS_PER_S
     assert abs(cdr.answer_ms - connect_s * 1000) <= 1_000
     assert cdr.end_ms - cdr.answer_ms == pytest.approx(usage_s * 1000, abs=1_000)
+
+
+async def test_a_call_cut_while_it_rings_is_unanswered_and_charged_nothing(
+    daemon: tuple[Daemon, int],
+) -> None:
+    # Money for 2 s, the call still rings when they run out, nothing says the answer
+    # before the Stop: the deadline counts from the Start (money first) and cuts the
+    # ringing call. Its Stop
+    # says it never connected (Acct-Session-Time 0, no h323-connect-time): one CDR,
+    # unanswered, nothing charged, the cut kept in extra (as FreeSWITCH's).
+    d, _ = daemon
+    d.create_account("ring-short", "0.02")
+    leg = H323Leg("ring-short", "1A2B3C4D 00000000 00000000 00000004", leg_id="0000A004")
+    gateway = TestGateway(await UdpPeer.open("127.0.0.1", d.setup.coa_port), SECRET)
+    sock = await GatewaySocket.open()
+    try:
+        accept = await sock.ask(leg.access_request(), d.setup.auth_port)
+        assert accept.code == rc.ACCESS_ACCEPT
+        await send(sock, leg.accounting(rc.STATUS_START), d.setup.acct_port)
+        await first_cut(gateway)
+        await send(sock, leg.accounting(rc.STATUS_STOP, 0), d.setup.acct_port)
+    finally:
+        sock.close()
+        await gateway.close()
+    cdr = await cdr_of(d, "ring-short")
+    assert (cdr.status, cdr.answer_ms, cdr.duration_s, cdr.charged_micros) == (
+        "unanswered", 0, 0, 0)  # fmt: skip
+    assert cdr.extra["cut_reason"] == "credit_cut"
+    account = d.call("account.get", {"id": "ring-short"})
+    assert (account["balance"], account["reserved"]) == ("0.02", "0.00")
