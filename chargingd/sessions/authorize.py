@@ -142,13 +142,15 @@ class Authorizer:
     async def _answer_leg(self, call: CallInfo) -> Authorized | Refused | None:
         """An Access-Request of the answering side ("h323-call-origin=answer") of a call
         keyed by its h323-conf-id: GNU Gatekeeper's RadAuth authorizes the called
-        endpoint's ARQ (answerCall) with the conf-id of the caller's call. When this
-        client and gateway hold that call live, this is its other end: answered as the
-        call's first answer was (its Session-Timeout), nothing held, no record, no
-        locator written, nobody counted or charged: the caller's call pays, once, and its
-        Stop releases its hold. A conf-id live or closed elsewhere (another client or
-        gateway, a call over, an adopted one) is refused: an answer never takes over
-        another call nor rides one it does not belong to. None: no call of this conf-id
+        endpoint's ARQ (answerCall) with the conf-id of the caller's call, and a Cisco
+        terminating gateway that authorizes its incoming leg sends the conf-id the
+        originating gateway's call holds. While that call is live (whichever client
+        or gateway authorized it: an h323-conf-id is one call across gateways), this is
+        its other end: answered as the call's first answer was (its Session-Timeout),
+        nothing held, no record, no locator written, nobody counted or charged: the
+        caller's call pays, once, and its Stop releases its hold. A conf-id of a call
+        that is over, or of an adopted one (no grant to answer with), is refused: an
+        answer never takes over a call nor reopens one. None: no call of this conf-id
         here, decided as any Access-Request (the account its User-Name names pays)."""
         sid = call.session_id
         owner = await self.store.locate(sid, fresh=True)
@@ -157,19 +159,13 @@ class Authorizer:
         rec = None if owner is None else await self.store.get(owner, sid)
         if rec is None:
             return None
-        if (
-            rec.client != call.client
-            or rec.gateway != call.gateway
-            or rec.state != LIVE
-            or rec.adopted
-            or not rec.credit_micros
-        ):
+        if rec.state != LIVE or rec.adopted or not rec.credit_micros:
             log.warning(
-                "answer Access-Request of %s from %s refused: the conf-id is %s's call%s",
+                "answer Access-Request of %s from %s refused: the conf-id is %s's call (%s)",
                 sid,
                 call.client,
                 rec.account_id,
-                "" if rec.state == LIVE else " (closed)",
+                "adopted" if rec.state == LIVE else "closed",
             )
             return Refused(RefusalCode.SYSTEM_ERROR, "session id already used")
         profile = self._profiles.get(rec.account_id)

@@ -214,10 +214,11 @@ async def test_gnugk_answering_arq_of_an_alias_that_is_no_account_is_admitted(
 
 async def test_answer_arq_never_takes_over_nor_rides_another_call(daemon: Daemon) -> None:
     # An "answer" Access-Request is not a way to call for free nor to take another
-    # account's call: for a conf-id another gateway holds, or a call that is over, it
-    # is refused, and the live call keeps its account, hold and charge. For a conf-id
-    # of no call here it is decided as any Access-Request (its User-Name's account
-    # pays: its own call, held and charged as such).
+    # account's call: for a conf-id another gateway holds live it is the call's other
+    # end (admitted, nothing held or charged to its User-Name's account), for a call
+    # that is over it is refused, and the live call keeps its account, hold and
+    # charge. For a conf-id of no call here it is decided as any Access-Request (its
+    # User-Name's account pays: its own call, held and charged as such).
     daemon.create_account("gk-erin", "10.00", identities=["user:gk-erin"])
     daemon.create_account("gk-frank", "10.00", identities=["user:gk-frank"])
     sock = await GatewaySocket.open()
@@ -229,9 +230,11 @@ async def test_answer_arq_never_takes_over_nor_rides_another_call(daemon: Daemon
         ).code == rc.ACCESS_ACCEPT
         held = money(daemon, "gk-erin")
         assert held[1] > 0
-        # the same conf-id said to come from another gateway (NAS-IP-Address)
-        spoof = arq(conf, "gk-frank", "4930222", dialled, "answer", nas_ip="127.0.0.9")
-        assert (await sock.ask(spoof, port)).code == rc.ACCESS_REJECT
+        # the same conf-id from another gateway (NAS-IP-Address): a terminating
+        # gateway's incoming leg of the live call, its other end: admitted, nothing
+        # held or charged to anyone but the caller (gk-frank's account untouched)
+        other = arq(conf, "gk-frank", "4930222", dialled, "answer", nas_ip="127.0.0.9")
+        assert (await sock.ask(other, port)).code == rc.ACCESS_ACCEPT
         assert money(daemon, "gk-frank") == (parse_amount("10.00"), 0, 0)
         assert money(daemon, "gk-erin") == held
         for status, usage in ((rc.STATUS_START, None), (rc.STATUS_STOP, 25)):

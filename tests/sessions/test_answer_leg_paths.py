@@ -89,13 +89,16 @@ async def test_answer_leg_is_the_callers_call_on_both_paths(
     assert cdrs == sorted((conf, caller, u) for conf, caller, _, u in calls)
     assert await redis.xlen("cdr:orphans") == 0
 
-    # another gateway's answer for a live conf-id, and one for a call that is over
+    # another gateway's answer for a live conf-id (a terminating gateway's incoming
+    # leg: the call's other end, nothing held), and one for a call that is over
     live = await sessions.authorize(arq("D1 0 0 1", "alice", "originate"))
     assert isinstance(live, Authorized)
     held = (await ledger.get_account("alice")).reserved_micros
-    for conf, gateway in (("D1 0 0 1", "10.0.0.9"), (calls[0][0], "10.0.0.1")):
-        refused = await sessions.authorize(arq(conf, "bob", "answer", gateway))
-        assert isinstance(refused, Refused)
+    other_end = await sessions.authorize(arq("D1 0 0 1", "bob", "answer", "10.0.0.9"))
+    assert isinstance(other_end, Authorized) and other_end.account_id == "alice"
+    assert other_end.session_timeout_s == live.session_timeout_s
+    refused = await sessions.authorize(arq(calls[0][0], "bob", "answer", "10.0.0.1"))
+    assert isinstance(refused, Refused)
     assert (await ledger.get_account("alice")).reserved_micros == held
     bob = await ledger.get_account("bob")
     assert bob.reserved_micros == 0
