@@ -191,3 +191,150 @@ def calls_csv(rows: Sequence[CdrRow], decimals: int = 6) -> str:
             )
         )  # fmt: skip
     return out.getvalue()
+
+
+# The calls an issuing run counts, staged in its transaction (dropped at commit): the
+# usage it bills is summed from here (usage.usage_of_stage) and the calls of each
+# document it writes are copied from here (keep_calls), so a document's call detail
+# is exactly what its usage lines count, whatever CDRs are stored meanwhile.
+_STAGE_COLUMNS = (
+    "id, revision, source, call_id, account_id, caller, callee, destination, start_time,"
+    " answer_time, end_time, duration_s, billed_s, charged_micros, currency, status, charge"
+)
+_CREATE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS invoice_call_stage (
+    id BIGINT, revision INTEGER, source TEXT, call_id TEXT, account_id TEXT, caller TEXT,
+    callee TEXT, destination TEXT, start_time TIMESTAMPTZ, answer_time TIMESTAMPTZ,
+    end_time TIMESTAMPTZ, duration_s INTEGER, billed_s INTEGER, charged_micros BIGINT,
+    currency TEXT, status TEXT, charge TEXT
+) ON COMMIT DROP
+"""
+# One statement: the snapshot it returns is the one the calls were read in.
+_STAGE = f"""
+WITH staged AS (
+    INSERT INTO invoice_call_stage ({_STAGE_COLUMNS})
+    SELECT {_STAGE_COLUMNS} FROM cdrs
+    WHERE account_id = ANY(%(accounts)s) AND start_time >= %(start)s AND start_time < %(end)s
+      AND charge <> 'recorded_only'
+    RETURNING 1
+)
+SELECT pg_current_snapshot()::text, (SELECT count(*) FROM staged)
+"""
+_KEPT_COLUMNS = (
+    "cdr_id, revision, source, call_id, caller, callee, destination, start_time, answer_time,"
+    " end_time, duration_s, billed_s, charged_micros, status"
+)
+
+
+async def stage_calls(
+    conn: Conn, account_ids: Sequence[str], start: datetime, end: datetime
+) -> str:
+    """Stage the CDRs of these accounts started in [start, end) for this transaction;
+    the snapshot (pg_snapshot as text) they were read in."""
+    await conn.execute(_CREATE_STAGE)
+    await conn.execute("TRUNCATE invoice_call_stage")
+    params = {"accounts": list(account_ids), "start": start, "end": end}
+    cur = await conn.execute(_STAGE, params)
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def keep_calls(conn: Conn, documents: Sequence[tuple[int, str, str]]) -> None:
+    """Copy the staged calls each document counts into invoice_calls: (document id,
+    account, currency). The calls listed are those call_detail lists (answered or
+    charged, in the document's currency)."""
+    if not documents:
+        return
+    ids, accounts, currencies = (list(col) for col in zip(*documents, strict=True))
+    await conn.execute(
+        f"INSERT INTO invoice_calls (invoice_id, {_KEPT_COLUMNS})"
+        " SELECT d.invoice_id, s.id, s.revision, s.source, s.call_id, s.caller, s.callee,"
+        " s.destination, s.start_time, s.answer_time, s.end_time, s.duration_s, s.billed_s,"
+        " s.charged_micros, s.status"
+        " FROM invoice_call_stage s JOIN unnest(%s::bigint[], %s::text[], %s::text[])"
+        " AS d(invoice_id, account_id, currency)"
+        " ON s.account_id = d.account_id AND s.currency = d.currency"
+        " WHERE s.answer_time IS NOT NULL OR s.charged_micros <> 0",
+        (ids, accounts, currencies),
+    )
+
+
+@dataclass(frozen=True)
+class DocumentCalls:
+    """A document's call detail, and a note when it is not what the document billed."""
+
+    rows: list[CdrRow]
+    note: str | None = None
+
+
+async def document_calls(db: BillingDB, inv: Any, *, decimals: int = 6) -> DocumentCalls:
+    """The calls ``inv`` (an Invoice) billed, as it counted them: the copy its run kept.
+    A document issued before migration 014 has none: its period's calls as the CDRs are
+    now, with a note when they no longer add up to what it counted (a late call or a
+    rerate since, billed as a usage correction on a later invoice)."""
+
+    async def work(conn: Conn) -> tuple[bool, list[Any], tuple[Any, ...] | None]:
+        cur = await conn.execute("SELECT calls_kept FROM invoices WHERE id = %s", (inv.id,))
+        found = await cur.fetchone()
+        kept = bool(found and found[0])
+        if kept:
+            cur = await conn.execute(
+                f"SELECT {_KEPT_COLUMNS} FROM invoice_calls WHERE invoice_id = %s"
+                " ORDER BY start_time, cdr_id",
+                (inv.id,),
+            )
+            return True, list(await cur.fetchall()), None
+        cur = await conn.execute(
+            "SELECT calls, charged_micros FROM invoice_usage WHERE invoice_id = %s AND period = %s",
+            (inv.id, inv.period),
+        )
+        return False, [], await cur.fetchone()
+
+    kept, rows, counted = await db.run(work)
+    if kept:
+        return DocumentCalls(
+            [
+                CdrRow(
+                    id=int(r[0]),
+                    source=r[2],
+                    call_id=r[3],
+                    account_id=inv.account_id,
+                    caller=r[4],
+                    callee=r[5],
+                    destination=r[6],
+                    start_time=r[7],
+                    answer_time=r[8],
+                    end_time=r[9],
+                    duration_s=int(r[10]),
+                    billed_s=int(r[11]),
+                    cost_micros=0,
+                    charged_micros=int(r[12]),
+                    currency=inv.currency,
+                    tariff="",
+                    gateway="",
+                    disconnect_cause=0,
+                    status=r[13],
+                    extra={},
+                )
+                for r in rows
+            ]
+        )
+    now = await call_detail(
+        db, inv.account_id, inv.period_start, inv.period_end, currency=inv.currency
+    )
+    if counted is None:  # a credit note: no usage of its own
+        return DocumentCalls(now)
+    calls = sum(1 for r in now if r.answer_time is not None)
+    charged = sum(r.charged_micros for r in now)
+    if (calls, charged) == (int(counted[0]), int(counted[1])):
+        return DocumentCalls(now)
+    cur = inv.currency
+    note = (
+        f"{inv.number} was issued before documents kept their calls (migration 014): these"
+        f" are the period's calls as the CDRs are now, {calls} calls,"
+        f" {money(charged, decimals)} {cur}; it billed {int(counted[0])} calls,"
+        f" {money(int(counted[1]), decimals)} {cur}. The difference is billed as a usage"
+        " correction on a later invoice."
+    )
+    return DocumentCalls(now, note)

@@ -220,9 +220,15 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int | None) -> 
         else:
             print(render.invoice_text(inv, decimals), end="")
         return 0
-    rows = await cdrs.call_detail(
-        books.db, inv.account_id, inv.period_start, inv.period_end, currency=inv.currency
+    # What the document billed (kept with it); one issued before that was kept, the
+    # CDRs as they are now, with a note when they no longer add up to it.
+    detail = await cdrs.document_calls(books.db, inv)
+    rows = detail.rows
+    appendix = (
+        action == "calls" or args.calls == "yes" or (args.calls == "auto" and inv.call_detail)
     )
+    if detail.note is not None and appendix:
+        print(f"chargingd invoice: warning: {detail.note}", file=sys.stderr)
     if action == "calls":
         text = cdrs.calls_csv(rows)
         if args.output and args.output != "-":
@@ -233,13 +239,13 @@ async def _one(books: Books, args: argparse.Namespace, decimals: int | None) -> 
     # reportlab loads only here: every other command (ctl included) starts faster.
     from chargingd.invoicing import pdf
 
-    appendix = args.calls == "yes" or (args.calls == "auto" and inv.call_detail)
     data = pdf.render_pdf(
         inv,
         calls=rows if appendix else None,
         decimals=decimals,
         call_limit=books.cfg.call_detail_max_rows,
         groups=books.cfg.destination_groups,
+        calls_note=detail.note,
     )
     if args.output == "-":  # `-o - | lpr`, as with other tools; it made a file named "-"
         sys.stdout.flush()

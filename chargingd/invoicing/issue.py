@@ -92,7 +92,8 @@ async def previous_ends(
 _INVOICE_COLUMNS = (
     "id, number, series, seq, kind, account_id, period, period_start, period_end, currency,"
     " issued_at, due_at, refers_to, reason, customer, issuer, tax, subtotal_micros, tax_micros,"
-    " total_micros, usage_micros, usage_calls, statement, call_detail, run_id, created_by"
+    " total_micros, usage_micros, usage_calls, statement, call_detail, run_id, created_by,"
+    " calls_kept"
 )
 _LINE_COLUMNS = (
     "invoice_id, line_no, kind, description, quantity, unit, calls, billed_s, exact_micros,"
@@ -121,6 +122,9 @@ def _header(
         _json(draft.customer), _json(meta["issuer"]), _json(draft.tax.to_json()),
         draft.subtotal_micros, draft.tax_micros, draft.total_micros, draft.usage_micros,
         draft.usage_calls, _json(draft.statement), draft.call_detail, meta["run_id"], meta["who"],
+        # An invoice's or statement's calls are copied by the run that issues it
+        # (keep_calls); a credit note bills no calls.
+        draft.kind is not Kind.CREDIT_NOTE,
     )  # fmt: skip
 
 

@@ -388,9 +388,15 @@ def _notes(inv: Invoice, decimals: int) -> list[Any]:
 
 
 def _appendix(
-    inv: Invoice, calls: Sequence[CdrRow], limit: int, groups: Mapping[str, Sequence[str]]
+    inv: Invoice,
+    calls: Sequence[CdrRow],
+    limit: int,
+    groups: Mapping[str, Sequence[str]],
+    note: str | None = None,
 ) -> list[Any]:
-    """Every call (up to ``limit``) with the exact amount the ledger moved for it."""
+    """Every call (up to ``limit``) with the exact amount the ledger moved for it;
+    ``note``: why the list is not what the document billed (issued before documents
+    kept their calls, and the CDRs changed since)."""
     story: list[Any] = [PageBreak(), _p(f"Call detail – {inv.number}", HEADING), Spacer(1, 3 * mm)]
     # Call times in the zone the document's dates are in ([invoicing] time_zone).
     zone = inv.period_start.tzinfo
@@ -418,6 +424,8 @@ def _appendix(
     story.append(table)
     if len(calls) > limit:
         story.append(_p(f"First {limit} of {len(calls)} calls; the CSV has them all.", SMALL))
+    if note:
+        story.append(_p(note, SMALL))
     return story
 
 
@@ -428,6 +436,7 @@ def render_pdf(
     decimals: int | None = None,
     call_limit: int = 5000,
     groups: Mapping[str, Sequence[str]] | None = None,
+    calls_note: str | None = None,
 ) -> bytes:
     """The document as PDF bytes; ``calls`` adds the call-detail appendix. ``decimals``:
     None, the minor unit of the document's currency (JPY 0, EUR 2, BHD 3)."""
@@ -454,7 +463,7 @@ def render_pdf(
         story.append(KeepTogether([_statement_totals(inv, decimals)]))
     story += [Spacer(1, 6 * mm), *_notes(inv, decimals)]
     if calls is not None:
-        story += _appendix(inv, calls, call_limit, groups or {})
+        story += _appendix(inv, calls, call_limit, groups or {}, calls_note)
     footer = inv.issuer.get("footer") or inv.issuer.get("name", "")
 
     class _Canvas(_NumberedCanvas):

@@ -18,7 +18,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from chargingd.billing.db import Conn
-from chargingd.invoicing import charges, dunning, issue, postings, statements, store, tax, usage
+from chargingd.invoicing import (
+    cdrs,
+    charges,
+    dunning,
+    issue,
+    postings,
+    statements,
+    store,
+    tax,
+    usage,
+)
 from chargingd.invoicing.build import Correction, Inputs, Rerate, invoice_draft
 from chargingd.invoicing.context import Books
 from chargingd.invoicing.model import (
@@ -355,12 +365,24 @@ async def _issue_batch(
             skipped.extend((BILLED_LATE, a) for a in sorted(late))
             done |= late
         todo = [a for a in batch.accounts if a.id not in done]
+        todo_ids = [a.id for a in todo]
+        # The calls this batch bills, read once here (after the lock): the usage lines
+        # are summed from them and each document keeps them as its call detail, so a
+        # CDR stored since the run's first aggregation is in both or in neither.
+        await cdrs.stage_calls(conn, todo_ids, batch.period.start, batch.period.end)
+        counted = replace(
+            batch,
+            usage=await usage.usage_by_group(
+                conn, batch.period.start, batch.period.end, books.cfg.destination_groups,
+                account_ids=todo_ids, staged=True,
+            ),
+        )  # fmt: skip
         uninvoiced = []
-        billables = await _billables(books, conn, kind, batch.period, [a.id for a in todo])
+        billables = await _billables(books, conn, kind, batch.period, todo_ids)
         drafts = []
         for acc in todo:
-            inputs = _inputs(books, batch, acc, billables)
-            draft = _draft(books, kind, batch, acc, inputs)
+            inputs = _inputs(books, counted, acc, billables)
+            draft = _draft(books, kind, counted, acc, inputs)
             why = _zero_refused(books, draft, inputs.profile) if draft else "nothing to report"
             if why is not None or draft is None:
                 skipped.append((why or "nothing to report", acc.id))
@@ -381,6 +403,7 @@ async def _issue_batch(
             conn, drafts, numbering=numbering, last_number=last, issued_at=issued_at,
             issuer=books.issuer(), run_id=result.run_id, who=books.who,
         )  # fmt: skip
+        await cdrs.keep_calls(conn, [(d.id, d.account_id, d.currency) for d in issued])
         if before_commit is not None:
             before_commit(issued)
         return issued

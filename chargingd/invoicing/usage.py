@@ -47,6 +47,9 @@ GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 """
 
+_USAGE_OF_STAGE = _USAGE.replace("FROM cdrs", "FROM invoice_call_stage")
+assert _USAGE_OF_STAGE != _USAGE
+
 
 def like_pattern(glob: str) -> str:
     """A destination pattern ("DE_MOB*") as a LIKE pattern (only * is special)."""
@@ -84,8 +87,11 @@ async def usage_by_group(
     groups: Mapping[str, Sequence[str]],
     *,
     account_ids: Sequence[str] | None = None,
+    staged: bool = False,
 ) -> AccountUsage:
-    """Usage of the CDRs started in [start, end), per account, currency and group."""
+    """Usage of the CDRs started in [start, end), per account, currency and group;
+    ``staged``: of the CDRs an issuing transaction staged (cdrs.stage_calls), the
+    calls its documents keep."""
     patterns, names = group_arrays(groups)
     params: dict[str, Any] = {
         "start": start,
@@ -95,7 +101,7 @@ async def usage_by_group(
         "names": names,
         "other": OTHER,
     }
-    cur = await conn.execute(_USAGE, params)
+    cur = await conn.execute(_USAGE if not staged else _USAGE_OF_STAGE, params)
     found: AccountUsage = {}
     for account_id, currency, group, calls, cdrs, billed_s, charged in await cur.fetchall():
         row = UsageRow(group, int(calls), int(cdrs), int(billed_s), int(charged))

@@ -13,14 +13,17 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis as syncredis
 from invoicing_harness import cdr, load_cdrs, postpaid
 
 from chargingd.app.cli import main
+from chargingd.billing.cdr import CDR, CDR_STREAM
 from chargingd.core.redisconn import EmbeddedRedis
 from chargingd.ledger import Ledger
 
@@ -566,3 +569,144 @@ def test_a_reader_that_went_away_exits_141_not_failed(config: Path) -> None:
         finally:
             os.close(write)
         assert (done.returncode, done.stderr) == (141, ""), argv
+
+
+def _call(call_id: str, start: datetime, seconds: int, charged: int, *, revision: int = 0) -> CDR:
+    """A live call of acme to a German number (both flat plans price it), as the
+    sessions write it to the CDR stream."""
+    start_ms = int(start.timestamp() * 1000)
+    return CDR(
+        source="radius", call_id=call_id, account_id="acme", caller="+4930123456",
+        callee="+4930999999", destination="DE", start_ms=start_ms, answer_ms=start_ms + 2000,
+        end_ms=start_ms + 2000 + seconds * 1000, duration_s=seconds, billed_s=seconds,
+        cost_micros=charged, currency="EUR", tariff="dear", gateway="10.0.0.1",
+        disconnect_cause=16, status="normal", charged_micros=charged, charge="live",
+        revision=revision,
+    )  # fmt: skip
+
+
+def _export(config: str, redis_url: str, calls: list[CDR]) -> None:
+    """Through the real path: the CDR stream, then `chargingd export --once`."""
+    with syncredis.Redis.from_url(redis_url) as r:
+        for call in calls:
+            r.xadd(CDR_STREAM, {"cdr": call.pack()})
+    code, _, err = run("export", "--config", config, "--once")
+    assert code == 0, err
+
+
+def _pdf_text(config: str, number: str, tmp_path: Path) -> str:
+    path = tmp_path / f"{number}.pdf"
+    code, _, err = run(
+        "invoice", "--config", config, "pdf", number, "-o", str(path), "--calls", "yes"
+    )
+    assert code == 0, err
+    return subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _csv_total(text: str) -> tuple[int, Decimal]:
+    rows = text.splitlines()[1:]
+    return len(rows), sum((Decimal(r.split(",")[8]) for r in rows), Decimal(0))
+
+
+def test_a_reprinted_invoice_lists_the_calls_it_billed_after_a_rerate_and_late_calls(
+    config: Path, tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """An issued invoice is a legal document: its call detail (CSV and PDF) is what it
+    billed. It was read from the CDRs as they are now, so after a rerate, a reaped
+    call's late Stop or a late call of the period, a reprint listed other calls and
+    amounts than the invoice's usage: the customer's dispute. The changes are billed on
+    the next invoice (a usage correction), whose own call detail is its own calls."""
+    c = str(config)
+    october = [
+        _call("oct-1", datetime(2026, 10, 5, 9, tzinfo=UTC), 60, 1_200_000),
+        _call("oct-2", datetime(2026, 10, 6, 9, tzinfo=UTC), 120, 2_400_000),
+        _call("oct-3", datetime(2026, 10, 7, 9, tzinfo=UTC), 30, 600_000),
+    ]
+    _export(c, redis_server.url, october)
+    issued = run_json("invoice", "--config", c, "run", "--period", "2026-10")["issued"]
+    (inv,) = issued
+    number = inv["number"]
+    assert (Decimal(inv["usage"]), inv["usage_calls"]) == (Decimal("4.2"), 3)
+    code, billed_csv, err = run("invoice", "--config", c, "calls", number)
+    assert code == 0 and err == "" and _csv_total(billed_csv) == (3, Decimal("4.2"))
+    pdf = shutil.which("pdftotext") is not None
+    billed_pdf = _pdf_text(c, number, tmp_path) if pdf else ""
+
+    # After the invoice: October re-rated at 0.30 a minute (a refund of 3.15 written
+    # back to its calls), the reaped oct-3 corrected by its late Stop (revision 1, 90 s),
+    # and a call of October the exporter stores only now.
+    code, out, err = run(
+        "rerate", "--config", c, "--from", "2026-10-01", "--to", "2026-10-31",
+        "--plan", str(tmp_path / "cheap.toml"), "--apply",
+    )  # fmt: skip
+    assert code == 0, err + out
+    _export(
+        c,
+        redis_server.url,
+        [
+            _call("oct-3", datetime(2026, 10, 7, 9, tzinfo=UTC), 90, 450_000, revision=1),
+            _call("oct-late", datetime(2026, 10, 30, 9, tzinfo=UTC), 60, 300_000),
+        ],
+    )
+
+    # A reprint is the same document, byte for byte, and adds up to its usage.
+    code, again, err = run("invoice", "--config", c, "calls", number)
+    assert code == 0 and err == ""
+    assert again == billed_csv
+    if pdf:
+        assert _pdf_text(c, number, tmp_path) == billed_pdf
+        assert re.search(r"3 calls\s+210\s+4\.200000\n", billed_pdf), billed_pdf
+    # The next invoice bills the difference as a correction of October: now
+    # 0.30 + 0.60 + 0.45 + 0.30 = 1.65, billed 4.20: -2.55, one call more.
+    nov = run_json("invoice", "--config", c, "run", "--period", "2026-11")["issued"][0]
+    correction = [ln for ln in nov["lines"] if "2026-10" in ln["description"]]
+    assert [Decimal(ln["exact_amount"]) for ln in correction] == [Decimal("-2.55")], nov["lines"]
+    code, nov_csv, err = run("invoice", "--config", c, "calls", nov["number"])
+    assert code == 0 and err == ""
+    assert _csv_total(nov_csv) == (4, Decimal(nov["usage"]))
+    assert "oct-" not in nov_csv
+
+
+def test_an_invoice_issued_before_calls_were_kept_says_its_list_is_the_cdrs_now(
+    config: Path, tmp_path: Path, pg_url: str, redis_server: EmbeddedRedis
+) -> None:
+    """A document issued before migration 014 has no copy of its calls: its call detail
+    is the CDRs as they are now, and once they no longer add up to what it billed the
+    CSV's stderr and the PDF say so (they did not: the customer saw other amounts than
+    the invoice's, unexplained)."""
+    c = str(config)
+    _export(
+        c, redis_server.url, [_call("oct-1", datetime(2026, 10, 5, 9, tzinfo=UTC), 60, 1_200_000)]
+    )
+    (inv,) = run_json("invoice", "--config", c, "run", "--period", "2026-10")["issued"]
+    number = inv["number"]
+
+    async def as_before_014() -> None:  # past the immutability trigger, as a restore would
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute(
+                "DELETE FROM invoice_calls WHERE invoice_id = (SELECT id FROM invoices"
+                " WHERE number = %s)",
+                (number,),
+            )
+            await conn.execute(
+                "UPDATE invoices SET calls_kept = false WHERE number = %s", (number,)
+            )
+
+    asyncio.run(as_before_014())
+    code, unchanged, err = run("invoice", "--config", c, "calls", number)
+    assert code == 0 and err == "" and _csv_total(unchanged) == (1, Decimal("1.2"))
+    code, out, err = run(
+        "rerate", "--config", c, "--from", "2026-10-01", "--to", "2026-10-31",
+        "--plan", str(tmp_path / "cheap.toml"), "--apply",
+    )  # fmt: skip
+    assert code == 0, err + out
+    code, now, err = run("invoice", "--config", c, "calls", number)
+    assert code == 0 and _csv_total(now) == (1, Decimal("0.3"))
+    assert f"warning: {number} was issued before documents kept their calls" in err, err
+    assert "1 calls, 0.300000 EUR; it billed 1 calls, 1.200000 EUR" in err, err
+    if shutil.which("pdftotext") is not None:
+        text = " ".join(_pdf_text(c, number, tmp_path).split())
+        assert "was issued before documents kept their calls" in text, text
