@@ -277,9 +277,9 @@ async def _billables(
     if not ids:
         return found
     lookback = books.cfg.late_usage_periods
-    if lookback:
-        since = period.earlier(lookback).start
-        found.corrections = await usage.corrections(conn, ids, period.start, since)
+    # The last `lookback` periods in full; older ones where their usage changed.
+    since = period.earlier(lookback).start if lookback else period.start
+    found.corrections = await usage.corrections(conn, ids, period.start, since)
     if kind is Kind.INVOICE:
         found.subscriptions = await charges.running_subscriptions(conn, ids, period)
         found.charges = await charges.open_charges(conn, ids, period)
@@ -369,7 +369,7 @@ async def _issue_batch(
         # The calls this batch bills, read once here (after the lock): the usage lines
         # are summed from them and each document keeps them as its call detail, so a
         # CDR stored since the run's first aggregation is in both or in neither.
-        await cdrs.stage_calls(conn, todo_ids, batch.period.start, batch.period.end)
+        snapshot = await cdrs.stage_calls(conn, todo_ids, batch.period.start, batch.period.end)
         counted = replace(
             batch,
             usage=await usage.usage_by_group(
@@ -404,6 +404,17 @@ async def _issue_batch(
             issuer=books.issuer(), run_id=result.run_id, who=books.who,
         )  # fmt: skip
         await cdrs.keep_calls(conn, [(d.id, d.account_id, d.currency) for d in issued])
+        # The re-count of older periods starts from this snapshot next time, for every
+        # account whose corrections a document written here bills (or that had none).
+        written = {d.account_id for d in issued}
+        await usage.record_checks(
+            conn,
+            [
+                (a.id, a.currency, snapshot)
+                for a in todo
+                if a.id in written or not billables.corrections.get(a.id)
+            ],
+        )
         if before_commit is not None:
             before_commit(issued)
         return issued

@@ -114,19 +114,24 @@ async def usage_by_group(
 # A period a run issued no invoice for ("nothing to bill", "zero amount") counts what
 # that run counted (uninvoiced_periods), until an invoice of the period is issued: a
 # call of it stored later was never billed, and is billed as a correction too.
+#
+# The last late_usage_periods periods (ending after %(since)s) are re-counted in full at
+# every run. An older one is re-counted when a month it overlaps changed since the
+# account's last check (late_usage_checks: the snapshot of the last run that counted
+# everything it saw; a month records the transaction of its last change, migration 014),
+# or when the account has no check yet (once, in full): a late Stop, a mediated file or
+# a rerate of a period a year old is billed like one of last month, never dropped.
 _RECOUNT = """
 WITH billed AS (
     SELECT u.account_id, u.period, i.currency, u.period_start, u.period_end, u.calls,
            u.charged_micros
     FROM invoice_usage u JOIN invoices i ON i.id = u.invoice_id
     WHERE u.account_id = ANY(%(accounts)s) AND u.period_end <= %(before)s
-      AND u.period_end > %(since)s
     UNION ALL
     SELECT s.account_id, s.period, s.currency, s.period_start, s.period_end, s.calls,
            s.charged_micros
     FROM uninvoiced_periods s
     WHERE s.account_id = ANY(%(accounts)s) AND s.period_end <= %(before)s
-      AND s.period_end > %(since)s
       AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.account_id = s.account_id
                       AND i.period = s.period AND i.kind <> 'credit_note')
 ), counted AS (
@@ -134,9 +139,24 @@ WITH billed AS (
            sum(calls) AS calls, sum(charged_micros) AS charged
     FROM billed
     GROUP BY account_id, period, currency
+), due AS (
+    SELECT c.* FROM counted c
+    LEFT JOIN late_usage_checks k ON k.account_id = c.account_id AND k.currency = c.currency
+    WHERE c.pe > %(since)s OR k.snapshot IS NULL
+       -- A snapshot of another history (the database restored from a dump: its
+       -- transaction ids started again) proves nothing: re-count in full.
+       OR pg_snapshot_xmax(k.snapshot) > pg_snapshot_xmax(pg_current_snapshot())
+       OR EXISTS (
+        SELECT 1 FROM usage_periods m
+        WHERE m.account_id = c.account_id AND m.currency = c.currency
+          AND m.period >= to_char(c.ps AT TIME ZONE 'UTC', 'YYYY-MM')
+          AND m.period <= to_char((c.pe - interval '1 microsecond') AT TIME ZONE 'UTC',
+                                  'YYYY-MM')
+          AND m.changed_xid IS NOT NULL
+          AND NOT pg_visible_in_snapshot(m.changed_xid, k.snapshot))
 )
 SELECT c.account_id, c.period, c.ps, c.pe, n.calls - c.calls, n.charged - c.charged
-FROM counted c
+FROM due c
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE answer_time IS NOT NULL) AS calls,
            coalesce(sum(charged_micros), 0) AS charged
@@ -152,7 +172,9 @@ ORDER BY 1, 2
 async def corrections(
     conn: Conn, account_ids: Sequence[str], before: datetime, since: datetime
 ) -> dict[str, list[Correction]]:
-    """Per account: billed periods ending in (since, before] whose CDRs changed since."""
+    """Per account: billed periods ending before ``before`` whose CDRs changed since
+    they were counted: those ending after ``since`` re-counted in full, older ones when
+    their usage changed since the account's last check (record_checks)."""
     if not account_ids:
         return {}
     params = {"accounts": list(account_ids), "before": before, "since": since}
@@ -163,6 +185,23 @@ async def corrections(
             Correction(period, start, end, int(calls), int(charged))
         )
     return found
+
+
+async def record_checks(conn: Conn, rows: Sequence[tuple[str, str, str]]) -> None:
+    """(account, currency, snapshot): every change of the account's usage that this
+    snapshot sees is counted by a committed document (or needed no correction), so the
+    next re-count of its older periods starts from there. Only for an account whose
+    corrections this transaction billed, or that had none."""
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO late_usage_checks (account_id, currency, snapshot)"
+            " VALUES (%s, %s, %s::pg_snapshot)"
+            " ON CONFLICT (account_id, currency) DO UPDATE SET snapshot = EXCLUDED.snapshot,"
+            " checked_at = now()",
+            rows,
+        )
 
 
 async def open_rerates(

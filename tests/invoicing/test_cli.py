@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis as syncredis
-from invoicing_harness import cdr, load_cdrs, postpaid
+from invoicing_harness import cdr, load_cdrs, postpaid, query
 
 from chargingd.app.cli import main
 from chargingd.billing.cdr import CDR, CDR_STREAM
@@ -667,6 +667,72 @@ def test_a_reprinted_invoice_lists_the_calls_it_billed_after_a_rerate_and_late_c
     assert code == 0 and err == ""
     assert _csv_total(nov_csv) == (4, Decimal(nov["usage"]))
     assert "oct-" not in nov_csv
+
+
+def test_late_calls_of_a_period_older_than_late_usage_periods_are_billed(
+    config: Path, redis_server: EmbeddedRedis
+) -> None:
+    """A late Stop or a late switch file of a period older than `late_usage_periods`
+    (1: only the last period is re-counted in full) was charged and billed on no
+    invoice: revenue lost without a word. It is billed on the next invoice as a usage
+    correction naming its period, once."""
+    c = str(config)
+    july = datetime(2026, 7, 10, 9, tzinfo=UTC)
+    _export(c, redis_server.url, [_call("jul-1", july, 60, 1_200_000)])
+    (jul,) = run_json("invoice", "--config", c, "run", "--period", "2026-07")["issued"]
+    for period in ("2026-08", "2026-09"):  # no calls: nothing to bill
+        assert run_json("invoice", "--config", c, "run", "--period", period)["issued"] == []
+    # July's calls change after September was run: a reaped call's late Stop (revision
+    # 1, 0.60 more) and a call from a switch file stored only now.
+    _export(
+        c,
+        redis_server.url,
+        [
+            _call("jul-1", july, 90, 1_800_000, revision=1),
+            _call("jul-2", datetime(2026, 7, 20, 9, tzinfo=UTC), 30, 600_000),
+        ],
+    )
+    (oct_,) = run_json("invoice", "--config", c, "run", "--period", "2026-10")["issued"]
+    assert [
+        (ln["kind"], ln["description"], Decimal(ln["exact_amount"]), ln["calls"])
+        for ln in oct_["lines"]
+    ] == [
+        ("correction", "Usage correction for 2026-07 (+1 calls recorded after it was billed)",
+         Decimal("1.2"), 1),
+    ]  # fmt: skip
+    # Billed once: November bills its own calls and nothing more of July.
+    (nov,) = run_json("invoice", "--config", c, "run", "--period", "2026-11")["issued"]
+    assert [ln["kind"] for ln in nov["lines"]] == ["usage", "usage"], nov["lines"]
+    assert jul["number"] < oct_["number"] < nov["number"]
+
+
+@pytest.mark.parametrize("check", ["none", "another_history"])
+def test_late_calls_from_before_migration_015_are_billed_at_the_first_run(
+    config: Path, pg_url: str, redis_server: EmbeddedRedis, check: str
+) -> None:
+    """A late call of July stored before migration 015 left no mark of its change; the
+    first run after the upgrade (no late_usage_checks row) re-counts every invoiced
+    period once, in full, and bills it. So does a run whose check is a snapshot of
+    another history (the database restored from a dump: transaction ids start again)."""
+    c = str(config)
+    july = datetime(2026, 7, 10, 9, tzinfo=UTC)
+    _export(c, redis_server.url, [_call("jul-1", july, 60, 1_200_000)])
+    run_json("invoice", "--config", c, "run", "--period", "2026-07")
+    for period in ("2026-08", "2026-09"):
+        run_json("invoice", "--config", c, "run", "--period", period)
+    # Stored past the exporter (no usage_periods change), as before the migration.
+    late = cdr(7, "acme", datetime(2026, 7, 20, 9, tzinfo=UTC), charged_micros=600_000)
+    asyncio.run(load_cdrs(pg_url, [late]))
+    change = {
+        "none": "DELETE FROM late_usage_checks",
+        "another_history": "UPDATE late_usage_checks SET snapshot ="
+        " '999999999999:999999999999:'::pg_snapshot",
+    }[check]
+    asyncio.run(query(pg_url, change))
+    (oct_,) = run_json("invoice", "--config", c, "run", "--period", "2026-10")["issued"]
+    assert [(ln["description"], Decimal(ln["exact_amount"])) for ln in oct_["lines"]] == [
+        ("Usage correction for 2026-07 (+1 calls recorded after it was billed)", Decimal("0.6"))
+    ]
 
 
 def test_an_invoice_issued_before_calls_were_kept_says_its_list_is_the_cdrs_now(
