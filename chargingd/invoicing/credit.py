@@ -116,7 +116,12 @@ async def credit_note(books: Books, number: str, amount_micros: int, reason: str
 
     async def work(conn: Conn) -> Invoice:
         last = await issue.lock_series(conn, numbering.series)
-        # Read under the lock: two credit notes at once never exceed the total.
+        # Read under the locks: two credit notes at once never exceed the total (the
+        # series), nor does one and a negative invoice's credit that an invoice run is
+        # settling this invoice with (the run holds the invoice's row, store.owed_invoices;
+        # without this lock the note read what was left before the run committed and
+        # waited only to write: the invoice credited past its total).
+        await conn.execute("SELECT 1 FROM invoices WHERE number = %s FOR UPDATE", (number,))
         inv = await fetch(conn, number, issued_at)
         decimals = books.cfg.decimals(inv.currency)
         _check(inv, amount_micros, reason, decimals)

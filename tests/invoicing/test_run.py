@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
@@ -29,6 +31,7 @@ from chargingd.invoicing.charges import (
     list_charges,
     list_subscriptions,
 )
+from chargingd.invoicing.credit import credit_note
 from chargingd.invoicing.model import Kind
 from chargingd.invoicing.payments import add_payment
 from chargingd.invoicing.profiles import set_profile
@@ -731,3 +734,57 @@ async def test_a_negative_invoice_with_nothing_owed_keeps_its_credit_on_the_acco
     assert (await get_invoice(books.db, dec.number, books.now())).refers_to is None
     assert (await get_invoice(books.db, nov.number, books.now())).credited_micros == 0
     assert await overdue(books.db, books.now() + timedelta(days=400), "negpaid") == {}
+
+
+async def test_a_credit_note_racing_a_negative_invoice_never_credits_past_the_total(
+    books: Books, ledger: Ledger, pg_url: str
+) -> None:
+    """November invoiced 1.19, unpaid; a rerate refunded 0.60, so December's invoice is
+    -0.71 and settles 0.71 of November. A credit note of all of November (1.19) asked
+    while that run is issuing December read what November had left before the run
+    committed, waited only to write, and was issued: November credited 1.90 of 1.19,
+    the customer given back 0.71 twice. It now reads November once the run is done,
+    and is refused (0.48 is left)."""
+    await postpaid(ledger, "race")
+    await load_cdrs(pg_url, [cdr(1, "race", at(10), charged_micros=1_000_000)])
+    nov = (await invoice_run(books, "2026-11")).issued[0]
+    assert nov.total_micros == 1_190_000
+    await _refund_november(pg_url, "race", 600_000)
+    outcome: dict[str, object] = {}
+
+    def credit_note_now() -> None:
+        async def go() -> None:
+            other = await make_books(pg_url, None, default_vat_rate="19")
+            try:
+                outcome["note"] = await credit_note(other, nov.number, 1_190_000, "goodwill")
+            except Refused as exc:
+                outcome["refused"] = str(exc)
+            finally:
+                await other.db.close()
+
+        asyncio.run(go())
+
+    thread = threading.Thread(target=credit_note_now)
+
+    def while_december_is_issued(issued: list[Invoice]) -> None:
+        # December is written, November's row locked: the credit note starts and waits
+        # (on a lock) before the run commits.
+        assert [inv.total_micros for inv in issued] == [-710_000]
+        thread.start()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for _ in range(400):
+                cur = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+                row = cur.fetchone()
+                if row is not None and row[0] > 0:
+                    return
+                time.sleep(0.05)
+        raise AssertionError("the credit note never waited for the run")
+
+    await invoice_run(books, "2026-12", before_commit=while_december_is_issued)
+    await asyncio.to_thread(thread.join, 30)
+    read = await get_invoice(books.db, nov.number, books.now())
+    assert read.credited_micros <= read.total_micros, outcome
+    assert "at most 0.48 EUR can still be credited" in str(outcome.get("refused")), outcome
