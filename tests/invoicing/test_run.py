@@ -12,6 +12,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from invoicing_harness import (
+    CDR_COLUMNS,
     NOW,
     at,
     cdr,
@@ -24,6 +25,7 @@ from invoicing_harness import (
 
 from chargingd.billing.db import BillingDB, load_migrations, migrate
 from chargingd.invoicing import Books, Invoice, PeriodError, Refused, backdating, invoice_run
+from chargingd.invoicing.cdrs import document_calls
 from chargingd.invoicing.charges import (
     add_charge,
     add_subscription,
@@ -788,3 +790,39 @@ async def test_a_credit_note_racing_a_negative_invoice_never_credits_past_the_to
     read = await get_invoice(books.db, nov.number, books.now())
     assert read.credited_micros <= read.total_micros, outcome
     assert "at most 0.48 EUR can still be credited" in str(outcome.get("refused")), outcome
+
+
+async def test_a_call_stored_while_a_run_issues_is_in_an_invoice_and_its_call_list_or_neither(
+    ledger: Ledger, pg_url: str
+) -> None:
+    """The exporter stores calls while a run issues its batches. A November call of
+    the second batch's account stored after the run aggregated November (here: while
+    the first batch commits) was left out of that invoice's usage but listed in its
+    call detail (read later, from the CDRs). The batch now reads its calls itself:
+    the invoice bills it, its call list shows it, and December bills no correction."""
+    books = await make_books(pg_url, ledger, batch_size=1, default_vat_rate="19")
+    try:
+        for name in ("conc-a", "conc-b"):
+            await postpaid(ledger, name)
+            await load_cdrs(pg_url, [cdr(1, name, at(10), charged_micros=1_000_000)])
+        stored = []
+
+        def exporter_stores_a_call(issued: list[Invoice]) -> None:
+            if stored:
+                return
+            row = cdr(2, "conc-b", at(20), charged_micros=250_000)
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                marks = ", ".join(["%s"] * len(row))
+                conn.execute(f"INSERT INTO cdrs ({CDR_COLUMNS}) VALUES ({marks})", row)
+            stored.append(issued[0].account_id)
+
+        result = await invoice_run(books, "2026-11", before_commit=exporter_stores_a_call)
+        assert stored == ["conc-a"]
+        (inv_b,) = [inv for inv in result.issued if inv.account_id == "conc-b"]
+        assert (inv_b.usage_micros, inv_b.usage_calls) == (1_250_000, 2)
+        calls = (await document_calls(books.db, inv_b)).rows
+        assert [c.charged_micros for c in calls] == [1_000_000, 250_000]
+        dec = await invoice_run(books, "2026-12", account_id="conc-b")
+        assert dec.issued == [] and dec.skipped == {"nothing to bill": ["conc-b"]}
+    finally:
+        await books.db.close()
