@@ -406,13 +406,16 @@ async def _issue_batch(
         await cdrs.keep_calls(conn, [(d.id, d.account_id, d.currency) for d in issued])
         # The re-count of older periods starts from this snapshot next time, for every
         # account whose corrections a document written here bills (or that had none).
+        # Not after a run of an earlier period than one already counted (a back-run):
+        # it re-counted none of the later periods.
         written = {d.account_id for d in issued}
+        later = await usage.counted_after(conn, todo_ids, batch.period.end)
         await usage.record_checks(
             conn,
             [
                 (a.id, a.currency, snapshot)
                 for a in todo
-                if a.id in written or not billables.corrections.get(a.id)
+                if a.id not in later and (a.id in written or not billables.corrections.get(a.id))
             ],
         )
         if before_commit is not None:

@@ -187,6 +187,21 @@ async def corrections(
     return found
 
 
+async def counted_after(conn: Conn, account_ids: Sequence[str], end: datetime) -> set[str]:
+    """Accounts with a period counted that ends after ``end``: a run of an earlier period
+    (a back-run) re-counts only periods before its own, so it is no check of theirs."""
+    if not account_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT account_id FROM invoice_usage WHERE account_id = ANY(%(ids)s)"
+        " AND period_end > %(end)s"
+        " UNION SELECT account_id FROM uninvoiced_periods WHERE account_id = ANY(%(ids)s)"
+        " AND period_end > %(end)s",
+        {"ids": list(account_ids), "end": end},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
 async def record_checks(conn: Conn, rows: Sequence[tuple[str, str, str]]) -> None:
     """(account, currency, snapshot): every change of the account's usage that this
     snapshot sees is counted by a committed document (or needed no correction), so the

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -23,6 +23,7 @@ from invoicing_harness import (
     query,
 )
 
+from chargingd.billing.cdr import CDR
 from chargingd.billing.db import BillingDB, load_migrations, migrate
 from chargingd.invoicing import Books, Invoice, PeriodError, Refused, backdating, invoice_run
 from chargingd.invoicing.cdrs import document_calls
@@ -826,3 +827,35 @@ async def test_a_call_stored_while_a_run_issues_is_in_an_invoice_and_its_call_li
         assert dec.issued == [] and dec.skipped == {"nothing to bill": ["conc-b"]}
     finally:
         await books.db.close()
+
+
+async def test_a_run_of_an_earlier_period_does_not_hide_late_calls_of_later_ones(
+    books: Books, ledger: Ledger
+) -> None:
+    """July invoiced, August and September nothing to bill; then a late call of July
+    is stored, and June is run for the account (a back-run: it re-counts only what
+    ended before June). October's run must still bill the late July call: the back-run
+    is no check of the periods after it."""
+    await postpaid(ledger, "back")
+    july = at(10, month=7)
+
+    def call(n: int, when: datetime, charged: int) -> CDR:
+        ms = int(when.timestamp() * 1000)
+        return CDR(
+            source="radius", call_id=f"back-{n}", account_id="back", caller="+4930123456",
+            callee="+4930999999", destination="DE_FIX", start_ms=ms, answer_ms=ms + 2000,
+            end_ms=ms + 62_000, duration_s=60, billed_s=60, cost_micros=charged,
+            currency="EUR", tariff="t", gateway="gw", disconnect_cause=16, status="normal",
+            charged_micros=charged, charge="live",
+        )  # fmt: skip
+
+    await books.db.store_cdrs([call(1, july, 1_000_000)])
+    assert len((await invoice_run(books, "2026-07", account_id="back")).issued) == 1
+    for label in ("2026-08", "2026-09"):
+        assert (await invoice_run(books, label, account_id="back")).issued == []
+    await books.db.store_cdrs([call(2, at(20, month=7), 500_000)])
+    assert (await invoice_run(books, "2026-06", account_id="back")).issued == []
+    (oct_,) = (await invoice_run(books, "2026-10", account_id="back")).issued
+    assert [(ln.description, ln.exact_micros) for ln in oct_.lines] == [
+        ("Usage correction for 2026-07 (+1 calls recorded after it was billed)", 500_000)
+    ]
