@@ -98,6 +98,9 @@ class Normaliser:
         self._codes = sorted(source.access_codes, key=len, reverse=True)  # longest first
         self._pbx = bool(self._codes or source.internal_max_digits)
         self._callees: dict[str, tuple[str, str]] = {}
+        # What a format's parser keeps across the files of one run (kept with the
+        # normaliser, one per Mediator): CUCM's call legs, for its conference records.
+        self.shared: dict[str, object] = {}
 
     def call(self, raw: RawCall) -> Call:
         """The normalised call; RowError (the reject reason) when it cannot be."""

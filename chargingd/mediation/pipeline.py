@@ -45,6 +45,7 @@ from chargingd.mediation.records import (
     LONE,
     TAIL,
     BLeg,
+    Conference,
     Half,
     Internal,
     InternalCallError,
@@ -70,6 +71,7 @@ class Summary:
     rejected: int = 0
     internal: int = 0  # calls to an internal extension (internal_max_digits): skipped
     b_legs: int = 0  # B-legs of bridged calls their A-leg bills (cdr_csv legs = "ab"): skipped
+    conference: int = 0  # CUCM conference bridge legs that bill nothing: skipped
     unanswered: int = 0
     # what the ledger moved for the stored calls, per currency (a source's accounts may
     # hold several: never one sum)
@@ -88,6 +90,7 @@ class Summary:
         self.rejected += other.rejected
         self.internal += other.internal
         self.b_legs += other.b_legs
+        self.conference += other.conference
         self.unanswered += other.unanswered
         _add(self.charged, other.charged)
         _add(self.would_debit, other.would_debit)
@@ -103,6 +106,8 @@ class Summary:
             text += f", internal {self.internal}"
         if self.b_legs:  # FreeSWITCH cdr_csv with legs = "ab"
             text += f", b-legs {self.b_legs}"
+        if self.conference:  # CUCM conference bridge legs
+            text += f", conference {self.conference}"
         text += f", unanswered {self.unanswered}"
         # each currency's amount with its minor unit and code (300 JPY, 2.08 EUR)
         if any(self.charged.values()):
@@ -116,6 +121,20 @@ class Summary:
 
 # The id of an answered call whose switch id an unanswered record of it holds.
 ANSWERED_SUFFIX = "#answered"
+
+
+def _skipped(item: object, summary: Summary) -> bool:
+    """Count a record that bills nothing and is no reject: an internal call, a B-leg its
+    A-leg bills, a CUCM conference bridge leg that bills nothing."""
+    if isinstance(item, Internal):
+        summary.internal += 1  # not billable, not a bad row
+    elif isinstance(item, BLeg):
+        summary.b_legs += 1  # its A-leg bills the call
+    elif isinstance(item, Conference):
+        summary.conference += 1  # a bridge leg that bills nothing
+    else:
+        return False
+    return True
 
 
 def _add(into: dict[str, int], more: dict[str, int]) -> None:
@@ -177,7 +196,7 @@ def normalised(
     ``normaliser``: one kept across files (its caches; a spool directory holds a file
     per call), else a new one."""
     normaliser = normaliser or Normaliser(name, source)
-    for line_no, item in parser_for(source)(without_bom(lines)):
+    for line_no, item in parser_for(source, normaliser.shared)(without_bom(lines)):
         if "\x00" in item.raw and (isinstance(item, (RawCall, Half)) or type(item) is Reject):
             # A record holding a NUL byte (a damaged file) is this record's reject:
             # stored, it failed the whole batch in PostgreSQL (exit 70, the good
@@ -498,11 +517,7 @@ class Mediator:
         """Read one file into ``batch``, flushing it (counts into ``totals``) when full."""
         for line_no, item in normalised(lines, self.name, self.source, self.normaliser):
             run.summary.read += 1
-            if isinstance(item, Internal):
-                run.summary.internal += 1  # not billable, not a bad row
-                continue
-            if isinstance(item, BLeg):
-                run.summary.b_legs += 1  # its A-leg bills the call
+            if _skipped(item, run.summary):
                 continue
             if self.pairs and isinstance(item, Half):
                 batch.halves.append(Met(item, line_no, run.name, run))
@@ -850,6 +865,7 @@ class Mediator:
             total.read += summary.read
             total.rejected += summary.rejected
             total.internal += summary.internal
+            total.conference += summary.conference
             total.b_legs += summary.b_legs
             total.files.extend(summary.files)
         return total, files

@@ -86,6 +86,14 @@ class BLeg(Reject):
     read as a Reject (a caller of normalised() that knows no better), it is one."""
 
 
+@dataclass(frozen=True, slots=True)
+class Conference(Reject):
+    """A CUCM conference bridge leg that bills nothing: a participant's own side of a
+    call it placed (the controller's phone, an inbound caller), or a link between two
+    bridges. The mediation skips it and counts it ``conference``; read as a Reject (a
+    caller of normalised() that knows no better), it is one."""
+
+
 Parsed = tuple[int, RawCall | Reject]
 
 

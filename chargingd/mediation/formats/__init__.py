@@ -25,14 +25,19 @@ from chargingd.mediation.formats import (
 from chargingd.mediation.records import Parsed, Parser
 
 
-def parser_for(source: SourceConfig) -> Parser:
-    """The parser of the source's format, bound to its settings."""
+def parser_for(source: SourceConfig, shared: dict[str, object] | None = None) -> Parser:
+    """The parser of the source's format, bound to its settings. ``shared``: what the
+    parser keeps across the files of one run (CUCM's call legs: a conference's bridge
+    legs are read with the original and setup calls of earlier files)."""
+    if source.format == "cucm":
+        legs = (shared if shared is not None else {}).setdefault("cucm_legs", cucm.Legs())
+        assert isinstance(legs, cucm.Legs)
+        return partial(cucm.parse, legs=legs, internal_max_digits=source.internal_max_digits)
     parsers: dict[str, Parser] = {
         "asterisk": partial(asterisk.parse, source=source),
         "freeswitch": partial(freeswitch.parse, fields=source.fields, legs=source.legs),
         "kamailio": kamailio.parse_syslog,
         "kamailio_db": partial(kamailio.parse_db, delimiter=source.delimiter),
-        "cucm": cucm.parse,
         "cisco_radius": partial(cisco_radius.parse, source=source),
         "csv": partial(generic.parse, source=source),
         "kamailio_cdrs": partial(kamailio_cdrs.parse, source=source),

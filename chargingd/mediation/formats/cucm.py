@@ -12,11 +12,21 @@ reads them as E.164.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Iterator
 
 from chargingd.mediation.formats.csvlines import records
-from chargingd.mediation.records import Parsed, RawCall, RecordIds, Reject, RowError, int_field
+from chargingd.mediation.records import (
+    Conference,
+    Internal,
+    Parsed,
+    RawCall,
+    RecordIds,
+    Reject,
+    RowError,
+    int_field,
+)
 
 REQUIRED = (
     "cdrRecordType",
@@ -48,6 +58,64 @@ _FEATURE_ENDED = {262144, 393216}
 _Q850_MAX = 127
 
 
+# A conference bridge port's number (CDR guide, "Conference Calls", "Meet-Me
+# Conferences": "a special number in the form b0019901001").
+_BRIDGE = re.compile(r"[bB]\d+")
+_CALLED = "dest"  # the leg was the called party of its record
+_CALLING = "orig"  # the leg placed the call of its record
+
+
+def is_bridge(number: str) -> bool:
+    """A conference bridge port's number (``b0029901001``)."""
+    return _BRIDGE.fullmatch(number.strip()) is not None
+
+
+class Legs:
+    """The call legs the records of one run named, by leg id (origLegCallIdentifier,
+    destLegIdentifier: "unique within a cluster", constant across the records of a leg,
+    the CDR guide says; a setup call has a globalCallID of its own): whether the leg was
+    the called or the calling party of its record, and that record's parties.
+    A conference bridge leg is read with it (see ``parse``). Kept across the files of a
+    run (the original and setup calls of a conference end when it is made, its bridge
+    legs when it ends: often a file later), for the last ``cap`` legs."""
+
+    def __init__(self, cap: int = 400_000) -> None:
+        self.cap = cap
+        self._new: dict[str, tuple[str, str, str, str]] = {}
+        self._old: dict[str, tuple[str, str, str, str]] = {}
+
+    def get(self, leg: str) -> tuple[str, str, str, str] | None:
+        """(role, caller, callee, call id) of the record that had the leg, or None."""
+        return self._new.get(leg) or self._old.get(leg)
+
+    def note(self, call: RawCall) -> None:
+        """Remember the legs of a call record (not a bridge leg)."""
+        for role, leg in (
+            (_CALLED, call.extra.get("dest_leg", "")),
+            (_CALLING, call.extra.get("orig_leg", "")),
+        ):
+            if not leg or leg == "0":
+                continue
+            known = self.get(leg)
+            if known is not None and known[0] == _CALLED:
+                continue  # a leg that was ever called was called: its first record says by whom
+            if len(self._new) >= self.cap // 2:
+                self._old, self._new = self._new, {}
+            self._new[leg] = (role, call.caller, call.callee, call.call_id)
+
+
+def _controller(comment: str) -> str:
+    """The conference controller's DN in a CDR comment (the last one: a call in several
+    conferences lists each controller; "ConfControllerDN=1000;ConfControllerDeviceName=
+    SEP0003E333FEBD"), or ""."""
+    found = ""
+    for part in comment.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "confcontrollerdn":
+            found = value.strip()
+    return found
+
+
 def ip_from_int(value: int) -> str:
     """Dotted quad of a CUCM address: a signed int whose little-endian bytes are the octets."""
     if not -(2**31) <= value < 2**31:
@@ -59,8 +127,32 @@ def _skip(text: str) -> bool:
     return not text.strip() or text.startswith("#")
 
 
-def parse(lines: Iterable[str]) -> Iterator[Parsed]:
-    """Yield the end-of-call records of a CUCM CDR flat file."""
+def parse(
+    lines: Iterable[str], legs: Legs | None = None, internal_max_digits: int = 0
+) -> Iterator[Parsed]:
+    """Yield the end-of-call records of a CUCM CDR flat file.
+
+    A record to a conference bridge port (finalCalledPartyNumber ``b0029901001``) is one
+    participant's time on the bridge: CUCM writes every one as a call *into* the bridge,
+    whatever its direction ("by examining the setup call CDRs, you can determine the
+    original direction of each call"). Its origLegCallIdentifier is the participant's
+    leg, which the original or a setup call (in this file or
+    an earlier one of the run: ``legs``; leg ids are unique in a cluster) had:
+
+    * as its **called** leg: the participant was called by that call's caller, who pays
+      for the participant's time on the bridge too: billed as that caller -> that
+      callee (the number as dialled), with the bridge leg's times and duration;
+    * as its **calling** leg: the participant's own side of a call it placed (the
+      controller's phone, an inbound caller): nothing to bill, a ``Conference`` skip.
+
+    A bridge leg no call of the run names: a Meet-Me participant (originalCalledPartyNumber
+    the number dialled, not a bridge) is billed as caller -> that number; the conference
+    controller's own leg (the comment's ConfControllerDN) and a bridge-to-bridge link are
+    skipped; an internal extension (``internal_max_digits``) is internal whatever the
+    direction; any other is rejected saying so (who called whom is unknown).
+    """
+    legs = legs if legs is not None else Legs()
+    held: list[tuple[int, RawCall, str]] = []  # bridge legs whose call came later
     header: list[str] = []
     problem = ""  # what the header lacks: every record is rejected for it
     cmr = False  # the header is a CMR file's
@@ -90,20 +182,101 @@ def parse(lines: Iterable[str]) -> Iterator[Parsed]:
         if problem:
             yield rec.line_no, Reject(problem, rec.raw)
             continue
-        try:
-            call = _call(header, row)
-        except RowError as exc:
-            yield rec.line_no, Reject(str(exc), rec.raw)
-            continue
-        if call is not None:
-            call.raw = rec.raw
-            # A transferred or conferenced call has a CDR per leg pair, all with its
-            # globalCallID: the records a join made (joinOnBehalfOf: 10 transfer, 4
-            # conference...) are told apart by their legs, in any file.
-            legs = f"{call.extra.get('orig_leg', '')}-{call.extra.get('dest_leg', '')}"
-            joined = call.extra.get("joinOnBehalfOf", "0") not in ("", "0")
-            call.call_id = ids(call.call_id, rec.raw, "" if legs == "-" else legs, not joined)
-            yield rec.line_no, call
+        item = _record(header, row, rec.raw, legs, ids)
+        if isinstance(item, RawCall) and item.extra.get("held"):
+            del item.extra["held"]  # a bridge leg whose call is not read yet: at the end
+            held.append((rec.line_no, item, item.call_id))
+        elif item is not None:
+            yield rec.line_no, item
+    for line_no, call, gcid in held:
+        item = _bridge_leg(call, gcid, legs, final=True, internal_max_digits=internal_max_digits)
+        assert item is not None
+        yield line_no, _identified(item, ids, gcid)
+
+
+def _record(
+    header: list[str], row: list[str], raw: str, legs: Legs, ids: RecordIds
+) -> RawCall | Reject | None:
+    """A call record with its id, its legs noted; a bridge leg decided (extra ``held``:
+    its call is not known yet); a reject; None: no call (a start record, a CMR)."""
+    try:
+        call = _call(header, row)
+    except RowError as exc:
+        return Reject(str(exc), raw)
+    if call is None:
+        return None
+    call.raw = raw
+    gcid = call.call_id
+    if is_bridge(call.callee):
+        item = _bridge_leg(call, gcid, legs, final=False)
+        if item is None:
+            call.extra["held"] = "1"
+            return call
+        return _identified(item, ids, gcid)
+    _identified(call, ids, gcid)
+    legs.note(call)
+    return call
+
+
+def _identified(item: RawCall | Reject, ids: RecordIds, gcid: str) -> RawCall | Reject:
+    """The call with its record id. A transferred or conferenced call has a CDR per leg
+    pair, all with its globalCallID: the records a join made (joinOnBehalfOf: 10
+    transfer, 4 conference...) are told apart by their legs, in any file."""
+    if isinstance(item, RawCall):
+        legs = f"{item.extra.get('orig_leg', '')}-{item.extra.get('dest_leg', '')}"
+        joined = item.extra.get("joinOnBehalfOf", "0") not in ("", "0")
+        joined = joined or "conference" in item.extra
+        item.call_id = ids(gcid, item.raw, "" if legs == "-" else legs, not joined)
+    return item
+
+
+def _bridge_leg(
+    call: RawCall, gcid: str, legs: Legs, final: bool, internal_max_digits: int = 0
+) -> RawCall | Reject | None:
+    """A conference bridge leg as the call it bills, a skip, or a reject (``parse``);
+    None: its call is not known yet and ``final`` is false."""
+    participant = call.caller.strip()
+    leg = call.extra.get("orig_leg", "")
+    bridge = call.callee.strip()
+    call.extra["bridge"] = bridge
+    call.extra["participant"] = participant
+    where = (
+        f"conference bridge leg of {participant or '(no number)'} (leg {leg or '?'}, to {bridge})"
+    )
+    if is_bridge(participant):  # two bridges linked (Ad Hoc Conference Linking)
+        return Conference(
+            f"{where}: a link between two conference bridges, nothing to bill", call.raw
+        )
+    found = legs.get(leg) if leg else None
+    if found is not None:
+        role, caller, callee, via = found
+        if role == _CALLING:
+            reason = f"{where}: its own side of call {via}, which it placed; nothing to bill"
+            return Conference(reason, call.raw)
+        call.caller, call.callee = caller, callee
+        call.extra["conference"] = "ad hoc"
+        call.extra["conference_call"] = via
+        return call
+    if not final:
+        return None
+    dialled = call.extra.get("originalCalledPartyNumber", "").strip()
+    if dialled and not is_bridge(dialled) and dialled != participant:
+        call.callee = dialled  # Meet-Me: the participant dialled the conference number
+        call.extra["conference"] = "meet-me"
+        return call
+    if participant and participant == _controller(call.extra.get("comment", "")):
+        reason = f"{where}: the conference controller's own leg; nothing to bill"
+        return Conference(reason, call.raw)
+    digits = participant.lstrip("\\")
+    if internal_max_digits and digits.isdigit() and len(digits) <= internal_max_digits:
+        reason = f"{where}: internal extension (internal_max_digits = {internal_max_digits})"
+        return Internal(reason, call.raw)
+    reason = (
+        f"{where}, globalCallID {gcid}: no record of this run had leg {leg or '?'} (the"
+        " original or setup call that brought the participant in), so who called whom is"
+        " unknown; mediate the file that holds that call together with this one"
+    )
+    return Reject(reason, call.raw)
 
 
 def _is_cmr(header: list[str]) -> bool:
@@ -154,6 +327,7 @@ def _call(header: list[str], row: list[str]) -> RawCall | None:
             "destDeviceName",
             "originalCalledPartyNumber",
             "joinOnBehalfOf",
+            "comment",
         )
         if rec.get(k)
     }
