@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -23,7 +24,14 @@ from chargingd.core.exits import EXIT_REJECTS
 from chargingd.mediation.charge import Charger, UsageLedger
 from chargingd.mediation.formats import SPOOL_SUFFIXES
 from chargingd.mediation.payers import AccountLookup, Payers
-from chargingd.mediation.pipeline import Mediator, Progress, Summary, compression
+from chargingd.mediation.pipeline import (
+    Mediator,
+    Progress,
+    Summary,
+    Watched,
+    compression,
+    watch,
+)
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.store import CdrStore, MemoryStore
 from chargingd.rating.loaders import TariffLoadError, load_configured
@@ -70,10 +78,11 @@ async def main(
         print("chargingd mediate: no FILE given", file=sys.stderr)
         return 2
     try:
-        paths = input_files([Path(f) for f in args.files], source)
+        paths, spooled = input_files([Path(f) for f in args.files], source)
     except ValueError as exc:
         print(f"chargingd mediate: {exc}", file=sys.stderr)
         return 2
+    watched, fresh = _watch(paths, spooled, source, cfg.mediation.settle_s)
     rater = Rater(
         source,
         plans=cfg.rating.plans,
@@ -113,6 +122,7 @@ async def main(
             dry_run=args.dry_run,
             pending_max_age_s=cfg.mediation.pending_max_age_s,
             waiting=_waiting,
+            watched=watched,
         )
         show = not args.quiet and sys.stderr.isatty()
         total, files = await mediator.run_files(
@@ -120,10 +130,27 @@ async def main(
         )
         for path, summary in files:
             _report(path, summary)
+        total.unfinished += fresh
     prefix = "dry run: " if args.dry_run else ""
     print(f"{prefix}{total.line()}")
     # A cron job must notice rejects: 1 = the run finished but some rows were rejected.
     return EXIT_REJECTS if total.rejected else 0
+
+
+def _watch(
+    paths: list[Path], spooled: set[Path], source: SourceConfig, settle_s: int
+) -> tuple[Watched, int]:
+    """Watch the files modified within settle_s whose last record has no end (pipeline
+    ``watch``); a spool file being written is taken out of ``paths`` (the next run reads
+    it whole), said per directory. Their count is the second value."""
+    watched = watch(paths, source, settle_s, time.sleep)
+    fresh: dict[Path, int] = {}
+    for path in [p for p in paths if p in spooled and p in watched.growing]:
+        paths.remove(path)
+        fresh[path.parent] = fresh.get(path.parent, 0) + 1
+    for folder, count in fresh.items():
+        print(f"{folder}: {count} file(s) being written: left for the next run")
+    return watched, sum(fresh.values())
 
 
 def _waiting(why: str) -> None:
@@ -141,26 +168,29 @@ async def _list_pending(name: str, store: CdrStore) -> None:
     print(f"pending {len(kept)}")
 
 
-def input_files(given: list[Path], source: SourceConfig) -> list[Path]:
+def input_files(given: list[Path], source: SourceConfig) -> tuple[list[Path], set[Path]]:
     """The files to read: each file given, and for a format whose switch spools a file
     per call (SPOOL_SUFFIXES: FreeSWITCH json_cdr/xml_cdr log-dir), a directory stands
-    for its files with that suffix, in name order. ValueError: what is wrong."""
+    for its files with that suffix, in name order (the second value: those files).
+    ValueError: what is wrong."""
     paths: list[Path] = []
+    spooled: set[Path] = set()
     missing: list[str] = []
     suffix = SPOOL_SUFFIXES.get(source.format)
     for path in given:
         if path.is_dir():
             if suffix is None:
                 raise ValueError(f"{path} is a directory (format {source.format!r} reads files)")
-            spooled = (p for p in path.iterdir() if p.name.endswith(suffix) and p.is_file())
-            paths.extend(sorted(spooled))
+            found = sorted(p for p in path.iterdir() if p.name.endswith(suffix) and p.is_file())
+            paths.extend(found)
+            spooled.update(found)
         elif path.is_file():
             paths.append(path)
         else:
             missing.append(str(path))
     if missing:
         raise ValueError(f"no such file: {', '.join(missing)}")
-    return paths
+    return paths, spooled
 
 
 def check_rejects_dir(rejects_dir: str, paths: list[Path]) -> None:
@@ -185,7 +215,13 @@ def check_rejects_dir(rejects_dir: str, paths: list[Path]) -> None:
 
 
 def _report(path: Path, summary: Summary) -> None:
-    """Where a file's rejects went; a dry run shows the first ones instead."""
+    """Where a file's rejects went; a dry run shows the first ones instead; a last
+    record left for the next run."""
+    if summary.unfinished:
+        print(
+            f"{path}:{summary.unfinished_line}: last record has no end yet and the file is"
+            " being written: left for the next run"
+        )
     if summary.reject_file:
         print(f"{path}: {summary.rejected} rejected -> {summary.reject_file}")
     for line_no, reject in summary.rejects[:DRY_RUN_REJECTS_SHOWN]:

@@ -78,6 +78,10 @@ class Summary:
     charged: dict[str, int] = field(default_factory=dict)
     would_debit: dict[str, int] = field(default_factory=dict)  # --dry-run: a real run's
     pending: int = 0  # halves of calls kept for their other half (the source's, after the run)
+    # records left for the next run: a file being written (ended()), its last record
+    # without its end; a spool directory's files being written
+    unfinished: int = 0
+    unfinished_line: int = 0  # the line where this file's unfinished record starts
     reject_file: str = ""
     files: list[str] = field(default_factory=list)
     rejects: list[tuple[int, Reject]] = field(default_factory=list)  # --dry-run only
@@ -116,6 +120,8 @@ class Summary:
             text += f", would debit {totals_text(self.would_debit)}"
         if self.pending:
             text += f", pending {self.pending}"
+        if self.unfinished:
+            text += f", unfinished {self.unfinished}"
         return text
 
 
@@ -355,6 +361,122 @@ def open_cdr_file(path: Path) -> IO[str]:
     return open(path, encoding=enc, errors=errors, newline="")
 
 
+# How long `chargingd mediate` watches a file modified within settle_s whose last record
+# has no end yet: a switch or exporter writing it adds to it within this time.
+WATCH_S = 1.0
+_SPOOLED = ("freeswitch_json", "freeswitch_xml")
+
+
+@dataclass
+class Watched:
+    """What `watch` saw of a run's files before reading them: each file's size, and the
+    files that changed while watched (being written)."""
+
+    sizes: dict[Path, int] = field(default_factory=dict)
+    growing: set[Path] = field(default_factory=set)
+
+
+def _open_end(path: Path, source: SourceConfig) -> bool:
+    """The file's last record has no end yet: no newline after its last line (a
+    FreeRADIUS detail file: no blank line after its last record). A spool file's
+    document has no newline to tell (mod_json_cdr ends none with one): any."""
+    if source.format in _SPOOLED:
+        return True
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            if not size:
+                return False
+            fh.seek(max(0, size - 4))
+            tail = fh.read()
+    except OSError:
+        return False
+    if source.format == "cisco_radius":
+        return not tail.replace(b"\r", b"").endswith(b"\n\n")
+    return not tail.endswith((b"\n", b"\r"))
+
+
+def watch(
+    paths: list[Path], source: SourceConfig, settle_s: int, sleep: Callable[[float], None]
+) -> Watched:
+    """Before a run: each file's size; the files modified less than ``settle_s`` ago
+    whose last record has no end are watched for WATCH_S (once for them all), and those
+    that change are being written (``growing``)."""
+    seen = Watched()
+    if settle_s <= 0:
+        return seen
+    now = time.time()
+    candidates: list[tuple[Path, int, int]] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        seen.sizes[path] = st.st_size
+        recent = now - st.st_mtime < settle_s
+        if recent and not compression(path) and _open_end(path, source):
+            candidates.append((path, st.st_size, st.st_mtime_ns))
+    if candidates:
+        sleep(WATCH_S)
+        for path, size, mtime_ns in candidates:
+            try:
+                st = path.stat()
+            except OSError:
+                seen.growing.add(path)  # moved away while watched: not read now
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                seen.growing.add(path)
+    return seen
+
+
+def ended(
+    lines: Iterable[str],
+    path: Path,
+    watched: Watched | None,
+    source: SourceConfig,
+    summary: Summary,
+) -> Iterator[str]:
+    """The file's lines, but its last record when it has no end and the file is being
+    written: it changed while `watch` watched it, or since (its size then is not its
+    size now). Its end: the newline of the last line; for a FreeRADIUS detail file
+    (cisco_radius) the blank line after the record. Left unread (counted
+    ``unfinished``), it is read whole by the next run, the records before it duplicates
+    then. Read now, a half line was rejected (its reject removed by the next run's
+    rejects file) or, cut after a whole column (a talk time "6" of "65"), billed short,
+    and the whole line a duplicate of it later: billed short for ever. A file that did
+    not change is read to its end: its writer is done (a crash, or a tool that ends a
+    file without a newline)."""
+    if watched is None or path not in watched.sizes or compression(path):
+        yield from lines
+        return
+    blocks = source.format == "cisco_radius"
+    tail: list[str] = []  # the last line; for detail files the record since a blank line
+    line_no = 0
+    for line in lines:
+        line_no += 1
+        if blocks and line.strip():
+            tail.append(line)
+            continue
+        yield from tail
+        tail.clear()
+        if blocks:
+            yield line  # a blank line ends a record
+        else:
+            tail.append(line)
+    if not tail or (not blocks and tail[-1].endswith(("\n", "\r"))):
+        yield from tail
+        return
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    if path in watched.growing or size != watched.sizes[path]:
+        summary.unfinished += 1
+        summary.unfinished_line = line_no - len(tail) + 1
+        return
+    yield from tail
+
+
 class Readable:
     """A file's lines up to where its compressed data is damaged (a gzip file cut short:
     logrotate still compressing it, an interrupted copy), then the end: the lines read
@@ -460,8 +582,12 @@ class Mediator:
         dry_run: bool = False,
         pending_max_age_s: int = 86_400,
         waiting: Callable[[str], None] | None = None,
+        watched: Watched | None = None,
     ) -> None:
         self.name = name
+        # What `watch` saw of the files before the run: a file being written has its
+        # last record without its end left for the next run (ended()); None: read all.
+        self.watched = watched
         self.source = source
         self.payers = payers
         self.rater = rater
@@ -788,7 +914,8 @@ class Mediator:
             with open_cdr_file(path) as fh:
                 batch = _Batch()
                 readable = Readable(fh)
-                await self._feed(counted(readable, progress), run, batch, run.summary)
+                lines = ended(readable, path, self.watched, self.source, run.summary)
+                await self._feed(counted(lines, progress), run, batch, run.summary)
                 readable.reject(run)
                 run.summary.add(await self._flush(batch))
             if self.holds:
@@ -839,7 +966,8 @@ class Mediator:
                     shown as advance,
                 ):
                     readable = Readable(fh)
-                    await self._feed(counted(readable, advance), run, batch, total)
+                    lines = ended(readable, path, self.watched, self.source, run.summary)
+                    await self._feed(counted(lines, advance), run, batch, total)
                     readable.reject(run)
                 run.summary.files.append(str(path))
                 files.append((path, run.summary))
@@ -867,5 +995,6 @@ class Mediator:
             total.internal += summary.internal
             total.conference += summary.conference
             total.b_legs += summary.b_legs
+            total.unfinished += summary.unfinished
             total.files.extend(summary.files)
         return total, files

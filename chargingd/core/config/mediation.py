@@ -337,6 +337,11 @@ class MediationConfig:
     # A half of a call a file rotation split (Kamailio INVITE / BYE, Cisco Start) is
     # kept this long for its other half in a later file, then rejected; 0: at once.
     pending_max_age_s: int = 86_400
+    # A file modified less than this many seconds ago whose last record has no end yet
+    # is watched for a second before the run; if it changes (its switch is writing it:
+    # Asterisk appends Master.csv live) that record, or a spool file, is left for the
+    # next run (pipeline.watch / ended); 0: no watch, every file read to its end.
+    settle_s: int = 60
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -344,3 +349,5 @@ class MediationConfig:
             raise ValueError("batch_size must be between 1 and 100000")
         if not 0 <= self.pending_max_age_s <= 90 * 86_400:
             raise ValueError("pending_max_age_s must be between 0 and 7776000 (90 days)")
+        if not 0 <= self.settle_s <= 86_400:
+            raise ValueError("settle_s must be between 0 and 86400 (a day)")

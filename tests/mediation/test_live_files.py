@@ -1,0 +1,263 @@
+"""Files the switch is still writing when `chargingd mediate` reads them (docs/mediation.md,
+"Files still being written"): an Asterisk Master.csv appended live, a csv export whose last
+line is half written, a FreeSWITCH spool file half written. Real files, the real CLI, the
+real ledger (Redis) and billing database (PostgreSQL).
+
+Before: the half last line was read as it stood: rejected (exit 1, its reject removed by the
+next run), or, cut after a whole column (talk time "6" of "65"), billed 6 s, the whole line a
+duplicate of it later: billed short for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+
+from chargingd.app.cli import main
+from chargingd.core.redisconn import EmbeddedRedis
+from chargingd.ledger import Ledger, Mode
+
+T = 1_773_219_600  # 2026-03-11T09:00:00Z
+TARIFF = """
+[tariff]
+id = "pbx"
+currency = "USD"
+timezone = "UTC"
+decimals = 6
+[destinations]
+US = ["1"]
+[rates.US]
+rate = "0.60"
+unit = "60s"
+increment = "1s"
+[plans.P]
+[[plans.P.rates]]
+destinations = ["US"]
+rate = "US"
+[[profiles]]
+subject = "*any"
+plan = "P"
+from = 2020-01-01T00:00:00Z
+"""
+SOURCE = 'default_country = "US"\naccount_rule = "fixed"\naccount = "carol"\ncharge = "ledger"\n'
+
+
+def _config(tmp_path: Path, redis_url: str, pg_url: str, settle: str = "") -> Path:
+    tariff = tmp_path / "pbx.toml"
+    tariff.write_text(TARIFF)
+    config = tmp_path / "chargingd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "var"}"\n[redis]\nurl = "{redis_url}"\n'
+        f'[billing]\ndb_url = "{pg_url}"\n[rating]\nplans = {{ pbx = "{tariff}" }}\n'
+        f"[mediation]\n{settle}"
+        f'[mediation.sources.export]\nformat = "csv"\ntime_format = "epoch"\n{SOURCE}'
+        'mapping = { call_id = "id", caller = "from", callee = "to", start = "start",'
+        ' answer = "answer", end = "end", billsec = "talk" }\n'
+        f'[mediation.sources.pbx]\nformat = "asterisk"\nusegmtime = true\n{SOURCE}'
+        f'[mediation.sources.fs]\nformat = "freeswitch_json"\n{SOURCE}'
+    )
+    return config
+
+
+def _balance(redis_server: EmbeddedRedis, reset: bool = False) -> int:
+    async def go() -> int:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            ledger = Ledger(client)
+            if reset:
+                await client.flushall()
+                await ledger.load_scripts()
+                await ledger.create_account(
+                    "carol", mode=Mode.PREPAID, currency="USD", tariff="pbx",
+                    balance_micros=20_000_000, who="test",
+                )  # fmt: skip
+            return (await ledger.get_account("carol")).balance_micros
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def _run(config: Path, source: str, *files: Path) -> int:
+    argv = ["mediate", *map(str, files), "--source", source, "--config", str(config), "--quiet"]
+    return main(argv)
+
+
+def _writing(path: Path, more: str, every_s: float = 0.2) -> threading.Thread:
+    """The switch appending ``more`` to ``path`` a character at a time (a slow writer)
+    while mediate starts and watches it."""
+
+    def write() -> None:
+        for char in more:
+            time.sleep(every_s)
+            with path.open("a") as fh:
+                fh.write(char)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    return writer
+
+
+def _csv_line(i: int, talk: int) -> str:
+    start = T + 600 * i
+    return f"c{i},+12125550000,+1212555{i:04d},{start},{start + 5},{start + 5 + talk},{talk}\n"
+
+
+@pytest.mark.slow
+def test_half_written_last_line_is_left_for_the_next_run_and_billed_once_whole(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    path = tmp_path / "export.csv"
+    whole = "id,from,to,start,answer,end,talk\n" + _csv_line(0, 60) + _csv_line(1, 65)
+    cut = len(whole) - 2  # the exporter wrote "...,6" of "...,65\n" so far
+    path.write_text(whole[: cut - 20])
+    writer = _writing(path, whole[cut - 20 : cut])  # and goes on writing it
+    assert _run(config, "export", path) == 0
+    writer.join()
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
+    )
+    assert out[0] == (
+        f"{path}:3: last record has no end yet and the file is being written: left for the next run"
+    )
+    assert not (tmp_path / "export.csv.rejects.csv").exists()
+    with path.open("a") as fh:  # the exporter finishes the line
+        fh.write(whole[cut:])
+    assert _run(config, "export", path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 0.65 USD"
+    )
+    assert _balance(redis_server) == 20_000_000 - 600_000 - 650_000
+    with psycopg.connect(pg_url) as conn:
+        talk = conn.execute(
+            "SELECT billed_s FROM cdrs WHERE source = 'export' AND call_id = 'c1'"
+        ).fetchone()
+    assert talk == (65,)
+
+
+@pytest.mark.slow
+def test_asterisk_master_csv_appended_live_no_reject_no_double(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """cdr_csv appends a line per call to Master.csv: read while a line is half written,
+    that line was a reject (exit 1); it is left for the next run, then billed once."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+
+    def line(i: int, talk: int) -> str:
+        start = T + 600 * i
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
+        ans = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + 5))
+        end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + 5 + talk))
+        return (
+            f'"acc1","+12125550000","+1212555{i:04d}","from-internal","""Ext"" <1001>",'
+            f'"SIP/1001-{i:08x}","SIP/trunk-{i:08x}","Dial","SIP/trunk/x","{stamp}","{ans}",'
+            f'"{end}",{talk + 5},{talk},"ANSWERED","BILLING"\n'
+        )
+
+    path = tmp_path / "Master.csv"
+    first, second = line(0, 60), line(1, 120)
+    path.write_text(first + second[:50])
+    writer = _writing(path, second[50:70])  # a line in two write()s: the second late
+    assert _run(config, "pbx", path) == 0
+    writer.join()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
+    )
+    with path.open("a") as fh:
+        fh.write(second[70:])
+    assert _run(config, "pbx", path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 1.20 USD"
+    )
+    assert _balance(redis_server) == 20_000_000 - 1_800_000
+
+
+@pytest.mark.slow
+def test_a_file_just_written_whole_without_a_newline_is_read_to_its_end(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file just written, complete, whose last line has no newline (some exporters end
+    so): it does not change while watched, so it is read to its end, never left for a
+    next run that would never read it either; so is a file of a source with settle_s = 0
+    (no watch)."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    path = tmp_path / "export.csv"
+    path.write_text("id,from,to,start,answer,end,talk\n" + _csv_line(0, 60).rstrip("\n"))
+    began = time.monotonic()
+    assert _run(config, "export", path) == 0
+    assert time.monotonic() - began >= 1.0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD"
+    )
+    config = _config(tmp_path, redis_server.url, pg_url, "settle_s = 0\n")
+    path.write_text(path.read_text() + "\n" + _csv_line(1, 60).rstrip("\n"))
+    assert _run(config, "export", path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 0.60 USD"
+    )
+
+
+@pytest.mark.slow
+def test_spool_files_still_being_written_are_left_for_the_next_run(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """mod_json_cdr writes a file per call into its log-dir; one that changes while
+    mediate watches the directory's recent files is half written (a half document was a
+    reject): it is left for the next run, said so, and read whole by it; a file written
+    whole a moment ago is read at once."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    spool = tmp_path / "json_cdr"
+    spool.mkdir()
+
+    def doc(i: int, talk: int) -> str:
+        start = (T + 600 * i) * 1_000_000
+        end = start + (5 + talk) * 1_000_000
+        return (
+            f'{{"variables": {{"uuid": "u{i}", "caller_id_number": "+12125550000",'
+            f' "destination_number": "+1212555{i:04d}", "start_uepoch": "{start}",'
+            f' "answer_uepoch": "{start + 5_000_000}", "end_uepoch": "{end}",'
+            f' "billsec": "{talk}", "hangup_cause": "NORMAL_CLEARING"}}}}\n'
+        )
+
+    done = spool / "a_u0.cdr.json"
+    done.write_text(doc(0, 60))  # written whole a moment ago
+    fresh = spool / "a_u1.cdr.json"
+    text = doc(1, 120)
+    fresh.write_text(text[:40])
+    writer = _writing(fresh, text[40:60])  # mod_json_cdr still writing it
+    assert _run(config, "fs", spool) == 0
+    writer.join()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{spool}: 1 file(s) being written: left for the next run"
+    assert out[-1] == (
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
+    )
+    fresh.write_text(text)
+    assert _run(config, "fs", spool) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 1.20 USD"
+    )
+    assert _balance(redis_server) == 20_000_000 - 1_800_000
