@@ -60,6 +60,8 @@ def _config(tmp_path: Path, redis_url: str, pg_url: str, settle: str = "") -> Pa
         ' answer = "answer", end = "end", billsec = "talk" }\n'
         f'[mediation.sources.pbx]\nformat = "asterisk"\nusegmtime = true\n{SOURCE}'
         f'[mediation.sources.fs]\nformat = "freeswitch_json"\n{SOURCE}'
+        '[mediation.sources.sbc]\nformat = "kamailio_cdrs"\ntime_zone = "UTC"\n'
+        f'cdr_start = "confirmed"\n{SOURCE}'
     )
     return config
 
@@ -261,3 +263,35 @@ def test_spool_files_still_being_written_are_left_for_the_next_run(
         "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 1.20 USD"
     )
     assert _balance(redis_server) == 20_000_000 - 1_800_000
+
+
+@pytest.mark.slow
+def test_acc_cdrs_export_continues_with_a_new_column_after_its_new_header(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Kamailio's acc_cdrs table gained a cdr_extra column (src_ip) between two exports
+    the operator joined with `cat` (or a nightly export appended to one file): the second
+    export's header names the columns from there on. Before, that header line and every
+    row after it were rejected ("8 columns; the header has 7"): the calls never billed."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    path = tmp_path / "acc_cdrs.csv"
+    path.write_text(
+        "id,start_time,end_time,duration,src_user,dst_user,callid\n"
+        "1,2026-03-11 09:00:05,2026-03-11 09:01:05,60.000000,+12125550000,+12125550001,c1@x\n"
+        "id,start_time,end_time,duration,src_user,dst_user,src_ip,callid\n"
+        "2,2026-03-11 09:10:05,2026-03-11 09:12:05,120.000000,+12125550000,+12125550002,"
+        "192.0.2.1,c2@x\n"
+    )
+    assert _run(config, "sbc", path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 2, duplicates 0, rejected 0, unanswered 0, debited 1.80 USD"
+    )
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT call_id, gateway, billed_s FROM cdrs WHERE source = 'sbc' ORDER BY call_id"
+        ).fetchall()
+    assert rows == [("c1@x", "", 60), ("c2@x", "192.0.2.1", 120)]

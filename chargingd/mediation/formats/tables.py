@@ -94,7 +94,8 @@ def sql_values(fields: list[str]) -> list[str]:
 
 def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Header | Row | Reject]]:
     """(line number, header, row or reject) for every record; blank lines skipped. The
-    first non-blank record is the header. ``delimiter``: the source's ("\t" for
+    first non-blank record is the header; a header again further down (``Header``)
+    names the columns of the rows after it. ``delimiter``: the source's ("\t" for
     ``mysql -B`` output)."""
     header: list[str] = []
     width: list[int | None] = [None]
@@ -105,7 +106,11 @@ def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Head
         fields = rec.fields
         if not fields or fields == [""]:
             continue
-        if not header:
+        if not header or _header_again(fields, header):
+            # The first record; or a header again further down: exports joined with
+            # `cat`, the next export after the table changed (a cdr_extra / extra_fields
+            # column added): its columns from here on (before 2026-12-08 every row after
+            # it was rejected, "N columns; the header has M").
             header = [name.strip() for name in fields]
             width[0] = len(header)
             yield rec.line_no, Header(header, rec.raw)
@@ -116,6 +121,15 @@ def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Head
             continue
         values = dict(zip(header, sql_values(fields), strict=True))
         yield rec.line_no, Row(header, rec.raw, values)
+
+
+def _header_again(fields: list[str], header: list[str]) -> bool:
+    """A header line further down: column names only (no value of a row is a name of
+    its header's), at least half of them the current header's."""
+    names = [f.strip() for f in fields]
+    if not all(n.isidentifier() and n.isascii() for n in names):
+        return False
+    return len(set(names) & set(header)) >= max(2, len(header) // 2)
 
 
 def seconds(text: str, name: str) -> Decimal:
