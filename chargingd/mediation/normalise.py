@@ -131,7 +131,13 @@ class Normaliser:
         duration_s = self._talk_s(raw, answer_ms, end_ms)
         # The callee first: an internal call is skipped before its caller (an
         # extension too) could reject it.
-        callee = self.callee(raw) if self._pbx else self.number(raw.callee, "callee")
+        if not answer_ms and not raw.callee.strip():
+            # Nothing dialled, nobody answered: an abandoned call (CUCM's off hook, on
+            # hook: "Abandoned Calls", logged with CdrLogCallsWithZeroDurationFlag).
+            # Stored unanswered, no callee: nothing to bill (it was a reject).
+            callee = ""
+        else:
+            callee = self.callee(raw) if self._pbx else self.number(raw.callee, "callee")
         return Call(
             source=self.name,
             call_id=raw.call_id,

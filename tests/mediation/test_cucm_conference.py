@@ -247,3 +247,42 @@ def test_inbound_caller_in_a_conference_and_meet_me_bill_nothing(
         "read 6, stored 0, duplicates 0, rejected 0, internal 5, conference 1, unanswered 0"
     )
     assert _ledger(redis_server) == 20_000_000
+
+
+@pytest.mark.slow
+def test_abandoned_calls_are_stored_unanswered_not_rejected(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The guide's "Abandoned Calls" (CdrLogCallsWithZeroDurationFlag on): 2001 goes off
+    hook and on hook without dialling (originalCalledPartyNumber and
+    finalCalledPartyNumber empty, dateTimeConnect 0). Nothing to bill: stored
+    unanswered, no callee. Before, each was a reject ("callee '' is not a telephone
+    number"): exit 1 on every import of a normal day. An answered record without a
+    callee is still rejected."""
+    _ledger(redis_server, 20_000_000)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    path = tmp_path / "cdr_abandoned"
+    path.write_text(
+        HEADER
+        + rec(4001, 401, 0, "2001", "", T, 0, T + 3)
+        + rec(4002, 403, 404, "2001", "912125551234", T + 10, 0, T + 25)  # rang, not answered
+        + rec(4003, 405, 406, "2001", "", T + 30, T + 32, T + 90)  # answered, no callee
+    )
+    code, _ = _mediate(config, "cucm", path)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.splitlines()[-1] == ("read 3, stored 2, duplicates 0, rejected 1, unanswered 2")
+    assert (
+        "callee '' is not a telephone number"
+        in (tmp_path / "cdr_abandoned.rejects.csv").read_text()
+    )
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT call_id, callee, status, charged_micros FROM cdrs WHERE source = 'cucm'"
+            " ORDER BY call_id"
+        ).fetchall()
+    assert rows == [("1-4001", "", "unanswered", 0), ("1-4002", "+12125551234", "unanswered", 0)]
+    assert _ledger(redis_server) == 20_000_000
