@@ -60,6 +60,46 @@ async def naming(db: BillingDB, source: str, uuids: Sequence[str]) -> set[str]:
     return result
 
 
+@dataclass(frozen=True)
+class LegCall:
+    """A stored call that had a CUCM call leg: as its called leg (``called``) or its
+    calling leg; its parties as stored (E.164) and the extra that says how they were
+    written (caller_raw, dialled, access_code)."""
+
+    call_id: str
+    called: bool
+    caller: str
+    callee: str
+    extra: dict[str, str]
+
+
+_LEG_EXTRA = ("caller_raw", "dialled", "access_code")
+
+
+async def leg_call(db: BillingDB, source: str, leg: str, before_ms: int) -> LegCall | None:
+    """The stored call of ``source`` that had ``leg`` (extra dest_leg first, else
+    orig_leg; indexes cdrs_dest_leg, cdrs_orig_leg, migration 014), not a conference
+    bridge leg's own CDR (its orig_leg is the participant's leg too), the latest to
+    start by ``before_ms`` (a leg id the cluster gave again long after); None: none."""
+
+    async def work(conn: Conn) -> LegCall | None:
+        for called, key in ((True, "dest_leg"), (False, "orig_leg")):
+            cur = await conn.execute(
+                f"SELECT call_id, caller, callee, extra FROM cdrs WHERE extra ? '{key}'"
+                f" AND extra ->> '{key}' = %s AND source = %s AND NOT extra ? 'conference'"
+                " AND start_time <= to_timestamp(%s / 1000.0) ORDER BY start_time DESC LIMIT 1",
+                (leg, source, before_ms),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                extra = {k: str(row[3][k]) for k in _LEG_EXTRA if row[3].get(k)}
+                return LegCall(str(row[0]), called, str(row[1]), str(row[2]), extra)
+        return None
+
+    result: LegCall | None = await db.run(work)
+    return result
+
+
 _KNOWN_ACCOUNT = """
 SELECT EXISTS (SELECT 1 FROM cdrs WHERE account_id = %(a)s)
     OR EXISTS (SELECT 1 FROM ledger_journal WHERE account_id = %(a)s)

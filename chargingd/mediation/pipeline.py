@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 from chargingd.billing.cdr import CDR, CdrStatus
 from chargingd.core.config.mediation import SourceConfig
@@ -41,6 +41,7 @@ from chargingd.mediation.payers import Payers
 from chargingd.mediation.pendingdb import PendingHalf
 from chargingd.mediation.rate import Rater
 from chargingd.mediation.records import (
+    BRIDGE,
     DANGLING,
     LONE,
     TAIL,
@@ -127,6 +128,11 @@ class Summary:
 
 # The id of an answered call whose switch id an unanswered record of it holds.
 ANSWERED_SUFFIX = "#answered"
+
+
+def _bridge(item: object) -> TypeGuard[Call]:
+    """A CUCM conference bridge leg to decide with the stored calls (Mediator._bridged)."""
+    return isinstance(item, Call) and item.leg == BRIDGE
 
 
 def _skipped(item: object, summary: Summary) -> bool:
@@ -641,8 +647,9 @@ class Mediator:
         self, lines: Iterable[str], run: _FileRun, batch: _Batch, totals: Summary
     ) -> None:
         """Read one file into ``batch``, flushing it (counts into ``totals``) when full."""
-        for line_no, item in normalised(lines, self.name, self.source, self.normaliser):
+        for line_no, parsed in normalised(lines, self.name, self.source, self.normaliser):
             run.summary.read += 1
+            item = await self._bridged(parsed) if _bridge(parsed) else parsed
             if _skipped(item, run.summary):
                 continue
             if self.pairs and isinstance(item, Half):
@@ -672,6 +679,40 @@ class Mediator:
             run.pending += 1
             if len(batch.cdrs) + len(batch.halves) + len(batch.tails) >= self.batch_size:
                 totals.add(await self._flush(batch))
+
+    async def _bridged(self, call: Call) -> Call | Reject:
+        """A CUCM conference bridge leg whose participant's leg no record of this run
+        had (formats/cucm.py; ``leg`` BRIDGE, the participant its callee), decided with
+        the stored calls: the call that had it as its called leg bills the
+        participant's time on the bridge (its caller -> its callee); one that had it as
+        its calling leg placed it (nothing to bill); none: rejected, who called whom
+        unknown (a dry run stores nothing: the files of the run only)."""
+        leg = call.extra.get("orig_leg", "")
+        participant = call.extra.get("participant", "") or "(no number)"
+        bridge = call.extra.get("bridge", "")
+        where = f"conference bridge leg of {participant} (leg {leg or '?'}, to {bridge})"
+        found = await self.store.leg_call(self.name, leg, call.start_ms) if leg else None
+        if found is None:
+            gcid = call.call_id.split("#", 1)[0]
+            return Reject(
+                f"{where}, globalCallID {gcid}: no record of this run nor stored call had"
+                f" leg {leg or '?'} (the original or setup call that brought the participant"
+                " in), so who called whom is unknown; mediate the file that holds that call"
+                " together with this one",
+                call.raw,
+            )
+        if not found.called:
+            reason = (
+                f"{where}: its own side of call {found.call_id}, which it placed; nothing to bill"
+            )
+            return Conference(reason, call.raw)
+        extra = {
+            k: v for k, v in call.extra.items() if k not in ("caller_raw", "dialled", "access_code")
+        }
+        extra.update(found.extra)
+        extra["conference"] = "ad hoc"
+        extra["conference_call"] = found.call_id
+        return replace(call, caller=found.caller, callee=found.callee, extra=extra, leg="")
 
     async def _rated(self, call: Call) -> CDR | Reject:
         try:

@@ -46,6 +46,10 @@ class RawCall:
 LONE = "lone"
 TAIL = "tail"
 DANGLING = "dangling"
+# CUCM: a conference bridge leg whose participant's leg no record of the run had (the
+# call that brought it in is in an earlier run's file): the mediation decides it with
+# the stored calls (Mediator._bridged). Its caller is "", its callee the participant.
+BRIDGE = "bridge"
 
 
 @dataclass(frozen=True, slots=True)

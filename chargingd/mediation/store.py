@@ -18,7 +18,7 @@ from typing import Protocol
 
 from chargingd.billing.cdr import CDR
 from chargingd.billing.db import BillingDB
-from chargingd.billing.lookup import StoredCharge, charges, naming
+from chargingd.billing.lookup import LegCall, StoredCharge, charges, leg_call, naming
 from chargingd.mediation import pendingdb
 from chargingd.mediation.pendingdb import PendingHalf
 
@@ -41,6 +41,12 @@ class CdrStore(Protocol):
 
     async def named(self, source: str, uuids: Sequence[str]) -> set[str]:
         """Which of ``uuids`` a stored CDR of ``source`` names as its B-leg (bleg_uuid)."""
+        ...
+
+    async def leg_call(self, source: str, leg: str, before_ms: int) -> LegCall | None:
+        """The stored call of ``source`` that had the CUCM call leg ``leg`` (as its
+        called leg first), not a conference bridge leg's own CDR, the latest to start
+        by ``before_ms``; None: none."""
         ...
 
     async def pend(
@@ -82,6 +88,9 @@ class DbStore:
 
     async def named(self, source: str, uuids: Sequence[str]) -> set[str]:
         return await naming(self.db, source, uuids)
+
+    async def leg_call(self, source: str, leg: str, before_ms: int) -> LegCall | None:
+        return await leg_call(self.db, source, leg, before_ms)
 
     async def pend(
         self, source: str, halves: Sequence[PendingHalf]
@@ -143,6 +152,24 @@ class MemoryStore:
             for (src, _), c in self.cdrs.items()
             if src == source and c.extra.get("bleg_uuid") in wanted
         }
+
+    async def leg_call(self, source: str, leg: str, before_ms: int) -> LegCall | None:
+        for called, key in ((True, "dest_leg"), (False, "orig_leg")):
+            found = sorted(
+                (c for (src, _), c in self.cdrs.items() if src == source
+                 and c.extra.get(key) == leg and "conference" not in c.extra
+                 and c.start_ms <= before_ms),
+                key=lambda c: c.start_ms,
+            )  # fmt: skip
+            if found:
+                c = found[-1]
+                extra = {
+                    k: c.extra[k]
+                    for k in ("caller_raw", "dialled", "access_code")
+                    if c.extra.get(k)
+                }
+                return LegCall(c.call_id, called, c.caller, c.callee, extra)
+        return None
 
     async def pend(
         self, source: str, halves: Sequence[PendingHalf]

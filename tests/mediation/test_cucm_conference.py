@@ -213,7 +213,7 @@ def test_bridge_leg_without_its_setup_call_is_rejected_saying_why(
     )
     rejects = (tmp_path / "cdr_2.rejects.csv").read_text()
     assert "conference bridge leg of 12125551234 (leg 106, to b0029901001)" in rejects
-    assert "no record of this run had leg 106" in rejects
+    assert "no record of this run nor stored call had leg 106" in rejects
     assert "mediate the file that holds that call together with this one" in rejects
     assert _ledger(redis_server) == 20_000_000
     code, _ = _mediate(config, "cucm2", first, second)
@@ -222,6 +222,45 @@ def test_bridge_leg_without_its_setup_call_is_rejected_saying_why(
         "read 6, stored 2, duplicates 0, rejected 0, internal 3, conference 1, unanswered 0,"
         " debited 3.80 USD"
     )
+
+
+@pytest.mark.slow
+def test_bridge_legs_a_run_after_their_setup_call_are_billed_from_the_stored_call(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CUCM's CDR Repository writes a file a minute; a cron run imports each new one:
+    the setup call (ended when the conference was made) is stored by one run, its bridge
+    legs read by a later one. The PSTN participant's leg is decided with the stored
+    setup call (its called leg): billed to who dialled it, as in one run; again, a
+    duplicate."""
+    _ledger(redis_server, 20_000_000)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    first = tmp_path / "cdr_StandAloneCluster_01_202603110900_1"
+    second = tmp_path / "cdr_StandAloneCluster_01_202603110907_2"
+    first.write_text(SETUP_FILE)
+    second.write_text(BRIDGE_FILE)
+    assert _mediate(config, "cucm", first)[0] == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 2, stored 1, duplicates 0, rejected 0, internal 1, unanswered 0, debited 0.20 USD"
+    )
+    for stored, duplicates, debited in ((1, 0, ", debited 3.60 USD"), (0, 1, "")):
+        code, _ = _mediate(config, "cucm", second)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert out.splitlines()[-1] == (
+            f"read 4, stored {stored}, duplicates {duplicates}, rejected 0, internal 2,"
+            f" conference 1, unanswered 0{debited}"
+        )
+    assert _ledger(redis_server) == 20_000_000 - 3_800_000
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT caller, callee, billed_s, extra->>'conference_call', extra->>'caller_raw',"
+            " extra->>'dialled' FROM cdrs WHERE source = 'cucm' AND call_id = '1-1001#106-107'"
+        ).fetchone()
+    assert row == ("", "+12125551234", 360, "1-1002", "2001", "912125551234")
 
 
 @pytest.mark.slow

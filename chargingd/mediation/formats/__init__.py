@@ -32,7 +32,7 @@ def parser_for(source: SourceConfig, shared: dict[str, object] | None = None) ->
     if source.format == "cucm":
         legs = (shared if shared is not None else {}).setdefault("cucm_legs", cucm.Legs())
         assert isinstance(legs, cucm.Legs)
-        return partial(cucm.parse, legs=legs, internal_max_digits=source.internal_max_digits)
+        return partial(cucm.parse, legs=legs)
     parsers: dict[str, Parser] = {
         "asterisk": partial(asterisk.parse, source=source),
         "freeswitch": partial(freeswitch.parse, fields=source.fields, legs=source.legs),

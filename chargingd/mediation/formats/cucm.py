@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 
 from chargingd.mediation.formats.csvlines import records
 from chargingd.mediation.records import (
+    BRIDGE,
     Conference,
-    Internal,
     Parsed,
     RawCall,
     RecordIds,
@@ -127,9 +127,7 @@ def _skip(text: str) -> bool:
     return not text.strip() or text.startswith("#")
 
 
-def parse(
-    lines: Iterable[str], legs: Legs | None = None, internal_max_digits: int = 0
-) -> Iterator[Parsed]:
+def parse(lines: Iterable[str], legs: Legs | None = None) -> Iterator[Parsed]:
     """Yield the end-of-call records of a CUCM CDR flat file.
 
     A record to a conference bridge port (finalCalledPartyNumber ``b0029901001``) is one
@@ -148,8 +146,9 @@ def parse(
     A bridge leg no call of the run names: a Meet-Me participant (originalCalledPartyNumber
     the number dialled, not a bridge) is billed as caller -> that number; the conference
     controller's own leg (the comment's ConfControllerDN) and a bridge-to-bridge link are
-    skipped; an internal extension (``internal_max_digits``) is internal whatever the
-    direction; any other is rejected saying so (who called whom is unknown).
+    skipped; any other is yielded with ``leg`` BRIDGE, the participant as its callee,
+    for the mediation to decide with the stored calls (an earlier run stored the call
+    that brought the participant in).
     """
     legs = legs if legs is not None else Legs()
     held: list[tuple[int, RawCall, str]] = []  # bridge legs whose call came later
@@ -189,7 +188,7 @@ def parse(
         elif item is not None:
             yield rec.line_no, item
     for line_no, call, gcid in held:
-        item = _bridge_leg(call, gcid, legs, final=True, internal_max_digits=internal_max_digits)
+        item = _bridge_leg(call, gcid, legs, final=True)
         assert item is not None
         yield line_no, _identified(item, ids, gcid)
 
@@ -225,14 +224,12 @@ def _identified(item: RawCall | Reject, ids: RecordIds, gcid: str) -> RawCall | 
     if isinstance(item, RawCall):
         legs = f"{item.extra.get('orig_leg', '')}-{item.extra.get('dest_leg', '')}"
         joined = item.extra.get("joinOnBehalfOf", "0") not in ("", "0")
-        joined = joined or "conference" in item.extra
+        joined = joined or "conference" in item.extra or item.leg == BRIDGE
         item.call_id = ids(gcid, item.raw, "" if legs == "-" else legs, not joined)
     return item
 
 
-def _bridge_leg(
-    call: RawCall, gcid: str, legs: Legs, final: bool, internal_max_digits: int = 0
-) -> RawCall | Reject | None:
+def _bridge_leg(call: RawCall, gcid: str, legs: Legs, final: bool) -> RawCall | Reject | None:
     """A conference bridge leg as the call it bills, a skip, or a reject (``parse``);
     None: its call is not known yet and ``final`` is false."""
     participant = call.caller.strip()
@@ -267,16 +264,11 @@ def _bridge_leg(
     if participant and participant == _controller(call.extra.get("comment", "")):
         reason = f"{where}: the conference controller's own leg; nothing to bill"
         return Conference(reason, call.raw)
-    digits = participant.lstrip("\\")
-    if internal_max_digits and digits.isdigit() and len(digits) <= internal_max_digits:
-        reason = f"{where}: internal extension (internal_max_digits = {internal_max_digits})"
-        return Internal(reason, call.raw)
-    reason = (
-        f"{where}, globalCallID {gcid}: no record of this run had leg {leg or '?'} (the"
-        " original or setup call that brought the participant in), so who called whom is"
-        " unknown; mediate the file that holds that call together with this one"
-    )
-    return Reject(reason, call.raw)
+    # Decided with the stored calls (Mediator._bridged): the participant as callee, so
+    # an internal extension is skipped as internal whatever the direction.
+    call.caller, call.callee = "", participant
+    call.leg = BRIDGE
+    return call
 
 
 def _is_cmr(header: list[str]) -> bool:
