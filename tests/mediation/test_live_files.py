@@ -10,6 +10,7 @@ duplicate of it later: billed short for ever."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -122,10 +123,8 @@ def test_half_written_last_line_is_left_for_the_next_run_and_billed_once_whole(
     path = tmp_path / "export.csv"
     whole = "id,from,to,start,answer,end,talk\n" + _csv_line(0, 60) + _csv_line(1, 65)
     cut = len(whole) - 2  # the exporter wrote "...,6" of "...,65\n" so far
-    path.write_text(whole[: cut - 20])
-    writer = _writing(path, whole[cut - 20 : cut])  # and goes on writing it
+    path.write_text(whole[:cut])
     assert _run(config, "export", path) == 0
-    writer.join()
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (
         "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
@@ -173,10 +172,8 @@ def test_asterisk_master_csv_appended_live_no_reject_no_double(
 
     path = tmp_path / "Master.csv"
     first, second = line(0, 60), line(1, 120)
-    path.write_text(first + second[:50])
-    writer = _writing(path, second[50:70])  # a line in two write()s: the second late
+    path.write_text(first + second[:70])
     assert _run(config, "pbx", path) == 0
-    writer.join()
     assert capsys.readouterr().out.splitlines()[-1] == (
         "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
     )
@@ -190,23 +187,26 @@ def test_asterisk_master_csv_appended_live_no_reject_no_double(
 
 
 @pytest.mark.slow
-def test_a_file_just_written_whole_without_a_newline_is_read_to_its_end(
+def test_a_settled_file_is_read_to_its_end_without_a_newline(
     tmp_path: Path,
     redis_server: EmbeddedRedis,
     pg_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A file just written, complete, whose last line has no newline (some exporters end
-    so): it does not change while watched, so it is read to its end, never left for a
-    next run that would never read it either; so is a file of a source with settle_s = 0
-    (no watch)."""
+    """A file unchanged for settle_s is complete: a last line without a newline (some
+    exporters end so) is read then, never left for ever; so is every file of a config
+    with settle_s = 0."""
     _balance(redis_server, reset=True)
-    config = _config(tmp_path, redis_server.url, pg_url)
+    config = _config(tmp_path, redis_server.url, pg_url, "settle_s = 30\n")
     path = tmp_path / "export.csv"
     path.write_text("id,from,to,start,answer,end,talk\n" + _csv_line(0, 60).rstrip("\n"))
-    began = time.monotonic()
+    assert _run(config, "export", path) == 0  # just written: maybe not finished
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 0, stored 0, duplicates 0, rejected 0, unanswered 0, unfinished 1"
+    )
+    past = time.time() - 31
+    os.utime(path, (past, past))
     assert _run(config, "export", path) == 0
-    assert time.monotonic() - began >= 1.0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD"
     )

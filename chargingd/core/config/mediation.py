@@ -337,10 +337,10 @@ class MediationConfig:
     # A half of a call a file rotation split (Kamailio INVITE / BYE, Cisco Start) is
     # kept this long for its other half in a later file, then rejected; 0: at once.
     pending_max_age_s: int = 86_400
-    # A file modified less than this many seconds ago whose last record has no end yet
-    # is watched for a second before the run; if it changes (its switch is writing it:
-    # Asterisk appends Master.csv live) that record, or a spool file, is left for the
-    # next run (pipeline.watch / ended); 0: no watch, every file read to its end.
+    # A file modified less than this many seconds ago may still be written by its
+    # switch: its last line without a newline is left for the next run (a detail file's
+    # last record, a spool document: when it changes while watched for a second);
+    # pipeline.watch / ended. 0: every file read to its end.
     settle_s: int = 60
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
