@@ -325,3 +325,25 @@ def test_abandoned_calls_are_stored_unanswered_not_rejected(
         ).fetchall()
     assert rows == [("1-4001", "", "unanswered", 0), ("1-4002", "+12125551234", "unanswered", 0)]
     assert _ledger(redis_server) == 20_000_000
+
+
+def test_a_joined_bridge_leg_is_no_meet_me_call_whatever_its_original_called_number() -> None:
+    """Only a call forwarded to the bridge (no join) is a Meet-Me participant's: an ad
+    hoc bridge leg (joinOnBehalfOf 4) whose originalCalledPartyNumber names a party, its
+    setup call not in the run, is left for the stored calls (leg BRIDGE), never billed
+    as a call from the PSTN participant to that number (or skipped as internal)."""
+    from chargingd.core.config.mediation import SourceConfig
+    from chargingd.mediation.normalise import Call
+    from chargingd.mediation.pipeline import normalised
+
+    source = SourceConfig(
+        format="cucm", charge="ledger", default_country="US", trunk_prefix="1",
+        international_prefix="011", unprefixed="national", account_rule="fixed",
+        account="carol", internal_max_digits=5,
+    )  # fmt: skip
+    pstn = rec(1001, 106, 107, "12125551234", BRIDGE, T, T, T + 360, 4, CONTROLLER, "2001")
+    meet = rec(3001, 301, 302, "12125550000", "b0019901001", T, T + 1, T + 65, original="5001")
+    items = [item for _, item in normalised([*HEADER.splitlines(True), pstn, meet], "c", source)]
+    assert isinstance(items[0], Call)
+    assert (items[0].leg, items[0].callee) == ("bridge", "+12125551234")
+    assert type(items[1]).__name__ == "Internal"  # 12125550000 dialled 5001: internal

@@ -143,8 +143,9 @@ def parse(lines: Iterable[str], legs: Legs | None = None) -> Iterator[Parsed]:
     * as its **calling** leg: the participant's own side of a call it placed (the
       controller's phone, an inbound caller): nothing to bill, a ``Conference`` skip.
 
-    A bridge leg no call of the run names: a Meet-Me participant (originalCalledPartyNumber
-    the number dialled, not a bridge) is billed as caller -> that number; the conference
+    A bridge leg no call of the run names: a Meet-Me participant (no join: joinOnBehalfOf
+    0, originalCalledPartyNumber the number dialled, not a bridge) is billed as caller ->
+    that number; the conference
     controller's own leg (the comment's ConfControllerDN) and a bridge-to-bridge link are
     skipped; any other is yielded with ``leg`` BRIDGE, the participant as its callee,
     for the mediation to decide with the stored calls (an earlier run stored the call
@@ -257,8 +258,11 @@ def _bridge_leg(call: RawCall, gcid: str, legs: Legs, final: bool) -> RawCall | 
     if not final:
         return None
     dialled = call.extra.get("originalCalledPartyNumber", "").strip()
-    if dialled and not is_bridge(dialled) and dialled != participant:
-        call.callee = dialled  # Meet-Me: the participant dialled the conference number
+    joined = call.extra.get("joinOnBehalfOf", "0") not in ("", "0")  # ad hoc: 4
+    if not joined and dialled and not is_bridge(dialled) and dialled != participant:
+        # Meet-Me: the participant dialled the conference number, forwarded to a bridge
+        # port (the guide: "calls to the conference bridge appear as forwarded calls").
+        call.callee = dialled
         call.extra["conference"] = "meet-me"
         return call
     if participant and participant == _controller(call.extra.get("comment", "")):
