@@ -295,3 +295,38 @@ def test_acc_cdrs_export_continues_with_a_new_column_after_its_new_header(
             "SELECT call_id, gateway, billed_s FROM cdrs WHERE source = 'sbc' ORDER BY call_id"
         ).fetchall()
     assert rows == [("c1@x", "", 60), ("c2@x", "192.0.2.1", 120)]
+
+
+@pytest.mark.slow
+def test_csv_export_with_a_column_added_mid_file(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A billing export joined with `cat` after its columns changed (a `via` column
+    added before `to`): the second header maps the columns from there on. A row of the
+    new layout without its header has its values shifted: rejected, never billed to the
+    `via` number as callee (before, +1310... was billed at the row's 120 s)."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    path = tmp_path / "export.csv"
+    new_row = f"c2,+12125550000,+13105550000,+12125550002,{T},{T + 5},{T + 125},120\n"
+    path.write_text(
+        "id,from,to,start,answer,end,talk\n"
+        + _csv_line(0, 60)
+        + f"c9,+12125550000,+13105550000,+12125550009,{T},{T + 5},{T + 125},120\n"
+        + "id,from,via,to,start,answer,end,talk\n"
+        + new_row
+    )
+    assert _run(config, "export", path) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 3, stored 2, duplicates 0, rejected 1, unanswered 0, debited 1.80 USD"
+    )
+    rejects = (tmp_path / "export.csv.rejects.csv").read_text()
+    assert "3,8 columns; the header has 7," in rejects
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT call_id, callee, billed_s FROM cdrs WHERE source = 'export' ORDER BY call_id"
+        ).fetchall()
+    assert rows == [("c0", "+12125550000", 60), ("c2", "+12125550002", 120)]

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 from chargingd.core.config.mediation import SourceConfig
 from chargingd.mediation.formats.csvlines import records
+from chargingd.mediation.formats.tables import header_again
 from chargingd.mediation.records import (
     Parsed,
     RawCall,
@@ -51,6 +52,7 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
     if not source.header:
         columns = _Columns(source, None)
     width: list[int | None] = [None]  # a header fixes how many columns a record has
+    header: list[str] = []  # the header's names (source.header)
     problem = ""  # a mapped column the header lacks: every record is rejected for it
     for rec in records(lines, delimiter=source.delimiter, width=lambda: width[0]):
         if rec.fields is None:
@@ -59,16 +61,24 @@ def parse(lines: Iterable[str], source: SourceConfig) -> Iterator[Parsed]:
         row = rec.fields
         if not row or row == [""]:
             continue
-        if problem:
-            yield rec.line_no, Reject(problem, rec.raw)
-            continue
-        if columns is None:
+        if source.header and (columns is None or header_again(row, header)):
+            # The header; or a header again further down (exports joined with cat, the
+            # export's columns changed): the mapping read from it from here on.
+            header = [c.strip() for c in row]
             width[0] = len(row)
             try:
-                columns = _Columns(source, [c.strip() for c in row])
+                columns, problem = _Columns(source, header), ""
             except RowError as exc:  # the header line too: it may be a call
                 problem = str(exc)
                 yield rec.line_no, Reject(problem, rec.raw)
+            continue
+        if problem or columns is None:
+            yield rec.line_no, Reject(problem, rec.raw)
+            continue
+        if header and len(row) > len(header):
+            # A row of another layout (a column added in its middle, no new header):
+            # read by the header's positions its values would be shifted.
+            yield rec.line_no, Reject(f"{len(row)} columns; the header has {len(header)}", rec.raw)
             continue
         try:
             call = _call(columns, row, source.time_format)

@@ -106,7 +106,7 @@ def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Head
         fields = rec.fields
         if not fields or fields == [""]:
             continue
-        if not header or _header_again(fields, header):
+        if not header or header_again(fields, header):
             # The first record; or a header again further down: exports joined with
             # `cat`, the next export after the table changed (a cdr_extra / extra_fields
             # column added): its columns from here on (before 2026-12-08 every row after
@@ -123,11 +123,11 @@ def rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, Head
         yield rec.line_no, Row(header, rec.raw, values)
 
 
-def _header_again(fields: list[str], header: list[str]) -> bool:
-    """A header line further down: column names only (no value of a row is a name of
-    its header's), at least half of them the current header's."""
+def header_again(fields: list[str], header: list[str]) -> bool:
+    """A header line further down: no empty name, at least half of them (two at least)
+    the current header's (no row holds half its header's names as values)."""
     names = [f.strip() for f in fields]
-    if not all(n.isidentifier() and n.isascii() for n in names):
+    if not header or not all(names):
         return False
     return len(set(names) & set(header)) >= max(2, len(header) // 2)
 
