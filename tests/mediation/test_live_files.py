@@ -61,6 +61,7 @@ def _config(tmp_path: Path, redis_url: str, pg_url: str, settle: str = "") -> Pa
         ' answer = "answer", end = "end", billsec = "talk" }\n'
         f'[mediation.sources.pbx]\nformat = "asterisk"\nusegmtime = true\n{SOURCE}'
         f'[mediation.sources.fs]\nformat = "freeswitch_json"\n{SOURCE}'
+        f'[mediation.sources.gw]\nformat = "cisco_radius"\n{SOURCE}'
         '[mediation.sources.sbc]\nformat = "kamailio_cdrs"\ntime_zone = "UTC"\n'
         f'cdr_start = "confirmed"\n{SOURCE}'
     )
@@ -330,3 +331,70 @@ def test_csv_export_with_a_column_added_mid_file(
             "SELECT call_id, callee, billed_s FROM cdrs WHERE source = 'export' ORDER BY call_id"
         ).fetchall()
     assert rows == [("c0", "+12125550000", 60), ("c2", "+12125550002", 120)]
+
+
+def _lines_later(path: Path, lines: list[str], every_s: float = 0.4) -> threading.Thread:
+    """FreeRADIUS writing a detail record's attribute lines, one at a time."""
+
+    def write() -> None:
+        for line in lines:
+            time.sleep(every_s)
+            with path.open("a") as fh:
+                fh.write(line)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    return writer
+
+
+@pytest.mark.slow
+def test_detail_record_being_written_is_left_for_the_next_run(
+    tmp_path: Path,
+    redis_server: EmbeddedRedis,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A FreeRADIUS detail file (a record ends with a blank line) whose last record is
+    being written when mediate reads it: it changes while watched, so that record is
+    left for the next run, which bills it once, whole."""
+    _balance(redis_server, reset=True)
+    config = _config(tmp_path, redis_server.url, pg_url)
+    head = (
+        "Wed Mar 11 09:00:00 2026\n"
+        "\tAcct-Status-Type = Stop\n"
+        "\tNAS-IP-Address = 192.0.2.50\n"
+        '\tAcct-Session-Id = "00000B01"\n'
+        '\tCalling-Station-Id = "12125550000"\n'
+        '\tCalled-Station-Id = "12125550001"\n'
+        '\th323-conf-id = "h323-conf-id=AAAAAAAA BBBBBBBB CCCCCCCC DDDDDDDD"\n'
+        '\th323-call-origin = "h323-call-origin=answer"\n'
+        '\th323-setup-time = "h323-setup-time=09:00:00.000 UTC Wed Mar 11 2026"\n'
+        '\th323-connect-time = "h323-connect-time=09:00:05.000 UTC Wed Mar 11 2026"\n'
+    )
+    rest = [
+        '\th323-disconnect-time = "h323-disconnect-time=09:01:05.000 UTC Wed Mar 11 2026"\n',
+        '\th323-disconnect-cause = "h323-disconnect-cause=10"\n',
+        "\tAcct-Session-Time = 60\n",
+        "\tAcct-Delay-Time = 0\n",
+        '\tCisco-AVPair = "h323-ivr-out=Tariff:Unknown"\n',
+        '\tCisco-AVPair = "h323-voice-quality=0"\n',
+        "\tTimestamp = 1773219665\n",
+        "\tAcct-Input-Octets = 0\n",
+    ]
+    path = tmp_path / "detail-20260311"
+    path.write_text(head)
+    writer = _lines_later(path, rest)
+    assert _run(config, "gw", path) == 0
+    writer.join()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"{path}:1: last record has no end yet and the file is being written: left for the next run"
+    )
+    assert out[-1] == "read 0, stored 0, duplicates 0, rejected 0, unanswered 0, unfinished 1"
+    with path.open("a") as fh:
+        fh.write("\n")  # the blank line that ends the record
+    assert _run(config, "gw", path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD"
+    )
+    assert _balance(redis_server) == 20_000_000 - 600_000
