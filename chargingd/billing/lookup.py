@@ -78,7 +78,7 @@ _LEG_EXTRA = ("caller_raw", "dialled", "access_code")
 
 async def leg_call(db: BillingDB, source: str, leg: str, before_ms: int) -> LegCall | None:
     """The stored call of ``source`` that had ``leg`` (extra dest_leg first, else
-    orig_leg; indexes cdrs_dest_leg, cdrs_orig_leg, migration 014), not a conference
+    orig_leg; indexes cdrs_dest_leg, cdrs_orig_leg, migration 016), not a conference
     bridge leg's own CDR (its orig_leg is the participant's leg too), the latest to
     start by ``before_ms`` (a leg id the cluster gave again long after); None: none."""
 

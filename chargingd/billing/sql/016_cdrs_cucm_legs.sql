@@ -1,4 +1,4 @@
--- 014: the stored CDRs by the CUCM call legs they name (extra orig_leg / dest_leg:
+-- 016: the stored CDRs by the CUCM call legs they name (extra orig_leg / dest_leg:
 -- origLegCallIdentifier, destLegIdentifier, unique in a cluster). A conference's bridge
 -- legs are written when it ends, often files after the original and setup calls that
 -- brought its participants in: mediation asks which stored call had a bridge leg's
