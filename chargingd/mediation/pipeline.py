@@ -383,13 +383,6 @@ class Watched:
     settle_s: int = 0
 
 
-def _lined(source: SourceConfig) -> bool:
-    """A format of one record per line: a last line without its newline is a record
-    its switch has not finished writing (a detail file's record, a JSON or XML document,
-    may end without one when complete)."""
-    return source.format not in (*_SPOOLED, "cisco_radius")
-
-
 def _open_end(path: Path, source: SourceConfig) -> bool:
     """The file's last record has no end yet: no newline after its last line (a
     FreeRADIUS detail file: no blank line after its last record). A spool file's
@@ -414,9 +407,9 @@ def watch(
     paths: list[Path], source: SourceConfig, settle_s: int, sleep: Callable[[float], None]
 ) -> Watched:
     """Before a run: each file's size; the files modified less than ``settle_s`` ago
-    whose last record has no end are watched for WATCH_S (once for them all), and those
-    that change are being written (``growing``). Not those of a format of a record per
-    line: a last line without its newline is unfinished whatever a watch sees (ended)."""
+    whose last record has no end (a last line without its newline, a detail file's
+    record without its blank line, a spool document) are watched for WATCH_S (once for
+    them all), and those that change are being written (``growing``)."""
     seen = Watched(settle_s=settle_s)
     if settle_s <= 0:
         return seen
@@ -429,7 +422,7 @@ def watch(
             continue
         seen.sizes[path] = st.st_size
         recent = now - st.st_mtime < settle_s
-        if recent and not _lined(source) and not compression(path) and _open_end(path, source):
+        if recent and not compression(path) and _open_end(path, source):
             candidates.append((path, st.st_size, st.st_mtime_ns))
     if candidates:
         sleep(WATCH_S)
@@ -453,16 +446,15 @@ def ended(
 ) -> Iterator[str]:
     """The file's lines, but its last record when it has no end and the file may still
     be being written. Its end: the newline of the last line; for a FreeRADIUS detail
-    file (cisco_radius) the blank line after the record. May be written: a file of a
-    record per line modified less than settle_s ago (a last line without its newline
-    is one its switch is writing); any file that changed while `watch` watched it, or
-    since (its size then is not its size now). Left unread (counted ``unfinished``), it
-    is read whole by the next run, the records before it duplicates then. Read now, a
-    half line was rejected (its reject removed by the next run's rejects file) or, cut
-    after a whole column (a talk time "6" of "65"), billed short, and the whole line a
-    duplicate of it later: billed short for ever. An older file, or a detail file or
-    document that did not change, is read to its end: its writer is done (a crash, a
-    tool that ends a file without a newline)."""
+    file (cisco_radius) the blank line after the record. Being written: a file that
+    changed while `watch` watched it, or since (its size then is not its size now).
+    Left unread (counted ``unfinished``), it is read whole by the next run, the records
+    before it duplicates then. Read now, a half line was rejected (its reject removed by
+    the next run's rejects file) or, cut after a whole column (a talk time "6" of "65"),
+    billed short, and the whole line a duplicate of it later: billed short for ever. A
+    file that did not change while watched is read to its end: its writer is done (a
+    tool that ends a file without a newline, a file copied in a moment ago, a crash):
+    a record never waits for a run that may not come."""
     if watched is None or path not in watched.sizes or compression(path):
         yield from lines
         return
@@ -484,12 +476,10 @@ def ended(
         yield from tail
         return
     try:
-        st = path.stat()
-        size, age = st.st_size, time.time() - st.st_mtime
+        size = path.stat().st_size
     except OSError:
-        size, age = -1, 0.0
-    recent = _lined(source) and age < watched.settle_s
-    if recent or path in watched.growing or size != watched.sizes[path]:
+        size = -1
+    if path in watched.growing or size != watched.sizes[path]:
         summary.unfinished += 1
         summary.unfinished_line = line_no - len(tail) + 1
         return

@@ -123,9 +123,11 @@ def test_half_written_last_line_is_left_for_the_next_run_and_billed_once_whole(
     config = _config(tmp_path, redis_server.url, pg_url)
     path = tmp_path / "export.csv"
     whole = "id,from,to,start,answer,end,talk\n" + _csv_line(0, 60) + _csv_line(1, 65)
-    cut = len(whole) - 2  # the exporter wrote "...,6" of "...,65\n" so far
+    cut = len(whole) - 12  # the exporter wrote "...,173..." of its last line so far
     path.write_text(whole[:cut])
+    writer = _writing(path, whole[cut:], every_s=0.3)  # and still writes it
     assert _run(config, "export", path) == 0
+    writer.join()
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (
         "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
@@ -134,8 +136,7 @@ def test_half_written_last_line_is_left_for_the_next_run_and_billed_once_whole(
         f"{path}:3: last record has no end yet and the file is being written: left for the next run"
     )
     assert not (tmp_path / "export.csv.rejects.csv").exists()
-    with path.open("a") as fh:  # the exporter finishes the line
-        fh.write(whole[cut:])
+    assert path.read_text() == whole  # the exporter finished the line
     assert _run(config, "export", path) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 0.65 USD"
@@ -174,12 +175,14 @@ def test_asterisk_master_csv_appended_live_no_reject_no_double(
     path = tmp_path / "Master.csv"
     first, second = line(0, 60), line(1, 120)
     path.write_text(first + second[:70])
+    writer = _writing(path, second[70:80], every_s=0.3)  # cdr_csv writing the line
     assert _run(config, "pbx", path) == 0
+    writer.join()
     assert capsys.readouterr().out.splitlines()[-1] == (
         "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD, unfinished 1"
     )
     with path.open("a") as fh:
-        fh.write(second[70:])
+        fh.write(second[80:])
     assert _run(config, "pbx", path) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "read 2, stored 1, duplicates 1, rejected 0, unanswered 0, debited 1.20 USD"
@@ -194,22 +197,23 @@ def test_a_settled_file_is_read_to_its_end_without_a_newline(
     pg_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A file unchanged for settle_s is complete: a last line without a newline (some
-    exporters end so) is read then, never left for ever; so is every file of a config
-    with settle_s = 0."""
+    """A file that does not change while watched is complete: a last line without a
+    newline (some exporters end so; a file copied in for a one-off import a moment ago)
+    is read at once, never left waiting for a next run; so is a file unchanged for
+    settle_s, and every file of a config with settle_s = 0."""
     _balance(redis_server, reset=True)
     config = _config(tmp_path, redis_server.url, pg_url, "settle_s = 30\n")
     path = tmp_path / "export.csv"
     path.write_text("id,from,to,start,answer,end,talk\n" + _csv_line(0, 60).rstrip("\n"))
-    assert _run(config, "export", path) == 0  # just written: maybe not finished
+    assert _run(config, "export", path) == 0  # just written, and no writer at it
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "read 0, stored 0, duplicates 0, rejected 0, unanswered 0, unfinished 1"
+        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD"
     )
     past = time.time() - 31
     os.utime(path, (past, past))
     assert _run(config, "export", path) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "read 1, stored 1, duplicates 0, rejected 0, unanswered 0, debited 0.60 USD"
+        "read 1, stored 0, duplicates 1, rejected 0, unanswered 0"
     )
     config = _config(tmp_path, redis_server.url, pg_url, "settle_s = 0\n")
     path.write_text(path.read_text() + "\n" + _csv_line(1, 60).rstrip("\n"))

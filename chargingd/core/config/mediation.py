@@ -338,8 +338,9 @@ class MediationConfig:
     # kept this long for its other half in a later file, then rejected; 0: at once.
     pending_max_age_s: int = 86_400
     # A file modified less than this many seconds ago may still be written by its
-    # switch: its last line without a newline is left for the next run (a detail file's
-    # last record, a spool document: when it changes while watched for a second);
+    # switch: when its last record has no end (a line without its newline, a detail
+    # file's record without its blank line, a spool document) it is watched for a
+    # second, and one that changes has that record left for the next run;
     # pipeline.watch / ended. 0: every file read to its end.
     settle_s: int = 60
     sources: dict[str, SourceConfig] = field(default_factory=dict)
