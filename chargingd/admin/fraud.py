@@ -82,6 +82,7 @@ def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
     elif kind == "short_calls":
         limits["max_duration_s"] = rule.max_duration_s
     name = {"distinct_destinations": "max_destinations", "spend": "max_amount"}
+    name |= {"identity_scan": "max_identities"}
     name |= {"asr": "min_asr_pct", "new_country": ""}
     if kind == "spend":
         limits |= spend_thresholds(rule, currency)

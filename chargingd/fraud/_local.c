@@ -36,7 +36,7 @@ evaluate(ops, raw, ip_raw, now, identity, sid, number, country, number_hash, ttl
 #define MAX_DEPTH 32
 #define MAX_OPS 64
 
-enum { K_COUNT, K_IDENTITY, K_RANGE, K_DISTINCT, K_LIVE, K_COUNTRY, K_NONE };
+enum { K_COUNT, K_IDENTITY, K_RANGE, K_DISTINCT, K_LIVE, K_COUNTRY, K_NONE, K_DENY };
 enum { T_NIL, T_BOOL, T_INT, T_FLOAT, T_BYTES, T_ARR, T_MAP };
 
 /* ---------------------------------------------------------------- the arena ---- */
@@ -1016,6 +1016,17 @@ static int64_t count_op(arena *a, const cop *op, node *val, node *v, const call_
         return distinct(a, val, now, op, call->number_hash);
     case K_LIVE:
         return live_count(val, now, call);
+    case K_DENY: { /* local.py K_DENY: the rule's deny flag in the caller IP's value */
+        node *deny = mget(val, "d", 1);
+        if (deny == NULL || deny->t != T_MAP)
+            return 0;
+        node *until = mget(deny, op->slot, op->slot_n);
+        if (until == NULL)
+            return 0;
+        if (!small_int(until))
+            return BAIL;
+        return until->u.i > now ? 1 : 0;
+    }
     case K_COUNTRY: {
         node *countries = mget(v, "c", 1);
         if (countries == NULL || countries->t != T_MAP)

@@ -116,6 +116,8 @@ class Compiled:
             ttl[key] = max(ttl[key], window + P.KEY_MARGIN_MS)
             if rule is None:
                 ops.append([kind, key, 0, window, 0, "x", "", extra])
+            elif kind == "p":  # the rule's deny flag in the caller IP's value: 1 or 0
+                ops.append([kind, key, rule.name, window, 0, rule.act, rule.name, extra])
             else:
                 name = rule.name if rule.act in "rb" else ""  # the script names only these
                 ops.append([kind, key, counter_id(kind, rule.slot, window), window, rule.limit,
@@ -160,5 +162,9 @@ class Compiled:
                 wanted.append((rule, "d", ACCOUNT, rule.window_ms, 0))
         if has_ip:
             for rule in self.per_ip:
-                wanted.append((rule, "c", CALLER_IP, rule.window_ms, 0))
+                if rule.kind == "identity_scan":  # refusing (plan.refuses_caller_ip): its
+                    # deny flag, read, never written (window 0: no ttl of its own)
+                    wanted.append((rule, "p", CALLER_IP, 0, 0))
+                else:
+                    wanted.append((rule, "c", CALLER_IP, rule.window_ms, 0))
         return wanted

@@ -594,16 +594,23 @@ class Fraud:
         return verdict
 
     async def refused(
-        self, account_id: str | None, identity: str, session_id: str, tariff: str = ""
+        self,
+        account_id: str | None,
+        identity: str,
+        session_id: str,
+        tariff: str = "",
+        caller_ip: str = "",
     ) -> Verdict:
         """Count one Access-Reject (failed_attempts): of an account (a refusing rule
         refuses this identity's calls for its cooldown), with its tariff's overrides as
         authorize and the CDRs take them ("" = the default plan's), or of an identity no
-        account has (alerts only)."""
+        account has (alerts only; and identity_scan of its ``caller_ip``: scan)."""
         now = self.clock_ms()
         if account_id is None:
             if not identity:
                 return ALLOWED
+            if caller_ip:
+                await self.scan(caller_ip, identity, session_id)
             rules = self.book.base
             plan = P.Plan(now, identity)
             P.stranger_ops(plan, rules, identity, session_id)
@@ -620,6 +627,30 @@ class Fraud:
         P.refusal_ops(plan, rules, account_id, session_id)
         verdict = await self._event_verdict(plan, account_id, rules)
         self._after(verdict, account_id, None, None, call=session_id)
+        return verdict
+
+    async def scan(self, caller_ip: str, identity: str, session_id: str) -> Verdict:
+        """Count an identity no account has, tried from ``caller_ip`` (identity_scan: the
+        distinct ones in the window, a SIPVicious-style scan of extensions). A refusing
+        rule over its limit writes its deny flag in the IP's value for its cooldown:
+        authorize refuses every call from there (known accounts' too: op 'p') until then,
+        or until `ctl fraud lift --caller-ip`. Alerts: one incident per rule and IP.
+        Of the base rules (no account: no override applies to the count)."""
+        rules = [r for r in self.book.base if r.kind == "identity_scan"]
+        if not rules:
+            return ALLOWED
+        plan = P.Plan(self.clock_ms(), "")  # "": the deny flag is the whole IP's
+        P.scan_ops(plan, rules, caller_ip, identity)
+        value = FK.ip_value_key(caller_ip)
+        keys = P.head_keys(plan, value, [value, value])
+        argv = plan.argv()
+        if self.local is not None:  # the IP value's bytes after it (event.lua ARGV[8])
+            argv[7] = 1
+        reply = await self._send(self._event, keys, argv)
+        if self.local is not None and len(reply) > 5:
+            self.local.learnt(value, reply[5])
+        verdict = P.decode(plan, reply, {r.name: r for r in rules})
+        self._after(verdict, caller_ip, None, None, call=session_id)
         return verdict
 
     async def _event_verdict(self, plan: P.Plan, account_id: str, rules: Sequence[Rule]) -> Verdict:
@@ -755,7 +786,9 @@ class Fraud:
             raise chained(ValueError(f"--caller-ip {ip!r}: not an IP address"), None) from None
         shown = str(address)
         key = FK.ip_value_key(shown)
-        had = bool(await self.redis.delete(key))
+        # its value (velocity counts, identity_scan's deny flag) and the unknown
+        # identities it tried (identity_scan's count: left, the next one refused it again)
+        had = bool(await self.redis.delete(key, FK.ip_scan_key(shown)))
         if self.local is not None:
             self.local.values.drop(key)  # this process's copy (the others' meet the change)
         await self._resolve(shown, who=who, why=why)

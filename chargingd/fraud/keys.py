@@ -18,7 +18,10 @@ rule, the account's block and the sessions' authorize script share one Cluster s
   {a:ID}:fr:ev          hash  spend and answer buckets of the event rules (SLOT:m/a/n:B;
                               SLOT:t:B when bucket B's last event came)
   {a:ID}:fr:seen        zset  CDR / refusal ids already counted (re-deliveries)
-  {fip:IP}:fr:v         string  one caller IP's state (velocity per caller IP)
+  {fip:IP}:fr:v         string  one caller IP's state (velocity per caller IP; the deny
+                              flag of an identity_scan rule that refuses it)
+  {fip:IP}:fr:scan      zset  identities no account has that the IP tried (identity_scan;
+                              score slot*1e13+ms, member the identity)
   {fid:IDENT}:fr:log    zset  refusals of an identity no account has
   {fid:IDENT}:fr:v      string  that identity's state (read for its since; never written)
 """
@@ -62,6 +65,10 @@ def ip_tag(ip: str) -> str:
 
 def ip_value_key(ip: str) -> str:
     return f"{ip_tag(ip)}:fr:v"
+
+
+def ip_scan_key(ip: str) -> str:
+    return f"{ip_tag(ip)}:fr:scan"
 
 
 def stranger_tag(identity: str) -> str:

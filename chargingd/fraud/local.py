@@ -258,9 +258,9 @@ def _expiry(value: dict[Any, Any], now: int, ttl: int) -> int:
 
 
 # An op's kind (fraud.lua's letters) as a small number
-K_COUNT, K_IDENTITY, K_RANGE, K_DISTINCT, K_LIVE, K_COUNTRY, K_NONE = range(7)
+K_COUNT, K_IDENTITY, K_RANGE, K_DISTINCT, K_LIVE, K_COUNTRY, K_NONE, K_DENY = range(8)
 _KINDS: Final = {"c": K_COUNT, "i": K_IDENTITY, "g": K_RANGE, "d": K_DISTINCT, "l": K_LIVE,
-                 "n": K_COUNTRY}  # fmt: skip
+                 "n": K_COUNTRY, "p": K_DENY}  # fmt: skip
 
 
 class Op:
@@ -287,8 +287,9 @@ class Op:
         self.limit: int = 0 if self.kind == K_COUNTRY else int(limit)
         self.rank: int = -1 if act == "x" else _rank(act)
         self.extra: int = int(fields[7])  # range digits
-        # counts in its value (the value is written): not the live calls, not countries
-        self.counts: bool = self.kind != K_LIVE and self.kind != K_COUNTRY
+        # counts in its value (the value is written): not the live calls, not countries,
+        # not a deny flag read
+        self.counts: bool = self.kind not in (K_LIVE, K_COUNTRY, K_DENY)
 
     def spec(self) -> tuple[Any, ...]:
         """The op as fraud/_local.c's compile_ops takes it."""
@@ -330,6 +331,10 @@ def _count(op: Op, val: dict[Any, Any], v: dict[Any, Any], call: Call) -> int:
             return 0
         last = countries.get(country, 0)
         return len(countries) if last < now - op.win else 0
+    if kind == K_DENY:  # fraud.lua 'p': the rule's deny flag in the caller IP's value
+        deny = val.get(D)
+        until = deny.get(op.slot_b, 0) if isinstance(deny, dict) else 0
+        return 1 if until > now else 0
     return 0
 
 

@@ -161,14 +161,32 @@ def with_block(plan: Plan | AuthPlan, steps: StepBuilder, account_id: str) -> li
 def split(rules: Sequence[Rule]) -> tuple[tuple[Rule, ...], tuple[Rule, ...], bool]:
     """A rule set as authorize uses it: its authorize rules (but per caller IP), its
     rules per caller IP, and whether it must read deny flags (needs_check)."""
-    per_ip = tuple(r for r in rules if r.kind == "velocity" and r.scope == "caller_ip")
+    per_ip = tuple(
+        r
+        for r in rules
+        if (r.kind == "velocity" and r.scope == "caller_ip") or refuses_caller_ip(r)
+    )
     own = tuple(r for r in rules if r.at_authorize and r not in per_ip)
     return own, per_ip, needs_check(rules)
 
 
+def refuses_caller_ip(rule: Rule) -> bool:
+    """An identity_scan rule that refuses (not in shadow): authorize reads its deny flag in
+    the caller IP's value (op 'p'). One that only alerts (the default) adds nothing to
+    authorize: it counts on the Access-Rejects of unknown identities alone."""
+    return rule.kind == "identity_scan" and rule.action is Action.REFUSE and not rule.shadow
+
+
 def needs_check(rules: Sequence[Rule]) -> bool:
-    """An account with an event rule that refuses must have its deny flags read."""
-    return any(not r.at_authorize and r.action is Action.REFUSE and not r.shadow for r in rules)
+    """An account with an event rule that refuses must have its deny flags read (an
+    identity_scan rule's flag is the caller IP's: its own op, split's per_ip)."""
+    return any(
+        not r.at_authorize
+        and r.kind != "identity_scan"
+        and r.action is Action.REFUSE
+        and not r.shadow
+        for r in rules
+    )
 
 
 # -- call events --------------------------------------------------------------------
@@ -247,6 +265,18 @@ def stranger_ops(plan: Plan, rules: Sequence[Rule], identity: str, session_id: s
             alert_only = _alert_only(rule)
             key = FK.stranger_log_key(identity)
             plan.add(alert_only, "c", key, rule.window_ms, session_id)
+
+
+def scan_ops(plan: Plan, rules: Sequence[Rule], caller_ip: str, identity: str) -> None:
+    """An Access-Reject of an identity no account has, from ``caller_ip``: identity_scan
+    counts the distinct identities the address tried (member: the identity, so a
+    retransmission or a phone retrying its one wrong user counts once). A refusing rule
+    over its limit writes its deny flag (its name alone: the plan's identity is "") in
+    the caller IP's value, which authorize reads (op 'p')."""
+    for rule in rules:
+        if rule.kind == "identity_scan":
+            key = FK.ip_scan_key(caller_ip)
+            plan.add(rule, "c", key, rule.window_ms, identity, extra=rule.cooldown_ms)
 
 
 def _alert_only(rule: Rule) -> Rule:

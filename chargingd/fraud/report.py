@@ -33,19 +33,25 @@ def _measure(rule: Rule, count: int, dest: Destination | None, currency: str) ->
         # the account's currency (the CDR's): its minor unit and code (1500 JPY)
         spent, cap = money_text(count, currency), money_text(rule.limit, currency)
         return f"spent {spent} in {window} (cap {cap})"
+    if rule.kind == "identity_scan":
+        if dest is not None:  # authorize: a call from the address its deny flag refuses
+            return f"a call from a caller IP that tried over {rule.limit} unknown identities"
+        return f"{count} unknown identities in {window} (limit {rule.limit})"
     if rule.kind == "asr":
         return f"ASR {count}% in {window} (lowest {rule.limit}%, {rule.min_calls}+ calls)"
     return f"{count} calls in {window} (limit {rule.limit})"
 
 
-def _outcome(fired: Fired, verdict: Verdict) -> str:
+def _outcome(fired: Fired, verdict: Verdict, at_call: bool = False) -> str:
+    """``at_call``: fired in authorize (an identity_scan rule refuses the call itself
+    there, its next calls from its Access-Rejects)."""
     rule = fired.rule
     if rule.shadow:
         return f"shadow: would {rule.action.value}" if rule.action is not Action.ALERT else "shadow"
     if verdict.rule is rule and verdict.decision is Decision.BLOCK:
         return "account blocked" if verdict.blocked_now else "refused (account blocked)"
     if verdict.rule is rule and verdict.decision is Decision.REFUSE:
-        return "refused" if rule.at_authorize else "next calls refused"
+        return "refused" if rule.at_authorize or at_call else "next calls refused"
     by = verdict.rule
     if rule.action is not Action.ALERT and by is not None and not verdict.allowed:
         # A refusing or blocking rule that fired with another that decided: its call (its
@@ -69,7 +75,7 @@ def alert_for(
     rule = fired.rule
     if rule.scope == "caller_ip" and facts is not None and facts.caller_ip:
         subject = facts.caller_ip
-    outcome = _outcome(fired, verdict)
+    outcome = _outcome(fired, verdict, facts is not None)
     summary = f"{rule.name}: {_measure(rule, fired.count, dest, currency)}: {outcome}"
     details: dict[str, Any] = {
         "rule": rule.name,

@@ -83,6 +83,7 @@ def compile_rule(
     caps = tuple(sorted((c, parse_amount(a)) for c, a in (cfg.max_amounts or {}).items()))
     limit = {
         "distinct_destinations": cfg.max_destinations,
+        "identity_scan": cfg.max_identities,
         "spend": spend_cap(cfg, caps, currency),
         "asr": cfg.min_asr_pct,
     }.get(cfg.kind, cfg.max_calls)
@@ -99,7 +100,8 @@ def compile_rule(
         message=cfg.message or default_message,
         window_ms=(window_s or 0) * 1000,
         limit=limit or 0,
-        scope=cfg.scope or "account",
+        # identity_scan counts per caller IP (its alerts' subject, its refusal's value)
+        scope="caller_ip" if cfg.kind == "identity_scan" else cfg.scope or "account",
         match=cfg.match or DEFAULT_MATCH,
         range_digits=cfg.range_digits or 0,
         max_duration_s=cfg.max_duration_s or 0,

@@ -186,6 +186,7 @@ class Authorizer:
             call.session_id,
             admitted=attempt.admitted,
             tariff=attempt.tariff,
+            caller_ip=attempt.caller_ip,
         )
 
     async def _decide(self, call: CallInfo, attempt: Attempt | None) -> Authorized | Refused:

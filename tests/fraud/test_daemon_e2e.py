@@ -22,6 +22,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -693,3 +694,151 @@ async def test_a_rules_refusal_carries_the_h323_return_code_it_names(tmp_path: P
     finally:
         print(f"---- daemon log ----\n{daemon.log()}")
         daemon.kill()
+
+
+# -- identity_scan: a SIPVicious-style scan of unknown identities from one caller IP ----
+# Each Access-Request of the scan is refused as `unknown account`. Before, those rejects
+# were counted per identity only (each tried once: never near failed_attempts' limit),
+# and no rule saw the scan. Two daemons on one Redis, the scan spread over both: the
+# address that tried more than max_identities unknown identities raises exactly one
+# alert (one incident, counted) and, with action refuse, is refused for its cooldown, for
+# known accounts too, with the rule's Reply-Message; an address just under the limit
+# stays quiet; another address's account is untouched; `ctl fraud lift --caller-ip`
+# ends it.
+
+SCANNER = "203.0.113.66"
+QUIET = "198.51.100.7"
+OTHER = "192.0.2.10"
+LIMIT = 5  # distinct unknown identities in the window; the 6th fires
+MESSAGE = "scanning: refused"
+
+SCAN_RULES = f"""
+[[fraud.rules]]
+name = "velocity-ip"
+kind = "velocity"
+scope = "caller_ip"
+max_calls = 300
+window_s = 60
+
+[[fraud.rules]]
+name = "identity-scan"
+kind = "identity_scan"
+max_identities = {LIMIT}
+window_s = 300
+cooldown_s = 600
+action = "refuse"
+message = "{MESSAGE}"
+"""
+
+
+@dataclass
+class IpCall(Call):
+    """A call whose gateway names the caller's signalling address (h323-remote-address,
+    what the rules per caller IP count by)."""
+
+    caller_ip: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        remote = b"h323-remote-address=" + self.caller_ip.encode()
+        self.attrs += rc.cisco_vsa(rc.H323_REMOTE_ADDRESS, remote)
+
+
+def make_call(user: str, ip: str) -> IpCall:
+    return IpCall(f"{user}-{next(_ids)}", user, called=UK, caller_ip=ip)
+
+
+@pytest.fixture(params=[0, 1000], ids=["rules-in-lua", "decided-in-daemons"])
+def scan_daemons(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: aioredis.Redis, request: Any
+) -> Iterator[tuple[Daemon, Daemon]]:
+    started = []
+    try:
+        for name in ("one", "two"):
+            where = tmp_path / name
+            where.mkdir()
+            setup = functools.partial(
+                write_setup,
+                where,
+                top=fraud_toml(SCAN_RULES, local_values=request.param),
+                redis=f'url = "{redis_server.url}"',
+                tariff_text=TARIFF,
+            )
+            started.append(start_daemon(setup, where / "daemon.log"))
+        yield started[0], started[1]
+    finally:
+        for d in started:
+            print(f"---- daemon log {d.setup.data} ----\n{d.log()}")
+            d.kill()
+
+
+async def scan(daemons: tuple[Daemon, Daemon], ip: str, count: int, tag: str) -> None:
+    """``count`` unknown extensions tried from ``ip``, alternately on each daemon: each an
+    Access-Reject `unknown account`."""
+    for i in range(count):
+        answer = await place(daemons[i % 2], make_call(f"{tag}{100 + i}", ip), start=False)
+        assert answer.code == rc.ACCESS_REJECT
+        assert answer.text(rc.REPLY_MESSAGE) == "unknown account"
+
+
+def scan_incidents(daemon: Daemon) -> list[dict[str, Any]]:
+    return [i for i in fraud_incidents(daemon) if i["kind"] == "fraud.identity_scan"]
+
+
+async def wait_for_incident(daemon: Daemon) -> dict[str, Any]:
+    for _ in range(100):
+        found = scan_incidents(daemon)
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no identity_scan alert")
+
+
+async def test_a_scan_of_unknown_identities_refuses_its_caller_ip(
+    scan_daemons: tuple[Daemon, Daemon],
+) -> None:
+    daemons = scan_daemons
+    one, two = daemons
+    one.create_account("alice", "100.00")
+    one.create_account("bob", "100.00")
+    # alice calls from the address before the scan: each daemon knows its value
+    for d in daemons:
+        assert (await place(d, make_call("alice", SCANNER), start=False)).code == rc.ACCESS_ACCEPT
+
+    # just under: LIMIT unknown identities (one of them retried) stay quiet
+    await scan(daemons, QUIET, LIMIT, "q")
+    await place(one, IpCall("q-retry", "q100", called=UK, caller_ip=QUIET), start=False)
+    await scan(daemons, SCANNER, LIMIT, "s")
+    await asyncio.sleep(0.5)  # the rejects are counted in the background
+    assert scan_incidents(one) == []
+    for d in daemons:
+        assert (await place(d, make_call("alice", SCANNER), start=False)).code == rc.ACCESS_ACCEPT
+
+    # the scan goes on: the 6th unknown identity fires; 12 in all
+    await scan(daemons, SCANNER, 7, "t")
+    incident = await wait_for_incident(one)
+    await asyncio.sleep(0.5)
+    (incident,) = scan_incidents(one)  # one incident, however many rejects fired it
+    assert incident["incident"] == f"fraud.identity-scan:{SCANNER}", incident
+    assert incident["count"] >= 2, incident  # the 6th..12th counted into it
+    assert incident["details"]["outcome"] == "next calls refused", incident
+
+    # the address is refused for known accounts too, on both daemons, with its message
+    for d in daemons:
+        answer = await place(d, make_call("alice", SCANNER), start=False)
+        assert answer.code == rc.ACCESS_REJECT
+        assert answer.text(rc.REPLY_MESSAGE) == MESSAGE
+        assert (await place(d, make_call("bob", OTHER), start=False)).code == rc.ACCESS_ACCEPT
+        assert (await place(d, make_call("alice", QUIET), start=False)).code == rc.ACCESS_ACCEPT
+    assert [i["incident"] for i in scan_incidents(two)] == [f"fraud.identity-scan:{SCANNER}"]
+
+    shown = subprocess.run(
+        [str(BIN), "ctl", "--config", str(one.setup.config), "fraud", "lift",
+         "--caller-ip", SCANNER, "--reason", "the SBC blocks the scanner now"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    for d in daemons:
+        assert (await place(d, make_call("alice", SCANNER), start=False)).code == rc.ACCESS_ACCEPT
+    (resolved,) = scan_incidents(one)
+    assert resolved["state"] == "resolved", resolved

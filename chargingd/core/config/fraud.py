@@ -49,6 +49,10 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
     "failed_attempts": (frozenset({"max_calls", "window_s"}), frozenset({"cooldown_s"})),
     "asr": (frozenset({"min_asr_pct", "min_calls", "window_s"}), frozenset({"cooldown_s"})),
+    # identities no account has, tried from one caller IP (a SIPVicious-style scan of
+    # extensions through the SBC): counted on the Access-Rejects; refuse: every call from
+    # that IP refused for the cooldown, known accounts' too (docs/fraud.md)
+    "identity_scan": (frozenset({"max_identities", "window_s"}), frozenset({"cooldown_s"})),
 }
 AUTHORIZE_KINDS = frozenset(
     {
@@ -67,6 +71,7 @@ THRESHOLDS = frozenset(
         "window_s",
         "max_calls",
         "max_destinations",
+        "max_identities",
         "max_amount",
         "max_amounts",
         "scope",
@@ -165,6 +170,7 @@ class RuleConfig:
     window_s: int | None = None
     max_calls: int | None = None  # the rule fires at call max_calls + 1 in the window
     max_destinations: int | None = None
+    max_identities: int | None = None  # identity_scan: distinct unknown identities
     # spend caps: per currency (ISO 4217 code -> decimal in that currency: {JPY =
     # "8000", EUR = "50.00"}), and max_amount, in each account's own currency, for the
     # accounts of a currency max_amounts does not list; an account of a currency that
@@ -221,6 +227,7 @@ class RuleOverride:
     window_s: int | None = None
     max_calls: int | None = None
     max_destinations: int | None = None
+    max_identities: int | None = None
     max_amount: str | None = None
     max_amounts: dict[str, str] | None = None  # merged into the rule's, per currency
     max_duration_s: int | None = None
@@ -244,6 +251,7 @@ def check_thresholds(obj: RuleConfig | RuleOverride, where: str) -> None:
     """Nonsensical values of the thresholds ``obj`` sets (None: not set)."""
     _bounded(obj, "window_s", 1, MAX_WINDOW_S, where)
     _bounded(obj, "max_destinations", 1, MAX_COUNT, where)
+    _bounded(obj, "max_identities", 1, MAX_COUNT, where)
     _bounded(obj, "max_duration_s", 1, 3600, where)
     _bounded(obj, "min_asr_pct", 1, 100, where)
     _bounded(obj, "min_calls", 1, MAX_COUNT, where)
@@ -291,6 +299,11 @@ def _check_rule_extras(rule: RuleConfig, where: str) -> None:
     for country in rule.exempt_countries or ():
         if fault := _country_fault(country):
             raise ValueError(f"{where}: exempt country {country!r} {fault}")
+    if rule.kind == "identity_scan" and rule.action == "block":
+        raise ValueError(
+            f"{where}: an identity_scan rule refuses its caller IP (no account to block):"
+            " action alert or refuse"
+        )
     if rule.kind == "asr" and rule.action == "block" and (rule.min_calls or 0) < 10:
         raise ValueError(f"{where}: blocking on ASR needs min_calls >= 10")
 
@@ -337,6 +350,8 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
     _rule("short-calls", "short_calls", max_duration_s=6, max_calls=20, window_s=600),
     _rule("failed-attempts", "failed_attempts", max_calls=20, window_s=300),
     _rule("asr-collapse", "asr", min_asr_pct=10, min_calls=30, window_s=3600),
+    # last: a rule's slot is its position, and the counters of the rules above keep theirs
+    _rule("identity-scan", "identity_scan", max_identities=20, window_s=300),
 )
 
 

@@ -65,7 +65,10 @@
 -- Op kinds: 'c' count per slot, 'i' count per slot and identity, 'g' count per slot and
 --   range (the number less its last `extra` digits), 'd' distinct numbers, 'l' live
 --   calls (window: how long an entry lives), 'n' a country called before (window: the
---   memory)
+--   memory), 'p' the caller IP refused: 1 while its value holds the deny flag of the
+--   op's rule (counter id: the rule's name; an identity_scan rule that refuses writes it
+--   from the Access-Rejects of unknown identities, fraud_event), else 0 (limit 0; never
+--   written)
 -- Act: 'a' alert, 'r' refuse, 'b' block, 's' shadow (reported, never acted on),
 --   'x' learn only (never fires)
 -- Returns {verdict, deciding op (0 none), blocked now 0|1, {op, count, ...} fired,
@@ -630,6 +633,8 @@ local function fr_generate(ops)
           .. fr_lit(limit) .. ', ARGV[$F_HASH] + 0)')
     elseif kind == 'l' then
       add('count = fr_live(' .. v .. ', now, sid)')
+    elseif kind == 'p' then
+      add('do local d = ' .. v .. '.d count = (d and (d[' .. fr_lit(slot) .. '] or 0) > now) and 1 or 0 end')
     elseif kind == 'n' then
       add('do local last = (acc.c and acc.c[ARGV[$F_COUNTRY]]) or 0 count = 0')
       add('if last < now - ' .. fr_lit(win) .. ' then count = fr_size(acc.c) end')
@@ -638,7 +643,7 @@ local function fr_generate(ops)
     else
       add('count = 0')
     end
-    if kind ~= 'l' and kind ~= 'n' then add(v .. '._dirty = true') end
+    if kind ~= 'l' and kind ~= 'n' and kind ~= 'p' then add(v .. '._dirty = true') end
     if act ~= 'x' then
       add('if count > ' .. fr_lit(lim) .. ' then')
       add('if not fired then fired, counts = {}, {} end')
@@ -739,17 +744,22 @@ local function fraud_check(KEYS, ARGV)
                                            ops[o + 5], ops[o + 6]
     local v = fr_load(KEYS[k == 5 and $F_IP or $F_VALUE])
     local hit, count = false, 0
+    -- (the counting kinds set the value dirty: 'l', 'n' and 'p' write nothing here)
     if kind == 'c' then
       count = fr_bucket(v.w, slot, now, win)  -- per rule and window ('SLOT/WIN_S')
+      v._dirty = true
     elseif kind == 'i' then
       -- per identity, capped like the ranges: a PBX with thousands of extensions
       count = fr_capped(v, 'h', slot .. '|' .. identity, now, win)
+      v._dirty = true
     elseif kind == 'g' then
       local number = ARGV[$F_NUMBER]
       local range = string.sub(number, 1, math.max(2, #number - ops[o + 8]))  -- destinations.py
       count = fr_capped(v, 'g', slot .. '|' .. range, now, win)
+      v._dirty = true
     elseif kind == 'd' then
       count = fr_distinct(v, now, slot, win, limit, tonumber(ARGV[$F_HASH]))
+      v._dirty = true
     elseif kind == 'l' then
       count = fr_live(v, now, sid)
     elseif kind == 'n' then
@@ -759,8 +769,9 @@ local function fraud_check(KEYS, ARGV)
       end
       if last < now - math.min(DAY_MS, win / 100) then fr_learn = 1 end  -- fraud_admit
       limit = 0
+    elseif kind == 'p' then  -- an identity_scan rule's deny flag in the caller IP's value
+      count = (v.d and (v.d[slot] or 0) > now) and 1 or 0
     end
-    if kind ~= 'l' and kind ~= 'n' then v._dirty = true end
     hit = count > limit
     if hit and act ~= 'x' then
       fired[#fired + 1] = i
