@@ -59,7 +59,8 @@ class AlertMethods:
         return self.alerts
 
     async def alert_list(self, p: Params, who: str) -> dict[str, Any]:
-        """Incidents opened since ``since_ms`` (epoch ms), newest first."""
+        """Incidents opened, counted or resolved since ``since_ms`` (epoch ms), newest
+        first (AlertStore.incidents)."""
         incidents = await self._alert_stream().incidents(
             since_ms=p.integer("since_ms", 0, hi=1 << 62),
             kind_prefix=p.text("kind", ""),

@@ -48,7 +48,10 @@ def alert_list_options(p: argparse.ArgumentParser, *, kind: str | None = None) -
     """--since/--limit of `ctl alerts list` (with --kind) and `ctl fraud alerts` (whose
     kinds are fixed: ``kind``)."""
     json_option(p)
-    p.add_argument("--since", help="opened since: 30m, 24h, 7d, an ISO time or epoch ms")
+    p.add_argument(
+        "--since",
+        help="opened, counted or resolved since: 30m, 24h, 7d, an ISO time or epoch ms",
+    )
     p.add_argument("--limit", type=int, default=100, help="at most this many incidents")
     if kind is None:
         p.add_argument("--kind", help="only kinds starting with this (fraud., kpi.)")

@@ -176,8 +176,8 @@ class Alerts:
     async def incidents(
         self, *, since_ms: int = 0, kind_prefix: str = "", limit: int = 100
     ) -> list[Incident]:
-        """Incidents opened since ``since_ms`` (of kinds starting with ``kind_prefix``),
-        newest first, with their counts and first calls."""
+        """Incidents opened, counted or resolved since ``since_ms`` (of kinds starting
+        with ``kind_prefix``), newest first, with their counts and first calls."""
         return await self.store.incidents(since_ms=since_ms, kind_prefix=kind_prefix, limit=limit)
 
     async def settle(self) -> None:

@@ -7,6 +7,9 @@ one slot is plenty).
   {alerts}:stream           stream  "opened" and "closed" entries of every incident
   {alerts}:inc:KEY          hash    the latest incident of KEY (count, first/last ms)
   {alerts}:inc:KEY:calls    list    its triggering calls, the first calls_kept
+  {alerts}:touched          zset    incident key -> ms of its last raise or resolve (the
+                                    listing since a time: incidents opened before it
+                                    and counted or resolved after it)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from chargingd.alerts.types import Incident, Raised, Severity
 
 STREAM = "{alerts}:stream"
+TOUCHED = "{alerts}:touched"
 _PAGE = 500
 
 
@@ -73,7 +77,7 @@ class AlertStore:
         now_ms: int,
     ) -> Raised:
         """Count one occurrence (arguments already checked by Alerts.raise_alert)."""
-        keys = [incident_key(key), calls_key(key), STREAM]
+        keys = [incident_key(key), calls_key(key), STREAM, TOUCHED]
         args = [key, kind, severity.value, summary, details_json, call, now_ms]
         args += [self.window_ms, self.retention_ms, self.calls_kept, self.stream_maxlen]
         reply = await self._raise(keys=keys, args=args)
@@ -83,7 +87,7 @@ class AlertStore:
 
     async def resolve(self, key: str, *, who: str, why: str) -> Incident | None:
         """Close the open incident of ``key``; None when none is open."""
-        keys = [incident_key(key), calls_key(key), STREAM]
+        keys = [incident_key(key), calls_key(key), STREAM, TOUCHED]
         args = [key, self.clock_ms(), who, why, self.stream_maxlen]
         reply = await self._resolve(keys=keys, args=args)
         if _s(reply[0]) != "resolved":
@@ -128,7 +132,60 @@ class AlertStore:
     async def incidents(
         self, *, since_ms: int = 0, kind_prefix: str = "", limit: int = 100
     ) -> list[Incident]:
-        """Incidents opened at or after ``since_ms``, newest first, with their counts."""
+        """Incidents of ``since_ms`` on, newest first, with their counts: opened at or
+        after it, then those opened before it that were counted (raised again), resolved
+        or went quiet at or after it (an operator asking what happened since 02:00 means
+        an attack that began at 01:50 and goes on too; the listing used to show only the
+        incidents opened since)."""
+        out = await self._opened_since(since_ms, kind_prefix, limit)
+        if since_ms <= 0 or len(out) >= limit:
+            return out
+        seen = {i.id for i in out}
+        older = await self._touched_since(since_ms, kind_prefix, seen)
+        older.sort(key=lambda i: (i.first_ms, i.id), reverse=True)
+        return out + older[: limit - len(out)]
+
+    async def _touched_since(
+        self, since_ms: int, kind_prefix: str, seen: set[str]
+    ) -> list[Incident]:
+        """Incidents opened before ``since_ms`` (not in ``seen``) and touched since: the
+        latest incident of each key raised or resolved since (TOUCHED), and older ones of
+        those keys whose 'closed' entry (resolved, or quiet after its last raise) is of
+        since_ms on."""
+        out: list[Incident] = []
+        keys = await self.redis.zrangebyscore(TOUCHED, since_ms, "+inf")
+        for key in (_s(k) for k in keys):
+            latest = await self.latest(key)
+            if latest is None or latest.id in seen or not latest.kind.startswith(kind_prefix):
+                continue
+            seen.add(latest.id)
+            out.append(latest)
+        # Closed since: the stream's 'closed' entries written since since_ms (a stream
+        # id is the time its entry was written)
+        start = f"{max(since_ms, 0)}-0"
+        while True:
+            page = await self.redis.xrange(STREAM, start, "+", count=_PAGE)
+            for entry_id, raw in page:
+                fields = _fields(raw)
+                fields["_entry_ms"] = _s(entry_id).partition("-")[0]
+                if fields.get("event") != "closed" or fields.get("id", "") in seen:
+                    continue
+                if not _closed_since(fields, since_ms):
+                    continue
+                opened = await self.redis.xrange(STREAM, fields["id"], fields["id"])
+                if not opened:  # trimmed away (stream_maxlen)
+                    continue
+                head = _fields(opened[0][1])
+                if not head.get("kind", "").startswith(kind_prefix):
+                    continue
+                seen.add(fields["id"])
+                out.append(await self._incident(fields["id"], head, fields))
+            if len(page) < _PAGE:
+                return out
+            start = f"({_s(page[-1][0])}"
+
+    async def _opened_since(self, since_ms: int, kind_prefix: str, limit: int) -> list[Incident]:
+        """Incidents opened at or after ``since_ms``, newest first."""
         out: list[Incident] = []
         closing: dict[str, dict[str, str]] = {}  # id -> its "closed" entry (newer)
         top = "+"
@@ -173,3 +230,13 @@ class AlertStore:
             state="resolved" if closed["why"] == "resolved" else "quiet",
             closed={k: closed[k] for k in ("why", "by", "note") if closed.get(k)},
         )
+
+
+def _closed_since(closed: dict[str, str], since_ms: int) -> bool:
+    """A 'closed' entry of an incident touched at or after ``since_ms``: resolved then
+    (closed_ms; an entry written before closed_ms was kept: its stream id's time), or
+    quiet with its last raise then."""
+    if closed.get("why") == "resolved":
+        at = closed.get("closed_ms") or closed.get("_entry_ms", "0")
+        return int(at) >= since_ms
+    return int(closed.get("last_ms", "0")) >= since_ms

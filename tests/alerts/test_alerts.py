@@ -131,6 +131,46 @@ async def test_listing_filters_by_kind_and_since(redis: aioredis.Redis, clock: C
     assert [i.key for i in await alerts.incidents(limit=1)] == ["fraud.velocity:acc2"]
 
 
+async def test_listing_since_shows_incidents_counted_or_resolved_since(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """`ctl fraud alerts --since 02:00` (and `ctl alerts list`, the dashboard): an attack
+    that began at 01:50 and went on after 02:00 is listed, as is one resolved after 02:00
+    and an older incident of a key that went quiet after it; one left alone since is not.
+    Before, only the incidents opened since were listed."""
+    alerts = make_alerts(redis, clock, window_s=600)
+    await raise_one(alerts, key="fraud.velocity:going-on")
+    await raise_one(alerts, key="fraud.velocity:resolved")
+    await raise_one(alerts, key="fraud.velocity:untouched")
+    await raise_one(alerts, key="fraud.velocity:reopened")
+    await alerts.raise_alert("kpi.asr", severity="warning", incident="kpi.asr:gw1")
+    clock.advance(60)
+    since = clock()
+    clock.advance(60)
+    await raise_one(alerts, "sid-late", key="fraud.velocity:going-on")
+    await raise_one(alerts, key="fraud.velocity:reopened")  # its last raise: since
+    await alerts.raise_alert("kpi.asr", severity="warning", incident="kpi.asr:gw1")
+    await alerts.resolve("fraud.velocity:resolved", who="admin:ops", why="fixed")
+    clock.advance(700)  # past the window: the next raise of reopened opens a new one
+    await raise_one(alerts, key="fraud.velocity:reopened")
+    listed = await alerts.incidents(since_ms=since, kind_prefix="fraud.")
+    shown = [(i.key, i.state, i.count) for i in listed]
+    assert shown == [
+        ("fraud.velocity:reopened", "open", 1),  # opened since
+        # opened before (newest opened first): counted, resolved, counted since
+        ("fraud.velocity:reopened", "quiet", 2),
+        ("fraud.velocity:resolved", "resolved", 1),
+        ("fraud.velocity:going-on", "quiet", 2),
+    ], shown
+    assert "fraud.velocity:untouched" not in {i.key for i in listed}
+    assert [i.key for i in await alerts.incidents(since_ms=since, kind_prefix="kpi.")] == [
+        "kpi.asr:gw1"
+    ]
+    assert len(await alerts.incidents(since_ms=since, kind_prefix="fraud.", limit=2)) == 2
+    # before ``since`` nothing changes: every incident, newest opened first
+    assert len(await alerts.incidents(kind_prefix="fraud.")) == 5
+
+
 @pytest.mark.parametrize(
     ("kind", "severity", "incident", "details", "call"),
     [

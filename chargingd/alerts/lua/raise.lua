@@ -5,6 +5,8 @@
 -- KEYS[1] {alerts}:inc:KEY  hash: the latest incident of this key
 -- KEYS[2] {alerts}:inc:KEY:calls  list: its triggering calls (the first calls_kept)
 -- KEYS[3] {alerts}:stream  one 'opened' and one 'closed' entry per incident
+-- KEYS[4] {alerts}:touched  zset: incident key -> ms of its last raise or resolve (the
+--   listing's --since: incidents opened before it and counted or resolved since)
 -- ARGV[1] incident key  ARGV[2] kind  ARGV[3] severity  ARGV[4] summary
 -- ARGV[5] details (JSON object)  ARGV[6] call ('' none)  ARGV[7] now ms
 -- ARGV[8] dedup window ms  ARGV[9] retention ms  ARGV[10] calls kept
@@ -21,6 +23,10 @@ if cur[1] and cur[3] == 'open' and now - tonumber(cur[2]) < window then
   local count = redis.call('HINCRBY', inc, 'count', 1)
   if now > tonumber(cur[2]) then redis.call('HSET', inc, 'last_ms', s(now)) end
   if call ~= '' and redis.call('LLEN', calls) < kept then redis.call('RPUSH', calls, call) end
+  if KEYS[4] then
+    redis.call('ZADD', KEYS[4], now, key)
+    redis.call('PEXPIRE', KEYS[4], retention)
+  end
   redis.call('PEXPIRE', inc, retention)
   redis.call('PEXPIRE', calls, retention)
   return {'counted', cur[1], count}
@@ -31,7 +37,7 @@ if cur[1] and cur[3] == 'open' then  -- quiet for a whole window: that incident 
   local first = redis.call('LRANGE', calls, 0, 9)
   redis.call('XADD', stream, trim[1], trim[2], trim[3], '*', 'event', 'closed',
              'id', cur[1], 'key', key, 'count', cur[4], 'last_ms', cur[2],
-             'calls', table.concat(first, '\n'), 'why', 'quiet')
+             'calls', table.concat(first, '\n'), 'why', 'quiet', 'closed_ms', cur[2])
 end
 local id = redis.call('XADD', stream, trim[1], trim[2], trim[3], '*', 'event', 'opened',
                       'key', key, 'kind', ARGV[2], 'severity', ARGV[3], 'summary', ARGV[4],
@@ -41,6 +47,11 @@ redis.call('HSET', inc, 'id', id, 'key', key, 'kind', ARGV[2], 'severity', ARGV[
            'summary', ARGV[4], 'details', ARGV[5], 'first_ms', s(now), 'last_ms', s(now),
            'count', '1', 'state', 'open')
 if call ~= '' then redis.call('RPUSH', calls, call) end
+if KEYS[4] then  -- (an incident's hash outlives its last touch by retention: so does this)
+  redis.call('ZADD', KEYS[4], now, key)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. s(now - tonumber(retention)))
+  redis.call('PEXPIRE', KEYS[4], retention)
+end
 redis.call('PEXPIRE', inc, retention)
 redis.call('PEXPIRE', calls, retention)
 return {'opened', id}

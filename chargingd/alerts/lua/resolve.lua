@@ -1,6 +1,7 @@
 -- resolve: close the open incident of a key now (an operator dealt with it); the next
 -- raise of the key opens a new incident.
 -- KEYS[1] {alerts}:inc:KEY   KEYS[2] {alerts}:inc:KEY:calls   KEYS[3] {alerts}:stream
+-- KEYS[4] {alerts}:touched (raise.lua: the key's last raise or resolve)
 -- ARGV[1] incident key  ARGV[2] now ms  ARGV[3] who  ARGV[4] why
 -- ARGV[5] stream max length (approximate)
 -- Returns {'resolved', id, count} | {'none'} (no open incident)
@@ -13,5 +14,6 @@ local first = redis.call('LRANGE', calls, 0, 9)
 redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', 'event', 'closed', 'id', cur[1],
            'key', ARGV[1], 'count', cur[3], 'last_ms', cur[4],
            'calls', table.concat(first, '\n'), 'why', 'resolved', 'by', ARGV[3],
-           'note', ARGV[4])
+           'note', ARGV[4], 'closed_ms', ARGV[2])
+if KEYS[4] then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1]) end
 return {'resolved', cur[1], tonumber(cur[3])}
