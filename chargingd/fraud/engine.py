@@ -600,17 +600,22 @@ class Fraud:
         session_id: str,
         tariff: str = "",
         caller_ip: str = "",
+        tried: Sequence[str] = (),
     ) -> Verdict:
         """Count one Access-Reject (failed_attempts): of an account (a refusing rule
         refuses this identity's calls for its cooldown), with its tariff's overrides as
         authorize and the CDRs take them ("" = the default plan's), or of an identity no
-        account has (alerts only; and identity_scan of its ``caller_ip``: scan)."""
+        account has (alerts only; and identity_scan of its ``caller_ip``: ``scan``, by
+        every identity its lookup ``tried``, else ``identity``)."""
         now = self.clock_ms()
         if account_id is None:
             if not identity:
                 return ALLOWED
             if caller_ip:
-                await self.scan(caller_ip, identity, session_id)
+                # all of them: a scan whose first lookup's identity is fixed (a lookup
+                # by ANI first, the scanner's one calling number) and whose next varies
+                # (the extensions tried) is a scan of distinct identities all the same
+                await self.scan(caller_ip, "\n".join(tried) or identity, session_id)
             rules = self.book.base
             plan = P.Plan(now, identity)
             P.stranger_ops(plan, rules, identity, session_id)
@@ -630,8 +635,9 @@ class Fraud:
         return verdict
 
     async def scan(self, caller_ip: str, identity: str, session_id: str) -> Verdict:
-        """Count an identity no account has, tried from ``caller_ip`` (identity_scan: the
-        distinct ones in the window, a SIPVicious-style scan of extensions). A refusing
+        """Count an identity no account has (the identities one Access-Request's lookup
+        tried, one per line), tried from ``caller_ip`` (identity_scan: the distinct ones in
+        the window, a SIPVicious-style scan of extensions). A refusing
         rule over its limit writes its deny flag in the IP's value for its cooldown:
         authorize refuses every call from there (known accounts' too: op 'p') until then,
         or until `ctl fraud lift --caller-ip`. Alerts: one incident per rule and IP.

@@ -187,6 +187,7 @@ class Authorizer:
             admitted=attempt.admitted,
             tariff=attempt.tariff,
             caller_ip=attempt.caller_ip,
+            tried=attempt.tried,
         )
 
     async def _decide(self, call: CallInfo, attempt: Attempt | None) -> Authorized | Refused:

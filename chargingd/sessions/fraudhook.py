@@ -144,13 +144,15 @@ class FraudHook:
         admitted: bool,
         tariff: str = "",
         caller_ip: str = "",
+        tried: tuple[str, ...] = (),
     ) -> None:
         """A refused authorize: counted for failed_attempts (with the overrides of the
-        account's tariff), and an unknown identity for identity_scan of its ``caller_ip``;
-        forgotten from the live calls when the rules had admitted it."""
+        account's tariff), and an unknown identity (``tried``: every identity its lookup
+        tried) for identity_scan of its ``caller_ip``; forgotten from the live calls when
+        the rules had admitted it."""
         if admitted and account_id is not None:
             self._soon(self.fraud.forget(account_id, session_id))
-        self._soon(self.fraud.refused(account_id, identity, session_id, tariff, caller_ip))
+        self._soon(self.fraud.refused(account_id, identity, session_id, tariff, caller_ip, tried))
 
     def _soon(self, coro: Coroutine[Any, Any, Any]) -> None:
         if len(self._pending) >= MAX_PENDING:

@@ -842,3 +842,28 @@ async def test_a_scan_of_unknown_identities_refuses_its_caller_ip(
         assert (await place(d, make_call("alice", SCANNER), start=False)).code == rc.ACCESS_ACCEPT
     (resolved,) = scan_incidents(one)
     assert resolved["state"] == "resolved", resolved
+
+
+async def test_a_scan_counts_the_identities_a_lookup_by_ani_first_tried(tmp_path: Path) -> None:
+    """A client that looks callers up by ANI first, then by user: the scanner's one calling
+    number is the first identity of every request, the extensions it tries the second.
+    Each request is a new unknown identity all the same (it used to be counted by the
+    first alone: one identity, however many extensions were scanned)."""
+    top = fraud_toml(SCAN_RULES.replace('action = "refuse"', 'action = "alert"'))
+    daemon = start_daemon(
+        lambda: write_setup(
+            tmp_path, top=top, tariff_text=TARIFF, extra='lookup = ["ani", "user"]'
+        ),
+        tmp_path / "daemon.log",
+    )
+    try:
+        for i in range(LIMIT + 1):
+            call = make_call(f"ext{200 + i}", SCANNER)  # calling +4930111111, always
+            answer = await place(daemon, call, start=False)
+            assert answer.text(rc.REPLY_MESSAGE) == "unknown account"
+        incident = await wait_for_incident(daemon)
+        assert incident["incident"] == f"fraud.identity-scan:{SCANNER}", incident
+        assert incident["details"]["count"] == LIMIT + 1, incident
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")
+        daemon.kill()
