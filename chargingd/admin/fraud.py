@@ -75,6 +75,8 @@ def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
         limits["scope"] = rule.scope
     elif kind == "destination":
         limits["match"] = list(rule.match)
+    elif kind == "shared_destination":
+        limits |= {"match": list(rule.match), "range_digits": rule.range_digits}
     elif kind == "new_country":
         limits = {"memory_days": window_s // 86400, "exempt": sorted(rule.exempt_countries)}
     elif kind == "same_destination":
@@ -82,7 +84,7 @@ def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
     elif kind == "short_calls":
         limits["max_duration_s"] = rule.max_duration_s
     name = {"distinct_destinations": "max_destinations", "spend": "max_amount"}
-    name |= {"identity_scan": "max_identities"}
+    name |= {"identity_scan": "max_identities", "shared_destination": "max_accounts"}
     name |= {"asr": "min_asr_pct", "new_country": ""}
     if kind == "spend":
         limits |= spend_thresholds(rule, currency)

@@ -289,6 +289,8 @@ class Fraud:
         self.live_ttl_ms = live_ttl_s * 1000
         self.single_redis = single_redis
         self.book = RuleBook(cfg)
+        # shared_destination rules (counted per number from the CDRs, across accounts)
+        self._shared = tuple(r for r in self.book.base if r.kind == "shared_destination")
         self.classifier = Classifier(cfg.high_risk_countries, cfg.high_risk_prefixes, matched(cfg))
         self.cut_account: CutAccount | None = None  # set by sessions: cut live calls
         # set by sessions: the key of a call's session record (a call the ledger granted:
@@ -591,7 +593,31 @@ class Fraud:
         P.cdr_ops(plan, rules, cdr)
         verdict = await self._event_verdict(plan, cdr.account_id, rules)
         self._after(verdict, cdr.account_id, None, None, call=cdr.call_id, currency=cdr.currency)
+        if self._shared and cdr.callee:
+            await self._shared_destination(cdr)
         return verdict
+
+    async def _shared_destination(self, cdr: CDR) -> None:
+        """shared_destination: the CDR's account among those that called its number (range)
+        within the window, when the number is risky by the rule's match (a Wangiri callback
+        wave: many customers calling back, once each, the premium number that rang them).
+        Per number, off the account's slot: its own script; the base rules (one number,
+        many accounts: no override applies). Alerts only, one incident per rule and range."""
+        dest = self.classifier.classify(cdr.callee)
+        for rule in self._shared:
+            if not dest.reasons(rule.match):
+                continue
+            number = dest.number
+            cut = max(len(number) - rule.range_digits, 2)
+            subject = number[:cut]
+            plan = P.Plan(self.clock_ms(), "")
+            key = FK.destination_callers_key(subject)
+            plan.add(rule, "c", key, rule.window_ms, cdr.account_id)
+            value = FK.destination_value_key(subject)
+            keys = P.head_keys(plan, value, [value, value])
+            reply = await self._send(self._event, keys, plan.argv())
+            verdict = P.decode(plan, reply, {})
+            self._after(verdict, subject, None, dest, call=cdr.call_id)
 
     async def refused(
         self,
@@ -930,7 +956,7 @@ def matched(cfg: FraudConfig) -> tuple[str, ...]:
     rule's match): the number types the classifier must tell apart."""
     out: set[str] = set()
     for rule in cfg.rules:
-        if rule.kind == "destination":
+        if rule.kind in ("destination", "shared_destination"):
             out.update(rule.match or DEFAULT_MATCH)
     return tuple(sorted(out))
 

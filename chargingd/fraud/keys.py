@@ -22,6 +22,9 @@ rule, the account's block and the sessions' authorize script share one Cluster s
                               flag of an identity_scan rule that refuses it)
   {fip:IP}:fr:scan      zset  identities no account has that the IP tried (identity_scan;
                               score slot*1e13+ms, member the identity)
+  {fdst:NUMBER}:fr:callers zset  accounts that called a risky number (range) lately
+                              (shared_destination; member the account id)
+  {fdst:NUMBER}:fr:v    string  that number's state (read for its since; never written)
   {fid:IDENT}:fr:log    zset  refusals of an identity no account has
   {fid:IDENT}:fr:v      string  that identity's state (read for its since; never written)
 """
@@ -69,6 +72,19 @@ def ip_value_key(ip: str) -> str:
 
 def ip_scan_key(ip: str) -> str:
     return f"{ip_tag(ip)}:fr:scan"
+
+
+def destination_tag(number: str) -> str:
+    """The slot of one called number (range): shared_destination counts its callers."""
+    return f"{{fdst:{number}}}"
+
+
+def destination_callers_key(number: str) -> str:
+    return f"{destination_tag(number)}:fr:callers"
+
+
+def destination_value_key(number: str) -> str:
+    return f"{destination_tag(number)}:fr:v"
 
 
 def stranger_tag(identity: str) -> str:

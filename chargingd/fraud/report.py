@@ -37,6 +37,8 @@ def _measure(rule: Rule, count: int, dest: Destination | None, currency: str) ->
         if dest is not None:  # authorize: a call from the address its deny flag refuses
             return f"a call from a caller IP that tried over {rule.limit} unknown identities"
         return f"{count} unknown identities in {window} (limit {rule.limit})"
+    if rule.kind == "shared_destination":
+        return f"{count} accounts called it in {window} (limit {rule.limit})"
     if rule.kind == "asr":
         return f"ASR {count}% in {window} (lowest {rule.limit}%, {rule.min_calls}+ calls)"
     return f"{count} calls in {window} (limit {rule.limit})"
@@ -99,6 +101,8 @@ def alert_for(
             "callee": dest.number,
             "country": dest.country,
             "number_type": dest.number_type,
-            "risky": dest.reasons(rule.match) if rule.kind == "destination" else [],
+            "risky": dest.reasons(rule.match)
+            if rule.kind in ("destination", "shared_destination")
+            else [],
         }
     return f"fraud.{rule.kind}", incident_key(rule, subject), summary, details

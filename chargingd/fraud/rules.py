@@ -84,6 +84,7 @@ def compile_rule(
     limit = {
         "distinct_destinations": cfg.max_destinations,
         "identity_scan": cfg.max_identities,
+        "shared_destination": cfg.max_accounts,
         "spend": spend_cap(cfg, caps, currency),
         "asr": cfg.min_asr_pct,
     }.get(cfg.kind, cfg.max_calls)

@@ -867,3 +867,31 @@ async def test_a_scan_counts_the_identities_a_lookup_by_ani_first_tried(tmp_path
     finally:
         print(f"---- daemon log ----\n{daemon.log()}")
         daemon.kill()
+
+
+async def test_a_wangiri_callback_wave_raises_one_alert(tmp_path: Path) -> None:
+    """The shipped rules: customers call back, once each, the Liberian premium number that
+    rang them. No per-account rule sees one call each (it used to raise no alert at all);
+    callback-wave (shared_destination) raises one incident for the number."""
+    daemon = start_daemon(
+        lambda: write_setup(tmp_path, top=fraud_toml(""), tariff_text=TARIFF),
+        tmp_path / "daemon.log",
+    )
+    try:
+        for i in range(6):  # the shipped limit is 5 accounts an hour
+            daemon.create_account(f"cb{i}", "100.00")
+            call = Call(f"cb{i}-{next(_ids)}", f"cb{i}", called="00231332021234")
+            assert (await place(daemon, call)).code == rc.ACCESS_ACCEPT
+            await stop(daemon, call, 120)
+        for _ in range(100):
+            found = [i for i in fraud_incidents(daemon) if i["kind"] == "fraud.shared_destination"]
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        (incident,) = found
+        assert incident["incident"] == "fraud.callback-wave:+231332021234", incident
+        assert incident["details"]["count"] == 6, incident
+        assert [i["kind"] for i in fraud_incidents(daemon)] == ["fraud.shared_destination"]
+    finally:
+        print(f"---- daemon log ----\n{daemon.log()}")
+        daemon.kill()

@@ -53,6 +53,13 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # extensions through the SBC): counted on the Access-Rejects; refuse: every call from
     # that IP refused for the cooldown, known accounts' too (docs/fraud.md)
     "identity_scan": (frozenset({"max_identities", "window_s"}), frozenset({"cooldown_s"})),
+    # accounts calling one risky number (range) from the CDRs, across accounts: a Wangiri
+    # callback wave (customers calling back the premium number that rang them once),
+    # which no per-account rule sees (each calls it once); alerts only (docs/fraud.md)
+    "shared_destination": (
+        frozenset({"max_accounts", "window_s"}),
+        frozenset({"match", "range_digits"}),
+    ),
 }
 AUTHORIZE_KINDS = frozenset(
     {
@@ -72,6 +79,7 @@ THRESHOLDS = frozenset(
         "max_calls",
         "max_destinations",
         "max_identities",
+        "max_accounts",
         "max_amount",
         "max_amounts",
         "scope",
@@ -171,6 +179,7 @@ class RuleConfig:
     max_calls: int | None = None  # the rule fires at call max_calls + 1 in the window
     max_destinations: int | None = None
     max_identities: int | None = None  # identity_scan: distinct unknown identities
+    max_accounts: int | None = None  # shared_destination: distinct accounts
     # spend caps: per currency (ISO 4217 code -> decimal in that currency: {JPY =
     # "8000", EUR = "50.00"}), and max_amount, in each account's own currency, for the
     # accounts of a currency max_amounts does not list; an account of a currency that
@@ -228,6 +237,7 @@ class RuleOverride:
     max_calls: int | None = None
     max_destinations: int | None = None
     max_identities: int | None = None
+    max_accounts: int | None = None
     max_amount: str | None = None
     max_amounts: dict[str, str] | None = None  # merged into the rule's, per currency
     max_duration_s: int | None = None
@@ -252,6 +262,7 @@ def check_thresholds(obj: RuleConfig | RuleOverride, where: str) -> None:
     _bounded(obj, "window_s", 1, MAX_WINDOW_S, where)
     _bounded(obj, "max_destinations", 1, MAX_COUNT, where)
     _bounded(obj, "max_identities", 1, MAX_COUNT, where)
+    _bounded(obj, "max_accounts", 1, MAX_COUNT, where)
     _bounded(obj, "max_duration_s", 1, 3600, where)
     _bounded(obj, "min_asr_pct", 1, 100, where)
     _bounded(obj, "min_calls", 1, MAX_COUNT, where)
@@ -304,6 +315,11 @@ def _check_rule_extras(rule: RuleConfig, where: str) -> None:
             f"{where}: an identity_scan rule refuses its caller IP (no account to block):"
             " action alert or refuse"
         )
+    if rule.kind == "shared_destination" and rule.action != "alert":
+        raise ValueError(
+            f"{where}: a shared_destination rule counts many accounts' calls after they"
+            " ended (no one account or call to refuse or block): action alert"
+        )
     if rule.kind == "asr" and rule.action == "block" and (rule.min_calls or 0) < 10:
         raise ValueError(f"{where}: blocking on ASR needs min_calls >= 10")
 
@@ -352,6 +368,7 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
     _rule("asr-collapse", "asr", min_asr_pct=10, min_calls=30, window_s=3600),
     # last: a rule's slot is its position, and the counters of the rules above keep theirs
     _rule("identity-scan", "identity_scan", max_identities=20, window_s=300),
+    _rule("callback-wave", "shared_destination", max_accounts=5, window_s=3600),
 )
 
 
