@@ -448,3 +448,18 @@ async def test_buckets_written_by_the_release_before_are_summed_as_it_summed_the
     # this CDR's 2 in bucket b, and when its last event came (field t)
     kept |= {f"{s}:m:{b}": 3 + 2, f"{s}:t:{b}": clock()}
     assert await redis.hgetall(key) == {k.encode(): str(v).encode() for k, v in kept.items()}
+
+
+async def test_a_refusal_lives_as_long_as_its_cooldown(redis: aioredis.Redis, clock: Clock) -> None:
+    """An event rule's refusal (a deny flag in the account's value) is kept until its
+    cooldown ends: the value was written with the ttl of the event's keys (an hour: the
+    seen ids), so a cooldown of a day ended after an hour without calls (the value, and
+    its flag, expired)."""
+    day = 86_400
+    rule = {"name": "fa", "kind": "failed_attempts", "max_calls": 1, "window_s": 60,
+            "cooldown_s": day, "action": "refuse"}  # fmt: skip
+    fraud = await make_fraud(redis, clock, [rule])
+    await add_account(fraud.ledger)
+    for i in range(2):
+        await fraud.refused("acc1", "user:alice", f"rej-{i}")
+    assert await redis.pttl(FK.value_key("acc1")) > (day - 60) * 1000

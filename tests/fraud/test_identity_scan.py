@@ -160,3 +160,16 @@ def _dest():  # type: ignore[no-untyped-def]
 def test_config_errors(rule: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         fraud_config([rule])
+
+
+async def test_the_ip_refusal_lives_as_long_as_its_cooldown(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """The caller IP's value (with its deny flag) is kept until the cooldown ends: it was
+    written with the ttl of the scan's keys (the window + 60 s), and a cooldown longer
+    than that ended early, with the value, once the scan stopped."""
+    day = 86_400
+    fraud = await make_fraud(redis, clock, [{**SCAN, "cooldown_s": day}])
+    await add_account(fraud.ledger)
+    await probe(fraud, IP, 4)
+    assert await redis.pttl(FK.ip_value_key(IP)) > (day - 60) * 1000

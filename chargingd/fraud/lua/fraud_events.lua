@@ -314,6 +314,11 @@ local function fraud_event(KEYS, ARGV)
     if ARGV[2] ~= '' then field = field .. '|' .. ARGV[2] end  -- only that identity
     v.d = v.d or {}
     v.d[field] = now + cooldown
+    -- the value lives as long as its refusal (fr_save: never shorter than x): written with
+    -- the ttl of the event's keys alone (an hour; a caller IP's: its window), a longer
+    -- cooldown ended early once its callers stopped for that long (the flag expired
+    -- with the value)
+    if (v.x or 0) < now + cooldown then v.x = now + cooldown end
     v._dirty = true
     verdict = {'refuse', worst_i, 0, fired, o[7]}
   elseif worst_i > 0 then
