@@ -92,7 +92,7 @@ def thresholds(rule: Rule, currency: str = "") -> dict[str, Any]:
         limits[name.get(kind, "max_calls")] = rule.limit
     if kind == "asr":
         limits["min_calls"] = rule.min_calls
-    if not rule.at_authorize:
+    if not rule.at_authorize and kind != "shared_destination":  # (that one only alerts)
         limits["cooldown_s"] = (rule.cooldown_ms or rule.window_ms) // 1000
     return limits
 

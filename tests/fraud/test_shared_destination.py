@@ -65,3 +65,17 @@ def test_it_only_alerts_and_ships_on() -> None:
         fraud_config([{**WAVE, "action": "refuse"}])
     (shipped,) = [r for r in fraud_config(None).rules if r.kind == "shared_destination"]
     assert (shipped.name, shipped.max_accounts, shipped.window_s) == ("callback-wave", 5, 3600)
+
+
+def test_ctl_fraud_rules_shows_its_thresholds() -> None:
+    """`ctl fraud rules`: its match and range, no cooldown (it refuses nothing)."""
+    from chargingd.admin.fraud import thresholds
+    from chargingd.fraud.rules import RuleBook
+
+    (rule,) = [r for r in RuleBook(fraud_config([WAVE])).base]
+    assert thresholds(rule) == {
+        "window_s": 3600,
+        "match": ["high_risk_country", "high_risk_prefix", "premium_rate", "shared_cost"],
+        "range_digits": 0,
+        "max_accounts": 3,
+    }
