@@ -173,3 +173,26 @@ async def test_the_ip_refusal_lives_as_long_as_its_cooldown(
     await add_account(fraud.ledger)
     await probe(fraud, IP, 4)
     assert await redis.pttl(FK.ip_value_key(IP)) > (day - 60) * 1000
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ({"max_identities": 50}, "max_identities: a identity_scan rule counts across"),
+        ({"action": "refuse"}, "turning it on"),
+        ({"enabled": True}, "turning it on"),
+    ],
+)
+def test_an_override_cannot_change_the_count(override: dict[str, object], error: str) -> None:
+    """The count and its refusal are the [fraud] rule's (an address has no account): an
+    override that would change them is an error, not a silent no-op."""
+    alerting = {**SCAN, "action": "alert"}
+    with pytest.raises(ValueError, match=error):
+        fraud_config([alerting], tariff_overrides={"retail": {"scan": override}})
+
+
+def test_an_override_keeps_the_refusal_off_an_accounts_calls() -> None:
+    cfg = fraud_config([SCAN], account_overrides={"pbx": {"scan": {"enabled": False}}})
+    book = RuleBook(cfg)
+    assert P.split(book.rules_for("pbx", "default"))[1] == ()
+    assert [r.name for r in P.split(book.rules_for("acc1", "default"))[1]] == ["scan"]

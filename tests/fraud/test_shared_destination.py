@@ -79,3 +79,8 @@ def test_ctl_fraud_rules_shows_its_thresholds() -> None:
         "range_digits": 0,
         "max_accounts": 3,
     }
+
+
+def test_an_override_is_an_error() -> None:
+    with pytest.raises(ValueError, match="change the rule itself"):
+        fraud_config([WAVE], account_overrides={"acc1": {"wave": {"max_accounts": 9}}})

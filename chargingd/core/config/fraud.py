@@ -450,6 +450,7 @@ class FraudConfig:
 
 def _check_applies(rule: RuleConfig, override: RuleOverride, where: str) -> None:
     """An override sets only thresholds its rule's kind has; the result is a valid rule."""
+    _check_not_per_account(rule, override, where)
     required, optional = KINDS[rule.kind]
     for f in fields(override):
         value = getattr(override, f.name)
@@ -466,6 +467,32 @@ def _check_applies(rule: RuleConfig, override: RuleOverride, where: str) -> None
         merged(rule, override).validate()
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
+
+
+def _check_not_per_account(rule: RuleConfig, override: RuleOverride, where: str) -> None:
+    """The rules that count per caller IP or per number, across accounts (identity_scan,
+    shared_destination), count with the [fraud] rule itself: an override's threshold or
+    action would change nothing, silently. An identity_scan override may only keep its
+    refusal off an account's (a tariff's) calls: enabled = false, shadow = true, action =
+    "alert"."""
+    if rule.kind not in ("identity_scan", "shared_destination"):
+        return
+    allowed = {"enabled", "shadow", "action"} if rule.kind == "identity_scan" else set()
+    given = {f.name for f in fields(override) if getattr(override, f.name) is not None}
+    bad = sorted(given - allowed)
+    turns_on = override.shadow is False or override.action not in (None, "alert")
+    if bad or (rule.kind == "identity_scan" and (turns_on or override.enabled is True)):
+        what = ", ".join(bad) or "turning it on"
+        raise ValueError(
+            f"{where}: {what}: a {rule.kind} rule counts across accounts with its own"
+            " [[fraud.rules]] values (an override would change nothing); "
+            + (
+                "an override may only keep its refusal off these calls:"
+                ' enabled = false, shadow = true or action = "alert"'
+                if rule.kind == "identity_scan"
+                else "change the rule itself"
+            )
+        )
 
 
 def merged(rule: RuleConfig, override: RuleOverride) -> RuleConfig:
