@@ -137,55 +137,63 @@ class AlertStore:
         or went quiet at or after it (an operator asking what happened since 02:00 means
         an attack that began at 01:50 and goes on too; the listing used to show only the
         incidents opened since)."""
-        out = await self._opened_since(since_ms, kind_prefix, limit)
+        out, closing = await self._opened_since(since_ms, kind_prefix, limit)
         if since_ms <= 0 or len(out) >= limit:
             return out
-        seen = {i.id for i in out}
-        older = await self._touched_since(since_ms, kind_prefix, seen)
+        older = await self._touched_since(since_ms, kind_prefix, out, closing)
         older.sort(key=lambda i: (i.first_ms, i.id), reverse=True)
         return out + older[: limit - len(out)]
 
     async def _touched_since(
-        self, since_ms: int, kind_prefix: str, seen: set[str]
+        self,
+        since_ms: int,
+        kind_prefix: str,
+        opened: list[Incident],
+        closing: dict[str, dict[str, str]],
     ) -> list[Incident]:
-        """Incidents opened before ``since_ms`` (not in ``seen``) and touched since: the
-        latest incident of each key raised or resolved since (TOUCHED), and older ones of
-        those keys whose 'closed' entry (resolved, or quiet after its last raise) is of
-        since_ms on."""
+        """Incidents opened before ``since_ms`` and touched since (``opened``: those
+        opened since, all of them; ``closing``: the 'closed' entries the walk back to
+        since_ms met, every one written since among them): the latest incident of each
+        key raised or resolved since (TOUCHED; a key with an incident opened since has
+        its latest among those), and the incidents whose 'closed' entry (resolved, or
+        quiet after its last raise) is of since_ms on."""
         out: list[Incident] = []
-        keys = await self.redis.zrangebyscore(TOUCHED, since_ms, "+inf")
-        for key in (_s(k) for k in keys):
-            latest = await self.latest(key)
-            if latest is None or latest.id in seen or not latest.kind.startswith(kind_prefix):
+        seen = {i.id for i in opened}
+        keys = {i.key for i in opened}
+        touched = [_s(k) for k in await self.redis.zrangebyscore(TOUCHED, since_ms, "+inf")]
+        touched = [k for k in touched if k not in keys]
+        if touched:  # one round trip for all of them
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in touched:
+                    pipe.hgetall(incident_key(key))
+                    pipe.lrange(calls_key(key), 0, -1)
+                replies = await pipe.execute()
+            for i in range(0, len(replies), 2):
+                raw = _fields(replies[i])
+                if "id" not in raw or raw["id"] in seen:
+                    continue
+                latest = self._live(raw, tuple(_s(c) for c in replies[i + 1]))
+                if latest.kind.startswith(kind_prefix):
+                    seen.add(latest.id)
+                    out.append(latest)
+        for incident_id, closed in closing.items():
+            if incident_id in seen or not _closed_since(closed, since_ms):
                 continue
-            seen.add(latest.id)
-            out.append(latest)
-        # Closed since: the stream's 'closed' entries written since since_ms (a stream
-        # id is the time its entry was written)
-        start = f"{max(since_ms, 0)}-0"
-        while True:
-            page = await self.redis.xrange(STREAM, start, "+", count=_PAGE)
-            for entry_id, raw in page:
-                fields = _fields(raw)
-                fields["_entry_ms"] = _s(entry_id).partition("-")[0]
-                if fields.get("event") != "closed" or fields.get("id", "") in seen:
-                    continue
-                if not _closed_since(fields, since_ms):
-                    continue
-                opened = await self.redis.xrange(STREAM, fields["id"], fields["id"])
-                if not opened:  # trimmed away (stream_maxlen)
-                    continue
-                head = _fields(opened[0][1])
-                if not head.get("kind", "").startswith(kind_prefix):
-                    continue
-                seen.add(fields["id"])
-                out.append(await self._incident(fields["id"], head, fields))
-            if len(page) < _PAGE:
-                return out
-            start = f"({_s(page[-1][0])}"
+            found = await self.redis.xrange(STREAM, incident_id, incident_id)
+            if not found:  # trimmed away (stream_maxlen)
+                continue
+            head = _fields(found[0][1])
+            if head.get("kind", "").startswith(kind_prefix):
+                seen.add(incident_id)
+                out.append(await self._incident(incident_id, head, closed))
+        return out
 
-    async def _opened_since(self, since_ms: int, kind_prefix: str, limit: int) -> list[Incident]:
-        """Incidents opened at or after ``since_ms``, newest first."""
+    async def _opened_since(
+        self, since_ms: int, kind_prefix: str, limit: int
+    ) -> tuple[list[Incident], dict[str, dict[str, str]]]:
+        """Incidents opened at or after ``since_ms``, newest first; and the 'closed'
+        entries met on the way (by incident id): a walk back to the newest incident
+        opened before since_ms meets every entry written since."""
         out: list[Incident] = []
         closing: dict[str, dict[str, str]] = {}  # id -> its "closed" entry (newer)
         top = "+"
@@ -194,10 +202,11 @@ class AlertStore:
             for entry_id, raw in page:
                 fields = _fields(raw)
                 if fields.get("event") == "closed":
+                    fields["_entry_ms"] = _s(entry_id).partition("-")[0]
                     closing[fields["id"]] = fields
                     continue
                 if int(fields.get("first_ms", "0")) < since_ms:
-                    return out
+                    return out, closing
                 if not fields.get("kind", "").startswith(kind_prefix):
                     continue
                 out.append(await self._incident(_s(entry_id), fields, closing.get(_s(entry_id))))
@@ -206,7 +215,7 @@ class AlertStore:
             if len(page) < _PAGE:
                 break
             top = f"({_s(page[-1][0])}"
-        return out
+        return out, closing
 
     async def _incident(
         self, entry_id: str, opened: dict[str, str], closed: dict[str, str] | None
