@@ -235,6 +235,11 @@ async def test_each_rule_set_is_decided_by_its_own_ops_kept_by_the_library(
 # l, n, g, d; alert, refuse, shadow and block; low limits, so that each fires on the way.
 
 
+# ... and op p: an identity_scan rule that refuses (its deny flag in the caller IP's
+# value, written from Access-Rejects of unknown identities: Fraud.scan)
+SCAN = {"name": "scan", "kind": "identity_scan", "max_identities": 2, "window_s": 300,
+        "cooldown_s": 40, "action": "refuse", "message": "scanned address"}  # fmt: skip
+
 # A library's second function: how many ops texts its generator compiled, and how many
 # it could not (kept as false: the loop decides them)
 PROBE = (
@@ -265,7 +270,8 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         ledger = Ledger(redis, clock_ms=clock, request_timeout_s=5.0)
         await ledger.load_scripts()
         base = make_sessions(redis, ledger, clock, tmp_path / str(n))
-        engine = await make_fraud(redis, clock, EVERY_KIND, ledger=ledger, local_values=0)
+        rules = [*EVERY_KIND, SCAN]
+        engine = await make_fraud(redis, clock, rules, ledger=ledger, local_values=0)
         sessions = Sessions(
             redis=redis, ledger=ledger, pricer=base.pricer, cfg=base.cfg, clock_ms=clock,
             data_dir=tmp_path / str(n), fraud=engine,
@@ -285,6 +291,7 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
         sides.append((sessions, clock, redis, engine))
     users = ("alice", "carol", "alice", "bob", "dave", "alice", "bob")
     numbers = ("030123456", "030123457", "089123456", "030123458", "089123457", "030123499")
+    answers: list[tuple[int, Any]] = []
     try:
         for i in range(42):
             called = numbers[i % 6] if i % 7 != 4 else "09001234567"  # dave: premium
@@ -292,6 +299,9 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
             info = info.replace(caller_ip=f"192.0.2.{i % 2}")
             seen = []
             for sessions, clock, redis, engine in sides:
+                if i == 30:  # a scan from 192.0.2.0: its calls refused for 40 s (op p)
+                    for j in range(3):
+                        await engine.scan("192.0.2.0", f"user:x{j}", f"rej-{j}")
                 answer = await sessions.authorize(info)
                 values = [
                     unpack_value(await redis.get(key))
@@ -300,11 +310,16 @@ async def test_the_generated_ops_decide_and_write_as_the_op_loop(
                 seen.append((answer, dict(engine.counters), values))
                 clock.advance(3700 if i == 28 else 4)  # then the live calls lapse
             assert seen[0] == seen[1] == seen[2], i
+            answers.append((i, seen[0][0]))
         lapsed_by = sides[0][1].now_ms - 13 * 4000  # the jump: every earlier call lapsed
         for value in seen[0][2][:2]:  # acc0, acc1 (calls admitted since: lapsed ones gone)
             assert value["l"] and min(value["l"].values()) * 1000 > lapsed_by
         fired, refused = sides[0][3].counters["fired"], sides[0][3].counters["refused"]
         assert fired > 10 and refused > 3 and sides[0][3].counters["blocked"] == 1
+        by_scan = [
+            i for i, a in answers if isinstance(a, Refused) and a.message == "scanned address"
+        ]
+        assert by_scan and min(by_scan) >= 30 and all(i % 2 == 0 for i in by_scan), answers
         assert await calls(redis7, "fcall") > 40 and await calls(other, "evalsha") > 40
         # ops texts compiled / fallen back to the loop, each library's own
         compiled, failed = await redis7.fcall(library_of(sides[0][0]).name + "_probe", 0)
