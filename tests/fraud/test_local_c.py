@@ -44,6 +44,7 @@ OPS = [
     op("c", "9/60", MIN, 12, "r"),
     op("c", "10/60", MIN, 0, "x"),  # bookkeeping: never fires
     op("n", "11", 3_600_000, 0, "x"),  # a short memory: the country rewritten often
+    op("p", "scan", 0, 0, "r", ip=True),  # identity_scan: the caller IP's deny flag (below)
 ]
 
 
@@ -152,6 +153,18 @@ def rewrite(stored: dict[str, bytes], k: str, rnd: random.Random, foreign: float
         stored[k] = odd(stored[k] or msgpack.packb({b"w": {}}), rnd)
 
 
+def deny(stored: dict[str, bytes], k: str, until: int) -> None:
+    """The deny flag of op p's rule in a caller IP's value (until ms), as fraud_event
+    writes it (its other flags and counters kept)."""
+    try:
+        value = L.unpack(stored[k])
+    except (ValueError, msgpack.ExtraData):  # a damaged one: left as it is
+        return
+    flags = value.get(L.D)
+    value[L.D] = {**(flags if isinstance(flags, dict) else {}), b"scan": until}
+    stored[k] = msgpack.packb(value, use_bin_type=False)
+
+
 def both(sides: tuple[LocalRules, LocalRules], call: tuple[Any, ...]) -> list[Any]:
     """The two evaluations' outcomes, or the exceptions they raised."""
     answers: list[Any] = []
@@ -201,6 +214,8 @@ def compare(
         ip_key = rnd.choice([*ips, key])
         for k in (key, ip_key):
             rewrite(stored, k, rnd, foreign, damaged)
+            if k in ips and rnd.random() < 0.05:  # identity_scan's flag (fraud_event)
+                deny(stored, k, now + rnd.choice([-1000, 0, 1, 5000, 60_000]))
             for side in (py, cc):
                 if side.values.raw(k) != stored[k]:
                     side.learnt(k, stored[k])
