@@ -25,6 +25,8 @@ def req_rules(args: argparse.Namespace) -> Request:
 
 
 def req_state(args: argparse.Namespace) -> Request:
+    if args.caller_ip:
+        return "fraud.state", {"caller_ip": args.caller_ip}
     return "fraud.state", {"id": args.id}
 
 
@@ -60,8 +62,10 @@ def add_parsers(sub: Any) -> None:
     alert_list_options(
         actions.add_parser("alerts", help="fraud incidents, newest first"), kind="fraud."
     )
-    p = actions.add_parser("state", help="what the rules hold against an account")
-    p.add_argument("id", help="account id")
+    p = actions.add_parser("state", help="what the rules hold against an account or caller IP")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("id", nargs="?", help="account id")
+    who.add_argument("--caller-ip", help="a caller IP (identity_scan's refusal, its count)")
     p.set_defaults(build=req_state)
     json_option(p)
     p = actions.add_parser("unblock", help="make an account a rule blocked active again")
@@ -136,10 +140,13 @@ def render_rules(console: Console, result: dict[str, Any]) -> None:
 
 def render_state(console: Console, result: dict[str, Any]) -> None:
     state = result["state"]
+    who = f"caller IP {result['caller_ip']}" if result.get("caller_ip") else result["id"]
     if not state:
-        console.print(f"account {result['id']}: nothing held against it")
+        console.print(
+            f"{'' if result.get('caller_ip') else 'account '}{who}: nothing held against it"
+        )
         return
-    table = Table(title=f"fraud state of {result['id']}", show_header=False)
+    table = Table(title=f"fraud state of {who}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in sorted(state.items()):

@@ -18,7 +18,7 @@ from chargingd.ledger import Account
 _WRITE = frozenset({"operator", "reason"})
 FRAUD_METHODS: dict[str, tuple[str, frozenset[str]]] = {
     "fraud.rules": ("fraud_rules", frozenset({"account", "tariff"})),
-    "fraud.state": ("fraud_state", frozenset({"id"})),
+    "fraud.state": ("fraud_state", frozenset({"id", "caller_ip"})),
     "fraud.unblock": ("fraud_unblock", _WRITE | {"id"}),
     "fraud.lift": ("fraud_lift", _WRITE | {"id", "identity", "caller_ip"}),
 }
@@ -165,8 +165,18 @@ class FraudMethods:
         return out
 
     async def fraud_state(self, p: Params, who: str) -> dict[str, Any]:
-        """What the rules hold against an account (blocked by, deny flags, since)."""
+        """What the rules hold against an account (blocked by, deny flags, since), or
+        against a caller IP (caller_ip: its deny flags, the unknown identities it tried)."""
         fraud = self._fraud()
+        caller_ip = p.text("caller_ip", "")
+        if caller_ip:
+            if p.has("id"):
+                raise FraudMethodError("name an account (id) or a caller IP, not both")
+            try:
+                shown, state = await fraud.caller_ip_state(caller_ip)
+            except ValueError as exc:
+                raise FraudMethodError(str(exc)) from None
+            return {"id": "", "caller_ip": shown, "state": state}
         account_id = p.ident()
         await fraud.ledger.get_account(account_id)  # UnknownAccount: a clear error
         return {"id": account_id, "state": await fraud.state(account_id)}

@@ -812,11 +812,7 @@ class Fraud:
         PBX's public address too): its counts start over and its incidents are resolved.
         No account's own counts or refusals change (``lift ACCOUNT`` is for those).
         ValueError for a text that is no IP address."""
-        try:
-            address = ipaddress.ip_address(ip.strip())
-        except ValueError:
-            raise chained(ValueError(f"--caller-ip {ip!r}: not an IP address"), None) from None
-        shown = str(address)
+        shown = _address(ip)
         key = FK.ip_value_key(shown)
         # its value (velocity counts, identity_scan's deny flag) and the unknown
         # identities it tried (identity_scan's count: left, the next one refused it again)
@@ -832,6 +828,19 @@ class Fraud:
             why,
         )
         return {"id": "", "identity": "", "caller_ip": shown, "lifted": ["counts"] if had else []}
+
+    async def caller_ip_state(self, ip: str) -> tuple[str, dict[str, str]]:
+        """What the rules per caller IP hold against ``ip`` (its address as kept, and
+        state_fields of its value: deny flags (an identity_scan rule's refusal, until
+        ms), since; ``unknown_identities``: how many it tried within the scan rules'
+        windows, as kept (at most a rule's limit + 1)). ValueError: no IP address."""
+        shown = _address(ip)
+        value = unpack_value(await self.redis.get(FK.ip_value_key(shown)))
+        out = state_fields(value)
+        tried = await self.redis.zcard(FK.ip_scan_key(shown))
+        if tried:
+            out["unknown_identities"] = str(tried)
+        return shown, out
 
     async def _lift_stranger(self, identity: str, *, who: str, why: str) -> dict[str, Any]:
         """An identity no account has: refused as unknown, never by a rule (its rules
@@ -1030,6 +1039,14 @@ def account_refusals(
             if count + 1 > rule.limit:
                 out.append({"rule": rule.name, "count": count, "limit": rule.limit})
     return out
+
+
+def _address(ip: str) -> str:
+    """``--caller-ip`` as the rules key it (ipaddress's text); ValueError: not one."""
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        raise chained(ValueError(f"--caller-ip {ip!r}: not an IP address"), None) from None
 
 
 def _text(value: Any) -> str:

@@ -832,6 +832,17 @@ async def test_a_scan_of_unknown_identities_refuses_its_caller_ip(
         assert (await place(d, make_call("alice", QUIET), start=False)).code == rc.ACCESS_ACCEPT
     assert [i["incident"] for i in scan_incidents(two)] == [f"fraud.identity-scan:{SCANNER}"]
 
+    # what the operator sees of the address (`ctl fraud state --caller-ip`)
+    state = one.call("fraud.state", {"caller_ip": SCANNER})["state"]
+    assert int(state["deny:identity-scan"]) > time.time() * 1000, state
+    assert state["unknown_identities"] == str(LIMIT + 1), state  # kept: the limit + 1
+    shown = subprocess.run(
+        [str(BIN), "ctl", "--config", str(one.setup.config), "fraud", "state",
+         "--caller-ip", SCANNER],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "deny:identity-scan" in shown.stdout, shown
+    assert f"fraud state of caller IP {SCANNER}" in shown.stdout, shown.stdout
     shown = subprocess.run(
         [str(BIN), "ctl", "--config", str(one.setup.config), "fraud", "lift",
          "--caller-ip", SCANNER, "--reason", "the SBC blocks the scanner now"],
@@ -842,6 +853,7 @@ async def test_a_scan_of_unknown_identities_refuses_its_caller_ip(
         assert (await place(d, make_call("alice", SCANNER), start=False)).code == rc.ACCESS_ACCEPT
     (resolved,) = scan_incidents(one)
     assert resolved["state"] == "resolved", resolved
+    assert one.call("fraud.state", {"caller_ip": SCANNER})["state"] == {}
 
 
 async def test_a_scan_counts_the_identities_a_lookup_by_ani_first_tried(tmp_path: Path) -> None:
