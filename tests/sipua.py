@@ -179,6 +179,7 @@ SDP = (
     "v=0\r\no=- {sess} {sess} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
+HOLD = "a=sendonly\r\n"  # RFC 3264 §8.4: a re-offer that puts the far end on hold
 
 
 @dataclass
@@ -236,6 +237,13 @@ class SipPhone(asyncio.DatagramProtocol):
         self._uas_pending: set[str] = set()  # call-ids of 2xx waiting for their ACK
         self._tasks: set[asyncio.Task[None]] = set()
         self._cseq = itertools.count(1)
+        self.updates = 0  # UPDATEs answered 200 (session refreshes)
+        # A CANCEL crosses this phone's answer (its 2xx already sent when the CANCEL
+        # arrives): the CANCEL is answered 200 and the INVITE still 2xx (RFC 3261 §9.2).
+        self.answer_crosses_cancel = False
+        # The dialogs of other branches' 2xx to a forked INVITE, by their To tag: ACKed
+        # and ended at once with a BYE (RFC 3261 §13.2.2.4).
+        self.forked: dict[str, Dialog] = {}
 
     @classmethod
     async def open(cls, user: str, answer: AnswerPolicy | None = None) -> SipPhone:
@@ -324,19 +332,28 @@ class SipPhone(asyncio.DatagramProtocol):
         cancel = SipMessage(f"CANCEL {invite.request_uri} SIP/2.0", headers)
         return await self._transact(cancel, dialog.proxy)
 
-    async def reinvite(self, dialog: Dialog) -> SipMessage | None:
-        """A re-INVITE in the dialog (a session refresh, RFC 4028); ACKed on a 2xx.
-        Returns its final response."""
+    async def reinvite(self, dialog: Dialog, *, hold: bool = False) -> SipMessage | None:
+        """A re-INVITE in the dialog (a session refresh, RFC 4028; with ``hold`` an offer
+        of sendonly media, RFC 3264 §8.4); ACKed on a 2xx. Returns its final response."""
         dialog.local_cseq += 1
         invite = self._request(dialog, "INVITE", dialog.remote_target, extra=[])
         invite.headers.append(("content-type", "application/sdp"))
         invite.body = SDP.format(sess=int(time.time()) + dialog.local_cseq, port=self.port + 2)
+        if hold:
+            invite.body += HOLD
         hop = self._next_hop(dialog, dialog.proxy)
         reply = await self._transact(invite, hop, invite=True)
         if reply is not None and reply.status < 300:
             ack = self._request(dialog, "ACK", dialog.remote_target, extra=[])
             self._send(ack, hop)
         return reply
+
+    async def update(self, dialog: Dialog) -> SipMessage | None:
+        """An UPDATE in the dialog without a body: an RFC 4028 session refresh (§9, the
+        refresher's UPDATE). Returns its final response."""
+        dialog.local_cseq += 1
+        update = self._request(dialog, "UPDATE", dialog.remote_target, extra=[])
+        return await self._transact(update, self._next_hop(dialog, dialog.proxy))
 
     def _request(
         self, dialog: Dialog, method: str, ruri: str, *, extra: list[tuple[str, str]]
@@ -429,8 +446,27 @@ class SipPhone(asyncio.DatagramProtocol):
     def _on_late_invite_response(self, reply: SipMessage) -> None:
         # A retransmitted 2xx (our ACK was lost or late): ACK again (RFC 3261 §13.2.2.4).
         dialog = self.dialogs.get(reply.call_id)
-        if dialog is not None and reply.status < 300 and dialog.remote_tag:
+        if dialog is None or reply.status >= 300 or not dialog.remote_tag:
+            return
+        if reply.tag("to") == dialog.remote_tag:
             self._send_ack(dialog)
+            return
+        # A 2xx of another branch of a forked INVITE (RFC 3261 §13.2.2.4): a dialog of
+        # its own, ACKed, then ended with a BYE (this phone keeps the first one).
+        extra = self.forked.get(reply.tag("to"))
+        if extra is not None:
+            self._send_ack(extra)  # its 2xx again
+            return
+        extra = Dialog(call_id=dialog.call_id, local_tag=dialog.local_tag)
+        extra.local_uri, extra.remote_uri = dialog.local_uri, dialog.remote_uri
+        extra.local_cseq = dialog.local_cseq
+        extra.proxy = dialog.proxy
+        self.forked[reply.tag("to")] = extra
+        self._confirm(extra, reply)
+        self._spawn(self._end_forked(extra))
+
+    async def _end_forked(self, dialog: Dialog) -> None:
+        await self.hangup(dialog)
 
     def _failure_ack(self, invite: SipMessage, reply: SipMessage) -> SipMessage:
         headers = [(k, v) for k, v in invite.headers if k in ("via", "from", "call-id", "route")]
@@ -469,6 +505,8 @@ class SipPhone(asyncio.DatagramProtocol):
             self._on_bye(msg, addr)
         elif method == "CANCEL":
             self._on_cancel(msg, addr)
+        elif method == "UPDATE":
+            self._on_update(msg, addr)
         else:
             self._send(self._response(msg, 501, "Not Implemented"), addr)
 
@@ -557,6 +595,8 @@ class SipPhone(asyncio.DatagramProtocol):
         dialog = self._dialog_of(msg)
         if dialog is None or dialog.invite is None or dialog.finished.is_set():
             return
+        if self.answer_crosses_cancel:
+            return  # its 2xx is on the way already: it still answers
         dialog.cancelled = True
         dialog.final_status, dialog.final_reason = 487, "Request Terminated"
         final = self._response(dialog.invite, 487, "Request Terminated", to_tag=dialog.local_tag)
@@ -574,6 +614,18 @@ class SipPhone(asyncio.DatagramProtocol):
         ok.headers.append(("contact", self.contact))
         ok.headers.append(("content-type", "application/sdp"))
         ok.body = SDP.format(sess=int(time.time()) + msg.cseq, port=self.port + 2)
+        self._send(ok, addr)
+
+    def _on_update(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        """An UPDATE in a dialog (a session refresh): 200 (481 when the dialog is unknown).
+        Counted in ``updates``."""
+        dialog = self._dialog_of(msg)
+        if dialog is None or dialog.ended.is_set():
+            self._send(self._response(msg, 481, "Call/Transaction Does Not Exist"), addr)
+            return
+        self.updates += 1
+        ok = self._response(msg, 200, "OK")
+        ok.headers.append(("contact", self.contact))
         self._send(ok, addr)
 
     def _on_bye(self, msg: SipMessage, addr: tuple[str, int]) -> None:

@@ -1,0 +1,433 @@
+"""The ledger and the CDRs tell one story through real Kamailio, on the SIP paths the
+other Kamailio modules leave out (their list is in test_kamailio_calls.py's docstring).
+
+After each call: the balance moved by exactly the sum of the account's CDRs'
+charged_micros (plus top-ups), one CDR per call, no hold or live session left, and
+`chargingd assure` (the billing database the daemon exports to) finds nothing for the
+account. The recommended setup (credit_mode own_timer, cut_backend kamailio_jsonrpc),
+with the shortest stale window (interim_interval_s 10 x stale_factor 2: 20 s) and
+max_session_s 30, so that one call outlives it; the others last a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kamailio_daemon import account, own_timer_client, running_daemon, with_log
+from kamailio_harness import KamailioPorts, Switch, missing_reason
+from radius_e2e_harness import BIN, MICROS_PER_S, SECRET, Daemon, write_setup
+from sipua import Answer, SipPhone
+
+from chargingd.billing.cdr import CDR
+from chargingd.core.money import parse_amount
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason())),
+]
+
+SESSIONS = {
+    "interim_interval_s": 10,
+    "grant_margin_s": 0,
+    "first_grant_s": 2,
+    "max_grant_s": 10,
+    "stale_factor": 2,  # a 20 s stale window (the shortest there is)
+    "max_session_s": 30,
+    "reaper_interval_s": 0.2,
+    "reap_grace_s": 1,
+}
+ASSURANCE = """
+[assurance]
+hold_grace_s = 1
+session_grace_s = 1
+stuck_after_s = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, kamailio_ports: KamailioPorts, pg_billing_db: str
+) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("kamailio-money")
+    setup = write_setup(
+        tmp,
+        extra=own_timer_client(kamailio_ports),
+        session_options=SESSIONS,
+        billing=f'db_url = "{pg_billing_db}"',
+        export="run_in_serve = true\nblock_ms = 50",
+    )
+    setup.config.write_text(setup.config.read_text() + ASSURANCE)
+    with running_daemon(setup, tmp / "daemon.log") as d:
+        yield d
+
+
+async def settled(daemon: Daemon, account_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """The account once no call holds money any more (polled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        acc = account(daemon, account_id)
+        if (acc["live_sessions"], acc["reserved"]) == (0, "0.00") or loop.time() > deadline:
+            return acc
+        await asyncio.sleep(0.05)
+
+
+def assure(daemon: Daemon, account_id: str) -> dict[str, Any]:
+    day = datetime.now(UTC)
+    first, last = (day - timedelta(days=1)).date(), (day + timedelta(days=1)).date()
+    done = subprocess.run(
+        [str(BIN), "assure", "--config", str(daemon.setup.config), "--from", str(first),
+         "--to", str(last), "--account", account_id, "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode in (0, 3), done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+async def one_story(
+    daemon: Daemon, account_id: str, initial: str, call_ids: list[str], *, topups: str = "0"
+) -> list[CDR]:
+    """Each call's only CDR (in ``call_ids`` order), once the account settled; the
+    balance moved by exactly their charges, and assure finds nothing."""
+    acc = await settled(daemon, account_id)
+    assert (acc["reserved"], acc["live_sessions"]) == ("0.00", 0), acc
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while True:  # the CDR follows the Stop's ledger script by a round trip
+        cdrs = [c for c in daemon.cdrs() if c.account_id == account_id]
+        if len(cdrs) >= len(call_ids) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted((c.call_id, c.revision) for c in cdrs) == sorted((i, 0) for i in call_ids), cdrs
+    by_id = {c.call_id: c for c in cdrs}
+    moved = parse_amount(initial) + parse_amount(topups) - parse_amount(acc["balance"])
+    assert moved == sum(c.charged_micros for c in cdrs), (acc, cdrs)
+    assert parse_amount(acc["balance"]) >= 0, acc
+    run = await asyncio.to_thread(assure, daemon, account_id)
+    assert run["findings"] == [], run
+    return [by_id[i] for i in call_ids]
+
+
+def talked(dialog: Any) -> float:
+    return float(dialog.ended_at - dialog.answered_at)
+
+
+# -- hang-ups -------------------------------------------------------------------------
+
+
+async def test_caller_and_callee_byes_crossing_end_the_call_once(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """Both phones hang up at the same moment, and the caller's BYE is then sent again
+    (its 200 lost): one Stop, one CDR, the talk charged once."""
+    daemon.create_account("km-cross", "0.50")
+    dialog = await switch.call("km-cross")
+    assert dialog.final_status == 200
+    await asyncio.sleep(1.2)
+    far_end = switch.gateway.dialogs[dialog.call_id]
+    await asyncio.gather(switch.caller.hangup(dialog), switch.gateway.hangup(far_end))
+    for _ in range(2):
+        switch.caller.resend_bye(dialog)
+        await asyncio.sleep(0.2)
+    (cdr,) = await one_story(daemon, "km-cross", "0.50", [dialog.call_id])
+    assert cdr.status == "normal", cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+async def test_hold_unhold_and_update_refreshes_do_not_stretch_the_paid_time(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """0.05 EUR, Session-Timeout 5 s: a re-INVITE to hold, an UPDATE session refresh
+    (RFC 4028) and a re-INVITE to unhold within it. Kamailio still ends the call at
+    the 5 s (timeout_noreset), each refresh reached the far end, and the account is
+    charged what it had, no more."""
+    daemon.create_account("km-hold", "0.05")
+    dialog = await switch.call("km-hold")
+    assert dialog.final_status == 200
+    held = await switch.caller.reinvite(dialog, hold=True)
+    assert held is not None and held.status == 200
+    await asyncio.sleep(0.8)
+    refreshed = await switch.caller.update(dialog)
+    assert refreshed is not None and refreshed.status == 200
+    assert switch.gateway.updates == 1
+    await asyncio.sleep(0.8)
+    unheld = await switch.caller.reinvite(dialog)
+    assert unheld is not None and unheld.status == 200
+    await asyncio.wait_for(dialog.ended.wait(), 10)
+    assert dialog.ended_by == "remote"  # Kamailio's BYE at the Session-Timeout
+    assert talked(dialog) <= 5 + 1.5, talked(dialog)
+    (cdr,) = await one_story(daemon, "km-hold", "0.05", [dialog.call_id])
+    assert cdr.extra["terminate_cause"] in ("Session-Timeout", "Admin-Reset"), cdr
+    assert cdr.charged_micros <= 5 * MICROS_PER_S and cdr.charge_reason in ("", "cut_tolerance")
+
+
+async def test_a_call_longer_than_the_stale_window_is_not_reaped(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """Kamailio sends no Interim: a call of 21 s, past the 20 s stale window
+    (interim_interval_s x stale_factor) and short of its 30 s Session-Timeout, is still
+    live until its BYE (neither reaped nor cut by the own timer), and charged 21 s."""
+    daemon.create_account("km-long", "0.50")
+    dialog = await switch.call("km-long")
+    assert dialog.final_status == 200
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, 21.0 - (loop.time() - dialog.answered_at)))
+    assert account(daemon, "km-long")["live_sessions"] == 1
+    await switch.caller.hangup(dialog)
+    (cdr,) = await one_story(daemon, "km-long", "0.50", [dialog.call_id])
+    assert (cdr.status, cdr.charge_reason) == ("normal", ""), cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+async def test_a_top_up_mid_call_leaves_the_session_timeout_kamailio_was_told(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """0.03 EUR, Session-Timeout 3 s; a top-up of 1.00 a second in. Kamailio cannot be
+    told a longer Session-Timeout: its dialog timer ends the call at the 3 s it was
+    told, charged those seconds, the top-up kept whole."""
+    daemon.create_account("km-topup", "0.03")
+    dialog = await switch.call("km-topup")
+    assert dialog.final_status == 200
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(
+        daemon.call, "account.topup", {"id": "km-topup", "amount": "1.00", "txn_id": "km-topup-1"}
+    )
+    await asyncio.wait_for(dialog.ended.wait(), 10)
+    assert dialog.ended_by == "remote"
+    (cdr,) = await one_story(daemon, "km-topup", "0.03", [dialog.call_id], topups="1.00")
+    assert cdr.duration_s in (2, 3, 4), cdr
+    assert cdr.charged_micros == min(cdr.duration_s, 3) * MICROS_PER_S or (
+        cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+    ), cdr
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+def short_timers(cfg: str) -> str:
+    """Kamailio's tm giving up on a silent next hop after 1 s (fr_timer) and on a
+    ringing one after 2 s (fr_inv_timer): its own 408, as with the defaults (30 s and
+    120 s) but in test time."""
+    anchor = 'modparam("rr", "append_fromtag", 1)\n'
+    assert anchor in cfg
+    return cfg.replace(
+        anchor,
+        anchor + 'modparam("tm", "fr_timer", 1000)\nmodparam("tm", "fr_inv_timer", 2000)\n',
+    )
+
+
+async def switch_with(daemon: Daemon, tmp_path: Path, ports: KamailioPorts, edit: Any) -> Switch:
+    setup = daemon.setup
+    return await Switch.open(
+        tmp_path,
+        auth_port=setup.auth_port,
+        acct_port=setup.acct_port,
+        secret=SECRET.decode(),
+        edit_cfg=edit,
+        ports=ports,
+    )
+
+
+async def test_a_call_ringing_past_kamailios_invite_timer_is_one_unanswered_cdr(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """The far end rings and never answers: Kamailio's fr_inv_timer ends the INVITE
+    (408 to the caller, CANCEL to the far end). The call is accounted Failed: its hold
+    released at once, one unanswered CDR, nothing charged."""
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, short_timers)
+    try:
+        daemon.create_account("km-408", "0.50")
+        switch.gateway.answer = lambda _invite: Answer(ring_s=30)
+        dialog = await switch.call("km-408")
+        assert dialog.final_status == 408, dialog.final_reason
+        (cdr,) = await one_story(daemon, "km-408", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    assert (cdr.status, cdr.charged_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "408")
+
+
+async def test_a_silent_next_hop_is_one_unanswered_cdr(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """The next hop is down (nothing answers the INVITE): Kamailio's fr_timer answers
+    the caller 408 itself. Accounted Failed: no hold left, one unanswered CDR."""
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, short_timers)
+    try:
+        daemon.create_account("km-down", "0.50")
+        assert switch.gateway.transport is not None
+        switch.gateway.transport.close()  # nothing listens on the next hop any more
+        await asyncio.sleep(0)
+        dialog = await switch.call("km-down")
+        assert dialog.final_status == 408, dialog.final_reason
+        (cdr,) = await one_story(daemon, "km-down", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    assert (cdr.status, cdr.charged_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "408")
+
+
+# -- forking --------------------------------------------------------------------------
+
+
+def forking_to(port: int) -> Any:
+    """The cfg relaying each call to a second branch as well (parallel forking): the
+    next hop as the Request-URI (an appended branch would inherit a $du)."""
+
+    def edit(cfg: str) -> str:
+        anchor = '    $du = "NEXT_HOP";\n'
+        assert anchor in cfg
+        fork = f'    append_branch("sip:$rU@127.0.0.1:{port}");\n    $ru = "NEXT_HOP";\n'
+        return cfg.replace(anchor, fork)
+
+    return edit
+
+
+async def test_a_call_forked_to_two_branches_one_answering_is_one_cdr(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """Two branches ring; the second answers, Kamailio CANCELs the first. One Start,
+    one Stop, one CDR charged the talk."""
+    second = await SipPhone.open("gw2", lambda _invite: Answer(ring_s=0.5))
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, forking_to(second.port))
+    try:
+        daemon.create_account("km-fork", "0.50")
+        switch.gateway.answer = lambda _invite: Answer(ring_s=10)
+        dialog = await switch.call("km-fork")
+        assert dialog.final_status == 200
+        first_leg = switch.gateway.dialogs[dialog.call_id]
+        await asyncio.wait_for(first_leg.ended.wait(), 5)
+        assert first_leg.cancelled
+        await asyncio.sleep(1.2)
+        await switch.caller.hangup(dialog)
+        (cdr,) = await one_story(daemon, "km-fork", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        second.close()
+        print(switch.report())
+    assert cdr.status == "normal", cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+async def test_a_forked_call_whose_first_branch_is_busy_is_one_cdr(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """One branch answers 486 at once, the other answers a moment later: the 486 is no
+    final answer of the call (the other branch still rings), one CDR, the talk."""
+    second = await SipPhone.open("gw2", lambda _invite: Answer(ring_s=0.8))
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, forking_to(second.port))
+    try:
+        daemon.create_account("km-fork-busy", "0.50")
+        switch.gateway.answer = lambda _invite: Answer(486, "Busy Here")
+        dialog = await switch.call("km-fork-busy")
+        assert dialog.final_status == 200
+        await asyncio.sleep(1.2)
+        await switch.caller.hangup(dialog)
+        (cdr,) = await one_story(daemon, "km-fork-busy", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        second.close()
+        print(switch.report())
+    assert cdr.status == "normal", cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S >= MICROS_PER_S
+
+
+# -- chargingd restarted --------------------------------------------------------------
+
+
+@pytest.fixture
+def own_daemon(
+    tmp_path: Path, kamailio_ports: KamailioPorts, pg_billing_db: str
+) -> Iterator[Daemon]:
+    """A daemon of the test's own (it is restarted), set up as the module's."""
+    (tmp_path / "own").mkdir()
+    setup = write_setup(
+        tmp_path / "own",
+        extra=own_timer_client(kamailio_ports),
+        session_options=SESSIONS,
+        billing=f'db_url = "{pg_billing_db}"',
+        export="run_in_serve = true\nblock_ms = 50",
+    )
+    setup.config.write_text(setup.config.read_text() + ASSURANCE)
+    with running_daemon(setup, tmp_path / "own-daemon.log") as d:
+        yield from with_log(d)
+
+
+def restart(daemon: Daemon, *, hard: bool) -> None:
+    """Stop the daemon (SIGKILL when hard: no shutdown at all; its embedded Redis keeps
+    running and is taken over) and start it again, ready."""
+    assert daemon.proc is not None
+    if hard:
+        daemon.proc.kill()
+        daemon.proc.wait()
+    else:
+        assert daemon.terminate() == 0
+    daemon.start()
+    daemon.wait_ready()
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
+async def test_chargingd_restarted_mid_call_charges_the_talk_once(
+    own_daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts, hard: bool
+) -> None:
+    """chargingd restarted a second into the call (its sessions live in Redis); the
+    caller's BYE after the restart is the Stop: one CDR, the talk."""
+    daemon = own_daemon
+    payer = f"km-restart-{'kill' if hard else 'term'}"  # one billing database for both
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, None)
+    try:
+        daemon.create_account(payer, "0.50")
+        dialog = await switch.call(payer)
+        assert dialog.final_status == 200
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(restart, daemon, hard=hard)
+        await asyncio.sleep(0.5)
+        await switch.caller.hangup(dialog)
+        (cdr,) = await one_story(daemon, payer, "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    assert cdr.status == "normal", cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+async def test_a_stop_sent_while_chargingd_is_down_is_charged_by_the_reaper_rule(
+    own_daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """chargingd down when the caller hangs up: radcli tries the Stop twice (2 s each)
+    and gives up. chargingd, back, hears nothing more of the call; its reaper closes
+    it after its Session-Timeout (5 s) + reap_grace_s, charged provisionally: the
+    ledger and the CDR agree (what the switch says differs: assure with the switch's
+    own records, docs/assurance.md duration_mismatch)."""
+    daemon = own_daemon
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, None)
+    try:
+        daemon.create_account("km-lost-stop", "0.05")
+        dialog = await switch.call("km-lost-stop")
+        assert dialog.final_status == 200
+        await asyncio.sleep(1.0)
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait()
+        await switch.caller.hangup(dialog)
+        await asyncio.sleep(4.5)  # radcli's two tries of the Stop
+        await asyncio.to_thread(daemon.start)
+        await asyncio.to_thread(daemon.wait_ready)
+        (cdr,) = await one_story(daemon, "km-lost-stop", "0.05", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    print(cdr)
+    assert cdr.charge_reason == "provisional", cdr
