@@ -343,6 +343,40 @@ async def test_a_forked_call_whose_first_branch_is_busy_is_one_cdr(
     assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S >= MICROS_PER_S
 
 
+async def test_a_forked_call_that_both_branches_answer_is_charged_its_talk(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """Both branches answer (the second one's 200 crosses Kamailio's CANCEL): the
+    caller keeps the first 200's dialog and ends
+    the other with a BYE at once (RFC 3261 §13.2.2.4). The call it keeps goes on and is
+    charged its talk, one CDR. Before, Kamailio accounted that BYE as the call's Stop
+    (seen: 0 s, `unanswered`, charged 0.00, the Stop ahead of the Start), and its Stop
+    guard then swallowed the real call's BYE: 2.5 s talked, nothing charged."""
+    second = await SipPhone.open("gw2", lambda _invite: Answer(ring_s=0.6))
+    second.answer_crosses_cancel = True  # its 200 crosses Kamailio's CANCEL
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, forking_to(second.port))
+    try:
+        daemon.create_account("km-fork-both", "0.50")
+        switch.gateway.answer = lambda _invite: Answer(ring_s=0.3)
+        dialog = await switch.call("km-fork-both")
+        assert dialog.final_status == 200
+        await asyncio.sleep(2.5)
+        assert switch.caller.forked, "only one branch answered"
+        (extra,) = switch.caller.forked.values()
+        assert extra.ended.is_set()
+        assert not dialog.ended.is_set()
+        bye = await switch.caller.hangup(dialog)
+        assert bye is not None and bye.status == 200
+        (cdr,) = await one_story(daemon, "km-fork-both", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        second.close()
+        print(switch.report())
+    assert cdr.status == "normal", cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
 # -- chargingd restarted --------------------------------------------------------------
 
 
