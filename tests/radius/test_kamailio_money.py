@@ -465,3 +465,39 @@ async def test_a_stop_sent_while_chargingd_is_down_is_charged_by_the_reaper_rule
         print(switch.report())
     print(cdr)
     assert cdr.charge_reason == "provisional", cdr
+
+
+async def test_calls_hung_up_as_they_are_answered_leave_nothing_behind(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The caller's BYE right behind its ACK, five calls at once: Kamailio's Start (sent
+    by the worker that relayed the 200) and Stop (another worker's) race to chargingd.
+    Each call one CDR, nothing held, the balance moved by their charges."""
+    daemon.create_account("km-flash", "2.00")  # 0.30 held per call
+    dialogs = await asyncio.gather(*(switch.call("km-flash") for _ in range(5)))
+    assert [d.final_status for d in dialogs] == [200] * 5
+    await asyncio.gather(*(switch.caller.hangup(d) for d in dialogs))
+    cdrs = await one_story(daemon, "km-flash", "2.00", [d.call_id for d in dialogs])
+    assert all(c.duration_s <= 1 for c in cdrs), cdrs
+
+
+async def test_an_answer_crossing_the_callers_cancel_is_charged_as_a_call(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The caller CANCELs as the far end answers (its 200 crosses the CANCEL): the
+    call is up; the caller ACKs and hangs up a second later. One CDR, that second."""
+    daemon.create_account("km-cancel-200", "0.50")
+    switch.gateway.answer = lambda _invite: Answer(ring_s=0.5)
+    switch.gateway.answer_crosses_cancel = True
+    dialog = await switch.caller.call(
+        switch.kamailio.address, "00442079460000", from_user="km-cancel-200"
+    )
+    await asyncio.sleep(0.3)
+    await switch.caller.cancel(dialog)
+    await asyncio.wait_for(dialog.finished.wait(), 5)
+    assert dialog.final_status == 200
+    await asyncio.sleep(1.0)
+    await switch.caller.hangup(dialog)
+    (cdr,) = await one_story(daemon, "km-cancel-200", "0.50", [dialog.call_id])
+    assert cdr.status == "normal", cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S >= MICROS_PER_S, cdr
