@@ -501,3 +501,56 @@ async def test_an_answer_crossing_the_callers_cancel_is_charged_as_a_call(
     (cdr,) = await one_story(daemon, "km-cancel-200", "0.50", [dialog.call_id])
     assert cdr.status == "normal", cdr
     assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S >= MICROS_PER_S, cdr
+
+
+DBTEXT_SCHEMA = Path("/usr/share/kamailio/dbtext/kamailio")
+
+
+def dialogs_in_db_text(directory: Path) -> Any:
+    """The cfg with WITH_DIALOG_DB: its dialogs (and their variables) kept in db_text
+    files under ``directory`` (the tables copied from Kamailio's own schema)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for table in ("version", "dialog", "dialog_vars"):
+        (directory / table).write_text((DBTEXT_SCHEMA / table).read_text())
+
+    def edit(cfg: str) -> str:
+        default = '#!substdef "!DIALOG_DB_URL!text:///var/lib/kamailio/dbtext!g"'
+        assert default in cfg
+        cfg = cfg.replace(default, f'#!substdef "!DIALOG_DB_URL!text://{directory}!g"')
+        return cfg.replace("#!KAMAILIO\n", "#!KAMAILIO\n#!define WITH_DIALOG_DB\n", 1)
+
+    return edit
+
+
+@pytest.mark.skipif(not DBTEXT_SCHEMA.is_dir(), reason="no db_text schema of Kamailio")
+async def test_kamailio_restarted_with_its_dialogs_in_a_database_still_ends_the_call(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """0.05 EUR, Session-Timeout 5 s; Kamailio stopped and started a second into the
+    call, nobody hangs up. With WITH_DIALOG_DB its dialog comes back from the database:
+    Kamailio still ends the call at the 5 s it was paid, and accounts its Stop with
+    the answer time it kept. Before (dialogs in memory only, docs/kamailio.md pitfall
+    12) the call ran on untimed: chargingd's cut found "no such dialog" and took the
+    call for ended, and the phones' BYE, whenever it came, was charged as debt."""
+    daemon.create_account("km-kam-restart", "0.05")
+    switch = await switch_with(
+        daemon, tmp_path, kamailio_ports, dialogs_in_db_text(tmp_path / "dbtext")
+    )
+    try:
+        dialog = await switch.call("km-kam-restart")
+        assert dialog.final_status == 200
+        await asyncio.sleep(1.0)
+        switch.kamailio.stop()
+        switch.kamailio.start()
+        await asyncio.wait_for(dialog.ended.wait(), 12)
+        (cdr,) = await one_story(daemon, "km-kam-restart", "0.05", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    assert dialog.ended_by == "remote"  # Kamailio's BYE at the Session-Timeout
+    assert talked(dialog) <= 5 + 1.5, talked(dialog)
+    assert cdr.extra["terminate_cause"] in ("Session-Timeout", "Admin-Reset"), cdr
+    assert "usage_from" not in cdr.extra  # Acct-Session-Time from the kept answer time
+    # Kamailio's timer ticks once a second (pitfall 9): 4 to 6 s, never past the 5 paid
+    assert cdr.duration_s in (4, 5, 6), cdr
+    assert cdr.charged_micros == min(cdr.duration_s, 5) * MICROS_PER_S, cdr
