@@ -93,10 +93,17 @@ def assure(daemon: Daemon, account_id: str) -> dict[str, Any]:
 
 
 async def one_story(
-    daemon: Daemon, account_id: str, initial: str, call_ids: list[str], *, topups: str = "0"
+    daemon: Daemon,
+    account_id: str,
+    initial: str,
+    call_ids: list[str],
+    *,
+    topups: str = "0",
+    assured: bool = True,
 ) -> list[CDR]:
     """Each call's only CDR (in ``call_ids`` order), once the account settled; the
-    balance moved by exactly their charges, and assure finds nothing."""
+    balance moved by exactly their charges, and (unless not ``assured``) assure finds
+    nothing."""
     acc = await settled(daemon, account_id)
     assert (acc["reserved"], acc["live_sessions"]) == ("0.00", 0), acc
     loop = asyncio.get_running_loop()
@@ -111,8 +118,9 @@ async def one_story(
     moved = parse_amount(initial) + parse_amount(topups) - parse_amount(acc["balance"])
     assert moved == sum(c.charged_micros for c in cdrs), (acc, cdrs)
     assert parse_amount(acc["balance"]) >= 0, acc
-    run = await asyncio.to_thread(assure, daemon, account_id)
-    assert run["findings"] == [], run
+    if assured:
+        run = await asyncio.to_thread(assure, daemon, account_id)
+        assert run["findings"] == [], run
     return [by_id[i] for i in call_ids]
 
 
@@ -554,3 +562,94 @@ async def test_kamailio_restarted_with_its_dialogs_in_a_database_still_ends_the_
     # Kamailio's timer ticks once a second (pitfall 9): 4 to 6 s, never past the 5 paid
     assert cdr.duration_s in (4, 5, 6), cdr
     assert cdr.charged_micros == min(cdr.duration_s, 5) * MICROS_PER_S, cdr
+
+
+# -- Kamailio's own records ------------------------------------------------------------
+
+SWITCH_SOURCE = """
+[mediation.sources.kam]
+format = "kamailio"
+charge = "record_only"
+default_country = "DE"
+account_rule = "fixed"
+account = "km-acc"
+"""
+
+
+@pytest.fixture
+def switch_daemon(
+    tmp_path: Path, kamailio_ports: KamailioPorts, pg_billing_db: str
+) -> Iterator[Daemon]:
+    """A daemon whose config has Kamailio's acc log as a record_only source."""
+    (tmp_path / "own").mkdir()
+    setup = write_setup(
+        tmp_path / "own",
+        extra=own_timer_client(kamailio_ports),
+        session_options=SESSIONS,
+        billing=f'db_url = "{pg_billing_db}"',
+        export="run_in_serve = true\nblock_ms = 50",
+    )
+    setup.config.write_text(setup.config.read_text() + ASSURANCE + SWITCH_SOURCE)
+    with running_daemon(setup, tmp_path / "own-daemon.log") as d:
+        yield from with_log(d)
+
+
+async def test_kamailios_own_records_tell_the_story_of_the_cdrs_but_a_lost_stop(
+    switch_daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """Kamailio's acc records (the cfg logs them too) mediated as a record_only source
+    (`chargingd mediate --source kam` of its log): the calls a
+    caller or callee ended, a busy one and one killed over JSON-RPC match the live
+    CDRs by Call-ID, and assure finds one thing only: the call whose Stop was lost
+    while chargingd was down (pitfall 15), charged its 5 s Session-Timeout by the
+    reaper, which the switch says lasted about a second (duration_mismatch, money
+    < 0: the customer charged beyond what the switch supports)."""
+    daemon = switch_daemon
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, None)
+    try:
+        daemon.create_account("km-acc", "0.05")
+        lost = await switch.call("km-acc")  # told 5 s
+        await asyncio.sleep(1.0)
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait()
+        await switch.caller.hangup(lost)
+        await asyncio.sleep(4.5)  # radcli's two tries of the Stop
+        await asyncio.to_thread(daemon.start)
+        await asyncio.to_thread(daemon.wait_ready)
+        await one_story(daemon, "km-acc", "0.05", [lost.call_id], assured=False)
+        topup = {"id": "km-acc", "amount": "0.50", "txn_id": "km-acc-1"}
+        await asyncio.to_thread(daemon.call, "account.topup", topup)
+
+        normal = await switch.call("km-acc")
+        await asyncio.sleep(1.2)
+        await switch.caller.hangup(normal)
+        switch.gateway.answer = lambda _invite: Answer(486, "Busy Here")
+        busy = await switch.call("km-acc")
+        switch.gateway.answer = lambda _invite: Answer()
+        callee = await switch.call("km-acc")
+        await asyncio.sleep(1.2)
+        await switch.gateway.hangup(switch.gateway.dialogs[callee.call_id])
+        killed = await switch.call("km-acc")
+        await asyncio.sleep(1.2)
+        await asyncio.to_thread(daemon.call, "session.kill", {"id": killed.call_id})
+        await asyncio.wait_for(killed.ended.wait(), 5)
+        ids = [c.call_id for c in (lost, normal, busy, callee, killed)]
+        await one_story(daemon, "km-acc", "0.05", ids, topups="0.50", assured=False)
+        log = tmp_path / "kamailio" / "kamailio.log"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN), "mediate", "--config", str(daemon.setup.config), "--source", "kam",
+             str(log)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        run = await asyncio.to_thread(assure, daemon, "km-acc")
+    finally:
+        switch.close()
+        print(switch.report())
+    assert done.returncode == 0, done.stderr
+    assert "stored 5," in done.stdout and "rejected 0" in done.stdout, done.stdout
+    assert run["matching"]["matched_by_id"] == 5, run
+    (finding,) = run["findings"]
+    assert (finding["kind"], finding["call_id"]) == ("duration_mismatch", lost.call_id), run
+    assert parse_amount(finding["money"]) < 0, finding
