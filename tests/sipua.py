@@ -303,11 +303,17 @@ class SipPhone(asyncio.DatagramProtocol):
         from_user: str = "",
         headers: list[tuple[str, str]] | None = None,
         call_id: str = "",
+        retry_of: Dialog | None = None,
     ) -> Dialog:
         """Send an INVITE through `proxy` (From: `from_user`, else this phone's user) and
         return its Dialog at once; `dialog.finished` is set on the final answer.
-        `call_id`: this Call-ID rather than a new one (two phones may pick the same)."""
+        `call_id`: this Call-ID rather than a new one (two phones may pick the same).
+        `retry_of`: a failed INVITE this one retries (RFC 3261 §8.1.3.5: its Call-ID
+        and From tag, the next CSeq)."""
         dialog = Dialog(call_id=call_id or f"{_token()}@127.0.0.1", local_tag=_token())
+        if retry_of is not None:
+            dialog.call_id, dialog.local_tag = retry_of.call_id, retry_of.local_tag
+            dialog.local_cseq = retry_of.local_cseq + 1
         dialog.proxy = proxy
         dialog.local_uri = f"sip:{from_user or self.user}@127.0.0.1"
         dialog.remote_uri = f"sip:{callee}@{proxy[0]}:{proxy[1]}"

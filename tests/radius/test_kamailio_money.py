@@ -285,6 +285,64 @@ async def test_a_silent_next_hop_is_one_unanswered_cdr(
     assert (cdr.status, cdr.charged_micros, cdr.extra["sip_code"]) == ("unanswered", 0, "408")
 
 
+async def test_a_bye_the_vanished_far_end_never_answers_still_ends_the_call(
+    daemon: Daemon, tmp_path: Path, kamailio_ports: KamailioPorts
+) -> None:
+    """The far end is gone mid-call (crashed, NAT binding lost): the caller's BYE is
+    relayed, nobody answers, Kamailio's fr_timer answers it 408 itself. That BYE is
+    still the end of the call: one CDR, the talk charged, nothing held."""
+    switch = await switch_with(daemon, tmp_path, kamailio_ports, short_timers)
+    try:
+        daemon.create_account("km-bye-408", "0.50")
+        dialog = await switch.call("km-bye-408")
+        assert dialog.final_status == 200
+        await asyncio.sleep(1.2)
+        assert switch.gateway.transport is not None
+        switch.gateway.transport.close()  # the far end vanishes
+        bye = await switch.caller.hangup(dialog)
+        assert bye is not None and bye.status == 408, bye
+        (cdr,) = await one_story(daemon, "km-bye-408", "0.50", [dialog.call_id])
+    finally:
+        switch.close()
+        print(switch.report())
+    assert cdr.status == "normal", cdr
+    assert round(talked(dialog)) <= cdr.duration_s <= round(talked(dialog) + 1.0), cdr
+    assert cdr.charged_micros == cdr.duration_s * MICROS_PER_S
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: chargingd refuses a reused Acct-Session-Id (403 session id already"
+    " used), and Kamailio's is the Call-ID, which a retried INVITE keeps (docs/kamailio.md"
+    " pitfall 16)",
+)
+async def test_an_invite_retried_with_its_call_id_after_a_failure_is_charged_its_talk(
+    daemon: Daemon, switch: Switch
+) -> None:
+    """The far end answers 503 (Kamailio relays a 500); the phone retries the INVITE
+    with the same Call-ID and From tag, the next CSeq (RFC 3261 §8.1.3.5), and this one
+    is answered: the talk is charged, nothing held, the balance moved by the CDRs'
+    charges. Today the retry is refused 403 (session id already used)."""
+    daemon.create_account("km-retry", "0.50")
+    switch.gateway.answer = lambda _invite: Answer(503, "Service Unavailable")
+    first = await switch.call("km-retry")
+    assert first.final_status == 500  # a proxy never relays a 503 (RFC 3261 §16.7)
+    await asyncio.sleep(0.3)
+    switch.gateway.answer = lambda _invite: Answer()
+    second = await switch.caller.call(
+        switch.kamailio.address, "00442079460000", from_user="km-retry", retry_of=first
+    )
+    await asyncio.wait_for(second.finished.wait(), 10)
+    assert second.final_status == 200, second.final_reason
+    await asyncio.sleep(1.2)
+    await switch.caller.hangup(second)
+    acc = await settled(daemon, "km-retry")
+    cdrs = [c for c in daemon.cdrs() if c.account_id == "km-retry"]
+    assert (acc["reserved"], acc["live_sessions"]) == ("0.00", 0), acc
+    assert 500_000 - parse_amount(acc["balance"]) == sum(c.charged_micros for c in cdrs)
+    assert sum(c.charged_micros for c in cdrs) >= MICROS_PER_S, cdrs
+
+
 # -- forking --------------------------------------------------------------------------
 
 
